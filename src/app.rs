@@ -1,0 +1,53 @@
+//! The shared state of one exai process: config, calls, providers, tools.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::calls::Calls;
+use crate::config::Config;
+use crate::health::Health;
+use crate::providers::Providers;
+use crate::store::{Store, StoreError, StoreReader};
+use crate::tools::ToolRegistry;
+
+/// Everything a session needs, shared by all sessions of the process.
+pub struct App {
+    pub config: Arc<Config>,
+    pub calls: Arc<Calls>,
+    pub providers: Arc<Providers>,
+    pub tools: ToolRegistry,
+    pub health: Arc<Health>,
+    /// Cancelled when the process shuts down: sessions close.
+    pub shutdown: CancellationToken,
+}
+
+impl App {
+    /// Opens the store (marking calls of dead processes `interrupted`) and builds the rest.
+    ///
+    /// Blocking (SQLite): call before serving, or from `spawn_blocking`.
+    pub fn open(config: Config, health: Health) -> Result<Arc<Self>, StoreError> {
+        let store_path = config.store_path();
+        let store = Store::open(&store_path)?;
+        let reader = StoreReader::open(&store_path)?;
+        let interrupted = reader.interrupt_orphans("exai stopped while the call was running")?;
+        if interrupted > 0 {
+            tracing::warn!(
+                calls = interrupted,
+                "calls left open by a previous run marked interrupted"
+            );
+        }
+        let pruned = reader.prune(config.retention_max_age, config.retention_max_rows)?;
+        if pruned > 0 {
+            tracing::info!(records = pruned, "old call records pruned");
+        }
+        Ok(Arc::new(Self {
+            providers: Arc::new(Providers::from_config(&config)),
+            calls: Arc::new(Calls::new(store)),
+            tools: ToolRegistry::new(),
+            health: Arc::new(health),
+            config: Arc::new(config),
+            shutdown: CancellationToken::new(),
+        }))
+    }
+}

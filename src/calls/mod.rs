@@ -1,0 +1,492 @@
+//! Calls: every `tools/call` becomes a record at receipt and a supervised task until its end.
+//!
+//! The call runs in its own task, owned here rather than by the MCP request, so it
+//! outlives a client that goes away; its one deadline bounds everything under it;
+//! its result is committed to the store before anyone is handed it.
+
+pub mod progress;
+pub mod redact;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use rmcp::model::{CallToolResult, ContentBlock};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use progress::{Progress, Snapshot};
+
+use crate::store::{CallState, FinishedCall, NewCall, Store, StoreError, now_ms};
+
+/// Why a call was stopped before its end.
+#[derive(Debug, Clone)]
+pub enum CancelReason {
+    /// The client sent `notifications/cancelled` (or `call_cancel`).
+    Client(Option<String>),
+    /// The daemon is shutting down.
+    Shutdown,
+}
+
+/// A tool's failure, as the tool reports it.
+#[derive(Debug, Clone)]
+pub struct ToolFailure {
+    /// Machine-readable kind for the record ("bad_arguments", "provider_http_error", …).
+    pub kind: &'static str,
+    pub message: String,
+    /// A timeout of something under the call (a provider gone silent).
+    pub timed_out: bool,
+}
+
+impl ToolFailure {
+    pub fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            timed_out: false,
+        }
+    }
+}
+
+/// The end of a call, as handed to whoever waits for it.
+#[derive(Debug)]
+pub struct Outcome {
+    pub state: CallState,
+    pub result: CallToolResult,
+}
+
+/// Who asked for a call, and how.
+#[derive(Debug, Clone)]
+pub struct CallOrigin {
+    pub session_id: String,
+    pub client_name: Option<String>,
+    pub client_version: Option<String>,
+    pub transport: &'static str,
+}
+
+/// A call in flight.
+#[derive(Debug)]
+pub struct LiveCall {
+    pub id: String,
+    pub tool: String,
+    pub origin: CallOrigin,
+    pub received_at: Instant,
+    pub deadline: Instant,
+    pub budget: Duration,
+    pub progress: Progress,
+    cancel: CancellationToken,
+    cancel_reason: Mutex<Option<CancelReason>>,
+    outcome: watch::Sender<Option<Arc<Outcome>>>,
+    detached: AtomicBool,
+    started_at_ms: Mutex<Option<i64>>,
+    usage: Mutex<Usage>,
+}
+
+impl LiveCall {
+    /// Stops the call's work; the first reason given wins.
+    pub fn cancel(&self, reason: CancelReason) {
+        let mut slot = self.cancel_reason.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+        drop(slot);
+        self.cancel.cancel();
+    }
+
+    /// Waits until the call has ended (its record is already committed then).
+    pub async fn finished(&self) -> Arc<Outcome> {
+        let mut rx = self.outcome.subscribe();
+        loop {
+            if let Some(outcome) = rx.borrow_and_update().clone() {
+                return outcome;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives as long as `self`; unreachable in practice.
+                return Arc::new(Outcome {
+                    state: CallState::Failed,
+                    result: CallToolResult::error(vec![ContentBlock::text(
+                        "call ended without an outcome",
+                    )]),
+                });
+            }
+        }
+    }
+
+    /// The client stopped waiting (stream closed): the call goes on and keeps its result.
+    pub fn detach(&self) {
+        self.detached.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_detached(&self) -> bool {
+        self.detached.load(Ordering::Relaxed)
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.received_at.elapsed()
+    }
+
+    fn cancel_reason(&self) -> Option<CancelReason> {
+        self.cancel_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The registry of calls in flight, and the door to their records.
+pub struct Calls {
+    store: Store,
+    live: Mutex<HashMap<String, Arc<LiveCall>>>,
+    /// Signalled whenever a call ends (shutdown waits on it).
+    ended: tokio::sync::Notify,
+}
+
+impl Calls {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            live: Mutex::new(HashMap::new()),
+            ended: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LiveCall>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Calls in flight, oldest first.
+    pub fn in_flight(&self) -> Vec<Arc<LiveCall>> {
+        let mut calls: Vec<_> = self.live_map().values().cloned().collect();
+        calls.sort_by_key(|c| c.received_at);
+        calls
+    }
+
+    pub fn in_flight_count(&self) -> usize {
+        self.live_map().len()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<LiveCall>> {
+        self.live_map().get(id).cloned()
+    }
+
+    /// Creates the record of a call at receipt and registers it; nothing runs yet.
+    ///
+    /// `proposed_id` (set by the exai shim, so it can name the call even if the
+    /// daemon vanishes) is used when it is a fresh UUID; otherwise a new UUIDv7 is made.
+    pub async fn open(
+        &self,
+        proposed_id: Option<&str>,
+        tool: &str,
+        arguments: &Value,
+        origin: CallOrigin,
+        budget: Duration,
+    ) -> Result<Arc<LiveCall>, StoreError> {
+        let id = proposed_id
+            .and_then(|p| uuid::Uuid::parse_str(p).ok())
+            .map(|u| u.to_string())
+            .filter(|id| !self.live_map().contains_key(id))
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let received_at = Instant::now();
+        let received_at_ms = now_ms();
+        let arguments_text = redact::cap(
+            redact::redact(arguments).to_string(),
+            redact::MAX_ARGUMENTS_CHARS,
+        );
+        self.store
+            .insert(NewCall {
+                id: id.clone(),
+                session_id: origin.session_id.clone(),
+                client_name: origin.client_name.clone(),
+                client_version: origin.client_version.clone(),
+                transport: origin.transport.to_string(),
+                tool: tool.to_string(),
+                arguments: arguments_text,
+                received_at_ms,
+                deadline_at_ms: received_at_ms + budget.as_millis() as i64,
+            })
+            .await?;
+        let call = Arc::new(LiveCall {
+            id: id.clone(),
+            tool: tool.to_string(),
+            origin,
+            received_at,
+            deadline: received_at + budget,
+            budget,
+            progress: Progress::new(tool),
+            cancel: CancellationToken::new(),
+            cancel_reason: Mutex::new(None),
+            outcome: watch::Sender::new(None),
+            detached: AtomicBool::new(false),
+            started_at_ms: Mutex::new(None),
+            usage: Mutex::new(Usage::default()),
+        });
+        self.live_map().insert(id, call.clone());
+        tracing::info!(
+            call_id = %call.id,
+            tool,
+            session = %call.origin.session_id,
+            client = call.origin.client_name.as_deref().unwrap_or("?"),
+            transport = call.origin.transport,
+            budget_s = budget.as_secs(),
+            "call received"
+        );
+        Ok(call)
+    }
+
+    /// Runs `work` for `call` in its own task, bounded by the call's deadline and cancel token.
+    pub fn start(
+        self: &Arc<Self>,
+        call: Arc<LiveCall>,
+        work: BoxFuture<'static, Result<CallToolResult, ToolFailure>>,
+    ) {
+        let calls = self.clone();
+        let span = tracing::info_span!("call", call_id = %call.id, tool = %call.tool, session = %call.origin.session_id);
+        tokio::spawn(async move { calls.supervise(call, work).await }.instrument(span));
+    }
+
+    async fn supervise(
+        &self,
+        call: Arc<LiveCall>,
+        work: BoxFuture<'static, Result<CallToolResult, ToolFailure>>,
+    ) {
+        let started_ms = now_ms();
+        *call.started_at_ms.lock().unwrap_or_else(|p| p.into_inner()) = Some(started_ms);
+        self.store.mark_running(&call.id, started_ms);
+        tracing::info!("call started");
+        let deadline = tokio::time::Instant::from_std(call.deadline);
+        let ended = tokio::select! {
+            biased;
+            _ = call.cancel.cancelled() => Err(None),
+            r = tokio::time::timeout_at(deadline, work) => r.map_err(|_| Some(call.progress.snapshot())),
+        };
+        let (state, result, failure) = match ended {
+            Ok(Ok(result)) => {
+                let state = if result.is_error == Some(true) {
+                    CallState::Failed
+                } else {
+                    CallState::Succeeded
+                };
+                (state, result, None)
+            }
+            Ok(Err(failure)) => {
+                let state = if failure.timed_out {
+                    CallState::TimedOut
+                } else {
+                    CallState::Failed
+                };
+                let text = format!(
+                    "{} failed: {} (call {})",
+                    call.tool, failure.message, call.id
+                );
+                (
+                    state,
+                    error_result(&text),
+                    Some((failure.kind, failure.message)),
+                )
+            }
+            Err(Some(snapshot)) => {
+                let message = format!(
+                    "{} timed out after {} s (the call's deadline) while {} (for {} s); \
+                     the upstream request was dropped (call {})",
+                    call.tool,
+                    call.budget.as_secs(),
+                    snapshot.stage,
+                    snapshot.stage_since.elapsed().as_secs(),
+                    call.id
+                );
+                (
+                    CallState::TimedOut,
+                    error_result(&message),
+                    Some(("deadline", message)),
+                )
+            }
+            Err(None) => match call.cancel_reason() {
+                Some(CancelReason::Shutdown) => {
+                    let message = format!(
+                        "{} was interrupted: the exai daemon shut down before it finished (call {})",
+                        call.tool, call.id
+                    );
+                    (
+                        CallState::Interrupted,
+                        error_result(&message),
+                        Some(("interrupted", message)),
+                    )
+                }
+                reason => {
+                    let why = match reason {
+                        Some(CancelReason::Client(Some(r))) => {
+                            format!("cancelled by the client: {r}")
+                        }
+                        _ => "cancelled by the client".to_string(),
+                    };
+                    let message = format!("{} {why} (call {})", call.tool, call.id);
+                    (
+                        CallState::Cancelled,
+                        error_result(&message),
+                        Some(("cancelled", message)),
+                    )
+                }
+            },
+        };
+        self.finish(&call, state, result, failure).await;
+    }
+
+    async fn finish(
+        &self,
+        call: &Arc<LiveCall>,
+        state: CallState,
+        result: CallToolResult,
+        failure: Option<(&'static str, String)>,
+    ) {
+        let snapshot = call.progress.snapshot();
+        let (progress_count, last_progress) = call.progress.sent();
+        let result_text = serde_json::to_string(&result).unwrap_or_default();
+        let usage = call.usage();
+        let done = FinishedCall {
+            state: Some(state),
+            started_at_ms: *call.started_at_ms.lock().unwrap_or_else(|p| p.into_inner()),
+            finished_at_ms: now_ms(),
+            provider: snapshot.provider.clone(),
+            model: snapshot.model.clone(),
+            tokens_in: usage.tokens_in.map(|t| t as i64),
+            tokens_out: usage
+                .tokens_out
+                .or((snapshot.tokens_out > 0).then_some(snapshot.tokens_out))
+                .map(|t| t as i64),
+            attempts: usage.attempts.map(i64::from),
+            progress_count,
+            last_progress,
+            error_kind: failure.as_ref().map(|f| f.0.to_string()),
+            error_message: failure.as_ref().map(|f| f.1.clone()),
+            result: Some(redact::cap(result_text, redact::MAX_RESULT_CHARS)),
+            is_error: result.is_error == Some(true),
+        };
+        // Invariant 3: the result is committed before anyone is handed it.
+        if let Err(error) = self.store.finish(&call.id, done).await {
+            tracing::error!(%error, "could not store the call's end; answering anyway");
+        }
+        let elapsed_ms = call.elapsed().as_millis() as u64;
+        match &failure {
+            None => tracing::info!(
+                outcome = %state,
+                duration_ms = elapsed_ms,
+                model = snapshot.model.as_deref().unwrap_or("-"),
+                tokens_in = usage.tokens_in,
+                tokens_out = usage.tokens_out,
+                "call finished"
+            ),
+            Some((kind, message)) => tracing::warn!(
+                outcome = %state,
+                duration_ms = elapsed_ms,
+                error_kind = kind,
+                error = %message,
+                "call finished"
+            ),
+        }
+        if state == CallState::Cancelled || call.is_detached() {
+            let delivery = if state == CallState::Cancelled {
+                "not_sent_cancelled"
+            } else {
+                tracing::warn!("client gone before the answer; result kept in the store");
+                "client_gone"
+            };
+            let _ = self.store.set_delivery(&call.id, delivery).await;
+        }
+        call.outcome
+            .send_replace(Some(Arc::new(Outcome { state, result })));
+        self.live_map().remove(&call.id);
+        self.ended.notify_waiters();
+    }
+
+    /// Records a call that was refused before running (unknown tool); returns its id.
+    pub async fn reject(
+        &self,
+        proposed_id: Option<&str>,
+        tool: &str,
+        arguments: &Value,
+        origin: CallOrigin,
+        kind: &'static str,
+        message: &str,
+    ) -> String {
+        match self
+            .open(proposed_id, tool, arguments, origin, Duration::ZERO)
+            .await
+        {
+            Ok(call) => {
+                let result = error_result(message);
+                self.finish(
+                    &call,
+                    CallState::Failed,
+                    result,
+                    Some((kind, message.to_string())),
+                )
+                .await;
+                call.id.clone()
+            }
+            Err(error) => {
+                tracing::error!(%error, tool, "could not record a refused call");
+                String::new()
+            }
+        }
+    }
+
+    /// Shutdown: waits up to `grace` for calls to end, then interrupts the rest.
+    pub async fn drain(&self, grace: Duration) {
+        let until = tokio::time::Instant::now() + grace;
+        loop {
+            let notified = self.ended.notified();
+            let left = self.in_flight_count();
+            if left == 0 {
+                return;
+            }
+            tracing::info!(calls_in_flight = left, "waiting for calls to finish");
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                break;
+            }
+        }
+        let rest = self.in_flight();
+        tracing::warn!(calls = rest.len(), "grace period over: interrupting calls");
+        for call in &rest {
+            call.cancel(CancelReason::Shutdown);
+        }
+        for call in rest {
+            // Each ends promptly now that its token is cancelled; bounded anyway.
+            let _ = tokio::time::timeout(Duration::from_secs(5), call.finished()).await;
+        }
+    }
+}
+
+/// Usage a tool reports for the record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub tokens_in: Option<u64>,
+    pub tokens_out: Option<u64>,
+    pub attempts: Option<u32>,
+}
+
+impl LiveCall {
+    /// Reports the provider's usage figures for the record.
+    pub fn set_usage(&self, usage: Usage) {
+        *self.usage_slot() = usage;
+    }
+
+    fn usage(&self) -> Usage {
+        *self.usage_slot()
+    }
+
+    fn usage_slot(&self) -> std::sync::MutexGuard<'_, Usage> {
+        self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn error_result(text: &str) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(text.to_string())])
+}

@@ -1,0 +1,164 @@
+//! What a running call is doing right now: stage, model, tokens — and the human line for it.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::providers::CallObserver;
+
+/// A running call's latest state, published through a watch channel.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub tool: String,
+    pub stage: String,
+    pub stage_since: Instant,
+    /// Bumped on every stage change (token counts do not bump it).
+    pub stage_version: u64,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub tokens_out: u64,
+    pub reasoning_tokens: u64,
+    pub started: Instant,
+}
+
+impl Snapshot {
+    pub fn new(tool: &str) -> Self {
+        let now = Instant::now();
+        Self {
+            tool: tool.to_string(),
+            stage: "starting".into(),
+            stage_since: now,
+            stage_version: 0,
+            provider: None,
+            model: None,
+            tokens_out: 0,
+            reasoning_tokens: 0,
+            started: now,
+        }
+    }
+
+    /// "chat · glm-4.7 · streaming · 34 s · 1,240 tokens"
+    pub fn message(&self) -> String {
+        let mut parts = vec![self.tool.clone()];
+        if let Some(model) = &self.model {
+            parts.push(model.clone());
+        }
+        parts.push(self.stage.clone());
+        parts.push(format!("{} s", self.started.elapsed().as_secs()));
+        let tokens = self.tokens_out + self.reasoning_tokens;
+        if tokens > 0 {
+            parts.push(format!("{} tokens", thousands(tokens)));
+        }
+        parts.join(" · ")
+    }
+}
+
+/// 1240 → "1,240".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The writing side: tools and providers report here.
+#[derive(Debug)]
+pub struct Progress {
+    tx: watch::Sender<Snapshot>,
+    /// Notifications actually sent to the client, and the last message.
+    sent: Mutex<(i64, Option<String>)>,
+}
+
+impl Progress {
+    pub fn new(tool: &str) -> Self {
+        Self {
+            tx: watch::Sender::new(Snapshot::new(tool)),
+            sent: Mutex::new((0, None)),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.tx.subscribe()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.tx.borrow().clone()
+    }
+
+    pub fn set_stage(&self, stage: impl Into<String>) {
+        let stage = stage.into();
+        self.tx.send_modify(|s| {
+            s.stage = stage;
+            s.stage_since = Instant::now();
+            s.stage_version += 1;
+        });
+    }
+
+    /// Remembers a progress line that went to the client; returns the new count.
+    pub fn record_sent(&self, message: &str) -> i64 {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        sent.0 += 1;
+        sent.1 = Some(message.to_string());
+        sent.0
+    }
+
+    /// (notifications sent, last message — sent or not).
+    pub fn sent(&self) -> (i64, Option<String>) {
+        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            sent.0,
+            sent.1.clone().or_else(|| Some(self.snapshot().message())),
+        )
+    }
+}
+
+impl CallObserver for Progress {
+    fn stage(&self, stage: String) {
+        self.set_stage(stage);
+    }
+    fn model(&self, provider: &str, model: &str) {
+        self.tx.send_modify(|s| {
+            s.provider = Some(provider.to_string());
+            s.model = Some(model.to_string());
+        });
+    }
+    fn tokens(&self, count: u64, reasoning: bool) {
+        // send_if_modified(false): token counts are read by the heartbeat, they wake nobody.
+        self.tx.send_if_modified(|s| {
+            if reasoning {
+                s.reasoning_tokens += count;
+            } else {
+                s.tokens_out += count;
+            }
+            false
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_read_like_a_status_line() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1240), "1,240");
+        assert_eq!(thousands(1234567), "1,234,567");
+        let p = Progress::new("chat");
+        p.model("custom", "glm-4.7");
+        p.set_stage("streaming");
+        p.tokens(1240, false);
+        let m = p.snapshot().message();
+        assert!(
+            m.starts_with("chat · glm-4.7 · streaming · 0 s · 1,240 tokens"),
+            "{m}"
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! Arguments as stored in a record: secrets masked, size capped.
+
+use serde_json::Value;
+
+/// Largest arguments text kept in a record.
+pub const MAX_ARGUMENTS_CHARS: usize = 16 * 1024;
+/// Largest result text kept in a record.
+pub const MAX_RESULT_CHARS: usize = 256 * 1024;
+
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "key",
+        "token",
+        "secret",
+        "password",
+        "authorization",
+        "cookie",
+        "credential",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+        && k != "progresstoken"
+        && !k.ends_with("tokens")
+}
+
+/// Replaces the values of secret-looking fields with "[redacted]".
+pub fn redact(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if is_secret_key(k) {
+                        Value::String("[redacted]".into())
+                    } else {
+                        redact(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Cuts `text` to at most `max` characters, saying how much was cut.
+pub fn cap(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… [{} more bytes not kept]",
+        &text[..end],
+        text.len() - end
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secrets_are_masked_at_any_depth() {
+        let v = json!({"prompt": "hi", "api_key": "sk-1", "nested": [{"Authorization": "Bearer x"}], "max_tokens": 5});
+        let r = redact(&v);
+        assert_eq!(r["api_key"], "[redacted]");
+        assert_eq!(r["nested"][0]["Authorization"], "[redacted]");
+        assert_eq!(r["prompt"], "hi");
+        assert_eq!(r["max_tokens"], 5);
+    }
+
+    #[test]
+    fn long_text_is_capped_on_a_char_boundary() {
+        let s = "é".repeat(100);
+        let c = cap(s, 11);
+        assert!(c.starts_with("ééééé…"), "{c}");
+        assert!(c.contains("more bytes not kept"));
+    }
+}

@@ -1,0 +1,342 @@
+//! `exai calls` and `exai status`: what happened, read straight from the store (daemon up or not).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::calls::progress::thousands;
+use crate::config::Config;
+use crate::daemon::DaemonInfo;
+use crate::store::{CallFilter, CallRow, StoreError, StoreReader, now_ms};
+
+/// Why a CLI command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no call with id {0:?} (it may have expired, or never existed)")]
+    UnknownCall(String),
+    #[error("{0:?} matches several calls: {1}; give more of the id")]
+    Ambiguous(String, String),
+    #[error("no call store yet at {0}: exai has not run with this EXAI_HOME")]
+    NoStore(String),
+}
+
+fn open_store(config: &Config) -> Result<StoreReader, CliError> {
+    let path = config.store_path();
+    if !path.exists() {
+        return Err(CliError::NoStore(path.display().to_string()));
+    }
+    Ok(StoreReader::open(&path)?)
+}
+
+/// "3 s", "4 min", "2 h", "5 d".
+fn age(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86400),
+    }
+}
+
+fn duration(row: &CallRow) -> String {
+    match row.duration_ms {
+        Some(ms) if ms < 10_000 => format!("{:.2} s", ms as f64 / 1000.0),
+        Some(ms) => format!("{} s", ms / 1000),
+        None => format!("{} s…", (now_ms() - row.received_at_ms) / 1000),
+    }
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+/// `exai calls`: a table of recent calls (or JSON).
+pub fn list_calls(
+    config: &Config,
+    filter: &CallFilter,
+    as_json: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let rows = open_store(config)?.list(filter)?;
+    if as_json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    if rows.is_empty() {
+        writeln!(out, "no calls")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<36}  {:>7}  {:<10}  {:<20}  {:<11}  {:>8}  {:>13}  ERROR",
+        "ID", "AGE", "TOOL", "MODEL", "STATE", "DURATION", "TOKENS IN/OUT"
+    )?;
+    let now = now_ms();
+    for row in rows {
+        let tokens = match (row.tokens_in, row.tokens_out) {
+            (None, None) => "-".to_string(),
+            (i, o) => format!(
+                "{}/{}",
+                i.map(|t| thousands(t as u64)).unwrap_or_else(|| "?".into()),
+                o.map(|t| thousands(t as u64)).unwrap_or_else(|| "?".into())
+            ),
+        };
+        writeln!(
+            out,
+            "{:<36}  {:>7}  {:<10}  {:<20}  {:<11}  {:>8}  {:>13}  {}",
+            row.id,
+            age(now - row.received_at_ms),
+            one_line(&row.tool, 10),
+            one_line(row.model.as_deref().unwrap_or("-"), 20),
+            row.state,
+            duration(&row),
+            tokens,
+            one_line(row.error_message.as_deref().unwrap_or(""), 60)
+        )?;
+    }
+    Ok(())
+}
+
+/// `exai calls show ID`: everything about one call, its answer or error, and its log lines.
+pub fn show_call(
+    config: &Config,
+    id: &str,
+    as_json: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let store = open_store(config)?;
+    let row = match store.get(id)? {
+        Some(row) => row,
+        None => {
+            let matches = store.find_by_prefix(id)?;
+            match matches.as_slice() {
+                [only] => store
+                    .get(only)?
+                    .ok_or_else(|| CliError::UnknownCall(id.into()))?,
+                [] => return Err(CliError::UnknownCall(id.into())),
+                many => return Err(CliError::Ambiguous(id.into(), many.join(", "))),
+            }
+        }
+    };
+    let logs = log_lines(&config.log_dir(), &row.id);
+    if as_json {
+        let value = json!({"call": row, "log": logs});
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    let field = |name: &str, value: Option<String>| -> String {
+        format!("{name:<15}{}\n", value.unwrap_or_else(|| "-".into()))
+    };
+    let mut text = String::new();
+    text += &field("call", Some(row.id.clone()));
+    text += &field("tool", Some(row.tool.clone()));
+    text += &field("state", Some(row.state.clone()));
+    text += &field(
+        "client",
+        Some(format!(
+            "{} {} via {} (session {})",
+            row.client_name.as_deref().unwrap_or("?"),
+            row.client_version.as_deref().unwrap_or(""),
+            row.transport,
+            row.session_id
+        )),
+    );
+    text += &field(
+        "received",
+        Some(format!("{} ago", age(now_ms() - row.received_at_ms))),
+    );
+    text += &field("duration", Some(duration(&row)));
+    text += &field("provider", row.provider.clone());
+    text += &field("model", row.model.clone());
+    text += &field(
+        "tokens in/out",
+        Some(format!(
+            "{}/{}",
+            row.tokens_in
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "?".into()),
+            row.tokens_out
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "?".into())
+        )),
+    );
+    text += &field("attempts", row.attempts.map(|a| a.to_string()));
+    text += &field(
+        "progress",
+        Some(format!(
+            "{} sent; last: {}",
+            row.progress_count,
+            row.last_progress.as_deref().unwrap_or("-")
+        )),
+    );
+    text += &field("delivery", Some(row.delivery.clone()));
+    text += &field(
+        "error",
+        row.error_kind
+            .as_ref()
+            .map(|k| format!("{k}: {}", row.error_message.as_deref().unwrap_or(""))),
+    );
+    text += &field("arguments", Some(row.arguments.clone()));
+    write!(out, "{text}")?;
+    if let Some(result) = &row.result {
+        writeln!(out, "\n--- result ---")?;
+        writeln!(out, "{}", result_text(result))?;
+    }
+    writeln!(out, "\n--- log ({} lines) ---", logs.len())?;
+    for line in logs {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// The text blocks of a stored `CallToolResult`, or the raw JSON.
+fn result_text(result: &str) -> String {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(result) else {
+        return result.to_string();
+    };
+    let texts: Vec<&str> = value["content"]
+        .as_array()
+        .map(|blocks| blocks.iter().filter_map(|b| b["text"].as_str()).collect())
+        .unwrap_or_default();
+    if texts.is_empty() {
+        result.to_string()
+    } else {
+        texts.join("\n")
+    }
+}
+
+/// The daemon's JSON log lines that mention `call_id`, oldest first.
+fn log_lines(dir: &Path, call_id: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("exai.log"))
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter(|l| l.contains(call_id))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `exai status`: is the daemon up, what is it doing, what failed lately.
+pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Result<(), CliError> {
+    let info = DaemonInfo::read(config);
+    let address = info
+        .as_ref()
+        .map(|i| i.listen.clone())
+        .unwrap_or_else(|| config.listen.to_string());
+    let health = reqwest::Client::new()
+        .get(format!("http://{address}/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()
+        .filter(|r| r.status().is_success());
+    let health: Option<serde_json::Value> = match health {
+        Some(r) => r.json().await.ok(),
+        None => None,
+    };
+    let store = open_store(config).ok();
+    let failures = match &store {
+        Some(s) => s.list(&CallFilter {
+            failed_only: true,
+            limit: 5,
+            ..Default::default()
+        })?,
+        None => Vec::new(),
+    };
+    let running = match &store {
+        Some(s) => s.list(&CallFilter {
+            running_only: true,
+            limit: 50,
+            ..Default::default()
+        })?,
+        None => Vec::new(),
+    };
+    if as_json {
+        let value = json!({
+            "daemon": health,
+            "address": address,
+            "home": config.home,
+            "running": running,
+            "recent_failures": failures,
+        });
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    match &health {
+        Some(h) => writeln!(
+            out,
+            "daemon: up · {} · pid {} · up {} s · {} session(s) · {} call(s) in flight",
+            address, h["pid"], h["uptime_s"], h["sessions"], h["calls_in_flight"]
+        )?,
+        None => writeln!(out, "daemon: not running (expected at {address})")?,
+    }
+    writeln!(out, "home: {}", config.home.display())?;
+    for row in &running {
+        writeln!(
+            out,
+            "  running {} {} · {} · {}",
+            row.id,
+            row.tool,
+            duration(row),
+            row.last_progress.as_deref().unwrap_or("-")
+        )?;
+    }
+    if failures.is_empty() {
+        writeln!(out, "no recent failures")?;
+    } else {
+        writeln!(out, "recent failures:")?;
+        for row in &failures {
+            writeln!(
+                out,
+                "  {} {} {} ({} ago): {}",
+                row.id,
+                row.tool,
+                row.state,
+                age(now_ms() - row.received_at_ms),
+                one_line(row.error_message.as_deref().unwrap_or(""), 100)
+            )?;
+        }
+    }
+    Ok(())
+}

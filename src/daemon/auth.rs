@@ -1,0 +1,135 @@
+//! The daemon's bearer token and the Host/Origin guard against DNS rebinding.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// Reads the token file.
+pub fn read_token(path: &Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim().to_string())
+}
+
+/// Reads the token, creating a random one (mode 0600) at first start.
+pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
+    if let Ok(token) = read_token(path)
+        && !token.is_empty()
+    {
+        return Ok(token);
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(token.as_bytes())?;
+    Ok(token)
+}
+
+/// What the token check needs.
+pub struct TokenCheck {
+    pub token: String,
+    pub token_path: String,
+}
+
+/// Equal-time comparison, so the token cannot be guessed byte by byte.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Rejects requests without the right `Authorization: Bearer` token.
+pub async fn require_token(
+    State(check): State<Arc<TokenCheck>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(token) if same(token.trim().as_bytes(), check.token.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => {
+            tracing::warn!(path = %request.uri().path(), "request without a valid token refused");
+            (
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "missing or wrong token: exai's token is in {}; send it as 'Authorization: Bearer <token>'\n",
+                    check.token_path
+                ),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    // Strip a port: "localhost:8765", "[::1]:8765", "127.0.0.1".
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
+}
+
+/// Refuses requests whose Host or Origin is not loopback (unless remote access is allowed).
+pub fn host_and_origin_allowed(headers: &HeaderMap, allow_remote: bool) -> Result<(), String> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !allow_remote && !is_loopback_host(host) {
+        return Err(format!(
+            "Host {host:?} is not allowed (only loopback names; DNS rebinding guard)"
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let origin_host = origin.split("://").nth(1).unwrap_or(origin);
+        if !is_loopback_host(origin_host) && !(allow_remote && origin_host == host) {
+            return Err(format!("Origin {origin:?} is not allowed"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_hosts_and_origins_pass() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "127.0.0.1:8765".parse().unwrap());
+        assert!(host_and_origin_allowed(&h, false).is_ok());
+        h.insert(header::ORIGIN, "http://localhost:3000".parse().unwrap());
+        assert!(host_and_origin_allowed(&h, false).is_ok());
+        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert!(host_and_origin_allowed(&h, false).is_err());
+        h.remove(header::ORIGIN);
+        h.insert(header::HOST, "evil.example:8765".parse().unwrap());
+        assert!(host_and_origin_allowed(&h, false).is_err());
+        assert!(host_and_origin_allowed(&h, true).is_ok());
+        h.insert(header::HOST, "[::1]:8765".parse().unwrap());
+        assert!(host_and_origin_allowed(&h, false).is_ok());
+    }
+
+    #[test]
+    fn token_comparison_is_exact() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"abcd"));
+    }
+}

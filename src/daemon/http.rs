@@ -1,0 +1,94 @@
+//! The daemon's routes: `/healthz`, `/ws` (WebSocket MCP) and `/mcp` (Streamable HTTP MCP).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+
+use super::auth::{TokenCheck, host_and_origin_allowed, require_token};
+use super::ws;
+use crate::app::App;
+use crate::service::{ExaiService, Session};
+
+/// Builds the router.
+pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
+    let check = Arc::new(TokenCheck {
+        token: token.as_ref().clone(),
+        token_path: app.config.token_path().display().to_string(),
+    });
+    let protected = Router::new()
+        .route("/ws", get(ws::upgrade))
+        .nest_service("/mcp", mcp_service(app.clone(), allow_remote))
+        .route_layer(middleware::from_fn_with_state(check, require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            guard_host(req, next, allow_remote)
+        }))
+        .with_state(app)
+}
+
+async fn guard_host(request: Request, next: Next, allow_remote: bool) -> Response {
+    match host_and_origin_allowed(request.headers(), allow_remote) {
+        Ok(()) => next.run(request).await,
+        Err(why) => {
+            tracing::warn!(%why, "request refused");
+            (StatusCode::FORBIDDEN, format!("{why}\n")).into_response()
+        }
+    }
+}
+
+fn mcp_service(
+    app: Arc<App>,
+    allow_remote: bool,
+) -> StreamableHttpService<ExaiService, LocalSessionManager> {
+    let mut sessions = LocalSessionManager::default();
+    // rmcp closes a session after `keep_alive` without traffic; a long silent call
+    // would lose its answer, so keep sessions at least as long as any call may run.
+    let longest_call = app
+        .config
+        .tool_timeouts
+        .values()
+        .copied()
+        .chain([app.config.call_timeout])
+        .max()
+        .unwrap_or(Duration::from_secs(600));
+    sessions.session_config.keep_alive = Some(longest_call + Duration::from_secs(300));
+    let mut config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(app.shutdown.child_token())
+        .with_max_request_body_bytes(app.config.max_message_bytes);
+    if allow_remote {
+        config = config.disable_allowed_hosts();
+    }
+    StreamableHttpService::new(
+        move || Ok(ExaiService::new(app.clone(), Session::new("http", &app))),
+        sessions.into(),
+        config,
+    )
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let store = app.calls.store();
+    Json(json!({
+        "status": "ok",
+        "version": crate::VERSION,
+        "pid": app.health.pid,
+        "listen": app.health.listen,
+        "uptime_s": app.health.uptime_s(),
+        "sessions": app.health.sessions(),
+        "calls_in_flight": app.calls.in_flight_count(),
+        "store": {
+            "path": store.path().display().to_string(),
+            "queue": store.queue_depth(),
+        },
+    }))
+}

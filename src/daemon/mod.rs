@@ -1,0 +1,235 @@
+//! `exai daemon`: the shared long-running server (WebSocket, Streamable HTTP, health).
+//!
+//! Start-up: state dir, lock, token, store, listener, routes. Shutdown: stop
+//! accepting, let calls finish for the grace period, interrupt the rest, close sessions.
+
+mod auth;
+mod http;
+mod ws;
+
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::health::Health;
+use crate::store::{StoreError, StoreReader};
+
+pub use auth::{load_or_create_token, read_token};
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(
+        "another exai daemon is running for {home} (pid {pid}, listening on {listen}); stop it or use another EXAI_HOME"
+    )]
+    AlreadyRunning {
+        home: PathBuf,
+        pid: u32,
+        listen: String,
+    },
+    #[error(
+        "refusing to listen on {0}: it is not a loopback address; pass --allow-remote if you really mean it"
+    )]
+    NotLoopback(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a running daemon writes about itself to `EXAI_HOME/daemon.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    pub listen: String,
+    pub version: String,
+    pub started_at_ms: i64,
+}
+
+impl DaemonInfo {
+    pub fn read(config: &Config) -> Option<Self> {
+        let text = std::fs::read_to_string(config.daemon_info_path()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Creates the state directory, private to the user.
+pub fn prepare_home(config: &Config) -> Result<(), DaemonError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.home)
+        .map_err(io_error(&config.home))?;
+    let logs = config.log_dir();
+    std::fs::create_dir_all(&logs).map_err(io_error(&logs))
+}
+
+/// Takes the one-daemon-per-home lock; the lock lasts as long as the returned file.
+fn take_lock(config: &Config) -> Result<File, DaemonError> {
+    let path = config.lock_path();
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let info = DaemonInfo::read(config);
+            Err(DaemonError::AlreadyRunning {
+                home: config.home.clone(),
+                pid: info.as_ref().map(|i| i.pid).unwrap_or(0),
+                listen: info.map(|i| i.listen).unwrap_or_else(|| "?".into()),
+            })
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(DaemonError::Io { path, source }),
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> {
+    if !config.listen.ip().is_loopback() && !allow_remote {
+        return Err(DaemonError::NotLoopback(config.listen));
+    }
+    prepare_home(&config)?;
+    let _lock = take_lock(&config)?;
+    let token =
+        load_or_create_token(&config.token_path()).map_err(io_error(&config.token_path()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| DaemonError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let config_for_open = config.clone();
+    let app = tokio::task::spawn_blocking(move || {
+        App::open(
+            config_for_open,
+            Health::new("daemon", Some(local.to_string())),
+        )
+    })
+    .await
+    .map_err(|e| DaemonError::Io {
+        path: config.store_path(),
+        source: std::io::Error::other(e),
+    })??;
+    let info = DaemonInfo {
+        pid: std::process::id(),
+        listen: local.to_string(),
+        version: crate::VERSION.into(),
+        started_at_ms: crate::store::now_ms(),
+    };
+    write_daemon_info(&config, &info)?;
+    tracing::info!(listen = %local, pid = info.pid, home = %config.home.display(), "exai daemon listening");
+    spawn_pruning(app.clone());
+
+    let router = http::router(app.clone(), Arc::new(token), allow_remote);
+    let stop_accepting = tokio_util::sync::CancellationToken::new();
+    let server = {
+        let stop = stop_accepting.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+    let signal = wait_for_signal().await;
+    tracing::info!(
+        signal,
+        grace_s = config.shutdown_grace.as_secs(),
+        "shutting down: no new connections"
+    );
+    stop_accepting.cancel();
+    app.calls.drain(config.shutdown_grace).await;
+    app.shutdown.cancel();
+    if tokio::time::timeout(Duration::from_secs(3), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after shutdown; leaving them");
+    }
+    let _ = std::fs::remove_file(config.daemon_info_path());
+    tracing::info!("exai daemon stopped");
+    Ok(())
+}
+
+fn write_daemon_info(config: &Config, info: &DaemonInfo) -> Result<(), DaemonError> {
+    let path = config.daemon_info_path();
+    let tmp = path.with_extension("json.tmp");
+    let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
+    file.write_all(
+        serde_json::to_string_pretty(info)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+    .map_err(io_error(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_error(&path))
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with kill -9");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Applies the retention limits every hour.
+fn spawn_pruning(app: Arc<App>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = app.shutdown.cancelled() => return,
+            }
+            let config = app.config.clone();
+            let pruned = tokio::task::spawn_blocking(move || {
+                StoreReader::open(&config.store_path())?
+                    .prune(config.retention_max_age, config.retention_max_rows)
+            })
+            .await;
+            match pruned {
+                Ok(Ok(n)) if n > 0 => tracing::info!(records = n, "old call records pruned"),
+                Ok(Err(error)) => tracing::warn!(%error, "pruning call records failed"),
+                _ => {}
+            }
+        }
+    });
+}

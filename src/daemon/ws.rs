@@ -1,0 +1,64 @@
+//! `GET /ws`: one WebSocket connection is one MCP session, one message per text frame.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use rmcp::ServiceExt;
+
+use crate::app::App;
+use crate::service::{ExaiService, Session};
+use crate::transport::{FrameError, FrameTransport};
+
+pub async fn upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
+    // A little slack over the message limit for the frame header; the transport checks the exact limit.
+    let limit = app.config.max_message_bytes + 1024;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| serve(app, socket))
+}
+
+async fn serve(app: Arc<App>, socket: WebSocket) {
+    let session = Session::new("ws", &app);
+    let session_id = session.id.clone();
+    tracing::info!(session = %session_id, "websocket session opened");
+    let (sink, stream) = socket.split();
+    let source = stream.filter_map(|message| async move {
+        match message {
+            Ok(Message::Text(text)) => Some(Ok(text.to_string())),
+            Ok(Message::Binary(bytes)) => Some(
+                String::from_utf8(bytes.to_vec())
+                    .map_err(|_| FrameError::Io("binary frame is not UTF-8".into())),
+            ),
+            Ok(Message::Close(_)) => {
+                Some(Err(FrameError::Io("client closed the connection".into())))
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(FrameError::Io(e.to_string()))),
+        }
+    });
+    let sink =
+        sink.with(|text: String| async move { Ok::<_, axum::Error>(Message::Text(text.into())) });
+    let transport = FrameTransport::spawn(
+        Box::pin(source),
+        Box::pin(sink),
+        session.clone(),
+        app.calls.store().clone(),
+        app.config.max_message_bytes,
+    );
+    let service = ExaiService::new(app.clone(), session);
+    match service
+        .serve_with_ct(transport, app.shutdown.child_token())
+        .await
+    {
+        Ok(running) => {
+            let reason = running.waiting().await;
+            tracing::info!(session = %session_id, ?reason, "websocket session closed");
+        }
+        Err(error) => {
+            tracing::warn!(session = %session_id, %error, "websocket session ended before initialize")
+        }
+    }
+}

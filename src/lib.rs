@@ -1,0 +1,21 @@
+//! exai: an MCP server that gives coding agents a team of other models.
+//!
+//! The modules follow the hops a tool call takes; ARCHITECTURE.md draws the map.
+
+pub mod app;
+pub mod calls;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod health;
+pub mod local;
+pub mod logging;
+pub mod providers;
+pub mod service;
+pub mod shim;
+pub mod store;
+pub mod tools;
+pub mod transport;
+
+/// The version of this build, as cargo knows it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,52 @@
+//! `exai stdio --no-daemon`: the same MCP service, in this process, over stdin/stdout.
+
+use futures::StreamExt;
+use rmcp::ServiceExt;
+use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec, LinesCodecError};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::health::Health;
+use crate::service::{ExaiService, Session};
+use crate::store::StoreError;
+use crate::transport::{FrameError, FrameTransport};
+
+/// Serves one session on stdin/stdout until stdin closes; calls still running are interrupted.
+pub async fn run(config: Config) -> Result<(), StoreError> {
+    let limit = config.max_message_bytes;
+    let app = tokio::task::spawn_blocking(move || {
+        App::open(config, Health::new("stdio --no-daemon", None))
+    })
+    .await
+    .map_err(|_| StoreError::WriterGone)??;
+    let session = Session::new("stdio", &app);
+    let source = FramedRead::new(tokio::io::stdin(), LinesCodec::new_with_max_length(limit)).map(
+        move |line| {
+            line.map_err(move |e| match e {
+                LinesCodecError::MaxLineLengthExceeded => FrameError::TooLarge { limit },
+                LinesCodecError::Io(e) => FrameError::Io(e.to_string()),
+            })
+        },
+    );
+    let sink = FramedWrite::new(tokio::io::stdout(), LinesCodec::new());
+    let transport = FrameTransport::spawn(
+        Box::pin(source),
+        sink,
+        session.clone(),
+        app.calls.store().clone(),
+        limit,
+    );
+    let service = ExaiService::new(app.clone(), session);
+    match service
+        .serve_with_ct(transport, app.shutdown.child_token())
+        .await
+    {
+        Ok(running) => {
+            let _ = running.waiting().await;
+        }
+        Err(error) => tracing::warn!(%error, "stdio session ended before initialize"),
+    }
+    // No daemon keeps the calls alive once we exit: record them interrupted.
+    app.calls.drain(std::time::Duration::ZERO).await;
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Logging set-up: human lines to stderr, JSON lines to a rotating file.
+
+use std::path::Path;
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Default filter: our own events at info, the libraries' chatter at warn.
+const DEFAULT_FILTER: &str =
+    "info,rmcp=warn,hyper=warn,reqwest=warn,tungstenite=warn,tokio_tungstenite=warn";
+/// Daily log files kept.
+const KEPT_LOG_FILES: usize = 7;
+
+fn filter(default: &str) -> EnvFilter {
+    std::env::var("EXAI_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default))
+}
+
+/// Logs to stderr and, when `log_dir` is given, to `log_dir/exai.log.YYYY-MM-DD` as JSON lines.
+///
+/// Keep the returned guard alive: it flushes the file writer on drop.
+pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<WorkerGuard> {
+    let stderr_filter = if quiet_stderr {
+        filter("warn")
+    } else {
+        filter(DEFAULT_FILTER)
+    };
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .with_filter(stderr_filter);
+    let (file_layer, guard) = match log_dir.and_then(|dir| {
+        tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix("exai.log")
+            .max_log_files(KEPT_LOG_FILES)
+            .build(dir)
+            .ok()
+    }) {
+        Some(appender) => {
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let layer = tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(writer)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_filter(filter(DEFAULT_FILTER));
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(file_layer)
+        .try_init();
+    guard
+}
+
+use tracing_subscriber::Layer;

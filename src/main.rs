@@ -1,0 +1,163 @@
+//! The `exai` command line: daemon, stdio, calls, status.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use exai::config::Config;
+use exai::store::CallFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "exai",
+    version,
+    about = "An MCP server that gives coding agents a team of other models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the shared server (WebSocket /ws, Streamable HTTP /mcp, /healthz).
+    Daemon {
+        /// Address to listen on (default 127.0.0.1:8765; env EXAI_LISTEN).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Allow a non-loopback --listen address.
+        #[arg(long)]
+        allow_remote: bool,
+    },
+    /// Speak MCP on stdin/stdout (what MCP clients launch).
+    Stdio {
+        /// Serve in this process instead of relaying to the daemon.
+        #[arg(long)]
+        no_daemon: bool,
+    },
+    /// Recent calls, or one call in full.
+    Calls {
+        #[command(subcommand)]
+        show: Option<CallsCommand>,
+        /// Only failed, timed out, cancelled or interrupted calls.
+        #[arg(long)]
+        failed: bool,
+        /// Only calls still running.
+        #[arg(long)]
+        running: bool,
+        /// Only calls of this tool.
+        #[arg(long)]
+        tool: Option<String>,
+        /// How many calls to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Is the daemon up, what is running, what failed lately.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallsCommand {
+    /// Everything about one call: record, answer or error, log lines.
+    Show {
+        /// The call id (a unique prefix is enough).
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("exai: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stdio = matches!(cli.command, Command::Stdio { .. });
+    let code = match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("exai: {e:#}");
+            ExitCode::FAILURE
+        }
+    };
+    if stdio {
+        // stdin may still be held by a blocking reader thread: do not wait for it.
+        std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
+    }
+    code
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Daemon {
+            listen,
+            allow_remote,
+        } => {
+            let mut config = Config::from_env()?;
+            if let Some(listen) = listen {
+                config.listen = listen
+                    .parse()
+                    .with_context(|| format!("--listen {listen:?} is not host:port"))?;
+            }
+            exai::daemon::prepare_home(&config)?;
+            let _guard = exai::logging::init(Some(&config.log_dir()), false);
+            exai::daemon::run(config, allow_remote).await?;
+        }
+        Command::Stdio { no_daemon } => {
+            let config = Config::from_env()?;
+            if no_daemon {
+                std::fs::create_dir_all(config.log_dir())
+                    .with_context(|| format!("cannot create {}", config.log_dir().display()))?;
+                let _guard = exai::logging::init(Some(&config.log_dir()), true);
+                exai::local::run(config).await?;
+            } else {
+                let _guard = exai::logging::init(None, true);
+                exai::shim::run(config).await?;
+            }
+        }
+        Command::Calls {
+            show,
+            failed,
+            running,
+            tool,
+            limit,
+            json,
+        } => {
+            let config = Config::from_env()?;
+            let mut out = std::io::stdout().lock();
+            match show {
+                Some(CallsCommand::Show { id, json }) => {
+                    exai::cli::show_call(&config, &id, json, &mut out)?
+                }
+                None => {
+                    let filter = CallFilter {
+                        failed_only: failed,
+                        running_only: running,
+                        tool,
+                        limit,
+                    };
+                    exai::cli::list_calls(&config, &filter, json, &mut out)?
+                }
+            }
+        }
+        Command::Status { json } => {
+            let config = Config::from_env()?;
+            exai::cli::status(&config, json, &mut std::io::stdout().lock()).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! The MCP service: one per session, the same behind WebSocket, HTTP and stdio.
+//!
+//! It turns each `tools/call` into a call (record first, then a supervised task),
+//! relays the call's progress to the client and hands back its result.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CancelledNotificationParam, Implementation,
+    InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::app::App;
+use crate::calls::{CallOrigin, CancelReason, LiveCall, Outcome};
+use crate::health::SessionGuard;
+use crate::tools::ToolContext;
+
+/// `_meta` key under which the exai shim proposes a call id.
+pub const CALL_ID_META: &str = "exai.dev/callId";
+
+/// One MCP session (a WebSocket connection, an HTTP session, a stdio process).
+pub struct Session {
+    pub id: String,
+    pub transport: &'static str,
+    client: Mutex<Option<Implementation>>,
+    /// JSON-RPC request id → call id, until the response is written.
+    pending: Mutex<HashMap<String, String>>,
+    _counted: SessionGuard,
+}
+
+impl Session {
+    pub fn new(transport: &'static str, app: &App) -> Arc<Self> {
+        Arc::new(Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            transport,
+            client: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            _counted: app.health.session_opened(),
+        })
+    }
+
+    /// Whether the transport reports delivery itself (our framed transports do; rmcp's HTTP does not).
+    fn transport_reports_delivery(&self) -> bool {
+        self.transport != "http"
+    }
+
+    /// The call a response to `request_id` carries, if any (removes it).
+    pub fn take_call_for_response(&self, request_id: &str) -> Option<String> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(request_id)
+    }
+
+    fn call_for_request(&self, request_id: &str) -> Option<String> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(request_id)
+            .cloned()
+    }
+
+    fn track(&self, request_id: String, call_id: String) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request_id, call_id);
+    }
+
+    fn client(&self) -> Option<Implementation> {
+        self.client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The MCP server handler of one session.
+#[derive(Clone)]
+pub struct ExaiService {
+    app: Arc<App>,
+    session: Arc<Session>,
+}
+
+impl ExaiService {
+    pub fn new(app: Arc<App>, session: Arc<Session>) -> Self {
+        Self { app, session }
+    }
+
+    fn origin(&self, context: &RequestContext<RoleServer>) -> CallOrigin {
+        let client = context.client_info().or_else(|| self.session.client());
+        CallOrigin {
+            session_id: self.session.id.clone(),
+            client_name: client.as_ref().map(|c| c.name.clone()),
+            client_version: client.as_ref().map(|c| c.version.clone()),
+            transport: self.session.transport,
+        }
+    }
+
+    /// Waits for the call's end, sending progress meanwhile; `None` if the client stopped waiting.
+    async fn await_outcome(
+        &self,
+        call: &Arc<LiveCall>,
+        token: Option<ProgressToken>,
+        peer: &Peer<RoleServer>,
+        stop_waiting: CancellationToken,
+    ) -> Option<Arc<Outcome>> {
+        let interval = self.app.config.progress_interval;
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut stages = call.progress.subscribe();
+        let finished = call.finished();
+        tokio::pin!(finished);
+        let send = |message: String| {
+            let count = call.progress.record_sent(&message);
+            let token = token.clone();
+            async move {
+                if let Some(token) = token {
+                    let param =
+                        ProgressNotificationParam::new(token, count as f64).with_message(message);
+                    if let Err(error) = peer.notify_progress(param).await {
+                        tracing::debug!(%error, "progress notification not sent");
+                    }
+                }
+            }
+        };
+        if token.is_some() {
+            send(format!("{} · started", call.tool)).await;
+        }
+        let mut last_stage = 0;
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut finished => return Some(outcome),
+                _ = stop_waiting.cancelled() => {
+                    call.detach();
+                    tracing::info!("client stopped waiting; the call goes on and keeps its result");
+                    return None;
+                }
+                changed = stages.changed(), if token.is_some() => {
+                    if changed.is_err() { continue; }
+                    let snapshot = stages.borrow_and_update().clone();
+                    if snapshot.stage_version != last_stage {
+                        last_stage = snapshot.stage_version;
+                        send(snapshot.message()).await;
+                    }
+                }
+                _ = beat.tick() => {
+                    let message = call.progress.snapshot().message();
+                    if token.is_some() {
+                        send(message.clone()).await;
+                    }
+                    let (count, _) = call.progress.sent();
+                    self.app.calls.store().note_progress(&call.id, count, &message);
+                }
+            }
+        }
+    }
+}
+
+impl ServerHandler for ExaiService {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("exai", crate::VERSION))
+            .with_instructions(
+                "exai gives you other models (GLM, Kimi, any OpenAI-compatible one) to consult. \
+                 Long calls send progress; every call has an id you can look up with `exai calls show ID`.",
+            )
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        context.peer.set_peer_info(request.clone());
+        tracing::info!(
+            session = %self.session.id,
+            transport = self.session.transport,
+            client = %request.client_info.name,
+            client_version = %request.client_info.version,
+            protocol = %request.protocol_version,
+            "session initialized"
+        );
+        *self
+            .session
+            .client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(request.client_info.clone());
+        self.negotiate_initialize(&request)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(
+            self.app.tools.definitions().as_ref().clone(),
+        ))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let proposed_id = context
+            .meta
+            .get(CALL_ID_META)
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let arguments = request.arguments.unwrap_or_default();
+        let arguments_value = Value::Object(arguments.clone());
+        let origin = self.origin(&context);
+        let Some(tool) = self.app.tools.get(&request.name) else {
+            let message = format!(
+                "unknown tool {:?}; available: {}",
+                request.name,
+                self.app.tools.names().join(", ")
+            );
+            let id = self
+                .app
+                .calls
+                .reject(
+                    proposed_id.as_deref(),
+                    &request.name,
+                    &arguments_value,
+                    origin,
+                    "unknown_tool",
+                    &message,
+                )
+                .await;
+            return Err(McpError::invalid_params(
+                format!("{message} (call {id})"),
+                None,
+            ));
+        };
+        let budget = self.app.config.timeout_for(&request.name);
+        let call = self
+            .app
+            .calls
+            .open(
+                proposed_id.as_deref(),
+                &request.name,
+                &arguments_value,
+                origin,
+                budget,
+            )
+            .await
+            .map_err(|e| {
+                McpError::internal_error(format!("could not record the call: {e}"), None)
+            })?;
+        let request_id = context.id.to_string();
+        self.session.track(request_id.clone(), call.id.clone());
+        let span = tracing::info_span!("call", call_id = %call.id, tool = %call.tool, session = %self.session.id);
+        let tool_context = ToolContext {
+            call: call.clone(),
+            calls: self.app.calls.clone(),
+            providers: self.app.providers.clone(),
+            health: self.app.health.clone(),
+            config: self.app.config.clone(),
+        };
+        self.app
+            .calls
+            .start(call.clone(), tool.run(arguments, tool_context));
+        let token = context.meta.get_progress_token();
+        let outcome = self
+            .await_outcome(&call, token, &context.peer, context.ct.clone())
+            .instrument(span.clone())
+            .await;
+        match outcome {
+            Some(outcome) => {
+                if !self.session.transport_reports_delivery() {
+                    self.session.take_call_for_response(&request_id);
+                    let _ = self
+                        .app
+                        .calls
+                        .store()
+                        .set_delivery(&call.id, "handed_to_http")
+                        .await;
+                }
+                Ok(CallToolResponse::Complete(outcome.result.clone()))
+            }
+            // The client cancelled or left; rmcp drops whatever we answer now.
+            None => Err(McpError::internal_error(
+                format!("client stopped waiting for call {}", call.id),
+                None,
+            )),
+        }
+    }
+
+    async fn on_cancelled(
+        &self,
+        notification: CancelledNotificationParam,
+        _context: NotificationContext<RoleServer>,
+    ) {
+        let Some(request_id) = notification.request_id.as_ref().map(|r| r.to_string()) else {
+            return;
+        };
+        let Some(call_id) = self.session.call_for_request(&request_id) else {
+            tracing::debug!(%request_id, "cancellation for no call in flight");
+            return;
+        };
+        if let Some(call) = self.app.calls.get(&call_id) {
+            tracing::info!(call_id = %call_id, reason = notification.reason.as_deref().unwrap_or(""), "client cancelled the call");
+            call.cancel(CancelReason::Client(notification.reason.clone()));
+        }
+    }
+}

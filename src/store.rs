@@ -1,0 +1,702 @@
+//! The call store: one SQLite file (WAL) holding a record per tool call.
+//!
+//! Writes go through one writer thread that commits whatever is queued in a
+//! single transaction (group commit), so async tasks never block on disk and
+//! hundreds of concurrent calls cost a handful of fsyncs. Reads open their own
+//! connection; the CLI reads the file directly, daemon up or not.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("call store {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("call store writer has stopped")]
+    WriterGone,
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The life of a call: `received → running → succeeded | failed | timed_out | cancelled | interrupted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    Received,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    Interrupted,
+}
+
+impl CallState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Received => "received",
+            CallState::Running => "running",
+            CallState::Succeeded => "succeeded",
+            CallState::Failed => "failed",
+            CallState::TimedOut => "timed_out",
+            CallState::Cancelled => "cancelled",
+            CallState::Interrupted => "interrupted",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "received" => CallState::Received,
+            "running" => CallState::Running,
+            "succeeded" => CallState::Succeeded,
+            "failed" => CallState::Failed,
+            "timed_out" => CallState::TimedOut,
+            "cancelled" => CallState::Cancelled,
+            "interrupted" => CallState::Interrupted,
+            _ => return None,
+        })
+    }
+    pub fn is_final(self) -> bool {
+        !matches!(self, CallState::Received | CallState::Running)
+    }
+}
+
+impl std::fmt::Display for CallState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What is known about a call when it arrives.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewCall {
+    pub id: String,
+    pub session_id: String,
+    pub client_name: Option<String>,
+    pub client_version: Option<String>,
+    pub transport: String,
+    pub tool: String,
+    /// Arguments as JSON text, secrets redacted and size-capped.
+    pub arguments: String,
+    pub received_at_ms: i64,
+    pub deadline_at_ms: i64,
+}
+
+/// What is known about a call when it ends.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FinishedCall {
+    pub state: Option<CallState>,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: i64,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub tokens_in: Option<i64>,
+    pub tokens_out: Option<i64>,
+    pub attempts: Option<i64>,
+    pub progress_count: i64,
+    pub last_progress: Option<String>,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    /// The result as the client sees it (JSON), size-capped.
+    pub result: Option<String>,
+    pub is_error: bool,
+}
+
+/// One row of the `calls` table, as read back.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRow {
+    pub id: String,
+    pub session_id: String,
+    pub client_name: Option<String>,
+    pub client_version: Option<String>,
+    pub transport: String,
+    pub tool: String,
+    pub arguments: String,
+    pub state: String,
+    pub received_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub deadline_at_ms: i64,
+    pub duration_ms: Option<i64>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub tokens_in: Option<i64>,
+    pub tokens_out: Option<i64>,
+    pub attempts: Option<i64>,
+    pub progress_count: i64,
+    pub last_progress: Option<String>,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    pub result: Option<String>,
+    pub is_error: bool,
+    pub delivery: String,
+    pub owner_pid: i64,
+}
+
+/// Which calls `list` returns.
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    pub failed_only: bool,
+    pub running_only: bool,
+    pub tool: Option<String>,
+    pub limit: usize,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS calls (
+    id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    client_name TEXT,
+    client_version TEXT,
+    transport TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    state TEXT NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    started_at_ms INTEGER,
+    finished_at_ms INTEGER,
+    deadline_at_ms INTEGER NOT NULL,
+    duration_ms INTEGER,
+    provider TEXT,
+    model TEXT,
+    tokens_in INTEGER,
+    tokens_out INTEGER,
+    attempts INTEGER,
+    progress_count INTEGER NOT NULL DEFAULT 0,
+    last_progress TEXT,
+    error_kind TEXT,
+    error_message TEXT,
+    result TEXT,
+    is_error INTEGER NOT NULL DEFAULT 0,
+    delivery TEXT NOT NULL DEFAULT 'pending',
+    owner_pid INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_by_received ON calls(received_at_ms);
+CREATE INDEX IF NOT EXISTS calls_by_state ON calls(state);
+";
+
+const COLUMNS: &str = "id, session_id, client_name, client_version, transport, tool, arguments, state, \
+    received_at_ms, started_at_ms, finished_at_ms, deadline_at_ms, duration_ms, provider, model, \
+    tokens_in, tokens_out, attempts, progress_count, last_progress, error_kind, error_message, \
+    result, is_error, delivery, owner_pid";
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let wrap = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(wrap)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(wrap)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(wrap)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(wrap)?;
+    conn.execute_batch(SCHEMA).map_err(wrap)?;
+    Ok(conn)
+}
+
+enum WriteOp {
+    Insert(NewCall),
+    Running {
+        id: String,
+        started_at_ms: i64,
+    },
+    Progress {
+        id: String,
+        count: i64,
+        message: String,
+    },
+    Finish {
+        id: String,
+        done: FinishedCall,
+    },
+    Delivery {
+        id: String,
+        delivery: String,
+    },
+}
+
+struct Queued {
+    op: WriteOp,
+    ack: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Handle to the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    tx: mpsc::Sender<Queued>,
+}
+
+/// Bound of the write queue: beyond it, acknowledged writes wait and progress updates are dropped.
+const WRITE_QUEUE: usize = 8192;
+/// Most operations committed in one transaction.
+const BATCH: usize = 512;
+
+impl Store {
+    /// Opens (creating if needed) the store and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = open_connection(path)?;
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let thread_path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("exai-store".into())
+            .spawn(move || writer_loop(conn, rx, thread_path))
+            .map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tx,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Operations waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        WRITE_QUEUE - self.tx.capacity()
+    }
+
+    async fn write_acked(&self, op: WriteOp) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Queued { op, ack: Some(ack) })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::Sqlite {
+                path: self.path.clone(),
+                source: rusqlite::Error::InvalidParameterName(message),
+            }),
+            Err(_) => Err(StoreError::WriterGone),
+        }
+    }
+
+    fn write_unacked(&self, op: WriteOp) {
+        // Progress and state hints are best effort: a full queue drops them, the final write carries the truth.
+        let _ = self.tx.try_send(Queued { op, ack: None });
+    }
+
+    /// Creates the record at receipt; returns once it is committed.
+    pub async fn insert(&self, call: NewCall) -> Result<(), StoreError> {
+        self.write_acked(WriteOp::Insert(call)).await
+    }
+
+    pub fn mark_running(&self, id: &str, started_at_ms: i64) {
+        self.write_unacked(WriteOp::Running {
+            id: id.to_string(),
+            started_at_ms,
+        });
+    }
+
+    pub fn note_progress(&self, id: &str, count: i64, message: &str) {
+        self.write_unacked(WriteOp::Progress {
+            id: id.to_string(),
+            count,
+            message: message.to_string(),
+        });
+    }
+
+    /// Records the end of a call; returns once it is committed.
+    pub async fn finish(&self, id: &str, done: FinishedCall) -> Result<(), StoreError> {
+        self.write_acked(WriteOp::Finish {
+            id: id.to_string(),
+            done,
+        })
+        .await
+    }
+
+    /// Records whether the answer reached the client.
+    pub async fn set_delivery(&self, id: &str, delivery: &str) -> Result<(), StoreError> {
+        self.write_acked(WriteOp::Delivery {
+            id: id.to_string(),
+            delivery: delivery.to_string(),
+        })
+        .await
+    }
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Queued>, path: PathBuf) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let outcome = apply_batch(&mut conn, &batch).map_err(|e| e.to_string());
+        if let Err(error) = &outcome {
+            tracing::error!(store = %path.display(), %error, "call store write failed");
+        }
+        for queued in batch.drain(..) {
+            if let Some(ack) = queued.ack {
+                let _ = ack.send(outcome.clone());
+            }
+        }
+    }
+}
+
+fn apply_batch(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for queued in batch {
+        apply(&tx, &queued.op)?;
+    }
+    tx.commit()
+}
+
+fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
+    match op {
+        WriteOp::Insert(c) => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO calls (id, session_id, client_name, client_version, transport, tool, \
+                 arguments, state, received_at_ms, deadline_at_ms, owner_pid) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'received', ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                c.id,
+                c.session_id,
+                c.client_name,
+                c.client_version,
+                c.transport,
+                c.tool,
+                c.arguments,
+                c.received_at_ms,
+                c.deadline_at_ms,
+                std::process::id()
+            ])?;
+        }
+        WriteOp::Running { id, started_at_ms } => {
+            conn.prepare_cached(
+                "UPDATE calls SET state = 'running', started_at_ms = ?2 WHERE id = ?1 AND state = 'received'",
+            )?
+            .execute(params![id, started_at_ms])?;
+        }
+        WriteOp::Progress { id, count, message } => {
+            conn.prepare_cached(
+                "UPDATE calls SET progress_count = ?2, last_progress = ?3 WHERE id = ?1 AND state IN ('received','running')",
+            )?
+            .execute(params![id, count, message])?;
+        }
+        WriteOp::Finish { id, done } => {
+            conn.prepare_cached(
+                "UPDATE calls SET state = ?2, started_at_ms = COALESCE(?3, started_at_ms), finished_at_ms = ?4, \
+                 duration_ms = ?4 - received_at_ms, provider = ?5, model = ?6, tokens_in = ?7, tokens_out = ?8, \
+                 attempts = ?9, progress_count = ?10, last_progress = ?11, error_kind = ?12, error_message = ?13, \
+                 result = ?14, is_error = ?15 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                done.state.unwrap_or(CallState::Failed).as_str(),
+                done.started_at_ms,
+                done.finished_at_ms,
+                done.provider,
+                done.model,
+                done.tokens_in,
+                done.tokens_out,
+                done.attempts,
+                done.progress_count,
+                done.last_progress,
+                done.error_kind,
+                done.error_message,
+                done.result,
+                done.is_error
+            ])?;
+        }
+        WriteOp::Delivery { id, delivery } => {
+            conn.prepare_cached("UPDATE calls SET delivery = ?2 WHERE id = ?1")?
+                .execute(params![id, delivery])?;
+        }
+    }
+    Ok(())
+}
+
+/// Synchronous access for start-up, maintenance and the CLI (never on an async task).
+pub struct StoreReader {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl StoreReader {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            conn: open_connection(path)?,
+        })
+    }
+
+    fn wrap(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Marks calls still open whose owning process is gone as `interrupted`; returns how many.
+    pub fn interrupt_orphans(&self, reason: &str) -> Result<usize, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, owner_pid FROM calls WHERE state IN ('received','running')")
+            .map_err(|e| self.wrap(e))?;
+        let open: Vec<(String, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.wrap(e))?;
+        let me = std::process::id() as i64;
+        let now = now_ms();
+        let mut count = 0;
+        for (id, pid) in open {
+            if pid == me || process_alive(pid) {
+                continue;
+            }
+            count += self
+                .conn
+                .execute(
+                    "UPDATE calls SET state = 'interrupted', error_kind = 'interrupted', error_message = ?2, \
+                     finished_at_ms = ?3, duration_ms = ?3 - received_at_ms WHERE id = ?1",
+                    params![id, format!("{reason} (process {pid} ended while the call was open)"), now],
+                )
+                .map_err(|e| self.wrap(e))?;
+        }
+        Ok(count)
+    }
+
+    /// Deletes records older than `max_age` and beyond `max_rows`; returns how many.
+    pub fn prune(&self, max_age: Duration, max_rows: u64) -> Result<usize, StoreError> {
+        let cutoff = now_ms() - max_age.as_millis() as i64;
+        let mut removed = self
+            .conn
+            .execute(
+                "DELETE FROM calls WHERE received_at_ms < ?1 AND state NOT IN ('received','running')",
+                params![cutoff],
+            )
+            .map_err(|e| self.wrap(e))?;
+        removed += self
+            .conn
+            .execute(
+                "DELETE FROM calls WHERE id IN (SELECT id FROM calls ORDER BY received_at_ms DESC LIMIT -1 OFFSET ?1) \
+                 AND state NOT IN ('received','running')",
+                params![max_rows as i64],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(removed)
+    }
+
+    pub fn list(&self, filter: &CallFilter) -> Result<Vec<CallRow>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM calls WHERE 1=1");
+        if filter.failed_only {
+            sql.push_str(" AND state IN ('failed','timed_out','cancelled','interrupted')");
+        }
+        if filter.running_only {
+            sql.push_str(" AND state IN ('received','running')");
+        }
+        if filter.tool.is_some() {
+            sql.push_str(" AND tool = ?1");
+        } else {
+            sql.push_str(" AND ?1 IS NULL");
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?2");
+        let limit = if filter.limit == 0 { 20 } else { filter.limit } as i64;
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.wrap(e))?;
+        stmt.query_map(params![filter.tool, limit], row_to_call)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.wrap(e))
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<CallRow>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM calls WHERE id = ?1"),
+                params![id],
+                row_to_call,
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Ids starting with `prefix` (for short ids typed by hand).
+    pub fn find_by_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM calls WHERE id LIKE ?1 || '%' ORDER BY id DESC LIMIT 5")
+            .map_err(|e| self.wrap(e))?;
+        stmt.query_map(params![prefix], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.wrap(e))
+    }
+}
+
+fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
+    Ok(CallRow {
+        id: r.get(0)?,
+        session_id: r.get(1)?,
+        client_name: r.get(2)?,
+        client_version: r.get(3)?,
+        transport: r.get(4)?,
+        tool: r.get(5)?,
+        arguments: r.get(6)?,
+        state: r.get(7)?,
+        received_at_ms: r.get(8)?,
+        started_at_ms: r.get(9)?,
+        finished_at_ms: r.get(10)?,
+        deadline_at_ms: r.get(11)?,
+        duration_ms: r.get(12)?,
+        provider: r.get(13)?,
+        model: r.get(14)?,
+        tokens_in: r.get(15)?,
+        tokens_out: r.get(16)?,
+        attempts: r.get(17)?,
+        progress_count: r.get(18)?,
+        last_progress: r.get(19)?,
+        error_kind: r.get(20)?,
+        error_message: r.get(21)?,
+        result: r.get(22)?,
+        is_error: r.get(23)?,
+        delivery: r.get(24)?,
+        owner_pid: r.get(25)?,
+    })
+}
+
+/// Whether a process with this pid exists (Linux: /proc).
+fn process_alive(pid: i64) -> bool {
+    pid > 0 && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_call(id: &str) -> NewCall {
+        NewCall {
+            id: id.into(),
+            session_id: "s".into(),
+            client_name: Some("test".into()),
+            client_version: None,
+            transport: "ws".into(),
+            tool: "chat".into(),
+            arguments: "{}".into(),
+            received_at_ms: now_ms(),
+            deadline_at_ms: now_ms() + 1000,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_lives_from_receipt_to_its_end() {
+        let dir = tempdir();
+        let store = Store::open(&dir.join("s.db")).unwrap();
+        store.insert(new_call("a")).await.unwrap();
+        let reader = StoreReader::open(&dir.join("s.db")).unwrap();
+        assert_eq!(reader.get("a").unwrap().unwrap().state, "received");
+        store
+            .finish(
+                "a",
+                FinishedCall {
+                    state: Some(CallState::Succeeded),
+                    finished_at_ms: now_ms(),
+                    result: Some("{\"ok\":1}".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        store.set_delivery("a", "delivered").await.unwrap();
+        let row = reader.get("a").unwrap().unwrap();
+        assert_eq!(row.state, "succeeded");
+        assert_eq!(row.delivery, "delivered");
+        assert!(row.duration_ms.is_some());
+        let failed = reader
+            .list(&CallFilter {
+                failed_only: true,
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(failed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn orphans_of_dead_processes_become_interrupted() {
+        let dir = tempdir();
+        let path = dir.join("s.db");
+        let store = Store::open(&path).unwrap();
+        store.insert(new_call("mine")).await.unwrap();
+        let reader = StoreReader::open(&path).unwrap();
+        reader
+            .conn
+            .execute(
+                "INSERT INTO calls (id, session_id, transport, tool, arguments, state, received_at_ms, deadline_at_ms, owner_pid) \
+                 VALUES ('dead', 's', 'ws', 'chat', '{}', 'running', 1, 2, 999999999)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(reader.interrupt_orphans("daemon restarted").unwrap(), 1);
+        assert_eq!(reader.get("dead").unwrap().unwrap().state, "interrupted");
+        assert_eq!(reader.get("mine").unwrap().unwrap().state, "received");
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_at_most_the_row_limit() {
+        let dir = tempdir();
+        let path = dir.join("s.db");
+        let store = Store::open(&path).unwrap();
+        for i in 0..5 {
+            store.insert(new_call(&format!("c{i}"))).await.unwrap();
+            store
+                .finish(
+                    &format!("c{i}"),
+                    FinishedCall {
+                        state: Some(CallState::Failed),
+                        finished_at_ms: now_ms(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let reader = StoreReader::open(&path).unwrap();
+        assert_eq!(reader.prune(Duration::from_secs(3600), 3).unwrap(), 2);
+        let all = reader
+            .list(&CallFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(all.len(), 3);
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("exai-store-test-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

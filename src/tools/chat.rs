@@ -1,0 +1,91 @@
+//! `chat`: ask a model a question; the answer streams back with progress.
+
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{ExaiTool, ToolContext, ToolFuture, definition, parse_arguments};
+use crate::calls::{ToolFailure, Usage};
+use crate::providers::{ChatMessage, ChatRequest};
+
+const SYSTEM_PROMPT: &str = include_str!("prompts/chat.txt");
+
+pub struct Chat;
+
+/// Arguments of `chat`.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct ChatArguments {
+    /// The question or request for the model.
+    prompt: String,
+    /// Model id (or `provider:model`); the configured default when omitted.
+    #[serde(default)]
+    model: Option<String>,
+    /// Sampling temperature (0–2); the model's default when omitted.
+    #[serde(default)]
+    temperature: Option<f32>,
+}
+
+impl ExaiTool for Chat {
+    fn definition(&self) -> Tool {
+        definition::<ChatArguments>(
+            "chat",
+            "Ask another model (GLM, Kimi or any OpenAI-compatible one) for a second opinion, an \
+             explanation or a plan. Streams; sends progress while the model works.",
+            ToolAnnotations::new().read_only(true).open_world(true),
+        )
+    }
+
+    fn run(&self, arguments: JsonObject, ctx: ToolContext) -> ToolFuture {
+        Box::pin(async move {
+            let args: ChatArguments = parse_arguments("chat", arguments)?;
+            if args.prompt.trim().is_empty() {
+                return Err(ToolFailure::new(
+                    "bad_arguments",
+                    "invalid arguments for chat: `prompt` is empty",
+                ));
+            }
+            if let Some(t) = args.temperature
+                && !(0.0..=2.0).contains(&t)
+            {
+                return Err(ToolFailure::new(
+                    "bad_arguments",
+                    format!("invalid arguments for chat: temperature {t} is outside 0–2"),
+                ));
+            }
+            let (provider, model) = ctx
+                .providers
+                .resolve(args.model.as_deref())
+                .map_err(|message| ToolFailure::new("no_model", message))?;
+            let request = ChatRequest {
+                model,
+                messages: vec![
+                    ChatMessage {
+                        role: "system",
+                        content: SYSTEM_PROMPT.to_string(),
+                    },
+                    ChatMessage {
+                        role: "user",
+                        content: args.prompt,
+                    },
+                ],
+                temperature: args.temperature,
+            };
+            let answer = provider
+                .chat(request, &ctx.call.progress)
+                .await
+                .map_err(|e| ToolFailure {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                    timed_out: e.is_timeout(),
+                })?;
+            ctx.call.set_usage(Usage {
+                tokens_in: answer.tokens_in,
+                tokens_out: answer.tokens_out,
+                attempts: Some(answer.attempts),
+            });
+            Ok(CallToolResult::success(vec![ContentBlock::text(
+                answer.text,
+            )]))
+        })
+    }
+}

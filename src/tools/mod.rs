@@ -1,0 +1,124 @@
+//! The tools exai offers, one file each, behind one small trait.
+
+mod chat;
+mod listmodels;
+mod status;
+mod version;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+
+use crate::calls::{Calls, LiveCall, ToolFailure};
+use crate::config::Config;
+use crate::health::Health;
+use crate::providers::Providers;
+
+/// What a tool may use while it runs.
+#[derive(Clone)]
+pub struct ToolContext {
+    pub call: Arc<LiveCall>,
+    pub calls: Arc<Calls>,
+    pub providers: Arc<Providers>,
+    pub health: Arc<Health>,
+    pub config: Arc<Config>,
+}
+
+/// The result of running a tool.
+pub type ToolFuture = BoxFuture<'static, Result<CallToolResult, ToolFailure>>;
+
+/// One tool.
+pub trait ExaiTool: Send + Sync {
+    /// Its MCP definition (name, description, input schema, annotations).
+    fn definition(&self) -> Tool;
+    /// Runs it; the caller bounds the future by the call's deadline and cancel token.
+    fn run(&self, arguments: JsonObject, context: ToolContext) -> ToolFuture;
+}
+
+/// All tools, by name.
+pub struct ToolRegistry {
+    by_name: HashMap<String, Arc<dyn ExaiTool>>,
+    definitions: Arc<Vec<Tool>>,
+}
+
+impl ToolRegistry {
+    pub fn new() -> Self {
+        let tools: Vec<Arc<dyn ExaiTool>> = vec![
+            Arc::new(chat::Chat),
+            Arc::new(listmodels::ListModels),
+            Arc::new(status::Status),
+            Arc::new(version::Version),
+        ];
+        let definitions: Vec<Tool> = tools.iter().map(|t| t.definition()).collect();
+        let by_name = definitions
+            .iter()
+            .zip(tools)
+            .map(|(d, t)| (d.name.to_string(), t))
+            .collect();
+        Self {
+            by_name,
+            definitions: Arc::new(definitions),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn ExaiTool>> {
+        self.by_name.get(name).cloned()
+    }
+
+    pub fn definitions(&self) -> Arc<Vec<Tool>> {
+        self.definitions.clone()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.by_name.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+impl Default for ToolRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds a tool definition whose input schema comes from `Args`.
+fn definition<Args: JsonSchema + 'static>(
+    name: &'static str,
+    description: &'static str,
+    annotations: ToolAnnotations,
+) -> Tool {
+    Tool::new(
+        name,
+        description,
+        rmcp::handler::server::common::schema_for_type::<Args>(),
+    )
+    .with_annotations(annotations)
+}
+
+/// Reads a tool's arguments, with an error that says what is wrong with them.
+fn parse_arguments<Args: DeserializeOwned>(
+    tool: &str,
+    arguments: JsonObject,
+) -> Result<Args, ToolFailure> {
+    serde_json::from_value(serde_json::Value::Object(arguments)).map_err(|e| {
+        ToolFailure::new(
+            "bad_arguments",
+            format!("invalid arguments for {tool}: {e}"),
+        )
+    })
+}
+
+/// Arguments of a tool that takes none.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NoArguments {}
+
+/// Annotations of a tool that only reads local state.
+fn local_read_only() -> ToolAnnotations {
+    ToolAnnotations::new().read_only(true).open_world(false)
+}

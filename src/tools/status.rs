@@ -1,0 +1,99 @@
+//! `status`: daemon health, calls in flight and the latest failures.
+
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool};
+use serde_json::json;
+
+use super::{
+    ExaiTool, NoArguments, ToolContext, ToolFuture, definition, local_read_only, parse_arguments,
+};
+use crate::calls::ToolFailure;
+use crate::store::{CallFilter, StoreReader};
+
+pub struct Status;
+
+/// How many recent failures the answer lists.
+const RECENT_FAILURES: usize = 5;
+
+impl ExaiTool for Status {
+    fn definition(&self) -> Tool {
+        definition::<NoArguments>(
+            "status",
+            "exai health: uptime, calls in flight (elapsed time, latest progress) and the latest failures.",
+            local_read_only(),
+        )
+    }
+
+    fn run(&self, arguments: JsonObject, ctx: ToolContext) -> ToolFuture {
+        Box::pin(async move {
+            parse_arguments::<NoArguments>("status", arguments)?;
+            let in_flight: Vec<_> = ctx
+                .calls
+                .in_flight()
+                .into_iter()
+                .filter(|c| c.id != ctx.call.id)
+                .map(|c| {
+                    let snapshot = c.progress.snapshot();
+                    json!({
+                        "call_id": c.id,
+                        "tool": c.tool,
+                        "elapsed_s": c.elapsed().as_secs(),
+                        "model": snapshot.model,
+                        "progress": snapshot.message(),
+                    })
+                })
+                .collect();
+            let store_path = ctx.calls.store().path().to_path_buf();
+            // Reading SQLite blocks: keep it off the async workers.
+            let failures = tokio::task::spawn_blocking(move || {
+                StoreReader::open(&store_path)?.list(&CallFilter {
+                    failed_only: true,
+                    limit: RECENT_FAILURES,
+                    ..Default::default()
+                })
+            })
+            .await
+            .map_err(|e| ToolFailure::new("internal", format!("store reader task failed: {e}")))?
+            .map_err(|e| ToolFailure::new("store", e.to_string()))?;
+            let failures: Vec<_> = failures
+                .into_iter()
+                .map(|r| {
+                    json!({
+                        "call_id": r.id,
+                        "tool": r.tool,
+                        "state": r.state,
+                        "error": r.error_message,
+                    })
+                })
+                .collect();
+            let mut text = format!(
+                "exai {} · {} · pid {} · up {} s · {} session(s) · {} other call(s) in flight · store queue {}",
+                crate::VERSION,
+                ctx.health.mode,
+                ctx.health.pid,
+                ctx.health.uptime_s(),
+                ctx.health.sessions(),
+                in_flight.len(),
+                ctx.calls.store().queue_depth(),
+            );
+            for c in &in_flight {
+                text.push_str(&format!("\n  running {} · {}", c["call_id"], c["progress"]));
+            }
+            for f in &failures {
+                text.push_str(&format!(
+                    "\n  {} {} {}: {}",
+                    f["state"], f["tool"], f["call_id"], f["error"]
+                ));
+            }
+            let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+            result.structured_content = Some(json!({
+                "version": crate::VERSION,
+                "pid": ctx.health.pid,
+                "uptime_s": ctx.health.uptime_s(),
+                "sessions": ctx.health.sessions(),
+                "calls_in_flight": in_flight,
+                "recent_failures": failures,
+            }));
+            Ok(result)
+        })
+    }
+}

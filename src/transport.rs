@@ -1,0 +1,266 @@
+//! A framed MCP transport: one JSON-RPC message per frame (a WebSocket text frame or a stdio line).
+//!
+//! Unlike a plain pipe it answers malformed and oversized frames with JSON-RPC
+//! errors and keeps the session going, and it knows which response carries which
+//! call, so it can record whether the answer reached the client.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use rmcp::RoleServer;
+use rmcp::model::JsonRpcMessage;
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::service::Session;
+use crate::store::Store;
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("message larger than the {limit}-byte limit")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The session's writer is gone (the connection closed).
+#[derive(Debug, thiserror::Error)]
+#[error("the session's connection is closed")]
+pub struct TransportClosed;
+
+/// Frames queued for the writer; beyond this, senders wait.
+const OUTBOUND_QUEUE: usize = 4096;
+/// Parsed messages waiting for the MCP service; beyond this, reading pauses.
+const INBOUND_QUEUE: usize = 256;
+
+struct Outgoing {
+    text: String,
+    /// The call whose answer this frame is, if it is one.
+    call_id: Option<String>,
+}
+
+/// The rmcp side of a framed connection.
+pub struct FrameTransport {
+    inbound: mpsc::Receiver<RxJsonRpcMessage<RoleServer>>,
+    outbound: mpsc::Sender<Outgoing>,
+    session: Arc<Session>,
+}
+
+impl FrameTransport {
+    /// Starts the reader and writer tasks of a connection.
+    pub fn spawn<Src, Snk, SnkErr>(
+        source: Src,
+        sink: Snk,
+        session: Arc<Session>,
+        store: Store,
+        limit: usize,
+    ) -> Self
+    where
+        Src: Stream<Item = Result<String, FrameError>> + Send + Unpin + 'static,
+        Snk: Sink<String, Error = SnkErr> + Send + Unpin + 'static,
+        SnkErr: std::fmt::Display + Send + 'static,
+    {
+        let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
+        let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        tokio::spawn(read_frames(
+            source,
+            in_tx,
+            out_tx.clone(),
+            limit,
+            session.id.clone(),
+        ));
+        tokio::spawn(write_frames(sink, out_rx, store, session.id.clone()));
+        Self {
+            inbound: in_rx,
+            outbound: out_tx,
+            session,
+        }
+    }
+}
+
+async fn read_frames<Src>(
+    mut source: Src,
+    inbound: mpsc::Sender<RxJsonRpcMessage<RoleServer>>,
+    outbound: mpsc::Sender<Outgoing>,
+    limit: usize,
+    session: String,
+) where
+    Src: Stream<Item = Result<String, FrameError>> + Unpin,
+{
+    while let Some(frame) = source.next().await {
+        let reply = match frame {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) if text.len() > limit => error_frame(
+                Value::Null,
+                -32600,
+                &FrameError::TooLarge { limit }.to_string(),
+            ),
+            Ok(text) => match serde_json::from_str::<RxJsonRpcMessage<RoleServer>>(&text) {
+                Ok(message) => {
+                    if inbound.send(message).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Err(error) => malformed_reply(&text, &error),
+            },
+            Err(FrameError::TooLarge { limit }) => error_frame(
+                Value::Null,
+                -32600,
+                &format!("message larger than the {limit}-byte limit was dropped unread"),
+            ),
+            Err(FrameError::Io(error)) => {
+                tracing::info!(%session, %error, "session input ended");
+                break;
+            }
+        };
+        tracing::warn!(%session, reply = %reply, "bad frame answered with an error");
+        if outbound
+            .send(Outgoing {
+                text: reply,
+                call_id: None,
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    tracing::debug!(%session, "session input closed");
+}
+
+/// The JSON-RPC error for a frame that is not a valid message.
+fn malformed_reply(text: &str, error: &serde_json::Error) -> String {
+    match serde_json::from_str::<Value>(text) {
+        Err(_) => error_frame(Value::Null, -32700, &format!("parse error: {error}")),
+        Ok(value) => {
+            let id = value
+                .get("id")
+                .cloned()
+                .filter(|id| id.is_string() || id.is_number());
+            error_frame(
+                id.unwrap_or(Value::Null),
+                -32600,
+                &format!("invalid request: {error}"),
+            )
+        }
+    }
+}
+
+fn error_frame(id: Value, code: i64, message: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}).to_string()
+}
+
+async fn write_frames<Snk, SnkErr>(
+    mut sink: Snk,
+    mut outbound: mpsc::Receiver<Outgoing>,
+    store: Store,
+    session: String,
+) where
+    Snk: Sink<String, Error = SnkErr> + Unpin,
+    SnkErr: std::fmt::Display,
+{
+    let mut broken: Option<String> = None;
+    while let Some(frame) = outbound.recv().await {
+        let outcome = match &broken {
+            Some(error) => Err(error.clone()),
+            None => sink.send(frame.text).await.map_err(|e| e.to_string()),
+        };
+        if let Err(error) = &outcome
+            && broken.is_none()
+        {
+            broken = Some(error.clone());
+        }
+        let Some(call_id) = frame.call_id else {
+            continue;
+        };
+        let delivery = match outcome {
+            Ok(()) => "delivered".to_string(),
+            Err(error) => {
+                // Invariant 3: the result is already in the store; say where to find it.
+                tracing::warn!(%call_id, %session, %error, "delivery failed: client gone; result kept in the store");
+                format!("failed: {error}")
+            }
+        };
+        let store = store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.set_delivery(&call_id, &delivery).await {
+                tracing::error!(%call_id, %error, "could not record delivery");
+            }
+        });
+    }
+    let _ = sink.close().await;
+}
+
+impl rmcp::transport::Transport<RoleServer> for FrameTransport {
+    type Error = TransportClosed;
+
+    fn name() -> Cow<'static, str> {
+        "exai-frames".into()
+    }
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let call_id = match &item {
+            JsonRpcMessage::Response(r) => self.session.take_call_for_response(&r.id.to_string()),
+            JsonRpcMessage::Error(e) => {
+                e.id.as_ref()
+                    .and_then(|id| self.session.take_call_for_response(&id.to_string()))
+            }
+            _ => None,
+        };
+        let queued = serde_json::to_string(&item)
+            .map(|text| Outgoing { text, call_id })
+            .map_err(|e| tracing::error!(error = %e, "could not serialize an outgoing message"));
+        // Enqueue now, not when the future is polled, so frames keep the order rmcp sent them in.
+        let pending = match queued {
+            Ok(frame) => match self.outbound.try_send(frame) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(frame)) => Some(frame),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return futures::future::Either::Left(async { Err(TransportClosed) });
+                }
+            },
+            Err(()) => None,
+        };
+        let outbound = self.outbound.clone();
+        futures::future::Either::Right(async move {
+            match pending {
+                Some(frame) => outbound.send(frame).await.map_err(|_| TransportClosed),
+                None => Ok(()),
+            }
+        })
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        self.inbound.recv().await
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.inbound.close();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_frames_get_json_rpc_errors() {
+        let not_json = serde_json::from_str::<Value>("{oops").unwrap_err();
+        let reply: Value = serde_json::from_str(&malformed_reply("{oops", &not_json)).unwrap();
+        assert_eq!(reply["error"]["code"], -32700);
+        assert_eq!(reply["id"], Value::Null);
+        let text = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":5}}"#;
+        let bad = serde_json::from_str::<RxJsonRpcMessage<RoleServer>>(text).unwrap_err();
+        let reply: Value = serde_json::from_str(&malformed_reply(text, &bad)).unwrap();
+        assert_eq!(reply["error"]["code"], -32600);
+        assert_eq!(reply["id"], 7);
+    }
+}

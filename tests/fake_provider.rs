@@ -1,0 +1,487 @@
+//! End-to-end tests of the `exai-fake-provider` binary, over 127.0.0.1 only.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A running fake provider, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Server {
+    fn start(extra_args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_exai-fake-provider"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra_args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn exai-fake-provider");
+        let stdout = child.stdout.take().expect("child stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read LISTENING line");
+        let base = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+        Server {
+            child,
+            base,
+            client: client(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn chat(&self, model: &str, content: &str, stream: bool) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .json(&chat_body(model, content, stream))
+            .send()
+            .await
+            .expect("chat request")
+    }
+
+    async fn stats(&self) -> Value {
+        self.client
+            .get(self.url("/stats"))
+            .send()
+            .await
+            .expect("stats request")
+            .json()
+            .await
+            .expect("stats json")
+    }
+
+    /// Polls `/stats` until `done` holds (bounded by 5 s) and returns the last snapshot.
+    async fn wait_stats(&self, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let stats = self.stats().await;
+            if done(&stats) {
+                return stats;
+            }
+            assert!(Instant::now() < deadline, "stats never matched: {stats}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("reqwest client")
+}
+
+fn chat_body(model: &str, content: &str, stream: bool) -> Value {
+    json!({
+        "model": model,
+        "stream": stream,
+        "stream_options": { "include_usage": true },
+        "messages": [
+            { "role": "system", "content": "be brief" },
+            { "role": "user", "content": content },
+        ],
+    })
+}
+
+/// JSON payloads of the `data:` events of an SSE body, up to `[DONE]` (which must be present).
+fn sse_events(body: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    for data in body.split("\n\n").filter_map(|e| e.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            return events;
+        }
+        events.push(serde_json::from_str(data).expect("event json"));
+    }
+    panic!("no [DONE] in {body:?}");
+}
+
+fn delta_text(events: &[Value], field: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"][field].as_str())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn read_sse(response: reqwest::Response) -> Vec<Value> {
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()[reqwest::header::CONTENT_TYPE].clone();
+    assert_eq!(content_type, "text/event-stream");
+    sse_events(&response.text().await.expect("sse body"))
+}
+
+/// Reads body chunks until `done` holds on the text so far.
+async fn read_until(response: &mut reqwest::Response, done: impl Fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    while !done(&text) {
+        let chunk = response.chunk().await.expect("chunk").expect("body ended");
+        text.push_str(std::str::from_utf8(&chunk).expect("utf8"));
+    }
+    text
+}
+
+#[tokio::test]
+async fn lists_models_and_health() {
+    let server = Server::start(&[]);
+    for path in ["/v1/models", "/models"] {
+        let models: Value = server
+            .client
+            .get(server.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(models["object"], "list");
+        let ids: Vec<&str> = models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert!(ids.contains(&"fake-fast") && ids.contains(&"fake-reasoning"));
+    }
+    let health = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.text().await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn fast_non_stream_echoes_last_user_message() {
+    let server = Server::start(&[]);
+    for path in ["/v1/chat/completions", "/chat/completions"] {
+        let response = server
+            .client
+            .post(server.url(path))
+            .json(&chat_body("fake-fast", "hi", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["object"], "chat.completion");
+        assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(body["choices"][0]["message"]["content"], "echo: hi");
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+        assert!(body["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    }
+}
+
+#[tokio::test]
+async fn fast_stream_sends_role_content_usage_and_done() {
+    let server = Server::start(&[]);
+    let events = read_sse(server.chat("fake-fast", "hi", true).await).await;
+    assert_eq!(events[0]["object"], "chat.completion.chunk");
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    let content = delta_text(&events, "content");
+    assert!(content.len() >= 2, "{content:?}");
+    assert_eq!(content.concat(), "echo: hi");
+    let last = events.last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert!(last["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn delay_waits_before_answering() {
+    let server = Server::start(&[]);
+    let start = Instant::now();
+    let body: Value = server
+        .chat("fake-delay-200", "hi", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    assert_eq!(body["choices"][0]["message"]["content"], "echo: hi");
+
+    // In stream mode even the headers wait (slow time to first token).
+    let start = Instant::now();
+    let response = server.chat("fake-delay-200", "hi", true).await;
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    let events = read_sse(response).await;
+    assert_eq!(delta_text(&events, "content").concat(), "echo: hi");
+}
+
+#[tokio::test]
+async fn stream_sends_paced_chunks_ending_with_echo() {
+    let server = Server::start(&[]);
+    let start = Instant::now();
+    let events = read_sse(server.chat("fake-stream-3x50", "hi", true).await).await;
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    let content = delta_text(&events, "content");
+    assert!(content.len() >= 3, "{content:?}");
+    assert!(content.concat().ends_with("echo: hi"), "{content:?}");
+}
+
+#[tokio::test]
+async fn rate_limit_then_success_and_reset() {
+    let server = Server::start(&[]);
+    for _ in 0..2 {
+        let response = server.chat("fake-429-2", "hi", false).await;
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "0");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+    }
+    assert_eq!(server.chat("fake-429-2", "hi", false).await.status(), 200);
+    // The counter is per model name.
+    assert_eq!(server.chat("fake-429-1", "hi", false).await.status(), 429);
+
+    let reset = server
+        .client
+        .post(server.url("/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert!(reset.status().is_success());
+    assert_eq!(server.chat("fake-429-2", "hi", false).await.status(), 429);
+}
+
+#[tokio::test]
+async fn error_scripts_return_openai_errors() {
+    let server = Server::start(&[]);
+    for (model, status) in [("fake-500", 500), ("fake-401", 401), ("gpt-nope", 404)] {
+        let response = server.chat(model, "hi", false).await;
+        assert_eq!(response.status(), status, "{model}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"]["message"].is_string(), "{model}: {body}");
+    }
+    let body: Value = server
+        .chat("gpt-nope", "hi", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+
+    let invalid = server
+        .client
+        .post(server.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), 400);
+    let body: Value = invalid.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn garbage_is_not_json() {
+    let server = Server::start(&[]);
+    let response = server.chat("fake-garbage", "hi", false).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+
+    let response = server.chat("fake-garbage", "hi", true).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let data = text.split("\n\n").next().unwrap().strip_prefix("data: ");
+    assert!(
+        serde_json::from_str::<Value>(data.unwrap()).is_err(),
+        "{text}"
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+}
+
+#[tokio::test]
+async fn reset_drops_the_connection() {
+    let server = Server::start(&[]);
+    let result = server
+        .client
+        .post(server.url("/v1/chat/completions"))
+        .json(&chat_body("fake-reset", "hi", false))
+        .send()
+        .await;
+    let error = result.expect_err("fake-reset must not produce an HTTP response");
+    assert!(error.is_request(), "{error:?}");
+    // The server itself keeps serving.
+    assert_eq!(server.chat("fake-fast", "hi", false).await.status(), 200);
+}
+
+#[tokio::test]
+async fn reasoning_streams_reasoning_then_answer() {
+    let server = Server::start(&[]);
+    let events = read_sse(server.chat("fake-reasoning", "hi", true).await).await;
+    let reasoning = delta_text(&events, "reasoning_content");
+    assert!(reasoning.len() >= 2, "{reasoning:?}");
+    assert!(reasoning[0].starts_with("thinking step 1"));
+    assert_eq!(delta_text(&events, "content").concat(), "echo: hi");
+    let usage = &events.last().unwrap()["usage"];
+    assert!(
+        usage["completion_tokens_details"]["reasoning_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let body: Value = server
+        .chat("fake-reasoning", "hi", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let message = &body["choices"][0]["message"];
+    assert!(
+        message["reasoning_content"]
+            .as_str()
+            .unwrap()
+            .contains("thinking step 1")
+    );
+    assert_eq!(message["content"], "echo: hi");
+}
+
+#[tokio::test]
+async fn hang_stream_abort_is_counted() {
+    let server = Server::start(&[]);
+    let mut response = server.chat("fake-hang", "hi", true).await;
+    assert_eq!(response.status(), 200);
+    let next = tokio::time::timeout(Duration::from_millis(300), response.chunk()).await;
+    assert!(next.is_err(), "fake-hang sent data: {next:?}");
+    drop(response);
+    let stats = server
+        .wait_stats(|s| s["aborted"].as_u64() >= Some(1) && s["in_flight"] == 0)
+        .await;
+    assert_eq!(stats["completed"], 0);
+    assert_eq!(stats["by_model"]["fake-hang"], 1);
+}
+
+#[tokio::test]
+async fn hang_non_stream_abort_is_counted() {
+    let server = Server::start(&[]);
+    let result = server
+        .client
+        .post(server.url("/v1/chat/completions"))
+        .json(&chat_body("fake-hang", "hi", false))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(result.expect_err("fake-hang answered").is_timeout());
+    server
+        .wait_stats(|s| s["aborted"] == 1 && s["in_flight"] == 0)
+        .await;
+}
+
+#[tokio::test]
+async fn stall_sends_chunks_then_silence_and_abort_is_counted() {
+    let server = Server::start(&[]);
+    let mut response = server.chat("fake-stall-2", "hi", true).await;
+    assert_eq!(response.status(), 200);
+    let text = read_until(&mut response, |t| t.matches("\"content\"").count() >= 2).await;
+    assert!(!text.contains("[DONE]"), "{text}");
+    let next = tokio::time::timeout(Duration::from_millis(300), response.chunk()).await;
+    assert!(next.is_err(), "fake-stall sent more data: {next:?}");
+    drop(response);
+    server
+        .wait_stats(|s| s["aborted"] == 1 && s["in_flight"] == 0)
+        .await;
+}
+
+#[tokio::test]
+async fn require_key_rejects_missing_or_wrong_key() {
+    let server = Server::start(&["--require-key", "sekret"]);
+    let url = server.url("/v1/chat/completions");
+    let body = chat_body("fake-fast", "hi", false);
+    let missing = server.client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    let wrong = server.client.post(&url).bearer_auth("nope").json(&body);
+    assert_eq!(wrong.send().await.unwrap().status(), 401);
+    let right = server.client.post(&url).bearer_auth("sekret").json(&body);
+    assert_eq!(right.send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn concurrent_calls_each_get_their_own_answer() {
+    let server = Server::start(&[]);
+    let calls = (0..200).map(|i| {
+        let server = &server;
+        async move {
+            let stream = i % 2 == 0;
+            let question = format!("question {i}");
+            let response = server.chat("fake-fast", &question, stream).await;
+            let answer = if stream {
+                delta_text(&read_sse(response).await, "content").concat()
+            } else {
+                let body: Value = response.json().await.unwrap();
+                body["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            };
+            assert_eq!(answer, format!("echo: {question}"));
+        }
+    });
+    futures::future::join_all(calls).await;
+    let stats = server.wait_stats(|s| s["completed"] == 200).await;
+    assert_eq!(stats["requests"], 200);
+    assert_eq!(stats["aborted"], 0);
+    assert_eq!(stats["in_flight"], 0);
+    assert_eq!(stats["by_model"]["fake-fast"], 200);
+}
+
+#[tokio::test]
+async fn stats_count_and_reset() {
+    let server = Server::start(&[]);
+    assert_eq!(server.chat("fake-fast", "hi", false).await.status(), 200);
+    assert_eq!(server.chat("fake-500", "hi", false).await.status(), 500);
+    let stats = server.wait_stats(|s| s["completed"] == 2).await;
+    assert_eq!(stats["requests"], 2);
+    assert_eq!(stats["by_model"], json!({ "fake-fast": 1, "fake-500": 1 }));
+
+    server
+        .client
+        .post(server.url("/reset"))
+        .send()
+        .await
+        .unwrap();
+    let stats = server.stats().await;
+    for counter in ["requests", "completed", "aborted", "in_flight"] {
+        assert_eq!(stats[counter], 0, "{counter}: {stats}");
+    }
+    assert_eq!(stats["by_model"], json!({}));
+}
+
+#[cfg(unix)]
+#[test]
+fn exits_cleanly_on_sigterm() {
+    let mut server = Server::start(&[]);
+    let pid = server.child.id().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
