@@ -22,8 +22,10 @@ use crate::calls::{CallOrigin, CancelReason, LiveCall, Outcome};
 use crate::health::SessionGuard;
 use crate::tools::ToolContext;
 
-/// `_meta` key under which the exai shim proposes a call id.
-pub const CALL_ID_META: &str = "exai.dev/callId";
+pub use crate::calls::CALL_ID_META;
+
+/// Longest wait for one progress notification to be handed to the transport.
+const PROGRESS_SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One MCP session (a WebSocket connection, an HTTP session, a stdio process).
 pub struct Session {
@@ -124,8 +126,15 @@ impl ExaiService {
                 if let Some(token) = token {
                     let param =
                         ProgressNotificationParam::new(token, count as f64).with_message(message);
-                    if let Err(error) = peer.notify_progress(param).await {
-                        tracing::debug!(%error, "progress notification not sent");
+                    // Bounded: once the session's loop has stopped, a notification would wait forever.
+                    match tokio::time::timeout(PROGRESS_SEND_LIMIT, peer.notify_progress(param))
+                        .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => tracing::debug!(%error, "progress notification not sent"),
+                        Err(_) => {
+                            tracing::debug!("progress notification not sent: session stopped")
+                        }
                     }
                 }
             }

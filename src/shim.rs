@@ -103,7 +103,7 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
                         "message larger than the {}-byte limit was dropped unread", relay.config.max_message_bytes)).await;
                 }
                 Input::Line(line) => {
-                    if let Some(frame) = relay.from_client(&line).await {
+                    if let Some(frame) = relay.on_client_line(&line).await {
                         match (&mut link, relay.ready) {
                             (Some(ws), true) => {
                                 if let Err(e) = ws.send(Message::Text(frame.into())).await {
@@ -120,7 +120,7 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
             frame = next_frame(&mut link) => match frame {
                 Some(Ok(Message::Text(text))) => {
                     last_seen = Instant::now();
-                    if relay.from_daemon(text.as_str()).await
+                    if relay.on_daemon_frame(text.as_str()).await
                         && let Some(ws) = link.as_mut()
                         && relay.flush_held(ws).await.is_err()
                     {
@@ -219,7 +219,7 @@ impl Relay {
     }
 
     /// Reads one client message; returns the frame to send to the daemon, if any.
-    async fn from_client(&mut self, line: &str) -> Option<String> {
+    async fn on_client_line(&mut self, line: &str) -> Option<String> {
         let mut message: Value = match serde_json::from_str(line) {
             Ok(v) => v,
             Err(e) => {
@@ -272,7 +272,7 @@ impl Relay {
     }
 
     /// Handles one daemon frame; returns true when the link just became ready.
-    async fn from_daemon(&mut self, text: &str) -> bool {
+    async fn on_daemon_frame(&mut self, text: &str) -> bool {
         let message: Option<Value> = serde_json::from_str(text).ok();
         let response_id = message
             .as_ref()

@@ -47,6 +47,7 @@ pub struct FrameTransport {
     inbound: mpsc::Receiver<RxJsonRpcMessage<RoleServer>>,
     outbound: mpsc::Sender<Outgoing>,
     session: Arc<Session>,
+    store: Store,
 }
 
 impl FrameTransport {
@@ -72,11 +73,17 @@ impl FrameTransport {
             limit,
             session.id.clone(),
         ));
-        tokio::spawn(write_frames(sink, out_rx, store, session.id.clone()));
+        tokio::spawn(write_frames(
+            sink,
+            out_rx,
+            store.clone(),
+            session.id.clone(),
+        ));
         Self {
             inbound: in_rx,
             outbound: out_tx,
             session,
+            store,
         }
     }
 }
@@ -177,22 +184,27 @@ async fn write_frames<Snk, SnkErr>(
         let Some(call_id) = frame.call_id else {
             continue;
         };
-        let delivery = match outcome {
-            Ok(()) => "delivered".to_string(),
-            Err(error) => {
-                // Invariant 3: the result is already in the store; say where to find it.
-                tracing::warn!(%call_id, %session, %error, "delivery failed: client gone; result kept in the store");
-                format!("failed: {error}")
-            }
-        };
-        let store = store.clone();
-        tokio::spawn(async move {
-            if let Err(error) = store.set_delivery(&call_id, &delivery).await {
-                tracing::error!(%call_id, %error, "could not record delivery");
-            }
-        });
+        record_delivery(store.clone(), call_id, outcome);
     }
     let _ = sink.close().await;
+    tracing::debug!(%session, "session output closed");
+}
+
+/// Records whether a call's answer reached the client, and logs a failure.
+fn record_delivery(store: Store, call_id: String, outcome: Result<(), String>) {
+    let delivery = match outcome {
+        Ok(()) => "delivered".to_string(),
+        Err(error) => {
+            // Invariant 3: the result is already in the store; say where to find it.
+            tracing::warn!(%call_id, %error, "delivery failed: client gone; result kept in the store");
+            format!("failed: {error}")
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(error) = store.set_delivery(&call_id, &delivery).await {
+            tracing::error!(%call_id, %error, "could not record delivery");
+        }
+    });
 }
 
 impl rmcp::transport::Transport<RoleServer> for FrameTransport {
@@ -222,7 +234,14 @@ impl rmcp::transport::Transport<RoleServer> for FrameTransport {
             Ok(frame) => match self.outbound.try_send(frame) {
                 Ok(()) => None,
                 Err(mpsc::error::TrySendError::Full(frame)) => Some(frame),
-                Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(mpsc::error::TrySendError::Closed(frame)) => {
+                    if let Some(call_id) = frame.call_id {
+                        record_delivery(
+                            self.store.clone(),
+                            call_id,
+                            Err("the connection was already closed".into()),
+                        );
+                    }
                     return futures::future::Either::Left(async { Err(TransportClosed) });
                 }
             },

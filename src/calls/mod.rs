@@ -23,6 +23,9 @@ pub use progress::{Progress, Snapshot};
 
 use crate::store::{CallState, FinishedCall, NewCall, Store, StoreError, now_ms};
 
+/// `_meta` key naming the call: the shim proposes it on `tools/call`, every result carries it.
+pub const CALL_ID_META: &str = "exai.dev/callId";
+
 /// Why a call was stopped before its end.
 #[derive(Debug, Clone)]
 pub enum CancelReason {
@@ -294,12 +297,12 @@ impl Calls {
             }
             Err(Some(snapshot)) => {
                 let message = format!(
-                    "{} timed out after {} s (the call's deadline) while {} (for {} s); \
+                    "{} timed out after {} (the call's deadline) while {} (for {}); \
                      the upstream request was dropped (call {})",
                     call.tool,
-                    call.budget.as_secs(),
+                    seconds(call.budget),
                     snapshot.stage,
-                    snapshot.stage_since.elapsed().as_secs(),
+                    seconds(snapshot.stage_since.elapsed()),
                     call.id
                 );
                 (
@@ -343,9 +346,12 @@ impl Calls {
         &self,
         call: &Arc<LiveCall>,
         state: CallState,
-        result: CallToolResult,
+        mut result: CallToolResult,
         failure: Option<(&'static str, String)>,
     ) {
+        let mut meta = result.meta.take().unwrap_or_default();
+        meta.insert(CALL_ID_META.into(), Value::String(call.id.clone()));
+        result.meta = Some(meta);
         let snapshot = call.progress.snapshot();
         let (progress_count, last_progress) = call.progress.sent();
         let result_text = serde_json::to_string(&result).unwrap_or_default();
@@ -484,6 +490,16 @@ impl LiveCall {
 
     fn usage_slot(&self) -> std::sync::MutexGuard<'_, Usage> {
         self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// "1.5 s", "600 s".
+fn seconds(d: Duration) -> String {
+    let tenths = (d.as_millis() + 50) / 100;
+    if tenths.is_multiple_of(10) {
+        format!("{} s", tenths / 10)
+    } else {
+        format!("{}.{} s", tenths / 10, tenths % 10)
     }
 }
 

@@ -98,7 +98,7 @@ pub fn host_and_origin_allowed(headers: &HeaderMap, allow_remote: bool) -> Resul
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let origin_host = origin.split("://").nth(1).unwrap_or(origin);
-        if !is_loopback_host(origin_host) && !(allow_remote && origin_host == host) {
+        if !(is_loopback_host(origin_host) || allow_remote && origin_host == host) {
             return Err(format!("Origin {origin:?} is not allowed"));
         }
     }

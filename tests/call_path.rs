@@ -1,0 +1,442 @@
+//! The call path end to end: real `exai daemon`, real `exai stdio`, the rmcp client, the fake provider.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rmcp::model::{CallToolRequestParams, ClientRequest, Request};
+use rmcp::service::PeerRequestOptions;
+use serde_json::json;
+
+#[tokio::test]
+async fn tools_list_and_a_chat_answer_leave_a_complete_record() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["chat", "listmodels", "status", "version"]);
+
+    let result = client
+        .call_tool(chat("hello exai", "fake-fast"))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(false));
+    assert_eq!(text_of(&result), "echo: hello exai");
+    let id = call_id_of(&result);
+    let record = daemon.final_record(&id);
+    assert_eq!(record.state, "succeeded");
+    assert_eq!(record.tool, "chat");
+    assert_eq!(record.model.as_deref(), Some("fake-fast"));
+    assert_eq!(record.client_name.as_deref(), Some("exai-tests"));
+    assert_eq!(record.transport, "ws");
+    assert!(record.tokens_out.unwrap_or(0) > 0);
+    assert!(record.result.unwrap().contains("echo: hello exai"));
+    let delivered = wait_until("delivery recorded", Duration::from_secs(5), || {
+        daemon.record(&id).filter(|r| r.delivery == "delivered")
+    });
+    assert_eq!(delivered.delivery, "delivered");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_calls_on_one_session_each_get_their_own_answer() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let peer = client.peer().clone();
+    let calls = (0..200).map(|i| {
+        let peer = peer.clone();
+        async move {
+            let result = peer
+                .call_tool(chat(&format!("question {i}"), "fake-delay-300"))
+                .await
+                .unwrap();
+            (i, text_of(&result))
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    for (i, text) in answers {
+        assert_eq!(text, format!("echo: question {i}"));
+    }
+    assert_eq!(fake.stats()["requests"], 200);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn progress_arrives_during_a_long_call_and_stops_at_the_answer() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, seen) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let started = Instant::now();
+    let result = client
+        .call_tool(chat("slow one", "fake-stream-12x1000"))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(11));
+    assert!(
+        text_of(&result).ends_with("echo: slow one"),
+        "{}",
+        text_of(&result)
+    );
+    let progress = seen.progress.lock().unwrap().clone();
+    assert!(
+        progress.len() >= 20,
+        "expected a heartbeat every 0.5 s, got {}",
+        progress.len()
+    );
+    for pair in progress.windows(2) {
+        assert!(
+            pair[1].progress > pair[0].progress,
+            "progress must increase"
+        );
+    }
+    let messages: Vec<_> = progress.iter().filter_map(|p| p.message.clone()).collect();
+    assert!(
+        messages.iter().all(|m| m.starts_with("chat")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("streaming") && m.contains("tokens")),
+        "{messages:?}"
+    );
+    // None after the response: the count stays put.
+    let count = progress.len();
+    let _ = client
+        .call_tool(CallToolRequestParams::new("version"))
+        .await
+        .unwrap();
+    let after_version = seen.progress.lock().unwrap().len();
+    assert!(
+        after_version - count <= 1,
+        "only the version call's own start progress may follow"
+    );
+    let record = daemon.final_record(&call_id_of(&result));
+    assert!(record.progress_count >= 20);
+    assert!(record.last_progress.unwrap().contains("streaming"));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_deadline_ends_a_hung_call_with_a_clear_error_and_drops_the_upstream_request() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_CALL_TIMEOUT_S", "1.5")]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client
+        .call_tool(chat("anyone there?", "fake-hang"))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(text.contains("timed out after 1.5 s"), "{text}");
+    assert!(text.contains("while waiting for first token"), "{text}");
+    let record = daemon.final_record(&call_id_of(&result));
+    assert_eq!(record.state, "timed_out");
+    assert_eq!(record.error_kind.as_deref(), Some("deadline"));
+    wait_until("the fake saw the abort", Duration::from_secs(5), || {
+        (fake.stats()["aborted"].as_u64()? >= 1).then_some(())
+    });
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_silent_provider_hits_the_idle_timeout() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_PROVIDER_IDLE_TIMEOUT_S", "1")]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client
+        .call_tool(chat("stall", "fake-stall-2"))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(
+        text.contains("sent nothing for 1 s while streaming the answer"),
+        "{text}"
+    );
+    assert_eq!(daemon.final_record(&call_id_of(&result)).state, "timed_out");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancel_stops_the_call_and_closes_the_provider_request() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let request = ClientRequest::CallToolRequest(Request::new(chat("never mind", "fake-hang")));
+    let handle = client
+        .peer()
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    wait_until_async("the provider request", Duration::from_secs(10), || {
+        (fake.stats()["in_flight"].as_u64()? == 1).then_some(())
+    })
+    .await;
+    handle
+        .cancel(Some("user pressed Esc".into()))
+        .await
+        .unwrap();
+    wait_until_async("the fake saw the abort", Duration::from_secs(10), || {
+        (fake.stats()["aborted"].as_u64()? == 1).then_some(())
+    })
+    .await;
+    let cancelled = wait_until_async("a cancelled record", Duration::from_secs(10), || {
+        let store = exai::store::StoreReader::open(&daemon.home.join("calls.sqlite3")).ok()?;
+        let rows = store
+            .list(&exai::store::CallFilter {
+                failed_only: true,
+                limit: 5,
+                ..Default::default()
+            })
+            .ok()?;
+        rows.into_iter().find(|r| r.state == "cancelled")
+    })
+    .await;
+    assert!(
+        cancelled
+            .error_message
+            .unwrap()
+            .contains("user pressed Esc")
+    );
+    assert_eq!(cancelled.delivery, "not_sent_cancelled");
+    // The session goes on.
+    let result = client
+        .call_tool(chat("still here?", "fake-fast"))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&result), "echo: still here?");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_call_does_not_lose_the_result() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let peer = client.peer().clone();
+    let pending =
+        tokio::spawn(async move { peer.call_tool(chat("long", "fake-delay-1500")).await });
+    wait_until_async("the call in flight", Duration::from_secs(10), || {
+        (daemon.healthz()["calls_in_flight"].as_u64()? == 1).then_some(())
+    })
+    .await;
+    client.cancel().await.unwrap();
+    assert!(pending.await.unwrap().is_err());
+    let record = wait_until_async("the result kept", Duration::from_secs(10), || {
+        let store = exai::store::StoreReader::open(&daemon.home.join("calls.sqlite3")).ok()?;
+        let rows = store
+            .list(&exai::store::CallFilter {
+                tool: Some("chat".into()),
+                limit: 5,
+                ..Default::default()
+            })
+            .ok()?;
+        rows.into_iter()
+            .find(|r| r.state == "succeeded" && r.delivery != "pending")
+    })
+    .await;
+    assert!(record.result.unwrap().contains("echo: long"));
+    assert!(
+        record.delivery == "client_gone" || record.delivery.starts_with("failed:"),
+        "{}",
+        record.delivery
+    );
+    assert_eq!(daemon.healthz()["status"], "ok");
+    // Another client of the same daemon is unaffected.
+    let (other, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    assert_eq!(
+        text_of(&other.call_tool(chat("next", "fake-fast")).await.unwrap()),
+        "echo: next"
+    );
+    other.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_daemon_fails_calls_at_once_and_the_session_survives_a_restart() {
+    let fake = Fake::start();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let home = temp_home();
+    let mut daemon = Daemon::start_in(home.clone(), &listen, &fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let peer = client.peer().clone();
+    let pending = tokio::spawn(async move { peer.call_tool(chat("doomed", "fake-hang")).await });
+    wait_until_async("the provider request", Duration::from_secs(10), || {
+        (fake.stats()["in_flight"].as_u64()? == 1).then_some(())
+    })
+    .await;
+    let killed = Instant::now();
+    daemon.signal("-KILL");
+    let error = pending.await.unwrap().unwrap_err().to_string();
+    assert!(
+        killed.elapsed() < Duration::from_secs(1),
+        "answered after {:?}",
+        killed.elapsed()
+    );
+    assert!(
+        error.contains("lost the connection to the exai daemon"),
+        "{error}"
+    );
+    assert!(error.contains("exai calls show"), "{error}");
+    let call_id = error
+        .split("while call ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    drop(daemon.proc.take());
+
+    let daemon = Daemon::start_in(home, &listen, &fake, &[]);
+    let result = client
+        .call_tool(chat("after restart", "fake-fast"))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&result), "echo: after restart");
+    let record = daemon.final_record(&call_id);
+    assert_eq!(record.state, "interrupted");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn provider_failures_are_tool_errors_with_clear_text() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    for (model, expected, kind) in [
+        ("fake-500", "answered HTTP 500", "provider_http_error"),
+        ("fake-401", "answered HTTP 401", "provider_auth"),
+        ("fake-429-5", "answered HTTP 429", "provider_rate_limited"),
+        ("fake-garbage", "malformed answer", "provider_garbage"),
+        (
+            "fake-reset",
+            "could not reach provider custom",
+            "provider_unreachable",
+        ),
+        ("no-such-model", "answered HTTP 404", "provider_http_error"),
+    ] {
+        let result = client.call_tool(chat("x", model)).await.unwrap();
+        assert_eq!(result.is_error, Some(true), "{model}");
+        let text = text_of(&result);
+        assert!(text.contains(expected), "{model}: {text}");
+        let record = daemon.final_record(&call_id_of(&result));
+        assert_eq!(record.state, "failed", "{model}");
+        assert_eq!(record.error_kind.as_deref(), Some(kind), "{model}");
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_arguments_and_unknown_tools_get_clear_errors_and_records() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let bad = CallToolRequestParams::new("chat")
+        .with_arguments(json!({"prompt": 5}).as_object().unwrap().clone());
+    let result = client.call_tool(bad).await.unwrap();
+    assert_eq!(result.is_error, Some(true));
+    assert!(
+        text_of(&result).contains("invalid arguments for chat"),
+        "{}",
+        text_of(&result)
+    );
+    assert_eq!(
+        daemon
+            .final_record(&call_id_of(&result))
+            .error_kind
+            .as_deref(),
+        Some("bad_arguments")
+    );
+
+    let error = client
+        .call_tool(CallToolRequestParams::new("no_such_tool"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("unknown tool \"no_such_tool\""), "{error}");
+    let store = exai::store::StoreReader::open(&daemon.home.join("calls.sqlite3")).unwrap();
+    let rows = store
+        .list(&exai::store::CallFilter {
+            tool: Some("no_such_tool".into()),
+            limit: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(rows[0].error_kind.as_deref(), Some("unknown_tool"));
+    let version = client
+        .call_tool(CallToolRequestParams::new("version"))
+        .await
+        .unwrap();
+    assert!(text_of(&version).contains(exai::VERSION));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn status_shows_calls_in_flight_and_recent_failures() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let _ = client.call_tool(chat("x", "fake-500")).await.unwrap();
+    let peer = client.peer().clone();
+    let slow = tokio::spawn(async move { peer.call_tool(chat("slow", "fake-delay-2000")).await });
+    wait_until_async("the call in flight", Duration::from_secs(10), || {
+        (daemon.healthz()["calls_in_flight"].as_u64()? == 1).then_some(())
+    })
+    .await;
+    let status = client
+        .call_tool(CallToolRequestParams::new("status"))
+        .await
+        .unwrap();
+    let s = status.structured_content.clone().unwrap();
+    assert_eq!(s["calls_in_flight"].as_array().unwrap().len(), 1);
+    assert!(
+        s["calls_in_flight"][0]["progress"]
+            .as_str()
+            .unwrap()
+            .starts_with("chat · fake-delay-2000")
+    );
+    assert!(
+        s["recent_failures"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 500")
+    );
+    slow.await.unwrap().unwrap();
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_daemon_mode_serves_in_process() {
+    let fake = Fake::start();
+    let home = temp_home();
+    let env = vec![
+        ("EXAI_HOME".to_string(), home.display().to_string()),
+        ("CUSTOM_API_URL".to_string(), format!("{}/v1", fake.url)),
+        ("CUSTOM_MODEL_NAME".to_string(), "fake-fast".to_string()),
+    ];
+    let (client, _) = stdio_client(&env, &["--no-daemon"]).await;
+    let result = client.call_tool(chat("local", "fake-fast")).await.unwrap();
+    assert_eq!(text_of(&result), "echo: local");
+    let version = client
+        .call_tool(CallToolRequestParams::new("version"))
+        .await
+        .unwrap();
+    assert!(
+        text_of(&version).contains("no-daemon"),
+        "{}",
+        text_of(&version)
+    );
+    let store = exai::store::StoreReader::open(&home.join("calls.sqlite3")).unwrap();
+    assert_eq!(
+        store.get(&call_id_of(&result)).unwrap().unwrap().transport,
+        "stdio"
+    );
+    assert!(!home.join("daemon.json").exists(), "no daemon was started");
+    client.cancel().await.unwrap();
+}

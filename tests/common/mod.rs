@@ -1,0 +1,333 @@
+//! Test harness: the fake provider, a daemon in its own EXAI_HOME, and MCP clients over `exai stdio`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientConfig, Implementation, ProgressNotificationParam,
+};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+pub const EXAI: &str = env!("CARGO_BIN_EXE_exai");
+pub const FAKE: &str = env!("CARGO_BIN_EXE_exai-fake-provider");
+
+/// Kills the child when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `check` until it returns Some, or panics after `limit` naming `what`.
+pub fn wait_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub async fn wait_until_async<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The scripted OpenAI-compatible fake provider.
+pub struct Fake {
+    pub url: String,
+    _proc: Proc,
+}
+
+impl Fake {
+    pub fn start() -> Self {
+        let mut child = Command::new(FAKE)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start fake provider");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .expect("LISTENING line")
+            .to_string();
+        Self {
+            url,
+            _proc: Proc(child),
+        }
+    }
+
+    pub fn stats(&self) -> Value {
+        let body = http_get(&format!("{}/stats", self.url));
+        serde_json::from_str(&body).expect("stats json")
+    }
+}
+
+/// Minimal blocking HTTP GET over std (tests avoid pulling a blocking client).
+pub fn http_get(url: &str) -> String {
+    http_request("GET", url, &[], "").1
+}
+
+/// (status, body) of one HTTP/1.1 request.
+pub fn http_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest
+        .split_once('/')
+        .map(|(a, p)| (a, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A fresh EXAI_HOME.
+pub fn temp_home() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("exai-test-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `exai daemon`.
+pub struct Daemon {
+    pub home: PathBuf,
+    pub addr: String,
+    pub env: Vec<(String, String)>,
+    pub proc: Option<Proc>,
+}
+
+impl Daemon {
+    /// Starts a daemon on a random port with the fake provider as its endpoint.
+    pub fn start(fake: &Fake, env: &[(&str, &str)]) -> Self {
+        Self::start_in(temp_home(), "127.0.0.1:0", fake, env)
+    }
+
+    pub fn start_in(home: PathBuf, listen: &str, fake: &Fake, env: &[(&str, &str)]) -> Self {
+        let mut all: Vec<(String, String)> = vec![
+            ("EXAI_HOME".into(), home.display().to_string()),
+            ("CUSTOM_API_URL".into(), format!("{}/v1", fake.url)),
+            ("CUSTOM_MODEL_NAME".into(), "fake-fast".into()),
+            ("EXAI_PROGRESS_INTERVAL_S".into(), "0.5".into()),
+        ];
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let _ = std::fs::remove_file(home.join("daemon.json"));
+        let child = Command::new(EXAI)
+            .args(["daemon", "--listen", listen])
+            .envs(all.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("EXAI_LISTEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start daemon");
+        let info_path = home.join("daemon.json");
+        let addr = wait_until("daemon.json", Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&info_path).ok()?;
+            let info: Value = serde_json::from_str(&text).ok()?;
+            Some(info["listen"].as_str()?.to_string())
+        });
+        Self {
+            home,
+            addr,
+            env: all,
+            proc: Some(Proc(child)),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.home.join("token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn healthz(&self) -> Value {
+        serde_json::from_str(&http_get(&format!("http://{}/healthz", self.addr))).unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().unwrap().0.id()
+    }
+
+    /// Sends a signal with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Environment for an `exai stdio` relaying to this daemon.
+    pub fn stdio_env(&self) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        env.push(("EXAI_URL".into(), self.url()));
+        env.push(("EXAI_NO_AUTOSTART".into(), "1".into()));
+        env
+    }
+
+    /// The record of a call, read from the store.
+    pub fn record(&self, id: &str) -> Option<exai::store::CallRow> {
+        exai::store::StoreReader::open(&self.home.join("calls.sqlite3"))
+            .ok()?
+            .get(id)
+            .ok()?
+    }
+
+    /// Waits until the call's record reaches a final state; returns it.
+    pub fn final_record(&self, id: &str) -> exai::store::CallRow {
+        wait_until(
+            &format!("final record of {id}"),
+            Duration::from_secs(20),
+            || {
+                self.record(id)
+                    .filter(|r| !matches!(r.state.as_str(), "received" | "running"))
+            },
+        )
+    }
+}
+
+/// What the test client saw.
+#[derive(Clone, Default)]
+pub struct Seen {
+    pub progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+}
+
+impl ClientHandler for Seen {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress.lock().unwrap().push(params);
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        let mut info = ClientConfig::default();
+        info.client_info = Implementation::new("exai-tests", "1.0");
+        info
+    }
+}
+
+pub type Client = RunningService<RoleClient, Seen>;
+
+/// An rmcp client talking to `exai stdio` with `env`.
+pub async fn stdio_client(env: &[(String, String)], args: &[&str]) -> (Client, Seen) {
+    let mut command = tokio::process::Command::new(EXAI);
+    command.arg("stdio").args(args).env_clear();
+    command.env("PATH", std::env::var("PATH").unwrap_or_default());
+    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let (transport, _) = TokioChildProcess::builder(command)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn exai stdio");
+    let seen = Seen::default();
+    let client = seen.clone().serve(transport).await.expect("initialize");
+    (client, seen)
+}
+
+pub fn chat(prompt: &str, model: &str) -> CallToolRequestParams {
+    CallToolRequestParams::new("chat").with_arguments(
+        json!({"prompt": prompt, "model": model})
+            .as_object()
+            .unwrap()
+            .clone(),
+    )
+}
+
+pub fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn call_id_of(result: &CallToolResult) -> String {
+    result
+        .meta
+        .as_ref()
+        .and_then(|m| m.get("exai.dev/callId"))
+        .and_then(Value::as_str)
+        .expect("result carries its call id")
+        .to_string()
+}
+
+pub fn home_of(daemon: &Daemon) -> &Path {
+    &daemon.home
+}
