@@ -1,15 +1,14 @@
 //! `exai stdio --no-daemon`: the same MCP service, in this process, over stdin/stdout.
 
-use futures::StreamExt;
 use rmcp::ServiceExt;
-use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec, LinesCodecError};
+use tokio_util::codec::{FramedWrite, LinesCodec};
 
 use crate::app::App;
 use crate::config::Config;
 use crate::health::Health;
 use crate::service::{ExaiService, Session};
 use crate::store::StoreError;
-use crate::transport::{FrameError, FrameTransport};
+use crate::transport::{FrameTransport, line_frames};
 
 /// Serves one session on stdin/stdout until stdin closes; calls still running are interrupted.
 pub async fn run(config: Config) -> Result<(), StoreError> {
@@ -20,17 +19,10 @@ pub async fn run(config: Config) -> Result<(), StoreError> {
     .await
     .map_err(|_| StoreError::WriterGone)??;
     let session = Session::new("stdio", &app);
-    let source = FramedRead::new(tokio::io::stdin(), LinesCodec::new_with_max_length(limit)).map(
-        move |line| {
-            line.map_err(move |e| match e {
-                LinesCodecError::MaxLineLengthExceeded => FrameError::TooLarge { limit },
-                LinesCodecError::Io(e) => FrameError::Io(e.to_string()),
-            })
-        },
-    );
+    let source = line_frames(tokio::io::stdin(), limit);
     let sink = FramedWrite::new(tokio::io::stdout(), LinesCodec::new());
     let transport = FrameTransport::spawn(
-        Box::pin(source),
+        source,
         sink,
         session.clone(),
         app.calls.store().clone(),

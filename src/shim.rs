@@ -17,10 +17,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use crate::config::Config;
 use crate::service::CALL_ID_META;
+use crate::transport::{FrameError, line_frames};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -387,13 +387,13 @@ impl Relay {
 }
 
 async fn read_stdin(tx: mpsc::Sender<Input>, limit: usize) {
-    let mut lines = FramedRead::new(tokio::io::stdin(), LinesCodec::new_with_max_length(limit));
-    while let Some(line) = lines.next().await {
-        let input = match line {
+    let mut frames = line_frames(tokio::io::stdin(), limit);
+    while let Some(frame) = frames.next().await {
+        let input = match frame {
             Ok(line) if line.trim().is_empty() => continue,
             Ok(line) => Input::Line(line),
-            Err(LinesCodecError::MaxLineLengthExceeded) => Input::TooLarge,
-            Err(LinesCodecError::Io(_)) => break,
+            Err(FrameError::TooLarge { .. }) => Input::TooLarge,
+            Err(FrameError::Io(_)) => break,
         };
         if tx.send(input).await.is_err() {
             return;

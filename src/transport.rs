@@ -13,6 +13,8 @@ use rmcp::model::JsonRpcMessage;
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::{Decoder, FramedRead, LinesCodec, LinesCodecError};
 
 use crate::service::Session;
 use crate::store::Store;
@@ -24,6 +26,59 @@ pub enum FrameError {
     TooLarge { limit: usize },
     #[error("{0}")]
     Io(String),
+}
+
+/// Newline-delimited frames with a size limit that, unlike a bare `LinesCodec`, keeps
+/// going after an oversized line: it reports the line as too large and reads on.
+pub struct LineFrames {
+    lines: LinesCodec,
+    limit: usize,
+}
+
+impl LineFrames {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            lines: LinesCodec::new_with_max_length(limit),
+            limit,
+        }
+    }
+}
+
+impl Decoder for LineFrames {
+    type Item = Result<String, FrameError>;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        match self.lines.decode(buf) {
+            Ok(line) => Ok(line.map(Ok)),
+            // The codec discards the rest of the long line by itself.
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                Ok(Some(Err(FrameError::TooLarge { limit: self.limit })))
+            }
+            Err(LinesCodecError::Io(e)) => Err(e),
+        }
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        match self.lines.decode_eof(buf) {
+            Ok(line) => Ok(line.map(Ok)),
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                Ok(Some(Err(FrameError::TooLarge { limit: self.limit })))
+            }
+            Err(LinesCodecError::Io(e)) => Err(e),
+        }
+    }
+}
+
+/// Reads `input` as a stream of frames (`Err(Io)` ends it).
+pub fn line_frames<R: tokio::io::AsyncRead + Send + Unpin + 'static>(
+    input: R,
+    limit: usize,
+) -> impl Stream<Item = Result<String, FrameError>> + Send + Unpin + 'static {
+    FramedRead::new(input, LineFrames::new(limit)).map(|frame| match frame {
+        Ok(frame) => frame,
+        Err(e) => Err(FrameError::Io(e.to_string())),
+    })
 }
 
 /// The session's writer is gone (the connection closed).

@@ -42,6 +42,10 @@ POLL_INTERVAL_S = 0.02
 # --------------------------------------------------------------------------- helpers
 
 
+class GiveUp(Exception):
+    """Raised by a `wait_until` probe when the condition can no longer become true."""
+
+
 def wait_until(what: str, probe: Callable[[], Any], deadline_s: float, interval_s: float = POLL_INTERVAL_S) -> Any:
     """Poll `probe` until it returns a truthy value; fail after `deadline_s` seconds."""
     end = time.monotonic() + deadline_s
@@ -51,6 +55,8 @@ def wait_until(what: str, probe: Callable[[], Any], deadline_s: float, interval_
             value = probe()
             if value:
                 return value
+        except GiveUp:
+            raise
         except Exception as exc:  # noqa: BLE001 - the probe may fail until the condition holds
             last_exc = exc
         if time.monotonic() >= end:
@@ -247,7 +253,7 @@ def _start_daemon(
 
     def ready() -> tuple[str, str] | None:
         if proc.poll() is not None:
-            raise RuntimeError(f"daemon exited with {proc.returncode}")
+            raise GiveUp(f"daemon exited with {proc.returncode}")
         info = json.loads((home / "daemon.json").read_text())
         if info.get("pid") != proc.pid:
             return None
@@ -261,12 +267,13 @@ def _start_daemon(
 
     try:
         listen, token = wait_until("daemon.json, token and /healthz", ready, STARTUP_DEADLINE_S)
-    except BaseException:
+    except BaseException as exc:
         stop_process(proc)
         stderr.close()
-        raise AssertionError(
-            f"daemon did not come up; stderr:\n{(home.parent / f'{home.name}-stderr.log').read_text(errors='replace')}"
-        ) from None
+        if not isinstance(exc, (AssertionError, GiveUp)):
+            raise
+        log = (home.parent / f"{home.name}-stderr.log").read_text(errors="replace")
+        raise AssertionError(f"daemon did not come up ({exc}); stderr:\n{log}") from None
     return Daemon(proc=proc, home=home, listen=listen, token=token, provider=provider, extra_env=extra_env), stderr
 
 

@@ -1,0 +1,326 @@
+//! The daemon and the shim as processes: tokens, locks, signals, autostart, bad input on the wire.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+#[test]
+fn a_missing_or_wrong_token_gets_401_naming_the_token_file() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let home = daemon.home.display().to_string();
+    for path in ["/ws", "/mcp"] {
+        let (status, body) =
+            http_request("POST", &format!("http://{}{path}", daemon.addr), &[], "{}");
+        assert_eq!(status, 401, "{path}");
+        assert!(body.contains(&format!("{home}/token")), "{path}: {body}");
+        let (status, _) = http_request(
+            "POST",
+            &format!("http://{}{path}", daemon.addr),
+            &[("Authorization", "Bearer not-the-token")],
+            "{}",
+        );
+        assert_eq!(status, 401, "{path}");
+    }
+    let token_mode = std::fs::metadata(daemon.home.join("token")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(token_mode.permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn foreign_hosts_and_origins_are_refused() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let token = format!("Bearer {}", daemon.token());
+    let url = format!("http://{}/mcp", daemon.addr);
+    // http_request sends Host = the daemon's address; an Origin from elsewhere must be refused.
+    let (status, body) = http_request(
+        "POST",
+        &url,
+        &[
+            ("Authorization", &token),
+            ("Origin", "https://evil.example"),
+        ],
+        "{}",
+    );
+    assert_eq!(status, 403, "{body}");
+    let mut stream = std::net::TcpStream::connect(&daemon.addr).unwrap();
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: rebound.example:8765\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+}
+
+#[test]
+fn healthz_reports_version_pid_sessions_and_calls() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let health = daemon.healthz();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["version"], exai::VERSION);
+    assert_eq!(health["pid"], daemon.pid());
+    assert_eq!(health["calls_in_flight"], 0);
+    assert!(
+        health["store"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("calls.sqlite3")
+    );
+}
+
+#[test]
+fn a_second_daemon_exits_at_once_naming_the_first() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let started = Instant::now();
+    let output = Command::new(EXAI)
+        .args(["daemon", "--listen", "127.0.0.1:0"])
+        .env("EXAI_HOME", &daemon.home)
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("pid {}", daemon.pid())),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&daemon.addr), "{stderr}");
+}
+
+#[test]
+fn a_non_loopback_listen_address_needs_allow_remote() {
+    let output = Command::new(EXAI)
+        .args(["daemon", "--listen", "0.0.0.0:0"])
+        .env("EXAI_HOME", temp_home())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--allow-remote"));
+}
+
+/// A raw line-based MCP client over `exai stdio`, for input no SDK would send.
+struct RawStdio {
+    child: Proc,
+    lines: BufReader<std::process::ChildStdout>,
+}
+
+impl RawStdio {
+    fn start(env: &[(String, String)], args: &[&str]) -> Self {
+        let mut child = Command::new(EXAI)
+            .arg("stdio")
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap());
+        Self {
+            child: Proc(child),
+            lines,
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.child.0.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn read(&mut self) -> Value {
+        let mut line = String::new();
+        self.lines.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    }
+
+    /// Reads until the response with `id` (skipping notifications).
+    fn response(&mut self, id: i64) -> Value {
+        loop {
+            let message = self.read();
+            if message["id"] == id {
+                return message;
+            }
+        }
+    }
+
+    fn initialize(&mut self) {
+        self.send(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}).to_string());
+        assert!(self.response(0)["result"]["serverInfo"]["name"] == "exai");
+        self.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    }
+}
+
+fn bad_input_is_answered_and_the_session_goes_on(env: &[(String, String)], args: &[&str]) {
+    let mut raw = RawStdio::start(env, args);
+    raw.initialize();
+    raw.send("this is not json {");
+    let reply = raw.read();
+    assert_eq!(reply["error"]["code"], -32700, "{reply}");
+    raw.send(&format!(r#"{{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{{"name":"chat","arguments":{{"prompt":"{}"}}}}}}"#, "x".repeat(5000)));
+    let reply = raw.read();
+    assert_eq!(reply["error"]["code"], -32600, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4096-byte limit"),
+        "{reply}"
+    );
+    raw.send(r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":7}}"#);
+    let reply = raw.response(6);
+    assert!(reply["error"]["code"].as_i64().is_some(), "{reply}");
+    raw.send(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"chat","arguments":{"prompt":"still fine","model":"fake-fast"}}}"#);
+    let reply = raw.response(7);
+    assert_eq!(
+        reply["result"]["content"][0]["text"], "echo: still fine",
+        "{reply}"
+    );
+}
+
+#[test]
+fn malformed_and_oversized_messages_via_the_shim() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_MAX_MESSAGE_BYTES", "4096")]);
+    bad_input_is_answered_and_the_session_goes_on(&daemon.stdio_env(), &[]);
+}
+
+#[test]
+fn malformed_and_oversized_messages_in_process() {
+    let fake = Fake::start();
+    let env = vec![
+        ("EXAI_HOME".to_string(), temp_home().display().to_string()),
+        ("CUSTOM_API_URL".to_string(), format!("{}/v1", fake.url)),
+        ("EXAI_MAX_MESSAGE_BYTES".to_string(), "4096".to_string()),
+    ];
+    bad_input_is_answered_and_the_session_goes_on(&env, &["--no-daemon"]);
+}
+
+#[test]
+fn stdin_eof_exits_within_a_second_and_the_call_finishes_in_the_daemon() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let mut raw = RawStdio::start(&daemon.stdio_env(), &[]);
+    raw.initialize();
+    raw.send(r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"chat","arguments":{"prompt":"outlive me","model":"fake-delay-1500"}}}"#);
+    wait_until("the call in flight", Duration::from_secs(10), || {
+        (daemon.healthz()["calls_in_flight"].as_u64()? == 1).then_some(())
+    });
+    let closed = Instant::now();
+    drop(raw.child.0.stdin.take());
+    let status = wait_until("the shim to exit", Duration::from_secs(5), || {
+        raw.child.0.try_wait().unwrap()
+    });
+    assert!(
+        closed.elapsed() < Duration::from_secs(1),
+        "exited after {:?}",
+        closed.elapsed()
+    );
+    assert!(status.success());
+    let record = wait_until("the call to finish", Duration::from_secs(10), || {
+        let store = exai::store::StoreReader::open(&daemon.home.join("calls.sqlite3")).ok()?;
+        let rows = store
+            .list(&exai::store::CallFilter {
+                tool: Some("chat".into()),
+                limit: 1,
+                ..Default::default()
+            })
+            .ok()?;
+        rows.into_iter().find(|r| r.state == "succeeded")
+    });
+    assert!(record.result.unwrap().contains("echo: outlive me"));
+}
+
+#[test]
+fn sigterm_lets_calls_finish_within_the_grace_period_then_interrupts_the_rest() {
+    let fake = Fake::start();
+    let mut daemon = Daemon::start(&fake, &[("EXAI_SHUTDOWN_GRACE_S", "1.5")]);
+    let mut raw = RawStdio::start(&daemon.stdio_env(), &[]);
+    raw.initialize();
+    raw.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"chat","arguments":{"prompt":"quick","model":"fake-delay-500"}}}"#);
+    raw.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"chat","arguments":{"prompt":"forever","model":"fake-hang"}}}"#);
+    wait_until("two calls in flight", Duration::from_secs(10), || {
+        (daemon.healthz()["calls_in_flight"].as_u64()? == 2).then_some(())
+    });
+    daemon.signal("-TERM");
+    let quick = raw.response(1);
+    assert_eq!(
+        quick["result"]["content"][0]["text"], "echo: quick",
+        "{quick}"
+    );
+    let forever = raw.response(2);
+    let text = forever["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(text.contains("interrupted"), "{forever}");
+    let exit = wait_until("the daemon to exit", Duration::from_secs(10), || {
+        daemon.proc.as_mut().unwrap().0.try_wait().unwrap()
+    });
+    assert!(exit.success());
+    let store = exai::store::StoreReader::open(&daemon.home.join("calls.sqlite3")).unwrap();
+    let rows = store
+        .list(&exai::store::CallFilter {
+            limit: 5,
+            ..Default::default()
+        })
+        .unwrap();
+    let states: Vec<_> = rows
+        .iter()
+        .map(|r| (r.arguments.contains("forever"), r.state.as_str()))
+        .collect();
+    assert!(states.contains(&(true, "interrupted")), "{states:?}");
+    assert!(states.contains(&(false, "succeeded")), "{states:?}");
+    assert!(!daemon.home.join("daemon.json").exists());
+}
+
+#[test]
+fn the_shim_starts_a_daemon_when_none_answers() {
+    let fake = Fake::start();
+    let home = temp_home();
+    let port = free_port();
+    let env = vec![
+        ("EXAI_HOME".to_string(), home.display().to_string()),
+        ("EXAI_URL".to_string(), format!("ws://127.0.0.1:{port}/ws")),
+        ("CUSTOM_API_URL".to_string(), format!("{}/v1", fake.url)),
+        ("CUSTOM_MODEL_NAME".to_string(), "fake-fast".to_string()),
+    ];
+    let mut raw = RawStdio::start(&env, &[]);
+    raw.initialize();
+    raw.send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"version","arguments":{}}}"#);
+    let reply = raw.response(3);
+    assert!(
+        reply["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("daemon"),
+        "{reply}"
+    );
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("daemon.json")).unwrap()).unwrap();
+    assert_eq!(info["listen"], format!("127.0.0.1:{port}"));
+    // The started daemon is detached: stop it ourselves (the shim first, or it would start another).
+    drop(raw);
+    let pid = info["pid"].as_u64().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until("the daemon to stop", Duration::from_secs(10), || {
+        (!home.join("daemon.json").exists()).then_some(())
+    });
+}
