@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelledNotificationParam, Implementation,
     InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig,
+    ProgressNotificationParam, ProgressToken, ProtocolVersion, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
@@ -23,6 +23,9 @@ use crate::health::SessionGuard;
 use crate::tools::ToolContext;
 
 pub use crate::calls::CALL_ID_META;
+
+/// Stage-change progress is sent at most this often (heartbeats keep their own period).
+const STAGE_COALESCE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Longest wait for one progress notification to be handed to the transport.
 const PROGRESS_SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -113,6 +116,7 @@ impl ExaiService {
         token: Option<ProgressToken>,
         peer: &Peer<RoleServer>,
         stop_waiting: CancellationToken,
+        disconnect_cancels: bool,
     ) -> Option<Arc<Outcome>> {
         let interval = self.app.config.progress_interval;
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -143,26 +147,39 @@ impl ExaiService {
             send(format!("{} · started", call.tool)).await;
         }
         let mut last_stage = 0;
+        let mut last_sent = tokio::time::Instant::now();
+        let mut stage_pending = false;
         loop {
             tokio::select! {
                 biased;
                 outcome = &mut finished => return Some(outcome),
                 _ = stop_waiting.cancelled() => {
+                    if disconnect_cancels {
+                        tracing::info!("the client closed the request's stream: cancelling the call");
+                        call.cancel(CancelReason::Client(Some("the client closed the request's stream".into())));
+                    } else {
+                        tracing::info!("client stopped waiting; the call goes on and keeps its result");
+                    }
                     call.detach();
-                    tracing::info!("client stopped waiting; the call goes on and keeps its result");
                     return None;
                 }
-                changed = stages.changed(), if token.is_some() => {
-                    if changed.is_err() { continue; }
-                    let snapshot = stages.borrow_and_update().clone();
-                    if snapshot.stage_version != last_stage {
-                        last_stage = snapshot.stage_version;
-                        send(snapshot.message()).await;
+                changed = stages.changed(), if token.is_some() && !stage_pending => {
+                    if changed.is_ok() && stages.borrow().stage_version != last_stage {
+                        stage_pending = true;
                     }
+                }
+                // Stage changes are coalesced: fast calls do not pay a notification per stage.
+                _ = tokio::time::sleep_until(last_sent + STAGE_COALESCE), if stage_pending => {
+                    stage_pending = false;
+                    let snapshot = stages.borrow_and_update().clone();
+                    last_stage = snapshot.stage_version;
+                    last_sent = tokio::time::Instant::now();
+                    send(snapshot.message()).await;
                 }
                 _ = beat.tick() => {
                     let message = call.progress.snapshot().message();
                     if token.is_some() {
+                        last_sent = tokio::time::Instant::now();
                         send(message.clone()).await;
                     }
                     let (count, _) = call.progress.sent();
@@ -280,8 +297,17 @@ impl ServerHandler for ExaiService {
             .calls
             .start(call.clone(), tool.run(arguments, tool_context));
         let token = context.meta.get_progress_token();
+        // 2026-07-28 over HTTP: closing the request's stream is how a client cancels.
+        let disconnect_cancels = self.session.transport == "http"
+            && context.meta.protocol_version() == Some(ProtocolVersion::V_2026_07_28);
         let outcome = self
-            .await_outcome(&call, token, &context.peer, context.ct.clone())
+            .await_outcome(
+                &call,
+                token,
+                &context.peer,
+                context.ct.clone(),
+                disconnect_cancels,
+            )
             .instrument(span.clone())
             .await;
         match outcome {

@@ -331,7 +331,7 @@ mod tests {
         let reply: Value = serde_json::from_str(&malformed_reply("{oops", &not_json)).unwrap();
         assert_eq!(reply["error"]["code"], -32700);
         assert_eq!(reply["id"], Value::Null);
-        let text = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":5}}"#;
+        let text = r#"{"jsonrpc":"2.0","id":7,"params":{}}"#;
         let bad = serde_json::from_str::<RxJsonRpcMessage<RoleServer>>(text).unwrap_err();
         let reply: Value = serde_json::from_str(&malformed_reply(text, &bad)).unwrap();
         assert_eq!(reply["error"]["code"], -32600);

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
@@ -155,6 +156,12 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
     let stop_accepting = tokio_util::sync::CancellationToken::new();
     let server = {
         let stop = stop_accepting.clone();
+        // Small MCP frames must not wait for Nagle's algorithm (40 ms per answer otherwise).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })

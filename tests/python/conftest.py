@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,6 @@ class Daemon:
     listen: str  # 127.0.0.1:PORT
     token: str
     provider: FakeProvider
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -227,9 +226,6 @@ class Daemon:
         except AssertionError as exc:
             raise AssertionError(f"{exc}; last record: {self.find_call(prompt)}") from None
 
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted((self.home / "logs").glob("*")))
-
 
 def _start_daemon(
     tmp_path_factory: pytest.TempPathFactory, provider: FakeProvider, name: str, **extra_env: str
@@ -274,7 +270,7 @@ def _start_daemon(
             raise
         log = (home.parent / f"{home.name}-stderr.log").read_text(errors="replace")
         raise AssertionError(f"daemon did not come up ({exc}); stderr:\n{log}") from None
-    return Daemon(proc=proc, home=home, listen=listen, token=token, provider=provider, extra_env=extra_env), stderr
+    return Daemon(proc=proc, home=home, listen=listen, token=token, provider=provider), stderr
 
 
 @pytest.fixture(scope="module")

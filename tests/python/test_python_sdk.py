@@ -408,15 +408,6 @@ async def test_modern_client_chat_and_progress(daemon: Daemon, transport: str) -
 # --------------------------------------------------------------------------- client read timeouts
 
 
-MODERN_HTTP_DISCONNECT_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "exai defect: on a 2026-07-28 Streamable HTTP connection the SDK cancels a timed-out request by "
-        "closing its POST/SSE stream, which the 2026-07-28 spec says the server MUST treat as cancellation; "
-        "exai logs 'client stopped waiting; the call goes on and keeps its result' and finishes the call "
-        "(state succeeded, delivery client_gone) instead of cancelling it"
-    ),
-)
 
 
 @pytest.mark.parametrize(
@@ -425,7 +416,7 @@ MODERN_HTTP_DISCONNECT_XFAIL = pytest.mark.xfail(
         ("legacy", "stdio"),
         ("legacy", "http"),
         ("modern", "stdio"),
-        pytest.param("modern", "http", marks=MODERN_HTTP_DISCONNECT_XFAIL),
+        ("modern", "http"),
     ],
 )
 async def test_read_timeout_cancels_call(daemon: Daemon, era: str, transport: str) -> None:

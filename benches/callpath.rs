@@ -1,0 +1,247 @@
+//! The call-path benchmark: what exai adds over a direct provider call, measured in one run.
+//!
+//! Everything runs on 127.0.0.1 against the fake provider, release build, logging on.
+//! Run with `scripts/bench` (or `cargo bench --bench callpath`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt;
+use rmcp::model::CallToolRequestParams;
+use serde_json::json;
+
+const SEQUENTIAL_CALLS: usize = 400;
+const CONCURRENT_CALLS: usize = 500;
+const IN_FLIGHT_FOR_LIST: usize = 1000;
+const LIST_SAMPLES: usize = 200;
+const SPAWN_SAMPLES: usize = 20;
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[index]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+struct Report(Vec<(String, String, String)>);
+
+impl Report {
+    fn add(&mut self, what: &str, value: String, target: &str) {
+        println!("{what:<58} {value:>22}   target {target}");
+        self.0.push((what.into(), value, target.into()));
+    }
+}
+
+/// One streaming chat completion straight to the fake provider, read to the end.
+async fn direct_call(http: &reqwest::Client, url: &str, prompt: &str) {
+    let body = json!({"model": "fake-fast", "stream": true, "messages": [{"role": "user", "content": prompt}]});
+    let response = http
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        chunk.unwrap();
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_LOG", "info")]);
+    let mut report = Report(Vec::new());
+    println!("exai call-path benchmark (release build, logging on, fake provider on 127.0.0.1)\n");
+
+    std::thread::sleep(Duration::from_millis(300));
+    report.add(
+        "daemon RSS, idle",
+        format!("{:.1} MB", rss_mb(daemon.pid())),
+        "<= 20 MB",
+    );
+
+    // 1. Added latency, one call at a time, direct and via exai interleaved.
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        direct_call(&http, &fake.url, &format!("warm {i}")).await;
+        client
+            .call_tool(chat(&format!("warm {i}"), "fake-fast"))
+            .await
+            .unwrap();
+    }
+    let (mut direct, mut via) = (Vec::new(), Vec::new());
+    for i in 0..SEQUENTIAL_CALLS {
+        let t = Instant::now();
+        direct_call(&http, &fake.url, &format!("q{i}")).await;
+        direct.push(t.elapsed());
+        let t = Instant::now();
+        let r = client
+            .call_tool(chat(&format!("q{i}"), "fake-fast"))
+            .await
+            .unwrap();
+        via.push(t.elapsed());
+        assert_eq!(text_of(&r), format!("echo: q{i}"));
+    }
+    let (d50, d99) = (percentile(&mut direct, 0.5), percentile(&mut direct, 0.99));
+    let (v50, v99) = (percentile(&mut via, 0.5), percentile(&mut via, 0.99));
+    report.add(
+        "direct call to the fake, p50 / p99",
+        format!("{:.3} / {:.3} ms", ms(d50), ms(d99)),
+        "-",
+    );
+    report.add(
+        "chat via exai stdio -> daemon, p50 / p99",
+        format!("{:.3} / {:.3} ms", ms(v50), ms(v99)),
+        "-",
+    );
+    report.add(
+        "added latency p50 (via - direct)",
+        format!("{:.3} ms ({:.2}x)", ms(v50) - ms(d50), ms(v50) / ms(d50)),
+        "<= 0.5 ms",
+    );
+    report.add(
+        "added latency p99 (via - direct)",
+        format!("{:.3} ms ({:.2}x)", ms(v99) - ms(d99), ms(v99) / ms(d99)),
+        "<= 2 ms",
+    );
+
+    // 2. 500 concurrent calls on one session, each waiting 1 s at the provider.
+    let peer = client.peer().clone();
+    let started = Instant::now();
+    let calls = (0..CONCURRENT_CALLS).map(|i| {
+        let peer = peer.clone();
+        async move {
+            peer.call_tool(chat(&format!("c{i}"), "fake-delay-1000"))
+                .await
+                .unwrap()
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let wall = started.elapsed();
+    assert!(
+        results
+            .iter()
+            .enumerate()
+            .all(|(i, r)| text_of(r) == format!("echo: c{i}"))
+    );
+    report.add(
+        &format!("{CONCURRENT_CALLS} concurrent chats (fake-delay-1000), wall"),
+        format!(
+            "{:.3} s ({:.2}x the 1 s floor)",
+            wall.as_secs_f64(),
+            wall.as_secs_f64()
+        ),
+        "<= 1.5 s",
+    );
+
+    // 3. tools/list while 1,000 calls are in flight.
+    let in_flight: Vec<_> = (0..IN_FLIGHT_FOR_LIST)
+        .map(|i| {
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                peer.call_tool(chat(&format!("h{i}"), "fake-delay-20000"))
+                    .await
+            })
+        })
+        .collect();
+    wait_until_async("1,000 calls in flight", Duration::from_secs(30), || {
+        (daemon.healthz()["calls_in_flight"].as_u64()? >= IN_FLIGHT_FOR_LIST as u64).then_some(())
+    })
+    .await;
+    let mut lists = Vec::new();
+    for _ in 0..LIST_SAMPLES {
+        let t = Instant::now();
+        let tools = client.list_all_tools().await.unwrap();
+        lists.push(t.elapsed());
+        assert_eq!(tools.len(), 4);
+    }
+    let (l50, l99) = (percentile(&mut lists, 0.5), percentile(&mut lists, 0.99));
+    report.add(
+        "tools/list with 1,000 calls in flight, p50 / p99",
+        format!("{:.3} / {:.3} ms", ms(l50), ms(l99)),
+        "p99 <= 10 ms",
+    );
+    report.add(
+        "daemon RSS, 1,000 calls in flight",
+        format!("{:.1} MB", rss_mb(daemon.pid())),
+        "<= 64 MB",
+    );
+    for call in in_flight {
+        call.abort();
+    }
+    client.cancel().await.unwrap();
+
+    // 4. `exai stdio` spawn -> tools/list answered, daemon up; and the shim's RSS.
+    let mut spawns = Vec::new();
+    let mut shim_rss = 0.0;
+    for _ in 0..SPAWN_SAMPLES {
+        let t = Instant::now();
+        let mut child = Command::new(EXAI)
+            .arg("stdio")
+            .envs(daemon.stdio_env())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}});
+        writeln!(stdin, "{init}").unwrap();
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+        )
+        .unwrap();
+        writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#).unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            lines.read_line(&mut line).unwrap();
+            if line.contains(r#""id":2"#) {
+                break;
+            }
+        }
+        spawns.push(t.elapsed());
+        shim_rss = f64::max(shim_rss, rss_mb(child.id()));
+        drop(stdin);
+        child.wait().unwrap();
+    }
+    let s50 = percentile(&mut spawns, 0.5);
+    report.add(
+        "exai stdio spawn -> tools/list answered, p50",
+        format!("{:.1} ms", ms(s50)),
+        "<= 50 ms",
+    );
+    report.add(
+        "shim RSS (largest seen)",
+        format!("{shim_rss:.1} MB"),
+        "<= 10 MB",
+    );
+
+    let _ = CallToolRequestParams::new("version");
+    println!("\n{} figures; commands: scripts/bench", report.0.len());
+}
