@@ -13,6 +13,7 @@ pub mod logging;
 pub mod providers;
 pub mod service;
 pub mod shim;
+pub mod stdio;
 pub mod store;
 pub mod tools;
 pub mod transport;

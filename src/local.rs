@@ -19,8 +19,8 @@ pub async fn run(config: Config) -> Result<(), StoreError> {
     .await
     .map_err(|_| StoreError::WriterGone)??;
     let session = Session::new("stdio", &app);
-    let source = line_frames(tokio::io::stdin(), limit);
-    let sink = FramedWrite::new(tokio::io::stdout(), LinesCodec::new());
+    let source = line_frames(crate::stdio::input(), limit);
+    let sink = FramedWrite::new(crate::stdio::output(), LinesCodec::new());
     let transport = FrameTransport::spawn(
         source,
         sink,

@@ -1,5 +1,6 @@
 //! Logging set-up: human lines to stderr, JSON lines to a rotating file.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing_appender::non_blocking::WorkerGuard;
@@ -25,6 +26,8 @@ fn filter(default: &str) -> EnvFilter {
 ///
 /// Keep the returned guard alive: it flushes the file writer on drop.
 pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<WorkerGuard> {
+    // Detached (stderr is a file): the JSON log is the record, stderr keeps the warnings.
+    let quiet_stderr = quiet_stderr || !std::io::stderr().is_terminal();
     let stderr_filter = if quiet_stderr {
         filter("warn")
     } else {

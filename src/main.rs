@@ -76,10 +76,14 @@ enum CallsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The relay is one small event loop: a single thread spares it cross-thread wake-ups.
+    let relay = matches!(cli.command, Command::Stdio { no_daemon: false });
+    let mut builder = if relay {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("exai: cannot start the async runtime: {e}");

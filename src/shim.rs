@@ -387,7 +387,7 @@ impl Relay {
 }
 
 async fn read_stdin(tx: mpsc::Sender<Input>, limit: usize) {
-    let mut frames = line_frames(tokio::io::stdin(), limit);
+    let mut frames = line_frames(crate::stdio::input(), limit);
     while let Some(frame) = frames.next().await {
         let input = match frame {
             Ok(line) if line.trim().is_empty() => continue,
@@ -403,7 +403,7 @@ async fn read_stdin(tx: mpsc::Sender<Input>, limit: usize) {
 }
 
 async fn write_stdout(mut rx: mpsc::Receiver<String>) -> Result<(), ShimError> {
-    let mut stdout = tokio::io::stdout();
+    let mut stdout = crate::stdio::output();
     while let Some(mut line) = rx.recv().await {
         line.push('\n');
         // A closed pipe is an error to log, never a panic.

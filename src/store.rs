@@ -232,6 +232,8 @@ enum WriteOp {
         id: String,
         delivery: String,
     },
+    /// Commits nothing by itself; its acknowledgement orders everything before it.
+    Barrier,
 }
 
 struct Queued {
@@ -306,9 +308,24 @@ impl Store {
         let _ = self.tx.try_send(Queued { op, ack: None });
     }
 
-    /// Creates the record at receipt; returns once it is committed.
+    /// Creates the record at receipt; returns once it is queued.
+    ///
+    /// The writer commits in queue order, so the acknowledged `finish` of the
+    /// same call implies this insert is committed too; not waiting here keeps a
+    /// disk round trip off every call's path.
     pub async fn insert(&self, call: NewCall) -> Result<(), StoreError> {
-        self.write_acked(WriteOp::Insert(call)).await
+        self.tx
+            .send(Queued {
+                op: WriteOp::Insert(call),
+                ack: None,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Returns once everything queued before it is committed.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.write_acked(WriteOp::Barrier).await
     }
 
     pub fn mark_running(&self, id: &str, started_at_ms: i64) {
@@ -433,6 +450,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
                 done.is_error
             ])?;
         }
+        WriteOp::Barrier => {}
         WriteOp::Delivery { id, delivery } => {
             conn.prepare_cached("UPDATE calls SET delivery = ?2 WHERE id = ?1")?
                 .execute(params![id, delivery])?;
@@ -615,6 +633,7 @@ mod tests {
         let dir = tempdir();
         let store = Store::open(&dir.join("s.db")).unwrap();
         store.insert(new_call("a")).await.unwrap();
+        store.sync().await.unwrap();
         let reader = StoreReader::open(&dir.join("s.db")).unwrap();
         assert_eq!(reader.get("a").unwrap().unwrap().state, "received");
         store
@@ -650,6 +669,7 @@ mod tests {
         let path = dir.join("s.db");
         let store = Store::open(&path).unwrap();
         store.insert(new_call("mine")).await.unwrap();
+        store.sync().await.unwrap();
         let reader = StoreReader::open(&path).unwrap();
         reader
             .conn
