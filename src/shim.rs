@@ -18,8 +18,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::calls::CALL_ID_META;
 use crate::config::Config;
-use crate::service::CALL_ID_META;
 use crate::transport::{FrameError, line_frames};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
