@@ -3,8 +3,11 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
+use tracing::Level;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::layer::Filter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -14,12 +17,20 @@ const DEFAULT_FILTER: &str =
 /// Daily log files kept.
 const KEPT_LOG_FILES: usize = 7;
 
-fn filter(default: &str) -> EnvFilter {
-    std::env::var("EXAI_LOG")
+/// The user's filter (`EXAI_LOG`, `RUST_LOG`) or `default`, never letting through the
+/// libraries' debug dumps of whole messages and headers, which carry arguments and keys.
+fn filter<S>(default: &str) -> impl Filter<S> {
+    let chosen = std::env::var("EXAI_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(default))
+        .unwrap_or_else(|| EnvFilter::new(default));
+    chosen.and(filter_fn(|meta| {
+        let dumps_payloads = ["rmcp", "hyper", "reqwest", "h2", "tungstenite", "axum"]
+            .iter()
+            .any(|lib| meta.target().starts_with(lib));
+        !(dumps_payloads && *meta.level() > Level::INFO)
+    }))
 }
 
 /// Logs to stderr and, when `log_dir` is given, to `log_dir/exai.log.YYYY-MM-DD` as JSON lines.

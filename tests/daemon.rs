@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
 
 #[test]
@@ -323,4 +324,182 @@ fn the_shim_starts_a_daemon_when_none_answers() {
     wait_until("the daemon to stop", Duration::from_secs(10), || {
         (!home.join("daemon.json").exists()).then_some(())
     });
+}
+
+fn exai_cli(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(EXAI)
+        .args(args)
+        .env("EXAI_HOME", home)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_shows_calls_and_status_with_the_daemon_up_and_down() {
+    let fake = Fake::start();
+    let mut daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let ok = client
+        .call_tool(chat("for the cli", "fake-fast"))
+        .await
+        .unwrap();
+    let failed = client.call_tool(chat("x", "fake-500")).await.unwrap();
+    let (ok_id, failed_id) = (call_id_of(&ok), call_id_of(&failed));
+    daemon.final_record(&failed_id);
+    client.cancel().await.unwrap();
+
+    let (success, table, _) = exai_cli(&daemon.home, &["calls"]);
+    assert!(success);
+    assert!(table.lines().next().unwrap().starts_with("ID"), "{table}");
+    assert!(
+        table.contains(&ok_id) && table.contains(&failed_id),
+        "{table}"
+    );
+    let (_, failed_only, _) = exai_cli(&daemon.home, &["calls", "--failed"]);
+    assert!(
+        failed_only.contains(&failed_id) && !failed_only.contains(&ok_id),
+        "{failed_only}"
+    );
+    let (_, json_text, _) = exai_cli(
+        &daemon.home,
+        &["calls", "--json", "--tool", "chat", "--limit", "1"],
+    );
+    let rows: Value = serde_json::from_str(&json_text).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["id"], failed_id.as_str());
+
+    let (success, shown, _) = exai_cli(&daemon.home, &["calls", "show", &ok_id]);
+    assert!(success);
+    assert!(shown.contains("state          succeeded"), "{shown}");
+    assert!(shown.contains("echo: for the cli"), "{shown}");
+    assert!(
+        shown.contains("\"message\":\"call finished\""),
+        "log lines of the call: {shown}"
+    );
+    let (success, _, error) = exai_cli(&daemon.home, &["calls", "show", "0000dead"]);
+    assert!(!success);
+    assert!(error.contains("no call with id"), "{error}");
+
+    let (_, status, _) = exai_cli(&daemon.home, &["status"]);
+    assert!(
+        status.contains(&format!("daemon: up · {}", daemon.addr)),
+        "{status}"
+    );
+    assert!(status.contains(&failed_id), "{status}");
+    daemon.signal("-TERM");
+    wait_until("the daemon to exit", Duration::from_secs(10), || {
+        daemon.proc.as_mut().unwrap().0.try_wait().unwrap()
+    });
+    let (success, status, _) = exai_cli(&daemon.home, &["status"]);
+    assert!(success);
+    assert!(status.contains("daemon: not running"), "{status}");
+    let (_, table, _) = exai_cli(&daemon.home, &["calls"]);
+    assert!(
+        table.contains(&ok_id),
+        "the store is readable with the daemon down"
+    );
+}
+
+#[tokio::test]
+async fn secrets_appear_in_no_log_record_or_error() {
+    const KEY: &str = "sk-exai-test-7f3a9c1e5b";
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("CUSTOM_API_KEY", KEY), ("EXAI_LOG", "debug")]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let with_secret_arg = CallToolRequestParams::new("chat").with_arguments(
+        json!({"prompt": "hi", "model": "fake-fast", "api_key": KEY})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let result = client.call_tool(with_secret_arg).await.unwrap();
+    let mut texts = vec![text_of(&result)];
+    for model in ["fake-fast", "fake-401", "fake-garbage", "fake-500"] {
+        texts.push(text_of(&client.call_tool(chat("hi", model)).await.unwrap()));
+    }
+    let status = client
+        .call_tool(CallToolRequestParams::new("status"))
+        .await
+        .unwrap();
+    texts.push(serde_json::to_string(&status).unwrap());
+    let models = client
+        .call_tool(CallToolRequestParams::new("listmodels"))
+        .await
+        .unwrap();
+    texts.push(serde_json::to_string(&models).unwrap());
+    client.cancel().await.unwrap();
+    for text in &texts {
+        assert!(!text.contains(KEY), "secret in an answer: {text}");
+    }
+    let record = daemon.final_record(&call_id_of(&result));
+    assert!(
+        record.arguments.contains("[redacted]"),
+        "{}",
+        record.arguments
+    );
+    let mut files = vec![
+        daemon.home.join("calls.sqlite3"),
+        daemon.home.join("calls.sqlite3-wal"),
+    ];
+    for entry in std::fs::read_dir(daemon.home.join("logs")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    let mut checked = 0;
+    for file in files {
+        if let Ok(bytes) = std::fs::read(&file) {
+            checked += 1;
+            let haystack = String::from_utf8_lossy(&bytes);
+            assert!(
+                !haystack.contains(KEY),
+                "secret found in {}",
+                file.display()
+            );
+        }
+    }
+    assert!(checked >= 3, "logs and store were read");
+}
+
+#[tokio::test]
+async fn malformed_websocket_frames_get_errors_and_the_session_goes_on() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let mut request = daemon.url().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", daemon.token()).parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut next_json = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| -> Value {
+        loop {
+            if let Some(Ok(Message::Text(text))) = ws.next().await {
+                return serde_json::from_str(text.as_str()).unwrap();
+            }
+        }
+    };
+    ws.send(Message::Text("{not json".into())).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["error"]["code"], -32700);
+    ws.send(Message::Text(
+        r#"{"jsonrpc":"2.0","id":4,"params":{}}"#.into(),
+    ))
+    .await
+    .unwrap();
+    let reply = next_json(&mut ws).await;
+    assert_eq!(reply["error"]["code"], -32600);
+    assert_eq!(reply["id"], 4);
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw-ws","version":"0"}}});
+    ws.send(Message::Text(init.to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_json(&mut ws).await["result"]["serverInfo"]["name"],
+        "exai"
+    );
 }
