@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use crate::calls::Calls;
 use crate::config::Config;
 use crate::health::Health;
-use crate::providers::Providers;
+use crate::providers::{Catalog, Providers};
 use crate::store::{Store, StoreError, StoreReader};
 use crate::tools::ToolRegistry;
 
@@ -41,13 +41,41 @@ impl App {
         if pruned > 0 {
             tracing::info!(records = pruned, "old call records pruned");
         }
+        let catalog = match Catalog::load(config.catalog_file.as_deref()) {
+            Ok(catalog) => catalog,
+            Err(error) => {
+                tracing::error!(%error, "model catalog file ignored; using the built-in catalog");
+                Catalog::built_in()
+            }
+        };
+        for endpoint in &config.endpoints {
+            match &endpoint.unavailable {
+                Some(why) => {
+                    tracing::info!(provider = %endpoint.name, why = %why, "provider not configured")
+                }
+                None => {
+                    tracing::info!(provider = %endpoint.name, url = %endpoint.base_url, "provider configured")
+                }
+            }
+        }
         Ok(Arc::new(Self {
-            providers: Arc::new(Providers::from_config(&config)),
+            providers: Arc::new(Providers::from_config(&config, catalog)),
             calls: Arc::new(Calls::new(store)),
             tools: ToolRegistry::new(),
             health: Arc::new(health),
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
         }))
+    }
+
+    /// Asks the endpoints for their models in the background (bounded), so names they
+    /// serve resolve without a catalog entry.
+    pub fn discover_models(self: &Arc<Self>) {
+        let app = self.clone();
+        tokio::spawn(async move {
+            app.providers
+                .discover(std::time::Duration::from_secs(5))
+                .await;
+        });
     }
 }

@@ -38,13 +38,93 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// One OpenAI-compatible endpoint (for now the Zen-compatible `CUSTOM_API_*` one).
+/// Which protocol dialect a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    Glm,
+    Kimi,
+    OpenAi,
+    OpenRouter,
+    /// Any OpenAI-compatible endpoint (Ollama, vLLM, LM Studio, a gateway).
+    Custom,
+}
+
+/// Where a built-in provider's settings come from.
+pub struct BuiltInProvider {
+    pub name: &'static str,
+    pub kind: ProviderKind,
+    /// Environment variables that may hold the key, first wins.
+    pub key_vars: &'static [&'static str],
+    pub url_var: &'static str,
+    pub default_url: &'static str,
+    pub allowed_var: &'static str,
+}
+
+/// The providers exai knows by name.
+pub const BUILT_IN_PROVIDERS: [BuiltInProvider; 4] = [
+    BuiltInProvider {
+        name: "glm",
+        kind: ProviderKind::Glm,
+        key_vars: &["GLM_API_KEY", "ZHIPUAI_API_KEY"],
+        url_var: "GLM_API_URL",
+        default_url: "https://api.z.ai/api/paas/v4",
+        allowed_var: "GLM_ALLOWED_MODELS",
+    },
+    BuiltInProvider {
+        name: "kimi",
+        kind: ProviderKind::Kimi,
+        key_vars: &["KIMI_API_KEY", "MOONSHOT_API_KEY"],
+        url_var: "KIMI_API_URL",
+        default_url: "https://api.moonshot.ai/v1",
+        allowed_var: "KIMI_ALLOWED_MODELS",
+    },
+    BuiltInProvider {
+        name: "openai",
+        kind: ProviderKind::OpenAi,
+        key_vars: &["OPENAI_API_KEY"],
+        url_var: "OPENAI_BASE_URL",
+        default_url: "https://api.openai.com/v1",
+        allowed_var: "OPENAI_ALLOWED_MODELS",
+    },
+    BuiltInProvider {
+        name: "openrouter",
+        kind: ProviderKind::OpenRouter,
+        key_vars: &["OPENROUTER_API_KEY"],
+        url_var: "OPENROUTER_BASE_URL",
+        default_url: "https://openrouter.ai/api/v1",
+        allowed_var: "OPENROUTER_ALLOWED_MODELS",
+    },
+];
+
+/// One provider endpoint, configured or not.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
     pub name: String,
+    pub kind: ProviderKind,
     pub base_url: String,
     pub api_key: Option<Secret>,
+    /// The variable the key came from, or should come from.
+    pub key_source: Option<String>,
+    /// Models declared for it (custom endpoints); the first is its default.
+    pub models: Vec<String>,
     pub default_model: Option<String>,
+    /// When set, only these models may be used on it.
+    pub allowed_models: Option<Vec<String>>,
+    /// Most requests sent to it at once; more wait in line.
+    pub max_concurrency: usize,
+    /// Why it cannot be used (no key, …); `None` when usable.
+    pub unavailable: Option<String>,
+}
+
+/// How failed provider requests are retried.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Attempts per model, the first included.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// Longest `Retry-After` honoured.
+    pub max_retry_after: Duration,
 }
 
 /// Everything exai reads from its environment.
@@ -76,8 +156,17 @@ pub struct Config {
     pub retention_max_age: Duration,
     /// At most this many records are kept.
     pub retention_max_rows: u64,
-    /// Configured OpenAI-compatible endpoints.
+    /// Provider endpoints: the built-in ones (usable or not, with why) and custom ones.
     pub endpoints: Vec<EndpointConfig>,
+    /// `DEFAULT_MODEL`: used when a call names no model (`auto` lets exai choose).
+    pub default_model: Option<String>,
+    /// `EXAI_FALLBACK_MODELS`: tried in order when the chosen model is unavailable or out of retries.
+    pub fallback_models: Vec<String>,
+    pub retry: RetryConfig,
+    /// How long a provider may take to send the first token once it answered.
+    pub first_token_timeout: Duration,
+    /// `EXAI_MODELS_FILE`: a catalog file extending the built-in one.
+    pub catalog_file: Option<PathBuf>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
@@ -124,22 +213,94 @@ impl Config {
                 why: format!("{e}"),
             })?,
         };
+        let max_concurrency = match get("EXAI_PROVIDER_CONCURRENCY") {
+            None => 16,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "EXAI_PROVIDER_CONCURRENCY",
+                        value: v,
+                        why: "expected a positive whole number".into(),
+                    });
+                }
+            },
+        };
+        let list = |var: &str| -> Option<Vec<String>> {
+            get(var).map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+        };
         let mut endpoints = Vec::new();
-        if let Some(url) = get("CUSTOM_API_URL") {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::Invalid {
-                    var: "CUSTOM_API_URL",
-                    value: url,
-                    why: "must start with http:// or https://".into(),
-                });
-            }
+        for spec in &BUILT_IN_PROVIDERS {
+            let key = spec
+                .key_vars
+                .iter()
+                .find_map(|var| get(var).map(|k| (var.to_string(), Secret::new(k))));
+            let base_url = match get(spec.url_var) {
+                Some(url) => checked_url(spec.url_var, url)?,
+                None => spec.default_url.to_string(),
+            };
+            let unavailable = key
+                .is_none()
+                .then(|| format!("{} not set", spec.key_vars.join(" or ")));
             endpoints.push(EndpointConfig {
-                name: "custom".into(),
-                base_url: url.trim_end_matches('/').to_string(),
-                api_key: get("CUSTOM_API_KEY").map(Secret::new),
-                default_model: get("CUSTOM_MODEL_NAME"),
+                name: spec.name.to_string(),
+                kind: spec.kind,
+                base_url,
+                key_source: Some(
+                    key.as_ref()
+                        .map(|k| k.0.clone())
+                        .unwrap_or_else(|| spec.key_vars[0].to_string()),
+                ),
+                api_key: key.map(|k| k.1),
+                models: Vec::new(),
+                default_model: None,
+                allowed_models: list(spec.allowed_var),
+                max_concurrency,
+                unavailable,
             });
         }
+        if let Some(url) = get("CUSTOM_API_URL") {
+            let model = get("CUSTOM_MODEL_NAME");
+            endpoints.push(EndpointConfig {
+                name: "custom".into(),
+                kind: ProviderKind::Custom,
+                base_url: checked_url("CUSTOM_API_URL", url)?,
+                api_key: get("CUSTOM_API_KEY").map(Secret::new),
+                key_source: Some("CUSTOM_API_KEY".into()),
+                models: model.iter().cloned().collect(),
+                default_model: model,
+                allowed_models: list("CUSTOM_ALLOWED_MODELS"),
+                max_concurrency,
+                unavailable: None,
+            });
+        }
+        let max_attempts = match get("EXAI_RETRY_ATTEMPTS") {
+            None => 4,
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "EXAI_RETRY_ATTEMPTS",
+                        value: v,
+                        why: "expected a positive whole number".into(),
+                    });
+                }
+            },
+        };
+        let retry = RetryConfig {
+            max_attempts,
+            base_delay: match get("EXAI_RETRY_BASE_S") {
+                None => Duration::from_millis(500),
+                Some(v) => parse_seconds("EXAI_RETRY_BASE_S", &v)?,
+            },
+            max_delay: secs("EXAI_RETRY_MAX_DELAY_S", 8)?,
+            max_retry_after: secs("EXAI_RETRY_AFTER_CAP_S", 30)?,
+        };
         Ok(Config {
             home,
             listen,
@@ -155,6 +316,11 @@ impl Config {
             retention_max_age: secs("EXAI_RETENTION_S", 30 * 24 * 3600)?,
             retention_max_rows,
             endpoints,
+            default_model: get("DEFAULT_MODEL"),
+            fallback_models: list("EXAI_FALLBACK_MODELS").unwrap_or_default(),
+            retry,
+            first_token_timeout: secs("EXAI_FIRST_TOKEN_TIMEOUT_S", 300)?,
+            catalog_file: get("EXAI_MODELS_FILE").map(PathBuf::from),
         })
     }
 
@@ -182,6 +348,17 @@ impl Config {
     pub fn log_dir(&self) -> PathBuf {
         self.home.join("logs")
     }
+}
+
+fn checked_url(var: &'static str, url: String) -> Result<String, ConfigError> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError::Invalid {
+            var,
+            value: url,
+            why: "must start with http:// or https://".into(),
+        });
+    }
+    Ok(url.trim_end_matches('/').to_string())
 }
 
 fn default_home(xdg_state: Option<String>, home: Option<String>) -> Option<PathBuf> {
@@ -246,7 +423,11 @@ mod tests {
         assert_eq!(c.daemon_url, "ws://127.0.0.1:8765/ws");
         assert_eq!(c.call_timeout, Duration::from_secs(600));
         assert_eq!(c.max_message_bytes, 16 * 1024 * 1024);
-        assert!(c.endpoints.is_empty());
+        assert!(
+            c.endpoints.iter().all(|e| e.unavailable.is_some()),
+            "no keys, nothing usable"
+        );
+        assert_eq!(c.endpoints.len(), 4);
     }
 
     #[test]
@@ -267,6 +448,25 @@ mod tests {
         .unwrap();
         assert_eq!(c.timeout_for("chat"), Duration::from_millis(2500));
         assert_eq!(c.timeout_for("version"), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn provider_keys_come_from_either_variable() {
+        let c = config(&[
+            ("EXAI_HOME", "/x"),
+            ("ZHIPUAI_API_KEY", "k1"),
+            ("KIMI_API_URL", "https://api.moonshot.cn/v1/"),
+        ])
+        .unwrap();
+        let glm = c.endpoints.iter().find(|e| e.name == "glm").unwrap();
+        assert!(glm.unavailable.is_none());
+        assert_eq!(glm.key_source.as_deref(), Some("ZHIPUAI_API_KEY"));
+        let kimi = c.endpoints.iter().find(|e| e.name == "kimi").unwrap();
+        assert_eq!(kimi.base_url, "https://api.moonshot.cn/v1");
+        assert_eq!(
+            kimi.unavailable.as_deref(),
+            Some("KIMI_API_KEY or MOONSHOT_API_KEY not set")
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub struct Health {
     /// Address the daemon listens on, if it is one.
     pub listen: Option<String>,
     sessions: AtomicUsize,
+    /// Call results handed to a session and not yet written to its client.
+    answers_pending: AtomicUsize,
 }
 
 impl Health {
@@ -23,6 +25,7 @@ impl Health {
             mode,
             listen,
             sessions: AtomicUsize::new(0),
+            answers_pending: AtomicUsize::new(0),
         }
     }
 
@@ -34,6 +37,18 @@ impl Health {
         self.sessions.load(Ordering::Relaxed)
     }
 
+    pub fn answer_pending(&self) {
+        self.answers_pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn answer_settled(&self) {
+        self.answers_pending.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub fn answers_pending(&self) -> usize {
+        self.answers_pending.load(Ordering::SeqCst)
+    }
+
     /// Counts a session until the returned guard drops.
     pub fn session_opened(self: &std::sync::Arc<Self>) -> SessionGuard {
         self.sessions.fetch_add(1, Ordering::Relaxed);
@@ -43,6 +58,12 @@ impl Health {
 
 /// Keeps one session counted.
 pub struct SessionGuard(std::sync::Arc<Health>);
+
+impl SessionGuard {
+    pub fn health(&self) -> &Health {
+        &self.0
+    }
+}
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {

@@ -18,6 +18,7 @@ pub async fn run(config: Config) -> Result<(), StoreError> {
     })
     .await
     .map_err(|_| StoreError::WriterGone)??;
+    app.discover_models();
     let session = Session::new("stdio", &app);
     let source = line_frames(crate::stdio::input(), limit);
     let sink = FramedWrite::new(crate::stdio::output(), LinesCodec::new());

@@ -37,7 +37,7 @@ pub struct Session {
     client: Mutex<Option<Implementation>>,
     /// JSON-RPC request id → call id, until the response is written.
     pending: Mutex<HashMap<String, String>>,
-    _counted: SessionGuard,
+    counted: SessionGuard,
 }
 
 impl Session {
@@ -47,7 +47,7 @@ impl Session {
             transport,
             client: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
-            _counted: app.health.session_opened(),
+            counted: app.health.session_opened(),
         })
     }
 
@@ -58,10 +58,15 @@ impl Session {
 
     /// The call a response to `request_id` carries, if any (removes it).
     pub fn take_call_for_response(&self, request_id: &str) -> Option<String> {
-        self.pending
+        let call = self
+            .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(request_id)
+            .remove(request_id);
+        if call.is_some() {
+            self.counted.health().answer_settled();
+        }
+        call
     }
 
     fn call_for_request(&self, request_id: &str) -> Option<String> {
@@ -73,6 +78,7 @@ impl Session {
     }
 
     fn track(&self, request_id: String, call_id: String) {
+        self.counted.health().answer_pending();
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -324,10 +330,20 @@ impl ServerHandler for ExaiService {
                 Ok(CallToolResponse::Complete(outcome.result.clone()))
             }
             // The client cancelled or left; rmcp drops whatever we answer now.
-            None => Err(McpError::internal_error(
-                format!("client stopped waiting for call {}", call.id),
-                None,
-            )),
+            None => {
+                // Keep the request → call link until the call ends: a `notifications/cancelled`
+                // for this request may still be on its way to `on_cancelled`.
+                let session = self.session.clone();
+                let running = call.clone();
+                tokio::spawn(async move {
+                    running.finished().await;
+                    session.take_call_for_response(&request_id);
+                });
+                Err(McpError::internal_error(
+                    format!("client stopped waiting for call {}", call.id),
+                    None,
+                ))
+            }
         }
     }
 

@@ -133,7 +133,7 @@ async fn the_deadline_ends_a_hung_call_with_a_clear_error_and_drops_the_upstream
     assert_eq!(result.is_error, Some(true));
     let text = text_of(&result);
     assert!(text.contains("timed out after 1.5 s"), "{text}");
-    assert!(text.contains("while waiting for first token"), "{text}");
+    assert!(text.contains("while waiting for the first token"), "{text}");
     let record = daemon.final_record(&call_id_of(&result));
     assert_eq!(record.state, "timed_out");
     assert_eq!(record.error_kind.as_deref(), Some("deadline"));
@@ -307,7 +307,7 @@ async fn a_killed_daemon_fails_calls_at_once_and_the_session_survives_a_restart(
 #[tokio::test]
 async fn provider_failures_are_tool_errors_with_clear_text() {
     let fake = Fake::start();
-    let daemon = Daemon::start(&fake, &[]);
+    let daemon = Daemon::start(&fake, &[("EXAI_RETRY_ATTEMPTS", "1")]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     for (model, expected, kind) in [
         ("fake-500", "answered HTTP 500", "provider_http_error"),
@@ -316,7 +316,7 @@ async fn provider_failures_are_tool_errors_with_clear_text() {
         ("fake-garbage", "malformed answer", "provider_garbage"),
         (
             "fake-reset",
-            "could not reach provider custom",
+            "could not reach custom",
             "provider_unreachable",
         ),
         ("no-such-model", "answered HTTP 404", "provider_http_error"),

@@ -477,7 +477,7 @@ async fn malformed_websocket_frames_get_errors_and_the_session_goes_on() {
         format!("Bearer {}", daemon.token()).parse().unwrap(),
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let mut next_json = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| -> Value {
+    let next_json = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| -> Value {
         loop {
             if let Some(Ok(Message::Text(text))) = ws.next().await {
                 return serde_json::from_str(text.as_str()).unwrap();

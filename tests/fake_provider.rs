@@ -161,6 +161,20 @@ async fn lists_models_and_health() {
             .map(|m| m["id"].as_str().unwrap())
             .collect();
         assert!(ids.contains(&"fake-fast") && ids.contains(&"fake-reasoning"));
+        for id in [
+            "fake-429r1-2",
+            "fake-500-2",
+            "fake-503",
+            "fake-resetmid-3",
+            "fake-truncated",
+            "fake-nochoices",
+            "fake-nousage-3",
+            "fake-glm-thinking",
+            "fake-comments-3",
+            "fake-slowstart-1000x3",
+        ] {
+            assert!(ids.contains(&id), "{id}: {ids:?}");
+        }
     }
     let health = server
         .client
@@ -484,4 +498,394 @@ fn exits_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stats: in-flight peak and per model; last request
+// ---------------------------------------------------------------------------------------------
+
+impl Server {
+    async fn reset(&self) {
+        let reset = self.client.post(self.url("/reset")).send().await.unwrap();
+        assert!(reset.status().is_success());
+    }
+
+    async fn last_request(&self, model: &str) -> reqwest::Response {
+        self.client
+            .get(self.url("/last_request"))
+            .query(&[("model", model)])
+            .send()
+            .await
+            .expect("last_request")
+    }
+}
+
+#[tokio::test]
+async fn max_in_flight_tracks_the_peak_and_per_model() {
+    let server = Server::start(&[]);
+    let stats = server.stats().await;
+    assert_eq!(stats["max_in_flight"], 0);
+    assert_eq!(stats["in_flight_by_model"], json!({}));
+
+    let calls = (0..5).map(|_| server.chat("fake-delay-300", "hi", false));
+    let calls = futures::future::join_all(calls);
+    let watch = server.wait_stats(|s| s["in_flight_by_model"]["fake-delay-300"] == 5);
+    let (responses, during) = tokio::join!(calls, watch);
+    assert_eq!(during["in_flight"], 5);
+    for response in responses {
+        assert_eq!(response.status(), 200);
+    }
+    let stats = server.wait_stats(|s| s["in_flight"] == 0).await;
+    assert!(stats["max_in_flight"].as_u64().unwrap() >= 5, "{stats}");
+    assert_eq!(stats["in_flight_by_model"], json!({}));
+
+    server.reset().await;
+    let stats = server.stats().await;
+    assert_eq!(stats["max_in_flight"], 0, "{stats}");
+
+    // A reset while requests are in flight keeps them as the new peak.
+    let response = server.chat("fake-hang", "hi", true).await;
+    server.wait_stats(|s| s["in_flight"] == 1).await;
+    server.reset().await;
+    let stats = server.stats().await;
+    assert_eq!(stats["max_in_flight"], 1, "{stats}");
+    assert_eq!(stats["in_flight_by_model"], json!({ "fake-hang": 1 }));
+    drop(response);
+    let stats = server.wait_stats(|s| s["in_flight"] == 0).await;
+    assert_eq!(stats["in_flight_by_model"], json!({}));
+    assert_eq!(stats["max_in_flight"], 1);
+}
+
+#[tokio::test]
+async fn last_request_returns_the_body_and_auth_presence() {
+    let server = Server::start(&[]);
+    let missing = server.last_request("fake-fast").await;
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert!(body["error"]["message"].is_string(), "{body}");
+
+    let url = server.url("/v1/chat/completions");
+    let with_key = server.client.post(&url).bearer_auth("sekret-key");
+    let response = with_key
+        .json(&chat_body("fake-fast", "first", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let last = server.last_request("fake-fast").await;
+    assert_eq!(last.status(), 200);
+    let text = last.text().await.unwrap();
+    assert!(!text.contains("sekret-key"), "{text}");
+    let last: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(last["_has_auth"], true);
+    assert_eq!(last["model"], "fake-fast");
+    assert_eq!(last["stream_options"]["include_usage"], true);
+    assert_eq!(last["messages"][1]["content"], "first");
+
+    assert_eq!(server.chat("fake-fast", "second", true).await.status(), 200);
+    let last: Value = server.last_request("fake-fast").await.json().await.unwrap();
+    assert_eq!(last["_has_auth"], false);
+    assert_eq!(last["stream"], true);
+    assert_eq!(last["messages"][1]["content"], "second");
+
+    // Per model; a missing query parameter is a 400.
+    assert_eq!(server.last_request("fake-500").await.status(), 404);
+    let no_model = server.client.get(server.url("/last_request")).send();
+    assert_eq!(no_model.await.unwrap().status(), 400);
+}
+
+#[tokio::test]
+async fn last_request_is_recorded_even_when_the_key_is_refused() {
+    let server = Server::start(&["--require-key", "sekret"]);
+    assert_eq!(server.chat("fake-fast", "hi", false).await.status(), 401);
+    let last: Value = server.last_request("fake-fast").await.json().await.unwrap();
+    assert_eq!(last["_has_auth"], false);
+    assert_eq!(last["messages"][1]["content"], "hi");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failure scripts
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn rate_limit_with_retry_after_seconds() {
+    let server = Server::start(&[]);
+    for (model, secs) in [("fake-429r1-1", "1"), ("fake-429r0-1", "0")] {
+        let response = server.chat(model, "hi", false).await;
+        assert_eq!(response.status(), 429, "{model}");
+        assert_eq!(response.headers()["retry-after"], secs, "{model}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+        assert_eq!(server.chat(model, "hi", false).await.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn server_error_for_the_first_k_requests() {
+    let server = Server::start(&[]);
+    for _ in 0..2 {
+        let response = server.chat("fake-500-2", "hi", false).await;
+        assert_eq!(response.status(), 500);
+        let body: Value = response.json().await.unwrap();
+        let error = json!({ "message": "upstream overloaded", "type": "server_error" });
+        assert_eq!(body, json!({ "error": error }));
+    }
+    let response = server.chat("fake-500-2", "hi", false).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "echo: hi");
+    // Stream mode after the k failures, and the plain `fake-500` still always fails.
+    let events = read_sse(server.chat("fake-500-2", "hi", true).await).await;
+    assert_eq!(delta_text(&events, "content").concat(), "echo: hi");
+    assert_eq!(server.chat("fake-500", "hi", false).await.status(), 500);
+}
+
+#[tokio::test]
+async fn unavailable_answers_html() {
+    let server = Server::start(&[]);
+    for stream in [false, true] {
+        let response = server.chat("fake-503", "hi", stream).await;
+        assert_eq!(response.status(), 503);
+        let content_type = &response.headers()[reqwest::header::CONTENT_TYPE];
+        assert!(content_type.to_str().unwrap().starts_with("text/html"));
+        assert_eq!(
+            response.text().await.unwrap(),
+            "<html><body><h1>503 Service Unavailable</h1></body></html>"
+        );
+    }
+}
+
+#[tokio::test]
+async fn resetmid_sends_content_then_resets() {
+    let server = Server::start(&[]);
+    let mut response = server.chat("fake-resetmid-3", "hi", true).await;
+    assert_eq!(response.status(), 200);
+    let mut text = String::new();
+    let error = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => text.push_str(std::str::from_utf8(&chunk).unwrap()),
+            Ok(None) => panic!("body ended cleanly: {text:?}"),
+            Err(error) => break error,
+        }
+    };
+    assert!(error.is_body() || error.is_decode(), "{error:?}");
+    for token in ["tok0 ", "tok1 ", "tok2 "] {
+        assert!(text.contains(token), "{token}: {text:?}");
+    }
+    assert!(!text.contains("[DONE]"), "{text:?}");
+
+    // Without streaming it is `fake-reset`.
+    let result = server
+        .client
+        .post(server.url("/v1/chat/completions"))
+        .json(&chat_body("fake-resetmid-3", "hi", false))
+        .send()
+        .await;
+    assert!(result.expect_err("no HTTP response").is_request());
+    assert_eq!(server.chat("fake-fast", "hi", false).await.status(), 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Odd answer shapes
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn truncated_json_in_body_and_stream() {
+    let server = Server::start(&[]);
+    let response = server.chat("fake-truncated", "hi", false).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert_eq!(text, r#"{"choices":[{"message":{"content":"par"#);
+
+    let response = server.chat("fake-truncated", "hi", true).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("stream closes normally");
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    let good: Vec<Value> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str(e).ok())
+        .collect();
+    assert_eq!(delta_text(&good, "content"), ["tok0 "]);
+    assert_eq!(
+        events.last(),
+        Some(&r#"{"choices":[{"delta":{"content":"par"#)
+    );
+    assert!(
+        text.ends_with("\"par\n\n") && !text.contains("[DONE]"),
+        "{text:?}"
+    );
+}
+
+#[tokio::test]
+async fn nochoices_has_an_empty_choices_array() {
+    let server = Server::start(&[]);
+    let body: Value = server
+        .chat("fake-nochoices", "hi", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body,
+        json!({ "id": "x", "object": "chat.completion", "choices": [] })
+    );
+    let events = read_sse(server.chat("fake-nochoices", "hi", true).await).await;
+    assert_eq!(events, [json!({ "choices": [] })]);
+}
+
+#[tokio::test]
+async fn nousage_answers_without_usage() {
+    let server = Server::start(&[]);
+    let events = read_sse(server.chat("fake-nousage-3", "hi", true).await).await;
+    let content = delta_text(&events, "content");
+    assert_eq!(content, ["tok0 ", "tok1 ", "echo: hi"]);
+    assert_eq!(
+        events.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+    assert!(
+        events.iter().all(|e| e.get("usage").is_none()),
+        "{events:?}"
+    );
+
+    let body: Value = server
+        .chat("fake-nousage-3", "hi", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "tok0 tok1 echo: hi"
+    );
+    assert!(body.get("usage").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn glm_thinking_streams_reasoning_content() {
+    let server = Server::start(&[]);
+    let events = read_sse(server.chat("fake-glm-thinking", "hi", true).await).await;
+    let reasoning = delta_text(&events, "reasoning_content");
+    assert_eq!(reasoning, ["Let me think. ", "Step two. "]);
+    let content = delta_text(&events, "content");
+    assert!(content.concat().ends_with("echo: hi"), "{content:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    let details = &last["usage"]["completion_tokens_details"];
+    assert!(details["reasoning_tokens"].as_u64().unwrap() > 0, "{last}");
+
+    let body: Value = server
+        .chat("fake-glm-thinking", "hi", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["reasoning_content"], "Let me think. Step two. ");
+    assert_eq!(message["content"], "echo: hi");
+}
+
+/// `data` payloads of an SSE body, parsed per the spec's basics: any line ending (CRLF, LF,
+/// CR), comment lines ignored, multi-line data joined with `\n`, dispatch on a blank line.
+fn sse_data(body: &str) -> Vec<String> {
+    let body = body.replace("\r\n", "\n").replace('\r', "\n");
+    let mut events = Vec::new();
+    let mut data: Option<String> = None;
+    for line in body.split('\n') {
+        if line.is_empty() {
+            events.extend(data.take());
+        } else if let Some(value) = line.strip_prefix("data:") {
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            data = Some(match data.take() {
+                Some(earlier) => format!("{earlier}\n{value}"),
+                None => value.to_owned(),
+            });
+        }
+        // Comments (`:`) and other fields are ignored.
+    }
+    events
+}
+
+#[tokio::test]
+async fn comments_stream_parses_with_a_spec_parser() {
+    let server = Server::start(&[]);
+    let mut response = server.chat("fake-comments-3", "hi", true).await;
+    assert_eq!(response.status(), 200);
+    let mut chunks = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        chunks.push(String::from_utf8(chunk.to_vec()).unwrap());
+    }
+    let body = chunks.concat();
+    assert!(body.starts_with(": keep-alive\r\n\r\n"), "{body:?}");
+    assert_eq!(body.matches(": keep-alive\r\n\r\n").count(), 6, "{body:?}");
+    assert!(!body.replace("\r\n", "").contains('\n'), "LF without CR");
+    // At least one event reached us in two pieces.
+    assert!(
+        chunks.iter().any(|c| !c.ends_with("\r\n\r\n")),
+        "{chunks:?}"
+    );
+
+    let data = sse_data(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let events: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("event json"))
+        .collect();
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    let content = delta_text(&events, "content");
+    assert_eq!(content, ["tok0 ", "tok1 ", "echo: hi"]);
+    assert!(events.last().unwrap()["usage"]["total_tokens"].is_u64());
+
+    // Without streaming it is a plain answer.
+    let body: Value = server
+        .chat("fake-comments-3", "hi", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "tok0 tok1 echo: hi"
+    );
+}
+
+#[tokio::test]
+async fn slowstart_sends_headers_then_waits_for_the_first_chunk() {
+    let server = Server::start(&[]);
+    let start = Instant::now();
+    let mut response = server.chat("fake-slowstart-600x3", "hi", true).await;
+    let headers_after = start.elapsed();
+    assert_eq!(response.status(), 200);
+    assert!(
+        headers_after < Duration::from_millis(500),
+        "{headers_after:?}"
+    );
+    let first = response.chunk().await.unwrap().expect("first chunk");
+    assert!(start.elapsed() >= Duration::from_millis(600));
+    let rest = response.text().await.unwrap();
+    let body = format!("{}{rest}", std::str::from_utf8(&first).unwrap());
+    let events = sse_events(&body);
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    let content = delta_text(&events, "content");
+    assert_eq!(content, ["tok0 ", "tok1 ", "echo: hi"]);
+    assert_eq!(
+        events.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+
+    let start = Instant::now();
+    let body: Value = server
+        .chat("fake-slowstart-200x3", "hi", false)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "tok0 tok1 echo: hi"
+    );
 }

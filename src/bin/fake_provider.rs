@@ -2,10 +2,17 @@
 //!
 //! The behaviour of each chat-completion request is scripted by its model name
 //! (`fake-fast`, `fake-delay-<ms>`, `fake-stream-<n>x<ms>`, `fake-hang`, `fake-stall-<n>`,
-//! `fake-429-<k>`, `fake-500`, `fake-401`, `fake-garbage`, `fake-reset`, `fake-reasoning`).
+//! `fake-429-<k>`, `fake-429r<secs>-<k>`, `fake-500`, `fake-500-<k>`, `fake-503`, `fake-401`,
+//! `fake-garbage`, `fake-reset`, `fake-resetmid-<n>`, `fake-truncated`, `fake-nochoices`,
+//! `fake-nousage-<n>`, `fake-reasoning`, `fake-glm-thinking`, `fake-comments-<n>`,
+//! `fake-slowstart-<ms>x<n>`; see [`Script`]).
 //! The answer text is always `echo: <last user message>`, so concurrent callers can check that
 //! they got their own answer. `GET /stats` reports how many requests completed or were aborted
-//! by the client, and `POST /reset` zeroes those counters.
+//! by the client, how many are in flight (now, at peak, per model), and `POST /reset` zeroes
+//! those counters (the peak becomes the current in-flight count).
+//! `GET /last_request?model=<name>` returns the last JSON body received for that model, plus
+//! `"_has_auth": true|false` (whether an `Authorization` header came with it; the key itself is
+//! never echoed). `POST /reset` forgets those bodies too.
 //!
 //! On start the server prints exactly one line, `LISTENING http://<addr>`, to stdout.
 
@@ -21,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,11 +48,21 @@ const EXAMPLE_MODELS: &[&str] = &[
     "fake-hang",
     "fake-stall-2",
     "fake-429-2",
+    "fake-429r1-2",
     "fake-500",
+    "fake-500-2",
+    "fake-503",
     "fake-401",
     "fake-garbage",
     "fake-reset",
+    "fake-resetmid-3",
+    "fake-truncated",
+    "fake-nochoices",
+    "fake-nousage-3",
     "fake-reasoning",
+    "fake-glm-thinking",
+    "fake-comments-3",
+    "fake-slowstart-1000x3",
 ];
 
 /// Reasoning chunks streamed by `fake-reasoning` before the answer.
@@ -54,6 +71,33 @@ const REASONING_STEPS: &[&str] = &[
     "thinking step 2\n",
     "thinking step 3\n",
 ];
+
+/// Reasoning chunks streamed by `fake-glm-thinking` before the answer.
+const GLM_THINKING_STEPS: &[&str] = &["Let me think. ", "Step two. "];
+
+/// Body of every `fake-503` answer.
+const UNAVAILABLE_HTML: &str = "<html><body><h1>503 Service Unavailable</h1></body></html>";
+
+/// `fake-truncated`: the SSE event cut in the middle of its JSON.
+const TRUNCATED_EVENT: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"par\n\n";
+
+/// `fake-truncated`: the non-stream body cut in the middle of its JSON.
+const TRUNCATED_BODY: &str = "{\"choices\":[{\"message\":{\"content\":\"par";
+
+/// `fake-nochoices`: the non-stream body.
+const NO_CHOICES_BODY: &str = "{\"id\":\"x\",\"object\":\"chat.completion\",\"choices\":[]}";
+
+/// SSE comment sent by `fake-comments-<n>` before every event.
+const KEEP_ALIVE: &str = ": keep-alive\r\n\r\n";
+
+/// `fake-comments-<n>`: pause between the two halves of an event, so they leave separately.
+const SPLIT_PAUSE: Duration = Duration::from_millis(1);
+
+/// `fake-resetmid-<n>`: pause before the reset, so the chunks already sent reach the client.
+const RESET_GRACE: Duration = Duration::from_millis(20);
+
+/// Bytes handed to hyper after a mid-stream reset: the write fails, so they never leave.
+const RESET_FILLER: &str = ": reset\n\n";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -86,18 +130,40 @@ enum Script {
     Hang,
     /// `fake-stall-<n>`: stream `n` content chunks, then nothing more.
     Stall(u32),
-    /// `fake-429-<k>`: the first `k` requests get 429, later ones answer like `Fast`.
-    RateLimited(u32),
-    /// `fake-500`.
+    /// `fake-429-<k>` (`retry_after` 0) and `fake-429r<secs>-<k>`: the first `k` requests get
+    /// 429 with `Retry-After: <retry_after>`, later ones answer like `Fast`.
+    RateLimited { limit: u32, retry_after: u32 },
+    /// `fake-500`: always 500.
     ServerError,
+    /// `fake-500-<k>`: the first `k` requests get 500, later ones answer like `Fast`.
+    ServerErrorFirst(u32),
+    /// `fake-503`: 503 with an HTML body (as a proxy in front of the provider would send).
+    Unavailable,
     /// `fake-401`.
     Unauthorized,
     /// `fake-garbage`: 200 with a body that is not JSON.
     Garbage,
     /// `fake-reset`: drop the TCP connection (RST) without any response.
     Reset,
+    /// `fake-resetmid-<n>`: stream `n` content chunks, then reset the connection (no `[DONE]`).
+    /// Non-stream: like `Reset`.
+    ResetMid(u32),
+    /// `fake-truncated`: the body (or the second content event) ends in the middle of its JSON.
+    Truncated,
+    /// `fake-nochoices`: 200 with an empty `choices` array.
+    NoChoices,
+    /// `fake-nousage-<n>`: like `fake-stream-<n>x0`, without any `usage`.
+    NoUsage(u32),
     /// `fake-reasoning`: reasoning content, then the answer.
     Reasoning,
+    /// `fake-glm-thinking`: GLM-style `reasoning_content` chunks, then the answer.
+    GlmThinking,
+    /// `fake-comments-<n>`: like `fake-stream-<n>x0`, but every event comes after a
+    /// `: keep-alive` comment, uses CRLF line endings and is split across two body chunks.
+    Comments(u32),
+    /// `fake-slowstart-<ms>x<n>`: headers at once, then a pause before the first chunk, then `n`
+    /// content chunks without delay. Non-stream: the pause, then the answer.
+    SlowStart { wait: Duration, chunks: u32 },
     /// Anything else: 404 model not found.
     Unknown,
 }
@@ -108,10 +174,14 @@ impl Script {
             "fake-fast" => return Script::Fast,
             "fake-hang" => return Script::Hang,
             "fake-500" => return Script::ServerError,
+            "fake-503" => return Script::Unavailable,
             "fake-401" => return Script::Unauthorized,
             "fake-garbage" => return Script::Garbage,
             "fake-reset" => return Script::Reset,
+            "fake-truncated" => return Script::Truncated,
+            "fake-nochoices" => return Script::NoChoices,
             "fake-reasoning" => return Script::Reasoning,
+            "fake-glm-thinking" => return Script::GlmThinking,
             _ => {}
         }
         Self::parse_parameterized(model).unwrap_or(Script::Unknown)
@@ -122,19 +192,47 @@ impl Script {
             return Some(Script::Delay(Duration::from_millis(number(ms)?)));
         }
         if let Some(spec) = model.strip_prefix("fake-stream-") {
-            let (n, ms) = spec.split_once('x')?;
+            let (n, ms) = number_pair(spec, 'x')?;
             return Some(Script::Stream {
-                chunks: number(n)?,
-                every: Duration::from_millis(number(ms)?),
+                chunks: n,
+                every: Duration::from_millis(ms),
             });
         }
-        if let Some(n) = model.strip_prefix("fake-stall-") {
-            return Some(Script::Stall(number(n)?));
+        if let Some(spec) = model.strip_prefix("fake-slowstart-") {
+            let (ms, n) = number_pair(spec, 'x')?;
+            return Some(Script::SlowStart {
+                wait: Duration::from_millis(ms),
+                chunks: n,
+            });
         }
         if let Some(k) = model.strip_prefix("fake-429-") {
-            return Some(Script::RateLimited(number(k)?));
+            let limit = number(k)?;
+            return Some(Script::RateLimited {
+                limit,
+                retry_after: 0,
+            });
         }
-        None
+        if let Some(spec) = model.strip_prefix("fake-429r") {
+            let (retry_after, limit) = number_pair(spec, '-')?;
+            return Some(Script::RateLimited { limit, retry_after });
+        }
+        Self::parse_counted(model)
+    }
+
+    /// Scripts named `<prefix><n>`.
+    fn parse_counted(model: &str) -> Option<Script> {
+        type Counted = fn(u32) -> Script;
+        const SCRIPTS: &[(&str, Counted)] = &[
+            ("fake-stall-", Script::Stall),
+            ("fake-500-", Script::ServerErrorFirst),
+            ("fake-resetmid-", Script::ResetMid),
+            ("fake-nousage-", Script::NoUsage),
+            ("fake-comments-", Script::Comments),
+        ];
+        SCRIPTS.iter().find_map(|(prefix, script)| {
+            let n = model.strip_prefix(prefix)?;
+            Some(script(number(n)?))
+        })
     }
 }
 
@@ -144,6 +242,12 @@ fn number<T: std::str::FromStr>(s: &str) -> Option<T> {
         return None;
     }
     s.parse().ok()
+}
+
+/// Two strict decimals separated by `sep` (`5x100`, `1-2`).
+fn number_pair<A: std::str::FromStr, B: std::str::FromStr>(s: &str, sep: char) -> Option<(A, B)> {
+    let (a, b) = s.split_once(sep)?;
+    Some((number(a)?, number(b)?))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -158,9 +262,15 @@ struct Counters {
     completed: u64,
     aborted: u64,
     in_flight: u64,
+    /// Peak of `in_flight` since start or the last reset.
+    max_in_flight: u64,
     by_model: BTreeMap<String, u64>,
-    /// Requests seen per `fake-429-<k>` model name.
-    rate_limited: HashMap<String, u32>,
+    /// Requests in flight per model (models with none are left out).
+    in_flight_by_model: BTreeMap<String, u64>,
+    /// Requests seen per `fake-429-<k>` / `fake-500-<k>` model name.
+    failures_seen: HashMap<String, u32>,
+    /// Last JSON body per model, with `_has_auth` added.
+    last_requests: HashMap<String, Value>,
 }
 
 #[derive(Default)]
@@ -178,28 +288,56 @@ impl Stats {
         let mut c = self.lock();
         c.requests += 1;
         c.in_flight += 1;
+        c.max_in_flight = c.max_in_flight.max(c.in_flight);
         Tracker {
             stats: Arc::clone(self),
             epoch: c.epoch,
+            model: None,
             done: false,
         }
     }
 
     fn count_model(&self, model: &str) {
-        *self.lock().by_model.entry(model.to_owned()).or_default() += 1;
+        let mut c = self.lock();
+        *c.by_model.entry(model.to_owned()).or_default() += 1;
+        *c.in_flight_by_model.entry(model.to_owned()).or_default() += 1;
     }
 
-    /// True while the request should still be rate limited (first `limit` requests).
-    fn take_rate_limit(&self, model: &str, limit: u32) -> bool {
+    /// True while the request should still fail (first `limit` requests for this model name).
+    fn take_failure(&self, model: &str, limit: u32) -> bool {
         let mut c = self.lock();
-        let seen = c.rate_limited.entry(model.to_owned()).or_default();
-        *seen += 1;
+        let seen = c.failures_seen.entry(model.to_owned()).or_default();
+        *seen = seen.saturating_add(1);
         *seen <= limit
     }
 
-    fn finish(&self, epoch: u64, completed: bool) {
+    /// Keeps `body` (a JSON object with a string `model`) as the last request for its model.
+    fn record_request(&self, mut body: Value, has_auth: bool) {
+        let Some(model) = body.get("model").and_then(Value::as_str).map(str::to_owned) else {
+            return;
+        };
+        let Some(fields) = body.as_object_mut() else {
+            return;
+        };
+        fields.insert("_has_auth".to_owned(), Value::Bool(has_auth));
+        self.lock().last_requests.insert(model, body);
+    }
+
+    fn last_request(&self, model: &str) -> Option<Value> {
+        self.lock().last_requests.get(model).cloned()
+    }
+
+    fn finish(&self, epoch: u64, model: Option<&str>, completed: bool) {
         let mut c = self.lock();
         c.in_flight = c.in_flight.saturating_sub(1);
+        if let Some(model) = model
+            && let Some(n) = c.in_flight_by_model.get_mut(model)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.in_flight_by_model.remove(model);
+            }
+        }
         if c.epoch != epoch {
             return;
         }
@@ -212,10 +350,11 @@ impl Stats {
 
     fn reset(&self) {
         let mut c = self.lock();
-        let in_flight = c.in_flight;
         *c = Counters {
             epoch: c.epoch + 1,
-            in_flight,
+            in_flight: c.in_flight,
+            max_in_flight: c.in_flight,
+            in_flight_by_model: std::mem::take(&mut c.in_flight_by_model),
             ..Counters::default()
         };
     }
@@ -227,7 +366,9 @@ impl Stats {
             "completed": c.completed,
             "aborted": c.aborted,
             "in_flight": c.in_flight,
+            "max_in_flight": c.max_in_flight,
             "by_model": c.by_model,
+            "in_flight_by_model": c.in_flight_by_model,
         })
     }
 }
@@ -237,14 +378,24 @@ impl Stats {
 struct Tracker {
     stats: Arc<Stats>,
     epoch: u64,
+    /// Set once the body is parsed: the request then counts in `in_flight_by_model`.
+    model: Option<String>,
     done: bool,
 }
 
 impl Tracker {
+    /// Counts the request for `model` (in `by_model` and, until it ends, `in_flight_by_model`).
+    fn set_model(&mut self, model: &str) {
+        if self.model.is_none() {
+            self.stats.count_model(model);
+            self.model = Some(model.to_owned());
+        }
+    }
+
     fn complete(&mut self) {
         if !self.done {
             self.done = true;
-            self.stats.finish(self.epoch, true);
+            self.stats.finish(self.epoch, self.model.as_deref(), true);
         }
     }
 
@@ -258,7 +409,7 @@ impl Tracker {
 impl Drop for Tracker {
     fn drop(&mut self) {
         if !self.done {
-            self.stats.finish(self.epoch, false);
+            self.stats.finish(self.epoch, self.model.as_deref(), false);
         }
     }
 }
@@ -413,8 +564,22 @@ struct Answer {
     content: Vec<String>,
     /// Pause before each content chunk (stream mode).
     gap: Duration,
-    /// Stream mode: after the content chunks, stay silent forever instead of finishing.
-    stall: bool,
+    /// Pause before the first chunk (stream mode; the headers are sent at once).
+    first_gap: Duration,
+    /// Whether the answer (or its final chunk) carries `usage`.
+    with_usage: bool,
+    /// Stream mode: what follows the content chunks.
+    ending: Ending,
+}
+
+/// How a streamed answer ends, after its content chunks.
+enum Ending {
+    /// The final chunk (`finish_reason`, usage), then `[DONE]`.
+    Done,
+    /// Nothing more, forever.
+    Stall,
+    /// The connection is reset.
+    Reset(ResetHandle),
 }
 
 impl Answer {
@@ -434,7 +599,9 @@ impl Answer {
             reasoning: Vec::new(),
             content: Vec::new(),
             gap: Duration::ZERO,
-            stall: false,
+            first_gap: Duration::ZERO,
+            with_usage: true,
+            ending: Ending::Done,
         }
     }
 
@@ -457,14 +624,17 @@ impl Answer {
         if !self.reasoning.is_empty() {
             message["reasoning_content"] = json!(self.reasoning.concat());
         }
-        json!({
+        let mut completion = json!({
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
             "choices": [{ "index": 0, "message": message, "finish_reason": "stop" }],
-            "usage": self.usage(),
-        })
+        });
+        if self.with_usage {
+            completion["usage"] = self.usage();
+        }
+        completion
     }
 
     fn chunk(&self, delta: Value, finish_reason: Option<&str>, usage: Option<Value>) -> Step {
@@ -482,7 +652,11 @@ impl Answer {
     }
 
     fn stream_steps(&self) -> VecDeque<Step> {
-        let mut steps = VecDeque::from([self.chunk(json!({ "role": "assistant" }), None, None)]);
+        let mut steps = VecDeque::new();
+        if !self.first_gap.is_zero() {
+            steps.push_back(Step::Wait(self.first_gap));
+        }
+        steps.push_back(self.chunk(json!({ "role": "assistant" }), None, None));
         for r in &self.reasoning {
             steps.push_back(self.chunk(json!({ "reasoning_content": r }), None, None));
         }
@@ -492,11 +666,17 @@ impl Answer {
             }
             steps.push_back(self.chunk(json!({ "content": c }), None, None));
         }
-        if self.stall {
-            steps.push_back(Step::Silence);
-        } else {
-            steps.push_back(self.chunk(json!({}), Some("stop"), Some(self.usage())));
-            steps.push_back(Step::Send("data: [DONE]\n\n".to_owned()));
+        match &self.ending {
+            Ending::Done => {
+                let usage = self.with_usage.then(|| self.usage());
+                steps.push_back(self.chunk(json!({}), Some("stop"), usage));
+                steps.push_back(Step::Send("data: [DONE]\n\n".to_owned()));
+            }
+            Ending::Stall => steps.push_back(Step::Silence),
+            Ending::Reset(handle) => {
+                steps.push_back(Step::Wait(RESET_GRACE));
+                steps.push_back(Step::Reset(handle.clone()));
+            }
         }
         steps
     }
@@ -521,11 +701,14 @@ fn split_text(text: &str, parts: usize) -> Vec<String> {
     chars.chunks(size).map(|c| c.iter().collect()).collect()
 }
 
+/// `tok0 `, `tok1 `, ... (`n` chunks).
+fn tokens(n: u32) -> Vec<String> {
+    (0..n).map(|i| format!("tok{i} ")).collect()
+}
+
 /// `tok0 `, `tok1 `, ... then the echo text as the last of `n` chunks.
 fn token_chunks(n: u32, echo: &str) -> Vec<String> {
-    let mut chunks: Vec<String> = (0..n.saturating_sub(1))
-        .map(|i| format!("tok{i} "))
-        .collect();
+    let mut chunks = tokens(n.saturating_sub(1));
     chunks.push(echo.to_owned());
     chunks
 }
@@ -542,7 +725,7 @@ fn error_response(status: StatusCode, message: &str, kind: &str, code: Option<&s
     (status, Json(json!({ "error": error }))).into_response()
 }
 
-fn rate_limited() -> Response {
+fn rate_limited(retry_after: u32) -> Response {
     let mut response = error_response(
         StatusCode::TOO_MANY_REQUESTS,
         "rate limited",
@@ -551,8 +734,27 @@ fn rate_limited() -> Response {
     );
     response
         .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     response
+}
+
+fn overloaded() -> Response {
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "upstream overloaded",
+        "server_error",
+        None,
+    )
+}
+
+fn unavailable() -> Response {
+    let html = [(header::CONTENT_TYPE, "text/html")];
+    (StatusCode::SERVICE_UNAVAILABLE, html, UNAVAILABLE_HTML).into_response()
+}
+
+/// 200 with `body` sent as is, labelled as JSON (whether it is or not).
+fn raw_json(body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn invalid_api_key() -> Response {
@@ -577,6 +779,8 @@ fn model_not_found(model: &str) -> Response {
 enum Step {
     Wait(Duration),
     Send(String),
+    /// Reset the connection: hyper's next write fails and the socket closes with RST.
+    Reset(ResetHandle),
     /// Send nothing more, forever (not even SSE comments). hyper notices when the client closes
     /// the connection (it reads EOF) and drops the body, so the tracker still counts the abort.
     Silence,
@@ -592,17 +796,49 @@ async fn next_sse_chunk(
     mut state: StreamState,
 ) -> Option<(Result<Bytes, Infallible>, StreamState)> {
     loop {
-        match state.steps.pop_front()? {
-            Step::Wait(pause) => tokio::time::sleep(pause).await,
-            Step::Send(text) => {
-                if state.steps.is_empty() {
-                    state.tracker.complete();
-                }
-                return Some((Ok(Bytes::from(text)), state));
+        let text = match state.steps.pop_front()? {
+            Step::Wait(pause) => {
+                tokio::time::sleep(pause).await;
+                continue;
             }
-            Step::Silence => std::future::pending::<()>().await,
+            Step::Send(text) => text,
+            Step::Reset(handle) => {
+                // Something must still be written for hyper to hit the failing socket.
+                handle.trigger();
+                RESET_FILLER.to_owned()
+            }
+            Step::Silence => std::future::pending().await,
+        };
+        if state.steps.is_empty() {
+            state.tracker.complete();
         }
+        return Some((Ok(Bytes::from(text)), state));
     }
+}
+
+/// `fake-comments-<n>`: a `: keep-alive` comment before every event, CRLF line endings, and
+/// each event split in two body chunks with a short pause between them (so they are flushed
+/// separately).
+fn with_keep_alives(steps: VecDeque<Step>) -> VecDeque<Step> {
+    let mut out = VecDeque::new();
+    for step in steps {
+        let Step::Send(event) = step else {
+            out.push_back(step);
+            continue;
+        };
+        // Serialized JSON never holds a raw newline: only the SSE line endings change.
+        let event = event.replace('\n', "\r\n");
+        let mut middle = event.len() / 2;
+        while !event.is_char_boundary(middle) {
+            middle -= 1;
+        }
+        let (head, tail) = event.split_at(middle);
+        out.push_back(Step::Send(KEEP_ALIVE.to_owned()));
+        out.push_back(Step::Send(head.to_owned()));
+        out.push_back(Step::Wait(SPLIT_PAUSE));
+        out.push_back(Step::Send(tail.to_owned()));
+    }
+    out
 }
 
 fn sse_response(steps: VecDeque<Step>, tracker: Tracker) -> Response {
@@ -628,6 +864,37 @@ fn garbage(stream: bool, tracker: Tracker) -> Response {
     )
         .into_response();
     tracker.finish(response)
+}
+
+fn truncated(req: &ChatRequest, stream: bool, tracker: Tracker) -> Response {
+    if !stream {
+        return tracker.finish(raw_json(TRUNCATED_BODY));
+    }
+    let answer = Answer::new(req);
+    let steps = VecDeque::from([
+        answer.chunk(json!({ "role": "assistant" }), None, None),
+        answer.chunk(json!({ "content": "tok0 " }), None, None),
+        Step::Send(TRUNCATED_EVENT.to_owned()),
+    ]);
+    sse_response(steps, tracker)
+}
+
+fn no_choices(stream: bool, tracker: Tracker) -> Response {
+    if !stream {
+        return tracker.finish(raw_json(NO_CHOICES_BODY));
+    }
+    let steps = VecDeque::from([
+        Step::Send("data: {\"choices\":[]}\n\n".to_owned()),
+        Step::Send("data: [DONE]\n\n".to_owned()),
+    ]);
+    sse_response(steps, tracker)
+}
+
+/// `fake-reset` (and `fake-resetmid-<n>` without streaming).
+fn reset_now(reset: &ResetHandle, tracker: Tracker) -> Response {
+    // The response below is never written: the connection fails and closes with RST.
+    reset.trigger();
+    tracker.finish(StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -658,11 +925,18 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let tracker = app.stats.start();
+    let mut tracker = app.stats.start();
+    let parsed = serde_json::from_slice::<Value>(&body);
+    if let Ok(body) = &parsed {
+        // Recorded even when the key is refused, so tests can see what the client sent.
+        let has_auth = headers.contains_key(header::AUTHORIZATION);
+        app.stats.record_request(body.clone(), has_auth);
+    }
     if !app.authorized(&headers) {
         return tracker.finish(invalid_api_key());
     }
-    let req: ChatRequest = match serde_json::from_slice(&body) {
+    let req = parsed.and_then(|body| ChatRequest::deserialize(&body));
+    let req = match req {
         Ok(req) => req,
         Err(e) => {
             let message = format!("invalid request body: {e}");
@@ -675,7 +949,7 @@ async fn chat_completions(
             return tracker.finish(response);
         }
     };
-    app.stats.count_model(&req.model);
+    tracker.set_model(&req.model);
     run_script(&app, &reset, Script::parse(&req.model), &req, tracker).await
 }
 
@@ -696,27 +970,37 @@ async fn run_script(
             "server_error",
             None,
         )),
-        Script::RateLimited(limit) if app.stats.take_rate_limit(&req.model, limit) => {
-            tracker.finish(rate_limited())
+        Script::RateLimited { limit, retry_after } if app.stats.take_failure(&req.model, limit) => {
+            tracker.finish(rate_limited(retry_after))
         }
-        Script::Reset => {
-            // The response below is never written: the connection fails and closes with RST.
-            reset.trigger();
-            tracker.finish(StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        Script::ServerErrorFirst(limit) if app.stats.take_failure(&req.model, limit) => {
+            tracker.finish(overloaded())
         }
+        Script::Unavailable => tracker.finish(unavailable()),
+        Script::Reset => reset_now(reset, tracker),
+        Script::ResetMid(_) if !stream => reset_now(reset, tracker),
         Script::Garbage => garbage(stream, tracker),
+        Script::Truncated => truncated(req, stream, tracker),
+        Script::NoChoices => no_choices(stream, tracker),
         Script::Hang | Script::Stall(_) if !stream => {
             // Keep the handler pending; the tracker counts an abort if hyper drops us.
             let _tracker = tracker;
             std::future::pending().await
         }
         Script::Hang => sse_response(VecDeque::from([Step::Silence]), tracker),
-        _ => answer(script, req, stream, tracker).await,
+        _ => answer(script, req, reset, stream, tracker).await,
     }
 }
 
-/// Scripts that produce a real answer: fast, delay, stream, stall, reasoning, 429 (after k).
-async fn answer(script: Script, req: &ChatRequest, stream: bool, tracker: Tracker) -> Response {
+/// Scripts that produce a real answer: fast, delay, stream, stall, reasoning, 429/500 (after
+/// k), reset mid-stream, no usage, keep-alive comments, slow start.
+async fn answer(
+    script: Script,
+    req: &ChatRequest,
+    reset: &ResetHandle,
+    stream: bool,
+    tracker: Tracker,
+) -> Response {
     let echo = echo_text(req);
     let mut answer = Answer::new(req);
     answer.content = split_text(&echo, 3);
@@ -731,19 +1015,43 @@ async fn answer(script: Script, req: &ChatRequest, stream: bool, tracker: Tracke
             }
         }
         Script::Stall(chunks) => {
-            answer.content = (0..chunks).map(|i| format!("tok{i} ")).collect();
-            answer.stall = true;
+            answer.content = tokens(chunks);
+            answer.ending = Ending::Stall;
         }
-        Script::Reasoning => {
-            answer.reasoning = REASONING_STEPS.iter().map(ToString::to_string).collect();
+        Script::ResetMid(chunks) => {
+            answer.content = tokens(chunks);
+            answer.ending = Ending::Reset(reset.clone());
         }
+        Script::NoUsage(chunks) | Script::Comments(chunks) => {
+            answer.content = token_chunks(chunks, &echo);
+            answer.with_usage = !matches!(script, Script::NoUsage(_));
+        }
+        Script::SlowStart { wait, chunks } => {
+            answer.content = token_chunks(chunks, &echo);
+            if stream {
+                answer.first_gap = wait;
+            } else {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Script::Reasoning => answer.reasoning = owned(REASONING_STEPS),
+        Script::GlmThinking => answer.reasoning = owned(GLM_THINKING_STEPS),
         _ => {}
     }
     if stream {
-        sse_response(answer.stream_steps(), tracker)
+        let steps = answer.stream_steps();
+        let steps = match script {
+            Script::Comments(_) => with_keep_alives(steps),
+            _ => steps,
+        };
+        sse_response(steps, tracker)
     } else {
         tracker.finish(Json(answer.completion()).into_response())
     }
+}
+
+fn owned(texts: &[&str]) -> Vec<String> {
+    texts.iter().map(ToString::to_string).collect()
 }
 
 async fn models() -> Json<Value> {
@@ -756,6 +1064,35 @@ async fn models() -> Json<Value> {
 
 async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
     Json(app.stats.snapshot())
+}
+
+#[derive(Deserialize)]
+struct LastRequestQuery {
+    model: Option<String>,
+}
+
+async fn last_request(
+    State(app): State<Arc<App>>,
+    Query(query): Query<LastRequestQuery>,
+) -> Response {
+    let Some(model) = query.model else {
+        let message = "missing query parameter 'model'";
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            message,
+            "invalid_request_error",
+            None,
+        );
+    };
+    match app.stats.last_request(&model) {
+        Some(body) => Json(body).into_response(),
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            &format!("no request received for model '{model}'"),
+            "invalid_request_error",
+            Some("no_request"),
+        ),
+    }
 }
 
 async fn reset_stats(State(app): State<Arc<App>>) -> StatusCode {
@@ -771,24 +1108,32 @@ fn router(app: Arc<App>) -> Router {
         .nest("/v1", api.clone())
         .merge(api)
         .route("/stats", get(stats))
+        .route("/last_request", get(last_request))
         .route("/reset", post(reset_stats))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(app)
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
+/// Resolves on SIGTERM or SIGINT. The handlers are installed at once (not on first poll), so a
+/// signal sent right after the `LISTENING` line never meets the default action.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 #[tokio::main]
@@ -802,6 +1147,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let service = router(app).into_make_service_with_connect_info::<ResetHandle>();
     let server = axum::serve(ResettableListener(listener), service);
+    let shutdown = shutdown_signal()?;
 
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "LISTENING http://{addr}")?;
@@ -811,7 +1157,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // No graceful shutdown: hanging/stalled connections would never drain.
     tokio::select! {
         result = server.into_future() => result?,
-        () = shutdown_signal() => {}
+        () = shutdown => {}
     }
     Ok(())
 }
@@ -829,6 +1175,10 @@ mod tests {
         assert_eq!(Script::parse("fake-garbage"), Script::Garbage);
         assert_eq!(Script::parse("fake-reset"), Script::Reset);
         assert_eq!(Script::parse("fake-reasoning"), Script::Reasoning);
+        assert_eq!(Script::parse("fake-503"), Script::Unavailable);
+        assert_eq!(Script::parse("fake-truncated"), Script::Truncated);
+        assert_eq!(Script::parse("fake-nochoices"), Script::NoChoices);
+        assert_eq!(Script::parse("fake-glm-thinking"), Script::GlmThinking);
     }
 
     #[test]
@@ -845,8 +1195,22 @@ mod tests {
             }
         );
         assert_eq!(Script::parse("fake-stall-2"), Script::Stall(2));
-        assert_eq!(Script::parse("fake-429-2"), Script::RateLimited(2));
-        assert_eq!(Script::parse("fake-429-0"), Script::RateLimited(0));
+        let rate_limited = |limit, retry_after| Script::RateLimited { limit, retry_after };
+        assert_eq!(Script::parse("fake-429-2"), rate_limited(2, 0));
+        assert_eq!(Script::parse("fake-429-0"), rate_limited(0, 0));
+        assert_eq!(Script::parse("fake-429r1-2"), rate_limited(2, 1));
+        assert_eq!(Script::parse("fake-429r0-3"), rate_limited(3, 0));
+        assert_eq!(Script::parse("fake-500-2"), Script::ServerErrorFirst(2));
+        assert_eq!(Script::parse("fake-resetmid-3"), Script::ResetMid(3));
+        assert_eq!(Script::parse("fake-nousage-4"), Script::NoUsage(4));
+        assert_eq!(Script::parse("fake-comments-5"), Script::Comments(5));
+        assert_eq!(
+            Script::parse("fake-slowstart-300x2"),
+            Script::SlowStart {
+                wait: Duration::from_millis(300),
+                chunks: 2
+            }
+        );
     }
 
     #[test]
@@ -867,6 +1231,25 @@ mod tests {
             "fake-stall-",
             "fake-429-two",
             "fake-429-99999999999",
+            "fake-429r",
+            "fake-429r1",
+            "fake-429r1-",
+            "fake-429r-2",
+            "fake-429rx-2",
+            "fake-429r1-2-3",
+            "fake-500-",
+            "fake-500-x",
+            "fake-503-1",
+            "fake-resetmid-",
+            "fake-truncated-1",
+            "fake-nochoices2",
+            "fake-nousage-",
+            "fake-glm",
+            "fake-comments-",
+            "fake-comments-a",
+            "fake-slowstart-100",
+            "fake-slowstart-x3",
+            "fake-slowstart-100x",
         ] {
             assert_eq!(Script::parse(model), Script::Unknown, "{model:?}");
         }
@@ -877,6 +1260,48 @@ mod tests {
         for model in EXAMPLE_MODELS {
             assert_ne!(Script::parse(model), Script::Unknown, "{model}");
         }
+    }
+
+    #[test]
+    fn keep_alives_split_events_with_crlf() {
+        let steps = VecDeque::from([
+            Step::Send("data: {\"a\":\"é\"}\n\n".to_owned()),
+            Step::Silence,
+        ]);
+        let steps: Vec<Step> = with_keep_alives(steps).into();
+        let sent: Vec<&str> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Send(text) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent.len(), 3);
+        assert_eq!(sent[0], KEEP_ALIVE);
+        assert_eq!(sent[1..].concat(), "data: {\"a\":\"é\"}\r\n\r\n");
+        assert!(matches!(steps[2], Step::Wait(_)));
+        assert!(matches!(steps[4], Step::Silence));
+    }
+
+    #[test]
+    fn peak_in_flight_and_per_model() {
+        let stats = Arc::new(Stats::default());
+        let mut a = stats.start();
+        a.set_model("m");
+        let b = stats.start();
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot["max_in_flight"], 2);
+        assert_eq!(snapshot["in_flight_by_model"], json!({ "m": 1 }));
+        drop(b);
+        stats.reset();
+        assert_eq!(stats.snapshot()["max_in_flight"], 1);
+        assert_eq!(stats.snapshot()["in_flight_by_model"], json!({ "m": 1 }));
+        a.complete();
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot["in_flight_by_model"], json!({}));
+        assert_eq!(snapshot["max_in_flight"], 1);
+        stats.reset();
+        assert_eq!(stats.snapshot()["max_in_flight"], 0);
     }
 
     #[test]

@@ -151,6 +151,7 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
     write_daemon_info(&config, &info)?;
     tracing::info!(listen = %local, pid = info.pid, home = %config.home.display(), "exai daemon listening");
     spawn_pruning(app.clone());
+    app.discover_models();
 
     let router = http::router(app.clone(), Arc::new(token), allow_remote);
     let stop_accepting = tokio_util::sync::CancellationToken::new();
@@ -176,7 +177,16 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
     );
     stop_accepting.cancel();
     app.calls.drain(config.shutdown_grace).await;
+    // Let the last answers reach their clients before the sessions close.
+    settle("answers to be written", Duration::from_secs(3), || {
+        app.health.answers_pending() == 0
+    })
+    .await;
     app.shutdown.cancel();
+    settle("sessions to close", Duration::from_secs(2), || {
+        app.health.sessions() == 0
+    })
+    .await;
     if tokio::time::timeout(Duration::from_secs(3), server)
         .await
         .is_err()
@@ -186,6 +196,18 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
     let _ = std::fs::remove_file(config.daemon_info_path());
     tracing::info!("exai daemon stopped");
     Ok(())
+}
+
+/// Waits (polling, bounded: this is shutdown) until `done` holds.
+async fn settle(what: &str, limit: Duration, done: impl Fn() -> bool) {
+    let until = tokio::time::Instant::now() + limit;
+    while !done() {
+        if tokio::time::Instant::now() >= until {
+            tracing::warn!("shutdown: gave up waiting for {what}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn write_daemon_info(config: &Config, info: &DaemonInfo) -> Result<(), DaemonError> {

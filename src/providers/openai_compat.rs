@@ -4,12 +4,14 @@ use std::time::{Duration, Instant};
 
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{CallObserver, ChatRequest, ChatResponse, Provider, ProviderError};
-use crate::config::{EndpointConfig, Secret};
+use super::retry::AttemptError;
+use super::{
+    CallObserver, ChatRequest, ChatResponse, ModelInfo, ProviderError, hint_for, shape_body,
+};
+use crate::config::{EndpointConfig, ProviderKind, Secret};
 
 /// Longest error body read from a failed request.
 const MAX_ERROR_BODY: usize = 16 * 1024;
@@ -17,10 +19,12 @@ const MAX_ERROR_BODY: usize = 16 * 1024;
 /// An OpenAI-compatible endpoint.
 pub struct OpenAiCompatible {
     name: String,
+    kind: ProviderKind,
     base_url: String,
     api_key: Option<Secret>,
-    default_model: Option<String>,
+    key_source: Option<String>,
     idle_timeout: Duration,
+    first_token_timeout: Duration,
     http: reqwest::Client,
 }
 
@@ -29,6 +33,7 @@ impl OpenAiCompatible {
         endpoint: &EndpointConfig,
         connect_timeout: Duration,
         idle_timeout: Duration,
+        first_token_timeout: Duration,
     ) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
@@ -37,86 +42,131 @@ impl OpenAiCompatible {
             .unwrap_or_else(|_| reqwest::Client::new());
         Self {
             name: endpoint.name.clone(),
+            kind: endpoint.kind,
             base_url: endpoint.base_url.clone(),
             api_key: endpoint.api_key.clone(),
-            default_model: endpoint.default_model.clone(),
+            key_source: endpoint
+                .key_source
+                .clone()
+                .filter(|_| endpoint.api_key.is_some() || endpoint.kind != ProviderKind::Custom),
             idle_timeout,
+            first_token_timeout,
             http,
         }
     }
 
-    fn idle(&self, what: &str) -> ProviderError {
-        ProviderError::Idle {
-            provider: self.name.clone(),
-            what: what.to_string(),
-            waited_s: self.idle_timeout.as_secs(),
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        match &self.api_key {
+            Some(key) => builder.bearer_auth(key.expose()),
+            None => builder,
         }
     }
 
-    async fn stream_chat(
-        &self,
-        request: ChatRequest,
-        observer: &dyn CallObserver,
-    ) -> Result<ChatResponse, ProviderError> {
-        let url = format!("{}/chat/completions", self.base_url);
-        let mut body = json!({
-            "model": request.model,
-            "messages": request.messages,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-        });
-        if let Some(t) = request.temperature {
-            body["temperature"] = json!(t);
-        }
-        let mut builder = self.http.post(&url).json(&body);
-        if let Some(key) = &self.api_key {
-            builder = builder.bearer_auth(key.expose());
-        }
-        observer.model(&self.name, &request.model);
-        observer.stage(format!("waiting for {} to answer", self.name));
-        tracing::info!(provider = %self.name, model = %request.model, "provider request sent");
-        let started = Instant::now();
-        let response = tokio::time::timeout(self.idle_timeout, builder.send())
+    /// `GET /models`: the ids the endpoint serves.
+    pub async fn list_models(&self) -> Result<Vec<String>, String> {
+        let response = self
+            .request(reqwest::Method::GET, "/models")
+            .send()
             .await
-            .map_err(|_| self.idle("waiting for response headers"))?
+            .map_err(|e| error_chain(&e))?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status().as_u16()));
+        }
+        let list: ModelList = response.json().await.map_err(|e| e.to_string())?;
+        Ok(list.data.into_iter().map(|m| m.id).collect())
+    }
+
+    /// One streaming attempt.
+    pub async fn attempt(
+        &self,
+        model: &ModelInfo,
+        request: &ChatRequest,
+        observer: &dyn CallObserver,
+        attempt: u32,
+    ) -> Result<ChatResponse, AttemptError> {
+        let mut state = Stream::default();
+        self.stream(model, request, observer, attempt, &mut state)
+            .await
+            .map_err(|error| AttemptError {
+                error,
+                content_started: state.content_started,
+            })
+    }
+
+    async fn stream(
+        &self,
+        model: &ModelInfo,
+        request: &ChatRequest,
+        observer: &dyn CallObserver,
+        attempt: u32,
+        state: &mut Stream,
+    ) -> Result<ChatResponse, ProviderError> {
+        let mut body = json!({"model": model.id, "messages": request.messages, "stream": true});
+        shape_body(self.kind, model, request, &mut body);
+        let url = format!("{}/chat/completions", self.base_url);
+        observer.stage(format!("waiting for {}", self.name));
+        tracing::info!(provider = %self.name, model = %model.id, attempt, "provider request sent");
+        let started = Instant::now();
+        let send = self
+            .request(reqwest::Method::POST, "/chat/completions")
+            .json(&body)
+            .send();
+        let response = tokio::time::timeout(self.idle_timeout, send)
+            .await
+            .map_err(|_| self.idle(model, "waiting for response headers", self.idle_timeout))?
             .map_err(|e| ProviderError::Connect {
                 provider: self.name.clone(),
                 url: url.clone(),
                 detail: error_chain(&e),
             })?;
         let status = response.status();
-        tracing::info!(provider = %self.name, status = status.as_u16(), "provider response headers");
+        tracing::info!(provider = %self.name, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "provider response headers");
         if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             return Err(ProviderError::Status {
                 provider: self.name.clone(),
+                model: model.id.clone(),
                 status: status.as_u16(),
                 message: self.error_message(response).await,
+                hint: hint_for(self.kind, self.key_source.as_deref(), status.as_u16()),
+                retry_after,
             });
         }
-        observer.stage("waiting for first token".into());
+        observer.stage("waiting for the first token".into());
         let mut events = response.bytes_stream().eventsource();
         let mut answer = ChatResponse {
             provider: self.name.clone(),
-            model: request.model.clone(),
-            attempts: 1,
+            model: model.id.clone(),
             ..Default::default()
         };
         let mut reasoning = String::new();
         let mut finished = false;
-        let mut streaming = false;
+        let mut saw_choice = false;
         loop {
-            let what = if streaming {
-                "streaming the answer"
+            let (limit, what) = if state.content_started {
+                (self.idle_timeout, "streaming the answer")
             } else {
-                "waiting for the first token"
+                (
+                    self.first_token_timeout.min(self.idle_timeout),
+                    "waiting for the first token",
+                )
             };
-            let event = match tokio::time::timeout(self.idle_timeout, events.next()).await {
-                Err(_) => return Err(self.idle(what)),
+            let event = match tokio::time::timeout(limit, events.next()).await {
+                Err(_) => return Err(self.idle(model, what, limit)),
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
-                    return Err(ProviderError::Garbage {
+                    return Err(ProviderError::Truncated {
                         provider: self.name.clone(),
-                        detail: format!("broken event stream: {e}"),
+                        model: model.id.clone(),
+                        detail: format!("{e}"),
                     });
                 }
                 Ok(Some(Ok(event))) => event,
@@ -131,13 +181,21 @@ impl OpenAiCompatible {
             }
             let chunk: Chunk = serde_json::from_str(data).map_err(|e| ProviderError::Garbage {
                 provider: self.name.clone(),
+                model: model.id.clone(),
                 detail: format!("{e} in stream event {:?}", snippet(data)),
             })?;
             if let Some(error) = chunk.error {
                 return Err(ProviderError::Status {
                     provider: self.name.clone(),
+                    model: model.id.clone(),
                     status: 200,
-                    message: error.to_string(),
+                    message: error
+                        .get("message")
+                        .and_then(|m| m.as_str())
+                        .map(str::to_string)
+                        .unwrap_or_else(|| error.to_string()),
+                    hint: String::new(),
+                    retry_after: None,
                 });
             }
             if let Some(usage) = chunk.usage {
@@ -148,26 +206,34 @@ impl OpenAiCompatible {
                     .and_then(|d| d.reasoning_tokens);
             }
             for choice in chunk.choices {
+                saw_choice = true;
                 if let Some(text) = choice.delta.reasoning_content.filter(|t| !t.is_empty()) {
                     reasoning.push_str(&text);
                     observer.tokens(1, true);
-                    streaming =
-                        mark_first_token(streaming, &mut answer, started, observer, "thinking");
+                    state.first_token(&mut answer, started, observer, "thinking");
                 }
                 if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
                     answer.text.push_str(&text);
                     observer.tokens(1, false);
-                    streaming =
-                        mark_first_token(streaming, &mut answer, started, observer, "streaming");
+                    state.first_token(&mut answer, started, observer, "streaming");
                 }
                 if choice.finish_reason.is_some() {
                     finished = true;
                 }
             }
         }
+        if !saw_choice {
+            return Err(ProviderError::Garbage {
+                provider: self.name.clone(),
+                model: model.id.clone(),
+                detail: "the answer had no choices".into(),
+            });
+        }
         if !finished {
             return Err(ProviderError::Truncated {
                 provider: self.name.clone(),
+                model: model.id.clone(),
+                detail: "the stream ended without a finish reason or [DONE]".into(),
             });
         }
         if !reasoning.is_empty() {
@@ -178,13 +244,29 @@ impl OpenAiCompatible {
             model = %answer.model,
             tokens_in = answer.tokens_in,
             tokens_out = answer.tokens_out,
+            reasoning_tokens = answer.reasoning_tokens,
+            ttft_ms = answer.time_to_first_token.map(|t| t.as_millis() as u64),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "provider answer complete"
         );
         Ok(answer)
     }
 
+    fn idle(&self, model: &ModelInfo, what: &str, waited: Duration) -> ProviderError {
+        ProviderError::Idle {
+            provider: self.name.clone(),
+            model: model.id.clone(),
+            what: what.to_string(),
+            waited_s: waited.as_secs(),
+        }
+    }
+
     async fn error_message(&self, response: reqwest::Response) -> String {
+        let html = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("html"));
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
         while body.len() < MAX_ERROR_BODY {
@@ -194,29 +276,53 @@ impl OpenAiCompatible {
             }
         }
         let text = String::from_utf8_lossy(&body);
-        serde_json::from_str::<serde_json::Value>(&text)
+        if let Some(message) = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| {
                 v.pointer("/error/message")
+                    .or_else(|| v.get("message"))
                     .and_then(|m| m.as_str())
                     .map(str::to_string)
             })
-            .unwrap_or_else(|| snippet(&text))
+        {
+            return message;
+        }
+        if html || text.trim_start().starts_with('<') {
+            let title = text
+                .split("<title>")
+                .nth(1)
+                .or_else(|| text.split("<h1>").nth(1))
+                .and_then(|t| t.split('<').next())
+                .unwrap_or("no title");
+            return format!("an HTML error page ({})", title.trim());
+        }
+        snippet(&text)
     }
 }
 
-fn mark_first_token(
-    streaming: bool,
-    answer: &mut ChatResponse,
-    started: Instant,
-    observer: &dyn CallObserver,
-    stage: &str,
-) -> bool {
-    if !streaming {
-        answer.time_to_first_token = Some(started.elapsed());
-        observer.stage(stage.to_string());
+/// Per-attempt streaming state.
+#[derive(Default)]
+struct Stream {
+    content_started: bool,
+}
+
+impl Stream {
+    fn first_token(
+        &mut self,
+        answer: &mut ChatResponse,
+        started: Instant,
+        observer: &dyn CallObserver,
+        stage: &str,
+    ) {
+        if !self.content_started {
+            self.content_started = true;
+            answer.time_to_first_token = Some(started.elapsed());
+            observer.stage(stage.to_string());
+        } else if stage == "streaming" && answer.text.len() <= 4 {
+            // The answer proper started after reasoning.
+            observer.stage(stage.to_string());
+        }
     }
-    true
 }
 
 fn snippet(text: &str) -> String {
@@ -239,23 +345,14 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-impl Provider for OpenAiCompatible {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn base_url(&self) -> &str {
-        &self.base_url
-    }
-    fn default_model(&self) -> Option<&str> {
-        self.default_model.as_deref()
-    }
-    fn chat<'a>(
-        &'a self,
-        request: ChatRequest,
-        observer: &'a dyn CallObserver,
-    ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
-        Box::pin(self.stream_chat(request, observer))
-    }
+#[derive(Deserialize)]
+struct ModelList {
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Deserialize)]
+struct ModelEntry {
+    id: String,
 }
 
 #[derive(Deserialize)]

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::{ExaiTool, ToolContext, ToolFuture, definition, parse_arguments};
 use crate::calls::{ToolFailure, Usage};
-use crate::providers::{ChatMessage, ChatRequest};
+use crate::providers::{ChatMessage, ChatRequest, Need};
 
 const SYSTEM_PROMPT: &str = include_str!("prompts/chat.txt");
 
@@ -52,12 +52,11 @@ impl ExaiTool for Chat {
                     format!("invalid arguments for chat: temperature {t} is outside 0–2"),
                 ));
             }
-            let (provider, model) = ctx
+            let target = ctx
                 .providers
-                .resolve(args.model.as_deref())
+                .resolve(args.model.as_deref(), Need::Deep)
                 .map_err(|message| ToolFailure::new("no_model", message))?;
             let request = ChatRequest {
-                model,
                 messages: vec![
                     ChatMessage {
                         role: "system",
@@ -69,14 +68,26 @@ impl ExaiTool for Chat {
                     },
                 ],
                 temperature: args.temperature,
+                thinking: None,
+                deadline: ctx.call.deadline,
             };
-            let answer = provider
-                .chat(request, &ctx.call.progress)
+            let answer = ctx
+                .providers
+                .chat(target, &request, &ctx.call.progress)
                 .await
-                .map_err(|e| ToolFailure {
-                    kind: e.kind(),
-                    message: e.to_string(),
-                    timed_out: e.is_timeout(),
+                .map_err(|failure| {
+                    ctx.call.set_usage(Usage {
+                        attempts: Some(failure.attempts),
+                        ..Usage::default()
+                    });
+                    ToolFailure {
+                        kind: failure.error.kind(),
+                        message: match failure.attempts {
+                            0 | 1 => failure.error.to_string(),
+                            n => format!("{} (after {n} attempts)", failure.error),
+                        },
+                        timed_out: failure.error.is_timeout(),
+                    }
                 })?;
             ctx.call.set_usage(Usage {
                 tokens_in: answer.tokens_in,

@@ -1,4 +1,4 @@
-//! `listmodels`: the configured endpoints and their models.
+//! `listmodels`: every provider (configured or why not), its models, aliases and context windows.
 
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool};
 use serde_json::json;
@@ -6,6 +6,8 @@ use serde_json::json;
 use super::{
     ExaiTool, NoArguments, ToolContext, ToolFuture, definition, local_read_only, parse_arguments,
 };
+use crate::calls::progress::thousands;
+use crate::providers::{ModelInfo, Providers};
 
 pub struct ListModels;
 
@@ -13,7 +15,7 @@ impl ExaiTool for ListModels {
     fn definition(&self) -> Tool {
         definition::<NoArguments>(
             "listmodels",
-            "List the model endpoints exai is configured with and their models.",
+            "List the model providers (configured or why not), their models, aliases and context windows.",
             local_read_only(),
         )
     }
@@ -21,40 +23,97 @@ impl ExaiTool for ListModels {
     fn run(&self, arguments: JsonObject, ctx: ToolContext) -> ToolFuture {
         Box::pin(async move {
             parse_arguments::<NoArguments>("listmodels", arguments)?;
-            let providers: Vec<_> = ctx
-                .providers
-                .all()
-                .iter()
-                .map(|p| {
-                    json!({
-                        "provider": p.name(),
-                        "base_url": p.base_url(),
-                        "default_model": p.default_model(),
-                    })
-                })
-                .collect();
-            let text = if providers.is_empty() {
-                "No model provider is configured. Set CUSTOM_API_URL (and CUSTOM_API_KEY, \
-                 CUSTOM_MODEL_NAME) to an OpenAI-compatible endpoint."
-                    .to_string()
-            } else {
-                ctx.providers
-                    .all()
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{} — {} — default model: {}",
-                            p.name(),
-                            p.base_url(),
-                            p.default_model().unwrap_or("(none; pass `model`)")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            };
+            let (text, structured) = describe(&ctx.providers);
             let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
-            result.structured_content = Some(json!({ "providers": providers }));
+            result.structured_content = Some(structured);
             Ok(result)
         })
     }
+}
+
+fn models_of(providers: &Providers, name: &str, declared: &[String]) -> Vec<ModelInfo> {
+    let mut models: Vec<ModelInfo> = providers.catalog().of_provider(name).cloned().collect();
+    for id in declared.iter().cloned().chain(providers.discovered(name)) {
+        if !models.iter().any(|m| m.id == id) {
+            models.push(
+                providers
+                    .catalog()
+                    .find(&id, None)
+                    .filter(|m| m.id == id)
+                    .map(|m| ModelInfo {
+                        provider: name.to_string(),
+                        ..m.clone()
+                    })
+                    .unwrap_or_else(|| ModelInfo::unlisted(name, &id)),
+            );
+        }
+    }
+    models
+}
+
+fn describe(providers: &Providers) -> (String, serde_json::Value) {
+    let mut lines = Vec::new();
+    let mut entries = Vec::new();
+    for endpoint in providers.usable() {
+        let config = &endpoint.config;
+        let allowed = |id: &str| {
+            config
+                .allowed_models
+                .as_ref()
+                .is_none_or(|a| a.iter().any(|m| m.eq_ignore_ascii_case(id)))
+        };
+        let models: Vec<ModelInfo> = models_of(providers, &config.name, &config.models)
+            .into_iter()
+            .filter(|m| allowed(&m.id))
+            .collect();
+        lines.push(format!(
+            "{} — configured — {} — {} model(s)",
+            config.name,
+            config.base_url,
+            models.len()
+        ));
+        for m in &models {
+            let aliases = if m.aliases.is_empty() {
+                String::new()
+            } else {
+                format!(" (aliases: {})", m.aliases.join(", "))
+            };
+            let context = if m.unlisted {
+                "context unknown".to_string()
+            } else {
+                format!("{} context", thousands(m.context_window))
+            };
+            lines.push(format!(
+                "  {}{aliases} · {context} · score {}",
+                m.id, m.score
+            ));
+        }
+        entries.push(json!({
+            "provider": config.name,
+            "configured": true,
+            "base_url": config.base_url,
+            "max_concurrency": config.max_concurrency,
+            "models": models.iter().map(|m| json!({
+                "id": m.id,
+                "aliases": m.aliases,
+                "context_window": (!m.unlisted).then_some(m.context_window),
+                "max_output": (!m.unlisted).then_some(m.max_output),
+                "thinking": m.thinking,
+                "score": m.score,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    for config in providers.unusable() {
+        let why = config.unavailable.clone().unwrap_or_default();
+        lines.push(format!("{} — not configured: {why}", config.name));
+        entries.push(json!({"provider": config.name, "configured": false, "why": why}));
+    }
+    if providers.usable().is_empty() {
+        lines.push(
+            "No provider is configured yet: set GLM_API_KEY, KIMI_API_KEY, OPENAI_API_KEY, \
+                    OPENROUTER_API_KEY, or CUSTOM_API_URL for any OpenAI-compatible endpoint."
+                .into(),
+        );
+    }
+    (lines.join("\n"), json!({ "providers": entries }))
 }

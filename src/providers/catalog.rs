@@ -1,0 +1,220 @@
+//! The model catalog: what exai knows about each model (context, output, thinking, score).
+//!
+//! A catalog ships inside the binary (`models.toml`); a user file extends or
+//! overrides it. Models a provider reports but the catalog does not know get
+//! conservative defaults.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+const BUILT_IN: &str = include_str!("models.toml");
+
+/// Whether and how a model reasons before answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Thinking {
+    #[default]
+    None,
+    Optional,
+    DefaultOn,
+    Always,
+}
+
+/// One model as the catalog describes it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelInfo {
+    pub id: String,
+    pub provider: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default = "default_context")]
+    pub context_window: u64,
+    #[serde(default = "default_output")]
+    pub max_output: u64,
+    #[serde(default)]
+    pub thinking: Thinking,
+    #[serde(default)]
+    pub vision: bool,
+    #[serde(default)]
+    pub tools: bool,
+    #[serde(default)]
+    pub web_search: bool,
+    #[serde(default)]
+    pub fixed_sampling: bool,
+    #[serde(default = "default_score")]
+    pub score: u32,
+    #[serde(default)]
+    pub fast: bool,
+    /// Not from the catalog: reported by the provider or named by the user.
+    #[serde(default, skip_deserializing)]
+    pub unlisted: bool,
+}
+
+fn default_context() -> u64 {
+    32_768
+}
+fn default_output() -> u64 {
+    8_192
+}
+fn default_score() -> u32 {
+    50
+}
+
+impl ModelInfo {
+    /// Conservative defaults for a model the catalog does not know.
+    pub fn unlisted(provider: &str, id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            provider: provider.to_string(),
+            aliases: Vec::new(),
+            context_window: default_context(),
+            max_output: default_output(),
+            thinking: Thinking::None,
+            vision: false,
+            tools: false,
+            web_search: false,
+            fixed_sampling: false,
+            score: 40,
+            fast: false,
+            unlisted: true,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    #[serde(default)]
+    model: Vec<ModelInfo>,
+}
+
+/// Why a catalog file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("model catalog {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// All known models.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    models: Vec<ModelInfo>,
+}
+
+impl Catalog {
+    /// The built-in catalog, extended or overridden by `user_file`.
+    pub fn load(user_file: Option<&Path>) -> Result<Self, CatalogError> {
+        let mut models = parse(BUILT_IN, "built-in models.toml")?;
+        if let Some(path) = user_file {
+            let text = std::fs::read_to_string(path).map_err(|e| CatalogError::Invalid {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            for model in parse(&text, &path.display().to_string())? {
+                models.retain(|m| !(m.id == model.id && m.provider == model.provider));
+                models.push(model);
+            }
+        }
+        Ok(Self { models })
+    }
+
+    pub fn built_in() -> Self {
+        // The built-in file is checked by a unit test; an empty catalog is the safe fallback.
+        Self::load(None).unwrap_or(Self { models: Vec::new() })
+    }
+
+    /// Models of `provider`.
+    pub fn of_provider<'a>(
+        &'a self,
+        provider: &'a str,
+    ) -> impl Iterator<Item = &'a ModelInfo> + 'a {
+        self.models.iter().filter(move |m| m.provider == provider)
+    }
+
+    /// A model by id or alias, optionally within one provider.
+    pub fn find(&self, name: &str, provider: Option<&str>) -> Option<&ModelInfo> {
+        let wanted = name.to_ascii_lowercase();
+        let in_scope = |m: &&ModelInfo| provider.is_none_or(|p| m.provider == p);
+        self.models
+            .iter()
+            .filter(in_scope)
+            .find(|m| m.id.eq_ignore_ascii_case(&wanted))
+            .or_else(|| {
+                self.models
+                    .iter()
+                    .filter(in_scope)
+                    .find(|m| m.aliases.iter().any(|a| a.eq_ignore_ascii_case(&wanted)))
+            })
+    }
+
+    /// Alias → id, for listing.
+    pub fn aliases(&self) -> HashMap<&str, &str> {
+        self.models
+            .iter()
+            .flat_map(|m| m.aliases.iter().map(move |a| (a.as_str(), m.id.as_str())))
+            .collect()
+    }
+}
+
+fn parse(text: &str, origin: &str) -> Result<Vec<ModelInfo>, CatalogError> {
+    let file: CatalogFile = toml::from_str(text).map_err(|e| CatalogError::Invalid {
+        path: origin.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(file.model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_catalog_parses_and_has_each_provider() {
+        let catalog = Catalog::load(None).unwrap();
+        for provider in ["glm", "kimi", "openai", "openrouter"] {
+            assert!(catalog.of_provider(provider).count() >= 1, "{provider}");
+        }
+        let mut ids: Vec<_> = catalog
+            .models
+            .iter()
+            .map(|m| (&m.provider, &m.id))
+            .collect();
+        let before = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), before, "duplicate ids");
+    }
+
+    #[test]
+    fn aliases_and_case_find_models() {
+        let catalog = Catalog::built_in();
+        assert_eq!(catalog.find("kimi", None).unwrap().id, "kimi-k3");
+        assert_eq!(catalog.find("GLM-4.7", None).unwrap().provider, "glm");
+        assert!(catalog.find("glm-4.7", Some("kimi")).is_none());
+    }
+
+    #[test]
+    fn a_user_file_overrides_and_extends() {
+        let dir = std::env::temp_dir().join(format!("exai-catalog-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("models.toml");
+        std::fs::write(
+            &path,
+            "[[model]]\nid = \"glm-4.7\"\nprovider = \"glm\"\nscore = 99\n\n[[model]]\nid = \"qwen3\"\nprovider = \"ollama\"\n",
+        )
+        .unwrap();
+        let catalog = Catalog::load(Some(&path)).unwrap();
+        assert_eq!(catalog.find("glm-4.7", None).unwrap().score, 99);
+        assert_eq!(catalog.find("qwen3", None).unwrap().provider, "ollama");
+        std::fs::write(
+            &path,
+            "[[model]]\nid = \"x\"\nprovider = \"y\"\nbogus = 1\n",
+        )
+        .unwrap();
+        let err = Catalog::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+}

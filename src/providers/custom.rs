@@ -1,0 +1,12 @@
+//! Any OpenAI-compatible endpoint (Ollama, vLLM, LM Studio, a company gateway): the plain protocol.
+
+use serde_json::{Value, json};
+
+use super::{ChatRequest, ModelInfo};
+
+pub fn shape(_model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
+    body["stream_options"] = json!({"include_usage": true});
+    if let Some(t) = request.temperature {
+        body["temperature"] = json!(t);
+    }
+}
