@@ -102,6 +102,10 @@ pub struct FinishedCall {
     pub model: Option<String>,
     pub tokens_in: Option<i64>,
     pub tokens_out: Option<i64>,
+    pub reasoning_tokens: Option<i64>,
+    pub time_to_first_token_ms: Option<i64>,
+    /// The model's reasoning, kept apart from the answer.
+    pub reasoning: Option<String>,
     pub attempts: Option<i64>,
     pub progress_count: i64,
     pub last_progress: Option<String>,
@@ -132,6 +136,10 @@ pub struct CallRow {
     pub model: Option<String>,
     pub tokens_in: Option<i64>,
     pub tokens_out: Option<i64>,
+    pub reasoning_tokens: Option<i64>,
+    pub time_to_first_token_ms: Option<i64>,
+    /// The model's reasoning, kept apart from the answer.
+    pub reasoning: Option<String>,
     pub attempts: Option<i64>,
     pub progress_count: i64,
     pub last_progress: Option<String>,
@@ -187,7 +195,10 @@ CREATE TABLE IF NOT EXISTS calls (
     result TEXT,
     is_error INTEGER NOT NULL DEFAULT 0,
     delivery TEXT NOT NULL DEFAULT 'pending',
-    owner_pid INTEGER NOT NULL
+    owner_pid INTEGER NOT NULL,
+    reasoning_tokens INTEGER,
+    time_to_first_token_ms INTEGER,
+    reasoning TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_by_received ON calls(received_at_ms);
 CREATE INDEX IF NOT EXISTS calls_by_state ON calls(state);
@@ -196,7 +207,28 @@ CREATE INDEX IF NOT EXISTS calls_by_state ON calls(state);
 const COLUMNS: &str = "id, session_id, client_name, client_version, transport, tool, arguments, state, \
     received_at_ms, started_at_ms, finished_at_ms, deadline_at_ms, duration_ms, provider, model, \
     tokens_in, tokens_out, attempts, progress_count, last_progress, error_kind, error_message, \
-    result, is_error, delivery, owner_pid";
+    result, is_error, delivery, owner_pid, reasoning_tokens, time_to_first_token_ms, reasoning";
+
+/// Columns added after the first release of the schema: (name, type).
+const ADDED_COLUMNS: [(&str, &str); 3] = [
+    ("reasoning_tokens", "INTEGER"),
+    ("time_to_first_token_ms", "INTEGER"),
+    ("reasoning", "TEXT"),
+];
+
+/// Brings an older store up to the current schema.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('calls')")?;
+    let existing: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (name, kind) in ADDED_COLUMNS {
+        if !existing.iter().any(|c| c == name) {
+            conn.execute_batch(&format!("ALTER TABLE calls ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
+}
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let wrap = |source| StoreError::Sqlite {
@@ -210,6 +242,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(wrap)?;
     conn.execute_batch(SCHEMA).map_err(wrap)?;
+    migrate(&conn).map_err(wrap)?;
     Ok(conn)
 }
 
@@ -430,7 +463,8 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
                 "UPDATE calls SET state = ?2, started_at_ms = COALESCE(?3, started_at_ms), finished_at_ms = ?4, \
                  duration_ms = ?4 - received_at_ms, provider = ?5, model = ?6, tokens_in = ?7, tokens_out = ?8, \
                  attempts = ?9, progress_count = ?10, last_progress = ?11, error_kind = ?12, error_message = ?13, \
-                 result = ?14, is_error = ?15 WHERE id = ?1",
+                 result = ?14, is_error = ?15, reasoning_tokens = ?16, time_to_first_token_ms = ?17, \
+                 reasoning = ?18 WHERE id = ?1",
             )?
             .execute(params![
                 id,
@@ -447,7 +481,10 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
                 done.error_kind,
                 done.error_message,
                 done.result,
-                done.is_error
+                done.is_error,
+                done.reasoning_tokens,
+                done.time_to_first_token_ms,
+                done.reasoning
             ])?;
         }
         WriteOp::Barrier => {}
@@ -602,6 +639,9 @@ fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
         is_error: r.get(23)?,
         delivery: r.get(24)?,
         owner_pid: r.get(25)?,
+        reasoning_tokens: r.get(26)?,
+        time_to_first_token_ms: r.get(27)?,
+        reasoning: r.get(28)?,
     })
 }
 

@@ -87,6 +87,7 @@ pub struct LiveCall {
     detached: AtomicBool,
     started_at_ms: Mutex<Option<i64>>,
     usage: Mutex<Usage>,
+    reasoning: Mutex<Option<String>>,
 }
 
 impl LiveCall {
@@ -230,6 +231,7 @@ impl Calls {
             detached: AtomicBool::new(false),
             started_at_ms: Mutex::new(None),
             usage: Mutex::new(Usage::default()),
+            reasoning: Mutex::new(None),
         });
         self.live_map().insert(id, call.clone());
         tracing::info!(
@@ -368,6 +370,14 @@ impl Calls {
                 .or((snapshot.tokens_out > 0).then_some(snapshot.tokens_out))
                 .map(|t| t as i64),
             attempts: usage.attempts.map(i64::from),
+            reasoning_tokens: usage.reasoning_tokens.map(|t| t as i64),
+            time_to_first_token_ms: usage.time_to_first_token.map(|t| t.as_millis() as i64),
+            reasoning: call
+                .reasoning
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .map(|r| redact::cap(r, redact::MAX_RESULT_CHARS)),
             progress_count,
             last_progress,
             error_kind: failure.as_ref().map(|f| f.0.to_string()),
@@ -475,6 +485,8 @@ impl Calls {
 pub struct Usage {
     pub tokens_in: Option<u64>,
     pub tokens_out: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
+    pub time_to_first_token: Option<Duration>,
     pub attempts: Option<u32>,
 }
 
@@ -482,6 +494,11 @@ impl LiveCall {
     /// Reports the provider's usage figures for the record.
     pub fn set_usage(&self, usage: Usage) {
         *self.usage_slot() = usage;
+    }
+
+    /// Keeps the model's reasoning for the record (apart from the answer).
+    pub fn set_reasoning(&self, reasoning: Option<String>) {
+        *self.reasoning.lock().unwrap_or_else(|p| p.into_inner()) = reasoning;
     }
 
     fn usage(&self) -> Usage {

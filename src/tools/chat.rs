@@ -92,8 +92,11 @@ impl ExaiTool for Chat {
             ctx.call.set_usage(Usage {
                 tokens_in: answer.tokens_in,
                 tokens_out: answer.tokens_out,
+                reasoning_tokens: answer.reasoning_tokens,
+                time_to_first_token: answer.time_to_first_token,
                 attempts: Some(answer.attempts),
             });
+            ctx.call.set_reasoning(answer.reasoning);
             Ok(CallToolResult::success(vec![ContentBlock::text(
                 answer.text,
             )]))

@@ -179,7 +179,10 @@ impl Daemon {
             ("CUSTOM_MODEL_NAME".into(), "fake-fast".into()),
             ("EXAI_PROGRESS_INTERVAL_S".into(), "0.5".into()),
         ];
-        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        for (k, v) in env {
+            all.retain(|(key, _)| key != k);
+            all.push((k.to_string(), v.to_string()));
+        }
         let _ = std::fs::remove_file(home.join("daemon.json"));
         let child = Command::new(EXAI)
             .args(["daemon", "--listen", listen])

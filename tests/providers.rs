@@ -1,0 +1,369 @@
+//! Providers through the real binary: several at once, dialects, retries, fallback, limits, garbage.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rmcp::model::{CallToolRequestParams, ClientRequest, Request};
+use rmcp::service::PeerRequestOptions;
+use serde_json::{Value, json};
+
+/// A daemon whose GLM and Kimi providers are the fake, with no custom endpoint.
+fn glm_and_kimi(fake: &Fake, extra: &[(&str, &str)]) -> Daemon {
+    let url = format!("{}/v1", fake.url);
+    let catalog = temp_home().join("models.toml");
+    std::fs::write(
+        &catalog,
+        "[[model]]\nid = \"fake-fast\"\nprovider = \"kimi\"\nfixed_sampling = true\nthinking = \"default_on\"\nscore = 10\n\n\
+         [[model]]\nid = \"fake-glm-thinking\"\nprovider = \"glm\"\nthinking = \"default_on\"\naliases = [\"thinker\"]\nscore = 20\n",
+    )
+    .unwrap();
+    let catalog = catalog.display().to_string();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("CUSTOM_API_URL", ""),
+        ("GLM_API_KEY", "glm-test-key"),
+        ("GLM_API_URL", &url),
+        ("MOONSHOT_API_KEY", "kimi-test-key"),
+        ("KIMI_API_URL", &url),
+        ("EXAI_MODELS_FILE", &catalog),
+    ];
+    env.extend_from_slice(extra);
+    Daemon::start(fake, &env)
+}
+
+fn chat_with(args: Value) -> CallToolRequestParams {
+    CallToolRequestParams::new("chat").with_arguments(args.as_object().unwrap().clone())
+}
+
+fn last_request(fake: &Fake, model: &str) -> Value {
+    serde_json::from_str(&http_get(&format!(
+        "{}/last_request?model={model}",
+        fake.url
+    )))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn two_providers_at_once_by_model_name_with_their_own_dialects() {
+    let fake = Fake::start();
+    let daemon = glm_and_kimi(
+        &fake,
+        &[
+            ("GLM_ALLOWED_MODELS", "fake-glm-thinking"),
+            ("KIMI_ALLOWED_MODELS", "fake-fast"),
+        ],
+    );
+    let (client, seen) = stdio_client(&daemon.stdio_env(), &[]).await;
+
+    // An alias from the user's catalog file, served by GLM; reasoning streams first.
+    let glm = client
+        .call_tool(chat_with(
+            json!({"prompt": "think", "model": "thinker", "temperature": 1.7}),
+        ))
+        .await
+        .unwrap();
+    assert!(text_of(&glm).ends_with("echo: think"), "{}", text_of(&glm));
+    let record = daemon.final_record(&call_id_of(&glm));
+    assert_eq!(record.provider.as_deref(), Some("glm"));
+    assert_eq!(record.model.as_deref(), Some("fake-glm-thinking"));
+    let sent = last_request(&fake, "fake-glm-thinking");
+    assert_eq!(
+        sent["temperature"], 1.0,
+        "GLM temperatures are clamped to 0–1: {sent}"
+    );
+    assert!(sent.get("stream_options").is_none(), "{sent}");
+    assert_eq!(sent["_has_auth"], true);
+    assert_eq!(
+        record.reasoning.as_deref(),
+        Some("Let me think. Step two. "),
+        "reasoning kept apart"
+    );
+    assert!(record.reasoning_tokens.unwrap_or(0) > 0);
+    assert!(record.time_to_first_token_ms.is_some());
+    assert!(
+        !text_of(&glm).contains("Let me think"),
+        "the answer carries no reasoning"
+    );
+    drop(seen);
+
+    // `provider:model` picks Kimi; kimi-* style models take no sampling parameters.
+    let kimi = client
+        .call_tool(chat_with(
+            json!({"prompt": "k", "model": "kimi:fake-fast", "temperature": 0.3}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&kimi), "echo: k");
+    assert_eq!(
+        daemon.final_record(&call_id_of(&kimi)).provider.as_deref(),
+        Some("kimi")
+    );
+    let sent = last_request(&fake, "fake-fast");
+    assert!(sent.get("temperature").is_none(), "fixed sampling: {sent}");
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+
+    // `auto` picks the best-scoring model the allow-lists leave.
+    let auto = client
+        .call_tool(chat_with(json!({"prompt": "a"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        daemon.final_record(&call_id_of(&auto)).model.as_deref(),
+        Some("fake-glm-thinking")
+    );
+    let refused = client.call_tool(chat("x", "kimi-k3")).await.unwrap();
+    assert!(
+        text_of(&refused).contains("not in kimi's allowed models"),
+        "{}",
+        text_of(&refused)
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_and_unconfigured_models_say_what_is_available() {
+    let fake = Fake::start();
+    let daemon = glm_and_kimi(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let unknown = client.call_tool(chat("x", "gpt-5")).await.unwrap();
+    assert_eq!(unknown.is_error, Some(true));
+    let text = text_of(&unknown);
+    assert!(
+        text.contains("needs provider openai, which is not configured (OPENAI_API_KEY not set)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Available:")
+            && text.contains("glm:fake-glm-thinking")
+            && text.contains("kimi:"),
+        "{text}"
+    );
+    let models = client
+        .call_tool(CallToolRequestParams::new("listmodels"))
+        .await
+        .unwrap();
+    let listing = text_of(&models);
+    assert!(listing.contains("glm — configured"), "{listing}");
+    assert!(
+        listing.contains("openai — not configured: OPENAI_API_KEY not set"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("kimi-k3 (aliases: kimi) · 262,144 context"),
+        "{listing}"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn rate_limits_are_retried_honouring_retry_after() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, seen) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let started = Instant::now();
+    let result = client
+        .call_tool(chat("patience", "fake-429r1-2"))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&result), "echo: patience");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "two Retry-After: 1 waits"
+    );
+    let record = daemon.final_record(&call_id_of(&result));
+    assert_eq!(record.attempts, Some(3));
+    assert_eq!(fake.stats()["by_model"]["fake-429r1-2"], 3);
+    let messages: Vec<String> = seen
+        .progress
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.message.clone())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("retrying in 1.0 s after: HTTP 429 (attempt 2 of 4)")),
+        "{messages:?}"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn auth_failures_and_content_resets_are_not_retried() {
+    let fake = Fake::start();
+    let daemon = glm_and_kimi(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let rejected = client.call_tool(chat("x", "glm:fake-401")).await.unwrap();
+    let text = text_of(&rejected);
+    assert!(text.contains("glm (fake-401) answered HTTP 401: invalid api key — the key was rejected; check GLM_API_KEY"), "{text}");
+    assert!(!text.contains("glm-test-key"));
+    let reset = client
+        .call_tool(chat("x", "glm:fake-resetmid-3"))
+        .await
+        .unwrap();
+    let text = text_of(&reset);
+    assert!(
+        text.contains("closed the connection before the answer was complete"),
+        "{text}"
+    );
+    let stats = fake.stats();
+    assert_eq!(stats["by_model"]["fake-401"], 1, "401 is not retried");
+    assert_eq!(
+        stats["by_model"]["fake-resetmid-3"], 1,
+        "no retry once content streamed"
+    );
+    assert_eq!(daemon.final_record(&call_id_of(&reset)).attempts, Some(1));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failing_model_falls_back_inside_the_deadline() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(
+        &fake,
+        &[
+            ("EXAI_FALLBACK_MODELS", "fake-fast"),
+            ("EXAI_RETRY_ATTEMPTS", "2"),
+            ("EXAI_RETRY_BASE_S", "0.05"),
+        ],
+    );
+    let (client, seen) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client.call_tool(chat("plan b", "fake-500")).await.unwrap();
+    assert_eq!(text_of(&result), "echo: plan b");
+    let record = daemon.final_record(&call_id_of(&result));
+    assert_eq!(record.model.as_deref(), Some("fake-fast"));
+    assert_eq!(
+        record.attempts,
+        Some(3),
+        "two at fake-500, one at the fallback"
+    );
+    drop(seen);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_limit_queues_in_order_and_shows_the_queue() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_PROVIDER_CONCURRENCY", "2")]);
+    let (client, seen) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let peer = client.peer().clone();
+    let calls = (0..10).map(|i| {
+        let peer = peer.clone();
+        async move {
+            text_of(
+                &peer
+                    .call_tool(chat(&format!("q{i}"), "fake-delay-300"))
+                    .await
+                    .unwrap(),
+            )
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer, &format!("echo: q{i}"));
+    }
+    assert_eq!(fake.stats()["max_in_flight"], 2);
+    let messages: Vec<String> = seen
+        .progress
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.message.clone())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("queued · 7 ahead for custom")),
+        "{messages:?}"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn provider_garbage_gets_clear_errors() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_RETRY_ATTEMPTS", "1")]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    for (model, expected) in [
+        ("fake-truncated", "malformed answer: EOF while parsing"),
+        ("fake-nochoices", "the answer had no choices"),
+        (
+            "fake-503",
+            "answered HTTP 503: an HTML error page (503 Service Unavailable)",
+        ),
+        ("fake-garbage", "malformed answer"),
+    ] {
+        let result = client.call_tool(chat("x", model)).await.unwrap();
+        assert_eq!(result.is_error, Some(true), "{model}");
+        assert!(
+            text_of(&result).contains(expected),
+            "{model}: {}",
+            text_of(&result)
+        );
+    }
+    for model in ["fake-comments-3", "fake-nousage-3"] {
+        let result = client.call_tool(chat("fine", model)).await.unwrap();
+        assert!(
+            text_of(&result).ends_with("echo: fine"),
+            "{model}: {}",
+            text_of(&result)
+        );
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_first_token_hits_its_own_timeout() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(
+        &fake,
+        &[
+            ("EXAI_FIRST_TOKEN_TIMEOUT_S", "1"),
+            ("EXAI_RETRY_ATTEMPTS", "1"),
+        ],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client
+        .call_tool(chat("x", "fake-slowstart-3000x2"))
+        .await
+        .unwrap();
+    let text = text_of(&result);
+    assert!(
+        text.contains("sent nothing for 1 s while waiting for the first token"),
+        "{text}"
+    );
+    assert_eq!(daemon.final_record(&call_id_of(&result)).state, "timed_out");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_closes_the_provider_request_at_once() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let request = ClientRequest::CallToolRequest(Request::new(chat("stop", "fake-hang")));
+    let handle = client
+        .peer()
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    wait_until_async("the provider request", Duration::from_secs(10), || {
+        (fake.stats()["in_flight"].as_u64()? == 1).then_some(())
+    })
+    .await;
+    let cancelled = Instant::now();
+    handle.cancel(None).await.unwrap();
+    wait_until_async("the abort", Duration::from_secs(5), || {
+        (fake.stats()["aborted"].as_u64()? == 1).then_some(())
+    })
+    .await;
+    let took = cancelled.elapsed();
+    // The fake polls its socket; the stats poll adds up to 20 ms on top.
+    assert!(
+        took < Duration::from_millis(150),
+        "the provider saw the abort after {took:?}"
+    );
+    client.cancel().await.unwrap();
+}
