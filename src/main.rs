@@ -56,6 +56,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The effective configuration: every setting, where it came from, the providers (keys hidden).
+    Config {
+        #[arg(long)]
+        json: bool,
+    },
     /// Is the daemon up, what is running, what failed lately.
     Status {
         #[arg(long)]
@@ -157,6 +162,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     exai::cli::list_calls(&config, &filter, json, &mut out)?
                 }
             }
+        }
+        Command::Config { json } => {
+            let config = Config::from_env()?;
+            exai::cli::show_config(&config, json, &mut std::io::stdout().lock())?;
         }
         Command::Status { json } => {
             let config = Config::from_env()?;

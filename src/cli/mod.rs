@@ -340,3 +340,133 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
     }
     Ok(())
 }
+
+/// `exai config`: the effective settings, where each came from, and the providers (keys masked).
+pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Result<(), CliError> {
+    let env_value = |var: &str| -> Option<String> {
+        let value = match var {
+            "EXAI_HOME" => config.home.display().to_string(),
+            "EXAI_LISTEN" => config.listen.to_string(),
+            "EXAI_URL" => config.daemon_url.clone(),
+            "EXAI_NO_AUTOSTART" => config.no_autostart.to_string(),
+            "EXAI_CONFIG" => config.file.as_ref().map(|f| f.display().to_string())?,
+            "DEFAULT_MODEL" => config
+                .default_model
+                .clone()
+                .unwrap_or_else(|| "auto".into()),
+            "EXAI_FALLBACK_MODELS" => config.fallback_models.join(","),
+            "EXAI_MODELS_FILE" => config
+                .catalog_file
+                .as_ref()
+                .map(|f| f.display().to_string())?,
+            "EXAI_CALL_TIMEOUT_S" => config.call_timeout.as_secs_f64().to_string(),
+            "EXAI_TOOL_TIMEOUTS" => {
+                let mut pairs: Vec<String> = config
+                    .tool_timeouts
+                    .iter()
+                    .map(|(t, d)| format!("{t}={}", d.as_secs_f64()))
+                    .collect();
+                pairs.sort();
+                pairs.join(",")
+            }
+            "EXAI_PROVIDER_CONNECT_TIMEOUT_S" => {
+                config.provider_connect_timeout.as_secs_f64().to_string()
+            }
+            "EXAI_PROVIDER_IDLE_TIMEOUT_S" => {
+                config.provider_idle_timeout.as_secs_f64().to_string()
+            }
+            "EXAI_FIRST_TOKEN_TIMEOUT_S" => config.first_token_timeout.as_secs_f64().to_string(),
+            "EXAI_PROGRESS_INTERVAL_S" => config.progress_interval.as_secs_f64().to_string(),
+            "EXAI_SHUTDOWN_GRACE_S" => config.shutdown_grace.as_secs_f64().to_string(),
+            "EXAI_MAX_MESSAGE_BYTES" => config.max_message_bytes.to_string(),
+            "EXAI_PROVIDER_CONCURRENCY" => config.default_concurrency.to_string(),
+            "EXAI_RETRY_ATTEMPTS" => config.retry.max_attempts.to_string(),
+            "EXAI_RETRY_BASE_S" => config.retry.base_delay.as_secs_f64().to_string(),
+            "EXAI_RETRY_MAX_DELAY_S" => config.retry.max_delay.as_secs_f64().to_string(),
+            "EXAI_RETRY_AFTER_CAP_S" => config.retry.max_retry_after.as_secs_f64().to_string(),
+            "EXAI_RETENTION_S" => config.retention_max_age.as_secs().to_string(),
+            "EXAI_RETENTION_ROWS" => config.retention_max_rows.to_string(),
+            // Per-provider settings are shown with the providers.
+            _ => return None,
+        };
+        Some(value)
+    };
+    let settings: Vec<(String, String, String)> = crate::config::SETTINGS
+        .iter()
+        .filter_map(|var| {
+            let value = env_value(var)?;
+            let from = config
+                .sources
+                .get(*var)
+                .cloned()
+                .unwrap_or_else(|| "default".into());
+            Some((var.to_string(), value, from))
+        })
+        .collect();
+    let providers: Vec<serde_json::Value> = config
+        .endpoints
+        .iter()
+        .map(|e| {
+            json!({
+                "name": e.name,
+                "usable": e.unavailable.is_none(),
+                "why_not": e.unavailable,
+                "base_url": e.base_url,
+                "key": match (&e.api_key, &e.key_source) {
+                    (Some(key), Some(var)) => format!("set in {var} ({} characters, hidden)", key.expose().len()),
+                    (Some(key), None) => format!("set ({} characters, hidden)", key.expose().len()),
+                    (None, Some(var)) => format!("none ({var} not set)"),
+                    (None, None) => "none needed".into(),
+                },
+                "models": e.models,
+                "allowed_models": e.allowed_models,
+                "max_concurrency": e.max_concurrency,
+            })
+        })
+        .collect();
+    if as_json {
+        let value = json!({
+            "config_file": config.file,
+            "settings": settings.iter().map(|(k, v, f)| json!({"setting": k, "value": v, "from": f})).collect::<Vec<_>>(),
+            "providers": providers,
+        });
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    match &config.file {
+        Some(file) => writeln!(out, "config file: {}", file.display())?,
+        None => writeln!(
+            out,
+            "config file: none (set EXAI_CONFIG or create ~/.config/exai/config.toml)"
+        )?,
+    }
+    writeln!(out, "\n{:<32}  {:<40}  FROM", "SETTING", "VALUE")?;
+    for (var, value, from) in &settings {
+        writeln!(out, "{var:<32}  {:<40}  {from}", one_line(value, 40))?;
+    }
+    writeln!(out, "\nproviders:")?;
+    for p in &providers {
+        let state = if p["usable"] == true {
+            "usable".to_string()
+        } else {
+            format!("not usable: {}", p["why_not"].as_str().unwrap_or("?"))
+        };
+        writeln!(out, "  {:<12} {state}", p["name"].as_str().unwrap_or("?"))?;
+        writeln!(
+            out,
+            "      url {} · key {} · at most {} at once",
+            p["base_url"].as_str().unwrap_or(""),
+            p["key"].as_str().unwrap_or(""),
+            p["max_concurrency"]
+        )?;
+        if let Some(allowed) = p["allowed_models"].as_array() {
+            let names: Vec<&str> = allowed.iter().filter_map(|m| m.as_str()).collect();
+            writeln!(out, "      allowed models: {}", names.join(", "))?;
+        }
+    }
+    Ok(())
+}

@@ -1,6 +1,8 @@
-//! Settings read from the environment (and the command line), with their defaults.
+//! Settings: the environment, then the config file, then defaults.
 
-use std::collections::HashMap;
+mod file;
+
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +18,8 @@ pub enum ConfigError {
     },
     #[error("no state directory: set EXAI_HOME, or HOME so that ~/.local/state/exai can be used")]
     NoHome,
+    #[error("config file {path}: {why}")]
+    File { path: String, why: String },
 }
 
 /// A secret value (an API key) that never prints itself.
@@ -167,14 +171,152 @@ pub struct Config {
     pub first_token_timeout: Duration,
     /// `EXAI_MODELS_FILE`: a catalog file extending the built-in one.
     pub catalog_file: Option<PathBuf>,
+    /// Requests in flight per provider unless it has its own limit.
+    pub default_concurrency: usize,
+    /// The config file read, if one was.
+    pub file: Option<PathBuf>,
+    /// Setting → where its value came from ("environment", "config file: timeouts.call").
+    pub sources: BTreeMap<String, String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 
+/// The settings `exai config` shows, by the environment variable that sets them.
+pub const SETTINGS: &[&str] = &[
+    "EXAI_HOME",
+    "EXAI_LISTEN",
+    "EXAI_URL",
+    "EXAI_NO_AUTOSTART",
+    "EXAI_CONFIG",
+    "DEFAULT_MODEL",
+    "EXAI_FALLBACK_MODELS",
+    "EXAI_MODELS_FILE",
+    "EXAI_CALL_TIMEOUT_S",
+    "EXAI_TOOL_TIMEOUTS",
+    "EXAI_PROVIDER_CONNECT_TIMEOUT_S",
+    "EXAI_PROVIDER_IDLE_TIMEOUT_S",
+    "EXAI_FIRST_TOKEN_TIMEOUT_S",
+    "EXAI_PROGRESS_INTERVAL_S",
+    "EXAI_SHUTDOWN_GRACE_S",
+    "EXAI_MAX_MESSAGE_BYTES",
+    "EXAI_PROVIDER_CONCURRENCY",
+    "EXAI_RETRY_ATTEMPTS",
+    "EXAI_RETRY_BASE_S",
+    "EXAI_RETRY_MAX_DELAY_S",
+    "EXAI_RETRY_AFTER_CAP_S",
+    "EXAI_RETENTION_S",
+    "EXAI_RETENTION_ROWS",
+    "GLM_API_URL",
+    "GLM_ALLOWED_MODELS",
+    "KIMI_API_URL",
+    "KIMI_ALLOWED_MODELS",
+    "OPENAI_BASE_URL",
+    "OPENAI_ALLOWED_MODELS",
+    "OPENROUTER_BASE_URL",
+    "OPENROUTER_ALLOWED_MODELS",
+    "CUSTOM_API_URL",
+    "CUSTOM_MODEL_NAME",
+    "CUSTOM_ALLOWED_MODELS",
+];
+
 impl Config {
-    /// Reads the process environment.
+    /// Reads the process environment and the config file.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_env_and_file(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// The environment seen through `env`, over the config file it points to.
+    pub fn from_env_and_file(env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let Some((path, explicit)) =
+            file::location(env("EXAI_CONFIG"), env("XDG_CONFIG_HOME"), env("HOME"))
+        else {
+            return Self::from_lookup(env);
+        };
+        let Some(parsed) = file::read(&path, explicit)? else {
+            return Self::from_lookup(env);
+        };
+        let in_file = |e: ConfigError| match e {
+            ConfigError::File { why, .. } => ConfigError::File {
+                path: path.display().to_string(),
+                why,
+            },
+            other => other,
+        };
+        let file_vars: HashMap<String, (String, String)> = parsed
+            .as_vars()
+            .map_err(in_file)?
+            .into_iter()
+            .map(|(var, value, key)| (var, (value, key)))
+            .collect();
+        let mut config = Self::from_lookup(|name| {
+            env(name).or_else(|| file_vars.get(name).map(|(v, _)| v.clone()))
+        })
+        .map_err(|e| match e {
+            ConfigError::Invalid { var, value, why } if env(var).is_none() => ConfigError::File {
+                path: path.display().to_string(),
+                why: format!(
+                    "{} = {value:?}: {why}",
+                    file_vars.get(var).map(|(_, k)| k.as_str()).unwrap_or(var)
+                ),
+            },
+            other => other,
+        })?;
+        for (var, (_, key)) in &file_vars {
+            if env(var).is_none() {
+                config
+                    .sources
+                    .insert(var.clone(), format!("config file: {key}"));
+            }
+        }
+        config
+            .add_file_endpoints(&parsed.endpoints, &env)
+            .map_err(in_file)?;
+        config.file = Some(path);
+        Ok(config)
+    }
+
+    fn add_file_endpoints(
+        &mut self,
+        sections: &[file::EndpointSection],
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        for section in sections {
+            if self.endpoints.iter().any(|e| e.name == section.name) {
+                return Err(ConfigError::File {
+                    path: String::new(),
+                    why: format!("endpoint name {:?} is taken; choose another", section.name),
+                });
+            }
+            let base_url =
+                checked_url("endpoints.base_url", section.base_url.clone()).map_err(|e| {
+                    ConfigError::File {
+                        path: String::new(),
+                        why: format!("[[endpoints]] {}: {e}", section.name),
+                    }
+                })?;
+            let key_var = section.api_key_env.clone().filter(|v| !v.is_empty());
+            let api_key = key_var.as_deref().and_then(env).map(Secret::new);
+            let unavailable = match (&key_var, &api_key) {
+                (Some(var), None) => Some(format!("{var} not set")),
+                _ => None,
+            };
+            self.endpoints.push(EndpointConfig {
+                name: section.name.clone(),
+                kind: ProviderKind::Custom,
+                base_url,
+                api_key,
+                key_source: key_var,
+                default_model: section.models.first().cloned(),
+                models: section.models.clone(),
+                allowed_models: section.allowed_models.clone(),
+                max_concurrency: section
+                    .max_concurrency
+                    .map(|n| n.max(1) as usize)
+                    .unwrap_or(self.default_concurrency),
+                unavailable,
+            });
+        }
+        Ok(())
     }
 
     /// Reads settings through `lookup`, so tests can feed their own environment.
@@ -236,17 +378,24 @@ impl Config {
         };
         let mut endpoints = Vec::new();
         for spec in &BUILT_IN_PROVIDERS {
-            let key = spec
-                .key_vars
+            let upper = spec.name.to_ascii_uppercase();
+            // A config file may name another variable for the key.
+            let key_vars: Vec<String> = match get(&format!("{upper}_API_KEY_ENV")) {
+                Some(var) => vec![var],
+                None => spec.key_vars.iter().map(|v| v.to_string()).collect(),
+            };
+            let key = key_vars
                 .iter()
-                .find_map(|var| get(var).map(|k| (var.to_string(), Secret::new(k))));
+                .find_map(|var| get(var).map(|k| (var.clone(), Secret::new(k))));
+            let own_limit =
+                get(&format!("{upper}_MAX_CONCURRENCY")).and_then(|v| v.parse::<usize>().ok());
             let base_url = match get(spec.url_var) {
                 Some(url) => checked_url(spec.url_var, url)?,
                 None => spec.default_url.to_string(),
             };
             let unavailable = key
                 .is_none()
-                .then(|| format!("{} not set", spec.key_vars.join(" or ")));
+                .then(|| format!("{} not set", key_vars.join(" or ")));
             endpoints.push(EndpointConfig {
                 name: spec.name.to_string(),
                 kind: spec.kind,
@@ -254,13 +403,13 @@ impl Config {
                 key_source: Some(
                     key.as_ref()
                         .map(|k| k.0.clone())
-                        .unwrap_or_else(|| spec.key_vars[0].to_string()),
+                        .unwrap_or_else(|| key_vars[0].clone()),
                 ),
                 api_key: key.map(|k| k.1),
                 models: Vec::new(),
                 default_model: None,
                 allowed_models: list(spec.allowed_var),
-                max_concurrency,
+                max_concurrency: own_limit.filter(|n| *n > 0).unwrap_or(max_concurrency),
                 unavailable,
             });
         }
@@ -321,6 +470,13 @@ impl Config {
             retry,
             first_token_timeout: secs("EXAI_FIRST_TOKEN_TIMEOUT_S", 300)?,
             catalog_file: get("EXAI_MODELS_FILE").map(PathBuf::from),
+            default_concurrency: max_concurrency,
+            file: None,
+            sources: SETTINGS
+                .iter()
+                .filter(|var| get(var).is_some())
+                .map(|var| (var.to_string(), "environment".to_string()))
+                .collect(),
         })
     }
 
@@ -478,5 +634,84 @@ mod tests {
         ])
         .unwrap();
         assert!(!format!("{c:?}").contains("sk-very-secret"));
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    fn with_file(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("exai-config-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut vars: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        vars.insert("EXAI_CONFIG".into(), path.display().to_string());
+        vars.insert("EXAI_HOME".into(), dir.display().to_string());
+        Config::from_env_and_file(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file_and_sources_say_so() {
+        let c = with_file(
+            "default_model = \"glm-4.7\"\n[timeouts]\ncall = 300\nprovider_idle = 45\n",
+            &[("EXAI_CALL_TIMEOUT_S", "900")],
+        )
+        .unwrap();
+        assert_eq!(c.call_timeout, Duration::from_secs(900));
+        assert_eq!(c.provider_idle_timeout, Duration::from_secs(45));
+        assert_eq!(c.default_model.as_deref(), Some("glm-4.7"));
+        assert_eq!(c.sources["EXAI_CALL_TIMEOUT_S"], "environment");
+        assert_eq!(
+            c.sources["EXAI_PROVIDER_IDLE_TIMEOUT_S"],
+            "config file: timeouts.provider_idle"
+        );
+    }
+
+    #[test]
+    fn providers_and_endpoints_come_from_the_file() {
+        let c = with_file(
+            "[providers.kimi]\napi_key_env = \"MY_KIMI\"\nmax_concurrency = 2\n\n\
+             [[endpoints]]\nname = \"ollama\"\nbase_url = \"http://127.0.0.1:11434/v1/\"\nmodels = [\"qwen3\"]\n\n\
+             [[endpoints]]\nname = \"gateway\"\nbase_url = \"https://llm.example/v1\"\napi_key_env = \"GATEWAY_KEY\"\n",
+            &[("MY_KIMI", "k")],
+        )
+        .unwrap();
+        let kimi = c.endpoints.iter().find(|e| e.name == "kimi").unwrap();
+        assert!(kimi.unavailable.is_none());
+        assert_eq!(kimi.key_source.as_deref(), Some("MY_KIMI"));
+        assert_eq!(kimi.max_concurrency, 2);
+        let ollama = c.endpoints.iter().find(|e| e.name == "ollama").unwrap();
+        assert_eq!(ollama.base_url, "http://127.0.0.1:11434/v1");
+        assert_eq!(ollama.default_model.as_deref(), Some("qwen3"));
+        let gateway = c.endpoints.iter().find(|e| e.name == "gateway").unwrap();
+        assert_eq!(gateway.unavailable.as_deref(), Some("GATEWAY_KEY not set"));
+    }
+
+    #[test]
+    fn mistakes_in_the_file_are_named() {
+        let err = with_file("default_modle = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `default_modle`"), "{err}");
+        let err = with_file("[timeouts]\ncall = -1\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("timeouts.call"), "{err}");
+        let err = with_file("[providers.gemini]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown provider [providers.gemini]"), "{err}");
+        let err = with_file(
+            "[[endpoints]]\nname = \"glm\"\nbase_url = \"http://x\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is taken"), "{err}");
     }
 }
