@@ -367,3 +367,45 @@ async fn cancelling_closes_the_provider_request_at_once() {
     );
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_config_file_adds_named_endpoints_and_exai_config_hides_keys() {
+    let fake = Fake::start();
+    let dir = temp_home();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default_model = \"local:fake-fast\"\n[timeouts]\ncall = 30\n\n\
+             [[endpoints]]\nname = \"local\"\nbase_url = \"{}/v1\"\napi_key_env = \"LOCAL_KEY\"\nmodels = [\"fake-fast\"]\nmax_concurrency = 3\n",
+            fake.url
+        ),
+    )
+    .unwrap();
+    let config_path = config.display().to_string();
+    let daemon = Daemon::start(
+        &fake,
+        &[("CUSTOM_API_URL", ""), ("EXAI_CONFIG", &config_path), ("LOCAL_KEY", "sk-local-secret-123")],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client.call_tool(chat_with(json!({"prompt": "from the file"}))).await.unwrap();
+    assert_eq!(text_of(&result), "echo: from the file");
+    let record = daemon.final_record(&call_id_of(&result));
+    assert_eq!(record.provider.as_deref(), Some("local"));
+    assert_eq!(record.deadline_at_ms - record.received_at_ms, 30_000);
+    assert_eq!(last_request(&fake, "fake-fast")["_has_auth"], true);
+    client.cancel().await.unwrap();
+
+    let output = std::process::Command::new(EXAI)
+        .args(["config"])
+        .env("EXAI_HOME", &daemon.home)
+        .env("EXAI_CONFIG", &config_path)
+        .env("LOCAL_KEY", "sk-local-secret-123")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(shown.contains("EXAI_CALL_TIMEOUT_S") && shown.contains("config file: timeouts.call"), "{shown}");
+    assert!(shown.contains("key set in LOCAL_KEY (19 characters, hidden)"), "{shown}");
+    assert!(!shown.contains("sk-local-secret-123"), "{shown}");
+}
