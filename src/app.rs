@@ -37,7 +37,11 @@ impl App {
                 "calls left open by a previous run marked interrupted"
             );
         }
-        let pruned = reader.prune(config.retention_max_age, config.retention_max_rows)?;
+        let pruned = reader.apply_retention(
+            config.retention_max_age,
+            config.retention_max_rows,
+            config.result_ttl,
+        )?;
         if pruned > 0 {
             tracing::info!(records = pruned, "old call records pruned");
         }

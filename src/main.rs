@@ -157,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         failed_only: failed,
                         running_only: running,
                         tool,
+                        client: None,
                         limit,
                     };
                     exai::cli::list_calls(&config, &filter, json, &mut out)?

@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CancelledNotificationParam, Implementation,
-    InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ProgressToken, ProtocolVersion, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotificationParam,
+    ContentBlock, Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion,
+    ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
@@ -93,6 +94,77 @@ impl Session {
     }
 }
 
+/// How waiting for a call ended.
+enum Waited {
+    Done(Arc<Outcome>),
+    /// The client stopped waiting (cancelled, or its stream closed).
+    Gone,
+    /// The client's patience is nearly spent: answer with a call handle.
+    AnswerNow,
+}
+
+async fn sleep_until_opt(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When a call must answer so that a client with `patience` still hears it: a safety
+/// margin (a fifth of the patience, 1–10 s) before the client gives up. `None` when the
+/// call's own deadline comes first.
+pub fn answer_deadline(
+    received: std::time::Instant,
+    patience: std::time::Duration,
+    deadline: std::time::Instant,
+) -> Option<std::time::Instant> {
+    let margin = (patience / 5).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(10),
+    );
+    let by = received + patience.saturating_sub(margin);
+    (by < deadline).then_some(by)
+}
+
+/// The answer a client gets when a call outlives its patience: the call goes on.
+fn background_answer(call: &LiveCall) -> CallToolResult {
+    let snapshot = call.progress.snapshot();
+    let elapsed = call.elapsed().as_secs();
+    let text = format!(
+        "{tool} is still running in the background (call {id}, {elapsed} s so far: {progress}).\n\
+         Your MCP client would stop waiting soon, so exai answers now rather than let the result be lost. \
+         The call goes on; get its result with the call_result tool: \
+         call_result(call_id=\"{id}\", wait_s=30) — repeat until it is done. \
+         Stop it with call_cancel(call_id=\"{id}\").",
+        tool = call.tool,
+        id = call.id,
+        progress = snapshot.message(),
+    );
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(serde_json::json!({
+        "call_id": call.id,
+        "status": "running",
+        "poll_after_s": 5,
+        "elapsed_s": elapsed,
+        "progress": snapshot.message(),
+    }));
+    result
+}
+
+/// Work for a call that repeats one already running: wait for that one's answer.
+fn attach_to(twin: Arc<LiveCall>) -> crate::tools::ToolFuture {
+    Box::pin(async move {
+        let outcome = twin.finished().await;
+        let mut result = outcome.result.clone();
+        result.content.push(ContentBlock::text(format!(
+            "(exai: an identical call, {}, was already running; this request was attached to it \
+             instead of asking the model again.)",
+            twin.id
+        )));
+        Ok(result)
+    })
+}
+
 /// The MCP server handler of one session.
 #[derive(Clone)]
 pub struct ExaiService {
@@ -123,7 +195,8 @@ impl ExaiService {
         peer: &Peer<RoleServer>,
         stop_waiting: CancellationToken,
         disconnect_cancels: bool,
-    ) -> Option<Arc<Outcome>> {
+        answer_by: Option<std::time::Instant>,
+    ) -> Waited {
         let interval = self.app.config.progress_interval;
         let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let mut stages = call.progress.subscribe();
@@ -158,7 +231,8 @@ impl ExaiService {
         loop {
             tokio::select! {
                 biased;
-                outcome = &mut finished => return Some(outcome),
+                outcome = &mut finished => return Waited::Done(outcome),
+                _ = sleep_until_opt(answer_by), if answer_by.is_some() => return Waited::AnswerNow,
                 _ = stop_waiting.cancelled() => {
                     if disconnect_cancels {
                         tracing::info!("the client closed the request's stream: cancelling the call");
@@ -167,7 +241,7 @@ impl ExaiService {
                         tracing::info!("client stopped waiting; the call goes on and keeps its result");
                     }
                     call.detach();
-                    return None;
+                    return Waited::Gone;
                 }
                 changed = stages.changed(), if token.is_some() && !stage_pending => {
                     if changed.is_ok() && stages.borrow().stage_version != last_stage {
@@ -291,6 +365,11 @@ impl ServerHandler for ExaiService {
             })?;
         let request_id = context.id.to_string();
         self.session.track(request_id.clone(), call.id.clone());
+        let patience = self
+            .app
+            .config
+            .patience_for(call.origin.client_name.as_deref());
+        let answer_by = answer_deadline(call.received_at, patience, call.deadline);
         let span = tracing::info_span!("call", call_id = %call.id, tool = %call.tool, session = %self.session.id);
         let tool_context = ToolContext {
             call: call.clone(),
@@ -298,10 +377,16 @@ impl ServerHandler for ExaiService {
             providers: self.app.providers.clone(),
             health: self.app.health.clone(),
             config: self.app.config.clone(),
+            answer_by,
         };
-        self.app
-            .calls
-            .start(call.clone(), tool.run(arguments, tool_context));
+        let work = match self.app.calls.running_twin(&call) {
+            Some(twin) => {
+                tracing::info!(call_id = %call.id, twin = %twin.id, "identical call already running: attaching to it");
+                attach_to(twin)
+            }
+            None => tool.run(arguments, tool_context),
+        };
+        self.app.calls.start(call.clone(), work);
         let token = context.meta.get_progress_token();
         // 2026-07-28 over HTTP: closing the request's stream is how a client cancels.
         let disconnect_cancels = self.session.transport == "http"
@@ -313,11 +398,24 @@ impl ServerHandler for ExaiService {
                 &context.peer,
                 context.ct.clone(),
                 disconnect_cancels,
+                answer_by,
             )
             .instrument(span.clone())
             .await;
         match outcome {
-            Some(outcome) => {
+            Waited::AnswerNow => {
+                call.hand_off();
+                self.session.take_call_for_response(&request_id);
+                let _ = self
+                    .app
+                    .calls
+                    .store()
+                    .set_delivery(&call.id, "handle_sent")
+                    .await;
+                tracing::info!(call_id = %call.id, patience_s = patience.as_secs(), "answering with a call handle; the call goes on");
+                Ok(CallToolResponse::Complete(background_answer(&call)))
+            }
+            Waited::Done(outcome) => {
                 if !self.session.transport_reports_delivery() {
                     self.session.take_call_for_response(&request_id);
                     let _ = self
@@ -330,7 +428,7 @@ impl ServerHandler for ExaiService {
                 Ok(CallToolResponse::Complete(outcome.result.clone()))
             }
             // The client cancelled or left; rmcp drops whatever we answer now.
-            None => {
+            Waited::Gone => {
                 // Keep the request → call link until the call ends: a `notifications/cancelled`
                 // for this request may still be on its way to `on_cancelled`.
                 let session = self.session.clone();

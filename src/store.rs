@@ -157,6 +157,8 @@ pub struct CallFilter {
     pub failed_only: bool,
     pub running_only: bool,
     pub tool: Option<String>,
+    /// Only calls from clients of this name.
+    pub client: Option<String>,
     pub limit: usize,
 }
 
@@ -546,6 +548,27 @@ impl StoreReader {
         Ok(count)
     }
 
+    /// Applies every retention limit; returns how many records were deleted or emptied.
+    pub fn apply_retention(
+        &self,
+        max_age: Duration,
+        max_rows: u64,
+        result_ttl: Duration,
+    ) -> Result<usize, StoreError> {
+        Ok(self.prune(max_age, max_rows)? + self.expire_results(result_ttl)?)
+    }
+
+    /// Forgets the results (and reasoning) of calls that ended more than `ttl` ago; returns how many.
+    pub fn expire_results(&self, ttl: Duration) -> Result<usize, StoreError> {
+        let cutoff = now_ms() - ttl.as_millis() as i64;
+        self.conn
+            .execute(
+                "UPDATE calls SET result = NULL, reasoning = NULL WHERE finished_at_ms < ?1 AND result IS NOT NULL",
+                params![cutoff],
+            )
+            .map_err(|e| self.wrap(e))
+    }
+
     /// Deletes records older than `max_age` and beyond `max_rows`; returns how many.
     pub fn prune(&self, max_age: Duration, max_rows: u64) -> Result<usize, StoreError> {
         let cutoff = now_ms() - max_age.as_millis() as i64;
@@ -580,10 +603,15 @@ impl StoreReader {
         } else {
             sql.push_str(" AND ?1 IS NULL");
         }
+        if filter.client.is_some() {
+            sql.push_str(" AND client_name = ?3");
+        } else {
+            sql.push_str(" AND ?3 IS NULL");
+        }
         sql.push_str(" ORDER BY id DESC LIMIT ?2");
         let limit = if filter.limit == 0 { 20 } else { filter.limit } as i64;
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.wrap(e))?;
-        stmt.query_map(params![filter.tool, limit], row_to_call)
+        stmt.query_map(params![filter.tool, limit, filter.client], row_to_call)
             .and_then(|rows| rows.collect())
             .map_err(|e| self.wrap(e))
     }

@@ -17,7 +17,18 @@ async fn tools_list_and_a_chat_answer_leave_a_complete_record() {
     let tools = client.list_all_tools().await.unwrap();
     let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
     names.sort();
-    assert_eq!(names, ["chat", "listmodels", "status", "version"]);
+    assert_eq!(
+        names,
+        [
+            "call_cancel",
+            "call_list",
+            "call_result",
+            "chat",
+            "listmodels",
+            "status",
+            "version"
+        ]
+    );
 
     let result = client
         .call_tool(chat("hello exai", "fake-fast"))

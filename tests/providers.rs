@@ -385,10 +385,17 @@ async fn a_config_file_adds_named_endpoints_and_exai_config_hides_keys() {
     let config_path = config.display().to_string();
     let daemon = Daemon::start(
         &fake,
-        &[("CUSTOM_API_URL", ""), ("EXAI_CONFIG", &config_path), ("LOCAL_KEY", "sk-local-secret-123")],
+        &[
+            ("CUSTOM_API_URL", ""),
+            ("EXAI_CONFIG", &config_path),
+            ("LOCAL_KEY", "sk-local-secret-123"),
+        ],
     );
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let result = client.call_tool(chat_with(json!({"prompt": "from the file"}))).await.unwrap();
+    let result = client
+        .call_tool(chat_with(json!({"prompt": "from the file"})))
+        .await
+        .unwrap();
     assert_eq!(text_of(&result), "echo: from the file");
     let record = daemon.final_record(&call_id_of(&result));
     assert_eq!(record.provider.as_deref(), Some("local"));
@@ -405,7 +412,13 @@ async fn a_config_file_adds_named_endpoints_and_exai_config_hides_keys() {
         .unwrap();
     let shown = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
-    assert!(shown.contains("EXAI_CALL_TIMEOUT_S") && shown.contains("config file: timeouts.call"), "{shown}");
-    assert!(shown.contains("key set in LOCAL_KEY (19 characters, hidden)"), "{shown}");
+    assert!(
+        shown.contains("EXAI_CALL_TIMEOUT_S") && shown.contains("config file: timeouts.call"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("key set in LOCAL_KEY (19 characters, hidden)"),
+        "{shown}"
+    );
     assert!(!shown.contains("sk-local-secret-123"), "{shown}");
 }

@@ -81,10 +81,14 @@ pub struct LiveCall {
     pub deadline: Instant,
     pub budget: Duration,
     pub progress: Progress,
+    /// Tool, arguments and client: an identical call while this one runs attaches to it.
+    pub dedupe_key: String,
     cancel: CancellationToken,
     cancel_reason: Mutex<Option<CancelReason>>,
     outcome: watch::Sender<Option<Arc<Outcome>>>,
     detached: AtomicBool,
+    /// The client got a call handle instead of the answer (it fetches it with `call_result`).
+    handed_off: AtomicBool,
     started_at_ms: Mutex<Option<i64>>,
     usage: Mutex<Usage>,
     reasoning: Mutex<Option<String>>,
@@ -127,6 +131,17 @@ impl LiveCall {
 
     pub fn is_detached(&self) -> bool {
         self.detached.load(Ordering::Relaxed)
+    }
+
+    /// The client was answered with a call handle; the result waits for `call_result`.
+    pub fn hand_off(&self) {
+        self.handed_off.store(true, Ordering::Relaxed);
+        self.detach();
+    }
+
+    /// The outcome, if the call has ended.
+    pub fn outcome(&self) -> Option<Arc<Outcome>> {
+        self.outcome.borrow().clone()
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -181,6 +196,15 @@ impl Calls {
         self.live_map().get(id).cloned()
     }
 
+    /// A call still running with the same tool, arguments and client as `call`, if any.
+    pub fn running_twin(&self, call: &LiveCall) -> Option<Arc<LiveCall>> {
+        self.live_map()
+            .values()
+            .filter(|c| c.id != call.id && c.dedupe_key == call.dedupe_key && c.outcome().is_none())
+            .min_by_key(|c| c.received_at)
+            .cloned()
+    }
+
     /// Creates the record of a call at receipt and registers it; nothing runs yet.
     ///
     /// `proposed_id` (set by the exai shim, so it can name the call even if the
@@ -193,6 +217,10 @@ impl Calls {
         origin: CallOrigin,
         budget: Duration,
     ) -> Result<Arc<LiveCall>, StoreError> {
+        let dedupe_key = format!(
+            "{}\u{1f}{tool}\u{1f}{arguments}",
+            origin.client_name.as_deref().unwrap_or("")
+        );
         let id = proposed_id
             .and_then(|p| uuid::Uuid::parse_str(p).ok())
             .map(|u| u.to_string())
@@ -225,10 +253,12 @@ impl Calls {
             deadline: received_at + budget,
             budget,
             progress: Progress::new(tool),
+            dedupe_key,
             cancel: CancellationToken::new(),
             cancel_reason: Mutex::new(None),
             outcome: watch::Sender::new(None),
             detached: AtomicBool::new(false),
+            handed_off: AtomicBool::new(false),
             started_at_ms: Mutex::new(None),
             usage: Mutex::new(Usage::default()),
             reasoning: Mutex::new(None),
@@ -352,7 +382,9 @@ impl Calls {
         failure: Option<(&'static str, String)>,
     ) {
         let mut meta = result.meta.take().unwrap_or_default();
-        meta.insert(CALL_ID_META.into(), Value::String(call.id.clone()));
+        // A result fetched for another call (call_result, an attached twin) keeps its own id.
+        meta.entry(CALL_ID_META)
+            .or_insert_with(|| Value::String(call.id.clone()));
         result.meta = Some(meta);
         let snapshot = call.progress.snapshot();
         let (progress_count, last_progress) = call.progress.sent();
@@ -410,6 +442,9 @@ impl Calls {
         if state == CallState::Cancelled || call.is_detached() {
             let delivery = if state == CallState::Cancelled {
                 "not_sent_cancelled"
+            } else if call.handed_off.load(Ordering::Relaxed) {
+                tracing::info!("answer kept for call_result (the client got a call handle)");
+                "kept_for_call_result"
             } else {
                 tracing::warn!("client gone before the answer; result kept in the store");
                 "client_gone"

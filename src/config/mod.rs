@@ -173,6 +173,12 @@ pub struct Config {
     pub catalog_file: Option<PathBuf>,
     /// Requests in flight per provider unless it has its own limit.
     pub default_concurrency: usize,
+    /// How long each client waits for a `tools/call`: (client name prefix, patience), first match wins.
+    pub client_patience: Vec<(String, Duration)>,
+    /// Patience of clients no rule names.
+    pub default_patience: Duration,
+    /// How long finished results stay fetchable with `call_result`.
+    pub result_ttl: Duration,
     /// The config file read, if one was.
     pub file: Option<PathBuf>,
     /// Setting → where its value came from ("environment", "config file: timeouts.call").
@@ -217,6 +223,8 @@ pub const SETTINGS: &[&str] = &[
     "CUSTOM_API_URL",
     "CUSTOM_MODEL_NAME",
     "CUSTOM_ALLOWED_MODELS",
+    "EXAI_CLIENT_PATIENCE",
+    "EXAI_RESULT_TTL_S",
 ];
 
 impl Config {
@@ -471,6 +479,9 @@ impl Config {
             first_token_timeout: secs("EXAI_FIRST_TOKEN_TIMEOUT_S", 300)?,
             catalog_file: get("EXAI_MODELS_FILE").map(PathBuf::from),
             default_concurrency: max_concurrency,
+            client_patience: patience_rules(get("EXAI_CLIENT_PATIENCE"))?.0,
+            default_patience: patience_rules(get("EXAI_CLIENT_PATIENCE"))?.1,
+            result_ttl: secs("EXAI_RESULT_TTL_S", 24 * 3600)?,
             file: None,
             sources: SETTINGS
                 .iter()
@@ -478,6 +489,16 @@ impl Config {
                 .map(|var| (var.to_string(), "environment".to_string()))
                 .collect(),
         })
+    }
+
+    /// How long the client named `client` waits for a `tools/call` answer.
+    pub fn patience_for(&self, client: Option<&str>) -> Duration {
+        let name = client.unwrap_or("").to_ascii_lowercase();
+        self.client_patience
+            .iter()
+            .find(|(prefix, _)| name.starts_with(prefix.as_str()))
+            .map(|(_, d)| *d)
+            .unwrap_or(self.default_patience)
     }
 
     /// The deadline budget of one call of `tool`.
@@ -504,6 +525,46 @@ impl Config {
     pub fn log_dir(&self) -> PathBuf {
         self.home.join("logs")
     }
+}
+
+/// Clients whose patience is known: Claude Code keeps waiting while progress flows;
+/// Codex and SDK-default clients give up after 60 s whatever happens.
+const KNOWN_PATIENCE: [(&str, u64); 3] = [
+    ("claude-code", 24 * 3600),
+    ("codex", 60),
+    ("mcp-inspector", 60),
+];
+const DEFAULT_PATIENCE_S: u64 = 60;
+
+/// `EXAI_CLIENT_PATIENCE="codex=120,my-agent=30,*=60"`: user rules first, then the known ones.
+fn patience_rules(
+    text: Option<String>,
+) -> Result<(Vec<(String, Duration)>, Duration), ConfigError> {
+    let mut rules = Vec::new();
+    let mut default = Duration::from_secs(DEFAULT_PATIENCE_S);
+    for pair in text
+        .iter()
+        .flat_map(|t| t.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let (client, secs) = pair.split_once('=').ok_or_else(|| ConfigError::Invalid {
+            var: "EXAI_CLIENT_PATIENCE",
+            value: pair.to_string(),
+            why: "expected client=seconds (client `*` for all others)".into(),
+        })?;
+        let secs = parse_seconds("EXAI_CLIENT_PATIENCE", secs)?;
+        match client.trim() {
+            "*" => default = secs,
+            name => rules.push((name.to_ascii_lowercase(), secs)),
+        }
+    }
+    rules.extend(
+        KNOWN_PATIENCE
+            .iter()
+            .map(|(n, s)| (n.to_string(), Duration::from_secs(*s))),
+    );
+    Ok((rules, default))
 }
 
 fn checked_url(var: &'static str, url: String) -> Result<String, ConfigError> {
@@ -604,6 +665,31 @@ mod tests {
         .unwrap();
         assert_eq!(c.timeout_for("chat"), Duration::from_millis(2500));
         assert_eq!(c.timeout_for("version"), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn client_patience_has_known_defaults_and_user_rules() {
+        let c = config(&[("EXAI_HOME", "/x")]).unwrap();
+        assert_eq!(
+            c.patience_for(Some("codex-mcp-client")),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            c.patience_for(Some("claude-code")),
+            Duration::from_secs(86400)
+        );
+        assert_eq!(c.patience_for(None), Duration::from_secs(60));
+        let c = config(&[
+            ("EXAI_HOME", "/x"),
+            ("EXAI_CLIENT_PATIENCE", "Codex=300, *=20"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.patience_for(Some("codex-mcp-client")),
+            Duration::from_secs(300)
+        );
+        assert_eq!(c.patience_for(Some("whatever")), Duration::from_secs(20));
+        assert!(config(&[("EXAI_HOME", "/x"), ("EXAI_CLIENT_PATIENCE", "codex")]).is_err());
     }
 
     #[test]

@@ -250,8 +250,11 @@ fn spawn_pruning(app: Arc<App>) {
             }
             let config = app.config.clone();
             let pruned = tokio::task::spawn_blocking(move || {
-                StoreReader::open(&config.store_path())?
-                    .prune(config.retention_max_age, config.retention_max_rows)
+                StoreReader::open(&config.store_path())?.apply_retention(
+                    config.retention_max_age,
+                    config.retention_max_rows,
+                    config.result_ttl,
+                )
             })
             .await;
             match pruned {

@@ -1,5 +1,8 @@
 //! The tools exai offers, one file each, behind one small trait.
 
+mod call_cancel;
+mod call_list;
+mod call_result;
 mod chat;
 mod listmodels;
 mod status;
@@ -26,6 +29,8 @@ pub struct ToolContext {
     pub providers: Arc<Providers>,
     pub health: Arc<Health>,
     pub config: Arc<Config>,
+    /// When the client stops waiting (less a margin): a tool that waits must answer by then.
+    pub answer_by: Option<std::time::Instant>,
 }
 
 /// The result of running a tool.
@@ -49,6 +54,9 @@ impl ToolRegistry {
     pub fn new() -> Self {
         let tools: Vec<Arc<dyn ExaiTool>> = vec![
             Arc::new(chat::Chat),
+            Arc::new(call_result::CallResult),
+            Arc::new(call_cancel::CallCancel),
+            Arc::new(call_list::CallList),
             Arc::new(listmodels::ListModels),
             Arc::new(status::Status),
             Arc::new(version::Version),

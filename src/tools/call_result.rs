@@ -1,0 +1,169 @@
+//! `call_result`: the answer of a call that outlived its client's patience (or its client).
+
+use std::time::{Duration, Instant};
+
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ExaiTool, ToolContext, ToolFuture, definition, local_read_only, parse_arguments};
+use crate::calls::ToolFailure;
+use crate::store::{CallRow, StoreReader};
+
+pub struct CallResult;
+
+/// How long `call_result` waits when the caller does not say.
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// Arguments of `call_result`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct CallResultArguments {
+    /// The call id from a background answer (or from `call_list`).
+    call_id: String,
+    /// Seconds to wait for the call to finish (default 30; capped below the client's patience).
+    #[serde(default)]
+    wait_s: Option<f64>,
+}
+
+/// A call id as typed: a UUID, or a clear error.
+pub(super) fn parse_call_id(tool: &str, id: &str) -> Result<String, ToolFailure> {
+    uuid::Uuid::parse_str(id.trim())
+        .map(|u| u.to_string())
+        .map_err(|_| {
+            ToolFailure::new(
+                "bad_arguments",
+                format!("invalid arguments for {tool}: {id:?} is not a call id (a UUID such as 01a2132d-05c7-76ba-ab75-235da0d3ad5f)"),
+            )
+        })
+}
+
+/// The stored record of a call, read off the async workers.
+pub(super) async fn stored(ctx: &ToolContext, id: &str) -> Result<Option<CallRow>, ToolFailure> {
+    let path = ctx.calls.store().path().to_path_buf();
+    let id = id.to_string();
+    tokio::task::spawn_blocking(move || StoreReader::open(&path)?.get(&id))
+        .await
+        .map_err(|e| ToolFailure::new("internal", format!("store reader task failed: {e}")))?
+        .map_err(|e| ToolFailure::new("store", e.to_string()))
+}
+
+pub(super) fn unknown_call(id: &str, ttl: Duration) -> ToolFailure {
+    ToolFailure::new(
+        "unknown_call",
+        format!(
+            "no call {id}: it never existed, or it ended more than {} h ago and its result has expired",
+            ttl.as_secs() / 3600
+        ),
+    )
+}
+
+fn still_running(id: &str, tool: &str, elapsed: Duration, progress: &str) -> CallToolResult {
+    let mut result = CallToolResult::success(vec![ContentBlock::text(format!(
+        "call {id} ({tool}) is still running ({} s so far: {progress}). Ask again with \
+         call_result(call_id=\"{id}\", wait_s=30).",
+        elapsed.as_secs()
+    ))]);
+    result.structured_content = Some(json!({
+        "call_id": id,
+        "status": "running",
+        "poll_after_s": 5,
+        "elapsed_s": elapsed.as_secs(),
+        "progress": progress,
+    }));
+    result
+}
+
+impl ExaiTool for CallResult {
+    fn definition(&self) -> Tool {
+        definition::<CallResultArguments>(
+            "call_result",
+            "Get the answer of a call that was still running when exai answered with a call id: \
+             waits up to wait_s, then returns the answer, or the call's state and progress.",
+            local_read_only(),
+        )
+    }
+
+    fn run(&self, arguments: JsonObject, ctx: ToolContext) -> ToolFuture {
+        Box::pin(async move {
+            let args: CallResultArguments = parse_arguments("call_result", arguments)?;
+            let id = parse_call_id("call_result", &args.call_id)?;
+            let wanted = match args.wait_s {
+                None => DEFAULT_WAIT,
+                Some(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s.min(3600.0)),
+                Some(s) => {
+                    return Err(ToolFailure::new(
+                        "bad_arguments",
+                        format!(
+                            "invalid arguments for call_result: wait_s must be 0 or more seconds, not {s}"
+                        ),
+                    ));
+                }
+            };
+            // Never wait past this call's own answer time or deadline.
+            let limit = ctx
+                .answer_by
+                .unwrap_or(ctx.call.deadline)
+                .min(ctx.call.deadline);
+            let wait = wanted.min(limit.saturating_duration_since(Instant::now()));
+            if let Some(live) = ctx.calls.get(&id) {
+                ctx.call
+                    .progress
+                    .set_stage(format!("waiting for call {id}"));
+                return Ok(tokio::select! {
+                    outcome = live.finished() => {
+                        let _ = ctx.calls.store().set_delivery(&id, "delivered_by_call_result").await;
+                        outcome.result.clone()
+                    }
+                    _ = tokio::time::sleep(wait) => {
+                        still_running(&id, &live.tool, live.elapsed(), &live.progress.snapshot().message())
+                    }
+                });
+            }
+            let Some(row) = stored(&ctx, &id).await? else {
+                return Err(unknown_call(&id, ctx.config.result_ttl));
+            };
+            match row.state.as_str() {
+                "received" | "running" => Ok(still_running(
+                    &id,
+                    &row.tool,
+                    Duration::from_millis(
+                        (crate::store::now_ms() - row.received_at_ms).max(0) as u64
+                    ),
+                    &format!("owned by another exai process (pid {})", row.owner_pid),
+                )),
+                "interrupted" => Err(ToolFailure::new(
+                    "interrupted",
+                    format!(
+                        "call {id} ({}) was interrupted and has no result: {}. Run it again.",
+                        row.tool,
+                        row.error_message
+                            .as_deref()
+                            .unwrap_or("exai stopped while it ran")
+                    ),
+                )),
+                _ => match row
+                    .result
+                    .as_deref()
+                    .map(serde_json::from_str::<CallToolResult>)
+                {
+                    Some(Ok(result)) => {
+                        let _ = ctx
+                            .calls
+                            .store()
+                            .set_delivery(&id, "delivered_by_call_result")
+                            .await;
+                        Ok(result)
+                    }
+                    Some(Err(_)) => Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+                        "call {id} ({}) ended {}; its stored result was too large to keep whole. \
+                         See it with `exai calls show {id}`.",
+                        row.tool, row.state
+                    ))])),
+                    None => Err(unknown_call(&id, ctx.config.result_ttl)),
+                },
+            }
+        })
+    }
+}

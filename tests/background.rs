@@ -1,0 +1,262 @@
+//! Calls outlive their clients: background answers with a call handle, call_result,
+//! call_cancel, call_list, attached retries, restarts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use serde_json::{Value, json};
+
+fn tool(name: &str, args: Value) -> CallToolRequestParams {
+    CallToolRequestParams::new(name.to_string()).with_arguments(args.as_object().unwrap().clone())
+}
+
+/// Polls call_result until the call is done; returns its answer.
+async fn fetch(client: &Client, id: &str) -> CallToolResult {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client
+            .call_tool(tool("call_result", json!({"call_id": id, "wait_s": 30})))
+            .await
+            .unwrap();
+        let running = r
+            .structured_content
+            .as_ref()
+            .is_some_and(|s| s["status"] == "running");
+        if !running {
+            return r;
+        }
+        assert!(Instant::now() < until, "call {id} never finished");
+    }
+}
+
+#[tokio::test]
+async fn an_impatient_client_gets_a_handle_in_time_and_the_answer_later() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_CLIENT_PATIENCE", "exai-tests=5")]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let started = Instant::now();
+    let handle = client
+        .call_tool(chat("a slow question", "fake-delay-12000"))
+        .await
+        .unwrap();
+    let answered_in = started.elapsed();
+    assert!(
+        answered_in < Duration::from_secs(5),
+        "answered after {answered_in:?}, past the client's patience"
+    );
+    assert_eq!(
+        handle.is_error,
+        Some(false),
+        "a background answer is not an error"
+    );
+    let status = handle.structured_content.clone().unwrap();
+    assert_eq!(status["status"], "running");
+    assert!(status["poll_after_s"].as_u64().is_some());
+    let id = status["call_id"].as_str().unwrap().to_string();
+    assert!(
+        text_of(&handle).contains(&format!("call_result(call_id=\"{id}\"")),
+        "{}",
+        text_of(&handle)
+    );
+
+    let answer = fetch(&client, &id).await;
+    assert_eq!(text_of(&answer), "echo: a slow question");
+    assert_eq!(
+        call_id_of(&answer),
+        id,
+        "exactly the original call's result"
+    );
+    assert_eq!(
+        fake.stats()["by_model"]["fake-delay-12000"],
+        1,
+        "one provider call"
+    );
+    let record = daemon.final_record(&id);
+    assert_eq!(record.state, "succeeded");
+    assert_eq!(record.delivery, "delivered_by_call_result");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn another_client_fetches_the_result_of_one_that_left() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (first, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let peer = first.peer().clone();
+    let pending =
+        tokio::spawn(async move { peer.call_tool(chat("left behind", "fake-delay-1500")).await });
+    wait_until_async("the call in flight", Duration::from_secs(10), || {
+        (daemon.healthz()["calls_in_flight"].as_u64()? == 1).then_some(())
+    })
+    .await;
+    first.cancel().await.unwrap();
+    let _ = pending.await;
+    let (second, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let list = second
+        .call_tool(tool("call_list", json!({})))
+        .await
+        .unwrap();
+    let calls = list.structured_content.unwrap()["calls"].clone();
+    let id = calls[0]["call_id"].as_str().unwrap().to_string();
+    assert_eq!(calls[0]["tool"], "chat");
+    let answer = fetch(&second, &id).await;
+    assert_eq!(text_of(&answer), "echo: left behind");
+    second.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identical_retry_attaches_to_the_running_call() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let peer = client.peer().clone();
+    let first = tokio::spawn(async move {
+        peer.call_tool(chat("same question", "fake-delay-1500"))
+            .await
+            .unwrap()
+    });
+    wait_until_async(
+        "the first call at the provider",
+        Duration::from_secs(10),
+        || (fake.stats()["in_flight"].as_u64()? == 1).then_some(()),
+    )
+    .await;
+    let second = client
+        .call_tool(chat("same question", "fake-delay-1500"))
+        .await
+        .unwrap();
+    let first = first.await.unwrap();
+    assert_eq!(text_of(&first), "echo: same question");
+    assert!(text_of(&second).starts_with("echo: same question"));
+    assert!(
+        text_of(&second).contains("was already running; this request was attached to it"),
+        "{}",
+        text_of(&second)
+    );
+    assert_eq!(fake.stats()["requests"], 1, "one provider call for both");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn call_cancel_stops_a_running_call_and_says_so_for_finished_ones() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_CLIENT_PATIENCE", "exai-tests=3")]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let handle = client
+        .call_tool(chat("forever", "fake-hang"))
+        .await
+        .unwrap();
+    let id = handle.structured_content.unwrap()["call_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cancelled = client
+        .call_tool(tool("call_cancel", json!({"call_id": id})))
+        .await
+        .unwrap();
+    assert!(
+        text_of(&cancelled).contains("stopped: cancelled"),
+        "{}",
+        text_of(&cancelled)
+    );
+    wait_until_async("the abort", Duration::from_secs(5), || {
+        (fake.stats()["aborted"].as_u64()? == 1).then_some(())
+    })
+    .await;
+    let again = client
+        .call_tool(tool("call_cancel", json!({"call_id": id})))
+        .await
+        .unwrap();
+    assert!(
+        text_of(&again).contains("had already ended: cancelled"),
+        "{}",
+        text_of(&again)
+    );
+    let result = client
+        .call_tool(tool("call_result", json!({"call_id": id})))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    assert!(
+        text_of(&result).contains("cancelled by the client"),
+        "{}",
+        text_of(&result)
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_call_ids_and_waits_get_clear_errors() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    for (args, expected) in [
+        (json!({"call_id": "nope"}), "is not a call id"),
+        (
+            json!({"call_id": "01a2132d-05c7-76ba-ab75-235da0d3ad5f"}),
+            "it never existed",
+        ),
+        (
+            json!({"call_id": "01a2132d-05c7-76ba-ab75-235da0d3ad5f", "wait_s": -1}),
+            "wait_s must be 0 or more",
+        ),
+        (json!({"wait_s": 1}), "missing field `call_id`"),
+    ] {
+        let r = client
+            .call_tool(tool("call_result", args.clone()))
+            .await
+            .unwrap();
+        assert_eq!(r.is_error, Some(true), "{args}");
+        assert!(text_of(&r).contains(expected), "{args}: {}", text_of(&r));
+    }
+    // A huge wait is capped below the client's patience, not honoured.
+    let done = client.call_tool(chat("quick", "fake-fast")).await.unwrap();
+    let again = client
+        .call_tool(tool(
+            "call_result",
+            json!({"call_id": call_id_of(&done), "wait_s": 1e9}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&again), "echo: quick");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_daemon_crash_call_result_says_the_call_was_interrupted() {
+    let fake = Fake::start();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let home = temp_home();
+    let mut daemon = Daemon::start_in(home.clone(), &listen, &fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let peer = client.peer().clone();
+    let pending = tokio::spawn(async move { peer.call_tool(chat("doomed", "fake-hang")).await });
+    wait_until_async("the provider request", Duration::from_secs(10), || {
+        (fake.stats()["in_flight"].as_u64()? == 1).then_some(())
+    })
+    .await;
+    daemon.signal("-KILL");
+    let error = pending.await.unwrap().unwrap_err().to_string();
+    let id = error
+        .split("while call ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    drop(daemon.proc.take());
+    let _daemon = Daemon::start_in(home, &listen, &fake, &[]);
+    let result = client
+        .call_tool(tool("call_result", json!({"call_id": id})))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(text.contains("was interrupted and has no result"), "{text}");
+    assert!(text.contains("Run it again"), "{text}");
+    client.cancel().await.unwrap();
+}
