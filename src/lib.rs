@@ -15,6 +15,7 @@ pub mod service;
 pub mod shim;
 pub mod stdio;
 pub mod store;
+pub mod tasks;
 pub mod tools;
 pub mod transport;
 

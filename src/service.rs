@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotificationParam,
-    ContentBlock, Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
+    CancelledNotificationParam, ContentBlock, CreateTaskResult, GetTaskParams, GetTaskResult,
+    Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
     PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion,
     ServerCapabilities, ServerConfig,
 };
@@ -187,6 +188,19 @@ impl ExaiService {
         }
     }
 
+    /// The stored record of a task's call, or the protocol's "not found".
+    async fn stored(&self, id: &str) -> Result<crate::store::CallRow, McpError> {
+        let path = self.app.calls.store().path().to_path_buf();
+        let wanted = id.to_string();
+        let row = tokio::task::spawn_blocking(move || {
+            crate::store::StoreReader::open(&path)?.get(&wanted)
+        })
+        .await
+        .map_err(|e| McpError::internal_error(format!("store reader task failed: {e}"), None))?
+        .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        row.ok_or_else(|| crate::tasks::expired(id))
+    }
+
     /// Waits for the call's end, sending progress meanwhile; `None` if the client stopped waiting.
     async fn await_outcome(
         &self,
@@ -272,7 +286,7 @@ impl ExaiService {
 
 impl ServerHandler for ExaiService {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tasks().build())
             .with_server_info(Implementation::new("exai", crate::VERSION))
             .with_instructions(
                 "exai gives you other models (GLM, Kimi, any OpenAI-compatible one) to consult. \
@@ -386,7 +400,30 @@ impl ServerHandler for ExaiService {
             }
             None => tool.run(arguments, tool_context),
         };
+        let as_task = tool.may_run_long()
+            && context
+                .client_capabilities()
+                .is_some_and(|c| c.supports_tasks());
         self.app.calls.start(call.clone(), work);
+        if as_task {
+            // The client polls tasks/get; the result waits in the call.
+            call.hand_off();
+            self.session.take_call_for_response(&request_id);
+            let _ = self
+                .app
+                .calls
+                .store()
+                .set_delivery(&call.id, "task_created")
+                .await;
+            tracing::info!(call_id = %call.id, "answered with a task");
+            return Ok(CallToolResponse::Task(CreateTaskResult::new(
+                crate::tasks::working(
+                    &call,
+                    call.received_at_ms,
+                    self.app.config.result_ttl.as_millis() as u64,
+                ),
+            )));
+        }
         let token = context.meta.get_progress_token();
         // 2026-07-28 over HTTP: closing the request's stream is how a client cancels.
         let disconnect_cancels = self.session.transport == "http"
@@ -443,6 +480,37 @@ impl ServerHandler for ExaiService {
                 ))
             }
         }
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        let ttl_ms = self.app.config.result_ttl.as_millis() as u64;
+        if let Some(call) = self.app.calls.get(&request.task_id) {
+            return Ok(GetTaskResult::new(crate::tasks::of_live(
+                &call,
+                call.received_at_ms,
+                ttl_ms,
+            )));
+        }
+        let row = self.stored(&request.task_id).await?;
+        Ok(GetTaskResult::new(crate::tasks::of_record(&row, ttl_ms)?))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if let Some(call) = self.app.calls.get(&request.task_id) {
+            tracing::info!(call_id = %call.id, "tasks/cancel");
+            call.cancel(CancelReason::Client(Some("tasks/cancel".into())));
+            return Ok(());
+        }
+        // Already ended (or unknown): the ack is all there is to say, unless it never existed.
+        self.stored(&request.task_id).await.map(|_| ())
     }
 
     async fn on_cancelled(

@@ -260,3 +260,102 @@ async fn after_a_daemon_crash_call_result_says_the_call_was_interrupted() {
     assert!(text.contains("Run it again"), "{text}");
     client.cancel().await.unwrap();
 }
+
+/// A client that declares the MCP tasks extension.
+#[derive(Clone)]
+struct TaskClient;
+
+impl rmcp::ClientHandler for TaskClient {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        let mut info = rmcp::model::ClientConfig::default();
+        info.capabilities = rmcp::model::ClientCapabilities::builder()
+            .enable_tasks()
+            .build();
+        info.client_info = rmcp::model::Implementation::new("task-tests", "1.0");
+        info
+    }
+}
+
+#[tokio::test]
+async fn a_tasks_client_gets_a_task_and_polls_it_to_the_answer() {
+    use rmcp::model::{CallToolResponse, CancelTaskParams, GetTaskParams, TaskPayload};
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let client = stdio_client_with(&daemon.stdio_env(), TaskClient).await;
+    let peer = client.peer().clone();
+    let CallToolResponse::Task(created) = peer
+        .call_tool_once(chat("as a task", "fake-delay-1000"))
+        .await
+        .unwrap()
+    else {
+        panic!("a long tool answers a tasks client with a task");
+    };
+    let id = created.task.task_id.clone();
+    assert!(created.task.poll_interval_ms.is_some());
+    let until = Instant::now() + Duration::from_secs(20);
+    let result = loop {
+        let task = peer.get_task(GetTaskParams::new(id.clone())).await.unwrap();
+        match task.task.payload {
+            TaskPayload::Working => {
+                assert!(Instant::now() < until, "task never completed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            TaskPayload::Completed { result } => break result,
+            other => panic!("unexpected task state {other:?}"),
+        }
+    };
+    assert_eq!(result["content"][0]["text"], "echo: as a task");
+    assert_eq!(
+        daemon.final_record(&id).state,
+        "succeeded",
+        "the task is the call record"
+    );
+    // Quick tools still answer at once.
+    let CallToolResponse::Complete(version) = peer
+        .call_tool_once(CallToolRequestParams::new("version"))
+        .await
+        .unwrap()
+    else {
+        panic!("version is not a task");
+    };
+    assert!(text_of(&version).contains(exai::VERSION));
+
+    let CallToolResponse::Task(hung) = peer
+        .call_tool_once(chat("hang", "fake-hang"))
+        .await
+        .unwrap()
+    else {
+        panic!("expected a task");
+    };
+    peer.cancel_task(CancelTaskParams::new(hung.task.task_id.clone()))
+        .await
+        .unwrap();
+    wait_until_async("the abort", Duration::from_secs(5), || {
+        (fake.stats()["aborted"].as_u64()? == 1).then_some(())
+    })
+    .await;
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let task = peer
+            .get_task(GetTaskParams::new(hung.task.task_id.clone()))
+            .await
+            .unwrap();
+        if matches!(task.task.payload, TaskPayload::Cancelled) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "cancelled task never showed as cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let unknown = peer
+        .get_task(GetTaskParams::new("01a2132d-05c7-76ba-ab75-235da0d3ad5f"))
+        .await
+        .unwrap_err();
+    assert!(
+        unknown.to_string().contains("expired or never existed"),
+        "{unknown}"
+    );
+    client.cancel().await.unwrap();
+}

@@ -35,6 +35,10 @@ impl ExaiTool for Chat {
         )
     }
 
+    fn may_run_long(&self) -> bool {
+        true
+    }
+
     fn run(&self, arguments: JsonObject, ctx: ToolContext) -> ToolFuture {
         Box::pin(async move {
             let args: ChatArguments = parse_arguments("chat", arguments)?;

@@ -42,6 +42,10 @@ pub trait ExaiTool: Send + Sync {
     fn definition(&self) -> Tool;
     /// Runs it; the caller bounds the future by the call's deadline and cancel token.
     fn run(&self, arguments: JsonObject, context: ToolContext) -> ToolFuture;
+    /// Whether a call may take long enough to be worth a task for clients that use tasks.
+    fn may_run_long(&self) -> bool {
+        false
+    }
 }
 
 /// All tools, by name.

@@ -288,6 +288,22 @@ impl ClientHandler for Seen {
 
 pub type Client = RunningService<RoleClient, Seen>;
 
+/// An rmcp client with its own handler talking to `exai stdio` with `env`.
+pub async fn stdio_client_with<H: ClientHandler>(
+    env: &[(String, String)],
+    handler: H,
+) -> RunningService<RoleClient, H> {
+    let mut command = tokio::process::Command::new(EXAI);
+    command.arg("stdio").env_clear();
+    command.env("PATH", std::env::var("PATH").unwrap_or_default());
+    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let (transport, _) = TokioChildProcess::builder(command)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn exai stdio");
+    handler.serve(transport).await.expect("initialize")
+}
+
 /// An rmcp client talking to `exai stdio` with `env`.
 pub async fn stdio_client(env: &[(String, String)], args: &[&str]) -> (Client, Seen) {
     let mut command = tokio::process::Command::new(EXAI);

@@ -1,0 +1,114 @@
+//! MCP tasks (the 2026-07-28 tasks extension): a task is a call, and its state is the call's.
+//!
+//! A client that declares the extension gets a task for a long tool at once and polls
+//! `tasks/get`; there is no second source of truth: live calls answer from the registry,
+//! ended ones from the store.
+
+use rmcp::ErrorData as McpError;
+use rmcp::model::{CallToolResult, DetailedTask, JsonObject, Task, TaskPayload, TaskStatus};
+
+use crate::calls::LiveCall;
+use crate::store::CallRow;
+
+/// Suggested polling period for clients.
+const POLL_INTERVAL_MS: u64 = 2000;
+
+fn timestamp(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn base(id: &str, received_at_ms: i64, updated_at_ms: i64, ttl_ms: u64) -> Task {
+    Task::new(
+        id,
+        TaskStatus::Working,
+        timestamp(received_at_ms),
+        timestamp(updated_at_ms),
+    )
+    .with_ttl_ms(ttl_ms)
+    .with_poll_interval_ms(POLL_INTERVAL_MS)
+}
+
+fn result_object(result: &CallToolResult) -> JsonObject {
+    match serde_json::to_value(result) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => JsonObject::new(),
+    }
+}
+
+/// The task that stands for a call still running.
+pub fn working(call: &LiveCall, received_at_ms: i64, ttl_ms: u64) -> Task {
+    let now = crate::store::now_ms();
+    base(&call.id, received_at_ms, now, ttl_ms)
+        .with_status_message(call.progress.snapshot().message())
+}
+
+/// `tasks/get` for a call in the registry.
+pub fn of_live(call: &LiveCall, received_at_ms: i64, ttl_ms: u64) -> DetailedTask {
+    match call.outcome() {
+        None => DetailedTask::new(working(call, received_at_ms, ttl_ms), TaskPayload::Working),
+        Some(outcome) => {
+            let task = base(&call.id, received_at_ms, crate::store::now_ms(), ttl_ms);
+            match outcome.state {
+                crate::store::CallState::Cancelled => {
+                    DetailedTask::new(task, TaskPayload::Cancelled)
+                }
+                _ => DetailedTask::new(
+                    task,
+                    TaskPayload::Completed {
+                        result: result_object(&outcome.result),
+                    },
+                ),
+            }
+        }
+    }
+}
+
+/// `tasks/get` for a call that has left the registry.
+pub fn of_record(row: &CallRow, ttl_ms: u64) -> Result<DetailedTask, McpError> {
+    let task = base(
+        &row.id,
+        row.received_at_ms,
+        row.finished_at_ms.unwrap_or(row.received_at_ms),
+        ttl_ms,
+    )
+    .with_status_message(row.last_progress.clone().unwrap_or_default());
+    let failed = |message: String| {
+        let mut error = JsonObject::new();
+        error.insert("code".into(), (-32603).into());
+        error.insert("message".into(), message.into());
+        DetailedTask::new(task.clone(), TaskPayload::Failed { error })
+    };
+    Ok(match row.state.as_str() {
+        "received" | "running" => failed(format!(
+            "call {} is held by another exai process (pid {}) that can no longer be asked",
+            row.id, row.owner_pid
+        )),
+        "cancelled" => DetailedTask::new(task.clone(), TaskPayload::Cancelled),
+        "interrupted" => failed(format!(
+            "call {} was interrupted: {}",
+            row.id,
+            row.error_message
+                .as_deref()
+                .unwrap_or("exai stopped while it ran")
+        )),
+        _ => match row
+            .result
+            .as_deref()
+            .map(serde_json::from_str::<CallToolResult>)
+        {
+            Some(Ok(result)) => DetailedTask::new(
+                task.clone(),
+                TaskPayload::Completed {
+                    result: result_object(&result),
+                },
+            ),
+            _ => return Err(expired(&row.id)),
+        },
+    })
+}
+
+pub fn expired(id: &str) -> McpError {
+    McpError::invalid_params(format!("task {id} has expired or never existed"), None)
+}
