@@ -383,7 +383,10 @@ impl ServerHandler for ExaiService {
             .app
             .config
             .patience_for(call.origin.client_name.as_deref());
-        let answer_by = answer_deadline(call.received_at, patience, call.deadline);
+        // Only long tools can outlast a client; the rest (call_result included) answer in time by design.
+        let answer_by = answer_deadline(call.received_at, patience, call.deadline)
+            .filter(|_| tool.may_run_long());
+        let tool_answer_by = answer_deadline(call.received_at, patience, call.deadline);
         let span = tracing::info_span!("call", call_id = %call.id, tool = %call.tool, session = %self.session.id);
         let tool_context = ToolContext {
             call: call.clone(),
@@ -391,7 +394,7 @@ impl ServerHandler for ExaiService {
             providers: self.app.providers.clone(),
             health: self.app.health.clone(),
             config: self.app.config.clone(),
-            answer_by,
+            answer_by: tool_answer_by,
         };
         let work = match self.app.calls.running_twin(&call) {
             Some(twin) => {

@@ -28,6 +28,13 @@ async fn fetch(client: &Client, id: &str) -> CallToolResult {
         if !running {
             return r;
         }
+        // Still running: the answer is about the call asked for, never a handle for call_result itself.
+        assert_eq!(
+            r.structured_content.as_ref().unwrap()["call_id"],
+            id,
+            "{}",
+            text_of(&r)
+        );
         assert!(Instant::now() < until, "call {id} never finished");
     }
 }

@@ -47,8 +47,10 @@ impl Snapshot {
         parts.push(self.stage.clone());
         parts.push(format!("{} s", self.started.elapsed().as_secs()));
         let tokens = self.tokens_out + self.reasoning_tokens;
-        if tokens > 0 {
-            parts.push(format!("{} tokens", thousands(tokens)));
+        match tokens {
+            0 => {}
+            1 => parts.push("1 token".into()),
+            n => parts.push(format!("{} tokens", thousands(n))),
         }
         parts.join(" · ")
     }

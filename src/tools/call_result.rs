@@ -101,9 +101,13 @@ impl ExaiTool for CallResult {
                     ));
                 }
             };
-            // Never wait past this call's own answer time or deadline.
+            // Never wait past this call's own answer time (less a second to answer in) or deadline.
             let limit = ctx
                 .answer_by
+                .map(|by| {
+                    by - Duration::from_secs(1)
+                        .min(by.saturating_duration_since(ctx.call.received_at))
+                })
                 .unwrap_or(ctx.call.deadline)
                 .min(ctx.call.deadline);
             let wait = wanted.min(limit.saturating_duration_since(Instant::now()));

@@ -110,12 +110,14 @@ async def timed_call(session: ClientSession, tool: str, args: dict[str, Any]) ->
     return result, time.monotonic() - started
 
 
-async def fetch_until_done(session: ClientSession, call_id: str, deadline_s: float = 30.0) -> tuple[CallToolResult, list[float]]:
+async def fetch_until_done(
+    session: ClientSession, call_id: str, *, wait_s: float = 30, deadline_s: float = 30.0
+) -> tuple[CallToolResult, list[float]]:
     """Poll `call_result` until the call is no longer running; every answer must beat the read timeout."""
     end = time.monotonic() + deadline_s
     timings: list[float] = []
     while True:
-        result, took = await timed_call(session, "call_result", {"call_id": call_id, "wait_s": 30})
+        result, took = await timed_call(session, "call_result", {"call_id": call_id, "wait_s": wait_s})
         timings.append(round(took, 2))
         assert took < CLIENT_READ_TIMEOUT_S, f"call_result answered after {took:.2f} s"
         assert not result.is_error, result
@@ -133,17 +135,23 @@ async def wait_running(daemon: Daemon, prompt: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- 1. patience → handle → call_result
 
+CALL_RESULT_TIES_WITH_PATIENCE = (
+    "exai defect: call_result(wait_s=30) caps its wait at its own answer deadline (patience - margin), "
+    "the very instant the service answers a still-running call with a handle; the service wins, so the "
+    "client gets a handle ({status: running, call_id: <the call_result call's own id>, progress: "
+    "'call_result · waiting for call <original>'}) instead of a running answer about the original call"
+)
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_patience_handle_then_call_result(patient_daemon: Daemon, transport: str) -> None:
-    model = "fake-delay-12000"
+
+async def background_flow(daemon: Daemon, transport: str, model: str, delay_s: float, wait_s: float) -> None:
+    """chat answers with a handle at ~4 s; call_result polls fetch the answer, each within the read timeout."""
     prompt = unique(f"background {transport}")
     name = client_name()
-    before = model_requests(patient_daemon.provider, model)
+    before = model_requests(daemon.provider, model)
     started = time.monotonic()
-    async with named_session(patient_daemon, transport, name) as session:
+    async with named_session(daemon, transport, name) as session:
         handle, took = await timed_call(session, "chat", {"prompt": prompt, "model": model})
-        # Answered a safety margin before the (5 s) patience, not at the 12 s the call takes.
+        # Answered a safety margin before the (5 s) patience, not when the call ends.
         assert not handle.is_error, handle
         assert ANSWER_AT_S - 0.5 <= took < CLIENT_READ_TIMEOUT_S, f"handle came after {took:.2f} s"
         sc = handle.structured_content
@@ -152,45 +160,59 @@ async def test_patience_handle_then_call_result(patient_daemon: Daemon, transpor
         assert isinstance(call_id, str) and call_id
         assert sc["poll_after_s"] == 5, sc
         assert isinstance(sc["elapsed_s"], (int, float)) and sc["elapsed_s"] >= ANSWER_AT_S - 1, sc
-        assert isinstance(sc["progress"], str), sc
+        assert isinstance(sc["progress"], str) and model in sc["progress"], sc
         assert "call_result" in text_of(handle) and call_id in text_of(handle), text_of(handle)
 
-        record = patient_daemon.call_record(call_id)["call"]
+        record = daemon.call_record(call_id)["call"]
         assert record["state"] == "running", record
         assert record["client_name"] == name, record
 
-        final, polls = await fetch_until_done(session, call_id)
+        final, polls = await fetch_until_done(session, call_id, wait_s=wait_s)
         total = time.monotonic() - started
 
+    assert not final.is_error, final
     assert text_of(final) == f"echo: {prompt}", final
     assert call_id_of(final) == call_id, final.meta
-    assert total >= 11.0, f"the 12 s call ended after {total:.2f} s?"
+    assert total >= delay_s - 0.5, f"the {delay_s} s call ended after {total:.2f} s?"
     assert len(polls) >= 2, f"expected at least one 'running' call_result before the answer: {polls}"
-    assert model_requests(patient_daemon.provider, model) - before == 1
+    assert model_requests(daemon.provider, model) - before == 1
 
-    record = patient_daemon.call_record(call_id)["call"]
+    record = daemon.call_record(call_id)["call"]
     assert record["state"] == "succeeded", record
     assert record["delivery"] == "delivered_by_call_result", record
+
+
+@pytest.mark.xfail(strict=True, reason=CALL_RESULT_TIES_WITH_PATIENCE)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_patience_handle_then_call_result(patient_daemon: Daemon, transport: str) -> None:
+    """The documented flow: call_result(wait_s=30) until done (the wait is capped below the patience)."""
+    await background_flow(patient_daemon, transport, "fake-delay-12000", 12.0, wait_s=30)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_patience_handle_then_short_call_result_waits(patient_daemon: Daemon, transport: str) -> None:
+    """The same with call_result waits (3 s) shorter than the cap: running answers, then the result."""
+    await background_flow(patient_daemon, transport, "fake-delay-9000", 9.0, wait_s=3)
 
 
 # --------------------------------------------------------------------------- 2. client gone → new session fetches
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_disconnected_client_result_fetched_by_new_session(patient_daemon: Daemon, transport: str) -> None:
+async def disconnect_then_fetch(daemon: Daemon, transport: str) -> str:
+    """A session leaves mid-call (silently); a new session of the same client finds and fetches the call."""
     model = "fake-delay-3000"
     prompt = unique(f"disconnect {transport}")
     name = client_name()
-    before = model_requests(patient_daemon.provider, model)
+    before = model_requests(daemon.provider, model)
 
-    async with named_session(patient_daemon, transport, name, silent_give_up=True) as session:
+    async with named_session(daemon, transport, name, silent_give_up=True) as session:
         async with anyio.create_task_group() as tg:
             tg.start_soon(session.call_tool, "chat", {"prompt": prompt, "model": model})
-            running = await wait_running(patient_daemon, prompt)
+            running = await wait_running(daemon, prompt)
             tg.cancel_scope.cancel()  # the client stops waiting; the session closes below
     call_id = running["id"]
 
-    async with named_session(patient_daemon, transport, name) as session:
+    async with named_session(daemon, transport, name) as session:
         listed = await session.call_tool("call_list", {"limit": 10})
         assert not listed.is_error, listed
         calls = listed.structured_content["calls"]
@@ -200,15 +222,31 @@ async def test_disconnected_client_result_fetched_by_new_session(patient_daemon:
         assert entry["state"] in {"running", "succeeded"}, entry
         assert isinstance(entry["age_s"], int) and entry["age_s"] >= 0, entry
 
-        final, polls = await fetch_until_done(session, entry["call_id"])
+        final, _ = await fetch_until_done(session, entry["call_id"])
 
     assert not final.is_error, final
     assert text_of(final) == f"echo: {prompt}", final
     assert call_id_of(final) == call_id
-    assert model_requests(patient_daemon.provider, model) - before == 1
+    assert model_requests(daemon.provider, model) - before == 1
+    assert daemon.call_record(call_id)["call"]["state"] == "succeeded"
+    return call_id
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_disconnected_client_result_fetched_by_new_session(patient_daemon: Daemon, transport: str) -> None:
+    await disconnect_then_fetch(patient_daemon, transport)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="exai defect: the abandoned request's late delivery attempt ('delivery failed: client gone' on the "
+    "closed WebSocket) overwrites delivery=delivered_by_call_result after call_result handed the answer over "
+    "(over HTTP the same race leaves 'handed_to_http', but only some of the time)",
+)
+async def test_delivery_recorded_after_fetch_by_new_session(patient_daemon: Daemon) -> None:
+    call_id = await disconnect_then_fetch(patient_daemon, "stdio")
     record = patient_daemon.call_record(call_id)["call"]
-    assert record["state"] == "succeeded", record
-    assert record["delivery"] == "delivered_by_call_result", patient_daemon.exai("calls", "show", call_id)
+    assert record["delivery"] == "delivered_by_call_result", record
 
 
 # --------------------------------------------------------------------------- 3. identical retry attaches
