@@ -188,6 +188,18 @@ impl ExaiService {
         }
     }
 
+    /// This request gets a stand-in (a handle, a task); the call's result waits to be fetched.
+    async fn keep_for_later(&self, call: &LiveCall, request_id: &str, delivery: &str) {
+        call.hand_off();
+        self.session.take_call_for_response(request_id);
+        let _ = self
+            .app
+            .calls
+            .store()
+            .set_delivery(&call.id, delivery)
+            .await;
+    }
+
     /// The stored record of a task's call, or the protocol's "not found".
     async fn stored(&self, id: &str) -> Result<crate::store::CallRow, McpError> {
         let path = self.app.calls.store().path().to_path_buf();
@@ -410,13 +422,7 @@ impl ServerHandler for ExaiService {
         self.app.calls.start(call.clone(), work);
         if as_task {
             // The client polls tasks/get; the result waits in the call.
-            call.hand_off();
-            self.session.take_call_for_response(&request_id);
-            let _ = self
-                .app
-                .calls
-                .store()
-                .set_delivery(&call.id, "task_created")
+            self.keep_for_later(&call, &request_id, "task_created")
                 .await;
             tracing::info!(call_id = %call.id, "answered with a task");
             return Ok(CallToolResponse::Task(CreateTaskResult::new(
@@ -444,14 +450,7 @@ impl ServerHandler for ExaiService {
             .await;
         match outcome {
             Waited::AnswerNow => {
-                call.hand_off();
-                self.session.take_call_for_response(&request_id);
-                let _ = self
-                    .app
-                    .calls
-                    .store()
-                    .set_delivery(&call.id, "handle_sent")
-                    .await;
+                self.keep_for_later(&call, &request_id, "handle_sent").await;
                 tracing::info!(call_id = %call.id, patience_s = patience.as_secs(), "answering with a call handle; the call goes on");
                 Ok(CallToolResponse::Complete(background_answer(&call)))
             }

@@ -95,10 +95,7 @@ async fn another_client_fetches_the_result_of_one_that_left() {
     let peer = first.peer().clone();
     let pending =
         tokio::spawn(async move { peer.call_tool(chat("left behind", "fake-delay-1500")).await });
-    wait_until_async("the call in flight", Duration::from_secs(10), || {
-        (daemon.healthz()["calls_in_flight"].as_u64()? == 1).then_some(())
-    })
-    .await;
+    calls_in_flight(&daemon, 1).await;
     first.cancel().await.unwrap();
     let _ = pending.await;
     let (second, _) = stdio_client(&daemon.stdio_env(), &[]).await;
@@ -169,10 +166,7 @@ async fn call_cancel_stops_a_running_call_and_says_so_for_finished_ones() {
         "{}",
         text_of(&cancelled)
     );
-    wait_until_async("the abort", Duration::from_secs(5), || {
-        (fake.stats()["aborted"].as_u64()? == 1).then_some(())
-    })
-    .await;
+    provider_aborted(&fake, 1).await;
     let again = client
         .call_tool(tool("call_cancel", json!({"call_id": id})))
         .await
@@ -241,10 +235,7 @@ async fn after_a_daemon_crash_call_result_says_the_call_was_interrupted() {
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let peer = client.peer().clone();
     let pending = tokio::spawn(async move { peer.call_tool(chat("doomed", "fake-hang")).await });
-    wait_until_async("the provider request", Duration::from_secs(10), || {
-        (fake.stats()["in_flight"].as_u64()? == 1).then_some(())
-    })
-    .await;
+    at_provider(&fake, 1).await;
     daemon.signal("-KILL");
     let error = pending.await.unwrap().unwrap_err().to_string();
     let id = error
@@ -337,10 +328,7 @@ async fn a_tasks_client_gets_a_task_and_polls_it_to_the_answer() {
     peer.cancel_task(CancelTaskParams::new(hung.task.task_id.clone()))
         .await
         .unwrap();
-    wait_until_async("the abort", Duration::from_secs(5), || {
-        (fake.stats()["aborted"].as_u64()? == 1).then_some(())
-    })
-    .await;
+    provider_aborted(&fake, 1).await;
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let task = peer

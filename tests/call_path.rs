@@ -184,18 +184,12 @@ async fn cancel_stops_the_call_and_closes_the_provider_request() {
         .send_cancellable_request(request, PeerRequestOptions::no_options())
         .await
         .unwrap();
-    wait_until_async("the provider request", Duration::from_secs(10), || {
-        (fake.stats()["in_flight"].as_u64()? == 1).then_some(())
-    })
-    .await;
+    at_provider(&fake, 1).await;
     handle
         .cancel(Some("user pressed Esc".into()))
         .await
         .unwrap();
-    wait_until_async("the fake saw the abort", Duration::from_secs(10), || {
-        (fake.stats()["aborted"].as_u64()? == 1).then_some(())
-    })
-    .await;
+    provider_aborted(&fake, 1).await;
     let cancelled = wait_until_async("a cancelled record", Duration::from_secs(10), || {
         let store = exai::store::StoreReader::open(&daemon.home.join("calls.sqlite3")).ok()?;
         let rows = store
@@ -232,10 +226,7 @@ async fn a_client_that_leaves_mid_call_does_not_lose_the_result() {
     let peer = client.peer().clone();
     let pending =
         tokio::spawn(async move { peer.call_tool(chat("long", "fake-delay-1500")).await });
-    wait_until_async("the call in flight", Duration::from_secs(10), || {
-        (daemon.healthz()["calls_in_flight"].as_u64()? == 1).then_some(())
-    })
-    .await;
+    calls_in_flight(&daemon, 1).await;
     client.cancel().await.unwrap();
     assert!(pending.await.unwrap().is_err());
     let record = wait_until_async("the result kept", Duration::from_secs(10), || {
@@ -277,10 +268,7 @@ async fn a_killed_daemon_fails_calls_at_once_and_the_session_survives_a_restart(
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let peer = client.peer().clone();
     let pending = tokio::spawn(async move { peer.call_tool(chat("doomed", "fake-hang")).await });
-    wait_until_async("the provider request", Duration::from_secs(10), || {
-        (fake.stats()["in_flight"].as_u64()? == 1).then_some(())
-    })
-    .await;
+    at_provider(&fake, 1).await;
     let killed = Instant::now();
     daemon.signal("-KILL");
     let error = pending.await.unwrap().unwrap_err().to_string();
@@ -396,10 +384,7 @@ async fn status_shows_calls_in_flight_and_recent_failures() {
     let _ = client.call_tool(chat("x", "fake-500")).await.unwrap();
     let peer = client.peer().clone();
     let slow = tokio::spawn(async move { peer.call_tool(chat("slow", "fake-delay-2000")).await });
-    wait_until_async("the call in flight", Duration::from_secs(10), || {
-        (daemon.healthz()["calls_in_flight"].as_u64()? == 1).then_some(())
-    })
-    .await;
+    calls_in_flight(&daemon, 1).await;
     let status = client
         .call_tool(CallToolRequestParams::new("status"))
         .await

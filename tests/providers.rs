@@ -349,16 +349,10 @@ async fn cancelling_closes_the_provider_request_at_once() {
         .send_cancellable_request(request, PeerRequestOptions::no_options())
         .await
         .unwrap();
-    wait_until_async("the provider request", Duration::from_secs(10), || {
-        (fake.stats()["in_flight"].as_u64()? == 1).then_some(())
-    })
-    .await;
+    at_provider(&fake, 1).await;
     let cancelled = Instant::now();
     handle.cancel(None).await.unwrap();
-    wait_until_async("the abort", Duration::from_secs(5), || {
-        (fake.stats()["aborted"].as_u64()? == 1).then_some(())
-    })
-    .await;
+    provider_aborted(&fake, 1).await;
     let took = cancelled.elapsed();
     // The fake polls its socket; the stats poll adds up to 20 ms on top.
     assert!(

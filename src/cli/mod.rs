@@ -272,22 +272,22 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
         None => None,
     };
     let store = open_store(config).ok();
-    let failures = match &store {
-        Some(s) => s.list(&CallFilter {
-            failed_only: true,
-            limit: 5,
-            ..Default::default()
-        })?,
-        None => Vec::new(),
+    let list = |filter: CallFilter| -> Result<Vec<CallRow>, CliError> {
+        Ok(match &store {
+            Some(s) => s.list(&filter)?,
+            None => Vec::new(),
+        })
     };
-    let running = match &store {
-        Some(s) => s.list(&CallFilter {
-            running_only: true,
-            limit: 50,
-            ..Default::default()
-        })?,
-        None => Vec::new(),
-    };
+    let failures = list(CallFilter {
+        failed_only: true,
+        limit: 5,
+        ..Default::default()
+    })?;
+    let running = list(CallFilter {
+        running_only: true,
+        limit: 50,
+        ..Default::default()
+    })?;
     if as_json {
         let value = json!({
             "daemon": health,

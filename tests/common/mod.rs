@@ -142,6 +142,36 @@ pub fn http_request(
     (status, body)
 }
 
+/// Waits until the daemon has `n` calls in flight.
+pub async fn calls_in_flight(daemon: &Daemon, n: u64) {
+    wait_until_async(
+        &format!("{n} call(s) in flight"),
+        Duration::from_secs(10),
+        || (daemon.healthz()["calls_in_flight"].as_u64()? == n).then_some(()),
+    )
+    .await;
+}
+
+/// Waits until the fake provider has `n` requests in flight.
+pub async fn at_provider(fake: &Fake, n: u64) {
+    wait_until_async(
+        &format!("{n} request(s) at the provider"),
+        Duration::from_secs(10),
+        || (fake.stats()["in_flight"].as_u64()? == n).then_some(()),
+    )
+    .await;
+}
+
+/// Waits until the fake provider has seen `n` aborted requests.
+pub async fn provider_aborted(fake: &Fake, n: u64) {
+    wait_until_async(
+        &format!("{n} abort(s) at the provider"),
+        Duration::from_secs(10),
+        || (fake.stats()["aborted"].as_u64()? == n).then_some(()),
+    )
+    .await;
+}
+
 /// A fresh EXAI_HOME.
 pub fn temp_home() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("exai-test-{}", uuid::Uuid::now_v7()));
