@@ -68,7 +68,11 @@ async fn direct_call(http: &reqwest::Client, url: &str, prompt: &str) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let fake = Fake::start();
-    let daemon = Daemon::start(&fake, &[("EXAI_LOG", "info")]);
+    // The provider limit (16 by default) is lifted: this measures exai, not the queue.
+    let daemon = Daemon::start(
+        &fake,
+        &[("EXAI_LOG", "info"), ("EXAI_PROVIDER_CONCURRENCY", "2000")],
+    );
     let mut report = Report(Vec::new());
     println!("exai call-path benchmark (release build, logging on, fake provider on 127.0.0.1)\n");
 

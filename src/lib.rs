@@ -7,6 +7,7 @@ pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod files;
 pub mod health;
 pub mod local;
 pub mod logging;
@@ -16,6 +17,8 @@ pub mod shim;
 pub mod stdio;
 pub mod store;
 pub mod tasks;
+pub mod threads;
+pub mod tokens;
 pub mod tools;
 pub mod transport;
 

@@ -151,6 +151,16 @@ pub struct CallRow {
     pub owner_pid: i64,
 }
 
+/// A conversation thread as stored: its turns are JSON.
+#[derive(Debug, Clone)]
+pub struct ThreadRow {
+    pub id: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub turns: String,
+}
+
 /// Which calls `list` returns.
 #[derive(Debug, Clone, Default)]
 pub struct CallFilter {
@@ -204,6 +214,13 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_by_received ON calls(received_at_ms);
 CREATE INDEX IF NOT EXISTS calls_by_state ON calls(state);
+CREATE TABLE IF NOT EXISTS threads (
+    id TEXT PRIMARY KEY,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    turns TEXT NOT NULL
+);
 ";
 
 const COLUMNS: &str = "id, session_id, client_name, client_version, transport, tool, arguments, state, \
@@ -267,6 +284,8 @@ enum WriteOp {
         id: String,
         delivery: String,
     },
+    /// Creates or replaces a conversation thread.
+    SaveThread(ThreadRow),
     /// Commits nothing by itself; its acknowledgement orders everything before it.
     Barrier,
 }
@@ -387,6 +406,18 @@ impl Store {
         .await
     }
 
+    /// Queues a conversation thread for saving. Writes commit in order, so the acknowledged
+    /// end of the call that saved it implies the thread is committed before the answer goes out.
+    pub async fn save_thread(&self, thread: ThreadRow) -> Result<(), StoreError> {
+        self.tx
+            .send(Queued {
+                op: WriteOp::SaveThread(thread),
+                ack: None,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
     /// Records whether the answer reached the client.
     pub async fn set_delivery(&self, id: &str, delivery: &str) -> Result<(), StoreError> {
         self.write_acked(WriteOp::Delivery {
@@ -490,6 +521,13 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
             ])?;
         }
         WriteOp::Barrier => {}
+        WriteOp::SaveThread(t) => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO threads (id, created_at_ms, updated_at_ms, expires_at_ms, turns) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![t.id, t.created_at_ms, t.updated_at_ms, t.expires_at_ms, t.turns])?;
+        }
         WriteOp::Delivery { id, delivery } => {
             conn.prepare_cached("UPDATE calls SET delivery = ?2 WHERE id = ?1")?
                 .execute(params![id, delivery])?;
@@ -555,7 +593,35 @@ impl StoreReader {
         max_rows: u64,
         result_ttl: Duration,
     ) -> Result<usize, StoreError> {
-        Ok(self.prune(max_age, max_rows)? + self.expire_results(result_ttl)?)
+        let threads = self
+            .conn
+            .execute(
+                "DELETE FROM threads WHERE expires_at_ms < ?1",
+                params![now_ms()],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(self.prune(max_age, max_rows)? + self.expire_results(result_ttl)? + threads)
+    }
+
+    /// A conversation thread, if it exists and has not expired.
+    pub fn thread(&self, id: &str) -> Result<Option<ThreadRow>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, created_at_ms, updated_at_ms, expires_at_ms, turns FROM threads \
+                 WHERE id = ?1 AND expires_at_ms >= ?2",
+                params![id, now_ms()],
+                |r| {
+                    Ok(ThreadRow {
+                        id: r.get(0)?,
+                        created_at_ms: r.get(1)?,
+                        updated_at_ms: r.get(2)?,
+                        expires_at_ms: r.get(3)?,
+                        turns: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
     }
 
     /// Forgets the results (and reasoning) of calls that ended more than `ttl` ago; returns how many.

@@ -179,6 +179,12 @@ pub struct Config {
     pub default_patience: Duration,
     /// How long finished results stay fetchable with `call_result`.
     pub result_ttl: Duration,
+    /// `EXAI_ALLOWED_ROOTS`: when set, files are read only below these directories.
+    pub allowed_roots: Vec<PathBuf>,
+    /// How long an idle conversation thread is kept.
+    pub thread_ttl: Duration,
+    /// Most turns a thread keeps (the oldest go first).
+    pub thread_max_turns: usize,
     /// The config file read, if one was.
     pub file: Option<PathBuf>,
     /// Setting → where its value came from ("environment", "config file: timeouts.call").
@@ -225,6 +231,9 @@ pub const SETTINGS: &[&str] = &[
     "CUSTOM_ALLOWED_MODELS",
     "EXAI_CLIENT_PATIENCE",
     "EXAI_RESULT_TTL_S",
+    "EXAI_ALLOWED_ROOTS",
+    "EXAI_THREAD_TTL_S",
+    "EXAI_THREAD_MAX_TURNS",
 ];
 
 impl Config {
@@ -482,6 +491,29 @@ impl Config {
             client_patience: patience_rules(get("EXAI_CLIENT_PATIENCE"))?.0,
             default_patience: patience_rules(get("EXAI_CLIENT_PATIENCE"))?.1,
             result_ttl: secs("EXAI_RESULT_TTL_S", 24 * 3600)?,
+            allowed_roots: list("EXAI_ALLOWED_ROOTS")
+                .unwrap_or_default()
+                .into_iter()
+                .map(|root| {
+                    PathBuf::from(&root)
+                        .canonicalize()
+                        .unwrap_or_else(|_| PathBuf::from(root))
+                })
+                .collect(),
+            thread_ttl: secs("EXAI_THREAD_TTL_S", 24 * 3600)?,
+            thread_max_turns: match get("EXAI_THREAD_MAX_TURNS") {
+                None => 50,
+                Some(v) => {
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 1)
+                        .ok_or(ConfigError::Invalid {
+                            var: "EXAI_THREAD_MAX_TURNS",
+                            value: v,
+                            why: "expected a whole number above 1".into(),
+                        })?
+                }
+            },
             file: None,
             sources: SETTINGS
                 .iter()

@@ -358,7 +358,17 @@ pub fn chat(prompt: &str, model: &str) -> CallToolRequestParams {
     )
 }
 
+/// The first text block of a result: the answer itself (notes follow in later blocks).
 pub fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .find_map(|c| c.as_text().map(|t| t.text.clone()))
+        .unwrap_or_default()
+}
+
+/// Every text block of a result, joined.
+pub fn all_text_of(result: &CallToolResult) -> String {
     result
         .content
         .iter()

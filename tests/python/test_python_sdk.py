@@ -122,9 +122,10 @@ async def modern_client(
 
 
 def text_of(result: CallToolResult) -> str:
+    """The first text block: the answer itself (exai puts notes, like the continuation id, after it)."""
     parts = [c.text for c in result.content if isinstance(c, TextContent)]
     assert parts, f"no text content in {result!r}"
-    return "\n".join(parts)
+    return parts[0]
 
 
 def call_id_of(result: CallToolResult) -> str:

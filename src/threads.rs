@@ -1,0 +1,200 @@
+//! Conversation memory: threads of turns kept in the store under a continuation id, so a
+//! conversation goes on across calls, tools, clients and daemon restarts.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError, StoreReader, ThreadRow, now_ms};
+use crate::tokens;
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Turn {
+    /// "user" (the calling agent) or "assistant" (the model).
+    pub role: String,
+    pub tool: String,
+    pub content: String,
+    /// Files the turn referred to (embedded afresh when the thread is replayed).
+    #[serde(default)]
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    pub at_ms: i64,
+}
+
+/// A conversation.
+#[derive(Debug, Clone)]
+pub struct Thread {
+    pub id: String,
+    pub created_at_ms: i64,
+    pub turns: Vec<Turn>,
+}
+
+/// Why a thread could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ThreadError {
+    #[error(
+        "continuation_id {0} is unknown: it expired or never existed; start a new conversation without it"
+    )]
+    Unknown(String),
+    #[error("continuation_id {0:?} is not valid (expected a UUID)")]
+    Malformed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("thread {id} is damaged: {why}")]
+    Damaged { id: String, why: String },
+}
+
+impl Thread {
+    pub fn new() -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            created_at_ms: now_ms(),
+            turns: Vec::new(),
+        }
+    }
+
+    /// Loads a thread (blocking: call from `spawn_blocking`).
+    pub fn load(store: &std::path::Path, id: &str) -> Result<Self, ThreadError> {
+        let id = uuid::Uuid::parse_str(id.trim())
+            .map_err(|_| ThreadError::Malformed(id.to_string()))?
+            .to_string();
+        let row = StoreReader::open(store)?
+            .thread(&id)?
+            .ok_or_else(|| ThreadError::Unknown(id.clone()))?;
+        let turns = serde_json::from_str(&row.turns).map_err(|e| ThreadError::Damaged {
+            id: id.clone(),
+            why: e.to_string(),
+        })?;
+        Ok(Self {
+            id,
+            created_at_ms: row.created_at_ms,
+            turns,
+        })
+    }
+
+    /// Adds turns, keeping at most `max_turns` (the oldest go first), and saves the thread.
+    pub async fn append(
+        &mut self,
+        store: &Store,
+        turns: Vec<Turn>,
+        max_turns: usize,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.turns.extend(turns);
+        if self.turns.len() > max_turns {
+            let excess = self.turns.len() - max_turns;
+            self.turns.drain(..excess);
+        }
+        let now = now_ms();
+        store
+            .save_thread(ThreadRow {
+                id: self.id.clone(),
+                created_at_ms: self.created_at_ms,
+                updated_at_ms: now,
+                expires_at_ms: now + ttl.as_millis() as i64,
+                turns: serde_json::to_string(&self.turns).unwrap_or_else(|_| "[]".into()),
+            })
+            .await
+    }
+
+    /// The turns to replay within `budget` tokens: chosen newest first, returned oldest first,
+    /// with how many older turns did not fit.
+    pub fn history(&self, budget: usize) -> (Vec<&Turn>, usize) {
+        let mut chosen = Vec::new();
+        let mut used = 0;
+        for turn in self.turns.iter().rev() {
+            let cost = tokens::count(&turn.content) + 8;
+            if used + cost > budget {
+                break;
+            }
+            used += cost;
+            chosen.push(turn);
+        }
+        let left_out = self.turns.len() - chosen.len();
+        chosen.reverse();
+        (chosen, left_out)
+    }
+
+    /// Files referenced anywhere in the thread, newest reference first, each once.
+    pub fn files(&self) -> Vec<String> {
+        let mut seen = Vec::new();
+        for turn in self.turns.iter().rev() {
+            for file in &turn.files {
+                if !seen.contains(file) {
+                    seen.push(file.clone());
+                }
+            }
+        }
+        seen
+    }
+}
+
+impl Default for Thread {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(role: &str, content: &str, files: &[&str]) -> Turn {
+        Turn {
+            role: role.into(),
+            tool: "chat".into(),
+            content: content.into(),
+            files: files.iter().map(|f| f.to_string()).collect(),
+            model: None,
+            at_ms: now_ms(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_thread_survives_a_reload_and_keeps_its_turn_cap() {
+        let dir = std::env::temp_dir().join(format!("exai-threads-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("s.db")).unwrap();
+        let mut thread = Thread::new();
+        for i in 0..6 {
+            thread
+                .append(
+                    &store,
+                    vec![turn("user", &format!("q{i}"), &["/a.rs"])],
+                    4,
+                    Duration::from_secs(60),
+                )
+                .await
+                .unwrap();
+        }
+        store.sync().await.unwrap();
+        let loaded = Thread::load(store.path(), &thread.id).unwrap();
+        let contents: Vec<_> = loaded.turns.iter().map(|t| t.content.as_str()).collect();
+        assert_eq!(contents, ["q2", "q3", "q4", "q5"]);
+        assert!(matches!(
+            Thread::load(store.path(), "01a2132d-05c7-76ba-ab75-235da0d3ad5f"),
+            Err(ThreadError::Unknown(_))
+        ));
+        assert!(matches!(
+            Thread::load(store.path(), "nope"),
+            Err(ThreadError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn history_is_chosen_newest_first_and_shown_oldest_first() {
+        let mut thread = Thread::new();
+        thread.turns = vec![
+            turn("user", &"old ".repeat(500), &["/x.rs"]),
+            turn("assistant", "middle", &[]),
+            turn("user", "new", &["/y.rs", "/x.rs"]),
+        ];
+        let (turns, left_out) = thread.history(50);
+        let contents: Vec<_> = turns.iter().map(|t| t.content.as_str()).collect();
+        assert_eq!(contents, ["middle", "new"]);
+        assert_eq!(left_out, 1);
+        assert_eq!(thread.files(), ["/y.rs", "/x.rs"]);
+    }
+}

@@ -1,0 +1,151 @@
+//! chat with files and conversation memory, through the real binary.
+
+mod common;
+
+use common::*;
+use rmcp::model::CallToolRequestParams;
+use serde_json::{Value, json};
+
+fn chat_with(args: Value) -> CallToolRequestParams {
+    CallToolRequestParams::new("chat").with_arguments(args.as_object().unwrap().clone())
+}
+
+fn last_messages(fake: &Fake, model: &str) -> Vec<Value> {
+    let body: Value = serde_json::from_str(&http_get(&format!(
+        "{}/last_request?model={model}",
+        fake.url
+    )))
+    .unwrap();
+    body["messages"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn files_are_embedded_line_numbered_and_secrets_stay_home() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let project = temp_home().canonicalize().unwrap();
+    std::fs::create_dir_all(project.join("src")).unwrap();
+    std::fs::write(
+        project.join("src/lib.rs"),
+        "pub fn answer() -> u32 {\n    42\n}\n",
+    )
+    .unwrap();
+    std::fs::write(project.join(".env"), "API_KEY=do-not-send-me").unwrap();
+    std::fs::write(
+        project.join("logo.png"),
+        [0x89u8, b'P', b'N', b'G', 0, 0, 1],
+    )
+    .unwrap();
+    std::fs::create_dir_all(project.join(".ssh")).unwrap();
+    std::fs::write(project.join(".ssh/id_ed25519"), "PRIVATE").unwrap();
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client
+        .call_tool(chat_with(json!({
+            "prompt": "review this",
+            "model": "fake-fast",
+            "files": [project.display().to_string(), project.join(".ssh/id_ed25519").display().to_string()],
+        })))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(false), "{}", all_text_of(&result));
+    let sent = last_messages(&fake, "fake-fast");
+    let question = sent.last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        question.contains("    2│     42"),
+        "line-numbered: {question}"
+    );
+    assert!(question.ends_with("review this"));
+    assert!(!question.contains("do-not-send-me") && !question.contains("PRIVATE"));
+    let notes = all_text_of(&result);
+    assert!(notes.contains("logo.png — binary file"), "{notes}");
+    assert!(
+        notes.contains("id_ed25519 — credentials directory"),
+        "{notes}"
+    );
+    let structured = result.structured_content.clone().unwrap();
+    assert_eq!(structured["files_embedded"], 1);
+
+    let relative = client
+        .call_tool(chat_with(
+            json!({"prompt": "x", "model": "fake-fast", "files": ["src/lib.rs"]}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(relative.is_error, Some(true));
+    assert!(
+        text_of(&relative).contains("\"src/lib.rs\" is not an absolute path"),
+        "{}",
+        text_of(&relative)
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_conversation_continues_across_calls_and_a_daemon_restart() {
+    let fake = Fake::start();
+    let home = temp_home();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut daemon = Daemon::start_in(home.clone(), &listen, &fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let first = client
+        .call_tool(chat_with(
+            json!({"prompt": "remember 42", "model": "fake-fast"}),
+        ))
+        .await
+        .unwrap();
+    let thread = first.structured_content.clone().unwrap()["continuation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(all_text_of(&first).contains(&format!("continuation_id: {thread}")));
+    let second = client
+        .call_tool(chat_with(
+            json!({"prompt": "which number?", "model": "fake-fast", "continuation_id": thread}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.structured_content.clone().unwrap()["continuation_id"],
+        thread.as_str()
+    );
+    let sent = last_messages(&fake, "fake-fast");
+    let roles: Vec<&str> = sent.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(sent[1]["content"], "remember 42");
+    assert_eq!(sent[2]["content"], "echo: remember 42");
+
+    daemon.signal("-TERM");
+    wait_until(
+        "the daemon to stop",
+        std::time::Duration::from_secs(10),
+        || daemon.proc.as_mut().unwrap().0.try_wait().unwrap(),
+    );
+    let _daemon = Daemon::start_in(home, &listen, &fake, &[]);
+    let third = client
+        .call_tool(chat_with(
+            json!({"prompt": "and now?", "model": "fake-fast", "continuation_id": thread}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(third.is_error, Some(false), "{}", all_text_of(&third));
+    assert_eq!(
+        last_messages(&fake, "fake-fast").len(),
+        6,
+        "the thread outlived the daemon"
+    );
+
+    let unknown = client
+        .call_tool(chat_with(json!({"prompt": "x", "model": "fake-fast", "continuation_id": "01a2132d-05c7-76ba-ab75-235da0d3ad5f"})))
+        .await
+        .unwrap();
+    assert_eq!(unknown.is_error, Some(true));
+    assert!(
+        text_of(&unknown).contains("expired or never existed"),
+        "{}",
+        text_of(&unknown)
+    );
+    client.cancel().await.unwrap();
+}
