@@ -529,8 +529,12 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
             .execute(params![t.id, t.created_at_ms, t.updated_at_ms, t.expires_at_ms, t.turns])?;
         }
         WriteOp::Delivery { id, delivery } => {
-            conn.prepare_cached("UPDATE calls SET delivery = ?2 WHERE id = ?1")?
-                .execute(params![id, delivery])?;
+            // Once an answer reached a client, a late report about another
+            // path (an abandoned request's closed stream) must not undo that.
+            conn.prepare_cached(
+                "UPDATE calls SET delivery = ?2 WHERE id = ?1 AND delivery NOT LIKE 'delivered%'",
+            )?
+            .execute(params![id, delivery])?;
         }
     }
     Ok(())

@@ -223,12 +223,6 @@ async def test_disconnected_client_result_fetched_by_new_session(patient_daemon:
     await disconnect_then_fetch(patient_daemon, transport)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exai defect: the abandoned request's late delivery attempt ('delivery failed: client gone' on the "
-    "closed WebSocket) overwrites delivery=delivered_by_call_result after call_result handed the answer over "
-    "(over HTTP the same race leaves 'handed_to_http', but only some of the time)",
-)
 async def test_delivery_recorded_after_fetch_by_new_session(patient_daemon: Daemon) -> None:
     call_id = await disconnect_then_fetch(patient_daemon, "stdio")
     record = patient_daemon.call_record(call_id)["call"]
