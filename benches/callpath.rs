@@ -132,6 +132,96 @@ async fn main() {
         "<= 2 ms",
     );
 
+    // 1b. Streaming: time to first token as exai's provider client sees it (recorded per call)
+    // against a plain client reading the same stream, and 200 concurrent streams.
+    let (mut direct_ttft, mut exai_ttft) = (Vec::new(), Vec::new());
+    for i in 0..100 {
+        let t = Instant::now();
+        let body = json!({"model": "fake-slowstart-20x20", "stream": true, "messages": [{"role": "user", "content": format!("s{i}")}]});
+        let response = http
+            .post(format!("{}/v1/chat/completions", fake.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let mut stream = response.bytes_stream();
+        let mut first = None;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.unwrap();
+            if first.is_none() && String::from_utf8_lossy(&chunk).contains("\"content\"") {
+                first = Some(t.elapsed());
+            }
+        }
+        direct_ttft.push(first.unwrap());
+        let r = client
+            .call_tool(chat(&format!("s{i}"), "fake-slowstart-20x20"))
+            .await
+            .unwrap();
+        let record = daemon.final_record(&call_id_of(&r));
+        exai_ttft.push(Duration::from_millis(
+            record.time_to_first_token_ms.unwrap() as u64,
+        ));
+    }
+    let (dt50, dt99) = (
+        percentile(&mut direct_ttft, 0.5),
+        percentile(&mut direct_ttft, 0.99),
+    );
+    let (et50, et99) = (
+        percentile(&mut exai_ttft, 0.5),
+        percentile(&mut exai_ttft, 0.99),
+    );
+    report.add(
+        "time to first token, direct p50 / p99 (20 ms server delay)",
+        format!("{:.1} / {:.1} ms", ms(dt50), ms(dt99)),
+        "-",
+    );
+    report.add(
+        "time to first token, exai's client p50 / p99",
+        format!("{:.1} / {:.1} ms", ms(et50), ms(et99)),
+        "-",
+    );
+    report.add(
+        "added time to first token p99",
+        format!("{:.2} ms", ms(et99) - ms(dt99)),
+        "<= 1 ms",
+    );
+    let streams = |via_exai: bool| {
+        let peer = client.peer().clone();
+        let http = http.clone();
+        let url = fake.url.clone();
+        async move {
+            let started = Instant::now();
+            let calls = (0..200).map(|i| {
+                let (peer, http, url) = (peer.clone(), http.clone(), url.clone());
+                async move {
+                    let t = Instant::now();
+                    if via_exai {
+                        peer.call_tool(chat(&format!("c{i}"), "fake-stream-20x10")).await.unwrap();
+                    } else {
+                        let body = json!({"model": "fake-stream-20x10", "stream": true, "messages": [{"role": "user", "content": format!("c{i}")}]});
+                        let mut s = http.post(format!("{url}/v1/chat/completions")).json(&body).send().await.unwrap().bytes_stream();
+                        while s.next().await.is_some() {}
+                    }
+                    t.elapsed()
+                }
+            });
+            let mut times = futures::future::join_all(calls).await;
+            (started.elapsed(), percentile(&mut times, 0.99))
+        }
+    };
+    let (direct_wall, direct_p99) = streams(false).await;
+    let (exai_wall, exai_p99) = streams(true).await;
+    report.add(
+        "200 concurrent streams (20 chunks x 10 ms), p99 direct / exai",
+        format!("{:.0} / {:.0} ms", ms(direct_p99), ms(exai_p99)),
+        "no added tail",
+    );
+    report.add(
+        "200 concurrent streams, wall direct / exai",
+        format!("{:.0} / {:.0} ms", ms(direct_wall), ms(exai_wall)),
+        "-",
+    );
+
     // 2. 500 concurrent calls on one session, each waiting 1 s at the provider.
     let peer = client.peer().clone();
     let started = Instant::now();

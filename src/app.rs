@@ -72,14 +72,21 @@ impl App {
         }))
     }
 
-    /// Asks the endpoints for their models in the background (bounded), so names they
-    /// serve resolve without a catalog entry.
+    /// Asks the endpoints for their models now and every ten minutes (each ask bounded),
+    /// so names they serve resolve without a catalog entry.
     pub fn discover_models(self: &Arc<Self>) {
+        const REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
         let app = self.clone();
         tokio::spawn(async move {
-            app.providers
-                .discover(std::time::Duration::from_secs(5))
-                .await;
+            loop {
+                app.providers
+                    .discover(std::time::Duration::from_secs(5))
+                    .await;
+                tokio::select! {
+                    _ = tokio::time::sleep(REFRESH) => {}
+                    _ = app.shutdown.cancelled() => return,
+                }
+            }
         });
     }
 }

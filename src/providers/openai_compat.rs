@@ -236,6 +236,21 @@ impl OpenAiCompatible {
                 detail: "the stream ended without a finish reason or [DONE]".into(),
             });
         }
+        // No usage from the provider: count with the tokenizer rather than leave the record blank.
+        if answer.tokens_out.is_none() {
+            answer.tokens_out = Some(
+                (crate::tokens::count(&answer.text) + crate::tokens::count(&reasoning)) as u64,
+            );
+            tracing::debug!(provider = %self.name, "no usage reported; output tokens estimated");
+        }
+        if answer.tokens_in.is_none() {
+            let prompt: usize = request
+                .messages
+                .iter()
+                .map(|m| crate::tokens::count(&m.content) + 4)
+                .sum();
+            answer.tokens_in = Some(prompt as u64);
+        }
         if !reasoning.is_empty() {
             answer.reasoning = Some(reasoning);
         }
@@ -386,4 +401,62 @@ struct Usage {
 #[derive(Deserialize)]
 struct UsageDetails {
     reasoning_tokens: Option<u64>,
+}
+
+#[cfg(test)]
+mod sse_tests {
+    //! The SSE framing exai relies on, fed the way networks deliver it.
+
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+
+    async fn events(chunks: &[&str]) -> Vec<String> {
+        let owned: Vec<Result<Vec<u8>, std::io::Error>> =
+            chunks.iter().map(|c| Ok(c.as_bytes().to_vec())).collect();
+        futures::stream::iter(owned)
+            .eventsource()
+            .filter_map(|e| async move { e.ok().map(|e| e.data) })
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn events_split_across_chunks_are_joined() {
+        let got = events(&["data: {\"a\"", ":1}\n", "\n", "data: [DONE]\n\n"]).await;
+        assert_eq!(got, ["{\"a\":1}", "[DONE]"]);
+    }
+
+    #[tokio::test]
+    async fn crlf_comments_and_multi_line_data() {
+        let got = events(&[
+            ": keep-alive\r\n\r\n",
+            "data: line one\r\ndata: line two\r\n\r\n",
+            "data: [DONE]\r\n\r\n",
+        ])
+        .await;
+        assert_eq!(got, ["line one\nline two", "[DONE]"]);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_is_parsed_into_content_reasoning_and_usage() {
+        let chunk: super::Chunk = serde_json::from_str(
+            r#"{"choices":[{"delta":{"reasoning_content":"hm","content":"hi"},"finish_reason":"stop"}],
+                "usage":{"prompt_tokens":3,"completion_tokens":2,"completion_tokens_details":{"reasoning_tokens":1}}}"#,
+        )
+        .unwrap();
+        assert_eq!(chunk.choices[0].delta.content.as_deref(), Some("hi"));
+        assert_eq!(
+            chunk.choices[0].delta.reasoning_content.as_deref(),
+            Some("hm")
+        );
+        let usage = chunk.usage.unwrap();
+        assert_eq!(
+            (usage.prompt_tokens, usage.completion_tokens),
+            (Some(3), Some(2))
+        );
+        assert_eq!(
+            usage.completion_tokens_details.unwrap().reasoning_tokens,
+            Some(1)
+        );
+    }
 }

@@ -112,29 +112,37 @@ impl ExaiTool for Chat {
                 .resolve(args.model.as_deref(), Need::Deep)
                 .map_err(|message| ToolFailure::new("no_model", message))?;
 
-            // The model's context: room for the answer first, then history, then files.
-            let context = target.model.context_window as usize;
-            let reserve = (target.model.max_output as usize).min(context / 4);
-            let fixed = tokens::count(SYSTEM_PROMPT) + tokens::count(&args.prompt);
-            let room = context.saturating_sub(reserve + fixed);
-            let (history, left_out) = thread.history(room * 3 / 10);
-            let history_tokens: usize = history.iter().map(|t| tokens::count(&t.content) + 8).sum();
-            let mut wanted_files = asked_files.clone();
-            for file in thread.files() {
-                if !wanted_files.contains(&file) {
-                    wanted_files.push(file);
+            // The model's context: room for the answer first, then history, then files. The
+            // tokenizer is only woken when there is something to fit.
+            let (history, left_out, embedded) = if asked_files.is_empty() && thread.turns.is_empty()
+            {
+                (Vec::new(), 0, files::Embedded::default())
+            } else {
+                let context = target.model.context_window as usize;
+                let reserve = (target.model.max_output as usize).min(context / 4);
+                let fixed = tokens::count(SYSTEM_PROMPT) + tokens::count(&args.prompt);
+                let room = context.saturating_sub(reserve + fixed);
+                let (history, left_out) = thread.history(room * 3 / 10);
+                let history_tokens: usize =
+                    history.iter().map(|t| tokens::count(&t.content) + 8).sum();
+                let mut wanted_files = asked_files.clone();
+                for file in thread.files() {
+                    if !wanted_files.contains(&file) {
+                        wanted_files.push(file);
+                    }
                 }
-            }
-            let files_budget = room.saturating_sub(history_tokens);
-            let roots = ctx.config.allowed_roots.clone();
-            ctx.call
-                .progress
-                .set_stage(format!("reading {} file path(s)", wanted_files.len()));
-            let embedded = tokio::task::spawn_blocking(move || {
-                files::embed(&wanted_files, files_budget, &roots)
-            })
-            .await
-            .map_err(blocking_failure)?;
+                let files_budget = room.saturating_sub(history_tokens);
+                let roots = ctx.config.allowed_roots.clone();
+                ctx.call
+                    .progress
+                    .set_stage(format!("reading {} file path(s)", wanted_files.len()));
+                let embedded = tokio::task::spawn_blocking(move || {
+                    files::embed(&wanted_files, files_budget, &roots)
+                })
+                .await
+                .map_err(blocking_failure)?;
+                (history, left_out, embedded)
+            };
 
             let mut messages = vec![ChatMessage {
                 role: "system",

@@ -135,6 +135,7 @@ async def wait_running(daemon: Daemon, prompt: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- 1. patience → handle → call_result
 
+
 async def background_flow(daemon: Daemon, transport: str, model: str, delay_s: float, wait_s: float) -> None:
     """chat answers with a handle at ~4 s; call_result polls fetch the answer, each within the read timeout."""
     prompt = unique(f"background {transport}")
@@ -214,19 +215,16 @@ async def disconnect_then_fetch(daemon: Daemon, transport: str) -> str:
     assert text_of(final) == f"echo: {prompt}", final
     assert call_id_of(final) == call_id
     assert model_requests(daemon.provider, model) - before == 1
-    assert daemon.call_record(call_id)["call"]["state"] == "succeeded"
+    record = daemon.call_record(call_id)["call"]
+    assert record["state"] == "succeeded", record
+    # The abandoned request's late report (closed WebSocket / HTTP stream) must not undo this.
+    assert record["delivery"] == "delivered_by_call_result", record
     return call_id
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_disconnected_client_result_fetched_by_new_session(patient_daemon: Daemon, transport: str) -> None:
     await disconnect_then_fetch(patient_daemon, transport)
-
-
-async def test_delivery_recorded_after_fetch_by_new_session(patient_daemon: Daemon) -> None:
-    call_id = await disconnect_then_fetch(patient_daemon, "stdio")
-    record = patient_daemon.call_record(call_id)["call"]
-    assert record["delivery"] == "delivered_by_call_result", record
 
 
 # --------------------------------------------------------------------------- 3. identical retry attaches
@@ -259,16 +257,15 @@ async def test_identical_retry_attaches_to_running_call(patient_daemon: Daemon, 
     assert model_requests(patient_daemon.provider, model) - before == 1
 
     records = [c for c in patient_daemon.calls() if prompt in (c.get("arguments") or "")]
-    assert len(records) == 2, records
+    assert len(records) == 2 and first["id"] in {c["id"] for c in records}, records
     assert all(c["state"] == "succeeded" for c in records), records
 
 
 # --------------------------------------------------------------------------- 4. bad call_result arguments
 
 
-@pytest.mark.parametrize("transport", ["stdio"])
-async def test_call_result_bad_arguments(patient_daemon: Daemon, transport: str) -> None:
-    async with named_session(patient_daemon, transport, client_name()) as session:
+async def test_call_result_bad_arguments(patient_daemon: Daemon) -> None:
+    async with named_session(patient_daemon, "stdio", client_name()) as session:
         malformed = await session.call_tool("call_result", {"call_id": "not-a-call-id"})
         assert malformed.is_error, malformed
         assert "not a call id" in text_of(malformed), text_of(malformed)
