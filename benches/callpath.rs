@@ -251,7 +251,16 @@ async fn main() {
         "<= 1.5 s",
     );
 
-    // 3. tools/list while 1,000 calls are in flight.
+    // 3. tools/list while 1,000 calls are in flight, on a fresh daemon so that its RSS
+    // is that of the calls, not the high-water mark of the phases above.
+    client.cancel().await.unwrap();
+    drop(daemon);
+    let daemon = Daemon::start(
+        &fake,
+        &[("EXAI_LOG", "info"), ("EXAI_PROVIDER_CONCURRENCY", "2000")],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let peer = client.peer().clone();
     let in_flight: Vec<_> = (0..IN_FLIGHT_FOR_LIST)
         .map(|i| {
             let peer = peer.clone();

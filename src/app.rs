@@ -64,8 +64,8 @@ impl App {
         }
         Ok(Arc::new(Self {
             providers: Arc::new(Providers::from_config(&config, catalog)),
-            calls: Arc::new(Calls::new(store)),
-            tools: ToolRegistry::new(),
+            calls: Arc::new(Calls::new(store, config.max_output_tokens)),
+            tools: ToolRegistry::new(&config.disabled_tools),
             health: Arc::new(health),
             config: Arc::new(config),
             shutdown: CancellationToken::new(),

@@ -198,6 +198,12 @@ fn numbered(path: &Path, text: &str) -> String {
     out
 }
 
+/// Reads a prompt sent as a file (`prompt.txt`), under the same path policy as other files.
+pub fn read_prompt_file(given: &str, allowed_roots: &[PathBuf]) -> Result<String, String> {
+    let path = resolve(given, allowed_roots)?;
+    read_text(&path)
+}
+
 /// Embeds `paths` within `budget` tokens. Blocking (reads the disk): call from `spawn_blocking`.
 pub fn embed(paths: &[String], budget: usize, allowed_roots: &[PathBuf]) -> Embedded {
     let mut out = Embedded::default();

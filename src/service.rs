@@ -142,6 +142,9 @@ fn background_answer(call: &LiveCall) -> CallToolResult {
         progress = snapshot.message(),
     );
     let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    let mut meta = rmcp::model::MetaObject::default();
+    meta.insert(CALL_ID_META.into(), Value::String(call.id.clone()));
+    result.meta = Some(meta);
     result.structured_content = Some(serde_json::json!({
         "call_id": call.id,
         "status": "running",

@@ -436,3 +436,33 @@ async fn no_daemon_mode_serves_in_process() {
     assert!(!home.join("daemon.json").exists(), "no daemon was started");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_tool_list_is_cheap_and_disabled_tools_are_hidden() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("DISABLED_TOOLS", "status,listmodels")]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+    assert!(
+        !names.contains(&"status".to_string()) && !names.contains(&"listmodels".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"chat".to_string()));
+    let error = client
+        .call_tool(CallToolRequestParams::new("status"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("unknown tool \"status\""), "{error}");
+    client.cancel().await.unwrap();
+
+    // What the whole list costs an agent's context (Zen's is about 30,000 tokens).
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let all = client.list_all_tools().await.unwrap();
+    let cost = exai::tokens::count(&serde_json::to_string(&all).unwrap());
+    assert!(cost <= 10_000, "tools/list costs {cost} tokens");
+    eprintln!("tools/list: {} tools, {cost} tokens", all.len());
+    client.cancel().await.unwrap();
+}

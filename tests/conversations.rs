@@ -149,3 +149,61 @@ async fn a_conversation_continues_across_calls_and_a_daemon_restart() {
     );
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn big_prompts_come_back_as_files_and_big_answers_are_cut_but_kept() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(
+        &fake,
+        &[
+            ("EXAI_PROMPT_SIZE_LIMIT", "2000"),
+            ("MAX_MCP_OUTPUT_TOKENS", "1000"),
+        ],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let long_prompt = "please consider this. ".repeat(200);
+    let asked = client
+        .call_tool(chat_with(
+            json!({"prompt": long_prompt, "model": "fake-fast"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        asked.structured_content.clone().unwrap()["status"],
+        "resend_prompt"
+    );
+    assert!(
+        text_of(&asked).contains("prompt.txt"),
+        "{}",
+        text_of(&asked)
+    );
+    let dir = temp_home().canonicalize().unwrap();
+    std::fs::write(dir.join("prompt.txt"), &long_prompt).unwrap();
+    let answered = client
+        .call_tool(chat_with(json!({"prompt": "", "model": "fake-fast", "files": [dir.join("prompt.txt").display().to_string()]})))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&answered), format!("echo: {long_prompt}"));
+
+    let huge = "word ".repeat(3000);
+    std::fs::write(dir.join("prompt.txt"), &huge).unwrap();
+    let cut = client
+        .call_tool(chat_with(
+            json!({"model": "fake-fast", "files": [dir.join("prompt.txt").display().to_string()]}),
+        ))
+        .await
+        .unwrap();
+    assert!(exai::tokens::count(&text_of(&cut)) <= 1000);
+    let all = all_text_of(&cut);
+    let id = call_id_of(&cut);
+    assert!(
+        all.contains(&format!("The whole answer is kept: `exai calls show {id}`")),
+        "{all}"
+    );
+    let record = daemon.final_record(&id);
+    assert!(
+        record.result.unwrap().contains(huge.trim_end()),
+        "the record keeps the whole answer"
+    );
+    client.cancel().await.unwrap();
+}

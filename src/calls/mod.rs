@@ -4,6 +4,7 @@
 //! outlives a client that goes away; its one deadline bounds everything under it;
 //! its result is committed to the store before anyone is handed it.
 
+pub mod output;
 pub mod progress;
 pub mod redact;
 
@@ -160,15 +161,18 @@ impl LiveCall {
 /// The registry of calls in flight, and the door to their records.
 pub struct Calls {
     store: Store,
+    /// Most tokens of text a client is handed (`MAX_MCP_OUTPUT_TOKENS`).
+    pub max_output_tokens: usize,
     live: Mutex<HashMap<String, Arc<LiveCall>>>,
     /// Signalled whenever a call ends (shutdown waits on it).
     ended: tokio::sync::Notify,
 }
 
 impl Calls {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, max_output_tokens: usize) -> Self {
         Self {
             store,
+            max_output_tokens,
             live: Mutex::new(HashMap::new()),
             ended: tokio::sync::Notify::new(),
         }
@@ -453,6 +457,8 @@ impl Calls {
             };
             let _ = self.store.set_delivery(&call.id, delivery).await;
         }
+        // The record keeps the whole answer; the client gets what it accepts.
+        let result = output::fit_for_client(&result, self.max_output_tokens, &call.id);
         call.outcome
             .send_replace(Some(Arc::new(Outcome { state, result })));
         self.live_map().remove(&call.id);

@@ -5,7 +5,7 @@ use serde_json::Value;
 /// Largest arguments text kept in a record.
 pub const MAX_ARGUMENTS_CHARS: usize = 16 * 1024;
 /// Largest result text kept in a record.
-pub const MAX_RESULT_CHARS: usize = 256 * 1024;
+pub const MAX_RESULT_CHARS: usize = 4 * 1024 * 1024;
 
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();

@@ -386,6 +386,25 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
             "EXAI_RETRY_AFTER_CAP_S" => config.retry.max_retry_after.as_secs_f64().to_string(),
             "EXAI_RETENTION_S" => config.retention_max_age.as_secs().to_string(),
             "EXAI_RETENTION_ROWS" => config.retention_max_rows.to_string(),
+            "EXAI_CLIENT_PATIENCE" => {
+                let mut rules: Vec<String> = config
+                    .client_patience
+                    .iter()
+                    .map(|(client, d)| format!("{client}={}", d.as_secs()))
+                    .collect();
+                rules.push(format!("*={}", config.default_patience.as_secs()));
+                rules.join(",")
+            }
+            "EXAI_RESULT_TTL_S" => config.result_ttl.as_secs().to_string(),
+            "EXAI_ALLOWED_ROOTS" => config
+                .allowed_roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            "EXAI_THREAD_TTL_S" => config.thread_ttl.as_secs().to_string(),
+            "EXAI_THREAD_MAX_TURNS" => config.thread_max_turns.to_string(),
+            "DISABLED_TOOLS" => config.disabled_tools.join(","),
             // Per-provider settings are shown with the providers.
             _ => return None,
         };

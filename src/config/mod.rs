@@ -185,6 +185,12 @@ pub struct Config {
     pub thread_ttl: Duration,
     /// Most turns a thread keeps (the oldest go first).
     pub thread_max_turns: usize,
+    /// `DISABLED_TOOLS`: tools hidden from clients.
+    pub disabled_tools: Vec<String>,
+    /// `MAX_MCP_OUTPUT_TOKENS`: the most tokens of answer a client is handed.
+    pub max_output_tokens: usize,
+    /// `EXAI_PROMPT_SIZE_LIMIT`: prompts longer than this (characters) are asked for as a file.
+    pub prompt_size_limit: usize,
     /// The config file read, if one was.
     pub file: Option<PathBuf>,
     /// Setting → where its value came from ("environment", "config file: timeouts.call").
@@ -234,6 +240,7 @@ pub const SETTINGS: &[&str] = &[
     "EXAI_ALLOWED_ROOTS",
     "EXAI_THREAD_TTL_S",
     "EXAI_THREAD_MAX_TURNS",
+    "DISABLED_TOOLS",
 ];
 
 impl Config {
@@ -501,6 +508,15 @@ impl Config {
                 })
                 .collect(),
             thread_ttl: secs("EXAI_THREAD_TTL_S", 24 * 3600)?,
+            disabled_tools: list("DISABLED_TOOLS").unwrap_or_default(),
+            max_output_tokens: get("MAX_MCP_OUTPUT_TOKENS")
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|n| *n >= 1000)
+                .unwrap_or(25_000),
+            prompt_size_limit: get("EXAI_PROMPT_SIZE_LIMIT")
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(60_000),
             thread_max_turns: match get("EXAI_THREAD_MAX_TURNS") {
                 None => 50,
                 Some(v) => {

@@ -153,6 +153,11 @@ impl ExaiTool for CallResult {
                     .map(serde_json::from_str::<CallToolResult>)
                 {
                     Some(Ok(result)) => {
+                        let result = crate::calls::output::fit_for_client(
+                            &result,
+                            ctx.calls.max_output_tokens,
+                            &id,
+                        );
                         let _ = ctx
                             .calls
                             .store()

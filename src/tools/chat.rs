@@ -19,7 +19,8 @@ pub struct Chat;
 /// Arguments of `chat` (names as Zen/PAL clients send them).
 #[derive(Debug, Deserialize, JsonSchema)]
 struct ChatArguments {
-    /// The question or request for the model.
+    /// The question or request for the model (may be empty when `files` holds a prompt.txt).
+    #[serde(default)]
     prompt: String,
     /// Model id, alias or `provider:model`; the configured default (or the best available) when omitted.
     #[serde(default)]
@@ -45,6 +46,18 @@ fn bad(message: String) -> ToolFailure {
     )
 }
 
+/// Asks the agent to send an oversized prompt as a file instead (Zen's `resend_prompt`).
+fn resend_prompt(size: usize, limit: usize) -> CallToolResult {
+    let text = format!(
+        "The prompt is {size} characters, more than the {limit} that fit in an MCP message here. \
+         Save it to a file named prompt.txt and call chat again with its absolute path in `files` \
+         (and a short `prompt`, or none); exai will read the prompt from the file."
+    );
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text.clone())]);
+    result.structured_content = Some(json!({"status": "resend_prompt", "content": text}));
+    result
+}
+
 fn blocking_failure(e: tokio::task::JoinError) -> ToolFailure {
     ToolFailure::new("internal", format!("a blocking task failed: {e}"))
 }
@@ -66,7 +79,33 @@ impl ExaiTool for Chat {
 
     fn run(&self, arguments: JsonObject, ctx: ToolContext) -> ToolFuture {
         Box::pin(async move {
-            let args: ChatArguments = parse_arguments("chat", arguments)?;
+            let mut args: ChatArguments = parse_arguments("chat", arguments)?;
+            // A prompt too big for MCP comes back as a file named prompt.txt.
+            if let Some(files) = &mut args.files
+                && let Some(at) = files.iter().position(|f| {
+                    std::path::Path::new(f)
+                        .file_name()
+                        .is_some_and(|n| n == "prompt.txt")
+                })
+            {
+                let path = files.remove(at);
+                let roots = ctx.config.allowed_roots.clone();
+                let text =
+                    tokio::task::spawn_blocking(move || files::read_prompt_file(&path, &roots))
+                        .await
+                        .map_err(blocking_failure)?
+                        .map_err(|why| bad(format!("prompt.txt: {why}")))?;
+                args.prompt = if args.prompt.trim().is_empty() {
+                    text
+                } else {
+                    format!("{text}\n\n{}", args.prompt)
+                };
+            } else if args.prompt.len() > ctx.config.prompt_size_limit {
+                return Ok(resend_prompt(
+                    args.prompt.len(),
+                    ctx.config.prompt_size_limit,
+                ));
+            }
             if args.prompt.trim().is_empty() {
                 return Err(bad("`prompt` is empty".into()));
             }

@@ -55,8 +55,9 @@ pub struct ToolRegistry {
 }
 
 impl ToolRegistry {
-    pub fn new() -> Self {
-        let tools: Vec<Arc<dyn ExaiTool>> = vec![
+    /// Every tool but those named in `disabled`.
+    pub fn new(disabled: &[String]) -> Self {
+        let all: Vec<Arc<dyn ExaiTool>> = vec![
             Arc::new(chat::Chat),
             Arc::new(call_result::CallResult),
             Arc::new(call_cancel::CallCancel),
@@ -65,7 +66,14 @@ impl ToolRegistry {
             Arc::new(status::Status),
             Arc::new(version::Version),
         ];
-        let definitions: Vec<Tool> = tools.iter().map(|t| t.definition()).collect();
+        let (tools, definitions): (Vec<_>, Vec<Tool>) = all
+            .into_iter()
+            .map(|t| {
+                let definition = t.definition();
+                (t, definition)
+            })
+            .filter(|(_, d)| !disabled.iter().any(|name| name == d.name.as_ref()))
+            .unzip();
         let by_name = definitions
             .iter()
             .zip(tools)
@@ -94,7 +102,7 @@ impl ToolRegistry {
 
 impl Default for ToolRegistry {
     fn default() -> Self {
-        Self::new()
+        Self::new(&[])
     }
 }
 

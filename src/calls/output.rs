@@ -1,0 +1,83 @@
+//! Fitting an answer to what a client accepts: MCP clients cap tool output (Claude Code at
+//! 25,000 tokens by default), so a longer answer is cut with a note; the record keeps it whole.
+
+use rmcp::model::{CallToolResult, ContentBlock};
+
+/// Cuts the text of `result` to about `max_tokens`, saying where the whole answer is.
+pub fn fit_for_client(result: &CallToolResult, max_tokens: usize, call_id: &str) -> CallToolResult {
+    let total_chars: usize = result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.len()))
+        .sum();
+    // A token is at least one byte: short answers need no counting.
+    if total_chars <= max_tokens {
+        return result.clone();
+    }
+    let mut left = max_tokens;
+    let mut cut = false;
+    let mut fitted = result.clone();
+    fitted.content = result
+        .content
+        .iter()
+        .filter_map(|block| {
+            let Some(text) = block.as_text() else {
+                return Some(block.clone());
+            };
+            if left == 0 {
+                cut = true;
+                return None;
+            }
+            let tokens = crate::tokens::count(&text.text);
+            if tokens <= left {
+                left -= tokens;
+                return Some(block.clone());
+            }
+            cut = true;
+            // Keep the share of the text that fits, on a char boundary, shrinking until it does.
+            let mut end = (text.text.len() * left / tokens.max(1)).min(text.text.len());
+            loop {
+                while !text.text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                if end == 0 || crate::tokens::count(&text.text[..end]) <= left {
+                    break;
+                }
+                end = end * 9 / 10;
+            }
+            left = 0;
+            Some(ContentBlock::text(text.text[..end].to_string()))
+        })
+        .collect();
+    if cut {
+        fitted.content.push(ContentBlock::text(format!(
+            "[exai: the answer was cut to about {max_tokens} tokens, the most this client accepts \
+             (MAX_MCP_OUTPUT_TOKENS). The whole answer is kept: `exai calls show {call_id}`.]"
+        )));
+    }
+    fitted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_answers_pass_and_long_ones_are_cut_with_a_note() {
+        let short = CallToolResult::success(vec![ContentBlock::text("hello")]);
+        assert_eq!(fit_for_client(&short, 100, "id").content.len(), 1);
+        let long = CallToolResult::success(vec![
+            ContentBlock::text("word ".repeat(5000)),
+            ContentBlock::text("notes"),
+        ]);
+        let fitted = fit_for_client(&long, 1000, "the-id");
+        let texts: Vec<String> = fitted
+            .content
+            .iter()
+            .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+            .collect();
+        assert!(crate::tokens::count(&texts[0]) <= 1000);
+        assert!(texts.last().unwrap().contains("exai calls show the-id"));
+        assert!(fitted.content.iter().all(|c| c.as_text().is_some()));
+    }
+}
