@@ -6,6 +6,7 @@
 //! connection; the CLI reads the file directly, daemon up or not.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -300,6 +301,8 @@ struct Queued {
 pub struct Store {
     path: PathBuf,
     tx: mpsc::Sender<Queued>,
+    /// While any handle lives, the checkpointer thread runs.
+    _alive: Arc<()>,
 }
 
 /// Bound of the write queue: beyond it, acknowledged writes wait and progress updates are dropped.
@@ -317,6 +320,14 @@ impl Store {
             })?;
         }
         let conn = open_connection(path)?;
+        // Checkpoints fsync the database: keep them off the commits calls wait for.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|source| StoreError::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let alive = Arc::new(());
+        spawn_checkpointer(path.to_path_buf(), Arc::downgrade(&alive));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let thread_path = path.to_path_buf();
         std::thread::Builder::new()
@@ -329,6 +340,7 @@ impl Store {
         Ok(Self {
             path: path.to_path_buf(),
             tx,
+            _alive: alive,
         })
     }
 
@@ -425,6 +437,30 @@ impl Store {
             delivery: delivery.to_string(),
         })
         .await
+    }
+}
+
+/// How often the WAL is folded back into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+
+/// Checkpoints the WAL on its own connection, passively (never blocking the writer).
+fn spawn_checkpointer(path: PathBuf, alive: std::sync::Weak<()>) {
+    let spawned = std::thread::Builder::new()
+        .name("exai-checkpoint".into())
+        .spawn(move || {
+            let Ok(conn) = Connection::open(&path) else {
+                return;
+            };
+            while alive.upgrade().is_some() {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                {
+                    tracing::debug!(%error, "WAL checkpoint skipped");
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "no checkpoint thread; the WAL grows until the next start");
     }
 }
 
