@@ -189,7 +189,7 @@ async fn big_prompts_come_back_as_files_and_big_answers_are_cut_but_kept() {
     std::fs::write(dir.join("prompt.txt"), &huge).unwrap();
     let cut = client
         .call_tool(chat_with(
-            json!({"model": "fake-fast", "files": [dir.join("prompt.txt").display().to_string()]}),
+            json!({"prompt": "", "model": "fake-fast", "files": [dir.join("prompt.txt").display().to_string()]}),
         ))
         .await
         .unwrap();

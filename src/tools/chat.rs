@@ -20,7 +20,6 @@ pub struct Chat;
 #[derive(Debug, Deserialize, JsonSchema)]
 struct ChatArguments {
     /// The question or request for the model (may be empty when `files` holds a prompt.txt).
-    #[serde(default)]
     prompt: String,
     /// Model id, alias or `provider:model`; the configured default (or the best available) when omitted.
     #[serde(default)]
