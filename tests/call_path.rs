@@ -23,6 +23,7 @@ async fn tools_list_and_a_chat_answer_leave_a_complete_record() {
             "call_cancel",
             "call_list",
             "call_result",
+            "challenge",
             "chat",
             "listmodels",
             "status",
@@ -464,5 +465,40 @@ async fn the_tool_list_is_cheap_and_disabled_tools_are_hidden() {
     let cost = exai::tokens::count(&serde_json::to_string(&all).unwrap());
     assert!(cost <= 10_000, "tools/list costs {cost} tokens");
     eprintln!("tools/list: {} tools, {cost} tokens", all.len());
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn challenge_turns_a_claim_into_a_reassessment_without_a_model() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let args = json!({"prompt": "You are wrong, the cache is never invalidated."});
+    let result = client
+        .call_tool(
+            CallToolRequestParams::new("challenge")
+                .with_arguments(args.as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    let text = text_of(&result);
+    assert!(text.contains("instead of agreeing"), "{text}");
+    assert!(
+        text.ends_with("You are wrong, the cache is never invalidated."),
+        "{text}"
+    );
+    assert_eq!(
+        result.structured_content.unwrap()["status"],
+        "challenge_accepted"
+    );
+    assert_eq!(fake.stats()["requests"], 0, "no model call");
+    let empty = client
+        .call_tool(
+            CallToolRequestParams::new("challenge")
+                .with_arguments(json!({"prompt": " "}).as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(empty.is_error, Some(true));
     client.cancel().await.unwrap();
 }

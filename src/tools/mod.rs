@@ -3,6 +3,7 @@
 mod call_cancel;
 mod call_list;
 mod call_result;
+mod challenge;
 mod chat;
 mod listmodels;
 mod status;
@@ -59,6 +60,7 @@ impl ToolRegistry {
     pub fn new(disabled: &[String]) -> Self {
         let all: Vec<Arc<dyn ExaiTool>> = vec![
             Arc::new(chat::Chat),
+            Arc::new(challenge::Challenge),
             Arc::new(call_result::CallResult),
             Arc::new(call_cancel::CallCancel),
             Arc::new(call_list::CallList),

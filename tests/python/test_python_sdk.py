@@ -36,7 +36,7 @@ from conftest import EXAI_BIN, Daemon, FakeProvider, clean_env, wait_until
 pytestmark = pytest.mark.anyio
 
 CALL_ID_KEY = "exai.dev/callId"
-TOOLS = {"chat", "listmodels", "status", "version", "call_result", "call_cancel", "call_list"}
+TOOLS = {"chat", "challenge", "listmodels", "status", "version", "call_result", "call_cancel", "call_list"}
 TERMINAL_STATES = {"succeeded", "failed", "timed_out", "cancelled", "interrupted"}
 
 
