@@ -479,10 +479,13 @@ impl ServerHandler for ExaiService {
                     running.finished().await;
                     session.take_call_for_response(&request_id);
                 });
-                Err(McpError::internal_error(
-                    format!("client stopped waiting for call {}", call.id),
-                    None,
-                ))
+                // rmcp drops this answer (the request is gone); a plain result keeps its log quiet.
+                Ok(CallToolResponse::Complete(CallToolResult::error(vec![
+                    ContentBlock::text(format!(
+                        "the client stopped waiting for call {}; it goes on: fetch it with call_result",
+                        call.id
+                    )),
+                ])))
             }
         }
     }
