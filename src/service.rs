@@ -205,14 +205,14 @@ impl ExaiService {
 
     /// The stored record of a task's call, or the protocol's "not found".
     async fn stored(&self, id: &str) -> Result<crate::store::CallRow, McpError> {
-        let path = self.app.calls.store().path().to_path_buf();
         let wanted = id.to_string();
-        let row = tokio::task::spawn_blocking(move || {
-            crate::store::StoreReader::open(&path)?.get(&wanted)
-        })
-        .await
-        .map_err(|e| McpError::internal_error(format!("store reader task failed: {e}"), None))?
-        .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        let row = self
+            .app
+            .calls
+            .store()
+            .read(move |store| store.get(&wanted))
+            .await
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
         row.ok_or_else(|| crate::tasks::expired(id))
     }
 

@@ -389,6 +389,18 @@ impl Store {
             .map_err(|_| StoreError::WriterGone)
     }
 
+    /// Runs `query` on a reader of this store, on a blocking thread (never on the async workers).
+    pub async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&StoreReader) -> Result<T, StoreError> + Send + 'static,
+    {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || query(&StoreReader::open(&path)?))
+            .await
+            .map_err(|_| StoreError::WriterGone)?
+    }
+
     /// Returns once everything queued before it is committed.
     pub async fn sync(&self) -> Result<(), StoreError> {
         self.write_acked(WriteOp::Barrier).await

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::App;
 use crate::config::Config;
 use crate::health::Health;
-use crate::store::{StoreError, StoreReader};
+use crate::store::StoreError;
 
 pub use auth::{load_or_create_token, read_token};
 
@@ -249,17 +249,20 @@ fn spawn_pruning(app: Arc<App>) {
                 _ = app.shutdown.cancelled() => return,
             }
             let config = app.config.clone();
-            let pruned = tokio::task::spawn_blocking(move || {
-                StoreReader::open(&config.store_path())?.apply_retention(
-                    config.retention_max_age,
-                    config.retention_max_rows,
-                    config.result_ttl,
-                )
-            })
-            .await;
+            let pruned = app
+                .calls
+                .store()
+                .read(move |store| {
+                    store.apply_retention(
+                        config.retention_max_age,
+                        config.retention_max_rows,
+                        config.result_ttl,
+                    )
+                })
+                .await;
             match pruned {
-                Ok(Ok(n)) if n > 0 => tracing::info!(records = n, "old call records pruned"),
-                Ok(Err(error)) => tracing::warn!(%error, "pruning call records failed"),
+                Ok(n) if n > 0 => tracing::info!(records = n, "old call records pruned"),
+                Err(error) => tracing::warn!(%error, "pruning call records failed"),
                 _ => {}
             }
         }

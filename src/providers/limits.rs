@@ -63,9 +63,4 @@ impl ConcurrencyLimit {
         self.served.fetch_add(1, Ordering::SeqCst);
         result
     }
-
-    /// Requests in flight now.
-    pub fn in_use(&self, max: usize) -> usize {
-        max.saturating_sub(self.slots.available_permits())
-    }
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{ExaiTool, ToolContext, ToolFuture, definition, local_read_only, parse_arguments};
 use crate::calls::ToolFailure;
-use crate::store::{CallFilter, StoreReader, now_ms};
+use crate::store::{CallFilter, now_ms};
 
 pub struct CallList;
 
@@ -37,12 +37,11 @@ impl ExaiTool for CallList {
                 limit: args.limit.unwrap_or(10).clamp(1, 100) as usize + 1,
                 ..Default::default()
             };
-            let path = ctx.calls.store().path().to_path_buf();
-            let rows = tokio::task::spawn_blocking(move || StoreReader::open(&path)?.list(&filter))
+            let rows = ctx
+                .calls
+                .store()
+                .read(move |store| store.list(&filter))
                 .await
-                .map_err(|e| {
-                    ToolFailure::new("internal", format!("store reader task failed: {e}"))
-                })?
                 .map_err(|e| ToolFailure::new("store", e.to_string()))?;
             let now = now_ms();
             let calls: Vec<_> = rows

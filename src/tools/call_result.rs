@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{ExaiTool, ToolContext, ToolFuture, definition, local_read_only, parse_arguments};
 use crate::calls::ToolFailure;
-use crate::store::{CallRow, StoreReader};
+use crate::store::CallRow;
 
 pub struct CallResult;
 
@@ -41,11 +41,11 @@ pub(super) fn parse_call_id(tool: &str, id: &str) -> Result<String, ToolFailure>
 
 /// The stored record of a call, read off the async workers.
 pub(super) async fn stored(ctx: &ToolContext, id: &str) -> Result<Option<CallRow>, ToolFailure> {
-    let path = ctx.calls.store().path().to_path_buf();
     let id = id.to_string();
-    tokio::task::spawn_blocking(move || StoreReader::open(&path)?.get(&id))
+    ctx.calls
+        .store()
+        .read(move |store| store.get(&id))
         .await
-        .map_err(|e| ToolFailure::new("internal", format!("store reader task failed: {e}")))?
         .map_err(|e| ToolFailure::new("store", e.to_string()))
 }
 

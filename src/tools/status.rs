@@ -7,7 +7,7 @@ use super::{
     ExaiTool, NoArguments, ToolContext, ToolFuture, definition, local_read_only, parse_arguments,
 };
 use crate::calls::ToolFailure;
-use crate::store::{CallFilter, StoreReader};
+use crate::store::CallFilter;
 
 pub struct Status;
 
@@ -42,18 +42,18 @@ impl ExaiTool for Status {
                     })
                 })
                 .collect();
-            let store_path = ctx.calls.store().path().to_path_buf();
-            // Reading SQLite blocks: keep it off the async workers.
-            let failures = tokio::task::spawn_blocking(move || {
-                StoreReader::open(&store_path)?.list(&CallFilter {
-                    failed_only: true,
-                    limit: RECENT_FAILURES,
-                    ..Default::default()
+            let failures = ctx
+                .calls
+                .store()
+                .read(|store| {
+                    store.list(&CallFilter {
+                        failed_only: true,
+                        limit: RECENT_FAILURES,
+                        ..Default::default()
+                    })
                 })
-            })
-            .await
-            .map_err(|e| ToolFailure::new("internal", format!("store reader task failed: {e}")))?
-            .map_err(|e| ToolFailure::new("store", e.to_string()))?;
+                .await
+                .map_err(|e| ToolFailure::new("store", e.to_string()))?;
             let failures: Vec<_> = failures
                 .into_iter()
                 .map(|r| {
