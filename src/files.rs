@@ -12,6 +12,11 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// Most files a directory expands to.
 pub const MAX_EXPANDED_FILES: usize = 2000;
 
+/// Most skipped paths named one by one in a note.
+const NOTE_LINES: usize = 30;
+/// Below this many tokens left, the file budget counts as used up.
+const BUDGET_SLACK: usize = 64;
+
 /// Why a path was not embedded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
@@ -35,11 +40,18 @@ impl Embedded {
         if self.skipped.is_empty() {
             return None;
         }
-        let lines: Vec<String> = self
+        let mut lines: Vec<String> = self
             .skipped
             .iter()
+            .take(NOTE_LINES)
             .map(|s| format!("  {} — {}", s.path, s.why))
             .collect();
+        if self.skipped.len() > NOTE_LINES {
+            lines.push(format!(
+                "  … and {} more (name fewer files or narrower directories)",
+                self.skipped.len() - NOTE_LINES
+            ));
+        }
         Some(format!(
             "Files not sent to the model:\n{}",
             lines.join("\n")
@@ -130,8 +142,22 @@ pub fn refusal(path: &Path, allowed_roots: &[PathBuf]) -> Option<String> {
     None
 }
 
+/// The given paths that could not be sent to a model, with why (blocking: it looks at the
+/// disk). Lets a tool warn early, before the step that reads them.
+pub fn refused(paths: &[String], allowed_roots: &[PathBuf]) -> Vec<Skipped> {
+    paths
+        .iter()
+        .filter_map(|given| {
+            resolve(given, allowed_roots).err().map(|why| Skipped {
+                path: given.clone(),
+                why,
+            })
+        })
+        .collect()
+}
+
 /// Checks and resolves one path the caller gave.
-fn resolve(given: &str, allowed_roots: &[PathBuf]) -> Result<PathBuf, String> {
+pub fn resolve(given: &str, allowed_roots: &[PathBuf]) -> Result<PathBuf, String> {
     let path = Path::new(given);
     if !path.is_absolute() {
         return Err(
@@ -228,6 +254,14 @@ pub fn embed(paths: &[String], budget: usize, allowed_roots: &[PathBuf]) -> Embe
             out.skipped.push(Skipped {
                 path: path.display().to_string(),
                 why,
+            });
+            continue;
+        }
+        // Once the budget is spent, the rest are named without being read.
+        if budget.saturating_sub(out.tokens) < BUDGET_SLACK {
+            out.skipped.push(Skipped {
+                path: path.display().to_string(),
+                why: format!("did not fit: the {budget}-token file budget is used up"),
             });
             continue;
         }

@@ -21,6 +21,9 @@ pub struct Turn {
     #[serde(default)]
     pub model: Option<String>,
     pub at_ms: i64,
+    /// A workflow step's structured record (workflow tools keep their state here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<serde_json::Value>,
 }
 
 /// A conversation.
@@ -149,6 +152,7 @@ mod tests {
             files: files.iter().map(|f| f.to_string()).collect(),
             model: None,
             at_ms: now_ms(),
+            step: None,
         }
     }
 

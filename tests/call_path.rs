@@ -20,13 +20,25 @@ async fn tools_list_and_a_chat_answer_leave_a_complete_record() {
     assert_eq!(
         names,
         [
+            "analyze",
             "call_cancel",
             "call_list",
             "call_result",
             "challenge",
             "chat",
+            "codereview",
+            "consensus",
+            "debug",
+            "docgen",
             "listmodels",
+            "planner",
+            "precommit",
+            "refactor",
+            "secaudit",
             "status",
+            "testgen",
+            "thinkdeep",
+            "tracer",
             "version"
         ]
     );

@@ -12,7 +12,7 @@ use crate::providers::{ChatMessage, ChatRequest, Need};
 use crate::threads::{Thread, ThreadError, Turn};
 use crate::{files, tokens};
 
-const SYSTEM_PROMPT: &str = include_str!("prompts/chat.txt");
+pub(super) const SYSTEM_PROMPT: &str = include_str!("prompts/chat.txt");
 
 pub struct Chat;
 
@@ -247,6 +247,7 @@ impl ExaiTool for Chat {
                     files: asked_files,
                     model: None,
                     at_ms: now,
+                    step: None,
                 },
                 Turn {
                     role: "assistant".into(),
@@ -255,6 +256,7 @@ impl ExaiTool for Chat {
                     files: Vec::new(),
                     model: Some(answer.model.clone()),
                     at_ms: now,
+                    step: None,
                 },
             ];
             if let Err(error) = thread

@@ -1,13 +1,27 @@
 //! The tools exai offers, one file each, behind one small trait.
 
+mod analyze;
 mod call_cancel;
 mod call_list;
 mod call_result;
 mod challenge;
 mod chat;
+mod codereview;
+mod consensus;
+mod consult;
+mod debug;
+mod docgen;
 mod listmodels;
+mod planner;
+mod precommit;
+mod refactor;
+mod secaudit;
 mod status;
+mod testgen;
+mod thinkdeep;
+mod tracer;
 mod version;
+mod workflow;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +35,7 @@ use crate::calls::{Calls, LiveCall, ToolFailure};
 use crate::config::Config;
 use crate::health::Health;
 use crate::providers::Providers;
+use workflow::WorkflowTool;
 
 /// What a tool may use while it runs.
 #[derive(Clone)]
@@ -60,6 +75,18 @@ impl ToolRegistry {
     pub fn new(disabled: &[String]) -> Self {
         let all: Vec<Arc<dyn ExaiTool>> = vec![
             Arc::new(chat::Chat),
+            Arc::new(WorkflowTool::<thinkdeep::ThinkDeep>::new()),
+            Arc::new(WorkflowTool::<debug::Debug>::new()),
+            Arc::new(WorkflowTool::<analyze::Analyze>::new()),
+            Arc::new(WorkflowTool::<codereview::CodeReview>::new()),
+            Arc::new(WorkflowTool::<precommit::PreCommit>::new()),
+            Arc::new(WorkflowTool::<refactor::Refactor>::new()),
+            Arc::new(WorkflowTool::<testgen::TestGen>::new()),
+            Arc::new(WorkflowTool::<secaudit::SecAudit>::new()),
+            Arc::new(WorkflowTool::<docgen::DocGen>::new()),
+            Arc::new(WorkflowTool::<tracer::Tracer>::new()),
+            Arc::new(WorkflowTool::<planner::Planner>::new()),
+            Arc::new(consensus::Consensus),
             Arc::new(challenge::Challenge),
             Arc::new(call_result::CallResult),
             Arc::new(call_cancel::CallCancel),
@@ -114,12 +141,76 @@ fn definition<Args: JsonSchema + 'static>(
     description: &'static str,
     annotations: ToolAnnotations,
 ) -> Tool {
-    Tool::new(
-        name,
-        description,
-        rmcp::handler::server::common::schema_for_type::<Args>(),
-    )
-    .with_annotations(annotations)
+    Tool::new(name, description, Arc::new(compact_schema::<Args>())).with_annotations(annotations)
+}
+
+/// The input schema of `Args`, trimmed of what costs an agent's context and tells it nothing:
+/// every tool definition sits in the agent's context for the whole session.
+fn compact_schema<Args: JsonSchema>() -> JsonObject {
+    let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| {
+        s.meta_schema = None;
+        s.inline_subschemas = true;
+    });
+    let schema = settings
+        .with_transform(schemars::transform::RecursiveTransform(compact))
+        .into_generator()
+        .into_root_schema_for::<Args>();
+    let mut object = match schema.to_value() {
+        serde_json::Value::Object(object) => object,
+        _ => JsonObject::new(),
+    };
+    // The type's own doc comment is for readers of the code; the tool has its description.
+    object.remove("description");
+    object
+}
+
+/// Drops titles, formats, null defaults, zero minimums and the `null` alternatives of optional
+/// fields (they are optional already by not being required).
+fn compact(schema: &mut schemars::Schema) {
+    let Some(object) = schema.as_object_mut() else {
+        return;
+    };
+    object.remove("title");
+    object.remove("format");
+    let empty_default = object.get("default").is_some_and(|d| {
+        d.is_null()
+            || d.as_str().is_some_and(str::is_empty)
+            || d.as_array().is_some_and(Vec::is_empty)
+    });
+    if empty_default {
+        object.remove("default");
+    }
+    if let Some(serde_json::Value::Array(values)) = object.get_mut("enum") {
+        values.retain(|v| !v.is_null());
+    }
+    if object.get("minimum").and_then(serde_json::Value::as_u64) == Some(0) {
+        object.remove("minimum");
+    }
+    if let Some(serde_json::Value::Array(types)) = object.get("type") {
+        let kept: Vec<&serde_json::Value> = types.iter().filter(|t| *t != "null").collect();
+        if kept.len() == 1 {
+            let only = kept[0].clone();
+            object.insert("type".into(), only);
+        }
+    }
+    if let Some(serde_json::Value::Array(options)) = object.get("anyOf") {
+        let kept: Vec<serde_json::Value> = options
+            .iter()
+            .filter(|o| o.get("type").is_none_or(|t| t != "null"))
+            .cloned()
+            .collect();
+        if kept.len() == 1
+            && let Some(serde_json::Value::Object(inner)) = kept.into_iter().next()
+        {
+            object.remove("anyOf");
+            for (key, value) in inner {
+                if key != "description" || !object.contains_key("description") {
+                    object.insert(key, value);
+                }
+            }
+            compact(schema);
+        }
+    }
 }
 
 /// Reads a tool's arguments, with an error that says what is wrong with them.
@@ -143,4 +234,61 @@ struct NoArguments {}
 /// Annotations of a tool that only reads local state.
 fn local_read_only() -> ToolAnnotations {
     ToolAnnotations::new().read_only(true).open_world(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What agents see of every tool; a change here is a change to every agent's context.
+    #[test]
+    fn tool_definitions_snapshot() {
+        let registry = ToolRegistry::default();
+        let text = serde_json::to_string_pretty(&*registry.definitions()).unwrap_or_default();
+        insta::assert_snapshot!("tool_definitions", text);
+    }
+
+    /// The system prompts and guidance texts shipped in the binary.
+    #[test]
+    fn system_prompts_snapshot() {
+        let prompts = [
+            ("chat", chat::SYSTEM_PROMPT),
+            (
+                "thinkdeep",
+                <thinkdeep::ThinkDeep as workflow::Workflow>::PROMPT,
+            ),
+            ("debug", <debug::Debug as workflow::Workflow>::PROMPT),
+            ("analyze", <analyze::Analyze as workflow::Workflow>::PROMPT),
+            (
+                "codereview",
+                <codereview::CodeReview as workflow::Workflow>::PROMPT,
+            ),
+            (
+                "precommit",
+                <precommit::PreCommit as workflow::Workflow>::PROMPT,
+            ),
+            (
+                "refactor",
+                <refactor::Refactor as workflow::Workflow>::PROMPT,
+            ),
+            ("testgen", <testgen::TestGen as workflow::Workflow>::PROMPT),
+            (
+                "secaudit",
+                <secaudit::SecAudit as workflow::Workflow>::PROMPT,
+            ),
+            ("docgen", <docgen::DocGen as workflow::Workflow>::PROMPT),
+            ("tracer", <tracer::Tracer as workflow::Workflow>::PROMPT),
+            ("planner", <planner::Planner as workflow::Workflow>::PROMPT),
+        ];
+        let mut all = String::new();
+        for (tool, prompt) in prompts {
+            assert!(
+                prompt.len() > 200,
+                "{tool}'s prompt is too short to be real"
+            );
+            all.push_str(&format!("===== {tool} =====\n{prompt}\n"));
+        }
+        all.push_str(&consensus::all_prompts());
+        insta::assert_snapshot!("system_prompts", all);
+    }
 }

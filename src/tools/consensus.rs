@@ -1,0 +1,441 @@
+//! `consensus`: several models weigh one proposal at the same time, each blinded to the others
+//! and given a stance; the answer gathers their verdicts and a synthesis. One model failing
+//! does not sink the rest.
+
+use futures::future::join_all;
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::consult::{self, Answer, Question};
+use super::{ExaiTool, ToolContext, ToolFuture, definition, parse_arguments};
+use crate::calls::{ToolFailure, Usage};
+use crate::providers::{Need, Resolved};
+use crate::threads::Turn;
+
+const PROMPT: &str = include_str!("prompts/consensus.txt");
+const SYNTHESIS_PROMPT: &str = include_str!("prompts/consensus_synthesis.txt");
+const STANCE_FOR: &str = include_str!("prompts/stance_for.txt");
+const STANCE_AGAINST: &str = include_str!("prompts/stance_against.txt");
+const STANCE_NEUTRAL: &str = include_str!("prompts/stance_neutral.txt");
+/// Most models one consensus may ask.
+const MAX_MODELS: usize = 8;
+
+pub struct Consensus;
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Stance {
+    For,
+    Against,
+    #[default]
+    Neutral,
+}
+
+/// One model to consult.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct Consulted {
+    /// Model id, alias or `provider:model`.
+    model: String,
+    /// for, against or neutral (default).
+    #[serde(default)]
+    stance: Stance,
+    /// Your own instructions for this model's stance, instead of the built-in ones.
+    #[serde(default)]
+    stance_prompt: Option<String>,
+}
+
+/// Arguments of `consensus` (names as Zen/PAL clients send them). Zen's step fields
+/// (step_number, current_model_index, …) are ignored: every model is asked in this one call.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct ConsensusArguments {
+    /// The proposal or question, complete: each model sees only this and the files.
+    #[serde(alias = "prompt")]
+    step: String,
+    /// Two or more models, each {model, stance: for|against|neutral, stance_prompt?}.
+    models: Vec<Consulted>,
+    /// Your own analysis, given to the synthesis only.
+    #[serde(default)]
+    findings: Option<String>,
+    /// Absolute paths of files every model should see.
+    #[serde(default)]
+    relevant_files: Vec<String>,
+    /// Continue an earlier conversation.
+    #[serde(default)]
+    continuation_id: Option<String>,
+    /// false to skip the written synthesis (verdicts only).
+    #[serde(default)]
+    synthesize: Option<bool>,
+}
+
+fn bad(message: impl std::fmt::Display) -> ToolFailure {
+    ToolFailure::new(
+        "bad_arguments",
+        format!("invalid arguments for consensus: {message}"),
+    )
+}
+
+fn stance_name(stance: Stance) -> &'static str {
+    match stance {
+        Stance::For => "for",
+        Stance::Against => "against",
+        Stance::Neutral => "neutral",
+    }
+}
+
+fn system_prompt(who: &Consulted) -> String {
+    let stance = match (&who.stance_prompt, who.stance) {
+        (Some(own), _) if !own.trim().is_empty() => own.as_str(),
+        (_, Stance::For) => STANCE_FOR,
+        (_, Stance::Against) => STANCE_AGAINST,
+        (_, Stance::Neutral) => STANCE_NEUTRAL,
+    };
+    PROMPT.replace("{stance}", stance.trim())
+}
+
+/// The verdict line a model gave: SUPPORT, OPPOSE or MIXED, if it followed the format.
+fn verdict_of(text: &str) -> Option<&'static str> {
+    let after = text
+        .split("## Verdict")
+        .nth(1)
+        .unwrap_or(text)
+        .trim_start()
+        .trim_start_matches(['*', '`']);
+    ["SUPPORT", "OPPOSE", "MIXED"]
+        .into_iter()
+        .find(|v| after.starts_with(v))
+}
+
+fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        _ => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+    }
+}
+
+/// The call's usage: every model's added up.
+fn total_usage(answers: &[&Answer], failed_attempts: u32) -> Usage {
+    answers.iter().fold(
+        Usage {
+            attempts: Some(failed_attempts),
+            ..Usage::default()
+        },
+        |sum, a| {
+            let u = a.usage();
+            Usage {
+                tokens_in: add(sum.tokens_in, u.tokens_in),
+                tokens_out: add(sum.tokens_out, u.tokens_out),
+                reasoning_tokens: add(sum.reasoning_tokens, u.reasoning_tokens),
+                time_to_first_token: sum.time_to_first_token.or(u.time_to_first_token),
+                attempts: Some(sum.attempts.unwrap_or(0) + u.attempts.unwrap_or(0)),
+            }
+        },
+    )
+}
+
+impl ExaiTool for Consensus {
+    fn definition(&self) -> Tool {
+        definition::<ConsensusArguments>(
+            "consensus",
+            "Ask several models at once to weigh a proposal, each blinded to the others and \
+             given a stance (for, against, neutral); returns every verdict and a synthesis.",
+            ToolAnnotations::new().read_only(true).open_world(true),
+        )
+    }
+
+    fn may_run_long(&self) -> bool {
+        true
+    }
+
+    fn run(&self, arguments: JsonObject, ctx: ToolContext) -> ToolFuture {
+        Box::pin(run(arguments, ctx))
+    }
+}
+
+async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, ToolFailure> {
+    let args: ConsensusArguments = parse_arguments("consensus", arguments)?;
+    if args.step.len() > ctx.config.prompt_size_limit {
+        return Ok(consult::resend_prompt(
+            "consensus",
+            "step",
+            args.step.len(),
+            ctx.config.prompt_size_limit,
+        ));
+    }
+    if args.step.trim().is_empty() {
+        return Err(bad(
+            "`step` is empty: give the proposal every model should weigh",
+        ));
+    }
+    if args.models.len() < 2 {
+        return Err(bad(format!(
+            "consensus needs at least two models ({} given); for one model's view use chat",
+            args.models.len()
+        )));
+    }
+    if args.models.len() > MAX_MODELS {
+        return Err(bad(format!(
+            "at most {MAX_MODELS} models per consensus ({} given)",
+            args.models.len()
+        )));
+    }
+    if let Some(complaint) = consult::relative_path(&args.relevant_files) {
+        return Err(bad(complaint));
+    }
+    let mut targets: Vec<(Resolved, &Consulted)> = Vec::new();
+    for who in &args.models {
+        let target = consult::choose(&ctx, Some(&who.model), Need::Deep)?;
+        if let Some((_, twin)) = targets.iter().find(|(t, w)| {
+            t.model.id == target.model.id
+                && t.endpoint.name() == target.endpoint.name()
+                && w.stance == who.stance
+        }) {
+            return Err(bad(format!(
+                "{} is listed twice with stance {} ({:?} and {:?}); give each model a different stance or drop one",
+                target.model.id,
+                stance_name(who.stance),
+                twin.model,
+                who.model
+            )));
+        }
+        targets.push((target, who));
+    }
+    let mut thread = consult::thread(&ctx, args.continuation_id.as_deref()).await?;
+
+    ctx.call
+        .progress
+        .set_stage(format!("consulting {} models", targets.len()));
+    let asks = targets.iter().map(|(target, who)| {
+        let system = system_prompt(who);
+        let ctx = ctx.clone();
+        let target = target.clone();
+        let files = args.relevant_files.clone();
+        let proposal = args.step.clone();
+        async move {
+            consult::ask(
+                &ctx,
+                target,
+                Question {
+                    system: &system,
+                    prompt: &proposal,
+                    files,
+                    thread: None,
+                    temperature: None,
+                    thinking: None,
+                },
+            )
+            .await
+        }
+    });
+    let outcomes = join_all(asks).await;
+
+    let mut verdicts = Vec::new();
+    let mut texts = Vec::new();
+    let mut answers = Vec::new();
+    let mut failed_attempts = 0;
+    let mut notes = Vec::new();
+    for ((target, who), outcome) in targets.iter().zip(&outcomes) {
+        let stance = stance_name(who.stance);
+        match outcome {
+            Ok(answer) => {
+                let verdict = verdict_of(&answer.response.text);
+                verdicts.push(json!({
+                    "model": answer.response.model,
+                    "provider": answer.response.provider,
+                    "stance": stance,
+                    "status": "answered",
+                    "verdict": verdict,
+                }));
+                texts.push(format!(
+                    "# {} ({stance})\n\n{}",
+                    answer.response.model, answer.response.text
+                ));
+                notes.extend(answer.notes());
+                answers.push(answer);
+            }
+            Err(failed) => {
+                failed_attempts += failed.attempts;
+                verdicts.push(json!({
+                    "model": target.model.id,
+                    "provider": target.endpoint.name(),
+                    "stance": stance,
+                    "status": "failed",
+                    "error": failed.failure.message,
+                }));
+                texts.push(format!(
+                    "# {} ({stance}) — no answer\n\n{}",
+                    target.model.id, failed.failure.message
+                ));
+            }
+        }
+    }
+    if answers.is_empty() {
+        ctx.call.set_usage(total_usage(&[], failed_attempts));
+        let why: Vec<String> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().err().map(|f| f.failure.message.clone()))
+            .collect();
+        return Err(ToolFailure::new(
+            "all_models_failed",
+            format!("no model answered the consensus:\n- {}", why.join("\n- ")),
+        ));
+    }
+    notes.dedup();
+
+    // The synthesis weighs the arguments; it is written by the first model that answered.
+    let mut synthesis = None;
+    let mut synthesis_answer = None;
+    if args.synthesize != Some(false) && answers.len() >= 2 {
+        let writer = targets
+            .iter()
+            .zip(&outcomes)
+            .find(|(_, o)| o.is_ok())
+            .map(|((t, _), _)| t.clone());
+        if let Some(writer) = writer {
+            ctx.call
+                .progress
+                .set_stage(format!("{} writing the synthesis", writer.model.id));
+            let mut prompt = format!("## Proposal\n{}\n\n", args.step);
+            if let Some(own) = args.findings.as_deref().filter(|f| !f.trim().is_empty()) {
+                prompt.push_str(&format!("## The asking agent's own analysis\n{own}\n\n"));
+            }
+            prompt.push_str("## Evaluations\n\n");
+            prompt.push_str(&texts.join("\n\n"));
+            match consult::ask(
+                &ctx,
+                writer,
+                Question {
+                    system: SYNTHESIS_PROMPT,
+                    prompt: &prompt,
+                    files: Vec::new(),
+                    thread: None,
+                    temperature: None,
+                    thinking: None,
+                },
+            )
+            .await
+            {
+                Ok(answer) => {
+                    synthesis = Some(answer.response.text.clone());
+                    synthesis_answer = Some(answer);
+                }
+                Err(failed) => {
+                    failed_attempts += failed.attempts;
+                    notes.push(format!(
+                        "The synthesis could not be written: {}",
+                        failed.failure.message
+                    ));
+                }
+            }
+        }
+    }
+    let mut all: Vec<&Answer> = answers.clone();
+    all.extend(synthesis_answer.as_ref());
+    ctx.call.set_usage(total_usage(&all, failed_attempts));
+    let reasoning: Vec<String> = all
+        .iter()
+        .filter_map(|a| {
+            a.response
+                .reasoning
+                .as_ref()
+                .map(|r| format!("[{}]\n{r}", a.response.model))
+        })
+        .collect();
+    if !reasoning.is_empty() {
+        ctx.call.set_reasoning(Some(reasoning.join("\n\n")));
+    }
+
+    let count = |v: &str| {
+        verdicts
+            .iter()
+            .filter(|x| x["verdict"].as_str() == Some(v))
+            .count()
+    };
+    let mut summary = json!({
+        "status": "consensus_complete",
+        "continuation_id": thread.id,
+        "models_consulted": verdicts,
+        "tally": {
+            "support": count("SUPPORT"),
+            "oppose": count("OPPOSE"),
+            "mixed": count("MIXED"),
+            "failed": outcomes.iter().filter(|o| o.is_err()).count(),
+        },
+        "next_steps": "Weigh the evaluations and the synthesis below against what you know of \
+                       the project, then present the recommendation to the user with the main \
+                       points of agreement and disagreement.",
+    });
+    if !notes.is_empty() {
+        summary["notes"] = json!(notes);
+    }
+    let mut body = texts.join("\n\n");
+    if let Some(s) = &synthesis {
+        body.push_str(&format!("\n\n# Synthesis\n\n{s}"));
+    }
+    let now = crate::store::now_ms();
+    consult::remember(
+        &ctx,
+        &mut thread,
+        vec![
+            Turn {
+                role: "user".into(),
+                tool: "consensus".into(),
+                content: format!("Proposal for consensus: {}", args.step),
+                files: args.relevant_files.clone(),
+                model: None,
+                at_ms: now,
+                step: None,
+            },
+            Turn {
+                role: "assistant".into(),
+                tool: "consensus".into(),
+                content: body.clone(),
+                files: Vec::new(),
+                model: None,
+                at_ms: now,
+                step: None,
+            },
+        ],
+    )
+    .await;
+    let mut result = CallToolResult::success(vec![
+        ContentBlock::text(
+            serde_json::to_string_pretty(&summary).unwrap_or_else(|_| summary.to_string()),
+        ),
+        ContentBlock::text(body),
+    ]);
+    result.structured_content = Some(summary);
+    Ok(result)
+}
+
+/// Every text consensus ships, for the snapshot test.
+#[cfg(test)]
+pub fn all_prompts() -> String {
+    [
+        ("consensus", PROMPT),
+        ("consensus synthesis", SYNTHESIS_PROMPT),
+        ("stance for", STANCE_FOR),
+        ("stance against", STANCE_AGAINST),
+        ("stance neutral", STANCE_NEUTRAL),
+    ]
+    .iter()
+    .map(|(name, text)| format!("===== {name} =====\n{text}\n"))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_are_read_from_the_verdict_section() {
+        assert_eq!(
+            verdict_of("## Verdict\nSUPPORT: yes\n## Analysis"),
+            Some("SUPPORT")
+        );
+        assert_eq!(verdict_of("## Verdict\n**OPPOSE**: no"), Some("OPPOSE"));
+        assert_eq!(verdict_of("MIXED: it depends"), Some("MIXED"));
+        assert_eq!(verdict_of("I think it is fine"), None);
+    }
+}

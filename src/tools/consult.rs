@@ -1,0 +1,291 @@
+//! Asking a model on a tool's behalf: history and files fitted into the model's context, one
+//! streaming call with progress, and what it cost recorded on the call.
+
+use super::ToolContext;
+use crate::calls::{ToolFailure, Usage};
+use crate::files::{self, Embedded};
+use crate::providers::{ChatMessage, ChatRequest, ChatResponse, Need, Resolved};
+use crate::threads::{Thread, ThreadError};
+use crate::tokens;
+
+/// What to ask.
+pub struct Question<'a> {
+    pub system: &'a str,
+    /// The request itself; files are shown before it.
+    pub prompt: &'a str,
+    /// Absolute paths to embed, within what the model's context leaves.
+    pub files: Vec<String>,
+    /// The conversation to replay (newest turns first within budget); `None` for a blinded call.
+    pub thread: Option<&'a Thread>,
+    pub temperature: Option<f32>,
+    pub thinking: Option<bool>,
+}
+
+/// A model's answer with what went into the question.
+pub struct Answer {
+    pub response: ChatResponse,
+    pub embedded: Embedded,
+    /// Older turns of the conversation that did not fit.
+    pub turns_left_out: usize,
+}
+
+impl Answer {
+    /// What the call cost, for the record.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            tokens_in: self.response.tokens_in,
+            tokens_out: self.response.tokens_out,
+            reasoning_tokens: self.response.reasoning_tokens,
+            time_to_first_token: self.response.time_to_first_token,
+            attempts: Some(self.response.attempts),
+        }
+    }
+
+    /// Notes for the answer: files left out, turns left out.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(note) = self.embedded.note() {
+            notes.push(note);
+        }
+        if self.turns_left_out > 0 {
+            notes.push(format!(
+                "{} older turn(s) of this conversation did not fit the model's context and were left out.",
+                self.turns_left_out
+            ));
+        }
+        notes
+    }
+}
+
+/// A failed question, with the provider attempts it took.
+pub struct Failed {
+    pub failure: ToolFailure,
+    pub attempts: u32,
+}
+
+/// The model a tool should ask: `name`, or the default / best for `need`.
+pub fn choose(ctx: &ToolContext, name: Option<&str>, need: Need) -> Result<Resolved, ToolFailure> {
+    ctx.providers
+        .resolve(name, need)
+        .map_err(|message| ToolFailure::new("no_model", message))
+}
+
+/// Maps `thinking_mode` (Zen's names) onto the provider's think / don't-think switch.
+pub fn thinking_of(mode: Option<&str>) -> Result<Option<bool>, String> {
+    match mode {
+        None => Ok(None),
+        Some("minimal") => Ok(Some(false)),
+        Some("low" | "medium" | "high" | "max") => Ok(Some(true)),
+        Some(other) => Err(format!(
+            "thinking_mode {other:?} is not one of minimal, low, medium, high, max"
+        )),
+    }
+}
+
+/// Checks a temperature is in the range every provider accepts.
+pub fn check_temperature(temperature: Option<f32>) -> Result<(), String> {
+    match temperature {
+        Some(t) if !(0.0..=2.0).contains(&t) => Err(format!("temperature {t} is outside 0–2")),
+        _ => Ok(()),
+    }
+}
+
+/// The first path that is not absolute, as a clear complaint.
+pub fn relative_path<'p>(paths: impl IntoIterator<Item = &'p String>) -> Option<String> {
+    paths
+        .into_iter()
+        .find(|p| !std::path::Path::new(p).is_absolute())
+        .map(|p| {
+            format!(
+                "{p:?} is not an absolute path; give full paths, e.g. /home/me/project/src/main.rs"
+            )
+        })
+}
+
+/// Loads the conversation `id` names, or starts a new one.
+pub async fn thread(ctx: &ToolContext, id: Option<&str>) -> Result<Thread, ToolFailure> {
+    let Some(id) = id else {
+        return Ok(Thread::new());
+    };
+    let store_path = ctx.calls.store().path().to_path_buf();
+    let id = id.to_string();
+    tokio::task::spawn_blocking(move || Thread::load(&store_path, &id))
+        .await
+        .map_err(blocking_failure)?
+        .map_err(|e| match e {
+            ThreadError::Unknown(_) | ThreadError::Malformed(_) => {
+                ToolFailure::new("unknown_thread", e.to_string())
+            }
+            other => ToolFailure::new("store", other.to_string()),
+        })
+}
+
+/// Saves new turns to a conversation; a failure is logged, never lost silently, and does not
+/// cost the caller its answer.
+pub async fn remember(ctx: &ToolContext, thread: &mut Thread, turns: Vec<crate::threads::Turn>) {
+    if let Err(error) = thread
+        .append(
+            ctx.calls.store(),
+            turns,
+            ctx.config.thread_max_turns,
+            ctx.config.thread_ttl,
+        )
+        .await
+    {
+        tracing::error!(%error, thread = %thread.id, "could not save the conversation thread");
+    }
+}
+
+pub fn blocking_failure(e: tokio::task::JoinError) -> ToolFailure {
+    ToolFailure::new("internal", format!("a blocking task failed: {e}"))
+}
+
+/// Asks `target` one question. Does not touch the call's usage: callers that ask several
+/// models add theirs up.
+pub async fn ask(
+    ctx: &ToolContext,
+    target: Resolved,
+    question: Question<'_>,
+) -> Result<Answer, Failed> {
+    let turns = question.thread.map(|t| t.turns.len()).unwrap_or(0);
+    // The model's context: room for the answer first, then history, then files. The tokenizer
+    // is only woken when there is something to fit.
+    let (history, turns_left_out, embedded) = if question.files.is_empty() && turns == 0 {
+        (Vec::new(), 0, Embedded::default())
+    } else {
+        let context = target.model.context_window as usize;
+        let reserve = (target.model.max_output as usize).min(context / 4);
+        let fixed = tokens::count(question.system) + tokens::count(question.prompt);
+        let room = context.saturating_sub(reserve + fixed);
+        let (history, left_out) = match question.thread {
+            Some(thread) => thread.history(room * 3 / 10),
+            None => (Vec::new(), 0),
+        };
+        let history_tokens: usize = history.iter().map(|t| tokens::count(&t.content) + 8).sum();
+        let mut wanted = question.files.clone();
+        if let Some(thread) = question.thread {
+            for file in thread.files() {
+                if !wanted.contains(&file) {
+                    wanted.push(file);
+                }
+            }
+        }
+        let budget = room.saturating_sub(history_tokens);
+        let roots = ctx.config.allowed_roots.clone();
+        if !wanted.is_empty() {
+            ctx.call
+                .progress
+                .set_stage(format!("reading {} file path(s)", wanted.len()));
+        }
+        let embedded = tokio::task::spawn_blocking(move || files::embed(&wanted, budget, &roots))
+            .await
+            .map_err(|e| Failed {
+                failure: blocking_failure(e),
+                attempts: 0,
+            })?;
+        let history = history.into_iter().cloned().collect::<Vec<_>>();
+        (history, left_out, embedded)
+    };
+
+    let mut messages = vec![ChatMessage {
+        role: "system",
+        content: question.system.to_string(),
+    }];
+    messages.extend(history.iter().map(|turn| ChatMessage {
+        role: if turn.role == "assistant" {
+            "assistant"
+        } else {
+            "user"
+        },
+        content: turn.content.clone(),
+    }));
+    let mut text = String::new();
+    if !embedded.text.is_empty() {
+        text.push_str("Files for context (line-numbered):\n\n");
+        text.push_str(&embedded.text);
+        text.push('\n');
+    }
+    text.push_str(question.prompt);
+    messages.push(ChatMessage {
+        role: "user",
+        content: text,
+    });
+    let request = ChatRequest {
+        messages,
+        temperature: question.temperature,
+        thinking: question.thinking,
+        deadline: ctx.call.deadline,
+    };
+    match ctx
+        .providers
+        .chat(target, &request, &ctx.call.progress)
+        .await
+    {
+        Ok(response) => Ok(Answer {
+            response,
+            embedded,
+            turns_left_out,
+        }),
+        Err(failure) => Err(Failed {
+            failure: ToolFailure {
+                kind: failure.error.kind(),
+                message: match failure.attempts {
+                    0 | 1 => failure.error.to_string(),
+                    n => format!("{} (after {n} attempts)", failure.error),
+                },
+                timed_out: failure.error.is_timeout(),
+            },
+            attempts: failure.attempts,
+        }),
+    }
+}
+
+/// Asks one model and records usage and reasoning on the call (the one-model tools).
+pub async fn ask_and_record(
+    ctx: &ToolContext,
+    target: Resolved,
+    question: Question<'_>,
+) -> Result<Answer, ToolFailure> {
+    match ask(ctx, target, question).await {
+        Ok(answer) => {
+            ctx.call.set_usage(answer.usage());
+            ctx.call.set_reasoning(answer.response.reasoning.clone());
+            Ok(answer)
+        }
+        Err(failed) => {
+            ctx.call.set_usage(Usage {
+                attempts: Some(failed.attempts),
+                ..Usage::default()
+            });
+            Err(failed.failure)
+        }
+    }
+}
+
+/// Asks the agent to send an oversized text another way (Zen's `resend_prompt`): `chat` reads
+/// a prompt.txt passed in `files`; workflow steps put long material in files they name.
+pub fn resend_prompt(
+    tool: &str,
+    field: &str,
+    size: usize,
+    limit: usize,
+) -> rmcp::model::CallToolResult {
+    let how = if tool == "chat" {
+        "Save it to a file named prompt.txt and call chat again with its absolute path in `files` \
+         (and a short `prompt`, or none); exai will read the prompt from the file."
+            .to_string()
+    } else {
+        format!(
+            "Keep `{field}` short: save the long material to a file and pass its absolute path in \
+             relevant_files, then call {tool} again."
+        )
+    };
+    let text = format!(
+        "The {field} is {size} characters, more than the {limit} that fit in an MCP message here. {how}"
+    );
+    let mut result =
+        rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(text.clone())]);
+    result.structured_content =
+        Some(serde_json::json!({"status": "resend_prompt", "content": text}));
+    result
+}

@@ -1,0 +1,81 @@
+//! `planner`: building a plan step by step, with revisions and branches; no model call — the
+//! steps are the plan.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::workflow::{Actions, Expert, StepArguments, Steps, Workflow};
+
+pub struct Planner;
+
+/// `planner`'s own fields.
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Extra {
+    /// This step revises an earlier one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    is_step_revision: Option<bool>,
+    /// The step it revises.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revises_step_number: Option<u32>,
+    /// This step starts an alternative branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    is_branch_point: Option<bool>,
+    /// The step the branch starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    branch_from_step: Option<u32>,
+    /// A name for the branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    branch_id: Option<String>,
+    /// More steps are needed than total_steps says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    more_steps_needed: Option<bool>,
+}
+
+impl Workflow for Planner {
+    type Extra = Extra;
+    const NAME: &'static str = "planner";
+    const DESCRIPTION: &'static str = "Plan a task step by step, revising and branching as you go; the final answer \
+         gathers the plan. Does not call a model.";
+    const PROMPT: &'static str = include_str!("prompts/planner.txt");
+    const PAUSE: &'static str = "pause_for_planning";
+    const COMPLETE: &'static str = "planning_complete";
+    const EXPERT: Expert = Expert::Never;
+    const ACTIONS: Actions = Actions {
+        first: &[
+            "State the goal, the constraints and what done looks like",
+            "Break the work into the main phases",
+            "Note the unknowns that could change the plan",
+        ],
+        middle: &[
+            "Detail the next phase into concrete steps with their dependencies",
+            "Revise an earlier step (is_step_revision) if you learned something that changes it",
+            "Branch (is_branch_point) where two approaches are worth comparing",
+        ],
+        closing: &[
+            "Check every step is concrete and ordered by its dependencies",
+            "Resolve or drop open branches",
+            "Finish with next_step_required false to get the whole plan back",
+        ],
+    };
+
+    fn check(args: &StepArguments<Extra>, _steps: &Steps) -> Result<Option<Value>, String> {
+        if let Some(n) = args.extra.revises_step_number
+            && n >= args.step_number
+        {
+            return Err(format!(
+                "revises_step_number {n} must name an earlier step than {}",
+                args.step_number
+            ));
+        }
+        if let Some(n) = args.extra.branch_from_step
+            && n >= args.step_number
+        {
+            return Err(format!(
+                "branch_from_step {n} must name an earlier step than {}",
+                args.step_number
+            ));
+        }
+        Ok(None)
+    }
+}
