@@ -40,8 +40,10 @@ impl Embedded {
         if self.skipped.is_empty() {
             return None;
         }
-        let mut lines: Vec<String> = self
-            .skipped
+        // Refusals and unreadable files first: they matter more than what did not fit.
+        let mut skipped: Vec<&Skipped> = self.skipped.iter().collect();
+        skipped.sort_by_key(|s| s.why.starts_with("did not fit"));
+        let mut lines: Vec<String> = skipped
             .iter()
             .take(NOTE_LINES)
             .map(|s| format!("  {} — {}", s.path, s.why))
@@ -199,8 +201,8 @@ fn expand(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) {
     }
 }
 
-/// Reads a file for embedding: `Err(why)` for binary, too large or unreadable files.
-fn read_text(path: &Path) -> Result<String, String> {
+/// Refuses a file over the per-file cap without reading it.
+fn check_size(path: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?;
     if meta.len() > MAX_FILE_BYTES {
         return Err(format!(
@@ -208,6 +210,12 @@ fn read_text(path: &Path) -> Result<String, String> {
             meta.len()
         ));
     }
+    Ok(())
+}
+
+/// Reads a file for embedding: `Err(why)` for binary, too large or unreadable files.
+fn read_text(path: &Path) -> Result<String, String> {
+    check_size(path)?;
     let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
     if bytes.iter().take(8192).any(|b| *b == 0) {
         return Err("binary file".into());
@@ -251,6 +259,13 @@ pub fn embed(paths: &[String], budget: usize, allowed_roots: &[PathBuf]) -> Embe
         }
         // Files found inside a directory get the same policy as named ones.
         if let Some(why) = refusal(&path, allowed_roots) {
+            out.skipped.push(Skipped {
+                path: path.display().to_string(),
+                why,
+            });
+            continue;
+        }
+        if let Err(why) = check_size(&path) {
             out.skipped.push(Skipped {
                 path: path.display().to_string(),
                 why,

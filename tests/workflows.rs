@@ -631,3 +631,44 @@ async fn a_chat_continues_a_codereview_thread() {
     );
     client.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_directory_and_a_huge_file_are_bounded_and_named() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let dir = project();
+    let huge = dir.join("huge");
+    for d in 0..100 {
+        let sub = huge.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..1000 {
+            std::fs::write(sub.join(format!("f{f:04}.txt")), "x\n").unwrap();
+        }
+    }
+    let big = dir.join("big.log");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(50 * 1024 * 1024)
+        .unwrap();
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let review = client.call_tool(call(
+        "codereview",
+        json!({"step": "Review everything", "step_number": 1, "total_steps": 1,
+               "next_step_required": false, "model": "fake-fast",
+               "relevant_files": [path(&huge), path(&big), path(&dir.join("src/cache.rs"))]}),
+    ));
+    // The daemon keeps answering other requests meanwhile.
+    let (review, other) = tokio::join!(review, client.call_tool(chat("meanwhile", "fake-fast")));
+    assert_eq!(text_of(&other.unwrap()), "echo: meanwhile");
+    let review = review.unwrap();
+    let done = answer_of(&review);
+    assert_eq!(done["status"], "calling_expert_analysis");
+    let notes = done["notes"].to_string();
+    assert!(notes.contains("more than 2000 files"), "{notes}");
+    assert!(notes.contains("over the 1048576-byte limit"), "{notes}");
+    assert!(notes.contains("more (name fewer files"), "{notes}");
+    let question = last_body(&fake, "fake-fast");
+    let sent = question.to_string();
+    assert!(sent.len() < 2_000_000, "the question stayed bounded");
+    client.cancel().await.unwrap();
+}
