@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ExaiTool, ToolContext, ToolFuture, definition, parse_arguments};
+use super::{ExaiTool, ToolContext, ToolFuture, answer, definition, parse_arguments};
 use crate::calls::{ToolFailure, Usage};
 use crate::providers::{ChatMessage, ChatRequest, Need};
 use crate::threads::{Thread, ThreadError, Turn};
@@ -36,6 +36,12 @@ struct ChatArguments {
     /// How hard the model should think: minimal, low, medium, high or max.
     #[serde(default)]
     thinking_mode: Option<String>,
+    /// Let the model search the web (GLM/Kimi models that can); default false.
+    #[serde(default)]
+    use_websearch: Option<bool>,
+    /// Show the model's reasoning, marked, before its answer; default false.
+    #[serde(default)]
+    show_reasoning: Option<bool>,
 }
 
 fn bad(message: String) -> ToolFailure {
@@ -182,17 +188,13 @@ impl ExaiTool for Chat {
                 (history, left_out, embedded)
             };
 
-            let mut messages = vec![ChatMessage {
-                role: "system",
-                content: SYSTEM_PROMPT.to_string(),
-            }];
-            messages.extend(history.iter().map(|turn| ChatMessage {
-                role: if turn.role == "assistant" {
-                    "assistant"
+            let mut messages = vec![ChatMessage::system(SYSTEM_PROMPT)];
+            messages.extend(history.iter().map(|turn| {
+                if turn.role == "assistant" {
+                    ChatMessage::assistant(turn.content.clone())
                 } else {
-                    "user"
-                },
-                content: turn.content.clone(),
+                    ChatMessage::user(turn.content.clone())
+                }
             }));
             let mut question = String::new();
             if !embedded.text.is_empty() {
@@ -201,14 +203,12 @@ impl ExaiTool for Chat {
                 question.push('\n');
             }
             question.push_str(&args.prompt);
-            messages.push(ChatMessage {
-                role: "user",
-                content: question,
-            });
+            messages.push(ChatMessage::user(question));
             let request = ChatRequest {
                 messages,
                 temperature: args.temperature,
                 thinking,
+                web_search: args.use_websearch.unwrap_or(false),
                 deadline: ctx.call.deadline,
             };
             let answer = ctx
@@ -217,6 +217,9 @@ impl ExaiTool for Chat {
                 .await
                 .map_err(|failure| {
                     ctx.call.set_usage(Usage {
+                        tokens_in: failure.spent.tokens_in,
+                        tokens_out: failure.spent.tokens_out,
+                        reasoning_tokens: failure.spent.reasoning_tokens,
                         attempts: Some(failure.attempts),
                         ..Usage::default()
                     });
@@ -269,8 +272,13 @@ impl ExaiTool for Chat {
                 tracing::error!(%error, "could not save the conversation thread");
             }
 
-            let mut content = vec![ContentBlock::text(answer.text.clone())];
-            let mut notes = Vec::new();
+            let (mut content, mut notes) = answer::lay_out(
+                &answer,
+                answer::Layout {
+                    show_reasoning: args.show_reasoning.unwrap_or(false),
+                    max_output_tokens: ctx.config.max_output_tokens,
+                },
+            );
             if let Some(note) = embedded.note() {
                 notes.push(note);
             }
@@ -289,6 +297,8 @@ impl ExaiTool for Chat {
                 "provider": answer.provider,
                 "files_embedded": embedded.files.len(),
                 "files_skipped": embedded.skipped.iter().map(|s| json!({"path": s.path, "why": s.why})).collect::<Vec<_>>(),
+                "sources": answer.sources,
+                "web_searches": answer.web_searches,
             }));
             Ok(result)
         })

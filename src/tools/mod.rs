@@ -1,5 +1,6 @@
 //! The tools exai offers, one file each, behind one small trait.
 
+pub mod answer;
 mod call_cancel;
 mod call_list;
 mod call_result;
