@@ -212,7 +212,9 @@ async fn cancel_stops_the_call_and_closes_the_provider_request() {
                 ..Default::default()
             })
             .ok()?;
-        rows.into_iter().find(|r| r.state == "cancelled")
+        // The delivery is written just after the end state: wait for both.
+        rows.into_iter()
+            .find(|r| r.state == "cancelled" && r.delivery != "pending")
     })
     .await;
     assert!(

@@ -52,6 +52,15 @@ impl Server {
             .expect("chat request")
     }
 
+    async fn post(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .json(body)
+            .send()
+            .await
+            .expect("chat request")
+    }
+
     async fn stats(&self) -> Value {
         self.client
             .get(self.url("/stats"))
@@ -888,4 +897,202 @@ async fn slowstart_sends_headers_then_waits_for_the_first_chunk() {
         body["choices"][0]["message"]["content"],
         "tok0 tok1 echo: hi"
     );
+}
+
+/// The `$web_search` tool as Kimi wants it offered.
+fn kimi_search_tool() -> Value {
+    json!({ "type": "builtin_function", "function": { "name": "$web_search" } })
+}
+
+/// The tool calls of an SSE answer, their fragments joined by index.
+fn joined_tool_calls(events: &[Value]) -> Vec<Value> {
+    let mut calls: Vec<Value> = Vec::new();
+    for event in events {
+        let Some(parts) = event["choices"][0]["delta"]["tool_calls"].as_array() else {
+            continue;
+        };
+        for part in parts {
+            let index = part["index"].as_u64().expect("fragment index") as usize;
+            if calls.len() <= index {
+                calls.resize(index + 1, json!({ "function": { "arguments": "" } }));
+            }
+            let call = &mut calls[index];
+            for key in ["id", "type"] {
+                if let Some(value) = part.get(key) {
+                    call[key] = value.clone();
+                }
+            }
+            if let Some(name) = part["function"].get("name") {
+                call["function"]["name"] = name.clone();
+            }
+            let piece = part["function"]["arguments"].as_str().unwrap_or("");
+            let joined = format!("{}{piece}", call["function"]["arguments"].as_str().unwrap());
+            call["function"]["arguments"] = json!(joined);
+        }
+    }
+    calls
+}
+
+#[tokio::test]
+async fn kimi_search_streams_a_split_tool_call_then_checks_the_round_trip() {
+    let server = Server::start(&[]);
+    let mut body = chat_body("fake-kimi-search", "news?", true);
+    let refused = server.post(&body).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("$web_search"));
+
+    body["tools"] = json!([kimi_search_tool()]);
+    let events = read_sse(server.post(&body).await).await;
+    assert_eq!(
+        delta_text(&events, "reasoning_content"),
+        ["I should look this up. "]
+    );
+    let fragments = events
+        .iter()
+        .filter(|e| e["choices"][0]["delta"].get("tool_calls").is_some())
+        .count();
+    assert_eq!(fragments, 4, "one opening fragment, three argument pieces");
+    let calls = joined_tool_calls(&events);
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(call["id"], "call_search_1");
+    assert_eq!(call["type"], "builtin_function");
+    assert_eq!(call["function"]["name"], "$web_search");
+    let arguments = call["function"]["arguments"].as_str().unwrap().to_owned();
+    let parsed: Value = serde_json::from_str(&arguments).expect("arguments are JSON once joined");
+    assert_eq!(parsed["search_result"]["search_id"], "fake-search-1");
+    let last = events.last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
+    assert!(last["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+
+    // The second round must carry the call back, reasoning included, and echo the arguments.
+    let assistant = json!({
+        "role": "assistant", "content": "", "reasoning_content": "I should look this up. ",
+        "tool_calls": [{ "id": "call_search_1", "type": "builtin_function",
+                         "function": { "name": "$web_search", "arguments": arguments } }],
+    });
+    let tool = json!({ "role": "tool", "tool_call_id": "call_search_1", "name": "$web_search",
+                       "content": arguments });
+    let mut wrong_echo = body.clone();
+    let mut altered = tool.clone();
+    altered["content"] = json!("{}");
+    wrong_echo["messages"] = json!([body["messages"][0], body["messages"][1], assistant, altered]);
+    let refused = server.post(&wrong_echo).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("arguments verbatim"));
+
+    let mut no_reasoning = body.clone();
+    let mut bare = assistant.clone();
+    bare.as_object_mut().unwrap().remove("reasoning_content");
+    no_reasoning["messages"] = json!([body["messages"][0], body["messages"][1], bare, tool]);
+    let refused = server.post(&no_reasoning).await;
+    assert_eq!(refused.status(), 400);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("reasoning_content is missing")
+    );
+
+    let mut second = body.clone();
+    second["messages"] = json!([body["messages"][0], body["messages"][1], assistant, tool]);
+    let events = read_sse(server.post(&second).await).await;
+    assert_eq!(
+        delta_text(&events, "content").concat(),
+        "echo: news? (web searches: 1)"
+    );
+    assert_eq!(delta_text(&events, "reasoning_content"), ["Found it. "]);
+    assert_eq!(
+        events.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+
+    // Not streamed: the whole tool call in the message.
+    body["stream"] = json!(false);
+    let whole: Value = server.post(&body).await.json().await.unwrap();
+    let choice = &whole["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["arguments"],
+        arguments
+    );
+}
+
+#[tokio::test]
+async fn kimi_search_loop_asks_for_another_search_every_round() {
+    let server = Server::start(&[]);
+    let mut body = chat_body("fake-kimi-search-loop", "again", true);
+    body["tools"] = json!([kimi_search_tool()]);
+    let first = joined_tool_calls(&read_sse(server.post(&body).await).await);
+    let arguments = first[0]["function"]["arguments"].clone();
+    let mut messages = body["messages"].as_array().unwrap().clone();
+    messages.push(json!({
+        "role": "assistant", "content": "", "reasoning_content": "I should look this up. ",
+        "tool_calls": [{ "id": "call_search_1", "type": "builtin_function",
+                         "function": { "name": "$web_search", "arguments": arguments } }],
+    }));
+    messages.push(json!({ "role": "tool", "tool_call_id": "call_search_1",
+                          "name": "$web_search", "content": arguments }));
+    body["messages"] = json!(messages);
+    let events = read_sse(server.post(&body).await).await;
+    let again = joined_tool_calls(&events);
+    assert_eq!(again[0]["id"], "call_search_2");
+    assert!(
+        again[0]["function"]["arguments"]
+            .as_str()
+            .unwrap()
+            .contains("fake-search-2")
+    );
+    assert_eq!(
+        events.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+}
+
+#[tokio::test]
+async fn glm_search_needs_its_tool_and_returns_results() {
+    let server = Server::start(&[]);
+    let mut body = chat_body("fake-glm-search", "weather?", true);
+    let refused = server.post(&body).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("web_search"));
+
+    body["tools"] =
+        json!([{ "type": "web_search", "web_search": { "enable": true, "search_result": true } }]);
+    body["tool_choice"] = json!("required");
+    assert_eq!(
+        server.post(&body).await.status(),
+        400,
+        "GLM takes only auto"
+    );
+
+    body["tool_choice"] = json!("auto");
+    let events = read_sse(server.post(&body).await).await;
+    let results = events[0]["web_search"]
+        .as_array()
+        .expect("results in the first chunk");
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["title"], "Fake result one");
+    assert_eq!(results[0]["link"], "https://example.com/one");
+    assert_eq!(
+        delta_text(&events, "content").concat(),
+        "echo: weather? [ref_1]"
+    );
+
+    body["stream"] = json!(false);
+    let whole: Value = server.post(&body).await.json().await.unwrap();
+    assert_eq!(whole["web_search"][1]["link"], "https://example.org/two");
+    assert_eq!(whole["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test]
+async fn json_answers_whole_even_when_asked_to_stream() {
+    let server = Server::start(&[]);
+    let response = server.chat("fake-json", "hi", true).await;
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()[reqwest::header::CONTENT_TYPE].clone();
+    assert_eq!(content_type, "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "echo: hi");
 }

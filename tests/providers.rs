@@ -16,7 +16,10 @@ fn glm_and_kimi(fake: &Fake, extra: &[(&str, &str)]) -> Daemon {
     std::fs::write(
         &catalog,
         "[[model]]\nid = \"fake-fast\"\nprovider = \"kimi\"\nfixed_sampling = true\nthinking = \"default_on\"\nscore = 10\n\n\
-         [[model]]\nid = \"fake-glm-thinking\"\nprovider = \"glm\"\nthinking = \"default_on\"\naliases = [\"thinker\"]\nscore = 20\n",
+         [[model]]\nid = \"fake-glm-thinking\"\nprovider = \"glm\"\nthinking = \"default_on\"\naliases = [\"thinker\"]\nscore = 20\n\n\
+         [[model]]\nid = \"fake-kimi-search\"\nprovider = \"kimi\"\nthinking = \"default_on\"\nweb_search = true\nscore = 5\n\n\
+         [[model]]\nid = \"fake-kimi-search-loop\"\nprovider = \"kimi\"\nweb_search = true\nscore = 5\n\n\
+         [[model]]\nid = \"fake-glm-search\"\nprovider = \"glm\"\nweb_search = true\nscore = 5\n",
     )
     .unwrap();
     let catalog = catalog.display().to_string();
@@ -150,8 +153,12 @@ async fn unknown_and_unconfigured_models_say_what_is_available() {
         "{listing}"
     );
     assert!(
-        listing.contains("kimi-k3 (aliases: kimi) · 262,144 context"),
+        listing.contains("kimi-k3 (aliases: kimi) · 262,144 context · score 93 · web search"),
         "{listing}"
+    );
+    assert!(
+        listing.contains("moonshot-v1-128k · 131,072 context · score 60\n"),
+        "no web search: {listing}"
     );
     client.cancel().await.unwrap();
 }
@@ -303,7 +310,8 @@ async fn provider_garbage_gets_clear_errors() {
             text_of(&result)
         );
     }
-    for model in ["fake-comments-3", "fake-nousage-3"] {
+    // Keep-alive comments, no usage, and a server that will not stream.
+    for model in ["fake-comments-3", "fake-nousage-3", "fake-json"] {
         let result = client.call_tool(chat("fine", model)).await.unwrap();
         assert!(
             text_of(&result).ends_with("echo: fine"),
@@ -415,4 +423,260 @@ async fn a_config_file_adds_named_endpoints_and_exai_config_hides_keys() {
         "{shown}"
     );
     assert!(!shown.contains("sk-local-secret-123"), "{shown}");
+}
+
+/// Words of every message's content, as the fake counts prompt tokens.
+fn prompt_words(messages: &[Value]) -> i64 {
+    messages
+        .iter()
+        .map(|m| {
+            m["content"]
+                .as_str()
+                .unwrap_or("")
+                .split_whitespace()
+                .count() as i64
+        })
+        .sum()
+}
+
+fn progress_messages(seen: &Seen) -> Vec<String> {
+    seen.progress
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.message.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn kimi_searches_the_web_in_a_second_round_and_every_round_is_counted() {
+    let fake = Fake::start();
+    let daemon = glm_and_kimi(&fake, &[]);
+    let (client, seen) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client
+        .call_tool(chat_with(json!({
+            "prompt": "what is new?", "model": "kimi:fake-kimi-search", "use_websearch": true,
+        })))
+        .await
+        .unwrap();
+    assert_ne!(result.is_error, Some(true), "{}", all_text_of(&result));
+    assert_eq!(text_of(&result), "echo: what is new? (web searches: 1)");
+    assert!(
+        all_text_of(&result).contains("The model searched the web (1 search)."),
+        "{}",
+        all_text_of(&result)
+    );
+    assert_eq!(
+        result.structured_content.as_ref().unwrap()["web_searches"],
+        1
+    );
+    assert_eq!(fake.stats()["by_model"]["fake-kimi-search"], 2);
+
+    // The fake refuses a second round that is not right; check what it got all the same.
+    let sent = last_request(&fake, "fake-kimi-search");
+    assert_eq!(
+        sent["tools"],
+        json!([{"type": "builtin_function", "function": {"name": "$web_search"}}])
+    );
+    let messages = sent["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "tool"]);
+    let call = &messages[2]["tool_calls"][0];
+    assert_eq!(call["id"], "call_search_1");
+    assert_eq!(call["function"]["name"], "$web_search");
+    assert_eq!(messages[2]["reasoning_content"], "I should look this up. ");
+    assert_eq!(messages[3]["tool_call_id"], "call_search_1");
+    assert_eq!(messages[3]["name"], "$web_search");
+    assert_eq!(messages[3]["content"], call["function"]["arguments"]);
+
+    // Usage of both rounds, summed (the fake counts words).
+    let record = daemon.final_record(&call_id_of(&result));
+    assert_eq!(record.state, "succeeded");
+    assert_eq!(record.attempts, Some(2), "one attempt per round");
+    let first_round = prompt_words(&messages[..2]);
+    let second_round = prompt_words(messages);
+    assert_eq!(record.tokens_in, Some(first_round + second_round));
+    // Round 1: 5 reasoning words; round 2: 2 reasoning words and a 7-word answer.
+    assert_eq!(record.tokens_out, Some(14));
+    assert_eq!(record.reasoning_tokens, Some(7));
+    assert_eq!(
+        record.reasoning.as_deref(),
+        Some("I should look this up. \n\nFound it. ")
+    );
+    let progress = progress_messages(&seen);
+    assert!(
+        progress.iter().any(|m| m.contains("searching the web")),
+        "{progress:?}"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn glm_web_search_sends_its_tool_and_lists_the_sources_under_the_answer() {
+    let fake = Fake::start();
+    let daemon = glm_and_kimi(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client
+        .call_tool(chat_with(json!({
+            "prompt": "weather?", "model": "glm:fake-glm-search", "use_websearch": true,
+        })))
+        .await
+        .unwrap();
+    assert_eq!(
+        text_of(&result),
+        "echo: weather? [ref_1]\n\nSources:\n\
+         - Fake result one — https://example.com/one\n\
+         - Fake result two — https://example.org/two"
+    );
+    let sources = &result.structured_content.as_ref().unwrap()["sources"];
+    assert_eq!(sources[1]["url"], "https://example.org/two");
+    let sent = last_request(&fake, "fake-glm-search");
+    assert_eq!(
+        sent["tools"],
+        json!([{"type": "web_search", "web_search": {"enable": true, "search_result": true}}])
+    );
+    assert_eq!(sent["tool_choice"], "auto");
+    let record = daemon.final_record(&call_id_of(&result));
+    assert_eq!(record.attempts, Some(1));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_model_that_keeps_searching_is_stopped_with_a_clear_error() {
+    let fake = Fake::start();
+    let daemon = glm_and_kimi(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client
+        .call_tool(chat_with(json!({
+            "prompt": "forever", "model": "kimi:fake-kimi-search-loop", "use_websearch": true,
+        })))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(
+        text.contains(
+            "kimi (fake-kimi-search-loop) still asked to search the web after 3 rounds of searching"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        fake.stats()["by_model"]["fake-kimi-search-loop"],
+        4,
+        "three rounds of searching, then the fourth ask is refused"
+    );
+    let record = daemon.final_record(&call_id_of(&result));
+    assert_eq!(record.state, "failed");
+    assert_eq!(record.error_kind.as_deref(), Some("provider_search_loop"));
+    assert_eq!(record.attempts, Some(4));
+    // Five reasoning words per round, all four rounds kept in the record.
+    assert_eq!(record.tokens_out, Some(20));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn web_search_on_a_model_without_it_answers_with_a_note() {
+    let fake = Fake::start();
+    let daemon = glm_and_kimi(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client
+        .call_tool(chat_with(json!({
+            "prompt": "q", "model": "kimi:fake-fast", "use_websearch": true,
+        })))
+        .await
+        .unwrap();
+    assert_ne!(result.is_error, Some(true));
+    assert_eq!(text_of(&result), "echo: q");
+    let all = all_text_of(&result);
+    assert!(
+        all.contains("No web search: fake-fast on kimi cannot search the web through exai"),
+        "{all}"
+    );
+    let sent = last_request(&fake, "fake-fast");
+    assert!(sent.get("tools").is_none(), "{sent}");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn show_reasoning_puts_the_reasoning_before_the_answer_only_when_asked() {
+    let fake = Fake::start();
+    let daemon = glm_and_kimi(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let shown = client
+        .call_tool(chat_with(json!({
+            "prompt": "think", "model": "glm:fake-glm-thinking", "show_reasoning": true,
+        })))
+        .await
+        .unwrap();
+    let texts: Vec<String> = shown
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect();
+    assert!(
+        texts[0].starts_with("=== Model reasoning (its thinking, not its answer) ===\n"),
+        "{texts:?}"
+    );
+    assert!(texts[0].contains("Let me think. Step two."), "{texts:?}");
+    assert!(texts[0].ends_with("=== End of reasoning; the answer follows ==="));
+    assert_eq!(texts[1], "echo: think");
+    let record = daemon.final_record(&call_id_of(&shown));
+    assert_eq!(
+        record.reasoning.as_deref(),
+        Some("Let me think. Step two. ")
+    );
+
+    let hidden = client
+        .call_tool(chat_with(
+            json!({"prompt": "think", "model": "glm:fake-glm-thinking"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&hidden), "echo: think");
+    assert!(!all_text_of(&hidden).contains("Let me think"));
+    assert_eq!(
+        daemon
+            .final_record(&call_id_of(&hidden))
+            .reasoning
+            .as_deref(),
+        Some("Let me think. Step two. "),
+        "kept in the record either way"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_while_the_platform_searches_closes_the_second_request() {
+    let fake = Fake::start();
+    let daemon = glm_and_kimi(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let request = ClientRequest::CallToolRequest(Request::new(chat_with(json!({
+        "prompt": "stop", "model": "kimi:fake-kimi-search", "use_websearch": true,
+    }))));
+    let handle = client
+        .peer()
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    // The second round is in flight while the fake "searches" (600 ms before its first chunk).
+    wait_until_async(
+        "the second round at the provider",
+        Duration::from_secs(10),
+        || {
+            let stats = fake.stats();
+            (stats["by_model"]["fake-kimi-search"] == 2 && stats["in_flight"] == 1).then_some(())
+        },
+    )
+    .await;
+    handle.cancel(None).await.unwrap();
+    provider_aborted(&fake, 1).await;
+    assert_eq!(
+        fake.stats()["completed"],
+        1,
+        "only the first round completed"
+    );
+    client.cancel().await.unwrap();
 }

@@ -5,7 +5,9 @@
 //! `fake-429-<k>`, `fake-429r<secs>-<k>`, `fake-500`, `fake-500-<k>`, `fake-503`, `fake-401`,
 //! `fake-garbage`, `fake-reset`, `fake-resetmid-<n>`, `fake-truncated`, `fake-nochoices`,
 //! `fake-nousage-<n>`, `fake-reasoning`, `fake-glm-thinking`, `fake-comments-<n>`,
-//! `fake-slowstart-<ms>x<n>`; see [`Script`]).
+//! `fake-slowstart-<ms>x<n>`, `fake-kimi-search`, `fake-kimi-search-loop`, `fake-glm-search`,
+//! `fake-json`;
+//! see [`Script`]).
 //! The answer text is always `echo: <last user message>`, so concurrent callers can check that
 //! they got their own answer. `GET /stats` reports how many requests completed or were aborted
 //! by the client, how many are in flight (now, at peak, per model), and `POST /reset` zeroes
@@ -63,6 +65,10 @@ const EXAMPLE_MODELS: &[&str] = &[
     "fake-glm-thinking",
     "fake-comments-3",
     "fake-slowstart-1000x3",
+    "fake-kimi-search",
+    "fake-kimi-search-loop",
+    "fake-glm-search",
+    "fake-json",
 ];
 
 /// Reasoning chunks streamed by `fake-reasoning` before the answer.
@@ -74,6 +80,18 @@ const REASONING_STEPS: &[&str] = &[
 
 /// Reasoning chunks streamed by `fake-glm-thinking` before the answer.
 const GLM_THINKING_STEPS: &[&str] = &["Let me think. ", "Step two. "];
+
+/// `fake-kimi-search`: reasoning streamed before each `$web_search` call, which Kimi wants back.
+const KIMI_SEARCH_REASONING: &str = "I should look this up. ";
+
+/// `fake-kimi-search`: reasoning streamed before the answer that follows a search.
+const KIMI_FOUND_REASONING: &str = "Found it. ";
+
+/// `fake-kimi-search`: the platform "searching" before the answer after a search starts.
+const SEARCH_PAUSE: Duration = Duration::from_millis(600);
+
+/// Kimi's builtin search function.
+const KIMI_SEARCH: &str = "$web_search";
 
 /// Body of every `fake-503` answer.
 const UNAVAILABLE_HTML: &str = "<html><body><h1>503 Service Unavailable</h1></body></html>";
@@ -164,6 +182,24 @@ enum Script {
     /// `fake-slowstart-<ms>x<n>`: headers at once, then a pause before the first chunk, then `n`
     /// content chunks without delay. Non-stream: the pause, then the answer.
     SlowStart { wait: Duration, chunks: u32 },
+    /// `fake-kimi-search`: Kimi's `$web_search` round trip. The request must offer
+    /// `{"type":"builtin_function","function":{"name":"$web_search"}}` (else 400). A conversation
+    /// without tool messages gets reasoning, then a `$web_search` call (id `call_search_1`, its
+    /// arguments split across three chunks), `finish_reason: "tool_calls"`. The next request must
+    /// carry that assistant message back (tool call and `reasoning_content`) and a
+    /// `{"role":"tool","tool_call_id":"call_search_1","name":"$web_search"}` message whose content
+    /// is the arguments verbatim (else 400); after a pause (the "search") it answers
+    /// `echo: <last user message> (web searches: 1)`, with reasoning first.
+    KimiSearch,
+    /// `fake-kimi-search-loop`: like `fake-kimi-search`, but every round asks for another search
+    /// (`call_search_<n>`), forever.
+    KimiSearchLoop,
+    /// `fake-glm-search`: the request must offer `{"type":"web_search","web_search":{"enable":true}}`
+    /// and, if it names one, `tool_choice: "auto"` (else 400); the answer carries a top-level
+    /// `web_search` array of two results (in the first chunk when streaming).
+    GlmSearch,
+    /// `fake-json`: one JSON completion even when asked to stream (as some servers do).
+    Json,
     /// Anything else: 404 model not found.
     Unknown,
 }
@@ -182,6 +218,10 @@ impl Script {
             "fake-nochoices" => return Script::NoChoices,
             "fake-reasoning" => return Script::Reasoning,
             "fake-glm-thinking" => return Script::GlmThinking,
+            "fake-kimi-search" => return Script::KimiSearch,
+            "fake-kimi-search-loop" => return Script::KimiSearchLoop,
+            "fake-glm-search" => return Script::GlmSearch,
+            "fake-json" => return Script::Json,
             _ => {}
         }
         Self::parse_parameterized(model).unwrap_or(Script::Unknown)
@@ -527,6 +567,10 @@ struct ChatRequest {
     messages: Vec<Message>,
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(default)]
+    tools: Vec<Value>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -535,6 +579,14 @@ struct Message {
     role: String,
     #[serde(default)]
     content: Value,
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Value>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 /// Text of a message content: a string, or the `text` parts of an array of parts.
@@ -570,6 +622,11 @@ struct Answer {
     with_usage: bool,
     /// Stream mode: what follows the content chunks.
     ending: Ending,
+    /// A tool call (id, function name, argument pieces) after the reasoning; the answer then
+    /// ends with `finish_reason: "tool_calls"`.
+    tool_call: Option<(String, String, Vec<String>)>,
+    /// A top-level `web_search` array (GLM), in the first chunk or the whole answer.
+    web_search: Option<Value>,
 }
 
 /// How a streamed answer ends, after its content chunks.
@@ -602,6 +659,16 @@ impl Answer {
             first_gap: Duration::ZERO,
             with_usage: true,
             ending: Ending::Done,
+            tool_call: None,
+            web_search: None,
+        }
+    }
+
+    fn finish_reason(&self) -> &'static str {
+        if self.tool_call.is_some() {
+            "tool_calls"
+        } else {
+            "stop"
         }
     }
 
@@ -624,20 +691,36 @@ impl Answer {
         if !self.reasoning.is_empty() {
             message["reasoning_content"] = json!(self.reasoning.concat());
         }
+        if let Some((id, name, pieces)) = &self.tool_call {
+            message["tool_calls"] = json!([{
+                "index": 0,
+                "id": id,
+                "type": "builtin_function",
+                "function": { "name": name, "arguments": pieces.concat() },
+            }]);
+        }
         let mut completion = json!({
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{ "index": 0, "message": message, "finish_reason": "stop" }],
+            "choices": [{ "index": 0, "message": message, "finish_reason": self.finish_reason() }],
         });
         if self.with_usage {
             completion["usage"] = self.usage();
+        }
+        if let Some(results) = &self.web_search {
+            completion["web_search"] = results.clone();
         }
         completion
     }
 
     fn chunk(&self, delta: Value, finish_reason: Option<&str>, usage: Option<Value>) -> Step {
+        let chunk = self.chunk_json(delta, finish_reason, usage);
+        Step::Send(format!("data: {chunk}\n\n"))
+    }
+
+    fn chunk_json(&self, delta: Value, finish_reason: Option<&str>, usage: Option<Value>) -> Value {
         let mut chunk = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -648,7 +731,7 @@ impl Answer {
         if let Some(usage) = usage {
             chunk["usage"] = usage;
         }
-        Step::Send(format!("data: {chunk}\n\n"))
+        chunk
     }
 
     fn stream_steps(&self) -> VecDeque<Step> {
@@ -656,9 +739,28 @@ impl Answer {
         if !self.first_gap.is_zero() {
             steps.push_back(Step::Wait(self.first_gap));
         }
-        steps.push_back(self.chunk(json!({ "role": "assistant" }), None, None));
+        let mut first = self.chunk_json(json!({ "role": "assistant" }), None, None);
+        if let Some(results) = &self.web_search {
+            first["web_search"] = results.clone();
+        }
+        steps.push_back(Step::Send(format!("data: {first}\n\n")));
         for r in &self.reasoning {
             steps.push_back(self.chunk(json!({ "reasoning_content": r }), None, None));
+        }
+        if let Some((id, name, pieces)) = &self.tool_call {
+            // The first fragment names the call; the arguments follow in pieces.
+            let opening = json!({ "tool_calls": [{
+                "index": 0,
+                "id": id,
+                "type": "builtin_function",
+                "function": { "name": name, "arguments": "" },
+            }] });
+            steps.push_back(self.chunk(opening, None, None));
+            for piece in pieces {
+                let fragment =
+                    json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] });
+                steps.push_back(self.chunk(fragment, None, None));
+            }
         }
         for c in &self.content {
             if !self.gap.is_zero() {
@@ -669,7 +771,7 @@ impl Answer {
         match &self.ending {
             Ending::Done => {
                 let usage = self.with_usage.then(|| self.usage());
-                steps.push_back(self.chunk(json!({}), Some("stop"), usage));
+                steps.push_back(self.chunk(json!({}), Some(self.finish_reason()), usage));
                 steps.push_back(Step::Send("data: [DONE]\n\n".to_owned()));
             }
             Ending::Stall => steps.push_back(Step::Silence),
@@ -988,6 +1090,11 @@ async fn run_script(
             std::future::pending().await
         }
         Script::Hang => sse_response(VecDeque::from([Step::Silence]), tracker),
+        Script::KimiSearch | Script::KimiSearchLoop => {
+            kimi_search(script, req, stream, tracker).await
+        }
+        Script::GlmSearch => glm_search(req, stream, tracker),
+        Script::Json => answer(Script::Fast, req, reset, false, tracker).await,
         _ => answer(script, req, reset, stream, tracker).await,
     }
 }
@@ -1045,6 +1152,171 @@ async fn answer(
             _ => steps,
         };
         sse_response(steps, tracker)
+    } else {
+        tracker.finish(Json(answer.completion()).into_response())
+    }
+}
+
+/// The arguments of the `n`th `$web_search` call, in the three pieces they are streamed in.
+fn search_arguments(n: usize) -> Vec<String> {
+    vec![
+        "{\"search_result\":{\"search_id\":".to_owned(),
+        format!("\"fake-search-{n}\"}},"),
+        "\"usage\":{\"total_tokens\":42}}".to_owned(),
+    ]
+}
+
+/// Checks the `$web_search` round trips in `req`: each assistant tool call came back with its
+/// reasoning, followed by its tool message echoing the arguments. Returns how many there were.
+fn checked_searches(req: &ChatRequest) -> Result<usize, String> {
+    let mut done = 0;
+    let mut messages = req.messages.iter().peekable();
+    while let Some(message) = messages.next() {
+        match message.role.as_str() {
+            "assistant" if message.tool_calls.is_some() => {
+                let n = done + 1;
+                let id = format!("call_search_{n}");
+                let arguments = search_arguments(n).concat();
+                let expected = json!([{
+                    "id": id,
+                    "type": "builtin_function",
+                    "function": { "name": KIMI_SEARCH, "arguments": arguments },
+                }]);
+                if message.tool_calls.as_ref() != Some(&expected) {
+                    return Err(format!(
+                        "assistant message {n} should carry tool_calls {expected}, not {}",
+                        message.tool_calls.clone().unwrap_or_default()
+                    ));
+                }
+                if message.reasoning_content.as_deref() != Some(KIMI_SEARCH_REASONING) {
+                    return Err(format!(
+                        "thinking is enabled but reasoning_content is missing in assistant tool call message {n}"
+                    ));
+                }
+                let answered = messages.next().is_some_and(|tool| {
+                    tool.role == "tool"
+                        && tool.tool_call_id.as_deref() == Some(id.as_str())
+                        && tool.name.as_deref() == Some(KIMI_SEARCH)
+                        && tool.content.as_str() == Some(arguments.as_str())
+                });
+                if !answered {
+                    return Err(format!(
+                        "tool call {id} must be followed by a tool message with its id, the name \
+                         {KIMI_SEARCH} and the arguments verbatim as content"
+                    ));
+                }
+                done = n;
+            }
+            "tool" => return Err("a tool message without its assistant tool call".to_owned()),
+            _ => {}
+        }
+    }
+    Ok(done)
+}
+
+fn offers_tool(req: &ChatRequest, wanted: impl Fn(&Value) -> bool) -> bool {
+    req.tools.iter().any(wanted)
+}
+
+/// `fake-kimi-search` and `fake-kimi-search-loop`.
+async fn kimi_search(
+    script: Script,
+    req: &ChatRequest,
+    stream: bool,
+    tracker: Tracker,
+) -> Response {
+    let builtin =
+        |t: &Value| t["type"] == "builtin_function" && t["function"]["name"] == KIMI_SEARCH;
+    let bad = |message: &str| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            message,
+            "invalid_request_error",
+            None,
+        )
+    };
+    if !offers_tool(req, builtin) {
+        return tracker.finish(bad("the $web_search builtin_function is not in tools"));
+    }
+    let searches = match checked_searches(req) {
+        Ok(n) => n,
+        Err(why) => return tracker.finish(bad(&why)),
+    };
+    let mut answer = Answer::new(req);
+    if searches == 0 || script == Script::KimiSearchLoop {
+        let n = searches + 1;
+        answer.reasoning = vec![KIMI_SEARCH_REASONING.to_owned()];
+        answer.tool_call = Some((
+            format!("call_search_{n}"),
+            KIMI_SEARCH.to_owned(),
+            search_arguments(n),
+        ));
+    } else {
+        // The platform searches before the model goes on.
+        if stream {
+            answer.first_gap = SEARCH_PAUSE;
+        } else {
+            tokio::time::sleep(SEARCH_PAUSE).await;
+        }
+        answer.reasoning = vec![KIMI_FOUND_REASONING.to_owned()];
+        let text = format!("{} (web searches: {searches})", echo_text(req));
+        answer.content = split_text(&text, 3);
+    }
+    if stream {
+        sse_response(answer.stream_steps(), tracker)
+    } else {
+        tracker.finish(Json(answer.completion()).into_response())
+    }
+}
+
+/// What `fake-glm-search` says its search found.
+fn glm_search_results() -> Value {
+    json!([
+        {
+            "title": "Fake result one",
+            "link": "https://example.com/one",
+            "content": "The first thing the search found.",
+            "media": "Example",
+            "icon": "",
+            "refer": "ref_1",
+            "publish_date": "2026-01-01",
+        },
+        {
+            "title": "Fake result two",
+            "link": "https://example.org/two",
+            "content": "The second thing the search found.",
+            "media": "Example Org",
+            "icon": "",
+            "refer": "ref_2",
+            "publish_date": "2026-01-02",
+        },
+    ])
+}
+
+/// `fake-glm-search`.
+fn glm_search(req: &ChatRequest, stream: bool, tracker: Tracker) -> Response {
+    let enabled = |t: &Value| t["type"] == "web_search" && t["web_search"]["enable"] == true;
+    let bad = |message: &str| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            message,
+            "invalid_request_error",
+            None,
+        )
+    };
+    if !offers_tool(req, enabled) {
+        return tracker.finish(bad(
+            "web_search tool requires web_search object with enable: true",
+        ));
+    }
+    if req.tool_choice.as_ref().is_some_and(|c| c != "auto") {
+        return tracker.finish(bad("tool_choice only supports auto"));
+    }
+    let mut answer = Answer::new(req);
+    answer.web_search = Some(glm_search_results());
+    answer.content = split_text(&format!("{} [ref_1]", echo_text(req)), 3);
+    if stream {
+        sse_response(answer.stream_steps(), tracker)
     } else {
         tracker.finish(Json(answer.completion()).into_response())
     }
@@ -1179,6 +1451,13 @@ mod tests {
         assert_eq!(Script::parse("fake-truncated"), Script::Truncated);
         assert_eq!(Script::parse("fake-nochoices"), Script::NoChoices);
         assert_eq!(Script::parse("fake-glm-thinking"), Script::GlmThinking);
+        assert_eq!(Script::parse("fake-kimi-search"), Script::KimiSearch);
+        assert_eq!(
+            Script::parse("fake-kimi-search-loop"),
+            Script::KimiSearchLoop
+        );
+        assert_eq!(Script::parse("fake-glm-search"), Script::GlmSearch);
+        assert_eq!(Script::parse("fake-json"), Script::Json);
     }
 
     #[test]
@@ -1245,6 +1524,8 @@ mod tests {
             "fake-nochoices2",
             "fake-nousage-",
             "fake-glm",
+            "fake-kimi-search2",
+            "fake-glm-search-",
             "fake-comments-",
             "fake-comments-a",
             "fake-slowstart-100",

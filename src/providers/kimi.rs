@@ -1,9 +1,11 @@
 //! Kimi (Moonshot): on kimi-* models the platform fixes sampling, so none is sent;
-//! thinking models can be told not to think with `thinking: {type: disabled}`.
+//! thinking models can be told not to think with `thinking: {type: disabled}`; web search is
+//! the builtin `$web_search` function, whose calls `search.rs` hands back.
 
 use serde_json::{Value, json};
 
-use super::{ChatRequest, ModelInfo, Thinking};
+use super::{ChatRequest, ModelInfo, Thinking, search};
+use crate::config::ProviderKind;
 
 pub fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     body["stream_options"] = json!({"include_usage": true});
@@ -14,5 +16,9 @@ pub fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     }
     if request.thinking == Some(false) && model.thinking == Thinking::DefaultOn {
         body["thinking"] = json!({"type": "disabled"});
+    }
+    // No tool_choice: Kimi's default is "auto", the only choice its thinking models accept.
+    if request.web_search && search::can_search(ProviderKind::Kimi, model) {
+        body["tools"] = json!([search::kimi_tool()]);
     }
 }

@@ -10,6 +10,7 @@ mod openai;
 pub mod openai_compat;
 mod openrouter;
 mod retry;
+mod search;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -19,15 +20,73 @@ use serde::Serialize;
 
 pub use catalog::{Catalog, ModelInfo, Thinking};
 pub use limits::ConcurrencyLimit;
+pub use search::can_search;
 
 use crate::config::{Config, EndpointConfig, ProviderKind, RetryConfig};
 use openai_compat::OpenAiCompatible;
 
 /// One message of a conversation sent to a model.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ChatMessage {
     pub role: &'static str,
     pub content: String,
+    /// An assistant turn's reasoning, sent back where the platform wants it (Kimi, with tool calls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// The tools an assistant turn asked for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A tool message: the call it answers, and the tool's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ChatMessage {
+    fn plain(role: &'static str, content: String) -> Self {
+        Self {
+            role,
+            content,
+            ..Self::default()
+        }
+    }
+
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::plain("system", content.into())
+    }
+
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::plain("user", content.into())
+    }
+
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::plain("assistant", content.into())
+    }
+}
+
+/// A tool call a model asked for, as the OpenAI protocol spells it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ToolCall {
+    pub id: String,
+    /// `function`, or `builtin_function` for a tool the platform runs itself (Kimi).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+/// The function part of a tool call; `arguments` is a JSON text, kept verbatim.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// A web page a model's answer drew on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Source {
+    pub title: String,
+    pub url: String,
 }
 
 /// A request for one model answer.
@@ -37,6 +96,8 @@ pub struct ChatRequest {
     pub temperature: Option<f32>,
     /// Ask the model to think (`Some(true)`), not to (`Some(false)`), or leave it to the model.
     pub thinking: Option<bool>,
+    /// Let the model search the web, where it and its provider can (else a note says it did not).
+    pub web_search: bool,
     /// The call's deadline: no attempt, wait or retry goes past it.
     pub deadline: Instant,
 }
@@ -53,6 +114,14 @@ pub struct ChatResponse {
     pub reasoning_tokens: Option<u64>,
     pub attempts: u32,
     pub time_to_first_token: Option<Duration>,
+    /// Web pages the answer drew on, as the provider reported them (GLM's web search).
+    pub sources: Vec<Source>,
+    /// Web searches the model ran through exai's tool loop (Kimi's `$web_search`).
+    pub web_searches: u32,
+    /// What the caller should know about how the answer came about ("no web search: …").
+    pub notes: Vec<String>,
+    /// Tools the model asked for in this round; handled inside `providers`, empty in an answer.
+    pub(crate) tool_calls: Vec<ToolCall>,
 }
 
 /// Receives what a provider call is doing, for progress and records.
@@ -105,6 +174,15 @@ pub enum ProviderError {
     },
     #[error("no room before the call's deadline for {what}")]
     Deadline { what: String },
+    #[error(
+        "{provider} ({model}) still asked to search the web after {rounds} rounds of searching; exai \
+         stops there so a call cannot loop — ask a narrower question, or without use_websearch"
+    )]
+    SearchLoop {
+        provider: String,
+        model: String,
+        rounds: u32,
+    },
 }
 
 impl ProviderError {
@@ -121,6 +199,7 @@ impl ProviderError {
             ProviderError::Garbage { .. } => "provider_garbage",
             ProviderError::Truncated { .. } => "provider_truncated",
             ProviderError::Deadline { .. } => "deadline",
+            ProviderError::SearchLoop { .. } => "provider_search_loop",
         }
     }
 
@@ -150,11 +229,54 @@ impl ProviderError {
     }
 }
 
-/// The number of attempts a failed call made, carried next to its error.
+/// The number of attempts a failed call made, and the tokens it spent, carried next to its error.
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub error: ProviderError,
     pub attempts: u32,
+    pub spent: Spent,
+}
+
+impl Failure {
+    pub fn new(error: ProviderError, attempts: u32) -> Self {
+        Self {
+            error,
+            attempts,
+            spent: Spent::default(),
+        }
+    }
+}
+
+/// Tokens already spent by a call that failed later (earlier rounds of a web search).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spent {
+    pub tokens_in: Option<u64>,
+    pub tokens_out: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl Spent {
+    pub(crate) fn of(answer: &ChatResponse) -> Self {
+        Self {
+            tokens_in: answer.tokens_in,
+            tokens_out: answer.tokens_out,
+            reasoning_tokens: answer.reasoning_tokens,
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: Spent) {
+        self.tokens_in = add_tokens(self.tokens_in, other.tokens_in);
+        self.tokens_out = add_tokens(self.tokens_out, other.tokens_out);
+        self.reasoning_tokens = add_tokens(self.reasoning_tokens, other.reasoning_tokens);
+    }
+}
+
+/// Sum of two optional counts; unknown only when both are.
+pub(crate) fn add_tokens(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+    }
 }
 
 /// A usable endpoint: its client, its queue, its retry policy.
@@ -170,7 +292,8 @@ impl Endpoint {
         &self.config.name
     }
 
-    /// One model answer, waiting in line and retrying as configured.
+    /// One model answer, waiting in line, retrying as configured, and running the web-search
+    /// rounds the model asks for; the slot in line is held for all rounds.
     async fn chat(
         &self,
         model: &ModelInfo,
@@ -181,9 +304,21 @@ impl Endpoint {
             .limit
             .acquire(&self.config.name, request.deadline, observer)
             .await
-            .map_err(|error| Failure { error, attempts: 0 })?;
+            .map_err(|error| Failure::new(error, 0))?;
+        search::answer(self, model, request, observer).await
+    }
+
+    /// One round: a request with its retries.
+    async fn round(
+        &self,
+        model: &ModelInfo,
+        request: &ChatRequest,
+        observer: &dyn CallObserver,
+        searching: bool,
+    ) -> Result<ChatResponse, Failure> {
         retry::with_retries(&self.retry, request.deadline, observer, |attempt| {
-            self.client.attempt(model, request, observer, attempt)
+            self.client
+                .attempt(model, request, observer, attempt, searching)
         })
         .await
     }
@@ -341,7 +476,7 @@ impl Providers {
 
     fn unknown(&self, name: &str, why: &str) -> String {
         let available = self.available_models();
-        let shown: Vec<_> = available.iter().take(30).cloned().collect();
+        let shown = fair_share(&available, 30);
         let mut text = format!("model {name:?} cannot be used: {why}. ");
         if available.is_empty() {
             text.push_str(
@@ -482,6 +617,7 @@ impl Providers {
         observer: &dyn CallObserver,
     ) -> Result<ChatResponse, Failure> {
         let mut attempts = 0;
+        let mut spent = Spent::default();
         let mut chain = vec![primary];
         for name in &self.fallback_models {
             match self.resolve(Some(name), Need::Deep) {
@@ -506,10 +642,15 @@ impl Providers {
             match target.endpoint.chat(&target.model, request, observer).await {
                 Ok(mut answer) => {
                     answer.attempts += attempts;
+                    spent.add(Spent::of(&answer));
+                    answer.tokens_in = spent.tokens_in;
+                    answer.tokens_out = spent.tokens_out;
+                    answer.reasoning_tokens = spent.reasoning_tokens;
                     return Ok(answer);
                 }
                 Err(failure) => {
                     attempts += failure.attempts;
+                    spent.add(failure.spent);
                     let go_on = failure.error.wants_fallback() && Instant::now() < request.deadline;
                     last = Some(failure.error);
                     if !go_on {
@@ -523,8 +664,41 @@ impl Providers {
                 what: "a model answer".into(),
             }),
             attempts,
+            spent,
         })
     }
+}
+
+/// At most `limit` of the `provider:model` names, taken in turn from each provider so that one
+/// provider with many models does not hide the others; in their original order.
+fn fair_share(names: &[String], limit: usize) -> Vec<String> {
+    let provider = |n: &String| n.split_once(':').map_or(n.clone(), |(p, _)| p.to_string());
+    let mut providers: Vec<String> = names.iter().map(provider).collect();
+    providers.dedup();
+    let mut taken = vec![false; names.len()];
+    let mut count = 0;
+    'rounds: loop {
+        let mut progressed = false;
+        for p in &providers {
+            if let Some(i) = (0..names.len()).find(|&i| !taken[i] && provider(&names[i]) == *p) {
+                if count == limit {
+                    break 'rounds;
+                }
+                taken[i] = true;
+                count += 1;
+                progressed = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    names
+        .iter()
+        .zip(taken)
+        .filter(|(_, t)| *t)
+        .map(|(n, _)| n.clone())
+        .collect()
 }
 
 /// Builds the provider-specific request body from the common parts.
@@ -559,5 +733,21 @@ pub(crate) fn hint_for(kind: ProviderKind, key_source: Option<&str>, status: u16
             }
         },
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_provider_gets_its_share_of_the_names_shown() {
+        let names: Vec<String> = (0..40)
+            .map(|i| format!("glm:m{i:02}"))
+            .chain(["kimi:a", "kimi:b"].map(String::from))
+            .collect();
+        let shown = fair_share(&names, 5);
+        assert_eq!(shown, ["glm:m00", "glm:m01", "glm:m02", "kimi:a", "kimi:b"]);
+        assert_eq!(fair_share(&names, 100).len(), 42);
     }
 }

@@ -1,4 +1,5 @@
-//! The OpenAI chat-completions protocol, streamed over SSE: the core every provider speaks.
+//! The OpenAI chat-completions protocol, streamed over SSE (or, from servers that will not
+//! stream, one JSON answer): the core every provider speaks — text, reasoning, tool calls, usage.
 
 use std::time::{Duration, Instant};
 
@@ -9,12 +10,16 @@ use serde_json::json;
 
 use super::retry::AttemptError;
 use super::{
-    CallObserver, ChatRequest, ChatResponse, ModelInfo, ProviderError, hint_for, shape_body,
+    CallObserver, ChatRequest, ChatResponse, ModelInfo, ProviderError, Source, ToolCall, hint_for,
+    shape_body,
 };
 use crate::config::{EndpointConfig, ProviderKind, Secret};
 
 /// Longest error body read from a failed request.
 const MAX_ERROR_BODY: usize = 16 * 1024;
+
+/// Largest whole (non-streamed) answer accepted.
+const MAX_ANSWER_BODY: usize = 64 * 1024 * 1024;
 
 /// An OpenAI-compatible endpoint.
 pub struct OpenAiCompatible {
@@ -79,16 +84,17 @@ impl OpenAiCompatible {
         Ok(list.data.into_iter().map(|m| m.id).collect())
     }
 
-    /// One streaming attempt.
+    /// One attempt; `searching` says the platform searches the web before the first token.
     pub async fn attempt(
         &self,
         model: &ModelInfo,
         request: &ChatRequest,
         observer: &dyn CallObserver,
         attempt: u32,
+        searching: bool,
     ) -> Result<ChatResponse, AttemptError> {
         let mut state = Stream::default();
-        self.stream(model, request, observer, attempt, &mut state)
+        self.stream(model, request, observer, attempt, searching, &mut state)
             .await
             .map_err(|error| AttemptError {
                 error,
@@ -102,13 +108,19 @@ impl OpenAiCompatible {
         request: &ChatRequest,
         observer: &dyn CallObserver,
         attempt: u32,
+        searching: bool,
         state: &mut Stream,
     ) -> Result<ChatResponse, ProviderError> {
         let mut body = json!({"model": model.id, "messages": request.messages, "stream": true});
         shape_body(self.kind, model, request, &mut body);
         let url = format!("{}/chat/completions", self.base_url);
-        observer.stage(format!("waiting for {}", self.name));
-        tracing::info!(provider = %self.name, model = %model.id, attempt, "provider request sent");
+        let waiting = if searching {
+            format!("searching the web ({})", self.name)
+        } else {
+            format!("waiting for {}", self.name)
+        };
+        observer.stage(waiting);
+        tracing::info!(provider = %self.name, model = %model.id, attempt, searching, "provider request sent");
         let started = Instant::now();
         let send = self
             .request(reqwest::Method::POST, "/chat/completions")
@@ -140,16 +152,51 @@ impl OpenAiCompatible {
                 retry_after,
             });
         }
-        observer.stage("waiting for the first token".into());
+        let mut collected = Collected::default();
+        // Some servers ignore `stream: true` and send one JSON completion.
+        let whole_json = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("json"));
+        if whole_json {
+            let text = self.whole_body(model, response).await?;
+            let completion: Completion =
+                serde_json::from_slice(&text).map_err(|e| ProviderError::Garbage {
+                    provider: self.name.clone(),
+                    model: model.id.clone(),
+                    detail: format!(
+                        "{e} in the answer {:?}",
+                        snippet(&String::from_utf8_lossy(&text))
+                    ),
+                })?;
+            if let Some(error) = completion.error {
+                return Err(self.error_in_answer(model, &error));
+            }
+            collected.completion(completion);
+            state.time_to_first_token = Some(started.elapsed());
+            observer.tokens(crate::tokens::count(&collected.text) as u64, false);
+        } else {
+            if !searching {
+                observer.stage("waiting for the first token".into());
+            }
+            self.read_events(model, response, observer, started, state, &mut collected)
+                .await?;
+        }
+        self.finish(model, request, collected, state, started)
+    }
+
+    /// Reads the SSE stream into `collected`, bounded by the first-token and idle timeouts.
+    async fn read_events(
+        &self,
+        model: &ModelInfo,
+        response: reqwest::Response,
+        observer: &dyn CallObserver,
+        started: Instant,
+        state: &mut Stream,
+        collected: &mut Collected,
+    ) -> Result<(), ProviderError> {
         let mut events = response.bytes_stream().eventsource();
-        let mut answer = ChatResponse {
-            provider: self.name.clone(),
-            model: model.id.clone(),
-            ..Default::default()
-        };
-        let mut reasoning = String::new();
-        let mut finished = false;
-        let mut saw_choice = false;
         loop {
             let (limit, what) = if state.content_started {
                 (self.idle_timeout, "streaming the answer")
@@ -161,7 +208,7 @@ impl OpenAiCompatible {
             };
             let event = match tokio::time::timeout(limit, events.next()).await {
                 Err(_) => return Err(self.idle(model, what, limit)),
-                Ok(None) => break,
+                Ok(None) => return Ok(()),
                 Ok(Some(Err(e))) => {
                     return Err(ProviderError::Truncated {
                         provider: self.name.clone(),
@@ -176,8 +223,8 @@ impl OpenAiCompatible {
                 continue;
             }
             if data == "[DONE]" {
-                finished = true;
-                break;
+                collected.finished = true;
+                return Ok(());
             }
             let chunk: Chunk = serde_json::from_str(data).map_err(|e| ProviderError::Garbage {
                 provider: self.name.clone(),
@@ -185,61 +232,76 @@ impl OpenAiCompatible {
                 detail: format!("{e} in stream event {:?}", snippet(data)),
             })?;
             if let Some(error) = chunk.error {
-                return Err(ProviderError::Status {
-                    provider: self.name.clone(),
-                    model: model.id.clone(),
-                    status: 200,
-                    message: error
-                        .get("message")
-                        .and_then(|m| m.as_str())
-                        .map(str::to_string)
-                        .unwrap_or_else(|| error.to_string()),
-                    hint: String::new(),
-                    retry_after: None,
-                });
+                return Err(self.error_in_answer(model, &error));
             }
-            if let Some(usage) = chunk.usage {
-                answer.tokens_in = usage.prompt_tokens;
-                answer.tokens_out = usage.completion_tokens;
-                answer.reasoning_tokens = usage
-                    .completion_tokens_details
-                    .and_then(|d| d.reasoning_tokens);
-            }
-            for choice in chunk.choices {
-                saw_choice = true;
-                if let Some(text) = choice.delta.reasoning_content.filter(|t| !t.is_empty()) {
-                    reasoning.push_str(&text);
-                    observer.tokens(1, true);
-                    state.first_token(&mut answer, started, observer, "thinking");
+            let got = collected.chunk(chunk);
+            for (kind, count) in [
+                (Got::Reasoning, got.reasoning),
+                (Got::Content, got.content),
+                (Got::ToolCall, got.tool_calls),
+            ] {
+                if count == 0 {
+                    continue;
                 }
-                if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
-                    answer.text.push_str(&text);
-                    observer.tokens(1, false);
-                    state.first_token(&mut answer, started, observer, "streaming");
-                }
-                if choice.finish_reason.is_some() {
-                    finished = true;
-                }
+                observer.tokens(count, kind == Got::Reasoning);
+                let stage = match kind {
+                    Got::Reasoning => "thinking",
+                    Got::Content => "streaming",
+                    Got::ToolCall => "preparing a web search",
+                };
+                state.first_token(started, observer, stage, collected.text.len());
             }
         }
-        if !saw_choice {
+    }
+
+    /// Checks the collected answer is whole and fills in what the provider left out.
+    fn finish(
+        &self,
+        model: &ModelInfo,
+        request: &ChatRequest,
+        collected: Collected,
+        state: &Stream,
+        started: Instant,
+    ) -> Result<ChatResponse, ProviderError> {
+        if !collected.saw_choice {
             return Err(ProviderError::Garbage {
                 provider: self.name.clone(),
                 model: model.id.clone(),
                 detail: "the answer had no choices".into(),
             });
         }
-        if !finished {
+        if !collected.finished {
             return Err(ProviderError::Truncated {
                 provider: self.name.clone(),
                 model: model.id.clone(),
                 detail: "the stream ended without a finish reason or [DONE]".into(),
             });
         }
+        let tool_calls = collected.calls.finish();
+        let mut answer = ChatResponse {
+            provider: self.name.clone(),
+            model: model.id.clone(),
+            time_to_first_token: state.time_to_first_token,
+            sources: collected.sources,
+            ..Default::default()
+        };
+        if let Some(usage) = collected.usage {
+            answer.tokens_in = usage.prompt_tokens;
+            answer.tokens_out = usage.completion_tokens;
+            answer.reasoning_tokens = usage
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens);
+        }
         // No usage from the provider: count with the tokenizer rather than leave the record blank.
         if answer.tokens_out.is_none() {
+            let arguments: usize = tool_calls
+                .iter()
+                .map(|c| crate::tokens::count(&c.function.arguments))
+                .sum();
             answer.tokens_out = Some(
-                (crate::tokens::count(&answer.text) + crate::tokens::count(&reasoning)) as u64,
+                (crate::tokens::count(&collected.text)
+                    + crate::tokens::count(&collected.reasoning)
+                    + arguments) as u64,
             );
             tracing::debug!(provider = %self.name, "no usage reported; output tokens estimated");
         }
@@ -251,20 +313,73 @@ impl OpenAiCompatible {
                 .sum();
             answer.tokens_in = Some(prompt as u64);
         }
-        if !reasoning.is_empty() {
-            answer.reasoning = Some(reasoning);
+        answer.text = collected.text;
+        if !collected.reasoning.is_empty() {
+            answer.reasoning = Some(collected.reasoning);
         }
+        answer.tool_calls = tool_calls;
         tracing::info!(
             provider = %self.name,
             model = %answer.model,
             tokens_in = answer.tokens_in,
             tokens_out = answer.tokens_out,
             reasoning_tokens = answer.reasoning_tokens,
+            tool_calls = answer.tool_calls.len(),
+            sources = answer.sources.len(),
             ttft_ms = answer.time_to_first_token.map(|t| t.as_millis() as u64),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "provider answer complete"
         );
         Ok(answer)
+    }
+
+    /// A whole (non-streamed) body, each read bounded by the idle timeout, its size capped.
+    async fn whole_body(
+        &self,
+        model: &ModelInfo,
+        response: reqwest::Response,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        loop {
+            match tokio::time::timeout(self.idle_timeout, stream.next()).await {
+                Err(_) => return Err(self.idle(model, "reading the answer", self.idle_timeout)),
+                Ok(None) => return Ok(body),
+                Ok(Some(Err(e))) => {
+                    return Err(ProviderError::Truncated {
+                        provider: self.name.clone(),
+                        model: model.id.clone(),
+                        detail: error_chain(&e),
+                    });
+                }
+                Ok(Some(Ok(bytes))) => {
+                    body.extend_from_slice(&bytes);
+                    if body.len() > MAX_ANSWER_BODY {
+                        return Err(ProviderError::Garbage {
+                            provider: self.name.clone(),
+                            model: model.id.clone(),
+                            detail: format!("the answer is larger than {MAX_ANSWER_BODY} bytes"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// An error the provider put inside a 200 answer.
+    fn error_in_answer(&self, model: &ModelInfo, error: &serde_json::Value) -> ProviderError {
+        ProviderError::Status {
+            provider: self.name.clone(),
+            model: model.id.clone(),
+            status: 200,
+            message: error
+                .get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| error.to_string()),
+            hint: String::new(),
+            retry_after: None,
+        }
     }
 
     fn idle(&self, model: &ModelInfo, what: &str, waited: Duration) -> ProviderError {
@@ -319,24 +434,188 @@ impl OpenAiCompatible {
 #[derive(Default)]
 struct Stream {
     content_started: bool,
+    time_to_first_token: Option<Duration>,
 }
 
 impl Stream {
     fn first_token(
         &mut self,
-        answer: &mut ChatResponse,
         started: Instant,
         observer: &dyn CallObserver,
         stage: &str,
+        text_len: usize,
     ) {
         if !self.content_started {
             self.content_started = true;
-            answer.time_to_first_token = Some(started.elapsed());
+            self.time_to_first_token = Some(started.elapsed());
             observer.stage(stage.to_string());
-        } else if stage == "streaming" && answer.text.len() <= 4 {
+        } else if stage == "streaming" && text_len <= 4 {
             // The answer proper started after reasoning.
             observer.stage(stage.to_string());
         }
+    }
+}
+
+/// What kind of output a chunk carried.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Got {
+    Reasoning,
+    Content,
+    ToolCall,
+}
+
+/// How many pieces of each kind one chunk added.
+#[derive(Default)]
+struct Added {
+    reasoning: u64,
+    content: u64,
+    tool_calls: u64,
+}
+
+/// Everything an attempt's answer has brought so far, streamed or whole.
+#[derive(Default)]
+struct Collected {
+    text: String,
+    reasoning: String,
+    calls: ToolCallParts,
+    sources: Vec<Source>,
+    usage: Option<Usage>,
+    finished: bool,
+    saw_choice: bool,
+}
+
+impl Collected {
+    fn chunk(&mut self, chunk: Chunk) -> Added {
+        let mut added = Added::default();
+        if let Some(usage) = chunk.usage {
+            self.usage = Some(usage);
+        }
+        self.add_sources(chunk.web_search.unwrap_or_default());
+        for choice in chunk.choices {
+            self.saw_choice = true;
+            if let Some(text) = choice.delta.reasoning_content.filter(|t| !t.is_empty()) {
+                self.reasoning.push_str(&text);
+                added.reasoning += 1;
+            }
+            if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                self.text.push_str(&text);
+                added.content += 1;
+            }
+            for (position, part) in choice
+                .delta
+                .tool_calls
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
+                self.calls.add(position, part);
+                added.tool_calls += 1;
+            }
+            // Moonshot has been seen to put usage inside the final choice.
+            if let Some(usage) = choice.usage {
+                self.usage = Some(usage);
+            }
+            if choice.finish_reason.is_some() {
+                self.finished = true;
+            }
+        }
+        added
+    }
+
+    fn completion(&mut self, completion: Completion) {
+        self.usage = completion.usage;
+        self.add_sources(completion.web_search.unwrap_or_default());
+        for choice in completion.choices {
+            self.saw_choice = true;
+            // A whole answer is finished whether or not it names its reason.
+            self.finished = true;
+            self.text
+                .push_str(&choice.message.content.unwrap_or_default());
+            self.reasoning
+                .push_str(&choice.message.reasoning_content.unwrap_or_default());
+            for (position, call) in choice
+                .message
+                .tool_calls
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
+                self.calls.add(position, call);
+            }
+        }
+    }
+
+    fn add_sources(&mut self, items: Vec<WebSearchItem>) {
+        let found: Vec<Source> = items
+            .into_iter()
+            .filter_map(|item| {
+                let url = item.link.filter(|l| !l.trim().is_empty())?;
+                let title = item
+                    .title
+                    .filter(|t| !t.trim().is_empty())
+                    .unwrap_or_else(|| url.clone());
+                Some(Source { title, url })
+            })
+            .collect();
+        super::search::add_sources(&mut self.sources, &found);
+    }
+}
+
+/// Tool calls put together from their streamed fragments: each fragment names its call by
+/// `index`; the first carries id, type and name, the arguments come in pieces to concatenate.
+#[derive(Default)]
+struct ToolCallParts {
+    calls: std::collections::BTreeMap<usize, ToolCall>,
+}
+
+impl ToolCallParts {
+    /// Adds a fragment; `position` (its place in the chunk's list) stands in for a missing index.
+    fn add(&mut self, position: usize, part: ToolCallPart) {
+        let call = self
+            .calls
+            .entry(part.index.unwrap_or(position))
+            .or_default();
+        if let Some(id) = part.id.filter(|i| !i.is_empty())
+            && call.id.is_empty()
+        {
+            call.id = id;
+        }
+        if let Some(kind) = part.kind.filter(|k| !k.is_empty())
+            && call.kind.is_empty()
+        {
+            call.kind = kind;
+        }
+        let Some(function) = part.function else {
+            return;
+        };
+        if let Some(name) = function.name.filter(|n| !n.is_empty())
+            && call.function.name.is_empty()
+        {
+            call.function.name = name;
+        }
+        match function.arguments {
+            Some(serde_json::Value::String(piece)) => call.function.arguments.push_str(&piece),
+            // Some servers send whole arguments as an object rather than a JSON text.
+            Some(serde_json::Value::Null) | None => {}
+            Some(other) => call.function.arguments.push_str(&other.to_string()),
+        }
+    }
+
+    /// The calls in index order; fragments that never named a function are dropped.
+    fn finish(self) -> Vec<ToolCall> {
+        self.calls
+            .into_iter()
+            .filter(|(_, call)| !call.function.name.is_empty())
+            .map(|(index, mut call)| {
+                if call.id.is_empty() {
+                    call.id = format!("call_{index}");
+                }
+                if call.kind.is_empty() {
+                    call.kind = "function".into();
+                }
+                call
+            })
+            .collect()
     }
 }
 
@@ -376,6 +655,8 @@ struct Chunk {
     choices: Vec<ChunkChoice>,
     usage: Option<Usage>,
     error: Option<serde_json::Value>,
+    /// GLM: what its server-side web search found.
+    web_search: Option<Vec<WebSearchItem>>,
 }
 
 #[derive(Deserialize)]
@@ -383,12 +664,60 @@ struct ChunkChoice {
     #[serde(default)]
     delta: Delta,
     finish_reason: Option<String>,
+    usage: Option<Usage>,
 }
 
 #[derive(Deserialize, Default)]
 struct Delta {
     content: Option<String>,
     reasoning_content: Option<String>,
+    tool_calls: Option<Vec<ToolCallPart>>,
+}
+
+/// A whole (non-streamed) chat completion.
+#[derive(Deserialize)]
+struct Completion {
+    #[serde(default)]
+    choices: Vec<CompletionChoice>,
+    usage: Option<Usage>,
+    error: Option<serde_json::Value>,
+    web_search: Option<Vec<WebSearchItem>>,
+}
+
+#[derive(Deserialize)]
+struct CompletionChoice {
+    #[serde(default)]
+    message: CompletionMessage,
+}
+
+#[derive(Deserialize, Default)]
+struct CompletionMessage {
+    content: Option<String>,
+    reasoning_content: Option<String>,
+    tool_calls: Option<Vec<ToolCallPart>>,
+}
+
+/// A tool call, or a streamed fragment of one.
+#[derive(Deserialize)]
+struct ToolCallPart {
+    index: Option<usize>,
+    id: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    function: Option<FunctionPart>,
+}
+
+#[derive(Deserialize)]
+struct FunctionPart {
+    name: Option<String>,
+    arguments: Option<serde_json::Value>,
+}
+
+/// One result of GLM's web search (it also sends content, media, icon, refer, publish_date).
+#[derive(Deserialize)]
+struct WebSearchItem {
+    title: Option<String>,
+    link: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -458,5 +787,127 @@ mod sse_tests {
             usage.completion_tokens_details.unwrap().reasoning_tokens,
             Some(1)
         );
+    }
+}
+
+#[cfg(test)]
+mod tool_call_tests {
+    //! Tool calls put together from the fragments providers stream, and from whole answers.
+
+    use super::*;
+    use crate::providers::FunctionCall;
+
+    fn chunk(data: &str) -> Chunk {
+        serde_json::from_str(data).unwrap()
+    }
+
+    #[test]
+    fn fragments_split_across_chunks_are_joined_by_index() {
+        let mut collected = Collected::default();
+        for data in [
+            r#"{"choices":[{"delta":{"reasoning_content":"look it up"}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"builtin_function","function":{"name":"$web_search","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"search_result\":"}}]}}]}"#,
+            // A second call starts while the first is still open.
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"other","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"search_id\":\"s1\"}}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":7}}"#,
+        ] {
+            collected.chunk(chunk(data));
+        }
+        assert!(collected.finished);
+        assert_eq!(collected.reasoning, "look it up");
+        let calls = collected.calls.finish();
+        assert_eq!(
+            calls,
+            [
+                ToolCall {
+                    id: "call_a".into(),
+                    kind: "builtin_function".into(),
+                    function: FunctionCall {
+                        name: "$web_search".into(),
+                        arguments: r#"{"search_result":{"search_id":"s1"}}"#.into(),
+                    },
+                },
+                ToolCall {
+                    id: "call_b".into(),
+                    kind: "function".into(),
+                    function: FunctionCall {
+                        name: "other".into(),
+                        arguments: "{}".into(),
+                    },
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_index_id_and_type_get_defaults_and_nameless_fragments_are_dropped() {
+        let mut parts = ToolCallParts::default();
+        let part = |json: &str| -> ToolCallPart { serde_json::from_str(json).unwrap() };
+        parts.add(0, part(r#"{"function":{"name":"f","arguments":"{\"a\""}}"#));
+        parts.add(0, part(r#"{"function":{"arguments":":1}"}}"#));
+        // A later repeat of the name does not double it; an object argument is kept as JSON.
+        parts.add(1, part(r#"{"function":{"name":"g","arguments":{"b":2}}}"#));
+        parts.add(1, part(r#"{"function":{"name":"g"}}"#));
+        parts.add(2, part(r#"{"type":"web_search"}"#));
+        let calls = parts.finish();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            (calls[0].id.as_str(), calls[0].kind.as_str()),
+            ("call_0", "function")
+        );
+        assert_eq!(calls[0].function.arguments, r#"{"a":1}"#);
+        assert_eq!(calls[1].function.name, "g");
+        assert_eq!(calls[1].function.arguments, r#"{"b":2}"#);
+    }
+
+    #[test]
+    fn a_whole_answer_brings_its_tool_calls_sources_and_usage() {
+        let completion: Completion = serde_json::from_str(
+            r#"{"choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant",
+                "content":null,"reasoning_content":"hm",
+                "tool_calls":[{"index":0,"id":"c1","type":"builtin_function",
+                  "function":{"name":"$web_search","arguments":"{\"q\":1}"}}]}}],
+              "usage":{"prompt_tokens":3,"completion_tokens":4},
+              "web_search":[{"title":"T","link":"https://a.example/x","refer":"ref_1"},
+                            {"title":"dup","link":"https://a.example/x"},
+                            {"link":"https://b.example/"},{"title":"no link"}]}"#,
+        )
+        .unwrap();
+        let mut collected = Collected::default();
+        collected.completion(completion);
+        assert!(collected.finished && collected.saw_choice);
+        assert_eq!(collected.text, "");
+        assert_eq!(collected.reasoning, "hm");
+        assert_eq!(collected.usage.as_ref().unwrap().completion_tokens, Some(4));
+        let calls = collected.calls.finish();
+        assert_eq!(calls[0].function.arguments, r#"{"q":1}"#);
+        let urls: Vec<(&str, &str)> = collected
+            .sources
+            .iter()
+            .map(|s| (s.title.as_str(), s.url.as_str()))
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                ("T", "https://a.example/x"),
+                ("https://b.example/", "https://b.example/")
+            ]
+        );
+    }
+
+    #[test]
+    fn glm_sources_in_a_stream_chunk_and_usage_inside_a_choice_are_kept() {
+        let mut collected = Collected::default();
+        collected.chunk(chunk(
+            r#"{"web_search":[{"title":"A","link":"https://a.example/"}],"choices":[{"delta":{"role":"assistant"}}]}"#,
+        ));
+        collected.chunk(chunk(
+            r#"{"choices":[{"delta":{"content":"hi"},"finish_reason":"stop","usage":{"prompt_tokens":1,"completion_tokens":2}}]}"#,
+        ));
+        assert_eq!(collected.sources.len(), 1);
+        assert_eq!(collected.text, "hi");
+        assert_eq!(collected.usage.unwrap().prompt_tokens, Some(1));
     }
 }

@@ -43,7 +43,7 @@ where
                     if error.is_retryable() && !give_up {
                         tracing::warn!(attempts = n, %error, "no time left before the deadline for another attempt");
                     }
-                    return Err(Failure { error, attempts: n });
+                    return Err(Failure::new(error, n));
                 }
                 tracing::warn!(attempt = n, wait_ms = wait.as_millis() as u64, %error, "retrying provider request");
                 observer.stage(format!(

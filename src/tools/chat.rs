@@ -6,11 +6,12 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ExaiTool, ToolContext, ToolFuture, definition, parse_arguments};
-use crate::calls::{ToolFailure, Usage};
-use crate::providers::{ChatMessage, ChatRequest, Need};
-use crate::threads::{Thread, ThreadError, Turn};
-use crate::{files, tokens};
+use super::consult::{self, Question};
+use super::{ExaiTool, ToolContext, ToolFuture, answer, definition, parse_arguments};
+use crate::calls::ToolFailure;
+use crate::files;
+use crate::providers::Need;
+use crate::threads::Turn;
 
 pub(super) const SYSTEM_PROMPT: &str = include_str!("prompts/chat.txt");
 
@@ -36,6 +37,12 @@ struct ChatArguments {
     /// How hard the model should think: minimal, low, medium, high or max.
     #[serde(default)]
     thinking_mode: Option<String>,
+    /// Let the model search the web (GLM/Kimi models that can); default false.
+    #[serde(default)]
+    use_websearch: Option<bool>,
+    /// Show the model's reasoning, marked, before its answer; default false.
+    #[serde(default)]
+    show_reasoning: Option<bool>,
 }
 
 fn bad(message: String) -> ToolFailure {
@@ -43,22 +50,6 @@ fn bad(message: String) -> ToolFailure {
         "bad_arguments",
         format!("invalid arguments for chat: {message}"),
     )
-}
-
-/// Asks the agent to send an oversized prompt as a file instead (Zen's `resend_prompt`).
-fn resend_prompt(size: usize, limit: usize) -> CallToolResult {
-    let text = format!(
-        "The prompt is {size} characters, more than the {limit} that fit in an MCP message here. \
-         Save it to a file named prompt.txt and call chat again with its absolute path in `files` \
-         (and a short `prompt`, or none); exai will read the prompt from the file."
-    );
-    let mut result = CallToolResult::success(vec![ContentBlock::text(text.clone())]);
-    result.structured_content = Some(json!({"status": "resend_prompt", "content": text}));
-    result
-}
-
-fn blocking_failure(e: tokio::task::JoinError) -> ToolFailure {
-    ToolFailure::new("internal", format!("a blocking task failed: {e}"))
 }
 
 impl ExaiTool for Chat {
@@ -92,7 +83,7 @@ impl ExaiTool for Chat {
                 let text =
                     tokio::task::spawn_blocking(move || files::read_prompt_file(&path, &roots))
                         .await
-                        .map_err(blocking_failure)?
+                        .map_err(consult::blocking_failure)?
                         .map_err(|why| bad(format!("prompt.txt: {why}")))?;
                 args.prompt = if args.prompt.trim().is_empty() {
                     text
@@ -100,7 +91,9 @@ impl ExaiTool for Chat {
                     format!("{text}\n\n{}", args.prompt)
                 };
             } else if args.prompt.len() > ctx.config.prompt_size_limit {
-                return Ok(resend_prompt(
+                return Ok(consult::resend_prompt(
+                    "chat",
+                    "prompt",
                     args.prompt.len(),
                     ctx.config.prompt_size_limit,
                 ));
@@ -108,135 +101,29 @@ impl ExaiTool for Chat {
             if args.prompt.trim().is_empty() {
                 return Err(bad("`prompt` is empty".into()));
             }
-            if let Some(t) = args.temperature
-                && !(0.0..=2.0).contains(&t)
-            {
-                return Err(bad(format!("temperature {t} is outside 0–2")));
-            }
-            let thinking = match args.thinking_mode.as_deref() {
-                None => None,
-                Some("minimal") => Some(false),
-                Some("low" | "medium" | "high" | "max") => Some(true),
-                Some(other) => {
-                    return Err(bad(format!(
-                        "thinking_mode {other:?} is not one of minimal, low, medium, high, max"
-                    )));
-                }
-            };
+            consult::check_temperature(args.temperature).map_err(bad)?;
+            let thinking = consult::thinking_of(args.thinking_mode.as_deref()).map_err(bad)?;
             let asked_files = args.files.unwrap_or_default();
-            if let Some(relative) = asked_files
-                .iter()
-                .find(|f| !std::path::Path::new(f).is_absolute())
-            {
-                return Err(bad(format!(
-                    "{relative:?} is not an absolute path; give full paths, e.g. /home/me/project/src/main.rs"
-                )));
+            if let Some(complaint) = consult::relative_path(&asked_files) {
+                return Err(bad(complaint));
             }
-            let store_path = ctx.calls.store().path().to_path_buf();
-            let mut thread = match args.continuation_id.clone() {
-                None => Thread::new(),
-                Some(id) => tokio::task::spawn_blocking(move || Thread::load(&store_path, &id))
-                    .await
-                    .map_err(blocking_failure)?
-                    .map_err(|e| match e {
-                        ThreadError::Unknown(_) | ThreadError::Malformed(_) => {
-                            ToolFailure::new("unknown_thread", e.to_string())
-                        }
-                        other => ToolFailure::new("store", other.to_string()),
-                    })?,
-            };
-            let target = ctx
-                .providers
-                .resolve(args.model.as_deref(), Need::Deep)
-                .map_err(|message| ToolFailure::new("no_model", message))?;
-
-            // The model's context: room for the answer first, then history, then files. The
-            // tokenizer is only woken when there is something to fit.
-            let (history, left_out, embedded) = if asked_files.is_empty() && thread.turns.is_empty()
-            {
-                (Vec::new(), 0, files::Embedded::default())
-            } else {
-                let context = target.model.context_window as usize;
-                let reserve = (target.model.max_output as usize).min(context / 4);
-                let fixed = tokens::count(SYSTEM_PROMPT) + tokens::count(&args.prompt);
-                let room = context.saturating_sub(reserve + fixed);
-                let (history, left_out) = thread.history(room * 3 / 10);
-                let history_tokens: usize =
-                    history.iter().map(|t| tokens::count(&t.content) + 8).sum();
-                let mut wanted_files = asked_files.clone();
-                for file in thread.files() {
-                    if !wanted_files.contains(&file) {
-                        wanted_files.push(file);
-                    }
-                }
-                let files_budget = room.saturating_sub(history_tokens);
-                let roots = ctx.config.allowed_roots.clone();
-                ctx.call
-                    .progress
-                    .set_stage(format!("reading {} file path(s)", wanted_files.len()));
-                let embedded = tokio::task::spawn_blocking(move || {
-                    files::embed(&wanted_files, files_budget, &roots)
-                })
-                .await
-                .map_err(blocking_failure)?;
-                (history, left_out, embedded)
-            };
-
-            let mut messages = vec![ChatMessage {
-                role: "system",
-                content: SYSTEM_PROMPT.to_string(),
-            }];
-            messages.extend(history.iter().map(|turn| ChatMessage {
-                role: if turn.role == "assistant" {
-                    "assistant"
-                } else {
-                    "user"
+            let mut thread = consult::thread(&ctx, args.continuation_id.as_deref()).await?;
+            let target = consult::choose(&ctx, args.model.as_deref(), Need::Deep)?;
+            let consulted = consult::ask_and_record(
+                &ctx,
+                target,
+                Question {
+                    system: SYSTEM_PROMPT,
+                    prompt: &args.prompt,
+                    files: asked_files.clone(),
+                    thread: Some(&thread),
+                    temperature: args.temperature,
+                    thinking,
+                    web_search: args.use_websearch.unwrap_or(false),
                 },
-                content: turn.content.clone(),
-            }));
-            let mut question = String::new();
-            if !embedded.text.is_empty() {
-                question.push_str("Files for context (line-numbered):\n\n");
-                question.push_str(&embedded.text);
-                question.push('\n');
-            }
-            question.push_str(&args.prompt);
-            messages.push(ChatMessage {
-                role: "user",
-                content: question,
-            });
-            let request = ChatRequest {
-                messages,
-                temperature: args.temperature,
-                thinking,
-                deadline: ctx.call.deadline,
-            };
-            let answer = ctx
-                .providers
-                .chat(target, &request, &ctx.call.progress)
-                .await
-                .map_err(|failure| {
-                    ctx.call.set_usage(Usage {
-                        attempts: Some(failure.attempts),
-                        ..Usage::default()
-                    });
-                    ToolFailure {
-                        kind: failure.error.kind(),
-                        message: match failure.attempts {
-                            0 | 1 => failure.error.to_string(),
-                            n => format!("{} (after {n} attempts)", failure.error),
-                        },
-                        timed_out: failure.error.is_timeout(),
-                    }
-                })?;
-            ctx.call.set_usage(Usage {
-                tokens_in: answer.tokens_in,
-                tokens_out: answer.tokens_out,
-                reasoning_tokens: answer.reasoning_tokens,
-                time_to_first_token: answer.time_to_first_token,
-                attempts: Some(answer.attempts),
-            });
-            ctx.call.set_reasoning(answer.reasoning.clone());
+            )
+            .await?;
+            let answer = &consulted.response;
 
             let now = crate::store::now_ms();
             let turns = vec![
@@ -259,26 +146,16 @@ impl ExaiTool for Chat {
                     step: None,
                 },
             ];
-            if let Err(error) = thread
-                .append(
-                    ctx.calls.store(),
-                    turns,
-                    ctx.config.thread_max_turns,
-                    ctx.config.thread_ttl,
-                )
-                .await
-            {
-                tracing::error!(%error, "could not save the conversation thread");
-            }
+            consult::remember(&ctx, &mut thread, turns).await;
 
-            let mut content = vec![ContentBlock::text(answer.text.clone())];
-            let mut notes = Vec::new();
-            if let Some(note) = embedded.note() {
-                notes.push(note);
-            }
-            if left_out > 0 {
-                notes.push(format!("{left_out} older turn(s) of this conversation did not fit the model's context and were left out."));
-            }
+            let (mut content, mut notes) = answer::lay_out(
+                answer,
+                answer::Layout {
+                    show_reasoning: args.show_reasoning.unwrap_or(false),
+                    max_output_tokens: ctx.config.max_output_tokens,
+                },
+            );
+            notes.extend(consulted.notes());
             notes.push(format!(
                 "continuation_id: {} — pass it to continue this conversation (with chat or another tool).",
                 thread.id
@@ -289,8 +166,10 @@ impl ExaiTool for Chat {
                 "continuation_id": thread.id,
                 "model": answer.model,
                 "provider": answer.provider,
-                "files_embedded": embedded.files.len(),
-                "files_skipped": embedded.skipped.iter().map(|s| json!({"path": s.path, "why": s.why})).collect::<Vec<_>>(),
+                "files_embedded": consulted.embedded.files.len(),
+                "files_skipped": consulted.embedded.skipped.iter().map(|s| json!({"path": s.path, "why": s.why})).collect::<Vec<_>>(),
+                "sources": answer.sources,
+                "web_searches": answer.web_searches,
             }));
             Ok(result)
         })

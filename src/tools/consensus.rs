@@ -114,24 +114,15 @@ fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
-/// The call's usage: every model's added up.
-fn total_usage(answers: &[&Answer], failed_attempts: u32) -> Usage {
-    answers.iter().fold(
-        Usage {
-            attempts: Some(failed_attempts),
-            ..Usage::default()
-        },
-        |sum, a| {
-            let u = a.usage();
-            Usage {
-                tokens_in: add(sum.tokens_in, u.tokens_in),
-                tokens_out: add(sum.tokens_out, u.tokens_out),
-                reasoning_tokens: add(sum.reasoning_tokens, u.reasoning_tokens),
-                time_to_first_token: sum.time_to_first_token.or(u.time_to_first_token),
-                attempts: Some(sum.attempts.unwrap_or(0) + u.attempts.unwrap_or(0)),
-            }
-        },
-    )
+/// Two usages added up.
+fn plus(sum: Usage, u: Usage) -> Usage {
+    Usage {
+        tokens_in: add(sum.tokens_in, u.tokens_in),
+        tokens_out: add(sum.tokens_out, u.tokens_out),
+        reasoning_tokens: add(sum.reasoning_tokens, u.reasoning_tokens),
+        time_to_first_token: sum.time_to_first_token.or(u.time_to_first_token),
+        attempts: Some(sum.attempts.unwrap_or(0) + u.attempts.unwrap_or(0)),
+    }
 }
 
 impl ExaiTool for Consensus {
@@ -223,6 +214,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                     thread: None,
                     temperature: None,
                     thinking: None,
+                    web_search: false,
                 },
             )
             .await
@@ -233,7 +225,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
     let mut verdicts = Vec::new();
     let mut texts = Vec::new();
     let mut answers = Vec::new();
-    let mut failed_attempts = 0;
+    let mut spent = Usage::default();
     let mut notes = Vec::new();
     for ((target, who), outcome) in targets.iter().zip(&outcomes) {
         let stance = stance_name(who.stance);
@@ -255,7 +247,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                 answers.push(answer);
             }
             Err(failed) => {
-                failed_attempts += failed.attempts;
+                spent = plus(spent, failed.usage);
                 verdicts.push(json!({
                     "model": target.model.id,
                     "provider": target.endpoint.name(),
@@ -271,7 +263,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
         }
     }
     if answers.is_empty() {
-        ctx.call.set_usage(total_usage(&[], failed_attempts));
+        ctx.call.set_usage(spent);
         let why: Vec<String> = outcomes
             .iter()
             .filter_map(|o| o.as_ref().err().map(|f| f.failure.message.clone()))
@@ -312,6 +304,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                     thread: None,
                     temperature: None,
                     thinking: None,
+                    web_search: false,
                 },
             )
             .await
@@ -321,7 +314,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                     synthesis_answer = Some(answer);
                 }
                 Err(failed) => {
-                    failed_attempts += failed.attempts;
+                    spent = plus(spent, failed.usage);
                     notes.push(format!(
                         "The synthesis could not be written: {}",
                         failed.failure.message
@@ -332,7 +325,8 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
     }
     let mut all: Vec<&Answer> = answers.clone();
     all.extend(synthesis_answer.as_ref());
-    ctx.call.set_usage(total_usage(&all, failed_attempts));
+    ctx.call
+        .set_usage(all.iter().map(|a| a.usage()).fold(spent, plus));
     let reasoning: Vec<String> = all
         .iter()
         .filter_map(|a| {

@@ -19,6 +19,8 @@ pub struct Question<'a> {
     pub thread: Option<&'a Thread>,
     pub temperature: Option<f32>,
     pub thinking: Option<bool>,
+    /// Let the model search the web (where the provider and model can).
+    pub web_search: bool,
 }
 
 /// A model's answer with what went into the question.
@@ -57,10 +59,10 @@ impl Answer {
     }
 }
 
-/// A failed question, with the provider attempts it took.
+/// A failed question, with what it cost before it failed.
 pub struct Failed {
     pub failure: ToolFailure,
-    pub attempts: u32,
+    pub usage: Usage,
 }
 
 /// The model a tool should ask: `name`, or the default / best for `need`.
@@ -181,23 +183,19 @@ pub async fn ask(
             .await
             .map_err(|e| Failed {
                 failure: blocking_failure(e),
-                attempts: 0,
+                usage: Usage::default(),
             })?;
         let history = history.into_iter().cloned().collect::<Vec<_>>();
         (history, left_out, embedded)
     };
 
-    let mut messages = vec![ChatMessage {
-        role: "system",
-        content: question.system.to_string(),
-    }];
-    messages.extend(history.iter().map(|turn| ChatMessage {
-        role: if turn.role == "assistant" {
-            "assistant"
+    let mut messages = vec![ChatMessage::system(question.system)];
+    messages.extend(history.iter().map(|turn| {
+        if turn.role == "assistant" {
+            ChatMessage::assistant(turn.content.clone())
         } else {
-            "user"
-        },
-        content: turn.content.clone(),
+            ChatMessage::user(turn.content.clone())
+        }
     }));
     let mut text = String::new();
     if !embedded.text.is_empty() {
@@ -206,14 +204,12 @@ pub async fn ask(
         text.push('\n');
     }
     text.push_str(question.prompt);
-    messages.push(ChatMessage {
-        role: "user",
-        content: text,
-    });
+    messages.push(ChatMessage::user(text));
     let request = ChatRequest {
         messages,
         temperature: question.temperature,
         thinking: question.thinking,
+        web_search: question.web_search,
         deadline: ctx.call.deadline,
     };
     match ctx
@@ -235,7 +231,13 @@ pub async fn ask(
                 },
                 timed_out: failure.error.is_timeout(),
             },
-            attempts: failure.attempts,
+            usage: Usage {
+                tokens_in: failure.spent.tokens_in,
+                tokens_out: failure.spent.tokens_out,
+                reasoning_tokens: failure.spent.reasoning_tokens,
+                attempts: Some(failure.attempts),
+                ..Usage::default()
+            },
         }),
     }
 }
@@ -253,10 +255,7 @@ pub async fn ask_and_record(
             Ok(answer)
         }
         Err(failed) => {
-            ctx.call.set_usage(Usage {
-                attempts: Some(failed.attempts),
-                ..Usage::default()
-            });
+            ctx.call.set_usage(failed.usage);
             Err(failed.failure)
         }
     }

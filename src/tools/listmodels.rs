@@ -7,7 +7,7 @@ use super::{
     ExaiTool, NoArguments, ToolContext, ToolFuture, definition, local_read_only, parse_arguments,
 };
 use crate::calls::progress::thousands;
-use crate::providers::{ModelInfo, Providers};
+use crate::providers::{ModelInfo, Providers, can_search};
 
 pub struct ListModels;
 
@@ -83,8 +83,13 @@ fn describe(providers: &Providers) -> (String, serde_json::Value) {
             } else {
                 format!("{} context", thousands(m.context_window))
             };
+            let search = if can_search(config.kind, m) {
+                " · web search"
+            } else {
+                ""
+            };
             lines.push(format!(
-                "  {}{aliases} · {context} · score {}",
+                "  {}{aliases} · {context} · score {}{search}",
                 m.id, m.score
             ));
         }
@@ -99,6 +104,7 @@ fn describe(providers: &Providers) -> (String, serde_json::Value) {
                 "context_window": (!m.unlisted).then_some(m.context_window),
                 "max_output": (!m.unlisted).then_some(m.max_output),
                 "thinking": m.thinking,
+                "web_search": can_search(config.kind, m),
                 "score": m.score,
             })).collect::<Vec<_>>(),
         }));

@@ -1,6 +1,7 @@
 //! The tools exai offers, one file each, behind one small trait.
 
 mod analyze;
+pub mod answer;
 mod call_cancel;
 mod call_list;
 mod call_result;

@@ -660,9 +660,11 @@ async fn run<W: Workflow>(
                         temperature: args.temperature,
                         thinking: consult::thinking_of(args.thinking_mode.as_deref())
                             .unwrap_or(None),
+                        web_search: false,
                     },
                 )
                 .await?;
+                notes.extend(expert.response.notes.iter().cloned());
                 notes.extend(expert.notes());
                 answer["status"] = Value::String("calling_expert_analysis".into());
                 answer["expert_analysis"] = json!({

@@ -1,0 +1,289 @@
+//! Web search: which models may search, the tool each provider wants for it, and Kimi's
+//! `$web_search` round trip (the model asks, exai hands the arguments back, the platform searches).
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::{
+    CallObserver, ChatMessage, ChatRequest, ChatResponse, Endpoint, Failure, ModelInfo,
+    ProviderError, Source, Spent,
+};
+use crate::config::ProviderKind;
+
+/// The name of Kimi's builtin search function.
+pub(crate) const KIMI_SEARCH: &str = "$web_search";
+
+/// Rounds of searching a model may ask for in one call before exai stops it.
+pub(crate) const MAX_SEARCH_ROUNDS: u32 = 3;
+
+/// Whether exai can let this model search the web: the catalog says the model can, and exai
+/// knows its provider's way of doing it.
+pub fn can_search(kind: ProviderKind, model: &ModelInfo) -> bool {
+    model.web_search && matches!(kind, ProviderKind::Glm | ProviderKind::Kimi)
+}
+
+/// GLM's server-side search: the platform searches before the model answers and, with
+/// `search_result`, returns what it found in a top-level `web_search` array. No
+/// `search_engine` is named, so the platform's default serves both api.z.ai and bigmodel.cn.
+pub(crate) fn glm_tool() -> Value {
+    json!({"type": "web_search", "web_search": {"enable": true, "search_result": true}})
+}
+
+/// Kimi's builtin search: the model calls it, and the caller passes the arguments back.
+pub(crate) fn kimi_tool() -> Value {
+    json!({"type": "builtin_function", "function": {"name": KIMI_SEARCH}})
+}
+
+/// One answer from `endpoint`, running the search rounds the model asks for. Usage, attempts and
+/// reasoning of every round are summed into the answer (or the failure).
+pub(super) async fn answer(
+    endpoint: &Endpoint,
+    model: &ModelInfo,
+    request: &ChatRequest,
+    observer: &dyn CallObserver,
+) -> Result<ChatResponse, Failure> {
+    let kind = endpoint.config.kind;
+    let searching = request.web_search && can_search(kind, model);
+    let mut notes = Vec::new();
+    if request.web_search && !searching {
+        notes.push(format!(
+            "No web search: {} on {} cannot search the web through exai, so the answer comes \
+             from the model's own knowledge.",
+            model.id,
+            endpoint.name()
+        ));
+    }
+    let mut conversation = Cow::Borrowed(request);
+    let mut earlier = Rounds::default();
+    loop {
+        // GLM searches inside its one request; Kimi between rounds, once it has asked.
+        let searching_now = searching && (kind == ProviderKind::Glm || earlier.rounds > 0);
+        let mut round = endpoint
+            .round(model, &conversation, observer, searching_now)
+            .await
+            .map_err(|mut failure| {
+                failure.attempts += earlier.attempts;
+                failure.spent.add(earlier.spent);
+                failure
+            })?;
+        earlier.attempts += round.attempts;
+        earlier.spent.add(Spent::of(&round));
+        let calls = std::mem::take(&mut round.tool_calls);
+        if calls.is_empty() || !(searching && kind == ProviderKind::Kimi) {
+            if !calls.is_empty() {
+                tracing::warn!(
+                    provider = endpoint.name(),
+                    calls = calls.len(),
+                    "the model asked for tools exai did not offer; ignored"
+                );
+            }
+            return Ok(earlier.finish(round, notes));
+        }
+        let fail = |error: ProviderError, earlier: &Rounds| Failure {
+            error,
+            attempts: earlier.attempts,
+            spent: earlier.spent,
+        };
+        if let Some(other) = calls.iter().find(|c| c.function.name != KIMI_SEARCH) {
+            let error = ProviderError::Garbage {
+                provider: endpoint.name().to_string(),
+                model: model.id.clone(),
+                detail: format!(
+                    "it asked to call {:?}, a tool exai did not offer",
+                    other.function.name
+                ),
+            };
+            return Err(fail(error, &earlier));
+        }
+        if earlier.rounds >= MAX_SEARCH_ROUNDS {
+            let error = ProviderError::SearchLoop {
+                provider: endpoint.name().to_string(),
+                model: model.id.clone(),
+                rounds: earlier.rounds,
+            };
+            return Err(fail(error, &earlier));
+        }
+        if Instant::now() >= request.deadline {
+            let error = ProviderError::Deadline {
+                what: "the answer after a web search".into(),
+            };
+            return Err(fail(error, &earlier));
+        }
+        tracing::info!(
+            provider = endpoint.name(),
+            model = %model.id,
+            searches = calls.len(),
+            round = earlier.rounds + 1,
+            "the model asked to search the web"
+        );
+        observer.stage("searching the web".into());
+        earlier.rounds += 1;
+        earlier.searches += calls.len() as u32;
+        earlier.keep(&round);
+        let messages = &mut conversation.to_mut().messages;
+        // Kimi wants the assistant turn back as it came, reasoning included, then one tool
+        // message per call whose content is the call's arguments, verbatim.
+        messages.push(ChatMessage {
+            role: "assistant",
+            content: round.text,
+            reasoning_content: round.reasoning,
+            tool_calls: calls.clone(),
+            ..ChatMessage::default()
+        });
+        for call in calls {
+            messages.push(ChatMessage {
+                role: "tool",
+                content: call.function.arguments,
+                tool_call_id: Some(call.id),
+                name: Some(call.function.name),
+                ..ChatMessage::default()
+            });
+        }
+    }
+}
+
+/// What the rounds before the last one left behind.
+#[derive(Default)]
+struct Rounds {
+    rounds: u32,
+    searches: u32,
+    attempts: u32,
+    spent: Spent,
+    reasoning: Vec<String>,
+    sources: Vec<Source>,
+    time_to_first_token: Option<std::time::Duration>,
+}
+
+impl Rounds {
+    fn keep(&mut self, round: &ChatResponse) {
+        if let Some(reasoning) = &round.reasoning {
+            self.reasoning.push(reasoning.clone());
+        }
+        add_sources(&mut self.sources, &round.sources);
+        self.time_to_first_token = self.time_to_first_token.or(round.time_to_first_token);
+    }
+
+    /// The last round's answer, carrying what every round spent and thought.
+    fn finish(mut self, mut last: ChatResponse, notes: Vec<String>) -> ChatResponse {
+        if let Some(reasoning) = last.reasoning.take() {
+            self.reasoning.push(reasoning);
+        }
+        if !self.reasoning.is_empty() {
+            last.reasoning = Some(self.reasoning.join("\n\n"));
+        }
+        add_sources(&mut self.sources, &last.sources);
+        last.sources = self.sources;
+        last.time_to_first_token = self.time_to_first_token.or(last.time_to_first_token);
+        last.tokens_in = self.spent.tokens_in;
+        last.tokens_out = self.spent.tokens_out;
+        last.reasoning_tokens = self.spent.reasoning_tokens;
+        last.attempts = self.attempts;
+        last.web_searches = self.searches;
+        last.notes = notes;
+        last
+    }
+}
+
+/// Appends the sources not already listed (by URL).
+pub(crate) fn add_sources(to: &mut Vec<Source>, from: &[Source]) {
+    for source in from {
+        if !to.iter().any(|s| s.url == source.url) {
+            to.push(source.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::providers::{FunctionCall, Thinking, ToolCall, shape_body};
+
+    fn request(web_search: bool) -> ChatRequest {
+        ChatRequest {
+            messages: vec![ChatMessage::user("q")],
+            temperature: None,
+            thinking: None,
+            web_search,
+            deadline: Instant::now() + Duration::from_secs(60),
+        }
+    }
+
+    fn model(provider: &str, web_search: bool) -> ModelInfo {
+        let mut m = ModelInfo::unlisted(provider, "m");
+        m.web_search = web_search;
+        m.thinking = Thinking::DefaultOn;
+        m
+    }
+
+    fn body(kind: ProviderKind, model: &ModelInfo, request: &ChatRequest) -> Value {
+        let mut body = json!({"model": "m"});
+        shape_body(kind, model, request, &mut body);
+        body
+    }
+
+    #[test]
+    fn each_provider_gets_its_own_search_tool_only_when_asked_and_able() {
+        let glm = body(ProviderKind::Glm, &model("glm", true), &request(true));
+        assert_eq!(glm["tools"], json!([glm_tool()]));
+        assert_eq!(glm["tool_choice"], "auto", "GLM takes only auto");
+        let kimi = body(ProviderKind::Kimi, &model("kimi", true), &request(true));
+        assert_eq!(
+            kimi["tools"],
+            json!([{"type": "builtin_function", "function": {"name": "$web_search"}}])
+        );
+        assert!(kimi.get("tool_choice").is_none());
+        for (kind, m, r) in [
+            (ProviderKind::Glm, model("glm", true), request(false)),
+            (ProviderKind::Glm, model("glm", false), request(true)),
+            (ProviderKind::Kimi, model("kimi", false), request(true)),
+            (
+                ProviderKind::OpenRouter,
+                model("openrouter", true),
+                request(true),
+            ),
+            (ProviderKind::Custom, model("custom", true), request(true)),
+        ] {
+            let b = body(kind, &m, &r);
+            assert!(b.get("tools").is_none(), "{kind:?}: {b}");
+        }
+    }
+
+    #[test]
+    fn messages_of_a_round_trip_serialize_as_kimi_wants_them() {
+        let call = ToolCall {
+            id: "c1".into(),
+            kind: "builtin_function".into(),
+            function: FunctionCall {
+                name: KIMI_SEARCH.into(),
+                arguments: "{\"x\":1}".into(),
+            },
+        };
+        let assistant = ChatMessage {
+            role: "assistant",
+            reasoning_content: Some("hm".into()),
+            tool_calls: vec![call],
+            ..ChatMessage::default()
+        };
+        let tool = ChatMessage {
+            role: "tool",
+            content: "{\"x\":1}".into(),
+            tool_call_id: Some("c1".into()),
+            name: Some(KIMI_SEARCH.into()),
+            ..ChatMessage::default()
+        };
+        assert_eq!(
+            serde_json::to_value([assistant, tool, ChatMessage::user("u")]).unwrap(),
+            json!([
+                {"role": "assistant", "content": "", "reasoning_content": "hm",
+                 "tool_calls": [{"id": "c1", "type": "builtin_function",
+                                 "function": {"name": "$web_search", "arguments": "{\"x\":1}"}}]},
+                {"role": "tool", "content": "{\"x\":1}", "tool_call_id": "c1", "name": "$web_search"},
+                {"role": "user", "content": "u"},
+            ])
+        );
+    }
+}
