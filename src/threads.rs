@@ -21,6 +21,9 @@ pub struct Turn {
     #[serde(default)]
     pub model: Option<String>,
     pub at_ms: i64,
+    /// The model's reasoning for this answer, kept where the provider wants it replayed (Kimi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
     /// A workflow step's structured record (workflow tools keep their state here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<serde_json::Value>,
@@ -152,6 +155,7 @@ mod tests {
             files: files.iter().map(|f| f.to_string()).collect(),
             model: None,
             at_ms: now_ms(),
+            reasoning: None,
             step: None,
         }
     }

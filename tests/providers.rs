@@ -17,6 +17,7 @@ fn glm_and_kimi(fake: &Fake, extra: &[(&str, &str)]) -> Daemon {
         &catalog,
         "[[model]]\nid = \"fake-fast\"\nprovider = \"kimi\"\nfixed_sampling = true\nthinking = \"default_on\"\nscore = 10\n\n\
          [[model]]\nid = \"fake-glm-thinking\"\nprovider = \"glm\"\nthinking = \"default_on\"\naliases = [\"thinker\"]\nscore = 20\n\n\
+         [[model]]\nid = \"fake-reasoning\"\nprovider = \"kimi\"\nthinking = \"default_on\"\nvision = true\nscore = 5\n\n\
          [[model]]\nid = \"fake-kimi-search\"\nprovider = \"kimi\"\nthinking = \"default_on\"\nweb_search = true\nscore = 5\n\n\
          [[model]]\nid = \"fake-kimi-search-loop\"\nprovider = \"kimi\"\nweb_search = true\nscore = 5\n\n\
          [[model]]\nid = \"fake-glm-search\"\nprovider = \"glm\"\nweb_search = true\nscore = 5\n",
@@ -678,5 +679,118 @@ async fn cancelling_while_the_platform_searches_closes_the_second_request() {
         1,
         "only the first round completed"
     );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn kimi_gets_its_reasoning_back_when_history_is_replayed_and_glm_does_not() {
+    let fake = Fake::start();
+    let daemon = glm_and_kimi(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let first = client
+        .call_tool(chat_with(
+            json!({"prompt": "think first", "model": "kimi:fake-reasoning"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(first.is_error, Some(false), "{}", all_text_of(&first));
+    let id = first.structured_content.as_ref().unwrap()["continuation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for model in ["kimi:fake-reasoning", "glm:fake-glm-thinking"] {
+        let next = client
+            .call_tool(chat_with(
+                json!({"prompt": "and then?", "model": model, "continuation_id": id}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(next.is_error, Some(false), "{}", all_text_of(&next));
+        let bare = model.split_once(':').unwrap().1;
+        let messages = last_request(&fake, bare)["messages"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let replayed = messages
+            .iter()
+            .find(|m| m["role"] == "assistant")
+            .expect("the earlier answer is replayed");
+        let reasoning = replayed.get("reasoning_content").and_then(|r| r.as_str());
+        if model.starts_with("kimi") {
+            assert!(reasoning.is_some_and(|r| !r.is_empty()), "{replayed}");
+        } else {
+            assert!(
+                reasoning.is_none(),
+                "GLM gets no reasoning_content: {replayed}"
+            );
+        }
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn images_reach_a_vision_model_as_data_urls_and_are_refused_elsewhere() {
+    let fake = Fake::start();
+    let daemon = glm_and_kimi(&fake, &[]);
+    let dir = temp_home().canonicalize().unwrap();
+    let png = dir.join("shot.png");
+    std::fs::write(&png, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    std::fs::write(dir.join("fake.png"), b"plain text").unwrap();
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let seen = client
+        .call_tool(chat_with(
+            json!({"prompt": "what is on it?", "model": "kimi:fake-reasoning",
+                                     "images": [png.display().to_string()]}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(seen.is_error, Some(false), "{}", all_text_of(&seen));
+    let messages = last_request(&fake, "fake-reasoning")["messages"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let parts = messages.last().unwrap()["content"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(parts[0]["type"], "text");
+    assert!(
+        parts[0]["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("what is on it?")
+    );
+    assert!(
+        parts[1]["image_url"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/png;base64,iVBORw0KGgo")
+    );
+    for (model, image, expected) in [
+        (
+            "glm:fake-glm-thinking",
+            png.display().to_string(),
+            "cannot see images",
+        ),
+        (
+            "kimi:fake-reasoning",
+            dir.join("fake.png").display().to_string(),
+            "not a PNG, JPEG, GIF or WebP",
+        ),
+        ("kimi:fake-reasoning", "shot.png".to_string(), "absolute"),
+    ] {
+        let refused = client
+            .call_tool(chat_with(
+                json!({"prompt": "look", "model": model, "images": [image]}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(refused.is_error, Some(true));
+        assert!(
+            all_text_of(&refused).contains(expected),
+            "{}",
+            all_text_of(&refused)
+        );
+    }
     client.cancel().await.unwrap();
 }

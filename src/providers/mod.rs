@@ -26,21 +26,52 @@ use crate::config::{Config, EndpointConfig, ProviderKind, RetryConfig};
 use openai_compat::OpenAiCompatible;
 
 /// One message of a conversation sent to a model.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct ChatMessage {
     pub role: &'static str,
     pub content: String,
-    /// An assistant turn's reasoning, sent back where the platform wants it (Kimi, with tool calls).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Images shown with a user message, as data URLs.
+    pub images: Vec<String>,
+    /// An assistant turn's reasoning, sent back where the platform wants it (Kimi).
     pub reasoning_content: Option<String>,
     /// The tools an assistant turn asked for.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
     /// A tool message: the call it answers, and the tool's name.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+/// The OpenAI wire form: `content` is a string, or text and image parts when there are images.
+impl Serialize for ChatMessage {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("role", self.role)?;
+        if self.images.is_empty() {
+            map.serialize_entry("content", &self.content)?;
+        } else {
+            let mut parts = vec![serde_json::json!({"type": "text", "text": self.content})];
+            parts.extend(
+                self.images
+                    .iter()
+                    .map(|url| serde_json::json!({"type": "image_url", "image_url": {"url": url}})),
+            );
+            map.serialize_entry("content", &parts)?;
+        }
+        if let Some(reasoning) = &self.reasoning_content {
+            map.serialize_entry("reasoning_content", reasoning)?;
+        }
+        if !self.tool_calls.is_empty() {
+            map.serialize_entry("tool_calls", &self.tool_calls)?;
+        }
+        if let Some(id) = &self.tool_call_id {
+            map.serialize_entry("tool_call_id", id)?;
+        }
+        if let Some(name) = &self.name {
+            map.serialize_entry("name", name)?;
+        }
+        map.end()
+    }
 }
 
 impl ChatMessage {
@@ -708,6 +739,16 @@ pub(crate) fn shape_body(
     request: &ChatRequest,
     body: &mut serde_json::Value,
 ) {
+    // Only Kimi wants earlier reasoning back; to the others it is an unknown field.
+    if kind != ProviderKind::Kimi
+        && let Some(messages) = body["messages"].as_array_mut()
+    {
+        for message in messages {
+            if let Some(m) = message.as_object_mut() {
+                m.remove("reasoning_content");
+            }
+        }
+    }
     match kind {
         ProviderKind::Glm => glm::shape(model, request, body),
         ProviderKind::Kimi => kimi::shape(model, request, body),

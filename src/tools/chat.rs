@@ -43,6 +43,9 @@ struct ChatArguments {
     /// Show the model's reasoning, marked, before its answer; default false.
     #[serde(default)]
     show_reasoning: Option<bool>,
+    /// Images to show the model: absolute paths or data URLs (at most 5; vision models).
+    #[serde(default)]
+    images: Option<Vec<String>>,
 }
 
 fn bad(message: String) -> ToolFailure {
@@ -120,6 +123,7 @@ impl ExaiTool for Chat {
                     temperature: args.temperature,
                     thinking,
                     web_search: args.use_websearch.unwrap_or(false),
+                    images: args.images.clone().unwrap_or_default(),
                 },
             )
             .await?;
@@ -134,6 +138,7 @@ impl ExaiTool for Chat {
                     files: asked_files,
                     model: None,
                     at_ms: now,
+                    reasoning: None,
                     step: None,
                 },
                 Turn {
@@ -143,6 +148,7 @@ impl ExaiTool for Chat {
                     files: Vec::new(),
                     model: Some(answer.model.clone()),
                     at_ms: now,
+                    reasoning: consulted.reasoning_to_keep(),
                     step: None,
                 },
             ];

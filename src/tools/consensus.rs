@@ -61,6 +61,9 @@ struct ConsensusArguments {
     /// Absolute paths of files every model should see.
     #[serde(default)]
     relevant_files: Vec<String>,
+    /// Images every model should see (absolute paths or data URLs).
+    #[serde(default)]
+    images: Vec<String>,
     /// Continue an earlier conversation.
     #[serde(default)]
     continuation_id: Option<String>,
@@ -203,6 +206,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
         let target = target.clone();
         let files = args.relevant_files.clone();
         let proposal = args.step.clone();
+        let images = args.images.clone();
         async move {
             consult::ask(
                 &ctx,
@@ -215,6 +219,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                     temperature: None,
                     thinking: None,
                     web_search: false,
+                    images,
                 },
             )
             .await
@@ -305,6 +310,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                     temperature: None,
                     thinking: None,
                     web_search: false,
+                    images: Vec::new(),
                 },
             )
             .await
@@ -379,6 +385,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                 files: args.relevant_files.clone(),
                 model: None,
                 at_ms: now,
+                reasoning: None,
                 step: None,
             },
             Turn {
@@ -388,6 +395,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                 files: Vec::new(),
                 model: None,
                 at_ms: now,
+                reasoning: None,
                 step: None,
             },
         ],

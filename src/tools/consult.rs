@@ -3,7 +3,9 @@
 
 use super::ToolContext;
 use crate::calls::{ToolFailure, Usage};
+use crate::config::ProviderKind;
 use crate::files::{self, Embedded};
+use crate::images;
 use crate::providers::{ChatMessage, ChatRequest, ChatResponse, Need, Resolved};
 use crate::threads::{Thread, ThreadError};
 use crate::tokens;
@@ -21,6 +23,8 @@ pub struct Question<'a> {
     pub thinking: Option<bool>,
     /// Let the model search the web (where the provider and model can).
     pub web_search: bool,
+    /// Images (absolute paths or data URLs) shown with the question.
+    pub images: Vec<String>,
 }
 
 /// A model's answer with what went into the question.
@@ -29,9 +33,18 @@ pub struct Answer {
     pub embedded: Embedded,
     /// Older turns of the conversation that did not fit.
     pub turns_left_out: usize,
+    kind: ProviderKind,
 }
 
 impl Answer {
+    /// The reasoning to keep with the answer in the conversation: only where the provider wants
+    /// it replayed (Kimi's thinking models); elsewhere the record keeps it.
+    pub fn reasoning_to_keep(&self) -> Option<String> {
+        (self.kind == ProviderKind::Kimi)
+            .then(|| self.response.reasoning.clone())
+            .flatten()
+    }
+
     /// What the call cost, for the record.
     pub fn usage(&self) -> Usage {
         Usage {
@@ -149,6 +162,13 @@ pub async fn ask(
     target: Resolved,
     question: Question<'_>,
 ) -> Result<Answer, Failed> {
+    let kind = target.endpoint.config.kind;
+    let images = load_images(ctx, &target, &question.images)
+        .await
+        .map_err(|failure| Failed {
+            failure,
+            usage: Usage::default(),
+        })?;
     let turns = question.thread.map(|t| t.turns.len()).unwrap_or(0);
     // The model's context: room for the answer first, then history, then files. The tokenizer
     // is only woken when there is something to fit.
@@ -192,7 +212,10 @@ pub async fn ask(
     let mut messages = vec![ChatMessage::system(question.system)];
     messages.extend(history.iter().map(|turn| {
         if turn.role == "assistant" {
-            ChatMessage::assistant(turn.content.clone())
+            ChatMessage {
+                reasoning_content: turn.reasoning.clone(),
+                ..ChatMessage::assistant(turn.content.clone())
+            }
         } else {
             ChatMessage::user(turn.content.clone())
         }
@@ -204,7 +227,10 @@ pub async fn ask(
         text.push('\n');
     }
     text.push_str(question.prompt);
-    messages.push(ChatMessage::user(text));
+    messages.push(ChatMessage {
+        images,
+        ..ChatMessage::user(text)
+    });
     let request = ChatRequest {
         messages,
         temperature: question.temperature,
@@ -221,6 +247,7 @@ pub async fn ask(
             response,
             embedded,
             turns_left_out,
+            kind,
         }),
         Err(failure) => Err(Failed {
             failure: ToolFailure {
@@ -240,6 +267,49 @@ pub async fn ask(
             },
         }),
     }
+}
+
+/// Checks and reads the images of a question: the model must see images, at most
+/// `images::MAX_IMAGES`, each under the path policy and size cap.
+async fn load_images(
+    ctx: &ToolContext,
+    target: &Resolved,
+    given: &[String],
+) -> Result<Vec<String>, ToolFailure> {
+    if given.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bad = |message: String| ToolFailure::new("bad_arguments", message);
+    if given.len() > images::MAX_IMAGES {
+        return Err(bad(format!(
+            "{} images given; at most {} per call",
+            given.len(),
+            images::MAX_IMAGES
+        )));
+    }
+    if !target.model.vision {
+        return Err(bad(format!(
+            "{} cannot see images (the catalog does not mark it `vision`); choose a model that \
+             can, or leave the images out",
+            target.model.id
+        )));
+    }
+    let roots = ctx.config.allowed_roots.clone();
+    let given = given.to_vec();
+    ctx.call
+        .progress
+        .set_stage(format!("reading {} image(s)", given.len()));
+    tokio::task::spawn_blocking(move || {
+        given
+            .iter()
+            .map(|g| {
+                images::load(g, &roots).map_err(|why| format!("image {}: {why}", images::label(g)))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(blocking_failure)?
+    .map_err(bad)
 }
 
 /// Asks one model and records usage and reasoning on the call (the one-model tools).

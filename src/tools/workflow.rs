@@ -84,6 +84,9 @@ pub struct StepArguments<Extra> {
     /// Issues found so far.
     #[serde(default)]
     pub issues_found: Vec<IssueFound>,
+    /// Images for the expert (absolute paths or data URLs).
+    #[serde(default)]
+    pub images: Vec<String>,
     /// exploring, low, medium, high, very_high, almost_certain, certain (refactor: exploring, incomplete, partial, complete).
     #[serde(default)]
     pub confidence: Option<String>,
@@ -128,6 +131,8 @@ pub struct StepRecord {
     pub relevant_context: Vec<String>,
     #[serde(default)]
     pub issues_found: Vec<IssueFound>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
     #[serde(default)]
     pub confidence: Option<String>,
     #[serde(default)]
@@ -195,6 +200,9 @@ impl Steps {
     }
     pub fn relevant_files(&self) -> Vec<String> {
         union(self.steps.iter().map(|s| &s.relevant_files))
+    }
+    pub fn images(&self) -> Vec<String> {
+        union(self.steps.iter().map(|s| &s.images))
     }
     pub fn relevant_context(&self) -> Vec<String> {
         union(self.steps.iter().map(|s| &s.relevant_context))
@@ -410,6 +418,7 @@ fn record_of<E: Serialize>(args: &StepArguments<E>) -> StepRecord {
         relevant_files: args.relevant_files.clone(),
         relevant_context: args.relevant_context.clone(),
         issues_found: args.issues_found.clone(),
+        images: args.images.clone(),
         confidence: args.confidence.clone(),
         hypothesis: args.hypothesis.clone(),
         backtrack_from_step: args.backtrack_from_step,
@@ -520,6 +529,7 @@ fn step_turn(tool: &str, record: &StepRecord) -> Turn {
         files: record.relevant_files.clone(),
         model: None,
         at_ms: crate::store::now_ms(),
+        reasoning: None,
         step: serde_json::to_value(record).ok(),
     }
 }
@@ -661,6 +671,7 @@ async fn run<W: Workflow>(
                         thinking: consult::thinking_of(args.thinking_mode.as_deref())
                             .unwrap_or(None),
                         web_search: false,
+                        images: steps.images(),
                     },
                 )
                 .await?;
@@ -691,6 +702,7 @@ async fn run<W: Workflow>(
                     files: Vec::new(),
                     model: Some(expert.response.model.clone()),
                     at_ms: crate::store::now_ms(),
+                    reasoning: expert.reasoning_to_keep(),
                     step: None,
                 });
             }
@@ -743,6 +755,7 @@ mod tests {
             relevant_files: Vec::new(),
             relevant_context: Vec::new(),
             issues_found: Vec::new(),
+            images: Vec::new(),
             confidence: None,
             hypothesis: None,
             backtrack_from_step: backtrack,

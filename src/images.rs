@@ -1,0 +1,106 @@
+//! Images a tool shows a model: absolute paths (under the same path policy as files) or
+//! `data:` URLs, checked for type and size and sent as data URLs.
+
+use std::path::PathBuf;
+
+use base64::Engine;
+
+use crate::files;
+
+/// Most images one call may send.
+pub const MAX_IMAGES: usize = 5;
+/// Largest image accepted.
+pub const MAX_IMAGE_BYTES: usize = 20 * 1024 * 1024;
+
+/// The image types models accept, by their leading bytes.
+fn media_type(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some("image/jpeg")
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some("image/gif")
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else {
+        None
+    }
+}
+
+/// One image as a data URL, or why it cannot be sent. Blocking (reads the disk).
+pub fn load(given: &str, allowed_roots: &[PathBuf]) -> Result<String, String> {
+    let engine = base64::engine::general_purpose::STANDARD;
+    if let Some(rest) = given.strip_prefix("data:") {
+        let (header, data) = rest
+            .split_once(',')
+            .ok_or("a data URL needs a comma before its data")?;
+        let Some(declared) = header.strip_suffix(";base64") else {
+            return Err("only base64 data URLs are accepted".into());
+        };
+        if data.len() / 4 * 3 > MAX_IMAGE_BYTES {
+            return Err(format!("over the {MAX_IMAGE_BYTES}-byte limit per image"));
+        }
+        let bytes = engine
+            .decode(data.trim())
+            .map_err(|e| format!("the data URL's base64 is invalid: {e}"))?;
+        return match media_type(&bytes) {
+            Some(found) if found == declared => Ok(given.to_string()),
+            Some(found) => Err(format!("declared {declared} but the data is {found}")),
+            None => Err("not a PNG, JPEG, GIF or WebP image".into()),
+        };
+    }
+    let path = files::resolve(given, allowed_roots)?;
+    let size = std::fs::metadata(&path)
+        .map_err(|e| format!("cannot be read: {e}"))?
+        .len();
+    if size > MAX_IMAGE_BYTES as u64 {
+        return Err(format!(
+            "{size} bytes is over the {MAX_IMAGE_BYTES}-byte limit per image"
+        ));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot be read: {e}"))?;
+    let kind = media_type(&bytes).ok_or("not a PNG, JPEG, GIF or WebP image")?;
+    Ok(format!("data:{kind};base64,{}", engine.encode(&bytes)))
+}
+
+/// Short form of an image reference for notes and records (data URLs are long).
+pub fn label(given: &str) -> String {
+    if given.starts_with("data:") {
+        let kind = given[5..].split([';', ',']).next().unwrap_or("image");
+        format!("(inline {kind})")
+    } else {
+        given.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+
+    #[test]
+    fn files_and_data_urls_are_checked_by_their_bytes() {
+        let dir = std::env::temp_dir().join(format!("exai-images-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dir.canonicalize().unwrap();
+        std::fs::write(dir.join("a.png"), PNG).unwrap();
+        std::fs::write(dir.join("fake.png"), b"not an image").unwrap();
+        let url = load(&dir.join("a.png").display().to_string(), &[]).unwrap();
+        assert!(url.starts_with("data:image/png;base64,"));
+        assert_eq!(load(&url, &[]).unwrap(), url);
+        assert!(
+            load(&dir.join("fake.png").display().to_string(), &[])
+                .unwrap_err()
+                .contains("not a PNG")
+        );
+        assert!(load("relative.png", &[]).unwrap_err().contains("absolute"));
+        let lying = url.replace("image/png", "image/jpeg");
+        assert!(
+            load(&lying, &[])
+                .unwrap_err()
+                .contains("declared image/jpeg")
+        );
+        assert_eq!(label(&url), "(inline image/png)");
+    }
+}
