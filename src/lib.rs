@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod files;
 pub mod health;
+pub mod legacy_tasks;
 pub mod local;
 pub mod logging;
 pub mod providers;
