@@ -1,4 +1,4 @@
-"""2025-11-25 tasks, driven end to end by the MCP Python SDK 1.x over `exai stdio`.
+"""2025-11-25 tasks, driven end to end by the MCP Python SDK 1.x over `exai stdio` and `/mcp`.
 
 The 1.x SDK negotiates 2025-11-25 and runs a tool as a task with
 `session.experimental.call_tool_as_task` (a `tools/call` with `params.task`), then
@@ -19,6 +19,7 @@ import anyio
 import pytest
 from mcp import ClientSession
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamablehttp_client
 from mcp.shared.exceptions import McpError
 from mcp.types import INVALID_PARAMS, METHOD_NOT_FOUND, CallToolResult, Implementation, InitializeResult, TextContent
 
@@ -28,13 +29,27 @@ pytestmark = pytest.mark.anyio
 
 RELATED_TASK = "io.modelcontextprotocol/related-task"
 CALL_ID_KEY = "exai.dev/callId"
+TRANSPORTS = ["stdio", "http"]
 
 
 @asynccontextmanager
-async def legacy_session(daemon: Daemon) -> AsyncIterator[tuple[ClientSession, InitializeResult]]:
-    """An initialized 1.x session over `exai stdio`, under a client name of its own (tasks/list is per client)."""
+async def streams(daemon: Daemon, transport: str) -> AsyncIterator[tuple[Any, Any]]:
+    if transport == "stdio":
+        async with stdio_client(daemon.stdio_params()) as (read, write):
+            yield read, write
+    else:
+        headers = {"Authorization": f"Bearer {daemon.token}"}
+        async with streamablehttp_client(daemon.mcp_url, headers=headers) as (read, write, _):
+            yield read, write
+
+
+@asynccontextmanager
+async def legacy_session(
+    daemon: Daemon, transport: str = "stdio"
+) -> AsyncIterator[tuple[ClientSession, InitializeResult]]:
+    """An initialized 1.x session, under a client name of its own (tasks/list is per client)."""
     info = Implementation(name=f"pytest-legacy-{uuid.uuid4().hex[:8]}", version="1.0")
-    async with stdio_client(daemon.stdio_params()) as (read, write):
+    async with streams(daemon, transport) as (read, write):
         async with ClientSession(read, write, client_info=info) as session:
             init = await session.initialize()
             yield session, init
@@ -59,9 +74,10 @@ async def wait_for(what: str, probe: Any, deadline_s: float = 10.0) -> Any:
     return await anyio.to_thread.run_sync(lambda: wait_until(what, probe, deadline_s))
 
 
-async def test_chat_runs_as_a_task_polled_to_its_answer(daemon: Daemon) -> None:
-    prompt = unique("legacy task")
-    async with legacy_session(daemon) as (session, init):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_chat_runs_as_a_task_polled_to_its_answer(daemon: Daemon, transport: str) -> None:
+    prompt = unique(f"legacy task {transport}")
+    async with legacy_session(daemon, transport) as (session, init):
         assert init.protocolVersion == "2025-11-25"
         tasks = init.capabilities.tasks
         assert tasks is not None and tasks.requests is not None and tasks.requests.tools is not None, init
@@ -115,11 +131,12 @@ async def test_task_result_waits_for_the_end(daemon: Daemon) -> None:
         assert done.status == "completed", done
 
 
-async def test_cancel_stops_the_model_call(daemon: Daemon) -> None:
-    prompt = unique("cancel me")
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_cancel_stops_the_model_call(daemon: Daemon, transport: str) -> None:
+    prompt = unique(f"cancel me {transport}")
     aborted_before = stat(daemon, "aborted")
     hang_before = stat(daemon, "by_model", "fake-hang")
-    async with legacy_session(daemon) as (session, _):
+    async with legacy_session(daemon, transport) as (session, _):
         created = await session.experimental.call_tool_as_task("chat", {"prompt": prompt, "model": "fake-hang"})
         task_id = created.task.taskId
         await wait_for("the call at the provider", lambda: stat(daemon, "by_model", "fake-hang") > hang_before)
