@@ -65,11 +65,12 @@ pub fn load(given: &str, allowed_roots: &[PathBuf]) -> Result<String, String> {
 
 /// Short form of an image reference for notes and records (data URLs are long).
 pub fn label(given: &str) -> String {
-    if given.starts_with("data:") {
-        let kind = given[5..].split([';', ',']).next().unwrap_or("image");
-        format!("(inline {kind})")
-    } else {
-        given.to_string()
+    match given.strip_prefix("data:") {
+        Some(rest) => {
+            let kind = rest.split([';', ',']).next().unwrap_or("image");
+            format!("(inline {kind})")
+        }
+        None => given.to_string(),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod files;
 pub mod health;
 pub mod images;
+pub mod legacy_tasks;
 pub mod local;
 pub mod logging;
 pub mod providers;

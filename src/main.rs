@@ -157,8 +157,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         failed_only: failed,
                         running_only: running,
                         tool,
-                        client: None,
                         limit,
+                        ..Default::default()
                     };
                     exai::cli::list_calls(&config, &filter, json, &mut out)?
                 }

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
-    CancelledNotificationParam, ContentBlock, CreateTaskResult, GetTaskParams, GetTaskResult,
-    Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion,
-    ServerCapabilities, ServerConfig,
+    CancelledNotificationParam, ContentBlock, CreateTaskResult, CustomRequest, CustomResult,
+    ErrorCode, GetTaskParams, GetTaskResult, Implementation, InitializeRequestParams,
+    InitializeResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ProgressToken, ProtocolVersion, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
@@ -40,6 +40,8 @@ pub struct Session {
     /// JSON-RPC request id → call id, until the response is written.
     pending: Mutex<HashMap<String, String>>,
     counted: SessionGuard,
+    /// Adapts 2025-11-25 task clients on the wire (used by the framed transports).
+    pub legacy_tasks: crate::legacy_tasks::adapter::Adapter,
 }
 
 impl Session {
@@ -50,6 +52,7 @@ impl Session {
             client: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             counted: app.health.session_opened(),
+            legacy_tasks: crate::legacy_tasks::adapter::Adapter::new(app.tools.task_capable()),
         })
     }
 
@@ -172,8 +175,19 @@ fn attach_to(twin: Arc<LiveCall>) -> crate::tools::ToolFuture {
 /// The MCP server handler of one session.
 #[derive(Clone)]
 pub struct ExaiService {
-    app: Arc<App>,
-    session: Arc<Session>,
+    pub(crate) app: Arc<App>,
+    pub(crate) session: Arc<Session>,
+}
+
+/// A call `open_call` recorded and started.
+pub(crate) struct Opened {
+    pub call: Arc<LiveCall>,
+    pub tool: Arc<dyn crate::tools::ExaiTool>,
+    /// The JSON-RPC request that asked for it.
+    pub request_id: String,
+    /// How long the client waits for an answer.
+    pub patience: std::time::Duration,
+    pub span: tracing::Span,
 }
 
 impl ExaiService {
@@ -181,7 +195,7 @@ impl ExaiService {
         Self { app, session }
     }
 
-    fn origin(&self, context: &RequestContext<RoleServer>) -> CallOrigin {
+    pub(crate) fn origin(&self, context: &RequestContext<RoleServer>) -> CallOrigin {
         let client = context.client_info().or_else(|| self.session.client());
         CallOrigin {
             session_id: self.session.id.clone(),
@@ -191,8 +205,114 @@ impl ExaiService {
         }
     }
 
+    /// Records the call of a `tools/call` and starts it in its own task.
+    ///
+    /// An unknown tool is refused (and recorded); so is a tool that cannot run as a task
+    /// when `as_legacy_task` (a 2025-11-25 `tools/call` with `params.task`).
+    pub(crate) async fn open_call(
+        &self,
+        request: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+        as_legacy_task: bool,
+    ) -> Result<Opened, McpError> {
+        let proposed_id = context
+            .meta
+            .get(CALL_ID_META)
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let arguments = request.arguments.unwrap_or_default();
+        let arguments_value = Value::Object(arguments.clone());
+        let origin = self.origin(context);
+        let found = match self.app.tools.get(&request.name) {
+            None => Err((
+                ErrorCode::INVALID_PARAMS,
+                "unknown_tool",
+                format!(
+                    "unknown tool {:?}; available: {}",
+                    request.name,
+                    self.app.tools.names().join(", ")
+                ),
+            )),
+            // The revision's answer to a task for a tool whose taskSupport is "forbidden".
+            Some(tool) if as_legacy_task && !tool.may_run_long() => Err((
+                ErrorCode::METHOD_NOT_FOUND,
+                "task_not_supported",
+                format!(
+                    "tool {:?} does not run as a task (its execution.taskSupport is \"forbidden\"); \
+                     call it without params.task",
+                    request.name
+                ),
+            )),
+            Some(tool) => Ok(tool),
+        };
+        let tool = match found {
+            Ok(tool) => tool,
+            Err((code, kind, message)) => {
+                let id = self
+                    .app
+                    .calls
+                    .reject(
+                        proposed_id.as_deref(),
+                        &request.name,
+                        &arguments_value,
+                        origin,
+                        kind,
+                        &message,
+                    )
+                    .await;
+                return Err(McpError::new(code, format!("{message} (call {id})"), None));
+            }
+        };
+        let budget = self.app.config.timeout_for(&request.name);
+        let call = self
+            .app
+            .calls
+            .open(
+                proposed_id.as_deref(),
+                &request.name,
+                &arguments_value,
+                origin,
+                budget,
+            )
+            .await
+            .map_err(|e| {
+                McpError::internal_error(format!("could not record the call: {e}"), None)
+            })?;
+        let request_id = context.id.to_string();
+        self.session.track(request_id.clone(), call.id.clone());
+        let patience = self
+            .app
+            .config
+            .patience_for(call.origin.client_name.as_deref());
+        let tool_answer_by = answer_deadline(call.received_at, patience, call.deadline);
+        let span = tracing::info_span!("call", call_id = %call.id, tool = %call.tool, session = %self.session.id);
+        let tool_context = ToolContext {
+            call: call.clone(),
+            calls: self.app.calls.clone(),
+            providers: self.app.providers.clone(),
+            health: self.app.health.clone(),
+            config: self.app.config.clone(),
+            answer_by: tool_answer_by,
+        };
+        let work = match self.app.calls.running_twin(&call) {
+            Some(twin) => {
+                tracing::info!(call_id = %call.id, twin = %twin.id, "identical call already running: attaching to it");
+                attach_to(twin)
+            }
+            None => tool.run(arguments, tool_context),
+        };
+        self.app.calls.start(call.clone(), work);
+        Ok(Opened {
+            call,
+            tool,
+            request_id,
+            patience,
+            span,
+        })
+    }
+
     /// This request gets a stand-in (a handle, a task); the call's result waits to be fetched.
-    async fn keep_for_later(&self, call: &LiveCall, request_id: &str, delivery: &str) {
+    pub(crate) async fn keep_for_later(&self, call: &LiveCall, request_id: &str, delivery: &str) {
         call.hand_off();
         self.session.take_call_for_response(request_id);
         let _ = self
@@ -204,7 +324,7 @@ impl ExaiService {
     }
 
     /// The stored record of a task's call, or the protocol's "not found".
-    async fn stored(&self, id: &str) -> Result<crate::store::CallRow, McpError> {
+    pub(crate) async fn stored(&self, id: &str) -> Result<crate::store::CallRow, McpError> {
         let wanted = id.to_string();
         let row = self
             .app
@@ -346,87 +466,27 @@ impl ServerHandler for ExaiService {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let proposed_id = context
-            .meta
-            .get(CALL_ID_META)
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let arguments = request.arguments.unwrap_or_default();
-        let arguments_value = Value::Object(arguments.clone());
-        let origin = self.origin(&context);
-        let Some(tool) = self.app.tools.get(&request.name) else {
-            let message = format!(
-                "unknown tool {:?}; available: {}",
-                request.name,
-                self.app.tools.names().join(", ")
-            );
-            let id = self
-                .app
-                .calls
-                .reject(
-                    proposed_id.as_deref(),
-                    &request.name,
-                    &arguments_value,
-                    origin,
-                    "unknown_tool",
-                    &message,
-                )
-                .await;
-            return Err(McpError::invalid_params(
-                format!("{message} (call {id})"),
-                None,
-            ));
-        };
-        let budget = self.app.config.timeout_for(&request.name);
-        let call = self
-            .app
-            .calls
-            .open(
-                proposed_id.as_deref(),
-                &request.name,
-                &arguments_value,
-                origin,
-                budget,
-            )
-            .await
-            .map_err(|e| {
-                McpError::internal_error(format!("could not record the call: {e}"), None)
-            })?;
-        let request_id = context.id.to_string();
-        self.session.track(request_id.clone(), call.id.clone());
-        let patience = self
-            .app
-            .config
-            .patience_for(call.origin.client_name.as_deref());
+        let Opened {
+            call,
+            tool,
+            request_id,
+            patience,
+            span,
+        } = self.open_call(request, &context, false).await?;
         // Only long tools can outlast a client; the rest (call_result included) answer in time by design.
         let answer_by = answer_deadline(call.received_at, patience, call.deadline)
             .filter(|_| tool.may_run_long());
-        let tool_answer_by = answer_deadline(call.received_at, patience, call.deadline);
-        let span = tracing::info_span!("call", call_id = %call.id, tool = %call.tool, session = %self.session.id);
-        let tool_context = ToolContext {
-            call: call.clone(),
-            calls: self.app.calls.clone(),
-            providers: self.app.providers.clone(),
-            health: self.app.health.clone(),
-            config: self.app.config.clone(),
-            answer_by: tool_answer_by,
-        };
-        let work = match self.app.calls.running_twin(&call) {
-            Some(twin) => {
-                tracing::info!(call_id = %call.id, twin = %twin.id, "identical call already running: attaching to it");
-                attach_to(twin)
-            }
-            None => tool.run(arguments, tool_context),
-        };
         let as_task = tool.may_run_long()
             && context
                 .client_capabilities()
                 .is_some_and(|c| c.supports_tasks());
-        self.app.calls.start(call.clone(), work);
         if as_task {
             // The client polls tasks/get; the result waits in the call.
             self.keep_for_later(&call, &request_id, "task_created")
                 .await;
+            if let Err(error) = self.app.calls.store().set_task(&call.id, "extension").await {
+                tracing::warn!(call_id = %call.id, %error, "could not mark the call as a task");
+            }
             tracing::info!(call_id = %call.id, "answered with a task");
             return Ok(CallToolResponse::Task(CreateTaskResult::new(
                 crate::tasks::working(
@@ -519,6 +579,25 @@ impl ServerHandler for ExaiService {
         }
         // Already ended (or unknown): the ack is all there is to say, unless it never existed.
         self.stored(&request.task_id).await.map(|_| ())
+    }
+
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        // Only the adapter's renamed 2025-11-25 task requests come here (transport.rs).
+        match self
+            .legacy_task_request(&request.method, request.params, context)
+            .await
+        {
+            Some(answer) => answer.map(CustomResult::new),
+            None => Err(McpError::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                request.method,
+                None,
+            )),
+        }
     }
 
     async fn on_cancelled(

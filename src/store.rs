@@ -150,6 +150,8 @@ pub struct CallRow {
     pub is_error: bool,
     pub delivery: String,
     pub owner_pid: i64,
+    /// Which tasks API the call was answered as a task for, if any ("2025-11-25", "extension").
+    pub task: Option<String>,
 }
 
 /// A conversation thread as stored: its turns are JSON.
@@ -170,6 +172,12 @@ pub struct CallFilter {
     pub tool: Option<String>,
     /// Only calls from clients of this name.
     pub client: Option<String>,
+    /// Only calls answered as tasks.
+    pub tasks_only: bool,
+    /// Only calls older than this id (ids grow with time): the next page after it.
+    pub before_id: Option<String>,
+    /// Only calls received at or after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
     pub limit: usize,
 }
 
@@ -211,7 +219,8 @@ CREATE TABLE IF NOT EXISTS calls (
     owner_pid INTEGER NOT NULL,
     reasoning_tokens INTEGER,
     time_to_first_token_ms INTEGER,
-    reasoning TEXT
+    reasoning TEXT,
+    task TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_by_received ON calls(received_at_ms);
 CREATE INDEX IF NOT EXISTS calls_by_state ON calls(state);
@@ -227,13 +236,14 @@ CREATE TABLE IF NOT EXISTS threads (
 const COLUMNS: &str = "id, session_id, client_name, client_version, transport, tool, arguments, state, \
     received_at_ms, started_at_ms, finished_at_ms, deadline_at_ms, duration_ms, provider, model, \
     tokens_in, tokens_out, attempts, progress_count, last_progress, error_kind, error_message, \
-    result, is_error, delivery, owner_pid, reasoning_tokens, time_to_first_token_ms, reasoning";
+    result, is_error, delivery, owner_pid, reasoning_tokens, time_to_first_token_ms, reasoning, task";
 
 /// Columns added after the first release of the schema: (name, type).
-const ADDED_COLUMNS: [(&str, &str); 3] = [
+const ADDED_COLUMNS: [(&str, &str); 4] = [
     ("reasoning_tokens", "INTEGER"),
     ("time_to_first_token_ms", "INTEGER"),
     ("reasoning", "TEXT"),
+    ("task", "TEXT"),
 ];
 
 /// Brings an older store up to the current schema.
@@ -284,6 +294,11 @@ enum WriteOp {
     Delivery {
         id: String,
         delivery: String,
+    },
+    /// The call was answered as a task (`kind` names the tasks API).
+    Task {
+        id: String,
+        kind: String,
     },
     /// Creates or replaces a conversation thread.
     SaveThread(ThreadRow),
@@ -442,6 +457,15 @@ impl Store {
             .map_err(|_| StoreError::WriterGone)
     }
 
+    /// Records that the call was answered as a task of the `kind` tasks API.
+    pub async fn set_task(&self, id: &str, kind: &str) -> Result<(), StoreError> {
+        self.write_acked(WriteOp::Task {
+            id: id.to_string(),
+            kind: kind.to_string(),
+        })
+        .await
+    }
+
     /// Records whether the answer reached the client.
     pub async fn set_delivery(&self, id: &str, delivery: &str) -> Result<(), StoreError> {
         self.write_acked(WriteOp::Delivery {
@@ -575,6 +599,10 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![t.id, t.created_at_ms, t.updated_at_ms, t.expires_at_ms, t.turns])?;
+        }
+        WriteOp::Task { id, kind } => {
+            conn.prepare_cached("UPDATE calls SET task = ?2 WHERE id = ?1")?
+                .execute(params![id, kind])?;
         }
         WriteOp::Delivery { id, delivery } => {
             // Once an answer reached a client, a late report about another
@@ -726,12 +754,25 @@ impl StoreReader {
         } else {
             sql.push_str(" AND ?3 IS NULL");
         }
+        if filter.tasks_only {
+            sql.push_str(" AND task IS NOT NULL");
+        }
+        sql.push_str(" AND (?4 IS NULL OR id < ?4) AND (?5 IS NULL OR received_at_ms >= ?5)");
         sql.push_str(" ORDER BY id DESC LIMIT ?2");
         let limit = if filter.limit == 0 { 20 } else { filter.limit } as i64;
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.wrap(e))?;
-        stmt.query_map(params![filter.tool, limit, filter.client], row_to_call)
-            .and_then(|rows| rows.collect())
-            .map_err(|e| self.wrap(e))
+        stmt.query_map(
+            params![
+                filter.tool,
+                limit,
+                filter.client,
+                filter.before_id,
+                filter.since_ms
+            ],
+            row_to_call,
+        )
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.wrap(e))
     }
 
     pub fn get(&self, id: &str) -> Result<Option<CallRow>, StoreError> {
@@ -788,6 +829,7 @@ fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
         reasoning_tokens: r.get(26)?,
         time_to_first_token_ms: r.get(27)?,
         reasoning: r.get(28)?,
+        task: r.get(29)?,
     })
 }
 

@@ -11,9 +11,10 @@ use crate::calls::LiveCall;
 use crate::store::CallRow;
 
 /// Suggested polling period for clients.
-const POLL_INTERVAL_MS: u64 = 2000;
+pub(crate) const POLL_INTERVAL_MS: u64 = 2000;
 
-fn timestamp(ms: i64) -> String {
+/// RFC 3339 time of a moment in ms since the epoch, as tasks carry it.
+pub(crate) fn timestamp(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -2,7 +2,8 @@
 //!
 //! Unlike a plain pipe it answers malformed and oversized frames with JSON-RPC
 //! errors and keeps the session going, and it knows which response carries which
-//! call, so it can record whether the answer reached the client.
+//! call, so it can record whether the answer reached the client. It also runs the
+//! session's 2025-11-25 tasks adapter (legacy_tasks/adapter.rs) over each message.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Decoder, FramedRead, LinesCodec, LinesCodecError};
 
+use crate::legacy_tasks::adapter::Adapter;
 use crate::service::Session;
 use crate::store::Store;
 
@@ -126,7 +128,7 @@ impl FrameTransport {
             in_tx,
             out_tx.clone(),
             limit,
-            session.id.clone(),
+            session.clone(),
         ));
         tokio::spawn(write_frames(
             sink,
@@ -148,10 +150,12 @@ async fn read_frames<Src>(
     inbound: mpsc::Sender<RxJsonRpcMessage<RoleServer>>,
     outbound: mpsc::Sender<Outgoing>,
     limit: usize,
-    session: String,
+    session: Arc<Session>,
 ) where
     Src: Stream<Item = Result<String, FrameError>> + Unpin,
 {
+    let adapter = &session.legacy_tasks;
+    let session = session.id.clone();
     while let Some(frame) = source.next().await {
         let reply = match frame {
             Ok(text) if text.trim().is_empty() => continue,
@@ -160,7 +164,7 @@ async fn read_frames<Src>(
                 -32600,
                 &FrameError::TooLarge { limit }.to_string(),
             ),
-            Ok(text) => match serde_json::from_str::<RxJsonRpcMessage<RoleServer>>(&text) {
+            Ok(text) => match parse_inbound(&text, adapter) {
                 Ok(message) => {
                     if inbound.send(message).await.is_err() {
                         break;
@@ -192,6 +196,19 @@ async fn read_frames<Src>(
         }
     }
     tracing::debug!(%session, "session input closed");
+}
+
+/// Reads a client message, adapting it first if the session may be a 2025-11-25 task client.
+fn parse_inbound(
+    text: &str,
+    adapter: &Adapter,
+) -> Result<RxJsonRpcMessage<RoleServer>, serde_json::Error> {
+    if !adapter.watches_inbound() {
+        return serde_json::from_str(text);
+    }
+    let mut message: Value = serde_json::from_str(text)?;
+    adapter.inbound(&mut message);
+    serde_json::from_value(message)
 }
 
 /// The JSON-RPC error for a frame that is not a valid message.
@@ -281,7 +298,16 @@ impl rmcp::transport::Transport<RoleServer> for FrameTransport {
             }
             _ => None,
         };
-        let queued = serde_json::to_string(&item)
+        let adapter = &self.session.legacy_tasks;
+        let text = if adapter.watches_outbound() {
+            serde_json::to_value(&item).map(|mut message| {
+                adapter.outbound(&mut message);
+                message.to_string()
+            })
+        } else {
+            serde_json::to_string(&item)
+        };
+        let queued = text
             .map(|text| Outgoing { text, call_id })
             .map_err(|e| tracing::error!(error = %e, "could not serialize an outgoing message"));
         // Enqueue now, not when the future is polled, so frames keep the order rmcp sent them in.

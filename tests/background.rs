@@ -355,3 +355,175 @@ async fn a_tasks_client_gets_a_task_and_polls_it_to_the_answer() {
     );
     client.cancel().await.unwrap();
 }
+
+/// The 2025-11-25 flow, raw: task-augmented tools/call, tasks/get, tasks/list, tasks/result,
+/// tasks/cancel, errors; plain calls of the same session unaffected.
+fn legacy_task_flow(fake: &Fake, daemon: &Daemon, args: &[&str]) {
+    let mut raw = RawClient::start(&daemon.stdio_env(), args);
+    let init = raw.ok(
+        "initialize",
+        json!({"protocolVersion": "2025-11-25",
+               "capabilities": {"tasks": {"list": {}, "cancel": {}}},
+               "clientInfo": {"name": "legacy-raw", "version": "1"}}),
+    );
+    assert_eq!(init["protocolVersion"], "2025-11-25");
+    assert_eq!(
+        init["capabilities"]["tasks"],
+        json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}),
+        "{init}"
+    );
+    raw.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+
+    let tools = raw.ok("tools/list", json!({}))["tools"].clone();
+    let support = |name: &str| {
+        tools
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| t["execution"]["taskSupport"].clone())
+            .unwrap()
+    };
+    assert_eq!(support("chat"), "optional");
+    assert_eq!(support("version"), Value::Null, "quick tools are not tasks");
+
+    let started = Instant::now();
+    let created = raw.ok(
+        "tools/call",
+        json!({"name": "chat", "arguments": {"prompt": "legacy task", "model": "fake-delay-3000"},
+               "task": {"ttl": 60000}}),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the task came at once"
+    );
+    let task = &created["task"];
+    let id = task["taskId"].as_str().unwrap().to_string();
+    assert_eq!(task["status"], "working", "{created}");
+    assert!(task["ttl"].as_u64().unwrap() >= 60000, "{created}");
+    assert!(task["pollInterval"].as_u64().is_some(), "{created}");
+    assert!(
+        task["createdAt"].as_str().unwrap().ends_with('Z'),
+        "{created}"
+    );
+
+    let got = raw.ok("tasks/get", json!({"taskId": id}));
+    assert_eq!(got["status"], "working", "{got}");
+    assert_eq!(got["taskId"], id.as_str());
+    let listed = raw.ok("tasks/list", json!({}));
+    assert!(
+        listed["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["taskId"] == id.as_str()),
+        "{listed}"
+    );
+
+    // A plain call in the same session still answers with the result itself.
+    let plain = raw.ok(
+        "tools/call",
+        json!({"name": "chat", "arguments": {"prompt": "plain", "model": "fake-fast"}}),
+    );
+    assert_eq!(plain["content"][0]["text"], "echo: plain", "{plain}");
+    assert!(plain.get("task").is_none());
+    // A quick tool is no task (taskSupport "forbidden").
+    let refused = raw.err(
+        "tools/call",
+        json!({"name": "version", "arguments": {}, "task": {"ttl": 1000}}),
+    );
+    assert_eq!(refused["code"], -32601, "{refused}");
+
+    // tasks/result waits for the end and returns the call's own answer.
+    let answer = raw.ok("tasks/result", json!({"taskId": id}));
+    assert_eq!(
+        answer["content"][0]["text"], "echo: legacy task",
+        "{answer}"
+    );
+    assert_eq!(
+        answer["_meta"]["io.modelcontextprotocol/related-task"]["taskId"],
+        id.as_str()
+    );
+    assert_eq!(answer["_meta"]["exai.dev/callId"], id.as_str());
+    assert!(answer.get("resultType").is_none(), "{answer}");
+    assert_eq!(
+        raw.ok("tasks/get", json!({"taskId": id}))["status"],
+        "completed"
+    );
+    let record = daemon.final_record(&id);
+    assert_eq!(record.state, "succeeded", "the task is the call record");
+    assert_eq!(record.task.as_deref(), Some("2025-11-25"));
+    assert_eq!(record.delivery, "delivered_by_tasks_result");
+
+    // tasks/cancel stops another task; the provider sees the abort.
+    let hung = raw.ok(
+        "tools/call",
+        json!({"name": "chat", "arguments": {"prompt": "hang", "model": "fake-hang"},
+               "task": {"ttl": 60000}}),
+    )["task"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until(
+        "the hung call at the provider",
+        Duration::from_secs(10),
+        || (fake.stats()["in_flight"].as_u64()? == 1).then_some(()),
+    );
+    let cancelled = raw.ok("tasks/cancel", json!({"taskId": hung}));
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["taskId"], hung.as_str());
+    wait_until("the abort at the provider", Duration::from_secs(10), || {
+        (fake.stats()["aborted"].as_u64()? == 1).then_some(())
+    });
+    assert_eq!(
+        raw.ok("tasks/get", json!({"taskId": hung}))["status"],
+        "cancelled"
+    );
+    let again = raw.err("tasks/cancel", json!({"taskId": hung}));
+    assert_eq!(again["code"], -32602, "{again}");
+    assert!(
+        again["message"]
+            .as_str()
+            .unwrap()
+            .contains("already cancelled"),
+        "{again}"
+    );
+    let result = raw.ok("tasks/result", json!({"taskId": hung}));
+    assert_eq!(result["isError"], true, "{result}");
+    assert!(
+        result["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled by the client"),
+        "{result}"
+    );
+
+    let unknown = "01a2132d-05c7-76ba-ab75-235da0d3ad5f";
+    for method in ["tasks/get", "tasks/result", "tasks/cancel"] {
+        let error = raw.err(method, json!({"taskId": unknown}));
+        assert_eq!(error["code"], -32602, "{method}: {error}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("expired or never existed"),
+            "{method}: {error}"
+        );
+    }
+    let error = raw.err("tasks/list", json!({"cursor": "not-a-cursor"}));
+    assert_eq!(error["code"], -32602, "{error}");
+}
+
+#[test]
+fn a_2025_11_25_client_runs_chat_as_a_task_via_the_daemon() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    legacy_task_flow(&fake, &daemon, &[]);
+}
+
+#[test]
+fn a_2025_11_25_client_runs_chat_as_a_task_in_process() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    legacy_task_flow(&fake, &daemon, &["--no-daemon"]);
+}

@@ -1,4 +1,5 @@
-//! The daemon's routes: `/healthz`, `/ws` (WebSocket MCP) and `/mcp` (Streamable HTTP MCP).
+//! The daemon's routes: `/healthz`, `/ws` (WebSocket MCP) and `/mcp` (Streamable HTTP MCP,
+//! behind the 2025-11-25 tasks adapter of legacy_http.rs).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 
 use super::auth::{TokenCheck, host_and_origin_allowed, require_token};
+use super::legacy_http::{self, LegacySessions};
 use super::ws;
 use crate::app::App;
 use crate::service::{ExaiService, Session};
@@ -24,9 +26,14 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
         token: token.as_ref().clone(),
         token_path: app.config.token_path().display().to_string(),
     });
+    // 2025-11-25 task clients over HTTP get the same adapter as over /ws and stdio.
+    let legacy = LegacySessions::new(app.tools.task_capable(), app.config.max_message_bytes);
+    let mcp = Router::new()
+        .nest_service("/mcp", mcp_service(app.clone(), allow_remote))
+        .layer(middleware::from_fn_with_state(legacy, legacy_http::adapt));
     let protected = Router::new()
         .route("/ws", get(ws::upgrade))
-        .nest_service("/mcp", mcp_service(app.clone(), allow_remote))
+        .merge(mcp)
         .route_layer(middleware::from_fn_with_state(check, require_token));
     Router::new()
         .route("/healthz", get(healthz))

@@ -5,6 +5,7 @@
 
 mod auth;
 mod http;
+mod legacy_http;
 mod ws;
 
 use std::fs::File;

@@ -123,6 +123,18 @@ impl ToolRegistry {
         self.definitions.clone()
     }
 
+    /// The tools that may run long, so clients may run them as tasks.
+    pub fn task_capable(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .by_name
+            .iter()
+            .filter(|(_, tool)| tool.may_run_long())
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.by_name.keys().cloned().collect();
         names.sort();

@@ -390,3 +390,86 @@ pub fn call_id_of(result: &CallToolResult) -> String {
 pub fn home_of(daemon: &Daemon) -> &Path {
     &daemon.home
 }
+
+/// A raw JSON-RPC client over `exai stdio`: one message per line, every read bounded.
+pub struct RawClient {
+    child: Proc,
+    lines: std::sync::mpsc::Receiver<String>,
+    next_id: i64,
+}
+
+impl RawClient {
+    pub fn start(env: &[(String, String)], args: &[&str]) -> Self {
+        let mut child = Command::new(EXAI)
+            .arg("stdio")
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn exai stdio");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child: Proc(child),
+            lines,
+            next_id: 1,
+        }
+    }
+
+    pub fn send(&mut self, message: &Value) {
+        use std::io::Write;
+        let stdin = self.child.0.stdin.as_mut().unwrap();
+        writeln!(stdin, "{message}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Reads until the response to `id`, skipping notifications; fails after 30 s.
+    pub fn response(&mut self, id: i64) -> Value {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("no response to request {id}: {e}"));
+            let message: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+            if message["id"] == id && message.get("method").is_none() {
+                return message;
+            }
+        }
+    }
+
+    /// Sends a request and returns the whole response (`result` or `error`).
+    pub fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        self.response(id)
+    }
+
+    /// The `result` of a request that must succeed.
+    pub fn ok(&mut self, method: &str, params: Value) -> Value {
+        let reply = self.request(method, params);
+        assert!(reply.get("error").is_none(), "{method}: {reply}");
+        reply["result"].clone()
+    }
+
+    /// The `error` of a request that must fail.
+    pub fn err(&mut self, method: &str, params: Value) -> Value {
+        let reply = self.request(method, params);
+        assert!(reply.get("result").is_none(), "{method}: {reply}");
+        reply["error"].clone()
+    }
+}

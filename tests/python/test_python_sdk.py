@@ -36,7 +36,11 @@ from conftest import EXAI_BIN, Daemon, FakeProvider, clean_env, wait_until
 pytestmark = pytest.mark.anyio
 
 CALL_ID_KEY = "exai.dev/callId"
-TOOLS = {"chat", "challenge", "listmodels", "status", "version", "call_result", "call_cancel", "call_list"}
+WORKFLOWS = {
+    "thinkdeep", "debug", "analyze", "codereview", "precommit", "refactor",
+    "testgen", "secaudit", "docgen", "tracer", "planner",
+}
+TOOLS = {"chat", "challenge", "consensus", "listmodels", "status", "version", "call_result", "call_cancel", "call_list"} | WORKFLOWS
 TERMINAL_STATES = {"succeeded", "failed", "timed_out", "cancelled", "interrupted"}
 
 
@@ -241,6 +245,40 @@ async def test_stdio_chat_and_call_record(daemon: Daemon) -> None:
     assert json.loads(call["arguments"]) == {"prompt": "hello from python", "model": "fake-fast"}
     assert "echo: hello from python" in call["result"]
     assert isinstance(record["log"], list) and record["log"]
+
+
+async def test_stdio_debug_workflow_and_consensus(daemon: Daemon, tmp_path: Path) -> None:
+    """A two-step debug workflow (state kept by exai between calls) and a consensus of two models."""
+    source = tmp_path / "cache.py"
+    source.write_text("def get(key):\n    return None\n")
+    async with legacy_session(daemon, "stdio") as session:
+        first = await session.call_tool("debug", {
+            "step": "get() always returns None", "step_number": 1, "total_steps": 2,
+            "next_step_required": True, "findings": "reproduced",
+        })
+        assert not first.is_error, first
+        step = json.loads(text_of(first))
+        assert step["status"] == "pause_for_investigation"
+        assert step["required_actions"]
+        last = await session.call_tool("debug", {
+            "step": "found it", "step_number": 2, "total_steps": 2, "next_step_required": False,
+            "findings": "returns None unconditionally", "relevant_files": [str(source)],
+            "continuation_id": step["continuation_id"], "model": "fake-fast",
+        })
+        assert not last.is_error, last
+        done = json.loads(text_of(last))
+        assert done["status"] == "calling_expert_analysis"
+        assert done["summary"]["steps_taken"] == 2
+        assert "return None" in last.content[1].text  # the fake echoes the question, file included
+
+        consensus = await session.call_tool("consensus", {
+            "step": "Adopt a read-through cache?",
+            "models": [{"model": "fake-delay-200", "stance": "for"}, {"model": "fake-delay-201", "stance": "against"}],
+        })
+        assert not consensus.is_error, consensus
+        summary = json.loads(text_of(consensus))
+        assert summary["status"] == "consensus_complete"
+        assert [m["status"] for m in summary["models_consulted"]] == ["answered", "answered"]
 
 
 async def test_stdio_progress(daemon: Daemon) -> None:
