@@ -300,7 +300,14 @@ impl Relay {
 
     /// A new link: replay the client's initialize, or be ready at once.
     async fn connected(&mut self, ws: &mut Ws) -> Result<(), ()> {
-        match &self.initialize {
+        // The client's own initialize still waiting here goes out as it is: replaying it too
+        // would initialize the session twice.
+        let initialize_held = self.held.iter().any(|(_, frame)| {
+            serde_json::from_str::<Value>(frame)
+                .ok()
+                .is_some_and(|m| m.get("method").and_then(Value::as_str) == Some("initialize"))
+        });
+        match self.initialize.as_ref().filter(|_| !initialize_held) {
             Some(init) => {
                 tracing::info!("reconnected to the daemon; replaying initialize");
                 let mut init = init.clone();

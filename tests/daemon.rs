@@ -324,6 +324,13 @@ fn the_shim_starts_a_daemon_when_none_answers() {
     wait_until("the daemon to stop", Duration::from_secs(10), || {
         (!home.join("daemon.json").exists()).then_some(())
     });
+    // The client's initialize, held while the daemon started, reached it once (not replayed too).
+    let mut initialized = 0;
+    for entry in std::fs::read_dir(home.join("logs")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        initialized += text.matches("session initialized").count();
+    }
+    assert_eq!(initialized, 1);
 }
 
 fn exai_cli(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
