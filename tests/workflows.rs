@@ -191,7 +191,9 @@ async fn interleaved_workflows_never_mix_and_survive_a_restart() {
     let fake = Fake::start();
     let home = temp_home();
     let daemon = Daemon::start_in(home.clone(), "127.0.0.1:0", &fake, &[]);
+    // Two sessions (two clients), each running its own thinkdeep.
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let (other, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let start = |topic: &str| {
         call(
             "thinkdeep",
@@ -203,7 +205,7 @@ async fn interleaved_workflows_never_mix_and_survive_a_restart() {
     };
     let (a, b) = tokio::join!(
         client.call_tool(start("alpha")),
-        client.call_tool(start("beta"))
+        other.call_tool(start("beta"))
     );
     let a = answer_of(&a.unwrap())["continuation_id"]
         .as_str()
@@ -215,6 +217,7 @@ async fn interleaved_workflows_never_mix_and_survive_a_restart() {
         .to_string();
     assert_ne!(a, b);
     client.cancel().await.unwrap();
+    other.cancel().await.unwrap();
 
     // The daemon dies (kill -9) between step 1 and step 2.
     drop(daemon);
@@ -313,6 +316,10 @@ async fn bad_steps_get_clear_errors_and_nothing_else_is_affected() {
             "exploring, incomplete, partial, complete",
         ),
         (with("debug", json!({"step": "  "})), "`step` is empty"),
+        (
+            call("debug", json!({"step_number": 1})),
+            "missing field `step`",
+        ),
         (
             with("debug", json!({"total_steps": 0})),
             "total_steps must be 1 or more",
@@ -500,6 +507,31 @@ async fn precommit_reads_the_repository_itself_and_keeps_secrets_home() {
     assert!(question.contains("### staged changes (1 file(s))"));
     assert!(!question.contains("sk-never-leaves-home"));
 
+    // Against a ref: the committed change is the diff.
+    git(&repo, &["reset", "-q", "--", ".env"]);
+    git(&repo, &["commit", "-q", "-m", "wire the store"]);
+    let since = answer_of(
+        &client
+            .call_tool(call(
+                "precommit",
+                json!({"step": "Review the last commit", "step_number": 1, "total_steps": 1,
+                       "next_step_required": false, "path": path(&repo),
+                       "compare_to": "HEAD~1", "model": "fake-delay-5"}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(since["status"], "calling_expert_analysis");
+    let question = last_body(&fake, "fake-delay-5")["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        question.contains("### changes since HEAD~1 (1 file(s))"),
+        "{question}"
+    );
+    assert!(question.contains("-    None"));
+
     // A ref that does not exist is named.
     let wrong = client
         .call_tool(call(
@@ -670,5 +702,122 @@ async fn a_huge_directory_and_a_huge_file_are_bounded_and_named() {
     let question = last_body(&fake, "fake-fast");
     let sent = question.to_string();
     assert!(sent.len() < 2_000_000, "the question stayed bounded");
+    client.cancel().await.unwrap();
+}
+
+/// Each expert workflow: the fake saw the tool's own system prompt, its own sections and the
+/// file line-numbered; the client got the expert's answer.
+#[tokio::test]
+async fn every_expert_workflow_asks_with_its_own_prompt_and_sections() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let dir = project();
+    let file = path(&dir.join("src/cache.rs"));
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let cases = [
+        (
+            "thinkdeep",
+            json!({"problem_context": "a cache for a CLI", "focus_areas": ["latency"]}),
+            "You",
+            "## Focus areas\n- latency",
+        ),
+        (
+            "analyze",
+            json!({"analysis_type": "performance"}),
+            "You",
+            "## Analysis type\nperformance",
+        ),
+        (
+            "codereview",
+            json!({"review_type": "security", "standards": "no panics"}),
+            "You",
+            "## Standards to apply\nno panics",
+        ),
+        (
+            "refactor",
+            json!({"refactor_type": "decompose", "confidence": "partial"}),
+            "You",
+            "## Refactoring type\ndecompose",
+        ),
+        ("testgen", json!({}), "You", "## Task\nWork on the cache"),
+        (
+            "secaudit",
+            json!({"threat_level": "high", "compliance_requirements": ["GDPR"]}),
+            "You",
+            "## Compliance requirements\n- GDPR",
+        ),
+        (
+            "debug",
+            json!({"hypothesis": "never wired"}),
+            "You are an expert debugger",
+            "Hypothesis: never wired",
+        ),
+    ];
+    for (i, (tool, extra, system_start, section)) in cases.into_iter().enumerate() {
+        let model = format!("fake-delay-{}", 20 + i);
+        let mut args = json!({
+            "step": "Work on the cache", "step_number": 1, "total_steps": 1,
+            "next_step_required": false, "findings": "get() ignores the store",
+            "relevant_files": [file], "model": model,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            args[k] = v.clone();
+        }
+        let result = client.call_tool(call(tool, args)).await.unwrap();
+        let done = answer_of(&result);
+        assert_eq!(done["status"], "calling_expert_analysis", "{tool}: {done}");
+        assert_eq!(done["expert_analysis"]["files_embedded"], 1, "{tool}");
+        let analysis = result.content[1].as_text().unwrap().text.clone();
+        assert!(
+            analysis.contains("echo: Files for context"),
+            "{tool}: {analysis}"
+        );
+        let body = last_body(&fake, &model);
+        let system = body["messages"][0]["content"].as_str().unwrap();
+        assert!(system.starts_with(system_start), "{tool}: {system}");
+        let prompt = std::fs::read_to_string(format!(
+            "{}/src/tools/prompts/{tool}.txt",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        assert_eq!(system, prompt, "{tool} sends its own prompt file");
+        let question = body["messages"][1]["content"].as_str().unwrap();
+        assert!(question.contains("    2│     None"), "{tool}: {question}");
+        assert!(question.contains(section), "{tool}: {question}");
+        assert!(
+            question.contains(&format!("ran a {tool} workflow")),
+            "{tool}"
+        );
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consensus_takes_about_as_long_as_its_slowest_model_not_the_sum() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let started = std::time::Instant::now();
+    let result = client
+        .call_tool(call(
+            "consensus",
+            json!({"step": "Rewrite it in Rust?", "synthesize": false, "models": [
+                {"model": "fake-delay-1500", "stance": "for"},
+                {"model": "fake-delay-1501", "stance": "against"},
+                {"model": "fake-delay-1502", "stance": "neutral"},
+            ]}),
+        ))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let summary = answer_of(&result);
+    assert_eq!(summary["tally"]["failed"], 0);
+    assert_eq!(fake.stats()["max_in_flight"], 3, "all three asked at once");
+    // Sequential would be 4.5 s; parallel is the slowest (1.5 s) plus overhead.
+    assert!(
+        took < std::time::Duration::from_millis(3500),
+        "took {took:?}"
+    );
+    eprintln!("consensus of three 1.5 s models took {took:?}");
     client.cancel().await.unwrap();
 }
