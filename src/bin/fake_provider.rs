@@ -819,6 +819,16 @@ fn token_chunks(n: u32, echo: &str) -> Vec<String> {
 // Responses
 // ---------------------------------------------------------------------------------------------
 
+/// A 400 saying what was wrong with the request.
+fn bad(message: &str) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        message,
+        "invalid_request_error",
+        None,
+    )
+}
+
 fn error_response(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> Response {
     let mut error = json!({ "message": message, "type": kind });
     if let Some(code) = code {
@@ -1227,14 +1237,6 @@ async fn kimi_search(
 ) -> Response {
     let builtin =
         |t: &Value| t["type"] == "builtin_function" && t["function"]["name"] == KIMI_SEARCH;
-    let bad = |message: &str| {
-        error_response(
-            StatusCode::BAD_REQUEST,
-            message,
-            "invalid_request_error",
-            None,
-        )
-    };
     if !offers_tool(req, builtin) {
         return tracker.finish(bad("the $web_search builtin_function is not in tools"));
     }
@@ -1296,14 +1298,6 @@ fn glm_search_results() -> Value {
 /// `fake-glm-search`.
 fn glm_search(req: &ChatRequest, stream: bool, tracker: Tracker) -> Response {
     let enabled = |t: &Value| t["type"] == "web_search" && t["web_search"]["enable"] == true;
-    let bad = |message: &str| {
-        error_response(
-            StatusCode::BAD_REQUEST,
-            message,
-            "invalid_request_error",
-            None,
-        )
-    };
     if !offers_tool(req, enabled) {
         return tracker.finish(bad(
             "web_search tool requires web_search object with enable: true",

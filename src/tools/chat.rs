@@ -93,13 +93,8 @@ impl ExaiTool for Chat {
                 } else {
                     format!("{text}\n\n{}", args.prompt)
                 };
-            } else if args.prompt.len() > ctx.config.prompt_size_limit {
-                return Ok(consult::resend_prompt(
-                    "chat",
-                    "prompt",
-                    args.prompt.len(),
-                    ctx.config.prompt_size_limit,
-                ));
+            } else if let Some(answer) = consult::too_long(&ctx, "chat", "prompt", &args.prompt) {
+                return Ok(answer);
             }
             if args.prompt.trim().is_empty() {
                 return Err(bad("`prompt` is empty".into()));

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::workflow::{Actions, Steps, Workflow, text_section};
+use super::workflow::{Actions, Steps, Validation, Workflow, text_section};
 
 pub struct CodeReview;
 
@@ -15,13 +15,6 @@ enum ReviewType {
     Security,
     Performance,
     Quick,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum Validation {
-    External,
-    Internal,
 }
 
 /// `codereview`'s own fields.

@@ -149,13 +149,8 @@ impl ExaiTool for Consensus {
 
 async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, ToolFailure> {
     let args: ConsensusArguments = parse_arguments("consensus", arguments)?;
-    if args.step.len() > ctx.config.prompt_size_limit {
-        return Ok(consult::resend_prompt(
-            "consensus",
-            "step",
-            args.step.len(),
-            ctx.config.prompt_size_limit,
-        ));
+    if let Some(answer) = consult::too_long(&ctx, "consensus", "step", &args.step) {
+        return Ok(answer);
     }
     if args.step.trim().is_empty() {
         return Err(bad(

@@ -331,14 +331,18 @@ pub async fn ask_and_record(
     }
 }
 
-/// Asks the agent to send an oversized text another way (Zen's `resend_prompt`): `chat` reads
-/// a prompt.txt passed in `files`; workflow steps put long material in files they name.
-pub fn resend_prompt(
+/// The `resend_prompt` answer (Zen's) when `text` is over the MCP size limit: `chat` reads a
+/// prompt.txt passed in `files`; other tools put long material in files they name.
+pub fn too_long(
+    ctx: &ToolContext,
     tool: &str,
     field: &str,
-    size: usize,
-    limit: usize,
-) -> rmcp::model::CallToolResult {
+    text: &str,
+) -> Option<rmcp::model::CallToolResult> {
+    let (size, limit) = (text.len(), ctx.config.prompt_size_limit);
+    if size <= limit {
+        return None;
+    }
     let how = if tool == "chat" {
         "Save it to a file named prompt.txt and call chat again with its absolute path in `files` \
          (and a short `prompt`, or none); exai will read the prompt from the file."
@@ -356,5 +360,5 @@ pub fn resend_prompt(
         rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(text.clone())]);
     result.structured_content =
         Some(serde_json::json!({"status": "resend_prompt", "content": text}));
-    result
+    Some(result)
 }

@@ -69,7 +69,7 @@ impl Workflow for DocGen {
                 "num_files_documented {done} is more than total_files_to_document {total}"
             ));
         }
-        if !args.next_step_required && done < total {
+        if !args.report.next_step_required && done < total {
             return Err(format!(
                 "docgen cannot finish: {done} of {total} files are documented. Document the other \
                  {} file(s) first, with next_step_required true.",

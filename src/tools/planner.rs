@@ -61,19 +61,19 @@ impl Workflow for Planner {
 
     fn check(args: &StepArguments<Extra>, _steps: &Steps) -> Result<Option<Value>, String> {
         if let Some(n) = args.extra.revises_step_number
-            && n >= args.step_number
+            && n >= args.report.step_number
         {
             return Err(format!(
                 "revises_step_number {n} must name an earlier step than {}",
-                args.step_number
+                args.report.step_number
             ));
         }
         if let Some(n) = args.extra.branch_from_step
-            && n >= args.step_number
+            && n >= args.report.step_number
         {
             return Err(format!(
                 "branch_from_step {n} must name an earlier step than {}",
-                args.step_number
+                args.report.step_number
             ));
         }
         Ok(None)

@@ -14,7 +14,9 @@ use tokio::io::AsyncReadExt;
 
 use super::ToolContext;
 use super::consult::blocking_failure;
-use super::workflow::{Actions, Gathered, StepArguments, Steps, Workflow, text_section};
+use super::workflow::{
+    Actions, Gathered, StepArguments, Steps, Validation, Workflow, text_section,
+};
 use crate::calls::ToolFailure;
 use crate::files;
 
@@ -26,13 +28,6 @@ const MAX_DIFF_BYTES: usize = 160 * 1024;
 const GIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most changed paths listed back to the agent.
 const MAX_LISTED: usize = 50;
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum Validation {
-    External,
-    Internal,
-}
 
 /// `precommit`'s own fields.
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]

@@ -56,7 +56,8 @@ impl Workflow for Tracer {
     };
 
     fn check(args: &StepArguments<Extra>, _steps: &Steps) -> Result<Option<Value>, String> {
-        if args.step_number == 1 && args.extra.trace_mode.is_none_or(|m| m == TraceMode::Ask) {
+        if args.report.step_number == 1 && args.extra.trace_mode.is_none_or(|m| m == TraceMode::Ask)
+        {
             return Ok(Some(json!({
                 "status": "mode_selection_required",
                 "tool": "tracer",

@@ -55,10 +55,9 @@ fn yes() -> bool {
     true
 }
 
-/// The fields every workflow step carries (names as Zen/PAL clients send them), plus the
-/// tool's own fields.
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct StepArguments<Extra> {
+/// What a step reports (names as Zen/PAL clients send them); kept in the thread as sent.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Report {
     /// Step 1: the task. Later: what you did and plan next.
     pub step: String,
     /// This step's number, from 1.
@@ -96,6 +95,13 @@ pub struct StepArguments<Extra> {
     /// Discard steps from this number on.
     #[serde(default)]
     pub backtrack_from_step: Option<u32>,
+}
+
+/// A workflow tool's arguments: the step's report, how to finish, and the tool's own fields.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct StepArguments<Extra> {
+    #[serde(flatten)]
+    pub report: Report,
     /// false: finish without the expert.
     #[serde(default = "yes")]
     pub use_assistant_model: bool,
@@ -115,31 +121,11 @@ pub struct StepArguments<Extra> {
     pub extra: Extra,
 }
 
-/// One step as kept in the thread.
+/// One step as kept in the thread: its report and the tool's own fields.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
-    pub step_number: u32,
-    pub total_steps: u32,
-    pub step: String,
-    #[serde(default)]
-    pub findings: String,
-    #[serde(default)]
-    pub files_checked: Vec<String>,
-    #[serde(default)]
-    pub relevant_files: Vec<String>,
-    #[serde(default)]
-    pub relevant_context: Vec<String>,
-    #[serde(default)]
-    pub issues_found: Vec<IssueFound>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub images: Vec<String>,
-    #[serde(default)]
-    pub confidence: Option<String>,
-    #[serde(default)]
-    pub hypothesis: Option<String>,
-    #[serde(default)]
-    pub backtrack_from_step: Option<u32>,
-    /// The tool's own fields, as sent.
+    #[serde(flatten)]
+    pub report: Report,
     #[serde(default)]
     pub extra: Value,
 }
@@ -173,7 +159,7 @@ impl Steps {
             .collect();
         let start = records
             .iter()
-            .rposition(|r| r.step_number == 1)
+            .rposition(|r| r.report.step_number == 1)
             .unwrap_or(0);
         let mut steps = Self::default();
         for record in records.into_iter().skip(start) {
@@ -184,32 +170,36 @@ impl Steps {
 
     /// Adds a step, first dropping the steps it backtracks from.
     pub fn push(&mut self, record: StepRecord) {
-        if let Some(from) = record.backtrack_from_step {
-            self.steps.retain(|s| s.step_number < from);
+        if let Some(from) = record.report.backtrack_from_step {
+            self.steps.retain(|s| s.report.step_number < from);
         }
         // A repeated step number replaces the earlier one (the agent redid it).
-        self.steps.retain(|s| s.step_number != record.step_number);
+        self.steps
+            .retain(|s| s.report.step_number != record.report.step_number);
         self.steps.push(record);
     }
 
     pub fn initial_request(&self) -> &str {
-        self.steps.first().map(|s| s.step.as_str()).unwrap_or("")
+        self.steps
+            .first()
+            .map(|s| s.report.step.as_str())
+            .unwrap_or("")
     }
     pub fn files_checked(&self) -> Vec<String> {
-        union(self.steps.iter().map(|s| &s.files_checked))
+        union(self.steps.iter().map(|s| &s.report.files_checked))
     }
     pub fn relevant_files(&self) -> Vec<String> {
-        union(self.steps.iter().map(|s| &s.relevant_files))
+        union(self.steps.iter().map(|s| &s.report.relevant_files))
     }
     pub fn images(&self) -> Vec<String> {
-        union(self.steps.iter().map(|s| &s.images))
+        union(self.steps.iter().map(|s| &s.report.images))
     }
     pub fn relevant_context(&self) -> Vec<String> {
-        union(self.steps.iter().map(|s| &s.relevant_context))
+        union(self.steps.iter().map(|s| &s.report.relevant_context))
     }
     pub fn issues(&self) -> Vec<&IssueFound> {
         let mut out: Vec<&IssueFound> = Vec::new();
-        for issue in self.steps.iter().flat_map(|s| &s.issues_found) {
+        for issue in self.steps.iter().flat_map(|s| &s.report.issues_found) {
             if !out.iter().any(|i| i.description == issue.description) {
                 out.push(issue);
             }
@@ -220,7 +210,7 @@ impl Steps {
         self.steps
             .iter()
             .rev()
-            .find_map(|s| s.confidence.as_deref())
+            .find_map(|s| s.report.confidence.as_deref())
     }
     /// The latest value the agent gave for one of the tool's own fields.
     pub fn extra(&self, field: &str) -> Option<&Value> {
@@ -230,7 +220,10 @@ impl Steps {
             .find_map(|s| s.extra.get(field).filter(|v| !v.is_null()))
     }
     pub fn hypotheses(&self) -> usize {
-        self.steps.iter().filter(|s| s.hypothesis.is_some()).count()
+        self.steps
+            .iter()
+            .filter(|s| s.report.hypothesis.is_some())
+            .count()
     }
 }
 
@@ -342,43 +335,43 @@ fn check_common<W: Workflow>(
 ) -> Result<Vec<String>, ToolFailure> {
     let tool = W::NAME;
     let mut notes = Vec::new();
-    if args.step_number == 0 {
+    if args.report.step_number == 0 {
         return Err(bad(tool, "step_number starts at 1"));
     }
-    if args.total_steps == 0 {
+    if args.report.total_steps == 0 {
         return Err(bad(tool, "total_steps must be 1 or more"));
     }
-    if args.total_steps < args.step_number {
+    if args.report.total_steps < args.report.step_number {
         notes.push(format!(
             "total_steps was {}, below step_number {}; taken as {}.",
-            args.total_steps, args.step_number, args.step_number
+            args.report.total_steps, args.report.step_number, args.report.step_number
         ));
-        args.total_steps = args.step_number;
+        args.report.total_steps = args.report.step_number;
     }
-    if args.step.trim().is_empty() {
+    if args.report.step.trim().is_empty() {
         return Err(bad(tool, "`step` is empty; describe the task or this step"));
     }
-    if args.step_number > 1 && args.continuation_id.is_none() {
+    if args.report.step_number > 1 && args.continuation_id.is_none() {
         return Err(bad(
             tool,
             format!(
                 "step {} needs the continuation_id that step 1 returned",
-                args.step_number
+                args.report.step_number
             ),
         ));
     }
-    if let Some(from) = args.backtrack_from_step
-        && (from == 0 || from >= args.step_number)
+    if let Some(from) = args.report.backtrack_from_step
+        && (from == 0 || from >= args.report.step_number)
     {
         return Err(bad(
             tool,
             format!(
                 "backtrack_from_step {from} must name an earlier step (1–{})",
-                args.step_number.saturating_sub(1)
+                args.report.step_number.saturating_sub(1)
             ),
         ));
     }
-    if let Some(level) = &args.confidence
+    if let Some(level) = &args.report.confidence
         && !W::CONFIDENCE.contains(&level.as_str())
     {
         return Err(bad(
@@ -389,14 +382,17 @@ fn check_common<W: Workflow>(
             ),
         ));
     }
-    if let Some(complaint) =
-        consult::relative_path(args.files_checked.iter().chain(&args.relevant_files))
-    {
+    if let Some(complaint) = consult::relative_path(
+        args.report
+            .files_checked
+            .iter()
+            .chain(&args.report.relevant_files),
+    ) {
         return Err(bad(tool, complaint));
     }
     consult::check_temperature(args.temperature).map_err(|m| bad(tool, m))?;
     consult::thinking_of(args.thinking_mode.as_deref()).map_err(|m| bad(tool, m))?;
-    if W::FILES_AT_START && args.step_number == 1 && args.relevant_files.is_empty() {
+    if W::FILES_AT_START && args.report.step_number == 1 && args.report.relevant_files.is_empty() {
         return Err(bad(
             tool,
             "step 1 needs relevant_files: the absolute paths of the files or directories to look at",
@@ -410,18 +406,7 @@ fn check_common<W: Workflow>(
 
 fn record_of<E: Serialize>(args: &StepArguments<E>) -> StepRecord {
     StepRecord {
-        step_number: args.step_number,
-        total_steps: args.total_steps,
-        step: args.step.clone(),
-        findings: args.findings.clone(),
-        files_checked: args.files_checked.clone(),
-        relevant_files: args.relevant_files.clone(),
-        relevant_context: args.relevant_context.clone(),
-        issues_found: args.issues_found.clone(),
-        images: args.images.clone(),
-        confidence: args.confidence.clone(),
-        hypothesis: args.hypothesis.clone(),
-        backtrack_from_step: args.backtrack_from_step,
+        report: args.report.clone(),
         extra: serde_json::to_value(&args.extra).unwrap_or(Value::Null),
     }
 }
@@ -441,10 +426,10 @@ fn tally(steps: &Steps) -> Value {
 
 fn required_actions<W: Workflow>(args: &StepArguments<W::Extra>) -> &'static [&'static str] {
     let closing = matches!(
-        args.confidence.as_deref(),
+        args.report.confidence.as_deref(),
         Some("very_high" | "almost_certain" | "partial")
-    ) || args.step_number + 1 >= args.total_steps;
-    if args.step_number == 1 {
+    ) || args.report.step_number + 1 >= args.report.total_steps;
+    if args.report.step_number == 1 {
         W::ACTIONS.first
     } else if closing {
         W::ACTIONS.closing
@@ -462,19 +447,19 @@ fn expert_prompt<W: Workflow>(steps: &Steps, gathered: &Gathered) -> String {
         steps.initial_request()
     );
     for s in &steps.steps {
-        out.push_str(&format!("### Step {}", s.step_number));
-        if let Some(c) = &s.confidence {
+        out.push_str(&format!("### Step {}", s.report.step_number));
+        if let Some(c) = &s.report.confidence {
             out.push_str(&format!(" (confidence: {c})"));
         }
         out.push('\n');
-        if s.step_number > 1 {
-            out.push_str(&s.step);
+        if s.report.step_number > 1 {
+            out.push_str(&s.report.step);
             out.push('\n');
         }
-        if !s.findings.trim().is_empty() {
-            out.push_str(&format!("Findings: {}\n", s.findings));
+        if !s.report.findings.trim().is_empty() {
+            out.push_str(&format!("Findings: {}\n", s.report.findings));
         }
-        if let Some(h) = &s.hypothesis {
+        if let Some(h) = &s.report.hypothesis {
             out.push_str(&format!("Hypothesis: {h}\n"));
         }
         out.push('\n');
@@ -517,16 +502,16 @@ fn expert_prompt<W: Workflow>(steps: &Steps, gathered: &Gathered) -> String {
 fn step_turn(tool: &str, record: &StepRecord) -> Turn {
     let mut content = format!(
         "{tool} step {}/{}: {}",
-        record.step_number, record.total_steps, record.step
+        record.report.step_number, record.report.total_steps, record.report.step
     );
-    if !record.findings.trim().is_empty() {
-        content.push_str(&format!("\nFindings: {}", record.findings));
+    if !record.report.findings.trim().is_empty() {
+        content.push_str(&format!("\nFindings: {}", record.report.findings));
     }
     Turn {
         role: "user".into(),
         tool: tool.into(),
         content,
-        files: record.relevant_files.clone(),
+        files: record.report.relevant_files.clone(),
         model: None,
         at_ms: crate::store::now_ms(),
         reasoning: None,
@@ -543,24 +528,19 @@ async fn run<W: Workflow>(
     ctx: ToolContext,
 ) -> Result<CallToolResult, ToolFailure> {
     let mut args: StepArguments<W::Extra> = parse_arguments(W::NAME, arguments)?;
-    if args.step.len() > ctx.config.prompt_size_limit {
-        return Ok(consult::resend_prompt(
-            W::NAME,
-            "step",
-            args.step.len(),
-            ctx.config.prompt_size_limit,
-        ));
+    if let Some(answer) = consult::too_long(&ctx, W::NAME, "step", &args.report.step) {
+        return Ok(answer);
     }
     let mut notes = check_common::<W>(&mut args, &ctx)?;
     let mut thread = consult::thread(&ctx, args.continuation_id.as_deref()).await?;
     let mut steps = Steps::of(&thread, W::NAME);
-    if args.step_number > 1 && steps.steps.is_empty() {
+    if args.report.step_number > 1 && steps.steps.is_empty() {
         notes.push(format!(
             "This conversation has no earlier {} steps; the workflow starts from this one.",
             W::NAME
         ));
     }
-    if args.step_number == 1 {
+    if args.report.step_number == 1 {
         steps = Steps::default();
     }
     if let Some(answer) = W::check(&args, &steps).map_err(|m| bad(W::NAME, m))? {
@@ -571,7 +551,7 @@ async fn run<W: Workflow>(
 
     // Paths that will not reach the model are named now, not at the last step.
     let roots = ctx.config.allowed_roots.clone();
-    let named = args.relevant_files.clone();
+    let named = args.report.relevant_files.clone();
     let refused = tokio::task::spawn_blocking(move || files::refused(&named, &roots))
         .await
         .map_err(consult::blocking_failure)?;
@@ -582,23 +562,23 @@ async fn run<W: Workflow>(
         ));
     }
 
-    let last = !args.next_step_required;
+    let last = !args.report.next_step_required;
     let gathered = W::gather(&ctx, &steps, last).await?;
     notes.extend(gathered.notes.iter().cloned());
     let mut turns = vec![step_turn(W::NAME, &record)];
 
     let mut answer = json!({
         "tool": W::NAME,
-        "step_number": args.step_number,
-        "total_steps": args.total_steps,
-        "next_step_required": args.next_step_required,
+        "step_number": args.report.step_number,
+        "total_steps": args.report.total_steps,
+        "next_step_required": args.report.next_step_required,
         "continuation_id": thread.id,
         "progress": tally(&steps),
     });
     if let Some(summary) = &gathered.summary {
         answer["gathered"] = summary.clone();
     }
-    if args.step_number == 1 && W::EXPERT == Expert::Never {
+    if args.report.step_number == 1 && W::EXPERT == Expert::Never {
         answer["guidance"] = Value::String(W::PROMPT.to_string());
     }
     let mut blocks = Vec::new();
@@ -618,7 +598,7 @@ async fn run<W: Workflow>(
              continuation_id \"{id}\", what you established in findings, and the files you \
              examined. Set next_step_required to false on your last step{finish}.",
             tool = W::NAME,
-            next = args.step_number + 1,
+            next = args.report.step_number + 1,
             id = thread.id,
         ));
     } else {
@@ -640,7 +620,7 @@ async fn run<W: Workflow>(
             "issues_found": steps.issues(),
             "confidence": steps.confidence(),
             "steps": steps.steps.iter().map(|s| json!({
-                "step_number": s.step_number, "step": s.step, "findings": s.findings,
+                "step_number": s.report.step_number, "step": s.report.step, "findings": s.report.findings,
             })).collect::<Vec<_>>(),
         });
         match skip {
@@ -718,6 +698,14 @@ async fn run<W: Workflow>(
     Ok(result)
 }
 
+/// Whether a review ends with the expert (`external`, the default) or without (`internal`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Validation {
+    External,
+    Internal,
+}
+
 /// The fields of a workflow with none of its own.
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct NoExtra {}
@@ -746,19 +734,14 @@ mod tests {
     use super::*;
 
     fn record(n: u32, findings: &str, backtrack: Option<u32>) -> StepRecord {
+        let report: Report = serde_json::from_value(json!({
+            "step": format!("step {n}"), "step_number": n, "total_steps": 4,
+            "next_step_required": true, "findings": findings,
+            "files_checked": [format!("/f{n}.rs")], "backtrack_from_step": backtrack,
+        }))
+        .unwrap();
         StepRecord {
-            step_number: n,
-            total_steps: 4,
-            step: format!("step {n}"),
-            findings: findings.into(),
-            files_checked: vec![format!("/f{n}.rs")],
-            relevant_files: Vec::new(),
-            relevant_context: Vec::new(),
-            issues_found: Vec::new(),
-            images: Vec::new(),
-            confidence: None,
-            hypothesis: None,
-            backtrack_from_step: backtrack,
+            report,
             extra: Value::Null,
         }
     }
@@ -778,10 +761,18 @@ mod tests {
             turn("debug", &record(3, "c", None)),
         ];
         let mut steps = Steps::of(&thread, "debug");
-        let found: Vec<_> = steps.steps.iter().map(|s| s.findings.as_str()).collect();
+        let found: Vec<_> = steps
+            .steps
+            .iter()
+            .map(|s| s.report.findings.as_str())
+            .collect();
         assert_eq!(found, ["a", "b", "c"]);
         steps.push(record(4, "d", Some(2)));
-        let found: Vec<_> = steps.steps.iter().map(|s| s.findings.as_str()).collect();
+        let found: Vec<_> = steps
+            .steps
+            .iter()
+            .map(|s| s.report.findings.as_str())
+            .collect();
         assert_eq!(found, ["a", "d"]);
         assert_eq!(steps.files_checked(), ["/f1.rs", "/f4.rs"]);
     }
