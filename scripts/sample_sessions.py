@@ -669,15 +669,30 @@ async def run(root: Path, provider_url: str, errlog: Any, sanitize: Sanitizer) -
         env={"EXAI_HOME": str(home), "CUSTOM_API_URL": f"{provider_url}/v1", "CUSTOM_MODEL_NAME": "fake-fast"},
         cwd=str(project),
     )
+    signalled: list[int] = []
+
+    async def stop_on_signal(scope: anyio.CancelScope) -> None:
+        """SIGINT/SIGTERM cancel the session; the SDK then stops exai (bounded) on the way out."""
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                signalled.append(signum)
+                scope.cancel()
+                return
+
     with anyio.fail_after(TOTAL_TIMEOUT_S):
-        async with stdio_client(params, errlog=errlog) as (read, write):
-            async with ClientSession(read, write, read_timeout_seconds=CALL_TIMEOUT_S) as session:
-                with anyio.fail_after(STARTUP_TIMEOUT_S):
-                    init = await session.initialize()
-                    listed = await session.list_tools()
-                tools = [t.name for t in listed.tools]
-                samples = Samples(session, sanitize)
-                await run_samples(samples, project, tools)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_on_signal, tg.cancel_scope)
+            async with stdio_client(params, errlog=errlog) as (read, write):
+                async with ClientSession(read, write, read_timeout_seconds=CALL_TIMEOUT_S) as session:
+                    with anyio.fail_after(STARTUP_TIMEOUT_S):
+                        init = await session.initialize()
+                        listed = await session.list_tools()
+                    tools = [t.name for t in listed.tools]
+                    samples = Samples(session, sanitize)
+                    await run_samples(samples, project, tools)
+            tg.cancel_scope.cancel()  # done: stop listening for signals
+    if signalled:
+        raise KeyboardInterrupt
 
     version = getattr(init.server_info, "version", "")
     head = [
@@ -706,8 +721,12 @@ def main() -> int:
         log("git is needed (the precommit sample reads a staged change)")
         return 2
 
-    # SIGTERM unwinds like Ctrl-C, so the finally blocks below stop what was started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Outside the event loop SIGTERM unwinds like Ctrl-C, so the finally below stops what was
+    # started; inside it, run() listens for both and cancels the session cleanly.
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
     root = Path(tempfile.mkdtemp(prefix="exai-samples-"))
     provider: subprocess.Popen[bytes] | None = None
@@ -723,6 +742,9 @@ def main() -> int:
         sanitize.add(url.removeprefix("http://"), SHOWN_PROVIDER)
         try:
             lines, failures = anyio.run(run, root, url, exai_log, sanitize)
+        except KeyboardInterrupt:
+            log("interrupted")
+            return 130
         except Exception as exc:  # noqa: BLE001 - a startup failure or the overall deadline
             exai_log.flush()
             tail = (root / "exai-stderr.log").read_text(errors="replace")[-4000:]
