@@ -567,7 +567,9 @@ async fn run<W: Workflow>(
     notes.extend(gathered.notes.iter().cloned());
     let mut turns = vec![step_turn(W::NAME, &record)];
 
+    // Key order is what the agent reads first: status, then where the workflow stands.
     let mut answer = json!({
+        "status": Value::Null,
         "tool": W::NAME,
         "step_number": args.report.step_number,
         "total_steps": args.report.total_steps,
