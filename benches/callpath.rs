@@ -279,7 +279,7 @@ async fn main() {
         let t = Instant::now();
         let tools = client.list_all_tools().await.unwrap();
         lists.push(t.elapsed());
-        assert_eq!(tools.len(), 8);
+        assert_eq!(tools.len(), 20);
     }
     let (l50, l99) = (percentile(&mut lists, 0.5), percentile(&mut lists, 0.99));
     report.add(
