@@ -523,6 +523,86 @@ fn json_block(value: &Value) -> ContentBlock {
     ContentBlock::text(serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()))
 }
 
+/// An intermediate step's answer: pause, the actions to take, how to call again.
+fn pause<W: Workflow>(args: &StepArguments<W::Extra>, thread_id: &str, answer: &mut Value) {
+    answer["status"] = Value::String(W::PAUSE.into());
+    answer["required_actions"] = json!(required_actions::<W>(args));
+    let finish = match W::EXPERT {
+        Expert::UnlessSure if args.use_assistant_model => {
+            "; exai then asks the expert model once, with everything gathered and the relevant files"
+        }
+        _ => "",
+    };
+    answer["next_steps"] = Value::String(format!(
+        "Do not call {tool} again yet. First do the required actions with your own tools \
+         (read the code, run commands). Then call {tool} with step_number {next}, \
+         continuation_id \"{thread_id}\", what you established in findings, and the files you \
+         examined. Set next_step_required to false on your last step{finish}.",
+        tool = W::NAME,
+        next = args.report.step_number + 1,
+    ));
+}
+
+/// What the whole workflow gathered, for the last step's answer.
+fn summary(steps: &Steps) -> Value {
+    json!({
+        "initial_request": steps.initial_request(),
+        "steps_taken": steps.steps.len(),
+        "files_checked": steps.files_checked(),
+        "relevant_files": steps.relevant_files(),
+        "relevant_context": steps.relevant_context(),
+        "issues_found": steps.issues(),
+        "confidence": steps.confidence(),
+        "steps": steps.steps.iter().map(|s| json!({
+            "step_number": s.report.step_number,
+            "step": s.report.step,
+            "findings": s.report.findings,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Why the last step finishes without the expert, if it does.
+fn skip_reason<W: Workflow>(args: &StepArguments<W::Extra>, steps: &Steps) -> Option<String> {
+    if !args.use_assistant_model {
+        Some("use_assistant_model is false".to_string())
+    } else if W::EXPERT == Expert::Never {
+        Some(format!("{} does not ask a model", W::NAME))
+    } else if steps.confidence() == Some(W::SURE) {
+        Some(format!("confidence is {}", W::SURE))
+    } else {
+        W::skip_expert(steps)
+    }
+}
+
+/// The one expert call of a workflow, streaming, with the relevant files and images.
+async fn ask_expert<W: Workflow>(
+    ctx: &ToolContext,
+    args: &StepArguments<W::Extra>,
+    steps: &Steps,
+    gathered: &Gathered,
+) -> Result<consult::Answer, ToolFailure> {
+    let target = consult::choose(ctx, args.model.as_deref(), Need::Deep)?;
+    ctx.call
+        .progress
+        .set_stage(format!("asking {} for expert analysis", target.model.id));
+    let prompt = expert_prompt::<W>(steps, gathered);
+    consult::ask_and_record(
+        ctx,
+        target,
+        Question {
+            system: W::PROMPT,
+            prompt: &prompt,
+            files: steps.relevant_files(),
+            thread: None,
+            temperature: args.temperature,
+            thinking: consult::thinking_of(args.thinking_mode.as_deref()).unwrap_or(None),
+            web_search: false,
+            images: steps.images(),
+        },
+    )
+    .await
+}
+
 async fn run<W: Workflow>(
     arguments: JsonObject,
     ctx: ToolContext,
@@ -586,46 +666,10 @@ async fn run<W: Workflow>(
     let mut blocks = Vec::new();
 
     if !last {
-        answer["status"] = Value::String(W::PAUSE.into());
-        answer["required_actions"] = json!(required_actions::<W>(&args));
-        let finish = match W::EXPERT {
-            Expert::UnlessSure if args.use_assistant_model => {
-                "; exai then asks the expert model once, with everything gathered and the relevant files"
-            }
-            _ => "",
-        };
-        answer["next_steps"] = Value::String(format!(
-            "Do not call {tool} again yet. First do the required actions with your own tools \
-             (read the code, run commands). Then call {tool} with step_number {next}, \
-             continuation_id \"{id}\", what you established in findings, and the files you \
-             examined. Set next_step_required to false on your last step{finish}.",
-            tool = W::NAME,
-            next = args.report.step_number + 1,
-            id = thread.id,
-        ));
+        pause::<W>(&args, &thread.id, &mut answer);
     } else {
-        let skip = if !args.use_assistant_model {
-            Some("use_assistant_model is false".to_string())
-        } else if W::EXPERT == Expert::Never {
-            Some(format!("{} does not ask a model", W::NAME))
-        } else if steps.confidence() == Some(W::SURE) {
-            Some(format!("confidence is {}", W::SURE))
-        } else {
-            W::skip_expert(&steps)
-        };
-        answer["summary"] = json!({
-            "initial_request": steps.initial_request(),
-            "steps_taken": steps.steps.len(),
-            "files_checked": steps.files_checked(),
-            "relevant_files": steps.relevant_files(),
-            "relevant_context": steps.relevant_context(),
-            "issues_found": steps.issues(),
-            "confidence": steps.confidence(),
-            "steps": steps.steps.iter().map(|s| json!({
-                "step_number": s.report.step_number, "step": s.report.step, "findings": s.report.findings,
-            })).collect::<Vec<_>>(),
-        });
-        match skip {
+        answer["summary"] = summary(&steps);
+        match skip_reason::<W>(&args, &steps) {
             Some(reason) => {
                 answer["status"] = Value::String(W::COMPLETE.into());
                 answer["expert_analysis"] = json!({"status": "skipped", "reason": reason});
@@ -636,27 +680,7 @@ async fn run<W: Workflow>(
                 ));
             }
             None => {
-                let target = consult::choose(&ctx, args.model.as_deref(), Need::Deep)?;
-                ctx.call
-                    .progress
-                    .set_stage(format!("asking {} for expert analysis", target.model.id));
-                let prompt = expert_prompt::<W>(&steps, &gathered);
-                let expert = consult::ask_and_record(
-                    &ctx,
-                    target,
-                    Question {
-                        system: W::PROMPT,
-                        prompt: &prompt,
-                        files: steps.relevant_files(),
-                        thread: None,
-                        temperature: args.temperature,
-                        thinking: consult::thinking_of(args.thinking_mode.as_deref())
-                            .unwrap_or(None),
-                        web_search: false,
-                        images: steps.images(),
-                    },
-                )
-                .await?;
+                let expert = ask_expert::<W>(&ctx, &args, &steps, &gathered).await?;
                 notes.extend(expert.response.notes.iter().cloned());
                 notes.extend(expert.notes());
                 answer["status"] = Value::String("calling_expert_analysis".into());
