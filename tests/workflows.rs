@@ -432,6 +432,33 @@ async fn guidance_tools_answer_without_a_model() {
         steps,
         ["Plan the migration", "Copy data, then switch reads"]
     );
+
+    let trace = answer_of(
+        &client
+            .call_tool(call(
+                "tracer",
+                json!({"step": "Trace Cache::get", "step_number": 1, "total_steps": 1,
+                       "next_step_required": false, "trace_mode": "precision",
+                       "findings": "get -> lookup -> None"}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(trace["status"], "tracing_complete");
+    assert!(trace["guidance"].as_str().unwrap().contains("precision"));
+    let docs = answer_of(
+        &client
+            .call_tool(call(
+                "docgen",
+                json!({"step": "Documented cache.rs", "step_number": 1, "total_steps": 1,
+                       "next_step_required": false, "num_files_documented": 2,
+                       "total_files_to_document": 2}),
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(docs["status"], "documentation_analysis_complete");
+    assert_eq!(docs["expert_analysis"]["status"], "skipped");
     assert_eq!(requests(&fake), 0);
     client.cancel().await.unwrap();
 }
