@@ -203,7 +203,12 @@ fn parse_inbound(
     text: &str,
     adapter: &Adapter,
 ) -> Result<RxJsonRpcMessage<RoleServer>, serde_json::Error> {
-    if !adapter.watches_inbound() {
+    // Only the methods the adapter renames or remembers need a second look; the rest (every
+    // plain tools/call, progress, ping) is parsed once.
+    let may_adapt = ["\"initialize\"", "\"tools/list\"", "\"tasks/", "\"task\""]
+        .iter()
+        .any(|needle| text.contains(needle));
+    if !may_adapt || !adapter.watches_inbound() {
         return serde_json::from_str(text);
     }
     let mut message: Value = serde_json::from_str(text)?;
