@@ -32,6 +32,15 @@ const RECONNECT_PATIENCE: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// Messages held while the daemon is away.
 const MAX_HELD: usize = 1024;
+/// The parts of a daemon message the shim looks at.
+#[derive(serde::Deserialize)]
+struct Head {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<serde::de::IgnoredAny>,
+}
+
 /// Id of the shim's own replayed `initialize`.
 const REINIT_ID: &str = "exai-shim-reinitialize";
 
@@ -273,12 +282,10 @@ impl Relay {
 
     /// Handles one daemon frame; returns true when the link just became ready.
     async fn on_daemon_frame(&mut self, text: &str) -> bool {
-        let message: Option<Value> = serde_json::from_str(text).ok();
-        let response_id = message
-            .as_ref()
-            .filter(|m| m.get("method").is_none())
-            .and_then(|m| m.get("id"))
-            .cloned();
+        // Only the id and whether it is a request matter here: the rest (a tools/list or a long
+        // answer) is skipped by the parser, not built into a tree.
+        let head: Option<Head> = serde_json::from_str(text).ok();
+        let response_id = head.filter(|h| h.method.is_none()).and_then(|h| h.id);
         if let Some(id) = response_id {
             if id.as_str() == Some(REINIT_ID) {
                 tracing::info!("session re-initialized with the daemon");
