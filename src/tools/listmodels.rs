@@ -88,8 +88,9 @@ fn describe(providers: &Providers) -> (String, serde_json::Value) {
             } else {
                 ""
             };
+            let vision = if m.vision { " · images" } else { "" };
             lines.push(format!(
-                "  {}{aliases} · {context} · score {}{search}",
+                "  {}{aliases} · {context} · score {}{search}{vision}",
                 m.id, m.score
             ));
         }
@@ -105,6 +106,7 @@ fn describe(providers: &Providers) -> (String, serde_json::Value) {
                 "max_output": (!m.unlisted).then_some(m.max_output),
                 "thinking": m.thinking,
                 "web_search": can_search(config.kind, m),
+                "vision": m.vision,
                 "score": m.score,
             })).collect::<Vec<_>>(),
         }));
