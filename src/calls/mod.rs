@@ -458,7 +458,7 @@ impl Calls {
             let _ = self.store.set_delivery(&call.id, delivery).await;
         }
         // The record keeps the whole answer; the client gets what it accepts.
-        let result = output::fit_for_client(&result, self.max_output_tokens, &call.id);
+        let result = output::fitted(result, self.max_output_tokens, &call.id).await;
         call.outcome
             .send_replace(Some(Arc::new(Outcome { state, result })));
         self.live_map().remove(&call.id);

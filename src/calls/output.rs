@@ -3,15 +3,31 @@
 
 use rmcp::model::{CallToolResult, ContentBlock};
 
-/// Cuts the text of `result` to about `max_tokens`, saying where the whole answer is.
-pub fn fit_for_client(result: &CallToolResult, max_tokens: usize, call_id: &str) -> CallToolResult {
-    let total_chars: usize = result
+/// `fit_for_client` run where it may: counting tokens is CPU work (and the first count loads
+/// the tokenizer), so an answer that needs counting is cut on a blocking thread.
+pub async fn fitted(result: CallToolResult, max_tokens: usize, call_id: &str) -> CallToolResult {
+    if total_chars(&result) <= max_tokens {
+        return result;
+    }
+    let call_id = call_id.to_string();
+    let whole = result.clone();
+    tokio::task::spawn_blocking(move || fit_for_client(&result, max_tokens, &call_id))
+        .await
+        .unwrap_or(whole)
+}
+
+fn total_chars(result: &CallToolResult) -> usize {
+    result
         .content
         .iter()
         .filter_map(|c| c.as_text().map(|t| t.text.len()))
-        .sum();
+        .sum()
+}
+
+/// Cuts the text of `result` to about `max_tokens`, saying where the whole answer is.
+pub fn fit_for_client(result: &CallToolResult, max_tokens: usize, call_id: &str) -> CallToolResult {
     // A token is at least one byte: short answers need no counting.
-    if total_chars <= max_tokens {
+    if total_chars(result) <= max_tokens {
         return result.clone();
     }
     let mut left = max_tokens;

@@ -282,11 +282,10 @@ impl ExaiService {
             )),
             Some(_) => {
                 let result = match row.result.as_deref().map(serde_json::from_str) {
-                    Some(Ok(result)) => crate::calls::output::fit_for_client(
-                        &result,
-                        self.app.calls.max_output_tokens,
-                        id,
-                    ),
+                    Some(Ok(result)) => {
+                        crate::calls::output::fitted(result, self.app.calls.max_output_tokens, id)
+                            .await
+                    }
                     Some(Err(_)) => CallToolResult::success(vec![ContentBlock::text(format!(
                         "call {id} ({}) ended {}; its stored result was too large to keep whole. \
                          See it with `exai calls show {id}`.",

@@ -175,7 +175,8 @@ impl OpenAiCompatible {
             }
             collected.completion(completion);
             state.time_to_first_token = Some(started.elapsed());
-            observer.tokens(crate::tokens::count(&collected.text) as u64, false);
+            // Progress only: a rough count is enough, and the tokenizer stays off the runtime.
+            observer.tokens((collected.text.len() / 4).max(1) as u64, false);
         } else {
             if !searching {
                 observer.stage("waiting for the first token".into());
@@ -183,7 +184,7 @@ impl OpenAiCompatible {
             self.read_events(model, response, observer, started, state, &mut collected)
                 .await?;
         }
-        self.finish(model, request, collected, state, started)
+        self.finish(model, request, collected, state, started).await
     }
 
     /// Reads the SSE stream into `collected`, bounded by the first-token and idle timeouts.
@@ -255,7 +256,7 @@ impl OpenAiCompatible {
     }
 
     /// Checks the collected answer is whole and fills in what the provider left out.
-    fn finish(
+    async fn finish(
         &self,
         model: &ModelInfo,
         request: &ChatRequest,
@@ -292,26 +293,24 @@ impl OpenAiCompatible {
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens);
         }
-        // No usage from the provider: count with the tokenizer rather than leave the record blank.
-        if answer.tokens_out.is_none() {
-            let arguments: usize = tool_calls
-                .iter()
-                .map(|c| crate::tokens::count(&c.function.arguments))
-                .sum();
-            answer.tokens_out = Some(
-                (crate::tokens::count(&collected.text)
-                    + crate::tokens::count(&collected.reasoning)
-                    + arguments) as u64,
-            );
-            tracing::debug!(provider = %self.name, "no usage reported; output tokens estimated");
-        }
-        if answer.tokens_in.is_none() {
-            let prompt: usize = request
-                .messages
-                .iter()
-                .map(|m| crate::tokens::count(&m.content) + 4)
-                .sum();
-            answer.tokens_in = Some(prompt as u64);
+        // No usage from the provider: count with the tokenizer rather than leave the record
+        // blank — on a blocking thread, as counting is CPU work (and the first count loads the
+        // tokenizer).
+        if answer.tokens_out.is_none() || answer.tokens_in.is_none() {
+            let mut produced = vec![collected.text.clone(), collected.reasoning.clone()];
+            produced.extend(tool_calls.iter().map(|c| c.function.arguments.clone()));
+            let prompt: Vec<String> = request.messages.iter().map(|m| m.content.clone()).collect();
+            let counted = tokio::task::spawn_blocking(move || {
+                let out: usize = produced.iter().map(|t| crate::tokens::count(t)).sum();
+                let input: usize = prompt.iter().map(|t| crate::tokens::count(t) + 4).sum();
+                (out as u64, input as u64)
+            })
+            .await;
+            if let Ok((out, input)) = counted {
+                answer.tokens_out = answer.tokens_out.or(Some(out));
+                answer.tokens_in = answer.tokens_in.or(Some(input));
+                tracing::debug!(provider = %self.name, "no usage reported; tokens estimated");
+            }
         }
         answer.text = collected.text;
         if !collected.reasoning.is_empty() {

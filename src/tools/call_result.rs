@@ -153,11 +153,9 @@ impl ExaiTool for CallResult {
                     .map(serde_json::from_str::<CallToolResult>)
                 {
                     Some(Ok(result)) => {
-                        let result = crate::calls::output::fit_for_client(
-                            &result,
-                            ctx.calls.max_output_tokens,
-                            &id,
-                        );
+                        let result =
+                            crate::calls::output::fitted(result, ctx.calls.max_output_tokens, &id)
+                                .await;
                         let _ = ctx
                             .calls
                             .store()

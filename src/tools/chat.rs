@@ -149,13 +149,19 @@ impl ExaiTool for Chat {
             ];
             consult::remember(&ctx, &mut thread, turns).await;
 
-            let (mut content, mut notes) = answer::lay_out(
-                answer,
-                answer::Layout {
-                    show_reasoning: args.show_reasoning.unwrap_or(false),
-                    max_output_tokens: ctx.config.max_output_tokens,
-                },
-            );
+            let layout = answer::Layout {
+                show_reasoning: args.show_reasoning.unwrap_or(false),
+                max_output_tokens: ctx.config.max_output_tokens,
+            };
+            // Shown reasoning may need cutting to a token budget: counting is CPU work.
+            let (mut content, mut notes) = if layout.show_reasoning {
+                let response = answer.clone();
+                tokio::task::spawn_blocking(move || answer::lay_out(&response, layout))
+                    .await
+                    .map_err(consult::blocking_failure)?
+            } else {
+                answer::lay_out(answer, layout)
+            };
             notes.extend(consulted.notes());
             notes.push(format!(
                 "continuation_id: {} — pass it to continue this conversation (with chat or another tool).",

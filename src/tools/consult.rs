@@ -155,6 +155,39 @@ pub fn blocking_failure(e: tokio::task::JoinError) -> ToolFailure {
     ToolFailure::new("internal", format!("a blocking task failed: {e}"))
 }
 
+/// What a question must fit into a model's context (computed on a blocking thread).
+struct Fitting {
+    context: usize,
+    max_output: usize,
+    /// The system prompt and the question: always sent.
+    fixed: String,
+    thread: Option<Thread>,
+    files: Vec<String>,
+    roots: Vec<std::path::PathBuf>,
+}
+
+impl Fitting {
+    /// Room for the answer first, then up to 30% of the rest for history (newest turns
+    /// first), then files. Returns the turns to replay, how many were left out, and the files.
+    fn fit(self) -> (Vec<crate::threads::Turn>, usize, Embedded) {
+        let reserve = self.max_output.min(self.context / 4);
+        let room = self
+            .context
+            .saturating_sub(reserve + tokens::count(&self.fixed));
+        let (history, left_out) = match &self.thread {
+            Some(thread) => {
+                let (turns, left_out) = thread.history(room * 3 / 10);
+                (turns.into_iter().cloned().collect::<Vec<_>>(), left_out)
+            }
+            None => (Vec::new(), 0),
+        };
+        let history_tokens: usize = history.iter().map(|t| tokens::count(&t.content) + 8).sum();
+        let budget = room.saturating_sub(history_tokens);
+        let embedded = files::embed(&self.files, budget, &self.roots);
+        (history, left_out, embedded)
+    }
+}
+
 /// Asks `target` one question. Does not touch the call's usage: callers that ask several
 /// models add theirs up.
 pub async fn ask(
@@ -170,20 +203,11 @@ pub async fn ask(
             usage: Usage::default(),
         })?;
     let turns = question.thread.map(|t| t.turns.len()).unwrap_or(0);
-    // The model's context: room for the answer first, then history, then files. The tokenizer
-    // is only woken when there is something to fit.
+    // The tokenizer is only woken when there is something to fit, and then off the runtime:
+    // counting (and loading the tokenizer the first time) is CPU work.
     let (history, turns_left_out, embedded) = if question.files.is_empty() && turns == 0 {
         (Vec::new(), 0, Embedded::default())
     } else {
-        let context = target.model.context_window as usize;
-        let reserve = (target.model.max_output as usize).min(context / 4);
-        let fixed = tokens::count(question.system) + tokens::count(question.prompt);
-        let room = context.saturating_sub(reserve + fixed);
-        let (history, left_out) = match question.thread {
-            Some(thread) => thread.history(room * 3 / 10),
-            None => (Vec::new(), 0),
-        };
-        let history_tokens: usize = history.iter().map(|t| tokens::count(&t.content) + 8).sum();
         let mut wanted = question.files.clone();
         if let Some(thread) = question.thread {
             for file in thread.files() {
@@ -192,21 +216,25 @@ pub async fn ask(
                 }
             }
         }
-        let budget = room.saturating_sub(history_tokens);
-        let roots = ctx.config.allowed_roots.clone();
         if !wanted.is_empty() {
             ctx.call
                 .progress
                 .set_stage(format!("reading {} file path(s)", wanted.len()));
         }
-        let embedded = tokio::task::spawn_blocking(move || files::embed(&wanted, budget, &roots))
+        let fitting = Fitting {
+            context: target.model.context_window as usize,
+            max_output: target.model.max_output as usize,
+            fixed: format!("{}{}", question.system, question.prompt),
+            thread: question.thread.cloned(),
+            files: wanted,
+            roots: ctx.config.allowed_roots.clone(),
+        };
+        tokio::task::spawn_blocking(move || fitting.fit())
             .await
             .map_err(|e| Failed {
                 failure: blocking_failure(e),
                 usage: Usage::default(),
-            })?;
-        let history = history.into_iter().cloned().collect::<Vec<_>>();
-        (history, left_out, embedded)
+            })?
     };
 
     let mut messages = vec![ChatMessage::system(question.system)];
