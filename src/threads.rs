@@ -29,6 +29,41 @@ pub struct Turn {
     pub step: Option<serde_json::Value>,
 }
 
+impl Turn {
+    /// What the calling agent asked (or reported) through `tool`.
+    pub fn asked(tool: &str, content: String, files: Vec<String>) -> Self {
+        Self {
+            role: "user".into(),
+            tool: tool.into(),
+            content,
+            files,
+            model: None,
+            at_ms: now_ms(),
+            reasoning: None,
+            step: None,
+        }
+    }
+
+    /// What a model answered through `tool` (`model` when one model answered).
+    pub fn answered(
+        tool: &str,
+        content: String,
+        model: Option<String>,
+        reasoning: Option<String>,
+    ) -> Self {
+        Self {
+            role: "assistant".into(),
+            tool: tool.into(),
+            content,
+            files: Vec::new(),
+            model,
+            at_ms: now_ms(),
+            reasoning,
+            step: None,
+        }
+    }
+}
+
 /// A conversation.
 #[derive(Debug, Clone)]
 pub struct Thread {

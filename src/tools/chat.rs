@@ -124,28 +124,14 @@ impl ExaiTool for Chat {
             .await?;
             let answer = &consulted.response;
 
-            let now = crate::store::now_ms();
             let turns = vec![
-                Turn {
-                    role: "user".into(),
-                    tool: "chat".into(),
-                    content: args.prompt.clone(),
-                    files: asked_files,
-                    model: None,
-                    at_ms: now,
-                    reasoning: None,
-                    step: None,
-                },
-                Turn {
-                    role: "assistant".into(),
-                    tool: "chat".into(),
-                    content: answer.text.clone(),
-                    files: Vec::new(),
-                    model: Some(answer.model.clone()),
-                    at_ms: now,
-                    reasoning: consulted.reasoning_to_keep(),
-                    step: None,
-                },
+                Turn::asked("chat", args.prompt.clone(), asked_files),
+                Turn::answered(
+                    "chat",
+                    answer.text.clone(),
+                    Some(answer.model.clone()),
+                    consulted.reasoning_to_keep(),
+                ),
             ];
             consult::remember(&ctx, &mut thread, turns).await;
 

@@ -368,34 +368,15 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
     if let Some(s) = &synthesis {
         body.push_str(&format!("\n\n# Synthesis\n\n{s}"));
     }
-    let now = crate::store::now_ms();
-    consult::remember(
-        &ctx,
-        &mut thread,
-        vec![
-            Turn {
-                role: "user".into(),
-                tool: "consensus".into(),
-                content: format!("Proposal for consensus: {}", args.step),
-                files: args.relevant_files.clone(),
-                model: None,
-                at_ms: now,
-                reasoning: None,
-                step: None,
-            },
-            Turn {
-                role: "assistant".into(),
-                tool: "consensus".into(),
-                content: body.clone(),
-                files: Vec::new(),
-                model: None,
-                at_ms: now,
-                reasoning: None,
-                step: None,
-            },
-        ],
-    )
-    .await;
+    let turns = vec![
+        Turn::asked(
+            "consensus",
+            format!("Proposal for consensus: {}", args.step),
+            args.relevant_files.clone(),
+        ),
+        Turn::answered("consensus", body.clone(), None, None),
+    ];
+    consult::remember(&ctx, &mut thread, turns).await;
     let mut result = CallToolResult::success(vec![
         ContentBlock::text(
             serde_json::to_string_pretty(&summary).unwrap_or_else(|_| summary.to_string()),

@@ -508,14 +508,8 @@ fn step_turn(tool: &str, record: &StepRecord) -> Turn {
         content.push_str(&format!("\nFindings: {}", record.report.findings));
     }
     Turn {
-        role: "user".into(),
-        tool: tool.into(),
-        content,
-        files: record.report.relevant_files.clone(),
-        model: None,
-        at_ms: crate::store::now_ms(),
-        reasoning: None,
         step: serde_json::to_value(record).ok(),
+        ..Turn::asked(tool, content, record.report.relevant_files.clone())
     }
 }
 
@@ -701,16 +695,12 @@ async fn run<W: Workflow>(
                     "Expert analysis ({}):\n\n{}",
                     expert.response.model, expert.response.text
                 )));
-                turns.push(Turn {
-                    role: "assistant".into(),
-                    tool: W::NAME.into(),
-                    content: expert.response.text.clone(),
-                    files: Vec::new(),
-                    model: Some(expert.response.model.clone()),
-                    at_ms: crate::store::now_ms(),
-                    reasoning: expert.reasoning_to_keep(),
-                    step: None,
-                });
+                turns.push(Turn::answered(
+                    W::NAME,
+                    expert.response.text.clone(),
+                    Some(expert.response.model.clone()),
+                    expert.reasoning_to_keep(),
+                ));
             }
         }
     }
