@@ -111,8 +111,6 @@ impl OpenAiCompatible {
         searching: bool,
         state: &mut Stream,
     ) -> Result<ChatResponse, ProviderError> {
-        let mut body = json!({"model": model.id, "messages": request.messages, "stream": true});
-        shape_body(self.kind, model, request, &mut body);
         let url = format!("{}/chat/completions", self.base_url);
         let waiting = if searching {
             format!("searching the web ({})", self.name)
@@ -122,10 +120,14 @@ impl OpenAiCompatible {
         observer.stage(waiting);
         tracing::info!(provider = %self.name, model = %model.id, attempt, searching, "provider request sent");
         let started = Instant::now();
-        let send = self
-            .request(reqwest::Method::POST, "/chat/completions")
-            .json(&body)
-            .send();
+        // The body tree is dropped once serialized, not kept for the whole (long) stream.
+        let send = {
+            let mut body = json!({"model": model.id, "messages": request.messages, "stream": true});
+            shape_body(self.kind, model, request, &mut body);
+            self.request(reqwest::Method::POST, "/chat/completions")
+                .json(&body)
+                .send()
+        };
         let response = tokio::time::timeout(self.idle_timeout, send)
             .await
             .map_err(|_| self.idle(model, "waiting for response headers", self.idle_timeout))?

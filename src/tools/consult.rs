@@ -205,7 +205,7 @@ pub async fn ask(
     let turns = question.thread.map(|t| t.turns.len()).unwrap_or(0);
     // The tokenizer is only woken when there is something to fit, and then off the runtime:
     // counting (and loading the tokenizer the first time) is CPU work.
-    let (history, turns_left_out, embedded) = if question.files.is_empty() && turns == 0 {
+    let (history, turns_left_out, mut embedded) = if question.files.is_empty() && turns == 0 {
         (Vec::new(), 0, Embedded::default())
     } else {
         let mut wanted = question.files.clone();
@@ -238,20 +238,21 @@ pub async fn ask(
     };
 
     let mut messages = vec![ChatMessage::system(question.system)];
-    messages.extend(history.iter().map(|turn| {
+    // History and file text move into the messages: a long call keeps one copy, not two.
+    messages.extend(history.into_iter().map(|turn| {
         if turn.role == "assistant" {
             ChatMessage {
-                reasoning_content: turn.reasoning.clone(),
-                ..ChatMessage::assistant(turn.content.clone())
+                reasoning_content: turn.reasoning,
+                ..ChatMessage::assistant(turn.content)
             }
         } else {
-            ChatMessage::user(turn.content.clone())
+            ChatMessage::user(turn.content)
         }
     }));
     let mut text = String::new();
     if !embedded.text.is_empty() {
         text.push_str("Files for context (line-numbered):\n\n");
-        text.push_str(&embedded.text);
+        text.push_str(&std::mem::take(&mut embedded.text));
         text.push('\n');
     }
     text.push_str(question.prompt);
