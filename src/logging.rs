@@ -5,6 +5,9 @@ use std::path::Path;
 
 use tracing::Level;
 use tracing_appender::non_blocking::WorkerGuard;
+
+/// Log lines waiting for the file writer thread before new ones are dropped.
+const LOG_QUEUE_LINES: usize = 16_384;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::Filter;
@@ -58,7 +61,11 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<WorkerGuard> {
             .ok()
     }) {
         Some(appender) => {
-            let (writer, guard) = tracing_appender::non_blocking(appender);
+            // The default queue (128,000 lines) is allocated up front: 4 MB of an idle
+            // daemon. 16,384 lines still absorb a burst of a thousand calls finishing at once.
+            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .buffered_lines_limit(LOG_QUEUE_LINES)
+                .finish(appender);
             let layer = tracing_subscriber::fmt::layer()
                 .json()
                 .with_writer(writer)
