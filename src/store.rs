@@ -154,6 +154,15 @@ pub struct CallRow {
     pub task: Option<String>,
 }
 
+impl CallRow {
+    /// Why an interrupted call stopped, as recorded.
+    pub fn interruption(&self) -> &str {
+        self.error_message
+            .as_deref()
+            .unwrap_or("exai stopped while it ran")
+    }
+}
+
 /// A conversation thread as stored: its turns are JSON.
 #[derive(Debug, Clone)]
 pub struct ThreadRow {

@@ -90,9 +90,7 @@ pub fn of_record(row: &CallRow, ttl_ms: u64) -> Result<DetailedTask, McpError> {
         "interrupted" => failed(format!(
             "call {} was interrupted: {}",
             row.id,
-            row.error_message
-                .as_deref()
-                .unwrap_or("exai stopped while it ran")
+            row.interruption()
         )),
         _ => match row
             .result

@@ -10,7 +10,7 @@ pub mod adapter;
 
 use std::time::Duration;
 
-use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, ErrorCode};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ErrorCode};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
 use serde::Deserialize;
@@ -274,9 +274,7 @@ impl ExaiService {
                 format!(
                     "task {id} ({}) was interrupted and has no result: {}. Run it again.",
                     row.tool,
-                    row.error_message
-                        .as_deref()
-                        .unwrap_or("exai stopped while it ran")
+                    row.interruption()
                 ),
                 None,
             )),
@@ -286,11 +284,7 @@ impl ExaiService {
                         crate::calls::output::fitted(result, self.app.calls.max_output_tokens, id)
                             .await
                     }
-                    Some(Err(_)) => CallToolResult::success(vec![ContentBlock::text(format!(
-                        "call {id} ({}) ended {}; its stored result was too large to keep whole. \
-                         See it with `exai calls show {id}`.",
-                        row.tool, row.state
-                    ))]),
+                    Some(Err(_)) => crate::calls::output::too_large_to_keep(&row),
                     None => return Err(crate::tasks::expired(id)),
                 };
                 let _ = store.set_delivery(id, "delivered_by_tasks_result").await;
@@ -374,7 +368,7 @@ mod tests {
         assert_eq!(status_of(CallState::Failed), "failed");
         assert_eq!(status_of(CallState::TimedOut), "failed");
         assert_eq!(status_of(CallState::Succeeded), "completed");
-        let result = CallToolResult::success(vec![ContentBlock::text("hi")]);
+        let result = CallToolResult::success(vec![rmcp::model::ContentBlock::text("hi")]);
         let value = answer(&result, "t1").unwrap();
         assert_eq!(value["_meta"][RELATED_TASK]["taskId"], "t1");
         assert!(value.get("resultType").is_none(), "{value}");

@@ -142,9 +142,7 @@ impl ExaiTool for CallResult {
                     format!(
                         "call {id} ({}) was interrupted and has no result: {}. Run it again.",
                         row.tool,
-                        row.error_message
-                            .as_deref()
-                            .unwrap_or("exai stopped while it ran")
+                        row.interruption()
                     ),
                 )),
                 _ => match row
@@ -163,11 +161,7 @@ impl ExaiTool for CallResult {
                             .await;
                         Ok(result)
                     }
-                    Some(Err(_)) => Ok(CallToolResult::success(vec![ContentBlock::text(format!(
-                        "call {id} ({}) ended {}; its stored result was too large to keep whole. \
-                         See it with `exai calls show {id}`.",
-                        row.tool, row.state
-                    ))])),
+                    Some(Err(_)) => Ok(crate::calls::output::too_large_to_keep(&row)),
                     None => Err(unknown_call(&id, ctx.config.result_ttl)),
                 },
             }
