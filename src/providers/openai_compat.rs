@@ -650,15 +650,21 @@ struct ModelEntry {
     id: String,
 }
 
+/// A chat-completions body: a streamed chunk (its choices carry a `delta`) or a whole answer
+/// (its choices carry a `message`).
 #[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
+struct Envelope<Choice> {
+    #[serde(default = "Vec::new")]
+    choices: Vec<Choice>,
     usage: Option<Usage>,
     error: Option<serde_json::Value>,
     /// GLM: what its server-side web search found.
     web_search: Option<Vec<WebSearchItem>>,
 }
+
+type Chunk = Envelope<ChunkChoice>;
+/// A whole (non-streamed) chat completion.
+type Completion = Envelope<CompletionChoice>;
 
 #[derive(Deserialize)]
 struct ChunkChoice {
@@ -673,16 +679,6 @@ struct Delta {
     content: Option<String>,
     reasoning_content: Option<String>,
     tool_calls: Option<Vec<ToolCallPart>>,
-}
-
-/// A whole (non-streamed) chat completion.
-#[derive(Deserialize)]
-struct Completion {
-    #[serde(default)]
-    choices: Vec<CompletionChoice>,
-    usage: Option<Usage>,
-    error: Option<serde_json::Value>,
-    web_search: Option<Vec<WebSearchItem>>,
 }
 
 #[derive(Deserialize)]
