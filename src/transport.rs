@@ -203,12 +203,7 @@ fn parse_inbound(
     text: &str,
     adapter: &Adapter,
 ) -> Result<RxJsonRpcMessage<RoleServer>, serde_json::Error> {
-    // Only the methods the adapter renames or remembers need a second look; the rest (every
-    // plain tools/call, progress, ping) is parsed once.
-    let may_adapt = ["\"initialize\"", "\"tools/list\"", "\"tasks/", "\"task\""]
-        .iter()
-        .any(|needle| text.contains(needle));
-    if !may_adapt || !adapter.watches_inbound() {
+    if !adapter.may_adapt(text) {
         return serde_json::from_str(text);
     }
     let mut message: Value = serde_json::from_str(text)?;

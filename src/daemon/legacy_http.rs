@@ -99,8 +99,12 @@ pub async fn adapt(
         )
             .into_response();
     };
-    // Not JSON: rmcp answers that itself.
-    let Ok(mut message) = serde_json::from_slice::<Value>(&bytes) else {
+    // Nothing to adapt (or not JSON: rmcp answers that itself): passed on as it came.
+    let adapt = std::str::from_utf8(&bytes).is_ok_and(|text| adapter.may_adapt(text));
+    let parsed = adapt
+        .then(|| serde_json::from_slice::<Value>(&bytes).ok())
+        .flatten();
+    let Some(mut message) = parsed else {
         return next
             .run(Request::from_parts(parts, Body::from(bytes)))
             .await;

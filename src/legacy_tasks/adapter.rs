@@ -16,6 +16,10 @@ use super::{CALL, CANCEL, GET, LIST, RESULT, VERSION};
 /// cannot grow this without bound.
 const MAX_PENDING_REWRITES: usize = 1024;
 
+/// Text every message the adapter renames or remembers contains (`initialize`, `tools/list`,
+/// `tasks/*`, a `tools/call` with `params.task`).
+const ADAPTED_TEXT: [&str; 4] = ["\"initialize\"", "\"tools/list\"", "\"tasks/", "\"task\""];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Era {
     /// No `initialize` answered yet.
@@ -63,6 +67,12 @@ impl Adapter {
     /// Whether incoming messages may need adapting (otherwise they need not even be looked at).
     pub fn watches_inbound(&self) -> bool {
         self.state().era != Era::Other
+    }
+
+    /// Whether the client message `text` may need adapting — a look at the text before any
+    /// parsing, so that plain calls, progress and pings are parsed once.
+    pub fn may_adapt(&self, text: &str) -> bool {
+        self.watches_inbound() && ADAPTED_TEXT.iter().any(|needle| text.contains(needle))
     }
 
     /// Whether some answer waits for a rewrite.
