@@ -5,8 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rmcp::model::{CallToolRequestParams, ClientRequest, Request};
-use rmcp::service::PeerRequestOptions;
+use rmcp::model::CallToolRequestParams;
 use serde_json::json;
 
 #[tokio::test]
@@ -191,12 +190,7 @@ async fn cancel_stops_the_call_and_closes_the_provider_request() {
     let fake = Fake::start();
     let daemon = Daemon::start(&fake, &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let request = ClientRequest::CallToolRequest(Request::new(chat("never mind", "fake-hang")));
-    let handle = client
-        .peer()
-        .send_cancellable_request(request, PeerRequestOptions::no_options())
-        .await
-        .unwrap();
+    let handle = cancellable_call(&client, chat("never mind", "fake-hang")).await;
     at_provider(&fake, 1).await;
     handle
         .cancel(Some("user pressed Esc".into()))

@@ -52,6 +52,15 @@ impl Server {
             .expect("chat request")
     }
 
+    /// A non-streamed answer's JSON body.
+    async fn answer(&self, model: &str, content: &str) -> Value {
+        self.chat(model, content, false)
+            .await
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
     async fn post(&self, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url("/v1/chat/completions"))
@@ -233,12 +242,7 @@ async fn fast_stream_sends_role_content_usage_and_done() {
 async fn delay_waits_before_answering() {
     let server = Server::start(&[]);
     let start = Instant::now();
-    let body: Value = server
-        .chat("fake-delay-200", "hi", false)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = server.answer("fake-delay-200", "hi").await;
     assert!(start.elapsed() >= Duration::from_millis(200));
     assert_eq!(body["choices"][0]["message"]["content"], "echo: hi");
 
@@ -294,12 +298,7 @@ async fn error_scripts_return_openai_errors() {
         let body: Value = response.json().await.unwrap();
         assert!(body["error"]["message"].is_string(), "{model}: {body}");
     }
-    let body: Value = server
-        .chat("gpt-nope", "hi", false)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = server.answer("gpt-nope", "hi").await;
     assert_eq!(body["error"]["code"], "model_not_found");
 
     let invalid = server
@@ -365,12 +364,7 @@ async fn reasoning_streams_reasoning_then_answer() {
             > 0
     );
 
-    let body: Value = server
-        .chat("fake-reasoning", "hi", false)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = server.answer("fake-reasoning", "hi").await;
     let message = &body["choices"][0]["message"];
     assert!(
         message["reasoning_content"]
@@ -731,12 +725,7 @@ async fn truncated_json_in_body_and_stream() {
 #[tokio::test]
 async fn nochoices_has_an_empty_choices_array() {
     let server = Server::start(&[]);
-    let body: Value = server
-        .chat("fake-nochoices", "hi", false)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = server.answer("fake-nochoices", "hi").await;
     assert_eq!(
         body,
         json!({ "id": "x", "object": "chat.completion", "choices": [] })
@@ -760,12 +749,7 @@ async fn nousage_answers_without_usage() {
         "{events:?}"
     );
 
-    let body: Value = server
-        .chat("fake-nousage-3", "hi", false)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = server.answer("fake-nousage-3", "hi").await;
     assert_eq!(
         body["choices"][0]["message"]["content"],
         "tok0 tok1 echo: hi"
@@ -786,12 +770,7 @@ async fn glm_thinking_streams_reasoning_content() {
     let details = &last["usage"]["completion_tokens_details"];
     assert!(details["reasoning_tokens"].as_u64().unwrap() > 0, "{last}");
 
-    let body: Value = server
-        .chat("fake-glm-thinking", "hi", false)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = server.answer("fake-glm-thinking", "hi").await;
     let message = &body["choices"][0]["message"];
     assert_eq!(message["reasoning_content"], "Let me think. Step two. ");
     assert_eq!(message["content"], "echo: hi");
@@ -849,12 +828,7 @@ async fn comments_stream_parses_with_a_spec_parser() {
     assert!(events.last().unwrap()["usage"]["total_tokens"].is_u64());
 
     // Without streaming it is a plain answer.
-    let body: Value = server
-        .chat("fake-comments-3", "hi", false)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = server.answer("fake-comments-3", "hi").await;
     assert_eq!(
         body["choices"][0]["message"]["content"],
         "tok0 tok1 echo: hi"
@@ -886,12 +860,7 @@ async fn slowstart_sends_headers_then_waits_for_the_first_chunk() {
     );
 
     let start = Instant::now();
-    let body: Value = server
-        .chat("fake-slowstart-200x3", "hi", false)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = server.answer("fake-slowstart-200x3", "hi").await;
     assert!(start.elapsed() >= Duration::from_millis(200));
     assert_eq!(
         body["choices"][0]["message"]["content"],

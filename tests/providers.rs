@@ -5,8 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rmcp::model::{CallToolRequestParams, ClientRequest, Request};
-use rmcp::service::PeerRequestOptions;
+use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
 
 /// A daemon whose GLM and Kimi providers are the fake, with no custom endpoint.
@@ -182,13 +181,7 @@ async fn rate_limits_are_retried_honouring_retry_after() {
     let record = daemon.final_record(&call_id_of(&result));
     assert_eq!(record.attempts, Some(3));
     assert_eq!(fake.stats()["by_model"]["fake-429r1-2"], 3);
-    let messages: Vec<String> = seen
-        .progress
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p.message.clone())
-        .collect();
+    let messages = progress_messages(&seen);
     assert!(
         messages
             .iter()
@@ -273,13 +266,7 @@ async fn a_concurrency_limit_queues_in_order_and_shows_the_queue() {
         assert_eq!(answer, &format!("echo: q{i}"));
     }
     assert_eq!(fake.stats()["max_in_flight"], 2);
-    let messages: Vec<String> = seen
-        .progress
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p.message.clone())
-        .collect();
+    let messages = progress_messages(&seen);
     assert!(
         messages
             .iter()
@@ -352,12 +339,7 @@ async fn cancelling_closes_the_provider_request_at_once() {
     let fake = Fake::start();
     let daemon = Daemon::start(&fake, &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let request = ClientRequest::CallToolRequest(Request::new(chat("stop", "fake-hang")));
-    let handle = client
-        .peer()
-        .send_cancellable_request(request, PeerRequestOptions::no_options())
-        .await
-        .unwrap();
+    let handle = cancellable_call(&client, chat("stop", "fake-hang")).await;
     at_provider(&fake, 1).await;
     let cancelled = Instant::now();
     handle.cancel(None).await.unwrap();
@@ -654,14 +636,13 @@ async fn cancelling_while_the_platform_searches_closes_the_second_request() {
     let fake = Fake::start();
     let daemon = glm_and_kimi(&fake, &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let request = ClientRequest::CallToolRequest(Request::new(chat_with(json!({
-        "prompt": "stop", "model": "kimi:fake-kimi-search", "use_websearch": true,
-    }))));
-    let handle = client
-        .peer()
-        .send_cancellable_request(request, PeerRequestOptions::no_options())
-        .await
-        .unwrap();
+    let handle = cancellable_call(
+        &client,
+        chat_with(json!({
+            "prompt": "stop", "model": "kimi:fake-kimi-search", "use_websearch": true,
+        })),
+    )
+    .await;
     // The second round is in flight while the fake "searches" (600 ms before its first chunk).
     wait_until_async(
         "the second round at the provider",

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientConfig, Implementation, ProgressNotificationParam,
+    CallToolRequestParams, CallToolResult, ClientConfig, ClientRequest, Implementation,
+    ProgressNotificationParam, Request,
 };
-use rmcp::service::{NotificationContext, RunningService};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RequestHandle, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
@@ -152,24 +153,22 @@ pub async fn calls_in_flight(daemon: &Daemon, n: u64) {
     .await;
 }
 
+/// Waits until the fake provider's `/stats` counter `key` reads `n`.
+async fn fake_stat_reaches(fake: &Fake, key: &str, n: u64, what: &str) {
+    wait_until_async(&format!("{n} {what}"), Duration::from_secs(10), || {
+        (fake.stats()[key].as_u64()? == n).then_some(())
+    })
+    .await;
+}
+
 /// Waits until the fake provider has `n` requests in flight.
 pub async fn at_provider(fake: &Fake, n: u64) {
-    wait_until_async(
-        &format!("{n} request(s) at the provider"),
-        Duration::from_secs(10),
-        || (fake.stats()["in_flight"].as_u64()? == n).then_some(()),
-    )
-    .await;
+    fake_stat_reaches(fake, "in_flight", n, "request(s) at the provider").await;
 }
 
 /// Waits until the fake provider has seen `n` aborted requests.
 pub async fn provider_aborted(fake: &Fake, n: u64) {
-    wait_until_async(
-        &format!("{n} abort(s) at the provider"),
-        Duration::from_secs(10),
-        || (fake.stats()["aborted"].as_u64()? == n).then_some(()),
-    )
-    .await;
+    fake_stat_reaches(fake, "aborted", n, "abort(s) at the provider").await;
 }
 
 /// A fresh EXAI_HOME.
@@ -318,24 +317,8 @@ impl ClientHandler for Seen {
 
 pub type Client = RunningService<RoleClient, Seen>;
 
-/// An rmcp client with its own handler talking to `exai stdio` with `env`.
-pub async fn stdio_client_with<H: ClientHandler>(
-    env: &[(String, String)],
-    handler: H,
-) -> RunningService<RoleClient, H> {
-    let mut command = tokio::process::Command::new(EXAI);
-    command.arg("stdio").env_clear();
-    command.env("PATH", std::env::var("PATH").unwrap_or_default());
-    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let (transport, _) = TokioChildProcess::builder(command)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn exai stdio");
-    handler.serve(transport).await.expect("initialize")
-}
-
-/// An rmcp client talking to `exai stdio` with `env`.
-pub async fn stdio_client(env: &[(String, String)], args: &[&str]) -> (Client, Seen) {
+/// `exai stdio` with exactly `env` (and PATH), as a child-process transport.
+fn exai_stdio(env: &[(String, String)], args: &[&str]) -> TokioChildProcess {
     let mut command = tokio::process::Command::new(EXAI);
     command.arg("stdio").args(args).env_clear();
     command.env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -344,9 +327,44 @@ pub async fn stdio_client(env: &[(String, String)], args: &[&str]) -> (Client, S
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn exai stdio");
+    transport
+}
+
+/// An rmcp client with its own handler talking to `exai stdio` with `env`.
+pub async fn stdio_client_with<H: ClientHandler>(
+    env: &[(String, String)],
+    handler: H,
+) -> RunningService<RoleClient, H> {
+    handler
+        .serve(exai_stdio(env, &[]))
+        .await
+        .expect("initialize")
+}
+
+/// An rmcp client talking to `exai stdio` with `env`.
+pub async fn stdio_client(env: &[(String, String)], args: &[&str]) -> (Client, Seen) {
     let seen = Seen::default();
-    let client = seen.clone().serve(transport).await.expect("initialize");
+    let client = seen
+        .clone()
+        .serve(exai_stdio(env, args))
+        .await
+        .expect("initialize");
     (client, seen)
+}
+
+/// Sends a tool call the test can cancel (`handle.cancel(reason)`).
+pub async fn cancellable_call(
+    client: &Client,
+    params: CallToolRequestParams,
+) -> RequestHandle<RoleClient> {
+    client
+        .peer()
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(Request::new(params)),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("send a cancellable call")
 }
 
 pub fn chat(prompt: &str, model: &str) -> CallToolRequestParams {
