@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::Config;
 use crate::tokens;
 
 /// Largest single file read.
@@ -61,8 +62,9 @@ impl Embedded {
     }
 }
 
-/// Path components that always stay private.
-const DENIED_DIRS: [&str; 7] = [
+/// Directories whose contents always stay private, wherever they are: key stores and the
+/// credential stores of tools a developer has.
+const DENIED_DIRS: [&str; 12] = [
     ".ssh",
     ".gnupg",
     ".aws",
@@ -70,9 +72,61 @@ const DENIED_DIRS: [&str; 7] = [
     ".kube",
     ".docker",
     ".password-store",
+    ".codex",
+    ".gemini",
+    ".augment",
+    ".terraform.d",
+    ".vault",
 ];
+/// Directories private when they sit inside the given parent (`~/.config/gh`, `~/.cargo/credentials.toml`…).
+const DENIED_NESTED: [(&str, &str); 10] = [
+    (".config", "gcloud"),
+    (".config", "gh"),
+    (".config", "hub"),
+    (".config", "op"),
+    (".config", "exai"),
+    (".config", "google-chrome"),
+    (".config", "chromium"),
+    (".local", "share/keyrings"),
+    (".mozilla", ""),
+    (".git", ""),
+];
+/// Files that hold credentials, by exact name (lower case), wherever they are.
+const DENIED_NAMES: [&str; 19] = [
+    ".env",
+    ".netrc",
+    "_netrc",
+    ".pgpass",
+    "credentials.json",
+    ".git-credentials",
+    ".npmrc",
+    ".yarnrc.yml",
+    ".pypirc",
+    ".vault-token",
+    ".claude.json",
+    ".credentials.json",
+    ".mcp.json",
+    ".boto",
+    ".s3cfg",
+    ".htpasswd",
+    "credentials.tfrc.json",
+    "secrets.toml",
+    ".dockercfg",
+];
+/// Files that hold credentials when they sit in the given directory.
+const DENIED_IN_DIR: [(&str, &str); 6] = [
+    (".cargo", "credentials"),
+    (".cargo", "credentials.toml"),
+    (".gem", "credentials"),
+    (".m2", "settings.xml"),
+    (".m2", "settings-security.xml"),
+    ("git", "credentials"),
+];
+/// Endings of key and keystore files.
+const DENIED_SUFFIXES: [&str; 7] = [".pem", ".key", ".p12", ".pfx", ".jks", ".keystore", ".kdbx"];
+/// Beginnings of SSH private key names (`id_rsa`, `id_ed25519.old`…).
+const DENIED_PREFIXES_OF_NAMES: [&str; 4] = ["id_rsa", "id_ed25519", "id_ecdsa", "id_dsa"];
 const DENIED_PREFIXES: [&str; 4] = ["/proc", "/sys", "/dev", "/etc/shadow"];
-const DENIED_CONFIG_DIRS: [&str; 2] = ["gcloud", "gh"];
 /// Directories that are build output or VCS internals, skipped when a directory expands.
 const SKIPPED_DIRS: [&str; 10] = [
     ".git",
@@ -87,8 +141,28 @@ const SKIPPED_DIRS: [&str; 10] = [
     ".tox",
 ];
 
+/// Which paths a tool may read: below the allowed roots (when any are set), never exai's own
+/// files, never the deny list.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// `EXAI_ALLOWED_ROOTS`, canonical; empty means anywhere.
+    pub allowed_roots: Vec<PathBuf>,
+    /// exai's home (token, records) and config: never sent.
+    pub private: Vec<PathBuf>,
+}
+
+impl Policy {
+    /// The policy the configuration sets.
+    pub fn of(config: &Config) -> Self {
+        Self {
+            allowed_roots: config.allowed_roots.clone(),
+            private: config.private_paths.clone(),
+        }
+    }
+}
+
 /// Why reading `path` is refused, if it is. `path` must already be canonical (symlinks resolved).
-pub fn refusal(path: &Path, allowed_roots: &[PathBuf]) -> Option<String> {
+pub fn refusal(path: &Path, policy: &Policy) -> Option<String> {
     let text = path.to_string_lossy();
     if DENIED_PREFIXES
         .iter()
@@ -96,46 +170,52 @@ pub fn refusal(path: &Path, allowed_roots: &[PathBuf]) -> Option<String> {
     {
         return Some("system path: never sent to a model".into());
     }
+    if policy.private.iter().any(|p| path.starts_with(p)) {
+        return Some("exai's own files (token, records, config): never sent to a model".into());
+    }
     let components: Vec<String> = path
         .components()
-        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .map(|c| c.as_os_str().to_string_lossy().to_lowercase())
         .collect();
-    if components.iter().any(|c| DENIED_DIRS.contains(&c.as_str())) {
+    let (name, dirs) = components.split_last()?;
+    if dirs.iter().any(|c| DENIED_DIRS.contains(&c.as_str())) {
         return Some(
-            "credentials directory (SSH, GPG, cloud or container keys): never sent to a model"
+            "credentials directory (SSH, GPG, cloud, container or agent keys): never sent to a model"
                 .into(),
         );
     }
-    if components
-        .windows(2)
-        .any(|w| w[0] == ".config" && DENIED_CONFIG_DIRS.contains(&w[1].as_str()))
-    {
-        return Some("cloud CLI credentials: never sent to a model".into());
-    }
-    if let Some(name) = path.file_name().map(|n| n.to_string_lossy().to_lowercase()) {
-        let secret_name = name == ".env"
-            || name.starts_with(".env.")
-            || name.ends_with(".pem")
-            || name.ends_with(".key")
-            || name.ends_with(".p12")
-            || name.ends_with(".pfx")
-            || name.starts_with("id_rsa")
-            || name.starts_with("id_ed25519")
-            || name.starts_with("id_ecdsa")
-            || name == ".netrc"
-            || name == ".pgpass"
-            || name == "credentials.json";
-        if secret_name {
-            return Some(
-                "looks like a secret (.env, key or credentials file): never sent to a model".into(),
-            );
-        }
-    }
-    if !allowed_roots.is_empty() && !allowed_roots.iter().any(|root| path.starts_with(root)) {
-        let roots: Vec<String> = allowed_roots
-            .iter()
-            .map(|r| r.display().to_string())
+    let below = |parent: &str, child: &str| {
+        let parts: Vec<&str> = std::iter::once(parent)
+            .chain(child.split('/').filter(|c| !c.is_empty()))
             .collect();
+        dirs.windows(parts.len())
+            .any(|w| w.iter().zip(&parts).all(|(a, b)| a == b))
+    };
+    if DENIED_NESTED
+        .iter()
+        .any(|(parent, child)| below(parent, child))
+    {
+        return Some(
+            "credential store or VCS internals (git config can hold tokens): never sent to a model"
+                .into(),
+        );
+    }
+    let in_dir = |dir: &str| dirs.last().is_some_and(|d| d == dir);
+    let secret_name = DENIED_NAMES.contains(&name.as_str())
+        || name.starts_with(".env.")
+        || DENIED_SUFFIXES.iter().any(|s| name.ends_with(s))
+        || DENIED_PREFIXES_OF_NAMES.iter().any(|p| name.starts_with(p))
+        || DENIED_IN_DIR
+            .iter()
+            .any(|(dir, file)| in_dir(dir) && name == file);
+    if secret_name {
+        return Some(
+            "looks like a secret (.env, key or credentials file): never sent to a model".into(),
+        );
+    }
+    let roots = &policy.allowed_roots;
+    if !roots.is_empty() && !roots.iter().any(|root| path.starts_with(root)) {
+        let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
         return Some(format!(
             "outside the allowed roots (EXAI_ALLOWED_ROOTS: {})",
             roots.join(", ")
@@ -146,11 +226,11 @@ pub fn refusal(path: &Path, allowed_roots: &[PathBuf]) -> Option<String> {
 
 /// The given paths that could not be sent to a model, with why (blocking: it looks at the
 /// disk). Lets a tool warn early, before the step that reads them.
-pub fn refused(paths: &[String], allowed_roots: &[PathBuf]) -> Vec<Skipped> {
+pub fn refused(paths: &[String], policy: &Policy) -> Vec<Skipped> {
     paths
         .iter()
         .filter_map(|given| {
-            resolve(given, allowed_roots).err().map(|why| Skipped {
+            resolve(given, policy).err().map(|why| Skipped {
                 path: given.clone(),
                 why,
             })
@@ -159,7 +239,7 @@ pub fn refused(paths: &[String], allowed_roots: &[PathBuf]) -> Vec<Skipped> {
 }
 
 /// Checks and resolves one path the caller gave.
-pub fn resolve(given: &str, allowed_roots: &[PathBuf]) -> Result<PathBuf, String> {
+pub fn resolve(given: &str, policy: &Policy) -> Result<PathBuf, String> {
     let path = Path::new(given);
     if !path.is_absolute() {
         return Err(
@@ -169,17 +249,38 @@ pub fn resolve(given: &str, allowed_roots: &[PathBuf]) -> Result<PathBuf, String
     let canonical = path
         .canonicalize()
         .map_err(|e| format!("cannot be read: {e}"))?;
-    if let Some(why) = refusal(&canonical, allowed_roots) {
+    if let Some(why) = refusal(&canonical, policy) {
         return Err(why);
     }
     Ok(canonical)
 }
 
+/// Why an entry that is neither a regular file nor a directory is never read. FIFOs block the
+/// reader until someone writes, devices and sockets are not documents.
+fn not_a_document(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a named pipe (FIFO): only regular files are read"
+    } else if kind.is_socket() {
+        "a socket: only regular files are read"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device: only regular files are read"
+    } else if kind.is_symlink() {
+        "a symbolic link inside a directory: not followed (name its target to send it)"
+    } else if kind.is_dir() {
+        "a directory where a file was expected"
+    } else {
+        "not a regular file: only regular files are read"
+    }
+}
+
 /// Expands directories (honouring .gitignore, skipping build and VCS folders), bounded.
+/// Entries that are not regular files (links, FIFOs, sockets, devices) are listed, not read.
 fn expand(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) {
     let walker = ignore::WalkBuilder::new(dir)
         .hidden(true)
         .git_ignore(true)
+        .follow_links(false)
         .filter_entry(|e| {
             e.file_type().is_none_or(|t| !t.is_dir())
                 || !SKIPPED_DIRS.contains(&e.file_name().to_string_lossy().as_ref())
@@ -187,36 +288,92 @@ fn expand(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) {
         .build();
     let mut count = 0usize;
     for entry in walker.flatten() {
-        if entry.file_type().is_some_and(|t| t.is_file()) {
-            if count >= MAX_EXPANDED_FILES {
-                skipped.push(Skipped {
-                    path: dir.display().to_string(),
-                    why: format!("more than {MAX_EXPANDED_FILES} files: only the first {MAX_EXPANDED_FILES} were considered"),
-                });
-                return;
-            }
-            count += 1;
+        let Some(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            continue;
+        }
+        if count >= MAX_EXPANDED_FILES {
+            skipped.push(Skipped {
+                path: dir.display().to_string(),
+                why: format!("more than {MAX_EXPANDED_FILES} files: only the first {MAX_EXPANDED_FILES} were considered"),
+            });
+            return;
+        }
+        count += 1;
+        if kind.is_file() {
             out.push(entry.into_path());
+        } else {
+            skipped.push(Skipped {
+                path: entry.path().display().to_string(),
+                why: not_a_document(kind).into(),
+            });
         }
     }
 }
 
-/// Refuses a file over the per-file cap without reading it.
-fn check_size(path: &Path) -> Result<(), String> {
+/// Checks, without opening it, that `path` is a regular file of at most `cap` bytes.
+fn look(path: &Path, cap: u64) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?;
-    if meta.len() > MAX_FILE_BYTES {
+    if !meta.is_file() {
+        return Err(not_a_document(meta.file_type()).into());
+    }
+    if meta.len() > cap {
         return Err(format!(
-            "{} bytes is over the {MAX_FILE_BYTES}-byte limit per file",
+            "{} bytes is over the {cap}-byte limit per file",
             meta.len()
         ));
     }
     Ok(())
 }
 
-/// Reads a file for embedding: `Err(why)` for binary, too large or unreadable files.
+/// Opens `path` only if it is a regular file of at most `cap` bytes, and returns it with its
+/// size. The path is looked at first (so a FIFO or device is never opened), then opened
+/// non-blocking without following a link, and the open handle is checked again: a path
+/// swapped between the look and the open cannot make a read block or run past the cap.
+fn open_regular(path: &Path, cap: u64) -> Result<(std::fs::File, u64), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let unreadable = |e: std::io::Error| format!("cannot be read: {e}");
+    look(path, cap)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path)
+        .map_err(unreadable)?;
+    let opened = file.metadata().map_err(unreadable)?;
+    if !opened.is_file() {
+        return Err(not_a_document(opened.file_type()).into());
+    }
+    if opened.len() > cap {
+        return Err(format!(
+            "{} bytes is over the {cap}-byte limit per file",
+            opened.len()
+        ));
+    }
+    Ok((file, opened.len()))
+}
+
+/// Reads a regular file of at most `cap` bytes (blocking, but never unbounded: see
+/// [`open_regular`]). A file that grows past the cap while it is read is refused.
+pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let (file, size) = open_regular(path, cap)?;
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if bytes.len() as u64 > cap {
+        return Err(format!(
+            "grew past the {cap}-byte limit per file while it was read"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Reads a file for embedding: `Err(why)` for binary, too large, unreadable or special files.
 fn read_text(path: &Path) -> Result<String, String> {
-    check_size(path)?;
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let bytes = read_regular(path, MAX_FILE_BYTES)?;
     if bytes.iter().take(8192).any(|b| *b == 0) {
         return Err("binary file".into());
     }
@@ -233,17 +390,17 @@ fn numbered(path: &Path, text: &str) -> String {
 }
 
 /// Reads a prompt sent as a file (`prompt.txt`), under the same path policy as other files.
-pub fn read_prompt_file(given: &str, allowed_roots: &[PathBuf]) -> Result<String, String> {
-    let path = resolve(given, allowed_roots)?;
+pub fn read_prompt_file(given: &str, policy: &Policy) -> Result<String, String> {
+    let path = resolve(given, policy)?;
     read_text(&path)
 }
 
 /// Embeds `paths` within `budget` tokens. Blocking (reads the disk): call from `spawn_blocking`.
-pub fn embed(paths: &[String], budget: usize, allowed_roots: &[PathBuf]) -> Embedded {
+pub fn embed(paths: &[String], budget: usize, policy: &Policy) -> Embedded {
     let mut out = Embedded::default();
     let mut candidates = Vec::new();
     for given in paths {
-        match resolve(given, allowed_roots) {
+        match resolve(given, policy) {
             Err(why) => out.skipped.push(Skipped {
                 path: given.clone(),
                 why,
@@ -258,14 +415,14 @@ pub fn embed(paths: &[String], budget: usize, allowed_roots: &[PathBuf]) -> Embe
             continue;
         }
         // Files found inside a directory get the same policy as named ones.
-        if let Some(why) = refusal(&path, allowed_roots) {
+        if let Some(why) = refusal(&path, policy) {
             out.skipped.push(Skipped {
                 path: path.display().to_string(),
                 why,
             });
             continue;
         }
-        if let Err(why) = check_size(&path) {
+        if let Err(why) = look(&path, MAX_FILE_BYTES) {
             out.skipped.push(Skipped {
                 path: path.display().to_string(),
                 why,
@@ -319,7 +476,7 @@ mod tests {
 
     #[test]
     fn secrets_and_system_paths_are_refused() {
-        let none: &[PathBuf] = &[];
+        let none = &Policy::default();
         assert!(refusal(Path::new("/home/u/.ssh/id_rsa"), none).is_some());
         assert!(refusal(Path::new("/home/u/project/.env"), none).is_some());
         assert!(refusal(Path::new("/home/u/project/.env.local"), none).is_some());
@@ -327,13 +484,21 @@ mod tests {
         assert!(refusal(Path::new("/proc/self/environ"), none).is_some());
         assert!(refusal(Path::new("/home/u/tls/server.key"), none).is_some());
         assert!(refusal(Path::new("/home/u/project/src/main.rs"), none).is_none());
-        let roots = [PathBuf::from("/home/u/project")];
+        let roots = &Policy {
+            allowed_roots: vec![PathBuf::from("/home/u/project")],
+            private: vec![PathBuf::from("/home/u/.local/state/exai")],
+        };
         assert!(
-            refusal(Path::new("/home/u/other/x.rs"), &roots)
+            refusal(Path::new("/home/u/other/x.rs"), roots)
                 .unwrap()
                 .contains("allowed roots")
         );
-        assert!(refusal(Path::new("/home/u/project/x.rs"), &roots).is_none());
+        assert!(refusal(Path::new("/home/u/project/x.rs"), roots).is_none());
+        assert!(
+            refusal(Path::new("/home/u/.local/state/exai/token"), roots)
+                .unwrap()
+                .contains("exai's own files")
+        );
     }
 
     #[test]
@@ -351,7 +516,7 @@ mod tests {
         let e = embed(
             &[d.display().to_string(), "relative/path.rs".into()],
             10_000,
-            &[],
+            &Policy::default(),
         );
         let names: Vec<String> = e
             .files
@@ -384,7 +549,7 @@ mod tests {
                 d.join("b.txt").display().to_string(),
             ],
             500,
-            &[],
+            &Policy::default(),
         );
         assert_eq!(e.files.len(), 1);
         assert!(e.tokens <= 500);

@@ -1,8 +1,6 @@
 //! Images a tool shows a model: absolute paths (under the same path policy as files) or
 //! `data:` URLs, checked for type and size and sent as data URLs.
 
-use std::path::PathBuf;
-
 use base64::Engine;
 
 use crate::files;
@@ -28,7 +26,7 @@ fn media_type(bytes: &[u8]) -> Option<&'static str> {
 }
 
 /// One image as a data URL, or why it cannot be sent. Blocking (reads the disk).
-pub fn load(given: &str, allowed_roots: &[PathBuf]) -> Result<String, String> {
+pub fn load(given: &str, policy: &files::Policy) -> Result<String, String> {
     let engine = base64::engine::general_purpose::STANDARD;
     if let Some(rest) = given.strip_prefix("data:") {
         let (header, data) = rest
@@ -49,16 +47,8 @@ pub fn load(given: &str, allowed_roots: &[PathBuf]) -> Result<String, String> {
             None => Err("not a PNG, JPEG, GIF or WebP image".into()),
         };
     }
-    let path = files::resolve(given, allowed_roots)?;
-    let size = std::fs::metadata(&path)
-        .map_err(|e| format!("cannot be read: {e}"))?
-        .len();
-    if size > MAX_IMAGE_BYTES as u64 {
-        return Err(format!(
-            "{size} bytes is over the {MAX_IMAGE_BYTES}-byte limit per image"
-        ));
-    }
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot be read: {e}"))?;
+    let path = files::resolve(given, policy)?;
+    let bytes = files::read_regular(&path, MAX_IMAGE_BYTES as u64)?;
     let kind = media_type(&bytes).ok_or("not a PNG, JPEG, GIF or WebP image")?;
     Ok(format!("data:{kind};base64,{}", engine.encode(&bytes)))
 }
@@ -82,23 +72,24 @@ mod tests {
 
     #[test]
     fn files_and_data_urls_are_checked_by_their_bytes() {
+        let none = &files::Policy::default();
         let dir = std::env::temp_dir().join(format!("exai-images-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         let dir = dir.canonicalize().unwrap();
         std::fs::write(dir.join("a.png"), PNG).unwrap();
         std::fs::write(dir.join("fake.png"), b"not an image").unwrap();
-        let url = load(&dir.join("a.png").display().to_string(), &[]).unwrap();
+        let url = load(&dir.join("a.png").display().to_string(), none).unwrap();
         assert!(url.starts_with("data:image/png;base64,"));
-        assert_eq!(load(&url, &[]).unwrap(), url);
+        assert_eq!(load(&url, none).unwrap(), url);
         assert!(
-            load(&dir.join("fake.png").display().to_string(), &[])
+            load(&dir.join("fake.png").display().to_string(), none)
                 .unwrap_err()
                 .contains("not a PNG")
         );
-        assert!(load("relative.png", &[]).unwrap_err().contains("absolute"));
+        assert!(load("relative.png", none).unwrap_err().contains("absolute"));
         let lying = url.replace("image/png", "image/jpeg");
         assert!(
-            load(&lying, &[])
+            load(&lying, none)
                 .unwrap_err()
                 .contains("declared image/jpeg")
         );

@@ -10,15 +10,6 @@ fn chat_with(args: Value) -> CallToolRequestParams {
     CallToolRequestParams::new("chat").with_arguments(args.as_object().unwrap().clone())
 }
 
-fn last_messages(fake: &Fake, model: &str) -> Vec<Value> {
-    let body: Value = serde_json::from_str(&http_get(&format!(
-        "{}/last_request?model={model}",
-        fake.url
-    )))
-    .unwrap();
-    body["messages"].as_array().unwrap().clone()
-}
-
 #[tokio::test]
 async fn files_are_embedded_line_numbered_and_secrets_stay_home() {
     let fake = Fake::start();
@@ -48,7 +39,7 @@ async fn files_are_embedded_line_numbered_and_secrets_stay_home() {
         .await
         .unwrap();
     assert_eq!(result.is_error, Some(false), "{}", all_text_of(&result));
-    let sent = last_messages(&fake, "fake-fast");
+    let sent = fake.last_messages("fake-fast");
     let question = sent.last().unwrap()["content"]
         .as_str()
         .unwrap()
@@ -111,7 +102,7 @@ async fn a_conversation_continues_across_calls_and_a_daemon_restart() {
         second.structured_content.clone().unwrap()["continuation_id"],
         thread.as_str()
     );
-    let sent = last_messages(&fake, "fake-fast");
+    let sent = fake.last_messages("fake-fast");
     let roles: Vec<&str> = sent.iter().map(|m| m["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["system", "user", "assistant", "user"]);
     assert_eq!(sent[1]["content"], "remember 42");
@@ -132,7 +123,7 @@ async fn a_conversation_continues_across_calls_and_a_daemon_restart() {
         .unwrap();
     assert_eq!(third.is_error, Some(false), "{}", all_text_of(&third));
     assert_eq!(
-        last_messages(&fake, "fake-fast").len(),
+        fake.last_messages("fake-fast").len(),
         6,
         "the thread outlived the daemon"
     );

@@ -181,6 +181,8 @@ pub struct Config {
     pub result_ttl: Duration,
     /// `EXAI_ALLOWED_ROOTS`: when set, files are read only below these directories.
     pub allowed_roots: Vec<PathBuf>,
+    /// exai's own files (its home with the token and records, its config): never sent to a model.
+    pub private_paths: Vec<PathBuf>,
     /// How long an idle conversation thread is kept.
     pub thread_ttl: Duration,
     /// Most turns a thread keeps (the oldest go first).
@@ -474,6 +476,7 @@ impl Config {
             max_delay: secs("EXAI_RETRY_MAX_DELAY_S", 8)?,
             max_retry_after: secs("EXAI_RETRY_AFTER_CAP_S", 30)?,
         };
+        let private_paths = private_paths(&home, &get);
         Ok(Config {
             home,
             listen,
@@ -507,6 +510,7 @@ impl Config {
                         .unwrap_or_else(|_| PathBuf::from(root))
                 })
                 .collect(),
+            private_paths,
             thread_ttl: secs("EXAI_THREAD_TTL_S", 24 * 3600)?,
             disabled_tools: list("DISABLED_TOOLS").unwrap_or_default(),
             max_output_tokens: get("MAX_MCP_OUTPUT_TOKENS")
@@ -624,6 +628,23 @@ fn checked_url(var: &'static str, url: String) -> Result<String, ConfigError> {
         });
     }
     Ok(url.trim_end_matches('/').to_string())
+}
+
+/// exai's home, its default config directory and a config file named explicitly, each also
+/// in canonical form (a symlinked home must not slip past the file policy).
+fn private_paths(home: &Path, get: &impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    let mut paths = vec![home.to_path_buf()];
+    if let Some((default_file, _)) = file::location(None, get("XDG_CONFIG_HOME"), get("HOME")) {
+        paths.extend(default_file.parent().map(Path::to_path_buf));
+    }
+    if let Some(explicit) = get("EXAI_CONFIG") {
+        paths.push(PathBuf::from(explicit));
+    }
+    let canonical: Vec<PathBuf> = paths.iter().filter_map(|p| p.canonicalize().ok()).collect();
+    paths.extend(canonical);
+    paths.sort();
+    paths.dedup();
+    paths
 }
 
 fn default_home(xdg_state: Option<String>, home: Option<String>) -> Option<PathBuf> {

@@ -82,7 +82,7 @@ impl ExaiTool for Chat {
                 })
             {
                 let path = files.remove(at);
-                let roots = ctx.config.allowed_roots.clone();
+                let roots = files::Policy::of(&ctx.config);
                 let text =
                     tokio::task::spawn_blocking(move || files::read_prompt_file(&path, &roots))
                         .await

@@ -163,7 +163,7 @@ struct Fitting {
     fixed: String,
     thread: Option<Thread>,
     files: Vec<String>,
-    roots: Vec<std::path::PathBuf>,
+    roots: files::Policy,
 }
 
 impl Fitting {
@@ -227,7 +227,7 @@ pub async fn ask(
             fixed: format!("{}{}", question.system, question.prompt),
             thread: question.thread.cloned(),
             files: wanted,
-            roots: ctx.config.allowed_roots.clone(),
+            roots: files::Policy::of(&ctx.config),
         };
         tokio::task::spawn_blocking(move || fitting.fit())
             .await
@@ -323,7 +323,7 @@ async fn load_images(
             target.model.id
         )));
     }
-    let roots = ctx.config.allowed_roots.clone();
+    let roots = files::Policy::of(&ctx.config);
     let given = given.to_vec();
     ctx.call
         .progress

@@ -136,7 +136,7 @@ impl Workflow for PreCommit {
             staged: flag("include_staged"),
             unstaged: flag("include_unstaged"),
         };
-        let roots = ctx.config.allowed_roots.clone();
+        let roots = files::Policy::of(&ctx.config);
         let deadline = ctx.call.deadline;
         ctx.call.progress.set_stage("reading the repository");
         Box::pin(async move {
@@ -222,7 +222,7 @@ async fn git(
 async fn changed(
     dir: &Path,
     base: &[&str],
-    roots: &[PathBuf],
+    roots: &files::Policy,
     deadline: Instant,
 ) -> Result<(Vec<String>, Vec<String>), String> {
     let mut args = base.to_vec();
@@ -240,7 +240,7 @@ async fn changed(
 
 async fn read_repository(
     dir: &Path,
-    roots: &[PathBuf],
+    roots: &files::Policy,
     wanted: &Wanted,
     last: bool,
     deadline: Instant,

@@ -624,7 +624,7 @@ async fn run<W: Workflow>(
     steps.push(record.clone());
 
     // Paths that will not reach the model are named now, not at the last step.
-    let roots = ctx.config.allowed_roots.clone();
+    let roots = files::Policy::of(&ctx.config);
     let named = args.report.relevant_files.clone();
     let refused = tokio::task::spawn_blocking(move || files::refused(&named, &roots))
         .await

@@ -91,6 +91,16 @@ impl Fake {
         }
     }
 
+    /// The messages of the last request the fake received for `model`.
+    pub fn last_messages(&self, model: &str) -> Vec<Value> {
+        let body: Value = serde_json::from_str(&http_get(&format!(
+            "{}/last_request?model={model}",
+            self.url
+        )))
+        .unwrap();
+        body["messages"].as_array().cloned().unwrap_or_default()
+    }
+
     pub fn stats(&self) -> Value {
         let body = http_get(&format!("{}/stats", self.url));
         serde_json::from_str(&body).expect("stats json")

@@ -1,0 +1,222 @@
+//! Hostile files through the real binary: FIFOs, sockets and links where a file is expected,
+//! credential stores of every tool a developer has. Nothing may block, nothing secret may leave.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rmcp::model::CallToolRequestParams;
+use serde_json::{Value, json};
+
+fn call(tool: &str, args: Value) -> CallToolRequestParams {
+    CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().unwrap().clone())
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// A daemon whose custom endpoint is the fake, with a vision model for the image attacks.
+fn daemon_with_vision(fake: &Fake, extra: &[(&str, &str)]) -> Daemon {
+    let catalog = temp_home().join("models.toml");
+    std::fs::write(
+        &catalog,
+        "[[model]]\nid = \"fake-fast\"\nprovider = \"custom\"\nvision = true\nscore = 10\n",
+    )
+    .unwrap();
+    let catalog = catalog.display().to_string();
+    let mut env = vec![
+        ("EXAI_MODELS_FILE", catalog.as_str()),
+        ("EXAI_CALL_TIMEOUT_S", "30"),
+        ("EXAI_SHUTDOWN_GRACE_S", "2"),
+    ];
+    env.extend_from_slice(extra);
+    Daemon::start(fake, &env)
+}
+
+#[tokio::test]
+async fn fifos_are_refused_everywhere_and_never_block_the_daemon() {
+    let fake = Fake::start();
+    let mut daemon = daemon_with_vision(&fake, &[]);
+    let dir = temp_home().canonicalize().unwrap();
+    std::fs::write(dir.join("real.rs"), "fn real() {}\n").unwrap();
+    let pipe = dir.join("notes.txt");
+    mkfifo(&pipe);
+    let prompt_pipe_dir = dir.join("prompt");
+    std::fs::create_dir_all(&prompt_pipe_dir).unwrap();
+    let prompt_pipe = prompt_pipe_dir.join("prompt.txt");
+    mkfifo(&prompt_pipe);
+    let image_pipe = dir.join("shot.png");
+    mkfifo(&image_pipe);
+    // A socket and a link inside a directory that is expanded: listed, not read, not followed.
+    let _socket = std::os::unix::net::UnixListener::bind(dir.join("agent.sock")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("outside-link")).unwrap();
+
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let client = std::sync::Arc::new(client);
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..40 {
+        let args = match i % 4 {
+            0 => {
+                json!({"prompt": "read it", "model": "fake-fast", "files": [pipe.display().to_string()]})
+            }
+            1 => {
+                json!({"prompt": "read the dir", "model": "fake-fast", "files": [dir.display().to_string()]})
+            }
+            2 => {
+                json!({"prompt": "", "model": "fake-fast", "files": [prompt_pipe.display().to_string()]})
+            }
+            _ => {
+                json!({"prompt": "look", "model": "fake-fast", "images": [image_pipe.display().to_string()]})
+            }
+        };
+        let client = client.clone();
+        calls.push(tokio::spawn(async move {
+            (i % 4, client.call_tool(call("chat", args)).await.unwrap())
+        }));
+    }
+    for call in calls {
+        let (kind, result) = call.await.unwrap();
+        let text = all_text_of(&result);
+        match kind {
+            0 => {
+                assert_eq!(result.is_error, Some(false), "{text}");
+                assert!(
+                    text.contains("notes.txt — a named pipe (FIFO): only regular files are read"),
+                    "{text}"
+                );
+            }
+            1 => {
+                assert_eq!(result.is_error, Some(false), "{text}");
+                assert!(text.contains("notes.txt — a named pipe (FIFO)"), "{text}");
+                assert!(text.contains("agent.sock — a socket"), "{text}");
+                assert!(
+                    text.contains("outside-link — a symbolic link inside a directory"),
+                    "{text}"
+                );
+                assert_eq!(
+                    result.structured_content.clone().unwrap()["files_embedded"],
+                    1
+                );
+            }
+            2 => {
+                assert_eq!(result.is_error, Some(true), "{text}");
+                assert!(text.contains("prompt.txt: a named pipe (FIFO)"), "{text}");
+            }
+            _ => {
+                assert_eq!(result.is_error, Some(true), "{text}");
+                assert!(text.contains("shot.png: a named pipe (FIFO)"), "{text}");
+            }
+        }
+    }
+    // Before: each call waited on its FIFO until the call's deadline and kept a thread.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "40 calls took {:?}",
+        started.elapsed()
+    );
+    let asked = Instant::now();
+    let status = client.call_tool(call("status", json!({}))).await.unwrap();
+    assert_eq!(status.is_error, Some(false));
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "status took {:?}",
+        asked.elapsed()
+    );
+    let stopped = Instant::now();
+    daemon.signal("-TERM");
+    let mut proc = daemon.proc.take().unwrap();
+    wait_until("the daemon to exit", Duration::from_secs(8), || {
+        proc.0.try_wait().unwrap()
+    });
+    assert!(stopped.elapsed() < Duration::from_secs(8));
+}
+
+/// Where each credential store lives below a home directory.
+const CREDENTIAL_FILES: [&str; 22] = [
+    ".git-credentials",
+    ".config/git/credentials",
+    ".netrc",
+    ".npmrc",
+    ".pypirc",
+    ".cargo/credentials.toml",
+    ".cargo/credentials",
+    ".docker/config.json",
+    ".kube/config",
+    ".config/gh/hosts.yml",
+    ".aws/credentials",
+    ".config/gcloud/application_default_credentials.json",
+    ".azure/msal_token_cache.json",
+    ".claude/.credentials.json",
+    ".claude.json",
+    ".codex/auth.json",
+    ".codex/config.toml",
+    ".gemini/oauth_creds.json",
+    ".ssh/id_ed25519",
+    "project/.env",
+    "project/.mcp.json",
+    "project/.git/config",
+];
+
+#[tokio::test]
+async fn credential_stores_and_exai_s_own_files_are_never_sent() {
+    let fake = Fake::start();
+    let daemon = daemon_with_vision(&fake, &[]);
+    let home = temp_home().canonicalize().unwrap();
+    let mut named: Vec<String> = Vec::new();
+    for (i, relative) in CREDENTIAL_FILES.iter().enumerate() {
+        let path = home.join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, format!("token = \"secret-{i}-do-not-send\"\n")).unwrap();
+        named.push(path.display().to_string());
+    }
+    std::fs::write(home.join("project/main.rs"), "fn main() {}\n").unwrap();
+    named.push(home.join("project").display().to_string());
+    // exai's own token and records, named directly and through a link.
+    let token_path = daemon.home.canonicalize().unwrap().join("token");
+    named.push(token_path.display().to_string());
+    named.push(daemon.home.join("calls.sqlite3").display().to_string());
+    let link: PathBuf = home.join("innocent.txt");
+    std::os::unix::fs::symlink(&token_path, &link).unwrap();
+    named.push(link.display().to_string());
+
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client
+        .call_tool(call(
+            "chat",
+            json!({"prompt": "review", "model": "fake-fast", "files": named}),
+        ))
+        .await
+        .unwrap();
+    let text = all_text_of(&result);
+    assert_eq!(result.is_error, Some(false), "{text}");
+    let sent = fake.last_messages("fake-fast").last().unwrap()["content"].to_string();
+    assert!(
+        sent.contains("fn main() {}"),
+        "the harmless file is sent: {sent}"
+    );
+    assert!(
+        !sent.contains("do-not-send"),
+        "a credential reached the provider: {sent}"
+    );
+    assert!(
+        !sent.contains(&daemon.token()),
+        "exai's token reached the provider"
+    );
+    for relative in CREDENTIAL_FILES {
+        let file = relative.rsplit('/').next().unwrap();
+        assert!(
+            text.contains(&format!("{file} — ")),
+            "{relative} is listed as not sent: {text}"
+        );
+    }
+    assert!(text.contains("exai's own files"), "{text}");
+    client.cancel().await.unwrap();
+}
