@@ -23,6 +23,10 @@ pub enum StoreError {
     },
     #[error("call store writer has stopped")]
     WriterGone,
+    #[error("call id {id} already names a record")]
+    IdTaken { id: String },
+    #[error("call store {path}: {message}")]
+    Write { path: PathBuf, message: String },
     #[error("cannot create {path}: {source}")]
     Io {
         path: PathBuf,
@@ -315,9 +319,47 @@ enum WriteOp {
     Barrier,
 }
 
+/// Why one queued write did not take effect, as the writer tells whoever waits for it.
+#[derive(Debug, Clone)]
+enum WriteFailure {
+    /// An insert named an id that already has a record (the record is left as it was).
+    IdTaken,
+    /// SQLite refused it (disk full, locked, corrupt, …), or it found no record to update.
+    Sql(String),
+}
+
 struct Queued {
     op: WriteOp,
-    ack: Option<oneshot::Sender<Result<(), String>>>,
+    ack: Option<oneshot::Sender<Result<(), WriteFailure>>>,
+}
+
+/// What the daemon should know about its store's health (shown by `status`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreHealth {
+    /// The last failed write: when (ms) and why. Cleared by nothing: it says what happened.
+    pub last_error: Option<(i64, String)>,
+    /// A corrupt store found at start and moved aside, and where it went.
+    pub moved_aside: Option<String>,
+}
+
+impl StoreHealth {
+    /// What a person should know, one line each (none when all is well).
+    pub fn problems(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(aside) = &self.moved_aside {
+            lines.push(format!(
+                "the call store was corrupt at start: moved aside to {aside} (older records are \
+                 there) and a new one was started"
+            ));
+        }
+        if let Some((at_ms, error)) = &self.last_error {
+            lines.push(format!(
+                "a call store write failed {} s ago: {error}",
+                (now_ms() - at_ms).max(0) / 1000
+            ));
+        }
+        lines
+    }
 }
 
 /// Handle to the writer thread; cheap to clone.
@@ -325,6 +367,7 @@ struct Queued {
 pub struct Store {
     path: PathBuf,
     tx: mpsc::Sender<Queued>,
+    health: Arc<std::sync::Mutex<StoreHealth>>,
     /// While any handle lives, the checkpointer thread runs.
     _alive: Arc<()>,
 }
@@ -336,6 +379,9 @@ const BATCH: usize = 512;
 
 impl Store {
     /// Opens (creating if needed) the store and starts its writer thread.
+    ///
+    /// A file SQLite finds corrupt (or not a database at all) is moved aside — never deleted —
+    /// and a new store is started, so calls keep being recorded; `health()` says so.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
@@ -343,7 +389,17 @@ impl Store {
                 source,
             })?;
         }
-        let conn = open_connection(path)?;
+        let mut health = StoreHealth::default();
+        let conn = match open_connection(path) {
+            Err(StoreError::Sqlite { source, .. }) if is_corrupt(&source) => {
+                let aside = move_aside(path)?;
+                tracing::error!(store = %path.display(), moved_to = %aside.display(), error = %source,
+                    "the call store is corrupt: moved aside, starting a new one");
+                health.moved_aside = Some(aside.display().to_string());
+                open_connection(path)?
+            }
+            other => other?,
+        };
         // Checkpoints fsync the database: keep them off the commits calls wait for.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(|source| StoreError::Sqlite {
@@ -353,10 +409,14 @@ impl Store {
         let alive = Arc::new(());
         spawn_checkpointer(path.to_path_buf(), Arc::downgrade(&alive));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let thread_path = path.to_path_buf();
+        let health = Arc::new(std::sync::Mutex::new(health));
+        let writer = Writer {
+            path: path.to_path_buf(),
+            health: health.clone(),
+        };
         std::thread::Builder::new()
             .name("exai-store".into())
-            .spawn(move || writer_loop(conn, rx, thread_path))
+            .spawn(move || writer.run(conn, rx))
             .map_err(|source| StoreError::Io {
                 path: path.to_path_buf(),
                 source,
@@ -364,6 +424,7 @@ impl Store {
         Ok(Self {
             path: path.to_path_buf(),
             tx,
+            health,
             _alive: alive,
         })
     }
@@ -372,12 +433,24 @@ impl Store {
         &self.path
     }
 
+    /// What went wrong with the store lately, if anything.
+    pub fn health(&self) -> StoreHealth {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Operations waiting for the writer.
     pub fn queue_depth(&self) -> usize {
         WRITE_QUEUE - self.tx.capacity()
     }
 
     async fn write_acked(&self, op: WriteOp) -> Result<(), StoreError> {
+        let id_of = match &op {
+            WriteOp::Insert(call) => call.id.clone(),
+            _ => String::new(),
+        };
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Queued { op, ack: Some(ack) })
@@ -385,9 +458,10 @@ impl Store {
             .map_err(|_| StoreError::WriterGone)?;
         match done.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(StoreError::Sqlite {
+            Ok(Err(WriteFailure::IdTaken)) => Err(StoreError::IdTaken { id: id_of }),
+            Ok(Err(WriteFailure::Sql(message))) => Err(StoreError::Write {
                 path: self.path.clone(),
-                source: rusqlite::Error::InvalidParameterName(message),
+                message,
             }),
             Err(_) => Err(StoreError::WriterGone),
         }
@@ -398,19 +472,10 @@ impl Store {
         let _ = self.tx.try_send(Queued { op, ack: None });
     }
 
-    /// Creates the record at receipt; returns once it is queued.
-    ///
-    /// The writer commits in queue order, so the acknowledged `finish` of the
-    /// same call implies this insert is committed too; not waiting here keeps a
-    /// disk round trip off every call's path.
+    /// Creates the record at receipt; returns once it is committed. An id that already
+    /// names a record is refused (`IdTaken`): a record is never overwritten by another call.
     pub async fn insert(&self, call: NewCall) -> Result<(), StoreError> {
-        self.tx
-            .send(Queued {
-                op: WriteOp::Insert(call),
-                ack: None,
-            })
-            .await
-            .map_err(|_| StoreError::WriterGone)
+        self.write_acked(WriteOp::Insert(call)).await
     }
 
     /// Runs `query` on a reader of this store, on a blocking thread (never on the async workers).
@@ -509,44 +574,103 @@ fn spawn_checkpointer(path: PathBuf, alive: std::sync::Weak<()>) {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Queued>, path: PathBuf) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+/// The writer thread: commits what is queued in one transaction; when that fails, each
+/// write is retried on its own so one bad row cannot take the others down with it.
+struct Writer {
+    path: PathBuf,
+    health: Arc<std::sync::Mutex<StoreHealth>>,
+}
+
+impl Writer {
+    fn run(self, mut conn: Connection, mut rx: mpsc::Receiver<Queued>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
             }
-        }
-        let outcome = apply_batch(&mut conn, &batch).map_err(|e| e.to_string());
-        if let Err(error) = &outcome {
-            tracing::error!(store = %path.display(), %error, "call store write failed");
-        }
-        for queued in batch.drain(..) {
-            if let Some(ack) = queued.ack {
-                let _ = ack.send(outcome.clone());
+            let outcomes = match apply_batch(&mut conn, &batch) {
+                Ok(outcomes) => outcomes,
+                Err(error) => {
+                    tracing::warn!(store = %self.path.display(), %error, writes = batch.len(),
+                        "call store batch failed; retrying each write on its own");
+                    batch
+                        .iter()
+                        .map(
+                            |queued| match apply_batch(&mut conn, std::slice::from_ref(queued)) {
+                                Ok(mut one) => one.pop().unwrap_or(Ok(())),
+                                Err(error) => Err(WriteFailure::Sql(error.to_string())),
+                            },
+                        )
+                        .collect()
+                }
+            };
+            for (queued, outcome) in batch.drain(..).zip(outcomes) {
+                if let Err(WriteFailure::Sql(error)) = &outcome {
+                    tracing::error!(store = %self.path.display(), %error, "call store write failed");
+                    self.health
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .last_error = Some((now_ms(), error.clone()));
+                }
+                if let Some(ack) = queued.ack {
+                    let _ = ack.send(outcome);
+                }
             }
         }
     }
 }
 
-fn apply_batch(conn: &mut Connection, batch: &[Queued]) -> rusqlite::Result<()> {
+/// Applies `batch` in one transaction: `Err` when the transaction failed as a whole,
+/// else each write's own outcome (an id already taken, an update that found no record).
+fn apply_batch(
+    conn: &mut Connection,
+    batch: &[Queued],
+) -> rusqlite::Result<Vec<Result<(), WriteFailure>>> {
     let tx = conn.transaction()?;
+    let mut outcomes = Vec::with_capacity(batch.len());
     for queued in batch {
-        apply(&tx, &queued.op)?;
+        outcomes.push(apply(&tx, &queued.op)?);
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(outcomes)
 }
 
-fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
+/// SQLite's word for a file that is not (or no longer) a usable database.
+fn is_corrupt(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// Moves a corrupt store (and its WAL and shared-memory files) to `<name>.corrupt-<ms>`.
+fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
+    let aside = PathBuf::from(format!("{}.corrupt-{}", path.display(), now_ms()));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+        if from.exists() {
+            std::fs::rename(&from, &to).map_err(|source| StoreError::Io { path: to, source })?;
+        }
+    }
+    Ok(aside)
+}
+
+/// Applies one write. `Ok(Err(_))` is a write that took no effect without failing the
+/// transaction: an insert whose id is taken, a finish that found no record.
+fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Result<(), WriteFailure>> {
     match op {
         WriteOp::Insert(c) => {
-            conn.prepare_cached(
-                "INSERT OR REPLACE INTO calls (id, session_id, client_name, client_version, transport, tool, \
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO calls (id, session_id, client_name, client_version, transport, tool, \
                  arguments, state, received_at_ms, deadline_at_ms, owner_pid) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'received', ?8, ?9, ?10)",
-            )?
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'received', ?8, ?9, ?10) ON CONFLICT(id) DO NOTHING",
+                )?
             .execute(params![
                 c.id,
                 c.session_id,
@@ -559,6 +683,9 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
                 c.deadline_at_ms,
                 std::process::id()
             ])?;
+            if inserted == 0 {
+                return Ok(Err(WriteFailure::IdTaken));
+            }
         }
         WriteOp::Running { id, started_at_ms } => {
             conn.prepare_cached(
@@ -573,7 +700,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
             .execute(params![id, count, message])?;
         }
         WriteOp::Finish { id, done } => {
-            conn.prepare_cached(
+            let updated = conn.prepare_cached(
                 "UPDATE calls SET state = ?2, started_at_ms = COALESCE(?3, started_at_ms), finished_at_ms = ?4, \
                  duration_ms = ?4 - received_at_ms, provider = ?5, model = ?6, tokens_in = ?7, tokens_out = ?8, \
                  attempts = ?9, progress_count = ?10, last_progress = ?11, error_kind = ?12, error_message = ?13, \
@@ -600,6 +727,11 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
                 done.time_to_first_token_ms,
                 done.reasoning
             ])?;
+            if updated == 0 {
+                return Ok(Err(WriteFailure::Sql(format!(
+                    "no record of call {id} to finish (its first write was lost)"
+                ))));
+            }
         }
         WriteOp::Barrier => {}
         WriteOp::SaveThread(t) => {
@@ -622,7 +754,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<()> {
             .execute(params![id, delivery])?;
         }
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// Synchronous access for start-up, maintenance and the CLI (never on an async task).
@@ -955,5 +1087,159 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("exai-store-test-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[tokio::test]
+    async fn a_taken_id_is_refused_and_the_record_stays_as_it_was() {
+        let dir = tempdir();
+        let store = Store::open(&dir.join("s.db")).unwrap();
+        store.insert(new_call("x")).await.unwrap();
+        let mut other = new_call("x");
+        other.tool = "challenge".into();
+        assert!(matches!(
+            store.insert(other).await,
+            Err(StoreError::IdTaken { id }) if id == "x"
+        ));
+        let reader = StoreReader::open(&dir.join("s.db")).unwrap();
+        assert_eq!(reader.get("x").unwrap().unwrap().tool, "chat");
+        let missing = store
+            .finish(
+                "never-inserted",
+                FinishedCall {
+                    finished_at_ms: now_ms(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("no record of call never-inserted"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn one_bad_write_does_not_drop_the_others_in_its_batch() {
+        let dir = tempdir();
+        let path = dir.join("s.db");
+        let conn = open_connection(&path).unwrap();
+        // The "bad row" of the batch: SQLite refuses it (as it would a row over its limits).
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER bad_row BEFORE INSERT ON calls WHEN NEW.arguments = 'bad' \
+             BEGIN SELECT RAISE(ABORT, 'this row is bad'); END;",
+        )
+        .unwrap();
+        let ops = [
+            ("a", "{}".to_string()),
+            ("b", "bad".to_string()),
+            ("c", "{}".to_string()),
+        ]
+        .into_iter()
+        .map(|(id, arguments)| {
+            let mut call = new_call(id);
+            call.arguments = arguments;
+            WriteOp::Insert(call)
+        })
+        .collect();
+        let (outcomes, health) = write_all(conn, &path, ops);
+        assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+        assert!(
+            matches!(&outcomes[1], Err(WriteFailure::Sql(m)) if m.contains("this row is bad")),
+            "{outcomes:?}"
+        );
+        let reader = StoreReader::open(&path).unwrap();
+        assert!(reader.get("a").unwrap().is_some());
+        assert!(reader.get("b").unwrap().is_none());
+        assert!(reader.get("c").unwrap().is_some());
+        assert!(
+            health.problems()[0].contains("a call store write failed"),
+            "{:?}",
+            health.problems()
+        );
+    }
+
+    /// Runs a writer over `conn` for the writes in `ops`, queued before it starts (one batch);
+    /// returns each write's outcome.
+    fn write_all(
+        conn: Connection,
+        path: &Path,
+        ops: Vec<WriteOp>,
+    ) -> (Vec<Result<(), WriteFailure>>, StoreHealth) {
+        let (tx, rx) = mpsc::channel(ops.len().max(1));
+        let mut acks = Vec::new();
+        for op in ops {
+            let (ack, done) = oneshot::channel();
+            tx.try_send(Queued { op, ack: Some(ack) }).unwrap();
+            acks.push(done);
+        }
+        drop(tx);
+        let health = Arc::new(std::sync::Mutex::new(StoreHealth::default()));
+        Writer {
+            path: path.to_path_buf(),
+            health: health.clone(),
+        }
+        .run(conn, rx);
+        let outcomes = acks
+            .into_iter()
+            .map(|mut done| done.try_recv().unwrap())
+            .collect();
+        let health = health.lock().unwrap().clone();
+        (outcomes, health)
+    }
+
+    #[test]
+    fn a_full_disk_is_a_clear_error_and_other_writes_go_on() {
+        let dir = tempdir();
+        let path = dir.join("s.db");
+        let conn = open_connection(&path).unwrap();
+        apply(&conn, &WriteOp::Insert(new_call("before")))
+            .unwrap()
+            .unwrap();
+        // SQLite's own "disk full": the file may not grow past the pages it has.
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+        let mut huge = new_call("huge");
+        huge.arguments = "y".repeat(200_000);
+        let finish = WriteOp::Finish {
+            id: "before".into(),
+            done: FinishedCall {
+                state: Some(CallState::Succeeded),
+                finished_at_ms: now_ms(),
+                ..Default::default()
+            },
+        };
+        let (outcomes, health) = write_all(conn, &path, vec![WriteOp::Insert(huge), finish]);
+        assert!(
+            matches!(&outcomes[0], Err(WriteFailure::Sql(m)) if m.contains("full")),
+            "{outcomes:?}"
+        );
+        assert!(outcomes[1].is_ok(), "{outcomes:?}");
+        assert!(
+            health.problems()[0].contains("full"),
+            "{:?}",
+            health.problems()
+        );
+        let reader = StoreReader::open(&path).unwrap();
+        assert_eq!(reader.get("before").unwrap().unwrap().state, "succeeded");
+    }
+
+    #[test]
+    fn a_corrupt_store_is_moved_aside_never_deleted() {
+        let dir = tempdir();
+        let path = dir.join("s.db");
+        std::fs::write(&path, b"this is not a database, it is a note".repeat(200)).unwrap();
+        let store = Store::open(&path).unwrap();
+        let aside = store.health().moved_aside.unwrap();
+        assert!(
+            std::fs::read(&aside)
+                .unwrap()
+                .starts_with(b"this is not a database")
+        );
+        assert!(store.health().problems()[0].contains("corrupt"));
+        assert!(StoreReader::open(&path).is_ok());
     }
 }

@@ -94,6 +94,8 @@ pub struct LiveCall {
     started_at_ms: Mutex<Option<i64>>,
     usage: Mutex<Usage>,
     reasoning: Mutex<Option<String>>,
+    /// The record the store could not take at receipt (and why): tried again at the end.
+    unrecorded: Mutex<Option<(NewCall, String)>>,
 }
 
 impl LiveCall {
@@ -226,30 +228,48 @@ impl Calls {
             "{}\u{1f}{tool}\u{1f}{arguments}",
             origin.client_name.as_deref().unwrap_or("")
         );
-        let id = proposed_id
+        let fresh = || uuid::Uuid::now_v7().to_string();
+        let proposed = proposed_id
             .and_then(|p| uuid::Uuid::parse_str(p).ok())
             .map(|u| u.to_string())
-            .filter(|id| !self.live_map().contains_key(id))
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            .filter(|id| !self.live_map().contains_key(id));
         let received_at = Instant::now();
         let received_at_ms = now_ms();
         let arguments_text = redact::cap(
             redact::redact(arguments).to_string(),
             redact::MAX_ARGUMENTS_CHARS,
         );
-        self.store
-            .insert(NewCall {
-                id: id.clone(),
-                session_id: origin.session_id.clone(),
-                client_name: origin.client_name.clone(),
-                client_version: origin.client_version.clone(),
-                transport: origin.transport.to_string(),
-                tool: tool.to_string(),
-                arguments: arguments_text,
-                received_at_ms,
-                deadline_at_ms: received_at_ms + budget.as_millis() as i64,
-            })
-            .await?;
+        let mut record = NewCall {
+            id: proposed.clone().unwrap_or_else(fresh),
+            session_id: origin.session_id.clone(),
+            client_name: origin.client_name.clone(),
+            client_version: origin.client_version.clone(),
+            transport: origin.transport.to_string(),
+            tool: tool.to_string(),
+            arguments: arguments_text,
+            received_at_ms,
+            deadline_at_ms: received_at_ms + budget.as_millis() as i64,
+        };
+        // The record exists before anything runs; a proposed id that already names a record
+        // (a client reusing ids) gets a fresh one instead, so no record is ever overwritten.
+        let mut inserted = self.store.insert(record.clone()).await;
+        if let Err(StoreError::IdTaken { id }) = &inserted {
+            let replacement = fresh();
+            tracing::warn!(proposed = %id, call_id = %replacement, tool,
+                "the proposed call id already names a record; the call gets a fresh id");
+            record.id = replacement;
+            inserted = self.store.insert(record.clone()).await;
+        }
+        let id = record.id.clone();
+        // A store that cannot write (disk full, locked, corrupt) does not stop the call: it is
+        // answered, tried again at the end, and the answer says if it could not be recorded.
+        let unrecorded = match inserted {
+            Ok(()) => None,
+            Err(error) => {
+                tracing::error!(call_id = %id, tool, %error, "could not record the call at receipt");
+                Some((record, error.to_string()))
+            }
+        };
         let call = Arc::new(LiveCall {
             id: id.clone(),
             tool: tool.to_string(),
@@ -268,6 +288,7 @@ impl Calls {
             started_at_ms: Mutex::new(None),
             usage: Mutex::new(Usage::default()),
             reasoning: Mutex::new(None),
+            unrecorded: Mutex::new(unrecorded),
         });
         self.live_map().insert(id, call.clone());
         tracing::info!(
@@ -424,8 +445,25 @@ impl Calls {
             is_error: result.is_error == Some(true),
         };
         // Invariant 3: the result is committed before anyone is handed it.
-        if let Err(error) = self.store.finish(&call.id, done).await {
+        let late_insert = call
+            .unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let stored = match late_insert {
+            Some((record, _)) => match self.store.insert(record).await {
+                Ok(()) => self.store.finish(&call.id, done).await,
+                Err(error) => Err(error),
+            },
+            None => self.store.finish(&call.id, done).await,
+        };
+        if let Err(error) = stored {
             tracing::error!(%error, "could not store the call's end; answering anyway");
+            result.content.push(ContentBlock::text(format!(
+                "Note: exai could not record this call ({error}); the answer above is complete, \
+                 but `exai calls show {}` and call_result will not have it.",
+                call.id
+            )));
         }
         let elapsed_ms = call.elapsed().as_millis() as u64;
         match &failure {

@@ -271,11 +271,11 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
         Some(r) => r.json().await.ok(),
         None => None,
     };
-    let store = open_store(config).ok();
+    let store = open_store(config);
     let list = |filter: CallFilter| -> Result<Vec<CallRow>, CliError> {
         Ok(match &store {
-            Some(s) => s.list(&filter)?,
-            None => Vec::new(),
+            Ok(s) => s.list(&filter)?,
+            Err(_) => Vec::new(),
         })
     };
     let failures = list(CallFilter {
@@ -312,6 +312,16 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
         None => writeln!(out, "daemon: not running (expected at {address})")?,
     }
     writeln!(out, "home: {}", config.home.display())?;
+    let problems = health
+        .as_ref()
+        .and_then(|h| h["store"]["problems"].as_array().cloned())
+        .unwrap_or_default();
+    for problem in problems.iter().filter_map(|p| p.as_str()) {
+        writeln!(out, "store: {problem}")?;
+    }
+    if let Err(error) = &store {
+        writeln!(out, "store: cannot be read: {error}")?;
+    }
     for row in &running {
         writeln!(
             out,

@@ -96,6 +96,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
         "store": {
             "path": store.path().display().to_string(),
             "queue": store.queue_depth(),
+            "problems": store.health().problems(),
         },
     }))
 }

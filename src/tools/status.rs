@@ -6,7 +6,6 @@ use serde_json::json;
 use super::{
     ExaiTool, NoArguments, ToolContext, ToolFuture, definition, local_read_only, parse_arguments,
 };
-use crate::calls::ToolFailure;
 use crate::store::CallFilter;
 
 pub struct Status;
@@ -42,6 +41,8 @@ impl ExaiTool for Status {
                     })
                 })
                 .collect();
+            // A store that cannot be read is a problem to report, not a reason to fail status.
+            let mut store_problems = ctx.calls.store().health().problems();
             let failures = ctx
                 .calls
                 .store()
@@ -53,7 +54,10 @@ impl ExaiTool for Status {
                     })
                 })
                 .await
-                .map_err(|e| ToolFailure::new("store", e.to_string()))?;
+                .unwrap_or_else(|e| {
+                    store_problems.push(format!("the call store cannot be read: {e}"));
+                    Vec::new()
+                });
             let failures: Vec<_> = failures
                 .into_iter()
                 .map(|r| {
@@ -75,6 +79,9 @@ impl ExaiTool for Status {
                 in_flight.len(),
                 ctx.calls.store().queue_depth(),
             );
+            for problem in &store_problems {
+                text.push_str(&format!("\n  store: {problem}"));
+            }
             for c in &in_flight {
                 text.push_str(&format!("\n  running {} · {}", c["call_id"], c["progress"]));
             }
@@ -92,6 +99,7 @@ impl ExaiTool for Status {
                 "sessions": ctx.health.sessions(),
                 "calls_in_flight": in_flight,
                 "recent_failures": failures,
+                "store_problems": store_problems,
             }));
             Ok(result)
         })

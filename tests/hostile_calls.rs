@@ -1,0 +1,112 @@
+//! Calls and records under hostile or broken conditions, through the real binary: client-chosen
+//! call ids that name existing records, a corrupt store file.
+
+mod common;
+
+use common::*;
+use rmcp::model::CallToolRequestParams;
+use serde_json::{Value, json};
+
+fn initialized(raw: &mut RawClient) {
+    raw.ok(
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {},
+               "clientInfo": {"name": "id-reuser", "version": "1"}}),
+    );
+    raw.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+}
+
+fn call_id_in(result: &Value) -> String {
+    result["_meta"]["exai.dev/callId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no call id: {result}"))
+        .to_string()
+}
+
+#[test]
+fn a_reused_call_id_never_overwrites_a_record() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    // Without the shim in between, a client chooses the ids it proposes.
+    let mut raw = RawClient::start(&daemon.stdio_env(), &["--no-daemon"]);
+    initialized(&mut raw);
+    let chosen = uuid::Uuid::now_v7().to_string();
+    let first = raw.ok(
+        "tools/call",
+        json!({"name": "version", "arguments": {}, "_meta": {"exai.dev/callId": chosen}}),
+    );
+    assert_eq!(call_id_in(&first), chosen);
+    let second = raw.ok(
+        "tools/call",
+        json!({"name": "challenge", "arguments": {"prompt": "the sky is green"},
+               "_meta": {"exai.dev/callId": chosen}}),
+    );
+    let second_id = call_id_in(&second);
+    assert_ne!(
+        second_id, chosen,
+        "the reused id was replaced by a fresh one"
+    );
+    let fetched = raw.ok(
+        "tools/call",
+        json!({"name": "call_result", "arguments": {"call_id": chosen}}),
+    );
+    assert_eq!(
+        fetched["content"], first["content"],
+        "call_result returns the first call's answer"
+    );
+    assert_eq!(daemon.final_record(&chosen).tool, "version");
+    assert_eq!(daemon.final_record(&second_id).tool, "challenge");
+}
+
+#[tokio::test]
+async fn a_corrupt_store_is_moved_aside_and_calls_go_on() {
+    let fake = Fake::start();
+    let home = temp_home();
+    let garbage = b"not a database: someone's notes, or a disk that lied".repeat(100);
+    std::fs::write(home.join("calls.sqlite3"), &garbage).unwrap();
+    let daemon = Daemon::start_in(home.clone(), "127.0.0.1:0", &fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let answer = client
+        .call_tool(chat("still there?", "fake-fast"))
+        .await
+        .unwrap();
+    assert_eq!(answer.is_error, Some(false), "{}", all_text_of(&answer));
+    assert_eq!(daemon.final_record(&call_id_of(&answer)).state, "succeeded");
+    let status = client
+        .call_tool(CallToolRequestParams::new("status"))
+        .await
+        .unwrap();
+    let text = all_text_of(&status);
+    assert!(
+        text.contains("store: the call store was corrupt at start: moved aside to"),
+        "{text}"
+    );
+    let aside: Vec<_> = std::fs::read_dir(&home)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("calls.sqlite3.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "moved aside once");
+    assert_eq!(
+        std::fs::read(aside[0].path()).unwrap(),
+        garbage,
+        "never deleted"
+    );
+    let cli = std::process::Command::new(EXAI)
+        .arg("status")
+        .env_clear()
+        .envs(daemon.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("EXAI_LISTEN", &daemon.addr)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        printed.contains("store: the call store was corrupt"),
+        "{printed}"
+    );
+    client.cancel().await.unwrap();
+}
