@@ -3,6 +3,8 @@
 //! The modules follow the hops a tool call takes; ARCHITECTURE.md draws the map.
 
 pub mod app;
+#[cfg(test)]
+mod arbitrary;
 pub mod calls;
 pub mod cli;
 pub mod config;

@@ -54,6 +54,7 @@ pub enum ShimError {
 enum Input {
     Line(String),
     TooLarge,
+    NotUtf8,
     Eof,
 }
 
@@ -110,6 +111,9 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
                 Input::TooLarge => {
                     relay.reply_error(Value::Null, -32600, &format!(
                         "message larger than the {}-byte limit was dropped unread", relay.config.max_message_bytes)).await;
+                }
+                Input::NotUtf8 => {
+                    relay.reply_error(Value::Null, -32700, "parse error: the message is not valid UTF-8").await;
                 }
                 Input::Line(line) => {
                     if let Some(frame) = relay.on_client_line(&line).await {
@@ -407,6 +411,7 @@ async fn read_stdin(tx: mpsc::Sender<Input>, limit: usize) {
             Ok(line) if line.trim().is_empty() => continue,
             Ok(line) => Input::Line(line),
             Err(FrameError::TooLarge { .. }) => Input::TooLarge,
+            Err(FrameError::NotUtf8) => Input::NotUtf8,
             Err(FrameError::Io(_)) => break,
         };
         if tx.send(input).await.is_err() {

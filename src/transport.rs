@@ -26,6 +26,9 @@ use crate::store::Store;
 pub enum FrameError {
     #[error("message larger than the {limit}-byte limit")]
     TooLarge { limit: usize },
+    /// The line was read whole but is not UTF-8 (JSON-RPC is text): answered, and reading goes on.
+    #[error("message is not valid UTF-8")]
+    NotUtf8,
     #[error("{0}")]
     Io(String),
 }
@@ -51,21 +54,31 @@ impl Decoder for LineFrames {
     type Error = std::io::Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
-        match self.lines.decode(buf) {
+        let decoded = self.lines.decode(buf);
+        self.frame(decoded)
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        let decoded = self.lines.decode_eof(buf);
+        self.frame(decoded)
+    }
+}
+
+impl LineFrames {
+    /// Turns what the line codec said into a frame; only real I/O errors end the stream.
+    fn frame(
+        &self,
+        decoded: Result<Option<String>, LinesCodecError>,
+    ) -> Result<Option<Result<String, FrameError>>, std::io::Error> {
+        match decoded {
             Ok(line) => Ok(line.map(Ok)),
             // The codec discards the rest of the long line by itself.
             Err(LinesCodecError::MaxLineLengthExceeded) => {
                 Ok(Some(Err(FrameError::TooLarge { limit: self.limit })))
             }
-            Err(LinesCodecError::Io(e)) => Err(e),
-        }
-    }
-
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
-        match self.lines.decode_eof(buf) {
-            Ok(line) => Ok(line.map(Ok)),
-            Err(LinesCodecError::MaxLineLengthExceeded) => {
-                Ok(Some(Err(FrameError::TooLarge { limit: self.limit })))
+            // The codec has already consumed the line; the next one is read as usual.
+            Err(LinesCodecError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Ok(Some(Err(FrameError::NotUtf8)))
             }
             Err(LinesCodecError::Io(e)) => Err(e),
         }
@@ -177,6 +190,11 @@ async fn read_frames<Src>(
                 Value::Null,
                 -32600,
                 &format!("message larger than the {limit}-byte limit was dropped unread"),
+            ),
+            Err(FrameError::NotUtf8) => error_frame(
+                Value::Null,
+                -32700,
+                "parse error: the message is not valid UTF-8",
             ),
             Err(FrameError::Io(error)) => {
                 tracing::info!(%session, %error, "session input ended");
@@ -362,5 +380,60 @@ mod tests {
         let reply: Value = serde_json::from_str(&malformed_reply(text, &bad)).unwrap();
         assert_eq!(reply["error"]["code"], -32600);
         assert_eq!(reply["id"], 7);
+    }
+
+    mod properties {
+        use super::*;
+        use crate::arbitrary::json_rpc_message;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any bytes, cut into any chunks: no panic, no line over the limit, and the
+            /// buffer never holds much more than the limit (an endless line is discarded as
+            /// it comes, not collected).
+            #[test]
+            fn line_frames_stay_bounded_on_any_bytes(
+                chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..40),
+                limit in 1usize..200,
+            ) {
+                let mut frames = LineFrames::new(limit);
+                let mut buf = BytesMut::new();
+                for chunk in &chunks {
+                    buf.extend_from_slice(chunk);
+                    while let Some(frame) = frames.decode(&mut buf).map_err(|e| TestCaseError::fail(e.to_string()))? {
+                        if let Ok(line) = frame {
+                            prop_assert!(line.len() <= limit);
+                        }
+                    }
+                    prop_assert!(buf.len() <= limit + chunk.len() + 1);
+                }
+                while let Some(frame) = frames.decode_eof(&mut buf).map_err(|e| TestCaseError::fail(e.to_string()))? {
+                    if let Ok(line) = frame {
+                        prop_assert!(line.len() <= limit);
+                    }
+                }
+            }
+
+            /// Any text a client sends is either a message or answered with a JSON-RPC error.
+            #[test]
+            fn any_frame_is_parsed_or_answered_with_an_error(
+                message in json_rpc_message(),
+                raw in any::<String>(),
+                legacy in any::<bool>(),
+            ) {
+                let adapter = crate::legacy_tasks::adapter::Adapter::new(["chat".to_string()]);
+                if legacy {
+                    let mut init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                        "params": {"protocolVersion": "2025-11-25", "capabilities": {}}});
+                    adapter.inbound(&mut init);
+                }
+                for text in [message.to_string(), raw] {
+                    if let Err(error) = parse_inbound(&text, &adapter) {
+                        let reply: Value = serde_json::from_str(&malformed_reply(&text, &error)).unwrap();
+                        prop_assert!(reply["error"]["code"].is_i64());
+                    }
+                }
+            }
+        }
     }
 }

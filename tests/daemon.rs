@@ -134,8 +134,12 @@ impl RawStdio {
     }
 
     fn send(&mut self, line: &str) {
+        self.send_bytes(line.as_bytes());
+    }
+
+    fn send_bytes(&mut self, line: &[u8]) {
         let stdin = self.child.0.stdin.as_mut().unwrap();
-        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(line).unwrap();
         stdin.write_all(b"\n").unwrap();
         stdin.flush().unwrap();
     }
@@ -169,6 +173,17 @@ fn bad_input_is_answered_and_the_session_goes_on(env: &[(String, String)], args:
     raw.send("this is not json {");
     let reply = raw.read();
     assert_eq!(reply["error"]["code"], -32700, "{reply}");
+    // Not UTF-8: used to end the session.
+    raw.send_bytes(b"{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"ping\",\"x\":\"\xff\xfe\"}");
+    let reply = raw.read();
+    assert_eq!(reply["error"]["code"], -32700, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("UTF-8"),
+        "{reply}"
+    );
     raw.send(&format!(r#"{{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{{"name":"chat","arguments":{{"prompt":"{}"}}}}}}"#, "x".repeat(5000)));
     let reply = raw.read();
     assert_eq!(reply["error"]["code"], -32600, "{reply}");

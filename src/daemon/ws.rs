@@ -28,10 +28,9 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
     let source = stream.filter_map(|message| async move {
         match message {
             Ok(Message::Text(text)) => Some(Ok(text.to_string())),
-            Ok(Message::Binary(bytes)) => Some(
-                String::from_utf8(bytes.to_vec())
-                    .map_err(|_| FrameError::Io("binary frame is not UTF-8".into())),
-            ),
+            Ok(Message::Binary(bytes)) => {
+                Some(String::from_utf8(bytes.to_vec()).map_err(|_| FrameError::NotUtf8))
+            }
             Ok(Message::Close(_)) => {
                 Some(Err(FrameError::Io("client closed the connection".into())))
             }

@@ -15,6 +15,9 @@ use super::{CALL, CANCEL, GET, LIST, RESULT, VERSION};
 /// Requests whose answers wait for a rewrite; a client that never reads its answers
 /// cannot grow this without bound.
 const MAX_PENDING_REWRITES: usize = 1024;
+/// Longest request id remembered (JSON-RPC ids are short strings or numbers; a megabyte-long
+/// one is not kept a thousand times over).
+const MAX_ID_CHARS: usize = 256;
 
 /// Text every message the adapter renames or remembers contains (`initialize`, `tools/list`,
 /// `tasks/*`, a `tools/call` with `params.task`).
@@ -91,7 +94,7 @@ impl Adapter {
             return;
         };
         // Notifications carry no task semantics here (`notifications/cancelled` is left to rmcp).
-        let Some(id) = message.get("id").map(Value::to_string) else {
+        let Some(id) = request_id(message) else {
             return;
         };
         let mut state = self.state();
@@ -145,7 +148,7 @@ impl Adapter {
         if message.get("method").is_some() {
             return;
         }
-        let Some(id) = message.get("id").map(Value::to_string) else {
+        let Some(id) = request_id(message) else {
             return;
         };
         let mut state = self.state();
@@ -202,6 +205,15 @@ impl Adapter {
             }
         }
     }
+}
+
+/// A message's id as a map key, if it is a JSON-RPC id (a string or number) of sane length.
+fn request_id(message: &Value) -> Option<String> {
+    message
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())
+        .map(Value::to_string)
+        .filter(|key| key.len() <= MAX_ID_CHARS)
 }
 
 fn remember(state: &mut State, id: String, rewrite: Rewrite) {
@@ -324,5 +336,35 @@ mod tests {
         adapter.inbound(&mut call);
         assert_eq!(call["method"], "tools/call");
         assert!(!adapter.watches_inbound());
+    }
+
+    mod properties {
+        use super::*;
+        use crate::arbitrary::json_rpc_message;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any messages, both ways, in any order: no panic, and what the adapter keeps
+            /// stays within its bounds.
+            #[test]
+            fn any_message_sequence_is_adapted_without_panic_or_growth(
+                messages in prop::collection::vec((any::<bool>(), json_rpc_message()), 0..40),
+            ) {
+                let adapter = adapter();
+                initialize(&adapter, VERSION, json!({}));
+                for (from_client, mut message) in messages {
+                    if from_client {
+                        let text = message.to_string();
+                        let _ = adapter.may_adapt(&text);
+                        adapter.inbound(&mut message);
+                    } else {
+                        adapter.outbound(&mut message);
+                    }
+                    let state = adapter.state();
+                    prop_assert!(state.rewrites.len() <= MAX_PENDING_REWRITES);
+                    prop_assert!(state.rewrites.keys().all(|k| k.len() <= MAX_ID_CHARS));
+                }
+            }
+        }
     }
 }
