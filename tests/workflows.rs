@@ -3,38 +3,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use common::*;
-use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde_json::{Value, json};
-
-fn call(tool: &str, args: Value) -> CallToolRequestParams {
-    CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().unwrap().clone())
-}
-
-/// The step answer (the JSON block every workflow answer starts with).
-fn answer_of(result: &CallToolResult) -> Value {
-    assert_eq!(result.is_error, Some(false), "{}", all_text_of(result));
-    serde_json::from_str(&text_of(result)).expect("a JSON step answer")
-}
-
-fn error_of(result: &CallToolResult) -> String {
-    assert_eq!(result.is_error, Some(true), "{}", all_text_of(result));
-    all_text_of(result)
-}
 
 fn requests(fake: &Fake) -> u64 {
     fake.stats()["requests"].as_u64().unwrap()
-}
-
-fn last_body(fake: &Fake, model: &str) -> Value {
-    serde_json::from_str(&http_get(&format!(
-        "{}/last_request?model={model}",
-        fake.url
-    )))
-    .unwrap()
 }
 
 fn project() -> PathBuf {
@@ -46,10 +21,6 @@ fn project() -> PathBuf {
     )
     .unwrap();
     dir
-}
-
-fn path(p: &Path) -> String {
-    p.display().to_string()
 }
 
 #[tokio::test]
@@ -461,20 +432,6 @@ async fn guidance_tools_answer_without_a_model() {
     assert_eq!(docs["expert_analysis"]["status"], "skipped");
     assert_eq!(requests(&fake), 0);
     client.cancel().await.unwrap();
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .status()
-        .unwrap();
-    assert!(status.success(), "git {args:?}");
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ mod consensus;
 mod consult;
 mod debug;
 mod docgen;
+mod git;
 mod listmodels;
 mod planner;
 mod precommit;

@@ -3,17 +3,16 @@
 //! actual diff; secret files never leave the machine.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::future::BoxFuture;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 
 use super::ToolContext;
 use super::consult::blocking_failure;
+use super::git::{Git, GitError};
 use super::workflow::{
     Actions, Gathered, StepArguments, Steps, Validation, Workflow, text_section,
 };
@@ -24,8 +23,6 @@ pub struct PreCommit;
 
 /// Most diff text given to the expert.
 const MAX_DIFF_BYTES: usize = 160 * 1024;
-/// Longest a single git command may take.
-const GIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most changed paths listed back to the agent.
 const MAX_LISTED: usize = 50;
 
@@ -158,84 +155,126 @@ struct Wanted {
     unstaged: bool,
 }
 
-fn git_failure(message: String) -> ToolFailure {
-    ToolFailure::new("git", message)
+fn git_failure(message: impl ToString) -> ToolFailure {
+    ToolFailure::new("git", message.to_string())
 }
 
-/// Runs git in `dir`, keeping at most `cap` bytes of its output; bounded by `deadline`.
-async fn git(
-    dir: &Path,
-    args: &[&str],
-    cap: usize,
-    deadline: Instant,
-) -> Result<(String, bool), String> {
-    let mut child = tokio::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_OPTIONAL_LOCKS", "0")
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("could not run git: {e}"))?;
-    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err("git's output could not be read".into());
-    };
-    let limit = deadline.min(Instant::now() + GIT_TIMEOUT);
-    let run = async {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let mut stdout = (&mut stdout).take(cap as u64 + 1);
-        let mut stderr = (&mut stderr).take(8 * 1024);
-        let (read_out, _) =
-            tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-        read_out.map_err(|e| format!("reading git's output: {e}"))?;
-        let truncated = out.len() > cap;
-        if truncated {
-            out.truncate(cap);
-            // The rest is not wanted: stop git rather than drain it.
-            let _ = child.start_kill();
-        }
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| format!("waiting for git: {e}"))?;
-        if !status.success() && !truncated {
-            return Err(format!(
-                "git {} failed: {}",
-                args.first().copied().unwrap_or(""),
-                String::from_utf8_lossy(&err).trim()
-            ));
-        }
-        Ok((String::from_utf8_lossy(&out).into_owned(), truncated))
-    };
-    tokio::time::timeout_at(limit.into(), run)
-        .await
-        .map_err(|_| format!("git {} took longer than {GIT_TIMEOUT:?}", args.join(" ")))?
-}
+/// Switches of every `git diff`: no external diff or textconv program, no submodule (git would
+/// run child gits inside it, under its own config), no colour, renames as delete plus add (so a
+/// renamed secret is withheld under its old name), fixed `a/`/`b/` prefixes whatever the
+/// repository's config says, and no order file (a repository could name a FIFO).
+const DIFF: &[&str] = &[
+    "diff",
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--no-renames",
+    "--ignore-submodules=all",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+    "-O/dev/null",
+];
 
-/// Changed paths of one diff, split into those that may be shown and those that may not.
+/// Changed paths of one diff, split into those that may be shown and those that may not (with
+/// the reason).
 async fn changed(
-    dir: &Path,
+    git: &Git,
+    top: &Path,
     base: &[&str],
     roots: &files::Policy,
-    deadline: Instant,
-) -> Result<(Vec<String>, Vec<String>), String> {
+) -> Result<(Vec<String>, Vec<String>), GitError> {
     let mut args = base.to_vec();
     args.extend(["--name-only", "-z"]);
-    let (names, _) = git(dir, &args, 4 * 1024 * 1024, deadline).await?;
+    let listing = git.run(&args, 4 * 1024 * 1024).await?;
+    let mut names: Vec<&str> = listing.text.split('\0').collect();
+    // Each name ends in NUL: what follows the last one is empty, or a name cut by the cap.
+    names.pop();
     let (mut shown, mut withheld) = (Vec::new(), Vec::new());
-    for name in names.split('\0').filter(|n| !n.is_empty()) {
-        match files::refusal(&dir.join(name), roots) {
-            Some(why) => withheld.push(format!("{name} — {why}")),
+    for name in names.into_iter().filter(|n| !n.is_empty()) {
+        match files::refusal(&top.join(name), roots) {
+            Some(why) => withheld.push((name.to_string(), why)),
             None => shown.push(name.to_string()),
         }
     }
+    // A literal pathspec also takes in what lies under it: a file replaced by a directory
+    // holding a withheld file (`cfg` → `cfg/.env`) cannot be shown without it. Sorted, the
+    // first withheld name at or after `cfg/` tells (no pairwise comparison of long lists).
+    let mut withheld_names: Vec<&str> = withheld.iter().map(|(name, _)| name.as_str()).collect();
+    withheld_names.sort_unstable();
+    let holds_withheld = |path: &String| {
+        let dir = format!("{path}/");
+        let at = withheld_names.partition_point(|name| *name < dir.as_str());
+        withheld_names
+            .get(at)
+            .is_some_and(|name| name.starts_with(&dir))
+    };
+    let (inseparable, shown): (Vec<String>, Vec<String>) =
+        shown.into_iter().partition(holds_withheld);
+    let mut withheld: Vec<String> = withheld
+        .into_iter()
+        .map(|(name, why)| format!("{name} — {why}"))
+        .collect();
+    withheld.extend(inseparable.into_iter().map(|path| {
+        format!("{path} — a withheld file lies under this path: its diff cannot be sent without it")
+    }));
     Ok((shown, withheld))
+}
+
+/// A file header in `diff` that names none of `shown`, if there is one. Pathspecs are literal,
+/// so git gives the diff of exactly `shown`; this makes sure, so that nothing withheld is ever
+/// sent whatever git did.
+fn stray_header<'a>(diff: &'a str, shown: &[String]) -> Option<&'a str> {
+    // Git quotes a name holding control characters, `"` or `\` (core.quotePath is false); a later
+    // git may quote more (spaces), so the always-quoted form is accepted too.
+    let forms = |name: &str| [c_quoted(name, false), c_quoted(name, true)];
+    let expected: std::collections::HashSet<String> = shown
+        .iter()
+        .flat_map(|path| {
+            let (a, b, plain) = (
+                forms(&format!("a/{path}")),
+                forms(&format!("b/{path}")),
+                forms(path),
+            );
+            [
+                format!("diff --git {} {}", a[0], b[0]),
+                format!("diff --git {} {}", a[1], b[1]),
+                format!("diff --cc {}", plain[0]),
+                format!("diff --cc {}", plain[1]),
+                format!("diff --combined {}", plain[0]),
+                format!("diff --combined {}", plain[1]),
+            ]
+        })
+        .collect();
+    diff.split('\n')
+        .filter(|line| line.starts_with("diff --"))
+        .find(|line| !expected.contains(*line))
+}
+
+/// `name` as git writes it in a diff header: as is, or in double quotes with C escapes when it
+/// holds a control character, `"` or `\` (or always, if `always`).
+fn c_quoted(name: &str, always: bool) -> String {
+    let special = |c: char| c < ' ' || c == '\u{7f}' || c == '"' || c == '\\';
+    if !always && !name.chars().any(special) {
+        return name.to_string();
+    }
+    let mut out = String::from("\"");
+    for c in name.chars() {
+        match c {
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\u{b}' => out.push_str("\\v"),
+            '\u{c}' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if special(c) => out.push_str(&format!("\\{:03o}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 async fn read_repository(
@@ -245,23 +284,32 @@ async fn read_repository(
     last: bool,
     deadline: Instant,
 ) -> Result<Gathered, ToolFailure> {
-    let (top, _) = git(dir, &["rev-parse", "--show-toplevel"], 4096, deadline)
+    let git = Git::open(dir, deadline).await.map_err(|e| {
+        git_failure(format!(
+            "{} could not be read with git ({e})",
+            dir.display()
+        ))
+    })?;
+    let top = git
+        .run(&["rev-parse", "--show-toplevel"], 4096)
         .await
         .map_err(|e| git_failure(format!("{} is not a git repository ({e})", dir.display())))?;
-    let top = PathBuf::from(top.trim());
-    let (status, _) = git(
-        &top,
-        &[
-            "status",
-            "--porcelain=v1",
-            "--branch",
-            "--untracked-files=all",
-        ],
-        1024 * 1024,
-        deadline,
-    )
-    .await
-    .map_err(git_failure)?;
+    let top = PathBuf::from(top.text.trim());
+    let git = git.at(&top);
+    let status = git
+        .run(
+            &[
+                "status",
+                "--porcelain=v1",
+                "--branch",
+                "--untracked-files=all",
+                "--ignore-submodules=all",
+            ],
+            1024 * 1024,
+        )
+        .await
+        .map_err(git_failure)?
+        .text;
     let mut lines = status.lines();
     let branch = lines
         .next()
@@ -275,9 +323,9 @@ async fn read_repository(
     let untracked = count(|l| l.starts_with("??"));
 
     let mut diffs: Vec<(String, Vec<&str>)> = Vec::new();
+    let with = |extra: &[&'static str]| DIFF.iter().chain(extra).copied().collect::<Vec<_>>();
     if let Some(reference) = &wanted.compare_to {
-        git(
-            &top,
+        git.run(
             &[
                 "rev-parse",
                 "--verify",
@@ -285,7 +333,6 @@ async fn read_repository(
                 &format!("{reference}^{{commit}}"),
             ],
             4096,
-            deadline,
         )
         .await
         .map_err(|_| {
@@ -294,22 +341,15 @@ async fn read_repository(
                 top.display()
             ))
         })?;
-        diffs.push((
-            format!("changes since {reference}"),
-            vec!["diff", "--no-color", "--no-ext-diff", reference.as_str()],
-        ));
+        let mut args = with(&[]);
+        args.push(reference.as_str());
+        diffs.push((format!("changes since {reference}"), args));
     } else {
         if wanted.staged {
-            diffs.push((
-                "staged changes".into(),
-                vec!["diff", "--no-color", "--no-ext-diff", "--cached"],
-            ));
+            diffs.push(("staged changes".into(), with(&["--cached"])));
         }
         if wanted.unstaged {
-            diffs.push((
-                "unstaged changes".into(),
-                vec!["diff", "--no-color", "--no-ext-diff"],
-            ));
+            diffs.push(("unstaged changes".into(), with(&[])));
         }
     }
 
@@ -343,7 +383,7 @@ async fn read_repository(
     let mut left = MAX_DIFF_BYTES;
     let mut empty = true;
     for (label, base) in &diffs {
-        let (shown, withheld) = changed(&top, base, roots, deadline)
+        let (shown, withheld) = changed(&git, &top, base, roots)
             .await
             .map_err(git_failure)?;
         for w in withheld {
@@ -356,15 +396,23 @@ async fn read_repository(
         let mut args = base.clone();
         args.push("--");
         args.extend(shown.iter().map(String::as_str));
-        let (diff, truncated) = git(&top, &args, left.max(1), deadline)
-            .await
-            .map_err(git_failure)?;
+        let output = git.run(&args, left.max(1)).await.map_err(git_failure)?;
+        let mut diff = output.text;
+        if output.truncated {
+            // Whole lines only: a header cut in half could not be checked.
+            diff.truncate(diff.rfind('\n').map_or(0, |end| end + 1));
+        }
+        if let Some(header) = stray_header(&diff, &shown) {
+            return Err(git_failure(format!(
+                "git's diff of {label} holds a file that was not asked for ({header}); nothing was sent to the model"
+            )));
+        }
         left = left.saturating_sub(diff.len());
         brief.push_str(&format!(
             "\n### {label} ({} file(s))\n```diff\n{diff}\n```\n",
             shown.len()
         ));
-        if truncated {
+        if output.truncated {
             gathered.notes.push(format!(
                 "The diff of {label} was cut at {MAX_DIFF_BYTES} bytes; review the rest in smaller parts (compare_to, or stage part of it)."
             ));
@@ -384,4 +432,37 @@ async fn read_repository(
     gathered.summary = Some(summary);
     gathered.brief = Some(brief);
     Ok(gathered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_quoted_as_git_quotes_them() {
+        assert_eq!(c_quoted("src/main.rs", false), "src/main.rs");
+        assert_eq!(c_quoted("a b/café.rs", false), "a b/café.rs");
+        assert_eq!(c_quoted("a b", true), "\"a b\"");
+        assert_eq!(
+            c_quoted("t\tq\"b\\n\nbell\u{7}del\u{7f}esc\u{1b}", false),
+            "\"t\\tq\\\"b\\\\n\\nbell\\adel\\177esc\\033\""
+        );
+    }
+
+    #[test]
+    fn a_header_of_a_file_not_shown_is_found() {
+        let shown = vec!["*".to_string(), "we\"ird".to_string()];
+        let diff = "diff --git a/* b/*\n+x\ndiff --git \"a/we\\\"ird\" \"b/we\\\"ird\"\n+y\n";
+        assert_eq!(stray_header(diff, &shown), None);
+        let leaked = format!("{diff}diff --git a/.env b/.env\n+API_KEY=1\n");
+        assert_eq!(
+            stray_header(&leaked, &shown),
+            Some("diff --git a/.env b/.env")
+        );
+        assert_eq!(
+            stray_header("diff --cc .env\n", &shown),
+            Some("diff --cc .env")
+        );
+        assert_eq!(stray_header("diff --cc *\n", &shown), None);
+    }
 }

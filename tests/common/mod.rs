@@ -386,6 +386,51 @@ pub fn chat(prompt: &str, model: &str) -> CallToolRequestParams {
     )
 }
 
+/// A call of `tool` with `args` (a JSON object).
+pub fn call(tool: &str, args: Value) -> CallToolRequestParams {
+    CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().unwrap().clone())
+}
+
+/// The step answer of a workflow tool (the JSON block every workflow answer starts with).
+pub fn answer_of(result: &CallToolResult) -> Value {
+    assert_eq!(result.is_error, Some(false), "{}", all_text_of(result));
+    serde_json::from_str(&text_of(result)).expect("a JSON step answer")
+}
+
+/// The text of a result that must be an error.
+pub fn error_of(result: &CallToolResult) -> String {
+    assert_eq!(result.is_error, Some(true), "{}", all_text_of(result));
+    all_text_of(result)
+}
+
+/// The last request body the fake provider received for `model`.
+pub fn last_body(fake: &Fake, model: &str) -> Value {
+    serde_json::from_str(&http_get(&format!(
+        "{}/last_request?model={model}",
+        fake.url
+    )))
+    .unwrap()
+}
+
+pub fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Runs `git -C dir <args>` (as the test's user), which must succeed.
+pub fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
 /// The first text block of a result: the answer itself (notes follow in later blocks).
 pub fn text_of(result: &CallToolResult) -> String {
     result
