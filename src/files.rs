@@ -114,7 +114,8 @@ const DENIED_NAMES: [&str; 19] = [
     ".dockercfg",
 ];
 /// Files that hold credentials when they sit in the given directory.
-const DENIED_IN_DIR: [(&str, &str); 6] = [
+const DENIED_IN_DIR: [(&str, &str); 7] = [
+    (".cursor", "mcp.json"),
     (".cargo", "credentials"),
     (".cargo", "credentials.toml"),
     (".gem", "credentials"),

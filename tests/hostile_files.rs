@@ -140,7 +140,8 @@ async fn fifos_are_refused_everywhere_and_never_block_the_daemon() {
 }
 
 /// Where each credential store lives below a home directory.
-const CREDENTIAL_FILES: [&str; 22] = [
+const CREDENTIAL_FILES: [&str; 23] = [
+    ".cursor/mcp.json",
     ".git-credentials",
     ".config/git/credentials",
     ".netrc",
