@@ -161,7 +161,8 @@ impl OpenAiCompatible {
                 ));
             }
         };
-        let list: ModelList = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let list: ModelList =
+            serde_json::from_slice(&body).map_err(|e| self.shown(&e.to_string()))?;
         Ok(list.data.into_iter().map(|m| m.id).collect())
     }
 
@@ -262,8 +263,11 @@ impl OpenAiCompatible {
                     provider: self.name.clone(),
                     model: model.id.clone(),
                     detail: format!(
-                        "{e} in the answer {:?}",
-                        self.shown(&String::from_utf8_lossy(&text))
+                        "{} in the answer {:?}",
+                        self.shown(&e.to_string()),
+                        self.shown(&String::from_utf8_lossy(
+                            &text[..text.len().min(SHOWN_TEXT_READ)]
+                        ))
                     ),
                 })?;
             if let Some(error) = completion.error {
@@ -369,7 +373,12 @@ impl OpenAiCompatible {
         let chunk: Chunk = serde_json::from_str(data).map_err(|e| ProviderError::Garbage {
             provider: self.name.clone(),
             model: model.id.clone(),
-            detail: format!("{e} in stream event {:?}", self.shown(data)),
+            // serde quotes values it did not expect: they are the provider's words too.
+            detail: format!(
+                "{} in stream event {:?}",
+                self.shown(&e.to_string()),
+                self.shown(data)
+            ),
         })?;
         if let Some(error) = chunk.error {
             return Err(self.error_in_answer(model, &error));
