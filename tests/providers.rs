@@ -775,3 +775,290 @@ async fn images_reach_a_vision_model_as_data_urls_and_are_refused_elsewhere() {
     }
     client.cancel().await.unwrap();
 }
+
+/// Most the daemon may grow to while a provider floods it (its answer cap set to 4 MiB).
+const FLOOD_RSS_LIMIT: u64 = 200 * 1024 * 1024;
+
+/// Runs `work` while reading process `pid`'s resident memory every 10 ms; fails as soon as it
+/// passes `limit` (so a daemon without a bound is stopped early). Returns the output and the peak.
+async fn within_memory<T>(pid: u32, limit: u64, work: impl Future<Output = T>) -> (T, u64) {
+    tokio::pin!(work);
+    let mut peak = 0;
+    loop {
+        tokio::select! {
+            output = &mut work => return (output, peak),
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {
+                peak = peak.max(rss_bytes(pid).unwrap_or(0));
+                assert!(peak < limit, "the daemon grew to {} MiB", peak >> 20);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_never_stops_sending_is_cut_off_and_memory_stays_bounded() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(
+        &fake,
+        &[
+            ("EXAI_MAX_ANSWER_BYTES", "4194304"),
+            ("EXAI_RETRY_ATTEMPTS", "1"),
+            ("EXAI_CALL_TIMEOUT_S", "60"),
+        ],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let floods = [
+        (
+            "fake-flood",
+            "custom (fake-flood) sent more than 4 MiB (answer 3.9 MiB, reasoning 100 KiB) \
+             without finishing; the request was stopped (EXAI_MAX_ANSWER_BYTES sets the limit)",
+        ),
+        (
+            "fake-longline",
+            "custom (fake-longline) sent more than 8.1 MiB in one stream event without ending it; \
+             the request was stopped",
+        ),
+        (
+            "fake-flood-json",
+            "custom (fake-flood-json) sent a whole answer of more than 8.1 MiB; the request was stopped",
+        ),
+    ];
+    for (n, (model, expected)) in floods.into_iter().enumerate() {
+        let (result, peak) = within_memory(
+            daemon.pid(),
+            FLOOD_RSS_LIMIT,
+            client.call_tool(chat("flood", model)),
+        )
+        .await;
+        let result = result.unwrap();
+        assert_eq!(result.is_error, Some(true), "{model}");
+        let text = text_of(&result);
+        assert!(text.contains(expected), "{model}: {text}");
+        let record = daemon.final_record(&call_id_of(&result));
+        assert_eq!(record.state, "failed");
+        assert_eq!(
+            record.error_kind.as_deref(),
+            Some("provider_answer_too_large")
+        );
+        // The connection was dropped: the fake saw its endless answer aborted.
+        provider_aborted(&fake, n as u64 + 1).await;
+        eprintln!("{model}: peak RSS {} MiB", peak >> 20);
+    }
+    assert_eq!(fake.stats()["requests"], 3, "not retried");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_its_target_never_gets_the_prompt() {
+    let fake = Fake::start();
+    let elsewhere = Fake::start();
+    let port = elsewhere.url.rsplit(':').next().unwrap().to_string();
+    let daemon = Daemon::start(&fake, &[("EXAI_RETRY_ATTEMPTS", "1")]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let model = format!("fake-redirect-{port}");
+    let result = client
+        .call_tool(chat("the plan, not for elsewhere", &model))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(
+        text.contains(&format!(
+            "custom ({model}) answered HTTP 307, a redirect to \
+             http://127.0.0.1:{port}/v1/chat/completions?api_key=***; exai follows no redirects"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("fake-redirect-secret"), "{text}");
+    let record = daemon.final_record(&call_id_of(&result));
+    assert_eq!(record.error_kind.as_deref(), Some("provider_redirect"));
+    assert_eq!(
+        elsewhere.stats()["requests"],
+        0,
+        "the other origin received nothing"
+    );
+    assert_eq!(fake.stats()["by_model"][&model], 1);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn credentials_in_provider_urls_and_error_bodies_are_never_shown_logged_or_stored() {
+    let fake = Fake::start();
+    let authority = fake.url.strip_prefix("http://").unwrap();
+    let custom_url = format!("http://exai-user:url-pass-4821@{authority}/v1?key=url-key-7391");
+    let dir = temp_home();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[endpoints]]\nname = \"dead\"\nmodels = [\"fake-fast\"]\n\
+             base_url = \"http://dead-user:dead-pass-5512@127.0.0.1:{}/v1?api_key=dead-key-6604\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let mut daemon = Daemon::start(
+        &fake,
+        &[
+            ("CUSTOM_API_URL", &custom_url),
+            ("CUSTOM_API_KEY", "sk-custom-secret-2290"),
+            ("EXAI_CONFIG", &config),
+            ("EXAI_RETRY_ATTEMPTS", "1"),
+        ],
+    );
+    let secrets = [
+        "url-pass-4821",
+        "url-key-7391",
+        "custom-secret-2290",
+        "dead-pass-5512",
+        "dead-key-6604",
+    ];
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let mut shown = Vec::new();
+    let mut ids = Vec::new();
+
+    // The key and the URL's query (after the path) still reach the provider, which echoes them
+    // back (the path as its `/v1` router sees it).
+    let ok = client
+        .call_tool(chat("hello", "custom:fake-fast"))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&ok), "echo: hello");
+    assert_eq!(last_request(&fake, "fake-fast")["_has_auth"], true);
+    let echoed = client
+        .call_tool(chat("x", "custom:fake-echo-auth"))
+        .await
+        .unwrap();
+    let text = text_of(&echoed);
+    assert!(
+        text.contains(
+            "answered HTTP 401: Incorrect API key provided: Bearer *** \
+             (request /chat/completions?key=***)"
+        ),
+        "{text}"
+    );
+    // An endpoint that cannot be reached names its URL, masked.
+    let dead = client.call_tool(chat("x", "dead:fake-fast")).await.unwrap();
+    let text = text_of(&dead);
+    assert!(
+        text.contains("could not reach dead at http://***@127.0.0.1:")
+            && text.contains("/v1/chat/completions?api_key=***: "),
+        "{text}"
+    );
+    let models = client
+        .call_tool(CallToolRequestParams::new("listmodels"))
+        .await
+        .unwrap();
+    assert!(
+        all_text_of(&models).contains(&format!(
+            "custom — configured — http://***@{authority}/v1?key=***"
+        )),
+        "{}",
+        all_text_of(&models)
+    );
+    for result in [&ok, &echoed, &dead, &models] {
+        shown.push(all_text_of(result));
+        shown.push(serde_json::to_string(&result.structured_content).unwrap());
+        ids.push(call_id_of(result));
+    }
+    client.cancel().await.unwrap();
+
+    for id in &ids {
+        let (success, record) = daemon.cli(&["calls", "show", id, "--json"]);
+        assert!(success, "{record}");
+        shown.push(record);
+    }
+    for args in [&["config"][..], &["config", "--json"], &["status"]] {
+        let (success, output) = daemon.cli(args);
+        assert!(success, "{args:?}: {output}");
+        shown.push(output);
+    }
+    daemon.stop();
+    let logs: Vec<String> = std::fs::read_dir(daemon.home.join("logs"))
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        logs.iter().any(|l| l.contains("provider configured")),
+        "the logs were read"
+    );
+    shown.extend(logs);
+    for file in ["calls.sqlite3", "calls.sqlite3-wal"] {
+        if let Ok(bytes) = std::fs::read(daemon.home.join(file)) {
+            shown.push(String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    for text in &shown {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} shown in: {text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_custom_endpoint_keeps_its_own_concurrency_limit() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("CUSTOM_MAX_CONCURRENCY", "1")]);
+    let (client, seen) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let peer = client.peer().clone();
+    let calls = (0..2).map(|i| {
+        let peer = peer.clone();
+        async move {
+            text_of(
+                &peer
+                    .call_tool(chat(&format!("q{i}"), "fake-delay-500"))
+                    .await
+                    .unwrap(),
+            )
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    assert_eq!(answers, ["echo: q0", "echo: q1"]);
+    assert_eq!(fake.stats()["max_in_flight"], 1, "one at a time");
+    let messages = progress_messages(&seen);
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("queued · 0 ahead for custom")),
+        "{messages:?}"
+    );
+    client.cancel().await.unwrap();
+}
+
+/// The seconds in `text` right after `label` ("for 0.8 s" → 0.8).
+fn seconds_after(text: &str, label: &str) -> f64 {
+    let rest = text
+        .split_once(label)
+        .unwrap_or_else(|| panic!("no {label:?} in {text}"))
+        .1;
+    rest.split_once(" s")
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no seconds after {label:?} in {text}"))
+}
+
+#[tokio::test]
+async fn a_deadline_after_thinking_says_how_long_the_output_had_been_streaming() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_CALL_TIMEOUT_S", "3")]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    // Reasoning from 0.25 s to 2 s, the answer from 2.25 s on: the deadline falls in the answer.
+    let result = client
+        .call_tool(chat("x", "fake-thinkstream-8x250"))
+        .await
+        .unwrap();
+    let text = text_of(&result);
+    assert!(
+        text.contains("chat timed out after 3 s (the call's deadline) while streaming (for "),
+        "{text}"
+    );
+    let streaming = seconds_after(&text, "while streaming (for ");
+    let output = seconds_after(&text, "; output for ");
+    assert!(
+        output - streaming >= 1.5,
+        "the thinking before the answer counts as output: {text}"
+    );
+    assert!(output <= 3.0, "{text}");
+    assert_eq!(daemon.final_record(&call_id_of(&result)).state, "timed_out");
+    client.cancel().await.unwrap();
+}

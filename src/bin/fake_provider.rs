@@ -6,7 +6,8 @@
 //! `fake-garbage`, `fake-reset`, `fake-resetmid-<n>`, `fake-truncated`, `fake-nochoices`,
 //! `fake-nousage-<n>`, `fake-reasoning`, `fake-glm-thinking`, `fake-comments-<n>`,
 //! `fake-slowstart-<ms>x<n>`, `fake-kimi-search`, `fake-kimi-search-loop`, `fake-glm-search`,
-//! `fake-json`;
+//! `fake-json`, `fake-thinkstream-<n>x<ms>`, `fake-flood`, `fake-flood-json`, `fake-longline`,
+//! `fake-redirect-<port>`, `fake-echo-auth`;
 //! see [`Script`]).
 //! The answer text is always `echo: <last user message>`, so concurrent callers can check that
 //! they got their own answer. `GET /stats` reports how many requests completed or were aborted
@@ -31,7 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::{Body, Bytes};
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::{IncomingStream, Listener};
@@ -69,6 +70,12 @@ const EXAMPLE_MODELS: &[&str] = &[
     "fake-kimi-search-loop",
     "fake-glm-search",
     "fake-json",
+    "fake-thinkstream-3x100",
+    "fake-flood",
+    "fake-flood-json",
+    "fake-longline",
+    "fake-redirect-1",
+    "fake-echo-auth",
 ];
 
 /// Reasoning chunks streamed by `fake-reasoning` before the answer.
@@ -113,6 +120,24 @@ const SPLIT_PAUSE: Duration = Duration::from_millis(1);
 
 /// `fake-resetmid-<n>`: pause before the reset, so the chunks already sent reach the client.
 const RESET_GRACE: Duration = Duration::from_millis(20);
+
+/// `fake-flood`: reasoning streamed before the flood of answer text (100 KiB).
+const FLOOD_REASONING_BYTES: usize = 100 * 1024;
+
+/// `fake-flood`: answer text in each event (16 KiB).
+const FLOOD_EVENT_BYTES: usize = 16 * 1024;
+
+/// `fake-flood`: events in each body chunk.
+const FLOOD_EVENTS_PER_CHUNK: usize = 16;
+
+/// `fake-longline`: how the one line that never ends begins.
+const LONG_LINE_START: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"";
+
+/// `fake-longline`: bytes of the line in each body chunk (64 KiB).
+const LONG_LINE_CHUNK_BYTES: usize = 64 * 1024;
+
+/// `fake-redirect-<port>`: a secret in the redirect target, which must not be shown.
+const REDIRECT_SECRET: &str = "fake-redirect-secret";
 
 /// Bytes handed to hyper after a mid-stream reset: the write fails, so they never leave.
 const RESET_FILLER: &str = ": reset\n\n";
@@ -200,6 +225,23 @@ enum Script {
     GlmSearch,
     /// `fake-json`: one JSON completion even when asked to stream (as some servers do).
     Json,
+    /// `fake-thinkstream-<n>x<ms>`: `n` reasoning chunks, then `n` content chunks (the last one
+    /// the echo), one every `every` (stream mode; non-stream: the whole wait, then the answer).
+    ThinkStream { chunks: u32, every: Duration },
+    /// `fake-flood`: 100 KiB of reasoning, then answer text as fast as the client reads it,
+    /// 16 KiB an event, forever (stream mode; non-stream: a JSON body that never ends).
+    Flood,
+    /// `fake-flood-json`: a JSON answer whose content never ends, even when asked to stream.
+    FloodJson,
+    /// `fake-longline`: the start of an event, then one line that never ends (`x` forever,
+    /// no newline); non-stream: like `fake-flood`.
+    LongLine,
+    /// `fake-redirect-<port>`: 307 to `http://127.0.0.1:<port>/v1/chat/completions`, with a
+    /// secret `api_key` in the query.
+    Redirect(u32),
+    /// `fake-echo-auth`: 401 whose message echoes the `Authorization` header and the request's
+    /// path (below `/v1`) and query, as some providers echo a wrong key.
+    EchoAuth,
     /// Anything else: 404 model not found.
     Unknown,
 }
@@ -222,6 +264,10 @@ impl Script {
             "fake-kimi-search-loop" => return Script::KimiSearchLoop,
             "fake-glm-search" => return Script::GlmSearch,
             "fake-json" => return Script::Json,
+            "fake-flood" => return Script::Flood,
+            "fake-flood-json" => return Script::FloodJson,
+            "fake-longline" => return Script::LongLine,
+            "fake-echo-auth" => return Script::EchoAuth,
             _ => {}
         }
         Self::parse_parameterized(model).unwrap_or(Script::Unknown)
@@ -234,6 +280,13 @@ impl Script {
         if let Some(spec) = model.strip_prefix("fake-stream-") {
             let (n, ms) = number_pair(spec, 'x')?;
             return Some(Script::Stream {
+                chunks: n,
+                every: Duration::from_millis(ms),
+            });
+        }
+        if let Some(spec) = model.strip_prefix("fake-thinkstream-") {
+            let (n, ms) = number_pair(spec, 'x')?;
+            return Some(Script::ThinkStream {
                 chunks: n,
                 every: Duration::from_millis(ms),
             });
@@ -268,6 +321,7 @@ impl Script {
             ("fake-resetmid-", Script::ResetMid),
             ("fake-nousage-", Script::NoUsage),
             ("fake-comments-", Script::Comments),
+            ("fake-redirect-", Script::Redirect),
         ];
         SCRIPTS.iter().find_map(|(prefix, script)| {
             let n = model.strip_prefix(prefix)?;
@@ -745,6 +799,9 @@ impl Answer {
         }
         steps.push_back(Step::Send(format!("data: {first}\n\n")));
         for r in &self.reasoning {
+            if !self.gap.is_zero() {
+                steps.push_back(Step::Wait(self.gap));
+            }
             steps.push_back(self.chunk(json!({ "reasoning_content": r }), None, None));
         }
         if let Some((id, name, pieces)) = &self.tool_call {
@@ -955,10 +1012,15 @@ fn with_keep_alives(steps: VecDeque<Step>) -> VecDeque<Step> {
 
 fn sse_response(steps: VecDeque<Step>, tracker: Tracker) -> Response {
     let body = futures::stream::unfold(StreamState { steps, tracker }, next_sse_chunk);
+    sse_body(Body::from_stream(body))
+}
+
+/// A 200 `text/event-stream` answer with `body`.
+fn sse_body(body: Body) -> Response {
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(body))
+        .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
@@ -1002,6 +1064,77 @@ fn no_choices(stream: bool, tracker: Tracker) -> Response {
     sse_response(steps, tracker)
 }
 
+/// A body that repeats `chunk` forever after `head`, as fast as the client reads it; the
+/// tracker lives as long as the body (so a client that drops it counts as an abort).
+fn endless_body(head: Bytes, chunk: Bytes, tracker: Tracker) -> Body {
+    let rest = futures::stream::unfold((chunk, tracker), |(chunk, tracker)| async move {
+        Some((Ok::<_, Infallible>(chunk.clone()), (chunk, tracker)))
+    });
+    let head = futures::stream::iter([Ok::<_, Infallible>(head)]);
+    Body::from_stream(futures::StreamExt::chain(head, rest))
+}
+
+/// `fake-flood`.
+fn flood(req: &ChatRequest, stream: bool, tracker: Tracker) -> Response {
+    let text = "x".repeat(FLOOD_EVENT_BYTES);
+    if !stream {
+        let head =
+            format!("{{\"choices\":[{{\"message\":{{\"role\":\"assistant\",\"content\":\"{text}");
+        let body = endless_body(Bytes::from(head), Bytes::from(text), tracker);
+        return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    }
+    let answer = Answer::new(req);
+    let mut head = String::new();
+    for step in [
+        answer.chunk(json!({ "role": "assistant" }), None, None),
+        answer.chunk(
+            json!({ "reasoning_content": "r".repeat(FLOOD_REASONING_BYTES) }),
+            None,
+            None,
+        ),
+    ] {
+        if let Step::Send(event) = step {
+            head.push_str(&event);
+        }
+    }
+    let Step::Send(event) = answer.chunk(json!({ "content": text }), None, None) else {
+        return tracker.finish(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    };
+    let chunk = Bytes::from(event.repeat(FLOOD_EVENTS_PER_CHUNK));
+    sse_body(endless_body(Bytes::from(head), chunk, tracker))
+}
+
+/// `fake-longline` (stream mode).
+fn long_line(tracker: Tracker) -> Response {
+    let chunk = Bytes::from("x".repeat(LONG_LINE_CHUNK_BYTES));
+    sse_body(endless_body(Bytes::from(LONG_LINE_START), chunk, tracker))
+}
+
+/// `fake-redirect-<port>`.
+fn redirect(port: u32) -> Response {
+    let location = format!("http://127.0.0.1:{port}/v1/chat/completions?api_key={REDIRECT_SECRET}");
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// `fake-echo-auth`.
+fn echo_auth(headers: &HeaderMap, uri: &Uri) -> Response {
+    let sent = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("nothing");
+    let message = format!("Incorrect API key provided: {sent} (request {uri})");
+    error_response(
+        StatusCode::UNAUTHORIZED,
+        &message,
+        "invalid_request_error",
+        Some("invalid_api_key"),
+    )
+}
+
 /// `fake-reset` (and `fake-resetmid-<n>` without streaming).
 fn reset_now(reset: &ResetHandle, tracker: Tracker) -> Response {
     // The response below is never written: the connection fails and closes with RST.
@@ -1034,6 +1167,7 @@ impl App {
 async fn chat_completions(
     State(app): State<Arc<App>>,
     ConnectInfo(reset): ConnectInfo<ResetHandle>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -1062,7 +1196,11 @@ async fn chat_completions(
         }
     };
     tracker.set_model(&req.model);
-    run_script(&app, &reset, Script::parse(&req.model), &req, tracker).await
+    let script = Script::parse(&req.model);
+    if script == Script::EchoAuth {
+        return tracker.finish(echo_auth(&headers, &uri));
+    }
+    run_script(&app, &reset, script, &req, tracker).await
 }
 
 async fn run_script(
@@ -1104,6 +1242,11 @@ async fn run_script(
             kimi_search(script, req, stream, tracker).await
         }
         Script::GlmSearch => glm_search(req, stream, tracker),
+        Script::Flood => flood(req, stream, tracker),
+        Script::FloodJson => flood(req, false, tracker),
+        Script::LongLine if stream => long_line(tracker),
+        Script::LongLine => flood(req, false, tracker),
+        Script::Redirect(port) => tracker.finish(redirect(port)),
         Script::Json => answer(Script::Fast, req, reset, false, tracker).await,
         _ => answer(script, req, reset, stream, tracker).await,
     }
@@ -1149,6 +1292,15 @@ async fn answer(
                 answer.first_gap = wait;
             } else {
                 tokio::time::sleep(wait).await;
+            }
+        }
+        Script::ThinkStream { chunks, every } => {
+            answer.reasoning = (0..chunks).map(|i| format!("thought{i} ")).collect();
+            answer.content = token_chunks(chunks, &echo);
+            if stream {
+                answer.gap = every;
+            } else {
+                tokio::time::sleep(every.saturating_mul(chunks.saturating_mul(2))).await;
             }
         }
         Script::Reasoning => answer.reasoning = owned(REASONING_STEPS),
@@ -1452,6 +1604,10 @@ mod tests {
         );
         assert_eq!(Script::parse("fake-glm-search"), Script::GlmSearch);
         assert_eq!(Script::parse("fake-json"), Script::Json);
+        assert_eq!(Script::parse("fake-flood"), Script::Flood);
+        assert_eq!(Script::parse("fake-flood-json"), Script::FloodJson);
+        assert_eq!(Script::parse("fake-longline"), Script::LongLine);
+        assert_eq!(Script::parse("fake-echo-auth"), Script::EchoAuth);
     }
 
     #[test]
@@ -1477,6 +1633,14 @@ mod tests {
         assert_eq!(Script::parse("fake-resetmid-3"), Script::ResetMid(3));
         assert_eq!(Script::parse("fake-nousage-4"), Script::NoUsage(4));
         assert_eq!(Script::parse("fake-comments-5"), Script::Comments(5));
+        assert_eq!(Script::parse("fake-redirect-8080"), Script::Redirect(8080));
+        assert_eq!(
+            Script::parse("fake-thinkstream-4x250"),
+            Script::ThinkStream {
+                chunks: 4,
+                every: Duration::from_millis(250)
+            }
+        );
         assert_eq!(
             Script::parse("fake-slowstart-300x2"),
             Script::SlowStart {
@@ -1525,6 +1689,12 @@ mod tests {
             "fake-slowstart-100",
             "fake-slowstart-x3",
             "fake-slowstart-100x",
+            "fake-flood-1",
+            "fake-longline2",
+            "fake-redirect-",
+            "fake-redirect-x",
+            "fake-thinkstream-4",
+            "fake-echo-auth-1",
         ] {
             assert_eq!(Script::parse(model), Script::Unknown, "{model:?}");
         }

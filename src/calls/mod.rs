@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 pub use progress::{Progress, Snapshot};
 
+use crate::providers::Seconds;
 use crate::store::{CallState, FinishedCall, NewCall, Store, StoreError, now_ms};
 
 /// `_meta` key naming the call: the shim proposes it on `tools/call`, every result carries it.
@@ -356,12 +357,11 @@ impl Calls {
             }
             Err(Some(snapshot)) => {
                 let message = format!(
-                    "{} timed out after {} (the call's deadline) while {} (for {}); \
+                    "{} timed out after {} (the call's deadline) while {}; \
                      the upstream request was dropped (call {})",
                     call.tool,
-                    seconds(call.budget),
-                    snapshot.stage,
-                    seconds(snapshot.stage_since.elapsed()),
+                    Seconds(call.budget),
+                    stage_and_duration(&snapshot),
                     call.id
                 );
                 (
@@ -591,15 +591,24 @@ impl LiveCall {
     }
 }
 
-/// "1.5 s", "600 s".
-fn seconds(d: Duration) -> String {
-    let tenths = (d.as_millis() + 50) / 100;
-    if tenths.is_multiple_of(10) {
-        format!("{} s", tenths / 10)
-    } else {
-        format!("{}.{} s", tenths / 10, tenths % 10)
+/// "streaming (for 4.2 s)", and when the output began in an earlier stage (thinking first)
+/// how long the model had been sending it: "streaming (for 4.2 s; output for 310.5 s)".
+fn stage_and_duration(snapshot: &Snapshot) -> String {
+    let now = Instant::now();
+    let in_stage = now.saturating_duration_since(snapshot.stage_since);
+    match snapshot.output_since {
+        Some(first_token) if first_token + OUTPUT_SHOWN_APART < snapshot.stage_since => format!(
+            "{} (for {}; output for {})",
+            snapshot.stage,
+            Seconds(in_stage),
+            Seconds(now.saturating_duration_since(first_token))
+        ),
+        _ => format!("{} (for {})", snapshot.stage, Seconds(in_stage)),
     }
 }
+
+/// How far apart the output's start and the stage's must be for both to be told.
+const OUTPUT_SHOWN_APART: Duration = Duration::from_millis(100);
 
 fn error_result(text: &str) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(text.to_string())])

@@ -12,7 +12,12 @@ use crate::providers::CallObserver;
 pub struct Snapshot {
     pub tool: String,
     pub stage: String,
+    /// Since when the call has been in this stage: a stage announced again, or one that only
+    /// changes its details after " · " (a queue position), goes on rather than starting over.
     pub stage_since: Instant,
+    /// Since when the model has been sending this answer's output (its first token), while it
+    /// does; the stage may have moved on since (thinking → streaming).
+    pub output_since: Option<Instant>,
     /// Bumped on every stage change (token counts do not bump it).
     pub stage_version: u64,
     pub provider: Option<String>,
@@ -29,6 +34,7 @@ impl Snapshot {
             tool: tool.to_string(),
             stage: "starting".into(),
             stage_since: now,
+            output_since: None,
             stage_version: 0,
             provider: None,
             model: None,
@@ -36,6 +42,21 @@ impl Snapshot {
             reasoning_tokens: 0,
             started: now,
         }
+    }
+
+    /// Moves to `stage`; true when it is a new one (which restarts the stage's clock) or its
+    /// details changed (which does not), so watchers wake.
+    fn enter(&mut self, stage: String) -> bool {
+        if stage == self.stage {
+            return false;
+        }
+        let kind = |s: &str| s.split(" · ").next().unwrap_or("").to_string();
+        if !(stage.contains(" · ") && kind(&stage) == kind(&self.stage)) {
+            self.stage_since = Instant::now();
+        }
+        self.stage = stage;
+        self.stage_version += 1;
+        true
     }
 
     /// "chat · glm-4.7 · streaming · 34 s · 1,240 tokens"
@@ -93,12 +114,20 @@ impl Progress {
         self.tx.borrow().clone()
     }
 
+    /// A new stage of the call (not the model's output): the output, if any, has ended.
     pub fn set_stage(&self, stage: impl Into<String>) {
         let stage = stage.into();
-        self.tx.send_modify(|s| {
-            s.stage = stage;
-            s.stage_since = Instant::now();
-            s.stage_version += 1;
+        self.tx.send_if_modified(|s| {
+            s.output_since = None;
+            s.enter(stage)
+        });
+    }
+
+    /// A stage of the model's output; the first one starts the output's clock.
+    fn set_output_stage(&self, stage: String) {
+        self.tx.send_if_modified(|s| {
+            s.output_since.get_or_insert_with(Instant::now);
+            s.enter(stage)
         });
     }
 
@@ -123,6 +152,9 @@ impl Progress {
 impl CallObserver for Progress {
     fn stage(&self, stage: String) {
         self.set_stage(stage);
+    }
+    fn output(&self, stage: String) {
+        self.set_output_stage(stage);
     }
     fn model(&self, provider: &str, model: &str) {
         self.tx.send_modify(|s| {
@@ -162,5 +194,38 @@ mod tests {
             m.starts_with("chat · glm-4.7 · streaming · 0 s · 1,240 tokens"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn a_stage_announced_again_or_only_moving_in_line_keeps_its_clock() {
+        let p = Progress::new("chat");
+        p.set_stage("queued · 3 ahead for glm");
+        let since = p.snapshot().stage_since;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        p.set_stage("queued · 2 ahead for glm");
+        assert_eq!(p.snapshot().stage_since, since, "still queued");
+        assert_eq!(p.snapshot().stage, "queued · 2 ahead for glm");
+        p.set_stage("waiting for glm");
+        let waiting = p.snapshot();
+        assert!(waiting.stage_since > since);
+        p.set_stage("waiting for glm");
+        assert_eq!(p.snapshot().stage_since, waiting.stage_since);
+        assert_eq!(p.snapshot().stage_version, waiting.stage_version);
+    }
+
+    #[test]
+    fn the_output_clock_runs_from_the_first_token_until_another_stage() {
+        let p = Progress::new("chat");
+        p.set_stage("waiting for glm");
+        assert_eq!(p.snapshot().output_since, None);
+        p.output("thinking".into());
+        let first_token = p.snapshot().output_since.expect("output started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        p.output("streaming".into());
+        let streaming = p.snapshot();
+        assert_eq!(streaming.output_since, Some(first_token));
+        assert!(streaming.stage_since > first_token);
+        p.set_stage("searching the web");
+        assert_eq!(p.snapshot().output_since, None);
     }
 }

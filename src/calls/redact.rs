@@ -1,4 +1,5 @@
-//! Arguments as stored in a record: secrets masked, size capped.
+//! Arguments as stored in a record: secrets masked (by `crate::secrets`' notion of a secret
+//! name), size capped.
 
 use serde_json::Value;
 
@@ -7,30 +8,13 @@ pub const MAX_ARGUMENTS_CHARS: usize = 16 * 1024;
 /// Largest result text kept in a record.
 pub const MAX_RESULT_CHARS: usize = 4 * 1024 * 1024;
 
-fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    [
-        "key",
-        "token",
-        "secret",
-        "password",
-        "authorization",
-        "cookie",
-        "credential",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
-        && k != "progresstoken"
-        && !k.ends_with("tokens")
-}
-
 /// Replaces the values of secret-looking fields with "[redacted]".
 pub fn redact(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    let v = if is_secret_key(k) {
+                    let v = if crate::secrets::is_secret_name(k) {
                         Value::String("[redacted]".into())
                     } else {
                         redact(v)

@@ -389,6 +389,7 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
             "EXAI_PROGRESS_INTERVAL_S" => config.progress_interval.as_secs_f64().to_string(),
             "EXAI_SHUTDOWN_GRACE_S" => config.shutdown_grace.as_secs_f64().to_string(),
             "EXAI_MAX_MESSAGE_BYTES" => config.max_message_bytes.to_string(),
+            "EXAI_MAX_ANSWER_BYTES" => config.max_answer_bytes.to_string(),
             "EXAI_PROVIDER_CONCURRENCY" => config.default_concurrency.to_string(),
             "EXAI_RETRY_ATTEMPTS" => config.retry.max_attempts.to_string(),
             "EXAI_RETRY_BASE_S" => config.retry.base_delay.as_secs_f64().to_string(),

@@ -16,6 +16,7 @@ pub struct FileConfig {
     models_file: Option<String>,
     listen: Option<String>,
     max_message_bytes: Option<u64>,
+    max_answer_bytes: Option<u64>,
     provider_concurrency: Option<u64>,
     timeouts: Option<Timeouts>,
     tool_timeouts: Option<BTreeMap<String, f64>>,
@@ -136,6 +137,9 @@ impl FileConfig {
         if let Some(v) = self.max_message_bytes {
             put("EXAI_MAX_MESSAGE_BYTES", v.to_string(), "max_message_bytes");
         }
+        if let Some(v) = self.max_answer_bytes {
+            put("EXAI_MAX_ANSWER_BYTES", v.to_string(), "max_answer_bytes");
+        }
         if let Some(v) = self.provider_concurrency {
             put(
                 "EXAI_PROVIDER_CONCURRENCY",
@@ -245,7 +249,7 @@ impl FileConfig {
             }
             if let Some(v) = section.max_concurrency {
                 put(
-                    &format!("{upper}_MAX_CONCURRENCY"),
+                    spec.concurrency_var,
                     v.to_string(),
                     &format!("providers.{name}.max_concurrency"),
                 );

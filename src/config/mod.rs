@@ -42,6 +42,48 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A provider's base URL: sent as it is, shown only with its credentials masked
+/// (`https://user:pw@host/v1?key=…` → `https://***@host/v1?key=***`), whether printed,
+/// logged or serialized.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProviderUrl {
+    url: String,
+    shown: String,
+}
+
+impl ProviderUrl {
+    pub fn new(url: String) -> Self {
+        let shown = crate::secrets::mask_url(&url);
+        Self { url, shown }
+    }
+    /// The real URL, for the one place that sends requests to it.
+    pub fn expose(&self) -> &str {
+        &self.url
+    }
+    /// The URL as it may be shown: credentials masked.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+}
+
+impl std::fmt::Display for ProviderUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Debug for ProviderUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProviderUrl({})", self.shown)
+    }
+}
+
+impl serde::Serialize for ProviderUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.shown)
+    }
+}
+
 /// Which protocol dialect a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
@@ -62,6 +104,8 @@ pub struct BuiltInProvider {
     pub url_var: &'static str,
     pub default_url: &'static str,
     pub allowed_var: &'static str,
+    /// Most requests sent to it at once (else `EXAI_PROVIDER_CONCURRENCY`).
+    pub concurrency_var: &'static str,
 }
 
 /// The providers exai knows by name.
@@ -73,6 +117,7 @@ pub const BUILT_IN_PROVIDERS: [BuiltInProvider; 4] = [
         url_var: "GLM_API_URL",
         default_url: "https://api.z.ai/api/paas/v4",
         allowed_var: "GLM_ALLOWED_MODELS",
+        concurrency_var: "GLM_MAX_CONCURRENCY",
     },
     BuiltInProvider {
         name: "kimi",
@@ -81,6 +126,7 @@ pub const BUILT_IN_PROVIDERS: [BuiltInProvider; 4] = [
         url_var: "KIMI_API_URL",
         default_url: "https://api.moonshot.ai/v1",
         allowed_var: "KIMI_ALLOWED_MODELS",
+        concurrency_var: "KIMI_MAX_CONCURRENCY",
     },
     BuiltInProvider {
         name: "openai",
@@ -89,6 +135,7 @@ pub const BUILT_IN_PROVIDERS: [BuiltInProvider; 4] = [
         url_var: "OPENAI_BASE_URL",
         default_url: "https://api.openai.com/v1",
         allowed_var: "OPENAI_ALLOWED_MODELS",
+        concurrency_var: "OPENAI_MAX_CONCURRENCY",
     },
     BuiltInProvider {
         name: "openrouter",
@@ -97,6 +144,7 @@ pub const BUILT_IN_PROVIDERS: [BuiltInProvider; 4] = [
         url_var: "OPENROUTER_BASE_URL",
         default_url: "https://openrouter.ai/api/v1",
         allowed_var: "OPENROUTER_ALLOWED_MODELS",
+        concurrency_var: "OPENROUTER_MAX_CONCURRENCY",
     },
 ];
 
@@ -105,7 +153,7 @@ pub const BUILT_IN_PROVIDERS: [BuiltInProvider; 4] = [
 pub struct EndpointConfig {
     pub name: String,
     pub kind: ProviderKind,
-    pub base_url: String,
+    pub base_url: ProviderUrl,
     pub api_key: Option<Secret>,
     /// The variable the key came from, or should come from.
     pub key_source: Option<String>,
@@ -156,6 +204,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Largest MCP message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// `EXAI_MAX_ANSWER_BYTES`: most bytes of answer, reasoning and tool calls one provider
+    /// request may bring, streamed or whole; past it the request is dropped.
+    pub max_answer_bytes: usize,
     /// Records older than this are deleted.
     pub retention_max_age: Duration,
     /// At most this many records are kept.
@@ -201,6 +252,9 @@ pub struct Config {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 
+/// Default of `EXAI_MAX_ANSWER_BYTES`: far above any real answer, far below harm.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
 /// The settings `exai config` shows, by the environment variable that sets them.
 pub const SETTINGS: &[&str] = &[
     "EXAI_HOME",
@@ -219,6 +273,7 @@ pub const SETTINGS: &[&str] = &[
     "EXAI_PROGRESS_INTERVAL_S",
     "EXAI_SHUTDOWN_GRACE_S",
     "EXAI_MAX_MESSAGE_BYTES",
+    "EXAI_MAX_ANSWER_BYTES",
     "EXAI_PROVIDER_CONCURRENCY",
     "EXAI_RETRY_ATTEMPTS",
     "EXAI_RETRY_BASE_S",
@@ -381,19 +436,22 @@ impl Config {
                 why: format!("{e}"),
             })?,
         };
-        let max_concurrency = match get("EXAI_PROVIDER_CONCURRENCY") {
-            None => 16,
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if n > 0 => n,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        var: "EXAI_PROVIDER_CONCURRENCY",
+        let positive = |var: &'static str| -> Result<Option<usize>, ConfigError> {
+            match get(var) {
+                None => Ok(None),
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(n) if n > 0 => Ok(Some(n)),
+                    _ => Err(ConfigError::Invalid {
+                        var,
                         value: v,
                         why: "expected a positive whole number".into(),
-                    });
-                }
-            },
+                    }),
+                },
+            }
         };
+        let max_concurrency = positive("EXAI_PROVIDER_CONCURRENCY")?.unwrap_or(16);
+        let max_answer_bytes =
+            positive("EXAI_MAX_ANSWER_BYTES")?.unwrap_or(DEFAULT_MAX_ANSWER_BYTES);
         let list = |var: &str| -> Option<Vec<String>> {
             get(var).map(|v| {
                 v.split(',')
@@ -413,11 +471,10 @@ impl Config {
             let key = key_vars
                 .iter()
                 .find_map(|var| get(var).map(|k| (var.clone(), Secret::new(k))));
-            let own_limit =
-                get(&format!("{upper}_MAX_CONCURRENCY")).and_then(|v| v.parse::<usize>().ok());
+            let own_limit = positive(spec.concurrency_var)?;
             let base_url = match get(spec.url_var) {
                 Some(url) => checked_url(spec.url_var, url)?,
-                None => spec.default_url.to_string(),
+                None => ProviderUrl::new(spec.default_url.to_string()),
             };
             let unavailable = key
                 .is_none()
@@ -435,7 +492,7 @@ impl Config {
                 models: Vec::new(),
                 default_model: None,
                 allowed_models: list(spec.allowed_var),
-                max_concurrency: own_limit.filter(|n| *n > 0).unwrap_or(max_concurrency),
+                max_concurrency: own_limit.unwrap_or(max_concurrency),
                 unavailable,
             });
         }
@@ -450,7 +507,7 @@ impl Config {
                 models: model.iter().cloned().collect(),
                 default_model: model,
                 allowed_models: list("CUSTOM_ALLOWED_MODELS"),
-                max_concurrency,
+                max_concurrency: positive("CUSTOM_MAX_CONCURRENCY")?.unwrap_or(max_concurrency),
                 unavailable: None,
             });
         }
@@ -489,6 +546,7 @@ impl Config {
             progress_interval: secs("EXAI_PROGRESS_INTERVAL_S", 5)?,
             shutdown_grace: secs("EXAI_SHUTDOWN_GRACE_S", 10)?,
             max_message_bytes,
+            max_answer_bytes,
             retention_max_age: secs("EXAI_RETENTION_S", 30 * 24 * 3600)?,
             retention_max_rows,
             endpoints,
@@ -619,15 +677,21 @@ fn patience_rules(
     Ok((rules, default))
 }
 
-fn checked_url(var: &'static str, url: String) -> Result<String, ConfigError> {
+/// A provider URL that starts with http(s)://, without the trailing `/` (before any query);
+/// an error shows it with its credentials masked.
+fn checked_url(var: &'static str, url: String) -> Result<ProviderUrl, ConfigError> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(ConfigError::Invalid {
             var,
-            value: url,
+            value: crate::secrets::mask_url(&url),
             why: "must start with http:// or https://".into(),
         });
     }
-    Ok(url.trim_end_matches('/').to_string())
+    let (base, query) = url.split_at(url.find(['?', '#']).unwrap_or(url.len()));
+    Ok(ProviderUrl::new(format!(
+        "{}{query}",
+        base.trim_end_matches('/')
+    )))
 }
 
 /// exai's home, its default config directory and a config file named explicitly, each also
@@ -773,7 +837,7 @@ mod tests {
         assert!(glm.unavailable.is_none());
         assert_eq!(glm.key_source.as_deref(), Some("ZHIPUAI_API_KEY"));
         let kimi = c.endpoints.iter().find(|e| e.name == "kimi").unwrap();
-        assert_eq!(kimi.base_url, "https://api.moonshot.cn/v1");
+        assert_eq!(kimi.base_url.expose(), "https://api.moonshot.cn/v1");
         assert_eq!(
             kimi.unavailable.as_deref(),
             Some("KIMI_API_KEY or MOONSHOT_API_KEY not set")
@@ -789,6 +853,94 @@ mod tests {
         ])
         .unwrap();
         assert!(!format!("{c:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn each_provider_has_its_own_concurrency_limit_and_bad_ones_are_named() {
+        let c = config(&[
+            ("EXAI_HOME", "/x"),
+            ("CUSTOM_API_URL", "http://127.0.0.1:1/v1"),
+            ("CUSTOM_MAX_CONCURRENCY", "1"),
+            ("GLM_MAX_CONCURRENCY", "3"),
+            ("EXAI_PROVIDER_CONCURRENCY", "5"),
+        ])
+        .unwrap();
+        let limit = |name: &str| {
+            c.endpoints
+                .iter()
+                .find(|e| e.name == name)
+                .unwrap()
+                .max_concurrency
+        };
+        assert_eq!((limit("custom"), limit("glm"), limit("kimi")), (1, 3, 5));
+        for var in ["CUSTOM_MAX_CONCURRENCY", "KIMI_MAX_CONCURRENCY"] {
+            let err = config(&[
+                ("EXAI_HOME", "/x"),
+                ("CUSTOM_API_URL", "http://127.0.0.1:1/v1"),
+                (var, "0"),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(var) && err.contains("positive whole number"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_answer_cap_has_a_generous_default_and_can_be_set() {
+        let c = config(&[("EXAI_HOME", "/x")]).unwrap();
+        assert_eq!(c.max_answer_bytes, 8 * 1024 * 1024);
+        let c = config(&[("EXAI_HOME", "/x"), ("EXAI_MAX_ANSWER_BYTES", "4096")]).unwrap();
+        assert_eq!(c.max_answer_bytes, 4096);
+        let err = config(&[("EXAI_HOME", "/x"), ("EXAI_MAX_ANSWER_BYTES", "lots")]).unwrap_err();
+        assert!(err.to_string().contains("EXAI_MAX_ANSWER_BYTES"), "{err}");
+    }
+
+    #[test]
+    fn credentials_in_a_provider_url_are_sent_but_never_shown() {
+        let url = "https://me:url-pass-1@llm.example/v1/?key=url-key-2&api-version=3";
+        let c = config(&[
+            ("EXAI_HOME", "/x"),
+            ("CUSTOM_API_URL", url),
+            ("CUSTOM_API_KEY", "sk-very-secret"),
+        ])
+        .unwrap();
+        let custom = c.endpoints.iter().find(|e| e.name == "custom").unwrap();
+        assert_eq!(
+            custom.base_url.expose(),
+            "https://me:url-pass-1@llm.example/v1?key=url-key-2&api-version=3",
+            "the trailing slash goes, the query stays"
+        );
+        let shown = [
+            format!("{c:?}"),
+            custom.base_url.to_string(),
+            serde_json::to_string(&custom.base_url).unwrap(),
+        ];
+        for text in &shown {
+            for secret in ["url-pass-1", "url-key-2", "//me"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+        }
+        assert_eq!(
+            custom.base_url.to_string(),
+            "https://***@llm.example/v1?key=***&api-version=3"
+        );
+        let err = config(&[
+            ("EXAI_HOME", "/x"),
+            (
+                "CUSTOM_API_URL",
+                "ftp://me:url-pass-1@host/?token=url-key-2",
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("CUSTOM_API_URL"), "{err}");
+        assert!(
+            !err.contains("url-pass-1") && !err.contains("url-key-2"),
+            "{err}"
+        );
     }
 }
 
@@ -841,10 +993,24 @@ mod file_tests {
         assert_eq!(kimi.key_source.as_deref(), Some("MY_KIMI"));
         assert_eq!(kimi.max_concurrency, 2);
         let ollama = c.endpoints.iter().find(|e| e.name == "ollama").unwrap();
-        assert_eq!(ollama.base_url, "http://127.0.0.1:11434/v1");
+        assert_eq!(ollama.base_url.expose(), "http://127.0.0.1:11434/v1");
         assert_eq!(ollama.default_model.as_deref(), Some("qwen3"));
         let gateway = c.endpoints.iter().find(|e| e.name == "gateway").unwrap();
         assert_eq!(gateway.unavailable.as_deref(), Some("GATEWAY_KEY not set"));
+    }
+
+    #[test]
+    fn the_answer_cap_comes_from_the_file_too() {
+        let c = with_file("max_answer_bytes = 1048576\n", &[]).unwrap();
+        assert_eq!(c.max_answer_bytes, 1024 * 1024);
+        assert_eq!(
+            c.sources["EXAI_MAX_ANSWER_BYTES"],
+            "config file: max_answer_bytes"
+        );
+        let err = with_file("max_answer_bytes = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_answer_bytes"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Per-provider concurrency limits that queue in order and say where a call stands in line.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -14,18 +15,48 @@ const POSITION_REFRESH: Duration = Duration::from_millis(250);
 /// A first-come, first-served limit on requests in flight to one provider.
 pub struct ConcurrencyLimit {
     slots: Arc<Semaphore>,
-    /// Tickets handed out to callers that had to wait, and tickets served.
-    issued: AtomicU64,
-    served: AtomicU64,
+    /// The tickets of the callers waiting now, in arrival order: a caller that stops waiting
+    /// (served, out of time, or cancelled) leaves, so positions count only live waiters.
+    waiting: Mutex<BTreeSet<u64>>,
+    next_ticket: AtomicU64,
+}
+
+/// A caller's place in line; dropping it (however the wait ended) leaves the line.
+struct Place<'a> {
+    limit: &'a ConcurrencyLimit,
+    ticket: u64,
+}
+
+impl<'a> Place<'a> {
+    fn join(limit: &'a ConcurrencyLimit) -> Self {
+        let ticket = limit.next_ticket.fetch_add(1, Ordering::Relaxed);
+        limit.line().insert(ticket);
+        Self { limit, ticket }
+    }
+
+    /// Callers still waiting that came first.
+    fn ahead(&self) -> usize {
+        self.limit.line().range(..self.ticket).count()
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.limit.line().remove(&self.ticket);
+    }
 }
 
 impl ConcurrencyLimit {
     pub fn new(max: usize) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(max.max(1))),
-            issued: AtomicU64::new(0),
-            served: AtomicU64::new(0),
+            waiting: Mutex::new(BTreeSet::new()),
+            next_ticket: AtomicU64::new(0),
         }
+    }
+
+    fn line(&self) -> MutexGuard<'_, BTreeSet<u64>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits for a slot (tokio's semaphore is fair: first come, first served), reporting
@@ -39,28 +70,121 @@ impl ConcurrencyLimit {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        let ticket = self.issued.fetch_add(1, Ordering::SeqCst);
+        let place = Place::join(self);
         let acquire = self.slots.clone().acquire_owned();
         tokio::pin!(acquire);
         let until = tokio::time::Instant::from_std(deadline);
         let mut refresh = tokio::time::interval(POSITION_REFRESH);
         let mut shown = None;
-        let result = loop {
+        loop {
             tokio::select! {
-                permit = &mut acquire => break permit.map_err(|_| ProviderError::Deadline { what: format!("a slot for {provider} (limit closed)") }),
-                _ = tokio::time::sleep_until(until) => break Err(ProviderError::Deadline {
+                permit = &mut acquire => return permit.map_err(|_| ProviderError::Deadline { what: format!("a slot for {provider} (limit closed)") }),
+                _ = tokio::time::sleep_until(until) => return Err(ProviderError::Deadline {
                     what: format!("a free slot for {provider} (still queued)"),
                 }),
                 _ = refresh.tick() => {
-                    let ahead = ticket.saturating_sub(self.served.load(Ordering::SeqCst));
+                    let ahead = place.ahead();
                     if shown != Some(ahead) {
                         shown = Some(ahead);
                         observer.stage(format!("queued · {ahead} ahead for {provider}"));
                     }
                 }
             }
-        };
-        self.served.fetch_add(1, Ordering::SeqCst);
-        result
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Remembers the stages it was told.
+    #[derive(Default)]
+    struct Stages(Mutex<Vec<String>>);
+
+    impl Stages {
+        fn last(&self) -> Option<String> {
+            self.0.lock().unwrap().last().cloned()
+        }
+    }
+
+    impl CallObserver for Stages {
+        fn stage(&self, stage: String) {
+            self.0.lock().unwrap().push(stage);
+        }
+        fn model(&self, _: &str, _: &str) {}
+        fn tokens(&self, _: u64, _: bool) {}
+    }
+
+    async fn shows(stages: &Stages, expected: &str) {
+        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+            while stages.last().as_deref() != Some(expected) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "expected {expected:?}, last stage {:?}",
+            stages.last()
+        );
+    }
+
+    /// A caller queued at `limit` in its own task, with its stages.
+    fn waiter(
+        limit: &Arc<ConcurrencyLimit>,
+        deadline: Instant,
+    ) -> (tokio::task::JoinHandle<bool>, Arc<Stages>) {
+        let stages = Arc::new(Stages::default());
+        let (limit, seen) = (limit.clone(), stages.clone());
+        let task = tokio::spawn(async move { limit.acquire("p", deadline, &*seen).await.is_ok() });
+        (task, stages)
+    }
+
+    #[tokio::test]
+    async fn cancelled_waiters_leave_the_line_and_positions_count_only_live_ones() {
+        let limit = Arc::new(ConcurrencyLimit::new(1));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let held = limit
+            .acquire("p", deadline, &Stages::default())
+            .await
+            .unwrap();
+        let (first, first_stages) = waiter(&limit, deadline);
+        shows(&first_stages, "queued · 0 ahead for p").await;
+        let (second, second_stages) = waiter(&limit, deadline);
+        shows(&second_stages, "queued · 1 ahead for p").await;
+        let (third, third_stages) = waiter(&limit, deadline);
+        shows(&third_stages, "queued · 2 ahead for p").await;
+
+        // The two ahead are cancelled (their futures dropped, as a cancelled call's are).
+        first.abort();
+        second.abort();
+        shows(&third_stages, "queued · 0 ahead for p").await;
+        let (fourth, fourth_stages) = waiter(&limit, deadline);
+        shows(&fourth_stages, "queued · 1 ahead for p").await;
+
+        drop(held);
+        assert!(third.await.unwrap(), "the third caller is served next");
+        assert!(fourth.await.unwrap());
+        assert!(limit.line().is_empty(), "nobody is left in line");
+    }
+
+    #[tokio::test]
+    async fn a_caller_out_of_time_leaves_the_line() {
+        let limit = Arc::new(ConcurrencyLimit::new(1));
+        let held = limit
+            .acquire(
+                "p",
+                Instant::now() + Duration::from_secs(60),
+                &Stages::default(),
+            )
+            .await
+            .unwrap();
+        let (late, _) = waiter(&limit, Instant::now() + Duration::from_millis(50));
+        assert!(!late.await.unwrap(), "the deadline ends the wait");
+        let (next, next_stages) = waiter(&limit, Instant::now() + Duration::from_secs(60));
+        shows(&next_stages, "queued · 0 ahead for p").await;
+        drop(held);
+        assert!(next.await.unwrap());
     }
 }

@@ -11,6 +11,7 @@ pub mod openai_compat;
 mod openrouter;
 mod retry;
 mod search;
+pub mod sse;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -161,8 +162,28 @@ pub trait CallObserver: Send + Sync {
     fn stage(&self, stage: String);
     /// Which provider and model serve the call.
     fn model(&self, provider: &str, model: &str);
+    /// The model's output began or moved on (`thinking`, `streaming`, `preparing a web
+    /// search`): a stage of the one answer being streamed.
+    fn output(&self, stage: String) {
+        self.stage(stage);
+    }
     /// More output arrived (`reasoning` for thinking tokens).
     fn tokens(&self, count: u64, reasoning: bool);
+}
+
+/// A duration as people read it in a message: `1 s`, `1.5 s`, `600 s` (tenths, rounded).
+#[derive(Debug, Clone, Copy)]
+pub struct Seconds(pub Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tenths = (self.0.as_millis() + 50) / 100;
+        if tenths.is_multiple_of(10) {
+            write!(f, "{} s", tenths / 10)
+        } else {
+            write!(f, "{}.{} s", tenths / 10, tenths % 10)
+        }
+    }
 }
 
 /// Why a provider call failed; every message names the provider and what was waited for.
@@ -174,12 +195,12 @@ pub enum ProviderError {
         url: String,
         detail: String,
     },
-    #[error("{provider} ({model}) sent nothing for {waited_s} s while {what}")]
+    #[error("{provider} ({model}) sent nothing for {waited} while {what}")]
     Idle {
         provider: String,
         model: String,
         what: String,
-        waited_s: u64,
+        waited: Seconds,
     },
     #[error("{provider} ({model}) answered HTTP {status}: {message}{hint}")]
     Status {
@@ -202,6 +223,28 @@ pub enum ProviderError {
         provider: String,
         model: String,
         detail: String,
+    },
+    #[error(
+        "{provider} ({model}) sent {what}; the request was stopped (EXAI_MAX_ANSWER_BYTES sets \
+         the limit)"
+    )]
+    TooLarge {
+        provider: String,
+        model: String,
+        /// What was received: "more than 8 MiB (answer 7.9 MiB, reasoning 0.1 MiB) without finishing".
+        what: String,
+    },
+    #[error(
+        "{provider} ({model}) answered HTTP {status}, a redirect to {location}; exai follows no \
+         redirects from providers (one would send the prompt and files there) — if that address \
+         is right, make it the provider's URL"
+    )]
+    Redirect {
+        provider: String,
+        model: String,
+        status: u16,
+        /// Where it pointed, credentials masked.
+        location: String,
     },
     #[error("no room before the call's deadline for {what}")]
     Deadline { what: String },
@@ -229,6 +272,8 @@ impl ProviderError {
             ProviderError::Status { .. } => "provider_http_error",
             ProviderError::Garbage { .. } => "provider_garbage",
             ProviderError::Truncated { .. } => "provider_truncated",
+            ProviderError::TooLarge { .. } => "provider_answer_too_large",
+            ProviderError::Redirect { .. } => "provider_redirect",
             ProviderError::Deadline { .. } => "deadline",
             ProviderError::SearchLoop { .. } => "provider_search_loop",
         }
@@ -391,17 +436,21 @@ impl Providers {
                 unusable.push(endpoint.clone());
                 continue;
             }
-            usable.push(Arc::new(Endpoint {
-                client: OpenAiCompatible::new(
-                    endpoint,
-                    config.provider_connect_timeout,
-                    config.provider_idle_timeout,
-                    config.first_token_timeout,
-                ),
-                limit: ConcurrencyLimit::new(endpoint.max_concurrency),
-                retry: config.retry.clone(),
-                config: endpoint.clone(),
-            }));
+            match OpenAiCompatible::new(endpoint, config) {
+                Ok(client) => usable.push(Arc::new(Endpoint {
+                    client,
+                    limit: ConcurrencyLimit::new(endpoint.max_concurrency),
+                    retry: config.retry.clone(),
+                    config: endpoint.clone(),
+                })),
+                Err(why) => {
+                    tracing::error!(provider = %endpoint.name, %why, "provider cannot be used");
+                    unusable.push(EndpointConfig {
+                        unavailable: Some(why),
+                        ..endpoint.clone()
+                    });
+                }
+            }
         }
         Self {
             usable,

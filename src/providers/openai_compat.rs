@@ -1,86 +1,168 @@
 //! The OpenAI chat-completions protocol, streamed over SSE (or, from servers that will not
 //! stream, one JSON answer): the core every provider speaks — text, reasoning, tool calls, usage.
+//!
+//! What a provider sends is bounded: the answer (text, reasoning, tool calls, sources) by
+//! `EXAI_MAX_ANSWER_BYTES`, one SSE event and a whole JSON body by twice that (room for the
+//! JSON around it), an error body by `MAX_ERROR_BODY`; past a bound the request is dropped.
+//! Redirects are never followed, and the provider's words pass through `secrets` before they
+//! are logged, stored or returned.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::retry::AttemptError;
+use super::sse::{SseDecoder, SseError};
 use super::{
-    CallObserver, ChatRequest, ChatResponse, ModelInfo, ProviderError, Source, ToolCall, hint_for,
-    shape_body,
+    CallObserver, ChatRequest, ChatResponse, ModelInfo, ProviderError, Seconds, Source, ToolCall,
+    hint_for, shape_body,
 };
-use crate::config::{EndpointConfig, ProviderKind, Secret};
+use crate::config::{Config, EndpointConfig, ProviderKind, Secret};
+use crate::secrets;
 
 /// Longest error body read from a failed request.
 const MAX_ERROR_BODY: usize = 16 * 1024;
 
-/// Largest whole (non-streamed) answer accepted.
-const MAX_ANSWER_BODY: usize = 64 * 1024 * 1024;
+/// Room for the JSON around an answer in one SSE event or a whole body, beyond twice the answer.
+const ENVELOPE_ROOM: usize = 64 * 1024;
+
+/// How much of a provider's text is looked at to show its start in a message.
+const SHOWN_TEXT_READ: usize = 4 * 1024;
+
+/// Longest `GET /models` answer read.
+const MAX_MODEL_LIST: usize = 4 * 1024 * 1024;
 
 /// An OpenAI-compatible endpoint.
 pub struct OpenAiCompatible {
     name: String,
     kind: ProviderKind,
-    base_url: String,
+    /// `…/chat/completions` and `…/models` on the base URL (its query kept), or why not.
+    chat_url: Result<reqwest::Url, String>,
+    models_url: Result<reqwest::Url, String>,
+    /// The base URL with its credentials masked, for messages.
+    shown_url: String,
     api_key: Option<Secret>,
     key_source: Option<String>,
+    /// What the provider might echo back that must not be shown: the key, the URL's credentials.
+    known_secrets: Vec<Secret>,
     idle_timeout: Duration,
     first_token_timeout: Duration,
+    /// Most bytes of answer, reasoning, tool calls and sources one request may bring.
+    max_answer: usize,
     http: reqwest::Client,
 }
 
 impl OpenAiCompatible {
-    pub fn new(
-        endpoint: &EndpointConfig,
-        connect_timeout: Duration,
-        idle_timeout: Duration,
-        first_token_timeout: Duration,
-    ) -> Self {
+    /// The client of one endpoint; fails only when no HTTP client can be built.
+    pub fn new(endpoint: &EndpointConfig, config: &Config) -> Result<Self, String> {
+        // A redirect would re-send the prompt and files to wherever it points: none is followed.
         let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
+            .connect_timeout(config.provider_connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self {
+            .map_err(|e| format!("no HTTP client: {}", error_chain(&e)))?;
+        let base = endpoint.base_url.expose();
+        // With a key, the URL's user and password would be a second Authorization header.
+        let drop_userinfo = endpoint.api_key.is_some();
+        let chat_url = endpoint_url(base, "/chat/completions", drop_userinfo);
+        if drop_userinfo && chat_url.is_ok() && base_has_userinfo(base) {
+            tracing::warn!(provider = %endpoint.name, "the user and password in the URL are not sent: the API key is");
+        }
+        Ok(Self {
             name: endpoint.name.clone(),
             kind: endpoint.kind,
-            base_url: endpoint.base_url.clone(),
+            chat_url,
+            models_url: endpoint_url(base, "/models", drop_userinfo),
+            shown_url: endpoint.base_url.shown().to_string(),
             api_key: endpoint.api_key.clone(),
             key_source: endpoint
                 .key_source
                 .clone()
                 .filter(|_| endpoint.api_key.is_some() || endpoint.kind != ProviderKind::Custom),
-            idle_timeout,
-            first_token_timeout,
+            known_secrets: url_secrets(base)
+                .into_iter()
+                .chain(endpoint.api_key.iter().map(|k| k.expose().to_string()))
+                .map(Secret::new)
+                .collect(),
+            idle_timeout: config.provider_idle_timeout,
+            first_token_timeout: config.first_token_timeout,
+            max_answer: config.max_answer_bytes,
             http,
-        }
+        })
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let builder = self
-            .http
-            .request(method, format!("{}{path}", self.base_url));
+    /// The most one SSE event or a whole JSON body may hold.
+    fn max_wire(&self) -> usize {
+        self.max_answer
+            .saturating_mul(2)
+            .saturating_add(ENVELOPE_ROOM)
+    }
+
+    fn request(&self, method: reqwest::Method, url: &reqwest::Url) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, url.clone());
         match &self.api_key {
             Some(key) => builder.bearer_auth(key.expose()),
             None => builder,
         }
     }
 
+    /// Text from the provider or about it, as it may be shown: secrets masked.
+    fn clean(&self, text: &str) -> String {
+        let known: Vec<&str> = self.known_secrets.iter().map(Secret::expose).collect();
+        secrets::redact_text(text, &known)
+    }
+
+    /// The start of a provider's text, for a message: secrets masked before it is cut, so a
+    /// cut never leaves half a key.
+    fn shown(&self, text: &str) -> String {
+        let mut end = text.len().min(SHOWN_TEXT_READ);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        snippet(&self.clean(&text[..end]))
+    }
+
+    /// A reqwest error as one line, without the request URL (it may carry credentials).
+    fn describe(&self, error: reqwest::Error) -> String {
+        self.clean(&error_chain(&error.without_url()))
+    }
+
     /// `GET /models`: the ids the endpoint serves.
     pub async fn list_models(&self) -> Result<Vec<String>, String> {
+        let url = self.models_url.as_ref().map_err(|e| self.clean(e))?;
         let response = self
-            .request(reqwest::Method::GET, "/models")
+            .request(reqwest::Method::GET, url)
             .send()
             .await
-            .map_err(|e| error_chain(&e))?;
-        if !response.status().is_success() {
-            return Err(format!("HTTP {}", response.status().as_u16()));
+            .map_err(|e| self.describe(e))?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(format!(
+                "HTTP {}, a redirect to {} (not followed)",
+                status.as_u16(),
+                redirect_target(&response)
+            ));
         }
-        let list: ModelList = response.json().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("HTTP {}", status.as_u16()));
+        }
+        let body = match read_capped(response, MAX_MODEL_LIST, self.idle_timeout).await {
+            Ok(body) => body,
+            Err(Capped::Idle) => return Err("the model list stopped coming".into()),
+            Err(Capped::Failed(e)) => return Err(self.describe(e)),
+            Err(Capped::TooLarge) => {
+                return Err(format!(
+                    "the model list is larger than {}",
+                    size_text(MAX_MODEL_LIST)
+                ));
+            }
+        };
+        let list: ModelList =
+            serde_json::from_slice(&body).map_err(|e| self.shown(&e.to_string()))?;
         Ok(list.data.into_iter().map(|m| m.id).collect())
     }
 
@@ -111,7 +193,14 @@ impl OpenAiCompatible {
         searching: bool,
         state: &mut Stream,
     ) -> Result<ChatResponse, ProviderError> {
-        let url = format!("{}/chat/completions", self.base_url);
+        let url = self
+            .chat_url
+            .as_ref()
+            .map_err(|why| ProviderError::Connect {
+                provider: self.name.clone(),
+                url: self.shown_url.clone(),
+                detail: format!("not a usable URL: {}", self.clean(why)),
+            })?;
         let waiting = if searching {
             format!("searching the web ({})", self.name)
         } else {
@@ -124,20 +213,26 @@ impl OpenAiCompatible {
         let send = {
             let mut body = json!({"model": model.id, "messages": request.messages, "stream": true});
             shape_body(self.kind, model, request, &mut body);
-            self.request(reqwest::Method::POST, "/chat/completions")
-                .json(&body)
-                .send()
+            self.request(reqwest::Method::POST, url).json(&body).send()
         };
         let response = tokio::time::timeout(self.idle_timeout, send)
             .await
             .map_err(|_| self.idle(model, "waiting for response headers", self.idle_timeout))?
             .map_err(|e| ProviderError::Connect {
                 provider: self.name.clone(),
-                url: url.clone(),
-                detail: error_chain(&e),
+                url: secrets::mask_url(url.as_str()),
+                detail: self.describe(e),
             })?;
         let status = response.status();
         tracing::info!(provider = %self.name, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "provider response headers");
+        if status.is_redirection() {
+            return Err(ProviderError::Redirect {
+                provider: self.name.clone(),
+                model: model.id.clone(),
+                status: status.as_u16(),
+                location: redirect_target(&response),
+            });
+        }
         if !status.is_success() {
             let retry_after = response
                 .headers()
@@ -168,14 +263,20 @@ impl OpenAiCompatible {
                     provider: self.name.clone(),
                     model: model.id.clone(),
                     detail: format!(
-                        "{e} in the answer {:?}",
-                        snippet(&String::from_utf8_lossy(&text))
+                        "{} in the answer {:?}",
+                        self.shown(&e.to_string()),
+                        self.shown(&String::from_utf8_lossy(
+                            &text[..text.len().min(SHOWN_TEXT_READ)]
+                        ))
                     ),
                 })?;
             if let Some(error) = completion.error {
                 return Err(self.error_in_answer(model, &error));
             }
             collected.completion(completion);
+            if collected.size > self.max_answer {
+                return Err(self.too_large(model, &collected, "in one answer"));
+            }
             state.time_to_first_token = Some(started.elapsed());
             // Progress only: a rough count is enough, and the tokenizer stays off the runtime.
             observer.tokens((collected.text.len() / 4).max(1) as u64, false);
@@ -189,7 +290,9 @@ impl OpenAiCompatible {
         self.finish(model, request, collected, state, started).await
     }
 
-    /// Reads the SSE stream into `collected`, bounded by the first-token and idle timeouts.
+    /// Reads the SSE stream into `collected`, bounded by the first-token and idle timeouts
+    /// (each the longest wait for the next event) and by the size bounds; returning drops the
+    /// response, which closes the connection.
     async fn read_events(
         &self,
         model: &ModelInfo,
@@ -199,8 +302,18 @@ impl OpenAiCompatible {
         state: &mut Stream,
         collected: &mut Collected,
     ) -> Result<(), ProviderError> {
-        let mut events = response.bytes_stream().eventsource();
+        let mut body = response.bytes_stream();
+        let mut decoder = SseDecoder::new(self.max_wire());
+        let mut events: VecDeque<String> = VecDeque::new();
+        let mut waiting_since = tokio::time::Instant::now();
         loop {
+            if let Some(data) = events.pop_front() {
+                waiting_since = tokio::time::Instant::now();
+                if self.event(model, &data, observer, started, state, collected)? {
+                    return Ok(());
+                }
+                continue;
+            }
             let (limit, what) = if state.content_started {
                 (self.idle_timeout, "streaming the answer")
             } else {
@@ -209,51 +322,105 @@ impl OpenAiCompatible {
                     "waiting for the first token",
                 )
             };
-            let event = match tokio::time::timeout(limit, events.next()).await {
+            let chunk = match tokio::time::timeout_at(waiting_since + limit, body.next()).await {
                 Err(_) => return Err(self.idle(model, what, limit)),
                 Ok(None) => return Ok(()),
                 Ok(Some(Err(e))) => {
                     return Err(ProviderError::Truncated {
                         provider: self.name.clone(),
                         model: model.id.clone(),
-                        detail: format!("{e}"),
+                        detail: self.describe(e),
                     });
                 }
-                Ok(Some(Ok(event))) => event,
+                Ok(Some(Ok(chunk))) => chunk,
             };
-            let data = event.data.trim();
-            if data.is_empty() {
+            decoder.feed(&chunk, &mut events).map_err(|e| match e {
+                SseError::TooLong { limit } => ProviderError::TooLarge {
+                    provider: self.name.clone(),
+                    model: model.id.clone(),
+                    what: format!(
+                        "more than {} in one stream event without ending it",
+                        size_text(limit)
+                    ),
+                },
+                SseError::NotUtf8 => ProviderError::Garbage {
+                    provider: self.name.clone(),
+                    model: model.id.clone(),
+                    detail: e.to_string(),
+                },
+            })?;
+        }
+    }
+
+    /// Takes in one SSE event; true when it ends the answer (`[DONE]`).
+    fn event(
+        &self,
+        model: &ModelInfo,
+        data: &str,
+        observer: &dyn CallObserver,
+        started: Instant,
+        state: &mut Stream,
+        collected: &mut Collected,
+    ) -> Result<bool, ProviderError> {
+        let data = data.trim();
+        if data.is_empty() {
+            return Ok(false);
+        }
+        if data == "[DONE]" {
+            collected.finished = true;
+            return Ok(true);
+        }
+        let chunk: Chunk = serde_json::from_str(data).map_err(|e| ProviderError::Garbage {
+            provider: self.name.clone(),
+            model: model.id.clone(),
+            // serde quotes values it did not expect: they are the provider's words too.
+            detail: format!(
+                "{} in stream event {:?}",
+                self.shown(&e.to_string()),
+                self.shown(data)
+            ),
+        })?;
+        if let Some(error) = chunk.error {
+            return Err(self.error_in_answer(model, &error));
+        }
+        let got = collected.chunk(chunk);
+        if collected.size > self.max_answer {
+            return Err(self.too_large(model, collected, "without finishing"));
+        }
+        for (kind, count) in [
+            (Got::Reasoning, got.reasoning),
+            (Got::Content, got.content),
+            (Got::ToolCall, got.tool_calls),
+        ] {
+            if count == 0 {
                 continue;
             }
-            if data == "[DONE]" {
-                collected.finished = true;
-                return Ok(());
+            observer.tokens(count, kind == Got::Reasoning);
+            state.output(started, observer, kind);
+        }
+        Ok(false)
+    }
+
+    /// The answer outgrew `max_answer`: what came, by kind.
+    fn too_large(&self, model: &ModelInfo, collected: &Collected, how: &str) -> ProviderError {
+        let mut parts = vec![format!("answer {}", size_text(collected.text.len()))];
+        for (name, bytes) in [
+            ("reasoning", collected.reasoning.len()),
+            ("tool calls", collected.calls.size),
+            ("sources", collected.sources_size),
+        ] {
+            if bytes > 0 {
+                parts.push(format!("{name} {}", size_text(bytes)));
             }
-            let chunk: Chunk = serde_json::from_str(data).map_err(|e| ProviderError::Garbage {
-                provider: self.name.clone(),
-                model: model.id.clone(),
-                detail: format!("{e} in stream event {:?}", snippet(data)),
-            })?;
-            if let Some(error) = chunk.error {
-                return Err(self.error_in_answer(model, &error));
-            }
-            let got = collected.chunk(chunk);
-            for (kind, count) in [
-                (Got::Reasoning, got.reasoning),
-                (Got::Content, got.content),
-                (Got::ToolCall, got.tool_calls),
-            ] {
-                if count == 0 {
-                    continue;
-                }
-                observer.tokens(count, kind == Got::Reasoning);
-                let stage = match kind {
-                    Got::Reasoning => "thinking",
-                    Got::Content => "streaming",
-                    Got::ToolCall => "preparing a web search",
-                };
-                state.first_token(started, observer, stage, collected.text.len());
-            }
+        }
+        ProviderError::TooLarge {
+            provider: self.name.clone(),
+            model: model.id.clone(),
+            what: format!(
+                "more than {} ({}) {how}",
+                size_text(self.max_answer),
+                parts.join(", ")
+            ),
         }
     }
 
@@ -340,44 +507,36 @@ impl OpenAiCompatible {
         model: &ModelInfo,
         response: reqwest::Response,
     ) -> Result<Vec<u8>, ProviderError> {
-        let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
-        loop {
-            match tokio::time::timeout(self.idle_timeout, stream.next()).await {
-                Err(_) => return Err(self.idle(model, "reading the answer", self.idle_timeout)),
-                Ok(None) => return Ok(body),
-                Ok(Some(Err(e))) => {
-                    return Err(ProviderError::Truncated {
-                        provider: self.name.clone(),
-                        model: model.id.clone(),
-                        detail: error_chain(&e),
-                    });
-                }
-                Ok(Some(Ok(bytes))) => {
-                    body.extend_from_slice(&bytes);
-                    if body.len() > MAX_ANSWER_BODY {
-                        return Err(ProviderError::Garbage {
-                            provider: self.name.clone(),
-                            model: model.id.clone(),
-                            detail: format!("the answer is larger than {MAX_ANSWER_BODY} bytes"),
-                        });
-                    }
-                }
-            }
-        }
+        let limit = self.max_wire();
+        read_capped(response, limit, self.idle_timeout)
+            .await
+            .map_err(|e| match e {
+                Capped::Idle => self.idle(model, "reading the answer", self.idle_timeout),
+                Capped::Failed(e) => ProviderError::Truncated {
+                    provider: self.name.clone(),
+                    model: model.id.clone(),
+                    detail: self.describe(e),
+                },
+                Capped::TooLarge => ProviderError::TooLarge {
+                    provider: self.name.clone(),
+                    model: model.id.clone(),
+                    what: format!("a whole answer of more than {}", size_text(limit)),
+                },
+            })
     }
 
     /// An error the provider put inside a 200 answer.
     fn error_in_answer(&self, model: &ModelInfo, error: &serde_json::Value) -> ProviderError {
+        let message = error
+            .get("message")
+            .and_then(|m| m.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| error.to_string());
         ProviderError::Status {
             provider: self.name.clone(),
             model: model.id.clone(),
             status: 200,
-            message: error
-                .get("message")
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| error.to_string()),
+            message: self.shown(&message),
             hint: String::new(),
             retry_after: None,
         }
@@ -388,10 +547,12 @@ impl OpenAiCompatible {
             provider: self.name.clone(),
             model: model.id.clone(),
             what: what.to_string(),
-            waited_s: waited.as_secs(),
+            waited: Seconds(waited),
         }
     }
 
+    /// What a failed request's body says, in one short line, secrets masked; at most
+    /// `MAX_ERROR_BODY` of it is read.
     async fn error_message(&self, response: reqwest::Response) -> String {
         let html = response
             .headers()
@@ -406,6 +567,7 @@ impl OpenAiCompatible {
                 _ => break,
             }
         }
+        body.truncate(MAX_ERROR_BODY);
         let text = String::from_utf8_lossy(&body);
         if let Some(message) = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
@@ -416,7 +578,7 @@ impl OpenAiCompatible {
                     .map(str::to_string)
             })
         {
-            return message;
+            return self.shown(&message);
         }
         if html || text.trim_start().starts_with('<') {
             let title = text
@@ -425,10 +587,109 @@ impl OpenAiCompatible {
                 .or_else(|| text.split("<h1>").nth(1))
                 .and_then(|t| t.split('<').next())
                 .unwrap_or("no title");
-            return format!("an HTML error page ({})", title.trim());
+            return format!("an HTML error page ({})", self.shown(title.trim()));
         }
-        snippet(&text)
+        self.shown(&text)
     }
+}
+
+/// `base` with `path` added to its path, its query kept after it (`https://h/v1?key=k` →
+/// `https://h/v1/chat/completions?key=k`); without the URL's user and password when
+/// `drop_userinfo`.
+fn endpoint_url(base: &str, path: &str, drop_userinfo: bool) -> Result<reqwest::Url, String> {
+    let mut url = reqwest::Url::parse(base).map_err(|e| e.to_string())?;
+    let joined = format!("{}{path}", url.path().trim_end_matches('/'));
+    url.set_path(&joined);
+    url.set_fragment(None);
+    if drop_userinfo {
+        // Only URLs that cannot have a user (no host) refuse, and those fail to connect anyway.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+    }
+    Ok(url)
+}
+
+fn base_has_userinfo(base: &str) -> bool {
+    reqwest::Url::parse(base).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+}
+
+/// The credentials inside a URL, as a provider might echo them: user, password and the values
+/// of secret-looking query parameters (raw and decoded).
+fn url_secrets(base: &str) -> Vec<String> {
+    let Ok(url) = reqwest::Url::parse(base) else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = [url.username(), url.password().unwrap_or("")]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    for (name, value) in url.query_pairs() {
+        if secrets::is_secret_name(&name) && !value.is_empty() {
+            found.push(value.into_owned());
+        }
+    }
+    found
+}
+
+/// Where a redirect answer points, resolved against the request and masked.
+fn redirect_target(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|location| match response.url().join(location) {
+            Ok(url) => secrets::mask_url(url.as_str()),
+            Err(_) => secrets::mask_url(location),
+        })
+        .unwrap_or_else(|| "nowhere (no Location header)".into())
+}
+
+/// Why a capped body could not be read whole.
+enum Capped {
+    /// Nothing came for the idle timeout.
+    Idle,
+    Failed(reqwest::Error),
+    /// It grew past the cap; the rest was not read.
+    TooLarge,
+}
+
+/// A whole body of at most `cap` bytes, each read bounded by `idle`.
+async fn read_capped(
+    response: reqwest::Response,
+    cap: usize,
+    idle: Duration,
+) -> Result<Vec<u8>, Capped> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    loop {
+        match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => return Err(Capped::Idle),
+            Ok(None) => return Ok(body),
+            Ok(Some(Err(e))) => return Err(Capped::Failed(e)),
+            Ok(Some(Ok(bytes))) => {
+                if body.len() + bytes.len() > cap {
+                    return Err(Capped::TooLarge);
+                }
+                body.extend_from_slice(&bytes);
+            }
+        }
+    }
+}
+
+/// A size as people read it: `512 bytes`, `16 KiB`, `7.9 MiB`.
+fn size_text(bytes: usize) -> String {
+    const KIB: f64 = 1024.0;
+    let b = bytes as f64;
+    let (value, unit) = if b >= KIB * KIB {
+        (b / (KIB * KIB), "MiB")
+    } else if b >= KIB {
+        (b / KIB, "KiB")
+    } else {
+        return format!("{bytes} bytes");
+    };
+    let text = format!("{value:.1}");
+    format!("{} {unit}", text.strip_suffix(".0").unwrap_or(&text))
 }
 
 /// Per-attempt streaming state.
@@ -436,29 +697,32 @@ impl OpenAiCompatible {
 struct Stream {
     content_started: bool,
     time_to_first_token: Option<Duration>,
+    /// The furthest kind of output announced so far.
+    announced: Option<Got>,
 }
 
 impl Stream {
-    fn first_token(
-        &mut self,
-        started: Instant,
-        observer: &dyn CallObserver,
-        stage: &str,
-        text_len: usize,
-    ) {
+    /// Output of `kind` arrived: the first token is timed, and the stage moves on when the
+    /// output does (thinking → streaming → preparing a web search), never back.
+    fn output(&mut self, started: Instant, observer: &dyn CallObserver, kind: Got) {
         if !self.content_started {
             self.content_started = true;
             self.time_to_first_token = Some(started.elapsed());
-            observer.stage(stage.to_string());
-        } else if stage == "streaming" && text_len <= 4 {
-            // The answer proper started after reasoning.
-            observer.stage(stage.to_string());
+        }
+        if self.announced.is_none_or(|shown| shown < kind) {
+            self.announced = Some(kind);
+            let stage = match kind {
+                Got::Reasoning => "thinking",
+                Got::Content => "streaming",
+                Got::ToolCall => "preparing a web search",
+            };
+            observer.output(stage.to_string());
         }
     }
 }
 
-/// What kind of output a chunk carried.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// What kind of output a chunk carried, in the order a streamed answer brings them.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Got {
     Reasoning,
     Content,
@@ -480,6 +744,10 @@ struct Collected {
     reasoning: String,
     calls: ToolCallParts,
     sources: Vec<Source>,
+    /// Bytes of the sources' titles and links received (duplicates included).
+    sources_size: usize,
+    /// Bytes of text, reasoning, tool calls and sources received: what the cap is checked on.
+    size: usize,
     usage: Option<Usage>,
     finished: bool,
     saw_choice: bool,
@@ -495,10 +763,12 @@ impl Collected {
         for choice in chunk.choices {
             self.saw_choice = true;
             if let Some(text) = choice.delta.reasoning_content.filter(|t| !t.is_empty()) {
+                self.size += text.len();
                 self.reasoning.push_str(&text);
                 added.reasoning += 1;
             }
             if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                self.size += text.len();
                 self.text.push_str(&text);
                 added.content += 1;
             }
@@ -509,7 +779,7 @@ impl Collected {
                 .into_iter()
                 .enumerate()
             {
-                self.calls.add(position, part);
+                self.size += self.calls.add(position, part);
                 added.tool_calls += 1;
             }
             // Moonshot has been seen to put usage inside the final choice.
@@ -530,10 +800,11 @@ impl Collected {
             self.saw_choice = true;
             // A whole answer is finished whether or not it names its reason.
             self.finished = true;
-            self.text
-                .push_str(&choice.message.content.unwrap_or_default());
-            self.reasoning
-                .push_str(&choice.message.reasoning_content.unwrap_or_default());
+            let text = choice.message.content.unwrap_or_default();
+            let reasoning = choice.message.reasoning_content.unwrap_or_default();
+            self.size += text.len() + reasoning.len();
+            self.text.push_str(&text);
+            self.reasoning.push_str(&reasoning);
             for (position, call) in choice
                 .message
                 .tool_calls
@@ -541,7 +812,7 @@ impl Collected {
                 .into_iter()
                 .enumerate()
             {
-                self.calls.add(position, call);
+                self.size += self.calls.add(position, call);
             }
         }
     }
@@ -558,48 +829,67 @@ impl Collected {
                 Some(Source { title, url })
             })
             .collect();
+        let bytes: usize = found.iter().map(|s| s.title.len() + s.url.len()).sum();
+        self.sources_size += bytes;
+        self.size += bytes;
         super::search::add_sources(&mut self.sources, &found);
     }
 }
+
+/// What one more tool call costs beyond its text, as counted against the answer cap.
+const CALL_BOOKKEEPING: usize = 64;
 
 /// Tool calls put together from their streamed fragments: each fragment names its call by
 /// `index`; the first carries id, type and name, the arguments come in pieces to concatenate.
 #[derive(Default)]
 struct ToolCallParts {
     calls: std::collections::BTreeMap<usize, ToolCall>,
+    /// Bytes of ids, types, names and arguments received.
+    size: usize,
 }
 
 impl ToolCallParts {
-    /// Adds a fragment; `position` (its place in the chunk's list) stands in for a missing index.
-    fn add(&mut self, position: usize, part: ToolCallPart) {
-        let call = self
-            .calls
-            .entry(part.index.unwrap_or(position))
-            .or_default();
+    /// Adds a fragment; `position` (its place in the chunk's list) stands in for a missing
+    /// index. Returns the bytes it added (a new call counts for its bookkeeping too, so that
+    /// empty fragments with ever new indexes are bounded as well).
+    fn add(&mut self, position: usize, part: ToolCallPart) -> usize {
+        let index = part.index.unwrap_or(position);
+        let mut added = if self.calls.contains_key(&index) {
+            0
+        } else {
+            CALL_BOOKKEEPING
+        };
+        let call = self.calls.entry(index).or_default();
         if let Some(id) = part.id.filter(|i| !i.is_empty())
             && call.id.is_empty()
         {
+            added += id.len();
             call.id = id;
         }
         if let Some(kind) = part.kind.filter(|k| !k.is_empty())
             && call.kind.is_empty()
         {
+            added += kind.len();
             call.kind = kind;
         }
-        let Some(function) = part.function else {
-            return;
-        };
-        if let Some(name) = function.name.filter(|n| !n.is_empty())
-            && call.function.name.is_empty()
-        {
-            call.function.name = name;
+        if let Some(function) = part.function {
+            if let Some(name) = function.name.filter(|n| !n.is_empty())
+                && call.function.name.is_empty()
+            {
+                added += name.len();
+                call.function.name = name;
+            }
+            let before = call.function.arguments.len();
+            match function.arguments {
+                Some(serde_json::Value::String(piece)) => call.function.arguments.push_str(&piece),
+                // Some servers send whole arguments as an object rather than a JSON text.
+                Some(serde_json::Value::Null) | None => {}
+                Some(other) => call.function.arguments.push_str(&other.to_string()),
+            }
+            added += call.function.arguments.len() - before;
         }
-        match function.arguments {
-            Some(serde_json::Value::String(piece)) => call.function.arguments.push_str(&piece),
-            // Some servers send whole arguments as an object rather than a JSON text.
-            Some(serde_json::Value::Null) | None => {}
-            Some(other) => call.function.arguments.push_str(&other.to_string()),
-        }
+        self.size += added;
+        added
     }
 
     /// The calls in index order; fragments that never named a function are dropped.
@@ -730,41 +1020,11 @@ struct UsageDetails {
 }
 
 #[cfg(test)]
-mod sse_tests {
-    //! The SSE framing exai relies on, fed the way networks deliver it.
+mod chunk_tests {
+    //! Stream chunks as providers send them.
 
-    use eventsource_stream::Eventsource;
-    use futures::StreamExt;
-
-    async fn events(chunks: &[&str]) -> Vec<String> {
-        let owned: Vec<Result<Vec<u8>, std::io::Error>> =
-            chunks.iter().map(|c| Ok(c.as_bytes().to_vec())).collect();
-        futures::stream::iter(owned)
-            .eventsource()
-            .filter_map(|e| async move { e.ok().map(|e| e.data) })
-            .collect()
-            .await
-    }
-
-    #[tokio::test]
-    async fn events_split_across_chunks_are_joined() {
-        let got = events(&["data: {\"a\"", ":1}\n", "\n", "data: [DONE]\n\n"]).await;
-        assert_eq!(got, ["{\"a\":1}", "[DONE]"]);
-    }
-
-    #[tokio::test]
-    async fn crlf_comments_and_multi_line_data() {
-        let got = events(&[
-            ": keep-alive\r\n\r\n",
-            "data: line one\r\ndata: line two\r\n\r\n",
-            "data: [DONE]\r\n\r\n",
-        ])
-        .await;
-        assert_eq!(got, ["line one\nline two", "[DONE]"]);
-    }
-
-    #[tokio::test]
-    async fn a_chunk_is_parsed_into_content_reasoning_and_usage() {
+    #[test]
+    fn a_chunk_is_parsed_into_content_reasoning_and_usage() {
         let chunk: super::Chunk = serde_json::from_str(
             r#"{"choices":[{"delta":{"reasoning_content":"hm","content":"hi"},"finish_reason":"stop"}],
                 "usage":{"prompt_tokens":3,"completion_tokens":2,"completion_tokens_details":{"reasoning_tokens":1}}}"#,
@@ -906,5 +1166,64 @@ mod tool_call_tests {
         assert_eq!(collected.sources.len(), 1);
         assert_eq!(collected.text, "hi");
         assert_eq!(collected.usage.unwrap().prompt_tokens, Some(1));
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    //! What counts against the answer cap, and the URLs requests go to.
+
+    use super::*;
+
+    fn chunk(data: &str) -> Chunk {
+        serde_json::from_str(data).unwrap()
+    }
+
+    #[test]
+    fn text_reasoning_tool_calls_and_sources_all_count_against_the_cap() {
+        let mut collected = Collected::default();
+        collected.chunk(chunk(
+            r#"{"choices":[{"delta":{"reasoning_content":"abcd","content":"xy"}}]}"#,
+        ));
+        assert_eq!(collected.size, 6);
+        collected.chunk(chunk(
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","type":"f","function":{"name":"n","arguments":"{}"}}]}}]}"#,
+        ));
+        assert_eq!(collected.size, 6 + CALL_BOOKKEEPING + 5);
+        assert_eq!(collected.calls.size, CALL_BOOKKEEPING + 5);
+        // Empty fragments with ever new indexes are not free.
+        for i in 1..=3 {
+            collected.chunk(chunk(&format!(
+                r#"{{"choices":[{{"delta":{{"tool_calls":[{{"index":{i}}}]}}}}]}}"#
+            )));
+        }
+        assert_eq!(collected.size, 6 + 4 * CALL_BOOKKEEPING + 5);
+        collected.chunk(chunk(
+            r#"{"web_search":[{"title":"T","link":"https://a/"}],"choices":[]}"#,
+        ));
+        assert_eq!(collected.sources_size, 11);
+        assert_eq!(collected.size, 6 + 4 * CALL_BOOKKEEPING + 5 + 11);
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(size_text(512), "512 bytes");
+        assert_eq!(size_text(16 * 1024), "16 KiB");
+        assert_eq!(size_text(8 * 1024 * 1024), "8 MiB");
+        assert_eq!(size_text(4000 * 1024), "3.9 MiB");
+        assert_eq!(size_text(100 * 1024), "100 KiB");
+    }
+
+    #[test]
+    fn paths_go_before_the_query_and_userinfo_gives_way_to_a_key() {
+        let url = endpoint_url("https://u:p@h.example/v1?key=k&x=1", "/models", false).unwrap();
+        assert_eq!(url.as_str(), "https://u:p@h.example/v1/models?key=k&x=1");
+        let url = endpoint_url("https://u:p@h.example/v1/", "/chat/completions", true).unwrap();
+        assert_eq!(url.as_str(), "https://h.example/v1/chat/completions");
+        assert!(endpoint_url("https://", "/models", false).is_err());
+        assert_eq!(
+            url_secrets("https://u:p@h/v1?api_key=a%2Fb&v=1&token=t"),
+            ["u", "p", "a/b", "t"]
+        );
     }
 }

@@ -274,6 +274,31 @@ impl Daemon {
         assert!(status.success());
     }
 
+    /// SIGTERM, then waits (bounded) for the process to exit: its logs are flushed then.
+    pub fn stop(&mut self) {
+        self.signal("-TERM");
+        wait_until("the daemon to exit", Duration::from_secs(15), || {
+            self.proc.as_mut()?.0.try_wait().ok()?
+        });
+    }
+
+    /// Runs `exai ARGS` (the CLI) with this daemon's environment: (success, stdout + stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let output = Command::new(EXAI)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("run the exai CLI");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    }
+
     /// Environment for an `exai stdio` relaying to this daemon.
     pub fn stdio_env(&self) -> Vec<(String, String)> {
         let mut env = self.env.clone();
@@ -545,4 +570,18 @@ impl RawClient {
         assert!(reply.get("result").is_none(), "{method}: {reply}");
         reply["error"].clone()
     }
+}
+
+/// The resident memory of process `pid`, in bytes (`VmRSS` in `/proc/PID/status`, Linux).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }

@@ -1,0 +1,297 @@
+//! Secrets spotted in outside text and masked: credentials inside URLs, `name=value` and
+//! `"name": "value"` pairs whose name looks secret, `Bearer`/`Basic` credentials, well-known key
+//! formats, and the exact secrets the caller knows. Used wherever such text (a provider's error
+//! body, a URL from the config) is logged, stored or shown; `calls/redact.rs` masks JSON
+//! arguments by the same notion of a secret name.
+
+/// What a masked secret is replaced with.
+pub const MASK: &str = "***";
+
+/// Known secrets shorter than this are not searched for in text: a short string would
+/// mask ordinary words (test keys like `k`), and is no real key anyway.
+const MIN_KNOWN_SECRET: usize = 8;
+
+/// Well-known key formats: the prefix is kept, what follows it is masked.
+const KEY_PREFIXES: &[&str] = &[
+    "sk-",
+    "sk_",
+    "pk_",
+    "rk_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xoxb-",
+    "xoxp-",
+    "xoxa-",
+    "AKIA",
+    "AIza",
+    "hf_",
+];
+
+/// Characters after a key prefix that make it a key (fewer: an ordinary word like `sk-learn`).
+const MIN_KEY_BODY: usize = 8;
+
+/// Whether a field or parameter name looks like it holds a secret (`api_key`, `token`,
+/// `Authorization`, …); counts such as `max_tokens` and MCP's `progressToken` are not secrets.
+pub fn is_secret_name(name: &str) -> bool {
+    let k = name.to_ascii_lowercase();
+    let looks_secret = [
+        "key",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "authorization",
+        "cookie",
+        "credential",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+        || ["sig", "signature", "auth", "pass", "pwd"].contains(&k.as_str());
+    looks_secret && k != "progresstoken" && !k.ends_with("tokens")
+}
+
+/// `url` with its user and password and the values of secret-looking query parameters masked:
+/// `https://user:pw@host/v1?key=abc&v=1` → `https://***@host/v1?key=***&v=1`.
+pub fn mask_url(url: &str) -> String {
+    redact_text(url, &[])
+}
+
+/// `text` with every secret this module can spot replaced by [`MASK`], and every occurrence of
+/// the `known` secrets (the endpoint's own key, say) too.
+pub fn redact_text(text: &str, known: &[&str]) -> String {
+    let bytes = text.as_bytes();
+    let mut spans = Vec::new();
+    url_credentials(text, &mut spans);
+    secret_pairs(bytes, &mut spans);
+    auth_schemes(bytes, &mut spans);
+    prefixed_keys(text, &mut spans);
+    for secret in known.iter().filter(|s| s.len() >= MIN_KNOWN_SECRET) {
+        spans.extend(text.match_indices(secret).map(|(i, s)| (i, i + s.len())));
+    }
+    masked(text, spans)
+}
+
+/// Replaces the byte ranges `spans` (each on char boundaries) with [`MASK`].
+fn masked(text: &str, mut spans: Vec<(usize, usize)>) -> String {
+    if spans.is_empty() {
+        return text.to_string();
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end) in spans {
+        if end <= at {
+            continue;
+        }
+        let start = start.max(at);
+        out.push_str(&text[at..start]);
+        out.push_str(MASK);
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// Bytes that end a URL, a value or a token in running text.
+fn ends_value(b: u8) -> bool {
+    b.is_ascii_whitespace()
+        || matches!(
+            b,
+            b'"' | b'\''
+                | b'\\'
+                | b'<'
+                | b'>'
+                | b'`'
+                | b','
+                | b';'
+                | b')'
+                | b']'
+                | b'}'
+                | b'&'
+                | b'#'
+        )
+}
+
+/// Bytes of a name (`api_key`, `x-api-key`).
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// The user and password of every `scheme://user:pw@host`.
+fn url_credentials(text: &str, spans: &mut Vec<(usize, usize)>) {
+    let bytes = text.as_bytes();
+    for (i, _) in text.match_indices("://") {
+        let start = i + 3;
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| ends_value(b) || matches!(b, b'/' | b'?' | b'#'))
+            .map_or(bytes.len(), |n| start + n);
+        if let Some(at) = bytes[start..end].iter().rposition(|&b| b == b'@') {
+            spans.push((start, start + at));
+        }
+    }
+}
+
+/// The values of `name=value`, `name: value` and `"name": "value"` whose name looks secret.
+fn secret_pairs(bytes: &[u8], spans: &mut Vec<(usize, usize)>) {
+    for (i, &b) in bytes.iter().enumerate() {
+        if b != b'=' && b != b':' {
+            continue;
+        }
+        // `://` is a URL, not a pair.
+        if b == b':' && bytes[i + 1..].starts_with(b"//") {
+            continue;
+        }
+        let mut name_end = i;
+        while name_end > 0 && is_quote_or_space(bytes[name_end - 1]) {
+            name_end -= 1;
+        }
+        let mut name_start = name_end;
+        while name_start > 0 && is_name_byte(bytes[name_start - 1]) {
+            name_start -= 1;
+        }
+        if name_start == name_end {
+            continue;
+        }
+        // Names are ASCII by construction, so this never fails.
+        let Ok(name) = std::str::from_utf8(&bytes[name_start..name_end]) else {
+            continue;
+        };
+        if !is_secret_name(name) {
+            continue;
+        }
+        let mut start = i + 1;
+        while start < bytes.len() && is_quote_or_space(bytes[start]) {
+            start += 1;
+        }
+        let end = value_end(bytes, start);
+        if end > start {
+            spans.push((start, end));
+        }
+    }
+}
+
+/// What may stand between a name, its `=`/`:` and its value (`"api_key": "…"`, `\"key\":`).
+fn is_quote_or_space(b: u8) -> bool {
+    matches!(b, b' ' | b'"' | b'\'' | b'\\')
+}
+
+fn value_end(bytes: &[u8], start: usize) -> usize {
+    bytes[start..]
+        .iter()
+        .position(|&b| ends_value(b))
+        .map_or(bytes.len(), |n| start + n)
+}
+
+/// What follows `Bearer ` and `Basic ` (any case).
+fn auth_schemes(bytes: &[u8], spans: &mut Vec<(usize, usize)>) {
+    for scheme in [&b"bearer "[..], &b"basic "[..]] {
+        let n = scheme.len();
+        for i in 0..bytes.len().saturating_sub(n) {
+            if bytes[i..i + n].eq_ignore_ascii_case(scheme)
+                && (i == 0 || !is_name_byte(bytes[i - 1]))
+            {
+                let end = value_end(bytes, i + n);
+                if end > i + n {
+                    spans.push((i + n, end));
+                }
+            }
+        }
+    }
+}
+
+/// Keys in a well-known format (`sk-…`, `ghp_…`, `AKIA…`): what follows the prefix.
+fn prefixed_keys(text: &str, spans: &mut Vec<(usize, usize)>) {
+    let bytes = text.as_bytes();
+    for prefix in KEY_PREFIXES {
+        for (i, _) in text.match_indices(prefix) {
+            if i > 0 && is_name_byte(bytes[i - 1]) {
+                continue;
+            }
+            let start = i + prefix.len();
+            let end = bytes[start..]
+                .iter()
+                .position(|&b| !is_name_byte(b))
+                .map_or(bytes.len(), |n| start + n);
+            if end - start >= MIN_KEY_BODY {
+                spans.push((start, end));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_credentials_and_secret_parameters_are_masked() {
+        assert_eq!(
+            mask_url("https://user:pa55@host.example:8443/v1?key=abc&api-version=2024&token=t#x"),
+            "https://***@host.example:8443/v1?key=***&api-version=2024&token=***#x"
+        );
+        assert_eq!(
+            mask_url("http://127.0.0.1:9/v1"),
+            "http://127.0.0.1:9/v1",
+            "nothing to mask"
+        );
+        assert_eq!(
+            mask_url("https://tok@h/p?api_key=k1&sig=s&max_tokens=5"),
+            "https://***@h/p?api_key=***&sig=***&max_tokens=5"
+        );
+    }
+
+    #[test]
+    fn error_bodies_lose_their_keys_but_keep_their_meaning() {
+        let body = r#"{"error":{"message":"Incorrect API key provided: sk-proj-abcdefgh12345678. Authorization: Bearer xyz.123 api_key=zzz9 \"secret\": \"s3\""}}"#;
+        let clean = redact_text(body, &[]);
+        for secret in ["abcdefgh12345678", "xyz.123", "zzz9", "s3"] {
+            assert!(!clean.contains(secret), "{secret} in {clean}");
+        }
+        assert!(
+            clean.contains("Incorrect API key provided: sk-***"),
+            "{clean}"
+        );
+        assert_eq!(
+            redact_text("the key was rejected; 12:30 max_tokens=5", &[]),
+            "the key was rejected; 12:30 max_tokens=5"
+        );
+    }
+
+    #[test]
+    fn known_secrets_are_masked_wherever_they_appear_unless_too_short() {
+        assert_eq!(
+            redact_text("you sent GLMKEY.0123456789, k", &["GLMKEY.0123456789", "k"]),
+            "you sent ***, k"
+        );
+    }
+
+    #[test]
+    fn multibyte_text_around_secrets_is_kept_whole() {
+        let text = "clé invalide: «token=ééé» — https://ü:ß@hôte/";
+        let clean = redact_text(text, &[]);
+        assert_eq!(clean, "clé invalide: «token=*** — https://***@hôte/");
+    }
+
+    #[test]
+    fn names_that_hold_secrets() {
+        for name in [
+            "api_key",
+            "x-api-key",
+            "Authorization",
+            "access_token",
+            "sig",
+            "password",
+        ] {
+            assert!(is_secret_name(name), "{name}");
+        }
+        for name in ["max_tokens", "progressToken", "model", "signal", "author"] {
+            assert!(!is_secret_name(name), "{name}");
+        }
+    }
+}
