@@ -1,11 +1,14 @@
 //! `exai daemon`: the shared long-running server (WebSocket, Streamable HTTP, health).
 //!
-//! Start-up: state dir, lock, token, store, listener, routes. Shutdown: stop
-//! accepting, let calls finish for the grace period, interrupt the rest, close sessions.
+//! Start-up: state dir (private), lock, token, store, listeners (TCP and `EXAI_HOME/daemon.sock`),
+//! routes. Shutdown: stop accepting, let calls finish for the grace period, interrupt the rest,
+//! close sessions, remove the socket.
 
 mod auth;
 mod http;
 mod legacy_http;
+pub mod local_socket;
+pub mod proof;
 mod ws;
 
 use std::fs::File;
@@ -51,6 +54,8 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Socket(#[from] local_socket::SocketError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -77,7 +82,7 @@ fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> DaemonErro
     }
 }
 
-/// Creates the state directory, private to the user.
+/// Creates the state directory, or makes an existing one private; refuses another user's.
 pub fn prepare_home(config: &Config) -> Result<(), DaemonError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -85,6 +90,7 @@ pub fn prepare_home(config: &Config) -> Result<(), DaemonError> {
         .mode(0o700)
         .create(&config.home)
         .map_err(io_error(&config.home))?;
+    local_socket::secure_home(&config.home)?;
     let logs = config.log_dir();
     std::fs::create_dir_all(&logs).map_err(io_error(&logs))
 }
@@ -149,15 +155,19 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
         version: crate::VERSION.into(),
         started_at_ms: crate::store::now_ms(),
     };
+    // Bound once the store is open, so a shim that finds the socket is served at once.
+    // The file is removed when `run` returns, whatever the way.
+    let (socket, _socket_file) = local_socket::bind(&config.socket_path()).await?;
     write_daemon_info(&config, &info)?;
-    tracing::info!(listen = %local, pid = info.pid, home = %config.home.display(), "exai daemon listening");
+    tracing::info!(listen = %local, socket = %config.socket_path().display(), pid = info.pid, home = %config.home.display(), "exai daemon listening");
     spawn_pruning(app.clone());
     app.discover_models();
 
     let router = http::router(app.clone(), Arc::new(token), allow_remote);
     let stop_accepting = tokio_util::sync::CancellationToken::new();
-    let server = {
+    let tcp_server = {
         let stop = stop_accepting.clone();
+        let router = router.clone();
         // Small MCP frames must not wait for Nagle's algorithm (40 ms per answer otherwise).
         let listener = listener.tap_io(|tcp| {
             if let Err(error) = tcp.set_nodelay(true) {
@@ -166,6 +176,15 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
         });
         tokio::spawn(async move {
             axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+    // The same routes, token and Host checks: the shim sends `Host: localhost` over the socket.
+    let socket_server = {
+        let stop = stop_accepting.clone();
+        tokio::spawn(async move {
+            axum::serve(socket, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
         })
@@ -188,7 +207,11 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
         app.health.sessions() == 0
     })
     .await;
-    if tokio::time::timeout(Duration::from_secs(3), server)
+    let servers = async {
+        let _ = tcp_server.await;
+        let _ = socket_server.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(3), servers)
         .await
         .is_err()
     {
