@@ -100,7 +100,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("exai: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<exai::daemon::DaemonError>() {
+                Some(exai::daemon::DaemonError::AlreadyRunning { .. }) => {
+                    ExitCode::from(exai::daemon::EXIT_BUSY)
+                }
+                _ => ExitCode::FAILURE,
+            }
         }
     };
     if stdio {

@@ -523,10 +523,18 @@ async fn connect(config: Config, start_failure: Option<String>) -> Result<Ws, Li
                     AUTOSTART_COOLDOWN.as_secs()
                 )));
             }
-            start_daemon(&config)
-                .await
-                .map_err(LinkError::StartFailed)?;
-            bounded_connect(&config).await
+            match start_daemon(&config).await {
+                Ok(()) => {}
+                Err(StartError::Failed(why)) => return Err(LinkError::StartFailed(why)),
+                Err(StartError::Busy(why)) => return Err(LinkError::Unreachable(why)),
+            }
+            // Started, yet nobody there: a failed start too, so it is not repeated at once.
+            bounded_connect(&config).await.map_err(|e| match e {
+                LinkError::NobodyListens(why) => {
+                    LinkError::StartFailed(format!("it started, but then {why}"))
+                }
+                other => other,
+            })
         }
         other => other,
     }
@@ -775,8 +783,29 @@ async fn loopback_listen(url: &str) -> Result<SocketAddr, String> {
         })
 }
 
+/// Why the shim did not get a daemon up.
+enum StartError {
+    /// It failed: reported with its reason, and not tried again for a while.
+    Failed(String),
+    /// Another daemon of this home is starting or stopping: the shim waits for it.
+    Busy(String),
+}
+
+impl From<String> for StartError {
+    fn from(why: String) -> Self {
+        Self::Failed(why)
+    }
+}
+
+fn busy(config: &Config) -> StartError {
+    StartError::Busy(format!(
+        "an exai daemon holds {} but does not answer yet (starting or stopping)",
+        config.home.display()
+    ))
+}
+
 /// Starts `exai daemon` detached and waits (bounded) until it is up, or says why it is not.
-async fn start_daemon(config: &Config) -> Result<(), String> {
+async fn start_daemon(config: &Config) -> Result<(), StartError> {
     let listen = match config.daemon_url.as_deref() {
         None => config.listen,
         Some(url) => loopback_listen(url).await?,
@@ -797,7 +826,7 @@ async fn wait_until_up(
     config: &Config,
     child: &mut std::process::Child,
     listen: SocketAddr,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     let log = config.log_dir().join("daemon.out");
     let until = Instant::now() + AUTOSTART_WAIT;
     loop {
@@ -808,27 +837,38 @@ async fn wait_until_up(
         match child.try_wait() {
             Ok(Some(status)) => {
                 // Another shim's daemon may have won the race for EXAI_HOME's lock.
-                if running_daemon_pid(config).await.is_some() {
+                if daemon_listens(config, listen).await {
                     return Ok(());
                 }
-                return Err(format!(
+                if status.code() == Some(i32::from(crate::daemon::EXIT_BUSY)) {
+                    return Err(busy(config));
+                }
+                return Err(StartError::Failed(format!(
                     "`exai daemon --listen {listen}` exited at once ({status}): {} (log: {})",
                     last_line(&log).await,
                     log.display()
-                ));
+                )));
             }
             Ok(None) => {}
-            Err(e) => return Err(format!("cannot watch the started daemon: {e}")),
+            Err(e) => return Err(format!("cannot watch the started daemon: {e}").into()),
         }
         if Instant::now() >= until {
-            return Err(format!(
+            return Err(StartError::Failed(format!(
                 "started `exai daemon --listen {listen}` (pid {}) but it was not up within {} s; see {}",
                 child.id(),
                 AUTOSTART_WAIT.as_secs(),
                 log.display()
-            ));
+            )));
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Whether something listens where the shim connects (the next connection checks what it is).
+async fn daemon_listens(config: &Config, listen: SocketAddr) -> bool {
+    match config.daemon_url {
+        None => UnixStream::connect(config.socket_path()).await.is_ok(),
+        Some(_) => TcpStream::connect(listen).await.is_ok(),
     }
 }
 
@@ -866,9 +906,12 @@ async fn last_line(log: &std::path::Path) -> String {
 fn spawn_daemon_process(
     config: &Config,
     listen: SocketAddr,
-) -> Result<std::process::Child, String> {
+) -> Result<std::process::Child, StartError> {
     use std::os::unix::process::CommandExt;
     crate::daemon::prepare_home(config).map_err(|e| e.to_string())?;
+    if crate::daemon::lock_is_held(config) {
+        return Err(busy(config));
+    }
     let log_path = config.log_dir().join("daemon.out");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -886,7 +929,7 @@ fn spawn_daemon_process(
         .stderr(Stdio::from(log_err))
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start `exai daemon`: {e}"))
+        .map_err(|e| format!("cannot start `exai daemon`: {e}").into())
 }
 
 #[cfg(test)]

@@ -473,3 +473,54 @@ async fn challenge_response_admits_the_real_daemon_and_nothing_replayed_or_forge
     let (status, _) = upgrade(format!("Bearer {token}")).await;
     assert_eq!(status, 101);
 }
+
+#[test]
+fn a_stopping_daemon_is_waited_for_then_replaced_without_a_failed_start() {
+    let fake = Fake::start();
+    let mut daemon = Daemon::start(&fake, &[("EXAI_SHUTDOWN_GRACE_S", "1.5")]);
+    let mut first = RawClient::start(&daemon.stdio_env(), &[]);
+    first.ok("initialize", initialize_params());
+    first.send(&json!({"jsonrpc": "2.0", "id": 50, "method": "tools/call", "params": {"name": "chat", "arguments": {"prompt": "hold on", "model": "fake-hang"}}}));
+    wait_until("the call in flight", Duration::from_secs(10), || {
+        (daemon.healthz()["calls_in_flight"].as_u64()? == 1).then_some(())
+    });
+    daemon.signal("-TERM");
+    let socket = daemon.home.join("daemon.sock");
+    wait_until(
+        "the daemon to stop accepting",
+        Duration::from_secs(10),
+        || {
+            std::os::unix::net::UnixStream::connect(&socket)
+                .is_err()
+                .then_some(())
+        },
+    );
+    // While it drains its call, a new client comes, allowed to start a daemon.
+    let mut env: Vec<(String, String)> = daemon
+        .stdio_env()
+        .into_iter()
+        .filter(|(k, _)| k != "EXAI_NO_AUTOSTART")
+        .collect();
+    env.push(("EXAI_LISTEN".into(), format!("127.0.0.1:{}", free_port())));
+    let mut second = RawClient::start(&env, &[]);
+    second.ok("initialize", initialize_params());
+    assert!(
+        daemon
+            .proc
+            .as_mut()
+            .unwrap()
+            .0
+            .try_wait()
+            .unwrap()
+            .is_some(),
+        "the new daemon came after the old one left"
+    );
+    assert_ne!(daemon_info(&daemon.home)["pid"], daemon.pid());
+    drop((first, second));
+    stop_started_daemon(&daemon.home);
+    assert_eq!(
+        logged(&daemon.home, "another exai daemon is running"),
+        0,
+        "no daemon was started against the stopping one"
+    );
+}

@@ -74,6 +74,11 @@ pub async fn require_token(
 
 fn unauthorized(check: &TokenCheck, path: &str, what: &str) -> Response {
     tracing::warn!(%path, "request without a valid token refused: {what}");
+    unauthorized_answer(check, what)
+}
+
+/// The 401 itself; also step 1 of the challenge–response, which is no refusal worth a warning.
+fn unauthorized_answer(check: &TokenCheck, what: &str) -> Response {
     (
         StatusCode::UNAUTHORIZED,
         format!(
@@ -118,7 +123,7 @@ async fn answer_proof(
         }
         _ => match check.challenges.issue() {
             Ok(server_nonce) => {
-                let mut response = unauthorized(check, &path, "Exai-Proof: answer the challenge");
+                let mut response = unauthorized_answer(check, "Exai-Proof: answer the challenge");
                 if let Ok(value) = HeaderValue::from_str(&proof::challenge(&server_nonce)) {
                     response
                         .headers_mut()

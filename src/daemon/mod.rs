@@ -95,6 +95,24 @@ pub fn prepare_home(config: &Config) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&logs).map_err(io_error(&logs))
 }
 
+/// Exit status of a daemon that found another one holding its home (EX_TEMPFAIL): a shim that
+/// started it waits for that one instead of reporting a failure.
+pub const EXIT_BUSY: u8 = 75;
+
+/// Whether a daemon holds `home`'s lock (running, starting or stopping).
+///
+/// Probed with a shared lock released at once; a daemon starting at that very moment exits
+/// with [`EXIT_BUSY`], which its shim treats as a reason to wait, not a failure.
+pub fn lock_is_held(config: &Config) -> bool {
+    let Ok(file) = File::open(config.lock_path()) else {
+        return false;
+    };
+    matches!(
+        file.try_lock_shared(),
+        Err(std::fs::TryLockError::WouldBlock)
+    )
+}
+
 /// Takes the one-daemon-per-home lock; the lock lasts as long as the returned file.
 fn take_lock(config: &Config) -> Result<File, DaemonError> {
     let path = config.lock_path();
