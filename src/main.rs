@@ -100,7 +100,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("exai: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<exai::daemon::DaemonError>() {
+                Some(exai::daemon::DaemonError::AlreadyRunning { .. }) => {
+                    ExitCode::from(exai::daemon::EXIT_BUSY)
+                }
+                _ => ExitCode::FAILURE,
+            }
         }
     };
     if stdio {
@@ -118,9 +123,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let mut config = Config::from_env()?;
             if let Some(listen) = listen {
-                config.listen = listen
-                    .parse()
-                    .with_context(|| format!("--listen {listen:?} is not host:port"))?;
+                config.listen = exai::config::parse_listen(&listen)
+                    .map_err(|why| anyhow::anyhow!("--listen {listen:?}: {why}"))?;
             }
             exai::daemon::prepare_home(&config)?;
             let _guard = exai::logging::init(Some(&config.log_dir()), false);

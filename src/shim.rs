@@ -1,31 +1,43 @@
 //! `exai stdio`: what MCP clients launch — a relay between stdin/stdout and the daemon's `/ws`.
 //!
-//! It starts the daemon if none answers, matches responses to requests so that a
-//! lost daemon never leaves a request unanswered, reconnects with backoff and
-//! replays the client's `initialize` so the client's session survives a restart.
+//! It reaches the daemon over `EXAI_HOME/daemon.sock` (or, for an explicit `EXAI_URL`, over TCP
+//! after the daemon proved it holds the token), starts the daemon if none answers (once: a failed
+//! start is reported, not retried in a loop), matches responses to requests so that a lost daemon
+//! never leaves a request unanswered, reconnects with backoff and replays the client's
+//! `initialize` so the client's session survives a restart.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::either::Either;
 
 use crate::calls::CALL_ID_META;
 use crate::config::Config;
+use crate::daemon::{local_socket, proof};
 use crate::transport::{FrameError, line_frames};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// TCP for an explicit `EXAI_URL`, the socket in `EXAI_HOME` otherwise.
+type Link = Either<TcpStream, UnixStream>;
+type Ws = WebSocketStream<Link>;
 
-/// How long the shim waits for a started daemon to answer `/healthz`.
+/// How long the shim waits for a started daemon to come up.
 const AUTOSTART_WAIT: Duration = Duration::from_secs(5);
+/// After a failed start, how long the shim reports that failure before it starts another daemon.
+const AUTOSTART_COOLDOWN: Duration = Duration::from_secs(60);
+/// How long one connection attempt may take (both steps of the TCP proof included).
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// How long requests wait for a lost daemon to come back before they get an error.
 const RECONNECT_PATIENCE: Duration = Duration::from_secs(10);
 /// WebSocket ping period; a link silent for three periods is dead.
@@ -77,6 +89,8 @@ struct Relay {
     held: VecDeque<(Instant, String)>,
     ready: bool,
     last_error: String,
+    /// When and why the last daemon the shim started failed to come up.
+    start_failure: Option<(Instant, String)>,
 }
 
 /// Runs the relay until stdin closes.
@@ -95,9 +109,10 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
         held: VecDeque::new(),
         ready: false,
         last_error: String::new(),
+        start_failure: None,
     };
     let mut link: Option<Ws> = None;
-    let mut connecting = Some(tokio::spawn(connect(relay.config.clone(), true)));
+    let mut connecting = Some(tokio::spawn(connect(relay.config.clone(), None)));
     let mut next_attempt = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(100);
     let mut last_seen = Instant::now();
@@ -165,14 +180,20 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
                     }
                     Err(error) => {
                         tracing::debug!(%error, "daemon not reachable");
-                        relay.last_error = error;
+                        if let LinkError::StartFailed(why) = &error {
+                            relay.start_failure = Some((Instant::now(), why.clone()));
+                        }
+                        relay.last_error = error.to_string();
+                        if error.answers_now() {
+                            relay.answer_held_now().await;
+                        }
                         next_attempt = tokio::time::Instant::now() + backoff;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
                 }
             },
             _ = tokio::time::sleep_until(next_attempt), if link.is_none() && connecting.is_none() => {
-                connecting = Some(tokio::spawn(connect(relay.config.clone(), true)));
+                connecting = Some(tokio::spawn(connect(relay.config.clone(), relay.recent_start_failure())));
             },
             _ = ping.tick(), if link.is_some() => {
                 if last_seen.elapsed() > PING_EVERY * 3 {
@@ -206,10 +227,12 @@ async fn next_frame(link: &mut Option<Ws>) -> Option<Result<Message, tungstenite
 }
 
 async fn join(
-    task: &mut Option<tokio::task::JoinHandle<Result<Ws, String>>>,
-) -> Result<Ws, String> {
+    task: &mut Option<tokio::task::JoinHandle<Result<Ws, LinkError>>>,
+) -> Result<Ws, LinkError> {
     match task {
-        Some(handle) => handle.await.unwrap_or_else(|e| Err(e.to_string())),
+        Some(handle) => handle
+            .await
+            .unwrap_or_else(|e| Err(LinkError::Unreachable(e.to_string()))),
         None => std::future::pending().await,
     }
 }
@@ -360,13 +383,34 @@ impl Relay {
                 break;
             }
             if let Some((_, frame)) = self.held.pop_front() {
-                let why = format!(
-                    "the exai daemon at {} is unavailable ({}); see EXAI_HOME/logs or run `exai status`",
-                    self.config.daemon_url, self.last_error
-                );
+                let why = self.unavailable();
                 self.answer_unsendable(&frame, &why).await;
             }
         }
+    }
+
+    /// A failure that waiting will not cure: every held request gets it now.
+    async fn answer_held_now(&mut self) {
+        let why = self.unavailable();
+        while let Some((_, frame)) = self.held.pop_front() {
+            self.answer_unsendable(&frame, &why).await;
+        }
+    }
+
+    fn unavailable(&self) -> String {
+        format!(
+            "the exai daemon at {} is unavailable ({}); see EXAI_HOME/logs or run `exai status`",
+            daemon_place(&self.config),
+            self.last_error
+        )
+    }
+
+    /// Why the last start failed, while too recent to start another.
+    fn recent_start_failure(&self) -> Option<String> {
+        self.start_failure
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < AUTOSTART_COOLDOWN)
+            .map(|(_, why)| why.clone())
     }
 
     async fn answer_unsendable(&mut self, frame: &str, why: &str) {
@@ -440,86 +484,440 @@ async fn write_stdout(mut rx: mpsc::Receiver<String>) -> Result<(), ShimError> {
     Ok(())
 }
 
+/// Why there is no link to the daemon.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    /// Nothing listens: a daemon may be started.
+    #[error("{0}")]
+    NobodyListens(String),
+    /// Worth another try soon: requests wait for the daemon meanwhile.
+    #[error("{0}")]
+    Unreachable(String),
+    /// Will not fix itself soon (a listener that is not the daemon, a wrong token, an unsafe
+    /// directory): requests get this error at once.
+    #[error("{0}")]
+    Refused(String),
+    /// The daemon the shim started did not come up.
+    #[error("could not start the exai daemon: {0}")]
+    StartFailed(String),
+}
+
+impl LinkError {
+    fn answers_now(&self) -> bool {
+        matches!(self, Self::Refused(_) | Self::StartFailed(_))
+    }
+}
+
+/// Where the daemon is, for messages: the socket, or the URL the user named.
+fn daemon_place(config: &Config) -> String {
+    match &config.daemon_url {
+        Some(url) => url.clone(),
+        None => config.socket_path().display().to_string(),
+    }
+}
+
 /// Connects to the daemon, starting it first if allowed and nobody answers.
-async fn connect(config: Config, may_start: bool) -> Result<Ws, String> {
-    match try_connect(&config).await {
-        Ok(ws) => Ok(ws),
-        Err(first) if may_start && !config.no_autostart && refused(&first) => {
-            start_daemon(&config).await?;
-            try_connect(&config).await.map_err(|e| e.to_string())
+///
+/// `start_failure`: why the last start failed, while the shim waits before trying another.
+async fn connect(config: Config, start_failure: Option<String>) -> Result<Ws, LinkError> {
+    match bounded_connect(&config).await {
+        Err(LinkError::NobodyListens(_)) if !config.no_autostart => {
+            if let Some(why) = start_failure {
+                return Err(LinkError::Refused(format!(
+                    "could not start the exai daemon: {why} (the next attempt is in at most {} s)",
+                    AUTOSTART_COOLDOWN.as_secs()
+                )));
+            }
+            match start_daemon(&config).await {
+                Ok(()) => {}
+                Err(StartError::Failed(why)) => return Err(LinkError::StartFailed(why)),
+                Err(StartError::Busy(why)) => return Err(LinkError::Unreachable(why)),
+            }
+            // Started, yet nobody there: a failed start too, so it is not repeated at once.
+            bounded_connect(&config).await.map_err(|e| match e {
+                LinkError::NobodyListens(why) => {
+                    LinkError::StartFailed(format!("it started, but then {why}"))
+                }
+                other => other,
+            })
         }
-        Err(e) => Err(e.to_string()),
+        other => other,
     }
 }
 
-fn refused(error: &tungstenite::Error) -> bool {
-    matches!(error, tungstenite::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+async fn bounded_connect(config: &Config) -> Result<Ws, LinkError> {
+    let attempt = async {
+        match config.daemon_url.as_deref() {
+            None => connect_socket(config).await,
+            Some(url) => connect_tcp(config, url).await,
+        }
+    };
+    tokio::time::timeout(CONNECT_WAIT, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(LinkError::Unreachable(format!(
+                "no answer from {} within {} s",
+                daemon_place(config),
+                CONNECT_WAIT.as_secs()
+            )))
+        })
 }
 
-async fn try_connect(config: &Config) -> Result<Ws, tungstenite::Error> {
-    let mut request = config.daemon_url.as_str().into_client_request()?;
-    // The token file may not exist yet (daemon not started): connect without it and get a clear 401.
-    if let Ok(token) = crate::daemon::read_token(&config.token_path())
-        && let Ok(value) = format!("Bearer {token}").parse()
-    {
-        request.headers_mut().insert("authorization", value);
+/// The default way in: the daemon's socket, once its directory is known to be private.
+async fn connect_socket(config: &Config) -> Result<Ws, LinkError> {
+    let path = config.socket_path();
+    let home = config.home.clone();
+    let inspected = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || local_socket::inspect(&home, &path))
+    };
+    let found = inspected
+        .await
+        .map_err(|e| LinkError::Unreachable(e.to_string()))?
+        .map_err(|e| LinkError::Refused(e.to_string()))?;
+    if found == local_socket::Found::Nothing {
+        return Err(LinkError::NobodyListens(format!(
+            "no daemon socket at {}",
+            path.display()
+        )));
     }
-    let limit = config.max_message_bytes + 1024;
-    let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(limit))
-        .max_frame_size(Some(limit));
-    let attempt = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
-    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-        Ok(result) => result.map(|(ws, _)| ws),
-        Err(_) => Err(tungstenite::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no answer from {} within 2 s", config.daemon_url),
+    let stream = UnixStream::connect(&path)
+        .await
+        .map_err(|e| io_link_error(e, &path.display().to_string()))?;
+    let token = read_token(config).await?;
+    // Over the socket the Host check still applies: `localhost` is what a local client is.
+    let request = ws_request("ws://localhost/ws", &format!("Bearer {token}"))?;
+    handshake(Either::Right(stream), request, config)
+        .await
+        .map(|(ws, _)| ws)
+        .map_err(|e| handshake_error(e, config, &path.display().to_string()))
+}
+
+/// An explicit `EXAI_URL`: the daemon proves it holds the token before anything is sent (proof.rs).
+async fn connect_tcp(config: &Config, url: &str) -> Result<Ws, LinkError> {
+    let authority = tcp_authority(url).map_err(LinkError::Refused)?;
+    let client_nonce = proof::new_nonce().map_err(|e| LinkError::Unreachable(e.to_string()))?;
+    // Step 1: a challenge. A listener that lets the shim in without one is not the daemon.
+    let ask = ws_request(url, &proof::authorization(&client_nonce, None))?;
+    let server_nonce = match handshake(dial(authority).await?, ask, config).await {
+        Ok(_) => {
+            return Err(LinkError::Refused(not_the_daemon(
+                url,
+                "it accepted the connection without asking for a proof",
+            )));
+        }
+        Err(tungstenite::Error::Http(response)) => {
+            let offered = response
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(proof::parse)
+                .and_then(|fields| fields.server_nonce)
+                .filter(|nonce| proof::is_nonce(nonce));
+            match offered {
+                Some(nonce) if response.status() == 401 => nonce,
+                _ => return Err(LinkError::Refused(http_refusal(url, &response))),
+            }
+        }
+        Err(e) => return Err(handshake_error(e, config, url)),
+    };
+    // Step 2: the proof, answered by the daemon's own.
+    let token = read_token(config).await?;
+    let mac = proof::shim_proof(&token, &server_nonce, &client_nonce);
+    let answer = ws_request(
+        url,
+        &proof::authorization(&client_nonce, Some((&server_nonce, &mac))),
+    )?;
+    let (ws, response) = handshake(dial(authority).await?, answer, config)
+        .await
+        .map_err(|e| handshake_error(e, config, url))?;
+    let daemon_proof = response
+        .headers()
+        .get(proof::DAEMON_PROOF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !proof::daemon_proof_holds(&token, &server_nonce, &client_nonce, daemon_proof) {
+        // `ws` is dropped unused: the connection closes before any message is sent.
+        return Err(LinkError::Refused(not_the_daemon(
+            url,
+            "its answer carried no valid proof of the token",
+        )));
+    }
+    Ok(ws)
+}
+
+fn not_the_daemon(url: &str, why: &str) -> String {
+    format!(
+        "the listener at {url} did not prove it is the exai daemon ({why}); the token was not sent \
+         and nothing was relayed. Another program may hold that port: check it, or unset EXAI_URL \
+         to use the daemon's private socket"
+    )
+}
+
+/// A non-101 answer other than the daemon's challenge or its refusal of the token.
+fn http_refusal(url: &str, response: &tungstenite::http::Response<Option<Vec<u8>>>) -> String {
+    let body = response
+        .body()
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    let first_line: String = body
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    format!(
+        "{url} answered HTTP {} {first_line:?} without the exai challenge, so it is not an exai daemon \
+         of this version; the token was not sent",
+        response.status().as_u16()
+    )
+}
+
+fn io_link_error(error: std::io::Error, place: &str) -> LinkError {
+    match error.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            LinkError::NobodyListens(format!("nothing listens on {place}: {error}"))
+        }
+        _ => LinkError::Unreachable(format!("{place}: {error}")),
+    }
+}
+
+fn handshake_error(error: tungstenite::Error, config: &Config, place: &str) -> LinkError {
+    match error {
+        tungstenite::Error::Http(response) if response.status() == 401 => {
+            LinkError::Refused(format!(
+                "the daemon at {place} refused this shim's token (from {}): is it using EXAI_HOME {}?",
+                config.token_path().display(),
+                config.home.display()
+            ))
+        }
+        tungstenite::Error::Http(response) => LinkError::Refused(http_refusal(place, &response)),
+        tungstenite::Error::Io(e) => io_link_error(e, place),
+        other => LinkError::Unreachable(format!("{place}: {other}")),
+    }
+}
+
+async fn read_token(config: &Config) -> Result<String, LinkError> {
+    let path = config.token_path();
+    match tokio::fs::read_to_string(&path).await {
+        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_string()),
+        Ok(_) => Err(LinkError::Refused(format!(
+            "the token file {} is empty",
+            path.display()
+        ))),
+        Err(e) => Err(LinkError::Refused(format!(
+            "cannot read exai's token {}: {e}",
+            path.display()
         ))),
     }
 }
 
-/// `host:port` of a `ws://host:port/path` URL.
-fn url_authority(url: &str) -> Option<&str> {
-    url.split("://").nth(1)?.split('/').next()
+fn ws_request(
+    url: &str,
+    authorization: &str,
+) -> Result<tungstenite::handshake::client::Request, LinkError> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| LinkError::Refused(format!("EXAI_URL {url}: {e}")))?;
+    let value = authorization.parse().map_err(|_| {
+        LinkError::Refused("the token holds characters a header cannot carry".into())
+    })?;
+    request.headers_mut().insert(header::AUTHORIZATION, value);
+    Ok(request)
 }
 
-/// Starts `exai daemon` detached and waits (bounded) until `/healthz` answers.
-async fn start_daemon(config: &Config) -> Result<(), String> {
-    let authority = url_authority(&config.daemon_url)
-        .ok_or_else(|| format!("cannot read host:port from EXAI_URL {}", config.daemon_url))?
-        .to_string();
-    let home = config.home.clone();
-    let listen = authority.clone();
-    tokio::task::spawn_blocking(move || spawn_daemon_process(&home, &listen))
+async fn dial(authority: &str) -> Result<Link, LinkError> {
+    let tcp = TcpStream::connect(authority)
         .await
-        .map_err(|e| e.to_string())??;
-    let health = format!("http://{authority}/healthz");
-    let http = reqwest::Client::new();
-    let until = Instant::now() + AUTOSTART_WAIT;
-    while Instant::now() < until {
-        let probe = http
-            .get(&health)
-            .timeout(Duration::from_millis(500))
-            .send()
-            .await;
-        if probe.is_ok_and(|r| r.status().is_success()) {
-            tracing::info!(%authority, "started the exai daemon");
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        .map_err(|e| io_link_error(e, authority))?;
+    // Small MCP frames must not wait for Nagle's algorithm.
+    if let Err(error) = tcp.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
     }
-    Err(format!(
-        "started `exai daemon` but it did not answer on {health} within {} s; see {}",
-        AUTOSTART_WAIT.as_secs(),
-        config.log_dir().join("daemon.out").display()
+    Ok(Either::Left(tcp))
+}
+
+async fn handshake(
+    stream: Link,
+    request: tungstenite::handshake::client::Request,
+    config: &Config,
+) -> Result<(Ws, tungstenite::handshake::client::Response), tungstenite::Error> {
+    let limit = config.max_message_bytes + 1024;
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config)).await
+}
+
+/// `host:port` of a `ws://host:port/path` URL.
+fn tcp_authority(url: &str) -> Result<&str, String> {
+    let rest = url.strip_prefix("ws://").ok_or_else(|| {
+        format!(
+            "EXAI_URL {url} must start with ws:// (for a daemon on this machine or an SSH tunnel)"
+        )
+    })?;
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(authority),
+        _ => Err(format!(
+            "EXAI_URL {url} must name host:port, e.g. ws://127.0.0.1:8765/ws"
+        )),
+    }
+}
+
+/// The loopback address to start a daemon on for `url`: its host resolved, never a remote one.
+async fn loopback_listen(url: &str) -> Result<SocketAddr, String> {
+    let authority = tcp_authority(url)?;
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host(authority)
+        .await
+        .map_err(|e| format!("cannot resolve {authority} (from EXAI_URL): {e}"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4() && a.ip().is_loopback())
+        .or_else(|| addresses.iter().find(|a| a.ip().is_loopback()))
+        .copied()
+        .ok_or_else(|| {
+            format!(
+                "EXAI_URL {url} names {authority}, which is not a loopback address of this machine, \
+                 and the shim only starts local daemons: start `exai daemon` there yourself"
+            )
+        })
+}
+
+/// Why the shim did not get a daemon up.
+enum StartError {
+    /// It failed: reported with its reason, and not tried again for a while.
+    Failed(String),
+    /// Another daemon of this home is starting or stopping: the shim waits for it.
+    Busy(String),
+}
+
+impl From<String> for StartError {
+    fn from(why: String) -> Self {
+        Self::Failed(why)
+    }
+}
+
+fn busy(config: &Config) -> StartError {
+    StartError::Busy(format!(
+        "an exai daemon holds {} but does not answer yet (starting or stopping)",
+        config.home.display()
     ))
 }
 
-fn spawn_daemon_process(home: &std::path::Path, listen: &str) -> Result<(), String> {
+/// Starts `exai daemon` detached and waits (bounded) until it is up, or says why it is not.
+async fn start_daemon(config: &Config) -> Result<(), StartError> {
+    let listen = match config.daemon_url.as_deref() {
+        None => config.listen,
+        Some(url) => loopback_listen(url).await?,
+    };
+    let spawned = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || spawn_daemon_process(&config, listen))
+    };
+    let mut child = spawned.await.map_err(|e| e.to_string())??;
+    let outcome = wait_until_up(config, &mut child, listen).await;
+    // Reap it if it exits while we live; it outlives us otherwise.
+    std::thread::spawn(move || child.wait());
+    outcome
+}
+
+/// Until the started daemon has written its `daemon.json`, it exits, or `AUTOSTART_WAIT` passes.
+async fn wait_until_up(
+    config: &Config,
+    child: &mut std::process::Child,
+    listen: SocketAddr,
+) -> Result<(), StartError> {
+    let log = config.log_dir().join("daemon.out");
+    let until = Instant::now() + AUTOSTART_WAIT;
+    loop {
+        if running_daemon_pid(config).await == Some(child.id()) {
+            tracing::info!(%listen, "started the exai daemon");
+            return Ok(());
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                // Another shim's daemon may have won the race for EXAI_HOME's lock.
+                if daemon_listens(config, listen).await {
+                    return Ok(());
+                }
+                if status.code() == Some(i32::from(crate::daemon::EXIT_BUSY)) {
+                    return Err(busy(config));
+                }
+                return Err(StartError::Failed(format!(
+                    "`exai daemon --listen {listen}` exited at once ({status}): {} (log: {})",
+                    last_line(&log).await,
+                    log.display()
+                )));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("cannot watch the started daemon: {e}").into()),
+        }
+        if Instant::now() >= until {
+            return Err(StartError::Failed(format!(
+                "started `exai daemon --listen {listen}` (pid {}) but it was not up within {} s; see {}",
+                child.id(),
+                AUTOSTART_WAIT.as_secs(),
+                log.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Whether something listens where the shim connects (the next connection checks what it is).
+async fn daemon_listens(config: &Config, listen: SocketAddr) -> bool {
+    match config.daemon_url {
+        None => UnixStream::connect(config.socket_path()).await.is_ok(),
+        Some(_) => TcpStream::connect(listen).await.is_ok(),
+    }
+}
+
+/// The pid in `daemon.json`, written by a daemon once it listens.
+async fn running_daemon_pid(config: &Config) -> Option<u32> {
+    let text = tokio::fs::read_to_string(config.daemon_info_path())
+        .await
+        .ok()?;
+    serde_json::from_str::<crate::daemon::DaemonInfo>(&text)
+        .ok()
+        .map(|info| info.pid)
+}
+
+/// The last line a failed daemon wrote (its error), from the end of its log.
+async fn last_line(log: &std::path::Path) -> String {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let read = async {
+        let mut file = tokio::fs::File::open(log).await.ok()?;
+        let len = file.metadata().await.ok()?.len();
+        file.seek(std::io::SeekFrom::Start(len.saturating_sub(4096)))
+            .await
+            .ok()?;
+        let mut tail = Vec::new();
+        file.read_to_end(&mut tail).await.ok()?;
+        let text = String::from_utf8_lossy(&tail).to_string();
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim().chars().take(400).collect::<String>())
+    };
+    read.await
+        .unwrap_or_else(|| "it wrote no error".to_string())
+}
+
+fn spawn_daemon_process(
+    config: &Config,
+    listen: SocketAddr,
+) -> Result<std::process::Child, StartError> {
     use std::os::unix::process::CommandExt;
-    let logs = home.join("logs");
-    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
-    let log_path = logs.join("daemon.out");
+    crate::daemon::prepare_home(config).map_err(|e| e.to_string())?;
+    if crate::daemon::lock_is_held(config) {
+        return Err(busy(config));
+    }
+    let log_path = config.log_dir().join("daemon.out");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -527,19 +925,16 @@ fn spawn_daemon_process(home: &std::path::Path, listen: &str) -> Result<(), Stri
         .map_err(|e| format!("{}: {e}", log_path.display()))?;
     let log_err = log.try_clone().map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the exai binary: {e}"))?;
-    let mut child = std::process::Command::new(exe)
+    std::process::Command::new(exe)
         .arg("daemon")
-        .env("EXAI_HOME", home)
-        .env("EXAI_LISTEN", listen)
+        .env("EXAI_HOME", &config.home)
+        .env("EXAI_LISTEN", listen.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err))
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start `exai daemon`: {e}"))?;
-    // Reap it if it exits while we live; it outlives us otherwise.
-    std::thread::spawn(move || child.wait());
-    Ok(())
+        .map_err(|e| format!("cannot start `exai daemon`: {e}").into())
 }
 
 #[cfg(test)]
@@ -547,12 +942,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn authority_comes_from_the_url() {
+    fn authority_comes_from_a_ws_url_with_a_port() {
         assert_eq!(
-            url_authority("ws://127.0.0.1:8765/ws"),
-            Some("127.0.0.1:8765")
+            tcp_authority("ws://127.0.0.1:8765/ws"),
+            Ok("127.0.0.1:8765")
         );
-        assert_eq!(url_authority("ws://localhost:1"), Some("localhost:1"));
-        assert_eq!(url_authority("nonsense"), None);
+        assert_eq!(tcp_authority("ws://localhost:1"), Ok("localhost:1"));
+        assert_eq!(tcp_authority("ws://[::1]:9/ws"), Ok("[::1]:9"));
+        assert!(tcp_authority("ws://localhost/ws").is_err());
+        assert!(tcp_authority("wss://localhost:1/ws").is_err());
+        assert!(tcp_authority("nonsense").is_err());
+    }
+
+    #[tokio::test]
+    async fn autostart_resolves_host_names_to_loopback_only() {
+        assert_eq!(
+            loopback_listen("ws://localhost:8765/ws").await,
+            Ok(SocketAddr::from(([127, 0, 0, 1], 8765)))
+        );
+        assert_eq!(
+            loopback_listen("ws://127.0.0.1:9/ws")
+                .await
+                .map(|a| a.port()),
+            Ok(9)
+        );
+        let err = loopback_listen("ws://192.0.2.7:9/ws").await.unwrap_err();
+        assert!(err.contains("not a loopback address"), "{err}");
     }
 }

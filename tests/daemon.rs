@@ -306,13 +306,8 @@ fn the_shim_starts_a_daemon_when_none_answers() {
     let fake = Fake::start();
     let home = temp_home();
     let port = free_port();
-    let env = vec![
-        ("EXAI_HOME".to_string(), home.display().to_string()),
-        ("EXAI_URL".to_string(), format!("ws://127.0.0.1:{port}/ws")),
-        ("CUSTOM_API_URL".to_string(), format!("{}/v1", fake.url)),
-        ("CUSTOM_MODEL_NAME".to_string(), "fake-fast".to_string()),
-    ];
-    let mut raw = RawStdio::start(&env, &[]);
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let mut raw = RawStdio::start(&autostart_env(&home, &fake, Some(&url)), &[]);
     raw.initialize();
     raw.send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"version","arguments":{}}}"#);
     let reply = raw.response(3);
@@ -323,29 +318,12 @@ fn the_shim_starts_a_daemon_when_none_answers() {
             .contains("daemon"),
         "{reply}"
     );
-    let info: Value =
-        serde_json::from_str(&std::fs::read_to_string(home.join("daemon.json")).unwrap()).unwrap();
-    assert_eq!(info["listen"], format!("127.0.0.1:{port}"));
-    // The started daemon is detached: stop it ourselves (the shim first, or it would start another).
+    assert_eq!(daemon_info(&home)["listen"], format!("127.0.0.1:{port}"));
+    // The shim goes first, or it would start another daemon.
     drop(raw);
-    let pid = info["pid"].as_u64().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    wait_until("the daemon to stop", Duration::from_secs(10), || {
-        (!home.join("daemon.json").exists()).then_some(())
-    });
+    stop_started_daemon(&home);
     // The client's initialize, held while the daemon started, reached it once (not replayed too).
-    let mut initialized = 0;
-    for entry in std::fs::read_dir(home.join("logs")).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
-        initialized += text.matches("session initialized").count();
-    }
-    assert_eq!(initialized, 1);
+    assert_eq!(logged(&home, "session initialized"), 1);
 }
 
 fn exai_cli(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {

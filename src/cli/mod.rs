@@ -357,7 +357,9 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
         let value = match var {
             "EXAI_HOME" => config.home.display().to_string(),
             "EXAI_LISTEN" => config.listen.to_string(),
-            "EXAI_URL" => config.daemon_url.clone(),
+            "EXAI_URL" => config.daemon_url.clone().unwrap_or_else(|| {
+                format!("unset: exai stdio uses {}", config.socket_path().display())
+            }),
             "EXAI_NO_AUTOSTART" => config.no_autostart.to_string(),
             "EXAI_CONFIG" => config.file.as_ref().map(|f| f.display().to_string())?,
             "DEFAULT_MODEL" => config

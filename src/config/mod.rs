@@ -186,8 +186,9 @@ pub struct Config {
     pub home: PathBuf,
     /// Where the daemon listens.
     pub listen: SocketAddr,
-    /// Where the shim finds the daemon.
-    pub daemon_url: String,
+    /// `EXAI_URL`: a daemon the shim reaches over TCP (challenge–response); unset, it uses
+    /// the socket in `home`.
+    pub daemon_url: Option<String>,
     /// Shim: never start a daemon by itself.
     pub no_autostart: bool,
     /// Default deadline of a call.
@@ -408,12 +409,12 @@ impl Config {
             None => default_home(get("XDG_STATE_HOME"), get("HOME")).ok_or(ConfigError::NoHome)?,
         };
         let listen_text = get("EXAI_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen: SocketAddr = listen_text.parse().map_err(|e| ConfigError::Invalid {
+        let listen = parse_listen(&listen_text).map_err(|why| ConfigError::Invalid {
             var: "EXAI_LISTEN",
             value: listen_text.clone(),
-            why: format!("{e} (expected host:port, e.g. {DEFAULT_LISTEN})"),
+            why,
         })?;
-        let daemon_url = get("EXAI_URL").unwrap_or_else(|| format!("ws://{listen}/ws"));
+        let daemon_url = get("EXAI_URL");
         let secs = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
             match get(var) {
                 None => Ok(Duration::from_secs(default)),
@@ -635,6 +636,23 @@ impl Config {
     pub fn log_dir(&self) -> PathBuf {
         self.home.join("logs")
     }
+    /// The daemon's Unix socket, the shim's way in.
+    pub fn socket_path(&self) -> PathBuf {
+        self.home.join("daemon.sock")
+    }
+}
+
+/// `ip:port`, or `localhost:port` (the IPv4 loopback: what `localhost` means to nearly every system).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = text.trim().strip_prefix("localhost:") {
+        let port: u16 = port.parse().map_err(|e| {
+            format!("port {port:?}: {e} (expected host:port, e.g. {DEFAULT_LISTEN})")
+        })?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.trim()
+        .parse()
+        .map_err(|e| format!("{e} (expected ip:port or localhost:port, e.g. {DEFAULT_LISTEN})"))
 }
 
 /// Clients whose patience is known: Claude Code keeps waiting while progress flows;
@@ -770,7 +788,11 @@ mod tests {
         let c = config(&[("HOME", "/home/u")]).unwrap();
         assert_eq!(c.home, PathBuf::from("/home/u/.local/state/exai"));
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.daemon_url, "ws://127.0.0.1:8765/ws");
+        assert_eq!(c.daemon_url, None, "the shim uses the socket in EXAI_HOME");
+        assert_eq!(
+            c.socket_path(),
+            PathBuf::from("/home/u/.local/state/exai/daemon.sock")
+        );
         assert_eq!(c.call_timeout, Duration::from_secs(600));
         assert_eq!(c.max_message_bytes, 16 * 1024 * 1024);
         assert!(
@@ -787,6 +809,16 @@ mod tests {
         let err = config(&[("HOME", "/h"), ("CUSTOM_API_URL", "ftp://x")]).unwrap_err();
         assert!(err.to_string().contains("CUSTOM_API_URL"), "{err}");
         assert!(matches!(config(&[]), Err(ConfigError::NoHome)));
+    }
+
+    #[test]
+    fn listen_takes_localhost_and_addresses() {
+        let c = config(&[("EXAI_HOME", "/x"), ("EXAI_LISTEN", "localhost:9001")]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9001");
+        assert_eq!(parse_listen("[::1]:7").unwrap().to_string(), "[::1]:7");
+        let err = config(&[("EXAI_HOME", "/x"), ("EXAI_LISTEN", "example.com:1")]).unwrap_err();
+        assert!(err.to_string().contains("EXAI_LISTEN"), "{err}");
+        assert!(parse_listen("localhost:http").is_err());
     }
 
     #[test]

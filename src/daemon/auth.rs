@@ -1,4 +1,4 @@
-//! The daemon's bearer token and the Host/Origin guard against DNS rebinding.
+//! The daemon's bearer token (or a proof of it, proof.rs) and the Host/Origin guard against DNS rebinding.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -6,9 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
+use super::proof::{self, Challenges};
 
 /// Reads the token file.
 pub fn read_token(path: &Path) -> std::io::Result<String> {
@@ -39,6 +41,8 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
 pub struct TokenCheck {
     pub token: String,
     pub token_path: String,
+    /// Nonces handed out to shims that prove the token instead of sending it (proof.rs).
+    pub challenges: Challenges,
 }
 
 /// Equal-time comparison, so the token cannot be guessed byte by byte.
@@ -46,32 +50,93 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Rejects requests without the right `Authorization: Bearer` token.
+/// Admits requests with the right `Authorization: Bearer` token, or a proof of it (`Exai-Proof`).
 pub async fn require_token(
     State(check): State<Arc<TokenCheck>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let given = request
+    let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
+        .unwrap_or("");
+    if let Some(fields) = proof::parse(authorization) {
+        return answer_proof(&check, fields, request, next).await;
+    }
+    match authorization.strip_prefix("Bearer ") {
         Some(token) if same(token.trim().as_bytes(), check.token.as_bytes()) => {
             next.run(request).await
         }
-        _ => {
-            tracing::warn!(path = %request.uri().path(), "request without a valid token refused");
-            (
-                StatusCode::UNAUTHORIZED,
-                format!(
-                    "missing or wrong token: exai's token is in {}; send it as 'Authorization: Bearer <token>'\n",
-                    check.token_path
-                ),
-            )
-                .into_response()
+        _ => unauthorized(&check, request.uri().path(), "missing or wrong token"),
+    }
+}
+
+fn unauthorized(check: &TokenCheck, path: &str, what: &str) -> Response {
+    tracing::warn!(%path, "request without a valid token refused: {what}");
+    unauthorized_answer(check, what)
+}
+
+/// The 401 itself; also step 1 of the challenge–response, which is no refusal worth a warning.
+fn unauthorized_answer(check: &TokenCheck, what: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        format!(
+            "{what}: exai's token is in {}; send it as 'Authorization: Bearer <token>'\n",
+            check.token_path
+        ),
+    )
+        .into_response()
+}
+
+/// Step 1 of the challenge–response gets a challenge; step 2 is admitted with the daemon's own proof.
+async fn answer_proof(
+    check: &TokenCheck,
+    fields: proof::ProofFields,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_string();
+    let Some(client_nonce) = fields.client_nonce.filter(|n| proof::is_nonce(n)) else {
+        return unauthorized(check, &path, "Exai-Proof without a valid client nonce (cn)");
+    };
+    match (fields.server_nonce, fields.mac) {
+        (Some(server_nonce), Some(mac)) => {
+            // Redeemed first, so a wrong guess still burns the nonce.
+            if !(check.challenges.redeem(&server_nonce)
+                && proof::shim_proof_holds(&check.token, &server_nonce, &client_nonce, &mac))
+            {
+                return unauthorized(
+                    check,
+                    &path,
+                    "Exai-Proof refused (not made with this daemon's token, or its challenge was used or expired)",
+                );
+            }
+            let answer = proof::daemon_proof(&check.token, &server_nonce, &client_nonce);
+            let mut response = next.run(request).await;
+            if let Ok(value) = HeaderValue::from_str(&answer) {
+                response
+                    .headers_mut()
+                    .insert(proof::DAEMON_PROOF_HEADER, value);
+            }
+            response
         }
+        _ => match check.challenges.issue() {
+            Ok(server_nonce) => {
+                let mut response = unauthorized_answer(check, "Exai-Proof: answer the challenge");
+                if let Ok(value) = HeaderValue::from_str(&proof::challenge(&server_nonce)) {
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, value);
+                }
+                response
+            }
+            Err(error) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot make a challenge: {error}\n"),
+            )
+                .into_response(),
+        },
     }
 }
 

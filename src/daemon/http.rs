@@ -25,6 +25,7 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
     let check = Arc::new(TokenCheck {
         token: token.as_ref().clone(),
         token_path: app.config.token_path().display().to_string(),
+        challenges: Default::default(),
     });
     // 2025-11-25 task clients over HTTP get the same adapter as over /ws and stdio.
     let legacy = LegacySessions::new(app.tools.task_capable(), app.config.max_message_bytes);

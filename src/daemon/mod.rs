@@ -1,11 +1,14 @@
 //! `exai daemon`: the shared long-running server (WebSocket, Streamable HTTP, health).
 //!
-//! Start-up: state dir, lock, token, store, listener, routes. Shutdown: stop
-//! accepting, let calls finish for the grace period, interrupt the rest, close sessions.
+//! Start-up: state dir (private), lock, token, store, listeners (TCP and `EXAI_HOME/daemon.sock`),
+//! routes. Shutdown: stop accepting, let calls finish for the grace period, interrupt the rest,
+//! close sessions, remove the socket.
 
 mod auth;
 mod http;
 mod legacy_http;
+pub mod local_socket;
+pub mod proof;
 mod ws;
 
 use std::fs::File;
@@ -51,6 +54,8 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Socket(#[from] local_socket::SocketError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -77,7 +82,7 @@ fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> DaemonErro
     }
 }
 
-/// Creates the state directory, private to the user.
+/// Creates the state directory, or makes an existing one private; refuses another user's.
 pub fn prepare_home(config: &Config) -> Result<(), DaemonError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -85,8 +90,27 @@ pub fn prepare_home(config: &Config) -> Result<(), DaemonError> {
         .mode(0o700)
         .create(&config.home)
         .map_err(io_error(&config.home))?;
+    local_socket::secure_home(&config.home)?;
     let logs = config.log_dir();
     std::fs::create_dir_all(&logs).map_err(io_error(&logs))
+}
+
+/// Exit status of a daemon that found another one holding its home (EX_TEMPFAIL): a shim that
+/// started it waits for that one instead of reporting a failure.
+pub const EXIT_BUSY: u8 = 75;
+
+/// Whether a daemon holds `home`'s lock (running, starting or stopping).
+///
+/// Probed with a shared lock released at once; a daemon starting at that very moment exits
+/// with [`EXIT_BUSY`], which its shim treats as a reason to wait, not a failure.
+pub fn lock_is_held(config: &Config) -> bool {
+    let Ok(file) = File::open(config.lock_path()) else {
+        return false;
+    };
+    matches!(
+        file.try_lock_shared(),
+        Err(std::fs::TryLockError::WouldBlock)
+    )
 }
 
 /// Takes the one-daemon-per-home lock; the lock lasts as long as the returned file.
@@ -149,15 +173,19 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
         version: crate::VERSION.into(),
         started_at_ms: crate::store::now_ms(),
     };
+    // Bound once the store is open, so a shim that finds the socket is served at once.
+    // The file is removed when `run` returns, whatever the way.
+    let (socket, _socket_file) = local_socket::bind(&config.socket_path()).await?;
     write_daemon_info(&config, &info)?;
-    tracing::info!(listen = %local, pid = info.pid, home = %config.home.display(), "exai daemon listening");
+    tracing::info!(listen = %local, socket = %config.socket_path().display(), pid = info.pid, home = %config.home.display(), "exai daemon listening");
     spawn_pruning(app.clone());
     app.discover_models();
 
     let router = http::router(app.clone(), Arc::new(token), allow_remote);
     let stop_accepting = tokio_util::sync::CancellationToken::new();
-    let server = {
+    let tcp_server = {
         let stop = stop_accepting.clone();
+        let router = router.clone();
         // Small MCP frames must not wait for Nagle's algorithm (40 ms per answer otherwise).
         let listener = listener.tap_io(|tcp| {
             if let Err(error) = tcp.set_nodelay(true) {
@@ -166,6 +194,15 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
         });
         tokio::spawn(async move {
             axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+    // The same routes, token and Host checks: the shim sends `Host: localhost` over the socket.
+    let socket_server = {
+        let stop = stop_accepting.clone();
+        tokio::spawn(async move {
+            axum::serve(socket, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
         })
@@ -188,7 +225,11 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
         app.health.sessions() == 0
     })
     .await;
-    if tokio::time::timeout(Duration::from_secs(3), server)
+    let servers = async {
+        let _ = tcp_server.await;
+        let _ = socket_server.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(3), servers)
         .await
         .is_err()
     {

@@ -119,18 +119,43 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
     let (authority, path) = rest
         .split_once('/')
         .map(|(a, p)| (a, format!("/{p}")))
         .unwrap_or((rest, "/".into()));
-    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    let stream = std::net::TcpStream::connect(authority).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    exchange(stream, authority, method, &path, headers, body)
+}
+
+/// (status, body) of one HTTP/1.1 request over the daemon's Unix socket, with `Host: host`.
+pub fn socket_request(
+    socket: &Path,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    exchange(stream, host, method, path, headers, "")
+}
+
+fn exchange(
+    mut stream: impl std::io::Read + std::io::Write,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -195,6 +220,48 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Environment for an `exai stdio` that may start its own daemon (EXAI_HOME `home`, the fake as provider).
+pub fn autostart_env(home: &Path, fake: &Fake, exai_url: Option<&str>) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("EXAI_HOME".to_string(), home.display().to_string()),
+        ("CUSTOM_API_URL".to_string(), format!("{}/v1", fake.url)),
+        ("CUSTOM_MODEL_NAME".to_string(), "fake-fast".to_string()),
+    ];
+    if let Some(url) = exai_url {
+        env.push(("EXAI_URL".to_string(), url.to_string()));
+    }
+    env
+}
+
+/// The `daemon.json` of the daemon running in `home`.
+pub fn daemon_info(home: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(home.join("daemon.json")).unwrap()).unwrap()
+}
+
+/// Stops a daemon a shim started (it is detached: nobody else will) and waits until it is gone.
+pub fn stop_started_daemon(home: &Path) {
+    let pid = daemon_info(home)["pid"].as_u64().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until("the daemon to stop", Duration::from_secs(10), || {
+        (!home.join("daemon.json").exists()).then_some(())
+    });
+}
+
+/// How many times a line containing `needle` was logged in `home`'s logs (JSON logs and daemon.out).
+pub fn logged(home: &Path, needle: &str) -> usize {
+    std::fs::read_dir(home.join("logs"))
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default())
+        .map(|text| text.matches(needle).count())
+        .sum()
 }
 
 /// A running `exai daemon`.
@@ -299,11 +366,17 @@ impl Daemon {
         (output.status.success(), text)
     }
 
-    /// Environment for an `exai stdio` relaying to this daemon.
+    /// Environment for an `exai stdio` relaying to this daemon over its socket in EXAI_HOME.
     pub fn stdio_env(&self) -> Vec<(String, String)> {
         let mut env = self.env.clone();
-        env.push(("EXAI_URL".into(), self.url()));
         env.push(("EXAI_NO_AUTOSTART".into(), "1".into()));
+        env
+    }
+
+    /// Environment for an `exai stdio` relaying to this daemon over TCP (`EXAI_URL`, challenge–response).
+    pub fn tcp_stdio_env(&self, url: &str) -> Vec<(String, String)> {
+        let mut env = self.stdio_env();
+        env.push(("EXAI_URL".into(), url.into()));
         env
     }
 
