@@ -594,6 +594,12 @@ impl Writer {
             }
             let outcomes = match apply_batch(&mut conn, &batch) {
                 Ok(outcomes) => outcomes,
+                // Another program holds the database: each write would wait the busy timeout
+                // again and fail the same way, so all get the error at once.
+                Err(error) if is_locked(&error) || batch.len() == 1 => {
+                    let failure = WriteFailure::Sql(error.to_string());
+                    vec![Err(failure); batch.len()]
+                }
                 Err(error) => {
                     tracing::warn!(store = %self.path.display(), %error, writes = batch.len(),
                         "call store batch failed; retrying each write on its own");
@@ -637,6 +643,14 @@ fn apply_batch(
     }
     tx.commit()?;
     Ok(outcomes)
+}
+
+/// The database is held by someone else (after the busy timeout).
+fn is_locked(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// SQLite's word for a file that is not (or no longer) a usable database.

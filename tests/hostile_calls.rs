@@ -110,3 +110,41 @@ async fn a_corrupt_store_is_moved_aside_and_calls_go_on() {
     );
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_locked_store_delays_nothing_forever_and_the_answer_says_it_was_not_recorded() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    // Another program holds the database's write lock (a backup tool, a stuck CLI).
+    let locker = rusqlite::Connection::open(daemon.home.join("calls.sqlite3")).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let answer = client
+        .call_tool(chat("answer me anyway", "fake-fast"))
+        .await
+        .unwrap();
+    let text = all_text_of(&answer);
+    assert_eq!(answer.is_error, Some(false), "{text}");
+    assert!(text.contains("echo: answer me anyway"), "{text}");
+    assert!(
+        text.contains("exai could not record this call") && text.contains("locked"),
+        "{text}"
+    );
+    locker.execute_batch("ROLLBACK").unwrap();
+    let status = client
+        .call_tool(CallToolRequestParams::new("status"))
+        .await
+        .unwrap();
+    let text = all_text_of(&status);
+    assert!(
+        text.contains("store: a call store write failed") && text.contains("locked"),
+        "{text}"
+    );
+    // Once the lock is gone, calls are recorded again.
+    let later = client
+        .call_tool(chat("and now?", "fake-fast"))
+        .await
+        .unwrap();
+    assert_eq!(daemon.final_record(&call_id_of(&later)).state, "succeeded");
+    client.cancel().await.unwrap();
+}

@@ -94,6 +94,13 @@ impl SseDecoder {
     }
 
     fn line(&mut self, line: &[u8], events: &mut VecDeque<String>) -> Result<(), SseError> {
+        // The same bound as `hold` puts on a line still arriving, so whether a stream is
+        // refused never depends on where the network cut it.
+        if self.data.len() + line.len() > self.max_event {
+            return Err(SseError::TooLong {
+                limit: self.max_event,
+            });
+        }
         let line = if self.started {
             line
         } else {
@@ -117,11 +124,6 @@ impl SseDecoder {
         // Comments (an empty field name) and `event`, `id`, `retry`: nothing exai uses.
         if field != b"data" {
             return Ok(());
-        }
-        if self.data.len() + value.len() + 1 > self.max_event {
-            return Err(SseError::TooLong {
-                limit: self.max_event,
-            });
         }
         let value = std::str::from_utf8(value).map_err(|_| SseError::NotUtf8)?;
         self.data.push_str(value);
@@ -220,5 +222,66 @@ mod tests {
             events_of(&[b": \xFF\n\ndata: ok\n\n"], 100).unwrap(),
             ["ok"]
         );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Pieces of a stream: the bytes SSE gives meaning to, and any others.
+        fn piece() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                3 => prop::sample::select(vec![
+                    &b"data: "[..], b"data:", b"\n", b"\r", b"\r\n", b"\n\n", b": keep-alive",
+                    b"event: x", b"[DONE]", b"{\"a\":1}", b"\xEF\xBB\xBF",
+                ])
+                .prop_map(<[u8]>::to_vec),
+                1 => prop::collection::vec(any::<u8>(), 0..12),
+            ]
+        }
+
+        proptest! {
+            /// Any bytes, cut anywhere: no panic, no event past the bound, nothing held past it,
+            /// and the same events (or the same error) whatever the cuts.
+            #[test]
+            fn any_stream_is_read_the_same_however_it_is_cut(
+                pieces in prop::collection::vec(piece(), 0..60),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+                max_event in 1usize..64,
+            ) {
+                let stream: Vec<u8> = pieces.concat();
+                let whole = events_of(&[&stream], max_event);
+                let mut at: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+                at.sort_unstable();
+                let mut chunks: Vec<&[u8]> = Vec::new();
+                let mut from = 0;
+                for cut in at {
+                    chunks.push(&stream[from..cut]);
+                    from = cut;
+                }
+                chunks.push(&stream[from..]);
+
+                let mut decoder = SseDecoder::new(max_event);
+                let mut events = VecDeque::new();
+                let mut cut_outcome = Ok(());
+                for chunk in &chunks {
+                    cut_outcome = decoder.feed(chunk, &mut events);
+                    if cut_outcome.is_err() {
+                        break;
+                    }
+                    prop_assert!(decoder.partial.len() + decoder.data.len() <= max_event);
+                }
+                for event in &events {
+                    prop_assert!(event.len() <= max_event);
+                }
+                match whole {
+                    Ok(all) => {
+                        prop_assert!(cut_outcome.is_ok());
+                        prop_assert_eq!(Vec::from(events), all);
+                    }
+                    Err(error) => prop_assert_eq!(cut_outcome, Err(error)),
+                }
+            }
+        }
     }
 }
