@@ -16,6 +16,14 @@ fn initialized(raw: &mut RawClient) {
     raw.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
 }
 
+async fn status_text(client: &Client) -> String {
+    let status = client
+        .call_tool(CallToolRequestParams::new("status"))
+        .await
+        .unwrap();
+    all_text_of(&status)
+}
+
 fn call_id_in(result: &Value) -> String {
     result["_meta"]["exai.dev/callId"]
         .as_str()
@@ -72,11 +80,7 @@ async fn a_corrupt_store_is_moved_aside_and_calls_go_on() {
         .unwrap();
     assert_eq!(answer.is_error, Some(false), "{}", all_text_of(&answer));
     assert_eq!(daemon.final_record(&call_id_of(&answer)).state, "succeeded");
-    let status = client
-        .call_tool(CallToolRequestParams::new("status"))
-        .await
-        .unwrap();
-    let text = all_text_of(&status);
+    let text = status_text(&client).await;
     assert!(
         text.contains("store: the call store was corrupt at start: moved aside to"),
         "{text}"
@@ -131,11 +135,7 @@ async fn a_locked_store_delays_nothing_forever_and_the_answer_says_it_was_not_re
         "{text}"
     );
     locker.execute_batch("ROLLBACK").unwrap();
-    let status = client
-        .call_tool(CallToolRequestParams::new("status"))
-        .await
-        .unwrap();
-    let text = all_text_of(&status);
+    let text = status_text(&client).await;
     assert!(
         text.contains("store: a call store write failed") && text.contains("locked"),
         "{text}"

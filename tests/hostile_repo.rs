@@ -177,6 +177,24 @@ async fn precommit(
     (first, last, question_to(fake, model))
 }
 
+/// A one-step precommit of `repo` (straight to the expert) by a fresh daemon; returns the fake
+/// provider (to see what reached it) and the answer.
+async fn single_step_precommit(repo: &Path) -> (Fake, CallToolResult) {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client
+        .call_tool(call(
+            "precommit",
+            json!({"step": "Review", "step_number": 1, "total_steps": 1,
+                   "next_step_required": false, "path": path(repo), "model": "fake-fast"}),
+        ))
+        .await
+        .unwrap();
+    client.cancel().await.unwrap();
+    (fake, result)
+}
+
 /// The question the model `model` was last asked.
 fn question_to(fake: &Fake, model: &str) -> String {
     last_body(fake, model)["messages"][1]["content"]
@@ -427,18 +445,7 @@ async fn precommit_never_fetches_what_a_partial_clone_lacks() {
     }
     assert_eq!(scene.armed(), ["ssh"]);
 
-    let fake = Fake::start();
-    let daemon = Daemon::start(&fake, &[]);
-    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let result = client
-        .call_tool(call(
-            "precommit",
-            json!({"step": "Review", "step_number": 1, "total_steps": 1,
-                   "next_step_required": false, "path": path(&repo), "model": "fake-fast"}),
-        ))
-        .await
-        .unwrap();
-    client.cancel().await.unwrap();
+    let (fake, result) = single_step_precommit(&repo).await;
     assert_eq!(scene.fired(), Vec::<String>::new(), "git ran these traps");
     let error = error_of(&result);
     assert!(error.contains("git diff failed"), "{error}");
@@ -555,18 +562,7 @@ async fn a_repository_defining_too_many_drivers_is_refused() {
         .unwrap();
     }
 
-    let fake = Fake::start();
-    let daemon = Daemon::start(&fake, &[]);
-    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let result = client
-        .call_tool(call(
-            "precommit",
-            json!({"step": "Review", "step_number": 1, "total_steps": 1,
-                   "next_step_required": false, "path": path(&repo), "model": "fake-fast"}),
-        ))
-        .await
-        .unwrap();
-    client.cancel().await.unwrap();
+    let (fake, result) = single_step_precommit(&repo).await;
     let error = error_of(&result);
     assert!(
         error.contains("defines 600 filter and diff drivers"),
