@@ -170,8 +170,11 @@ async fn big_prompts_come_back_as_files_and_big_answers_are_cut_but_kept() {
     );
     let dir = temp_home().canonicalize().unwrap();
     std::fs::write(dir.join("prompt.txt"), &long_prompt).unwrap();
+    // As the handoff says: the prompt may be left out when the file holds it.
     let answered = client
-        .call_tool(chat_with(json!({"prompt": "", "model": "fake-fast", "files": [dir.join("prompt.txt").display().to_string()]})))
+        .call_tool(chat_with(
+            json!({"model": "fake-fast", "files": [dir.join("prompt.txt").display().to_string()]}),
+        ))
         .await
         .unwrap();
     assert_eq!(text_of(&answered), format!("echo: {long_prompt}"));
@@ -190,6 +193,14 @@ async fn big_prompts_come_back_as_files_and_big_answers_are_cut_but_kept() {
     assert!(
         all.contains(&format!("The whole answer is kept: `exai calls show {id}`")),
         "{all}"
+    );
+    let thread = cut.structured_content.clone().unwrap()["continuation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        all.contains(&format!("continuation_id: {thread}")),
+        "the thread survives the cut in the text: {all}"
     );
     let record = daemon.final_record(&id);
     assert!(

@@ -585,6 +585,21 @@ async fn consensus_asks_every_model_at_once_and_survives_one_failing() {
     assert_eq!(record.state, "succeeded");
     assert!(record.tokens_out.unwrap_or(0) > 0);
 
+    // Plain model names are taken as neutral stances.
+    let by_name = client
+        .call_tool(call(
+            "consensus",
+            json!({"step": "Tabs or spaces?", "models": ["fake-fast", "fake-delay-5"]}),
+        ))
+        .await
+        .unwrap();
+    let summary = answer_of(&by_name);
+    assert_eq!(summary["status"], "consensus_complete", "{summary}");
+    assert_eq!(
+        summary["models_consulted"][1]["stance"], "neutral",
+        "{summary}"
+    );
+
     for (models, expected) in [
         (json!([{"model": "fake-fast"}]), "at least two models"),
         (

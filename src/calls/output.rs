@@ -77,9 +77,21 @@ pub fn fit_for_client(result: &CallToolResult, max_tokens: usize, call_id: &str)
         })
         .collect();
     if cut {
+        // The thread must survive the cut: many agents read only the text, not structuredContent.
+        let thread = result
+            .structured_content
+            .as_ref()
+            .and_then(|s| s.get("continuation_id"))
+            .and_then(|id| id.as_str())
+            .map(|id| {
+                format!(
+                    "\ncontinuation_id: {id} — pass it to continue this conversation (with chat or another tool)."
+                )
+            })
+            .unwrap_or_default();
         fitted.content.push(ContentBlock::text(format!(
             "[exai: the answer was cut to about {max_tokens} tokens, the most this client accepts \
-             (MAX_MCP_OUTPUT_TOKENS). The whole answer is kept: `exai calls show {call_id}`.]"
+             (MAX_MCP_OUTPUT_TOKENS). The whole answer is kept: `exai calls show {call_id}`.]{thread}"
         )));
     }
     fitted
@@ -106,5 +118,17 @@ mod tests {
         assert!(crate::tokens::count(&texts[0]) <= 1000);
         assert!(texts.last().unwrap().contains("exai calls show the-id"));
         assert!(fitted.content.iter().all(|c| c.as_text().is_some()));
+        let mut threaded = long.clone();
+        threaded.structured_content = Some(serde_json::json!({"continuation_id": "thread-7"}));
+        let fitted = fit_for_client(&threaded, 1000, "the-id");
+        let last = fitted
+            .content
+            .last()
+            .unwrap()
+            .as_text()
+            .unwrap()
+            .text
+            .clone();
+        assert!(last.contains("continuation_id: thread-7"), "{last}");
     }
 }

@@ -20,7 +20,8 @@ pub struct Chat;
 /// Arguments of `chat` (names as Zen/PAL clients send them).
 #[derive(Debug, Deserialize, JsonSchema)]
 struct ChatArguments {
-    /// The question or request for the model (may be empty when `files` holds a prompt.txt).
+    /// The question or request for the model (may be left out when `files` holds a prompt.txt).
+    #[serde(default)]
     prompt: String,
     /// Model id, alias or `provider:model`; the configured default (or the best available) when omitted.
     #[serde(default)]
@@ -97,7 +98,9 @@ impl ExaiTool for Chat {
                 return Ok(answer);
             }
             if args.prompt.trim().is_empty() {
-                return Err(bad("`prompt` is empty".into()));
+                return Err(bad(
+                    "`prompt` is empty: give the question, or a prompt.txt in `files`".into(),
+                ));
             }
             consult::check_temperature(args.temperature).map_err(bad)?;
             let thinking = consult::thinking_of(args.thinking_mode.as_deref()).map_err(bad)?;

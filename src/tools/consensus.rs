@@ -46,6 +46,23 @@ struct Consulted {
     stance_prompt: Option<String>,
 }
 
+/// The models to consult, each given in full or by its name alone (a neutral stance).
+fn by_name_or_in_full<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Consulted>, D::Error> {
+    Vec::<serde_json::Value>::deserialize(deserializer)?
+        .into_iter()
+        .map(|given| match given {
+            serde_json::Value::String(model) => Ok(Consulted {
+                model,
+                stance: Stance::default(),
+                stance_prompt: None,
+            }),
+            other => serde_json::from_value(other).map_err(serde::de::Error::custom),
+        })
+        .collect()
+}
+
 /// Arguments of `consensus` (names as Zen/PAL clients send them). Zen's step fields
 /// (step_number, current_model_index, …) are ignored: every model is asked in this one call.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -53,7 +70,8 @@ struct ConsensusArguments {
     /// The proposal or question, complete: each model sees only this and the files.
     #[serde(alias = "prompt")]
     step: String,
-    /// Two or more models, each {model, stance: for|against|neutral, stance_prompt?}.
+    /// Two or more models, each {model, stance: for|against|neutral, stance_prompt?} or a plain model name (neutral).
+    #[serde(deserialize_with = "by_name_or_in_full")]
     models: Vec<Consulted>,
     /// Your own analysis, given to the synthesis only.
     #[serde(default)]
