@@ -115,19 +115,17 @@ impl Thread {
         })
     }
 
-    /// Adds turns, keeping at most `max_turns` (the oldest go first), and saves the thread.
+    /// Adds turns, keeping at most `max_exchanges` exchanges (a user turn and what answered
+    /// it; the oldest go first), and saves the thread. Returns how many exchanges were dropped.
     pub async fn append(
         &mut self,
         store: &Store,
         turns: Vec<Turn>,
-        max_turns: usize,
+        max_exchanges: usize,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         self.turns.extend(turns);
-        if self.turns.len() > max_turns {
-            let excess = self.turns.len() - max_turns;
-            self.turns.drain(..excess);
-        }
+        let dropped = self.keep_exchanges(max_exchanges);
         let now = now_ms();
         store
             .save_thread(ThreadRow {
@@ -137,7 +135,21 @@ impl Thread {
                 expires_at_ms: now + ttl.as_millis() as i64,
                 turns: serde_json::to_string(&self.turns).unwrap_or_else(|_| "[]".into()),
             })
-            .await
+            .await?;
+        Ok(dropped)
+    }
+
+    /// Drops the oldest exchanges beyond `max`; the thread then starts with a user turn.
+    fn keep_exchanges(&mut self, max: usize) -> usize {
+        let asked: Vec<usize> = (0..self.turns.len())
+            .filter(|&i| self.turns[i].role == "user")
+            .collect();
+        if asked.len() <= max {
+            return 0;
+        }
+        let excess = asked.len() - max;
+        self.turns.drain(..asked[excess]);
+        excess
     }
 
     /// The turns to replay within `budget` tokens: chosen newest first, returned oldest first,
@@ -153,8 +165,11 @@ impl Thread {
             used += cost;
             chosen.push(turn);
         }
-        let left_out = self.turns.len() - chosen.len();
         chosen.reverse();
+        // A replay starts with a question: some providers refuse an answer with none before it.
+        let answers_first = chosen.iter().take_while(|t| t.role != "user").count();
+        chosen.drain(..answers_first);
+        let left_out = self.turns.len() - chosen.len();
         (chosen, left_out)
     }
 
@@ -201,21 +216,25 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::open(&dir.join("s.db")).unwrap();
         let mut thread = Thread::new();
+        let mut dropped = Vec::new();
         for i in 0..6 {
-            thread
-                .append(
-                    &store,
-                    vec![turn("user", &format!("q{i}"), &["/a.rs"])],
-                    4,
-                    Duration::from_secs(60),
-                )
-                .await
-                .unwrap();
+            let exchange = vec![
+                turn("user", &format!("q{i}"), &["/a.rs"]),
+                turn("assistant", &format!("a{i}"), &[]),
+            ];
+            dropped.push(
+                thread
+                    .append(&store, exchange, 4, Duration::from_secs(60))
+                    .await
+                    .unwrap(),
+            );
         }
         store.sync().await.unwrap();
         let loaded = Thread::load(store.path(), &thread.id).unwrap();
         let contents: Vec<_> = loaded.turns.iter().map(|t| t.content.as_str()).collect();
-        assert_eq!(contents, ["q2", "q3", "q4", "q5"]);
+        // The cap counts exchanges (question and answer), not messages.
+        assert_eq!(contents, ["q2", "a2", "q3", "a3", "q4", "a4", "q5", "a5"]);
+        assert_eq!(dropped, [0, 0, 0, 0, 1, 1]);
         assert!(matches!(
             Thread::load(store.path(), "01a2132d-05c7-76ba-ab75-235da0d3ad5f"),
             Err(ThreadError::Unknown(_))
@@ -236,8 +255,9 @@ mod tests {
         ];
         let (turns, left_out) = thread.history(50);
         let contents: Vec<_> = turns.iter().map(|t| t.content.as_str()).collect();
-        assert_eq!(contents, ["middle", "new"]);
-        assert_eq!(left_out, 1);
+        // "middle" fits, but a replay never starts with an answer.
+        assert_eq!(contents, ["new"]);
+        assert_eq!(left_out, 2);
         assert_eq!(thread.files(), ["/y.rs", "/x.rs"]);
     }
 }

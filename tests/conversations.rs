@@ -209,3 +209,42 @@ async fn big_prompts_come_back_as_files_and_big_answers_are_cut_but_kept() {
     );
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_thread_limit_counts_exchanges_says_what_it_dropped_and_replays_from_a_question() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_THREAD_MAX_TURNS", "2")]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let mut thread: Option<String> = None;
+    let mut texts = Vec::new();
+    for question in ["first?", "second?", "third?"] {
+        let mut args = json!({"prompt": question, "model": "fake-fast"});
+        if let Some(id) = &thread {
+            args["continuation_id"] = json!(id);
+        }
+        let result = client.call_tool(chat_with(args)).await.unwrap();
+        thread = Some(
+            result.structured_content.clone().unwrap()["continuation_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        texts.push(all_text_of(&result));
+    }
+    // Two exchanges (four messages) fit: nothing is dropped before the third.
+    assert!(!texts[1].contains("were dropped"), "{}", texts[1]);
+    assert!(
+        texts[2].contains("The oldest 1 exchange(s) of this conversation were dropped: it keeps the latest 2 (EXAI_THREAD_MAX_TURNS)"),
+        "{}",
+        texts[2]
+    );
+    // The third call replayed both earlier exchanges, starting with a question.
+    let sent = fake.last_messages("fake-fast");
+    let roles: Vec<&str> = sent.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "user", "assistant", "user"]
+    );
+    assert!(sent[1]["content"].as_str().unwrap().contains("first?"));
+    client.cancel().await.unwrap();
+}

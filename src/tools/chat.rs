@@ -136,7 +136,7 @@ impl ExaiTool for Chat {
                     consulted.reasoning_to_keep(),
                 ),
             ];
-            consult::remember(&ctx, &mut thread, turns).await;
+            let memory_note = consult::remember(&ctx, &mut thread, turns).await;
 
             let layout = answer::Layout {
                 show_reasoning: args.show_reasoning.unwrap_or(false),
@@ -152,6 +152,7 @@ impl ExaiTool for Chat {
                 answer::lay_out(answer, layout)
             };
             notes.extend(consulted.notes());
+            notes.extend(memory_note);
             notes.push(format!(
                 "continuation_id: {} — pass it to continue this conversation (with chat or another tool).",
                 thread.id

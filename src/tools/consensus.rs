@@ -394,13 +394,14 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
         ),
         Turn::answered("consensus", body.clone(), None, None),
     ];
-    consult::remember(&ctx, &mut thread, turns).await;
+    let memory_note = consult::remember(&ctx, &mut thread, turns).await;
     let mut result = CallToolResult::success(vec![
         ContentBlock::text(
             serde_json::to_string_pretty(&summary).unwrap_or_else(|_| summary.to_string()),
         ),
         ContentBlock::text(body),
     ]);
+    result.content.extend(memory_note.map(ContentBlock::text));
     result.structured_content = Some(summary);
     Ok(result)
 }

@@ -137,17 +137,30 @@ pub async fn thread(ctx: &ToolContext, id: Option<&str>) -> Result<Thread, ToolF
 
 /// Saves new turns to a conversation; a failure is logged, never lost silently, and does not
 /// cost the caller its answer.
-pub async fn remember(ctx: &ToolContext, thread: &mut Thread, turns: Vec<crate::threads::Turn>) {
-    if let Err(error) = thread
-        .append(
-            ctx.calls.store(),
-            turns,
-            ctx.config.thread_max_turns,
-            ctx.config.thread_ttl,
-        )
+/// Saves the new turns of `thread`; returns a note for the answer when the oldest exchanges
+/// had to go to keep the thread within `EXAI_THREAD_MAX_TURNS`.
+pub async fn remember(
+    ctx: &ToolContext,
+    thread: &mut Thread,
+    turns: Vec<crate::threads::Turn>,
+) -> Option<String> {
+    let max = ctx.config.thread_max_turns;
+    match thread
+        .append(ctx.calls.store(), turns, max, ctx.config.thread_ttl)
         .await
     {
-        tracing::error!(%error, thread = %thread.id, "could not save the conversation thread");
+        Ok(0) => None,
+        Ok(dropped) => Some(format!(
+            "The oldest {dropped} exchange(s) of this conversation were dropped: it keeps the \
+             latest {max} (EXAI_THREAD_MAX_TURNS)."
+        )),
+        Err(error) => {
+            tracing::error!(%error, thread = %thread.id, "could not save the conversation thread");
+            Some(format!(
+                "This exchange could not be saved to the conversation ({error}); continuing it \
+                 will not remember it."
+            ))
+        }
     }
 }
 

@@ -704,10 +704,10 @@ async fn run<W: Workflow>(
             }
         }
     }
+    notes.extend(consult::remember(&ctx, &mut thread, turns).await);
     if !notes.is_empty() {
         answer["notes"] = json!(notes);
     }
-    consult::remember(&ctx, &mut thread, turns).await;
     blocks.insert(0, json_block(&answer));
     let mut result = CallToolResult::success(blocks);
     result.structured_content = Some(answer);
