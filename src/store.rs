@@ -941,13 +941,17 @@ impl StoreReader {
             .map_err(|e| self.wrap(e))
     }
 
-    /// Ids starting with `prefix` (for short ids typed by hand).
-    pub fn find_by_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    /// Ids starting or ending with `fragment` (short ids typed by hand: time-ordered ids share
+    /// their start with calls of the same moment, so their random end is the handier part).
+    pub fn find_by_fragment(&self, fragment: &str) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id FROM calls WHERE id LIKE ?1 || '%' ORDER BY id DESC LIMIT 5")
+            .prepare(
+                "SELECT id FROM calls WHERE id LIKE ?1 || '%' OR id LIKE '%' || ?1 \
+                 ORDER BY id DESC LIMIT 5",
+            )
             .map_err(|e| self.wrap(e))?;
-        stmt.query_map(params![prefix], |r| r.get(0))
+        stmt.query_map(params![fragment], |r| r.get(0))
             .and_then(|rows| rows.collect())
             .map_err(|e| self.wrap(e))
     }

@@ -9,16 +9,12 @@ use common::*;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde_json::{Value, json};
 
-fn tool(name: &str, args: Value) -> CallToolRequestParams {
-    CallToolRequestParams::new(name.to_string()).with_arguments(args.as_object().unwrap().clone())
-}
-
 /// Polls call_result until the call is done; returns its answer.
 async fn fetch(client: &Client, id: &str) -> CallToolResult {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let r = client
-            .call_tool(tool("call_result", json!({"call_id": id, "wait_s": 30})))
+            .call_tool(call("call_result", json!({"call_id": id, "wait_s": 30})))
             .await
             .unwrap();
         let running = r
@@ -100,7 +96,7 @@ async fn another_client_fetches_the_result_of_one_that_left() {
     let _ = pending.await;
     let (second, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let list = second
-        .call_tool(tool("call_list", json!({})))
+        .call_tool(call("call_list", json!({})))
         .await
         .unwrap();
     let calls = list.structured_content.unwrap()["calls"].clone();
@@ -158,7 +154,7 @@ async fn call_cancel_stops_a_running_call_and_says_so_for_finished_ones() {
         .unwrap()
         .to_string();
     let cancelled = client
-        .call_tool(tool("call_cancel", json!({"call_id": id})))
+        .call_tool(call("call_cancel", json!({"call_id": id})))
         .await
         .unwrap();
     assert!(
@@ -168,7 +164,7 @@ async fn call_cancel_stops_a_running_call_and_says_so_for_finished_ones() {
     );
     provider_aborted(&fake, 1).await;
     let again = client
-        .call_tool(tool("call_cancel", json!({"call_id": id})))
+        .call_tool(call("call_cancel", json!({"call_id": id})))
         .await
         .unwrap();
     assert!(
@@ -177,7 +173,7 @@ async fn call_cancel_stops_a_running_call_and_says_so_for_finished_ones() {
         text_of(&again)
     );
     let result = client
-        .call_tool(tool("call_result", json!({"call_id": id})))
+        .call_tool(call("call_result", json!({"call_id": id})))
         .await
         .unwrap();
     assert_eq!(result.is_error, Some(true));
@@ -207,7 +203,7 @@ async fn bad_call_ids_and_waits_get_clear_errors() {
         (json!({"wait_s": 1}), "missing field `call_id`"),
     ] {
         let r = client
-            .call_tool(tool("call_result", args.clone()))
+            .call_tool(call("call_result", args.clone()))
             .await
             .unwrap();
         assert_eq!(r.is_error, Some(true), "{args}");
@@ -216,7 +212,7 @@ async fn bad_call_ids_and_waits_get_clear_errors() {
     // A huge wait is capped below the client's patience, not honoured.
     let done = client.call_tool(chat("quick", "fake-fast")).await.unwrap();
     let again = client
-        .call_tool(tool(
+        .call_tool(call(
             "call_result",
             json!({"call_id": call_id_of(&done), "wait_s": 1e9}),
         ))
@@ -249,7 +245,7 @@ async fn after_a_daemon_crash_call_result_says_the_call_was_interrupted() {
     drop(daemon.proc.take());
     let _daemon = Daemon::start_in(home, &listen, &fake, &[]);
     let result = client
-        .call_tool(tool("call_result", json!({"call_id": id})))
+        .call_tool(call("call_result", json!({"call_id": id})))
         .await
         .unwrap();
     assert_eq!(result.is_error, Some(true));
@@ -526,4 +522,55 @@ fn a_2025_11_25_client_runs_chat_as_a_task_in_process() {
     let fake = Fake::start();
     let daemon = Daemon::start(&fake, &[]);
     legacy_task_flow(&fake, &daemon, &["--no-daemon"]);
+}
+
+#[tokio::test]
+async fn short_ids_find_calls_and_relayed_failures_keep_their_reason() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_RETRY_ATTEMPTS", "1")]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let failed = client
+        .call_tool(chat("fail please", "fake-500"))
+        .await
+        .unwrap();
+    assert_eq!(failed.is_error, Some(true));
+    let id = call_id_of(&failed);
+    // Time-ordered ids share their start with calls of the same moment: the end is unique.
+    let tail = &id[id.len() - 8..];
+    let relayed = client
+        .call_tool(call("call_result", json!({"call_id": tail})))
+        .await
+        .unwrap();
+    assert_eq!(relayed.is_error, Some(true));
+    assert!(text_of(&relayed).contains("500"), "{}", text_of(&relayed));
+    // The relayed answer names the call it came from; the call_result call has its own record.
+    assert_eq!(call_id_of(&relayed), id);
+    let relays = exai::store::StoreReader::open(&daemon.home.join("calls.sqlite3"))
+        .unwrap()
+        .list(&exai::store::CallFilter {
+            tool: Some("call_result".into()),
+            limit: 5,
+            ..Default::default()
+        })
+        .unwrap();
+    let record = daemon.final_record(&relays[0].id);
+    assert!(
+        record
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("500")),
+        "a failed row carries its reason: {record:?}"
+    );
+    let (ok, shown) = daemon.cli(&["calls", "show", tail]);
+    assert!(ok && shown.contains(&id), "{shown}");
+    let vague = client
+        .call_tool(call("call_result", json!({"call_id": "0"})))
+        .await
+        .unwrap();
+    assert!(
+        text_of(&vague).contains("first or last 6+ characters"),
+        "{}",
+        text_of(&vague)
+    );
+    client.cancel().await.unwrap();
 }

@@ -7,12 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rmcp::model::CallToolRequestParams;
-use serde_json::{Value, json};
-
-fn call(tool: &str, args: Value) -> CallToolRequestParams {
-    CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().unwrap().clone())
-}
+use serde_json::json;
 
 fn mkfifo(path: &Path) {
     let status = std::process::Command::new("mkfifo")

@@ -331,14 +331,12 @@ impl Calls {
             r = tokio::time::timeout_at(deadline, work) => r.map_err(|_| Some(call.progress.snapshot())),
         };
         let (state, result, failure) = match ended {
-            Ok(Ok(result)) => {
-                let state = if result.is_error == Some(true) {
-                    CallState::Failed
-                } else {
-                    CallState::Succeeded
-                };
-                (state, result, None)
+            // A result marked as an error (a relayed or attached answer) keeps its reason too.
+            Ok(Ok(result)) if result.is_error == Some(true) => {
+                let reason = first_text(&result);
+                (CallState::Failed, result, Some(("tool_error", reason)))
             }
+            Ok(Ok(result)) => (CallState::Succeeded, result, None),
             Ok(Err(failure)) => {
                 let state = if failure.timed_out {
                     CallState::TimedOut
@@ -609,6 +607,20 @@ fn stage_and_duration(snapshot: &Snapshot) -> String {
 
 /// How far apart the output's start and the stage's must be for both to be told.
 const OUTPUT_SHOWN_APART: Duration = Duration::from_millis(100);
+
+/// The first text of a result on one line, short enough for a listing.
+fn first_text(result: &CallToolResult) -> String {
+    let text = result
+        .content
+        .iter()
+        .find_map(|c| c.as_text().map(|t| t.text.as_str()))
+        .unwrap_or("(no text)");
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &flat[..cut]),
+        None => flat,
+    }
+}
 
 fn error_result(text: &str) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(text.to_string())])

@@ -125,7 +125,7 @@ pub fn show_call(
     let row = match store.get(id)? {
         Some(row) => row,
         None => {
-            let matches = store.find_by_prefix(id)?;
+            let matches = store.find_by_fragment(id)?;
             match matches.as_slice() {
                 [only] => store
                     .get(only)?

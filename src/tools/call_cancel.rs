@@ -6,7 +6,7 @@ use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotation
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::call_result::{parse_call_id, stored, unknown_call};
+use super::call_result::{resolve_call_id, stored, unknown_call};
 use super::{ExaiTool, ToolContext, ToolFuture, definition, parse_arguments};
 use crate::calls::CancelReason;
 
@@ -36,7 +36,7 @@ impl ExaiTool for CallCancel {
     fn run(&self, arguments: JsonObject, ctx: ToolContext) -> ToolFuture {
         Box::pin(async move {
             let args: CallCancelArguments = parse_arguments("call_cancel", arguments)?;
-            let id = parse_call_id("call_cancel", &args.call_id)?;
+            let id = resolve_call_id(&ctx, "call_cancel", &args.call_id).await?;
             let text = match ctx.calls.get(&id) {
                 Some(live) => {
                     live.cancel(CancelReason::Client(Some(format!(

@@ -20,23 +20,64 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CallResultArguments {
-    /// The call id from a background answer (or from `call_list`).
+    /// The call id from a background answer (or from `call_list`); its first or last 6+ characters will do when unique.
     call_id: String,
     /// Seconds to wait for the call to finish (default 30; capped below the client's patience).
     #[serde(default)]
     wait_s: Option<f64>,
 }
 
-/// A call id as typed: a UUID, or a clear error.
-pub(super) fn parse_call_id(tool: &str, id: &str) -> Result<String, ToolFailure> {
-    uuid::Uuid::parse_str(id.trim())
-        .map(|u| u.to_string())
-        .map_err(|_| {
-            ToolFailure::new(
-                "bad_arguments",
-                format!("invalid arguments for {tool}: {id:?} is not a call id (a UUID such as 01a2132d-05c7-76ba-ab75-235da0d3ad5f)"),
-            )
-        })
+/// Shortest part of an id that is looked up.
+const MIN_FRAGMENT: usize = 6;
+
+/// A call id as given: a whole UUID, or the unique start or end of one (at least six
+/// characters) among the calls running and recorded; otherwise a clear error.
+pub(super) async fn resolve_call_id(
+    ctx: &ToolContext,
+    tool: &str,
+    given: &str,
+) -> Result<String, ToolFailure> {
+    let given = given.trim().to_ascii_lowercase();
+    if let Ok(id) = uuid::Uuid::parse_str(&given) {
+        return Ok(id.to_string());
+    }
+    let bad = |why: String| {
+        ToolFailure::new(
+            "bad_arguments",
+            format!("invalid arguments for {tool}: {why}"),
+        )
+    };
+    if given.len() < MIN_FRAGMENT || !given.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(bad(format!(
+            "{given:?} is not a call id (a UUID such as 01a2132d-05c7-76ba-ab75-235da0d3ad5f, \
+             or its first or last {MIN_FRAGMENT}+ characters)"
+        )));
+    }
+    let mut found: Vec<String> = ctx
+        .calls
+        .in_flight()
+        .iter()
+        .map(|c| c.id.clone())
+        .filter(|id| id.starts_with(&given) || id.ends_with(&given))
+        .collect();
+    let fragment = given.clone();
+    let stored = ctx
+        .calls
+        .store()
+        .read(move |store| store.find_by_fragment(&fragment))
+        .await
+        .map_err(|e| ToolFailure::new("store", e.to_string()))?;
+    found.extend(stored);
+    found.sort();
+    found.dedup();
+    match found.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => Err(unknown_call(&given, ctx.config.result_ttl)),
+        many => Err(bad(format!(
+            "{given:?} matches several calls ({}); give more of the id",
+            many.join(", ")
+        ))),
+    }
 }
 
 /// The stored record of a call, read off the async workers.
@@ -88,7 +129,7 @@ impl ExaiTool for CallResult {
     fn run(&self, arguments: JsonObject, ctx: ToolContext) -> ToolFuture {
         Box::pin(async move {
             let args: CallResultArguments = parse_arguments("call_result", arguments)?;
-            let id = parse_call_id("call_result", &args.call_id)?;
+            let id = resolve_call_id(&ctx, "call_result", &args.call_id).await?;
             let wanted = match args.wait_s {
                 None => DEFAULT_WAIT,
                 Some(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s.min(3600.0)),
