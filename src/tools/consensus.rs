@@ -2,6 +2,8 @@
 //! and given a stance; the answer gathers their verdicts and a synthesis. One model failing
 //! does not sink the rest.
 
+use std::sync::Arc;
+
 use futures::future::join_all;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
 use schemars::JsonSchema;
@@ -44,6 +46,55 @@ struct Consulted {
     /// Your own instructions for this model's stance, instead of the built-in ones.
     #[serde(default)]
     stance_prompt: Option<String>,
+}
+
+/// Where each consulted model stands, for the progress line.
+struct Board {
+    models: Vec<String>,
+    /// None while the model works; Some(answered?) once it is done.
+    done: std::sync::Mutex<Vec<Option<bool>>>,
+}
+
+impl Board {
+    fn new(models: impl Iterator<Item = String>) -> Self {
+        let models: Vec<String> = models.collect();
+        let done = std::sync::Mutex::new(vec![None; models.len()]);
+        Self { models, done }
+    }
+
+    fn done(&self, at: usize, answered: bool) {
+        if let Some(slot) = self
+            .done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(at)
+        {
+            *slot = Some(answered);
+        }
+    }
+
+    /// "consulting 3 models: a answered, b working, c failed".
+    fn line(&self) -> String {
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        let each: Vec<String> = self
+            .models
+            .iter()
+            .zip(done.iter())
+            .map(|(model, state)| {
+                let state = match state {
+                    None => "working",
+                    Some(true) => "answered",
+                    Some(false) => "failed",
+                };
+                format!("{model} {state}")
+            })
+            .collect();
+        format!(
+            "consulting {} models: {}",
+            self.models.len(),
+            each.join(", ")
+        )
+    }
 }
 
 /// The models to consult, each given in full or by its name alone (a neutral stance).
@@ -210,18 +261,20 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
     }
     let mut thread = consult::thread(&ctx, args.continuation_id.as_deref()).await?;
 
-    ctx.call
-        .progress
-        .set_stage(format!("consulting {} models", targets.len()));
-    let asks = targets.iter().map(|(target, who)| {
+    // Which model stands where, named in the progress line as each one finishes (the
+    // providers' own stage lines interleave while they run).
+    let board = Arc::new(Board::new(targets.iter().map(|(t, _)| t.model.id.clone())));
+    ctx.call.progress.set_stage(board.line());
+    let asks = targets.iter().enumerate().map(|(at, (target, who))| {
         let system = system_prompt(who);
         let ctx = ctx.clone();
         let target = target.clone();
         let files = args.relevant_files.clone();
         let proposal = args.step.clone();
         let images = args.images.clone();
+        let board = board.clone();
         async move {
-            consult::ask(
+            let outcome = consult::ask(
                 &ctx,
                 target,
                 Question {
@@ -235,7 +288,10 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                     images,
                 },
             )
-            .await
+            .await;
+            board.done(at, outcome.is_ok());
+            ctx.call.progress.set_stage(board.line());
+            outcome
         }
     });
     let outcomes = join_all(asks).await;
@@ -296,7 +352,14 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
     // The synthesis weighs the arguments; it is written by the first model that answered.
     let mut synthesis = None;
     let mut synthesis_answer = None;
-    if args.synthesize != Some(false) && answers.len() >= 2 {
+    if args.synthesize == Some(false) {
+        notes.push("No synthesis: it was not asked for (synthesize: false).".into());
+    } else if answers.len() < 2 {
+        notes.push(format!(
+            "No synthesis: only {} model answered, and a synthesis weighs two or more evaluations.",
+            answers.len()
+        ));
+    } else {
         let writer = targets
             .iter()
             .zip(&outcomes)
