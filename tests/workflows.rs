@@ -589,7 +589,8 @@ async fn consensus_asks_every_model_at_once_and_survives_one_failing() {
     let by_name = client
         .call_tool(call(
             "consensus",
-            json!({"step": "Tabs or spaces?", "models": ["fake-fast", "fake-delay-5"]}),
+            json!({"step": "Tabs or spaces?", "models": ["fake-fast", "fake-delay-5"],
+                   "synthesize": false}),
         ))
         .await
         .unwrap();
