@@ -1029,6 +1029,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_store_from_before_the_cached_tokens_and_finish_reason_columns_gains_them() {
+        let dir = tempdir();
+        let path = dir.join("old.db");
+        // The calls table as it was before these columns were added.
+        let old_schema = SCHEMA.replace(
+            ",\n    cached_tokens INTEGER,\n    finish_reason TEXT\n",
+            "\n",
+        );
+        assert_ne!(old_schema, SCHEMA);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&old_schema)
+            .unwrap();
+        let store = Store::open(&path).unwrap();
+        store.insert(new_call("a")).await.unwrap();
+        store
+            .finish(
+                "a",
+                FinishedCall {
+                    state: Some(CallState::Succeeded),
+                    finished_at_ms: now_ms(),
+                    tokens_in: Some(1200),
+                    cached_tokens: Some(1024),
+                    finish_reason: Some("length".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let row = StoreReader::open(&path).unwrap().get("a").unwrap().unwrap();
+        assert_eq!(row.cached_tokens, Some(1024));
+        assert_eq!(row.finish_reason.as_deref(), Some("length"));
+    }
+
+    #[tokio::test]
     async fn a_record_lives_from_receipt_to_its_end() {
         let dir = tempdir();
         let store = Store::open(&dir.join("s.db")).unwrap();
