@@ -308,6 +308,10 @@ mod tests {
                     Ok(all) => {
                         prop_assert!(cut_outcome.is_ok());
                         prop_assert_eq!(Vec::from(events), all);
+                        // Keep-alives are counted the same however they arrive.
+                        let mut at_once = SseDecoder::new(max_event);
+                        at_once.feed(&stream, &mut VecDeque::new()).unwrap();
+                        prop_assert_eq!(decoder.comments(), at_once.comments());
                     }
                     Err(error) => prop_assert_eq!(cut_outcome, Err(error)),
                 }
