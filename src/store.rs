@@ -108,6 +108,10 @@ pub struct FinishedCall {
     pub tokens_in: Option<i64>,
     pub tokens_out: Option<i64>,
     pub reasoning_tokens: Option<i64>,
+    /// Input tokens the provider served from its cache (part of `tokens_in`).
+    pub cached_tokens: Option<i64>,
+    /// Why the model stopped (`stop`, `length`, `sensitive`, …), as the provider said it.
+    pub finish_reason: Option<String>,
     pub time_to_first_token_ms: Option<i64>,
     /// The model's reasoning, kept apart from the answer.
     pub reasoning: Option<String>,
@@ -156,6 +160,10 @@ pub struct CallRow {
     pub owner_pid: i64,
     /// Which tasks API the call was answered as a task for, if any ("2025-11-25", "extension").
     pub task: Option<String>,
+    /// Input tokens the provider served from its cache (part of `tokens_in`).
+    pub cached_tokens: Option<i64>,
+    /// Why the model stopped (`stop`, `length`, `sensitive`, …), as the provider said it.
+    pub finish_reason: Option<String>,
 }
 
 impl CallRow {
@@ -233,7 +241,9 @@ CREATE TABLE IF NOT EXISTS calls (
     reasoning_tokens INTEGER,
     time_to_first_token_ms INTEGER,
     reasoning TEXT,
-    task TEXT
+    task TEXT,
+    cached_tokens INTEGER,
+    finish_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_by_received ON calls(received_at_ms);
 CREATE INDEX IF NOT EXISTS calls_by_state ON calls(state);
@@ -249,14 +259,17 @@ CREATE TABLE IF NOT EXISTS threads (
 const COLUMNS: &str = "id, session_id, client_name, client_version, transport, tool, arguments, state, \
     received_at_ms, started_at_ms, finished_at_ms, deadline_at_ms, duration_ms, provider, model, \
     tokens_in, tokens_out, attempts, progress_count, last_progress, error_kind, error_message, \
-    result, is_error, delivery, owner_pid, reasoning_tokens, time_to_first_token_ms, reasoning, task";
+    result, is_error, delivery, owner_pid, reasoning_tokens, time_to_first_token_ms, reasoning, task, \
+    cached_tokens, finish_reason";
 
 /// Columns added after the first release of the schema: (name, type).
-const ADDED_COLUMNS: [(&str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str); 6] = [
     ("reasoning_tokens", "INTEGER"),
     ("time_to_first_token_ms", "INTEGER"),
     ("reasoning", "TEXT"),
     ("task", "TEXT"),
+    ("cached_tokens", "INTEGER"),
+    ("finish_reason", "TEXT"),
 ];
 
 /// Brings an older store up to the current schema.
@@ -719,7 +732,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Result<(), WriteFa
                  duration_ms = ?4 - received_at_ms, provider = ?5, model = ?6, tokens_in = ?7, tokens_out = ?8, \
                  attempts = ?9, progress_count = ?10, last_progress = ?11, error_kind = ?12, error_message = ?13, \
                  result = ?14, is_error = ?15, reasoning_tokens = ?16, time_to_first_token_ms = ?17, \
-                 reasoning = ?18 WHERE id = ?1",
+                 reasoning = ?18, cached_tokens = ?19, finish_reason = ?20 WHERE id = ?1",
             )?
             .execute(params![
                 id,
@@ -739,7 +752,9 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Result<(), WriteFa
                 done.is_error,
                 done.reasoning_tokens,
                 done.time_to_first_token_ms,
-                done.reasoning
+                done.reasoning,
+                done.cached_tokens,
+                done.finish_reason
             ])?;
             if updated == 0 {
                 return Ok(Err(WriteFailure::Sql(format!(
@@ -989,6 +1004,8 @@ fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
         time_to_first_token_ms: r.get(27)?,
         reasoning: r.get(28)?,
         task: r.get(29)?,
+        cached_tokens: r.get(30)?,
+        finish_reason: r.get(31)?,
     })
 }
 
@@ -1013,6 +1030,41 @@ mod tests {
             received_at_ms: now_ms(),
             deadline_at_ms: now_ms() + 1000,
         }
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_the_cached_tokens_and_finish_reason_columns_gains_them() {
+        let dir = tempdir();
+        let path = dir.join("old.db");
+        // The calls table as it was before these columns were added.
+        let old_schema = SCHEMA.replace(
+            ",\n    cached_tokens INTEGER,\n    finish_reason TEXT\n",
+            "\n",
+        );
+        assert_ne!(old_schema, SCHEMA);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&old_schema)
+            .unwrap();
+        let store = Store::open(&path).unwrap();
+        store.insert(new_call("a")).await.unwrap();
+        store
+            .finish(
+                "a",
+                FinishedCall {
+                    state: Some(CallState::Succeeded),
+                    finished_at_ms: now_ms(),
+                    tokens_in: Some(1200),
+                    cached_tokens: Some(1024),
+                    finish_reason: Some("length".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let row = StoreReader::open(&path).unwrap().get("a").unwrap().unwrap();
+        assert_eq!(row.cached_tokens, Some(1024));
+        assert_eq!(row.finish_reason.as_deref(), Some("length"));
     }
 
     #[tokio::test]

@@ -1065,3 +1065,60 @@ async fn json_answers_whole_even_when_asked_to_stream() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "echo: hi");
 }
+
+#[tokio::test]
+async fn every_response_fixture_is_replayed_byte_for_byte_with_its_status() {
+    let server = Server::start(&[]);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/providers");
+    let mut replayed = 0;
+    for provider in ["glm", "kimi", "openai", "openrouter"] {
+        for entry in std::fs::read_dir(root.join(provider)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            let (stem, status, content_type) = if let Some(stem) = name.strip_suffix(".sse") {
+                (stem, 200, "text/event-stream")
+            } else if let Some(stem) = name.strip_suffix(".json")
+                && let Some(rest) = stem.strip_prefix("error_")
+            {
+                (stem, rest[..3].parse().unwrap(), "application/json")
+            } else {
+                continue;
+            };
+            let model = format!("fake-fixture-{provider}-{stem}");
+            let response = server.chat(&model, "hi", true).await;
+            assert_eq!(response.status().as_u16(), status, "{name}");
+            assert_eq!(
+                response.headers()[reqwest::header::CONTENT_TYPE],
+                content_type,
+                "{name}"
+            );
+            let body = response.bytes().await.unwrap();
+            assert_eq!(body, std::fs::read(&path).unwrap(), "{name}");
+            replayed += 1;
+        }
+    }
+    assert!(replayed >= 50, "only {replayed} fixtures found");
+    let missing = server
+        .chat("fake-fixture-glm-stream_nothing", "hi", true)
+        .await;
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn a_paced_fixture_thinks_before_each_keep_alive_and_its_first_event() {
+    let server = Server::start(&[]);
+    let started = Instant::now();
+    let response = server
+        .chat(
+            "fake-fixture-openrouter-stream_keepalive_before_first_token~100",
+            "hi",
+            true,
+        )
+        .await;
+    let body = response.text().await.unwrap();
+    assert!(body.starts_with(": OPENROUTER PROCESSING\n\n"), "{body}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "three comments and the first event, 100 ms before each"
+    );
+}

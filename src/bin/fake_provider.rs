@@ -9,6 +9,8 @@
 //! `fake-json`, `fake-thinkstream-<n>x<ms>`, `fake-flood`, `fake-flood-json`, `fake-longline`,
 //! `fake-redirect-<port>`, `fake-echo-auth`;
 //! see [`Script`]).
+//! `fake-fixture-<provider>-<stem>` replays a documented provider fixture byte for byte
+//! (`tests/fixtures/providers/<provider>/<stem>.sse` or `.json`, see [`Fixture`]).
 //! The answer text is always `echo: <last user message>`, so concurrent callers can check that
 //! they got their own answer. `GET /stats` reports how many requests completed or were aborted
 //! by the client, how many are in flight (now, at peak, per model), and `POST /reset` zeroes
@@ -154,7 +156,13 @@ struct Cli {
     /// Require `Authorization: Bearer <KEY>` on chat-completion requests.
     #[arg(long, value_name = "KEY")]
     require_key: Option<String>,
+    /// Where `fake-fixture-*` models find the provider fixtures.
+    #[arg(long, value_name = "DIR", default_value = FIXTURES)]
+    fixtures: std::path::PathBuf,
 }
+
+/// The documented provider fixtures of this source tree.
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/providers");
 
 // ---------------------------------------------------------------------------------------------
 // Scripts
@@ -1143,12 +1151,103 @@ fn reset_now(reset: &ResetHandle, tracker: Tracker) -> Response {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fixtures: what the providers' documentation says they send
+// ---------------------------------------------------------------------------------------------
+
+/// `fake-fixture-<provider>-<stem>[~<ms>]`: the fixture `<provider>/<stem>` replayed byte for
+/// byte — `stream_*` as a 200 `text/event-stream` from `<stem>.sse`, `error_<status>_*` as a
+/// JSON body from `<stem>.json` with the status its name carries (see the fixtures' README).
+/// With `~<ms>`, a stream thinks before it speaks: `<ms>` of silence before each comment line
+/// and before the first data event; the rest follows at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fixture {
+    provider: String,
+    stem: String,
+    pause: Duration,
+}
+
+impl Fixture {
+    fn parse(model: &str) -> Option<Fixture> {
+        let spec = model.strip_prefix("fake-fixture-")?;
+        let (spec, pause) = match spec.split_once('~') {
+            Some((spec, ms)) => (spec, Duration::from_millis(number(ms)?)),
+            None => (spec, Duration::ZERO),
+        };
+        let (provider, stem) = spec.split_once('-')?;
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+                && !s.contains("..")
+        };
+        if !plain(provider) || !plain(stem) {
+            return None;
+        }
+        Some(Fixture {
+            provider: provider.to_owned(),
+            stem: stem.to_owned(),
+            pause,
+        })
+    }
+
+    /// The HTTP status of an `error_<status>_…` fixture; None for a stream.
+    fn status(&self) -> Option<StatusCode> {
+        let rest = self.stem.strip_prefix("error_")?;
+        let digits = rest.split('_').next()?;
+        StatusCode::from_u16(number(digits)?).ok()
+    }
+
+    async fn replay(&self, dir: &std::path::Path, tracker: Tracker) -> Response {
+        let status = self.status();
+        let file = dir.join(&self.provider).join(format!(
+            "{}.{}",
+            self.stem,
+            if status.is_some() { "json" } else { "sse" }
+        ));
+        let bytes = match tokio::fs::read(&file).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let message = format!("no fixture {}: {e}", file.display());
+                return tracker.finish(error_response(
+                    StatusCode::NOT_FOUND,
+                    &message,
+                    "invalid_request_error",
+                    Some("model_not_found"),
+                ));
+            }
+        };
+        if let Some(status) = status {
+            let json = [(header::CONTENT_TYPE, "application/json")];
+            return tracker.finish((status, json, bytes).into_response());
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        sse_response(self.steps(&text), tracker)
+    }
+
+    /// The stream as it is written, one step per event (its blank line included).
+    fn steps(&self, text: &str) -> VecDeque<Step> {
+        let mut steps = VecDeque::new();
+        let mut spoke = false;
+        for event in text.split_inclusive("\n\n") {
+            let comment = event.starts_with(':');
+            if !self.pause.is_zero() && (comment || !spoke) {
+                steps.push_back(Step::Wait(self.pause));
+            }
+            spoke |= !comment;
+            steps.push_back(Step::Send(event.to_owned()));
+        }
+        steps
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Handlers
 // ---------------------------------------------------------------------------------------------
 
 struct App {
     stats: Arc<Stats>,
     require_key: Option<String>,
+    fixtures: std::path::PathBuf,
 }
 
 impl App {
@@ -1196,6 +1295,9 @@ async fn chat_completions(
         }
     };
     tracker.set_model(&req.model);
+    if let Some(fixture) = Fixture::parse(&req.model) {
+        return fixture.replay(&app.fixtures, tracker).await;
+    }
     let script = Script::parse(&req.model);
     if script == Script::EchoAuth {
         return tracker.finish(echo_auth(&headers, &uri));
@@ -1562,6 +1664,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Arc::new(App {
         stats: Arc::default(),
         require_key: cli.require_key,
+        fixtures: cli.fixtures,
     });
     let service = router(app).into_make_service_with_connect_info::<ResetHandle>();
     let server = axum::serve(ResettableListener(listener), service);
@@ -1583,6 +1686,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixture_names_say_the_file_the_status_and_the_pause() {
+        let stream = Fixture::parse("fake-fixture-openrouter-stream_reasoning_summary").unwrap();
+        assert_eq!(
+            (
+                stream.provider.as_str(),
+                stream.stem.as_str(),
+                stream.status()
+            ),
+            ("openrouter", "stream_reasoning_summary", None)
+        );
+        let error = Fixture::parse("fake-fixture-glm-error_429_1113").unwrap();
+        assert_eq!(error.status(), Some(StatusCode::TOO_MANY_REQUESTS));
+        let paced = Fixture::parse("fake-fixture-kimi-stream_finish_length~250").unwrap();
+        assert_eq!(paced.pause, Duration::from_millis(250));
+        for bad in [
+            "fake-fixture-glm",
+            "fake-fixture-glm-../x",
+            "fake-fixture-glm-a/b",
+            "fake-fixture-glm-x~",
+            "fake-fast",
+        ] {
+            assert_eq!(Fixture::parse(bad), None, "{bad}");
+        }
+        let steps = paced.steps(": c\n\ndata: 1\n\n: c\n\ndata: 2\n\n");
+        let waits = steps.iter().filter(|s| matches!(s, Step::Wait(_))).count();
+        assert_eq!(waits, 3, "before each comment and the first data event");
+    }
 
     #[test]
     fn parses_fixed_names() {

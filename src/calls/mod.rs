@@ -95,6 +95,8 @@ pub struct LiveCall {
     started_at_ms: Mutex<Option<i64>>,
     usage: Mutex<Usage>,
     reasoning: Mutex<Option<String>>,
+    /// Why the model stopped, for the record.
+    finish_reason: Mutex<Option<String>>,
     /// The record the store could not take at receipt (and why): tried again at the end.
     unrecorded: Mutex<Option<(NewCall, String)>>,
 }
@@ -289,6 +291,7 @@ impl Calls {
             started_at_ms: Mutex::new(None),
             usage: Mutex::new(Usage::default()),
             reasoning: Mutex::new(None),
+            finish_reason: Mutex::new(None),
             unrecorded: Mutex::new(unrecorded),
         });
         self.live_map().insert(id, call.clone());
@@ -428,6 +431,12 @@ impl Calls {
                 .map(|t| t as i64),
             attempts: usage.attempts.map(i64::from),
             reasoning_tokens: usage.reasoning_tokens.map(|t| t as i64),
+            cached_tokens: usage.cached_tokens.map(|t| t as i64),
+            finish_reason: call
+                .finish_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
             time_to_first_token_ms: usage.time_to_first_token.map(|t| t.as_millis() as i64),
             reasoning: call
                 .reasoning
@@ -565,6 +574,8 @@ pub struct Usage {
     pub tokens_in: Option<u64>,
     pub tokens_out: Option<u64>,
     pub reasoning_tokens: Option<u64>,
+    /// Input tokens served from the provider's cache (part of `tokens_in`).
+    pub cached_tokens: Option<u64>,
     pub time_to_first_token: Option<Duration>,
     pub attempts: Option<u32>,
 }
@@ -578,6 +589,11 @@ impl LiveCall {
     /// Keeps the model's reasoning for the record (apart from the answer).
     pub fn set_reasoning(&self, reasoning: Option<String>) {
         *self.reasoning.lock().unwrap_or_else(|p| p.into_inner()) = reasoning;
+    }
+
+    /// Keeps why the model stopped for the record.
+    pub fn set_finish_reason(&self, reason: Option<String>) {
+        *self.finish_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
     }
 
     fn usage(&self) -> Usage {

@@ -172,15 +172,19 @@ pub fn show_call(
     text += &field(
         "tokens in/out",
         Some(format!(
-            "{}/{}",
+            "{}/{}{}",
             row.tokens_in
                 .map(|t| t.to_string())
                 .unwrap_or_else(|| "?".into()),
             row.tokens_out
                 .map(|t| t.to_string())
-                .unwrap_or_else(|| "?".into())
+                .unwrap_or_else(|| "?".into()),
+            row.cached_tokens
+                .map(|t| format!(" ({t} of the input cached)"))
+                .unwrap_or_default()
         )),
     );
+    text += &field("finish", row.finish_reason.clone());
     text += &field("attempts", row.attempts.map(|a| a.to_string()));
     text += &field(
         "progress",

@@ -3,6 +3,9 @@
 
 pub mod catalog;
 mod custom;
+mod errors;
+#[cfg(test)]
+mod fixture_tests;
 mod glm;
 mod kimi;
 mod limits;
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 pub use catalog::{Catalog, ModelInfo, Thinking};
+pub use errors::ErrorClass;
 pub use limits::ConcurrencyLimit;
 pub use search::can_search;
 
@@ -144,6 +148,10 @@ pub struct ChatResponse {
     pub tokens_in: Option<u64>,
     pub tokens_out: Option<u64>,
     pub reasoning_tokens: Option<u64>,
+    /// Input tokens the provider served from its cache (part of `tokens_in`).
+    pub cached_tokens: Option<u64>,
+    /// Why the model stopped, as the provider said it (`stop`, `length`, `sensitive`, …).
+    pub finish_reason: Option<String>,
     pub attempts: u32,
     pub time_to_first_token: Option<Duration>,
     /// Web pages the answer drew on, as the provider reported them (GLM's web search).
@@ -211,6 +219,17 @@ pub enum ProviderError {
         /// What to do about it, with a leading " — ".
         hint: String,
         retry_after: Option<Duration>,
+        /// What the body says the failure is (quota, rate limit, overload, …).
+        class: ErrorClass,
+    },
+    #[error("{provider} ({model}) reported an error in the middle of its answer: {message}{hint}")]
+    Stream {
+        provider: String,
+        model: String,
+        message: String,
+        /// What to do about it, with a leading " — ".
+        hint: String,
+        class: ErrorClass,
     },
     #[error("{provider} ({model}) sent a malformed answer: {detail}")]
     Garbage {
@@ -265,7 +284,23 @@ impl ProviderError {
         match self {
             ProviderError::Connect { .. } => "provider_unreachable",
             ProviderError::Idle { .. } => "provider_idle_timeout",
-            ProviderError::Status { status: 429, .. } => "provider_rate_limited",
+            ProviderError::Status { class, .. } | ProviderError::Stream { class, .. }
+                if class.is_account_problem() =>
+            {
+                match class {
+                    ErrorClass::Quota => "provider_quota_exhausted",
+                    _ => "provider_account_blocked",
+                }
+            }
+            ProviderError::Status {
+                class: ErrorClass::Overloaded,
+                ..
+            } => "provider_overloaded",
+            ProviderError::Status {
+                class: ErrorClass::RateLimited,
+                ..
+            } => "provider_rate_limited",
+            ProviderError::Stream { .. } => "provider_stream_error",
             ProviderError::Status {
                 status: 401 | 403, ..
             } => "provider_auth",
@@ -288,20 +323,35 @@ impl ProviderError {
     }
 
     /// Worth another attempt at the same model: the request never got an answer (connect),
-    /// or the provider said "later" (429, 5xx).
+    /// or the provider said "later" (a rate limit, an overload, 5xx) — not when the account's
+    /// balance or plan is exhausted, which no wait of seconds mends.
     pub fn is_retryable(&self) -> bool {
         match self {
             ProviderError::Connect { .. } => true,
-            ProviderError::Status { status, .. } => *status == 429 || *status >= 500,
+            ProviderError::Status { class, .. } | ProviderError::Stream { class, .. } => {
+                class.is_retryable()
+            }
             _ => false,
         }
     }
 
-    /// Worth trying a fallback model: this one is unavailable or out of retries.
+    /// Worth trying a fallback model: this one is unavailable or out of retries, or its
+    /// account is out (a fallback on another provider's account may still answer).
     pub fn wants_fallback(&self) -> bool {
         self.is_retryable()
+            || self.account_problem()
             || matches!(self, ProviderError::Status { status: 404, .. })
             || matches!(self, ProviderError::Idle { .. })
+    }
+
+    /// The account behind the endpoint is out of balance or plan, or blocked: every model on
+    /// that endpoint would be refused the same way.
+    pub fn account_problem(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Status { class, .. } | ProviderError::Stream { class, .. }
+                if class.is_account_problem()
+        )
     }
 }
 
@@ -329,6 +379,7 @@ pub struct Spent {
     pub tokens_in: Option<u64>,
     pub tokens_out: Option<u64>,
     pub reasoning_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
 }
 
 impl Spent {
@@ -337,6 +388,7 @@ impl Spent {
             tokens_in: answer.tokens_in,
             tokens_out: answer.tokens_out,
             reasoning_tokens: answer.reasoning_tokens,
+            cached_tokens: answer.cached_tokens,
         }
     }
 
@@ -344,6 +396,15 @@ impl Spent {
         self.tokens_in = add_tokens(self.tokens_in, other.tokens_in);
         self.tokens_out = add_tokens(self.tokens_out, other.tokens_out);
         self.reasoning_tokens = add_tokens(self.reasoning_tokens, other.reasoning_tokens);
+        self.cached_tokens = add_tokens(self.cached_tokens, other.cached_tokens);
+    }
+
+    /// Puts the sums into an answer.
+    pub(crate) fn into_answer(self, answer: &mut ChatResponse) {
+        answer.tokens_in = self.tokens_in;
+        answer.tokens_out = self.tokens_out;
+        answer.reasoning_tokens = self.reasoning_tokens;
+        answer.cached_tokens = self.cached_tokens;
     }
 }
 
@@ -713,7 +774,12 @@ impl Providers {
             }
         }
         let mut last = None;
+        // Endpoints whose account said it is out: their other models are not asked.
+        let mut refused: Vec<&str> = Vec::new();
         for (i, target) in chain.iter().enumerate() {
+            if refused.contains(&target.endpoint.name()) {
+                continue;
+            }
             if i > 0 {
                 observer.stage(format!("falling back to {}", target.model.id));
                 tracing::warn!(fallback = %target.model.id, provider = target.endpoint.name(), "trying a fallback model");
@@ -723,14 +789,15 @@ impl Providers {
                 Ok(mut answer) => {
                     answer.attempts += attempts;
                     spent.add(Spent::of(&answer));
-                    answer.tokens_in = spent.tokens_in;
-                    answer.tokens_out = spent.tokens_out;
-                    answer.reasoning_tokens = spent.reasoning_tokens;
+                    spent.into_answer(&mut answer);
                     return Ok(answer);
                 }
                 Err(failure) => {
                     attempts += failure.attempts;
                     spent.add(failure.spent);
+                    if failure.error.account_problem() {
+                        refused.push(target.endpoint.name());
+                    }
                     let go_on = failure.error.wants_fallback() && Instant::now() < request.deadline;
                     last = Some(failure.error);
                     if !go_on {
@@ -804,25 +871,6 @@ pub(crate) fn shape_body(
         ProviderKind::OpenAi => openai::shape(model, request, body),
         ProviderKind::OpenRouter => openrouter::shape(model, request, body),
         ProviderKind::Custom => custom::shape(model, request, body),
-    }
-}
-
-/// What to tell the user about an HTTP error from this kind of provider.
-pub(crate) fn hint_for(kind: ProviderKind, key_source: Option<&str>, status: u16) -> String {
-    match status {
-        401 | 403 => match key_source {
-            Some(var) => format!(" — the key was rejected; check {var}"),
-            None => " — the endpoint wants a key; set one".to_string(),
-        },
-        404 => " — the model or URL does not exist there; see listmodels".to_string(),
-        429 => " — rate limited; exai retried as long as the deadline allowed".to_string(),
-        s if s >= 500 => match kind {
-            ProviderKind::Custom => " — the endpoint failed; is the server healthy?".to_string(),
-            _ => {
-                " — the provider failed; exai retried; try again later or another model".to_string()
-            }
-        },
-        _ => String::new(),
     }
 }
 

@@ -14,11 +14,12 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::errors::{self, ErrorBody, ErrorClass};
 use super::retry::AttemptError;
 use super::sse::{SseDecoder, SseError};
 use super::{
     CallObserver, ChatRequest, ChatResponse, ModelInfo, ProviderError, Seconds, Source, ToolCall,
-    hint_for, shape_body,
+    shape_body,
 };
 use crate::config::{Config, EndpointConfig, ProviderKind, Secret};
 use crate::secrets;
@@ -34,6 +35,9 @@ const SHOWN_TEXT_READ: usize = 4 * 1024;
 
 /// Longest `GET /models` answer read.
 const MAX_MODEL_LIST: usize = 4 * 1024 * 1024;
+
+/// Longest finish reason kept (a provider's word, such as `model_context_window_exceeded`).
+const MAX_FINISH_REASON: usize = 64;
 
 /// An OpenAI-compatible endpoint.
 pub struct OpenAiCompatible {
@@ -234,20 +238,7 @@ impl OpenAiCompatible {
             });
         }
         if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            return Err(ProviderError::Status {
-                provider: self.name.clone(),
-                model: model.id.clone(),
-                status: status.as_u16(),
-                message: self.error_message(response).await,
-                hint: hint_for(self.kind, self.key_source.as_deref(), status.as_u16()),
-                retry_after,
-            });
+            return Err(self.refused(model, response).await);
         }
         let mut collected = Collected::default();
         // Some servers ignore `stream: true` and send one JSON completion.
@@ -306,6 +297,7 @@ impl OpenAiCompatible {
         let mut decoder = SseDecoder::new(self.max_wire());
         let mut events: VecDeque<String> = VecDeque::new();
         let mut waiting_since = tokio::time::Instant::now();
+        let mut comments = 0;
         loop {
             if let Some(data) = events.pop_front() {
                 waiting_since = tokio::time::Instant::now();
@@ -314,13 +306,12 @@ impl OpenAiCompatible {
                 }
                 continue;
             }
+            // Silence allowed before the next sign of life: a model that thinks before it
+            // says anything gets the first-token timeout, not the (shorter) idle timeout.
             let (limit, what) = if state.content_started {
                 (self.idle_timeout, "streaming the answer")
             } else {
-                (
-                    self.first_token_timeout.min(self.idle_timeout),
-                    "waiting for the first token",
-                )
+                (self.first_token_timeout, "waiting for the first token")
             };
             let chunk = match tokio::time::timeout_at(waiting_since + limit, body.next()).await {
                 Err(_) => return Err(self.idle(model, what, limit)),
@@ -349,6 +340,11 @@ impl OpenAiCompatible {
                     detail: e.to_string(),
                 },
             })?;
+            // Keep-alive comments (`: OPENROUTER PROCESSING`) are signs of life too.
+            if decoder.comments() != comments {
+                comments = decoder.comments();
+                waiting_since = tokio::time::Instant::now();
+            }
         }
     }
 
@@ -447,17 +443,46 @@ impl OpenAiCompatible {
                 detail: "the stream ended without a finish reason or [DONE]".into(),
             });
         }
+        let finish_reason = collected.finish_reason.as_deref().map(|r| {
+            let mut end = r.len().min(MAX_FINISH_REASON);
+            while !r.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.clean(&r[..end])
+        });
+        let mut notes = Vec::new();
+        match finish_reason.as_deref().map(finish_kind) {
+            Some(Finish::Failed(what)) => {
+                return Err(self.stream_error(
+                    model,
+                    &format!(
+                        "it ended the answer with finish_reason {:?} ({what})",
+                        finish_reason.as_deref().unwrap_or_default()
+                    ),
+                    ErrorClass::ServerError,
+                    &ErrorBody::default(),
+                ));
+            }
+            Some(Finish::Cut(note)) => {
+                tracing::warn!(provider = %self.name, model = %model.id, finish_reason = finish_reason.as_deref(), "the answer did not end normally");
+                notes.push(note);
+            }
+            Some(Finish::Complete) | None => {}
+        }
         let tool_calls = collected.calls.finish();
         let mut answer = ChatResponse {
             provider: self.name.clone(),
             model: model.id.clone(),
             time_to_first_token: state.time_to_first_token,
             sources: collected.sources,
+            finish_reason,
+            notes,
             ..Default::default()
         };
         if let Some(usage) = collected.usage {
             answer.tokens_in = usage.prompt_tokens;
             answer.tokens_out = usage.completion_tokens;
+            answer.cached_tokens = usage.cached();
             answer.reasoning_tokens = usage
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens);
@@ -492,6 +517,8 @@ impl OpenAiCompatible {
             tokens_in = answer.tokens_in,
             tokens_out = answer.tokens_out,
             reasoning_tokens = answer.reasoning_tokens,
+            cached_tokens = answer.cached_tokens,
+            finish_reason = answer.finish_reason.as_deref(),
             tool_calls = answer.tool_calls.len(),
             sources = answer.sources.len(),
             ttft_ms = answer.time_to_first_token.map(|t| t.as_millis() as u64),
@@ -525,20 +552,63 @@ impl OpenAiCompatible {
             })
     }
 
-    /// An error the provider put inside a 200 answer.
-    fn error_in_answer(&self, model: &ModelInfo, error: &serde_json::Value) -> ProviderError {
-        let message = error
-            .get("message")
-            .and_then(|m| m.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| error.to_string());
+    /// A failed request: its status and body read into what it means (quota, rate limit,
+    /// overload, …), the wait it asked for, and what to tell the user.
+    async fn refused(&self, model: &ModelInfo, response: reqwest::Response) -> ProviderError {
+        let status = response.status().as_u16();
+        let header_wait = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let (message, body) = self.error_message(response).await;
+        let class = errors::classify(self.kind, status, &body, header_wait.is_some());
+        // A rate limit that names its wait only in words (Kimi: "try again after 1 seconds").
+        let retry_after = header_wait.or_else(|| {
+            (class == ErrorClass::RateLimited)
+                .then(|| body.message.as_deref().and_then(errors::wait_in_message))
+                .flatten()
+        });
         ProviderError::Status {
             provider: self.name.clone(),
             model: model.id.clone(),
-            status: 200,
-            message: self.shown(&message),
-            hint: String::new(),
-            retry_after: None,
+            status,
+            message,
+            hint: errors::hint(self.kind, self.key_source.as_deref(), status, class, &body),
+            retry_after,
+            class,
+        }
+    }
+
+    /// An error the provider put inside a 200 answer (an `error` event in the stream, or in
+    /// a whole body).
+    fn error_in_answer(&self, model: &ModelInfo, error: &serde_json::Value) -> ProviderError {
+        let body = ErrorBody::of(&json!({ "error": error }));
+        let message = body.message.clone().unwrap_or_else(|| error.to_string());
+        let class = errors::classify(self.kind, 200, &body, false);
+        self.stream_error(model, &message, class, &body)
+    }
+
+    /// A failure the provider reported inside its answer; its text is the provider's words.
+    fn stream_error(
+        &self,
+        model: &ModelInfo,
+        message: &str,
+        class: ErrorClass,
+        body: &ErrorBody,
+    ) -> ProviderError {
+        let hint = if class.is_account_problem() {
+            errors::hint(self.kind, self.key_source.as_deref(), 200, class, body)
+        } else {
+            " — the answer is incomplete; try again or another model".to_string()
+        };
+        ProviderError::Stream {
+            provider: self.name.clone(),
+            model: model.id.clone(),
+            message: self.shown(message),
+            hint,
+            class,
         }
     }
 
@@ -551,9 +621,9 @@ impl OpenAiCompatible {
         }
     }
 
-    /// What a failed request's body says, in one short line, secrets masked; at most
-    /// `MAX_ERROR_BODY` of it is read.
-    async fn error_message(&self, response: reqwest::Response) -> String {
+    /// What a failed request's body says, in one short line, secrets masked, and its fields;
+    /// at most `MAX_ERROR_BODY` of it is read.
+    async fn error_message(&self, response: reqwest::Response) -> (String, ErrorBody) {
         let html = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -569,16 +639,9 @@ impl OpenAiCompatible {
         }
         body.truncate(MAX_ERROR_BODY);
         let text = String::from_utf8_lossy(&body);
-        if let Some(message) = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/error/message")
-                    .or_else(|| v.get("message"))
-                    .and_then(|m| m.as_str())
-                    .map(str::to_string)
-            })
-        {
-            return self.shown(&message);
+        let fields = ErrorBody::parse(&text);
+        if let Some(message) = &fields.message {
+            return (self.shown(message), fields);
         }
         if html || text.trim_start().starts_with('<') {
             let title = text
@@ -587,9 +650,12 @@ impl OpenAiCompatible {
                 .or_else(|| text.split("<h1>").nth(1))
                 .and_then(|t| t.split('<').next())
                 .unwrap_or("no title");
-            return format!("an HTML error page ({})", self.shown(title.trim()));
+            return (
+                format!("an HTML error page ({})", self.shown(title.trim())),
+                fields,
+            );
         }
-        self.shown(&text)
+        (self.shown(&text), fields)
     }
 }
 
@@ -749,6 +815,8 @@ struct Collected {
     /// Bytes of text, reasoning, tool calls and sources received: what the cap is checked on.
     size: usize,
     usage: Option<Usage>,
+    /// The last finish reason a choice named.
+    finish_reason: Option<String>,
     finished: bool,
     saw_choice: bool,
 }
@@ -762,35 +830,42 @@ impl Collected {
         self.add_sources(chunk.web_search.unwrap_or_default());
         for choice in chunk.choices {
             self.saw_choice = true;
-            if let Some(text) = choice.delta.reasoning_content.filter(|t| !t.is_empty()) {
+            let delta = choice.delta;
+            if let Some(text) = reasoning_of(
+                delta.reasoning_content,
+                delta.reasoning,
+                delta.reasoning_details,
+            ) {
                 self.size += text.len();
                 self.reasoning.push_str(&text);
                 added.reasoning += 1;
             }
-            if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+            if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
                 self.size += text.len();
                 self.text.push_str(&text);
                 added.content += 1;
             }
-            for (position, part) in choice
-                .delta
-                .tool_calls
-                .unwrap_or_default()
-                .into_iter()
-                .enumerate()
-            {
+            for (position, part) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
                 self.size += self.calls.add(position, part);
                 added.tool_calls += 1;
             }
-            // Moonshot has been seen to put usage inside the final choice.
+            // Kimi's streaming guide puts usage inside the final choice.
             if let Some(usage) = choice.usage {
                 self.usage = Some(usage);
             }
-            if choice.finish_reason.is_some() {
-                self.finished = true;
-            }
+            self.finish(choice.finish_reason);
         }
         added
+    }
+
+    /// A choice's finish reason: the answer is complete (in form); the last reason is kept.
+    fn finish(&mut self, reason: Option<String>) {
+        if let Some(reason) = reason {
+            self.finished = true;
+            if !reason.is_empty() {
+                self.finish_reason = Some(reason);
+            }
+        }
     }
 
     fn completion(&mut self, completion: Completion) {
@@ -798,10 +873,16 @@ impl Collected {
         self.add_sources(completion.web_search.unwrap_or_default());
         for choice in completion.choices {
             self.saw_choice = true;
+            self.finish(choice.finish_reason);
             // A whole answer is finished whether or not it names its reason.
             self.finished = true;
             let text = choice.message.content.unwrap_or_default();
-            let reasoning = choice.message.reasoning_content.unwrap_or_default();
+            let reasoning = reasoning_of(
+                choice.message.reasoning_content,
+                choice.message.reasoning,
+                choice.message.reasoning_details,
+            )
+            .unwrap_or_default();
             self.size += text.len() + reasoning.len();
             self.text.push_str(&text);
             self.reasoning.push_str(&reasoning);
@@ -964,10 +1045,14 @@ struct ChunkChoice {
     usage: Option<Usage>,
 }
 
+/// A streamed piece of the answer. Reasoning comes as `reasoning_content` (GLM, Kimi, most
+/// servers) or as OpenRouter's `reasoning` with the same text again in `reasoning_details`.
 #[derive(Deserialize, Default)]
 struct Delta {
     content: Option<String>,
     reasoning_content: Option<String>,
+    reasoning: Option<String>,
+    reasoning_details: Option<Vec<ReasoningDetail>>,
     tool_calls: Option<Vec<ToolCallPart>>,
 }
 
@@ -975,13 +1060,87 @@ struct Delta {
 struct CompletionChoice {
     #[serde(default)]
     message: CompletionMessage,
+    finish_reason: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 struct CompletionMessage {
     content: Option<String>,
     reasoning_content: Option<String>,
+    reasoning: Option<String>,
+    reasoning_details: Option<Vec<ReasoningDetail>>,
     tool_calls: Option<Vec<ToolCallPart>>,
+}
+
+/// One of OpenRouter's `reasoning_details`: `reasoning.text` carries `text`,
+/// `reasoning.summary` carries `summary`; `reasoning.encrypted` carries only opaque `data`,
+/// which exai neither reads nor keeps.
+#[derive(Deserialize)]
+struct ReasoningDetail {
+    text: Option<String>,
+    summary: Option<String>,
+}
+
+/// The reasoning a delta or message carries, read from one field only — OpenRouter sends the
+/// same text in `reasoning` and in `reasoning_details`, and adding both would double it.
+fn reasoning_of(
+    reasoning_content: Option<String>,
+    reasoning: Option<String>,
+    details: Option<Vec<ReasoningDetail>>,
+) -> Option<String> {
+    if let Some(text) = reasoning_content.filter(|t| !t.is_empty()) {
+        return Some(text);
+    }
+    if let Some(text) = reasoning.filter(|t| !t.is_empty()) {
+        return Some(text);
+    }
+    let text: String = details?
+        .into_iter()
+        .filter_map(|d| d.text.or(d.summary))
+        .collect();
+    (!text.is_empty()).then_some(text)
+}
+
+/// How an answer ended, by its finish reason.
+#[derive(Debug, PartialEq, Eq)]
+enum Finish {
+    /// `stop`, `tool_calls` and the like: the model ended its answer.
+    Complete,
+    /// Cut short (the output limit, a content filter, the context window): the answer is
+    /// kept, with a note saying so.
+    Cut(String),
+    /// The provider failed while answering: an error.
+    Failed(&'static str),
+}
+
+/// What a finish reason means: GLM's stop, tool_calls, length, sensitive,
+/// model_context_window_exceeded, network_error; OpenAI's content_filter and function_call;
+/// OpenRouter's error.
+fn finish_kind(reason: &str) -> Finish {
+    match reason.to_ascii_lowercase().as_str() {
+        "stop" | "tool_calls" | "function_call" | "end_turn" | "stop_sequence" | "eos" => {
+            Finish::Complete
+        }
+        "network_error" => Finish::Failed("the provider lost its connection to the model"),
+        "error" => Finish::Failed("the provider failed while answering"),
+        "length" | "max_tokens" => Finish::Cut(format!(
+            "The answer was cut at the output limit (finish_reason: {reason}): it may end \
+             mid-sentence or leave things out; ask for a shorter answer, or continue the \
+             conversation for the rest."
+        )),
+        "sensitive" | "content_filter" => Finish::Cut(format!(
+            "The provider's content filter stopped the answer (finish_reason: {reason}): what \
+             came before it is shown, and it is incomplete."
+        )),
+        "model_context_window_exceeded" => Finish::Cut(format!(
+            "The answer was cut because the model's context window was full (finish_reason: \
+             {reason}): send less (fewer or smaller files, a shorter history) to get all of it."
+        )),
+        _ => Finish::Cut(format!(
+            "The provider ended the answer with finish_reason {reason:?}, not a normal stop: it \
+             may be incomplete."
+        )),
+    }
 }
 
 /// A tool call, or a streamed fragment of one.
@@ -1012,11 +1171,30 @@ struct Usage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     completion_tokens_details: Option<UsageDetails>,
+    /// GLM, OpenAI, OpenRouter: `cached_tokens` inside.
+    prompt_tokens_details: Option<PromptDetails>,
+    /// Kimi: cached input tokens at the top level of `usage`.
+    cached_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Input tokens served from the provider's cache, wherever the provider puts them.
+    fn cached(&self) -> Option<u64> {
+        self.prompt_tokens_details
+            .as_ref()
+            .and_then(|d| d.cached_tokens)
+            .or(self.cached_tokens)
+    }
 }
 
 #[derive(Deserialize)]
 struct UsageDetails {
     reasoning_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    cached_tokens: Option<u64>,
 }
 
 #[cfg(test)]
@@ -1044,6 +1222,58 @@ mod chunk_tests {
             usage.completion_tokens_details.unwrap().reasoning_tokens,
             Some(1)
         );
+    }
+}
+
+#[cfg(test)]
+mod reasoning_tests {
+    //! Reasoning as each provider streams it: one field read, never two added.
+
+    use super::*;
+
+    fn reasoning_in(delta: &str) -> Option<String> {
+        let d: Delta = serde_json::from_str(delta).unwrap();
+        reasoning_of(d.reasoning_content, d.reasoning, d.reasoning_details)
+    }
+
+    #[test]
+    fn reasoning_details_alone_are_read_and_encrypted_ones_skipped() {
+        let only_details = r#"{"reasoning_details":[{"type":"reasoning.text","text":"a"},
+            {"type":"reasoning.encrypted","data":"opaque"},
+            {"type":"reasoning.summary","summary":"b"}]}"#;
+        assert_eq!(reasoning_in(only_details).as_deref(), Some("ab"));
+        let both =
+            r#"{"reasoning":"x","reasoning_details":[{"type":"reasoning.text","text":"x"}]}"#;
+        assert_eq!(reasoning_in(both).as_deref(), Some("x"));
+        let glm = r#"{"reasoning_content":"r","reasoning":"r"}"#;
+        assert_eq!(reasoning_in(glm).as_deref(), Some("r"));
+        assert_eq!(reasoning_in(r#"{"reasoning":null,"content":"c"}"#), None);
+        assert_eq!(
+            reasoning_in(r#"{"reasoning":"","reasoning_details":[]}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn finish_reasons_end_complete_cut_or_failed() {
+        for complete in ["stop", "tool_calls", "function_call", "STOP"] {
+            assert_eq!(finish_kind(complete), Finish::Complete, "{complete}");
+        }
+        for cut in [
+            "length",
+            "sensitive",
+            "content_filter",
+            "model_context_window_exceeded",
+            "odd",
+        ] {
+            assert!(
+                matches!(finish_kind(cut), Finish::Cut(note) if note.contains(cut)),
+                "{cut}"
+            );
+        }
+        for failed in ["network_error", "error"] {
+            assert!(matches!(finish_kind(failed), Finish::Failed(_)), "{failed}");
+        }
     }
 }
 

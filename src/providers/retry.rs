@@ -1,5 +1,6 @@
-//! Retries: connect errors, 429 and 5xx, with exponential backoff and jitter, honouring
-//! `Retry-After` (capped) — never past the deadline, never once content has streamed.
+//! Retries: connect errors, rate limits, overloads and 5xx (never an exhausted balance or
+//! plan: see `errors.rs`), with exponential backoff and jitter, honouring `Retry-After`
+//! (capped) — never past the deadline, never once content has streamed.
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -166,7 +166,7 @@ impl Rounds {
     }
 
     /// The last round's answer, carrying what every round spent and thought.
-    fn finish(mut self, mut last: ChatResponse, notes: Vec<String>) -> ChatResponse {
+    fn finish(mut self, mut last: ChatResponse, mut notes: Vec<String>) -> ChatResponse {
         if let Some(reasoning) = last.reasoning.take() {
             self.reasoning.push(reasoning);
         }
@@ -176,11 +176,11 @@ impl Rounds {
         add_sources(&mut self.sources, &last.sources);
         last.sources = self.sources;
         last.time_to_first_token = self.time_to_first_token.or(last.time_to_first_token);
-        last.tokens_in = self.spent.tokens_in;
-        last.tokens_out = self.spent.tokens_out;
-        last.reasoning_tokens = self.spent.reasoning_tokens;
+        self.spent.into_answer(&mut last);
         last.attempts = self.attempts;
         last.web_searches = self.searches;
+        // The last round's own notes (how it ended) follow the notes about searching.
+        notes.append(&mut last.notes);
         last.notes = notes;
         last
     }

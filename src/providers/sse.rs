@@ -18,8 +18,9 @@ pub enum SseError {
 }
 
 /// Splits a byte stream into events (`text/event-stream`): lines end with LF, CRLF or CR; a
-/// blank line ends an event; `data:` lines are joined with LF; comments and other fields are
-/// skipped (exai needs none of them).
+/// blank line ends an event; `data:` lines are joined with LF; other fields are skipped (exai
+/// needs none of them). Comment lines (`: OPENROUTER PROCESSING`) carry nothing but are
+/// counted: they are a provider's keep-alives, signs of life while a model thinks.
 pub struct SseDecoder {
     /// The start of a line whose end has not arrived yet.
     partial: Vec<u8>,
@@ -31,6 +32,8 @@ pub struct SseDecoder {
     started: bool,
     /// Most bytes one event may hold, its unfinished line included.
     max_event: usize,
+    /// Comment lines read so far.
+    comments: u64,
 }
 
 impl SseDecoder {
@@ -41,7 +44,13 @@ impl SseDecoder {
             after_cr: false,
             started: false,
             max_event,
+            comments: 0,
         }
+    }
+
+    /// How many comment lines (keep-alives) have been read so far.
+    pub fn comments(&self) -> u64 {
+        self.comments
     }
 
     /// Reads the next bytes; the data of each event they complete goes to `events`.
@@ -121,8 +130,12 @@ impl SseDecoder {
             }
             None => (line, &b""[..]),
         };
-        // Comments (an empty field name) and `event`, `id`, `retry`: nothing exai uses.
+        // `event`, `id`, `retry`: nothing exai uses; a comment (an empty field name) only
+        // shows the provider is alive.
         if field != b"data" {
+            if field.is_empty() {
+                self.comments += 1;
+            }
             return Ok(());
         }
         let value = std::str::from_utf8(value).map_err(|_| SseError::NotUtf8)?;
@@ -167,6 +180,23 @@ mod tests {
             "\n\r\n",
         ]);
         assert_eq!(got, ["line one\nline two", "cr only", "[DONE]"]);
+    }
+
+    #[test]
+    fn comment_lines_are_counted_as_signs_of_life_wherever_the_stream_is_cut() {
+        let stream = b": OPENROUTER PROCESSING\n\n:\r\n\r\ndata: {}\n: x\n\nevent: e\n\n";
+        for cut in 0..=stream.len() {
+            let mut decoder = SseDecoder::new(1 << 10);
+            let mut events = VecDeque::new();
+            decoder.feed(&stream[..cut], &mut events).unwrap();
+            decoder.feed(&stream[cut..], &mut events).unwrap();
+            assert_eq!(decoder.comments(), 3, "cut at {cut}");
+            assert_eq!(events, ["{}"]);
+        }
+        // Only whole lines count: a comment still arriving is not yet one.
+        let mut decoder = SseDecoder::new(1 << 10);
+        decoder.feed(b": OPENROUTER", &mut VecDeque::new()).unwrap();
+        assert_eq!(decoder.comments(), 0);
     }
 
     #[test]
@@ -278,6 +308,10 @@ mod tests {
                     Ok(all) => {
                         prop_assert!(cut_outcome.is_ok());
                         prop_assert_eq!(Vec::from(events), all);
+                        // Keep-alives are counted the same however they arrive.
+                        let mut at_once = SseDecoder::new(max_event);
+                        at_once.feed(&stream, &mut VecDeque::new()).unwrap();
+                        prop_assert_eq!(decoder.comments(), at_once.comments());
                     }
                     Err(error) => prop_assert_eq!(cut_outcome, Err(error)),
                 }

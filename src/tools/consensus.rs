@@ -186,12 +186,31 @@ fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
+/// Why each model stopped, for the record: `stop` when all stopped normally, else each
+/// model's reason (`glm-5: length, kimi-k3: stop`).
+fn finish_reasons(answers: &[&Answer]) -> Option<String> {
+    let reasons: Vec<(&str, &str)> = answers
+        .iter()
+        .filter_map(|a| {
+            let reason = a.response.finish_reason.as_deref()?;
+            Some((a.response.model.as_str(), reason))
+        })
+        .collect();
+    let (_, first) = reasons.first()?;
+    if reasons.iter().all(|(_, r)| r == first) {
+        return Some(first.to_string());
+    }
+    let each: Vec<String> = reasons.iter().map(|(m, r)| format!("{m}: {r}")).collect();
+    Some(each.join(", "))
+}
+
 /// Two usages added up.
 fn plus(sum: Usage, u: Usage) -> Usage {
     Usage {
         tokens_in: add(sum.tokens_in, u.tokens_in),
         tokens_out: add(sum.tokens_out, u.tokens_out),
         reasoning_tokens: add(sum.reasoning_tokens, u.reasoning_tokens),
+        cached_tokens: add(sum.cached_tokens, u.cached_tokens),
         time_to_first_token: sum.time_to_first_token.or(u.time_to_first_token),
         attempts: Some(sum.attempts.unwrap_or(0) + u.attempts.unwrap_or(0)),
     }
@@ -317,6 +336,13 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                     "# {} ({stance})\n\n{}",
                     answer.response.model, answer.response.text
                 ));
+                notes.extend(
+                    answer
+                        .response
+                        .notes
+                        .iter()
+                        .map(|n| format!("{}: {n}", answer.response.model)),
+                );
                 notes.extend(answer.notes());
                 answers.push(answer);
             }
@@ -421,6 +447,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
     if !reasoning.is_empty() {
         ctx.call.set_reasoning(Some(reasoning.join("\n\n")));
     }
+    ctx.call.set_finish_reason(finish_reasons(&all));
 
     let count = |v: &str| {
         verdicts

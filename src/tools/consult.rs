@@ -51,6 +51,7 @@ impl Answer {
             tokens_in: self.response.tokens_in,
             tokens_out: self.response.tokens_out,
             reasoning_tokens: self.response.reasoning_tokens,
+            cached_tokens: self.response.cached_tokens,
             time_to_first_token: self.response.time_to_first_token,
             attempts: Some(self.response.attempts),
         }
@@ -304,6 +305,7 @@ pub async fn ask(
                 tokens_in: failure.spent.tokens_in,
                 tokens_out: failure.spent.tokens_out,
                 reasoning_tokens: failure.spent.reasoning_tokens,
+                cached_tokens: failure.spent.cached_tokens,
                 attempts: Some(failure.attempts),
                 ..Usage::default()
             },
@@ -364,6 +366,8 @@ pub async fn ask_and_record(
         Ok(answer) => {
             ctx.call.set_usage(answer.usage());
             ctx.call.set_reasoning(answer.response.reasoning.clone());
+            ctx.call
+                .set_finish_reason(answer.response.finish_reason.clone());
             Ok(answer)
         }
         Err(failed) => {

@@ -1,0 +1,336 @@
+//! What a provider's error answer means: its documented body (GLM's business codes, Kimi's and
+//! OpenAI's `error.type` / `error.code`, OpenRouter's 402) read into a class of failure — an
+//! exhausted balance, plan or quota (final), a rate limit or overload (worth waiting for) — and
+//! what to tell the user about it, naming the provider's billing page where money is the cause.
+//! The sources of every rule are in `tests/fixtures/providers/SOURCES.md`.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::ProviderKind;
+
+/// The fields of an error body exai decides on: `{"error": {"message", "type", "code"}}`, or
+/// the same fields at the top level.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ErrorBody {
+    pub message: Option<String>,
+    /// `error.type`: Kimi's and OpenAI's kind of error (`exceeded_current_quota_error`).
+    pub kind: Option<String>,
+    /// `error.code` as text: GLM's business code (`"1113"`), OpenAI's cause
+    /// (`credit_balance_exhausted`), OpenRouter's number (`402`) or word (`server_error`).
+    pub code: Option<String>,
+}
+
+impl ErrorBody {
+    /// Reads a whole error body (its `error` object, else its top level); unknown shapes give
+    /// an empty body.
+    pub fn parse(text: &str) -> Self {
+        serde_json::from_str::<Value>(text)
+            .map(|value| Self::of(&value))
+            .unwrap_or_default()
+    }
+
+    /// Reads the `error` of a body, or the body itself when it has none.
+    pub fn of(value: &Value) -> Self {
+        let error = match value.get("error") {
+            Some(Value::String(message)) => {
+                return Self {
+                    message: Some(message.clone()),
+                    ..Self::default()
+                };
+            }
+            Some(inner @ Value::Object(_)) => inner,
+            _ => value,
+        };
+        let text = |field: &str| match error.get(field) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        Self {
+            message: text("message").or_else(|| match value.get("message") {
+                Some(Value::String(s)) => Some(s.clone()),
+                _ => None,
+            }),
+            kind: text("type"),
+            code: text("code"),
+        }
+    }
+
+    fn says(&self, words: &[&str]) -> bool {
+        [&self.code, &self.kind]
+            .into_iter()
+            .flatten()
+            .any(|w| words.contains(&w.as_str()))
+    }
+
+    /// GLM's numeric business code.
+    fn glm_code(&self) -> Option<u32> {
+        self.code.as_deref()?.parse().ok()
+    }
+}
+
+/// What kind of failure an error answer reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The account's balance, credits, plan window or spend limit is used up: waiting seconds
+    /// will not help, so exai does not retry (a fallback model elsewhere may still answer).
+    Quota,
+    /// The account cannot be used (locked, inactive, unknown): final.
+    Account,
+    /// Too many requests for now: worth retrying after a wait (`Retry-After`).
+    RateLimited,
+    /// The provider says it is overloaded: worth retrying.
+    Overloaded,
+    /// The provider failed (5xx, a server error reported in the stream): worth retrying.
+    ServerError,
+    /// Anything else (bad request, auth, not found): decided by the HTTP status alone.
+    Other,
+}
+
+impl ErrorClass {
+    /// Worth another attempt at the same model.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::RateLimited | ErrorClass::Overloaded | ErrorClass::ServerError
+        )
+    }
+
+    /// The account is out or blocked: another provider's model may still answer.
+    pub fn is_account_problem(self) -> bool {
+        matches!(self, ErrorClass::Quota | ErrorClass::Account)
+    }
+}
+
+/// OpenAI's and Kimi's words for an exhausted quota, balance or spend limit (in `type` or
+/// `code`; OpenAI may keep `type: insufficient_quota` while `code` names the cause).
+const QUOTA_WORDS: &[&str] = &[
+    "insufficient_quota",
+    "credit_balance_exhausted",
+    "organization_spend_limit_exceeded",
+    "project_spend_limit_exceeded",
+    "organization_usage_limit_exceeded",
+    "exceeded_current_quota_error",
+];
+
+/// Words for a real rate limit (Kimi's type, OpenAI's codes).
+const RATE_LIMIT_WORDS: &[&str] = &[
+    "rate_limit_reached_error",
+    "rate_limit_exceeded",
+    "slow_down",
+];
+
+/// Words for an overloaded engine (Kimi).
+const OVERLOAD_WORDS: &[&str] = &["engine_overloaded_error"];
+
+/// Words for a provider-side failure (OpenAI's and OpenRouter's errors inside a stream).
+const SERVER_ERROR_WORDS: &[&str] = &["server_error", "internal_error"];
+
+/// Reads an error answer: its HTTP status (200 for an error inside a stream), its body, and
+/// whether it said when to come back.
+pub(crate) fn classify(
+    kind: ProviderKind,
+    status: u16,
+    body: &ErrorBody,
+    retry_after: bool,
+) -> ErrorClass {
+    if body.says(QUOTA_WORDS) {
+        return ErrorClass::Quota;
+    }
+    if body.says(RATE_LIMIT_WORDS) {
+        return ErrorClass::RateLimited;
+    }
+    if body.says(OVERLOAD_WORDS) {
+        return ErrorClass::Overloaded;
+    }
+    if kind == ProviderKind::Glm
+        && let Some(class) = body.glm_code().and_then(glm_class)
+    {
+        return class;
+    }
+    match status {
+        // Payment Required: out of credits (OpenRouter). One that says when to come back
+        // (Retry-After) is a wait, not an empty account.
+        402 if retry_after => ErrorClass::RateLimited,
+        402 => ErrorClass::Quota,
+        429 => ErrorClass::RateLimited,
+        s if s >= 500 => ErrorClass::ServerError,
+        // An error after a 200 is the provider failing in the middle of its answer.
+        200 => ErrorClass::ServerError,
+        _ if body.says(SERVER_ERROR_WORDS) => ErrorClass::ServerError,
+        _ => ErrorClass::Other,
+    }
+}
+
+/// GLM's business codes (Z.ai "Errors" page, codes with their HTTP status).
+fn glm_class(code: u32) -> Option<ErrorClass> {
+    Some(match code {
+        // 1113 balance; 1304 daily call limit; 1308/1310 plan windows (the message says when
+        // they reset); 1309 plan expired; 1311–1321 plan restrictions.
+        1113 | 1304 | 1308 | 1309 | 1310 | 1311..=1321 => ErrorClass::Quota,
+        1110 | 1111 | 1112 | 1121 => ErrorClass::Account,
+        1302 | 1303 => ErrorClass::RateLimited,
+        1305 => ErrorClass::Overloaded,
+        _ => return None,
+    })
+}
+
+/// GLM codes of a plan's usage window or term rather than the account's balance.
+fn glm_plan_code(body: &ErrorBody) -> bool {
+    matches!(body.glm_code(), Some(1304 | 1308..=1321))
+}
+
+/// What to tell the user about an error answer, with a leading " — " (empty when the status
+/// and message say it all).
+pub(crate) fn hint(
+    kind: ProviderKind,
+    key_source: Option<&str>,
+    status: u16,
+    class: ErrorClass,
+    body: &ErrorBody,
+) -> String {
+    match class {
+        ErrorClass::Quota => quota_hint(kind, body),
+        ErrorClass::Account => " — the account cannot be used (inactive, locked or unknown); \
+                                see the provider's console; exai did not retry"
+            .to_string(),
+        ErrorClass::RateLimited => {
+            " — rate limited; exai retried as long as the deadline allowed".to_string()
+        }
+        ErrorClass::Overloaded => " — the provider is overloaded; exai retried as long as the \
+                                   deadline allowed; try again later or another model"
+            .to_string(),
+        ErrorClass::ServerError | ErrorClass::Other => status_hint(kind, key_source, status),
+    }
+}
+
+/// The billing page of each provider, and what to do there.
+fn quota_hint(kind: ProviderKind, body: &ErrorBody) -> String {
+    let exhausted = " — the account's balance or plan is exhausted";
+    let page = match kind {
+        ProviderKind::Glm if glm_plan_code(body) => {
+            return format!(
+                "{exhausted}: the GLM plan's usage limit is reached (the message says when it \
+                 resets); see https://z.ai/subscribe; exai did not retry"
+            );
+        }
+        // 1113 also answers a Coding Plan key sent to the pay-as-you-go endpoint.
+        ProviderKind::Glm => {
+            return format!(
+                "{exhausted}: top up the GLM balance at https://z.ai/manage-apikey/billing (or \
+                 use the endpoint that matches the key's plan); exai did not retry"
+            );
+        }
+        ProviderKind::Kimi => "top up the Kimi balance at https://platform.kimi.ai/console",
+        ProviderKind::OpenAi => {
+            "check the OpenAI credit and spend limits at https://platform.openai.com/account/billing"
+        }
+        ProviderKind::OpenRouter if affordable_with_fewer_tokens(body) => {
+            return " — the OpenRouter credits do not cover this many output tokens; add credits \
+                    at https://openrouter.ai/settings/credits or ask for a shorter answer; exai \
+                    did not retry"
+                .to_string();
+        }
+        ProviderKind::OpenRouter => "add credits at https://openrouter.ai/settings/credits",
+        ProviderKind::Custom => "ask the endpoint's operator",
+    };
+    format!("{exhausted}: {page}; exai did not retry")
+}
+
+/// OpenRouter's 402 "This request requires more credits, or fewer max_tokens … can only
+/// afford N": a smaller output limit would be served.
+fn affordable_with_fewer_tokens(body: &ErrorBody) -> bool {
+    body.message
+        .as_deref()
+        .is_some_and(|m| m.contains("can only afford") || m.contains("fewer max_tokens"))
+}
+
+/// What to tell the user about an HTTP error from this kind of provider, by its status.
+pub(crate) fn status_hint(kind: ProviderKind, key_source: Option<&str>, status: u16) -> String {
+    match status {
+        401 | 403 => match key_source {
+            Some(var) => format!(" — the key was rejected; check {var}"),
+            None => " — the endpoint wants a key; set one".to_string(),
+        },
+        404 => " — the model or URL does not exist there; see listmodels".to_string(),
+        429 => " — rate limited; exai retried as long as the deadline allowed".to_string(),
+        s if s >= 500 => match kind {
+            ProviderKind::Custom => " — the endpoint failed; is the server healthy?".to_string(),
+            _ => {
+                " — the provider failed; exai retried; try again later or another model".to_string()
+            }
+        },
+        _ => String::new(),
+    }
+}
+
+/// The wait a rate-limit message names when no `Retry-After` came: Kimi's "please try again
+/// after 1 seconds", OpenAI's "Please try again in 20s".
+pub(crate) fn wait_in_message(message: &str) -> Option<Duration> {
+    let lower = message.to_ascii_lowercase();
+    let after = ["try again after ", "try again in "]
+        .iter()
+        .find_map(|lead| lower.find(lead).map(|at| &lower[at + lead.len()..]))?;
+    let number: String = after
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let seconds: f64 = number.parse().ok()?;
+    let unit = after[number.len()..].trim_start();
+    if !(unit.starts_with('s') || unit.starts_with("second")) || !seconds.is_finite() {
+        return None;
+    }
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_read_whatever_their_shape() {
+        let glm = ErrorBody::parse(r#"{"error":{"code":"1113","message":"m"}}"#);
+        assert_eq!(glm.code.as_deref(), Some("1113"));
+        let openrouter = ErrorBody::parse(r#"{"error":{"code":402,"message":"m"}}"#);
+        assert_eq!(openrouter.code.as_deref(), Some("402"));
+        let top = ErrorBody::parse(r#"{"code":1214,"message":"top level"}"#);
+        assert_eq!(
+            (top.code.as_deref(), top.message.as_deref()),
+            (Some("1214"), Some("top level"))
+        );
+        let plain = ErrorBody::parse(r#"{"error":"just text"}"#);
+        assert_eq!(plain.message.as_deref(), Some("just text"));
+        assert_eq!(ErrorBody::parse("<html>"), ErrorBody::default());
+    }
+
+    #[test]
+    fn a_rate_limit_message_may_say_how_long_to_wait() {
+        let kimi =
+            "request reached organization max concurrency: 1, please try again after 1 seconds";
+        assert_eq!(wait_in_message(kimi), Some(Duration::from_secs(1)));
+        let openai = "Limit 3, Used 3, Requested 1. Please try again in 20s. Visit …";
+        assert_eq!(wait_in_message(openai), Some(Duration::from_secs(20)));
+        assert_eq!(wait_in_message("try again in a while"), None);
+        assert_eq!(wait_in_message("try again in 5 minutes"), None);
+    }
+
+    #[test]
+    fn glm_codes_only_count_for_glm() {
+        let body = ErrorBody::parse(r#"{"error":{"code":"1113","message":"m"}}"#);
+        assert_eq!(
+            classify(ProviderKind::Glm, 429, &body, false),
+            ErrorClass::Quota
+        );
+        assert_eq!(
+            classify(ProviderKind::Custom, 429, &body, false),
+            ErrorClass::RateLimited
+        );
+        let locked = ErrorBody::parse(r#"{"error":{"code":"1112","message":"locked"}}"#);
+        assert_eq!(
+            classify(ProviderKind::Glm, 429, &locked, false),
+            ErrorClass::Account
+        );
+    }
+}
