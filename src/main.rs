@@ -52,17 +52,19 @@ enum Command {
         /// How many calls to list.
         #[arg(long, default_value_t = 20)]
         limit: usize,
-        /// Print JSON.
+        /// Print JSON (for scripts) instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// The effective configuration: every setting, where it came from, the providers (keys hidden).
     Config {
+        /// Print JSON (for scripts) instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Is the daemon up, what is running, what failed lately.
     Status {
+        /// Print JSON (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -72,8 +74,9 @@ enum Command {
 enum CallsCommand {
     /// Everything about one call: record, answer or error, log lines.
     Show {
-        /// The call id (a unique prefix is enough).
+        /// The call id (its unique first or last few characters are enough).
         id: String,
+        /// Print JSON (for scripts): the record and its log lines.
         #[arg(long)]
         json: bool,
     },

@@ -91,6 +91,8 @@ struct Relay {
     last_error: String,
     /// When and why the last daemon the shim started failed to come up.
     start_failure: Option<(Instant, String)>,
+    /// A daemon answered once: one that went away may come back (a restart), so requests wait.
+    linked_before: bool,
 }
 
 /// Runs the relay until stdin closes.
@@ -109,6 +111,7 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
         held: VecDeque::new(),
         ready: false,
         last_error: String::new(),
+        linked_before: false,
         start_failure: None,
     };
     let mut link: Option<Ws> = None;
@@ -172,6 +175,7 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
                 connecting = None;
                 match done {
                     Ok(mut ws) => {
+                        relay.linked_before = true;
                         backoff = Duration::from_millis(100);
                         last_seen = Instant::now();
                         if relay.connected(&mut ws).await.is_ok() {
@@ -179,6 +183,12 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
                         }
                     }
                     Err(error) => {
+                        let error = match error {
+                            LinkError::NobodyListens(why) if relay.config.no_autostart && !relay.linked_before => {
+                                nobody_will_start(&why)
+                            }
+                            other => other,
+                        };
                         tracing::debug!(%error, "daemon not reachable");
                         if let LinkError::StartFailed(why) = &error {
                             relay.start_failure = Some((Instant::now(), why.clone()));
@@ -398,6 +408,14 @@ impl Relay {
     }
 
     fn unavailable(&self) -> String {
+        if self.config.no_autostart {
+            return format!(
+                "the exai daemon at {} is unavailable ({}), and autostart is off \
+                 (EXAI_NO_AUTOSTART=1): start it with `exai daemon`, or unset EXAI_NO_AUTOSTART",
+                daemon_place(&self.config),
+                self.last_error
+            );
+        }
         format!(
             "the exai daemon at {} is unavailable ({}); see EXAI_HOME/logs or run `exai status`",
             daemon_place(&self.config),
@@ -506,6 +524,14 @@ impl LinkError {
     fn answers_now(&self) -> bool {
         matches!(self, Self::Refused(_) | Self::StartFailed(_))
     }
+}
+
+/// Why waiting for a daemon nobody will start is pointless, for a shim that never had one.
+fn nobody_will_start(why: &str) -> LinkError {
+    LinkError::Refused(format!(
+        "{why}, and autostart is off (EXAI_NO_AUTOSTART=1): start the daemon with `exai daemon`, \
+         or unset EXAI_NO_AUTOSTART"
+    ))
 }
 
 /// Where the daemon is, for messages: the socket, or the URL the user named.

@@ -503,3 +503,33 @@ async fn malformed_websocket_frames_get_errors_and_the_session_goes_on() {
         "exai"
     );
 }
+
+#[test]
+fn with_autostart_off_and_no_daemon_the_client_is_told_at_once_what_to_do() {
+    let env = vec![
+        ("EXAI_HOME".to_string(), temp_home().display().to_string()),
+        ("EXAI_NO_AUTOSTART".to_string(), "1".to_string()),
+    ];
+    let mut raw = RawClient::start(&env, &[]);
+    let asked = Instant::now();
+    let reply = raw.request(
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {},
+               "clientInfo": {"name": "t", "version": "1"}}),
+    );
+    let message = reply["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("autostart is off (EXAI_NO_AUTOSTART=1)")
+            && message.contains("exai daemon"),
+        "{reply}"
+    );
+    // It used to hold the request for the 10 s a restarting daemon gets.
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+}
