@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use common::*;
+use rmcp::model::CallToolResult;
 use serde_json::{Value, json};
 
 /// Every hook githooks(5) names.
