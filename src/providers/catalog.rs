@@ -1,4 +1,5 @@
-//! The model catalog: what exai knows about each model (context, output, thinking, score).
+//! The model catalog: what exai knows about each model (context, output, thinking, score,
+//! deprecation).
 //!
 //! A catalog ships inside the binary (`models.toml`); a user file extends or
 //! overrides it. Models a provider reports but the catalog does not know get
@@ -48,6 +49,14 @@ pub struct ModelInfo {
     pub score: u32,
     #[serde(default)]
     pub fast: bool,
+    /// The `reasoning_effort` values the provider documents for this model, lowest first: a
+    /// model that always thinks is asked for the lowest when told not to think.
+    #[serde(default)]
+    pub reasoning_efforts: Vec<String>,
+    /// Why the provider retired or is retiring the model ("replaced by kimi-k2.6"): `auto`
+    /// never picks it, and an answer from it says so.
+    #[serde(default)]
+    pub deprecated: Option<String>,
     /// Not from the catalog: reported by the provider or named by the user.
     #[serde(default, skip_deserializing)]
     pub unlisted: bool,
@@ -79,7 +88,28 @@ impl ModelInfo {
             fixed_sampling: false,
             score: 40,
             fast: false,
+            reasoning_efforts: Vec::new(),
+            deprecated: None,
             unlisted: true,
+        }
+    }
+
+    /// The least thinking this model can be asked for by `reasoning_effort`: the lowest value
+    /// the catalog lists (never `none` on a model that always thinks, which refuses it).
+    pub fn lowest_effort(&self) -> Option<&str> {
+        self.reasoning_efforts
+            .iter()
+            .map(String::as_str)
+            .find(|e| !(self.thinking == Thinking::Always && e.eq_ignore_ascii_case("none")))
+    }
+
+    /// Whether the model thinks in a request that asks for `thinking` (`None`: as it likes).
+    pub fn thinks(&self, thinking: Option<bool>) -> bool {
+        match self.thinking {
+            Thinking::None => false,
+            Thinking::Always => true,
+            Thinking::DefaultOn => thinking != Some(false),
+            Thinking::Optional => thinking == Some(true),
         }
     }
 }

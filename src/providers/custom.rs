@@ -1,4 +1,5 @@
-//! Any OpenAI-compatible endpoint (Ollama, vLLM, LM Studio, a company gateway): the plain protocol.
+//! Any OpenAI-compatible endpoint (Ollama, vLLM, LM Studio, llama.cpp, a company gateway): the
+//! plain protocol, with the output limit in `max_tokens`, which all of them take.
 
 use serde_json::{Value, json};
 

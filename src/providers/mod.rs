@@ -1,6 +1,7 @@
 //! Model providers: one file per provider dialect over one OpenAI-compatible core,
 //! the catalog of models, and the set of endpoints configured in this process.
 
+mod body;
 pub mod catalog;
 mod custom;
 mod glm;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+pub(crate) use body::request_body;
 pub use catalog::{Catalog, ModelInfo, Thinking};
 pub use limits::ConcurrencyLimit;
 pub use search::can_search;
@@ -132,6 +134,12 @@ pub struct ChatRequest {
     pub web_search: bool,
     /// The call's deadline: no attempt, wait or retry goes past it.
     pub deadline: Instant,
+    /// The most output tokens this call wants (a tool's `EXAI_TOOL_MAX_OUTPUT`); the model's
+    /// own limit caps it, and without it the model's limit is asked for.
+    pub max_output: Option<u64>,
+    /// exai's count of the tokens in the messages' text, when it counted them (to fit files or
+    /// history); else the output limit estimates them from their size.
+    pub prompt_tokens: Option<u64>,
 }
 
 /// A model's answer and what it cost.
@@ -650,7 +658,7 @@ impl Providers {
         })
     }
 
-    /// `auto`: the best-scoring allowed catalog model of a usable endpoint.
+    /// `auto`: the best-scoring allowed catalog model of a usable endpoint, never a deprecated one.
     fn auto(&self, need: Need) -> Result<Resolved, String> {
         let mut candidates: Vec<Resolved> = self
             .usable
@@ -658,7 +666,7 @@ impl Providers {
             .flat_map(|e| {
                 self.catalog
                     .of_provider(e.name())
-                    .filter(|m| Self::allowed(e, &m.id))
+                    .filter(|m| m.deprecated.is_none() && Self::allowed(e, &m.id))
                     .map(|m| Resolved {
                         endpoint: e.clone(),
                         model: m.clone(),
@@ -779,32 +787,6 @@ fn fair_share(names: &[String], limit: usize) -> Vec<String> {
         .filter(|(_, t)| *t)
         .map(|(n, _)| n.clone())
         .collect()
-}
-
-/// Builds the provider-specific request body from the common parts.
-pub(crate) fn shape_body(
-    kind: ProviderKind,
-    model: &ModelInfo,
-    request: &ChatRequest,
-    body: &mut serde_json::Value,
-) {
-    // Only Kimi wants earlier reasoning back; to the others it is an unknown field.
-    if kind != ProviderKind::Kimi
-        && let Some(messages) = body["messages"].as_array_mut()
-    {
-        for message in messages {
-            if let Some(m) = message.as_object_mut() {
-                m.remove("reasoning_content");
-            }
-        }
-    }
-    match kind {
-        ProviderKind::Glm => glm::shape(model, request, body),
-        ProviderKind::Kimi => kimi::shape(model, request, body),
-        ProviderKind::OpenAi => openai::shape(model, request, body),
-        ProviderKind::OpenRouter => openrouter::shape(model, request, body),
-        ProviderKind::Custom => custom::shape(model, request, body),
-    }
 }
 
 /// What to tell the user about an HTTP error from this kind of provider.

@@ -1,4 +1,6 @@
-//! OpenAI: reasoning models take no temperature; their effort can be lowered instead.
+//! OpenAI: reasoning models take no temperature; their effort can be lowered instead (to the
+//! lowest the catalog lists, else `low`). The output limit goes in `max_completion_tokens` for
+//! every model (reasoning models refuse `max_tokens`).
 
 use serde_json::{Value, json};
 
@@ -14,7 +16,18 @@ pub fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
         }
         _ => {
             if request.thinking == Some(false) {
-                body["reasoning_effort"] = json!("low");
+                body["reasoning_effort"] = json!(model.lowest_effort().unwrap_or("low"));
+            }
+        }
+    }
+    // An assistant turn that only called tools has no content: null, as OpenAI documents it.
+    if let Some(messages) = body["messages"].as_array_mut() {
+        for message in messages {
+            if message["role"] == "assistant"
+                && message.get("tool_calls").is_some()
+                && message["content"] == ""
+            {
+                message["content"] = Value::Null;
             }
         }
     }

@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::retry::AttemptError;
 use super::sse::{SseDecoder, SseError};
 use super::{
     CallObserver, ChatRequest, ChatResponse, ModelInfo, ProviderError, Seconds, Source, ToolCall,
-    hint_for, shape_body,
+    hint_for, request_body,
 };
 use crate::config::{Config, EndpointConfig, ProviderKind, Secret};
 use crate::secrets;
@@ -211,8 +210,7 @@ impl OpenAiCompatible {
         let started = Instant::now();
         // The body tree is dropped once serialized, not kept for the whole (long) stream.
         let send = {
-            let mut body = json!({"model": model.id, "messages": request.messages, "stream": true});
-            shape_body(self.kind, model, request, &mut body);
+            let body = request_body(self.kind, url.host_str().unwrap_or(""), model, request);
             self.request(reqwest::Method::POST, url).json(&body).send()
         };
         let response = tokio::time::timeout(self.idle_timeout, send)

@@ -243,6 +243,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                     "# {} ({stance})\n\n{}",
                     answer.response.model, answer.response.text
                 ));
+                notes.extend(answer.response.notes.iter().cloned());
                 notes.extend(answer.notes());
                 answers.push(answer);
             }
