@@ -1080,7 +1080,7 @@ mod file_tests {
             "config file: tool_max_output"
         );
         let err = with_file("[tool_max_output]\nchat = 0\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("EXAI_TOOL_MAX_OUTPUT"), "{err}");
+        assert!(err.to_string().contains("tool_max_output"), "{err}");
     }
 
     #[test]

@@ -99,6 +99,11 @@ pub(crate) fn rough_tokens(messages: &[ChatMessage]) -> u64 {
     (bytes as u64).div_ceil(3)
 }
 
+/// A temperature as the user wrote it: `0.3`, not the `0.30000001192092896` an `f32` widens to.
+pub(crate) fn temperature(t: f32) -> Value {
+    json!(t.to_string().parse::<f64>().unwrap_or(f64::from(t)))
+}
+
 /// Earlier reasoning goes back only where the platform wants it: Kimi takes it on every
 /// assistant turn; GLM on turns that called tools (interleaved thinking); to the others it is an
 /// unknown field.

@@ -3,11 +3,11 @@
 
 use serde_json::{Value, json};
 
-use super::{ChatRequest, ModelInfo};
+use super::{ChatRequest, ModelInfo, body};
 
 pub fn shape(_model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     body["stream_options"] = json!({"include_usage": true});
     if let Some(t) = request.temperature {
-        body["temperature"] = json!(t);
+        body["temperature"] = body::temperature(t);
     }
 }

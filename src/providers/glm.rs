@@ -5,12 +5,12 @@
 
 use serde_json::{Value, json};
 
-use super::{ChatRequest, ModelInfo, Thinking, search};
+use super::{ChatRequest, ModelInfo, Thinking, body, search};
 use crate::config::ProviderKind;
 
 pub fn shape(model: &ModelInfo, request: &ChatRequest, host: &str, body: &mut Value) {
     if let Some(t) = request.temperature {
-        body["temperature"] = json!(t.clamp(0.0, 1.0));
+        body["temperature"] = body::temperature(t.clamp(0.0, 1.0));
     }
     match (request.thinking, model.thinking) {
         (_, Thinking::None) | (None, _) => {}

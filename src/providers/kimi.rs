@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use super::{ChatRequest, ModelInfo, Thinking, search};
+use super::{ChatRequest, ModelInfo, Thinking, body, search};
 use crate::config::ProviderKind;
 
 pub fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
@@ -14,7 +14,7 @@ pub fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     if let Some(t) = request.temperature
         && !model.fixed_sampling
     {
-        body["temperature"] = json!(t.clamp(0.0, 1.0));
+        body["temperature"] = body::temperature(t.clamp(0.0, 1.0));
     }
     if request.thinking == Some(false) {
         match model.thinking {

@@ -4,14 +4,14 @@
 
 use serde_json::{Value, json};
 
-use super::{ChatRequest, ModelInfo, Thinking};
+use super::{ChatRequest, ModelInfo, Thinking, body};
 
 pub fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     body["stream_options"] = json!({"include_usage": true});
     match model.thinking {
         Thinking::None => {
             if let Some(t) = request.temperature {
-                body["temperature"] = json!(t);
+                body["temperature"] = body::temperature(t);
             }
         }
         _ => {

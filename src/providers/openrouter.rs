@@ -5,12 +5,12 @@
 
 use serde_json::{Value, json};
 
-use super::{ChatRequest, ModelInfo, Thinking};
+use super::{ChatRequest, ModelInfo, Thinking, body};
 
 pub fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     body["stream_options"] = json!({"include_usage": true});
     if let Some(t) = request.temperature {
-        body["temperature"] = json!(t);
+        body["temperature"] = body::temperature(t);
     }
     match (request.thinking, model.thinking) {
         (_, Thinking::None) | (None, _) => {}

@@ -461,3 +461,16 @@ fn a_model_that_always_thinks_is_never_told_to_stop() {
     let body = request_body(ProviderKind::OpenRouter, "h", &gemini, &request);
     assert!(body.get("reasoning").is_none(), "{body}");
 }
+
+#[test]
+fn a_temperature_goes_out_as_written() {
+    let gpt41 = catalog_model("openai", "gpt-4.1");
+    let mut request = question("hi");
+    request.temperature = Some(0.3);
+    let body = request_body(ProviderKind::OpenAi, "h", &gpt41, &request);
+    assert_eq!(body["temperature"].to_string(), "0.3");
+    let glm = catalog_model("glm", "glm-5.2");
+    request.temperature = Some(1.7);
+    let body = request_body(ProviderKind::Glm, "h", &glm, &request);
+    assert_eq!(body["temperature"].to_string(), "1.0", "GLM takes 0–1");
+}
