@@ -336,3 +336,74 @@ async fn deprecated_models_are_never_chosen_by_auto_and_say_what_replaced_them()
     );
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn what_openrouter_lists_of_reasoning_wins_over_a_stale_catalog() {
+    let fake = Fake::start();
+    let catalog = temp_home().join("models.toml");
+    // The user's catalog still believes the model's reasoning can be switched off.
+    std::fs::write(
+        &catalog,
+        "[[model]]\nid = \"fake/mandatory-reasoner\"\nprovider = \"openrouter\"\n\
+         thinking = \"default_on\"\n",
+    )
+    .unwrap();
+    let catalog = catalog.display().to_string();
+    let url = format!("{}/v1", fake.url);
+    let daemon = Daemon::start(
+        &fake,
+        &[
+            ("CUSTOM_API_URL", ""),
+            ("OPENROUTER_API_KEY", "openrouter-test-key"),
+            ("OPENROUTER_BASE_URL", &url),
+            ("EXAI_MODELS_FILE", &catalog),
+        ],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    // Discovery runs in the background at start: poll the listing until it has the models.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listing = text_of(
+            &client
+                .call_tool(CallToolRequestParams::new("listmodels"))
+                .await
+                .unwrap(),
+        );
+        if listing.contains("fake/optional-reasoner") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "never discovered: {listing}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    ask(
+        &client,
+        "openrouter:fake/mandatory-reasoner",
+        json!({"thinking_mode": "minimal"}),
+    )
+    .await;
+    assert_eq!(
+        sent(&fake, "fake/mandatory-reasoner")["reasoning"],
+        json!({"effort": "low"}),
+        "mandatory per GET /models: its lowest listed effort, never enabled: false"
+    );
+
+    // Not in the catalog at all, but listed as reasoning that may be switched off.
+    for (mode, enabled) in [("minimal", false), ("high", true)] {
+        ask(
+            &client,
+            "openrouter:fake/optional-reasoner",
+            json!({"thinking_mode": mode}),
+        )
+        .await;
+        assert_eq!(
+            sent(&fake, "fake/optional-reasoner")["reasoning"],
+            json!({"enabled": enabled}),
+            "{mode}"
+        );
+    }
+    client.cancel().await.unwrap();
+}

@@ -1508,6 +1508,7 @@ async fn models() -> Json<Value> {
     let data: Vec<Value> = EXAMPLE_MODELS
         .iter()
         .map(|id| json!({ "id": id, "object": "model", "owned_by": "fake" }))
+        .chain(documented::listed())
         .collect();
     Json(json!({ "object": "list", "data": data }))
 }

@@ -114,6 +114,59 @@ impl ModelInfo {
     }
 }
 
+/// What an endpoint's `GET /models` says of a model's reasoning (OpenRouter's `reasoning`
+/// object: `mandatory`, `default_enabled`, `supported_efforts` highest first).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListedReasoning {
+    pub mandatory: bool,
+    pub default_enabled: Option<bool>,
+    /// The accepted `effort` values, lowest first; empty when the endpoint sets no list.
+    pub efforts: Vec<String>,
+}
+
+impl ListedReasoning {
+    /// Reads the object leniently: a shape it does not know is no reasoning information.
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        let object = value.as_object()?;
+        let mut efforts: Vec<String> = object
+            .get("supported_efforts")
+            .and_then(serde_json::Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|e| e.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        efforts.reverse();
+        Some(Self {
+            mandatory: object.get("mandatory")?.as_bool()?,
+            default_enabled: object
+                .get("default_enabled")
+                .and_then(serde_json::Value::as_bool),
+            efforts,
+        })
+    }
+}
+
+impl ModelInfo {
+    /// The model as its endpoint reported it: reasoning the endpoint calls mandatory is never
+    /// turned off, and the efforts it lists are the ones asked for.
+    pub fn with_listed(mut self, listed: &ListedReasoning) -> Self {
+        if listed.mandatory {
+            self.thinking = Thinking::Always;
+        } else if self.thinking == Thinking::None {
+            self.thinking = match listed.default_enabled {
+                Some(false) => Thinking::Optional,
+                _ => Thinking::DefaultOn,
+            };
+        }
+        if !listed.efforts.is_empty() {
+            self.reasoning_efforts = listed.efforts.clone();
+        }
+        self
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
@@ -224,6 +277,32 @@ mod tests {
         assert_eq!(catalog.find("kimi", None).unwrap().id, "kimi-k3");
         assert_eq!(catalog.find("GLM-4.7", None).unwrap().provider, "glm");
         assert!(catalog.find("glm-4.7", Some("kimi")).is_none());
+    }
+
+    #[test]
+    fn what_an_endpoint_lists_of_reasoning_corrects_the_catalog() {
+        let listed = ListedReasoning::from_json(&serde_json::json!({
+            "mandatory": true, "supported_efforts": ["high", "medium", null, "low"],
+        }))
+        .unwrap();
+        assert_eq!(listed.efforts, ["low", "medium", "high"]);
+        let stale = Catalog::built_in()
+            .find("z-ai/glm-4.7", Some("openrouter"))
+            .unwrap()
+            .clone()
+            .with_listed(&listed);
+        assert_eq!(stale.thinking, Thinking::Always);
+        assert_eq!(stale.lowest_effort(), Some("low"));
+
+        let optional = ListedReasoning::from_json(&serde_json::json!({
+            "mandatory": false, "default_enabled": false,
+        }))
+        .unwrap();
+        let unknown = ModelInfo::unlisted("openrouter", "x/y").with_listed(&optional);
+        assert_eq!(unknown.thinking, Thinking::Optional);
+        assert!(unknown.reasoning_efforts.is_empty());
+        assert!(ListedReasoning::from_json(&serde_json::json!({"effort": "x"})).is_none());
+        assert!(ListedReasoning::from_json(&serde_json::json!("mandatory")).is_none());
     }
 
     #[test]

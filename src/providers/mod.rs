@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 pub(crate) use body::request_body;
-pub use catalog::{Catalog, ModelInfo, Thinking};
+pub use catalog::{Catalog, ListedReasoning, ModelInfo, Thinking};
 pub use limits::ConcurrencyLimit;
 pub use search::can_search;
 
@@ -431,6 +431,8 @@ pub struct Providers {
     catalog: Catalog,
     /// Model ids each endpoint reported at `GET /models`.
     discovered: RwLock<HashMap<String, Vec<String>>>,
+    /// What endpoints reported of their models' reasoning, by endpoint and model id.
+    listed_reasoning: RwLock<HashMap<String, HashMap<String, ListedReasoning>>>,
     default_model: Option<String>,
     fallback_models: Vec<String>,
 }
@@ -465,6 +467,7 @@ impl Providers {
             unusable,
             catalog,
             discovered: RwLock::new(HashMap::new()),
+            listed_reasoning: RwLock::new(HashMap::new()),
             default_model: config.default_model.clone(),
             fallback_models: config.fallback_models.clone(),
         }
@@ -492,13 +495,37 @@ impl Providers {
             match models {
                 Ok(Ok(models)) => {
                     tracing::info!(provider = %name, models = models.len(), "models discovered");
+                    self.remember_reasoning(&name, &models);
                     if let Ok(mut d) = self.discovered.write() {
-                        d.insert(name, models);
+                        d.insert(name, models.into_iter().map(|(id, _)| id).collect());
                     }
                 }
                 Ok(Err(error)) => tracing::warn!(provider = %name, %error, "listing models failed"),
                 Err(_) => tracing::warn!(provider = %name, "listing models timed out"),
             }
+        }
+    }
+
+    fn remember_reasoning(&self, provider: &str, models: &[(String, Option<ListedReasoning>)]) {
+        let listed: HashMap<String, ListedReasoning> = models
+            .iter()
+            .filter_map(|(id, r)| Some((id.clone(), r.clone()?)))
+            .collect();
+        if let Ok(mut all) = self.listed_reasoning.write() {
+            all.insert(provider.to_string(), listed);
+        }
+    }
+
+    /// `model` as its endpoint last reported it (OpenRouter: mandatory reasoning, efforts).
+    fn as_listed(&self, provider: &str, model: ModelInfo) -> ModelInfo {
+        let listed = self
+            .listed_reasoning
+            .read()
+            .ok()
+            .and_then(|all| all.get(provider)?.get(&model.id).cloned());
+        match listed {
+            Some(listed) => model.with_listed(&listed),
+            None => model,
         }
     }
 
@@ -556,6 +583,7 @@ impl Providers {
             .find(name, Some(endpoint.name()))
             .cloned()
             .unwrap_or_else(|| ModelInfo::unlisted(endpoint.name(), name));
+        let model = self.as_listed(endpoint.name(), model);
         Ok(Resolved {
             endpoint: endpoint.clone(),
             model,
@@ -669,7 +697,7 @@ impl Providers {
                     .filter(|m| m.deprecated.is_none() && Self::allowed(e, &m.id))
                     .map(|m| Resolved {
                         endpoint: e.clone(),
-                        model: m.clone(),
+                        model: self.as_listed(e.name(), m.clone()),
                     })
                     .collect::<Vec<_>>()
             })

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde::Deserialize;
 
+use super::catalog::ListedReasoning;
 use super::retry::AttemptError;
 use super::sse::{SseDecoder, SseError};
 use super::{
@@ -130,8 +131,8 @@ impl OpenAiCompatible {
         self.clean(&error_chain(&error.without_url()))
     }
 
-    /// `GET /models`: the ids the endpoint serves.
-    pub async fn list_models(&self) -> Result<Vec<String>, String> {
+    /// `GET /models`: the ids the endpoint serves, with what it says of their reasoning.
+    pub async fn list_models(&self) -> Result<Vec<(String, Option<ListedReasoning>)>, String> {
         let url = self.models_url.as_ref().map_err(|e| self.clean(e))?;
         let response = self
             .request(reqwest::Method::GET, url)
@@ -162,7 +163,14 @@ impl OpenAiCompatible {
         };
         let list: ModelList =
             serde_json::from_slice(&body).map_err(|e| self.shown(&e.to_string()))?;
-        Ok(list.data.into_iter().map(|m| m.id).collect())
+        Ok(list
+            .data
+            .into_iter()
+            .map(|m| {
+                let reasoning = m.reasoning.as_ref().and_then(ListedReasoning::from_json);
+                (m.id, reasoning)
+            })
+            .collect())
     }
 
     /// One attempt; `searching` says the platform searches the web before the first token.
@@ -936,6 +944,9 @@ struct ModelList {
 #[derive(Deserialize)]
 struct ModelEntry {
     id: String,
+    /// OpenRouter's reasoning settings of the model, read leniently by `ListedReasoning`.
+    #[serde(default)]
+    reasoning: Option<serde_json::Value>,
 }
 
 /// A chat-completions body: a streamed chunk (its choices carry a `delta`) or a whole answer

@@ -45,6 +45,8 @@ pub(super) struct Model {
     vision: bool,
     /// The platform fixes temperature and the other sampling parameters (Kimi's current models).
     fixed_sampling: bool,
+    /// The reasoning efforts it accepts, highest first, as OpenRouter lists them (empty: any).
+    efforts: &'static [&'static str],
 }
 
 const fn model(id: &'static str, provider: Provider, context: u64, max_output: u64) -> Model {
@@ -56,7 +58,12 @@ const fn model(id: &'static str, provider: Provider, context: u64, max_output: u
         thinking: Thinking::Never,
         vision: false,
         fixed_sampling: false,
+        efforts: &[],
     }
+}
+
+const fn efforts(efforts: &'static [&'static str], model: Model) -> Model {
+    Model { efforts, ..model }
 }
 
 /// Thinks whatever the request says.
@@ -146,19 +153,55 @@ const MODELS: &[Model] = &[
         262_144,
         65_536,
     ),
-    seeing(thinking(model(
-        "openai/gpt-5",
-        Provider::OpenRouter,
-        400_000,
-        128_000,
-    ))),
+    efforts(
+        &["high", "medium", "low", "minimal"],
+        seeing(thinking(model(
+            "openai/gpt-5",
+            Provider::OpenRouter,
+            400_000,
+            128_000,
+        ))),
+    ),
     seeing(thinking(model(
         "google/gemini-2.5-pro",
         Provider::OpenRouter,
         1_048_576,
         65_536,
     ))),
+    // Stand-ins for OpenRouter models whose `GET /models` entry reports their reasoning (see
+    // `listed`); real ids are not listed, so no name resolves to the wrong provider in tests.
+    efforts(
+        &["high", "medium", "low"],
+        thinking(model(
+            "fake/mandatory-reasoner",
+            Provider::OpenRouter,
+            131_072,
+            32_768,
+        )),
+    ),
+    model(
+        "fake/optional-reasoner",
+        Provider::OpenRouter,
+        131_072,
+        32_768,
+    ),
 ];
+
+/// The `GET /models` entries of the OpenRouter stand-ins, with their `reasoning` objects.
+pub(super) fn listed() -> Vec<Value> {
+    ["fake/mandatory-reasoner", "fake/optional-reasoner"]
+        .iter()
+        .filter_map(|id| find(id))
+        .map(|m| {
+            let reasoning = match m.thinking {
+                Thinking::Always => json!({"mandatory": true, "supported_efforts": m.efforts}),
+                _ => json!({"mandatory": false, "default_enabled": false,
+                            "supported_efforts": null}),
+            };
+            json!({"id": m.id, "object": "model", "owned_by": "fake", "reasoning": reasoning})
+        })
+        .collect()
+}
 
 /// The real model `id` names, if the fake knows it.
 pub(super) fn find(id: &str) -> Option<&'static Model> {
@@ -375,9 +418,21 @@ fn openai_refusal(model: &Model, body: &Value) -> Option<Refused> {
 fn openrouter_refusal(model: &Model, body: &Value) -> Option<Refused> {
     let reasoning = &body["reasoning"];
     let disabled = reasoning["enabled"] == false || reasoning["effort"] == "none";
-    (model.thinking == Thinking::Always && disabled).then_some(Refused::Fixture(
-        "openrouter/error_400_reasoning_mandatory.json",
-    ))
+    if model.thinking == Thinking::Always && disabled {
+        return Some(Refused::Fixture(
+            "openrouter/error_400_reasoning_mandatory.json",
+        ));
+    }
+    if let Some(effort) = reasoning["effort"].as_str()
+        && !model.efforts.is_empty()
+        && !model.efforts.contains(&effort)
+    {
+        return Some(Refused::OpenAi(format!(
+            "reasoning effort {effort:?} is not supported by {}",
+            model.id
+        )));
+    }
+    None
 }
 
 /// The index (in `messages`) of the first assistant turn that called tools without
