@@ -455,3 +455,60 @@ async fn what_openrouter_lists_of_reasoning_wins_over_a_stale_catalog() {
     }
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn kimi_is_asked_for_no_more_than_its_window_leaves_after_the_prompt() {
+    let fake = Fake::start();
+    let home = temp_home();
+    let catalog = home.join("models.toml");
+    // A small window, so that files fill what the answer's reserve leaves.
+    std::fs::write(
+        &catalog,
+        "[[model]]\nid = \"fake-fast\"\nprovider = \"kimi\"\ncontext_window = 20000\n\
+         max_output = 8192\n",
+    )
+    .unwrap();
+    let dir = home.canonicalize().unwrap().join("src");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: Vec<String> = (0..8)
+        .map(|n| {
+            let path = dir.join(format!("part{n}.txt"));
+            let text: String = (0..380)
+                .map(|i| format!("the quick brown fox {n} jumps over {i}\n"))
+                .collect();
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        })
+        .collect();
+    let catalog = catalog.display().to_string();
+    let url = format!("{}/v1", fake.url);
+    let daemon = Daemon::start(
+        &fake,
+        &[
+            ("CUSTOM_API_URL", ""),
+            ("KIMI_API_KEY", "kimi-test-key"),
+            ("KIMI_API_URL", &url),
+            ("EXAI_MODELS_FILE", &catalog),
+        ],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    ask(&client, "kimi:fake-fast", json!({"files": files})).await;
+    let body = sent(&fake, "fake-fast");
+    let limit = body["max_completion_tokens"].as_u64().unwrap();
+    let prompt: usize = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| exai::tokens::count(m["content"].as_str().unwrap()))
+        .sum();
+    assert!(prompt > 10_000, "the files fill the window: {prompt}");
+    assert!(
+        (1_024..8_192).contains(&limit),
+        "less than the model's 8,192: {limit}"
+    );
+    assert!(
+        prompt as u64 + limit <= 20_000,
+        "prompt {prompt} + limit {limit} within the window"
+    );
+    client.cancel().await.unwrap();
+}
