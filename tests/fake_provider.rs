@@ -1174,7 +1174,7 @@ async fn real_models_are_refused_as_their_provider_documents() {
         (
             "kimi-k2.6",
             Box::new(with("max_completion_tokens", json!(262_144))),
-            None,
+            Some("kimi/error_400_invalid_request_error_token_limit.json"),
         ),
         ("glm-5.2", Box::new(with("temperature", json!(1.5))), None),
         (

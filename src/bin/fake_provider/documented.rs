@@ -2,8 +2,9 @@
 //! checked against what the provider documents as refused (tests/fixtures/providers/README.md,
 //! "The fake rejects what the provider rejects") and refused with the provider's documented error
 //! body — the fixture where there is one. A request that passes is answered like `fake-fast`,
-//! except a Kimi request that offers `$web_search` (the `fake-kimi-search` round trip) and a GLM
-//! request with a documented `web_search` tool (`glm/stream_web_search.sse` replayed).
+//! except a Kimi request that offers `$web_search` (the `fake-kimi-search` round trip) and a
+//! streamed GLM request whose `web_search` tool asks for results (`glm/stream_web_search.sse`
+//! replayed).
 
 use std::collections::VecDeque;
 
@@ -242,7 +243,13 @@ pub(super) async fn answer(
         Provider::Kimi if offers(body, is_kimi_search) => {
             super::kimi_search(Script::KimiSearch, req, stream, tracker).await
         }
-        Provider::Glm if stream && offers(body, |t| t["type"] == "web_search") => {
+        // Without `search_result: true` GLM searches but returns no results.
+        Provider::Glm
+            if stream
+                && offers(body, |t| {
+                    t["type"] == "web_search" && t["web_search"]["search_result"] == true
+                }) =>
+        {
             match body_of("glm/stream_web_search.sse").await {
                 Ok(events) => super::sse_response(VecDeque::from([Step::Send(events)]), tracker),
                 Err(response) => tracker.finish(response),
@@ -388,6 +395,12 @@ fn kimi_refusal(model: &Model, body: &Value) -> Option<Refused> {
         .or_else(|| body["max_tokens"].as_u64())
         .unwrap_or(0);
     if prompt_tokens(body) + limit > model.context {
+        // The fixture is the documented template filled with 262,144; other windows fill it alike.
+        if model.context == 262_144 {
+            return Some(Refused::Fixture(
+                "kimi/error_400_invalid_request_error_token_limit.json",
+            ));
+        }
         return refuse(format!(
             "Your request exceeded model token limit : {}",
             model.context
