@@ -1122,3 +1122,179 @@ async fn a_paced_fixture_thinks_before_each_keep_alive_and_its_first_event() {
         "three comments and the first event, 100 ms before each"
     );
 }
+
+/// A fixture of `tests/fixtures/providers`, parsed.
+fn provider_fixture(file: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/providers/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture json")
+}
+
+/// Point 1 of issue 15, as Kimi documents it: `$web_search` works with thinking on or off; what
+/// Kimi refuses is an echoed assistant tool-call turn without `reasoning_content` while thinking
+/// is on — never reasoning next to the search call.
+#[tokio::test]
+async fn kimi_search_refuses_a_missing_reasoning_only_while_thinking() {
+    let server = Server::start(&[]);
+    for model in ["fake-kimi-search", "kimi-k2.6"] {
+        let mut body = chat_body(model, "news?", true);
+        body.as_object_mut().unwrap().remove("stream_options");
+        body["tools"] = json!([kimi_search_tool()]);
+        body["thinking"] = json!({"type": "disabled"});
+        let events = read_sse(server.post(&body).await).await;
+        assert!(
+            delta_text(&events, "reasoning_content").is_empty(),
+            "{model}: no reasoning while thinking is off"
+        );
+        let call = joined_tool_calls(&events).remove(0);
+        let arguments = call["function"]["arguments"].clone();
+        let bare = json!({"role": "assistant", "content": "", "tool_calls": [{
+            "id": call["id"], "type": "builtin_function",
+            "function": {"name": "$web_search", "arguments": arguments}}]});
+        let tool = json!({"role": "tool", "tool_call_id": call["id"], "name": "$web_search",
+                          "content": arguments});
+        let mut second = body.clone();
+        second["messages"] = json!([body["messages"][0], body["messages"][1], bare, tool]);
+        let events = read_sse(server.post(&second).await).await;
+        assert_eq!(
+            delta_text(&events, "content").concat(),
+            "echo: news? (web searches: 1)",
+            "{model}: thinking off, no reasoning_content needed"
+        );
+
+        // The same turn while thinking is on: Kimi's documented 400, naming the message.
+        second.as_object_mut().unwrap().remove("thinking");
+        let refused = server.post(&second).await;
+        assert_eq!(refused.status(), 400, "{model}");
+        let error: Value = refused.json().await.unwrap();
+        assert_eq!(error["error"]["type"], "invalid_request_error");
+        assert_eq!(
+            error["error"]["message"],
+            "thinking is enabled but reasoning_content is missing in assistant tool call \
+             message at index 2",
+            "{model}"
+        );
+    }
+}
+
+/// The real ids of the catalog get their provider's documented refusals, with its error bodies.
+#[tokio::test]
+async fn real_models_are_refused_as_their_provider_documents() {
+    let server = Server::start(&[]);
+    let body_for = |model: &str, change: &dyn Fn(&mut Value)| {
+        let mut body = chat_body(model, "hi", true);
+        body.as_object_mut().unwrap().remove("stream_options");
+        change(&mut body);
+        body
+    };
+    let with =
+        |field: &'static str, value: Value| move |body: &mut Value| body[field] = value.clone();
+    for (model, change, fixture) in [
+        (
+            "glm-5.3",
+            Box::new(with("thinking", json!({"type": "disabled"}))) as Box<dyn Fn(&mut Value)>,
+            Some("glm/error_400_1210_thinking_always_on.json"),
+        ),
+        (
+            "openai/gpt-5",
+            Box::new(with("reasoning", json!({"enabled": false}))),
+            Some("openrouter/error_400_reasoning_mandatory.json"),
+        ),
+        (
+            "google/gemini-2.5-pro",
+            Box::new(with("reasoning", json!({"effort": "none"}))),
+            Some("openrouter/error_400_reasoning_mandatory.json"),
+        ),
+        (
+            "gpt-5",
+            Box::new(with("max_tokens", json!(100))),
+            Some("openai/error_400_unsupported_parameter_max_tokens.json"),
+        ),
+        (
+            "gpt-5",
+            Box::new(with("temperature", json!(0.3))),
+            Some("openai/error_400_unsupported_value_temperature.json"),
+        ),
+        (
+            "kimi-k3",
+            Box::new(with("thinking", json!({"type": "enabled"}))),
+            None,
+        ),
+        (
+            "kimi-k2.7-code",
+            Box::new(with("thinking", json!({"type": "disabled"}))),
+            None,
+        ),
+        ("kimi-k2.6", Box::new(with("temperature", json!(0.6))), None),
+        (
+            "kimi-k2.6",
+            Box::new(with("max_completion_tokens", json!(262_144))),
+            Some("kimi/error_400_invalid_request_error_token_limit.json"),
+        ),
+        ("glm-5.2", Box::new(with("temperature", json!(1.5))), None),
+        (
+            "glm-5.2",
+            Box::new(with("max_tokens", json!(131_073))),
+            None,
+        ),
+        (
+            "glm-5.2",
+            Box::new(with("tools", json!([{"type": "web_search"}]))),
+            None,
+        ),
+        (
+            "glm-5.2",
+            Box::new(|body: &mut Value| {
+                body["tools"] = json!([{"type": "web_search", "web_search": {"enable": true}}]);
+                body["tool_choice"] = json!("required");
+            }),
+            None,
+        ),
+    ] {
+        let response = server.post(&body_for(model, &change)).await;
+        assert_eq!(response.status(), 400, "{model}");
+        let error: Value = response.json().await.unwrap();
+        if let Some(file) = fixture {
+            assert_eq!(
+                error,
+                provider_fixture(file),
+                "{model}: the documented body"
+            );
+        }
+    }
+    // What they accept.
+    for (model, change) in [
+        (
+            "glm-5.3",
+            Box::new(with("reasoning_effort", json!("low"))) as Box<dyn Fn(&mut Value)>,
+        ),
+        (
+            "openai/gpt-5",
+            Box::new(with("reasoning", json!({"effort": "minimal"}))),
+        ),
+        ("gpt-5", Box::new(with("max_completion_tokens", json!(100)))),
+        ("kimi-k3", Box::new(with("reasoning_effort", json!("low")))),
+        (
+            "kimi-k2.6",
+            Box::new(with("thinking", json!({"type": "disabled"}))),
+        ),
+    ] {
+        let events = read_sse(server.post(&body_for(model, &change)).await).await;
+        assert_eq!(
+            delta_text(&events, "content").concat(),
+            "echo: hi",
+            "{model}"
+        );
+    }
+    // A documented GLM search replays its fixture: results in the first chunk.
+    let mut body = chat_body("glm-5.2", "news?", true);
+    body["tools"] = json!([{"type": "web_search", "web_search": {
+        "enable": true, "search_engine": "search_pro_jina", "search_result": true}}]);
+    let events = read_sse(server.post(&body).await).await;
+    assert_eq!(
+        events[0]["web_search"][0]["link"],
+        "https://example.com/one"
+    );
+}

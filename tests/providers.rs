@@ -153,12 +153,16 @@ async fn unknown_and_unconfigured_models_say_what_is_available() {
         "{listing}"
     );
     assert!(
-        listing.contains("kimi-k3 (aliases: kimi) · 262,144 context · score 93 · web search"),
+        listing.contains(
+            "kimi-k3 (aliases: kimi) · 1,048,576 context · score 93 · web search · images\n"
+        ),
         "{listing}"
     );
     assert!(
-        listing.contains("moonshot-v1-128k · 131,072 context · score 60\n"),
-        "no web search: {listing}"
+        listing.contains(
+            "moonshot-v1-128k · 131,072 context · score 60 · deprecated: replaced by kimi-k2.6\n"
+        ),
+        "no web search, and what replaced it: {listing}"
     );
     client.cancel().await.unwrap();
 }
@@ -519,9 +523,10 @@ async fn glm_web_search_sends_its_tool_and_lists_the_sources_under_the_answer() 
     let sent = last_request(&fake, "fake-glm-search");
     assert_eq!(
         sent["tools"],
-        json!([{"type": "web_search", "web_search": {"enable": true, "search_result": true}}])
+        json!([{"type": "web_search", "web_search": {
+            "enable": true, "search_engine": "search_pro_jina", "search_result": true}}])
     );
-    assert_eq!(sent["tool_choice"], "auto");
+    assert!(sent.get("tool_choice").is_none(), "{sent}");
     let record = daemon.final_record(&call_id_of(&result));
     assert_eq!(record.attempts, Some(1));
     client.cancel().await.unwrap();
@@ -734,15 +739,16 @@ async fn images_reach_a_vision_model_as_data_urls_and_are_refused_elsewhere() {
         .as_array()
         .unwrap()
         .clone();
-    assert_eq!(parts[0]["type"], "text");
+    // Kimi gets the image before the question, as its documented example puts it.
+    assert_eq!(parts[1]["type"], "text");
     assert!(
-        parts[0]["text"]
+        parts[1]["text"]
             .as_str()
             .unwrap()
             .ends_with("what is on it?")
     );
     assert!(
-        parts[1]["image_url"]["url"]
+        parts[0]["image_url"]["url"]
             .as_str()
             .unwrap()
             .starts_with("data:image/png;base64,iVBORw0KGgo")

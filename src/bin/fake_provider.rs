@@ -19,7 +19,13 @@
 //! `"_has_auth": true|false` (whether an `Authorization` header came with it; the key itself is
 //! never echoed). `POST /reset` forgets those bodies too.
 //!
+//! Real model ids of the built-in catalog (`glm-5.3`, `kimi-k3`, `openai/gpt-5`, …) are answered
+//! as their provider documents it, refusals included (see `documented.rs`).
+//!
 //! On start the server prints exactly one line, `LISTENING http://<addr>`, to stdout.
+
+#[path = "fake_provider/documented.rs"]
+mod documented;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -217,12 +223,13 @@ enum Script {
     SlowStart { wait: Duration, chunks: u32 },
     /// `fake-kimi-search`: Kimi's `$web_search` round trip. The request must offer
     /// `{"type":"builtin_function","function":{"name":"$web_search"}}` (else 400). A conversation
-    /// without tool messages gets reasoning, then a `$web_search` call (id `call_search_1`, its
-    /// arguments split across three chunks), `finish_reason: "tool_calls"`. The next request must
-    /// carry that assistant message back (tool call and `reasoning_content`) and a
-    /// `{"role":"tool","tool_call_id":"call_search_1","name":"$web_search"}` message whose content
-    /// is the arguments verbatim (else 400); after a pause (the "search") it answers
-    /// `echo: <last user message> (web searches: 1)`, with reasoning first.
+    /// without tool messages gets reasoning (unless `thinking: {type: disabled}`), then a
+    /// `$web_search` call (id `call_search_1`, its arguments split across three chunks),
+    /// `finish_reason: "tool_calls"`. The next request must carry that assistant message back
+    /// (the tool call verbatim and, while thinking is on, a `reasoning_content`: Kimi's documented
+    /// 400 otherwise) and a `{"role":"tool","tool_call_id":"call_search_1","name":"$web_search"}`
+    /// message whose content is the arguments verbatim (else 400); after a pause (the "search")
+    /// it answers `echo: <last user message> (web searches: 1)`, with reasoning first.
     KimiSearch,
     /// `fake-kimi-search-loop`: like `fake-kimi-search`, but every round asks for another search
     /// (`call_search_<n>`), forever.
@@ -633,6 +640,17 @@ struct ChatRequest {
     tools: Vec<Value>,
     #[serde(default)]
     tool_choice: Option<Value>,
+    #[serde(default)]
+    thinking: Option<Value>,
+}
+
+impl ChatRequest {
+    /// Kimi's switch: thinking models think unless told `thinking: {type: disabled}`.
+    fn thinking_disabled(&self) -> bool {
+        self.thinking
+            .as_ref()
+            .is_some_and(|t| t["type"] == "disabled")
+    }
 }
 
 #[derive(Deserialize)]
@@ -1280,7 +1298,10 @@ async fn chat_completions(
     if !app.authorized(&headers) {
         return tracker.finish(invalid_api_key());
     }
-    let req = parsed.and_then(|body| ChatRequest::deserialize(&body));
+    let req = parsed
+        .as_ref()
+        .map_err(ToString::to_string)
+        .and_then(|body| ChatRequest::deserialize(body).map_err(|e| e.to_string()));
     let req = match req {
         Ok(req) => req,
         Err(e) => {
@@ -1297,6 +1318,9 @@ async fn chat_completions(
     tracker.set_model(&req.model);
     if let Some(fixture) = Fixture::parse(&req.model) {
         return fixture.replay(&app.fixtures, tracker).await;
+    }
+    if let (Some(model), Ok(body)) = (documented::find(&req.model), &parsed) {
+        return documented::answer(model, body, &req, &reset, tracker).await;
     }
     let script = Script::parse(&req.model);
     if script == Script::EchoAuth {
@@ -1430,12 +1454,13 @@ fn search_arguments(n: usize) -> Vec<String> {
     ]
 }
 
-/// Checks the `$web_search` round trips in `req`: each assistant tool call came back with its
-/// reasoning, followed by its tool message echoing the arguments. Returns how many there were.
+/// Checks the `$web_search` round trips in `req`: each assistant tool call came back verbatim
+/// (with `reasoning_content` while thinking is on), followed by its tool message echoing the
+/// arguments. Returns how many there were.
 fn checked_searches(req: &ChatRequest) -> Result<usize, String> {
     let mut done = 0;
-    let mut messages = req.messages.iter().peekable();
-    while let Some(message) = messages.next() {
+    let mut messages = req.messages.iter().enumerate().peekable();
+    while let Some((index, message)) = messages.next() {
         match message.role.as_str() {
             "assistant" if message.tool_calls.is_some() => {
                 let n = done + 1;
@@ -1452,12 +1477,14 @@ fn checked_searches(req: &ChatRequest) -> Result<usize, String> {
                         message.tool_calls.clone().unwrap_or_default()
                     ));
                 }
-                if message.reasoning_content.as_deref() != Some(KIMI_SEARCH_REASONING) {
+                // Kimi's documented refusal: it checks that the reasoning is there, not what it says.
+                if !req.thinking_disabled() && message.reasoning_content.is_none() {
                     return Err(format!(
-                        "thinking is enabled but reasoning_content is missing in assistant tool call message {n}"
+                        "thinking is enabled but reasoning_content is missing in assistant tool \
+                         call message at index {index}"
                     ));
                 }
-                let answered = messages.next().is_some_and(|tool| {
+                let answered = messages.next().is_some_and(|(_, tool)| {
                     tool.role == "tool"
                         && tool.tool_call_id.as_deref() == Some(id.as_str())
                         && tool.name.as_deref() == Some(KIMI_SEARCH)
@@ -1499,9 +1526,12 @@ async fn kimi_search(
         Err(why) => return tracker.finish(bad(&why)),
     };
     let mut answer = Answer::new(req);
+    let thinks = !req.thinking_disabled();
     if searches == 0 || script == Script::KimiSearchLoop {
         let n = searches + 1;
-        answer.reasoning = vec![KIMI_SEARCH_REASONING.to_owned()];
+        if thinks {
+            answer.reasoning = vec![KIMI_SEARCH_REASONING.to_owned()];
+        }
         answer.tool_call = Some((
             format!("call_search_{n}"),
             KIMI_SEARCH.to_owned(),
@@ -1514,7 +1544,9 @@ async fn kimi_search(
         } else {
             tokio::time::sleep(SEARCH_PAUSE).await;
         }
-        answer.reasoning = vec![KIMI_FOUND_REASONING.to_owned()];
+        if thinks {
+            answer.reasoning = vec![KIMI_FOUND_REASONING.to_owned()];
+        }
         let text = format!("{} (web searches: {searches})", echo_text(req));
         answer.content = split_text(&text, 3);
     }
@@ -1578,6 +1610,7 @@ async fn models() -> Json<Value> {
     let data: Vec<Value> = EXAMPLE_MODELS
         .iter()
         .map(|id| json!({ "id": id, "object": "model", "owned_by": "fake" }))
+        .chain(documented::listed())
         .collect();
     Json(json!({ "object": "list", "data": data }))
 }

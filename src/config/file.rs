@@ -20,6 +20,7 @@ pub struct FileConfig {
     provider_concurrency: Option<u64>,
     timeouts: Option<Timeouts>,
     tool_timeouts: Option<BTreeMap<String, f64>>,
+    tool_max_output: Option<BTreeMap<String, u64>>,
     retry: Option<Retry>,
     retention: Option<Retention>,
     providers: Option<BTreeMap<String, ProviderSection>>,
@@ -187,6 +188,13 @@ impl FileConfig {
                 .map(|(tool, s)| format!("{tool}={s}"))
                 .collect();
             put("EXAI_TOOL_TIMEOUTS", pairs.join(","), "tool_timeouts");
+        }
+        if let Some(tools) = &self.tool_max_output {
+            let pairs: Vec<String> = tools
+                .iter()
+                .map(|(tool, tokens)| format!("{tool}={tokens}"))
+                .collect();
+            put("EXAI_TOOL_MAX_OUTPUT", pairs.join(","), "tool_max_output");
         }
         if let Some(r) = &self.retry {
             if let Some(v) = r.attempts {

@@ -195,6 +195,9 @@ pub struct Config {
     pub call_timeout: Duration,
     /// Per-tool deadlines (`EXAI_TOOL_TIMEOUTS="chat=300,status=10"`).
     pub tool_timeouts: HashMap<String, Duration>,
+    /// Per-tool output limits in tokens (`EXAI_TOOL_MAX_OUTPUT="consensus=2000,codereview=6000"`);
+    /// a model's own limit still caps them.
+    pub tool_max_output: HashMap<String, u64>,
     /// How long a provider connection may take to open.
     pub provider_connect_timeout: Duration,
     /// How long a provider may stay silent (before headers or between stream events).
@@ -268,6 +271,7 @@ pub const SETTINGS: &[&str] = &[
     "EXAI_MODELS_FILE",
     "EXAI_CALL_TIMEOUT_S",
     "EXAI_TOOL_TIMEOUTS",
+    "EXAI_TOOL_MAX_OUTPUT",
     "EXAI_PROVIDER_CONNECT_TIMEOUT_S",
     "EXAI_PROVIDER_IDLE_TIMEOUT_S",
     "EXAI_FIRST_TOKEN_TIMEOUT_S",
@@ -542,6 +546,7 @@ impl Config {
             no_autostart: get("EXAI_NO_AUTOSTART").is_some_and(|v| v != "0"),
             call_timeout: secs("EXAI_CALL_TIMEOUT_S", 600)?,
             tool_timeouts: parse_tool_timeouts(get("EXAI_TOOL_TIMEOUTS"))?,
+            tool_max_output: parse_tool_max_output(get("EXAI_TOOL_MAX_OUTPUT"))?,
             provider_connect_timeout: secs("EXAI_PROVIDER_CONNECT_TIMEOUT_S", 10)?,
             provider_idle_timeout: secs("EXAI_PROVIDER_IDLE_TIMEOUT_S", 120)?,
             progress_interval: secs("EXAI_PROGRESS_INTERVAL_S", 5)?,
@@ -610,6 +615,11 @@ impl Config {
             .find(|(prefix, _)| name.starts_with(prefix.as_str()))
             .map(|(_, d)| *d)
             .unwrap_or(self.default_patience)
+    }
+
+    /// The output limit (tokens) the user set for `tool`, if any.
+    pub fn max_output_for(&self, tool: &str) -> Option<u64> {
+        self.tool_max_output.get(tool).copied()
     }
 
     /// The deadline budget of one call of `tool`.
@@ -771,6 +781,32 @@ fn parse_tool_timeouts(text: Option<String>) -> Result<HashMap<String, Duration>
     Ok(map)
 }
 
+/// `EXAI_TOOL_MAX_OUTPUT`: `tool=tokens` pairs, comma-separated, each a positive whole number.
+fn parse_tool_max_output(text: Option<String>) -> Result<HashMap<String, u64>, ConfigError> {
+    let mut map = HashMap::new();
+    for pair in text.iter().flat_map(|t| t.split(',')).map(str::trim) {
+        if pair.is_empty() {
+            continue;
+        }
+        let invalid = |why: &str| ConfigError::Invalid {
+            var: "EXAI_TOOL_MAX_OUTPUT",
+            value: pair.to_string(),
+            why: why.into(),
+        };
+        let (tool, tokens) = pair
+            .split_once('=')
+            .ok_or_else(|| invalid("expected tool=tokens"))?;
+        let tokens = tokens
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| invalid("expected a positive whole number of tokens"))?;
+        map.insert(tool.trim().to_string(), tokens);
+    }
+    Ok(map)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -830,6 +866,25 @@ mod tests {
         .unwrap();
         assert_eq!(c.timeout_for("chat"), Duration::from_millis(2500));
         assert_eq!(c.timeout_for("version"), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn per_tool_output_limits_are_read_and_checked() {
+        let c = config(&[
+            ("EXAI_HOME", "/x"),
+            ("EXAI_TOOL_MAX_OUTPUT", "consensus=2000, codereview = 6000"),
+        ])
+        .unwrap();
+        assert_eq!(c.max_output_for("consensus"), Some(2000));
+        assert_eq!(c.max_output_for("codereview"), Some(6000));
+        assert_eq!(c.max_output_for("chat"), None);
+        for bad in ["chat", "chat=0", "chat=-5", "chat=lots", "chat=1.5"] {
+            let err = config(&[("EXAI_HOME", "/x"), ("EXAI_TOOL_MAX_OUTPUT", bad)]).unwrap_err();
+            assert!(
+                err.to_string().contains("EXAI_TOOL_MAX_OUTPUT"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -1009,6 +1064,23 @@ mod file_tests {
             c.sources["EXAI_PROVIDER_IDLE_TIMEOUT_S"],
             "config file: timeouts.provider_idle"
         );
+    }
+
+    #[test]
+    fn per_tool_output_limits_come_from_the_file_too() {
+        let c = with_file(
+            "[tool_max_output]\nconsensus = 2000\ncodereview = 6000\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.max_output_for("consensus"), Some(2000));
+        assert_eq!(c.max_output_for("codereview"), Some(6000));
+        assert_eq!(
+            c.sources["EXAI_TOOL_MAX_OUTPUT"],
+            "config file: tool_max_output"
+        );
+        let err = with_file("[tool_max_output]\nchat = 0\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("tool_max_output"), "{err}");
     }
 
     #[test]

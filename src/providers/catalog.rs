@@ -1,4 +1,5 @@
-//! The model catalog: what exai knows about each model (context, output, thinking, score).
+//! The model catalog: what exai knows about each model (context, output, thinking, score,
+//! deprecation).
 //!
 //! A catalog ships inside the binary (`models.toml`); a user file extends or
 //! overrides it. Models a provider reports but the catalog does not know get
@@ -48,6 +49,14 @@ pub struct ModelInfo {
     pub score: u32,
     #[serde(default)]
     pub fast: bool,
+    /// The `reasoning_effort` values the provider documents for this model, lowest first: a
+    /// model that always thinks is asked for the lowest when told not to think.
+    #[serde(default)]
+    pub reasoning_efforts: Vec<String>,
+    /// Why the provider retired or is retiring the model ("replaced by kimi-k2.6"): `auto`
+    /// never picks it, and an answer from it says so.
+    #[serde(default)]
+    pub deprecated: Option<String>,
     /// Not from the catalog: reported by the provider or named by the user.
     #[serde(default, skip_deserializing)]
     pub unlisted: bool,
@@ -79,8 +88,82 @@ impl ModelInfo {
             fixed_sampling: false,
             score: 40,
             fast: false,
+            reasoning_efforts: Vec::new(),
+            deprecated: None,
             unlisted: true,
         }
+    }
+
+    /// The least thinking this model can be asked for by `reasoning_effort`: the lowest value
+    /// the catalog lists (never `none` on a model that always thinks, which refuses it).
+    pub fn lowest_effort(&self) -> Option<&str> {
+        self.reasoning_efforts
+            .iter()
+            .map(String::as_str)
+            .find(|e| !(self.thinking == Thinking::Always && e.eq_ignore_ascii_case("none")))
+    }
+
+    /// Whether the model thinks in a request that asks for `thinking` (`None`: as it likes).
+    pub fn thinks(&self, thinking: Option<bool>) -> bool {
+        match self.thinking {
+            Thinking::None => false,
+            Thinking::Always => true,
+            Thinking::DefaultOn => thinking != Some(false),
+            Thinking::Optional => thinking == Some(true),
+        }
+    }
+}
+
+/// What an endpoint's `GET /models` says of a model's reasoning (OpenRouter's `reasoning`
+/// object: `mandatory`, `default_enabled`, `supported_efforts` highest first).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListedReasoning {
+    pub mandatory: bool,
+    pub default_enabled: Option<bool>,
+    /// The accepted `effort` values, lowest first; empty when the endpoint sets no list.
+    pub efforts: Vec<String>,
+}
+
+impl ListedReasoning {
+    /// Reads the object leniently: a shape it does not know is no reasoning information.
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        let object = value.as_object()?;
+        let mut efforts: Vec<String> = object
+            .get("supported_efforts")
+            .and_then(serde_json::Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|e| e.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        efforts.reverse();
+        Some(Self {
+            mandatory: object.get("mandatory")?.as_bool()?,
+            default_enabled: object
+                .get("default_enabled")
+                .and_then(serde_json::Value::as_bool),
+            efforts,
+        })
+    }
+}
+
+impl ModelInfo {
+    /// The model as its endpoint reported it: reasoning the endpoint calls mandatory is never
+    /// turned off, and the efforts it lists are the ones asked for.
+    pub fn with_listed(mut self, listed: &ListedReasoning) -> Self {
+        if listed.mandatory {
+            self.thinking = Thinking::Always;
+        } else if self.thinking == Thinking::None {
+            self.thinking = match listed.default_enabled {
+                Some(false) => Thinking::Optional,
+                _ => Thinking::DefaultOn,
+            };
+        }
+        if !listed.efforts.is_empty() {
+            self.reasoning_efforts = listed.efforts.clone();
+        }
+        self
     }
 }
 
@@ -194,6 +277,32 @@ mod tests {
         assert_eq!(catalog.find("kimi", None).unwrap().id, "kimi-k3");
         assert_eq!(catalog.find("GLM-4.7", None).unwrap().provider, "glm");
         assert!(catalog.find("glm-4.7", Some("kimi")).is_none());
+    }
+
+    #[test]
+    fn what_an_endpoint_lists_of_reasoning_corrects_the_catalog() {
+        let listed = ListedReasoning::from_json(&serde_json::json!({
+            "mandatory": true, "supported_efforts": ["high", "medium", null, "low"],
+        }))
+        .unwrap();
+        assert_eq!(listed.efforts, ["low", "medium", "high"]);
+        let stale = Catalog::built_in()
+            .find("z-ai/glm-4.7", Some("openrouter"))
+            .unwrap()
+            .clone()
+            .with_listed(&listed);
+        assert_eq!(stale.thinking, Thinking::Always);
+        assert_eq!(stale.lowest_effort(), Some("low"));
+
+        let optional = ListedReasoning::from_json(&serde_json::json!({
+            "mandatory": false, "default_enabled": false,
+        }))
+        .unwrap();
+        let unknown = ModelInfo::unlisted("openrouter", "x/y").with_listed(&optional);
+        assert_eq!(unknown.thinking, Thinking::Optional);
+        assert!(unknown.reasoning_efforts.is_empty());
+        assert!(ListedReasoning::from_json(&serde_json::json!({"effort": "x"})).is_none());
+        assert!(ListedReasoning::from_json(&serde_json::json!("mandatory")).is_none());
     }
 
     #[test]

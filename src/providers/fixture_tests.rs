@@ -150,6 +150,8 @@ fn request() -> ChatRequest {
         thinking: None,
         web_search: false,
         deadline: Instant::now() + Duration::from_secs(60),
+        max_output: None,
+        prompt_tokens: None,
     }
 }
 

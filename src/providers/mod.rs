@@ -1,6 +1,7 @@
 //! Model providers: one file per provider dialect over one OpenAI-compatible core,
 //! the catalog of models, and the set of endpoints configured in this process.
 
+mod body;
 pub mod catalog;
 mod custom;
 mod errors;
@@ -22,12 +23,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub use catalog::{Catalog, ModelInfo, Thinking};
+pub(crate) use body::request_body;
+pub use catalog::{Catalog, ListedReasoning, ModelInfo, Thinking};
 pub use errors::ErrorClass;
 pub use limits::ConcurrencyLimit;
 pub use search::can_search;
 
-use crate::config::{Config, EndpointConfig, ProviderKind, RetryConfig};
+use crate::config::{Config, EndpointConfig, RetryConfig};
 use openai_compat::OpenAiCompatible;
 
 /// One message of a conversation sent to a model.
@@ -136,6 +138,12 @@ pub struct ChatRequest {
     pub web_search: bool,
     /// The call's deadline: no attempt, wait or retry goes past it.
     pub deadline: Instant,
+    /// The most output tokens this call wants (a tool's `EXAI_TOOL_MAX_OUTPUT`); the model's
+    /// own limit caps it, and without it the model's limit is asked for.
+    pub max_output: Option<u64>,
+    /// exai's count of the tokens in the messages' text, when it counted them (to fit files or
+    /// history); else the output limit estimates them from their size.
+    pub prompt_tokens: Option<u64>,
 }
 
 /// A model's answer and what it cost.
@@ -484,6 +492,8 @@ pub struct Providers {
     catalog: Catalog,
     /// Model ids each endpoint reported at `GET /models`.
     discovered: RwLock<HashMap<String, Vec<String>>>,
+    /// What endpoints reported of their models' reasoning, by endpoint and model id.
+    listed_reasoning: RwLock<HashMap<String, HashMap<String, ListedReasoning>>>,
     default_model: Option<String>,
     fallback_models: Vec<String>,
 }
@@ -518,6 +528,7 @@ impl Providers {
             unusable,
             catalog,
             discovered: RwLock::new(HashMap::new()),
+            listed_reasoning: RwLock::new(HashMap::new()),
             default_model: config.default_model.clone(),
             fallback_models: config.fallback_models.clone(),
         }
@@ -545,13 +556,37 @@ impl Providers {
             match models {
                 Ok(Ok(models)) => {
                     tracing::info!(provider = %name, models = models.len(), "models discovered");
+                    self.remember_reasoning(&name, &models);
                     if let Ok(mut d) = self.discovered.write() {
-                        d.insert(name, models);
+                        d.insert(name, models.into_iter().map(|(id, _)| id).collect());
                     }
                 }
                 Ok(Err(error)) => tracing::warn!(provider = %name, %error, "listing models failed"),
                 Err(_) => tracing::warn!(provider = %name, "listing models timed out"),
             }
+        }
+    }
+
+    fn remember_reasoning(&self, provider: &str, models: &[(String, Option<ListedReasoning>)]) {
+        let listed: HashMap<String, ListedReasoning> = models
+            .iter()
+            .filter_map(|(id, r)| Some((id.clone(), r.clone()?)))
+            .collect();
+        if let Ok(mut all) = self.listed_reasoning.write() {
+            all.insert(provider.to_string(), listed);
+        }
+    }
+
+    /// `model` as its endpoint last reported it (OpenRouter: mandatory reasoning, efforts).
+    fn as_listed(&self, provider: &str, model: ModelInfo) -> ModelInfo {
+        let listed = self
+            .listed_reasoning
+            .read()
+            .ok()
+            .and_then(|all| all.get(provider)?.get(&model.id).cloned());
+        match listed {
+            Some(listed) => model.with_listed(&listed),
+            None => model,
         }
     }
 
@@ -609,6 +644,7 @@ impl Providers {
             .find(name, Some(endpoint.name()))
             .cloned()
             .unwrap_or_else(|| ModelInfo::unlisted(endpoint.name(), name));
+        let model = self.as_listed(endpoint.name(), model);
         Ok(Resolved {
             endpoint: endpoint.clone(),
             model,
@@ -711,7 +747,7 @@ impl Providers {
         })
     }
 
-    /// `auto`: the best-scoring allowed catalog model of a usable endpoint.
+    /// `auto`: the best-scoring allowed catalog model of a usable endpoint, never a deprecated one.
     fn auto(&self, need: Need) -> Result<Resolved, String> {
         let mut candidates: Vec<Resolved> = self
             .usable
@@ -719,10 +755,10 @@ impl Providers {
             .flat_map(|e| {
                 self.catalog
                     .of_provider(e.name())
-                    .filter(|m| Self::allowed(e, &m.id))
+                    .filter(|m| m.deprecated.is_none() && Self::allowed(e, &m.id))
                     .map(|m| Resolved {
                         endpoint: e.clone(),
-                        model: m.clone(),
+                        model: self.as_listed(e.name(), m.clone()),
                     })
                     .collect::<Vec<_>>()
             })
@@ -846,32 +882,6 @@ fn fair_share(names: &[String], limit: usize) -> Vec<String> {
         .filter(|(_, t)| *t)
         .map(|(n, _)| n.clone())
         .collect()
-}
-
-/// Builds the provider-specific request body from the common parts.
-pub(crate) fn shape_body(
-    kind: ProviderKind,
-    model: &ModelInfo,
-    request: &ChatRequest,
-    body: &mut serde_json::Value,
-) {
-    // Only Kimi wants earlier reasoning back; to the others it is an unknown field.
-    if kind != ProviderKind::Kimi
-        && let Some(messages) = body["messages"].as_array_mut()
-    {
-        for message in messages {
-            if let Some(m) = message.as_object_mut() {
-                m.remove("reasoning_content");
-            }
-        }
-    }
-    match kind {
-        ProviderKind::Glm => glm::shape(model, request, body),
-        ProviderKind::Kimi => kimi::shape(model, request, body),
-        ProviderKind::OpenAi => openai::shape(model, request, body),
-        ProviderKind::OpenRouter => openrouter::shape(model, request, body),
-        ProviderKind::Custom => custom::shape(model, request, body),
-    }
 }
 
 #[cfg(test)]

@@ -1,20 +1,33 @@
-//! OpenAI: reasoning models take no temperature; their effort can be lowered instead.
+//! OpenAI: reasoning models take no temperature; their effort can be lowered instead (to the
+//! lowest the catalog lists, else `low`). The output limit goes in `max_completion_tokens` for
+//! every model (reasoning models refuse `max_tokens`).
 
 use serde_json::{Value, json};
 
-use super::{ChatRequest, ModelInfo, Thinking};
+use super::{ChatRequest, ModelInfo, Thinking, body};
 
 pub fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     body["stream_options"] = json!({"include_usage": true});
     match model.thinking {
         Thinking::None => {
             if let Some(t) = request.temperature {
-                body["temperature"] = json!(t);
+                body["temperature"] = body::temperature(t);
             }
         }
         _ => {
             if request.thinking == Some(false) {
-                body["reasoning_effort"] = json!("low");
+                body["reasoning_effort"] = json!(model.lowest_effort().unwrap_or("low"));
+            }
+        }
+    }
+    // An assistant turn that only called tools has no content: null, as OpenAI documents it.
+    if let Some(messages) = body["messages"].as_array_mut() {
+        for message in messages {
+            if message["role"] == "assistant"
+                && message.get("tool_calls").is_some()
+                && message["content"] == ""
+            {
+                message["content"] = Value::Null;
             }
         }
     }

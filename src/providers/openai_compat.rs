@@ -14,12 +14,13 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::catalog::ListedReasoning;
 use super::errors::{self, ErrorBody, ErrorClass};
 use super::retry::AttemptError;
 use super::sse::{SseDecoder, SseError};
 use super::{
     CallObserver, ChatRequest, ChatResponse, ModelInfo, ProviderError, Seconds, Source, ToolCall,
-    shape_body,
+    request_body,
 };
 use crate::config::{Config, EndpointConfig, ProviderKind, Secret};
 use crate::secrets;
@@ -135,8 +136,8 @@ impl OpenAiCompatible {
         self.clean(&error_chain(&error.without_url()))
     }
 
-    /// `GET /models`: the ids the endpoint serves.
-    pub async fn list_models(&self) -> Result<Vec<String>, String> {
+    /// `GET /models`: the ids the endpoint serves, with what it says of their reasoning.
+    pub async fn list_models(&self) -> Result<Vec<(String, Option<ListedReasoning>)>, String> {
         let url = self.models_url.as_ref().map_err(|e| self.clean(e))?;
         let response = self
             .request(reqwest::Method::GET, url)
@@ -167,7 +168,14 @@ impl OpenAiCompatible {
         };
         let list: ModelList =
             serde_json::from_slice(&body).map_err(|e| self.shown(&e.to_string()))?;
-        Ok(list.data.into_iter().map(|m| m.id).collect())
+        Ok(list
+            .data
+            .into_iter()
+            .map(|m| {
+                let reasoning = m.reasoning.as_ref().and_then(ListedReasoning::from_json);
+                (m.id, reasoning)
+            })
+            .collect())
     }
 
     /// One attempt; `searching` says the platform searches the web before the first token.
@@ -215,8 +223,7 @@ impl OpenAiCompatible {
         let started = Instant::now();
         // The body tree is dropped once serialized, not kept for the whole (long) stream.
         let send = {
-            let mut body = json!({"model": model.id, "messages": request.messages, "stream": true});
-            shape_body(self.kind, model, request, &mut body);
+            let body = request_body(self.kind, url.host_str().unwrap_or(""), model, request);
             self.request(reqwest::Method::POST, url).json(&body).send()
         };
         let response = tokio::time::timeout(self.idle_timeout, send)
@@ -1019,6 +1026,9 @@ struct ModelList {
 #[derive(Deserialize)]
 struct ModelEntry {
     id: String,
+    /// OpenRouter's reasoning settings of the model, read leniently by `ListedReasoning`.
+    #[serde(default)]
+    reasoning: Option<serde_json::Value>,
 }
 
 /// A chat-completions body: a streamed chunk (its choices carry a `delta`) or a whole answer

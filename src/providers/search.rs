@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{
     CallObserver, ChatMessage, ChatRequest, ChatResponse, Endpoint, Failure, ModelInfo,
-    ProviderError, Source, Spent,
+    ProviderError, Source, Spent, ToolCall,
 };
 use crate::config::ProviderKind;
 
@@ -25,10 +25,26 @@ pub fn can_search(kind: ProviderKind, model: &ModelInfo) -> bool {
 }
 
 /// GLM's server-side search: the platform searches before the model answers and, with
-/// `search_result`, returns what it found in a top-level `web_search` array. No
-/// `search_engine` is named, so the platform's default serves both api.z.ai and bigmodel.cn.
-pub(crate) fn glm_tool() -> Value {
-    json!({"type": "web_search", "web_search": {"enable": true, "search_result": true}})
+/// `search_result` (off by default), returns what it found in a top-level `web_search` array.
+/// The reference marks `search_engine` required, and its values differ by host.
+pub(crate) fn glm_tool(host: &str) -> Value {
+    json!({"type": "web_search", "web_search": {
+        "enable": true,
+        "search_engine": glm_search_engine(host),
+        "search_result": true,
+    }})
+}
+
+/// The engine GLM documents for `host`: api.z.ai names only `search_pro_jina`; open.bigmodel.cn
+/// lists search_std, search_pro, search_pro_sogou and search_pro_quark, of which the first two
+/// return results without links. Any other host (a proxy) gets api.z.ai's.
+pub(crate) fn glm_search_engine(host: &str) -> &'static str {
+    let host = host.to_ascii_lowercase();
+    if host == "bigmodel.cn" || host.ends_with(".bigmodel.cn") {
+        "search_pro_quark"
+    } else {
+        "search_pro_jina"
+    }
 }
 
 /// Kimi's builtin search: the model calls it, and the caller passes the arguments back.
@@ -47,6 +63,13 @@ pub(super) async fn answer(
     let kind = endpoint.config.kind;
     let searching = request.web_search && can_search(kind, model);
     let mut notes = Vec::new();
+    if let Some(why) = &model.deprecated {
+        notes.push(format!(
+            "{} is deprecated by {}: {why}. Name another model to stop seeing this note.",
+            model.id,
+            endpoint.name()
+        ));
+    }
     if request.web_search && !searching {
         notes.push(format!(
             "No web search: {} on {} cannot search the web through exai, so the answer comes \
@@ -122,26 +145,41 @@ pub(super) async fn answer(
         earlier.rounds += 1;
         earlier.searches += calls.len() as u32;
         earlier.keep(&round);
-        let messages = &mut conversation.to_mut().messages;
-        // Kimi wants the assistant turn back as it came, reasoning included, then one tool
-        // message per call whose content is the call's arguments, verbatim.
-        messages.push(ChatMessage {
-            role: "assistant",
-            content: round.text,
-            reasoning_content: round.reasoning,
-            tool_calls: calls.clone(),
-            ..ChatMessage::default()
-        });
-        for call in calls {
-            messages.push(ChatMessage {
-                role: "tool",
-                content: call.function.arguments,
-                tool_call_id: Some(call.id),
-                name: Some(call.function.name),
-                ..ChatMessage::default()
-            });
-        }
+        let next = conversation.to_mut();
+        let thinks = model.thinks(next.thinking);
+        let turn = search_turn(round, calls, thinks);
+        next.prompt_tokens = next
+            .prompt_tokens
+            .map(|n| n + super::body::rough_tokens(&turn));
+        next.messages.extend(turn);
     }
+}
+
+/// What goes back to Kimi after a round that asked to search: the assistant turn as it came,
+/// reasoning included, then one tool message per call whose content is the call's arguments,
+/// verbatim. While the model thinks, Kimi refuses an assistant tool-call turn without
+/// `reasoning_content`, so a round that streamed no reasoning sends an empty one.
+pub(crate) fn search_turn(
+    round: ChatResponse,
+    calls: Vec<ToolCall>,
+    thinks: bool,
+) -> Vec<ChatMessage> {
+    let reasoning = round.reasoning.or_else(|| thinks.then(String::new));
+    let mut turn = vec![ChatMessage {
+        role: "assistant",
+        content: round.text,
+        reasoning_content: reasoning,
+        tool_calls: calls.clone(),
+        ..ChatMessage::default()
+    }];
+    turn.extend(calls.into_iter().map(|call| ChatMessage {
+        role: "tool",
+        content: call.function.arguments,
+        tool_call_id: Some(call.id),
+        name: Some(call.function.name),
+        ..ChatMessage::default()
+    }));
+    turn
 }
 
 /// What the rounds before the last one left behind.
@@ -200,7 +238,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::providers::{FunctionCall, Thinking, ToolCall, shape_body};
+    use crate::providers::{FunctionCall, Thinking, request_body};
 
     fn request(web_search: bool) -> ChatRequest {
         ChatRequest {
@@ -209,6 +247,8 @@ mod tests {
             thinking: None,
             web_search,
             deadline: Instant::now() + Duration::from_secs(60),
+            max_output: None,
+            prompt_tokens: None,
         }
     }
 
@@ -220,16 +260,17 @@ mod tests {
     }
 
     fn body(kind: ProviderKind, model: &ModelInfo, request: &ChatRequest) -> Value {
-        let mut body = json!({"model": "m"});
-        shape_body(kind, model, request, &mut body);
-        body
+        request_body(kind, "api.z.ai", model, request)
     }
 
     #[test]
     fn each_provider_gets_its_own_search_tool_only_when_asked_and_able() {
         let glm = body(ProviderKind::Glm, &model("glm", true), &request(true));
-        assert_eq!(glm["tools"], json!([glm_tool()]));
-        assert_eq!(glm["tool_choice"], "auto", "GLM takes only auto");
+        assert_eq!(glm["tools"], json!([glm_tool("api.z.ai")]));
+        assert!(
+            glm.get("tool_choice").is_none(),
+            "GLM documents tool_choice for function tools only: {glm}"
+        );
         let kimi = body(ProviderKind::Kimi, &model("kimi", true), &request(true));
         assert_eq!(
             kimi["tools"],
@@ -285,5 +326,50 @@ mod tests {
                 {"role": "user", "content": "u"},
             ])
         );
+    }
+
+    #[test]
+    fn glm_gets_the_search_engine_its_host_documents() {
+        for (host, engine) in [
+            ("api.z.ai", "search_pro_jina"),
+            ("open.bigmodel.cn", "search_pro_quark"),
+            ("OPEN.BIGMODEL.CN", "search_pro_quark"),
+            ("bigmodel.cn.example", "search_pro_jina"),
+            ("127.0.0.1", "search_pro_jina"),
+        ] {
+            assert_eq!(glm_search_engine(host), engine, "{host}");
+            assert_eq!(glm_tool(host)["web_search"]["search_engine"], engine);
+        }
+    }
+
+    #[test]
+    fn a_thinking_model_gets_reasoning_content_back_even_when_it_streamed_none() {
+        let call = ToolCall {
+            id: "c1".into(),
+            kind: "builtin_function".into(),
+            function: FunctionCall {
+                name: KIMI_SEARCH.into(),
+                arguments: "{}".into(),
+            },
+        };
+        for (reasoning, thinks, sent) in [
+            (Some("hm"), true, Some("hm")),
+            (Some("hm"), false, Some("hm")),
+            (None, true, Some("")),
+            (None, false, None),
+        ] {
+            let round = ChatResponse {
+                reasoning: reasoning.map(String::from),
+                ..ChatResponse::default()
+            };
+            let turn = search_turn(round, vec![call.clone()], thinks);
+            assert_eq!(turn.len(), 2);
+            assert_eq!(
+                turn[0].reasoning_content.as_deref(),
+                sent,
+                "{reasoning:?} {thinks}"
+            );
+            assert_eq!(turn[1].content, "{}");
+        }
     }
 }

@@ -182,12 +182,12 @@ struct Fitting {
 
 impl Fitting {
     /// Room for the answer first, then up to 30% of the rest for history (newest turns
-    /// first), then files. Returns the turns to replay, how many were left out, and the files.
-    fn fit(self) -> (Vec<crate::threads::Turn>, usize, Embedded) {
+    /// first), then files. Returns the turns to replay, how many were left out, the files, and
+    /// the tokens of all that text.
+    fn fit(self) -> (Vec<crate::threads::Turn>, usize, Embedded, usize) {
         let reserve = self.max_output.min(self.context / 4);
-        let room = self
-            .context
-            .saturating_sub(reserve + tokens::count(&self.fixed));
+        let fixed_tokens = tokens::count(&self.fixed);
+        let room = self.context.saturating_sub(reserve + fixed_tokens);
         let (history, left_out) = match &self.thread {
             Some(thread) => {
                 let (turns, left_out) = thread.history(room * 3 / 10);
@@ -198,7 +198,8 @@ impl Fitting {
         let history_tokens: usize = history.iter().map(|t| tokens::count(&t.content) + 8).sum();
         let budget = room.saturating_sub(history_tokens);
         let embedded = files::embed(&self.files, budget, &self.roots);
-        (history, left_out, embedded)
+        let counted = fixed_tokens + history_tokens + embedded.tokens;
+        (history, left_out, embedded, counted)
     }
 }
 
@@ -217,39 +218,47 @@ pub async fn ask(
             usage: Usage::default(),
         })?;
     let turns = question.thread.map(|t| t.turns.len()).unwrap_or(0);
+    // The tool's own output limit, where the user set one, leaves more room for files.
+    let max_output = ctx.config.max_output_for(&ctx.call.tool);
+    let model_output = max_output.map_or(target.model.max_output, |cap| {
+        cap.min(target.model.max_output)
+    });
     // The tokenizer is only woken when there is something to fit, and then off the runtime:
     // counting (and loading the tokenizer the first time) is CPU work.
-    let (history, turns_left_out, mut embedded) = if question.files.is_empty() && turns == 0 {
-        (Vec::new(), 0, Embedded::default())
-    } else {
-        let mut wanted = question.files.clone();
-        if let Some(thread) = question.thread {
-            for file in thread.files() {
-                if !wanted.contains(&file) {
-                    wanted.push(file);
+    let (history, turns_left_out, mut embedded, counted) =
+        if question.files.is_empty() && turns == 0 {
+            (Vec::new(), 0, Embedded::default(), None)
+        } else {
+            let mut wanted = question.files.clone();
+            if let Some(thread) = question.thread {
+                for file in thread.files() {
+                    if !wanted.contains(&file) {
+                        wanted.push(file);
+                    }
                 }
             }
-        }
-        if !wanted.is_empty() {
-            ctx.call
-                .progress
-                .set_stage(format!("reading {} file path(s)", wanted.len()));
-        }
-        let fitting = Fitting {
-            context: target.model.context_window as usize,
-            max_output: target.model.max_output as usize,
-            fixed: format!("{}{}", question.system, question.prompt),
-            thread: question.thread.cloned(),
-            files: wanted,
-            roots: files::Policy::of(&ctx.config),
+            if !wanted.is_empty() {
+                ctx.call
+                    .progress
+                    .set_stage(format!("reading {} file path(s)", wanted.len()));
+            }
+            let fitting = Fitting {
+                context: target.model.context_window as usize,
+                max_output: model_output as usize,
+                fixed: format!("{}{}", question.system, question.prompt),
+                thread: question.thread.cloned(),
+                files: wanted,
+                roots: files::Policy::of(&ctx.config),
+            };
+            let (history, left_out, embedded, counted) =
+                tokio::task::spawn_blocking(move || fitting.fit())
+                    .await
+                    .map_err(|e| Failed {
+                        failure: blocking_failure(e),
+                        usage: Usage::default(),
+                    })?;
+            (history, left_out, embedded, Some(counted as u64))
         };
-        tokio::task::spawn_blocking(move || fitting.fit())
-            .await
-            .map_err(|e| Failed {
-                failure: blocking_failure(e),
-                usage: Usage::default(),
-            })?
-    };
 
     let mut messages = vec![ChatMessage::system(question.system)];
     // History and file text move into the messages: a long call keeps one copy, not two.
@@ -280,6 +289,8 @@ pub async fn ask(
         thinking: question.thinking,
         web_search: question.web_search,
         deadline: ctx.call.deadline,
+        max_output,
+        prompt_tokens: counted,
     };
     match ctx
         .providers

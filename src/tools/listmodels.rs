@@ -1,4 +1,5 @@
-//! `listmodels`: every provider (configured or why not), its models, aliases and context windows.
+//! `listmodels`: every provider (configured or why not), its models, aliases, context windows
+//! and deprecations.
 
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool};
 use serde_json::json;
@@ -89,8 +90,12 @@ fn describe(providers: &Providers) -> (String, serde_json::Value) {
                 ""
             };
             let vision = if m.vision { " · images" } else { "" };
+            let deprecated = match &m.deprecated {
+                Some(why) => format!(" · deprecated: {why}"),
+                None => String::new(),
+            };
             lines.push(format!(
-                "  {}{aliases} · {context} · score {}{search}{vision}",
+                "  {}{aliases} · {context} · score {}{search}{vision}{deprecated}",
                 m.id, m.score
             ));
         }
@@ -108,6 +113,7 @@ fn describe(providers: &Providers) -> (String, serde_json::Value) {
                 "web_search": can_search(config.kind, m),
                 "vision": m.vision,
                 "score": m.score,
+                "deprecated": m.deprecated,
             })).collect::<Vec<_>>(),
         }));
     }

@@ -1,0 +1,514 @@
+//! What exai sends to each provider, through the real binary and the built-in catalog: the
+//! fake answers the catalog's real ids as their provider documents it (refusals included), and
+//! each test reads back the body the fake received. Thinking on and off, web search, output
+//! limits, deprecated models.
+
+mod common;
+
+use common::*;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use serde_json::{Value, json};
+
+/// A daemon whose four built-in providers are the fake, with the built-in catalog only.
+fn all_providers(fake: &Fake, extra: &[(&str, &str)]) -> Daemon {
+    let url = format!("{}/v1", fake.url);
+    let mut env: Vec<(&str, &str)> = vec![
+        ("CUSTOM_API_URL", ""),
+        ("GLM_API_KEY", "glm-test-key"),
+        ("GLM_API_URL", &url),
+        ("KIMI_API_KEY", "kimi-test-key"),
+        ("KIMI_API_URL", &url),
+        ("OPENAI_API_KEY", "openai-test-key"),
+        ("OPENAI_BASE_URL", &url),
+        ("OPENROUTER_API_KEY", "openrouter-test-key"),
+        ("OPENROUTER_BASE_URL", &url),
+    ];
+    env.extend_from_slice(extra);
+    Daemon::start(fake, &env)
+}
+
+fn chat_with(args: Value) -> CallToolRequestParams {
+    call("chat", args)
+}
+
+/// Asks `model` through `chat` with `args` added; the call must succeed.
+async fn ask(client: &Client, model: &str, args: Value) -> CallToolResult {
+    let mut all = json!({"prompt": "hi", "model": model});
+    for (key, value) in args.as_object().unwrap() {
+        all[key] = value.clone();
+    }
+    let result = client.call_tool(chat_with(all)).await.unwrap();
+    assert_eq!(
+        result.is_error,
+        Some(false),
+        "{model}: {}",
+        all_text_of(&result)
+    );
+    result
+}
+
+/// The body the fake received last for `model` (the id without the provider).
+fn sent(fake: &Fake, model: &str) -> Value {
+    let bare = model.split_once(':').map_or(model, |(_, m)| m);
+    last_body(fake, bare)
+}
+
+#[tokio::test]
+async fn each_provider_gets_the_catalogs_output_limit_in_its_documented_field() {
+    let fake = Fake::start();
+    let daemon = all_providers(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    for (model, field, limit, refused) in [
+        (
+            "glm:glm-5.2",
+            "max_tokens",
+            131_072,
+            "max_completion_tokens",
+        ),
+        (
+            "kimi:kimi-k2.6",
+            "max_completion_tokens",
+            65_536,
+            "max_tokens",
+        ),
+        (
+            "openai:gpt-5",
+            "max_completion_tokens",
+            128_000,
+            "max_tokens",
+        ),
+        (
+            "openai:gpt-4.1",
+            "max_completion_tokens",
+            32_768,
+            "max_tokens",
+        ),
+        (
+            "openrouter:z-ai/glm-4.7",
+            "max_completion_tokens",
+            131_072,
+            "max_tokens",
+        ),
+    ] {
+        ask(&client, model, json!({})).await;
+        let body = sent(&fake, model);
+        assert_eq!(body[field], limit, "{model}: {body}");
+        assert!(body.get(refused).is_none(), "{model}: {body}");
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn glm_switches_thinking_but_never_tells_glm_5_3_to_stop() {
+    let fake = Fake::start();
+    let daemon = all_providers(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+
+    ask(&client, "glm:glm-5.2", json!({"thinking_mode": "high"})).await;
+    assert_eq!(
+        sent(&fake, "glm-5.2")["thinking"],
+        json!({"type": "enabled"})
+    );
+
+    ask(&client, "glm:glm-5.2", json!({"thinking_mode": "minimal"})).await;
+    assert_eq!(
+        sent(&fake, "glm-5.2")["thinking"],
+        json!({"type": "disabled"})
+    );
+
+    // glm-5.3 always thinks: `thinking: disabled` would be refused with code 1210.
+    ask(&client, "glm:glm-5.3", json!({"thinking_mode": "minimal"})).await;
+    let body = sent(&fake, "glm-5.3");
+    assert!(body.get("thinking").is_none(), "{body}");
+    assert_eq!(body["reasoning_effort"], "low");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn glm_searches_with_the_documented_tool_and_lists_what_it_found() {
+    let fake = Fake::start();
+    let daemon = all_providers(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let searched = ask(&client, "glm:glm-5.2", json!({"use_websearch": true})).await;
+    let body = sent(&fake, "glm-5.2");
+    assert_eq!(
+        body["tools"],
+        json!([{"type": "web_search", "web_search": {
+            "enable": true, "search_engine": "search_pro_jina", "search_result": true}}])
+    );
+    assert!(body.get("tool_choice").is_none(), "{body}");
+    let text = text_of(&searched);
+    assert!(text.starts_with("According to [ref_1]"), "{text}");
+    assert!(text.contains("https://example.com/one"), "{text}");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn kimi_keeps_thinking_as_the_model_has_it_and_searches_with_thinking_on_or_off() {
+    let fake = Fake::start();
+    let daemon = all_providers(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+
+    ask(
+        &client,
+        "kimi:kimi-k2.6",
+        json!({"thinking_mode": "minimal"}),
+    )
+    .await;
+    let body = sent(&fake, "kimi-k2.6");
+    assert_eq!(body["thinking"], json!({"type": "disabled"}));
+
+    // kimi-k3 has no `thinking` field; kimi-k2.7-code refuses `disabled`.
+    ask(&client, "kimi:kimi-k3", json!({"thinking_mode": "minimal"})).await;
+    let body = sent(&fake, "kimi-k3");
+    assert!(body.get("thinking").is_none(), "{body}");
+    assert_eq!(body["reasoning_effort"], "low");
+    ask(
+        &client,
+        "kimi:kimi-k2.7-code",
+        json!({"thinking_mode": "minimal"}),
+    )
+    .await;
+    let body = sent(&fake, "kimi-k2.7-code");
+    assert!(body.get("thinking").is_none(), "{body}");
+
+    // Thinking on (K3 always thinks): the echoed turn carries the reasoning back.
+    let searched = ask(&client, "kimi:kimi-k3", json!({"use_websearch": true})).await;
+    assert_eq!(text_of(&searched), "echo: hi (web searches: 1)");
+    let body = sent(&fake, "kimi-k3");
+    assert!(body.get("thinking").is_none(), "{body}");
+    let echoed = &body["messages"][2];
+    assert_eq!(echoed["role"], "assistant");
+    assert_eq!(echoed["reasoning_content"], "I should look this up. ");
+    assert_eq!(echoed["tool_calls"][0]["type"], "builtin_function");
+
+    // Thinking off on k2.6: no reasoning comes, none goes back, and Kimi takes it.
+    let searched = ask(
+        &client,
+        "kimi:kimi-k2.6",
+        json!({"use_websearch": true, "thinking_mode": "minimal"}),
+    )
+    .await;
+    assert_eq!(text_of(&searched), "echo: hi (web searches: 1)");
+    let body = sent(&fake, "kimi-k2.6");
+    assert_eq!(body["thinking"], json!({"type": "disabled"}));
+    assert!(
+        body["messages"][2].get("reasoning_content").is_none(),
+        "{body}"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn openai_reasoning_models_get_an_effort_and_no_temperature() {
+    let fake = Fake::start();
+    let daemon = all_providers(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+
+    // gpt-5 refuses `max_tokens` and a temperature; its least thinking is an effort.
+    let answer = ask(
+        &client,
+        "openai:gpt-5",
+        json!({"thinking_mode": "minimal", "temperature": 0.3}),
+    )
+    .await;
+    let body = sent(&fake, "gpt-5");
+    assert_eq!(body["reasoning_effort"], "low");
+    assert!(body.get("temperature").is_none(), "{body}");
+    let all = all_text_of(&answer);
+    assert!(
+        all.contains(
+            "gpt-5 is deprecated by openai: shuts down 2026-12-11; replaced by gpt-5.6-sol"
+        ),
+        "{all}"
+    );
+
+    ask(&client, "openai:gpt-5", json!({"thinking_mode": "high"})).await;
+    assert!(
+        sent(&fake, "gpt-5").get("reasoning_effort").is_none(),
+        "thinking on: the model's default effort"
+    );
+
+    // gpt-5.6 may stop thinking altogether: its lowest documented effort is `none`.
+    ask(
+        &client,
+        "openai:gpt-5.6-sol",
+        json!({"thinking_mode": "minimal"}),
+    )
+    .await;
+    assert_eq!(sent(&fake, "gpt-5.6-sol")["reasoning_effort"], "none");
+
+    let searched = ask(
+        &client,
+        "openai:gpt-4.1",
+        json!({"temperature": 0.3, "use_websearch": true}),
+    )
+    .await;
+    let body = sent(&fake, "gpt-4.1");
+    assert_eq!(body["temperature"], 0.3);
+    assert!(body.get("tools").is_none(), "{body}");
+    assert!(
+        all_text_of(&searched).contains("No web search: gpt-4.1 on openai"),
+        "{}",
+        all_text_of(&searched)
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn openrouter_never_disables_mandatory_reasoning() {
+    let fake = Fake::start();
+    let daemon = all_providers(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+
+    // Reasoning is mandatory on openai/gpt-5: `enabled: false` would be answered with HTTP 400.
+    ask(
+        &client,
+        "openrouter:openai/gpt-5",
+        json!({"thinking_mode": "minimal"}),
+    )
+    .await;
+    assert_eq!(
+        sent(&fake, "openai/gpt-5")["reasoning"],
+        json!({"effort": "minimal"})
+    );
+
+    // No documented efforts: nothing is sent, the model reasons as it likes.
+    ask(
+        &client,
+        "openrouter:google/gemini-2.5-pro",
+        json!({"thinking_mode": "minimal"}),
+    )
+    .await;
+    let body = sent(&fake, "google/gemini-2.5-pro");
+    assert!(body.get("reasoning").is_none(), "{body}");
+
+    // A model whose reasoning is optional is switched off and on.
+    ask(
+        &client,
+        "openrouter:z-ai/glm-4.7",
+        json!({"thinking_mode": "minimal"}),
+    )
+    .await;
+    assert_eq!(
+        sent(&fake, "z-ai/glm-4.7")["reasoning"],
+        json!({"enabled": false})
+    );
+    ask(
+        &client,
+        "openrouter:z-ai/glm-4.7",
+        json!({"thinking_mode": "high"}),
+    )
+    .await;
+    assert_eq!(
+        sent(&fake, "z-ai/glm-4.7")["reasoning"],
+        json!({"enabled": true})
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tools_output_limit_reaches_every_provider_in_its_own_field() {
+    let fake = Fake::start();
+    let daemon = all_providers(&fake, &[("EXAI_TOOL_MAX_OUTPUT", "chat=1234,consensus=99")]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    for (model, field) in [
+        ("glm:glm-5.2", "max_tokens"),
+        ("kimi:kimi-k2.6", "max_completion_tokens"),
+        ("openai:gpt-4.1", "max_completion_tokens"),
+        ("openrouter:z-ai/glm-4.7", "max_completion_tokens"),
+    ] {
+        ask(&client, model, json!({})).await;
+        assert_eq!(sent(&fake, model)[field], 1234, "{model}");
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn deprecated_models_are_never_chosen_by_auto_and_say_what_replaced_them() {
+    let fake = Fake::start();
+    let catalog = temp_home().join("models.toml");
+    std::fs::write(
+        &catalog,
+        "[[model]]\nid = \"fake-fast\"\nprovider = \"kimi\"\nscore = 99\n\
+         deprecated = \"replaced by fake-delay-1\"\n\n\
+         [[model]]\nid = \"fake-delay-1\"\nprovider = \"kimi\"\nscore = 10\n",
+    )
+    .unwrap();
+    let catalog = catalog.display().to_string();
+    let url = format!("{}/v1", fake.url);
+    let daemon = Daemon::start(
+        &fake,
+        &[
+            ("CUSTOM_API_URL", ""),
+            ("KIMI_API_KEY", "kimi-test-key"),
+            ("KIMI_API_URL", &url),
+            ("KIMI_ALLOWED_MODELS", "fake-fast,fake-delay-1,kimi-k2.5"),
+            ("EXAI_MODELS_FILE", &catalog),
+        ],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let auto = client
+        .call_tool(chat_with(json!({"prompt": "a"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        daemon.final_record(&call_id_of(&auto)).model.as_deref(),
+        Some("fake-delay-1"),
+        "the best-scoring model is deprecated: auto passes it by"
+    );
+
+    let named = ask(&client, "kimi:kimi-k2.5", json!({})).await;
+    assert_eq!(text_of(&named), "echo: hi");
+    let all = all_text_of(&named);
+    assert!(
+        all.contains("kimi-k2.5 is deprecated by kimi: replaced by kimi-k2.6."),
+        "{all}"
+    );
+
+    let listing = text_of(
+        &client
+            .call_tool(CallToolRequestParams::new("listmodels"))
+            .await
+            .unwrap(),
+    );
+    assert!(
+        listing.contains("  kimi-k2.5 · 262,144 context · score 84 · web search · deprecated: replaced by kimi-k2.6\n"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains(
+            "  fake-fast · 32,768 context · score 99 · deprecated: replaced by fake-delay-1"
+        ),
+        "{listing}"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn what_openrouter_lists_of_reasoning_wins_over_a_stale_catalog() {
+    let fake = Fake::start();
+    let catalog = temp_home().join("models.toml");
+    // The user's catalog still believes the model's reasoning can be switched off.
+    std::fs::write(
+        &catalog,
+        "[[model]]\nid = \"fake/mandatory-reasoner\"\nprovider = \"openrouter\"\n\
+         thinking = \"default_on\"\n",
+    )
+    .unwrap();
+    let catalog = catalog.display().to_string();
+    let url = format!("{}/v1", fake.url);
+    let daemon = Daemon::start(
+        &fake,
+        &[
+            ("CUSTOM_API_URL", ""),
+            ("OPENROUTER_API_KEY", "openrouter-test-key"),
+            ("OPENROUTER_BASE_URL", &url),
+            ("EXAI_MODELS_FILE", &catalog),
+        ],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    // Discovery runs in the background at start: poll the listing until it has the models.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listing = text_of(
+            &client
+                .call_tool(CallToolRequestParams::new("listmodels"))
+                .await
+                .unwrap(),
+        );
+        if listing.contains("fake/optional-reasoner") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "never discovered: {listing}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    ask(
+        &client,
+        "openrouter:fake/mandatory-reasoner",
+        json!({"thinking_mode": "minimal"}),
+    )
+    .await;
+    assert_eq!(
+        sent(&fake, "fake/mandatory-reasoner")["reasoning"],
+        json!({"effort": "low"}),
+        "mandatory per GET /models: its lowest listed effort, never enabled: false"
+    );
+
+    // Not in the catalog at all, but listed as reasoning that may be switched off.
+    for (mode, enabled) in [("minimal", false), ("high", true)] {
+        ask(
+            &client,
+            "openrouter:fake/optional-reasoner",
+            json!({"thinking_mode": mode}),
+        )
+        .await;
+        assert_eq!(
+            sent(&fake, "fake/optional-reasoner")["reasoning"],
+            json!({"enabled": enabled}),
+            "{mode}"
+        );
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn kimi_is_asked_for_no_more_than_its_window_leaves_after_the_prompt() {
+    let fake = Fake::start();
+    let home = temp_home();
+    let catalog = home.join("models.toml");
+    // A small window, so that files fill what the answer's reserve leaves.
+    std::fs::write(
+        &catalog,
+        "[[model]]\nid = \"fake-fast\"\nprovider = \"kimi\"\ncontext_window = 20000\n\
+         max_output = 8192\n",
+    )
+    .unwrap();
+    let dir = home.canonicalize().unwrap().join("src");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: Vec<String> = (0..8)
+        .map(|n| {
+            let path = dir.join(format!("part{n}.txt"));
+            let text: String = (0..380)
+                .map(|i| format!("the quick brown fox {n} jumps over {i}\n"))
+                .collect();
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        })
+        .collect();
+    let catalog = catalog.display().to_string();
+    let url = format!("{}/v1", fake.url);
+    let daemon = Daemon::start(
+        &fake,
+        &[
+            ("CUSTOM_API_URL", ""),
+            ("KIMI_API_KEY", "kimi-test-key"),
+            ("KIMI_API_URL", &url),
+            ("EXAI_MODELS_FILE", &catalog),
+        ],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    ask(&client, "kimi:fake-fast", json!({"files": files})).await;
+    let body = sent(&fake, "fake-fast");
+    let limit = body["max_completion_tokens"].as_u64().unwrap();
+    let prompt: usize = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| exai::tokens::count(m["content"].as_str().unwrap()))
+        .sum();
+    assert!(prompt > 10_000, "the files fill the window: {prompt}");
+    assert!(
+        (1_024..8_192).contains(&limit),
+        "less than the model's 8,192: {limit}"
+    );
+    assert!(
+        prompt as u64 + limit <= 20_000,
+        "prompt {prompt} + limit {limit} within the window"
+    );
+    client.cancel().await.unwrap();
+}
