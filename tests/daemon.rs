@@ -533,3 +533,60 @@ fn with_autostart_off_and_no_daemon_the_client_is_told_at_once_what_to_do() {
         asked.elapsed()
     );
 }
+
+#[test]
+fn a_bad_setting_stops_the_daemon_and_exai_config_naming_it_and_what_is_accepted() {
+    let home = temp_home();
+    let cases: [(&str, &str, &str); 8] = [
+        ("MAX_MCP_OUTPUT_TOKENS", "200", "at least 1000"),
+        ("MAX_MCP_OUTPUT_TOKENS", "abc", "at least 1000"),
+        ("EXAI_PROMPT_SIZE_LIMIT", "abc", "whole number"),
+        (
+            "DISABLED_TOOLS",
+            "chatt",
+            "DISABLED_TOOLS names chatt, which is not a tool; the tools are: analyze, call_cancel",
+        ),
+        (
+            "EXAI_TOOL_TIMEOUTS",
+            "chta=5",
+            "EXAI_TOOL_TIMEOUTS names chta",
+        ),
+        (
+            "EXAI_TOOL_MAX_OUTPUT",
+            "consensus=2000,revieww=10",
+            "EXAI_TOOL_MAX_OUTPUT names revieww",
+        ),
+        (
+            "EXAI_ALLOWED_ROOTS",
+            "projects/mine",
+            "not an absolute path",
+        ),
+        (
+            "EXAI_MODELS_FILE",
+            "/nonexistent/models.toml",
+            "no such file",
+        ),
+    ];
+    for (var, value, expected) in cases {
+        for args in [&["config"][..], &["daemon", "--listen", "127.0.0.1:0"][..]] {
+            let output = Command::new(EXAI)
+                .args(args)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("EXAI_HOME", &home)
+                .env(var, value)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                !output.status.success(),
+                "{var}={value} accepted by {args:?}"
+            );
+            assert!(
+                said.contains(var) && said.contains(expected),
+                "{var}={value} with {args:?}: {said}"
+            );
+        }
+    }
+}

@@ -560,31 +560,29 @@ impl Config {
             fallback_models: list("EXAI_FALLBACK_MODELS").unwrap_or_default(),
             retry,
             first_token_timeout: secs("EXAI_FIRST_TOKEN_TIMEOUT_S", 300)?,
-            catalog_file: get("EXAI_MODELS_FILE").map(PathBuf::from),
+            catalog_file: get("EXAI_MODELS_FILE")
+                .map(|file| existing_file("EXAI_MODELS_FILE", file))
+                .transpose()?,
             default_concurrency: max_concurrency,
             client_patience: patience_rules(get("EXAI_CLIENT_PATIENCE"))?.0,
             default_patience: patience_rules(get("EXAI_CLIENT_PATIENCE"))?.1,
             result_ttl: secs("EXAI_RESULT_TTL_S", 24 * 3600)?,
-            allowed_roots: list("EXAI_ALLOWED_ROOTS")
-                .unwrap_or_default()
-                .into_iter()
-                .map(|root| {
-                    PathBuf::from(&root)
-                        .canonicalize()
-                        .unwrap_or_else(|_| PathBuf::from(root))
-                })
-                .collect(),
+            allowed_roots: allowed_roots(list("EXAI_ALLOWED_ROOTS").unwrap_or_default())?,
             private_paths,
             thread_ttl: secs("EXAI_THREAD_TTL_S", 24 * 3600)?,
             disabled_tools: list("DISABLED_TOOLS").unwrap_or_default(),
-            max_output_tokens: get("MAX_MCP_OUTPUT_TOKENS")
-                .and_then(|v| v.parse::<usize>().ok())
-                .filter(|n| *n >= 1000)
-                .unwrap_or(25_000),
-            prompt_size_limit: get("EXAI_PROMPT_SIZE_LIMIT")
-                .and_then(|v| v.parse::<usize>().ok())
-                .filter(|n| *n > 0)
-                .unwrap_or(60_000),
+            max_output_tokens: whole_number(
+                "MAX_MCP_OUTPUT_TOKENS",
+                get("MAX_MCP_OUTPUT_TOKENS"),
+                1000,
+                25_000,
+            )?,
+            prompt_size_limit: whole_number(
+                "EXAI_PROMPT_SIZE_LIMIT",
+                get("EXAI_PROMPT_SIZE_LIMIT"),
+                1,
+                60_000,
+            )?,
             thread_max_turns: match get("EXAI_THREAD_MAX_TURNS") {
                 None => 50,
                 Some(v) => {
@@ -760,6 +758,65 @@ fn parse_seconds(var: &'static str, value: &str) -> Result<Duration, ConfigError
         });
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A whole-number setting of at least `min`, `default` when unset.
+fn whole_number(
+    var: &'static str,
+    value: Option<String>,
+    min: usize,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    match value.trim().replace('_', "").parse::<usize>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(ConfigError::Invalid {
+            var,
+            value,
+            why: format!("expected a whole number of at least {min} (default {default})"),
+        }),
+    }
+}
+
+/// `EXAI_ALLOWED_ROOTS`: absolute directories that exist, in canonical form.
+fn allowed_roots(given: Vec<String>) -> Result<Vec<PathBuf>, ConfigError> {
+    given
+        .into_iter()
+        .map(|root| {
+            let invalid = |why: String| ConfigError::Invalid {
+                var: "EXAI_ALLOWED_ROOTS",
+                value: root.clone(),
+                why,
+            };
+            let path = PathBuf::from(&root);
+            if !path.is_absolute() {
+                return Err(invalid(
+                    "not an absolute path: give each root in full, e.g. /home/me/projects".into(),
+                ));
+            }
+            match path.canonicalize() {
+                Ok(canonical) if canonical.is_dir() => Ok(canonical),
+                Ok(_) => Err(invalid("not a directory".into())),
+                Err(e) => Err(invalid(format!("cannot be used: {e}"))),
+            }
+        })
+        .collect()
+}
+
+/// A file setting that must name an existing file.
+fn existing_file(var: &'static str, file: String) -> Result<PathBuf, ConfigError> {
+    let path = PathBuf::from(&file);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ConfigError::Invalid {
+            var,
+            value: file,
+            why: "no such file".into(),
+        })
+    }
 }
 
 fn parse_tool_timeouts(text: Option<String>) -> Result<HashMap<String, Duration>, ConfigError> {

@@ -116,6 +116,37 @@ impl ToolRegistry {
         }
     }
 
+    /// The settings that name tools (`DISABLED_TOOLS`, `EXAI_TOOL_TIMEOUTS`,
+    /// `EXAI_TOOL_MAX_OUTPUT`) name only tools that exist; otherwise, which setting names what.
+    pub fn check_settings(config: &crate::config::Config) -> Result<(), String> {
+        let known: Vec<String> = Self::new(&[]).names();
+        let named = [
+            ("DISABLED_TOOLS", config.disabled_tools.clone()),
+            (
+                "EXAI_TOOL_TIMEOUTS",
+                config.tool_timeouts.keys().cloned().collect(),
+            ),
+            (
+                "EXAI_TOOL_MAX_OUTPUT",
+                config.tool_max_output.keys().cloned().collect(),
+            ),
+        ];
+        for (setting, names) in named {
+            let mut unknown: Vec<&String> = names.iter().filter(|n| !known.contains(n)).collect();
+            unknown.sort();
+            if !unknown.is_empty() {
+                let unknown: Vec<&str> = unknown.iter().map(|n| n.as_str()).collect();
+                return Err(format!(
+                    "{setting} names {}, which {} not a tool; the tools are: {}",
+                    unknown.join(", "),
+                    if unknown.len() == 1 { "is" } else { "are" },
+                    known.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<dyn ExaiTool>> {
         self.by_name.get(name).cloned()
     }
