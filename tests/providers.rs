@@ -1068,3 +1068,18 @@ async fn a_deadline_after_thinking_says_how_long_the_output_had_been_streaming()
     assert_eq!(daemon.final_record(&call_id_of(&result)).state, "timed_out");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_keyless_endpoint_that_wants_a_key_names_the_variable_to_set() {
+    let fake = Fake::start();
+    // The custom endpoint with no CUSTOM_API_KEY, as a new user starts.
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let rejected = client.call_tool(chat("x", "fake-401")).await.unwrap();
+    let text = text_of(&rejected);
+    assert!(
+        text.contains("the endpoint wants a key; set CUSTOM_API_KEY"),
+        "{text}"
+    );
+    client.cancel().await.unwrap();
+}

@@ -186,7 +186,7 @@ fn glm_plan_code(body: &ErrorBody) -> bool {
 /// and message say it all).
 pub(crate) fn hint(
     kind: ProviderKind,
-    key_source: Option<&str>,
+    key: Key<'_>,
     status: u16,
     class: ErrorClass,
     body: &ErrorBody,
@@ -202,7 +202,7 @@ pub(crate) fn hint(
         ErrorClass::Overloaded => " — the provider is overloaded; exai retried as long as the \
                                    deadline allowed; try again later or another model"
             .to_string(),
-        ErrorClass::ServerError | ErrorClass::Other => status_hint(kind, key_source, status),
+        ErrorClass::ServerError | ErrorClass::Other => status_hint(kind, key, status),
     }
 }
 
@@ -247,12 +247,22 @@ fn affordable_with_fewer_tokens(body: &ErrorBody) -> bool {
         .is_some_and(|m| m.contains("can only afford") || m.contains("fewer max_tokens"))
 }
 
+/// An endpoint's key as far as hints go: the variable it comes from, and whether it is set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Key<'a> {
+    pub source: Option<&'a str>,
+    pub set: bool,
+}
+
 /// What to tell the user about an HTTP error from this kind of provider, by its status.
-pub(crate) fn status_hint(kind: ProviderKind, key_source: Option<&str>, status: u16) -> String {
+pub(crate) fn status_hint(kind: ProviderKind, key: Key<'_>, status: u16) -> String {
     match status {
-        401 | 403 => match key_source {
-            Some(var) => format!(" — the key was rejected; check {var}"),
-            None => " — the endpoint wants a key; set one".to_string(),
+        401 | 403 => match (key.source, key.set) {
+            (Some(var), true) => format!(" — the key was rejected; check {var}"),
+            (Some(var), false) => format!(" — the endpoint wants a key; set {var}"),
+            (None, _) => " — the endpoint wants a key; give its [[endpoints]] entry an \
+                          api_key_env naming the variable that holds it"
+                .to_string(),
         },
         404 => " — the model or URL does not exist there; see listmodels".to_string(),
         429 => " — rate limited; exai retried as long as the deadline allowed".to_string(),

@@ -84,10 +84,7 @@ impl OpenAiCompatible {
             models_url: endpoint_url(base, "/models", drop_userinfo),
             shown_url: endpoint.base_url.shown().to_string(),
             api_key: endpoint.api_key.clone(),
-            key_source: endpoint
-                .key_source
-                .clone()
-                .filter(|_| endpoint.api_key.is_some() || endpoint.kind != ProviderKind::Custom),
+            key_source: endpoint.key_source.clone(),
             known_secrets: url_secrets(base)
                 .into_iter()
                 .chain(endpoint.api_key.iter().map(|k| k.expose().to_string()))
@@ -105,6 +102,14 @@ impl OpenAiCompatible {
         self.max_answer
             .saturating_mul(2)
             .saturating_add(ENVELOPE_ROOM)
+    }
+
+    /// Where this endpoint's key comes from and whether it is set, for error hints.
+    fn key(&self) -> errors::Key<'_> {
+        errors::Key {
+            source: self.key_source.as_deref(),
+            set: self.api_key.is_some(),
+        }
     }
 
     fn request(&self, method: reqwest::Method, url: &reqwest::Url) -> reqwest::RequestBuilder {
@@ -582,7 +587,7 @@ impl OpenAiCompatible {
             model: model.id.clone(),
             status,
             message,
-            hint: errors::hint(self.kind, self.key_source.as_deref(), status, class, &body),
+            hint: errors::hint(self.kind, self.key(), status, class, &body),
             retry_after,
             class,
         }
@@ -606,7 +611,7 @@ impl OpenAiCompatible {
         body: &ErrorBody,
     ) -> ProviderError {
         let hint = if class.is_account_problem() {
-            errors::hint(self.kind, self.key_source.as_deref(), 200, class, body)
+            errors::hint(self.kind, self.key(), 200, class, body)
         } else {
             " — the answer is incomplete; try again or another model".to_string()
         };
