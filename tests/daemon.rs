@@ -590,3 +590,38 @@ fn a_bad_setting_stops_the_daemon_and_exai_config_naming_it_and_what_is_accepted
         }
     }
 }
+
+#[test]
+fn exai_config_warns_of_a_default_model_no_provider_offers_and_shows_every_limit() {
+    let run = |env: &[(&str, &str)]| {
+        let output = Command::new(EXAI)
+            .arg("config")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("EXAI_HOME", temp_home())
+            .env("CUSTOM_API_URL", "http://127.0.0.1:9/v1")
+            .env("CUSTOM_MODEL_NAME", "qwen3")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let shown = run(&[("DEFAULT_MODEL", "glm-4.7")]);
+    assert!(
+        shown.contains(
+            "warning: DEFAULT_MODEL glm-4.7 cannot be used, so calls that name no model will fail"
+        ),
+        "{shown}"
+    );
+    for setting in [
+        "MAX_MCP_OUTPUT_TOKENS",
+        "EXAI_PROMPT_SIZE_LIMIT",
+        "EXAI_LOG",
+        "EXAI_TOOL_MAX_OUTPUT",
+    ] {
+        assert!(shown.contains(setting), "{setting} missing: {shown}");
+    }
+    let fine = run(&[]);
+    assert!(!fine.contains("warning:"), "{fine}");
+}

@@ -355,6 +355,33 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
     Ok(())
 }
 
+/// What is wrong with the models calls fall back on: a default or fallback model that no usable
+/// provider offers makes every call without a model (or every fallback) fail.
+fn default_model_warnings(config: &Config) -> Vec<String> {
+    let catalog = crate::providers::Catalog::load(config.catalog_file.as_deref())
+        .unwrap_or_else(|_| crate::providers::Catalog::built_in());
+    let providers = crate::providers::Providers::from_config(config, catalog);
+    let mut warnings = Vec::new();
+    let default = config.default_model.as_deref().filter(|m| *m != "auto");
+    if let Err(why) = providers.resolve(default, crate::providers::Need::Deep) {
+        let which = match default {
+            Some(model) => format!("DEFAULT_MODEL {model}"),
+            None => "DEFAULT_MODEL auto".to_string(),
+        };
+        warnings.push(format!(
+            "{which} cannot be used, so calls that name no model will fail: {why}"
+        ));
+    }
+    for model in &config.fallback_models {
+        if let Err(why) = providers.resolve(Some(model), crate::providers::Need::Deep) {
+            warnings.push(format!(
+                "EXAI_FALLBACK_MODELS {model} cannot be used: {why}"
+            ));
+        }
+    }
+    warnings
+}
+
 /// `exai config`: the effective settings, where each came from, and the providers (keys masked).
 pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Result<(), CliError> {
     let env_value = |var: &str| -> Option<String> {
@@ -422,6 +449,20 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
             "EXAI_THREAD_TTL_S" => config.thread_ttl.as_secs().to_string(),
             "EXAI_THREAD_MAX_TURNS" => config.thread_max_turns.to_string(),
             "DISABLED_TOOLS" => config.disabled_tools.join(","),
+            "EXAI_TOOL_MAX_OUTPUT" => {
+                let mut pairs: Vec<String> = config
+                    .tool_max_output
+                    .iter()
+                    .map(|(t, n)| format!("{t}={n}"))
+                    .collect();
+                pairs.sort();
+                pairs.join(",")
+            }
+            "MAX_MCP_OUTPUT_TOKENS" => config.max_output_tokens.to_string(),
+            "EXAI_PROMPT_SIZE_LIMIT" => config.prompt_size_limit.to_string(),
+            "EXAI_LOG" => std::env::var("EXAI_LOG")
+                .or_else(|_| std::env::var("RUST_LOG"))
+                .unwrap_or_else(|_| "info".into()),
             // Per-provider settings are shown with the providers.
             _ => return None,
         };
@@ -460,8 +501,10 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
             })
         })
         .collect();
+    let warnings = default_model_warnings(config);
     if as_json {
         let value = json!({
+            "warnings": warnings,
             "config_file": config.file,
             "settings": settings.iter().map(|(k, v, f)| json!({"setting": k, "value": v, "from": f})).collect::<Vec<_>>(),
             "providers": providers,
@@ -479,6 +522,9 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
             out,
             "config file: none (set EXAI_CONFIG or create ~/.config/exai/config.toml)"
         )?,
+    }
+    for warning in &warnings {
+        writeln!(out, "warning: {warning}")?;
     }
     writeln!(out, "\n{:<32}  {:<40}  FROM", "SETTING", "VALUE")?;
     for (var, value, from) in &settings {

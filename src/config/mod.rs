@@ -303,6 +303,9 @@ pub const SETTINGS: &[&str] = &[
     "EXAI_THREAD_TTL_S",
     "EXAI_THREAD_MAX_TURNS",
     "DISABLED_TOOLS",
+    "MAX_MCP_OUTPUT_TOKENS",
+    "EXAI_PROMPT_SIZE_LIMIT",
+    "EXAI_LOG",
 ];
 
 impl Config {
