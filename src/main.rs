@@ -82,6 +82,19 @@ enum CallsCommand {
     },
 }
 
+/// The error and its causes, each cause said once (many messages already quote their cause).
+fn without_repeats(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The relay is one small event loop: a single thread spares it cross-thread wake-ups.
@@ -102,7 +115,7 @@ fn main() -> ExitCode {
     let code = match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("exai: {e:#}");
+            eprintln!("exai: {}", without_repeats(&e));
             match e.downcast_ref::<exai::daemon::DaemonError>() {
                 Some(exai::daemon::DaemonError::AlreadyRunning { .. }) => {
                     ExitCode::from(exai::daemon::EXIT_BUSY)

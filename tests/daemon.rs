@@ -625,3 +625,24 @@ fn exai_config_warns_of_a_default_model_no_provider_offers_and_shows_every_limit
     let fine = run(&[]);
     assert!(!fine.contains("warning:"), "{fine}");
 }
+
+#[test]
+fn a_taken_port_is_said_once_and_clearly() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let output = Command::new(EXAI)
+        .args(["daemon", "--listen", &format!("localhost:{port}")])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("EXAI_HOME", temp_home())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        said.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{said}"
+    );
+    assert_eq!(said.matches("Address already in use").count(), 1, "{said}");
+}
