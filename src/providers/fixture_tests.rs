@@ -5,13 +5,13 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::openai_compat::OpenAiCompatible;
 use super::retry::AttemptError;
-use super::{CallObserver, ChatMessage, ChatRequest, ChatResponse, ModelInfo, ProviderError};
+use super::{CallObserver, ChatRequest, ChatResponse, ModelInfo, ProviderError};
 use crate::config::{Config, EndpointConfig, ProviderKind, ProviderUrl, Secret};
 
 fn fixtures() -> PathBuf {
@@ -144,15 +144,7 @@ fn kind_of(provider: &str) -> (ProviderKind, &'static str) {
 }
 
 fn request() -> ChatRequest {
-    ChatRequest {
-        messages: vec![ChatMessage::user("Say hello in Portuguese")],
-        temperature: None,
-        thinking: None,
-        web_search: false,
-        deadline: Instant::now() + Duration::from_secs(60),
-        max_output: None,
-        prompt_tokens: None,
-    }
+    ChatRequest::question("Say hello in Portuguese")
 }
 
 /// Serves `provider/file` (status from its name) and runs one attempt of the real client.

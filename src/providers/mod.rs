@@ -146,6 +146,22 @@ pub struct ChatRequest {
     pub prompt_tokens: Option<u64>,
 }
 
+#[cfg(test)]
+impl ChatRequest {
+    /// One user message and nothing else set, a minute to answer it (for tests).
+    pub(crate) fn question(text: &str) -> Self {
+        Self {
+            messages: vec![ChatMessage::user(text)],
+            temperature: None,
+            thinking: None,
+            web_search: false,
+            deadline: Instant::now() + Duration::from_secs(60),
+            max_output: None,
+            prompt_tokens: None,
+        }
+    }
+}
+
 /// A model's answer and what it cost.
 #[derive(Debug, Clone, Default)]
 pub struct ChatResponse {

@@ -334,15 +334,7 @@ fn every_request_fixture_has_a_case() {
 }
 
 fn question(text: &str) -> ChatRequest {
-    ChatRequest {
-        messages: vec![ChatMessage::user(text)],
-        temperature: None,
-        thinking: None,
-        web_search: false,
-        deadline: Instant::now() + Duration::from_secs(60),
-        max_output: None,
-        prompt_tokens: None,
-    }
+    ChatRequest::question(text)
 }
 
 fn catalog_model(provider: &str, id: &str) -> ModelInfo {
