@@ -406,13 +406,14 @@ impl ExaiService {
                     send(snapshot.message()).await;
                 }
                 _ = beat.tick() => {
-                    let message = call.progress.snapshot().message();
+                    let snapshot = call.progress.snapshot();
+                    let message = snapshot.message();
                     if token.is_some() {
                         last_sent = tokio::time::Instant::now();
                         send(message.clone()).await;
                     }
                     let (count, _) = call.progress.sent();
-                    self.app.calls.store().note_progress(&call.id, count, &message);
+                    self.app.calls.store().note_progress(&call.id, count, &message, snapshot.model.as_deref());
                 }
             }
         }

@@ -312,6 +312,8 @@ enum WriteOp {
         id: String,
         count: i64,
         message: String,
+        /// The model answering, once chosen (so a running call's record names it).
+        model: Option<String>,
     },
     Finish {
         id: String,
@@ -515,11 +517,12 @@ impl Store {
         });
     }
 
-    pub fn note_progress(&self, id: &str, count: i64, message: &str) {
+    pub fn note_progress(&self, id: &str, count: i64, message: &str, model: Option<&str>) {
         self.write_unacked(WriteOp::Progress {
             id: id.to_string(),
             count,
             message: message.to_string(),
+            model: model.map(str::to_string),
         });
     }
 
@@ -720,11 +723,17 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Result<(), WriteFa
             )?
             .execute(params![id, started_at_ms])?;
         }
-        WriteOp::Progress { id, count, message } => {
+        WriteOp::Progress {
+            id,
+            count,
+            message,
+            model,
+        } => {
             conn.prepare_cached(
-                "UPDATE calls SET progress_count = ?2, last_progress = ?3 WHERE id = ?1 AND state IN ('received','running')",
+                "UPDATE calls SET progress_count = ?2, last_progress = ?3, model = COALESCE(?4, model) \
+                 WHERE id = ?1 AND state IN ('received','running')",
             )?
-            .execute(params![id, count, message])?;
+            .execute(params![id, count, message, model])?;
         }
         WriteOp::Finish { id, done } => {
             let updated = conn.prepare_cached(

@@ -574,3 +574,24 @@ async fn short_ids_find_calls_and_relayed_failures_keep_their_reason() {
     );
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_running_call_s_record_names_its_model() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let slow = cancellable_call(&client, chat("take your time", "fake-delay-4000")).await;
+    // The record names the model while the call runs (it used to only at the end).
+    let listed = wait_until_async(
+        "exai calls --running to name the model",
+        Duration::from_secs(10),
+        || {
+            let (ok, text) = daemon.cli(&["calls", "--running"]);
+            (ok && text.contains("fake-delay-4000")).then_some(text)
+        },
+    )
+    .await;
+    assert!(listed.contains("running"), "{listed}");
+    slow.cancel(None).await.unwrap();
+    client.cancel().await.unwrap();
+}
