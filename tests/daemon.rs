@@ -646,3 +646,36 @@ fn a_taken_port_is_said_once_and_clearly() {
     );
     assert_eq!(said.matches("Address already in use").count(), 1, "{said}");
 }
+
+#[test]
+fn the_readme_config_example_works_as_copied() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme
+        .find("### Config file")
+        .expect("the Config file section")..];
+    let start = section.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let home = temp_home();
+    let file = home.join("config.toml");
+    std::fs::write(&file, example).unwrap();
+    let output = Command::new(EXAI)
+        .args(["config"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("EXAI_HOME", &home)
+        .env("EXAI_CONFIG", &file)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!shown.contains("warning:"), "{shown}");
+    assert!(
+        shown.contains("config file: memory.thread_max_exchanges"),
+        "{shown}"
+    );
+}

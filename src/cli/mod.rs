@@ -468,7 +468,7 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
         };
         Some(value)
     };
-    let settings: Vec<(String, String, String)> = crate::config::SETTINGS
+    let settings: Vec<(String, String, String, String)> = crate::config::SETTINGS
         .iter()
         .filter_map(|var| {
             let value = env_value(var)?;
@@ -477,7 +477,8 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
                 .get(*var)
                 .cloned()
                 .unwrap_or_else(|| "default".into());
-            Some((var.to_string(), value, from))
+            let key = crate::config::file_key(var).unwrap_or_else(|| "-".into());
+            Some((var.to_string(), value, from, key))
         })
         .collect();
     let providers: Vec<serde_json::Value> = config
@@ -506,7 +507,7 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
         let value = json!({
             "warnings": warnings,
             "config_file": config.file,
-            "settings": settings.iter().map(|(k, v, f)| json!({"setting": k, "value": v, "from": f})).collect::<Vec<_>>(),
+            "settings": settings.iter().map(|(k, v, f, key)| json!({"setting": k, "value": v, "from": f, "file_key": key})).collect::<Vec<_>>(),
             "providers": providers,
         });
         writeln!(
@@ -526,9 +527,17 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
     for warning in &warnings {
         writeln!(out, "warning: {warning}")?;
     }
-    writeln!(out, "\n{:<32}  {:<40}  FROM", "SETTING", "VALUE")?;
-    for (var, value, from) in &settings {
-        writeln!(out, "{var:<32}  {:<40}  {from}", one_line(value, 40))?;
+    writeln!(
+        out,
+        "\n{:<32}  {:<40}  {:<32}  FROM",
+        "SETTING", "VALUE", "CONFIG FILE KEY"
+    )?;
+    for (var, value, from, key) in &settings {
+        writeln!(
+            out,
+            "{var:<32}  {:<40}  {key:<32}  {from}",
+            one_line(value, 40)
+        )?;
     }
     writeln!(out, "\nproviders:")?;
     for p in &providers {

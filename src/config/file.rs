@@ -23,6 +23,12 @@ pub struct FileConfig {
     tool_max_output: Option<BTreeMap<String, u64>>,
     retry: Option<Retry>,
     retention: Option<Retention>,
+    memory: Option<Memory>,
+    allowed_roots: Option<Vec<String>>,
+    disabled_tools: Option<Vec<String>>,
+    client_patience: Option<BTreeMap<String, f64>>,
+    max_output_tokens: Option<u64>,
+    prompt_size_limit: Option<u64>,
     providers: Option<BTreeMap<String, ProviderSection>>,
     #[serde(default)]
     pub endpoints: Vec<EndpointSection>,
@@ -53,6 +59,71 @@ struct Retry {
 struct Retention {
     max_age_s: Option<f64>,
     max_rows: Option<u64>,
+}
+
+/// How long conversations and results are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Memory {
+    thread_ttl_s: Option<f64>,
+    thread_max_exchanges: Option<u64>,
+    result_ttl_s: Option<f64>,
+}
+
+/// Each setting's key in the config file, by the environment variable it stands for (the
+/// per-provider settings are `providers.<name>.*`, the endpoints `[[endpoints]]`).
+pub const FILE_KEYS: &[(&str, &str)] = &[
+    ("DEFAULT_MODEL", "default_model"),
+    ("EXAI_FALLBACK_MODELS", "fallback_models"),
+    ("EXAI_MODELS_FILE", "models_file"),
+    ("EXAI_LISTEN", "listen"),
+    ("EXAI_MAX_MESSAGE_BYTES", "max_message_bytes"),
+    ("EXAI_MAX_ANSWER_BYTES", "max_answer_bytes"),
+    ("EXAI_PROVIDER_CONCURRENCY", "provider_concurrency"),
+    ("EXAI_CALL_TIMEOUT_S", "timeouts.call"),
+    (
+        "EXAI_PROVIDER_CONNECT_TIMEOUT_S",
+        "timeouts.provider_connect",
+    ),
+    ("EXAI_PROVIDER_IDLE_TIMEOUT_S", "timeouts.provider_idle"),
+    ("EXAI_FIRST_TOKEN_TIMEOUT_S", "timeouts.first_token"),
+    ("EXAI_PROGRESS_INTERVAL_S", "timeouts.progress_interval"),
+    ("EXAI_SHUTDOWN_GRACE_S", "timeouts.shutdown_grace"),
+    ("EXAI_TOOL_TIMEOUTS", "[tool_timeouts]"),
+    ("EXAI_TOOL_MAX_OUTPUT", "[tool_max_output]"),
+    ("EXAI_RETRY_ATTEMPTS", "retry.attempts"),
+    ("EXAI_RETRY_BASE_S", "retry.base_s"),
+    ("EXAI_RETRY_MAX_DELAY_S", "retry.max_delay_s"),
+    ("EXAI_RETRY_AFTER_CAP_S", "retry.retry_after_cap_s"),
+    ("EXAI_RETENTION_S", "retention.max_age_s"),
+    ("EXAI_RETENTION_ROWS", "retention.max_rows"),
+    ("EXAI_THREAD_TTL_S", "memory.thread_ttl_s"),
+    ("EXAI_THREAD_MAX_TURNS", "memory.thread_max_exchanges"),
+    ("EXAI_RESULT_TTL_S", "memory.result_ttl_s"),
+    ("EXAI_ALLOWED_ROOTS", "allowed_roots"),
+    ("DISABLED_TOOLS", "disabled_tools"),
+    ("EXAI_CLIENT_PATIENCE", "[client_patience]"),
+    ("MAX_MCP_OUTPUT_TOKENS", "max_output_tokens"),
+    ("EXAI_PROMPT_SIZE_LIMIT", "prompt_size_limit"),
+];
+
+/// The config-file key of the setting `var`, if it has one.
+pub fn key_of(var: &str) -> Option<String> {
+    if let Some((_, key)) = FILE_KEYS.iter().find(|(v, _)| *v == var) {
+        return Some(key.to_string());
+    }
+    BUILT_IN_PROVIDERS.iter().find_map(|spec| {
+        let section = format!("providers.{}", spec.name);
+        if var == spec.url_var {
+            Some(format!("{section}.base_url"))
+        } else if var == spec.allowed_var {
+            Some(format!("{section}.allowed_models"))
+        } else if var == spec.concurrency_var {
+            Some(format!("{section}.max_concurrency"))
+        } else {
+            None
+        }
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +284,40 @@ impl FileConfig {
                     put(var, v.to_string(), key);
                 }
             }
+        }
+        if let Some(m) = &self.memory {
+            if let Some(v) = m.thread_ttl_s {
+                put("EXAI_THREAD_TTL_S", v.to_string(), "memory.thread_ttl_s");
+            }
+            if let Some(v) = m.thread_max_exchanges {
+                put(
+                    "EXAI_THREAD_MAX_TURNS",
+                    v.to_string(),
+                    "memory.thread_max_exchanges",
+                );
+            }
+            if let Some(v) = m.result_ttl_s {
+                put("EXAI_RESULT_TTL_S", v.to_string(), "memory.result_ttl_s");
+            }
+        }
+        if let Some(v) = &self.allowed_roots {
+            put("EXAI_ALLOWED_ROOTS", join(v), "allowed_roots");
+        }
+        if let Some(v) = &self.disabled_tools {
+            put("DISABLED_TOOLS", join(v), "disabled_tools");
+        }
+        if let Some(clients) = &self.client_patience {
+            let pairs: Vec<String> = clients
+                .iter()
+                .map(|(client, s)| format!("{client}={s}"))
+                .collect();
+            put("EXAI_CLIENT_PATIENCE", pairs.join(","), "client_patience");
+        }
+        if let Some(v) = self.max_output_tokens {
+            put("MAX_MCP_OUTPUT_TOKENS", v.to_string(), "max_output_tokens");
+        }
+        if let Some(v) = self.prompt_size_limit {
+            put("EXAI_PROMPT_SIZE_LIMIT", v.to_string(), "prompt_size_limit");
         }
         if let Some(r) = &self.retention {
             if let Some(v) = r.max_age_s {

@@ -308,6 +308,11 @@ pub const SETTINGS: &[&str] = &[
     "EXAI_LOG",
 ];
 
+/// The config-file key of the setting `var` (the environment variable it stands for), if any.
+pub fn file_key(var: &str) -> Option<String> {
+    file::key_of(var)
+}
+
 impl Config {
     /// Reads the process environment and the config file.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -1123,6 +1128,61 @@ mod file_tests {
         assert_eq!(
             c.sources["EXAI_PROVIDER_IDLE_TIMEOUT_S"],
             "config file: timeouts.provider_idle"
+        );
+    }
+
+    #[test]
+    fn every_setting_has_a_file_key_except_the_few_that_only_the_environment_can_hold() {
+        let only_in_the_environment = [
+            "EXAI_HOME",
+            "EXAI_URL",
+            "EXAI_NO_AUTOSTART",
+            "EXAI_CONFIG",
+            "EXAI_LOG",
+            "CUSTOM_API_URL",
+            "CUSTOM_MODEL_NAME",
+            "CUSTOM_ALLOWED_MODELS",
+        ];
+        let missing: Vec<&str> = SETTINGS
+            .iter()
+            .copied()
+            .filter(|var| file_key(var).is_none() && !only_in_the_environment.contains(var))
+            .collect();
+        assert!(missing.is_empty(), "no config-file key for {missing:?}");
+    }
+
+    #[test]
+    fn roots_tools_patience_memory_and_limits_come_from_the_file_too() {
+        let root = std::env::temp_dir().canonicalize().unwrap();
+        let c = with_file(
+            &format!(
+                "allowed_roots = [{:?}]\ndisabled_tools = [\"challenge\"]\n\
+                 max_output_tokens = 3000\nprompt_size_limit = 5000\n\
+                 [client_patience]\ncodex = 600\n\
+                 [memory]\nthread_ttl_s = 3600\nthread_max_exchanges = 7\nresult_ttl_s = 100\n",
+                root.display().to_string()
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.allowed_roots, [root]);
+        assert_eq!(c.disabled_tools, ["challenge"]);
+        assert_eq!(c.max_output_tokens, 3000);
+        assert_eq!(c.prompt_size_limit, 5000);
+        assert_eq!(
+            c.patience_for(Some("codex-mcp-client")),
+            Duration::from_secs(600)
+        );
+        assert_eq!(c.thread_ttl, Duration::from_secs(3600));
+        assert_eq!(c.thread_max_turns, 7);
+        assert_eq!(c.result_ttl, Duration::from_secs(100));
+        assert_eq!(
+            c.sources["EXAI_THREAD_MAX_TURNS"],
+            "config file: memory.thread_max_exchanges"
+        );
+        assert_eq!(
+            file_key("EXAI_RETENTION_ROWS").as_deref(),
+            Some("retention.max_rows")
         );
     }
 
