@@ -2,6 +2,12 @@
 //!
 //! Everything runs on 127.0.0.1 against the fake provider, release build, logging on.
 //! Run with `scripts/bench` (or `cargo bench --bench callpath`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -1,4 +1,6 @@
 //! The `exai` command line: daemon, stdio, calls, status.
+// The top of the program: the one place that prints an error to stderr and exits.
+#![allow(clippy::print_stderr)]
 
 use std::process::ExitCode;
 

@@ -1,4 +1,10 @@
 //! The daemon and the shim as processes: tokens, locks, signals, autostart, bad input on the wire.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 mod common;
 

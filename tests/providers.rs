@@ -1,4 +1,10 @@
 //! Providers through the real binary: several at once, dialects, retries, fallback, limits, garbage.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 mod common;
 

@@ -1,5 +1,11 @@
 //! Test harness: the fake provider, a daemon in its own EXAI_HOME, and MCP clients over `exai stdio`.
 #![allow(dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
