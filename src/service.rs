@@ -22,6 +22,7 @@ use tracing::Instrument;
 use crate::app::App;
 use crate::calls::{CallOrigin, CancelReason, LiveCall, Outcome};
 use crate::health::SessionGuard;
+use crate::store::Delivery;
 use crate::tools::ToolContext;
 
 pub use crate::calls::CALL_ID_META;
@@ -312,7 +313,12 @@ impl ExaiService {
     }
 
     /// This request gets a stand-in (a handle, a task); the call's result waits to be fetched.
-    pub(crate) async fn keep_for_later(&self, call: &LiveCall, request_id: &str, delivery: &str) {
+    pub(crate) async fn keep_for_later(
+        &self,
+        call: &LiveCall,
+        request_id: &str,
+        delivery: Delivery,
+    ) {
         call.hand_off();
         self.session.take_call_for_response(request_id);
         let _ = self
@@ -483,7 +489,7 @@ impl ServerHandler for ExaiService {
                 .is_some_and(|c| c.supports_tasks());
         if as_task {
             // The client polls tasks/get; the result waits in the call.
-            self.keep_for_later(&call, &request_id, "task_created")
+            self.keep_for_later(&call, &request_id, Delivery::TaskCreated)
                 .await;
             if let Err(error) = self.app.calls.store().set_task(&call.id, "extension").await {
                 tracing::warn!(call_id = %call.id, %error, "could not mark the call as a task");
@@ -514,7 +520,8 @@ impl ServerHandler for ExaiService {
             .await;
         match outcome {
             Waited::AnswerNow => {
-                self.keep_for_later(&call, &request_id, "handle_sent").await;
+                self.keep_for_later(&call, &request_id, Delivery::HandleSent)
+                    .await;
                 tracing::info!(call_id = %call.id, patience_s = patience.as_secs(), "answering with a call handle; the call goes on");
                 Ok(CallToolResponse::Complete(background_answer(&call)))
             }
@@ -525,7 +532,7 @@ impl ServerHandler for ExaiService {
                         .app
                         .calls
                         .store()
-                        .set_delivery(&call.id, "handed_to_http")
+                        .set_delivery(&call.id, Delivery::HandedToHttp)
                         .await;
                 }
                 Ok(CallToolResponse::Complete(outcome.result.clone()))

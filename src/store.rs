@@ -82,6 +82,84 @@ impl std::fmt::Display for CallState {
     }
 }
 
+/// Whether, and how, a call's answer reached a client. Stored as its wire form (`delivered`,
+/// `failed: …`), which `exai calls` shows and the SQL guard `delivered%` relies on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Not answered yet.
+    Pending,
+    /// Written to the client's stream.
+    Delivered,
+    /// Fetched later with `call_result`.
+    DeliveredByCallResult,
+    /// Fetched later with the 2025-11-25 `tasks/result`.
+    DeliveredByTasksResult,
+    /// Given to rmcp's HTTP transport, which writes it itself.
+    HandedToHttp,
+    /// The client got a call handle instead of the answer.
+    HandleSent,
+    /// The client got a task instead of the answer.
+    TaskCreated,
+    /// The answer waits for `call_result` (the client had a handle).
+    KeptForCallResult,
+    /// The client left before the answer; it is kept in the store.
+    ClientGone,
+    /// The call was cancelled: no answer was sent.
+    NotSentCancelled,
+    /// Writing the answer failed, and why.
+    Failed(String),
+}
+
+impl Delivery {
+    const NAMES: [(&'static str, Delivery); 10] = [
+        ("pending", Delivery::Pending),
+        ("delivered", Delivery::Delivered),
+        ("delivered_by_call_result", Delivery::DeliveredByCallResult),
+        (
+            "delivered_by_tasks_result",
+            Delivery::DeliveredByTasksResult,
+        ),
+        ("handed_to_http", Delivery::HandedToHttp),
+        ("handle_sent", Delivery::HandleSent),
+        ("task_created", Delivery::TaskCreated),
+        ("kept_for_call_result", Delivery::KeptForCallResult),
+        ("client_gone", Delivery::ClientGone),
+        ("not_sent_cancelled", Delivery::NotSentCancelled),
+    ];
+
+    /// Reads the stored form; anything unknown (an older exai's word) is kept as a failure text.
+    pub fn parse(text: &str) -> Self {
+        if let Some(why) = text.strip_prefix("failed: ") {
+            return Delivery::Failed(why.to_string());
+        }
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, d)| d.clone())
+            .unwrap_or_else(|| Delivery::Failed(text.to_string()))
+    }
+}
+
+impl std::fmt::Display for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Delivery::Failed(why) = self {
+            return write!(f, "failed: {why}");
+        }
+        let name = Self::NAMES
+            .iter()
+            .find(|(_, d)| d == self)
+            .map(|(name, _)| *name)
+            .unwrap_or("pending");
+        f.write_str(name)
+    }
+}
+
+impl Serialize for Delivery {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// What is known about a call when it arrives.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewCall {
@@ -156,7 +234,7 @@ pub struct CallRow {
     pub error_message: Option<String>,
     pub result: Option<String>,
     pub is_error: bool,
-    pub delivery: String,
+    pub delivery: Delivery,
     pub owner_pid: i64,
     /// Which tasks API the call was answered as a task for, if any ("2025-11-25", "extension").
     pub task: Option<String>,
@@ -557,7 +635,7 @@ impl Store {
     }
 
     /// Records whether the answer reached the client.
-    pub async fn set_delivery(&self, id: &str, delivery: &str) -> Result<(), StoreError> {
+    pub async fn set_delivery(&self, id: &str, delivery: Delivery) -> Result<(), StoreError> {
         self.write_acked(WriteOp::Delivery {
             id: id.to_string(),
             delivery: delivery.to_string(),
@@ -1007,7 +1085,7 @@ fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
         error_message: r.get(21)?,
         result: r.get(22)?,
         is_error: r.get(23)?,
-        delivery: r.get(24)?,
+        delivery: Delivery::parse(&r.get::<_, String>(24)?),
         owner_pid: r.get(25)?,
         reasoning_tokens: r.get(26)?,
         time_to_first_token_ms: r.get(27)?,
@@ -1096,10 +1174,10 @@ mod tests {
             )
             .await
             .unwrap();
-        store.set_delivery("a", "delivered").await.unwrap();
+        store.set_delivery("a", Delivery::Delivered).await.unwrap();
         let row = reader.get("a").unwrap().unwrap();
         assert_eq!(row.state, "succeeded");
-        assert_eq!(row.delivery, "delivered");
+        assert_eq!(row.delivery, Delivery::Delivered);
         assert!(row.duration_ms.is_some());
         let failed = reader
             .list(&CallFilter {
@@ -1166,6 +1244,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("exai-store-test-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn deliveries_keep_their_stored_words() {
+        for (word, delivery) in Delivery::NAMES {
+            assert_eq!(delivery.to_string(), word);
+            assert_eq!(Delivery::parse(word), delivery);
+        }
+        let failed = Delivery::Failed("broken pipe".into());
+        assert_eq!(failed.to_string(), "failed: broken pipe");
+        assert_eq!(Delivery::parse("failed: broken pipe"), failed);
+        assert_eq!(
+            serde_json::to_value(Delivery::HandedToHttp).unwrap(),
+            "handed_to_http"
+        );
     }
 
     #[tokio::test]

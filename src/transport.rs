@@ -19,7 +19,7 @@ use tokio_util::codec::{Decoder, FramedRead, LinesCodec, LinesCodecError};
 
 use crate::legacy_tasks::adapter::Adapter;
 use crate::service::Session;
-use crate::store::Store;
+use crate::store::{Delivery, Store};
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -283,15 +283,15 @@ async fn write_frames<Snk, SnkErr>(
 /// Records whether a call's answer reached the client, and logs a failure.
 fn record_delivery(store: Store, call_id: String, outcome: Result<(), String>) {
     let delivery = match outcome {
-        Ok(()) => "delivered".to_string(),
+        Ok(()) => Delivery::Delivered,
         Err(error) => {
             // Invariant 3: the result is already in the store; say where to find it.
             tracing::warn!(%call_id, %error, "delivery failed: client gone; result kept in the store");
-            format!("failed: {error}")
+            Delivery::Failed(error)
         }
     };
     tokio::spawn(async move {
-        if let Err(error) = store.set_delivery(&call_id, &delivery).await {
+        if let Err(error) = store.set_delivery(&call_id, delivery).await {
             tracing::error!(%call_id, %error, "could not record delivery");
         }
     });

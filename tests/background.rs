@@ -12,6 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use exai::store::Delivery;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde_json::{Value, json};
 
@@ -85,7 +86,7 @@ async fn an_impatient_client_gets_a_handle_in_time_and_the_answer_later() {
     );
     let record = daemon.final_record(&id);
     assert_eq!(record.state, "succeeded");
-    assert_eq!(record.delivery, "delivered_by_call_result");
+    assert_eq!(record.delivery, Delivery::DeliveredByCallResult);
     client.cancel().await.unwrap();
 }
 
@@ -455,7 +456,7 @@ fn legacy_task_flow(fake: &Fake, daemon: &Daemon, args: &[&str]) {
     let record = daemon.final_record(&id);
     assert_eq!(record.state, "succeeded", "the task is the call record");
     assert_eq!(record.task.as_deref(), Some("2025-11-25"));
-    assert_eq!(record.delivery, "delivered_by_tasks_result");
+    assert_eq!(record.delivery, Delivery::DeliveredByTasksResult);
 
     // tasks/cancel stops another task; the provider sees the abort.
     let hung = raw.ok(

@@ -11,6 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use exai::store::Delivery;
 use rmcp::model::CallToolRequestParams;
 use serde_json::json;
 
@@ -64,9 +65,11 @@ async fn tools_list_and_a_chat_answer_leave_a_complete_record() {
     assert!(record.tokens_out.unwrap_or(0) > 0);
     assert!(record.result.unwrap().contains("echo: hello exai"));
     let delivered = wait_until("delivery recorded", Duration::from_secs(5), || {
-        daemon.record(&id).filter(|r| r.delivery == "delivered")
+        daemon
+            .record(&id)
+            .filter(|r| r.delivery == Delivery::Delivered)
     });
-    assert_eq!(delivered.delivery, "delivered");
+    assert_eq!(delivered.delivery, Delivery::Delivered);
     client.cancel().await.unwrap();
 }
 
@@ -214,7 +217,7 @@ async fn cancel_stops_the_call_and_closes_the_provider_request() {
             .ok()?;
         // The delivery is written just after the end state: wait for both.
         rows.into_iter()
-            .find(|r| r.state == "cancelled" && r.delivery != "pending")
+            .find(|r| r.state == "cancelled" && r.delivery != Delivery::Pending)
     })
     .await;
     assert!(
@@ -223,7 +226,7 @@ async fn cancel_stops_the_call_and_closes_the_provider_request() {
             .unwrap()
             .contains("user pressed Esc")
     );
-    assert_eq!(cancelled.delivery, "not_sent_cancelled");
+    assert_eq!(cancelled.delivery, Delivery::NotSentCancelled);
     // The session goes on.
     let result = client
         .call_tool(chat("still here?", "fake-fast"))
@@ -254,12 +257,12 @@ async fn a_client_that_leaves_mid_call_does_not_lose_the_result() {
             })
             .ok()?;
         rows.into_iter()
-            .find(|r| r.state == "succeeded" && r.delivery != "pending")
+            .find(|r| r.state == "succeeded" && r.delivery != Delivery::Pending)
     })
     .await;
     assert!(record.result.unwrap().contains("echo: long"));
     assert!(
-        record.delivery == "client_gone" || record.delivery.starts_with("failed:"),
+        matches!(record.delivery, Delivery::ClientGone | Delivery::Failed(_)),
         "{}",
         record.delivery
     );

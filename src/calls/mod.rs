@@ -23,7 +23,7 @@ use tracing::Instrument;
 pub use progress::{Progress, Snapshot};
 
 use crate::providers::Seconds;
-use crate::store::{CallState, FinishedCall, NewCall, Store, StoreError, now_ms};
+use crate::store::{CallState, Delivery, FinishedCall, NewCall, Store, StoreError, now_ms};
 
 /// `_meta` key naming the call: the shim proposes it on `tools/call`, every result carries it.
 pub const CALL_ID_META: &str = "exai.dev/callId";
@@ -492,13 +492,13 @@ impl Calls {
         }
         if state == CallState::Cancelled || call.is_detached() {
             let delivery = if state == CallState::Cancelled {
-                "not_sent_cancelled"
+                Delivery::NotSentCancelled
             } else if call.handed_off.load(Ordering::Relaxed) {
                 tracing::info!("answer kept for call_result (the client got a call handle)");
-                "kept_for_call_result"
+                Delivery::KeptForCallResult
             } else {
                 tracing::warn!("client gone before the answer; result kept in the store");
-                "client_gone"
+                Delivery::ClientGone
             };
             let _ = self.store.set_delivery(&call.id, delivery).await;
         }

@@ -194,7 +194,7 @@ pub fn show_call(
             row.last_progress.as_deref().unwrap_or("-")
         )),
     );
-    text += &field("delivery", Some(row.delivery.clone()));
+    text += &field("delivery", Some(row.delivery.to_string()));
     text += &field(
         "error",
         row.error_kind

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::calls::{CancelReason, LiveCall};
 use crate::service::ExaiService;
-use crate::store::{CallFilter, CallRow, CallState, now_ms};
+use crate::store::{CallFilter, CallRow, CallState, Delivery, now_ms};
 use crate::tasks::{POLL_INTERVAL_MS, timestamp};
 
 /// The protocol revision whose tasks this module speaks.
@@ -220,7 +220,7 @@ impl ExaiService {
         let request: CallToolRequestParams = params("tools/call", raw)?;
         let opened = self.open_call(request, &context, true).await?;
         let call = opened.call;
-        self.keep_for_later(&call, &opened.request_id, "task_created")
+        self.keep_for_later(&call, &opened.request_id, Delivery::TaskCreated)
             .await;
         if let Err(error) = self.app.calls.store().set_task(&call.id, VERSION).await {
             tracing::warn!(call_id = %call.id, %error, "could not mark the call as a task");
@@ -258,7 +258,9 @@ impl ExaiService {
                     ));
                 }
             };
-            let _ = store.set_delivery(id, "delivered_by_tasks_result").await;
+            let _ = store
+                .set_delivery(id, Delivery::DeliveredByTasksResult)
+                .await;
             return answer(&outcome.result, id);
         }
         let row = self.stored(id).await?;
@@ -287,7 +289,9 @@ impl ExaiService {
                     Some(Err(_)) => crate::calls::output::too_large_to_keep(&row),
                     None => return Err(crate::tasks::expired(id)),
                 };
-                let _ = store.set_delivery(id, "delivered_by_tasks_result").await;
+                let _ = store
+                    .set_delivery(id, Delivery::DeliveredByTasksResult)
+                    .await;
                 answer(&result, id)
             }
         }

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{ExaiTool, ToolContext, ToolFuture, definition, local_read_only, parse_arguments};
 use crate::calls::ToolFailure;
-use crate::store::CallRow;
+use crate::store::{CallRow, Delivery};
 
 pub struct CallResult;
 
@@ -158,7 +158,7 @@ impl ExaiTool for CallResult {
                     .set_stage(format!("waiting for call {id}"));
                 return Ok(tokio::select! {
                     outcome = live.finished() => {
-                        let _ = ctx.calls.store().set_delivery(&id, "delivered_by_call_result").await;
+                        let _ = ctx.calls.store().set_delivery(&id, Delivery::DeliveredByCallResult).await;
                         outcome.result.clone()
                     }
                     _ = tokio::time::sleep(wait) => {
@@ -198,7 +198,7 @@ impl ExaiTool for CallResult {
                         let _ = ctx
                             .calls
                             .store()
-                            .set_delivery(&id, "delivered_by_call_result")
+                            .set_delivery(&id, Delivery::DeliveredByCallResult)
                             .await;
                         Ok(result)
                     }
