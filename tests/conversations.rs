@@ -9,12 +9,7 @@
 mod common;
 
 use common::*;
-use rmcp::model::CallToolRequestParams;
-use serde_json::{Value, json};
-
-fn chat_with(args: Value) -> CallToolRequestParams {
-    CallToolRequestParams::new("chat").with_arguments(args.as_object().unwrap().clone())
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn files_are_embedded_line_numbered_and_secrets_stay_home() {

@@ -16,24 +16,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-/// A daemon whose four built-in providers are all the fake, each with a key.
-fn every_provider(fake: &Fake, extra: &[(&str, &str)]) -> Daemon {
-    let url = format!("{}/v1", fake.url);
-    let mut env: Vec<(&str, &str)> = vec![
-        ("CUSTOM_API_URL", ""),
-        ("GLM_API_KEY", "glm-test-key"),
-        ("GLM_API_URL", &url),
-        ("KIMI_API_KEY", "kimi-test-key"),
-        ("KIMI_API_URL", &url),
-        ("OPENAI_API_KEY", "openai-test-key"),
-        ("OPENAI_BASE_URL", &url),
-        ("OPENROUTER_API_KEY", "openrouter-test-key"),
-        ("OPENROUTER_BASE_URL", &url),
-    ];
-    env.extend_from_slice(extra);
-    Daemon::start(fake, &env)
-}
-
 /// The fake model that replays `provider/stem`, on that provider's endpoint.
 fn fixture(provider: &str, stem: &str) -> String {
     format!("{provider}:fake-fixture-{provider}-{stem}")

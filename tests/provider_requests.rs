@@ -15,28 +15,6 @@ use common::*;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde_json::{Value, json};
 
-/// A daemon whose four built-in providers are the fake, with the built-in catalog only.
-fn all_providers(fake: &Fake, extra: &[(&str, &str)]) -> Daemon {
-    let url = format!("{}/v1", fake.url);
-    let mut env: Vec<(&str, &str)> = vec![
-        ("CUSTOM_API_URL", ""),
-        ("GLM_API_KEY", "glm-test-key"),
-        ("GLM_API_URL", &url),
-        ("KIMI_API_KEY", "kimi-test-key"),
-        ("KIMI_API_URL", &url),
-        ("OPENAI_API_KEY", "openai-test-key"),
-        ("OPENAI_BASE_URL", &url),
-        ("OPENROUTER_API_KEY", "openrouter-test-key"),
-        ("OPENROUTER_BASE_URL", &url),
-    ];
-    env.extend_from_slice(extra);
-    Daemon::start(fake, &env)
-}
-
-fn chat_with(args: Value) -> CallToolRequestParams {
-    call("chat", args)
-}
-
 /// Asks `model` through `chat` with `args` added; the call must succeed.
 async fn ask(client: &Client, model: &str, args: Value) -> CallToolResult {
     let mut all = json!({"prompt": "hi", "model": model});
@@ -62,7 +40,7 @@ fn sent(fake: &Fake, model: &str) -> Value {
 #[tokio::test]
 async fn each_provider_gets_the_catalogs_output_limit_in_its_documented_field() {
     let fake = Fake::start();
-    let daemon = all_providers(&fake, &[]);
+    let daemon = every_provider(&fake, &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     for (model, field, limit, refused) in [
         (
@@ -107,7 +85,7 @@ async fn each_provider_gets_the_catalogs_output_limit_in_its_documented_field() 
 #[tokio::test]
 async fn glm_switches_thinking_but_never_tells_glm_5_3_to_stop() {
     let fake = Fake::start();
-    let daemon = all_providers(&fake, &[]);
+    let daemon = every_provider(&fake, &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
 
     ask(&client, "glm:glm-5.2", json!({"thinking_mode": "high"})).await;
@@ -133,7 +111,7 @@ async fn glm_switches_thinking_but_never_tells_glm_5_3_to_stop() {
 #[tokio::test]
 async fn glm_searches_with_the_documented_tool_and_lists_what_it_found() {
     let fake = Fake::start();
-    let daemon = all_providers(&fake, &[]);
+    let daemon = every_provider(&fake, &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let searched = ask(&client, "glm:glm-5.2", json!({"use_websearch": true})).await;
     let body = sent(&fake, "glm-5.2");
@@ -152,7 +130,7 @@ async fn glm_searches_with_the_documented_tool_and_lists_what_it_found() {
 #[tokio::test]
 async fn kimi_keeps_thinking_as_the_model_has_it_and_searches_with_thinking_on_or_off() {
     let fake = Fake::start();
-    let daemon = all_providers(&fake, &[]);
+    let daemon = every_provider(&fake, &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
 
     ask(
@@ -208,7 +186,7 @@ async fn kimi_keeps_thinking_as_the_model_has_it_and_searches_with_thinking_on_o
 #[tokio::test]
 async fn openai_reasoning_models_get_an_effort_and_no_temperature() {
     let fake = Fake::start();
-    let daemon = all_providers(&fake, &[]);
+    let daemon = every_provider(&fake, &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
 
     // gpt-5 refuses `max_tokens` and a temperature; its least thinking is an effort.
@@ -264,7 +242,7 @@ async fn openai_reasoning_models_get_an_effort_and_no_temperature() {
 #[tokio::test]
 async fn openrouter_never_disables_mandatory_reasoning() {
     let fake = Fake::start();
-    let daemon = all_providers(&fake, &[]);
+    let daemon = every_provider(&fake, &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
 
     // Reasoning is mandatory on openai/gpt-5: `enabled: false` would be answered with HTTP 400.
@@ -316,7 +294,7 @@ async fn openrouter_never_disables_mandatory_reasoning() {
 #[tokio::test]
 async fn a_tools_output_limit_reaches_every_provider_in_its_own_field() {
     let fake = Fake::start();
-    let daemon = all_providers(&fake, &[("EXAI_TOOL_MAX_OUTPUT", "chat=1234,consensus=99")]);
+    let daemon = every_provider(&fake, &[("EXAI_TOOL_MAX_OUTPUT", "chat=1234,consensus=99")]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     for (model, field) in [
         ("glm:glm-5.2", "max_tokens"),

@@ -41,18 +41,6 @@ fn glm_and_kimi(fake: &Fake, extra: &[(&str, &str)]) -> Daemon {
     Daemon::start(fake, &env)
 }
 
-fn chat_with(args: Value) -> CallToolRequestParams {
-    CallToolRequestParams::new("chat").with_arguments(args.as_object().unwrap().clone())
-}
-
-fn last_request(fake: &Fake, model: &str) -> Value {
-    serde_json::from_str(&http_get(&format!(
-        "{}/last_request?model={model}",
-        fake.url
-    )))
-    .unwrap()
-}
-
 #[tokio::test]
 async fn two_providers_at_once_by_model_name_with_their_own_dialects() {
     let fake = Fake::start();
@@ -76,7 +64,7 @@ async fn two_providers_at_once_by_model_name_with_their_own_dialects() {
     let record = daemon.final_record(&call_id_of(&glm));
     assert_eq!(record.provider.as_deref(), Some("glm"));
     assert_eq!(record.model.as_deref(), Some("fake-glm-thinking"));
-    let sent = last_request(&fake, "fake-glm-thinking");
+    let sent = last_body(&fake, "fake-glm-thinking");
     assert_eq!(
         sent["temperature"], 1.0,
         "GLM temperatures are clamped to 0–1: {sent}"
@@ -108,7 +96,7 @@ async fn two_providers_at_once_by_model_name_with_their_own_dialects() {
         daemon.final_record(&call_id_of(&kimi)).provider.as_deref(),
         Some("kimi")
     );
-    let sent = last_request(&fake, "fake-fast");
+    let sent = last_body(&fake, "fake-fast");
     assert!(sent.get("temperature").is_none(), "fixed sampling: {sent}");
     assert_eq!(sent["stream_options"]["include_usage"], true);
 
@@ -395,7 +383,7 @@ async fn a_config_file_adds_named_endpoints_and_exai_config_hides_keys() {
     let record = daemon.final_record(&call_id_of(&result));
     assert_eq!(record.provider.as_deref(), Some("local"));
     assert_eq!(record.deadline_at_ms - record.received_at_ms, 30_000);
-    assert_eq!(last_request(&fake, "fake-fast")["_has_auth"], true);
+    assert_eq!(last_body(&fake, "fake-fast")["_has_auth"], true);
     client.cancel().await.unwrap();
 
     let output = std::process::Command::new(EXAI)
@@ -466,7 +454,7 @@ async fn kimi_searches_the_web_in_a_second_round_and_every_round_is_counted() {
     assert_eq!(fake.stats()["by_model"]["fake-kimi-search"], 2);
 
     // The fake refuses a second round that is not right; check what it got all the same.
-    let sent = last_request(&fake, "fake-kimi-search");
+    let sent = last_body(&fake, "fake-kimi-search");
     assert_eq!(
         sent["tools"],
         json!([{"type": "builtin_function", "function": {"name": "$web_search"}}])
@@ -526,7 +514,7 @@ async fn glm_web_search_sends_its_tool_and_lists_the_sources_under_the_answer() 
     );
     let sources = &result.structured_content.as_ref().unwrap()["sources"];
     assert_eq!(sources[1]["url"], "https://example.org/two");
-    let sent = last_request(&fake, "fake-glm-search");
+    let sent = last_body(&fake, "fake-glm-search");
     assert_eq!(
         sent["tools"],
         json!([{"type": "web_search", "web_search": {
@@ -589,7 +577,7 @@ async fn web_search_on_a_model_without_it_answers_with_a_note() {
         all.contains("No web search: fake-fast on kimi cannot search the web through exai"),
         "{all}"
     );
-    let sent = last_request(&fake, "fake-fast");
+    let sent = last_body(&fake, "fake-fast");
     assert!(sent.get("tools").is_none(), "{sent}");
     client.cancel().await.unwrap();
 }
@@ -699,7 +687,7 @@ async fn kimi_gets_its_reasoning_back_when_history_is_replayed_and_glm_does_not(
             .unwrap();
         assert_eq!(next.is_error, Some(false), "{}", all_text_of(&next));
         let bare = model.split_once(':').unwrap().1;
-        let messages = last_request(&fake, bare)["messages"]
+        let messages = last_body(&fake, bare)["messages"]
             .as_array()
             .unwrap()
             .clone();
@@ -737,7 +725,7 @@ async fn images_reach_a_vision_model_as_data_urls_and_are_refused_elsewhere() {
         .await
         .unwrap();
     assert_eq!(seen.is_error, Some(false), "{}", all_text_of(&seen));
-    let messages = last_request(&fake, "fake-reasoning")["messages"]
+    let messages = last_body(&fake, "fake-reasoning")["messages"]
         .as_array()
         .unwrap()
         .clone();
@@ -937,7 +925,7 @@ async fn credentials_in_provider_urls_and_error_bodies_are_never_shown_logged_or
         .await
         .unwrap();
     assert_eq!(text_of(&ok), "echo: hello");
-    assert_eq!(last_request(&fake, "fake-fast")["_has_auth"], true);
+    assert_eq!(last_body(&fake, "fake-fast")["_has_auth"], true);
     let echoed = client
         .call_tool(chat("x", "custom:fake-echo-auth"))
         .await

@@ -99,12 +99,10 @@ impl Fake {
 
     /// The messages of the last request the fake received for `model`.
     pub fn last_messages(&self, model: &str) -> Vec<Value> {
-        let body: Value = serde_json::from_str(&http_get(&format!(
-            "{}/last_request?model={model}",
-            self.url
-        )))
-        .unwrap();
-        body["messages"].as_array().cloned().unwrap_or_default()
+        last_body(self, model)["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn stats(&self) -> Value {
@@ -508,6 +506,31 @@ pub fn error_of(result: &CallToolResult) -> String {
 }
 
 /// The last request body the fake provider received for `model`.
+/// `chat` with these arguments.
+pub fn chat_with(args: Value) -> CallToolRequestParams {
+    call("chat", args)
+}
+
+/// A daemon whose four built-in providers (GLM, Kimi, OpenAI, OpenRouter) are all the fake,
+/// each with a key, and no custom endpoint.
+pub fn every_provider(fake: &Fake, extra: &[(&str, &str)]) -> Daemon {
+    let url = format!("{}/v1", fake.url);
+    let mut env: Vec<(&str, &str)> = vec![
+        ("CUSTOM_API_URL", ""),
+        ("GLM_API_KEY", "glm-test-key"),
+        ("GLM_API_URL", &url),
+        ("KIMI_API_KEY", "kimi-test-key"),
+        ("KIMI_API_URL", &url),
+        ("OPENAI_API_KEY", "openai-test-key"),
+        ("OPENAI_BASE_URL", &url),
+        ("OPENROUTER_API_KEY", "openrouter-test-key"),
+        ("OPENROUTER_BASE_URL", &url),
+    ];
+    env.extend_from_slice(extra);
+    Daemon::start(fake, &env)
+}
+
+/// The body the fake last received for `model`.
 pub fn last_body(fake: &Fake, model: &str) -> Value {
     serde_json::from_str(&http_get(&format!(
         "{}/last_request?model={model}",
