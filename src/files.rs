@@ -314,9 +314,8 @@ fn expand(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) {
     }
 }
 
-/// Checks, without opening it, that `path` is a regular file of at most `cap` bytes.
-fn look(path: &Path, cap: u64) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?;
+/// That `meta` is of a regular file of at most `cap` bytes; its size if so.
+fn regular_within(meta: &std::fs::Metadata, cap: u64) -> Result<u64, String> {
     if !meta.is_file() {
         return Err(not_a_document(meta.file_type()).into());
     }
@@ -326,44 +325,33 @@ fn look(path: &Path, cap: u64) -> Result<(), String> {
             meta.len()
         ));
     }
-    Ok(())
+    Ok(meta.len())
 }
 
-/// Opens `path` only if it is a regular file of at most `cap` bytes, and returns it with its
-/// size. The path is looked at first (so a FIFO or device is never opened), then opened
-/// non-blocking without following a link, and the open handle is checked again: a path
-/// swapped between the look and the open cannot make a read block or run past the cap.
-fn open_regular(path: &Path, cap: u64) -> Result<(std::fs::File, u64), String> {
+/// Checks, without opening it, that `path` is a regular file of at most `cap` bytes (so a FIFO
+/// or a device is never opened).
+fn look(path: &Path, cap: u64) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?;
+    regular_within(&meta, cap).map(|_| ())
+}
+
+/// Reads a path already [`look`]ed at: opened non-blocking without following a link, the open
+/// handle checked again (a path swapped since the look cannot make a read block or run past the
+/// cap), the read capped. A file that grows past the cap while it is read is refused.
+fn read_looked(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let unreadable = |e: std::io::Error| format!("cannot be read: {e}");
-    look(path, cap)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
         .open(path)
         .map_err(unreadable)?;
-    let opened = file.metadata().map_err(unreadable)?;
-    if !opened.is_file() {
-        return Err(not_a_document(opened.file_type()).into());
-    }
-    if opened.len() > cap {
-        return Err(format!(
-            "{} bytes is over the {cap}-byte limit per file",
-            opened.len()
-        ));
-    }
-    Ok((file, opened.len()))
-}
-
-/// Reads a regular file of at most `cap` bytes (blocking, but never unbounded: see
-/// [`open_regular`]). A file that grows past the cap while it is read is refused.
-pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let (file, size) = open_regular(path, cap)?;
+    let size = regular_within(&file.metadata().map_err(unreadable)?, cap)?;
     let mut bytes = Vec::with_capacity(size as usize);
     file.take(cap + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot be read: {e}"))?;
+        .map_err(unreadable)?;
     if bytes.len() as u64 > cap {
         return Err(format!(
             "grew past the {cap}-byte limit per file while it was read"
@@ -372,9 +360,15 @@ pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// Reads a file for embedding: `Err(why)` for binary, too large, unreadable or special files.
-fn read_text(path: &Path) -> Result<String, String> {
-    let bytes = read_regular(path, MAX_FILE_BYTES)?;
+/// Reads a regular file of at most `cap` bytes (blocking, but never unbounded: see
+/// [`read_looked`]).
+pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    look(path, cap)?;
+    read_looked(path, cap)
+}
+
+/// A file's bytes as text for embedding: `Err(why)` for a binary file.
+fn text_of(bytes: Vec<u8>) -> Result<String, String> {
     if bytes.iter().take(8192).any(|b| *b == 0) {
         return Err("binary file".into());
     }
@@ -393,7 +387,7 @@ fn numbered(path: &Path, text: &str) -> String {
 /// Reads a prompt sent as a file (`prompt.txt`), under the same path policy as other files.
 pub fn read_prompt_file(given: &str, policy: &Policy) -> Result<String, String> {
     let path = resolve(given, policy)?;
-    read_text(&path)
+    text_of(read_regular(&path, MAX_FILE_BYTES)?)
 }
 
 /// Embeds `paths` within `budget` tokens. Blocking (reads the disk): call from `spawn_blocking`.
@@ -438,7 +432,8 @@ pub fn embed(paths: &[String], budget: usize, policy: &Policy) -> Embedded {
             });
             continue;
         }
-        match read_text(&path) {
+        // Looked at above: only the open handle is checked again.
+        match read_looked(&path, MAX_FILE_BYTES).and_then(text_of) {
             Err(why) => out.skipped.push(Skipped {
                 path: path.display().to_string(),
                 why,
