@@ -381,7 +381,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 }
 
 enum WriteOp {
-    Insert(NewCall),
+    /// Shared with the call that made it, which keeps it in case the store cannot take it.
+    Insert(Arc<NewCall>),
     Running {
         id: String,
         started_at_ms: i64,
@@ -567,8 +568,8 @@ impl Store {
 
     /// Creates the record at receipt; returns once it is committed. An id that already
     /// names a record is refused (`IdTaken`): a record is never overwritten by another call.
-    pub async fn insert(&self, call: NewCall) -> Result<(), StoreError> {
-        self.write_acked(WriteOp::Insert(call)).await
+    pub async fn insert(&self, call: impl Into<Arc<NewCall>>) -> Result<(), StoreError> {
+        self.write_acked(WriteOp::Insert(call.into())).await
     }
 
     /// Runs `query` on a reader of this store, on a blocking thread (never on the async workers).
@@ -1312,7 +1313,7 @@ mod tests {
         .map(|(id, arguments)| {
             let mut call = new_call(id);
             call.arguments = arguments;
-            WriteOp::Insert(call)
+            WriteOp::Insert(call.into())
         })
         .collect();
         let (outcomes, health) = write_all(conn, &path, ops);
@@ -1366,7 +1367,7 @@ mod tests {
         let dir = tempdir();
         let path = dir.join("s.db");
         let conn = open_connection(&path).unwrap();
-        apply(&conn, &WriteOp::Insert(new_call("before")))
+        apply(&conn, &WriteOp::Insert(new_call("before").into()))
             .unwrap()
             .unwrap();
         // SQLite's own "disk full": the file may not grow past the pages it has.
@@ -1384,7 +1385,7 @@ mod tests {
                 ..Default::default()
             },
         };
-        let (outcomes, health) = write_all(conn, &path, vec![WriteOp::Insert(huge), finish]);
+        let (outcomes, health) = write_all(conn, &path, vec![WriteOp::Insert(huge.into()), finish]);
         assert!(
             matches!(&outcomes[0], Err(WriteFailure::Sql(m)) if m.contains("full")),
             "{outcomes:?}"

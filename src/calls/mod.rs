@@ -97,8 +97,8 @@ pub struct LiveCall {
     reasoning: Mutex<Option<String>>,
     /// Why the model stopped, for the record.
     finish_reason: Mutex<Option<String>>,
-    /// The record the store could not take at receipt (and why): tried again at the end.
-    unrecorded: Mutex<Option<(NewCall, String)>>,
+    /// The record the store could not take at receipt: tried again at the end.
+    unrecorded: Mutex<Option<Arc<NewCall>>>,
 }
 
 impl LiveCall {
@@ -242,7 +242,7 @@ impl Calls {
             redact::redact(arguments).to_string(),
             redact::MAX_ARGUMENTS_CHARS,
         );
-        let mut record = NewCall {
+        let mut record = Arc::new(NewCall {
             id: proposed.clone().unwrap_or_else(fresh),
             session_id: origin.session_id.clone(),
             client_name: origin.client_name.clone(),
@@ -252,7 +252,7 @@ impl Calls {
             arguments: arguments_text,
             received_at_ms,
             deadline_at_ms: received_at_ms + budget.as_millis() as i64,
-        };
+        });
         // The record exists before anything runs; a proposed id that already names a record
         // (a client reusing ids) gets a fresh one instead, so no record is ever overwritten.
         let mut inserted = self.store.insert(record.clone()).await;
@@ -260,7 +260,7 @@ impl Calls {
             let replacement = fresh();
             tracing::warn!(proposed = %id, call_id = %replacement, tool,
                 "the proposed call id already names a record; the call gets a fresh id");
-            record.id = replacement;
+            Arc::make_mut(&mut record).id = replacement;
             inserted = self.store.insert(record.clone()).await;
         }
         let id = record.id.clone();
@@ -270,7 +270,7 @@ impl Calls {
             Ok(()) => None,
             Err(error) => {
                 tracing::error!(call_id = %id, tool, %error, "could not record the call at receipt");
-                Some((record, error.to_string()))
+                Some(record)
             }
         };
         let call = Arc::new(LiveCall {
@@ -458,7 +458,7 @@ impl Calls {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let stored = match late_insert {
-            Some((record, _)) => match self.store.insert(record).await {
+            Some(record) => match self.store.insert(record).await {
                 Ok(()) => self.store.finish(&call.id, done).await,
                 Err(error) => Err(error),
             },
