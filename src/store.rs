@@ -396,7 +396,8 @@ enum WriteOp {
     },
     Finish {
         id: String,
-        done: FinishedCall,
+        /// Boxed: the largest write by far, it would size every slot of the queue.
+        done: Box<FinishedCall>,
     },
     Delivery {
         id: String,
@@ -609,7 +610,7 @@ impl Store {
     pub async fn finish(&self, id: &str, done: FinishedCall) -> Result<(), StoreError> {
         self.write_acked(WriteOp::Finish {
             id: id.to_string(),
-            done,
+            done: Box::new(done),
         })
         .await
     }
@@ -1379,11 +1380,11 @@ mod tests {
         huge.arguments = "y".repeat(200_000);
         let finish = WriteOp::Finish {
             id: "before".into(),
-            done: FinishedCall {
+            done: Box::new(FinishedCall {
                 state: Some(CallState::Succeeded),
                 finished_at_ms: now_ms(),
                 ..Default::default()
-            },
+            }),
         };
         let (outcomes, health) = write_all(conn, &path, vec![WriteOp::Insert(huge.into()), finish]);
         assert!(
