@@ -9,7 +9,7 @@
     clippy::print_stderr
 )]
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

@@ -4,20 +4,14 @@
 //!
 //! ```text
 //! GLM_API_KEY=… KIMI_API_KEY=… OPENAI_API_KEY=… OPENROUTER_API_KEY=… \
-//!     cargo test --test live_providers -- --ignored --nocapture
+//!     cargo test --test it live_providers -- --ignored --nocapture
 //! ```
 //!
 //! (any subset of the keys). Each provider is asked with its catalog's fast model, else its
 //! best-scoring one, never a deprecated one; `EXAI_LIVE_MODELS="glm=glm-5.2,kimi=kimi-k2.6"`
 //! names others. Without any key it says so and passes. Keys are never printed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use exai::config::BUILT_IN_PROVIDERS;

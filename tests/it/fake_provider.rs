@@ -1,10 +1,4 @@
 //! End-to-end tests of the `exai-fake-provider` binary, over 127.0.0.1 only.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,12 +1,6 @@
 //! The daemon and the shim as processes: tokens, locks, signals, autostart, bad input on the wire.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

@@ -1,12 +1,6 @@
 //! Providers through the real binary: several at once, dialects, retries, fallback, limits, garbage.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,13 +1,7 @@
 //! The shim and the daemon against hostile neighbours: an impostor on the daemon's port, a state
 //! directory others can reach, stale sockets — and autostart with a host name in `EXAI_URL`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,13 +1,7 @@
 //! Workflow tools and consensus through the real binary: the step protocol, state kept in the
 //! thread, the expert call, precommit reading git, consensus in parallel, and bad input.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

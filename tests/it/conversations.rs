@@ -1,12 +1,6 @@
 //! chat with files and conversation memory, through the real binary.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

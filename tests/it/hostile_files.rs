@@ -1,13 +1,7 @@
 //! Hostile files through the real binary: FIFOs, sockets and links where a file is expected,
 //! credential stores of every tool a developer has. Nothing may block, nothing secret may leave.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

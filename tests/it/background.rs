@@ -1,13 +1,7 @@
 //! Calls outlive their clients: background answers with a call handle, call_result,
 //! call_cancel, call_list, attached retries, restarts.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

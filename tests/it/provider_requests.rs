@@ -2,14 +2,8 @@
 //! fake answers the catalog's real ids as their provider documents it (refusals included), and
 //! each test reads back the body the fake received. Thinking on and off, web search, output
 //! limits, deprecated models.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use rmcp::model::{CallToolRequestParams, CallToolResult};

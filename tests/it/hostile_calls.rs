@@ -1,13 +1,7 @@
 //! Calls and records under hostile or broken conditions, through the real binary: client-chosen
 //! call ids that name existing records, a corrupt store file.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
-mod common;
+use crate::common;
 
 use common::*;
 use rmcp::model::CallToolRequestParams;

@@ -1,12 +1,6 @@
 //! The call path end to end: real `exai daemon`, real `exai stdio`, the rmcp client, the fake provider.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,14 +2,8 @@
 //! the fake provider replays the documented fixtures (`fake-fixture-<provider>-<stem>`), and
 //! each test asserts what a user of exai gets — quota errors that are not retried and name the
 //! billing page, OpenRouter's reasoning kept, cut answers noted, silent thinkers kept alive.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

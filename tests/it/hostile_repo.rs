@@ -1,14 +1,8 @@
 //! `precommit` in hostile repositories, through the real binary: nothing the repository's, the
 //! user's or the system's git config names is ever run, and a file the answer says was withheld
 //! never reaches the model.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

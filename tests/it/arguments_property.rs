@@ -1,14 +1,8 @@
 //! Property test of argument parsing, through the real binary: any arguments to any tool —
 //! the tool's own field names with values of any type, hostile paths among them — get an
 //! answer (a result or a clear error), never a crash or a hang, and the session goes on.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::print_stderr
-)]
 
-mod common;
+use crate::common;
 
 use std::cell::RefCell;
 

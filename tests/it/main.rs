@@ -1,0 +1,26 @@
+//! The integration tests, one binary so the suite links once: each module drives the real
+//! `exai` binary (and the fake provider) as processes, through real MCP clients.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+mod common;
+
+mod arguments_property;
+mod background;
+mod call_path;
+mod conversations;
+mod daemon;
+mod fake_provider;
+mod hostile_calls;
+mod hostile_files;
+mod hostile_repo;
+mod hostile_shim;
+mod live_providers;
+mod provider_fidelity;
+mod provider_requests;
+mod providers;
+mod workflows;
