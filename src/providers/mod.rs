@@ -4,6 +4,7 @@
 mod body;
 pub mod catalog;
 mod custom;
+mod dialect;
 mod discovery;
 mod endpoint;
 mod errors;
@@ -29,6 +30,7 @@ use std::sync::{Arc, RwLock};
 
 pub(crate) use body::request_body;
 pub use catalog::{Catalog, ListedReasoning, ModelInfo, Thinking};
+pub(crate) use dialect::dialect;
 pub use endpoint::Endpoint;
 pub use errors::ErrorClass;
 pub use failure::{Failure, ProviderError, Seconds};
