@@ -1,8 +1,9 @@
 //! What a provider's error answer means: its documented body (GLM's business codes, Kimi's and
 //! OpenAI's `error.type` / `error.code`, OpenRouter's 402) read into a class of failure — an
 //! exhausted balance, plan or quota (final), a rate limit or overload (worth waiting for) — and
-//! what to tell the user about it, naming the provider's billing page where money is the cause.
-//! The sources of every rule are in `tests/fixtures/providers/SOURCES.md`.
+//! what to tell the user about it, naming the provider's billing page where money is the cause
+//! (GLM's codes and each provider's page are in its own file, through its dialect). The sources
+//! of every rule are in `tests/fixtures/providers/SOURCES.md`.
 
 use std::time::Duration;
 
@@ -277,5 +278,85 @@ mod tests {
             classify(ProviderKind::Glm, 429, &locked, false),
             ErrorClass::Account
         );
+    }
+
+    #[test]
+    fn each_provider_names_its_own_billing_page_and_server_hint() {
+        let key = Key {
+            source: None,
+            set: false,
+        };
+        let quota =
+            |kind, body: &str| hint(kind, key, 402, ErrorClass::Quota, &ErrorBody::parse(body));
+        let exhausted = " — the account's balance or plan is exhausted: ";
+        let cases = [
+            (
+                quota(
+                    ProviderKind::Glm,
+                    r#"{"error":{"code":"1308","message":"m"}}"#,
+                ),
+                format!(
+                    "{exhausted}the GLM plan's usage limit is reached (the message says when it \
+                     resets); see https://z.ai/subscribe; exai did not retry"
+                ),
+            ),
+            (
+                quota(
+                    ProviderKind::Glm,
+                    r#"{"error":{"code":"1113","message":"m"}}"#,
+                ),
+                format!(
+                    "{exhausted}top up the GLM balance at https://z.ai/manage-apikey/billing (or \
+                     use the endpoint that matches the key's plan); exai did not retry"
+                ),
+            ),
+            (
+                quota(ProviderKind::Kimi, "{}"),
+                format!(
+                    "{exhausted}top up the Kimi balance at https://platform.kimi.ai/console; exai \
+                     did not retry"
+                ),
+            ),
+            (
+                quota(ProviderKind::OpenAi, "{}"),
+                format!(
+                    "{exhausted}check the OpenAI credit and spend limits at \
+                     https://platform.openai.com/account/billing; exai did not retry"
+                ),
+            ),
+            (
+                quota(
+                    ProviderKind::OpenRouter,
+                    r#"{"error":{"code":402,"message":"fewer max_tokens. You can only afford 10"}}"#,
+                ),
+                " — the OpenRouter credits do not cover this many output tokens; add credits at \
+                 https://openrouter.ai/settings/credits or ask for a shorter answer; exai did not \
+                 retry"
+                    .to_string(),
+            ),
+            (
+                quota(ProviderKind::OpenRouter, "{}"),
+                format!(
+                    "{exhausted}add credits at https://openrouter.ai/settings/credits; exai did \
+                     not retry"
+                ),
+            ),
+            (
+                quota(ProviderKind::Custom, "{}"),
+                format!("{exhausted}ask the endpoint's operator; exai did not retry"),
+            ),
+            (
+                status_hint(ProviderKind::Custom, key, 503),
+                " — the endpoint failed; is the server healthy?".to_string(),
+            ),
+            (
+                status_hint(ProviderKind::Kimi, key, 503),
+                " — the provider failed; exai retried; try again later or another model"
+                    .to_string(),
+            ),
+        ];
+        for (said, expected) in cases {
+            assert_eq!(said, expected);
+        }
     }
 }

@@ -37,7 +37,7 @@ pub use failure::{Failure, ProviderError, Seconds};
 pub use limits::ConcurrencyLimit;
 pub use observer::CallObserver;
 pub use search::can_search;
-pub use selection::{Need, Resolved};
+pub use selection::{Need, Resolved, UnusableModel};
 pub use types::{ChatMessage, ChatRequest, ChatResponse, FunctionCall, Source, Spent, ToolCall};
 
 use crate::config::{Config, EndpointConfig};
@@ -75,7 +75,7 @@ impl Providers {
                 Err(why) => {
                     tracing::error!(provider = %endpoint.name, %why, "provider cannot be used");
                     unusable.push(EndpointConfig {
-                        unavailable: Some(why),
+                        unavailable: Some(why.to_string()),
                         ..endpoint.clone()
                     });
                 }

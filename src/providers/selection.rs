@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::{Endpoint, ModelInfo, Providers};
+use crate::config::EndpointConfig;
 
 /// Where a model name led.
 #[derive(Clone)]
@@ -56,11 +57,13 @@ impl Providers {
         names
     }
 
-    fn model_on(&self, endpoint: &Arc<Endpoint>, name: &str) -> Result<Resolved, String> {
+    fn model_on(&self, endpoint: &Arc<Endpoint>, name: &str) -> Result<Resolved, UnusableModel> {
         if !Self::allowed(endpoint, name) {
             return Err(self.unknown(
                 name,
-                &format!("it is not in {}'s allowed models", endpoint.name()),
+                WhyUnusable::NotAllowed {
+                    provider: endpoint.name().to_string(),
+                },
             ));
         }
         let model = self
@@ -75,30 +78,22 @@ impl Providers {
         })
     }
 
-    fn unknown(&self, name: &str, why: &str) -> String {
+    fn unknown(&self, name: &str, reason: WhyUnusable) -> UnusableModel {
         let available = self.available_models();
         let shown = fair_share(&available, 30);
-        let mut text = format!("model {name:?} cannot be used: {why}. ");
-        if available.is_empty() {
-            text.push_str(
-                "No provider is configured: set GLM_API_KEY, KIMI_API_KEY, OPENAI_API_KEY, \
-                           OPENROUTER_API_KEY or CUSTOM_API_URL.",
-            );
-        } else {
-            text.push_str(&format!("Available: {}", shown.join(", ")));
-            if available.len() > shown.len() {
-                text.push_str(&format!(
-                    " (and {} more; see listmodels)",
-                    available.len() - shown.len()
-                ));
-            }
+        UnusableModel {
+            name: name.to_string(),
+            reason,
+            choices: Choices {
+                more: available.len() - shown.len(),
+                shown,
+            },
         }
-        text
     }
 
     /// Resolves a model name: `provider:model`, a catalog id or alias, a model an endpoint
     /// declared or reported, or `auto`/nothing (the default model, else the best available).
-    pub fn resolve(&self, name: Option<&str>, need: Need) -> Result<Resolved, String> {
+    pub fn resolve(&self, name: Option<&str>, need: Need) -> Result<Resolved, UnusableModel> {
         let name = name
             .map(str::trim)
             .filter(|n| !n.is_empty() && !n.eq_ignore_ascii_case("auto"));
@@ -122,10 +117,10 @@ impl Providers {
         {
             return Err(self.unknown(
                 name,
-                &format!(
-                    "provider {provider} is not configured ({})",
-                    config.unavailable.as_deref().unwrap_or("?")
-                ),
+                WhyUnusable::NamedProviderUnusable {
+                    provider: provider.to_string(),
+                    why: why_unusable(config),
+                },
             ));
         }
         if let Some(model) = self.catalog.find(name, None) {
@@ -136,18 +131,15 @@ impl Providers {
             if let Some(found) = self.declared(name) {
                 return Ok(found);
             }
-            let why = match self.unusable.iter().find(|c| c.name == model.provider) {
-                Some(c) => format!(
-                    "it needs provider {}, which is not configured ({})",
-                    model.provider,
-                    c.unavailable.as_deref().unwrap_or("?")
-                ),
-                None => format!(
-                    "it needs provider {}, which is not configured",
-                    model.provider
-                ),
+            let provider = model.provider.clone();
+            let reason = match self.unusable.iter().find(|c| c.name == model.provider) {
+                Some(c) => WhyUnusable::ProviderUnusable {
+                    provider,
+                    why: why_unusable(c),
+                },
+                None => WhyUnusable::ProviderMissing { provider },
             };
-            return Err(self.unknown(name, &why));
+            return Err(self.unknown(name, reason));
         }
         if let Some(found) = self.declared(name) {
             return Ok(found);
@@ -156,7 +148,7 @@ impl Providers {
         if let [only] = self.usable.as_slice() {
             return self.model_on(only, name);
         }
-        Err(self.unknown(name, "no configured provider offers it"))
+        Err(self.unknown(name, WhyUnusable::NotOffered))
     }
 
     fn declared(&self, name: &str) -> Option<Resolved> {
@@ -172,7 +164,7 @@ impl Providers {
     }
 
     /// `auto`: the best-scoring allowed catalog model of a usable endpoint, never a deprecated one.
-    fn auto(&self, need: Need) -> Result<Resolved, String> {
+    fn auto(&self, need: Need) -> Result<Resolved, UnusableModel> {
         let mut candidates: Vec<Resolved> = self
             .usable
             .iter()
@@ -206,8 +198,66 @@ impl Providers {
                 return self.model_on(e, &model);
             }
         }
-        Err(self.unknown("auto", "exai has no model to choose from"))
+        Err(self.unknown("auto", WhyUnusable::NothingToChoose))
     }
+}
+
+/// A model name that leads to no usable model, and the names a caller may use instead.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("model {name:?} cannot be used: {reason}. {choices}")]
+pub struct UnusableModel {
+    name: String,
+    reason: WhyUnusable,
+    choices: Choices,
+}
+
+/// Why a model name leads to no usable model.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WhyUnusable {
+    #[error("it is not in {provider}'s allowed models")]
+    NotAllowed { provider: String },
+    /// `provider:model` named a provider that is configured but cannot be used.
+    #[error("provider {provider} is not configured ({why})")]
+    NamedProviderUnusable { provider: String, why: String },
+    /// A catalog model of a provider that is configured but cannot be used.
+    #[error("it needs provider {provider}, which is not configured ({why})")]
+    ProviderUnusable { provider: String, why: String },
+    /// A catalog model of a provider that is not configured at all.
+    #[error("it needs provider {provider}, which is not configured")]
+    ProviderMissing { provider: String },
+    #[error("no configured provider offers it")]
+    NotOffered,
+    #[error("exai has no model to choose from")]
+    NothingToChoose,
+}
+
+/// The `provider:model` names shown with an unusable one (a fair share of them), and how many
+/// more there are.
+#[derive(Debug, Clone)]
+struct Choices {
+    shown: Vec<String>,
+    more: usize,
+}
+
+impl std::fmt::Display for Choices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.shown.is_empty() {
+            return f.write_str(
+                "No provider is configured: set GLM_API_KEY, KIMI_API_KEY, OPENAI_API_KEY, \
+                 OPENROUTER_API_KEY or CUSTOM_API_URL.",
+            );
+        }
+        write!(f, "Available: {}", self.shown.join(", "))?;
+        if self.more > 0 {
+            write!(f, " (and {} more; see listmodels)", self.more)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a configured endpoint cannot be used, as its configuration says.
+fn why_unusable(config: &EndpointConfig) -> String {
+    config.unavailable.as_deref().unwrap_or("?").to_string()
 }
 
 /// At most `limit` of the `provider:model` names, taken in turn from each provider so that one
@@ -255,5 +305,70 @@ mod tests {
         let shown = fair_share(&names, 5);
         assert_eq!(shown, ["glm:m00", "glm:m01", "glm:m02", "kimi:a", "kimi:b"]);
         assert_eq!(fair_share(&names, 100).len(), 42);
+    }
+
+    #[test]
+    fn an_unusable_model_says_why_and_what_may_be_named_instead() {
+        let unusable = |reason, shown: &[&str], more| {
+            UnusableModel {
+                name: "m".into(),
+                reason,
+                choices: Choices {
+                    shown: shown.iter().map(|s| s.to_string()).collect(),
+                    more,
+                },
+            }
+            .to_string()
+        };
+        let provider = || "openai".to_string();
+        let why = || "OPENAI_API_KEY not set".to_string();
+        assert_eq!(
+            unusable(WhyUnusable::NotOffered, &[], 0),
+            "model \"m\" cannot be used: no configured provider offers it. No provider is \
+             configured: set GLM_API_KEY, KIMI_API_KEY, OPENAI_API_KEY, OPENROUTER_API_KEY or \
+             CUSTOM_API_URL."
+        );
+        assert_eq!(
+            unusable(
+                WhyUnusable::ProviderUnusable {
+                    provider: provider(),
+                    why: why()
+                },
+                &["glm:a", "kimi:b"],
+                3
+            ),
+            "model \"m\" cannot be used: it needs provider openai, which is not configured \
+             (OPENAI_API_KEY not set). Available: glm:a, kimi:b (and 3 more; see listmodels)"
+        );
+        for (reason, said) in [
+            (
+                WhyUnusable::NotAllowed {
+                    provider: provider(),
+                },
+                "it is not in openai's allowed models",
+            ),
+            (
+                WhyUnusable::NamedProviderUnusable {
+                    provider: provider(),
+                    why: why(),
+                },
+                "provider openai is not configured (OPENAI_API_KEY not set)",
+            ),
+            (
+                WhyUnusable::ProviderMissing {
+                    provider: provider(),
+                },
+                "it needs provider openai, which is not configured",
+            ),
+            (
+                WhyUnusable::NothingToChoose,
+                "exai has no model to choose from",
+            ),
+        ] {
+            assert_eq!(
+                unusable(reason, &["glm:a"], 0),
+                format!("model \"m\" cannot be used: {said}. Available: glm:a")
+            );
+        }
     }
 }

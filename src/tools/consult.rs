@@ -84,7 +84,7 @@ pub struct Failed {
 pub fn choose(ctx: &ToolContext, name: Option<&str>, need: Need) -> Result<Resolved, ToolFailure> {
     ctx.providers
         .resolve(name, need)
-        .map_err(|message| ToolFailure::new("no_model", message))
+        .map_err(|unusable| ToolFailure::new("no_model", unusable.to_string()))
 }
 
 /// Maps `thinking_mode` (Zen's names) onto the provider's think / don't-think switch.
