@@ -4,7 +4,8 @@
 
 use serde_json::{Value, json};
 
-use super::{ChatMessage, ChatRequest, ModelInfo, custom, glm, kimi, openai, openrouter};
+use super::dialect::{Dialect, dialect};
+use super::{ChatMessage, ChatRequest, ModelInfo};
 use crate::config::ProviderKind;
 
 /// The smallest output limit sent, even when the estimated prompt leaves less: a provider that
@@ -25,40 +26,26 @@ pub(crate) fn request_body(
     model: &ModelInfo,
     request: &ChatRequest,
 ) -> Value {
+    let dialect = dialect(kind);
     let mut body = json!({"model": model.id, "messages": request.messages, "stream": true});
-    keep_reasoning_where_wanted(kind, &mut body);
-    if matches!(kind, ProviderKind::Glm | ProviderKind::Kimi) {
+    keep_reasoning_where_wanted(dialect, &mut body);
+    if dialect.images_first() {
         images_before_text(&mut body);
     }
-    let limit_field = match kind {
-        // GLM documents only `max_tokens`; OpenAI-compatible servers (llama.cpp, Ollama, vLLM,
-        // LM Studio) all take it, while `max_completion_tokens` is newer.
-        ProviderKind::Glm | ProviderKind::Custom => "max_tokens",
-        // Kimi and OpenRouter deprecate `max_tokens`; OpenAI's reasoning models refuse it.
-        ProviderKind::Kimi | ProviderKind::OpenAi | ProviderKind::OpenRouter => {
-            "max_completion_tokens"
-        }
-    };
-    body[limit_field] = json!(output_limit(kind, model, request));
-    match kind {
-        ProviderKind::Glm => glm::shape(model, request, host, &mut body),
-        ProviderKind::Kimi => kimi::shape(model, request, &mut body),
-        ProviderKind::OpenAi => openai::shape(model, request, &mut body),
-        ProviderKind::OpenRouter => openrouter::shape(model, request, &mut body),
-        ProviderKind::Custom => custom::shape(model, request, &mut body),
-    }
+    body[dialect.limit_field()] = json!(output_limit(kind, model, request));
+    dialect.shape(model, request, host, &mut body);
     body
 }
 
 /// The most output tokens to ask for: the model's limit, lowered by the tool's setting; where the
-/// server refuses a prompt plus limit over the context window (Kimi documents it; vLLM does it),
-/// no more than the room the estimated prompt leaves.
+/// server refuses a prompt plus limit over the context window, no more than the room the estimated
+/// prompt leaves.
 pub(crate) fn output_limit(kind: ProviderKind, model: &ModelInfo, request: &ChatRequest) -> u64 {
     let mut limit = model.max_output;
     if let Some(cap) = request.max_output {
         limit = limit.min(cap);
     }
-    if matches!(kind, ProviderKind::Kimi | ProviderKind::Custom) {
+    if dialect(kind).limit_within_context() {
         let room = model
             .context_window
             .saturating_sub(estimated_prompt_tokens(request));
@@ -104,27 +91,23 @@ pub(crate) fn temperature(t: f32) -> Value {
     json!(t.to_string().parse::<f64>().unwrap_or(f64::from(t)))
 }
 
-/// Earlier reasoning goes back only where the platform wants it: Kimi takes it on every
-/// assistant turn; GLM on turns that called tools (interleaved thinking); to the others it is an
-/// unknown field.
-fn keep_reasoning_where_wanted(kind: ProviderKind, body: &mut Value) {
-    if kind == ProviderKind::Kimi {
-        return;
-    }
+/// Earlier reasoning goes back only where the platform wants it; to the others it is an unknown
+/// field.
+fn keep_reasoning_where_wanted(dialect: &dyn Dialect, body: &mut Value) {
     let Some(messages) = body["messages"].as_array_mut() else {
         return;
     };
     for message in messages {
         let called_tools = message.get("tool_calls").is_some();
         if let Some(m) = message.as_object_mut()
-            && !(kind == ProviderKind::Glm && called_tools)
+            && !dialect.echoes_reasoning(called_tools)
         {
             m.remove("reasoning_content");
         }
     }
 }
 
-/// Images before the question, as GLM's and Kimi's documented examples put them.
+/// Images before the question, where the provider's documented examples put them there.
 fn images_before_text(body: &mut Value) {
     let Some(messages) = body["messages"].as_array_mut() else {
         return;

@@ -1,13 +1,15 @@
 //! What a provider's error answer means: its documented body (GLM's business codes, Kimi's and
 //! OpenAI's `error.type` / `error.code`, OpenRouter's 402) read into a class of failure — an
 //! exhausted balance, plan or quota (final), a rate limit or overload (worth waiting for) — and
-//! what to tell the user about it, naming the provider's billing page where money is the cause.
-//! The sources of every rule are in `tests/fixtures/providers/SOURCES.md`.
+//! what to tell the user about it, naming the provider's billing page where money is the cause
+//! (GLM's codes and each provider's page are in its own file, through its dialect). The sources
+//! of every rule are in `tests/fixtures/providers/SOURCES.md`.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
+use super::dialect::dialect;
 use crate::config::ProviderKind;
 
 /// The fields of an error body exai decides on: `{"error": {"message", "type", "code"}}`, or
@@ -63,11 +65,6 @@ impl ErrorBody {
             .into_iter()
             .flatten()
             .any(|w| words.contains(&w.as_str()))
-    }
-
-    /// GLM's numeric business code.
-    fn glm_code(&self) -> Option<u32> {
-        self.code.as_deref()?.parse().ok()
     }
 }
 
@@ -145,9 +142,7 @@ pub(crate) fn classify(
     if body.says(OVERLOAD_WORDS) {
         return ErrorClass::Overloaded;
     }
-    if kind == ProviderKind::Glm
-        && let Some(class) = body.glm_code().and_then(glm_class)
-    {
+    if let Some(class) = dialect(kind).error_class(body) {
         return class;
     }
     match status {
@@ -164,24 +159,6 @@ pub(crate) fn classify(
     }
 }
 
-/// GLM's business codes (Z.ai "Errors" page, codes with their HTTP status).
-fn glm_class(code: u32) -> Option<ErrorClass> {
-    Some(match code {
-        // 1113 balance; 1304 daily call limit; 1308/1310 plan windows (the message says when
-        // they reset); 1309 plan expired; 1311–1321 plan restrictions.
-        1113 | 1304 | 1308 | 1309 | 1310 | 1311..=1321 => ErrorClass::Quota,
-        1110 | 1111 | 1112 | 1121 => ErrorClass::Account,
-        1302 | 1303 => ErrorClass::RateLimited,
-        1305 => ErrorClass::Overloaded,
-        _ => return None,
-    })
-}
-
-/// GLM codes of a plan's usage window or term rather than the account's balance.
-fn glm_plan_code(body: &ErrorBody) -> bool {
-    matches!(body.glm_code(), Some(1304 | 1308..=1321))
-}
-
 /// What to tell the user about an error answer, with a leading " — " (empty when the status
 /// and message say it all).
 pub(crate) fn hint(
@@ -192,7 +169,7 @@ pub(crate) fn hint(
     body: &ErrorBody,
 ) -> String {
     match class {
-        ErrorClass::Quota => quota_hint(kind, body),
+        ErrorClass::Quota => dialect(kind).quota_hint(body),
         ErrorClass::Account => " — the account cannot be used (inactive, locked or unknown); \
                                 see the provider's console; exai did not retry"
             .to_string(),
@@ -206,45 +183,9 @@ pub(crate) fn hint(
     }
 }
 
-/// The billing page of each provider, and what to do there.
-fn quota_hint(kind: ProviderKind, body: &ErrorBody) -> String {
-    let exhausted = " — the account's balance or plan is exhausted";
-    let page = match kind {
-        ProviderKind::Glm if glm_plan_code(body) => {
-            return format!(
-                "{exhausted}: the GLM plan's usage limit is reached (the message says when it \
-                 resets); see https://z.ai/subscribe; exai did not retry"
-            );
-        }
-        // 1113 also answers a Coding Plan key sent to the pay-as-you-go endpoint.
-        ProviderKind::Glm => {
-            return format!(
-                "{exhausted}: top up the GLM balance at https://z.ai/manage-apikey/billing (or \
-                 use the endpoint that matches the key's plan); exai did not retry"
-            );
-        }
-        ProviderKind::Kimi => "top up the Kimi balance at https://platform.kimi.ai/console",
-        ProviderKind::OpenAi => {
-            "check the OpenAI credit and spend limits at https://platform.openai.com/account/billing"
-        }
-        ProviderKind::OpenRouter if affordable_with_fewer_tokens(body) => {
-            return " — the OpenRouter credits do not cover this many output tokens; add credits \
-                    at https://openrouter.ai/settings/credits or ask for a shorter answer; exai \
-                    did not retry"
-                .to_string();
-        }
-        ProviderKind::OpenRouter => "add credits at https://openrouter.ai/settings/credits",
-        ProviderKind::Custom => "ask the endpoint's operator",
-    };
-    format!("{exhausted}: {page}; exai did not retry")
-}
-
-/// OpenRouter's 402 "This request requires more credits, or fewer max_tokens … can only
-/// afford N": a smaller output limit would be served.
-fn affordable_with_fewer_tokens(body: &ErrorBody) -> bool {
-    body.message
-        .as_deref()
-        .is_some_and(|m| m.contains("can only afford") || m.contains("fewer max_tokens"))
+/// The hint for an exhausted balance or plan, naming `what_to_do` (where to pay).
+pub(crate) fn exhausted(what_to_do: &str) -> String {
+    format!(" — the account's balance or plan is exhausted: {what_to_do}; exai did not retry")
 }
 
 /// An endpoint's key as far as hints go: the variable it comes from, and whether it is set.
@@ -266,12 +207,7 @@ pub(crate) fn status_hint(kind: ProviderKind, key: Key<'_>, status: u16) -> Stri
         },
         404 => " — the model or URL does not exist there; see listmodels".to_string(),
         429 => " — rate limited; exai retried as long as the deadline allowed".to_string(),
-        s if s >= 500 => match kind {
-            ProviderKind::Custom => " — the endpoint failed; is the server healthy?".to_string(),
-            _ => {
-                " — the provider failed; exai retried; try again later or another model".to_string()
-            }
-        },
+        s if s >= 500 => dialect(kind).server_error_hint().to_string(),
         _ => String::new(),
     }
 }
@@ -342,5 +278,85 @@ mod tests {
             classify(ProviderKind::Glm, 429, &locked, false),
             ErrorClass::Account
         );
+    }
+
+    #[test]
+    fn each_provider_names_its_own_billing_page_and_server_hint() {
+        let key = Key {
+            source: None,
+            set: false,
+        };
+        let quota =
+            |kind, body: &str| hint(kind, key, 402, ErrorClass::Quota, &ErrorBody::parse(body));
+        let exhausted = " — the account's balance or plan is exhausted: ";
+        let cases = [
+            (
+                quota(
+                    ProviderKind::Glm,
+                    r#"{"error":{"code":"1308","message":"m"}}"#,
+                ),
+                format!(
+                    "{exhausted}the GLM plan's usage limit is reached (the message says when it \
+                     resets); see https://z.ai/subscribe; exai did not retry"
+                ),
+            ),
+            (
+                quota(
+                    ProviderKind::Glm,
+                    r#"{"error":{"code":"1113","message":"m"}}"#,
+                ),
+                format!(
+                    "{exhausted}top up the GLM balance at https://z.ai/manage-apikey/billing (or \
+                     use the endpoint that matches the key's plan); exai did not retry"
+                ),
+            ),
+            (
+                quota(ProviderKind::Kimi, "{}"),
+                format!(
+                    "{exhausted}top up the Kimi balance at https://platform.kimi.ai/console; exai \
+                     did not retry"
+                ),
+            ),
+            (
+                quota(ProviderKind::OpenAi, "{}"),
+                format!(
+                    "{exhausted}check the OpenAI credit and spend limits at \
+                     https://platform.openai.com/account/billing; exai did not retry"
+                ),
+            ),
+            (
+                quota(
+                    ProviderKind::OpenRouter,
+                    r#"{"error":{"code":402,"message":"fewer max_tokens. You can only afford 10"}}"#,
+                ),
+                " — the OpenRouter credits do not cover this many output tokens; add credits at \
+                 https://openrouter.ai/settings/credits or ask for a shorter answer; exai did not \
+                 retry"
+                    .to_string(),
+            ),
+            (
+                quota(ProviderKind::OpenRouter, "{}"),
+                format!(
+                    "{exhausted}add credits at https://openrouter.ai/settings/credits; exai did \
+                     not retry"
+                ),
+            ),
+            (
+                quota(ProviderKind::Custom, "{}"),
+                format!("{exhausted}ask the endpoint's operator; exai did not retry"),
+            ),
+            (
+                status_hint(ProviderKind::Custom, key, 503),
+                " — the endpoint failed; is the server healthy?".to_string(),
+            ),
+            (
+                status_hint(ProviderKind::Kimi, key, 503),
+                " — the provider failed; exai retried; try again later or another model"
+                    .to_string(),
+            ),
+        ];
+        for (said, expected) in cases {
+            assert_eq!(said, expected);
+        }
     }
 }

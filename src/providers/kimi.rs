@@ -2,14 +2,56 @@
 //! models that may stop thinking are told `thinking: {type: disabled}`, those that always think
 //! (kimi-k3, kimi-k2.7-code) get at most their lowest `reasoning_effort` and never a `thinking`
 //! field; the output limit goes in `max_completion_tokens`; web search is the builtin
-//! `$web_search` function, whose calls `search.rs` hands back.
+//! `$web_search` function, whose calls `search.rs` hands back; images before the text; every
+//! turn's reasoning sent back; its billing page.
 
 use serde_json::{Value, json};
 
+use super::dialect::{Dialect, WebSearch};
+use super::errors::{self, ErrorBody};
 use super::{ChatRequest, ModelInfo, Thinking, body, search};
-use crate::config::ProviderKind;
 
-pub fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
+/// The name of Kimi's builtin search function.
+pub(crate) const SEARCH_FUNCTION: &str = "$web_search";
+
+pub(crate) struct Kimi;
+
+impl Dialect for Kimi {
+    /// Kimi deprecates `max_tokens`.
+    fn limit_field(&self) -> &'static str {
+        "max_completion_tokens"
+    }
+
+    /// Kimi documents that a prompt plus limit over the context window is refused.
+    fn limit_within_context(&self) -> bool {
+        true
+    }
+
+    fn images_first(&self) -> bool {
+        true
+    }
+
+    /// Kimi takes the reasoning back on every assistant turn.
+    fn wants_reasoning_back(&self) -> bool {
+        true
+    }
+
+    fn shape(&self, model: &ModelInfo, request: &ChatRequest, _host: &str, body: &mut Value) {
+        shape(model, request, body);
+    }
+
+    fn web_search(&self) -> Option<WebSearch> {
+        Some(WebSearch::RoundTrip {
+            function: SEARCH_FUNCTION,
+        })
+    }
+
+    fn quota_hint(&self, _body: &ErrorBody) -> String {
+        errors::exhausted("top up the Kimi balance at https://platform.kimi.ai/console")
+    }
+}
+
+fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     body["stream_options"] = json!({"include_usage": true});
     if let Some(t) = request.temperature
         && !model.fixed_sampling
@@ -29,7 +71,12 @@ pub fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     }
     // No tool_choice: Kimi's default is "auto", the only choice its thinking models accept.
     // Thinking stays as the model has it: $web_search works with thinking on.
-    if request.web_search && search::can_search(ProviderKind::Kimi, model) {
-        body["tools"] = json!([search::kimi_tool()]);
+    if request.web_search && search::offered(&Kimi, model).is_some() {
+        body["tools"] = json!([search_tool()]);
     }
+}
+
+/// Kimi's builtin search: the model calls it, and the caller passes the arguments back.
+pub(crate) fn search_tool() -> Value {
+    json!({"type": "builtin_function", "function": {"name": SEARCH_FUNCTION}})
 }

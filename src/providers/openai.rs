@@ -4,9 +4,30 @@
 
 use serde_json::{Value, json};
 
+use super::dialect::Dialect;
+use super::errors::{self, ErrorBody};
 use super::{ChatRequest, ModelInfo, Thinking, body};
 
-pub fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
+pub(crate) struct OpenAi;
+
+impl Dialect for OpenAi {
+    /// OpenAI's reasoning models refuse `max_tokens`.
+    fn limit_field(&self) -> &'static str {
+        "max_completion_tokens"
+    }
+
+    fn shape(&self, model: &ModelInfo, request: &ChatRequest, _host: &str, body: &mut Value) {
+        shape(model, request, body);
+    }
+
+    fn quota_hint(&self, _body: &ErrorBody) -> String {
+        errors::exhausted(
+            "check the OpenAI credit and spend limits at https://platform.openai.com/account/billing",
+        )
+    }
+}
+
+fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     body["stream_options"] = json!({"include_usage": true});
     match model.thinking {
         Thinking::None => {

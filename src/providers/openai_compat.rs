@@ -40,13 +40,48 @@ const MAX_MODEL_LIST: usize = 4 * 1024 * 1024;
 /// Longest finish reason kept (a provider's word, such as `model_context_window_exceeded`).
 const MAX_FINISH_REASON: usize = 64;
 
+/// Why an endpoint's client could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no HTTP client: {detail}")]
+pub struct NoHttpClient {
+    detail: String,
+}
+
+/// Why an endpoint's base URL gives no request URL (the parser's words).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{detail}")]
+pub struct BadUrl {
+    detail: String,
+}
+
+/// Why `GET /models` gave no list; the provider's words are masked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ListModelsError {
+    #[error("{0}")]
+    BadUrl(String),
+    /// The request or the reading of the answer failed.
+    #[error("{0}")]
+    Failed(String),
+    #[error("HTTP {status}, a redirect to {location} (not followed)")]
+    Redirect { status: u16, location: String },
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("the model list stopped coming")]
+    Stalled,
+    #[error("the model list is larger than {}", size_text(MAX_MODEL_LIST))]
+    TooLarge,
+    /// Not the documented list (the parser's words).
+    #[error("{0}")]
+    Malformed(String),
+}
+
 /// An OpenAI-compatible endpoint.
 pub struct OpenAiCompatible {
     name: String,
     kind: ProviderKind,
     /// `…/chat/completions` and `…/models` on the base URL (its query kept), or why not.
-    chat_url: Result<reqwest::Url, String>,
-    models_url: Result<reqwest::Url, String>,
+    chat_url: Result<reqwest::Url, BadUrl>,
+    models_url: Result<reqwest::Url, BadUrl>,
     /// The base URL with its credentials masked, for messages.
     shown_url: String,
     api_key: Option<Secret>,
@@ -62,14 +97,16 @@ pub struct OpenAiCompatible {
 
 impl OpenAiCompatible {
     /// The client of one endpoint; fails only when no HTTP client can be built.
-    pub fn new(endpoint: &EndpointConfig, config: &Config) -> Result<Self, String> {
+    pub fn new(endpoint: &EndpointConfig, config: &Config) -> Result<Self, NoHttpClient> {
         // A redirect would re-send the prompt and files to wherever it points: none is followed.
         let http = reqwest::Client::builder()
             .connect_timeout(config.provider_connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| format!("no HTTP client: {}", error_chain(&e)))?;
+            .map_err(|e| NoHttpClient {
+                detail: error_chain(&e),
+            })?;
         let base = endpoint.base_url.expose();
         // With a key, the URL's user and password would be a second Authorization header.
         let drop_userinfo = endpoint.api_key.is_some();
@@ -142,37 +179,36 @@ impl OpenAiCompatible {
     }
 
     /// `GET /models`: the ids the endpoint serves, with what it says of their reasoning.
-    pub async fn list_models(&self) -> Result<Vec<(String, Option<ListedReasoning>)>, String> {
-        let url = self.models_url.as_ref().map_err(|e| self.clean(e))?;
+    pub async fn list_models(
+        &self,
+    ) -> Result<Vec<(String, Option<ListedReasoning>)>, ListModelsError> {
+        let url = self
+            .models_url
+            .as_ref()
+            .map_err(|e| ListModelsError::BadUrl(self.clean(&e.to_string())))?;
         let response = self
             .request(reqwest::Method::GET, url)
             .send()
             .await
-            .map_err(|e| self.describe(e))?;
+            .map_err(|e| ListModelsError::Failed(self.describe(e)))?;
         let status = response.status();
         if status.is_redirection() {
-            return Err(format!(
-                "HTTP {}, a redirect to {} (not followed)",
-                status.as_u16(),
-                redirect_target(&response)
-            ));
+            return Err(ListModelsError::Redirect {
+                status: status.as_u16(),
+                location: redirect_target(&response),
+            });
         }
         if !status.is_success() {
-            return Err(format!("HTTP {}", status.as_u16()));
+            return Err(ListModelsError::Status(status.as_u16()));
         }
         let body = match read_capped(response, MAX_MODEL_LIST, self.idle_timeout).await {
             Ok(body) => body,
-            Err(Capped::Idle) => return Err("the model list stopped coming".into()),
-            Err(Capped::Failed(e)) => return Err(self.describe(e)),
-            Err(Capped::TooLarge) => {
-                return Err(format!(
-                    "the model list is larger than {}",
-                    size_text(MAX_MODEL_LIST)
-                ));
-            }
+            Err(Capped::Idle) => return Err(ListModelsError::Stalled),
+            Err(Capped::Failed(e)) => return Err(ListModelsError::Failed(self.describe(e))),
+            Err(Capped::TooLarge) => return Err(ListModelsError::TooLarge),
         };
-        let list: ModelList =
-            serde_json::from_slice(&body).map_err(|e| self.shown(&e.to_string()))?;
+        let list: ModelList = serde_json::from_slice(&body)
+            .map_err(|e| ListModelsError::Malformed(self.shown(&e.to_string())))?;
         Ok(list
             .data
             .into_iter()
@@ -216,7 +252,7 @@ impl OpenAiCompatible {
             .map_err(|why| ProviderError::Connect {
                 provider: self.name.clone(),
                 url: self.shown_url.clone(),
-                detail: format!("not a usable URL: {}", self.clean(why)),
+                detail: format!("not a usable URL: {}", self.clean(&why.to_string())),
             })?;
         let waiting = if searching {
             format!("searching the web ({})", self.name)
@@ -674,8 +710,10 @@ impl OpenAiCompatible {
 /// `base` with `path` added to its path, its query kept after it (`https://h/v1?key=k` →
 /// `https://h/v1/chat/completions?key=k`); without the URL's user and password when
 /// `drop_userinfo`.
-fn endpoint_url(base: &str, path: &str, drop_userinfo: bool) -> Result<reqwest::Url, String> {
-    let mut url = reqwest::Url::parse(base).map_err(|e| e.to_string())?;
+fn endpoint_url(base: &str, path: &str, drop_userinfo: bool) -> Result<reqwest::Url, BadUrl> {
+    let mut url = reqwest::Url::parse(base).map_err(|e| BadUrl {
+        detail: e.to_string(),
+    })?;
     let joined = format!("{}{path}", url.path().trim_end_matches('/'));
     url.set_path(&joined);
     url.set_fragment(None);

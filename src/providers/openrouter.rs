@@ -1,13 +1,39 @@
 //! OpenRouter: one API for many vendors; reasoning is switched with its `reasoning` field, except
 //! on models whose reasoning is mandatory: they are never sent `enabled: false` (answered with
 //! HTTP 400) but their lowest effort, or nothing. The output limit goes in
-//! `max_completion_tokens`.
+//! `max_completion_tokens`. A 402 that a smaller output limit would pass says so.
 
 use serde_json::{Value, json};
 
+use super::dialect::Dialect;
+use super::errors::{self, ErrorBody};
 use super::{ChatRequest, ModelInfo, Thinking, body};
 
-pub fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
+pub(crate) struct OpenRouter;
+
+impl Dialect for OpenRouter {
+    /// OpenRouter deprecates `max_tokens`.
+    fn limit_field(&self) -> &'static str {
+        "max_completion_tokens"
+    }
+
+    fn shape(&self, model: &ModelInfo, request: &ChatRequest, _host: &str, body: &mut Value) {
+        shape(model, request, body);
+    }
+
+    fn quota_hint(&self, body: &ErrorBody) -> String {
+        if affordable_with_fewer_tokens(body) {
+            " — the OpenRouter credits do not cover this many output tokens; add credits at \
+             https://openrouter.ai/settings/credits or ask for a shorter answer; exai did not \
+             retry"
+                .to_string()
+        } else {
+            errors::exhausted("add credits at https://openrouter.ai/settings/credits")
+        }
+    }
+}
+
+fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     body["stream_options"] = json!({"include_usage": true});
     if let Some(t) = request.temperature {
         body["temperature"] = body::temperature(t);
@@ -21,4 +47,12 @@ pub fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
         }
         (Some(on), _) => body["reasoning"] = json!({"enabled": on}),
     }
+}
+
+/// OpenRouter's 402 "This request requires more credits, or fewer max_tokens … can only
+/// afford N": a smaller output limit would be served.
+fn affordable_with_fewer_tokens(body: &ErrorBody) -> bool {
+    body.message
+        .as_deref()
+        .is_some_and(|m| m.contains("can only afford") || m.contains("fewer max_tokens"))
 }

@@ -1,19 +1,17 @@
-//! Web search: which models may search, the tool each provider wants for it, and Kimi's
-//! `$web_search` round trip (the model asks, exai hands the arguments back, the platform searches).
+//! Web search: which models may search, and the two ways providers search — inside the one
+//! request (GLM's `web_search` tool), or a round trip through a builtin function (Kimi's
+//! `$web_search`: the model asks, exai hands the arguments back, the platform searches). The
+//! tool each provider wants is in its own file.
 
 use std::borrow::Cow;
 use std::time::Instant;
 
-use serde_json::{Value, json};
-
+use super::dialect::{Dialect, WebSearch, dialect};
 use super::{
     CallObserver, ChatMessage, ChatRequest, ChatResponse, Endpoint, Failure, ModelInfo,
     ProviderError, Source, Spent, ToolCall,
 };
 use crate::config::ProviderKind;
-
-/// The name of Kimi's builtin search function.
-pub(crate) const KIMI_SEARCH: &str = "$web_search";
 
 /// Rounds of searching a model may ask for in one call before exai stops it.
 pub(crate) const MAX_SEARCH_ROUNDS: u32 = 3;
@@ -21,35 +19,12 @@ pub(crate) const MAX_SEARCH_ROUNDS: u32 = 3;
 /// Whether exai can let this model search the web: the catalog says the model can, and exai
 /// knows its provider's way of doing it.
 pub fn can_search(kind: ProviderKind, model: &ModelInfo) -> bool {
-    model.web_search && matches!(kind, ProviderKind::Glm | ProviderKind::Kimi)
+    offered(dialect(kind), model).is_some()
 }
 
-/// GLM's server-side search: the platform searches before the model answers and, with
-/// `search_result` (off by default), returns what it found in a top-level `web_search` array.
-/// The reference marks `search_engine` required, and its values differ by host.
-pub(crate) fn glm_tool(host: &str) -> Value {
-    json!({"type": "web_search", "web_search": {
-        "enable": true,
-        "search_engine": glm_search_engine(host),
-        "search_result": true,
-    }})
-}
-
-/// The engine GLM documents for `host`: api.z.ai names only `search_pro_jina`; open.bigmodel.cn
-/// lists search_std, search_pro, search_pro_sogou and search_pro_quark, of which the first two
-/// return results without links. Any other host (a proxy) gets api.z.ai's.
-pub(crate) fn glm_search_engine(host: &str) -> &'static str {
-    let host = host.to_ascii_lowercase();
-    if host == "bigmodel.cn" || host.ends_with(".bigmodel.cn") {
-        "search_pro_quark"
-    } else {
-        "search_pro_jina"
-    }
-}
-
-/// Kimi's builtin search: the model calls it, and the caller passes the arguments back.
-pub(crate) fn kimi_tool() -> Value {
-    json!({"type": "builtin_function", "function": {"name": KIMI_SEARCH}})
+/// How `model` searches the web through exai on a provider of this dialect, if it can.
+pub(crate) fn offered(dialect: &dyn Dialect, model: &ModelInfo) -> Option<WebSearch> {
+    dialect.web_search().filter(|_| model.web_search)
 }
 
 /// One answer from `endpoint`, running the search rounds the model asks for. Usage, attempts and
@@ -60,8 +35,8 @@ pub(super) async fn answer(
     request: &ChatRequest,
     observer: &dyn CallObserver,
 ) -> Result<ChatResponse, Failure> {
-    let kind = endpoint.config.kind;
-    let searching = request.web_search && can_search(kind, model);
+    let search = offered(dialect(endpoint.config.kind), model).filter(|_| request.web_search);
+    let searching = search.is_some();
     let mut notes = Vec::new();
     if let Some(why) = &model.deprecated {
         notes.push(format!(
@@ -81,8 +56,12 @@ pub(super) async fn answer(
     let mut conversation = Cow::Borrowed(request);
     let mut earlier = Rounds::default();
     loop {
-        // GLM searches inside its one request; Kimi between rounds, once it has asked.
-        let searching_now = searching && (kind == ProviderKind::Glm || earlier.rounds > 0);
+        // A search inside the request runs in it; a round trip between rounds, once asked.
+        let searching_now = match search {
+            Some(WebSearch::InRequest) => true,
+            Some(WebSearch::RoundTrip { .. }) => earlier.rounds > 0,
+            None => false,
+        };
         let mut round = endpoint
             .round(model, &conversation, observer, searching_now)
             .await
@@ -94,7 +73,11 @@ pub(super) async fn answer(
         earlier.attempts += round.attempts;
         earlier.spent.add(Spent::of(&round));
         let calls = std::mem::take(&mut round.tool_calls);
-        if calls.is_empty() || !(searching && kind == ProviderKind::Kimi) {
+        let round_trip = match search {
+            Some(WebSearch::RoundTrip { function }) if !calls.is_empty() => Some(function),
+            _ => None,
+        };
+        let Some(function) = round_trip else {
             if !calls.is_empty() {
                 tracing::warn!(
                     provider = endpoint.name(),
@@ -103,13 +86,13 @@ pub(super) async fn answer(
                 );
             }
             return Ok(earlier.finish(round, notes));
-        }
+        };
         let fail = |error: ProviderError, earlier: &Rounds| Failure {
             error,
             attempts: earlier.attempts,
             spent: earlier.spent,
         };
-        if let Some(other) = calls.iter().find(|c| c.function.name != KIMI_SEARCH) {
+        if let Some(other) = calls.iter().find(|c| c.function.name != function) {
             let error = ProviderError::Garbage {
                 provider: endpoint.name().to_string(),
                 model: model.id.clone(),
@@ -155,9 +138,9 @@ pub(super) async fn answer(
     }
 }
 
-/// What goes back to Kimi after a round that asked to search: the assistant turn as it came,
-/// reasoning included, then one tool message per call whose content is the call's arguments,
-/// verbatim. While the model thinks, Kimi refuses an assistant tool-call turn without
+/// What goes back after a round that asked to search (Kimi's round trip): the assistant turn as
+/// it came, reasoning included, then one tool message per call whose content is the call's
+/// arguments, verbatim. While the model thinks, Kimi refuses an assistant tool-call turn without
 /// `reasoning_content`, so a round that streamed no reasoning sends an empty one.
 pub(crate) fn search_turn(
     round: ChatResponse,
@@ -237,8 +220,11 @@ pub(crate) fn add_sources(to: &mut Vec<Source>, from: &[Source]) {
 mod tests {
     use std::time::{Duration, Instant};
 
+    use serde_json::{Value, json};
+
     use super::*;
-    use crate::providers::{FunctionCall, Thinking, request_body};
+    use crate::providers::kimi::SEARCH_FUNCTION;
+    use crate::providers::{FunctionCall, Thinking, glm, request_body};
 
     fn request(web_search: bool) -> ChatRequest {
         ChatRequest {
@@ -266,7 +252,7 @@ mod tests {
     #[test]
     fn each_provider_gets_its_own_search_tool_only_when_asked_and_able() {
         let glm = body(ProviderKind::Glm, &model("glm", true), &request(true));
-        assert_eq!(glm["tools"], json!([glm_tool("api.z.ai")]));
+        assert_eq!(glm["tools"], json!([glm::search_tool("api.z.ai")]));
         assert!(
             glm.get("tool_choice").is_none(),
             "GLM documents tool_choice for function tools only: {glm}"
@@ -299,7 +285,7 @@ mod tests {
             id: "c1".into(),
             kind: "builtin_function".into(),
             function: FunctionCall {
-                name: KIMI_SEARCH.into(),
+                name: SEARCH_FUNCTION.into(),
                 arguments: "{\"x\":1}".into(),
             },
         };
@@ -313,7 +299,7 @@ mod tests {
             role: "tool",
             content: "{\"x\":1}".into(),
             tool_call_id: Some("c1".into()),
-            name: Some(KIMI_SEARCH.into()),
+            name: Some(SEARCH_FUNCTION.into()),
             ..ChatMessage::default()
         };
         assert_eq!(
@@ -329,26 +315,12 @@ mod tests {
     }
 
     #[test]
-    fn glm_gets_the_search_engine_its_host_documents() {
-        for (host, engine) in [
-            ("api.z.ai", "search_pro_jina"),
-            ("open.bigmodel.cn", "search_pro_quark"),
-            ("OPEN.BIGMODEL.CN", "search_pro_quark"),
-            ("bigmodel.cn.example", "search_pro_jina"),
-            ("127.0.0.1", "search_pro_jina"),
-        ] {
-            assert_eq!(glm_search_engine(host), engine, "{host}");
-            assert_eq!(glm_tool(host)["web_search"]["search_engine"], engine);
-        }
-    }
-
-    #[test]
     fn a_thinking_model_gets_reasoning_content_back_even_when_it_streamed_none() {
         let call = ToolCall {
             id: "c1".into(),
             kind: "builtin_function".into(),
             function: FunctionCall {
-                name: KIMI_SEARCH.into(),
+                name: SEARCH_FUNCTION.into(),
                 arguments: "{}".into(),
             },
         };

@@ -6,7 +6,7 @@ use crate::calls::{ToolFailure, Usage};
 use crate::config::ProviderKind;
 use crate::files::{self, Embedded};
 use crate::images;
-use crate::providers::{ChatMessage, ChatRequest, ChatResponse, Need, Resolved};
+use crate::providers::{ChatMessage, ChatRequest, ChatResponse, Need, Resolved, dialect};
 use crate::threads::{Thread, ThreadError};
 use crate::tokens;
 
@@ -40,7 +40,8 @@ impl Answer {
     /// The reasoning to keep with the answer in the conversation: only where the provider wants
     /// it replayed (Kimi's thinking models); elsewhere the record keeps it.
     pub fn reasoning_to_keep(&self) -> Option<String> {
-        (self.kind == ProviderKind::Kimi)
+        dialect(self.kind)
+            .wants_reasoning_back()
             .then(|| self.response.reasoning.clone())
             .flatten()
     }
@@ -83,7 +84,7 @@ pub struct Failed {
 pub fn choose(ctx: &ToolContext, name: Option<&str>, need: Need) -> Result<Resolved, ToolFailure> {
     ctx.providers
         .resolve(name, need)
-        .map_err(|message| ToolFailure::new("no_model", message))
+        .map_err(|unusable| ToolFailure::new("no_model", unusable.to_string()))
 }
 
 /// Maps `thinking_mode` (Zen's names) onto the provider's think / don't-think switch.

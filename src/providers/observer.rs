@@ -1,0 +1,16 @@
+//! What a provider call reports while it runs, for progress and records.
+
+/// Receives what a provider call is doing, for progress and records.
+pub trait CallObserver: Send + Sync {
+    /// A new stage ("waiting for glm", "queued · 2 ahead for glm", "streaming").
+    fn stage(&self, stage: String);
+    /// Which provider and model serve the call.
+    fn model(&self, provider: &str, model: &str);
+    /// The model's output began or moved on (`thinking`, `streaming`, `preparing a web
+    /// search`): a stage of the one answer being streamed.
+    fn output(&self, stage: String) {
+        self.stage(stage);
+    }
+    /// More output arrived (`reasoning` for thinking tokens).
+    fn tokens(&self, count: u64, reasoning: bool);
+}
