@@ -1,7 +1,7 @@
 //! Settings: the environment, then the config file, then defaults.
 
 mod file;
-mod settings;
+pub mod settings;
 
 use settings as s;
 pub use settings::{Kind, SETTINGS, Setting, setting};
