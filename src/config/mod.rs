@@ -576,10 +576,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 Ok(n) => (Ok(n), "number too large to fit in target type".into()),
                 Err(e) => (Err(()), e.to_string()),
             },
-            (Kind::Positive(_), Some(v)) => (
-                v.trim().parse::<u64>().ok().filter(|n| *n > 0).ok_or(()),
-                "expected a positive whole number".into(),
-            ),
+            (Kind::Positive(_), Some(v)) => (positive_whole(v).ok_or(()), NOT_POSITIVE.into()),
             (Kind::AtLeast { min, default }, Some(v)) => (
                 v.trim()
                     .replace('_', "")
@@ -606,18 +603,26 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
 
     /// A limit that must be a positive whole number when set (a provider's own concurrency).
     fn positive(&self, var: &'static str) -> Result<Option<usize>, ConfigError> {
-        match self.get(var) {
-            None => Ok(None),
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if n > 0 => Ok(Some(n)),
-                _ => Err(ConfigError::Invalid {
-                    var,
-                    value: v,
-                    why: "expected a positive whole number".into(),
-                }),
-            },
-        }
+        self.get(var)
+            .map(
+                |v| match positive_whole(&v).and_then(|n| usize::try_from(n).ok()) {
+                    Some(n) => Ok(n),
+                    None => Err(ConfigError::Invalid {
+                        var,
+                        value: v,
+                        why: NOT_POSITIVE.into(),
+                    }),
+                },
+            )
+            .transpose()
     }
+}
+
+const NOT_POSITIVE: &str = "expected a positive whole number";
+
+/// A whole number above zero, spaces around it allowed.
+fn positive_whole(text: &str) -> Option<u64> {
+    text.trim().parse::<u64>().ok().filter(|n| *n > 0)
 }
 
 /// A setting read as a kind it is not: exai's own mistake, caught by the defaults test.
