@@ -6,7 +6,9 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::print_stdout,
-    clippy::print_stderr
+    clippy::print_stderr,
+    // Test tasks carry no call's span: plain spawns are fine here.
+    clippy::disallowed_methods
 )]
 
 #[path = "../tests/it/common.rs"]

@@ -77,7 +77,8 @@ impl App {
     pub fn discover_models(self: &Arc<Self>) {
         const REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
         let app = self.clone();
-        tokio::spawn(async move {
+        // The process's own timer: no call's span.
+        crate::spawn::in_span(tracing::Span::none(), async move {
             loop {
                 app.providers
                     .discover(std::time::Duration::from_secs(5))

@@ -19,6 +19,7 @@ pub mod providers;
 pub mod secrets;
 pub mod service;
 pub mod shim;
+pub mod spawn;
 pub mod stdio;
 pub mod store;
 pub mod tasks;

@@ -144,7 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.listen = exai::config::parse_listen(&listen)
                     .map_err(|why| anyhow::anyhow!("--listen {listen:?}: {why}"))?;
             }
-            exai::tools::ToolRegistry::check_settings(&config).map_err(anyhow::Error::msg)?;
+            exai::tools::ToolRegistry::check_settings(&config)?;
             exai::daemon::prepare_home(&config)?;
             let _guard = exai::logging::init(Some(&config.log_dir()), false);
             exai::daemon::run(config, allow_remote).await?;
@@ -152,7 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stdio { no_daemon } => {
             let config = Config::from_env()?;
             if no_daemon {
-                exai::tools::ToolRegistry::check_settings(&config).map_err(anyhow::Error::msg)?;
+                exai::tools::ToolRegistry::check_settings(&config)?;
                 std::fs::create_dir_all(config.log_dir())
                     .with_context(|| format!("cannot create {}", config.log_dir().display()))?;
                 let _guard = exai::logging::init(Some(&config.log_dir()), true);
@@ -190,7 +190,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config { json } => {
             let config = Config::from_env()?;
-            exai::tools::ToolRegistry::check_settings(&config).map_err(anyhow::Error::msg)?;
+            exai::tools::ToolRegistry::check_settings(&config)?;
             exai::cli::show_config(&config, json, &mut std::io::stdout().lock())?;
         }
         Command::Status { json } => {

@@ -543,7 +543,7 @@ impl ServerHandler for ExaiService {
                 // for this request may still be on its way to `on_cancelled`.
                 let session = self.session.clone();
                 let running = call.clone();
-                tokio::spawn(async move {
+                crate::spawn::in_current_span(async move {
                     running.finished().await;
                     session.take_call_for_response(&request_id);
                 });

@@ -98,9 +98,9 @@ struct Relay {
 /// Runs the relay until stdin closes.
 pub async fn run(config: Config) -> Result<(), ShimError> {
     let (out_tx, out_rx) = mpsc::channel::<String>(1024);
-    let writer = tokio::spawn(write_stdout(out_rx));
+    let writer = crate::spawn::in_current_span(write_stdout(out_rx));
     let (in_tx, mut input) = mpsc::channel::<Input>(64);
-    tokio::spawn(read_stdin(in_tx, config.max_message_bytes));
+    crate::spawn::in_current_span(read_stdin(in_tx, config.max_message_bytes));
 
     let mut relay = Relay {
         config,
@@ -115,7 +115,10 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
         start_failure: None,
     };
     let mut link: Option<Ws> = None;
-    let mut connecting = Some(tokio::spawn(connect(relay.config.clone(), None)));
+    let mut connecting = Some(crate::spawn::in_current_span(connect(
+        relay.config.clone(),
+        None,
+    )));
     let mut next_attempt = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(100);
     let mut last_seen = Instant::now();
@@ -203,7 +206,7 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
                 }
             },
             _ = tokio::time::sleep_until(next_attempt), if link.is_none() && connecting.is_none() => {
-                connecting = Some(tokio::spawn(connect(relay.config.clone(), relay.recent_start_failure())));
+                connecting = Some(crate::spawn::in_current_span(connect(relay.config.clone(), relay.recent_start_failure())));
             },
             _ = ping.tick(), if link.is_some() => {
                 if last_seen.elapsed() > PING_EVERY * 3 {

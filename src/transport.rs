@@ -136,14 +136,14 @@ impl FrameTransport {
     {
         let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
         let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
-        tokio::spawn(read_frames(
+        crate::spawn::in_current_span(read_frames(
             source,
             in_tx,
             out_tx.clone(),
             limit,
             session.clone(),
         ));
-        tokio::spawn(write_frames(
+        crate::spawn::in_current_span(write_frames(
             sink,
             out_rx,
             store.clone(),
@@ -290,7 +290,7 @@ fn record_delivery(store: Store, call_id: String, outcome: Result<(), String>) {
             Delivery::Failed(error)
         }
     };
-    tokio::spawn(async move {
+    crate::spawn::in_current_span(async move {
         if let Err(error) = store.set_delivery(&call_id, delivery).await {
             tracing::error!(%call_id, %error, "could not record delivery");
         }

@@ -18,7 +18,6 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 pub use progress::{Progress, Snapshot};
 
@@ -315,7 +314,7 @@ impl Calls {
     ) {
         let calls = self.clone();
         let span = tracing::info_span!("call", call_id = %call.id, tool = %call.tool, session = %call.origin.session_id);
-        tokio::spawn(async move { calls.supervise(call, work).await }.instrument(span));
+        crate::spawn::in_span(span, async move { calls.supervise(call, work).await });
     }
 
     async fn supervise(

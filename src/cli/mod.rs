@@ -384,101 +384,16 @@ fn default_model_warnings(config: &Config) -> Vec<String> {
 
 /// `exai config`: the effective settings, where each came from, and the providers (keys masked).
 pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Result<(), CliError> {
-    let env_value = |var: &str| -> Option<String> {
-        let value = match var {
-            "EXAI_HOME" => config.home.display().to_string(),
-            "EXAI_LISTEN" => config.listen.to_string(),
-            "EXAI_URL" => config.daemon_url.clone().unwrap_or_else(|| {
-                format!("unset: exai stdio uses {}", config.socket_path().display())
-            }),
-            "EXAI_NO_AUTOSTART" => config.no_autostart.to_string(),
-            "EXAI_CONFIG" => config.file.as_ref().map(|f| f.display().to_string())?,
-            "DEFAULT_MODEL" => config
-                .default_model
-                .clone()
-                .unwrap_or_else(|| "auto".into()),
-            "EXAI_FALLBACK_MODELS" => config.fallback_models.join(","),
-            "EXAI_MODELS_FILE" => config
-                .catalog_file
-                .as_ref()
-                .map(|f| f.display().to_string())?,
-            "EXAI_CALL_TIMEOUT_S" => config.call_timeout.as_secs_f64().to_string(),
-            "EXAI_TOOL_TIMEOUTS" => {
-                let mut pairs: Vec<String> = config
-                    .tool_timeouts
-                    .iter()
-                    .map(|(t, d)| format!("{t}={}", d.as_secs_f64()))
-                    .collect();
-                pairs.sort();
-                pairs.join(",")
-            }
-            "EXAI_PROVIDER_CONNECT_TIMEOUT_S" => {
-                config.provider_connect_timeout.as_secs_f64().to_string()
-            }
-            "EXAI_PROVIDER_IDLE_TIMEOUT_S" => {
-                config.provider_idle_timeout.as_secs_f64().to_string()
-            }
-            "EXAI_FIRST_TOKEN_TIMEOUT_S" => config.first_token_timeout.as_secs_f64().to_string(),
-            "EXAI_PROGRESS_INTERVAL_S" => config.progress_interval.as_secs_f64().to_string(),
-            "EXAI_SHUTDOWN_GRACE_S" => config.shutdown_grace.as_secs_f64().to_string(),
-            "EXAI_MAX_MESSAGE_BYTES" => config.max_message_bytes.to_string(),
-            "EXAI_MAX_ANSWER_BYTES" => config.max_answer_bytes.to_string(),
-            "EXAI_PROVIDER_CONCURRENCY" => config.default_concurrency.to_string(),
-            "EXAI_RETRY_ATTEMPTS" => config.retry.max_attempts.to_string(),
-            "EXAI_RETRY_BASE_S" => config.retry.base_delay.as_secs_f64().to_string(),
-            "EXAI_RETRY_MAX_DELAY_S" => config.retry.max_delay.as_secs_f64().to_string(),
-            "EXAI_RETRY_AFTER_CAP_S" => config.retry.max_retry_after.as_secs_f64().to_string(),
-            "EXAI_RETENTION_S" => config.retention_max_age.as_secs().to_string(),
-            "EXAI_RETENTION_ROWS" => config.retention_max_rows.to_string(),
-            "EXAI_CLIENT_PATIENCE" => {
-                let mut rules: Vec<String> = config
-                    .client_patience
-                    .iter()
-                    .map(|(client, d)| format!("{client}={}", d.as_secs()))
-                    .collect();
-                rules.push(format!("*={}", config.default_patience.as_secs()));
-                rules.join(",")
-            }
-            "EXAI_RESULT_TTL_S" => config.result_ttl.as_secs().to_string(),
-            "EXAI_ALLOWED_ROOTS" => config
-                .allowed_roots
-                .iter()
-                .map(|r| r.display().to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-            "EXAI_THREAD_TTL_S" => config.thread_ttl.as_secs().to_string(),
-            "EXAI_THREAD_MAX_TURNS" => config.thread_max_turns.to_string(),
-            "DISABLED_TOOLS" => config.disabled_tools.join(","),
-            "EXAI_TOOL_MAX_OUTPUT" => {
-                let mut pairs: Vec<String> = config
-                    .tool_max_output
-                    .iter()
-                    .map(|(t, n)| format!("{t}={n}"))
-                    .collect();
-                pairs.sort();
-                pairs.join(",")
-            }
-            "MAX_MCP_OUTPUT_TOKENS" => config.max_output_tokens.to_string(),
-            "EXAI_PROMPT_SIZE_LIMIT" => config.prompt_size_limit.to_string(),
-            "EXAI_LOG" => std::env::var("EXAI_LOG")
-                .or_else(|_| std::env::var("RUST_LOG"))
-                .unwrap_or_else(|_| "info".into()),
-            // Per-provider settings are shown with the providers.
-            _ => return None,
-        };
-        Some(value)
-    };
-    let settings: Vec<(String, String, String, String)> = crate::config::SETTINGS
+    let settings: Vec<(&crate::config::Setting, String, String)> = crate::config::SETTINGS
         .iter()
-        .filter_map(|var| {
-            let value = env_value(var)?;
+        .filter_map(|setting| {
+            let value = (setting.shown)(config)?;
             let from = config
                 .sources
-                .get(*var)
+                .get(setting.var)
                 .cloned()
                 .unwrap_or_else(|| "default".into());
-            let key = crate::config::file_key(var).unwrap_or_else(|| "-".into());
-            Some((var.to_string(), value, from, key))
+            Some((setting, value, from))
         })
         .collect();
     let providers: Vec<serde_json::Value> = config
@@ -507,7 +422,12 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
         let value = json!({
             "warnings": warnings,
             "config_file": config.file,
-            "settings": settings.iter().map(|(k, v, f, key)| json!({"setting": k, "value": v, "from": f, "file_key": key})).collect::<Vec<_>>(),
+            "settings": settings.iter().map(|(setting, value, from)| json!({
+                "setting": setting.var,
+                "value": value,
+                "from": from,
+                "file_key": setting.file_key_shown(),
+            })).collect::<Vec<_>>(),
             "providers": providers,
         });
         writeln!(
@@ -532,11 +452,13 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
         "\n{:<32}  {:<40}  {:<32}  FROM",
         "SETTING", "VALUE", "CONFIG FILE KEY"
     )?;
-    for (var, value, from, key) in &settings {
+    for (setting, value, from) in &settings {
         writeln!(
             out,
-            "{var:<32}  {:<40}  {key:<32}  {from}",
-            one_line(value, 40)
+            "{:<32}  {:<40}  {:<32}  {from}",
+            setting.var,
+            one_line(value, 40),
+            setting.file_key_shown()
         )?;
     }
     writeln!(out, "\nproviders:")?;

@@ -1,129 +1,192 @@
-//! The TOML config file. Its settings are named after the environment variables they
-//! stand for, so one set of rules parses and checks both; the environment wins.
+//! The TOML config file. Its keys come from the settings table, and each value is read as the
+//! environment variable it stands for, so one set of rules parses and checks both; the
+//! environment wins.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
+use super::settings::{Kind, SETTINGS, Setting};
 use super::{BUILT_IN_PROVIDERS, ConfigError};
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The file's contents: each setting of the table as the environment would spell its value,
+/// the built-in providers' sections and the endpoints.
+#[derive(Default)]
 pub struct FileConfig {
-    default_model: Option<String>,
-    fallback_models: Option<Vec<String>>,
-    models_file: Option<String>,
-    listen: Option<String>,
-    max_message_bytes: Option<u64>,
-    max_answer_bytes: Option<u64>,
-    provider_concurrency: Option<u64>,
-    timeouts: Option<Timeouts>,
-    tool_timeouts: Option<BTreeMap<String, f64>>,
-    tool_max_output: Option<BTreeMap<String, u64>>,
-    retry: Option<Retry>,
-    retention: Option<Retention>,
-    memory: Option<Memory>,
-    allowed_roots: Option<Vec<String>>,
-    disabled_tools: Option<Vec<String>>,
-    client_patience: Option<BTreeMap<String, f64>>,
-    max_output_tokens: Option<u64>,
-    prompt_size_limit: Option<u64>,
-    providers: Option<BTreeMap<String, ProviderSection>>,
-    #[serde(default)]
+    values: Vec<(&'static Setting, String)>,
+    providers: BTreeMap<String, ProviderSection>,
     pub endpoints: Vec<EndpointSection>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Timeouts {
-    call: Option<f64>,
-    provider_connect: Option<f64>,
-    provider_idle: Option<f64>,
-    first_token: Option<f64>,
-    progress_interval: Option<f64>,
-    shutdown_grace: Option<f64>,
+const PROVIDERS: &str = "providers";
+const ENDPOINTS: &str = "endpoints";
+
+/// The keys the file may hold, from the settings table: the top-level keys (settings,
+/// `[section]`s, `providers`, `endpoints`) and each section's keys, in the table's order.
+struct Layout {
+    top: Vec<&'static str>,
+    sections: Vec<(&'static str, Vec<&'static str>)>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Retry {
-    attempts: Option<u64>,
-    base_s: Option<f64>,
-    max_delay_s: Option<f64>,
-    retry_after_cap_s: Option<f64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Retention {
-    max_age_s: Option<f64>,
-    max_rows: Option<u64>,
-}
-
-/// How long conversations and results are kept.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Memory {
-    thread_ttl_s: Option<f64>,
-    thread_max_exchanges: Option<u64>,
-    result_ttl_s: Option<f64>,
-}
-
-/// Each setting's key in the config file, by the environment variable it stands for (the
-/// per-provider settings are `providers.<name>.*`, the endpoints `[[endpoints]]`).
-pub const FILE_KEYS: &[(&str, &str)] = &[
-    ("DEFAULT_MODEL", "default_model"),
-    ("EXAI_FALLBACK_MODELS", "fallback_models"),
-    ("EXAI_MODELS_FILE", "models_file"),
-    ("EXAI_LISTEN", "listen"),
-    ("EXAI_MAX_MESSAGE_BYTES", "max_message_bytes"),
-    ("EXAI_MAX_ANSWER_BYTES", "max_answer_bytes"),
-    ("EXAI_PROVIDER_CONCURRENCY", "provider_concurrency"),
-    ("EXAI_CALL_TIMEOUT_S", "timeouts.call"),
-    (
-        "EXAI_PROVIDER_CONNECT_TIMEOUT_S",
-        "timeouts.provider_connect",
-    ),
-    ("EXAI_PROVIDER_IDLE_TIMEOUT_S", "timeouts.provider_idle"),
-    ("EXAI_FIRST_TOKEN_TIMEOUT_S", "timeouts.first_token"),
-    ("EXAI_PROGRESS_INTERVAL_S", "timeouts.progress_interval"),
-    ("EXAI_SHUTDOWN_GRACE_S", "timeouts.shutdown_grace"),
-    ("EXAI_TOOL_TIMEOUTS", "[tool_timeouts]"),
-    ("EXAI_TOOL_MAX_OUTPUT", "[tool_max_output]"),
-    ("EXAI_RETRY_ATTEMPTS", "retry.attempts"),
-    ("EXAI_RETRY_BASE_S", "retry.base_s"),
-    ("EXAI_RETRY_MAX_DELAY_S", "retry.max_delay_s"),
-    ("EXAI_RETRY_AFTER_CAP_S", "retry.retry_after_cap_s"),
-    ("EXAI_RETENTION_S", "retention.max_age_s"),
-    ("EXAI_RETENTION_ROWS", "retention.max_rows"),
-    ("EXAI_THREAD_TTL_S", "memory.thread_ttl_s"),
-    ("EXAI_THREAD_MAX_TURNS", "memory.thread_max_exchanges"),
-    ("EXAI_RESULT_TTL_S", "memory.result_ttl_s"),
-    ("EXAI_ALLOWED_ROOTS", "allowed_roots"),
-    ("DISABLED_TOOLS", "disabled_tools"),
-    ("EXAI_CLIENT_PATIENCE", "[client_patience]"),
-    ("MAX_MCP_OUTPUT_TOKENS", "max_output_tokens"),
-    ("EXAI_PROMPT_SIZE_LIMIT", "prompt_size_limit"),
-];
-
-/// The config-file key of the setting `var`, if it has one.
-pub fn key_of(var: &str) -> Option<String> {
-    if let Some((_, key)) = FILE_KEYS.iter().find(|(v, _)| *v == var) {
-        return Some(key.to_string());
-    }
-    BUILT_IN_PROVIDERS.iter().find_map(|spec| {
-        let section = format!("providers.{}", spec.name);
-        if var == spec.url_var {
-            Some(format!("{section}.base_url"))
-        } else if var == spec.allowed_var {
-            Some(format!("{section}.allowed_models"))
-        } else if var == spec.concurrency_var {
-            Some(format!("{section}.max_concurrency"))
-        } else {
-            None
+fn layout() -> &'static Layout {
+    static LAYOUT: OnceLock<Layout> = OnceLock::new();
+    LAYOUT.get_or_init(|| {
+        let mut layout = Layout {
+            top: Vec::new(),
+            sections: Vec::new(),
+        };
+        for key in SETTINGS.iter().filter_map(|s| s.file_key) {
+            let (top, field) = match key.split_once('.') {
+                Some((section, field)) => (section, Some(field)),
+                None => (key, None),
+            };
+            if !layout.top.contains(&top) {
+                layout.top.push(top);
+            }
+            if let Some(field) = field {
+                match layout.sections.iter_mut().find(|(name, _)| *name == top) {
+                    Some((_, fields)) => fields.push(field),
+                    None => layout.sections.push((top, vec![field])),
+                }
+            }
         }
+        layout.top.extend([PROVIDERS, ENDPOINTS]);
+        layout
     })
+}
+
+/// The setting whose file key is `key`.
+fn setting_at(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.file_key == Some(key))
+}
+
+impl<'de> Deserialize<'de> for FileConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(Section { name: None })
+    }
+}
+
+/// The whole file (`name` none) or one `[section]` of settings.
+#[derive(Clone, Copy)]
+struct Section {
+    name: Option<&'static str>,
+}
+
+impl<'de> DeserializeSeed<'de> for Section {
+    type Value = FileConfig;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<FileConfig, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Section {
+    type Value = FileConfig;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        // Worded as serde words a struct, as each section was one.
+        let name = self.name.unwrap_or("fileConfig");
+        let mut letters = name.chars();
+        let first: String = letters
+            .next()
+            .map(|c| c.to_ascii_uppercase())
+            .into_iter()
+            .collect();
+        write!(f, "struct {first}{}", letters.as_str())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FileConfig, A::Error> {
+        let layout = layout();
+        let keys: &'static [&'static str] = match self.name {
+            None => &layout.top,
+            Some(name) => layout
+                .sections
+                .iter()
+                .find(|(section, _)| *section == name)
+                .map(|(_, fields)| fields.as_slice())
+                .unwrap_or_default(),
+        };
+        let mut file = FileConfig::default();
+        while let Some(key) = map.next_key_seed(KnownKey(keys))? {
+            let full = match self.name {
+                Some(section) => format!("{section}.{key}"),
+                None => key.to_string(),
+            };
+            match (self.name, setting_at(&full)) {
+                (_, Some(setting)) => {
+                    let value = map.next_value_seed(ValueOf(setting))?;
+                    file.values.push((setting, value));
+                }
+                (None, None) if key == PROVIDERS => file.providers = map.next_value()?,
+                (None, None) if key == ENDPOINTS => file.endpoints = map.next_value()?,
+                (None, None) => {
+                    let section = map.next_value_seed(Section { name: Some(key) })?;
+                    file.values.extend(section.values);
+                }
+                (Some(_), None) => return Err(de::Error::unknown_field(key, keys)),
+            }
+        }
+        Ok(file)
+    }
+}
+
+/// A key of a table, refused with the keys it may hold (as serde refuses an unknown field).
+struct KnownKey(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for KnownKey {
+    type Value = &'static str;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KnownKey {
+    type Value = &'static str;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("field identifier")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        self.0
+            .iter()
+            .find(|known| **known == key)
+            .copied()
+            .ok_or_else(|| E::unknown_field(key, self.0))
+    }
+}
+
+/// One setting's value, read as the TOML type its kind takes and spelled as the environment
+/// would spell it (lists and tables joined with commas).
+struct ValueOf(&'static Setting);
+
+impl<'de> DeserializeSeed<'de> for ValueOf {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+        fn pairs<V: std::fmt::Display>(map: BTreeMap<String, V>) -> String {
+            let pairs: Vec<String> = map.iter().map(|(name, v)| format!("{name}={v}")).collect();
+            pairs.join(",")
+        }
+        Ok(match self.0.kind {
+            Kind::Seconds(_) => f64::deserialize(deserializer)?.to_string(),
+            Kind::Count(_) | Kind::Positive(_) | Kind::AtLeast { .. } | Kind::Above { .. } => {
+                u64::deserialize(deserializer)?.to_string()
+            }
+            Kind::List => Vec::<String>::deserialize(deserializer)?.join(","),
+            Kind::SecondsByName { .. } => {
+                pairs(BTreeMap::<String, f64>::deserialize(deserializer)?)
+            }
+            Kind::TokensByName => pairs(BTreeMap::<String, u64>::deserialize(deserializer)?),
+            Kind::Text { .. }
+            | Kind::Address { .. }
+            | Kind::Flag
+            | Kind::Url
+            | Kind::Secret
+            | Kind::File => String::deserialize(deserializer)?,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,140 +257,14 @@ impl FileConfig {
             vars.push((var.to_string(), value, key.to_string()))
         };
         let join = |items: &Vec<String>| items.join(",");
-        if let Some(v) = &self.default_model {
-            put("DEFAULT_MODEL", v.clone(), "default_model");
-        }
-        if let Some(v) = &self.fallback_models {
-            put("EXAI_FALLBACK_MODELS", join(v), "fallback_models");
-        }
-        if let Some(v) = &self.models_file {
-            put("EXAI_MODELS_FILE", v.clone(), "models_file");
-        }
-        if let Some(v) = &self.listen {
-            put("EXAI_LISTEN", v.clone(), "listen");
-        }
-        if let Some(v) = self.max_message_bytes {
-            put("EXAI_MAX_MESSAGE_BYTES", v.to_string(), "max_message_bytes");
-        }
-        if let Some(v) = self.max_answer_bytes {
-            put("EXAI_MAX_ANSWER_BYTES", v.to_string(), "max_answer_bytes");
-        }
-        if let Some(v) = self.provider_concurrency {
+        for (setting, value) in &self.values {
             put(
-                "EXAI_PROVIDER_CONCURRENCY",
-                v.to_string(),
-                "provider_concurrency",
+                setting.var,
+                value.clone(),
+                setting.file_key.unwrap_or_default(),
             );
         }
-        if let Some(t) = &self.timeouts {
-            for (value, var, key) in [
-                (t.call, "EXAI_CALL_TIMEOUT_S", "timeouts.call"),
-                (
-                    t.provider_connect,
-                    "EXAI_PROVIDER_CONNECT_TIMEOUT_S",
-                    "timeouts.provider_connect",
-                ),
-                (
-                    t.provider_idle,
-                    "EXAI_PROVIDER_IDLE_TIMEOUT_S",
-                    "timeouts.provider_idle",
-                ),
-                (
-                    t.first_token,
-                    "EXAI_FIRST_TOKEN_TIMEOUT_S",
-                    "timeouts.first_token",
-                ),
-                (
-                    t.progress_interval,
-                    "EXAI_PROGRESS_INTERVAL_S",
-                    "timeouts.progress_interval",
-                ),
-                (
-                    t.shutdown_grace,
-                    "EXAI_SHUTDOWN_GRACE_S",
-                    "timeouts.shutdown_grace",
-                ),
-            ] {
-                if let Some(v) = value {
-                    put(var, v.to_string(), key);
-                }
-            }
-        }
-        if let Some(tools) = &self.tool_timeouts {
-            let pairs: Vec<String> = tools
-                .iter()
-                .map(|(tool, s)| format!("{tool}={s}"))
-                .collect();
-            put("EXAI_TOOL_TIMEOUTS", pairs.join(","), "tool_timeouts");
-        }
-        if let Some(tools) = &self.tool_max_output {
-            let pairs: Vec<String> = tools
-                .iter()
-                .map(|(tool, tokens)| format!("{tool}={tokens}"))
-                .collect();
-            put("EXAI_TOOL_MAX_OUTPUT", pairs.join(","), "tool_max_output");
-        }
-        if let Some(r) = &self.retry {
-            if let Some(v) = r.attempts {
-                put("EXAI_RETRY_ATTEMPTS", v.to_string(), "retry.attempts");
-            }
-            for (value, var, key) in [
-                (r.base_s, "EXAI_RETRY_BASE_S", "retry.base_s"),
-                (r.max_delay_s, "EXAI_RETRY_MAX_DELAY_S", "retry.max_delay_s"),
-                (
-                    r.retry_after_cap_s,
-                    "EXAI_RETRY_AFTER_CAP_S",
-                    "retry.retry_after_cap_s",
-                ),
-            ] {
-                if let Some(v) = value {
-                    put(var, v.to_string(), key);
-                }
-            }
-        }
-        if let Some(m) = &self.memory {
-            if let Some(v) = m.thread_ttl_s {
-                put("EXAI_THREAD_TTL_S", v.to_string(), "memory.thread_ttl_s");
-            }
-            if let Some(v) = m.thread_max_exchanges {
-                put(
-                    "EXAI_THREAD_MAX_TURNS",
-                    v.to_string(),
-                    "memory.thread_max_exchanges",
-                );
-            }
-            if let Some(v) = m.result_ttl_s {
-                put("EXAI_RESULT_TTL_S", v.to_string(), "memory.result_ttl_s");
-            }
-        }
-        if let Some(v) = &self.allowed_roots {
-            put("EXAI_ALLOWED_ROOTS", join(v), "allowed_roots");
-        }
-        if let Some(v) = &self.disabled_tools {
-            put("DISABLED_TOOLS", join(v), "disabled_tools");
-        }
-        if let Some(clients) = &self.client_patience {
-            let pairs: Vec<String> = clients
-                .iter()
-                .map(|(client, s)| format!("{client}={s}"))
-                .collect();
-            put("EXAI_CLIENT_PATIENCE", pairs.join(","), "client_patience");
-        }
-        if let Some(v) = self.max_output_tokens {
-            put("MAX_MCP_OUTPUT_TOKENS", v.to_string(), "max_output_tokens");
-        }
-        if let Some(v) = self.prompt_size_limit {
-            put("EXAI_PROMPT_SIZE_LIMIT", v.to_string(), "prompt_size_limit");
-        }
-        if let Some(r) = &self.retention {
-            if let Some(v) = r.max_age_s {
-                put("EXAI_RETENTION_S", v.to_string(), "retention.max_age_s");
-            }
-            if let Some(v) = r.max_rows {
-                put("EXAI_RETENTION_ROWS", v.to_string(), "retention.max_rows");
-            }
-        }
-        for (name, section) in self.providers.iter().flatten() {
+        for (name, section) in &self.providers {
             let Some(spec) = BUILT_IN_PROVIDERS.iter().find(|p| p.name == name) else {
                 let known: Vec<_> = BUILT_IN_PROVIDERS.iter().map(|p| p.name).collect();
                 return Err(ConfigError::File {

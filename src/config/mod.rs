@@ -1,6 +1,10 @@
 //! Settings: the environment, then the config file, then defaults.
 
 mod file;
+pub mod settings;
+
+use settings as s;
+pub use settings::{Kind, SETTINGS, Setting, setting};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -257,61 +261,7 @@ pub struct Config {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 
 /// Default of `EXAI_MAX_ANSWER_BYTES`: far above any real answer, far below harm.
-pub const DEFAULT_MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
-
-/// The settings `exai config` shows, by the environment variable that sets them.
-pub const SETTINGS: &[&str] = &[
-    "EXAI_HOME",
-    "EXAI_LISTEN",
-    "EXAI_URL",
-    "EXAI_NO_AUTOSTART",
-    "EXAI_CONFIG",
-    "DEFAULT_MODEL",
-    "EXAI_FALLBACK_MODELS",
-    "EXAI_MODELS_FILE",
-    "EXAI_CALL_TIMEOUT_S",
-    "EXAI_TOOL_TIMEOUTS",
-    "EXAI_TOOL_MAX_OUTPUT",
-    "EXAI_PROVIDER_CONNECT_TIMEOUT_S",
-    "EXAI_PROVIDER_IDLE_TIMEOUT_S",
-    "EXAI_FIRST_TOKEN_TIMEOUT_S",
-    "EXAI_PROGRESS_INTERVAL_S",
-    "EXAI_SHUTDOWN_GRACE_S",
-    "EXAI_MAX_MESSAGE_BYTES",
-    "EXAI_MAX_ANSWER_BYTES",
-    "EXAI_PROVIDER_CONCURRENCY",
-    "EXAI_RETRY_ATTEMPTS",
-    "EXAI_RETRY_BASE_S",
-    "EXAI_RETRY_MAX_DELAY_S",
-    "EXAI_RETRY_AFTER_CAP_S",
-    "EXAI_RETENTION_S",
-    "EXAI_RETENTION_ROWS",
-    "GLM_API_URL",
-    "GLM_ALLOWED_MODELS",
-    "KIMI_API_URL",
-    "KIMI_ALLOWED_MODELS",
-    "OPENAI_BASE_URL",
-    "OPENAI_ALLOWED_MODELS",
-    "OPENROUTER_BASE_URL",
-    "OPENROUTER_ALLOWED_MODELS",
-    "CUSTOM_API_URL",
-    "CUSTOM_MODEL_NAME",
-    "CUSTOM_ALLOWED_MODELS",
-    "EXAI_CLIENT_PATIENCE",
-    "EXAI_RESULT_TTL_S",
-    "EXAI_ALLOWED_ROOTS",
-    "EXAI_THREAD_TTL_S",
-    "EXAI_THREAD_MAX_TURNS",
-    "DISABLED_TOOLS",
-    "MAX_MCP_OUTPUT_TOKENS",
-    "EXAI_PROMPT_SIZE_LIMIT",
-    "EXAI_LOG",
-];
-
-/// The config-file key of the setting `var` (the environment variable it stands for), if any.
-pub fn file_key(var: &str) -> Option<String> {
-    file::key_of(var)
-}
+pub const DEFAULT_MAX_ANSWER_BYTES: u64 = 8 * 1024 * 1024;
 
 impl Config {
     /// Reads the process environment and the config file.
@@ -415,64 +365,24 @@ impl Config {
 
     /// Reads settings through `lookup`, so tests can feed their own environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let home = match get("EXAI_HOME") {
+        let env = Env(lookup);
+        let get = |name: &str| env.get(name);
+        let home = match env.get(s::HOME.var) {
             Some(h) => PathBuf::from(h),
             None => default_home(get("XDG_STATE_HOME"), get("HOME")).ok_or(ConfigError::NoHome)?,
         };
-        let listen_text = get("EXAI_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen_text = env
+            .get(s::LISTEN.var)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let listen = parse_listen(&listen_text).map_err(|why| ConfigError::Invalid {
-            var: "EXAI_LISTEN",
+            var: s::LISTEN.var,
             value: listen_text.clone(),
-            why,
+            why: why.to_string(),
         })?;
-        let daemon_url = get("EXAI_URL");
-        let secs = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
-            match get(var) {
-                None => Ok(Duration::from_secs(default)),
-                Some(v) => parse_seconds(var, &v),
-            }
-        };
-        let max_message_bytes = match get("EXAI_MAX_MESSAGE_BYTES") {
-            None => 16 * 1024 * 1024,
-            Some(v) => v.parse().map_err(|e| ConfigError::Invalid {
-                var: "EXAI_MAX_MESSAGE_BYTES",
-                value: v.clone(),
-                why: format!("{e}"),
-            })?,
-        };
-        let retention_max_rows = match get("EXAI_RETENTION_ROWS") {
-            None => 100_000,
-            Some(v) => v.parse().map_err(|e| ConfigError::Invalid {
-                var: "EXAI_RETENTION_ROWS",
-                value: v.clone(),
-                why: format!("{e}"),
-            })?,
-        };
-        let positive = |var: &'static str| -> Result<Option<usize>, ConfigError> {
-            match get(var) {
-                None => Ok(None),
-                Some(v) => match v.trim().parse::<usize>() {
-                    Ok(n) if n > 0 => Ok(Some(n)),
-                    _ => Err(ConfigError::Invalid {
-                        var,
-                        value: v,
-                        why: "expected a positive whole number".into(),
-                    }),
-                },
-            }
-        };
-        let max_concurrency = positive("EXAI_PROVIDER_CONCURRENCY")?.unwrap_or(16);
-        let max_answer_bytes =
-            positive("EXAI_MAX_ANSWER_BYTES")?.unwrap_or(DEFAULT_MAX_ANSWER_BYTES);
-        let list = |var: &str| -> Option<Vec<String>> {
-            get(var).map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-        };
+        let max_message_bytes = env.whole(&s::MAX_MESSAGE_BYTES)?;
+        let retention_max_rows = env.whole(&s::RETENTION_ROWS)?;
+        let max_concurrency: usize = env.whole(&s::PROVIDER_CONCURRENCY)?;
+        let max_answer_bytes = env.whole(&s::MAX_ANSWER_BYTES)?;
         let mut endpoints = Vec::new();
         for spec in &BUILT_IN_PROVIDERS {
             let upper = spec.name.to_ascii_uppercase();
@@ -484,7 +394,7 @@ impl Config {
             let key = key_vars
                 .iter()
                 .find_map(|var| get(var).map(|k| (var.clone(), Secret::new(k))));
-            let own_limit = positive(spec.concurrency_var)?;
+            let own_limit = env.positive(spec.concurrency_var)?;
             let base_url = match get(spec.url_var) {
                 Some(url) => checked_url(spec.url_var, url)?,
                 None => ProviderUrl::new(spec.default_url.to_string()),
@@ -504,111 +414,76 @@ impl Config {
                 api_key: key.map(|k| k.1),
                 models: Vec::new(),
                 default_model: None,
-                allowed_models: list(spec.allowed_var),
+                allowed_models: env.list(spec.allowed_var),
                 max_concurrency: own_limit.unwrap_or(max_concurrency),
                 unavailable,
             });
         }
-        if let Some(url) = get("CUSTOM_API_URL") {
-            let model = get("CUSTOM_MODEL_NAME");
+        if let Some(url) = env.get(s::CUSTOM_API_URL.var) {
+            let model = env.get(s::CUSTOM_MODEL_NAME.var);
             endpoints.push(EndpointConfig {
                 name: "custom".into(),
                 kind: ProviderKind::Custom,
-                base_url: checked_url("CUSTOM_API_URL", url)?,
-                api_key: get("CUSTOM_API_KEY").map(Secret::new),
-                key_source: Some("CUSTOM_API_KEY".into()),
+                base_url: checked_url(s::CUSTOM_API_URL.var, url)?,
+                api_key: env.get(s::CUSTOM_API_KEY.var).map(Secret::new),
+                key_source: Some(s::CUSTOM_API_KEY.var.into()),
                 models: model.iter().cloned().collect(),
                 default_model: model,
-                allowed_models: list("CUSTOM_ALLOWED_MODELS"),
-                max_concurrency: positive("CUSTOM_MAX_CONCURRENCY")?.unwrap_or(max_concurrency),
+                allowed_models: env.list(s::CUSTOM_ALLOWED_MODELS.var),
+                max_concurrency: env
+                    .positive(CUSTOM_MAX_CONCURRENCY)?
+                    .unwrap_or(max_concurrency),
                 unavailable: None,
             });
         }
-        let max_attempts = match get("EXAI_RETRY_ATTEMPTS") {
-            None => 4,
-            Some(v) => match v.parse::<u32>() {
-                Ok(n) if n > 0 => n,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        var: "EXAI_RETRY_ATTEMPTS",
-                        value: v,
-                        why: "expected a positive whole number".into(),
-                    });
-                }
-            },
-        };
         let retry = RetryConfig {
-            max_attempts,
-            base_delay: match get("EXAI_RETRY_BASE_S") {
-                None => Duration::from_millis(500),
-                Some(v) => parse_seconds("EXAI_RETRY_BASE_S", &v)?,
-            },
-            max_delay: secs("EXAI_RETRY_MAX_DELAY_S", 8)?,
-            max_retry_after: secs("EXAI_RETRY_AFTER_CAP_S", 30)?,
+            max_attempts: env.whole(&s::RETRY_ATTEMPTS)?,
+            base_delay: env.seconds(&s::RETRY_BASE)?,
+            max_delay: env.seconds(&s::RETRY_MAX_DELAY)?,
+            max_retry_after: env.seconds(&s::RETRY_AFTER_CAP)?,
         };
         let private_paths = private_paths(&home, &get);
         Ok(Config {
             home,
             listen,
-            daemon_url,
-            no_autostart: get("EXAI_NO_AUTOSTART").is_some_and(|v| v != "0"),
-            call_timeout: secs("EXAI_CALL_TIMEOUT_S", 600)?,
-            tool_timeouts: parse_tool_timeouts(get("EXAI_TOOL_TIMEOUTS"))?,
-            tool_max_output: parse_tool_max_output(get("EXAI_TOOL_MAX_OUTPUT"))?,
-            provider_connect_timeout: secs("EXAI_PROVIDER_CONNECT_TIMEOUT_S", 10)?,
-            provider_idle_timeout: secs("EXAI_PROVIDER_IDLE_TIMEOUT_S", 120)?,
-            progress_interval: secs("EXAI_PROGRESS_INTERVAL_S", 5)?,
-            shutdown_grace: secs("EXAI_SHUTDOWN_GRACE_S", 10)?,
+            daemon_url: env.get(s::URL.var),
+            no_autostart: env.get(s::NO_AUTOSTART.var).is_some_and(|v| v != "0"),
+            call_timeout: env.seconds(&s::CALL_TIMEOUT)?,
+            tool_timeouts: parse_tool_timeouts(env.get(s::TOOL_TIMEOUTS.var))?,
+            tool_max_output: parse_tool_max_output(env.get(s::TOOL_MAX_OUTPUT.var))?,
+            provider_connect_timeout: env.seconds(&s::PROVIDER_CONNECT_TIMEOUT)?,
+            provider_idle_timeout: env.seconds(&s::PROVIDER_IDLE_TIMEOUT)?,
+            progress_interval: env.seconds(&s::PROGRESS_INTERVAL)?,
+            shutdown_grace: env.seconds(&s::SHUTDOWN_GRACE)?,
             max_message_bytes,
             max_answer_bytes,
-            retention_max_age: secs("EXAI_RETENTION_S", 30 * 24 * 3600)?,
+            retention_max_age: env.seconds(&s::RETENTION)?,
             retention_max_rows,
             endpoints,
-            default_model: get("DEFAULT_MODEL"),
-            fallback_models: list("EXAI_FALLBACK_MODELS").unwrap_or_default(),
+            default_model: env.get(s::DEFAULT_MODEL.var),
+            fallback_models: env.list(s::FALLBACK_MODELS.var).unwrap_or_default(),
             retry,
-            first_token_timeout: secs("EXAI_FIRST_TOKEN_TIMEOUT_S", 300)?,
-            catalog_file: get("EXAI_MODELS_FILE")
-                .map(|file| existing_file("EXAI_MODELS_FILE", file))
+            first_token_timeout: env.seconds(&s::FIRST_TOKEN_TIMEOUT)?,
+            catalog_file: env
+                .get(s::MODELS_FILE.var)
+                .map(|file| existing_file(s::MODELS_FILE.var, file))
                 .transpose()?,
             default_concurrency: max_concurrency,
-            client_patience: patience_rules(get("EXAI_CLIENT_PATIENCE"))?.0,
-            default_patience: patience_rules(get("EXAI_CLIENT_PATIENCE"))?.1,
-            result_ttl: secs("EXAI_RESULT_TTL_S", 24 * 3600)?,
-            allowed_roots: allowed_roots(list("EXAI_ALLOWED_ROOTS").unwrap_or_default())?,
+            client_patience: patience_rules(env.get(s::CLIENT_PATIENCE.var))?.0,
+            default_patience: patience_rules(env.get(s::CLIENT_PATIENCE.var))?.1,
+            result_ttl: env.seconds(&s::RESULT_TTL)?,
+            allowed_roots: allowed_roots(env.list(s::ALLOWED_ROOTS.var).unwrap_or_default())?,
             private_paths,
-            thread_ttl: secs("EXAI_THREAD_TTL_S", 24 * 3600)?,
-            disabled_tools: list("DISABLED_TOOLS").unwrap_or_default(),
-            max_output_tokens: whole_number(
-                "MAX_MCP_OUTPUT_TOKENS",
-                get("MAX_MCP_OUTPUT_TOKENS"),
-                1000,
-                25_000,
-            )?,
-            prompt_size_limit: whole_number(
-                "EXAI_PROMPT_SIZE_LIMIT",
-                get("EXAI_PROMPT_SIZE_LIMIT"),
-                1,
-                60_000,
-            )?,
-            thread_max_turns: match get("EXAI_THREAD_MAX_TURNS") {
-                None => 50,
-                Some(v) => {
-                    v.parse::<usize>()
-                        .ok()
-                        .filter(|n| *n > 1)
-                        .ok_or(ConfigError::Invalid {
-                            var: "EXAI_THREAD_MAX_TURNS",
-                            value: v,
-                            why: "expected a whole number above 1".into(),
-                        })?
-                }
-            },
+            thread_ttl: env.seconds(&s::THREAD_TTL)?,
+            disabled_tools: env.list(s::DISABLED_TOOLS.var).unwrap_or_default(),
+            max_output_tokens: env.whole(&s::MAX_OUTPUT_TOKENS)?,
+            prompt_size_limit: env.whole(&s::PROMPT_SIZE_LIMIT)?,
+            thread_max_turns: env.whole(&s::THREAD_MAX_TURNS)?,
             file: None,
             sources: SETTINGS
                 .iter()
-                .filter(|var| get(var).is_some())
-                .map(|var| (var.to_string(), "environment".to_string()))
+                .filter(|setting| env.get(setting.var).is_some())
+                .map(|setting| (setting.var.to_string(), "environment".to_string()))
                 .collect(),
         })
     }
@@ -658,17 +533,129 @@ impl Config {
     }
 }
 
-/// `ip:port`, or `localhost:port` (the IPv4 loopback: what `localhost` means to nearly every system).
-pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
-    if let Some(port) = text.trim().strip_prefix("localhost:") {
-        let port: u16 = port.parse().map_err(|e| {
-            format!("port {port:?}: {e} (expected host:port, e.g. {DEFAULT_LISTEN})")
-        })?;
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+/// The custom endpoint's own concurrency limit (like each built-in provider's `<NAME>_MAX_CONCURRENCY`).
+const CUSTOM_MAX_CONCURRENCY: &str = "CUSTOM_MAX_CONCURRENCY";
+
+/// Setting values read through one lookup (blank counts as unset), each by its kind.
+struct Env<F>(F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.trim().is_empty())
     }
-    text.trim()
-        .parse()
-        .map_err(|e| format!("{e} (expected ip:port or localhost:port, e.g. {DEFAULT_LISTEN})"))
+
+    /// A comma-separated list, its items trimmed and blanks dropped.
+    fn list(&self, var: &str) -> Option<Vec<String>> {
+        self.get(var).map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+    }
+
+    /// A number-of-seconds setting, its default when unset.
+    fn seconds(&self, setting: &Setting) -> Result<Duration, ConfigError> {
+        match (self.get(setting.var), setting.kind) {
+            (Some(value), _) => parse_seconds(setting.var, &value),
+            (None, Kind::Seconds(default)) => Ok(Duration::from_secs_f64(default)),
+            (None, kind) => Err(not_of_kind(setting, kind)),
+        }
+    }
+
+    /// A whole-number setting, checked as its kind says, its default when unset.
+    fn whole<T: TryFrom<u64>>(&self, setting: &Setting) -> Result<T, ConfigError> {
+        let var = setting.var;
+        let value = self.get(var);
+        let (parsed, why) = match (setting.kind, &value) {
+            (Kind::Count(default), None)
+            | (Kind::Positive(default), None)
+            | (Kind::AtLeast { default, .. }, None)
+            | (Kind::Above { default, .. }, None) => (Ok(default), String::new()),
+            (Kind::Count(_), Some(v)) => match v.parse::<u64>() {
+                Ok(n) => (Ok(n), "number too large to fit in target type".into()),
+                Err(e) => (Err(()), e.to_string()),
+            },
+            (Kind::Positive(_), Some(v)) => (positive_whole(v).ok_or(()), NOT_POSITIVE.into()),
+            (Kind::AtLeast { min, default }, Some(v)) => (
+                v.trim()
+                    .replace('_', "")
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= min)
+                    .ok_or(()),
+                format!("expected a whole number of at least {min} (default {default})"),
+            ),
+            (Kind::Above { min, .. }, Some(v)) => (
+                v.parse::<u64>().ok().filter(|n| *n > min).ok_or(()),
+                format!("expected a whole number above {min}"),
+            ),
+            (kind, _) => return Err(not_of_kind(setting, kind)),
+        };
+        parsed
+            .and_then(|n| T::try_from(n).map_err(|_| ()))
+            .map_err(|()| ConfigError::Invalid {
+                var,
+                value: value.unwrap_or_default(),
+                why,
+            })
+    }
+
+    /// A limit that must be a positive whole number when set (a provider's own concurrency).
+    fn positive(&self, var: &'static str) -> Result<Option<usize>, ConfigError> {
+        self.get(var)
+            .map(
+                |v| match positive_whole(&v).and_then(|n| usize::try_from(n).ok()) {
+                    Some(n) => Ok(n),
+                    None => Err(ConfigError::Invalid {
+                        var,
+                        value: v,
+                        why: NOT_POSITIVE.into(),
+                    }),
+                },
+            )
+            .transpose()
+    }
+}
+
+const NOT_POSITIVE: &str = "expected a positive whole number";
+
+/// A whole number above zero, spaces around it allowed.
+fn positive_whole(text: &str) -> Option<u64> {
+    text.trim().parse::<u64>().ok().filter(|n| *n > 0)
+}
+
+/// A setting read as a kind it is not: exai's own mistake, caught by the defaults test.
+fn not_of_kind(setting: &Setting, kind: Kind) -> ConfigError {
+    ConfigError::Invalid {
+        var: setting.var,
+        value: String::new(),
+        why: format!("read as the wrong kind of setting ({kind:?})"),
+    }
+}
+
+/// A listen address that cannot be used, and what is expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("port {port:?}: {why} (expected host:port, e.g. {DEFAULT_LISTEN})")]
+    Port {
+        port: String,
+        why: std::num::ParseIntError,
+    },
+    #[error("{0} (expected ip:port or localhost:port, e.g. {DEFAULT_LISTEN})")]
+    Address(std::net::AddrParseError),
+}
+
+/// `ip:port`, or `localhost:port` (the IPv4 loopback: what `localhost` means to nearly every system).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, ListenError> {
+    if let Some(port) = text.trim().strip_prefix("localhost:") {
+        let number: u16 = port.parse().map_err(|why| ListenError::Port {
+            port: port.to_string(),
+            why,
+        })?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], number)));
+    }
+    text.trim().parse().map_err(ListenError::Address)
 }
 
 /// Clients whose patience is known: Claude Code keeps waiting while progress flows;
@@ -766,26 +753,6 @@ fn parse_seconds(var: &'static str, value: &str) -> Result<Duration, ConfigError
         });
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-/// A whole-number setting of at least `min`, `default` when unset.
-fn whole_number(
-    var: &'static str,
-    value: Option<String>,
-    min: usize,
-    default: usize,
-) -> Result<usize, ConfigError> {
-    let Some(value) = value else {
-        return Ok(default);
-    };
-    match value.trim().replace('_', "").parse::<usize>() {
-        Ok(n) if n >= min => Ok(n),
-        _ => Err(ConfigError::Invalid {
-            var,
-            value,
-            why: format!("expected a whole number of at least {min} (default {default})"),
-        }),
-    }
 }
 
 /// `EXAI_ALLOWED_ROOTS`: absolute directories that exist, in canonical form.
@@ -1140,13 +1107,15 @@ mod file_tests {
             "EXAI_CONFIG",
             "EXAI_LOG",
             "CUSTOM_API_URL",
+            "CUSTOM_API_KEY",
             "CUSTOM_MODEL_NAME",
             "CUSTOM_ALLOWED_MODELS",
         ];
         let missing: Vec<&str> = SETTINGS
             .iter()
-            .copied()
-            .filter(|var| file_key(var).is_none() && !only_in_the_environment.contains(var))
+            .map(|s| s.var)
+            .filter(|var| setting(var).and_then(|s| s.file_key).is_none())
+            .filter(|var| !only_in_the_environment.contains(var))
             .collect();
         assert!(missing.is_empty(), "no config-file key for {missing:?}");
     }
@@ -1181,7 +1150,7 @@ mod file_tests {
             "config file: memory.thread_max_exchanges"
         );
         assert_eq!(
-            file_key("EXAI_RETENTION_ROWS").as_deref(),
+            setting("EXAI_RETENTION_ROWS").and_then(|s| s.file_key),
             Some("retention.max_rows")
         );
     }

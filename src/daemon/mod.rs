@@ -192,7 +192,7 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
         });
-        tokio::spawn(async move {
+        crate::spawn::in_span(tracing::Span::none(), async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
@@ -201,7 +201,7 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
     // The same routes, token and Host checks: the shim sends `Host: localhost` over the socket.
     let socket_server = {
         let stop = stop_accepting.clone();
-        tokio::spawn(async move {
+        crate::spawn::in_span(tracing::Span::none(), async move {
             axum::serve(socket, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
@@ -282,7 +282,7 @@ async fn wait_for_signal() -> &'static str {
 
 /// Applies the retention limits every hour.
 fn spawn_pruning(app: Arc<App>) {
-    tokio::spawn(async move {
+    crate::spawn::in_span(tracing::Span::none(), async move {
         let mut every = tokio::time::interval(Duration::from_secs(3600));
         every.tick().await;
         loop {

@@ -98,7 +98,7 @@ impl CallObserver for Seen {
 async fn serve_once(status: u16, content_type: &'static str, body: Vec<u8>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move {
+    crate::spawn::in_current_span(async move {
         let (mut socket, _) = listener.accept().await.unwrap();
         // Read the whole request (headers, then Content-Length bytes) before answering.
         let mut request = Vec::new();

@@ -137,7 +137,9 @@ mod tests {
     ) -> (tokio::task::JoinHandle<bool>, Arc<Stages>) {
         let stages = Arc::new(Stages::default());
         let (limit, seen) = (limit.clone(), stages.clone());
-        let task = tokio::spawn(async move { limit.acquire("p", deadline, &*seen).await.is_ok() });
+        let task = crate::spawn::in_current_span(async move {
+            limit.acquire("p", deadline, &*seen).await.is_ok()
+        });
         (task, stages)
     }
 

@@ -71,6 +71,10 @@ impl ExaiTool for Chat {
         true
     }
 
+    fn system_prompts(&self) -> Vec<(&'static str, &'static str)> {
+        vec![("chat", SYSTEM_PROMPT)]
+    }
+
     fn run(&self, arguments: JsonObject, ctx: ToolContext) -> ToolFuture {
         Box::pin(async move {
             let mut args: ChatArguments = parse_arguments("chat", arguments)?;

@@ -230,6 +230,16 @@ impl ExaiTool for Consensus {
         true
     }
 
+    fn system_prompts(&self) -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("consensus", PROMPT),
+            ("consensus synthesis", SYNTHESIS_PROMPT),
+            ("stance for", STANCE_FOR),
+            ("stance against", STANCE_AGAINST),
+            ("stance neutral", STANCE_NEUTRAL),
+        ]
+    }
+
     fn run(&self, arguments: JsonObject, ctx: ToolContext) -> ToolFuture {
         Box::pin(run(arguments, ctx))
     }
@@ -494,21 +504,6 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
     result.content.extend(memory_note.map(ContentBlock::text));
     result.structured_content = Some(summary);
     Ok(result)
-}
-
-/// Every text consensus ships, for the snapshot test.
-#[cfg(test)]
-pub fn all_prompts() -> String {
-    [
-        ("consensus", PROMPT),
-        ("consensus synthesis", SYNTHESIS_PROMPT),
-        ("stance for", STANCE_FOR),
-        ("stance against", STANCE_AGAINST),
-        ("stance neutral", STANCE_NEUTRAL),
-    ]
-    .iter()
-    .map(|(name, text)| format!("===== {name} =====\n{text}\n"))
-    .collect()
 }
 
 #[cfg(test)]

@@ -323,6 +323,10 @@ impl<W: Workflow> ExaiTool for WorkflowTool<W> {
         W::EXPERT != Expert::Never
     }
 
+    fn system_prompts(&self) -> Vec<(&'static str, &'static str)> {
+        vec![(W::NAME, W::PROMPT)]
+    }
+
     fn run(&self, arguments: JsonObject, ctx: ToolContext) -> ToolFuture {
         Box::pin(run::<W>(arguments, ctx))
     }

@@ -4,7 +4,9 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::print_stdout,
-    clippy::print_stderr
+    clippy::print_stderr,
+    // Test tasks carry no call's span: plain spawns are fine here.
+    clippy::disallowed_methods
 )]
 
 mod common;

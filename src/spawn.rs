@@ -1,0 +1,27 @@
+//! Spawning tasks with their tracing span, so a call's log lines keep its id across tasks.
+//! The only place that calls `tokio::spawn` (clippy's `disallowed-methods` keeps it so).
+
+use std::future::Future;
+
+use tokio::task::JoinHandle;
+use tracing::{Instrument, Span};
+
+/// Runs `future` as a task inside the current span: whatever call or session started it follows.
+pub fn in_current_span<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    in_span(Span::current(), future)
+}
+
+/// Runs `future` as a task inside `span`: its own (a call's supervisor), or `Span::none()` for the
+/// process's own tasks (servers, timers) that outlive whoever started them.
+pub fn in_span<F>(span: Span, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    #[allow(clippy::disallowed_methods)] // The one call the lint leads everyone else here from.
+    tokio::spawn(future.instrument(span))
+}
