@@ -8,7 +8,7 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::ToolContext;
 use super::consult::blocking_failure;
@@ -155,6 +155,34 @@ impl Workflow for PreCommit {
             .map_err(blocking_failure)?
             .map_err(|why| ToolFailure::new("bad_arguments", format!("precommit path: {why}")))?;
             read_repository(&dir.0, &dir.1, &wanted, last, deadline).await
+        })
+    }
+}
+
+/// What the agent is shown of the repository at each step (`gathered` in the answer).
+#[derive(Serialize)]
+struct RepositoryState {
+    repository: String,
+    branch: String,
+    staged: usize,
+    unstaged: usize,
+    untracked: usize,
+    /// `git status` lines, the first `MAX_LISTED`.
+    changed: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed_not_listed: Option<usize>,
+    /// At the last step: the bytes of diff given to the expert.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff_bytes: Option<usize>,
+}
+
+impl RepositoryState {
+    fn as_value(&self) -> Result<Value, ToolFailure> {
+        serde_json::to_value(self).map_err(|e| {
+            ToolFailure::new(
+                "internal",
+                format!("the repository state could not be written: {e}"),
+            )
         })
     }
 }
@@ -364,17 +392,20 @@ async fn read_repository(
         }
     }
 
-    let mut summary = json!({
-        "repository": top.display().to_string(),
-        "branch": branch,
-        "staged": staged,
-        "unstaged": unstaged,
-        "untracked": untracked,
-        "changed": entries.iter().take(MAX_LISTED).map(|l| l.to_string()).collect::<Vec<_>>(),
-    });
-    if entries.len() > MAX_LISTED {
-        summary["changed_not_listed"] = json!(entries.len() - MAX_LISTED);
-    }
+    let mut summary = RepositoryState {
+        repository: top.display().to_string(),
+        branch: branch.clone(),
+        staged,
+        unstaged,
+        untracked,
+        changed: entries
+            .iter()
+            .take(MAX_LISTED)
+            .map(|l| l.to_string())
+            .collect(),
+        changed_not_listed: entries.len().checked_sub(MAX_LISTED).filter(|n| *n > 0),
+        diff_bytes: None,
+    };
     let mut gathered = Gathered::default();
     if diffs.is_empty() {
         gathered.notes.push(
@@ -383,7 +414,7 @@ async fn read_repository(
         );
     }
     if !last {
-        gathered.summary = Some(summary);
+        gathered.summary = Some(summary.as_value()?);
         return Ok(gathered);
     }
 
@@ -439,8 +470,8 @@ async fn read_repository(
             .notes
             .push("git shows no changes to review in what was asked.".into());
     }
-    summary["diff_bytes"] = json!(MAX_DIFF_BYTES - left);
-    gathered.summary = Some(summary);
+    summary.diff_bytes = Some(MAX_DIFF_BYTES - left);
+    gathered.summary = Some(summary.as_value()?);
     gathered.brief = Some(brief);
     Ok(gathered)
 }

@@ -951,6 +951,77 @@ mod tests {
         assert_eq!(steps.files_checked(), ["/f1.rs", "/f4.rs"]);
     }
 
+    /// A step's answer keeps the keys agents have always read, in the same order.
+    #[test]
+    fn step_answers_keep_their_wire_form() {
+        let mut steps = Steps::<Debug>::default();
+        steps.push(record(1, "f", None));
+        let answer = |expert_analysis, summary| StepAnswer {
+            status: "s",
+            tool: "debug",
+            step_number: 1,
+            total_steps: 1,
+            next_step_required: false,
+            continuation_id: "t",
+            progress: Tally::of(&steps),
+            gathered: None,
+            guidance: Some("g"),
+            required_actions: None,
+            summary,
+            expert_analysis,
+            next_steps: "n".into(),
+            notes: vec!["note".into()],
+        };
+        let keys = |answer: StepAnswer| {
+            let value = serde_json::to_value(answer).unwrap();
+            value
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let skipped = answer(
+            Some(ExpertAnalysis::Skipped { reason: "r" }),
+            Some(Summary::of(&steps)),
+        );
+        assert_eq!(
+            keys(skipped),
+            [
+                "status",
+                "tool",
+                "step_number",
+                "total_steps",
+                "next_step_required",
+                "continuation_id",
+                "progress",
+                "guidance",
+                "summary",
+                "expert_analysis",
+                "next_steps",
+                "notes"
+            ]
+        );
+        let asked = ExpertAnalysis::AnalysisComplete {
+            model: "m",
+            provider: "p",
+            files_embedded: 2,
+            analysis: "in the next content block",
+        };
+        assert_eq!(
+            serde_json::to_string(&asked).unwrap(),
+            r#"{"status":"analysis_complete","model":"m","provider":"p","files_embedded":2,"analysis":"in the next content block"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Tally::of(&steps)).unwrap(),
+            r#"{"steps_recorded":1,"files_checked":1,"relevant_files":0,"relevant_context":0,"issues_found":0,"hypotheses":0,"confidence":"exploring"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Summary::of(&steps)).unwrap(),
+            r#"{"initial_request":"step 1","steps_taken":1,"files_checked":["/f1.rs"],"relevant_files":[],"relevant_context":[],"issues_found":[],"confidence":null,"steps":[{"step_number":1,"step":"step 1","findings":"f"}]}"#
+        );
+    }
+
     #[test]
     fn a_confidence_off_the_tools_scale_is_refused_with_the_scale() {
         let step = |confidence: &str| {
