@@ -66,6 +66,20 @@ pub trait ExaiTool: Send + Sync {
     }
 }
 
+/// A setting that names tools that do not exist.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{setting} names {}, which {} not a tool; the tools are: {}",
+    unknown.join(", "),
+    if unknown.len() == 1 { "is" } else { "are" },
+    known.join(", ")
+)]
+pub struct UnknownTools {
+    setting: &'static str,
+    unknown: Vec<String>,
+    known: Vec<String>,
+}
+
 /// All tools, by name.
 pub struct ToolRegistry {
     by_name: HashMap<String, Arc<dyn ExaiTool>>,
@@ -118,7 +132,7 @@ impl ToolRegistry {
 
     /// The settings that name tools (`DISABLED_TOOLS`, `EXAI_TOOL_TIMEOUTS`,
     /// `EXAI_TOOL_MAX_OUTPUT`) name only tools that exist; otherwise, which setting names what.
-    pub fn check_settings(config: &crate::config::Config) -> Result<(), String> {
+    pub fn check_settings(config: &crate::config::Config) -> Result<(), UnknownTools> {
         let known: Vec<String> = Self::new(&[]).names();
         let named = [
             ("DISABLED_TOOLS", config.disabled_tools.clone()),
@@ -135,13 +149,12 @@ impl ToolRegistry {
             let mut unknown: Vec<&String> = names.iter().filter(|n| !known.contains(n)).collect();
             unknown.sort();
             if !unknown.is_empty() {
-                let unknown: Vec<&str> = unknown.iter().map(|n| n.as_str()).collect();
-                return Err(format!(
-                    "{setting} names {}, which {} not a tool; the tools are: {}",
-                    unknown.join(", "),
-                    if unknown.len() == 1 { "is" } else { "are" },
-                    known.join(", ")
-                ));
+                let unknown = unknown.into_iter().cloned().collect();
+                return Err(UnknownTools {
+                    setting,
+                    unknown,
+                    known,
+                });
             }
         }
         Ok(())
