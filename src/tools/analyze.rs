@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::workflow::{Actions, Level, Steps, Workflow, choice_section};
+use super::workflow::{Actions, Certainty, Steps, Workflow, choice_section};
 
 pub struct Analyze;
 
@@ -39,7 +39,7 @@ pub struct Extra {
 
 impl Workflow for Analyze {
     type Extra = Extra;
-    type Confidence = Level;
+    type Confidence = Certainty;
     const NAME: &'static str = "analyze";
     const DESCRIPTION: &'static str = "Analyse code in steps — architecture, performance, security or quality; at the \
          last step an expert model gives the strategic view. Step 1 names the files.";

@@ -4,7 +4,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::workflow::{Actions, Level, Steps, Validation, Workflow, choice_section, text_section};
+use super::workflow::{
+    Actions, Certainty, Steps, Validation, Workflow, choice_section, text_section,
+};
 
 pub struct CodeReview;
 
@@ -39,7 +41,7 @@ pub struct Extra {
 
 impl Workflow for CodeReview {
     type Extra = Extra;
-    type Confidence = Level;
+    type Confidence = Certainty;
     const NAME: &'static str = "codereview";
     const DESCRIPTION: &'static str = "Review code in steps — bugs, security, performance, maintainability; at the last \
          step an expert model reviews the files with your findings. Step 1 names the files.";

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::workflow::{Actions, Arguments, Expert, Level, Refusal, Steps, Workflow};
+use super::workflow::{Actions, Arguments, Certainty, Expert, Refusal, Steps, Workflow};
 
 pub struct DocGen;
 
@@ -46,7 +46,7 @@ pub struct Extra {
 
 impl Workflow for DocGen {
     type Extra = Extra;
-    type Confidence = Level;
+    type Confidence = Certainty;
     const NAME: &'static str = "docgen";
     const DESCRIPTION: &'static str = "Document code file by file in steps (function docs, complexity, call flow); \
          exai keeps count so no file is skipped. Does not call a model.";

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::workflow::{Actions, Arguments, Expert, Level, Refusal, Steps, Workflow};
+use super::workflow::{Actions, Arguments, Certainty, Expert, Refusal, Steps, Workflow};
 
 pub struct Planner;
 
@@ -43,7 +43,7 @@ pub struct Extra {
 
 impl Workflow for Planner {
     type Extra = Extra;
-    type Confidence = Level;
+    type Confidence = Certainty;
     const NAME: &'static str = "planner";
     const DESCRIPTION: &'static str = "Plan a task step by step, revising and branching as you go; the final answer \
          gathers the plan. Does not call a model.";

@@ -14,7 +14,7 @@ use super::ToolContext;
 use super::consult::blocking_failure;
 use super::git::{Git, GitError};
 use super::workflow::{
-    Actions, Arguments, Gathered, Level, Refusal, Steps, Validation, Workflow, text_section,
+    Actions, Arguments, Certainty, Gathered, Refusal, Steps, Validation, Workflow, text_section,
 };
 use crate::calls::ToolFailure;
 use crate::files;
@@ -65,7 +65,7 @@ pub struct Extra {
 
 impl Workflow for PreCommit {
     type Extra = Extra;
-    type Confidence = Level;
+    type Confidence = Certainty;
     const NAME: &'static str = "precommit";
     const DESCRIPTION: &'static str = "Check changes before committing, in steps: exai reads the repository's status and \
          diffs itself; at the last step an expert model reviews the diff against your intent.";
@@ -480,7 +480,7 @@ async fn read_repository(
 mod tests {
     use serde_json::{Value, json};
 
-    use super::super::workflow::Level;
+    use super::super::workflow::Certainty;
     use super::*;
     use crate::threads::{Thread, Turn};
 
@@ -513,7 +513,7 @@ mod tests {
         }
         let steps = Steps::<PreCommit>::of(&thread);
         assert_eq!(steps.steps.len(), 3);
-        assert_eq!(steps.confidence(), Some(Level::High));
+        assert_eq!(steps.confidence(), Some(Certainty::High));
         assert_eq!(steps.latest(|e| e.path.as_deref()), Some("/repo"));
         assert_eq!(steps.latest(|e| e.include_staged.as_ref()), Some(&false));
         assert_eq!(steps.latest(|e| e.include_unstaged.as_ref()), None);

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::workflow::{
-    Actions, Level, Steps, Workflow, choice_section, list_section, text_section,
+    Actions, Certainty, Steps, Workflow, choice_section, list_section, text_section,
 };
 
 pub struct SecAudit;
@@ -51,7 +51,7 @@ pub struct Extra {
 
 impl Workflow for SecAudit {
     type Extra = Extra;
-    type Confidence = Level;
+    type Confidence = Certainty;
     const NAME: &'static str = "secaudit";
     const DESCRIPTION: &'static str = "Audit code for security in steps (OWASP categories, secrets, auth, input \
          handling, dependencies); at the last step an expert model assesses it all.";

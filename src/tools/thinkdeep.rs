@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::workflow::{Actions, Level, Steps, Workflow, list_section, text_section};
+use super::workflow::{Actions, Certainty, Steps, Workflow, list_section, text_section};
 
 pub struct ThinkDeep;
 
@@ -21,7 +21,7 @@ pub struct Extra {
 
 impl Workflow for ThinkDeep {
     type Extra = Extra;
-    type Confidence = Level;
+    type Confidence = Certainty;
     const NAME: &'static str = "thinkdeep";
     const DESCRIPTION: &'static str = "Think a hard problem through in steps (architecture, a tricky bug, a trade-off); \
          at the last step an expert model challenges and extends your reasoning.";

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::workflow::{Actions, Arguments, Expert, Level, Refusal, Steps, Workflow};
+use super::workflow::{Actions, Arguments, Certainty, Expert, Refusal, Steps, Workflow};
 
 pub struct Tracer;
 
@@ -39,7 +39,7 @@ pub struct Extra {
 
 impl Workflow for Tracer {
     type Extra = Extra;
-    type Confidence = Level;
+    type Confidence = Certainty;
     const NAME: &'static str = "tracer";
     const DESCRIPTION: &'static str = "Trace code in steps: a method's execution flow (precision) or a module's \
          dependencies; says how to present the trace. Does not call a model.";

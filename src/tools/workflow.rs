@@ -29,7 +29,7 @@ pub trait Confidence: Word + Default + Serialize + DeserializeOwned + JsonSchema
 
 /// Confidence levels of most workflows, weakest first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Level {
+pub enum Certainty {
     #[default]
     Exploring,
     Low,
@@ -40,7 +40,7 @@ pub enum Level {
     Certain,
 }
 
-impl Word for Level {
+impl Word for Certainty {
     const FIELD: &'static str = "confidence";
     const ALL: &'static [Self] = &[
         Self::Exploring,
@@ -63,9 +63,9 @@ impl Word for Level {
         }
     }
 }
-word_serde!(Level, schema);
+word_serde!(Certainty, schema);
 
-impl Confidence for Level {
+impl Confidence for Certainty {
     const SURE: Self = Self::Certain;
     fn closing(self) -> bool {
         matches!(self, Self::VeryHigh | Self::AlmostCertain)
@@ -330,7 +330,7 @@ pub type Refusal = Box<dyn std::error::Error + Send + Sync>;
 pub trait Workflow: Sized + Send + Sync + 'static {
     /// The tool's own fields, kept with each step.
     type Extra: DeserializeOwned + Serialize + JsonSchema + Default + Clone + Send + Sync + 'static;
-    /// The confidence scale the agent reports on (most tools: `Level`).
+    /// The confidence scale the agent reports on (most tools: `Certainty`).
     type Confidence: Confidence;
     const NAME: &'static str;
     const DESCRIPTION: &'static str;
