@@ -491,6 +491,13 @@ pub async fn ask_and_record(
     }
 }
 
+/// The structured form of a `resend_prompt` answer.
+#[derive(serde::Serialize)]
+struct ResendPrompt<'a> {
+    status: &'static str,
+    content: &'a str,
+}
+
 /// The `resend_prompt` answer (Zen's) when `text` is over the MCP size limit: `chat` reads a
 /// prompt.txt passed in `files`; other tools put long material in files they name.
 pub fn too_long(
@@ -518,7 +525,10 @@ pub fn too_long(
     );
     let mut result =
         rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(text.clone())]);
-    result.structured_content =
-        Some(serde_json::json!({"status": "resend_prompt", "content": text}));
+    result.structured_content = serde_json::to_value(ResendPrompt {
+        status: "resend_prompt",
+        content: &text,
+    })
+    .ok();
     Some(result)
 }
