@@ -162,17 +162,59 @@ impl Policy {
     }
 }
 
+/// Why the file policy keeps a path from every model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("system path: never sent to a model")]
+    System,
+    #[error("exai's own files (token, records, config): never sent to a model")]
+    Private,
+    #[error(
+        "credentials directory (SSH, GPG, cloud, container or agent keys): never sent to a model"
+    )]
+    CredentialsDirectory,
+    #[error(
+        "credential store or VCS internals (git config can hold tokens): never sent to a model"
+    )]
+    CredentialStore,
+    #[error("looks like a secret (.env, key or credentials file): never sent to a model")]
+    SecretName,
+    /// Outside `EXAI_ALLOWED_ROOTS` (the roots, as listed in the message).
+    #[error("outside the allowed roots (EXAI_ALLOWED_ROOTS: {0})")]
+    OutsideRoots(String),
+}
+
+/// Why a path the caller gave is not read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("not an absolute path: give the full path, e.g. /home/me/project/src/main.rs")]
+    Relative,
+    #[error("cannot be read: {0}")]
+    Unreadable(#[from] std::io::Error),
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// A FIFO, socket, device, link or directory where a regular file was wanted.
+    #[error("{0}")]
+    NotADocument(&'static str),
+    #[error("{size} bytes is over the {cap}-byte limit per file")]
+    TooLarge { size: u64, cap: u64 },
+    #[error("grew past the {cap}-byte limit per file while it was read")]
+    Grew { cap: u64 },
+    #[error("binary file")]
+    Binary,
+}
+
 /// Why reading `path` is refused, if it is. `path` must already be canonical (symlinks resolved).
-pub fn refusal(path: &Path, policy: &Policy) -> Option<String> {
+pub fn refusal(path: &Path, policy: &Policy) -> Option<Denied> {
     let text = path.to_string_lossy();
     if DENIED_PREFIXES
         .iter()
         .any(|p| text == *p || text.starts_with(&format!("{p}/")))
     {
-        return Some("system path: never sent to a model".into());
+        return Some(Denied::System);
     }
     if policy.private.iter().any(|p| path.starts_with(p)) {
-        return Some("exai's own files (token, records, config): never sent to a model".into());
+        return Some(Denied::Private);
     }
     let components: Vec<String> = path
         .components()
@@ -180,10 +222,7 @@ pub fn refusal(path: &Path, policy: &Policy) -> Option<String> {
         .collect();
     let (name, dirs) = components.split_last()?;
     if dirs.iter().any(|c| DENIED_DIRS.contains(&c.as_str())) {
-        return Some(
-            "credentials directory (SSH, GPG, cloud, container or agent keys): never sent to a model"
-                .into(),
-        );
+        return Some(Denied::CredentialsDirectory);
     }
     let below = |parent: &str, child: &str| {
         let parts: Vec<&str> = std::iter::once(parent)
@@ -196,10 +235,7 @@ pub fn refusal(path: &Path, policy: &Policy) -> Option<String> {
         .iter()
         .any(|(parent, child)| below(parent, child))
     {
-        return Some(
-            "credential store or VCS internals (git config can hold tokens): never sent to a model"
-                .into(),
-        );
+        return Some(Denied::CredentialStore);
     }
     let in_dir = |dir: &str| dirs.last().is_some_and(|d| d == dir);
     let secret_name = DENIED_NAMES.contains(&name.as_str())
@@ -210,17 +246,12 @@ pub fn refusal(path: &Path, policy: &Policy) -> Option<String> {
             .iter()
             .any(|(dir, file)| in_dir(dir) && name == file);
     if secret_name {
-        return Some(
-            "looks like a secret (.env, key or credentials file): never sent to a model".into(),
-        );
+        return Some(Denied::SecretName);
     }
     let roots = &policy.allowed_roots;
     if !roots.is_empty() && !roots.iter().any(|root| path.starts_with(root)) {
         let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
-        return Some(format!(
-            "outside the allowed roots (EXAI_ALLOWED_ROOTS: {})",
-            roots.join(", ")
-        ));
+        return Some(Denied::OutsideRoots(roots.join(", ")));
     }
     None
 }
@@ -233,25 +264,21 @@ pub fn refused(paths: &[String], policy: &Policy) -> Vec<Skipped> {
         .filter_map(|given| {
             resolve(given, policy).err().map(|why| Skipped {
                 path: given.clone(),
-                why,
+                why: why.to_string(),
             })
         })
         .collect()
 }
 
 /// Checks and resolves one path the caller gave.
-pub fn resolve(given: &str, policy: &Policy) -> Result<PathBuf, String> {
+pub fn resolve(given: &str, policy: &Policy) -> Result<PathBuf, FileError> {
     let path = Path::new(given);
     if !path.is_absolute() {
-        return Err(
-            "not an absolute path: give the full path, e.g. /home/me/project/src/main.rs".into(),
-        );
+        return Err(FileError::Relative);
     }
-    let canonical = path
-        .canonicalize()
-        .map_err(|e| format!("cannot be read: {e}"))?;
+    let canonical = path.canonicalize()?;
     if let Some(why) = refusal(&canonical, policy) {
-        return Err(why);
+        return Err(why.into());
     }
     Ok(canonical)
 }
@@ -315,62 +342,55 @@ fn expand(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) {
 }
 
 /// That `meta` is of a regular file of at most `cap` bytes; its size if so.
-fn regular_within(meta: &std::fs::Metadata, cap: u64) -> Result<u64, String> {
+fn regular_within(meta: &std::fs::Metadata, cap: u64) -> Result<u64, FileError> {
     if !meta.is_file() {
-        return Err(not_a_document(meta.file_type()).into());
+        return Err(FileError::NotADocument(not_a_document(meta.file_type())));
     }
     if meta.len() > cap {
-        return Err(format!(
-            "{} bytes is over the {cap}-byte limit per file",
-            meta.len()
-        ));
+        return Err(FileError::TooLarge {
+            size: meta.len(),
+            cap,
+        });
     }
     Ok(meta.len())
 }
 
 /// Checks, without opening it, that `path` is a regular file of at most `cap` bytes (so a FIFO
 /// or a device is never opened).
-fn look(path: &Path, cap: u64) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?;
-    regular_within(&meta, cap).map(|_| ())
+fn look(path: &Path, cap: u64) -> Result<(), FileError> {
+    regular_within(&std::fs::metadata(path)?, cap).map(|_| ())
 }
 
 /// Reads a path already [`look`]ed at: opened non-blocking without following a link, the open
 /// handle checked again (a path swapped since the look cannot make a read block or run past the
 /// cap), the read capped. A file that grows past the cap while it is read is refused.
-fn read_looked(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+fn read_looked(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let unreadable = |e: std::io::Error| format!("cannot be read: {e}");
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
-        .open(path)
-        .map_err(unreadable)?;
-    let size = regular_within(&file.metadata().map_err(unreadable)?, cap)?;
+        .open(path)?;
+    let size = regular_within(&file.metadata()?, cap)?;
     let mut bytes = Vec::with_capacity(size as usize);
-    file.take(cap + 1)
-        .read_to_end(&mut bytes)
-        .map_err(unreadable)?;
+    file.take(cap + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > cap {
-        return Err(format!(
-            "grew past the {cap}-byte limit per file while it was read"
-        ));
+        return Err(FileError::Grew { cap });
     }
     Ok(bytes)
 }
 
 /// Reads a regular file of at most `cap` bytes (blocking, but never unbounded: see
 /// [`read_looked`]).
-pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
     look(path, cap)?;
     read_looked(path, cap)
 }
 
 /// A file's bytes as text for embedding: `Err(why)` for a binary file.
-fn text_of(bytes: Vec<u8>) -> Result<String, String> {
+fn text_of(bytes: Vec<u8>) -> Result<String, FileError> {
     if bytes.iter().take(8192).any(|b| *b == 0) {
-        return Err("binary file".into());
+        return Err(FileError::Binary);
     }
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
@@ -385,7 +405,7 @@ fn numbered(path: &Path, text: &str) -> String {
 }
 
 /// Reads a prompt sent as a file (`prompt.txt`), under the same path policy as other files.
-pub fn read_prompt_file(given: &str, policy: &Policy) -> Result<String, String> {
+pub fn read_prompt_file(given: &str, policy: &Policy) -> Result<String, FileError> {
     let path = resolve(given, policy)?;
     text_of(read_regular(&path, MAX_FILE_BYTES)?)
 }
@@ -398,7 +418,7 @@ pub fn embed(paths: &[String], budget: usize, policy: &Policy) -> Embedded {
         match resolve(given, policy) {
             Err(why) => out.skipped.push(Skipped {
                 path: given.clone(),
-                why,
+                why: why.to_string(),
             }),
             Ok(path) if path.is_dir() => expand(&path, &mut candidates, &mut out.skipped),
             Ok(path) => candidates.push(path),
@@ -413,14 +433,14 @@ pub fn embed(paths: &[String], budget: usize, policy: &Policy) -> Embedded {
         if let Some(why) = refusal(&path, policy) {
             out.skipped.push(Skipped {
                 path: path.display().to_string(),
-                why,
+                why: why.to_string(),
             });
             continue;
         }
         if let Err(why) = look(&path, MAX_FILE_BYTES) {
             out.skipped.push(Skipped {
                 path: path.display().to_string(),
-                why,
+                why: why.to_string(),
             });
             continue;
         }
@@ -436,7 +456,7 @@ pub fn embed(paths: &[String], budget: usize, policy: &Policy) -> Embedded {
         match read_looked(&path, MAX_FILE_BYTES).and_then(text_of) {
             Err(why) => out.skipped.push(Skipped {
                 path: path.display().to_string(),
-                why,
+                why: why.to_string(),
             }),
             Ok(text) => {
                 let block = numbered(&path, &text);
@@ -484,16 +504,16 @@ mod tests {
             allowed_roots: vec![PathBuf::from("/home/u/project")],
             private: vec![PathBuf::from("/home/u/.local/state/exai")],
         };
-        assert!(
+        assert_eq!(
             refusal(Path::new("/home/u/other/x.rs"), roots)
                 .unwrap()
-                .contains("allowed roots")
+                .to_string(),
+            "outside the allowed roots (EXAI_ALLOWED_ROOTS: /home/u/project)"
         );
         assert!(refusal(Path::new("/home/u/project/x.rs"), roots).is_none());
-        assert!(
-            refusal(Path::new("/home/u/.local/state/exai/token"), roots)
-                .unwrap()
-                .contains("exai's own files")
+        assert_eq!(
+            refusal(Path::new("/home/u/.local/state/exai/token"), roots),
+            Some(Denied::Private)
         );
     }
 

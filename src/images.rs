@@ -25,31 +25,52 @@ fn media_type(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// Why an image cannot be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("a data URL needs a comma before its data")]
+    NoComma,
+    #[error("only base64 data URLs are accepted")]
+    NotBase64,
+    #[error("over the {MAX_IMAGE_BYTES}-byte limit per image")]
+    TooLarge,
+    #[error("the data URL's base64 is invalid: {0}")]
+    BadBase64(#[from] base64::DecodeError),
+    #[error("declared {declared} but the data is {found}")]
+    Mislabelled {
+        declared: String,
+        found: &'static str,
+    },
+    #[error("not a PNG, JPEG, GIF or WebP image")]
+    NotAnImage,
+    #[error(transparent)]
+    File(#[from] files::FileError),
+}
+
 /// One image as a data URL, or why it cannot be sent. Blocking (reads the disk).
-pub fn load(given: &str, policy: &files::Policy) -> Result<String, String> {
+pub fn load(given: &str, policy: &files::Policy) -> Result<String, ImageError> {
     let engine = base64::engine::general_purpose::STANDARD;
     if let Some(rest) = given.strip_prefix("data:") {
-        let (header, data) = rest
-            .split_once(',')
-            .ok_or("a data URL needs a comma before its data")?;
+        let (header, data) = rest.split_once(',').ok_or(ImageError::NoComma)?;
         let Some(declared) = header.strip_suffix(";base64") else {
-            return Err("only base64 data URLs are accepted".into());
+            return Err(ImageError::NotBase64);
         };
         if data.len() / 4 * 3 > MAX_IMAGE_BYTES {
-            return Err(format!("over the {MAX_IMAGE_BYTES}-byte limit per image"));
+            return Err(ImageError::TooLarge);
         }
-        let bytes = engine
-            .decode(data.trim())
-            .map_err(|e| format!("the data URL's base64 is invalid: {e}"))?;
+        let bytes = engine.decode(data.trim())?;
         return match media_type(&bytes) {
             Some(found) if found == declared => Ok(given.to_string()),
-            Some(found) => Err(format!("declared {declared} but the data is {found}")),
-            None => Err("not a PNG, JPEG, GIF or WebP image".into()),
+            Some(found) => Err(ImageError::Mislabelled {
+                declared: declared.to_string(),
+                found,
+            }),
+            None => Err(ImageError::NotAnImage),
         };
     }
     let path = files::resolve(given, policy)?;
     let bytes = files::read_regular(&path, MAX_IMAGE_BYTES as u64)?;
-    let kind = media_type(&bytes).ok_or("not a PNG, JPEG, GIF or WebP image")?;
+    let kind = media_type(&bytes).ok_or(ImageError::NotAnImage)?;
     Ok(format!("data:{kind};base64,{}", engine.encode(&bytes)))
 }
 
@@ -81,17 +102,18 @@ mod tests {
         let url = load(&dir.join("a.png").display().to_string(), none).unwrap();
         assert!(url.starts_with("data:image/png;base64,"));
         assert_eq!(load(&url, none).unwrap(), url);
-        assert!(
-            load(&dir.join("fake.png").display().to_string(), none)
-                .unwrap_err()
-                .contains("not a PNG")
-        );
-        assert!(load("relative.png", none).unwrap_err().contains("absolute"));
+        assert!(matches!(
+            load(&dir.join("fake.png").display().to_string(), none),
+            Err(ImageError::NotAnImage)
+        ));
+        assert!(matches!(
+            load("relative.png", none),
+            Err(ImageError::File(files::FileError::Relative))
+        ));
         let lying = url.replace("image/png", "image/jpeg");
-        assert!(
-            load(&lying, none)
-                .unwrap_err()
-                .contains("declared image/jpeg")
+        assert_eq!(
+            load(&lying, none).unwrap_err().to_string(),
+            "declared image/jpeg but the data is image/png"
         );
         assert_eq!(label(&url), "(inline image/png)");
     }

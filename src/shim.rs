@@ -624,7 +624,7 @@ async fn connect_socket(config: &Config) -> Result<Ws, LinkError> {
 
 /// An explicit `EXAI_URL`: the daemon proves it holds the token before anything is sent (proof.rs).
 async fn connect_tcp(config: &Config, url: &str) -> Result<Ws, LinkError> {
-    let authority = tcp_authority(url).map_err(LinkError::Refused)?;
+    let authority = tcp_authority(url).map_err(|e| LinkError::Refused(e.to_string()))?;
     let client_nonce = proof::new_nonce().map_err(|e| LinkError::Unreachable(e.to_string()))?;
     // Step 1: a challenge. A listener that lets the shim in without one is not the daemon.
     let ask = ws_request(url, &proof::authorization(&client_nonce, None))?;
@@ -781,39 +781,56 @@ async fn handshake(
     tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config)).await
 }
 
+/// Why `EXAI_URL` names no daemon the shim can reach or start.
+#[derive(Debug, thiserror::Error)]
+enum BadUrl {
+    #[error("EXAI_URL {0} must start with ws:// (for a daemon on this machine or an SSH tunnel)")]
+    NotWs(String),
+    #[error("EXAI_URL {0} must name host:port, e.g. ws://127.0.0.1:8765/ws")]
+    NoPort(String),
+    #[error("cannot resolve {authority} (from EXAI_URL): {error}")]
+    Unresolved {
+        authority: String,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error(
+        "EXAI_URL {url} names {authority}, which is not a loopback address of this machine, \
+         and the shim only starts local daemons: start `exai daemon` there yourself"
+    )]
+    NotLoopback { url: String, authority: String },
+}
+
 /// `host:port` of a `ws://host:port/path` URL.
-fn tcp_authority(url: &str) -> Result<&str, String> {
-    let rest = url.strip_prefix("ws://").ok_or_else(|| {
-        format!(
-            "EXAI_URL {url} must start with ws:// (for a daemon on this machine or an SSH tunnel)"
-        )
-    })?;
+fn tcp_authority(url: &str) -> Result<&str, BadUrl> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| BadUrl::NotWs(url.to_string()))?;
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     match authority.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(authority),
-        _ => Err(format!(
-            "EXAI_URL {url} must name host:port, e.g. ws://127.0.0.1:8765/ws"
-        )),
+        _ => Err(BadUrl::NoPort(url.to_string())),
     }
 }
 
 /// The loopback address to start a daemon on for `url`: its host resolved, never a remote one.
-async fn loopback_listen(url: &str) -> Result<SocketAddr, String> {
+async fn loopback_listen(url: &str) -> Result<SocketAddr, BadUrl> {
     let authority = tcp_authority(url)?;
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host(authority)
         .await
-        .map_err(|e| format!("cannot resolve {authority} (from EXAI_URL): {e}"))?
+        .map_err(|error| BadUrl::Unresolved {
+            authority: authority.to_string(),
+            error,
+        })?
         .collect();
     addresses
         .iter()
         .find(|a| a.is_ipv4() && a.ip().is_loopback())
         .or_else(|| addresses.iter().find(|a| a.ip().is_loopback()))
         .copied()
-        .ok_or_else(|| {
-            format!(
-                "EXAI_URL {url} names {authority}, which is not a loopback address of this machine, \
-                 and the shim only starts local daemons: start `exai daemon` there yourself"
-            )
+        .ok_or_else(|| BadUrl::NotLoopback {
+            url: url.to_string(),
+            authority: authority.to_string(),
         })
 }
 
@@ -842,7 +859,9 @@ fn busy(config: &Config) -> StartError {
 async fn start_daemon(config: &Config) -> Result<(), StartError> {
     let listen = match config.daemon_url.as_deref() {
         None => config.listen,
-        Some(url) => loopback_listen(url).await?,
+        Some(url) => loopback_listen(url)
+            .await
+            .map_err(|e| StartError::Failed(e.to_string()))?,
     };
     let spawned = {
         let config = config.clone();
@@ -973,29 +992,39 @@ mod tests {
     #[test]
     fn authority_comes_from_a_ws_url_with_a_port() {
         assert_eq!(
-            tcp_authority("ws://127.0.0.1:8765/ws"),
-            Ok("127.0.0.1:8765")
+            tcp_authority("ws://127.0.0.1:8765/ws").ok(),
+            Some("127.0.0.1:8765")
         );
-        assert_eq!(tcp_authority("ws://localhost:1"), Ok("localhost:1"));
-        assert_eq!(tcp_authority("ws://[::1]:9/ws"), Ok("[::1]:9"));
-        assert!(tcp_authority("ws://localhost/ws").is_err());
-        assert!(tcp_authority("wss://localhost:1/ws").is_err());
+        assert_eq!(tcp_authority("ws://localhost:1").ok(), Some("localhost:1"));
+        assert_eq!(tcp_authority("ws://[::1]:9/ws").ok(), Some("[::1]:9"));
+        assert!(matches!(
+            tcp_authority("ws://localhost/ws"),
+            Err(BadUrl::NoPort(_))
+        ));
+        assert!(matches!(
+            tcp_authority("wss://localhost:1/ws"),
+            Err(BadUrl::NotWs(_))
+        ));
         assert!(tcp_authority("nonsense").is_err());
     }
 
     #[tokio::test]
     async fn autostart_resolves_host_names_to_loopback_only() {
         assert_eq!(
-            loopback_listen("ws://localhost:8765/ws").await,
-            Ok(SocketAddr::from(([127, 0, 0, 1], 8765)))
+            loopback_listen("ws://localhost:8765/ws").await.ok(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 8765)))
         );
         assert_eq!(
             loopback_listen("ws://127.0.0.1:9/ws")
                 .await
-                .map(|a| a.port()),
-            Ok(9)
+                .map(|a| a.port())
+                .ok(),
+            Some(9)
         );
-        let err = loopback_listen("ws://192.0.2.7:9/ws").await.unwrap_err();
+        let err = loopback_listen("ws://192.0.2.7:9/ws")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a loopback address"), "{err}");
     }
 }

@@ -150,21 +150,28 @@ fn is_loopback_host(host: &str) -> bool {
     matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
 
+/// A request from a name or page other than this machine's (the DNS rebinding guard).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotLocal {
+    #[error("Host {0:?} is not allowed (only loopback names; DNS rebinding guard)")]
+    Host(String),
+    #[error("Origin {0:?} is not allowed")]
+    Origin(String),
+}
+
 /// Refuses requests whose Host or Origin is not loopback (unless remote access is allowed).
-pub fn host_and_origin_allowed(headers: &HeaderMap, allow_remote: bool) -> Result<(), String> {
+pub fn host_and_origin_allowed(headers: &HeaderMap, allow_remote: bool) -> Result<(), NotLocal> {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !allow_remote && !is_loopback_host(host) {
-        return Err(format!(
-            "Host {host:?} is not allowed (only loopback names; DNS rebinding guard)"
-        ));
+        return Err(NotLocal::Host(host.to_string()));
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let origin_host = origin.split("://").nth(1).unwrap_or(origin);
         if !(is_loopback_host(origin_host) || allow_remote && origin_host == host) {
-            return Err(format!("Origin {origin:?} is not allowed"));
+            return Err(NotLocal::Origin(origin.to_string()));
         }
     }
     Ok(())
@@ -182,10 +189,16 @@ mod tests {
         h.insert(header::ORIGIN, "http://localhost:3000".parse().unwrap());
         assert!(host_and_origin_allowed(&h, false).is_ok());
         h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
-        assert!(host_and_origin_allowed(&h, false).is_err());
+        assert_eq!(
+            host_and_origin_allowed(&h, false),
+            Err(NotLocal::Origin("https://evil.example".into()))
+        );
         h.remove(header::ORIGIN);
         h.insert(header::HOST, "evil.example:8765".parse().unwrap());
-        assert!(host_and_origin_allowed(&h, false).is_err());
+        assert_eq!(
+            host_and_origin_allowed(&h, false).map_err(|e| e.to_string()),
+            Err("Host \"evil.example:8765\" is not allowed (only loopback names; DNS rebinding guard)".into())
+        );
         assert!(host_and_origin_allowed(&h, true).is_ok());
         h.insert(header::HOST, "[::1]:8765".parse().unwrap());
         assert!(host_and_origin_allowed(&h, false).is_ok());

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::workflow::{Actions, Steps, Workflow, text_section};
+use super::workflow::{Actions, Certainty, Steps, Workflow, choice_section};
 
 pub struct Analyze;
 
@@ -27,7 +27,7 @@ enum OutputFormat {
 }
 
 /// `analyze`'s own fields.
-#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Extra {
     /// What to analyse for (default general).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,6 +39,7 @@ pub struct Extra {
 
 impl Workflow for Analyze {
     type Extra = Extra;
+    type Confidence = Certainty;
     const NAME: &'static str = "analyze";
     const DESCRIPTION: &'static str = "Analyse code in steps — architecture, performance, security or quality; at the \
          last step an expert model gives the strategic view. Step 1 names the files.";
@@ -64,10 +65,16 @@ impl Workflow for Analyze {
         ],
     };
 
-    fn brief(steps: &Steps) -> Vec<String> {
+    fn brief(steps: &Steps<Self>) -> Vec<String> {
         let mut out = Vec::new();
-        out.extend(text_section(steps, "analysis_type", "## Analysis type"));
-        out.extend(text_section(steps, "output_format", "## Output format"));
+        out.extend(choice_section(
+            "## Analysis type",
+            steps.latest(|e| e.analysis_type.as_ref()),
+        ));
+        out.extend(choice_section(
+            "## Output format",
+            steps.latest(|e| e.output_format.as_ref()),
+        ));
         out
     }
 }

@@ -37,7 +37,7 @@ struct ChatArguments {
     temperature: Option<f32>,
     /// How hard the model should think: minimal, low, medium, high or max.
     #[serde(default)]
-    thinking_mode: Option<String>,
+    thinking_mode: Option<consult::ThinkingMode>,
     /// Let the model search the web (GLM/Kimi models that can); default false.
     #[serde(default)]
     use_websearch: Option<bool>,
@@ -106,8 +106,8 @@ impl ExaiTool for Chat {
                     "`prompt` is empty: give the question, or a prompt.txt in `files`".into(),
                 ));
             }
-            consult::check_temperature(args.temperature).map_err(bad)?;
-            let thinking = consult::thinking_of(args.thinking_mode.as_deref()).map_err(bad)?;
+            consult::check_temperature(args.temperature).map_err(|e| bad(e.to_string()))?;
+            let thinking = consult::thinking_of(args.thinking_mode);
             let asked_files = args.files.unwrap_or_default();
             if let Some(complaint) = consult::relative_path(&asked_files) {
                 return Err(bad(complaint));

@@ -4,7 +4,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::workflow::{Actions, Steps, Validation, Workflow, text_section};
+use super::workflow::{
+    Actions, Certainty, Steps, Validation, Workflow, choice_section, text_section,
+};
 
 pub struct CodeReview;
 
@@ -18,7 +20,7 @@ enum ReviewType {
 }
 
 /// `codereview`'s own fields.
-#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Extra {
     /// full (default), security, performance or quick.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,6 +41,7 @@ pub struct Extra {
 
 impl Workflow for CodeReview {
     type Extra = Extra;
+    type Confidence = Certainty;
     const NAME: &'static str = "codereview";
     const DESCRIPTION: &'static str = "Review code in steps — bugs, security, performance, maintainability; at the last \
          step an expert model reviews the files with your findings. Step 1 names the files.";
@@ -64,23 +67,28 @@ impl Workflow for CodeReview {
         ],
     };
 
-    fn skip_expert(steps: &Steps) -> Option<String> {
-        (steps
-            .extra("review_validation_type")
-            .and_then(|v| v.as_str())
-            == Some("internal"))
-        .then(|| "review_validation_type is internal".to_string())
+    fn skip_expert(steps: &Steps<Self>) -> Option<String> {
+        (steps.latest(|e| e.review_validation_type.as_ref()) == Some(&Validation::Internal))
+            .then(|| "review_validation_type is internal".to_string())
     }
 
-    fn brief(steps: &Steps) -> Vec<String> {
+    fn brief(steps: &Steps<Self>) -> Vec<String> {
         let mut out = Vec::new();
-        out.extend(text_section(steps, "review_type", "## Review type"));
-        out.extend(text_section(steps, "focus_on", "## Review focus"));
-        out.extend(text_section(steps, "standards", "## Standards to apply"));
+        out.extend(choice_section(
+            "## Review type",
+            steps.latest(|e| e.review_type.as_ref()),
+        ));
         out.extend(text_section(
-            steps,
-            "severity_filter",
+            "## Review focus",
+            steps.latest(|e| e.focus_on.as_deref()),
+        ));
+        out.extend(text_section(
+            "## Standards to apply",
+            steps.latest(|e| e.standards.as_deref()),
+        ));
+        out.extend(text_section(
             "## Report severities from",
+            steps.latest(|e| e.severity_filter.as_deref()),
         ));
         out
     }

@@ -8,7 +8,6 @@ use futures::future::join_all;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::consult::{self, Answer, Question};
 use super::{ExaiTool, ToolContext, ToolFuture, definition, parse_arguments};
@@ -166,17 +165,69 @@ fn system_prompt(who: &Consulted) -> String {
     PROMPT.replace("{stance}", stance.trim())
 }
 
-/// The verdict line a model gave: SUPPORT, OPPOSE or MIXED, if it followed the format.
-fn verdict_of(text: &str) -> Option<&'static str> {
+/// Where a model comes down on the proposal.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+enum Verdict {
+    Support,
+    Oppose,
+    Mixed,
+}
+
+/// The verdict line a model gave, if it followed the format.
+fn verdict_of(text: &str) -> Option<Verdict> {
     let after = text
         .split("## Verdict")
         .nth(1)
         .unwrap_or(text)
         .trim_start()
         .trim_start_matches(['*', '`']);
-    ["SUPPORT", "OPPOSE", "MIXED"]
-        .into_iter()
-        .find(|v| after.starts_with(v))
+    [
+        ("SUPPORT", Verdict::Support),
+        ("OPPOSE", Verdict::Oppose),
+        ("MIXED", Verdict::Mixed),
+    ]
+    .into_iter()
+    .find_map(|(word, verdict)| after.starts_with(word).then_some(verdict))
+}
+
+/// One consulted model in the answer: who, with which stance, and how it came down.
+#[derive(Serialize)]
+struct ModelVerdict<'a> {
+    model: &'a str,
+    provider: &'a str,
+    stance: Stance,
+    #[serde(flatten)]
+    outcome: Outcome<'a>,
+}
+
+/// Whether a consulted model answered (and its verdict, if it gave one in the format).
+#[derive(Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+enum Outcome<'a> {
+    Answered { verdict: Option<Verdict> },
+    Failed { error: &'a str },
+}
+
+/// How many models came down where.
+#[derive(Serialize)]
+struct Tally {
+    support: usize,
+    oppose: usize,
+    mixed: usize,
+    failed: usize,
+}
+
+/// The consensus answer (the first content block and the structured content).
+#[derive(Serialize)]
+struct ConsensusAnswer<'a> {
+    status: &'static str,
+    continuation_id: &'a str,
+    models_consulted: Vec<ModelVerdict<'a>>,
+    tally: Tally,
+    next_steps: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<String>,
 }
 
 fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
@@ -335,13 +386,12 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
         match outcome {
             Ok(answer) => {
                 let verdict = verdict_of(&answer.response.text);
-                verdicts.push(json!({
-                    "model": answer.response.model,
-                    "provider": answer.response.provider,
-                    "stance": stance,
-                    "status": "answered",
-                    "verdict": verdict,
-                }));
+                verdicts.push(ModelVerdict {
+                    model: &answer.response.model,
+                    provider: &answer.response.provider,
+                    stance: who.stance,
+                    outcome: Outcome::Answered { verdict },
+                });
                 texts.push(format!(
                     "# {} ({stance})\n\n{}",
                     answer.response.model, answer.response.text
@@ -358,13 +408,14 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
             }
             Err(failed) => {
                 spent = plus(spent, failed.usage);
-                verdicts.push(json!({
-                    "model": target.model.id,
-                    "provider": target.endpoint.name(),
-                    "stance": stance,
-                    "status": "failed",
-                    "error": failed.failure.message,
-                }));
+                verdicts.push(ModelVerdict {
+                    model: &target.model.id,
+                    provider: target.endpoint.name(),
+                    stance: who.stance,
+                    outcome: Outcome::Failed {
+                        error: &failed.failure.message,
+                    },
+                });
                 texts.push(format!(
                     "# {} ({stance}) — no answer\n\n{}",
                     target.model.id, failed.failure.message
@@ -459,29 +510,31 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
     }
     ctx.call.set_finish_reason(finish_reasons(&all));
 
-    let count = |v: &str| {
+    let count = |wanted: Verdict| {
         verdicts
             .iter()
-            .filter(|x| x["verdict"].as_str() == Some(v))
+            .filter(|v| matches!(v.outcome, Outcome::Answered { verdict: Some(given) } if given == wanted))
             .count()
     };
-    let mut summary = json!({
-        "status": "consensus_complete",
-        "continuation_id": thread.id,
-        "models_consulted": verdicts,
-        "tally": {
-            "support": count("SUPPORT"),
-            "oppose": count("OPPOSE"),
-            "mixed": count("MIXED"),
-            "failed": outcomes.iter().filter(|o| o.is_err()).count(),
+    let thread_id = thread.id.clone();
+    let summary = ConsensusAnswer {
+        status: "consensus_complete",
+        continuation_id: &thread_id,
+        tally: Tally {
+            support: count(Verdict::Support),
+            oppose: count(Verdict::Oppose),
+            mixed: count(Verdict::Mixed),
+            failed: outcomes.iter().filter(|o| o.is_err()).count(),
         },
-        "next_steps": "Weigh the evaluations and the synthesis below against what you know of \
-                       the project, then present the recommendation to the user with the main \
-                       points of agreement and disagreement.",
-    });
-    if !notes.is_empty() {
-        summary["notes"] = json!(notes);
-    }
+        models_consulted: verdicts,
+        next_steps: "Weigh the evaluations and the synthesis below against what you know of \
+                     the project, then present the recommendation to the user with the main \
+                     points of agreement and disagreement.",
+        notes,
+    };
+    let summary = serde_json::to_value(&summary).map_err(|e| {
+        ToolFailure::new("internal", format!("the answer could not be written: {e}"))
+    })?;
     let mut body = texts.join("\n\n");
     if let Some(s) = &synthesis {
         body.push_str(&format!("\n\n# Synthesis\n\n{s}"));
@@ -514,10 +567,56 @@ mod tests {
     fn verdicts_are_read_from_the_verdict_section() {
         assert_eq!(
             verdict_of("## Verdict\nSUPPORT: yes\n## Analysis"),
-            Some("SUPPORT")
+            Some(Verdict::Support)
         );
-        assert_eq!(verdict_of("## Verdict\n**OPPOSE**: no"), Some("OPPOSE"));
-        assert_eq!(verdict_of("MIXED: it depends"), Some("MIXED"));
+        assert_eq!(
+            verdict_of("## Verdict\n**OPPOSE**: no"),
+            Some(Verdict::Oppose)
+        );
+        assert_eq!(verdict_of("MIXED: it depends"), Some(Verdict::Mixed));
         assert_eq!(verdict_of("I think it is fine"), None);
+    }
+
+    /// The answer's keys in the order agents have always read them.
+    #[test]
+    fn the_answer_keeps_its_wire_form() {
+        let answer = ConsensusAnswer {
+            status: "consensus_complete",
+            continuation_id: "t",
+            models_consulted: vec![
+                ModelVerdict {
+                    model: "a",
+                    provider: "glm",
+                    stance: Stance::For,
+                    outcome: Outcome::Answered {
+                        verdict: Some(Verdict::Support),
+                    },
+                },
+                ModelVerdict {
+                    model: "b",
+                    provider: "kimi",
+                    stance: Stance::Neutral,
+                    outcome: Outcome::Answered { verdict: None },
+                },
+                ModelVerdict {
+                    model: "c",
+                    provider: "kimi",
+                    stance: Stance::Against,
+                    outcome: Outcome::Failed { error: "boom" },
+                },
+            ],
+            tally: Tally {
+                support: 1,
+                oppose: 0,
+                mixed: 0,
+                failed: 1,
+            },
+            next_steps: "weigh",
+            notes: Vec::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&answer).unwrap(),
+            r#"{"status":"consensus_complete","continuation_id":"t","models_consulted":[{"model":"a","provider":"glm","stance":"for","status":"answered","verdict":"SUPPORT"},{"model":"b","provider":"kimi","stance":"neutral","status":"answered","verdict":null},{"model":"c","provider":"kimi","stance":"against","status":"failed","error":"boom"}],"tally":{"support":1,"oppose":0,"mixed":0,"failed":1},"next_steps":"weigh"}"#
+        );
     }
 }

@@ -87,22 +87,125 @@ pub fn choose(ctx: &ToolContext, name: Option<&str>, need: Need) -> Result<Resol
         .map_err(|unusable| ToolFailure::new("no_model", unusable.to_string()))
 }
 
-/// Maps `thinking_mode` (Zen's names) onto the provider's think / don't-think switch.
-pub fn thinking_of(mode: Option<&str>) -> Result<Option<bool>, String> {
-    match mode {
-        None => Ok(None),
-        Some("minimal") => Ok(Some(false)),
-        Some("low" | "medium" | "high" | "max") => Ok(Some(true)),
-        Some(other) => Err(format!(
-            "thinking_mode {other:?} is not one of minimal, low, medium, high, max"
-        )),
-    }
+/// A value named by one word of a closed list (a thinking mode, a confidence level), read with
+/// an error that names the field and the whole list.
+pub trait Word: Copy + Eq + Send + Sync + 'static {
+    /// The argument's name, for the error.
+    const FIELD: &'static str;
+    /// Every value, in the order the list is shown.
+    const ALL: &'static [Self];
+    /// The value's word on the wire.
+    fn word(self) -> &'static str;
 }
 
+/// A word that is not on its field's list.
+#[derive(Debug, thiserror::Error)]
+#[error("{field} {given:?} is not one of {list}")]
+pub struct NotOneOf {
+    field: &'static str,
+    given: String,
+    list: String,
+}
+
+/// The value `given` names, or why it names none.
+pub fn word_of<W: Word>(given: &str) -> Result<W, NotOneOf> {
+    W::ALL
+        .iter()
+        .copied()
+        .find(|value| value.word() == given)
+        .ok_or_else(|| NotOneOf {
+            field: W::FIELD,
+            given: given.to_string(),
+            list: W::ALL
+                .iter()
+                .map(|value| value.word())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Serde for a `Word` type: written as its word, read with `NotOneOf`'s error; its schema, when
+/// `schema` is given, lists the words.
+macro_rules! word_serde {
+    ($type:ty) => {
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str($crate::tools::consult::Word::word(*self))
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let given = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                $crate::tools::consult::word_of(&given).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+    ($type:ty, schema) => {
+        word_serde!($type);
+        impl schemars::JsonSchema for $type {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($type).into()
+            }
+            fn inline_schema() -> bool {
+                true
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                let words: Vec<&str> = <$type as $crate::tools::consult::Word>::ALL
+                    .iter()
+                    .map(|value| $crate::tools::consult::Word::word(*value))
+                    .collect();
+                schemars::json_schema!({"type": "string", "enum": words})
+            }
+        }
+    };
+}
+pub(crate) use word_serde;
+
+/// How hard the model should think (Zen's names); the providers know only think or don't.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThinkingMode {
+    Minimal,
+    Low,
+    Medium,
+    High,
+    Max,
+}
+
+impl Word for ThinkingMode {
+    const FIELD: &'static str = "thinking_mode";
+    const ALL: &'static [Self] = &[
+        Self::Minimal,
+        Self::Low,
+        Self::Medium,
+        Self::High,
+        Self::Max,
+    ];
+    fn word(self) -> &'static str {
+        match self {
+            Self::Minimal => "minimal",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Max => "max",
+        }
+    }
+}
+word_serde!(ThinkingMode, schema);
+
+/// The provider's think / don't-think switch for `mode` (the model's default when not given).
+pub fn thinking_of(mode: Option<ThinkingMode>) -> Option<bool> {
+    mode.map(|mode| mode != ThinkingMode::Minimal)
+}
+
+/// A temperature outside the range every provider accepts.
+#[derive(Debug, thiserror::Error)]
+#[error("temperature {0} is outside 0–2")]
+pub struct TemperatureOutOfRange(f32);
+
 /// Checks a temperature is in the range every provider accepts.
-pub fn check_temperature(temperature: Option<f32>) -> Result<(), String> {
+pub fn check_temperature(temperature: Option<f32>) -> Result<(), TemperatureOutOfRange> {
     match temperature {
-        Some(t) if !(0.0..=2.0).contains(&t) => Err(format!("temperature {t} is outside 0–2")),
+        Some(t) if !(0.0..=2.0).contains(&t) => Err(TemperatureOutOfRange(t)),
         _ => Ok(()),
     }
 }
@@ -389,6 +492,13 @@ pub async fn ask_and_record(
     }
 }
 
+/// The structured form of a `resend_prompt` answer.
+#[derive(serde::Serialize)]
+struct ResendPrompt<'a> {
+    status: &'static str,
+    content: &'a str,
+}
+
 /// The `resend_prompt` answer (Zen's) when `text` is over the MCP size limit: `chat` reads a
 /// prompt.txt passed in `files`; other tools put long material in files they name.
 pub fn too_long(
@@ -416,7 +526,10 @@ pub fn too_long(
     );
     let mut result =
         rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(text.clone())]);
-    result.structured_content =
-        Some(serde_json::json!({"status": "resend_prompt", "content": text}));
+    result.structured_content = serde_json::to_value(ResendPrompt {
+        status: "resend_prompt",
+        content: &text,
+    })
+    .ok();
     Some(result)
 }

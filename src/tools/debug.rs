@@ -1,11 +1,12 @@
 //! `debug`: a root-cause investigation in steps; an expert model weighs the evidence at the end.
 
-use super::workflow::{Actions, NoExtra, Workflow};
+use super::workflow::{Actions, Certainty, NoExtra, Workflow};
 
 pub struct Debug;
 
 impl Workflow for Debug {
     type Extra = NoExtra;
+    type Confidence = Certainty;
     const NAME: &'static str = "debug";
     const DESCRIPTION: &'static str = "Find the root cause of a bug in steps: you investigate between calls, exai keeps \
          the evidence; at the last step an expert model weighs it and proposes a fix.";

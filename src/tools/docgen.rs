@@ -5,12 +5,24 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::workflow::{Actions, Expert, StepArguments, Steps, Workflow};
+use super::workflow::{Actions, Arguments, Certainty, Expert, Refusal, Steps, Workflow};
 
 pub struct DocGen;
 
+/// Why docgen refuses a step: its count of files does not add up.
+#[derive(Debug, thiserror::Error)]
+enum Miscount {
+    #[error("num_files_documented {done} is more than total_files_to_document {total}")]
+    MoreThanAll { done: u32, total: u32 },
+    #[error(
+        "docgen cannot finish: {done} of {total} files are documented. Document the other \
+         {left} file(s) first, with next_step_required true."
+    )]
+    Unfinished { done: u32, total: u32, left: u32 },
+}
+
 /// `docgen`'s own fields.
-#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Extra {
     /// Files documented so far.
     #[serde(default)]
@@ -34,6 +46,7 @@ pub struct Extra {
 
 impl Workflow for DocGen {
     type Extra = Extra;
+    type Confidence = Certainty;
     const NAME: &'static str = "docgen";
     const DESCRIPTION: &'static str = "Document code file by file in steps (function docs, complexity, call flow); \
          exai keeps count so no file is skipped. Does not call a model.";
@@ -59,22 +72,17 @@ impl Workflow for DocGen {
         ],
     };
 
-    fn check(args: &StepArguments<Extra>, _steps: &Steps) -> Result<Option<Value>, String> {
+    fn check(args: &Arguments<Self>, _steps: &Steps<Self>) -> Result<Option<Value>, Refusal> {
         let (done, total) = (
             args.extra.num_files_documented,
             args.extra.total_files_to_document,
         );
         if done > total {
-            return Err(format!(
-                "num_files_documented {done} is more than total_files_to_document {total}"
-            ));
+            return Err(Miscount::MoreThanAll { done, total }.into());
         }
         if !args.report.next_step_required && done < total {
-            return Err(format!(
-                "docgen cannot finish: {done} of {total} files are documented. Document the other \
-                 {} file(s) first, with next_step_required true.",
-                total - done
-            ));
+            let left = total - done;
+            return Err(Miscount::Unfinished { done, total, left }.into());
         }
         Ok(None)
     }

@@ -5,12 +5,21 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::workflow::{Actions, Expert, StepArguments, Steps, Workflow};
+use super::workflow::{Actions, Arguments, Certainty, Expert, Refusal, Steps, Workflow};
 
 pub struct Planner;
 
+/// A revision or branch that names a step not before this one.
+#[derive(Debug, thiserror::Error)]
+#[error("{field} {named} must name an earlier step than {this}")]
+struct NotEarlier {
+    field: &'static str,
+    named: u32,
+    this: u32,
+}
+
 /// `planner`'s own fields.
-#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Extra {
     /// This step revises an earlier one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,6 +43,7 @@ pub struct Extra {
 
 impl Workflow for Planner {
     type Extra = Extra;
+    type Confidence = Certainty;
     const NAME: &'static str = "planner";
     const DESCRIPTION: &'static str = "Plan a task step by step, revising and branching as you go; the final answer \
          gathers the plan. Does not call a model.";
@@ -59,22 +69,16 @@ impl Workflow for Planner {
         ],
     };
 
-    fn check(args: &StepArguments<Extra>, _steps: &Steps) -> Result<Option<Value>, String> {
-        if let Some(n) = args.extra.revises_step_number
-            && n >= args.report.step_number
-        {
-            return Err(format!(
-                "revises_step_number {n} must name an earlier step than {}",
-                args.report.step_number
-            ));
-        }
-        if let Some(n) = args.extra.branch_from_step
-            && n >= args.report.step_number
-        {
-            return Err(format!(
-                "branch_from_step {n} must name an earlier step than {}",
-                args.report.step_number
-            ));
+    fn check(args: &Arguments<Self>, _steps: &Steps<Self>) -> Result<Option<Value>, Refusal> {
+        let this = args.report.step_number;
+        let named = [
+            ("revises_step_number", args.extra.revises_step_number),
+            ("branch_from_step", args.extra.branch_from_step),
+        ];
+        for (field, step) in named {
+            if let Some(named) = step.filter(|n| *n >= this) {
+                return Err(NotEarlier { field, named, this }.into());
+            }
         }
         Ok(None)
     }

@@ -8,13 +8,13 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::ToolContext;
 use super::consult::blocking_failure;
 use super::git::{Git, GitError};
 use super::workflow::{
-    Actions, Gathered, StepArguments, Steps, Validation, Workflow, text_section,
+    Actions, Arguments, Certainty, Gathered, Refusal, Steps, Validation, Workflow, text_section,
 };
 use crate::calls::ToolFailure;
 use crate::files;
@@ -26,8 +26,19 @@ const MAX_DIFF_BYTES: usize = 160 * 1024;
 /// Most changed paths listed back to the agent.
 const MAX_LISTED: usize = 50;
 
+/// Why precommit cannot read the repository it was given.
+#[derive(Debug, thiserror::Error)]
+enum BadRepository {
+    #[error("precommit needs `path`: the absolute path of the repository")]
+    NoPath,
+    #[error("path {0:?} is not absolute; give the repository's full path")]
+    Relative(String),
+    #[error("compare_to {0:?} is not a git ref")]
+    NotARef(String),
+}
+
 /// `precommit`'s own fields.
-#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Extra {
     /// Absolute path of the repository (required at step 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,6 +65,7 @@ pub struct Extra {
 
 impl Workflow for PreCommit {
     type Extra = Extra;
+    type Confidence = Certainty;
     const NAME: &'static str = "precommit";
     const DESCRIPTION: &'static str = "Check changes before committing, in steps: exai reads the repository's status and \
          diffs itself; at the last step an expert model reviews the diff against your intent.";
@@ -78,60 +90,59 @@ impl Workflow for PreCommit {
         ],
     };
 
-    fn check(args: &StepArguments<Extra>, steps: &Steps) -> Result<Option<Value>, String> {
-        let path = args.extra.path.clone().or_else(|| {
-            steps
-                .extra("path")
-                .and_then(|v| v.as_str().map(str::to_string))
-        });
+    fn check(args: &Arguments<Self>, steps: &Steps<Self>) -> Result<Option<Value>, Refusal> {
+        let path = args
+            .extra
+            .path
+            .as_deref()
+            .or_else(|| steps.latest(|e| e.path.as_deref()));
         match path {
-            None => Err("precommit needs `path`: the absolute path of the repository".into()),
-            Some(p) if !Path::new(&p).is_absolute() => Err(format!(
-                "path {p:?} is not absolute; give the repository's full path"
-            )),
+            None => Err(BadRepository::NoPath.into()),
+            Some(p) if !Path::new(p).is_absolute() => Err(BadRepository::Relative(p.into()).into()),
             Some(_) => match &args.extra.compare_to {
                 Some(r) if r.starts_with('-') || r.trim().is_empty() => {
-                    Err(format!("compare_to {r:?} is not a git ref"))
+                    Err(BadRepository::NotARef(r.clone()).into())
                 }
                 _ => Ok(None),
             },
         }
     }
 
-    fn skip_expert(steps: &Steps) -> Option<String> {
-        (steps.extra("precommit_type").and_then(|v| v.as_str()) == Some("internal"))
+    fn skip_expert(steps: &Steps<Self>) -> Option<String> {
+        (steps.latest(|e| e.precommit_type.as_ref()) == Some(&Validation::Internal))
             .then(|| "precommit_type is internal".to_string())
     }
 
-    fn brief(steps: &Steps) -> Vec<String> {
+    fn brief(steps: &Steps<Self>) -> Vec<String> {
         let mut out = Vec::new();
-        out.extend(text_section(steps, "focus_on", "## Review focus"));
         out.extend(text_section(
-            steps,
-            "severity_filter",
+            "## Review focus",
+            steps.latest(|e| e.focus_on.as_deref()),
+        ));
+        out.extend(text_section(
             "## Report severities from",
+            steps.latest(|e| e.severity_filter.as_deref()),
         ));
         out
     }
 
     fn gather(
         ctx: &ToolContext,
-        steps: &Steps,
+        steps: &Steps<Self>,
         last: bool,
     ) -> BoxFuture<'static, Result<Gathered, ToolFailure>> {
         let path = steps
-            .extra("path")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .unwrap_or_default();
-        let flag = |name: &str| steps.extra(name).and_then(|v| v.as_bool()).unwrap_or(true);
+            .latest(|e| e.path.as_deref())
+            .unwrap_or_default()
+            .to_string();
         let wanted = Wanted {
             compare_to: steps
-                .extra("compare_to")
-                .and_then(|v| v.as_str())
+                .latest(|e| e.compare_to.as_deref())
                 .map(str::to_string),
-            staged: flag("include_staged"),
-            unstaged: flag("include_unstaged"),
+            staged: *steps.latest(|e| e.include_staged.as_ref()).unwrap_or(&true),
+            unstaged: *steps
+                .latest(|e| e.include_unstaged.as_ref())
+                .unwrap_or(&true),
         };
         let roots = files::Policy::of(&ctx.config);
         let deadline = ctx.call.deadline;
@@ -144,6 +155,34 @@ impl Workflow for PreCommit {
             .map_err(blocking_failure)?
             .map_err(|why| ToolFailure::new("bad_arguments", format!("precommit path: {why}")))?;
             read_repository(&dir.0, &dir.1, &wanted, last, deadline).await
+        })
+    }
+}
+
+/// What the agent is shown of the repository at each step (`gathered` in the answer).
+#[derive(Serialize)]
+struct RepositoryState {
+    repository: String,
+    branch: String,
+    staged: usize,
+    unstaged: usize,
+    untracked: usize,
+    /// `git status` lines, the first `MAX_LISTED`.
+    changed: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed_not_listed: Option<usize>,
+    /// At the last step: the bytes of diff given to the expert.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff_bytes: Option<usize>,
+}
+
+impl RepositoryState {
+    fn as_value(&self) -> Result<Value, ToolFailure> {
+        serde_json::to_value(self).map_err(|e| {
+            ToolFailure::new(
+                "internal",
+                format!("the repository state could not be written: {e}"),
+            )
         })
     }
 }
@@ -353,17 +392,20 @@ async fn read_repository(
         }
     }
 
-    let mut summary = json!({
-        "repository": top.display().to_string(),
-        "branch": branch,
-        "staged": staged,
-        "unstaged": unstaged,
-        "untracked": untracked,
-        "changed": entries.iter().take(MAX_LISTED).map(|l| l.to_string()).collect::<Vec<_>>(),
-    });
-    if entries.len() > MAX_LISTED {
-        summary["changed_not_listed"] = json!(entries.len() - MAX_LISTED);
-    }
+    let mut summary = RepositoryState {
+        repository: top.display().to_string(),
+        branch: branch.clone(),
+        staged,
+        unstaged,
+        untracked,
+        changed: entries
+            .iter()
+            .take(MAX_LISTED)
+            .map(|l| l.to_string())
+            .collect(),
+        changed_not_listed: entries.len().checked_sub(MAX_LISTED).filter(|n| *n > 0),
+        diff_bytes: None,
+    };
     let mut gathered = Gathered::default();
     if diffs.is_empty() {
         gathered.notes.push(
@@ -372,7 +414,7 @@ async fn read_repository(
         );
     }
     if !last {
-        gathered.summary = Some(summary);
+        gathered.summary = Some(summary.as_value()?);
         return Ok(gathered);
     }
 
@@ -428,15 +470,57 @@ async fn read_repository(
             .notes
             .push("git shows no changes to review in what was asked.".into());
     }
-    summary["diff_bytes"] = json!(MAX_DIFF_BYTES - left);
-    gathered.summary = Some(summary);
+    summary.diff_bytes = Some(MAX_DIFF_BYTES - left);
+    gathered.summary = Some(summary.as_value()?);
     gathered.brief = Some(brief);
     Ok(gathered)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
+    use super::super::workflow::Certainty;
     use super::*;
+    use crate::threads::{Thread, Turn};
+
+    /// Records as earlier versions stored them (the tool's fields as a JSON object, or null)
+    /// still load, and the latest value of a field is found where a later step left it out.
+    #[test]
+    fn stored_records_load_with_their_own_fields_typed() {
+        let stored = |n: u32, extra: Value| {
+            json!({
+                "step": "s", "step_number": n, "total_steps": 3, "next_step_required": true,
+                "findings": "", "files_checked": [], "relevant_files": [],
+                "relevant_context": [], "issues_found": [], "images": [],
+                "confidence": "high", "hypothesis": null, "backtrack_from_step": null,
+                "extra": extra,
+            })
+        };
+        let mut thread = Thread::new();
+        for (n, extra) in [
+            (
+                1,
+                json!({"path": "/repo", "compare_to": "main", "include_staged": false}),
+            ),
+            (2, json!({})),
+            (3, Value::Null),
+        ] {
+            thread.turns.push(Turn {
+                step: Some(stored(n, extra)),
+                ..Turn::asked("precommit", "step".into(), Vec::new())
+            });
+        }
+        let steps = Steps::<PreCommit>::of(&thread);
+        assert_eq!(steps.steps.len(), 3);
+        assert_eq!(steps.confidence(), Some(Certainty::High));
+        assert_eq!(steps.latest(|e| e.path.as_deref()), Some("/repo"));
+        assert_eq!(steps.latest(|e| e.include_staged.as_ref()), Some(&false));
+        assert_eq!(steps.latest(|e| e.include_unstaged.as_ref()), None);
+        // Written back, a record is what was stored (the field left out stays out).
+        let again = serde_json::to_value(&steps.steps[1]).unwrap();
+        assert_eq!(again, stored(2, json!({})));
+    }
 
     #[test]
     fn names_are_quoted_as_git_quotes_them() {

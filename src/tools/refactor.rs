@@ -4,7 +4,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::workflow::{Actions, Steps, Workflow, text_section};
+use super::consult::{Word, word_serde};
+use super::workflow::{Actions, Confidence, Steps, Workflow, choice_section, list_section};
 
 pub struct Refactor;
 
@@ -17,8 +18,44 @@ enum RefactorType {
     Organization,
 }
 
+/// How far the refactoring analysis has got: refactor's own confidence scale.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Completeness {
+    #[default]
+    Exploring,
+    Incomplete,
+    Partial,
+    Complete,
+}
+
+impl Word for Completeness {
+    const FIELD: &'static str = "confidence";
+    const ALL: &'static [Self] = &[
+        Self::Exploring,
+        Self::Incomplete,
+        Self::Partial,
+        Self::Complete,
+    ];
+    fn word(self) -> &'static str {
+        match self {
+            Self::Exploring => "exploring",
+            Self::Incomplete => "incomplete",
+            Self::Partial => "partial",
+            Self::Complete => "complete",
+        }
+    }
+}
+word_serde!(Completeness, schema);
+
+impl Confidence for Completeness {
+    const SURE: Self = Self::Complete;
+    fn closing(self) -> bool {
+        self == Self::Partial
+    }
+}
+
 /// `refactor`'s own fields.
-#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Extra {
     /// codesmells (default), decompose, modernize or organization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,14 +70,13 @@ pub struct Extra {
 
 impl Workflow for Refactor {
     type Extra = Extra;
+    type Confidence = Completeness;
     const NAME: &'static str = "refactor";
     const DESCRIPTION: &'static str = "Find refactoring opportunities in steps (smells, decomposition, modernisation, \
          organisation); at the last step an expert model orders them. Step 1 names the files.";
     const PROMPT: &'static str = include_str!("prompts/refactor.txt");
     const PAUSE: &'static str = "pause_for_refactoring_analysis";
     const COMPLETE: &'static str = "refactoring_analysis_complete_ready_for_implementation";
-    const CONFIDENCE: &'static [&'static str] = &["exploring", "incomplete", "partial", "complete"];
-    const SURE: &'static str = "complete";
     const FILES_AT_START: bool = true;
     const ACTIONS: Actions = Actions {
         first: &[
@@ -60,14 +96,19 @@ impl Workflow for Refactor {
         ],
     };
 
-    fn brief(steps: &Steps) -> Vec<String> {
+    fn brief(steps: &Steps<Self>) -> Vec<String> {
         let mut out = Vec::new();
-        out.extend(text_section(steps, "refactor_type", "## Refactoring type"));
-        out.extend(text_section(steps, "focus_areas", "## Focus areas"));
-        out.extend(text_section(
-            steps,
-            "style_guide_examples",
+        out.extend(choice_section(
+            "## Refactoring type",
+            steps.latest(|e| e.refactor_type.as_ref()),
+        ));
+        out.extend(list_section(
+            "## Focus areas",
+            steps.latest_list(|e| &e.focus_areas),
+        ));
+        out.extend(list_section(
             "## Style examples (files)",
+            steps.latest_list(|e| &e.style_guide_examples),
         ));
         out
     }

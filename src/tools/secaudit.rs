@@ -4,7 +4,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::workflow::{Actions, Steps, Workflow, text_section};
+use super::workflow::{
+    Actions, Certainty, Steps, Workflow, choice_section, list_section, text_section,
+};
 
 pub struct SecAudit;
 
@@ -28,7 +30,7 @@ enum AuditFocus {
 }
 
 /// `secaudit`'s own fields.
-#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Extra {
     /// What the system is and what is in scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +51,7 @@ pub struct Extra {
 
 impl Workflow for SecAudit {
     type Extra = Extra;
+    type Confidence = Certainty;
     const NAME: &'static str = "secaudit";
     const DESCRIPTION: &'static str = "Audit code for security in steps (OWASP categories, secrets, auth, input \
          handling, dependencies); at the last step an expert model assesses it all.";
@@ -73,20 +76,27 @@ impl Workflow for SecAudit {
         ],
     };
 
-    fn brief(steps: &Steps) -> Vec<String> {
+    fn brief(steps: &Steps<Self>) -> Vec<String> {
         let mut out = Vec::new();
-        out.extend(text_section(steps, "security_scope", "## Scope"));
-        out.extend(text_section(steps, "threat_level", "## Threat level"));
         out.extend(text_section(
-            steps,
-            "compliance_requirements",
-            "## Compliance requirements",
+            "## Scope",
+            steps.latest(|e| e.security_scope.as_deref()),
         ));
-        out.extend(text_section(steps, "audit_focus", "## Audit focus"));
+        out.extend(choice_section(
+            "## Threat level",
+            steps.latest(|e| e.threat_level.as_ref()),
+        ));
+        out.extend(list_section(
+            "## Compliance requirements",
+            steps.latest_list(|e| &e.compliance_requirements),
+        ));
+        out.extend(choice_section(
+            "## Audit focus",
+            steps.latest(|e| e.audit_focus.as_ref()),
+        ));
         out.extend(text_section(
-            steps,
-            "severity_filter",
             "## Report severities from",
+            steps.latest(|e| e.severity_filter.as_deref()),
         ));
         out
     }

@@ -1,11 +1,12 @@
 //! `testgen`: test planning in steps; an expert model writes the tests at the end.
 
-use super::workflow::{Actions, NoExtra, Workflow};
+use super::workflow::{Actions, Certainty, NoExtra, Workflow};
 
 pub struct TestGen;
 
 impl Workflow for TestGen {
     type Extra = NoExtra;
+    type Confidence = Certainty;
     const NAME: &'static str = "testgen";
     const DESCRIPTION: &'static str = "Plan tests for code in steps (paths, edge cases, failure modes); at the last step \
          an expert model writes them in the project's style. Step 1 names the files.";

@@ -4,12 +4,12 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::workflow::{Actions, Steps, Workflow, text_section};
+use super::workflow::{Actions, Certainty, Steps, Workflow, list_section, text_section};
 
 pub struct ThinkDeep;
 
 /// `thinkdeep`'s own fields.
-#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Extra {
     /// Background the expert should know (constraints, goals, what was tried).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -21,6 +21,7 @@ pub struct Extra {
 
 impl Workflow for ThinkDeep {
     type Extra = Extra;
+    type Confidence = Certainty;
     const NAME: &'static str = "thinkdeep";
     const DESCRIPTION: &'static str = "Think a hard problem through in steps (architecture, a tricky bug, a trade-off); \
          at the last step an expert model challenges and extends your reasoning.";
@@ -45,10 +46,16 @@ impl Workflow for ThinkDeep {
         ],
     };
 
-    fn brief(steps: &Steps) -> Vec<String> {
+    fn brief(steps: &Steps<Self>) -> Vec<String> {
         let mut out = Vec::new();
-        out.extend(text_section(steps, "problem_context", "## Problem context"));
-        out.extend(text_section(steps, "focus_areas", "## Focus areas"));
+        out.extend(text_section(
+            "## Problem context",
+            steps.latest(|e| e.problem_context.as_deref()),
+        ));
+        out.extend(list_section(
+            "## Focus areas",
+            steps.latest_list(|e| &e.focus_areas),
+        ));
         out
     }
 }

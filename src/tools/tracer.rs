@@ -3,9 +3,9 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::workflow::{Actions, Expert, StepArguments, Steps, Workflow};
+use super::workflow::{Actions, Arguments, Certainty, Expert, Refusal, Steps, Workflow};
 
 pub struct Tracer;
 
@@ -17,8 +17,17 @@ enum TraceMode {
     Dependencies,
 }
 
+/// The answer to a first step that did not choose a trace mode.
+#[derive(Serialize)]
+struct ModeQuestion {
+    status: &'static str,
+    tool: &'static str,
+    question: &'static str,
+    next_steps: &'static str,
+}
+
 /// `tracer`'s own fields.
-#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Extra {
     /// precision (a method's execution flow), dependencies (what uses what), or ask.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -30,6 +39,7 @@ pub struct Extra {
 
 impl Workflow for Tracer {
     type Extra = Extra;
+    type Confidence = Certainty;
     const NAME: &'static str = "tracer";
     const DESCRIPTION: &'static str = "Trace code in steps: a method's execution flow (precision) or a module's \
          dependencies; says how to present the trace. Does not call a model.";
@@ -55,18 +65,19 @@ impl Workflow for Tracer {
         ],
     };
 
-    fn check(args: &StepArguments<Extra>, _steps: &Steps) -> Result<Option<Value>, String> {
+    fn check(args: &Arguments<Self>, _steps: &Steps<Self>) -> Result<Option<Value>, Refusal> {
         if args.report.step_number == 1 && args.extra.trace_mode.is_none_or(|m| m == TraceMode::Ask)
         {
-            return Ok(Some(json!({
-                "status": "mode_selection_required",
-                "tool": "tracer",
-                "question": "Which trace? precision: the execution flow of one method or function \
-                             (calls, branches, side effects). dependencies: what a class or module \
-                             uses and what uses it.",
-                "next_steps": "Call tracer again at step_number 1 with trace_mode set to \
-                               precision or dependencies.",
-            })));
+            let question = ModeQuestion {
+                status: "mode_selection_required",
+                tool: "tracer",
+                question: "Which trace? precision: the execution flow of one method or function \
+                           (calls, branches, side effects). dependencies: what a class or module \
+                           uses and what uses it.",
+                next_steps: "Call tracer again at step_number 1 with trace_mode set to \
+                             precision or dependencies.",
+            };
+            return Ok(Some(serde_json::to_value(question)?));
         }
         Ok(None)
     }
