@@ -4,6 +4,7 @@ use rmcp::ServiceExt;
 use tokio_util::codec::{FramedWrite, LinesCodec};
 
 use crate::app::App;
+use crate::calls::TransportKind;
 use crate::config::Config;
 use crate::health::Health;
 use crate::service::{ExaiService, Session};
@@ -19,7 +20,7 @@ pub async fn run(config: Config) -> Result<(), StoreError> {
     .await
     .map_err(|_| StoreError::WriterGone)??;
     app.discover_models();
-    let session = Session::new("stdio", &app);
+    let session = Session::new(TransportKind::Stdio, &app);
     let source = line_frames(crate::stdio::input(), limit);
     let sink = FramedWrite::new(crate::stdio::output(), LinesCodec::new());
     let transport = FrameTransport::spawn(

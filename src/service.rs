@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::calls::{CallOrigin, CancelReason, LiveCall, Outcome};
+use crate::calls::{CallOrigin, CancelReason, FailureKind, LiveCall, Outcome, TransportKind};
 use crate::health::SessionGuard;
 use crate::store::Delivery;
 use crate::tools::ToolContext;
@@ -36,7 +36,7 @@ const PROGRESS_SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(
 /// One MCP session (a WebSocket connection, an HTTP session, a stdio process).
 pub struct Session {
     pub id: String,
-    pub transport: &'static str,
+    pub transport: TransportKind,
     client: Mutex<Option<Implementation>>,
     /// JSON-RPC request id → call id, until the response is written.
     pending: Mutex<HashMap<String, String>>,
@@ -46,7 +46,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(transport: &'static str, app: &App) -> Arc<Self> {
+    pub fn new(transport: TransportKind, app: &App) -> Arc<Self> {
         Arc::new(Self {
             id: uuid::Uuid::now_v7().to_string(),
             transport,
@@ -59,7 +59,7 @@ impl Session {
 
     /// Whether the transport reports delivery itself (our framed transports do; rmcp's HTTP does not).
     fn transport_reports_delivery(&self) -> bool {
-        self.transport != "http"
+        self.transport.reports_delivery()
     }
 
     /// The call a response to `request_id` carries, if any (removes it).
@@ -227,7 +227,7 @@ impl ExaiService {
         let found = match self.app.tools.get(&request.name) {
             None => Err((
                 ErrorCode::INVALID_PARAMS,
-                "unknown_tool",
+                FailureKind::UnknownTool,
                 format!(
                     "unknown tool {:?}; available: {}",
                     request.name,
@@ -237,7 +237,7 @@ impl ExaiService {
             // The revision's answer to a task for a tool whose taskSupport is "forbidden".
             Some(tool) if as_legacy_task && !tool.may_run_long() => Err((
                 ErrorCode::METHOD_NOT_FOUND,
-                "task_not_supported",
+                FailureKind::TaskNotSupported,
                 format!(
                     "tool {:?} does not run as a task (its execution.taskSupport is \"forbidden\"); \
                      call it without params.task",
@@ -444,7 +444,7 @@ impl ServerHandler for ExaiService {
         context.peer.set_peer_info(request.clone());
         tracing::info!(
             session = %self.session.id,
-            transport = self.session.transport,
+            transport = self.session.transport.as_str(),
             client = %request.client_info.name,
             client_version = %request.client_info.version,
             protocol = %request.protocol_version,
@@ -505,7 +505,7 @@ impl ServerHandler for ExaiService {
         }
         let token = context.meta.get_progress_token();
         // 2026-07-28 over HTTP: closing the request's stream is how a client cancels.
-        let disconnect_cancels = self.session.transport == "http"
+        let disconnect_cancels = self.session.transport == TransportKind::Http
             && context.meta.protocol_version() == Some(ProtocolVersion::V_2026_07_28);
         let outcome = self
             .await_outcome(

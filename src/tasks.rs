@@ -8,7 +8,7 @@ use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolResult, DetailedTask, JsonObject, Task, TaskPayload, TaskStatus};
 
 use crate::calls::LiveCall;
-use crate::store::CallRow;
+use crate::store::{CallRow, CallState};
 
 /// Suggested polling period for clients.
 pub(crate) const POLL_INTERVAL_MS: u64 = 2000;
@@ -52,9 +52,7 @@ pub fn of_live(call: &LiveCall, received_at_ms: i64, ttl_ms: u64) -> DetailedTas
         Some(outcome) => {
             let task = base(&call.id, received_at_ms, crate::store::now_ms(), ttl_ms);
             match outcome.state {
-                crate::store::CallState::Cancelled => {
-                    DetailedTask::new(task, TaskPayload::Cancelled)
-                }
+                CallState::Cancelled => DetailedTask::new(task, TaskPayload::Cancelled),
                 _ => DetailedTask::new(
                     task,
                     TaskPayload::Completed {
@@ -81,13 +79,13 @@ pub fn of_record(row: &CallRow, ttl_ms: u64) -> Result<DetailedTask, McpError> {
         error.insert("message".into(), message.into());
         DetailedTask::new(task.clone(), TaskPayload::Failed { error })
     };
-    Ok(match row.state.as_str() {
-        "received" | "running" => failed(format!(
+    Ok(match row.state {
+        CallState::Received | CallState::Running => failed(format!(
             "call {} is held by another exai process (pid {}) that can no longer be asked",
             row.id, row.owner_pid
         )),
-        "cancelled" => DetailedTask::new(task.clone(), TaskPayload::Cancelled),
-        "interrupted" => failed(format!(
+        CallState::Cancelled => DetailedTask::new(task.clone(), TaskPayload::Cancelled),
+        CallState::Interrupted => failed(format!(
             "call {} was interrupted: {}",
             row.id,
             row.interruption()

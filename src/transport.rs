@@ -101,6 +101,16 @@ pub fn line_frames<R: tokio::io::AsyncRead + Send + Unpin + 'static>(
 #[error("the session's connection is closed")]
 pub struct TransportClosed;
 
+/// Why an answer did not reach the client; its text is what the record's delivery says.
+#[derive(Debug, Clone, thiserror::Error)]
+enum WriteError {
+    /// The connection's sink refused the frame (its own words).
+    #[error("{0}")]
+    Sink(String),
+    #[error("the connection was already closed")]
+    Closed,
+}
+
 /// Frames queued for the writer; beyond this, senders wait.
 const OUTBOUND_QUEUE: usize = 4096;
 /// Parsed messages waiting for the MCP service; beyond this, reading pauses.
@@ -260,11 +270,14 @@ async fn write_frames<Snk, SnkErr>(
     Snk: Sink<String, Error = SnkErr> + Unpin,
     SnkErr: std::fmt::Display,
 {
-    let mut broken: Option<String> = None;
+    let mut broken: Option<WriteError> = None;
     while let Some(frame) = outbound.recv().await {
         let outcome = match &broken {
             Some(error) => Err(error.clone()),
-            None => sink.send(frame.text).await.map_err(|e| e.to_string()),
+            None => sink
+                .send(frame.text)
+                .await
+                .map_err(|e| WriteError::Sink(e.to_string())),
         };
         if let Err(error) = &outcome
             && broken.is_none()
@@ -281,13 +294,13 @@ async fn write_frames<Snk, SnkErr>(
 }
 
 /// Records whether a call's answer reached the client, and logs a failure.
-fn record_delivery(store: Store, call_id: String, outcome: Result<(), String>) {
+fn record_delivery(store: Store, call_id: String, outcome: Result<(), WriteError>) {
     let delivery = match outcome {
         Ok(()) => Delivery::Delivered,
         Err(error) => {
             // Invariant 3: the result is already in the store; say where to find it.
             tracing::warn!(%call_id, %error, "delivery failed: client gone; result kept in the store");
-            Delivery::Failed(error)
+            Delivery::Failed(error.to_string())
         }
     };
     tokio::spawn(async move {
@@ -335,11 +348,7 @@ impl rmcp::transport::Transport<RoleServer> for FrameTransport {
                 Err(mpsc::error::TrySendError::Full(frame)) => Some(frame),
                 Err(mpsc::error::TrySendError::Closed(frame)) => {
                     if let Some(call_id) = frame.call_id {
-                        record_delivery(
-                            self.store.clone(),
-                            call_id,
-                            Err("the connection was already closed".into()),
-                        );
+                        record_delivery(self.store.clone(), call_id, Err(WriteError::Closed));
                     }
                     return futures::future::Either::Left(async { Err(TransportClosed) });
                 }

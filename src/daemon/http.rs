@@ -18,6 +18,7 @@ use super::auth::{TokenCheck, host_and_origin_allowed, require_token};
 use super::legacy_http::{self, LegacySessions};
 use super::ws;
 use crate::app::App;
+use crate::calls::TransportKind;
 use crate::service::{ExaiService, Session};
 
 /// Builds the router.
@@ -78,7 +79,12 @@ fn mcp_service(
         config = config.disable_allowed_hosts();
     }
     StreamableHttpService::new(
-        move || Ok(ExaiService::new(app.clone(), Session::new("http", &app))),
+        move || {
+            Ok(ExaiService::new(
+                app.clone(),
+                Session::new(TransportKind::Http, &app),
+            ))
+        },
         sessions.into(),
         config,
     )

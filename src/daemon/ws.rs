@@ -9,6 +9,7 @@ use futures::{SinkExt, StreamExt};
 use rmcp::ServiceExt;
 
 use crate::app::App;
+use crate::calls::TransportKind;
 use crate::service::{ExaiService, Session};
 use crate::transport::{FrameError, FrameTransport};
 
@@ -21,7 +22,7 @@ pub async fn upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Respo
 }
 
 async fn serve(app: Arc<App>, socket: WebSocket) {
-    let session = Session::new("ws", &app);
+    let session = Session::new(TransportKind::Ws, &app);
     let session_id = session.id.clone();
     tracing::info!(session = %session_id, "websocket session opened");
     let (sink, stream) = socket.split();

@@ -132,7 +132,7 @@ pub fn of_live(call: &LiveCall, ttl_ms: u64) -> Value {
 /// The task of a call that has left the registry.
 pub fn of_record(row: &CallRow, ttl_ms: u64) -> Value {
     let updated = row.finished_at_ms.unwrap_or(row.received_at_ms);
-    match CallState::parse(&row.state) {
+    match Some(row.state) {
         // Not ours to ask about, and not going to change while we look: say so.
         Some(CallState::Received | CallState::Running) | None => task(
             &row.id,
@@ -264,7 +264,7 @@ impl ExaiService {
             return answer(&outcome.result, id);
         }
         let row = self.stored(id).await?;
-        match CallState::parse(&row.state) {
+        match Some(row.state) {
             Some(CallState::Received | CallState::Running) | None => Err(McpError::internal_error(
                 format!(
                     "task {id} is held by another exai process (pid {}) that can no longer be asked",
@@ -354,7 +354,7 @@ impl ExaiService {
             return Ok(of_live(&call, self.ttl_ms()));
         }
         let row = self.stored(id).await?;
-        let status = CallState::parse(&row.state).map_or("failed", status_of);
+        let status = status_of(row.state);
         Err(McpError::new(
             ErrorCode::INVALID_PARAMS,
             format!("task {id} is already {status}; a finished task cannot be cancelled"),

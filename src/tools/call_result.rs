@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ExaiTool, ToolContext, ToolFuture, definition, local_read_only, parse_arguments};
-use crate::calls::ToolFailure;
-use crate::store::{CallRow, Delivery};
+use crate::calls::{FailureKind, ToolFailure};
+use crate::store::{CallRow, CallState, Delivery};
 
 pub struct CallResult;
 
@@ -43,7 +43,7 @@ pub(super) async fn resolve_call_id(
     }
     let bad = |why: String| {
         ToolFailure::new(
-            "bad_arguments",
+            FailureKind::BadArguments,
             format!("invalid arguments for {tool}: {why}"),
         )
     };
@@ -66,7 +66,7 @@ pub(super) async fn resolve_call_id(
         .store()
         .read(move |store| store.find_by_fragment(&fragment))
         .await
-        .map_err(|e| ToolFailure::new("store", e.to_string()))?;
+        .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))?;
     found.extend(stored);
     found.sort();
     found.dedup();
@@ -87,12 +87,12 @@ pub(super) async fn stored(ctx: &ToolContext, id: &str) -> Result<Option<CallRow
         .store()
         .read(move |store| store.get(&id))
         .await
-        .map_err(|e| ToolFailure::new("store", e.to_string()))
+        .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))
 }
 
 pub(super) fn unknown_call(id: &str, ttl: Duration) -> ToolFailure {
     ToolFailure::new(
-        "unknown_call",
+        FailureKind::UnknownCall,
         format!(
             "no call {id}: it never existed, or it ended more than {} h ago and its result has expired",
             ttl.as_secs() / 3600
@@ -135,7 +135,7 @@ impl ExaiTool for CallResult {
                 Some(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s.min(3600.0)),
                 Some(s) => {
                     return Err(ToolFailure::new(
-                        "bad_arguments",
+                        FailureKind::BadArguments,
                         format!(
                             "invalid arguments for call_result: wait_s must be 0 or more seconds, not {s}"
                         ),
@@ -169,8 +169,8 @@ impl ExaiTool for CallResult {
             let Some(row) = stored(&ctx, &id).await? else {
                 return Err(unknown_call(&id, ctx.config.result_ttl));
             };
-            match row.state.as_str() {
-                "received" | "running" => Ok(still_running(
+            match row.state {
+                CallState::Received | CallState::Running => Ok(still_running(
                     &id,
                     &row.tool,
                     Duration::from_millis(
@@ -178,8 +178,8 @@ impl ExaiTool for CallResult {
                     ),
                     &format!("owned by another exai process (pid {})", row.owner_pid),
                 )),
-                "interrupted" => Err(ToolFailure::new(
-                    "interrupted",
+                CallState::Interrupted => Err(ToolFailure::new(
+                    FailureKind::Interrupted,
                     format!(
                         "call {id} ({}) was interrupted and has no result: {}. Run it again.",
                         row.tool,

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::consult::{self, Answer, Question};
 use super::{ExaiTool, ToolContext, ToolFuture, definition, parse_arguments};
-use crate::calls::{ToolFailure, Usage};
+use crate::calls::{FailureKind, ToolFailure, Usage};
 use crate::providers::{Need, Resolved};
 use crate::threads::Turn;
 
@@ -143,7 +143,7 @@ struct ConsensusArguments {
 
 fn bad(message: impl std::fmt::Display) -> ToolFailure {
     ToolFailure::new(
-        "bad_arguments",
+        FailureKind::BadArguments,
         format!("invalid arguments for consensus: {message}"),
     )
 }
@@ -369,7 +369,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
             .filter_map(|o| o.as_ref().err().map(|f| f.failure.message.clone()))
             .collect();
         return Err(ToolFailure::new(
-            "all_models_failed",
+            FailureKind::AllModelsFailed,
             format!("no model answered the consensus:\n- {}", why.join("\n- ")),
         ));
     }

@@ -16,7 +16,7 @@ use super::git::{Git, GitError};
 use super::workflow::{
     Actions, Gathered, StepArguments, Steps, Validation, Workflow, text_section,
 };
-use crate::calls::ToolFailure;
+use crate::calls::{FailureKind, ToolFailure};
 use crate::files;
 
 pub struct PreCommit;
@@ -142,7 +142,9 @@ impl Workflow for PreCommit {
             })
             .await
             .map_err(blocking_failure)?
-            .map_err(|why| ToolFailure::new("bad_arguments", format!("precommit path: {why}")))?;
+            .map_err(|why| {
+                ToolFailure::new(FailureKind::BadArguments, format!("precommit path: {why}"))
+            })?;
             read_repository(&dir.0, &dir.1, &wanted, last, deadline).await
         })
     }
@@ -156,7 +158,7 @@ struct Wanted {
 }
 
 fn git_failure(message: impl ToString) -> ToolFailure {
-    ToolFailure::new("git", message.to_string())
+    ToolFailure::new(FailureKind::Git, message.to_string())
 }
 
 /// Switches of every `git diff`: no external diff or textconv program, no submodule (git would

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::consult::{self, Question};
 use super::{ExaiTool, ToolContext, ToolFuture, definition, parse_arguments};
-use crate::calls::ToolFailure;
+use crate::calls::{FailureKind, ToolFailure};
 use crate::files;
 use crate::providers::Need;
 use crate::threads::{Thread, Turn};
@@ -305,7 +305,7 @@ impl<W> WorkflowTool<W> {
 
 fn bad(tool: &str, message: impl std::fmt::Display) -> ToolFailure {
     ToolFailure::new(
-        "bad_arguments",
+        FailureKind::BadArguments,
         format!("invalid arguments for {tool}: {message}"),
     )
 }
