@@ -8,6 +8,7 @@ pub mod kinds;
 pub mod output;
 pub mod progress;
 pub mod redact;
+pub mod view;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -10,6 +10,8 @@ use rmcp::ServiceExt;
 
 use crate::app::App;
 use crate::calls::TransportKind;
+use crate::legacy_tasks::LegacyTasks;
+use crate::legacy_tasks::adapter::Adapter;
 use crate::service::{ExaiService, Session};
 use crate::transport::{FrameError, FrameTransport};
 
@@ -47,8 +49,10 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
         session.clone(),
         app.calls.store().clone(),
         app.config.max_message_bytes,
+        Some(Arc::new(Adapter::new(app.tools.task_capable()))),
     );
-    let service = ExaiService::new(app.clone(), session);
+    let service =
+        ExaiService::new(app.clone(), session).with_custom_requests(LegacyTasks::requests());
     match service
         .serve_with_ct(transport, app.shutdown.child_token())
         .await

@@ -8,8 +8,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ExaiTool, ToolContext, ToolFuture, definition, local_read_only, parse_arguments};
+use crate::calls::view::{self, CallView};
 use crate::calls::{FailureKind, ToolFailure};
-use crate::store::{CallRow, CallState, Delivery};
+use crate::store::{CallRow, Delivery};
 
 pub struct CallResult;
 
@@ -152,25 +153,30 @@ impl ExaiTool for CallResult {
                 .unwrap_or(ctx.call.deadline)
                 .min(ctx.call.deadline);
             let wait = wanted.min(limit.saturating_duration_since(Instant::now()));
-            if let Some(live) = ctx.calls.get(&id) {
+            let view = ctx
+                .calls
+                .lookup(&id)
+                .await
+                .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))?;
+            if let CallView::Running(_) = view {
                 ctx.call
                     .progress
                     .set_stage(format!("waiting for call {id}"));
-                return Ok(tokio::select! {
-                    outcome = live.finished() => {
-                        let _ = ctx.calls.store().set_delivery(&id, Delivery::DeliveredByCallResult).await;
-                        outcome.result.clone()
-                    }
-                    _ = tokio::time::sleep(wait) => {
-                        still_running(&id, &live.tool, live.elapsed(), &live.progress.snapshot().message())
-                    }
-                });
             }
-            let Some(row) = stored(&ctx, &id).await? else {
-                return Err(unknown_call(&id, ctx.config.result_ttl));
-            };
-            match row.state {
-                CallState::Received | CallState::Running => Ok(still_running(
+            let until = tokio::time::Instant::now() + wait;
+            match view.wait_until(until).await {
+                CallView::Running(live) => Ok(still_running(
+                    &id,
+                    &live.tool,
+                    live.elapsed(),
+                    &live.progress.snapshot().message(),
+                )),
+                CallView::Ended(ended) => ctx
+                    .calls
+                    .hand_over(ended, Delivery::DeliveredByCallResult)
+                    .await
+                    .ok_or_else(|| unknown_call(&id, ctx.config.result_ttl)),
+                CallView::HeldElsewhere(row) => Ok(still_running(
                     &id,
                     &row.tool,
                     Duration::from_millis(
@@ -178,33 +184,11 @@ impl ExaiTool for CallResult {
                     ),
                     &format!("owned by another exai process (pid {})", row.owner_pid),
                 )),
-                CallState::Interrupted => Err(ToolFailure::new(
+                CallView::Interrupted(row) => Err(ToolFailure::new(
                     FailureKind::Interrupted,
-                    format!(
-                        "call {id} ({}) was interrupted and has no result: {}. Run it again.",
-                        row.tool,
-                        row.interruption()
-                    ),
+                    view::interrupted_without_result("call", &row),
                 )),
-                _ => match row
-                    .result
-                    .as_deref()
-                    .map(serde_json::from_str::<CallToolResult>)
-                {
-                    Some(Ok(result)) => {
-                        let result =
-                            crate::calls::output::fitted(result, ctx.calls.max_output_tokens, &id)
-                                .await;
-                        let _ = ctx
-                            .calls
-                            .store()
-                            .set_delivery(&id, Delivery::DeliveredByCallResult)
-                            .await;
-                        Ok(result)
-                    }
-                    Some(Err(_)) => Ok(crate::calls::output::too_large_to_keep(&row)),
-                    None => Err(unknown_call(&id, ctx.config.result_ttl)),
-                },
+                CallView::Expired => Err(unknown_call(&id, ctx.config.result_ttl)),
             }
         })
     }
