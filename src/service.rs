@@ -135,28 +135,27 @@ pub fn answer_deadline(
 /// The answer a client gets when a call outlives its patience: the call goes on.
 fn background_answer(call: &LiveCall) -> CallToolResult {
     let snapshot = call.progress.snapshot();
-    let elapsed = call.elapsed().as_secs();
+    let elapsed = call.elapsed();
     let text = format!(
-        "{tool} is still running in the background (call {id}, {elapsed} s so far: {progress}).\n\
+        "{tool} is still running in the background (call {id}, {secs} s so far: {progress}).\n\
          Your MCP client would stop waiting soon, so exai answers now rather than let the result be lost. \
          The call goes on; get its result with the call_result tool: \
          call_result(call_id=\"{id}\", wait_s=30) — repeat until it is done. \
          Stop it with call_cancel(call_id=\"{id}\").",
         tool = call.tool,
         id = call.id,
+        secs = elapsed.as_secs(),
         progress = snapshot.message(),
     );
     let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
     let mut meta = rmcp::model::MetaObject::default();
     meta.insert(CALL_ID_META.into(), Value::String(call.id.clone()));
     result.meta = Some(meta);
-    result.structured_content = Some(serde_json::json!({
-        "call_id": call.id,
-        "status": "running",
-        "poll_after_s": 5,
-        "elapsed_s": elapsed,
-        "progress": snapshot.message(),
-    }));
+    result.structured_content = Some(crate::calls::view::still_running(
+        &call.id,
+        elapsed,
+        &snapshot.message(),
+    ));
     result
 }
 

@@ -163,6 +163,18 @@ pub fn interrupted_without_result(noun: &str, row: &CallRow) -> String {
     )
 }
 
+/// The structured part of an answer that says a call still runs (a call handle, or
+/// `call_result` before the end): where to poll, and how far it got.
+pub fn still_running(id: &str, elapsed: std::time::Duration, progress: &str) -> serde_json::Value {
+    serde_json::json!({
+        "call_id": id,
+        "status": CallState::Running,
+        "poll_after_s": 5,
+        "elapsed_s": elapsed.as_secs(),
+        "progress": progress,
+    })
+}
+
 impl Calls {
     /// Where call `id` stands: the registry first, then the store.
     pub async fn lookup(&self, id: &str) -> Result<CallView, StoreError> {
@@ -204,4 +216,159 @@ fn first_text(result: &CallToolResult) -> Option<String> {
         .content
         .iter()
         .find_map(|c| c.as_text().map(|t| t.text.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rmcp::model::ContentBlock;
+
+    use super::*;
+    use crate::calls::{CallOrigin, TransportKind};
+    use crate::store::Store;
+
+    fn origin() -> CallOrigin {
+        CallOrigin {
+            session_id: "s".into(),
+            client_name: Some("test".into()),
+            client_version: None,
+            transport: TransportKind::Stdio,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_is_running_then_ended_fresh_then_ended_from_its_record() {
+        let dir = std::env::temp_dir().join(format!("exai-view-test-{}", uuid::Uuid::now_v7()));
+        let store = Store::open(&dir.join("calls.sqlite3")).unwrap();
+        let calls = Arc::new(Calls::new(store, 25_000));
+        assert!(matches!(
+            calls
+                .lookup("01a2132d-05c7-76ba-ab75-235da0d3ad5f")
+                .await
+                .unwrap(),
+            CallView::Expired
+        ));
+
+        let call = calls
+            .open(
+                None,
+                "chat",
+                &serde_json::json!({}),
+                origin(),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        calls.start(
+            call.clone(),
+            Box::pin(async move {
+                let _ = released.await;
+                Ok(CallToolResult::success(vec![ContentBlock::text("done")]))
+            }),
+        );
+        let view = calls.lookup(&call.id).await.unwrap();
+        assert!(matches!(view, CallView::Running(_)));
+        // The wait is bounded: still running when the bound passes.
+        let view = view.wait_until(tokio::time::Instant::now()).await;
+        assert_eq!(view.state(), Some(CallState::Running));
+
+        release.send(()).unwrap();
+        let far = tokio::time::Instant::now() + Duration::from_secs(10);
+        let CallView::Ended(ended) = view.wait_until(far).await else {
+            panic!("the call should have ended");
+        };
+        assert_eq!(ended.state, CallState::Succeeded);
+        assert!(!ended.from_store() && ended.why.is_none());
+
+        // Out of the registry, the record answers; handing it over records the delivery.
+        let CallView::Ended(stored) = calls.lookup(&call.id).await.unwrap() else {
+            panic!("the record should say the call ended");
+        };
+        assert!(stored.from_store());
+        let answer = calls
+            .hand_over(stored, Delivery::DeliveredByCallResult)
+            .await
+            .unwrap();
+        assert_eq!(answer.content[0].as_text().unwrap().text, "done");
+        calls.store().sync().await.unwrap();
+        let id = call.id.clone();
+        let row = calls
+            .store()
+            .read(move |store| store.get(&id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.delivery, Delivery::DeliveredByCallResult);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn records_of_unfinished_and_interrupted_calls_are_told_apart() {
+        let row = |state| CallRow {
+            id: "c".into(),
+            session_id: "s".into(),
+            client_name: None,
+            client_version: None,
+            transport: "ws".into(),
+            tool: "chat".into(),
+            arguments: "{}".into(),
+            state,
+            received_at_ms: 1,
+            started_at_ms: None,
+            finished_at_ms: None,
+            deadline_at_ms: 2,
+            duration_ms: None,
+            provider: None,
+            model: None,
+            tokens_in: None,
+            tokens_out: None,
+            reasoning_tokens: None,
+            time_to_first_token_ms: None,
+            reasoning: None,
+            attempts: None,
+            progress_count: 0,
+            last_progress: None,
+            error_kind: None,
+            error_message: None,
+            result: Some("{\"content\": [".into()),
+            is_error: false,
+            delivery: Delivery::Pending,
+            owner_pid: 42,
+            task: None,
+            cached_tokens: None,
+            finish_reason: None,
+        };
+        let held = row(CallState::Running);
+        assert_eq!(
+            held_elsewhere("task", &held),
+            "task c is held by another exai process (pid 42) that can no longer be asked"
+        );
+        assert!(matches!(
+            CallView::of_record(held),
+            CallView::HeldElsewhere(_)
+        ));
+        let interrupted = row(CallState::Interrupted);
+        assert_eq!(
+            interrupted_without_result("call", &interrupted),
+            "call c (chat) was interrupted and has no result: exai stopped while it ran. Run it again."
+        );
+        assert!(matches!(
+            CallView::of_record(interrupted),
+            CallView::Interrupted(_)
+        ));
+        // A stored answer cut short cannot be read back: it is too large, not missing.
+        let CallView::Ended(cut) = CallView::of_record(row(CallState::Succeeded)) else {
+            panic!("a succeeded record is an ended call");
+        };
+        assert!(matches!(cut.answer, Answer::TooLarge));
+        assert!(
+            cut.too_large_note().content[0]
+                .as_text()
+                .unwrap()
+                .text
+                .contains("ended succeeded; its stored result was too large")
+        );
+    }
 }

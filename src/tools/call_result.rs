@@ -5,12 +5,11 @@ use std::time::{Duration, Instant};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{ExaiTool, ToolContext, ToolFuture, definition, local_read_only, parse_arguments};
 use crate::calls::view::{self, CallView};
 use crate::calls::{FailureKind, ToolFailure};
-use crate::store::{CallRow, Delivery};
+use crate::store::Delivery;
 
 pub struct CallResult;
 
@@ -81,16 +80,6 @@ pub(super) async fn resolve_call_id(
     }
 }
 
-/// The stored record of a call, read off the async workers.
-pub(super) async fn stored(ctx: &ToolContext, id: &str) -> Result<Option<CallRow>, ToolFailure> {
-    let id = id.to_string();
-    ctx.calls
-        .store()
-        .read(move |store| store.get(&id))
-        .await
-        .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))
-}
-
 pub(super) fn unknown_call(id: &str, ttl: Duration) -> ToolFailure {
     ToolFailure::new(
         FailureKind::UnknownCall,
@@ -107,13 +96,7 @@ fn still_running(id: &str, tool: &str, elapsed: Duration, progress: &str) -> Cal
          call_result(call_id=\"{id}\", wait_s=30).",
         elapsed.as_secs()
     ))]);
-    result.structured_content = Some(json!({
-        "call_id": id,
-        "status": "running",
-        "poll_after_s": 5,
-        "elapsed_s": elapsed.as_secs(),
-        "progress": progress,
-    }));
+    result.structured_content = Some(view::still_running(id, elapsed, progress));
     result
 }
 
