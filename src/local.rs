@@ -1,11 +1,16 @@
 //! `exai stdio --no-daemon`: the same MCP service, in this process, over stdin/stdout.
 
+use std::sync::Arc;
+
 use rmcp::ServiceExt;
 use tokio_util::codec::{FramedWrite, LinesCodec};
 
 use crate::app::App;
+use crate::calls::TransportKind;
 use crate::config::Config;
 use crate::health::Health;
+use crate::legacy_tasks::LegacyTasks;
+use crate::legacy_tasks::adapter::Adapter;
 use crate::service::{ExaiService, Session};
 use crate::store::StoreError;
 use crate::transport::{FrameTransport, line_frames};
@@ -19,7 +24,7 @@ pub async fn run(config: Config) -> Result<(), StoreError> {
     .await
     .map_err(|_| StoreError::WriterGone)??;
     app.discover_models();
-    let session = Session::new("stdio", &app);
+    let session = Session::new(TransportKind::Stdio, &app);
     let source = line_frames(crate::stdio::input(), limit);
     let sink = FramedWrite::new(crate::stdio::output(), LinesCodec::new());
     let transport = FrameTransport::spawn(
@@ -28,8 +33,10 @@ pub async fn run(config: Config) -> Result<(), StoreError> {
         session.clone(),
         app.calls.store().clone(),
         limit,
+        Some(Arc::new(Adapter::new(app.tools.task_capable()))),
     );
-    let service = ExaiService::new(app.clone(), session);
+    let service =
+        ExaiService::new(app.clone(), session).with_custom_requests(LegacyTasks::requests());
     match service
         .serve_with_ct(transport, app.shutdown.child_token())
         .await

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
     CancelledNotificationParam, ContentBlock, CreateTaskResult, CustomRequest, CustomResult,
@@ -20,7 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::calls::{CallOrigin, CancelReason, LiveCall, Outcome};
+use crate::calls::view::CallView;
+use crate::calls::{
+    CallOrigin, Calls, CancelReason, FailureKind, LiveCall, Outcome, TransportKind,
+};
 use crate::health::SessionGuard;
 use crate::store::Delivery;
 use crate::tools::ToolContext;
@@ -36,30 +40,27 @@ const PROGRESS_SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(
 /// One MCP session (a WebSocket connection, an HTTP session, a stdio process).
 pub struct Session {
     pub id: String,
-    pub transport: &'static str,
+    pub transport: TransportKind,
     client: Mutex<Option<Implementation>>,
     /// JSON-RPC request id → call id, until the response is written.
     pending: Mutex<HashMap<String, String>>,
     counted: SessionGuard,
-    /// Adapts 2025-11-25 task clients on the wire (used by the framed transports).
-    pub legacy_tasks: crate::legacy_tasks::adapter::Adapter,
 }
 
 impl Session {
-    pub fn new(transport: &'static str, app: &App) -> Arc<Self> {
+    pub fn new(transport: TransportKind, app: &App) -> Arc<Self> {
         Arc::new(Self {
             id: uuid::Uuid::now_v7().to_string(),
             transport,
             client: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             counted: app.health.session_opened(),
-            legacy_tasks: crate::legacy_tasks::adapter::Adapter::new(app.tools.task_capable()),
         })
     }
 
     /// Whether the transport reports delivery itself (our framed transports do; rmcp's HTTP does not).
     fn transport_reports_delivery(&self) -> bool {
-        self.transport != "http"
+        self.transport.reports_delivery()
     }
 
     /// The call a response to `request_id` carries, if any (removes it).
@@ -134,28 +135,27 @@ pub fn answer_deadline(
 /// The answer a client gets when a call outlives its patience: the call goes on.
 fn background_answer(call: &LiveCall) -> CallToolResult {
     let snapshot = call.progress.snapshot();
-    let elapsed = call.elapsed().as_secs();
+    let elapsed = call.elapsed();
     let text = format!(
-        "{tool} is still running in the background (call {id}, {elapsed} s so far: {progress}).\n\
+        "{tool} is still running in the background (call {id}, {secs} s so far: {progress}).\n\
          Your MCP client would stop waiting soon, so exai answers now rather than let the result be lost. \
          The call goes on; get its result with the call_result tool: \
          call_result(call_id=\"{id}\", wait_s=30) — repeat until it is done. \
          Stop it with call_cancel(call_id=\"{id}\").",
         tool = call.tool,
         id = call.id,
+        secs = elapsed.as_secs(),
         progress = snapshot.message(),
     );
     let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
     let mut meta = rmcp::model::MetaObject::default();
     meta.insert(CALL_ID_META.into(), Value::String(call.id.clone()));
     result.meta = Some(meta);
-    result.structured_content = Some(serde_json::json!({
-        "call_id": call.id,
-        "status": "running",
-        "poll_after_s": 5,
-        "elapsed_s": elapsed,
-        "progress": snapshot.message(),
-    }));
+    result.structured_content = Some(crate::calls::view::still_running(
+        &call.id,
+        elapsed,
+        &snapshot.message(),
+    ));
     result
 }
 
@@ -176,12 +176,67 @@ fn attach_to(twin: Arc<LiveCall>) -> crate::tools::ToolFuture {
 /// The MCP server handler of one session.
 #[derive(Clone)]
 pub struct ExaiService {
-    pub(crate) app: Arc<App>,
-    pub(crate) session: Arc<Session>,
+    app: Arc<App>,
+    session: Arc<Session>,
+    /// Requests beyond MCP's own, answered by a transport's decorator (2025-11-25 tasks).
+    custom: Option<Arc<dyn CustomRequests>>,
+}
+
+/// Requests outside the MCP methods rmcp knows, which a decorator at the transport edge renamed
+/// into the session (the 2025-11-25 tasks adapter): it answers them with the narrow
+/// `RequestScope`, not with the service.
+pub trait CustomRequests: Send + Sync + 'static {
+    /// The answer to `method`; `None` if it is not one of this decorator's.
+    fn answer<'a>(
+        &'a self,
+        method: &'a str,
+        params: Option<Value>,
+        scope: RequestScope<'a>,
+    ) -> Option<BoxFuture<'a, Result<Value, McpError>>>;
+}
+
+/// What a custom request may do in its session: look calls up, and open one as a task.
+pub struct RequestScope<'a> {
+    service: &'a ExaiService,
+    context: RequestContext<RoleServer>,
+}
+
+impl RequestScope<'_> {
+    pub fn calls(&self) -> &Arc<Calls> {
+        &self.service.app.calls
+    }
+
+    /// How long a finished call's result is kept (`EXAI_RESULT_TTL_H`).
+    pub fn result_ttl(&self) -> std::time::Duration {
+        self.service.app.config.result_ttl
+    }
+
+    /// The client's name, as it introduced itself.
+    pub fn client_name(&self) -> Option<String> {
+        self.service.origin(&self.context).client_name
+    }
+
+    /// Cancelled when the client cancels this request.
+    pub fn cancelled(&self) -> &CancellationToken {
+        &self.context.ct
+    }
+
+    /// Opens a `tools/call` as a task: recorded and started like any call (refused, and
+    /// recorded, for a tool that does not run as a task), its answer kept for later.
+    pub async fn open_task(
+        &self,
+        request: CallToolRequestParams,
+    ) -> Result<Arc<LiveCall>, McpError> {
+        let opened = self.service.open_call(request, &self.context, true).await?;
+        self.service
+            .keep_for_later(&opened.call, &opened.request_id, Delivery::TaskCreated)
+            .await;
+        Ok(opened.call)
+    }
 }
 
 /// A call `open_call` recorded and started.
-pub(crate) struct Opened {
+struct Opened {
     pub call: Arc<LiveCall>,
     pub tool: Arc<dyn crate::tools::ExaiTool>,
     /// The JSON-RPC request that asked for it.
@@ -193,10 +248,20 @@ pub(crate) struct Opened {
 
 impl ExaiService {
     pub fn new(app: Arc<App>, session: Arc<Session>) -> Self {
-        Self { app, session }
+        Self {
+            app,
+            session,
+            custom: None,
+        }
     }
 
-    pub(crate) fn origin(&self, context: &RequestContext<RoleServer>) -> CallOrigin {
+    /// The service answering also `custom`'s requests (which a transport's decorator sends in).
+    pub fn with_custom_requests(mut self, custom: Arc<dyn CustomRequests>) -> Self {
+        self.custom = Some(custom);
+        self
+    }
+
+    fn origin(&self, context: &RequestContext<RoleServer>) -> CallOrigin {
         let client = context.client_info().or_else(|| self.session.client());
         CallOrigin {
             session_id: self.session.id.clone(),
@@ -209,12 +274,12 @@ impl ExaiService {
     /// Records the call of a `tools/call` and starts it in its own task.
     ///
     /// An unknown tool is refused (and recorded); so is a tool that cannot run as a task
-    /// when `as_legacy_task` (a 2025-11-25 `tools/call` with `params.task`).
-    pub(crate) async fn open_call(
+    /// when `as_task` (a 2025-11-25 `tools/call` with `params.task`).
+    async fn open_call(
         &self,
         request: CallToolRequestParams,
         context: &RequestContext<RoleServer>,
-        as_legacy_task: bool,
+        as_task: bool,
     ) -> Result<Opened, McpError> {
         let proposed_id = context
             .meta
@@ -227,7 +292,7 @@ impl ExaiService {
         let found = match self.app.tools.get(&request.name) {
             None => Err((
                 ErrorCode::INVALID_PARAMS,
-                "unknown_tool",
+                FailureKind::UnknownTool,
                 format!(
                     "unknown tool {:?}; available: {}",
                     request.name,
@@ -235,9 +300,9 @@ impl ExaiService {
                 ),
             )),
             // The revision's answer to a task for a tool whose taskSupport is "forbidden".
-            Some(tool) if as_legacy_task && !tool.may_run_long() => Err((
+            Some(tool) if as_task && !tool.may_run_long() => Err((
                 ErrorCode::METHOD_NOT_FOUND,
-                "task_not_supported",
+                FailureKind::TaskNotSupported,
                 format!(
                     "tool {:?} does not run as a task (its execution.taskSupport is \"forbidden\"); \
                      call it without params.task",
@@ -313,12 +378,7 @@ impl ExaiService {
     }
 
     /// This request gets a stand-in (a handle, a task); the call's result waits to be fetched.
-    pub(crate) async fn keep_for_later(
-        &self,
-        call: &LiveCall,
-        request_id: &str,
-        delivery: Delivery,
-    ) {
+    async fn keep_for_later(&self, call: &LiveCall, request_id: &str, delivery: Delivery) {
         call.hand_off();
         self.session.take_call_for_response(request_id);
         let _ = self
@@ -329,17 +389,13 @@ impl ExaiService {
             .await;
     }
 
-    /// The stored record of a task's call, or the protocol's "not found".
-    pub(crate) async fn stored(&self, id: &str) -> Result<crate::store::CallRow, McpError> {
-        let wanted = id.to_string();
-        let row = self
-            .app
+    /// Where a task's call stands.
+    async fn lookup(&self, id: &str) -> Result<CallView, McpError> {
+        self.app
             .calls
-            .store()
-            .read(move |store| store.get(&wanted))
+            .lookup(id)
             .await
-            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
-        row.ok_or_else(|| crate::tasks::expired(id))
+            .map_err(|e| McpError::internal_error(e.to_string(), None))
     }
 
     /// Waits for the call's end, sending progress meanwhile; `None` if the client stopped waiting.
@@ -444,7 +500,7 @@ impl ServerHandler for ExaiService {
         context.peer.set_peer_info(request.clone());
         tracing::info!(
             session = %self.session.id,
-            transport = self.session.transport,
+            transport = self.session.transport.as_str(),
             client = %request.client_info.name,
             client_version = %request.client_info.version,
             protocol = %request.protocol_version,
@@ -505,7 +561,7 @@ impl ServerHandler for ExaiService {
         }
         let token = context.meta.get_progress_token();
         // 2026-07-28 over HTTP: closing the request's stream is how a client cancels.
-        let disconnect_cancels = self.session.transport == "http"
+        let disconnect_cancels = self.session.transport == TransportKind::Http
             && context.meta.protocol_version() == Some(ProtocolVersion::V_2026_07_28);
         let outcome = self
             .await_outcome(
@@ -564,15 +620,8 @@ impl ServerHandler for ExaiService {
         _context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
         let ttl_ms = self.app.config.result_ttl.as_millis() as u64;
-        if let Some(call) = self.app.calls.get(&request.task_id) {
-            return Ok(GetTaskResult::new(crate::tasks::of_live(
-                &call,
-                call.received_at_ms,
-                ttl_ms,
-            )));
-        }
-        let row = self.stored(&request.task_id).await?;
-        Ok(GetTaskResult::new(crate::tasks::of_record(&row, ttl_ms)?))
+        let view = self.lookup(&request.task_id).await?;
+        crate::tasks::detailed(&request.task_id, &view, ttl_ms).map(GetTaskResult::new)
     }
 
     async fn cancel_task(
@@ -580,13 +629,16 @@ impl ServerHandler for ExaiService {
         request: CancelTaskParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        if let Some(call) = self.app.calls.get(&request.task_id) {
-            tracing::info!(call_id = %call.id, "tasks/cancel");
-            call.cancel(CancelReason::Client(Some("tasks/cancel".into())));
-            return Ok(());
+        match self.lookup(&request.task_id).await? {
+            CallView::Running(call) => {
+                tracing::info!(call_id = %call.id, "tasks/cancel");
+                call.cancel(CancelReason::Client(Some("tasks/cancel".into())));
+                Ok(())
+            }
+            CallView::Expired => Err(crate::tasks::expired(&request.task_id)),
+            // Already ended: the ack is all there is to say.
+            _ => Ok(()),
         }
-        // Already ended (or unknown): the ack is all there is to say, unless it never existed.
-        self.stored(&request.task_id).await.map(|_| ())
     }
 
     async fn on_custom_request(
@@ -594,15 +646,20 @@ impl ServerHandler for ExaiService {
         request: CustomRequest,
         context: RequestContext<RoleServer>,
     ) -> Result<CustomResult, McpError> {
-        // Only the adapter's renamed 2025-11-25 task requests come here (transport.rs).
-        match self
-            .legacy_task_request(&request.method, request.params, context)
-            .await
-        {
-            Some(answer) => answer.map(CustomResult::new),
+        let scope = RequestScope {
+            service: self,
+            context,
+        };
+        let CustomRequest { method, params, .. } = request;
+        let answer = self
+            .custom
+            .as_ref()
+            .and_then(|custom| custom.answer(&method, params, scope));
+        match answer {
+            Some(answer) => answer.await.map(CustomResult::new),
             None => Err(McpError::new(
                 ErrorCode::METHOD_NOT_FOUND,
-                request.method,
+                method.clone(),
                 None,
             )),
         }

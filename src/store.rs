@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 /// Why a store operation failed.
@@ -35,7 +35,7 @@ pub enum StoreError {
 }
 
 /// The life of a call: `received → running → succeeded | failed | timed_out | cancelled | interrupted`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallState {
     Received,
@@ -77,8 +77,9 @@ impl CallState {
 }
 
 impl std::fmt::Display for CallState {
+    // `pad`, so listings can align the word (`{:<11}`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -213,7 +214,7 @@ pub struct CallRow {
     pub transport: String,
     pub tool: String,
     pub arguments: String,
-    pub state: String,
+    pub state: CallState,
     pub received_at_ms: i64,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
@@ -1070,7 +1071,16 @@ fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
         transport: r.get(4)?,
         tool: r.get(5)?,
         arguments: r.get(6)?,
-        state: r.get(7)?,
+        state: {
+            let word: String = r.get(7)?;
+            CallState::parse(&word).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    7,
+                    rusqlite::types::Type::Text,
+                    format!("unknown call state {word:?}").into(),
+                )
+            })?
+        },
         received_at_ms: r.get(8)?,
         started_at_ms: r.get(9)?,
         finished_at_ms: r.get(10)?,
@@ -1163,7 +1173,7 @@ mod tests {
         store.insert(new_call("a")).await.unwrap();
         store.sync().await.unwrap();
         let reader = StoreReader::open(&dir.join("s.db")).unwrap();
-        assert_eq!(reader.get("a").unwrap().unwrap().state, "received");
+        assert_eq!(reader.get("a").unwrap().unwrap().state, CallState::Received);
         store
             .finish(
                 "a",
@@ -1178,7 +1188,7 @@ mod tests {
             .unwrap();
         store.set_delivery("a", Delivery::Delivered).await.unwrap();
         let row = reader.get("a").unwrap().unwrap();
-        assert_eq!(row.state, "succeeded");
+        assert_eq!(row.state, CallState::Succeeded);
         assert_eq!(row.delivery, Delivery::Delivered);
         assert!(row.duration_ms.is_some());
         let failed = reader
@@ -1208,8 +1218,14 @@ mod tests {
             )
             .unwrap();
         assert_eq!(reader.interrupt_orphans("daemon restarted").unwrap(), 1);
-        assert_eq!(reader.get("dead").unwrap().unwrap().state, "interrupted");
-        assert_eq!(reader.get("mine").unwrap().unwrap().state, "received");
+        assert_eq!(
+            reader.get("dead").unwrap().unwrap().state,
+            CallState::Interrupted
+        );
+        assert_eq!(
+            reader.get("mine").unwrap().unwrap().state,
+            CallState::Received
+        );
     }
 
     #[tokio::test]
@@ -1398,7 +1414,10 @@ mod tests {
             health.problems()
         );
         let reader = StoreReader::open(&path).unwrap();
-        assert_eq!(reader.get("before").unwrap().unwrap().state, "succeeded");
+        assert_eq!(
+            reader.get("before").unwrap().unwrap().state,
+            CallState::Succeeded
+        );
     }
 
     #[test]

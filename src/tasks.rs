@@ -1,14 +1,15 @@
 //! MCP tasks (the 2026-07-28 tasks extension): a task is a call, and its state is the call's.
 //!
 //! A client that declares the extension gets a task for a long tool at once and polls
-//! `tasks/get`; there is no second source of truth: live calls answer from the registry,
-//! ended ones from the store.
+//! `tasks/get`; there is no second source of truth: a task is rendered from the call's
+//! `CallView` (calls/view.rs).
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolResult, DetailedTask, JsonObject, Task, TaskPayload, TaskStatus};
 
 use crate::calls::LiveCall;
-use crate::store::CallRow;
+use crate::calls::view::{self, Answer, CallView};
+use crate::store::{CallRow, CallState};
 
 /// Suggested polling period for clients.
 pub(crate) const POLL_INTERVAL_MS: u64 = 2000;
@@ -45,66 +46,52 @@ pub fn working(call: &LiveCall, received_at_ms: i64, ttl_ms: u64) -> Task {
         .with_status_message(call.progress.snapshot().message())
 }
 
-/// `tasks/get` for a call in the registry.
-pub fn of_live(call: &LiveCall, received_at_ms: i64, ttl_ms: u64) -> DetailedTask {
-    match call.outcome() {
-        None => DetailedTask::new(working(call, received_at_ms, ttl_ms), TaskPayload::Working),
-        Some(outcome) => {
-            let task = base(&call.id, received_at_ms, crate::store::now_ms(), ttl_ms);
-            match outcome.state {
-                crate::store::CallState::Cancelled => {
-                    DetailedTask::new(task, TaskPayload::Cancelled)
-                }
-                _ => DetailedTask::new(
-                    task,
-                    TaskPayload::Completed {
-                        result: result_object(&outcome.result),
-                    },
-                ),
-            }
-        }
-    }
-}
-
-/// `tasks/get` for a call that has left the registry.
-pub fn of_record(row: &CallRow, ttl_ms: u64) -> Result<DetailedTask, McpError> {
-    let task = base(
-        &row.id,
-        row.received_at_ms,
-        row.finished_at_ms.unwrap_or(row.received_at_ms),
-        ttl_ms,
-    )
-    .with_status_message(row.last_progress.clone().unwrap_or_default());
-    let failed = |message: String| {
+/// `tasks/get` for call `id`, as it stands.
+pub fn detailed(id: &str, view: &CallView, ttl_ms: u64) -> Result<DetailedTask, McpError> {
+    let recorded = |row: &CallRow| {
+        base(
+            &row.id,
+            row.received_at_ms,
+            row.finished_at_ms.unwrap_or(row.received_at_ms),
+            ttl_ms,
+        )
+        .with_status_message(row.last_progress.clone().unwrap_or_default())
+    };
+    let failed = |task: Task, message: String| {
         let mut error = JsonObject::new();
         error.insert("code".into(), (-32603).into());
         error.insert("message".into(), message.into());
-        DetailedTask::new(task.clone(), TaskPayload::Failed { error })
+        DetailedTask::new(task, TaskPayload::Failed { error })
     };
-    Ok(match row.state.as_str() {
-        "received" | "running" => failed(format!(
-            "call {} is held by another exai process (pid {}) that can no longer be asked",
-            row.id, row.owner_pid
-        )),
-        "cancelled" => DetailedTask::new(task.clone(), TaskPayload::Cancelled),
-        "interrupted" => failed(format!(
-            "call {} was interrupted: {}",
-            row.id,
-            row.interruption()
-        )),
-        _ => match row
-            .result
-            .as_deref()
-            .map(serde_json::from_str::<CallToolResult>)
-        {
-            Some(Ok(result)) => DetailedTask::new(
-                task.clone(),
-                TaskPayload::Completed {
-                    result: result_object(&result),
-                },
-            ),
-            _ => return Err(expired(&row.id)),
-        },
+    Ok(match view {
+        CallView::Running(call) => DetailedTask::new(
+            working(call, call.received_at_ms, ttl_ms),
+            TaskPayload::Working,
+        ),
+        CallView::Ended(ended) => {
+            let mut task = base(&ended.id, ended.received_at_ms, ended.updated_at_ms, ttl_ms);
+            if ended.from_store() {
+                task = task.with_status_message(ended.progress.clone().unwrap_or_default());
+            }
+            match &ended.answer {
+                _ if ended.state == CallState::Cancelled => {
+                    DetailedTask::new(task, TaskPayload::Cancelled)
+                }
+                Answer::Fresh(result) | Answer::Stored(result) => DetailedTask::new(
+                    task,
+                    TaskPayload::Completed {
+                        result: result_object(result),
+                    },
+                ),
+                Answer::TooLarge | Answer::Missing => return Err(expired(id)),
+            }
+        }
+        CallView::HeldElsewhere(row) => failed(recorded(row), view::held_elsewhere("call", row)),
+        CallView::Interrupted(row) => failed(
+            recorded(row),
+            format!("call {} was interrupted: {}", row.id, row.interruption()),
+        ),
+        CallView::Expired => return Err(expired(id)),
     })
 }
 

@@ -2,8 +2,8 @@
 //!
 //! Unlike a plain pipe it answers malformed and oversized frames with JSON-RPC
 //! errors and keeps the session going, and it knows which response carries which
-//! call, so it can record whether the answer reached the client. It also runs the
-//! session's 2025-11-25 tasks adapter (legacy_tasks/adapter.rs) over each message.
+//! call, so it can record whether the answer reached the client. A `WireAdapter` given by
+//! the transport's owner (the 2025-11-25 tasks adapter) may rewrite messages both ways.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -17,7 +17,6 @@ use tokio::sync::mpsc;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Decoder, FramedRead, LinesCodec, LinesCodecError};
 
-use crate::legacy_tasks::adapter::Adapter;
 use crate::service::Session;
 use crate::store::{Delivery, Store};
 
@@ -31,6 +30,19 @@ pub enum FrameError {
     NotUtf8,
     #[error("{0}")]
     Io(String),
+}
+
+/// A decorator of a session's messages on the wire, run by the transport on each one.
+pub trait WireAdapter: Send + Sync {
+    /// Whether the client message `text` may need adapting — a look at the text before any
+    /// parsing, so that messages that need nothing are parsed once.
+    fn may_adapt(&self, text: &str) -> bool;
+    /// Adapts a message from the client, in place.
+    fn inbound(&self, message: &mut Value);
+    /// Whether some answer waits for a rewrite.
+    fn watches_outbound(&self) -> bool;
+    /// Adapts a message to the client, in place.
+    fn outbound(&self, message: &mut Value);
 }
 
 /// Newline-delimited frames with a size limit that, unlike a bare `LinesCodec`, keeps
@@ -101,6 +113,16 @@ pub fn line_frames<R: tokio::io::AsyncRead + Send + Unpin + 'static>(
 #[error("the session's connection is closed")]
 pub struct TransportClosed;
 
+/// Why an answer did not reach the client; its text is what the record's delivery says.
+#[derive(Debug, Clone, thiserror::Error)]
+enum WriteError {
+    /// The connection's sink refused the frame (its own words).
+    #[error("{0}")]
+    Sink(String),
+    #[error("the connection was already closed")]
+    Closed,
+}
+
 /// Frames queued for the writer; beyond this, senders wait.
 const OUTBOUND_QUEUE: usize = 4096;
 /// Parsed messages waiting for the MCP service; beyond this, reading pauses.
@@ -118,16 +140,18 @@ pub struct FrameTransport {
     outbound: mpsc::Sender<Outgoing>,
     session: Arc<Session>,
     store: Store,
+    adapter: Option<Arc<dyn WireAdapter>>,
 }
 
 impl FrameTransport {
-    /// Starts the reader and writer tasks of a connection.
+    /// Starts the reader and writer tasks of a connection; `adapter` sees every message.
     pub fn spawn<Src, Snk, SnkErr>(
         source: Src,
         sink: Snk,
         session: Arc<Session>,
         store: Store,
         limit: usize,
+        adapter: Option<Arc<dyn WireAdapter>>,
     ) -> Self
     where
         Src: Stream<Item = Result<String, FrameError>> + Send + Unpin + 'static,
@@ -141,7 +165,8 @@ impl FrameTransport {
             in_tx,
             out_tx.clone(),
             limit,
-            session.clone(),
+            session.id.clone(),
+            adapter.clone(),
         ));
         crate::spawn::in_current_span(write_frames(
             sink,
@@ -154,6 +179,7 @@ impl FrameTransport {
             outbound: out_tx,
             session,
             store,
+            adapter,
         }
     }
 }
@@ -163,12 +189,11 @@ async fn read_frames<Src>(
     inbound: mpsc::Sender<RxJsonRpcMessage<RoleServer>>,
     outbound: mpsc::Sender<Outgoing>,
     limit: usize,
-    session: Arc<Session>,
+    session: String,
+    adapter: Option<Arc<dyn WireAdapter>>,
 ) where
     Src: Stream<Item = Result<String, FrameError>> + Unpin,
 {
-    let adapter = &session.legacy_tasks;
-    let session = session.id.clone();
     while let Some(frame) = source.next().await {
         let reply = match frame {
             Ok(text) if text.trim().is_empty() => continue,
@@ -177,7 +202,7 @@ async fn read_frames<Src>(
                 -32600,
                 &FrameError::TooLarge { limit }.to_string(),
             ),
-            Ok(text) => match parse_inbound(&text, adapter) {
+            Ok(text) => match parse_inbound(&text, adapter.as_deref()) {
                 Ok(message) => {
                     if inbound.send(message).await.is_err() {
                         break;
@@ -216,21 +241,21 @@ async fn read_frames<Src>(
     tracing::debug!(%session, "session input closed");
 }
 
-/// Reads a client message, adapting it first if the session may be a 2025-11-25 task client.
-fn parse_inbound(
+/// Reads a client message, adapting it first if the adapter may want to.
+pub(crate) fn parse_inbound(
     text: &str,
-    adapter: &Adapter,
+    adapter: Option<&dyn WireAdapter>,
 ) -> Result<RxJsonRpcMessage<RoleServer>, serde_json::Error> {
-    if !adapter.may_adapt(text) {
+    let Some(adapter) = adapter.filter(|a| a.may_adapt(text)) else {
         return serde_json::from_str(text);
-    }
+    };
     let mut message: Value = serde_json::from_str(text)?;
     adapter.inbound(&mut message);
     serde_json::from_value(message)
 }
 
 /// The JSON-RPC error for a frame that is not a valid message.
-fn malformed_reply(text: &str, error: &serde_json::Error) -> String {
+pub(crate) fn malformed_reply(text: &str, error: &serde_json::Error) -> String {
     match serde_json::from_str::<Value>(text) {
         Err(_) => error_frame(Value::Null, -32700, &format!("parse error: {error}")),
         Ok(value) => {
@@ -260,11 +285,14 @@ async fn write_frames<Snk, SnkErr>(
     Snk: Sink<String, Error = SnkErr> + Unpin,
     SnkErr: std::fmt::Display,
 {
-    let mut broken: Option<String> = None;
+    let mut broken: Option<WriteError> = None;
     while let Some(frame) = outbound.recv().await {
         let outcome = match &broken {
             Some(error) => Err(error.clone()),
-            None => sink.send(frame.text).await.map_err(|e| e.to_string()),
+            None => sink
+                .send(frame.text)
+                .await
+                .map_err(|e| WriteError::Sink(e.to_string())),
         };
         if let Err(error) = &outcome
             && broken.is_none()
@@ -281,13 +309,13 @@ async fn write_frames<Snk, SnkErr>(
 }
 
 /// Records whether a call's answer reached the client, and logs a failure.
-fn record_delivery(store: Store, call_id: String, outcome: Result<(), String>) {
+fn record_delivery(store: Store, call_id: String, outcome: Result<(), WriteError>) {
     let delivery = match outcome {
         Ok(()) => Delivery::Delivered,
         Err(error) => {
             // Invariant 3: the result is already in the store; say where to find it.
             tracing::warn!(%call_id, %error, "delivery failed: client gone; result kept in the store");
-            Delivery::Failed(error)
+            Delivery::Failed(error.to_string())
         }
     };
     crate::spawn::in_current_span(async move {
@@ -316,14 +344,12 @@ impl rmcp::transport::Transport<RoleServer> for FrameTransport {
             }
             _ => None,
         };
-        let adapter = &self.session.legacy_tasks;
-        let text = if adapter.watches_outbound() {
-            serde_json::to_value(&item).map(|mut message| {
+        let text = match self.adapter.as_deref().filter(|a| a.watches_outbound()) {
+            Some(adapter) => serde_json::to_value(&item).map(|mut message| {
                 adapter.outbound(&mut message);
                 message.to_string()
-            })
-        } else {
-            serde_json::to_string(&item)
+            }),
+            None => serde_json::to_string(&item),
         };
         let queued = text
             .map(|text| Outgoing { text, call_id })
@@ -335,11 +361,7 @@ impl rmcp::transport::Transport<RoleServer> for FrameTransport {
                 Err(mpsc::error::TrySendError::Full(frame)) => Some(frame),
                 Err(mpsc::error::TrySendError::Closed(frame)) => {
                     if let Some(call_id) = frame.call_id {
-                        record_delivery(
-                            self.store.clone(),
-                            call_id,
-                            Err("the connection was already closed".into()),
-                        );
+                        record_delivery(self.store.clone(), call_id, Err(WriteError::Closed));
                     }
                     return futures::future::Either::Left(async { Err(TransportClosed) });
                 }
@@ -388,6 +410,20 @@ mod tests {
         use proptest::prelude::*;
 
         proptest! {
+            /// Any text a client sends is either a message or answered with a JSON-RPC error.
+            #[test]
+            fn any_frame_is_parsed_or_answered_with_an_error(
+                message in json_rpc_message(),
+                raw in any::<String>(),
+            ) {
+                for text in [message.to_string(), raw] {
+                    if let Err(error) = parse_inbound(&text, None) {
+                        let reply: Value = serde_json::from_str(&malformed_reply(&text, &error)).unwrap();
+                        prop_assert!(reply["error"]["code"].is_i64());
+                    }
+                }
+            }
+
             /// Any bytes, cut into any chunks: no panic, no line over the limit, and the
             /// buffer never holds much more than the limit (an endless line is discarded as
             /// it comes, not collected).
@@ -410,27 +446,6 @@ mod tests {
                 while let Some(frame) = frames.decode_eof(&mut buf).map_err(|e| TestCaseError::fail(e.to_string()))? {
                     if let Ok(line) = frame {
                         prop_assert!(line.len() <= limit);
-                    }
-                }
-            }
-
-            /// Any text a client sends is either a message or answered with a JSON-RPC error.
-            #[test]
-            fn any_frame_is_parsed_or_answered_with_an_error(
-                message in json_rpc_message(),
-                raw in any::<String>(),
-                legacy in any::<bool>(),
-            ) {
-                let adapter = crate::legacy_tasks::adapter::Adapter::new(["chat".to_string()]);
-                if legacy {
-                    let mut init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                        "params": {"protocolVersion": "2025-11-25", "capabilities": {}}});
-                    adapter.inbound(&mut init);
-                }
-                for text in [message.to_string(), raw] {
-                    if let Err(error) = parse_inbound(&text, &adapter) {
-                        let reply: Value = serde_json::from_str(&malformed_reply(&text, &error)).unwrap();
-                        prop_assert!(reply["error"]["code"].is_i64());
                     }
                 }
             }

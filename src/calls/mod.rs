@@ -4,9 +4,11 @@
 //! outlives a client that goes away; its one deadline bounds everything under it;
 //! its result is committed to the store before anyone is handed it.
 
+pub mod kinds;
 pub mod output;
 pub mod progress;
 pub mod redact;
+pub mod view;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +21,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use kinds::{FailureKind, TransportKind};
 pub use progress::{Progress, Snapshot};
 
 use crate::providers::Seconds;
@@ -39,15 +42,15 @@ pub enum CancelReason {
 /// A tool's failure, as the tool reports it.
 #[derive(Debug, Clone)]
 pub struct ToolFailure {
-    /// Machine-readable kind for the record ("bad_arguments", "provider_http_error", …).
-    pub kind: &'static str,
+    /// Machine-readable kind for the record.
+    pub kind: FailureKind,
     pub message: String,
     /// A timeout of something under the call (a provider gone silent).
     pub timed_out: bool,
 }
 
 impl ToolFailure {
-    pub fn new(kind: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Self {
             kind,
             message: message.into(),
@@ -69,7 +72,7 @@ pub struct CallOrigin {
     pub session_id: String,
     pub client_name: Option<String>,
     pub client_version: Option<String>,
-    pub transport: &'static str,
+    pub transport: TransportKind,
 }
 
 /// A call in flight.
@@ -246,7 +249,7 @@ impl Calls {
             session_id: origin.session_id.clone(),
             client_name: origin.client_name.clone(),
             client_version: origin.client_version.clone(),
-            transport: origin.transport.to_string(),
+            transport: origin.transport.as_str().to_string(),
             tool: tool.to_string(),
             arguments: arguments_text,
             received_at_ms,
@@ -299,7 +302,7 @@ impl Calls {
             tool,
             session = %call.origin.session_id,
             client = call.origin.client_name.as_deref().unwrap_or("?"),
-            transport = call.origin.transport,
+            transport = call.origin.transport.as_str(),
             budget_s = budget.as_secs(),
             "call received"
         );
@@ -336,7 +339,11 @@ impl Calls {
             // A result marked as an error (a relayed or attached answer) keeps its reason too.
             Ok(Ok(result)) if result.is_error == Some(true) => {
                 let reason = first_text(&result);
-                (CallState::Failed, result, Some(("tool_error", reason)))
+                (
+                    CallState::Failed,
+                    result,
+                    Some((FailureKind::ToolError, reason)),
+                )
             }
             Ok(Ok(result)) => (CallState::Succeeded, result, None),
             Ok(Err(failure)) => {
@@ -367,7 +374,7 @@ impl Calls {
                 (
                     CallState::TimedOut,
                     error_result(&message),
-                    Some(("deadline", message)),
+                    Some((FailureKind::Deadline, message)),
                 )
             }
             Err(None) => match call.cancel_reason() {
@@ -379,7 +386,7 @@ impl Calls {
                     (
                         CallState::Interrupted,
                         error_result(&message),
-                        Some(("interrupted", message)),
+                        Some((FailureKind::Interrupted, message)),
                     )
                 }
                 reason => {
@@ -393,7 +400,7 @@ impl Calls {
                     (
                         CallState::Cancelled,
                         error_result(&message),
-                        Some(("cancelled", message)),
+                        Some((FailureKind::Cancelled, message)),
                     )
                 }
             },
@@ -406,7 +413,7 @@ impl Calls {
         call: &Arc<LiveCall>,
         state: CallState,
         mut result: CallToolResult,
-        failure: Option<(&'static str, String)>,
+        failure: Option<(FailureKind, String)>,
     ) {
         let mut meta = result.meta.take().unwrap_or_default();
         // A result fetched for another call (call_result, an attached twin) keeps its own id.
@@ -445,7 +452,7 @@ impl Calls {
                 .map(|r| redact::cap(r, redact::MAX_RESULT_CHARS)),
             progress_count,
             last_progress,
-            error_kind: failure.as_ref().map(|f| f.0.to_string()),
+            error_kind: failure.as_ref().map(|f| f.0.as_str().to_string()),
             error_message: failure.as_ref().map(|f| f.1.clone()),
             result: Some(redact::cap(result_text, redact::MAX_RESULT_CHARS)),
             is_error: result.is_error == Some(true),
@@ -484,7 +491,7 @@ impl Calls {
             Some((kind, message)) => tracing::warn!(
                 outcome = %state,
                 duration_ms = elapsed_ms,
-                error_kind = kind,
+                error_kind = kind.as_str(),
                 error = %message,
                 "call finished"
             ),
@@ -516,7 +523,7 @@ impl Calls {
         tool: &str,
         arguments: &Value,
         origin: CallOrigin,
-        kind: &'static str,
+        kind: FailureKind,
         message: &str,
     ) -> String {
         match self

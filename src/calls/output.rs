@@ -3,17 +3,6 @@
 
 use rmcp::model::{CallToolResult, ContentBlock};
 
-/// What a finished call whose stored result could not be kept whole answers instead.
-pub fn too_large_to_keep(row: &crate::store::CallRow) -> CallToolResult {
-    CallToolResult::success(vec![ContentBlock::text(format!(
-        "call {id} ({}) ended {}; its stored result was too large to keep whole. \
-         See it with `exai calls show {id}`.",
-        row.tool,
-        row.state,
-        id = row.id
-    ))])
-}
-
 /// `fit_for_client` run where it may: counting tokens is CPU work (and the first count loads
 /// the tokenizer), so an answer that needs counting is cut on a blocking thread.
 pub async fn fitted(result: CallToolResult, max_tokens: usize, call_id: &str) -> CallToolResult {

@@ -151,7 +151,7 @@ pub fn show_call(
     let mut text = String::new();
     text += &field("call", Some(row.id.clone()));
     text += &field("tool", Some(row.tool.clone()));
-    text += &field("state", Some(row.state.clone()));
+    text += &field("state", Some(row.state.to_string()));
     text += &field(
         "client",
         Some(format!(

@@ -1,5 +1,5 @@
 //! The daemon's routes: `/healthz`, `/ws` (WebSocket MCP) and `/mcp` (Streamable HTTP MCP,
-//! behind the 2025-11-25 tasks adapter of legacy_http.rs).
+//! behind the 2025-11-25 tasks adapter of legacy_tasks/http.rs).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +15,11 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 
 use super::auth::{TokenCheck, host_and_origin_allowed, require_token};
-use super::legacy_http::{self, LegacySessions};
 use super::ws;
 use crate::app::App;
+use crate::calls::TransportKind;
+use crate::legacy_tasks::LegacyTasks;
+use crate::legacy_tasks::http::{self as legacy_http, LegacySessions};
 use crate::service::{ExaiService, Session};
 
 /// Builds the router.
@@ -78,7 +80,12 @@ fn mcp_service(
         config = config.disable_allowed_hosts();
     }
     StreamableHttpService::new(
-        move || Ok(ExaiService::new(app.clone(), Session::new("http", &app))),
+        move || {
+            Ok(
+                ExaiService::new(app.clone(), Session::new(TransportKind::Http, &app))
+                    .with_custom_requests(LegacyTasks::requests()),
+            )
+        },
         sessions.into(),
         config,
     )

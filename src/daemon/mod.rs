@@ -6,7 +6,6 @@
 
 mod auth;
 mod http;
-mod legacy_http;
 pub mod local_socket;
 pub mod proof;
 mod ws;

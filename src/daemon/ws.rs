@@ -9,6 +9,9 @@ use futures::{SinkExt, StreamExt};
 use rmcp::ServiceExt;
 
 use crate::app::App;
+use crate::calls::TransportKind;
+use crate::legacy_tasks::LegacyTasks;
+use crate::legacy_tasks::adapter::Adapter;
 use crate::service::{ExaiService, Session};
 use crate::transport::{FrameError, FrameTransport};
 
@@ -21,7 +24,7 @@ pub async fn upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Respo
 }
 
 async fn serve(app: Arc<App>, socket: WebSocket) {
-    let session = Session::new("ws", &app);
+    let session = Session::new(TransportKind::Ws, &app);
     let session_id = session.id.clone();
     tracing::info!(session = %session_id, "websocket session opened");
     let (sink, stream) = socket.split();
@@ -46,8 +49,10 @@ async fn serve(app: Arc<App>, socket: WebSocket) {
         session.clone(),
         app.calls.store().clone(),
         app.config.max_message_bytes,
+        Some(Arc::new(Adapter::new(app.tools.task_capable()))),
     );
-    let service = ExaiService::new(app.clone(), session);
+    let service =
+        ExaiService::new(app.clone(), session).with_custom_requests(LegacyTasks::requests());
     match service
         .serve_with_ct(transport, app.shutdown.child_token())
         .await

@@ -207,6 +207,24 @@ impl Adapter {
     }
 }
 
+impl crate::transport::WireAdapter for Adapter {
+    fn may_adapt(&self, text: &str) -> bool {
+        Adapter::may_adapt(self, text)
+    }
+
+    fn inbound(&self, message: &mut Value) {
+        Adapter::inbound(self, message)
+    }
+
+    fn watches_outbound(&self) -> bool {
+        Adapter::watches_outbound(self)
+    }
+
+    fn outbound(&self, message: &mut Value) {
+        Adapter::outbound(self, message)
+    }
+}
+
 /// A message's id as a map key, if it is a JSON-RPC id (a string or number) of sane length.
 fn request_id(message: &Value) -> Option<String> {
     message
@@ -363,6 +381,29 @@ mod tests {
                     let state = adapter.state();
                     prop_assert!(state.rewrites.len() <= MAX_PENDING_REWRITES);
                     prop_assert!(state.rewrites.keys().all(|k| k.len() <= MAX_ID_CHARS));
+                }
+            }
+
+            /// Any text a client sends, adapted or not, is either a message or answered with
+            /// a JSON-RPC error by the framed transport.
+            #[test]
+            fn any_frame_is_parsed_or_answered_with_an_error(
+                message in json_rpc_message(),
+                raw in any::<String>(),
+                legacy in any::<bool>(),
+            ) {
+                use crate::transport::{malformed_reply, parse_inbound};
+                let adapter = adapter();
+                if legacy {
+                    let mut init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                        "params": {"protocolVersion": "2025-11-25", "capabilities": {}}});
+                    adapter.inbound(&mut init);
+                }
+                for text in [message.to_string(), raw] {
+                    if let Err(error) = parse_inbound(&text, Some(&adapter)) {
+                        let reply: Value = serde_json::from_str(&malformed_reply(&text, &error)).unwrap();
+                        prop_assert!(reply["error"]["code"].is_i64());
+                    }
                 }
             }
         }

@@ -1,24 +1,29 @@
 //! MCP tasks as the 2025-11-25 revision had them: a `tools/call` with `params.task` is
 //! answered at once with a task, then `tasks/get`, `tasks/result`, `tasks/list`, `tasks/cancel`.
 //!
-//! As for the 2026 extension (tasks.rs), the task is the call: its state comes from the
-//! call registry while it runs and from the store after, so there is no second source of
-//! truth. `adapter` renames the revision's requests on the wire to the methods below,
-//! which `ExaiService::on_custom_request` hands to `ExaiService::legacy_task_request`.
+//! A decorator at the transport edge, so removing the revision means removing this folder and
+//! the few lines where transports wrap a session with it: `adapter` renames the revision's
+//! requests on the wire (framed transports run it through `transport::WireAdapter`, `/mcp`
+//! through the `http` middleware), and `LegacyTasks` answers the renamed ones through the
+//! service's narrow `RequestScope`. As for the 2026 extension (tasks.rs), the task is the call:
+//! each answer renders the call's `CallView`, so there is no second source of truth.
 
 pub mod adapter;
+pub mod http;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use rmcp::ErrorData as McpError;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ErrorCode};
-use rmcp::service::RequestContext;
-use rmcp::{ErrorData as McpError, RoleServer};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::calls::view::{self, CallView};
 use crate::calls::{CancelReason, LiveCall};
-use crate::service::ExaiService;
-use crate::store::{CallFilter, CallRow, CallState, Delivery, now_ms};
+use crate::service::{CustomRequests, RequestScope};
+use crate::store::{CallFilter, CallState, Delivery, now_ms};
 use crate::tasks::{POLL_INTERVAL_MS, timestamp};
 
 /// The protocol revision whose tasks this module speaks.
@@ -61,19 +66,39 @@ fn params<T: serde::de::DeserializeOwned>(
         .map_err(|e| McpError::invalid_params(format!("invalid params for {method}: {e}"), None))
 }
 
-/// The revision's name for a call's state; an error result makes a `failed` task there.
-fn status_of(state: CallState) -> &'static str {
-    match state {
-        CallState::Received | CallState::Running => "working",
-        CallState::Succeeded => "completed",
-        CallState::Cancelled => "cancelled",
-        CallState::Failed | CallState::TimedOut | CallState::Interrupted => "failed",
+/// The revision's task statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Working,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    /// The revision's name for a call's state; an error result makes a `failed` task there.
+    fn of(state: CallState) -> Self {
+        match state {
+            CallState::Received | CallState::Running => Status::Working,
+            CallState::Succeeded => Status::Completed,
+            CallState::Cancelled => Status::Cancelled,
+            CallState::Failed | CallState::TimedOut | CallState::Interrupted => Status::Failed,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Working => "working",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
     }
 }
 
 fn task(
     id: &str,
-    status: &str,
+    status: Status,
     message: Option<String>,
     created_ms: i64,
     updated_ms: i64,
@@ -81,7 +106,7 @@ fn task(
 ) -> Value {
     let mut task = json!({
         "taskId": id,
-        "status": status,
+        "status": status.as_str(),
         "createdAt": timestamp(created_ms),
         "lastUpdatedAt": timestamp(updated_ms),
         "ttl": ttl_ms,
@@ -93,18 +118,11 @@ fn task(
     task
 }
 
-fn first_text(result: &CallToolResult) -> Option<String> {
-    result
-        .content
-        .iter()
-        .find_map(|c| c.as_text().map(|t| t.text.clone()))
-}
-
 /// The task of a call still running.
-pub fn working(call: &LiveCall, ttl_ms: u64) -> Value {
+fn working(call: &LiveCall, ttl_ms: u64) -> Value {
     task(
         &call.id,
-        "working",
+        Status::Working,
         Some(call.progress.snapshot().message()),
         call.received_at_ms,
         now_ms(),
@@ -112,48 +130,35 @@ pub fn working(call: &LiveCall, ttl_ms: u64) -> Value {
     )
 }
 
-/// The task of a call in the registry.
-pub fn of_live(call: &LiveCall, ttl_ms: u64) -> Value {
-    match call.outcome() {
-        None => working(call, ttl_ms),
-        Some(outcome) => task(
-            &call.id,
-            status_of(outcome.state),
-            (outcome.state != CallState::Succeeded)
-                .then(|| first_text(&outcome.result))
-                .flatten(),
-            call.received_at_ms,
-            now_ms(),
+/// The task of call `id`, as it stands.
+fn of_view(id: &str, view: &CallView, ttl_ms: u64) -> Result<Value, McpError> {
+    let recorded = |row: &crate::store::CallRow, status, message| {
+        task(
+            &row.id,
+            status,
+            message,
+            row.received_at_ms,
+            row.finished_at_ms.unwrap_or(row.received_at_ms),
+            ttl_ms,
+        )
+    };
+    Ok(match view {
+        CallView::Running(call) => working(call, ttl_ms),
+        CallView::Ended(ended) => task(
+            &ended.id,
+            Status::of(ended.state),
+            ended.why.clone(),
+            ended.received_at_ms,
+            ended.updated_at_ms,
             ttl_ms,
         ),
-    }
-}
-
-/// The task of a call that has left the registry.
-pub fn of_record(row: &CallRow, ttl_ms: u64) -> Value {
-    let updated = row.finished_at_ms.unwrap_or(row.received_at_ms);
-    match CallState::parse(&row.state) {
         // Not ours to ask about, and not going to change while we look: say so.
-        Some(CallState::Received | CallState::Running) | None => task(
-            &row.id,
-            "failed",
-            Some(format!(
-                "call {} is held by another exai process (pid {}) that can no longer be asked",
-                row.id, row.owner_pid
-            )),
-            row.received_at_ms,
-            updated,
-            ttl_ms,
-        ),
-        Some(state) => task(
-            &row.id,
-            status_of(state),
-            row.error_message.clone(),
-            row.received_at_ms,
-            updated,
-            ttl_ms,
-        ),
-    }
+        CallView::HeldElsewhere(row) => {
+            recorded(row, Status::Failed, Some(view::held_elsewhere("call", row)))
+        }
+        CallView::Interrupted(row) => recorded(row, Status::Failed, row.error_message.clone()),
+        CallView::Expired => return Err(crate::tasks::expired(id)),
+    })
 }
 
 /// What `tasks/result` hands back: the call's answer, tied to its task, in the revision's shape.
@@ -174,193 +179,180 @@ fn answer(result: &CallToolResult, task_id: &str) -> Result<Value, McpError> {
     serde_json::to_value(&result).map_err(|e| McpError::internal_error(e.to_string(), None))
 }
 
-impl ExaiService {
-    fn ttl_ms(&self) -> u64 {
-        self.app.config.result_ttl.as_millis() as u64
-    }
+/// Answers the renamed 2025-11-25 task requests of a session.
+pub struct LegacyTasks;
 
-    /// Answers one of the renamed 2025-11-25 task requests; `None` if `method` is none of them.
-    pub(crate) async fn legacy_task_request(
-        &self,
-        method: &str,
+impl LegacyTasks {
+    /// The answerer to give a session's service (it keeps nothing per session).
+    pub fn requests() -> Arc<dyn CustomRequests> {
+        Arc::new(LegacyTasks)
+    }
+}
+
+impl CustomRequests for LegacyTasks {
+    fn answer<'a>(
+        &'a self,
+        method: &'a str,
         raw: Option<Value>,
-        context: RequestContext<RoleServer>,
-    ) -> Option<Result<Value, McpError>> {
+        scope: RequestScope<'a>,
+    ) -> Option<BoxFuture<'a, Result<Value, McpError>>> {
         Some(match method {
-            CALL => self.legacy_call(raw, context).await,
-            GET => match params::<TaskParams>("tasks/get", raw) {
-                Ok(p) => self.legacy_get(&p.task_id).await,
-                Err(e) => Err(e),
-            },
-            RESULT => match params::<TaskParams>("tasks/result", raw) {
-                Ok(p) => self.legacy_result(&p.task_id, context).await,
-                Err(e) => Err(e),
-            },
-            LIST => match params::<Option<ListParams>>("tasks/list", raw) {
-                Ok(p) => {
-                    self.legacy_list(p.unwrap_or_default().cursor, context)
-                        .await
-                }
-                Err(e) => Err(e),
-            },
-            CANCEL => match params::<TaskParams>("tasks/cancel", raw) {
-                Ok(p) => self.legacy_cancel(&p.task_id).await,
-                Err(e) => Err(e),
-            },
+            CALL => Box::pin(async move { call(params("tools/call", raw)?, &scope).await }),
+            GET => Box::pin(async move {
+                let p: TaskParams = params("tasks/get", raw)?;
+                get(&p.task_id, &scope).await
+            }),
+            RESULT => Box::pin(async move {
+                let p: TaskParams = params("tasks/result", raw)?;
+                result(&p.task_id, &scope).await
+            }),
+            LIST => Box::pin(async move {
+                let p: Option<ListParams> = params("tasks/list", raw)?;
+                list(p.unwrap_or_default().cursor, &scope).await
+            }),
+            CANCEL => Box::pin(async move {
+                let p: TaskParams = params("tasks/cancel", raw)?;
+                cancel(&p.task_id, &scope).await
+            }),
             _ => return None,
         })
     }
+}
 
-    /// A task-augmented `tools/call`: the call starts, the client gets its task at once.
-    async fn legacy_call(
-        &self,
-        raw: Option<Value>,
-        context: RequestContext<RoleServer>,
-    ) -> Result<Value, McpError> {
-        let request: CallToolRequestParams = params("tools/call", raw)?;
-        let opened = self.open_call(request, &context, true).await?;
-        let call = opened.call;
-        self.keep_for_later(&call, &opened.request_id, Delivery::TaskCreated)
-            .await;
-        if let Err(error) = self.app.calls.store().set_task(&call.id, VERSION).await {
-            tracing::warn!(call_id = %call.id, %error, "could not mark the call as a task");
-        }
-        tracing::info!(call_id = %call.id, "answered with a 2025-11-25 task");
-        Ok(json!({ "task": working(&call, self.ttl_ms()) }))
+fn ttl_ms(scope: &RequestScope<'_>) -> u64 {
+    scope.result_ttl().as_millis() as u64
+}
+
+async fn lookup(id: &str, scope: &RequestScope<'_>) -> Result<CallView, McpError> {
+    scope
+        .calls()
+        .lookup(id)
+        .await
+        .map_err(|e| McpError::internal_error(e.to_string(), None))
+}
+
+/// A task-augmented `tools/call`: the call starts, the client gets its task at once.
+async fn call(request: CallToolRequestParams, scope: &RequestScope<'_>) -> Result<Value, McpError> {
+    let call = scope.open_task(request).await?;
+    if let Err(error) = scope.calls().store().set_task(&call.id, VERSION).await {
+        tracing::warn!(call_id = %call.id, %error, "could not mark the call as a task");
     }
+    tracing::info!(call_id = %call.id, "answered with a 2025-11-25 task");
+    Ok(json!({ "task": working(&call, ttl_ms(scope)) }))
+}
 
-    async fn legacy_get(&self, id: &str) -> Result<Value, McpError> {
-        if let Some(call) = self.app.calls.get(id) {
-            return Ok(of_live(&call, self.ttl_ms()));
-        }
-        Ok(of_record(&self.stored(id).await?, self.ttl_ms()))
-    }
+async fn get(id: &str, scope: &RequestScope<'_>) -> Result<Value, McpError> {
+    of_view(id, &lookup(id, scope).await?, ttl_ms(scope))
+}
 
-    /// Waits (bounded by the call's own deadline) for the call's end and returns its answer.
-    async fn legacy_result(
-        &self,
-        id: &str,
-        context: RequestContext<RoleServer>,
-    ) -> Result<Value, McpError> {
-        let store = self.app.calls.store();
-        if let Some(call) = self.app.calls.get(id) {
-            let limit = tokio::time::Instant::from_std(call.deadline) + RESULT_GRACE;
-            let outcome = tokio::select! {
-                outcome = call.finished() => outcome,
-                // rmcp drops the answer of a cancelled request; this only stops the wait.
-                _ = context.ct.cancelled() => {
-                    return Err(McpError::internal_error("tasks/result was cancelled", None));
-                }
-                _ = tokio::time::sleep_until(limit) => {
-                    return Err(McpError::internal_error(
-                        format!("task {id} is still running past its deadline; see `exai calls show {id}`"),
-                        None,
-                    ));
-                }
-            };
-            let _ = store
-                .set_delivery(id, Delivery::DeliveredByTasksResult)
-                .await;
-            return answer(&outcome.result, id);
+/// Waits (bounded by the call's own deadline) for the call's end and returns its answer.
+async fn result(id: &str, scope: &RequestScope<'_>) -> Result<Value, McpError> {
+    let view = lookup(id, scope).await?;
+    let until = match &view {
+        CallView::Running(call) => tokio::time::Instant::from_std(call.deadline) + RESULT_GRACE,
+        _ => tokio::time::Instant::now(),
+    };
+    let view = tokio::select! {
+        biased;
+        view = view.wait_until(until) => view,
+        // rmcp drops the answer of a cancelled request; this only stops the wait.
+        _ = scope.cancelled().cancelled() => {
+            return Err(McpError::internal_error("tasks/result was cancelled", None));
         }
-        let row = self.stored(id).await?;
-        match CallState::parse(&row.state) {
-            Some(CallState::Received | CallState::Running) | None => Err(McpError::internal_error(
-                format!(
-                    "task {id} is held by another exai process (pid {}) that can no longer be asked",
-                    row.owner_pid
-                ),
-                None,
-            )),
-            Some(CallState::Interrupted) => Err(McpError::internal_error(
-                format!(
-                    "task {id} ({}) was interrupted and has no result: {}. Run it again.",
-                    row.tool,
-                    row.interruption()
-                ),
-                None,
-            )),
-            Some(_) => {
-                let result = match row.result.as_deref().map(serde_json::from_str) {
-                    Some(Ok(result)) => {
-                        crate::calls::output::fitted(result, self.app.calls.max_output_tokens, id)
-                            .await
-                    }
-                    Some(Err(_)) => crate::calls::output::too_large_to_keep(&row),
-                    None => return Err(crate::tasks::expired(id)),
-                };
-                let _ = store
-                    .set_delivery(id, Delivery::DeliveredByTasksResult)
-                    .await;
-                answer(&result, id)
+    };
+    match view {
+        CallView::Running(_) => Err(McpError::internal_error(
+            format!("task {id} is still running past its deadline; see `exai calls show {id}`"),
+            None,
+        )),
+        CallView::Ended(ended) => {
+            match scope
+                .calls()
+                .hand_over(ended, Delivery::DeliveredByTasksResult)
+                .await
+            {
+                Some(result) => answer(&result, id),
+                None => Err(crate::tasks::expired(id)),
             }
         }
-    }
-
-    /// This client's tasks whose results are still kept, newest first, a page at a time.
-    async fn legacy_list(
-        &self,
-        cursor: Option<String>,
-        context: RequestContext<RoleServer>,
-    ) -> Result<Value, McpError> {
-        if let Some(cursor) = &cursor
-            && uuid::Uuid::parse_str(cursor).is_err()
-        {
-            return Err(McpError::invalid_params(
-                format!("tasks/list: {cursor:?} is not a cursor this server gave"),
-                None,
-            ));
-        }
-        let ttl_ms = self.ttl_ms();
-        let filter = CallFilter {
-            client: self.origin(&context).client_name,
-            tasks_only: true,
-            before_id: cursor,
-            since_ms: Some(now_ms() - ttl_ms as i64),
-            limit: LIST_PAGE + 1,
-            ..Default::default()
-        };
-        let rows = self
-            .app
-            .calls
-            .store()
-            .read(move |store| store.list(&filter))
-            .await
-            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
-        let more = rows.len() > LIST_PAGE;
-        let page = &rows[..rows.len().min(LIST_PAGE)];
-        let tasks: Vec<Value> = page
-            .iter()
-            .map(|row| match self.app.calls.get(&row.id) {
-                Some(call) => of_live(&call, ttl_ms),
-                None => of_record(row, ttl_ms),
-            })
-            .collect();
-        let mut answer = json!({ "tasks": tasks });
-        if more && let Some(last) = page.last() {
-            answer["nextCursor"] = Value::String(last.id.clone());
-        }
-        Ok(answer)
-    }
-
-    /// Stops a running task and answers with its state once it has stopped (bounded).
-    async fn legacy_cancel(&self, id: &str) -> Result<Value, McpError> {
-        if let Some(call) = self.app.calls.get(id)
-            && call.outcome().is_none()
-        {
-            tracing::info!(call_id = %call.id, "tasks/cancel (2025-11-25)");
-            call.cancel(CancelReason::Client(Some("tasks/cancel".into())));
-            let _ = tokio::time::timeout(CANCEL_WAIT, call.finished()).await;
-            return Ok(of_live(&call, self.ttl_ms()));
-        }
-        let row = self.stored(id).await?;
-        let status = CallState::parse(&row.state).map_or("failed", status_of);
-        Err(McpError::new(
-            ErrorCode::INVALID_PARAMS,
-            format!("task {id} is already {status}; a finished task cannot be cancelled"),
+        CallView::HeldElsewhere(row) => Err(McpError::internal_error(
+            view::held_elsewhere("task", &row),
             None,
-        ))
+        )),
+        CallView::Interrupted(row) => Err(McpError::internal_error(
+            view::interrupted_without_result("task", &row),
+            None,
+        )),
+        CallView::Expired => Err(crate::tasks::expired(id)),
     }
+}
+
+/// This client's tasks whose results are still kept, newest first, a page at a time.
+async fn list(cursor: Option<String>, scope: &RequestScope<'_>) -> Result<Value, McpError> {
+    if let Some(cursor) = &cursor
+        && uuid::Uuid::parse_str(cursor).is_err()
+    {
+        return Err(McpError::invalid_params(
+            format!("tasks/list: {cursor:?} is not a cursor this server gave"),
+            None,
+        ));
+    }
+    let ttl_ms = ttl_ms(scope);
+    let filter = CallFilter {
+        client: scope.client_name(),
+        tasks_only: true,
+        before_id: cursor,
+        since_ms: Some(now_ms() - ttl_ms as i64),
+        limit: LIST_PAGE + 1,
+        ..Default::default()
+    };
+    let calls = scope.calls();
+    let mut rows = calls
+        .store()
+        .read(move |store| store.list(&filter))
+        .await
+        .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+    let more = rows.len() > LIST_PAGE;
+    rows.truncate(LIST_PAGE);
+    let next_cursor = more
+        .then(|| rows.last().map(|last| last.id.clone()))
+        .flatten();
+    let tasks = rows
+        .into_iter()
+        .map(|row| {
+            let id = row.id.clone();
+            of_view(&id, &calls.view_of(row), ttl_ms)
+        })
+        .collect::<Result<Vec<Value>, McpError>>()?;
+    let mut answer = json!({ "tasks": tasks });
+    if let Some(cursor) = next_cursor {
+        answer["nextCursor"] = Value::String(cursor);
+    }
+    Ok(answer)
+}
+
+/// Stops a running task and answers with its state once it has stopped (bounded).
+async fn cancel(id: &str, scope: &RequestScope<'_>) -> Result<Value, McpError> {
+    let view = lookup(id, scope).await?;
+    if let CallView::Running(call) = &view {
+        tracing::info!(call_id = %call.id, "tasks/cancel (2025-11-25)");
+        call.cancel(CancelReason::Client(Some("tasks/cancel".into())));
+        let stopped = view
+            .wait_until(tokio::time::Instant::now() + CANCEL_WAIT)
+            .await;
+        return of_view(id, &stopped, ttl_ms(scope));
+    }
+    let Some(state) = view.state() else {
+        return Err(crate::tasks::expired(id));
+    };
+    Err(McpError::new(
+        ErrorCode::INVALID_PARAMS,
+        format!(
+            "task {id} is already {}; a finished task cannot be cancelled",
+            Status::of(state).as_str()
+        ),
+        None,
+    ))
 }
 
 #[cfg(test)]
@@ -369,15 +361,15 @@ mod tests {
 
     #[test]
     fn a_tool_error_is_a_failed_task_and_the_answer_names_its_task() {
-        assert_eq!(status_of(CallState::Failed), "failed");
-        assert_eq!(status_of(CallState::TimedOut), "failed");
-        assert_eq!(status_of(CallState::Succeeded), "completed");
+        assert_eq!(Status::of(CallState::Failed).as_str(), "failed");
+        assert_eq!(Status::of(CallState::TimedOut).as_str(), "failed");
+        assert_eq!(Status::of(CallState::Succeeded).as_str(), "completed");
         let result = CallToolResult::success(vec![rmcp::model::ContentBlock::text("hi")]);
         let value = answer(&result, "t1").unwrap();
         assert_eq!(value["_meta"][RELATED_TASK]["taskId"], "t1");
         assert!(value.get("resultType").is_none(), "{value}");
         assert_eq!(value["content"][0]["text"], "hi");
-        let t = task("t1", "working", Some(String::new()), 0, 1000, 5);
+        let t = task("t1", Status::Working, Some(String::new()), 0, 1000, 5);
         assert!(t.get("statusMessage").is_none());
         assert_eq!(t["ttl"], 5);
         assert_eq!(t["lastUpdatedAt"], "1970-01-01T00:00:01.000Z");

@@ -6,9 +6,10 @@ use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotation
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::call_result::{resolve_call_id, stored, unknown_call};
+use super::call_result::{resolve_call_id, unknown_call};
 use super::{ExaiTool, ToolContext, ToolFuture, definition, parse_arguments};
-use crate::calls::CancelReason;
+use crate::calls::view::{CallView, Ended};
+use crate::calls::{CancelReason, FailureKind, ToolFailure};
 
 pub struct CallCancel;
 
@@ -37,30 +38,34 @@ impl ExaiTool for CallCancel {
         Box::pin(async move {
             let args: CallCancelArguments = parse_arguments("call_cancel", arguments)?;
             let id = resolve_call_id(&ctx, "call_cancel", &args.call_id).await?;
-            let text = match ctx.calls.get(&id) {
-                Some(live) => {
+            let view = ctx
+                .calls
+                .lookup(&id)
+                .await
+                .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))?;
+            let text = match view {
+                CallView::Running(live) => {
                     live.cancel(CancelReason::Client(Some(format!(
                         "call_cancel from call {}",
                         ctx.call.id
                     ))));
-                    let ended = tokio::time::timeout(Duration::from_secs(5), live.finished()).await;
-                    match ended {
-                        Ok(outcome) => {
-                            format!("call {id} ({}) stopped: {}", live.tool, outcome.state)
+                    let tool = live.tool.clone();
+                    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+                    match CallView::Running(live).wait_until(until).await {
+                        CallView::Ended(ended) => {
+                            format!("call {id} ({tool}) stopped: {}", ended.state)
                         }
-                        Err(_) => format!(
-                            "call {id} ({}) was told to stop; it has not ended yet",
-                            live.tool
-                        ),
+                        _ => format!("call {id} ({tool}) was told to stop; it has not ended yet"),
                     }
                 }
-                None => match stored(&ctx, &id).await? {
-                    Some(row) => format!(
-                        "call {id} ({}) had already ended: {}; nothing to cancel",
-                        row.tool, row.state
-                    ),
-                    None => return Err(unknown_call(&id, ctx.config.result_ttl)),
-                },
+                CallView::Ended(Ended { tool, state, .. }) => {
+                    format!("call {id} ({tool}) had already ended: {state}; nothing to cancel")
+                }
+                CallView::HeldElsewhere(row) | CallView::Interrupted(row) => format!(
+                    "call {id} ({}) had already ended: {}; nothing to cancel",
+                    row.tool, row.state
+                ),
+                CallView::Expired => return Err(unknown_call(&id, ctx.config.result_ttl)),
             };
             Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
         })

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ExaiTool, ToolContext, ToolFuture, definition, local_read_only, parse_arguments};
-use crate::calls::ToolFailure;
+use crate::calls::{FailureKind, ToolFailure};
 use crate::store::{CallFilter, now_ms};
 
 pub struct CallList;
@@ -42,7 +42,7 @@ impl ExaiTool for CallList {
                 .store()
                 .read(move |store| store.list(&filter))
                 .await
-                .map_err(|e| ToolFailure::new("store", e.to_string()))?;
+                .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))?;
             let now = now_ms();
             let calls: Vec<_> = rows
                 .into_iter()

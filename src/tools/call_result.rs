@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{ExaiTool, ToolContext, ToolFuture, definition, local_read_only, parse_arguments};
-use crate::calls::ToolFailure;
-use crate::store::{CallRow, Delivery};
+use crate::calls::view::{self, CallView};
+use crate::calls::{FailureKind, ToolFailure};
+use crate::store::Delivery;
 
 pub struct CallResult;
 
@@ -43,7 +43,7 @@ pub(super) async fn resolve_call_id(
     }
     let bad = |why: String| {
         ToolFailure::new(
-            "bad_arguments",
+            FailureKind::BadArguments,
             format!("invalid arguments for {tool}: {why}"),
         )
     };
@@ -66,7 +66,7 @@ pub(super) async fn resolve_call_id(
         .store()
         .read(move |store| store.find_by_fragment(&fragment))
         .await
-        .map_err(|e| ToolFailure::new("store", e.to_string()))?;
+        .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))?;
     found.extend(stored);
     found.sort();
     found.dedup();
@@ -80,19 +80,9 @@ pub(super) async fn resolve_call_id(
     }
 }
 
-/// The stored record of a call, read off the async workers.
-pub(super) async fn stored(ctx: &ToolContext, id: &str) -> Result<Option<CallRow>, ToolFailure> {
-    let id = id.to_string();
-    ctx.calls
-        .store()
-        .read(move |store| store.get(&id))
-        .await
-        .map_err(|e| ToolFailure::new("store", e.to_string()))
-}
-
 pub(super) fn unknown_call(id: &str, ttl: Duration) -> ToolFailure {
     ToolFailure::new(
-        "unknown_call",
+        FailureKind::UnknownCall,
         format!(
             "no call {id}: it never existed, or it ended more than {} h ago and its result has expired",
             ttl.as_secs() / 3600
@@ -106,13 +96,7 @@ fn still_running(id: &str, tool: &str, elapsed: Duration, progress: &str) -> Cal
          call_result(call_id=\"{id}\", wait_s=30).",
         elapsed.as_secs()
     ))]);
-    result.structured_content = Some(json!({
-        "call_id": id,
-        "status": "running",
-        "poll_after_s": 5,
-        "elapsed_s": elapsed.as_secs(),
-        "progress": progress,
-    }));
+    result.structured_content = Some(view::still_running(id, elapsed, progress));
     result
 }
 
@@ -135,7 +119,7 @@ impl ExaiTool for CallResult {
                 Some(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s.min(3600.0)),
                 Some(s) => {
                     return Err(ToolFailure::new(
-                        "bad_arguments",
+                        FailureKind::BadArguments,
                         format!(
                             "invalid arguments for call_result: wait_s must be 0 or more seconds, not {s}"
                         ),
@@ -152,25 +136,30 @@ impl ExaiTool for CallResult {
                 .unwrap_or(ctx.call.deadline)
                 .min(ctx.call.deadline);
             let wait = wanted.min(limit.saturating_duration_since(Instant::now()));
-            if let Some(live) = ctx.calls.get(&id) {
+            let view = ctx
+                .calls
+                .lookup(&id)
+                .await
+                .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))?;
+            if let CallView::Running(_) = view {
                 ctx.call
                     .progress
                     .set_stage(format!("waiting for call {id}"));
-                return Ok(tokio::select! {
-                    outcome = live.finished() => {
-                        let _ = ctx.calls.store().set_delivery(&id, Delivery::DeliveredByCallResult).await;
-                        outcome.result.clone()
-                    }
-                    _ = tokio::time::sleep(wait) => {
-                        still_running(&id, &live.tool, live.elapsed(), &live.progress.snapshot().message())
-                    }
-                });
             }
-            let Some(row) = stored(&ctx, &id).await? else {
-                return Err(unknown_call(&id, ctx.config.result_ttl));
-            };
-            match row.state.as_str() {
-                "received" | "running" => Ok(still_running(
+            let until = tokio::time::Instant::now() + wait;
+            match view.wait_until(until).await {
+                CallView::Running(live) => Ok(still_running(
+                    &id,
+                    &live.tool,
+                    live.elapsed(),
+                    &live.progress.snapshot().message(),
+                )),
+                CallView::Ended(ended) => ctx
+                    .calls
+                    .hand_over(ended, Delivery::DeliveredByCallResult)
+                    .await
+                    .ok_or_else(|| unknown_call(&id, ctx.config.result_ttl)),
+                CallView::HeldElsewhere(row) => Ok(still_running(
                     &id,
                     &row.tool,
                     Duration::from_millis(
@@ -178,33 +167,11 @@ impl ExaiTool for CallResult {
                     ),
                     &format!("owned by another exai process (pid {})", row.owner_pid),
                 )),
-                "interrupted" => Err(ToolFailure::new(
-                    "interrupted",
-                    format!(
-                        "call {id} ({}) was interrupted and has no result: {}. Run it again.",
-                        row.tool,
-                        row.interruption()
-                    ),
+                CallView::Interrupted(row) => Err(ToolFailure::new(
+                    FailureKind::Interrupted,
+                    view::interrupted_without_result("call", &row),
                 )),
-                _ => match row
-                    .result
-                    .as_deref()
-                    .map(serde_json::from_str::<CallToolResult>)
-                {
-                    Some(Ok(result)) => {
-                        let result =
-                            crate::calls::output::fitted(result, ctx.calls.max_output_tokens, &id)
-                                .await;
-                        let _ = ctx
-                            .calls
-                            .store()
-                            .set_delivery(&id, Delivery::DeliveredByCallResult)
-                            .await;
-                        Ok(result)
-                    }
-                    Some(Err(_)) => Ok(crate::calls::output::too_large_to_keep(&row)),
-                    None => Err(unknown_call(&id, ctx.config.result_ttl)),
-                },
+                CallView::Expired => Err(unknown_call(&id, ctx.config.result_ttl)),
             }
         })
     }

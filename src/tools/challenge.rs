@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ExaiTool, ToolContext, ToolFuture, definition, local_read_only, parse_arguments};
-use crate::calls::ToolFailure;
+use crate::calls::{FailureKind, ToolFailure};
 
 const INSTRUCTIONS: &str = include_str!("prompts/challenge.txt");
 
@@ -35,7 +35,7 @@ impl ExaiTool for Challenge {
             let statement = args.prompt.trim();
             if statement.is_empty() {
                 return Err(ToolFailure::new(
-                    "bad_arguments",
+                    FailureKind::BadArguments,
                     "invalid arguments for challenge: `prompt` is empty",
                 ));
             }

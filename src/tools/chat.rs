@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::consult::{self, Question};
 use super::{ExaiTool, ToolContext, ToolFuture, answer, definition, parse_arguments};
-use crate::calls::ToolFailure;
+use crate::calls::{FailureKind, ToolFailure};
 use crate::files;
 use crate::providers::Need;
 use crate::threads::Turn;
@@ -51,7 +51,7 @@ struct ChatArguments {
 
 fn bad(message: String) -> ToolFailure {
     ToolFailure::new(
-        "bad_arguments",
+        FailureKind::BadArguments,
         format!("invalid arguments for chat: {message}"),
     )
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::consult::{self, Answer, Question};
 use super::{ExaiTool, ToolContext, ToolFuture, definition, parse_arguments};
-use crate::calls::{ToolFailure, Usage};
+use crate::calls::{FailureKind, ToolFailure, Usage};
 use crate::providers::{Need, Resolved};
 use crate::threads::Turn;
 
@@ -142,7 +142,7 @@ struct ConsensusArguments {
 
 fn bad(message: impl std::fmt::Display) -> ToolFailure {
     ToolFailure::new(
-        "bad_arguments",
+        FailureKind::BadArguments,
         format!("invalid arguments for consensus: {message}"),
     )
 }
@@ -430,7 +430,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
             .filter_map(|o| o.as_ref().err().map(|f| f.failure.message.clone()))
             .collect();
         return Err(ToolFailure::new(
-            "all_models_failed",
+            FailureKind::AllModelsFailed,
             format!("no model answered the consensus:\n- {}", why.join("\n- ")),
         ));
     }
@@ -533,7 +533,10 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
         notes,
     };
     let summary = serde_json::to_value(&summary).map_err(|e| {
-        ToolFailure::new("internal", format!("the answer could not be written: {e}"))
+        ToolFailure::new(
+            FailureKind::Internal,
+            format!("the answer could not be written: {e}"),
+        )
     })?;
     let mut body = texts.join("\n\n");
     if let Some(s) = &synthesis {

@@ -2,7 +2,7 @@
 //! streaming call with progress, and what it cost recorded on the call.
 
 use super::ToolContext;
-use crate::calls::{ToolFailure, Usage};
+use crate::calls::{FailureKind, ToolFailure, Usage};
 use crate::config::ProviderKind;
 use crate::files::{self, Embedded};
 use crate::images;
@@ -84,7 +84,7 @@ pub struct Failed {
 pub fn choose(ctx: &ToolContext, name: Option<&str>, need: Need) -> Result<Resolved, ToolFailure> {
     ctx.providers
         .resolve(name, need)
-        .map_err(|unusable| ToolFailure::new("no_model", unusable.to_string()))
+        .map_err(|unusable| ToolFailure::new(FailureKind::NoModel, unusable.to_string()))
 }
 
 /// A value named by one word of a closed list (a thinking mode, a confidence level), read with
@@ -234,9 +234,9 @@ pub async fn thread(ctx: &ToolContext, id: Option<&str>) -> Result<Thread, ToolF
         .map_err(blocking_failure)?
         .map_err(|e| match e {
             ThreadError::Unknown(_) | ThreadError::Malformed(_) => {
-                ToolFailure::new("unknown_thread", e.to_string())
+                ToolFailure::new(FailureKind::UnknownThread, e.to_string())
             }
-            other => ToolFailure::new("store", other.to_string()),
+            other => ToolFailure::new(FailureKind::Store, other.to_string()),
         })
 }
 
@@ -270,7 +270,10 @@ pub async fn remember(
 }
 
 pub fn blocking_failure(e: tokio::task::JoinError) -> ToolFailure {
-    ToolFailure::new("internal", format!("a blocking task failed: {e}"))
+    ToolFailure::new(
+        FailureKind::Internal,
+        format!("a blocking task failed: {e}"),
+    )
 }
 
 /// What a question must fit into a model's context (computed on a blocking thread).
@@ -409,7 +412,7 @@ pub async fn ask(
         }),
         Err(failure) => Err(Failed {
             failure: ToolFailure {
-                kind: failure.error.kind(),
+                kind: FailureKind::Provider(failure.error.kind()),
                 message: match failure.attempts {
                     0 | 1 => failure.error.to_string(),
                     n => format!("{} (after {n} attempts)", failure.error),
@@ -438,7 +441,7 @@ async fn load_images(
     if given.is_empty() {
         return Ok(Vec::new());
     }
-    let bad = |message: String| ToolFailure::new("bad_arguments", message);
+    let bad = |message: String| ToolFailure::new(FailureKind::BadArguments, message);
     if given.len() > images::MAX_IMAGES {
         return Err(bad(format!(
             "{} images given; at most {} per call",

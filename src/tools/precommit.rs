@@ -16,7 +16,7 @@ use super::git::{Git, GitError};
 use super::workflow::{
     Actions, Arguments, Certainty, Gathered, Refusal, Steps, Validation, Workflow, text_section,
 };
-use crate::calls::ToolFailure;
+use crate::calls::{FailureKind, ToolFailure};
 use crate::files;
 
 pub struct PreCommit;
@@ -153,7 +153,9 @@ impl Workflow for PreCommit {
             })
             .await
             .map_err(blocking_failure)?
-            .map_err(|why| ToolFailure::new("bad_arguments", format!("precommit path: {why}")))?;
+            .map_err(|why| {
+                ToolFailure::new(FailureKind::BadArguments, format!("precommit path: {why}"))
+            })?;
             read_repository(&dir.0, &dir.1, &wanted, last, deadline).await
         })
     }
@@ -180,7 +182,7 @@ impl RepositoryState {
     fn as_value(&self) -> Result<Value, ToolFailure> {
         serde_json::to_value(self).map_err(|e| {
             ToolFailure::new(
-                "internal",
+                FailureKind::Internal,
                 format!("the repository state could not be written: {e}"),
             )
         })
@@ -195,7 +197,7 @@ struct Wanted {
 }
 
 fn git_failure(message: impl ToString) -> ToolFailure {
-    ToolFailure::new("git", message.to_string())
+    ToolFailure::new(FailureKind::Git, message.to_string())
 }
 
 /// Switches of every `git diff`: no external diff or textconv program, no submodule (git would

@@ -8,7 +8,7 @@ use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
-use crate::calls::{Calls, LiveCall, ToolFailure};
+use crate::calls::{Calls, FailureKind, LiveCall, ToolFailure};
 use crate::config::Config;
 use crate::health::Health;
 use crate::providers::Providers;
@@ -129,7 +129,7 @@ pub(super) fn parse_arguments<Args: DeserializeOwned>(
 ) -> Result<Args, ToolFailure> {
     serde_json::from_value(serde_json::Value::Object(arguments)).map_err(|e| {
         ToolFailure::new(
-            "bad_arguments",
+            FailureKind::BadArguments,
             format!("invalid arguments for {tool}: {e}"),
         )
     })

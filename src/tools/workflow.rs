@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::consult::{self, Question, ThinkingMode, Word, word_serde};
 use super::{ExaiTool, ToolContext, ToolFuture, definition, parse_arguments};
-use crate::calls::ToolFailure;
+use crate::calls::{FailureKind, ToolFailure};
 use crate::files;
 use crate::providers::Need;
 use crate::threads::{Thread, Turn};
@@ -378,7 +378,7 @@ impl<W> WorkflowTool<W> {
 
 fn bad(tool: &str, message: impl std::fmt::Display) -> ToolFailure {
     ToolFailure::new(
-        "bad_arguments",
+        FailureKind::BadArguments,
         format!("invalid arguments for {tool}: {message}"),
     )
 }
@@ -752,7 +752,10 @@ fn answer_result(
     mut blocks: Vec<ContentBlock>,
 ) -> Result<CallToolResult, ToolFailure> {
     let answer = serde_json::to_value(answer).map_err(|e| {
-        ToolFailure::new("internal", format!("the answer could not be written: {e}"))
+        ToolFailure::new(
+            FailureKind::Internal,
+            format!("the answer could not be written: {e}"),
+        )
     })?;
     let text = serde_json::to_string_pretty(&answer).unwrap_or_else(|_| answer.to_string());
     blocks.insert(0, ContentBlock::text(text));

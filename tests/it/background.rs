@@ -79,7 +79,7 @@ async fn an_impatient_client_gets_a_handle_in_time_and_the_answer_later() {
         "one provider call"
     );
     let record = daemon.final_record(&id);
-    assert_eq!(record.state, "succeeded");
+    assert_eq!(record.state.as_str(), "succeeded");
     assert_eq!(record.delivery, Delivery::DeliveredByCallResult);
     client.cancel().await.unwrap();
 }
@@ -301,7 +301,7 @@ async fn a_tasks_client_gets_a_task_and_polls_it_to_the_answer() {
     };
     assert_eq!(result["content"][0]["text"], "echo: as a task");
     assert_eq!(
-        daemon.final_record(&id).state,
+        daemon.final_record(&id).state.as_str(),
         "succeeded",
         "the task is the call record"
     );
@@ -448,7 +448,11 @@ fn legacy_task_flow(fake: &Fake, daemon: &Daemon, args: &[&str]) {
         "completed"
     );
     let record = daemon.final_record(&id);
-    assert_eq!(record.state, "succeeded", "the task is the call record");
+    assert_eq!(
+        record.state.as_str(),
+        "succeeded",
+        "the task is the call record"
+    );
     assert_eq!(record.task.as_deref(), Some("2025-11-25"));
     assert_eq!(record.delivery, Delivery::DeliveredByTasksResult);
 

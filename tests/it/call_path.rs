@@ -51,7 +51,7 @@ async fn tools_list_and_a_chat_answer_leave_a_complete_record() {
     assert_eq!(text_of(&result), "echo: hello exai");
     let id = call_id_of(&result);
     let record = daemon.final_record(&id);
-    assert_eq!(record.state, "succeeded");
+    assert_eq!(record.state.as_str(), "succeeded");
     assert_eq!(record.tool, "chat");
     assert_eq!(record.model.as_deref(), Some("fake-fast"));
     assert_eq!(record.client_name.as_deref(), Some("exai-tests"));
@@ -161,7 +161,7 @@ async fn the_deadline_ends_a_hung_call_with_a_clear_error_and_drops_the_upstream
     assert!(text.contains("timed out after 1.5 s"), "{text}");
     assert!(text.contains("while waiting for the first token"), "{text}");
     let record = daemon.final_record(&call_id_of(&result));
-    assert_eq!(record.state, "timed_out");
+    assert_eq!(record.state.as_str(), "timed_out");
     assert_eq!(record.error_kind.as_deref(), Some("deadline"));
     wait_until("the fake saw the abort", Duration::from_secs(5), || {
         (fake.stats()["aborted"].as_u64()? >= 1).then_some(())
@@ -184,7 +184,10 @@ async fn a_silent_provider_hits_the_idle_timeout() {
         text.contains("sent nothing for 1 s while streaming the answer"),
         "{text}"
     );
-    assert_eq!(daemon.final_record(&call_id_of(&result)).state, "timed_out");
+    assert_eq!(
+        daemon.final_record(&call_id_of(&result)).state.as_str(),
+        "timed_out"
+    );
     client.cancel().await.unwrap();
 }
 
@@ -211,7 +214,7 @@ async fn cancel_stops_the_call_and_closes_the_provider_request() {
             .ok()?;
         // The delivery is written just after the end state: wait for both.
         rows.into_iter()
-            .find(|r| r.state == "cancelled" && r.delivery != Delivery::Pending)
+            .find(|r| r.state.as_str() == "cancelled" && r.delivery != Delivery::Pending)
     })
     .await;
     assert!(
@@ -251,7 +254,7 @@ async fn a_client_that_leaves_mid_call_does_not_lose_the_result() {
             })
             .ok()?;
         rows.into_iter()
-            .find(|r| r.state == "succeeded" && r.delivery != Delivery::Pending)
+            .find(|r| r.state.as_str() == "succeeded" && r.delivery != Delivery::Pending)
     })
     .await;
     assert!(record.result.unwrap().contains("echo: long"));
@@ -311,7 +314,7 @@ async fn a_killed_daemon_fails_calls_at_once_and_the_session_survives_a_restart(
         .unwrap();
     assert_eq!(text_of(&result), "echo: after restart");
     let record = daemon.final_record(&call_id);
-    assert_eq!(record.state, "interrupted");
+    assert_eq!(record.state.as_str(), "interrupted");
     client.cancel().await.unwrap();
 }
 
@@ -337,7 +340,7 @@ async fn provider_failures_are_tool_errors_with_clear_text() {
         let text = text_of(&result);
         assert!(text.contains(expected), "{model}: {text}");
         let record = daemon.final_record(&call_id_of(&result));
-        assert_eq!(record.state, "failed", "{model}");
+        assert_eq!(record.state.as_str(), "failed", "{model}");
         assert_eq!(record.error_kind.as_deref(), Some(kind), "{model}");
     }
     client.cancel().await.unwrap();

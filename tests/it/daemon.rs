@@ -253,7 +253,7 @@ fn stdin_eof_exits_within_a_second_and_the_call_finishes_in_the_daemon() {
                 ..Default::default()
             })
             .ok()?;
-        rows.into_iter().find(|r| r.state == "succeeded")
+        rows.into_iter().find(|r| r.state.as_str() == "succeeded")
     });
     assert!(record.result.unwrap().contains("echo: outlive me"));
 }

@@ -79,7 +79,10 @@ async fn a_corrupt_store_is_moved_aside_and_calls_go_on() {
         .await
         .unwrap();
     assert_eq!(answer.is_error, Some(false), "{}", all_text_of(&answer));
-    assert_eq!(daemon.final_record(&call_id_of(&answer)).state, "succeeded");
+    assert_eq!(
+        daemon.final_record(&call_id_of(&answer)).state.as_str(),
+        "succeeded"
+    );
     let text = status_text(&client).await;
     assert!(
         text.contains("store: the call store was corrupt at start: moved aside to"),
@@ -145,6 +148,9 @@ async fn a_locked_store_delays_nothing_forever_and_the_answer_says_it_was_not_re
         .call_tool(chat("and now?", "fake-fast"))
         .await
         .unwrap();
-    assert_eq!(daemon.final_record(&call_id_of(&later)).state, "succeeded");
+    assert_eq!(
+        daemon.final_record(&call_id_of(&later)).state.as_str(),
+        "succeeded"
+    );
     client.cancel().await.unwrap();
 }

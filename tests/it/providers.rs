@@ -322,7 +322,10 @@ async fn a_slow_first_token_hits_its_own_timeout() {
         text.contains("sent nothing for 1 s while waiting for the first token"),
         "{text}"
     );
-    assert_eq!(daemon.final_record(&call_id_of(&result)).state, "timed_out");
+    assert_eq!(
+        daemon.final_record(&call_id_of(&result)).state.as_str(),
+        "timed_out"
+    );
     client.cancel().await.unwrap();
 }
 
@@ -469,7 +472,7 @@ async fn kimi_searches_the_web_in_a_second_round_and_every_round_is_counted() {
 
     // Usage of both rounds, summed (the fake counts words).
     let record = daemon.final_record(&call_id_of(&result));
-    assert_eq!(record.state, "succeeded");
+    assert_eq!(record.state.as_str(), "succeeded");
     assert_eq!(record.attempts, Some(2), "one attempt per round");
     let first_round = prompt_words(&messages[..2]);
     let second_round = prompt_words(messages);
@@ -545,7 +548,7 @@ async fn a_model_that_keeps_searching_is_stopped_with_a_clear_error() {
         "three rounds of searching, then the fourth ask is refused"
     );
     let record = daemon.final_record(&call_id_of(&result));
-    assert_eq!(record.state, "failed");
+    assert_eq!(record.state.as_str(), "failed");
     assert_eq!(record.error_kind.as_deref(), Some("provider_search_loop"));
     assert_eq!(record.attempts, Some(4));
     // Five reasoning words per round, all four rounds kept in the record.
@@ -829,7 +832,7 @@ async fn a_provider_that_never_stops_sending_is_cut_off_and_memory_stays_bounded
         let text = text_of(&result);
         assert!(text.contains(expected), "{model}: {text}");
         let record = daemon.final_record(&call_id_of(&result));
-        assert_eq!(record.state, "failed");
+        assert_eq!(record.state.as_str(), "failed");
         assert_eq!(
             record.error_kind.as_deref(),
             Some("provider_answer_too_large")
@@ -1053,7 +1056,10 @@ async fn a_deadline_after_thinking_says_how_long_the_output_had_been_streaming()
         "the thinking before the answer counts as output: {text}"
     );
     assert!(output <= 3.0, "{text}");
-    assert_eq!(daemon.final_record(&call_id_of(&result)).state, "timed_out");
+    assert_eq!(
+        daemon.final_record(&call_id_of(&result)).state.as_str(),
+        "timed_out"
+    );
     client.cancel().await.unwrap();
 }
 

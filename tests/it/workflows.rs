@@ -112,7 +112,7 @@ async fn a_debug_workflow_pauses_without_a_model_then_asks_the_expert_once() {
     insta::assert_snapshot!("debug_expert_question", shown);
 
     let record = daemon.final_record(&call_id_of(&last));
-    assert_eq!(record.state, "succeeded");
+    assert_eq!(record.state.as_str(), "succeeded");
     assert_eq!(record.model.as_deref(), Some("fake-fast"));
     client.cancel().await.unwrap();
 }
@@ -582,7 +582,7 @@ async fn consensus_asks_every_model_at_once_and_survives_one_failing() {
     let body = all_text_of(&result);
     assert!(body.contains("# Synthesis"), "{body}");
     let record = daemon.final_record(&call_id_of(&result));
-    assert_eq!(record.state, "succeeded");
+    assert_eq!(record.state.as_str(), "succeeded");
     assert!(record.tokens_out.unwrap_or(0) > 0);
 
     // Plain model names are taken as neutral stances.

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::legacy_tasks::adapter::Adapter;
+use super::adapter::Adapter;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 /// Sessions remembered at most; beyond it an arbitrary one is forgotten (its tasks stay

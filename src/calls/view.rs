@@ -1,0 +1,374 @@
+//! Where a call stands, decided once: `Calls::lookup` finds a call in the registry or the
+//! store and says whether it runs, ended (with what answer), is held by another process,
+//! was interrupted, or is gone. `call_result`, MCP tasks and 2025-11-25 tasks only render it.
+
+use std::sync::Arc;
+
+use rmcp::model::CallToolResult;
+
+use super::{Calls, LiveCall, Outcome};
+use crate::store::{CallRow, CallState, Delivery, StoreError, now_ms};
+
+/// A call as a client may ask about it.
+#[derive(Debug)]
+pub enum CallView {
+    /// Running in this process: its progress is live, it can be waited on or cancelled.
+    Running(Arc<LiveCall>),
+    /// Ended (a moment ago in this process, or as recorded).
+    Ended(Ended),
+    /// Its record says it runs, but under another exai process, which cannot be asked.
+    HeldElsewhere(CallRow),
+    /// Stopped without an answer (a shutdown, or its process died).
+    Interrupted(CallRow),
+    /// No record: it never existed, or it ended so long ago that it was pruned.
+    Expired,
+}
+
+/// A call that ended, and what is left of its answer.
+#[derive(Debug)]
+pub struct Ended {
+    pub id: String,
+    pub tool: String,
+    pub state: CallState,
+    pub received_at_ms: i64,
+    /// When it was last heard of: its end as recorded, or now for a call that just ended.
+    pub updated_at_ms: i64,
+    /// Why it did not succeed: the recorded error, or the answer's first text while fresh.
+    pub why: Option<String>,
+    /// The last progress message sent, as recorded (none for a call that just ended).
+    pub progress: Option<String>,
+    pub answer: Answer,
+}
+
+/// The answer of an ended call.
+#[derive(Debug)]
+pub enum Answer {
+    /// Handed over by the call as it ended (already fitted to what clients accept).
+    Fresh(CallToolResult),
+    /// Read back from the record, whole.
+    Stored(CallToolResult),
+    /// The record's answer was cut to be stored and cannot be read back.
+    TooLarge,
+    /// The record holds no answer.
+    Missing,
+}
+
+impl Ended {
+    fn of_outcome(call: &LiveCall, outcome: &Outcome) -> Self {
+        Self {
+            id: call.id.clone(),
+            tool: call.tool.clone(),
+            state: outcome.state,
+            received_at_ms: call.received_at_ms,
+            updated_at_ms: now_ms(),
+            why: (outcome.state != CallState::Succeeded)
+                .then(|| first_text(&outcome.result))
+                .flatten(),
+            progress: None,
+            answer: Answer::Fresh(outcome.result.clone()),
+        }
+    }
+
+    fn of_record(row: CallRow) -> Self {
+        let answer = match row.result.as_deref().map(serde_json::from_str) {
+            Some(Ok(result)) => Answer::Stored(result),
+            Some(Err(_)) => Answer::TooLarge,
+            None => Answer::Missing,
+        };
+        Self {
+            updated_at_ms: row.finished_at_ms.unwrap_or(row.received_at_ms),
+            id: row.id,
+            tool: row.tool,
+            state: row.state,
+            received_at_ms: row.received_at_ms,
+            why: row.error_message,
+            progress: row.last_progress,
+            answer,
+        }
+    }
+
+    /// Whether this was read from the store (rather than handed over by the call itself).
+    pub fn from_store(&self) -> bool {
+        !matches!(self.answer, Answer::Fresh(_))
+    }
+
+    /// What `exai calls show` is pointed at when the stored answer cannot be read back.
+    fn too_large_note(&self) -> CallToolResult {
+        CallToolResult::success(vec![rmcp::model::ContentBlock::text(format!(
+            "call {id} ({}) ended {}; its stored result was too large to keep whole. \
+             See it with `exai calls show {id}`.",
+            self.tool,
+            self.state,
+            id = self.id
+        ))])
+    }
+}
+
+impl CallView {
+    /// The view of a recorded call that is not in the registry.
+    fn of_record(row: CallRow) -> Self {
+        match row.state {
+            CallState::Received | CallState::Running => CallView::HeldElsewhere(row),
+            CallState::Interrupted => CallView::Interrupted(row),
+            _ => CallView::Ended(Ended::of_record(row)),
+        }
+    }
+
+    /// The view of a call in the registry.
+    fn of_live(call: Arc<LiveCall>) -> Self {
+        match call.outcome() {
+            None => CallView::Running(call),
+            Some(outcome) => CallView::Ended(Ended::of_outcome(&call, &outcome)),
+        }
+    }
+
+    /// The one wait: a running call is waited on until it ends or `until` passes (then it is
+    /// still `Running`); any other view is already settled.
+    pub async fn wait_until(self, until: tokio::time::Instant) -> Self {
+        let CallView::Running(call) = self else {
+            return self;
+        };
+        match tokio::time::timeout_at(until, call.finished()).await {
+            Ok(outcome) => CallView::Ended(Ended::of_outcome(&call, &outcome)),
+            Err(_) => CallView::Running(call),
+        }
+    }
+
+    /// The state a client is told: a running call's, or the recorded one.
+    pub fn state(&self) -> Option<CallState> {
+        match self {
+            CallView::Running(_) => Some(CallState::Running),
+            CallView::Ended(ended) => Some(ended.state),
+            CallView::HeldElsewhere(row) | CallView::Interrupted(row) => Some(row.state),
+            CallView::Expired => None,
+        }
+    }
+}
+
+/// "{noun} ID is held by another exai process (pid N) that can no longer be asked".
+pub fn held_elsewhere(noun: &str, row: &CallRow) -> String {
+    format!(
+        "{noun} {} is held by another exai process (pid {}) that can no longer be asked",
+        row.id, row.owner_pid
+    )
+}
+
+/// "{noun} ID (tool) was interrupted and has no result: why. Run it again."
+pub fn interrupted_without_result(noun: &str, row: &CallRow) -> String {
+    format!(
+        "{noun} {} ({}) was interrupted and has no result: {}. Run it again.",
+        row.id,
+        row.tool,
+        row.interruption()
+    )
+}
+
+/// The structured part of an answer that says a call still runs (a call handle, or
+/// `call_result` before the end): where to poll, and how far it got.
+pub fn still_running(id: &str, elapsed: std::time::Duration, progress: &str) -> serde_json::Value {
+    serde_json::json!({
+        "call_id": id,
+        "status": CallState::Running,
+        "poll_after_s": 5,
+        "elapsed_s": elapsed.as_secs(),
+        "progress": progress,
+    })
+}
+
+impl Calls {
+    /// Where call `id` stands: the registry first, then the store.
+    pub async fn lookup(&self, id: &str) -> Result<CallView, StoreError> {
+        if let Some(call) = self.get(id) {
+            return Ok(CallView::of_live(call));
+        }
+        let wanted = id.to_string();
+        let row = self.store.read(move |store| store.get(&wanted)).await?;
+        Ok(row.map_or(CallView::Expired, |row| self.view_of(row)))
+    }
+
+    /// Where the call of a record already read stands (the registry wins while it runs here).
+    pub fn view_of(&self, row: CallRow) -> CallView {
+        match self.get(&row.id) {
+            Some(call) => CallView::of_live(call),
+            None => CallView::of_record(row),
+        }
+    }
+
+    /// Hands an ended call's answer to a client that asked for it later, and records that
+    /// (`delivery`); `None` if the record holds none. A stored answer is fitted to the client.
+    pub async fn hand_over(&self, ended: Ended, delivery: Delivery) -> Option<CallToolResult> {
+        let result = match ended.answer {
+            Answer::Fresh(result) => result,
+            Answer::Stored(result) => {
+                super::output::fitted(result, self.max_output_tokens, &ended.id).await
+            }
+            Answer::TooLarge => ended.too_large_note(),
+            Answer::Missing => return None,
+        };
+        let _ = self.store.set_delivery(&ended.id, delivery).await;
+        Some(result)
+    }
+}
+
+/// The first text of a result, whole.
+fn first_text(result: &CallToolResult) -> Option<String> {
+    result
+        .content
+        .iter()
+        .find_map(|c| c.as_text().map(|t| t.text.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rmcp::model::ContentBlock;
+
+    use super::*;
+    use crate::calls::{CallOrigin, TransportKind};
+    use crate::store::Store;
+
+    fn origin() -> CallOrigin {
+        CallOrigin {
+            session_id: "s".into(),
+            client_name: Some("test".into()),
+            client_version: None,
+            transport: TransportKind::Stdio,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_is_running_then_ended_fresh_then_ended_from_its_record() {
+        let dir = std::env::temp_dir().join(format!("exai-view-test-{}", uuid::Uuid::now_v7()));
+        let store = Store::open(&dir.join("calls.sqlite3")).unwrap();
+        let calls = Arc::new(Calls::new(store, 25_000));
+        assert!(matches!(
+            calls
+                .lookup("01a2132d-05c7-76ba-ab75-235da0d3ad5f")
+                .await
+                .unwrap(),
+            CallView::Expired
+        ));
+
+        let call = calls
+            .open(
+                None,
+                "chat",
+                &serde_json::json!({}),
+                origin(),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        calls.start(
+            call.clone(),
+            Box::pin(async move {
+                let _ = released.await;
+                Ok(CallToolResult::success(vec![ContentBlock::text("done")]))
+            }),
+        );
+        let view = calls.lookup(&call.id).await.unwrap();
+        assert!(matches!(view, CallView::Running(_)));
+        // The wait is bounded: still running when the bound passes.
+        let view = view.wait_until(tokio::time::Instant::now()).await;
+        assert_eq!(view.state(), Some(CallState::Running));
+
+        release.send(()).unwrap();
+        let far = tokio::time::Instant::now() + Duration::from_secs(10);
+        let CallView::Ended(ended) = view.wait_until(far).await else {
+            panic!("the call should have ended");
+        };
+        assert_eq!(ended.state, CallState::Succeeded);
+        assert!(!ended.from_store() && ended.why.is_none());
+
+        // Out of the registry, the record answers; handing it over records the delivery.
+        let CallView::Ended(stored) = calls.lookup(&call.id).await.unwrap() else {
+            panic!("the record should say the call ended");
+        };
+        assert!(stored.from_store());
+        let answer = calls
+            .hand_over(stored, Delivery::DeliveredByCallResult)
+            .await
+            .unwrap();
+        assert_eq!(answer.content[0].as_text().unwrap().text, "done");
+        calls.store().sync().await.unwrap();
+        let id = call.id.clone();
+        let row = calls
+            .store()
+            .read(move |store| store.get(&id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.delivery, Delivery::DeliveredByCallResult);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn records_of_unfinished_and_interrupted_calls_are_told_apart() {
+        let row = |state| CallRow {
+            id: "c".into(),
+            session_id: "s".into(),
+            client_name: None,
+            client_version: None,
+            transport: "ws".into(),
+            tool: "chat".into(),
+            arguments: "{}".into(),
+            state,
+            received_at_ms: 1,
+            started_at_ms: None,
+            finished_at_ms: None,
+            deadline_at_ms: 2,
+            duration_ms: None,
+            provider: None,
+            model: None,
+            tokens_in: None,
+            tokens_out: None,
+            reasoning_tokens: None,
+            time_to_first_token_ms: None,
+            reasoning: None,
+            attempts: None,
+            progress_count: 0,
+            last_progress: None,
+            error_kind: None,
+            error_message: None,
+            result: Some("{\"content\": [".into()),
+            is_error: false,
+            delivery: Delivery::Pending,
+            owner_pid: 42,
+            task: None,
+            cached_tokens: None,
+            finish_reason: None,
+        };
+        let held = row(CallState::Running);
+        assert_eq!(
+            held_elsewhere("task", &held),
+            "task c is held by another exai process (pid 42) that can no longer be asked"
+        );
+        assert!(matches!(
+            CallView::of_record(held),
+            CallView::HeldElsewhere(_)
+        ));
+        let interrupted = row(CallState::Interrupted);
+        assert_eq!(
+            interrupted_without_result("call", &interrupted),
+            "call c (chat) was interrupted and has no result: exai stopped while it ran. Run it again."
+        );
+        assert!(matches!(
+            CallView::of_record(interrupted),
+            CallView::Interrupted(_)
+        ));
+        // A stored answer cut short cannot be read back: it is too large, not missing.
+        let CallView::Ended(cut) = CallView::of_record(row(CallState::Succeeded)) else {
+            panic!("a succeeded record is an ended call");
+        };
+        assert!(matches!(cut.answer, Answer::TooLarge));
+        assert!(
+            cut.too_large_note().content[0]
+                .as_text()
+                .unwrap()
+                .text
+                .contains("ended succeeded; its stored result was too large")
+        );
+    }
+}
