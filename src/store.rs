@@ -72,8 +72,24 @@ impl CallState {
         })
     }
     pub fn is_final(self) -> bool {
-        !matches!(self, CallState::Received | CallState::Running)
+        !Self::OPEN.contains(&self)
     }
+
+    /// The states of a call that has not ended.
+    pub const OPEN: [CallState; 2] = [CallState::Received, CallState::Running];
+    /// The ends other than success.
+    pub const UNSUCCESSFUL: [CallState; 4] = [
+        CallState::Failed,
+        CallState::TimedOut,
+        CallState::Cancelled,
+        CallState::Interrupted,
+    ];
+}
+
+/// States' stored words as an SQL list, `('received','running')` (fixed words: nothing to escape).
+fn sql_list(states: &[CallState]) -> String {
+    let words: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    format!("({})", words.join(","))
 }
 
 impl std::fmt::Display for CallState {
@@ -780,7 +796,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Result<(), WriteFa
                 .prepare_cached(
                     "INSERT INTO calls (id, session_id, client_name, client_version, transport, tool, \
                  arguments, state, received_at_ms, deadline_at_ms, owner_pid) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'received', ?8, ?9, ?10) ON CONFLICT(id) DO NOTHING",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10) ON CONFLICT(id) DO NOTHING",
                 )?
             .execute(params![
                 c.id,
@@ -792,7 +808,8 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Result<(), WriteFa
                 c.arguments,
                 c.received_at_ms,
                 c.deadline_at_ms,
-                std::process::id()
+                std::process::id(),
+                CallState::Received.as_str()
             ])?;
             if inserted == 0 {
                 return Ok(Err(WriteFailure::IdTaken));
@@ -800,9 +817,14 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Result<(), WriteFa
         }
         WriteOp::Running { id, started_at_ms } => {
             conn.prepare_cached(
-                "UPDATE calls SET state = 'running', started_at_ms = ?2 WHERE id = ?1 AND state = 'received'",
+                "UPDATE calls SET state = ?3, started_at_ms = ?2 WHERE id = ?1 AND state = ?4",
             )?
-            .execute(params![id, started_at_ms])?;
+            .execute(params![
+                id,
+                started_at_ms,
+                CallState::Running.as_str(),
+                CallState::Received.as_str()
+            ])?;
         }
         WriteOp::Progress {
             id,
@@ -810,10 +832,11 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Result<(), WriteFa
             message,
             model,
         } => {
-            conn.prepare_cached(
+            conn.prepare_cached(&format!(
                 "UPDATE calls SET progress_count = ?2, last_progress = ?3, model = COALESCE(?4, model) \
-                 WHERE id = ?1 AND state IN ('received','running')",
-            )?
+                 WHERE id = ?1 AND state IN {}",
+                sql_list(&CallState::OPEN)
+            ))?
             .execute(params![id, count, message, model])?;
         }
         WriteOp::Finish { id, done } => {
@@ -901,7 +924,10 @@ impl StoreReader {
     pub fn interrupt_orphans(&self, reason: &str) -> Result<usize, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, owner_pid FROM calls WHERE state IN ('received','running')")
+            .prepare(&format!(
+                "SELECT id, owner_pid FROM calls WHERE state IN {}",
+                sql_list(&CallState::OPEN)
+            ))
             .map_err(|e| self.wrap(e))?;
         let open: Vec<(String, i64)> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -917,9 +943,14 @@ impl StoreReader {
             count += self
                 .conn
                 .execute(
-                    "UPDATE calls SET state = 'interrupted', error_kind = 'interrupted', error_message = ?2, \
+                    "UPDATE calls SET state = ?4, error_kind = ?4, error_message = ?2, \
                      finished_at_ms = ?3, duration_ms = ?3 - received_at_ms WHERE id = ?1",
-                    params![id, format!("{reason} (process {pid} ended while the call was open)"), now],
+                    params![
+                        id,
+                        format!("{reason} (process {pid} ended while the call was open)"),
+                        now,
+                        CallState::Interrupted.as_str()
+                    ],
                 )
                 .map_err(|e| self.wrap(e))?;
         }
@@ -981,15 +1012,21 @@ impl StoreReader {
         let mut removed = self
             .conn
             .execute(
-                "DELETE FROM calls WHERE received_at_ms < ?1 AND state NOT IN ('received','running')",
+                &format!(
+                    "DELETE FROM calls WHERE received_at_ms < ?1 AND state NOT IN {}",
+                    sql_list(&CallState::OPEN)
+                ),
                 params![cutoff],
             )
             .map_err(|e| self.wrap(e))?;
         removed += self
             .conn
             .execute(
-                "DELETE FROM calls WHERE id IN (SELECT id FROM calls ORDER BY received_at_ms DESC LIMIT -1 OFFSET ?1) \
-                 AND state NOT IN ('received','running')",
+                &format!(
+                    "DELETE FROM calls WHERE id IN (SELECT id FROM calls ORDER BY received_at_ms DESC LIMIT -1 OFFSET ?1) \
+                     AND state NOT IN {}",
+                    sql_list(&CallState::OPEN)
+                ),
                 params![max_rows as i64],
             )
             .map_err(|e| self.wrap(e))?;
@@ -999,10 +1036,10 @@ impl StoreReader {
     pub fn list(&self, filter: &CallFilter) -> Result<Vec<CallRow>, StoreError> {
         let mut sql = format!("SELECT {COLUMNS} FROM calls WHERE 1=1");
         if filter.failed_only {
-            sql.push_str(" AND state IN ('failed','timed_out','cancelled','interrupted')");
+            sql += &format!(" AND state IN {}", sql_list(&CallState::UNSUCCESSFUL));
         }
         if filter.running_only {
-            sql.push_str(" AND state IN ('received','running')");
+            sql += &format!(" AND state IN {}", sql_list(&CallState::OPEN));
         }
         if filter.tool.is_some() {
             sql.push_str(" AND tool = ?1");
