@@ -3,6 +3,7 @@
 
 mod body;
 pub mod catalog;
+mod client;
 mod custom;
 mod errors;
 #[cfg(test)]
@@ -14,6 +15,8 @@ mod openai;
 pub mod openai_compat;
 mod openrouter;
 mod retry;
+#[cfg(test)]
+pub(crate) mod scripted;
 mod search;
 pub mod sse;
 
@@ -25,6 +28,7 @@ use serde::Serialize;
 
 pub(crate) use body::request_body;
 pub use catalog::{Catalog, ListedReasoning, ModelInfo, Thinking};
+pub(crate) use client::ModelClient;
 pub use errors::ErrorClass;
 pub use limits::ConcurrencyLimit;
 pub use search::can_search;
@@ -443,7 +447,7 @@ pub(crate) fn add_tokens(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 /// A usable endpoint: its client, its queue, its retry policy.
 pub struct Endpoint {
     pub config: EndpointConfig,
-    client: OpenAiCompatible,
+    client: Arc<dyn ModelClient>,
     limit: ConcurrencyLimit,
     retry: RetryConfig,
 }
@@ -516,6 +520,19 @@ pub struct Providers {
 
 impl Providers {
     pub fn from_config(config: &Config, catalog: Catalog) -> Self {
+        Self::with_clients(config, catalog, |endpoint| {
+            let client = OpenAiCompatible::new(endpoint, config)?;
+            Ok(Arc::new(client) as Arc<dyn ModelClient>)
+        })
+    }
+
+    /// Like [`Providers::from_config`], each usable endpoint answered by the client `connect`
+    /// makes for it (or unusable, with why not).
+    pub(crate) fn with_clients(
+        config: &Config,
+        catalog: Catalog,
+        connect: impl Fn(&EndpointConfig) -> Result<Arc<dyn ModelClient>, String>,
+    ) -> Self {
         let mut usable = Vec::new();
         let mut unusable = Vec::new();
         for endpoint in &config.endpoints {
@@ -523,7 +540,7 @@ impl Providers {
                 unusable.push(endpoint.clone());
                 continue;
             }
-            match OpenAiCompatible::new(endpoint, config) {
+            match connect(endpoint) {
                 Ok(client) => usable.push(Arc::new(Endpoint {
                     client,
                     limit: ConcurrencyLimit::new(endpoint.max_concurrency),
