@@ -7,6 +7,8 @@
 pub mod output;
 pub mod progress;
 pub mod redact;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
