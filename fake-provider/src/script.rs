@@ -223,7 +223,6 @@ fn number_pair<A: std::str::FromStr, B: std::str::FromStr>(s: &str, sep: char) -
     Some((number(a)?, number(b)?))
 }
 
-
 /// `echo: <last user message>`: every scripted answer, so concurrent callers can tell theirs.
 pub fn echo(last_user: &str) -> String {
     format!("echo: {last_user}")

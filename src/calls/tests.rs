@@ -211,7 +211,10 @@ async fn an_identical_call_attaches_to_the_running_one() {
     let attached = text_of(&two.result);
     assert!(attached.starts_with(&text_of(&one.result)), "{attached}");
     assert!(
-        attached.contains(&format!("an identical call, {}, was already running", first.id)),
+        attached.contains(&format!(
+            "an identical call, {}, was already running",
+            first.id
+        )),
         "{attached}"
     );
     other.finished().await;
@@ -240,7 +243,10 @@ async fn a_workflow_pauses_between_steps_then_asks_the_expert_once() {
     let first = answer_of(&first);
     assert_eq!(first["status"], "pause_for_investigation", "{first}");
     let id = first["continuation_id"].as_str().expect("a thread id");
-    assert!(test.client.asked().is_empty(), "an intermediate step asks no model");
+    assert!(
+        test.client.asked().is_empty(),
+        "an intermediate step asks no model"
+    );
 
     let (call_, last) = call(
         app,
@@ -259,7 +265,11 @@ async fn a_workflow_pauses_between_steps_then_asks_the_expert_once() {
     let done = answer_of(&last);
     assert_eq!(done["status"], "calling_expert_analysis", "{done}");
     assert_eq!(done["summary"]["steps_taken"], 2, "{done}");
-    assert_eq!(test.client.asked(), ["fake-fast"], "the expert is asked once");
+    assert_eq!(
+        test.client.asked(),
+        ["fake-fast"],
+        "the expert is asked once"
+    );
     let analysis = last.result.content[1].as_text().expect("the analysis");
     assert!(analysis.text.starts_with("Expert analysis (fake-fast)"));
     assert!(analysis.text.contains("echo: "), "{}", analysis.text);
@@ -287,9 +297,7 @@ async fn consensus_survives_a_failing_voice() {
     assert_eq!(outcome.state, CallState::Succeeded);
     let summary = answer_of(&outcome);
     assert_eq!(summary["status"], "consensus_complete", "{summary}");
-    let consulted = summary["models_consulted"]
-        .as_array()
-        .expect("the voices");
+    let consulted = summary["models_consulted"].as_array().expect("the voices");
     assert_eq!(consulted.len(), 3);
     assert_eq!(consulted[0]["status"], "answered", "{summary}");
     assert_eq!(consulted[2]["status"], "failed", "{summary}");

@@ -95,12 +95,14 @@ impl Scripted {
         let plan = match Script::parse(&model.id) {
             Script::Fast | Script::Json => streamed(script::split_text(&echo, 3), Duration::ZERO),
             Script::RateLimited { limit, retry_after } if self.take_failure(&model.id, limit) => {
-                let body = json!({"error": {"message": "rate limited", "type": "rate_limit_error"}});
+                let body =
+                    json!({"error": {"message": "rate limited", "type": "rate_limit_error"}});
                 let wait = Duration::from_secs(u64::from(retry_after));
                 return Err(self.refused(model, 429, &body.to_string(), Some(wait)));
             }
             Script::ServerErrorFirst(limit) if self.take_failure(&model.id, limit) => {
-                let body = json!({"error": {"message": "upstream overloaded", "type": "server_error"}});
+                let body =
+                    json!({"error": {"message": "upstream overloaded", "type": "server_error"}});
                 return Err(self.refused(model, 500, &body.to_string(), None));
             }
             Script::RateLimited { .. } | Script::ServerErrorFirst(_) => {
@@ -141,7 +143,8 @@ impl Scripted {
                 ..Plan::default()
             },
             Script::ServerError => {
-                let body = json!({"error": {"message": "internal server error", "type": "server_error"}});
+                let body =
+                    json!({"error": {"message": "internal server error", "type": "server_error"}});
                 return Err(self.refused(model, 500, &body.to_string(), None));
             }
             Script::Unavailable => return Err(self.refused(model, 503, "", None)),
@@ -322,16 +325,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn scripts_answer_as_the_fake_does() {
         let test = App::for_tests(&[("EXAI_RETRY_ATTEMPTS", "1")]);
-        let streamed = ask(&test.app, "fake-thinkstream-3x100").await.expect("an answer");
+        let streamed = ask(&test.app, "fake-thinkstream-3x100")
+            .await
+            .expect("an answer");
         assert_eq!(streamed.text, "tok0 tok1 echo: hi");
-        assert_eq!(streamed.reasoning.as_deref(), Some("thought0 thought1 thought2 "));
+        assert_eq!(
+            streamed.reasoning.as_deref(),
+            Some("thought0 thought1 thought2 ")
+        );
         let first_token = streamed.time_to_first_token.expect("timed");
         assert!(first_token >= Duration::from_millis(100), "{first_token:?}");
         let unknown = ask(&test.app, "fake-nonsense").await.expect_err("a 404");
-        assert!(unknown.to_string().contains("HTTP 404: model 'fake-nonsense' not found"), "{unknown}");
+        assert!(
+            unknown
+                .to_string()
+                .contains("HTTP 404: model 'fake-nonsense' not found"),
+            "{unknown}"
+        );
         let broken = ask(&test.app, "fake-500").await.expect_err("a 500");
-        assert!(broken.to_string().contains("HTTP 500: internal server error"), "{broken}");
-        let cut = ask(&test.app, "fake-resetmid-2").await.expect_err("a reset");
+        assert!(
+            broken
+                .to_string()
+                .contains("HTTP 500: internal server error"),
+            "{broken}"
+        );
+        let cut = ask(&test.app, "fake-resetmid-2")
+            .await
+            .expect_err("a reset");
         assert!(matches!(cut, ProviderError::Truncated { .. }), "{cut}");
     }
 }
