@@ -18,7 +18,7 @@ The fake provider answers every request with ``echo: <last user message>``, so "
 exai sent the model. Paths are rewritten: the project becomes ``/home/me/project``, exai's state
 directory ``/home/me/.local/state/exai``, the fake provider ``127.0.0.1:9999``.
 
-Run it (the binaries must be built: ``cargo build --bins``; the SDK is in ``.venv``, see
+Run it (the binaries must be built: ``cargo build --workspace --bins``; the SDK is in ``.venv``, see
 ``scripts/python-env.sh``):
 
     .venv/bin/python scripts/sample_sessions.py > /tmp/samples.md
@@ -715,7 +715,7 @@ def main() -> int:
 
     for path, var in ((EXAI_BIN, "EXAI_BIN"), (EXAI_FAKE_BIN, "EXAI_FAKE_BIN")):
         if not (path.is_file() and os.access(path, os.X_OK)):
-            log(f"{path} not found or not executable: run `cargo build --bins` or set {var}")
+            log(f"{path} not found or not executable: run `cargo build --workspace --bins` or set {var}")
             return 2
     if shutil.which("git") is None:
         log("git is needed (the precommit sample reads a staged change)")

@@ -27,6 +27,15 @@ impl App {
     ///
     /// Blocking (SQLite): call before serving, or from `spawn_blocking`.
     pub fn open(config: Config, health: Health) -> Result<Arc<Self>, StoreError> {
+        Self::open_with(config, health, Providers::from_config)
+    }
+
+    /// [`App::open`] with the providers `providers` makes from the config and catalog.
+    fn open_with(
+        config: Config,
+        health: Health,
+        providers: impl FnOnce(&Config, Catalog) -> Providers,
+    ) -> Result<Arc<Self>, StoreError> {
         let store_path = config.store_path();
         let store = Store::open(&store_path)?;
         let reader = StoreReader::open(&store_path)?;
@@ -63,7 +72,7 @@ impl App {
             }
         }
         Ok(Arc::new(Self {
-            providers: Arc::new(Providers::from_config(&config, catalog)),
+            providers: Arc::new(providers(&config, catalog)),
             calls: Arc::new(Calls::new(store, config.max_output_tokens)),
             tools: ToolRegistry::new(&config.disabled_tools),
             health: Arc::new(health),
@@ -89,5 +98,54 @@ impl App {
                 }
             }
         });
+    }
+}
+
+/// An app for unit tests: its own EXAI_HOME (removed on drop), every endpoint answered in-process
+/// by one scripted client, the default config otherwise.
+#[cfg(test)]
+pub(crate) struct TestApp {
+    pub app: Arc<App>,
+    /// The client behind every endpoint (what it was asked).
+    pub client: Arc<crate::providers::scripted::Scripted>,
+    home: std::path::PathBuf,
+}
+
+#[cfg(test)]
+impl App {
+    /// The default config (the custom endpoint, default model `fake-fast`) with `settings`
+    /// (environment names and values) over it; a store in a fresh temporary EXAI_HOME.
+    ///
+    /// Blocking (SQLite), like [`App::open`].
+    pub(crate) fn for_tests(settings: &[(&str, &str)]) -> TestApp {
+        let home = std::env::temp_dir().join(format!("exai-app-{}", uuid::Uuid::now_v7()));
+        let mut vars: std::collections::HashMap<String, String> = [
+            ("EXAI_HOME", home.to_string_lossy().as_ref()),
+            // Never dialled: the scripted client answers.
+            ("CUSTOM_API_URL", "http://127.0.0.1:9/v1"),
+            ("CUSTOM_MODEL_NAME", "fake-fast"),
+        ]
+        .into_iter()
+        .chain(settings.iter().copied())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        vars.retain(|_, v| !v.is_empty());
+        let config = Config::from_env_and_file(|k| vars.get(k).cloned()).expect("test config");
+        let client = Arc::new(crate::providers::scripted::Scripted::new("custom"));
+        let shared = client.clone();
+        let providers = |config: &Config, catalog| {
+            Providers::with_clients(config, catalog, |_| {
+                Ok(shared.clone() as Arc<dyn crate::providers::ModelClient>)
+            })
+        };
+        let app = Self::open_with(config, Health::new("test", None), providers).expect("test app");
+        TestApp { app, client, home }
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.home);
     }
 }

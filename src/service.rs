@@ -160,7 +160,7 @@ fn background_answer(call: &LiveCall) -> CallToolResult {
 }
 
 /// Work for a call that repeats one already running: wait for that one's answer.
-fn attach_to(twin: Arc<LiveCall>) -> crate::tools::ToolFuture {
+pub(crate) fn attach_to(twin: Arc<LiveCall>) -> crate::tools::ToolFuture {
     Box::pin(async move {
         let outcome = twin.finished().await;
         let mut result = outcome.result.clone();

@@ -8,6 +8,8 @@ pub mod kinds;
 pub mod output;
 pub mod progress;
 pub mod redact;
+#[cfg(test)]
+mod tests;
 pub mod view;
 
 use std::collections::HashMap;

@@ -1,15 +1,15 @@
 //! One usable endpoint: its client, its queue in front of the provider, its retry policy.
 
-use super::openai_compat::OpenAiCompatible;
 use super::{
-    CallObserver, ChatRequest, ChatResponse, ConcurrencyLimit, Failure, ModelInfo, retry, search,
+    CallObserver, ChatRequest, ChatResponse, ConcurrencyLimit, Failure, ModelClient, ModelInfo,
+    retry, search,
 };
 use crate::config::{EndpointConfig, RetryConfig};
 
 /// A usable endpoint: its client, its queue, its retry policy.
 pub struct Endpoint {
     pub config: EndpointConfig,
-    pub(super) client: OpenAiCompatible,
+    pub(super) client: std::sync::Arc<dyn ModelClient>,
     pub(super) limit: ConcurrencyLimit,
     pub(super) retry: RetryConfig,
 }

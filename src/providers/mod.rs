@@ -3,6 +3,7 @@
 
 mod body;
 pub mod catalog;
+mod client;
 mod custom;
 mod dialect;
 mod discovery;
@@ -20,6 +21,8 @@ mod openai;
 pub mod openai_compat;
 mod openrouter;
 mod retry;
+#[cfg(test)]
+pub(crate) mod scripted;
 mod search;
 mod selection;
 pub mod sse;
@@ -30,6 +33,7 @@ use std::sync::{Arc, RwLock};
 
 pub(crate) use body::request_body;
 pub use catalog::{Catalog, ListedReasoning, ModelInfo, Thinking};
+pub(crate) use client::ModelClient;
 pub(crate) use dialect::dialect;
 pub use endpoint::Endpoint;
 pub use errors::ErrorClass;
@@ -41,7 +45,7 @@ pub use selection::{Need, Resolved, UnusableModel};
 pub use types::{ChatMessage, ChatRequest, ChatResponse, FunctionCall, Source, Spent, ToolCall};
 
 use crate::config::{Config, EndpointConfig};
-use openai_compat::OpenAiCompatible;
+use openai_compat::{NoHttpClient, OpenAiCompatible};
 
 /// The endpoints configured in this process, the catalog, and model selection.
 pub struct Providers {
@@ -58,6 +62,19 @@ pub struct Providers {
 
 impl Providers {
     pub fn from_config(config: &Config, catalog: Catalog) -> Self {
+        Self::with_clients(config, catalog, |endpoint| {
+            let client = OpenAiCompatible::new(endpoint, config)?;
+            Ok(Arc::new(client) as Arc<dyn ModelClient>)
+        })
+    }
+
+    /// Like [`Providers::from_config`], each usable endpoint answered by the client `connect`
+    /// makes for it (or unusable, with why not).
+    pub(crate) fn with_clients(
+        config: &Config,
+        catalog: Catalog,
+        connect: impl Fn(&EndpointConfig) -> Result<Arc<dyn ModelClient>, NoHttpClient>,
+    ) -> Self {
         let mut usable = Vec::new();
         let mut unusable = Vec::new();
         for endpoint in &config.endpoints {
@@ -65,7 +82,7 @@ impl Providers {
                 unusable.push(endpoint.clone());
                 continue;
             }
-            match OpenAiCompatible::new(endpoint, config) {
+            match connect(endpoint) {
                 Ok(client) => usable.push(Arc::new(Endpoint {
                     client,
                     limit: ConcurrencyLimit::new(endpoint.max_concurrency),

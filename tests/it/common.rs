@@ -23,7 +23,6 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
 pub const EXAI: &str = env!("CARGO_BIN_EXE_exai");
-pub const FAKE: &str = env!("CARGO_BIN_EXE_exai-fake-provider");
 
 /// Kills the child when dropped.
 pub struct Proc(pub Child);
@@ -68,32 +67,20 @@ pub async fn wait_until_async<T>(
     }
 }
 
-/// The scripted OpenAI-compatible fake provider.
+/// The scripted OpenAI-compatible fake provider, in this process on its own thread and runtime
+/// (stopped, its connections dropped, when this is dropped).
 pub struct Fake {
     pub url: String,
-    _proc: Proc,
+    _server: exai_fake_provider::Running,
 }
 
 impl Fake {
     pub fn start() -> Self {
-        let mut child = Command::new(FAKE)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
+        let server = exai_fake_provider::start(exai_fake_provider::Options::default())
             .expect("start fake provider");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("LISTENING ")
-            .expect("LISTENING line")
-            .to_string();
         Self {
-            url,
-            _proc: Proc(child),
+            url: server.url(),
+            _server: server,
         }
     }
 

@@ -16,7 +16,6 @@ mod background;
 mod call_path;
 mod conversations;
 mod daemon;
-mod fake_provider;
 mod hostile_calls;
 mod hostile_files;
 mod hostile_repo;

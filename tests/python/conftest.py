@@ -8,7 +8,7 @@ Processes:
   * `deadline_daemon` (module scope): the same with EXAI_CALL_TIMEOUT_S=2.
 
 Binaries: $EXAI_BIN / $EXAI_FAKE_BIN, else <repo>/target/debug/{exai,exai-fake-provider}
-(build them with `cargo build --bins`).
+(build them with `cargo build --workspace --bins`).
 
 Startup waits poll for a condition under a bounded deadline; nothing sleeps a
 fixed time. Every process started here is terminated (then killed) in teardown.
@@ -97,7 +97,7 @@ def stop_process(proc: subprocess.Popen[Any], grace_s: float = 5.0) -> None:
 
 def _require_binary(path: Path, env_name: str) -> None:
     if not (path.is_file() and os.access(path, os.X_OK)):
-        pytest.fail(f"{path} not found or not executable: run `cargo build --bins` or set {env_name}", pytrace=False)
+        pytest.fail(f"{path} not found or not executable: run `cargo build --workspace --bins` or set {env_name}", pytrace=False)
 
 
 # --------------------------------------------------------------------------- fake provider

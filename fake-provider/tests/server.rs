@@ -1,4 +1,5 @@
 //! End-to-end tests of the `exai-fake-provider` binary, over 127.0.0.1 only.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -1069,7 +1070,7 @@ async fn json_answers_whole_even_when_asked_to_stream() {
 #[tokio::test]
 async fn every_response_fixture_is_replayed_byte_for_byte_with_its_status() {
     let server = Server::start(&[]);
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/providers");
+    let root = std::path::Path::new(exai_fake_provider::FIXTURES);
     let mut replayed = 0;
     for provider in ["glm", "kimi", "openai", "openrouter"] {
         for entry in std::fs::read_dir(root.join(provider)).unwrap() {
@@ -1125,10 +1126,7 @@ async fn a_paced_fixture_thinks_before_each_keep_alive_and_its_first_event() {
 
 /// A fixture of `tests/fixtures/providers`, parsed.
 fn provider_fixture(file: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/providers/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/{file}", exai_fake_provider::FIXTURES);
     serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture json")
 }
 

@@ -503,7 +503,7 @@ fn status_of(file: &str) -> StatusCode {
 /// A fixture file's text, read at run time from the source tree.
 async fn body_of(file: &str) -> Result<String, Response> {
     let path = format!(
-        "{}/tests/fixtures/providers/{file}",
+        "{}/../tests/fixtures/providers/{file}",
         env!("CARGO_MANIFEST_DIR")
     );
     tokio::fs::read_to_string(&path).await.map_err(|e| {
