@@ -99,6 +99,70 @@ impl std::fmt::Display for CallState {
     }
 }
 
+/// How a session reaches the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    /// `exai stdio --no-daemon`: the service in-process over stdin/stdout.
+    Stdio,
+    /// The shim's WebSocket (`/ws`).
+    Ws,
+    /// Streamable HTTP (`/mcp`), served by rmcp.
+    Http,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Stdio => "stdio",
+            TransportKind::Ws => "ws",
+            TransportKind::Http => "http",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [TransportKind::Stdio, TransportKind::Ws, TransportKind::Http]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+
+    /// Whether exai's own transport writes the answers, and so can record their delivery
+    /// (the framed ones do; rmcp's HTTP writes them itself).
+    pub fn reports_delivery(self) -> bool {
+        self != TransportKind::Http
+    }
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A stored word read back as its type; an unknown word is a read error naming it.
+fn word_from_sql<T>(
+    value: rusqlite::types::ValueRef<'_>,
+    what: &str,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::types::FromSqlResult<T> {
+    let word = value.as_str()?;
+    parse(word).ok_or_else(|| {
+        rusqlite::types::FromSqlError::Other(format!("unknown {what} {word:?}").into())
+    })
+}
+
+impl rusqlite::types::FromSql for CallState {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        word_from_sql(value, "call state", CallState::parse)
+    }
+}
+
+impl rusqlite::types::FromSql for TransportKind {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        word_from_sql(value, "transport", TransportKind::parse)
+    }
+}
+
 /// Whether, and how, a call's answer reached a client. Stored as its wire form (`delivered`,
 /// `failed: …`), which `exai calls` shows and the SQL guard `delivered%` relies on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,7 +248,7 @@ pub struct NewCall {
     pub session_id: String,
     pub client_name: Option<String>,
     pub client_version: Option<String>,
-    pub transport: String,
+    pub transport: TransportKind,
     pub tool: String,
     /// Arguments as JSON text, secrets redacted and size-capped.
     pub arguments: String,
@@ -227,7 +291,7 @@ pub struct CallRow {
     pub session_id: String,
     pub client_name: Option<String>,
     pub client_version: Option<String>,
-    pub transport: String,
+    pub transport: TransportKind,
     pub tool: String,
     pub arguments: String,
     pub state: CallState,
@@ -803,7 +867,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Result<(), WriteFa
                 c.session_id,
                 c.client_name,
                 c.client_version,
-                c.transport,
+                c.transport.as_str(),
                 c.tool,
                 c.arguments,
                 c.received_at_ms,
@@ -1108,16 +1172,7 @@ fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
         transport: r.get(4)?,
         tool: r.get(5)?,
         arguments: r.get(6)?,
-        state: {
-            let word: String = r.get(7)?;
-            CallState::parse(&word).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    7,
-                    rusqlite::types::Type::Text,
-                    format!("unknown call state {word:?}").into(),
-                )
-            })?
-        },
+        state: r.get(7)?,
         received_at_ms: r.get(8)?,
         started_at_ms: r.get(9)?,
         finished_at_ms: r.get(10)?,
@@ -1160,7 +1215,7 @@ mod tests {
             session_id: "s".into(),
             client_name: Some("test".into()),
             client_version: None,
-            transport: "ws".into(),
+            transport: TransportKind::Ws,
             tool: "chat".into(),
             arguments: "{}".into(),
             received_at_ms: now_ms(),

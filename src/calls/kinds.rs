@@ -1,42 +1,10 @@
-//! The words a call's record is made of, as types: the transport it came by and the kind of
-//! failure it ended with. Each keeps its stored word (`as_str`, serde), which logs, `exai calls`
-//! and `--json` show unchanged.
+//! The kind of failure a call ended with, as a type that keeps its stored word (`as_str`), which
+//! logs, `exai calls` and `--json` show unchanged. (The record's other words — state, transport,
+//! delivery — are types of the store row, re-exported here where the call path wants them.)
 
 use serde::Serialize;
 
-/// How a session reaches the daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TransportKind {
-    /// `exai stdio --no-daemon`: the service in-process over stdin/stdout.
-    Stdio,
-    /// The shim's WebSocket (`/ws`).
-    Ws,
-    /// Streamable HTTP (`/mcp`), served by rmcp.
-    Http,
-}
-
-impl TransportKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransportKind::Stdio => "stdio",
-            TransportKind::Ws => "ws",
-            TransportKind::Http => "http",
-        }
-    }
-
-    /// Whether exai's own transport writes the answers, and so can record their delivery
-    /// (the framed ones do; rmcp's HTTP writes them itself).
-    pub fn reports_delivery(self) -> bool {
-        self != TransportKind::Http
-    }
-}
-
-impl std::fmt::Display for TransportKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+pub use crate::store::TransportKind;
 
 /// Why a call failed, as stored in its record's `error_kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -251,7 +251,7 @@ impl Calls {
             session_id: origin.session_id.clone(),
             client_name: origin.client_name.clone(),
             client_version: origin.client_version.clone(),
-            transport: origin.transport.as_str().to_string(),
+            transport: origin.transport,
             tool: tool.to_string(),
             arguments: arguments_text,
             received_at_ms,

@@ -311,7 +311,7 @@ mod tests {
             session_id: "s".into(),
             client_name: None,
             client_version: None,
-            transport: "ws".into(),
+            transport: crate::store::TransportKind::Ws,
             tool: "chat".into(),
             arguments: "{}".into(),
             state,

@@ -55,7 +55,7 @@ async fn tools_list_and_a_chat_answer_leave_a_complete_record() {
     assert_eq!(record.tool, "chat");
     assert_eq!(record.model.as_deref(), Some("fake-fast"));
     assert_eq!(record.client_name.as_deref(), Some("exai-tests"));
-    assert_eq!(record.transport, "ws");
+    assert_eq!(record.transport.as_str(), "ws");
     assert!(record.tokens_out.unwrap_or(0) > 0);
     assert!(record.result.unwrap().contains("echo: hello exai"));
     let delivered = wait_until("delivery recorded", Duration::from_secs(5), || {
@@ -445,7 +445,7 @@ async fn no_daemon_mode_serves_in_process() {
     );
     let store = exai::store::StoreReader::open(&home.join("calls.sqlite3")).unwrap();
     assert_eq!(
-        store.get(&call_id_of(&result)).unwrap().unwrap().transport,
+        store.get(&call_id_of(&result)).unwrap().unwrap().transport.as_str(),
         "stdio"
     );
     assert!(!home.join("daemon.json").exists(), "no daemon was started");
