@@ -445,7 +445,12 @@ async fn no_daemon_mode_serves_in_process() {
     );
     let store = exai::store::StoreReader::open(&home.join("calls.sqlite3")).unwrap();
     assert_eq!(
-        store.get(&call_id_of(&result)).unwrap().unwrap().transport.as_str(),
+        store
+            .get(&call_id_of(&result))
+            .unwrap()
+            .unwrap()
+            .transport
+            .as_str(),
         "stdio"
     );
     assert!(!home.join("daemon.json").exists(), "no daemon was started");
