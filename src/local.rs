@@ -18,11 +18,10 @@ use crate::transport::{FrameTransport, line_frames};
 /// Serves one session on stdin/stdout until stdin closes; calls still running are interrupted.
 pub async fn run(config: Config) -> Result<(), StoreError> {
     let limit = config.max_message_bytes;
-    let app = tokio::task::spawn_blocking(move || {
-        App::open(config, Health::new("stdio --no-daemon", None))
-    })
-    .await
-    .map_err(|_| StoreError::WriterGone)??;
+    let app =
+        crate::spawn::blocking(move || App::open(config, Health::new("stdio --no-daemon", None)))
+            .await
+            .map_err(|_| StoreError::WriterGone)??;
     app.discover_models();
     let session = Session::new(TransportKind::Stdio, &app);
     let source = line_frames(crate::stdio::input(), limit);

@@ -598,7 +598,7 @@ async fn connect_socket(config: &Config) -> Result<Ws, LinkError> {
     let home = config.home.clone();
     let inspected = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || local_socket::inspect(&home, &path))
+        crate::spawn::blocking(move || local_socket::inspect(&home, &path))
     };
     let found = inspected
         .await
@@ -865,7 +865,7 @@ async fn start_daemon(config: &Config) -> Result<(), StartError> {
     };
     let spawned = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || spawn_daemon_process(&config, listen))
+        crate::spawn::blocking(move || spawn_daemon_process(&config, listen))
     };
     let mut child = spawned.await.map_err(|e| e.to_string())??;
     let outcome = wait_until_up(config, &mut child, listen).await;

@@ -25,3 +25,15 @@ where
     #[allow(clippy::disallowed_methods)] // The one call the lint leads everyone else here from.
     tokio::spawn(future.instrument(span))
 }
+
+/// Runs blocking work (disk, SQLite, token counting) on the blocking pool inside the current
+/// span, so what it logs still names the call.
+pub fn blocking<F, R>(work: F) -> JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let span = Span::current();
+    #[allow(clippy::disallowed_methods)] // As above: the one place that spawns blocking work.
+    tokio::task::spawn_blocking(move || span.in_scope(work))
+}

@@ -661,7 +661,7 @@ impl Store {
         F: FnOnce(&StoreReader) -> Result<T, StoreError> + Send + 'static,
     {
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || query(&StoreReader::open(&path)?))
+        crate::spawn::blocking(move || query(&StoreReader::open(&path)?))
             .await
             .map_err(|_| StoreError::WriterGone)?
     }

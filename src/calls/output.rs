@@ -11,7 +11,7 @@ pub async fn fitted(result: CallToolResult, max_tokens: usize, call_id: &str) ->
     }
     let call_id = call_id.to_string();
     let whole = result.clone();
-    tokio::task::spawn_blocking(move || fit_for_client(&result, max_tokens, &call_id))
+    crate::spawn::blocking(move || fit_for_client(&result, max_tokens, &call_id))
         .await
         .unwrap_or(whole)
 }

@@ -155,7 +155,7 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
         source,
     })?;
     let config_for_open = config.clone();
-    let app = tokio::task::spawn_blocking(move || {
+    let app = crate::spawn::blocking(move || {
         App::open(
             config_for_open,
             Health::new("daemon", Some(local.to_string())),

@@ -542,7 +542,7 @@ impl OpenAiCompatible {
             let mut produced = vec![collected.text.clone(), collected.reasoning.clone()];
             produced.extend(tool_calls.iter().map(|c| c.function.arguments.clone()));
             let prompt: Vec<String> = request.messages.iter().map(|m| m.content.clone()).collect();
-            let counted = tokio::task::spawn_blocking(move || {
+            let counted = crate::spawn::blocking(move || {
                 let out: usize = produced.iter().map(|t| crate::tokens::count(t)).sum();
                 let input: usize = prompt.iter().map(|t| crate::tokens::count(t) + 4).sum();
                 (out as u64, input as u64)

@@ -88,11 +88,10 @@ impl ExaiTool for Chat {
             {
                 let path = files.remove(at);
                 let roots = files::Policy::of(&ctx.config);
-                let text =
-                    tokio::task::spawn_blocking(move || files::read_prompt_file(&path, &roots))
-                        .await
-                        .map_err(consult::blocking_failure)?
-                        .map_err(|why| bad(format!("prompt.txt: {why}")))?;
+                let text = crate::spawn::blocking(move || files::read_prompt_file(&path, &roots))
+                    .await
+                    .map_err(consult::blocking_failure)?
+                    .map_err(|why| bad(format!("prompt.txt: {why}")))?;
                 args.prompt = if args.prompt.trim().is_empty() {
                     text
                 } else {
@@ -149,7 +148,7 @@ impl ExaiTool for Chat {
             // Shown reasoning may need cutting to a token budget: counting is CPU work.
             let (mut content, mut notes) = if layout.show_reasoning {
                 let response = answer.clone();
-                tokio::task::spawn_blocking(move || answer::lay_out(&response, layout))
+                crate::spawn::blocking(move || answer::lay_out(&response, layout))
                     .await
                     .map_err(consult::blocking_failure)?
             } else {

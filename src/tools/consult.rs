@@ -229,7 +229,7 @@ pub async fn thread(ctx: &ToolContext, id: Option<&str>) -> Result<Thread, ToolF
     };
     let store_path = ctx.calls.store().path().to_path_buf();
     let id = id.to_string();
-    tokio::task::spawn_blocking(move || Thread::load(&store_path, &id))
+    crate::spawn::blocking(move || Thread::load(&store_path, &id))
         .await
         .map_err(blocking_failure)?
         .map_err(|e| match e {
@@ -332,40 +332,40 @@ pub async fn ask(
     });
     // The tokenizer is only woken when there is something to fit, and then off the runtime:
     // counting (and loading the tokenizer the first time) is CPU work.
-    let (history, turns_left_out, mut embedded, counted) =
-        if question.files.is_empty() && turns == 0 {
-            (Vec::new(), 0, Embedded::default(), None)
-        } else {
-            let mut wanted = question.files.clone();
-            if let Some(thread) = question.thread {
-                for file in thread.files() {
-                    if !wanted.contains(&file) {
-                        wanted.push(file);
-                    }
+    let (history, turns_left_out, mut embedded, counted) = if question.files.is_empty()
+        && turns == 0
+    {
+        (Vec::new(), 0, Embedded::default(), None)
+    } else {
+        let mut wanted = question.files.clone();
+        if let Some(thread) = question.thread {
+            for file in thread.files() {
+                if !wanted.contains(&file) {
+                    wanted.push(file);
                 }
             }
-            if !wanted.is_empty() {
-                ctx.call
-                    .progress
-                    .set_stage(format!("reading {} file path(s)", wanted.len()));
-            }
-            let fitting = Fitting {
-                context: target.model.context_window as usize,
-                max_output: model_output as usize,
-                fixed: format!("{}{}", question.system, question.prompt),
-                thread: question.thread.cloned(),
-                files: wanted,
-                roots: files::Policy::of(&ctx.config),
-            };
-            let (history, left_out, embedded, counted) =
-                tokio::task::spawn_blocking(move || fitting.fit())
-                    .await
-                    .map_err(|e| Failed {
-                        failure: blocking_failure(e),
-                        usage: Usage::default(),
-                    })?;
-            (history, left_out, embedded, Some(counted as u64))
+        }
+        if !wanted.is_empty() {
+            ctx.call
+                .progress
+                .set_stage(format!("reading {} file path(s)", wanted.len()));
+        }
+        let fitting = Fitting {
+            context: target.model.context_window as usize,
+            max_output: model_output as usize,
+            fixed: format!("{}{}", question.system, question.prompt),
+            thread: question.thread.cloned(),
+            files: wanted,
+            roots: files::Policy::of(&ctx.config),
         };
+        let (history, left_out, embedded, counted) = crate::spawn::blocking(move || fitting.fit())
+            .await
+            .map_err(|e| Failed {
+                failure: blocking_failure(e),
+                usage: Usage::default(),
+            })?;
+        (history, left_out, embedded, Some(counted as u64))
+    };
 
     let mut messages = vec![ChatMessage::system(question.system)];
     // History and file text move into the messages: a long call keeps one copy, not two.
@@ -461,7 +461,7 @@ async fn load_images(
     ctx.call
         .progress
         .set_stage(format!("reading {} image(s)", given.len()));
-    tokio::task::spawn_blocking(move || {
+    crate::spawn::blocking(move || {
         given
             .iter()
             .map(|g| {

@@ -148,14 +148,16 @@ impl Workflow for PreCommit {
         let deadline = ctx.call.deadline;
         ctx.call.progress.set_stage("reading the repository");
         Box::pin(async move {
-            let dir = tokio::task::spawn_blocking(move || {
-                files::resolve(&path, &roots).map(|p| (p, roots))
-            })
-            .await
-            .map_err(blocking_failure)?
-            .map_err(|why| {
-                ToolFailure::new(FailureKind::BadArguments, format!("precommit path: {why}"))
-            })?;
+            let dir =
+                crate::spawn::blocking(move || files::resolve(&path, &roots).map(|p| (p, roots)))
+                    .await
+                    .map_err(blocking_failure)?
+                    .map_err(|why| {
+                        ToolFailure::new(
+                            FailureKind::BadArguments,
+                            format!("precommit path: {why}"),
+                        )
+                    })?;
             read_repository(&dir.0, &dir.1, &wanted, last, deadline).await
         })
     }

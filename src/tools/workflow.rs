@@ -794,7 +794,7 @@ async fn run<W: Workflow>(
     // Paths that will not reach the model are named now, not at the last step.
     let roots = files::Policy::of(&ctx.config);
     let named = args.report.relevant_files.clone();
-    let refused = tokio::task::spawn_blocking(move || files::refused(&named, &roots))
+    let refused = crate::spawn::blocking(move || files::refused(&named, &roots))
         .await
         .map_err(consult::blocking_failure)?;
     for r in refused {
