@@ -1,4 +1,4 @@
-//! The `exai` command line: daemon, stdio, calls, status.
+//! The `exai` command line: daemon, stdio, calls, config, keys, status.
 // The top of the program: the one place that prints an error to stderr and exits.
 #![allow(clippy::print_stderr)]
 
@@ -64,11 +64,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Provider API keys in the keys file (keys.toml beside the config file, mode 0600).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Is the daemon up, what is running, what failed lately.
     Status {
         /// Print JSON (for scripts) instead of text.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Store a provider's key: read from stdin when piped, else typed at a prompt (not shown).
+    Set {
+        /// glm, kimi, openai, openrouter or custom.
+        provider: String,
+    },
+    /// Each provider: whether a key is set (masked) and where it comes from.
+    List {
+        /// Print JSON (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a provider's key from the keys file.
+    Rm {
+        /// glm, kimi, openai, openrouter or custom.
+        provider: String,
     },
 }
 
@@ -192,6 +217,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_env()?;
             exai::tools::ToolRegistry::check_settings(&config)?;
             exai::cli::show_config(&config, json, &mut std::io::stdout().lock())?;
+        }
+        Command::Keys { command } => {
+            let path = exai::cli::keys::keys_file()?;
+            let mut out = std::io::stdout().lock();
+            match command {
+                KeysCommand::Set { provider } => exai::cli::keys::set(&path, &provider, &mut out)?,
+                KeysCommand::List { json } => exai::cli::keys::list(&path, json, &mut out)?,
+                KeysCommand::Rm { provider } => {
+                    exai::cli::keys::remove(&path, &provider, &mut out)?
+                }
+            }
         }
         Command::Status { json } => {
             let config = Config::from_env()?;

@@ -1,5 +1,7 @@
 //! `exai calls` and `exai status`: what happened, read straight from the store (daemon up or not).
 
+pub mod keys;
+
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;

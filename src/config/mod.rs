@@ -1,6 +1,8 @@
-//! Settings: the environment, then the config file, then defaults.
+//! Settings: the environment, then the keys file (API keys only), then the config file, then
+//! defaults.
 
 mod file;
+pub mod keys;
 pub mod settings;
 
 use settings as s;
@@ -24,6 +26,8 @@ pub enum ConfigError {
     NoHome,
     #[error("config file {path}: {why}")]
     File { path: String, why: String },
+    #[error(transparent)]
+    Keys(#[from] keys::KeysError),
 }
 
 /// A secret value (an API key) that never prints itself.
@@ -276,8 +280,11 @@ impl Config {
         else {
             return Self::from_lookup(env);
         };
+        let stored_keys = keys::read(&keys::beside(&path))?;
         let Some(parsed) = file::read(&path, explicit)? else {
-            return Self::from_lookup(env);
+            let mut config = Self::from_lookup(env)?;
+            config.add_stored_keys(&stored_keys);
+            return Ok(config);
         };
         let in_file = |e: ConfigError| match e {
             ConfigError::File { why, .. } => ConfigError::File {
@@ -305,6 +312,7 @@ impl Config {
             },
             other => other,
         })?;
+        config.add_stored_keys(&stored_keys);
         for (var, (_, key)) in &file_vars {
             if env(var).is_none() {
                 config
@@ -317,6 +325,29 @@ impl Config {
             .map_err(in_file)?;
         config.file = Some(path);
         Ok(config)
+    }
+
+    /// Gives each built-in provider (and the `CUSTOM_API_URL` endpoint) that the environment
+    /// left without a key its key from the keys file. Runs before `[[endpoints]]` are added:
+    /// the keys file holds no keys for those.
+    fn add_stored_keys(&mut self, stored: &keys::Keys) {
+        for endpoint in &mut self.endpoints {
+            let Some(key) = stored.get(&endpoint.name) else {
+                continue;
+            };
+            if endpoint.api_key.is_some() {
+                continue;
+            }
+            endpoint.api_key = Some(key.clone());
+            endpoint.key_source = Some(format!("the keys file (exai keys set {})", endpoint.name));
+            endpoint.unavailable = None;
+            if let Some(vars) = keys::override_vars(&endpoint.name) {
+                for var in vars {
+                    self.sources
+                        .insert(var.to_string(), "keys file".to_string());
+                }
+            }
+        }
     }
 
     fn add_file_endpoints(
@@ -723,6 +754,7 @@ fn private_paths(home: &Path, get: &impl Fn(&str) -> Option<String>) -> Vec<Path
         paths.extend(default_file.parent().map(Path::to_path_buf));
     }
     if let Some(explicit) = get("EXAI_CONFIG") {
+        paths.push(keys::beside(Path::new(&explicit)));
         paths.push(PathBuf::from(explicit));
     }
     let canonical: Vec<PathBuf> = paths.iter().filter_map(|p| p.canonicalize().ok()).collect();

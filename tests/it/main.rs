@@ -20,6 +20,7 @@ mod hostile_calls;
 mod hostile_files;
 mod hostile_repo;
 mod hostile_shim;
+mod keys;
 mod live_providers;
 mod provider_fidelity;
 mod provider_requests;

@@ -1,0 +1,224 @@
+//! `exai keys set|list|rm`: provider keys in the keys file, shown only masked.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::config::Secret;
+use crate::config::keys::{self, Keys, KeysError};
+
+/// Why a `keys` command failed. No message quotes a key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysCliError {
+    #[error(transparent)]
+    File(#[from] KeysError),
+    #[error("unknown provider {0:?}; known: {known}", known = keys::provider_names())]
+    UnknownProvider(String),
+    #[error("no key given (an empty key is not stored)")]
+    Empty,
+    #[error("cannot read the key: {0}")]
+    Input(std::io::Error),
+    #[error("{0}")]
+    Output(#[from] std::io::Error),
+    #[error(
+        "no config directory: set EXAI_CONFIG, XDG_CONFIG_HOME or HOME (the keys file lives beside the config file)"
+    )]
+    NoLocation,
+}
+
+/// The keys file of this process's environment.
+pub fn keys_file() -> Result<std::path::PathBuf, KeysCliError> {
+    keys::location(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()))
+        .ok_or(KeysCliError::NoLocation)
+}
+
+fn known(provider: &str) -> Result<&'static [&'static str], KeysCliError> {
+    keys::override_vars(provider).ok_or_else(|| KeysCliError::UnknownProvider(provider.into()))
+}
+
+/// "…wxyz" for a key long enough that its last four characters say little; else its length.
+fn masked(key: &Secret) -> String {
+    let chars: Vec<char> = key.expose().chars().collect();
+    if chars.len() >= 12 {
+        let tail: String = chars[chars.len() - 4..].iter().collect();
+        format!("…{tail}")
+    } else {
+        format!("{} characters", chars.len())
+    }
+}
+
+/// The first of `vars` set in the environment.
+fn set_in_environment(vars: &[&'static str]) -> Option<&'static str> {
+    vars.iter()
+        .copied()
+        .find(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()))
+}
+
+/// `exai keys set PROVIDER`: the key from stdin (a pipe) or typed at a prompt without echo.
+pub fn set(path: &Path, provider: &str, out: &mut impl Write) -> Result<(), KeysCliError> {
+    let vars = known(provider)?;
+    let mut stored = keys::read(path)?;
+    let key = read_key(provider)?;
+    let key = Secret::new(key);
+    let shown = masked(&key);
+    stored.set(provider, key);
+    keys::write(path, &stored)?;
+    writeln!(
+        out,
+        "{provider}: key stored ({shown}) in {}",
+        path.display()
+    )?;
+    if let Some(var) = set_in_environment(vars) {
+        writeln!(
+            out,
+            "note: {var} is set in this environment; where it is set, it wins over the keys file"
+        )?;
+    }
+    writeln!(
+        out,
+        "a daemon already running keeps its keys until it restarts (it reads the keys file at start)"
+    )?;
+    Ok(())
+}
+
+/// `exai keys rm PROVIDER`.
+pub fn remove(path: &Path, provider: &str, out: &mut impl Write) -> Result<(), KeysCliError> {
+    known(provider)?;
+    let mut stored = keys::read(path)?;
+    if stored.remove(provider) {
+        keys::write(path, &stored)?;
+        writeln!(out, "{provider}: key removed from {}", path.display())?;
+    } else {
+        writeln!(out, "{provider}: no key stored in {}", path.display())?;
+    }
+    Ok(())
+}
+
+/// `exai keys list`: each provider, whether its key is set and where the effective one comes from.
+pub fn list(path: &Path, as_json: bool, out: &mut impl Write) -> Result<(), KeysCliError> {
+    let stored = keys::read(path)?;
+    let rows: Vec<serde_json::Value> = keys::providers()
+        .map(|(name, vars)| row(&stored, name, vars))
+        .collect();
+    if as_json {
+        let value = json!({"keys_file": path, "providers": rows});
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    writeln!(out, "keys file: {}", path.display())?;
+    for row in &rows {
+        let name = row["provider"].as_str().unwrap_or("?");
+        let line = match (row["set"].as_bool(), row["from"].as_str()) {
+            (Some(true), Some(from)) => {
+                let mut line = format!("set ({}) from {from}", row["shown"].as_str().unwrap_or(""));
+                if row["stored_but_overridden"] == true {
+                    line.push_str(" (the keys file's key is not used)");
+                }
+                line
+            }
+            _ => format!(
+                "not set (exai keys set {name}, or {})",
+                row["variables"]
+                    .as_array()
+                    .map(|v| v
+                        .iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" or "))
+                    .unwrap_or_default()
+            ),
+        };
+        writeln!(out, "{name:<12} {line}")?;
+    }
+    Ok(())
+}
+
+/// One provider's line of `exai keys list`, as JSON: never the key, only its masked form.
+fn row(stored: &Keys, name: &str, vars: &[&'static str]) -> serde_json::Value {
+    let from_file = stored.get(name);
+    let (set, shown, from) = match (set_in_environment(vars), from_file) {
+        (Some(var), _) => {
+            let key = Secret::new(std::env::var(var).unwrap_or_default().trim().to_string());
+            (
+                true,
+                Some(masked(&key)),
+                Some(format!("environment variable {var}")),
+            )
+        }
+        (None, Some(key)) => (true, Some(masked(key)), Some("keys file".to_string())),
+        (None, None) => (false, None, None),
+    };
+    json!({
+        "provider": name,
+        "set": set,
+        "shown": shown,
+        "from": from,
+        "stored_but_overridden": from_file.is_some() && set_in_environment(vars).is_some(),
+        "variables": vars,
+    })
+}
+
+/// The key: one line of stdin when it is not a terminal, else typed at a prompt without echo.
+fn read_key(provider: &str) -> Result<String, KeysCliError> {
+    let stdin = std::io::stdin();
+    // SAFETY: isatty only inspects the descriptor.
+    let terminal = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+    let mut line = String::new();
+    if terminal {
+        let mut prompt = std::io::stderr();
+        write!(prompt, "{provider} API key (not shown): ")?;
+        prompt.flush()?;
+        let _echo_off = EchoOff::new(libc::STDIN_FILENO).map_err(KeysCliError::Input)?;
+        let read = stdin.lock().read_line(&mut line);
+        // The newline typed was not echoed either.
+        writeln!(prompt)?;
+        read.map_err(KeysCliError::Input)?;
+    } else {
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(KeysCliError::Input)?;
+    }
+    let key = line.trim().to_string();
+    if key.is_empty() {
+        return Err(KeysCliError::Empty);
+    }
+    Ok(key)
+}
+
+/// The terminal's echo turned off; turned back on when dropped, whatever path leaves.
+struct EchoOff {
+    fd: libc::c_int,
+    saved: libc::termios,
+}
+
+impl EchoOff {
+    fn new(fd: libc::c_int) -> std::io::Result<Self> {
+        // SAFETY: termios is plain data; tcgetattr fills it or fails, and is checked.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: a termios read from this descriptor, with one flag changed.
+        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self { fd, saved })
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read in `new` on the same descriptor.
+        unsafe {
+            libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved);
+        }
+    }
+}

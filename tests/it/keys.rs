@@ -1,0 +1,236 @@
+//! `exai keys`: keys stored in a private file beside the config file, shown only masked, read by
+//! the daemon at start, overridden by the environment, and refused when the file is not private.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+const KEY: &str = "sk-keysfile-secret-7781";
+
+/// A config directory of its own (XDG_CONFIG_HOME) and a state dir: (config home, keys file).
+fn config_home() -> (PathBuf, PathBuf) {
+    let dir = temp_home();
+    let keys = dir.join("exai/keys.toml");
+    (dir, keys)
+}
+
+/// `exai ARGS` with only `env` (and PATH), `stdin` piped in: (success, stdout + stderr).
+fn exai(env: &[(&str, &str)], args: &[&str], stdin: &str) -> (bool, String) {
+    let mut child = Command::new(EXAI)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn env_of(config: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("XDG_CONFIG_HOME", path(config)),
+        ("EXAI_HOME", path(&config.join("state"))),
+    ]
+}
+
+fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[test]
+fn keys_set_from_stdin_are_private_listed_masked_and_removed() {
+    let (config, keys_file) = config_home();
+    let env = env_of(&config);
+    let env = as_refs(&env);
+
+    let (ok, out) = exai(&env, &["keys", "set", "custom"], &format!("  {KEY}  \n"));
+    assert!(ok, "{out}");
+    assert!(!out.contains(KEY), "{out}");
+    let mode = std::fs::metadata(&keys_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let dir_mode = std::fs::metadata(keys_file.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+    assert!(
+        std::fs::read_to_string(&keys_file)
+            .unwrap()
+            .contains(&format!("custom = \"{KEY}\""))
+    );
+
+    let (ok, out) = exai(&env, &["keys", "list"], "");
+    assert!(ok, "{out}");
+    assert!(out.contains("set (…7781) from keys file"), "{out}");
+    assert!(out.contains("glm") && out.contains("not set"), "{out}");
+    assert!(!out.contains(KEY), "{out}");
+    let (ok, out) = exai(&env, &["keys", "list", "--json"], "");
+    assert!(ok, "{out}");
+    assert!(!out.contains(KEY), "{out}");
+
+    let (ok, out) = exai(&env, &["keys", "set", "gpt"], "sk-whatever-1\n");
+    assert!(
+        !ok && out.contains("unknown provider \"gpt\"") && out.contains("openrouter"),
+        "{out}"
+    );
+    assert!(!out.contains("sk-whatever-1"), "{out}");
+    let (ok, out) = exai(&env, &["keys", "set", "glm"], "   \n");
+    assert!(!ok && out.contains("empty key"), "{out}");
+
+    let (ok, out) = exai(&env, &["keys", "rm", "custom"], "");
+    assert!(ok && out.contains("removed"), "{out}");
+    let (ok, out) = exai(&env, &["keys", "list"], "");
+    assert!(ok, "{out}");
+    assert!(!out.contains("from keys file"), "{out}");
+    assert!(!std::fs::read_to_string(&keys_file).unwrap().contains(KEY));
+}
+
+#[test]
+fn the_environment_overrides_the_keys_file() {
+    let (config, _) = config_home();
+    let mut env = env_of(&config);
+    env.push(("CUSTOM_API_URL", "http://127.0.0.1:9/v1".into()));
+    let (ok, out) = exai(&as_refs(&env), &["keys", "set", "custom"], KEY);
+    assert!(ok, "{out}");
+
+    let (ok, out) = exai(&as_refs(&env), &["config"], "");
+    assert!(ok, "{out}");
+    assert!(out.contains("key set in the keys file"), "{out}");
+    assert!(!out.contains(KEY), "{out}");
+
+    env.push(("CUSTOM_API_KEY", "sk-from-environment-4242".into()));
+    let (ok, out) = exai(&as_refs(&env), &["config"], "");
+    assert!(ok, "{out}");
+    assert!(out.contains("key set in CUSTOM_API_KEY"), "{out}");
+    let (ok, out) = exai(&as_refs(&env), &["keys", "list"], "");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(
+            "set (…4242) from environment variable CUSTOM_API_KEY (the keys file's key is not used)"
+        ),
+        "{out}"
+    );
+    assert!(
+        !out.contains(KEY) && !out.contains("sk-from-environment-4242"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_keys_file_others_may_read_or_a_symlink_is_refused() {
+    let (config, keys_file) = config_home();
+    let env = env_of(&config);
+    let env = as_refs(&env);
+    let (ok, out) = exai(&env, &["keys", "set", "glm"], KEY);
+    assert!(ok, "{out}");
+
+    std::fs::set_permissions(&keys_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for args in [&["config"][..], &["keys", "list"], &["keys", "set", "kimi"]] {
+        let (ok, out) = exai(&env, args, "sk-other-key-1\n");
+        assert!(!ok, "{args:?}: {out}");
+        assert!(
+            out.contains(&format!("chmod 600 {}", keys_file.display())),
+            "{args:?}: {out}"
+        );
+        assert!(!out.contains(KEY), "{out}");
+    }
+    std::fs::set_permissions(&keys_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let real = config.join("elsewhere.toml");
+    std::fs::rename(&keys_file, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &keys_file).unwrap();
+    for args in [&["config"][..], &["keys", "list"]] {
+        let (ok, out) = exai(&env, args, "");
+        assert!(!ok, "{args:?}: {out}");
+        assert!(
+            out.contains("is a symlink or not a regular file") && out.contains(&path(&keys_file)),
+            "{args:?}: {out}"
+        );
+        assert!(!out.contains(KEY), "{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_started_without_the_key_in_its_environment_sends_the_stored_one() {
+    let fake = Fake::start();
+    let (config, keys_file) = config_home();
+    let config_dir = path(&config);
+    let (ok, out) = exai(
+        &[("XDG_CONFIG_HOME", config_dir.as_str())],
+        &["keys", "set", "custom"],
+        KEY,
+    );
+    assert!(ok, "{out}");
+    // Blank counts as unset: whatever the test's own environment holds, the daemon has no key.
+    let daemon_env = [
+        ("XDG_CONFIG_HOME", config_dir.as_str()),
+        ("EXAI_CONFIG", ""),
+        ("CUSTOM_API_KEY", ""),
+    ];
+    let mut daemon = Daemon::start(&fake, &daemon_env);
+
+    let (ok, out) = daemon.cli(&["config"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("key set in the keys file"), "{out}");
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let answered = client
+        .call_tool(chat("hello", "custom:fake-fast"))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&answered), "echo: hello");
+    assert_eq!(last_body(&fake, "fake-fast")["_has_auth"], true);
+    // The provider echoes the Authorization header back in its error: exai masks it.
+    let rejected = client
+        .call_tool(chat("x", "custom:fake-echo-auth"))
+        .await
+        .unwrap();
+    let error = all_text_of(&rejected);
+    assert!(error.contains("Bearer ***"), "{error}");
+    assert!(!error.contains(KEY), "{error}");
+    for result in [&answered, &rejected] {
+        let id = call_id_of(result);
+        daemon.final_record(&id);
+        let (ok, record) = daemon.cli(&["calls", "show", &id, "--json"]);
+        assert!(ok, "{record}");
+        assert!(!record.contains(KEY), "{record}");
+    }
+    client.cancel().await.unwrap();
+    daemon.stop();
+    assert_eq!(logged(&daemon.home, KEY), 0);
+
+    // Without the stored key, the same daemon set-up sends none: the key above came from the file.
+    let (ok, out) = exai(
+        &[("XDG_CONFIG_HOME", config_dir.as_str())],
+        &["keys", "rm", "custom"],
+        "",
+    );
+    assert!(ok, "{out}");
+    assert!(!std::fs::read_to_string(&keys_file).unwrap().contains(KEY));
+    let daemon = Daemon::start(&fake, &daemon_env);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let answered = client
+        .call_tool(chat("again", "custom:fake-fast"))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&answered), "echo: again");
+    assert_eq!(last_body(&fake, "fake-fast")["_has_auth"], false);
+    client.cancel().await.unwrap();
+}
