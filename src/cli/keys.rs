@@ -103,11 +103,7 @@ pub fn list(path: &Path, as_json: bool, out: &mut impl Write) -> Result<(), Keys
         .collect();
     if as_json {
         let value = json!({"keys_file": path, "providers": rows});
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        )?;
+        super::write_json(out, &value)?;
         return Ok(());
     }
     writeln!(out, "keys file: {}", path.display())?;

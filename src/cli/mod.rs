@@ -140,11 +140,7 @@ pub fn show_call(
     let logs = log_lines(&config.log_dir(), &row.id);
     if as_json {
         let value = json!({"call": row, "log": logs});
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        )?;
+        write_json(out, &value)?;
         return Ok(());
     }
     let field = |name: &str, value: Option<String>| -> String {
@@ -302,11 +298,7 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
             "running": running,
             "recent_failures": failures,
         });
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        )?;
+        write_json(out, &value)?;
         return Ok(());
     }
     match &health {
@@ -432,11 +424,7 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
             })).collect::<Vec<_>>(),
             "providers": providers,
         });
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        )?;
+        write_json(out, &value)?;
         return Ok(());
     }
     match &config.file {
@@ -484,4 +472,13 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
         }
     }
     Ok(())
+}
+
+/// Writes `value` as pretty JSON on a line of its own (`--json` output).
+pub(crate) fn write_json(out: &mut impl Write, value: &serde_json::Value) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    )
 }
