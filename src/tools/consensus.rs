@@ -532,12 +532,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                      points of agreement and disagreement.",
         notes,
     };
-    let summary = serde_json::to_value(&summary).map_err(|e| {
-        ToolFailure::new(
-            FailureKind::Internal,
-            format!("the answer could not be written: {e}"),
-        )
-    })?;
+    let summary = super::tool::to_json("answer", &summary)?;
     let mut body = texts.join("\n\n");
     if let Some(s) = &synthesis {
         body.push_str(&format!("\n\n# Synthesis\n\n{s}"));

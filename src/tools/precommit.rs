@@ -182,12 +182,7 @@ struct RepositoryState {
 
 impl RepositoryState {
     fn as_value(&self) -> Result<Value, ToolFailure> {
-        serde_json::to_value(self).map_err(|e| {
-            ToolFailure::new(
-                FailureKind::Internal,
-                format!("the repository state could not be written: {e}"),
-            )
-        })
+        super::tool::to_json("repository state", self)
     }
 }
 

@@ -135,6 +135,19 @@ pub(super) fn parse_arguments<Args: DeserializeOwned>(
     })
 }
 
+/// A tool's own answer (`what`) as JSON; failing is exai's fault, said as such.
+pub(super) fn to_json(
+    what: &str,
+    value: &impl serde::Serialize,
+) -> Result<serde_json::Value, ToolFailure> {
+    serde_json::to_value(value).map_err(|e| {
+        ToolFailure::new(
+            FailureKind::Internal,
+            format!("the {what} could not be written: {e}"),
+        )
+    })
+}
+
 /// Arguments of a tool that takes none.
 #[derive(Debug, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

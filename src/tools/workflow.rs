@@ -751,12 +751,7 @@ fn answer_result(
     answer: &impl Serialize,
     mut blocks: Vec<ContentBlock>,
 ) -> Result<CallToolResult, ToolFailure> {
-    let answer = serde_json::to_value(answer).map_err(|e| {
-        ToolFailure::new(
-            FailureKind::Internal,
-            format!("the answer could not be written: {e}"),
-        )
-    })?;
+    let answer = super::tool::to_json("answer", &answer)?;
     let text = serde_json::to_string_pretty(&answer).unwrap_or_else(|_| answer.to_string());
     blocks.insert(0, ContentBlock::text(text));
     let mut result = CallToolResult::success(blocks);
