@@ -450,7 +450,7 @@ fn openrouter_refusal(model: &Model, body: &Value) -> Option<Refused> {
 
 /// The index (in `messages`) of the first assistant turn that called tools without
 /// `reasoning_content`: Kimi refuses it while thinking is on.
-pub(super) fn assistant_tool_call_without_reasoning(body: &Value) -> Option<usize> {
+fn assistant_tool_call_without_reasoning(body: &Value) -> Option<usize> {
     body["messages"].as_array()?.iter().position(|m| {
         m["role"] == "assistant"
             && m.get("tool_calls").is_some()

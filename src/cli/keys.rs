@@ -137,7 +137,8 @@ pub fn list(path: &Path, as_json: bool, out: &mut impl Write) -> Result<(), Keys
 /// One provider's line of `exai keys list`, as JSON: never the key, only its masked form.
 fn row(stored: &Keys, name: &str, vars: &[&'static str]) -> serde_json::Value {
     let from_file = stored.get(name);
-    let (set, shown, from) = match (set_in_environment(vars), from_file) {
+    let env_var = set_in_environment(vars);
+    let (set, shown, from) = match (env_var, from_file) {
         (Some(var), _) => {
             let key = Secret::new(std::env::var(var).unwrap_or_default().trim().to_string());
             (
@@ -154,7 +155,7 @@ fn row(stored: &Keys, name: &str, vars: &[&'static str]) -> serde_json::Value {
         "set": set,
         "shown": shown,
         "from": from,
-        "stored_but_overridden": from_file.is_some() && set_in_environment(vars).is_some(),
+        "stored_but_overridden": from_file.is_some() && env_var.is_some(),
         "variables": vars,
     })
 }
@@ -162,8 +163,7 @@ fn row(stored: &Keys, name: &str, vars: &[&'static str]) -> serde_json::Value {
 /// The key: one line of stdin when it is not a terminal, else typed at a prompt without echo.
 fn read_key(provider: &str) -> Result<String, KeysCliError> {
     let stdin = std::io::stdin();
-    // SAFETY: isatty only inspects the descriptor.
-    let terminal = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+    let terminal = std::io::IsTerminal::is_terminal(&stdin);
     let mut line = String::new();
     if terminal {
         let mut prompt = std::io::stderr();

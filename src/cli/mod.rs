@@ -356,14 +356,11 @@ fn default_model_warnings(config: &Config) -> Vec<String> {
         .unwrap_or_else(|_| crate::providers::Catalog::built_in());
     let providers = crate::providers::Providers::from_config(config, catalog);
     let mut warnings = Vec::new();
-    let default = config.default_model.as_deref().filter(|m| *m != "auto");
-    if let Err(why) = providers.resolve(default, crate::providers::Need::Deep) {
-        let which = match default {
-            Some(model) => format!("DEFAULT_MODEL {model}"),
-            None => "DEFAULT_MODEL auto".to_string(),
-        };
+    // Naming no model is what such calls do: the default model, else `auto`.
+    if let Err(why) = providers.resolve(None, crate::providers::Need::Deep) {
+        let which = config.default_model.as_deref().unwrap_or("auto");
         warnings.push(format!(
-            "{which} cannot be used, so calls that name no model will fail: {why}"
+            "DEFAULT_MODEL {which} cannot be used, so calls that name no model will fail: {why}"
         ));
     }
     for model in &config.fallback_models {

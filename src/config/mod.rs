@@ -341,12 +341,6 @@ impl Config {
             endpoint.api_key = Some(key.clone());
             endpoint.key_source = Some(format!("the keys file (exai keys set {})", endpoint.name));
             endpoint.unavailable = None;
-            if let Some(vars) = keys::override_vars(&endpoint.name) {
-                for var in vars {
-                    self.sources
-                        .insert(var.to_string(), "keys file".to_string());
-                }
-            }
         }
     }
 
@@ -860,11 +854,7 @@ fn parse_tool_max_output(text: Option<String>) -> Result<HashMap<String, u64>, C
         let (tool, tokens) = pair
             .split_once('=')
             .ok_or_else(|| invalid("expected tool=tokens"))?;
-        let tokens = tokens
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
+        let tokens = positive_whole(tokens)
             .ok_or_else(|| invalid("expected a positive whole number of tokens"))?;
         map.insert(tool.trim().to_string(), tokens);
     }

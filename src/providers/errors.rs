@@ -173,9 +173,7 @@ pub(crate) fn hint(
         ErrorClass::Account => " — the account cannot be used (inactive, locked or unknown); \
                                 see the provider's console; exai did not retry"
             .to_string(),
-        ErrorClass::RateLimited => {
-            " — rate limited; exai retried as long as the deadline allowed".to_string()
-        }
+        ErrorClass::RateLimited => status_hint(kind, key, 429),
         ErrorClass::Overloaded => " — the provider is overloaded; exai retried as long as the \
                                    deadline allowed; try again later or another model"
             .to_string(),
