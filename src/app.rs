@@ -25,7 +25,7 @@ pub struct App {
 impl App {
     /// Opens the store (marking calls of dead processes `interrupted`) and builds the rest.
     ///
-    /// Blocking (SQLite): call before serving, or from `spawn_blocking`.
+    /// Blocking (it opens the database): call before serving, or from `spawn_blocking`.
     pub fn open(config: Config, health: Health) -> Result<Arc<Self>, StoreError> {
         Self::open_with(config, health, Providers::from_config)
     }
@@ -36,9 +36,10 @@ impl App {
         health: Health,
         providers: impl FnOnce(&Config, Catalog) -> Providers,
     ) -> Result<Arc<Self>, StoreError> {
-        let store_path = config.store_path();
-        let store = Store::open(&store_path)?;
-        let reader = StoreReader::open(&store_path)?;
+        let store = Store::open(&config.store)?;
+        #[cfg(test)]
+        let store = store.without_answer_limit();
+        let reader = StoreReader::open_at(&config.store)?;
         let interrupted = reader.interrupt_orphans("exai stopped while the call was running")?;
         if interrupted > 0 {
             tracing::warn!(
@@ -116,7 +117,7 @@ impl App {
     /// The default config (the custom endpoint, default model `fake-fast`) with `settings`
     /// (environment names and values) over it; a store in a fresh temporary EXAI_HOME.
     ///
-    /// Blocking (SQLite), like [`App::open`].
+    /// Blocking (it opens the database), like [`App::open`].
     pub(crate) fn for_tests(settings: &[(&str, &str)]) -> TestApp {
         let home = std::env::temp_dir().join(format!("exai-app-{}", uuid::Uuid::now_v7()));
         let mut vars: std::collections::HashMap<String, String> = [

@@ -196,22 +196,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let config = Config::from_env()?;
-            let mut out = std::io::stdout().lock();
-            match show {
-                Some(CallsCommand::Show { id, json }) => {
-                    exai::cli::show_call(&config, &id, json, &mut out)?
+            // The store is read on a blocking thread: the Postgres client blocks on a runtime
+            // of its own, which cannot run on this one's thread.
+            exai::spawn::blocking(move || {
+                let mut out = std::io::stdout().lock();
+                match show {
+                    Some(CallsCommand::Show { id, json }) => {
+                        exai::cli::show_call(&config, &id, json, &mut out)
+                    }
+                    None => {
+                        let filter = CallFilter {
+                            failed_only: failed,
+                            running_only: running,
+                            tool,
+                            limit,
+                            ..Default::default()
+                        };
+                        exai::cli::list_calls(&config, &filter, json, &mut out)
+                    }
                 }
-                None => {
-                    let filter = CallFilter {
-                        failed_only: failed,
-                        running_only: running,
-                        tool,
-                        limit,
-                        ..Default::default()
-                    };
-                    exai::cli::list_calls(&config, &filter, json, &mut out)?
-                }
-            }
+            })
+            .await??;
         }
         Command::Config { json } => {
             let config = Config::from_env()?;

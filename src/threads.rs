@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError, StoreReader, ThreadRow, now_ms};
+use crate::store::{Store, StoreError, ThreadRow, now_ms};
 use crate::tokens;
 
 /// One turn of a conversation.
@@ -96,13 +96,15 @@ impl Thread {
         }
     }
 
-    /// Loads a thread (blocking: call from `spawn_blocking`).
-    pub fn load(store: &std::path::Path, id: &str) -> Result<Self, ThreadError> {
+    /// Loads a thread from the store.
+    pub async fn load(store: &Store, id: &str) -> Result<Self, ThreadError> {
         let id = uuid::Uuid::parse_str(id.trim())
             .map_err(|_| ThreadError::Malformed(id.to_string()))?
             .to_string();
-        let row = StoreReader::open(store)?
-            .thread(&id)?
+        let wanted = id.clone();
+        let row = store
+            .read(move |reader| reader.thread(&wanted))
+            .await?
             .ok_or_else(|| ThreadError::Unknown(id.clone()))?;
         let turns = serde_json::from_str(&row.turns).map_err(|e| ThreadError::Damaged {
             id: id.clone(),
@@ -212,9 +214,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_thread_survives_a_reload_and_keeps_its_turn_cap() {
-        let dir = std::env::temp_dir().join(format!("exai-threads-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("s.db")).unwrap();
+        let store = Store::open(&crate::store::tests::test_location()).unwrap();
         let mut thread = Thread::new();
         let mut dropped = Vec::new();
         for i in 0..6 {
@@ -230,17 +230,17 @@ mod tests {
             );
         }
         store.sync().await.unwrap();
-        let loaded = Thread::load(store.path(), &thread.id).unwrap();
+        let loaded = Thread::load(&store, &thread.id).await.unwrap();
         let contents: Vec<_> = loaded.turns.iter().map(|t| t.content.as_str()).collect();
         // The cap counts exchanges (question and answer), not messages.
         assert_eq!(contents, ["q2", "a2", "q3", "a3", "q4", "a4", "q5", "a5"]);
         assert_eq!(dropped, [0, 0, 0, 0, 1, 1]);
         assert!(matches!(
-            Thread::load(store.path(), "01a2132d-05c7-76ba-ab75-235da0d3ad5f"),
+            Thread::load(&store, "01a2132d-05c7-76ba-ab75-235da0d3ad5f").await,
             Err(ThreadError::Unknown(_))
         ));
         assert!(matches!(
-            Thread::load(store.path(), "nope"),
+            Thread::load(&store, "nope").await,
             Err(ThreadError::Malformed(_))
         ));
     }

@@ -60,7 +60,7 @@ async fn call(app: &App, tool: &str, arguments: Value) -> (Arc<LiveCall>, Arc<Ou
 
 /// The call's record as the store has it now.
 fn record(app: &App, id: &str) -> CallRow {
-    StoreReader::open(&app.config.store_path())
+    StoreReader::open_at(&app.config.store)
         .expect("the store opens")
         .get(id)
         .expect("the store reads")

@@ -239,8 +239,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_is_running_then_ended_fresh_then_ended_from_its_record() {
-        let dir = std::env::temp_dir().join(format!("exai-view-test-{}", uuid::Uuid::now_v7()));
-        let store = Store::open(&dir.join("calls.sqlite3")).unwrap();
+        let store = Store::open(&crate::store::tests::test_location()).unwrap();
         let calls = Arc::new(Calls::new(store, 25_000));
         assert!(matches!(
             calls
@@ -301,7 +300,6 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(row.delivery, Delivery::DeliveredByCallResult);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

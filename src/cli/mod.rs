@@ -29,11 +29,10 @@ pub enum CliError {
 }
 
 fn open_store(config: &Config) -> Result<StoreReader, CliError> {
-    let path = config.store_path();
-    if !path.exists() {
-        return Err(CliError::NoStore(path.display().to_string()));
+    if !config.store.exists() {
+        return Err(CliError::NoStore(config.store.to_string()));
     }
-    Ok(StoreReader::open(&path)?)
+    Ok(StoreReader::open_at(&config.store)?)
 }
 
 /// "3 s", "4 min", "2 h", "5 d".
@@ -273,23 +272,26 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
         Some(r) => r.json().await.ok(),
         None => None,
     };
-    let store = open_store(config);
-    let list = |filter: CallFilter| -> Result<Vec<CallRow>, CliError> {
-        Ok(match &store {
-            Ok(s) => s.list(&filter)?,
-            Err(_) => Vec::new(),
-        })
-    };
-    let failures = list(CallFilter {
-        failed_only: true,
-        limit: 5,
-        ..Default::default()
-    })?;
-    let running = list(CallFilter {
-        running_only: true,
-        limit: 50,
-        ..Default::default()
-    })?;
+    let for_reading = config.clone();
+    let (failures, running, unreadable) = crate::spawn::blocking(move || -> Result<_, CliError> {
+        let store = match open_store(&for_reading) {
+            Ok(store) => store,
+            Err(error) => return Ok((Vec::new(), Vec::new(), Some(error))),
+        };
+        let failures = store.list(&CallFilter {
+            failed_only: true,
+            limit: 5,
+            ..Default::default()
+        })?;
+        let running = store.list(&CallFilter {
+            running_only: true,
+            limit: 50,
+            ..Default::default()
+        })?;
+        Ok((failures, running, None))
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     if as_json {
         let value = json!({
             "daemon": health,
@@ -317,7 +319,7 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
     for problem in problems.iter().filter_map(|p| p.as_str()) {
         writeln!(out, "store: {problem}")?;
     }
-    if let Err(error) = &store {
+    if let Some(error) = &unreadable {
         writeln!(out, "store: cannot be read: {error}")?;
     }
     for row in &running {

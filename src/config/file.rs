@@ -183,6 +183,7 @@ impl<'de> DeserializeSeed<'de> for ValueOf {
             | Kind::Address { .. }
             | Kind::Flag
             | Kind::Url
+            | Kind::DatabaseUrl
             | Kind::Secret
             | Kind::File => String::deserialize(deserializer)?,
         })

@@ -194,6 +194,8 @@ pub struct Config {
     pub home: PathBuf,
     /// Where the daemon listens.
     pub listen: SocketAddr,
+    /// Where calls, threads and answers are kept.
+    pub store: crate::store::StoreLocation,
     /// `EXAI_URL`: a daemon the shim reaches over TCP (challenge–response); unset, it uses
     /// the socket in `home`.
     pub daemon_url: Option<String>,
@@ -404,6 +406,10 @@ impl Config {
             value: listen_text.clone(),
             why: why.to_string(),
         })?;
+        let store = match env.get(s::DATABASE_URL.var) {
+            Some(url) => database(url)?,
+            None => crate::store::StoreLocation::Sqlite(home.join(STORE_FILE)),
+        };
         let max_message_bytes = env.whole(&s::MAX_MESSAGE_BYTES)?;
         let retention_max_rows = env.whole(&s::RETENTION_ROWS)?;
         let max_concurrency: usize = env.whole(&s::PROVIDER_CONCURRENCY)?;
@@ -484,6 +490,7 @@ impl Config {
             max_answer_bytes,
             retention_max_age: env.seconds(&s::RETENTION)?,
             retention_max_rows,
+            store,
             endpoints,
             default_model: env.get(s::DEFAULT_MODEL.var),
             fallback_models: env.list(s::FALLBACK_MODELS.var).unwrap_or_default(),
@@ -546,8 +553,9 @@ impl Config {
     pub fn daemon_info_path(&self) -> PathBuf {
         self.home.join("daemon.json")
     }
+    /// The SQLite store's file (the store, unless `EXAI_DATABASE_URL` names a database).
     pub fn store_path(&self) -> PathBuf {
-        self.home.join("calls.sqlite3")
+        self.home.join(STORE_FILE)
     }
     pub fn log_dir(&self) -> PathBuf {
         self.home.join("logs")
@@ -807,6 +815,19 @@ fn allowed_roots(given: Vec<String>) -> Result<Vec<PathBuf>, ConfigError> {
 }
 
 /// A file setting that must name an existing file.
+/// The SQLite store's file name in EXAI_HOME.
+const STORE_FILE: &str = "calls.sqlite3";
+
+/// The Postgres database `EXAI_DATABASE_URL` names; the URL is never echoed (it may hold a password).
+fn database(url: String) -> Result<crate::store::StoreLocation, ConfigError> {
+    crate::store::StoreLocation::check_postgres_url(&url).map_err(|why| ConfigError::Invalid {
+        var: s::DATABASE_URL.var,
+        value: "(not shown: it may hold a password)".into(),
+        why,
+    })?;
+    Ok(crate::store::StoreLocation::Postgres(url))
+}
+
 fn existing_file(var: &'static str, file: String) -> Result<PathBuf, ConfigError> {
     let path = PathBuf::from(&file);
     if path.is_file() {

@@ -32,6 +32,8 @@ pub enum Kind {
     List,
     /// An `http://` or `https://` URL.
     Url,
+    /// A `postgres://` URL; its user and password are never shown.
+    DatabaseUrl,
     /// A secret: never shown, never in the config file.
     Secret,
     /// A path to a file that exists.
@@ -59,6 +61,7 @@ impl Kind {
             Kind::Text { default }
             | Kind::Address { default }
             | Kind::SecondsByName { default } => default.to_string(),
+            Kind::DatabaseUrl => "SQLite: EXAI_HOME/calls.sqlite3".to_string(),
             Kind::Seconds(secs) => secs.to_string(),
             Kind::Count(n)
             | Kind::Positive(n)
@@ -312,6 +315,13 @@ settings! {
         kind: Kind::Count(100_000),
         doc: "at most this many call records are kept",
         shown: |c| Some(c.retention_max_rows.to_string()),
+    }
+    DATABASE_URL {
+        var: "EXAI_DATABASE_URL",
+        file_key: Some("store.url"),
+        kind: Kind::DatabaseUrl,
+        doc: "a Postgres database as the store, shared by a team's daemons (SQLite in EXAI_HOME when unset)",
+        shown: |c| Some(c.store.to_string()),
     }
     CUSTOM_API_URL {
         var: "CUSTOM_API_URL",

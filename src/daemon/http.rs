@@ -102,7 +102,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
         "sessions": app.health.sessions(),
         "calls_in_flight": app.calls.in_flight_count(),
         "store": {
-            "path": store.path().display().to_string(),
+            "path": store.location().to_string(),
             "queue": store.queue_depth(),
             "problems": store.health().problems(),
         },

@@ -227,11 +227,8 @@ pub async fn thread(ctx: &ToolContext, id: Option<&str>) -> Result<Thread, ToolF
     let Some(id) = id else {
         return Ok(Thread::new());
     };
-    let store_path = ctx.calls.store().path().to_path_buf();
-    let id = id.to_string();
-    crate::spawn::blocking(move || Thread::load(&store_path, &id))
+    Thread::load(ctx.calls.store(), id)
         .await
-        .map_err(blocking_failure)?
         .map_err(|e| match e {
             ThreadError::Unknown(_) | ThreadError::Malformed(_) => {
                 ToolFailure::new(FailureKind::UnknownThread, e.to_string())

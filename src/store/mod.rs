@@ -1,0 +1,1039 @@
+//! The call store: a record per tool call, conversation threads and kept answers.
+//!
+//! Two backends sit behind one interface ([`StoreConnection`]): an SQLite file in EXAI_HOME (the
+//! embedded default for one person) and a Postgres database (shared by a team's daemons). Both
+//! get their schema from versioned migrations (refinery) applied at open. Writes go through one
+//! writer thread that commits whatever is queued in a single transaction (group commit), so
+//! async tasks never block on the database and hundreds of concurrent calls cost a handful of
+//! commits. Reads run on blocking threads over a few pooled connections; the CLI reads the store
+//! directly, daemon up or not.
+
+mod postgres;
+mod records;
+mod sqlite;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use records::sql_list;
+pub use records::{
+    CallFilter, CallRow, CallState, Delivery, FinishedCall, NewCall, ThreadRow, TransportKind,
+};
+use writer::{Queued, WriteFailure, WriteOp, Writer};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("call store {store}: {source}")]
+    Database { store: String, source: BackendError },
+    #[error("call store writer has stopped")]
+    WriterGone,
+    #[error("call id {id} already names a record")]
+    IdTaken { id: String },
+    #[error("call store {store}: {message}")]
+    Write { store: String, message: String },
+    #[error("call store {store} did not answer within {waited:?}")]
+    NoAnswer { store: String, waited: Duration },
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What a backend's database said.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{}", postgres::message(.0))]
+    Postgres(#[from] ::postgres::Error),
+    #[error("schema migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+    #[error("the connection to the database is gone")]
+    Disconnected,
+    /// A stored value that does not read back as its type.
+    #[error("{0}")]
+    Decode(String),
+}
+
+impl BackendError {
+    /// Whether every write of a batch would fail the same way (the database is locked by another
+    /// program, or cannot be reached), so retrying them one by one would only wait longer.
+    fn fails_every_write(&self) -> bool {
+        match self {
+            BackendError::Sqlite(error) => sqlite::is_locked(error),
+            BackendError::Postgres(error) => postgres::is_disconnection(error),
+            BackendError::Disconnected => true,
+            BackendError::Migration(_) | BackendError::Decode(_) => false,
+        }
+    }
+}
+
+/// Where the store is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An SQLite file (the default: `EXAI_HOME/calls.sqlite3`).
+    Sqlite(PathBuf),
+    /// A Postgres database, by its URL (which may hold a password: never shown).
+    Postgres(String),
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => write!(f, "{}", path.display()),
+            StoreLocation::Postgres(url) => f.write_str(&postgres::describe(url)),
+        }
+    }
+}
+
+/// As `Display`: the URL's credentials stay out of debug output too.
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreLocation({self})")
+    }
+}
+
+impl StoreLocation {
+    /// Whether `url` names a Postgres database this store can use; why not, if it does not.
+    pub fn check_postgres_url(url: &str) -> Result<(), String> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err("expected a postgres:// URL".to_string());
+        }
+        url.parse::<::postgres::Config>()
+            .map(|_| ())
+            .map_err(|e| format!("not a Postgres URL: {e}"))
+    }
+
+    /// Whether the store already exists (a Postgres database is taken to: it is made elsewhere).
+    pub fn exists(&self) -> bool {
+        match self {
+            StoreLocation::Sqlite(path) => path.exists(),
+            StoreLocation::Postgres(_) => true,
+        }
+    }
+
+    /// Opens a connection, bringing the schema up to date.
+    fn connect(&self) -> Result<Box<dyn StoreConnection>, StoreError> {
+        let opened: Result<Box<dyn StoreConnection>, BackendError> = match self {
+            StoreLocation::Sqlite(path) => {
+                sqlite::Sqlite::open(path).map(|c| Box::new(c) as Box<dyn StoreConnection>)
+            }
+            StoreLocation::Postgres(url) => {
+                postgres::Postgres::open(url).map(|c| Box::new(c) as Box<dyn StoreConnection>)
+            }
+        };
+        opened.map_err(|source| self.error(source))
+    }
+
+    fn error(&self, source: BackendError) -> StoreError {
+        StoreError::Database {
+            store: self.to_string(),
+            source,
+        }
+    }
+}
+
+/// A value bound to a statement, in the few types the store uses.
+pub(crate) enum Param<'a> {
+    Int(Option<i64>),
+    Text(Option<&'a str>),
+    Bool(bool),
+}
+
+/// One row of a query's answer, read by column number.
+pub(crate) trait Columns {
+    fn int(&self, column: usize) -> Result<Option<i64>, BackendError>;
+    fn text(&self, column: usize) -> Result<Option<String>, BackendError>;
+    fn flag(&self, column: usize) -> Result<bool, BackendError>;
+}
+
+/// One connection to a store's database: all a backend provides. The SQL is the store's own,
+/// written once with `?N` placeholders in the dialect both databases accept.
+pub(crate) trait StoreConnection: Send {
+    fn begin(&mut self) -> Result<(), BackendError>;
+    fn commit(&mut self) -> Result<(), BackendError>;
+    /// Undoes an unfinished transaction, if one is open.
+    fn rollback(&mut self);
+    /// Runs a statement; returns how many rows it changed.
+    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, BackendError>;
+    /// Runs a query, handing each row of its answer to `each`.
+    fn query(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        each: &mut dyn FnMut(&dyn Columns) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError>;
+    /// Runs SQL with no parameters (tests set scenes with it).
+    #[cfg(test)]
+    fn execute_raw(&mut self, sql: &str) -> Result<(), BackendError>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What the daemon should know about its store's health (shown by `status`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreHealth {
+    /// The last failed write: when (ms) and why. Cleared by nothing: it says what happened.
+    pub last_error: Option<(i64, String)>,
+    /// A corrupt store found at start and moved aside, and where it went.
+    pub moved_aside: Option<String>,
+}
+
+impl StoreHealth {
+    /// What a person should know, one line each (none when all is well).
+    pub fn problems(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(aside) = &self.moved_aside {
+            lines.push(format!(
+                "the call store was corrupt at start: moved aside to {aside} (older records are \
+                 there) and a new one was started"
+            ));
+        }
+        if let Some((at_ms, error)) = &self.last_error {
+            lines.push(format!(
+                "a call store write failed {} s ago: {error}",
+                (now_ms() - at_ms).max(0) / 1000
+            ));
+        }
+        lines
+    }
+}
+
+/// Handle to the writer thread and the readers; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    location: StoreLocation,
+    tx: mpsc::Sender<Queued>,
+    health: Arc<Mutex<StoreHealth>>,
+    /// Idle reader connections, kept for the next read.
+    readers: Arc<Mutex<Vec<StoreReader>>>,
+    /// How long a write's acknowledgement is waited for.
+    answer_limit: Option<Duration>,
+    /// While any handle lives, the SQLite checkpointer thread runs.
+    _alive: Arc<()>,
+}
+
+/// Bound of the write queue: beyond it, acknowledged writes wait and progress updates are dropped.
+const WRITE_QUEUE: usize = 8192;
+/// Idle reader connections kept.
+const IDLE_READERS: usize = 4;
+/// Longest wait for the writer to say a write is done: far beyond any healthy commit, it stops
+/// a database that hangs (a stopped server) from holding calls forever.
+const WRITE_ANSWER_LIMIT: Duration = Duration::from_secs(30);
+
+impl Store {
+    /// Opens (creating if needed) the store and starts its writer thread.
+    ///
+    /// An SQLite file found corrupt (or not a database at all) is moved aside — never deleted —
+    /// and a new store is started, so calls keep being recorded; `health()` says so.
+    pub fn open(location: &StoreLocation) -> Result<Self, StoreError> {
+        let alive = Arc::new(());
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let health = Arc::new(Mutex::new(StoreHealth::default()));
+        let writer = Writer {
+            store: location.to_string(),
+            health: health.clone(),
+        };
+        // The writer's connection is made on its own thread: the Postgres client blocks on a
+        // runtime of its own, which may not start on a thread that drives async tasks.
+        let (opened_tx, opened) = std::sync::mpsc::sync_channel(1);
+        let (for_writer, weak_alive) = (location.clone(), Arc::downgrade(&alive));
+        std::thread::Builder::new()
+            .name("exai-store".into())
+            .spawn(move || {
+                let conn = Self::connect_writer(&for_writer, weak_alive);
+                let (conn, moved_aside) = match conn {
+                    Ok(opened) => opened,
+                    Err(error) => {
+                        let _ = opened_tx.send(Err(error));
+                        return;
+                    }
+                };
+                if opened_tx.send(Ok(moved_aside)).is_ok() {
+                    writer.run(conn, rx);
+                }
+            })
+            .map_err(|source| StoreError::Io {
+                path: PathBuf::from(location.to_string()),
+                source,
+            })?;
+        let moved_aside = opened.recv().map_err(|_| StoreError::WriterGone)??;
+        health.lock().unwrap_or_else(|p| p.into_inner()).moved_aside = moved_aside;
+        Ok(Self {
+            location: location.clone(),
+            tx,
+            health,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            answer_limit: Some(WRITE_ANSWER_LIMIT),
+            _alive: alive,
+        })
+    }
+
+    /// The writer's connection, and where a corrupt SQLite file was moved if one was found.
+    fn connect_writer(
+        location: &StoreLocation,
+        alive: std::sync::Weak<()>,
+    ) -> Result<(Box<dyn StoreConnection>, Option<String>), StoreError> {
+        let StoreLocation::Sqlite(path) = location else {
+            return Ok((location.connect()?, None));
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open = || sqlite::Sqlite::open_for_writing(path, alive.clone());
+        let (conn, moved_aside) = match open() {
+            Err(error) if sqlite::is_corrupt(&error) => {
+                let aside = sqlite::move_aside(path)?;
+                tracing::error!(store = %path.display(), moved_to = %aside.display(), %error,
+                    "the call store is corrupt: moved aside, starting a new one");
+                (open(), Some(aside.display().to_string()))
+            }
+            other => (other, None),
+        };
+        let conn = conn.map_err(|source| location.error(source))?;
+        Ok((Box::new(conn), moved_aside))
+    }
+
+    /// The store for tests on a paused clock, which would expire the wait for a write (the
+    /// writer is a thread, outside the clock) the moment the runtime idles.
+    #[cfg(test)]
+    pub(crate) fn without_answer_limit(mut self) -> Self {
+        self.answer_limit = None;
+        self
+    }
+
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+
+    /// What went wrong with the store lately, if anything.
+    pub fn health(&self) -> StoreHealth {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Operations waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        WRITE_QUEUE - self.tx.capacity()
+    }
+
+    async fn write_acked(&self, op: WriteOp) -> Result<(), StoreError> {
+        let id_of = match &op {
+            WriteOp::Insert(call) => call.id.clone(),
+            _ => String::new(),
+        };
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Queued { op, ack: Some(ack) })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        let answer = match self.answer_limit {
+            Some(limit) => {
+                tokio::time::timeout(limit, done)
+                    .await
+                    .map_err(|_| StoreError::NoAnswer {
+                        store: self.location.to_string(),
+                        waited: limit,
+                    })?
+            }
+            None => done.await,
+        };
+        match answer {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(WriteFailure::IdTaken)) => Err(StoreError::IdTaken { id: id_of }),
+            Ok(Err(WriteFailure::Sql(message))) => Err(StoreError::Write {
+                store: self.location.to_string(),
+                message,
+            }),
+            Err(_) => Err(StoreError::WriterGone),
+        }
+    }
+
+    fn write_unacked(&self, op: WriteOp) {
+        // Progress and state hints are best effort: a full queue drops them, the final write carries the truth.
+        let _ = self.tx.try_send(Queued { op, ack: None });
+    }
+
+    /// Creates the record at receipt; returns once it is committed. An id that already
+    /// names a record is refused (`IdTaken`): a record is never overwritten by another call.
+    pub async fn insert(&self, call: impl Into<Arc<NewCall>>) -> Result<(), StoreError> {
+        self.write_acked(WriteOp::Insert(call.into())).await
+    }
+
+    /// Runs `query` on a reader of this store, on a blocking thread (never on the async workers).
+    pub async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&StoreReader) -> Result<T, StoreError> + Send + 'static,
+    {
+        let location = self.location.clone();
+        let readers = self.readers.clone();
+        crate::spawn::blocking(move || {
+            let idle = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let reader = match idle {
+                Some(reader) => reader,
+                None => StoreReader::open_at(&location)?,
+            };
+            let answer = query(&reader);
+            let mut idle = readers.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE_READERS {
+                idle.push(reader);
+            }
+            answer
+        })
+        .await
+        .map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Returns once everything queued before it is committed.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.write_acked(WriteOp::Barrier).await
+    }
+
+    pub fn mark_running(&self, id: &str, started_at_ms: i64) {
+        self.write_unacked(WriteOp::Running {
+            id: id.to_string(),
+            started_at_ms,
+        });
+    }
+
+    pub fn note_progress(&self, id: &str, count: i64, message: &str, model: Option<&str>) {
+        self.write_unacked(WriteOp::Progress {
+            id: id.to_string(),
+            count,
+            message: message.to_string(),
+            model: model.map(str::to_string),
+        });
+    }
+
+    /// Records the end of a call; returns once it is committed.
+    pub async fn finish(&self, id: &str, done: FinishedCall) -> Result<(), StoreError> {
+        self.write_acked(WriteOp::Finish {
+            id: id.to_string(),
+            done: Box::new(done),
+        })
+        .await
+    }
+
+    /// Queues a conversation thread for saving. Writes commit in order, so the acknowledged
+    /// end of the call that saved it implies the thread is committed before the answer goes out.
+    pub async fn save_thread(&self, thread: ThreadRow) -> Result<(), StoreError> {
+        self.tx
+            .send(Queued {
+                op: WriteOp::SaveThread(thread),
+                ack: None,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Records that the call was answered as a task of the `kind` tasks API.
+    pub async fn set_task(&self, id: &str, kind: &str) -> Result<(), StoreError> {
+        self.write_acked(WriteOp::Task {
+            id: id.to_string(),
+            kind: kind.to_string(),
+        })
+        .await
+    }
+
+    /// Records whether the answer reached the client.
+    pub async fn set_delivery(&self, id: &str, delivery: Delivery) -> Result<(), StoreError> {
+        self.write_acked(WriteOp::Delivery {
+            id: id.to_string(),
+            delivery: delivery.to_string(),
+        })
+        .await
+    }
+}
+
+/// The columns of a call record, in the order [`call_from`] reads them.
+const COLUMNS: &str = "id, session_id, client_name, client_version, transport, tool, arguments, state, \
+    received_at_ms, started_at_ms, finished_at_ms, deadline_at_ms, duration_ms, provider, model, \
+    tokens_in, tokens_out, attempts, progress_count, last_progress, error_kind, error_message, \
+    result, is_error, delivery, owner_pid, reasoning_tokens, time_to_first_token_ms, reasoning, task, \
+    cached_tokens, finish_reason";
+
+/// Synchronous access for start-up, maintenance and the CLI (never on an async task).
+pub struct StoreReader {
+    location: StoreLocation,
+    conn: Mutex<Box<dyn StoreConnection>>,
+}
+
+impl StoreReader {
+    /// Opens the SQLite store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_at(&StoreLocation::Sqlite(path.to_path_buf()))
+    }
+
+    /// Opens the store wherever it is.
+    pub fn open_at(location: &StoreLocation) -> Result<Self, StoreError> {
+        Ok(Self {
+            conn: Mutex::new(location.connect()?),
+            location: location.clone(),
+        })
+    }
+
+    fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<usize, StoreError> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .execute(sql, params)
+            .map(|n| n as usize)
+            .map_err(|e| self.location.error(e))
+    }
+
+    /// The rows `sql` answers, each made into a `T` by `read`.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        read: impl Fn(&dyn Columns) -> Result<T, BackendError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut found = Vec::new();
+        self.conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .query(sql, params, &mut |row| {
+                found.push(read(row)?);
+                Ok(())
+            })
+            .map_err(|e| self.location.error(e))?;
+        Ok(found)
+    }
+
+    /// Marks calls still open whose owning process is gone as `interrupted`; returns how many.
+    pub fn interrupt_orphans(&self, reason: &str) -> Result<usize, StoreError> {
+        let open = self.rows(
+            &format!(
+                "SELECT id, owner_pid FROM calls WHERE state IN {}",
+                sql_list(&CallState::OPEN)
+            ),
+            &[],
+            |row| Ok((required_text(row, 0)?, required_int(row, 1)?)),
+        )?;
+        let me = i64::from(std::process::id());
+        let now = now_ms();
+        let mut count = 0;
+        for (id, pid) in open {
+            if pid == me || process_alive(pid) {
+                continue;
+            }
+            let message = format!("{reason} (process {pid} ended while the call was open)");
+            count += self.execute(
+                "UPDATE calls SET state = ?4, error_kind = ?4, error_message = ?2, \
+                 finished_at_ms = ?3, duration_ms = ?3 - received_at_ms WHERE id = ?1",
+                &[
+                    Param::Text(Some(&id)),
+                    Param::Text(Some(&message)),
+                    Param::Int(Some(now)),
+                    Param::Text(Some(CallState::Interrupted.as_str())),
+                ],
+            )?;
+        }
+        Ok(count)
+    }
+
+    /// Applies every retention limit; returns how many records were deleted or emptied.
+    pub fn apply_retention(
+        &self,
+        max_age: Duration,
+        max_rows: u64,
+        result_ttl: Duration,
+    ) -> Result<usize, StoreError> {
+        let threads = self.execute(
+            "DELETE FROM threads WHERE expires_at_ms < ?1",
+            &[Param::Int(Some(now_ms()))],
+        )?;
+        Ok(self.prune(max_age, max_rows)? + self.expire_results(result_ttl)? + threads)
+    }
+
+    /// A conversation thread, if it exists and has not expired.
+    pub fn thread(&self, id: &str) -> Result<Option<ThreadRow>, StoreError> {
+        let found = self.rows(
+            "SELECT id, created_at_ms, updated_at_ms, expires_at_ms, turns FROM threads \
+             WHERE id = ?1 AND expires_at_ms >= ?2",
+            &[Param::Text(Some(id)), Param::Int(Some(now_ms()))],
+            |row| {
+                Ok(ThreadRow {
+                    id: required_text(row, 0)?,
+                    created_at_ms: required_int(row, 1)?,
+                    updated_at_ms: required_int(row, 2)?,
+                    expires_at_ms: required_int(row, 3)?,
+                    turns: required_text(row, 4)?,
+                })
+            },
+        )?;
+        Ok(found.into_iter().next())
+    }
+
+    /// Forgets the results (and reasoning) of calls that ended more than `ttl` ago; returns how many.
+    pub fn expire_results(&self, ttl: Duration) -> Result<usize, StoreError> {
+        let cutoff = now_ms() - ttl.as_millis() as i64;
+        self.execute(
+            "UPDATE calls SET result = NULL, reasoning = NULL \
+             WHERE finished_at_ms < ?1 AND result IS NOT NULL",
+            &[Param::Int(Some(cutoff))],
+        )
+    }
+
+    /// Deletes records older than `max_age` and beyond `max_rows`; returns how many.
+    pub fn prune(&self, max_age: Duration, max_rows: u64) -> Result<usize, StoreError> {
+        let cutoff = now_ms() - max_age.as_millis() as i64;
+        let open = sql_list(&CallState::OPEN);
+        let aged = self.execute(
+            &format!("DELETE FROM calls WHERE received_at_ms < ?1 AND state NOT IN {open}"),
+            &[Param::Int(Some(cutoff))],
+        )?;
+        // `LIMIT ?2` with the largest number: both databases need a LIMIT before OFFSET.
+        let beyond = self.execute(
+            &format!(
+                "DELETE FROM calls WHERE id IN (SELECT id FROM calls ORDER BY received_at_ms DESC \
+                 LIMIT ?2 OFFSET ?1) AND state NOT IN {open}"
+            ),
+            &[
+                Param::Int(Some(i64::try_from(max_rows).unwrap_or(i64::MAX))),
+                Param::Int(Some(i64::MAX)),
+            ],
+        )?;
+        Ok(aged + beyond)
+    }
+
+    pub fn list(&self, filter: &CallFilter) -> Result<Vec<CallRow>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM calls WHERE 1=1");
+        if filter.failed_only {
+            sql += &format!(" AND state IN {}", sql_list(&CallState::UNSUCCESSFUL));
+        }
+        if filter.running_only {
+            sql += &format!(" AND state IN {}", sql_list(&CallState::OPEN));
+        }
+        if filter.tasks_only {
+            sql.push_str(" AND task IS NOT NULL");
+        }
+        // Every parameter appears whether or not it filters, typed for Postgres by its CAST.
+        sql.push_str(
+            " AND (CAST(?1 AS TEXT) IS NULL OR tool = ?1) \
+             AND (CAST(?3 AS TEXT) IS NULL OR client_name = ?3) \
+             AND (CAST(?4 AS TEXT) IS NULL OR id < ?4) \
+             AND (CAST(?5 AS BIGINT) IS NULL OR received_at_ms >= ?5) \
+             ORDER BY id DESC LIMIT ?2",
+        );
+        let limit = if filter.limit == 0 { 20 } else { filter.limit } as i64;
+        self.rows(
+            &sql,
+            &[
+                Param::Text(filter.tool.as_deref()),
+                Param::Int(Some(limit)),
+                Param::Text(filter.client.as_deref()),
+                Param::Text(filter.before_id.as_deref()),
+                Param::Int(filter.since_ms),
+            ],
+            call_from,
+        )
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<CallRow>, StoreError> {
+        let found = self.rows(
+            &format!("SELECT {COLUMNS} FROM calls WHERE id = ?1"),
+            &[Param::Text(Some(id))],
+            call_from,
+        )?;
+        Ok(found.into_iter().next())
+    }
+
+    /// Ids starting or ending with `fragment` (short ids typed by hand: time-ordered ids share
+    /// their start with calls of the same moment, so their random end is the handier part).
+    pub fn find_by_fragment(&self, fragment: &str) -> Result<Vec<String>, StoreError> {
+        self.rows(
+            "SELECT id FROM calls WHERE id LIKE CAST(?1 AS TEXT) || '%' \
+             OR id LIKE '%' || CAST(?1 AS TEXT) ORDER BY id DESC LIMIT 5",
+            &[Param::Text(Some(fragment))],
+            |row| required_text(row, 0),
+        )
+    }
+}
+
+fn required_int(row: &dyn Columns, column: usize) -> Result<i64, BackendError> {
+    row.int(column)?
+        .ok_or_else(|| BackendError::Decode(format!("column {column} is empty")))
+}
+
+fn required_text(row: &dyn Columns, column: usize) -> Result<String, BackendError> {
+    row.text(column)?
+        .ok_or_else(|| BackendError::Decode(format!("column {column} is empty")))
+}
+
+/// A stored word read back as its type; an unknown word is a read error naming it.
+fn word<T>(
+    row: &dyn Columns,
+    column: usize,
+    what: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, BackendError> {
+    let word = required_text(row, column)?;
+    parse(&word).ok_or_else(|| BackendError::Decode(format!("unknown {what} {word:?}")))
+}
+
+/// A call record from a row of [`COLUMNS`].
+fn call_from(r: &dyn Columns) -> Result<CallRow, BackendError> {
+    Ok(CallRow {
+        id: required_text(r, 0)?,
+        session_id: required_text(r, 1)?,
+        client_name: r.text(2)?,
+        client_version: r.text(3)?,
+        transport: word(r, 4, "transport", TransportKind::parse)?,
+        tool: required_text(r, 5)?,
+        arguments: required_text(r, 6)?,
+        state: word(r, 7, "call state", CallState::parse)?,
+        received_at_ms: required_int(r, 8)?,
+        started_at_ms: r.int(9)?,
+        finished_at_ms: r.int(10)?,
+        deadline_at_ms: required_int(r, 11)?,
+        duration_ms: r.int(12)?,
+        provider: r.text(13)?,
+        model: r.text(14)?,
+        tokens_in: r.int(15)?,
+        tokens_out: r.int(16)?,
+        attempts: r.int(17)?,
+        progress_count: required_int(r, 18)?,
+        last_progress: r.text(19)?,
+        error_kind: r.text(20)?,
+        error_message: r.text(21)?,
+        result: r.text(22)?,
+        is_error: r.flag(23)?,
+        delivery: Delivery::parse(&required_text(r, 24)?),
+        owner_pid: required_int(r, 25)?,
+        reasoning_tokens: r.int(26)?,
+        time_to_first_token_ms: r.int(27)?,
+        reasoning: r.text(28)?,
+        task: r.text(29)?,
+        cached_tokens: r.int(30)?,
+        finish_reason: r.text(31)?,
+    })
+}
+
+/// Whether a process with this pid exists (Linux: /proc).
+fn process_alive(pid: i64) -> bool {
+    pid > 0 && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Names a Postgres server (a URL to its `postgres` database) to run the store tests on.
+    const TEST_SERVER: &str = "EXAI_TEST_DATABASE_URL";
+
+    /// A fresh store for one test: a new SQLite file, or — when `EXAI_TEST_DATABASE_URL` names a
+    /// Postgres server — a new database there, so the store's tests run on both backends.
+    pub(crate) fn test_location() -> StoreLocation {
+        let Ok(server) = std::env::var(TEST_SERVER) else {
+            return StoreLocation::Sqlite(tempdir().join("s.db"));
+        };
+        let name = format!("exai_unit_{}", uuid::Uuid::now_v7().simple());
+        let create = format!("CREATE DATABASE {name}");
+        let (base, _) = server.rsplit_once('/').unwrap();
+        let url = format!("{base}/{name}");
+        // On a thread of its own: the Postgres client may not block a thread that runs async tasks.
+        std::thread::spawn(move || {
+            let mut admin = ::postgres::Client::connect(&server, ::postgres::NoTls).unwrap();
+            admin.batch_execute(&create).unwrap();
+        })
+        .join()
+        .unwrap();
+        StoreLocation::Postgres(url)
+    }
+
+    /// Runs `query` on a reader of `store`, as the daemon does (on a blocking thread).
+    async fn read<T: Send + 'static>(
+        store: &Store,
+        query: impl FnOnce(&StoreReader) -> Result<T, StoreError> + Send + 'static,
+    ) -> T {
+        store.read(query).await.unwrap()
+    }
+
+    async fn get(store: &Store, id: &'static str) -> Option<CallRow> {
+        read(store, move |r| r.get(id)).await
+    }
+
+    pub(crate) fn connect_for_test() -> (StoreLocation, Box<dyn StoreConnection>) {
+        let location = test_location();
+        let conn = location.connect().unwrap();
+        (location, conn)
+    }
+
+    pub(crate) fn new_call(id: &str) -> NewCall {
+        NewCall {
+            id: id.into(),
+            session_id: "s".into(),
+            client_name: Some("test".into()),
+            client_version: None,
+            transport: TransportKind::Ws,
+            tool: "chat".into(),
+            arguments: "{}".into(),
+            received_at_ms: now_ms(),
+            deadline_at_ms: now_ms() + 1000,
+        }
+    }
+
+    pub(crate) fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("exai-store-test-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_record_lives_from_receipt_to_its_end() {
+        let location = test_location();
+        let store = Store::open(&location).unwrap();
+        store.insert(new_call("a")).await.unwrap();
+        store.sync().await.unwrap();
+        assert_eq!(get(&store, "a").await.unwrap().state, CallState::Received);
+        store.mark_running("a", now_ms());
+        store.note_progress("a", 3, "thinking", Some("glm-4.7"));
+        store.sync().await.unwrap();
+        let running = get(&store, "a").await.unwrap();
+        assert_eq!(running.state, CallState::Running);
+        assert_eq!(
+            (running.progress_count, running.model.as_deref()),
+            (3, Some("glm-4.7"))
+        );
+        store
+            .finish(
+                "a",
+                FinishedCall {
+                    state: Some(CallState::Succeeded),
+                    finished_at_ms: now_ms(),
+                    result: Some("{\"ok\":1}".into()),
+                    is_error: true,
+                    tokens_in: Some(12),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        store.set_delivery("a", Delivery::Delivered).await.unwrap();
+        // A late report about another path does not undo a delivery.
+        store.set_delivery("a", Delivery::ClientGone).await.unwrap();
+        store.set_task("a", "extension").await.unwrap();
+        let row = get(&store, "a").await.unwrap();
+        assert_eq!(row.state, CallState::Succeeded);
+        assert_eq!(row.delivery, Delivery::Delivered);
+        assert_eq!(row.task.as_deref(), Some("extension"));
+        assert_eq!((row.is_error, row.tokens_in), (true, Some(12)));
+        assert_eq!(row.result.as_deref(), Some("{\"ok\":1}"));
+        assert!(row.duration_ms.is_some());
+        let failed = read(&store, |r| {
+            r.list(&CallFilter {
+                failed_only: true,
+                limit: 10,
+                ..Default::default()
+            })
+        })
+        .await;
+        assert!(failed.is_empty());
+        let by_tool = |tool: &str| CallFilter {
+            tool: Some(tool.into()),
+            client: Some("test".into()),
+            tasks_only: true,
+            since_ms: Some(0),
+            ..Default::default()
+        };
+        let (chat, debug) = (by_tool("chat"), by_tool("debug"));
+        let found = read(&store, move |r| {
+            Ok((r.list(&chat)?.len(), r.list(&debug)?.len()))
+        })
+        .await;
+        assert_eq!(found, (1, 0));
+        let fragments = read(&store, |r| {
+            Ok((r.find_by_fragment("a")?, r.find_by_fragment("zz")?))
+        })
+        .await;
+        assert_eq!(fragments, (vec!["a".to_string()], vec![]));
+    }
+
+    #[tokio::test]
+    async fn threads_are_saved_replaced_and_read_back_until_they_expire() {
+        let location = test_location();
+        let store = Store::open(&location).unwrap();
+        let thread = |turns: &str, expires_at_ms| ThreadRow {
+            id: "t".into(),
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            expires_at_ms,
+            turns: turns.into(),
+        };
+        store
+            .save_thread(thread("[1]", now_ms() + 60_000))
+            .await
+            .unwrap();
+        store
+            .save_thread(thread("[1,2]", now_ms() + 60_000))
+            .await
+            .unwrap();
+        store.sync().await.unwrap();
+        let read = |id: &str| {
+            let id = id.to_string();
+            let store = store.clone();
+            async move { store.read(move |r| r.thread(&id)).await.unwrap() }
+        };
+        assert_eq!(read("t").await.unwrap().turns, "[1,2]");
+        assert!(read("other").await.is_none());
+        store
+            .save_thread(thread("[1,2]", now_ms() - 1))
+            .await
+            .unwrap();
+        store.sync().await.unwrap();
+        assert!(read("t").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn orphans_of_dead_processes_become_interrupted() {
+        let location = test_location();
+        let store = Store::open(&location).unwrap();
+        store.insert(new_call("mine")).await.unwrap();
+        store.sync().await.unwrap();
+        let interrupted = read(&store, |r| {
+            r.conn
+                .lock()
+                .unwrap()
+                .execute_raw(
+                    "INSERT INTO calls (id, session_id, transport, tool, arguments, state, received_at_ms, deadline_at_ms, owner_pid) \
+                     VALUES ('dead', 's', 'ws', 'chat', '{}', 'running', 1, 2, 999999999)",
+                )
+                .unwrap();
+            r.interrupt_orphans("daemon restarted")
+        })
+        .await;
+        assert_eq!(interrupted, 1);
+        let dead = get(&store, "dead").await.unwrap();
+        assert_eq!(dead.state, CallState::Interrupted);
+        assert!(
+            dead.interruption()
+                .starts_with("daemon restarted (process 999999999")
+        );
+        assert_eq!(
+            get(&store, "mine").await.unwrap().state,
+            CallState::Received
+        );
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_at_most_the_row_limit_and_forgets_old_results() {
+        let location = test_location();
+        let store = Store::open(&location).unwrap();
+        for i in 0..5 {
+            let mut call = new_call(&format!("c{i}"));
+            call.received_at_ms = now_ms() - 10 + i;
+            store.insert(call).await.unwrap();
+            store
+                .finish(
+                    &format!("c{i}"),
+                    FinishedCall {
+                        state: Some(CallState::Failed),
+                        finished_at_ms: now_ms() - 5_000,
+                        result: Some("kept until its ttl".into()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let pruned = read(&store, |r| r.prune(Duration::from_secs(3600), 3)).await;
+        assert_eq!(pruned, 2);
+        let all = read(&store, |r| {
+            r.list(&CallFilter {
+                limit: 10,
+                ..Default::default()
+            })
+        })
+        .await;
+        let ids: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["c4", "c3", "c2"]);
+        let expired = read(&store, |r| r.expire_results(Duration::from_secs(1))).await;
+        assert_eq!(expired, 3);
+        assert!(get(&store, "c4").await.unwrap().result.is_none());
+    }
+
+    #[test]
+    fn deliveries_keep_their_stored_words() {
+        for (word, delivery) in Delivery::NAMES {
+            assert_eq!(delivery.to_string(), word);
+            assert_eq!(Delivery::parse(word), delivery);
+        }
+        let failed = Delivery::Failed("broken pipe".into());
+        assert_eq!(failed.to_string(), "failed: broken pipe");
+        assert_eq!(Delivery::parse("failed: broken pipe"), failed);
+        assert_eq!(
+            serde_json::to_value(Delivery::HandedToHttp).unwrap(),
+            "handed_to_http"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_taken_id_is_refused_and_the_record_stays_as_it_was() {
+        let location = test_location();
+        let store = Store::open(&location).unwrap();
+        store.insert(new_call("x")).await.unwrap();
+        let mut other = new_call("x");
+        other.tool = "challenge".into();
+        assert!(matches!(
+            store.insert(other).await,
+            Err(StoreError::IdTaken { id }) if id == "x"
+        ));
+        assert_eq!(get(&store, "x").await.unwrap().tool, "chat");
+        let missing = store
+            .finish(
+                "never-inserted",
+                FinishedCall {
+                    finished_at_ms: now_ms(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("no record of call never-inserted"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_stored_word_is_a_read_error_naming_it() {
+        let (location, mut conn) = connect_for_test();
+        conn.execute_raw(
+            "INSERT INTO calls (id, session_id, transport, tool, arguments, state, received_at_ms, deadline_at_ms, owner_pid) \
+             VALUES ('odd', 's', 'ws', 'chat', '{}', 'levitating', 1, 2, 1)",
+        )
+        .unwrap();
+        let error = StoreReader::open_at(&location)
+            .unwrap()
+            .get("odd")
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("unknown call state \"levitating\""),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! The embedded backend: one SQLite file (WAL) in EXAI_HOME, the default for one person.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, Value};
+use rusqlite::{Connection, ErrorCode, ToSql};
+
+use super::{BackendError, Columns, Param, StoreConnection, StoreError};
+
+mod embedded {
+    refinery::embed_migrations!("src/store/migrations/sqlite");
+}
+
+/// How often the WAL is folded back into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+
+/// Columns added before migrations were versioned: (name, type). A store made then may lack some.
+const UNVERSIONED_COLUMNS: [(&str, &str); 6] = [
+    ("reasoning_tokens", "INTEGER"),
+    ("time_to_first_token_ms", "INTEGER"),
+    ("reasoning", "TEXT"),
+    ("task", "TEXT"),
+    ("cached_tokens", "INTEGER"),
+    ("finish_reason", "TEXT"),
+];
+
+/// One connection to the store's file.
+pub(super) struct Sqlite {
+    conn: Connection,
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) the file and brings its schema up to date.
+    pub(super) fn open(path: &Path) -> Result<Self, BackendError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        adopt_unversioned(&conn)?;
+        embedded::migrations::runner().run(&mut conn)?;
+        Ok(Self { conn })
+    }
+
+    /// Opens the connection the writer keeps: checkpoints fsync the database, so they are kept
+    /// off the commits calls wait for (a thread of their own does them while `alive` lives).
+    pub(super) fn open_for_writing(
+        path: &Path,
+        alive: std::sync::Weak<()>,
+    ) -> Result<Self, BackendError> {
+        let store = Self::open(path)?;
+        store.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        spawn_checkpointer(path.to_path_buf(), alive);
+        Ok(store)
+    }
+}
+
+/// Adds the columns a store made before versioned migrations may lack, so that the first
+/// migration (which creates tables only if they are missing) finds the schema it expects.
+fn adopt_unversioned(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('calls')")?;
+    let existing: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if existing.is_empty() {
+        return Ok(());
+    }
+    for (name, kind) in UNVERSIONED_COLUMNS {
+        if !existing.iter().any(|c| c == name) {
+            conn.execute_batch(&format!("ALTER TABLE calls ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
+impl StoreConnection for Sqlite {
+    fn begin(&mut self) -> Result<(), BackendError> {
+        Ok(self.conn.execute_batch("BEGIN")?)
+    }
+
+    fn commit(&mut self) -> Result<(), BackendError> {
+        Ok(self.conn.execute_batch("COMMIT")?)
+    }
+
+    fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, BackendError> {
+        let changed = self
+            .conn
+            .prepare_cached(sql)?
+            .execute(rusqlite::params_from_iter(params))?;
+        Ok(changed as u64)
+    }
+
+    fn query(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        each: &mut dyn FnMut(&dyn Columns) -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+        while let Some(row) = rows.next()? {
+            each(&SqliteRow(row))?;
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn execute_raw(&mut self, sql: &str) -> Result<(), BackendError> {
+        Ok(self.conn.execute_batch(sql)?)
+    }
+}
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Param::Int(Some(n)) => ToSqlOutput::Owned(Value::Integer(*n)),
+            Param::Text(Some(text)) => ToSqlOutput::from(*text),
+            Param::Bool(flag) => ToSqlOutput::Owned(Value::Integer(i64::from(*flag))),
+            Param::Int(None) | Param::Text(None) => ToSqlOutput::Owned(Value::Null),
+        })
+    }
+}
+
+struct SqliteRow<'a>(&'a rusqlite::Row<'a>);
+
+impl Columns for SqliteRow<'_> {
+    fn int(&self, column: usize) -> Result<Option<i64>, BackendError> {
+        Ok(self.0.get(column)?)
+    }
+    fn text(&self, column: usize) -> Result<Option<String>, BackendError> {
+        Ok(self.0.get(column)?)
+    }
+    fn flag(&self, column: usize) -> Result<bool, BackendError> {
+        Ok(self.0.get(column)?)
+    }
+}
+
+/// The database is held by someone else (after the busy timeout): every write would fail alike.
+pub(super) fn is_locked(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// SQLite's word for a file that is not (or no longer) a usable database.
+pub(super) fn is_corrupt(error: &BackendError) -> bool {
+    let sqlite = match error {
+        BackendError::Sqlite(e) => Some(e),
+        BackendError::Migration(e) => {
+            std::error::Error::source(e).and_then(|s| s.downcast_ref::<rusqlite::Error>())
+        }
+        _ => None,
+    };
+    matches!(
+        sqlite.and_then(rusqlite::Error::sqlite_error_code),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}
+
+/// Moves a corrupt store (and its WAL and shared-memory files) to `<name>.corrupt-<ms>`.
+pub(super) fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
+    let aside = PathBuf::from(format!("{}.corrupt-{}", path.display(), super::now_ms()));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+        if from.exists() {
+            std::fs::rename(&from, &to).map_err(|source| StoreError::Io { path: to, source })?;
+        }
+    }
+    Ok(aside)
+}
+
+/// Checkpoints the WAL on its own connection, passively (never blocking the writer).
+fn spawn_checkpointer(path: PathBuf, alive: std::sync::Weak<()>) {
+    let spawned = std::thread::Builder::new()
+        .name("exai-checkpoint".into())
+        .spawn(move || {
+            let Ok(conn) = Connection::open(&path) else {
+                return;
+            };
+            while alive.upgrade().is_some() {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                {
+                    tracing::debug!(%error, "WAL checkpoint skipped");
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "no checkpoint thread; the WAL grows until the next start");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::{new_call, tempdir};
+    use crate::store::{CallState, FinishedCall, Store, StoreLocation, StoreReader, now_ms};
+
+    #[tokio::test]
+    async fn a_store_from_before_versioned_migrations_gains_the_columns_it_lacks() {
+        let path = tempdir().join("old.db");
+        // The calls table as it was before the last two columns were added, with no history table.
+        let current = include_str!("migrations/sqlite/V1__calls_and_threads.sql");
+        let old_schema = current.replace(
+            ",\n    cached_tokens INTEGER,\n    finish_reason TEXT\n",
+            "\n",
+        );
+        assert_ne!(old_schema, current);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&old_schema)
+            .unwrap();
+        let store = Store::open(&StoreLocation::Sqlite(path.clone())).unwrap();
+        store.insert(new_call("a")).await.unwrap();
+        store
+            .finish(
+                "a",
+                FinishedCall {
+                    state: Some(CallState::Succeeded),
+                    finished_at_ms: now_ms(),
+                    tokens_in: Some(1200),
+                    cached_tokens: Some(1024),
+                    finish_reason: Some("length".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let row = StoreReader::open(&path).unwrap().get("a").unwrap().unwrap();
+        assert_eq!(row.cached_tokens, Some(1024));
+        assert_eq!(row.finish_reason.as_deref(), Some("length"));
+        // Opening again finds the migration applied and changes nothing.
+        let applied: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM refinery_schema_history", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(applied, 1);
+        StoreReader::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_store_is_moved_aside_never_deleted() {
+        let path = tempdir().join("s.db");
+        std::fs::write(&path, b"this is not a database, it is a note".repeat(200)).unwrap();
+        let store = Store::open(&StoreLocation::Sqlite(path.clone())).unwrap();
+        let aside = store.health().moved_aside.unwrap();
+        assert!(
+            std::fs::read(&aside)
+                .unwrap()
+                .starts_with(b"this is not a database")
+        );
+        assert!(store.health().problems()[0].contains("corrupt"));
+        assert!(StoreReader::open(&path).is_ok());
+    }
+
+    #[test]
+    fn a_full_disk_is_a_clear_error_and_other_writes_go_on() {
+        use crate::store::writer::tests::write_all;
+        use crate::store::writer::{WriteFailure, WriteOp};
+        let path = tempdir().join("s.db");
+        let mut store = Sqlite::open(&path).unwrap();
+        store
+            .execute_raw(&format!(
+                "INSERT INTO calls (id, session_id, transport, tool, arguments, state, \
+                 received_at_ms, deadline_at_ms, owner_pid) \
+                 VALUES ('before', 's', 'ws', 'chat', '{{}}', 'received', {}, 1, 1)",
+                now_ms()
+            ))
+            .unwrap();
+        // SQLite's own "disk full": the file may not grow past the pages it has.
+        let pages: i64 = store
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        store
+            .conn
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let mut huge = new_call("huge");
+        huge.arguments = "y".repeat(200_000);
+        let finish = WriteOp::Finish {
+            id: "before".into(),
+            done: Box::new(FinishedCall {
+                state: Some(CallState::Succeeded),
+                finished_at_ms: now_ms(),
+                ..Default::default()
+            }),
+        };
+        let (outcomes, health) =
+            write_all(Box::new(store), vec![WriteOp::Insert(huge.into()), finish]);
+        assert!(
+            matches!(&outcomes[0], Err(WriteFailure::Sql(m)) if m.contains("full")),
+            "{outcomes:?}"
+        );
+        assert!(outcomes[1].is_ok(), "{outcomes:?}");
+        assert!(
+            health.problems()[0].contains("full"),
+            "{:?}",
+            health.problems()
+        );
+        let reader = StoreReader::open(&path).unwrap();
+        assert_eq!(
+            reader.get("before").unwrap().unwrap().state,
+            CallState::Succeeded
+        );
+    }
+}

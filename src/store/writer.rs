@@ -1,0 +1,349 @@
+//! The writer thread: every write of the store, committed in groups (one transaction for
+//! whatever is queued), whichever backend holds the data.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::records::sql_list;
+use super::{
+    CallState, FinishedCall, NewCall, Param, StoreConnection, StoreHealth, ThreadRow, now_ms,
+};
+
+/// Most operations committed in one transaction.
+const BATCH: usize = 512;
+
+pub(super) enum WriteOp {
+    /// Shared with the call that made it, which keeps it in case the store cannot take it.
+    Insert(Arc<NewCall>),
+    Running {
+        id: String,
+        started_at_ms: i64,
+    },
+    Progress {
+        id: String,
+        count: i64,
+        message: String,
+        /// The model answering, once chosen (so a running call's record names it).
+        model: Option<String>,
+    },
+    Finish {
+        id: String,
+        /// Boxed: the largest write by far, it would size every slot of the queue.
+        done: Box<FinishedCall>,
+    },
+    Delivery {
+        id: String,
+        delivery: String,
+    },
+    /// The call was answered as a task (`kind` names the tasks API).
+    Task {
+        id: String,
+        kind: String,
+    },
+    /// Creates or replaces a conversation thread.
+    SaveThread(ThreadRow),
+    /// Commits nothing by itself; its acknowledgement orders everything before it.
+    Barrier,
+}
+
+/// Why one queued write did not take effect, as the writer tells whoever waits for it.
+#[derive(Debug, Clone)]
+pub(super) enum WriteFailure {
+    /// An insert named an id that already has a record (the record is left as it was).
+    IdTaken,
+    /// The database refused it (disk full, locked, unreachable, …), or it found no record to update.
+    Sql(String),
+}
+
+pub(super) struct Queued {
+    pub op: WriteOp,
+    pub ack: Option<oneshot::Sender<Result<(), WriteFailure>>>,
+}
+
+/// Commits what is queued in one transaction; when that fails, each write is retried on its
+/// own so one bad row cannot take the others down with it.
+pub(super) struct Writer {
+    /// The store as messages name it.
+    pub store: String,
+    pub health: Arc<std::sync::Mutex<StoreHealth>>,
+}
+
+impl Writer {
+    pub fn run(self, mut conn: Box<dyn StoreConnection>, mut rx: mpsc::Receiver<Queued>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let outcomes = match apply_batch(conn.as_mut(), &batch) {
+                Ok(outcomes) => outcomes,
+                // The database is held by another program or cannot be reached: each write
+                // would wait and fail the same way again, so all get the error at once.
+                Err(error) if error.fails_every_write() || batch.len() == 1 => {
+                    let failure = WriteFailure::Sql(error.to_string());
+                    vec![Err(failure); batch.len()]
+                }
+                Err(error) => {
+                    tracing::warn!(store = %self.store, %error, writes = batch.len(),
+                        "call store batch failed; retrying each write on its own");
+                    batch
+                        .iter()
+                        .map(|queued| {
+                            match apply_batch(conn.as_mut(), std::slice::from_ref(queued)) {
+                                Ok(mut one) => one.pop().unwrap_or(Ok(())),
+                                Err(error) => Err(WriteFailure::Sql(error.to_string())),
+                            }
+                        })
+                        .collect()
+                }
+            };
+            for (queued, outcome) in batch.drain(..).zip(outcomes) {
+                if let Err(WriteFailure::Sql(error)) = &outcome {
+                    tracing::error!(store = %self.store, %error, "call store write failed");
+                    self.health
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .last_error = Some((now_ms(), error.clone()));
+                }
+                if let Some(ack) = queued.ack {
+                    let _ = ack.send(outcome);
+                }
+            }
+        }
+    }
+}
+
+/// Applies `batch` in one transaction: `Err` when the transaction failed as a whole,
+/// else each write's own outcome (an id already taken, an update that found no record).
+fn apply_batch(
+    conn: &mut dyn StoreConnection,
+    batch: &[Queued],
+) -> Result<Vec<Result<(), WriteFailure>>, super::BackendError> {
+    conn.begin()?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for queued in batch {
+        match apply(conn, &queued.op) {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(error) => {
+                conn.rollback();
+                return Err(error);
+            }
+        }
+    }
+    if let Err(error) = conn.commit() {
+        conn.rollback();
+        return Err(error);
+    }
+    Ok(outcomes)
+}
+
+/// Applies one write. `Ok(Err(_))` is a write that took no effect without failing the
+/// transaction: an insert whose id is taken, a finish that found no record.
+fn apply(
+    conn: &mut dyn StoreConnection,
+    op: &WriteOp,
+) -> Result<Result<(), WriteFailure>, super::BackendError> {
+    use Param::{Bool, Int, Text};
+    match op {
+        WriteOp::Insert(c) => {
+            let inserted = conn.execute(
+                "INSERT INTO calls (id, session_id, client_name, client_version, transport, tool, \
+                 arguments, state, received_at_ms, deadline_at_ms, owner_pid) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10) ON CONFLICT(id) DO NOTHING",
+                &[
+                    Text(Some(&c.id)),
+                    Text(Some(&c.session_id)),
+                    text(&c.client_name),
+                    text(&c.client_version),
+                    Text(Some(c.transport.as_str())),
+                    Text(Some(&c.tool)),
+                    Text(Some(&c.arguments)),
+                    Int(Some(c.received_at_ms)),
+                    Int(Some(c.deadline_at_ms)),
+                    Int(Some(i64::from(std::process::id()))),
+                    Text(Some(CallState::Received.as_str())),
+                ],
+            )?;
+            if inserted == 0 {
+                return Ok(Err(WriteFailure::IdTaken));
+            }
+        }
+        WriteOp::Running { id, started_at_ms } => {
+            conn.execute(
+                "UPDATE calls SET state = ?3, started_at_ms = ?2 WHERE id = ?1 AND state = ?4",
+                &[
+                    Text(Some(id)),
+                    Int(Some(*started_at_ms)),
+                    Text(Some(CallState::Running.as_str())),
+                    Text(Some(CallState::Received.as_str())),
+                ],
+            )?;
+        }
+        WriteOp::Progress {
+            id,
+            count,
+            message,
+            model,
+        } => {
+            conn.execute(
+                &format!(
+                    "UPDATE calls SET progress_count = ?2, last_progress = ?3, \
+                     model = COALESCE(?4, model) WHERE id = ?1 AND state IN {}",
+                    sql_list(&CallState::OPEN)
+                ),
+                &[
+                    Text(Some(id)),
+                    Int(Some(*count)),
+                    Text(Some(message)),
+                    text(model),
+                ],
+            )?;
+        }
+        WriteOp::Finish { id, done } => {
+            let updated = conn.execute(
+                "UPDATE calls SET state = ?2, started_at_ms = COALESCE(?3, started_at_ms), \
+                 finished_at_ms = ?4, duration_ms = ?4 - received_at_ms, provider = ?5, model = ?6, \
+                 tokens_in = ?7, tokens_out = ?8, attempts = ?9, progress_count = ?10, \
+                 last_progress = ?11, error_kind = ?12, error_message = ?13, result = ?14, \
+                 is_error = ?15, reasoning_tokens = ?16, time_to_first_token_ms = ?17, \
+                 reasoning = ?18, cached_tokens = ?19, finish_reason = ?20 WHERE id = ?1",
+                &[
+                    Text(Some(id)),
+                    Text(Some(done.state.unwrap_or(CallState::Failed).as_str())),
+                    Int(done.started_at_ms),
+                    Int(Some(done.finished_at_ms)),
+                    text(&done.provider),
+                    text(&done.model),
+                    Int(done.tokens_in),
+                    Int(done.tokens_out),
+                    Int(done.attempts),
+                    Int(Some(done.progress_count)),
+                    text(&done.last_progress),
+                    text(&done.error_kind),
+                    text(&done.error_message),
+                    text(&done.result),
+                    Bool(done.is_error),
+                    Int(done.reasoning_tokens),
+                    Int(done.time_to_first_token_ms),
+                    text(&done.reasoning),
+                    Int(done.cached_tokens),
+                    text(&done.finish_reason),
+                ],
+            )?;
+            if updated == 0 {
+                return Ok(Err(WriteFailure::Sql(format!(
+                    "no record of call {id} to finish (its first write was lost)"
+                ))));
+            }
+        }
+        WriteOp::Barrier => {}
+        WriteOp::SaveThread(t) => {
+            conn.execute(
+                "INSERT INTO threads (id, created_at_ms, updated_at_ms, expires_at_ms, turns) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(id) DO UPDATE SET \
+                 created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms, \
+                 expires_at_ms = excluded.expires_at_ms, turns = excluded.turns",
+                &[
+                    Text(Some(&t.id)),
+                    Int(Some(t.created_at_ms)),
+                    Int(Some(t.updated_at_ms)),
+                    Int(Some(t.expires_at_ms)),
+                    Text(Some(&t.turns)),
+                ],
+            )?;
+        }
+        WriteOp::Task { id, kind } => {
+            conn.execute(
+                "UPDATE calls SET task = ?2 WHERE id = ?1",
+                &[Text(Some(id)), Text(Some(kind))],
+            )?;
+        }
+        WriteOp::Delivery { id, delivery } => {
+            // Once an answer reached a client, a late report about another
+            // path (an abandoned request's closed stream) must not undo that.
+            conn.execute(
+                "UPDATE calls SET delivery = ?2 WHERE id = ?1 AND delivery NOT LIKE 'delivered%'",
+                &[Text(Some(id)), Text(Some(delivery))],
+            )?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// An optional text column's value.
+fn text(value: &Option<String>) -> Param<'_> {
+    Param::Text(value.as_deref())
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::store::StoreReader;
+    use crate::store::tests::{connect_for_test, new_call};
+
+    /// Runs a writer over `conn` for the writes in `ops`, queued before it starts (one batch);
+    /// returns each write's outcome.
+    pub(in crate::store) fn write_all(
+        conn: Box<dyn StoreConnection>,
+        ops: Vec<WriteOp>,
+    ) -> (Vec<Result<(), WriteFailure>>, StoreHealth) {
+        let (tx, rx) = mpsc::channel(ops.len().max(1));
+        let mut acks = Vec::new();
+        for op in ops {
+            let (ack, done) = oneshot::channel();
+            tx.try_send(Queued { op, ack: Some(ack) }).unwrap();
+            acks.push(done);
+        }
+        drop(tx);
+        let health = Arc::new(std::sync::Mutex::new(StoreHealth::default()));
+        Writer {
+            store: "test store".into(),
+            health: health.clone(),
+        }
+        .run(conn, rx);
+        let outcomes = acks
+            .into_iter()
+            .map(|mut done| done.try_recv().unwrap())
+            .collect();
+        let health = health.lock().unwrap().clone();
+        (outcomes, health)
+    }
+
+    #[test]
+    fn one_bad_write_does_not_drop_the_others_in_its_batch() {
+        let (location, mut conn) = connect_for_test();
+        // The "bad row" of the batch: the database refuses it (as it would a row over its limits).
+        conn.execute_raw("CREATE UNIQUE INDEX one_tool_per_session ON calls(session_id, tool)")
+            .unwrap();
+        let mut first = new_call("a");
+        first.session_id = "taken".into();
+        let mut bad = new_call("b");
+        bad.session_id = "taken".into();
+        let ops = vec![
+            WriteOp::Insert(first.into()),
+            WriteOp::Insert(bad.into()),
+            WriteOp::Insert(new_call("c").into()),
+        ];
+        let (outcomes, health) = write_all(conn, ops);
+        assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+        assert!(
+            matches!(&outcomes[1], Err(WriteFailure::Sql(m))
+                if m.contains("one_tool_per_session") || m.contains("UNIQUE constraint")),
+            "{outcomes:?}"
+        );
+        let reader = StoreReader::open_at(&location).unwrap();
+        assert!(reader.get("a").unwrap().is_some());
+        assert!(reader.get("b").unwrap().is_none());
+        assert!(reader.get("c").unwrap().is_some());
+        assert!(
+            health.problems()[0].contains("a call store write failed"),
+            "{:?}",
+            health.problems()
+        );
+    }
+}
