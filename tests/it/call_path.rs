@@ -204,8 +204,8 @@ async fn cancel_stops_the_call_and_closes_the_provider_request() {
         .unwrap();
     provider_aborted(&fake, 1).await;
     let cancelled = wait_until_async("a cancelled record", Duration::from_secs(10), || {
-        let store = exai::store::StoreReader::open(&daemon.home.join("calls.sqlite3")).ok()?;
-        let rows = store
+        let rows = daemon
+            .store()
             .list(&exai::store::CallFilter {
                 failed_only: true,
                 limit: 5,
@@ -245,8 +245,8 @@ async fn a_client_that_leaves_mid_call_does_not_lose_the_result() {
     client.cancel().await.unwrap();
     assert!(pending.await.unwrap().is_err());
     let record = wait_until_async("the result kept", Duration::from_secs(10), || {
-        let store = exai::store::StoreReader::open(&daemon.home.join("calls.sqlite3")).ok()?;
-        let rows = store
+        let rows = daemon
+            .store()
             .list(&exai::store::CallFilter {
                 tool: Some("chat".into()),
                 limit: 5,
@@ -374,8 +374,8 @@ async fn bad_arguments_and_unknown_tools_get_clear_errors_and_records() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("unknown tool \"no_such_tool\""), "{error}");
-    let store = exai::store::StoreReader::open(&daemon.home.join("calls.sqlite3")).unwrap();
-    let rows = store
+    let rows = daemon
+        .store()
         .list(&exai::store::CallFilter {
             tool: Some("no_such_tool".into()),
             limit: 1,
@@ -426,11 +426,12 @@ async fn status_shows_calls_in_flight_and_recent_failures() {
 async fn no_daemon_mode_serves_in_process() {
     let fake = Fake::start();
     let home = temp_home();
-    let env = vec![
+    let mut env = vec![
         ("EXAI_HOME".to_string(), home.display().to_string()),
         ("CUSTOM_API_URL".to_string(), format!("{}/v1", fake.url)),
         ("CUSTOM_MODEL_NAME".to_string(), "fake-fast".to_string()),
     ];
+    env.extend(store_env(&home));
     let (client, _) = stdio_client(&env, &["--no-daemon"]).await;
     let result = client.call_tool(chat("local", "fake-fast")).await.unwrap();
     assert_eq!(text_of(&result), "echo: local");
@@ -443,9 +444,8 @@ async fn no_daemon_mode_serves_in_process() {
         "{}",
         text_of(&version)
     );
-    let store = exai::store::StoreReader::open(&home.join("calls.sqlite3")).unwrap();
     assert_eq!(
-        store
+        store_of_home(&home)
             .get(&call_id_of(&result))
             .unwrap()
             .unwrap()
