@@ -205,11 +205,12 @@ async fn cancel_stops_the_call_and_closes_the_provider_request() {
     provider_aborted(&fake, 1).await;
     let cancelled = wait_until_async("a cancelled record", Duration::from_secs(10), || {
         let rows = daemon
-            .store()
-            .list(&exai::store::CallFilter {
-                failed_only: true,
-                limit: 5,
-                ..Default::default()
+            .read_store(|store| {
+                store.list(&exai::store::CallFilter {
+                    failed_only: true,
+                    limit: 5,
+                    ..Default::default()
+                })
             })
             .ok()?;
         // The delivery is written just after the end state: wait for both.
@@ -246,11 +247,12 @@ async fn a_client_that_leaves_mid_call_does_not_lose_the_result() {
     assert!(pending.await.unwrap().is_err());
     let record = wait_until_async("the result kept", Duration::from_secs(10), || {
         let rows = daemon
-            .store()
-            .list(&exai::store::CallFilter {
-                tool: Some("chat".into()),
-                limit: 5,
-                ..Default::default()
+            .read_store(|store| {
+                store.list(&exai::store::CallFilter {
+                    tool: Some("chat".into()),
+                    limit: 5,
+                    ..Default::default()
+                })
             })
             .ok()?;
         rows.into_iter()
@@ -375,11 +377,12 @@ async fn bad_arguments_and_unknown_tools_get_clear_errors_and_records() {
         .to_string();
     assert!(error.contains("unknown tool \"no_such_tool\""), "{error}");
     let rows = daemon
-        .store()
-        .list(&exai::store::CallFilter {
-            tool: Some("no_such_tool".into()),
-            limit: 1,
-            ..Default::default()
+        .read_store(|store| {
+            store.list(&exai::store::CallFilter {
+                tool: Some("no_such_tool".into()),
+                limit: 1,
+                ..Default::default()
+            })
         })
         .unwrap();
     assert_eq!(rows[0].error_kind.as_deref(), Some("unknown_tool"));
@@ -444,15 +447,9 @@ async fn no_daemon_mode_serves_in_process() {
         "{}",
         text_of(&version)
     );
-    assert_eq!(
-        store_of_home(&home)
-            .get(&call_id_of(&result))
-            .unwrap()
-            .unwrap()
-            .transport
-            .as_str(),
-        "stdio"
-    );
+    let id = call_id_of(&result);
+    let record = read_store_of_home(&home, |store| store.get(&id)).unwrap();
+    assert_eq!(record.unwrap().transport.as_str(), "stdio");
     assert!(!home.join("daemon.json").exists(), "no daemon was started");
     client.cancel().await.unwrap();
 }

@@ -254,6 +254,18 @@ pub fn store_env(home: &Path) -> Vec<(String, String)> {
     }
 }
 
+/// Runs `work` on a thread of its own and returns what it returns (re-raising its panic). The
+/// `postgres` crate blocks on a runtime of its own, which tokio refuses on a thread that drives an
+/// async test: every use of a PostgreSQL client, `StoreReader`s included, goes through here.
+pub fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(work)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// The databases this process made (or found), so each is created once.
 static DATABASES: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
 
@@ -261,7 +273,7 @@ static DATABASES: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::defaul
 fn database_of(server: &str, home: &Path) -> String {
     let name = database_name(home);
     if !DATABASES.lock().unwrap().contains(&name) {
-        create_database(server, &name);
+        off_runtime(|| create_database(server, &name));
         DATABASES.lock().unwrap().insert(name.clone());
     }
     let mut url = reqwest::Url::parse(server)
@@ -300,16 +312,19 @@ fn store_location(env: &[(String, String)], home: &Path) -> StoreLocation {
     }
 }
 
-/// The store a daemon or CLI started with EXAI_HOME `home` and `store_env(home)` uses.
-pub fn store_of_home(home: &Path) -> StoreReader {
-    open_store(&store_location(&store_env(home), home))
+/// What `read` finds in the store a daemon or CLI started with EXAI_HOME `home` and
+/// `store_env(home)` uses, read off the runtime.
+pub fn read_store_of_home<T: Send>(home: &Path, read: impl FnOnce(&StoreReader) -> T + Send) -> T {
+    let location = store_location(&store_env(home), home);
+    off_runtime(|| read(&open_store(&location)))
 }
 
 fn open_store(location: &StoreLocation) -> StoreReader {
     StoreReader::open_at(location).unwrap_or_else(|e| panic!("cannot open the store: {e}"))
 }
 
-/// Every row of every table of the PostgreSQL database at `url`, as JSON text.
+/// Every row of every table of the PostgreSQL database at `url`, as JSON text (call it off the
+/// runtime).
 fn every_row(url: &str) -> Vec<String> {
     let mut client = postgres::Client::connect(url, postgres::NoTls)
         .unwrap_or_else(|e| panic!("cannot connect to the daemon's database: {e}"));
@@ -499,9 +514,14 @@ impl Daemon {
         store_location(&self.env, &self.home)
     }
 
-    /// This daemon's store, opened for reading.
+    /// This daemon's store, opened for reading. Not in an async test: see `read_store`.
     pub fn store(&self) -> StoreReader {
         open_store(&self.store_location())
+    }
+
+    /// What `read` finds in this daemon's store, read off the runtime (fit for async tests).
+    pub fn read_store<T: Send>(&self, read: impl FnOnce(&StoreReader) -> T + Send) -> T {
+        off_runtime(|| read(&self.store()))
     }
 
     /// Everything this daemon's store holds, as text, to search for what must never be kept: the
@@ -516,13 +536,13 @@ impl Daemon {
                     .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
                     .collect()
             }
-            StoreLocation::Postgres(url) => every_row(&url),
+            StoreLocation::Postgres(url) => off_runtime(|| every_row(&url)),
         }
     }
 
     /// The record of a call, read from the store.
     pub fn record(&self, id: &str) -> Option<exai::store::CallRow> {
-        self.store().get(id).ok()?
+        self.read_store(|store| store.get(id).ok().flatten())
     }
 
     /// Waits until the call's record reaches a final state; returns it.
