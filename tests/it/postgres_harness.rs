@@ -88,3 +88,45 @@ fn store_contents_reads_every_row_of_every_table() {
         );
     }
 }
+
+#[test]
+fn the_database_password_is_never_shown_or_logged() {
+    if !on_postgres() {
+        eprintln!("skipped: {TEST_DATABASE_URL} is not set");
+        return;
+    }
+    let fake = Fake::start();
+    let mut daemon = Daemon::start(&fake, &[("EXAI_LOG", "debug")]);
+    let url = daemon
+        .env
+        .iter()
+        .find(|(key, _)| key == DATABASE_URL)
+        .unwrap()
+        .1
+        .clone();
+    let password = reqwest::Url::parse(&url)
+        .unwrap()
+        .password()
+        .unwrap()
+        .to_string();
+    let mut shown = vec![http_get(&format!("http://{}/healthz", daemon.addr))];
+    for args in [
+        &["config"][..],
+        &["config", "--json"],
+        &["status"],
+        &["calls"],
+    ] {
+        let (ok, output) = daemon.cli(args);
+        assert!(ok, "exai {args:?} failed");
+        shown.push(output);
+    }
+    daemon.stop();
+    for entry in std::fs::read_dir(daemon.home.join("logs")).unwrap() {
+        shown.push(std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default());
+    }
+    // Not printed on failure: the text holds the password.
+    assert!(
+        !shown.iter().any(|text| text.contains(&password)),
+        "the database password was shown or logged"
+    );
+}
