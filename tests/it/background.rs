@@ -550,12 +550,13 @@ async fn short_ids_find_calls_and_relayed_failures_keep_their_reason() {
     assert!(text_of(&relayed).contains("500"), "{}", text_of(&relayed));
     // The relayed answer names the call it came from; the call_result call has its own record.
     assert_eq!(call_id_of(&relayed), id);
-    let relays = exai::store::StoreReader::open(&daemon.home.join("calls.sqlite3"))
-        .unwrap()
-        .list(&exai::store::CallFilter {
-            tool: Some("call_result".into()),
-            limit: 5,
-            ..Default::default()
+    let relays = daemon
+        .read_store(|store| {
+            store.list(&exai::store::CallFilter {
+                tool: Some("call_result".into()),
+                limit: 5,
+                ..Default::default()
+            })
         })
         .unwrap();
     let record = daemon.final_record(&relays[0].id);

@@ -204,12 +204,13 @@ async fn cancel_stops_the_call_and_closes_the_provider_request() {
         .unwrap();
     provider_aborted(&fake, 1).await;
     let cancelled = wait_until_async("a cancelled record", Duration::from_secs(10), || {
-        let store = exai::store::StoreReader::open(&daemon.home.join("calls.sqlite3")).ok()?;
-        let rows = store
-            .list(&exai::store::CallFilter {
-                failed_only: true,
-                limit: 5,
-                ..Default::default()
+        let rows = daemon
+            .read_store(|store| {
+                store.list(&exai::store::CallFilter {
+                    failed_only: true,
+                    limit: 5,
+                    ..Default::default()
+                })
             })
             .ok()?;
         // The delivery is written just after the end state: wait for both.
@@ -245,12 +246,13 @@ async fn a_client_that_leaves_mid_call_does_not_lose_the_result() {
     client.cancel().await.unwrap();
     assert!(pending.await.unwrap().is_err());
     let record = wait_until_async("the result kept", Duration::from_secs(10), || {
-        let store = exai::store::StoreReader::open(&daemon.home.join("calls.sqlite3")).ok()?;
-        let rows = store
-            .list(&exai::store::CallFilter {
-                tool: Some("chat".into()),
-                limit: 5,
-                ..Default::default()
+        let rows = daemon
+            .read_store(|store| {
+                store.list(&exai::store::CallFilter {
+                    tool: Some("chat".into()),
+                    limit: 5,
+                    ..Default::default()
+                })
             })
             .ok()?;
         rows.into_iter()
@@ -374,12 +376,13 @@ async fn bad_arguments_and_unknown_tools_get_clear_errors_and_records() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("unknown tool \"no_such_tool\""), "{error}");
-    let store = exai::store::StoreReader::open(&daemon.home.join("calls.sqlite3")).unwrap();
-    let rows = store
-        .list(&exai::store::CallFilter {
-            tool: Some("no_such_tool".into()),
-            limit: 1,
-            ..Default::default()
+    let rows = daemon
+        .read_store(|store| {
+            store.list(&exai::store::CallFilter {
+                tool: Some("no_such_tool".into()),
+                limit: 1,
+                ..Default::default()
+            })
         })
         .unwrap();
     assert_eq!(rows[0].error_kind.as_deref(), Some("unknown_tool"));
@@ -426,11 +429,12 @@ async fn status_shows_calls_in_flight_and_recent_failures() {
 async fn no_daemon_mode_serves_in_process() {
     let fake = Fake::start();
     let home = temp_home();
-    let env = vec![
+    let mut env = vec![
         ("EXAI_HOME".to_string(), home.display().to_string()),
         ("CUSTOM_API_URL".to_string(), format!("{}/v1", fake.url)),
         ("CUSTOM_MODEL_NAME".to_string(), "fake-fast".to_string()),
     ];
+    env.extend(store_env(&home));
     let (client, _) = stdio_client(&env, &["--no-daemon"]).await;
     let result = client.call_tool(chat("local", "fake-fast")).await.unwrap();
     assert_eq!(text_of(&result), "echo: local");
@@ -443,16 +447,9 @@ async fn no_daemon_mode_serves_in_process() {
         "{}",
         text_of(&version)
     );
-    let store = exai::store::StoreReader::open(&home.join("calls.sqlite3")).unwrap();
-    assert_eq!(
-        store
-            .get(&call_id_of(&result))
-            .unwrap()
-            .unwrap()
-            .transport
-            .as_str(),
-        "stdio"
-    );
+    let id = call_id_of(&result);
+    let record = read_store_of_home(&home, |store| store.get(&id)).unwrap();
+    assert_eq!(record.unwrap().transport.as_str(), "stdio");
     assert!(!home.join("daemon.json").exists(), "no daemon was started");
     client.cancel().await.unwrap();
 }

@@ -7,11 +7,14 @@
     clippy::print_stderr
 )]
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
+
+use exai::store::{StoreLocation, StoreReader};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientConfig, ClientRequest, Implementation,
@@ -213,6 +216,139 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Set to a PostgreSQL superuser's URL (`postgres://exai:PASSWORD@127.0.0.1:PORT/postgres`, what
+/// `scripts/postgres.sh` writes), the suite runs on PostgreSQL: each EXAI_HOME gets a database there.
+pub const TEST_DATABASE_URL: &str = "EXAI_TEST_DATABASE_URL";
+
+/// The variable naming the store of a daemon or CLI.
+pub const DATABASE_URL: &str = "EXAI_DATABASE_URL";
+
+fn test_database_server() -> Option<String> {
+    std::env::var(TEST_DATABASE_URL)
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// Whether this run keeps every store in PostgreSQL.
+pub fn on_postgres() -> bool {
+    test_database_server().is_some()
+}
+
+/// For a test about the SQLite file itself: true (having said why) when the run is on PostgreSQL,
+/// where the test must stop: `if sqlite_only("why") { return; }`.
+pub fn sqlite_only(why: &str) -> bool {
+    let skip = on_postgres();
+    if skip {
+        eprintln!("skipped on PostgreSQL, a test of the SQLite store: {why}");
+    }
+    skip
+}
+
+/// The store environment of a daemon or CLI whose EXAI_HOME is `home`: on PostgreSQL, the URL of
+/// the home's own database (created on first use, the same for every daemon started there);
+/// nothing on SQLite, where the store is `home/calls.sqlite3`.
+pub fn store_env(home: &Path) -> Vec<(String, String)> {
+    match test_database_server() {
+        Some(server) => vec![(DATABASE_URL.to_string(), database_of(&server, home))],
+        None => Vec::new(),
+    }
+}
+
+/// Runs `work` on a thread of its own and returns what it returns (re-raising its panic). The
+/// `postgres` crate blocks on a runtime of its own, which tokio refuses on a thread that drives an
+/// async test: every use of a PostgreSQL client, `StoreReader`s included, goes through here.
+pub fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(work)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// The databases this process made (or found), so each is created once.
+static DATABASES: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
+
+/// The URL of `home`'s database on `server`, created when missing.
+fn database_of(server: &str, home: &Path) -> String {
+    let name = database_name(home);
+    if !DATABASES.lock().unwrap().contains(&name) {
+        off_runtime(|| create_database(server, &name));
+        DATABASES.lock().unwrap().insert(name.clone());
+    }
+    let mut url = reqwest::Url::parse(server)
+        .unwrap_or_else(|e| panic!("{TEST_DATABASE_URL} is not a URL: {e}"));
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// `exai_` and a digest of the home's path: a valid name of at most 63 bytes for any path.
+pub fn database_name(home: &Path) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, home.as_os_str().as_encoded_bytes());
+    let hex: String = digest.as_ref()[..12]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("exai_{hex}")
+}
+
+fn create_database(server: &str, name: &str) {
+    // The errors below never carry the URL: it holds the password.
+    let mut client = postgres::Client::connect(server, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("cannot connect to {TEST_DATABASE_URL}: {e}"));
+    match client.batch_execute(&format!("CREATE DATABASE {name}")) {
+        Ok(()) => {}
+        // Another test thread, or an earlier run on the same server, made it.
+        Err(e) if e.code() == Some(&postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+        Err(e) => panic!("cannot create database {name}: {e}"),
+    }
+}
+
+/// Where the store of a daemon or CLI with environment `env` and EXAI_HOME `home` is.
+fn store_location(env: &[(String, String)], home: &Path) -> StoreLocation {
+    match env.iter().rev().find(|(key, _)| key == DATABASE_URL) {
+        Some((_, url)) if !url.is_empty() => StoreLocation::Postgres(url.clone()),
+        _ => StoreLocation::Sqlite(home.join("calls.sqlite3")),
+    }
+}
+
+/// What `read` finds in the store a daemon or CLI started with EXAI_HOME `home` and
+/// `store_env(home)` uses, read off the runtime.
+pub fn read_store_of_home<T: Send>(home: &Path, read: impl FnOnce(&StoreReader) -> T + Send) -> T {
+    let location = store_location(&store_env(home), home);
+    off_runtime(|| read(&open_store(&location)))
+}
+
+fn open_store(location: &StoreLocation) -> StoreReader {
+    StoreReader::open_at(location).unwrap_or_else(|e| panic!("cannot open the store: {e}"))
+}
+
+/// Every row of every table of the PostgreSQL database at `url`, as JSON text (call it off the
+/// runtime).
+fn every_row(url: &str) -> Vec<String> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("cannot connect to the daemon's database: {e}"));
+    let tables = client
+        .query(
+            "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables \
+             WHERE table_type = 'BASE TABLE' \
+             AND table_schema NOT IN ('pg_catalog', 'information_schema')",
+            &[],
+        )
+        .unwrap();
+    let mut rows = Vec::new();
+    for table in tables {
+        let table: String = table.get(0);
+        for row in client
+            .query(&format!("SELECT row_to_json(t)::text FROM {table} t"), &[])
+            .unwrap()
+        {
+            rows.push(row.get(0));
+        }
+    }
+    rows
+}
+
 /// Environment for an `exai stdio` that may start its own daemon (EXAI_HOME `home`, the fake as provider).
 pub fn autostart_env(home: &Path, fake: &Fake, exai_url: Option<&str>) -> Vec<(String, String)> {
     let mut env = vec![
@@ -220,6 +356,7 @@ pub fn autostart_env(home: &Path, fake: &Fake, exai_url: Option<&str>) -> Vec<(S
         ("CUSTOM_API_URL".to_string(), format!("{}/v1", fake.url)),
         ("CUSTOM_MODEL_NAME".to_string(), "fake-fast".to_string()),
     ];
+    env.extend(store_env(home));
     if let Some(url) = exai_url {
         env.push(("EXAI_URL".to_string(), url.to_string()));
     }
@@ -276,6 +413,7 @@ impl Daemon {
             ("CUSTOM_MODEL_NAME".into(), "fake-fast".into()),
             ("EXAI_PROGRESS_INTERVAL_S".into(), "0.5".into()),
         ];
+        all.extend(store_env(&home));
         for (k, v) in env {
             all.retain(|(key, _)| key != k);
             all.push((k.to_string(), v.to_string()));
@@ -371,12 +509,40 @@ impl Daemon {
         env
     }
 
+    /// Where this daemon keeps its store.
+    pub fn store_location(&self) -> StoreLocation {
+        store_location(&self.env, &self.home)
+    }
+
+    /// This daemon's store, opened for reading. Not in an async test: see `read_store`.
+    pub fn store(&self) -> StoreReader {
+        open_store(&self.store_location())
+    }
+
+    /// What `read` finds in this daemon's store, read off the runtime (fit for async tests).
+    pub fn read_store<T: Send>(&self, read: impl FnOnce(&StoreReader) -> T + Send) -> T {
+        off_runtime(|| read(&self.store()))
+    }
+
+    /// Everything this daemon's store holds, as text, to search for what must never be kept: the
+    /// SQLite files' bytes, or every row of the PostgreSQL database as JSON.
+    pub fn store_contents(&self) -> Vec<String> {
+        match self.store_location() {
+            StoreLocation::Sqlite(file) => {
+                let wal = PathBuf::from(format!("{}-wal", file.display()));
+                [file, wal]
+                    .iter()
+                    .filter_map(|file| std::fs::read(file).ok())
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                    .collect()
+            }
+            StoreLocation::Postgres(url) => off_runtime(|| every_row(&url)),
+        }
+    }
+
     /// The record of a call, read from the store.
     pub fn record(&self, id: &str) -> Option<exai::store::CallRow> {
-        exai::store::StoreReader::open(&self.home.join("calls.sqlite3"))
-            .ok()?
-            .get(id)
-            .ok()?
+        self.read_store(|store| store.get(id).ok().flatten())
     }
 
     /// Waits until the call's record reaches a final state; returns it.

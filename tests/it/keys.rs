@@ -44,15 +44,18 @@ fn exai(env: &[(&str, &str)], args: &[&str], stdin: &str) -> (bool, String) {
     (output.status.success(), text)
 }
 
-fn env_of(config: &Path) -> Vec<(&'static str, String)> {
-    vec![
-        ("XDG_CONFIG_HOME", path(config)),
-        ("EXAI_HOME", path(&config.join("state"))),
-    ]
+fn env_of(config: &Path) -> Vec<(String, String)> {
+    let home = config.join("state");
+    let mut env = vec![
+        ("XDG_CONFIG_HOME".to_string(), path(config)),
+        ("EXAI_HOME".to_string(), path(&home)),
+    ];
+    env.extend(store_env(&home));
+    env
 }
 
-fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 #[test]
@@ -107,7 +110,7 @@ fn keys_set_from_stdin_are_private_listed_masked_and_removed() {
 fn the_environment_overrides_the_keys_file() {
     let (config, _) = config_home();
     let mut env = env_of(&config);
-    env.push(("CUSTOM_API_URL", "http://127.0.0.1:9/v1".into()));
+    env.push(("CUSTOM_API_URL".into(), "http://127.0.0.1:9/v1".into()));
     let (ok, out) = exai(&as_refs(&env), &["keys", "set", "custom"], KEY);
     assert!(ok, "{out}");
 
@@ -116,7 +119,7 @@ fn the_environment_overrides_the_keys_file() {
     assert!(out.contains("key set in the keys file"), "{out}");
     assert!(!out.contains(KEY), "{out}");
 
-    env.push(("CUSTOM_API_KEY", "sk-from-environment-4242".into()));
+    env.push(("CUSTOM_API_KEY".into(), "sk-from-environment-4242".into()));
     let (ok, out) = exai(&as_refs(&env), &["config"], "");
     assert!(ok, "{out}");
     assert!(out.contains("key set in CUSTOM_API_KEY"), "{out}");

@@ -386,6 +386,7 @@ async fn a_config_file_adds_named_endpoints_and_exai_config_hides_keys() {
     let output = std::process::Command::new(EXAI)
         .args(["config"])
         .env("EXAI_HOME", &daemon.home)
+        .envs(store_env(&daemon.home))
         .env("EXAI_CONFIG", &config_path)
         .env("LOCAL_KEY", "sk-local-secret-123")
         .output()
@@ -981,11 +982,7 @@ async fn credentials_in_provider_urls_and_error_bodies_are_never_shown_logged_or
         "the logs were read"
     );
     shown.extend(logs);
-    for file in ["calls.sqlite3", "calls.sqlite3-wal"] {
-        if let Ok(bytes) = std::fs::read(daemon.home.join(file)) {
-            shown.push(String::from_utf8_lossy(&bytes).into_owned());
-        }
-    }
+    shown.extend(daemon.store_contents());
     for text in &shown {
         for secret in secrets {
             assert!(!text.contains(secret), "{secret} shown in: {text}");
