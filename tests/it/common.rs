@@ -509,6 +509,17 @@ impl Daemon {
         env
     }
 
+    /// Another daemon — its own EXAI_HOME, socket and token — on this daemon's database: a
+    /// replica. Only on PostgreSQL (see [`replicas`]).
+    pub fn start_replica(&self, fake: &Fake, env: &[(&str, &str)]) -> Daemon {
+        let StoreLocation::Postgres(url) = self.store_location() else {
+            panic!("replicas share a PostgreSQL database: run with {TEST_DATABASE_URL}");
+        };
+        let mut all = vec![(DATABASE_URL, url.as_str())];
+        all.extend_from_slice(env);
+        Daemon::start(fake, &all)
+    }
+
     /// Where this daemon keeps its store.
     pub fn store_location(&self) -> StoreLocation {
         store_location(&self.env, &self.home)
@@ -556,6 +567,18 @@ impl Daemon {
             },
         )
     }
+}
+
+/// Two daemons in two EXAI_HOMEs sharing ONE database, both with `env`: replicas A and B.
+/// `None` (having said why) unless the run is on PostgreSQL, the store replicas share.
+pub fn replicas(fake: &Fake, env: &[(&str, &str)]) -> Option<(Daemon, Daemon)> {
+    if !on_postgres() {
+        eprintln!("skipped: replicas share a PostgreSQL database; set {TEST_DATABASE_URL}");
+        return None;
+    }
+    let a = Daemon::start(fake, env);
+    let b = a.start_replica(fake, env);
+    Some((a, b))
 }
 
 /// What the test client saw.
