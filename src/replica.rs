@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::calls::{CancelReason, Calls};
+use crate::calls::{Calls, CancelReason};
 use crate::store::{ReplicaRow, Store, StoreError, StoreReader, now_ms, this_host};
 
 /// How often a replica with calls in flight looks for cancels other replicas left on them.
@@ -67,8 +67,10 @@ impl Replica {
             tracing::Span::none(),
             self.clone().keep_alive(calls.store().clone()),
         );
-        let watcher =
-            crate::spawn::in_span(tracing::Span::none(), self.clone().watch_cancels(calls.clone()));
+        let watcher = crate::spawn::in_span(
+            tracing::Span::none(),
+            self.clone().watch_cancels(calls.clone()),
+        );
         self.tasks_slot().extend([heartbeat, watcher]);
     }
 
@@ -83,7 +85,9 @@ impl Replica {
         let id = self.row.id.clone();
         match store.read(move |store| store.remove_replica(&id)).await {
             Ok(()) => tracing::info!(replica = %self.row.id, "replica left the store"),
-            Err(error) => tracing::warn!(%error, "could not remove this replica's record; the others forget it after its lease"),
+            Err(error) => {
+                tracing::warn!(%error, "could not remove this replica's record; the others forget it after its lease")
+            }
         }
     }
 

@@ -300,7 +300,11 @@ pub struct ReplicaRow {
 
 impl std::fmt::Display for ReplicaRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "replica {} (host {}, pid {})", self.id, self.host, self.pid)
+        write!(
+            f,
+            "replica {} (host {}, pid {})",
+            self.id, self.host, self.pid
+        )
     }
 }
 

@@ -198,7 +198,11 @@ mod tests {
     #[tokio::test]
     async fn a_lost_replicas_open_calls_are_interrupted_and_a_live_ones_kept() {
         let store = Store::open(&test_location()).unwrap();
-        for (id, owner) in [("lost-call", "lost"), ("live-call", "live"), ("gone-call", "gone")] {
+        for (id, owner) in [
+            ("lost-call", "lost"),
+            ("live-call", "live"),
+            ("gone-call", "gone"),
+        ] {
             let mut call = new_call(id);
             call.replica = Some(owner.into());
             store.insert(call).await.unwrap();
@@ -207,9 +211,12 @@ mod tests {
             .read(|r: &StoreReader| {
                 r.heartbeat(&replica("lost", now_ms() - 60_000))?;
                 r.heartbeat(&replica("live", now_ms()))?;
-                let interrupted = r.interrupt_calls_of_lost_replicas("me", Duration::from_secs(5))?;
-                let rows = ["lost-call", "live-call", "gone-call"]
-                    .map(|id| r.get(id).map(|row| row.map(|row| (row.state, row.error_message))));
+                let interrupted =
+                    r.interrupt_calls_of_lost_replicas("me", Duration::from_secs(5))?;
+                let rows = ["lost-call", "live-call", "gone-call"].map(|id| {
+                    r.get(id)
+                        .map(|row| row.map(|row| (row.state, row.error_message)))
+                });
                 let left: Vec<String> = r.replicas()?.into_iter().map(|r| r.id).collect();
                 Ok((interrupted, rows, left))
             })

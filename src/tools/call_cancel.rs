@@ -54,10 +54,8 @@ impl ExaiTool for CallCancel {
                     format!("call {id} ({tool}) {stopped}")
                 }
                 CallView::HeldElsewhere(row) => {
-                    let reason = format!(
-                        "call_cancel from call {} on another replica",
-                        ctx.call.id
-                    );
+                    let reason =
+                        format!("call_cancel from call {} on another replica", ctx.call.id);
                     let asked = ctx
                         .calls
                         .request_cancel(&row, reason)
@@ -66,8 +64,7 @@ impl ExaiTool for CallCancel {
                     let tool = row.tool.clone();
                     match asked {
                         Some(replica) => {
-                            let stopped =
-                                stopped_within(&ctx, CallView::HeldElsewhere(row)).await;
+                            let stopped = stopped_within(&ctx, CallView::HeldElsewhere(row)).await;
                             format!(
                                 "call {id} ({tool}) runs on {replica}: the cancel was sent to it; \
                                  the call {stopped}"

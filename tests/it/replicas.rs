@@ -49,8 +49,10 @@ async fn a_call_on_one_replica_is_listed_and_fetched_through_the_other() {
     let (client_a, _) = stdio_client(&a.stdio_env(), &[]).await;
     let (client_b, _) = stdio_client(&b.stdio_env(), &[]).await;
     let peer = client_a.peer().clone();
-    let on_a =
-        tokio::spawn(async move { peer.call_tool(chat("slow question", "fake-delay-3000")).await });
+    let on_a = tokio::spawn(async move {
+        peer.call_tool(chat("slow question", "fake-delay-3000"))
+            .await
+    });
     let row = running_chat(&a).await;
     assert_eq!(row.replica.as_deref(), Some(replica_of(&a).id.as_str()));
     assert_ne!(replica_of(&a).id, replica_of(&b).id);
@@ -70,11 +72,18 @@ async fn a_call_on_one_replica_is_listed_and_fetched_through_the_other() {
 
     let started = Instant::now();
     let fetched = client_b
-        .call_tool(call("call_result", json!({"call_id": row.id, "wait_s": 30})))
+        .call_tool(call(
+            "call_result",
+            json!({"call_id": row.id, "wait_s": 30}),
+        ))
         .await
         .unwrap();
     assert_eq!(text_of(&fetched), "echo: slow question", "{fetched:?}");
-    assert_eq!(call_id_of(&fetched), row.id, "A's own answer, fetched through B");
+    assert_eq!(
+        call_id_of(&fetched),
+        row.id,
+        "A's own answer, fetched through B"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "B answered as soon as A stored the answer, not at the end of the wait"
@@ -228,4 +237,67 @@ async fn a_replica_killed_mid_call_has_its_call_interrupted_by_another_within_th
     let _ = doomed.await;
     drop(a.proc.take());
     client_b.cancel().await.unwrap();
+}
+
+/// A raw 2025-11-25 session (tasks declared) on `daemon`.
+fn legacy_session(daemon: &Daemon) -> RawClient {
+    let mut raw = RawClient::start(&daemon.stdio_env(), &[]);
+    raw.ok(
+        "initialize",
+        json!({"protocolVersion": "2025-11-25",
+               "capabilities": {"tasks": {"list": {}, "cancel": {}}},
+               "clientInfo": {"name": "legacy-raw", "version": "1"}}),
+    );
+    raw.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    raw
+}
+
+#[test]
+fn a_task_on_one_replica_is_polled_fetched_and_cancelled_through_the_other() {
+    let fake = Fake::start();
+    let Some((a, b)) = replicas(&fake, &[]) else {
+        return;
+    };
+    let (mut on_a, mut on_b) = (legacy_session(&a), legacy_session(&b));
+    let task = |raw: &mut RawClient, model: &str| {
+        raw.ok(
+            "tools/call",
+            json!({"name": "chat", "arguments": {"prompt": "a task", "model": model},
+                   "task": {"ttl": 60000}}),
+        )["task"]["taskId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let id = task(&mut on_a, "fake-delay-3000");
+    let got = on_b.ok("tasks/get", json!({"taskId": id}));
+    assert_eq!(got["status"], "working", "{got}");
+    let replica = replica_of(&a);
+    assert!(
+        got["statusMessage"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("replica {}", replica.id)),
+        "{got}"
+    );
+    let answer = on_b.ok("tasks/result", json!({"taskId": id}));
+    assert_eq!(answer["content"][0]["text"], "echo: a task", "{answer}");
+    assert_eq!(answer["_meta"]["exai.dev/callId"], id.as_str());
+
+    let hung = task(&mut on_a, "fake-hang");
+    wait_until(
+        "the hung call at the provider",
+        Duration::from_secs(10),
+        || (fake.stats()["in_flight"].as_u64()? == 1).then_some(()),
+    );
+    let stopped = on_b.ok("tasks/cancel", json!({"taskId": hung}));
+    assert_eq!(stopped["status"], "cancelled", "{stopped}");
+    let record = a.final_record(&hung);
+    assert_eq!(record.state, CallState::Cancelled);
+    assert!(
+        record
+            .error_message
+            .unwrap_or_default()
+            .contains("tasks/cancel on another replica")
+    );
 }
