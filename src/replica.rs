@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::calls::{Calls, CancelReason};
 use crate::store::{ReplicaRow, Store, StoreError, StoreReader, now_ms, this_host};
 
+/// Longest wait, at shutdown, to remove this replica's record.
+const LEAVE_LIMIT: Duration = Duration::from_secs(3);
 /// How often a replica with calls in flight looks for cancels other replicas left on them.
 const CANCEL_POLL: Duration = Duration::from_millis(500);
 
@@ -75,20 +77,27 @@ impl Replica {
     }
 
     /// Clean shutdown, once this replica's calls have ended: stops the heartbeat and forgets
-    /// the replica, so the others have nothing to wait out.
+    /// the replica, so the others have nothing to wait out. Bounded: a store out of reach does
+    /// not hold the shutdown (the others then forget this replica after its lease).
     pub async fn leave(&self, store: &Store) {
         self.stop.cancel();
         let tasks: Vec<_> = self.tasks_slot().drain(..).collect();
-        for task in tasks {
-            let _ = task.await;
-        }
         let id = self.row.id.clone();
-        match store.read(move |store| store.remove_replica(&id)).await {
-            Ok(()) => tracing::info!(replica = %self.row.id, "replica left the store"),
-            Err(error) => {
-                tracing::warn!(%error, "could not remove this replica's record; the others forget it after its lease")
+        let leaving = async move {
+            for task in tasks {
+                let _ = task.await;
             }
-        }
+            store.read(move |store| store.remove_replica(&id)).await
+        };
+        let why = match tokio::time::timeout(LEAVE_LIMIT, leaving).await {
+            Ok(Ok(())) => {
+                tracing::info!(replica = %self.row.id, "replica left the store");
+                return;
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("the store did not answer within {LEAVE_LIMIT:?}"),
+        };
+        tracing::warn!(%why, "could not remove this replica's record; the others forget it after its lease");
     }
 
     fn tasks_slot(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {

@@ -1,6 +1,7 @@
 //! Where a call stands, decided once: `Calls::lookup` finds a call in the registry or the
-//! store and says whether it runs, ended (with what answer), is held by another process,
-//! was interrupted, or is gone. `call_result`, MCP tasks and 2025-11-25 tasks only render it.
+//! store and says whether it runs, ended (with what answer), runs on another replica (whose
+//! record the one wait watches, and on which a cancel is left), was interrupted, or is gone.
+//! `call_result`, `call_cancel`, MCP tasks and 2025-11-25 tasks only render it.
 
 use std::sync::Arc;
 
