@@ -3,11 +3,13 @@
 #   scripts/postgres.sh start DIR   create and start a cluster in DIR (installs Debian's postgresql when missing)
 #   scripts/postgres.sh url DIR     print its URL (postgres://exai:PASSWORD@127.0.0.1:PORT/postgres; a secret)
 #   scripts/postgres.sh stop DIR    stop it and remove DIR
+#   scripts/postgres.sh pause DIR   stop the server, keeping the cluster (a database outage, for tests)
+#   scripts/postgres.sh resume DIR  start it again on the same port
 # `start` prints nothing secret: the URL, password included, is only in DIR/url (mode 0600).
 set -euo pipefail
 
 usage() {
-    echo "usage: scripts/postgres.sh start|stop|url DIR" >&2
+    echo "usage: scripts/postgres.sh start|stop|pause|resume|url DIR" >&2
     exit 2
 }
 
@@ -136,9 +138,24 @@ stop() {
     rm -rf "$dir"
 }
 
+pause() {
+    as_owner "$(server_bin)/pg_ctl" stop --pgdata="$dir/data" --mode=fast --wait >/dev/null
+}
+
+resume() {
+    local bin port
+    bin=$(server_bin)
+    port=$(sed -E 's#.*:([0-9]+)/[^/]*$#\1#' "$dir/url")
+    as_owner "$bin/pg_ctl" start --pgdata="$dir/data" --wait --timeout=60 \
+        --log="$dir/server.log" --options="-p $port -k $dir" >/dev/null
+    "$bin/pg_isready" --quiet --host=127.0.0.1 --port="$port" --timeout=30
+}
+
 case "$action" in
 start) start ;;
 stop) stop ;;
+pause) pause ;;
+resume) resume ;;
 url) cat "$dir/url" ;;
 *) usage ;;
 esac
