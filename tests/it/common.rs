@@ -840,3 +840,63 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
         .ok()?;
     Some(kib * 1024)
 }
+
+/// A PostgreSQL cluster of a test's or benchmark's own (scripts/postgres.sh), which it may stop
+/// and start; removed when dropped.
+pub struct Cluster {
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    /// A throwaway cluster; `durable` keeps PostgreSQL's own fsync and commit settings (for
+    /// benchmarks) instead of the test cluster's fast ones.
+    pub fn start(durable: bool) -> Self {
+        let dir = std::env::temp_dir().join(format!("exai-pg-{}", uuid::Uuid::now_v7()));
+        postgres_script(&["start", &path(&dir)], durable);
+        Self { dir }
+    }
+
+    /// Its URL (to the `postgres` database; a secret: it holds the password).
+    pub fn url(&self) -> String {
+        std::fs::read_to_string(self.dir.join("url"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn password(&self) -> String {
+        let url = self.url();
+        let (credentials, _) = url
+            .trim_start_matches("postgres://")
+            .split_once('@')
+            .unwrap();
+        credentials.split_once(':').unwrap().1.to_string()
+    }
+
+    /// Stops the server, keeping its data (a database outage).
+    pub fn pause(&self) {
+        postgres_script(&["pause", &path(&self.dir)], false);
+    }
+
+    /// Starts it again on the same port.
+    pub fn resume(&self) {
+        postgres_script(&["resume", &path(&self.dir)], false);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        postgres_script(&["stop", &path(&self.dir)], false);
+    }
+}
+
+fn postgres_script(args: &[&str], durable: bool) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new(root.join("scripts/postgres.sh"))
+        .args(args)
+        .env("POSTGRES_DURABLE", if durable { "1" } else { "0" })
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/postgres.sh {}", args[0]);
+}

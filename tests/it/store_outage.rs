@@ -1,57 +1,9 @@
 //! A daemon whose Postgres database goes away mid-run: calls are still answered, what needs the
 //! store says so clearly, and the daemon recovers by itself when the database returns.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use serde_json::json;
 
 use crate::common::*;
-
-/// A PostgreSQL cluster of this test's own (scripts/postgres.sh), which it may stop and start.
-struct Cluster {
-    dir: PathBuf,
-}
-
-impl Cluster {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("exai-outage-{}", uuid::Uuid::now_v7()));
-        script(&["start", &path(&dir)]);
-        Self { dir }
-    }
-
-    fn url(&self) -> String {
-        std::fs::read_to_string(self.dir.join("url"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    fn password(&self) -> String {
-        let url = self.url();
-        let (credentials, _) = url
-            .trim_start_matches("postgres://")
-            .split_once('@')
-            .unwrap();
-        credentials.split_once(':').unwrap().1.to_string()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        script(&["stop", &path(&self.dir)]);
-    }
-}
-
-fn script(args: &[&str]) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new(root.join("scripts/postgres.sh"))
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "scripts/postgres.sh {}", args[0]);
-}
 
 #[tokio::test]
 async fn a_daemon_that_loses_its_database_answers_says_what_it_could_not_keep_and_recovers() {
@@ -59,7 +11,7 @@ async fn a_daemon_that_loses_its_database_answers_says_what_it_could_not_keep_an
         eprintln!("skipped: a test of the PostgreSQL store (set EXAI_TEST_DATABASE_URL)");
         return;
     }
-    let cluster = Cluster::start();
+    let cluster = Cluster::start(false);
     let url = cluster.url();
     let fake = Fake::start();
     let daemon = Daemon::start(&fake, &[("EXAI_DATABASE_URL", &url)]);
@@ -71,7 +23,7 @@ async fn a_daemon_that_loses_its_database_answers_says_what_it_could_not_keep_an
     let before_id = call_id_of(&before);
     assert_eq!(daemon.final_record(&before_id).state.as_str(), "succeeded");
 
-    script(&["pause", &path(&cluster.dir)]);
+    cluster.pause();
     // The model's answer still comes, with a note that it was not recorded and why.
     let during = client
         .call_tool(chat("during the outage", "fake-fast"))
@@ -102,7 +54,7 @@ async fn a_daemon_that_loses_its_database_answers_says_what_it_could_not_keep_an
         assert!(!shown.contains(&cluster.password()), "{shown}");
     }
 
-    script(&["resume", &path(&cluster.dir)]);
+    cluster.resume();
     // The next call is recorded again, with no note: the daemon reconnected by itself.
     let after = client
         .call_tool(chat("after the outage", "fake-fast"))
