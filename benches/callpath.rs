@@ -56,28 +56,8 @@ async fn main() {
         .tcp_nodelay(true)
         .build()
         .unwrap();
-    for i in 0..20 {
-        direct_call(&http, &fake.url, &format!("warm {i}")).await;
-        client
-            .call_tool(chat(&format!("warm {i}"), "fake-fast"))
-            .await
-            .unwrap();
-    }
-    let (mut direct, mut via) = (Vec::new(), Vec::new());
-    for i in 0..SEQUENTIAL_CALLS {
-        let t = Instant::now();
-        direct_call(&http, &fake.url, &format!("q{i}")).await;
-        direct.push(t.elapsed());
-        let t = Instant::now();
-        let r = client
-            .call_tool(chat(&format!("q{i}"), "fake-fast"))
-            .await
-            .unwrap();
-        via.push(t.elapsed());
-        assert_eq!(text_of(&r), format!("echo: q{i}"));
-    }
-    let (d50, d99) = (percentile(&mut direct, 0.5), percentile(&mut direct, 0.99));
-    let (v50, v99) = (percentile(&mut via, 0.5), percentile(&mut via, 0.99));
+    let latencies = interleaved(&fake, &client, &http, SEQUENTIAL_CALLS).await;
+    let ((d50, d99), (v50, v99)) = (latencies.direct, latencies.via);
     report.add(
         "direct call to the fake, p50 / p99",
         format!("{:.3} / {:.3} ms", ms(d50), ms(d99)),

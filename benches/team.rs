@@ -35,41 +35,16 @@ fn bench_daemon(fake: &Fake, database: Option<&str>) -> Daemon {
     Daemon::start(fake, &env)
 }
 
-/// p50 and p99 of what exai adds to one call at a time (each call via exai interleaved with one
-/// straight to the fake).
-async fn added_latency(fake: &Fake, daemon: &Daemon) -> (Duration, Duration, Duration, Duration) {
+/// What exai adds to one call at a time on `daemon` (via, then direct, p50 and p99).
+async fn added_latency(fake: &Fake, daemon: &Daemon) -> Interleaved {
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
         .build()
         .unwrap();
-    for i in 0..20 {
-        direct_call(&http, &fake.url, &format!("warm {i}")).await;
-        client
-            .call_tool(chat(&format!("warm {i}"), "fake-fast"))
-            .await
-            .unwrap();
-    }
-    let (mut direct, mut via) = (Vec::new(), Vec::new());
-    for i in 0..SEQUENTIAL_CALLS {
-        let t = Instant::now();
-        direct_call(&http, &fake.url, &format!("q{i}")).await;
-        direct.push(t.elapsed());
-        let t = Instant::now();
-        let r = client
-            .call_tool(chat(&format!("q{i}"), "fake-fast"))
-            .await
-            .unwrap();
-        via.push(t.elapsed());
-        assert_eq!(text_of(&r), format!("echo: q{i}"));
-    }
+    let latencies = interleaved(fake, &client, &http, SEQUENTIAL_CALLS).await;
     client.cancel().await.unwrap();
-    (
-        percentile(&mut direct, 0.5),
-        percentile(&mut direct, 0.99),
-        percentile(&mut via, 0.5),
-        percentile(&mut via, 0.99),
-    )
+    latencies
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +61,8 @@ async fn main() {
     let mut added = Vec::new();
     for (name, database) in [("SQLite", None), ("Postgres", Some(url.as_str()))] {
         let daemon = bench_daemon(&fake, database);
-        let (d50, d99, v50, v99) = added_latency(&fake, &daemon).await;
+        let latencies = added_latency(&fake, &daemon).await;
+        let ((d50, d99), (v50, v99)) = (latencies.direct, latencies.via);
         report.add(
             &format!("{name}: direct / via exai p50"),
             format!("{:.3} / {:.3} ms", ms(d50), ms(v50)),

@@ -1,7 +1,7 @@
 //! What the benchmarks share: percentiles, memory, the report, a direct call to the fake.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
@@ -47,5 +47,45 @@ pub async fn direct_call(http: &reqwest::Client, url: &str, prompt: &str) {
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
         chunk.unwrap();
+    }
+}
+
+/// p50 and p99 of a call straight to the fake and of the same call through exai, interleaved
+/// one at a time (after 20 of each to warm up).
+pub struct Interleaved {
+    pub direct: (Duration, Duration),
+    pub via: (Duration, Duration),
+}
+
+pub async fn interleaved(
+    fake: &crate::common::Fake,
+    client: &crate::common::Client,
+    http: &reqwest::Client,
+    calls: usize,
+) -> Interleaved {
+    use crate::common::{chat, text_of};
+    for i in 0..20 {
+        direct_call(http, &fake.url, &format!("warm {i}")).await;
+        client
+            .call_tool(chat(&format!("warm {i}"), "fake-fast"))
+            .await
+            .unwrap();
+    }
+    let (mut direct, mut via) = (Vec::new(), Vec::new());
+    for i in 0..calls {
+        let t = Instant::now();
+        direct_call(http, &fake.url, &format!("q{i}")).await;
+        direct.push(t.elapsed());
+        let t = Instant::now();
+        let r = client
+            .call_tool(chat(&format!("q{i}"), "fake-fast"))
+            .await
+            .unwrap();
+        via.push(t.elapsed());
+        assert_eq!(text_of(&r), format!("echo: q{i}"));
+    }
+    Interleaved {
+        direct: (percentile(&mut direct, 0.5), percentile(&mut direct, 0.99)),
+        via: (percentile(&mut via, 0.5), percentile(&mut via, 0.99)),
     }
 }
