@@ -53,6 +53,16 @@ is_port() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le 65535 ]; }
 # Whether something accepts connections on 127.0.0.1:$1.
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# The headers every location sets (nginx drops the server's proxy_set_header in a location that
+# sets any): exai's Host/Origin guard judges the name the client used ($host: without the port).
+forwarded_headers() {
+    cat <<'EOF'
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+EOF
+}
+
 # The configuration: one `upstream` per replica (a session's home) and two groups of all of them.
 write_config() {
     local dir=$1 listen=$2
@@ -138,13 +148,10 @@ EOF
         listen 127.0.0.1:$listen;
         server_name _;
 
-        # exai's Host/Origin guard judges the name the client used (\$host: without the port).
-        proxy_set_header Host \$host;
-        proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto \$scheme;
         proxy_http_version 1.1;
 
         location = /mcp {
+$(forwarded_headers)
             # Authorization, Mcp-Protocol-Version and Last-Event-ID pass as sent; the session id
             # loses its replica tag on the way in and gains it on the way out.
             proxy_set_header Mcp-Session-Id \$exai_session_inner;
@@ -162,6 +169,7 @@ EOF
         }
 
         location = /ws {
+$(forwarded_headers)
             proxy_set_header Upgrade \$http_upgrade;
             proxy_set_header Connection \$connection_upgrade;
             proxy_read_timeout 1h;
@@ -170,6 +178,7 @@ EOF
         }
 
         location = /healthz {
+$(forwarded_headers)
             proxy_set_header Connection "";
             proxy_pass http://exai_any;
         }
