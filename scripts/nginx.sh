@@ -46,6 +46,12 @@ install_nginx() {
         as_root "${install[@]}"
     fi
     [ -n "$(nginx_bin)" ] || { echo "scripts/nginx.sh: no nginx binary after installing nginx" >&2; exit 1; }
+    # Under systemd the package starts its default site on port 80 of every interface: the tests
+    # want none of that, only the loopback nginx they start themselves.
+    if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+        echo "scripts/nginx.sh: stopping and disabling the nginx service the package started" >&2
+        as_root systemctl disable --now nginx
+    fi
 }
 
 is_port() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le 65535 ]; }

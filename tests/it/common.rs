@@ -1046,7 +1046,12 @@ impl HttpAnswer {
 }
 
 /// POSTs one JSON-RPC message to a Streamable HTTP endpoint, as the MCP SDKs do.
-pub async fn mcp_post(url: &str, token: &str, session: Option<&str>, message: &Value) -> HttpAnswer {
+pub async fn mcp_post(
+    url: &str,
+    token: &str,
+    session: Option<&str>,
+    message: &Value,
+) -> HttpAnswer {
     let mut request = reqwest::Client::new()
         .post(url)
         .timeout(Duration::from_secs(30))
@@ -1097,8 +1102,15 @@ impl HttpSession {
         });
         let answer = mcp_post(url, token, None, &initialize).await;
         assert_eq!(answer.status, 200, "initialize: {}", answer.body);
-        assert!(answer.response(0).get("result").is_some(), "{}", answer.body);
-        let id = answer.session.clone().expect("initialize gave a session id");
+        assert!(
+            answer.response(0).get("result").is_some(),
+            "{}",
+            answer.body
+        );
+        let id = answer
+            .session
+            .clone()
+            .expect("initialize gave a session id");
         let session = Self {
             url: url.to_string(),
             token: token.to_string(),
@@ -1107,7 +1119,11 @@ impl HttpSession {
         };
         let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
         let answer = session.post(&initialized).await;
-        assert_eq!(answer.status, 202, "notifications/initialized: {}", answer.body);
+        assert_eq!(
+            answer.status, 202,
+            "notifications/initialized: {}",
+            answer.body
+        );
         session
     }
 

@@ -13,7 +13,8 @@ use serde_json::json;
 /// Opens sessions through nginx until one lands on each replica; returns them by replica, with
 /// the call each made to find out where it landed.
 async fn a_session_on_each(team: &Team) -> Vec<(HttpSession, String)> {
-    let mut found: Vec<Option<(HttpSession, String)>> = team.replicas.iter().map(|_| None).collect();
+    let mut found: Vec<Option<(HttpSession, String)>> =
+        team.replicas.iter().map(|_| None).collect();
     for _ in 0..10 * team.replicas.len() {
         let mut session = team.session().await;
         let id = call_id_in(&session.call_tool("version", json!({})).await);
@@ -36,11 +37,17 @@ async fn sessions_spread_over_the_replicas_and_each_keeps_to_its_own() {
     for _ in 0..4 {
         let mut session = team.session().await;
         let tools = session.request("tools/list", json!({})).await;
-        assert!(tools["result"]["tools"].as_array().unwrap().len() > 5, "{tools}");
+        assert!(
+            tools["result"]["tools"].as_array().unwrap().len() > 5,
+            "{tools}"
+        );
         let mut replicas = HashSet::new();
         for n in 0..3 {
             let result = session
-                .call_tool("chat", json!({"prompt": format!("n{n}"), "model": "fake-fast"}))
+                .call_tool(
+                    "chat",
+                    json!({"prompt": format!("n{n}"), "model": "fake-fast"}),
+                )
                 .await;
             assert_eq!(text_in(&result), format!("echo: n{n}"));
             replicas.insert(team.replica_of_call(&call_id_in(&result)));
@@ -48,7 +55,11 @@ async fn sessions_spread_over_the_replicas_and_each_keeps_to_its_own() {
         assert_eq!(replicas.len(), 1, "one session's calls ran on {replicas:?}");
         served.extend(replicas);
     }
-    assert_eq!(served.len(), 2, "four sessions all landed on replica {served:?}");
+    assert_eq!(
+        served.len(),
+        2,
+        "four sessions all landed on replica {served:?}"
+    );
 }
 
 #[tokio::test]
@@ -60,11 +71,17 @@ async fn a_call_made_on_one_replica_is_fetched_and_listed_on_the_other() {
     let mut sessions = a_session_on_each(&team).await;
     let (there, _) = &mut sessions[0];
     let made = there
-        .call_tool("chat", json!({"prompt": "made on r1", "model": "fake-fast"}))
+        .call_tool(
+            "chat",
+            json!({"prompt": "made on r1", "model": "fake-fast"}),
+        )
         .await;
     let id = call_id_in(&made);
     assert_eq!(team.replica_of_call(&id), 0);
-    assert_eq!(team.replicas[0].final_record(&id).state.as_str(), "succeeded");
+    assert_eq!(
+        team.replicas[0].final_record(&id).state.as_str(),
+        "succeeded"
+    );
 
     let (here, _) = &mut sessions[1];
     let fetched = here.call_tool("call_result", json!({"call_id": id})).await;
@@ -91,7 +108,10 @@ async fn a_killed_replica_is_passed_over_and_its_sessions_are_told_to_start_agai
     for n in 0..4 {
         let mut session = team.session().await;
         let result = session
-            .call_tool("chat", json!({"prompt": format!("after {n}"), "model": "fake-fast"}))
+            .call_tool(
+                "chat",
+                json!({"prompt": format!("after {n}"), "model": "fake-fast"}),
+            )
             .await;
         assert_eq!(text_in(&result), format!("echo: after {n}"));
         assert_eq!(team.replica_of_call(&call_id_in(&result)), 1);
@@ -102,7 +122,11 @@ async fn a_killed_replica_is_passed_over_and_its_sessions_are_told_to_start_agai
         .post(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": {}}))
         .await;
     assert_eq!(answer.status, 404, "{}", answer.body);
-    assert!(answer.body.contains("start a new session"), "{}", answer.body);
+    assert!(
+        answer.body.contains("start a new session"),
+        "{}",
+        answer.body
+    );
     assert!(asked.elapsed() < Duration::from_secs(5));
     // The survivor's sessions go on.
     let (survivor, _) = &sessions[1];
