@@ -10,16 +10,14 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-/// Opens sessions through nginx until one lands on each replica; returns them by replica, with
-/// the call each made to find out where it landed.
-async fn a_session_on_each(team: &Team) -> Vec<(HttpSession, String)> {
-    let mut found: Vec<Option<(HttpSession, String)>> =
-        team.replicas.iter().map(|_| None).collect();
+/// Opens sessions through nginx until one lands on each replica; returns them by replica.
+async fn a_session_on_each(team: &Team) -> Vec<HttpSession> {
+    let mut found: Vec<Option<HttpSession>> = team.replicas.iter().map(|_| None).collect();
     for _ in 0..10 * team.replicas.len() {
         let mut session = team.session().await;
         let id = call_id_in(&session.call_tool("version", json!({})).await);
         let replica = team.replica_of_call(&id);
-        found[replica].get_or_insert((session, id));
+        found[replica].get_or_insert(session);
         if found.iter().all(Option::is_some) {
             return found.into_iter().flatten().collect();
         }
@@ -69,7 +67,7 @@ async fn a_call_made_on_one_replica_is_fetched_and_listed_on_the_other() {
         return;
     };
     let mut sessions = a_session_on_each(&team).await;
-    let (there, _) = &mut sessions[0];
+    let there = &mut sessions[0];
     let made = there
         .call_tool(
             "chat",
@@ -83,7 +81,7 @@ async fn a_call_made_on_one_replica_is_fetched_and_listed_on_the_other() {
         "succeeded"
     );
 
-    let (here, _) = &mut sessions[1];
+    let here = &mut sessions[1];
     let fetched = here.call_tool("call_result", json!({"call_id": id})).await;
     assert_eq!(text_in(&fetched), "echo: made on r1", "{fetched}");
     let listed = here.call_tool("call_list", json!({"limit": 100})).await;
@@ -116,7 +114,7 @@ async fn a_killed_replica_is_passed_over_and_its_sessions_are_told_to_start_agai
         assert_eq!(text_in(&result), format!("echo: after {n}"));
         assert_eq!(team.replica_of_call(&call_id_in(&result)), 1);
     }
-    let (orphaned, _) = &sessions[0];
+    let orphaned = &sessions[0];
     let asked = Instant::now();
     let answer = orphaned
         .post(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": {}}))
@@ -129,7 +127,7 @@ async fn a_killed_replica_is_passed_over_and_its_sessions_are_told_to_start_agai
     );
     assert!(asked.elapsed() < Duration::from_secs(5));
     // The survivor's sessions go on.
-    let (survivor, _) = &sessions[1];
+    let survivor = &sessions[1];
     let answer = survivor
         .post(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": {}}))
         .await;
