@@ -28,4 +28,5 @@ mod provider_requests;
 mod providers;
 mod shared_limits;
 mod store_outage;
+mod team;
 mod workflows;
