@@ -1,5 +1,6 @@
 //! The team benchmark: the two store backends side by side (what exai adds to a call on SQLite
-//! and on Postgres) and 10,000 calls in flight on one Postgres replica.
+//! and on Postgres), calls per second through `/mcp` on one and two replicas, and 10,000 calls
+//! in flight on one Postgres replica.
 //!
 //! Postgres runs as a team would run it (a cluster of this run's own, PostgreSQL's fsync and
 //! commit defaults kept), on 127.0.0.1 beside the fake provider. Run with `scripts/bench`.
@@ -22,6 +23,10 @@ use common::*;
 use measure::*;
 
 const SEQUENTIAL_CALLS: usize = 400;
+/// Clients calling at once through `/mcp`, each in its own session, one call after another.
+const HTTP_CLIENTS: usize = 64;
+/// How long the throughput runs last.
+const THROUGHPUT_RUN: Duration = Duration::from_secs(8);
 const IN_FLIGHT: usize = 10_000;
 const LIST_SAMPLES: usize = 200;
 
@@ -45,6 +50,42 @@ async fn added_latency(fake: &Fake, daemon: &Daemon) -> Interleaved {
     let latencies = interleaved(fake, &client, &http, SEQUENTIAL_CALLS).await;
     client.cancel().await.unwrap();
     latencies
+}
+
+/// Calls per second through `/mcp` of `daemons` (their sessions spread evenly over them), each
+/// client calling `fake-fast` (which answers at once) one call after another.
+async fn calls_per_second(daemons: &[&Daemon]) -> f64 {
+    let mut sessions = Vec::new();
+    for i in 0..HTTP_CLIENTS {
+        let daemon = daemons[i % daemons.len()];
+        let url = format!("http://{}/mcp", daemon.addr);
+        sessions.push(HttpSession::open(&url, &daemon.token()).await);
+    }
+    let started = Instant::now();
+    let until = started + THROUGHPUT_RUN;
+    let workers = sessions.into_iter().enumerate().map(|(w, mut session)| {
+        tokio::spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < until {
+                let prompt = format!("w{w} c{done}");
+                let result = session
+                    .call_tool(
+                        "chat",
+                        serde_json::json!({"prompt": prompt, "model": "fake-fast"}),
+                    )
+                    .await;
+                assert_eq!(text_in(&result), format!("echo: {prompt}"));
+                done += 1;
+            }
+            done
+        })
+    });
+    let done: u64 = futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .sum();
+    done as f64 / started.elapsed().as_secs_f64()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +126,41 @@ async fn main() {
         "-",
     );
 
-    // 2. 10,000 calls in flight on one Postgres replica: memory and tools/list meanwhile.
+    // 2. Calls per second through /mcp: one replica on each backend, then two on Postgres.
+    let sqlite = bench_daemon(&fake, None);
+    let one_sqlite = calls_per_second(&[&sqlite]).await;
+    drop(sqlite);
+    let (first, second) = (
+        bench_daemon(&fake, Some(&url)),
+        bench_daemon(&fake, Some(&url)),
+    );
+    let one_postgres = calls_per_second(&[&first]).await;
+    let two_postgres = calls_per_second(&[&first, &second]).await;
+    drop((first, second));
+    let clients = format!("{HTTP_CLIENTS} clients, zero-delay model");
+    report.add(
+        &format!("calls/s through /mcp, one SQLite replica ({clients})"),
+        format!("{one_sqlite:.0}"),
+        ">= 10,000",
+    );
+    report.add(
+        &format!("calls/s through /mcp, one Postgres replica ({clients})"),
+        format!(
+            "{one_postgres:.0} ({:.2}x SQLite)",
+            one_postgres / one_sqlite
+        ),
+        ">= 3,000",
+    );
+    report.add(
+        "calls/s through /mcp, two Postgres replicas on this machine",
+        format!(
+            "{two_postgres:.0} ({:.2}x one)",
+            two_postgres / one_postgres
+        ),
+        "-",
+    );
+
+    // 3. 10,000 calls in flight on one Postgres replica: memory and tools/list meanwhile.
     let daemon = bench_daemon(&fake, Some(&url));
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let peer = client.peer().clone();

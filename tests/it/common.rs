@@ -1112,7 +1112,18 @@ pub async fn mcp_post(
     session: Option<&str>,
     message: &Value,
 ) -> HttpAnswer {
-    let mut request = reqwest::Client::new()
+    mcp_post_on(&reqwest::Client::new(), url, token, session, message).await
+}
+
+/// [`mcp_post`] on `http`'s connections (a session keeps its own, alive between requests).
+pub async fn mcp_post_on(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    session: Option<&str>,
+    message: &Value,
+) -> HttpAnswer {
+    let mut request = http
         .post(url)
         .timeout(Duration::from_secs(30))
         .bearer_auth(token)
@@ -1148,6 +1159,7 @@ pub struct HttpSession {
     token: String,
     pub id: String,
     next_id: i64,
+    http: reqwest::Client,
 }
 
 impl HttpSession {
@@ -1160,7 +1172,8 @@ impl HttpSession {
                 "clientInfo": {"name": "exai-http-tests", "version": "1.0"},
             },
         });
-        let answer = mcp_post(url, token, None, &initialize).await;
+        let http = reqwest::Client::new();
+        let answer = mcp_post_on(&http, url, token, None, &initialize).await;
         assert_eq!(answer.status, 200, "initialize: {}", answer.body);
         assert!(
             answer.response(0).get("result").is_some(),
@@ -1176,6 +1189,7 @@ impl HttpSession {
             token: token.to_string(),
             id,
             next_id: 1,
+            http,
         };
         let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
         let answer = session.post(&initialized).await;
@@ -1189,7 +1203,7 @@ impl HttpSession {
 
     /// POSTs `message` on this session.
     pub async fn post(&self, message: &Value) -> HttpAnswer {
-        mcp_post(&self.url, &self.token, Some(&self.id), message).await
+        mcp_post_on(&self.http, &self.url, &self.token, Some(&self.id), message).await
     }
 
     /// Sends a request and returns the whole JSON-RPC response (`result` or `error`).
