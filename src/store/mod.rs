@@ -11,6 +11,7 @@
 mod postgres;
 mod records;
 mod replicas;
+pub mod shared_slots;
 mod sqlite;
 mod writer;
 

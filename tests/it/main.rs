@@ -27,4 +27,7 @@ mod provider_fidelity;
 mod provider_requests;
 mod providers;
 mod replicas;
+mod shared_limits;
+mod store_outage;
+mod team;
 mod workflows;
