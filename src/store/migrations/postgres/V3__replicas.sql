@@ -10,4 +10,5 @@ CREATE TABLE replicas (
 );
 ALTER TABLE calls ADD COLUMN replica TEXT;
 ALTER TABLE calls ADD COLUMN cancel_requested TEXT;
-CREATE INDEX calls_by_replica ON calls(replica);
+-- The cancel watcher looks only at calls another replica asked to cancel.
+CREATE INDEX calls_cancel_requested ON calls(replica) WHERE cancel_requested IS NOT NULL;
