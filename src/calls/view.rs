@@ -8,6 +8,7 @@ use rmcp::model::CallToolResult;
 
 use super::{Calls, LiveCall, Outcome};
 use crate::store::{CallRow, CallState, Delivery, StoreError, now_ms};
+use crate::users::Caller;
 
 /// A call as a client may ask about it.
 #[derive(Debug)]
@@ -176,14 +177,27 @@ pub fn still_running(id: &str, elapsed: std::time::Duration, progress: &str) -> 
 }
 
 impl Calls {
-    /// Where call `id` stands: the registry first, then the store.
-    pub async fn lookup(&self, id: &str) -> Result<CallView, StoreError> {
+    /// Where call `id` stands as `caller` may see it: the registry first, then the store.
+    /// Another user's call is `Expired`, exactly like an id that never existed.
+    pub async fn lookup(&self, id: &str, caller: &Caller) -> Result<CallView, StoreError> {
         if let Some(call) = self.get(id) {
+            if !caller.may_see(call.origin.caller.user_name()) {
+                return Ok(CallView::Expired);
+            }
             return Ok(CallView::of_live(call));
         }
         let wanted = id.to_string();
         let row = self.store.read(move |store| store.get(&wanted)).await?;
-        Ok(row.map_or(CallView::Expired, |row| self.view_of(row)))
+        Ok(row
+            .filter(|row| caller.may_see(row.user_name.as_deref()))
+            .map_or(CallView::Expired, |row| self.view_of(row)))
+    }
+
+    /// Calls in flight that `caller` may see, oldest first.
+    pub fn in_flight_for(&self, caller: &Caller) -> Vec<Arc<LiveCall>> {
+        let mut calls = self.in_flight();
+        calls.retain(|call| caller.may_see(call.origin.caller.user_name()));
+        calls
     }
 
     /// Where the call of a record already read stands (the registry wins while it runs here).
@@ -234,6 +248,7 @@ mod tests {
             client_name: Some("test".into()),
             client_version: None,
             transport: TransportKind::Stdio,
+            caller: crate::users::Caller::Owner,
         }
     }
 
@@ -243,7 +258,7 @@ mod tests {
         let calls = Arc::new(Calls::new(store, 25_000));
         assert!(matches!(
             calls
-                .lookup("01a2132d-05c7-76ba-ab75-235da0d3ad5f")
+                .lookup("01a2132d-05c7-76ba-ab75-235da0d3ad5f", &Caller::Owner)
                 .await
                 .unwrap(),
             CallView::Expired
@@ -267,7 +282,7 @@ mod tests {
                 Ok(CallToolResult::success(vec![ContentBlock::text("done")]))
             }),
         );
-        let view = calls.lookup(&call.id).await.unwrap();
+        let view = calls.lookup(&call.id, &Caller::Owner).await.unwrap();
         assert!(matches!(view, CallView::Running(_)));
         // The wait is bounded: still running when the bound passes.
         let view = view.wait_until(tokio::time::Instant::now()).await;
@@ -282,7 +297,7 @@ mod tests {
         assert!(!ended.from_store() && ended.why.is_none());
 
         // Out of the registry, the record answers; handing it over records the delivery.
-        let CallView::Ended(stored) = calls.lookup(&call.id).await.unwrap() else {
+        let CallView::Ended(stored) = calls.lookup(&call.id, &Caller::Owner).await.unwrap() else {
             panic!("the record should say the call ended");
         };
         assert!(stored.from_store());
@@ -337,6 +352,7 @@ mod tests {
             task: None,
             cached_tokens: None,
             finish_reason: None,
+            user_name: None,
         };
         let held = row(CallState::Running);
         assert_eq!(

@@ -199,6 +199,8 @@ pub struct NewCall {
     pub arguments: String,
     pub received_at_ms: i64,
     pub deadline_at_ms: i64,
+    /// The user who made the call; `None` for the machine's owner (the daemon's own token).
+    pub user_name: Option<String>,
 }
 
 /// What is known about a call when it ends.
@@ -268,6 +270,8 @@ pub struct CallRow {
     pub cached_tokens: Option<i64>,
     /// Why the model stopped (`stop`, `length`, `sensitive`, …), as the provider said it.
     pub finish_reason: Option<String>,
+    /// The user who made the call; `None` for the machine's owner.
+    pub user_name: Option<String>,
 }
 
 impl CallRow {
@@ -287,6 +291,8 @@ pub struct ThreadRow {
     pub updated_at_ms: i64,
     pub expires_at_ms: i64,
     pub turns: String,
+    /// The user whose conversation it is; `None` for the machine's owner.
+    pub user_name: Option<String>,
 }
 
 /// Which calls `list` returns.
@@ -303,5 +309,7 @@ pub struct CallFilter {
     pub before_id: Option<String>,
     /// Only calls received at or after this time (ms since the epoch).
     pub since_ms: Option<i64>,
+    /// Only calls of this user (`None`: everyone's).
+    pub user: Option<String>,
     pub limit: usize,
 }
