@@ -317,6 +317,58 @@ mod tests {
         assert_eq!(row.delivery, Delivery::DeliveredByCallResult);
     }
 
+    #[tokio::test]
+    async fn another_users_call_looks_like_one_that_never_existed() {
+        let store = Store::open(&crate::store::tests::test_location()).unwrap();
+        let calls = Arc::new(Calls::new(store, 25_000));
+        let user = |name: &str, admin| Caller::User {
+            name: name.into(),
+            admin,
+        };
+        let (ada, bob, boss) = (user("ada", false), user("bob", false), user("boss", true));
+        let mut of_ada = origin();
+        of_ada.caller = ada.clone();
+        let call = calls
+            .open(
+                None,
+                "chat",
+                &serde_json::json!({}),
+                of_ada,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        calls.start(
+            call.clone(),
+            Box::pin(async move {
+                let _ = released.await;
+                Ok(CallToolResult::success(vec![ContentBlock::text("done")]))
+            }),
+        );
+        let seen = async |caller: &Caller| calls.lookup(&call.id, caller).await.unwrap().state();
+        for (caller, expected) in [
+            (&ada, Some(CallState::Running)),
+            (&boss, Some(CallState::Running)),
+            (&Caller::Owner, Some(CallState::Running)),
+            (&bob, None),
+        ] {
+            assert_eq!(seen(caller).await, expected, "{caller:?}");
+        }
+        assert_eq!(calls.in_flight_for(&ada).len(), 1);
+        assert!(calls.in_flight_for(&bob).is_empty());
+
+        release.send(()).unwrap();
+        call.finished().await;
+        // From the record (out of the registry): the same answers.
+        assert_eq!(seen(&ada).await, Some(CallState::Succeeded));
+        assert_eq!(seen(&boss).await, Some(CallState::Succeeded));
+        assert_eq!(seen(&bob).await, None);
+        let id = call.id.clone();
+        let row = calls.store().read(move |s| s.get(&id)).await.unwrap();
+        assert_eq!(row.unwrap().user_name.as_deref(), Some("ada"));
+    }
+
     #[test]
     fn records_of_unfinished_and_interrupted_calls_are_told_apart() {
         let row = |state| CallRow {

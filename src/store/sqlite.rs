@@ -244,7 +244,8 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
-        assert_eq!(applied, 1);
+        let migrations = embedded::migrations::runner().get_migrations().len();
+        assert_eq!(applied as usize, migrations);
         StoreReader::open(&path).unwrap();
     }
 

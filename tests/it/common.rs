@@ -407,6 +407,11 @@ impl Daemon {
     }
 
     pub fn start_in(home: PathBuf, listen: &str, fake: &Fake, env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(home, &["--listen", listen], fake, env)
+    }
+
+    /// Starts `exai daemon ARGS` (which name the address to listen on) in `home`.
+    pub fn start_with_args(home: PathBuf, args: &[&str], fake: &Fake, env: &[(&str, &str)]) -> Self {
         let mut all: Vec<(String, String)> = vec![
             ("EXAI_HOME".into(), home.display().to_string()),
             ("CUSTOM_API_URL".into(), format!("{}/v1", fake.url)),
@@ -420,7 +425,8 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(home.join("daemon.json"));
         let child = Command::new(EXAI)
-            .args(["daemon", "--listen", listen])
+            .arg("daemon")
+            .args(args)
             .envs(all.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("EXAI_LISTEN")
             .stdin(Stdio::null())

@@ -26,4 +26,5 @@ mod postgres_harness;
 mod provider_fidelity;
 mod provider_requests;
 mod providers;
+mod users;
 mod workflows;
