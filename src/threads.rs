@@ -268,17 +268,23 @@ mod tests {
             hidden.to_string(),
             ThreadError::Unknown(thread.id.clone()).to_string()
         );
-        assert!(Thread::load(&store, &thread.id, &Caller::Owner).await.is_ok());
+        assert!(
+            Thread::load(&store, &thread.id, &Caller::Owner)
+                .await
+                .is_ok()
+        );
     }
 
     #[test]
     fn history_is_chosen_newest_first_and_shown_oldest_first() {
-        let mut thread = Thread::default();
-        thread.turns = vec![
-            turn("user", &"old ".repeat(500), &["/x.rs"]),
-            turn("assistant", "middle", &[]),
-            turn("user", "new", &["/y.rs", "/x.rs"]),
-        ];
+        let thread = Thread {
+            turns: vec![
+                turn("user", &"old ".repeat(500), &["/x.rs"]),
+                turn("assistant", "middle", &[]),
+                turn("user", "new", &["/y.rs", "/x.rs"]),
+            ],
+            ..Thread::default()
+        };
         let (turns, left_out) = thread.history(50);
         let contents: Vec<_> = turns.iter().map(|t| t.content.as_str()).collect();
         // "middle" fits, but a replay never starts with an answer.

@@ -51,7 +51,11 @@ pub fn add(
     users::check_name(name)?;
     let token = users::new_token()?;
     open_store(config)?.add_user(name, &users::token_hash(&token), admin)?;
-    let role = if admin { " (admin: sees every call)" } else { "" };
+    let role = if admin {
+        " (admin: sees every call)"
+    } else {
+        ""
+    };
     writeln!(
         out,
         "added user {name}{role}. Their personal token, shown only now (exai keeps only its hash):\n\n\
@@ -78,7 +82,11 @@ pub fn list(config: &Config, as_json: bool, out: &mut impl Write) -> Result<(), 
         writeln!(out, "no users (add one with `exai users add NAME`)")?;
         return Ok(());
     }
-    writeln!(out, "{:<32}  {:<5}  {:<20}  REVOKED", "NAME", "ADMIN", "CREATED")?;
+    writeln!(
+        out,
+        "{:<32}  {:<5}  {:<20}  REVOKED",
+        "NAME", "ADMIN", "CREATED"
+    )?;
     for UserRow {
         name,
         admin,

@@ -25,8 +25,8 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::store::StoreError;
 
-pub use auth::{load_or_create_token, read_token};
 use auth::Listener;
+pub use auth::{load_or_create_token, read_token};
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]

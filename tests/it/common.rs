@@ -411,7 +411,12 @@ impl Daemon {
     }
 
     /// Starts `exai daemon ARGS` (which name the address to listen on) in `home`.
-    pub fn start_with_args(home: PathBuf, args: &[&str], fake: &Fake, env: &[(&str, &str)]) -> Self {
+    pub fn start_with_args(
+        home: PathBuf,
+        args: &[&str],
+        fake: &Fake,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut all: Vec<(String, String)> = vec![
             ("EXAI_HOME".into(), home.display().to_string()),
             ("CUSTOM_API_URL".into(), format!("{}/v1", fake.url)),

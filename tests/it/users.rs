@@ -282,8 +282,14 @@ fn users_are_added_listed_and_revoked_with_no_daemon_and_the_token_is_shown_once
     let (ok, table) = cli(&home, &["users", "list"]);
     assert!(ok, "{table}");
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[1].starts_with("ada") && lines[1].contains("yes"), "{table}");
-    assert!(lines[2].starts_with("bob") && lines[2].contains("no"), "{table}");
+    assert!(
+        lines[1].starts_with("ada") && lines[1].contains("yes"),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("bob") && lines[2].contains("no"),
+        "{table}"
+    );
     let (ok, listed) = cli(&home, &["users", "list", "--json"]);
     assert!(ok, "{listed}");
     let users: Value = serde_json::from_str(&listed).unwrap();
@@ -428,7 +434,11 @@ async fn users_see_only_their_own_calls_and_threads_and_admins_see_all() {
         let unknown = bob_http
             .request("tasks/get", json!({"taskId": made_up}))
             .await;
-        assert_eq!(message(&seen, id), message(&unknown, &made_up), "tasks/get (extension)");
+        assert_eq!(
+            message(&seen, id),
+            message(&unknown, &made_up),
+            "tasks/get (extension)"
+        );
     }
     let listed = |list: &Value| -> Vec<String> {
         list["structuredContent"]["calls"]
@@ -471,7 +481,7 @@ async fn users_see_only_their_own_calls_and_threads_and_admins_see_all() {
     let own = ada.request("tasks/get", json!({"taskId": finished})).await;
     assert_eq!(own["result"]["status"], "completed", "{own}");
     let own = ada.request("tasks/list", json!({})).await;
-    assert_eq!(tasks(&own), [running.clone()]);
+    assert_eq!(tasks(&own), std::slice::from_ref(&running));
     let fetched = boss
         .tool("call_result", json!({"call_id": finished, "wait_s": 0}))
         .await;
@@ -479,7 +489,10 @@ async fn users_see_only_their_own_calls_and_threads_and_admins_see_all() {
     let boss_list = boss.tool("call_list", json!({"limit": 100})).await;
     assert!(listed(&boss_list).contains(&finished), "{boss_list}");
     assert!(listed(&boss_list).contains(&running), "{boss_list}");
-    assert_eq!(tasks(&boss.request("tasks/list", json!({})).await), [running.clone()]);
+    assert_eq!(
+        tasks(&boss.request("tasks/list", json!({})).await),
+        std::slice::from_ref(&running)
+    );
     let got = boss_http
         .request("tasks/get", json!({"taskId": running}))
         .await;
@@ -533,10 +546,14 @@ fn a_revoked_token_is_refused_within_seconds_while_the_daemon_runs() {
 
     let (ok, revoked) = daemon.cli(&["users", "revoke", "ada"]);
     assert!(ok, "{revoked}");
-    let body = wait_until("the revoked token to be refused", Duration::from_secs(5), || {
-        let (status, body) = post();
-        (status == 401).then_some(body)
-    });
+    let body = wait_until(
+        "the revoked token to be refused",
+        Duration::from_secs(5),
+        || {
+            let (status, body) = post();
+            (status == 401).then_some(body)
+        },
+    );
     assert!(body.contains("unknown or revoked personal token"), "{body}");
     assert!(!body.contains(&token), "{body}");
     assert_eq!(logged(&daemon.home, &token), 0);
