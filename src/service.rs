@@ -42,9 +42,9 @@ const PROGRESS_SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(
 pub struct Session {
     pub id: String,
     pub transport: TransportKind,
-    /// Who the session's connection was admitted as; `None` where each request says it for
-    /// itself (Streamable HTTP: every POST carries its own token).
-    caller: Option<Caller>,
+    /// Who the session belongs to: the identity its connection was admitted as, or (Streamable
+    /// HTTP, where every POST carries its own token) that of its first request.
+    caller: std::sync::OnceLock<Caller>,
     client: Mutex<Option<Implementation>>,
     /// JSON-RPC request id → call id, until the response is written.
     pending: Mutex<HashMap<String, String>>,
@@ -56,7 +56,7 @@ impl Session {
         Arc::new(Self {
             id: uuid::Uuid::now_v7().to_string(),
             transport,
-            caller,
+            caller: caller.map(Into::into).unwrap_or_default(),
             client: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             counted: app.health.session_opened(),
@@ -276,15 +276,30 @@ impl ExaiService {
     }
 
     /// Who made the request: the identity the daemon's token check put on the HTTP request
-    /// (rmcp hands each request's parts over), else the one the session was admitted as.
+    /// (rmcp hands each request's parts over), else the one the session was admitted as. A
+    /// session stays its first identity's: a request with another token is refused.
     fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
-        context
+        let of_request = context
             .extensions
             .get::<axum::http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<Caller>())
-            .or(self.session.caller.as_ref())
-            .cloned()
-            .ok_or_else(|| McpError::internal_error("the request carries no identity", None))
+            .and_then(|parts| parts.extensions.get::<Caller>());
+        let Some(of_request) = of_request else {
+            return self
+                .session
+                .caller
+                .get()
+                .cloned()
+                .ok_or_else(|| McpError::internal_error("the request carries no identity", None));
+        };
+        let owner = self.session.caller.get_or_init(|| of_request.clone());
+        if owner != of_request {
+            tracing::warn!(session = %self.session.id, "a request with another token than its session's refused");
+            return Err(McpError::invalid_request(
+                "this MCP session belongs to another token; start a new session",
+                None,
+            ));
+        }
+        Ok(of_request.clone())
     }
 
     fn origin(&self, context: &RequestContext<RoleServer>) -> Result<CallOrigin, McpError> {
@@ -528,6 +543,8 @@ impl ServerHandler for ExaiService {
         request: InitializeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, McpError> {
+        // An HTTP session belongs to the token that opened it.
+        self.caller(&context)?;
         context.peer.set_peer_info(request.clone());
         tracing::info!(
             session = %self.session.id,

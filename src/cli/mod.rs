@@ -162,6 +162,14 @@ pub fn show_call(
         )),
     );
     text += &field(
+        "user",
+        Some(
+            row.user_name
+                .clone()
+                .unwrap_or_else(|| "(the owner: the daemon's own token)".into()),
+        ),
+    );
+    text += &field(
         "received",
         Some(format!("{} ago", age(now_ms() - row.received_at_ms))),
     );

@@ -334,6 +334,17 @@ async fn a_call_is_recorded_with_the_user_whose_token_made_it_over_ws_and_mcp() 
         .tool("chat", json!({"prompt": "from bob", "model": "fake-fast"}))
         .await;
     assert_eq!(text(&by_bob), "echo: from bob", "{by_bob}");
+    // An HTTP session stays the token's that opened it.
+    over_http.token = ada.clone();
+    let borrowed = over_http
+        .request("tools/call", json!({"name": "call_list", "arguments": {}}))
+        .await;
+    assert!(
+        borrowed["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("belongs to another token")),
+        "{borrowed}"
+    );
     let mut owner = WsClient::connect(&daemon, &daemon.token()).await;
     let by_owner = owner
         .chat(json!({"prompt": "from the owner", "model": "fake-fast"}))
@@ -343,6 +354,8 @@ async fn a_call_is_recorded_with_the_user_whose_token_made_it_over_ws_and_mcp() 
     assert_eq!(user_of(&by_ada).as_deref(), Some("ada"));
     assert_eq!(user_of(&by_bob).as_deref(), Some("bob"));
     assert_eq!(user_of(&by_owner), None);
+    let (ok, shown) = daemon.cli(&["calls", "show", &call_id(&by_ada)]);
+    assert!(ok && shown.contains("\nuser           ada\n"), "{shown}");
     assert_eq!(
         daemon.record(&call_id(&by_bob)).unwrap().transport.as_str(),
         "http"
