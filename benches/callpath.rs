@@ -13,6 +13,8 @@
 
 #[path = "../tests/it/common.rs"]
 mod common;
+#[path = "support/measure.rs"]
+mod measure;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures::StreamExt;
+use measure::*;
 use rmcp::model::CallToolRequestParams;
 use serde_json::json;
 
@@ -28,50 +31,6 @@ const CONCURRENT_CALLS: usize = 500;
 const IN_FLIGHT_FOR_LIST: usize = 1000;
 const LIST_SAMPLES: usize = 200;
 const SPAWN_SAMPLES: usize = 20;
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[index]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-struct Report(Vec<(String, String, String)>);
-
-impl Report {
-    fn add(&mut self, what: &str, value: String, target: &str) {
-        println!("{what:<58} {value:>22}   target {target}");
-        self.0.push((what.into(), value, target.into()));
-    }
-}
-
-/// One streaming chat completion straight to the fake provider, read to the end.
-async fn direct_call(http: &reqwest::Client, url: &str, prompt: &str) {
-    let body = json!({"model": "fake-fast", "stream": true, "messages": [{"role": "user", "content": prompt}]});
-    let response = http
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        chunk.unwrap();
-    }
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -97,28 +56,8 @@ async fn main() {
         .tcp_nodelay(true)
         .build()
         .unwrap();
-    for i in 0..20 {
-        direct_call(&http, &fake.url, &format!("warm {i}")).await;
-        client
-            .call_tool(chat(&format!("warm {i}"), "fake-fast"))
-            .await
-            .unwrap();
-    }
-    let (mut direct, mut via) = (Vec::new(), Vec::new());
-    for i in 0..SEQUENTIAL_CALLS {
-        let t = Instant::now();
-        direct_call(&http, &fake.url, &format!("q{i}")).await;
-        direct.push(t.elapsed());
-        let t = Instant::now();
-        let r = client
-            .call_tool(chat(&format!("q{i}"), "fake-fast"))
-            .await
-            .unwrap();
-        via.push(t.elapsed());
-        assert_eq!(text_of(&r), format!("echo: q{i}"));
-    }
-    let (d50, d99) = (percentile(&mut direct, 0.5), percentile(&mut direct, 0.99));
-    let (v50, v99) = (percentile(&mut via, 0.5), percentile(&mut via, 0.99));
+    let latencies = interleaved(&fake, &client, &http, SEQUENTIAL_CALLS).await;
+    let ((d50, d99), (v50, v99)) = (latencies.direct, latencies.via);
     report.add(
         "direct call to the fake, p50 / p99",
         format!("{:.3} / {:.3} ms", ms(d50), ms(d99)),

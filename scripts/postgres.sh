@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster for the tests, on loopback only:
-#   scripts/postgres.sh start DIR   create and start a cluster in DIR (installs Debian's postgresql when missing)
+#   scripts/postgres.sh start DIR   create and start a cluster in DIR (installs Debian's postgresql when missing;
+#                                   POSTGRES_DURABLE=1 keeps PostgreSQL's fsync and commit defaults)
 #   scripts/postgres.sh url DIR     print its URL (postgres://exai:PASSWORD@127.0.0.1:PORT/postgres; a secret)
 #   scripts/postgres.sh stop DIR    stop it and remove DIR
+#   scripts/postgres.sh pause DIR   stop the server, keeping the cluster (a database outage, for tests)
+#   scripts/postgres.sh resume DIR  start it again on the same port
 # `start` prints nothing secret: the URL, password included, is only in DIR/url (mode 0600).
 set -euo pipefail
 
 usage() {
-    echo "usage: scripts/postgres.sh start|stop|url DIR" >&2
+    echo "usage: scripts/postgres.sh start|stop|pause|resume|url DIR" >&2
     exit 2
 }
 
@@ -97,14 +100,19 @@ start() {
 local all all scram-sha-256
 host all all 127.0.0.1/32 scram-sha-256
 EOF
-    # A test cluster: losing it in a crash costs nothing, so skip the durability work.
     as_owner tee -a "$dir/data/postgresql.conf" >/dev/null <<'EOF'
 listen_addresses = '127.0.0.1'
+max_connections = 300
+EOF
+    # A test cluster: losing it in a crash costs nothing, so skip the durability work — unless
+    # POSTGRES_DURABLE=1 (benchmarks measure PostgreSQL as a team would run it).
+    if [ "${POSTGRES_DURABLE:-0}" != 1 ]; then
+        as_owner tee -a "$dir/data/postgresql.conf" >/dev/null <<'EOF'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
-max_connections = 300
 EOF
+    fi
 
     local port attempt
     for attempt in 1 2 3 4 5; do
@@ -136,9 +144,24 @@ stop() {
     rm -rf "$dir"
 }
 
+pause() {
+    as_owner "$(server_bin)/pg_ctl" stop --pgdata="$dir/data" --mode=fast --wait >/dev/null
+}
+
+resume() {
+    local bin port
+    bin=$(server_bin)
+    port=$(sed -E 's#.*:([0-9]+)/[^/]*$#\1#' "$dir/url")
+    as_owner "$bin/pg_ctl" start --pgdata="$dir/data" --wait --timeout=60 \
+        --log="$dir/server.log" --options="-p $port -k $dir" >/dev/null
+    "$bin/pg_isready" --quiet --host=127.0.0.1 --port="$port" --timeout=30
+}
+
 case "$action" in
 start) start ;;
 stop) stop ;;
+pause) pause ;;
+resume) resume ;;
 url) cat "$dir/url" ;;
 *) usage ;;
 esac

@@ -8,7 +8,8 @@ use crate::calls::Calls;
 use crate::config::Config;
 use crate::health::Health;
 use crate::providers::{Catalog, Providers};
-use crate::store::{Store, StoreError, StoreReader};
+use crate::store::shared_slots::SharedSlots;
+use crate::store::{Store, StoreError, StoreLocation, StoreReader};
 use crate::tools::ToolRegistry;
 
 /// Everything a session needs, shared by all sessions of the process.
@@ -34,7 +35,7 @@ impl App {
     fn open_with(
         config: Config,
         health: Health,
-        providers: impl FnOnce(&Config, Catalog) -> Providers,
+        providers: impl FnOnce(&Config, Catalog, Option<&SharedSlots>) -> Providers,
     ) -> Result<Arc<Self>, StoreError> {
         let store = Store::open(&config.store)?;
         #[cfg(test)]
@@ -55,6 +56,13 @@ impl App {
         if pruned > 0 {
             tracing::info!(records = pruned, "old call records pruned");
         }
+        // Limits the replicas keep together, held on the shared store (config made sure it is one).
+        let shared_slots = match &config.store {
+            StoreLocation::Postgres(url) if !config.shared_concurrency.is_empty() => {
+                Some(SharedSlots::start(url)?)
+            }
+            _ => None,
+        };
         let catalog = match Catalog::load(config.catalog_file.as_deref()) {
             Ok(catalog) => catalog,
             Err(error) => {
@@ -73,7 +81,7 @@ impl App {
             }
         }
         Ok(Arc::new(Self {
-            providers: Arc::new(providers(&config, catalog)),
+            providers: Arc::new(providers(&config, catalog, shared_slots.as_ref())),
             calls: Arc::new(Calls::new(store, config.max_output_tokens)),
             tools: ToolRegistry::new(&config.disabled_tools),
             health: Arc::new(health),
@@ -133,10 +141,10 @@ impl App {
         vars.retain(|_, v| !v.is_empty());
         let config = Config::from_env_and_file(|k| vars.get(k).cloned()).expect("test config");
         let client = Arc::new(crate::providers::scripted::Scripted::new("custom"));
-        let shared = client.clone();
-        let providers = |config: &Config, catalog| {
-            Providers::with_clients(config, catalog, |_| {
-                Ok(shared.clone() as Arc<dyn crate::providers::ModelClient>)
+        let scripted = client.clone();
+        let providers = |config: &Config, catalog, shared: Option<&SharedSlots>| {
+            Providers::with_clients(config, catalog, shared, |_| {
+                Ok(scripted.clone() as Arc<dyn crate::providers::ModelClient>)
             })
         };
         let app = Self::open_with(config, Health::new("test", None), providers).expect("test app");

@@ -483,7 +483,8 @@ impl Calls {
             tracing::error!(%error, "could not store the call's end; answering anyway");
             result.content.push(ContentBlock::text(format!(
                 "Note: exai could not record this call ({error}); the answer above is complete, \
-                 but `exai calls show {}` and call_result will not have it.",
+                 but `exai calls show {}` and call_result will not have it, and a conversation it \
+                 began or continued may not be continued from it.",
                 call.id
             )));
         }

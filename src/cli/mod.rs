@@ -366,7 +366,7 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
 fn default_model_warnings(config: &Config) -> Vec<String> {
     let catalog = crate::providers::Catalog::load(config.catalog_file.as_deref())
         .unwrap_or_else(|_| crate::providers::Catalog::built_in());
-    let providers = crate::providers::Providers::from_config(config, catalog);
+    let providers = crate::providers::Providers::from_config(config, catalog, None);
     let mut warnings = Vec::new();
     // Naming no model is what such calls do: the default model, else `auto`.
     if let Err(why) = providers.resolve(None, crate::providers::Need::Deep) {

@@ -178,7 +178,7 @@ impl<'de> DeserializeSeed<'de> for ValueOf {
             Kind::SecondsByName { .. } => {
                 pairs(BTreeMap::<String, f64>::deserialize(deserializer)?)
             }
-            Kind::TokensByName => pairs(BTreeMap::<String, u64>::deserialize(deserializer)?),
+            Kind::CountsByName => pairs(BTreeMap::<String, u64>::deserialize(deserializer)?),
             Kind::Text { .. }
             | Kind::Address { .. }
             | Kind::Flag

@@ -208,6 +208,9 @@ pub struct Config {
     /// Per-tool output limits in tokens (`EXAI_TOOL_MAX_OUTPUT="consensus=2000,codereview=6000"`);
     /// a model's own limit still caps them.
     pub tool_max_output: HashMap<String, u64>,
+    /// Requests in flight per provider across every replica on the shared store
+    /// (`EXAI_SHARED_CONCURRENCY`), on top of each replica's own limit.
+    pub shared_concurrency: HashMap<String, usize>,
     /// How long a provider connection may take to open.
     pub provider_connect_timeout: Duration,
     /// How long a provider may stay silent (before headers or between stream events).
@@ -474,6 +477,8 @@ impl Config {
             max_retry_after: env.seconds(&s::RETRY_AFTER_CAP)?,
         };
         let private_paths = private_paths(&home, &get);
+        let shared_concurrency =
+            shared_concurrency(env.get(s::SHARED_CONCURRENCY.var), &store, &endpoints)?;
         Ok(Config {
             home,
             listen,
@@ -481,7 +486,11 @@ impl Config {
             no_autostart: env.get(s::NO_AUTOSTART.var).is_some_and(|v| v != "0"),
             call_timeout: env.seconds(&s::CALL_TIMEOUT)?,
             tool_timeouts: parse_tool_timeouts(env.get(s::TOOL_TIMEOUTS.var))?,
-            tool_max_output: parse_tool_max_output(env.get(s::TOOL_MAX_OUTPUT.var))?,
+            tool_max_output: positive_pairs(
+                s::TOOL_MAX_OUTPUT.var,
+                "tokens",
+                env.get(s::TOOL_MAX_OUTPUT.var),
+            )?,
             provider_connect_timeout: env.seconds(&s::PROVIDER_CONNECT_TIMEOUT)?,
             provider_idle_timeout: env.seconds(&s::PROVIDER_IDLE_TIMEOUT)?,
             progress_interval: env.seconds(&s::PROGRESS_INTERVAL)?,
@@ -492,6 +501,7 @@ impl Config {
             retention_max_rows,
             store,
             endpoints,
+            shared_concurrency,
             default_model: env.get(s::DEFAULT_MODEL.var),
             fallback_models: env.list(s::FALLBACK_MODELS.var).unwrap_or_default(),
             retry,
@@ -860,26 +870,72 @@ fn parse_tool_timeouts(text: Option<String>) -> Result<HashMap<String, Duration>
     Ok(map)
 }
 
-/// `EXAI_TOOL_MAX_OUTPUT`: `tool=tokens` pairs, comma-separated, each a positive whole number.
-fn parse_tool_max_output(text: Option<String>) -> Result<HashMap<String, u64>, ConfigError> {
+/// `name=count` pairs, comma-separated, each a positive whole number (`what` names the count).
+fn positive_pairs(
+    var: &'static str,
+    what: &str,
+    text: Option<String>,
+) -> Result<HashMap<String, u64>, ConfigError> {
     let mut map = HashMap::new();
     for pair in text.iter().flat_map(|t| t.split(',')).map(str::trim) {
         if pair.is_empty() {
             continue;
         }
-        let invalid = |why: &str| ConfigError::Invalid {
-            var: "EXAI_TOOL_MAX_OUTPUT",
+        let invalid = |why: String| ConfigError::Invalid {
+            var,
             value: pair.to_string(),
-            why: why.into(),
+            why,
         };
-        let (tool, tokens) = pair
+        let (name, count) = pair
             .split_once('=')
-            .ok_or_else(|| invalid("expected tool=tokens"))?;
-        let tokens = positive_whole(tokens)
-            .ok_or_else(|| invalid("expected a positive whole number of tokens"))?;
-        map.insert(tool.trim().to_string(), tokens);
+            .ok_or_else(|| invalid(format!("expected name={what}")))?;
+        let count = positive_whole(count)
+            .ok_or_else(|| invalid(format!("expected a positive whole number of {what}")))?;
+        map.insert(name.trim().to_string(), count);
     }
     Ok(map)
+}
+
+/// `EXAI_SHARED_CONCURRENCY`: provider=requests pairs, for providers this process knows, and only
+/// with a store the replicas share (with SQLite there is one daemon: its own limit is the limit).
+fn shared_concurrency(
+    text: Option<String>,
+    store: &crate::store::StoreLocation,
+    endpoints: &[EndpointConfig],
+) -> Result<HashMap<String, usize>, ConfigError> {
+    let limits = positive_pairs(s::SHARED_CONCURRENCY.var, "requests", text)?;
+    let invalid = |value: String, why: String| ConfigError::Invalid {
+        var: s::SHARED_CONCURRENCY.var,
+        value,
+        why,
+    };
+    if !limits.is_empty() && matches!(store, crate::store::StoreLocation::Sqlite(_)) {
+        return Err(invalid(
+            sorted_names(limits.keys()),
+            "a shared limit needs a store the replicas share (EXAI_DATABASE_URL); with SQLite \
+             there is one daemon, and <NAME>_MAX_CONCURRENCY is its limit"
+                .into(),
+        ));
+    }
+    let known: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+    for name in limits.keys() {
+        if !known.contains(&name.as_str()) {
+            return Err(invalid(
+                name.clone(),
+                format!("no provider of that name (providers: {})", known.join(", ")),
+            ));
+        }
+    }
+    Ok(limits
+        .into_iter()
+        .map(|(name, n)| (name, usize::try_from(n).unwrap_or(usize::MAX)))
+        .collect())
+}
+
+fn sorted_names<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let mut names: Vec<&str> = names.map(String::as_str).collect();
+    names.sort_unstable();
+    names.join(",")
 }
 
 #[cfg(test)]
@@ -892,6 +948,57 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn a_database_url_is_checked_and_never_echoed() {
+        let shared = "postgres://exai:hunter2@db.internal:5433/team";
+        let c = config(&[("HOME", "/h"), ("EXAI_DATABASE_URL", shared)]).unwrap();
+        assert_eq!(c.store.to_string(), "postgres://db.internal:5433/team");
+        assert!(!format!("{:?}", c.store).contains("hunter2"));
+        for bad in ["mysql://u:hunter2@h/db", "postgres://u:hunter2@h:port/db"] {
+            let err = config(&[("HOME", "/h"), ("EXAI_DATABASE_URL", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("EXAI_DATABASE_URL="), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_shared_limit_needs_a_shared_store_and_a_known_provider() {
+        let sqlite = config(&[("HOME", "/h"), ("EXAI_SHARED_CONCURRENCY", "glm=8")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            sqlite.contains("needs a store the replicas share"),
+            "{sqlite}"
+        );
+        let shared = [
+            ("HOME", "/h"),
+            ("EXAI_DATABASE_URL", "postgres://u@127.0.0.1/team"),
+        ];
+        let unknown = config(&[shared[0], shared[1], ("EXAI_SHARED_CONCURRENCY", "glmm=8")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            unknown.contains("no provider of that name (providers: glm"),
+            "{unknown}"
+        );
+        let zero = config(&[shared[0], shared[1], ("EXAI_SHARED_CONCURRENCY", "glm=0")])
+            .unwrap_err()
+            .to_string();
+        assert!(zero.contains("positive whole number of requests"), "{zero}");
+        let c = config(&[
+            shared[0],
+            shared[1],
+            ("EXAI_SHARED_CONCURRENCY", "glm=8, kimi=2"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.shared_concurrency["glm"], c.shared_concurrency["kimi"]),
+            (8, 2)
+        );
     }
 
     #[test]

@@ -50,8 +50,8 @@ pub enum Kind {
     Above { min: u64, default: u64 },
     /// `name=seconds` pairs (a table in the config file); `default` in words.
     SecondsByName { default: &'static str },
-    /// `name=tokens` pairs (a table in the config file).
-    TokensByName,
+    /// `name=count` pairs, each a positive whole number (a table in the config file).
+    CountsByName,
 }
 
 impl Kind {
@@ -72,13 +72,13 @@ impl Kind {
             | Kind::Url
             | Kind::Secret
             | Kind::File
-            | Kind::TokensByName => "—".to_string(),
+            | Kind::CountsByName => "—".to_string(),
         }
     }
 
     /// Whether the config file holds it as a table of names (`[tool_timeouts]`).
     pub fn is_table(&self) -> bool {
-        matches!(self, Kind::SecondsByName { .. } | Kind::TokensByName)
+        matches!(self, Kind::SecondsByName { .. } | Kind::CountsByName)
     }
 }
 
@@ -211,7 +211,7 @@ settings! {
     TOOL_MAX_OUTPUT {
         var: "EXAI_TOOL_MAX_OUTPUT",
         file_key: Some("tool_max_output"),
-        kind: Kind::TokensByName,
+        kind: Kind::CountsByName,
         doc: "per-tool output limits in tokens (tool=tokens), below each model's own",
         shown: |c| Some(sorted_pairs(
             c.tool_max_output.iter().map(|(t, n)| (t.clone(), *n)),
@@ -322,6 +322,16 @@ settings! {
         kind: Kind::DatabaseUrl,
         doc: "a Postgres database as the store, shared by a team's daemons (SQLite in EXAI_HOME when unset)",
         shown: |c| Some(c.store.to_string()),
+    }
+    SHARED_CONCURRENCY {
+        var: "EXAI_SHARED_CONCURRENCY",
+        file_key: Some("shared_concurrency"),
+        kind: Kind::CountsByName,
+        doc: "requests in flight per provider across every replica on the shared store (provider=requests), on top of each replica's own limit",
+        shown: |c| Some(sorted_pairs(
+            c.shared_concurrency.iter().map(|(p, n)| (p.clone(), *n)),
+            |n| n.to_string(),
+        )),
     }
     CUSTOM_API_URL {
         var: "CUSTOM_API_URL",

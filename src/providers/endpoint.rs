@@ -2,15 +2,18 @@
 
 use super::{
     CallObserver, ChatRequest, ChatResponse, ConcurrencyLimit, Failure, ModelClient, ModelInfo,
-    retry, search,
+    ProviderError, retry, search,
 };
 use crate::config::{EndpointConfig, RetryConfig};
+use crate::store::shared_slots::{SharedSlot, SharedSlots, SlotError};
 
 /// A usable endpoint: its client, its queue, its retry policy.
 pub struct Endpoint {
     pub config: EndpointConfig,
     pub(super) client: std::sync::Arc<dyn ModelClient>,
     pub(super) limit: ConcurrencyLimit,
+    /// The limit every replica on the shared store keeps together, and its size.
+    pub(super) shared: Option<(SharedSlots, usize)>,
     pub(super) retry: RetryConfig,
 }
 
@@ -32,7 +35,43 @@ impl Endpoint {
             .acquire(&self.config.name, request.deadline, observer)
             .await
             .map_err(|error| Failure::new(error, 0))?;
+        let _shared_slot = self
+            .shared_slot(request, observer)
+            .await
+            .map_err(|error| Failure::new(error, 0))?;
         search::answer(self, model, request, observer).await
+    }
+
+    /// A slot of the limit the replicas share, when there is one (after this replica's own).
+    async fn shared_slot(
+        &self,
+        request: &ChatRequest,
+        observer: &dyn CallObserver,
+    ) -> Result<Option<SharedSlot>, ProviderError> {
+        let Some((slots, limit)) = &self.shared else {
+            return Ok(None);
+        };
+        let provider = &self.config.name;
+        let waiting = || {
+            observer.stage(format!(
+                "queued for {provider} (all {limit} of its slots shared by the replicas in use)"
+            ))
+        };
+        match slots
+            .acquire(provider, *limit, request.deadline, waiting)
+            .await
+        {
+            Ok(slot) => Ok(Some(slot)),
+            Err(SlotError::Deadline { .. }) => Err(ProviderError::Deadline {
+                what: format!(
+                    "a free slot for {provider} (all {limit} shared by the replicas in use)"
+                ),
+            }),
+            Err(SlotError::Unavailable { why, .. }) => Err(ProviderError::SharedLimit {
+                provider: provider.clone(),
+                why,
+            }),
+        }
     }
 
     /// One round: a request with its retries.

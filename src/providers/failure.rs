@@ -94,6 +94,8 @@ pub enum ProviderError {
     },
     #[error("no room before the call's deadline for {what}")]
     Deadline { what: String },
+    #[error("{provider}'s limit shared by the replicas cannot be checked: {why}")]
+    SharedLimit { provider: String, why: String },
     #[error(
         "{provider} ({model}) still asked to search the web after {rounds} rounds of searching; exai \
          stops there so a call cannot loop — ask a narrower question, or without use_websearch"
@@ -137,6 +139,7 @@ impl ProviderError {
             ProviderError::TooLarge { .. } => "provider_answer_too_large",
             ProviderError::Redirect { .. } => "provider_redirect",
             ProviderError::Deadline { .. } => "deadline",
+            ProviderError::SharedLimit { .. } => "shared_limit_unavailable",
             ProviderError::SearchLoop { .. } => "provider_search_loop",
         }
     }

@@ -45,6 +45,7 @@ pub use selection::{Need, Resolved, UnusableModel};
 pub use types::{ChatMessage, ChatRequest, ChatResponse, FunctionCall, Source, Spent, ToolCall};
 
 use crate::config::{Config, EndpointConfig};
+use crate::store::shared_slots::SharedSlots;
 use openai_compat::{NoHttpClient, OpenAiCompatible};
 
 /// The endpoints configured in this process, the catalog, and model selection.
@@ -61,8 +62,8 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn from_config(config: &Config, catalog: Catalog) -> Self {
-        Self::with_clients(config, catalog, |endpoint| {
+    pub fn from_config(config: &Config, catalog: Catalog, shared: Option<&SharedSlots>) -> Self {
+        Self::with_clients(config, catalog, shared, |endpoint| {
             let client = OpenAiCompatible::new(endpoint, config)?;
             Ok(Arc::new(client) as Arc<dyn ModelClient>)
         })
@@ -73,6 +74,7 @@ impl Providers {
     pub(crate) fn with_clients(
         config: &Config,
         catalog: Catalog,
+        shared: Option<&SharedSlots>,
         connect: impl Fn(&EndpointConfig) -> Result<Arc<dyn ModelClient>, NoHttpClient>,
     ) -> Self {
         let mut usable = Vec::new();
@@ -86,6 +88,9 @@ impl Providers {
                 Ok(client) => usable.push(Arc::new(Endpoint {
                     client,
                     limit: ConcurrencyLimit::new(endpoint.max_concurrency),
+                    shared: shared
+                        .zip(config.shared_concurrency.get(&endpoint.name))
+                        .map(|(slots, limit)| (slots.clone(), *limit)),
                     retry: config.retry.clone(),
                     config: endpoint.clone(),
                 })),

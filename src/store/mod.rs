@@ -10,6 +10,7 @@
 
 mod postgres;
 mod records;
+pub mod shared_slots;
 mod sqlite;
 mod users;
 mod writer;

@@ -209,8 +209,12 @@ impl Columns for PostgresRow<'_> {
 /// What the database said, for people: a server's own message (with its detail and hint), or
 /// what went wrong with the connection.
 pub(super) fn message(error: &postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(said) => said.to_string(),
+    if let Some(said) = error.as_db_error() {
+        return said.to_string();
+    }
+    // The client's own words are generic ("error connecting to server"): the cause says which.
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
         None => error.to_string(),
     }
 }

@@ -407,7 +407,8 @@ impl Daemon {
     }
 
     pub fn start_in(home: PathBuf, listen: &str, fake: &Fake, env: &[(&str, &str)]) -> Self {
-        Self::start_with_args(home, &["--listen", listen], fake, env)
+        let store = store_env(&home);
+        Self::start_with_store(home, listen, fake, store, env)
     }
 
     /// Starts `exai daemon ARGS` (which name the address to listen on) in `home`.
@@ -417,13 +418,35 @@ impl Daemon {
         fake: &Fake,
         env: &[(&str, &str)],
     ) -> Self {
+        let store = store_env(&home);
+        Self::launch(home, args, fake, store, env)
+    }
+
+    /// Starts a daemon whose store is given by `store` (the environment naming it).
+    fn start_with_store(
+        home: PathBuf,
+        listen: &str,
+        fake: &Fake,
+        store: Vec<(String, String)>,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::launch(home, &["--listen", listen], fake, store, env)
+    }
+
+    fn launch(
+        home: PathBuf,
+        args: &[&str],
+        fake: &Fake,
+        store: Vec<(String, String)>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut all: Vec<(String, String)> = vec![
             ("EXAI_HOME".into(), home.display().to_string()),
             ("CUSTOM_API_URL".into(), format!("{}/v1", fake.url)),
             ("CUSTOM_MODEL_NAME".into(), "fake-fast".into()),
             ("EXAI_PROGRESS_INTERVAL_S".into(), "0.5".into()),
         ];
-        all.extend(store_env(&home));
+        all.extend(store);
         for (k, v) in env {
             all.retain(|(key, _)| key != k);
             all.push((k.to_string(), v.to_string()));
@@ -850,4 +873,393 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024)
+}
+
+/// A PostgreSQL cluster of a test's or benchmark's own (scripts/postgres.sh), which it may stop
+/// and start; removed when dropped.
+pub struct Cluster {
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    /// A throwaway cluster; `durable` keeps PostgreSQL's own fsync and commit settings (for
+    /// benchmarks) instead of the test cluster's fast ones.
+    pub fn start(durable: bool) -> Self {
+        let dir = std::env::temp_dir().join(format!("exai-pg-{}", uuid::Uuid::now_v7()));
+        postgres_script(&["start", &path(&dir)], durable);
+        Self { dir }
+    }
+
+    /// Its URL (to the `postgres` database; a secret: it holds the password).
+    pub fn url(&self) -> String {
+        std::fs::read_to_string(self.dir.join("url"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn password(&self) -> String {
+        let url = self.url();
+        let (credentials, _) = url
+            .trim_start_matches("postgres://")
+            .split_once('@')
+            .unwrap();
+        credentials.split_once(':').unwrap().1.to_string()
+    }
+
+    /// Stops the server, keeping its data (a database outage).
+    pub fn pause(&self) {
+        postgres_script(&["pause", &path(&self.dir)], false);
+    }
+
+    /// Starts it again on the same port.
+    pub fn resume(&self) {
+        postgres_script(&["resume", &path(&self.dir)], false);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        postgres_script(&["stop", &path(&self.dir)], false);
+    }
+}
+
+fn postgres_script(args: &[&str], durable: bool) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new(root.join("scripts/postgres.sh"))
+        .args(args)
+        .env("POSTGRES_DURABLE", if durable { "1" } else { "0" })
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/postgres.sh {}", args[0]);
+}
+
+/// `scripts/nginx.sh`, which runs nginx in front of replicas (installing Debian's nginx when missing).
+pub const NGINX_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/nginx.sh");
+
+/// Whether an nginx binary is installed (on PATH or in /usr/sbin, where Debian puts it).
+pub fn nginx_installed() -> bool {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin")])
+        .any(|dir| dir.join("nginx").is_file())
+}
+
+/// Runs `scripts/nginx.sh ARGS`: (success, stdout + stderr).
+fn nginx_script(args: &[&str]) -> (bool, String) {
+    let output = Command::new("bash")
+        .arg(NGINX_SCRIPT)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/nginx.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// A team's deployment: `n` exai daemons, each in its own home but on one PostgreSQL database and
+/// with one token, behind nginx (`scripts/nginx.sh`) on a loopback port. Dropping it stops nginx
+/// and the daemons.
+pub struct Team {
+    pub replicas: Vec<Daemon>,
+    pub token: String,
+    nginx_dir: PathBuf,
+    port: u16,
+}
+
+impl Team {
+    /// Starts the team, or says why not and returns None: it needs a PostgreSQL run
+    /// (`EXAI_TEST_DATABASE_URL`) and nginx (`scripts/test` installs it).
+    pub fn start(fake: &Fake, n: usize) -> Option<Self> {
+        let Some(server) = test_database_server() else {
+            eprintln!("skipped: replicas share a PostgreSQL store; set {TEST_DATABASE_URL}");
+            return None;
+        };
+        if !nginx_installed() {
+            eprintln!("skipped: no nginx (scripts/nginx.sh install, or scripts/test, installs it)");
+            return None;
+        }
+        // The team's database is named after a directory of its own, like a home's.
+        let team_dir = temp_home();
+        let store = vec![(DATABASE_URL.to_string(), database_of(&server, &team_dir))];
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        // One at a time: each applies the migrations at start.
+        let replicas: Vec<Daemon> = (0..n)
+            .map(|_| {
+                let home = temp_home();
+                write_private(&home.join("token"), &token);
+                Daemon::start_with_store(home, "127.0.0.1:0", fake, store.clone(), &[])
+            })
+            .collect();
+        let ports: Vec<String> = replicas
+            .iter()
+            .map(|replica| replica.addr.rsplit_once(':').unwrap().1.to_string())
+            .collect();
+        let nginx_dir = team_dir.join("nginx");
+        // A port free now may be taken before nginx binds it: try a few.
+        for _ in 0..3 {
+            let port = free_port();
+            let port_text = port.to_string();
+            let mut args = vec!["start", path_str(&nginx_dir), &port_text];
+            args.extend(ports.iter().map(String::as_str));
+            let (started, output) = nginx_script(&args);
+            if started {
+                return Some(Self {
+                    replicas,
+                    token,
+                    nginx_dir,
+                    port,
+                });
+            }
+            eprintln!("nginx did not start on 127.0.0.1:{port}: {output}");
+            nginx_script(&["stop", path_str(&nginx_dir)]);
+        }
+        panic!("nginx did not start in front of the replicas");
+    }
+
+    /// nginx's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// nginx's address: `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The team's Streamable HTTP endpoint, through nginx.
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.base_url())
+    }
+
+    /// A new MCP session through nginx.
+    pub async fn session(&self) -> HttpSession {
+        HttpSession::open(&self.mcp_url(), &self.token).await
+    }
+
+    /// Which replica (its index) ran call `id`: the one whose pid owns its record.
+    pub fn replica_of_call(&self, id: &str) -> usize {
+        let record = self.replicas[0]
+            .record(id)
+            .unwrap_or_else(|| panic!("no record of call {id}"));
+        self.replicas
+            .iter()
+            .position(|replica| i64::from(replica.pid()) == record.owner_pid)
+            .unwrap_or_else(|| panic!("call {id} owned by pid {}, no replica", record.owner_pid))
+    }
+
+    /// Kills replica `index` with SIGKILL and waits until it is gone.
+    pub fn kill(&mut self, index: usize) {
+        let proc = self.replicas[index].proc.as_mut().unwrap();
+        proc.0.kill().unwrap();
+        proc.0.wait().unwrap();
+    }
+}
+
+impl Drop for Team {
+    fn drop(&mut self) {
+        let (stopped, output) = nginx_script(&["stop", path_str(&self.nginx_dir)]);
+        if !stopped {
+            eprintln!("scripts/nginx.sh stop failed: {output}");
+        }
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 temporary path")
+}
+
+/// Writes `text` to a new file only its owner may read (mode 0600), as exai's token file is.
+pub fn write_private(file: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(file)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap();
+}
+
+/// The protocol revision the minimal HTTP client speaks.
+pub const HTTP_PROTOCOL_VERSION: &str = "2025-06-18";
+
+/// One answer to a POST on `/mcp`.
+pub struct HttpAnswer {
+    pub status: u16,
+    /// The `Mcp-Session-Id` header, when the server sent one.
+    pub session: Option<String>,
+    pub body: String,
+    event_stream: bool,
+}
+
+impl HttpAnswer {
+    /// The JSON-RPC messages in the body: one JSON document, or one per server-sent event.
+    pub fn messages(&self) -> Vec<Value> {
+        if !self.event_stream {
+            return serde_json::from_str(&self.body).into_iter().collect();
+        }
+        self.body
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .filter_map(|data| serde_json::from_str(data.trim()).ok())
+            .collect()
+    }
+
+    /// The response to request `id` (notifications before it skipped).
+    pub fn response(&self, id: i64) -> Value {
+        self.messages()
+            .into_iter()
+            .find(|message| message["id"] == id && message.get("method").is_none())
+            .unwrap_or_else(|| panic!("no response to {id}: {} {}", self.status, self.body))
+    }
+}
+
+/// POSTs one JSON-RPC message to a Streamable HTTP endpoint, as the MCP SDKs do.
+pub async fn mcp_post(
+    url: &str,
+    token: &str,
+    session: Option<&str>,
+    message: &Value,
+) -> HttpAnswer {
+    mcp_post_on(&reqwest::Client::new(), url, token, session, message).await
+}
+
+/// [`mcp_post`] on `http`'s connections (a session keeps its own, alive between requests).
+pub async fn mcp_post_on(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    session: Option<&str>,
+    message: &Value,
+) -> HttpAnswer {
+    let mut request = http
+        .post(url)
+        .timeout(Duration::from_secs(30))
+        .bearer_auth(token)
+        .header("Accept", "application/json, text/event-stream")
+        .json(message);
+    if let Some(session) = session {
+        request = request
+            .header("Mcp-Session-Id", session)
+            .header("MCP-Protocol-Version", HTTP_PROTOCOL_VERSION);
+    }
+    let response = request.send().await.expect("POST /mcp");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    };
+    let session = header("mcp-session-id");
+    let event_stream = header("content-type").is_some_and(|t| t.starts_with("text/event-stream"));
+    HttpAnswer {
+        status: response.status().as_u16(),
+        session,
+        event_stream,
+        body: response.text().await.expect("the answer's body"),
+    }
+}
+
+/// A minimal Streamable HTTP MCP client's session: `initialize` and `notifications/initialized`,
+/// then requests carrying the session id the server gave.
+pub struct HttpSession {
+    url: String,
+    token: String,
+    pub id: String,
+    next_id: i64,
+    http: reqwest::Client,
+}
+
+impl HttpSession {
+    pub async fn open(url: &str, token: &str) -> Self {
+        let initialize = json!({
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {
+                "protocolVersion": HTTP_PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "exai-http-tests", "version": "1.0"},
+            },
+        });
+        let http = reqwest::Client::new();
+        let answer = mcp_post_on(&http, url, token, None, &initialize).await;
+        assert_eq!(answer.status, 200, "initialize: {}", answer.body);
+        assert!(
+            answer.response(0).get("result").is_some(),
+            "{}",
+            answer.body
+        );
+        let id = answer
+            .session
+            .clone()
+            .expect("initialize gave a session id");
+        let session = Self {
+            url: url.to_string(),
+            token: token.to_string(),
+            id,
+            next_id: 1,
+            http,
+        };
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let answer = session.post(&initialized).await;
+        assert_eq!(
+            answer.status, 202,
+            "notifications/initialized: {}",
+            answer.body
+        );
+        session
+    }
+
+    /// POSTs `message` on this session.
+    pub async fn post(&self, message: &Value) -> HttpAnswer {
+        mcp_post_on(&self.http, &self.url, &self.token, Some(&self.id), message).await
+    }
+
+    /// Sends a request and returns the whole JSON-RPC response (`result` or `error`).
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let answer = self.post(&message).await;
+        assert_eq!(answer.status, 200, "{method}: {}", answer.body);
+        answer.response(id)
+    }
+
+    /// The result of a `tools/call` that must not fail at the JSON-RPC level.
+    pub async fn call_tool(&mut self, name: &str, arguments: Value) -> Value {
+        let reply = self
+            .request("tools/call", json!({"name": name, "arguments": arguments}))
+            .await;
+        assert!(reply.get("error").is_none(), "{name}: {reply}");
+        reply["result"].clone()
+    }
+}
+
+/// The call id in a raw `tools/call` result's `_meta`.
+pub fn call_id_in(result: &Value) -> String {
+    result["_meta"]["exai.dev/callId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no call id in {result}"))
+        .to_string()
+}
+
+/// The first text block of a raw `tools/call` result.
+pub fn text_in(result: &Value) -> String {
+    result["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }

@@ -26,5 +26,8 @@ mod postgres_harness;
 mod provider_fidelity;
 mod provider_requests;
 mod providers;
+mod shared_limits;
+mod store_outage;
+mod team;
 mod users;
 mod workflows;

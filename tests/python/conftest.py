@@ -16,6 +16,7 @@ fixed time. Every process started here is terminated (then killed) in teardown.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import select
@@ -65,13 +66,41 @@ def wait_until(what: str, probe: Callable[[], Any], deadline_s: float, interval_
         time.sleep(interval_s)
 
 
+# A PostgreSQL server (a URL to its `postgres` database) to keep every exai's store in, as the
+# Rust harness does: scripts/test runs these tests once on SQLite and once on it.
+TEST_DATABASE_SERVER = os.environ.get("EXAI_TEST_DATABASE_URL")
+_databases_made: set[str] = set()
+
+
+def store_env(home: str | Path) -> dict[str, str]:
+    """With EXAI_TEST_DATABASE_URL set, the store of the exai in `home`: a database of its own on
+    that server, named from the home's path and made on first use. Otherwise nothing (SQLite)."""
+    if not TEST_DATABASE_SERVER:
+        return {}
+    name = "exai_py_" + hashlib.sha256(str(home).encode()).hexdigest()[:24]
+    if name not in _databases_made:
+        made = subprocess.run(
+            ["psql", TEST_DATABASE_SERVER, "-qc", f"CREATE DATABASE {name}"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert made.returncode == 0 or b"already exists" in made.stderr, made.stderr.decode()
+        _databases_made.add(name)
+    server, _ = TEST_DATABASE_SERVER.rsplit("/", 1)
+    return {"EXAI_DATABASE_URL": f"{server}/{name}"}
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """The test runner's environment without anything that configures exai or a provider."""
+    """The test runner's environment without anything that configures exai or a provider; an
+    exai given its EXAI_HOME gets that home's store (see `store_env`)."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("EXAI_", "CUSTOM_")) and not k.endswith("_API_KEY") and k != "RUST_LOG"
     }
+    if "EXAI_HOME" in extra:
+        env.update(store_env(extra["EXAI_HOME"]))
     env.update(extra)
     return env
 

@@ -31,7 +31,7 @@ from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.types import INVALID_PARAMS, REQUEST_TIMEOUT, CallToolResult, TextContent
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
-from conftest import EXAI_BIN, Daemon, FakeProvider, clean_env, wait_until
+from conftest import EXAI_BIN, Daemon, FakeProvider, clean_env, store_env, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -334,6 +334,7 @@ async def test_stdio_no_daemon(fake_provider: FakeProvider, tmp_path: Path) -> N
             "EXAI_HOME": str(home),
             "CUSTOM_API_URL": fake_provider.api_url,
             "CUSTOM_MODEL_NAME": "fake-fast",
+            **store_env(home),
         },
     )
     async with stdio_streams(params, home) as (read, write):

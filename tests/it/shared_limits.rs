@@ -1,0 +1,144 @@
+//! A provider's concurrency limit kept by every replica on one Postgres store together
+//! (`EXAI_SHARED_CONCURRENCY`), and given back by a replica that dies.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+/// Two daemons on one shared database with `custom=2` across them, and a client of each.
+struct TwoReplicas {
+    a: Daemon,
+    b: Daemon,
+    client_a: Client,
+    client_b: Client,
+}
+
+async fn two_replicas(fake: &Fake) -> TwoReplicas {
+    let url = store_env(&temp_home()).remove(0).1;
+    let env = [
+        ("EXAI_DATABASE_URL", url.as_str()),
+        ("EXAI_SHARED_CONCURRENCY", "custom=2"),
+    ];
+    let (a, b) = (Daemon::start(fake, &env), Daemon::start(fake, &env));
+    let (client_a, _) = stdio_client(&a.stdio_env(), &[]).await;
+    let (client_b, _) = stdio_client(&b.stdio_env(), &[]).await;
+    TwoReplicas {
+        a,
+        b,
+        client_a,
+        client_b,
+    }
+}
+
+fn skipped() -> bool {
+    let skip = !on_postgres();
+    if skip {
+        eprintln!("skipped: shared limits need the PostgreSQL store (set EXAI_TEST_DATABASE_URL)");
+    }
+    skip
+}
+
+fn in_flight(fake: &Fake) -> u64 {
+    fake.stats()["in_flight"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn replicas_on_one_store_never_exceed_the_shared_limit_together() {
+    if skipped() {
+        return;
+    }
+    let fake = Fake::start();
+    // B stays up (its daemon is stopped when dropped) while its client's calls run.
+    let TwoReplicas {
+        a,
+        b: _b,
+        client_a,
+        client_b,
+    } = two_replicas(&fake).await;
+    let calls = (0..6).map(|i| {
+        let peer = if i % 2 == 0 {
+            client_a.peer().clone()
+        } else {
+            client_b.peer().clone()
+        };
+        async move {
+            peer.call_tool(chat(&format!("q{i}"), "fake-delay-800"))
+                .await
+        }
+    });
+    let all = tokio::spawn(futures::future::join_all(calls));
+    // Both slots in use, and a call on each replica says what it waits for.
+    wait_until_async(
+        "two requests at the provider",
+        Duration::from_secs(10),
+        || (in_flight(&fake) == 2).then_some(()),
+    )
+    .await;
+    let queued = "queued for custom (all 2 of its slots shared by the replicas in use)";
+    wait_until_async(
+        "a call queued for a shared slot",
+        Duration::from_secs(10),
+        || {
+            let (_, listing) = a.cli(&["calls", "--running", "--json"]);
+            listing.contains(queued).then_some(())
+        },
+    )
+    .await;
+    let results = all.await.unwrap();
+    for (i, result) in results.into_iter().enumerate() {
+        assert_eq!(text_of(&result.unwrap()), format!("echo: q{i}"));
+    }
+    assert_eq!(fake.stats()["max_in_flight"].as_u64(), Some(2));
+    client_a.cancel().await.unwrap();
+    client_b.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_replica_killed_while_holding_shared_slots_gives_them_back() {
+    if skipped() {
+        return;
+    }
+    let fake = Fake::start();
+    let TwoReplicas {
+        a,
+        b,
+        client_a,
+        client_b,
+    } = two_replicas(&fake).await;
+    // A takes both slots with calls that would hold them for a minute.
+    for i in 0..2 {
+        let peer = client_a.peer().clone();
+        tokio::spawn(async move {
+            let _ = peer
+                .call_tool(chat(&format!("hold {i}"), "fake-delay-60000"))
+                .await;
+        });
+    }
+    wait_until_async("A holding both slots", Duration::from_secs(10), || {
+        (in_flight(&fake) == 2).then_some(())
+    })
+    .await;
+    let waiting = tokio::spawn({
+        let peer = client_b.peer().clone();
+        async move { peer.call_tool(chat("after A", "fake-fast")).await }
+    });
+    wait_until_async(
+        "B's call queued for a slot",
+        Duration::from_secs(10),
+        || {
+            let (_, listing) = b.cli(&["calls", "--running", "--json"]);
+            listing.contains("queued for custom").then_some(())
+        },
+    )
+    .await;
+    a.signal("-KILL");
+    // The dead replica's connection closes, Postgres releases its locks, B's call goes through.
+    let answer = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("B's call got a slot after A died")
+        .unwrap()
+        .unwrap();
+    assert_eq!(text_of(&answer), "echo: after A");
+    client_b.cancel().await.unwrap();
+    drop(client_a);
+}
