@@ -8,6 +8,7 @@ use crate::calls::Calls;
 use crate::config::Config;
 use crate::health::Health;
 use crate::providers::{Catalog, Providers};
+use crate::replica::Replica;
 use crate::store::shared_slots::SharedSlots;
 use crate::store::{Store, StoreError, StoreLocation, StoreReader};
 use crate::tools::ToolRegistry;
@@ -21,6 +22,8 @@ pub struct App {
     pub health: Arc<Health>,
     /// Cancelled when the process shuts down: sessions close.
     pub shutdown: CancellationToken,
+    /// This process among the replicas sharing the store.
+    pub replica: Arc<Replica>,
 }
 
 impl App {
@@ -48,6 +51,9 @@ impl App {
                 "calls left open by a previous run marked interrupted"
             );
         }
+        // Registered before it opens any call: a call's replica with no record was forgotten.
+        let replica = Arc::new(Replica::new(config.replica_lease));
+        replica.register(&reader)?;
         let pruned = reader.apply_retention(
             config.retention_max_age,
             config.retention_max_rows,
@@ -82,12 +88,25 @@ impl App {
         }
         Ok(Arc::new(Self {
             providers: Arc::new(providers(&config, catalog, shared_slots.as_ref())),
-            calls: Arc::new(Calls::new(store, config.max_output_tokens)),
+            calls: Arc::new(
+                Calls::new(store, config.max_output_tokens).for_replica(replica.id().to_string()),
+            ),
+            replica,
             tools: ToolRegistry::new(&config.disabled_tools),
             health: Arc::new(health),
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
         }))
+    }
+
+    /// Starts this replica's heartbeat and cancel watcher (until shutdown).
+    pub fn run_replica(self: &Arc<Self>) {
+        self.replica.run(&self.calls, &self.shutdown);
+    }
+
+    /// Clean shutdown, once the calls have ended: this replica leaves the store.
+    pub async fn leave(&self) {
+        self.replica.leave(self.calls.store()).await;
     }
 
     /// Asks the endpoints for their models now and every ten minutes (each ask bounded),

@@ -16,6 +16,7 @@ pub mod legacy_tasks;
 pub mod local;
 pub mod logging;
 pub mod providers;
+pub mod replica;
 pub mod secrets;
 pub mod service;
 pub mod shim;

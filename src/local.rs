@@ -23,6 +23,7 @@ pub async fn run(config: Config) -> Result<(), StoreError> {
         crate::spawn::blocking(move || App::open(config, Health::new("stdio --no-daemon", None)))
             .await
             .map_err(|_| StoreError::WriterGone)??;
+    app.run_replica();
     app.discover_models();
     let session = Session::new(TransportKind::Stdio, Some(Caller::Owner), &app);
     let source = line_frames(crate::stdio::input(), limit);
@@ -48,5 +49,6 @@ pub async fn run(config: Config) -> Result<(), StoreError> {
     }
     // No daemon keeps the calls alive once we exit: record them interrupted.
     app.calls.drain(std::time::Duration::ZERO).await;
+    app.leave().await;
     Ok(())
 }

@@ -683,6 +683,18 @@ impl ServerHandler for ExaiService {
                 call.cancel(CancelReason::Client(Some("tasks/cancel".into())));
                 Ok(())
             }
+            CallView::HeldElsewhere(row) => {
+                let reason = "tasks/cancel on another replica".to_string();
+                match self.app.calls.request_cancel(&row, reason).await {
+                    Ok(Some(replica)) => {
+                        tracing::info!(call_id = %row.id, %replica, "tasks/cancel sent to the replica that runs it");
+                        Ok(())
+                    }
+                    // It ended meanwhile: nothing to cancel.
+                    Ok(None) => Ok(()),
+                    Err(error) => Err(McpError::internal_error(error.to_string(), None)),
+                }
+            }
             CallView::Expired => Err(crate::tasks::expired(&request.task_id)),
             // Already ended: the ack is all there is to say.
             _ => Ok(()),

@@ -86,7 +86,16 @@ pub fn detailed(id: &str, view: &CallView, ttl_ms: u64) -> Result<DetailedTask, 
                 Answer::TooLarge | Answer::Missing => return Err(expired(id)),
             }
         }
-        CallView::HeldElsewhere(row) => failed(recorded(row), view::held_elsewhere("call", row)),
+        // Another replica runs it: working, as its record says, and where.
+        CallView::HeldElsewhere(row) => DetailedTask::new(
+            base(&row.id, row.received_at_ms, crate::store::now_ms(), ttl_ms).with_status_message(
+                match &row.last_progress {
+                    Some(progress) => format!("{progress} (on {})", view::runner(row)),
+                    None => view::held_elsewhere("call", row),
+                },
+            ),
+            TaskPayload::Working,
+        ),
         CallView::Interrupted(row) => failed(
             recorded(row),
             format!("call {} was interrupted: {}", row.id, row.interruption()),

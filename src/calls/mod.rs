@@ -119,6 +119,11 @@ impl LiveCall {
         self.cancel.cancel();
     }
 
+    /// Whether the call was told to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
     /// Waits until the call has ended (its record is already committed then).
     pub async fn finished(&self) -> Arc<Outcome> {
         let mut rx = self.outcome.subscribe();
@@ -178,6 +183,8 @@ pub struct Calls {
     live: Mutex<HashMap<String, Arc<LiveCall>>>,
     /// Signalled whenever a call ends (shutdown waits on it).
     ended: tokio::sync::Notify,
+    /// The replica this process is, named in the record of each call it opens.
+    replica: Option<String>,
 }
 
 impl Calls {
@@ -187,7 +194,14 @@ impl Calls {
             max_output_tokens,
             live: Mutex::new(HashMap::new()),
             ended: tokio::sync::Notify::new(),
+            replica: None,
         }
+    }
+
+    /// The registry of replica `id`: the calls it opens are recorded as its own.
+    pub fn for_replica(mut self, id: String) -> Self {
+        self.replica = Some(id);
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -261,6 +275,7 @@ impl Calls {
             arguments: arguments_text,
             received_at_ms,
             deadline_at_ms: received_at_ms + budget.as_millis() as i64,
+            replica: self.replica.clone(),
             user_name: origin.caller.user_name().map(str::to_string),
         });
         // The record exists before anything runs; a proposed id that already names a record

@@ -1,6 +1,7 @@
 //! Where a call stands, decided once: `Calls::lookup` finds a call in the registry or the
-//! store and says whether it runs, ended (with what answer), is held by another process,
-//! was interrupted, or is gone. `call_result`, MCP tasks and 2025-11-25 tasks only render it.
+//! store and says whether it runs, ended (with what answer), runs on another replica (whose
+//! record the one wait watches, and on which a cancel is left), was interrupted, or is gone.
+//! `call_result`, `call_cancel`, MCP tasks and 2025-11-25 tasks only render it.
 
 use std::sync::Arc;
 
@@ -17,7 +18,8 @@ pub enum CallView {
     Running(Arc<LiveCall>),
     /// Ended (a moment ago in this process, or as recorded).
     Ended(Ended),
-    /// Its record says it runs, but under another exai process, which cannot be asked.
+    /// Its record says it runs under another exai process (another replica): its record is
+    /// watched for the end, and a cancel is left on it for that replica.
     HeldElsewhere(CallRow),
     /// Stopped without an answer (a shutdown, or its process died).
     Interrupted(CallRow),
@@ -123,15 +125,19 @@ impl CallView {
         }
     }
 
-    /// The one wait: a running call is waited on until it ends or `until` passes (then it is
-    /// still `Running`); any other view is already settled.
-    pub async fn wait_until(self, until: tokio::time::Instant) -> Self {
-        let CallView::Running(call) = self else {
-            return self;
-        };
-        match tokio::time::timeout_at(until, call.finished()).await {
-            Ok(outcome) => CallView::Ended(Ended::of_outcome(&call, &outcome)),
-            Err(_) => CallView::Running(call),
+    /// The one wait: a call running here is waited on until it ends, one held elsewhere has its
+    /// record watched until it shows the end, either until `until` passes (then it is still
+    /// `Running` or `HeldElsewhere`); any other view is already settled.
+    pub async fn wait_until(self, calls: &Calls, until: tokio::time::Instant) -> Self {
+        match self {
+            CallView::Running(call) => {
+                match tokio::time::timeout_at(until, call.finished()).await {
+                    Ok(outcome) => CallView::Ended(Ended::of_outcome(&call, &outcome)),
+                    Err(_) => CallView::Running(call),
+                }
+            }
+            CallView::HeldElsewhere(row) => calls.watch_elsewhere(row, until).await,
+            settled => settled,
         }
     }
 
@@ -146,13 +152,22 @@ impl CallView {
     }
 }
 
-/// "{noun} ID is held by another exai process (pid N) that can no longer be asked".
+/// "{noun} ID is running on replica R (pid N)".
 pub fn held_elsewhere(noun: &str, row: &CallRow) -> String {
-    format!(
-        "{noun} {} is held by another exai process (pid {}) that can no longer be asked",
-        row.id, row.owner_pid
-    )
+    format!("{noun} {} is running on {}", row.id, runner(row))
 }
+
+/// The process a record says runs the call: "replica R (pid N)", or "another exai process
+/// (pid N)" for a record made before replicas.
+pub fn runner(row: &CallRow) -> String {
+    match &row.replica {
+        Some(replica) => format!("replica {replica} (pid {})", row.owner_pid),
+        None => format!("another exai process (pid {})", row.owner_pid),
+    }
+}
+
+/// How often the record of a call held elsewhere is read while it is waited on.
+const HELD_ELSEWHERE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// "{noun} ID (tool) was interrupted and has no result: why. Run it again."
 pub fn interrupted_without_result(noun: &str, row: &CallRow) -> String {
@@ -206,6 +221,52 @@ impl Calls {
             Some(call) => CallView::of_live(call),
             None => CallView::of_record(row),
         }
+    }
+
+    /// Reads the record of a call another replica runs until it shows the end or `until`
+    /// passes. The store failing a read is waited out: the record is read again at the next turn.
+    async fn watch_elsewhere(&self, mut row: CallRow, until: tokio::time::Instant) -> CallView {
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return CallView::HeldElsewhere(row);
+            }
+            tokio::time::sleep_until((now + HELD_ELSEWHERE_POLL).min(until)).await;
+            let id = row.id.clone();
+            match self.store.read(move |store| store.get(&id)).await {
+                Ok(Some(fresh)) => match self.view_of(fresh) {
+                    CallView::HeldElsewhere(fresh) => row = fresh,
+                    settled => return settled,
+                },
+                Ok(None) => return CallView::Expired,
+                Err(error) => {
+                    tracing::debug!(call_id = %row.id, %error, "cannot read the record of a call held elsewhere");
+                }
+            }
+        }
+    }
+
+    /// Asks the replica that runs a call held elsewhere to cancel it, for `reason`: the request
+    /// is left on the call's record, where that replica looks for it. Returns the replica asked
+    /// (as messages name it), or `None` when the call is no longer open.
+    pub async fn request_cancel(
+        &self,
+        row: &CallRow,
+        reason: String,
+    ) -> Result<Option<String>, StoreError> {
+        let (id, replica) = (row.id.clone(), row.replica.clone());
+        let (asked, registered) = self
+            .store
+            .read(move |store| {
+                let asked = store.request_cancel(&id, &reason)?;
+                let registered = match &replica {
+                    Some(replica) => store.replica(replica)?,
+                    None => None,
+                };
+                Ok((asked, registered))
+            })
+            .await?;
+        Ok(asked.then(|| registered.map_or_else(|| runner(row), |r| r.to_string())))
     }
 
     /// Hands an ended call's answer to a client that asked for it later, and records that
@@ -285,12 +346,12 @@ mod tests {
         let view = calls.lookup(&call.id, &Caller::Owner).await.unwrap();
         assert!(matches!(view, CallView::Running(_)));
         // The wait is bounded: still running when the bound passes.
-        let view = view.wait_until(tokio::time::Instant::now()).await;
+        let view = view.wait_until(&calls, tokio::time::Instant::now()).await;
         assert_eq!(view.state(), Some(CallState::Running));
 
         release.send(()).unwrap();
         let far = tokio::time::Instant::now() + Duration::from_secs(10);
-        let CallView::Ended(ended) = view.wait_until(far).await else {
+        let CallView::Ended(ended) = view.wait_until(&calls, far).await else {
             panic!("the call should have ended");
         };
         assert_eq!(ended.state, CallState::Succeeded);
@@ -404,12 +465,19 @@ mod tests {
             task: None,
             cached_tokens: None,
             finish_reason: None,
+            replica: None,
+            cancel_requested: None,
             user_name: None,
         };
-        let held = row(CallState::Running);
+        let mut held = row(CallState::Running);
         assert_eq!(
             held_elsewhere("task", &held),
-            "task c is held by another exai process (pid 42) that can no longer be asked"
+            "task c is running on another exai process (pid 42)"
+        );
+        held.replica = Some("r1".into());
+        assert_eq!(
+            held_elsewhere("task", &held),
+            "task c is running on replica r1 (pid 42)"
         );
         assert!(matches!(
             CallView::of_record(held),

@@ -219,6 +219,8 @@ pub struct Config {
     pub progress_interval: Duration,
     /// SIGTERM: how long calls in flight may still run.
     pub shutdown_grace: Duration,
+    /// How long a replica may go without a heartbeat before the others interrupt its calls.
+    pub replica_lease: Duration,
     /// Largest MCP message accepted, in bytes.
     pub max_message_bytes: usize,
     /// `EXAI_MAX_ANSWER_BYTES`: most bytes of answer, reasoning and tool calls one provider
@@ -495,6 +497,7 @@ impl Config {
             provider_idle_timeout: env.seconds(&s::PROVIDER_IDLE_TIMEOUT)?,
             progress_interval: env.seconds(&s::PROGRESS_INTERVAL)?,
             shutdown_grace: env.seconds(&s::SHUTDOWN_GRACE)?,
+            replica_lease: env.seconds(&s::REPLICA_LEASE)?,
             max_message_bytes,
             max_answer_bytes,
             retention_max_age: env.seconds(&s::RETENTION)?,

@@ -323,6 +323,13 @@ settings! {
         doc: "a Postgres database as the store, shared by a team's daemons (SQLite in EXAI_HOME when unset)",
         shown: |c| Some(c.store.to_string()),
     }
+    REPLICA_LEASE {
+        var: "EXAI_REPLICA_LEASE_S",
+        file_key: Some("store.replica_lease_s"),
+        kind: Kind::Seconds(15.0),
+        doc: "a replica silent this long (no heartbeat) has its running calls marked interrupted by the others",
+        shown: |c| seconds(c.replica_lease),
+    }
     SHARED_CONCURRENCY {
         var: "EXAI_SHARED_CONCURRENCY",
         file_key: Some("shared_concurrency"),

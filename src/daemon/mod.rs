@@ -179,6 +179,7 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
     write_daemon_info(&config, &info)?;
     tracing::info!(listen = %local, socket = %config.socket_path().display(), pid = info.pid, home = %config.home.display(), "exai daemon listening");
     spawn_pruning(app.clone());
+    app.run_replica();
     app.discover_models();
 
     let router = http::router(app.clone(), Arc::new(token), allow_remote);
@@ -216,6 +217,7 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
     );
     stop_accepting.cancel();
     app.calls.drain(config.shutdown_grace).await;
+    app.leave().await;
     // Let the last answers reach their clients before the sessions close.
     settle("answers to be written", Duration::from_secs(3), || {
         app.health.answers_pending() == 0

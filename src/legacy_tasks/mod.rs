@@ -152,10 +152,18 @@ fn of_view(id: &str, view: &CallView, ttl_ms: u64) -> Result<Value, McpError> {
             ended.updated_at_ms,
             ttl_ms,
         ),
-        // Not ours to ask about, and not going to change while we look: say so.
-        CallView::HeldElsewhere(row) => {
-            recorded(row, Status::Failed, Some(view::held_elsewhere("call", row)))
-        }
+        // Another replica runs it: working, as its record says, and where.
+        CallView::HeldElsewhere(row) => task(
+            &row.id,
+            Status::Working,
+            Some(match &row.last_progress {
+                Some(progress) => format!("{progress} (on {})", view::runner(row)),
+                None => view::held_elsewhere("call", row),
+            }),
+            row.received_at_ms,
+            now_ms(),
+            ttl_ms,
+        ),
         CallView::Interrupted(row) => recorded(row, Status::Failed, row.error_message.clone()),
         CallView::Expired => return Err(crate::tasks::expired(id)),
     })
@@ -250,11 +258,15 @@ async fn result(id: &str, scope: &RequestScope<'_>) -> Result<Value, McpError> {
     let view = lookup(id, scope).await?;
     let until = match &view {
         CallView::Running(call) => tokio::time::Instant::from_std(call.deadline) + RESULT_GRACE,
+        CallView::HeldElsewhere(row) => {
+            let left = u64::try_from(row.deadline_at_ms - now_ms()).unwrap_or(0);
+            tokio::time::Instant::now() + Duration::from_millis(left) + RESULT_GRACE
+        }
         _ => tokio::time::Instant::now(),
     };
     let view = tokio::select! {
         biased;
-        view = view.wait_until(until) => view,
+        view = view.wait_until(scope.calls(), until) => view,
         // rmcp drops the answer of a cancelled request; this only stops the wait.
         _ = scope.cancelled().cancelled() => {
             return Err(McpError::internal_error("tasks/result was cancelled", None));
@@ -276,7 +288,10 @@ async fn result(id: &str, scope: &RequestScope<'_>) -> Result<Value, McpError> {
             }
         }
         CallView::HeldElsewhere(row) => Err(McpError::internal_error(
-            view::held_elsewhere("task", &row),
+            format!(
+                "{} past its deadline; see `exai calls show {id}`",
+                view::held_elsewhere("task", &row)
+            ),
             None,
         )),
         CallView::Interrupted(row) => Err(McpError::internal_error(
@@ -335,14 +350,37 @@ async fn list(cursor: Option<String>, scope: &RequestScope<'_>) -> Result<Value,
 /// Stops a running task and answers with its state once it has stopped (bounded).
 async fn cancel(id: &str, scope: &RequestScope<'_>) -> Result<Value, McpError> {
     let view = lookup(id, scope).await?;
-    if let CallView::Running(call) = &view {
-        tracing::info!(call_id = %call.id, "tasks/cancel (2025-11-25)");
-        call.cancel(CancelReason::Client(Some("tasks/cancel".into())));
+    let told = match &view {
+        CallView::Running(call) => {
+            tracing::info!(call_id = %call.id, "tasks/cancel (2025-11-25)");
+            call.cancel(CancelReason::Client(Some("tasks/cancel".into())));
+            true
+        }
+        CallView::HeldElsewhere(row) => {
+            let reason = "tasks/cancel on another replica".to_string();
+            let asked = scope
+                .calls()
+                .request_cancel(row, reason)
+                .await
+                .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+            if let Some(replica) = &asked {
+                tracing::info!(call_id = %row.id, %replica, "tasks/cancel (2025-11-25) sent to the replica that runs it");
+            }
+            asked.is_some()
+        }
+        _ => false,
+    };
+    if told {
         let stopped = view
-            .wait_until(tokio::time::Instant::now() + CANCEL_WAIT)
+            .wait_until(scope.calls(), tokio::time::Instant::now() + CANCEL_WAIT)
             .await;
         return of_view(id, &stopped, ttl_ms(scope));
     }
+    // A call held elsewhere that ended meanwhile: its state now.
+    let view = match view {
+        CallView::HeldElsewhere(_) => lookup(id, scope).await?,
+        view => view,
+    };
     let Some(state) = view.state() else {
         return Err(crate::tasks::expired(id));
     };

@@ -10,6 +10,7 @@
 
 mod postgres;
 mod records;
+mod replicas;
 pub mod shared_slots;
 mod sqlite;
 mod users;
@@ -24,8 +25,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use records::sql_list;
 pub use records::{
-    CallFilter, CallRow, CallState, Delivery, FinishedCall, NewCall, ThreadRow, TransportKind,
+    CallFilter, CallRow, CallState, Delivery, FinishedCall, NewCall, ReplicaRow, ThreadRow,
+    TransportKind,
 };
+pub use replicas::this_host;
 pub use users::{Revoked, UserRow};
 use writer::{Queued, WriteFailure, WriteOp, Writer};
 
@@ -479,7 +482,7 @@ const COLUMNS: &str = "id, session_id, client_name, client_version, transport, t
     received_at_ms, started_at_ms, finished_at_ms, deadline_at_ms, duration_ms, provider, model, \
     tokens_in, tokens_out, attempts, progress_count, last_progress, error_kind, error_message, \
     result, is_error, delivery, owner_pid, reasoning_tokens, time_to_first_token_ms, reasoning, task, \
-    cached_tokens, finish_reason, user_name";
+    cached_tokens, finish_reason, replica, cancel_requested, user_name";
 
 /// Synchronous access for start-up, maintenance and the CLI (never on an async task).
 pub struct StoreReader {
@@ -530,13 +533,16 @@ impl StoreReader {
     }
 
     /// Marks calls still open whose owning process is gone as `interrupted`; returns how many.
+    /// Only calls of this host are judged by their pid (a call of no replica, or of a replica on
+    /// this host): the other hosts' replicas are judged by their heartbeats.
     pub fn interrupt_orphans(&self, reason: &str) -> Result<usize, StoreError> {
         let open = self.rows(
             &format!(
-                "SELECT id, owner_pid FROM calls WHERE state IN {}",
+                "SELECT c.id, c.owner_pid FROM calls c LEFT JOIN replicas r ON r.id = c.replica \
+                 WHERE c.state IN {} AND (c.replica IS NULL OR r.host = ?1)",
                 sql_list(&CallState::OPEN)
             ),
-            &[],
+            &[Param::Text(Some(&this_host()))],
             |row| Ok((required_text(row, 0)?, required_int(row, 1)?)),
         )?;
         let me = i64::from(std::process::id());
@@ -745,7 +751,9 @@ fn call_from(r: &dyn Columns) -> Result<CallRow, BackendError> {
         task: r.text(29)?,
         cached_tokens: r.int(30)?,
         finish_reason: r.text(31)?,
-        user_name: r.text(32)?,
+        replica: r.text(32)?,
+        cancel_requested: r.text(33)?,
+        user_name: r.text(34)?,
     })
 }
 
@@ -810,6 +818,7 @@ pub(crate) mod tests {
             arguments: "{}".into(),
             received_at_ms: now_ms(),
             deadline_at_ms: now_ms() + 1000,
+            replica: None,
             user_name: None,
         }
     }

@@ -199,6 +199,8 @@ pub struct NewCall {
     pub arguments: String,
     pub received_at_ms: i64,
     pub deadline_at_ms: i64,
+    /// The replica (daemon) that runs it, when the process is one.
+    pub replica: Option<String>,
     /// The user who made the call; `None` for the machine's owner (the daemon's own token).
     pub user_name: Option<String>,
 }
@@ -270,6 +272,10 @@ pub struct CallRow {
     pub cached_tokens: Option<i64>,
     /// Why the model stopped (`stop`, `length`, `sensitive`, …), as the provider said it.
     pub finish_reason: Option<String>,
+    /// The replica that runs (or ran) it.
+    pub replica: Option<String>,
+    /// Why another replica asked for it to be cancelled, if one did.
+    pub cancel_requested: Option<String>,
     /// The user who made the call; `None` for the machine's owner.
     pub user_name: Option<String>,
 }
@@ -280,6 +286,29 @@ impl CallRow {
         self.error_message
             .as_deref()
             .unwrap_or("exai stopped while it ran")
+    }
+}
+
+/// One daemon sharing the store, as it registered itself; its heartbeat says it is alive.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaRow {
+    /// A UUIDv7 made at the process's start.
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    pub started_at_ms: i64,
+    pub heartbeat_at_ms: i64,
+    /// The exai version it runs.
+    pub version: String,
+}
+
+impl std::fmt::Display for ReplicaRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "replica {} (host {}, pid {})",
+            self.id, self.host, self.pid
+        )
     }
 }
 

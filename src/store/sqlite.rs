@@ -237,7 +237,7 @@ mod tests {
         let row = StoreReader::open(&path).unwrap().get("a").unwrap().unwrap();
         assert_eq!(row.cached_tokens, Some(1024));
         assert_eq!(row.finish_reason.as_deref(), Some("length"));
-        // Opening again finds the migration applied and changes nothing.
+        // Opening again finds each migration applied once and changes nothing.
         let applied: i64 = Connection::open(&path)
             .unwrap()
             .query_row("SELECT count(*) FROM refinery_schema_history", [], |r| {

@@ -153,8 +153,8 @@ fn apply(
         WriteOp::Insert(c) => {
             let inserted = conn.execute(
                 "INSERT INTO calls (id, session_id, client_name, client_version, transport, tool, \
-                 arguments, state, received_at_ms, deadline_at_ms, owner_pid, user_name) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10, ?12) ON CONFLICT(id) DO NOTHING",
+                 arguments, state, received_at_ms, deadline_at_ms, owner_pid, replica, user_name) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10, ?12, ?13) ON CONFLICT(id) DO NOTHING",
                 &[
                     Text(Some(&c.id)),
                     Text(Some(&c.session_id)),
@@ -167,6 +167,7 @@ fn apply(
                     Int(Some(c.deadline_at_ms)),
                     Int(Some(i64::from(std::process::id()))),
                     Text(Some(CallState::Received.as_str())),
+                    text(&c.replica),
                     text(&c.user_name),
                 ],
             )?;

@@ -50,18 +50,33 @@ impl ExaiTool for CallCancel {
                         ctx.call.id
                     ))));
                     let tool = live.tool.clone();
-                    let until = tokio::time::Instant::now() + Duration::from_secs(5);
-                    match CallView::Running(live).wait_until(until).await {
-                        CallView::Ended(ended) => {
-                            format!("call {id} ({tool}) stopped: {}", ended.state)
+                    let stopped = stopped_within(&ctx, CallView::Running(live)).await;
+                    format!("call {id} ({tool}) {stopped}")
+                }
+                CallView::HeldElsewhere(row) => {
+                    let reason =
+                        format!("call_cancel from call {} on another replica", ctx.call.id);
+                    let asked = ctx
+                        .calls
+                        .request_cancel(&row, reason)
+                        .await
+                        .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))?;
+                    let tool = row.tool.clone();
+                    match asked {
+                        Some(replica) => {
+                            let stopped = stopped_within(&ctx, CallView::HeldElsewhere(row)).await;
+                            format!(
+                                "call {id} ({tool}) runs on {replica}: the cancel was sent to it; \
+                                 the call {stopped}"
+                            )
                         }
-                        _ => format!("call {id} ({tool}) was told to stop; it has not ended yet"),
+                        None => format!("call {id} ({tool}) had already ended; nothing to cancel"),
                     }
                 }
                 CallView::Ended(Ended { tool, state, .. }) => {
                     format!("call {id} ({tool}) had already ended: {state}; nothing to cancel")
                 }
-                CallView::HeldElsewhere(row) | CallView::Interrupted(row) => format!(
+                CallView::Interrupted(row) => format!(
                     "call {id} ({}) had already ended: {}; nothing to cancel",
                     row.tool, row.state
                 ),
@@ -69,5 +84,16 @@ impl ExaiTool for CallCancel {
             };
             Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
         })
+    }
+}
+
+/// How a call told to stop has ended, waiting a few seconds for it: "stopped: cancelled", or
+/// "was told to stop; it has not ended yet".
+async fn stopped_within(ctx: &ToolContext, view: CallView) -> String {
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    match view.wait_until(&ctx.calls, until).await {
+        CallView::Ended(ended) => format!("stopped: {}", ended.state),
+        CallView::Interrupted(row) => format!("stopped: {}", row.state),
+        _ => "was told to stop; it has not ended yet".to_string(),
     }
 }

@@ -143,13 +143,13 @@ impl ExaiTool for CallResult {
                 .lookup(&id, &ctx.call.origin.caller)
                 .await
                 .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))?;
-            if let CallView::Running(_) = view {
+            if let CallView::Running(_) | CallView::HeldElsewhere(_) = view {
                 ctx.call
                     .progress
                     .set_stage(format!("waiting for call {id}"));
             }
             let until = tokio::time::Instant::now() + wait;
-            match view.wait_until(until).await {
+            match view.wait_until(&ctx.calls, until).await {
                 CallView::Running(live) => Ok(still_running(
                     &id,
                     &live.tool,
@@ -167,7 +167,11 @@ impl ExaiTool for CallResult {
                     Duration::from_millis(
                         (crate::store::now_ms() - row.received_at_ms).max(0) as u64
                     ),
-                    &format!("owned by another exai process (pid {})", row.owner_pid),
+                    &format!(
+                        "on {}: {}",
+                        view::runner(&row),
+                        row.last_progress.as_deref().unwrap_or("started")
+                    ),
                 )),
                 CallView::Interrupted(row) => Err(ToolFailure::new(
                     FailureKind::Interrupted,

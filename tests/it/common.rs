@@ -592,6 +592,20 @@ impl Daemon {
     }
 }
 
+/// Two daemons in two EXAI_HOMEs (each its own socket and token) sharing ONE database, both
+/// with `env`: replicas A and B. `None` (having said why) unless the run is on PostgreSQL, the
+/// store replicas share.
+pub fn replicas(fake: &Fake, env: &[(&str, &str)]) -> Option<(Daemon, Daemon)> {
+    let Some(server) = test_database_server() else {
+        eprintln!("skipped: replicas share a PostgreSQL database; set {TEST_DATABASE_URL}");
+        return None;
+    };
+    // The database is named after a directory of its own, like a home's.
+    let store = vec![(DATABASE_URL.to_string(), database_of(&server, &temp_home()))];
+    let start = || Daemon::start_with_store(temp_home(), "127.0.0.1:0", fake, store.clone(), env);
+    Some((start(), start()))
+}
+
 /// What the test client saw.
 #[derive(Clone, Default)]
 pub struct Seen {

@@ -258,11 +258,21 @@ async fn a_concurrency_limit_queues_in_order_and_shows_the_queue() {
         assert_eq!(answer, &format!("echo: q{i}"));
     }
     assert_eq!(fake.stats()["max_in_flight"], 2);
+    // The last of the ten waited behind seven; progress is coalesced, so a loaded machine may
+    // show its place only once the line has moved on a little.
     let messages = progress_messages(&seen);
+    let deepest = messages
+        .iter()
+        .filter_map(|m| {
+            m.split("queued · ")
+                .nth(1)?
+                .split(" ahead for custom")
+                .next()
+        })
+        .filter_map(|n| n.parse::<u32>().ok())
+        .max();
     assert!(
-        messages
-            .iter()
-            .any(|m| m.contains("queued · 7 ahead for custom")),
+        deepest.is_some_and(|n| (4..=7).contains(&n)),
         "{messages:?}"
     );
     client.cancel().await.unwrap();
