@@ -28,6 +28,7 @@ pub mod threads;
 pub mod tokens;
 pub mod tools;
 pub mod transport;
+pub mod users;
 
 /// The version of this build, as cargo knows it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

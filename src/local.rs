@@ -14,6 +14,7 @@ use crate::legacy_tasks::adapter::Adapter;
 use crate::service::{ExaiService, Session};
 use crate::store::StoreError;
 use crate::transport::{FrameTransport, line_frames};
+use crate::users::Caller;
 
 /// Serves one session on stdin/stdout until stdin closes; calls still running are interrupted.
 pub async fn run(config: Config) -> Result<(), StoreError> {
@@ -24,7 +25,7 @@ pub async fn run(config: Config) -> Result<(), StoreError> {
             .map_err(|_| StoreError::WriterGone)??;
     app.run_replica();
     app.discover_models();
-    let session = Session::new(TransportKind::Stdio, &app);
+    let session = Session::new(TransportKind::Stdio, Some(Caller::Owner), &app);
     let source = line_frames(crate::stdio::input(), limit);
     let sink = FramedWrite::new(crate::stdio::output(), LinesCodec::new());
     let transport = FrameTransport::spawn(

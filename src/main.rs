@@ -1,4 +1,4 @@
-//! The `exai` command line: daemon, stdio, calls, config, keys, status.
+//! The `exai` command line: daemon, stdio, calls, config, keys, users, status.
 // The top of the program: the one place that prints an error to stderr and exits.
 #![allow(clippy::print_stderr)]
 
@@ -69,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The people of a shared exai: personal tokens (shown once, stored hashed), admins, revoking.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Is the daemon up, what is running, what failed lately.
     Status {
         /// Print JSON (for scripts) instead of text.
@@ -95,6 +100,26 @@ enum KeysCommand {
         /// glm, kimi, openai, openrouter or custom.
         provider: String,
     },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user and print their personal token (once: only its hash is kept).
+    Add {
+        /// 1 to 32 lowercase letters, digits, '.', '_' or '-'.
+        name: String,
+        /// An admin sees every user's calls and threads.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Every user: admin or not, when added, when revoked (never a token).
+    List {
+        /// Print JSON (for scripts) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a user's token from working (their records stay).
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -233,6 +258,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     exai::cli::keys::remove(&path, &provider, &mut out)?
                 }
             }
+        }
+        Command::Users { command } => {
+            let config = Config::from_env()?;
+            // On a blocking thread, like `calls`: the Postgres client cannot run on this one's.
+            exai::spawn::blocking(move || {
+                let mut out = std::io::stdout().lock();
+                match command {
+                    UsersCommand::Add { name, admin } => {
+                        exai::cli::users::add(&config, &name, admin, &mut out)
+                    }
+                    UsersCommand::List { json } => exai::cli::users::list(&config, json, &mut out),
+                    UsersCommand::Revoke { name } => {
+                        exai::cli::users::revoke(&config, &name, &mut out)
+                    }
+                }
+            })
+            .await??;
         }
         Command::Status { json } => {
             let config = Config::from_env()?;

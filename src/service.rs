@@ -28,6 +28,7 @@ use crate::calls::{
 use crate::health::SessionGuard;
 use crate::store::Delivery;
 use crate::tools::ToolContext;
+use crate::users::Caller;
 
 pub use crate::calls::CALL_ID_META;
 
@@ -41,6 +42,9 @@ const PROGRESS_SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(
 pub struct Session {
     pub id: String,
     pub transport: TransportKind,
+    /// Who the session belongs to: the identity its connection was admitted as, or (Streamable
+    /// HTTP, where every POST carries its own token) that of its first request.
+    caller: std::sync::OnceLock<Caller>,
     client: Mutex<Option<Implementation>>,
     /// JSON-RPC request id → call id, until the response is written.
     pending: Mutex<HashMap<String, String>>,
@@ -48,10 +52,11 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(transport: TransportKind, app: &App) -> Arc<Self> {
+    pub fn new(transport: TransportKind, caller: Option<Caller>, app: &App) -> Arc<Self> {
         Arc::new(Self {
             id: uuid::Uuid::now_v7().to_string(),
             transport,
+            caller: caller.map(Into::into).unwrap_or_default(),
             client: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             counted: app.health.session_opened(),
@@ -213,7 +218,12 @@ impl RequestScope<'_> {
 
     /// The client's name, as it introduced itself.
     pub fn client_name(&self) -> Option<String> {
-        self.service.origin(&self.context).client_name
+        self.service.client(&self.context).map(|c| c.name)
+    }
+
+    /// Who asked: what they may see of the calls.
+    pub fn caller(&self) -> Result<Caller, McpError> {
+        self.service.caller(&self.context)
     }
 
     /// Cancelled when the client cancels this request.
@@ -261,14 +271,46 @@ impl ExaiService {
         self
     }
 
-    fn origin(&self, context: &RequestContext<RoleServer>) -> CallOrigin {
-        let client = context.client_info().or_else(|| self.session.client());
-        CallOrigin {
+    fn client(&self, context: &RequestContext<RoleServer>) -> Option<Implementation> {
+        context.client_info().or_else(|| self.session.client())
+    }
+
+    /// Who made the request: the identity the daemon's token check put on the HTTP request
+    /// (rmcp hands each request's parts over), else the one the session was admitted as. A
+    /// session stays its first identity's: a request with another token is refused.
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
+        let of_request = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Caller>());
+        let Some(of_request) = of_request else {
+            return self
+                .session
+                .caller
+                .get()
+                .cloned()
+                .ok_or_else(|| McpError::internal_error("the request carries no identity", None));
+        };
+        let owner = self.session.caller.get_or_init(|| of_request.clone());
+        if owner != of_request {
+            tracing::warn!(session = %self.session.id, "a request with another token than its session's refused");
+            return Err(McpError::invalid_request(
+                "this MCP session belongs to another token; start a new session",
+                None,
+            ));
+        }
+        Ok(of_request.clone())
+    }
+
+    fn origin(&self, context: &RequestContext<RoleServer>) -> Result<CallOrigin, McpError> {
+        let client = self.client(context);
+        Ok(CallOrigin {
             session_id: self.session.id.clone(),
             client_name: client.as_ref().map(|c| c.name.clone()),
             client_version: client.as_ref().map(|c| c.version.clone()),
             transport: self.session.transport,
-        }
+            caller: self.caller(context)?,
+        })
     }
 
     /// Records the call of a `tools/call` and starts it in its own task.
@@ -288,7 +330,7 @@ impl ExaiService {
             .map(str::to_string);
         let arguments = request.arguments.unwrap_or_default();
         let arguments_value = Value::Object(arguments.clone());
-        let origin = self.origin(context);
+        let origin = self.origin(context)?;
         let found = match self.app.tools.get(&request.name) {
             None => Err((
                 ErrorCode::INVALID_PARAMS,
@@ -389,11 +431,15 @@ impl ExaiService {
             .await;
     }
 
-    /// Where a task's call stands.
-    async fn lookup(&self, id: &str) -> Result<CallView, McpError> {
+    /// Where a task's call stands, as the request's caller may see it.
+    async fn lookup(
+        &self,
+        id: &str,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallView, McpError> {
         self.app
             .calls
-            .lookup(id)
+            .lookup(id, &self.caller(context)?)
             .await
             .map_err(|e| McpError::internal_error(e.to_string(), None))
     }
@@ -497,6 +543,8 @@ impl ServerHandler for ExaiService {
         request: InitializeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, McpError> {
+        // An HTTP session belongs to the token that opened it.
+        self.caller(&context)?;
         context.peer.set_peer_info(request.clone());
         tracing::info!(
             session = %self.session.id,
@@ -617,19 +665,19 @@ impl ServerHandler for ExaiService {
     async fn get_task(
         &self,
         request: GetTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
         let ttl_ms = self.app.config.result_ttl.as_millis() as u64;
-        let view = self.lookup(&request.task_id).await?;
+        let view = self.lookup(&request.task_id, &context).await?;
         crate::tasks::detailed(&request.task_id, &view, ttl_ms).map(GetTaskResult::new)
     }
 
     async fn cancel_task(
         &self,
         request: CancelTaskParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        match self.lookup(&request.task_id).await? {
+        match self.lookup(&request.task_id, &context).await? {
             CallView::Running(call) => {
                 tracing::info!(call_id = %call.id, "tasks/cancel");
                 call.cancel(CancelReason::Client(Some("tasks/cancel".into())));

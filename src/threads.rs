@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError, ThreadRow, now_ms};
 use crate::tokens;
+use crate::users::Caller;
 
 /// One turn of a conversation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +71,9 @@ pub struct Thread {
     pub id: String,
     pub created_at_ms: i64,
     pub turns: Vec<Turn>,
+    /// Whose conversation it is (`None`: the machine's owner); it stays theirs when an admin
+    /// continues it.
+    pub user_name: Option<String>,
 }
 
 /// Why a thread could not be used.
@@ -88,16 +92,19 @@ pub enum ThreadError {
 }
 
 impl Thread {
-    pub fn new() -> Self {
+    /// A new conversation of `user_name` (`None`: the machine's owner).
+    pub fn new(user_name: Option<String>) -> Self {
         Self {
             id: uuid::Uuid::new_v4().to_string(),
             created_at_ms: now_ms(),
             turns: Vec::new(),
+            user_name,
         }
     }
 
-    /// Loads a thread from the store.
-    pub async fn load(store: &Store, id: &str) -> Result<Self, ThreadError> {
+    /// Loads a thread from the store. Another user's thread is `Unknown` to `caller`, exactly
+    /// like one that never existed.
+    pub async fn load(store: &Store, id: &str, caller: &Caller) -> Result<Self, ThreadError> {
         let id = uuid::Uuid::parse_str(id.trim())
             .map_err(|_| ThreadError::Malformed(id.to_string()))?
             .to_string();
@@ -105,6 +112,7 @@ impl Thread {
         let row = store
             .read(move |reader| reader.thread(&wanted))
             .await?
+            .filter(|row| caller.may_see(row.user_name.as_deref()))
             .ok_or_else(|| ThreadError::Unknown(id.clone()))?;
         let turns = serde_json::from_str(&row.turns).map_err(|e| ThreadError::Damaged {
             id: id.clone(),
@@ -114,6 +122,7 @@ impl Thread {
             id,
             created_at_ms: row.created_at_ms,
             turns,
+            user_name: row.user_name,
         })
     }
 
@@ -136,6 +145,7 @@ impl Thread {
                 updated_at_ms: now,
                 expires_at_ms: now + ttl.as_millis() as i64,
                 turns: serde_json::to_string(&self.turns).unwrap_or_else(|_| "[]".into()),
+                user_name: self.user_name.clone(),
             })
             .await?;
         Ok(dropped)
@@ -191,7 +201,7 @@ impl Thread {
 
 impl Default for Thread {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }
 
@@ -215,7 +225,7 @@ mod tests {
     #[tokio::test]
     async fn a_thread_survives_a_reload_and_keeps_its_turn_cap() {
         let store = Store::open(&crate::store::tests::test_location()).unwrap();
-        let mut thread = Thread::new();
+        let mut thread = Thread::new(Some("ada".into()));
         let mut dropped = Vec::new();
         for i in 0..6 {
             let exchange = vec![
@@ -230,29 +240,51 @@ mod tests {
             );
         }
         store.sync().await.unwrap();
-        let loaded = Thread::load(&store, &thread.id).await.unwrap();
+        let ada = Caller::User {
+            name: "ada".into(),
+            admin: false,
+        };
+        let loaded = Thread::load(&store, &thread.id, &ada).await.unwrap();
+        assert_eq!(loaded.user_name.as_deref(), Some("ada"));
         let contents: Vec<_> = loaded.turns.iter().map(|t| t.content.as_str()).collect();
         // The cap counts exchanges (question and answer), not messages.
         assert_eq!(contents, ["q2", "a2", "q3", "a3", "q4", "a4", "q5", "a5"]);
         assert_eq!(dropped, [0, 0, 0, 0, 1, 1]);
         assert!(matches!(
-            Thread::load(&store, "01a2132d-05c7-76ba-ab75-235da0d3ad5f").await,
+            Thread::load(&store, "01a2132d-05c7-76ba-ab75-235da0d3ad5f", &ada).await,
             Err(ThreadError::Unknown(_))
         ));
         assert!(matches!(
-            Thread::load(&store, "nope").await,
+            Thread::load(&store, "nope", &ada).await,
             Err(ThreadError::Malformed(_))
         ));
+        // Another user is told it is unknown, as for an id that never existed; the owner sees it.
+        let bob = Caller::User {
+            name: "bob".into(),
+            admin: false,
+        };
+        let hidden = Thread::load(&store, &thread.id, &bob).await.unwrap_err();
+        assert_eq!(
+            hidden.to_string(),
+            ThreadError::Unknown(thread.id.clone()).to_string()
+        );
+        assert!(
+            Thread::load(&store, &thread.id, &Caller::Owner)
+                .await
+                .is_ok()
+        );
     }
 
     #[test]
     fn history_is_chosen_newest_first_and_shown_oldest_first() {
-        let mut thread = Thread::new();
-        thread.turns = vec![
-            turn("user", &"old ".repeat(500), &["/x.rs"]),
-            turn("assistant", "middle", &[]),
-            turn("user", "new", &["/y.rs", "/x.rs"]),
-        ];
+        let thread = Thread {
+            turns: vec![
+                turn("user", &"old ".repeat(500), &["/x.rs"]),
+                turn("assistant", "middle", &[]),
+                turn("user", "new", &["/y.rs", "/x.rs"]),
+            ],
+            ..Thread::default()
+        };
         let (turns, left_out) = thread.history(50);
         let contents: Vec<_> = turns.iter().map(|t| t.content.as_str()).collect();
         // "middle" fits, but a replay never starts with an answer.

@@ -28,6 +28,7 @@ pub use progress::{Progress, Snapshot};
 
 use crate::providers::Seconds;
 use crate::store::{CallState, Delivery, FinishedCall, NewCall, Store, StoreError, now_ms};
+use crate::users::Caller;
 
 /// `_meta` key naming the call: the shim proposes it on `tools/call`, every result carries it.
 pub const CALL_ID_META: &str = "exai.dev/callId";
@@ -75,6 +76,8 @@ pub struct CallOrigin {
     pub client_name: Option<String>,
     pub client_version: Option<String>,
     pub transport: TransportKind,
+    /// The person the call is recorded under; what they may see of other calls.
+    pub caller: Caller,
 }
 
 /// A call in flight.
@@ -88,7 +91,7 @@ pub struct LiveCall {
     pub deadline: Instant,
     pub budget: Duration,
     pub progress: Progress,
-    /// Tool, arguments and client: an identical call while this one runs attaches to it.
+    /// Tool, arguments, client and user: an identical call while this one runs attaches to it.
     pub dedupe_key: String,
     cancel: CancellationToken,
     cancel_reason: Mutex<Option<CancelReason>>,
@@ -245,8 +248,10 @@ impl Calls {
         origin: CallOrigin,
         budget: Duration,
     ) -> Result<Arc<LiveCall>, StoreError> {
+        // The user is part of it: nobody is handed another person's answer.
         let dedupe_key = format!(
-            "{}\u{1f}{tool}\u{1f}{arguments}",
+            "{}\u{1f}{}\u{1f}{tool}\u{1f}{arguments}",
+            origin.caller.user_name().unwrap_or(""),
             origin.client_name.as_deref().unwrap_or("")
         );
         let fresh = || uuid::Uuid::now_v7().to_string();
@@ -271,6 +276,7 @@ impl Calls {
             received_at_ms,
             deadline_at_ms: received_at_ms + budget.as_millis() as i64,
             replica: self.replica.clone(),
+            user_name: origin.caller.user_name().map(str::to_string),
         });
         // The record exists before anything runs; a proposed id that already names a record
         // (a client reusing ids) gets a fresh one instead, so no record is ever overwritten.
@@ -319,6 +325,7 @@ impl Calls {
             tool,
             session = %call.origin.session_id,
             client = call.origin.client_name.as_deref().unwrap_or("?"),
+            user = call.origin.caller.user_name().unwrap_or("(owner)"),
             transport = call.origin.transport.as_str(),
             budget_s = budget.as_secs(),
             "call received"

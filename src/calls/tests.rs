@@ -24,6 +24,7 @@ fn origin() -> CallOrigin {
         client_name: Some("unit-test".to_string()),
         client_version: None,
         transport: TransportKind::Stdio,
+        caller: crate::users::Caller::Owner,
     }
 }
 

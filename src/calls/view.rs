@@ -9,6 +9,7 @@ use rmcp::model::CallToolResult;
 
 use super::{Calls, LiveCall, Outcome};
 use crate::store::{CallRow, CallState, Delivery, StoreError, now_ms};
+use crate::users::Caller;
 
 /// A call as a client may ask about it.
 #[derive(Debug)]
@@ -191,14 +192,27 @@ pub fn still_running(id: &str, elapsed: std::time::Duration, progress: &str) -> 
 }
 
 impl Calls {
-    /// Where call `id` stands: the registry first, then the store.
-    pub async fn lookup(&self, id: &str) -> Result<CallView, StoreError> {
+    /// Where call `id` stands as `caller` may see it: the registry first, then the store.
+    /// Another user's call is `Expired`, exactly like an id that never existed.
+    pub async fn lookup(&self, id: &str, caller: &Caller) -> Result<CallView, StoreError> {
         if let Some(call) = self.get(id) {
+            if !caller.may_see(call.origin.caller.user_name()) {
+                return Ok(CallView::Expired);
+            }
             return Ok(CallView::of_live(call));
         }
         let wanted = id.to_string();
         let row = self.store.read(move |store| store.get(&wanted)).await?;
-        Ok(row.map_or(CallView::Expired, |row| self.view_of(row)))
+        Ok(row
+            .filter(|row| caller.may_see(row.user_name.as_deref()))
+            .map_or(CallView::Expired, |row| self.view_of(row)))
+    }
+
+    /// Calls in flight that `caller` may see, oldest first.
+    pub fn in_flight_for(&self, caller: &Caller) -> Vec<Arc<LiveCall>> {
+        let mut calls = self.in_flight();
+        calls.retain(|call| caller.may_see(call.origin.caller.user_name()));
+        calls
     }
 
     /// Where the call of a record already read stands (the registry wins while it runs here).
@@ -295,6 +309,7 @@ mod tests {
             client_name: Some("test".into()),
             client_version: None,
             transport: TransportKind::Stdio,
+            caller: crate::users::Caller::Owner,
         }
     }
 
@@ -304,7 +319,7 @@ mod tests {
         let calls = Arc::new(Calls::new(store, 25_000));
         assert!(matches!(
             calls
-                .lookup("01a2132d-05c7-76ba-ab75-235da0d3ad5f")
+                .lookup("01a2132d-05c7-76ba-ab75-235da0d3ad5f", &Caller::Owner)
                 .await
                 .unwrap(),
             CallView::Expired
@@ -328,7 +343,7 @@ mod tests {
                 Ok(CallToolResult::success(vec![ContentBlock::text("done")]))
             }),
         );
-        let view = calls.lookup(&call.id).await.unwrap();
+        let view = calls.lookup(&call.id, &Caller::Owner).await.unwrap();
         assert!(matches!(view, CallView::Running(_)));
         // The wait is bounded: still running when the bound passes.
         let view = view.wait_until(&calls, tokio::time::Instant::now()).await;
@@ -343,7 +358,7 @@ mod tests {
         assert!(!ended.from_store() && ended.why.is_none());
 
         // Out of the registry, the record answers; handing it over records the delivery.
-        let CallView::Ended(stored) = calls.lookup(&call.id).await.unwrap() else {
+        let CallView::Ended(stored) = calls.lookup(&call.id, &Caller::Owner).await.unwrap() else {
             panic!("the record should say the call ended");
         };
         assert!(stored.from_store());
@@ -361,6 +376,58 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(row.delivery, Delivery::DeliveredByCallResult);
+    }
+
+    #[tokio::test]
+    async fn another_users_call_looks_like_one_that_never_existed() {
+        let store = Store::open(&crate::store::tests::test_location()).unwrap();
+        let calls = Arc::new(Calls::new(store, 25_000));
+        let user = |name: &str, admin| Caller::User {
+            name: name.into(),
+            admin,
+        };
+        let (ada, bob, boss) = (user("ada", false), user("bob", false), user("boss", true));
+        let mut of_ada = origin();
+        of_ada.caller = ada.clone();
+        let call = calls
+            .open(
+                None,
+                "chat",
+                &serde_json::json!({}),
+                of_ada,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        calls.start(
+            call.clone(),
+            Box::pin(async move {
+                let _ = released.await;
+                Ok(CallToolResult::success(vec![ContentBlock::text("done")]))
+            }),
+        );
+        let seen = async |caller: &Caller| calls.lookup(&call.id, caller).await.unwrap().state();
+        for (caller, expected) in [
+            (&ada, Some(CallState::Running)),
+            (&boss, Some(CallState::Running)),
+            (&Caller::Owner, Some(CallState::Running)),
+            (&bob, None),
+        ] {
+            assert_eq!(seen(caller).await, expected, "{caller:?}");
+        }
+        assert_eq!(calls.in_flight_for(&ada).len(), 1);
+        assert!(calls.in_flight_for(&bob).is_empty());
+
+        release.send(()).unwrap();
+        call.finished().await;
+        // From the record (out of the registry): the same answers.
+        assert_eq!(seen(&ada).await, Some(CallState::Succeeded));
+        assert_eq!(seen(&boss).await, Some(CallState::Succeeded));
+        assert_eq!(seen(&bob).await, None);
+        let id = call.id.clone();
+        let row = calls.store().read(move |s| s.get(&id)).await.unwrap();
+        assert_eq!(row.unwrap().user_name.as_deref(), Some("ada"));
     }
 
     #[test]
@@ -400,6 +467,7 @@ mod tests {
             finish_reason: None,
             replica: None,
             cancel_requested: None,
+            user_name: None,
         };
         let mut held = row(CallState::Running);
         assert_eq!(

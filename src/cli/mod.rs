@@ -1,6 +1,8 @@
-//! `exai calls` and `exai status`: what happened, read straight from the store (daemon up or not).
+//! `exai calls` and `exai status`: what happened, read straight from the store (daemon up or not);
+//! `keys` and `users` in their own modules.
 
 pub mod keys;
+pub mod users;
 
 use std::io::Write;
 use std::path::Path;
@@ -126,7 +128,7 @@ pub fn show_call(
     let row = match store.get(id)? {
         Some(row) => row,
         None => {
-            let matches = store.find_by_fragment(id)?;
+            let matches = store.find_by_fragment(id, None)?;
             match matches.as_slice() {
                 [only] => store
                     .get(only)?
@@ -158,6 +160,14 @@ pub fn show_call(
             row.transport,
             row.session_id
         )),
+    );
+    text += &field(
+        "user",
+        Some(
+            row.user_name
+                .clone()
+                .unwrap_or_else(|| "(the owner: the daemon's own token)".into()),
+        ),
     );
     text += &field(
         "received",

@@ -1,9 +1,13 @@
-//! The daemon's bearer token (or a proof of it, proof.rs) and the Host/Origin guard against DNS rebinding.
+//! Who may come in: the daemon's own bearer token (or a proof of it, proof.rs) — the machine's
+//! owner — or a person's own token (`exai users add`), looked up by its hash; and the Host/Origin
+//! guard against DNS rebinding.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -11,6 +15,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::proof::{self, Challenges};
+use crate::store::{Store, StoreError};
+use crate::users::{Caller, TOKEN_PREFIX, token_hash};
 
 /// Reads the token file.
 pub fn read_token(path: &Path) -> std::io::Result<String> {
@@ -37,12 +43,72 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
     Ok(token)
 }
 
+/// Which listener a request came in on (each server marks its requests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Tcp,
+    /// `EXAI_HOME/daemon.sock`, reachable only by the home's owner.
+    Socket,
+}
+
 /// What the token check needs.
 pub struct TokenCheck {
     pub token: String,
     pub token_path: String,
     /// Nonces handed out to shims that prove the token instead of sending it (proof.rs).
     pub challenges: Challenges,
+    pub personal: PersonalTokens,
+    /// `--allow-remote`: over TCP only personal tokens (and the shim's proof) are taken, so the
+    /// machine's own token never has to cross a network.
+    pub personal_only_over_tcp: bool,
+}
+
+/// How long a personal token's lookup is trusted: a revoked token is refused on every replica
+/// within this, and a busy client costs the database one query per token per period.
+const PERSONAL_TOKEN_CACHE: Duration = Duration::from_secs(1);
+/// Most lookups remembered; beyond, the memory is cleared (a flood of made-up tokens stays cheap).
+const PERSONAL_TOKEN_CACHE_ENTRIES: usize = 4096;
+
+/// Personal tokens, found by their hash in the store with a short memory of each answer.
+pub struct PersonalTokens {
+    store: Store,
+    /// Token hash → when it was looked up, and who it was (`None`: unknown or revoked).
+    recent: Mutex<HashMap<String, (Instant, Option<Caller>)>>,
+}
+
+impl PersonalTokens {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            recent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The user `token` belongs to, unless it is unknown or revoked.
+    async fn caller(&self, token: &str) -> Result<Option<Caller>, StoreError> {
+        let hash = token_hash(token);
+        if let Some((at, caller)) = self.recent().get(&hash)
+            && at.elapsed() < PERSONAL_TOKEN_CACHE
+        {
+            return Ok(caller.clone());
+        }
+        let wanted = hash.clone();
+        let user = self.store.read(move |r| r.active_user(&wanted)).await?;
+        let caller = user.map(|user| Caller::User {
+            name: user.name,
+            admin: user.admin,
+        });
+        let mut recent = self.recent();
+        if recent.len() >= PERSONAL_TOKEN_CACHE_ENTRIES {
+            recent.clear();
+        }
+        recent.insert(hash, (Instant::now(), caller.clone()));
+        Ok(caller)
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Option<Caller>)>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Equal-time comparison, so the token cannot be guessed byte by byte.
@@ -50,7 +116,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Admits requests with the right `Authorization: Bearer` token, or a proof of it (`Exai-Proof`).
+/// Admits requests with the daemon's `Authorization: Bearer` token or a proof of it
+/// (`Exai-Proof`) as the machine's owner, or with a personal token as its user; the request
+/// carries who it is ([`Caller`]) in its extensions from here on.
 pub async fn require_token(
     State(check): State<Arc<TokenCheck>>,
     request: Request,
@@ -64,12 +132,43 @@ pub async fn require_token(
     if let Some(fields) = proof::parse(authorization) {
         return answer_proof(&check, fields, request, next).await;
     }
-    match authorization.strip_prefix("Bearer ") {
-        Some(token) if same(token.trim().as_bytes(), check.token.as_bytes()) => {
-            next.run(request).await
+    let path = request.uri().path().to_string();
+    let Some(token) = authorization.strip_prefix("Bearer ").map(str::trim) else {
+        return unauthorized(&check, &path, "missing token");
+    };
+    if same(token.as_bytes(), check.token.as_bytes()) {
+        let over_tcp = request.extensions().get::<Listener>() != Some(&Listener::Socket);
+        if over_tcp && check.personal_only_over_tcp {
+            return unauthorized(
+                &check,
+                &path,
+                "this daemon runs with --allow-remote: over TCP it takes only personal tokens \
+                 (`exai users add NAME` makes one); the daemon's own token works on its local \
+                 socket and through the exai shim",
+            );
         }
-        _ => unauthorized(&check, request.uri().path(), "missing or wrong token"),
+        return admit(Caller::Owner, request, next).await;
     }
+    if !token.starts_with(TOKEN_PREFIX) {
+        return unauthorized(&check, &path, "wrong token");
+    }
+    match check.personal.caller(token).await {
+        Ok(Some(caller)) => admit(caller, request, next).await,
+        Ok(None) => unauthorized(&check, &path, "unknown or revoked personal token"),
+        Err(error) => {
+            tracing::error!(%path, %error, "cannot check a personal token");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot check the personal token now: {error}\n"),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn admit(caller: Caller, mut request: Request, next: Next) -> Response {
+    request.extensions_mut().insert(caller);
+    next.run(request).await
 }
 
 fn unauthorized(check: &TokenCheck, path: &str, what: &str) -> Response {
@@ -82,7 +181,8 @@ fn unauthorized_answer(check: &TokenCheck, what: &str) -> Response {
     (
         StatusCode::UNAUTHORIZED,
         format!(
-            "{what}: exai's token is in {}; send it as 'Authorization: Bearer <token>'\n",
+            "{what}: send 'Authorization: Bearer <token>' with your personal token (`exai users \
+             add`), or exai's own token (in {})\n",
             check.token_path
         ),
     )
@@ -113,7 +213,7 @@ async fn answer_proof(
                 );
             }
             let answer = proof::daemon_proof(&check.token, &server_nonce, &client_nonce);
-            let mut response = next.run(request).await;
+            let mut response = admit(Caller::Owner, request, next).await;
             if let Ok(value) = HeaderValue::from_str(&answer) {
                 response
                     .headers_mut()

@@ -14,7 +14,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 
-use super::auth::{TokenCheck, host_and_origin_allowed, require_token};
+use super::auth::{PersonalTokens, TokenCheck, host_and_origin_allowed, require_token};
 use super::ws;
 use crate::app::App;
 use crate::calls::TransportKind;
@@ -28,6 +28,8 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
         token: token.as_ref().clone(),
         token_path: app.config.token_path().display().to_string(),
         challenges: Default::default(),
+        personal: PersonalTokens::new(app.calls.store().clone()),
+        personal_only_over_tcp: allow_remote,
     });
     // 2025-11-25 task clients over HTTP get the same adapter as over /ws and stdio.
     let legacy = LegacySessions::new(app.tools.task_capable(), app.config.max_message_bytes);
@@ -82,7 +84,7 @@ fn mcp_service(
     StreamableHttpService::new(
         move || {
             Ok(
-                ExaiService::new(app.clone(), Session::new(TransportKind::Http, &app))
+                ExaiService::new(app.clone(), Session::new(TransportKind::Http, None, &app))
                     .with_custom_requests(LegacyTasks::requests()),
             )
         },

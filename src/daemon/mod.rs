@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::store::StoreError;
 
+use auth::Listener;
 pub use auth::{load_or_create_token, read_token};
 
 /// Why the daemon could not run.
@@ -185,7 +186,7 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
     let stop_accepting = tokio_util::sync::CancellationToken::new();
     let tcp_server = {
         let stop = stop_accepting.clone();
-        let router = router.clone();
+        let router = router.clone().layer(axum::Extension(Listener::Tcp));
         // Small MCP frames must not wait for Nagle's algorithm (40 ms per answer otherwise).
         let listener = listener.tap_io(|tcp| {
             if let Err(error) = tcp.set_nodelay(true) {
@@ -201,6 +202,7 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
     // The same routes, token and Host checks: the shim sends `Host: localhost` over the socket.
     let socket_server = {
         let stop = stop_accepting.clone();
+        let router = router.layer(axum::Extension(Listener::Socket));
         crate::spawn::in_span(tracing::Span::none(), async move {
             axum::serve(socket, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
@@ -14,17 +15,23 @@ use crate::legacy_tasks::LegacyTasks;
 use crate::legacy_tasks::adapter::Adapter;
 use crate::service::{ExaiService, Session};
 use crate::transport::{FrameError, FrameTransport};
+use crate::users::Caller;
 
-pub async fn upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ws: WebSocketUpgrade,
+) -> Response {
     // A little slack over the message limit for the frame header; the transport checks the exact limit.
     let limit = app.config.max_message_bytes + 1024;
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| serve(app, socket))
+        .on_upgrade(move |socket| serve(app, caller, socket))
 }
 
-async fn serve(app: Arc<App>, socket: WebSocket) {
-    let session = Session::new(TransportKind::Ws, &app);
+/// Serves the connection as one session of `caller` (who its upgrade request was admitted as).
+async fn serve(app: Arc<App>, caller: Caller, socket: WebSocket) {
+    let session = Session::new(TransportKind::Ws, Some(caller), &app);
     let session_id = session.id.clone();
     tracing::info!(session = %session_id, "websocket session opened");
     let (sink, stream) = socket.split();

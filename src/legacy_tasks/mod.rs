@@ -234,7 +234,7 @@ fn ttl_ms(scope: &RequestScope<'_>) -> u64 {
 async fn lookup(id: &str, scope: &RequestScope<'_>) -> Result<CallView, McpError> {
     scope
         .calls()
-        .lookup(id)
+        .lookup(id, &scope.caller()?)
         .await
         .map_err(|e| McpError::internal_error(e.to_string(), None))
 }
@@ -315,6 +315,7 @@ async fn list(cursor: Option<String>, scope: &RequestScope<'_>) -> Result<Value,
     let ttl_ms = ttl_ms(scope);
     let filter = CallFilter {
         client: scope.client_name(),
+        user: scope.caller()?.sees_only().map(str::to_string),
         tasks_only: true,
         before_id: cursor,
         since_ms: Some(now_ms() - ttl_ms as i64),

@@ -13,6 +13,7 @@ mod records;
 mod replicas;
 pub mod shared_slots;
 mod sqlite;
+mod users;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub use records::{
     TransportKind,
 };
 pub use replicas::this_host;
+pub use users::{Revoked, UserRow};
 use writer::{Queued, WriteFailure, WriteOp, Writer};
 
 /// Why a store operation failed.
@@ -43,6 +45,13 @@ pub enum StoreError {
     Write { store: String, message: String },
     #[error("call store {store} did not answer within {waited:?}")]
     NoAnswer { store: String, waited: Duration },
+    #[error(
+        "user {name} already exists (a revoked user's name stays taken, so the records keep \
+         meaning one person); choose another name"
+    )]
+    UserTaken { name: String },
+    #[error("no user {name} (`exai users list` shows them)")]
+    UnknownUser { name: String },
     #[error("cannot create {path}: {source}")]
     Io {
         path: PathBuf,
@@ -473,7 +482,7 @@ const COLUMNS: &str = "id, session_id, client_name, client_version, transport, t
     received_at_ms, started_at_ms, finished_at_ms, deadline_at_ms, duration_ms, provider, model, \
     tokens_in, tokens_out, attempts, progress_count, last_progress, error_kind, error_message, \
     result, is_error, delivery, owner_pid, reasoning_tokens, time_to_first_token_ms, reasoning, task, \
-    cached_tokens, finish_reason, replica, cancel_requested";
+    cached_tokens, finish_reason, replica, cancel_requested, user_name";
 
 /// Synchronous access for start-up, maintenance and the CLI (never on an async task).
 pub struct StoreReader {
@@ -575,8 +584,8 @@ impl StoreReader {
     /// A conversation thread, if it exists and has not expired.
     pub fn thread(&self, id: &str) -> Result<Option<ThreadRow>, StoreError> {
         let found = self.rows(
-            "SELECT id, created_at_ms, updated_at_ms, expires_at_ms, turns FROM threads \
-             WHERE id = ?1 AND expires_at_ms >= ?2",
+            "SELECT id, created_at_ms, updated_at_ms, expires_at_ms, turns, user_name \
+             FROM threads WHERE id = ?1 AND expires_at_ms >= ?2",
             &[Param::Text(Some(id)), Param::Int(Some(now_ms()))],
             |row| {
                 Ok(ThreadRow {
@@ -585,6 +594,7 @@ impl StoreReader {
                     updated_at_ms: required_int(row, 2)?,
                     expires_at_ms: required_int(row, 3)?,
                     turns: required_text(row, 4)?,
+                    user_name: row.text(5)?,
                 })
             },
         )?;
@@ -640,6 +650,7 @@ impl StoreReader {
              AND (CAST(?3 AS TEXT) IS NULL OR client_name = ?3) \
              AND (CAST(?4 AS TEXT) IS NULL OR id < ?4) \
              AND (CAST(?5 AS BIGINT) IS NULL OR received_at_ms >= ?5) \
+             AND (CAST(?6 AS TEXT) IS NULL OR user_name = ?6) \
              ORDER BY id DESC LIMIT ?2",
         );
         let limit = if filter.limit == 0 { 20 } else { filter.limit } as i64;
@@ -651,6 +662,7 @@ impl StoreReader {
                 Param::Text(filter.client.as_deref()),
                 Param::Text(filter.before_id.as_deref()),
                 Param::Int(filter.since_ms),
+                Param::Text(filter.user.as_deref()),
             ],
             call_from,
         )
@@ -666,12 +678,18 @@ impl StoreReader {
     }
 
     /// Ids starting or ending with `fragment` (short ids typed by hand: time-ordered ids share
-    /// their start with calls of the same moment, so their random end is the handier part).
-    pub fn find_by_fragment(&self, fragment: &str) -> Result<Vec<String>, StoreError> {
+    /// their start with calls of the same moment, so their random end is the handier part);
+    /// only calls of `user` when one is given.
+    pub fn find_by_fragment(
+        &self,
+        fragment: &str,
+        user: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
         self.rows(
-            "SELECT id FROM calls WHERE id LIKE CAST(?1 AS TEXT) || '%' \
-             OR id LIKE '%' || CAST(?1 AS TEXT) ORDER BY id DESC LIMIT 5",
-            &[Param::Text(Some(fragment))],
+            "SELECT id FROM calls WHERE (id LIKE CAST(?1 AS TEXT) || '%' \
+             OR id LIKE '%' || CAST(?1 AS TEXT)) \
+             AND (CAST(?2 AS TEXT) IS NULL OR user_name = ?2) ORDER BY id DESC LIMIT 5",
+            &[Param::Text(Some(fragment)), Param::Text(user)],
             |row| required_text(row, 0),
         )
     }
@@ -735,6 +753,7 @@ fn call_from(r: &dyn Columns) -> Result<CallRow, BackendError> {
         finish_reason: r.text(31)?,
         replica: r.text(32)?,
         cancel_requested: r.text(33)?,
+        user_name: r.text(34)?,
     })
 }
 
@@ -800,6 +819,7 @@ pub(crate) mod tests {
             received_at_ms: now_ms(),
             deadline_at_ms: now_ms() + 1000,
             replica: None,
+            user_name: None,
         }
     }
 
@@ -873,10 +893,14 @@ pub(crate) mod tests {
         .await;
         assert_eq!(found, (1, 0));
         let fragments = read(&store, |r| {
-            Ok((r.find_by_fragment("a")?, r.find_by_fragment("zz")?))
+            Ok((
+                r.find_by_fragment("a", None)?,
+                r.find_by_fragment("zz", None)?,
+                r.find_by_fragment("a", Some("bob"))?,
+            ))
         })
         .await;
-        assert_eq!(fragments, (vec!["a".to_string()], vec![]));
+        assert_eq!(fragments, (vec!["a".to_string()], vec![], vec![]));
     }
 
     #[tokio::test]
@@ -889,6 +913,7 @@ pub(crate) mod tests {
             updated_at_ms: 2,
             expires_at_ms,
             turns: turns.into(),
+            user_name: Some("ada".into()),
         };
         store
             .save_thread(thread("[1]", now_ms() + 60_000))
@@ -904,7 +929,11 @@ pub(crate) mod tests {
             let store = store.clone();
             async move { store.read(move |r| r.thread(&id)).await.unwrap() }
         };
-        assert_eq!(read("t").await.unwrap().turns, "[1,2]");
+        let saved = read("t").await.unwrap();
+        assert_eq!(
+            (saved.turns.as_str(), saved.user_name.as_deref()),
+            ("[1,2]", Some("ada"))
+        );
         assert!(read("other").await.is_none());
         store
             .save_thread(thread("[1,2]", now_ms() - 1))

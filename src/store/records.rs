@@ -201,6 +201,8 @@ pub struct NewCall {
     pub deadline_at_ms: i64,
     /// The replica (daemon) that runs it, when the process is one.
     pub replica: Option<String>,
+    /// The user who made the call; `None` for the machine's owner (the daemon's own token).
+    pub user_name: Option<String>,
 }
 
 /// What is known about a call when it ends.
@@ -274,6 +276,8 @@ pub struct CallRow {
     pub replica: Option<String>,
     /// Why another replica asked for it to be cancelled, if one did.
     pub cancel_requested: Option<String>,
+    /// The user who made the call; `None` for the machine's owner.
+    pub user_name: Option<String>,
 }
 
 impl CallRow {
@@ -316,6 +320,8 @@ pub struct ThreadRow {
     pub updated_at_ms: i64,
     pub expires_at_ms: i64,
     pub turns: String,
+    /// The user whose conversation it is; `None` for the machine's owner.
+    pub user_name: Option<String>,
 }
 
 /// Which calls `list` returns.
@@ -332,5 +338,7 @@ pub struct CallFilter {
     pub before_id: Option<String>,
     /// Only calls received at or after this time (ms since the epoch).
     pub since_ms: Option<i64>,
+    /// Only calls of this user (`None`: everyone's).
+    pub user: Option<String>,
     pub limit: usize,
 }

@@ -153,8 +153,8 @@ fn apply(
         WriteOp::Insert(c) => {
             let inserted = conn.execute(
                 "INSERT INTO calls (id, session_id, client_name, client_version, transport, tool, \
-                 arguments, state, received_at_ms, deadline_at_ms, owner_pid, replica) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10, ?12) ON CONFLICT(id) DO NOTHING",
+                 arguments, state, received_at_ms, deadline_at_ms, owner_pid, replica, user_name) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10, ?12, ?13) ON CONFLICT(id) DO NOTHING",
                 &[
                     Text(Some(&c.id)),
                     Text(Some(&c.session_id)),
@@ -168,6 +168,7 @@ fn apply(
                     Int(Some(i64::from(std::process::id()))),
                     Text(Some(CallState::Received.as_str())),
                     text(&c.replica),
+                    text(&c.user_name),
                 ],
             )?;
             if inserted == 0 {
@@ -244,17 +245,20 @@ fn apply(
         }
         WriteOp::Barrier => {}
         WriteOp::SaveThread(t) => {
+            // A thread stays its first user's: a write under another name changes nothing.
             conn.execute(
-                "INSERT INTO threads (id, created_at_ms, updated_at_ms, expires_at_ms, turns) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(id) DO UPDATE SET \
+                "INSERT INTO threads (id, created_at_ms, updated_at_ms, expires_at_ms, turns, \
+                 user_name) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO UPDATE SET \
                  created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms, \
-                 expires_at_ms = excluded.expires_at_ms, turns = excluded.turns",
+                 expires_at_ms = excluded.expires_at_ms, turns = excluded.turns \
+                 WHERE threads.user_name IS NOT DISTINCT FROM excluded.user_name",
                 &[
                     Text(Some(&t.id)),
                     Int(Some(t.created_at_ms)),
                     Int(Some(t.updated_at_ms)),
                     Int(Some(t.expires_at_ms)),
                     Text(Some(&t.turns)),
+                    text(&t.user_name),
                 ],
             )?;
         }

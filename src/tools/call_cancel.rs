@@ -40,7 +40,7 @@ impl ExaiTool for CallCancel {
             let id = resolve_call_id(&ctx, "call_cancel", &args.call_id).await?;
             let view = ctx
                 .calls
-                .lookup(&id)
+                .lookup(&id, &ctx.call.origin.caller)
                 .await
                 .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))?;
             let text = match view {

@@ -34,6 +34,7 @@ impl ExaiTool for CallList {
             let args: CallListArguments = parse_arguments("call_list", arguments)?;
             let filter = CallFilter {
                 client: ctx.call.origin.client_name.clone(),
+                user: ctx.call.origin.caller.sees_only().map(str::to_string),
                 limit: args.limit.unwrap_or(10).clamp(1, 100) as usize + 1,
                 ..Default::default()
             };

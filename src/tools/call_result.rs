@@ -53,18 +53,20 @@ pub(super) async fn resolve_call_id(
              or its first or last {MIN_FRAGMENT}+ characters)"
         )));
     }
+    let caller = &ctx.call.origin.caller;
     let mut found: Vec<String> = ctx
         .calls
-        .in_flight()
+        .in_flight_for(caller)
         .iter()
         .map(|c| c.id.clone())
         .filter(|id| id.starts_with(&given) || id.ends_with(&given))
         .collect();
     let fragment = given.clone();
+    let only = caller.sees_only().map(str::to_string);
     let stored = ctx
         .calls
         .store()
-        .read(move |store| store.find_by_fragment(&fragment))
+        .read(move |store| store.find_by_fragment(&fragment, only.as_deref()))
         .await
         .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))?;
     found.extend(stored);
@@ -138,7 +140,7 @@ impl ExaiTool for CallResult {
             let wait = wanted.min(limit.saturating_duration_since(Instant::now()));
             let view = ctx
                 .calls
-                .lookup(&id)
+                .lookup(&id, &ctx.call.origin.caller)
                 .await
                 .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))?;
             if let CallView::Running(_) | CallView::HeldElsewhere(_) = view {

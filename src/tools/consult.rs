@@ -224,10 +224,11 @@ pub fn relative_path<'p>(paths: impl IntoIterator<Item = &'p String>) -> Option<
 
 /// Loads the conversation `id` names, or starts a new one.
 pub async fn thread(ctx: &ToolContext, id: Option<&str>) -> Result<Thread, ToolFailure> {
+    let caller = &ctx.call.origin.caller;
     let Some(id) = id else {
-        return Ok(Thread::new());
+        return Ok(Thread::new(caller.user_name().map(str::to_string)));
     };
-    Thread::load(ctx.calls.store(), id)
+    Thread::load(ctx.calls.store(), id, caller)
         .await
         .map_err(|e| match e {
             ThreadError::Unknown(_) | ThreadError::Malformed(_) => {

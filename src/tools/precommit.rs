@@ -496,7 +496,7 @@ mod tests {
                 "extra": extra,
             })
         };
-        let mut thread = Thread::new();
+        let mut thread = Thread::default();
         for (n, extra) in [
             (
                 1,

@@ -27,7 +27,7 @@ impl ExaiTool for Status {
             parse_arguments::<NoArguments>("status", arguments)?;
             let in_flight: Vec<_> = ctx
                 .calls
-                .in_flight()
+                .in_flight_for(&ctx.call.origin.caller)
                 .into_iter()
                 .filter(|c| c.id != ctx.call.id)
                 .map(|c| {
@@ -43,13 +43,15 @@ impl ExaiTool for Status {
                 .collect();
             // A store that cannot be read is a problem to report, not a reason to fail status.
             let mut store_problems = ctx.calls.store().health().problems();
+            let only = ctx.call.origin.caller.sees_only().map(str::to_string);
             let failures = ctx
                 .calls
                 .store()
-                .read(|store| {
+                .read(move |store| {
                     store.list(&CallFilter {
                         failed_only: true,
                         limit: RECENT_FAILURES,
+                        user: only,
                         ..Default::default()
                     })
                 })

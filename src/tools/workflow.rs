@@ -926,7 +926,7 @@ mod tests {
 
     #[test]
     fn backtracking_drops_the_steps_it_revisits_and_a_new_start_resets() {
-        let mut thread = Thread::new();
+        let mut thread = Thread::default();
         let mut chat_turn = step_turn::<Debug>(&record(2, "not a debug step", None));
         chat_turn.tool = "chat".into();
         thread.turns = vec![

@@ -411,10 +411,31 @@ impl Daemon {
         Self::start_with_store(home, listen, fake, store, env)
     }
 
+    /// Starts `exai daemon ARGS` (which name the address to listen on) in `home`.
+    pub fn start_with_args(
+        home: PathBuf,
+        args: &[&str],
+        fake: &Fake,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let store = store_env(&home);
+        Self::launch(home, args, fake, store, env)
+    }
+
     /// Starts a daemon whose store is given by `store` (the environment naming it).
     fn start_with_store(
         home: PathBuf,
         listen: &str,
+        fake: &Fake,
+        store: Vec<(String, String)>,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::launch(home, &["--listen", listen], fake, store, env)
+    }
+
+    fn launch(
+        home: PathBuf,
+        args: &[&str],
         fake: &Fake,
         store: Vec<(String, String)>,
         env: &[(&str, &str)],
@@ -432,7 +453,8 @@ impl Daemon {
         }
         let _ = std::fs::remove_file(home.join("daemon.json"));
         let child = Command::new(EXAI)
-            .args(["daemon", "--listen", listen])
+            .arg("daemon")
+            .args(args)
             .envs(all.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("EXAI_LISTEN")
             .stdin(Stdio::null())

@@ -30,4 +30,5 @@ mod replicas;
 mod shared_limits;
 mod store_outage;
 mod team;
+mod users;
 mod workflows;

@@ -263,10 +263,18 @@ async fn a_concurrency_limit_queues_in_order_and_shows_the_queue() {
     let messages = progress_messages(&seen);
     let deepest = messages
         .iter()
-        .filter_map(|m| m.split("queued · ").nth(1)?.split(" ahead for custom").next())
+        .filter_map(|m| {
+            m.split("queued · ")
+                .nth(1)?
+                .split(" ahead for custom")
+                .next()
+        })
         .filter_map(|n| n.parse::<u32>().ok())
         .max();
-    assert!(deepest.is_some_and(|n| (4..=7).contains(&n)), "{messages:?}");
+    assert!(
+        deepest.is_some_and(|n| (4..=7).contains(&n)),
+        "{messages:?}"
+    );
     client.cancel().await.unwrap();
 }
 
