@@ -1262,6 +1262,17 @@ impl HttpSession {
     }
 }
 
+/// The token `exai users add` printed (the one line that is a token).
+pub fn personal_token_in(output: &str) -> String {
+    let tokens: Vec<&str> = output
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("exai_u_"))
+        .collect();
+    assert_eq!(tokens.len(), 1, "one token, printed once: {output}");
+    tokens[0].to_string()
+}
+
 /// The call id in a raw `tools/call` result's `_meta`.
 pub fn call_id_in(result: &Value) -> String {
     result["_meta"]["exai.dev/callId"]

@@ -155,3 +155,79 @@ async fn shims_reach_the_team_over_websocket_through_nginx() {
     }
     eprintln!("six shims served by replicas {served:?}");
 }
+
+#[tokio::test]
+async fn people_see_only_their_own_on_every_replica_and_a_revoked_token_is_refused_by_all() {
+    let fake = Fake::start();
+    let Some(team) = Team::start(&fake, 2) else {
+        return;
+    };
+    let add = |name: &str| {
+        let (ok, output) = team.replicas[0].cli(&["users", "add", name]);
+        assert!(ok, "{output}");
+        personal_token_in(&output)
+    };
+    let (ada, bob) = (add("ada"), add("bob"));
+    let mut through_nginx = HttpSession::open(&team.mcp_url(), &ada).await;
+    let made = through_nginx
+        .call_tool(
+            "chat",
+            json!({"prompt": "ada's question", "model": "fake-fast"}),
+        )
+        .await;
+    let id = call_id_in(&made);
+    let made_up = "01a2132d-05c7-76ba-ab75-235da0d3ad5f";
+    for replica in &team.replicas {
+        let url = format!("http://{}/mcp", replica.addr);
+        // Ada reaches her call on every replica.
+        let mut hers = HttpSession::open(&url, &ada).await;
+        let fetched = hers.call_tool("call_result", json!({"call_id": id})).await;
+        assert!(
+            text_in(&fetched).contains("echo: ada's question"),
+            "{fetched}"
+        );
+        // To Bob it is exactly an id that never existed, whichever replica he asks.
+        let mut his = HttpSession::open(&url, &bob).await;
+        for tool in ["call_result", "call_cancel"] {
+            let hidden = his.call_tool(tool, json!({"call_id": id})).await;
+            let unknown = his.call_tool(tool, json!({"call_id": made_up})).await;
+            assert_eq!(hidden["isError"], unknown["isError"], "{hidden}");
+            // Each answer ends naming its own call (`(call …)`): compare what comes before.
+            let said = |result: &serde_json::Value, asked: &str| {
+                let text = text_in(result).replace(asked, "ID");
+                text.split(" (call ").next().unwrap_or_default().to_string()
+            };
+            assert_eq!(said(&hidden, &id), said(&unknown, made_up), "{tool}");
+        }
+        // His list holds his own calls (which name her id in their errors), never hers.
+        let listed = his.call_tool("call_list", json!({})).await;
+        let ids: Vec<&str> = listed["structuredContent"]["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|call| call["call_id"].as_str())
+            .collect();
+        assert!(!ids.is_empty() && !ids.contains(&id.as_str()), "{listed}");
+    }
+    // Revoked on one replica's CLI: refused by every replica within seconds.
+    let (ok, output) = team.replicas[1].cli(&["users", "revoke", "ada"]);
+    assert!(ok, "{output}");
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "team-tests", "version": "1.0"}},
+    });
+    for replica in &team.replicas {
+        let url = format!("http://{}/mcp", replica.addr);
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let answer = mcp_post(&url, &ada, None, &initialize).await;
+            if answer.status == 401 {
+                assert!(!answer.body.contains(&ada), "{}", answer.body);
+                break;
+            }
+            assert!(Instant::now() < until, "still admitted: {}", answer.body);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

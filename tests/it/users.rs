@@ -37,17 +37,6 @@ fn cli(home: &Path, args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
-/// The token `exai users add` printed (the one line that is a token).
-fn token_in(output: &str) -> String {
-    let tokens: Vec<&str> = output
-        .lines()
-        .map(str::trim)
-        .filter(|line| line.starts_with("exai_u_"))
-        .collect();
-    assert_eq!(tokens.len(), 1, "one token, printed once: {output}");
-    tokens[0].to_string()
-}
-
 /// Adds user `name` to `home`'s store; returns their token.
 fn add_user(home: &Path, name: &str, admin: bool) -> String {
     let mut args = vec!["users", "add", name];
@@ -56,7 +45,7 @@ fn add_user(home: &Path, name: &str, admin: bool) -> String {
     }
     let (ok, output) = cli(home, &args);
     assert!(ok, "{output}");
-    token_in(&output)
+    personal_token_in(&output)
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -268,7 +257,7 @@ fn users_are_added_listed_and_revoked_with_no_daemon_and_the_token_is_shown_once
     let home = temp_home();
     let (ok, added) = cli(&home, &["users", "add", "ada", "--admin"]);
     assert!(ok, "{added}");
-    let token = token_in(&added);
+    let token = personal_token_in(&added);
     assert!(token.len() >= "exai_u_".len() + 64, "{token}");
     assert!(added.contains("Authorization: Bearer"), "{added}");
     let bob = add_user(&home, "bob", false);
