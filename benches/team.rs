@@ -183,6 +183,11 @@ async fn main() {
         format!("{:.2} s", started.elapsed().as_secs_f64()),
         "-",
     );
+    // Steady state: every call waiting at the provider, none still being opened.
+    wait_until_async("10,000 calls at the provider", Duration::from_secs(120), || {
+        (fake.stats()["in_flight"].as_u64()? >= IN_FLIGHT as u64).then_some(())
+    })
+    .await;
     let rss_calls_only = rss_mb(daemon.pid());
     let mut lists = Vec::new();
     for _ in 0..LIST_SAMPLES {

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rmcp::model::{
@@ -32,6 +33,8 @@ use crate::users::Caller;
 
 pub use crate::calls::CALL_ID_META;
 
+/// A running call's record is refreshed at least every this many heartbeats, stage or not.
+const BEATS_PER_RECORD: u32 = 6;
 /// Stage-change progress is sent at most this often (heartbeats keep their own period).
 const STAGE_COALESCE: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -112,6 +115,20 @@ enum Waited {
     Gone,
     /// The client's patience is nearly spent: answer with a call handle.
     AnswerNow,
+}
+
+/// Heartbeats the whole process sends in a second at most, before they stretch out.
+const HEARTBEATS_PER_SECOND: f64 = 300.0;
+/// The longest a heartbeat stretches to: clients that reset their timeout on progress (60 s is
+/// common) still hear one well within it.
+const LONGEST_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// The time to the next heartbeat of a call: `EXAI_PROGRESS_INTERVAL_S`, stretched when so many
+/// calls are in flight that their heartbeats alone would crowd out the requests that must be
+/// answered at once (10,000 calls at 5 s would be 2,000 notifications a second).
+fn heartbeat_period(configured: Duration, in_flight: usize) -> Duration {
+    let spread = Duration::from_secs_f64(in_flight as f64 / HEARTBEATS_PER_SECOND);
+    configured.max(spread.min(LONGEST_HEARTBEAT))
 }
 
 async fn sleep_until_opt(at: Option<std::time::Instant>) {
@@ -454,8 +471,9 @@ impl ExaiService {
         disconnect_cancels: bool,
         answer_by: Option<std::time::Instant>,
     ) -> Waited {
-        let interval = self.app.config.progress_interval;
-        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let configured = self.app.config.progress_interval;
+        let mut next_beat = tokio::time::Instant::now()
+            + heartbeat_period(configured, self.app.calls.in_flight_count());
         let mut stages = call.progress.subscribe();
         let finished = call.finished();
         tokio::pin!(finished);
@@ -483,6 +501,7 @@ impl ExaiService {
             send(format!("{} · started", call.tool)).await;
         }
         let mut last_stage = 0;
+        let (mut last_recorded_stage, mut beats_unrecorded) = (u64::MAX, 0);
         let mut last_sent = tokio::time::Instant::now();
         let mut stage_pending = false;
         loop {
@@ -513,15 +532,25 @@ impl ExaiService {
                     last_sent = tokio::time::Instant::now();
                     send(snapshot.message()).await;
                 }
-                _ = beat.tick() => {
+                _ = tokio::time::sleep_until(next_beat) => {
+                    next_beat += heartbeat_period(configured, self.app.calls.in_flight_count());
                     let snapshot = call.progress.snapshot();
                     let message = snapshot.message();
                     if token.is_some() {
                         last_sent = tokio::time::Instant::now();
                         send(message.clone()).await;
                     }
-                    let (count, _) = call.progress.sent();
-                    self.app.calls.store().note_progress(&call.id, count, &message, snapshot.model.as_deref());
+                    // The record shows a running call's stage: written when the stage moved, and
+                    // now and then for its elapsed time and tokens — not every beat of every call
+                    // (10,000 calls waiting on a provider would be 2,000 writes a second).
+                    beats_unrecorded += 1;
+                    if snapshot.stage_version != last_recorded_stage
+                        || beats_unrecorded >= BEATS_PER_RECORD
+                    {
+                        (last_recorded_stage, beats_unrecorded) = (snapshot.stage_version, 0);
+                        let (count, _) = call.progress.sent();
+                        self.app.calls.store().note_progress(&call.id, count, &message, snapshot.model.as_deref());
+                    }
                 }
             }
         }
@@ -741,5 +770,27 @@ impl ServerHandler for ExaiService {
             tracing::info!(call_id = %call_id, reason = notification.reason.as_deref().unwrap_or(""), "client cancelled the call");
             call.cancel(CancelReason::Client(notification.reason.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_stretch_only_when_calls_in_flight_would_crowd_the_process() {
+        let five = Duration::from_secs(5);
+        // Up to 1,500 calls in flight, each beats every 5 s (300 a second in all).
+        assert_eq!(heartbeat_period(five, 0), five);
+        assert_eq!(heartbeat_period(five, 1_500), five);
+        // Beyond, the process as a whole keeps to about 300 a second…
+        assert_eq!(heartbeat_period(five, 3_000), Duration::from_secs(10));
+        // …and a call still beats at least every 30 s.
+        assert_eq!(heartbeat_period(five, 10_000), LONGEST_HEARTBEAT);
+        // A slower configured heartbeat is kept as it is.
+        assert_eq!(
+            heartbeat_period(Duration::from_secs(60), 10_000),
+            Duration::from_secs(60)
+        );
     }
 }
