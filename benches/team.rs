@@ -184,9 +184,11 @@ async fn main() {
         "-",
     );
     // Steady state: every call waiting at the provider, none still being opened.
-    wait_until_async("10,000 calls at the provider", Duration::from_secs(120), || {
-        (fake.stats()["in_flight"].as_u64()? >= IN_FLIGHT as u64).then_some(())
-    })
+    wait_until_async(
+        "10,000 calls at the provider",
+        Duration::from_secs(120),
+        || (fake.stats()["in_flight"].as_u64()? >= IN_FLIGHT as u64).then_some(()),
+    )
     .await;
     let rss_calls_only = rss_mb(daemon.pid());
     let mut lists = Vec::new();

@@ -86,10 +86,23 @@ pub fn list_calls(
         writeln!(out, "no calls")?;
         return Ok(());
     }
+    // A shared store names each call's user; one person's store has none to show.
+    let with_users = rows.iter().any(|row| row.user_name.is_some());
+    let user_cell = |user: &str| match with_users {
+        true => format!("{:<12}  ", one_line(user, 12)),
+        false => String::new(),
+    };
     writeln!(
         out,
-        "{:<36}  {:>7}  {:<10}  {:<20}  {:<11}  {:>8}  {:>13}  ERROR",
-        "ID", "AGE", "TOOL", "MODEL", "STATE", "DURATION", "TOKENS IN/OUT"
+        "{:<36}  {:>7}  {}{:<10}  {:<20}  {:<11}  {:>8}  {:>13}  ERROR",
+        "ID",
+        "AGE",
+        user_cell("USER"),
+        "TOOL",
+        "MODEL",
+        "STATE",
+        "DURATION",
+        "TOKENS IN/OUT"
     )?;
     let now = now_ms();
     for row in rows {
@@ -103,9 +116,10 @@ pub fn list_calls(
         };
         writeln!(
             out,
-            "{:<36}  {:>7}  {:<10}  {:<20}  {:<11}  {:>8}  {:>13}  {}",
+            "{:<36}  {:>7}  {}{:<10}  {:<20}  {:<11}  {:>8}  {:>13}  {}",
             row.id,
             age(now - row.received_at_ms),
+            user_cell(row.user_name.as_deref().unwrap_or("(owner)")),
             one_line(&row.tool, 10),
             one_line(row.model.as_deref().unwrap_or("-"), 20),
             row.state,

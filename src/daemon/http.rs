@@ -99,6 +99,8 @@ async fn healthz(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
         "status": "ok",
         "version": crate::VERSION,
         "pid": app.health.pid,
+        // Which replica answered, when several share a store (the id its calls are recorded with).
+        "replica": app.replica.id(),
         "listen": app.health.listen,
         "uptime_s": app.health.uptime_s(),
         "sessions": app.health.sessions(),

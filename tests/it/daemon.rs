@@ -70,6 +70,9 @@ fn healthz_reports_version_pid_sessions_and_calls() {
     assert_eq!(health["version"], exai::VERSION);
     assert_eq!(health["pid"], daemon.pid());
     assert_eq!(health["calls_in_flight"], 0);
+    // The replica id its calls are recorded with.
+    let replica = health["replica"].as_str().unwrap().to_string();
+    assert!(uuid::Uuid::parse_str(&replica).is_ok(), "{health}");
     if sqlite_only("the store's path is the SQLite file's") {
         return;
     }

@@ -345,6 +345,37 @@ async fn a_call_is_recorded_with_the_user_whose_token_made_it_over_ws_and_mcp() 
     assert_eq!(user_of(&by_owner), None);
     let (ok, shown) = daemon.cli(&["calls", "show", &call_id(&by_ada)]);
     assert!(ok && shown.contains("\nuser           ada\n"), "{shown}");
+    // The listing has a USER column once the store has users' calls.
+    let (ok, listed) = daemon.cli(&["calls"]);
+    let row_of = |id: &str| {
+        listed
+            .lines()
+            .find(|line| line.starts_with(id))
+            .map(|line| {
+                // The id, then the age (two words: "0 s"), then the user.
+                line.split_whitespace()
+                    .nth(3)
+                    .unwrap_or_default()
+                    .to_string()
+            })
+    };
+    assert!(
+        ok && listed
+            .lines()
+            .next()
+            .is_some_and(|h| h.contains("  USER  ")),
+        "{listed}"
+    );
+    assert_eq!(
+        row_of(&call_id(&by_ada)).as_deref(),
+        Some("ada"),
+        "{listed}"
+    );
+    assert_eq!(
+        row_of(&call_id(&by_owner)).as_deref(),
+        Some("(owner)"),
+        "{listed}"
+    );
     assert_eq!(
         daemon.record(&call_id(&by_bob)).unwrap().transport.as_str(),
         "http"
