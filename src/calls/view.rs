@@ -313,24 +313,17 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_call_is_running_then_ended_fresh_then_ended_from_its_record() {
-        let store = Store::open(&crate::store::tests::test_location()).unwrap();
-        let calls = Arc::new(Calls::new(store, 25_000));
-        assert!(matches!(
-            calls
-                .lookup("01a2132d-05c7-76ba-ab75-235da0d3ad5f", &Caller::Owner)
-                .await
-                .unwrap(),
-            CallView::Expired
-        ));
-
+    /// A chat call from `origin` that runs until the returned sender says "done".
+    async fn held_call(
+        calls: &Arc<Calls>,
+        origin: CallOrigin,
+    ) -> (Arc<LiveCall>, tokio::sync::oneshot::Sender<()>) {
         let call = calls
             .open(
                 None,
                 "chat",
                 &serde_json::json!({}),
-                origin(),
+                origin,
                 Duration::from_secs(60),
             )
             .await
@@ -343,6 +336,22 @@ mod tests {
                 Ok(CallToolResult::success(vec![ContentBlock::text("done")]))
             }),
         );
+        (call, release)
+    }
+
+    #[tokio::test]
+    async fn a_call_is_running_then_ended_fresh_then_ended_from_its_record() {
+        let store = Store::open(&crate::store::tests::test_location()).unwrap();
+        let calls = Arc::new(Calls::new(store, 25_000));
+        assert!(matches!(
+            calls
+                .lookup("01a2132d-05c7-76ba-ab75-235da0d3ad5f", &Caller::Owner)
+                .await
+                .unwrap(),
+            CallView::Expired
+        ));
+
+        let (call, release) = held_call(&calls, origin()).await;
         let view = calls.lookup(&call.id, &Caller::Owner).await.unwrap();
         assert!(matches!(view, CallView::Running(_)));
         // The wait is bounded: still running when the bound passes.
@@ -389,24 +398,7 @@ mod tests {
         let (ada, bob, boss) = (user("ada", false), user("bob", false), user("boss", true));
         let mut of_ada = origin();
         of_ada.caller = ada.clone();
-        let call = calls
-            .open(
-                None,
-                "chat",
-                &serde_json::json!({}),
-                of_ada,
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap();
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        calls.start(
-            call.clone(),
-            Box::pin(async move {
-                let _ = released.await;
-                Ok(CallToolResult::success(vec![ContentBlock::text("done")]))
-            }),
-        );
+        let (call, release) = held_call(&calls, of_ada).await;
         let seen = async |caller: &Caller| calls.lookup(&call.id, caller).await.unwrap().state();
         for (caller, expected) in [
             (&ada, Some(CallState::Running)),
