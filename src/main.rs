@@ -2,9 +2,11 @@
 // The top of the program: the one place that prints an error to stderr and exits.
 #![allow(clippy::print_stderr)]
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
+
 use clap::{Parser, Subcommand};
 
 use exai::config::Config;
@@ -21,10 +23,24 @@ struct Cli {
     command: Command,
 }
 
+/// What to do with the running daemon.
+#[derive(Subcommand)]
+enum DaemonAction {
+    /// Stop the daemon of this EXAI_HOME: calls in flight get the shutdown grace, and what was
+    /// still running is named.
+    Stop,
+    /// Stop it as `stop` does, then start it again on the same address (with the config and
+    /// keys as they are now).
+    Restart,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the shared server (WebSocket /ws, Streamable HTTP /mcp, /healthz).
+    /// Run the shared server (WebSocket /ws, Streamable HTTP /mcp, /healthz); or stop or restart it.
+    #[command(args_conflicts_with_subcommands = true)]
     Daemon {
+        #[command(subcommand)]
+        action: Option<DaemonAction>,
         /// Address to listen on (default 127.0.0.1:8765; env EXAI_LISTEN).
         #[arg(long)]
         listen: Option<String>,
@@ -186,6 +202,27 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Daemon {
+            action: Some(action),
+            ..
+        } => {
+            let config = Config::from_env()?;
+            let stopping = config.clone();
+            let stopped =
+                exai::spawn::blocking(move || exai::cli::daemon_control::stop(&stopping)).await??;
+            exai::cli::daemon_control::report(&stopped, &mut std::io::stdout().lock())?;
+            if matches!(action, DaemonAction::Restart) {
+                let info = exai::cli::daemon_control::start_again(config, stopped.as_ref()).await?;
+                writeln!(
+                    std::io::stdout().lock(),
+                    "started the exai daemon (pid {}, version {}) on {}",
+                    info.pid,
+                    info.version,
+                    info.listen
+                )?;
+            }
+        }
+        Command::Daemon {
+            action: None,
             listen,
             allow_remote,
         } => {

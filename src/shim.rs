@@ -835,11 +835,19 @@ async fn loopback_listen(url: &str) -> Result<SocketAddr, BadUrl> {
 }
 
 /// Why the shim did not get a daemon up.
-enum StartError {
+pub(crate) enum StartError {
     /// It failed: reported with its reason, and not tried again for a while.
     Failed(String),
     /// Another daemon of this home is starting or stopping: the shim waits for it.
     Busy(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Failed(why) | StartError::Busy(why) => f.write_str(why),
+        }
+    }
 }
 
 impl From<String> for StartError {
@@ -856,7 +864,7 @@ fn busy(config: &Config) -> StartError {
 }
 
 /// Starts `exai daemon` detached and waits (bounded) until it is up, or says why it is not.
-async fn start_daemon(config: &Config) -> Result<(), StartError> {
+pub(crate) async fn start_daemon(config: &Config) -> Result<(), StartError> {
     let listen = match config.daemon_url.as_deref() {
         None => config.listen,
         Some(url) => loopback_listen(url)

@@ -1,6 +1,7 @@
 //! `exai calls` and `exai status`: what happened, read straight from the store (daemon up or not);
 //! `keys` and `users` in their own modules.
 
+pub mod daemon_control;
 pub mod keys;
 pub mod users;
 

@@ -313,6 +313,75 @@ fn sigterm_lets_calls_finish_within_the_grace_period_then_interrupts_the_rest() 
 }
 
 #[test]
+fn exai_daemon_stop_waits_the_grace_and_names_what_it_interrupted_and_restart_starts_it_again() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_SHUTDOWN_GRACE_S", "1")]);
+    let old_pid = daemon.pid();
+    let old_listen = daemon.addr.clone();
+    let mut raw = RawStdio::start(&daemon.stdio_env(), &[]);
+    raw.initialize();
+    raw.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"chat","arguments":{"prompt":"quick","model":"fake-delay-300"}}}"#);
+    raw.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"chat","arguments":{"prompt":"forever","model":"fake-hang"}}}"#);
+    wait_until("two calls in flight", Duration::from_secs(10), || {
+        (daemon.healthz()["calls_in_flight"].as_u64()? == 2).then_some(())
+    });
+    let hanging = wait_until("the hanging call's record", Duration::from_secs(10), || {
+        let (_, listed) = daemon.cli(&["calls", "--running", "--json"]);
+        let rows: Value = serde_json::from_str(&listed).ok()?;
+        rows.as_array()?
+            .iter()
+            .find(|row| {
+                row["arguments"]
+                    .as_str()
+                    .is_some_and(|a| a.contains("forever"))
+            })
+            .and_then(|row| Some(row["id"].as_str()?.to_string()))
+    });
+
+    let (ok, said) = daemon.cli(&["daemon", "restart"]);
+    assert!(ok, "{said}");
+    // The quick call finished within the grace; the hanging one is named as interrupted.
+    assert!(
+        said.contains(&format!("stopped the exai daemon (pid {old_pid})")),
+        "{said}"
+    );
+    assert!(
+        said.contains("1 call(s) were still running after the grace and were interrupted:")
+            && said.contains(&format!(
+                "  {hanging} chat (see `exai calls show {hanging}`)"
+            )),
+        "{said}"
+    );
+    assert_eq!(
+        raw.response(1)["result"]["content"][0]["text"],
+        "echo: quick"
+    );
+    // A new daemon answers on the same address, and says so.
+    let info = daemon_info(&daemon.home);
+    let new_pid = info["pid"].as_u64().unwrap();
+    assert_ne!(new_pid, u64::from(old_pid));
+    assert_eq!(info["listen"], old_listen.as_str());
+    assert!(
+        said.contains(&format!(
+            "started the exai daemon (pid {new_pid}, version {}) on {old_listen}",
+            exai::VERSION
+        )),
+        "{said}"
+    );
+    assert_eq!(daemon.healthz()["pid"], new_pid);
+
+    // Stopping it leaves nothing running; stopping again says there is nothing to stop.
+    let (ok, said) = daemon.cli(&["daemon", "stop"]);
+    assert!(ok && said.contains("no call was interrupted"), "{said}");
+    assert!(!daemon.home.join("daemon.json").exists());
+    let (ok, said) = daemon.cli(&["daemon", "stop"]);
+    assert!(
+        ok && said.contains("no exai daemon is running for this EXAI_HOME"),
+        "{said}"
+    );
+}
+
+#[test]
 fn the_shim_starts_a_daemon_when_none_answers() {
     let fake = Fake::start();
     let home = temp_home();
