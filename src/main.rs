@@ -208,7 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_env()?;
             let stopping = config.clone();
             let stopped =
-                exai::spawn::blocking(move || exai::cli::daemon_control::stop(&stopping)).await??;
+                exai::spawn::blocking(move || exai::daemon::control::stop(&stopping)).await??;
             exai::cli::daemon_control::report(&stopped, &mut std::io::stdout().lock())?;
             if matches!(action, DaemonAction::Restart) {
                 let info = exai::cli::daemon_control::start_again(config, stopped.as_ref()).await?;

@@ -549,6 +549,9 @@ fn daemon_place(config: &Config) -> String {
 ///
 /// `start_failure`: why the last start failed, while the shim waits before trying another.
 async fn connect(config: Config, start_failure: Option<String>) -> Result<Ws, LinkError> {
+    if config.daemon_url.is_none() {
+        settle_version_skew(&config).await;
+    }
     match bounded_connect(&config).await {
         Err(LinkError::NobodyListens(_)) if !config.no_autostart => {
             if let Some(why) = start_failure {
@@ -572,6 +575,71 @@ async fn connect(config: Config, start_failure: Option<String>) -> Result<Ws, Li
         }
         other => other,
     }
+}
+
+/// A daemon of another version than this binary (an upgrade since it started) is never met in
+/// silence: with no call in flight it is stopped, so the connection that follows starts this
+/// version (its other clients' shims reconnect by themselves); otherwise the log says what runs
+/// and what to do.
+async fn settle_version_skew(config: &Config) {
+    let info = {
+        let config = config.clone();
+        crate::spawn::blocking(move || {
+            crate::daemon::DaemonInfo::read(&config)
+                .filter(|_| crate::daemon::lock_is_held(&config))
+        })
+    };
+    let Ok(Some(info)) = info.await else {
+        return;
+    };
+    if info.version == crate::VERSION {
+        return;
+    }
+    let in_flight = tokio::time::timeout(CONNECT_WAIT, calls_in_flight(config))
+        .await
+        .ok()
+        .flatten();
+    if in_flight == Some(0) && !config.no_autostart {
+        let stopping = config.clone();
+        let stopped = crate::spawn::blocking(move || crate::daemon::control::stop(&stopping)).await;
+        match stopped {
+            Ok(Ok(_)) => tracing::warn!(
+                daemon_version = %info.version, version = crate::VERSION, pid = info.pid,
+                "the running exai daemon was another version and idle: stopped it to start this one"
+            ),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not stop the exai daemon of another version")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not stop the exai daemon of another version")
+            }
+        }
+        return;
+    }
+    let busy = in_flight.map_or("calls in flight unknown".to_string(), |n| {
+        format!("{n} call(s) in flight")
+    });
+    tracing::warn!(
+        daemon_version = %info.version, version = crate::VERSION, pid = info.pid,
+        "the running exai daemon is version {} and this exai is {} ({busy}): run `exai daemon \
+         restart` when its calls are done",
+        info.version, crate::VERSION
+    );
+}
+
+/// The daemon's calls in flight, from its `/healthz` over the socket.
+async fn calls_in_flight(config: &Config) -> Option<u64> {
+    use tokio::io::AsyncReadExt;
+    let mut stream = UnixStream::connect(config.socket_path()).await.ok()?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut answer = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut answer).await.ok()?;
+    let text = String::from_utf8_lossy(&answer);
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    serde_json::from_str::<Value>(body).ok()?["calls_in_flight"].as_u64()
 }
 
 async fn bounded_connect(config: &Config) -> Result<Ws, LinkError> {

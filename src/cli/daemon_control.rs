@@ -1,112 +1,31 @@
-//! `exai daemon stop` and `exai daemon restart`: the running daemon stopped gracefully (its calls
-//! in flight get the shutdown grace), and a word on what was interrupted.
+//! `exai daemon stop` and `exai daemon restart` for a person: what stopping did, and a daemon
+//! started again where the stopped one listened.
 
 use std::io::Write;
-use std::time::Duration;
 
 use crate::config::Config;
 use crate::daemon::DaemonInfo;
-use crate::store::{CallFilter, CallRow, CallState, StoreReader, now_ms};
+use crate::daemon::control::Stopped;
 
-/// Beyond the shutdown grace, how long a stopping daemon may take to close its store and exit.
-const EXIT_MARGIN: Duration = Duration::from_secs(10);
-
-/// Why the daemon could not be stopped (or started again).
+/// The daemon stopped, but a new one did not start, and why.
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    #[error("cannot signal the exai daemon (pid {pid}): {source}")]
-    Signal { pid: u32, source: std::io::Error },
-    #[error(
-        "the exai daemon (pid {pid}) did not exit within {waited:?} of SIGTERM; it may still be \
-         finishing calls — look at `exai status`, or stop it with `kill -9 {pid}`"
-    )]
-    StillRunning { pid: u32, waited: Duration },
-    #[error("the daemon stopped, but a new one did not start: {0}")]
-    NotStarted(String),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// What stopping found.
-pub struct Stopped {
-    pub pid: u32,
-    /// Where it listened.
-    pub listen: String,
-    pub waited: Duration,
-    /// The calls that were running and ended as interrupted.
-    pub interrupted: Vec<CallRow>,
-}
-
-/// Stops the daemon of this EXAI_HOME, if one runs: SIGTERM, then waits while it finishes its
-/// calls within the grace. Blocking: call from a blocking thread.
-pub fn stop(config: &Config) -> Result<Option<Stopped>, ControlError> {
-    let Some(info) = DaemonInfo::read(config).filter(|_| crate::daemon::lock_is_held(config))
-    else {
-        return Ok(None);
-    };
-    let asked_at_ms = now_ms();
-    let started = std::time::Instant::now();
-    let pid = info.pid;
-    let signalled = i32::try_from(pid).map_or(-1, |pid| {
-        // SAFETY: kill(2) with a pid read from our own daemon.json and a fixed signal.
-        unsafe { libc::kill(pid, libc::SIGTERM) }
-    });
-    if signalled != 0 {
-        return Err(ControlError::Signal {
-            pid,
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    let limit = config.shutdown_grace + EXIT_MARGIN;
-    while crate::daemon::lock_is_held(config) {
-        if started.elapsed() >= limit {
-            return Err(ControlError::StillRunning { pid, waited: limit });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(Some(Stopped {
-        pid,
-        listen: info.listen,
-        waited: started.elapsed(),
-        interrupted: interrupted_since(config, pid, asked_at_ms),
-    }))
-}
+#[error("the daemon stopped, but a new one did not start: {0}")]
+pub struct NotStarted(String);
 
 /// Starts a daemon for this EXAI_HOME again, where the stopped one listened (else where the
 /// config says), detached as the shim starts one; returns what it wrote when up.
 pub async fn start_again(
     mut config: Config,
     stopped: Option<&Stopped>,
-) -> Result<DaemonInfo, ControlError> {
+) -> Result<DaemonInfo, NotStarted> {
     if let Some(listen) = stopped.and_then(|s| s.listen.parse().ok()) {
         config.listen = listen;
     }
     config.daemon_url = None;
     crate::shim::start_daemon(&config)
         .await
-        .map_err(|e| ControlError::NotStarted(e.to_string()))?;
-    DaemonInfo::read(&config)
-        .ok_or_else(|| ControlError::NotStarted("it wrote no daemon.json".into()))
-}
-
-/// The calls of process `pid` that ended interrupted since `since_ms` (none when the store
-/// cannot be read: the stop itself went well).
-fn interrupted_since(config: &Config, pid: u32, since_ms: i64) -> Vec<CallRow> {
-    let rows = StoreReader::open_at(&config.store).and_then(|store| {
-        store.list(&CallFilter {
-            failed_only: true,
-            limit: 1000,
-            ..Default::default()
-        })
-    });
-    rows.unwrap_or_default()
-        .into_iter()
-        .filter(|row| {
-            row.state == CallState::Interrupted
-                && row.owner_pid == i64::from(pid)
-                && row.finished_at_ms.is_some_and(|at| at >= since_ms)
-        })
-        .collect()
+        .map_err(|e| NotStarted(e.to_string()))?;
+    DaemonInfo::read(&config).ok_or_else(|| NotStarted("it wrote no daemon.json".into()))
 }
 
 /// Says what `stop` did.

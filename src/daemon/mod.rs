@@ -5,6 +5,7 @@
 //! close sessions, remove the socket.
 
 mod auth;
+pub mod control;
 mod http;
 pub mod local_socket;
 pub mod proof;

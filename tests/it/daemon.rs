@@ -126,13 +126,18 @@ struct RawStdio {
 
 impl RawStdio {
     fn start(env: &[(String, String)], args: &[&str]) -> Self {
+        Self::start_with_stderr(env, args, Stdio::null())
+    }
+
+    /// Like `start`, the shim's own log (its stderr) going to `stderr`.
+    fn start_with_stderr(env: &[(String, String)], args: &[&str], stderr: Stdio) -> Self {
         let mut child = Command::new(EXAI)
             .arg("stdio")
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap());
@@ -377,6 +382,86 @@ fn exai_daemon_stop_waits_the_grace_and_names_what_it_interrupted_and_restart_st
     let (ok, said) = daemon.cli(&["daemon", "stop"]);
     assert!(
         ok && said.contains("no exai daemon is running for this EXAI_HOME"),
+        "{said}"
+    );
+}
+
+/// Makes the running daemon of `home` look like one of another exai version (as an upgrade of
+/// the binary leaves it).
+fn claim_another_version(home: &std::path::Path) -> &'static str {
+    let mut info = daemon_info(home);
+    info["version"] = json!("0.0.1-old");
+    std::fs::write(home.join("daemon.json"), info.to_string()).unwrap();
+    "0.0.1-old"
+}
+
+fn chat_line(id: i64, prompt: &str, model: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": "chat", "arguments": {"prompt": prompt, "model": model}}})
+    .to_string()
+}
+
+#[test]
+fn a_shim_that_meets_an_idle_daemon_of_another_version_starts_its_own() {
+    let fake = Fake::start();
+    let mut daemon = Daemon::start(&fake, &[]);
+    let old_pid = daemon.pid();
+    claim_another_version(&daemon.home);
+    // The shim may start a daemon (autostart on), as an MCP client's would.
+    let mut raw = RawStdio::start(&daemon.env, &[]);
+    raw.initialize();
+    raw.send(&chat_line(1, "after the upgrade", "fake-fast"));
+    assert_eq!(
+        raw.response(1)["result"]["content"][0]["text"],
+        "echo: after the upgrade"
+    );
+    let info = daemon_info(&daemon.home);
+    assert_ne!(info["pid"], u64::from(old_pid));
+    assert_eq!(info["version"], exai::VERSION);
+    let exited = wait_until("the old daemon to exit", Duration::from_secs(10), || {
+        daemon.proc.as_mut()?.0.try_wait().ok()?
+    });
+    assert!(exited.success(), "{exited}");
+    drop(raw);
+    stop_started_daemon(&daemon.home);
+}
+
+#[test]
+fn a_shim_that_meets_a_busy_daemon_of_another_version_says_so_and_leaves_its_calls_alone() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let mut busy = RawStdio::start(&daemon.stdio_env(), &[]);
+    busy.initialize();
+    busy.send(&chat_line(1, "still thinking", "fake-hang"));
+    wait_until("a call in flight", Duration::from_secs(10), || {
+        (daemon.healthz()["calls_in_flight"].as_u64()? == 1).then_some(())
+    });
+    let old = claim_another_version(&daemon.home);
+    let log = daemon.home.join("shim-stderr.log");
+    let mut raw = RawStdio::start_with_stderr(
+        &daemon.env,
+        &[],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    raw.initialize();
+    raw.send(&chat_line(2, "served by the old one", "fake-fast"));
+    assert_eq!(
+        raw.response(2)["result"]["content"][0]["text"],
+        "echo: served by the old one"
+    );
+    assert_eq!(
+        daemon.healthz()["pid"],
+        daemon.pid(),
+        "the busy daemon kept running"
+    );
+    assert_eq!(daemon.healthz()["calls_in_flight"], 1);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains(&format!(
+            "the running exai daemon is version {old} and this exai is {} (1 call(s) in flight): \
+             run `exai daemon restart` when its calls are done",
+            exai::VERSION
+        )),
         "{said}"
     );
 }
