@@ -68,8 +68,6 @@ pub enum BackendError {
     Postgres(#[from] ::postgres::Error),
     #[error("schema migration failed: {0}")]
     Migration(#[from] refinery::Error),
-    #[error("the connection to the database is gone")]
-    Disconnected,
     /// A stored value that does not read back as its type.
     #[error("{0}")]
     Decode(String),
@@ -82,7 +80,6 @@ impl BackendError {
         match self {
             BackendError::Sqlite(error) => sqlite::is_locked(error),
             BackendError::Postgres(error) => postgres::is_disconnection(error),
-            BackendError::Disconnected => true,
             BackendError::Migration(_) | BackendError::Decode(_) => false,
         }
     }

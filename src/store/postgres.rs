@@ -33,18 +33,8 @@ pub(super) struct Postgres {
 impl Postgres {
     /// Connects and brings the schema up to date.
     pub(super) fn open(url: &str) -> Result<Self, BackendError> {
-        let mut config: postgres::Config = url.parse()?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("exai");
-        }
-        // A peer that vanished (a cable, a dead host) is noticed instead of waited on forever.
-        config.keepalives_idle(Duration::from_secs(10));
-        config.tcp_user_timeout(Duration::from_secs(15));
         let mut store = Self {
-            config,
+            config: connection_config(url)?,
             client: None,
             prepared: HashMap::new(),
         };
@@ -53,7 +43,7 @@ impl Postgres {
     }
 
     fn migrate(&mut self) -> Result<(), BackendError> {
-        let client = self.client()?;
+        let (client, _) = live_client(&mut self.client, &self.config)?;
         client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
         let applied = embedded::migrations::runner().run(client);
         let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
@@ -62,24 +52,15 @@ impl Postgres {
         Ok(())
     }
 
-    /// The live client, connecting when there is none (or the last one broke).
-    fn client(&mut self) -> Result<&mut Client, BackendError> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.prepared.clear();
-            self.client = Some(self.config.connect(NoTls)?);
-        }
-        self.client.as_mut().ok_or(BackendError::Disconnected)
-    }
-
     /// Runs `work` on the client; a failure of the connection itself drops it.
     fn with_client<T>(
         &mut self,
         work: impl FnOnce(&mut Client, &mut HashMap<String, Statement>) -> Result<T, postgres::Error>,
     ) -> Result<T, BackendError> {
-        self.client()?;
-        let Some(client) = self.client.as_mut() else {
-            return Err(BackendError::Disconnected);
-        };
+        let (client, fresh) = live_client(&mut self.client, &self.config)?;
+        if fresh {
+            self.prepared.clear();
+        }
         let done = work(client, &mut self.prepared);
         if let Err(error) = &done
             && is_disconnection(error)
@@ -88,6 +69,34 @@ impl Postgres {
         }
         Ok(done?)
     }
+}
+
+/// How exai connects to the database a URL names: a bounded connect, keep-alives, its name.
+pub(super) fn connection_config(url: &str) -> Result<postgres::Config, postgres::Error> {
+    let mut config: postgres::Config = url.parse()?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("exai");
+    }
+    // A peer that vanished (a cable, a dead host) is noticed instead of waited on forever.
+    config.keepalives_idle(Duration::from_secs(10));
+    config.tcp_user_timeout(Duration::from_secs(15));
+    Ok(config)
+}
+
+/// The client in `slot`, connected again when there is none or it broke; `true` with a new one
+/// (whatever the old connection held — prepared statements, locks — is gone).
+pub(super) fn live_client<'a>(
+    slot: &'a mut Option<Client>,
+    config: &postgres::Config,
+) -> Result<(&'a mut Client, bool), postgres::Error> {
+    let (client, fresh) = match slot.take() {
+        Some(client) if !client.is_closed() => (client, false),
+        _ => (config.connect(NoTls)?, true),
+    };
+    Ok((slot.insert(client), fresh))
 }
 
 impl Drop for Postgres {

@@ -65,10 +65,11 @@ impl Drop for SharedSlot {
 impl SharedSlots {
     /// Starts the holder on its own thread, with its own connection to the database at `url`.
     pub fn start(url: &str) -> Result<Self, StoreError> {
-        let config: postgres::Config = url.parse().map_err(|source| StoreError::Database {
-            store: super::postgres::describe(url),
-            source: super::BackendError::Postgres(source),
-        })?;
+        let config =
+            super::postgres::connection_config(url).map_err(|source| StoreError::Database {
+                store: super::postgres::describe(url),
+                source: super::BackendError::Postgres(source),
+            })?;
         let (asks, inbox) = mpsc::unbounded_channel();
         let described = super::postgres::describe(url);
         std::thread::Builder::new()
@@ -169,18 +170,13 @@ impl Holder {
     }
 
     fn client(&mut self) -> Result<&mut postgres::Client, postgres::Error> {
-        let client = match self.client.take() {
-            Some(client) if !client.is_closed() => client,
-            _ => {
-                if !self.held.is_empty() {
-                    tracing::warn!(store = %self.described, slots = self.held.len(),
-                        "the connection holding shared limit slots broke: its slots were given back; calls holding them go on");
-                    self.held.clear();
-                }
-                self.config.connect(postgres::NoTls)?
-            }
-        };
-        Ok(self.client.insert(client))
+        let (client, fresh) = super::postgres::live_client(&mut self.client, &self.config)?;
+        if fresh && !self.held.is_empty() {
+            tracing::warn!(store = %self.described, slots = self.held.len(),
+                "the connection holding shared limit slots broke: its slots were given back; calls holding them go on");
+            self.held.clear();
+        }
+        Ok(client)
     }
 
     fn take(&mut self, key: i32, limit: usize) -> Result<Option<i32>, postgres::Error> {
