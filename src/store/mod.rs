@@ -131,13 +131,16 @@ impl StoreLocation {
 
     /// Opens a connection, bringing the schema up to date.
     fn connect(&self) -> Result<Box<dyn StoreConnection>, StoreError> {
+        self.connect_with(Schema::BringUpToDate)
+    }
+
+    fn connect_with(&self, schema: Schema) -> Result<Box<dyn StoreConnection>, StoreError> {
         let opened: Result<Box<dyn StoreConnection>, BackendError> = match self {
             StoreLocation::Sqlite(path) => {
-                sqlite::Sqlite::open(path).map(|c| Box::new(c) as Box<dyn StoreConnection>)
+                sqlite::Sqlite::open(path, schema).map(|c| Box::new(c) as Box<dyn StoreConnection>)
             }
-            StoreLocation::Postgres(url) => {
-                postgres::Postgres::open(url).map(|c| Box::new(c) as Box<dyn StoreConnection>)
-            }
+            StoreLocation::Postgres(url) => postgres::Postgres::open(url, schema)
+                .map(|c| Box::new(c) as Box<dyn StoreConnection>),
         };
         opened.map_err(|source| self.error(source))
     }
@@ -148,6 +151,15 @@ impl StoreLocation {
             source,
         }
     }
+}
+
+/// Whether opening a connection applies the migrations.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Schema {
+    /// Apply any not yet applied (every open by a new process: the CLI, a store's writer).
+    BringUpToDate,
+    /// This process's store already did (its readers, opened as reads need them).
+    Current,
 }
 
 /// A value bound to a statement, in the few types the store uses.
@@ -400,7 +412,8 @@ impl Store {
             let idle = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let reader = match idle {
                 Some(reader) => reader,
-                None => StoreReader::open_at(&location)?,
+                // The writer's connection brought the schema up to date when the store opened.
+                None => StoreReader::open_with(&location, Schema::Current)?,
             };
             let answer = query(&reader);
             let mut idle = readers.lock().unwrap_or_else(|p| p.into_inner());
@@ -493,10 +506,14 @@ impl StoreReader {
         Self::open_at(&StoreLocation::Sqlite(path.to_path_buf()))
     }
 
-    /// Opens the store wherever it is.
+    /// Opens the store wherever it is, bringing its schema up to date.
     pub fn open_at(location: &StoreLocation) -> Result<Self, StoreError> {
+        Self::open_with(location, Schema::BringUpToDate)
+    }
+
+    fn open_with(location: &StoreLocation, schema: Schema) -> Result<Self, StoreError> {
         Ok(Self {
-            conn: Mutex::new(location.connect()?),
+            conn: Mutex::new(location.connect_with(schema)?),
             location: location.clone(),
         })
     }

@@ -11,7 +11,7 @@ use postgres::config::Host;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 
-use super::{BackendError, Columns, Param, StoreConnection};
+use super::{BackendError, Columns, Param, Schema, StoreConnection};
 
 mod embedded {
     refinery::embed_migrations!("src/store/migrations/postgres");
@@ -31,14 +31,20 @@ pub(super) struct Postgres {
 }
 
 impl Postgres {
-    /// Connects and brings the schema up to date.
-    pub(super) fn open(url: &str) -> Result<Self, BackendError> {
+    /// Connects, bringing the schema up to date when `schema` asks.
+    pub(super) fn open(url: &str, schema: Schema) -> Result<Self, BackendError> {
         let mut store = Self {
             config: connection_config(url)?,
             client: None,
             prepared: HashMap::new(),
         };
-        store.migrate()?;
+        match schema {
+            Schema::BringUpToDate => store.migrate()?,
+            // Connect now all the same: an unreachable database is the opener's error.
+            Schema::Current => {
+                live_client(&mut store.client, &store.config)?;
+            }
+        }
         Ok(store)
     }
 

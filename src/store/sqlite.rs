@@ -6,7 +6,7 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, Value};
 use rusqlite::{Connection, ErrorCode, ToSql};
 
-use super::{BackendError, Columns, Param, StoreConnection, StoreError};
+use super::{BackendError, Columns, Param, Schema, StoreConnection, StoreError};
 
 mod embedded {
     refinery::embed_migrations!("src/store/migrations/sqlite");
@@ -32,13 +32,15 @@ pub(super) struct Sqlite {
 
 impl Sqlite {
     /// Opens (creating if needed) the file and brings its schema up to date.
-    pub(super) fn open(path: &Path) -> Result<Self, BackendError> {
+    pub(super) fn open(path: &Path, schema: Schema) -> Result<Self, BackendError> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        adopt_unversioned(&conn)?;
-        embedded::migrations::runner().run(&mut conn)?;
+        if schema == Schema::BringUpToDate {
+            adopt_unversioned(&conn)?;
+            embedded::migrations::runner().run(&mut conn)?;
+        }
         Ok(Self { conn })
     }
 
@@ -48,7 +50,7 @@ impl Sqlite {
         path: &Path,
         alive: std::sync::Weak<()>,
     ) -> Result<Self, BackendError> {
-        let store = Self::open(path)?;
+        let store = Self::open(path, Schema::BringUpToDate)?;
         store.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         spawn_checkpointer(path.to_path_buf(), alive);
         Ok(store)
@@ -269,7 +271,7 @@ mod tests {
         use crate::store::writer::tests::write_all;
         use crate::store::writer::{WriteFailure, WriteOp};
         let path = tempdir().join("s.db");
-        let mut store = Sqlite::open(&path).unwrap();
+        let mut store = Sqlite::open(&path, Schema::BringUpToDate).unwrap();
         store
             .execute_raw(&format!(
                 "INSERT INTO calls (id, session_id, transport, tool, arguments, state, \
