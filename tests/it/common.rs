@@ -606,6 +606,27 @@ pub fn replicas(fake: &Fake, env: &[(&str, &str)]) -> Option<(Daemon, Daemon)> {
     Some((start(), start()))
 }
 
+/// Two replicas (see [`replicas`]) and an MCP client of each over its shim.
+pub struct ReplicaPair {
+    pub a: Daemon,
+    pub b: Daemon,
+    pub client_a: Client,
+    pub client_b: Client,
+}
+
+/// [`replicas`] with a client of each; `None` unless the run is on PostgreSQL.
+pub async fn replica_pair(fake: &Fake, env: &[(&str, &str)]) -> Option<ReplicaPair> {
+    let (a, b) = replicas(fake, env)?;
+    let (client_a, _) = stdio_client(&a.stdio_env(), &[]).await;
+    let (client_b, _) = stdio_client(&b.stdio_env(), &[]).await;
+    Some(ReplicaPair {
+        a,
+        b,
+        client_a,
+        client_b,
+    })
+}
+
 /// What the test client saw.
 #[derive(Clone, Default)]
 pub struct Seen {

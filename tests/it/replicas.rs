@@ -43,11 +43,15 @@ fn replica_of(daemon: &Daemon) -> ReplicaRow {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_on_one_replica_is_listed_and_fetched_through_the_other() {
     let fake = Fake::start();
-    let Some((a, b)) = replicas(&fake, &[]) else {
+    let Some(ReplicaPair {
+        a,
+        b,
+        client_a,
+        client_b,
+    }) = replica_pair(&fake, &[]).await
+    else {
         return;
     };
-    let (client_a, _) = stdio_client(&a.stdio_env(), &[]).await;
-    let (client_b, _) = stdio_client(&b.stdio_env(), &[]).await;
     let peer = client_a.peer().clone();
     let on_a = tokio::spawn(async move {
         peer.call_tool(chat("slow question", "fake-delay-3000"))
@@ -102,11 +106,16 @@ async fn a_call_on_one_replica_is_listed_and_fetched_through_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_on_one_replica_is_cancelled_through_the_other() {
     let fake = Fake::start();
-    let Some((a, b)) = replicas(&fake, &[]) else {
+    // Unused replicas are bound all the same: a daemon stops when dropped.
+    let Some(ReplicaPair {
+        a,
+        b: _b,
+        client_a,
+        client_b,
+    }) = replica_pair(&fake, &[]).await
+    else {
         return;
     };
-    let (client_a, _) = stdio_client(&a.stdio_env(), &[]).await;
-    let (client_b, _) = stdio_client(&b.stdio_env(), &[]).await;
     let peer = client_a.peer().clone();
     let on_a = tokio::spawn(async move { peer.call_tool(chat("never mind", "fake-hang")).await });
     let row = running_chat(&a).await;
@@ -142,11 +151,16 @@ async fn a_call_on_one_replica_is_cancelled_through_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflows_steps_alternate_replicas() {
     let fake = Fake::start();
-    let Some((a, b)) = replicas(&fake, &[]) else {
+    // Unused replicas are bound all the same: a daemon stops when dropped.
+    let Some(ReplicaPair {
+        a: _a,
+        b: _b,
+        client_a,
+        client_b,
+    }) = replica_pair(&fake, &[]).await
+    else {
         return;
     };
-    let (client_a, _) = stdio_client(&a.stdio_env(), &[]).await;
-    let (client_b, _) = stdio_client(&b.stdio_env(), &[]).await;
     let step = |number: u64, continuation: Option<&str>| {
         let mut args = json!({
             "step": format!("Step {number} of the investigation"),
@@ -184,11 +198,15 @@ async fn a_workflows_steps_alternate_replicas() {
 async fn a_replica_killed_mid_call_has_its_call_interrupted_by_another_within_the_lease() {
     const LEASE: Duration = Duration::from_secs(2);
     let fake = Fake::start();
-    let Some((mut a, b)) = replicas(&fake, &[("EXAI_REPLICA_LEASE_S", "2")]) else {
+    let Some(ReplicaPair {
+        mut a,
+        b,
+        client_a,
+        client_b,
+    }) = replica_pair(&fake, &[("EXAI_REPLICA_LEASE_S", "2")]).await
+    else {
         return;
     };
-    let (client_a, _) = stdio_client(&a.stdio_env(), &[]).await;
-    let (client_b, _) = stdio_client(&b.stdio_env(), &[]).await;
     let peer = client_a.peer().clone();
     let doomed = tokio::spawn(async move { peer.call_tool(chat("doomed", "fake-hang")).await });
     let row = running_chat(&a).await;

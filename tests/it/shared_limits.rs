@@ -5,56 +5,23 @@ use std::time::Duration;
 
 use crate::common::*;
 
-/// Two daemons on one shared database with `custom=2` across them, and a client of each.
-struct TwoReplicas {
-    a: Daemon,
-    b: Daemon,
-    client_a: Client,
-    client_b: Client,
-}
-
-async fn two_replicas(fake: &Fake) -> TwoReplicas {
-    let url = store_env(&temp_home()).remove(0).1;
-    let env = [
-        ("EXAI_DATABASE_URL", url.as_str()),
-        ("EXAI_SHARED_CONCURRENCY", "custom=2"),
-    ];
-    let (a, b) = (Daemon::start(fake, &env), Daemon::start(fake, &env));
-    let (client_a, _) = stdio_client(&a.stdio_env(), &[]).await;
-    let (client_b, _) = stdio_client(&b.stdio_env(), &[]).await;
-    TwoReplicas {
-        a,
-        b,
-        client_a,
-        client_b,
-    }
-}
-
-fn skipped() -> bool {
-    let skip = !on_postgres();
-    if skip {
-        eprintln!("skipped: shared limits need the PostgreSQL store (set EXAI_TEST_DATABASE_URL)");
-    }
-    skip
-}
-
 fn in_flight(fake: &Fake) -> u64 {
     fake.stats()["in_flight"].as_u64().unwrap()
 }
 
 #[tokio::test]
 async fn replicas_on_one_store_never_exceed_the_shared_limit_together() {
-    if skipped() {
-        return;
-    }
     let fake = Fake::start();
     // B stays up (its daemon is stopped when dropped) while its client's calls run.
-    let TwoReplicas {
+    let Some(ReplicaPair {
         a,
         b: _b,
         client_a,
         client_b,
-    } = two_replicas(&fake).await;
+    }) = replica_pair(&fake, &[("EXAI_SHARED_CONCURRENCY", "custom=2")]).await
+    else {
+        return;
+    };
     let calls = (0..6).map(|i| {
         let peer = if i % 2 == 0 {
             client_a.peer().clone()
@@ -95,16 +62,16 @@ async fn replicas_on_one_store_never_exceed_the_shared_limit_together() {
 
 #[tokio::test]
 async fn a_replica_killed_while_holding_shared_slots_gives_them_back() {
-    if skipped() {
-        return;
-    }
     let fake = Fake::start();
-    let TwoReplicas {
+    let Some(ReplicaPair {
         a,
         b,
         client_a,
         client_b,
-    } = two_replicas(&fake).await;
+    }) = replica_pair(&fake, &[("EXAI_SHARED_CONCURRENCY", "custom=2")]).await
+    else {
+        return;
+    };
     // A takes both slots with calls that would hold them for a minute.
     for i in 0..2 {
         let peer = client_a.peer().clone();
