@@ -10,7 +10,7 @@ use crate::health::Health;
 use crate::providers::{Catalog, Providers};
 use crate::replica::Replica;
 use crate::store::shared_slots::SharedSlots;
-use crate::store::{Store, StoreError, StoreLocation, StoreReader};
+use crate::store::{Store, StoreError, StoreLocation};
 use crate::tools::ToolRegistry;
 
 /// Everything a session needs, shared by all sessions of the process.
@@ -43,7 +43,7 @@ impl App {
         let store = Store::open(&config.store)?;
         #[cfg(test)]
         let store = store.without_answer_limit();
-        let reader = StoreReader::open_at(&config.store)?;
+        let reader = store.reader()?;
         let interrupted = reader.interrupt_orphans("exai stopped while the call was running")?;
         if interrupted > 0 {
             tracing::warn!(

@@ -344,6 +344,12 @@ impl Store {
         &self.location
     }
 
+    /// A reader of this store, for start-up and maintenance (blocking: never on an async task);
+    /// the schema is current, the writer brought it up to date when the store opened.
+    pub fn reader(&self) -> Result<StoreReader, StoreError> {
+        StoreReader::open_with(&self.location, Schema::Current)
+    }
+
     /// What went wrong with the store lately, if anything.
     pub fn health(&self) -> StoreHealth {
         self.health
