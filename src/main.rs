@@ -92,26 +92,7 @@ enum Command {
     },
     /// Write exai into an MCP client's configuration (claude, codex, cursor, gemini, auggie),
     /// see which clients are installed and set up (--list), or take exai out again (--remove).
-    Setup {
-        /// claude, codex, cursor, gemini or auggie.
-        client: Option<String>,
-        /// Each client: installed or not, its config file, set up for exai, its tool timeout.
-        #[arg(long, conflicts_with_all = ["client", "remove", "dry_run"])]
-        list: bool,
-        /// Take exai out of CLIENT's configuration (the rest of the file stays as it was).
-        #[arg(long)]
-        remove: bool,
-        /// The configuration of the project in DIR (default: the current directory) instead of
-        /// the user's.
-        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".")]
-        project: Option<std::path::PathBuf>,
-        /// Show the change (a diff of the file, or the client's command) and change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// With --list: print JSON (for scripts).
-        #[arg(long, requires = "list")]
-        json: bool,
-    },
+    Setup(exai::cli::setup::Request),
     /// Is the daemon up, what is running, what failed lately.
     Status {
         /// Print JSON (for scripts) instead of text.
@@ -335,23 +316,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await??;
         }
-        Command::Setup {
-            client,
-            list,
-            remove,
-            project,
-            dry_run,
-            json,
-        } => {
+        Command::Setup(request) => {
             let config = Config::from_env()?;
-            let request = exai::cli::setup::Request {
-                client,
-                list,
-                remove,
-                project,
-                dry_run,
-                json,
-            };
             // A client's own CLI may run: on a blocking thread.
             exai::spawn::blocking(move || {
                 exai::cli::setup::run(&config, &request, &mut std::io::stdout().lock())

@@ -24,15 +24,26 @@ pub enum SetupError {
     Output(#[from] std::io::Error),
 }
 
-/// What `exai setup` was asked.
-#[derive(Debug, Clone)]
+/// What `exai setup` was asked (its command-line arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Request {
+    /// claude, codex, cursor, gemini or auggie.
     pub client: Option<String>,
+    /// Each client: installed or not, its config file, set up for exai, its tool timeout.
+    #[arg(long, conflicts_with_all = ["client", "remove", "dry_run"])]
     pub list: bool,
+    /// Take exai out of CLIENT's configuration (the rest of the file stays as it was).
+    #[arg(long)]
     pub remove: bool,
-    /// `--project [DIR]`: the project's configuration instead of the user's.
+    /// The configuration of the project in DIR (default: the current directory) instead of
+    /// the user's.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".")]
     pub project: Option<PathBuf>,
+    /// Show the change (a diff of the file, or the client's command) and change nothing.
+    #[arg(long)]
     pub dry_run: bool,
+    /// With --list: print JSON (for scripts).
+    #[arg(long, requires = "list")]
     pub json: bool,
 }
 
@@ -237,7 +248,7 @@ pub fn status(
         "command": entry.as_ref().ok().and_then(Option::as_ref).map(|e| e.command.clone()),
         "this_exai": this_exai,
         "timeout_s": timeout,
-        "timeout_needed_s": client.has_entry_timeout().then(|| wanted.timeout.as_secs()),
+        "timeout_needed_s": client.has_entry_timeout().then_some(wanted.timeout.as_secs()),
         "timeout_elsewhere": client.timeout_elsewhere(places),
         "timeout_advice": client.timeout_advice(places, wanted.timeout),
         "problem": problem.or_else(|| file.err().map(|e| e.to_string())),

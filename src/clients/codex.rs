@@ -107,15 +107,13 @@ impl Client for Codex {
         }
         let root = document.as_table_mut();
         let mut emptied_implicit = false;
-        if let Some(servers) = root.get_mut(SERVERS) {
-            if let Some(servers) = servers.as_table_like_mut() {
-                servers.remove(SERVER_NAME);
-                emptied_implicit = servers.is_empty()
-                    && root
-                        .get(SERVERS)
-                        .and_then(Item::as_table)
-                        .is_some_and(Table::is_implicit);
-            }
+        if let Some(servers) = root.get_mut(SERVERS).and_then(Item::as_table_like_mut) {
+            servers.remove(SERVER_NAME);
+            emptied_implicit = servers.is_empty()
+                && root
+                    .get(SERVERS)
+                    .and_then(Item::as_table)
+                    .is_some_and(Table::is_implicit);
         }
         if emptied_implicit {
             root.remove(SERVERS);
@@ -239,6 +237,7 @@ pub fn exai_tool_timeout(text: &str, this_exe: Option<&Path>) -> Result<Option<D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clients::test_support::{applied, wanted};
 
     const ORIGINAL: &str = "# my Codex settings\nmodel = \"o3\" # the best one\n\n[mcp_servers.other]\ncommand = \"npx\" # a comment\nargs = [ \"-y\",  \"thing\" ]\n\n[profiles.fast]\nmodel = \"o4-mini\"\n";
 
@@ -251,24 +250,6 @@ mod tests {
         }
     }
 
-    fn wanted(secs: u64) -> Wanted {
-        Wanted {
-            command: "/opt/exai/bin/exai".into(),
-            args: vec!["stdio".into()],
-            timeout: Duration::from_secs(secs),
-        }
-    }
-
-    fn apply(plan: Plan) -> FileEdit {
-        match plan {
-            Plan::Edit(edit) => {
-                edit.apply().expect("apply");
-                edit
-            }
-            other => panic!("expected an edit, got {other:?}"),
-        }
-    }
-
     #[test]
     fn setup_keeps_every_byte_of_the_rest_and_removal_gives_them_back() {
         let dir = std::env::temp_dir().join(format!("exai-codex-{}", uuid::Uuid::now_v7()));
@@ -276,7 +257,7 @@ mod tests {
         let path = places.codex_home.join("config.toml");
         std::fs::create_dir_all(&places.codex_home).expect("dir");
         std::fs::write(&path, ORIGINAL).expect("write");
-        apply(
+        applied(
             Codex
                 .plan_setup(&places, &Scope::User, &wanted(630))
                 .expect("plan"),
@@ -302,7 +283,7 @@ mod tests {
             Plan::Nothing
         ));
         // A longer deadline raises the timeout in place, the entry's comments kept.
-        apply(
+        applied(
             Codex
                 .plan_setup(&places, &Scope::User, &wanted(900))
                 .expect("plan"),
@@ -314,7 +295,7 @@ mod tests {
                 .and_then(|e| e.timeout),
             Some(Duration::from_secs(900))
         );
-        apply(Codex.plan_removal(&places, &Scope::User).expect("plan"));
+        applied(Codex.plan_removal(&places, &Scope::User).expect("plan"));
         assert_eq!(std::fs::read_to_string(&path).expect("read"), ORIGINAL);
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -323,7 +304,7 @@ mod tests {
     fn a_new_file_holds_only_the_entry_and_goes_with_it() {
         let dir = std::env::temp_dir().join(format!("exai-codex-{}", uuid::Uuid::now_v7()));
         let places = places(&dir);
-        let edit = apply(
+        let edit = applied(
             Codex
                 .plan_setup(&places, &Scope::User, &wanted(630))
                 .expect("plan"),
@@ -334,7 +315,7 @@ mod tests {
                 "[mcp_servers.exai]\ncommand = \"/opt/exai/bin/exai\"\nargs = [\"stdio\"]\ntool_timeout_sec = 630\nstartup_timeout_sec = 30\n"
             )
         );
-        apply(Codex.plan_removal(&places, &Scope::User).expect("plan"));
+        applied(Codex.plan_removal(&places, &Scope::User).expect("plan"));
         assert!(!places.codex_home.join("config.toml").exists());
         let _ = std::fs::remove_dir_all(dir);
     }

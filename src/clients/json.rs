@@ -217,10 +217,10 @@ fn entry_of(entry: &Value, shape: Shape) -> Entry {
 /// entry already there are kept, and so is a longer timeout.
 pub(crate) fn plan_setup(path: &Path, shape: Shape, wanted: &Wanted) -> Result<Plan, ClientError> {
     let document = Document::read(path)?;
-    if let Some(entry) = document.servers().and_then(|s| s.get(SERVER_NAME)) {
-        if wanted.is_met_by(&entry_of(entry, shape), shape.timeout_ms) {
-            return Ok(Plan::Nothing);
-        }
+    if let Some(entry) = document.servers().and_then(|s| s.get(SERVER_NAME))
+        && wanted.is_met_by(&entry_of(entry, shape), shape.timeout_ms)
+    {
+        return Ok(Plan::Nothing);
     }
     let mut root = document.root.clone();
     let servers = root
@@ -277,14 +277,7 @@ pub(crate) fn plan_removal(path: &Path) -> Result<Plan, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn wanted() -> Wanted {
-        Wanted {
-            command: "/opt/exai/bin/exai".into(),
-            args: vec!["stdio".into()],
-            timeout: Duration::from_secs(630),
-        }
-    }
+    use crate::clients::test_support::{applied, wanted};
 
     fn temp_file(text: Option<&str>) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("exai-json-{}", uuid::Uuid::now_v7()));
@@ -296,16 +289,6 @@ mod tests {
         path
     }
 
-    fn applied(plan: Plan) -> FileEdit {
-        match plan {
-            Plan::Edit(edit) => {
-                edit.apply().expect("apply");
-                edit
-            }
-            other => panic!("expected an edit, got {other:?}"),
-        }
-    }
-
     #[test]
     fn setup_then_removal_gives_back_the_same_bytes() {
         let original = "{\n    \"theme\": \"dark\",\n    \"mcpServers\": {\n        \"other\": {\n            \"command\": \"npx\",\n            \"args\": [\n                \"x\"\n            ]\n        }\n    },\n    \"zeta\": 1\n}\n";
@@ -314,7 +297,7 @@ mod tests {
             timeout_ms: true,
             ..Shape::default()
         };
-        let edit = applied(plan_setup(&path, shape, &wanted()).expect("plan"));
+        let edit = applied(plan_setup(&path, shape, &wanted(630)).expect("plan"));
         assert!(edit.note.is_none());
         let written = std::fs::read_to_string(&path).expect("read");
         assert!(
@@ -334,7 +317,7 @@ mod tests {
             })
         );
         assert!(matches!(
-            plan_setup(&path, shape, &wanted()).expect("plan"),
+            plan_setup(&path, shape, &wanted(630)).expect("plan"),
             Plan::Nothing
         ));
         applied(plan_removal(&path).expect("plan"));
@@ -346,7 +329,7 @@ mod tests {
     fn a_file_exai_created_goes_again_with_the_entry() {
         let path = temp_file(None);
         let shape = Shape::default();
-        applied(plan_setup(&path, shape, &wanted()).expect("plan"));
+        applied(plan_setup(&path, shape, &wanted(630)).expect("plan"));
         let value: Value =
             serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
         assert_eq!(
@@ -360,7 +343,7 @@ mod tests {
     #[test]
     fn a_broken_file_is_refused_with_its_line() {
         let path = temp_file(Some("{\n  \"a\": 1,\n  oops\n}\n"));
-        let error = plan_setup(&path, Shape::default(), &wanted()).expect_err("refused");
+        let error = plan_setup(&path, Shape::default(), &wanted(630)).expect_err("refused");
         let message = error.to_string();
         assert!(message.contains("line 3"), "{message}");
         assert!(message.contains(&path.display().to_string()), "{message}");
@@ -369,7 +352,7 @@ mod tests {
     #[test]
     fn tabs_stay_tabs() {
         let path = temp_file(Some("{\n\t\"a\": 1\n}"));
-        let edit = applied(plan_setup(&path, Shape::default(), &wanted()).expect("plan"));
+        let edit = applied(plan_setup(&path, Shape::default(), &wanted(630)).expect("plan"));
         let after = edit.after.expect("after");
         assert!(
             after.contains("\n\t\"mcpServers\": {\n\t\t\"exai\""),

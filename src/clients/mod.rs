@@ -302,6 +302,32 @@ pub fn ids() -> String {
     all().iter().map(|c| c.id()).collect::<Vec<_>>().join(", ")
 }
 
+/// What the clients' unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// This exai at `/opt/exai/bin/exai` needing `secs` of patience.
+    pub fn wanted(secs: u64) -> Wanted {
+        Wanted {
+            command: "/opt/exai/bin/exai".into(),
+            args: vec!["stdio".into()],
+            timeout: Duration::from_secs(secs),
+        }
+    }
+
+    /// `plan`, which must be a file edit, made.
+    pub fn applied(plan: Plan) -> FileEdit {
+        match plan {
+            Plan::Edit(edit) => {
+                edit.apply().expect("apply");
+                edit
+            }
+            other => panic!("expected an edit, got {other:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

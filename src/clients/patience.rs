@@ -49,10 +49,10 @@ impl ClientPatience {
             return set;
         }
         let name = client.unwrap_or("").to_ascii_lowercase();
-        if name.starts_with("codex") {
-            if let Some(own) = self.codex_timeout().await {
-                return own;
-            }
+        if name.starts_with("codex")
+            && let Some(own) = self.codex_timeout().await
+        {
+            return own;
         }
         config.patience_for(client)
     }
@@ -63,10 +63,11 @@ impl ClientPatience {
             .await
             .ok()
             .map(|m| (m.modified().ok(), m.len()));
-        if let Some((cached, timeout)) = *self.codex.lock().unwrap_or_else(|p| p.into_inner()) {
-            if cached == stamp {
-                return timeout;
-            }
+        let cached = *self.codex.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cached, timeout)) = cached
+            && cached == stamp
+        {
+            return timeout;
         }
         let timeout = match stamp {
             Some(_) => self.read_codex(path).await,
