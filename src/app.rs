@@ -24,6 +24,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// This process among the replicas sharing the store.
     pub replica: Arc<Replica>,
+    /// What the clients' own configuration says they wait (Codex's `tool_timeout_sec`).
+    pub client_patience: crate::clients::ClientPatience,
 }
 
 impl App {
@@ -96,6 +98,7 @@ impl App {
             health: Arc::new(health),
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
+            client_patience: crate::clients::ClientPatience::from_env(),
         }))
     }
 

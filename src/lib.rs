@@ -7,6 +7,7 @@ pub mod app;
 mod arbitrary;
 pub mod calls;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod daemon;
 pub mod files;

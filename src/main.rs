@@ -1,4 +1,4 @@
-//! The `exai` command line: daemon, stdio, calls, config, keys, users, status.
+//! The `exai` command line: daemon, stdio, calls, config, keys, users, setup, status.
 // The top of the program: the one place that prints an error to stderr and exits.
 #![allow(clippy::print_stderr)]
 
@@ -90,6 +90,9 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Write exai into an MCP client's configuration (claude, codex, cursor, gemini, auggie),
+    /// see which clients are installed and set up (--list), or take exai out again (--remove).
+    Setup(exai::cli::setup::Request),
     /// Is the daemon up, what is running, what failed lately.
     Status {
         /// Print JSON (for scripts) instead of text.
@@ -310,6 +313,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         exai::cli::users::revoke(&config, &name, &mut out)
                     }
                 }
+            })
+            .await??;
+        }
+        Command::Setup(request) => {
+            let config = Config::from_env()?;
+            // A client's own CLI may run: on a blocking thread.
+            exai::spawn::blocking(move || {
+                exai::cli::setup::run(&config, &request, &mut std::io::stdout().lock())
             })
             .await??;
         }

@@ -407,8 +407,9 @@ impl ExaiService {
         self.session.track(request_id.clone(), call.id.clone());
         let patience = self
             .app
-            .config
-            .patience_for(call.origin.client_name.as_deref());
+            .client_patience
+            .for_client(&self.app.config, call.origin.client_name.as_deref())
+            .await;
         let tool_answer_by = answer_deadline(call.received_at, patience, call.deadline);
         let span = tracing::info_span!("call", call_id = %call.id, tool = %call.tool, session = %self.session.id);
         let tool_context = ToolContext {

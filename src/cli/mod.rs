@@ -3,6 +3,7 @@
 
 pub mod daemon_control;
 pub mod keys;
+pub mod setup;
 pub mod users;
 
 use std::io::Write;

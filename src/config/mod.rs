@@ -543,6 +543,22 @@ impl Config {
             .unwrap_or(self.default_patience)
     }
 
+    /// The patience a rule the user set (`EXAI_CLIENT_PATIENCE`, the file's `client_patience`)
+    /// gives `client`, if one names it: such a rule wins over what the client's own
+    /// configuration says (`clients::ClientPatience`).
+    pub fn configured_patience_for(&self, client: Option<&str>) -> Option<Duration> {
+        let name = client.unwrap_or("").to_ascii_lowercase();
+        // The user's rules come first; the known ones are appended after them.
+        let users = self
+            .client_patience
+            .len()
+            .saturating_sub(KNOWN_PATIENCE.len());
+        self.client_patience[..users]
+            .iter()
+            .find(|(prefix, _)| name.starts_with(prefix.as_str()))
+            .map(|(_, d)| *d)
+    }
+
     /// The output limit (tokens) the user set for `tool`, if any.
     pub fn max_output_for(&self, tool: &str) -> Option<u64> {
         self.tool_max_output.get(tool).copied()
@@ -1084,6 +1100,7 @@ mod tests {
             Duration::from_secs(86400)
         );
         assert_eq!(c.patience_for(None), Duration::from_secs(60));
+        assert_eq!(c.configured_patience_for(Some("codex-mcp-client")), None);
         let c = config(&[
             ("EXAI_HOME", "/x"),
             ("EXAI_CLIENT_PATIENCE", "Codex=300, *=20"),
@@ -1094,6 +1111,12 @@ mod tests {
             Duration::from_secs(300)
         );
         assert_eq!(c.patience_for(Some("whatever")), Duration::from_secs(20));
+        assert_eq!(
+            c.configured_patience_for(Some("codex-mcp-client")),
+            Some(Duration::from_secs(300))
+        );
+        // `*` is the fallback, not a rule naming a client.
+        assert_eq!(c.configured_patience_for(Some("whatever")), None);
         assert!(config(&[("EXAI_HOME", "/x"), ("EXAI_CLIENT_PATIENCE", "codex")]).is_err());
     }
 

@@ -27,6 +27,7 @@ mod provider_fidelity;
 mod provider_requests;
 mod providers;
 mod replicas;
+mod setup;
 mod shared_limits;
 mod store_outage;
 mod team;
