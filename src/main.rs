@@ -1,4 +1,4 @@
-//! The `exai` command line: daemon, stdio, calls, config, keys, users, status.
+//! The `exai` command line: daemon, stdio, calls, config, keys, users, status, doctor.
 // The top of the program: the one place that prints an error to stderr and exits.
 #![allow(clippy::print_stderr)]
 
@@ -95,6 +95,16 @@ enum Command {
         /// Print JSON (for scripts) instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Check everything exai needs (versions, daemon, files, store, each provider answering,
+    /// the default model, disk) and say how to fix what does not work; fails if anything used fails.
+    Doctor {
+        /// Print JSON (for scripts): every check and a summary.
+        #[arg(long)]
+        json: bool,
+        /// Seconds each provider gets to answer its model list.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
     },
 }
 
@@ -316,6 +326,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { json } => {
             let config = Config::from_env()?;
             exai::cli::status(&config, json, &mut std::io::stdout().lock()).await?;
+        }
+        Command::Doctor { json, timeout } => {
+            let timeout = std::time::Duration::try_from_secs_f64(timeout)
+                .ok()
+                .filter(|t| !t.is_zero())
+                .ok_or_else(|| anyhow::anyhow!("--timeout {timeout}: expected seconds above 0"))?;
+            let scene = exai::cli::doctor::Scene::from_env(timeout);
+            let checks = exai::cli::doctor::examine(&scene).await;
+            exai::cli::doctor::report(&checks, json, &mut std::io::stdout().lock())?;
+            if !exai::cli::doctor::healthy(&checks) {
+                anyhow::bail!("doctor: something exai uses does not work (see FAIL and its fix)");
+            }
         }
     }
     Ok(())

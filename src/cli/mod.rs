@@ -1,7 +1,8 @@
 //! `exai calls` and `exai status`: what happened, read straight from the store (daemon up or not);
-//! `keys` and `users` in their own modules.
+//! `doctor`, `keys` and `users` in their own modules.
 
 pub mod daemon_control;
+pub mod doctor;
 pub mod keys;
 pub mod users;
 
