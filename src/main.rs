@@ -2,7 +2,7 @@
 // The top of the program: the one place that prints an error to stderr and exits.
 #![allow(clippy::print_stderr)]
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -174,7 +174,18 @@ fn without_repeats(error: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `exai` alone, typed at a terminal, is a first run: say what exai is and what is next.
+        // Anywhere else (a script, a misconfigured client) it stays clap's usage error.
+        Err(_) if std::env::args_os().len() == 1 && std::io::stdin().is_terminal() => {
+            return match exai::cli::welcome(&mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            };
+        }
+        Err(error) => error.exit(),
+    };
     // The relay is one small event loop: a single thread spares it cross-thread wake-ups.
     let relay = matches!(cli.command, Command::Stdio { no_daemon: false });
     let mut builder = if relay {

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::config::{BUILT_IN_PROVIDERS, Config, EndpointConfig, settings};
+use crate::config::{BUILT_IN_PROVIDERS, Config, EndpointConfig, TOKEN_FILE, settings};
 use crate::daemon::DaemonInfo;
 use crate::daemon::control::{self, RESTART_ADVICE};
 use crate::providers::openai_compat::ListModelsError;
@@ -89,6 +89,8 @@ pub struct Scene {
     pub config: Result<Config, String>,
     /// Where the keys file is (or would be).
     pub keys_file: Option<PathBuf>,
+    /// EXAI_HOME, known from the environment even when the configuration cannot be read.
+    pub home: Option<PathBuf>,
     /// How long a provider gets to answer.
     pub timeout: Duration,
 }
@@ -96,11 +98,17 @@ pub struct Scene {
 impl Scene {
     /// The process's environment and config file; `timeout` bounds each provider's answer.
     pub fn from_env(timeout: Duration) -> Self {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let config = Config::from_env().map_err(|e| e.to_string());
+        // EXAI_HOME is never set in the config file: the environment alone gives it.
+        let home = match &config {
+            Ok(config) => Some(config.home.clone()),
+            Err(_) => Config::from_lookup(env).ok().map(|c| c.home),
+        };
         Self {
-            config: Config::from_env().map_err(|e| e.to_string()),
-            keys_file: crate::config::keys::location(|name| {
-                std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-            }),
+            config,
+            keys_file: crate::config::keys::location(env),
+            home,
             timeout,
         }
     }
@@ -275,14 +283,16 @@ async fn private_files(scene: &Scene) -> Vec<Check> {
     if let Some(keys) = &scene.keys_file {
         found.extend(private_file("keys file", keys, 0o077, "600"));
     }
-    let Ok(config) = &scene.config else {
-        return found;
-    };
-    found.extend(private_file("EXAI_HOME", &config.home, 0o077, "700"));
-    found.extend(private_file("token", &config.token_path(), 0o077, "600"));
+    if let Some(home) = &scene.home {
+        found.extend(private_file("EXAI_HOME", home, 0o077, "700"));
+        found.extend(private_file("token", &home.join(TOKEN_FILE), 0o077, "600"));
+    }
     // Others may read the config file (it holds no key), but one they can write could send the
     // keys to a URL of theirs.
-    if let Some(file) = &config.file {
+    if let Ok(Config {
+        file: Some(file), ..
+    }) = &scene.config
+    {
         found.extend(private_file("config file", file, 0o022, "644"));
     }
     found

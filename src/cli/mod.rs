@@ -499,6 +499,24 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
     Ok(())
 }
 
+/// What `exai` alone says at a terminal: what it is, and the commands that set it up.
+pub fn welcome(out: &mut impl Write) -> std::io::Result<()> {
+    write!(
+        out,
+        "exai {} — an MCP server that gives coding agents (Claude Code, Codex, Cursor, Gemini CLI, \
+         Auggie) a team of other models: GLM, Kimi, OpenAI, OpenRouter or a local server.
+
+Next:
+  exai keys set glm     store a provider's key (or kimi, openai, openrouter, custom)
+  exai setup claude     add exai to a client (or codex, cursor, gemini, auggie)
+  exai doctor           check that everything works, and how to fix what does not
+
+`exai --help` lists every command.
+",
+        crate::VERSION
+    )
+}
+
 /// Writes `value` as pretty JSON on a line of its own (`--json` output).
 pub(crate) fn write_json(out: &mut impl Write, value: &serde_json::Value) -> std::io::Result<()> {
     writeln!(
