@@ -813,6 +813,10 @@ fn ws_request(
         LinkError::Refused("the token holds characters a header cannot carry".into())
     })?;
     request.headers_mut().insert(header::AUTHORIZATION, value);
+    request.headers_mut().insert(
+        crate::daemon::SHIM_VERSION_HEADER,
+        header::HeaderValue::from_static(crate::VERSION),
+    );
     Ok(request)
 }
 

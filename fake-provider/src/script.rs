@@ -404,7 +404,10 @@ mod tests {
             KeyScript::parse(Some("Bearer fake-key-401")),
             KeyScript::Unauthorized
         );
-        assert_eq!(KeyScript::parse(Some("Bearer fake-key-hang")), KeyScript::Hang);
+        assert_eq!(
+            KeyScript::parse(Some("Bearer fake-key-hang")),
+            KeyScript::Hang
+        );
         for other in [
             None,
             Some("Bearer sk-real"),

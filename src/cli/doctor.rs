@@ -144,7 +144,11 @@ pub fn healthy(checks: &[Check]) -> bool {
 /// Writes the report, as text or as JSON (`checks` and a `summary`).
 pub fn report(checks: &[Check], as_json: bool, out: &mut impl Write) -> std::io::Result<()> {
     let count = |verdict| checks.iter().filter(|c| c.verdict == verdict).count();
-    let (ok, warn, fail) = (count(Verdict::Ok), count(Verdict::Warn), count(Verdict::Fail));
+    let (ok, warn, fail) = (
+        count(Verdict::Ok),
+        count(Verdict::Warn),
+        count(Verdict::Fail),
+    );
     if as_json {
         let value = json!({
             "checks": checks,
@@ -183,8 +187,9 @@ async fn configuration(scene: &Scene) -> Vec<Check> {
             "config",
             match &config.file {
                 Some(file) => format!("read {} (and the environment)", file.display()),
-                None => "no config file; the environment and defaults (`exai config` shows them)"
-                    .into(),
+                None => {
+                    "no config file; the environment and defaults (`exai config` shows them)".into()
+                }
             },
         ),
         Err(why) => Check::fail(
@@ -230,9 +235,7 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
         .map(|i| i.version.clone())
         .or_else(|| health.as_ref()?["version"].as_str().map(str::to_string));
     let pid = info.as_ref().map_or("?".to_string(), |i| i.pid.to_string());
-    let in_flight = health
-        .as_ref()
-        .and_then(|h| h["calls_in_flight"].as_u64());
+    let in_flight = health.as_ref().and_then(|h| h["calls_in_flight"].as_u64());
     let version = version_check(&binary, daemon_version.as_deref(), in_flight);
     let daemon = match &health {
         Some(h) => Check::ok(
@@ -265,7 +268,10 @@ fn version_check(binary: &str, daemon: Option<&str>, in_flight: Option<u64>) -> 
         return Check::ok("version", binary);
     };
     match control::version_skew(crate::VERSION, daemon) {
-        None => Check::ok("version", format!("{binary}; the daemon is the same version")),
+        None => Check::ok(
+            "version",
+            format!("{binary}; the daemon is the same version"),
+        ),
         Some(skew) => Check::warn(
             "version",
             format!(
@@ -317,16 +323,16 @@ fn private_file(name: &str, path: &Path, forbidden: u32, mode: &str) -> Option<C
     if meta.uid() != me {
         return Some(Check::fail(
             name,
-            format!("{shown} belongs to user {}, not to you (user {me})", meta.uid()),
+            format!(
+                "{shown} belongs to user {}, not to you (user {me})",
+                meta.uid()
+            ),
             format!("chown {me} {shown}, or remove it (exai makes it again)"),
         ));
     }
     let bits = meta.permissions().mode() & 0o777;
     if bits & forbidden == 0 {
-        return Some(Check::ok(
-            name,
-            format!("{shown} (mode {bits:03o}, yours)"),
-        ));
+        return Some(Check::ok(name, format!("{shown} (mode {bits:03o}, yours)")));
     }
     let detail = format!("{shown} has mode {bits:03o}: other users may reach it");
     let fix = format!("chmod {mode} {shown}");
@@ -470,7 +476,13 @@ fn provider_check(
             format!("{}{platforms}", key_fix(endpoint)),
         ),
         ProbeError::Failed(ListModelsError::Status(404)) => (
-            format!("{url}/models does not exist (HTTP 404): a wrong URL or region endpoint"),
+            format!(
+                "{url}/models does not exist (HTTP 404): a wrong URL{}",
+                match platforms.is_empty() {
+                    true => "",
+                    false => " or region endpoint",
+                }
+            ),
             format!("set {where_url} to the provider's API base URL{platforms}"),
         ),
         ProbeError::Failed(ListModelsError::Unreachable(why)) => (
@@ -504,7 +516,10 @@ fn url_setting(endpoint: &EndpointConfig) -> String {
     match BUILT_IN_PROVIDERS.iter().find(|p| p.name == endpoint.name) {
         Some(provider) => provider.url_var.to_string(),
         None if endpoint.name == "custom" => settings::CUSTOM_API_URL.var.to_string(),
-        None => format!("base_url of [[endpoints]] {:?} in the config file", endpoint.name),
+        None => format!(
+            "base_url of [[endpoints]] {:?} in the config file",
+            endpoint.name
+        ),
     }
 }
 
@@ -599,7 +614,11 @@ async fn disk(scene: &Scene) -> Vec<Check> {
         ),
         Ok(free) => Check::ok(
             "disk",
-            format!("{} free where {} is", size_text(free), config.home.display()),
+            format!(
+                "{} free where {} is",
+                size_text(free),
+                config.home.display()
+            ),
         ),
     };
     vec![check]
@@ -615,7 +634,10 @@ fn free_bytes(path: &Path) -> std::io::Result<u64> {
     if unsafe { libc::statvfs(name.as_ptr(), &mut stats) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+    // Both are 32 bits wide on some targets.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, block_size) = (u64::from(stats.f_bavail), u64::from(stats.f_frsize));
+    Ok(blocks.saturating_mul(block_size))
 }
 
 #[cfg(test)]

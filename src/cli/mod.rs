@@ -318,8 +318,21 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
     })
     .await
     .map_err(std::io::Error::other)??;
+    // The version the shims compare with (daemon.json), else what the daemon answered.
+    let daemon_version = info
+        .as_ref()
+        .map(|i| i.version.clone())
+        .or_else(|| health.as_ref()?["version"].as_str().map(str::to_string))
+        .filter(|_| health.is_some());
+    let version_skew = daemon_version.as_deref().and_then(|daemon| {
+        crate::daemon::control::version_skew(crate::VERSION, daemon)
+            .map(|skew| format!("{skew}: {}", crate::daemon::control::RESTART_ADVICE))
+    });
     if as_json {
         let value = json!({
+            "version": crate::VERSION,
+            "daemon_version": daemon_version,
+            "version_skew": version_skew,
             "daemon": health,
             "address": address,
             "home": config.home,
@@ -332,10 +345,18 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
     match &health {
         Some(h) => writeln!(
             out,
-            "daemon: up · {} · pid {} · up {} s · {} session(s) · {} call(s) in flight",
-            address, h["pid"], h["uptime_s"], h["sessions"], h["calls_in_flight"]
+            "daemon: up · {} · pid {} · up {} s · {} session(s) · {} call(s) in flight · version {}",
+            address,
+            h["pid"],
+            h["uptime_s"],
+            h["sessions"],
+            h["calls_in_flight"],
+            daemon_version.as_deref().unwrap_or("?")
         )?,
         None => writeln!(out, "daemon: not running (expected at {address})")?,
+    }
+    if let Some(skew) = &version_skew {
+        writeln!(out, "version: {skew}")?;
     }
     writeln!(out, "home: {}", config.home.display())?;
     let problems = health

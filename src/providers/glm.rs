@@ -41,7 +41,10 @@ impl Dialect for Glm {
         &[
             ("Z.ai, international", "https://api.z.ai/api/paas/v4"),
             ("Z.ai Coding Plan", "https://api.z.ai/api/coding/paas/v4"),
-            ("BigModel, mainland China", "https://open.bigmodel.cn/api/paas/v4"),
+            (
+                "BigModel, mainland China",
+                "https://open.bigmodel.cn/api/paas/v4",
+            ),
         ]
     }
 

@@ -33,9 +33,9 @@ use std::sync::{Arc, RwLock};
 
 pub(crate) use body::request_body;
 pub use catalog::{Catalog, ListedReasoning, ModelInfo, Thinking};
-pub use discovery::{ModelListProbe, ProbeError, platform_urls, probe_models};
 pub(crate) use client::ModelClient;
 pub(crate) use dialect::dialect;
+pub use discovery::{ModelListProbe, ProbeError, platform_urls, probe_models};
 pub use endpoint::Endpoint;
 pub use errors::ErrorClass;
 pub use failure::{Failure, ProviderError, Seconds};

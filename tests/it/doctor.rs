@@ -112,7 +112,14 @@ fn a_healthy_set_up_passes_with_the_providers_model_count() {
         provider.contains(&format!("{}/v1 answered in", fake.url)) && provider.contains("model(s)"),
         "{report}"
     );
-    for check in ["config", "version", "daemon", "store", "default model", "disk"] {
+    for check in [
+        "config",
+        "version",
+        "daemon",
+        "store",
+        "default model",
+        "disk",
+    ] {
         assert!(!line(&report, check).starts_with("FAIL"), "{report}");
     }
     assert!(report.contains("exai is ready"), "{report}");
@@ -171,7 +178,10 @@ fn a_refused_key_of_a_provider_with_regions_names_each_regions_url() {
     ]);
     let (ok, report) = place.doctor(&[]);
     assert!(!ok, "{report}");
-    assert!(line(&report, "provider glm").starts_with("FAIL"), "{report}");
+    assert!(
+        line(&report, "provider glm").starts_with("FAIL"),
+        "{report}"
+    );
     assert!(
         report.contains(
             "the key comes from GLM_API_KEY, which overrides the keys file: put a valid key \
@@ -288,7 +298,16 @@ fn a_daemon_of_another_version_is_a_warning_naming_the_restart() {
     let daemon = Daemon::start(&fake, &[]);
     let (ok, report) = daemon.cli(&["doctor"]);
     assert!(ok, "{report}");
-    assert!(line(&report, "daemon").starts_with("ok    daemon"), "{report}");
+    assert!(
+        line(&report, "daemon").starts_with("ok    daemon"),
+        "{report}"
+    );
+    let (ok, status) = daemon.cli(&["status"]);
+    assert!(
+        ok && status.contains(&format!("version {}", exai::VERSION)),
+        "{status}"
+    );
+    assert!(!status.contains("version: "), "{status}");
     assert!(
         line(&report, "version").contains("the daemon is the same version"),
         "{report}"
@@ -313,6 +332,102 @@ fn a_daemon_of_another_version_is_a_warning_naming_the_restart() {
         "{report}"
     );
     assert!(!report.contains(&daemon.token()), "{report}");
+
+    let (ok, status) = daemon.cli(&["status"]);
+    assert!(ok, "{status}");
+    assert!(
+        status.contains(&format!(
+            "version: the running exai daemon is version 0.0.1-old and this exai is {}: run \
+             `exai daemon restart` when its calls are done",
+            exai::VERSION
+        )),
+        "{status}"
+    );
+    let (ok, json) = daemon.cli(&["status", "--json"]);
+    assert!(ok, "{json}");
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["daemon_version"], "0.0.1-old");
+    assert!(
+        json["version_skew"]
+            .as_str()
+            .unwrap()
+            .contains("exai daemon restart")
+    );
+}
+
+/// The `status` tool's text, asked over `/ws` by a client that says its shim is `version`.
+async fn status_seen_by_a_shim_of(daemon: &Daemon, version: &str) -> String {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = daemon.url().into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "authorization",
+        format!("Bearer {}", daemon.token()).parse().unwrap(),
+    );
+    headers.insert("exai-shim-version", version.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let answer = async |ws: &mut tokio_tungstenite::WebSocketStream<_>, id: i64| -> Value {
+        loop {
+            if let Some(Ok(Message::Text(text))) = ws.next().await {
+                let reply: Value = serde_json::from_str(text.as_str()).unwrap();
+                if reply["id"] == id {
+                    return reply;
+                }
+            }
+        }
+    };
+    for message in [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "skewed", "version": "0"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "status", "arguments": {}}}),
+    ] {
+        ws.send(Message::Text(message.to_string().into()))
+            .await
+            .unwrap();
+        if message["id"] == 1 {
+            answer(&mut ws, 1).await;
+        }
+    }
+    let reply = answer(&mut ws, 2).await;
+    reply["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_status_tool_names_a_shim_of_another_version() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let skewed = status_seen_by_a_shim_of(&daemon, "0.0.1-old").await;
+    assert!(
+        skewed.contains(&format!(
+            "version: the running exai daemon is version {} and this exai is 0.0.1-old: run \
+             `exai daemon restart` when its calls are done",
+            exai::VERSION
+        )),
+        "{skewed}"
+    );
+    let same = status_seen_by_a_shim_of(&daemon, exai::VERSION).await;
+    assert!(!same.contains("version: "), "{same}");
+
+    // A real shim says its version: the same, so nothing is said.
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client.call_tool(call("status", json!({}))).await.unwrap();
+    let text = text_of(&result);
+    assert!(
+        text.starts_with(&format!("exai {}", exai::VERSION)),
+        "{text}"
+    );
+    assert!(!text.contains("version: "), "{text}");
+    let structured = result.structured_content.unwrap();
+    assert_eq!(structured["shim_version"], exai::VERSION, "{structured}");
+    client.cancel().await.unwrap();
 }
 
 /// A pseudo-terminal's secondary side, for a child's stdin (its primary kept open meanwhile).
