@@ -48,24 +48,12 @@ impl Place {
     /// `exai ARGS` with exactly this place's environment (and PATH), stdin `input`:
     /// (success, stdout, stderr).
     fn exai(&self, args: &[&str], input: &str) -> (bool, String, String) {
-        use std::io::Write;
-        let mut child = Command::new(EXAI)
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let output = exai_output(&env, args, input);
         (
             output.status.success(),
             String::from_utf8_lossy(&output.stdout).into_owned(),
