@@ -213,6 +213,9 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
     let Ok(config) = &scene.config else {
         return vec![Check::ok("version", binary)];
     };
+    if let Some(url) = &config.daemon_url {
+        return remote_daemon(&binary, url).await;
+    }
     if !crate::daemon::lock_is_held(config) {
         let daemon = if config.no_autostart {
             Check::warn(
@@ -261,6 +264,65 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
     vec![version, daemon]
 }
 
+/// The daemon `EXAI_URL` names (a shared one, or one on another address): its `/healthz`.
+async fn remote_daemon(binary: &str, url: &str) -> Vec<Check> {
+    let health = match healthz_url(url) {
+        Some(healthz) => reqwest::Client::new()
+            .get(healthz)
+            .timeout(DAEMON_WAIT)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success()),
+        None => None,
+    };
+    let health: Option<serde_json::Value> = match health {
+        Some(answer) => answer.json().await.ok(),
+        None => None,
+    };
+    let Some(health) = health else {
+        return vec![
+            Check::ok("version", binary),
+            Check::fail(
+                "daemon",
+                format!(
+                    "EXAI_URL {url}: no exai daemon answers /healthz there within {} s",
+                    DAEMON_WAIT.as_secs()
+                ),
+                "start the daemon there (`exai daemon --listen HOST:PORT`), or correct or unset \
+                 EXAI_URL",
+            ),
+        ];
+    };
+    let version = version_check(
+        binary,
+        health["version"].as_str(),
+        health["calls_in_flight"].as_u64(),
+    );
+    let daemon = Check::ok(
+        "daemon",
+        format!(
+            "up at EXAI_URL {url} · up {} s · {} call(s) in flight",
+            health["uptime_s"], health["calls_in_flight"]
+        ),
+    );
+    vec![version, daemon]
+}
+
+/// `ws://host:port/ws` → `http://host:port/healthz` (`wss` → `https`).
+fn healthz_url(url: &str) -> Option<reqwest::Url> {
+    let mut parsed = reqwest::Url::parse(url).ok()?;
+    let scheme = match parsed.scheme() {
+        "ws" | "http" => "http",
+        "wss" | "https" => "https",
+        _ => return None,
+    };
+    parsed.set_scheme(scheme).ok()?;
+    parsed.set_path("/healthz");
+    parsed.set_query(None);
+    Some(parsed)
+}
+
 /// This binary's version against the daemon's (`None`: not known), with the calls the daemon
 /// is running.
 fn version_check(binary: &str, daemon: Option<&str>, in_flight: Option<u64>) -> Check {
@@ -287,11 +349,14 @@ fn version_check(binary: &str, daemon: Option<&str>, in_flight: Option<u64>) -> 
 async fn private_files(scene: &Scene) -> Vec<Check> {
     let mut found = Vec::new();
     if let Some(keys) = &scene.keys_file {
-        found.extend(private_file("keys file", keys, 0o077, "600"));
+        found.extend(private_file("keys file", keys, 0o077, "600", Verdict::Fail));
     }
     if let Some(home) = &scene.home {
-        found.extend(private_file("EXAI_HOME", home, 0o077, "700"));
-        found.extend(private_file("token", &home.join(TOKEN_FILE), 0o077, "600"));
+        // The daemon makes its home private when it starts; a token others can read is an open
+        // door now (as is a keys file, which exai refuses altogether).
+        found.extend(private_file("EXAI_HOME", home, 0o077, "700", Verdict::Warn));
+        let token = home.join(TOKEN_FILE);
+        found.extend(private_file("token", &token, 0o077, "600", Verdict::Fail));
     }
     // Others may read the config file (it holds no key), but one they can write could send the
     // keys to a URL of theirs.
@@ -299,14 +364,26 @@ async fn private_files(scene: &Scene) -> Vec<Check> {
         file: Some(file), ..
     }) = &scene.config
     {
-        found.extend(private_file("config file", file, 0o022, "644"));
+        found.extend(private_file(
+            "config file",
+            file,
+            0o022,
+            "644",
+            Verdict::Fail,
+        ));
     }
     found
 }
 
 /// `path`'s owner and mode: ok when it is the user's and has none of the `forbidden` mode bits,
-/// else the chmod (to `mode`) that fixes it. Nothing when it does not exist yet.
-fn private_file(name: &str, path: &Path, forbidden: u32, mode: &str) -> Option<Check> {
+/// else `exposed` with the chmod (to `mode`) that fixes it. Nothing when it does not exist yet.
+fn private_file(
+    name: &str,
+    path: &Path,
+    forbidden: u32,
+    mode: &str,
+    exposed: Verdict,
+) -> Option<Check> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -334,13 +411,13 @@ fn private_file(name: &str, path: &Path, forbidden: u32, mode: &str) -> Option<C
     if bits & forbidden == 0 {
         return Some(Check::ok(name, format!("{shown} (mode {bits:03o}, yours)")));
     }
-    let detail = format!("{shown} has mode {bits:03o}: other users may reach it");
-    let fix = format!("chmod {mode} {shown}");
-    // The daemon makes its home private at start; a token or keys file others can read is an
-    // open door now (exai refuses such a keys file altogether).
-    Some(match name {
-        "EXAI_HOME" => Check::warn(name, detail, fix),
-        _ => Check::fail(name, detail, fix),
+    Some(Check {
+        verdict: exposed,
+        fix: Some(format!("chmod {mode} {shown}")),
+        ..Check::ok(
+            name,
+            format!("{shown} has mode {bits:03o}: other users may reach it"),
+        )
     })
 }
 
@@ -659,6 +736,20 @@ mod tests {
         );
         assert!(skewed.fix.unwrap().contains("exai daemon restart"));
         assert_eq!(version_check("exai x", None, None).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn a_daemon_url_gives_its_health_url() {
+        let shown = |url: &str| healthz_url(url).map(|u| u.to_string());
+        assert_eq!(
+            shown("ws://127.0.0.1:8765/ws").as_deref(),
+            Some("http://127.0.0.1:8765/healthz")
+        );
+        assert_eq!(
+            shown("wss://exai.example/ws?x=1").as_deref(),
+            Some("https://exai.example/healthz")
+        );
+        assert_eq!(shown("ftp://x/ws"), None);
     }
 
     #[test]

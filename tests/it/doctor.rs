@@ -482,3 +482,28 @@ async fn with_no_provider_tools_are_listed_and_a_model_call_names_the_fix() {
     client.cancel().await.unwrap();
     stop_started_daemon(&place.home());
 }
+
+#[test]
+fn a_daemon_named_by_exai_url_is_checked_there() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let mut env = custom(&fake);
+    env.push(("EXAI_URL", daemon.url()));
+    let (ok, report) = Place::new().with(&at(&env)).doctor(&[]);
+    assert!(ok, "{report}");
+    assert!(
+        line(&report, "daemon").contains(&format!("up at EXAI_URL {}", daemon.url())),
+        "{report}"
+    );
+
+    let nowhere = format!("ws://127.0.0.1:{}/ws", free_port());
+    let mut env = custom(&fake);
+    env.push(("EXAI_URL", nowhere.clone()));
+    let (ok, report) = Place::new().with(&at(&env)).doctor(&[]);
+    assert!(!ok, "{report}");
+    let line = line(&report, "daemon");
+    assert!(
+        line.starts_with("FAIL") && line.contains(&format!("EXAI_URL {nowhere}: no exai daemon")),
+        "{report}"
+    );
+}
