@@ -1,8 +1,8 @@
-//! The `exai` command line: daemon, stdio, calls, config, keys, users, setup, status.
+//! The `exai` command line: daemon, stdio, calls, config, keys, users, setup, status, doctor.
 // The top of the program: the one place that prints an error to stderr and exits.
 #![allow(clippy::print_stderr)]
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -99,6 +99,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check everything exai needs (versions, daemon, files, store, each provider answering,
+    /// the default model, disk) and say how to fix what does not work; fails if anything used fails.
+    Doctor {
+        /// Print JSON (for scripts): every check and a summary.
+        #[arg(long)]
+        json: bool,
+        /// Seconds each provider gets to answer its model list.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -167,7 +177,18 @@ fn without_repeats(error: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `exai` alone, typed at a terminal, is a first run: say what exai is and what is next.
+        // Anywhere else (a script, a misconfigured client) it stays clap's usage error.
+        Err(_) if std::env::args_os().len() == 1 && std::io::stdin().is_terminal() => {
+            return match exai::cli::welcome(&mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            };
+        }
+        Err(error) => error.exit(),
+    };
     // The relay is one small event loop: a single thread spares it cross-thread wake-ups.
     let relay = matches!(cli.command, Command::Stdio { no_daemon: false });
     let mut builder = if relay {
@@ -327,6 +348,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { json } => {
             let config = Config::from_env()?;
             exai::cli::status(&config, json, &mut std::io::stdout().lock()).await?;
+        }
+        Command::Doctor { json, timeout } => {
+            let timeout = std::time::Duration::try_from_secs_f64(timeout)
+                .ok()
+                .filter(|t| !t.is_zero())
+                .ok_or_else(|| anyhow::anyhow!("--timeout {timeout}: expected seconds above 0"))?;
+            let scene = exai::cli::doctor::Scene::from_env(timeout);
+            let checks = exai::cli::doctor::examine(&scene).await;
+            exai::cli::doctor::report(&checks, json, &mut std::io::stdout().lock())?;
+            if !exai::cli::doctor::healthy(&checks) {
+                anyhow::bail!("doctor: something exai uses does not work (see FAIL and its fix)");
+            }
         }
     }
     Ok(())

@@ -49,6 +49,8 @@ pub struct Session {
     /// HTTP, where every POST carries its own token) that of its first request.
     caller: std::sync::OnceLock<Caller>,
     client: Mutex<Option<Implementation>>,
+    /// The exai version of the shim relaying the session (from its connection), if one does.
+    shim_version: std::sync::OnceLock<String>,
     /// JSON-RPC request id → call id, until the response is written.
     pending: Mutex<HashMap<String, String>>,
     counted: SessionGuard,
@@ -61,9 +63,15 @@ impl Session {
             transport,
             caller: caller.map(Into::into).unwrap_or_default(),
             client: Mutex::new(None),
+            shim_version: std::sync::OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
             counted: app.health.session_opened(),
         })
+    }
+
+    /// Notes the exai version of the shim that relays this session (said once, at connection).
+    pub fn set_shim_version(&self, version: String) {
+        let _ = self.shim_version.set(version);
     }
 
     /// Whether the transport reports delivery itself (our framed transports do; rmcp's HTTP does not).
@@ -327,6 +335,7 @@ impl ExaiService {
             client_version: client.as_ref().map(|c| c.version.clone()),
             transport: self.session.transport,
             caller: self.caller(context)?,
+            shim_version: self.session.shim_version.get().cloned(),
         })
     }
 

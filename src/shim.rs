@@ -621,25 +621,15 @@ async fn settle_version_skew(config: &Config) {
     });
     tracing::warn!(
         daemon_version = %info.version, version = crate::VERSION, pid = info.pid,
-        "the running exai daemon is version {} and this exai is {} ({busy}): run `exai daemon \
-         restart` when its calls are done",
-        info.version, crate::VERSION
+        "{} ({busy}): {}",
+        crate::daemon::control::version_skew(crate::VERSION, &info.version).unwrap_or_default(),
+        crate::daemon::control::RESTART_ADVICE
     );
 }
 
 /// The daemon's calls in flight, from its `/healthz` over the socket.
 async fn calls_in_flight(config: &Config) -> Option<u64> {
-    use tokio::io::AsyncReadExt;
-    let mut stream = UnixStream::connect(config.socket_path()).await.ok()?;
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut answer = Vec::new();
-    stream.take(64 * 1024).read_to_end(&mut answer).await.ok()?;
-    let text = String::from_utf8_lossy(&answer);
-    let (_, body) = text.split_once("\r\n\r\n")?;
-    serde_json::from_str::<Value>(body).ok()?["calls_in_flight"].as_u64()
+    crate::daemon::control::health(config).await?["calls_in_flight"].as_u64()
 }
 
 async fn bounded_connect(config: &Config) -> Result<Ws, LinkError> {
@@ -823,6 +813,10 @@ fn ws_request(
         LinkError::Refused("the token holds characters a header cannot carry".into())
     })?;
     request.headers_mut().insert(header::AUTHORIZATION, value);
+    request.headers_mut().insert(
+        crate::daemon::SHIM_VERSION_HEADER,
+        header::HeaderValue::from_static(crate::VERSION),
+    );
     Ok(request)
 }
 

@@ -8,7 +8,9 @@
 //! `fake-slowstart-<ms>x<n>`, `fake-kimi-search`, `fake-kimi-search-loop`, `fake-glm-search`,
 //! `fake-json`, `fake-thinkstream-<n>x<ms>`, `fake-flood`, `fake-flood-json`, `fake-longline`,
 //! `fake-redirect-<port>`, `fake-echo-auth`;
-//! see [`script::Script`]).
+//! see [`script::Script`]). `GET /models` is scripted by the bearer key instead: `fake-key-401`
+//! is refused with 401, `fake-key-hang` never answered; any other key gets the list (see
+//! [`script::KeyScript`]).
 //! `fake-fixture-<provider>-<stem>` replays a documented provider fixture byte for byte
 //! (`tests/fixtures/providers/<provider>/<stem>.sse` or `.json`, see [`Fixture`]).
 //! The answer text is always `echo: <last user message>`, so concurrent callers can check that
@@ -52,7 +54,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use script::{EXAMPLE_MODELS, Script, number, split_text, token_chunks, tokens};
+use script::{EXAMPLE_MODELS, KeyScript, Script, number, split_text, token_chunks, tokens};
 
 /// Reasoning chunks streamed by `fake-reasoning` before the answer.
 const REASONING_STEPS: &[&str] = &[
@@ -1352,13 +1354,21 @@ fn owned(texts: &[&str]) -> Vec<String> {
     texts.iter().map(ToString::to_string).collect()
 }
 
-async fn models() -> Json<Value> {
+async fn models(headers: HeaderMap) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match KeyScript::parse(authorization) {
+        KeyScript::Unauthorized => return invalid_api_key(),
+        KeyScript::Hang => std::future::pending::<()>().await,
+        KeyScript::List => {}
+    }
     let data: Vec<Value> = EXAMPLE_MODELS
         .iter()
         .map(|id| json!({ "id": id, "object": "model", "owned_by": "fake" }))
         .chain(documented::listed())
         .collect();
-    Json(json!({ "object": "list", "data": data }))
+    Json(json!({ "object": "list", "data": data })).into_response()
 }
 
 async fn stats(State(app): State<Arc<App>>) -> Json<Value> {

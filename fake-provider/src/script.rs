@@ -1,5 +1,6 @@
 //! The script vocabulary: what a model name asks the fake to do (`fake-fast`, `fake-delay-<ms>`,
-//! …), and the text of the answers, shared by the HTTP server and in-process scripted clients.
+//! …), what a bearer key asks of `GET /models` (`fake-key-401`, `fake-key-hang`), and the text of
+//! the answers, shared by the HTTP server and in-process scripted clients.
 
 use std::time::Duration;
 
@@ -209,6 +210,29 @@ impl Script {
     }
 }
 
+/// What `GET /models` does, decided by the bearer key (a model list names no model to script
+/// by): how `exai doctor` meets a refused key or a provider that never answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyScript {
+    /// `Authorization: Bearer fake-key-401`: 401 `invalid_api_key`, as a provider refuses a bad key.
+    Unauthorized,
+    /// `Authorization: Bearer fake-key-hang`: never answer (not even the headers).
+    Hang,
+    /// Any other key, or none: the model list.
+    List,
+}
+
+impl KeyScript {
+    /// The script of an `Authorization` header's value (`Bearer <key>`), if any.
+    pub fn parse(authorization: Option<&str>) -> KeyScript {
+        match authorization.and_then(|value| value.strip_prefix("Bearer ")) {
+            Some("fake-key-401") => KeyScript::Unauthorized,
+            Some("fake-key-hang") => KeyScript::Hang,
+            _ => KeyScript::List,
+        }
+    }
+}
+
 /// Strict decimal parse: digits only (no sign, no spaces).
 pub(crate) fn number<T: std::str::FromStr>(s: &str) -> Option<T> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -371,6 +395,27 @@ mod tests {
     fn every_advertised_model_is_scripted() {
         for model in EXAMPLE_MODELS {
             assert_ne!(Script::parse(model), Script::Unknown, "{model}");
+        }
+    }
+
+    #[test]
+    fn a_model_list_is_scripted_by_the_bearer_key() {
+        assert_eq!(
+            KeyScript::parse(Some("Bearer fake-key-401")),
+            KeyScript::Unauthorized
+        );
+        assert_eq!(
+            KeyScript::parse(Some("Bearer fake-key-hang")),
+            KeyScript::Hang
+        );
+        for other in [
+            None,
+            Some("Bearer sk-real"),
+            Some("Bearer fake-key-4011"),
+            Some("fake-key-401"),
+            Some("Basic fake-key-hang"),
+        ] {
+            assert_eq!(KeyScript::parse(other), KeyScript::List, "{other:?}");
         }
     }
 

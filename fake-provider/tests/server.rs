@@ -205,6 +205,25 @@ async fn lists_models_and_health() {
 }
 
 #[tokio::test]
+async fn the_model_list_is_refused_or_held_by_the_key() {
+    let server = Server::start(&[]);
+    let models = |key: &'static str| {
+        server
+            .client
+            .get(server.url("/v1/models"))
+            .bearer_auth(key)
+            .timeout(Duration::from_millis(500))
+            .send()
+    };
+    let refused = models("fake-key-401").await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    assert!(models("fake-key-hang").await.unwrap_err().is_timeout());
+    assert_eq!(models("sk-any").await.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn fast_non_stream_echoes_last_user_message() {
     let server = Server::start(&[]);
     for path in ["/v1/chat/completions", "/chat/completions"] {

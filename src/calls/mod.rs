@@ -78,6 +78,8 @@ pub struct CallOrigin {
     pub transport: TransportKind,
     /// The person the call is recorded under; what they may see of other calls.
     pub caller: Caller,
+    /// The exai version of the client's shim, when a shim relays the session.
+    pub shim_version: Option<String>,
 }
 
 /// A call in flight.

@@ -25,6 +25,7 @@ fn origin() -> CallOrigin {
         client_version: None,
         transport: TransportKind::Stdio,
         caller: crate::users::Caller::Owner,
+        shim_version: None,
     }
 }
 

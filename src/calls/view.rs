@@ -310,6 +310,7 @@ mod tests {
             client_version: None,
             transport: TransportKind::Stdio,
             caller: crate::users::Caller::Owner,
+            shim_version: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! `exai calls` and `exai status`: what happened, read straight from the store (daemon up or not);
-//! `keys` and `users` in their own modules.
+//! `doctor`, `keys` and `users` in their own modules.
 
 pub mod daemon_control;
+pub mod doctor;
 pub mod keys;
 pub mod setup;
 pub mod users;
@@ -318,8 +319,21 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
     })
     .await
     .map_err(std::io::Error::other)??;
+    // The version the shims compare with (daemon.json), else what the daemon answered.
+    let daemon_version = info
+        .as_ref()
+        .map(|i| i.version.clone())
+        .or_else(|| health.as_ref()?["version"].as_str().map(str::to_string))
+        .filter(|_| health.is_some());
+    let version_skew = daemon_version.as_deref().and_then(|daemon| {
+        crate::daemon::control::version_skew(crate::VERSION, daemon)
+            .map(|skew| format!("{skew}: {}", crate::daemon::control::RESTART_ADVICE))
+    });
     if as_json {
         let value = json!({
+            "version": crate::VERSION,
+            "daemon_version": daemon_version,
+            "version_skew": version_skew,
             "daemon": health,
             "address": address,
             "home": config.home,
@@ -332,10 +346,18 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
     match &health {
         Some(h) => writeln!(
             out,
-            "daemon: up · {} · pid {} · up {} s · {} session(s) · {} call(s) in flight",
-            address, h["pid"], h["uptime_s"], h["sessions"], h["calls_in_flight"]
+            "daemon: up · {} · pid {} · up {} s · {} session(s) · {} call(s) in flight · version {}",
+            address,
+            h["pid"],
+            h["uptime_s"],
+            h["sessions"],
+            h["calls_in_flight"],
+            daemon_version.as_deref().unwrap_or("?")
         )?,
         None => writeln!(out, "daemon: not running (expected at {address})")?,
+    }
+    if let Some(skew) = &version_skew {
+        writeln!(out, "version: {skew}")?;
     }
     writeln!(out, "home: {}", config.home.display())?;
     let problems = health
@@ -497,6 +519,24 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
         }
     }
     Ok(())
+}
+
+/// What `exai` alone says at a terminal: what it is, and the commands that set it up.
+pub fn welcome(out: &mut impl Write) -> std::io::Result<()> {
+    write!(
+        out,
+        "exai {} — an MCP server that gives coding agents (Claude Code, Codex, Cursor, Gemini CLI, \
+         Auggie) a team of other models: GLM, Kimi, OpenAI, OpenRouter or a local server.
+
+Next:
+  exai keys set glm     store a provider's key (or kimi, openai, openrouter, custom)
+  exai setup claude     add exai to a client (or codex, cursor, gemini, auggie)
+  exai doctor           check that everything works, and how to fix what does not
+
+`exai --help` lists every command.
+",
+        crate::VERSION
+    )
 }
 
 /// Writes `value` as pretty JSON on a line of its own (`--json` output).

@@ -271,6 +271,9 @@ pub struct Config {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 
+/// The daemon's token, in EXAI_HOME.
+pub const TOKEN_FILE: &str = "token";
+
 /// Default of `EXAI_MAX_ANSWER_BYTES`: far above any real answer, far below harm.
 pub const DEFAULT_MAX_ANSWER_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -573,7 +576,7 @@ impl Config {
     }
 
     pub fn token_path(&self) -> PathBuf {
-        self.home.join("token")
+        self.home.join(TOKEN_FILE)
     }
     pub fn lock_path(&self) -> PathBuf {
         self.home.join("daemon.lock")

@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
 use super::{DaemonInfo, lock_is_held};
 use crate::config::Config;
 use crate::store::{CallFilter, CallRow, CallState, StoreReader, now_ms};
@@ -24,6 +27,31 @@ pub enum ControlError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
+
+/// What the daemon of this EXAI_HOME says of itself at `/healthz`, over its socket; `None` when
+/// nobody answers there. Bounded by the caller.
+pub async fn health(config: &Config) -> Option<serde_json::Value> {
+    let mut stream = UnixStream::connect(config.socket_path()).await.ok()?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut answer = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut answer).await.ok()?;
+    let text = String::from_utf8_lossy(&answer);
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
+/// What to say when this exai (`ours`: a binary, or a client's shim) and the daemon (`daemon`)
+/// are different versions; `None` when they are the same. [`RESTART_ADVICE`] says what to do.
+pub fn version_skew(ours: &str, daemon: &str) -> Option<String> {
+    (ours != daemon)
+        .then(|| format!("the running exai daemon is version {daemon} and this exai is {ours}"))
+}
+
+/// What to do about a version skew.
+pub const RESTART_ADVICE: &str = "run `exai daemon restart` when its calls are done";
 
 /// What stopping found.
 pub struct Stopped {
@@ -87,4 +115,18 @@ fn interrupted_since(config: &Config, pid: u32, since_ms: i64) -> Vec<CallRow> {
                 && row.finished_at_ms.is_some_and(|at| at >= since_ms)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_skew_names_both_versions() {
+        assert_eq!(version_skew("0.2.0", "0.2.0"), None);
+        assert_eq!(
+            version_skew("0.2.0", "0.1.0").as_deref(),
+            Some("the running exai daemon is version 0.1.0 and this exai is 0.2.0")
+        );
+    }
 }

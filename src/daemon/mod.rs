@@ -96,6 +96,10 @@ pub fn prepare_home(config: &Config) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&logs).map_err(io_error(&logs))
 }
 
+/// The header a shim names its exai version in when it connects (`/ws`), so the daemon can say
+/// when they differ.
+pub const SHIM_VERSION_HEADER: &str = "exai-shim-version";
+
 /// Exit status of a daemon that found another one holding its home (EX_TEMPFAIL): a shim that
 /// started it waits for that one instead of reporting a failure.
 pub const EXIT_BUSY: u8 = 75;

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use rmcp::ServiceExt;
 
+use super::SHIM_VERSION_HEADER;
 use crate::app::App;
 use crate::calls::TransportKind;
 use crate::legacy_tasks::LegacyTasks;
@@ -20,18 +22,32 @@ use crate::users::Caller;
 pub async fn upgrade(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     // A little slack over the message limit for the frame header; the transport checks the exact limit.
     let limit = app.config.max_message_bytes + 1024;
+    // A version is a short word: anything else a client sends there is not kept.
+    let shim_version = headers
+        .get(SHIM_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= MAX_VERSION_LEN)
+        .map(str::to_string);
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| serve(app, caller, socket))
+        .on_upgrade(move |socket| serve(app, caller, shim_version, socket))
 }
 
-/// Serves the connection as one session of `caller` (who its upgrade request was admitted as).
-async fn serve(app: Arc<App>, caller: Caller, socket: WebSocket) {
+/// Longest shim version kept.
+const MAX_VERSION_LEN: usize = 64;
+
+/// Serves the connection as one session of `caller` (who its upgrade request was admitted as),
+/// relayed by a shim of `shim_version` when one said so.
+async fn serve(app: Arc<App>, caller: Caller, shim_version: Option<String>, socket: WebSocket) {
     let session = Session::new(TransportKind::Ws, Some(caller), &app);
+    if let Some(version) = shim_version {
+        session.set_shim_version(version);
+    }
     let session_id = session.id.clone();
     tracing::info!(session = %session_id, "websocket session opened");
     let (sink, stream) = socket.split();

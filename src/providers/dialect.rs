@@ -76,6 +76,12 @@ pub(crate) trait Dialect: Sync {
     /// " — ": where to pay.
     fn quota_hint(&self, body: &ErrorBody) -> String;
 
+    /// The provider's base URLs by platform (label, URL), where it runs more than one: a key
+    /// works only on the platform that issued it, so a wrong one answers 401 or 404.
+    fn platform_urls(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
     /// What to tell the user about a server error (5xx), with a leading " — ".
     fn server_error_hint(&self) -> &'static str {
         " — the provider failed; exai retried; try again later or another model"

@@ -2,9 +2,52 @@
 //! say it, their reasoning (which overrides the catalog's).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::openai_compat::{ListModelsError, OpenAiCompatible};
 use super::{ListedReasoning, ModelInfo, Providers};
+use crate::config::{Config, EndpointConfig, ProviderKind};
+
+/// What one endpoint's `GET /models` came to (`exai doctor`): how many models, and how fast.
+#[derive(Debug, Clone)]
+pub struct ModelListProbe {
+    pub models: usize,
+    pub latency: Duration,
+}
+
+/// Why an endpoint's `GET /models` gave no list; the provider's words are masked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{0}")]
+    NoClient(String),
+    #[error("no answer within {} s", .0.as_secs_f64())]
+    TimedOut(Duration),
+    #[error(transparent)]
+    Failed(#[from] ListModelsError),
+}
+
+/// Asks `endpoint` for its model list once, within `limit` (no model is run: nothing is spent).
+pub async fn probe_models(
+    endpoint: &EndpointConfig,
+    config: &Config,
+    limit: Duration,
+) -> Result<ModelListProbe, ProbeError> {
+    let client =
+        OpenAiCompatible::new(endpoint, config).map_err(|e| ProbeError::NoClient(e.to_string()))?;
+    let started = Instant::now();
+    let models = tokio::time::timeout(limit, client.list_models())
+        .await
+        .map_err(|_| ProbeError::TimedOut(limit))??;
+    Ok(ModelListProbe {
+        models: models.len(),
+        latency: started.elapsed(),
+    })
+}
+
+/// The base URLs a provider of `kind` runs by platform (label, URL); empty when it runs one.
+pub fn platform_urls(kind: ProviderKind) -> &'static [(&'static str, &'static str)] {
+    super::dialect(kind).platform_urls()
+}
 
 impl Providers {
     /// Asks every usable endpoint for its models (bounded), and remembers the answers.

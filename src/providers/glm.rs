@@ -35,6 +35,19 @@ impl Dialect for Glm {
         Some(WebSearch::InRequest)
     }
 
+    /// Z.ai (international) and BigModel (mainland China) issue their own keys; the Coding
+    /// Plan has an endpoint of its own.
+    fn platform_urls(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("Z.ai, international", "https://api.z.ai/api/paas/v4"),
+            ("Z.ai Coding Plan", "https://api.z.ai/api/coding/paas/v4"),
+            (
+                "BigModel, mainland China",
+                "https://open.bigmodel.cn/api/paas/v4",
+            ),
+        ]
+    }
+
     fn error_class(&self, body: &ErrorBody) -> Option<ErrorClass> {
         code(body).and_then(code_class)
     }

@@ -49,6 +49,14 @@ impl Dialect for Kimi {
     fn quota_hint(&self, _body: &ErrorBody) -> String {
         errors::exhausted("top up the Kimi balance at https://platform.kimi.ai/console")
     }
+
+    /// Moonshot's international and mainland China platforms issue their own keys.
+    fn platform_urls(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("international", "https://api.moonshot.ai/v1"),
+            ("mainland China", "https://api.moonshot.cn/v1"),
+        ]
+    }
 }
 
 fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {

@@ -35,6 +35,7 @@ pub(crate) use body::request_body;
 pub use catalog::{Catalog, ListedReasoning, ModelInfo, Thinking};
 pub(crate) use client::ModelClient;
 pub(crate) use dialect::dialect;
+pub use discovery::{ModelListProbe, ProbeError, platform_urls, probe_models};
 pub use endpoint::Endpoint;
 pub use errors::ErrorClass;
 pub use failure::{Failure, ProviderError, Seconds};

@@ -59,6 +59,9 @@ pub struct BadUrl {
 pub enum ListModelsError {
     #[error("{0}")]
     BadUrl(String),
+    /// No connection: nothing listens there, the name does not resolve, or no network.
+    #[error("{0}")]
+    Unreachable(String),
     /// The request or the reading of the answer failed.
     #[error("{0}")]
     Failed(String),
@@ -190,7 +193,10 @@ impl OpenAiCompatible {
             .request(reqwest::Method::GET, url)
             .send()
             .await
-            .map_err(|e| ListModelsError::Failed(self.describe(e)))?;
+            .map_err(|e| match e.is_connect() {
+                true => ListModelsError::Unreachable(self.describe(e)),
+                false => ListModelsError::Failed(self.describe(e)),
+            })?;
         let status = response.status();
         if status.is_redirection() {
             return Err(ListModelsError::Redirect {

@@ -231,6 +231,11 @@ pub enum WhyUnusable {
     NothingToChoose,
 }
 
+/// What to do when no provider is configured at all.
+const NO_PROVIDER: &str = "No provider is configured: store a key with `exai keys set <provider>` \
+     (glm, kimi, openai, openrouter; or set CUSTOM_API_URL for a local server), then run \
+     `exai doctor` to check it.";
+
 /// The `provider:model` names shown with an unusable one (a fair share of them), and how many
 /// more there are.
 #[derive(Debug, Clone)]
@@ -242,10 +247,7 @@ struct Choices {
 impl std::fmt::Display for Choices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.shown.is_empty() {
-            return f.write_str(
-                "No provider is configured: set GLM_API_KEY, KIMI_API_KEY, OPENAI_API_KEY, \
-                 OPENROUTER_API_KEY or CUSTOM_API_URL.",
-            );
+            return f.write_str(NO_PROVIDER);
         }
         write!(f, "Available: {}", self.shown.join(", "))?;
         if self.more > 0 {
@@ -255,9 +257,14 @@ impl std::fmt::Display for Choices {
     }
 }
 
-/// Why a configured endpoint cannot be used, as its configuration says.
+/// Why a configured endpoint cannot be used, as its configuration says, and the command that
+/// stores its key when the keys file can hold it.
 fn why_unusable(config: &EndpointConfig) -> String {
-    config.unavailable.as_deref().unwrap_or("?").to_string()
+    let why = config.unavailable.as_deref().unwrap_or("?");
+    match crate::config::keys::override_vars(&config.name) {
+        Some(_) => format!("{why}: `exai keys set {}` stores its key", config.name),
+        None => why.to_string(),
+    }
 }
 
 /// At most `limit` of the `provider:model` names, taken in turn from each provider so that one
@@ -325,8 +332,9 @@ mod tests {
         assert_eq!(
             unusable(WhyUnusable::NotOffered, &[], 0),
             "model \"m\" cannot be used: no configured provider offers it. No provider is \
-             configured: set GLM_API_KEY, KIMI_API_KEY, OPENAI_API_KEY, OPENROUTER_API_KEY or \
-             CUSTOM_API_URL."
+             configured: store a key with `exai keys set <provider>` (glm, kimi, openai, \
+             openrouter; or set CUSTOM_API_URL for a local server), then run `exai doctor` to \
+             check it."
         );
         assert_eq!(
             unusable(

@@ -57,6 +57,24 @@ impl StoreReader {
         .map(drop)
     }
 
+    /// Whether the store takes a write (`exai doctor`): a replica row inserted in a transaction
+    /// that is then rolled back, so nothing is kept and no replica is ever seen.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        let probe = format!("exai-doctor-{}", uuid::Uuid::now_v7());
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.begin().map_err(|e| self.location.error(e))?;
+        let wrote = conn.execute(
+            &format!("INSERT INTO replicas ({REPLICA_COLUMNS}) VALUES (?1, ?2, 0, 0, 0, ?3)"),
+            &[
+                Param::Text(Some(&probe)),
+                Param::Text(Some("exai doctor")),
+                Param::Text(Some(crate::VERSION)),
+            ],
+        );
+        conn.rollback();
+        wrote.map(drop).map_err(|e| self.location.error(e))
+    }
+
     /// Forgets replica `id` (its clean shutdown, once its calls have ended).
     pub fn remove_replica(&self, id: &str) -> Result<(), StoreError> {
         self.execute(
@@ -262,5 +280,19 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_check_keeps_nothing() {
+        let store = Store::open(&test_location()).unwrap();
+        let left = store
+            .read(|r: &StoreReader| {
+                r.check_writable()?;
+                r.check_writable()?;
+                r.replicas()
+            })
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -124,8 +124,9 @@ fn describe(providers: &Providers) -> (String, serde_json::Value) {
     }
     if providers.usable().is_empty() {
         lines.push(
-            "No provider is configured yet: set GLM_API_KEY, KIMI_API_KEY, OPENAI_API_KEY, \
-                    OPENROUTER_API_KEY, or CUSTOM_API_URL for any OpenAI-compatible endpoint."
+            "No provider is configured yet: store a key with `exai keys set <provider>` (glm, \
+             kimi, openai, openrouter; or set CUSTOM_API_URL for any OpenAI-compatible \
+             endpoint), then run `exai doctor` to check it."
                 .into(),
         );
     }

@@ -81,6 +81,15 @@ impl ExaiTool for Status {
                 in_flight.len(),
                 ctx.calls.store().queue_depth(),
             );
+            // The client's shim says its version when it connects: a daemon left running
+            // across an upgrade is named here, with what to do.
+            let version_skew = ctx.call.origin.shim_version.as_deref().and_then(|shim| {
+                crate::daemon::control::version_skew(shim, crate::VERSION)
+                    .map(|skew| format!("{skew}: {}", crate::daemon::control::RESTART_ADVICE))
+            });
+            if let Some(skew) = &version_skew {
+                text.push_str(&format!("\n  version: {skew}"));
+            }
             for problem in &store_problems {
                 text.push_str(&format!("\n  store: {problem}"));
             }
@@ -96,6 +105,8 @@ impl ExaiTool for Status {
             let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
             result.structured_content = Some(json!({
                 "version": crate::VERSION,
+                "shim_version": ctx.call.origin.shim_version,
+                "version_skew": version_skew,
                 "pid": ctx.health.pid,
                 "uptime_s": ctx.health.uptime_s(),
                 "sessions": ctx.health.sessions(),

@@ -200,6 +200,28 @@ pub async fn provider_aborted(fake: &Fake, n: u64) {
     fake_stat_reaches(fake, "aborted", n, "abort(s) at the provider").await;
 }
 
+/// `exai ARGS` with only `env` (and PATH), `stdin` written to it; what it printed and how it ended.
+pub fn exai_output(env: &[(&str, &str)], args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(EXAI)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// A fresh EXAI_HOME.
 pub fn temp_home() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("exai-test-{}", uuid::Uuid::now_v7()));

@@ -1,10 +1,8 @@
 //! `exai keys`: keys stored in a private file beside the config file, shown only masked, read by
 //! the daemon at start, overridden by the environment, and refused when the file is not private.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use crate::common::*;
 
@@ -19,23 +17,7 @@ fn config_home() -> (PathBuf, PathBuf) {
 
 /// `exai ARGS` with only `env` (and PATH), `stdin` piped in: (success, stdout + stderr).
 fn exai(env: &[(&str, &str)], args: &[&str], stdin: &str) -> (bool, String) {
-    let mut child = Command::new(EXAI)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = exai_output(env, args, stdin);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

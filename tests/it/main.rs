@@ -16,6 +16,7 @@ mod background;
 mod call_path;
 mod conversations;
 mod daemon;
+mod doctor;
 mod hostile_calls;
 mod hostile_files;
 mod hostile_repo;

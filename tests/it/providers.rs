@@ -121,7 +121,10 @@ async fn unknown_and_unconfigured_models_say_what_is_available() {
     assert_eq!(unknown.is_error, Some(true));
     let text = text_of(&unknown);
     assert!(
-        text.contains("needs provider openai, which is not configured (OPENAI_API_KEY not set)"),
+        text.contains(
+            "needs provider openai, which is not configured (OPENAI_API_KEY not set: `exai keys \
+             set openai` stores its key)"
+        ),
         "{text}"
     );
     assert!(
