@@ -2,8 +2,7 @@
 //! found and, when not ok, the exact fix; no key or token is ever shown.
 //!
 //! The checks are independent async functions listed in [`checks`] and run together: adding
-//! one (such as each installed client's exai entry and its timeout) is one function and one
-//! line there.
+//! one is one function and one line there.
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -14,6 +13,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::clients::{Client, Places, Scope, Wanted};
 use crate::config::{BUILT_IN_PROVIDERS, Config, EndpointConfig, TOKEN_FILE, settings};
 use crate::daemon::DaemonInfo;
 use crate::daemon::control::{self, RESTART_ADVICE};
@@ -123,6 +123,7 @@ fn checks(scene: &Scene) -> Vec<BoxFuture<'_, Vec<Check>>> {
         Box::pin(store(scene)),
         Box::pin(providers(scene)),
         Box::pin(default_model(scene)),
+        Box::pin(clients(scene)),
         Box::pin(disk(scene)),
     ]
 }
@@ -666,6 +667,105 @@ async fn default_model(scene: &Scene) -> Vec<Check> {
 }
 
 /// Free space where EXAI_HOME is (its records and logs grow there).
+/// Each installed MCP client: is exai in its user configuration, is it this binary, and does the
+/// client wait as long as exai's deadlines need. A client's own file is the user's: warnings only.
+async fn clients(scene: &Scene) -> Vec<Check> {
+    let Ok(config) = &scene.config else {
+        return Vec::new();
+    };
+    let wanted = match Wanted::for_this_binary(config) {
+        Ok(wanted) => wanted,
+        Err(e) => return vec![Check::warn("clients", e.to_string(), "reinstall exai")],
+    };
+    let places = match Places::from_env() {
+        Ok(places) => places,
+        Err(e) => return vec![Check::warn("clients", e.to_string(), "set HOME")],
+    };
+    // Reading the clients' files is blocking I/O: off the async threads.
+    crate::spawn::blocking(move || client_checks(&places, &wanted))
+        .await
+        .unwrap_or_default()
+}
+
+fn client_checks(places: &Places, wanted: &Wanted) -> Vec<Check> {
+    let installed: Vec<&dyn Client> = crate::clients::all()
+        .into_iter()
+        .filter(|client| client.installed(places))
+        .collect();
+    if installed.is_empty() {
+        return vec![Check::warn(
+            "clients",
+            "no MCP client found (Claude Code, Codex, Cursor, Gemini CLI, Auggie)",
+            "install one, then `exai setup <client>`",
+        )];
+    }
+    installed
+        .into_iter()
+        .map(|client| client_check(client, places, wanted))
+        .collect()
+}
+
+fn client_check(client: &dyn Client, places: &Places, wanted: &Wanted) -> Check {
+    let name = format!("client {}", client.id());
+    let setup = format!("exai setup {}", client.id());
+    let entry = match client.read(places, &Scope::User) {
+        Ok(Some(entry)) => entry,
+        Ok(None) => {
+            return Check::warn(
+                name,
+                format!(
+                    "{} is installed but exai is not in its configuration",
+                    client.name()
+                ),
+                setup,
+            );
+        }
+        Err(e) => return Check::warn(name, e.to_string(), format!("fix the file, then `{setup}`")),
+    };
+    if entry.command != wanted.command {
+        return Check::warn(
+            name,
+            format!(
+                "{} launches {}, not this exai ({})",
+                client.name(),
+                entry.command,
+                wanted.command
+            ),
+            setup,
+        );
+    }
+    let needed = wanted.timeout.as_secs();
+    match entry.timeout {
+        Some(timeout) if client.has_entry_timeout() && timeout < wanted.timeout => {
+            return Check::warn(
+                name,
+                format!(
+                    "{} gives up on a tool call after {} s; exai's longest deadline needs {needed} s",
+                    client.name(),
+                    timeout.as_secs()
+                ),
+                setup,
+            );
+        }
+        _ => {}
+    }
+    if let Some(advice) = client.timeout_advice(places, wanted.timeout) {
+        return Check::warn(
+            name,
+            format!("{} is set up for exai", client.name()),
+            advice,
+        );
+    }
+    let waits = match entry.timeout {
+        Some(timeout) => format!(", waits {} s for a tool call", timeout.as_secs()),
+        None => String::new(),
+    };
+    Check::ok(
+        name,
+        format!("{} is set up for this exai{waits}", client.name()),
+    )
+}
+
 async fn disk(scene: &Scene) -> Vec<Check> {
     let Ok(config) = &scene.config else {
         return Vec::new();

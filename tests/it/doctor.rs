@@ -507,3 +507,41 @@ fn a_daemon_named_by_exai_url_is_checked_there() {
         "{report}"
     );
 }
+
+#[test]
+fn each_installed_client_is_checked_for_this_exai_and_its_timeout() {
+    let fake = Fake::start();
+    let place = Place::new().with(&at(&custom(&fake)));
+    let (_, report) = place.doctor(&[]);
+    assert!(
+        line(&report, "clients").starts_with("warn") && report.contains("no MCP client found"),
+        "{report}"
+    );
+
+    // Codex is installed (its config dir exists) and launches another exai with a short timeout.
+    let codex = place.root.join(".codex");
+    std::fs::create_dir_all(&codex).unwrap();
+    std::fs::write(
+        codex.join("config.toml"),
+        "[mcp_servers.exai]\ncommand = \"/opt/old/exai\"\nargs = [\"stdio\"]\ntool_timeout_sec = 60\n",
+    )
+    .unwrap();
+    let (ok, report) = place.doctor(&[]);
+    assert!(ok, "a client's own file only warns:\n{report}");
+    let codex_line = line(&report, "client codex");
+    assert!(
+        codex_line.starts_with("warn") && codex_line.contains("/opt/old/exai"),
+        "{report}"
+    );
+    assert!(report.contains("fix: exai setup codex"), "{report}");
+
+    // Set up, it is this exai and waits long enough; setup's timeout satisfies doctor.
+    let (set_up, out, err) = place.exai(&["setup", "codex"], "");
+    assert!(set_up, "{out}{err}");
+    let (_, report) = place.doctor(&[]);
+    let codex_line = line(&report, "client codex");
+    assert!(
+        codex_line.starts_with("ok") && codex_line.contains("is set up for this exai, waits"),
+        "{report}"
+    );
+}
