@@ -27,6 +27,7 @@ mod postgres_harness;
 mod provider_fidelity;
 mod provider_requests;
 mod providers;
+mod readme;
 mod replicas;
 mod setup;
 mod shared_limits;
