@@ -7,8 +7,8 @@
 //! - `<!-- walkthrough: run, typing TEXT -->`: run with TEXT as what the person types;
 //! - `<!-- walkthrough: run, input below -->` + `<!-- walkthrough: input -->`: run with the next
 //!   block as its input, one JSON-RPC message a line; every request in it must get a result;
-//! - `<!-- walkthrough: config file -->`: written as the config file, which `exai config` must take
-//!   without a warning;
+//! - `<!-- walkthrough: config file -->`: written as the config file when the session reaches it,
+//!   which `exai config` must take without a warning (then removed: it is an example);
 //! - `<!-- walkthrough: skip — WHY -->`: not run here, and the README says why.
 //!
 //! What differs from a person's machine, and why: `cargo build`/`cargo install` are answered by a
@@ -173,13 +173,13 @@ impl Sandbox {
                     )
                 }
                 Treatment::ConfigFile => {
-                    let file = self.home.join(".config/exai/config.toml");
-                    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-                    std::fs::write(&file, &block.text).unwrap();
+                    // Written when the session reaches it, as a person would, not before.
+                    let out = self.root.join("config.out");
                     script.push_str(&format!(
-                        "echo '@@block {line}'\nexai config > {out} 2>&1 || {{ cat {out}; exit 1; }}\n! grep -q 'warning:' {out} || {{ cat {out}; exit 1; }}\n",
+                        "echo '@@block {line}'\nmkdir -p ~/.config/exai\ncat > ~/.config/exai/config.toml <<'WALKTHROUGH_EOF'\n{text}WALKTHROUGH_EOF\nexai config > {out} 2>&1 || {{ cat {out}; exit 1; }}\n! grep -q 'warning:' {out} || {{ cat {out}; exit 1; }}\nrm ~/.config/exai/config.toml\n",
                         line = block.line,
-                        out = self.root.join("config.out").display()
+                        text = block.text,
+                        out = out.display()
                     ));
                     continue;
                 }
