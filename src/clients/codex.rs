@@ -210,12 +210,6 @@ fn seconds_of(item: &Item) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
-/// Whether `command` launches an exai binary: this one, or any program named `exai`.
-fn is_exai(command: &str, this_exe: Option<&Path>) -> bool {
-    let path = Path::new(command);
-    this_exe.is_some_and(|exe| exe == path) || path.file_name().is_some_and(|name| name == "exai")
-}
-
 /// The `tool_timeout_sec` of the Codex server entry that launches exai (`this_exe`, else any
 /// `exai`), from the text of a Codex config file. `Ok(None)`: no such entry, or it sets none.
 pub fn exai_tool_timeout(text: &str, this_exe: Option<&Path>) -> Result<Option<Duration>, String> {
@@ -223,15 +217,10 @@ pub fn exai_tool_timeout(text: &str, this_exe: Option<&Path>) -> Result<Option<D
     let Some(servers) = document.get(SERVERS).and_then(Item::as_table_like) else {
         return Ok(None);
     };
-    let launching: Vec<Entry> = servers
+    let entries = servers
         .iter()
-        .filter_map(|(_, item)| item.as_table_like().map(entry_of))
-        .filter(|entry| is_exai(&entry.command, this_exe))
-        .collect();
-    let exact = launching
-        .iter()
-        .find(|entry| this_exe.is_some_and(|exe| Path::new(&entry.command) == exe));
-    Ok(exact.or(launching.first()).and_then(|entry| entry.timeout))
+        .filter_map(|(_, item)| item.as_table_like().map(entry_of));
+    Ok(super::launching_exai(entries, this_exe).and_then(|entry| entry.timeout))
 }
 
 #[cfg(test)]

@@ -193,6 +193,21 @@ pub(crate) fn read(path: &Path, shape: Shape) -> Result<Option<Entry>, ClientErr
         .map(|entry| entry_of(entry, shape)))
 }
 
+/// The `timeout` of the Gemini-style server entry that launches exai (`this_exe`, else any
+/// `exai`), from a settings file's text. `Ok(None)`: no such entry, or it sets none.
+pub fn exai_timeout_ms(text: &str, this_exe: Option<&Path>) -> Result<Option<Duration>, String> {
+    let document: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let Some(servers) = document.get("mcpServers").and_then(Value::as_object) else {
+        return Ok(None);
+    };
+    let shape = Shape {
+        timeout_ms: true,
+        ..Shape::PLAIN
+    };
+    let entries = servers.values().map(|entry| entry_of(entry, shape));
+    Ok(super::launching_exai(entries, this_exe).and_then(|entry| entry.timeout))
+}
+
 fn entry_of(entry: &Value, shape: Shape) -> Entry {
     Entry {
         command: entry["command"].as_str().unwrap_or_default().to_string(),

@@ -328,6 +328,23 @@ pub(crate) mod test_support {
     }
 }
 
+/// Whether `command` launches an exai binary: this one, or any program named `exai`.
+fn is_exai(command: &str, this_exe: Option<&Path>) -> bool {
+    let path = Path::new(command);
+    this_exe.is_some_and(|exe| exe == path) || path.file_name().is_some_and(|name| name == "exai")
+}
+
+/// Of a client's server entries, the one that launches exai: this binary's first, else any `exai`.
+fn launching_exai(entries: impl Iterator<Item = Entry>, this_exe: Option<&Path>) -> Option<Entry> {
+    let launching: Vec<Entry> = entries
+        .filter(|entry| is_exai(&entry.command, this_exe))
+        .collect();
+    let exact = launching
+        .iter()
+        .position(|entry| this_exe.is_some_and(|exe| Path::new(&entry.command) == exe));
+    launching.into_iter().nth(exact.unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

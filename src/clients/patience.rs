@@ -1,7 +1,8 @@
 //! How long a session's client waits for a tool answer, following the client's own
-//! configuration where exai can read it: a Codex session gets the `tool_timeout_sec` of the
-//! Codex entry that launches exai (read off the async threads, bounded, cached until the file's
-//! mtime changes). A rule the user set (`EXAI_CLIENT_PATIENCE`, `client_patience`) still wins.
+//! configuration where exai can read it: a Codex session gets the `tool_timeout_sec`, a Gemini
+//! CLI session the `timeout`, of the entry that launches exai (read with tokio::fs, bounded,
+//! cached until the file changes). A rule the user set (`EXAI_CLIENT_PATIENCE`,
+//! `client_patience`) still wins.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -9,38 +10,79 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncReadExt;
 
-use super::codex;
+use super::{codex, json};
 use crate::config::Config;
 
-/// Larger than any Codex config: past it the file is not read.
-const MAX_CODEX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Larger than any client's config: past it the file is not read.
+const MAX_CLIENT_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// A file's identity for the cache: modified time and length (`None`: no file).
 type Stamp = Option<(Option<SystemTime>, u64)>;
 
+/// Reads the timeout of exai's entry from a client's config text (this binary's path given).
+type ReadTimeout = fn(&str, Option<&Path>) -> Result<Option<Duration>, String>;
+
+/// One client's own timeout setting: which sessions it is for, where it is, how it is read.
+struct OwnTimeout {
+    /// The start of the client's `clientInfo.name` (lowercase).
+    client: &'static str,
+    /// Its name in log lines.
+    name: &'static str,
+    file: PathBuf,
+    read: ReadTimeout,
+    /// The file last read: its stamp and the timeout found there.
+    cache: Mutex<Option<(Stamp, Option<Duration>)>>,
+}
+
 /// The clients' own timeouts, as their configuration files say.
 pub struct ClientPatience {
-    /// Codex's `config.toml` in this process's environment.
-    codex_config: Option<PathBuf>,
+    own: Vec<OwnTimeout>,
     this_exe: Option<PathBuf>,
-    /// The Codex file last read: its stamp and the timeout found there.
-    codex: Mutex<Option<(Stamp, Option<Duration>)>>,
 }
 
 impl ClientPatience {
-    /// Reads Codex's config at `codex_config` (none: no client's file is read).
-    pub fn new(codex_config: Option<PathBuf>) -> Self {
+    /// Reads Codex's `config.toml` at `codex_config` and Gemini CLI's `settings.json` at
+    /// `gemini_settings` (none: that client's file is not read).
+    pub fn new(codex_config: Option<PathBuf>, gemini_settings: Option<PathBuf>) -> Self {
+        let own = [
+            (
+                "codex",
+                "Codex",
+                codex_config,
+                codex::exai_tool_timeout as ReadTimeout,
+            ),
+            (
+                "gemini-cli",
+                "Gemini CLI",
+                gemini_settings,
+                json::exai_timeout_ms,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(client, name, file, read)| {
+            Some(OwnTimeout {
+                client,
+                name,
+                file: file?,
+                read,
+                cache: Mutex::new(None),
+            })
+        })
+        .collect();
         Self {
-            codex_config,
+            own,
             this_exe: std::env::current_exe().ok(),
-            codex: Mutex::new(None),
         }
     }
 
-    /// The client files of this process's environment (`CODEX_HOME`, else `~/.codex`).
+    /// The client files of this process's environment (`CODEX_HOME`, else `~/.codex`;
+    /// `~/.gemini`).
     pub fn from_env() -> Self {
         let places = super::Places::from_lookup(|name| std::env::var(name).ok()).ok();
-        Self::new(places.map(|p| p.codex_home.join("config.toml")))
+        Self::new(
+            places.as_ref().map(|p| p.codex_home.join("config.toml")),
+            places.map(|p| p.home.join(".gemini/settings.json")),
+        )
     }
 
     /// How long the client named `client` waits for a `tools/call` answer.
@@ -49,61 +91,61 @@ impl ClientPatience {
             return set;
         }
         let name = client.unwrap_or("").to_ascii_lowercase();
-        if name.starts_with("codex")
-            && let Some(own) = self.codex_timeout().await
+        if let Some(own) = self.own.iter().find(|own| name.starts_with(own.client))
+            && let Some(timeout) = self.timeout_in(own).await
         {
-            return own;
+            return timeout;
         }
         config.patience_for(client)
     }
 
-    async fn codex_timeout(&self) -> Option<Duration> {
-        let path = self.codex_config.as_deref()?;
-        let stamp: Stamp = tokio::fs::metadata(path)
+    async fn timeout_in(&self, own: &OwnTimeout) -> Option<Duration> {
+        let stamp: Stamp = tokio::fs::metadata(&own.file)
             .await
             .ok()
             .map(|m| (m.modified().ok(), m.len()));
-        let cached = *self.codex.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = *own.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((cached, timeout)) = cached
             && cached == stamp
         {
             return timeout;
         }
         let timeout = match stamp {
-            Some(_) => self.read_codex(path).await,
+            Some(_) => self.read(own).await,
             None => None,
         };
-        *self.codex.lock().unwrap_or_else(|p| p.into_inner()) = Some((stamp, timeout));
+        *own.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((stamp, timeout));
         timeout
     }
 
-    /// The timeout in Codex's file; a file that cannot be used is ignored with one log line
-    /// (per change of the file: the cache holds the verdict).
-    async fn read_codex(&self, path: &Path) -> Option<Duration> {
+    /// The timeout in the client's file; a file that cannot be used is ignored with one log
+    /// line (per change of the file: the cache holds the verdict).
+    async fn read(&self, own: &OwnTimeout) -> Option<Duration> {
+        let path = &own.file;
         let read = async {
             let file = tokio::fs::File::open(path)
                 .await
                 .map_err(|e| e.to_string())?;
             let mut bytes = Vec::new();
-            file.take(MAX_CODEX_CONFIG_BYTES + 1)
+            file.take(MAX_CLIENT_CONFIG_BYTES + 1)
                 .read_to_end(&mut bytes)
                 .await
                 .map_err(|e| e.to_string())?;
-            if bytes.len() as u64 > MAX_CODEX_CONFIG_BYTES {
-                return Err(format!("larger than {MAX_CODEX_CONFIG_BYTES} bytes"));
+            if bytes.len() as u64 > MAX_CLIENT_CONFIG_BYTES {
+                return Err(format!("larger than {MAX_CLIENT_CONFIG_BYTES} bytes"));
             }
             let text = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
-            codex::exai_tool_timeout(&text, self.this_exe.as_deref())
+            (own.read)(&text, self.this_exe.as_deref())
         };
         match read.await {
             Ok(timeout) => {
                 if let Some(timeout) = timeout {
-                    tracing::info!(path = %path.display(), tool_timeout_s = timeout.as_secs_f64(), "Codex sessions wait as long as Codex's tool_timeout_sec for exai");
+                    tracing::info!(path = %path.display(), client = own.name, timeout_s = timeout.as_secs_f64(), "the client's sessions wait as long as its own timeout for exai");
                 }
                 timeout
             }
             Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "Codex config not usable; Codex's patience stays the default");
+                tracing::warn!(path = %path.display(), client = own.name, %error, "client config not usable; its patience stays the default");
                 None
             }
         }
@@ -128,7 +170,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("exai-patience-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).expect("dir");
         let file = dir.join("config.toml");
-        let patience = ClientPatience::new(Some(file.clone()));
+        let patience = ClientPatience::new(Some(file.clone()), None);
         let plain = config(None);
         let codex = Some("codex-mcp-client");
         assert_eq!(
@@ -159,6 +201,37 @@ mod tests {
         std::fs::write(&file, "[mcp_servers.exai\n").expect("write");
         assert_eq!(
             patience.for_client(&plain, codex).await,
+            Duration::from_secs(60)
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn gemini_sessions_follow_the_timeout_of_the_entry_that_launches_exai() {
+        let dir = std::env::temp_dir().join(format!("exai-patience-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("settings.json");
+        let patience = ClientPatience::new(None, Some(file.clone()));
+        let plain = config(None);
+        let gemini = Some("gemini-cli-mcp-client");
+        // No file: Gemini CLI's own default, ten minutes.
+        assert_eq!(
+            patience.for_client(&plain, gemini).await,
+            Duration::from_secs(600)
+        );
+        std::fs::write(
+            &file,
+            r#"{"theme": "x", "mcpServers": {"other": {"command": "npx", "timeout": 1000},
+                "mine": {"command": "/opt/bin/exai", "args": ["stdio"], "timeout": 90000}}}"#,
+        )
+        .expect("write");
+        assert_eq!(
+            patience.for_client(&plain, gemini).await,
+            Duration::from_secs(90)
+        );
+        // Codex's file is not Gemini's.
+        assert_eq!(
+            patience.for_client(&plain, Some("codex-mcp-client")).await,
             Duration::from_secs(60)
         );
         let _ = std::fs::remove_dir_all(dir);

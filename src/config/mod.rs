@@ -724,10 +724,12 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, ListenError> {
 }
 
 /// Clients whose patience is known: Claude Code keeps waiting while progress flows;
-/// Codex and SDK-default clients give up after 60 s whatever happens.
-const KNOWN_PATIENCE: [(&str, u64); 3] = [
+/// Codex and SDK-default clients give up after 60 s whatever happens; Gemini CLI waits 10
+/// minutes unless its entry's `timeout` says otherwise.
+const KNOWN_PATIENCE: [(&str, u64); 4] = [
     ("claude-code", 24 * 3600),
     ("codex", 60),
+    ("gemini-cli", 600),
     ("mcp-inspector", 60),
 ];
 const DEFAULT_PATIENCE_S: u64 = 60;

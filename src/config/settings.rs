@@ -371,7 +371,7 @@ settings! {
     CLIENT_PATIENCE {
         var: "EXAI_CLIENT_PATIENCE",
         file_key: Some("client_patience"),
-        kind: Kind::SecondsByName { default: "Claude Code: 24 h, Codex and others: 60 s" },
+        kind: Kind::SecondsByName { default: "Claude Code: 24 h, Gemini CLI: 10 min, Codex and others: 60 s" },
         doc: "how long each client waits for a tool answer (client=seconds, * for all others)",
         shown: |c| {
             let mut rules: Vec<String> = c

@@ -516,6 +516,38 @@ fn the_real_claude_code_lists_exai_connected_then_gone() {
     assert!(!listed.contains("exai"), "{listed}");
 }
 
+/// A slow chat (6 s) from a client that says it is `client`: (how long until the answer, its text).
+fn slow_call_as(daemon: &Daemon, client: &str) -> (Duration, String) {
+    let mut raw = RawClient::start(&daemon.stdio_env(), &[]);
+    raw.ok(
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {},
+               "clientInfo": {"name": client, "version": "1.0.0"}}),
+    );
+    raw.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let started = Instant::now();
+    let result = raw.ok(
+        "tools/call",
+        json!({"name": "chat", "arguments": {"prompt": "slow", "model": "fake-delay-6000"}}),
+    );
+    (
+        started.elapsed(),
+        result["content"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+/// The call went to the background at the client's 3 s, not at a default.
+fn answered_at_three_seconds((waited, text): (Duration, String)) {
+    assert!(text.contains("still running in the background"), "{text}");
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "answered after {waited:?}, not at the client's 3 s"
+    );
+}
+
 #[test]
 fn a_codex_session_waits_as_long_as_codex_is_configured_to() {
     let fake = Fake::start();
@@ -530,38 +562,12 @@ fn a_codex_session_waits_as_long_as_codex_is_configured_to() {
     );
     let codex_home = path(&home.file(".codex"));
     let home_dir = path(&home.dir);
-    let call_as_codex = |daemon: &Daemon| {
-        let mut raw = RawClient::start(&daemon.stdio_env(), &[]);
-        raw.ok(
-            "initialize",
-            json!({"protocolVersion": "2025-06-18", "capabilities": {},
-                   "clientInfo": {"name": "codex-mcp-client", "version": "0.60.0"}}),
-        );
-        raw.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-        let started = Instant::now();
-        let result = raw.ok(
-            "tools/call",
-            json!({"name": "chat", "arguments": {"prompt": "slow", "model": "fake-delay-6000"}}),
-        );
-        (
-            started.elapsed(),
-            result["content"][0]["text"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-        )
-    };
     let env = [
         ("HOME", home_dir.as_str()),
         ("CODEX_HOME", codex_home.as_str()),
     ];
     let daemon = Daemon::start(&fake, &env);
-    let (waited, text) = call_as_codex(&daemon);
-    assert!(text.contains("still running in the background"), "{text}");
-    assert!(
-        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
-        "answered after {waited:?}, not at Codex's 3 s"
-    );
+    answered_at_three_seconds(slow_call_as(&daemon, "codex-mcp-client"));
     drop(daemon);
     // An explicit rule still wins: this Codex is said to wait a minute.
     let ruled = Daemon::start(
@@ -572,7 +578,23 @@ fn a_codex_session_waits_as_long_as_codex_is_configured_to() {
             ("EXAI_CLIENT_PATIENCE", "codex=60"),
         ],
     );
-    let (waited, text) = call_as_codex(&ruled);
+    let (waited, text) = slow_call_as(&ruled, "codex-mcp-client");
     assert!(!text.contains("in the background"), "{text}");
     assert!(waited >= Duration::from_secs(5), "{waited:?}");
+}
+
+#[test]
+fn a_gemini_session_waits_as_long_as_its_exai_entry_says() {
+    let fake = Fake::start();
+    let home = Home::new();
+    home.ok(&["setup", "gemini"]);
+    // The user shortens the timeout setup wrote to 3 s.
+    let file = home.file(".gemini/settings.json");
+    let mut settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    settings["mcpServers"]["exai"]["timeout"] = json!(3000);
+    write(&file, &settings.to_string());
+    let home_dir = path(&home.dir);
+    let daemon = Daemon::start(&fake, &[("HOME", home_dir.as_str())]);
+    answered_at_three_seconds(slow_call_as(&daemon, "gemini-cli-mcp-client"));
 }
