@@ -26,7 +26,8 @@ use crate::calls::view::CallView;
 use crate::calls::{
     CallOrigin, Calls, CancelReason, FailureKind, LiveCall, Outcome, TransportKind,
 };
-use crate::health::SessionGuard;
+use crate::health::{SessionGuard, SessionSettings};
+use crate::settings::ClientEnv;
 use crate::store::Delivery;
 use crate::tools::ToolContext;
 use crate::users::Caller;
@@ -51,7 +52,16 @@ pub struct Session {
     client: Mutex<Option<Implementation>>,
     /// JSON-RPC request id → call id, until the response is written.
     pending: Mutex<HashMap<String, String>>,
+    /// The settings its client's environment sets (a shim on the local socket): its calls run
+    /// with them over the daemon's.
+    client_env: std::sync::OnceLock<ClientEnv>,
     counted: SessionGuard,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.counted.health().note_session_settings(&self.id, None);
+    }
 }
 
 impl Session {
@@ -62,8 +72,14 @@ impl Session {
             caller: caller.map(Into::into).unwrap_or_default(),
             client: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
+            client_env: std::sync::OnceLock::new(),
             counted: app.health.session_opened(),
         })
+    }
+
+    /// Its calls run with `env` over the daemon's settings (set once, when it connects).
+    pub fn run_with_client_env(&self, env: ClientEnv) {
+        let _ = self.client_env.set(env);
     }
 
     /// Whether the transport reports delivery itself (our framed transports do; rmcp's HTTP does not).
@@ -230,7 +246,7 @@ impl RequestScope<'_> {
 
     /// How long a finished call's result is kept (`EXAI_RESULT_TTL_H`).
     pub fn result_ttl(&self) -> std::time::Duration {
-        self.service.app.config.result_ttl
+        self.service.app.settings().config.result_ttl
     }
 
     /// The client's name, as it introduced itself.
@@ -270,6 +286,8 @@ struct Opened {
     pub request_id: String,
     /// How long the client waits for an answer.
     pub patience: std::time::Duration,
+    /// The heartbeat of its progress notifications.
+    pub progress_interval: std::time::Duration,
     pub span: tracing::Span,
 }
 
@@ -317,6 +335,25 @@ impl ExaiService {
             ));
         }
         Ok(of_request.clone())
+    }
+
+    /// The snapshot a call of this session runs on: the daemon's, or the session's own when its
+    /// client sets settings of its own (noted for `status` while they differ).
+    async fn settings_for_call(
+        &self,
+        context: &RequestContext<RoleServer>,
+    ) -> Arc<crate::settings::Settings> {
+        let Some(env) = self.session.client_env.get() else {
+            return self.app.settings();
+        };
+        let settings = self.app.settings.for_session(Some(env)).await;
+        let note = (!settings.differs.is_empty()).then(|| SessionSettings {
+            client: self.client(context).map(|c| c.name),
+            variables: settings.differs.clone(),
+            applied: true,
+        });
+        self.app.health.note_session_settings(&self.session.id, note);
+        settings
     }
 
     fn origin(&self, context: &RequestContext<RoleServer>) -> Result<CallOrigin, McpError> {
@@ -388,7 +425,9 @@ impl ExaiService {
                 return Err(McpError::new(code, format!("{message} (call {id})"), None));
             }
         };
-        let budget = self.app.config.timeout_for(&request.name);
+        // The settings the call runs on, to its end: a reload reaches the next call.
+        let settings = self.settings_for_call(context).await;
+        let budget = settings.config.timeout_for(&request.name);
         let call = self
             .app
             .calls
@@ -405,8 +444,7 @@ impl ExaiService {
             })?;
         let request_id = context.id.to_string();
         self.session.track(request_id.clone(), call.id.clone());
-        let patience = self
-            .app
+        let patience = settings
             .config
             .patience_for(call.origin.client_name.as_deref());
         let tool_answer_by = answer_deadline(call.received_at, patience, call.deadline);
@@ -414,9 +452,9 @@ impl ExaiService {
         let tool_context = ToolContext {
             call: call.clone(),
             calls: self.app.calls.clone(),
-            providers: self.app.providers.clone(),
+            providers: settings.providers.clone(),
             health: self.app.health.clone(),
-            config: self.app.config.clone(),
+            config: settings.config.clone(),
             answer_by: tool_answer_by,
         };
         let work = match self.app.calls.running_twin(&call) {
@@ -432,6 +470,7 @@ impl ExaiService {
             tool,
             request_id,
             patience,
+            progress_interval: settings.config.progress_interval,
             span,
         })
     }
@@ -470,8 +509,8 @@ impl ExaiService {
         stop_waiting: CancellationToken,
         disconnect_cancels: bool,
         answer_by: Option<std::time::Instant>,
+        configured: Duration,
     ) -> Waited {
-        let configured = self.app.config.progress_interval;
         let mut next_beat = tokio::time::Instant::now()
             + heartbeat_period(configured, self.app.calls.in_flight_count());
         let mut stages = call.progress.subscribe();
@@ -611,6 +650,7 @@ impl ServerHandler for ExaiService {
             tool,
             request_id,
             patience,
+            progress_interval,
             span,
         } = self.open_call(request, &context, false).await?;
         // Only long tools can outlast a client; the rest (call_result included) answer in time by design.
@@ -632,7 +672,7 @@ impl ServerHandler for ExaiService {
                 crate::tasks::working(
                     &call,
                     call.received_at_ms,
-                    self.app.config.result_ttl.as_millis() as u64,
+                    self.app.settings().config.result_ttl.as_millis() as u64,
                 ),
             )));
         }
@@ -648,6 +688,7 @@ impl ServerHandler for ExaiService {
                 context.ct.clone(),
                 disconnect_cancels,
                 answer_by,
+                progress_interval,
             )
             .instrument(span.clone())
             .await;
@@ -696,7 +737,7 @@ impl ServerHandler for ExaiService {
         request: GetTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
-        let ttl_ms = self.app.config.result_ttl.as_millis() as u64;
+        let ttl_ms = self.app.settings().config.result_ttl.as_millis() as u64;
         let view = self.lookup(&request.task_id, &context).await?;
         crate::tasks::detailed(&request.task_id, &view, ttl_ms).map(GetTaskResult::new)
     }

@@ -1,12 +1,14 @@
 //! Settings: the environment, then the keys file (API keys only), then the config file, then
 //! defaults.
 
+mod changes;
 mod file;
 pub mod keys;
 pub mod settings;
 
 use settings as s;
-pub use settings::{Kind, SETTINGS, Setting, setting};
+pub use changes::{Change, changes};
+pub use settings::{Kind, SETTINGS, Scope, Setting, setting};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -274,10 +276,20 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 /// Default of `EXAI_MAX_ANSWER_BYTES`: far above any real answer, far below harm.
 pub const DEFAULT_MAX_ANSWER_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Where the config file is (or would be) for the environment seen through `env`.
+pub fn file_location(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    file::location(env("EXAI_CONFIG"), env("XDG_CONFIG_HOME"), env("HOME")).map(|(path, _)| path)
+}
+
+/// The process environment as the configuration reads it: a blank variable is unset.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 impl Config {
     /// Reads the process environment and the config file.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_env_and_file(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+        Self::from_env_and_file(process_env)
     }
 
     /// The environment seen through `env`, over the config file it points to.

@@ -1,0 +1,338 @@
+//! The settings a call runs on: one snapshot of the configuration and of the providers built from
+//! it, taken when the call is received and kept to its end. The daemon's snapshot is swapped
+//! whole when its config or keys file changes; a session whose client sets provider or call
+//! settings of its own in its environment gets a snapshot of its own (shared by every session of
+//! the same variables).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+use base64::Engine;
+
+use crate::config::{Config, ConfigError, Scope, changes, process_env, settings::is_session_var};
+use crate::health::Health;
+use crate::providers::Providers;
+
+/// The request header a shim on the local socket carries its client's settings in: base64 of a
+/// JSON object, variable → value. Never logged, never stored.
+pub const CLIENT_ENV_HEADER: &str = "exai-client-env";
+
+/// Most bytes of that header the daemon reads.
+const CLIENT_ENV_MAX: usize = 64 * 1024;
+
+/// One snapshot: what a call runs on from its receipt to its end.
+pub struct Settings {
+    pub config: Arc<Config>,
+    pub providers: Arc<Providers>,
+    /// Counts the daemon's reloads; a session's own snapshot carries the one it was built on.
+    pub generation: u64,
+    /// A session's own snapshot: the variables its client sets differently from the daemon
+    /// (names only); empty for the daemon's.
+    pub differs: Vec<String>,
+}
+
+/// Makes the providers of a configuration (the real clients, or the tests' scripted one),
+/// taking over from those it follows.
+pub type BuildProviders = Box<dyn Fn(&Config, Option<&Providers>) -> Providers + Send + Sync>;
+
+/// The provider and call settings a client's environment sets (`Config::session_vars`).
+#[derive(Clone)]
+pub struct ClientEnv {
+    vars: BTreeMap<String, String>,
+    /// SHA-256 of the variables: sessions of one client configuration share one snapshot.
+    fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for ClientEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.vars.keys()).finish()
+    }
+}
+
+/// Why a client's settings header was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientEnvError {
+    #[error("the {CLIENT_ENV_HEADER} header is larger than {CLIENT_ENV_MAX} bytes")]
+    TooLarge,
+    #[error("the {CLIENT_ENV_HEADER} header is not base64 of a JSON object of strings")]
+    Malformed,
+}
+
+impl ClientEnv {
+    pub fn new(vars: BTreeMap<String, String>) -> Self {
+        let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+        for (name, value) in &vars {
+            hash.update(name.as_bytes());
+            hash.update(b"\0");
+            hash.update(value.as_bytes());
+            hash.update(b"\0");
+        }
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(hash.finish().as_ref());
+        Self { vars, fingerprint }
+    }
+
+    /// The variables this process's environment sets for a session (none when the
+    /// configuration cannot be read: the shim then reports that itself).
+    pub fn of_process() -> Self {
+        Self::new(Config::session_vars(process_env).unwrap_or_default())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+
+    /// The variables' names.
+    pub fn names(&self) -> Vec<String> {
+        self.vars.keys().cloned().collect()
+    }
+
+    /// The header's value.
+    pub fn to_header(&self) -> String {
+        let json = serde_json::to_vec(&self.vars).unwrap_or_default();
+        base64::engine::general_purpose::STANDARD.encode(json)
+    }
+
+    /// Reads a header's value; variables a session may not set are dropped.
+    pub fn from_header(text: &str) -> Result<Self, ClientEnvError> {
+        if text.len() > CLIENT_ENV_MAX {
+            return Err(ClientEnvError::TooLarge);
+        }
+        let json = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| ClientEnvError::Malformed)?;
+        let mut vars: BTreeMap<String, String> =
+            serde_json::from_slice(&json).map_err(|_| ClientEnvError::Malformed)?;
+        vars.retain(|name, value| is_session_var(name) && !value.trim().is_empty());
+        Ok(Self::new(vars))
+    }
+}
+
+/// What reading the configuration again did (names only, never values).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Reloaded {
+    /// The settings that changed, now in use for new calls (`DEFAULT_MODEL`, `glm key`).
+    pub changed: Vec<String>,
+    /// Settings fixed at the daemon's start that changed in the file: kept until a restart.
+    pub needs_restart: Vec<String>,
+    /// Why the configuration could not be used: the previous settings stay.
+    pub error: Option<String>,
+    /// The generation of the settings in use after it.
+    pub generation: u64,
+}
+
+/// The daemon's settings: the snapshot in use, how to build another, sessions' own snapshots.
+pub struct LiveSettings {
+    current: ArcSwap<Settings>,
+    build: BuildProviders,
+    /// The configuration as last read, before the fixed settings were kept: a fixed setting's
+    /// change is measured against it, so a change is reported once, and `--listen` is no change.
+    last_read: Mutex<Config>,
+    /// Sessions' own snapshots, by their client's fingerprint.
+    own: Mutex<HashMap<[u8; 32], Arc<Settings>>>,
+    /// One reload at a time (a file event and `exai reload` together).
+    reloading: tokio::sync::Mutex<()>,
+    health: Arc<Health>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LiveSettings {
+    /// `config` as read (`read`, before command-line overrides) and in effect.
+    pub fn new(read: Config, config: Config, build: BuildProviders, health: Arc<Health>) -> Self {
+        let providers = build(&config, None);
+        Self {
+            current: ArcSwap::from_pointee(Settings {
+                config: Arc::new(config),
+                providers: Arc::new(providers),
+                generation: 0,
+                differs: Vec::new(),
+            }),
+            build,
+            last_read: Mutex::new(read),
+            own: Mutex::new(HashMap::new()),
+            reloading: tokio::sync::Mutex::new(()),
+            health,
+        }
+    }
+
+    /// The daemon's snapshot now.
+    pub fn current(&self) -> Arc<Settings> {
+        self.current.load_full()
+    }
+
+    /// The snapshot a call of a session whose client sets `env` runs on: the daemon's when the
+    /// client sets nothing of its own, else its own (built once per client configuration and
+    /// daemon generation; a client configuration that cannot be used gets the daemon's, logged).
+    pub async fn for_session(self: &Arc<Self>, env: Option<&ClientEnv>) -> Arc<Settings> {
+        let current = self.current();
+        let Some(env) = env.filter(|env| !env.is_empty()) else {
+            return current;
+        };
+        if let Some(found) = locked(&self.own)
+            .get(&env.fingerprint)
+            .filter(|s| s.generation == current.generation)
+        {
+            return found.clone();
+        }
+        let built = {
+            let (this, env, base) = (self.clone(), env.clone(), current.clone());
+            crate::spawn::blocking(move || this.build_own(&env, &base)).await
+        };
+        let settings = match built {
+            Ok(Ok(settings)) => {
+                if !settings.differs.is_empty() {
+                    tracing::info!(
+                        variables = %settings.differs.join(", "),
+                        generation = settings.generation,
+                        "a client's own settings built: these variables differ from the daemon's"
+                    );
+                    discover(&settings.providers);
+                }
+                settings
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, variables = %env.names().join(", "), "a client's own settings cannot be used; its session runs on the daemon's");
+                current
+            }
+            Err(error) => {
+                tracing::warn!(%error, "a client's own settings could not be built");
+                current
+            }
+        };
+        let mut own = locked(&self.own);
+        own.retain(|_, s| s.generation == self.current().generation);
+        own.insert(env.fingerprint, settings.clone());
+        settings
+    }
+
+    /// A client's settings over the daemon's environment and files, as `exai stdio --no-daemon`
+    /// would read them in that client; the daemon's snapshot when they come out the same.
+    fn build_own(&self, env: &ClientEnv, base: &Arc<Settings>) -> Result<Arc<Settings>, String> {
+        let mut config = Config::from_env_and_file(|name| {
+            env.vars.get(name).cloned().or_else(|| process_env(name))
+        })
+        .map_err(|e| e.to_string())?;
+        config.keep_fixed(&base.config);
+        config.keep_daemons_own(&base.config);
+        crate::tools::ToolRegistry::check_settings(&config).map_err(|e| e.to_string())?;
+        let mut differs: Vec<String> = changes(&base.config, &config)
+            .into_iter()
+            .map(|change| change.var)
+            .collect();
+        differs.dedup();
+        if differs.is_empty() {
+            return Ok(base.clone());
+        }
+        let providers = (self.build)(&config, Some(&base.providers));
+        Ok(Arc::new(Settings {
+            config: Arc::new(config),
+            providers: Arc::new(providers),
+            generation: base.generation,
+            differs,
+        }))
+    }
+
+    /// Reads the configuration again with `read` and, when it can be used, puts it in place for
+    /// the next calls; calls in flight keep the snapshot they started with. A configuration that
+    /// cannot be used leaves the previous settings in place and is shown in `status` until fixed.
+    pub async fn reload(
+        self: &Arc<Self>,
+        read: impl FnOnce() -> Result<Config, ConfigError> + Send + 'static,
+    ) -> Reloaded {
+        let _one_at_a_time = self.reloading.lock().await;
+        let this = self.clone();
+        let outcome = crate::spawn::blocking(move || this.swap(read())).await;
+        let reloaded = outcome.unwrap_or_else(|e| Reloaded {
+            error: Some(format!("reloading failed: {e}")),
+            ..Default::default()
+        });
+        if reloaded.error.is_none() && !reloaded.changed.is_empty() {
+            discover(&self.current().providers);
+        }
+        reloaded
+    }
+
+    fn swap(&self, read: Result<Config, ConfigError>) -> Reloaded {
+        let current = self.current();
+        let checked = read.map_err(|e| e.to_string()).and_then(|config| {
+            crate::tools::ToolRegistry::check_settings(&config)
+                .map(|()| config)
+                .map_err(|e| e.to_string())
+        });
+        let mut config = match checked {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::error!(%error, "the config could not be read again; the previous settings stay");
+                self.health.set_settings_problem(Some(format!(
+                    "the config could not be read again, the previous settings stay: {error}"
+                )));
+                return Reloaded {
+                    error: Some(error),
+                    generation: current.generation,
+                    ..Default::default()
+                };
+            }
+        };
+        self.health.set_settings_problem(None);
+        let needs_restart: Vec<String> = {
+            let mut last_read = locked(&self.last_read);
+            let fixed = changes(&last_read, &config)
+                .into_iter()
+                .filter(|c| c.scope == Scope::Restart)
+                .map(|c| c.what)
+                .collect();
+            *last_read = config.clone();
+            fixed
+        };
+        for setting in &needs_restart {
+            tracing::warn!(
+                %setting,
+                "{setting} changed in the config, but the running daemon keeps its value: it needs `exai daemon restart`"
+            );
+        }
+        config.keep_fixed(&current.config);
+        let changed: Vec<String> = changes(&current.config, &config)
+            .into_iter()
+            .map(|c| c.what)
+            .collect();
+        if changed.is_empty() {
+            tracing::info!(
+                generation = current.generation,
+                "config read again: nothing the daemon follows changed"
+            );
+            return Reloaded {
+                needs_restart,
+                generation: current.generation,
+                ..Default::default()
+            };
+        }
+        let providers = (self.build)(&config, Some(&current.providers));
+        let generation = current.generation + 1;
+        self.current.store(Arc::new(Settings {
+            config: Arc::new(config),
+            providers: Arc::new(providers),
+            generation,
+            differs: Vec::new(),
+        }));
+        locked(&self.own).clear();
+        tracing::info!(changed = %changed.join(", "), generation, "settings reloaded");
+        Reloaded {
+            changed,
+            needs_restart,
+            error: None,
+            generation,
+        }
+    }
+}
+
+/// Asks new providers for their models (bounded), off the caller's way.
+fn discover(providers: &Arc<Providers>) {
+    let providers = providers.clone();
+    crate::spawn::in_span(tracing::Span::none(), async move {
+        providers.discover(std::time::Duration::from_secs(5)).await;
+    });
+}
