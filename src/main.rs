@@ -1,4 +1,4 @@
-//! The `exai` command line: daemon, stdio, calls, config, keys, users, status.
+//! The `exai` command line: daemon, stdio, calls, config, keys, users, reload, status.
 // The top of the program: the one place that prints an error to stderr and exits.
 #![allow(clippy::print_stderr)]
 
@@ -90,6 +90,9 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Make the running daemon read its config and keys files again now (it also follows them
+    /// by itself); says which settings changed.
+    Reload,
     /// Is the daemon up, what is running, what failed lately.
     Status {
         /// Print JSON (for scripts) instead of text.
@@ -312,6 +315,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             })
             .await??;
+        }
+        Command::Reload => {
+            let config = Config::from_env()?;
+            exai::cli::daemon_control::reload(&config, &mut std::io::stdout().lock()).await?;
         }
         Command::Status { json } => {
             let config = Config::from_env()?;

@@ -18,6 +18,11 @@ use crate::providers::Providers;
 /// JSON object, variable → value. Never logged, never stored.
 pub const CLIENT_ENV_HEADER: &str = "exai-client-env";
 
+/// What a shim over TCP sends instead: base64 of a JSON object, variable → HMAC-SHA256 of its
+/// value under the daemon's token. The daemon can tell which differ from its own; the values
+/// never cross the wire.
+pub const CLIENT_DIGEST_HEADER: &str = "exai-client-env-digest";
+
 /// Most bytes of that header the daemon reads.
 const CLIENT_ENV_MAX: usize = 64 * 1024;
 
@@ -96,21 +101,81 @@ impl ClientEnv {
 
     /// Reads a header's value; variables a session may not set are dropped.
     pub fn from_header(text: &str) -> Result<Self, ClientEnvError> {
-        if text.len() > CLIENT_ENV_MAX {
-            return Err(ClientEnvError::TooLarge);
-        }
-        let json = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|_| ClientEnvError::Malformed)?;
-        let mut vars: BTreeMap<String, String> =
-            serde_json::from_slice(&json).map_err(|_| ClientEnvError::Malformed)?;
+        let mut vars = decode_header(text)?;
         vars.retain(|name, value| is_session_var(name) && !value.trim().is_empty());
         Ok(Self::new(vars))
     }
+
+    /// The digest header's value: each variable's HMAC under `token`.
+    pub fn to_digest_header(&self, token: &str) -> String {
+        let digests: BTreeMap<&String, String> = self
+            .vars
+            .iter()
+            .map(|(name, value)| (name, digest(token, name, value)))
+            .collect();
+        let json = serde_json::to_vec(&digests).unwrap_or_default();
+        base64::engine::general_purpose::STANDARD.encode(json)
+    }
+}
+
+/// A header's JSON object of strings.
+fn decode_header(text: &str) -> Result<BTreeMap<String, String>, ClientEnvError> {
+    if text.len() > CLIENT_ENV_MAX {
+        return Err(ClientEnvError::TooLarge);
+    }
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| ClientEnvError::Malformed)?;
+    serde_json::from_slice(&json).map_err(|_| ClientEnvError::Malformed)
+}
+
+/// The HMAC-SHA256 key of the digests: the daemon's token, which both ends hold.
+fn digest_key(token: &str) -> ring::hmac::Key {
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token.as_bytes())
+}
+
+/// What a variable's digest covers: its name and its value.
+fn digested(name: &str, value: &str) -> Vec<u8> {
+    [name.as_bytes(), b"\0", value.as_bytes()].concat()
+}
+
+/// HMAC-SHA256 of `name`'s `value` under `token`, base64.
+fn digest(token: &str, name: &str, value: &str) -> String {
+    let tag = ring::hmac::sign(&digest_key(token), &digested(name, value));
+    base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+}
+
+/// The variables of a digest header whose value differs from the daemon's (`own` gives the
+/// daemon's values of the names asked): names only.
+pub fn differing_digests(
+    header: &str,
+    token: &str,
+    own: impl FnOnce(&[String]) -> BTreeMap<String, String>,
+) -> Result<Vec<String>, ClientEnvError> {
+    let mut digests = decode_header(header)?;
+    digests.retain(|name, _| is_session_var(name));
+    let names: Vec<String> = digests.keys().cloned().collect();
+    let own = own(&names);
+    let key = digest_key(token);
+    let same = |name: &str, sent: &str| {
+        let (Some(value), Ok(tag)) = (
+            own.get(name),
+            base64::engine::general_purpose::STANDARD.decode(sent),
+        ) else {
+            return false;
+        };
+        // Constant time: ring compares the whole tag.
+        ring::hmac::verify(&key, &digested(name, value), &tag).is_ok()
+    };
+    Ok(digests
+        .into_iter()
+        .filter(|(name, sent)| !same(name, sent))
+        .map(|(name, _)| name)
+        .collect())
 }
 
 /// What reading the configuration again did (names only, never values).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Reloaded {
     /// The settings that changed, now in use for new calls (`DEFAULT_MODEL`, `glm key`).
     pub changed: Vec<String>,
@@ -157,6 +222,12 @@ impl LiveSettings {
             reloading: tokio::sync::Mutex::new(()),
             health,
         }
+    }
+
+    /// `config` is the configuration as the daemon's environment and files give it (without
+    /// command-line overrides): a fixed setting's change is measured against it.
+    pub fn remember_read(&self, config: Config) {
+        *locked(&self.last_read) = config;
     }
 
     /// The daemon's snapshot now.

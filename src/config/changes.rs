@@ -162,6 +162,45 @@ impl Config {
         })?;
         Ok(seen.into_inner().unwrap_or_else(|p| p.into_inner()))
     }
+
+    /// The value each of `names` has for the environment `env` and its files: the environment,
+    /// else the config file, else (a provider's key variable) the keys file. What a client's
+    /// variable is compared with when only its digest may cross the wire.
+    pub fn values_read(
+        env: impl Fn(&str) -> Option<String>,
+        names: &[String],
+    ) -> Result<BTreeMap<String, String>, super::ConfigError> {
+        let mut from_files = BTreeMap::new();
+        if let Some((path, explicit)) =
+            super::file::location(env("EXAI_CONFIG"), env("XDG_CONFIG_HOME"), env("HOME"))
+        {
+            if let Some(parsed) = super::file::read(&path, explicit)? {
+                for (var, value, _) in parsed.as_vars()? {
+                    from_files.insert(var, value);
+                }
+            }
+            let stored = super::keys::read(&super::keys::beside(&path))?;
+            for (provider, vars) in super::keys::providers() {
+                let Some(key) = stored.get(provider) else {
+                    continue;
+                };
+                if vars.iter().all(|var| env(var).is_none()) {
+                    for var in vars {
+                        from_files.insert(var.to_string(), key.expose().to_string());
+                    }
+                }
+            }
+        }
+        Ok(names
+            .iter()
+            .filter_map(|name| {
+                let value = env(name)
+                    .filter(|v| !v.trim().is_empty())
+                    .or_else(|| from_files.get(name).cloned())?;
+                Some((name.clone(), value))
+            })
+            .collect())
+    }
 }
 
 #[cfg(test)]

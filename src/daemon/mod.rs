@@ -9,6 +9,7 @@ pub mod control;
 mod http;
 pub mod local_socket;
 pub mod proof;
+mod reload;
 mod ws;
 
 use std::fs::File;
@@ -182,6 +183,8 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
     spawn_pruning(app.clone());
     app.run_replica();
     app.discover_models();
+    reload::remember_start(&app);
+    reload::watch(app.clone());
 
     let router = http::router(app.clone(), Arc::new(token), allow_remote);
     let stop_accepting = tokio_util::sync::CancellationToken::new();

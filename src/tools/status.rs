@@ -84,6 +84,10 @@ impl ExaiTool for Status {
             for problem in &store_problems {
                 text.push_str(&format!("\n  store: {problem}"));
             }
+            let settings = ctx.health.settings_report();
+            for line in crate::health::settings_lines(&settings) {
+                text.push_str(&format!("\n  {line}"));
+            }
             for c in &in_flight {
                 text.push_str(&format!("\n  running {} · {}", c["call_id"], c["progress"]));
             }
@@ -102,6 +106,7 @@ impl ExaiTool for Status {
                 "calls_in_flight": in_flight,
                 "recent_failures": failures,
                 "store_problems": store_problems,
+                "settings": settings,
             }));
             Ok(result)
         })
