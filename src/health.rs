@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use serde_json::{Value, json};
@@ -19,6 +19,8 @@ pub struct Health {
     sessions: AtomicUsize,
     /// Call results handed to a session and not yet written to its client.
     answers_pending: AtomicUsize,
+    /// How many times the settings in use were replaced by a reload.
+    settings_generation: AtomicU64,
     /// Why the configuration could not be read again (the previous settings stay), until it can.
     settings_problem: Mutex<Option<String>>,
     /// Sessions whose client sets settings of its own, by session id.
@@ -44,9 +46,14 @@ impl Health {
             listen,
             sessions: AtomicUsize::new(0),
             answers_pending: AtomicUsize::new(0),
+            settings_generation: AtomicU64::new(0),
             settings_problem: Mutex::new(None),
             session_settings: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    pub fn set_settings_generation(&self, generation: u64) {
+        self.settings_generation.store(generation, Ordering::Relaxed);
     }
 
     pub fn set_settings_problem(&self, problem: Option<String>) {
@@ -87,7 +94,11 @@ impl Health {
             .iter()
             .map(|(session, note)| json!({"session": session, "client": note.client, "variables": note.variables, "applied": note.applied}))
             .collect();
-        json!({"problem": problem, "sessions_with_own_settings": sessions})
+        json!({
+            "generation": self.settings_generation.load(Ordering::Relaxed),
+            "problem": problem,
+            "sessions_with_own_settings": sessions,
+        })
     }
 
     pub fn uptime_s(&self) -> u64 {

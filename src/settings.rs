@@ -390,6 +390,7 @@ impl LiveSettings {
             differs: Vec::new(),
         }));
         locked(&self.own).clear();
+        self.health.set_settings_generation(generation);
         tracing::info!(changed = %changed.join(", "), generation, "settings reloaded");
         Reloaded {
             changed,

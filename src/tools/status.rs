@@ -84,7 +84,11 @@ impl ExaiTool for Status {
             for problem in &store_problems {
                 text.push_str(&format!("\n  store: {problem}"));
             }
-            let settings = ctx.health.settings_report();
+            // The daemon's settings are its owner's (and admins') business, not every user's.
+            let settings = match ctx.call.origin.caller.sees_only() {
+                None => ctx.health.settings_report(),
+                Some(_) => json!({}),
+            };
             for line in crate::health::settings_lines(&settings) {
                 text.push_str(&format!("\n  {line}"));
             }
