@@ -23,6 +23,8 @@ pub struct Health {
     settings_generation: AtomicU64,
     /// Why the configuration could not be read again (the previous settings stay), until it can.
     settings_problem: Mutex<Option<String>>,
+    /// Settings fixed at start whose value in the files changed since: they wait for a restart.
+    settings_needing_restart: Mutex<Vec<String>>,
     /// Sessions whose client sets settings of its own, by session id.
     session_settings: Mutex<BTreeMap<String, SessionSettings>>,
 }
@@ -48,12 +50,20 @@ impl Health {
             answers_pending: AtomicUsize::new(0),
             settings_generation: AtomicU64::new(0),
             settings_problem: Mutex::new(None),
+            settings_needing_restart: Mutex::new(Vec::new()),
             session_settings: Mutex::new(BTreeMap::new()),
         }
     }
 
     pub fn set_settings_generation(&self, generation: u64) {
         self.settings_generation.store(generation, Ordering::Relaxed);
+    }
+
+    pub fn set_settings_needing_restart(&self, names: Vec<String>) {
+        *self
+            .settings_needing_restart
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = names;
     }
 
     pub fn set_settings_problem(&self, problem: Option<String>) {
@@ -94,9 +104,15 @@ impl Health {
             .iter()
             .map(|(session, note)| json!({"session": session, "client": note.client, "variables": note.variables, "applied": note.applied}))
             .collect();
+        let needs_restart = self
+            .settings_needing_restart
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         json!({
             "generation": self.settings_generation.load(Ordering::Relaxed),
             "problem": problem,
+            "needs_restart": needs_restart,
             "sessions_with_own_settings": sessions,
         })
     }
@@ -133,6 +149,16 @@ pub fn settings_lines(report: &Value) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(problem) = report["problem"].as_str() {
         lines.push(format!("settings: {problem}"));
+    }
+    for name in report["needs_restart"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        lines.push(format!(
+            "settings: {name} changed in the config, but the running daemon keeps its value: it needs `exai daemon restart`"
+        ));
     }
     for session in report["sessions_with_own_settings"]
         .as_array()

@@ -179,8 +179,12 @@ pub fn differing_digests(
 pub struct Reloaded {
     /// The settings that changed, now in use for new calls (`DEFAULT_MODEL`, `glm key`).
     pub changed: Vec<String>,
-    /// Settings fixed at the daemon's start that changed in the file: kept until a restart.
+    /// Settings fixed at the daemon's start whose value in the files differs from the one the
+    /// daemon started with: kept until a restart.
     pub needs_restart: Vec<String>,
+    /// When this reading changed nothing: what the reading that made the settings in use changed
+    /// (the file watch may have been first).
+    pub earlier: Vec<String>,
     /// Why the configuration could not be used: the previous settings stay.
     pub error: Option<String>,
     /// The generation of the settings in use after it.
@@ -191,9 +195,12 @@ pub struct Reloaded {
 pub struct LiveSettings {
     current: ArcSwap<Settings>,
     build: BuildProviders,
-    /// The configuration as last read, before the fixed settings were kept: a fixed setting's
-    /// change is measured against it, so a change is reported once, and `--listen` is no change.
-    last_read: Mutex<Config>,
+    /// The configuration as the daemon's environment and files gave it at start, before
+    /// command-line overrides: a fixed setting's change is measured against it (so `--listen` is
+    /// no change).
+    start_read: Mutex<Config>,
+    /// What the last reload that changed something changed.
+    last_changed: Mutex<Vec<String>>,
     /// Sessions' own snapshots, by their client's fingerprint.
     own: Mutex<HashMap<[u8; 32], Arc<Settings>>>,
     /// One reload at a time (a file event and `exai reload` together).
@@ -217,7 +224,8 @@ impl LiveSettings {
                 differs: Vec::new(),
             }),
             build,
-            last_read: Mutex::new(read),
+            start_read: Mutex::new(read),
+            last_changed: Mutex::new(Vec::new()),
             own: Mutex::new(HashMap::new()),
             reloading: tokio::sync::Mutex::new(()),
             health,
@@ -227,7 +235,7 @@ impl LiveSettings {
     /// `config` is the configuration as the daemon's environment and files give it (without
     /// command-line overrides): a fixed setting's change is measured against it.
     pub fn remember_read(&self, config: Config) {
-        *locked(&self.last_read) = config;
+        *locked(&self.start_read) = config;
     }
 
     /// The daemon's snapshot now.
@@ -349,22 +357,18 @@ impl LiveSettings {
             }
         };
         self.health.set_settings_problem(None);
-        let needs_restart: Vec<String> = {
-            let mut last_read = locked(&self.last_read);
-            let fixed = changes(&last_read, &config)
-                .into_iter()
-                .filter(|c| c.scope == Scope::Restart)
-                .map(|c| c.what)
-                .collect();
-            *last_read = config.clone();
-            fixed
-        };
+        let needs_restart: Vec<String> = changes(&locked(&self.start_read), &config)
+            .into_iter()
+            .filter(|c| c.scope == Scope::Restart)
+            .map(|c| c.what)
+            .collect();
         for setting in &needs_restart {
             tracing::warn!(
                 %setting,
                 "{setting} changed in the config, but the running daemon keeps its value: it needs `exai daemon restart`"
             );
         }
+        self.health.set_settings_needing_restart(needs_restart.clone());
         config.keep_fixed(&current.config);
         let changed: Vec<String> = changes(&current.config, &config)
             .into_iter()
@@ -377,6 +381,7 @@ impl LiveSettings {
             );
             return Reloaded {
                 needs_restart,
+                earlier: locked(&self.last_changed).clone(),
                 generation: current.generation,
                 ..Default::default()
             };
@@ -391,10 +396,12 @@ impl LiveSettings {
         }));
         locked(&self.own).clear();
         self.health.set_settings_generation(generation);
+        locked(&self.last_changed).clone_from(&changed);
         tracing::info!(changed = %changed.join(", "), generation, "settings reloaded");
         Reloaded {
             changed,
             needs_restart,
+            earlier: Vec::new(),
             error: None,
             generation,
         }

@@ -41,8 +41,15 @@ pub async fn reload(config: &Config, out: &mut impl Write) -> Result<(), ReloadE
     if let Some(error) = reloaded.error {
         return Err(ReloadError::Unusable(error));
     }
-    if reloaded.changed.is_empty() {
+    if reloaded.changed.is_empty() && reloaded.earlier.is_empty() {
         writeln!(out, "nothing changed that the daemon follows")?;
+    } else if reloaded.changed.is_empty() {
+        writeln!(
+            out,
+            "the exai daemon already follows the config and keys files (generation {}, which changed: {})",
+            reloaded.generation,
+            reloaded.earlier.join(", ")
+        )?;
     } else {
         writeln!(
             out,

@@ -49,12 +49,19 @@ pub async fn route(State(app): State<Arc<App>>, Extension(caller): Extension<Cal
     Json(reload(&app).await).into_response()
 }
 
-/// The files whose change is a reload: the config file and the keys file beside it.
+/// The files whose change is a reload: the config file and the keys file beside it, and the
+/// file a symlink among them points to (dotfiles kept elsewhere).
 fn watched_files() -> Vec<PathBuf> {
-    crate::config::file_location(process_env)
+    let named: Vec<PathBuf> = crate::config::file_location(process_env)
         .into_iter()
         .chain(keys::location(process_env))
-        .collect()
+        .collect();
+    let targets: Vec<PathBuf> = named
+        .iter()
+        .filter_map(|file| file.canonicalize().ok())
+        .filter(|target| !named.contains(target))
+        .collect();
+    named.into_iter().chain(targets).collect()
 }
 
 /// Watches the config and keys files' directories until shutdown; each settled burst of
@@ -86,6 +93,7 @@ pub fn watch(app: Arc<App>) {
         }
     };
     let mut dirs: Vec<&Path> = files.iter().filter_map(|f| f.parent()).collect();
+    dirs.sort();
     dirs.dedup();
     for dir in dirs {
         if let Err(error) = watch_dir(&mut watcher, dir) {
