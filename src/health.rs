@@ -56,7 +56,8 @@ impl Health {
     }
 
     pub fn set_settings_generation(&self, generation: u64) {
-        self.settings_generation.store(generation, Ordering::Relaxed);
+        self.settings_generation
+            .store(generation, Ordering::Relaxed);
     }
 
     pub fn set_settings_needing_restart(&self, names: Vec<String>) {
@@ -172,7 +173,10 @@ pub fn settings_lines(report: &Value) -> Vec<String> {
             .filter_map(Value::as_str)
             .collect();
         let who = match session["client"].as_str() {
-            Some(client) => format!("session {} ({client})", session["session"].as_str().unwrap_or("?")),
+            Some(client) => format!(
+                "session {} ({client})",
+                session["session"].as_str().unwrap_or("?")
+            ),
             None => format!("session {}", session["session"].as_str().unwrap_or("?")),
         };
         lines.push(if session["applied"].as_bool() == Some(true) {

@@ -202,6 +202,15 @@ fn main() -> ExitCode {
     code
 }
 
+/// The configuration; when its files cannot be used, the environment's alone (where the home
+/// and the daemon are) and why the files could not.
+fn config_or_environment() -> anyhow::Result<(Config, Option<exai::config::ConfigError>)> {
+    match Config::from_env() {
+        Ok(config) => Ok((config, None)),
+        Err(error) => Ok((Config::from_lookup(exai::config::process_env)?, Some(error))),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Daemon {
@@ -317,12 +326,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await??;
         }
         Command::Reload => {
-            let config = Config::from_env()?;
+            // A broken file is the daemon's to report: reaching it needs only EXAI_HOME.
+            let (config, _) = config_or_environment()?;
             exai::cli::daemon_control::reload(&config, &mut std::io::stdout().lock()).await?;
         }
         Command::Status { json } => {
-            let config = Config::from_env()?;
-            exai::cli::status(&config, json, &mut std::io::stdout().lock()).await?;
+            let (config, unreadable) = config_or_environment()?;
+            let mut out = std::io::stdout().lock();
+            if let Some(error) = unreadable.filter(|_| !json) {
+                writeln!(
+                    out,
+                    "config: {error} (status below from the environment alone)"
+                )?;
+            }
+            exai::cli::status(&config, json, &mut out).await?;
         }
     }
     Ok(())

@@ -352,7 +352,9 @@ impl ExaiService {
             variables: settings.differs.clone(),
             applied: true,
         });
-        self.app.health.note_session_settings(&self.session.id, note);
+        self.app
+            .health
+            .note_session_settings(&self.session.id, note);
         settings
     }
 

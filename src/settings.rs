@@ -368,7 +368,8 @@ impl LiveSettings {
                 "{setting} changed in the config, but the running daemon keeps its value: it needs `exai daemon restart`"
             );
         }
-        self.health.set_settings_needing_restart(needs_restart.clone());
+        self.health
+            .set_settings_needing_restart(needs_restart.clone());
         config.keep_fixed(&current.config);
         let changed: Vec<String> = changes(&current.config, &config)
             .into_iter()

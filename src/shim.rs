@@ -26,8 +26,8 @@ use tokio_util::either::Either;
 
 use crate::calls::CALL_ID_META;
 use crate::config::Config;
-use crate::settings::{CLIENT_DIGEST_HEADER, CLIENT_ENV_HEADER, ClientEnv};
 use crate::daemon::{local_socket, proof};
+use crate::settings::{CLIENT_DIGEST_HEADER, CLIENT_ENV_HEADER, ClientEnv};
 use crate::transport::{FrameError, line_frames};
 
 /// TCP for an explicit `EXAI_URL`, the socket in `EXAI_HOME` otherwise.
@@ -581,12 +581,14 @@ async fn connect(
                 Err(StartError::Busy(why)) => return Err(LinkError::Unreachable(why)),
             }
             // Started, yet nobody there: a failed start too, so it is not repeated at once.
-            bounded_connect(&config, &client_env).await.map_err(|e| match e {
-                LinkError::NobodyListens(why) => {
-                    LinkError::StartFailed(format!("it started, but then {why}"))
-                }
-                other => other,
-            })
+            bounded_connect(&config, &client_env)
+                .await
+                .map_err(|e| match e {
+                    LinkError::NobodyListens(why) => {
+                        LinkError::StartFailed(format!("it started, but then {why}"))
+                    }
+                    other => other,
+                })
         }
         other => other,
     }
@@ -854,7 +856,9 @@ fn add_header(
     value: &str,
 ) -> Result<(), LinkError> {
     let value = value.parse().map_err(|_| {
-        LinkError::Refused(format!("the {name} header cannot carry this client's settings"))
+        LinkError::Refused(format!(
+            "the {name} header cannot carry this client's settings"
+        ))
     })?;
     request.headers_mut().insert(name, value);
     Ok(())
@@ -1087,7 +1091,11 @@ fn spawn_daemon_process(
     // The daemon is everybody's: it takes from this environment only what is the daemon's
     // (where it lives, listens and stores, its log); a client's provider and call settings
     // reach the daemon with that client's session, never as everybody's.
-    for name in ClientEnv::of_process().names().iter().chain(&shim_only_vars()) {
+    for name in ClientEnv::of_process()
+        .names()
+        .iter()
+        .chain(&shim_only_vars())
+    {
         command.env_remove(name);
     }
     command

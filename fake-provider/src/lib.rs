@@ -194,10 +194,7 @@ impl Stats {
         let Some(fields) = body.as_object_mut() else {
             return;
         };
-        fields.insert(
-            "_has_auth".to_owned(),
-            Value::Bool(authorization.is_some()),
-        );
+        fields.insert("_has_auth".to_owned(), Value::Bool(authorization.is_some()));
         fields.insert(
             "_auth_id".to_owned(),
             authorization.map_or(Value::Null, |a| Value::String(auth_id(a))),

@@ -45,7 +45,10 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
             .collect()
     };
     let (before, after) = (by_name(old), by_name(new));
-    for name in before.keys().chain(after.keys().filter(|n| !before.contains_key(*n))) {
+    for name in before
+        .keys()
+        .chain(after.keys().filter(|n| !before.contains_key(*n)))
+    {
         match (before.get(name), after.get(name)) {
             (Some(was), Some(is)) => found.extend(endpoint_changes(was, is)),
             (was, is) => found.push(Change {
@@ -113,7 +116,11 @@ fn endpoint_changes(was: &EndpointConfig, is: &EndpointConfig) -> Vec<Change> {
     add(
         was.max_concurrency != is.max_concurrency,
         "concurrency",
-        endpoint_var(Some(is), |spec| spec.concurrency_var, "CUSTOM_MAX_CONCURRENCY"),
+        endpoint_var(
+            Some(is),
+            |spec| spec.concurrency_var,
+            "CUSTOM_MAX_CONCURRENCY",
+        ),
     );
     found
 }

@@ -6,8 +6,8 @@ mod file;
 pub mod keys;
 pub mod settings;
 
-use settings as s;
 pub use changes::{Change, changes};
+use settings as s;
 pub use settings::{Kind, SETTINGS, Scope, Setting, setting};
 
 use std::collections::{BTreeMap, HashMap};

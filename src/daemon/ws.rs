@@ -13,11 +13,11 @@ use rmcp::ServiceExt;
 use super::auth::Listener;
 use crate::app::App;
 use crate::calls::TransportKind;
+use crate::config::{Config, process_env};
 use crate::health::SessionSettings;
 use crate::legacy_tasks::LegacyTasks;
 use crate::legacy_tasks::adapter::Adapter;
 use crate::service::{ExaiService, Session};
-use crate::config::{Config, process_env};
 use crate::settings::{
     CLIENT_DIGEST_HEADER, CLIENT_ENV_HEADER, ClientEnv, ClientEnvError, differing_digests,
 };
@@ -60,7 +60,11 @@ pub async fn upgrade(
 /// The variables a client over TCP sets differently from the daemon, from their digests: its
 /// calls run on the daemon's settings, and status says so.
 async fn differing_over_tcp(headers: &HeaderMap, token: &Arc<String>) -> Option<Vec<String>> {
-    let header = headers.get(CLIENT_DIGEST_HEADER)?.to_str().ok()?.to_string();
+    let header = headers
+        .get(CLIENT_DIGEST_HEADER)?
+        .to_str()
+        .ok()?
+        .to_string();
     let token = token.clone();
     let compared = crate::spawn::blocking(move || {
         differing_digests(&header, &token, |names| {
@@ -84,10 +88,16 @@ async fn differing_over_tcp(headers: &HeaderMap, token: &Arc<String>) -> Option<
 fn client_env(headers: &HeaderMap, trusted: bool) -> Option<ClientEnv> {
     let value = headers.get(CLIENT_ENV_HEADER)?;
     if !trusted {
-        tracing::warn!("a client's settings header arrived other than from the owner over the local socket: ignored");
+        tracing::warn!(
+            "a client's settings header arrived other than from the owner over the local socket: ignored"
+        );
         return None;
     }
-    match value.to_str().map_err(|_| ClientEnvError::Malformed).and_then(ClientEnv::from_header) {
+    match value
+        .to_str()
+        .map_err(|_| ClientEnvError::Malformed)
+        .and_then(ClientEnv::from_header)
+    {
         Ok(env) => Some(env),
         Err(error) => {
             tracing::warn!(%error, "the client's settings were not read; its session runs on the daemon's");

@@ -26,6 +26,7 @@ mod postgres_harness;
 mod provider_fidelity;
 mod provider_requests;
 mod providers;
+mod reload;
 mod replicas;
 mod shared_limits;
 mod store_outage;
