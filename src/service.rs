@@ -124,6 +124,16 @@ impl Session {
     }
 }
 
+/// How a client waits for a call's answer.
+struct Waiting {
+    /// Closing the request's stream cancels the call.
+    disconnect_cancels: bool,
+    /// When to answer with a handle rather than lose the client.
+    answer_by: Option<std::time::Instant>,
+    /// The progress heartbeat of the call's settings.
+    heartbeat: Duration,
+}
+
 /// How waiting for a call ended.
 enum Waited {
     Done(Arc<Outcome>),
@@ -509,10 +519,13 @@ impl ExaiService {
         token: Option<ProgressToken>,
         peer: &Peer<RoleServer>,
         stop_waiting: CancellationToken,
-        disconnect_cancels: bool,
-        answer_by: Option<std::time::Instant>,
-        configured: Duration,
+        waiting: Waiting,
     ) -> Waited {
+        let Waiting {
+            disconnect_cancels,
+            answer_by,
+            heartbeat: configured,
+        } = waiting;
         let mut next_beat = tokio::time::Instant::now()
             + heartbeat_period(configured, self.app.calls.in_flight_count());
         let mut stages = call.progress.subscribe();
@@ -688,9 +701,11 @@ impl ServerHandler for ExaiService {
                 token,
                 &context.peer,
                 context.ct.clone(),
-                disconnect_cancels,
-                answer_by,
-                progress_interval,
+                Waiting {
+                    disconnect_cancels,
+                    answer_by,
+                    heartbeat: progress_interval,
+                },
             )
             .instrument(span.clone())
             .await;

@@ -3,9 +3,7 @@
 //! the old settings and says so; a setting fixed at start waits for a restart; each client's own
 //! provider keys reach its own session's calls (over the socket), never as everybody's.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use exai::store::CallFilter;
@@ -36,24 +34,13 @@ fn write_config(dir: &Path, text: &str) {
 
 /// `exai keys set PROVIDER` with the key on stdin, for the config directory `dir`.
 fn set_key(dir: &Path, provider: &str, key: &str) {
-    let mut child = Command::new(EXAI)
-        .args(["keys", "set", provider])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("XDG_CONFIG_HOME", dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(key.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{output:?}");
+    let dir = path(dir);
+    let (ok, out) = exai_with_stdin(
+        &[("XDG_CONFIG_HOME", dir.as_str())],
+        &["keys", "set", provider],
+        key,
+    );
+    assert!(ok, "{out}");
 }
 
 /// A daemon reading its config and keys from `dir`, with no provider key in its environment.
@@ -89,6 +76,16 @@ fn chat_by_default(prompt: &str) -> rmcp::model::CallToolRequestParams {
             .cloned()
             .unwrap(),
     )
+}
+
+/// What the `status` tool answers `client`.
+async fn status_tool(client: &Client) -> rmcp::model::CallToolResult {
+    client
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("status").with_arguments(Default::default()),
+        )
+        .await
+        .unwrap()
 }
 
 fn running_calls(daemon: &Daemon) -> usize {
@@ -222,13 +219,7 @@ async fn a_broken_config_keeps_the_old_settings_is_shown_until_fixed() {
         "{out}"
     );
     // The calls go on with the settings that were in place.
-    let answered = client
-        .call_tool(
-            rmcp::model::CallToolRequestParams::new("status")
-                .with_arguments(serde_json::Map::new()),
-        )
-        .await
-        .unwrap();
+    let answered = status_tool(&client).await;
     assert!(
         text_of(&answered).contains("timeouts.call"),
         "{}",
@@ -360,13 +351,7 @@ async fn each_client_s_own_key_reaches_its_own_calls_and_status_names_the_variab
         status.contains("sets CUSTOM_API_KEY differently from the daemon, but it connects over TCP, where the daemon's settings apply"),
         "{status}"
     );
-    let answered = plain
-        .call_tool(
-            rmcp::model::CallToolRequestParams::new("status")
-                .with_arguments(serde_json::Map::new()),
-        )
-        .await
-        .unwrap();
+    let answered = status_tool(&plain).await;
     let tool_status = serde_json::to_string(&answered).unwrap();
     assert!(tool_status.contains("CUSTOM_API_KEY"), "{tool_status}");
 
