@@ -36,7 +36,12 @@ impl App {
     ///
     /// Blocking (it opens the database): call before serving, or from `spawn_blocking`.
     pub fn open(config: Config, health: Health) -> Result<Arc<Self>, StoreError> {
-        Self::open_with(config, health, Providers::following)
+        Self::open_with(
+            config,
+            health,
+            Arc::new(crate::config::process_env),
+            Providers::following,
+        )
     }
 
     /// [`App::open`] with the providers `providers` makes from a config and catalog (taking over
@@ -44,6 +49,7 @@ impl App {
     fn open_with(
         config: Config,
         health: Health,
+        env: crate::settings::Environment,
         providers: impl Fn(&Config, Catalog, Option<&SharedSlots>, Option<&Providers>) -> Providers
         + Send
         + Sync
@@ -96,6 +102,7 @@ impl App {
             settings: Arc::new(LiveSettings::new(
                 config.clone(),
                 config.clone(),
+                env,
                 build,
                 health.clone(),
             )),
@@ -183,6 +190,7 @@ impl App {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         vars.retain(|_, v| !v.is_empty());
+        let vars = Arc::new(vars);
         let config = Config::from_env_and_file(|k| vars.get(k).cloned()).expect("test config");
         let client = Arc::new(crate::providers::scripted::Scripted::new("custom"));
         let scripted = client.clone();
@@ -194,7 +202,9 @@ impl App {
                 Ok(scripted.clone() as Arc<dyn crate::providers::ModelClient>)
             })
         };
-        let app = Self::open_with(config, Health::new("test", None), providers).expect("test app");
+        let env = Arc::new(move |k: &str| vars.get(k).cloned());
+        let app =
+            Self::open_with(config, Health::new("test", None), env, providers).expect("test app");
         TestApp { app, client, home }
     }
 }

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use base64::Engine;
 
 use crate::config::{Config, ConfigError, Scope, changes, process_env, settings::is_session_var};
+
 use crate::health::Health;
 use crate::providers::Providers;
 
@@ -40,6 +41,9 @@ pub struct Settings {
 /// Makes the providers of a configuration (the real clients, or the tests' scripted one),
 /// taking over from those it follows.
 pub type BuildProviders = Box<dyn Fn(&Config, Option<&Providers>) -> Providers + Send + Sync>;
+
+/// The environment the daemon's own settings are read from (its process's, or a test's).
+pub type Environment = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// The provider and call settings a client's environment sets (`Config::session_vars`).
 #[derive(Clone)]
@@ -195,6 +199,8 @@ pub struct Reloaded {
 pub struct LiveSettings {
     current: ArcSwap<Settings>,
     build: BuildProviders,
+    /// What a session's own variables are laid over.
+    env: Environment,
     /// The configuration as the daemon's environment and files gave it at start, before
     /// command-line overrides: a fixed setting's change is measured against it (so `--listen` is
     /// no change).
@@ -213,8 +219,15 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl LiveSettings {
-    /// `config` as read (`read`, before command-line overrides) and in effect.
-    pub fn new(read: Config, config: Config, build: BuildProviders, health: Arc<Health>) -> Self {
+    /// `config` as read from `env` and the files (`read`, before command-line overrides) and in
+    /// effect.
+    pub fn new(
+        read: Config,
+        config: Config,
+        env: Environment,
+        build: BuildProviders,
+        health: Arc<Health>,
+    ) -> Self {
         let providers = build(&config, None);
         Self {
             current: ArcSwap::from_pointee(Settings {
@@ -224,6 +237,7 @@ impl LiveSettings {
                 differs: Vec::new(),
             }),
             build,
+            env,
             start_read: Mutex::new(read),
             last_changed: Mutex::new(Vec::new()),
             own: Mutex::new(HashMap::new()),
@@ -292,7 +306,7 @@ impl LiveSettings {
     /// would read them in that client; the daemon's snapshot when they come out the same.
     fn build_own(&self, env: &ClientEnv, base: &Arc<Settings>) -> Result<Arc<Settings>, String> {
         let mut config = Config::from_env_and_file(|name| {
-            env.vars.get(name).cloned().or_else(|| process_env(name))
+            env.vars.get(name).cloned().or_else(|| (self.env)(name))
         })
         .map_err(|e| e.to_string())?;
         config.keep_fixed(&base.config);
@@ -302,6 +316,7 @@ impl LiveSettings {
             .into_iter()
             .map(|change| change.var)
             .collect();
+        differs.sort();
         differs.dedup();
         if differs.is_empty() {
             return Ok(base.clone());
@@ -415,4 +430,125 @@ fn discover(providers: &Arc<Providers>) {
     crate::spawn::in_span(tracing::Span::none(), async move {
         providers.discover(std::time::Duration::from_secs(5)).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::App;
+
+    fn env(pairs: &[(&str, &str)]) -> ClientEnv {
+        ClientEnv::new(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_header_carries_only_a_sessions_variables_and_shows_only_names() {
+        let sent = env(&[
+            ("GLM_API_KEY", "sk-secret-1"),
+            ("EXAI_LISTEN", "127.0.0.1:1"),
+            ("HOME", "/elsewhere"),
+        ]);
+        let read = ClientEnv::from_header(&sent.to_header()).unwrap();
+        assert_eq!(read.names(), ["GLM_API_KEY"]);
+        assert!(!format!("{read:?}").contains("sk-secret-1"));
+        assert_eq!(
+            read.fingerprint,
+            env(&[("GLM_API_KEY", "sk-secret-1")]).fingerprint
+        );
+        assert!(ClientEnv::from_header("not base64!").is_err());
+        assert!(ClientEnv::from_header(&"A".repeat(CLIENT_ENV_MAX + 1)).is_err());
+    }
+
+    #[test]
+    fn digests_tell_which_variables_differ_and_nothing_else() {
+        let client = env(&[("GLM_API_KEY", "sk-a"), ("DEFAULT_MODEL", "m")]);
+        let header = client.to_digest_header("token");
+        assert!(!header.contains("sk-a"));
+        let daemon = |names: &[String]| -> BTreeMap<String, String> {
+            assert_eq!(names, ["DEFAULT_MODEL", "GLM_API_KEY"]);
+            [("GLM_API_KEY", "sk-b"), ("DEFAULT_MODEL", "m")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            differing_digests(&header, "token", daemon).unwrap(),
+            ["GLM_API_KEY"]
+        );
+        // Under another key every digest differs: they prove nothing without the token.
+        assert_eq!(
+            differing_digests(&header, "other", |_| BTreeMap::from([(
+                "DEFAULT_MODEL".to_string(),
+                "m".to_string()
+            )]))
+            .unwrap(),
+            ["DEFAULT_MODEL", "GLM_API_KEY"]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_reload_swaps_whole_keeps_snapshots_taken_and_refuses_what_cannot_be_used() {
+        let test = crate::spawn::blocking(|| App::for_tests(&[]))
+            .await
+            .unwrap();
+        let settings = test.app.settings.clone();
+        let taken = settings.current();
+        let base = (*taken.config).clone();
+
+        let mut changed = base.clone();
+        changed.default_model = Some("fake-delay-5".into());
+        changed.listen = "127.0.0.1:1".parse().unwrap();
+        let reloaded = settings.reload(move || Ok(changed)).await;
+        assert_eq!(reloaded.changed, ["DEFAULT_MODEL"]);
+        assert_eq!(reloaded.needs_restart, ["EXAI_LISTEN"]);
+        assert_eq!(reloaded.generation, 1);
+        let now = settings.current();
+        assert_eq!(now.config.default_model.as_deref(), Some("fake-delay-5"));
+        assert_eq!(now.config.listen, base.listen, "a fixed setting is kept");
+        // A snapshot taken before is what it was.
+        assert_eq!(taken.config.default_model, base.default_model);
+        assert_eq!(taken.generation, 0);
+
+        let reloaded = settings
+            .reload(|| {
+                Err(ConfigError::File {
+                    path: "config.toml".into(),
+                    why: "broken".into(),
+                })
+            })
+            .await;
+        assert!(reloaded.error.unwrap().contains("broken"));
+        assert_eq!(settings.current().generation, 1);
+        let report = test.app.health.settings_report();
+        assert!(report["problem"].as_str().unwrap().contains("broken"));
+
+        let again = (*now.config).clone();
+        let reloaded = settings.reload(move || Ok(again)).await;
+        assert!(reloaded.changed.is_empty());
+        assert_eq!(reloaded.earlier, ["DEFAULT_MODEL"]);
+        assert!(test.app.health.settings_report()["problem"].is_null());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sessions_of_one_client_configuration_share_one_snapshot() {
+        let test = crate::spawn::blocking(|| App::for_tests(&[]))
+            .await
+            .unwrap();
+        let settings = test.app.settings.clone();
+        let same_as_daemon = settings
+            .for_session(Some(&env(&[("CUSTOM_MODEL_NAME", "fake-fast")])))
+            .await;
+        assert!(Arc::ptr_eq(&same_as_daemon, &settings.current()));
+        let own = env(&[("DEFAULT_MODEL", "fake-delay-1")]);
+        let first = settings.for_session(Some(&own)).await;
+        let second = settings.for_session(Some(&own)).await;
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(first.differs, ["DEFAULT_MODEL"]);
+        assert_eq!(first.config.default_model.as_deref(), Some("fake-delay-1"));
+    }
 }
