@@ -107,7 +107,8 @@ fn client_env(headers: &HeaderMap, trusted: bool) -> Option<ClientEnv> {
 }
 
 /// Serves the connection as one session of `caller` (who its upgrade request was admitted as),
-/// its calls run with `client_env` over the daemon's settings.
+/// its calls run with the client's own settings over the daemon's (`client_settings`' values), or
+/// on the daemon's with a warning (what a client over TCP sets differently).
 async fn serve(
     app: Arc<App>,
     caller: Caller,
