@@ -1,4 +1,5 @@
-//! The shared state of one exai process: config, calls, providers, tools.
+//! The shared state of one exai process: its fixed config, the settings calls run on (swapped
+//! on a reload), calls, tools.
 
 use std::sync::Arc;
 
@@ -9,15 +10,19 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::providers::{Catalog, Providers};
 use crate::replica::Replica;
+use crate::settings::{LiveSettings, Settings};
 use crate::store::shared_slots::SharedSlots;
 use crate::store::{Store, StoreError, StoreLocation};
 use crate::tools::ToolRegistry;
 
 /// Everything a session needs, shared by all sessions of the process.
 pub struct App {
+    /// The config the process started with: what it keeps until a restart (home, listen, store,
+    /// message size…). What a call runs on is in `settings`.
     pub config: Arc<Config>,
     pub calls: Arc<Calls>,
-    pub providers: Arc<Providers>,
+    /// The settings calls run on: the daemon's snapshot (swapped whole on a reload) and sessions' own.
+    pub settings: Arc<LiveSettings>,
     pub tools: ToolRegistry,
     pub health: Arc<Health>,
     /// Cancelled when the process shuts down: sessions close.
@@ -33,14 +38,24 @@ impl App {
     ///
     /// Blocking (it opens the database): call before serving, or from `spawn_blocking`.
     pub fn open(config: Config, health: Health) -> Result<Arc<Self>, StoreError> {
-        Self::open_with(config, health, Providers::from_config)
+        Self::open_with(
+            config,
+            health,
+            Arc::new(crate::config::process_env),
+            Providers::following,
+        )
     }
 
-    /// [`App::open`] with the providers `providers` makes from the config and catalog.
+    /// [`App::open`] with the providers `providers` makes from a config and catalog (taking over
+    /// from the providers they follow).
     fn open_with(
         config: Config,
         health: Health,
-        providers: impl FnOnce(&Config, Catalog, Option<&SharedSlots>) -> Providers,
+        env: crate::settings::Environment,
+        providers: impl Fn(&Config, Catalog, Option<&SharedSlots>, Option<&Providers>) -> Providers
+        + Send
+        + Sync
+        + 'static,
     ) -> Result<Arc<Self>, StoreError> {
         let store = Store::open(&config.store)?;
         #[cfg(test)]
@@ -71,13 +86,6 @@ impl App {
             }
             _ => None,
         };
-        let catalog = match Catalog::load(config.catalog_file.as_deref()) {
-            Ok(catalog) => catalog,
-            Err(error) => {
-                tracing::error!(%error, "model catalog file ignored; using the built-in catalog");
-                Catalog::built_in()
-            }
-        };
         for endpoint in &config.endpoints {
             match &endpoint.unavailable {
                 Some(why) => {
@@ -88,18 +96,33 @@ impl App {
                 }
             }
         }
+        let health = Arc::new(health);
+        let build = Box::new(move |config: &Config, previous: Option<&Providers>| {
+            providers(config, catalog_of(config), shared_slots.as_ref(), previous)
+        });
         Ok(Arc::new(Self {
-            providers: Arc::new(providers(&config, catalog, shared_slots.as_ref())),
+            settings: Arc::new(LiveSettings::new(
+                config.clone(),
+                config.clone(),
+                env,
+                build,
+                health.clone(),
+            )),
             calls: Arc::new(
                 Calls::new(store, config.max_output_tokens).for_replica(replica.id().to_string()),
             ),
             replica,
             tools: ToolRegistry::new(&config.disabled_tools),
-            health: Arc::new(health),
+            health,
             config: Arc::new(config),
             shutdown: CancellationToken::new(),
             client_patience: crate::clients::ClientPatience::from_env(),
         }))
+    }
+
+    /// The daemon's settings now (a call takes its snapshot once, at receipt).
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.current()
     }
 
     /// Starts this replica's heartbeat and cancel watcher (until shutdown).
@@ -120,7 +143,8 @@ impl App {
         // The process's own timer: no call's span.
         crate::spawn::in_span(tracing::Span::none(), async move {
             loop {
-                app.providers
+                app.settings()
+                    .providers
                     .discover(std::time::Duration::from_secs(5))
                     .await;
                 tokio::select! {
@@ -130,6 +154,14 @@ impl App {
             }
         });
     }
+}
+
+/// The model catalog `config` names, or the built-in one when that file cannot be used (logged).
+fn catalog_of(config: &Config) -> Catalog {
+    Catalog::load(config.catalog_file.as_deref()).unwrap_or_else(|error| {
+        tracing::error!(%error, "model catalog file ignored; using the built-in catalog");
+        Catalog::built_in()
+    })
 }
 
 /// An app for unit tests: its own EXAI_HOME (removed on drop), every endpoint answered in-process
@@ -161,15 +193,21 @@ impl App {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         vars.retain(|_, v| !v.is_empty());
+        let vars = Arc::new(vars);
         let config = Config::from_env_and_file(|k| vars.get(k).cloned()).expect("test config");
         let client = Arc::new(crate::providers::scripted::Scripted::new("custom"));
         let scripted = client.clone();
-        let providers = |config: &Config, catalog, shared: Option<&SharedSlots>| {
-            Providers::with_clients(config, catalog, shared, |_| {
+        let providers = move |config: &Config,
+                              catalog,
+                              shared: Option<&SharedSlots>,
+                              previous: Option<&Providers>| {
+            Providers::with_clients(config, catalog, shared, previous, |_| {
                 Ok(scripted.clone() as Arc<dyn crate::providers::ModelClient>)
             })
         };
-        let app = Self::open_with(config, Health::new("test", None), providers).expect("test app");
+        let env = Arc::new(move |k: &str| vars.get(k).cloned());
+        let app =
+            Self::open_with(config, Health::new("test", None), env, providers).expect("test app");
         TestApp { app, client, home }
     }
 }

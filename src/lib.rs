@@ -20,6 +20,7 @@ pub mod providers;
 pub mod replica;
 pub mod secrets;
 pub mod service;
+pub mod settings;
 pub mod shim;
 pub mod spawn;
 pub mod stdio;

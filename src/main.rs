@@ -1,4 +1,4 @@
-//! The `exai` command line: daemon, stdio, calls, config, keys, users, setup, status, doctor.
+//! The `exai` command line: daemon, stdio, calls, config, keys, users, setup, reload, status, doctor.
 // The top of the program: the one place that prints an error to stderr and exits.
 #![allow(clippy::print_stderr)]
 
@@ -93,6 +93,9 @@ enum Command {
     /// Write exai into an MCP client's configuration (claude, codex, cursor, gemini, auggie),
     /// see which clients are installed and set up (--list), or take exai out again (--remove).
     Setup(exai::cli::setup::Request),
+    /// Make the running daemon read its config and keys files again now (it also follows them
+    /// by itself); says which settings changed.
+    Reload,
     /// Is the daemon up, what is running, what failed lately.
     Status {
         /// Print JSON (for scripts) instead of text.
@@ -223,6 +226,15 @@ fn main() -> ExitCode {
     code
 }
 
+/// The configuration; when its files cannot be used, the environment's alone (where the home
+/// and the daemon are) and why the files could not.
+fn config_or_environment() -> anyhow::Result<(Config, Option<exai::config::ConfigError>)> {
+    match Config::from_env() {
+        Ok(config) => Ok((config, None)),
+        Err(error) => Ok((Config::from_lookup(exai::config::process_env)?, Some(error))),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Daemon {
@@ -345,9 +357,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await??;
         }
+        Command::Reload => {
+            // A broken file is the daemon's to report: reaching it needs only EXAI_HOME.
+            let (config, _) = config_or_environment()?;
+            exai::cli::daemon_control::reload(&config, &mut std::io::stdout().lock()).await?;
+        }
         Command::Status { json } => {
-            let config = Config::from_env()?;
-            exai::cli::status(&config, json, &mut std::io::stdout().lock()).await?;
+            let (config, unreadable) = config_or_environment()?;
+            let mut out = std::io::stdout().lock();
+            if let Some(error) = unreadable.filter(|_| !json) {
+                writeln!(
+                    out,
+                    "config: {error} (status below from the environment alone)"
+                )?;
+            }
+            exai::cli::status(&config, json, &mut out).await?;
         }
         Command::Doctor { json, timeout } => {
             let timeout = std::time::Duration::try_from_secs_f64(timeout)

@@ -26,7 +26,8 @@ use crate::calls::view::CallView;
 use crate::calls::{
     CallOrigin, Calls, CancelReason, FailureKind, LiveCall, Outcome, TransportKind,
 };
-use crate::health::SessionGuard;
+use crate::health::{SessionGuard, SessionSettings};
+use crate::settings::ClientEnv;
 use crate::store::Delivery;
 use crate::tools::ToolContext;
 use crate::users::Caller;
@@ -53,7 +54,16 @@ pub struct Session {
     shim_version: std::sync::OnceLock<String>,
     /// JSON-RPC request id → call id, until the response is written.
     pending: Mutex<HashMap<String, String>>,
+    /// The settings its client's environment sets (a shim on the local socket): its calls run
+    /// with them over the daemon's.
+    client_env: std::sync::OnceLock<ClientEnv>,
     counted: SessionGuard,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.counted.health().note_session_settings(&self.id, None);
+    }
 }
 
 impl Session {
@@ -65,6 +75,7 @@ impl Session {
             client: Mutex::new(None),
             shim_version: std::sync::OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
+            client_env: std::sync::OnceLock::new(),
             counted: app.health.session_opened(),
         })
     }
@@ -72,6 +83,11 @@ impl Session {
     /// Notes the exai version of the shim that relays this session (said once, at connection).
     pub fn set_shim_version(&self, version: String) {
         let _ = self.shim_version.set(version);
+    }
+
+    /// Its calls run with `env` over the daemon's settings (set once, when it connects).
+    pub fn run_with_client_env(&self, env: ClientEnv) {
+        let _ = self.client_env.set(env);
     }
 
     /// Whether the transport reports delivery itself (our framed transports do; rmcp's HTTP does not).
@@ -114,6 +130,16 @@ impl Session {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// How a client waits for a call's answer.
+struct Waiting {
+    /// Closing the request's stream cancels the call.
+    disconnect_cancels: bool,
+    /// When to answer with a handle rather than lose the client.
+    answer_by: Option<std::time::Instant>,
+    /// The progress heartbeat of the call's settings.
+    heartbeat: Duration,
 }
 
 /// How waiting for a call ended.
@@ -238,7 +264,7 @@ impl RequestScope<'_> {
 
     /// How long a finished call's result is kept (`EXAI_RESULT_TTL_H`).
     pub fn result_ttl(&self) -> std::time::Duration {
-        self.service.app.config.result_ttl
+        self.service.app.settings().config.result_ttl
     }
 
     /// The client's name, as it introduced itself.
@@ -278,6 +304,8 @@ struct Opened {
     pub request_id: String,
     /// How long the client waits for an answer.
     pub patience: std::time::Duration,
+    /// The heartbeat of its progress notifications.
+    pub progress_interval: std::time::Duration,
     pub span: tracing::Span,
 }
 
@@ -325,6 +353,27 @@ impl ExaiService {
             ));
         }
         Ok(of_request.clone())
+    }
+
+    /// The snapshot a call of this session runs on: the daemon's, or the session's own when its
+    /// client sets settings of its own (noted for `status` while they differ).
+    async fn settings_for_call(
+        &self,
+        context: &RequestContext<RoleServer>,
+    ) -> Arc<crate::settings::Settings> {
+        let Some(env) = self.session.client_env.get() else {
+            return self.app.settings();
+        };
+        let settings = self.app.settings.for_session(Some(env)).await;
+        let note = (!settings.differs.is_empty()).then(|| SessionSettings {
+            client: self.client(context).map(|c| c.name),
+            variables: settings.differs.clone(),
+            applied: true,
+        });
+        self.app
+            .health
+            .note_session_settings(&self.session.id, note);
+        settings
     }
 
     fn origin(&self, context: &RequestContext<RoleServer>) -> Result<CallOrigin, McpError> {
@@ -397,7 +446,9 @@ impl ExaiService {
                 return Err(McpError::new(code, format!("{message} (call {id})"), None));
             }
         };
-        let budget = self.app.config.timeout_for(&request.name);
+        // The settings the call runs on, to its end: a reload reaches the next call.
+        let settings = self.settings_for_call(context).await;
+        let budget = settings.config.timeout_for(&request.name);
         let call = self
             .app
             .calls
@@ -417,16 +468,16 @@ impl ExaiService {
         let patience = self
             .app
             .client_patience
-            .for_client(&self.app.config, call.origin.client_name.as_deref())
+            .for_client(&settings.config, call.origin.client_name.as_deref())
             .await;
         let tool_answer_by = answer_deadline(call.received_at, patience, call.deadline);
         let span = tracing::info_span!("call", call_id = %call.id, tool = %call.tool, session = %self.session.id);
         let tool_context = ToolContext {
             call: call.clone(),
             calls: self.app.calls.clone(),
-            providers: self.app.providers.clone(),
+            providers: settings.providers.clone(),
             health: self.app.health.clone(),
-            config: self.app.config.clone(),
+            config: settings.config.clone(),
             answer_by: tool_answer_by,
         };
         let work = match self.app.calls.running_twin(&call) {
@@ -442,6 +493,7 @@ impl ExaiService {
             tool,
             request_id,
             patience,
+            progress_interval: settings.config.progress_interval,
             span,
         })
     }
@@ -478,10 +530,13 @@ impl ExaiService {
         token: Option<ProgressToken>,
         peer: &Peer<RoleServer>,
         stop_waiting: CancellationToken,
-        disconnect_cancels: bool,
-        answer_by: Option<std::time::Instant>,
+        waiting: Waiting,
     ) -> Waited {
-        let configured = self.app.config.progress_interval;
+        let Waiting {
+            disconnect_cancels,
+            answer_by,
+            heartbeat: configured,
+        } = waiting;
         let mut next_beat = tokio::time::Instant::now()
             + heartbeat_period(configured, self.app.calls.in_flight_count());
         let mut stages = call.progress.subscribe();
@@ -621,6 +676,7 @@ impl ServerHandler for ExaiService {
             tool,
             request_id,
             patience,
+            progress_interval,
             span,
         } = self.open_call(request, &context, false).await?;
         // Only long tools can outlast a client; the rest (call_result included) answer in time by design.
@@ -642,7 +698,7 @@ impl ServerHandler for ExaiService {
                 crate::tasks::working(
                     &call,
                     call.received_at_ms,
-                    self.app.config.result_ttl.as_millis() as u64,
+                    self.app.settings().config.result_ttl.as_millis() as u64,
                 ),
             )));
         }
@@ -656,8 +712,11 @@ impl ServerHandler for ExaiService {
                 token,
                 &context.peer,
                 context.ct.clone(),
-                disconnect_cancels,
-                answer_by,
+                Waiting {
+                    disconnect_cancels,
+                    answer_by,
+                    heartbeat: progress_interval,
+                },
             )
             .instrument(span.clone())
             .await;
@@ -706,7 +765,7 @@ impl ServerHandler for ExaiService {
         request: GetTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
-        let ttl_ms = self.app.config.result_ttl.as_millis() as u64;
+        let ttl_ms = self.app.settings().config.result_ttl.as_millis() as u64;
         let view = self.lookup(&request.task_id, &context).await?;
         crate::tasks::detailed(&request.task_id, &view, ttl_ms).map(GetTaskResult::new)
     }

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -26,6 +27,7 @@ use tokio_util::either::Either;
 use crate::calls::CALL_ID_META;
 use crate::config::Config;
 use crate::daemon::{local_socket, proof};
+use crate::settings::{CLIENT_DIGEST_HEADER, CLIENT_ENV_HEADER, ClientEnv};
 use crate::transport::{FrameError, line_frames};
 
 /// TCP for an explicit `EXAI_URL`, the socket in `EXAI_HOME` otherwise.
@@ -80,6 +82,8 @@ struct Pending {
 /// The relay's state between events.
 struct Relay {
     config: Config,
+    /// The settings this client's environment sets, handed to the daemon for its session.
+    client_env: Arc<ClientEnv>,
     out: mpsc::Sender<String>,
     pending: HashMap<String, Pending>,
     /// The client's `initialize` request, replayed after a reconnect.
@@ -102,8 +106,14 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
     let (in_tx, mut input) = mpsc::channel::<Input>(64);
     crate::spawn::in_current_span(read_stdin(in_tx, config.max_message_bytes));
 
+    let client_env = Arc::new(
+        crate::spawn::blocking(ClientEnv::of_process)
+            .await
+            .unwrap_or_else(|_| ClientEnv::new(Default::default())),
+    );
     let mut relay = Relay {
         config,
+        client_env,
         out: out_tx,
         pending: HashMap::new(),
         initialize: None,
@@ -117,6 +127,7 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
     let mut link: Option<Ws> = None;
     let mut connecting = Some(crate::spawn::in_current_span(connect(
         relay.config.clone(),
+        relay.client_env.clone(),
         None,
     )));
     let mut next_attempt = tokio::time::Instant::now();
@@ -206,7 +217,7 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
                 }
             },
             _ = tokio::time::sleep_until(next_attempt), if link.is_none() && connecting.is_none() => {
-                connecting = Some(crate::spawn::in_current_span(connect(relay.config.clone(), relay.recent_start_failure())));
+                connecting = Some(crate::spawn::in_current_span(connect(relay.config.clone(), relay.client_env.clone(), relay.recent_start_failure())));
             },
             _ = ping.tick(), if link.is_some() => {
                 if last_seen.elapsed() > PING_EVERY * 3 {
@@ -548,11 +559,15 @@ fn daemon_place(config: &Config) -> String {
 /// Connects to the daemon, starting it first if allowed and nobody answers.
 ///
 /// `start_failure`: why the last start failed, while the shim waits before trying another.
-async fn connect(config: Config, start_failure: Option<String>) -> Result<Ws, LinkError> {
+async fn connect(
+    config: Config,
+    client_env: Arc<ClientEnv>,
+    start_failure: Option<String>,
+) -> Result<Ws, LinkError> {
     if config.daemon_url.is_none() {
         settle_version_skew(&config).await;
     }
-    match bounded_connect(&config).await {
+    match bounded_connect(&config, &client_env).await {
         Err(LinkError::NobodyListens(_)) if !config.no_autostart => {
             if let Some(why) = start_failure {
                 return Err(LinkError::Refused(format!(
@@ -566,12 +581,14 @@ async fn connect(config: Config, start_failure: Option<String>) -> Result<Ws, Li
                 Err(StartError::Busy(why)) => return Err(LinkError::Unreachable(why)),
             }
             // Started, yet nobody there: a failed start too, so it is not repeated at once.
-            bounded_connect(&config).await.map_err(|e| match e {
-                LinkError::NobodyListens(why) => {
-                    LinkError::StartFailed(format!("it started, but then {why}"))
-                }
-                other => other,
-            })
+            bounded_connect(&config, &client_env)
+                .await
+                .map_err(|e| match e {
+                    LinkError::NobodyListens(why) => {
+                        LinkError::StartFailed(format!("it started, but then {why}"))
+                    }
+                    other => other,
+                })
         }
         other => other,
     }
@@ -632,11 +649,11 @@ async fn calls_in_flight(config: &Config) -> Option<u64> {
     crate::daemon::control::health(config).await?["calls_in_flight"].as_u64()
 }
 
-async fn bounded_connect(config: &Config) -> Result<Ws, LinkError> {
+async fn bounded_connect(config: &Config, client_env: &ClientEnv) -> Result<Ws, LinkError> {
     let attempt = async {
         match config.daemon_url.as_deref() {
-            None => connect_socket(config).await,
-            Some(url) => connect_tcp(config, url).await,
+            None => connect_socket(config, client_env).await,
+            Some(url) => connect_tcp(config, url, client_env).await,
         }
     };
     tokio::time::timeout(CONNECT_WAIT, attempt)
@@ -650,8 +667,10 @@ async fn bounded_connect(config: &Config) -> Result<Ws, LinkError> {
         })
 }
 
-/// The default way in: the daemon's socket, once its directory is known to be private.
-async fn connect_socket(config: &Config) -> Result<Ws, LinkError> {
+/// The default way in: the daemon's socket, once its directory is known to be private. The
+/// client's own settings go with the upgrade request: the daemon runs this session's calls
+/// with them.
+async fn connect_socket(config: &Config, client_env: &ClientEnv) -> Result<Ws, LinkError> {
     let path = config.socket_path();
     let home = config.home.clone();
     let inspected = {
@@ -673,7 +692,10 @@ async fn connect_socket(config: &Config) -> Result<Ws, LinkError> {
         .map_err(|e| io_link_error(e, &path.display().to_string()))?;
     let token = read_token(config).await?;
     // Over the socket the Host check still applies: `localhost` is what a local client is.
-    let request = ws_request("ws://localhost/ws", &format!("Bearer {token}"))?;
+    let mut request = ws_request("ws://localhost/ws", &format!("Bearer {token}"))?;
+    if !client_env.is_empty() {
+        add_header(&mut request, CLIENT_ENV_HEADER, &client_env.to_header())?;
+    }
     handshake(Either::Right(stream), request, config)
         .await
         .map(|(ws, _)| ws)
@@ -681,7 +703,9 @@ async fn connect_socket(config: &Config) -> Result<Ws, LinkError> {
 }
 
 /// An explicit `EXAI_URL`: the daemon proves it holds the token before anything is sent (proof.rs).
-async fn connect_tcp(config: &Config, url: &str) -> Result<Ws, LinkError> {
+/// The client's own settings do not cross TCP: only their digests go, so the daemon can say
+/// which differ from its own.
+async fn connect_tcp(config: &Config, url: &str, client_env: &ClientEnv) -> Result<Ws, LinkError> {
     let authority = tcp_authority(url).map_err(|e| LinkError::Refused(e.to_string()))?;
     let client_nonce = proof::new_nonce().map_err(|e| LinkError::Unreachable(e.to_string()))?;
     // Step 1: a challenge. A listener that lets the shim in without one is not the daemon.
@@ -711,10 +735,17 @@ async fn connect_tcp(config: &Config, url: &str) -> Result<Ws, LinkError> {
     // Step 2: the proof, answered by the daemon's own.
     let token = read_token(config).await?;
     let mac = proof::shim_proof(&token, &server_nonce, &client_nonce);
-    let answer = ws_request(
+    let mut answer = ws_request(
         url,
         &proof::authorization(&client_nonce, Some((&server_nonce, &mac))),
     )?;
+    if !client_env.is_empty() {
+        add_header(
+            &mut answer,
+            CLIENT_DIGEST_HEADER,
+            &client_env.to_digest_header(&token),
+        )?;
+    }
     let (ws, response) = handshake(dial(authority).await?, answer, config)
         .await
         .map_err(|e| handshake_error(e, config, url))?;
@@ -818,6 +849,20 @@ fn ws_request(
         header::HeaderValue::from_static(crate::VERSION),
     );
     Ok(request)
+}
+
+fn add_header(
+    request: &mut tungstenite::handshake::client::Request,
+    name: &'static str,
+    value: &str,
+) -> Result<(), LinkError> {
+    let value = value.parse().map_err(|_| {
+        LinkError::Refused(format!(
+            "the {name} header cannot carry this client's settings"
+        ))
+    })?;
+    request.headers_mut().insert(name, value);
+    Ok(())
 }
 
 async fn dial(authority: &str) -> Result<Link, LinkError> {
@@ -1043,7 +1088,18 @@ fn spawn_daemon_process(
         .map_err(|e| format!("{}: {e}", log_path.display()))?;
     let log_err = log.try_clone().map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the exai binary: {e}"))?;
-    std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    // The daemon is everybody's: it takes from this environment only what is the daemon's
+    // (where it lives, listens and stores, its log); a client's provider and call settings
+    // reach the daemon with that client's session, never as everybody's.
+    for name in ClientEnv::of_process()
+        .names()
+        .iter()
+        .chain(&shim_only_vars())
+    {
+        command.env_remove(name);
+    }
+    command
         .arg("daemon")
         .env("EXAI_HOME", &config.home)
         .env("EXAI_LISTEN", listen.to_string())
@@ -1053,6 +1109,15 @@ fn spawn_daemon_process(
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start `exai daemon`: {e}").into())
+}
+
+/// The settings only `exai stdio` reads (where to find the daemon): not the daemon's.
+fn shim_only_vars() -> Vec<String> {
+    crate::config::SETTINGS
+        .iter()
+        .filter(|s| s.scope == crate::config::Scope::Shim)
+        .map(|s| s.var.to_string())
+        .collect()
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@
 //! those counters (the peak becomes the current in-flight count).
 //! `GET /last_request?model=<name>` returns the last JSON body received for that model, plus
 //! `"_has_auth": true|false` (whether an `Authorization` header came with it; the key itself is
-//! never echoed). `POST /reset` forgets those bodies too.
+//! never echoed) and `"_auth_id"`: [`auth_id`] of that header, so a test tells keys apart
+//! without the key being kept. `POST /reset` forgets those bodies too.
 //!
 //! Real model ids of the built-in catalog (`glm-5.3`, `kimi-k3`, `openai/gpt-5`, …) are answered
 //! as their provider documents it, refusals included (see `documented.rs`).
@@ -145,7 +146,7 @@ struct Counters {
     in_flight_by_model: BTreeMap<String, u64>,
     /// Requests seen per `fake-429-<k>` / `fake-500-<k>` model name.
     failures_seen: HashMap<String, u32>,
-    /// Last JSON body per model, with `_has_auth` added.
+    /// Last JSON body per model, with `_has_auth` and `_auth_id` added.
     last_requests: HashMap<String, Value>,
 }
 
@@ -188,14 +189,18 @@ impl Stats {
     }
 
     /// Keeps `body` (a JSON object with a string `model`) as the last request for its model.
-    fn record_request(&self, mut body: Value, has_auth: bool) {
+    fn record_request(&self, mut body: Value, authorization: Option<&str>) {
         let Some(model) = body.get("model").and_then(Value::as_str).map(str::to_owned) else {
             return;
         };
         let Some(fields) = body.as_object_mut() else {
             return;
         };
-        fields.insert("_has_auth".to_owned(), Value::Bool(has_auth));
+        fields.insert("_has_auth".to_owned(), Value::Bool(authorization.is_some()));
+        fields.insert(
+            "_auth_id".to_owned(),
+            authorization.map_or(Value::Null, |a| Value::String(auth_id(a))),
+        );
         self.lock().last_requests.insert(model, body);
     }
 
@@ -1040,8 +1045,10 @@ async fn chat_completions(
     let parsed = serde_json::from_slice::<Value>(&body);
     if let Ok(body) = &parsed {
         // Recorded even when the key is refused, so tests can see what the client sent.
-        let has_auth = headers.contains_key(header::AUTHORIZATION);
-        app.stats.record_request(body.clone(), has_auth);
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or("(not text)"));
+        app.stats.record_request(body.clone(), authorization);
     }
     if !app.authorized(&headers) {
         return tracker.finish(invalid_api_key());
@@ -1421,6 +1428,15 @@ fn router(app: Arc<App>) -> Router {
         .route("/reset", post(reset_stats))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(app)
+}
+
+/// A short name for an `Authorization` header's value (`Bearer <key>`) that does not reveal the
+/// key: what `/last_request` records as `_auth_id`.
+pub fn auth_id(authorization: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    authorization.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 /// What the server is told at start.

@@ -43,9 +43,9 @@ fn start(app: &App, call: &Arc<LiveCall>, arguments: &Value) {
     let context = ToolContext {
         call: call.clone(),
         calls: app.calls.clone(),
-        providers: app.providers.clone(),
+        providers: app.settings().providers.clone(),
         health: app.health.clone(),
-        config: app.config.clone(),
+        config: app.settings().config.clone(),
         answer_by: None,
     };
     let arguments = arguments.as_object().cloned().unwrap_or_default();

@@ -370,6 +370,11 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
     if let Some(error) = &unreadable {
         writeln!(out, "store: cannot be read: {error}")?;
     }
+    if let Some(health) = &health {
+        for line in crate::health::settings_lines(&health["settings"]) {
+            writeln!(out, "{line}")?;
+        }
+    }
     for row in &running {
         writeln!(
             out,

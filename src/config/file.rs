@@ -246,8 +246,21 @@ pub fn read(path: &Path, explicit: bool) -> Result<Option<FileConfig>, ConfigErr
         .map(Some)
         .map_err(|e| ConfigError::File {
             path: path.display().to_string(),
-            why: e.to_string(),
+            why: toml_error(&e, &text),
         })
+}
+
+/// A TOML error as its message and line, without the excerpt of the file `toml` would quote: a
+/// broken line may hold a database password, and the message reaches logs and `/healthz`.
+pub(crate) fn toml_error(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message.to_string(),
+    }
 }
 
 impl FileConfig {

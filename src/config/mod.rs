@@ -1,12 +1,15 @@
 //! Settings: the environment, then the keys file (API keys only), then the config file, then
 //! defaults.
 
+mod changes;
 mod file;
+pub(crate) use file::toml_error;
 pub mod keys;
 pub mod settings;
 
+pub use changes::{Change, changes};
 use settings as s;
-pub use settings::{Kind, SETTINGS, Setting, setting};
+pub use settings::{Kind, SETTINGS, Scope, Setting, setting};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -277,10 +280,20 @@ pub const TOKEN_FILE: &str = "token";
 /// Default of `EXAI_MAX_ANSWER_BYTES`: far above any real answer, far below harm.
 pub const DEFAULT_MAX_ANSWER_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Where the config file is (or would be) for the environment seen through `env`.
+pub fn file_location(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    file::location(env("EXAI_CONFIG"), env("XDG_CONFIG_HOME"), env("HOME")).map(|(path, _)| path)
+}
+
+/// The process environment as the configuration reads it: a blank variable is unset.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 impl Config {
     /// Reads the process environment and the config file.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_env_and_file(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+        Self::from_env_and_file(process_env)
     }
 
     /// The environment seen through `env`, over the config file it points to.
@@ -1260,6 +1273,21 @@ mod file_tests {
         vars.insert("EXAI_CONFIG".into(), path.display().to_string());
         vars.insert("EXAI_HOME".into(), dir.display().to_string());
         Config::from_env_and_file(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn a_broken_line_is_named_by_number_never_quoted() {
+        let secret = "s3cret-Pa55word";
+        let error = with_file(
+            &format!(
+                "default_model = \"glm-4.7\"\n[store]\nurl = \"postgres://exai:{secret}@db/exai\n"
+            ),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("line 3"), "{error}");
+        assert!(!error.contains(secret), "{error}");
     }
 
     #[test]

@@ -12,11 +12,54 @@ pub struct Setting {
     pub file_key: Option<&'static str>,
     /// What its value looks like, and its default.
     pub kind: Kind,
+    /// Whose it is: a call's, the daemon's, fixed at the daemon's start, or the shim's.
+    pub scope: Scope,
     /// What it is for, in one line.
     pub doc: &'static str,
     /// Its effective value as `exai config` lists it; `None` leaves it out (provider settings are
     /// shown with their provider).
     pub shown: fn(&Config) -> Option<String>,
+}
+
+/// Whose a setting is, which says what a running daemon does when it changes and whether a
+/// client's environment may set it for the client's own session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A call's: taken when a call is received, so a reload reaches the next call; a client on
+    /// the local socket whose environment sets it gets it for its own session's calls.
+    Call,
+    /// The daemon's own (shutdown, retention): follows a reload, never taken from a client.
+    Daemon,
+    /// Fixed when the daemon starts (where it lives, listens, stores): a reload that changes
+    /// it keeps the old value and says `exai daemon restart`.
+    Restart,
+    /// Read by `exai stdio` only (where to find the daemon).
+    Shim,
+}
+
+impl Scope {
+    /// How the README's settings table says it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Scope::Call => "call",
+            Scope::Daemon => "daemon",
+            Scope::Restart => "restart",
+            Scope::Shim => "shim",
+        }
+    }
+}
+
+/// Variables that say where exai's files are, read by every setting's lookup; never a
+/// session's own (the daemon's files are the daemon's).
+const LOCATION_VARS: [&str; 3] = ["HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"];
+
+/// Whether a client's environment may set `var` for its own session: a call-scope setting, or
+/// a provider's variable (its key, URL, models, limit: not in the table), never a location.
+pub fn is_session_var(var: &str) -> bool {
+    match setting(var) {
+        Some(setting) => setting.scope == Scope::Call,
+        None => !LOCATION_VARS.contains(&var),
+    }
 }
 
 /// What a setting's value looks like. Kinds with a typed default carry it.
@@ -137,6 +180,7 @@ settings! {
         var: "EXAI_HOME",
         file_key: None,
         kind: Kind::Text { default: "$XDG_STATE_HOME/exai or ~/.local/state/exai" },
+        scope: Scope::Restart,
         doc: "state directory: store, logs, lock, token, daemon.sock",
         shown: |c| path(&c.home),
     }
@@ -144,6 +188,7 @@ settings! {
         var: "EXAI_LISTEN",
         file_key: Some("listen"),
         kind: Kind::Address { default: DEFAULT_LISTEN },
+        scope: Scope::Restart,
         doc: "the daemon's TCP address for HTTP clients",
         shown: |c| Some(c.listen.to_string()),
     }
@@ -151,6 +196,7 @@ settings! {
         var: "EXAI_URL",
         file_key: None,
         kind: Kind::Text { default: "unset: EXAI_HOME/daemon.sock" },
+        scope: Scope::Shim,
         doc: "where exai stdio finds the daemon (ws://host:port/ws: TCP with challenge-response)",
         shown: |c| Some(c.daemon_url.clone().unwrap_or_else(|| {
             format!("unset: exai stdio uses {}", c.socket_path().display())
@@ -160,6 +206,7 @@ settings! {
         var: "EXAI_NO_AUTOSTART",
         file_key: None,
         kind: Kind::Flag,
+        scope: Scope::Shim,
         doc: "exai stdio never starts a daemon",
         shown: |c| Some(c.no_autostart.to_string()),
     }
@@ -167,6 +214,7 @@ settings! {
         var: "EXAI_CONFIG",
         file_key: None,
         kind: Kind::Text { default: "~/.config/exai/config.toml" },
+        scope: Scope::Restart,
         doc: "the config file",
         shown: |c| c.file.as_deref().and_then(path),
     }
@@ -174,6 +222,7 @@ settings! {
         var: "DEFAULT_MODEL",
         file_key: Some("default_model"),
         kind: Kind::Text { default: "auto" },
+        scope: Scope::Call,
         doc: "the model of calls that name none (auto: the strongest available)",
         shown: |c| Some(c.default_model.clone().unwrap_or_else(|| "auto".into())),
     }
@@ -181,6 +230,7 @@ settings! {
         var: "EXAI_FALLBACK_MODELS",
         file_key: Some("fallback_models"),
         kind: Kind::List,
+        scope: Scope::Call,
         doc: "tried in order when a model is unavailable or out of retries",
         shown: |c| Some(c.fallback_models.join(",")),
     }
@@ -188,6 +238,7 @@ settings! {
         var: "EXAI_MODELS_FILE",
         file_key: Some("models_file"),
         kind: Kind::File,
+        scope: Scope::Call,
         doc: "a catalog file extending the built-in one",
         shown: |c| c.catalog_file.as_deref().and_then(path),
     }
@@ -195,6 +246,7 @@ settings! {
         var: "EXAI_CALL_TIMEOUT_S",
         file_key: Some("timeouts.call"),
         kind: Kind::Seconds(600.0),
+        scope: Scope::Call,
         doc: "the deadline of a call",
         shown: |c| seconds(c.call_timeout),
     }
@@ -202,6 +254,7 @@ settings! {
         var: "EXAI_TOOL_TIMEOUTS",
         file_key: Some("tool_timeouts"),
         kind: Kind::SecondsByName { default: "—" },
+        scope: Scope::Call,
         doc: "per-tool deadlines (tool=seconds)",
         shown: |c| Some(sorted_pairs(
             c.tool_timeouts.iter().map(|(t, d)| (t.clone(), *d)),
@@ -212,6 +265,7 @@ settings! {
         var: "EXAI_TOOL_MAX_OUTPUT",
         file_key: Some("tool_max_output"),
         kind: Kind::CountsByName,
+        scope: Scope::Call,
         doc: "per-tool output limits in tokens (tool=tokens), below each model's own",
         shown: |c| Some(sorted_pairs(
             c.tool_max_output.iter().map(|(t, n)| (t.clone(), *n)),
@@ -222,6 +276,7 @@ settings! {
         var: "EXAI_PROVIDER_CONNECT_TIMEOUT_S",
         file_key: Some("timeouts.provider_connect"),
         kind: Kind::Seconds(10.0),
+        scope: Scope::Call,
         doc: "opening a connection to a provider",
         shown: |c| seconds(c.provider_connect_timeout),
     }
@@ -229,6 +284,7 @@ settings! {
         var: "EXAI_PROVIDER_IDLE_TIMEOUT_S",
         file_key: Some("timeouts.provider_idle"),
         kind: Kind::Seconds(120.0),
+        scope: Scope::Call,
         doc: "a provider silent this long (before headers or between events) fails the attempt",
         shown: |c| seconds(c.provider_idle_timeout),
     }
@@ -236,6 +292,7 @@ settings! {
         var: "EXAI_FIRST_TOKEN_TIMEOUT_S",
         file_key: Some("timeouts.first_token"),
         kind: Kind::Seconds(300.0),
+        scope: Scope::Call,
         doc: "the longest silence before the first token",
         shown: |c| seconds(c.first_token_timeout),
     }
@@ -243,6 +300,7 @@ settings! {
         var: "EXAI_PROGRESS_INTERVAL_S",
         file_key: Some("timeouts.progress_interval"),
         kind: Kind::Seconds(5.0),
+        scope: Scope::Call,
         doc: "heartbeat period of progress notifications",
         shown: |c| seconds(c.progress_interval),
     }
@@ -250,6 +308,7 @@ settings! {
         var: "EXAI_SHUTDOWN_GRACE_S",
         file_key: Some("timeouts.shutdown_grace"),
         kind: Kind::Seconds(10.0),
+        scope: Scope::Daemon,
         doc: "on SIGTERM, how long calls in flight may still finish",
         shown: |c| seconds(c.shutdown_grace),
     }
@@ -257,6 +316,7 @@ settings! {
         var: "EXAI_MAX_MESSAGE_BYTES",
         file_key: Some("max_message_bytes"),
         kind: Kind::Count(16 * 1024 * 1024),
+        scope: Scope::Restart,
         doc: "largest MCP message accepted, in bytes",
         shown: |c| Some(c.max_message_bytes.to_string()),
     }
@@ -264,6 +324,7 @@ settings! {
         var: "EXAI_MAX_ANSWER_BYTES",
         file_key: Some("max_answer_bytes"),
         kind: Kind::Positive(DEFAULT_MAX_ANSWER_BYTES),
+        scope: Scope::Call,
         doc: "most answer, reasoning and tool-call bytes one provider request may bring",
         shown: |c| Some(c.max_answer_bytes.to_string()),
     }
@@ -271,6 +332,7 @@ settings! {
         var: "EXAI_PROVIDER_CONCURRENCY",
         file_key: Some("provider_concurrency"),
         kind: Kind::Positive(16),
+        scope: Scope::Call,
         doc: "requests in flight per provider unless it has its own limit",
         shown: |c| Some(c.default_concurrency.to_string()),
     }
@@ -278,6 +340,7 @@ settings! {
         var: "EXAI_RETRY_ATTEMPTS",
         file_key: Some("retry.attempts"),
         kind: Kind::Positive(4),
+        scope: Scope::Call,
         doc: "attempts per model, the first included",
         shown: |c| Some(c.retry.max_attempts.to_string()),
     }
@@ -285,6 +348,7 @@ settings! {
         var: "EXAI_RETRY_BASE_S",
         file_key: Some("retry.base_s"),
         kind: Kind::Seconds(0.5),
+        scope: Scope::Call,
         doc: "the first retry's backoff",
         shown: |c| seconds(c.retry.base_delay),
     }
@@ -292,6 +356,7 @@ settings! {
         var: "EXAI_RETRY_MAX_DELAY_S",
         file_key: Some("retry.max_delay_s"),
         kind: Kind::Seconds(8.0),
+        scope: Scope::Call,
         doc: "the longest backoff",
         shown: |c| seconds(c.retry.max_delay),
     }
@@ -299,6 +364,7 @@ settings! {
         var: "EXAI_RETRY_AFTER_CAP_S",
         file_key: Some("retry.retry_after_cap_s"),
         kind: Kind::Seconds(30.0),
+        scope: Scope::Call,
         doc: "the longest Retry-After honoured",
         shown: |c| seconds(c.retry.max_retry_after),
     }
@@ -306,6 +372,7 @@ settings! {
         var: "EXAI_RETENTION_S",
         file_key: Some("retention.max_age_s"),
         kind: Kind::Seconds(30.0 * 24.0 * 3600.0),
+        scope: Scope::Daemon,
         doc: "call records older than this are deleted",
         shown: |c| whole_seconds(c.retention_max_age),
     }
@@ -313,6 +380,7 @@ settings! {
         var: "EXAI_RETENTION_ROWS",
         file_key: Some("retention.max_rows"),
         kind: Kind::Count(100_000),
+        scope: Scope::Daemon,
         doc: "at most this many call records are kept",
         shown: |c| Some(c.retention_max_rows.to_string()),
     }
@@ -320,6 +388,7 @@ settings! {
         var: "EXAI_DATABASE_URL",
         file_key: Some("store.url"),
         kind: Kind::DatabaseUrl,
+        scope: Scope::Restart,
         doc: "a Postgres database as the store, shared by a team's daemons (SQLite in EXAI_HOME when unset)",
         shown: |c| Some(c.store.to_string()),
     }
@@ -327,6 +396,7 @@ settings! {
         var: "EXAI_REPLICA_LEASE_S",
         file_key: Some("store.replica_lease_s"),
         kind: Kind::Seconds(15.0),
+        scope: Scope::Restart,
         doc: "a replica silent this long (no heartbeat) has its running calls marked interrupted by the others",
         shown: |c| seconds(c.replica_lease),
     }
@@ -334,6 +404,7 @@ settings! {
         var: "EXAI_SHARED_CONCURRENCY",
         file_key: Some("shared_concurrency"),
         kind: Kind::CountsByName,
+        scope: Scope::Restart,
         doc: "requests in flight per provider across every replica on the shared store (provider=requests), on top of each replica's own limit",
         shown: |c| Some(sorted_pairs(
             c.shared_concurrency.iter().map(|(p, n)| (p.clone(), *n)),
@@ -344,6 +415,7 @@ settings! {
         var: "CUSTOM_API_URL",
         file_key: None,
         kind: Kind::Url,
+        scope: Scope::Call,
         doc: "an OpenAI-compatible endpoint (use [[endpoints]] in the config file)",
         shown: with_the_provider,
     }
@@ -351,6 +423,7 @@ settings! {
         var: "CUSTOM_API_KEY",
         file_key: None,
         kind: Kind::Secret,
+        scope: Scope::Call,
         doc: "the custom endpoint's key",
         shown: with_the_provider,
     }
@@ -358,6 +431,7 @@ settings! {
         var: "CUSTOM_MODEL_NAME",
         file_key: None,
         kind: Kind::Text { default: "—" },
+        scope: Scope::Call,
         doc: "the custom endpoint's model",
         shown: with_the_provider,
     }
@@ -365,6 +439,7 @@ settings! {
         var: "CUSTOM_ALLOWED_MODELS",
         file_key: None,
         kind: Kind::List,
+        scope: Scope::Call,
         doc: "when set, only these models may be used on the custom endpoint",
         shown: with_the_provider,
     }
@@ -372,6 +447,7 @@ settings! {
         var: "EXAI_CLIENT_PATIENCE",
         file_key: Some("client_patience"),
         kind: Kind::SecondsByName { default: "Claude Code: 24 h, Gemini CLI: 10 min, Codex and others: 60 s" },
+        scope: Scope::Call,
         doc: "how long each client waits for a tool answer (client=seconds, * for all others)",
         shown: |c| {
             let mut rules: Vec<String> = c
@@ -387,6 +463,7 @@ settings! {
         var: "EXAI_RESULT_TTL_S",
         file_key: Some("memory.result_ttl_s"),
         kind: Kind::Seconds(86_400.0),
+        scope: Scope::Daemon,
         doc: "how long finished results stay fetchable with call_result",
         shown: |c| whole_seconds(c.result_ttl),
     }
@@ -394,6 +471,7 @@ settings! {
         var: "EXAI_ALLOWED_ROOTS",
         file_key: Some("allowed_roots"),
         kind: Kind::List,
+        scope: Scope::Call,
         doc: "when set, files are read only below these directories",
         shown: |c| Some(
             c.allowed_roots
@@ -407,6 +485,7 @@ settings! {
         var: "EXAI_THREAD_TTL_S",
         file_key: Some("memory.thread_ttl_s"),
         kind: Kind::Seconds(86_400.0),
+        scope: Scope::Call,
         doc: "how long an idle conversation thread is kept",
         shown: |c| whole_seconds(c.thread_ttl),
     }
@@ -414,6 +493,7 @@ settings! {
         var: "EXAI_THREAD_MAX_TURNS",
         file_key: Some("memory.thread_max_exchanges"),
         kind: Kind::Above { min: 1, default: 50 },
+        scope: Scope::Call,
         doc: "most exchanges a conversation thread keeps",
         shown: |c| Some(c.thread_max_turns.to_string()),
     }
@@ -421,6 +501,7 @@ settings! {
         var: "DISABLED_TOOLS",
         file_key: Some("disabled_tools"),
         kind: Kind::List,
+        scope: Scope::Restart,
         doc: "tools hidden from clients",
         shown: |c| Some(c.disabled_tools.join(",")),
     }
@@ -428,6 +509,7 @@ settings! {
         var: "MAX_MCP_OUTPUT_TOKENS",
         file_key: Some("max_output_tokens"),
         kind: Kind::AtLeast { min: 1000, default: 25_000 },
+        scope: Scope::Restart,
         doc: "the most tokens of answer a client is handed; the record keeps it whole",
         shown: |c| Some(c.max_output_tokens.to_string()),
     }
@@ -435,6 +517,7 @@ settings! {
         var: "EXAI_PROMPT_SIZE_LIMIT",
         file_key: Some("prompt_size_limit"),
         kind: Kind::AtLeast { min: 1, default: 60_000 },
+        scope: Scope::Call,
         doc: "longer prompts (characters) are asked for as a file",
         shown: |c| Some(c.prompt_size_limit.to_string()),
     }
@@ -442,6 +525,7 @@ settings! {
         var: "EXAI_LOG",
         file_key: None,
         kind: Kind::Text { default: "info" },
+        scope: Scope::Restart,
         doc: "log filter (else RUST_LOG)",
         shown: |_| Some(
             std::env::var("EXAI_LOG")

@@ -1,11 +1,9 @@
-//! Stopping the daemon of an EXAI_HOME from outside it (`exai daemon stop`, `restart`, a shim that
-//! meets a daemon of another version): SIGTERM, a bounded wait while its calls finish within the
-//! grace, and the calls it had to interrupt, read from the store.
+//! Controlling the daemon of an EXAI_HOME from outside it. Stopping (`exai daemon stop`,
+//! `restart`, a shim that meets a daemon of another version): SIGTERM, a bounded wait while its
+//! calls finish within the grace, and the calls it had to interrupt, read from the store.
+//! Asking (`exai reload`, the shim's look at a daemon's calls): one HTTP request over its socket.
 
 use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 
 use super::{DaemonInfo, lock_is_held};
 use crate::config::Config;
@@ -26,21 +24,71 @@ pub enum ControlError {
     StillRunning { pid: u32, waited: Duration },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("no exai daemon answers on {0}")]
+    NotRunning(String),
+    #[error("the exai daemon answered HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+}
+
+/// How long one request over the socket may take, the daemon's work included (a reload reads
+/// files and builds clients).
+const ASK_LIMIT: Duration = Duration::from_secs(10);
+
+/// `method path` asked of this EXAI_HOME's daemon over its socket (with its token: as the
+/// owner), and the JSON it answered.
+pub async fn ask(
+    config: &Config,
+    method: &str,
+    path: &str,
+    as_owner: bool,
+) -> Result<serde_json::Value, ControlError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = config.socket_path();
+    let not_running = || ControlError::NotRunning(socket.display().to_string());
+    let authorization = if as_owner {
+        let token = tokio::fs::read_to_string(config.token_path()).await?;
+        format!("Authorization: Bearer {}\r\n", token.trim())
+    } else {
+        String::new()
+    };
+    let exchange = async {
+        let mut stream = tokio::net::UnixStream::connect(&socket)
+            .await
+            .map_err(|_| not_running())?;
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.take(1024 * 1024).read_to_end(&mut answer).await?;
+        Ok::<_, ControlError>(answer)
+    };
+    let answer = tokio::time::timeout(ASK_LIMIT, exchange)
+        .await
+        .map_err(|_| not_running())??;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(not_running)?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(not_running)?;
+    if status != 200 {
+        return Err(ControlError::Refused {
+            status,
+            body: body.trim().chars().take(400).collect(),
+        });
+    }
+    serde_json::from_str(body).map_err(|e| ControlError::Refused {
+        status,
+        body: format!("not JSON ({e})"),
+    })
 }
 
 /// What the daemon of this EXAI_HOME says of itself at `/healthz`, over its socket; `None` when
 /// nobody answers there. Bounded by the caller.
 pub async fn health(config: &Config) -> Option<serde_json::Value> {
-    let mut stream = UnixStream::connect(config.socket_path()).await.ok()?;
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut answer = Vec::new();
-    stream.take(64 * 1024).read_to_end(&mut answer).await.ok()?;
-    let text = String::from_utf8_lossy(&answer);
-    let (_, body) = text.split_once("\r\n\r\n")?;
-    serde_json::from_str(body).ok()
+    ask(config, "GET", "/healthz", false).await.ok()
 }
 
 /// What to say when this exai (`ours`: a binary, or a client's shim) and the daemon (`daemon`)

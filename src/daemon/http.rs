@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
@@ -37,7 +37,11 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
         .nest_service("/mcp", mcp_service(app.clone(), allow_remote))
         .layer(middleware::from_fn_with_state(legacy, legacy_http::adapt));
     let protected = Router::new()
-        .route("/ws", get(ws::upgrade))
+        .route(
+            "/ws",
+            get(ws::upgrade).layer(axum::Extension(ws::DaemonToken(token.clone()))),
+        )
+        .route("/reload", post(super::reload::route))
         .merge(mcp)
         .route_layer(middleware::from_fn_with_state(check, require_token));
     Router::new()
@@ -110,5 +114,6 @@ async fn healthz(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
             "queue": store.queue_depth(),
             "problems": store.health().problems(),
         },
+        "settings": app.health.settings_report(),
     }))
 }

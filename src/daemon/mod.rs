@@ -9,6 +9,7 @@ pub mod control;
 mod http;
 pub mod local_socket;
 pub mod proof;
+mod reload;
 mod ws;
 
 use std::fs::File;
@@ -186,6 +187,8 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
     spawn_pruning(app.clone());
     app.run_replica();
     app.discover_models();
+    reload::remember_start(&app);
+    reload::watch(app.clone());
 
     let router = http::router(app.clone(), Arc::new(token), allow_remote);
     let stop_accepting = tokio_util::sync::CancellationToken::new();
@@ -215,13 +218,15 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
         })
     };
     let signal = wait_for_signal().await;
+    // The grace follows the config: the one in effect now.
+    let grace = app.settings().config.shutdown_grace;
     tracing::info!(
         signal,
-        grace_s = config.shutdown_grace.as_secs(),
+        grace_s = grace.as_secs(),
         "shutting down: no new connections"
     );
     stop_accepting.cancel();
-    app.calls.drain(config.shutdown_grace).await;
+    app.calls.drain(grace).await;
     app.leave().await;
     // Let the last answers reach their clients before the sessions close.
     settle("answers to be written", Duration::from_secs(3), || {
@@ -298,7 +303,7 @@ fn spawn_pruning(app: Arc<App>) {
                 _ = every.tick() => {}
                 _ = app.shutdown.cancelled() => return,
             }
-            let config = app.config.clone();
+            let config = app.settings().config.clone();
             let pruned = app
                 .calls
                 .store()

@@ -245,7 +245,7 @@ impl Catalog {
 fn parse(text: &str, origin: &str) -> Result<Vec<ModelInfo>, CatalogError> {
     let file: CatalogFile = toml::from_str(text).map_err(|e| CatalogError::Invalid {
         path: origin.to_string(),
-        message: e.to_string(),
+        message: crate::config::toml_error(&e, text),
     })?;
     Ok(file.model)
 }

@@ -11,7 +11,8 @@ use crate::store::shared_slots::{SharedSlot, SharedSlots, SlotError};
 pub struct Endpoint {
     pub config: EndpointConfig,
     pub(super) client: std::sync::Arc<dyn ModelClient>,
-    pub(super) limit: ConcurrencyLimit,
+    /// Shared with the endpoint's successor when a reload leaves it unchanged.
+    pub(super) limit: std::sync::Arc<ConcurrencyLimit>,
     /// The limit every replica on the shared store keeps together, and its size.
     pub(super) shared: Option<(SharedSlots, usize)>,
     pub(super) retry: RetryConfig,

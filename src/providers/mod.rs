@@ -62,20 +62,68 @@ pub struct Providers {
     fallback_models: Vec<String>,
 }
 
+/// What new providers take over from the ones they follow (a reload, a session's own settings).
+///
+/// An endpoint with the same name, URL and limit keeps its queue, so the limit holds across a
+/// swap: calls that started on the old settings and calls on the new wait in one line. An
+/// endpoint that changed gets a queue of its own; while calls of both run, the provider may see
+/// the old limit plus the new one. The models an unchanged endpoint reported are kept until it is
+/// asked again.
+impl Providers {
+    fn unchanged_endpoint(&self, endpoint: &EndpointConfig) -> Option<&Arc<Endpoint>> {
+        self.usable.iter().find(|e| {
+            e.config.name == endpoint.name
+                && e.config.base_url == endpoint.base_url
+                && e.config.max_concurrency == endpoint.max_concurrency
+        })
+    }
+
+    fn inherit_models(&self, from: &Providers) {
+        for endpoint in &self.usable {
+            if from.unchanged_endpoint(&endpoint.config).is_none() {
+                continue;
+            }
+            let name = endpoint.name();
+            if let (Ok(old), Ok(mut new)) = (from.discovered.read(), self.discovered.write())
+                && let Some(models) = old.get(name)
+            {
+                new.insert(name.to_string(), models.clone());
+            }
+            if let (Ok(old), Ok(mut new)) =
+                (from.listed_reasoning.read(), self.listed_reasoning.write())
+                && let Some(listed) = old.get(name)
+            {
+                new.insert(name.to_string(), listed.clone());
+            }
+        }
+    }
+}
+
 impl Providers {
     pub fn from_config(config: &Config, catalog: Catalog, shared: Option<&SharedSlots>) -> Self {
-        Self::with_clients(config, catalog, shared, |endpoint| {
+        Self::following(config, catalog, shared, None)
+    }
+
+    /// Like [`Providers::from_config`], taking over what `previous` had of unchanged endpoints.
+    pub fn following(
+        config: &Config,
+        catalog: Catalog,
+        shared: Option<&SharedSlots>,
+        previous: Option<&Providers>,
+    ) -> Self {
+        Self::with_clients(config, catalog, shared, previous, |endpoint| {
             let client = OpenAiCompatible::new(endpoint, config)?;
             Ok(Arc::new(client) as Arc<dyn ModelClient>)
         })
     }
 
-    /// Like [`Providers::from_config`], each usable endpoint answered by the client `connect`
+    /// Like [`Providers::following`], each usable endpoint answered by the client `connect`
     /// makes for it (or unusable, with why not).
     pub(crate) fn with_clients(
         config: &Config,
         catalog: Catalog,
         shared: Option<&SharedSlots>,
+        previous: Option<&Providers>,
         connect: impl Fn(&EndpointConfig) -> Result<Arc<dyn ModelClient>, NoHttpClient>,
     ) -> Self {
         let mut usable = Vec::new();
@@ -88,7 +136,12 @@ impl Providers {
             match connect(endpoint) {
                 Ok(client) => usable.push(Arc::new(Endpoint {
                     client,
-                    limit: ConcurrencyLimit::new(endpoint.max_concurrency),
+                    limit: previous
+                        .and_then(|p| p.unchanged_endpoint(endpoint))
+                        .map(|e| e.limit.clone())
+                        .unwrap_or_else(|| {
+                            Arc::new(ConcurrencyLimit::new(endpoint.max_concurrency))
+                        }),
                     shared: shared
                         .zip(config.shared_concurrency.get(&endpoint.name))
                         .map(|(slots, limit)| (slots.clone(), *limit)),
@@ -104,7 +157,7 @@ impl Providers {
                 }
             }
         }
-        Self {
+        let providers = Self {
             usable,
             unusable,
             catalog,
@@ -112,7 +165,11 @@ impl Providers {
             listed_reasoning: RwLock::new(HashMap::new()),
             default_model: config.default_model.clone(),
             fallback_models: config.fallback_models.clone(),
+        };
+        if let Some(previous) = previous {
+            providers.inherit_models(previous);
         }
+        providers
     }
 
     pub fn usable(&self) -> &[Arc<Endpoint>] {

@@ -307,10 +307,18 @@ mod tests {
 
     /// One answer through the providers (queue, retries, fallback) from the scripted client.
     async fn ask(app: &App, model: &str) -> Result<ChatResponse, ProviderError> {
-        let target = app.providers.resolve(Some(model), Need::Fast).expect(model);
+        let target = app
+            .settings()
+            .providers
+            .resolve(Some(model), Need::Fast)
+            .expect(model);
         let observer = Progress::new("chat");
         let request = ChatRequest::question("hi");
-        let answer = app.providers.chat(target, &request, &observer).await;
+        let answer = app
+            .settings()
+            .providers
+            .chat(target, &request, &observer)
+            .await;
         answer.map_err(|failure| failure.error)
     }
 

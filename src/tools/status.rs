@@ -93,6 +93,14 @@ impl ExaiTool for Status {
             for problem in &store_problems {
                 text.push_str(&format!("\n  store: {problem}"));
             }
+            // The daemon's settings are its owner's (and admins') business, not every user's.
+            let settings = match ctx.call.origin.caller.sees_only() {
+                None => ctx.health.settings_report(),
+                Some(_) => json!({}),
+            };
+            for line in crate::health::settings_lines(&settings) {
+                text.push_str(&format!("\n  {line}"));
+            }
             for c in &in_flight {
                 text.push_str(&format!("\n  running {} · {}", c["call_id"], c["progress"]));
             }
@@ -113,6 +121,7 @@ impl ExaiTool for Status {
                 "calls_in_flight": in_flight,
                 "recent_failures": failures,
                 "store_problems": store_problems,
+                "settings": settings,
             }));
             Ok(result)
         })

@@ -1331,3 +1331,14 @@ pub fn text_in(result: &Value) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// `exai ARGS` with only `env` (and PATH), `stdin` piped in: (success, stdout + stderr).
+pub fn exai_with_stdin(env: &[(&str, &str)], args: &[&str], stdin: &str) -> (bool, String) {
+    let output = exai_output(env, args, stdin);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}

@@ -353,7 +353,21 @@ fn a_host_name_exai_url_starts_one_daemon_and_calls_succeed() {
     let home = temp_home();
     let port = free_port();
     let url = format!("ws://localhost:{port}/ws");
-    let mut raw = RawClient::start(&autostart_env(&home, &fake, Some(&url)), &[]);
+    // A client over TCP hands the daemon none of its settings: the daemon it starts takes its
+    // provider from its own config file.
+    let config = temp_home();
+    std::fs::create_dir_all(config.join("exai")).unwrap();
+    std::fs::write(
+        config.join("exai/config.toml"),
+        format!(
+            "[[endpoints]]\nname = \"fake\"\nbase_url = \"{}/v1\"\nmodels = [\"fake-fast\"]\n",
+            fake.url
+        ),
+    )
+    .unwrap();
+    let mut env = autostart_env(&home, &fake, Some(&url));
+    env.push(("XDG_CONFIG_HOME".into(), path(&config)));
+    let mut raw = RawClient::start(&env, &[]);
     raw.ok("initialize", initialize_params());
     raw.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
     let result = raw.ok(

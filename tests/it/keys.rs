@@ -15,17 +15,6 @@ fn config_home() -> (PathBuf, PathBuf) {
     (dir, keys)
 }
 
-/// `exai ARGS` with only `env` (and PATH), `stdin` piped in: (success, stdout + stderr).
-fn exai(env: &[(&str, &str)], args: &[&str], stdin: &str) -> (bool, String) {
-    let output = exai_output(env, args, stdin);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
-
 fn env_of(config: &Path) -> Vec<(String, String)> {
     let home = config.join("state");
     let mut env = vec![
@@ -46,7 +35,7 @@ fn keys_set_from_stdin_are_private_listed_masked_and_removed() {
     let env = env_of(&config);
     let env = as_refs(&env);
 
-    let (ok, out) = exai(&env, &["keys", "set", "custom"], &format!("  {KEY}  \n"));
+    let (ok, out) = exai_with_stdin(&env, &["keys", "set", "custom"], &format!("  {KEY}  \n"));
     assert!(ok, "{out}");
     assert!(!out.contains(KEY), "{out}");
     let mode = std::fs::metadata(&keys_file).unwrap().permissions().mode();
@@ -62,27 +51,27 @@ fn keys_set_from_stdin_are_private_listed_masked_and_removed() {
             .contains(&format!("custom = \"{KEY}\""))
     );
 
-    let (ok, out) = exai(&env, &["keys", "list"], "");
+    let (ok, out) = exai_with_stdin(&env, &["keys", "list"], "");
     assert!(ok, "{out}");
     assert!(out.contains("set (…7781) from keys file"), "{out}");
     assert!(out.contains("glm") && out.contains("not set"), "{out}");
     assert!(!out.contains(KEY), "{out}");
-    let (ok, out) = exai(&env, &["keys", "list", "--json"], "");
+    let (ok, out) = exai_with_stdin(&env, &["keys", "list", "--json"], "");
     assert!(ok, "{out}");
     assert!(!out.contains(KEY), "{out}");
 
-    let (ok, out) = exai(&env, &["keys", "set", "gpt"], "sk-whatever-1\n");
+    let (ok, out) = exai_with_stdin(&env, &["keys", "set", "gpt"], "sk-whatever-1\n");
     assert!(
         !ok && out.contains("unknown provider \"gpt\"") && out.contains("openrouter"),
         "{out}"
     );
     assert!(!out.contains("sk-whatever-1"), "{out}");
-    let (ok, out) = exai(&env, &["keys", "set", "glm"], "   \n");
+    let (ok, out) = exai_with_stdin(&env, &["keys", "set", "glm"], "   \n");
     assert!(!ok && out.contains("empty key"), "{out}");
 
-    let (ok, out) = exai(&env, &["keys", "rm", "custom"], "");
+    let (ok, out) = exai_with_stdin(&env, &["keys", "rm", "custom"], "");
     assert!(ok && out.contains("removed"), "{out}");
-    let (ok, out) = exai(&env, &["keys", "list"], "");
+    let (ok, out) = exai_with_stdin(&env, &["keys", "list"], "");
     assert!(ok, "{out}");
     assert!(!out.contains("from keys file"), "{out}");
     assert!(!std::fs::read_to_string(&keys_file).unwrap().contains(KEY));
@@ -93,19 +82,19 @@ fn the_environment_overrides_the_keys_file() {
     let (config, _) = config_home();
     let mut env = env_of(&config);
     env.push(("CUSTOM_API_URL".into(), "http://127.0.0.1:9/v1".into()));
-    let (ok, out) = exai(&as_refs(&env), &["keys", "set", "custom"], KEY);
+    let (ok, out) = exai_with_stdin(&as_refs(&env), &["keys", "set", "custom"], KEY);
     assert!(ok, "{out}");
 
-    let (ok, out) = exai(&as_refs(&env), &["config"], "");
+    let (ok, out) = exai_with_stdin(&as_refs(&env), &["config"], "");
     assert!(ok, "{out}");
     assert!(out.contains("key set in the keys file"), "{out}");
     assert!(!out.contains(KEY), "{out}");
 
     env.push(("CUSTOM_API_KEY".into(), "sk-from-environment-4242".into()));
-    let (ok, out) = exai(&as_refs(&env), &["config"], "");
+    let (ok, out) = exai_with_stdin(&as_refs(&env), &["config"], "");
     assert!(ok, "{out}");
     assert!(out.contains("key set in CUSTOM_API_KEY"), "{out}");
-    let (ok, out) = exai(&as_refs(&env), &["keys", "list"], "");
+    let (ok, out) = exai_with_stdin(&as_refs(&env), &["keys", "list"], "");
     assert!(ok, "{out}");
     assert!(
         out.contains(
@@ -124,12 +113,12 @@ fn a_keys_file_others_may_read_or_a_symlink_is_refused() {
     let (config, keys_file) = config_home();
     let env = env_of(&config);
     let env = as_refs(&env);
-    let (ok, out) = exai(&env, &["keys", "set", "glm"], KEY);
+    let (ok, out) = exai_with_stdin(&env, &["keys", "set", "glm"], KEY);
     assert!(ok, "{out}");
 
     std::fs::set_permissions(&keys_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     for args in [&["config"][..], &["keys", "list"], &["keys", "set", "kimi"]] {
-        let (ok, out) = exai(&env, args, "sk-other-key-1\n");
+        let (ok, out) = exai_with_stdin(&env, args, "sk-other-key-1\n");
         assert!(!ok, "{args:?}: {out}");
         assert!(
             out.contains(&format!("chmod 600 {}", keys_file.display())),
@@ -143,7 +132,7 @@ fn a_keys_file_others_may_read_or_a_symlink_is_refused() {
     std::fs::rename(&keys_file, &real).unwrap();
     std::os::unix::fs::symlink(&real, &keys_file).unwrap();
     for args in [&["config"][..], &["keys", "list"]] {
-        let (ok, out) = exai(&env, args, "");
+        let (ok, out) = exai_with_stdin(&env, args, "");
         assert!(!ok, "{args:?}: {out}");
         assert!(
             out.contains("is a symlink or not a regular file") && out.contains(&path(&keys_file)),
@@ -158,7 +147,7 @@ async fn a_daemon_started_without_the_key_in_its_environment_sends_the_stored_on
     let fake = Fake::start();
     let (config, keys_file) = config_home();
     let config_dir = path(&config);
-    let (ok, out) = exai(
+    let (ok, out) = exai_with_stdin(
         &[("XDG_CONFIG_HOME", config_dir.as_str())],
         &["keys", "set", "custom"],
         KEY,
@@ -202,7 +191,7 @@ async fn a_daemon_started_without_the_key_in_its_environment_sends_the_stored_on
     assert_eq!(logged(&daemon.home, KEY), 0);
 
     // Without the stored key, the same daemon set-up sends none: the key above came from the file.
-    let (ok, out) = exai(
+    let (ok, out) = exai_with_stdin(
         &[("XDG_CONFIG_HOME", config_dir.as_str())],
         &["keys", "rm", "custom"],
         "",

@@ -28,6 +28,7 @@ mod provider_fidelity;
 mod provider_requests;
 mod providers;
 mod readme;
+mod reload;
 mod replicas;
 mod setup;
 mod shared_limits;
