@@ -215,7 +215,7 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
         return vec![Check::ok("version", binary)];
     };
     if let Some(url) = &config.daemon_url {
-        return remote_daemon(&binary, url).await;
+        return remote_daemon(config, &binary, url).await;
     }
     if !crate::daemon::lock_is_held(config) {
         let daemon = if config.no_autostart {
@@ -230,10 +230,7 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
         return vec![Check::ok("version", binary), daemon];
     }
     let info = DaemonInfo::read(config);
-    let health = tokio::time::timeout(DAEMON_WAIT, control::health(config))
-        .await
-        .ok()
-        .flatten();
+    let health = control::health_within(config, DAEMON_WAIT).await;
     let daemon_version = info
         .as_ref()
         .map(|i| i.version.clone())
@@ -266,21 +263,8 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
 }
 
 /// The daemon `EXAI_URL` names (a shared one, or one on another address): its `/healthz`.
-async fn remote_daemon(binary: &str, url: &str) -> Vec<Check> {
-    let health = match healthz_url(url) {
-        Some(healthz) => reqwest::Client::new()
-            .get(healthz)
-            .timeout(DAEMON_WAIT)
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success()),
-        None => None,
-    };
-    let health: Option<serde_json::Value> = match health {
-        Some(answer) => answer.json().await.ok(),
-        None => None,
-    };
+async fn remote_daemon(config: &Config, binary: &str, url: &str) -> Vec<Check> {
+    let health = control::health_within(config, DAEMON_WAIT).await;
     let Some(health) = health else {
         return vec![
             Check::ok("version", binary),
@@ -308,20 +292,6 @@ async fn remote_daemon(binary: &str, url: &str) -> Vec<Check> {
         ),
     );
     vec![version, daemon]
-}
-
-/// `ws://host:port/ws` → `http://host:port/healthz` (`wss` → `https`).
-fn healthz_url(url: &str) -> Option<reqwest::Url> {
-    let mut parsed = reqwest::Url::parse(url).ok()?;
-    let scheme = match parsed.scheme() {
-        "ws" | "http" => "http",
-        "wss" | "https" => "https",
-        _ => return None,
-    };
-    parsed.set_scheme(scheme).ok()?;
-    parsed.set_path("/healthz");
-    parsed.set_query(None);
-    Some(parsed)
 }
 
 /// This binary's version against the daemon's (`None`: not known), with the calls the daemon
@@ -840,7 +810,7 @@ mod tests {
 
     #[test]
     fn a_daemon_url_gives_its_health_url() {
-        let shown = |url: &str| healthz_url(url).map(|u| u.to_string());
+        let shown = |url: &str| control::healthz_url(url).map(|u| u.to_string());
         assert_eq!(
             shown("ws://127.0.0.1:8765/ws").as_deref(),
             Some("http://127.0.0.1:8765/healthz")

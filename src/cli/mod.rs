@@ -288,17 +288,7 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
         .as_ref()
         .map(|i| i.listen.clone())
         .unwrap_or_else(|| config.listen.to_string());
-    let health = reqwest::Client::new()
-        .get(format!("http://{address}/healthz"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()
-        .filter(|r| r.status().is_success());
-    let health: Option<serde_json::Value> = match health {
-        Some(r) => r.json().await.ok(),
-        None => None,
-    };
+    let health = crate::daemon::control::health_within(config, Duration::from_secs(2)).await;
     let for_reading = config.clone();
     let (failures, running, unreadable) = crate::spawn::blocking(move || -> Result<_, CliError> {
         let store = match open_store(&for_reading) {

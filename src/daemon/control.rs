@@ -91,6 +91,44 @@ pub async fn health(config: &Config) -> Option<serde_json::Value> {
     ask(config, "GET", "/healthz", false).await.ok()
 }
 
+/// What the daemon this config reaches says at `/healthz`: the one `EXAI_URL` names, else
+/// this EXAI_HOME's own over its socket (never whatever listens on a TCP port, which may be
+/// another home's daemon). `None` when nobody answers within `wait`.
+pub async fn health_within(
+    config: &Config,
+    wait: std::time::Duration,
+) -> Option<serde_json::Value> {
+    let asking = async {
+        match config.daemon_url.as_deref() {
+            None => health(config).await,
+            Some(url) => {
+                let answer = reqwest::Client::new()
+                    .get(healthz_url(url)?)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())?;
+                answer.json().await.ok()
+            }
+        }
+    };
+    tokio::time::timeout(wait, asking).await.ok().flatten()
+}
+
+/// `ws://host:port/ws` → `http://host:port/healthz` (`wss` → `https`).
+pub fn healthz_url(url: &str) -> Option<reqwest::Url> {
+    let mut parsed = reqwest::Url::parse(url).ok()?;
+    let scheme = match parsed.scheme() {
+        "ws" | "http" => "http",
+        "wss" | "https" => "https",
+        _ => return None,
+    };
+    parsed.set_scheme(scheme).ok()?;
+    parsed.set_path("/healthz");
+    parsed.set_query(None);
+    Some(parsed)
+}
+
 /// What to say when this exai (`ours`: a binary, or a client's shim) and the daemon (`daemon`)
 /// are different versions; `None` when they are the same. [`RESTART_ADVICE`] says what to do.
 pub fn version_skew(ours: &str, daemon: &str) -> Option<String> {
