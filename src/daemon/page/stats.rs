@@ -44,9 +44,8 @@ impl Window {
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ModelFigures {
     pub model: String,
+    /// Calls that ended (succeeded or not): a call in flight has no figures yet.
     pub calls: usize,
-    /// Calls that ended (succeeded or not); the rates and latencies are of these.
-    pub ended: usize,
     /// Failed, timed out or interrupted (a cancelled call is no error of the model's).
     pub errors: usize,
     pub error_rate: f64,
@@ -111,6 +110,10 @@ pub fn figures(calls: &[CallFigures], window: Window, now_ms: i64) -> Figures {
             bucket.errors += usize::from(is_error(call.state));
             bucket.tokens += tokens;
         }
+        // A call in flight has no model, latency or tokens on record yet: it counts in its bucket.
+        if !call.state.is_final() {
+            continue;
+        }
         let name = call.model.clone().unwrap_or_else(|| "(no model)".into());
         let (model, ttfts, totals) = by_model.entry(name.clone()).or_insert_with(|| {
             (
@@ -125,19 +128,16 @@ pub fn figures(calls: &[CallFigures], window: Window, now_ms: i64) -> Figures {
         model.calls += 1;
         model.tokens_in += call.tokens_in.unwrap_or(0);
         model.tokens_out += call.tokens_out.unwrap_or(0);
-        if call.state.is_final() {
-            model.ended += 1;
-            model.errors += usize::from(is_error(call.state));
-            ttfts.extend(call.time_to_first_token_ms);
-            totals.extend(call.duration_ms);
-        }
+        model.errors += usize::from(is_error(call.state));
+        ttfts.extend(call.time_to_first_token_ms);
+        totals.extend(call.duration_ms);
     }
     let models = by_model
         .into_values()
         .map(|(mut model, mut ttfts, mut totals)| {
             ttfts.sort_unstable();
             totals.sort_unstable();
-            model.error_rate = match model.ended {
+            model.error_rate = match model.calls {
                 0 => 0.0,
                 n => model.errors as f64 / n as f64,
             };
@@ -193,11 +193,11 @@ mod tests {
         let got = figures(&calls, Window::Hour, now);
         assert_eq!(got.models.len(), 2);
         let a = &got.models[0];
-        assert_eq!((a.calls, a.ended, a.errors), (4, 3, 1));
+        assert_eq!((a.calls, a.errors), (3, 1));
         assert!((a.error_rate - 1.0 / 3.0).abs() < 1e-9);
         assert_eq!((a.total_p50_ms, a.total_p95_ms), (Some(100), Some(300)));
         assert_eq!((a.ttft_p50_ms, a.ttft_p95_ms), (Some(10), Some(30)));
-        assert_eq!((a.tokens_in, a.tokens_out), (40, 20));
+        assert_eq!((a.tokens_in, a.tokens_out), (30, 15));
         assert_eq!(got.models[1].error_rate, 1.0);
         assert_eq!(got.buckets.len(), 12);
         assert_eq!(got.buckets[11].calls, 4);

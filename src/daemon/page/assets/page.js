@@ -322,7 +322,7 @@ function logLine(line) {
 
 // ---------------------------------------------------------------- charts
 
-const CHART = { width: 360, row: 22, label: 120 };
+const CHART = { width: 420, row: 22, label: 120, value: 125 };
 
 // Horizontal bars per model: `pairs` gives [light (p95), solid (p50)] values for each model;
 // `format(pair, model)` the figure written at the end of its row.
@@ -336,7 +336,7 @@ function barChart(target, models, pairs, format) {
   const top = Math.max(1, ...values.flat().filter((v) => typeof v === "number"));
   const height = models.length * CHART.row + 4;
   const chart = svg("svg", { viewBox: `0 0 ${CHART.width} ${height}`, role: "img", class: "bars" });
-  const room = CHART.width - CHART.label - 70;
+  const room = CHART.width - CHART.label - CHART.value;
   models.forEach((model, i) => {
     const y = i * CHART.row + 2;
     const label = svg("text", { x: 0, y: y + 14, class: "label" });
@@ -400,7 +400,7 @@ async function loadStats() {
   const latency = ([p95, p50]) => (p50 === null && p95 === null ? "–" : seconds(p50) + " / " + seconds(p95));
   barChart($("#chart-ttft"), models, (m) => [m.ttft_p95_ms, m.ttft_p50_ms], latency);
   barChart($("#chart-total"), models, (m) => [m.total_p95_ms, m.total_p50_ms], latency);
-  barChart($("#chart-errors"), models, (m) => [null, m.error_rate * 100], (_, m) => Math.round(m.error_rate * 100) + " % of " + m.ended);
+  barChart($("#chart-errors"), models, (m) => [null, m.error_rate * 100], (_, m) => Math.round(m.error_rate * 100) + " % of " + m.calls);
   barChart($("#chart-tokens"), models, (m) => [m.tokens_out, m.tokens_in], ([out, inp]) => shortCount(inp) + " / " + shortCount(out));
   const calls = models.reduce((n, m) => n + m.calls, 0);
   const tokens = models.reduce((n, m) => n + m.tokens_in + m.tokens_out, 0);
