@@ -166,7 +166,13 @@ mod tests {
             duration_ms: 5,
         });
         let heard = rx.try_recv().unwrap();
-        assert!(matches!(heard, CallEvent::Ended { state: CallState::Cancelled, .. }));
+        assert!(matches!(
+            heard,
+            CallEvent::Ended {
+                state: CallState::Cancelled,
+                ..
+            }
+        ));
         assert_eq!(
             serde_json::to_value(&heard).unwrap()["kind"],
             serde_json::json!("ended")

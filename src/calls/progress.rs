@@ -121,7 +121,10 @@ impl Progress {
 
     /// The stages entered so far, oldest first (the first [`MOST_STAGES_KEPT`]).
     pub fn stages(&self) -> Vec<StageSeen> {
-        self.stages.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.stages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Keeps a stage the call just entered.

@@ -29,7 +29,11 @@ const OPENERS: [&str; 2] = ["xdg-open", "open"];
 
 /// Asks the daemon for a login link and opens it in the browser (or, with `print_only` or no
 /// browser to open it, prints it).
-pub async fn open(config: &Config, print_only: bool, out: &mut impl Write) -> Result<(), OpenError> {
+pub async fn open(
+    config: &Config,
+    print_only: bool,
+    out: &mut impl Write,
+) -> Result<(), OpenError> {
     let answer = match control::ask(config, "POST", "/api/login-code", true).await {
         Ok(answer) => answer,
         Err(ControlError::NotRunning(_)) => return Err(OpenError::NotRunning),

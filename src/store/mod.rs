@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use records::sql_list;
 pub use records::{
-    CallFigures, CallFilter, CallRow, CallState, Delivery, FinishedCall, NewCall, ReplicaRow, ThreadRow,
-    TransportKind,
+    CallFigures, CallFilter, CallRow, CallState, Delivery, FinishedCall, NewCall, ReplicaRow,
+    ThreadRow, TransportKind,
 };
 pub use replicas::this_host;
 pub use users::{Revoked, UserRow};

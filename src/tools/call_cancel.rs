@@ -69,7 +69,10 @@ impl ExaiTool for CallCancel {
                     )
                 }
                 CancelAsked::NotRunning(CallView::HeldElsewhere(row)) => {
-                    format!("call {id} ({}) had already ended; nothing to cancel", row.tool)
+                    format!(
+                        "call {id} ({}) had already ended; nothing to cancel",
+                        row.tool
+                    )
                 }
                 CancelAsked::NotRunning(CallView::Ended(Ended { tool, state, .. })) => {
                     format!("call {id} ({tool}) had already ended: {state}; nothing to cancel")

@@ -19,7 +19,10 @@ const GUARDED: [(&str, &str); 8] = [
     ("GET", "/api/calls/01a00000-0000-7000-8000-000000000000"),
     ("GET", "/api/stats"),
     ("GET", "/api/events"),
-    ("POST", "/api/calls/01a00000-0000-7000-8000-000000000000/cancel"),
+    (
+        "POST",
+        "/api/calls/01a00000-0000-7000-8000-000000000000/cancel",
+    ),
 ];
 
 /// A client that follows no redirect and keeps no cookie: each request says all it carries.
@@ -31,7 +34,12 @@ fn http() -> reqwest::Client {
 }
 
 /// (status, headers) of `method path` with `headers`; a server-sent stream is not read.
-async fn ask(daemon: &Daemon, method: &str, path: &str, headers: &[(&str, String)]) -> (u16, HeaderMap) {
+async fn ask(
+    daemon: &Daemon,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+) -> (u16, HeaderMap) {
     let mut request = http().request(
         method.parse().unwrap(),
         format!("http://{}{path}", daemon.addr),
@@ -49,7 +57,10 @@ async fn json_of(daemon: &Daemon, path: &str, headers: &[(&str, String)]) -> (u1
         request = request.header(*name, value);
     }
     let answer = request.send().await.unwrap();
-    (answer.status().as_u16(), answer.json().await.unwrap_or(Value::Null))
+    (
+        answer.status().as_u16(),
+        answer.json().await.unwrap_or(Value::Null),
+    )
 }
 
 fn bearer(token: &str) -> (&'static str, String) {
@@ -94,7 +105,11 @@ async fn without_the_token_or_a_session_every_page_route_is_refused() {
         assert_eq!(status, 401, "{method} {path}");
         assert!(has_policy(&headers), "{method} {path}: {headers:?}");
         let made_up = ("cookie", "exai_page=0123456789abcdef".to_string());
-        assert_eq!(ask(&daemon, method, path, &[made_up]).await.0, 401, "{method} {path}");
+        assert_eq!(
+            ask(&daemon, method, path, &[made_up]).await.0,
+            401,
+            "{method} {path}"
+        );
     }
     // The daemon's token opens them, as it opens /mcp.
     let token = bearer(&daemon.token());
@@ -119,7 +134,10 @@ async fn a_login_code_works_once_and_its_cookie_opens_the_page_and_its_feed() {
     assert_eq!(made_up.0, 401);
     let cookie = ("cookie", session);
     let (status, headers) = ask(&daemon, "GET", "/", std::slice::from_ref(&cookie)).await;
-    assert_eq!((status, headers["content-type"].to_str().unwrap()), (200, "text/html; charset=utf-8"));
+    assert_eq!(
+        (status, headers["content-type"].to_str().unwrap()),
+        (200, "text/html; charset=utf-8")
+    );
     assert!(has_policy(&headers));
 
     // The feed starts with the calls in flight (none).
@@ -137,11 +155,19 @@ async fn a_login_code_works_once_and_its_cookie_opens_the_page_and_its_feed() {
         .unwrap()
         .unwrap();
     let first = String::from_utf8_lossy(&first);
-    assert!(first.contains("event: snapshot") && first.contains("\"in_flight\":[]"), "{first}");
+    assert!(
+        first.contains("event: snapshot") && first.contains("\"in_flight\":[]"),
+        "{first}"
+    );
 
     // A change with the cookie must say it comes from the page.
     let cancel = "/api/calls/01a00000-0000-7000-8000-000000000000/cancel";
-    assert_eq!(ask(&daemon, "POST", cancel, std::slice::from_ref(&cookie)).await.0, 403);
+    assert_eq!(
+        ask(&daemon, "POST", cancel, std::slice::from_ref(&cookie))
+            .await
+            .0,
+        403
+    );
     let ours = ("origin", format!("http://{}", daemon.addr));
     assert_eq!(ask(&daemon, "POST", cancel, &[cookie, ours]).await.0, 404);
 }
@@ -173,7 +199,12 @@ async fn a_call_is_cancelled_from_the_page_as_call_cancel_would() {
     });
     calls_in_flight(&daemon, 1).await;
     let token = bearer(&daemon.token());
-    let (_, listed) = json_of(&daemon, "/api/calls?outcome=running", std::slice::from_ref(&token)).await;
+    let (_, listed) = json_of(
+        &daemon,
+        "/api/calls?outcome=running",
+        std::slice::from_ref(&token),
+    )
+    .await;
     let id = listed["calls"][0]["id"].as_str().unwrap().to_string();
     let answer = http()
         .post(format!("http://{}/api/calls/{id}/cancel", daemon.addr))
@@ -187,12 +218,31 @@ async fn a_call_is_cancelled_from_the_page_as_call_cancel_would() {
     let (_, answered) = slow.await.unwrap();
     let text = format!("{answered:?}");
     assert!(text.contains("from the live page"), "{text}");
-    let (status, record) = json_of(&daemon, &format!("/api/calls/{id}"), &[token.clone()]).await;
+    let (status, record) = json_of(
+        &daemon,
+        &format!("/api/calls/{id}"),
+        std::slice::from_ref(&token),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(record["call"]["state"], "cancelled");
-    assert!(record["call"]["arguments"].as_str().unwrap().contains("stop me"));
-    assert!(record["log"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("cancel asked from the live page")));
-    let (_, cancelled) = json_of(&daemon, "/api/calls?outcome=cancelled&model=fake-hang&tool=chat", &[token]).await;
+    assert!(
+        record["call"]["arguments"]
+            .as_str()
+            .unwrap()
+            .contains("stop me")
+    );
+    assert!(record["log"].as_array().unwrap().iter().any(|l| {
+        l.as_str()
+            .unwrap()
+            .contains("cancel asked from the live page")
+    }));
+    let (_, cancelled) = json_of(
+        &daemon,
+        "/api/calls?outcome=cancelled&model=fake-hang&tool=chat",
+        &[token],
+    )
+    .await;
     assert_eq!(cancelled["calls"][0]["id"], id.as_str());
 }
 
@@ -204,7 +254,9 @@ async fn another_users_call_is_not_found_and_not_listed() {
     let bob = add_user(&home, "bob", false);
     let daemon = Daemon::start_in(home, "127.0.0.1:0", &fake, &[]);
     let mut anns = WsClient::connect(&daemon, &ann).await;
-    let answer = anns.chat(json!({"prompt": "ann's own", "model": "fake-fast"})).await;
+    let answer = anns
+        .chat(json!({"prompt": "ann's own", "model": "fake-fast"}))
+        .await;
     let id = call_id(&answer);
     let path = format!("/api/calls/{id}");
     assert_eq!(json_of(&daemon, &path, &[bearer(&bob)]).await.0, 404);
@@ -213,11 +265,18 @@ async fn another_users_call_is_not_found_and_not_listed() {
     let cancel = format!("{path}/cancel");
     assert_eq!(ask(&daemon, "POST", &cancel, &[bearer(&bob)]).await.0, 404);
     let (status, record) = json_of(&daemon, &path, &[bearer(&ann)]).await;
-    assert_eq!((status, record["call"]["user_name"].as_str()), (200, Some("ann")));
+    assert_eq!(
+        (status, record["call"]["user_name"].as_str()),
+        (200, Some("ann"))
+    );
     // The owner's session sees everyone's.
     let (_, session) = log_in(&daemon).await;
     let (_, all) = json_of(&daemon, "/api/calls", &[("cookie", session)]).await;
     assert_eq!(all["calls"][0]["id"], id.as_str());
     let (_, stats) = json_of(&daemon, "/api/stats?window=day", &[bearer(&bob)]).await;
-    assert_eq!(stats["figures"]["models"], json!([]), "bob's charts hold none of ann's calls");
+    assert_eq!(
+        stats["figures"]["models"],
+        json!([]),
+        "bob's charts hold none of ann's calls"
+    );
 }

@@ -138,7 +138,11 @@ mod tests {
         };
         let code = logins.new_code(caller.clone()).unwrap();
         let session = logins.redeem(&code).unwrap().expect("a fresh code works");
-        assert_eq!(logins.redeem(&code).unwrap(), None, "a used code is refused");
+        assert_eq!(
+            logins.redeem(&code).unwrap(),
+            None,
+            "a used code is refused"
+        );
         let mut headers = HeaderMap::new();
         headers.insert(
             header::COOKIE,

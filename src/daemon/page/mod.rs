@@ -191,10 +191,7 @@ async fn log_in(
                 StatusCode::SEE_OTHER,
                 [
                     (header::LOCATION, "/".to_string()),
-                    (
-                        header::SET_COOKIE,
-                        login::session_cookie_header(&session),
-                    ),
+                    (header::SET_COOKIE, login::session_cookie_header(&session)),
                 ],
             )
                 .into_response()

@@ -236,7 +236,8 @@ async function loadRecent() {
         { "data-call-id": call.id, class: "clickable" },
         el("td", { title: new Date(call.received_at_ms).toLocaleString() }, when(call.received_at_ms)),
         el("td", {}, call.tool),
-        el("td", {}, call.model || "–"),
+        // A running call's record learns its model at the end; the live feed knows it now.
+        el("td", {}, call.model || state.live.get(call.id)?.model || "–"),
         el("td", {}, call.client_name || "–"),
         el("td", { class: "outcome" }, outcomeBadge(call.state)),
         el("td", { class: "num" }, seconds(call.duration_ms)),
