@@ -10,6 +10,8 @@
 # requirements file (or the interpreter) changed since the last successful install,
 # tracked by a stamp file inside the venv. Quiet on success.
 set -euo pipefail
+# Playwright (tests/python/test_live_page.py) drives Debian's chromium: never a download of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python3}"

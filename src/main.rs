@@ -1,4 +1,4 @@
-//! The `exai` command line: daemon, stdio, calls, config, keys, users, setup, reload, status, doctor.
+//! The `exai` command line: daemon, stdio, calls, config, keys, users, setup, reload, open, status, doctor.
 // The top of the program: the one place that prints an error to stderr and exits.
 #![allow(clippy::print_stderr)]
 
@@ -96,6 +96,13 @@ enum Command {
     /// Make the running daemon read its config and keys files again now (it also follows them
     /// by itself); says which settings changed.
     Reload,
+    /// Open the live page (calls in flight, recent calls, charts) in the browser, through a
+    /// one-time login link from the running daemon.
+    Open {
+        /// Print the link instead of opening a browser (it works once, within a minute).
+        #[arg(long)]
+        print: bool,
+    },
     /// Is the daemon up, what is running, what failed lately.
     Status {
         /// Print JSON (for scripts) instead of text.
@@ -361,6 +368,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // A broken file is the daemon's to report: reaching it needs only EXAI_HOME.
             let (config, _) = config_or_environment()?;
             exai::cli::daemon_control::reload(&config, &mut std::io::stdout().lock()).await?;
+        }
+        Command::Open { print } => {
+            let (config, _) = config_or_environment()?;
+            exai::cli::open::open(&config, print, &mut std::io::stdout().lock()).await?;
         }
         Command::Status { json } => {
             let (config, unreadable) = config_or_environment()?;

@@ -4,9 +4,11 @@
 //! outlives a client that goes away; its one deadline bounds everything under it;
 //! its result is committed to the store before anyone is handed it.
 
+pub mod events;
 pub mod kinds;
 pub mod output;
 pub mod progress;
+pub mod record;
 pub mod redact;
 #[cfg(test)]
 mod tests;
@@ -187,6 +189,8 @@ pub struct Calls {
     ended: tokio::sync::Notify,
     /// The replica this process is, named in the record of each call it opens.
     replica: Option<String>,
+    /// Calls starting, moving and ending, for whoever listens (the live page).
+    events: events::CallEvents,
 }
 
 impl Calls {
@@ -197,6 +201,7 @@ impl Calls {
             live: Mutex::new(HashMap::new()),
             ended: tokio::sync::Notify::new(),
             replica: None,
+            events: events::CallEvents::default(),
         }
     }
 
@@ -322,6 +327,8 @@ impl Calls {
             unrecorded: Mutex::new(unrecorded),
         });
         self.live_map().insert(id, call.clone());
+        self.events
+            .publish(|| events::CallEvent::Started(events::LiveSummary::of(&call)));
         tracing::info!(
             call_id = %call.id,
             tool,
@@ -540,6 +547,13 @@ impl Calls {
         call.outcome
             .send_replace(Some(Arc::new(Outcome { state, result })));
         self.live_map().remove(&call.id);
+        self.events.publish(|| events::CallEvent::Ended {
+            id: call.id.clone(),
+            tool: call.tool.clone(),
+            user: call.origin.caller.user_name().map(str::to_string),
+            state,
+            duration_ms: elapsed_ms,
+        });
         self.ended.notify_waiters();
     }
 

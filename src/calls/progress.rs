@@ -90,12 +90,24 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// A stage the call entered, and when (since the call began).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageSeen {
+    pub at_ms: u64,
+    pub stage: String,
+}
+
+/// Most stages a call remembers (a long queue's moves would be many).
+const MOST_STAGES_KEPT: usize = 64;
+
 /// The writing side: tools and providers report here.
 #[derive(Debug)]
 pub struct Progress {
     tx: watch::Sender<Snapshot>,
     /// Notifications actually sent to the client, and the last message.
     sent: Mutex<(i64, Option<String>)>,
+    /// The stages entered so far (the page's progress history).
+    stages: Mutex<Vec<StageSeen>>,
 }
 
 impl Progress {
@@ -103,6 +115,30 @@ impl Progress {
         Self {
             tx: watch::Sender::new(Snapshot::new(tool)),
             sent: Mutex::new((0, None)),
+            stages: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The stages entered so far, oldest first (the first [`MOST_STAGES_KEPT`]).
+    pub fn stages(&self) -> Vec<StageSeen> {
+        self.stages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Keeps a stage the call just entered.
+    fn remember(&self, moved: bool) {
+        if !moved {
+            return;
+        }
+        let snapshot = self.tx.borrow();
+        let mut stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
+        if stages.len() < MOST_STAGES_KEPT {
+            stages.push(StageSeen {
+                at_ms: snapshot.started.elapsed().as_millis() as u64,
+                stage: snapshot.stage.clone(),
+            });
         }
     }
 
@@ -117,18 +153,20 @@ impl Progress {
     /// A new stage of the call (not the model's output): the output, if any, has ended.
     pub fn set_stage(&self, stage: impl Into<String>) {
         let stage = stage.into();
-        self.tx.send_if_modified(|s| {
+        let moved = self.tx.send_if_modified(|s| {
             s.output_since = None;
             s.enter(stage)
         });
+        self.remember(moved);
     }
 
     /// A stage of the model's output; the first one starts the output's clock.
     fn set_output_stage(&self, stage: String) {
-        self.tx.send_if_modified(|s| {
+        let moved = self.tx.send_if_modified(|s| {
             s.output_since.get_or_insert_with(Instant::now);
             s.enter(stage)
         });
+        self.remember(moved);
     }
 
     /// Remembers a progress line that went to the client; returns the new count.

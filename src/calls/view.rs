@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rmcp::model::CallToolResult;
 
-use super::{Calls, LiveCall, Outcome};
+use super::{Calls, CancelReason, LiveCall, Outcome};
 use crate::store::{CallRow, CallState, Delivery, StoreError, now_ms};
 use crate::users::Caller;
 
@@ -152,6 +152,18 @@ impl CallView {
     }
 }
 
+/// What asking a call to stop did.
+#[derive(Debug)]
+pub enum CancelAsked {
+    /// Told to stop: it runs here (`replica` is `None`) or on `replica`; `view` waits for its end.
+    Told {
+        view: CallView,
+        replica: Option<String>,
+    },
+    /// It was not running (ended, interrupted, gone, or ended while being asked).
+    NotRunning(CallView),
+}
+
 /// "{noun} ID is running on replica R (pid N)".
 pub fn held_elsewhere(noun: &str, row: &CallRow) -> String {
     format!("{noun} {} is running on {}", row.id, runner(row))
@@ -243,6 +255,34 @@ impl Calls {
                     tracing::debug!(call_id = %row.id, %error, "cannot read the record of a call held elsewhere");
                 }
             }
+        }
+    }
+
+    /// Asks a call to stop, for `reason` (who asked): a call running here is cancelled at once,
+    /// one held elsewhere gets the request on its record; the one cancel path of `call_cancel`,
+    /// `tasks/cancel`'s peers and the live page.
+    pub async fn cancel(&self, view: CallView, reason: String) -> Result<CancelAsked, StoreError> {
+        match view {
+            CallView::Running(live) => {
+                live.cancel(CancelReason::Client(Some(reason)));
+                Ok(CancelAsked::Told {
+                    view: CallView::Running(live),
+                    replica: None,
+                })
+            }
+            CallView::HeldElsewhere(row) => {
+                match self
+                    .request_cancel(&row, format!("{reason} on another replica"))
+                    .await?
+                {
+                    Some(replica) => Ok(CancelAsked::Told {
+                        view: CallView::HeldElsewhere(row),
+                        replica: Some(replica),
+                    }),
+                    None => Ok(CancelAsked::NotRunning(CallView::HeldElsewhere(row))),
+                }
+            }
+            settled => Ok(CancelAsked::NotRunning(settled)),
         }
     }
 

@@ -4,16 +4,17 @@
 pub mod daemon_control;
 pub mod doctor;
 pub mod keys;
+pub mod open;
 pub mod setup;
 pub mod users;
 
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::calls::progress::thousands;
+use crate::calls::record::{log_lines, record_json, result_text};
 use crate::config::Config;
 use crate::daemon::DaemonInfo;
 use crate::store::{CallFilter, CallRow, StoreError, StoreReader, now_ms};
@@ -157,8 +158,7 @@ pub fn show_call(
     };
     let logs = log_lines(&config.log_dir(), &row.id);
     if as_json {
-        let value = json!({"call": row, "log": logs});
-        write_json(out, &value)?;
+        write_json(out, &record_json(&row, &logs))?;
         return Ok(());
     }
     let field = |name: &str, value: Option<String>| -> String {
@@ -236,49 +236,6 @@ pub fn show_call(
         writeln!(out, "{line}")?;
     }
     Ok(())
-}
-
-/// The text blocks of a stored `CallToolResult`, or the raw JSON.
-fn result_text(result: &str) -> String {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(result) else {
-        return result.to_string();
-    };
-    let texts: Vec<&str> = value["content"]
-        .as_array()
-        .map(|blocks| blocks.iter().filter_map(|b| b["text"].as_str()).collect())
-        .unwrap_or_default();
-    if texts.is_empty() {
-        result.to_string()
-    } else {
-        texts.join("\n")
-    }
-}
-
-/// The daemon's JSON log lines that mention `call_id`, oldest first.
-fn log_lines(dir: &Path, call_id: &str) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("exai.log"))
-        })
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|text| {
-            text.lines()
-                .filter(|l| l.contains(call_id))
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// `exai status`: is the daemon up, what is it doing, what failed lately.

@@ -1,5 +1,5 @@
 //! The daemon's routes: `/healthz`, `/ws` (WebSocket MCP) and `/mcp` (Streamable HTTP MCP,
-//! behind the 2025-11-25 tasks adapter of legacy_tasks/http.rs).
+//! behind the 2025-11-25 tasks adapter of legacy_tasks/http.rs), and the live page (page/).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 
 use super::auth::{PersonalTokens, TokenCheck, host_and_origin_allowed, require_token};
-use super::ws;
+use super::{page, ws};
 use crate::app::App;
 use crate::calls::TransportKind;
 use crate::legacy_tasks::LegacyTasks;
@@ -43,10 +43,11 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
         )
         .route("/reload", post(super::reload::route))
         .merge(mcp)
-        .route_layer(middleware::from_fn_with_state(check, require_token));
+        .route_layer(middleware::from_fn_with_state(check.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(protected)
+        .merge(page::routes(app.clone(), page::PageAccess::new(check)))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             guard_host(req, next, allow_remote)
         }))

@@ -8,6 +8,7 @@ mod auth;
 pub mod control;
 mod http;
 pub mod local_socket;
+mod page;
 pub mod proof;
 mod reload;
 mod ws;

@@ -23,6 +23,11 @@ impl Endpoint {
         &self.config.name
     }
 
+    /// This process's line in front of the provider, as it stands now.
+    pub fn queue(&self) -> super::limits::QueueFigures {
+        self.limit.figures()
+    }
+
     /// One model answer, waiting in line, retrying as configured, and running the web-search
     /// rounds the model asks for; the slot in line is held for all rounds.
     pub(super) async fn chat(

@@ -15,10 +15,20 @@ const POSITION_REFRESH: Duration = Duration::from_millis(250);
 /// A first-come, first-served limit on requests in flight to one provider.
 pub struct ConcurrencyLimit {
     slots: Arc<Semaphore>,
+    /// How many requests may be in flight at once.
+    max: usize,
     /// The tickets of the callers waiting now, in arrival order: a caller that stops waiting
     /// (served, out of time, or cancelled) leaves, so positions count only live waiters.
     waiting: Mutex<BTreeSet<u64>>,
     next_ticket: AtomicU64,
+}
+
+/// One provider's line at a moment (the page's queues).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct QueueFigures {
+    pub limit: usize,
+    pub in_flight: usize,
+    pub waiting: usize,
 }
 
 /// A caller's place in line; dropping it (however the wait ended) leaves the line.
@@ -50,8 +60,18 @@ impl ConcurrencyLimit {
     pub fn new(max: usize) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(max.max(1))),
+            max: max.max(1),
             waiting: Mutex::new(BTreeSet::new()),
             next_ticket: AtomicU64::new(0),
+        }
+    }
+
+    /// Where the line stands now: its size, requests in flight, callers waiting.
+    pub fn figures(&self) -> QueueFigures {
+        QueueFigures {
+            limit: self.max,
+            in_flight: self.max.saturating_sub(self.slots.available_permits()),
+            waiting: self.line().len(),
         }
     }
 

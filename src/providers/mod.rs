@@ -39,7 +39,7 @@ pub use discovery::{ModelListProbe, ProbeError, platform_urls, probe_models};
 pub use endpoint::Endpoint;
 pub use errors::ErrorClass;
 pub use failure::{Failure, ProviderError, Seconds};
-pub use limits::ConcurrencyLimit;
+pub use limits::{ConcurrencyLimit, QueueFigures};
 pub use observer::CallObserver;
 pub use search::can_search;
 pub use selection::{Need, Resolved, UnusableModel};

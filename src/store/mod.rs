@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use records::sql_list;
 pub use records::{
-    CallFilter, CallRow, CallState, Delivery, FinishedCall, NewCall, ReplicaRow, ThreadRow,
-    TransportKind,
+    CallFigures, CallFilter, CallRow, CallState, Delivery, FinishedCall, NewCall, ReplicaRow,
+    ThreadRow, TransportKind,
 };
 pub use replicas::this_host;
 pub use users::{Revoked, UserRow};
@@ -671,6 +671,8 @@ impl StoreReader {
              AND (CAST(?4 AS TEXT) IS NULL OR id < ?4) \
              AND (CAST(?5 AS BIGINT) IS NULL OR received_at_ms >= ?5) \
              AND (CAST(?6 AS TEXT) IS NULL OR user_name = ?6) \
+             AND (CAST(?7 AS TEXT) IS NULL OR state = ?7) \
+             AND (CAST(?8 AS TEXT) IS NULL OR model = ?8) \
              ORDER BY id DESC LIMIT ?2",
         );
         let limit = if filter.limit == 0 { 20 } else { filter.limit } as i64;
@@ -683,8 +685,42 @@ impl StoreReader {
                 Param::Text(filter.before_id.as_deref()),
                 Param::Int(filter.since_ms),
                 Param::Text(filter.user.as_deref()),
+                Param::Text(filter.state.map(CallState::as_str)),
+                Param::Text(filter.model.as_deref()),
             ],
             call_from,
+        )
+    }
+
+    /// The figures of the calls received since `since_ms` (of `user` only, when given), newest
+    /// first, at most `limit`: what the page's charts are drawn from.
+    pub fn figures_since(
+        &self,
+        since_ms: i64,
+        user: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CallFigures>, StoreError> {
+        self.rows(
+            "SELECT model, state, received_at_ms, duration_ms, time_to_first_token_ms, tokens_in, \
+             tokens_out FROM calls WHERE received_at_ms >= ?1 \
+             AND (CAST(?2 AS TEXT) IS NULL OR user_name = ?2) \
+             ORDER BY received_at_ms DESC LIMIT ?3",
+            &[
+                Param::Int(Some(since_ms)),
+                Param::Text(user),
+                Param::Int(Some(i64::try_from(limit).unwrap_or(i64::MAX))),
+            ],
+            |r| {
+                Ok(CallFigures {
+                    model: r.text(0)?,
+                    state: word(r, 1, "call state", CallState::parse)?,
+                    received_at_ms: required_int(r, 2)?,
+                    duration_ms: r.int(3)?,
+                    time_to_first_token_ms: r.int(4)?,
+                    tokens_in: r.int(5)?,
+                    tokens_out: r.int(6)?,
+                })
+            },
         )
     }
 

@@ -340,5 +340,21 @@ pub struct CallFilter {
     pub since_ms: Option<i64>,
     /// Only calls of this user (`None`: everyone's).
     pub user: Option<String>,
+    /// Only calls in this state (an outcome, or running).
+    pub state: Option<CallState>,
+    /// Only calls answered by this model.
+    pub model: Option<String>,
     pub limit: usize,
+}
+
+/// The figures of one call that latency, error and token charts are drawn from.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallFigures {
+    pub model: Option<String>,
+    pub state: CallState,
+    pub received_at_ms: i64,
+    pub duration_ms: Option<i64>,
+    pub time_to_first_token_ms: Option<i64>,
+    pub tokens_in: Option<i64>,
+    pub tokens_out: Option<i64>,
 }

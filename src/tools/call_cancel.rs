@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::call_result::{resolve_call_id, unknown_call};
 use super::{ExaiTool, ToolContext, ToolFuture, definition, parse_arguments};
-use crate::calls::view::{CallView, Ended};
-use crate::calls::{CancelReason, FailureKind, ToolFailure};
+use crate::calls::view::{CallView, CancelAsked, Ended};
+use crate::calls::{FailureKind, ToolFailure};
 
 pub struct CallCancel;
 
@@ -43,47 +43,60 @@ impl ExaiTool for CallCancel {
                 .lookup(&id, &ctx.call.origin.caller)
                 .await
                 .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))?;
-            let text = match view {
-                CallView::Running(live) => {
-                    live.cancel(CancelReason::Client(Some(format!(
-                        "call_cancel from call {}",
-                        ctx.call.id
-                    ))));
-                    let tool = live.tool.clone();
-                    let stopped = stopped_within(&ctx, CallView::Running(live)).await;
+            let asked = ctx
+                .calls
+                .cancel(view, format!("call_cancel from call {}", ctx.call.id))
+                .await
+                .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))?;
+            let text = match asked {
+                CancelAsked::Told {
+                    view,
+                    replica: None,
+                } => {
+                    let tool = tool_of(&view);
+                    let stopped = stopped_within(&ctx, view).await;
                     format!("call {id} ({tool}) {stopped}")
                 }
-                CallView::HeldElsewhere(row) => {
-                    let reason =
-                        format!("call_cancel from call {} on another replica", ctx.call.id);
-                    let asked = ctx
-                        .calls
-                        .request_cancel(&row, reason)
-                        .await
-                        .map_err(|e| ToolFailure::new(FailureKind::Store, e.to_string()))?;
-                    let tool = row.tool.clone();
-                    match asked {
-                        Some(replica) => {
-                            let stopped = stopped_within(&ctx, CallView::HeldElsewhere(row)).await;
-                            format!(
-                                "call {id} ({tool}) runs on {replica}: the cancel was sent to it; \
-                                 the call {stopped}"
-                            )
-                        }
-                        None => format!("call {id} ({tool}) had already ended; nothing to cancel"),
-                    }
+                CancelAsked::Told {
+                    view,
+                    replica: Some(replica),
+                } => {
+                    let tool = tool_of(&view);
+                    let stopped = stopped_within(&ctx, view).await;
+                    format!(
+                        "call {id} ({tool}) runs on {replica}: the cancel was sent to it; \
+                         the call {stopped}"
+                    )
                 }
-                CallView::Ended(Ended { tool, state, .. }) => {
+                CancelAsked::NotRunning(CallView::HeldElsewhere(row)) => {
+                    format!(
+                        "call {id} ({}) had already ended; nothing to cancel",
+                        row.tool
+                    )
+                }
+                CancelAsked::NotRunning(CallView::Ended(Ended { tool, state, .. })) => {
                     format!("call {id} ({tool}) had already ended: {state}; nothing to cancel")
                 }
-                CallView::Interrupted(row) => format!(
+                CancelAsked::NotRunning(CallView::Interrupted(row)) => format!(
                     "call {id} ({}) had already ended: {}; nothing to cancel",
                     row.tool, row.state
                 ),
-                CallView::Expired => return Err(unknown_call(&id, ctx.config.result_ttl)),
+                CancelAsked::NotRunning(CallView::Running(_) | CallView::Expired) => {
+                    return Err(unknown_call(&id, ctx.config.result_ttl));
+                }
             };
             Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
         })
+    }
+}
+
+/// The tool of a call being stopped.
+fn tool_of(view: &CallView) -> String {
+    match view {
+        CallView::Running(live) => live.tool.clone(),
+        CallView::Ended(ended) => ended.tool.clone(),
+        CallView::HeldElsewhere(row) | CallView::Interrupted(row) => row.tool.clone(),
+        CallView::Expired => String::new(),
     }
 }
 

@@ -38,7 +38,7 @@ fn cli(home: &Path, args: &[&str]) -> (bool, String) {
 }
 
 /// Adds user `name` to `home`'s store; returns their token.
-fn add_user(home: &Path, name: &str, admin: bool) -> String {
+pub(crate) fn add_user(home: &Path, name: &str, admin: bool) -> String {
     let mut args = vec!["users", "add", name];
     if admin {
         args.push("--admin");
@@ -79,7 +79,7 @@ fn plain() -> Value {
 }
 
 /// A raw MCP session over `/ws`, admitted with `token` (a 2025-11-25 client with tasks).
-struct WsClient {
+pub(crate) struct WsClient {
     ws: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
@@ -89,7 +89,7 @@ struct WsClient {
 }
 
 impl WsClient {
-    async fn connect(daemon: &Daemon, token: &str) -> Self {
+    pub(crate) async fn connect(daemon: &Daemon, token: &str) -> Self {
         let mut request = daemon.url().into_client_request().unwrap();
         request
             .headers_mut()
@@ -161,7 +161,7 @@ impl WsClient {
         answer["result"].clone()
     }
 
-    async fn chat(&mut self, arguments: Value) -> Value {
+    pub(crate) async fn chat(&mut self, arguments: Value) -> Value {
         self.tool("chat", arguments).await
     }
 }
@@ -173,7 +173,7 @@ fn text(result: &Value) -> String {
         .to_string()
 }
 
-fn call_id(result: &Value) -> String {
+pub(crate) fn call_id(result: &Value) -> String {
     result["_meta"]["exai.dev/callId"]
         .as_str()
         .expect("the result names its call")

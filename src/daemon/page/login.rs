@@ -1,0 +1,174 @@
+//! Getting into the live page without a token in the address bar: `exai open` asks (with the
+//! token) for a one-time login code; `/login?code=…` swaps it for a session cookie once, within a
+//! minute. Codes and sessions are random, held in memory only, bounded and expiring.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use axum::http::header;
+
+use crate::users::Caller;
+
+/// How long a login code may wait to be used.
+pub const CODE_LIFETIME: Duration = Duration::from_secs(60);
+/// How long a page session lasts.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// The session cookie's name.
+pub const COOKIE: &str = "exai_page";
+/// Most codes and sessions held; past this the oldest goes (a flood stays bounded).
+const MOST_HELD: usize = 256;
+
+/// Why no code could be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot make a random login code: {0}")]
+pub struct NoRandom(String);
+
+/// Who holds what: unused codes and open sessions, each with its caller and its end.
+pub struct Logins {
+    codes: Mutex<HashMap<String, (Instant, Caller)>>,
+    sessions: Mutex<HashMap<String, (Instant, Caller)>>,
+    code_lifetime: Duration,
+}
+
+impl Default for Logins {
+    fn default() -> Self {
+        Self {
+            codes: Mutex::default(),
+            sessions: Mutex::default(),
+            code_lifetime: CODE_LIFETIME,
+        }
+    }
+}
+
+impl Logins {
+    /// A new one-time code for `caller`, good for [`CODE_LIFETIME`].
+    pub fn new_code(&self, caller: Caller) -> Result<String, NoRandom> {
+        let code = random_id()?;
+        keep(&self.codes, code.clone(), caller, self.code_lifetime);
+        Ok(code)
+    }
+
+    /// Swaps a code (once, before it expires) for a new session id; `None` when the code was
+    /// used, expired or never made.
+    pub fn redeem(&self, code: &str) -> Result<Option<String>, NoRandom> {
+        let found = lock(&self.codes).remove(code);
+        let Some((_, caller)) = found.filter(|(until, _)| *until > Instant::now()) else {
+            return Ok(None);
+        };
+        let session = random_id()?;
+        keep(&self.sessions, session.clone(), caller, SESSION_LIFETIME);
+        Ok(Some(session))
+    }
+
+    /// Who the request's session cookie belongs to, while the session lasts.
+    pub fn caller(&self, headers: &HeaderMap) -> Option<Caller> {
+        let session = session_cookie(headers)?;
+        let sessions = lock(&self.sessions);
+        let (until, caller) = sessions.get(session)?;
+        (*until > Instant::now()).then(|| caller.clone())
+    }
+}
+
+fn lock(
+    map: &Mutex<HashMap<String, (Instant, Caller)>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Caller)>> {
+    map.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Holds `id` for `lifetime`, forgetting the expired and, when full, the one nearest its end.
+fn keep(
+    map: &Mutex<HashMap<String, (Instant, Caller)>>,
+    id: String,
+    caller: Caller,
+    lifetime: Duration,
+) {
+    let now = Instant::now();
+    let mut held = lock(map);
+    held.retain(|_, (until, _)| *until > now);
+    if held.len() >= MOST_HELD
+        && let Some(first) = held
+            .iter()
+            .min_by_key(|(_, (until, _))| *until)
+            .map(|(id, _)| id.clone())
+    {
+        held.remove(&first);
+    }
+    held.insert(id, (now + lifetime, caller));
+}
+
+/// 32 random bytes in hex.
+fn random_id() -> Result<String, NoRandom> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| NoRandom(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The value of the session cookie among the request's cookies.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// The `Set-Cookie` value of a new session: script cannot read it, other sites cannot send it.
+pub fn session_cookie_header(session: &str) -> String {
+    format!(
+        "{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_LIFETIME.as_secs()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_works_once_and_its_session_names_the_caller() {
+        let logins = Logins::default();
+        let caller = Caller::User {
+            name: "ann".into(),
+            admin: false,
+        };
+        let code = logins.new_code(caller.clone()).unwrap();
+        let session = logins.redeem(&code).unwrap().expect("a fresh code works");
+        assert_eq!(
+            logins.redeem(&code).unwrap(),
+            None,
+            "a used code is refused"
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            format!("other=1; {COOKIE}={session}").parse().unwrap(),
+        );
+        assert_eq!(logins.caller(&headers), Some(caller));
+        headers.insert(header::COOKIE, format!("{COOKIE}=nope").parse().unwrap());
+        assert_eq!(logins.caller(&headers), None);
+    }
+
+    #[test]
+    fn an_expired_code_is_refused() {
+        let logins = Logins {
+            code_lifetime: Duration::ZERO,
+            ..Logins::default()
+        };
+        let code = logins.new_code(Caller::Owner).unwrap();
+        assert_eq!(logins.redeem(&code).unwrap(), None);
+    }
+
+    #[test]
+    fn held_codes_stay_bounded() {
+        let logins = Logins::default();
+        for _ in 0..MOST_HELD + 10 {
+            logins.new_code(Caller::Owner).unwrap();
+        }
+        assert_eq!(lock(&logins.codes).len(), MOST_HELD);
+    }
+}
