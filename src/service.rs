@@ -54,6 +54,8 @@ pub struct Session {
     /// JSON-RPC request id → call id, until the response is written.
     pending: Mutex<HashMap<String, String>>,
     counted: SessionGuard,
+    /// Counted in `/metrics` by transport until the session ends.
+    _metered: crate::metrics::SessionCount,
 }
 
 impl Session {
@@ -66,6 +68,7 @@ impl Session {
             shim_version: std::sync::OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
             counted: app.health.session_opened(),
+            _metered: crate::metrics::session_opened(transport.as_str()),
         })
     }
 

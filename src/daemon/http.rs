@@ -1,5 +1,5 @@
-//! The daemon's routes: `/healthz`, `/ws` (WebSocket MCP) and `/mcp` (Streamable HTTP MCP,
-//! behind the 2025-11-25 tasks adapter of legacy_tasks/http.rs).
+//! The daemon's routes: `/healthz`, `/metrics` (Prometheus), `/ws` (WebSocket MCP) and `/mcp`
+//! (Streamable HTTP MCP, behind the 2025-11-25 tasks adapter of legacy_tasks/http.rs).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,12 +36,22 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
     let mcp = Router::new()
         .nest_service("/mcp", mcp_service(app.clone(), allow_remote))
         .layer(middleware::from_fn_with_state(legacy, legacy_http::adapt));
+    // `/metrics` takes the token like the rest, unless EXAI_METRICS_PUBLIC opened it for a local
+    // Prometheus (the daemon refuses that setting unless it listens on loopback only).
+    let metrics_route = Router::new().route("/metrics", get(metrics));
+    let (protected_metrics, public_metrics) = if app.config.metrics_public {
+        (Router::new(), metrics_route)
+    } else {
+        (metrics_route, Router::new())
+    };
     let protected = Router::new()
         .route("/ws", get(ws::upgrade))
         .merge(mcp)
+        .merge(protected_metrics)
         .route_layer(middleware::from_fn_with_state(check, require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(public_metrics)
         .merge(protected)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             guard_host(req, next, allow_remote)
@@ -111,4 +121,32 @@ async fn healthz(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
             "problems": store.health().problems(),
         },
     }))
+}
+
+/// The process's metrics in the Prometheus text format, the gauges read now.
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let now = crate::metrics::Now {
+        calls_in_flight: app.calls.in_flight_count(),
+        store_queue: app.calls.store().queue_depth(),
+        providers: app
+            .providers
+            .usable()
+            .iter()
+            .map(|endpoint| {
+                let (queued, in_flight) = endpoint.queue();
+                (crate::metrics::name(endpoint.name()), queued, in_flight)
+            })
+            .collect(),
+    };
+    match crate::metrics::render(now) {
+        Ok(text) => (
+            [(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot render the metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot render the metrics\n").into_response()
+        }
+    }
 }

@@ -22,6 +22,11 @@ impl Endpoint {
         &self.config.name
     }
 
+    /// Calls waiting in this process's line for the endpoint, and the slots in use.
+    pub fn queue(&self) -> (usize, usize) {
+        (self.limit.waiting(), self.limit.in_use())
+    }
+
     /// One model answer, waiting in line, retrying as configured, and running the web-search
     /// rounds the model asks for; the slot in line is held for all rounds.
     pub(super) async fn chat(
@@ -82,7 +87,7 @@ impl Endpoint {
         observer: &dyn CallObserver,
         searching: bool,
     ) -> Result<ChatResponse, Failure> {
-        retry::with_retries(&self.retry, request.deadline, observer, |attempt| {
+        retry::with_retries(self.name(), &self.retry, request.deadline, observer, |attempt| {
             self.client
                 .attempt(model, request, observer, attempt, searching)
         })

@@ -19,6 +19,8 @@ pub struct ConcurrencyLimit {
     /// (served, out of time, or cancelled) leaves, so positions count only live waiters.
     waiting: Mutex<BTreeSet<u64>>,
     next_ticket: AtomicU64,
+    /// How many slots there are.
+    size: usize,
 }
 
 /// A caller's place in line; dropping it (however the wait ended) leaves the line.
@@ -52,7 +54,18 @@ impl ConcurrencyLimit {
             slots: Arc::new(Semaphore::new(max.max(1))),
             waiting: Mutex::new(BTreeSet::new()),
             next_ticket: AtomicU64::new(0),
+            size: max.max(1),
         }
+    }
+
+    /// Callers waiting for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.line().len()
+    }
+
+    /// Slots held now.
+    pub fn in_use(&self) -> usize {
+        self.size.saturating_sub(self.slots.available_permits())
     }
 
     fn line(&self) -> MutexGuard<'_, BTreeSet<u64>> {
