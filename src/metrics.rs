@@ -47,6 +47,8 @@ pub enum RequestStatus {
     Connect,
     /// No response headers within the idle timeout (or, for a retry, no event within it).
     Timeout,
+    /// Dropped before response headers: the call's deadline passed or it was cancelled.
+    Abandoned,
     /// Answered, but not usably (its stored error kind: `garbage`, `truncated`, …).
     Unusable(&'static str),
 }
@@ -57,6 +59,7 @@ impl EncodeLabelValue for RequestStatus {
             RequestStatus::Http(code) => write!(encoder, "{code}"),
             RequestStatus::Connect => encoder.write_str("connect_error"),
             RequestStatus::Timeout => encoder.write_str("timeout"),
+            RequestStatus::Abandoned => encoder.write_str("abandoned"),
             RequestStatus::Unusable(kind) => encoder.write_str(kind),
         }
     }
@@ -377,8 +380,38 @@ pub fn add_cost(tool: &str, model: Option<&str>, usd: f64) {
         .inc_by(usd);
 }
 
+/// A request sent to a provider, counted once with how it ended: `abandoned` when it is dropped
+/// before [`ProviderRequest::ended`] (the call's deadline or a cancel stopped the wait).
+pub struct ProviderRequest<'a> {
+    provider: &'a Name,
+    counted: bool,
+}
+
+impl<'a> ProviderRequest<'a> {
+    pub fn sent(provider: &'a Name) -> Self {
+        Self {
+            provider,
+            counted: false,
+        }
+    }
+
+    /// Counts the request under `status`.
+    pub fn ended(mut self, status: RequestStatus) {
+        self.counted = true;
+        provider_request(self.provider, status);
+    }
+}
+
+impl Drop for ProviderRequest<'_> {
+    fn drop(&mut self) {
+        if !self.counted {
+            provider_request(self.provider, RequestStatus::Abandoned);
+        }
+    }
+}
+
 /// Counts a request sent to `provider` and how it was answered.
-pub fn provider_request(provider: &Name, status: RequestStatus) {
+fn provider_request(provider: &Name, status: RequestStatus) {
     METRICS
         .provider_requests
         .get_or_create(&ProviderStatus {

@@ -277,10 +277,11 @@ impl OpenAiCompatible {
             let body = request_body(self.kind, url.host_str().unwrap_or(""), model, request);
             self.request(reqwest::Method::POST, url).json(&body).send()
         };
+        let counted = metrics::ProviderRequest::sent(&self.metrics_name);
         let response = match tokio::time::timeout(self.idle_timeout, send).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
-                metrics::provider_request(&self.metrics_name, RequestStatus::Connect);
+                counted.ended(RequestStatus::Connect);
                 return Err(ProviderError::Connect {
                     provider: self.name.clone(),
                     url: secrets::mask_url(url.as_str()),
@@ -288,12 +289,12 @@ impl OpenAiCompatible {
                 });
             }
             Err(_) => {
-                metrics::provider_request(&self.metrics_name, RequestStatus::Timeout);
+                counted.ended(RequestStatus::Timeout);
                 return Err(self.idle(model, "waiting for response headers", self.idle_timeout));
             }
         };
         let status = response.status();
-        metrics::provider_request(&self.metrics_name, RequestStatus::Http(status.as_u16()));
+        counted.ended(RequestStatus::Http(status.as_u16()));
         tracing::info!(provider = %self.name, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "provider response headers");
         if status.is_redirection() {
             return Err(ProviderError::Redirect {

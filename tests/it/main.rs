@@ -23,6 +23,7 @@ mod hostile_repo;
 mod hostile_shim;
 mod keys;
 mod live_providers;
+mod metrics;
 mod postgres_harness;
 mod provider_fidelity;
 mod provider_requests;
