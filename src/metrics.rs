@@ -151,7 +151,12 @@ impl Names {
 
     /// `text` as a label value: the one already kept, a new one while there is room, else `other`.
     fn get(&self, text: &str) -> Name {
-        if let Some(kept) = self.kept.read().unwrap_or_else(|p| p.into_inner()).get(text) {
+        if let Some(kept) = self
+            .kept
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(text)
+        {
             return Name(kept.clone());
         }
         let mut kept = self.kept.write().unwrap_or_else(|p| p.into_inner());

@@ -140,13 +140,20 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     };
     match crate::metrics::render(now) {
         Ok(text) => (
-            [(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+            [(
+                axum::http::header::CONTENT_TYPE,
+                crate::metrics::CONTENT_TYPE,
+            )],
             text,
         )
             .into_response(),
         Err(error) => {
             tracing::error!(%error, "cannot render the metrics");
-            (StatusCode::INTERNAL_SERVER_ERROR, "cannot render the metrics\n").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot render the metrics\n",
+            )
+                .into_response()
         }
     }
 }

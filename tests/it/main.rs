@@ -34,5 +34,6 @@ mod setup;
 mod shared_limits;
 mod store_outage;
 mod team;
+mod terminal;
 mod users;
 mod workflows;

@@ -3,8 +3,6 @@
 
 use crate::common;
 
-use std::time::Duration;
-
 use common::*;
 use prometheus_parse::{Sample, Scrape, Value as Metric};
 
@@ -98,10 +96,7 @@ async fn counters_match_the_calls_made_by_outcome() {
         assert_eq!(ok.is_error, Some(false), "{}", all_text_of(&ok));
     }
     // A 500, retried once, then an answer.
-    let retried = client
-        .call_tool(chat("again", "fake-500-1"))
-        .await
-        .unwrap();
+    let retried = client.call_tool(chat("again", "fake-500-1")).await.unwrap();
     assert_eq!(retried.is_error, Some(false), "{}", all_text_of(&retried));
     // The provider refuses the key: a failed call.
     let refused = client.call_tool(chat("no", "fake-401")).await.unwrap();
