@@ -64,21 +64,22 @@ impl Follower {
         Ok(rows)
     }
 
+    /// The calls received or running now, newest first.
+    fn open_calls(&self) -> Result<Vec<CallRow>, CliError> {
+        Ok(self.store.list(&CallFilter {
+            running_only: true,
+            tool: self.tool.clone(),
+            limit: MOST_OPEN,
+            ..Default::default()
+        })?)
+    }
+
     /// One read of the store (blocking): the lines of what started and ended since the last.
     pub fn poll(&mut self) -> Result<Vec<String>, CliError> {
         let mut lines = Vec::new();
         if !self.open.is_empty() {
-            let still_open: HashSet<String> = self
-                .store
-                .list(&CallFilter {
-                    running_only: true,
-                    tool: self.tool.clone(),
-                    limit: MOST_OPEN,
-                    ..Default::default()
-                })?
-                .into_iter()
-                .map(|row| row.id)
-                .collect();
+            let still_open: HashSet<String> =
+                self.open_calls()?.into_iter().map(|row| row.id).collect();
             let ended: Vec<String> = self
                 .open
                 .iter()
@@ -95,13 +96,7 @@ impl Follower {
         let mut new_rows = self.recent()?;
         if std::mem::take(&mut self.first) {
             let mut older: Vec<CallRow> = self
-                .store
-                .list(&CallFilter {
-                    running_only: true,
-                    tool: self.tool.clone(),
-                    limit: MOST_OPEN,
-                    ..Default::default()
-                })?
+                .open_calls()?
                 .into_iter()
                 .filter(|row| !new_rows.iter().any(|r| r.id == row.id))
                 .collect();

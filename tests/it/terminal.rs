@@ -79,13 +79,10 @@ fn exai_call_prints_the_answer_and_exits_non_zero_on_a_tool_error() {
     );
 }
 
-#[test]
-fn ctrl_c_cancels_the_call_and_says_so() {
-    let fake = Fake::start();
-    let daemon = Daemon::start(&fake, &[]);
+/// `exai ARGS` running with the daemon's environment, its stdout and stderr piped.
+fn started(daemon: &Daemon, args: &[&str]) -> Proc {
     let child = Command::new(EXAI)
-        .args(["call", "chat", "--arg", "prompt=slow", "--arg"])
-        .arg("model=fake-delay-20000")
+        .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(daemon.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -94,7 +91,24 @@ fn ctrl_c_cancels_the_call_and_says_so() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut child = Proc(child);
+    Proc(child)
+}
+
+#[test]
+fn ctrl_c_cancels_the_call_and_says_so() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let mut child = started(
+        &daemon,
+        &[
+            "call",
+            "chat",
+            "--arg",
+            "prompt=slow",
+            "--arg",
+            "model=fake-delay-20000",
+        ],
+    );
     wait_until("the call at the provider", Duration::from_secs(10), || {
         (fake.stats()["in_flight"].as_u64()? == 1).then_some(())
     });
@@ -164,17 +178,7 @@ async fn calls_follow_shows_another_clients_call_start_then_end() {
     let before = client.call_tool(chat("before", "fake-fast")).await.unwrap();
     let before_id = call_id_of(&before);
 
-    let follow = Command::new(EXAI)
-        .args(["calls", "--follow"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(daemon.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut follow = Proc(follow);
+    let mut follow = started(&daemon, &["calls", "--follow"]);
     let lines = lines_of(&mut follow.0);
 
     let slow = cancellable_call(&client, chat("watch me", "fake-delay-1500")).await;
