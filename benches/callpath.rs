@@ -32,6 +32,53 @@ const IN_FLIGHT_FOR_LIST: usize = 1000;
 const LIST_SAMPLES: usize = 200;
 const SPAWN_SAMPLES: usize = 20;
 
+/// Prometheus as it would run beside exai: `/metrics` scraped every second (with the token)
+/// until dropped; counts the scrapes.
+struct Scraper {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Scraper {
+    fn start(daemon: &Daemon) -> Self {
+        let url = format!("http://{}/metrics", daemon.addr);
+        let bearer = format!("Bearer {}", daemon.token());
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let mut scrapes = 0;
+            loop {
+                let (status, body) =
+                    http_request("GET", &url, &[("Authorization", bearer.as_str())], "");
+                assert_eq!(status, 200, "{body}");
+                scrapes += 1;
+                match stopped.recv_timeout(Duration::from_secs(1)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return scrapes,
+                }
+            }
+        });
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops scraping; how many scrapes were made.
+    fn stop(mut self) -> usize {
+        drop(self.stop.take());
+        self.thread.take().map_or(0, |t| t.join().unwrap())
+    }
+}
+
+impl Drop for Scraper {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let fake = Fake::start();
@@ -40,8 +87,12 @@ async fn main() {
         &fake,
         &[("EXAI_LOG", "info"), ("EXAI_PROVIDER_CONCURRENCY", "2000")],
     );
+    let scraper = Scraper::start(&daemon);
     let mut report = Report(Vec::new());
-    println!("exai call-path benchmark (release build, logging on, fake provider on 127.0.0.1)\n");
+    println!(
+        "exai call-path benchmark (release build, logging on, fake provider on 127.0.0.1, \
+         /metrics scraped every second)\n"
+    );
 
     std::thread::sleep(Duration::from_millis(300));
     report.add(
@@ -201,11 +252,13 @@ async fn main() {
     // 3. tools/list while 1,000 calls are in flight, on a fresh daemon so that its RSS
     // is that of the calls, not the high-water mark of the phases above.
     client.cancel().await.unwrap();
+    let mut scrapes = scraper.stop();
     drop(daemon);
     let daemon = Daemon::start(
         &fake,
         &[("EXAI_LOG", "info"), ("EXAI_PROVIDER_CONCURRENCY", "2000")],
     );
+    let scraper = Scraper::start(&daemon);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let peer = client.peer().clone();
     let in_flight: Vec<_> = (0..IN_FLIGHT_FOR_LIST)
@@ -291,6 +344,13 @@ async fn main() {
         "shim RSS (largest seen)",
         format!("{shim_rss:.1} MB"),
         "<= 10 MB",
+    );
+
+    scrapes += scraper.stop();
+    report.add(
+        "/metrics scrapes during the run (one a second)",
+        scrapes.to_string(),
+        "-",
     );
 
     let _ = CallToolRequestParams::new("version");

@@ -16,6 +16,7 @@ pub mod images;
 pub mod legacy_tasks;
 pub mod local;
 pub mod logging;
+pub mod metrics;
 pub mod providers;
 pub mod replica;
 pub mod secrets;

@@ -73,6 +73,22 @@ enum Command {
         /// Print JSON (for scripts) instead of a table.
         #[arg(long)]
         json: bool,
+        /// Stream calls as they start and end, one line each, until Ctrl-C.
+        #[arg(long, conflicts_with_all = ["json", "failed", "running"])]
+        follow: bool,
+    },
+    /// Run a tool through the daemon (started if needed) with a live progress bar, then print
+    /// its answer; Ctrl-C cancels the call; a tool error exits non-zero.
+    Call {
+        /// The tool, e.g. chat, listmodels, thinkdeep.
+        tool: String,
+        /// One argument (repeat it); the value is JSON unless the tool wants text there.
+        /// Without any, a JSON object of arguments is read from stdin when it is not a terminal.
+        #[arg(long = "arg", value_name = "NAME=VALUE")]
+        args: Vec<String>,
+        /// Print the whole result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The effective configuration: every setting, where it came from, the providers (keys hidden).
     Config {
@@ -186,6 +202,17 @@ fn without_repeats(error: &anyhow::Error) -> String {
     text
 }
 
+/// Arguments for `exai call` as a JSON object on stdin (at most 16 MiB).
+fn read_stdin() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin()
+        .lock()
+        .take(16 << 20)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -292,6 +319,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 exai::shim::run(config).await?;
             }
         }
+        Command::Call { tool, args, json } => {
+            let stdin_json = if args.is_empty() && !std::io::stdin().is_terminal() {
+                Some(exai::spawn::blocking(read_stdin).await??)
+            } else {
+                None
+            };
+            let request = exai::cli::call::CallRequest {
+                tool,
+                args,
+                stdin_json,
+                json,
+            };
+            exai::cli::call::run(request, &mut std::io::stdout()).await?;
+        }
         Command::Calls {
             show,
             failed,
@@ -299,8 +340,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tool,
             limit,
             json,
+            follow,
         } => {
             let config = Config::from_env()?;
+            if follow && show.is_none() {
+                return Ok(exai::cli::follow::follow(&config, tool, &mut std::io::stdout()).await?);
+            }
             // The store is read on a blocking thread: the Postgres client blocks on a runtime
             // of its own, which cannot run on this one's thread.
             exai::spawn::blocking(move || {

@@ -58,6 +58,8 @@ pub struct Session {
     /// with them over the daemon's.
     client_env: std::sync::OnceLock<ClientEnv>,
     counted: SessionGuard,
+    /// Counted in `/metrics` by transport until the session ends.
+    _metered: crate::metrics::SessionCount,
 }
 
 impl Drop for Session {
@@ -77,6 +79,7 @@ impl Session {
             pending: Mutex::new(HashMap::new()),
             client_env: std::sync::OnceLock::new(),
             counted: app.health.session_opened(),
+            _metered: crate::metrics::session_opened(transport.as_str()),
         })
     }
 

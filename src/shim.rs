@@ -304,7 +304,6 @@ impl Relay {
                     self.initialize = Some(message.clone());
                 } else if method == "tools/call" {
                     // Name the call now, so that even a vanished daemon leaves the client an id to ask about.
-                    let call_id = uuid::Uuid::now_v7().to_string();
                     if let Some(params) = message.get_mut("params").and_then(Value::as_object_mut) {
                         pending.tool = params
                             .get("name")
@@ -312,6 +311,14 @@ impl Relay {
                             .map(str::to_string);
                         let meta = params.entry("_meta").or_insert_with(|| json!({}));
                         if let Some(meta) = meta.as_object_mut() {
+                            // A UUID the client proposed (`exai call` names its call to say it
+                            // on Ctrl-C) is kept; the daemon still refuses one that is taken.
+                            let call_id = meta
+                                .get(CALL_ID_META)
+                                .and_then(Value::as_str)
+                                .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                                .unwrap_or_else(uuid::Uuid::now_v7)
+                                .to_string();
                             meta.insert(CALL_ID_META.into(), Value::String(call_id.clone()));
                             pending.call_id = Some(call_id);
                         }

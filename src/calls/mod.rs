@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use kinds::{FailureKind, TransportKind};
 pub use progress::{Progress, Snapshot};
 
+use crate::metrics;
 use crate::providers::Seconds;
 use crate::store::{CallState, Delivery, FinishedCall, NewCall, Store, StoreError, now_ms};
 use crate::users::Caller;
@@ -438,12 +439,15 @@ impl Calls {
                 }
             },
         };
-        self.finish(&call, state, result, failure).await;
+        self.finish(&call, &call.tool, state, result, failure).await;
     }
 
+    /// Ends `call`; `metered_tool` is its tool as `/metrics` counts it (a registry name, or
+    /// [`metrics::REFUSED_TOOL`] for a call refused before running).
     async fn finish(
         &self,
         call: &Arc<LiveCall>,
+        metered_tool: &str,
         state: CallState,
         mut result: CallToolResult,
         failure: Option<(FailureKind, String)>,
@@ -457,6 +461,10 @@ impl Calls {
         let (progress_count, last_progress) = call.progress.sent();
         let result_text = serde_json::to_string(&result).unwrap_or_default();
         let usage = call.usage();
+        // Counted from the stream when the provider reported no usage.
+        let tokens_out = usage
+            .tokens_out
+            .or((snapshot.tokens_out > 0).then_some(snapshot.tokens_out));
         let done = FinishedCall {
             state: Some(state),
             started_at_ms: *call.started_at_ms.lock().unwrap_or_else(|p| p.into_inner()),
@@ -464,10 +472,7 @@ impl Calls {
             provider: snapshot.provider.clone(),
             model: snapshot.model.clone(),
             tokens_in: usage.tokens_in.map(|t| t as i64),
-            tokens_out: usage
-                .tokens_out
-                .or((snapshot.tokens_out > 0).then_some(snapshot.tokens_out))
-                .map(|t| t as i64),
+            tokens_out: tokens_out.map(|t| t as i64),
             attempts: usage.attempts.map(i64::from),
             reasoning_tokens: usage.reasoning_tokens.map(|t| t as i64),
             cached_tokens: usage.cached_tokens.map(|t| t as i64),
@@ -512,7 +517,19 @@ impl Calls {
                 call.id
             )));
         }
-        let elapsed_ms = call.elapsed().as_millis() as u64;
+        let elapsed = call.elapsed();
+        metrics::call_ended(&metrics::CallEnd {
+            tool: metered_tool,
+            model: snapshot.model.as_deref(),
+            outcome: state.as_str(),
+            duration: elapsed,
+            time_to_first_token: usage.time_to_first_token,
+            tokens_in: usage.tokens_in,
+            tokens_out,
+        });
+        // The call's cost, once its record carries one, is counted here:
+        // `metrics::add_cost(metered_tool, snapshot.model.as_deref(), usd)`.
+        let elapsed_ms = elapsed.as_millis() as u64;
         match &failure {
             None => tracing::info!(
                 outcome = %state,
@@ -575,6 +592,7 @@ impl Calls {
                 let result = error_result(message);
                 self.finish(
                     &call,
+                    metrics::REFUSED_TOOL,
                     CallState::Failed,
                     result,
                     Some((kind, message.to_string())),

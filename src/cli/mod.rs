@@ -1,8 +1,10 @@
 //! `exai calls` and `exai status`: what happened, read straight from the store (daemon up or not);
 //! `doctor`, `keys` and `users` in their own modules.
 
+pub mod call;
 pub mod daemon_control;
 pub mod doctor;
+pub mod follow;
 pub mod keys;
 pub mod open;
 pub mod setup;

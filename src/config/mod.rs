@@ -204,6 +204,8 @@ pub struct Config {
     pub daemon_url: Option<String>,
     /// Shim: never start a daemon by itself.
     pub no_autostart: bool,
+    /// Daemon: `/metrics` without a token, for a Prometheus on this machine (loopback only).
+    pub metrics_public: bool,
     /// Default deadline of a call.
     pub call_timeout: Duration,
     /// Per-tool deadlines (`EXAI_TOOL_TIMEOUTS="chat=300,status=10"`).
@@ -502,6 +504,7 @@ impl Config {
             listen,
             daemon_url: env.get(s::URL.var),
             no_autostart: env.get(s::NO_AUTOSTART.var).is_some_and(|v| v != "0"),
+            metrics_public: env.get(s::METRICS_PUBLIC.var).is_some_and(|v| v != "0"),
             call_timeout: env.seconds(&s::CALL_TIMEOUT)?,
             tool_timeouts: parse_tool_timeouts(env.get(s::TOOL_TIMEOUTS.var))?,
             tool_max_output: positive_pairs(
@@ -1313,6 +1316,7 @@ mod file_tests {
             "EXAI_HOME",
             "EXAI_URL",
             "EXAI_NO_AUTOSTART",
+            "EXAI_METRICS_PUBLIC",
             "EXAI_CONFIG",
             "EXAI_LOG",
             "CUSTOM_API_URL",

@@ -210,6 +210,14 @@ settings! {
         doc: "exai stdio never starts a daemon",
         shown: |c| Some(c.no_autostart.to_string()),
     }
+    METRICS_PUBLIC {
+        var: "EXAI_METRICS_PUBLIC",
+        file_key: None,
+        kind: Kind::Flag,
+        scope: Scope::Restart,
+        doc: "the daemon serves /metrics without a token (only when it listens on loopback)",
+        shown: |c| Some(c.metrics_public.to_string()),
+    }
     CONFIG_FILE {
         var: "EXAI_CONFIG",
         file_key: None,

@@ -1,5 +1,6 @@
-//! The daemon's routes: `/healthz`, `/ws` (WebSocket MCP) and `/mcp` (Streamable HTTP MCP,
-//! behind the 2025-11-25 tasks adapter of legacy_tasks/http.rs), and the live page (page/).
+//! The daemon's routes: `/healthz`, `/metrics` (Prometheus), `/ws` (WebSocket MCP), `/mcp`
+//! (Streamable HTTP MCP, behind the 2025-11-25 tasks adapter of legacy_tasks/http.rs), `/reload`,
+//! and the live page (page/).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,14 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
     let mcp = Router::new()
         .nest_service("/mcp", mcp_service(app.clone(), allow_remote))
         .layer(middleware::from_fn_with_state(legacy, legacy_http::adapt));
+    // `/metrics` takes the token like the rest, unless EXAI_METRICS_PUBLIC opened it for a local
+    // Prometheus (the daemon refuses that setting unless it listens on loopback only).
+    let metrics_route = Router::new().route("/metrics", get(metrics));
+    let (protected_metrics, public_metrics) = if app.config.metrics_public {
+        (Router::new(), metrics_route)
+    } else {
+        (metrics_route, Router::new())
+    };
     let protected = Router::new()
         .route(
             "/ws",
@@ -43,9 +52,11 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
         )
         .route("/reload", post(super::reload::route))
         .merge(mcp)
+        .merge(protected_metrics)
         .route_layer(middleware::from_fn_with_state(check.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(public_metrics)
         .merge(protected)
         .merge(page::routes(app.clone(), page::PageAccess::new(check)))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
@@ -117,4 +128,45 @@ async fn healthz(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
         },
         "settings": app.health.settings_report(),
     }))
+}
+
+/// The process's metrics in the Prometheus text format, the gauges read now.
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let now = crate::metrics::Now {
+        calls_in_flight: app.calls.in_flight_count(),
+        store_queue: app.calls.store().queue_depth(),
+        providers: app
+            .settings
+            .current()
+            .providers
+            .usable()
+            .iter()
+            .map(|endpoint| {
+                let queue = endpoint.queue();
+                (
+                    crate::metrics::name(endpoint.name()),
+                    queue.waiting,
+                    queue.in_flight,
+                )
+            })
+            .collect(),
+    };
+    match crate::metrics::render(now) {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                crate::metrics::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot render the metrics");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot render the metrics\n",
+            )
+                .into_response()
+        }
+    }
 }

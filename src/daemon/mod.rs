@@ -46,6 +46,12 @@ pub enum DaemonError {
         "refusing to listen on {0}: it is not a loopback address; pass --allow-remote if you really mean it"
     )]
     NotLoopback(SocketAddr),
+    #[error(
+        "EXAI_METRICS_PUBLIC serves /metrics without a token, so it is refused when the daemon \
+         can be reached beyond this machine ({why}); unset it and give Prometheus a token \
+         (Authorization: Bearer …), or listen on loopback"
+    )]
+    MetricsNotLocal { why: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -147,6 +153,18 @@ fn take_lock(config: &Config) -> Result<File, DaemonError> {
 pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> {
     if !config.listen.ip().is_loopback() && !allow_remote {
         return Err(DaemonError::NotLoopback(config.listen));
+    }
+    if config.metrics_public {
+        if !config.listen.ip().is_loopback() {
+            return Err(DaemonError::MetricsNotLocal {
+                why: format!("it listens on {}", config.listen),
+            });
+        }
+        if allow_remote {
+            return Err(DaemonError::MetricsNotLocal {
+                why: "it runs with --allow-remote".into(),
+            });
+        }
     }
     prepare_home(&config)?;
     let _lock = take_lock(&config)?;

@@ -88,10 +88,16 @@ impl Endpoint {
         observer: &dyn CallObserver,
         searching: bool,
     ) -> Result<ChatResponse, Failure> {
-        retry::with_retries(&self.retry, request.deadline, observer, |attempt| {
-            self.client
-                .attempt(model, request, observer, attempt, searching)
-        })
+        retry::with_retries(
+            self.name(),
+            &self.retry,
+            request.deadline,
+            observer,
+            |attempt| {
+                self.client
+                    .attempt(model, request, observer, attempt, searching)
+            },
+        )
         .await
     }
 }

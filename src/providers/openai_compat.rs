@@ -23,6 +23,7 @@ use super::{
     request_body,
 };
 use crate::config::{Config, EndpointConfig, ProviderKind, Secret};
+use crate::metrics::{self, RequestStatus};
 use crate::secrets;
 
 /// Longest error body read from a failed request.
@@ -96,6 +97,8 @@ pub struct OpenAiCompatible {
     /// Most bytes of answer, reasoning, tool calls and sources one request may bring.
     max_answer: usize,
     http: reqwest::Client,
+    /// The provider as `/metrics` labels its requests.
+    metrics_name: metrics::Name,
 }
 
 impl OpenAiCompatible {
@@ -134,6 +137,7 @@ impl OpenAiCompatible {
             first_token_timeout: config.first_token_timeout,
             max_answer: config.max_answer_bytes,
             http,
+            metrics_name: metrics::name(&endpoint.name),
         })
     }
 
@@ -273,15 +277,24 @@ impl OpenAiCompatible {
             let body = request_body(self.kind, url.host_str().unwrap_or(""), model, request);
             self.request(reqwest::Method::POST, url).json(&body).send()
         };
-        let response = tokio::time::timeout(self.idle_timeout, send)
-            .await
-            .map_err(|_| self.idle(model, "waiting for response headers", self.idle_timeout))?
-            .map_err(|e| ProviderError::Connect {
-                provider: self.name.clone(),
-                url: secrets::mask_url(url.as_str()),
-                detail: self.describe(e),
-            })?;
+        let counted = metrics::ProviderRequest::sent(&self.metrics_name);
+        let response = match tokio::time::timeout(self.idle_timeout, send).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                counted.ended(RequestStatus::Connect);
+                return Err(ProviderError::Connect {
+                    provider: self.name.clone(),
+                    url: secrets::mask_url(url.as_str()),
+                    detail: self.describe(e),
+                });
+            }
+            Err(_) => {
+                counted.ended(RequestStatus::Timeout);
+                return Err(self.idle(model, "waiting for response headers", self.idle_timeout));
+            }
+        };
         let status = response.status();
+        counted.ended(RequestStatus::Http(status.as_u16()));
         tracing::info!(provider = %self.name, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "provider response headers");
         if status.is_redirection() {
             return Err(ProviderError::Redirect {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{CallObserver, ChatResponse, Failure, ProviderError};
 use crate::config::RetryConfig;
+use crate::metrics::{self, RequestStatus};
 
 /// What one attempt reports besides its answer or error.
 pub struct AttemptError {
@@ -17,6 +18,7 @@ pub struct AttemptError {
 
 /// Runs `attempt(n)` until it succeeds, fails for good, or the policy or deadline says stop.
 pub async fn with_retries<F, Fut>(
+    provider: &str,
     policy: &RetryConfig,
     deadline: Instant,
     observer: &dyn CallObserver,
@@ -46,6 +48,7 @@ where
                     }
                     return Err(Failure::new(error, n));
                 }
+                metrics::provider_retry(&metrics::name(provider), retried_status(&error));
                 tracing::warn!(attempt = n, wait_ms = wait.as_millis() as u64, %error, "retrying provider request");
                 observer.stage(format!(
                     "retrying in {:.1} s after: {} (attempt {} of {})",
@@ -65,6 +68,16 @@ fn retry_after(error: &ProviderError) -> Option<Duration> {
     match error {
         ProviderError::Status { retry_after, .. } => *retry_after,
         _ => None,
+    }
+}
+
+/// The status a retry is counted under in `/metrics`.
+fn retried_status(error: &ProviderError) -> RequestStatus {
+    match error {
+        ProviderError::Status { status, .. } => RequestStatus::Http(*status),
+        ProviderError::Connect { .. } => RequestStatus::Connect,
+        ProviderError::Idle { .. } => RequestStatus::Timeout,
+        other => RequestStatus::Unusable(other.kind()),
     }
 }
 

@@ -369,6 +369,7 @@ impl Store {
             _ => String::new(),
         };
         let (ack, done) = oneshot::channel();
+        let queued_at = std::time::Instant::now();
         self.tx
             .send(Queued { op, ack: Some(ack) })
             .await
@@ -384,6 +385,7 @@ impl Store {
             }
             None => done.await,
         };
+        crate::metrics::store_write(queued_at.elapsed());
         match answer {
             Ok(Ok(())) => Ok(()),
             Ok(Err(WriteFailure::IdTaken)) => Err(StoreError::IdTaken { id: id_of }),
