@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use crate::calls::Calls;
 use crate::config::Config;
 use crate::health::Health;
-use crate::providers::{Catalog, Providers};
+use crate::providers::{Budgets, Catalog, Providers};
 use crate::replica::Replica;
 use crate::store::shared_slots::SharedSlots;
 use crate::store::{Store, StoreError, StoreLocation};
@@ -88,8 +88,16 @@ impl App {
                 }
             }
         }
+        // Today's spend is the store's, so every replica sharing it keeps to the same budgets.
+        let budgets = Budgets::new(
+            config.daily_budget,
+            config.provider_daily_budget.clone(),
+            store.clone(),
+        );
         Ok(Arc::new(Self {
-            providers: Arc::new(providers(&config, catalog, shared_slots.as_ref())),
+            providers: Arc::new(
+                providers(&config, catalog, shared_slots.as_ref()).with_budgets(budgets),
+            ),
             calls: Arc::new(
                 Calls::new(store, config.max_output_tokens).for_replica(replica.id().to_string()),
             ),

@@ -482,6 +482,8 @@ impl Calls {
             error_message: failure.as_ref().map(|f| f.1.clone()),
             result: Some(redact::cap(result_text, redact::MAX_RESULT_CHARS)),
             is_error: result.is_error == Some(true),
+            cost_usd_micros: usage.cost.micros(),
+            spend: usage.cost.micros_by_provider(),
         };
         // Invariant 3: the result is committed before anyone is handed it.
         let late_insert = call
@@ -513,6 +515,7 @@ impl Calls {
                 model = snapshot.model.as_deref().unwrap_or("-"),
                 tokens_in = usage.tokens_in,
                 tokens_out = usage.tokens_out,
+                cost_usd = %crate::providers::price::usd(usage.cost.micros()),
                 "call finished"
             ),
             Some((kind, message)) => tracing::warn!(
@@ -602,7 +605,7 @@ impl Calls {
 }
 
 /// Usage a tool reports for the record.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Usage {
     pub tokens_in: Option<u64>,
     pub tokens_out: Option<u64>,
@@ -611,6 +614,8 @@ pub struct Usage {
     pub cached_tokens: Option<u64>,
     pub time_to_first_token: Option<Duration>,
     pub attempts: Option<u32>,
+    /// What the providers billed (unknown where a model has no price).
+    pub cost: crate::providers::Cost,
 }
 
 impl LiveCall {
@@ -630,7 +635,12 @@ impl LiveCall {
     }
 
     fn usage(&self) -> Usage {
-        *self.usage_slot()
+        self.usage_slot().clone()
+    }
+
+    /// What the call has cost so far, in micro-dollars (`None`: unknown), as its tool reported.
+    pub fn cost_usd_micros(&self) -> Option<i64> {
+        self.usage_slot().cost.micros()
     }
 
     fn usage_slot(&self) -> std::sync::MutexGuard<'_, Usage> {

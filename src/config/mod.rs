@@ -211,6 +211,10 @@ pub struct Config {
     /// Requests in flight per provider across every replica on the shared store
     /// (`EXAI_SHARED_CONCURRENCY`), on top of each replica's own limit.
     pub shared_concurrency: HashMap<String, usize>,
+    /// Micro-dollars all calls may spend a UTC day (`EXAI_DAILY_BUDGET_USD`).
+    pub daily_budget: Option<i64>,
+    /// Micro-dollars each provider's requests may spend a UTC day (`EXAI_PROVIDER_DAILY_BUDGET_USD`).
+    pub provider_daily_budget: HashMap<String, i64>,
     /// How long a provider connection may take to open.
     pub provider_connect_timeout: Duration,
     /// How long a provider may stay silent (before headers or between stream events).
@@ -484,6 +488,12 @@ impl Config {
         let private_paths = private_paths(&home, &get);
         let shared_concurrency =
             shared_concurrency(env.get(s::SHARED_CONCURRENCY.var), &store, &endpoints)?;
+        let daily_budget = env
+            .get(s::DAILY_BUDGET.var)
+            .map(|v| dollars(s::DAILY_BUDGET.var, &v))
+            .transpose()?;
+        let provider_daily_budget =
+            provider_daily_budget(env.get(s::PROVIDER_DAILY_BUDGET.var), &endpoints)?;
         Ok(Config {
             home,
             listen,
@@ -508,6 +518,8 @@ impl Config {
             store,
             endpoints,
             shared_concurrency,
+            daily_budget,
+            provider_daily_budget,
             default_model: env.get(s::DEFAULT_MODEL.var),
             fallback_models: env.list(s::FALLBACK_MODELS.var).unwrap_or_default(),
             retry,
@@ -954,6 +966,51 @@ fn shared_concurrency(
         .into_iter()
         .map(|(name, n)| (name, usize::try_from(n).unwrap_or(usize::MAX)))
         .collect())
+}
+
+/// An amount of US dollars as micro-dollars (`2.50` is 2,500,000).
+fn dollars(var: &'static str, text: &str) -> Result<i64, ConfigError> {
+    text.trim()
+        .parse()
+        .ok()
+        .and_then(crate::providers::price::micros_of_usd)
+        .ok_or_else(|| ConfigError::Invalid {
+            var,
+            value: text.to_string(),
+            why: "expected an amount of US dollars, like 2.50".into(),
+        })
+}
+
+/// `EXAI_PROVIDER_DAILY_BUDGET_USD`: provider=dollars pairs, for providers this process knows.
+fn provider_daily_budget(
+    text: Option<String>,
+    endpoints: &[EndpointConfig],
+) -> Result<HashMap<String, i64>, ConfigError> {
+    let var = s::PROVIDER_DAILY_BUDGET.var;
+    let known: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+    let mut budgets = HashMap::new();
+    for pair in text.iter().flat_map(|t| t.split(',')).map(str::trim) {
+        if pair.is_empty() {
+            continue;
+        }
+        let invalid = |why: String| ConfigError::Invalid {
+            var,
+            value: pair.to_string(),
+            why,
+        };
+        let (name, amount) = pair
+            .split_once('=')
+            .ok_or_else(|| invalid("expected provider=dollars".into()))?;
+        let name = name.trim();
+        if !known.contains(&name) {
+            return Err(invalid(format!(
+                "no provider of that name (providers: {})",
+                known.join(", ")
+            )));
+        }
+        budgets.insert(name.to_string(), dollars(var, amount)?);
+    }
+    Ok(budgets)
 }
 
 fn sorted_names<'a>(names: impl Iterator<Item = &'a String>) -> String {

@@ -264,6 +264,7 @@ fn plus(sum: Usage, u: Usage) -> Usage {
         cached_tokens: add(sum.cached_tokens, u.cached_tokens),
         time_to_first_token: sum.time_to_first_token.or(u.time_to_first_token),
         attempts: Some(sum.attempts.unwrap_or(0) + u.attempts.unwrap_or(0)),
+        cost: sum.cost.plus(&u.cost),
     }
 }
 
@@ -407,7 +408,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                 answers.push(answer);
             }
             Err(failed) => {
-                spent = plus(spent, failed.usage);
+                spent = plus(spent, failed.usage.clone());
                 verdicts.push(ModelVerdict {
                     model: &target.model.id,
                     provider: target.endpoint.name(),
