@@ -137,6 +137,25 @@ impl Cost {
     }
 }
 
+impl std::fmt::Display for Cost {
+    /// `$0.004200 (glm $0.001200, kimi $0.003000)`; `unknown (custom: no price)` in part.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&usd(self.micros()))?;
+        let parts = self.micros_by_provider();
+        if parts.len() > 1 || parts.iter().any(|(_, m)| m.is_none()) {
+            let each: Vec<String> = parts
+                .iter()
+                .map(|(provider, m)| match m {
+                    Some(_) => format!("{provider} {}", usd(*m)),
+                    None => format!("{provider}: a model without a price"),
+                })
+                .collect();
+            write!(f, " ({})", each.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
 fn micros(picodollars: u64) -> i64 {
     i64::try_from((picodollars + PICO_PER_MICRO / 2) / PICO_PER_MICRO).unwrap_or(i64::MAX)
 }
@@ -205,6 +224,14 @@ mod tests {
             [("glm".to_string(), Some(3)), ("custom".to_string(), None)]
         );
         assert_eq!(Cost::default().micros(), Some(0));
+        assert_eq!(
+            cost.to_string(),
+            "unknown (glm $0.000003, custom: a model without a price)"
+        );
+        let mut two = Cost::default();
+        two.add("glm", Some(1_200_000_000));
+        two.add("kimi", Some(3_000_000_000));
+        assert_eq!(two.to_string(), "$0.004200 (glm $0.001200, kimi $0.003000)");
     }
 
     #[test]
