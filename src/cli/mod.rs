@@ -311,29 +311,28 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
         None => None,
     };
     let for_reading = config.clone();
-    let (failures, running, today, unreadable) = crate::spawn::blocking(move || -> Result<_, CliError> {
-        let store = match open_store(&for_reading) {
-            Ok(store) => store,
-            Err(error) => return Ok((Vec::new(), Vec::new(), None, Some(error))),
-        };
-        let failures = store.list(&CallFilter {
-            failed_only: true,
-            limit: 5,
-            ..Default::default()
-        })?;
-        let running = store.list(&CallFilter {
-            running_only: true,
-            limit: 50,
-            ..Default::default()
-        })?;
-        let today = store.spend_on(crate::store::day_of(now_ms()))?;
-        Ok((failures, running, Some(today), None))
-    })
-    .await
-    .map_err(std::io::Error::other)??;
-    let spent_today = today.map(|spend| {
-        spend.iter().map(|s| s.cost_usd_micros).sum::<i64>()
-    });
+    let (failures, running, today, unreadable) =
+        crate::spawn::blocking(move || -> Result<_, CliError> {
+            let store = match open_store(&for_reading) {
+                Ok(store) => store,
+                Err(error) => return Ok((Vec::new(), Vec::new(), None, Some(error))),
+            };
+            let failures = store.list(&CallFilter {
+                failed_only: true,
+                limit: 5,
+                ..Default::default()
+            })?;
+            let running = store.list(&CallFilter {
+                running_only: true,
+                limit: 50,
+                ..Default::default()
+            })?;
+            let today = store.spend_on(crate::store::day_of(now_ms()))?;
+            Ok((failures, running, Some(today), None))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+    let spent_today = today.map(|spend| spend.iter().map(|s| s.cost_usd_micros).sum::<i64>());
     // The version the shims compare with (daemon.json), else what the daemon answered.
     let daemon_version = info
         .as_ref()

@@ -58,7 +58,11 @@ pub fn usage(
         key: "total".into(),
         ..UsageRow::default()
     };
-    for row in groups.first().map(|(_, rows)| rows.as_slice()).unwrap_or_default() {
+    for row in groups
+        .first()
+        .map(|(_, rows)| rows.as_slice())
+        .unwrap_or_default()
+    {
         total.add(row);
     }
     let today = store.spend_on(day_of(now_ms()))?;

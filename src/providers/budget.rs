@@ -85,7 +85,8 @@ impl Budgets {
         };
         if let Some(budget) = self.overall {
             let spent = spend.iter().map(|s| s.cost_usd_micros).sum();
-            if let Some(refusal) = over("the overall".into(), "EXAI_DAILY_BUDGET_USD", budget, spent)
+            if let Some(refusal) =
+                over("the overall".into(), "EXAI_DAILY_BUDGET_USD", budget, spent)
             {
                 return Err(refusal);
             }
@@ -149,11 +150,22 @@ mod tests {
         let refused = budgets.judge("glm", &spend, today).unwrap_err();
         assert_eq!(refused.resets_at_ms, 20_001 * DAY_MS);
         let message = refused.to_string();
-        assert!(message.starts_with("glm's daily budget of $1.000000 is spent: $1.000000 spent today"), "{message}");
-        assert!(message.contains("resets at 2024-10-05 00:00 UTC"), "{message}");
+        assert!(
+            message.starts_with("glm's daily budget of $1.000000 is spent: $1.000000 spent today"),
+            "{message}"
+        );
+        assert!(
+            message.contains("resets at 2024-10-05 00:00 UTC"),
+            "{message}"
+        );
         assert!(budgets.judge("kimi", &spend, today).is_ok());
         let spend = [spent("glm", 900_000), spent("kimi", 4_100_000)];
         let overall = budgets.judge("kimi", &spend, today).unwrap_err();
-        assert!(overall.to_string().starts_with("the overall daily budget of $5.000000"), "{overall}");
+        assert!(
+            overall
+                .to_string()
+                .starts_with("the overall daily budget of $5.000000"),
+            "{overall}"
+        );
     }
 }

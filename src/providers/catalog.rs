@@ -289,7 +289,11 @@ mod tests {
         // A built-in price says when it was read from the provider's page.
         for model in &catalog.models {
             if let Some(price) = &model.price {
-                assert!(price.checked.is_some(), "{} has a price without a date", model.id);
+                assert!(
+                    price.checked.is_some(),
+                    "{} has a price without a date",
+                    model.id
+                );
             }
         }
         assert!(catalog.find("glm-4.7", None).unwrap().price.is_some());
@@ -352,7 +356,10 @@ mod tests {
         // Cached input at the input price when the file names none: 1000 × 0.5 + 100 × 2 µ$/M.
         let qwen = catalog.find("qwen3", None).unwrap();
         assert_eq!(qwen.cost_of(&spent, true), Some(700_000_000));
-        assert_eq!(catalog.find("glm-4.7", None).unwrap().cost_of(&spent, true), None);
+        assert_eq!(
+            catalog.find("glm-4.7", None).unwrap().cost_of(&spent, true),
+            None
+        );
         assert_eq!(qwen.cost_of(&Spent::default(), true), None);
         assert_eq!(qwen.cost_of(&Spent::default(), false), Some(0));
         assert_eq!(catalog.find("qwen3", None).unwrap().provider, "ollama");

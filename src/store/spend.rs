@@ -166,3 +166,102 @@ impl StoreReader {
         Ok(rows)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::{new_call, test_location};
+    use crate::store::{FinishedCall, Store, now_ms};
+
+    /// Inserts and finishes a call of `user` that cost `spend` (provider, micro-dollars).
+    async fn finish(store: &Store, id: &str, user: Option<&str>, spend: Vec<(&str, Option<i64>)>) {
+        let mut call = new_call(id);
+        call.user_name = user.map(str::to_string);
+        store.insert(call).await.unwrap();
+        let cost = spend.iter().map(|(_, m)| *m).sum::<Option<i64>>();
+        store
+            .finish(
+                id,
+                FinishedCall {
+                    state: Some(CallState::Succeeded),
+                    finished_at_ms: now_ms(),
+                    model: Some("m".into()),
+                    tokens_in: Some(10),
+                    tokens_out: Some(5),
+                    cost_usd_micros: cost,
+                    spend: spend.into_iter().map(|(p, m)| (p.to_string(), m)).collect(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_day_keeps_running_totals_per_provider_and_user() {
+        let store = Store::open(&test_location()).unwrap();
+        finish(
+            &store,
+            "a",
+            None,
+            vec![("glm", Some(1_000)), ("kimi", Some(250))],
+        )
+        .await;
+        finish(&store, "b", None, vec![("glm", Some(500))]).await;
+        finish(
+            &store,
+            "c",
+            Some("ada"),
+            vec![("glm", Some(7)), ("custom", None)],
+        )
+        .await;
+        let today = day_of(now_ms());
+        let (mut spend, usage, ada) = store
+            .read(move |r| {
+                Ok((
+                    r.spend_on(today)?,
+                    r.usage(0, UsageBy::User, None)?,
+                    r.usage(0, UsageBy::Model, Some("ada"))?,
+                ))
+            })
+            .await
+            .unwrap();
+        spend.sort_by(|a, b| (&a.provider, &a.user_name).cmp(&(&b.provider, &b.user_name)));
+        let totals: Vec<_> = spend
+            .iter()
+            .map(|s| {
+                (
+                    s.provider.as_str(),
+                    s.user_name.as_deref(),
+                    s.cost_usd_micros,
+                    s.unpriced_calls,
+                )
+            })
+            .collect();
+        assert_eq!(
+            totals,
+            [
+                ("custom", Some("ada"), 0, 1),
+                ("glm", None, 1_500, 0),
+                ("glm", Some("ada"), 7, 0),
+                ("kimi", None, 250, 0),
+            ]
+        );
+        let owner = &usage[0];
+        assert_eq!(
+            (owner.key.as_str(), owner.calls, owner.cost_usd_micros),
+            ("", 2, 1_750)
+        );
+        let of_ada = &usage[1];
+        assert_eq!(
+            (
+                of_ada.key.as_str(),
+                of_ada.cost_usd_micros,
+                of_ada.unpriced_calls
+            ),
+            ("ada", 0, 1)
+        );
+        assert_eq!((ada.len(), ada[0].tokens_in, ada[0].tokens_out), (1, 10, 5));
+        assert_eq!(day_name(20_001), "2024-10-05");
+    }
+}

@@ -68,9 +68,9 @@ impl ExaiTool for Status {
                     store_problems.push(format!("the call store cannot be read: {e}"));
                     (Vec::new(), None)
                 });
-            let spent_today = spend.as_ref().map(|spend| {
-                spend.iter().map(|s| s.cost_usd_micros).sum::<i64>()
-            });
+            let spent_today = spend
+                .as_ref()
+                .map(|spend| spend.iter().map(|s| s.cost_usd_micros).sum::<i64>());
             let unpriced_today = spend
                 .iter()
                 .flatten()

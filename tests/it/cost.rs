@@ -50,14 +50,21 @@ async fn each_call_is_priced_to_the_micro_dollar_and_usage_adds_them_up() {
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let mut ids = Vec::new();
     for model in [SMALL, SMALL, SMALL, LARGE, UNPRICED] {
-        let result = client.call_tool(chat("what does it cost?", model)).await.unwrap();
+        let result = client
+            .call_tool(chat("what does it cost?", model))
+            .await
+            .unwrap();
         assert_eq!(result.is_error, Some(false), "{}", all_text_of(&result));
         ids.push(call_id_of(&result));
     }
     let records: Vec<_> = ids.iter().map(|id| daemon.final_record(id)).collect();
     assert_eq!(records[0].cost_usd_micros, Some(SMALL_MICROS));
     assert_eq!(
-        (records[0].tokens_in, records[0].tokens_out, records[0].cached_tokens),
+        (
+            records[0].tokens_in,
+            records[0].tokens_out,
+            records[0].cached_tokens
+        ),
         (Some(1000), Some(500), Some(200))
     );
     assert_eq!(records[3].cost_usd_micros, Some(LARGE_MICROS));
@@ -98,7 +105,10 @@ async fn each_call_is_priced_to_the_micro_dollar_and_usage_adds_them_up() {
     assert!(table.contains("5 call(s) · $0.326781"), "{table}");
     assert!(table.contains("1 call(s) cost unknown"), "{table}");
     let (ok, by_model) = daemon.cli(&["usage", "--by", "model"]);
-    assert!(ok && by_model.contains("MODEL") && !by_model.contains("TOOL"), "{by_model}");
+    assert!(
+        ok && by_model.contains("MODEL") && !by_model.contains("TOOL"),
+        "{by_model}"
+    );
     let (ok, wrong) = daemon.cli(&["usage", "--since", "last week"]);
     assert!(!ok && wrong.contains("expected days (7d)"), "{wrong}");
 
@@ -141,10 +151,7 @@ async fn consensus_and_workflow_answers_say_what_they_cost() {
     let total = 2 * SMALL_MICROS + LARGE_MICROS;
     assert_eq!(summary["cost_usd"], json!(total as f64 / 1e6), "{summary}");
     let text = all_text_of(&result);
-    assert!(
-        text.contains("Cost of this consensus: $0.323409"),
-        "{text}"
-    );
+    assert!(text.contains("Cost of this consensus: $0.323409"), "{text}");
     let record = daemon.final_record(&call_id_of(&result));
     assert_eq!(record.cost_usd_micros, Some(total));
 
@@ -196,7 +203,10 @@ async fn a_call_past_a_daily_budget_is_refused_before_any_provider_request() {
         home,
         "127.0.0.1:0",
         &fake,
-        &[("EXAI_MODELS_FILE", &models), ("EXAI_CONFIG", &path(&config))],
+        &[
+            ("EXAI_MODELS_FILE", &models),
+            ("EXAI_CONFIG", &path(&config)),
+        ],
     );
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     // Below the budget when it starts: it runs, and goes past it.
@@ -207,14 +217,21 @@ async fn a_call_past_a_daily_budget_is_refused_before_any_provider_request() {
     let refused = client.call_tool(chat("two", SMALL)).await.unwrap();
     let message = error_of(&refused);
     assert!(
-        message.contains("custom's daily budget of $0.003000 is spent: $0.003372 spent today (UTC)"),
+        message
+            .contains("custom's daily budget of $0.003000 is spent: $0.003372 spent today (UTC)"),
         "{message}"
     );
     let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
         .format("%Y-%m-%d 00:00 UTC")
         .to_string();
-    assert!(message.contains(&format!("it resets at {tomorrow}")), "{message}");
-    assert!(message.contains("EXAI_PROVIDER_DAILY_BUDGET_USD"), "{message}");
+    assert!(
+        message.contains(&format!("it resets at {tomorrow}")),
+        "{message}"
+    );
+    assert!(
+        message.contains("EXAI_PROVIDER_DAILY_BUDGET_USD"),
+        "{message}"
+    );
     assert_eq!(requests(&fake), asked, "no request reached the provider");
     let record = daemon.final_record(&call_id_of(&refused));
     assert_eq!(record.error_kind.as_deref(), Some("budget_exceeded"));
@@ -222,11 +239,16 @@ async fn a_call_past_a_daily_budget_is_refused_before_any_provider_request() {
 
     let (_, status) = daemon.cli(&["status"]);
     assert!(
-        status.contains("spent today (UTC): $0.003372 of a $1.000000 daily budget (custom: $0.003000)"),
+        status.contains(
+            "spent today (UTC): $0.003372 of a $1.000000 daily budget (custom: $0.003000)"
+        ),
         "{status}"
     );
     let (_, config) = daemon.cli(&["config"]);
-    assert!(config.contains("EXAI_PROVIDER_DAILY_BUDGET_USD"), "{config}");
+    assert!(
+        config.contains("EXAI_PROVIDER_DAILY_BUDGET_USD"),
+        "{config}"
+    );
     assert!(config.contains("custom=$0.003000"), "{config}");
     client.cancel().await.unwrap();
 }
