@@ -449,7 +449,13 @@ impl Calls {
         let snapshot = call.progress.snapshot();
         let (progress_count, last_progress) = call.progress.sent();
         let result_text = serde_json::to_string(&result).unwrap_or_default();
-        let usage = call.usage();
+        let mut usage = call.usage();
+        // A call stopped while a model streamed (deadline, cancel) reported no usage: the
+        // provider billed what it sent, which is not known — unknown, never $0.
+        if usage.cost.is_empty() && snapshot.tokens_out > 0 {
+            let provider = snapshot.provider.as_deref().unwrap_or("-");
+            usage.cost.add(provider, None);
+        }
         let done = FinishedCall {
             state: Some(state),
             started_at_ms: *call.started_at_ms.lock().unwrap_or_else(|p| p.into_inner()),

@@ -112,6 +112,11 @@ impl Cost {
         }
     }
 
+    /// Whether nothing billed was reported (no provider answered or failed with usage).
+    pub fn is_empty(&self) -> bool {
+        self.by_provider.is_empty()
+    }
+
     /// Both added up.
     pub fn plus(mut self, other: &Cost) -> Cost {
         self.merge(other);

@@ -30,7 +30,9 @@ fn models_file(home: &Path) -> String {
              price = {{ input = 1.40, cached_input = 0.26, output = 4.40, checked = \"2026-12-02\" }}\n\n\
              [[model]]\nid = \"{LARGE}\"\nprovider = \"custom\"\n\
              price = {{ input = 0.6, cached_input = 0.11, output = 2.2 }}\n\n\
-             [[model]]\nid = \"{UNPRICED}\"\nprovider = \"custom\"\n"
+             [[model]]\nid = \"{UNPRICED}\"\nprovider = \"custom\"\n\n\
+             [[model]]\nid = \"fake-stall-3\"\nprovider = \"custom\"\n\
+             price = {{ input = 1, output = 1 }}\n"
         ),
     )
     .unwrap();
@@ -120,6 +122,39 @@ async fn each_call_is_priced_to_the_micro_dollar_and_usage_adds_them_up() {
     assert_eq!(structured["spent_today_usd_micros"], total, "{structured}");
     assert_eq!(structured["unpriced_calls_today"], 1);
     assert!(all_text_of(&status).contains("spent today (UTC): $0.326781"));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_call_stopped_while_its_model_streamed_costs_unknown_not_zero() {
+    let fake = Fake::start();
+    let home = temp_home();
+    let models = models_file(&home);
+    let daemon = Daemon::start_in(
+        home,
+        "127.0.0.1:0",
+        &fake,
+        &[
+            ("EXAI_MODELS_FILE", &models),
+            ("EXAI_TOOL_TIMEOUTS", "chat=1"),
+        ],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    // Three tokens, then silence: the deadline stops it with no usage reported.
+    let result = client
+        .call_tool(chat("stall", "fake-stall-3"))
+        .await
+        .unwrap();
+    let record = daemon.final_record(&call_id_of(&result));
+    assert_eq!(
+        record.state.as_str(),
+        "timed_out",
+        "{}",
+        all_text_of(&result)
+    );
+    assert_eq!(record.cost_usd_micros, None);
+    let (_, shown) = daemon.cli(&["calls", "show", &record.id]);
+    assert!(shown.contains("cost           unknown"), "{shown}");
     client.cancel().await.unwrap();
 }
 
