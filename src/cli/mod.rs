@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::calls::progress::thousands;
 use crate::config::Config;
 use crate::daemon::DaemonInfo;
-use crate::store::{CallFilter, CallRow, StoreError, StoreReader, now_ms};
+use crate::store::{CallFilter, CallRow, CallState, StoreError, StoreReader, now_ms};
 
 /// Why a CLI command failed.
 #[derive(Debug, thiserror::Error)]
@@ -211,9 +211,13 @@ pub fn show_call(
     );
     text += &field(
         "cost",
-        Some(match (row.cost_usd_micros, row.state.is_final()) {
-            (None, true) if row.tokens_in.is_some() || row.tokens_out.is_some() => format!(
+        Some(match (row.cost_usd_micros, row.state) {
+            (None, CallState::Succeeded) => format!(
                 "unknown ({} has no price: give it one in the models file)",
+                row.model.as_deref().unwrap_or("the model")
+            ),
+            (None, state) if state.is_final() => format!(
+                "unknown (no usage was reported before the call ended, or {} has no price)",
                 row.model.as_deref().unwrap_or("the model")
             ),
             (micros, _) => crate::providers::price::usd(micros),
