@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::calls::Calls;
 use crate::config::Config;
 use crate::health::Health;
-use crate::providers::{Catalog, Providers};
+use crate::providers::{Budgets, Catalog, Providers};
 use crate::replica::Replica;
 use crate::settings::{LiveSettings, Settings};
 use crate::store::shared_slots::SharedSlots;
@@ -97,8 +97,17 @@ impl App {
             }
         }
         let health = Arc::new(health);
+        // Today's spend is the store's, so every replica sharing it keeps to the same budgets;
+        // the budgets are the daemon's settings, so a reload reaches them.
+        let spend = store.clone();
         let build = Box::new(move |config: &Config, previous: Option<&Providers>| {
+            let budgets = Budgets::new(
+                config.daily_budget,
+                config.provider_daily_budget.clone(),
+                spend.clone(),
+            );
             providers(config, catalog_of(config), shared_slots.as_ref(), previous)
+                .with_budgets(budgets)
         });
         Ok(Arc::new(Self {
             settings: Arc::new(LiveSettings::new(

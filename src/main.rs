@@ -90,6 +90,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What calls cost and the tokens they used, by day, model, tool, client and user, with totals.
+    Usage {
+        /// From when: days (7d), hours (12h) or a UTC date (2026-11-01); the last 7 days by default.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only one grouping: day, model, tool, client or user.
+        #[arg(long, value_parser = parse_usage_by)]
+        by: Option<exai::store::UsageBy>,
+        /// Print JSON (for scripts) instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// The effective configuration: every setting, where it came from, the providers (keys hidden).
     Config {
         /// Print JSON (for scripts) instead of a table.
@@ -187,6 +199,11 @@ enum CallsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_usage_by(text: &str) -> Result<exai::store::UsageBy, String> {
+    exai::store::UsageBy::parse(text)
+        .ok_or_else(|| format!("{text:?}: expected day, model, tool, client or user"))
 }
 
 /// The error and its causes, each cause said once (many messages already quote their cause).
@@ -365,6 +382,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         exai::cli::list_calls(&config, &filter, json, &mut out)
                     }
                 }
+            })
+            .await??;
+        }
+        Command::Usage { since, by, json } => {
+            let config = Config::from_env()?;
+            let since = exai::cli::usage::since_ms(since.as_deref(), exai::store::now_ms())
+                .map_err(anyhow::Error::msg)?;
+            // On a blocking thread, like `calls`: the Postgres client cannot run on this one's.
+            exai::spawn::blocking(move || {
+                exai::cli::usage::usage(&config, since, by, json, &mut std::io::stdout().lock())
             })
             .await??;
         }

@@ -472,6 +472,8 @@ struct Answer {
     first_gap: Duration,
     /// Whether the answer (or its final chunk) carries `usage`.
     with_usage: bool,
+    /// The usage to report instead of counting words: prompt, completion and cached tokens.
+    scripted_usage: Option<(u64, u64, Option<u64>)>,
     /// Stream mode: what follows the content chunks.
     ending: Ending,
     /// A tool call (id, function name, argument pieces) after the reasoning; the answer then
@@ -510,6 +512,7 @@ impl Answer {
             gap: Duration::ZERO,
             first_gap: Duration::ZERO,
             with_usage: true,
+            scripted_usage: None,
             ending: Ending::Done,
             tool_call: None,
             web_search: None,
@@ -525,6 +528,17 @@ impl Answer {
     }
 
     fn usage(&self) -> Value {
+        if let Some((prompt, completion, cached)) = self.scripted_usage {
+            let mut usage = json!({
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            });
+            if let Some(cached) = cached {
+                usage["prompt_tokens_details"] = json!({ "cached_tokens": cached });
+            }
+            return usage;
+        }
         let reasoning_tokens: u64 = self.reasoning.iter().map(|r| word_count(r)).sum();
         let completion_tokens = word_count(&self.content.concat()) + reasoning_tokens;
         let mut usage = json!({
@@ -1163,6 +1177,11 @@ async fn answer(
             answer.content = tokens(chunks);
             answer.ending = Ending::Reset(reset.clone());
         }
+        Script::Usage {
+            tokens_in,
+            tokens_out,
+            cached,
+        } => answer.scripted_usage = Some((tokens_in, tokens_out, cached)),
         Script::NoUsage(chunks) | Script::Comments(chunks) => {
             answer.content = token_chunks(chunks, &echo);
             answer.with_usage = !matches!(script, Script::NoUsage(_));

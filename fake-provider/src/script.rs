@@ -23,6 +23,7 @@ pub const EXAMPLE_MODELS: &[&str] = &[
     "fake-truncated",
     "fake-nochoices",
     "fake-nousage-3",
+    "fake-usage-1000x500c200",
     "fake-reasoning",
     "fake-glm-thinking",
     "fake-comments-3",
@@ -76,6 +77,14 @@ pub enum Script {
     NoChoices,
     /// `fake-nousage-<n>`: like `fake-stream-<n>x0`, without any `usage`.
     NoUsage(u32),
+    /// `fake-usage-<in>x<out>[c<cached>]`: answers like `fake-fast`, reporting exactly these
+    /// `prompt_tokens`, `completion_tokens` and `prompt_tokens_details.cached_tokens` (the cost
+    /// tests' known usage).
+    Usage {
+        tokens_in: u64,
+        tokens_out: u64,
+        cached: Option<u64>,
+    },
     /// `fake-reasoning`: reasoning content, then the answer.
     Reasoning,
     /// `fake-glm-thinking`: GLM-style `reasoning_content` chunks, then the answer.
@@ -162,6 +171,18 @@ impl Script {
             return Some(Script::Stream {
                 chunks: n,
                 every: Duration::from_millis(ms),
+            });
+        }
+        if let Some(spec) = model.strip_prefix("fake-usage-") {
+            let (counts, cached) = match spec.split_once('c') {
+                Some((counts, cached)) => (counts, Some(number(cached)?)),
+                None => (spec, None),
+            };
+            let (tokens_in, tokens_out) = number_pair(counts, 'x')?;
+            return Some(Script::Usage {
+                tokens_in,
+                tokens_out,
+                cached,
             });
         }
         if let Some(spec) = model.strip_prefix("fake-thinkstream-") {
@@ -323,6 +344,22 @@ mod tests {
         assert_eq!(Script::parse("fake-500-2"), Script::ServerErrorFirst(2));
         assert_eq!(Script::parse("fake-resetmid-3"), Script::ResetMid(3));
         assert_eq!(Script::parse("fake-nousage-4"), Script::NoUsage(4));
+        assert_eq!(
+            Script::parse("fake-usage-1000x500c200"),
+            Script::Usage {
+                tokens_in: 1000,
+                tokens_out: 500,
+                cached: Some(200)
+            }
+        );
+        assert_eq!(
+            Script::parse("fake-usage-7x3"),
+            Script::Usage {
+                tokens_in: 7,
+                tokens_out: 3,
+                cached: None
+            }
+        );
         assert_eq!(Script::parse("fake-comments-5"), Script::Comments(5));
         assert_eq!(Script::parse("fake-redirect-8080"), Script::Redirect(8080));
         assert_eq!(

@@ -460,7 +460,13 @@ impl Calls {
         let snapshot = call.progress.snapshot();
         let (progress_count, last_progress) = call.progress.sent();
         let result_text = serde_json::to_string(&result).unwrap_or_default();
-        let usage = call.usage();
+        let mut usage = call.usage();
+        // A call stopped while a model streamed (deadline, cancel) reported no usage: the
+        // provider billed what it sent, which is not known — unknown, never $0.
+        if usage.cost.is_empty() && snapshot.tokens_out > 0 {
+            let provider = snapshot.provider.as_deref().unwrap_or("-");
+            usage.cost.add(provider, None);
+        }
         // Counted from the stream when the provider reported no usage.
         let tokens_out = usage
             .tokens_out
@@ -494,6 +500,8 @@ impl Calls {
             error_message: failure.as_ref().map(|f| f.1.clone()),
             result: Some(redact::cap(result_text, redact::MAX_RESULT_CHARS)),
             is_error: result.is_error == Some(true),
+            cost_usd_micros: usage.cost.micros(),
+            spend: usage.cost.micros_by_provider(),
         };
         // Invariant 3: the result is committed before anyone is handed it.
         let late_insert = call
@@ -527,8 +535,9 @@ impl Calls {
             tokens_in: usage.tokens_in,
             tokens_out,
         });
-        // The call's cost, once its record carries one, is counted here:
-        // `metrics::add_cost(metered_tool, snapshot.model.as_deref(), usd)`.
+        if let Some(micros) = usage.cost.micros() {
+            metrics::add_cost(metered_tool, snapshot.model.as_deref(), micros as f64 / 1e6);
+        }
         let elapsed_ms = elapsed.as_millis() as u64;
         match &failure {
             None => tracing::info!(
@@ -537,6 +546,7 @@ impl Calls {
                 model = snapshot.model.as_deref().unwrap_or("-"),
                 tokens_in = usage.tokens_in,
                 tokens_out = usage.tokens_out,
+                cost_usd = %crate::providers::price::usd(usage.cost.micros()),
                 "call finished"
             ),
             Some((kind, message)) => tracing::warn!(
@@ -634,7 +644,7 @@ impl Calls {
 }
 
 /// Usage a tool reports for the record.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Usage {
     pub tokens_in: Option<u64>,
     pub tokens_out: Option<u64>,
@@ -643,6 +653,8 @@ pub struct Usage {
     pub cached_tokens: Option<u64>,
     pub time_to_first_token: Option<Duration>,
     pub attempts: Option<u32>,
+    /// What the providers billed (unknown where a model has no price).
+    pub cost: crate::providers::Cost,
 }
 
 impl LiveCall {
@@ -662,7 +674,12 @@ impl LiveCall {
     }
 
     fn usage(&self) -> Usage {
-        *self.usage_slot()
+        self.usage_slot().clone()
+    }
+
+    /// What the call has cost so far, in micro-dollars (`None`: unknown), as its tool reported.
+    pub fn cost_usd_micros(&self) -> Option<i64> {
+        self.usage_slot().cost.micros()
     }
 
     fn usage_slot(&self) -> std::sync::MutexGuard<'_, Usage> {

@@ -501,6 +501,7 @@ mod tests {
             replica: None,
             cancel_requested: None,
             user_name: None,
+            cost_usd_micros: None,
         };
         let mut held = row(CallState::Running);
         assert_eq!(

@@ -8,6 +8,7 @@ pub mod follow;
 pub mod keys;
 pub mod open;
 pub mod setup;
+pub mod usage;
 pub mod users;
 
 use std::io::Write;
@@ -19,7 +20,7 @@ use crate::calls::progress::thousands;
 use crate::calls::record::{log_lines, record_json, result_text};
 use crate::config::Config;
 use crate::daemon::DaemonInfo;
-use crate::store::{CallFilter, CallRow, StoreError, StoreReader, now_ms};
+use crate::store::{CallFilter, CallRow, CallState, StoreError, StoreReader, now_ms};
 
 /// Why a CLI command failed.
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +211,20 @@ pub fn show_call(
                 .unwrap_or_default()
         )),
     );
+    text += &field(
+        "cost",
+        Some(match (row.cost_usd_micros, row.state) {
+            (None, CallState::Succeeded) => format!(
+                "unknown ({} has no price: give it one in the models file)",
+                row.model.as_deref().unwrap_or("the model")
+            ),
+            (None, state) if state.is_final() => format!(
+                "unknown (no usage was reported before the call ended, or {} has no price)",
+                row.model.as_deref().unwrap_or("the model")
+            ),
+            (micros, _) => crate::providers::price::usd(micros),
+        }),
+    );
     text += &field("finish", row.finish_reason.clone());
     text += &field("attempts", row.attempts.map(|a| a.to_string()));
     text += &field(
@@ -249,25 +264,28 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
         .unwrap_or_else(|| config.listen.to_string());
     let health = crate::daemon::control::health_within(config, Duration::from_secs(2)).await;
     let for_reading = config.clone();
-    let (failures, running, unreadable) = crate::spawn::blocking(move || -> Result<_, CliError> {
-        let store = match open_store(&for_reading) {
-            Ok(store) => store,
-            Err(error) => return Ok((Vec::new(), Vec::new(), Some(error))),
-        };
-        let failures = store.list(&CallFilter {
-            failed_only: true,
-            limit: 5,
-            ..Default::default()
-        })?;
-        let running = store.list(&CallFilter {
-            running_only: true,
-            limit: 50,
-            ..Default::default()
-        })?;
-        Ok((failures, running, None))
-    })
-    .await
-    .map_err(std::io::Error::other)??;
+    let (failures, running, today, unreadable) =
+        crate::spawn::blocking(move || -> Result<_, CliError> {
+            let store = match open_store(&for_reading) {
+                Ok(store) => store,
+                Err(error) => return Ok((Vec::new(), Vec::new(), None, Some(error))),
+            };
+            let failures = store.list(&CallFilter {
+                failed_only: true,
+                limit: 5,
+                ..Default::default()
+            })?;
+            let running = store.list(&CallFilter {
+                running_only: true,
+                limit: 50,
+                ..Default::default()
+            })?;
+            let today = store.spend_on(crate::store::day_of(now_ms()))?;
+            Ok((failures, running, Some(today), None))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+    let spent_today = today.map(|spend| spend.iter().map(|s| s.cost_usd_micros).sum::<i64>());
     // The version the shims compare with (daemon.json), else what the daemon answered.
     let daemon_version = info
         .as_ref()
@@ -288,6 +306,8 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
             "home": config.home,
             "running": running,
             "recent_failures": failures,
+            "spent_today_usd": spent_today.map(|m| crate::providers::price::usd_json(Some(m))),
+            "spent_today_usd_micros": spent_today,
         });
         write_json(out, &value)?;
         return Ok(());
@@ -309,6 +329,14 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
         writeln!(out, "version: {skew}")?;
     }
     writeln!(out, "home: {}", config.home.display())?;
+    if let Some(micros) = spent_today {
+        writeln!(
+            out,
+            "spent today (UTC): {}{}",
+            crate::providers::price::usd(Some(micros)),
+            budget_note(config)
+        )?;
+    }
     let problems = health
         .as_ref()
         .and_then(|h| h["store"]["problems"].as_array().cloned())
@@ -351,6 +379,23 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
         }
     }
     Ok(())
+}
+
+/// " of a $5.000000 daily budget (glm: $1.000000)", or nothing when no budget is set.
+fn budget_note(config: &Config) -> String {
+    let usd = |m: i64| crate::providers::price::usd(Some(m));
+    let mut providers: Vec<String> = config
+        .provider_daily_budget
+        .iter()
+        .map(|(p, m)| format!("{p}: {}", usd(*m)))
+        .collect();
+    providers.sort();
+    match (config.daily_budget, providers.is_empty()) {
+        (None, true) => String::new(),
+        (Some(m), true) => format!(" of a {} daily budget", usd(m)),
+        (Some(m), false) => format!(" of a {} daily budget ({})", usd(m), providers.join(", ")),
+        (None, false) => format!(" (daily budgets: {})", providers.join(", ")),
+    }
 }
 
 /// What is wrong with the models calls fall back on: a default or fallback model that no usable

@@ -179,6 +179,8 @@ impl<'de> DeserializeSeed<'de> for ValueOf {
                 pairs(BTreeMap::<String, f64>::deserialize(deserializer)?)
             }
             Kind::CountsByName => pairs(BTreeMap::<String, u64>::deserialize(deserializer)?),
+            Kind::Dollars => f64::deserialize(deserializer)?.to_string(),
+            Kind::DollarsByName => pairs(BTreeMap::<String, f64>::deserialize(deserializer)?),
             Kind::Text { .. }
             | Kind::Address { .. }
             | Kind::Flag

@@ -216,6 +216,10 @@ pub struct Config {
     /// Requests in flight per provider across every replica on the shared store
     /// (`EXAI_SHARED_CONCURRENCY`), on top of each replica's own limit.
     pub shared_concurrency: HashMap<String, usize>,
+    /// Micro-dollars all calls may spend a UTC day (`EXAI_DAILY_BUDGET_USD`).
+    pub daily_budget: Option<i64>,
+    /// Micro-dollars each provider's requests may spend a UTC day (`EXAI_PROVIDER_DAILY_BUDGET_USD`).
+    pub provider_daily_budget: HashMap<String, i64>,
     /// How long a provider connection may take to open.
     pub provider_connect_timeout: Duration,
     /// How long a provider may stay silent (before headers or between stream events).
@@ -499,6 +503,12 @@ impl Config {
         let private_paths = private_paths(&home, &get);
         let shared_concurrency =
             shared_concurrency(env.get(s::SHARED_CONCURRENCY.var), &store, &endpoints)?;
+        let daily_budget = env
+            .get(s::DAILY_BUDGET.var)
+            .map(|v| dollars(s::DAILY_BUDGET.var, &v))
+            .transpose()?;
+        let provider_daily_budget =
+            provider_daily_budget(env.get(s::PROVIDER_DAILY_BUDGET.var), &endpoints)?;
         Ok(Config {
             home,
             listen,
@@ -524,6 +534,8 @@ impl Config {
             store,
             endpoints,
             shared_concurrency,
+            daily_budget,
+            provider_daily_budget,
             default_model: env.get(s::DEFAULT_MODEL.var),
             fallback_models: env.list(s::FALLBACK_MODELS.var).unwrap_or_default(),
             retry,
@@ -916,24 +928,54 @@ fn positive_pairs(
     what: &str,
     text: Option<String>,
 ) -> Result<HashMap<String, u64>, ConfigError> {
+    named_values(var, text, |name, count| {
+        let count = positive_whole(count)
+            .ok_or_else(|| format!("expected a positive whole number of {what}"))?;
+        Ok((name.to_string(), count))
+    })
+    .map_err(|e| e.expecting(&format!("name={what}")))
+}
+
+/// `name=value` pairs, comma-separated, each read by `read` (which says why one is wrong).
+fn named_values<V>(
+    var: &'static str,
+    text: Option<String>,
+    read: impl Fn(&str, &str) -> Result<(String, V), String>,
+) -> Result<HashMap<String, V>, PairError> {
     let mut map = HashMap::new();
     for pair in text.iter().flat_map(|t| t.split(',')).map(str::trim) {
         if pair.is_empty() {
             continue;
         }
-        let invalid = |why: String| ConfigError::Invalid {
+        let invalid = |why: Option<String>| PairError {
             var,
-            value: pair.to_string(),
+            pair: pair.to_string(),
             why,
         };
-        let (name, count) = pair
-            .split_once('=')
-            .ok_or_else(|| invalid(format!("expected name={what}")))?;
-        let count = positive_whole(count)
-            .ok_or_else(|| invalid(format!("expected a positive whole number of {what}")))?;
-        map.insert(name.trim().to_string(), count);
+        let (name, value) = pair.split_once('=').ok_or_else(|| invalid(None))?;
+        let (name, value) = read(name.trim(), value).map_err(|why| invalid(Some(why)))?;
+        map.insert(name, value);
     }
     Ok(map)
+}
+
+/// A `name=value` pair that could not be read: without `=` (`why` is `None`), or why its value
+/// or name is wrong.
+struct PairError {
+    var: &'static str,
+    pair: String,
+    why: Option<String>,
+}
+
+impl PairError {
+    /// The config error, a pair without `=` told it should look like `shape`.
+    fn expecting(self, shape: &str) -> ConfigError {
+        ConfigError::Invalid {
+            var: self.var,
+            value: self.pair,
+            why: self.why.unwrap_or_else(|| format!("expected {shape}")),
+        }
+    }
 }
 
 /// `EXAI_SHARED_CONCURRENCY`: provider=requests pairs, for providers this process knows, and only
@@ -972,6 +1014,41 @@ fn shared_concurrency(
         .collect())
 }
 
+const DOLLARS: &str = "expected an amount of US dollars, like 2.50";
+
+/// An amount of US dollars as micro-dollars (`2.50` is 2,500,000).
+fn dollars(var: &'static str, text: &str) -> Result<i64, ConfigError> {
+    text.trim()
+        .parse()
+        .ok()
+        .and_then(crate::providers::price::micros_of_usd)
+        .ok_or_else(|| ConfigError::Invalid {
+            var,
+            value: text.to_string(),
+            why: DOLLARS.into(),
+        })
+}
+
+/// `EXAI_PROVIDER_DAILY_BUDGET_USD`: provider=dollars pairs, for providers this process knows.
+fn provider_daily_budget(
+    text: Option<String>,
+    endpoints: &[EndpointConfig],
+) -> Result<HashMap<String, i64>, ConfigError> {
+    let var = s::PROVIDER_DAILY_BUDGET.var;
+    let known: Vec<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+    named_values(var, text, |name, amount| {
+        if !known.contains(&name) {
+            return Err(format!(
+                "no provider of that name (providers: {})",
+                known.join(", ")
+            ));
+        }
+        let amount = dollars(var, amount).map_err(|_| DOLLARS.to_string())?;
+        Ok((name.to_string(), amount))
+    })
+    .map_err(|e| e.expecting("provider=dollars"))
+}
+
 fn sorted_names<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let mut names: Vec<&str> = names.map(String::as_str).collect();
     names.sort_unstable();
@@ -1003,6 +1080,34 @@ mod tests {
             assert!(err.starts_with("EXAI_DATABASE_URL="), "{err}");
             assert!(!err.contains("hunter2"), "{err}");
         }
+    }
+
+    #[test]
+    fn budgets_are_dollars_overall_and_per_known_provider() {
+        let home = ("HOME", "/h");
+        let c = config(&[
+            home,
+            ("EXAI_DAILY_BUDGET_USD", "12.5"),
+            ("EXAI_PROVIDER_DAILY_BUDGET_USD", "glm=5, kimi=0.000001"),
+        ])
+        .unwrap();
+        assert_eq!(c.daily_budget, Some(12_500_000));
+        assert_eq!(
+            (
+                c.provider_daily_budget["glm"],
+                c.provider_daily_budget["kimi"]
+            ),
+            (5_000_000, 1)
+        );
+        let error = |var, value| config(&[home, (var, value)]).unwrap_err().to_string();
+        let cheap = error("EXAI_DAILY_BUDGET_USD", "cheap");
+        assert!(cheap.contains("an amount of US dollars"), "{cheap}");
+        let unknown = error("EXAI_PROVIDER_DAILY_BUDGET_USD", "glmm=5");
+        assert!(unknown.contains("no provider of that name"), "{unknown}");
+        let shape = error("EXAI_PROVIDER_DAILY_BUDGET_USD", "glm");
+        assert!(shape.contains("expected provider=dollars"), "{shape}");
+        let negative = error("EXAI_PROVIDER_DAILY_BUDGET_USD", "glm=-1");
+        assert!(negative.contains("an amount of US dollars"), "{negative}");
     }
 
     #[test]

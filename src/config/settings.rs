@@ -95,6 +95,10 @@ pub enum Kind {
     SecondsByName { default: &'static str },
     /// `name=count` pairs, each a positive whole number (a table in the config file).
     CountsByName,
+    /// An amount of US dollars (`2.50`), kept exactly to the micro-dollar.
+    Dollars,
+    /// `name=dollars` pairs (a table in the config file).
+    DollarsByName,
 }
 
 impl Kind {
@@ -115,13 +119,18 @@ impl Kind {
             | Kind::Url
             | Kind::Secret
             | Kind::File
-            | Kind::CountsByName => "—".to_string(),
+            | Kind::CountsByName
+            | Kind::Dollars
+            | Kind::DollarsByName => "—".to_string(),
         }
     }
 
     /// Whether the config file holds it as a table of names (`[tool_timeouts]`).
     pub fn is_table(&self) -> bool {
-        matches!(self, Kind::SecondsByName { .. } | Kind::CountsByName)
+        matches!(
+            self,
+            Kind::SecondsByName { .. } | Kind::CountsByName | Kind::DollarsByName
+        )
     }
 }
 
@@ -417,6 +426,25 @@ settings! {
         shown: |c| Some(sorted_pairs(
             c.shared_concurrency.iter().map(|(p, n)| (p.clone(), *n)),
             |n| n.to_string(),
+        )),
+    }
+    DAILY_BUDGET {
+        var: "EXAI_DAILY_BUDGET_USD",
+        file_key: Some("daily_budget_usd"),
+        kind: Kind::Dollars,
+        scope: Scope::Daemon,
+        doc: "US dollars a UTC day all calls may spend: past it, a provider request is refused before it is sent, saying the budget, today's spend and when it resets",
+        shown: |c| c.daily_budget.map(|m| crate::providers::price::usd(Some(m))),
+    }
+    PROVIDER_DAILY_BUDGET {
+        var: "EXAI_PROVIDER_DAILY_BUDGET_USD",
+        file_key: Some("provider_daily_budget_usd"),
+        kind: Kind::DollarsByName,
+        scope: Scope::Daemon,
+        doc: "US dollars a UTC day each provider's requests may spend (provider=dollars), refused as EXAI_DAILY_BUDGET_USD's",
+        shown: |c| Some(sorted_pairs(
+            c.provider_daily_budget.iter().map(|(p, m)| (p.clone(), *m)),
+            |m| crate::providers::price::usd(Some(m)),
         )),
     }
     CUSTOM_API_URL {

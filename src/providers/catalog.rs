@@ -10,6 +10,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::Spent;
+use super::price::Price;
+
 const BUILT_IN: &str = include_str!("models.toml");
 
 /// Whether and how a model reasons before answering.
@@ -57,6 +60,10 @@ pub struct ModelInfo {
     /// never picks it, and an answer from it says so.
     #[serde(default)]
     pub deprecated: Option<String>,
+    /// What the model costs per million tokens, as its provider's pricing page said; `None`: its
+    /// calls' cost is unknown.
+    #[serde(default)]
+    pub price: Option<Price>,
     /// Not from the catalog: reported by the provider or named by the user.
     #[serde(default, skip_deserializing)]
     pub unlisted: bool,
@@ -90,6 +97,7 @@ impl ModelInfo {
             fast: false,
             reasoning_efforts: Vec::new(),
             deprecated: None,
+            price: None,
             unlisted: true,
         }
     }
@@ -101,6 +109,15 @@ impl ModelInfo {
             .iter()
             .map(String::as_str)
             .find(|e| !(self.thinking == Thinking::Always && e.eq_ignore_ascii_case("none")))
+    }
+
+    /// Picodollars billed for `spent`; `None` when unknown: the model has no price, or an
+    /// answer came without usage. A failure that reported no usage billed nothing.
+    pub fn cost_of(&self, spent: &Spent, answered: bool) -> Option<u64> {
+        if spent.tokens_in.is_none() && spent.tokens_out.is_none() {
+            return (!answered).then_some(0);
+        }
+        self.price.as_ref().map(|price| price.of(spent))
     }
 
     /// Whether the model thinks in a request that asks for `thinking` (`None`: as it likes).
@@ -269,6 +286,17 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), before, "duplicate ids");
+        // A built-in price says when it was read from the provider's page.
+        for model in &catalog.models {
+            if let Some(price) = &model.price {
+                assert!(
+                    price.checked.is_some(),
+                    "{} has a price without a date",
+                    model.id
+                );
+            }
+        }
+        assert!(catalog.find("glm-4.7", None).unwrap().price.is_some());
     }
 
     #[test]
@@ -312,11 +340,28 @@ mod tests {
         let path = dir.join("models.toml");
         std::fs::write(
             &path,
-            "[[model]]\nid = \"glm-4.7\"\nprovider = \"glm\"\nscore = 99\n\n[[model]]\nid = \"qwen3\"\nprovider = \"ollama\"\n",
+            "[[model]]\nid = \"glm-4.7\"\nprovider = \"glm\"\nscore = 99\n\n[[model]]\nid = \"qwen3\"\nprovider = \"ollama\"\nprice = { input = 0.5, output = 2 }\n",
         )
         .unwrap();
         let catalog = Catalog::load(Some(&path)).unwrap();
         assert_eq!(catalog.find("glm-4.7", None).unwrap().score, 99);
+        // The user's entry replaces the built-in one, price and all.
+        assert!(catalog.find("glm-4.7", None).unwrap().price.is_none());
+        let spent = Spent {
+            tokens_in: Some(1000),
+            tokens_out: Some(100),
+            cached_tokens: Some(400),
+            ..Spent::default()
+        };
+        // Cached input at the input price when the file names none: 1000 × 0.5 + 100 × 2 µ$/M.
+        let qwen = catalog.find("qwen3", None).unwrap();
+        assert_eq!(qwen.cost_of(&spent, true), Some(700_000_000));
+        assert_eq!(
+            catalog.find("glm-4.7", None).unwrap().cost_of(&spent, true),
+            None
+        );
+        assert_eq!(qwen.cost_of(&Spent::default(), true), None);
+        assert_eq!(qwen.cost_of(&Spent::default(), false), Some(0));
         assert_eq!(catalog.find("qwen3", None).unwrap().provider, "ollama");
         std::fs::write(
             &path,

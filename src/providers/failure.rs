@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{ErrorClass, Spent};
+use super::{Cost, ErrorClass, OverBudget, Spent};
 
 /// A duration as people read it in a message: `1 s`, `1.5 s`, `600 s` (tenths, rounded).
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +96,9 @@ pub enum ProviderError {
     Deadline { what: String },
     #[error("{provider}'s limit shared by the replicas cannot be checked: {why}")]
     SharedLimit { provider: String, why: String },
+    /// A daily budget is spent: the request was not sent.
+    #[error("{0}")]
+    OverBudget(OverBudget),
     #[error(
         "{provider} ({model}) still asked to search the web after {rounds} rounds of searching; exai \
          stops there so a call cannot loop — ask a narrower question, or without use_websearch"
@@ -141,6 +144,7 @@ impl ProviderError {
             ProviderError::Deadline { .. } => "deadline",
             ProviderError::SharedLimit { .. } => "shared_limit_unavailable",
             ProviderError::SearchLoop { .. } => "provider_search_loop",
+            ProviderError::OverBudget(_) => "budget_exceeded",
         }
     }
 
@@ -172,6 +176,8 @@ impl ProviderError {
             || self.account_problem()
             || matches!(self, ProviderError::Status { status: 404, .. })
             || matches!(self, ProviderError::Idle { .. })
+            // Another provider's budget may not be spent.
+            || matches!(self, ProviderError::OverBudget(_))
     }
 
     /// The account behind the endpoint is out of balance or plan, or blocked: every model on
@@ -191,6 +197,8 @@ pub struct Failure {
     pub error: ProviderError,
     pub attempts: u32,
     pub spent: Spent,
+    /// What the attempts billed, by provider (set by `Providers::chat`).
+    pub cost: Cost,
 }
 
 impl Failure {
@@ -199,6 +207,7 @@ impl Failure {
             error,
             attempts,
             spent: Spent::default(),
+            cost: Cost::default(),
         }
     }
 }

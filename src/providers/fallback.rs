@@ -1,11 +1,12 @@
 //! One answer from the chosen model, then from each fallback model in turn while the failure is
-//! one a fallback can help with.
+//! one a fallback can help with; each request within the daily budgets, and what each billed
+//! priced by its own model.
 
 use std::time::Instant;
 
 use super::{
-    CallObserver, ChatRequest, ChatResponse, Failure, Need, ProviderError, Providers, Resolved,
-    Spent,
+    CallObserver, ChatRequest, ChatResponse, Cost, Failure, Need, ProviderError, Providers,
+    Resolved, Spent,
 };
 
 impl Providers {
@@ -19,6 +20,7 @@ impl Providers {
     ) -> Result<ChatResponse, Failure> {
         let mut attempts = 0;
         let mut spent = Spent::default();
+        let mut cost = Cost::default();
         let mut chain = vec![primary];
         for name in &self.fallback_models {
             match self.resolve(Some(name), Need::Deep) {
@@ -40,6 +42,13 @@ impl Providers {
             if refused.contains(&target.endpoint.name()) {
                 continue;
             }
+            // Refused before any request: a fallback on another provider may be within its budget.
+            if let Err(over) = self.budgets.check(target.endpoint.name()).await {
+                tracing::warn!(provider = target.endpoint.name(), model = %target.model.id, %over,
+                    "request refused: daily budget spent");
+                last = Some(ProviderError::OverBudget(over));
+                continue;
+            }
             if i > 0 {
                 observer.stage(format!("falling back to {}", target.model.id));
                 tracing::warn!(fallback = %target.model.id, provider = target.endpoint.name(), "trying a fallback model");
@@ -48,12 +57,17 @@ impl Providers {
             match target.endpoint.chat(&target.model, request, observer).await {
                 Ok(mut answer) => {
                     answer.attempts += attempts;
-                    spent.add(Spent::of(&answer));
+                    let this = Spent::of(&answer);
+                    cost.add(target.endpoint.name(), target.model.cost_of(&this, true));
+                    spent.add(this);
                     spent.into_answer(&mut answer);
+                    answer.cost = cost;
                     return Ok(answer);
                 }
                 Err(failure) => {
                     attempts += failure.attempts;
+                    let billed = target.model.cost_of(&failure.spent, false);
+                    cost.add(target.endpoint.name(), billed);
                     spent.add(failure.spent);
                     if failure.error.account_problem() {
                         refused.push(target.endpoint.name());
@@ -72,6 +86,7 @@ impl Providers {
             }),
             attempts,
             spent,
+            cost,
         })
     }
 }

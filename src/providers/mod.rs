@@ -2,6 +2,7 @@
 //! the catalog of models, and the set of endpoints configured in this process.
 
 mod body;
+pub mod budget;
 pub mod catalog;
 mod client;
 mod custom;
@@ -20,6 +21,7 @@ mod observer;
 mod openai;
 pub mod openai_compat;
 mod openrouter;
+pub mod price;
 mod retry;
 #[cfg(test)]
 pub(crate) mod scripted;
@@ -32,6 +34,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 pub(crate) use body::request_body;
+pub use budget::{Budgets, OverBudget};
 pub use catalog::{Catalog, ListedReasoning, ModelInfo, Thinking};
 pub(crate) use client::ModelClient;
 pub(crate) use dialect::dialect;
@@ -41,6 +44,7 @@ pub use errors::ErrorClass;
 pub use failure::{Failure, ProviderError, Seconds};
 pub use limits::{ConcurrencyLimit, QueueFigures};
 pub use observer::CallObserver;
+pub use price::{Cost, Price};
 pub use search::can_search;
 pub use selection::{Need, Resolved, UnusableModel};
 pub use types::{ChatMessage, ChatRequest, ChatResponse, FunctionCall, Source, Spent, ToolCall};
@@ -60,6 +64,8 @@ pub struct Providers {
     listed_reasoning: RwLock<HashMap<String, HashMap<String, ListedReasoning>>>,
     default_model: Option<String>,
     fallback_models: Vec<String>,
+    /// Daily budgets a request must be within to start.
+    budgets: Budgets,
 }
 
 /// What new providers take over from the ones they follow (a reload, a session's own settings).
@@ -165,11 +171,18 @@ impl Providers {
             listed_reasoning: RwLock::new(HashMap::new()),
             default_model: config.default_model.clone(),
             fallback_models: config.fallback_models.clone(),
+            budgets: Budgets::default(),
         };
         if let Some(previous) = previous {
             providers.inherit_models(previous);
         }
         providers
+    }
+
+    /// These providers, each request first checked against `budgets`.
+    pub fn with_budgets(mut self, budgets: Budgets) -> Self {
+        self.budgets = budgets;
+        self
     }
 
     pub fn usable(&self) -> &[Arc<Endpoint>] {

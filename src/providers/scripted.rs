@@ -42,6 +42,8 @@ struct Plan {
     /// Before the first chunk.
     first_gap: Duration,
     with_usage: bool,
+    /// The usage to report instead of counting words: prompt, completion and cached tokens.
+    usage: Option<(u64, u64, Option<u64>)>,
     /// After the chunks: `None` ends the answer, else the connection fails or goes silent.
     ending: Option<Ending>,
 }
@@ -123,6 +125,14 @@ impl Scripted {
                 ..streamed(words(chunks), Duration::ZERO)
             },
             Script::Comments(chunks) => streamed(words(chunks), Duration::ZERO),
+            Script::Usage {
+                tokens_in,
+                tokens_out,
+                cached,
+            } => Plan {
+                usage: Some((tokens_in, tokens_out, cached)),
+                ..streamed(script::split_text(&echo, 3), Duration::ZERO)
+            },
             Script::NoUsage(chunks) => Plan {
                 with_usage: false,
                 ..streamed(words(chunks), Duration::ZERO)
@@ -215,13 +225,22 @@ impl Scripted {
         let reasoning_tokens = reasoning.as_deref().map(words);
         let tokens_out = words(&text) + reasoning_tokens.unwrap_or(0);
         let tokens_in = request.messages.iter().map(|m| words(&m.content)).sum();
+        let (tokens_in, tokens_out, cached_tokens) = match plan.usage {
+            Some((tokens_in, tokens_out, cached)) => (Some(tokens_in), Some(tokens_out), cached),
+            None => (
+                plan.with_usage.then_some(tokens_in),
+                plan.with_usage.then_some(tokens_out),
+                None,
+            ),
+        };
         Ok(ChatResponse {
             provider: self.provider.clone(),
             model: model.id.clone(),
             text,
             reasoning,
-            tokens_in: plan.with_usage.then_some(tokens_in),
-            tokens_out: plan.with_usage.then_some(tokens_out),
+            tokens_in,
+            tokens_out,
+            cached_tokens,
             reasoning_tokens: reasoning_tokens.filter(|_| plan.with_usage),
             finish_reason: Some("stop".to_string()),
             time_to_first_token: first_token,
@@ -362,5 +381,32 @@ mod tests {
             .await
             .expect_err("a reset");
         assert!(matches!(cut, ProviderError::Truncated { .. }), "{cut}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fallback_answer_costs_what_every_model_of_the_chain_billed() {
+        let dir = std::env::temp_dir().join(format!("exai-prices-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("models.toml");
+        std::fs::write(
+            &file,
+            "[[model]]\nid = \"fake-500\"\nprovider = \"custom\"\nprice = { input = 9, output = 9 }\n\n\
+             [[model]]\nid = \"fake-usage-2000x100c1000\"\nprovider = \"custom\"\n\
+             price = { input = 1.5, cached_input = 0.5, output = 6 }\n",
+        )
+        .unwrap();
+        let test = App::for_tests(&[
+            ("EXAI_MODELS_FILE", &file.display().to_string()),
+            ("EXAI_FALLBACK_MODELS", "fake-usage-2000x100c1000"),
+            ("EXAI_RETRY_ATTEMPTS", "1"),
+        ]);
+        let answer = ask(&test.app, "fake-500")
+            .await
+            .expect("the fallback answers");
+        assert_eq!(answer.model, "fake-usage-2000x100c1000");
+        // The refusal billed nothing; the fallback 1000 × 1.5 + 1000 × 0.5 + 100 × 6 µ$/M.
+        assert_eq!(answer.cost.micros(), Some(2600));
+        assert_eq!(answer.cost.to_string(), "$0.002600");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

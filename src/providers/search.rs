@@ -91,6 +91,7 @@ pub(super) async fn answer(
             error,
             attempts: earlier.attempts,
             spent: earlier.spent,
+            cost: super::Cost::default(),
         };
         if let Some(other) = calls.iter().find(|c| c.function.name != function) {
             let error = ProviderError::Garbage {

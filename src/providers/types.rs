@@ -157,6 +157,8 @@ pub struct ChatResponse {
     pub web_searches: u32,
     /// What the caller should know about how the answer came about ("no web search: …").
     pub notes: Vec<String>,
+    /// What it cost: every attempt and fallback that billed, by provider (set by `Providers::chat`).
+    pub cost: super::Cost,
     /// Tools the model asked for in this round; handled inside `providers`, empty in an answer.
     pub(crate) tool_calls: Vec<ToolCall>,
 }

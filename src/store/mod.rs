@@ -12,6 +12,7 @@ mod postgres;
 mod records;
 mod replicas;
 pub mod shared_slots;
+mod spend;
 mod sqlite;
 mod users;
 mod writer;
@@ -29,6 +30,7 @@ pub use records::{
     ThreadRow, TransportKind,
 };
 pub use replicas::this_host;
+pub use spend::{DailySpend, UsageBy, UsageRow, day_name, day_of};
 pub use users::{Revoked, UserRow};
 use writer::{Queued, WriteFailure, WriteOp, Writer};
 
@@ -500,7 +502,7 @@ const COLUMNS: &str = "id, session_id, client_name, client_version, transport, t
     received_at_ms, started_at_ms, finished_at_ms, deadline_at_ms, duration_ms, provider, model, \
     tokens_in, tokens_out, attempts, progress_count, last_progress, error_kind, error_message, \
     result, is_error, delivery, owner_pid, reasoning_tokens, time_to_first_token_ms, reasoning, task, \
-    cached_tokens, finish_reason, replica, cancel_requested, user_name";
+    cached_tokens, finish_reason, replica, cancel_requested, user_name, cost_usd_micros";
 
 /// Synchronous access for start-up, maintenance and the CLI (never on an async task).
 pub struct StoreReader {
@@ -812,6 +814,7 @@ fn call_from(r: &dyn Columns) -> Result<CallRow, BackendError> {
         replica: r.text(32)?,
         cancel_requested: r.text(33)?,
         user_name: r.text(34)?,
+        cost_usd_micros: r.int(35)?,
     })
 }
 

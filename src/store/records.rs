@@ -231,6 +231,10 @@ pub struct FinishedCall {
     /// The result as the client sees it (JSON), size-capped.
     pub result: Option<String>,
     pub is_error: bool,
+    /// What the call cost in micro-dollars; `None`: unknown (a model without a price answered).
+    pub cost_usd_micros: Option<i64>,
+    /// What each provider billed, in micro-dollars (`None`: unknown), added to the day's totals.
+    pub spend: Vec<(String, Option<i64>)>,
 }
 
 /// One row of the `calls` table, as read back.
@@ -278,6 +282,9 @@ pub struct CallRow {
     pub cancel_requested: Option<String>,
     /// The user who made the call; `None` for the machine's owner.
     pub user_name: Option<String>,
+    /// What the call cost in micro-dollars; `None`: unknown (a model without a price answered,
+    /// or the call is older than costs).
+    pub cost_usd_micros: Option<i64>,
 }
 
 impl CallRow {

@@ -213,7 +213,8 @@ fn apply(
                  tokens_in = ?7, tokens_out = ?8, attempts = ?9, progress_count = ?10, \
                  last_progress = ?11, error_kind = ?12, error_message = ?13, result = ?14, \
                  is_error = ?15, reasoning_tokens = ?16, time_to_first_token_ms = ?17, \
-                 reasoning = ?18, cached_tokens = ?19, finish_reason = ?20 WHERE id = ?1",
+                 reasoning = ?18, cached_tokens = ?19, finish_reason = ?20, cost_usd_micros = ?21 \
+                 WHERE id = ?1",
                 &[
                     Text(Some(id)),
                     Text(Some(done.state.unwrap_or(CallState::Failed).as_str())),
@@ -235,6 +236,7 @@ fn apply(
                     text(&done.reasoning),
                     Int(done.cached_tokens),
                     text(&done.finish_reason),
+                    Int(done.cost_usd_micros),
                 ],
             )?;
             if updated == 0 {
@@ -242,6 +244,7 @@ fn apply(
                     "no record of call {id} to finish (its first write was lost)"
                 ))));
             }
+            add_to_daily_spend(conn, id, done)?;
         }
         WriteOp::Barrier => {}
         WriteOp::SaveThread(t) => {
@@ -278,6 +281,34 @@ fn apply(
         }
     }
     Ok(Ok(()))
+}
+
+/// Adds what a call's providers billed to the running totals of the day it finished (per
+/// provider and user, `''` for the owner), in the transaction of its end: the budgets read these.
+fn add_to_daily_spend(
+    conn: &mut dyn StoreConnection,
+    id: &str,
+    done: &FinishedCall,
+) -> Result<(), super::BackendError> {
+    let day = super::day_of(done.finished_at_ms);
+    for (provider, micros) in &done.spend {
+        conn.execute(
+            "INSERT INTO spend_by_day (day, provider, user_name, cost_usd_micros, unpriced_calls) \
+             SELECT CAST(?1 AS BIGINT), CAST(?2 AS TEXT), COALESCE(user_name, ''), \
+             CAST(?3 AS BIGINT), CAST(?4 AS BIGINT) FROM calls WHERE id = ?5 \
+             ON CONFLICT (day, provider, user_name) DO UPDATE SET \
+             cost_usd_micros = spend_by_day.cost_usd_micros + excluded.cost_usd_micros, \
+             unpriced_calls = spend_by_day.unpriced_calls + excluded.unpriced_calls",
+            &[
+                Param::Int(Some(day)),
+                Param::Text(Some(provider)),
+                Param::Int(Some(micros.unwrap_or(0))),
+                Param::Int(Some(i64::from(micros.is_none()))),
+                Param::Text(Some(id)),
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 /// An optional text column's value.

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::consult::{self, Answer, Question};
 use super::{ExaiTool, ToolContext, ToolFuture, definition, parse_arguments};
 use crate::calls::{FailureKind, ToolFailure, Usage};
+use crate::providers::price::usd_json;
 use crate::providers::{Need, Resolved};
 use crate::threads::Turn;
 
@@ -264,6 +265,7 @@ fn plus(sum: Usage, u: Usage) -> Usage {
         cached_tokens: add(sum.cached_tokens, u.cached_tokens),
         time_to_first_token: sum.time_to_first_token.or(u.time_to_first_token),
         attempts: Some(sum.attempts.unwrap_or(0) + u.attempts.unwrap_or(0)),
+        cost: sum.cost.plus(&u.cost),
     }
 }
 
@@ -407,7 +409,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                 answers.push(answer);
             }
             Err(failed) => {
-                spent = plus(spent, failed.usage);
+                spent = plus(spent, failed.usage.clone());
                 verdicts.push(ModelVerdict {
                     model: &target.model.id,
                     provider: target.endpoint.name(),
@@ -494,8 +496,9 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
     }
     let mut all: Vec<&Answer> = answers.clone();
     all.extend(synthesis_answer.as_ref());
-    ctx.call
-        .set_usage(all.iter().map(|a| a.usage()).fold(spent, plus));
+    let usage = all.iter().map(|a| a.usage()).fold(spent, plus);
+    let cost = usage.cost.clone();
+    ctx.call.set_usage(usage);
     let reasoning: Vec<String> = all
         .iter()
         .filter_map(|a| {
@@ -532,11 +535,14 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                      points of agreement and disagreement.",
         notes,
     };
-    let summary = super::tool::to_json("answer", &summary)?;
+    let mut summary = super::tool::to_json("answer", &summary)?;
+    // Last, after what agents have always read first.
+    summary["cost_usd"] = usd_json(cost.micros());
     let mut body = texts.join("\n\n");
     if let Some(s) = &synthesis {
         body.push_str(&format!("\n\n# Synthesis\n\n{s}"));
     }
+    let cost_line = format!("Cost of this consensus: {cost}");
     let turns = vec![
         Turn::asked(
             "consensus",
@@ -551,6 +557,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
             serde_json::to_string_pretty(&summary).unwrap_or_else(|_| summary.to_string()),
         ),
         ContentBlock::text(body),
+        ContentBlock::text(cost_line),
     ]);
     result.content.extend(memory_note.map(ContentBlock::text));
     result.structured_content = Some(summary);

@@ -55,6 +55,7 @@ impl Answer {
             cached_tokens: self.response.cached_tokens,
             time_to_first_token: self.response.time_to_first_token,
             attempts: Some(self.response.attempts),
+            cost: self.response.cost.clone(),
         }
     }
 
@@ -423,6 +424,7 @@ pub async fn ask(
                 reasoning_tokens: failure.spent.reasoning_tokens,
                 cached_tokens: failure.spent.cached_tokens,
                 attempts: Some(failure.attempts),
+                cost: failure.cost,
                 ..Usage::default()
             },
         }),

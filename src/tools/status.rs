@@ -6,7 +6,8 @@ use serde_json::json;
 use super::{
     ExaiTool, NoArguments, ToolContext, ToolFuture, definition, local_read_only, parse_arguments,
 };
-use crate::store::CallFilter;
+use crate::providers::price::{usd, usd_json};
+use crate::store::{CallFilter, day_of, now_ms};
 
 pub struct Status;
 
@@ -44,22 +45,37 @@ impl ExaiTool for Status {
             // A store that cannot be read is a problem to report, not a reason to fail status.
             let mut store_problems = ctx.calls.store().health().problems();
             let only = ctx.call.origin.caller.sees_only().map(str::to_string);
-            let failures = ctx
+            let (failures, spend) = ctx
                 .calls
                 .store()
                 .read(move |store| {
-                    store.list(&CallFilter {
+                    let spend = store.spend_on(day_of(now_ms()))?;
+                    // A user sees what their own calls spent; the owner and admins everyone's.
+                    let spend: Vec<_> = spend
+                        .into_iter()
+                        .filter(|s| only.is_none() || s.user_name == only)
+                        .collect();
+                    let failures = store.list(&CallFilter {
                         failed_only: true,
                         limit: RECENT_FAILURES,
                         user: only,
                         ..Default::default()
-                    })
+                    })?;
+                    Ok((failures, Some(spend)))
                 })
                 .await
                 .unwrap_or_else(|e| {
                     store_problems.push(format!("the call store cannot be read: {e}"));
-                    Vec::new()
+                    (Vec::new(), None)
                 });
+            let spent_today = spend
+                .as_ref()
+                .map(|spend| spend.iter().map(|s| s.cost_usd_micros).sum::<i64>());
+            let unpriced_today = spend
+                .iter()
+                .flatten()
+                .map(|s| s.unpriced_calls)
+                .sum::<i64>();
             let failures: Vec<_> = failures
                 .into_iter()
                 .map(|r| {
@@ -89,6 +105,14 @@ impl ExaiTool for Status {
             });
             if let Some(skew) = &version_skew {
                 text.push_str(&format!("\n  version: {skew}"));
+            }
+            if let Some(micros) = spent_today {
+                text.push_str(&format!("\n  spent today (UTC): {}", usd(Some(micros))));
+                if unpriced_today > 0 {
+                    text.push_str(&format!(
+                        " and {unpriced_today} call(s) of unknown cost (models without a price)"
+                    ));
+                }
             }
             for problem in &store_problems {
                 text.push_str(&format!("\n  store: {problem}"));
@@ -122,6 +146,9 @@ impl ExaiTool for Status {
                 "recent_failures": failures,
                 "store_problems": store_problems,
                 "settings": settings,
+                "spent_today_usd": spent_today.map(|m| usd_json(Some(m))),
+                "spent_today_usd_micros": spent_today,
+                "unpriced_calls_today": unpriced_today,
             }));
             Ok(result)
         })

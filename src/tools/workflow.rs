@@ -746,12 +746,15 @@ async fn ask_expert<W: Workflow>(
     .await
 }
 
-/// A structured answer as the tool's result: pretty JSON first, then `blocks`.
+/// A structured answer as the tool's result: pretty JSON first, then `blocks`; what the step
+/// cost (`cost_usd`, micro-dollars as USD, `null` when unknown) last among its keys.
 fn answer_result(
     answer: &impl Serialize,
+    cost_usd_micros: Option<i64>,
     mut blocks: Vec<ContentBlock>,
 ) -> Result<CallToolResult, ToolFailure> {
-    let answer = super::tool::to_json("answer", &answer)?;
+    let mut answer = super::tool::to_json("answer", &answer)?;
+    answer["cost_usd"] = crate::providers::price::usd_json(cost_usd_micros);
     let text = serde_json::to_string_pretty(&answer).unwrap_or_else(|_| answer.to_string());
     blocks.insert(0, ContentBlock::text(text));
     let mut result = CallToolResult::success(blocks);
@@ -863,6 +866,10 @@ async fn run<W: Workflow>(
                     "Expert analysis ({}):\n\n{}",
                     response.model, response.text
                 )));
+                blocks.push(ContentBlock::text(format!(
+                    "Cost of this step: {}",
+                    response.cost
+                )));
                 turns.push(Turn::answered(
                     W::NAME,
                     response.text.clone(),
@@ -874,7 +881,7 @@ async fn run<W: Workflow>(
     }
     notes.extend(consult::remember(&ctx, &mut thread, turns).await);
     answer.notes = notes;
-    answer_result(&answer, blocks)
+    answer_result(&answer, ctx.call.cost_usd_micros(), blocks)
 }
 
 /// Whether a review ends with the expert (`external`, the default) or without (`internal`).

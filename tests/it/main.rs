@@ -15,6 +15,7 @@ mod arguments_property;
 mod background;
 mod call_path;
 mod conversations;
+mod cost;
 mod daemon;
 mod doctor;
 mod hostile_calls;

@@ -26,7 +26,7 @@ fn parse(body: &str) -> Scrape {
     Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("a Prometheus text exposition")
 }
 
-fn scrape(daemon: &Daemon) -> Scrape {
+pub(crate) fn scrape(daemon: &Daemon) -> Scrape {
     let (status, body) = scrape_raw(daemon, Some(&daemon.token()));
     assert_eq!(status, 200, "{body}");
     parse(&body)
@@ -44,7 +44,7 @@ fn matching<'a>(
 }
 
 /// The sum of the counter or gauge `metric` over the samples matching `labels`.
-fn total(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn total(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
     matching(scrape, metric, labels)
         .map(|s| match &s.value {
             Metric::Counter(v) | Metric::Gauge(v) | Metric::Untyped(v) => *v,

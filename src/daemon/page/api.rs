@@ -171,10 +171,20 @@ pub async fn stats(
     let read = app
         .calls
         .store()
-        .read(move |r| r.figures_since(since, user.as_deref(), MOST_CHARTED))
+        .read(move |r| {
+            let calls = r.figures_since(since, user.as_deref(), MOST_CHARTED)?;
+            // Today's spend (UTC): a user's own, the owner's and admins' everyone's.
+            let spent_today: i64 = r
+                .spend_on(crate::store::day_of(now))?
+                .iter()
+                .filter(|s| user.is_none() || s.user_name == user)
+                .map(|s| s.cost_usd_micros)
+                .sum();
+            Ok::<_, crate::store::StoreError>((calls, spent_today))
+        })
         .await;
-    let calls = match read {
-        Ok(calls) => calls,
+    let (calls, spent_today) = match read {
+        Ok(read) => read,
         Err(error) => return store_failed(error),
     };
     let providers = app.settings().providers.clone();
@@ -188,6 +198,7 @@ pub async fn stats(
         "figures": stats::figures(&calls, window, now),
         "in_flight": app.calls.in_flight_for(&caller).len(),
         "queues": queues,
+        "spent_today_usd_micros": spent_today,
     }))
     .into_response()
 }

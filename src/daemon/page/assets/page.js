@@ -2,8 +2,8 @@
 // call's record, per-model charts drawn as small SVG, provider queues. No framework, no build.
 "use strict";
 
-// The record field that holds a call's cost in US dollars, when the record has one.
-const COST_FIELD = "cost_usd";
+// The record field that holds a call's cost in millionths of a US dollar (absent: unknown).
+const COST_FIELD = "cost_usd_micros";
 const SVG = "http://www.w3.org/2000/svg";
 
 const state = {
@@ -75,9 +75,14 @@ function when(ms) {
   return new Date(ms).toLocaleString();
 }
 
+function dollars(micros) {
+  const usd = micros / 1e6;
+  return "$" + usd.toFixed(usd < 1 ? 4 : 2);
+}
+
 function cost(record) {
-  const value = record[COST_FIELD];
-  return typeof value === "number" ? "$" + value.toFixed(value < 1 ? 4 : 2) : "–";
+  const micros = record[COST_FIELD];
+  return typeof micros === "number" ? dollars(micros) : "–";
 }
 
 function outcomeBadge(word) {
@@ -405,7 +410,8 @@ async function loadStats() {
   barChart($("#chart-tokens"), models, (m) => [m.tokens_out, m.tokens_in], ([out, inp]) => shortCount(inp) + " / " + shortCount(out));
   const calls = models.reduce((n, m) => n + m.calls, 0);
   const tokens = models.reduce((n, m) => n + m.tokens_in + m.tokens_out, 0);
-  $("#summary").textContent = `${answer.in_flight} in flight · ${calls} calls and ${shortCount(tokens)} tokens in the last ${state.window}`;
+  const spent = typeof answer.spent_today_usd_micros === "number" ? ` · ${dollars(answer.spent_today_usd_micros)} spent today (UTC)` : "";
+  $("#summary").textContent = `${answer.in_flight} in flight · ${calls} calls and ${shortCount(tokens)} tokens in the last ${state.window}${spent}`;
   renderQueues(answer.queues);
 }
 
