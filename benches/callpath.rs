@@ -18,6 +18,8 @@ mod measure;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -32,11 +34,14 @@ const IN_FLIGHT_FOR_LIST: usize = 1000;
 const LIST_SAMPLES: usize = 200;
 const SPAWN_SAMPLES: usize = 20;
 
-/// Prometheus as it would run beside exai: `/metrics` scraped every second (with the token)
-/// until dropped; counts the scrapes.
+/// Who watches exai while it works, as a person would run them beside it: Prometheus scraping
+/// `/metrics` every second and a live page holding `/api/events` open (both with the token),
+/// until stopped; counts the scrapes and the page's events.
 struct Scraper {
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<usize>>,
+    page_open: Arc<AtomicBool>,
+    page: Option<std::thread::JoinHandle<usize>>,
 }
 
 impl Scraper {
@@ -44,11 +49,12 @@ impl Scraper {
         let url = format!("http://{}/metrics", daemon.addr);
         let bearer = format!("Bearer {}", daemon.token());
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let scraping = bearer.clone();
         let thread = std::thread::spawn(move || {
             let mut scrapes = 0;
             loop {
                 let (status, body) =
-                    http_request("GET", &url, &[("Authorization", bearer.as_str())], "");
+                    http_request("GET", &url, &[("Authorization", scraping.as_str())], "");
                 assert_eq!(status, 200, "{body}");
                 scrapes += 1;
                 match stopped.recv_timeout(Duration::from_secs(1)) {
@@ -57,26 +63,74 @@ impl Scraper {
                 }
             }
         });
+        let page_open = Arc::new(AtomicBool::new(true));
+        let page = watch_page(daemon.addr.to_string(), bearer, page_open.clone());
         Self {
             stop: Some(stop),
             thread: Some(thread),
+            page_open,
+            page: Some(page),
         }
     }
 
-    /// Stops scraping; how many scrapes were made.
-    fn stop(mut self) -> usize {
+    /// Stops watching: (scrapes made, events the page received).
+    fn stop(mut self) -> (usize, usize) {
         drop(self.stop.take());
-        self.thread.take().map_or(0, |t| t.join().unwrap())
+        self.page_open.store(false, Ordering::SeqCst);
+        (
+            self.thread.take().map_or(0, |t| t.join().unwrap()),
+            self.page.take().map_or(0, |t| t.join().unwrap()),
+        )
     }
 }
 
 impl Drop for Scraper {
     fn drop(&mut self) {
         drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
+        self.page_open.store(false, Ordering::SeqCst);
+        for thread in [self.thread.take(), self.page.take()].into_iter().flatten() {
             let _ = thread.join();
         }
     }
+}
+
+/// The live page's feed held open and read until `open` turns false; how many events came.
+fn watch_page(
+    addr: String,
+    bearer: String,
+    open: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    use std::io::Read;
+    std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {bearer}\r\n\
+             Accept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
+        let (mut events, mut buffer) = (0, [0u8; 16 * 1024]);
+        while open.load(Ordering::SeqCst) {
+            match stream.read(&mut buffer) {
+                Ok(0) => panic!("the live page's feed closed during the run"),
+                Ok(n) => {
+                    events += String::from_utf8_lossy(&buffer[..n])
+                        .matches("\nevent:")
+                        .count()
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("the live page's feed failed: {e}"),
+            }
+        }
+        events
+    })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +145,7 @@ async fn main() {
     let mut report = Report(Vec::new());
     println!(
         "exai call-path benchmark (release build, logging on, fake provider on 127.0.0.1, \
-         /metrics scraped every second)\n"
+         /metrics scraped every second, a live page's feed open)\n"
     );
 
     std::thread::sleep(Duration::from_millis(300));
@@ -252,7 +306,7 @@ async fn main() {
     // 3. tools/list while 1,000 calls are in flight, on a fresh daemon so that its RSS
     // is that of the calls, not the high-water mark of the phases above.
     client.cancel().await.unwrap();
-    let mut scrapes = scraper.stop();
+    let (mut scrapes, mut page_events) = scraper.stop();
     drop(daemon);
     let daemon = Daemon::start(
         &fake,
@@ -346,10 +400,17 @@ async fn main() {
         "<= 10 MB",
     );
 
-    scrapes += scraper.stop();
+    let (more_scrapes, more_events) = scraper.stop();
+    scrapes += more_scrapes;
+    page_events += more_events;
     report.add(
         "/metrics scrapes during the run (one a second)",
         scrapes.to_string(),
+        "-",
+    );
+    report.add(
+        "live page feed events received during the run",
+        page_events.to_string(),
         "-",
     );
 
