@@ -109,7 +109,23 @@ fn mcp_service(
     )
 }
 
-async fn healthz(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+async fn healthz(
+    State(app): State<Arc<App>>,
+    listener: Option<axum::Extension<super::auth::Listener>>,
+) -> Json<serde_json::Value> {
+    // `/healthz` takes no token: which sessions run on their own settings, the variables they set
+    // and a reload's error are said only over the home's own socket (`exai status`); over TCP,
+    // only whether there is something to look at.
+    let settings = app.health.settings_report();
+    let settings = match listener {
+        Some(axum::Extension(super::auth::Listener::Socket)) => settings,
+        _ => json!({
+            "generation": settings["generation"],
+            "problem": !settings["problem"].is_null(),
+            "needs_restart": settings["needs_restart"].as_array().map_or(0, Vec::len),
+            "sessions_with_own_settings": settings["sessions_with_own_settings"].as_array().map_or(0, Vec::len),
+        }),
+    };
     let store = app.calls.store();
     Json(json!({
         "status": "ok",
@@ -126,7 +142,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
             "queue": store.queue_depth(),
             "problems": store.health().problems(),
         },
-        "settings": app.health.settings_report(),
+        "settings": settings,
     }))
 }
 
