@@ -105,7 +105,8 @@ impl App {
                 config.daily_budget,
                 config.provider_daily_budget.clone(),
                 spend.clone(),
-            );
+            )
+            .with_per_user(config.user_daily_budget.clone());
             providers(config, catalog_of(config), shared_slots.as_ref(), previous)
                 .with_budgets(budgets)
         });

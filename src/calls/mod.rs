@@ -306,6 +306,7 @@ impl Calls {
                 Some(record)
             }
         };
+        let progress = Progress::new(tool).of_user(origin.caller.user_name());
         let call = Arc::new(LiveCall {
             id: id.clone(),
             tool: tool.to_string(),
@@ -314,7 +315,7 @@ impl Calls {
             received_at_ms,
             deadline: received_at + budget,
             budget,
-            progress: Progress::new(tool),
+            progress,
             dedupe_key,
             cancel: CancellationToken::new(),
             cancel_reason: Mutex::new(None),

@@ -108,6 +108,8 @@ pub struct Progress {
     sent: Mutex<(i64, Option<String>)>,
     /// The stages entered so far (the page's progress history).
     stages: Mutex<Vec<StageSeen>>,
+    /// The person whose call it is (`None`: the owner).
+    user: Option<String>,
 }
 
 impl Progress {
@@ -116,7 +118,14 @@ impl Progress {
             tx: watch::Sender::new(Snapshot::new(tool)),
             sent: Mutex::new((0, None)),
             stages: Mutex::new(Vec::new()),
+            user: None,
         }
+    }
+
+    /// The progress of `user`'s call (their daily budget applies to its requests).
+    pub fn of_user(mut self, user: Option<&str>) -> Self {
+        self.user = user.map(str::to_string);
+        self
     }
 
     /// The stages entered so far, oldest first (the first [`MOST_STAGES_KEPT`]).
@@ -188,6 +197,9 @@ impl Progress {
 }
 
 impl CallObserver for Progress {
+    fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
     fn stage(&self, stage: String) {
         self.set_stage(stage);
     }

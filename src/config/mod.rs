@@ -220,6 +220,8 @@ pub struct Config {
     pub daily_budget: Option<i64>,
     /// Micro-dollars each provider's requests may spend a UTC day (`EXAI_PROVIDER_DAILY_BUDGET_USD`).
     pub provider_daily_budget: HashMap<String, i64>,
+    /// `EXAI_USER_DAILY_BUDGET_USD`: micro-dollars a UTC day per person (`*`: everyone not named).
+    pub user_daily_budget: HashMap<String, i64>,
     /// How long a provider connection may take to open.
     pub provider_connect_timeout: Duration,
     /// How long a provider may stay silent (before headers or between stream events).
@@ -509,6 +511,7 @@ impl Config {
             .transpose()?;
         let provider_daily_budget =
             provider_daily_budget(env.get(s::PROVIDER_DAILY_BUDGET.var), &endpoints)?;
+        let user_daily_budget = user_daily_budget(env.get(s::USER_DAILY_BUDGET.var))?;
         Ok(Config {
             home,
             listen,
@@ -536,6 +539,7 @@ impl Config {
             shared_concurrency,
             daily_budget,
             provider_daily_budget,
+            user_daily_budget,
             default_model: env.get(s::DEFAULT_MODEL.var),
             fallback_models: env.list(s::FALLBACK_MODELS.var).unwrap_or_default(),
             retry,
@@ -1047,6 +1051,16 @@ fn provider_daily_budget(
         Ok((name.to_string(), amount))
     })
     .map_err(|e| e.expecting("provider=dollars"))
+}
+
+/// `EXAI_USER_DAILY_BUDGET_USD`: name=dollars pairs, `*` for every person not named.
+fn user_daily_budget(text: Option<String>) -> Result<HashMap<String, i64>, ConfigError> {
+    let var = s::USER_DAILY_BUDGET.var;
+    named_values(var, text, |name, amount| {
+        let amount = dollars(var, amount).map_err(|_| DOLLARS.to_string())?;
+        Ok((name.to_string(), amount))
+    })
+    .map_err(|e| e.expecting("name=dollars"))
 }
 
 fn sorted_names<'a>(names: impl Iterator<Item = &'a String>) -> String {

@@ -447,6 +447,17 @@ settings! {
             |m| crate::providers::price::usd(Some(m)),
         )),
     }
+    USER_DAILY_BUDGET {
+        var: "EXAI_USER_DAILY_BUDGET_USD",
+        file_key: Some("user_daily_budget_usd"),
+        kind: Kind::DollarsByName,
+        scope: Scope::Daemon,
+        doc: "US dollars a UTC day each person's calls may spend on a shared exai (name=dollars, * for every other person; the owner's token has none), refused as EXAI_DAILY_BUDGET_USD's",
+        shown: |c| Some(sorted_pairs(
+            c.user_daily_budget.iter().map(|(p, m)| (p.clone(), *m)),
+            |m| crate::providers::price::usd(Some(m)),
+        )),
+    }
     CUSTOM_API_URL {
         var: "CUSTOM_API_URL",
         file_key: None,

@@ -1,4 +1,5 @@
-//! Daily budgets (`EXAI_DAILY_BUDGET_USD` overall, `EXAI_PROVIDER_DAILY_BUDGET_USD` per provider):
+//! Daily budgets (`EXAI_DAILY_BUDGET_USD` overall, `EXAI_PROVIDER_DAILY_BUDGET_USD` per provider,
+//! `EXAI_USER_DAILY_BUDGET_USD` per person on a shared exai):
 //! a provider request that would start once today's spend (UTC) has reached a budget is refused
 //! before it is sent. Today's spend is the store's running total for the day, which every replica
 //! sharing the store adds to, read by key: the check costs one indexed read, and none at all
@@ -19,6 +20,8 @@ pub struct Budgets {
     overall: Option<i64>,
     /// Micro-dollars a day per provider.
     per_provider: HashMap<String, i64>,
+    /// Micro-dollars a day per person (`*`: every person not named).
+    per_user: HashMap<String, i64>,
     store: Option<Store>,
 }
 
@@ -46,17 +49,36 @@ impl Budgets {
         Self {
             overall,
             per_provider,
+            per_user: HashMap::new(),
             store: Some(store),
         }
     }
 
-    fn binds(&self, provider: &str) -> bool {
-        self.overall.is_some() || self.per_provider.contains_key(provider)
+    /// These budgets, and `per_user` (micro-dollars) for each person's own calls.
+    pub fn with_per_user(mut self, per_user: HashMap<String, i64>) -> Self {
+        self.per_user = per_user;
+        self
     }
 
-    /// Whether a request to `provider` may start now; the budget it would go past if not.
-    pub async fn check(&self, provider: &str) -> Result<(), OverBudget> {
-        let Some(store) = self.store.as_ref().filter(|_| self.binds(provider)) else {
+    /// The daily budget of `user` (none for the owner, who has no name).
+    fn of_user(&self, user: Option<&str>) -> Option<i64> {
+        let user = user?;
+        self.per_user
+            .get(user)
+            .or_else(|| self.per_user.get("*"))
+            .copied()
+    }
+
+    fn binds(&self, provider: &str, user: Option<&str>) -> bool {
+        self.overall.is_some()
+            || self.per_provider.contains_key(provider)
+            || self.of_user(user).is_some()
+    }
+
+    /// Whether a request of `user`'s call to `provider` may start now; the budget it would go
+    /// past if not.
+    pub async fn check(&self, provider: &str, user: Option<&str>) -> Result<(), OverBudget> {
+        let Some(store) = self.store.as_ref().filter(|_| self.binds(provider, user)) else {
             return Ok(());
         };
         let today = day_of(now_ms());
@@ -69,10 +91,16 @@ impl Budgets {
                 return Ok(());
             }
         };
-        self.judge(provider, &spend, today)
+        self.judge(provider, user, &spend, today)
     }
 
-    fn judge(&self, provider: &str, spend: &[DailySpend], today: i64) -> Result<(), OverBudget> {
+    fn judge(
+        &self,
+        provider: &str,
+        user: Option<&str>,
+        spend: &[DailySpend],
+        today: i64,
+    ) -> Result<(), OverBudget> {
         let resets_at_ms = (today + 1) * DAY_MS;
         let over = |scope: String, setting, budget: i64, spent: i64| {
             (spent >= budget).then_some(OverBudget {
@@ -102,6 +130,18 @@ impl Budgets {
                 return Err(refusal);
             }
         }
+        if let (Some(budget), Some(name)) = (self.of_user(user), user) {
+            // Every replica on the store adds to the same per-user totals.
+            let spent = spend
+                .iter()
+                .filter(|s| s.user_name.as_deref() == Some(name))
+                .map(|s| s.cost_usd_micros)
+                .sum();
+            let scope = format!("{name}'s");
+            if let Some(refusal) = over(scope, "EXAI_USER_DAILY_BUDGET_USD", budget, spent) {
+                return Err(refusal);
+            }
+        }
         Ok(())
     }
 }
@@ -128,9 +168,13 @@ mod tests {
     use super::*;
 
     fn spent(provider: &str, micros: i64) -> DailySpend {
+        spent_by(provider, None, micros)
+    }
+
+    fn spent_by(provider: &str, user: Option<&str>, micros: i64) -> DailySpend {
         DailySpend {
             provider: provider.into(),
-            user_name: None,
+            user_name: user.map(str::to_string),
             cost_usd_micros: micros,
             unpriced_calls: 0,
         }
@@ -141,13 +185,14 @@ mod tests {
         let budgets = Budgets {
             overall: Some(5_000_000),
             per_provider: [("glm".to_string(), 1_000_000)].into(),
+            per_user: HashMap::new(),
             store: None,
         };
         let today = 20_000;
         let spend = [spent("glm", 999_999), spent("kimi", 3_000_000)];
-        assert!(budgets.judge("glm", &spend, today).is_ok());
+        assert!(budgets.judge("glm", None, &spend, today).is_ok());
         let spend = [spent("glm", 1_000_000), spent("kimi", 3_000_000)];
-        let refused = budgets.judge("glm", &spend, today).unwrap_err();
+        let refused = budgets.judge("glm", None, &spend, today).unwrap_err();
         assert_eq!(refused.resets_at_ms, 20_001 * DAY_MS);
         let message = refused.to_string();
         assert!(
@@ -158,14 +203,47 @@ mod tests {
             message.contains("resets at 2024-10-05 00:00 UTC"),
             "{message}"
         );
-        assert!(budgets.judge("kimi", &spend, today).is_ok());
+        assert!(budgets.judge("kimi", None, &spend, today).is_ok());
         let spend = [spent("glm", 900_000), spent("kimi", 4_100_000)];
-        let overall = budgets.judge("kimi", &spend, today).unwrap_err();
+        let overall = budgets.judge("kimi", None, &spend, today).unwrap_err();
         assert!(
             overall
                 .to_string()
                 .starts_with("the overall daily budget of $5.000000"),
             "{overall}"
         );
+    }
+
+    #[test]
+    fn a_person_past_their_budget_is_refused_and_others_are_not() {
+        let budgets = Budgets {
+            overall: None,
+            per_provider: HashMap::new(),
+            per_user: [("ada".to_string(), 2_000_000), ("*".to_string(), 500_000)].into(),
+            store: None,
+        };
+        let today = 20_000;
+        let spend = [
+            spent_by("glm", Some("ada"), 1_500_000),
+            spent_by("kimi", Some("ada"), 600_000),
+            spent_by("glm", Some("bob"), 400_000),
+            spent_by("glm", None, 9_000_000),
+        ];
+        // Ada's own spend across providers counts: $2.10 of her $2.
+        let refused = budgets
+            .judge("glm", Some("ada"), &spend, today)
+            .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .starts_with("ada's daily budget of $2.000000 is spent: $2.100000 spent today"),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("EXAI_USER_DAILY_BUDGET_USD"));
+        // Bob falls under `*` and is within it; the owner has no personal budget.
+        assert!(budgets.judge("glm", Some("bob"), &spend, today).is_ok());
+        assert!(budgets.judge("glm", None, &spend, today).is_ok());
+        let spend = [spent_by("glm", Some("bob"), 500_000)];
+        assert!(budgets.judge("kimi", Some("bob"), &spend, today).is_err());
     }
 }

@@ -43,7 +43,11 @@ impl Providers {
                 continue;
             }
             // Refused before any request: a fallback on another provider may be within its budget.
-            if let Err(over) = self.budgets.check(target.endpoint.name()).await {
+            if let Err(over) = self
+                .budgets
+                .check(target.endpoint.name(), observer.user())
+                .await
+            {
                 tracing::warn!(provider = target.endpoint.name(), model = %target.model.id, %over,
                     "request refused: daily budget spent");
                 last = Some(ProviderError::OverBudget(over));

@@ -13,4 +13,8 @@ pub trait CallObserver: Send + Sync {
     }
     /// More output arrived (`reasoning` for thinking tokens).
     fn tokens(&self, count: u64, reasoning: bool);
+    /// The person whose call this is (`None`: the owner), for their daily budget.
+    fn user(&self) -> Option<&str> {
+        None
+    }
 }

@@ -301,3 +301,49 @@ async fn a_call_past_a_daily_budget_is_refused_before_any_provider_request() {
     assert!(config.contains("custom=$0.003000"), "{config}");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_person_keeps_to_their_own_daily_budget() {
+    let fake = Fake::start();
+    let home = temp_home();
+    let models = models_file(&home);
+    // Ada may spend $0.003 a day, everyone else $1; the owner's token has no personal budget.
+    let daemon = Daemon::start_in(
+        home.clone(),
+        "127.0.0.1:0",
+        &fake,
+        &[
+            ("EXAI_MODELS_FILE", &models),
+            ("EXAI_USER_DAILY_BUDGET_USD", "ada=0.003,*=1"),
+        ],
+    );
+    let ada = crate::users::add_user(&home, "ada", false);
+    let bob = crate::users::add_user(&home, "bob", false);
+    let mut as_ada = crate::users::WsClient::connect(&daemon, &ada).await;
+    let mut as_bob = crate::users::WsClient::connect(&daemon, &bob).await;
+    let ask = |prompt: &str| json!({"prompt": prompt, "model": SMALL});
+
+    // Below her budget when it starts: it runs, and goes past it.
+    let first = as_ada.chat(ask("one")).await;
+    assert_ne!(first["isError"], true, "{first}");
+    let asked = requests(&fake);
+    let refused = as_ada.chat(ask("two")).await;
+    assert_eq!(refused["isError"], true, "{refused}");
+    let message = refused["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("ada's daily budget of $0.003000 is spent: $0.003372 spent today (UTC)")
+            && message.contains("EXAI_USER_DAILY_BUDGET_USD"),
+        "{message}"
+    );
+    assert_eq!(requests(&fake), asked, "no request reached the provider");
+    let record = daemon.final_record(&crate::users::call_id(&refused));
+    assert_eq!(record.error_kind.as_deref(), Some("budget_exceeded"));
+    assert_eq!(record.user_name.as_deref(), Some("ada"));
+
+    // Bob's own budget is untouched by Ada's spend, and so is the owner's.
+    let bobs = as_bob.chat(ask("three")).await;
+    assert_ne!(bobs["isError"], true, "{bobs}");
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let owners = client.call_tool(chat("four", SMALL)).await.unwrap();
+    assert_eq!(owners.is_error, Some(false), "{}", all_text_of(&owners));
+}
