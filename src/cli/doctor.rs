@@ -231,10 +231,7 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
     }
     let info = DaemonInfo::read(config);
     let health = control::health_within(config, DAEMON_WAIT).await;
-    let daemon_version = info
-        .as_ref()
-        .map(|i| i.version.clone())
-        .or_else(|| health.as_ref()?["version"].as_str().map(str::to_string));
+    let daemon_version = control::running_version(info.as_ref(), health.as_ref());
     let pid = info.as_ref().map_or("?".to_string(), |i| i.pid.to_string());
     let in_flight = health.as_ref().and_then(|h| h["calls_in_flight"].as_u64());
     let version = version_check(&binary, daemon_version.as_deref(), in_flight);

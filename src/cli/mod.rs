@@ -280,17 +280,13 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
                 limit: 50,
                 ..Default::default()
             })?;
-            let today = store.spend_on(crate::store::day_of(now_ms()))?;
+            let today = store.spend_today_seen_by(None)?;
             Ok((failures, running, Some(today), None))
         })
         .await
         .map_err(std::io::Error::other)??;
-    let spent_today = today.map(|spend| spend.iter().map(|s| s.cost_usd_micros).sum::<i64>());
-    // The version the shims compare with (daemon.json), else what the daemon answered.
-    let daemon_version = info
-        .as_ref()
-        .map(|i| i.version.clone())
-        .or_else(|| health.as_ref()?["version"].as_str().map(str::to_string))
+    let spent_today = today.map(|spend| crate::store::spend_totals(&spend).0);
+    let daemon_version = crate::daemon::control::running_version(info.as_ref(), health.as_ref())
         .filter(|_| health.is_some());
     let version_skew = daemon_version.as_deref().and_then(|daemon| {
         crate::daemon::control::version_skew(crate::VERSION, daemon)

@@ -129,6 +129,16 @@ pub fn healthz_url(url: &str) -> Option<reqwest::Url> {
     Some(parsed)
 }
 
+/// The version of the running daemon: what `daemon.json` says (what shims compare with), else
+/// what it answered at `/healthz`.
+pub fn running_version(
+    info: Option<&super::DaemonInfo>,
+    health: Option<&serde_json::Value>,
+) -> Option<String> {
+    info.map(|i| i.version.clone())
+        .or_else(|| health?["version"].as_str().map(str::to_string))
+}
+
 /// What to say when this exai (`ours`: a binary, or a client's shim) and the daemon (`daemon`)
 /// are different versions; `None` when they are the same. [`RESTART_ADVICE`] says what to do.
 pub fn version_skew(ours: &str, daemon: &str) -> Option<String> {

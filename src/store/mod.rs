@@ -30,7 +30,7 @@ pub use records::{
     ThreadRow, TransportKind,
 };
 pub use replicas::this_host;
-pub use spend::{DailySpend, UsageBy, UsageRow, day_name, day_of};
+pub use spend::{DailySpend, UsageBy, UsageRow, day_name, day_of, spend_totals};
 pub use users::{Revoked, UserRow};
 use writer::{Queued, WriteFailure, WriteOp, Writer};
 

@@ -105,7 +105,24 @@ pub fn day_name(day: i64) -> String {
         .unwrap_or_else(|| day.to_string())
 }
 
+/// The sums of some running totals: (micro-dollars spent, calls of unknown cost).
+pub fn spend_totals(spend: &[DailySpend]) -> (i64, i64) {
+    spend.iter().fold((0, 0), |(micros, unpriced), s| {
+        (micros + s.cost_usd_micros, unpriced + s.unpriced_calls)
+    })
+}
+
 impl StoreReader {
+    /// Today's (UTC) running totals of the calls `only` may see: a user's own, or everyone's
+    /// (`None`: the owner and admins).
+    pub fn spend_today_seen_by(&self, only: Option<&str>) -> Result<Vec<DailySpend>, StoreError> {
+        let spend = self.spend_on(day_of(super::now_ms()))?;
+        Ok(spend
+            .into_iter()
+            .filter(|s| only.is_none() || s.user_name.as_deref() == only)
+            .collect())
+    }
+
     /// Every running total of `day` (one per provider and user that spent).
     pub fn spend_on(&self, day: i64) -> Result<Vec<DailySpend>, StoreError> {
         self.rows(

@@ -7,7 +7,7 @@ use super::{
     ExaiTool, NoArguments, ToolContext, ToolFuture, definition, local_read_only, parse_arguments,
 };
 use crate::providers::price::{usd, usd_json};
-use crate::store::{CallFilter, day_of, now_ms};
+use crate::store::{CallFilter, spend_totals};
 
 pub struct Status;
 
@@ -49,12 +49,8 @@ impl ExaiTool for Status {
                 .calls
                 .store()
                 .read(move |store| {
-                    let spend = store.spend_on(day_of(now_ms()))?;
                     // A user sees what their own calls spent; the owner and admins everyone's.
-                    let spend: Vec<_> = spend
-                        .into_iter()
-                        .filter(|s| only.is_none() || s.user_name == only)
-                        .collect();
+                    let spend = store.spend_today_seen_by(only.as_deref())?;
                     let failures = store.list(&CallFilter {
                         failed_only: true,
                         limit: RECENT_FAILURES,
@@ -68,14 +64,9 @@ impl ExaiTool for Status {
                     store_problems.push(format!("the call store cannot be read: {e}"));
                     (Vec::new(), None)
                 });
-            let spent_today = spend
-                .as_ref()
-                .map(|spend| spend.iter().map(|s| s.cost_usd_micros).sum::<i64>());
-            let unpriced_today = spend
-                .iter()
-                .flatten()
-                .map(|s| s.unpriced_calls)
-                .sum::<i64>();
+            let totals = spend.as_deref().map(spend_totals);
+            let spent_today = totals.map(|(micros, _)| micros);
+            let unpriced_today = totals.map_or(0, |(_, unpriced)| unpriced);
             let failures: Vec<_> = failures
                 .into_iter()
                 .map(|r| {

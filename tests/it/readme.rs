@@ -17,6 +17,7 @@
 
 use crate::common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -141,10 +142,7 @@ impl Sandbox {
             "#!/bin/sh\ncase \"$1\" in\n  build|install) echo \"(walk-through: the suite built it already: cargo $*)\" ;;\n  *) echo \"the walk-through does not expect cargo $*\" >&2; exit 1 ;;\nesac\n",
         )
         .unwrap();
-        std::process::Command::new("chmod")
-            .args(["755", &stand_in.display().to_string()])
-            .status()
-            .unwrap();
+        std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
         Self {
             root,
             home,

@@ -174,12 +174,8 @@ pub async fn stats(
         .read(move |r| {
             let calls = r.figures_since(since, user.as_deref(), MOST_CHARTED)?;
             // Today's spend (UTC): a user's own, the owner's and admins' everyone's.
-            let spent_today: i64 = r
-                .spend_on(crate::store::day_of(now))?
-                .iter()
-                .filter(|s| user.is_none() || s.user_name == user)
-                .map(|s| s.cost_usd_micros)
-                .sum();
+            let (spent_today, _) =
+                crate::store::spend_totals(&r.spend_today_seen_by(user.as_deref())?);
             Ok::<_, crate::store::StoreError>((calls, spent_today))
         })
         .await;
