@@ -276,6 +276,9 @@ mod tests {
             ("GLM_API_KEY", "k"),
             ("DEFAULT_MODEL", "m"),
             ("EXAI_SHUTDOWN_GRACE_S", "3"),
+            // A client cannot raise the budgets its calls are held to.
+            ("EXAI_DAILY_BUDGET_USD", "1000"),
+            ("EXAI_USER_DAILY_BUDGET_USD", "*=1000"),
             ("UNRELATED", "u"),
         ]
         .into_iter()
