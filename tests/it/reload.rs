@@ -418,3 +418,20 @@ async fn an_autostarted_daemon_takes_no_client_s_provider_settings_as_its_own() 
     stop_started_daemon(&home);
     assert_eq!(logged(&home, KEY), 0);
 }
+
+#[test]
+fn only_the_owner_may_reload_the_daemon() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let ada = crate::users::add_user(home_of(&daemon), "ada", false);
+    let url = format!("http://{}/reload", daemon.addr);
+    let as_ada = format!("Bearer {ada}");
+    let (status, body) = http_request("POST", &url, &[("Authorization", as_ada.as_str())], "");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("only the owner"), "{body}");
+    let (status, body) = http_request("POST", &url, &[], "");
+    assert_eq!(status, 401, "{body}");
+    let as_owner = format!("Bearer {}", daemon.token());
+    let (status, body) = http_request("POST", &url, &[("Authorization", as_owner.as_str())], "");
+    assert_eq!(status, 200, "{body}");
+}
