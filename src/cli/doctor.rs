@@ -229,8 +229,8 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
         };
         return vec![Check::ok("version", binary), daemon];
     }
+    let health = answer_of_starting_daemon(config, scene.timeout).await;
     let info = DaemonInfo::read(config);
-    let health = control::health_within(config, DAEMON_WAIT).await;
     let daemon_version = control::running_version(info.as_ref(), health.as_ref());
     let pid = info.as_ref().map_or("?".to_string(), |i| i.pid.to_string());
     let in_flight = health.as_ref().and_then(|h| h["calls_in_flight"].as_u64());
@@ -251,12 +251,28 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
                 "a daemon (pid {pid}) holds {} but does not answer on {} within {} s",
                 config.lock_path().display(),
                 config.socket_path().display(),
-                DAEMON_WAIT.as_secs()
+                scene.timeout.as_secs_f64()
             ),
             "`exai daemon restart` (or `kill <pid>` if it does not stop)",
         ),
     };
     vec![version, daemon]
+}
+
+/// What the daemon holding this home's lock answers at `/healthz`. It may still be starting (it
+/// binds its socket once its store is open, which takes a while on a remote database), so it gets
+/// up to `wait` while it keeps the lock.
+async fn answer_of_starting_daemon(config: &Config, wait: Duration) -> Option<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(health) = control::health_within(config, DAEMON_WAIT).await {
+            return Some(health);
+        }
+        if tokio::time::Instant::now() >= deadline || !crate::daemon::lock_is_held(config) {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The daemon `EXAI_URL` names (a shared one, or one on another address): its `/healthz`.
