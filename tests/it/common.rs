@@ -228,6 +228,24 @@ pub fn temp_home() -> PathBuf {
 }
 
 /// A free loopback port (bound then released).
+/// A loopback port where nothing listens for as long as the guard lives: the socket is bound but
+/// never listens, so no other test (running in parallel) can take the port, and connecting to it is
+/// refused. A port from [`free_port`] may be someone else's by the time it is dialled.
+pub struct DeadPort {
+    _socket: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+pub fn dead_port() -> DeadPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    DeadPort {
+        _socket: socket,
+        port,
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

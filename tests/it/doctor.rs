@@ -195,7 +195,8 @@ fn a_refused_key_of_a_provider_with_regions_names_each_regions_url() {
 
 #[test]
 fn a_url_where_nothing_listens_fails_naming_the_url() {
-    let url = format!("http://127.0.0.1:{}/v1", free_port());
+    let dead = dead_port();
+    let url = format!("http://127.0.0.1:{}/v1", dead.port);
     let place = Place::new().with(&[("CUSTOM_API_URL", url.as_str())]);
     let (ok, report) = place.doctor(&[]);
     assert!(!ok, "{report}");
@@ -496,7 +497,8 @@ fn a_daemon_named_by_exai_url_is_checked_there() {
         "{report}"
     );
 
-    let nowhere = format!("ws://127.0.0.1:{}/ws", free_port());
+    let dead = dead_port();
+    let nowhere = format!("ws://127.0.0.1:{}/ws", dead.port);
     let mut env = custom(&fake);
     env.push(("EXAI_URL", nowhere.clone()));
     let (ok, report) = Place::new().with(&at(&env)).doctor(&[]);

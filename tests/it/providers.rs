@@ -899,12 +899,13 @@ async fn credentials_in_provider_urls_and_error_bodies_are_never_shown_logged_or
     let custom_url = format!("http://exai-user:url-pass-4821@{authority}/v1?key=url-key-7391");
     let dir = temp_home();
     let config = dir.join("config.toml");
+    let dead = dead_port();
     std::fs::write(
         &config,
         format!(
             "[[endpoints]]\nname = \"dead\"\nmodels = [\"fake-fast\"]\n\
              base_url = \"http://dead-user:dead-pass-5512@127.0.0.1:{}/v1?api_key=dead-key-6604\"\n",
-            free_port()
+            dead.port
         ),
     )
     .unwrap();
