@@ -1,5 +1,7 @@
-"""The live page in a real browser: Playwright's Python package driving Debian's Chromium
-(`/usr/bin/chromium`; no browser download), against a daemon of its own and the fake provider.
+"""The live page in real browsers: Playwright's Python package driving Debian's Chromium
+(`/usr/bin/chromium`), and puppeteer-core driving Debian's Firefox ESR over WebDriver BiDi
+(`firefox_page.mjs`; Playwright only drives its own patched Firefox builds) — no browser download —
+each against a daemon of its own and the fake provider.
 
 It logs in through the one-time link `exai open --print` gives, sees a slow call appear in flight
 with its tokens moving, cancels it from the page and sees it end as cancelled, opens a finished
@@ -27,6 +29,9 @@ from conftest import EXAI_BIN, REPO, Daemon, FakeProvider, _start_daemon, clean_
 pytestmark = pytest.mark.anyio
 
 CHROMIUM = Path(os.environ.get("EXAI_CHROMIUM") or "/usr/bin/chromium")
+FIREFOX = Path(os.environ.get("EXAI_FIREFOX") or "/usr/bin/firefox-esr")
+# Where scripts/test installs puppeteer-core from npm.
+BROWSER_DRIVER = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / "browser-driver"
 ARTIFACTS = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target") / "artifacts"
 # 60 chunks, one every 150 ms: nine seconds of tokens arriving, plenty to watch and cancel.
 SLOW_MODEL = "fake-stream-60x150"
@@ -38,6 +43,26 @@ def page_daemon(tmp_path_factory: pytest.TempPathFactory, fake_provider: FakePro
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium", pytrace=False)
     d, stderr = _start_daemon(tmp_path_factory, fake_provider, "exai-home-page", EXAI_PROGRESS_INTERVAL_S="0.5")
+    try:
+        yield d
+    finally:
+        stop_process(d.proc)
+        stderr.close()
+
+
+@pytest.fixture(scope="module")
+def firefox_daemon(tmp_path_factory: pytest.TempPathFactory, fake_provider: FakeProvider) -> Iterator[Daemon]:
+    missing = [
+        f"{what} ({path})"
+        for what, path in [
+            ("Debian's firefox-esr", FIREFOX),
+            ("puppeteer-core", BROWSER_DRIVER / "node_modules" / "puppeteer-core" / "package.json"),
+        ]
+        if not path.exists()
+    ]
+    if missing:
+        pytest.fail(f"missing: {', '.join(missing)}; scripts/test installs them", pytrace=False)
+    d, stderr = _start_daemon(tmp_path_factory, fake_provider, "exai-home-firefox", EXAI_PROGRESS_INTERVAL_S="0.5")
     try:
         yield d
     finally:
@@ -166,3 +191,34 @@ async def open_a_record(page: Page) -> None:
     await expect(panel.locator("#record-arguments")).to_contain_text('"prompt"')
     await expect(panel.locator("#record-log")).to_contain_text("call finished")
     await page.screenshot(path=str(ARTIFACTS / "live-page-record.png"), full_page=False)
+
+
+async def test_live_page_works_in_firefox(firefox_daemon: Daemon) -> None:
+    daemon = firefox_daemon
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with open(daemon.home.parent / "firefox-stdio-stderr.log", "a") as errlog:  # noqa: ASYNC230
+        async with Client(stdio_client(daemon.stdio_params(), errlog=errlog)) as client:
+            await chat(client, "a finished call to open", "fake-fast")
+            results: list[Any] = []
+
+            async def slow_call() -> None:
+                try:
+                    # Twice the Chromium test's stream: Firefox takes a few seconds to start.
+                    results.append(await chat(client, "a long answer to cancel", "fake-stream-120x150"))
+                except Exception as error:  # noqa: BLE001 - the client may see the cancel as an error
+                    results.append(error)
+
+            with anyio.fail_after(120):
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(slow_call)
+                    driven = await anyio.run_process(
+                        ["node", str(Path(__file__).parent / "firefox_page.mjs"), login_link(daemon), daemon.listen, str(ARTIFACTS)],
+                        env=clean_env(EXAI_BROWSER_DRIVER_DIR=str(BROWSER_DRIVER), EXAI_FIREFOX=str(FIREFOX)),
+                        check=False,
+                    )
+                    if driven.returncode != 0:
+                        tasks.cancel_scope.cancel()
+            output = (driven.stdout + driven.stderr).decode(errors="replace")
+            assert driven.returncode == 0, output
+            assert "cancelled and opened a record" in output, output
+            assert results, "the slow call came back"

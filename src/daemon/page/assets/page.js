@@ -411,7 +411,7 @@ async function loadStats() {
   const calls = models.reduce((n, m) => n + m.calls, 0);
   const tokens = models.reduce((n, m) => n + m.tokens_in + m.tokens_out, 0);
   const spent = typeof answer.spent_today_usd_micros === "number" ? ` · ${dollars(answer.spent_today_usd_micros)} spent today (UTC)` : "";
-  $("#summary").textContent = `${answer.in_flight} in flight · ${calls} calls and ${shortCount(tokens)} tokens in the last ${state.window}${spent}`;
+  $("#summary").textContent = `${answer.in_flight} in flight · ${calls} ${calls === 1 ? "call" : "calls"} and ${shortCount(tokens)} tokens in the last ${state.window}${spent}`;
   renderQueues(answer.queues);
 }
 
