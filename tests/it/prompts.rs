@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use rmcp::ServiceError;
 use rmcp::model::{
@@ -222,24 +223,32 @@ fn the_conformance_suite_prompt_scenarios_pass() {
     // The suite's client takes no headers: a preloaded module adds the daemon's token.
     let bearer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/bearer.mjs");
     for scenario in CONFORMANCE_SCENARIOS {
-        let results = temp_home();
-        let out = Command::new(&node)
-            .arg("--import")
-            .arg(&bearer)
-            .arg(&suite)
-            .args(["server", "--url", &format!("http://{}/mcp", daemon.addr)])
-            .args(["--scenario", scenario, "--output-dir"])
-            .arg(&results)
-            .env("EXAI_CONFORMANCE_TOKEN", daemon.token())
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let (results, log) = (temp_home(), temp_home().join("suite.log"));
+        let output = std::fs::File::create(&log).unwrap();
+        let mut suite_run = Proc(
+            Command::new(&node)
+                .arg("--import")
+                .arg(&bearer)
+                .arg(&suite)
+                .args(["server", "--url", &format!("http://{}/mcp", daemon.addr)])
+                .args(["--scenario", scenario, "--output-dir"])
+                .arg(&results)
+                .env("EXAI_CONFORMANCE_TOKEN", daemon.token())
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(output.try_clone().unwrap())
+                .stderr(output)
+                .spawn()
+                .unwrap(),
         );
-        assert!(out.status.success(), "{scenario}: {said}");
+        // Dropping the run on a timeout's panic kills the suite.
+        let status = wait_until(
+            &format!("the conformance suite's {scenario}"),
+            Duration::from_secs(120),
+            || suite_run.0.try_wait().unwrap(),
+        );
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(status.success(), "{scenario}: {said}");
         let mut checks = Vec::new();
         for run in std::fs::read_dir(&results).unwrap() {
             let file = run.unwrap().path().join("checks.json");
