@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
     CancelledNotificationParam, ContentBlock, CreateTaskResult, CustomRequest, CustomResult,
-    ErrorCode, GetTaskParams, GetTaskResult, Implementation, InitializeRequestParams,
-    InitializeResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
-    ProgressToken, ProtocolVersion, ServerCapabilities, ServerConfig,
+    ErrorCode, GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult,
+    Implementation, InitializeRequestParams, InitializeResult, ListPromptsResult, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion,
+    ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
@@ -38,6 +39,10 @@ pub use crate::calls::CALL_ID_META;
 const BEATS_PER_RECORD: u32 = 6;
 /// Stage-change progress is sent at most this often (heartbeats keep their own period).
 const STAGE_COALESCE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How long a 2026-07-28 client may keep the tool and prompt lists (SEP-2549): they change
+/// only when the daemon restarts (`DISABLED_TOOLS`, a new version).
+const LIST_FRESH_MS: u64 = 10 * 60 * 1000;
 
 /// Longest wait for one progress notification to be handed to the transport.
 const PROGRESS_SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -627,7 +632,13 @@ impl ExaiService {
 
 impl ServerHandler for ExaiService {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tasks().build())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_tasks()
+                .build(),
+        )
             .with_server_info(Implementation::new("exai", crate::VERSION))
             .with_instructions(
                 "exai gives you other models (GLM, Kimi, any OpenAI-compatible one) to consult. \
@@ -662,11 +673,33 @@ impl ServerHandler for ExaiService {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(
-            self.app.tools.definitions().as_ref().clone(),
-        ))
+        let mut listed =
+            ListToolsResult::with_all_items(self.app.tools.definitions().as_ref().clone());
+        (listed.ttl_ms, listed.cache_scope) = list_cache_hints(&context);
+        Ok(listed)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let mut listed =
+            ListPromptsResult::with_all_items(crate::tools::slash::prompts(&self.app.tools));
+        (listed.ttl_ms, listed.cache_scope) = list_cache_hints(&context);
+        Ok(listed)
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        crate::tools::slash::get(&self.app.tools, &request.name, request.arguments.as_ref())
+            .map(GetPromptResponse::from)
+            .map_err(|error| McpError::invalid_params(error.to_string(), None))
     }
 
     async fn call_tool(
@@ -707,8 +740,7 @@ impl ServerHandler for ExaiService {
         }
         let token = context.meta.get_progress_token();
         // 2026-07-28 over HTTP: closing the request's stream is how a client cancels.
-        let disconnect_cancels = self.session.transport == TransportKind::Http
-            && context.meta.protocol_version() == Some(ProtocolVersion::V_2026_07_28);
+        let disconnect_cancels = self.session.transport == TransportKind::Http && is_2026(&context);
         let outcome = self
             .await_outcome(
                 &call,
@@ -842,6 +874,22 @@ impl ServerHandler for ExaiService {
             tracing::info!(call_id = %call_id, reason = notification.reason.as_deref().unwrap_or(""), "client cancelled the call");
             call.cancel(CancelReason::Client(notification.reason.clone()));
         }
+    }
+}
+
+/// Whether the request comes from a client on the 2026-07-28 revision.
+fn is_2026(context: &RequestContext<RoleServer>) -> bool {
+    context.meta.protocol_version() == Some(ProtocolVersion::V_2026_07_28)
+}
+
+/// The caching hints of a list result: a 2026-07-28 client must be given them; older ones get
+/// the shape they know. The lists are the same for every caller, but they come only to those
+/// the daemon let in, so no cache shared between users may serve them.
+fn list_cache_hints(context: &RequestContext<RoleServer>) -> (Option<u64>, Option<CacheScope>) {
+    if is_2026(context) {
+        (Some(LIST_FRESH_MS), Some(CacheScope::Private))
+    } else {
+        (None, None)
     }
 }
 

@@ -568,6 +568,14 @@ settings! {
         doc: "longer prompts (characters) are asked for as a file",
         shown: |c| Some(c.prompt_size_limit.to_string()),
     }
+    LOCALE {
+        var: "EXAI_LOCALE",
+        file_key: Some("locale"),
+        kind: Kind::Text { default: "—" },
+        scope: Scope::Call,
+        doc: "the language models answer in (a tag like fr-FR or a name; else LOCALE)",
+        shown: |c| c.locale.as_ref().map(|l| l.as_str().to_string()),
+    }
     LOG {
         var: "EXAI_LOG",
         file_key: None,

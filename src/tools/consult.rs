@@ -309,6 +309,15 @@ impl Fitting {
     }
 }
 
+/// A tool's system prompt with the locale's instruction, when one is set, after it: the
+/// tool's text stays the prefix it always is.
+fn system_prompt(tool_prompt: &str, locale: Option<&crate::config::locale::Locale>) -> String {
+    match locale {
+        Some(locale) => format!("{tool_prompt}\n\n{}", locale.instruction()),
+        None => tool_prompt.to_string(),
+    }
+}
+
 /// Asks `target` one question. Does not touch the call's usage: callers that ask several
 /// models add theirs up.
 pub async fn ask(
@@ -317,6 +326,7 @@ pub async fn ask(
     question: Question<'_>,
 ) -> Result<Answer, Failed> {
     let kind = target.endpoint.config.kind;
+    let system = system_prompt(question.system, ctx.config.locale.as_ref());
     let images = load_images(ctx, &target, &question.images)
         .await
         .map_err(|failure| Failed {
@@ -352,7 +362,7 @@ pub async fn ask(
         let fitting = Fitting {
             context: target.model.context_window as usize,
             max_output: model_output as usize,
-            fixed: format!("{}{}", question.system, question.prompt),
+            fixed: format!("{system}{}", question.prompt),
             thread: question.thread.cloned(),
             files: wanted,
             roots: files::Policy::of(&ctx.config),
@@ -366,7 +376,7 @@ pub async fn ask(
         (history, left_out, embedded, Some(counted as u64))
     };
 
-    let mut messages = vec![ChatMessage::system(question.system)];
+    let mut messages = vec![ChatMessage::system(system)];
     // History and file text move into the messages: a long call keeps one copy, not two.
     messages.extend(history.into_iter().map(|turn| {
         if turn.role == "assistant" {

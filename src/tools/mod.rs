@@ -19,6 +19,7 @@ mod planner;
 mod precommit;
 mod refactor;
 mod secaudit;
+pub mod slash;
 mod status;
 mod testgen;
 mod thinkdeep;

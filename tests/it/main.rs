@@ -27,6 +27,7 @@ mod live_providers;
 mod metrics;
 mod page;
 mod postgres_harness;
+mod prompts;
 mod provider_fidelity;
 mod provider_requests;
 mod providers;
