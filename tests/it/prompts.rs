@@ -201,13 +201,14 @@ fn installed_conformance() -> Option<(PathBuf, PathBuf)> {
     (node.exists() && suite.exists()).then_some((node, suite))
 }
 
-/// The suite's prompt scenarios that apply to exai. `prompts-get-simple`, `-with-args`,
+/// The suite's scenarios that apply to exai: its prompt scenario, and the start-up, ping and
+/// tool-list scenarios every server must pass. `prompts-get-simple`, `-with-args`,
 /// `-embedded-resource` and `-with-image` ask for the suite's own fixture prompts
 /// (`test_simple_prompt` …), which a real server does not have.
-const CONFORMANCE_SCENARIOS: &[&str] = &["prompts-list"];
+const CONFORMANCE_SCENARIOS: &[&str] = &["prompts-list", "server-initialize", "ping", "tools-list"];
 
 #[test]
-fn the_conformance_suite_prompt_scenarios_pass() {
+fn the_conformance_suite_scenarios_that_apply_pass() {
     let Some((node, suite)) = installed_conformance() else {
         assert!(
             std::env::var_os("CI").is_none(),
