@@ -7,8 +7,9 @@
 //! first poll of each task answered `processing`).
 //!
 //! "Extraction" is the printable text runs found in the bytes (a PDF's strings, a stored
-//! .docx's XML), so a test can check a phrase of its document reached the model. A file name
-//! containing `fake-garbage` gets a body that is not JSON. `GET /stats` counts uploads, deletes,
+//! .docx's XML), so a test can check a phrase of its document reached the model. Hostile
+//! answers by file name: `fake-garbage` gets an upload answer that is not JSON, `fake-huge` an
+//! extracted content of 8 MiB, `fake-processing` a parser task that never finishes. `GET /stats` counts uploads, deletes,
 //! files still held, parser tasks and polls under `"files"`.
 
 use std::collections::HashMap;
@@ -146,19 +147,17 @@ fn uploaded(
     headers: &HeaderMap,
     body: &[u8],
     wanted: &[(&str, Option<&str>)],
-) -> Result<(String, String, usize), Response> {
-    let parts = parts(headers, body).map_err(|e| bad_request(&e))?;
+) -> Result<(String, String, usize), String> {
+    let parts = parts(headers, body)?;
     for (field, value) in wanted {
         let given = parts
             .iter()
             .find(|p| p.name == *field)
             .map(|p| String::from_utf8_lossy(&p.data).into_owned());
         match (given, value) {
-            (None, _) => return Err(bad_request(&format!("missing form field '{field}'"))),
+            (None, _) => return Err(format!("missing form field '{field}'")),
             (Some(given), Some(value)) if given != *value => {
-                return Err(bad_request(&format!(
-                    "{field} must be '{value}', not '{given}'"
-                )));
+                return Err(format!("{field} must be '{value}', not '{given}'"));
             }
             _ => {}
         }
@@ -166,7 +165,7 @@ fn uploaded(
     let file = parts
         .iter()
         .find(|p| p.name == "file" && p.file_name.is_some())
-        .ok_or_else(|| bad_request("missing form field 'file'"))?;
+        .ok_or("missing form field 'file'")?;
     let name = file.file_name.clone().unwrap_or_default();
     let text = format!(
         "extracted by the fake from {name}:\n{}",
@@ -183,7 +182,7 @@ pub(crate) async fn upload(
 ) -> Response {
     let (name, text, size) = match uploaded(&headers, &body, &[("purpose", Some("file-extract"))]) {
         Ok(found) => found,
-        Err(refused) => return refused,
+        Err(why) => return bad_request(&why),
     };
     if name.contains("fake-garbage") {
         return (StatusCode::OK, "<html>not a file object</html>").into_response();
@@ -212,6 +211,11 @@ fn no_file(id: &str) -> Response {
 pub(crate) async fn content(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     let held = app.files.lock();
     match held.texts.get(&id) {
+        Some((name, _)) if name.contains("fake-huge") => Json(json!({
+            "content": "x".repeat(8 * 1024 * 1024), "file_type": "application/pdf",
+            "filename": name, "title": "", "type": "file"
+        }))
+        .into_response(),
         Some((name, text)) => Json(json!({
             "content": text, "file_type": "application/octet-stream", "filename": name,
             "title": "", "type": "file"
@@ -240,7 +244,7 @@ pub(crate) async fn parser_create(
     let (name, text, _) =
         match uploaded(&headers, &body, &[("tool_type", None), ("file_type", None)]) {
             Ok(found) => found,
-            Err(refused) => return refused,
+            Err(why) => return bad_request(&why),
         };
     let mut held = app.files.lock();
     held.parser_tasks += 1;
@@ -265,7 +269,14 @@ pub(crate) async fn parser_result(
         return no_file(&task_id);
     };
     *polls += 1;
-    if *polls == 1 {
+    let endless = held
+        .texts
+        .get(&task_id)
+        .is_some_and(|(name, _)| name.contains("fake-processing"));
+    let Some(polls) = held.polls.get(&task_id).copied() else {
+        return no_file(&task_id);
+    };
+    if polls == 1 || endless {
         return Json(json!({"status": "processing", "message": "解析中", "task_id": task_id}))
             .into_response();
     }

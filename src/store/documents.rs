@@ -60,3 +60,48 @@ impl StoreReader {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_text_is_found_by_hash_and_provider_until_it_expires() {
+        let dir = std::env::temp_dir().join(format!("exai-doc-cache-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = StoreReader::open(&dir.join("exai.db")).unwrap();
+        let hour = Duration::from_secs(3600);
+        store
+            .keep_document_text("abc", "kimi", "the text", hour)
+            .unwrap();
+        assert_eq!(
+            store.document_text("abc", "kimi").unwrap().as_deref(),
+            Some("the text")
+        );
+        assert_eq!(
+            store.document_text("abc", "glm").unwrap(),
+            None,
+            "per provider"
+        );
+        // Kept again (a new extraction): replaced, not duplicated.
+        store
+            .keep_document_text("abc", "kimi", "newer", hour)
+            .unwrap();
+        assert_eq!(
+            store.document_text("abc", "kimi").unwrap().as_deref(),
+            Some("newer")
+        );
+        store
+            .keep_document_text("old", "kimi", "gone", hour)
+            .unwrap();
+        store
+            .execute(
+                "UPDATE document_texts SET expires_at_ms = 1 WHERE sha256 = 'old'",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(store.document_text("old", "kimi").unwrap(), None, "expired");
+        assert_eq!(store.expire_document_texts().unwrap(), 1);
+        assert!(store.document_text("abc", "kimi").unwrap().is_some());
+    }
+}

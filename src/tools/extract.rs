@@ -39,6 +39,9 @@ pub async fn prepare(
         out.skipped.push(skipped);
     }
     let extracts = target.endpoint.extracts_documents();
+    // Documents may take at most half the time left: the model needs the rest to answer.
+    let now = std::time::Instant::now();
+    let documents_by = now + ctx.call.deadline.saturating_duration_since(now) / 2;
     for document in read {
         out.handled.push(document.path.clone());
         let skip = |why: String| Skipped {
@@ -77,7 +80,7 @@ pub async fn prepare(
         };
         match target
             .endpoint
-            .extract(upload, ctx.call.deadline, &ctx.call.progress)
+            .extract(upload, documents_by, &ctx.call.progress)
             .await
         {
             Ok(text) => {

@@ -279,3 +279,38 @@ async fn a_dry_run_uploads_no_document_and_says_which_would_be() {
     assert_eq!(stats["files"]["uploads"], 0, "{stats}");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn hostile_extractions_are_bounded_and_named() {
+    let fake = Fake::start();
+    // A short call: a parser task that never finishes may take half of it, the model the rest.
+    let daemon = every_provider(&fake, &[("EXAI_CALL_TIMEOUT_S", "6")]);
+    let dir = folder();
+    let endless = write(&dir, "fake-processing.pdf", &pdf("never parsed"));
+    let huge = write(&dir, "fake-huge.pdf", &pdf("huge"));
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let started = std::time::Instant::now();
+    let text = ask(
+        &client,
+        json!({"prompt": "Summarise", "model": "glm:glm-5.2", "files": [endless]}),
+    )
+    .await;
+    assert!(
+        text.contains("extracting fake-processing.pdf at glm failed"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the call's deadline held"
+    );
+    let text = ask(
+        &client,
+        json!({"prompt": "Summarise", "model": "kimi:kimi-k2.6", "files": [huge]}),
+    )
+    .await;
+    assert!(text.contains("the answer is larger than 4 MiB"), "{text}");
+    wait_until("the huge upload deleted", Duration::from_secs(10), || {
+        (files_stat(&fake, "deletes") == 1).then_some(())
+    });
+    client.cancel().await.unwrap();
+}

@@ -175,7 +175,8 @@ impl OpenAiCompatible {
         match tokio::time::timeout_at(deadline.into(), work).await {
             Ok(answer) => answer,
             Err(_) => Err(ExtractError(format!(
-                "the call's deadline passed while {} extracted the text",
+                "{} had not extracted the text within half the call's time left (the model \
+                 needs the rest)",
                 self.name
             ))),
         }
