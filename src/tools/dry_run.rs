@@ -162,3 +162,31 @@ fn answer(text: String, planned: Vec<Planned>) -> CallToolResult {
     result.structured_content = Some(json!({"dry_run": true, "requests": planned}));
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_image_data_urls_are_cut_and_the_rest_is_untouched() {
+        let long = format!("data:image/png;base64,{}", "A".repeat(10_000));
+        let mut body = json!({"messages": [
+            {"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": long}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                {"type": "text", "text": "look"}
+            ]},
+            {"role": "user", "content": "plain"}
+        ]});
+        shorten_data_urls(&mut body);
+        let parts = &body["messages"][0]["content"];
+        let cut = parts[0]["image_url"]["url"].as_str().unwrap();
+        assert!(
+            cut.len() < 200 && cut.ends_with("(10022 bytes in all)"),
+            "{cut}"
+        );
+        assert_eq!(parts[1]["image_url"]["url"], "https://example.com/a.png");
+        assert_eq!(parts[2]["text"], "look");
+        assert_eq!(body["messages"][1]["content"], "plain");
+    }
+}
