@@ -52,6 +52,19 @@ async fn a_dry_run_of_each_model_calling_tool_sends_nothing_and_shows_the_reques
             "Look at the cache",
         ));
     }
+    // precommit reads the repository itself: a staged change is what the plan must show.
+    git(&dir, &["init", "-q", "-b", "main"]);
+    git(&dir, &["add", "."]);
+    git(&dir, &["commit", "-q", "-m", "start"]);
+    std::fs::write(
+        dir.join("cache.rs"),
+        "pub fn get() {\n    None\n}\n// staged\n",
+    )
+    .unwrap();
+    git(&dir, &["add", "cache.rs"]);
+    let mut precommit = workflow("Check the change", &file, "fake-fast");
+    precommit["path"] = json!(path(&dir));
+    cases.push(("precommit", precommit, "+// staged"));
     cases.push((
         "consensus",
         json!({"step": "Move the cache to Redis?", "relevant_files": [file], "dry_run": true,
