@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
+use crate::documents::{Extracted, is_document};
 use crate::tokens;
 
 /// Largest single file read.
@@ -396,7 +397,13 @@ fn text_of(bytes: Vec<u8>) -> Result<String, FileError> {
 }
 
 fn numbered(path: &Path, text: &str) -> String {
-    let mut out = format!("--- BEGIN FILE: {} ---\n", path.display());
+    labelled(path, "", text)
+}
+
+/// A file's text, line-numbered, between markers naming it (and `label`, when given: who
+/// extracted a document's text).
+fn labelled(path: &Path, label: &str, text: &str) -> String {
+    let mut out = format!("--- BEGIN FILE: {}{label} ---\n", path.display());
     for (i, line) in text.lines().enumerate() {
         out.push_str(&format!("{:>5}│ {line}\n", i + 1));
     }
@@ -412,6 +419,37 @@ pub fn read_prompt_file(given: &str, policy: &Policy) -> Result<String, FileErro
 
 /// Embeds `paths` within `budget` tokens. Blocking (reads the disk): call from `spawn_blocking`.
 pub fn embed(paths: &[String], budget: usize, policy: &Policy) -> Embedded {
+    embed_with(paths, budget, policy, &Extracted::default())
+}
+
+impl Embedded {
+    /// Adds `block` (the text of `path`) when it fits what is left of `budget`, else names it.
+    fn fit(&mut self, path: PathBuf, block: String, budget: usize) {
+        let cost = tokens::count(&block);
+        if self.tokens + cost > budget {
+            self.skipped.push(Skipped {
+                path: path.display().to_string(),
+                why: format!(
+                    "did not fit: {cost} tokens, {} left of the {budget}-token file budget",
+                    budget.saturating_sub(self.tokens)
+                ),
+            });
+            return;
+        }
+        self.tokens += cost;
+        self.text.push_str(&block);
+        self.files.push(path);
+    }
+}
+
+/// Embeds `paths` within `budget` tokens, documents (PDF, Word, …) by the text `documents`
+/// holds for them; the named documents it does not hold were accounted for there. Blocking.
+pub fn embed_with(
+    paths: &[String],
+    budget: usize,
+    policy: &Policy,
+    documents: &Extracted,
+) -> Embedded {
     let mut out = Embedded::default();
     let mut candidates = Vec::new();
     for given in paths {
@@ -437,6 +475,28 @@ pub fn embed(paths: &[String], budget: usize, policy: &Policy) -> Embedded {
             });
             continue;
         }
+        if is_document(&path) {
+            match documents.text_of(&path) {
+                Some(text) if budget.saturating_sub(out.tokens) >= BUDGET_SLACK => {
+                    let label = format!(" (text extracted by {})", documents.by);
+                    let block = labelled(&path, &label, text);
+                    out.fit(path, block, budget);
+                }
+                Some(_) => out.skipped.push(Skipped {
+                    path: path.display().to_string(),
+                    why: format!("did not fit: the {budget}-token file budget is used up"),
+                }),
+                None if documents.handled(&path) => {}
+                None => out.skipped.push(Skipped {
+                    path: path.display().to_string(),
+                    why: "a document (PDF, Word, spreadsheet, slides) reached through a \
+                          directory or a link: name it in `files` by its own path to have its \
+                          text extracted"
+                        .into(),
+                }),
+            }
+            continue;
+        }
         if let Err(why) = look(&path, MAX_FILE_BYTES) {
             out.skipped.push(Skipped {
                 path: path.display().to_string(),
@@ -460,20 +520,7 @@ pub fn embed(paths: &[String], budget: usize, policy: &Policy) -> Embedded {
             }),
             Ok(text) => {
                 let block = numbered(&path, &text);
-                let cost = tokens::count(&block);
-                if out.tokens + cost > budget {
-                    out.skipped.push(Skipped {
-                        path: path.display().to_string(),
-                        why: format!(
-                            "did not fit: {cost} tokens, {} left of the {budget}-token file budget",
-                            budget.saturating_sub(out.tokens)
-                        ),
-                    });
-                    continue;
-                }
-                out.tokens += cost;
-                out.text.push_str(&block);
-                out.files.push(path);
+                out.fit(path, block, budget);
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod daemon;
+pub mod documents;
 pub mod files;
 pub mod health;
 pub mod images;

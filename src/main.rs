@@ -89,6 +89,10 @@ enum Command {
         /// Print the whole result as JSON.
         #[arg(long)]
         json: bool,
+        /// Show the exact request(s) the tool would send to the model (secrets masked) and send
+        /// nothing: no model request, no document upload.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// What calls cost and the tokens they used, by day, model, tool, client and user, with totals.
     Usage {
@@ -336,7 +340,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 exai::shim::run(config).await?;
             }
         }
-        Command::Call { tool, args, json } => {
+        Command::Call {
+            tool,
+            args,
+            json,
+            dry_run,
+        } => {
             let stdin_json = if args.is_empty() && !std::io::stdin().is_terminal() {
                 Some(exai::spawn::blocking(read_stdin).await??)
             } else {
@@ -347,6 +356,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 args,
                 stdin_json,
                 json,
+                dry_run,
             };
             exai::cli::call::run(request, &mut std::io::stdout()).await?;
         }

@@ -487,13 +487,14 @@ impl ExaiService {
             health: self.app.health.clone(),
             config: settings.config.clone(),
             answer_by: tool_answer_by,
+            dry_run: None,
         };
         let work = match self.app.calls.running_twin(&call) {
             Some(twin) => {
                 tracing::info!(call_id = %call.id, twin = %twin.id, "identical call already running: attaching to it");
                 attach_to(twin)
             }
-            None => tool.run(arguments, tool_context),
+            None => crate::tools::dry_run::run(tool.clone(), arguments, tool_context),
         };
         self.app.calls.start(call.clone(), work);
         Ok(Opened {

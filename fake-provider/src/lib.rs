@@ -22,6 +22,10 @@
 //! never echoed) and `"_auth_id"`: [`auth_id`] of that header, so a test tells keys apart
 //! without the key being kept. `POST /reset` forgets those bodies too.
 //!
+//! The providers' document endpoints — Kimi's Files API and GLM's file parser — are served
+//! too (see `files.rs`), their uploads, deletes and parser tasks counted under `"files"` in
+//! `GET /stats`.
+//!
 //! Real model ids of the built-in catalog (`glm-5.3`, `kimi-k3`, `openai/gpt-5`, …) are answered
 //! as their provider documents it, refusals included (see `documented.rs`).
 //!
@@ -30,6 +34,7 @@
 //! and prints exactly one line, `LISTENING http://<addr>`, to stdout.
 
 mod documented;
+mod files;
 pub mod script;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -1031,6 +1036,7 @@ impl Fixture {
 
 struct App {
     stats: Arc<Stats>,
+    files: files::Files,
     require_key: Option<String>,
     fixtures: std::path::PathBuf,
 }
@@ -1398,7 +1404,9 @@ async fn models(headers: HeaderMap) -> Response {
 }
 
 async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(app.stats.snapshot())
+    let mut snapshot = app.stats.snapshot();
+    snapshot["files"] = app.files.snapshot();
+    Json(snapshot)
 }
 
 #[derive(Deserialize)]
@@ -1432,13 +1440,22 @@ async fn last_request(
 
 async fn reset_stats(State(app): State<Arc<App>>) -> StatusCode {
     app.stats.reset();
+    app.files.reset();
     StatusCode::NO_CONTENT
 }
 
 fn router(app: Arc<App>) -> Router {
     let api = Router::new()
         .route("/models", get(models))
-        .route("/chat/completions", post(chat_completions));
+        .route("/chat/completions", post(chat_completions))
+        .route("/files", post(files::upload))
+        .route("/files/{id}/content", get(files::content))
+        .route("/files/{id}", axum::routing::delete(files::delete))
+        .route("/files/parser/create", post(files::parser_create))
+        .route(
+            "/files/parser/result/{task_id}/{format_type}",
+            get(files::parser_result),
+        );
     Router::new()
         .nest("/v1", api.clone())
         .merge(api)
@@ -1484,6 +1501,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Arc::new(App {
         stats: Arc::default(),
+        files: files::Files::default(),
         require_key: options.require_key,
         fixtures: options.fixtures,
     });

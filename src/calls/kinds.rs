@@ -36,6 +36,8 @@ pub enum FailureKind {
     Git,
     /// exai's own machinery failed (a blocking task died).
     Internal,
+    /// A dry run stopped a question once its request was built (never sent).
+    DryRun,
     /// A provider's failure, in the provider's own word (`provider_http_error`, …).
     Provider(&'static str),
 }
@@ -57,6 +59,7 @@ impl FailureKind {
             FailureKind::AllModelsFailed => "all_models_failed",
             FailureKind::Git => "git",
             FailureKind::Internal => "internal",
+            FailureKind::DryRun => "dry_run",
             FailureKind::Provider(word) => word,
         }
     }

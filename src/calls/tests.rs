@@ -47,9 +47,13 @@ fn start(app: &App, call: &Arc<LiveCall>, arguments: &Value) {
         health: app.health.clone(),
         config: app.settings().config.clone(),
         answer_by: None,
+        dry_run: None,
     };
     let arguments = arguments.as_object().cloned().unwrap_or_default();
-    app.calls.start(call.clone(), tool.run(arguments, context));
+    app.calls.start(
+        call.clone(),
+        crate::tools::dry_run::run(tool, arguments, context),
+    );
 }
 
 /// Opens and starts a call, then waits for its end.

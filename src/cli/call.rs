@@ -51,6 +51,8 @@ pub struct CallRequest {
     pub stdin_json: Option<String>,
     /// Print the whole result as JSON instead of its text.
     pub json: bool,
+    /// Ask for the request(s) the tool would send instead of sending them (`dry_run: true`).
+    pub dry_run: bool,
 }
 
 /// Keeps the progress bar moving with the call's progress notifications.
@@ -177,6 +179,9 @@ async fn call(
     };
     for (name, value) in pairs {
         arguments.insert(name.to_string(), typed(tool, name, value));
+    }
+    if request.dry_run {
+        arguments.insert(crate::tools::dry_run::ARGUMENT.into(), Value::Bool(true));
     }
     // Named here, so that a Ctrl-C can say which call it cancelled.
     let call_id = uuid::Uuid::now_v7().to_string();

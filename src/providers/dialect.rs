@@ -29,6 +29,15 @@ pub(crate) enum WebSearch {
     RoundTrip { function: &'static str },
 }
 
+/// How a provider turns a document (PDF, Word, spreadsheet, slides) into text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Extraction {
+    /// Kimi's Files API: upload with `purpose=file-extract`, read the content, delete.
+    FilesApi,
+    /// GLM's file parser: a task created with the file, its text polled for.
+    Parser,
+}
+
 /// One provider's way with the OpenAI chat protocol; the defaults are the plain protocol.
 pub(crate) trait Dialect: Sync {
     /// The body field the output limit goes in.
@@ -60,6 +69,11 @@ pub(crate) trait Dialect: Sync {
 
     /// The provider's own fields on top of the common body; `host` is the endpoint's host.
     fn shape(&self, model: &ModelInfo, request: &ChatRequest, host: &str, body: &mut Value);
+
+    /// How the provider extracts a document's text, if it does.
+    fn document_extraction(&self) -> Option<Extraction> {
+        None
+    }
 
     /// How exai can let the provider's models search the web, if it can.
     fn web_search(&self) -> Option<WebSearch> {

@@ -1,5 +1,6 @@
 //! One usable endpoint: its client, its queue in front of the provider, its retry policy.
 
+use super::client::{DocumentUpload, ExtractError, PlannedRequest};
 use super::{
     CallObserver, ChatRequest, ChatResponse, ConcurrencyLimit, Failure, ModelClient, ModelInfo,
     ProviderError, retry, search,
@@ -21,6 +22,28 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Whether this endpoint's provider extracts documents' text (Kimi, GLM).
+    pub fn extracts_documents(&self) -> bool {
+        super::dialect(self.config.kind)
+            .document_extraction()
+            .is_some()
+    }
+
+    /// The request a chat with `model` would send first, without sending it (a dry run).
+    pub fn plan(&self, model: &ModelInfo, request: &ChatRequest) -> PlannedRequest {
+        self.client.plan(model, request)
+    }
+
+    /// A document's text through the provider's file API, before `deadline`.
+    pub async fn extract(
+        &self,
+        document: DocumentUpload<'_>,
+        deadline: std::time::Instant,
+        observer: &dyn CallObserver,
+    ) -> Result<String, ExtractError> {
+        self.client.extract(document, deadline, observer).await
     }
 
     /// This process's line in front of the provider, as it stands now.

@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use super::dialect::{Dialect, WebSearch};
+use super::dialect::{Dialect, Extraction, WebSearch};
 use super::errors::{self, ErrorBody, ErrorClass};
 use super::{ChatRequest, ModelInfo, Thinking, body, search};
 
@@ -53,6 +53,10 @@ impl Dialect for Glm {
     }
 
     /// 1113 also answers a Coding Plan key sent to the pay-as-you-go endpoint.
+    fn document_extraction(&self) -> Option<Extraction> {
+        Some(Extraction::Parser)
+    }
+
     fn quota_hint(&self, body: &ErrorBody) -> String {
         if plan_code(body) {
             errors::exhausted(

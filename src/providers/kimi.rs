@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use super::dialect::{Dialect, WebSearch};
+use super::dialect::{Dialect, Extraction, WebSearch};
 use super::errors::{self, ErrorBody};
 use super::{ChatRequest, ModelInfo, Thinking, body, search};
 
@@ -44,6 +44,10 @@ impl Dialect for Kimi {
         Some(WebSearch::RoundTrip {
             function: SEARCH_FUNCTION,
         })
+    }
+
+    fn document_extraction(&self) -> Option<Extraction> {
+        Some(Extraction::FilesApi)
     }
 
     fn quota_hint(&self, _body: &ErrorBody) -> String {

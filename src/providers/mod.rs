@@ -37,6 +37,7 @@ pub(crate) use body::request_body;
 pub use budget::{Budgets, OverBudget};
 pub use catalog::{Catalog, ListedReasoning, ModelInfo, Thinking};
 pub(crate) use client::ModelClient;
+pub use client::{DocumentUpload, ExtractError, PlannedRequest};
 pub(crate) use dialect::dialect;
 pub use discovery::{ModelListProbe, ProbeError, platform_urls, probe_models};
 pub use endpoint::Endpoint;

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::catalog::ListedReasoning;
+use super::client::PlannedRequest;
 use super::errors::{self, ErrorBody, ErrorClass};
 use super::retry::AttemptError;
 use super::sse::{SseDecoder, SseError};
@@ -25,6 +26,8 @@ use super::{
 use crate::config::{Config, EndpointConfig, ProviderKind, Secret};
 use crate::metrics::{self, RequestStatus};
 use crate::secrets;
+
+mod files_api;
 
 /// Longest error body read from a failed request.
 const MAX_ERROR_BODY: usize = 16 * 1024;
@@ -88,6 +91,10 @@ pub struct OpenAiCompatible {
     models_url: Result<reqwest::Url, BadUrl>,
     /// The base URL with its credentials masked, for messages.
     shown_url: String,
+    /// The base URL as configured, for the file APIs' paths on it.
+    base_url: crate::config::ProviderUrl,
+    /// Whether the URL's user and password are left out (a key is sent instead).
+    drop_userinfo: bool,
     api_key: Option<Secret>,
     key_source: Option<String>,
     /// What the provider might echo back that must not be shown: the key, the URL's credentials.
@@ -126,6 +133,8 @@ impl OpenAiCompatible {
             chat_url,
             models_url: endpoint_url(base, "/models", drop_userinfo),
             shown_url: endpoint.base_url.shown().to_string(),
+            base_url: endpoint.base_url.clone(),
+            drop_userinfo,
             api_key: endpoint.api_key.clone(),
             key_source: endpoint.key_source.clone(),
             known_secrets: url_secrets(base)
@@ -229,6 +238,51 @@ impl OpenAiCompatible {
             .collect())
     }
 
+    /// The chat URL, or why the base URL gives none.
+    fn usable_chat_url(&self) -> Result<&reqwest::Url, ProviderError> {
+        self.chat_url
+            .as_ref()
+            .map_err(|why| ProviderError::Connect {
+                provider: self.name.clone(),
+                url: self.shown_url.clone(),
+                detail: format!("not a usable URL: {}", self.clean(&why.to_string())),
+            })
+    }
+
+    /// The body of a chat request to `url`: the one function both a sent request and a dry
+    /// run's plan are built by.
+    fn body(
+        &self,
+        url: &reqwest::Url,
+        model: &ModelInfo,
+        request: &ChatRequest,
+    ) -> serde_json::Value {
+        request_body(self.kind, url.host_str().unwrap_or(""), model, request)
+    }
+
+    /// What an attempt would send (a dry run): method, URL and headers as sent, with the URL's
+    /// credentials and the key masked, and the body exactly as built for the wire.
+    pub fn plan(&self, model: &ModelInfo, request: &ChatRequest) -> PlannedRequest {
+        let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+        if self.api_key.is_some() {
+            headers.push(("Authorization".into(), format!("Bearer {}", secrets::MASK)));
+        }
+        match self.usable_chat_url() {
+            Ok(url) => PlannedRequest {
+                method: "POST",
+                url: secrets::mask_url(url.as_str()),
+                headers,
+                body: self.body(url, model, request),
+            },
+            Err(why) => PlannedRequest {
+                method: "POST",
+                url: why.to_string(),
+                headers,
+                body: request_body(self.kind, "", model, request),
+            },
+        }
+    }
+
     /// One attempt; `searching` says the platform searches the web before the first token.
     pub async fn attempt(
         &self,
@@ -256,14 +310,7 @@ impl OpenAiCompatible {
         searching: bool,
         state: &mut Stream,
     ) -> Result<ChatResponse, ProviderError> {
-        let url = self
-            .chat_url
-            .as_ref()
-            .map_err(|why| ProviderError::Connect {
-                provider: self.name.clone(),
-                url: self.shown_url.clone(),
-                detail: format!("not a usable URL: {}", self.clean(&why.to_string())),
-            })?;
+        let url = self.usable_chat_url()?;
         let waiting = if searching {
             format!("searching the web ({})", self.name)
         } else {
@@ -274,7 +321,7 @@ impl OpenAiCompatible {
         let started = Instant::now();
         // The body tree is dropped once serialized, not kept for the whole (long) stream.
         let send = {
-            let body = request_body(self.kind, url.host_str().unwrap_or(""), model, request);
+            let body = self.body(url, model, request);
             self.request(reqwest::Method::POST, url).json(&body).send()
         };
         let counted = metrics::ProviderRequest::sent(&self.metrics_name);

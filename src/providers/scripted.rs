@@ -16,7 +16,7 @@ use exai_fake_provider::script::{self, Script};
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use super::client::{ModelClient, ModelList};
+use super::client::{DocumentUpload, ExtractError, ModelClient, ModelList, PlannedRequest};
 use super::errors::{self, ErrorBody};
 use super::openai_compat::ListModelsError;
 use super::retry::AttemptError;
@@ -306,6 +306,25 @@ impl ModelClient for Scripted {
         _searching: bool,
     ) -> BoxFuture<'a, Result<ChatResponse, AttemptError>> {
         Box::pin(self.play(model, request, observer))
+    }
+
+    fn plan(&self, model: &ModelInfo, request: &ChatRequest) -> PlannedRequest {
+        PlannedRequest {
+            method: "POST",
+            url: "scripted://chat/completions".into(),
+            headers: Vec::new(),
+            body: super::request_body(ProviderKind::Custom, "", model, request),
+        }
+    }
+
+    fn extract<'a>(
+        &'a self,
+        document: DocumentUpload<'a>,
+        _deadline: std::time::Instant,
+        _observer: &'a dyn CallObserver,
+    ) -> BoxFuture<'a, Result<String, ExtractError>> {
+        let text = format!("scripted extraction of {}", document.name);
+        Box::pin(std::future::ready(Ok(text)))
     }
 
     fn list_models(&self) -> BoxFuture<'_, Result<ModelList, ListModelsError>> {

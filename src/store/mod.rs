@@ -8,6 +8,7 @@
 //! commits. Reads run on blocking threads over a few pooled connections; the CLI reads the store
 //! directly, daemon up or not.
 
+mod documents;
 mod postgres;
 mod records;
 mod replicas;
@@ -602,7 +603,8 @@ impl StoreReader {
             "DELETE FROM threads WHERE expires_at_ms < ?1",
             &[Param::Int(Some(now_ms()))],
         )?;
-        Ok(self.prune(max_age, max_rows)? + self.expire_results(result_ttl)? + threads)
+        let documents = self.expire_document_texts()?;
+        Ok(self.prune(max_age, max_rows)? + self.expire_results(result_ttl)? + threads + documents)
     }
 
     /// A conversation thread, if it exists and has not expired.

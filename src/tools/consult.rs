@@ -1,9 +1,10 @@
 //! Asking a model on a tool's behalf: history and files fitted into the model's context, one
 //! streaming call with progress, and what it cost recorded on the call.
 
-use super::ToolContext;
+use super::{ToolContext, dry_run, extract};
 use crate::calls::{FailureKind, ToolFailure, Usage};
 use crate::config::ProviderKind;
+use crate::documents::Extracted;
 use crate::files::{self, Embedded};
 use crate::images;
 use crate::providers::{ChatMessage, ChatRequest, ChatResponse, Need, Resolved, dialect};
@@ -284,6 +285,8 @@ struct Fitting {
     thread: Option<Thread>,
     files: Vec<String>,
     roots: files::Policy,
+    /// The named documents' extracted texts.
+    documents: Extracted,
 }
 
 impl Fitting {
@@ -303,7 +306,8 @@ impl Fitting {
         };
         let history_tokens: usize = history.iter().map(|t| tokens::count(&t.content) + 8).sum();
         let budget = room.saturating_sub(history_tokens);
-        let embedded = files::embed(&self.files, budget, &self.roots);
+        let mut embedded = files::embed_with(&self.files, budget, &self.roots, &self.documents);
+        embedded.skipped.extend(self.documents.skipped);
         let counted = fixed_tokens + history_tokens + embedded.tokens;
         (history, left_out, embedded, counted)
     }
@@ -341,6 +345,7 @@ pub async fn ask(
     });
     // The tokenizer is only woken when there is something to fit, and then off the runtime:
     // counting (and loading the tokenizer the first time) is CPU work.
+    let mut planned_documents = Vec::new();
     let (history, turns_left_out, mut embedded, counted) = if question.files.is_empty()
         && turns == 0
     {
@@ -359,6 +364,13 @@ pub async fn ask(
                 .progress
                 .set_stage(format!("reading {} file path(s)", wanted.len()));
         }
+        let documents = extract::prepare(ctx, &target, &wanted)
+            .await
+            .map_err(|failure| Failed {
+                failure,
+                usage: Usage::default(),
+            })?;
+        planned_documents = documents.planned.clone();
         let fitting = Fitting {
             context: target.model.context_window as usize,
             max_output: model_output as usize,
@@ -366,6 +378,7 @@ pub async fn ask(
             thread: question.thread.cloned(),
             files: wanted,
             roots: files::Policy::of(&ctx.config),
+            documents,
         };
         let (history, left_out, embedded, counted) = crate::spawn::blocking(move || fitting.fit())
             .await
@@ -408,6 +421,27 @@ pub async fn ask(
         max_output,
         prompt_tokens: counted,
     };
+    if let Some(plan) = &ctx.dry_run {
+        let mut notes: Vec<String> = embedded.note().into_iter().collect();
+        if turns_left_out > 0 {
+            notes.push(format!(
+                "{turns_left_out} older turn(s) of this conversation would be left out"
+            ));
+        }
+        let mut request = target.endpoint.plan(&target.model, &request);
+        dry_run::shorten_data_urls(&mut request.body);
+        plan.record(dry_run::Planned {
+            provider: target.endpoint.name().to_string(),
+            model: target.model.id.clone(),
+            request,
+            documents: planned_documents,
+            notes,
+        });
+        return Err(Failed {
+            failure: dry_run::stopped(),
+            usage: Usage::default(),
+        });
+    }
     match ctx
         .providers
         .chat(target, &request, &ctx.call.progress)

@@ -13,6 +13,8 @@ mod consensus;
 mod consult;
 mod debug;
 mod docgen;
+pub mod dry_run;
+mod extract;
 mod git;
 mod listmodels;
 mod planner;

@@ -63,7 +63,10 @@ impl ToolRegistry {
         let (tools, definitions): (Vec<_>, Vec<Tool>) = all
             .into_iter()
             .map(|t| {
-                let definition = t.definition();
+                let mut definition = t.definition();
+                if t.asks_models() {
+                    super::dry_run::declare(&mut definition);
+                }
                 (t, definition)
             })
             .filter(|(_, d)| !disabled.iter().any(|name| name == d.name.as_ref()))

@@ -23,6 +23,8 @@ pub struct ToolContext {
     pub config: Arc<Config>,
     /// When the client stops waiting (less a margin): a tool that waits must answer by then.
     pub answer_by: Option<std::time::Instant>,
+    /// Set for a dry run: model requests are recorded here instead of being sent.
+    pub dry_run: Option<Arc<super::dry_run::DryRun>>,
 }
 
 /// The result of running a tool.
@@ -37,6 +39,10 @@ pub trait ExaiTool: Send + Sync {
     /// Whether a call may take long enough to be worth a task for clients that use tasks.
     fn may_run_long(&self) -> bool {
         false
+    }
+    /// Whether it asks a model, so `dry_run` applies: the tools that may run long are those.
+    fn asks_models(&self) -> bool {
+        self.may_run_long()
     }
     /// The system prompts it ships, by name (snapshot-tested).
     fn system_prompts(&self) -> Vec<(&'static str, &'static str)> {

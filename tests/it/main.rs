@@ -18,6 +18,8 @@ mod conversations;
 mod cost;
 mod daemon;
 mod doctor;
+mod documents;
+mod dry_run;
 mod hostile_calls;
 mod hostile_files;
 mod hostile_repo;

@@ -1,0 +1,127 @@
+//! Documents — PDF, Word, spreadsheets, slides — which a model cannot read as text: which files
+//! are documents, how a named one is read (the file policy, regular files only, bounded), its
+//! content hash, and the texts a provider extracted for one question.
+//!
+//! Only documents named in `files` are extracted: one found by expanding a directory is listed
+//! as skipped, so naming a folder never uploads every PDF in it to a provider.
+
+use std::path::{Path, PathBuf};
+
+use crate::files::{self, Policy, Skipped};
+
+/// The endings of the documents sent for extraction (both Kimi's Files API and GLM's `lite`
+/// parser document these).
+pub const DOCUMENT_EXTENSIONS: [&str; 7] = ["pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx"];
+
+/// Largest document read (documents run larger than source files; the providers take more).
+pub const MAX_DOCUMENT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Whether `path` names a document (by its ending, any case).
+pub fn is_document(path: &Path) -> bool {
+    path.extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .is_some_and(|e| DOCUMENT_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// One named document, read.
+pub struct Document {
+    /// Its real path (links resolved).
+    pub path: PathBuf,
+    /// Its file name, as the provider is told.
+    pub name: String,
+    pub bytes: Vec<u8>,
+    /// SHA-256 of the bytes, hex: the cache's key with the provider.
+    pub sha256: String,
+}
+
+/// Reads the documents among `given` (blocking): those whose real path is a document, under the
+/// file policy, regular files of at most [`MAX_DOCUMENT_BYTES`]. Paths the policy refuses are
+/// left out here: embedding names them as it names any refused file.
+pub fn read_named(given: &[String], policy: &Policy) -> (Vec<Document>, Vec<Skipped>) {
+    let mut read = Vec::new();
+    let mut skipped = Vec::new();
+    for one in given {
+        let Ok(path) = files::resolve(one, policy) else {
+            continue;
+        };
+        if !is_document(&path) || read.iter().any(|d: &Document| d.path == path) {
+            continue;
+        }
+        match files::read_regular(&path, MAX_DOCUMENT_BYTES) {
+            Ok(bytes) => read.push(Document {
+                name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                sha256: sha256_hex(&bytes),
+                path,
+                bytes,
+            }),
+            Err(why) => skipped.push(Skipped {
+                path: path.display().to_string(),
+                why: why.to_string(),
+            }),
+        }
+    }
+    (read, skipped)
+}
+
+/// SHA-256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The documents of one question: the texts a provider extracted, and every named document
+/// already accounted for (extracted, skipped with why, or — in a dry run — planned).
+#[derive(Debug, Default, Clone)]
+pub struct Extracted {
+    /// Who extracted the texts (the provider's name).
+    pub by: String,
+    pub texts: Vec<(PathBuf, String)>,
+    /// Named documents that were not extracted, with why.
+    pub skipped: Vec<Skipped>,
+    /// Documents accounted for, by real path.
+    pub handled: Vec<PathBuf>,
+    /// What a dry run would do with each document.
+    pub planned: Vec<String>,
+}
+
+impl Extracted {
+    /// The text extracted for `path`, if any.
+    pub fn text_of(&self, path: &Path) -> Option<&str> {
+        self.texts
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, text)| text.as_str())
+    }
+
+    /// Whether `path` was named and accounted for here.
+    pub fn handled(&self, path: &Path) -> bool {
+        self.handled.iter().any(|p| p == path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_are_known_by_their_ending() {
+        assert!(is_document(Path::new("/a/Report.PDF")));
+        assert!(is_document(Path::new("/a/b.docx")));
+        assert!(!is_document(Path::new("/a/b.rs")));
+        assert!(!is_document(Path::new("/a/pdf")));
+    }
+
+    #[test]
+    fn the_hash_is_sha256() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
