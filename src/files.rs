@@ -31,6 +31,9 @@ pub struct Embedded {
     /// The text to put in the prompt.
     pub text: String,
     pub files: Vec<PathBuf>,
+    /// Where each file's block lies in `text` (one per `files`, in the same order), so a
+    /// conversation can place each file with the turn that named it.
+    pub spans: Vec<std::ops::Range<usize>>,
     pub tokens: usize,
     pub skipped: Vec<Skipped>,
 }
@@ -472,7 +475,9 @@ pub fn embed(paths: &[String], budget: usize, policy: &Policy) -> Embedded {
                     continue;
                 }
                 out.tokens += cost;
+                let start = out.text.len();
                 out.text.push_str(&block);
+                out.spans.push(start..out.text.len());
                 out.files.push(path);
             }
         }

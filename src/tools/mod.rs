@@ -22,6 +22,7 @@ mod secaudit;
 mod status;
 mod testgen;
 mod thinkdeep;
+mod threads;
 mod tracer;
 mod version;
 mod workflow;
