@@ -481,6 +481,44 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_first_prompt_is_kept_masked_and_bounded_and_stays_when_its_turn_is_dropped() {
+        let store = Store::open(&crate::store::tests::test_location()).unwrap();
+        let mut thread = Thread::new(None);
+        let secret = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789";
+        let first = format!("deploy with key {secret} {}", "x".repeat(5_000));
+        for i in 0..3 {
+            let asked = match i {
+                0 => first.clone(),
+                n => format!("q{n}"),
+            };
+            let exchange = vec![
+                turn("user", &asked, &[]),
+                Turn {
+                    tool: "thinkdeep".into(),
+                    ..turn("assistant", "a", &[])
+                },
+            ];
+            thread
+                .append(&store, exchange, 1, Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        store.sync().await.unwrap();
+        let loaded = Thread::load(&store, &thread.id, &Caller::Owner)
+            .await
+            .unwrap();
+        let kept = loaded.first_prompt.clone().unwrap();
+        assert!(kept.starts_with("deploy with key "), "{kept}");
+        assert!(!kept.contains(secret), "{kept}");
+        assert_eq!(kept.chars().count(), FIRST_PROMPT_CHARS);
+        assert_eq!(loaded.tools, ["chat", "thinkdeep"]);
+        assert_eq!((loaded.turn_count, loaded.turns.len()), (6, 2));
+        let shown = loaded.markdown(None);
+        assert!(shown.contains("## 5. agent · chat · "), "{shown}");
+        assert!(shown.contains("_4 older turn(s) were dropped"), "{shown}");
+    }
+
     #[test]
     fn history_is_chosen_newest_first_and_shown_oldest_first() {
         let thread = Thread {

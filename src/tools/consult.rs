@@ -373,8 +373,8 @@ fn place_files(named: &[Vec<std::path::PathBuf>], embedded: &Embedded) -> (Vec<S
     for paths in named {
         let mut text = String::new();
         for path in paths {
-            for at in 0..embedded.files.len() {
-                if !taken[at] && embedded.files[at].starts_with(path) {
+            for (at, file) in embedded.files.iter().enumerate() {
+                if !taken[at] && file.starts_with(path) {
                     taken[at] = true;
                     text.push_str(block(at));
                 }

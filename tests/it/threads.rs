@@ -85,11 +85,11 @@ async fn threads_are_listed_shown_exported_and_found_by_the_words_of_their_first
     );
 
     // Words, any case, all of them; as arguments or with --find.
-    assert_eq!(listed(&daemon, &["flaky", "LOGIN"]), [flaky.clone()]);
-    assert_eq!(listed(&daemon, &["--find", "login test"]), [flaky.clone()]);
+    assert_eq!(listed(&daemon, &["flaky", "LOGIN"]), [flaky.as_str()]);
+    assert_eq!(listed(&daemon, &["--find", "login test"]), [flaky.as_str()]);
     assert!(listed(&daemon, &["flaky", "coverage"]).is_empty());
     // `%` and `_` are literal: only the thread that holds a `%` matches it.
-    assert_eq!(listed(&daemon, &["%"]), [coverage.clone()]);
+    assert_eq!(listed(&daemon, &["%"]), [coverage.as_str()]);
     assert!(listed(&daemon, &["_"]).is_empty());
     assert!(listed(&daemon, &["--since", "1h", "100%c"]).is_empty());
     assert!(
