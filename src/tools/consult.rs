@@ -289,7 +289,10 @@ struct Fitting {
     /// The question: always sent.
     prompt: String,
     thread: Option<Thread>,
+    /// Every file to consider, newest reference first (the question's, then the thread's).
     files: Vec<String>,
+    /// The files the question itself names, in its order.
+    asked_files: Vec<String>,
     roots: files::Policy,
 }
 
@@ -340,18 +343,24 @@ impl Fitting {
         let budget = room.saturating_sub(history_tokens);
         let mut embedded = files::embed(&self.files, budget, &self.roots);
         let counted = system_tokens + prompt_tokens + history_tokens + embedded.tokens;
-        let named: Vec<Vec<std::path::PathBuf>> = history
+        let resolved = |given: &[String]| -> Vec<std::path::PathBuf> {
+            given
+                .iter()
+                .filter_map(|f| std::path::Path::new(f).canonicalize().ok())
+                .collect()
+        };
+        // Each replayed turn, then the question itself, with the paths it named.
+        let mut named: Vec<Vec<std::path::PathBuf>> = history
             .iter()
             .map(|turn| match turn.role.as_str() {
-                "user" => turn
-                    .files
-                    .iter()
-                    .filter_map(|f| std::path::Path::new(f).canonicalize().ok())
-                    .collect(),
+                "user" => resolved(&turn.files),
                 _ => Vec::new(),
             })
             .collect();
-        let (placed, question_files) = place_files(&named, &embedded);
+        named.push(resolved(&self.asked_files));
+        let (mut placed, rest) = place_files(&named, &embedded);
+        let mut question_files = placed.pop().unwrap_or_default();
+        question_files.push_str(&rest);
         embedded.text = question_files;
         Fitted {
             history: history.into_iter().zip(placed).collect(),
@@ -362,10 +371,11 @@ impl Fitting {
     }
 }
 
-/// The embedded files' text split by where each goes: before the first replayed turn that
-/// named it (`named`: each turn's resolved paths, a directory naming the files under it), in
-/// the order that turn named them; the rest before the question, in the order they were
-/// embedded.
+/// The embedded files' text split by where each goes: before the first message that named it
+/// (`named`: each message's resolved paths, a directory naming the files under it), in the
+/// order that message named them and, under one directory, in path order — never in the order
+/// they were embedded, which follows the newest references and so changes from turn to turn;
+/// the files no message names come back apart, in the order they were embedded.
 fn place_files(named: &[Vec<std::path::PathBuf>], embedded: &Embedded) -> (Vec<String>, String) {
     let mut taken = vec![false; embedded.files.len()];
     let block = |at: usize| &embedded.text[embedded.spans[at].clone()];
@@ -373,11 +383,13 @@ fn place_files(named: &[Vec<std::path::PathBuf>], embedded: &Embedded) -> (Vec<S
     for paths in named {
         let mut text = String::new();
         for path in paths {
-            for (at, file) in embedded.files.iter().enumerate() {
-                if !taken[at] && file.starts_with(path) {
-                    taken[at] = true;
-                    text.push_str(block(at));
-                }
+            let mut under: Vec<usize> = (0..embedded.files.len())
+                .filter(|&at| !taken[at] && embedded.files[at].starts_with(path))
+                .collect();
+            under.sort_by(|&a, &b| embedded.files[a].cmp(&embedded.files[b]));
+            for at in under {
+                taken[at] = true;
+                text.push_str(block(at));
             }
         }
         placed.push(text);
@@ -462,6 +474,7 @@ pub async fn ask(
                 prompt: question.prompt.to_string(),
                 thread: question.thread.cloned(),
                 files: wanted,
+                asked_files: question.files.clone(),
                 roots: files::Policy::of(&ctx.config),
             };
             let fitted = crate::spawn::blocking(move || fitting.fit())
@@ -642,4 +655,57 @@ pub fn too_long(
     })
     .ok();
     Some(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// Files embedded in `order`, each block its name and a newline.
+    fn embedded(order: &[&str]) -> Embedded {
+        let mut out = Embedded::default();
+        for name in order {
+            let start = out.text.len();
+            out.text.push_str(&format!("[{name}]"));
+            out.spans.push(start..out.text.len());
+            out.files.push(PathBuf::from(name));
+        }
+        out
+    }
+
+    #[test]
+    fn each_file_goes_with_the_first_replayed_turn_that_named_it_in_that_turns_order() {
+        // Embedded newest reference first; turn 1 named a file and a directory, turn 3 a file
+        // of that directory again and one that is gone; an answer (turn 2) names nothing.
+        let files = embedded(&["/p/new.rs", "/p/dir/b.rs", "/p/top.rs", "/p/dir/a.rs"]);
+        let named = vec![
+            vec![PathBuf::from("/p/top.rs"), PathBuf::from("/p/dir")],
+            Vec::new(),
+            vec![PathBuf::from("/p/dir/b.rs"), PathBuf::from("/p/other.rs")],
+        ];
+        let (placed, rest) = place_files(&named, &files);
+        // Under a directory in path order, whatever order they were embedded in.
+        assert_eq!(placed, ["[/p/top.rs][/p/dir/a.rs][/p/dir/b.rs]", "", ""]);
+        assert_eq!(rest, "[/p/new.rs]");
+        assert_eq!(with_files("", "q"), "q");
+        assert_eq!(
+            with_files("[f]", "q"),
+            "Files for context (line-numbered):\n\n[f]\nq"
+        );
+    }
+
+    #[test]
+    fn a_threads_cache_key_is_stable_its_own_and_says_nothing_of_the_id() {
+        let (one, again, other) = (
+            cache_key("5b0c9a5e-3f0e-4c53-9a57-1d2b0e6f7a11"),
+            cache_key("5b0c9a5e-3f0e-4c53-9a57-1d2b0e6f7a11"),
+            cache_key("0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"),
+        );
+        assert_eq!(one, again);
+        assert_ne!(one, other);
+        assert_eq!(one.len(), 32);
+        assert!(!one.contains("5b0c9a5e"));
+    }
 }

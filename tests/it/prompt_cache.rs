@@ -39,12 +39,19 @@ async fn a_threads_next_turn_starts_with_the_bytes_of_the_turn_before_and_one_ca
     let (first_file, second_file) = (project.join("first.rs"), project.join("second.rs"));
     std::fs::write(&first_file, "fn first() -> u32 {\n    1\n}\n").unwrap();
     std::fs::write(&second_file, "fn second() -> u32 {\n    2\n}\n").unwrap();
+    // A directory: its files are sent in path order wherever they are named again.
+    let dir = project.join("lib");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["x.rs", "y.rs", "w.rs"] {
+        std::fs::write(dir.join(name), format!("// {name}\n")).unwrap();
+    }
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let model = "openai:fake-fast";
 
     let first = client
         .call_tool(chat_with(json!({
-            "prompt": "What does first() return?", "model": model, "files": [path(&first_file)],
+            "prompt": "What does first() return?", "model": model,
+            "files": [path(&first_file), path(&dir)],
         })))
         .await
         .unwrap();
@@ -55,7 +62,7 @@ async fn a_threads_next_turn_starts_with_the_bytes_of_the_turn_before_and_one_ca
     let second = client
         .call_tool(chat_with(json!({
             "prompt": "And second()?", "model": model, "continuation_id": thread,
-            "files": [path(&second_file)],
+            "files": [path(&second_file), path(&dir.join("y.rs"))],
         })))
         .await
         .unwrap();
@@ -76,10 +83,20 @@ async fn a_threads_next_turn_starts_with_the_bytes_of_the_turn_before_and_one_ca
             && first_question.ends_with("What does first() return?"),
         "{first_question}"
     );
+    let (w, x, y) = (
+        first_question.find("// w.rs").unwrap(),
+        first_question.find("// x.rs").unwrap(),
+        first_question.find("// y.rs").unwrap(),
+    );
+    assert!(
+        w < x && x < y,
+        "a directory's files in path order: {first_question}"
+    );
     let new_question = two[3]["content"].as_str().unwrap();
     assert!(
         new_question.contains("    2│     2")
             && !new_question.contains("    2│     1")
+            && !new_question.contains("// y.rs")
             && new_question.ends_with("And second()?"),
         "each file once, with the turn that named it: {new_question}"
     );
