@@ -32,6 +32,9 @@ pub struct Embedded {
     /// The text to put in the prompt.
     pub text: String,
     pub files: Vec<PathBuf>,
+    /// Where each file's block lies in `text` (one per `files`, in the same order), so a
+    /// conversation can place each file with the turn that named it.
+    pub spans: Vec<std::ops::Range<usize>>,
     pub tokens: usize,
     pub skipped: Vec<Skipped>,
 }
@@ -437,7 +440,9 @@ impl Embedded {
             return;
         }
         self.tokens += cost;
+        let start = self.text.len();
         self.text.push_str(&block);
+        self.spans.push(start..self.text.len());
         self.files.push(path);
     }
 }

@@ -1,4 +1,4 @@
-//! The `exai` command line: daemon, stdio, calls, config, keys, users, setup, reload, open, status, doctor.
+//! The `exai` command line: daemon, stdio, calls, threads, config, keys, users, setup, reload, open, status, doctor.
 // The top of the program: the one place that prints an error to stderr and exits.
 #![allow(clippy::print_stderr)]
 
@@ -76,6 +76,27 @@ enum Command {
         /// Stream calls as they start and end, one line each, until Ctrl-C.
         #[arg(long, conflicts_with_all = ["json", "failed", "running"])]
         follow: bool,
+    },
+    /// Conversations, most recently continued first (first prompt, tools, turns, last activity,
+    /// cost); words find those whose first prompt holds them all; or one thread in full.
+    #[command(args_conflicts_with_subcommands = true)]
+    Threads {
+        #[command(subcommand)]
+        action: Option<ThreadsCommand>,
+        /// Words the first prompt must hold (all of them, any case, matched literally).
+        words: Vec<String>,
+        /// The same, as one argument: `--find "flaky test"`.
+        #[arg(long, value_name = "WORDS")]
+        find: Option<String>,
+        /// Only threads continued since: days (7d), hours (12h) or a UTC date (2026-11-01).
+        #[arg(long)]
+        since: Option<String>,
+        /// How many threads to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON (for scripts) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a tool through the daemon (started if needed) with a live progress bar, then print
     /// its answer; Ctrl-C cancels the call; a tool error exits non-zero.
@@ -202,6 +223,29 @@ enum CallsCommand {
         /// Print JSON (for scripts): the record and its log lines.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ThreadsCommand {
+    /// One thread as Markdown: each turn's author, tool, model, time and text.
+    Show {
+        /// The thread's continuation id (its unique first few characters are enough).
+        id: String,
+        /// md (the default) or json.
+        #[arg(long, value_enum, default_value = "md")]
+        format: exai::cli::threads::Format,
+        /// The same as --format json.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One thread complete, as JSON (for scripts), or as Markdown.
+    Export {
+        /// The thread's continuation id (its unique first few characters are enough).
+        id: String,
+        /// json (the default) or md.
+        #[arg(long, value_enum, default_value = "json")]
+        format: exai::cli::threads::Format,
     },
 }
 
@@ -390,6 +434,54 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             ..Default::default()
                         };
                         exai::cli::list_calls(&config, &filter, json, &mut out)
+                    }
+                }
+            })
+            .await??;
+        }
+        Command::Threads {
+            action,
+            words,
+            find,
+            since,
+            limit,
+            json,
+        } => {
+            let config = Config::from_env()?;
+            let since_ms = match since.as_deref() {
+                Some(text) => Some(
+                    exai::cli::usage::since_ms(Some(text), exai::store::now_ms())
+                        .map_err(anyhow::Error::msg)?,
+                ),
+                None => None,
+            };
+            // On a blocking thread, like `calls`: the Postgres client cannot run on this one's.
+            exai::spawn::blocking(move || {
+                let mut out = std::io::stdout().lock();
+                match action {
+                    Some(ThreadsCommand::Show { id, format, json }) => {
+                        let format = match json {
+                            true => exai::cli::threads::Format::Json,
+                            false => format,
+                        };
+                        exai::cli::threads::show(&config, &id, format, &mut out)
+                    }
+                    Some(ThreadsCommand::Export { id, format }) => {
+                        exai::cli::threads::show(&config, &id, format, &mut out)
+                    }
+                    None => {
+                        let filter = exai::store::ThreadFilter {
+                            since_ms,
+                            words: words
+                                .iter()
+                                .chain(find.iter())
+                                .flat_map(|w| w.split_whitespace())
+                                .map(str::to_string)
+                                .collect(),
+                            limit,
+                            ..Default::default()
+                        };
+                        exai::cli::threads::list(&config, &filter, json, &mut out)
                     }
                 }
             })

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError, ThreadRow, now_ms};
+use crate::store::{Store, StoreError, ThreadRow, ThreadSummary, now_ms};
 use crate::tokens;
 use crate::users::Caller;
 
@@ -74,6 +74,25 @@ pub struct Thread {
     /// Whose conversation it is (`None`: the machine's owner); it stays theirs when an admin
     /// continues it.
     pub user_name: Option<String>,
+    /// What it was first asked (secrets masked, bounded): what it is listed and found by.
+    pub first_prompt: Option<String>,
+    /// The tools that added turns, in the order they first did.
+    pub tools: Vec<String>,
+    /// Turns ever added, counting those dropped since.
+    pub turn_count: usize,
+}
+
+/// Longest first prompt kept for listing and search, in characters.
+const FIRST_PROMPT_CHARS: usize = 2_000;
+
+/// `text` as it may be shown outside the conversation: secret-looking values masked.
+pub fn shown(text: &str) -> String {
+    crate::secrets::redact_text(text, &[])
+}
+
+/// The first prompt as kept for listing and search: masked, at most [`FIRST_PROMPT_CHARS`].
+fn first_prompt_of(text: &str) -> String {
+    shown(text).chars().take(FIRST_PROMPT_CHARS).collect()
 }
 
 /// Why a thread could not be used.
@@ -99,6 +118,9 @@ impl Thread {
             created_at_ms: now_ms(),
             turns: Vec::new(),
             user_name,
+            first_prompt: None,
+            tools: Vec::new(),
+            turn_count: 0,
         }
     }
 
@@ -114,15 +136,33 @@ impl Thread {
             .await?
             .filter(|row| caller.may_see(row.user_name.as_deref()))
             .ok_or_else(|| ThreadError::Unknown(id.clone()))?;
-        let turns = serde_json::from_str(&row.turns).map_err(|e| ThreadError::Damaged {
-            id: id.clone(),
-            why: e.to_string(),
-        })?;
+        Self::from_row(row)
+    }
+
+    /// A thread from its stored row.
+    pub fn from_row(row: ThreadRow) -> Result<Self, ThreadError> {
+        let turns: Vec<Turn> =
+            serde_json::from_str(&row.turns).map_err(|e| ThreadError::Damaged {
+                id: row.id.clone(),
+                why: e.to_string(),
+            })?;
+        let tools = row
+            .tools
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect();
         Ok(Self {
-            id,
+            // A thread saved before turns were counted counts those it still has.
+            turn_count: usize::try_from(row.turn_count)
+                .unwrap_or(0)
+                .max(turns.len()),
+            id: row.id,
             created_at_ms: row.created_at_ms,
             turns,
             user_name: row.user_name,
+            first_prompt: row.first_prompt,
+            tools,
         })
     }
 
@@ -135,6 +175,17 @@ impl Thread {
         max_exchanges: usize,
         ttl: Duration,
     ) -> Result<usize, StoreError> {
+        if self.first_prompt.is_none() {
+            self.first_prompt = (self.turns.iter().chain(&turns))
+                .find(|t| t.role == "user")
+                .map(|t| first_prompt_of(&t.content));
+        }
+        for turn in &turns {
+            if !self.tools.contains(&turn.tool) {
+                self.tools.push(turn.tool.clone());
+            }
+        }
+        self.turn_count += turns.len();
         self.turns.extend(turns);
         let dropped = self.keep_exchanges(max_exchanges);
         let now = now_ms();
@@ -146,6 +197,9 @@ impl Thread {
                 expires_at_ms: now + ttl.as_millis() as i64,
                 turns: serde_json::to_string(&self.turns).unwrap_or_else(|_| "[]".into()),
                 user_name: self.user_name.clone(),
+                first_prompt: self.first_prompt.clone(),
+                tools: self.tools.join(","),
+                turn_count: i64::try_from(self.turn_count).unwrap_or(i64::MAX),
             })
             .await?;
         Ok(dropped)
@@ -164,25 +218,36 @@ impl Thread {
         excess
     }
 
-    /// The turns to replay within `budget` tokens: chosen newest first, returned oldest first,
-    /// with how many older turns did not fit.
+    /// The turns to replay within `budget` tokens, oldest first, with how many older turns
+    /// were left out.
+    ///
+    /// The replay starts at a fixed turn for as long as what follows it fits, so each request
+    /// of a conversation begins with the bytes of the one before and the providers' prefix
+    /// caches hit. Only when the turns outgrow the budget does the start move, and then far
+    /// enough to free half of it, where it stays for the next turns. The start is worked out
+    /// again from the whole thread each time, so it needs no stored state: the same thread and
+    /// budget give the same start.
     pub fn history(&self, budget: usize) -> (Vec<&Turn>, usize) {
-        let mut chosen = Vec::new();
-        let mut used = 0;
-        for turn in self.turns.iter().rev() {
-            let cost = tokens::count(&turn.content) + 8;
-            if used + cost > budget {
-                break;
-            }
+        let costs: Vec<usize> = self
+            .turns
+            .iter()
+            .map(|turn| tokens::count(&turn.content) + 8)
+            .collect();
+        let (mut start, mut used) = (0, 0);
+        for (end, cost) in costs.iter().enumerate() {
             used += cost;
-            chosen.push(turn);
+            if used > budget {
+                while start <= end && used > budget / 2 {
+                    used -= costs[start];
+                    start += 1;
+                }
+            }
         }
-        chosen.reverse();
         // A replay starts with a question: some providers refuse an answer with none before it.
-        let answers_first = chosen.iter().take_while(|t| t.role != "user").count();
-        chosen.drain(..answers_first);
-        let left_out = self.turns.len() - chosen.len();
-        (chosen, left_out)
+        while start < self.turns.len() && self.turns[start].role != "user" {
+            start += 1;
+        }
+        (self.turns[start..].iter().collect(), start)
     }
 
     /// Files referenced anywhere in the thread, newest reference first, each once.
@@ -196,6 +261,147 @@ impl Thread {
             }
         }
         seen
+    }
+}
+
+/// A time for people: `2026-12-02 10:49:10 UTC`.
+pub fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Who wrote a turn, for people.
+fn author(turn: &Turn) -> &'static str {
+    if turn.role == "assistant" {
+        "model"
+    } else {
+        "agent"
+    }
+}
+
+impl Thread {
+    /// The conversation as Markdown for people: each turn's author, tool, model, time and text,
+    /// secret-looking values masked. `summary` adds the last activity and cost.
+    pub fn markdown(&self, summary: Option<&ThreadSummary>) -> String {
+        let mut out = format!(
+            "# Thread {}
+
+",
+            self.id
+        );
+        let mut facts = vec![
+            format!(
+                "- user: {}",
+                self.user_name.as_deref().unwrap_or("(the owner)")
+            ),
+            format!("- started: {}", when(self.created_at_ms)),
+            format!("- tools: {}", self.tools.join(", ")),
+            format!(
+                "- turns: {} ({} kept)",
+                self.turn_count.max(self.turns.len()),
+                self.turns.len()
+            ),
+        ];
+        if let Some(summary) = summary {
+            facts.push(format!("- last activity: {}", when(summary.updated_at_ms)));
+            facts.push(format!("- cost: {}", summary.cost()));
+        }
+        out.push_str(&facts.join(
+            "
+",
+        ));
+        out.push_str(
+            "
+
+",
+        );
+        let dropped = self.turn_count.saturating_sub(self.turns.len());
+        if dropped > 0 {
+            out.push_str(&format!(
+                "_{dropped} older turn(s) were dropped (EXAI_THREAD_MAX_TURNS)._
+
+"
+            ));
+        }
+        for (n, turn) in self.turns.iter().enumerate() {
+            let model = turn
+                .model
+                .as_deref()
+                .map(|m| format!(" · {m}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "## {}. {} · {}{model} · {}
+
+",
+                n + 1 + dropped,
+                author(turn),
+                turn.tool,
+                when(turn.at_ms)
+            ));
+            if !turn.files.is_empty() {
+                out.push_str(&format!(
+                    "Files: {}
+
+",
+                    turn.files.join(", ")
+                ));
+            }
+            out.push_str(shown(&turn.content).trim_end());
+            out.push_str(
+                "
+
+",
+            );
+        }
+        out
+    }
+
+    /// The whole conversation as JSON for scripts: every turn with its fields, text masked as
+    /// in [`Thread::markdown`], workflow records with secret-named fields redacted.
+    pub fn export(&self, summary: Option<&ThreadSummary>) -> serde_json::Value {
+        let turns: Vec<serde_json::Value> = self
+            .turns
+            .iter()
+            .map(|turn| {
+                serde_json::json!({
+                    "role": turn.role,
+                    "tool": turn.tool,
+                    "model": turn.model,
+                    "at": when(turn.at_ms),
+                    "at_ms": turn.at_ms,
+                    "content": shown(&turn.content),
+                    "files": turn.files,
+                    "reasoning": turn.reasoning.as_deref().map(shown),
+                    "step": turn.step.as_ref().map(crate::calls::redact::redact),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "continuation_id": self.id,
+            "user_name": self.user_name,
+            "created_at": when(self.created_at_ms),
+            "created_at_ms": self.created_at_ms,
+            "updated_at_ms": summary.map(|s| s.updated_at_ms),
+            "expires_at_ms": summary.map(|s| s.expires_at_ms),
+            "first_prompt": self.first_prompt,
+            "tools": self.tools,
+            "turn_count": self.turn_count.max(self.turns.len()),
+            "cost_usd_micros": summary.map(|s| s.cost_usd_micros),
+            "unpriced_calls": summary.map(|s| s.unpriced_calls),
+            "turns": turns,
+        })
+    }
+}
+
+impl ThreadSummary {
+    /// What the thread's calls cost, for people: `$0.0123`, `$0.0123 + 2 unpriced call(s)`.
+    pub fn cost(&self) -> String {
+        let known = crate::providers::price::usd(Some(self.cost_usd_micros));
+        match self.unpriced_calls {
+            0 => known,
+            n => format!("{known} + {n} call(s) of unknown cost"),
+        }
     }
 }
 
@@ -275,6 +481,44 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_first_prompt_is_kept_masked_and_bounded_and_stays_when_its_turn_is_dropped() {
+        let store = Store::open(&crate::store::tests::test_location()).unwrap();
+        let mut thread = Thread::new(None);
+        let secret = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789";
+        let first = format!("deploy with key {secret} {}", "x".repeat(5_000));
+        for i in 0..3 {
+            let asked = match i {
+                0 => first.clone(),
+                n => format!("q{n}"),
+            };
+            let exchange = vec![
+                turn("user", &asked, &[]),
+                Turn {
+                    tool: "thinkdeep".into(),
+                    ..turn("assistant", "a", &[])
+                },
+            ];
+            thread
+                .append(&store, exchange, 1, Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        store.sync().await.unwrap();
+        let loaded = Thread::load(&store, &thread.id, &Caller::Owner)
+            .await
+            .unwrap();
+        let kept = loaded.first_prompt.clone().unwrap();
+        assert!(kept.starts_with("deploy with key "), "{kept}");
+        assert!(!kept.contains(secret), "{kept}");
+        assert_eq!(kept.chars().count(), FIRST_PROMPT_CHARS);
+        assert_eq!(loaded.tools, ["chat", "thinkdeep"]);
+        assert_eq!((loaded.turn_count, loaded.turns.len()), (6, 2));
+        let shown = loaded.markdown(None);
+        assert!(shown.contains("## 5. agent · chat · "), "{shown}");
+        assert!(shown.contains("_4 older turn(s) were dropped"), "{shown}");
+    }
+
     #[test]
     fn history_is_chosen_newest_first_and_shown_oldest_first() {
         let thread = Thread {
@@ -291,5 +535,25 @@ mod tests {
         assert_eq!(contents, ["new"]);
         assert_eq!(left_out, 2);
         assert_eq!(thread.files(), ["/y.rs", "/x.rs"]);
+    }
+
+    #[test]
+    fn the_replay_keeps_its_start_while_the_turns_fit_and_then_jumps_to_free_half() {
+        let mut thread = Thread::default();
+        // Each turn costs the same: "word" is a token, plus 8 for the message.
+        let cost = tokens::count("word") + 8;
+        let budget = 6 * cost;
+        let mut starts = Vec::new();
+        for i in 0..12 {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            thread.turns.push(turn(role, "word", &[]));
+            let (turns, left_out) = thread.history(budget);
+            assert!(turns.len() * cost <= budget, "within the budget");
+            assert_eq!(turns.first().unwrap().role, "user");
+            starts.push(left_out);
+        }
+        // Six turns fit from the first; the seventh moves the start to leave half the budget
+        // (start 4: turns 4–6), where it stays until the budget is outgrown again (turn 11).
+        assert_eq!(starts, [0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 8, 8]);
     }
 }

@@ -17,7 +17,8 @@
 //! they got their own answer. `GET /stats` reports how many requests completed or were aborted
 //! by the client, how many are in flight (now, at peak, per model), and `POST /reset` zeroes
 //! those counters (the peak becomes the current in-flight count).
-//! `GET /last_request?model=<name>` returns the last JSON body received for that model, plus
+//! `GET /last_request?model=<name>` returns the last JSON body received for that model (`_raw`:
+//! the same as it came, as text), plus
 //! `"_has_auth": true|false` (whether an `Authorization` header came with it; the key itself is
 //! never echoed) and `"_auth_id"`: [`auth_id`] of that header, so a test tells keys apart
 //! without the key being kept. `POST /reset` forgets those bodies too.
@@ -193,8 +194,10 @@ impl Stats {
         *seen <= limit
     }
 
-    /// Keeps `body` (a JSON object with a string `model`) as the last request for its model.
-    fn record_request(&self, mut body: Value, authorization: Option<&str>) {
+    /// Keeps `body` (a JSON object with a string `model`) as the last request for its model,
+    /// with `raw`, the bytes as they came (as text), so tests can compare what was sent byte
+    /// for byte.
+    fn record_request(&self, mut body: Value, raw: &[u8], authorization: Option<&str>) {
         let Some(model) = body.get("model").and_then(Value::as_str).map(str::to_owned) else {
             return;
         };
@@ -205,6 +208,10 @@ impl Stats {
         fields.insert(
             "_auth_id".to_owned(),
             authorization.map_or(Value::Null, |a| Value::String(auth_id(a))),
+        );
+        fields.insert(
+            "_raw".to_owned(),
+            Value::String(String::from_utf8_lossy(raw).into_owned()),
         );
         self.lock().last_requests.insert(model, body);
     }
@@ -1063,12 +1070,14 @@ async fn chat_completions(
 ) -> Response {
     let mut tracker = app.stats.start();
     let parsed = serde_json::from_slice::<Value>(&body);
+    let body_bytes = body;
     if let Ok(body) = &parsed {
         // Recorded even when the key is refused, so tests can see what the client sent.
         let authorization = headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or("(not text)"));
-        app.stats.record_request(body.clone(), authorization);
+        app.stats
+            .record_request(body.clone(), &body_bytes, authorization);
     }
     if !app.authorized(&headers) {
         return tracker.finish(invalid_api_key());

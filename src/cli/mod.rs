@@ -1,5 +1,5 @@
 //! `exai calls` and `exai status`: what happened, read straight from the store (daemon up or not);
-//! `doctor`, `keys` and `users` in their own modules.
+//! `doctor`, `keys`, `threads`, `usage` and `users` in their own modules.
 
 pub mod call;
 pub mod daemon_control;
@@ -8,6 +8,7 @@ pub mod follow;
 pub mod keys;
 pub mod open;
 pub mod setup;
+pub mod threads;
 pub mod usage;
 pub mod users;
 
@@ -33,6 +34,14 @@ pub enum CliError {
     UnknownCall(String),
     #[error("{0:?} matches several calls: {1}; give more of the id")]
     Ambiguous(String, String),
+    #[error(
+        "no thread with id {0:?} (it may have expired, or never existed; `exai threads` lists them)"
+    )]
+    UnknownThread(String),
+    #[error("{0:?} matches several threads: {1}; give more of the id")]
+    AmbiguousThread(String, String),
+    #[error("{0}")]
+    DamagedThread(String),
     #[error("no call store yet at {0}: exai has not run with this EXAI_HOME")]
     NoStore(String),
 }

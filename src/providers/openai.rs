@@ -1,6 +1,7 @@
 //! OpenAI: reasoning models take no temperature; their effort can be lowered instead (to the
 //! lowest the catalog lists, else `low`). The output limit goes in `max_completion_tokens` for
-//! every model (reasoning models refuse `max_tokens`).
+//! every model (reasoning models refuse `max_tokens`). A conversation's requests carry its
+//! `prompt_cache_key`, so they reach the machines holding their cached prefix.
 
 use serde_json::{Value, json};
 
@@ -29,6 +30,10 @@ impl Dialect for OpenAi {
 
 fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     body["stream_options"] = json!({"include_usage": true});
+    // OpenAI routes requests with the same key to the machines that cached their prefix.
+    if let Some(key) = &request.cache_key {
+        body["prompt_cache_key"] = json!(key);
+    }
     match model.thinking {
         Thinking::None => {
             if let Some(t) = request.temperature {

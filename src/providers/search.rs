@@ -236,6 +236,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(60),
             max_output: None,
             prompt_tokens: None,
+            cache_key: None,
         }
     }
 

@@ -117,6 +117,10 @@ pub struct ChatRequest {
     /// exai's count of the tokens in the messages' text, when it counted them (to fit files or
     /// history); else the output limit estimates them from their size.
     pub prompt_tokens: Option<u64>,
+    /// Names the conversation the request belongs to (a hash of its thread id, nothing about
+    /// who asked), for providers that route by it to the server holding their prefix cache
+    /// (OpenAI's `prompt_cache_key`); `None` outside a conversation.
+    pub cache_key: Option<String>,
 }
 
 #[cfg(test)]
@@ -131,6 +135,7 @@ impl ChatRequest {
             deadline: Instant::now() + Duration::from_secs(60),
             max_output: None,
             prompt_tokens: None,
+            cache_key: None,
         }
     }
 }

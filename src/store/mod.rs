@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use records::sql_list;
 pub use records::{
     CallFigures, CallFilter, CallRow, CallState, Delivery, FinishedCall, NewCall, ReplicaRow,
-    ThreadRow, TransportKind,
+    ThreadFilter, ThreadRow, ThreadSummary, TransportKind,
 };
 pub use replicas::this_host;
 pub use spend::{DailySpend, UsageBy, UsageRow, day_name, day_of, spend_totals};
@@ -479,6 +479,15 @@ impl Store {
             .map_err(|_| StoreError::WriterGone)
     }
 
+    /// Notes that call `call_id` added turns to thread `thread_id` (best effort: a thread's cost
+    /// misses the call if the queue is full).
+    pub fn note_thread_of_call(&self, call_id: &str, thread_id: &str) {
+        self.write_unacked(WriteOp::CallOfThread {
+            call_id: call_id.to_string(),
+            thread_id: thread_id.to_string(),
+        });
+    }
+
     /// Records that the call was answered as a task of the `kind` tasks API.
     pub async fn set_task(&self, id: &str, kind: &str) -> Result<(), StoreError> {
         self.write_acked(WriteOp::Task {
@@ -610,8 +619,8 @@ impl StoreReader {
     /// A conversation thread, if it exists and has not expired.
     pub fn thread(&self, id: &str) -> Result<Option<ThreadRow>, StoreError> {
         let found = self.rows(
-            "SELECT id, created_at_ms, updated_at_ms, expires_at_ms, turns, user_name \
-             FROM threads WHERE id = ?1 AND expires_at_ms >= ?2",
+            "SELECT id, created_at_ms, updated_at_ms, expires_at_ms, turns, user_name, \
+             first_prompt, tools, turn_count FROM threads WHERE id = ?1 AND expires_at_ms >= ?2",
             &[Param::Text(Some(id)), Param::Int(Some(now_ms()))],
             |row| {
                 Ok(ThreadRow {
@@ -621,10 +630,89 @@ impl StoreReader {
                     expires_at_ms: required_int(row, 3)?,
                     turns: required_text(row, 4)?,
                     user_name: row.text(5)?,
+                    first_prompt: row.text(6)?,
+                    tools: required_text(row, 7)?,
+                    turn_count: required_int(row, 8)?,
                 })
             },
         )?;
         Ok(found.into_iter().next())
+    }
+
+    /// Threads that have not expired, most recently continued first, at most `filter.limit`
+    /// (at most [`MAX_THREADS_LISTED`]), each with what its calls cost.
+    pub fn list_threads(&self, filter: &ThreadFilter) -> Result<Vec<ThreadSummary>, StoreError> {
+        // Each word is a parameter of its own, escaped so `%` and `_` in it match themselves.
+        let patterns: Vec<String> = filter
+            .words
+            .iter()
+            .take(MAX_SEARCH_WORDS)
+            .map(|word| format!("%{}%", like_literal(&search_form(word))))
+            .collect();
+        let mut sql = String::from(
+            "SELECT t.id, t.created_at_ms, t.updated_at_ms, t.expires_at_ms, t.user_name, \
+             t.first_prompt, t.tools, t.turn_count, \
+             (SELECT CAST(COALESCE(SUM(c.cost_usd_micros), 0) AS BIGINT) FROM calls c \
+              WHERE c.thread_id = t.id), \
+             (SELECT COUNT(*) FROM calls c WHERE c.thread_id = t.id \
+              AND c.cost_usd_micros IS NULL) \
+             FROM threads t WHERE t.expires_at_ms >= ?1 \
+             AND (CAST(?2 AS TEXT) IS NULL OR t.user_name = ?2) \
+             AND (CAST(?3 AS BIGINT) IS NULL OR t.updated_at_ms >= ?3) \
+             AND (CAST(?5 AS TEXT) IS NULL OR t.id = ?5)",
+        );
+        for n in 0..patterns.len() {
+            sql += &format!(" AND t.search_text LIKE ?{} ESCAPE '\\'", n + 6);
+        }
+        sql += " ORDER BY t.updated_at_ms DESC, t.id DESC LIMIT ?4";
+        let limit = filter.limit.clamp(1, MAX_THREADS_LISTED) as i64;
+        let mut params = vec![
+            Param::Int(Some(now_ms())),
+            Param::Text(filter.user.as_deref()),
+            Param::Int(filter.since_ms),
+            Param::Int(Some(limit)),
+            Param::Text(filter.id.as_deref()),
+        ];
+        params.extend(patterns.iter().map(|p| Param::Text(Some(p))));
+        self.rows(&sql, &params, |row| {
+            let tools = required_text(row, 6)?;
+            Ok(ThreadSummary {
+                id: required_text(row, 0)?,
+                created_at_ms: required_int(row, 1)?,
+                updated_at_ms: required_int(row, 2)?,
+                expires_at_ms: required_int(row, 3)?,
+                user_name: row.text(4)?,
+                first_prompt: row.text(5)?,
+                tools: tools
+                    .split(',')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                turn_count: required_int(row, 7)?,
+                cost_usd_micros: required_int(row, 8)?,
+                unpriced_calls: required_int(row, 9)?,
+            })
+        })
+    }
+
+    /// Ids of live threads starting with `prefix` (typed by hand; matched literally), of `user`
+    /// only when one is given; at most 5.
+    pub fn find_threads_by_prefix(
+        &self,
+        prefix: &str,
+        user: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{}%", like_literal(&prefix.to_lowercase()));
+        self.rows(
+            "SELECT id FROM threads WHERE id LIKE ?1 ESCAPE '\\' AND expires_at_ms >= ?3 \
+             AND (CAST(?2 AS TEXT) IS NULL OR user_name = ?2) ORDER BY id LIMIT 5",
+            &[
+                Param::Text(Some(&pattern)),
+                Param::Text(user),
+                Param::Int(Some(now_ms())),
+            ],
+            |row| required_text(row, 0),
+        )
     }
 
     /// Forgets the results (and reasoning) of calls that ended more than `ttl` ago; returns how many.
@@ -755,6 +843,32 @@ impl StoreReader {
             |row| required_text(row, 0),
         )
     }
+}
+
+/// Most threads one listing returns.
+pub const MAX_THREADS_LISTED: usize = 200;
+/// Most words a thread search matches (the rest are ignored).
+const MAX_SEARCH_WORDS: usize = 8;
+
+/// The form a first prompt is searched in: lower case (Unicode, the same on both databases),
+/// whitespace runs as one space.
+pub(crate) fn search_form(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// `text` as a LIKE pattern that matches only itself (escape character `\`).
+fn like_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn required_int(row: &dyn Columns, column: usize) -> Result<i64, BackendError> {
@@ -977,6 +1091,9 @@ pub(crate) mod tests {
             expires_at_ms,
             turns: turns.into(),
             user_name: Some("ada".into()),
+            first_prompt: None,
+            tools: String::new(),
+            turn_count: 0,
         };
         store
             .save_thread(thread("[1]", now_ms() + 60_000))
@@ -1004,6 +1121,126 @@ pub(crate) mod tests {
             .unwrap();
         store.sync().await.unwrap();
         assert!(read("t").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn threads_are_listed_newest_first_found_by_their_words_literally_and_costed() {
+        let store = Store::open(&test_location()).unwrap();
+        let now = now_ms();
+        let thread = |id: &str, user: Option<&str>, prompt: &str, updated_at_ms| ThreadRow {
+            id: id.into(),
+            created_at_ms: 1,
+            updated_at_ms,
+            expires_at_ms: now + 60_000,
+            turns: "[]".into(),
+            user_name: user.map(str::to_string),
+            first_prompt: Some(prompt.into()),
+            tools: "chat,thinkdeep".into(),
+            turn_count: 4,
+        };
+        for row in [
+            thread(
+                "t-flaky",
+                Some("ada"),
+                "Why is the  FLAKY test flaky?",
+                now - 3,
+            ),
+            thread(
+                "t-percent",
+                Some("ada"),
+                "Is 100% coverage worth_it?",
+                now - 2,
+            ),
+            thread(
+                "t-bob",
+                Some("bob"),
+                "Why is the flaky test of bob flaky?",
+                now - 1,
+            ),
+        ] {
+            store.save_thread(row).await.unwrap();
+        }
+        // A later save keeps the first prompt the thread is found by.
+        store
+            .save_thread(thread("t-flaky", Some("ada"), "something else", now))
+            .await
+            .unwrap();
+        for (call, cost) in [("c1", Some(1_500)), ("c2", Some(500)), ("c3", None)] {
+            store.insert(new_call(call)).await.unwrap();
+            store
+                .finish(
+                    call,
+                    FinishedCall {
+                        state: Some(CallState::Succeeded),
+                        finished_at_ms: now_ms(),
+                        cost_usd_micros: cost,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            store.note_thread_of_call(call, "t-flaky");
+        }
+        store.sync().await.unwrap();
+        let list = |words: &[&str], user: Option<&str>| {
+            let filter = ThreadFilter {
+                user: user.map(str::to_string),
+                words: words.iter().map(|w| w.to_string()).collect(),
+                limit: 10,
+                ..Default::default()
+            };
+            let store = store.clone();
+            async move {
+                let rows = store.read(move |r| r.list_threads(&filter)).await.unwrap();
+                rows.into_iter().map(|r| r.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(list(&[], None).await, ["t-flaky", "t-bob", "t-percent"]);
+        assert_eq!(list(&["flaky", "TEST"], None).await, ["t-flaky", "t-bob"]);
+        assert_eq!(list(&["flaky"], Some("ada")).await, ["t-flaky"]);
+        // `%` and `_` are themselves, not wildcards.
+        assert_eq!(list(&["%"], None).await, ["t-percent"]);
+        // As a wildcard, `_` would match the space of "is 100".
+        assert_eq!(list(&["s_1"], None).await, Vec::<String>::new());
+        assert_eq!(list(&["worth_it"], None).await, ["t-percent"]);
+        assert_eq!(list(&["100%c"], None).await, Vec::<String>::new());
+        assert_eq!(list(&["\\"], None).await, Vec::<String>::new());
+
+        let flaky = store
+            .read(|r| {
+                r.list_threads(&ThreadFilter {
+                    id: Some("t-flaky".into()),
+                    limit: 1,
+                    ..Default::default()
+                })
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            flaky.first_prompt.as_deref(),
+            Some("Why is the  FLAKY test flaky?")
+        );
+        assert_eq!(flaky.tools, ["chat", "thinkdeep"]);
+        assert_eq!((flaky.cost_usd_micros, flaky.unpriced_calls), (2_000, 1));
+        let found = store
+            .read(|r| {
+                Ok((
+                    r.find_threads_by_prefix("t-", None)?,
+                    r.find_threads_by_prefix("t-b", Some("ada"))?,
+                    r.find_threads_by_prefix("%", None)?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            found,
+            (
+                vec!["t-bob".to_string(), "t-flaky".into(), "t-percent".into()],
+                vec![],
+                vec![]
+            )
+        );
     }
 
     #[tokio::test]

@@ -329,6 +329,44 @@ pub struct ThreadRow {
     pub turns: String,
     /// The user whose conversation it is; `None` for the machine's owner.
     pub user_name: Option<String>,
+    /// What the conversation was first asked (secrets masked, bounded); kept once set.
+    pub first_prompt: Option<String>,
+    /// The tools that added turns, comma-separated, in the order they first did.
+    pub tools: String,
+    /// Turns ever added (the oldest may have been dropped since).
+    pub turn_count: i64,
+}
+
+/// Which threads `list_threads` returns.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadFilter {
+    /// Only the thread of this id.
+    pub id: Option<String>,
+    /// Only threads of this user (`None`: everyone's).
+    pub user: Option<String>,
+    /// Only threads with a turn at or after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Only threads whose first prompt holds every one of these words (matched literally,
+    /// case-insensitively).
+    pub words: Vec<String>,
+    pub limit: usize,
+}
+
+/// A thread as a listing shows it: no turns, what it cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadSummary {
+    pub id: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub user_name: Option<String>,
+    pub first_prompt: Option<String>,
+    pub tools: Vec<String>,
+    pub turn_count: i64,
+    /// Micro-dollars of the thread's calls whose cost is known.
+    pub cost_usd_micros: i64,
+    /// The thread's calls whose cost is unknown (a model without a price), not in the sum.
+    pub unpriced_calls: i64,
 }
 
 /// Which calls `list` returns.

@@ -43,6 +43,11 @@ pub(super) enum WriteOp {
     },
     /// Creates or replaces a conversation thread.
     SaveThread(ThreadRow),
+    /// The call added turns to the thread (a thread's cost is its calls').
+    CallOfThread {
+        call_id: String,
+        thread_id: String,
+    },
     /// Commits nothing by itself; its acknowledgement orders everything before it.
     Barrier,
 }
@@ -248,12 +253,18 @@ fn apply(
         }
         WriteOp::Barrier => {}
         WriteOp::SaveThread(t) => {
-            // A thread stays its first user's: a write under another name changes nothing.
+            // A thread stays its first user's: a write under another name changes nothing. Its
+            // first prompt stays the one it was found by, even once that turn is dropped.
+            let search_text = t.first_prompt.as_deref().map(super::search_form);
             conn.execute(
                 "INSERT INTO threads (id, created_at_ms, updated_at_ms, expires_at_ms, turns, \
-                 user_name) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO UPDATE SET \
+                 user_name, first_prompt, search_text, tools, turn_count) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(id) DO UPDATE SET \
                  created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms, \
-                 expires_at_ms = excluded.expires_at_ms, turns = excluded.turns \
+                 expires_at_ms = excluded.expires_at_ms, turns = excluded.turns, \
+                 first_prompt = COALESCE(threads.first_prompt, excluded.first_prompt), \
+                 search_text = COALESCE(threads.search_text, excluded.search_text), \
+                 tools = excluded.tools, turn_count = excluded.turn_count \
                  WHERE threads.user_name IS NOT DISTINCT FROM excluded.user_name",
                 &[
                     Text(Some(&t.id)),
@@ -262,7 +273,17 @@ fn apply(
                     Int(Some(t.expires_at_ms)),
                     Text(Some(&t.turns)),
                     text(&t.user_name),
+                    text(&t.first_prompt),
+                    text(&search_text),
+                    Text(Some(&t.tools)),
+                    Int(Some(t.turn_count)),
                 ],
+            )?;
+        }
+        WriteOp::CallOfThread { call_id, thread_id } => {
+            conn.execute(
+                "UPDATE calls SET thread_id = ?2 WHERE id = ?1",
+                &[Text(Some(call_id)), Text(Some(thread_id))],
             )?;
         }
         WriteOp::Task { id, kind } => {

@@ -250,10 +250,15 @@ pub async fn remember(
     turns: Vec<crate::threads::Turn>,
 ) -> Option<String> {
     let max = ctx.config.thread_max_turns;
-    match thread
+    let saved = thread
         .append(ctx.calls.store(), turns, max, ctx.config.thread_ttl)
-        .await
-    {
+        .await;
+    if saved.is_ok() {
+        ctx.calls
+            .store()
+            .note_thread_of_call(&ctx.call.id, &thread.id);
+    }
+    match saved {
         Ok(0) => None,
         Ok(dropped) => Some(format!(
             "The oldest {dropped} exchange(s) of this conversation were dropped: it keeps the \
@@ -280,26 +285,59 @@ pub fn blocking_failure(e: tokio::task::JoinError) -> ToolFailure {
 struct Fitting {
     context: usize,
     max_output: usize,
-    /// The system prompt and the question: always sent.
-    fixed: String,
+    /// The system prompt: always sent, the same on every turn.
+    system: String,
+    /// The question: always sent.
+    prompt: String,
     thread: Option<Thread>,
+    /// Every file to consider, newest reference first (the question's, then the thread's).
     files: Vec<String>,
+    /// The files the question itself names, in its order.
+    asked_files: Vec<String>,
     roots: files::Policy,
     /// The named documents' extracted texts.
     documents: Extracted,
 }
 
+/// A question fitted to a model: the turns to replay, each with the files it named, and the
+/// files for the question itself.
+struct Fitted {
+    /// Turns to replay, oldest first, each with the text of the files placed before it.
+    history: Vec<(crate::threads::Turn, String)>,
+    /// Older turns that did not fit.
+    left_out: usize,
+    /// Every file embedded; its `text` holds only the files placed before the question.
+    embedded: Embedded,
+    /// Tokens of all the text.
+    counted: usize,
+}
+
 impl Fitting {
-    /// Room for the answer first, then up to 30% of the rest for history (newest turns
-    /// first), then files. Returns the turns to replay, how many were left out, the files, and
-    /// the tokens of all that text.
-    fn fit(self) -> (Vec<crate::threads::Turn>, usize, Embedded, usize) {
+    /// Room for the answer first, then up to 30% of the rest for history, then files.
+    ///
+    /// The history budget leaves the question out, so it stays the same from turn to turn and
+    /// the replay keeps its start (`Thread::history`); only a question of more than about half
+    /// the context shrinks it. Which files fit is decided newest reference first; where each goes is
+    /// the turn that first named it, so an earlier turn is replayed with the same files, in the
+    /// same order, as it was first sent.
+    fn fit(self) -> Fitted {
         let reserve = self.max_output.min(self.context / 4);
-        let fixed_tokens = tokens::count(&self.fixed);
-        let room = self.context.saturating_sub(reserve + fixed_tokens);
+        let system_tokens = tokens::count(&self.system);
+        let prompt_tokens = tokens::count(&self.prompt);
+        let steady = self.context.saturating_sub(reserve + system_tokens) * 3 / 10;
+        let room = self
+            .context
+            .saturating_sub(reserve + system_tokens + prompt_tokens);
+        // A question that leaves too little room for the steady share takes the old one, 30%
+        // of what it leaves.
+        let history_budget = if steady <= room * 6 / 10 {
+            steady
+        } else {
+            room * 3 / 10
+        };
         let (history, left_out) = match &self.thread {
             Some(thread) => {
-                let (turns, left_out) = thread.history(room * 3 / 10);
+                let (turns, left_out) = thread.history(history_budget);
                 (turns.into_iter().cloned().collect::<Vec<_>>(), left_out)
             }
             None => (Vec::new(), 0),
@@ -308,9 +346,85 @@ impl Fitting {
         let budget = room.saturating_sub(history_tokens);
         let mut embedded = files::embed_with(&self.files, budget, &self.roots, &self.documents);
         embedded.skipped.extend(self.documents.skipped);
-        let counted = fixed_tokens + history_tokens + embedded.tokens;
-        (history, left_out, embedded, counted)
+        let counted = system_tokens + prompt_tokens + history_tokens + embedded.tokens;
+        let resolved = |given: &[String]| -> Vec<std::path::PathBuf> {
+            given
+                .iter()
+                .filter_map(|f| std::path::Path::new(f).canonicalize().ok())
+                .collect()
+        };
+        // Each replayed turn, then the question itself, with the paths it named.
+        let mut named: Vec<Vec<std::path::PathBuf>> = history
+            .iter()
+            .map(|turn| match turn.role.as_str() {
+                "user" => resolved(&turn.files),
+                _ => Vec::new(),
+            })
+            .collect();
+        named.push(resolved(&self.asked_files));
+        let (mut placed, rest) = place_files(&named, &embedded);
+        let mut question_files = placed.pop().unwrap_or_default();
+        question_files.push_str(&rest);
+        embedded.text = question_files;
+        Fitted {
+            history: history.into_iter().zip(placed).collect(),
+            left_out,
+            embedded,
+            counted,
+        }
     }
+}
+
+/// The embedded files' text split by where each goes: before the first message that named it
+/// (`named`: each message's resolved paths, a directory naming the files under it), in the
+/// order that message named them and, under one directory, in path order — never in the order
+/// they were embedded, which follows the newest references and so changes from turn to turn;
+/// the files no message names come back apart, in the order they were embedded.
+fn place_files(named: &[Vec<std::path::PathBuf>], embedded: &Embedded) -> (Vec<String>, String) {
+    let mut taken = vec![false; embedded.files.len()];
+    let block = |at: usize| &embedded.text[embedded.spans[at].clone()];
+    let mut placed = Vec::with_capacity(named.len());
+    for paths in named {
+        let mut text = String::new();
+        for path in paths {
+            let mut under: Vec<usize> = (0..embedded.files.len())
+                .filter(|&at| !taken[at] && embedded.files[at].starts_with(path))
+                .collect();
+            under.sort_by(|&a, &b| embedded.files[a].cmp(&embedded.files[b]));
+            for at in under {
+                taken[at] = true;
+                text.push_str(block(at));
+            }
+        }
+        placed.push(text);
+    }
+    let rest = (0..embedded.files.len())
+        .filter(|&at| !taken[at])
+        .map(block)
+        .collect();
+    (placed, rest)
+}
+
+/// A user message's text with the files placed before it (the same layout on every turn, so a
+/// replayed turn is sent exactly as it first was).
+fn with_files(files_text: &str, text: &str) -> String {
+    if files_text.is_empty() {
+        return text.to_string();
+    }
+    format!("Files for context (line-numbered):\n\n{files_text}\n{text}")
+}
+
+/// The key a conversation's requests carry for providers that route by it: a hash of the
+/// thread id, so it says nothing about who asked.
+fn cache_key(thread_id: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("exai-thread:{thread_id}").as_bytes(),
+    );
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A tool's system prompt with the locale's instruction, when one is set, after it: the
@@ -324,6 +438,11 @@ fn system_prompt(tool_prompt: &str, locale: Option<&crate::config::locale::Local
 
 /// Asks `target` one question. Does not touch the call's usage: callers that ask several
 /// models add theirs up.
+///
+/// The messages are laid out so a conversation's next turn starts with this turn's bytes: the
+/// system prompt, then the replayed turns (each with the files it named), then the question
+/// with any other files; nothing that changes from call to call (times, ids, counters) comes
+/// before the question.
 pub async fn ask(
     ctx: &ToolContext,
     target: Resolved,
@@ -346,68 +465,68 @@ pub async fn ask(
     // The tokenizer is only woken when there is something to fit, and then off the runtime:
     // counting (and loading the tokenizer the first time) is CPU work.
     let mut planned_documents = Vec::new();
-    let (history, turns_left_out, mut embedded, counted) = if question.files.is_empty()
-        && turns == 0
-    {
-        (Vec::new(), 0, Embedded::default(), None)
-    } else {
-        let mut wanted = question.files.clone();
-        if let Some(thread) = question.thread {
-            for file in thread.files() {
-                if !wanted.contains(&file) {
-                    wanted.push(file);
+    let (history, turns_left_out, mut embedded, counted) =
+        if question.files.is_empty() && turns == 0 {
+            (Vec::new(), 0, Embedded::default(), None)
+        } else {
+            let mut wanted = question.files.clone();
+            if let Some(thread) = question.thread {
+                for file in thread.files() {
+                    if !wanted.contains(&file) {
+                        wanted.push(file);
+                    }
                 }
             }
-        }
-        if !wanted.is_empty() {
-            ctx.call
-                .progress
-                .set_stage(format!("reading {} file path(s)", wanted.len()));
-        }
-        let documents = extract::prepare(ctx, &target, &wanted)
-            .await
-            .map_err(|failure| Failed {
-                failure,
-                usage: Usage::default(),
-            })?;
-        planned_documents = documents.planned.clone();
-        let fitting = Fitting {
-            context: target.model.context_window as usize,
-            max_output: model_output as usize,
-            fixed: format!("{system}{}", question.prompt),
-            thread: question.thread.cloned(),
-            files: wanted,
-            roots: files::Policy::of(&ctx.config),
-            documents,
+            if !wanted.is_empty() {
+                ctx.call
+                    .progress
+                    .set_stage(format!("reading {} file path(s)", wanted.len()));
+            }
+            let documents = extract::prepare(ctx, &target, &wanted)
+                .await
+                .map_err(|failure| Failed {
+                    failure,
+                    usage: Usage::default(),
+                })?;
+            planned_documents = documents.planned.clone();
+            let fitting = Fitting {
+                context: target.model.context_window as usize,
+                max_output: model_output as usize,
+                system: system.clone(),
+                prompt: question.prompt.to_string(),
+                thread: question.thread.cloned(),
+                files: wanted,
+                asked_files: question.files.clone(),
+                roots: files::Policy::of(&ctx.config),
+                documents,
+            };
+            let fitted = crate::spawn::blocking(move || fitting.fit())
+                .await
+                .map_err(|e| Failed {
+                    failure: blocking_failure(e),
+                    usage: Usage::default(),
+                })?;
+            (
+                fitted.history,
+                fitted.left_out,
+                fitted.embedded,
+                Some(fitted.counted as u64),
+            )
         };
-        let (history, left_out, embedded, counted) = crate::spawn::blocking(move || fitting.fit())
-            .await
-            .map_err(|e| Failed {
-                failure: blocking_failure(e),
-                usage: Usage::default(),
-            })?;
-        (history, left_out, embedded, Some(counted as u64))
-    };
 
     let mut messages = vec![ChatMessage::system(system)];
     // History and file text move into the messages: a long call keeps one copy, not two.
-    messages.extend(history.into_iter().map(|turn| {
+    messages.extend(history.into_iter().map(|(turn, files_text)| {
         if turn.role == "assistant" {
             ChatMessage {
                 reasoning_content: turn.reasoning,
                 ..ChatMessage::assistant(turn.content)
             }
         } else {
-            ChatMessage::user(turn.content)
+            ChatMessage::user(with_files(&files_text, &turn.content))
         }
     }));
-    let mut text = String::new();
-    if !embedded.text.is_empty() {
-        text.push_str("Files for context (line-numbered):\n\n");
-        text.push_str(&std::mem::take(&mut embedded.text));
-        text.push('\n');
-    }
-    text.push_str(question.prompt);
+    let text = with_files(&std::mem::take(&mut embedded.text), question.prompt);
     messages.push(ChatMessage {
         images,
         ..ChatMessage::user(text)
@@ -420,6 +539,7 @@ pub async fn ask(
         deadline: ctx.call.deadline,
         max_output,
         prompt_tokens: counted,
+        cache_key: question.thread.map(|t| cache_key(&t.id)),
     };
     if let Some(plan) = &ctx.dry_run {
         let mut notes: Vec<String> = embedded.note().into_iter().collect();
@@ -579,4 +699,57 @@ pub fn too_long(
     })
     .ok();
     Some(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// Files embedded in `order`, each block its name and a newline.
+    fn embedded(order: &[&str]) -> Embedded {
+        let mut out = Embedded::default();
+        for name in order {
+            let start = out.text.len();
+            out.text.push_str(&format!("[{name}]"));
+            out.spans.push(start..out.text.len());
+            out.files.push(PathBuf::from(name));
+        }
+        out
+    }
+
+    #[test]
+    fn each_file_goes_with_the_first_replayed_turn_that_named_it_in_that_turns_order() {
+        // Embedded newest reference first; turn 1 named a file and a directory, turn 3 a file
+        // of that directory again and one that is gone; an answer (turn 2) names nothing.
+        let files = embedded(&["/p/new.rs", "/p/dir/b.rs", "/p/top.rs", "/p/dir/a.rs"]);
+        let named = vec![
+            vec![PathBuf::from("/p/top.rs"), PathBuf::from("/p/dir")],
+            Vec::new(),
+            vec![PathBuf::from("/p/dir/b.rs"), PathBuf::from("/p/other.rs")],
+        ];
+        let (placed, rest) = place_files(&named, &files);
+        // Under a directory in path order, whatever order they were embedded in.
+        assert_eq!(placed, ["[/p/top.rs][/p/dir/a.rs][/p/dir/b.rs]", "", ""]);
+        assert_eq!(rest, "[/p/new.rs]");
+        assert_eq!(with_files("", "q"), "q");
+        assert_eq!(
+            with_files("[f]", "q"),
+            "Files for context (line-numbered):\n\n[f]\nq"
+        );
+    }
+
+    #[test]
+    fn a_threads_cache_key_is_stable_its_own_and_says_nothing_of_the_id() {
+        let (one, again, other) = (
+            cache_key("5b0c9a5e-3f0e-4c53-9a57-1d2b0e6f7a11"),
+            cache_key("5b0c9a5e-3f0e-4c53-9a57-1d2b0e6f7a11"),
+            cache_key("0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"),
+        );
+        assert_eq!(one, again);
+        assert_ne!(one, other);
+        assert_eq!(one.len(), 32);
+        assert!(!one.contains("5b0c9a5e"));
+    }
 }

@@ -25,6 +25,7 @@ pub mod slash;
 mod status;
 mod testgen;
 mod thinkdeep;
+mod threads;
 mod tracer;
 mod version;
 mod workflow;

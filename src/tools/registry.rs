@@ -9,8 +9,8 @@ use super::tool::ExaiTool;
 use super::workflow::WorkflowTool;
 use super::{
     analyze, call_cancel, call_list, call_result, challenge, chat, codereview, consensus, debug,
-    docgen, listmodels, planner, precommit, refactor, secaudit, status, testgen, thinkdeep, tracer,
-    version,
+    docgen, listmodels, planner, precommit, refactor, secaudit, status, testgen, thinkdeep,
+    threads, tracer, version,
 };
 use crate::config::Config;
 use crate::config::settings::{DISABLED_TOOLS, TOOL_MAX_OUTPUT, TOOL_TIMEOUTS};
@@ -56,6 +56,7 @@ impl ToolRegistry {
             Arc::new(call_result::CallResult),
             Arc::new(call_cancel::CallCancel),
             Arc::new(call_list::CallList),
+            Arc::new(threads::Threads),
             Arc::new(listmodels::ListModels),
             Arc::new(status::Status),
             Arc::new(version::Version),

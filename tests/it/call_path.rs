@@ -38,6 +38,7 @@ async fn tools_list_and_a_chat_answer_leave_a_complete_record() {
             "status",
             "testgen",
             "thinkdeep",
+            "threads",
             "tracer",
             "version"
         ]

@@ -154,7 +154,7 @@ impl WsClient {
     }
 
     /// The result of `tools/call` of `tool` with `arguments`.
-    async fn tool(&mut self, tool: &str, arguments: Value) -> Value {
+    pub(crate) async fn tool(&mut self, tool: &str, arguments: Value) -> Value {
         let answer = self
             .request("tools/call", json!({"name": tool, "arguments": arguments}))
             .await;

@@ -235,6 +235,7 @@ fn check(case: Case) {
         deadline: Instant::now() + Duration::from_secs(60),
         max_output: limit,
         prompt_tokens: None,
+        cache_key: None,
     };
     let built = request_body(case.kind, case.host, &case.model, &request);
     compare(
