@@ -256,6 +256,16 @@ const COMMANDS: &[Command] = &[
         }],
     },
     Command {
+        tool: "threads",
+        description: "Find a conversation again by words from its first question",
+        start: Start::Call,
+        arguments: &[optional(text(
+            "find",
+            "words from the conversation's first question",
+            "find",
+        ))],
+    },
+    Command {
         tool: "listmodels",
         description: "List the model providers and their models",
         start: Start::Call,
