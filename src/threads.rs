@@ -28,6 +28,17 @@ pub struct Turn {
     /// A workflow step's structured record (workflow tools keep their state here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<serde_json::Value>,
+    /// The session of the CLI that answered through `clink`, so the thread resumes it. Kept in
+    /// the turn (the thread's JSON), so both stores hold it without a column of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_session: Option<AgentSession>,
+}
+
+/// A clink sub-agent's own session: which CLI, and the id it gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSession {
+    pub cli: String,
+    pub id: String,
 }
 
 impl Turn {
@@ -42,6 +53,7 @@ impl Turn {
             at_ms: now_ms(),
             reasoning: None,
             step: None,
+            agent_session: None,
         }
     }
 
@@ -61,6 +73,7 @@ impl Turn {
             at_ms: now_ms(),
             reasoning,
             step: None,
+            agent_session: None,
         }
     }
 }
@@ -185,6 +198,16 @@ impl Thread {
         (chosen, left_out)
     }
 
+    /// The latest session of `cli` a clink turn of this thread kept, to resume it.
+    pub fn agent_session(&self, cli: &str) -> Option<&str> {
+        self.turns
+            .iter()
+            .rev()
+            .filter_map(|t| t.agent_session.as_ref())
+            .find(|s| s.cli == cli)
+            .map(|s| s.id.as_str())
+    }
+
     /// Files referenced anywhere in the thread, newest reference first, each once.
     pub fn files(&self) -> Vec<String> {
         let mut seen = Vec::new();
@@ -219,6 +242,7 @@ mod tests {
             at_ms: now_ms(),
             reasoning: None,
             step: None,
+            agent_session: None,
         }
     }
 

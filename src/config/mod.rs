@@ -274,6 +274,8 @@ pub struct Config {
     pub max_output_tokens: usize,
     /// `EXAI_PROMPT_SIZE_LIMIT`: prompts longer than this (characters) are asked for as a file.
     pub prompt_size_limit: usize,
+    /// The CLIs and roles of `clink` (built in, changed by the config file's `[clink]`).
+    pub clis: crate::clink::Clis,
     /// The config file read, if one was.
     pub file: Option<PathBuf>,
     /// Setting → where its value came from ("environment", "config file: timeouts.call").
@@ -354,6 +356,11 @@ impl Config {
         config
             .add_file_endpoints(&parsed.endpoints, &env)
             .map_err(in_file)?;
+        config.clis =
+            crate::clink::Clis::with_section(&parsed.clink).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            })?;
         config.file = Some(path);
         Ok(config)
     }
@@ -559,6 +566,7 @@ impl Config {
             max_output_tokens: env.whole(&s::MAX_OUTPUT_TOKENS)?,
             prompt_size_limit: env.whole(&s::PROMPT_SIZE_LIMIT)?,
             thread_max_turns: env.whole(&s::THREAD_MAX_TURNS)?,
+            clis: crate::clink::Clis::default(),
             file: None,
             sources: SETTINGS
                 .iter()
