@@ -24,7 +24,6 @@ pub struct Clink;
 
 /// Arguments of `clink` (names as Zen/PAL clients send them).
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 struct ClinkArguments {
     /// The task for the sub-agent, complete: it sees this, the role and the file paths.
     prompt: String,
@@ -262,6 +261,51 @@ pub async fn run_sub_task(
     ctx.call.progress.set_stage(format!("{name} · starting"));
     let on_activity = move |doing: String| progress.progress.set_stage(format!("{name} · {doing}"));
     clink::run(invocation, &on_activity).await
+}
+
+/// Asks CLI `cli` (as the voice `voice`, `cli:codex`) one question afresh — no session, no
+/// history — and returns its answer as a model's (a consensus voice).
+pub async fn ask_cli(
+    ctx: &ToolContext,
+    cli: &CliSpec,
+    voice: &str,
+    system: &str,
+    prompt: &str,
+    files: Vec<String>,
+    images: Vec<String>,
+) -> Result<consult::Answer, consult::Failed> {
+    let failed = |failure| consult::Failed {
+        failure,
+        usage: Usage::default(),
+    };
+    let files = checked_paths(ctx, "file", files).await.map_err(failed)?;
+    let images = checked_paths(ctx, "image", images).await.map_err(failed)?;
+    let task = SubTask {
+        cli,
+        system_prompt: system,
+        prompt: stdin_text(cli, system, prompt, "", &files, &images),
+        session: None,
+        cwd: working_dir(cli, &files),
+    };
+    let finished = run_sub_task(ctx, task, Some(voice))
+        .await
+        .map_err(|e| failed(failure_of(e)))?;
+    let usage = usage_of(&cli.name, &finished);
+    let report = finished.report.clone();
+    Ok(consult::Answer::of_sub_agent(
+        crate::providers::ChatResponse {
+            provider: voice.to_string(),
+            model: voice.to_string(),
+            text: report.answer.unwrap_or_default(),
+            tokens_in: report.tokens_in,
+            tokens_out: report.tokens_out,
+            cached_tokens: report.cached_tokens,
+            attempts: 1,
+            notes: notes_of(&cli.name, &finished),
+            cost: usage.cost,
+            ..Default::default()
+        },
+    ))
 }
 
 /// The usage a run reported, for the record; its cost is unknown when the CLI gave none.

@@ -37,6 +37,17 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The answer of a sub-agent CLI (`cli:codex` in a consensus): nothing was embedded or left
+    /// out by exai, and no reasoning is replayed.
+    pub fn of_sub_agent(response: ChatResponse) -> Self {
+        Self {
+            response,
+            embedded: Embedded::default(),
+            turns_left_out: 0,
+            kind: ProviderKind::Custom,
+        }
+    }
+
     /// The reasoning to keep with the answer in the conversation: only where the provider wants
     /// it replayed (Kimi's thinking models); elsewhere the record keeps it.
     pub fn reasoning_to_keep(&self) -> Option<String> {

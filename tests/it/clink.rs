@@ -517,3 +517,60 @@ async fn the_real_claude_code_without_credentials_gets_an_error_that_names_the_f
     assert_eq!(record.error_kind.as_deref(), Some("cli_not_logged_in"));
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn consensus_hears_a_cli_as_one_of_its_voices() {
+    let fake = Fake::start();
+    let (daemon, seen) = daemon_with_stand_ins(&fake, "", &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client
+        .call_tool(call(
+            "consensus",
+            json!({
+                "step": "Should the cache move to Redis?",
+                "models": [
+                    {"model": "fake-fast", "stance": "for"},
+                    {"model": "cli:codex", "stance": "against"},
+                ],
+            }),
+        ))
+        .await
+        .unwrap();
+    let summary = answer_of(&result);
+    let codex = &summary["models_consulted"][1];
+    assert_eq!(
+        (&codex["model"], &codex["provider"], &codex["status"]),
+        (&json!("cli:codex"), &json!("cli:codex"), &json!("answered")),
+        "{summary}"
+    );
+    let body = all_text_of(&result);
+    assert!(
+        body.contains("# cli:codex (against)\n\nfake-cli did the task"),
+        "{body}"
+    );
+    // Blinded like any voice: the stance and the proposal on its standard input, a fresh session.
+    let argv = &argv_runs(&seen)[0];
+    assert!(!argv.iter().any(|a| a == "resume"), "{argv:?}");
+    let stdin = std::fs::read_to_string(seen.join("stdin.txt")).unwrap();
+    assert!(stdin.contains("Should the cache move to Redis?"), "{stdin}");
+    // The synthesis came from the model, and saw the CLI's evaluation.
+    let synthesis = last_body(&fake, "fake-fast")["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(synthesis.contains("# cli:codex (against)"), "{synthesis}");
+    let record = daemon.final_record(&call_id_of(&result));
+    assert!(
+        record.tokens_in.unwrap() >= 300,
+        "the CLI's tokens count too"
+    );
+    let unknown = client
+        .call_tool(call(
+            "consensus",
+            json!({"step": "x", "models": ["fake-fast", "cli:aider"]}),
+        ))
+        .await
+        .unwrap();
+    assert!(error_of(&unknown).contains("no CLI named \"aider\""));
+    client.cancel().await.unwrap();
+}
