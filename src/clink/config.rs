@@ -21,7 +21,7 @@ pub enum ParserKind {
 }
 
 /// One CLI clink may run, as configured.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CliSpec {
     pub name: String,
     /// The program: a name looked up on PATH, or a path.
@@ -47,7 +47,7 @@ pub struct CliSpec {
 }
 
 /// A role: the system prompt a sub-agent is given.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Role {
     /// One of exai's own (`src/clink/roles/`).
     BuiltIn(&'static str),
@@ -272,6 +272,27 @@ impl Clis {
             }
         }
         Ok(clis)
+    }
+
+    /// The `[clink]` entries that differ from `other`'s (changed, added or removed), by their
+    /// section name: a reload follows them.
+    pub fn changed_entries(&self, other: &Clis) -> Vec<String> {
+        let mut changed = Vec::new();
+        let clis = self.clis.iter().map(|c| c.name.as_str());
+        let other_clis = other.clis.iter().map(|c| c.name.as_str());
+        for name in clis.chain(other_clis.filter(|n| self.cli(n).is_none())) {
+            if self.cli(name) != other.cli(name) {
+                changed.push(format!("[clink.clis.{name}]"));
+            }
+        }
+        let roles = self.roles.iter().map(|(n, _)| n.as_str());
+        let other_roles = other.roles.iter().map(|(n, _)| n.as_str());
+        for name in roles.chain(other_roles.filter(|n| self.role(n).is_none())) {
+            if self.role(name) != other.role(name) {
+                changed.push(format!("[clink.roles.{name}]"));
+            }
+        }
+        changed
     }
 
     pub fn cli(&self, name: &str) -> Option<&CliSpec> {
