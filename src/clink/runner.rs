@@ -244,6 +244,10 @@ impl<R: AsyncBufRead + Unpin> Lines<R> {
             if newline {
                 return Ok(Some(self.take()));
             }
+            // An endless line must still reach the caller's bound on the whole output.
+            if self.overflow && self.total > MAX_OUTPUT_BYTES {
+                return Ok(Some(self.take()));
+            }
         }
     }
 

@@ -432,15 +432,20 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
         session: session.clone(),
         cwd: working_dir(cli, &files),
     };
-    ctx.call
-        .progress
-        .model(&format!("cli:{}", cli.name), &cli.name);
-    let finished = run_sub_task(&ctx, task, None).await.map_err(failure_of)?;
+    // The record names the CLI as the provider; the stage names it while it runs.
+    let provider = format!("cli:{}", cli.name);
+    let finished = match run_sub_task(&ctx, task, None).await {
+        Ok(finished) => finished,
+        Err(error) => {
+            ctx.call.progress.model(&provider, &cli.name);
+            return Err(failure_of(error));
+        }
+    };
     ctx.call.set_usage(usage_of(&cli.name, &finished));
     let report = &finished.report;
-    if let Some(model) = &report.model {
-        ctx.call.progress.model(&format!("cli:{}", cli.name), model);
-    }
+    ctx.call
+        .progress
+        .model(&provider, report.model.as_deref().unwrap_or(&cli.name));
     let answer = report.answer.clone().unwrap_or_default();
     let kept_session = report
         .session_id

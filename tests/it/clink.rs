@@ -126,7 +126,7 @@ async fn progress_shows_what_the_sub_agent_does_and_the_record_keeps_answer_toke
     assert!(
         messages
             .iter()
-            .any(|m| m.contains("claude · running: sleep 2")),
+            .any(|m| m.starts_with("clink · claude · running: sleep 2 · ")),
         "the sub-agent's work arrives as progress while it runs: {messages:?}"
     );
     // The prompt goes on standard input, never among the arguments; the role by its flag.
@@ -356,6 +356,16 @@ async fn output_is_bounded_a_flood_is_stopped_and_a_long_answer_cut() {
     assert!(
         error.contains("claude wrote more than 64 MiB of output; it was stopped"),
         "{error}"
+    );
+    // One endless line is bounded the same way (it is never kept, only counted).
+    let endless = client
+        .call_tool(clink(json!({"prompt": "long-line=70"})))
+        .await
+        .unwrap();
+    assert!(
+        error_of(&endless).contains("more than 64 MiB"),
+        "{}",
+        all_text_of(&endless)
     );
     let pid = daemon.pid();
     assert!(
