@@ -338,8 +338,13 @@ async fn a_clis_own_timeout_stops_it_and_says_whose_timeout_it_was() {
             && error.contains("last: running: sleep 300"),
         "{error}"
     );
-    // The run is stopped before it answers: nothing of the group is left by then.
-    assert!(!alive(pids.0) && !alive(pids.1), "{pids:?}");
+    // The run is stopped before it answers: the CLI is gone by then (waited for), and what it
+    // started was sent SIGKILL (it is gone as soon as the kernel has delivered it).
+    assert!(!alive(pids.0), "{pids:?}");
+    wait_until_async("the grandchild to die", Duration::from_secs(3), || {
+        (!alive(pids.1)).then_some(())
+    })
+    .await;
     client.cancel().await.unwrap();
 }
 
