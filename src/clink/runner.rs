@@ -192,6 +192,8 @@ impl Drop for Group {
         let Some(child) = self.child.take() else {
             return;
         };
+        // At once, not on the task: a runtime shutting down may never run it.
+        signal_group(self.pgid, libc::SIGTERM);
         if tokio::runtime::Handle::try_current().is_ok() {
             crate::spawn::in_current_span(end_group(self.pgid, Some(child)));
         } else {

@@ -530,9 +530,14 @@ pub fn too_long(
          (and a short `prompt`, or none); exai will read the prompt from the file."
             .to_string()
     } else {
+        let files_field = if tool == "clink" {
+            "files"
+        } else {
+            "relevant_files"
+        };
         format!(
             "Keep `{field}` short: save the long material to a file and pass its absolute path in \
-             relevant_files, then call {tool} again."
+             {files_field}, then call {tool} again."
         )
     };
     let text = format!(

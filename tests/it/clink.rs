@@ -481,6 +481,28 @@ async fn a_missing_or_logged_out_cli_and_unknown_names_get_errors_that_name_the_
     client.cancel().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_prompt_too_long_for_mcp_is_asked_for_as_a_file_and_nothing_runs() {
+    let fake = Fake::start();
+    let (daemon, seen) = daemon_with_stand_ins(&fake, "", &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let long = client
+        .call_tool(clink(json!({"prompt": "x".repeat(70_000)})))
+        .await
+        .unwrap();
+    let answer = long.structured_content.clone().unwrap();
+    assert_eq!(answer["status"], "resend_prompt", "{answer}");
+    assert!(
+        answer["content"]
+            .as_str()
+            .unwrap()
+            .contains("absolute path in files"),
+        "{answer}"
+    );
+    assert!(argv_runs(&seen).is_empty(), "no CLI was started");
+    client.cancel().await.unwrap();
+}
+
 /// The `claude` of the npm package scripts/test installs into the target dir, if it is there.
 fn installed_claude() -> Option<PathBuf> {
     let target = Path::new(EXAI).parent()?.parent()?;
