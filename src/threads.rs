@@ -34,11 +34,14 @@ pub struct Turn {
     pub agent_session: Option<AgentSession>,
 }
 
-/// A clink sub-agent's own session: which CLI, and the id it gave.
+/// A clink sub-agent's own session: which CLI, the id it gave, and where it ran (Claude Code
+/// finds a session by its working directory, so a resume runs there again).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentSession {
     pub cli: String,
     pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 impl Turn {
@@ -199,13 +202,12 @@ impl Thread {
     }
 
     /// The latest session of `cli` a clink turn of this thread kept, to resume it.
-    pub fn agent_session(&self, cli: &str) -> Option<&str> {
+    pub fn agent_session(&self, cli: &str) -> Option<&AgentSession> {
         self.turns
             .iter()
             .rev()
             .filter_map(|t| t.agent_session.as_ref())
             .find(|s| s.cli == cli)
-            .map(|s| s.id.as_str())
     }
 
     /// Files referenced anywhere in the thread, newest reference first, each once.

@@ -411,14 +411,21 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
     let files = checked_paths(&ctx, "file", asked_files.clone()).await?;
     let images = checked_paths(&ctx, "image", args.images.unwrap_or_default()).await?;
     let mut thread = consult::thread(&ctx, args.continuation_id.as_deref()).await?;
-    let session = if cli.resume_args.is_empty() {
+    let resumed = if cli.resume_args.is_empty() {
         None
     } else {
         thread
             .agent_session(&cli.name)
-            .filter(|id| clink::is_session_id(id))
-            .map(str::to_string)
+            .filter(|s| clink::is_session_id(&s.id))
+            .cloned()
     };
+    let session = resumed.as_ref().map(|s| s.id.clone());
+    // A session resumes where it ran, while that directory is there.
+    let cwd = resumed
+        .and_then(|s| s.cwd)
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| working_dir(cli, &files));
     // A resumed session remembers the conversation; a fresh one is told it.
     let history = if session.is_some() {
         String::new()
@@ -430,7 +437,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
         system_prompt: &system,
         prompt: stdin_text(cli, &system, &args.prompt, &history, &files, &images),
         session: session.clone(),
-        cwd: working_dir(cli, &files),
+        cwd: cwd.clone(),
     };
     // The record names the CLI as the provider; the stage names it while it runs.
     let provider = format!("cli:{}", cli.name);
@@ -455,6 +462,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
     answered.agent_session = kept_session.clone().map(|id| AgentSession {
         cli: cli.name.clone(),
         id,
+        cwd: Some(cwd.display().to_string()),
     });
     let turns = vec![
         Turn::asked("clink", args.prompt.clone(), asked_files),

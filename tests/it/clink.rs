@@ -169,8 +169,14 @@ async fn a_continuation_resumes_the_sub_agents_own_session() {
     let fake = Fake::start();
     let (daemon, seen) = daemon_with_stand_ins(&fake, "", &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let project = temp_home();
+    std::fs::write(project.join("a.rs"), "fn a() {}\n").unwrap();
     let first = client
-        .call_tool(clink(json!({"prompt": "start", "cli_name": "codex"})))
+        .call_tool(clink(json!({
+            "prompt": "start",
+            "cli_name": "codex",
+            "files": [path(&project.join("a.rs"))],
+        })))
         .await
         .unwrap();
     let answer = first.structured_content.clone().unwrap();
@@ -189,6 +195,11 @@ async fn a_continuation_resumes_the_sub_agents_own_session() {
         text_of(&second),
         format!("fake-cli resumed {session} and did the task.")
     );
+    // It resumed where it ran (a session is found by its directory), with no file named this time.
+    let cwds = std::fs::read_to_string(seen.join("cwd.txt")).unwrap();
+    let cwds: Vec<&str> = cwds.lines().collect();
+    let project = path(&project.canonicalize().unwrap());
+    assert_eq!(cwds, [project.as_str(), project.as_str()]);
     let runs = argv_runs(&seen);
     assert_eq!(runs[0], ["exec", "--json", "--skip-git-repo-check", "-"]);
     assert_eq!(

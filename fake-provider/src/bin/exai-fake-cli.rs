@@ -15,7 +15,7 @@
 //! - `hostile-session`: name its session `--dangerously-skip-permissions`.
 //!
 //! With `FAKE_CLI_DIR` set it writes there its arguments (`argv.jsonl`, one line per run), its
-//! standard input (`stdin.txt`), its pid (`cli.pid`) and its grandchild's (`grandchild.pid`).
+//! working directory (`cwd.txt`, one line per run), its standard input (`stdin.txt`), its pid (`cli.pid`) and its grandchild's (`grandchild.pid`).
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -68,6 +68,12 @@ fn main() {
             .unwrap();
         writeln!(argv, "{}", serde_json::json!(args)).unwrap();
         std::fs::write(dir.join("stdin.txt"), &prompt).unwrap();
+        let mut cwd = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("cwd.txt"))
+            .unwrap();
+        writeln!(cwd, "{}", std::env::current_dir().unwrap().display()).unwrap();
         std::fs::write(dir.join("cli.pid"), std::process::id().to_string()).unwrap();
     }
     let style = if args.iter().any(|a| a == "exec") {
