@@ -8,6 +8,7 @@ mod arbitrary;
 pub mod calls;
 pub mod cli;
 pub mod clients;
+pub mod clink;
 pub mod config;
 pub mod daemon;
 pub mod documents;

@@ -28,6 +28,20 @@ pub struct Turn {
     /// A workflow step's structured record (workflow tools keep their state here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<serde_json::Value>,
+    /// The session of the CLI that answered through `clink`, so the thread resumes it. Kept in
+    /// the turn (the thread's JSON), so both stores hold it without a column of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_session: Option<AgentSession>,
+}
+
+/// A clink sub-agent's own session: which CLI, the id it gave, and where it ran (Claude Code
+/// finds a session by its working directory, so a resume runs there again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSession {
+    pub cli: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 impl Turn {
@@ -42,6 +56,7 @@ impl Turn {
             at_ms: now_ms(),
             reasoning: None,
             step: None,
+            agent_session: None,
         }
     }
 
@@ -61,6 +76,7 @@ impl Turn {
             at_ms: now_ms(),
             reasoning,
             step: None,
+            agent_session: None,
         }
     }
 }
@@ -250,6 +266,15 @@ impl Thread {
         (self.turns[start..].iter().collect(), start)
     }
 
+    /// The latest session of `cli` a clink turn of this thread kept, to resume it.
+    pub fn agent_session(&self, cli: &str) -> Option<&AgentSession> {
+        self.turns
+            .iter()
+            .rev()
+            .filter_map(|t| t.agent_session.as_ref())
+            .find(|s| s.cli == cli)
+    }
+
     /// Files referenced anywhere in the thread, newest reference first, each once.
     pub fn files(&self) -> Vec<String> {
         let mut seen = Vec::new();
@@ -425,6 +450,7 @@ mod tests {
             at_ms: now_ms(),
             reasoning: None,
             step: None,
+            agent_session: None,
         }
     }
 

@@ -462,6 +462,32 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
             })
         })
         .collect();
+    // The CLIs clink may run; their variables by name only (a value may be a key).
+    let clis: Vec<serde_json::Value> = config
+        .clis
+        .clis
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "command": c.command,
+                "args": c.args,
+                "resume_args": c.resume_args,
+                "timeout_s": c.timeout.as_secs_f64(),
+                "env": c.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                "working_dir": c.working_dir,
+            })
+        })
+        .collect();
+    let roles: Vec<serde_json::Value> = config
+        .clis
+        .roles
+        .iter()
+        .map(|(name, role)| match role {
+            crate::clink::Role::BuiltIn(_) => json!({"name": name, "prompt": "built in"}),
+            crate::clink::Role::File(path) => json!({"name": name, "prompt": path}),
+        })
+        .collect();
     let warnings = default_model_warnings(config);
     if as_json {
         let value = json!({
@@ -474,6 +500,7 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
                 "file_key": setting.file_key_shown(),
             })).collect::<Vec<_>>(),
             "providers": providers,
+            "clink": {"clis": clis, "roles": roles},
         });
         write_json(out, &value)?;
         return Ok(());
@@ -522,6 +549,19 @@ pub fn show_config(config: &Config, as_json: bool, out: &mut impl Write) -> Resu
             writeln!(out, "      allowed models: {}", names.join(", "))?;
         }
     }
+    writeln!(out, "\nclink CLIs:")?;
+    for cli in &config.clis.clis {
+        writeln!(
+            out,
+            "  {:<12} {} {} · at most {}",
+            cli.name,
+            cli.command,
+            cli.args.join(" "),
+            crate::providers::Seconds(cli.timeout)
+        )?;
+    }
+    let role_names = config.clis.role_names().join(", ");
+    writeln!(out, "clink roles: {role_names}")?;
     Ok(())
 }
 

@@ -61,6 +61,17 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
             }),
         }
     }
+    // The clink CLIs and roles follow the file too; each is named by its section.
+    found.extend(
+        old.clis
+            .changed_entries(&new.clis)
+            .into_iter()
+            .map(|section| Change {
+                what: section.clone(),
+                var: section,
+                scope: Scope::Call,
+            }),
+    );
     found
 }
 
@@ -233,6 +244,19 @@ mod tests {
         assert_eq!(found[1].var, "GLM_API_KEY");
         assert!(!format!("{found:?}").contains("secret"));
         assert!(changes(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn a_changed_clink_cli_or_role_is_a_change_a_reload_follows() {
+        let old = config(&[]);
+        let mut new = config(&[]);
+        let section: crate::clink::ClinkSection = toml::from_str(
+            "[clis.codex]\ntimeout_s = 60\n[roles.mine]\nprompt_file = \"/r.txt\"\n",
+        )
+        .unwrap();
+        new.clis = crate::clink::Clis::with_section(&section).unwrap();
+        let whats: Vec<String> = changes(&old, &new).into_iter().map(|c| c.what).collect();
+        assert_eq!(whats, ["[clink.clis.codex]", "[clink.roles.mine]"]);
     }
 
     #[test]

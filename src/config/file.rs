@@ -19,10 +19,13 @@ pub struct FileConfig {
     values: Vec<(&'static Setting, String)>,
     providers: BTreeMap<String, ProviderSection>,
     pub endpoints: Vec<EndpointSection>,
+    /// `[clink]`: the CLIs and roles of the `clink` tool.
+    pub clink: crate::clink::ClinkSection,
 }
 
 const PROVIDERS: &str = "providers";
 const ENDPOINTS: &str = "endpoints";
+const CLINK: &str = "clink";
 
 /// The keys the file may hold, from the settings table: the top-level keys (settings,
 /// `[section]`s, `providers`, `endpoints`) and each section's keys, in the table's order.
@@ -53,7 +56,7 @@ fn layout() -> &'static Layout {
                 }
             }
         }
-        layout.top.extend([PROVIDERS, ENDPOINTS]);
+        layout.top.extend([PROVIDERS, ENDPOINTS, CLINK]);
         layout
     })
 }
@@ -121,6 +124,7 @@ impl<'de> Visitor<'de> for Section {
                 }
                 (None, None) if key == PROVIDERS => file.providers = map.next_value()?,
                 (None, None) if key == ENDPOINTS => file.endpoints = map.next_value()?,
+                (None, None) if key == CLINK => file.clink = map.next_value()?,
                 (None, None) => {
                     let section = map.next_value_seed(Section { name: Some(key) })?;
                     file.values.extend(section.values);

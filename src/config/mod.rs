@@ -277,6 +277,8 @@ pub struct Config {
     pub prompt_size_limit: usize,
     /// `EXAI_LOCALE` (or Zen's `LOCALE`): the language models are asked to answer in.
     pub locale: Option<locale::Locale>,
+    /// The CLIs and roles of `clink` (built in, changed by the config file's `[clink]`).
+    pub clis: crate::clink::Clis,
     /// The config file read, if one was.
     pub file: Option<PathBuf>,
     /// Setting → where its value came from ("environment", "config file: timeouts.call").
@@ -357,6 +359,11 @@ impl Config {
         config
             .add_file_endpoints(&parsed.endpoints, &env)
             .map_err(in_file)?;
+        config.clis =
+            crate::clink::Clis::with_section(&parsed.clink).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            })?;
         config.file = Some(path);
         Ok(config)
     }
@@ -563,6 +570,7 @@ impl Config {
             prompt_size_limit: env.whole(&s::PROMPT_SIZE_LIMIT)?,
             thread_max_turns: env.whole(&s::THREAD_MAX_TURNS)?,
             locale: read_locale(&env)?,
+            clis: crate::clink::Clis::default(),
             file: None,
             sources: SETTINGS
                 .iter()

@@ -38,7 +38,7 @@ enum Stance {
 /// One model to consult.
 #[derive(Debug, Deserialize, JsonSchema)]
 struct Consulted {
-    /// Model id, alias or `provider:model`.
+    /// Model id, alias or `provider:model`; `cli:codex` (any clink CLI) asks that coding agent.
     model: String,
     /// for, against or neutral (default).
     #[serde(default)]
@@ -121,7 +121,7 @@ struct ConsensusArguments {
     /// The proposal or question, complete: each model sees only this and the files.
     #[serde(alias = "prompt")]
     step: String,
-    /// Two or more models, each {model, stance: for|against|neutral, stance_prompt?} or a plain model name (neutral).
+    /// Two or more models, each {model, stance: for|against|neutral, stance_prompt?} or a plain model name (neutral); `cli:codex` asks a clink CLI.
     #[serde(deserialize_with = "by_name_or_in_full")]
     models: Vec<Consulted>,
     /// Your own analysis, given to the synthesis only.
@@ -231,6 +231,77 @@ struct ConsensusAnswer<'a> {
     notes: Vec<String>,
 }
 
+/// Who answers: a model, or a coding-agent CLI run as a sub-agent (`cli:codex`).
+#[derive(Clone)]
+enum Voice {
+    Model(Resolved),
+    Cli {
+        spec: crate::clink::CliSpec,
+        /// `cli:NAME`, its name in the answer and the record.
+        label: String,
+    },
+}
+
+impl Voice {
+    /// The voice `model` names: `cli:NAME` a configured CLI, anything else a model.
+    fn of(ctx: &ToolContext, model: &str) -> Result<Self, ToolFailure> {
+        match model.strip_prefix("cli:") {
+            Some(name) => Ok(Voice::Cli {
+                spec: super::clink::cli_named(ctx, name)?.clone(),
+                label: model.to_string(),
+            }),
+            None => Ok(Voice::Model(consult::choose(ctx, Some(model), Need::Deep)?)),
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Voice::Model(target) => &target.model.id,
+            Voice::Cli { label, .. } => label,
+        }
+    }
+
+    fn provider(&self) -> &str {
+        match self {
+            Voice::Model(target) => target.endpoint.name(),
+            Voice::Cli { label, .. } => label,
+        }
+    }
+
+    /// Asks this voice one blinded question.
+    async fn ask(
+        &self,
+        ctx: &ToolContext,
+        system: &str,
+        prompt: &str,
+        files: Vec<String>,
+        images: Vec<String>,
+    ) -> Result<Answer, consult::Failed> {
+        match self {
+            Voice::Model(target) => {
+                consult::ask(
+                    ctx,
+                    target.clone(),
+                    Question {
+                        system,
+                        prompt,
+                        files,
+                        thread: None,
+                        temperature: None,
+                        thinking: None,
+                        web_search: false,
+                        images,
+                    },
+                )
+                .await
+            }
+            Voice::Cli { spec, label } => {
+                super::clink::ask_cli(ctx, spec, label, system, prompt, files, images).await
+            }
+        }
+    }
+}
+
 fn add(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (None, None) => None,
@@ -323,17 +394,15 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
     if let Some(complaint) = consult::relative_path(&args.relevant_files) {
         return Err(bad(complaint));
     }
-    let mut targets: Vec<(Resolved, &Consulted)> = Vec::new();
+    let mut targets: Vec<(Voice, &Consulted)> = Vec::new();
     for who in &args.models {
-        let target = consult::choose(&ctx, Some(&who.model), Need::Deep)?;
+        let target = Voice::of(&ctx, &who.model)?;
         if let Some((_, twin)) = targets.iter().find(|(t, w)| {
-            t.model.id == target.model.id
-                && t.endpoint.name() == target.endpoint.name()
-                && w.stance == who.stance
+            t.id() == target.id() && t.provider() == target.provider() && w.stance == who.stance
         }) {
             return Err(bad(format!(
                 "{} is listed twice with stance {} ({:?} and {:?}); give each model a different stance or drop one",
-                target.model.id,
+                target.id(),
                 stance_name(who.stance),
                 twin.model,
                 who.model
@@ -345,7 +414,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
 
     // Which model stands where, named in the progress line as each one finishes (the
     // providers' own stage lines interleave while they run).
-    let board = Arc::new(Board::new(targets.iter().map(|(t, _)| t.model.id.clone())));
+    let board = Arc::new(Board::new(targets.iter().map(|(t, _)| t.id().to_string())));
     ctx.call.progress.set_stage(board.line());
     let asks = targets.iter().enumerate().map(|(at, (target, who))| {
         let system = system_prompt(who);
@@ -356,21 +425,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
         let images = args.images.clone();
         let board = board.clone();
         async move {
-            let outcome = consult::ask(
-                &ctx,
-                target,
-                Question {
-                    system: &system,
-                    prompt: &proposal,
-                    files,
-                    thread: None,
-                    temperature: None,
-                    thinking: None,
-                    web_search: false,
-                    images,
-                },
-            )
-            .await;
+            let outcome = target.ask(&ctx, &system, &proposal, files, images).await;
             board.done(at, outcome.is_ok());
             ctx.call.progress.set_stage(board.line());
             outcome
@@ -411,8 +466,8 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
             Err(failed) => {
                 spent = plus(spent, failed.usage.clone());
                 verdicts.push(ModelVerdict {
-                    model: &target.model.id,
-                    provider: target.endpoint.name(),
+                    model: target.id(),
+                    provider: target.provider(),
                     stance: who.stance,
                     outcome: Outcome::Failed {
                         error: &failed.failure.message,
@@ -420,7 +475,8 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
                 });
                 texts.push(format!(
                     "# {} ({stance}) — no answer\n\n{}",
-                    target.model.id, failed.failure.message
+                    target.id(),
+                    failed.failure.message
                 ));
             }
         }
@@ -457,28 +513,16 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
         if let Some(writer) = writer {
             ctx.call
                 .progress
-                .set_stage(format!("{} writing the synthesis", writer.model.id));
+                .set_stage(format!("{} writing the synthesis", writer.id()));
             let mut prompt = format!("## Proposal\n{}\n\n", args.step);
             if let Some(own) = args.findings.as_deref().filter(|f| !f.trim().is_empty()) {
                 prompt.push_str(&format!("## The asking agent's own analysis\n{own}\n\n"));
             }
             prompt.push_str("## Evaluations\n\n");
             prompt.push_str(&texts.join("\n\n"));
-            match consult::ask(
-                &ctx,
-                writer,
-                Question {
-                    system: SYNTHESIS_PROMPT,
-                    prompt: &prompt,
-                    files: Vec::new(),
-                    thread: None,
-                    temperature: None,
-                    thinking: None,
-                    web_search: false,
-                    images: Vec::new(),
-                },
-            )
-            .await
+            match writer
+                .ask(&ctx, SYNTHESIS_PROMPT, &prompt, Vec::new(), Vec::new())
+                .await
             {
                 Ok(answer) => {
                     synthesis = Some(answer.response.text.clone());

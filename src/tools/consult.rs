@@ -38,6 +38,17 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The answer of a sub-agent CLI (`cli:codex` in a consensus): nothing was embedded or left
+    /// out by exai, and no reasoning is replayed.
+    pub fn of_sub_agent(response: ChatResponse) -> Self {
+        Self {
+            response,
+            embedded: Embedded::default(),
+            turns_left_out: 0,
+            kind: ProviderKind::Custom,
+        }
+    }
+
     /// The reasoning to keep with the answer in the conversation: only where the provider wants
     /// it replayed (Kimi's thinking models); elsewhere the record keeps it.
     pub fn reasoning_to_keep(&self) -> Option<String> {
@@ -683,9 +694,14 @@ pub fn too_long(
          (and a short `prompt`, or none); exai will read the prompt from the file."
             .to_string()
     } else {
+        let files_field = if tool == "clink" {
+            "files"
+        } else {
+            "relevant_files"
+        };
         format!(
             "Keep `{field}` short: save the long material to a file and pass its absolute path in \
-             relevant_files, then call {tool} again."
+             {files_field}, then call {tool} again."
         )
     };
     let text = format!(

@@ -8,6 +8,7 @@ mod call_list;
 mod call_result;
 mod challenge;
 mod chat;
+pub(crate) mod clink;
 mod codereview;
 mod consensus;
 mod consult;

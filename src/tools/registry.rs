@@ -8,8 +8,8 @@ use rmcp::model::Tool;
 use super::tool::ExaiTool;
 use super::workflow::WorkflowTool;
 use super::{
-    analyze, call_cancel, call_list, call_result, challenge, chat, codereview, consensus, debug,
-    docgen, listmodels, planner, precommit, refactor, secaudit, status, testgen, thinkdeep,
+    analyze, call_cancel, call_list, call_result, challenge, chat, clink, codereview, consensus,
+    debug, docgen, listmodels, planner, precommit, refactor, secaudit, status, testgen, thinkdeep,
     threads, tracer, version,
 };
 use crate::config::Config;
@@ -52,6 +52,7 @@ impl ToolRegistry {
             Arc::new(WorkflowTool::<tracer::Tracer>::new()),
             Arc::new(WorkflowTool::<planner::Planner>::new()),
             Arc::new(consensus::Consensus),
+            Arc::new(clink::Clink),
             Arc::new(challenge::Challenge),
             Arc::new(call_result::CallResult),
             Arc::new(call_cancel::CallCancel),

@@ -227,6 +227,28 @@ const COMMANDS: &[Command] = &[
         ],
     },
     Command {
+        tool: "clink",
+        description: "Hand a task to another coding agent (Claude Code, Codex, Gemini CLI)",
+        start: Start::Call,
+        arguments: &[
+            text("prompt", "the task for the sub-agent", "prompt"),
+            optional(text(
+                "cli_name",
+                "claude, codex, gemini or one configured",
+                "cli_name",
+            )),
+            optional(text(
+                "role",
+                "default, planner, codereviewer or one configured",
+                "role",
+            )),
+            Argument {
+                into: Field::List("files"),
+                ..FILES
+            },
+        ],
+    },
+    Command {
         tool: "challenge",
         description: "Reassess a claim critically instead of agreeing by reflex",
         start: Start::Call,

@@ -54,6 +54,18 @@ fn any_arguments_to_any_tool_get_an_answer_and_the_session_lives() {
         ("EXAI_CALL_TIMEOUT_S".to_string(), "20".to_string()),
     ];
     env.extend(store_env(&home));
+    // clink's CLIs are the stand-in: generated prompts never reach a real coding agent.
+    let stand_in = std::path::Path::new(EXAI)
+        .parent()
+        .unwrap()
+        .join("exai-fake-cli");
+    let config = home.join("config.toml");
+    let clis: String = ["claude", "codex", "gemini"]
+        .iter()
+        .map(|name| format!("[clink.clis.{name}]\ncommand = {:?}\n", path(&stand_in)))
+        .collect();
+    std::fs::write(&config, clis).unwrap();
+    env.push(("EXAI_CONFIG".to_string(), path(&config)));
     let mut raw = RawClient::start(&env, &["--no-daemon"]);
     raw.ok(
         "initialize",

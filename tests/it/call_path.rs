@@ -26,6 +26,7 @@ async fn tools_list_and_a_chat_answer_leave_a_complete_record() {
             "call_result",
             "challenge",
             "chat",
+            "clink",
             "codereview",
             "consensus",
             "debug",

@@ -14,6 +14,7 @@ mod common;
 mod arguments_property;
 mod background;
 mod call_path;
+mod clink;
 mod conversations;
 mod cost;
 mod daemon;

@@ -40,7 +40,7 @@ WORKFLOWS = {
     "thinkdeep", "debug", "analyze", "codereview", "precommit", "refactor",
     "testgen", "secaudit", "docgen", "tracer", "planner",
 }
-TOOLS = {"chat", "challenge", "consensus", "listmodels", "status", "version", "call_result", "call_cancel", "call_list", "threads"} | WORKFLOWS
+TOOLS = {"chat", "challenge", "clink", "consensus", "listmodels", "status", "version", "call_result", "call_cancel", "call_list", "threads"} | WORKFLOWS
 TERMINAL_STATES = {"succeeded", "failed", "timed_out", "cancelled", "interrupted"}
 
 
