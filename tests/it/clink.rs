@@ -514,23 +514,9 @@ async fn a_prompt_too_long_for_mcp_is_asked_for_as_a_file_and_nothing_runs() {
     client.cancel().await.unwrap();
 }
 
-/// The `claude` of the npm package scripts/test installs into the target dir, if it is there.
-fn installed_claude() -> Option<PathBuf> {
-    let target = Path::new(EXAI).parent()?.parent()?;
-    let claude = target.join("clients/node_modules/.bin/claude");
-    claude.exists().then_some(claude)
-}
-
 #[tokio::test]
 async fn the_real_claude_code_without_credentials_gets_an_error_that_names_the_fix() {
-    let Some(claude) = installed_claude() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Claude Code is not installed in the target dir (scripts/test installs it)"
-        );
-        eprintln!(
-            "skipped: no target/clients/node_modules/.bin/claude (scripts/test installs @anthropic-ai/claude-code)"
-        );
+    let Some([claude]) = installed_npm_bins(["claude"], "Claude Code") else {
         return;
     };
     let fake = Fake::start();

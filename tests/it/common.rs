@@ -246,6 +246,31 @@ pub fn dead_port() -> DeadPort {
     }
 }
 
+/// The programs `names` that scripts/test installs from npm into `target/clients`, when all are
+/// there. Missing, the test fails under CI and is skipped (said on stderr) elsewhere, so that
+/// a plain `cargo test` without npm still runs.
+pub fn installed_npm_bins<const N: usize>(names: [&str; N], what: &str) -> Option<[PathBuf; N]> {
+    let bin = Path::new(EXAI)
+        .parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("clients/node_modules/.bin"))
+        .unwrap_or_default();
+    let found = names.map(|name| bin.join(name));
+    if found.iter().all(|path| path.exists()) {
+        return Some(found);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{what} is not installed in {} (scripts/test installs it)",
+        bin.display()
+    );
+    eprintln!(
+        "skipped: {what} is not installed in {} (scripts/test installs it)",
+        bin.display()
+    );
+    None
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -2,7 +2,7 @@
 //! conformance suite, and `EXAI_LOCALE` reaching the model's system prompt.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -191,16 +191,6 @@ async fn a_disabled_tool_has_no_prompt() {
     client.cancel().await.unwrap();
 }
 
-/// The conformance suite (and the Node.js it needs) that scripts/test installs into the target dir.
-fn installed_conformance() -> Option<(PathBuf, PathBuf)> {
-    let bin = Path::new(EXAI)
-        .parent()?
-        .parent()?
-        .join("clients/node_modules/.bin");
-    let (node, suite) = (bin.join("node"), bin.join("conformance"));
-    (node.exists() && suite.exists()).then_some((node, suite))
-}
-
 /// The suite's scenarios that apply to exai: its prompt scenario, and the start-up, ping and
 /// tool-list scenarios every server must pass. `prompts-get-simple`, `-with-args`,
 /// `-embedded-resource` and `-with-image` ask for the suite's own fixture prompts
@@ -209,14 +199,9 @@ const CONFORMANCE_SCENARIOS: &[&str] = &["prompts-list", "server-initialize", "p
 
 #[test]
 fn the_conformance_suite_scenarios_that_apply_pass() {
-    let Some((node, suite)) = installed_conformance() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the MCP conformance suite is not installed in the target dir (scripts/test installs it)"
-        );
-        eprintln!(
-            "skipped: no target/clients/node_modules/.bin/{{node,conformance}} (scripts/test installs them)"
-        );
+    let Some([node, suite]) =
+        installed_npm_bins(["node", "conformance"], "the MCP conformance suite")
+    else {
         return;
     };
     let fake = Fake::start();

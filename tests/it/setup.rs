@@ -442,23 +442,9 @@ fn a_short_claude_tool_timeout_gets_advice_not_an_edit() {
     );
 }
 
-/// The `claude` of the npm package scripts/test installs into the target dir, if it is there.
-fn installed_claude() -> Option<PathBuf> {
-    let target = Path::new(EXAI).parent()?.parent()?;
-    let claude = target.join("clients/node_modules/.bin/claude");
-    claude.exists().then_some(claude)
-}
-
 #[test]
 fn the_real_claude_code_lists_exai_connected_then_gone() {
-    let Some(claude) = installed_claude() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Claude Code is not installed in the target dir (scripts/test installs it)"
-        );
-        eprintln!(
-            "skipped: no target/clients/node_modules/.bin/claude (scripts/test installs @anthropic-ai/claude-code)"
-        );
+    let Some([claude]) = installed_npm_bins(["claude"], "Claude Code") else {
         return;
     };
     let mut home = Home::new();
