@@ -628,6 +628,14 @@ async def run_samples(s: Samples, project: Path, tools: list[str]) -> None:
             return
         await s.call("call_cancel", {"call_id": chat_ids[0]})
 
+    async def clink() -> None:
+        s.section("clink", "A dry run: the command a Claude Code sub-agent would be started with, run nothing.")
+        await s.call("clink", {"prompt": f"Fix this bug and run the tests: {bug}", "files": [cache], "dry_run": True})
+
+    async def threads() -> None:
+        s.section("threads", "Finding the chat conversation again by words from its first question.")
+        await s.call("threads", {"find": "get miss"})
+
     scenarios: dict[str, Callable[[], Awaitable[None]]] = {
         "chat": chat,
         "challenge": challenge,
@@ -643,6 +651,8 @@ async def run_samples(s: Samples, project: Path, tools: list[str]) -> None:
         "tracer": tracer,
         "planner": planner,
         "consensus": consensus,
+        "clink": clink,
+        "threads": threads,
         "listmodels": lambda: simple("listmodels", "The models exai can use, with aliases and context windows."),
         "version": lambda: simple("version", "Which exai answers, and how it runs."),
         "status": lambda: simple("status", "What is running and what failed lately."),
