@@ -835,11 +835,14 @@ impl StoreReader {
         fragment: &str,
         user: Option<&str>,
     ) -> Result<Vec<String>, StoreError> {
+        // The fragment is matched literally, as a thread search is: `%` and `_` in it are not
+        // wildcards.
+        let fragment = like_literal(fragment);
         self.rows(
-            "SELECT id FROM calls WHERE (id LIKE CAST(?1 AS TEXT) || '%' \
-             OR id LIKE '%' || CAST(?1 AS TEXT)) \
+            "SELECT id FROM calls WHERE (id LIKE CAST(?1 AS TEXT) || '%' ESCAPE '\\' \
+             OR id LIKE '%' || CAST(?1 AS TEXT) ESCAPE '\\') \
              AND (CAST(?2 AS TEXT) IS NULL OR user_name = ?2) ORDER BY id DESC LIMIT 5",
-            &[Param::Text(Some(fragment)), Param::Text(user)],
+            &[Param::Text(Some(&fragment)), Param::Text(user)],
             |row| required_text(row, 0),
         )
     }
