@@ -133,14 +133,42 @@ fn watch_page(
     })
 }
 
+/// The daemon's settings: logging on; the provider limit (16 by default) lifted — this measures
+/// exai, not the queue —; HTTP/2 to the provider, as exai speaks to every real provider (they
+/// offer it over TLS; the fake speaks it in the clear, so it is asked for).
+const DAEMON_SETTINGS: &[(&str, &str)] = &[
+    ("EXAI_LOG", "info"),
+    ("EXAI_PROVIDER_CONCURRENCY", "2000"),
+    ("EXAI_PROVIDER_HTTP2", "always"),
+];
+
+/// `count` chats of 20 s opened on `daemon` through `client`, returned once all are in flight.
+async fn open_calls(
+    client: &Client,
+    daemon: &Daemon,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<Result<rmcp::model::CallToolResult, rmcp::ServiceError>>> {
+    let peer = client.peer().clone();
+    let calls = (0..count)
+        .map(|i| {
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                peer.call_tool(chat(&format!("h{i}"), "fake-delay-20000"))
+                    .await
+            })
+        })
+        .collect();
+    wait_until_async("the calls in flight", Duration::from_secs(30), || {
+        (daemon.healthz()["calls_in_flight"].as_u64()? >= count as u64).then_some(())
+    })
+    .await;
+    calls
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let fake = Fake::start();
-    // The provider limit (16 by default) is lifted: this measures exai, not the queue.
-    let daemon = Daemon::start(
-        &fake,
-        &[("EXAI_LOG", "info"), ("EXAI_PROVIDER_CONCURRENCY", "2000")],
-    );
+    let daemon = Daemon::start(&fake, DAEMON_SETTINGS);
     let scraper = Scraper::start(&daemon);
     let mut report = Report(Vec::new());
     println!(
@@ -308,26 +336,10 @@ async fn main() {
     client.cancel().await.unwrap();
     let (mut scrapes, mut page_events) = scraper.stop();
     drop(daemon);
-    let daemon = Daemon::start(
-        &fake,
-        &[("EXAI_LOG", "info"), ("EXAI_PROVIDER_CONCURRENCY", "2000")],
-    );
+    let daemon = Daemon::start(&fake, DAEMON_SETTINGS);
     let scraper = Scraper::start(&daemon);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let peer = client.peer().clone();
-    let in_flight: Vec<_> = (0..IN_FLIGHT_FOR_LIST)
-        .map(|i| {
-            let peer = peer.clone();
-            tokio::spawn(async move {
-                peer.call_tool(chat(&format!("h{i}"), "fake-delay-20000"))
-                    .await
-            })
-        })
-        .collect();
-    wait_until_async("1,000 calls in flight", Duration::from_secs(30), || {
-        (daemon.healthz()["calls_in_flight"].as_u64()? >= IN_FLIGHT_FOR_LIST as u64).then_some(())
-    })
-    .await;
+    let in_flight = open_calls(&client, &daemon, IN_FLIGHT_FOR_LIST).await;
     let rss_calls_only = rss_mb(daemon.pid());
     let mut lists = Vec::new();
     let mut listed = None;
@@ -354,6 +366,27 @@ async fn main() {
         call.abort();
     }
     client.cancel().await.unwrap();
+    // The same over HTTP/1.1 (a plain local server): a connection per call in flight.
+    let http1 = Daemon::start(
+        &fake,
+        &[
+            DAEMON_SETTINGS[0],
+            DAEMON_SETTINGS[1],
+            ("EXAI_PROVIDER_HTTP2", "off"),
+        ],
+    );
+    let (http1_client, _) = stdio_client(&http1.stdio_env(), &[]).await;
+    let http1_calls = open_calls(&http1_client, &http1, IN_FLIGHT_FOR_LIST).await;
+    report.add(
+        "daemon RSS, 1,000 calls in flight over HTTP/1.1 to the provider",
+        format!("{:.1} MB", rss_mb(http1.pid())),
+        "-",
+    );
+    for call in http1_calls {
+        call.abort();
+    }
+    http1_client.cancel().await.unwrap();
+    drop(http1);
 
     // 4. `exai stdio` spawn -> tools/list answered, daemon up; and the shim's RSS.
     let mut spawns = Vec::new();

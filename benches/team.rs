@@ -30,10 +30,26 @@ const THROUGHPUT_RUN: Duration = Duration::from_secs(8);
 const IN_FLIGHT: usize = 10_000;
 const LIST_SAMPLES: usize = 200;
 
+/// Which parts run: all, or those named on the command line (`latency`, `throughput`,
+/// `pg-throughput`, `inflight`), e.g. `cargo bench --bench team -- throughput` while working on one figure.
+fn runs(part: &str) -> bool {
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    named.is_empty() || named.iter().any(|n| n == part)
+}
+
 /// The daemon's settings for a benchmark: logging on, the provider queue lifted (this measures
-/// exai, not the queue), and the store at `database` (SQLite in its home when `None`).
+/// exai, not the queue), HTTP/2 to the provider (as to every real provider, which offer it over
+/// TLS; the fake speaks it in the clear, so it is asked for), and the store at `database`
+/// (SQLite in its home when `None`).
 fn bench_daemon(fake: &Fake, database: Option<&str>) -> Daemon {
-    let mut env = vec![("EXAI_LOG", "info"), ("EXAI_PROVIDER_CONCURRENCY", "20000")];
+    let mut env = vec![
+        ("EXAI_LOG", "info"),
+        ("EXAI_PROVIDER_CONCURRENCY", "20000"),
+        ("EXAI_PROVIDER_HTTP2", "always"),
+    ];
     if let Some(url) = database {
         env.push(("EXAI_DATABASE_URL", url));
     }
@@ -52,15 +68,37 @@ async fn added_latency(fake: &Fake, daemon: &Daemon) -> Interleaved {
     latencies
 }
 
+/// CPU time (user + system) process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // Clock ticks are 1/100 s on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+/// What a throughput run measured: calls per second, and the CPU the daemons spent per call.
+struct Throughput {
+    calls_per_second: f64,
+    daemon_cpu_per_call: Duration,
+}
+
 /// Calls per second through `/mcp` of `daemons` (their sessions spread evenly over them), each
 /// client calling `fake-fast` (which answers at once) one call after another.
-async fn calls_per_second(daemons: &[&Daemon]) -> f64 {
+async fn calls_per_second(daemons: &[&Daemon]) -> Throughput {
     let mut sessions = Vec::new();
     for i in 0..HTTP_CLIENTS {
         let daemon = daemons[i % daemons.len()];
         let url = format!("http://{}/mcp", daemon.addr);
         sessions.push(HttpSession::open(&url, &daemon.token()).await);
     }
+    let cpu_before: Vec<Duration> = daemons.iter().map(|d| cpu_time(d.pid())).collect();
     let started = Instant::now();
     let until = started + THROUGHPUT_RUN;
     let workers = sessions.into_iter().enumerate().map(|(w, mut session)| {
@@ -85,7 +123,16 @@ async fn calls_per_second(daemons: &[&Daemon]) -> f64 {
         .into_iter()
         .map(Result::unwrap)
         .sum();
-    done as f64 / started.elapsed().as_secs_f64()
+    let elapsed = started.elapsed();
+    let cpu: Duration = daemons
+        .iter()
+        .zip(cpu_before)
+        .map(|(d, before)| cpu_time(d.pid()) - before)
+        .sum();
+    Throughput {
+        calls_per_second: done as f64 / elapsed.as_secs_f64(),
+        daemon_cpu_per_call: cpu / done as u32,
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -101,6 +148,9 @@ async fn main() {
     // 1. Added latency on each backend, one call at a time.
     let mut added = Vec::new();
     for (name, database) in [("SQLite", None), ("Postgres", Some(url.as_str()))] {
+        if !runs("latency") {
+            break;
+        }
         let daemon = bench_daemon(&fake, database);
         let latencies = added_latency(&fake, &daemon).await;
         let ((d50, d99), (v50, v99)) = (latencies.direct, latencies.via);
@@ -116,102 +166,123 @@ async fn main() {
         );
         added.push(ms(v50) - ms(d50));
     }
-    report.add(
-        "added latency p50, Postgres / SQLite",
-        format!(
-            "{:.2}x ({:+.3} ms)",
-            added[1] / added[0],
-            added[1] - added[0]
-        ),
-        "-",
-    );
+    if added.len() == 2 {
+        report.add(
+            "added latency p50, Postgres / SQLite",
+            format!(
+                "{:.2}x ({:+.3} ms)",
+                added[1] / added[0],
+                added[1] - added[0]
+            ),
+            "-",
+        );
+    }
 
     // 2. Calls per second through /mcp: one replica on each backend, then two on Postgres.
-    let sqlite = bench_daemon(&fake, None);
-    let one_sqlite = calls_per_second(&[&sqlite]).await;
-    drop(sqlite);
-    let (first, second) = (
-        bench_daemon(&fake, Some(&url)),
-        bench_daemon(&fake, Some(&url)),
-    );
-    let one_postgres = calls_per_second(&[&first]).await;
-    let two_postgres = calls_per_second(&[&first, &second]).await;
-    drop((first, second));
     let clients = format!("{HTTP_CLIENTS} clients, zero-delay model");
-    report.add(
-        &format!("calls/s through /mcp, one SQLite replica ({clients})"),
-        format!("{one_sqlite:.0}"),
-        ">= 10,000",
-    );
-    report.add(
-        &format!("calls/s through /mcp, one Postgres replica ({clients})"),
-        format!(
-            "{one_postgres:.0} ({:.2}x SQLite)",
-            one_postgres / one_sqlite
-        ),
-        ">= 3,000",
-    );
-    report.add(
-        "calls/s through /mcp, two Postgres replicas on this machine",
-        format!(
-            "{two_postgres:.0} ({:.2}x one)",
-            two_postgres / one_postgres
-        ),
-        "-",
-    );
+    let mut one_sqlite = None;
+    if runs("throughput") {
+        let sqlite = bench_daemon(&fake, None);
+        let run = calls_per_second(&[&sqlite]).await;
+        drop(sqlite);
+        report.add(
+            &format!("calls/s through /mcp, one SQLite replica ({clients})"),
+            format!("{:.0}", run.calls_per_second),
+            ">= 10,000",
+        );
+        report.add(
+            "daemon CPU per call, one SQLite replica",
+            format!("{:.0} µs", run.daemon_cpu_per_call.as_secs_f64() * 1e6),
+            "-",
+        );
+        one_sqlite = Some(run.calls_per_second);
+    }
+    if runs("throughput") || runs("pg-throughput") {
+        let (first, second) = (
+            bench_daemon(&fake, Some(&url)),
+            bench_daemon(&fake, Some(&url)),
+        );
+        let one = calls_per_second(&[&first]).await;
+        let two = calls_per_second(&[&first, &second]).await;
+        drop((first, second));
+        let versus = one_sqlite
+            .map(|sqlite| format!(" ({:.2}x SQLite)", one.calls_per_second / sqlite))
+            .unwrap_or_default();
+        report.add(
+            &format!("calls/s through /mcp, one Postgres replica ({clients})"),
+            format!("{:.0}{versus}", one.calls_per_second),
+            ">= 3,000",
+        );
+        report.add(
+            "daemon CPU per call, one Postgres replica",
+            format!("{:.0} µs", one.daemon_cpu_per_call.as_secs_f64() * 1e6),
+            "-",
+        );
+        report.add(
+            "calls/s through /mcp, two Postgres replicas on this machine",
+            format!(
+                "{:.0} ({:.2}x one)",
+                two.calls_per_second,
+                two.calls_per_second / one.calls_per_second
+            ),
+            "-",
+        );
+    }
 
     // 3. 10,000 calls in flight on one Postgres replica: memory and tools/list meanwhile.
-    let daemon = bench_daemon(&fake, Some(&url));
-    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let peer = client.peer().clone();
-    let started = Instant::now();
-    let in_flight: Vec<_> = (0..IN_FLIGHT)
-        .map(|i| {
-            let peer = peer.clone();
-            tokio::spawn(async move {
-                peer.call_tool(chat(&format!("h{i}"), "fake-delay-120000"))
-                    .await
+    if runs("inflight") {
+        let daemon = bench_daemon(&fake, Some(&url));
+        let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+        let peer = client.peer().clone();
+        let started = Instant::now();
+        let in_flight: Vec<_> = (0..IN_FLIGHT)
+            .map(|i| {
+                let peer = peer.clone();
+                tokio::spawn(async move {
+                    peer.call_tool(chat(&format!("h{i}"), "fake-delay-120000"))
+                        .await
+                })
             })
+            .collect();
+        wait_until_async("10,000 calls in flight", Duration::from_secs(120), || {
+            (daemon.healthz()["calls_in_flight"].as_u64()? >= IN_FLIGHT as u64).then_some(())
         })
-        .collect();
-    wait_until_async("10,000 calls in flight", Duration::from_secs(120), || {
-        (daemon.healthz()["calls_in_flight"].as_u64()? >= IN_FLIGHT as u64).then_some(())
-    })
-    .await;
-    report.add(
-        "10,000 calls opened (records written) on one Postgres replica",
-        format!("{:.2} s", started.elapsed().as_secs_f64()),
-        "-",
-    );
-    // Steady state: every call waiting at the provider, none still being opened.
-    wait_until_async(
-        "10,000 calls at the provider",
-        Duration::from_secs(120),
-        || (fake.stats()["in_flight"].as_u64()? >= IN_FLIGHT as u64).then_some(()),
-    )
-    .await;
-    let rss_calls_only = rss_mb(daemon.pid());
-    let mut lists = Vec::new();
-    for _ in 0..LIST_SAMPLES {
-        let t = Instant::now();
-        let tools = client.list_all_tools().await.unwrap();
-        lists.push(t.elapsed());
-        assert!(!tools.is_empty());
+        .await;
+        report.add(
+            "10,000 calls opened (records written) on one Postgres replica",
+            format!("{:.2} s", started.elapsed().as_secs_f64()),
+            "-",
+        );
+        // Steady state: every call waiting at the provider, none still being opened.
+        wait_until_async(
+            "10,000 calls at the provider",
+            Duration::from_secs(120),
+            || (fake.stats()["in_flight"].as_u64()? >= IN_FLIGHT as u64).then_some(()),
+        )
+        .await;
+        let rss_calls_only = rss_mb(daemon.pid());
+        let mut lists = Vec::new();
+        for _ in 0..LIST_SAMPLES {
+            let t = Instant::now();
+            let tools = client.list_all_tools().await.unwrap();
+            lists.push(t.elapsed());
+            assert!(!tools.is_empty());
+        }
+        let (l50, l99) = (percentile(&mut lists, 0.5), percentile(&mut lists, 0.99));
+        report.add(
+            "tools/list with 10,000 calls in flight, p50 / p99",
+            format!("{:.3} / {:.3} ms", ms(l50), ms(l99)),
+            "p99 <= 10 ms",
+        );
+        report.add(
+            "daemon RSS, 10,000 calls in flight (before / after the samples)",
+            format!("{rss_calls_only:.1} / {:.1} MB", rss_mb(daemon.pid())),
+            "<= 256 MB",
+        );
+        for call in in_flight {
+            call.abort();
+        }
+        client.cancel().await.unwrap();
     }
-    let (l50, l99) = (percentile(&mut lists, 0.5), percentile(&mut lists, 0.99));
-    report.add(
-        "tools/list with 10,000 calls in flight, p50 / p99",
-        format!("{:.3} / {:.3} ms", ms(l50), ms(l99)),
-        "p99 <= 10 ms",
-    );
-    report.add(
-        "daemon RSS, 10,000 calls in flight (before / after the samples)",
-        format!("{rss_calls_only:.1} / {:.1} MB", rss_mb(daemon.pid())),
-        "<= 256 MB",
-    );
-    for call in in_flight {
-        call.abort();
-    }
-    client.cancel().await.unwrap();
     println!("\n{} figures; commands: scripts/bench", report.0.len());
 }

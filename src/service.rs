@@ -551,10 +551,11 @@ impl ExaiService {
         let mut stages = call.progress.subscribe();
         let finished = call.finished();
         tokio::pin!(finished);
+        // Boxed: a notification's send is large, and awaited only now and then.
         let send = |message: String| {
             let count = call.progress.record_sent(&message);
             let token = token.clone();
-            async move {
+            Box::pin(async move {
                 if let Some(token) = token {
                     let param =
                         ProgressNotificationParam::new(token, count as f64).with_message(message);
@@ -569,7 +570,7 @@ impl ExaiService {
                         }
                     }
                 }
-            }
+            })
         };
         if token.is_some() {
             send(format!("{} · started", call.tool)).await;
@@ -715,7 +716,7 @@ impl ServerHandler for ExaiService {
             patience,
             progress_interval,
             span,
-        } = self.open_call(request, &context, false).await?;
+        } = Box::pin(self.open_call(request, &context, false)).await?;
         // Only long tools can outlast a client; the rest (call_result included) answer in time by design.
         let answer_by = answer_deadline(call.received_at, patience, call.deadline)
             .filter(|_| tool.may_run_long());
@@ -725,9 +726,10 @@ impl ServerHandler for ExaiService {
                 .is_some_and(|c| c.supports_tasks());
         if as_task {
             // The client polls tasks/get; the result waits in the call.
-            self.keep_for_later(&call, &request_id, Delivery::TaskCreated)
-                .await;
-            if let Err(error) = self.app.calls.store().set_task(&call.id, "extension").await {
+            Box::pin(self.keep_for_later(&call, &request_id, Delivery::TaskCreated)).await;
+            if let Err(error) =
+                Box::pin(self.app.calls.store().set_task(&call.id, "extension")).await
+            {
                 tracing::warn!(call_id = %call.id, %error, "could not mark the call as a task");
             }
             tracing::info!(call_id = %call.id, "answered with a task");
@@ -758,20 +760,15 @@ impl ServerHandler for ExaiService {
             .await;
         match outcome {
             Waited::AnswerNow => {
-                self.keep_for_later(&call, &request_id, Delivery::HandleSent)
-                    .await;
+                Box::pin(self.keep_for_later(&call, &request_id, Delivery::HandleSent)).await;
                 tracing::info!(call_id = %call.id, patience_s = patience.as_secs(), "answering with a call handle; the call goes on");
                 Ok(CallToolResponse::Complete(background_answer(&call)))
             }
             Waited::Done(outcome) => {
                 if !self.session.transport_reports_delivery() {
                     self.session.take_call_for_response(&request_id);
-                    let _ = self
-                        .app
-                        .calls
-                        .store()
-                        .set_delivery(&call.id, Delivery::HandedToHttp)
-                        .await;
+                    let store = self.app.calls.store();
+                    let _ = Box::pin(store.set_delivery(&call.id, Delivery::HandedToHttp)).await;
                 }
                 Ok(CallToolResponse::Complete(outcome.result.clone()))
             }

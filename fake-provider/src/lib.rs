@@ -15,7 +15,8 @@
 //! (`tests/fixtures/providers/<provider>/<stem>.sse` or `.json`, see [`Fixture`]).
 //! The answer text is always `echo: <last user message>`, so concurrent callers can check that
 //! they got their own answer. `GET /stats` reports how many requests completed or were aborted
-//! by the client, how many are in flight (now, at peak, per model), and `POST /reset` zeroes
+//! by the client, how many are in flight (now, at peak, per model), by HTTP version
+//! (`by_http_version`; HTTP/2 is served too, as h2c) and on how many connections, and `POST /reset` zeroes
 //! those counters (the peak becomes the current in-flight count).
 //! `GET /last_request?model=<name>` returns the last JSON body received for that model (`_raw`:
 //! the same as it came, as text), plus
@@ -154,6 +155,10 @@ struct Counters {
     failures_seen: HashMap<String, u32>,
     /// Last JSON body per model, with `_has_auth` and `_auth_id` added.
     last_requests: HashMap<String, Value>,
+    /// Chat requests per HTTP version (`HTTP/1.1`, `HTTP/2.0`).
+    by_http_version: BTreeMap<String, u64>,
+    /// The connections chat requests came on (each connection's handle, by address).
+    connections: std::collections::HashSet<u64>,
 }
 
 #[derive(Default)]
@@ -166,10 +171,13 @@ impl Stats {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Counts a new chat-completion request and returns its tracker.
-    fn start(self: &Arc<Self>) -> Tracker {
+    /// Counts a new chat-completion request (its HTTP version and connection too) and returns
+    /// its tracker.
+    fn start(self: &Arc<Self>, version: axum::http::Version, connection: &ResetHandle) -> Tracker {
         let mut c = self.lock();
         c.requests += 1;
+        *c.by_http_version.entry(format!("{version:?}")).or_default() += 1;
+        c.connections.insert(connection.1);
         c.in_flight += 1;
         c.max_in_flight = c.max_in_flight.max(c.in_flight);
         Tracker {
@@ -262,6 +270,8 @@ impl Stats {
             "max_in_flight": c.max_in_flight,
             "by_model": c.by_model,
             "in_flight_by_model": c.in_flight_by_model,
+            "by_http_version": c.by_http_version,
+            "connections": c.connections.len(),
         })
     }
 }
@@ -311,9 +321,13 @@ impl Drop for Tracker {
 // Connections that can be reset (for `fake-reset`)
 // ---------------------------------------------------------------------------------------------
 
-/// Per-connection handle given to handlers (as `ConnectInfo`) to reset their connection.
+/// Per-connection handle given to handlers (as `ConnectInfo`) to reset their connection; the
+/// number tells connections apart.
 #[derive(Clone, Default)]
-struct ResetHandle(Arc<AtomicBool>);
+struct ResetHandle(Arc<AtomicBool>, u64);
+
+/// The number of the next connection accepted.
+static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl ResetHandle {
     fn trigger(&self) {
@@ -340,7 +354,10 @@ impl Listener for ResettableListener {
                     let _ = stream.set_nodelay(true);
                     let io = ResettableStream {
                         inner: stream,
-                        reset: ResetHandle::default(),
+                        reset: ResetHandle(
+                            Arc::default(),
+                            NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
+                        ),
                     };
                     return (io, addr);
                 }
@@ -1064,11 +1081,12 @@ impl App {
 async fn chat_completions(
     State(app): State<Arc<App>>,
     ConnectInfo(reset): ConnectInfo<ResetHandle>,
+    version: axum::http::Version,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut tracker = app.stats.start();
+    let mut tracker = app.stats.start(version, &reset);
     let parsed = serde_json::from_slice::<Value>(&body);
     let body_bytes = body;
     if let Ok(body) = &parsed {
@@ -1643,9 +1661,10 @@ mod tests {
     #[test]
     fn peak_in_flight_and_per_model() {
         let stats = Arc::new(Stats::default());
-        let mut a = stats.start();
+        let connection = ResetHandle::default();
+        let mut a = stats.start(axum::http::Version::HTTP_11, &connection);
         a.set_model("m");
-        let b = stats.start();
+        let b = stats.start(axum::http::Version::HTTP_11, &connection);
         let snapshot = stats.snapshot();
         assert_eq!(snapshot["max_in_flight"], 2);
         assert_eq!(snapshot["in_flight_by_model"], json!({ "m": 1 }));

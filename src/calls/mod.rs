@@ -440,7 +440,8 @@ impl Calls {
                 }
             },
         };
-        self.finish(&call, &call.tool, state, result, failure).await;
+        // Boxed: the finish path is large, and every call in flight would carry its room.
+        Box::pin(self.finish(&call, &call.tool, state, result, failure)).await;
     }
 
     /// Ends `call`; `metered_tool` is its tool as `/metrics` counts it (a registry name, or

@@ -34,6 +34,40 @@ pub enum ConfigError {
     Keys(#[from] keys::KeysError),
 }
 
+/// Which HTTP versions exai speaks to providers (`EXAI_PROVIDER_HTTP2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Http2 {
+    /// HTTP/2 where TLS negotiates it (ALPN), HTTP/1.1 otherwise — and always over plain `http://`.
+    #[default]
+    Auto,
+    /// HTTP/2 only, also over plain `http://` (prior knowledge: for servers known to speak it).
+    Always,
+    /// HTTP/1.1 only.
+    Off,
+}
+
+impl Http2 {
+    /// The words the setting takes.
+    pub const WORDS: &'static str = "auto, always or off";
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(Self::Auto),
+            "always" => Some(Self::Always),
+            "off" => Some(Self::Off),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Always => "always",
+            Self::Off => "off",
+        }
+    }
+}
+
 /// A secret value (an API key) that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -225,6 +259,7 @@ pub struct Config {
     pub user_daily_budget: HashMap<String, i64>,
     /// How long a provider connection may take to open.
     pub provider_connect_timeout: Duration,
+    pub provider_http2: Http2,
     /// How long a provider may stay silent (before headers or between stream events).
     pub provider_idle_timeout: Duration,
     /// Heartbeat period of progress notifications.
@@ -536,6 +571,7 @@ impl Config {
                 env.get(s::TOOL_MAX_OUTPUT.var),
             )?,
             provider_connect_timeout: env.seconds(&s::PROVIDER_CONNECT_TIMEOUT)?,
+            provider_http2: read_http2(&env)?,
             provider_idle_timeout: env.seconds(&s::PROVIDER_IDLE_TIMEOUT)?,
             progress_interval: env.seconds(&s::PROGRESS_INTERVAL)?,
             shutdown_grace: env.seconds(&s::SHUTDOWN_GRACE)?,
@@ -664,6 +700,17 @@ fn read_locale<F: Fn(&str) -> Option<String>>(
             value: value.chars().take(64).collect(),
             why: format!("must be {}", locale::LOCALE_FORM),
         })
+}
+
+fn read_http2<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Http2, ConfigError> {
+    let Some(value) = env.get(s::PROVIDER_HTTP2.var) else {
+        return Ok(Http2::default());
+    };
+    Http2::parse(&value).ok_or_else(|| ConfigError::Invalid {
+        var: s::PROVIDER_HTTP2.var,
+        value: value.chars().take(64).collect(),
+        why: format!("must be {}", Http2::WORDS),
+    })
 }
 
 /// The custom endpoint's own concurrency limit (like each built-in provider's `<NAME>_MAX_CONCURRENCY`).

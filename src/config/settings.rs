@@ -297,6 +297,14 @@ settings! {
         doc: "opening a connection to a provider",
         shown: |c| seconds(c.provider_connect_timeout),
     }
+    PROVIDER_HTTP2 {
+        var: "EXAI_PROVIDER_HTTP2",
+        file_key: Some("provider_http2"),
+        kind: Kind::Text { default: "auto" },
+        scope: Scope::Call,
+        doc: "HTTP/2 to providers: auto (where TLS offers it), always (also h2c over http://), off",
+        shown: |c| Some(c.provider_http2.as_str().to_string()),
+    }
     PROVIDER_IDLE_TIMEOUT {
         var: "EXAI_PROVIDER_IDLE_TIMEOUT_S",
         file_key: Some("timeouts.provider_idle"),

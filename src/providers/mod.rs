@@ -5,6 +5,7 @@ mod body;
 pub mod budget;
 pub mod catalog;
 mod client;
+pub mod connections;
 mod custom;
 mod dialect;
 mod discovery;

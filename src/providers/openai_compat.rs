@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::catalog::ListedReasoning;
 use super::client::PlannedRequest;
+use super::connections::{Checkout, ClientSettings, Connections};
 use super::errors::{self, ErrorBody, ErrorClass};
 use super::retry::AttemptError;
 use super::sse::{SseDecoder, SseError};
@@ -103,7 +104,7 @@ pub struct OpenAiCompatible {
     first_token_timeout: Duration,
     /// Most bytes of answer, reasoning, tool calls and sources one request may bring.
     max_answer: usize,
-    http: reqwest::Client,
+    connections: Connections,
     /// The provider as `/metrics` labels its requests.
     metrics_name: metrics::Name,
 }
@@ -111,15 +112,13 @@ pub struct OpenAiCompatible {
 impl OpenAiCompatible {
     /// The client of one endpoint; fails only when no HTTP client can be built.
     pub fn new(endpoint: &EndpointConfig, config: &Config) -> Result<Self, NoHttpClient> {
-        // A redirect would re-send the prompt and files to wherever it points: none is followed.
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.provider_connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| NoHttpClient {
-                detail: error_chain(&e),
-            })?;
+        let connections = Connections::new(ClientSettings {
+            connect_timeout: config.provider_connect_timeout,
+            http2: config.provider_http2,
+        })
+        .map_err(|e| NoHttpClient {
+            detail: error_chain(&e),
+        })?;
         let base = endpoint.base_url.expose();
         // With a key, the URL's user and password would be a second Authorization header.
         let drop_userinfo = endpoint.api_key.is_some();
@@ -145,7 +144,7 @@ impl OpenAiCompatible {
             idle_timeout: config.provider_idle_timeout,
             first_token_timeout: config.first_token_timeout,
             max_answer: config.max_answer_bytes,
-            http,
+            connections,
             metrics_name: metrics::name(&endpoint.name),
         })
     }
@@ -165,12 +164,19 @@ impl OpenAiCompatible {
         }
     }
 
-    fn request(&self, method: reqwest::Method, url: &reqwest::Url) -> reqwest::RequestBuilder {
-        let builder = self.http.request(method, url.clone());
-        match &self.api_key {
+    /// A request on the least busy connection, and the hold on it (keep it while reading the answer).
+    fn request(
+        &self,
+        method: reqwest::Method,
+        url: &reqwest::Url,
+    ) -> (reqwest::RequestBuilder, Checkout) {
+        let checkout = self.connections.checkout();
+        let builder = checkout.http.request(method, url.clone());
+        let builder = match &self.api_key {
             Some(key) => builder.bearer_auth(key.expose()),
             None => builder,
-        }
+        };
+        (builder, checkout)
     }
 
     /// Text from the provider or about it, as it may be shown: secrets masked.
@@ -202,14 +208,11 @@ impl OpenAiCompatible {
             .models_url
             .as_ref()
             .map_err(|e| ListModelsError::BadUrl(self.clean(&e.to_string())))?;
-        let response = self
-            .request(reqwest::Method::GET, url)
-            .send()
-            .await
-            .map_err(|e| match e.is_connect() {
-                true => ListModelsError::Unreachable(self.describe(e)),
-                false => ListModelsError::Failed(self.describe(e)),
-            })?;
+        let (request, _connection) = self.request(reqwest::Method::GET, url);
+        let response = request.send().await.map_err(|e| match e.is_connect() {
+            true => ListModelsError::Unreachable(self.describe(e)),
+            false => ListModelsError::Failed(self.describe(e)),
+        })?;
         let status = response.status();
         if status.is_redirection() {
             return Err(ListModelsError::Redirect {
@@ -320,9 +323,10 @@ impl OpenAiCompatible {
         tracing::info!(provider = %self.name, model = %model.id, attempt, searching, "provider request sent");
         let started = Instant::now();
         // The body tree is dropped once serialized, not kept for the whole (long) stream.
-        let send = {
+        let (send, _connection) = {
             let body = self.body(url, model, request);
-            self.request(reqwest::Method::POST, url).json(&body).send()
+            let (builder, connection) = self.request(reqwest::Method::POST, url);
+            (builder.json(&body).send(), connection)
         };
         let counted = metrics::ProviderRequest::sent(&self.metrics_name);
         let response = match tokio::time::timeout(self.idle_timeout, send).await {

@@ -703,7 +703,7 @@ fn with_autostart_off_and_no_daemon_the_client_is_told_at_once_what_to_do() {
 #[test]
 fn a_bad_setting_stops_the_daemon_and_exai_config_naming_it_and_what_is_accepted() {
     let home = temp_home();
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 9] = [
         ("MAX_MCP_OUTPUT_TOKENS", "200", "at least 1000"),
         ("MAX_MCP_OUTPUT_TOKENS", "abc", "at least 1000"),
         ("EXAI_PROMPT_SIZE_LIMIT", "abc", "whole number"),
@@ -732,6 +732,7 @@ fn a_bad_setting_stops_the_daemon_and_exai_config_naming_it_and_what_is_accepted
             "/nonexistent/models.toml",
             "no such file",
         ),
+        ("EXAI_PROVIDER_HTTP2", "h2c", "must be auto, always or off"),
     ];
     for (var, value, expected) in cases {
         for args in [&["config"][..], &["daemon", "--listen", "127.0.0.1:0"][..]] {

@@ -8,6 +8,7 @@ use crate::common;
 use common::*;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 /// Asks `model` through `chat` with `args` added; the call must succeed.
 async fn ask(client: &Client, model: &str, args: Value) -> CallToolResult {
@@ -488,5 +489,56 @@ async fn kimi_is_asked_for_no_more_than_its_window_leaves_after_the_prompt() {
         prompt as u64 + limit <= 20_000,
         "prompt {prompt} + limit {limit} within the window"
     );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn http2_when_asked_carries_calls_on_few_connections_and_none_waits_for_a_stream() {
+    // Over plain http:// exai speaks HTTP/1.1 unless told: local servers rarely speak h2c.
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    ask(&client, "fake-fast", json!({})).await;
+    assert_eq!(fake.stats()["by_http_version"], json!({"HTTP/1.1": 1}));
+    client.cancel().await.unwrap();
+
+    // `always`: h2c; 250 calls at once need three connections of at most 100 streams each
+    // (a server may refuse more streams on one, and a request over its cap would wait).
+    let fake = Fake::start();
+    let daemon = Daemon::start(
+        &fake,
+        &[
+            ("EXAI_PROVIDER_HTTP2", "always"),
+            ("EXAI_PROVIDER_CONCURRENCY", "400"),
+        ],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let peer = client.peer().clone();
+    let calls: Vec<_> = (0..250)
+        .map(|i| {
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                peer.call_tool(chat(&format!("h2 {i}"), "fake-delay-3000"))
+                    .await
+            })
+        })
+        .collect();
+    wait_until_async(
+        "250 calls at the provider at once",
+        Duration::from_secs(30),
+        || (fake.stats()["in_flight"].as_u64()? == 250).then_some(()),
+    )
+    .await;
+    let stats = fake.stats();
+    assert_eq!(
+        stats["by_http_version"],
+        json!({"HTTP/2.0": 250}),
+        "{stats}"
+    );
+    assert_eq!(stats["connections"], 3, "{stats}");
+    for call in calls {
+        let result = call.await.unwrap().unwrap();
+        assert!(text_of(&result).starts_with("echo: h2 "), "{result:?}");
+    }
     client.cancel().await.unwrap();
 }

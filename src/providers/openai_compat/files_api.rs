@@ -17,6 +17,7 @@ use super::{Capped, OpenAiCompatible, endpoint_url, read_capped, size_text};
 use crate::config::Secret;
 use crate::providers::CallObserver;
 use crate::providers::client::{DocumentUpload, ExtractError};
+use crate::providers::connections::Checkout;
 use crate::providers::dialect::{Extraction, dialect};
 
 /// Most bytes of extracted text read from a provider (a hostile one could send more).
@@ -186,7 +187,7 @@ impl OpenAiCompatible {
     /// provider's words, masked.
     async fn exchange(
         &self,
-        request: reqwest::RequestBuilder,
+        (request, _connection): (reqwest::RequestBuilder, Checkout),
         what: &str,
         cap: usize,
     ) -> Result<Vec<u8>, ExtractError> {
@@ -241,13 +242,15 @@ impl OpenAiCompatible {
         url: &reqwest::Url,
         boundary: &str,
         body: Vec<u8>,
-    ) -> reqwest::RequestBuilder {
-        self.request(reqwest::Method::POST, url)
+    ) -> (reqwest::RequestBuilder, Checkout) {
+        let (request, connection) = self.request(reqwest::Method::POST, url);
+        let request = request
             .header(
                 reqwest::header::CONTENT_TYPE,
                 format!("multipart/form-data; boundary={boundary}"),
             )
-            .body(body)
+            .body(body);
+        (request, connection)
     }
 
     /// Kimi: upload with `purpose=file-extract`, read the extracted content, delete the file.
@@ -273,7 +276,7 @@ impl OpenAiCompatible {
             )));
         }
         let _delete = DeleteOnDrop {
-            http: self.http.clone(),
+            http: self.connections.checkout().http.clone(),
             url: self.files_url(&format!("/files/{}", file.id))?,
             key: self.api_key.clone(),
             provider: self.name.clone(),
