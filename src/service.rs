@@ -808,7 +808,8 @@ impl ServerHandler for ExaiService {
         request: CancelTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        match self.lookup(&request.task_id, &context).await? {
+        // Boxed: every request's task has room for the largest handler, this one included.
+        match Box::pin(self.lookup(&request.task_id, &context)).await? {
             CallView::Running(call) => {
                 tracing::info!(call_id = %call.id, "tasks/cancel");
                 call.cancel(CancelReason::Client(Some("tasks/cancel".into())));
@@ -816,7 +817,7 @@ impl ServerHandler for ExaiService {
             }
             CallView::HeldElsewhere(row) => {
                 let reason = "tasks/cancel on another replica".to_string();
-                match self.app.calls.request_cancel(&row, reason).await {
+                match Box::pin(self.app.calls.request_cancel(&row, reason)).await {
                     Ok(Some(replica)) => {
                         tracing::info!(call_id = %row.id, %replica, "tasks/cancel sent to the replica that runs it");
                         Ok(())

@@ -180,12 +180,47 @@ impl LiveCall {
     }
 }
 
+/// Calls in flight by id, and by what makes two calls the same (`running_twin` looks up its
+/// few namesakes, not every call in flight).
+#[derive(Default)]
+struct Live {
+    by_id: HashMap<String, Arc<LiveCall>>,
+    /// By the hash of `dedupe_key`: equal hashes are told apart by the key itself.
+    by_key: HashMap<u64, Vec<Arc<LiveCall>>>,
+}
+
+impl Live {
+    fn insert(&mut self, call: Arc<LiveCall>) {
+        self.by_key
+            .entry(key_hash(&call.dedupe_key))
+            .or_default()
+            .push(call.clone());
+        self.by_id.insert(call.id.clone(), call);
+    }
+
+    fn remove(&mut self, call: &LiveCall) {
+        self.by_id.remove(&call.id);
+        let hash = key_hash(&call.dedupe_key);
+        if let Some(same) = self.by_key.get_mut(&hash) {
+            same.retain(|c| c.id != call.id);
+            if same.is_empty() {
+                self.by_key.remove(&hash);
+            }
+        }
+    }
+}
+
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
+}
+
 /// The registry of calls in flight, and the door to their records.
 pub struct Calls {
     store: Store,
     /// Most tokens of text a client is handed (`MAX_MCP_OUTPUT_TOKENS`).
     pub max_output_tokens: usize,
-    live: Mutex<HashMap<String, Arc<LiveCall>>>,
+    live: Mutex<Live>,
     /// Signalled whenever a call ends (shutdown waits on it).
     ended: tokio::sync::Notify,
     /// The replica this process is, named in the record of each call it opens.
@@ -199,7 +234,7 @@ impl Calls {
         Self {
             store,
             max_output_tokens,
-            live: Mutex::new(HashMap::new()),
+            live: Mutex::new(Live::default()),
             ended: tokio::sync::Notify::new(),
             replica: None,
             events: events::CallEvents::default(),
@@ -216,29 +251,31 @@ impl Calls {
         &self.store
     }
 
-    fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LiveCall>>> {
+    fn live_map(&self) -> std::sync::MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Calls in flight, oldest first.
     pub fn in_flight(&self) -> Vec<Arc<LiveCall>> {
-        let mut calls: Vec<_> = self.live_map().values().cloned().collect();
+        let mut calls: Vec<_> = self.live_map().by_id.values().cloned().collect();
         calls.sort_by_key(|c| c.received_at);
         calls
     }
 
     pub fn in_flight_count(&self) -> usize {
-        self.live_map().len()
+        self.live_map().by_id.len()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<LiveCall>> {
-        self.live_map().get(id).cloned()
+        self.live_map().by_id.get(id).cloned()
     }
 
     /// A call still running with the same tool, arguments and client as `call`, if any.
     pub fn running_twin(&self, call: &LiveCall) -> Option<Arc<LiveCall>> {
-        self.live_map()
-            .values()
+        let live = self.live_map();
+        live.by_key
+            .get(&key_hash(&call.dedupe_key))?
+            .iter()
             .filter(|c| c.id != call.id && c.dedupe_key == call.dedupe_key && c.outcome().is_none())
             .min_by_key(|c| c.received_at)
             .cloned()
@@ -266,7 +303,7 @@ impl Calls {
         let proposed = proposed_id
             .and_then(|p| uuid::Uuid::parse_str(p).ok())
             .map(|u| u.to_string())
-            .filter(|id| !self.live_map().contains_key(id));
+            .filter(|id| !self.live_map().by_id.contains_key(id));
         let received_at = Instant::now();
         let received_at_ms = now_ms();
         let arguments_text = redact::cap(
@@ -328,7 +365,7 @@ impl Calls {
             finish_reason: Mutex::new(None),
             unrecorded: Mutex::new(unrecorded),
         });
-        self.live_map().insert(id, call.clone());
+        self.live_map().insert(call.clone());
         self.events
             .publish(|| events::CallEvent::Started(events::LiveSummary::of(&call)));
         tracing::info!(
@@ -575,7 +612,7 @@ impl Calls {
         let result = output::fitted(result, self.max_output_tokens, &call.id).await;
         call.outcome
             .send_replace(Some(Arc::new(Outcome { state, result })));
-        self.live_map().remove(&call.id);
+        self.live_map().remove(call);
         self.events.publish(|| events::CallEvent::Ended {
             id: call.id.clone(),
             tool: call.tool.clone(),

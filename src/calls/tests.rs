@@ -229,6 +229,16 @@ async fn an_identical_call_attaches_to_the_running_one() {
         ["fake-fast", "fake-delay-1"],
         "the model is asked once for the two identical calls"
     );
+    // Ended calls leave the index: an identical call now has no twin, and the next one after
+    // it finds it (not a call that ended).
+    let third = open(app, "chat", &arguments, BUDGET).await;
+    assert!(app.calls.running_twin(&third).is_none());
+    let fourth = open(app, "chat", &arguments, BUDGET).await;
+    let twin = app
+        .calls
+        .running_twin(&fourth)
+        .expect("the third is its twin");
+    assert_eq!(twin.id, third.id);
 }
 
 #[tokio::test]
