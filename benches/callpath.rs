@@ -133,11 +133,11 @@ fn watch_page(
     })
 }
 
-/// The daemon's settings: logging on; the provider limit (16 by default) lifted — this measures
-/// exai, not the queue —; HTTP/2 to the provider, as exai speaks to every real provider (they
-/// offer it over TLS; the fake speaks it in the clear, so it is asked for).
+/// The daemon's settings: logging as by default (exai's events at info, to its JSON log); the
+/// provider limit (16 by default) lifted — this measures exai, not the queue —; HTTP/2 to the
+/// provider, as exai speaks to every real provider (they offer it over TLS; the fake speaks it
+/// in the clear, so it is asked for).
 const DAEMON_SETTINGS: &[(&str, &str)] = &[
-    ("EXAI_LOG", "info"),
     ("EXAI_PROVIDER_CONCURRENCY", "2000"),
     ("EXAI_PROVIDER_HTTP2", "always"),
 ];

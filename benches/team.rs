@@ -40,13 +40,13 @@ fn runs(part: &str) -> bool {
     named.is_empty() || named.iter().any(|n| n == part)
 }
 
-/// The daemon's settings for a benchmark: logging on, the provider queue lifted (this measures
+/// The daemon's settings for a benchmark: logging as by default (exai's events at info, to its
+/// JSON log), the provider queue lifted (this measures
 /// exai, not the queue), HTTP/2 to the provider (as to every real provider, which offer it over
 /// TLS; the fake speaks it in the clear, so it is asked for), and the store at `database`
 /// (SQLite in its home when `None`).
 fn bench_daemon(fake: &Fake, database: Option<&str>) -> Daemon {
     let mut env = vec![
-        ("EXAI_LOG", "info"),
         ("EXAI_PROVIDER_CONCURRENCY", "20000"),
         ("EXAI_PROVIDER_HTTP2", "always"),
     ];

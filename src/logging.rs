@@ -23,9 +23,19 @@ const KEPT_LOG_FILES: usize = 7;
 /// The user's filter (`EXAI_LOG`, `RUST_LOG`) or `default`, never letting through the
 /// libraries' debug dumps of whole messages and headers, which carry arguments and keys.
 fn filter<S>(default: &str) -> impl Filter<S> {
-    let chosen = std::env::var("EXAI_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .ok()
+    chosen_filter(default, true)
+}
+
+/// `default`, or the user's filter where `users_choice` allows it; libraries' payload dumps
+/// are never let through.
+fn chosen_filter<S>(default: &str, users_choice: bool) -> impl Filter<S> {
+    let chosen = users_choice
+        .then(|| {
+            std::env::var("EXAI_LOG")
+                .or_else(|_| std::env::var("RUST_LOG"))
+                .ok()
+        })
+        .flatten()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
     chosen.and(filter_fn(|meta| {
@@ -42,10 +52,14 @@ fn filter<S>(default: &str) -> impl Filter<S> {
 pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<WorkerGuard> {
     // Detached (stderr is a file): the JSON log is the record, stderr keeps the warnings.
     let quiet_stderr = quiet_stderr || !std::io::stderr().is_terminal();
-    let stderr_filter = if quiet_stderr {
-        filter("warn")
+    let stderr_filter = if stderr_is_null() {
+        // Lines written to /dev/null would still be formatted, a few of them for every call.
+        // (An absent layer would not do: it declares interest in every event of every library.)
+        chosen_filter("off", false)
+    } else if quiet_stderr {
+        chosen_filter("warn", true)
     } else {
-        filter(DEFAULT_FILTER)
+        chosen_filter(DEFAULT_FILTER, true)
     };
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -84,3 +98,41 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<WorkerGuard> {
 }
 
 use tracing_subscriber::Layer;
+
+/// Whether this process's stderr is /dev/null (a daemon started with its output discarded).
+fn stderr_is_null() -> bool {
+    use std::os::fd::AsFd;
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .is_ok_and(|fd| is_null(&std::fs::File::from(fd)))
+}
+
+/// Whether `file` is the null device.
+fn is_null(file: &std::fs::File) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    match (file.metadata(), std::fs::metadata("/dev/null")) {
+        // The same character device (1:3), wherever its node is.
+        (Ok(stderr), Ok(null)) => {
+            stderr.file_type().is_char_device()
+                && null.file_type().is_char_device()
+                && stderr.rdev() == null.rdev()
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dev_null_is_taken_for_discarded_output() {
+        assert!(is_null(&std::fs::File::open("/dev/null").unwrap()));
+        assert!(!is_null(&std::fs::File::open("/dev/zero").unwrap()));
+        let path = std::env::temp_dir().join(format!("exai-not-null-{}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        assert!(!is_null(&file));
+        std::fs::remove_file(&path).unwrap();
+    }
+}
