@@ -143,21 +143,8 @@ const DAEMON_SETTINGS: &[(&str, &str)] = &[
 ];
 
 /// `count` chats of 20 s opened on `daemon` through `client`, returned once all are in flight.
-async fn open_calls(
-    client: &Client,
-    daemon: &Daemon,
-    count: usize,
-) -> Vec<tokio::task::JoinHandle<Result<rmcp::model::CallToolResult, rmcp::ServiceError>>> {
-    let peer = client.peer().clone();
-    let calls = (0..count)
-        .map(|i| {
-            let peer = peer.clone();
-            tokio::spawn(async move {
-                peer.call_tool(chat(&format!("h{i}"), "fake-delay-20000"))
-                    .await
-            })
-        })
-        .collect();
+async fn open_calls(client: &Client, daemon: &Daemon, count: usize) -> Vec<ChatInFlight> {
+    let calls = spawn_chats(client, count, "h", "fake-delay-20000");
     wait_until_async("the calls in flight", Duration::from_secs(30), || {
         (daemon.healthz()["calls_in_flight"].as_u64()? >= count as u64).then_some(())
     })

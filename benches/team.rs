@@ -89,6 +89,29 @@ struct Throughput {
     daemon_cpu_per_call: Duration,
 }
 
+impl Throughput {
+    /// Its two figures for one replica on `backend`, `versus` after the calls per second.
+    fn report(
+        &self,
+        report: &mut Report,
+        backend: &str,
+        clients: &str,
+        versus: &str,
+        target: &str,
+    ) {
+        report.add(
+            &format!("calls/s through /mcp, one {backend} replica ({clients})"),
+            format!("{:.0}{versus}", self.calls_per_second),
+            target,
+        );
+        report.add(
+            &format!("daemon CPU per call, one {backend} replica"),
+            format!("{:.0} µs", self.daemon_cpu_per_call.as_secs_f64() * 1e6),
+            "-",
+        );
+    }
+}
+
 /// Calls per second through `/mcp` of `daemons` (their sessions spread evenly over them), each
 /// client calling `fake-fast` (which answers at once) one call after another.
 async fn calls_per_second(daemons: &[&Daemon]) -> Throughput {
@@ -185,16 +208,7 @@ async fn main() {
         let sqlite = bench_daemon(&fake, None);
         let run = calls_per_second(&[&sqlite]).await;
         drop(sqlite);
-        report.add(
-            &format!("calls/s through /mcp, one SQLite replica ({clients})"),
-            format!("{:.0}", run.calls_per_second),
-            ">= 10,000",
-        );
-        report.add(
-            "daemon CPU per call, one SQLite replica",
-            format!("{:.0} µs", run.daemon_cpu_per_call.as_secs_f64() * 1e6),
-            "-",
-        );
+        run.report(&mut report, "SQLite", &clients, "", ">= 10,000");
         one_sqlite = Some(run.calls_per_second);
     }
     if runs("throughput") || runs("pg-throughput") {
@@ -208,16 +222,7 @@ async fn main() {
         let versus = one_sqlite
             .map(|sqlite| format!(" ({:.2}x SQLite)", one.calls_per_second / sqlite))
             .unwrap_or_default();
-        report.add(
-            &format!("calls/s through /mcp, one Postgres replica ({clients})"),
-            format!("{:.0}{versus}", one.calls_per_second),
-            ">= 3,000",
-        );
-        report.add(
-            "daemon CPU per call, one Postgres replica",
-            format!("{:.0} µs", one.daemon_cpu_per_call.as_secs_f64() * 1e6),
-            "-",
-        );
+        one.report(&mut report, "Postgres", &clients, &versus, ">= 3,000");
         report.add(
             "calls/s through /mcp, two Postgres replicas on this machine",
             format!(
@@ -233,17 +238,8 @@ async fn main() {
     if runs("inflight") {
         let daemon = bench_daemon(&fake, Some(&url));
         let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-        let peer = client.peer().clone();
         let started = Instant::now();
-        let in_flight: Vec<_> = (0..IN_FLIGHT)
-            .map(|i| {
-                let peer = peer.clone();
-                tokio::spawn(async move {
-                    peer.call_tool(chat(&format!("h{i}"), "fake-delay-120000"))
-                        .await
-                })
-            })
-            .collect();
+        let in_flight = spawn_chats(&client, IN_FLIGHT, "h", "fake-delay-120000");
         wait_until_async("10,000 calls in flight", Duration::from_secs(120), || {
             (daemon.healthz()["calls_in_flight"].as_u64()? >= IN_FLIGHT as u64).then_some(())
         })

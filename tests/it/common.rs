@@ -773,6 +773,20 @@ pub fn chat(prompt: &str, model: &str) -> CallToolRequestParams {
     )
 }
 
+/// A chat in flight on its own task, as [`spawn_chats`] starts them.
+pub type ChatInFlight = tokio::task::JoinHandle<Result<CallToolResult, rmcp::ServiceError>>;
+
+/// `count` chats with `model` started at once through `client`, prompts `{prefix}{i}`.
+pub fn spawn_chats(client: &Client, count: usize, prefix: &str, model: &str) -> Vec<ChatInFlight> {
+    (0..count)
+        .map(|i| {
+            let (peer, request) = (client.peer().clone(), chat(&format!("{prefix}{i}"), model));
+            #[allow(clippy::disallowed_methods)] // test tasks carry no call's span
+            tokio::spawn(async move { peer.call_tool(request).await })
+        })
+        .collect()
+}
+
 /// A call of `tool` with `args` (a JSON object).
 pub fn call(tool: &str, args: Value) -> CallToolRequestParams {
     CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().unwrap().clone())

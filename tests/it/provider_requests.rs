@@ -513,16 +513,7 @@ async fn http2_when_asked_carries_calls_on_few_connections_and_none_waits_for_a_
         ],
     );
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let peer = client.peer().clone();
-    let calls: Vec<_> = (0..250)
-        .map(|i| {
-            let peer = peer.clone();
-            tokio::spawn(async move {
-                peer.call_tool(chat(&format!("h2 {i}"), "fake-delay-3000"))
-                    .await
-            })
-        })
-        .collect();
+    let calls = spawn_chats(&client, 250, "h2 ", "fake-delay-3000");
     wait_until_async(
         "250 calls at the provider at once",
         Duration::from_secs(30),
