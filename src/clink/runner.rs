@@ -33,6 +33,8 @@ pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
 /// Most of standard error kept (its end) for an error message.
 const STDERR_TAIL_BYTES: usize = 4096;
+/// Longest wait, once the CLI is gone, for the rest of its error output.
+const STDERR_READ_LIMIT: Duration = Duration::from_secs(1);
 /// Between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 
@@ -359,7 +361,7 @@ pub async fn run(
         });
     }
     let tail = Arc::new(Mutex::new(Tail::default()));
-    if let Some(mut stderr) = stderr {
+    let stderr_read = stderr.map(|mut stderr| {
         let tail = tail.clone();
         crate::spawn::in_current_span(async move {
             let mut chunk = vec![0u8; 8192];
@@ -371,8 +373,8 @@ pub async fn run(
                     .unwrap_or_else(|p| p.into_inner())
                     .push(&chunk[..n]);
             }
-        });
-    }
+        })
+    });
     let stderr_text = || tail.lock().unwrap_or_else(|p| p.into_inner()).text();
 
     let mut parser = parser_for(cli.parser, invocation.max_answer_bytes);
@@ -457,6 +459,11 @@ pub async fn run(
         }
     }
     let report = parser.report().clone();
+    // Its stdout can end before its stderr is read: what it said last is often why it failed.
+    // Its group has been ended, so the pipe closes; the wait is bounded all the same.
+    if let Some(reading) = stderr_read {
+        let _ = tokio::time::timeout(STDERR_READ_LIMIT, reading).await;
+    }
     let stderr_tail = stderr_text();
     let status = exited.unwrap_or_default();
     let failed_exit = (!status.success()).then(|| match status.code() {
