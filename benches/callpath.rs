@@ -354,14 +354,7 @@ async fn main() {
     }
     client.cancel().await.unwrap();
     // The same over HTTP/1.1 (a plain local server): a connection per call in flight.
-    let http1 = Daemon::start(
-        &fake,
-        &[
-            DAEMON_SETTINGS[0],
-            DAEMON_SETTINGS[1],
-            ("EXAI_PROVIDER_HTTP2", "off"),
-        ],
-    );
+    let http1 = Daemon::start(&fake, &[DAEMON_SETTINGS[0], ("EXAI_PROVIDER_HTTP2", "off")]);
     let (http1_client, _) = stdio_client(&http1.stdio_env(), &[]).await;
     let http1_calls = open_calls(&http1_client, &http1, IN_FLIGHT_FOR_LIST).await;
     report.add(

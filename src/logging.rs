@@ -22,13 +22,9 @@ const KEPT_LOG_FILES: usize = 7;
 
 /// The user's filter (`EXAI_LOG`, `RUST_LOG`) or `default`, never letting through the
 /// libraries' debug dumps of whole messages and headers, which carry arguments and keys.
-fn filter<S>(default: &str) -> impl Filter<S> {
-    chosen_filter(default, true)
-}
-
-/// `default`, or the user's filter where `users_choice` allows it; libraries' payload dumps
-/// are never let through.
-fn chosen_filter<S>(default: &str, users_choice: bool) -> impl Filter<S> {
+///
+/// `users_choice` false: `default` whatever the user set.
+fn filter<S>(default: &str, users_choice: bool) -> impl Filter<S> {
     let chosen = users_choice
         .then(|| {
             std::env::var("EXAI_LOG")
@@ -54,12 +50,12 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<WorkerGuard> {
     let quiet_stderr = quiet_stderr || !std::io::stderr().is_terminal();
     let stderr_filter = if stderr_is_null() {
         // Lines written to /dev/null would still be formatted, a few of them for every call.
-        // (An absent layer would not do: it declares interest in every event of every library.)
-        chosen_filter("off", false)
+        // The layer stays, filtered off, so the subscriber's shape is the same either way.
+        filter("off", false)
     } else if quiet_stderr {
-        chosen_filter("warn", true)
+        filter("warn", true)
     } else {
-        chosen_filter(DEFAULT_FILTER, true)
+        filter(DEFAULT_FILTER, true)
     };
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -85,7 +81,7 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<WorkerGuard> {
                 .with_writer(writer)
                 .with_current_span(true)
                 .with_span_list(false)
-                .with_filter(filter(DEFAULT_FILTER));
+                .with_filter(filter(DEFAULT_FILTER, true));
             (Some(layer), Some(guard))
         }
         None => (None, None),

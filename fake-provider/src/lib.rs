@@ -157,7 +157,7 @@ struct Counters {
     last_requests: HashMap<String, Value>,
     /// Chat requests per HTTP version (`HTTP/1.1`, `HTTP/2.0`).
     by_http_version: BTreeMap<String, u64>,
-    /// The connections chat requests came on (each connection's handle, by address).
+    /// The connections chat requests came on (by their numbers).
     connections: std::collections::HashSet<u64>,
 }
 

@@ -251,28 +251,28 @@ impl Calls {
         &self.store
     }
 
-    fn live_map(&self) -> std::sync::MutexGuard<'_, Live> {
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Calls in flight, oldest first.
     pub fn in_flight(&self) -> Vec<Arc<LiveCall>> {
-        let mut calls: Vec<_> = self.live_map().by_id.values().cloned().collect();
+        let mut calls: Vec<_> = self.live().by_id.values().cloned().collect();
         calls.sort_by_key(|c| c.received_at);
         calls
     }
 
     pub fn in_flight_count(&self) -> usize {
-        self.live_map().by_id.len()
+        self.live().by_id.len()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<LiveCall>> {
-        self.live_map().by_id.get(id).cloned()
+        self.live().by_id.get(id).cloned()
     }
 
     /// A call still running with the same tool, arguments and client as `call`, if any.
     pub fn running_twin(&self, call: &LiveCall) -> Option<Arc<LiveCall>> {
-        let live = self.live_map();
+        let live = self.live();
         live.by_key
             .get(&key_hash(&call.dedupe_key))?
             .iter()
@@ -303,7 +303,7 @@ impl Calls {
         let proposed = proposed_id
             .and_then(|p| uuid::Uuid::parse_str(p).ok())
             .map(|u| u.to_string())
-            .filter(|id| !self.live_map().by_id.contains_key(id));
+            .filter(|id| !self.live().by_id.contains_key(id));
         let received_at = Instant::now();
         let received_at_ms = now_ms();
         let arguments_text = redact::cap(
@@ -365,7 +365,7 @@ impl Calls {
             finish_reason: Mutex::new(None),
             unrecorded: Mutex::new(unrecorded),
         });
-        self.live_map().insert(call.clone());
+        self.live().insert(call.clone());
         self.events
             .publish(|| events::CallEvent::Started(events::LiveSummary::of(&call)));
         tracing::info!(
@@ -612,7 +612,7 @@ impl Calls {
         let result = output::fitted(result, self.max_output_tokens, &call.id).await;
         call.outcome
             .send_replace(Some(Arc::new(Outcome { state, result })));
-        self.live_map().remove(call);
+        self.live().remove(call);
         self.events.publish(|| events::CallEvent::Ended {
             id: call.id.clone(),
             tool: call.tool.clone(),

@@ -241,9 +241,7 @@ pub async fn thread(ctx: &ToolContext, id: Option<&str>) -> Result<Thread, ToolF
     let Some(id) = id else {
         return Ok(Thread::new(caller.user_name().map(str::to_string)));
     };
-    // Boxed (here and below): a tool's future keeps room for every await it may reach, and
-    // each call in flight carries that room while it waits on its model.
-    Box::pin(Thread::load(ctx.calls.store(), id, caller))
+    Thread::load(ctx.calls.store(), id, caller)
         .await
         .map_err(|e| match e {
             ThreadError::Unknown(_) | ThreadError::Malformed(_) => {
@@ -263,7 +261,9 @@ pub async fn remember(
     turns: Vec<crate::threads::Turn>,
 ) -> Option<String> {
     let max = ctx.config.thread_max_turns;
-    let saved = Box::pin(thread.append(ctx.calls.store(), turns, max, ctx.config.thread_ttl)).await;
+    let saved = thread
+        .append(ctx.calls.store(), turns, max, ctx.config.thread_ttl)
+        .await;
     if saved.is_ok() {
         ctx.calls
             .store()
@@ -461,7 +461,7 @@ pub async fn ask(
 ) -> Result<Answer, Failed> {
     let kind = target.endpoint.config.kind;
     let system = system_prompt(question.system, ctx.config.locale.as_ref());
-    let images = Box::pin(load_images(ctx, &target, &question.images))
+    let images = load_images(ctx, &target, &question.images)
         .await
         .map_err(|failure| Failed {
             failure,
@@ -493,7 +493,7 @@ pub async fn ask(
                     .progress
                     .set_stage(format!("reading {} file path(s)", wanted.len()));
             }
-            let documents = Box::pin(extract::prepare(ctx, &target, &wanted))
+            let documents = extract::prepare(ctx, &target, &wanted)
                 .await
                 .map_err(|failure| Failed {
                     failure,
