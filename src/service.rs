@@ -768,7 +768,7 @@ impl ServerHandler for ExaiService {
                 if !self.session.transport_reports_delivery() {
                     self.session.take_call_for_response(&request_id);
                     let store = self.app.calls.store();
-                    let _ = Box::pin(store.set_delivery(&call.id, Delivery::HandedToHttp)).await;
+                    let _ = Box::pin(store.note_delivery(&call.id, Delivery::HandedToHttp)).await;
                 }
                 Ok(CallToolResponse::Complete(outcome.result.clone()))
             }

@@ -71,6 +71,9 @@ pub enum BackendError {
     Postgres(#[from] ::postgres::Error),
     #[error("schema migration failed: {0}")]
     Migration(#[from] refinery::Error),
+    /// The runtime that drives a database connection could not start (out of file descriptors…).
+    #[error("could not start a database connection's runtime: {0}")]
+    Runtime(std::io::Error),
     /// A stored value that does not read back as its type.
     #[error("{0}")]
     Decode(String),
@@ -83,6 +86,7 @@ impl BackendError {
         match self {
             BackendError::Sqlite(error) => sqlite::is_locked(error),
             BackendError::Postgres(error) => postgres::is_disconnection(error),
+            BackendError::Runtime(_) => true,
             BackendError::Migration(_) | BackendError::Decode(_) => false,
         }
     }
@@ -172,6 +176,12 @@ pub(crate) enum Param<'a> {
     Bool(bool),
 }
 
+/// One statement of a write, with the values bound to it.
+pub(crate) struct Statement<'a> {
+    pub sql: &'static str,
+    pub params: Vec<Param<'a>>,
+}
+
 /// One row of a query's answer, read by column number.
 pub(crate) trait Columns {
     fn int(&self, column: usize) -> Result<Option<i64>, BackendError>;
@@ -188,6 +198,23 @@ pub(crate) trait StoreConnection: Send {
     fn rollback(&mut self);
     /// Runs a statement; returns how many rows it changed.
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, BackendError>;
+    /// Runs `statements` in one transaction, rolled back if any fails; returns how many rows
+    /// each changed. A backend over a network sends them without waiting for each answer.
+    fn execute_in_transaction(
+        &mut self,
+        statements: &[Statement<'_>],
+    ) -> Result<Vec<u64>, BackendError> {
+        self.begin()?;
+        let done = statements
+            .iter()
+            .map(|s| self.execute(s.sql, &s.params))
+            .collect::<Result<Vec<u64>, _>>()
+            .and_then(|changed| self.commit().map(|()| changed));
+        if done.is_err() {
+            self.rollback();
+        }
+        done
+    }
     /// Runs a query, handing each row of its answer to `each`.
     fn query(
         &mut self,
@@ -470,11 +497,18 @@ impl Store {
     /// Queues a conversation thread for saving. Writes commit in order, so the acknowledged
     /// end of the call that saved it implies the thread is committed before the answer goes out.
     pub async fn save_thread(&self, thread: ThreadRow) -> Result<(), StoreError> {
+        self.write_queued(WriteOp::SaveThread {
+            search_text: thread.first_prompt.as_deref().map(search_form),
+            thread,
+        })
+        .await
+    }
+
+    /// Queues `op` (waiting for room in the queue, not for its commit): what comes after it in
+    /// the queue commits after it, and the writer logs a failure.
+    async fn write_queued(&self, op: WriteOp) -> Result<(), StoreError> {
         self.tx
-            .send(Queued {
-                op: WriteOp::SaveThread(thread),
-                ack: None,
-            })
+            .send(Queued { op, ack: None })
             .await
             .map_err(|_| StoreError::WriterGone)
     }
@@ -497,7 +531,17 @@ impl Store {
         .await
     }
 
-    /// Records whether the answer reached the client.
+    /// Queues a note of how the answer went to the client, for a path that does not wait for
+    /// it: the answer itself was committed with the call's end.
+    pub async fn note_delivery(&self, id: &str, delivery: Delivery) -> Result<(), StoreError> {
+        self.write_queued(WriteOp::Delivery {
+            id: id.to_string(),
+            delivery: delivery.to_string(),
+        })
+        .await
+    }
+
+    /// Records whether the answer reached the client; returns once it is committed.
     pub async fn set_delivery(&self, id: &str, delivery: Delivery) -> Result<(), StoreError> {
         self.write_acked(WriteOp::Delivery {
             id: id.to_string(),

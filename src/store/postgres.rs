@@ -1,17 +1,21 @@
 //! The shared backend: a Postgres database that several daemons (a team's replicas) use at once.
 //!
-//! The client is synchronous, like SQLite's: the writer and the readers already run on threads
-//! of their own. A connection that breaks is dropped and made again on its next use, so a
-//! daemon whose database went away recovers by itself when the database returns.
+//! Each connection runs on a small runtime of its own, driven only while the store's thread
+//! waits on it: the writer and the readers already run on threads of their own. That lets the
+//! writer send a whole group of writes in one round trip (pipelined) instead of one per statement.
+//! A connection that breaks is dropped and made again on its next use, so a daemon whose
+//! database went away recovers by itself when the database returns.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use postgres::config::Host;
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Statement};
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls, Statement as Prepared};
 
-use super::{BackendError, Columns, Param, Schema, StoreConnection};
+use super::{BackendError, Columns, Param, Schema, Statement, StoreConnection};
 
 mod embedded {
     refinery::embed_migrations!("src/store/migrations/postgres");
@@ -19,67 +23,129 @@ mod embedded {
 
 /// How long a connection attempt may take before the store says the database is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closing connection may take to say goodbye to the server.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Held while migrations run, so replicas starting together apply each migration once.
 const MIGRATION_LOCK: i64 = 0x6578_6169; // "exai"
 
 /// One connection to the database, made again when it breaks.
 pub(super) struct Postgres {
-    config: postgres::Config,
-    client: Option<Client>,
-    /// Statements prepared on the current client, by their SQL.
-    prepared: HashMap<String, Statement>,
+    config: tokio_postgres::Config,
+    connection: Option<Connection>,
+    /// Statements prepared on the current connection, by their SQL.
+    prepared: HashMap<String, Prepared>,
+}
+
+/// A live connection: its client, and the runtime that moves its bytes while the store waits.
+struct Connection {
+    runtime: Runtime,
+    client: Client,
+    /// The task that reads and writes the socket; it ends when the client is dropped.
+    io: JoinHandle<()>,
+}
+
+impl Connection {
+    fn open(config: &tokio_postgres::Config) -> Result<Self, BackendError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(BackendError::Runtime)?;
+        let (client, connection) = runtime.block_on(config.connect(NoTls))?;
+        let io = runtime.spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "a store connection ended");
+            }
+        });
+        Ok(Self {
+            runtime,
+            client,
+            io,
+        })
+    }
+
+    /// Says goodbye to the server (so it logs no lost client) and stops the runtime. Stopping a
+    /// runtime blocks, which a thread that drives async tasks must not: there it closes on a
+    /// thread of its own.
+    fn close(self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.close_now();
+        }
+        let closing = std::thread::Builder::new()
+            .name("exai-store-close".into())
+            .spawn(move || self.close_now());
+        if let Err(error) = closing {
+            tracing::warn!(%error, "a store connection was left to the server to close");
+        }
+    }
+
+    fn close_now(self) {
+        let Self {
+            runtime,
+            client,
+            io,
+        } = self;
+        drop(client);
+        // The timer must be made inside the runtime it runs on.
+        let _ = runtime.block_on(async { tokio::time::timeout(CLOSE_TIMEOUT, io).await });
+    }
 }
 
 impl Postgres {
     /// Connects, bringing the schema up to date when `schema` asks.
     pub(super) fn open(url: &str, schema: Schema) -> Result<Self, BackendError> {
-        let mut store = Self {
-            config: connection_config(url)?,
-            client: None,
+        let config = connection_config(url)?;
+        if schema == Schema::BringUpToDate {
+            migrate(&config)?;
+        }
+        // Connect now all the same: an unreachable database is the opener's error.
+        let connection = Connection::open(&config)?;
+        Ok(Self {
+            config,
+            connection: Some(connection),
             prepared: HashMap::new(),
-        };
-        match schema {
-            Schema::BringUpToDate => store.migrate()?,
-            // Connect now all the same: an unreachable database is the opener's error.
-            Schema::Current => {
-                live_client(&mut store.client, &store.config)?;
-            }
-        }
-        Ok(store)
+        })
     }
 
-    fn migrate(&mut self) -> Result<(), BackendError> {
-        let (client, _) = live_client(&mut self.client, &self.config)?;
-        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
-        let applied = embedded::migrations::runner().run(client);
-        let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
-        applied?;
-        unlocked?;
-        Ok(())
-    }
-
-    /// Runs `work` on the client; a failure of the connection itself drops it.
-    fn with_client<T>(
+    /// Runs `work` on the connection (made again when there is none or it broke, which forgets
+    /// what was prepared); a failure of the connection itself drops it.
+    fn with_connection<T>(
         &mut self,
-        work: impl FnOnce(&mut Client, &mut HashMap<String, Statement>) -> Result<T, postgres::Error>,
+        work: impl FnOnce(&Connection, &mut HashMap<String, Prepared>) -> Result<T, postgres::Error>,
     ) -> Result<T, BackendError> {
-        let (client, fresh) = live_client(&mut self.client, &self.config)?;
-        if fresh {
-            self.prepared.clear();
-        }
-        let done = work(client, &mut self.prepared);
-        if let Err(error) = &done
-            && is_disconnection(error)
-        {
-            self.client = None;
+        let connection = match self.connection.take() {
+            Some(connection) if !connection.client.is_closed() => connection,
+            broken => {
+                if let Some(broken) = broken {
+                    broken.close();
+                }
+                self.prepared.clear();
+                Connection::open(&self.config)?
+            }
+        };
+        let done = work(&connection, &mut self.prepared);
+        match &done {
+            Err(error) if is_disconnection(error) => connection.close(),
+            _ => self.connection = Some(connection),
         }
         Ok(done?)
     }
 }
 
+/// Applies the migrations not yet applied, on a connection of their own (the migration tool
+/// speaks the synchronous client).
+fn migrate(config: &tokio_postgres::Config) -> Result<(), BackendError> {
+    let mut client = postgres::Config::from(config.clone()).connect(NoTls)?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+    let applied = embedded::migrations::runner().run(&mut client);
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    applied?;
+    unlocked?;
+    Ok(())
+}
+
 /// How exai connects to the database a URL names: a bounded connect, keep-alives, its name.
-pub(super) fn connection_config(url: &str) -> Result<postgres::Config, postgres::Error> {
-    let mut config: postgres::Config = url.parse()?;
+pub(super) fn connection_config(url: &str) -> Result<tokio_postgres::Config, postgres::Error> {
+    let mut config: tokio_postgres::Config = url.parse()?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -92,12 +158,12 @@ pub(super) fn connection_config(url: &str) -> Result<postgres::Config, postgres:
     Ok(config)
 }
 
-/// The client in `slot`, connected again when there is none or it broke; `true` with a new one
-/// (whatever the old connection held — prepared statements, locks — is gone).
+/// The synchronous client in `slot`, connected again when there is none or it broke; `true`
+/// with a new one (whatever the old connection held — prepared statements, locks — is gone).
 pub(super) fn live_client<'a>(
-    slot: &'a mut Option<Client>,
+    slot: &'a mut Option<postgres::Client>,
     config: &postgres::Config,
-) -> Result<(&'a mut Client, bool), postgres::Error> {
+) -> Result<(&'a mut postgres::Client, bool), postgres::Error> {
     let (client, fresh) = match slot.take() {
         Some(client) if !client.is_closed() => (client, false),
         _ => (config.connect(NoTls)?, true),
@@ -107,32 +173,25 @@ pub(super) fn live_client<'a>(
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        // Closing blocks on the client's own runtime, which cannot run on a thread that drives
-        // async tasks (the last handle of a store may go there): close it on a thread of its own.
-        if let Some(client) = self.client.take()
-            && tokio::runtime::Handle::try_current().is_ok()
-        {
-            let closing = std::thread::Builder::new()
-                .name("exai-store-close".into())
-                .spawn(move || drop(client));
-            if let Err(error) = closing {
-                tracing::warn!(%error, "a store connection was left to the server to close");
-            }
+        if let Some(connection) = self.connection.take() {
+            connection.close();
         }
     }
 }
 
-/// The statement for `sql` (written with SQLite's `?N` placeholders), prepared once per client.
-fn statement(
-    client: &mut Client,
-    prepared: &mut HashMap<String, Statement>,
+/// The statement for `sql` (written with SQLite's `?N` placeholders), prepared once per connection.
+fn prepared(
+    connection: &Connection,
+    cache: &mut HashMap<String, Prepared>,
     sql: &str,
-) -> Result<Statement, postgres::Error> {
-    if let Some(statement) = prepared.get(sql) {
+) -> Result<Prepared, postgres::Error> {
+    if let Some(statement) = cache.get(sql) {
         return Ok(statement.clone());
     }
-    let statement = client.prepare(&dollar_placeholders(sql))?;
-    prepared.insert(sql.to_string(), statement.clone());
+    let statement = connection
+        .runtime
+        .block_on(connection.client.prepare(&dollar_placeholders(sql)))?;
+    cache.insert(sql.to_string(), statement.clone());
     Ok(statement)
 }
 
@@ -163,26 +222,67 @@ fn bound<'a>(params: &'a [Param<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
 
 impl StoreConnection for Postgres {
     fn begin(&mut self) -> Result<(), BackendError> {
-        self.with_client(|client, _| client.batch_execute("BEGIN"))
+        self.with_connection(|c, _| c.runtime.block_on(c.client.batch_execute("BEGIN")))
     }
 
     fn commit(&mut self) -> Result<(), BackendError> {
-        self.with_client(|client, _| client.batch_execute("COMMIT"))
+        self.with_connection(|c, _| c.runtime.block_on(c.client.batch_execute("COMMIT")))
     }
 
     fn rollback(&mut self) {
-        if let Some(client) = self.client.as_mut()
-            && client.batch_execute("ROLLBACK").is_err()
+        if let Some(c) = &self.connection
+            && c.runtime
+                .block_on(c.client.batch_execute("ROLLBACK"))
+                .is_err()
+            && let Some(broken) = self.connection.take()
         {
-            self.client = None;
+            broken.close();
         }
     }
 
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, BackendError> {
-        self.with_client(|client, prepared| {
-            let statement = statement(client, prepared, sql)?;
-            client.execute(&statement, &bound(params))
+        self.with_connection(|c, cache| {
+            let statement = prepared(c, cache, sql)?;
+            c.runtime
+                .block_on(c.client.execute(&statement, &bound(params)))
         })
+    }
+
+    /// One round trip for the whole transaction: its statements are sent one after another
+    /// without waiting for each answer (the server runs them in order all the same). A statement
+    /// that fails makes the server refuse the rest and roll back at `COMMIT`.
+    fn execute_in_transaction(
+        &mut self,
+        statements: &[Statement<'_>],
+    ) -> Result<Vec<u64>, BackendError> {
+        let done = self.with_connection(|c, cache| {
+            let prepared: Vec<Prepared> = statements
+                .iter()
+                .map(|s| prepared(c, cache, s.sql))
+                .collect::<Result<_, _>>()?;
+            let values: Vec<Vec<&(dyn ToSql + Sync)>> =
+                statements.iter().map(|s| bound(&s.params)).collect();
+            // Requests go out in the order their futures are first polled: the order written here.
+            c.runtime.block_on(async {
+                let writes = futures::future::try_join_all(
+                    prepared
+                        .iter()
+                        .zip(&values)
+                        .map(|(p, v)| c.client.execute(p, v)),
+                );
+                let (_, changed, _) = futures::future::try_join3(
+                    c.client.batch_execute("BEGIN"),
+                    writes,
+                    c.client.batch_execute("COMMIT"),
+                )
+                .await?;
+                Ok(changed)
+            })
+        });
+        if done.is_err() {
+            self.rollback();
+        }
+        done
     }
 
     fn query(
@@ -191,9 +291,10 @@ impl StoreConnection for Postgres {
         params: &[Param<'_>],
         each: &mut dyn FnMut(&dyn Columns) -> Result<(), BackendError>,
     ) -> Result<(), BackendError> {
-        let rows = self.with_client(|client, prepared| {
-            let statement = statement(client, prepared, sql)?;
-            client.query(&statement, &bound(params))
+        let rows = self.with_connection(|c, cache| {
+            let statement = prepared(c, cache, sql)?;
+            c.runtime
+                .block_on(c.client.query(&statement, &bound(params)))
         })?;
         for row in &rows {
             each(&PostgresRow(row))?;
@@ -203,11 +304,11 @@ impl StoreConnection for Postgres {
 
     #[cfg(test)]
     fn execute_raw(&mut self, sql: &str) -> Result<(), BackendError> {
-        self.with_client(|client, _| client.batch_execute(sql))
+        self.with_connection(|c, _| c.runtime.block_on(c.client.batch_execute(sql)))
     }
 }
 
-struct PostgresRow<'a>(&'a postgres::Row);
+struct PostgresRow<'a>(&'a tokio_postgres::Row);
 
 impl Columns for PostgresRow<'_> {
     fn int(&self, column: usize) -> Result<Option<i64>, BackendError> {

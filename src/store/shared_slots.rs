@@ -65,8 +65,9 @@ impl Drop for SharedSlot {
 impl SharedSlots {
     /// Starts the holder on its own thread, with its own connection to the database at `url`.
     pub fn start(url: &str) -> Result<Self, StoreError> {
-        let config =
-            super::postgres::connection_config(url).map_err(|source| StoreError::Database {
+        let config = super::postgres::connection_config(url)
+            .map(postgres::Config::from)
+            .map_err(|source| StoreError::Database {
                 store: super::postgres::describe(url),
                 source: super::BackendError::Postgres(source),
             })?;

@@ -1,13 +1,14 @@
 //! The writer thread: every write of the store, committed in groups (one transaction for
 //! whatever is queued), whichever backend holds the data.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::records::sql_list;
 use super::{
-    CallState, FinishedCall, NewCall, Param, StoreConnection, StoreHealth, ThreadRow, now_ms,
+    CallState, FinishedCall, NewCall, Param, Statement, StoreConnection, StoreHealth, ThreadRow,
+    now_ms,
 };
 
 /// Most operations committed in one transaction.
@@ -42,7 +43,11 @@ pub(super) enum WriteOp {
         kind: String,
     },
     /// Creates or replaces a conversation thread.
-    SaveThread(ThreadRow),
+    SaveThread {
+        thread: ThreadRow,
+        /// The first prompt in the form searches match.
+        search_text: Option<String>,
+    },
     /// The call added turns to the thread (a thread's cost is its calls').
     CallOfThread {
         call_id: String,
@@ -129,90 +134,77 @@ fn apply_batch(
     conn: &mut dyn StoreConnection,
     batch: &[Queued],
 ) -> Result<Vec<Result<(), WriteFailure>>, super::BackendError> {
-    conn.begin()?;
-    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut statements = Vec::with_capacity(batch.len());
+    let mut ends = Vec::with_capacity(batch.len());
     for queued in batch {
-        match apply(conn, &queued.op) {
-            Ok(outcome) => outcomes.push(outcome),
-            Err(error) => {
-                conn.rollback();
-                return Err(error);
-            }
-        }
+        plan(&queued.op, &mut statements);
+        ends.push(statements.len());
     }
-    if let Err(error) = conn.commit() {
-        conn.rollback();
-        return Err(error);
-    }
-    Ok(outcomes)
+    let changed = conn.execute_in_transaction(&statements)?;
+    let mut start = 0;
+    Ok(batch
+        .iter()
+        .zip(ends)
+        .map(|(queued, end)| {
+            let outcome = judge(&queued.op, &changed[start..end]);
+            start = end;
+            outcome
+        })
+        .collect())
 }
 
-/// Applies one write. `Ok(Err(_))` is a write that took no effect without failing the
-/// transaction: an insert whose id is taken, a finish that found no record.
-fn apply(
-    conn: &mut dyn StoreConnection,
-    op: &WriteOp,
-) -> Result<Result<(), WriteFailure>, super::BackendError> {
+/// The statements that make one write.
+fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>) {
     use Param::{Bool, Int, Text};
+    let mut add = |sql: &'static str, params: Vec<Param<'a>>| {
+        statements.push(Statement { sql, params });
+    };
     match op {
-        WriteOp::Insert(c) => {
-            let inserted = conn.execute(
-                "INSERT INTO calls (id, session_id, client_name, client_version, transport, tool, \
-                 arguments, state, received_at_ms, deadline_at_ms, owner_pid, replica, user_name) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10, ?12, ?13) ON CONFLICT(id) DO NOTHING",
-                &[
-                    Text(Some(&c.id)),
-                    Text(Some(&c.session_id)),
-                    text(&c.client_name),
-                    text(&c.client_version),
-                    Text(Some(c.transport.as_str())),
-                    Text(Some(&c.tool)),
-                    Text(Some(&c.arguments)),
-                    Int(Some(c.received_at_ms)),
-                    Int(Some(c.deadline_at_ms)),
-                    Int(Some(i64::from(std::process::id()))),
-                    Text(Some(CallState::Received.as_str())),
-                    text(&c.replica),
-                    text(&c.user_name),
-                ],
-            )?;
-            if inserted == 0 {
-                return Ok(Err(WriteFailure::IdTaken));
-            }
-        }
-        WriteOp::Running { id, started_at_ms } => {
-            conn.execute(
-                "UPDATE calls SET state = ?3, started_at_ms = ?2 WHERE id = ?1 AND state = ?4",
-                &[
-                    Text(Some(id)),
-                    Int(Some(*started_at_ms)),
-                    Text(Some(CallState::Running.as_str())),
-                    Text(Some(CallState::Received.as_str())),
-                ],
-            )?;
-        }
+        WriteOp::Insert(c) => add(
+            "INSERT INTO calls (id, session_id, client_name, client_version, transport, tool, \
+             arguments, state, received_at_ms, deadline_at_ms, owner_pid, replica, user_name) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10, ?12, ?13) ON CONFLICT(id) DO NOTHING",
+            vec![
+                Text(Some(&c.id)),
+                Text(Some(&c.session_id)),
+                text(&c.client_name),
+                text(&c.client_version),
+                Text(Some(c.transport.as_str())),
+                Text(Some(&c.tool)),
+                Text(Some(&c.arguments)),
+                Int(Some(c.received_at_ms)),
+                Int(Some(c.deadline_at_ms)),
+                Int(Some(i64::from(std::process::id()))),
+                Text(Some(CallState::Received.as_str())),
+                text(&c.replica),
+                text(&c.user_name),
+            ],
+        ),
+        WriteOp::Running { id, started_at_ms } => add(
+            "UPDATE calls SET state = ?3, started_at_ms = ?2 WHERE id = ?1 AND state = ?4",
+            vec![
+                Text(Some(id)),
+                Int(Some(*started_at_ms)),
+                Text(Some(CallState::Running.as_str())),
+                Text(Some(CallState::Received.as_str())),
+            ],
+        ),
         WriteOp::Progress {
             id,
             count,
             message,
             model,
-        } => {
-            conn.execute(
-                &format!(
-                    "UPDATE calls SET progress_count = ?2, last_progress = ?3, \
-                     model = COALESCE(?4, model) WHERE id = ?1 AND state IN {}",
-                    sql_list(&CallState::OPEN)
-                ),
-                &[
-                    Text(Some(id)),
-                    Int(Some(*count)),
-                    Text(Some(message)),
-                    text(model),
-                ],
-            )?;
-        }
+        } => add(
+            PROGRESS.as_str(),
+            vec![
+                Text(Some(id)),
+                Int(Some(*count)),
+                Text(Some(message)),
+                text(model),
+            ],
+        ),
         WriteOp::Finish { id, done } => {
-            let updated = conn.execute(
+            add(
                 "UPDATE calls SET state = ?2, started_at_ms = COALESCE(?3, started_at_ms), \
                  finished_at_ms = ?4, duration_ms = ?4 - received_at_ms, provider = ?5, model = ?6, \
                  tokens_in = ?7, tokens_out = ?8, attempts = ?9, progress_count = ?10, \
@@ -220,7 +212,7 @@ fn apply(
                  is_error = ?15, reasoning_tokens = ?16, time_to_first_token_ms = ?17, \
                  reasoning = ?18, cached_tokens = ?19, finish_reason = ?20, cost_usd_micros = ?21 \
                  WHERE id = ?1",
-                &[
+                vec![
                     Text(Some(id)),
                     Text(Some(done.state.unwrap_or(CallState::Failed).as_str())),
                     Int(done.started_at_ms),
@@ -243,94 +235,95 @@ fn apply(
                     text(&done.finish_reason),
                     Int(done.cost_usd_micros),
                 ],
-            )?;
-            if updated == 0 {
-                return Ok(Err(WriteFailure::Sql(format!(
-                    "no record of call {id} to finish (its first write was lost)"
-                ))));
+            );
+            // What the call's providers billed goes to the running totals of the day it
+            // finished (per provider and user, `''` for the owner), in the transaction of its
+            // end: the budgets read these. A call without a record adds nothing.
+            let day = super::day_of(done.finished_at_ms);
+            for (provider, micros) in &done.spend {
+                add(
+                    "INSERT INTO spend_by_day (day, provider, user_name, cost_usd_micros, unpriced_calls) \
+                     SELECT CAST(?1 AS BIGINT), CAST(?2 AS TEXT), COALESCE(user_name, ''), \
+                     CAST(?3 AS BIGINT), CAST(?4 AS BIGINT) FROM calls WHERE id = ?5 \
+                     ON CONFLICT (day, provider, user_name) DO UPDATE SET \
+                     cost_usd_micros = spend_by_day.cost_usd_micros + excluded.cost_usd_micros, \
+                     unpriced_calls = spend_by_day.unpriced_calls + excluded.unpriced_calls",
+                    vec![
+                        Int(Some(day)),
+                        Text(Some(provider)),
+                        Int(Some(micros.unwrap_or(0))),
+                        Int(Some(i64::from(micros.is_none()))),
+                        Text(Some(id)),
+                    ],
+                );
             }
-            add_to_daily_spend(conn, id, done)?;
         }
         WriteOp::Barrier => {}
-        WriteOp::SaveThread(t) => {
+        WriteOp::SaveThread {
+            thread: t,
+            search_text,
+        } => add(
             // A thread stays its first user's: a write under another name changes nothing. Its
             // first prompt stays the one it was found by, even once that turn is dropped.
-            let search_text = t.first_prompt.as_deref().map(super::search_form);
-            conn.execute(
-                "INSERT INTO threads (id, created_at_ms, updated_at_ms, expires_at_ms, turns, \
-                 user_name, first_prompt, search_text, tools, turn_count) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(id) DO UPDATE SET \
-                 created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms, \
-                 expires_at_ms = excluded.expires_at_ms, turns = excluded.turns, \
-                 first_prompt = COALESCE(threads.first_prompt, excluded.first_prompt), \
-                 search_text = COALESCE(threads.search_text, excluded.search_text), \
-                 tools = excluded.tools, turn_count = excluded.turn_count \
-                 WHERE threads.user_name IS NOT DISTINCT FROM excluded.user_name",
-                &[
-                    Text(Some(&t.id)),
-                    Int(Some(t.created_at_ms)),
-                    Int(Some(t.updated_at_ms)),
-                    Int(Some(t.expires_at_ms)),
-                    Text(Some(&t.turns)),
-                    text(&t.user_name),
-                    text(&t.first_prompt),
-                    text(&search_text),
-                    Text(Some(&t.tools)),
-                    Int(Some(t.turn_count)),
-                ],
-            )?;
-        }
-        WriteOp::CallOfThread { call_id, thread_id } => {
-            conn.execute(
-                "UPDATE calls SET thread_id = ?2 WHERE id = ?1",
-                &[Text(Some(call_id)), Text(Some(thread_id))],
-            )?;
-        }
-        WriteOp::Task { id, kind } => {
-            conn.execute(
-                "UPDATE calls SET task = ?2 WHERE id = ?1",
-                &[Text(Some(id)), Text(Some(kind))],
-            )?;
-        }
-        WriteOp::Delivery { id, delivery } => {
+            "INSERT INTO threads (id, created_at_ms, updated_at_ms, expires_at_ms, turns, \
+             user_name, first_prompt, search_text, tools, turn_count) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(id) DO UPDATE SET \
+             created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms, \
+             expires_at_ms = excluded.expires_at_ms, turns = excluded.turns, \
+             first_prompt = COALESCE(threads.first_prompt, excluded.first_prompt), \
+             search_text = COALESCE(threads.search_text, excluded.search_text), \
+             tools = excluded.tools, turn_count = excluded.turn_count \
+             WHERE threads.user_name IS NOT DISTINCT FROM excluded.user_name",
+            vec![
+                Text(Some(&t.id)),
+                Int(Some(t.created_at_ms)),
+                Int(Some(t.updated_at_ms)),
+                Int(Some(t.expires_at_ms)),
+                Text(Some(&t.turns)),
+                text(&t.user_name),
+                text(&t.first_prompt),
+                text(search_text),
+                Text(Some(&t.tools)),
+                Int(Some(t.turn_count)),
+            ],
+        ),
+        WriteOp::CallOfThread { call_id, thread_id } => add(
+            "UPDATE calls SET thread_id = ?2 WHERE id = ?1",
+            vec![Text(Some(call_id)), Text(Some(thread_id))],
+        ),
+        WriteOp::Task { id, kind } => add(
+            "UPDATE calls SET task = ?2 WHERE id = ?1",
+            vec![Text(Some(id)), Text(Some(kind))],
+        ),
+        WriteOp::Delivery { id, delivery } => add(
             // Once an answer reached a client, a late report about another
             // path (an abandoned request's closed stream) must not undo that.
-            conn.execute(
-                "UPDATE calls SET delivery = ?2 WHERE id = ?1 AND delivery NOT LIKE 'delivered%'",
-                &[Text(Some(id)), Text(Some(delivery))],
-            )?;
-        }
+            "UPDATE calls SET delivery = ?2 WHERE id = ?1 AND delivery NOT LIKE 'delivered%'",
+            vec![Text(Some(id)), Text(Some(delivery))],
+        ),
     }
-    Ok(Ok(()))
 }
 
-/// Adds what a call's providers billed to the running totals of the day it finished (per
-/// provider and user, `''` for the owner), in the transaction of its end: the budgets read these.
-fn add_to_daily_spend(
-    conn: &mut dyn StoreConnection,
-    id: &str,
-    done: &FinishedCall,
-) -> Result<(), super::BackendError> {
-    let day = super::day_of(done.finished_at_ms);
-    for (provider, micros) in &done.spend {
-        conn.execute(
-            "INSERT INTO spend_by_day (day, provider, user_name, cost_usd_micros, unpriced_calls) \
-             SELECT CAST(?1 AS BIGINT), CAST(?2 AS TEXT), COALESCE(user_name, ''), \
-             CAST(?3 AS BIGINT), CAST(?4 AS BIGINT) FROM calls WHERE id = ?5 \
-             ON CONFLICT (day, provider, user_name) DO UPDATE SET \
-             cost_usd_micros = spend_by_day.cost_usd_micros + excluded.cost_usd_micros, \
-             unpriced_calls = spend_by_day.unpriced_calls + excluded.unpriced_calls",
-            &[
-                Param::Int(Some(day)),
-                Param::Text(Some(provider)),
-                Param::Int(Some(micros.unwrap_or(0))),
-                Param::Int(Some(i64::from(micros.is_none()))),
-                Param::Text(Some(id)),
-            ],
-        )?;
+/// A write's own outcome from the rows its statements changed: an insert whose id is taken,
+/// a finish that found no record, took no effect without failing the transaction.
+fn judge(op: &WriteOp, changed: &[u64]) -> Result<(), WriteFailure> {
+    match (op, changed.first()) {
+        (WriteOp::Insert(_), Some(0)) => Err(WriteFailure::IdTaken),
+        (WriteOp::Finish { id, .. }, Some(0)) => Err(WriteFailure::Sql(format!(
+            "no record of call {id} to finish (its first write was lost)"
+        ))),
+        _ => Ok(()),
     }
-    Ok(())
 }
+
+/// Progress is noted only while a call is open (a late heartbeat must not touch an ended record).
+static PROGRESS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE calls SET progress_count = ?2, last_progress = ?3, \
+         model = COALESCE(?4, model) WHERE id = ?1 AND state IN {}",
+        sql_list(&CallState::OPEN)
+    )
+});
 
 /// An optional text column's value.
 fn text(value: &Option<String>) -> Param<'_> {

@@ -383,6 +383,8 @@ async def test_http_initialize_list_and_chat(daemon: Daemon) -> None:
     call = daemon.call_record(call_id)["call"]
     assert call["state"] == "succeeded"
     assert call["transport"] == "http"
+    # Queued without waiting for its commit, but before the next call's record, which was.
+    assert call["delivery"] == "handed_to_http"
 
 
 async def test_http_progress(daemon: Daemon) -> None:
