@@ -111,6 +111,8 @@ pub struct LiveCall {
     finish_reason: Mutex<Option<String>>,
     /// The record the store could not take at receipt: tried again at the end.
     unrecorded: Mutex<Option<Arc<NewCall>>>,
+    /// The conversation the call added turns to, recorded with its end.
+    thread: Mutex<Option<String>>,
 }
 
 impl LiveCall {
@@ -122,6 +124,11 @@ impl LiveCall {
         }
         drop(slot);
         self.cancel.cancel();
+    }
+
+    /// Notes that the call added turns to conversation `thread_id` (its record says so at its end).
+    pub fn note_thread(&self, thread_id: &str) {
+        *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread_id.to_string());
     }
 
     /// Whether the call was told to stop.
@@ -364,6 +371,7 @@ impl Calls {
             reasoning: Mutex::new(None),
             finish_reason: Mutex::new(None),
             unrecorded: Mutex::new(unrecorded),
+            thread: Mutex::new(None),
         });
         self.live().insert(call.clone());
         self.events
@@ -541,6 +549,7 @@ impl Calls {
             is_error: result.is_error == Some(true),
             cost_usd_micros: usage.cost.micros(),
             spend: usage.cost.micros_by_provider(),
+            thread_id: call.thread.lock().unwrap_or_else(|p| p.into_inner()).take(),
         };
         // Invariant 3: the result is committed before anyone is handed it.
         let late_insert = call

@@ -513,15 +513,6 @@ impl Store {
             .map_err(|_| StoreError::WriterGone)
     }
 
-    /// Notes that call `call_id` added turns to thread `thread_id` (best effort: a thread's cost
-    /// misses the call if the queue is full).
-    pub fn note_thread_of_call(&self, call_id: &str, thread_id: &str) {
-        self.write_unacked(WriteOp::CallOfThread {
-            call_id: call_id.to_string(),
-            thread_id: thread_id.to_string(),
-        });
-    }
-
     /// Records that the call was answered as a task of the `kind` tasks API.
     pub async fn set_task(&self, id: &str, kind: &str) -> Result<(), StoreError> {
         self.write_acked(WriteOp::Task {
@@ -1221,12 +1212,12 @@ pub(crate) mod tests {
                         state: Some(CallState::Succeeded),
                         finished_at_ms: now_ms(),
                         cost_usd_micros: cost,
+                        thread_id: Some("t-flaky".into()),
                         ..Default::default()
                     },
                 )
                 .await
                 .unwrap();
-            store.note_thread_of_call(call, "t-flaky");
         }
         store.sync().await.unwrap();
         let list = |words: &[&str], user: Option<&str>| {

@@ -235,6 +235,8 @@ pub struct FinishedCall {
     pub cost_usd_micros: Option<i64>,
     /// What each provider billed, in micro-dollars (`None`: unknown), added to the day's totals.
     pub spend: Vec<(String, Option<i64>)>,
+    /// The conversation the call added turns to (a thread's cost is its calls').
+    pub thread_id: Option<String>,
 }
 
 /// One row of the `calls` table, as read back.

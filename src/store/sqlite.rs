@@ -76,12 +76,15 @@ fn adopt_unversioned(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 impl StoreConnection for Sqlite {
+    // Prepared once, like every statement: the writer begins and commits each group of writes.
     fn begin(&mut self) -> Result<(), BackendError> {
-        Ok(self.conn.execute_batch("BEGIN")?)
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        Ok(())
     }
 
     fn commit(&mut self) -> Result<(), BackendError> {
-        Ok(self.conn.execute_batch("COMMIT")?)
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(())
     }
 
     fn rollback(&mut self) {

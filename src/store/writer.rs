@@ -48,11 +48,6 @@ pub(super) enum WriteOp {
         /// The first prompt in the form searches match.
         search_text: Option<String>,
     },
-    /// The call added turns to the thread (a thread's cost is its calls').
-    CallOfThread {
-        call_id: String,
-        thread_id: String,
-    },
     /// Commits nothing by itself; its acknowledgement orders everything before it.
     Barrier,
 }
@@ -210,8 +205,8 @@ fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>) {
                  tokens_in = ?7, tokens_out = ?8, attempts = ?9, progress_count = ?10, \
                  last_progress = ?11, error_kind = ?12, error_message = ?13, result = ?14, \
                  is_error = ?15, reasoning_tokens = ?16, time_to_first_token_ms = ?17, \
-                 reasoning = ?18, cached_tokens = ?19, finish_reason = ?20, cost_usd_micros = ?21 \
-                 WHERE id = ?1",
+                 reasoning = ?18, cached_tokens = ?19, finish_reason = ?20, cost_usd_micros = ?21, \
+                 thread_id = COALESCE(?22, thread_id) WHERE id = ?1",
                 vec![
                     Text(Some(id)),
                     Text(Some(done.state.unwrap_or(CallState::Failed).as_str())),
@@ -234,6 +229,7 @@ fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>) {
                     Int(done.cached_tokens),
                     text(&done.finish_reason),
                     Int(done.cost_usd_micros),
+                    text(&done.thread_id),
                 ],
             );
             // What the call's providers billed goes to the running totals of the day it
@@ -286,10 +282,6 @@ fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>) {
                 Text(Some(&t.tools)),
                 Int(Some(t.turn_count)),
             ],
-        ),
-        WriteOp::CallOfThread { call_id, thread_id } => add(
-            "UPDATE calls SET thread_id = ?2 WHERE id = ?1",
-            vec![Text(Some(call_id)), Text(Some(thread_id))],
         ),
         WriteOp::Task { id, kind } => add(
             "UPDATE calls SET task = ?2 WHERE id = ?1",

@@ -251,10 +251,9 @@ pub async fn thread(ctx: &ToolContext, id: Option<&str>) -> Result<Thread, ToolF
         })
 }
 
-/// Saves new turns to a conversation; a failure is logged, never lost silently, and does not
-/// cost the caller its answer.
 /// Saves the new turns of `thread`; returns a note for the answer when the oldest exchanges
-/// had to go to keep the thread within `EXAI_THREAD_MAX_TURNS`.
+/// had to go to keep the thread within `EXAI_THREAD_MAX_TURNS`, or when saving failed (which is
+/// logged and does not cost the caller its answer).
 pub async fn remember(
     ctx: &ToolContext,
     thread: &mut Thread,
@@ -265,9 +264,7 @@ pub async fn remember(
         .append(ctx.calls.store(), turns, max, ctx.config.thread_ttl)
         .await;
     if saved.is_ok() {
-        ctx.calls
-            .store()
-            .note_thread_of_call(&ctx.call.id, &thread.id);
+        ctx.call.note_thread(&thread.id);
     }
     match saved {
         Ok(0) => None,
