@@ -12,23 +12,6 @@ use clap::{Parser, Subcommand};
 use exai::config::Config;
 use exai::store::CallFilter;
 
-/// mimalloc rather than the C library's allocator: a call allocates and frees many small
-/// buffers across threads, and glibc's malloc spent a seventh of the daemon's CPU on them
-/// (calls/s through `/mcp` rose by 40% in `cargo bench --bench team -- throughput`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Turns transparent huge pages off for this process (and what it starts). Where the system
-/// has them "always", each of the allocator's aligned regions became resident 2 MB at a time:
-/// an idle daemon held 42 MB instead of 22.
-fn without_huge_pages() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag of this process; no memory is passed.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-}
-
 #[derive(Parser)]
 #[command(
     name = "exai",
@@ -296,7 +279,6 @@ fn read_stdin() -> std::io::Result<String> {
 }
 
 fn main() -> ExitCode {
-    without_huge_pages();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // `exai` alone, typed at a terminal, is a first run: say what exai is and what is next.

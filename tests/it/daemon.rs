@@ -84,20 +84,6 @@ fn healthz_reports_version_pid_sessions_and_calls() {
     );
 }
 
-/// Where the system makes huge pages "always", the allocator's regions would be resident 2 MB at
-/// a time (an idle daemon held twice its memory): the daemon turns them off for itself.
-#[test]
-fn the_daemon_runs_without_transparent_huge_pages() {
-    let fake = Fake::start();
-    let daemon = Daemon::start(&fake, &[]);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
-    let thp = status
-        .lines()
-        .find_map(|line| line.strip_prefix("THP_enabled:"))
-        .expect("the kernel reports THP_enabled");
-    assert_eq!(thp.trim(), "0", "{status}");
-}
-
 #[test]
 fn a_second_daemon_exits_at_once_naming_the_first() {
     let fake = Fake::start();
