@@ -508,6 +508,10 @@ pub async fn ask(
                 roots: files::Policy::of(&ctx.config),
                 documents,
             };
+            // Counting tokens (the tokenizer loads on first use) can take a while: say so.
+            ctx.call
+                .progress
+                .set_stage("fitting the files and history into the model's context".to_string());
             let fitted = crate::spawn::blocking(move || fitting.fit())
                 .await
                 .map_err(|e| Failed {
