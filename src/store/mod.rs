@@ -525,20 +525,12 @@ impl Store {
     /// Queues a note of how the answer went to the client, for a path that does not wait for
     /// it: the answer itself was committed with the call's end.
     pub async fn note_delivery(&self, id: &str, delivery: Delivery) -> Result<(), StoreError> {
-        self.write_queued(WriteOp::Delivery {
-            id: id.to_string(),
-            delivery: delivery.to_string(),
-        })
-        .await
+        self.write_queued(WriteOp::delivery(id, delivery)).await
     }
 
     /// Records whether the answer reached the client; returns once it is committed.
     pub async fn set_delivery(&self, id: &str, delivery: Delivery) -> Result<(), StoreError> {
-        self.write_acked(WriteOp::Delivery {
-            id: id.to_string(),
-            delivery: delivery.to_string(),
-        })
-        .await
+        self.write_acked(WriteOp::delivery(id, delivery)).await
     }
 }
 

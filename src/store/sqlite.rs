@@ -220,8 +220,8 @@ fn spawn_checkpointer(path: PathBuf, alive: std::sync::Weak<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Param;
     use crate::store::tests::{new_call, tempdir};
+    use crate::store::{CallState, FinishedCall, Param, Store, StoreLocation, StoreReader, now_ms};
 
     /// Commits `groups` groups of 10 rows of 4 KiB each on `writer`; returns the WAL's size.
     fn wal_after_writes(writer: &mut Sqlite, path: &Path, groups: usize) -> u64 {
@@ -259,7 +259,6 @@ mod tests {
         let wal = wal_after_writes(&mut writer, &path, 100);
         assert!(wal > 1_000 * 4096, "the WAL is {wal} bytes");
     }
-    use crate::store::{CallState, FinishedCall, Store, StoreLocation, StoreReader, now_ms};
 
     #[tokio::test]
     async fn a_store_from_before_versioned_migrations_gains_the_columns_it_lacks() {

@@ -52,6 +52,16 @@ pub(super) enum WriteOp {
     Barrier,
 }
 
+impl WriteOp {
+    /// How call `id`'s answer went to the client.
+    pub fn delivery(id: &str, delivery: super::Delivery) -> Self {
+        WriteOp::Delivery {
+            id: id.to_string(),
+            delivery: delivery.to_string(),
+        }
+    }
+}
+
 /// Why one queued write did not take effect, as the writer tells whoever waits for it.
 #[derive(Debug, Clone)]
 pub(super) enum WriteFailure {

@@ -511,7 +511,7 @@ pub async fn ask(
             // Counting tokens (the tokenizer loads on first use) can take a while: say so.
             ctx.call
                 .progress
-                .set_stage("fitting the files and history into the model's context".to_string());
+                .set_stage("fitting the files and history into the model's context");
             let fitted = crate::spawn::blocking(move || fitting.fit())
                 .await
                 .map_err(|e| Failed {
