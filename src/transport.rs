@@ -318,8 +318,9 @@ fn record_delivery(store: Store, call_id: String, outcome: Result<(), WriteError
             Delivery::Failed(error.to_string())
         }
     };
+    // Queued, not waited for: the answer itself was committed before it was sent.
     crate::spawn::in_current_span(async move {
-        if let Err(error) = store.set_delivery(&call_id, delivery).await {
+        if let Err(error) = store.note_delivery(&call_id, delivery).await {
             tracing::error!(%call_id, %error, "could not record delivery");
         }
     });

@@ -30,7 +30,9 @@ pub use progress::{Progress, Snapshot};
 
 use crate::metrics;
 use crate::providers::Seconds;
-use crate::store::{CallState, Delivery, FinishedCall, NewCall, Store, StoreError, now_ms};
+use crate::store::{
+    CallState, Delivery, FinishedCall, NewCall, QueuedWrite, Store, StoreError, now_ms,
+};
 use crate::users::Caller;
 
 /// `_meta` key naming the call: the shim proposes it on `tools/call`, every result carries it.
@@ -85,6 +87,19 @@ pub struct CallOrigin {
     pub shim_version: Option<String>,
 }
 
+/// Where a call's first write stands. It is queued when the call starts, not waited for:
+/// the work runs meanwhile, and the call's end reads the writer's answer before it writes
+/// the outcome, so the answer is still committed before anyone is handed it.
+#[derive(Debug)]
+enum Recording {
+    /// Not handed to the store yet (the call has not started, or the store's queue was full).
+    Pending(Arc<NewCall>),
+    /// Queued as the call started.
+    Queued(Arc<NewCall>, QueuedWrite),
+    /// Taken by the call's end.
+    Taken,
+}
+
 /// A call in flight.
 #[derive(Debug)]
 pub struct LiveCall {
@@ -109,8 +124,8 @@ pub struct LiveCall {
     reasoning: Mutex<Option<String>>,
     /// Why the model stopped, for the record.
     finish_reason: Mutex<Option<String>>,
-    /// The record the store could not take at receipt: tried again at the end.
-    unrecorded: Mutex<Option<Arc<NewCall>>>,
+    /// The call's record on its way to the store (see [`Recording`]).
+    record: Mutex<Recording>,
     /// The conversation the call added turns to, recorded with its end.
     thread: Mutex<Option<String>>,
 }
@@ -317,7 +332,7 @@ impl Calls {
             redact::redact(arguments).to_string(),
             redact::MAX_ARGUMENTS_CHARS,
         );
-        let mut record = Arc::new(NewCall {
+        let record = Arc::new(NewCall {
             id: proposed.clone().unwrap_or_else(fresh),
             session_id: origin.session_id.clone(),
             client_name: origin.client_name.clone(),
@@ -330,26 +345,7 @@ impl Calls {
             replica: self.replica.clone(),
             user_name: origin.caller.user_name().map(str::to_string),
         });
-        // The record exists before anything runs; a proposed id that already names a record
-        // (a client reusing ids) gets a fresh one instead, so no record is ever overwritten.
-        let mut inserted = self.store.insert(record.clone()).await;
-        if let Err(StoreError::IdTaken { id }) = &inserted {
-            let replacement = fresh();
-            tracing::warn!(proposed = %id, call_id = %replacement, tool,
-                "the proposed call id already names a record; the call gets a fresh id");
-            Arc::make_mut(&mut record).id = replacement;
-            inserted = self.store.insert(record.clone()).await;
-        }
         let id = record.id.clone();
-        // A store that cannot write (disk full, locked, corrupt) does not stop the call: it is
-        // answered, tried again at the end, and the answer says if it could not be recorded.
-        let unrecorded = match inserted {
-            Ok(()) => None,
-            Err(error) => {
-                tracing::error!(call_id = %id, tool, %error, "could not record the call at receipt");
-                Some(record)
-            }
-        };
         let progress = Progress::new(tool).of_user(origin.caller.user_name());
         let call = Arc::new(LiveCall {
             id: id.clone(),
@@ -370,7 +366,7 @@ impl Calls {
             usage: Mutex::new(Usage::default()),
             reasoning: Mutex::new(None),
             finish_reason: Mutex::new(None),
-            unrecorded: Mutex::new(unrecorded),
+            record: Mutex::new(Recording::Pending(record)),
             thread: Mutex::new(None),
         });
         self.live().insert(call.clone());
@@ -407,8 +403,16 @@ impl Calls {
     ) {
         let started_ms = now_ms();
         *call.started_at_ms.lock().unwrap_or_else(|p| p.into_inner()) = Some(started_ms);
-        self.store.mark_running(&call.id, started_ms);
-        tracing::info!("call started");
+        // The record is created as the call starts, in one write; its commit is read at the end.
+        {
+            let mut recording = call.record.lock().unwrap_or_else(|p| p.into_inner());
+            if let Recording::Pending(record) = &*recording
+                && let Some(queued) = self.store.insert_started(record.clone(), started_ms)
+            {
+                *recording = Recording::Queued(record.clone(), queued);
+            }
+        }
+        tracing::debug!("call started");
         let deadline = tokio::time::Instant::from_std(call.deadline);
         let ended = tokio::select! {
             biased;
@@ -552,17 +556,20 @@ impl Calls {
             thread_id: call.thread.lock().unwrap_or_else(|p| p.into_inner()).take(),
         };
         // Invariant 3: the result is committed before anyone is handed it.
-        let late_insert = call
-            .unrecorded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let stored = match late_insert {
-            Some(record) => match self.store.insert(record).await {
-                Ok(()) => self.store.finish(&call.id, done).await,
-                Err(error) => Err(error),
-            },
-            None => self.store.finish(&call.id, done).await,
+        let recording = std::mem::replace(
+            &mut *call.record.lock().unwrap_or_else(|p| p.into_inner()),
+            Recording::Taken,
+        );
+        let stored = match self.record_end(call, recording, done).await {
+            Ok(Some(recorded_as)) => {
+                // The proposed id named another call's record: this one has a fresh id.
+                if let Some(meta) = result.meta.as_mut() {
+                    meta.insert(CALL_ID_META.into(), Value::String(recorded_as.clone()));
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
         };
         if let Err(error) = stored {
             tracing::error!(%error, "could not store the call's end; answering anyway");
@@ -630,6 +637,52 @@ impl Calls {
             duration_ms: elapsed_ms,
         });
         self.ended.notify_waiters();
+    }
+
+    /// Writes `call`'s end after making sure its record exists: reads the answer to the insert
+    /// queued at its start, or inserts it now (a call that never started, a store that could
+    /// not take it then). `Some(id)` when the call had to be recorded under a fresh id because
+    /// the one it was given names another call's record.
+    async fn record_end(
+        &self,
+        call: &LiveCall,
+        recording: Recording,
+        mut done: FinishedCall,
+    ) -> Result<Option<String>, StoreError> {
+        let (record, inserted) = match recording {
+            Recording::Taken => return self.store.finish(&call.id, done).await.map(|()| None),
+            Recording::Pending(record) => {
+                let inserted = self.store.insert(record.clone()).await;
+                (record, inserted)
+            }
+            Recording::Queued(record, queued) => {
+                let inserted = self.store.answer(queued).await;
+                (record, inserted)
+            }
+        };
+        let mut record = record;
+        let recorded_as = match inserted {
+            Ok(()) => None,
+            Err(StoreError::IdTaken { id }) => {
+                let fresh = uuid::Uuid::now_v7().to_string();
+                tracing::warn!(proposed = %id, recorded_as = %fresh,
+                    "the proposed call id already names a record; this call is recorded under a fresh id");
+                Arc::make_mut(&mut record).id = fresh.clone();
+                self.store.insert(record.clone()).await?;
+                Some(fresh)
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not record the call at receipt; trying again at its end");
+                self.store.insert(record.clone()).await?;
+                None
+            }
+        };
+        if let (Some(fresh), Some(text)) = (&recorded_as, done.result.as_mut()) {
+            *text = text.replace(&call.id, fresh);
+        }
+        let id = recorded_as.as_deref().unwrap_or(&call.id);
+        self.store.finish(id, done).await?;
+        Ok(recorded_as)
     }
 
     /// Records a call that was refused before running (unknown tool); returns its id.

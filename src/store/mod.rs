@@ -265,6 +265,14 @@ impl StoreHealth {
 }
 
 /// Handle to the writer thread and the readers; cheap to clone.
+/// A write handed to the writer whose answer has not been read yet ([`Store::answer`]).
+#[derive(Debug)]
+pub struct QueuedWrite {
+    /// The id an insert names (for the error when it is taken).
+    id_of: String,
+    done: oneshot::Receiver<Result<(), WriteFailure>>,
+}
+
 #[derive(Clone)]
 pub struct Store {
     location: StoreLocation,
@@ -394,16 +402,31 @@ impl Store {
     }
 
     async fn write_acked(&self, op: WriteOp) -> Result<(), StoreError> {
-        let id_of = match &op {
-            WriteOp::Insert(call) => call.id.clone(),
-            _ => String::new(),
-        };
+        let queued = self.enqueue(op).await?;
+        self.answer(queued).await
+    }
+
+    /// Queues `op` with a slot for the writer's answer, waiting for room in the queue.
+    async fn enqueue(&self, op: WriteOp) -> Result<QueuedWrite, StoreError> {
         let (ack, done) = oneshot::channel();
-        let queued_at = std::time::Instant::now();
+        let queued = QueuedWrite {
+            id_of: op.inserted_id().unwrap_or_default().to_string(),
+            done,
+        };
         self.tx
-            .send(Queued { op, ack: Some(ack) })
+            .send(Queued {
+                op,
+                queued_at: std::time::Instant::now(),
+                ack: Some(ack),
+            })
             .await
             .map_err(|_| StoreError::WriterGone)?;
+        Ok(queued)
+    }
+
+    /// What the writer said of a queued write, waited for at most the store's answer limit.
+    pub async fn answer(&self, queued: QueuedWrite) -> Result<(), StoreError> {
+        let QueuedWrite { id_of, done } = queued;
         let answer = match self.answer_limit {
             Some(limit) => {
                 tokio::time::timeout(limit, done)
@@ -415,7 +438,6 @@ impl Store {
             }
             None => done.await,
         };
-        crate::metrics::store_write(queued_at.elapsed());
         match answer {
             Ok(Ok(())) => Ok(()),
             Ok(Err(WriteFailure::IdTaken)) => Err(StoreError::IdTaken { id: id_of }),
@@ -429,13 +451,46 @@ impl Store {
 
     fn write_unacked(&self, op: WriteOp) {
         // Progress and state hints are best effort: a full queue drops them, the final write carries the truth.
-        let _ = self.tx.try_send(Queued { op, ack: None });
+        let _ = self.tx.try_send(Queued {
+            op,
+            queued_at: std::time::Instant::now(),
+            ack: None,
+        });
     }
 
-    /// Creates the record at receipt; returns once it is committed. An id that already
-    /// names a record is refused (`IdTaken`): a record is never overwritten by another call.
+    /// Creates the record of a call that has not started; returns once it is committed. An id
+    /// that already names a record is refused (`IdTaken`): a record is never overwritten by
+    /// another call.
     pub async fn insert(&self, call: impl Into<Arc<NewCall>>) -> Result<(), StoreError> {
-        self.write_acked(WriteOp::Insert(call.into())).await
+        self.write_acked(WriteOp::Insert {
+            call: call.into(),
+            started_at_ms: None,
+        })
+        .await
+    }
+
+    /// Queues the record of a call that starts now (its state "running") without waiting for
+    /// the commit: the call's work goes on meanwhile, and its end asks [`Store::answer`] whether
+    /// the record was written (an id already taken is refused, as by [`Store::insert`]).
+    /// `None` when the queue is full: the record is then written with the call's end.
+    pub fn insert_started(&self, call: Arc<NewCall>, started_at_ms: i64) -> Option<QueuedWrite> {
+        let (ack, done) = oneshot::channel();
+        let queued = QueuedWrite {
+            id_of: call.id.clone(),
+            done,
+        };
+        let op = WriteOp::Insert {
+            call,
+            started_at_ms: Some(started_at_ms),
+        };
+        self.tx
+            .try_send(Queued {
+                op,
+                queued_at: std::time::Instant::now(),
+                ack: Some(ack),
+            })
+            .ok()?;
+        Some(queued)
     }
 
     /// Runs `query` on a reader of this store, on a blocking thread (never on the async workers).
@@ -467,13 +522,6 @@ impl Store {
     /// Returns once everything queued before it is committed.
     pub async fn sync(&self) -> Result<(), StoreError> {
         self.write_acked(WriteOp::Barrier).await
-    }
-
-    pub fn mark_running(&self, id: &str, started_at_ms: i64) {
-        self.write_unacked(WriteOp::Running {
-            id: id.to_string(),
-            started_at_ms,
-        });
     }
 
     pub fn note_progress(&self, id: &str, count: i64, message: &str, model: Option<&str>) {
@@ -508,7 +556,11 @@ impl Store {
     /// the queue commits after it, and the writer logs a failure.
     async fn write_queued(&self, op: WriteOp) -> Result<(), StoreError> {
         self.tx
-            .send(Queued { op, ack: None })
+            .send(Queued {
+                op,
+                queued_at: std::time::Instant::now(),
+                ack: None,
+            })
             .await
             .map_err(|_| StoreError::WriterGone)
     }
@@ -1040,11 +1092,13 @@ pub(crate) mod tests {
     async fn a_record_lives_from_receipt_to_its_end() {
         let location = test_location();
         let store = Store::open(&location).unwrap();
-        store.insert(new_call("a")).await.unwrap();
-        store.sync().await.unwrap();
-        assert_eq!(get(&store, "a").await.unwrap().state, CallState::Received);
-        store.mark_running("a", now_ms());
+        store.insert(new_call("r")).await.unwrap();
+        assert_eq!(get(&store, "r").await.unwrap().state, CallState::Received);
+        let queued = store
+            .insert_started(new_call("a").into(), now_ms())
+            .unwrap();
         store.note_progress("a", 3, "thinking", Some("glm-4.7"));
+        store.answer(queued).await.unwrap();
         store.sync().await.unwrap();
         let running = get(&store, "a").await.unwrap();
         assert_eq!(running.state, CallState::Running);
@@ -1384,6 +1438,74 @@ pub(crate) mod tests {
                 .contains("no record of call never-inserted"),
             "{missing}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_queued_insert_refused_as_taken_leaves_the_owner_of_the_id_untouched() {
+        let location = test_location();
+        let store = Store::open(&location).unwrap();
+        store.insert(new_call("y")).await.unwrap();
+        store
+            .finish(
+                "y",
+                FinishedCall {
+                    state: Some(CallState::Succeeded),
+                    finished_at_ms: now_ms(),
+                    result: Some("the first answer".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        store.set_delivery("y", Delivery::Delivered).await.unwrap();
+        // A second call names the same id: its record is queued, and its writes follow at once
+        // (some land in the group of the insert, some after it).
+        let mut second = new_call("y");
+        second.tool = "challenge".into();
+        let queued = store.insert_started(second.into(), now_ms()).unwrap();
+        store.note_progress("y", 9, "the second call's progress", Some("kimi-k2"));
+        let task = store.set_task("y", "extension").await;
+        let refused = store.answer(queued).await;
+        assert!(
+            matches!(&refused, Err(StoreError::IdTaken { id }) if id == "y"),
+            "{refused:?}"
+        );
+        assert!(matches!(task, Err(StoreError::IdTaken { .. })), "{task:?}");
+        store
+            .note_delivery("y", Delivery::ClientGone)
+            .await
+            .unwrap();
+        store.sync().await.unwrap();
+        let row = get(&store, "y").await.unwrap();
+        assert_eq!(row.tool, "chat");
+        assert_eq!(row.state, CallState::Succeeded);
+        assert_eq!(row.result.as_deref(), Some("the first answer"));
+        assert_eq!((row.progress_count, row.model), (0, None));
+        assert_eq!(row.task, None);
+        assert_eq!(row.delivery, Delivery::Delivered);
+    }
+
+    #[tokio::test]
+    async fn a_write_nobody_waits_for_is_committed_on_its_own_soon() {
+        let location = test_location();
+        let store = Store::open(&location).unwrap();
+        store.insert(new_call("z")).await.unwrap();
+        store
+            .note_delivery("z", Delivery::HandedToHttp)
+            .await
+            .unwrap();
+        // Nothing else is written: the note lingers for company, then goes alone.
+        let started = std::time::Instant::now();
+        loop {
+            if get(&store, "z").await.unwrap().delivery == Delivery::HandedToHttp {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the lone note was never committed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[test]

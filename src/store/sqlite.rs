@@ -353,8 +353,16 @@ mod tests {
                 ..Default::default()
             }),
         };
-        let (outcomes, health) =
-            write_all(Box::new(store), vec![WriteOp::Insert(huge.into()), finish]);
+        let (outcomes, health) = write_all(
+            Box::new(store),
+            vec![
+                WriteOp::Insert {
+                    call: huge.into(),
+                    started_at_ms: None,
+                },
+                finish,
+            ],
+        );
         assert!(
             matches!(&outcomes[0], Err(WriteFailure::Sql(m)) if m.contains("full")),
             "{outcomes:?}"

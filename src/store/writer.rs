@@ -1,7 +1,9 @@
 //! The writer thread: every write of the store, committed in groups (one transaction for
 //! whatever is queued), whichever backend holds the data.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -13,13 +15,17 @@ use super::{
 
 /// Most operations committed in one transaction.
 const BATCH: usize = 512;
+/// How long writes that nobody waits for (progress, a delivery note) wait for one that somebody
+/// does, to share its transaction: a call's delivery note goes with the next call's record
+/// instead of costing a commit of its own.
+const LINGER: Duration = Duration::from_millis(10);
 
 pub(super) enum WriteOp {
     /// Shared with the call that made it, which keeps it in case the store cannot take it.
-    Insert(Arc<NewCall>),
-    Running {
-        id: String,
-        started_at_ms: i64,
+    Insert {
+        call: Arc<NewCall>,
+        /// When the call started, if it has (the record is then written as running).
+        started_at_ms: Option<i64>,
     },
     Progress {
         id: String,
@@ -53,12 +59,58 @@ pub(super) enum WriteOp {
 }
 
 impl WriteOp {
+    /// The id of the call an insert records.
+    pub fn inserted_id(&self) -> Option<&str> {
+        match self {
+            WriteOp::Insert { call, .. } => Some(&call.id),
+            _ => None,
+        }
+    }
+
+    /// The call whose record a write changes after its insert.
+    fn updated_id(&self) -> Option<&str> {
+        match self {
+            WriteOp::Progress { id, .. }
+            | WriteOp::Finish { id, .. }
+            | WriteOp::Delivery { id, .. }
+            | WriteOp::Task { id, .. } => Some(id),
+            WriteOp::Insert { .. } | WriteOp::SaveThread { .. } | WriteOp::Barrier => None,
+        }
+    }
+
     /// How call `id`'s answer went to the client.
     pub fn delivery(id: &str, delivery: super::Delivery) -> Self {
         WriteOp::Delivery {
             id: id.to_string(),
             delivery: delivery.to_string(),
         }
+    }
+}
+
+/// The ids whose insert this writer refused (taken by another call), the latest kept.
+#[derive(Default)]
+struct Refused {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Refused {
+    /// Far more than the calls a misbehaving client could have running at once.
+    const KEPT: usize = 4096;
+
+    fn add(&mut self, id: &str) {
+        if self.ids.insert(id.to_string()) {
+            self.order.push_back(id.to_string());
+        }
+        while self.order.len() > Self::KEPT {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+    }
+
+    fn has(&self, id: &str) -> bool {
+        self.ids.contains(id)
     }
 }
 
@@ -73,6 +125,8 @@ pub(super) enum WriteFailure {
 
 pub(super) struct Queued {
     pub op: WriteOp,
+    /// When it was queued: its answer's latency is measured from here.
+    pub queued_at: std::time::Instant,
     pub ack: Option<oneshot::Sender<Result<(), WriteFailure>>>,
 }
 
@@ -87,13 +141,65 @@ pub(super) struct Writer {
 impl Writer {
     pub fn run(self, mut conn: Box<dyn StoreConnection>, mut rx: mpsc::Receiver<Queued>) {
         let mut batch = Vec::with_capacity(BATCH);
-        while let Some(first) = rx.blocking_recv() {
+        let mut refused = Refused::default();
+        // A write about a call inserted in the same group waits for the next group: the
+        // insert may yet be refused (its id taken), and then the write must not touch the
+        // record that owns the id.
+        let mut held_over: Option<Queued> = None;
+        let mut inserted = HashSet::new();
+        // Waits, with a time limit, for the write somebody awaits (see LINGER).
+        let lingering = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .ok();
+        while let Some(first) = held_over.take().or_else(|| rx.blocking_recv()) {
+            inserted.clear();
+            inserted.extend(first.op.inserted_id().map(str::to_string));
+            let linger_until = first.queued_at + LINGER;
+            let mut awaited = first.ack.is_some();
             batch.push(first);
             while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+                let next =
+                    match rx.try_recv() {
+                        Ok(next) => next,
+                        Err(mpsc::error::TryRecvError::Empty) if !awaited => {
+                            let left = linger_until.saturating_duration_since(Instant::now());
+                            // The timer is made inside the runtime it needs.
+                            let waited = lingering.as_ref().filter(|_| !left.is_zero()).and_then(
+                                |runtime| {
+                                    runtime
+                                        .block_on(async {
+                                            tokio::time::timeout(left, rx.recv()).await
+                                        })
+                                        .ok()
+                                },
+                            );
+                            match waited.flatten() {
+                                Some(next) => next,
+                                None => break,
+                            }
+                        }
+                        Err(_) => break,
+                    };
+                if next.op.updated_id().is_some_and(|id| inserted.contains(id)) {
+                    held_over = Some(next);
+                    break;
                 }
+                inserted.extend(next.op.inserted_id().map(str::to_string));
+                awaited |= next.ack.is_some();
+                batch.push(next);
+            }
+            // Writes about a call whose insert was refused change nothing: the id names
+            // another call's record.
+            batch.retain_mut(|queued| {
+                let about_refused = queued.op.updated_id().is_some_and(|id| refused.has(id));
+                if about_refused && let Some(ack) = queued.ack.take() {
+                    let _ = ack.send(Err(WriteFailure::IdTaken));
+                }
+                !about_refused
+            });
+            if batch.is_empty() {
+                continue;
             }
             let outcomes = match apply_batch(conn.as_mut(), &batch) {
                 Ok(outcomes) => outcomes,
@@ -118,6 +224,10 @@ impl Writer {
                 }
             };
             for (queued, outcome) in batch.drain(..).zip(outcomes) {
+                if let (Some(id), Err(WriteFailure::IdTaken)) = (queued.op.inserted_id(), &outcome)
+                {
+                    refused.add(id);
+                }
                 if let Err(WriteFailure::Sql(error)) = &outcome {
                     tracing::error!(store = %self.store, %error, "call store write failed");
                     self.health
@@ -126,6 +236,7 @@ impl Writer {
                         .last_error = Some((now_ms(), error.clone()));
                 }
                 if let Some(ack) = queued.ack {
+                    crate::metrics::store_write(queued.queued_at.elapsed());
                     let _ = ack.send(outcome);
                 }
             }
@@ -165,10 +276,15 @@ fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>) {
         statements.push(Statement { sql, params });
     };
     match op {
-        WriteOp::Insert(c) => add(
+        WriteOp::Insert {
+            call: c,
+            started_at_ms,
+        } => add(
             "INSERT INTO calls (id, session_id, client_name, client_version, transport, tool, \
-             arguments, state, received_at_ms, deadline_at_ms, owner_pid, replica, user_name) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10, ?12, ?13) ON CONFLICT(id) DO NOTHING",
+             arguments, state, received_at_ms, deadline_at_ms, owner_pid, replica, user_name, \
+             started_at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10, ?12, ?13, ?14) \
+             ON CONFLICT(id) DO NOTHING",
             vec![
                 Text(Some(&c.id)),
                 Text(Some(&c.session_id)),
@@ -180,18 +296,17 @@ fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>) {
                 Int(Some(c.received_at_ms)),
                 Int(Some(c.deadline_at_ms)),
                 Int(Some(i64::from(std::process::id()))),
-                Text(Some(CallState::Received.as_str())),
+                Text(Some(
+                    if started_at_ms.is_some() {
+                        CallState::Running
+                    } else {
+                        CallState::Received
+                    }
+                    .as_str(),
+                )),
                 text(&c.replica),
                 text(&c.user_name),
-            ],
-        ),
-        WriteOp::Running { id, started_at_ms } => add(
-            "UPDATE calls SET state = ?3, started_at_ms = ?2 WHERE id = ?1 AND state = ?4",
-            vec![
-                Text(Some(id)),
-                Int(Some(*started_at_ms)),
-                Text(Some(CallState::Running.as_str())),
-                Text(Some(CallState::Received.as_str())),
+                Int(*started_at_ms),
             ],
         ),
         WriteOp::Progress {
@@ -310,7 +425,7 @@ fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>) {
 /// a finish that found no record, took no effect without failing the transaction.
 fn judge(op: &WriteOp, changed: &[u64]) -> Result<(), WriteFailure> {
     match (op, changed.first()) {
-        (WriteOp::Insert(_), Some(0)) => Err(WriteFailure::IdTaken),
+        (WriteOp::Insert { .. }, Some(0)) => Err(WriteFailure::IdTaken),
         (WriteOp::Finish { id, .. }, Some(0)) => Err(WriteFailure::Sql(format!(
             "no record of call {id} to finish (its first write was lost)"
         ))),
@@ -348,7 +463,12 @@ pub(super) mod tests {
         let mut acks = Vec::new();
         for op in ops {
             let (ack, done) = oneshot::channel();
-            tx.try_send(Queued { op, ack: Some(ack) }).unwrap();
+            tx.try_send(Queued {
+                op,
+                queued_at: std::time::Instant::now(),
+                ack: Some(ack),
+            })
+            .unwrap();
             acks.push(done);
         }
         drop(tx);
@@ -377,9 +497,18 @@ pub(super) mod tests {
         let mut bad = new_call("b");
         bad.session_id = "taken".into();
         let ops = vec![
-            WriteOp::Insert(first.into()),
-            WriteOp::Insert(bad.into()),
-            WriteOp::Insert(new_call("c").into()),
+            WriteOp::Insert {
+                call: first.into(),
+                started_at_ms: None,
+            },
+            WriteOp::Insert {
+                call: bad.into(),
+                started_at_ms: None,
+            },
+            WriteOp::Insert {
+                call: new_call("c").into(),
+                started_at_ms: None,
+            },
         ];
         let (outcomes, health) = write_all(conn, ops);
         assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
