@@ -1,13 +1,13 @@
 //! Logging set-up: human lines to stderr, JSON lines to a rotating file.
 
+mod file_writer;
+
 use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing::Level;
-use tracing_appender::non_blocking::WorkerGuard;
 
-/// Log lines waiting for the file writer thread before new ones are dropped.
-const LOG_QUEUE_LINES: usize = 16_384;
+pub use file_writer::FileGuard;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::Filter;
@@ -45,7 +45,7 @@ fn filter<S>(default: &str, users_choice: bool) -> impl Filter<S> {
 /// Logs to stderr and, when `log_dir` is given, to `log_dir/exai.log.YYYY-MM-DD` as JSON lines.
 ///
 /// Keep the returned guard alive: it flushes the file writer on drop.
-pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<WorkerGuard> {
+pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<FileGuard> {
     // Detached (stderr is a file): the JSON log is the record, stderr keeps the warnings.
     let quiet_stderr = quiet_stderr || !std::io::stderr().is_terminal();
     let stderr_filter = if stderr_is_null() {
@@ -69,13 +69,9 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<WorkerGuard> {
             .max_log_files(KEPT_LOG_FILES)
             .build(dir)
             .ok()
+            .and_then(|appender| file_writer::start(appender).ok())
     }) {
-        Some(appender) => {
-            // The default queue (128,000 lines) is allocated up front: 4 MB of an idle
-            // daemon. 16,384 lines still absorb a burst of a thousand calls finishing at once.
-            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-                .buffered_lines_limit(LOG_QUEUE_LINES)
-                .finish(appender);
+        Some((writer, guard)) => {
             let layer = tracing_subscriber::fmt::layer()
                 .json()
                 .with_writer(writer)
@@ -90,6 +86,16 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<WorkerGuard> {
         .with(stderr)
         .with(file_layer)
         .try_init();
+    // The bridge from the `log` crate is set to pass everything; without a filter of the
+    // user's, nothing below info gets through ours, so libraries need not build those records.
+    let users_filter = std::env::var_os("EXAI_LOG")
+        .or_else(|| std::env::var_os("RUST_LOG"))
+        .is_some();
+    log::set_max_level(if users_filter {
+        log::LevelFilter::Trace
+    } else {
+        log::LevelFilter::Info
+    });
     guard
 }
 

@@ -346,7 +346,7 @@ impl OpenAiCompatible {
         };
         let status = response.status();
         counted.ended(RequestStatus::Http(status.as_u16()));
-        tracing::info!(provider = %self.name, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "provider response headers");
+        tracing::debug!(provider = %self.name, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "provider response headers");
         if status.is_redirection() {
             return Err(ProviderError::Redirect {
                 provider: self.name.clone(),

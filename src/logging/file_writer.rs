@@ -1,0 +1,258 @@
+//! The JSON log file's writer: lines gather in memory and one thread writes them out in batches.
+//!
+//! A writer thread woken for every line costs each call a few thread switches; here the first
+//! line into an empty buffer wakes the thread, which lets more gather for a moment, then writes
+//! them all at once. The buffer is bounded: past it, lines are counted and dropped, never waited
+//! for (a full disk must not stall calls), and the count is written when there is room again.
+
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use tracing_subscriber::fmt::MakeWriter;
+
+/// How long the thread lets lines gather after the first one wakes it.
+const GATHER: Duration = Duration::from_millis(20);
+/// Past this, lines are dropped until the thread has written what is waiting.
+const MAX_PENDING_BYTES: usize = 8 << 20;
+/// This much waiting wakes the thread without waiting out `GATHER`.
+const WRITE_AT_BYTES: usize = 256 << 10;
+
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    dropped: u64,
+    closing: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Where the log layer's lines go (cheap to clone: one per event).
+#[derive(Clone)]
+pub struct BatchedFile {
+    shared: Arc<Shared>,
+}
+
+/// Keep it alive while logging: on drop it writes what is waiting and stops the thread.
+pub struct FileGuard {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts the thread that writes to `out`.
+pub fn start(out: impl Write + Send + 'static) -> std::io::Result<(BatchedFile, FileGuard)> {
+    let shared = Arc::new(Shared::default());
+    let thread = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("exai-log-writer".into())
+            .spawn(move || write_batches(&shared, out))?
+    };
+    Ok((
+        BatchedFile {
+            shared: shared.clone(),
+        },
+        FileGuard {
+            shared,
+            thread: Some(thread),
+        },
+    ))
+}
+
+fn write_batches(shared: &Shared, mut out: impl Write) {
+    let mut batch = Vec::new();
+    loop {
+        let mut pending = shared.lock();
+        while pending.bytes.is_empty() && !pending.closing {
+            pending = shared
+                .wake
+                .wait(pending)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if !pending.closing && pending.bytes.len() < WRITE_AT_BYTES {
+            // Let the rest of this moment's lines join the first.
+            pending = shared
+                .wake
+                .wait_timeout(pending, GATHER)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        std::mem::swap(&mut batch, &mut pending.bytes);
+        let dropped = std::mem::take(&mut pending.dropped);
+        let closing = pending.closing;
+        drop(pending);
+        if dropped > 0 {
+            let _ = writeln!(
+                batch,
+                "{{\"level\":\"WARN\",\"fields\":{{\"message\":\"{dropped} log lines dropped: \
+                 the log file could not keep up\"}},\"target\":\"exai::logging\"}}"
+            );
+        }
+        // A failed write (disk full) loses these lines; logging goes on.
+        let _ = out.write_all(&batch).and_then(|()| out.flush());
+        batch.clear();
+        // A burst's room is given back once it is written.
+        batch.shrink_to(WRITE_AT_BYTES);
+        if closing && shared.lock().bytes.is_empty() {
+            return;
+        }
+    }
+}
+
+impl Drop for FileGuard {
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One event's line, handed over whole when the event is written.
+pub struct Line {
+    shared: Arc<Shared>,
+    bytes: Vec<u8>,
+}
+
+impl Write for Line {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if self.bytes.is_empty() {
+            return;
+        }
+        let mut pending = self.shared.lock();
+        let was_empty = pending.bytes.is_empty();
+        if pending.bytes.len() + self.bytes.len() > MAX_PENDING_BYTES {
+            pending.dropped += 1;
+            return;
+        }
+        pending.bytes.extend_from_slice(&self.bytes);
+        let full = pending.bytes.len() >= WRITE_AT_BYTES;
+        drop(pending);
+        if was_empty || full {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for BatchedFile {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line {
+            shared: self.shared.clone(),
+            bytes: Vec::with_capacity(512),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file stand-in whose contents the test can read.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_line_is_written_once_in_order_by_the_time_the_guard_drops() {
+        let sink = Sink::default();
+        let (writer, guard) = start(sink.clone()).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let writer = writer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        writeln!(writer.make_writer(), "t{t} line {i}").unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        drop(guard);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 4000);
+        for t in 0..4 {
+            let mine: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("t{t} ")))
+                .collect();
+            let expected: Vec<String> = (0..1000).map(|i| format!("t{t} line {i}")).collect();
+            assert_eq!(mine, expected, "thread {t}'s lines, in its order");
+        }
+    }
+
+    #[test]
+    fn lines_past_the_bound_are_counted_not_waited_for() {
+        // A file that blocks until the test lets it go: the buffer fills meanwhile.
+        struct Stuck(Arc<(Mutex<bool>, Condvar)>, Sink);
+        impl Write for Stuck {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let (open, moved) = &*self.0;
+                let mut open = open.lock().unwrap();
+                while !*open {
+                    open = moved.wait(open).unwrap();
+                }
+                self.1.write(buf)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let sink = Sink::default();
+        let (writer, guard) = start(Stuck(gate.clone(), sink.clone())).unwrap();
+        let line = vec![b'x'; 64 << 10];
+        // The first batch holds the writer thread; then the buffer fills up and overflows.
+        let lines = 2 * MAX_PENDING_BYTES / line.len();
+        for _ in 0..lines {
+            writer.make_writer().write_all(&line).unwrap();
+        }
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        drop(guard);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("log lines dropped"),
+            "the loss is written down"
+        );
+        let written = text.matches(&"x".repeat(64 << 10)).count();
+        assert!(
+            written < lines && written > 0,
+            "{written} of {lines} lines written"
+        );
+    }
+}
