@@ -18,6 +18,7 @@ pub mod images;
 pub mod legacy_tasks;
 pub mod local;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod providers;
 pub mod replica;

@@ -135,6 +135,7 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
     let mut last_seen = Instant::now();
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut patience = tokio::time::interval(Duration::from_millis(500));
+    let mut relaying = false;
 
     loop {
         tokio::select! {
@@ -165,6 +166,11 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
             frame = next_frame(&mut link) => match frame {
                 Some(Ok(Message::Text(text))) => {
                     last_seen = Instant::now();
+                    // The first answer from the daemon: from here on the shim only relays.
+                    if !relaying {
+                        relaying = true;
+                        crate::memory::release_startup_code();
+                    }
                     if relay.on_daemon_frame(text.as_str()).await
                         && let Some(ws) = link.as_mut()
                         && relay.flush_held(ws).await.is_err()

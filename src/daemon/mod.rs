@@ -208,6 +208,9 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
     app.discover_models();
     reload::remember_start(&app);
     reload::watch(app.clone());
+    // Started: opening the store, migrations and catalogs are done with.
+    let released = crate::memory::release_startup_code();
+    tracing::debug!(bytes = released, "start-up code pages released");
 
     let router = http::router(app.clone(), Arc::new(token), allow_remote);
     let stop_accepting = tokio_util::sync::CancellationToken::new();
