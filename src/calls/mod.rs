@@ -391,6 +391,19 @@ impl Calls {
         call: Arc<LiveCall>,
         work: BoxFuture<'static, Result<CallToolResult, ToolFailure>>,
     ) {
+        let started_ms = now_ms();
+        *call.started_at_ms.lock().unwrap_or_else(|p| p.into_inner()) = Some(started_ms);
+        // The record is created as the call starts, in one write whose commit is read at the
+        // end; queued here, before the caller's next write about the call (its task, how its
+        // answer went), which the queue keeps after it.
+        {
+            let mut recording = call.record.lock().unwrap_or_else(|p| p.into_inner());
+            if let Recording::Pending(record) = &*recording
+                && let Some(queued) = self.store.insert_started(record.clone(), started_ms)
+            {
+                *recording = Recording::Queued(record.clone(), queued);
+            }
+        }
         let calls = self.clone();
         let span = tracing::info_span!("call", call_id = %call.id, tool = %call.tool, session = %call.origin.session_id);
         crate::spawn::in_span(span, async move { calls.supervise(call, work).await });
@@ -401,17 +414,6 @@ impl Calls {
         call: Arc<LiveCall>,
         work: BoxFuture<'static, Result<CallToolResult, ToolFailure>>,
     ) {
-        let started_ms = now_ms();
-        *call.started_at_ms.lock().unwrap_or_else(|p| p.into_inner()) = Some(started_ms);
-        // The record is created as the call starts, in one write; its commit is read at the end.
-        {
-            let mut recording = call.record.lock().unwrap_or_else(|p| p.into_inner());
-            if let Recording::Pending(record) = &*recording
-                && let Some(queued) = self.store.insert_started(record.clone(), started_ms)
-            {
-                *recording = Recording::Queued(record.clone(), queued);
-            }
-        }
         tracing::debug!("call started");
         let deadline = tokio::time::Instant::from_std(call.deadline);
         let ended = tokio::select! {
