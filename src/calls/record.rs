@@ -30,6 +30,8 @@ pub fn result_text(result: &str) -> String {
 
 /// The daemon's JSON log lines that mention `call_id`, oldest first (blocking: reads files).
 pub fn log_lines(dir: &Path, call_id: &str) -> Vec<String> {
+    // In the daemon, the lines still waiting for the log thread are part of the record.
+    crate::logging::write_now();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };

@@ -6,7 +6,7 @@
 //! for (a full disk must not stall calls), and the count is written when there is room again.
 
 use std::io::Write;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -25,15 +25,51 @@ struct Pending {
     closing: bool,
 }
 
-#[derive(Default)]
 struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
+    /// The file. Held while a batch is taken and written, so batches reach it in order
+    /// whoever writes them (the thread, or a reader who wants the lines now).
+    out: Mutex<Box<dyn Write + Send>>,
 }
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes what is waiting; `batch` is scratch room. Returns whether logging is closing.
+    fn write_pending(&self, batch: &mut Vec<u8>) -> bool {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pending = self.lock();
+        std::mem::swap(batch, &mut pending.bytes);
+        let dropped = std::mem::take(&mut pending.dropped);
+        let closing = pending.closing;
+        drop(pending);
+        if dropped > 0 {
+            let _ = writeln!(
+                batch,
+                "{{\"level\":\"WARN\",\"fields\":{{\"message\":\"{dropped} log lines dropped: \
+                 the log file could not keep up\"}},\"target\":\"exai::logging\"}}"
+            );
+        }
+        // A failed write (disk full) loses these lines; logging goes on.
+        let _ = out.write_all(batch).and_then(|()| out.flush());
+        batch.clear();
+        // A burst's room is given back once it is written.
+        batch.shrink_to(WRITE_AT_BYTES);
+        closing
+    }
+}
+
+/// The process's log file writer, for [`write_now`].
+static CURRENT: OnceLock<Arc<Shared>> = OnceLock::new();
+
+/// Writes the lines waiting for the log thread now, on the caller's thread: for a reader of
+/// the log file (a call's record with its log lines) that must see every line so far.
+pub fn write_now() {
+    if let Some(shared) = CURRENT.get() {
+        shared.write_pending(&mut Vec::new());
     }
 }
 
@@ -51,13 +87,19 @@ pub struct FileGuard {
 
 /// Starts the thread that writes to `out`.
 pub fn start(out: impl Write + Send + 'static) -> std::io::Result<(BatchedFile, FileGuard)> {
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        pending: Mutex::default(),
+        wake: Condvar::new(),
+        out: Mutex::new(Box::new(out)),
+    });
     let thread = {
         let shared = shared.clone();
         std::thread::Builder::new()
             .name("exai-log-writer".into())
-            .spawn(move || write_batches(&shared, out))?
+            .spawn(move || write_batches(&shared))?
     };
+    // The first writer is the process's log (tests may start more).
+    let _ = CURRENT.set(shared.clone());
     Ok((
         BatchedFile {
             shared: shared.clone(),
@@ -69,7 +111,7 @@ pub fn start(out: impl Write + Send + 'static) -> std::io::Result<(BatchedFile, 
     ))
 }
 
-fn write_batches(shared: &Shared, mut out: impl Write) {
+fn write_batches(shared: &Shared) {
     let mut batch = Vec::new();
     loop {
         let mut pending = shared.lock();
@@ -81,28 +123,16 @@ fn write_batches(shared: &Shared, mut out: impl Write) {
         }
         if !pending.closing && pending.bytes.len() < WRITE_AT_BYTES {
             // Let the rest of this moment's lines join the first.
-            pending = shared
-                .wake
-                .wait_timeout(pending, GATHER)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        std::mem::swap(&mut batch, &mut pending.bytes);
-        let dropped = std::mem::take(&mut pending.dropped);
-        let closing = pending.closing;
-        drop(pending);
-        if dropped > 0 {
-            let _ = writeln!(
-                batch,
-                "{{\"level\":\"WARN\",\"fields\":{{\"message\":\"{dropped} log lines dropped: \
-                 the log file could not keep up\"}},\"target\":\"exai::logging\"}}"
+            drop(
+                shared
+                    .wake
+                    .wait_timeout(pending, GATHER)
+                    .unwrap_or_else(PoisonError::into_inner),
             );
+        } else {
+            drop(pending);
         }
-        // A failed write (disk full) loses these lines; logging goes on.
-        let _ = out.write_all(&batch).and_then(|()| out.flush());
-        batch.clear();
-        // A burst's room is given back once it is written.
-        batch.shrink_to(WRITE_AT_BYTES);
+        let closing = shared.write_pending(&mut batch);
         if closing && shared.lock().bytes.is_empty() {
             return;
         }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use tracing::Level;
 
-pub use file_writer::FileGuard;
+pub use file_writer::{FileGuard, write_now};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::Filter;
