@@ -280,3 +280,51 @@ async fn another_users_call_is_not_found_and_not_listed() {
         "bob's charts hold none of ann's calls"
     );
 }
+
+#[tokio::test]
+async fn the_feed_carries_every_start_and_end_of_a_quick_run_of_calls() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let mut feed = http()
+        .get(format!("http://{}/api/events", daemon.addr))
+        .header("authorization", format!("Bearer {}", daemon.token()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), 200);
+    let mut heard = String::new();
+    // The snapshot first: the feed listens before the calls are made.
+    while !heard.contains("event: snapshot") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), feed.chunk())
+            .await
+            .expect("the snapshot within 10 s")
+            .unwrap()
+            .expect("the feed stays open");
+        heard.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    const CALLS: usize = 25;
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..CALLS {
+        let answer = client
+            .call_tool(chat(&format!("quick {i}"), "fake-fast"))
+            .await
+            .unwrap();
+        ids.push(call_id_of(&answer));
+    }
+    // Events close together share a write; none is lost.
+    while heard.matches("event: ended").count() < CALLS {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), feed.chunk())
+            .await
+            .expect("every call's end within 10 s")
+            .unwrap()
+            .expect("the feed stays open");
+        heard.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(heard.matches("event: started").count(), CALLS, "{heard}");
+    for id in &ids {
+        // Started and ended (and maybe a progress sample between).
+        assert!(heard.matches(id.as_str()).count() >= 2, "{id}: {heard}");
+    }
+    client.cancel().await.unwrap();
+}

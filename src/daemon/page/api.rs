@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
@@ -225,8 +225,14 @@ fn event_of(event: &CallEvent) -> Event {
         .unwrap_or_default()
 }
 
-/// `GET /api/events`: the calls in flight, then each start, move and end as it happens; a
-/// listener that falls behind gets a fresh snapshot instead of what it missed.
+/// Events that come close together go out together: a page needs a few updates a second, and
+/// every call on a busy daemon would otherwise cost each listener a write (and the daemon a
+/// wake-up of its feed) when it starts and again when it ends.
+const FEED_WINDOW: Duration = Duration::from_millis(100);
+
+/// `GET /api/events`: the calls in flight, then each start, move and end as it happens (those
+/// within [`FEED_WINDOW`] of each other in one write); a listener that falls behind gets a fresh
+/// snapshot instead of what it missed.
 pub async fn events(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
@@ -238,23 +244,35 @@ pub async fn events(
         (Some(first), heard, app, caller, stop),
         |(pending, mut heard, app, caller, stop)| async move {
             if let Some(event) = pending {
-                return Some((Ok(event), (None, heard, app, caller, stop)));
+                return Some((vec![event], (None, heard, app, caller, stop)));
             }
+            let mut batch = Vec::new();
+            let mut send_at: Option<tokio::time::Instant> = None;
             loop {
+                let window = tokio::time::sleep_until(
+                    send_at.unwrap_or_else(|| tokio::time::Instant::now() + FEED_WINDOW),
+                );
                 let got = tokio::select! {
                     got = heard.recv() => got,
+                    _ = window, if send_at.is_some() => break,
                     _ = stop.cancelled() => return None,
                 };
-                let event = match got {
-                    Ok(event) if caller.may_see(event.user()) => event_of(&event),
+                match got {
+                    Ok(event) if caller.may_see(event.user()) => batch.push(event_of(&event)),
                     Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => snapshot(&app, &caller),
-                    Err(RecvError::Closed) => return None,
-                };
-                return Some((Ok(event), (None, heard, app, caller, stop)));
+                    Err(RecvError::Lagged(_)) => {
+                        batch.clear();
+                        batch.push(snapshot(&app, &caller));
+                    }
+                    Err(RecvError::Closed) if batch.is_empty() => return None,
+                    Err(RecvError::Closed) => break,
+                }
+                send_at.get_or_insert_with(|| tokio::time::Instant::now() + FEED_WINDOW);
             }
+            Some((batch, (None, heard, app, caller, stop)))
         },
-    );
+    )
+    .flat_map(|batch| futures::stream::iter(batch.into_iter().map(Ok)));
     Sse::new(feed).keep_alive(KeepAlive::default())
 }
 
