@@ -31,7 +31,7 @@ pub use progress::{Progress, Snapshot};
 use crate::metrics;
 use crate::providers::Seconds;
 use crate::store::{
-    CallState, Delivery, FinishedCall, NewCall, QueuedWrite, Store, StoreError, now_ms,
+    CallState, Delivery, FinishedCall, InsertRoom, NewCall, QueuedWrite, Store, StoreError, now_ms,
 };
 use crate::users::Caller;
 
@@ -92,8 +92,9 @@ pub struct CallOrigin {
 /// the outcome, so the answer is still committed before anyone is handed it.
 #[derive(Debug)]
 enum Recording {
-    /// Not handed to the store yet (the call has not started, or the store's queue was full).
-    Pending(Arc<NewCall>),
+    /// Not handed to the store yet: the call has not started. The room kept for it in the
+    /// store's queue (none when the store's writer has stopped) is used when it does.
+    Pending(Arc<NewCall>, Option<InsertRoom>),
     /// Queued as the call started.
     Queued(Arc<NewCall>, QueuedWrite),
     /// Taken by the call's end.
@@ -346,6 +347,9 @@ impl Calls {
             user_name: origin.caller.user_name().map(str::to_string),
         });
         let id = record.id.clone();
+        // Waiting here for room in the store's queue is the back-pressure of a store that falls
+        // behind: the record then goes in as the call starts, with no wait.
+        let room = self.store.room_for_insert().await.ok();
         let progress = Progress::new(tool).of_user(origin.caller.user_name());
         let call = Arc::new(LiveCall {
             id: id.clone(),
@@ -366,7 +370,7 @@ impl Calls {
             usage: Mutex::new(Usage::default()),
             reasoning: Mutex::new(None),
             finish_reason: Mutex::new(None),
-            record: Mutex::new(Recording::Pending(record)),
+            record: Mutex::new(Recording::Pending(record, room)),
             thread: Mutex::new(None),
         });
         self.live().insert(call.clone());
@@ -398,9 +402,10 @@ impl Calls {
         // answer went), which the queue keeps after it.
         {
             let mut recording = call.record.lock().unwrap_or_else(|p| p.into_inner());
-            if let Recording::Pending(record) = &*recording
-                && let Some(queued) = self.store.insert_started(record.clone(), started_ms)
+            if let Recording::Pending(record, room) = &mut *recording
+                && let Some(room) = room.take()
             {
+                let queued = self.store.insert_started(room, record.clone(), started_ms);
                 *recording = Recording::Queued(record.clone(), queued);
             }
         }
@@ -653,7 +658,9 @@ impl Calls {
     ) -> Result<Option<String>, StoreError> {
         let (record, inserted) = match recording {
             Recording::Taken => return self.store.finish(&call.id, done).await.map(|()| None),
-            Recording::Pending(record) => {
+            Recording::Pending(record, room) => {
+                // The room kept for it goes back first: this insert takes a place of its own.
+                drop(room);
                 let inserted = self.store.insert(record.clone()).await;
                 (record, inserted)
             }

@@ -265,6 +265,10 @@ impl StoreHealth {
 }
 
 /// Handle to the writer thread and the readers; cheap to clone.
+/// A place in the write queue kept for one call's record ([`Store::room_for_insert`]).
+#[derive(Debug)]
+pub struct InsertRoom(mpsc::OwnedPermit<Queued>);
+
 /// A write handed to the writer whose answer has not been read yet ([`Store::answer`]).
 #[derive(Debug)]
 pub struct QueuedWrite {
@@ -469,28 +473,41 @@ impl Store {
         .await
     }
 
-    /// Queues the record of a call that starts now (its state "running") without waiting for
-    /// the commit: the call's work goes on meanwhile, and its end asks [`Store::answer`] whether
-    /// the record was written (an id already taken is refused, as by [`Store::insert`]).
-    /// `None` when the queue is full: the record is then written with the call's end.
-    pub fn insert_started(&self, call: Arc<NewCall>, started_at_ms: i64) -> Option<QueuedWrite> {
+    /// Room in the write queue for a call's record, waited for at the call's receipt (the
+    /// queue's back-pressure) and used when it starts ([`Store::insert_started`]).
+    pub async fn room_for_insert(&self) -> Result<InsertRoom, StoreError> {
+        self.tx
+            .clone()
+            .reserve_owned()
+            .await
+            .map(InsertRoom)
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Queues the record of a call that starts now (its state "running") in the room kept for
+    /// it, without waiting for the commit: the call's work goes on meanwhile, and its end asks
+    /// [`Store::answer`] whether the record was written (an id already taken is refused, as by
+    /// [`Store::insert`]).
+    pub fn insert_started(
+        &self,
+        room: InsertRoom,
+        call: Arc<NewCall>,
+        started_at_ms: i64,
+    ) -> QueuedWrite {
         let (ack, done) = oneshot::channel();
         let queued = QueuedWrite {
             id_of: call.id.clone(),
             done,
         };
-        let op = WriteOp::Insert {
-            call,
-            started_at_ms: Some(started_at_ms),
-        };
-        self.tx
-            .try_send(Queued {
-                op,
-                queued_at: std::time::Instant::now(),
-                ack: Some(ack),
-            })
-            .ok()?;
-        Some(queued)
+        room.0.send(Queued {
+            op: WriteOp::Insert {
+                call,
+                started_at_ms: Some(started_at_ms),
+            },
+            queued_at: std::time::Instant::now(),
+            ack: Some(ack),
+        });
+        queued
     }
 
     /// Runs `query` on a reader of this store, on a blocking thread (never on the async workers).
@@ -1094,9 +1111,8 @@ pub(crate) mod tests {
         let store = Store::open(&location).unwrap();
         store.insert(new_call("r")).await.unwrap();
         assert_eq!(get(&store, "r").await.unwrap().state, CallState::Received);
-        let queued = store
-            .insert_started(new_call("a").into(), now_ms())
-            .unwrap();
+        let room = store.room_for_insert().await.unwrap();
+        let queued = store.insert_started(room, new_call("a").into(), now_ms());
         store.note_progress("a", 3, "thinking", Some("glm-4.7"));
         store.answer(queued).await.unwrap();
         store.sync().await.unwrap();
@@ -1462,7 +1478,8 @@ pub(crate) mod tests {
         // (some land in the group of the insert, some after it).
         let mut second = new_call("y");
         second.tool = "challenge".into();
-        let queued = store.insert_started(second.into(), now_ms()).unwrap();
+        let room = store.room_for_insert().await.unwrap();
+        let queued = store.insert_started(room, second.into(), now_ms());
         store.note_progress("y", 9, "the second call's progress", Some("kimi-k2"));
         let task = store.set_task("y", "extension").await;
         let refused = store.answer(queued).await;
