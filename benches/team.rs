@@ -282,6 +282,19 @@ async fn main() {
             format!("{:.2} s", started.elapsed().as_secs_f64()),
             "-",
         );
+        // ... and the daemon quiet (under a fifth of a core): the calls' progress notifications
+        // delivered and their first heartbeats past, which answers share the stream with.
+        wait_until_async("the daemon quiet", Duration::from_secs(60), || {
+            let before = cpu_time(daemon.pid());
+            std::thread::sleep(Duration::from_millis(250));
+            (cpu_time(daemon.pid()) - before < Duration::from_millis(50)).then_some(())
+        })
+        .await;
+        report.add(
+            "... and the daemon quiet",
+            format!("{:.2} s", started.elapsed().as_secs_f64()),
+            "-",
+        );
         let rss_calls_only = rss_mb(daemon.pid());
         let mut lists = Vec::new();
         for _ in 0..LIST_SAMPLES {

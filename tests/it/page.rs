@@ -294,14 +294,10 @@ async fn the_feed_carries_every_start_and_end_of_a_quick_run_of_calls() {
     assert_eq!(feed.status(), 200);
     let mut heard = String::new();
     // The snapshot first: the feed listens before the calls are made.
-    while !heard.contains("event: snapshot") {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), feed.chunk())
-            .await
-            .expect("the snapshot within 10 s")
-            .unwrap()
-            .expect("the feed stays open");
-        heard.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    read_feed_until(&mut feed, &mut heard, |text| {
+        text.contains("event: snapshot")
+    })
+    .await;
     const CALLS: usize = 25;
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let mut ids = Vec::new();
@@ -313,18 +309,30 @@ async fn the_feed_carries_every_start_and_end_of_a_quick_run_of_calls() {
         ids.push(call_id_of(&answer));
     }
     // Events close together share a write; none is lost.
-    while heard.matches("event: ended").count() < CALLS {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), feed.chunk())
-            .await
-            .expect("every call's end within 10 s")
-            .unwrap()
-            .expect("the feed stays open");
-        heard.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    read_feed_until(&mut feed, &mut heard, |text| {
+        text.matches("event: ended").count() >= CALLS
+    })
+    .await;
     assert_eq!(heard.matches("event: started").count(), CALLS, "{heard}");
     for id in &ids {
         // Started and ended (and maybe a progress sample between).
         assert!(heard.matches(id.as_str()).count() >= 2, "{id}: {heard}");
     }
     client.cancel().await.unwrap();
+}
+
+/// Reads the live feed into `heard` until `enough` says so (each chunk within 10 s).
+async fn read_feed_until(
+    feed: &mut reqwest::Response,
+    heard: &mut String,
+    enough: impl Fn(&str) -> bool,
+) {
+    while !enough(heard) {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), feed.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("nothing more on the feed in 10 s; so far: {heard}"))
+            .unwrap()
+            .expect("the feed stays open");
+        heard.push_str(&String::from_utf8_lossy(&chunk));
+    }
 }
