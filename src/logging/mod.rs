@@ -1,6 +1,7 @@
 //! Logging set-up: human lines to stderr, JSON lines to a rotating file.
 
 mod file_writer;
+mod json_line;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -73,10 +74,9 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<FileGuard> {
     }) {
         Some((writer, guard)) => {
             let layer = tracing_subscriber::fmt::layer()
-                .json()
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(json_line::JsonLine)
                 .with_writer(writer)
-                .with_current_span(true)
-                .with_span_list(false)
                 .with_filter(filter(DEFAULT_FILTER, true));
             (Some(layer), Some(guard))
         }

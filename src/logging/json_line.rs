@@ -1,0 +1,255 @@
+//! The JSON log line, written straight into the line's buffer.
+//!
+//! The shape is tracing-subscriber's JSON format (timestamp, level, the event's fields, target,
+//! and the current span's fields with its name), without its cost: that formatter renders a
+//! span's fields to JSON text once, then parses that text back for every line in the span.
+
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Formats events as JSON lines; spans' fields must be rendered by `JsonFields`.
+pub struct JsonLine;
+
+impl<S, N> FormatEvent<S, N> for JsonLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        writer.write_str("{\"timestamp\":\"")?;
+        SystemTime.format_time(&mut writer)?;
+        write!(writer, "\",\"level\":\"{}\",\"fields\":{{", meta.level())?;
+        let mut fields = Fields {
+            out: &mut writer,
+            first: true,
+            result: Ok(()),
+            log_target: None,
+        };
+        event.record(&mut fields);
+        let Fields {
+            result, log_target, ..
+        } = fields;
+        result?;
+        writer.write_str("},\"target\":")?;
+        // A record from the `log` crate names its own target in a field.
+        string(&mut writer, log_target.as_deref().unwrap_or(meta.target()))?;
+        if let Some(span) = ctx.parent_span() {
+            let extensions = span.extensions();
+            // `JsonFields` renders a span's fields as one JSON object: its members go in as
+            // they are.
+            let members = extensions
+                .get::<FormattedFields<N>>()
+                .map(|rendered| rendered.fields.trim())
+                .and_then(|object| object.strip_prefix('{')?.strip_suffix('}'))
+                .unwrap_or("");
+            writer.write_str(",\"span\":{")?;
+            if !members.is_empty() {
+                writer.write_str(members)?;
+                writer.write_char(',')?;
+            }
+            writer.write_str("\"name\":")?;
+            string(&mut writer, span.name())?;
+            writer.write_char('}')?;
+        }
+        writer.write_str("}\n")
+    }
+}
+
+/// Writes an event's fields as JSON object members.
+struct Fields<'a, 'w> {
+    out: &'a mut Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+    log_target: Option<String>,
+}
+
+impl Fields<'_, '_> {
+    fn put(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        // The `log` bridge's bookkeeping (module, file, line) is not part of the event.
+        if self.result.is_err() || field.name().starts_with("log.") {
+            return;
+        }
+        let separator = if self.first { "" } else { "," };
+        self.first = false;
+        self.result = self
+            .out
+            .write_str(separator)
+            .and_then(|()| string(self.out, field.name()))
+            .and_then(|()| self.out.write_char(':'))
+            .and_then(|()| value(self.out));
+    }
+}
+
+impl Visit for Fields<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "log.target" {
+            self.log_target = Some(value.to_string());
+            return;
+        }
+        self.put(field, |out| string(out, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, |out| {
+            out.write_char('"')?;
+            write!(Escaped(out), "{value:?}")?;
+            out.write_char('"')
+        });
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, |out| {
+            out.write_char('"')?;
+            write!(Escaped(out), "{value}")?;
+            out.write_char('"')
+        });
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // JSON has no NaN or infinity.
+        self.put(field, |out| {
+            if value.is_finite() {
+                write!(out, "{value}")
+            } else {
+                out.write_str("null")
+            }
+        });
+    }
+}
+
+/// `text` as a JSON string.
+fn string(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    out.write_char('"')?;
+    Escaped(out).write_str(text)?;
+    out.write_char('"')
+}
+
+/// Writes what it is given escaped for the inside of a JSON string.
+struct Escaped<'a, W: fmt::Write>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut clean = 0;
+        for (at, c) in text.char_indices() {
+            let escape = match c {
+                '"' => "\\\"",
+                '\\' => "\\\\",
+                '\n' => "\\n",
+                '\r' => "\\r",
+                '\t' => "\\t",
+                c if u32::from(c) < 0x20 => "",
+                _ => continue,
+            };
+            self.0.write_str(&text[clean..at])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{:04x}", u32::from(c))?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            clean = at + c.len_utf8();
+        }
+        self.0.write_str(&text[clean..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::fmt::format::JsonFields;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// The lines written, for the test to read.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(emit: impl FnOnce()) -> Vec<serde_json::Value> {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .fmt_fields(JsonFields::new())
+            .event_format(super::JsonLine)
+            .with_writer(move || writer.clone());
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), emit);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+
+    #[test]
+    fn a_line_is_json_with_the_events_fields_target_and_span() {
+        let tricky = "quote \" backslash \\ newline \n tab \t bell \u{7} é ✓";
+        let lines = logged(|| {
+            let span = tracing::info_span!("call", call_id = "c-1", tool = "chat");
+            let _in = span.enter();
+            tracing::info!(tokens = 42u64, delta = -3i64, ok = true, ratio = 0.5, text = tricky,
+                shown = %"as displayed", "provider answer {}", "complete");
+            tracing::warn!(ratio = f64::NAN, "no span fields lost");
+        });
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let line = &lines[0];
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["target"], module_path!());
+        assert!(line["timestamp"].as_str().unwrap().ends_with('Z'), "{line}");
+        let fields = &line["fields"];
+        assert_eq!(fields["message"], "provider answer complete");
+        assert_eq!(
+            (
+                &fields["tokens"],
+                &fields["delta"],
+                &fields["ok"],
+                &fields["ratio"]
+            ),
+            (&42.into(), &(-3).into(), &true.into(), &0.5.into())
+        );
+        assert_eq!(fields["text"], tricky);
+        assert_eq!(fields["shown"], "as displayed");
+        assert_eq!(
+            line["span"],
+            serde_json::json!({"call_id": "c-1", "tool": "chat", "name": "call"})
+        );
+        assert_eq!(lines[1]["fields"]["ratio"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_line_outside_any_span_has_no_span() {
+        let lines = logged(|| tracing::info!("exai daemon listening"));
+        assert_eq!(lines[0]["fields"]["message"], "exai daemon listening");
+        assert!(lines[0].get("span").is_none(), "{}", lines[0]);
+    }
+}
