@@ -567,17 +567,15 @@ impl Calls {
             &mut *call.record.lock().unwrap_or_else(|p| p.into_inner()),
             Recording::Taken,
         );
-        let stored = match self.record_end(call, recording, done).await {
-            Ok(Some(recorded_as)) => {
+        let stored = self
+            .record_end(call, recording, done)
+            .await
+            .map(|recorded_as| {
                 // The proposed id named another call's record: this one has a fresh id.
-                if let Some(meta) = result.meta.as_mut() {
-                    meta.insert(CALL_ID_META.into(), Value::String(recorded_as.clone()));
+                if let (Some(fresh), Some(meta)) = (recorded_as, result.meta.as_mut()) {
+                    meta.insert(CALL_ID_META.into(), Value::String(fresh));
                 }
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(error) => Err(error),
-        };
+            });
         if let Err(error) = stored {
             tracing::error!(%error, "could not store the call's end; answering anyway");
             result.content.push(ContentBlock::text(format!(
@@ -656,7 +654,7 @@ impl Calls {
         recording: Recording,
         mut done: FinishedCall,
     ) -> Result<Option<String>, StoreError> {
-        let (record, inserted) = match recording {
+        let (mut record, inserted) = match recording {
             Recording::Taken => return self.store.finish(&call.id, done).await.map(|()| None),
             Recording::Pending(record, room) => {
                 // The room kept for it goes back first: this insert takes a place of its own.
@@ -669,7 +667,6 @@ impl Calls {
                 (record, inserted)
             }
         };
-        let mut record = record;
         let recorded_as = match inserted {
             Ok(()) => None,
             Err(StoreError::IdTaken { id }) => {

@@ -27,11 +27,7 @@ const KEPT_LOG_FILES: usize = 7;
 /// `users_choice` false: `default` whatever the user set.
 fn filter<S>(default: &str, users_choice: bool) -> impl Filter<S> {
     let chosen = users_choice
-        .then(|| {
-            std::env::var("EXAI_LOG")
-                .or_else(|_| std::env::var("RUST_LOG"))
-                .ok()
-        })
+        .then(users_filter)
         .flatten()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
@@ -41,6 +37,13 @@ fn filter<S>(default: &str, users_choice: bool) -> impl Filter<S> {
             .any(|lib| meta.target().starts_with(lib));
         !(dumps_payloads && *meta.level() > Level::INFO)
     }))
+}
+
+/// The filter the user set (`EXAI_LOG`, else `RUST_LOG`), if any.
+fn users_filter() -> Option<String> {
+    std::env::var("EXAI_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
 }
 
 /// Logs to stderr and, when `log_dir` is given, to `log_dir/exai.log.YYYY-MM-DD` as JSON lines.
@@ -88,10 +91,7 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<FileGuard> {
         .try_init();
     // The bridge from the `log` crate is set to pass everything; without a filter of the
     // user's, nothing below info gets through ours, so libraries need not build those records.
-    let users_filter = std::env::var_os("EXAI_LOG")
-        .or_else(|| std::env::var_os("RUST_LOG"))
-        .is_some();
-    log::set_max_level(if users_filter {
+    log::set_max_level(if users_filter().is_some() {
         log::LevelFilter::Trace
     } else {
         log::LevelFilter::Info

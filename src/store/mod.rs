@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use records::sql_list;
 pub use records::{
@@ -264,7 +264,6 @@ impl StoreHealth {
     }
 }
 
-/// Handle to the writer thread and the readers; cheap to clone.
 /// A place in the write queue kept for one call's record ([`Store::room_for_insert`]).
 #[derive(Debug)]
 pub struct InsertRoom(mpsc::OwnedPermit<Queued>);
@@ -274,9 +273,19 @@ pub struct InsertRoom(mpsc::OwnedPermit<Queued>);
 pub struct QueuedWrite {
     /// The id an insert names (for the error when it is taken).
     id_of: String,
-    done: oneshot::Receiver<Result<(), WriteFailure>>,
+    done: writer::Answer,
 }
 
+impl QueuedWrite {
+    /// `op` ready for the queue, and where its answer will be read.
+    fn of(op: WriteOp) -> (Queued, Self) {
+        let id_of = op.inserted_id().unwrap_or_default().to_string();
+        let (queued, done) = Queued::awaited(op);
+        (queued, Self { id_of, done })
+    }
+}
+
+/// Handle to the writer thread and the readers; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     location: StoreLocation,
@@ -412,20 +421,12 @@ impl Store {
 
     /// Queues `op` with a slot for the writer's answer, waiting for room in the queue.
     async fn enqueue(&self, op: WriteOp) -> Result<QueuedWrite, StoreError> {
-        let (ack, done) = oneshot::channel();
-        let queued = QueuedWrite {
-            id_of: op.inserted_id().unwrap_or_default().to_string(),
-            done,
-        };
+        let (queued, answer) = QueuedWrite::of(op);
         self.tx
-            .send(Queued {
-                op,
-                queued_at: std::time::Instant::now(),
-                ack: Some(ack),
-            })
+            .send(queued)
             .await
             .map_err(|_| StoreError::WriterGone)?;
-        Ok(queued)
+        Ok(answer)
     }
 
     /// What the writer said of a queued write, waited for at most the store's answer limit.
@@ -455,11 +456,7 @@ impl Store {
 
     fn write_unacked(&self, op: WriteOp) {
         // Progress and state hints are best effort: a full queue drops them, the final write carries the truth.
-        let _ = self.tx.try_send(Queued {
-            op,
-            queued_at: std::time::Instant::now(),
-            ack: None,
-        });
+        let _ = self.tx.try_send(Queued::unawaited(op));
     }
 
     /// Creates the record of a call that has not started; returns once it is committed. An id
@@ -494,20 +491,12 @@ impl Store {
         call: Arc<NewCall>,
         started_at_ms: i64,
     ) -> QueuedWrite {
-        let (ack, done) = oneshot::channel();
-        let queued = QueuedWrite {
-            id_of: call.id.clone(),
-            done,
-        };
-        room.0.send(Queued {
-            op: WriteOp::Insert {
-                call,
-                started_at_ms: Some(started_at_ms),
-            },
-            queued_at: std::time::Instant::now(),
-            ack: Some(ack),
+        let (queued, answer) = QueuedWrite::of(WriteOp::Insert {
+            call,
+            started_at_ms: Some(started_at_ms),
         });
-        queued
+        room.0.send(queued);
+        answer
     }
 
     /// Runs `query` on a reader of this store, on a blocking thread (never on the async workers).
@@ -573,11 +562,7 @@ impl Store {
     /// the queue commits after it, and the writer logs a failure.
     async fn write_queued(&self, op: WriteOp) -> Result<(), StoreError> {
         self.tx
-            .send(Queued {
-                op,
-                queued_at: std::time::Instant::now(),
-                ack: None,
-            })
+            .send(Queued::unawaited(op))
             .await
             .map_err(|_| StoreError::WriterGone)
     }

@@ -126,8 +126,32 @@ pub(super) enum WriteFailure {
 pub(super) struct Queued {
     pub op: WriteOp,
     /// When it was queued: its answer's latency is measured from here.
-    pub queued_at: std::time::Instant,
+    pub queued_at: Instant,
     pub ack: Option<oneshot::Sender<Result<(), WriteFailure>>>,
+}
+
+/// Where the writer's answer to one write arrives.
+pub(super) type Answer = oneshot::Receiver<Result<(), WriteFailure>>;
+
+impl Queued {
+    /// `op`, queued now, for nobody to wait on.
+    pub fn unawaited(op: WriteOp) -> Self {
+        Self {
+            op,
+            queued_at: Instant::now(),
+            ack: None,
+        }
+    }
+
+    /// `op`, queued now, and where the writer's answer to it will arrive.
+    pub fn awaited(op: WriteOp) -> (Self, Answer) {
+        let (ack, answer) = oneshot::channel();
+        let queued = Self {
+            ack: Some(ack),
+            ..Self::unawaited(op)
+        };
+        (queued, answer)
+    }
 }
 
 /// Commits what is queued in one transaction; when that fails, each write is retried on its
@@ -159,28 +183,16 @@ impl Writer {
             let mut awaited = first.ack.is_some();
             batch.push(first);
             while batch.len() < BATCH {
-                let next =
-                    match rx.try_recv() {
-                        Ok(next) => next,
-                        Err(mpsc::error::TryRecvError::Empty) if !awaited => {
-                            let left = linger_until.saturating_duration_since(Instant::now());
-                            // The timer is made inside the runtime it needs.
-                            let waited = lingering.as_ref().filter(|_| !left.is_zero()).and_then(
-                                |runtime| {
-                                    runtime
-                                        .block_on(async {
-                                            tokio::time::timeout(left, rx.recv()).await
-                                        })
-                                        .ok()
-                                },
-                            );
-                            match waited.flatten() {
-                                Some(next) => next,
-                                None => break,
-                            }
+                let next = match rx.try_recv() {
+                    Ok(next) => next,
+                    Err(mpsc::error::TryRecvError::Empty) if !awaited => {
+                        match receive_until(&mut rx, lingering.as_ref(), linger_until) {
+                            Some(next) => next,
+                            None => break,
                         }
-                        Err(_) => break,
-                    };
+                    }
+                    Err(_) => break,
+                };
                 if next.op.updated_id().is_some_and(|id| inserted.contains(id)) {
                     held_over = Some(next);
                     break;
@@ -242,6 +254,23 @@ impl Writer {
             }
         }
     }
+}
+
+/// The next write if one comes before `until` (waited for on `runtime`, the writer's own).
+fn receive_until(
+    rx: &mut mpsc::Receiver<Queued>,
+    runtime: Option<&tokio::runtime::Runtime>,
+    until: Instant,
+) -> Option<Queued> {
+    let left = until.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return None;
+    }
+    // The timer is made inside the runtime it needs.
+    runtime?
+        .block_on(async { tokio::time::timeout(left, rx.recv()).await })
+        .ok()
+        .flatten()
 }
 
 /// Applies `batch` in one transaction: `Err` when the transaction failed as a whole,
@@ -462,14 +491,9 @@ pub(super) mod tests {
         let (tx, rx) = mpsc::channel(ops.len().max(1));
         let mut acks = Vec::new();
         for op in ops {
-            let (ack, done) = oneshot::channel();
-            tx.try_send(Queued {
-                op,
-                queued_at: std::time::Instant::now(),
-                ack: Some(ack),
-            })
-            .unwrap();
-            acks.push(done);
+            let (queued, answer) = Queued::awaited(op);
+            tx.try_send(queued).unwrap();
+            acks.push(answer);
         }
         drop(tx);
         let health = Arc::new(std::sync::Mutex::new(StoreHealth::default()));
