@@ -293,14 +293,21 @@ impl Calls {
         self.live().by_id.get(id).cloned()
     }
 
-    /// A call still running with the same tool, arguments and client as `call`, if any.
+    /// A call still running with the same tool, arguments and client as `call`, opened before
+    /// it, if any. Only an earlier call qualifies: two identical calls opened together would
+    /// otherwise each attach to the other and both wait out their deadline.
     pub fn running_twin(&self, call: &LiveCall) -> Option<Arc<LiveCall>> {
+        fn opened(c: &LiveCall) -> (Instant, &str) {
+            (c.received_at, &c.id)
+        }
         let live = self.live();
         live.by_key
             .get(&key_hash(&call.dedupe_key))?
             .iter()
-            .filter(|c| c.id != call.id && c.dedupe_key == call.dedupe_key && c.outcome().is_none())
-            .min_by_key(|c| c.received_at)
+            .filter(|c| {
+                c.dedupe_key == call.dedupe_key && c.outcome().is_none() && opened(c) < opened(call)
+            })
+            .min_by_key(|c| opened(c))
             .cloned()
     }
 

@@ -242,6 +242,24 @@ async fn an_identical_call_attaches_to_the_running_one() {
 }
 
 #[tokio::test]
+async fn identical_calls_opened_together_never_wait_on_each_other() {
+    let test = App::for_tests(&[]);
+    let app = &test.app;
+    let arguments = chat("fake-fast");
+    let calls = [
+        open(app, "chat", &arguments, BUDGET).await,
+        open(app, "chat", &arguments, BUDGET).await,
+        open(app, "chat", &arguments, BUDGET).await,
+    ];
+    // Only the first runs; each later one attaches to the first, so no two wait on each other.
+    assert!(app.calls.running_twin(&calls[0]).is_none());
+    for later in &calls[1..] {
+        let twin = app.calls.running_twin(later).expect("an earlier twin");
+        assert_eq!(twin.id, calls[0].id);
+    }
+}
+
+#[tokio::test]
 async fn a_workflow_pauses_between_steps_then_asks_the_expert_once() {
     let test = App::for_tests(&[]);
     let app = &test.app;
