@@ -651,9 +651,9 @@ impl Calls {
         self.ended.notify_waiters();
     }
 
-    /// Writes `call`'s end after making sure its record exists: reads the answer to the insert
-    /// queued at its start, or inserts it now (a call that never started, a store that could
-    /// not take it then). `Some(id)` when the call had to be recorded under a fresh id because
+    /// Writes `call`'s end after making sure its record exists: queues the end behind the
+    /// insert queued at its start and reads both answers, or inserts the record now (a call
+    /// that never started, a store that could not take it then). `Some(id)` when the call had to be recorded under a fresh id because
     /// the one it was given names another call's record.
     async fn record_end(
         &self,
@@ -670,7 +670,13 @@ impl Calls {
                 (record, inserted)
             }
             Recording::Queued(record, queued) => {
+                // The end goes in right behind the record (a quick call's two share a commit),
+                // and counts only if the record took: its answer is read after the record's.
+                let finishing = self.store.queue_finish(&call.id, done.clone()).await;
                 let inserted = self.store.answer(queued).await;
+                if let (Ok(()), Ok(finishing)) = (&inserted, finishing) {
+                    return self.store.answer(finishing).await.map(|()| None);
+                }
                 (record, inserted)
             }
         };

@@ -180,6 +180,10 @@ pub(crate) enum Param<'a> {
 pub(crate) struct Statement<'a> {
     pub sql: &'static str,
     pub params: Vec<Param<'a>>,
+    /// Run only if statement N of the same transaction changed a row (else it changes none):
+    /// a write about a call whose insert, earlier in the group, found its id taken must not
+    /// touch the record that owns the id. Honoured where [`StoreConnection::guards_statements`].
+    pub only_if: Option<usize>,
 }
 
 /// One row of a query's answer, read by column number.
@@ -198,6 +202,11 @@ pub(crate) trait StoreConnection: Send {
     fn rollback(&mut self);
     /// Runs a statement; returns how many rows it changed.
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, BackendError>;
+    /// Whether [`StoreConnection::execute_in_transaction`] honours [`Statement::only_if`]. A
+    /// backend that sends a group without waiting for each answer cannot.
+    fn guards_statements(&self) -> bool {
+        true
+    }
     /// Runs `statements` in one transaction, rolled back if any fails; returns how many rows
     /// each changed. A backend over a network sends them without waiting for each answer.
     fn execute_in_transaction(
@@ -205,11 +214,19 @@ pub(crate) trait StoreConnection: Send {
         statements: &[Statement<'_>],
     ) -> Result<Vec<u64>, BackendError> {
         self.begin()?;
+        let mut changed = Vec::with_capacity(statements.len());
         let done = statements
             .iter()
-            .map(|s| self.execute(s.sql, &s.params))
-            .collect::<Result<Vec<u64>, _>>()
-            .and_then(|changed| self.commit().map(|()| changed));
+            .try_for_each(|s| {
+                let skipped = s.only_if.is_some_and(|i| changed.get(i) == Some(&0));
+                changed.push(if skipped {
+                    0
+                } else {
+                    self.execute(s.sql, &s.params)?
+                });
+                Ok(())
+            })
+            .and_then(|()| self.commit().map(|()| changed));
         if done.is_err() {
             self.rollback();
         }
@@ -277,10 +294,18 @@ pub struct QueuedWrite {
 }
 
 impl QueuedWrite {
-    /// `op` ready for the queue, and where its answer will be read.
+    /// `op` ready for the queue, and where its answer will be read: at once.
     fn of(op: WriteOp) -> (Queued, Self) {
-        let id_of = op.inserted_id().unwrap_or_default().to_string();
-        let (queued, done) = Queued::awaited(op);
+        Self::answered(Queued::awaited(op))
+    }
+
+    /// `op` ready for the queue, its answer read later (it may wait to share a commit).
+    fn read_later(op: WriteOp) -> (Queued, Self) {
+        Self::answered(Queued::answered_later(op))
+    }
+
+    fn answered((queued, done): (Queued, writer::Answer)) -> (Queued, Self) {
+        let id_of = queued.op.inserted_id().unwrap_or_default().to_string();
         (queued, Self { id_of, done })
     }
 }
@@ -484,14 +509,15 @@ impl Store {
     /// Queues the record of a call that starts now (its state "running") in the room kept for
     /// it, without waiting for the commit: the call's work goes on meanwhile, and its end asks
     /// [`Store::answer`] whether the record was written (an id already taken is refused, as by
-    /// [`Store::insert`]).
+    /// [`Store::insert`]). Nobody waits on it now, so it may linger for the next write somebody
+    /// does wait on: a quick call's record and its end share one commit.
     pub fn insert_started(
         &self,
         room: InsertRoom,
         call: Arc<NewCall>,
         started_at_ms: i64,
     ) -> QueuedWrite {
-        let (queued, answer) = QueuedWrite::of(WriteOp::Insert {
+        let (queued, answer) = QueuedWrite::read_later(WriteOp::Insert {
             call,
             started_at_ms: Some(started_at_ms),
         });
@@ -541,7 +567,19 @@ impl Store {
 
     /// Records the end of a call; returns once it is committed.
     pub async fn finish(&self, id: &str, done: FinishedCall) -> Result<(), StoreError> {
-        self.write_acked(WriteOp::Finish {
+        let queued = self.queue_finish(id, done).await?;
+        self.answer(queued).await
+    }
+
+    /// Queues the end of a call (waiting for room in the queue); [`Store::answer`] says when
+    /// it is committed. A write about a call whose record is refused in the same commit (its
+    /// id taken) is refused too, `IdTaken`.
+    pub async fn queue_finish(
+        &self,
+        id: &str,
+        done: FinishedCall,
+    ) -> Result<QueuedWrite, StoreError> {
+        self.enqueue(WriteOp::Finish {
             id: id.to_string(),
             done: Box::new(done),
         })

@@ -234,6 +234,7 @@ mod tests {
                 .map(|_| crate::store::Statement {
                     sql: "INSERT INTO filler (body) VALUES (?1)",
                     params: vec![Param::Text(Some(&body))],
+                    only_if: None,
                 })
                 .collect();
             writer.execute_in_transaction(&rows).unwrap();

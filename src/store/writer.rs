@@ -1,7 +1,7 @@
 //! The writer thread: every write of the store, committed in groups (one transaction for
 //! whatever is queued), whichever backend holds the data.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,8 @@ pub(super) struct Queued {
     /// When it was queued: its answer's latency is measured from here.
     pub queued_at: Instant,
     pub ack: Option<oneshot::Sender<Result<(), WriteFailure>>>,
+    /// Somebody waits for the answer now: the group commits without lingering.
+    pub urgent: bool,
 }
 
 /// Where the writer's answer to one write arrives.
@@ -140,11 +142,20 @@ impl Queued {
             op,
             queued_at: Instant::now(),
             ack: None,
+            urgent: false,
         }
     }
 
-    /// `op`, queued now, and where the writer's answer to it will arrive.
+    /// `op`, queued now, and where the writer's answer to it will arrive (waited for at once).
     pub fn awaited(op: WriteOp) -> (Self, Answer) {
+        let (mut queued, answer) = Self::answered_later(op);
+        queued.urgent = true;
+        (queued, answer)
+    }
+
+    /// `op`, queued now, and where the writer's answer to it will arrive (read later: the
+    /// write may linger like one nobody waits for).
+    pub fn answered_later(op: WriteOp) -> (Self, Answer) {
         let (ack, answer) = oneshot::channel();
         let queued = Self {
             ack: Some(ack),
@@ -171,6 +182,9 @@ impl Writer {
         // record that owns the id.
         let mut held_over: Option<Queued> = None;
         let mut inserted = HashSet::new();
+        // A backend that guards statements runs such a write in the same group, behind its
+        // insert and only if the insert took effect.
+        let hold_over = !conn.guards_statements();
         // Waits, with a time limit, for the write somebody awaits (see LINGER).
         let lingering = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -180,12 +194,12 @@ impl Writer {
             inserted.clear();
             inserted.extend(first.op.inserted_id().map(str::to_string));
             let linger_until = first.queued_at + LINGER;
-            let mut awaited = first.ack.is_some();
+            let mut urgent = first.urgent;
             batch.push(first);
             while batch.len() < BATCH {
                 let next = match rx.try_recv() {
                     Ok(next) => next,
-                    Err(mpsc::error::TryRecvError::Empty) if !awaited => {
+                    Err(mpsc::error::TryRecvError::Empty) if !urgent => {
                         match receive_until(&mut rx, lingering.as_ref(), linger_until) {
                             Some(next) => next,
                             None => break,
@@ -193,12 +207,12 @@ impl Writer {
                     }
                     Err(_) => break,
                 };
-                if next.op.updated_id().is_some_and(|id| inserted.contains(id)) {
+                if hold_over && next.op.updated_id().is_some_and(|id| inserted.contains(id)) {
                     held_over = Some(next);
                     break;
                 }
                 inserted.extend(next.op.inserted_id().map(str::to_string));
-                awaited |= next.ack.is_some();
+                urgent |= next.urgent;
                 batch.push(next);
             }
             // Writes about a call whose insert was refused change nothing: the id names
@@ -224,18 +238,41 @@ impl Writer {
                 Err(error) => {
                     tracing::warn!(store = %self.store, %error, writes = batch.len(),
                         "call store batch failed; retrying each write on its own");
+                    // Alone, a write is not guarded by its call's insert: it is skipped here
+                    // when that insert was refused.
+                    let mut refused_now = HashSet::new();
                     batch
                         .iter()
                         .map(|queued| {
-                            match apply_batch(conn.as_mut(), std::slice::from_ref(queued)) {
-                                Ok(mut one) => one.pop().unwrap_or(Ok(())),
-                                Err(error) => Err(WriteFailure::Sql(error.to_string())),
+                            if queued
+                                .op
+                                .updated_id()
+                                .is_some_and(|id| refused_now.contains(id))
+                            {
+                                return Err(WriteFailure::IdTaken);
                             }
+                            let outcome =
+                                match apply_batch(conn.as_mut(), std::slice::from_ref(queued)) {
+                                    Ok(mut one) => one.pop().unwrap_or(Ok(())),
+                                    Err(error) => Err(WriteFailure::Sql(error.to_string())),
+                                };
+                            if let (Some(id), Err(WriteFailure::IdTaken)) =
+                                (queued.op.inserted_id(), &outcome)
+                            {
+                                refused_now.insert(id);
+                            }
+                            outcome
                         })
                         .collect()
                 }
             };
             for (queued, outcome) in batch.drain(..).zip(outcomes) {
+                // A write behind an insert of this group that was refused was skipped: the
+                // call it is about has no record under that id.
+                let outcome = match queued.op.updated_id() {
+                    Some(id) if refused.has(id) => Err(WriteFailure::IdTaken),
+                    _ => outcome,
+                };
                 if let (Some(id), Err(WriteFailure::IdTaken)) = (queued.op.inserted_id(), &outcome)
                 {
                     refused.add(id);
@@ -281,8 +318,20 @@ fn apply_batch(
 ) -> Result<Vec<Result<(), WriteFailure>>, super::BackendError> {
     let mut statements = Vec::with_capacity(batch.len());
     let mut ends = Vec::with_capacity(batch.len());
+    // Where each call inserted in this group has its insert: what follows about it runs only
+    // if the insert took effect.
+    let guards = conn.guards_statements();
+    let mut inserts: HashMap<&str, usize> = HashMap::new();
     for queued in batch {
-        plan(&queued.op, &mut statements);
+        let only_if = queued
+            .op
+            .updated_id()
+            .and_then(|id| inserts.get(id).copied())
+            .filter(|_| guards);
+        if let Some(id) = queued.op.inserted_id() {
+            inserts.insert(id, statements.len());
+        }
+        plan(&queued.op, &mut statements, only_if);
         ends.push(statements.len());
     }
     let changed = conn.execute_in_transaction(&statements)?;
@@ -298,11 +347,15 @@ fn apply_batch(
         .collect())
 }
 
-/// The statements that make one write.
-fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>) {
+/// The statements that make one write, each run only if statement `only_if` changed a row.
+fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>, only_if: Option<usize>) {
     use Param::{Bool, Int, Text};
     let mut add = |sql: &'static str, params: Vec<Param<'a>>| {
-        statements.push(Statement { sql, params });
+        statements.push(Statement {
+            sql,
+            params,
+            only_if,
+        });
     };
     match op {
         WriteOp::Insert {
@@ -550,5 +603,54 @@ pub(super) mod tests {
             "{:?}",
             health.problems()
         );
+    }
+
+    #[test]
+    fn an_end_behind_a_refused_record_in_its_group_leaves_the_owner_of_the_id_untouched() {
+        let (location, conn) = connect_for_test();
+        let mut intruder = new_call("x");
+        intruder.session_id = "another session".into();
+        let end = |answer: &str| WriteOp::Finish {
+            id: answer.split(' ').next().unwrap_or_default().to_string(),
+            done: Box::new(FinishedCall {
+                state: Some(CallState::Succeeded),
+                result: Some(answer.to_string()),
+                ..FinishedCall::default()
+            }),
+        };
+        let insert = |call: NewCall| WriteOp::Insert {
+            call: call.into(),
+            started_at_ms: Some(1),
+        };
+        // One group: x's owner is recorded, a second call names x (refused) and ends, and a
+        // third call is recorded and ends.
+        let ops = vec![
+            insert(new_call("x")),
+            insert(intruder),
+            end("x from the intruder"),
+            insert(new_call("y")),
+            end("y done"),
+        ];
+        let (outcomes, _) = write_all(conn, ops);
+        assert!(outcomes[0].is_ok(), "{outcomes:?}");
+        assert!(
+            matches!(outcomes[1], Err(WriteFailure::IdTaken)),
+            "{outcomes:?}"
+        );
+        assert!(
+            matches!(outcomes[2], Err(WriteFailure::IdTaken)),
+            "{outcomes:?}"
+        );
+        assert!(outcomes[3].is_ok() && outcomes[4].is_ok(), "{outcomes:?}");
+        let reader = StoreReader::open_at(&location).unwrap();
+        let owner = reader.get("x").unwrap().unwrap();
+        assert_eq!(
+            (owner.state, owner.session_id.as_str()),
+            (CallState::Running, "s")
+        );
+        assert_eq!(owner.result, None);
+        let third = reader.get("y").unwrap().unwrap();
+        assert_eq!(third.state, CallState::Succeeded);
+        assert_eq!(third.result.as_deref(), Some("y done"));
     }
 }
