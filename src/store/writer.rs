@@ -185,6 +185,9 @@ impl Writer {
         // A backend that guards statements runs such a write in the same group, behind its
         // insert and only if the insert took effect.
         let hold_over = !conn.guards_statements();
+        // Where the end of a call cannot share its record's group, the record does not linger
+        // for it: it is committed at once, so the end does not wait for two commits.
+        let urgent_write = |queued: &Queued| queued.urgent || (hold_over && queued.ack.is_some());
         // Waits, with a time limit, for the write somebody awaits (see LINGER).
         let lingering = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -194,7 +197,7 @@ impl Writer {
             inserted.clear();
             inserted.extend(first.op.inserted_id().map(str::to_string));
             let linger_until = first.queued_at + LINGER;
-            let mut urgent = first.urgent;
+            let mut urgent = urgent_write(&first);
             batch.push(first);
             while batch.len() < BATCH {
                 let next = match rx.try_recv() {
@@ -212,7 +215,7 @@ impl Writer {
                     break;
                 }
                 inserted.extend(next.op.inserted_id().map(str::to_string));
-                urgent |= next.urgent;
+                urgent |= urgent_write(&next);
                 batch.push(next);
             }
             // Writes about a call whose insert was refused change nothing: the id names
