@@ -278,11 +278,6 @@ fn read_stdin() -> std::io::Result<String> {
     Ok(text)
 }
 
-/// Tasks move between the async workers, the store's thread and the log writer: blocks are
-/// often freed by another thread than the one that made them, which mimalloc does without locks.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
