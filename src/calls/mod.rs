@@ -653,8 +653,8 @@ impl Calls {
 
     /// Writes `call`'s end after making sure its record exists: queues the end behind the
     /// insert queued at its start and reads both answers, or inserts the record now (a call
-    /// that never started, a store that could not take it then). `Some(id)` when the call had to be recorded under a fresh id because
-    /// the one it was given names another call's record.
+    /// that never started, a store that could not take it then). `Some(id)` when the call had
+    /// to be recorded under a fresh id because the one it was given names another call's record.
     async fn record_end(
         &self,
         call: &LiveCall,

@@ -248,14 +248,14 @@ impl StoreConnection for Postgres {
         })
     }
 
-    /// One round trip for the whole transaction: its statements are sent one after another
-    /// without waiting for each answer (the server runs them in order all the same). A statement
-    /// that fails makes the server refuse the rest and roll back at `COMMIT`.
     /// The group goes out without waiting for each answer: no statement can wait on another's.
     fn guards_statements(&self) -> bool {
         false
     }
 
+    /// One round trip for the whole transaction: its statements are sent one after another
+    /// without waiting for each answer (the server runs them in order all the same). A statement
+    /// that fails makes the server refuse the rest and roll back at `COMMIT`.
     fn execute_in_transaction(
         &mut self,
         statements: &[Statement<'_>],

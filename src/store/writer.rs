@@ -242,17 +242,12 @@ impl Writer {
                     tracing::warn!(store = %self.store, %error, writes = batch.len(),
                         "call store batch failed; retrying each write on its own");
                     // Alone, a write is not guarded by its call's insert: it is skipped here
-                    // when that insert was refused.
-                    let mut refused_now = HashSet::new();
+                    // when that insert was refused (the list below answers it `IdTaken`).
                     batch
                         .iter()
                         .map(|queued| {
-                            if queued
-                                .op
-                                .updated_id()
-                                .is_some_and(|id| refused_now.contains(id))
-                            {
-                                return Err(WriteFailure::IdTaken);
+                            if queued.op.updated_id().is_some_and(|id| refused.has(id)) {
+                                return Ok(());
                             }
                             let outcome =
                                 match apply_batch(conn.as_mut(), std::slice::from_ref(queued)) {
@@ -262,7 +257,7 @@ impl Writer {
                             if let (Some(id), Err(WriteFailure::IdTaken)) =
                                 (queued.op.inserted_id(), &outcome)
                             {
-                                refused_now.insert(id);
+                                refused.add(id);
                             }
                             outcome
                         })
@@ -270,8 +265,8 @@ impl Writer {
                 }
             };
             for (queued, outcome) in batch.drain(..).zip(outcomes) {
-                // A write behind an insert of this group that was refused was skipped: the
-                // call it is about has no record under that id.
+                // A write behind an insert of this group that was refused was skipped (by its
+                // guard, or by the retry above): the call it is about has no record under that id.
                 let outcome = match queued.op.updated_id() {
                     Some(id) if refused.has(id) => Err(WriteFailure::IdTaken),
                     _ => outcome,
