@@ -198,6 +198,9 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
         version: crate::VERSION.into(),
         started_at_ms: crate::store::now_ms(),
     };
+    // Before the daemon is announced: a config written once it is up is a change, not its start.
+    reload::remember_start(&app);
+    reload::watch(app.clone());
     // Bound once the store is open, so a shim that finds the socket is served at once.
     // The file is removed when `run` returns, whatever the way.
     let (socket, _socket_file) = local_socket::bind(&config.socket_path()).await?;
@@ -206,8 +209,6 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
     spawn_pruning(app.clone());
     app.run_replica();
     app.discover_models();
-    reload::remember_start(&app);
-    reload::watch(app.clone());
     // Started: opening the store, migrations and catalogs are done with.
     let released = crate::memory::release_startup_code();
     tracing::debug!(bytes = released, "start-up code pages released");
