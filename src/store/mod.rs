@@ -315,6 +315,9 @@ impl QueuedWrite {
 pub struct Store {
     location: StoreLocation,
     tx: mpsc::Sender<Queued>,
+    /// The writer's thread, woken for a write to commit at once (others do not wake it).
+    writer: std::thread::Thread,
+    urgency: writer::Urgency,
     health: Arc<Mutex<StoreHealth>>,
     /// Idle reader connections, kept for the next read.
     readers: Arc<Mutex<Vec<StoreReader>>>,
@@ -349,7 +352,7 @@ impl Store {
         // runtime of its own, which may not start on a thread that drives async tasks.
         let (opened_tx, opened) = std::sync::mpsc::sync_channel(1);
         let (for_writer, weak_alive) = (location.clone(), Arc::downgrade(&alive));
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("exai-store".into())
             .spawn(move || {
                 let conn = Self::connect_writer(&for_writer, weak_alive);
@@ -360,7 +363,8 @@ impl Store {
                         return;
                     }
                 };
-                if opened_tx.send(Ok(moved_aside)).is_ok() {
+                let urgency = writer::Urgency::of(conn.as_ref());
+                if opened_tx.send(Ok((moved_aside, urgency))).is_ok() {
                     writer.run(conn, rx);
                 }
             })
@@ -368,11 +372,13 @@ impl Store {
                 path: PathBuf::from(location.to_string()),
                 source,
             })?;
-        let moved_aside = opened.recv().map_err(|_| StoreError::WriterGone)??;
+        let (moved_aside, urgency) = opened.recv().map_err(|_| StoreError::WriterGone)??;
         health.lock().unwrap_or_else(|p| p.into_inner()).moved_aside = moved_aside;
         Ok(Self {
             location: location.clone(),
             tx,
+            writer: writer_thread.thread().clone(),
+            urgency,
             health,
             readers: Arc::new(Mutex::new(Vec::new())),
             answer_limit: Some(WRITE_ANSWER_LIMIT),
@@ -447,11 +453,26 @@ impl Store {
     /// Queues `op` with a slot for the writer's answer, waiting for room in the queue.
     async fn enqueue(&self, op: WriteOp) -> Result<QueuedWrite, StoreError> {
         let (queued, answer) = QueuedWrite::of(op);
+        self.send(queued).await?;
+        Ok(answer)
+    }
+
+    /// Hands `queued` to the writer (waiting for room in the queue), waking it when the write
+    /// is one it commits at once.
+    async fn send(&self, queued: Queued) -> Result<(), StoreError> {
+        let urgent = self.urgency.is_urgent(&queued);
         self.tx
             .send(queued)
             .await
             .map_err(|_| StoreError::WriterGone)?;
-        Ok(answer)
+        self.ring_if(urgent);
+        Ok(())
+    }
+
+    fn ring_if(&self, urgent: bool) {
+        if urgent {
+            self.writer.unpark();
+        }
     }
 
     /// What the writer said of a queued write, waited for at most the store's answer limit.
@@ -521,7 +542,9 @@ impl Store {
             call,
             started_at_ms: Some(started_at_ms),
         });
+        let urgent = self.urgency.is_urgent(&queued);
         room.0.send(queued);
+        self.ring_if(urgent);
         answer
     }
 
@@ -599,10 +622,7 @@ impl Store {
     /// Queues `op` (waiting for room in the queue, not for its commit): what comes after it in
     /// the queue commits after it, and the writer logs a failure.
     async fn write_queued(&self, op: WriteOp) -> Result<(), StoreError> {
-        self.tx
-            .send(Queued::unawaited(op))
-            .await
-            .map_err(|_| StoreError::WriterGone)
+        self.send(Queued::unawaited(op)).await
     }
 
     /// Records that the call was answered as a task of the `kind` tasks API.

@@ -185,127 +185,165 @@ impl Writer {
         // A backend that guards statements runs such a write in the same group, behind its
         // insert and only if the insert took effect.
         let hold_over = !conn.guards_statements();
-        // Where the end of a call cannot share its record's group, the record does not linger
-        // for it: it is committed at once, so the end does not wait for two commits.
-        let urgent_write = |queued: &Queued| queued.urgent || (hold_over && queued.ack.is_some());
-        // Waits, with a time limit, for the write somebody awaits (see LINGER).
-        let lingering = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .ok();
-        while let Some(first) = held_over.take().or_else(|| rx.blocking_recv()) {
-            inserted.clear();
-            inserted.extend(first.op.inserted_id().map(str::to_string));
-            let linger_until = first.queued_at + LINGER;
-            let mut urgent = urgent_write(&first);
-            batch.push(first);
+        let urgency = Urgency::of(conn.as_ref());
+        let mut urgent = false;
+        // Until when, after a commit, the writer sleeps without being woken by writes nobody
+        // waits for (see `Urgency`).
+        let mut quiet_until: Option<Instant> = None;
+        loop {
+            let mut force = false;
+            let mut closed = false;
             while batch.len() < BATCH {
-                let next = match rx.try_recv() {
+                let next = match held_over.take().map(Ok).unwrap_or_else(|| rx.try_recv()) {
                     Ok(next) => next,
-                    Err(mpsc::error::TryRecvError::Empty) if !urgent => {
-                        match receive_until(&mut rx, lingering.as_ref(), linger_until) {
-                            Some(next) => next,
-                            None => break,
-                        }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
                     }
-                    Err(_) => break,
                 };
-                if hold_over && next.op.updated_id().is_some_and(|id| inserted.contains(id)) {
+                if hold_over
+                    && !batch.is_empty()
+                    && next.op.updated_id().is_some_and(|id| inserted.contains(id))
+                {
                     held_over = Some(next);
+                    force = true;
                     break;
                 }
                 inserted.extend(next.op.inserted_id().map(str::to_string));
-                urgent |= urgent_write(&next);
+                urgent |= urgency.is_urgent(&next);
                 batch.push(next);
             }
-            // Writes about a call whose insert was refused change nothing: the id names
-            // another call's record.
-            batch.retain_mut(|queued| {
-                let about_refused = queued.op.updated_id().is_some_and(|id| refused.has(id));
-                if about_refused && let Some(ack) = queued.ack.take() {
-                    let _ = ack.send(Err(WriteFailure::IdTaken));
-                }
-                !about_refused
-            });
+            let now = Instant::now();
             if batch.is_empty() {
+                if closed {
+                    return;
+                }
+                // Nothing queued: a short quiet sleep after a commit, then a wait that any
+                // write ends.
+                match quiet_until.filter(|until| *until > now) {
+                    Some(until) => std::thread::park_timeout(until - now),
+                    None => {
+                        quiet_until = None;
+                        match rx.blocking_recv() {
+                            Some(first) => held_over = Some(first),
+                            None => return,
+                        }
+                    }
+                }
                 continue;
             }
-            let outcomes = match apply_batch(conn.as_mut(), &batch) {
-                Ok(outcomes) => outcomes,
-                // The database is held by another program or cannot be reached: each write
-                // would wait and fail the same way again, so all get the error at once.
-                Err(error) if error.fails_every_write() || batch.len() == 1 => {
-                    let failure = WriteFailure::Sql(error.to_string());
-                    vec![Err(failure); batch.len()]
-                }
-                Err(error) => {
-                    tracing::warn!(store = %self.store, %error, writes = batch.len(),
-                        "call store batch failed; retrying each write on its own");
-                    // Alone, a write is not guarded by its call's insert: it is skipped here
-                    // when that insert was refused (the list below answers it `IdTaken`).
-                    batch
-                        .iter()
-                        .map(|queued| {
-                            if queued.op.updated_id().is_some_and(|id| refused.has(id)) {
-                                return Ok(());
-                            }
-                            let outcome =
-                                match apply_batch(conn.as_mut(), std::slice::from_ref(queued)) {
-                                    Ok(mut one) => one.pop().unwrap_or(Ok(())),
-                                    Err(error) => Err(WriteFailure::Sql(error.to_string())),
-                                };
-                            if let (Some(id), Err(WriteFailure::IdTaken)) =
-                                (queued.op.inserted_id(), &outcome)
-                            {
-                                refused.add(id);
-                            }
-                            outcome
-                        })
-                        .collect()
-                }
+            // Writes nobody waits for linger (see LINGER) for one somebody does, which rings.
+            let linger_until = batch[0].queued_at + LINGER;
+            if !(urgent || force || closed || batch.len() >= BATCH) && linger_until > now {
+                std::thread::park_timeout(linger_until - now);
+                continue;
+            }
+            self.commit(conn.as_mut(), &mut batch, &mut refused);
+            inserted.clear();
+            urgent = false;
+            quiet_until = Some(Instant::now() + LINGER);
+        }
+    }
+
+    /// Commits `batch` (emptied) in one group, answers each write, and keeps `refused` up to date.
+    fn commit(
+        &self,
+        conn: &mut dyn StoreConnection,
+        batch: &mut Vec<Queued>,
+        refused: &mut Refused,
+    ) {
+        // Writes about a call whose insert was refused change nothing: the id names
+        // another call's record.
+        batch.retain_mut(|queued| {
+            let about_refused = queued.op.updated_id().is_some_and(|id| refused.has(id));
+            if about_refused && let Some(ack) = queued.ack.take() {
+                let _ = ack.send(Err(WriteFailure::IdTaken));
+            }
+            !about_refused
+        });
+        if batch.is_empty() {
+            return;
+        }
+        let outcomes = match apply_batch(conn, batch) {
+            Ok(outcomes) => outcomes,
+            // The database is held by another program or cannot be reached: each write
+            // would wait and fail the same way again, so all get the error at once.
+            Err(error) if error.fails_every_write() || batch.len() == 1 => {
+                let failure = WriteFailure::Sql(error.to_string());
+                vec![Err(failure); batch.len()]
+            }
+            Err(error) => {
+                tracing::warn!(store = %self.store, %error, writes = batch.len(),
+                    "call store batch failed; retrying each write on its own");
+                // Alone, a write is not guarded by its call's insert: it is skipped here
+                // when that insert was refused (the list below answers it `IdTaken`).
+                batch
+                    .iter()
+                    .map(|queued| {
+                        if queued.op.updated_id().is_some_and(|id| refused.has(id)) {
+                            return Ok(());
+                        }
+                        let outcome = match apply_batch(conn, std::slice::from_ref(queued)) {
+                            Ok(mut one) => one.pop().unwrap_or(Ok(())),
+                            Err(error) => Err(WriteFailure::Sql(error.to_string())),
+                        };
+                        if let (Some(id), Err(WriteFailure::IdTaken)) =
+                            (queued.op.inserted_id(), &outcome)
+                        {
+                            refused.add(id);
+                        }
+                        outcome
+                    })
+                    .collect()
+            }
+        };
+        for (queued, outcome) in batch.drain(..).zip(outcomes) {
+            // A write behind an insert of this group that was refused was skipped (by its
+            // guard, or by the retry above): the call it is about has no record under that id.
+            let outcome = match queued.op.updated_id() {
+                Some(id) if refused.has(id) => Err(WriteFailure::IdTaken),
+                _ => outcome,
             };
-            for (queued, outcome) in batch.drain(..).zip(outcomes) {
-                // A write behind an insert of this group that was refused was skipped (by its
-                // guard, or by the retry above): the call it is about has no record under that id.
-                let outcome = match queued.op.updated_id() {
-                    Some(id) if refused.has(id) => Err(WriteFailure::IdTaken),
-                    _ => outcome,
-                };
-                if let (Some(id), Err(WriteFailure::IdTaken)) = (queued.op.inserted_id(), &outcome)
-                {
-                    refused.add(id);
-                }
-                if let Err(WriteFailure::Sql(error)) = &outcome {
-                    tracing::error!(store = %self.store, %error, "call store write failed");
-                    self.health
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .last_error = Some((now_ms(), error.clone()));
-                }
-                if let Some(ack) = queued.ack {
-                    crate::metrics::store_write(queued.queued_at.elapsed());
-                    let _ = ack.send(outcome);
-                }
+            if let (Some(id), Err(WriteFailure::IdTaken)) = (queued.op.inserted_id(), &outcome) {
+                refused.add(id);
+            }
+            if let Err(WriteFailure::Sql(error)) = &outcome {
+                tracing::error!(store = %self.store, %error, "call store write failed");
+                self.health
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .last_error = Some((now_ms(), error.clone()));
+            }
+            if let Some(ack) = queued.ack {
+                crate::metrics::store_write(queued.queued_at.elapsed());
+                let _ = ack.send(outcome);
             }
         }
     }
 }
 
-/// The next write if one comes before `until` (waited for on `runtime`, the writer's own).
-fn receive_until(
-    rx: &mut mpsc::Receiver<Queued>,
-    runtime: Option<&tokio::runtime::Runtime>,
-    until: Instant,
-) -> Option<Queued> {
-    let left = until.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return None;
+/// Which writes the writer commits at once, and so is woken for: a write somebody waits for.
+/// Others (progress, a thread, a delivery note, a record read at its call's end) are queued
+/// without waking it — each wake-up is a thread switch on the call's path — and committed with
+/// the next urgent write, or when they have lingered long enough.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Urgency {
+    /// Where the end of a call cannot share its record's group, the record does not linger
+    /// for it: it is committed at once, so the end does not wait for two commits.
+    acked_is_urgent: bool,
+}
+
+impl Urgency {
+    pub fn of(conn: &dyn StoreConnection) -> Self {
+        Self {
+            acked_is_urgent: !conn.guards_statements(),
+        }
     }
-    // The timer is made inside the runtime it needs.
-    runtime?
-        .block_on(async { tokio::time::timeout(left, rx.recv()).await })
-        .ok()
-        .flatten()
+
+    pub fn is_urgent(self, queued: &Queued) -> bool {
+        queued.urgent || (self.acked_is_urgent && queued.ack.is_some())
+    }
 }
 
 /// Applies `batch` in one transaction: `Err` when the transaction failed as a whole,
