@@ -198,6 +198,22 @@ async fn main() {
         format!("{:.3} ms ({:.2}x)", ms(v99) - ms(d99), ms(v99) / ms(d99)),
         "<= 2 ms",
     );
+    // The same with nobody watching: what the live page and Prometheus add to a call.
+    let (scrapes, page_events) = scraper.stop();
+    let unwatched = interleaved(&fake, &client, &http, SEQUENTIAL_CALLS).await;
+    let scraper = Scraper::start(&daemon);
+    let (u50, _) = unwatched.via;
+    let unwatched_added = ms(u50) - ms(unwatched.direct.0);
+    report.add(
+        "added latency p50, nobody watching (no page, no scrapes)",
+        format!("{unwatched_added:.3} ms"),
+        "-",
+    );
+    report.add(
+        "what the page and /metrics add to a call, p50",
+        format!("{:+.3} ms", ms(v50) - ms(d50) - unwatched_added),
+        "nothing measurable",
+    );
 
     // 1b. Streaming: time to first token as exai's provider client sees it (recorded per call)
     // against a plain client reading the same stream, and 200 concurrent streams.
@@ -321,7 +337,8 @@ async fn main() {
     // 3. tools/list while 1,000 calls are in flight, on a fresh daemon so that its RSS
     // is that of the calls, not the high-water mark of the phases above.
     client.cancel().await.unwrap();
-    let (mut scrapes, mut page_events) = scraper.stop();
+    let (more_scrapes, more_events) = scraper.stop();
+    let (mut scrapes, mut page_events) = (scrapes + more_scrapes, page_events + more_events);
     drop(daemon);
     let daemon = Daemon::start(&fake, DAEMON_SETTINGS);
     let scraper = Scraper::start(&daemon);

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Json, Response};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::stats::{self, Window};
 use crate::app::App;
@@ -231,8 +231,8 @@ fn event_of(event: &CallEvent) -> Event {
 const FEED_WINDOW: Duration = Duration::from_millis(100);
 
 /// `GET /api/events`: the calls in flight, then each start, move and end as it happens (those
-/// within [`FEED_WINDOW`] of each other in one write); a listener that falls behind gets a fresh
-/// snapshot instead of what it missed.
+/// within [`FEED_WINDOW`] of the first in one write, read without a wake-up each); a listener
+/// that falls behind gets a fresh snapshot instead of what it missed.
 pub async fn events(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
@@ -247,33 +247,69 @@ pub async fn events(
                 return Some((vec![event], (None, heard, app, caller, stop)));
             }
             let mut batch = Vec::new();
-            let mut send_at: Option<tokio::time::Instant> = None;
-            loop {
-                let window = tokio::time::sleep_until(
-                    send_at.unwrap_or_else(|| tokio::time::Instant::now() + FEED_WINDOW),
-                );
+            // Woken by the first event the listener may see ...
+            while batch.is_empty() {
                 let got = tokio::select! {
                     got = heard.recv() => got,
-                    _ = window, if send_at.is_some() => break,
                     _ = stop.cancelled() => return None,
                 };
-                match got {
-                    Ok(event) if caller.may_see(event.user()) => batch.push(event_of(&event)),
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => {
-                        batch.clear();
-                        batch.push(snapshot(&app, &caller));
-                    }
-                    Err(RecvError::Closed) if batch.is_empty() => return None,
-                    Err(RecvError::Closed) => break,
+                match take(got, &mut batch, &app, &caller) {
+                    Heard::More => {}
+                    Heard::Closed if batch.is_empty() => return None,
+                    Heard::Closed => break,
                 }
-                send_at.get_or_insert_with(|| tokio::time::Instant::now() + FEED_WINDOW);
+            }
+            // ... then not again until the window has passed: the rest is read in one go.
+            tokio::select! {
+                _ = tokio::time::sleep(FEED_WINDOW) => {}
+                _ = stop.cancelled() => return None,
+            }
+            loop {
+                let got = match heard.try_recv() {
+                    Ok(event) => Ok(event),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+                    Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                };
+                if let Heard::Closed = take(got, &mut batch, &app, &caller) {
+                    break;
+                }
             }
             Some((batch, (None, heard, app, caller, stop)))
         },
     )
     .flat_map(|batch| futures::stream::iter(batch.into_iter().map(Ok)));
     Sse::new(feed).keep_alive(KeepAlive::default())
+}
+
+/// Whether the feed may go on reading after an event.
+enum Heard {
+    More,
+    Closed,
+}
+
+/// Adds what `got` brings to `batch`: the event if `caller` may see it, a fresh snapshot in
+/// place of everything when the listener fell behind.
+fn take(
+    got: Result<CallEvent, RecvError>,
+    batch: &mut Vec<Event>,
+    app: &App,
+    caller: &Caller,
+) -> Heard {
+    match got {
+        Ok(event) => {
+            if caller.may_see(event.user()) {
+                batch.push(event_of(&event));
+            }
+            Heard::More
+        }
+        Err(RecvError::Lagged(_)) => {
+            batch.clear();
+            batch.push(snapshot(app, caller));
+            Heard::More
+        }
+        Err(RecvError::Closed) => Heard::Closed,
+    }
 }
 
 /// `POST /api/calls/{id}/cancel`: the cancel `call_cancel` sends, waited on a few seconds.
