@@ -10,7 +10,9 @@ use crate::config::EndpointConfig;
 #[derive(Clone)]
 pub struct Resolved {
     pub endpoint: Arc<Endpoint>,
-    pub model: ModelInfo,
+    /// Shared, not copied: a call's future carries its target through several async layers,
+    /// and each layer would otherwise hold a copy of the whole entry.
+    pub model: Arc<ModelInfo>,
 }
 
 /// What a tool wants from `auto`.
@@ -74,7 +76,7 @@ impl Providers {
         let model = self.as_listed(endpoint.name(), model);
         Ok(Resolved {
             endpoint: endpoint.clone(),
-            model,
+            model: Arc::new(model),
         })
     }
 
@@ -174,7 +176,7 @@ impl Providers {
                     .filter(|m| m.deprecated.is_none() && Self::allowed(e, &m.id))
                     .map(|m| Resolved {
                         endpoint: e.clone(),
-                        model: self.as_listed(e.name(), m.clone()),
+                        model: Arc::new(self.as_listed(e.name(), m.clone())),
                     })
                     .collect::<Vec<_>>()
             })
