@@ -236,7 +236,8 @@ struct ConsensusAnswer<'a> {
 enum Voice {
     Model(Resolved),
     Cli {
-        spec: crate::clink::CliSpec,
+        /// Boxed: a voice is mostly a model, and a model's voice is two pointers.
+        spec: Box<crate::clink::CliSpec>,
         /// `cli:NAME`, its name in the answer and the record.
         label: String,
     },
@@ -247,7 +248,7 @@ impl Voice {
     fn of(ctx: &ToolContext, model: &str) -> Result<Self, ToolFailure> {
         match model.strip_prefix("cli:") {
             Some(name) => Ok(Voice::Cli {
-                spec: super::clink::cli_named(ctx, name)?.clone(),
+                spec: Box::new(super::clink::cli_named(ctx, name)?.clone()),
                 label: model.to_string(),
             }),
             None => Ok(Voice::Model(consult::choose(ctx, Some(model), Need::Deep)?)),
