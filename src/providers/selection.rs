@@ -167,26 +167,26 @@ impl Providers {
 
     /// `auto`: the best-scoring allowed catalog model of a usable endpoint, never a deprecated one.
     fn auto(&self, need: Need) -> Result<Resolved, UnusableModel> {
-        let mut candidates: Vec<Resolved> = self
+        // Chosen over the catalog's entries; only the winner is copied out (every call
+        // without a model name comes here).
+        let best = self
             .usable
             .iter()
             .flat_map(|e| {
                 self.catalog
                     .of_provider(e.name())
                     .filter(|m| m.deprecated.is_none() && Self::allowed(e, &m.id))
-                    .map(|m| Resolved {
-                        endpoint: e.clone(),
-                        model: Arc::new(self.as_listed(e.name(), m.clone())),
-                    })
-                    .collect::<Vec<_>>()
+                    .map(move |m| (e, m))
             })
-            .collect();
-        candidates.sort_by_key(|r| {
-            let fast_bonus = u32::from(need == Need::Fast && r.model.fast) * 1000;
-            std::cmp::Reverse(r.model.score + fast_bonus)
-        });
-        if let Some(best) = candidates.into_iter().next() {
-            return Ok(best);
+            .min_by_key(|(_, m)| {
+                let fast_bonus = u32::from(need == Need::Fast && m.fast) * 1000;
+                std::cmp::Reverse(m.score + fast_bonus)
+            });
+        if let Some((e, m)) = best {
+            return Ok(Resolved {
+                endpoint: e.clone(),
+                model: Arc::new(self.as_listed(e.name(), m.clone())),
+            });
         }
         // Only generic endpoints: their declared default, else the first model they name.
         for e in &self.usable {
