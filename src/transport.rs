@@ -13,7 +13,7 @@ use rmcp::RoleServer;
 use rmcp::model::JsonRpcMessage;
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Decoder, FramedRead, LinesCodec, LinesCodecError};
 
@@ -128,10 +128,17 @@ const OUTBOUND_QUEUE: usize = 4096;
 /// Parsed messages waiting for the MCP service; beyond this, reading pauses.
 const INBOUND_QUEUE: usize = 256;
 
-struct Outgoing {
-    text: String,
-    /// The call whose answer this frame is, if it is one.
-    call_id: Option<String>,
+/// The longest a closing session waits for its queued frames to be written.
+const CLOSE_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+enum Outgoing {
+    Frame {
+        text: String,
+        /// The call whose answer this frame is, if it is one.
+        call_id: Option<String>,
+    },
+    /// Every frame queued before it has been written: tell the one closing the session.
+    Flushed(oneshot::Sender<()>),
 }
 
 /// The rmcp side of a framed connection.
@@ -228,7 +235,7 @@ async fn read_frames<Src>(
         };
         tracing::warn!(%session, reply = %reply, "bad frame answered with an error");
         if outbound
-            .send(Outgoing {
+            .send(Outgoing::Frame {
                 text: reply,
                 call_id: None,
             })
@@ -286,11 +293,18 @@ async fn write_frames<Snk, SnkErr>(
     SnkErr: std::fmt::Display,
 {
     let mut broken: Option<WriteError> = None;
-    while let Some(frame) = outbound.recv().await {
+    while let Some(outgoing) = outbound.recv().await {
+        let (text, call_id) = match outgoing {
+            Outgoing::Frame { text, call_id } => (text, call_id),
+            Outgoing::Flushed(tell) => {
+                let _ = tell.send(());
+                continue;
+            }
+        };
         let outcome = match &broken {
             Some(error) => Err(error.clone()),
             None => sink
-                .send(frame.text)
+                .send(text)
                 .await
                 .map_err(|e| WriteError::Sink(e.to_string())),
         };
@@ -299,7 +313,7 @@ async fn write_frames<Snk, SnkErr>(
         {
             broken = Some(error.clone());
         }
-        let Some(call_id) = frame.call_id else {
+        let Some(call_id) = call_id else {
             continue;
         };
         record_delivery(store.clone(), call_id, outcome);
@@ -353,7 +367,7 @@ impl rmcp::transport::Transport<RoleServer> for FrameTransport {
             None => serde_json::to_string(&item),
         };
         let queued = text
-            .map(|text| Outgoing { text, call_id })
+            .map(|text| Outgoing::Frame { text, call_id })
             .map_err(|e| tracing::error!(error = %e, "could not serialize an outgoing message"));
         // Enqueue now, not when the future is polled, so frames keep the order rmcp sent them in.
         let pending = match queued {
@@ -361,7 +375,11 @@ impl rmcp::transport::Transport<RoleServer> for FrameTransport {
                 Ok(()) => None,
                 Err(mpsc::error::TrySendError::Full(frame)) => Some(frame),
                 Err(mpsc::error::TrySendError::Closed(frame)) => {
-                    if let Some(call_id) = frame.call_id {
+                    if let Outgoing::Frame {
+                        call_id: Some(call_id),
+                        ..
+                    } = frame
+                    {
                         record_delivery(self.store.clone(), call_id, Err(WriteError::Closed));
                     }
                     return futures::future::Either::Left(async { Err(TransportClosed) });
@@ -382,8 +400,24 @@ impl rmcp::transport::Transport<RoleServer> for FrameTransport {
         self.inbound.recv().await
     }
 
+    /// Returns once what was queued is written (at most [`CLOSE_FLUSH_LIMIT`]): rmcp queues its
+    /// last answers just before closing, and a process that exits next (`stdio --no-daemon` at
+    /// the end of its input) would otherwise leave them unwritten.
     async fn close(&mut self) -> Result<(), Self::Error> {
         self.inbound.close();
+        let (tell, flushed) = oneshot::channel();
+        let outbound = self.outbound.clone();
+        let flush = async move {
+            if outbound.send(Outgoing::Flushed(tell)).await.is_ok() {
+                let _ = flushed.await;
+            }
+        };
+        if tokio::time::timeout(CLOSE_FLUSH_LIMIT, flush)
+            .await
+            .is_err()
+        {
+            tracing::warn!(session = %self.session.id, "closing with frames still unwritten: the client is not reading");
+        }
         Ok(())
     }
 }
@@ -391,6 +425,48 @@ impl rmcp::transport::Transport<RoleServer> for FrameTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slow client: closing the session still returns only once every frame queued before it
+    /// is written (a process that exits next would lose them otherwise).
+    #[tokio::test]
+    async fn closing_returns_once_the_queued_frames_are_written() {
+        use rmcp::transport::Transport;
+        let test = crate::app::App::for_tests(&[]);
+        let app = &test.app;
+        let session = Session::new(crate::calls::TransportKind::Stdio, None, app);
+        let written = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = written.clone();
+        let sink = futures::sink::unfold((), move |(), text: String| {
+            let seen = seen.clone();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                seen.lock().unwrap().push(text);
+                Ok::<_, std::io::Error>(())
+            }
+        });
+        let source = futures::stream::pending::<Result<String, FrameError>>();
+        let mut transport = FrameTransport::spawn(
+            source,
+            Box::pin(sink),
+            session,
+            app.calls.store().clone(),
+            1024,
+            None,
+        );
+        for id in 1..=3 {
+            let answer = JsonRpcMessage::response(
+                rmcp::model::ServerResult::empty(()),
+                rmcp::model::NumberOrString::Number(id),
+            );
+            transport.send(answer).await.unwrap();
+        }
+        assert!(
+            written.lock().unwrap().len() < 3,
+            "the writer is still busy"
+        );
+        transport.close().await.unwrap();
+        assert_eq!(written.lock().unwrap().len(), 3);
+    }
 
     #[test]
     fn malformed_frames_get_json_rpc_errors() {
