@@ -36,8 +36,9 @@ pub async fn run(config: Config) -> Result<(), StoreError> {
         limit,
         Some(Arc::new(Adapter::new(app.tools.task_capable()))),
     );
-    let service =
-        ExaiService::new(app.clone(), session).with_custom_requests(LegacyTasks::requests());
+    let service = ExaiService::new(app.clone(), session)
+        .with_custom_requests(LegacyTasks::requests())
+        .into_server();
     match service
         .serve_with_ct(transport, app.shutdown.child_token())
         .await

@@ -10,11 +10,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams,
-    CancelledNotificationParam, ContentBlock, CreateTaskResult, CustomRequest, CustomResult,
-    ErrorCode, GetPromptRequestParams, GetPromptResponse, GetTaskParams, GetTaskResult,
-    Implementation, InitializeRequestParams, InitializeResult, ListPromptsResult, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion,
-    ServerCapabilities, ServerConfig,
+    CancelledNotificationParam, ClientNotification, ClientRequest, ContentBlock, CreateTaskResult,
+    CustomRequest, CustomResult, ErrorCode, GetPromptRequestParams, GetPromptResponse,
+    GetTaskParams, GetTaskResult, Implementation, InitializeRequestParams, InitializeResult,
+    ListPromptsResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ProgressToken, ProtocolVersion, ServerCapabilities, ServerConfig, ServerResult,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
@@ -237,6 +237,88 @@ pub(crate) fn attach_to(twin: Arc<LiveCall>) -> crate::tools::ToolFuture {
     })
 }
 
+/// What the WebSocket and stdio transports serve: a session's handlers, with tool calls run
+/// outside rmcp's dispatch.
+///
+/// rmcp runs each request in a task with room for its largest request handler, and its own
+/// (subscriptions) make that about 5 KB. A tool call may wait minutes on a provider, and
+/// thousands may wait at once, so a call is not run there: rmcp's dispatch, with its protocol
+/// checks, runs boxed and hands the call back (`CallHandoff`) as soon as it reaches `call_tool`;
+/// the request's task then holds only the call's own state. (rmcp's Streamable HTTP server
+/// takes only a `ServerHandler`, so `/mcp` serves `ExaiService` as it is.)
+#[derive(Clone)]
+pub struct ExaiServer(ExaiService);
+
+impl rmcp::Service<RoleServer> for ExaiServer {
+    fn handle_request(
+        &self,
+        request: ClientRequest,
+        mut context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<ServerResult, McpError>> + rmcp::service::MaybeSendFuture + '_
+    {
+        let handoff = matches!(request, ClientRequest::CallToolRequest(_)).then(|| {
+            let handoff = CallHandoff::default();
+            context.extensions.insert(handoff.clone());
+            handoff
+        });
+        let dispatch = Box::pin(rmcp::Service::handle_request(&self.0, request, context));
+        async move {
+            // No answer of rmcp's is kept across the call's wait (it would be held in this task).
+            let (request, context) = match (dispatch.await, handoff.and_then(|h| h.take())) {
+                (_, Some(call)) => call,
+                (answer, None) => return answer,
+            };
+            // rmcp's own check after `call_tool`: a task only for a client that declared tasks.
+            let declared_tasks = context
+                .client_capabilities()
+                .is_some_and(|c| c.supports_tasks());
+            match self.0.run_call(request, context).await? {
+                CallToolResponse::Task(_) if !declared_tasks => {
+                    Err(McpError::missing_required_client_capability(
+                        rmcp::model::ClientCapabilities::builder()
+                            .enable_tasks()
+                            .build(),
+                    ))
+                }
+                response => Ok(ServerResult::from(response)),
+            }
+        }
+    }
+
+    fn handle_notification(
+        &self,
+        notification: ClientNotification,
+        context: NotificationContext<RoleServer>,
+    ) -> impl Future<Output = Result<(), McpError>> + rmcp::service::MaybeSendFuture + '_ {
+        rmcp::Service::handle_notification(&self.0, notification, context)
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        rmcp::Service::get_info(&self.0)
+    }
+
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        rmcp::Service::supported_protocol_versions(&self.0)
+    }
+}
+
+/// A `tools/call` as `call_tool` received it.
+type HandedCall = (CallToolRequestParams, RequestContext<RoleServer>);
+
+/// Where `call_tool`, reached through `ExaiServer`, leaves the call for it to run.
+#[derive(Clone, Default)]
+struct CallHandoff(Arc<Mutex<Option<HandedCall>>>);
+
+impl CallHandoff {
+    fn hand_back(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((request, context));
+    }
+
+    fn take(&self) -> Option<HandedCall> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 /// The MCP server handler of one session.
 #[derive(Clone)]
 pub struct ExaiService {
@@ -324,6 +406,11 @@ impl ExaiService {
             session,
             custom: None,
         }
+    }
+
+    /// The server the WebSocket and stdio transports serve (see `ExaiServer`).
+    pub fn into_server(self) -> ExaiServer {
+        ExaiServer(self)
     }
 
     /// The service answering also `custom`'s requests (which a transport's decorator sends in).
@@ -632,79 +719,10 @@ impl ExaiService {
     }
 }
 
-impl ServerHandler for ExaiService {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_prompts()
-                .enable_tasks()
-                .build(),
-        )
-            .with_server_info(Implementation::new("exai", crate::VERSION))
-            .with_instructions(
-                "exai gives you other models (GLM, Kimi, any OpenAI-compatible one) to consult. \
-                 Long calls send progress; every call has an id you can look up with `exai calls show ID`.",
-            )
-    }
-
-    async fn initialize(
-        &self,
-        request: InitializeRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<InitializeResult, McpError> {
-        // An HTTP session belongs to the token that opened it.
-        self.caller(&context)?;
-        context.peer.set_peer_info(request.clone());
-        tracing::info!(
-            session = %self.session.id,
-            transport = self.session.transport.as_str(),
-            client = %request.client_info.name,
-            client_version = %request.client_info.version,
-            protocol = %request.protocol_version,
-            "session initialized"
-        );
-        *self
-            .session
-            .client
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(request.client_info.clone());
-        self.negotiate_initialize(&request)
-    }
-
-    async fn list_tools(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, McpError> {
-        let mut listed =
-            ListToolsResult::with_all_items(self.app.tools.definitions().as_ref().clone());
-        (listed.ttl_ms, listed.cache_scope) = list_cache_hints(&context);
-        Ok(listed)
-    }
-
-    async fn list_prompts(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> Result<ListPromptsResult, McpError> {
-        let mut listed =
-            ListPromptsResult::with_all_items(crate::tools::slash::prompts(&self.app.tools));
-        (listed.ttl_ms, listed.cache_scope) = list_cache_hints(&context);
-        Ok(listed)
-    }
-
-    async fn get_prompt(
-        &self,
-        request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<GetPromptResponse, McpError> {
-        crate::tools::slash::get(&self.app.tools, &request.name, request.arguments.as_ref())
-            .map(GetPromptResponse::from)
-            .map_err(|error| McpError::invalid_params(error.to_string(), None))
-    }
-
-    async fn call_tool(
+impl ExaiService {
+    /// A `tools/call`: opens the call, then waits for its outcome (or hands back a task or a
+    /// call handle) within the client's patience.
+    async fn run_call(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
@@ -790,6 +808,96 @@ impl ServerHandler for ExaiService {
                     )),
                 ])))
             }
+        }
+    }
+}
+
+impl ServerHandler for ExaiService {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_tasks()
+                .build(),
+        )
+            .with_server_info(Implementation::new("exai", crate::VERSION))
+            .with_instructions(
+                "exai gives you other models (GLM, Kimi, any OpenAI-compatible one) to consult. \
+                 Long calls send progress; every call has an id you can look up with `exai calls show ID`.",
+            )
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        // An HTTP session belongs to the token that opened it.
+        self.caller(&context)?;
+        context.peer.set_peer_info(request.clone());
+        tracing::info!(
+            session = %self.session.id,
+            transport = self.session.transport.as_str(),
+            client = %request.client_info.name,
+            client_version = %request.client_info.version,
+            protocol = %request.protocol_version,
+            "session initialized"
+        );
+        *self
+            .session
+            .client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(request.client_info.clone());
+        self.negotiate_initialize(&request)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let mut listed =
+            ListToolsResult::with_all_items(self.app.tools.definitions().as_ref().clone());
+        (listed.ttl_ms, listed.cache_scope) = list_cache_hints(&context);
+        Ok(listed)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let mut listed =
+            ListPromptsResult::with_all_items(crate::tools::slash::prompts(&self.app.tools));
+        (listed.ttl_ms, listed.cache_scope) = list_cache_hints(&context);
+        Ok(listed)
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        crate::tools::slash::get(&self.app.tools, &request.name, request.arguments.as_ref())
+            .map(GetPromptResponse::from)
+            .map_err(|error| McpError::invalid_params(error.to_string(), None))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        mut context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        match context.extensions.remove::<CallHandoff>() {
+            Some(handoff) => {
+                handoff.hand_back(request, context);
+                // Never sent: `ExaiServer` answers with the call's own result.
+                Ok(CallToolResponse::Complete(CallToolResult::success(
+                    Vec::new(),
+                )))
+            }
+            None => Box::pin(self.run_call(request, context)).await,
         }
     }
 
@@ -910,6 +1018,35 @@ mod tests {
         assert_eq!(
             heartbeat_period(Duration::from_secs(60), 10_000),
             Duration::from_secs(60)
+        );
+    }
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, B, C, F: Future>(_f: impl Fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn a_tool_call_s_task_has_room_for_the_call_not_for_rmcp_s_largest_handler() {
+        type Context = RequestContext<RoleServer>;
+        let served = future_size::<&'static ExaiServer, ClientRequest, Context, _>(
+            <ExaiServer as rmcp::Service<RoleServer>>::handle_request,
+        );
+        let dispatched = future_size::<&'static ExaiService, ClientRequest, Context, _>(
+            <ExaiService as rmcp::Service<RoleServer>>::handle_request,
+        );
+        let call = future_size::<&'static ExaiService, CallToolRequestParams, Context, _>(
+            ExaiService::run_call,
+        );
+        // What a waiting call's task holds beyond the call's own future: a few pointers and
+        // the handoff, not rmcp's dispatch (about 5 KB in a debug build, 3 KB more than this).
+        assert!(
+            served <= call + 512,
+            "the served future is {served} bytes, the call's {call}"
+        );
+        assert!(
+            served + 1024 < dispatched,
+            "the served future is {served} bytes, rmcp's dispatch {dispatched}"
         );
     }
 }

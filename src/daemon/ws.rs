@@ -181,8 +181,9 @@ async fn serve(
         app.config.max_message_bytes,
         Some(Arc::new(Adapter::new(app.tools.task_capable()))),
     );
-    let service =
-        ExaiService::new(app.clone(), session).with_custom_requests(LegacyTasks::requests());
+    let service = ExaiService::new(app.clone(), session)
+        .with_custom_requests(LegacyTasks::requests())
+        .into_server();
     match service
         .serve_with_ct(transport, app.shutdown.child_token())
         .await
