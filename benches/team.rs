@@ -173,6 +173,12 @@ async fn calls_per_second(daemons: &[&Daemon]) -> Throughput {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // The test suite's switch would put every daemon on that PostgreSQL, the "SQLite" ones too.
+    assert!(
+        std::env::var_os("EXAI_TEST_DATABASE_URL").is_none(),
+        "unset EXAI_TEST_DATABASE_URL: this bench starts a PostgreSQL of its own, and the variable \
+         would put its SQLite figures on PostgreSQL"
+    );
     let fake = Fake::start();
     let cluster = Cluster::start(true);
     let url = cluster.url();

@@ -499,7 +499,6 @@ impl ExaiService {
             .and_then(Value::as_str)
             .map(str::to_string);
         let arguments = request.arguments.unwrap_or_default();
-        let arguments_value = Value::Object(arguments.clone());
         let origin = self.origin(context)?;
         let found = match self.app.tools.get(&request.name) {
             None => Err((
@@ -532,7 +531,7 @@ impl ExaiService {
                     .reject(
                         proposed_id.as_deref(),
                         &request.name,
-                        &arguments_value,
+                        &arguments,
                         origin,
                         kind,
                         &message,
@@ -550,7 +549,7 @@ impl ExaiService {
             .open(
                 proposed_id.as_deref(),
                 &request.name,
-                &arguments_value,
+                &arguments,
                 origin,
                 budget,
             )

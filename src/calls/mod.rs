@@ -319,15 +319,16 @@ impl Calls {
         &self,
         proposed_id: Option<&str>,
         tool: &str,
-        arguments: &Value,
+        arguments: &serde_json::Map<String, Value>,
         origin: CallOrigin,
         budget: Duration,
     ) -> Result<Arc<LiveCall>, StoreError> {
         // The user is part of it: nobody is handed another person's answer.
         let dedupe_key = format!(
-            "{}\u{1f}{}\u{1f}{tool}\u{1f}{arguments}",
+            "{}\u{1f}{}\u{1f}{tool}\u{1f}{}",
             origin.caller.user_name().unwrap_or(""),
-            origin.client_name.as_deref().unwrap_or("")
+            origin.client_name.as_deref().unwrap_or(""),
+            serde_json::to_string(arguments).unwrap_or_default()
         );
         let fresh = || uuid::Uuid::now_v7().to_string();
         let proposed = proposed_id
@@ -337,7 +338,7 @@ impl Calls {
         let received_at = Instant::now();
         let received_at_ms = now_ms();
         let arguments_text = redact::cap(
-            redact::redact(arguments).to_string(),
+            redact::arguments_text(arguments),
             redact::MAX_ARGUMENTS_CHARS,
         );
         let record = Arc::new(NewCall {
@@ -709,7 +710,7 @@ impl Calls {
         &self,
         proposed_id: Option<&str>,
         tool: &str,
-        arguments: &Value,
+        arguments: &serde_json::Map<String, Value>,
         origin: CallOrigin,
         kind: FailureKind,
         message: &str,

@@ -1,7 +1,8 @@
 //! Arguments as stored in a record: secrets masked (by `crate::secrets`' notion of a secret
 //! name), size capped.
 
-use serde_json::Value;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
 
 /// Largest arguments text kept in a record.
 pub const MAX_ARGUMENTS_CHARS: usize = 16 * 1024;
@@ -25,6 +26,42 @@ pub fn redact(value: &Value) -> Value {
         ),
         Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
         other => other.clone(),
+    }
+}
+
+/// A call's arguments as a record keeps them: JSON with secret-looking fields' values replaced
+/// by "[redacted]", written straight from the arguments (no redacted copy is built: every call
+/// comes here).
+pub fn arguments_text(arguments: &Map<String, Value>) -> String {
+    serde_json::to_string(&RedactedMap(arguments)).unwrap_or_default()
+}
+
+/// `redact`'s masking, as a serialization of the value itself.
+struct Redacted<'a>(&'a Value);
+
+struct RedactedMap<'a>(&'a Map<String, Value>);
+
+impl Serialize for Redacted<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(map) => RedactedMap(map).serialize(serializer),
+            Value::Array(items) => serializer.collect_seq(items.iter().map(Redacted)),
+            other => other.serialize(serializer),
+        }
+    }
+}
+
+impl Serialize for RedactedMap<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.0 {
+            if crate::secrets::is_secret_name(name) {
+                map.serialize_entry(name, "[redacted]")?;
+            } else {
+                map.serialize_entry(name, &Redacted(value))?;
+            }
+        }
+        map.end()
     }
 }
 
@@ -57,6 +94,17 @@ mod tests {
         assert_eq!(r["nested"][0]["Authorization"], "[redacted]");
         assert_eq!(r["prompt"], "hi");
         assert_eq!(r["max_tokens"], 5);
+    }
+
+    #[test]
+    fn a_record_s_arguments_text_is_the_redacted_arguments() {
+        let v = json!({"prompt": "hi \"there\"", "api_key": "sk-1", "nested": [{"Authorization": "Bearer x", "n": [1, null, true]}], "token": {"inner": "secret"}});
+        let text = arguments_text(v.as_object().unwrap());
+        assert_eq!(text, redact(&v).to_string());
+        assert!(
+            !text.contains("sk-1") && !text.contains("Bearer x") && !text.contains("secret"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -32,7 +32,13 @@ fn origin() -> CallOrigin {
 /// Records a call of `tool` at receipt; nothing runs yet.
 async fn open(app: &App, tool: &str, arguments: &Value, budget: Duration) -> Arc<LiveCall> {
     app.calls
-        .open(None, tool, arguments, origin(), budget)
+        .open(
+            None,
+            tool,
+            arguments.as_object().expect("arguments are an object"),
+            origin(),
+            budget,
+        )
         .await
         .expect("the call is recorded")
 }

@@ -363,7 +363,7 @@ mod tests {
             .open(
                 None,
                 "chat",
-                &serde_json::json!({}),
+                &serde_json::Map::new(),
                 origin,
                 Duration::from_secs(60),
             )

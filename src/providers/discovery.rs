@@ -96,9 +96,19 @@ impl Providers {
 
     /// Models an endpoint reported.
     pub fn discovered(&self, provider: &str) -> Vec<String> {
-        self.discovered
-            .read()
-            .map(|d| d.get(provider).cloned().unwrap_or_default())
-            .unwrap_or_default()
+        self.with_discovered(provider, <[String]>::to_vec)
+    }
+
+    /// `look` at the models an endpoint reported, without copying them (model resolution
+    /// asks on every call).
+    pub(super) fn with_discovered<T>(
+        &self,
+        provider: &str,
+        look: impl FnOnce(&[String]) -> T,
+    ) -> T {
+        match self.discovered.read() {
+            Ok(all) => look(all.get(provider).map_or(&[][..], Vec::as_slice)),
+            Err(_) => look(&[]),
+        }
     }
 }

@@ -155,12 +155,8 @@ impl Providers {
 
     fn declared(&self, name: &str) -> Option<Resolved> {
         self.usable.iter().find_map(|e| {
-            let known = e
-                .config
-                .models
-                .iter()
-                .chain(self.discovered(e.name()).iter())
-                .any(|m| m == name);
+            let known = e.config.models.iter().any(|m| m == name)
+                || self.with_discovered(e.name(), |ids| ids.iter().any(|m| m == name));
             known.then(|| self.model_on(e, name).ok()).flatten()
         })
     }
@@ -195,7 +191,7 @@ impl Providers {
                 .default_model
                 .clone()
                 .or_else(|| e.config.models.first().cloned())
-                .or_else(|| self.discovered(e.name()).into_iter().next());
+                .or_else(|| self.with_discovered(e.name(), |ids| ids.first().cloned()));
             if let Some(model) = first {
                 return self.model_on(e, &model);
             }
