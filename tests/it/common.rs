@@ -222,9 +222,54 @@ pub fn exai_output(env: &[(&str, &str)], args: &[&str], stdin: &str) -> std::pro
 
 /// A fresh EXAI_HOME.
 pub fn temp_home() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("exai-test-{}", uuid::Uuid::now_v7()));
+    let dir = run_dir().join(uuid::Uuid::now_v7().to_string());
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The directory of this process's homes (`exai-test-run-PID` in the temp dir). Homes hold logs
+/// and stores, megabytes each; a later run removes those of runs that have ended, so a failed
+/// test's home stays to be looked at until then, and the temp dir does not fill up.
+fn run_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let temp = std::env::temp_dir();
+        remove_ended_runs(&temp);
+        let dir = temp.join(format!("{RUN_DIR_PREFIX}{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
+
+const RUN_DIR_PREFIX: &str = "exai-test-run-";
+
+/// Removes the homes of test runs whose process is gone, and the older one-directory-per-home
+/// layout's (`exai-test-UUID`) once an hour old.
+fn remove_ended_runs(temp: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let ended = match name.strip_prefix(RUN_DIR_PREFIX) {
+            Some(pid) => pid
+                .parse::<u32>()
+                .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()),
+            None => {
+                name.strip_prefix("exai-test-")
+                    .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok())
+                    && entry.metadata().and_then(|m| m.modified()).is_ok_and(|at| {
+                        at.elapsed().unwrap_or_default() > Duration::from_secs(3600)
+                    })
+            }
+        };
+        if ended {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A free loopback port (bound then released).
