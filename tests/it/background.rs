@@ -236,24 +236,7 @@ async fn after_a_daemon_crash_call_result_says_the_call_was_interrupted() {
     // The record is written as the call starts, not waited for: kill the daemon once it is in
     // the store (a kill in its first milliseconds is another case), which a loaded machine may
     // take a moment to reach.
-    wait_until_async(
-        "the call's record in the store",
-        Duration::from_secs(10),
-        || {
-            daemon
-                .read_store(|store| {
-                    store.list(&exai::store::CallFilter {
-                        running_only: true,
-                        limit: 10,
-                        ..Default::default()
-                    })
-                })
-                .unwrap()
-                .into_iter()
-                .next()
-        },
-    )
-    .await;
+    running_chat(&daemon).await;
     daemon.signal("-KILL");
     let error = pending.await.unwrap().unwrap_err().to_string();
     let id = error

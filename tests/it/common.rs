@@ -272,6 +272,26 @@ fn remove_ended_runs(temp: &Path) {
     }
 }
 
+/// Waits until `daemon`'s store shows an open `chat` call, and returns its record (a call's
+/// record is written as it starts, not waited for).
+pub async fn running_chat(daemon: &Daemon) -> exai::store::CallRow {
+    wait_until_async("a chat call running", Duration::from_secs(10), || {
+        daemon
+            .read_store(|store| {
+                store.list(&exai::store::CallFilter {
+                    running_only: true,
+                    tool: Some("chat".into()),
+                    limit: 10,
+                    ..Default::default()
+                })
+            })
+            .unwrap()
+            .into_iter()
+            .find(|row| row.state == exai::store::CallState::Running)
+    })
+    .await
+}
+
 /// A free loopback port (bound then released).
 /// A loopback port where nothing listens for as long as the guard lives: the socket is bound but
 /// never listens, so no other test (running in parallel) can take the port, and connecting to it is

@@ -5,29 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use exai::store::{CallFilter, CallRow, CallState, ReplicaRow};
+use exai::store::{CallState, ReplicaRow};
 use serde_json::json;
 
 use crate::common::*;
-
-/// Waits until replica `daemon`'s store shows one open `chat` call, and returns its record.
-async fn running_chat(daemon: &Daemon) -> CallRow {
-    wait_until_async("a chat call running", Duration::from_secs(10), || {
-        daemon
-            .read_store(|store| {
-                store.list(&CallFilter {
-                    running_only: true,
-                    tool: Some("chat".into()),
-                    limit: 10,
-                    ..Default::default()
-                })
-            })
-            .unwrap()
-            .into_iter()
-            .find(|row| row.state == CallState::Running)
-    })
-    .await
-}
 
 /// The replica registered for `daemon`'s process.
 fn replica_of(daemon: &Daemon) -> ReplicaRow {
