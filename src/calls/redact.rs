@@ -9,24 +9,10 @@ pub const MAX_ARGUMENTS_CHARS: usize = 16 * 1024;
 /// Largest result text kept in a record.
 pub const MAX_RESULT_CHARS: usize = 4 * 1024 * 1024;
 
-/// Replaces the values of secret-looking fields with "[redacted]".
+/// Replaces the values of secret-looking fields with "[redacted]", at any depth.
 pub fn redact(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let v = if crate::secrets::is_secret_name(k) {
-                        Value::String("[redacted]".into())
-                    } else {
-                        redact(v)
-                    };
-                    (k.clone(), v)
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
-        other => other.clone(),
-    }
+    // Serializing a `Value` into a `Value` cannot fail.
+    serde_json::to_value(Redacted(value)).unwrap_or_default()
 }
 
 /// A call's arguments as a record keeps them: JSON with secret-looking fields' values replaced
@@ -36,7 +22,7 @@ pub fn arguments_text(arguments: &Map<String, Value>) -> String {
     serde_json::to_string(&RedactedMap(arguments)).unwrap_or_default()
 }
 
-/// `redact`'s masking, as a serialization of the value itself.
+/// The masking itself: the value serialized with secret-looking fields' values replaced.
 struct Redacted<'a>(&'a Value);
 
 struct RedactedMap<'a>(&'a Map<String, Value>);
