@@ -716,9 +716,7 @@ impl ExaiService {
             }
         }
     }
-}
 
-impl ExaiService {
     /// A `tools/call`: opens the call, then waits for its outcome (or hands back a task or a
     /// call handle) within the client's patience.
     async fn run_call(
