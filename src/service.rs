@@ -173,13 +173,6 @@ fn heartbeat_period(configured: Duration, in_flight: usize) -> Duration {
     configured.max(spread.min(LONGEST_HEARTBEAT))
 }
 
-async fn sleep_until_opt(at: Option<std::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// When a call must answer so that a client with `patience` still hears it: a safety
 /// margin (a fifth of the patience, 1–10 s) before the client gives up. `None` when the
 /// call's own deadline comes first.
@@ -264,14 +257,19 @@ impl rmcp::Service<RoleServer> for ExaiServer {
         let dispatch = Box::pin(rmcp::Service::handle_request(&self.0, request, context));
         async move {
             // No answer of rmcp's is kept across the call's wait (it would be held in this task).
-            let (request, context) = match (dispatch.await, handoff.and_then(|h| h.take())) {
-                (_, Some(call)) => call,
-                (answer, None) => return answer,
-            };
-            // rmcp's own check after `call_tool`: a task only for a client that declared tasks.
-            let declared_tasks = context
-                .client_capabilities()
-                .is_some_and(|c| c.supports_tasks());
+            let (request, context, declared_tasks) =
+                match (dispatch.await, handoff.and_then(|h| h.take())) {
+                    (_, Some((request, context))) => {
+                        // rmcp's own check after `call_tool`: a task only for a client that
+                        // declared tasks. (Read here, not after the match: a context borrowed
+                        // in this scope would be kept in the task beside run_call's.)
+                        let declared = context
+                            .client_capabilities()
+                            .is_some_and(|c| c.supports_tasks());
+                        (request, context, declared)
+                    }
+                    (answer, None) => return answer,
+                };
             match self.0.run_call(request, context).await? {
                 CallToolResponse::Task(_) if !declared_tasks => {
                     Err(McpError::missing_required_client_capability(
@@ -634,7 +632,9 @@ impl ExaiService {
         } = waiting;
         let mut next_beat = tokio::time::Instant::now()
             + heartbeat_period(configured, self.app.calls.in_flight_count());
-        let mut stages = call.progress.subscribe();
+        let next_stage = call.progress.next_stage();
+        tokio::pin!(next_stage);
+        next_stage.as_mut().enable();
         let finished = call.finished();
         tokio::pin!(finished);
         // Boxed: a notification's send is large, and awaited only now and then.
@@ -665,11 +665,24 @@ impl ExaiService {
         let (mut last_recorded_stage, mut beats_unrecorded) = (u64::MAX, 0);
         let mut last_sent = tokio::time::Instant::now();
         let mut stage_pending = false;
+        let answer_by = answer_by.map(tokio::time::Instant::from_std);
+        // One timer for the three clocks (the answer's deadline, a coalesced stage, the
+        // heartbeat), set to whichever comes first: each would hold a timer of its own in
+        // every call in flight.
+        let timer = tokio::time::sleep_until(next_beat);
+        tokio::pin!(timer);
         loop {
+            let stage_due = stage_pending.then(|| last_sent + STAGE_COALESCE);
+            let wake = [answer_by, stage_due]
+                .into_iter()
+                .flatten()
+                .fold(next_beat, std::cmp::min);
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
             tokio::select! {
                 biased;
                 outcome = &mut finished => return Waited::Done(outcome),
-                _ = sleep_until_opt(answer_by), if answer_by.is_some() => return Waited::AnswerNow,
                 _ = stop_waiting.cancelled() => {
                     if disconnect_cancels {
                         tracing::info!("the client closed the request's stream: cancelling the call");
@@ -680,37 +693,46 @@ impl ExaiService {
                     call.detach();
                     return Waited::Gone;
                 }
-                changed = stages.changed(), if token.is_some() && !stage_pending => {
-                    if changed.is_ok() && stages.borrow().stage_version != last_stage {
+                _ = &mut next_stage, if token.is_some() && !stage_pending => {
+                    // Enabled again before the version is read: no change is missed.
+                    next_stage.set(call.progress.next_stage());
+                    next_stage.as_mut().enable();
+                    if call.progress.stage_version() != last_stage {
                         stage_pending = true;
                     }
                 }
-                // Stage changes are coalesced: fast calls do not pay a notification per stage.
-                _ = tokio::time::sleep_until(last_sent + STAGE_COALESCE), if stage_pending => {
-                    stage_pending = false;
-                    let snapshot = stages.borrow_and_update().clone();
-                    last_stage = snapshot.stage_version;
-                    last_sent = tokio::time::Instant::now();
-                    send(snapshot.message()).await;
-                }
-                _ = tokio::time::sleep_until(next_beat) => {
-                    next_beat += heartbeat_period(configured, self.app.calls.in_flight_count());
-                    let snapshot = call.progress.snapshot();
-                    let message = snapshot.message();
-                    if token.is_some() {
-                        last_sent = tokio::time::Instant::now();
-                        send(message.clone()).await;
+                _ = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if answer_by.is_some_and(|at| at <= now) {
+                        return Waited::AnswerNow;
                     }
-                    // The record shows a running call's stage: written when the stage moved, and
-                    // now and then for its elapsed time and tokens — not every beat of every call
-                    // (10,000 calls waiting on a provider would be 2,000 writes a second).
-                    beats_unrecorded += 1;
-                    if snapshot.stage_version != last_recorded_stage
-                        || beats_unrecorded >= BEATS_PER_RECORD
-                    {
-                        (last_recorded_stage, beats_unrecorded) = (snapshot.stage_version, 0);
-                        let (count, _) = call.progress.sent();
-                        self.app.calls.store().note_progress(&call.id, count, &message, snapshot.model.as_deref());
+                    // Stage changes are coalesced: fast calls do not pay a notification per stage.
+                    if stage_due.is_some_and(|at| at <= now) {
+                        stage_pending = false;
+                        let snapshot = call.progress.snapshot();
+                        last_stage = snapshot.stage_version;
+                        last_sent = tokio::time::Instant::now();
+                        send(snapshot.message()).await;
+                    }
+                    if next_beat <= now {
+                        next_beat += heartbeat_period(configured, self.app.calls.in_flight_count());
+                        let snapshot = call.progress.snapshot();
+                        let message = snapshot.message();
+                        if token.is_some() {
+                            last_sent = tokio::time::Instant::now();
+                            send(message.clone()).await;
+                        }
+                        // The record shows a running call's stage: written when the stage moved, and
+                        // now and then for its elapsed time and tokens — not every beat of every call
+                        // (10,000 calls waiting on a provider would be 2,000 writes a second).
+                        beats_unrecorded += 1;
+                        if snapshot.stage_version != last_recorded_stage
+                            || beats_unrecorded >= BEATS_PER_RECORD
+                        {
+                            (last_recorded_stage, beats_unrecorded) = (snapshot.stage_version, 0);
+                            let (count, _) = call.progress.sent();
+                            self.app.calls.store().note_progress(&call.id, count, &message, snapshot.model.as_deref());
+                        }
                     }
                 }
             }

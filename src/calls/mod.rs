@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::Value;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use kinds::{FailureKind, TransportKind};
@@ -116,7 +115,10 @@ pub struct LiveCall {
     pub dedupe_key: String,
     cancel: CancellationToken,
     cancel_reason: Mutex<Option<CancelReason>>,
-    outcome: watch::Sender<Option<Arc<Outcome>>>,
+    /// Set once, at the call's end; `ended` wakes whoever waits for it. (A watch channel
+    /// would do both, at ten times the size: a waiting call holds it.)
+    outcome: std::sync::OnceLock<Arc<Outcome>>,
+    ended: tokio::sync::Notify,
     detached: AtomicBool,
     /// The client got a call handle instead of the answer (it fetches it with `call_result`).
     handed_off: AtomicBool,
@@ -154,20 +156,15 @@ impl LiveCall {
 
     /// Waits until the call has ended (its record is already committed then).
     pub async fn finished(&self) -> Arc<Outcome> {
-        let mut rx = self.outcome.subscribe();
         loop {
-            if let Some(outcome) = rx.borrow_and_update().clone() {
-                return outcome;
+            // Registered before the outcome is looked at, so an end in between still wakes it.
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if let Some(outcome) = self.outcome.get() {
+                return outcome.clone();
             }
-            if rx.changed().await.is_err() {
-                // The sender lives as long as `self`; unreachable in practice.
-                return Arc::new(Outcome {
-                    state: CallState::Failed,
-                    result: CallToolResult::error(vec![ContentBlock::text(
-                        "call ended without an outcome",
-                    )]),
-                });
-            }
+            ended.await;
         }
     }
 
@@ -188,7 +185,7 @@ impl LiveCall {
 
     /// The outcome, if the call has ended.
     pub fn outcome(&self) -> Option<Arc<Outcome>> {
-        self.outcome.borrow().clone()
+        self.outcome.get().cloned()
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -371,7 +368,8 @@ impl Calls {
             dedupe_key,
             cancel: CancellationToken::new(),
             cancel_reason: Mutex::new(None),
-            outcome: watch::Sender::new(None),
+            outcome: std::sync::OnceLock::new(),
+            ended: tokio::sync::Notify::new(),
             detached: AtomicBool::new(false),
             handed_off: AtomicBool::new(false),
             started_at_ms: Mutex::new(None),
@@ -639,8 +637,9 @@ impl Calls {
         }
         // The record keeps the whole answer; the client gets what it accepts.
         let result = output::fitted(result, self.max_output_tokens, &call.id).await;
-        call.outcome
-            .send_replace(Some(Arc::new(Outcome { state, result })));
+        // A call ends once (`finish` is its supervisor's last step).
+        let _ = call.outcome.set(Arc::new(Outcome { state, result }));
+        call.ended.notify_waiters();
         self.live().remove(call);
         self.events.publish(|| events::CallEvent::Ended {
             id: call.id.clone(),

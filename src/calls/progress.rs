@@ -1,13 +1,14 @@
 //! What a running call is doing right now: stage, model, tokens — and the human line for it.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 use crate::providers::CallObserver;
 
-/// A running call's latest state, published through a watch channel.
+/// A running call's latest state.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub tool: String,
@@ -103,7 +104,11 @@ const MOST_STAGES_KEPT: usize = 64;
 /// The writing side: tools and providers report here.
 #[derive(Debug)]
 pub struct Progress {
-    tx: watch::Sender<Snapshot>,
+    /// Read by the heartbeat, the page and the record; written by the tool and its provider.
+    now: Mutex<Snapshot>,
+    /// Wakes whoever waits for the next stage. (A watch channel would do both, at several
+    /// times the size: every call in flight holds one.)
+    stage_moved: Notify,
     /// Notifications actually sent to the client, and the last message.
     sent: Mutex<(i64, Option<String>)>,
     /// The stages entered so far (the page's progress history).
@@ -115,7 +120,8 @@ pub struct Progress {
 impl Progress {
     pub fn new(tool: &str) -> Self {
         Self {
-            tx: watch::Sender::new(Snapshot::new(tool)),
+            now: Mutex::new(Snapshot::new(tool)),
+            stage_moved: Notify::new(),
             sent: Mutex::new((0, None)),
             stages: Mutex::new(Vec::new()),
             user: None,
@@ -136,46 +142,59 @@ impl Progress {
             .clone()
     }
 
-    /// Keeps a stage the call just entered.
-    fn remember(&self, moved: bool) {
-        if !moved {
+    fn now(&self) -> MutexGuard<'_, Snapshot> {
+        self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves the call to `stage` (through `enter`); when it moved, keeps the stage and wakes
+    /// whoever waits for the next one.
+    fn moved(&self, enter: impl FnOnce(&mut Snapshot) -> bool) {
+        let mut now = self.now();
+        if !enter(&mut now) {
             return;
         }
-        let snapshot = self.tx.borrow();
         let mut stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
         if stages.len() < MOST_STAGES_KEPT {
             stages.push(StageSeen {
-                at_ms: snapshot.started.elapsed().as_millis() as u64,
-                stage: snapshot.stage.clone(),
+                at_ms: now.started.elapsed().as_millis() as u64,
+                stage: now.stage.clone(),
             });
         }
+        drop(stages);
+        drop(now);
+        self.stage_moved.notify_waiters();
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
-        self.tx.subscribe()
+    /// Completes at the next stage change after it is enabled (or first polled): enable it,
+    /// then read [`Progress::stage_version`], and no change in between is missed.
+    pub fn next_stage(&self) -> Notified<'_> {
+        self.stage_moved.notified()
+    }
+
+    /// Bumped on every stage change.
+    pub fn stage_version(&self) -> u64 {
+        self.now().stage_version
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        self.tx.borrow().clone()
+        self.now().clone()
     }
 
     /// A new stage of the call (not the model's output): the output, if any, has ended.
     pub fn set_stage(&self, stage: impl Into<String>) {
         let stage = stage.into();
-        let moved = self.tx.send_if_modified(|s| {
+        self.moved(|s| {
             s.output_since = None;
             s.enter(stage)
         });
-        self.remember(moved);
     }
 
     /// A stage of the model's output; the first one starts the output's clock.
     fn set_output_stage(&self, stage: String) {
-        let moved = self.tx.send_if_modified(|s| {
+        self.moved(|s| {
             s.output_since.get_or_insert_with(Instant::now);
             s.enter(stage)
         });
-        self.remember(moved);
     }
 
     /// Remembers a progress line that went to the client; returns the new count.
@@ -207,21 +226,18 @@ impl CallObserver for Progress {
         self.set_output_stage(stage);
     }
     fn model(&self, provider: &str, model: &str) {
-        self.tx.send_modify(|s| {
-            s.provider = Some(provider.to_string());
-            s.model = Some(model.to_string());
-        });
+        let mut now = self.now();
+        now.provider = Some(provider.to_string());
+        now.model = Some(model.to_string());
     }
     fn tokens(&self, count: u64, reasoning: bool) {
-        // send_if_modified(false): token counts are read by the heartbeat, they wake nobody.
-        self.tx.send_if_modified(|s| {
-            if reasoning {
-                s.reasoning_tokens += count;
-            } else {
-                s.tokens_out += count;
-            }
-            false
-        });
+        // Token counts are read by the heartbeat: they wake nobody.
+        let mut now = self.now();
+        if reasoning {
+            now.reasoning_tokens += count;
+        } else {
+            now.tokens_out += count;
+        }
     }
 }
 

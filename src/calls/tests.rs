@@ -96,11 +96,15 @@ fn answer_of(outcome: &Outcome) -> Value {
 
 /// Waits until the call's stage is `stage`.
 async fn stage_reaches(call: &LiveCall, stage: &str) {
-    let mut progress = call.progress.subscribe();
-    progress
-        .wait_for(|snapshot| snapshot.stage == stage)
-        .await
-        .expect("the call's progress is published");
+    loop {
+        let next = call.progress.next_stage();
+        tokio::pin!(next);
+        next.as_mut().enable();
+        if call.progress.snapshot().stage == stage {
+            return;
+        }
+        next.await;
+    }
 }
 
 fn chat(model: &str) -> Value {

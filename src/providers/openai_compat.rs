@@ -322,11 +322,15 @@ impl OpenAiCompatible {
         observer.stage(waiting);
         tracing::info!(provider = %self.name, model = %model.id, attempt, searching, "provider request sent");
         let started = Instant::now();
-        // The body tree is dropped once serialized, not kept for the whole (long) stream.
+        // The body tree is dropped once serialized, not kept for the whole (long) stream; the
+        // bytes are kept until the answer's headers (the client may resend them), so they
+        // are cut to their length rather than left with the room serializing grew.
         let (send, _connection) = {
-            let body = self.body(url, model, request);
+            let mut body = self.body(url, model, request).to_string().into_bytes();
+            body.shrink_to_fit();
             let (builder, connection) = self.request(reqwest::Method::POST, url);
-            (builder.json(&body).send(), connection)
+            let builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json");
+            (builder.body(body).send(), connection)
         };
         let counted = metrics::ProviderRequest::sent(&self.metrics_name);
         let response = match tokio::time::timeout(self.idle_timeout, send).await {
@@ -356,7 +360,9 @@ impl OpenAiCompatible {
             });
         }
         if !status.is_success() {
-            return Err(self.refused(model, response).await);
+            // Boxed, as the other ends below: an attempt's future is sized by its largest
+            // step, and a call holds it for as long as it waits on the model.
+            return Err(Box::pin(self.refused(model, response)).await);
         }
         let mut collected = Collected::default();
         // Some servers ignore `stream: true` and send one JSON completion.
@@ -366,7 +372,7 @@ impl OpenAiCompatible {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("json"));
         if whole_json {
-            let text = self.whole_body(model, response).await?;
+            let text = Box::pin(self.whole_body(model, response)).await?;
             let completion: Completion =
                 serde_json::from_slice(&text).map_err(|e| ProviderError::Garbage {
                     provider: self.name.clone(),
@@ -396,7 +402,7 @@ impl OpenAiCompatible {
             self.read_events(model, response, observer, started, state, &mut collected)
                 .await?;
         }
-        self.finish(model, request, collected, state, started).await
+        Box::pin(self.finish(model, request, collected, state, started)).await
     }
 
     /// Reads the SSE stream into `collected`, bounded by the first-token and idle timeouts

@@ -11,7 +11,7 @@ use super::{ExaiTool, ToolContext, ToolFuture, answer, definition, parse_argumen
 use crate::calls::{FailureKind, ToolFailure};
 use crate::files;
 use crate::providers::Need;
-use crate::threads::Turn;
+use crate::threads::{Thread, Turn};
 
 pub(super) const SYSTEM_PROMPT: &str = include_str!("prompts/chat.txt");
 
@@ -111,7 +111,7 @@ impl ExaiTool for Chat {
             if let Some(complaint) = consult::relative_path(&asked_files) {
                 return Err(bad(complaint));
             }
-            let mut thread = consult::thread(&ctx, args.continuation_id.as_deref()).await?;
+            let thread = consult::thread(&ctx, args.continuation_id.as_deref()).await?;
             let target = consult::choose(&ctx, args.model.as_deref(), Need::Deep)?;
             let consulted = consult::ask_and_record(
                 &ctx,
@@ -128,50 +128,72 @@ impl ExaiTool for Chat {
                 },
             )
             .await?;
-            let answer = &consulted.response;
-
-            let turns = vec![
-                Turn::asked("chat", args.prompt.clone(), asked_files),
-                Turn::answered(
-                    "chat",
-                    answer.text.clone(),
-                    Some(answer.model.clone()),
-                    consulted.reasoning_to_keep(),
-                ),
-            ];
-            let memory_note = consult::remember(&ctx, &mut thread, turns).await;
-
-            let layout = answer::Layout {
-                show_reasoning: args.show_reasoning.unwrap_or(false),
-                max_output_tokens: ctx.config.max_output_tokens,
-            };
-            // Shown reasoning may need cutting to a token budget: counting is CPU work.
-            let (mut content, mut notes) = if layout.show_reasoning {
-                let response = answer.clone();
-                crate::spawn::blocking(move || answer::lay_out(&response, layout))
-                    .await
-                    .map_err(consult::blocking_failure)?
-            } else {
-                answer::lay_out(answer, layout)
-            };
-            notes.extend(consulted.notes());
-            notes.extend(memory_note);
-            notes.push(format!(
-                "continuation_id: {} — pass it to continue this conversation (with chat or another tool).",
-                thread.id
-            ));
-            content.push(ContentBlock::text(notes.join("\n\n")));
-            let mut result = CallToolResult::success(content);
-            result.structured_content = Some(json!({
-                "continuation_id": thread.id,
-                "model": answer.model,
-                "provider": answer.provider,
-                "files_embedded": consulted.embedded.files.len(),
-                "files_skipped": consulted.embedded.skipped.iter().map(|s| json!({"path": s.path, "why": s.why})).collect::<Vec<_>>(),
-                "sources": answer.sources,
-                "web_searches": answer.web_searches,
-            }));
-            Ok(result)
+            // Boxed: laying out the answer is large and brief, and the future above is what
+            // a call holds for as long as it waits on the model.
+            Box::pin(reply(
+                &ctx,
+                args.prompt,
+                args.show_reasoning.unwrap_or(false),
+                asked_files,
+                thread,
+                consulted,
+            ))
+            .await
         })
     }
+}
+
+/// The model's answer laid out for the client, its turns kept in the conversation.
+async fn reply(
+    ctx: &ToolContext,
+    prompt: String,
+    show_reasoning: bool,
+    asked_files: Vec<String>,
+    mut thread: Thread,
+    consulted: consult::Answer,
+) -> Result<CallToolResult, ToolFailure> {
+    let answer = &consulted.response;
+
+    let turns = vec![
+        Turn::asked("chat", prompt, asked_files),
+        Turn::answered(
+            "chat",
+            answer.text.clone(),
+            Some(answer.model.clone()),
+            consulted.reasoning_to_keep(),
+        ),
+    ];
+    let memory_note = consult::remember(ctx, &mut thread, turns).await;
+
+    let layout = answer::Layout {
+        show_reasoning,
+        max_output_tokens: ctx.config.max_output_tokens,
+    };
+    // Shown reasoning may need cutting to a token budget: counting is CPU work.
+    let (mut content, mut notes) = if layout.show_reasoning {
+        let response = answer.clone();
+        crate::spawn::blocking(move || answer::lay_out(&response, layout))
+            .await
+            .map_err(consult::blocking_failure)?
+    } else {
+        answer::lay_out(answer, layout)
+    };
+    notes.extend(consulted.notes());
+    notes.extend(memory_note);
+    notes.push(format!(
+        "continuation_id: {} — pass it to continue this conversation (with chat or another tool).",
+        thread.id
+    ));
+    content.push(ContentBlock::text(notes.join("\n\n")));
+    let mut result = CallToolResult::success(content);
+    result.structured_content = Some(json!({
+        "continuation_id": thread.id,
+        "model": answer.model,
+        "provider": answer.provider,
+        "files_embedded": consulted.embedded.files.len(),
+        "files_skipped": consulted.embedded.skipped.iter().map(|s| json!({"path": s.path, "why": s.why})).collect::<Vec<_>>(),
+        "sources": answer.sources,
+        "web_searches": answer.web_searches,
+    }));
+    Ok(result)
 }

@@ -526,7 +526,9 @@ pub async fn ask(
             )
         };
 
-    let mut messages = vec![ChatMessage::system(system)];
+    // Sized to hold exactly what follows: the request lives as long as the call waits.
+    let mut messages = Vec::with_capacity(history.len() + 2);
+    messages.push(ChatMessage::system(system));
     // History and file text move into the messages: a long call keeps one copy, not two.
     messages.extend(history.into_iter().map(|(turn, files_text)| {
         if turn.role == "assistant" {
