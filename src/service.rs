@@ -563,7 +563,7 @@ impl ExaiService {
             .for_client(&settings.config, call.origin.client_name.as_deref())
             .await;
         let tool_answer_by = answer_deadline(call.received_at, patience, call.deadline);
-        let span = tracing::info_span!("call", call_id = %call.id, tool = %call.tool, session = %self.session.id);
+        let span = call.span.clone();
         let tool_context = ToolContext {
             call: call.clone(),
             calls: self.app.calls.clone(),

@@ -131,6 +131,9 @@ pub struct LiveCall {
     record: Mutex<Recording>,
     /// The conversation the call added turns to, recorded with its end.
     thread: Mutex<Option<String>>,
+    /// The call's span (`call_id`, `tool`, `session`): one for the call's work and for the
+    /// request waiting on it, made once (each span keeps its fields rendered for the log).
+    pub span: tracing::Span,
 }
 
 impl LiveCall {
@@ -356,7 +359,9 @@ impl Calls {
         // behind: the record then goes in as the call starts, with no wait.
         let room = self.store.room_for_insert().await.ok();
         let progress = Progress::new(tool).of_user(origin.caller.user_name());
+        let span = tracing::info_span!("call", call_id = %id, tool, session = %origin.session_id);
         let call = Arc::new(LiveCall {
+            span,
             id: id.clone(),
             tool: tool.to_string(),
             origin,
@@ -416,7 +421,7 @@ impl Calls {
             }
         }
         let calls = self.clone();
-        let span = tracing::info_span!("call", call_id = %call.id, tool = %call.tool, session = %call.origin.session_id);
+        let span = call.span.clone();
         crate::spawn::in_span(span, async move { calls.supervise(call, work).await });
     }
 

@@ -617,7 +617,11 @@ impl OpenAiCompatible {
         if answer.tokens_out.is_none() || answer.tokens_in.is_none() {
             let mut produced = vec![collected.text.clone(), collected.reasoning.clone()];
             produced.extend(tool_calls.iter().map(|c| c.function.arguments.clone()));
-            let prompt: Vec<String> = request.messages.iter().map(|m| m.content.clone()).collect();
+            let prompt: Vec<String> = request
+                .messages
+                .iter()
+                .map(|m| m.content.to_string())
+                .collect();
             let counted = crate::spawn::blocking(move || {
                 let out: usize = produced.iter().map(|t| crate::tokens::count(t)).sum();
                 let input: usize = prompt.iter().map(|t| crate::tokens::count(t) + 4).sum();

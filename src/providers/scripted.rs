@@ -292,7 +292,7 @@ fn last_user(request: &ChatRequest) -> String {
         .iter()
         .rev()
         .find(|m| m.role == "user")
-        .map(|m| m.content.clone())
+        .map(|m| m.content.to_string())
         .unwrap_or_default()
 }
 

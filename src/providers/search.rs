@@ -151,14 +151,14 @@ pub(crate) fn search_turn(
     let reasoning = round.reasoning.or_else(|| thinks.then(String::new));
     let mut turn = vec![ChatMessage {
         role: "assistant",
-        content: round.text,
+        content: round.text.into(),
         reasoning_content: reasoning,
         tool_calls: calls.clone(),
         ..ChatMessage::default()
     }];
     turn.extend(calls.into_iter().map(|call| ChatMessage {
         role: "tool",
-        content: call.function.arguments,
+        content: call.function.arguments.into(),
         tool_call_id: Some(call.id),
         name: Some(call.function.name),
         ..ChatMessage::default()

@@ -1,6 +1,7 @@
 //! The wire types of one model call: the messages and request sent, the answer and usage
 //! received, tool calls and the web pages an answer drew on.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -9,7 +10,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, Default)]
 pub struct ChatMessage {
     pub role: &'static str,
-    pub content: String,
+    /// Borrowed where it is a tool's own text (a system prompt), so a call waiting on a model
+    /// holds no copy of it.
+    pub content: Cow<'static, str>,
     /// Images shown with a user message, as data URLs.
     pub images: Vec<String>,
     /// An assistant turn's reasoning, sent back where the platform wants it (Kimi).
@@ -55,7 +58,7 @@ impl Serialize for ChatMessage {
 }
 
 impl ChatMessage {
-    fn plain(role: &'static str, content: String) -> Self {
+    fn plain(role: &'static str, content: Cow<'static, str>) -> Self {
         Self {
             role,
             content,
@@ -63,15 +66,15 @@ impl ChatMessage {
         }
     }
 
-    pub fn system(content: impl Into<String>) -> Self {
+    pub fn system(content: impl Into<Cow<'static, str>>) -> Self {
         Self::plain("system", content.into())
     }
 
-    pub fn user(content: impl Into<String>) -> Self {
+    pub fn user(content: impl Into<Cow<'static, str>>) -> Self {
         Self::plain("user", content.into())
     }
 
-    pub fn assistant(content: impl Into<String>) -> Self {
+    pub fn assistant(content: impl Into<Cow<'static, str>>) -> Self {
         Self::plain("assistant", content.into())
     }
 }
@@ -128,7 +131,7 @@ impl ChatRequest {
     /// One user message and nothing else set, a minute to answer it (for tests).
     pub(crate) fn question(text: &str) -> Self {
         Self {
-            messages: vec![ChatMessage::user(text)],
+            messages: vec![ChatMessage::user(text.to_string())],
             temperature: None,
             thinking: None,
             web_search: false,

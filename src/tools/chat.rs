@@ -117,7 +117,7 @@ impl ExaiTool for Chat {
                 &ctx,
                 target,
                 Question {
-                    system: SYSTEM_PROMPT,
+                    system: SYSTEM_PROMPT.into(),
                     prompt: &args.prompt,
                     files: asked_files.clone(),
                     thread: Some(&thread),

@@ -2,6 +2,8 @@
 //! and given a stance; the answer gathers their verdicts and a synthesis. One model failing
 //! does not sink the rest.
 
+use std::borrow::Cow;
+
 use std::sync::Arc;
 
 use futures::future::join_all;
@@ -273,7 +275,7 @@ impl Voice {
     async fn ask(
         &self,
         ctx: &ToolContext,
-        system: &str,
+        system: Cow<'static, str>,
         prompt: &str,
         files: Vec<String>,
         images: Vec<String>,
@@ -297,7 +299,7 @@ impl Voice {
                 .await
             }
             Voice::Cli { spec, label } => {
-                super::clink::ask_cli(ctx, spec, label, system, prompt, files, images).await
+                super::clink::ask_cli(ctx, spec, label, &system, prompt, files, images).await
             }
         }
     }
@@ -426,7 +428,9 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
         let images = args.images.clone();
         let board = board.clone();
         async move {
-            let outcome = target.ask(&ctx, &system, &proposal, files, images).await;
+            let outcome = target
+                .ask(&ctx, system.into(), &proposal, files, images)
+                .await;
             board.done(at, outcome.is_ok());
             ctx.call.progress.set_stage(board.line());
             outcome
@@ -522,7 +526,13 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
             prompt.push_str("## Evaluations\n\n");
             prompt.push_str(&texts.join("\n\n"));
             match writer
-                .ask(&ctx, SYNTHESIS_PROMPT, &prompt, Vec::new(), Vec::new())
+                .ask(
+                    &ctx,
+                    SYNTHESIS_PROMPT.into(),
+                    &prompt,
+                    Vec::new(),
+                    Vec::new(),
+                )
                 .await
             {
                 Ok(answer) => {

@@ -1,6 +1,8 @@
 //! Asking a model on a tool's behalf: history and files fitted into the model's context, one
 //! streaming call with progress, and what it cost recorded on the call.
 
+use std::borrow::Cow;
+
 use super::{ToolContext, dry_run, extract};
 use crate::calls::{FailureKind, ToolFailure, Usage};
 use crate::config::ProviderKind;
@@ -13,7 +15,8 @@ use crate::tokens;
 
 /// What to ask.
 pub struct Question<'a> {
-    pub system: &'a str,
+    /// Borrowed when it is the tool's own text.
+    pub system: Cow<'static, str>,
     /// The request itself; files are shown before it.
     pub prompt: &'a str,
     /// Absolute paths to embed, within what the model's context leaves.
@@ -437,10 +440,13 @@ fn cache_key(thread_id: &str) -> String {
 
 /// A tool's system prompt with the locale's instruction, when one is set, after it: the
 /// tool's text stays the prefix it always is.
-fn system_prompt(tool_prompt: &str, locale: Option<&crate::config::locale::Locale>) -> String {
+fn system_prompt(
+    tool_prompt: Cow<'static, str>,
+    locale: Option<&crate::config::locale::Locale>,
+) -> Cow<'static, str> {
     match locale {
-        Some(locale) => format!("{tool_prompt}\n\n{}", locale.instruction()),
-        None => tool_prompt.to_string(),
+        Some(locale) => Cow::Owned(format!("{tool_prompt}\n\n{}", locale.instruction())),
+        None => tool_prompt,
     }
 }
 
@@ -500,7 +506,7 @@ pub async fn ask(
             let fitting = Fitting {
                 context: target.model.context_window as usize,
                 max_output: model_output as usize,
-                system: system.clone(),
+                system: system.to_string(),
                 prompt: question.prompt.to_string(),
                 thread: question.thread.cloned(),
                 files: wanted,

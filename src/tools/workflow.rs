@@ -733,7 +733,7 @@ async fn ask_expert<W: Workflow>(
         ctx,
         target,
         Question {
-            system: W::PROMPT,
+            system: W::PROMPT.into(),
             prompt: &prompt,
             files: steps.relevant_files(),
             thread: None,

@@ -124,7 +124,7 @@ fn message_of(m: &Value) -> ChatMessage {
     let text = |key: &str| m[key].as_str().map(String::from);
     ChatMessage {
         role,
-        content,
+        content: content.into(),
         images,
         reasoning_content: text("reasoning_content"),
         tool_calls: m["tool_calls"]
@@ -160,7 +160,7 @@ fn messages_for(case: &Case, fixture: &[Value]) -> Vec<ChatMessage> {
         .expect("an assistant turn");
     let turn = message_of(&fixture[asked]);
     let round = ChatResponse {
-        text: turn.content,
+        text: turn.content.to_string(),
         reasoning: turn.reasoning_content,
         ..ChatResponse::default()
     };
