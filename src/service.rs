@@ -301,7 +301,7 @@ impl rmcp::Service<RoleServer> for ExaiServer {
 }
 
 /// A `tools/call` as `call_tool` received it.
-type HandedCall = (CallToolRequestParams, RequestContext<RoleServer>);
+type HandedCall = (Box<CallToolRequestParams>, RequestContext<RoleServer>);
 
 /// Where `call_tool`, reached through `ExaiServer`, leaves the call for it to run.
 #[derive(Clone, Default)]
@@ -309,7 +309,7 @@ struct CallHandoff(Arc<Mutex<Option<HandedCall>>>);
 
 impl CallHandoff {
     fn hand_back(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((request, context));
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Box::new(request), context));
     }
 
     fn take(&self) -> Option<HandedCall> {
@@ -741,91 +741,103 @@ impl ExaiService {
 
     /// A `tools/call`: opens the call, then waits for its outcome (or hands back a task or a
     /// call handle) within the client's patience.
-    async fn run_call(
+    ///
+    /// The request comes boxed and the context is used where it was captured: a call holds
+    /// this future for as long as it waits, and an argument an `async fn` takes by value keeps
+    /// its room there (often twice: as received and as moved into the body).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep room for its arguments beside what its body moves them to"
+    )]
+    fn run_call(
         &self,
-        request: CallToolRequestParams,
+        request: Box<CallToolRequestParams>,
         context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, McpError> {
-        let Opened {
-            call,
-            tool,
-            request_id,
-            patience,
-            progress_interval,
-            span,
-        } = Box::pin(self.open_call(request, &context, false)).await?;
-        // Only long tools can outlast a client; the rest (call_result included) answer in time by design.
-        let answer_by = answer_deadline(call.received_at, patience, call.deadline)
-            .filter(|_| tool.may_run_long());
-        let as_task = tool.may_run_long()
-            && context
-                .client_capabilities()
-                .is_some_and(|c| c.supports_tasks());
-        if as_task {
-            // The client polls tasks/get; the result waits in the call.
-            Box::pin(self.keep_for_later(&call, &request_id, Delivery::TaskCreated)).await;
-            if let Err(error) =
-                Box::pin(self.app.calls.store().set_task(&call.id, "extension")).await
-            {
-                tracing::warn!(call_id = %call.id, %error, "could not mark the call as a task");
-            }
-            tracing::info!(call_id = %call.id, "answered with a task");
-            return Ok(CallToolResponse::Task(CreateTaskResult::new(
-                crate::tasks::working(
-                    &call,
-                    call.received_at_ms,
-                    self.app.settings().config.result_ttl.as_millis() as u64,
-                ),
-            )));
-        }
-        let token = context.meta.get_progress_token();
-        // 2026-07-28 over HTTP: closing the request's stream is how a client cancels.
-        let disconnect_cancels = self.session.transport == TransportKind::Http && is_2026(&context);
-        let outcome = self
-            .await_outcome(
-                &call,
-                token,
-                &context.peer,
-                context.ct.clone(),
-                Waiting {
-                    disconnect_cancels,
-                    answer_by,
-                    heartbeat: progress_interval,
-                },
-            )
-            .instrument(span.clone())
-            .await;
-        match outcome {
-            Waited::AnswerNow => {
-                Box::pin(self.keep_for_later(&call, &request_id, Delivery::HandleSent)).await;
-                tracing::info!(call_id = %call.id, patience_s = patience.as_secs(), "answering with a call handle; the call goes on");
-                Ok(CallToolResponse::Complete(background_answer(&call)))
-            }
-            Waited::Done(outcome) => {
-                if !self.session.transport_reports_delivery() {
-                    self.session.take_call_for_response(&request_id);
-                    let store = self.app.calls.store();
-                    let _ = Box::pin(store.note_delivery(&call.id, Delivery::HandedToHttp)).await;
+    ) -> impl Future<Output = Result<CallToolResponse, McpError>> + Send + '_ {
+        async move {
+            let Opened {
+                call,
+                tool,
+                request_id,
+                patience,
+                progress_interval,
+                span,
+            } = Box::pin(self.open_call(*request, &context, false)).await?;
+            // Only long tools can outlast a client; the rest (call_result included) answer in time by design.
+            let answer_by = answer_deadline(call.received_at, patience, call.deadline)
+                .filter(|_| tool.may_run_long());
+            let as_task = tool.may_run_long()
+                && context
+                    .client_capabilities()
+                    .is_some_and(|c| c.supports_tasks());
+            if as_task {
+                // The client polls tasks/get; the result waits in the call.
+                Box::pin(self.keep_for_later(&call, &request_id, Delivery::TaskCreated)).await;
+                if let Err(error) =
+                    Box::pin(self.app.calls.store().set_task(&call.id, "extension")).await
+                {
+                    tracing::warn!(call_id = %call.id, %error, "could not mark the call as a task");
                 }
-                Ok(CallToolResponse::Complete(outcome.result.clone()))
+                tracing::info!(call_id = %call.id, "answered with a task");
+                return Ok(CallToolResponse::Task(CreateTaskResult::new(
+                    crate::tasks::working(
+                        &call,
+                        call.received_at_ms,
+                        self.app.settings().config.result_ttl.as_millis() as u64,
+                    ),
+                )));
             }
-            // The client cancelled or left; rmcp drops whatever we answer now.
-            Waited::Gone => {
-                // Keep the request → call link until the call ends: a `notifications/cancelled`
-                // for this request may still be on its way to `on_cancelled`.
-                let session = self.session.clone();
-                let running = call.clone();
-                crate::spawn::in_current_span(async move {
-                    running.finished().await;
-                    session.take_call_for_response(&request_id);
-                });
-                // rmcp drops this answer (the request is gone); a plain result keeps its log quiet.
-                Ok(CallToolResponse::Complete(CallToolResult::error(vec![
-                    ContentBlock::text(format!(
-                        "the client stopped waiting for call {}; it goes on: fetch it with call_result",
-                        call.id
-                    )),
-                ])))
+            let token = context.meta.get_progress_token();
+            // 2026-07-28 over HTTP: closing the request's stream is how a client cancels.
+            let disconnect_cancels =
+                self.session.transport == TransportKind::Http && is_2026(&context);
+            let outcome = self
+                .await_outcome(
+                    &call,
+                    token,
+                    &context.peer,
+                    context.ct.clone(),
+                    Waiting {
+                        disconnect_cancels,
+                        answer_by,
+                        heartbeat: progress_interval,
+                    },
+                )
+                .instrument(span.clone())
+                .await;
+            match outcome {
+                Waited::AnswerNow => {
+                    Box::pin(self.keep_for_later(&call, &request_id, Delivery::HandleSent)).await;
+                    tracing::info!(call_id = %call.id, patience_s = patience.as_secs(), "answering with a call handle; the call goes on");
+                    Ok(CallToolResponse::Complete(background_answer(&call)))
+                }
+                Waited::Done(outcome) => {
+                    if !self.session.transport_reports_delivery() {
+                        self.session.take_call_for_response(&request_id);
+                        let store = self.app.calls.store();
+                        let _ =
+                            Box::pin(store.note_delivery(&call.id, Delivery::HandedToHttp)).await;
+                    }
+                    Ok(CallToolResponse::Complete(outcome.result.clone()))
+                }
+                // The client cancelled or left; rmcp drops whatever we answer now.
+                Waited::Gone => {
+                    // Keep the request → call link until the call ends: a `notifications/cancelled`
+                    // for this request may still be on its way to `on_cancelled`.
+                    let session = self.session.clone();
+                    let running = call.clone();
+                    crate::spawn::in_current_span(async move {
+                        running.finished().await;
+                        session.take_call_for_response(&request_id);
+                    });
+                    // rmcp drops this answer (the request is gone); a plain result keeps its log quiet.
+                    Ok(CallToolResponse::Complete(CallToolResult::error(vec![
+                        ContentBlock::text(format!(
+                            "the client stopped waiting for call {}; it goes on: fetch it with call_result",
+                            call.id
+                        )),
+                    ])))
+                }
             }
         }
     }
@@ -916,7 +928,7 @@ impl ServerHandler for ExaiService {
                     Vec::new(),
                 )))
             }
-            None => Box::pin(self.run_call(request, context)).await,
+            None => Box::pin(self.run_call(Box::new(request), context)).await,
         }
     }
 
@@ -1054,7 +1066,7 @@ mod tests {
         let dispatched = future_size::<&'static ExaiService, ClientRequest, Context, _>(
             <ExaiService as rmcp::Service<RoleServer>>::handle_request,
         );
-        let call = future_size::<&'static ExaiService, CallToolRequestParams, Context, _>(
+        let call = future_size::<&'static ExaiService, Box<CallToolRequestParams>, Context, _>(
             ExaiService::run_call,
         );
         // What a waiting call's task holds beyond the call's own future: a few pointers and

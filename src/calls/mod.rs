@@ -642,10 +642,13 @@ impl Calls {
         }
         // The record keeps the whole answer; the client gets what it accepts.
         let result = output::fitted(result, self.max_output_tokens, &call.id).await;
+        // Out of the live calls before its waiters hear the end: a lookup by id from then on
+        // reads the (already final) record, never this call under an id it may have proposed
+        // and lost to an earlier record.
+        self.live().remove(call);
         // A call ends once (`finish` is its supervisor's last step).
         let _ = call.outcome.set(Arc::new(Outcome { state, result }));
         call.ended.notify_waiters();
-        self.live().remove(call);
         self.events.publish(|| events::CallEvent::Ended {
             id: call.id.clone(),
             tool: call.tool.clone(),

@@ -30,7 +30,9 @@ where
 {
     let mut n = 1;
     loop {
-        match attempt(n).await {
+        // The error is gone before the wait: what a call's future holds for the wait is its
+        // own state, not the last error's.
+        let wait = match attempt(n).await {
             Ok(mut answer) => {
                 answer.attempts = n;
                 return Ok(answer);
@@ -57,10 +59,11 @@ where
                     n + 1,
                     policy.max_attempts
                 ));
-                tokio::time::sleep(wait).await;
-                n += 1;
+                wait
             }
-        }
+        };
+        tokio::time::sleep(wait).await;
+        n += 1;
     }
 }
 

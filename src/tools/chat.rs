@@ -77,54 +77,71 @@ impl ExaiTool for Chat {
 
     fn run(&self, arguments: JsonObject, ctx: ToolContext) -> ToolFuture {
         Box::pin(async move {
-            let mut args: ChatArguments = parse_arguments("chat", arguments)?;
+            // Taken apart at once: the arguments as a whole would be kept for the call's wait,
+            // where only the prompt, the files and one flag are still needed.
+            let ChatArguments {
+                mut prompt,
+                model,
+                files,
+                continuation_id,
+                temperature,
+                thinking_mode,
+                use_websearch,
+                show_reasoning,
+                images,
+            } = parse_arguments("chat", arguments)?;
+            let mut asked_files = files.unwrap_or_default();
             // A prompt too big for MCP comes back as a file named prompt.txt.
-            if let Some(files) = &mut args.files
-                && let Some(at) = files.iter().position(|f| {
-                    std::path::Path::new(f)
-                        .file_name()
-                        .is_some_and(|n| n == "prompt.txt")
-                })
-            {
-                let path = files.remove(at);
+            if let Some(at) = asked_files.iter().position(|f| {
+                std::path::Path::new(f)
+                    .file_name()
+                    .is_some_and(|n| n == "prompt.txt")
+            }) {
+                let path = asked_files.remove(at);
                 let roots = files::Policy::of(&ctx.config);
                 let text = crate::spawn::blocking(move || files::read_prompt_file(&path, &roots))
                     .await
                     .map_err(consult::blocking_failure)?
                     .map_err(|why| bad(format!("prompt.txt: {why}")))?;
-                args.prompt = if args.prompt.trim().is_empty() {
+                prompt = if prompt.trim().is_empty() {
                     text
                 } else {
-                    format!("{text}\n\n{}", args.prompt)
+                    format!("{text}\n\n{prompt}")
                 };
-            } else if let Some(answer) = consult::too_long(&ctx, "chat", "prompt", &args.prompt) {
+            } else if let Some(answer) = consult::too_long(&ctx, "chat", "prompt", &prompt) {
                 return Ok(answer);
             }
-            if args.prompt.trim().is_empty() {
+            if prompt.trim().is_empty() {
                 return Err(bad(
                     "`prompt` is empty: give the question, or a prompt.txt in `files`".into(),
                 ));
             }
-            consult::check_temperature(args.temperature).map_err(|e| bad(e.to_string()))?;
-            let thinking = consult::thinking_of(args.thinking_mode);
-            let asked_files = args.files.unwrap_or_default();
+            consult::check_temperature(temperature).map_err(|e| bad(e.to_string()))?;
+            let thinking = consult::thinking_of(thinking_mode);
             if let Some(complaint) = consult::relative_path(&asked_files) {
                 return Err(bad(complaint));
             }
-            let thread = consult::thread(&ctx, args.continuation_id.as_deref()).await?;
-            let target = consult::choose(&ctx, args.model.as_deref(), Need::Deep)?;
+            // (In blocks of their own, so the id and the name are not kept for the wait.)
+            let thread = {
+                let id = continuation_id;
+                consult::thread(&ctx, id.as_deref()).await?
+            };
+            let target = {
+                let name = model;
+                consult::choose(&ctx, name.as_deref(), Need::Deep)?
+            };
             let consulted = consult::ask_and_record(
                 &ctx,
                 target,
                 Question {
                     system: SYSTEM_PROMPT.into(),
-                    prompt: &args.prompt,
+                    prompt: &prompt,
                     files: asked_files.clone(),
                     thread: Some(&thread),
-                    temperature: args.temperature,
+                    temperature,
                     thinking,
-                    web_search: args.use_websearch.unwrap_or(false),
-                    images: args.images.clone().unwrap_or_default(),
+                    web_search: use_websearch.unwrap_or(false),
+                    images: images.unwrap_or_default(),
                 },
             )
             .await?;
@@ -132,8 +149,8 @@ impl ExaiTool for Chat {
             // a call holds for as long as it waits on the model.
             Box::pin(reply(
                 &ctx,
-                args.prompt,
-                args.show_reasoning.unwrap_or(false),
+                prompt,
+                show_reasoning.unwrap_or(false),
                 asked_files,
                 thread,
                 consulted,

@@ -285,7 +285,7 @@ impl Voice {
                 consult::ask(
                     ctx,
                     target.clone(),
-                    Question {
+                    &Question {
                         system,
                         prompt,
                         files,

@@ -460,10 +460,10 @@ fn system_prompt(
 pub async fn ask(
     ctx: &ToolContext,
     target: Resolved,
-    question: Question<'_>,
+    question: &Question<'_>,
 ) -> Result<Answer, Failed> {
     let kind = target.endpoint.config.kind;
-    let system = system_prompt(question.system, ctx.config.locale.as_ref());
+    let system = system_prompt(question.system.clone(), ctx.config.locale.as_ref());
     let images = load_images(ctx, &target, &question.images)
         .await
         .map_err(|failure| Failed {
@@ -664,7 +664,8 @@ pub async fn ask_and_record(
     target: Resolved,
     question: Question<'_>,
 ) -> Result<Answer, ToolFailure> {
-    match ask(ctx, target, question).await {
+    // Lent, not moved: each async layer keeps room for what it was given by value.
+    match ask(ctx, target, &question).await {
         Ok(answer) => {
             ctx.call.set_usage(answer.usage());
             ctx.call.set_reasoning(answer.response.reasoning.clone());
