@@ -111,8 +111,9 @@ pub struct LiveCall {
     pub deadline: Instant,
     pub budget: Duration,
     pub progress: Progress,
-    /// Tool, arguments, client and user: an identical call while this one runs attaches to it.
-    pub dedupe_key: String,
+    /// Tool, arguments, client and user (a SHA-256 digest: the arguments, a long prompt among
+    /// them, are not kept twice): an identical call while this one runs attaches to it.
+    pub dedupe_key: DedupeKey,
     cancel: CancellationToken,
     cancel_reason: Mutex<Option<CancelReason>>,
     /// Set once, at the call's end; `ended` wakes whoever waits for it. (A watch channel
@@ -208,14 +209,14 @@ impl LiveCall {
 #[derive(Default)]
 struct Live {
     by_id: HashMap<String, Arc<LiveCall>>,
-    /// By the hash of `dedupe_key`: equal hashes are told apart by the key itself.
-    by_key: HashMap<u64, Vec<Arc<LiveCall>>>,
+    /// By `dedupe_key`.
+    by_key: HashMap<DedupeKey, Vec<Arc<LiveCall>>>,
 }
 
 impl Live {
     fn insert(&mut self, call: Arc<LiveCall>) {
         self.by_key
-            .entry(key_hash(&call.dedupe_key))
+            .entry(call.dedupe_key)
             .or_default()
             .push(call.clone());
         self.by_id.insert(call.id.clone(), call);
@@ -223,19 +224,47 @@ impl Live {
 
     fn remove(&mut self, call: &LiveCall) {
         self.by_id.remove(&call.id);
-        let hash = key_hash(&call.dedupe_key);
-        if let Some(same) = self.by_key.get_mut(&hash) {
+        if let Some(same) = self.by_key.get_mut(&call.dedupe_key) {
             same.retain(|c| c.id != call.id);
             if same.is_empty() {
-                self.by_key.remove(&hash);
+                self.by_key.remove(&call.dedupe_key);
             }
         }
     }
 }
 
-fn key_hash(key: &str) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault};
-    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
+/// What makes two calls identical, digested (see [`LiveCall::dedupe_key`]).
+pub type DedupeKey = [u8; 32];
+
+/// The digest of who asks (user, client) which tool with which arguments. The arguments are
+/// serialized straight into the digest, not into a text kept beside them.
+fn dedupe_key(
+    user: &str,
+    client: &str,
+    tool: &str,
+    arguments: &serde_json::Map<String, Value>,
+) -> DedupeKey {
+    struct Digesting(ring::digest::Context);
+    impl std::io::Write for Digesting {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut digest = Digesting(ring::digest::Context::new(&ring::digest::SHA256));
+    // Each part ends with a separator no name holds, so parts cannot run into each other.
+    for part in [user, client, tool] {
+        digest.0.update(part.as_bytes());
+        digest.0.update(b"\x1f");
+    }
+    // Writing into a digest cannot fail; a map of JSON values always serializes.
+    let _ = serde_json::to_writer(&mut digest, arguments);
+    let mut key = [0; 32];
+    key.copy_from_slice(digest.0.finish().as_ref());
+    key
 }
 
 /// The registry of calls in flight, and the door to their records.
@@ -302,7 +331,7 @@ impl Calls {
         }
         let live = self.live();
         live.by_key
-            .get(&key_hash(&call.dedupe_key))?
+            .get(&call.dedupe_key)?
             .iter()
             .filter(|c| {
                 c.dedupe_key == call.dedupe_key && c.outcome().is_none() && opened(c) < opened(call)
@@ -324,11 +353,11 @@ impl Calls {
         budget: Duration,
     ) -> Result<Arc<LiveCall>, StoreError> {
         // The user is part of it: nobody is handed another person's answer.
-        let dedupe_key = format!(
-            "{}\u{1f}{}\u{1f}{tool}\u{1f}{}",
+        let dedupe_key = dedupe_key(
             origin.caller.user_name().unwrap_or(""),
             origin.client_name.as_deref().unwrap_or(""),
-            serde_json::to_string(arguments).unwrap_or_default()
+            tool,
+            arguments,
         );
         let fresh = || uuid::Uuid::now_v7().to_string();
         let proposed = proposed_id

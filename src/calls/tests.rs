@@ -361,3 +361,29 @@ async fn consensus_survives_a_failing_voice() {
         CallState::Succeeded.to_string()
     );
 }
+
+#[test]
+fn calls_are_identical_only_for_the_same_person_client_tool_and_arguments() {
+    let args = |prompt: &str| {
+        let Value::Object(map) = json!({"prompt": prompt, "model": "glm"}) else {
+            unreachable!("an object")
+        };
+        map
+    };
+    let key = super::dedupe_key("ann", "claude-code", "chat", &args("hi"));
+    assert_eq!(
+        key,
+        super::dedupe_key("ann", "claude-code", "chat", &args("hi"))
+    );
+    for other in [
+        super::dedupe_key("bob", "claude-code", "chat", &args("hi")),
+        super::dedupe_key("ann", "codex", "chat", &args("hi")),
+        super::dedupe_key("ann", "claude-code", "thinkdeep", &args("hi")),
+        super::dedupe_key("ann", "claude-code", "chat", &args("hi!")),
+        // The parts cannot run into each other.
+        super::dedupe_key("annclaude-code", "", "chat", &args("hi")),
+        super::dedupe_key("ann", "claude-codechat", "", &args("hi")),
+    ] {
+        assert_ne!(key, other);
+    }
+}
