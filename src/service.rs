@@ -394,7 +394,6 @@ struct Opened {
     pub patience: std::time::Duration,
     /// The heartbeat of its progress notifications.
     pub progress_interval: std::time::Duration,
-    pub span: tracing::Span,
 }
 
 impl ExaiService {
@@ -563,7 +562,6 @@ impl ExaiService {
             .for_client(&settings.config, call.origin.client_name.as_deref())
             .await;
         let tool_answer_by = answer_deadline(call.received_at, patience, call.deadline);
-        let span = call.span.clone();
         let tool_context = ToolContext {
             call: call.clone(),
             calls: self.app.calls.clone(),
@@ -587,7 +585,6 @@ impl ExaiService {
             request_id,
             patience,
             progress_interval: settings.config.progress_interval,
-            span,
         })
     }
 
@@ -761,7 +758,6 @@ impl ExaiService {
                 request_id,
                 patience,
                 progress_interval,
-                span,
             } = Box::pin(self.open_call(*request, &context, false)).await?;
             // Only long tools can outlast a client; the rest (call_result included) answer in time by design.
             let answer_by = answer_deadline(call.received_at, patience, call.deadline)
@@ -803,7 +799,7 @@ impl ExaiService {
                         heartbeat: progress_interval,
                     },
                 )
-                .instrument(span.clone())
+                .instrument(call.span.clone())
                 .await;
             match outcome {
                 Waited::AnswerNow => {
