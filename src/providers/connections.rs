@@ -8,11 +8,20 @@
 //! (each keeps its own connection), a new one opened when every client carries
 //! [`STREAMS_PER_CONNECTION`]. Over HTTP/1.1 each client pools its own connections and the spread
 //! changes nothing.
+//!
+//! With [`Http2::Always`] over plain `http://`, each client is one [`H2Connection`] instead (a
+//! waiting request holds far less); requests other than chat (model lists, files) still go
+//! through reqwest.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hyper::body::{Bytes, Incoming};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+
+use super::h2_connection::{H2Connection, H2Error, Target};
 use crate::config::Http2;
 
 /// Requests one client carries before the next one is opened: the least a server should allow.
@@ -43,19 +52,118 @@ impl ClientSettings {
 
 struct Client {
     http: reqwest::Client,
+    direct: Option<Arc<H2Connection>>,
     in_flight: Arc<AtomicUsize>,
 }
 
 /// The clients of one endpoint (see the module's comment).
 pub struct Connections {
     settings: ClientSettings,
+    /// Where chat requests go on connections of their own, when they do.
+    direct: Option<Target>,
     clients: Mutex<Vec<Client>>,
 }
 
 /// One request's hold on a client: counted until dropped (after its answer was read).
 pub struct Checkout {
     pub http: reqwest::Client,
+    /// The connection a chat request takes instead of `http`, when the endpoint has them.
+    pub direct: Option<Arc<H2Connection>>,
     in_flight: Arc<AtomicUsize>,
+}
+
+/// A provider's answer, whichever way its request went: status, headers, and a body read
+/// chunk by chunk.
+pub enum Answer {
+    Pooled(reqwest::Response),
+    Direct(hyper::Response<Incoming>),
+}
+
+impl Answer {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Pooled(response) => response.status(),
+            Self::Direct(response) => response.status(),
+        }
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        match self {
+            Self::Pooled(response) => response.headers(),
+            Self::Direct(response) => response.headers(),
+        }
+    }
+
+    /// The body's next bytes; `None` at its end.
+    pub async fn chunk(&mut self) -> Option<Result<Bytes, TransportError>> {
+        match self {
+            Self::Pooled(response) => response
+                .chunk()
+                .await
+                .map_err(TransportError::Pooled)
+                .transpose(),
+            Self::Direct(response) => loop {
+                let frame = http_body_util::BodyExt::frame(response.body_mut()).await?;
+                match frame {
+                    // Trailers carry no answer.
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => return Some(Ok(data)),
+                        _ => continue,
+                    },
+                    Err(error) => {
+                        return Some(Err(TransportError::Direct(H2Error::Request(error))));
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Why a request or the reading of its answer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error(transparent)]
+    Pooled(reqwest::Error),
+    #[error(transparent)]
+    Direct(H2Error),
+}
+
+impl TransportError {
+    /// The error without the request's URL (it may carry credentials).
+    pub fn without_url(self) -> Self {
+        match self {
+            Self::Pooled(error) => Self::Pooled(error.without_url()),
+            direct => direct,
+        }
+    }
+}
+
+impl Checkout {
+    /// A POST of `body` to `url` with `headers`, on this checkout's connection.
+    pub async fn post(
+        &self,
+        url: &reqwest::Url,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<Answer, TransportError> {
+        let Some(direct) = &self.direct else {
+            let request = self.http.post(url.clone()).headers(headers).body(body);
+            return request
+                .send()
+                .await
+                .map(Answer::Pooled)
+                .map_err(TransportError::Pooled);
+        };
+        let mut request = hyper::Request::post(url.as_str())
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .map_err(|e| TransportError::Direct(H2Error::Uri(e)))?;
+        *request.headers_mut() = headers;
+        direct
+            .send(request)
+            .await
+            .map(Answer::Direct)
+            .map_err(TransportError::Direct)
+    }
 }
 
 impl Drop for Checkout {
@@ -65,16 +173,35 @@ impl Drop for Checkout {
 }
 
 impl Connections {
-    /// The first client is built at once: an endpoint that cannot have one fails here.
-    pub fn new(settings: ClientSettings) -> Result<Self, reqwest::Error> {
-        let first = Client {
-            http: settings.build()?,
-            in_flight: Arc::default(),
-        };
-        Ok(Self {
+    /// The first client is built at once: an endpoint that cannot have one fails here. Chat
+    /// requests to `chat_url` get connections of their own with HTTP/2 always, over plain
+    /// `http://`, when no proxy is named in the environment (reqwest honours those).
+    pub fn new(
+        settings: ClientSettings,
+        chat_url: Option<&reqwest::Url>,
+    ) -> Result<Self, reqwest::Error> {
+        let direct = chat_url
+            .filter(|_| settings.http2 == Http2::Always && !proxy_named())
+            .and_then(Target::of);
+        let mut connections = Self {
             settings,
-            clients: Mutex::new(vec![first]),
-        })
+            direct,
+            clients: Mutex::new(Vec::new()),
+        };
+        let first = connections.client(settings.build()?);
+        connections.clients = Mutex::new(vec![first]);
+        Ok(connections)
+    }
+
+    fn client(&self, http: reqwest::Client) -> Client {
+        Client {
+            http,
+            direct: self
+                .direct
+                .clone()
+                .map(|target| Arc::new(H2Connection::new(target, self.settings.connect_timeout))),
+            in_flight: Arc::default(),
+        }
     }
 
     /// The least busy client, or a new one when every client carries its share.
@@ -89,14 +216,16 @@ impl Connections {
             .get(least)
             .is_none_or(|c| c.in_flight.load(Ordering::Relaxed) >= STREAMS_PER_CONNECTION);
         // Built only when needed: a client is costly to make (TLS set-up), a request is not.
-        // The first client was built with the same settings; a failure now is passing.
-        let built = full.then(|| self.settings.build().ok()).flatten();
+        // The first client was built with the same settings; a failure now is passing. With
+        // connections of their own, the clients share the first's reqwest client.
+        let built = match (full, &self.direct, clients.first()) {
+            (false, ..) => None,
+            (true, Some(_), Some(first)) => Some(first.http.clone()),
+            (true, ..) => self.settings.build().ok(),
+        };
         let chosen = match built {
             Some(http) => {
-                clients.push(Client {
-                    http,
-                    in_flight: Arc::default(),
-                });
+                clients.push(self.client(http));
                 clients.len() - 1
             }
             None => least,
@@ -105,6 +234,7 @@ impl Connections {
         client.in_flight.fetch_add(1, Ordering::Relaxed);
         Checkout {
             http: client.http.clone(),
+            direct: client.direct.clone(),
             in_flight: client.in_flight.clone(),
         }
     }
@@ -116,15 +246,26 @@ impl Connections {
     }
 }
 
+/// Whether the environment names a proxy, which reqwest would send requests through.
+fn proxy_named() -> bool {
+    ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"]
+        .iter()
+        .flat_map(|name| [name.to_string(), name.to_ascii_lowercase()])
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn connections() -> Connections {
-        Connections::new(ClientSettings {
-            connect_timeout: Duration::from_secs(1),
-            http2: Http2::Always,
-        })
+        Connections::new(
+            ClientSettings {
+                connect_timeout: Duration::from_secs(1),
+                http2: Http2::Always,
+            },
+            None,
+        )
         .unwrap()
     }
 
@@ -146,6 +287,31 @@ mod tests {
         drop(held);
         let again = pool.checkout();
         assert_eq!(again.in_flight.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn chat_requests_get_connections_of_their_own_only_for_http2_over_plain_http() {
+        let direct = |http2, url: &str| {
+            let url = reqwest::Url::parse(url).unwrap();
+            let settings = ClientSettings {
+                connect_timeout: Duration::from_secs(1),
+                http2,
+            };
+            let connections = Connections::new(settings, Some(&url)).unwrap();
+            connections.checkout().direct.is_some()
+        };
+        assert!(direct(
+            Http2::Always,
+            "http://127.0.0.1:9/v1/chat/completions"
+        ));
+        assert!(direct(Http2::Always, "http://[::1]:9/v1"));
+        assert!(!direct(Http2::Auto, "http://127.0.0.1:9/v1"));
+        assert!(!direct(Http2::Off, "http://127.0.0.1:9/v1"));
+        // reqwest keeps what it alone does: TLS, and credentials in the URL.
+        assert!(!direct(Http2::Always, "https://api.example.com/v1"));
+        assert!(!direct(Http2::Always, "http://user:pw@127.0.0.1:9/v1"));
+        let target = Target::of(&reqwest::Url::parse("http://[::1]:9/v1").unwrap()).unwrap();
+        assert_eq!(format!("{target:?}"), r#"Target { host: "::1", port: 9 }"#);
     }
 
     #[test]

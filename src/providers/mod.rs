@@ -16,6 +16,7 @@ mod fallback;
 #[cfg(test)]
 mod fixture_tests;
 mod glm;
+mod h2_connection;
 mod kimi;
 mod limits;
 mod observer;

@@ -10,13 +10,13 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::catalog::ListedReasoning;
 use super::client::PlannedRequest;
-use super::connections::{Checkout, ClientSettings, Connections};
+use super::connections::{Answer, Checkout, ClientSettings, Connections, TransportError};
 use super::errors::{self, ErrorBody, ErrorClass};
 use super::retry::AttemptError;
 use super::sse::{SseDecoder, SseError};
@@ -112,13 +112,6 @@ pub struct OpenAiCompatible {
 impl OpenAiCompatible {
     /// The client of one endpoint; fails only when no HTTP client can be built.
     pub fn new(endpoint: &EndpointConfig, config: &Config) -> Result<Self, NoHttpClient> {
-        let connections = Connections::new(ClientSettings {
-            connect_timeout: config.provider_connect_timeout,
-            http2: config.provider_http2,
-        })
-        .map_err(|e| NoHttpClient {
-            detail: error_chain(&e),
-        })?;
         let base = endpoint.base_url.expose();
         // With a key, the URL's user and password would be a second Authorization header.
         let drop_userinfo = endpoint.api_key.is_some();
@@ -126,6 +119,16 @@ impl OpenAiCompatible {
         if drop_userinfo && chat_url.is_ok() && base_has_userinfo(base) {
             tracing::warn!(provider = %endpoint.name, "the user and password in the URL are not sent: the API key is");
         }
+        let connections = Connections::new(
+            ClientSettings {
+                connect_timeout: config.provider_connect_timeout,
+                http2: config.provider_http2,
+            },
+            chat_url.as_ref().ok(),
+        )
+        .map_err(|e| NoHttpClient {
+            detail: error_chain(&e),
+        })?;
         Ok(Self {
             name: endpoint.name.clone(),
             kind: endpoint.kind,
@@ -179,6 +182,22 @@ impl OpenAiCompatible {
         (builder, checkout)
     }
 
+    /// A chat request's headers: its JSON body, and the key as reqwest's `bearer_auth` sends
+    /// it (marked sensitive, so no debug output shows it).
+    fn chat_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(2);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // A key that is no header value (a control character in it) is left out: the
+        // provider's 401 then names the problem, as it would for a wrong key.
+        if let Some(key) = &self.api_key
+            && let Ok(mut value) = HeaderValue::try_from(format!("Bearer {}", key.expose()))
+        {
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        headers
+    }
+
     /// Text from the provider or about it, as it may be shown: secrets masked.
     fn clean(&self, text: &str) -> String {
         let known: Vec<&str> = self.known_secrets.iter().map(Secret::expose).collect();
@@ -195,8 +214,8 @@ impl OpenAiCompatible {
         snippet(&self.clean(&text[..end]))
     }
 
-    /// A reqwest error as one line, without the request URL (it may carry credentials).
-    fn describe(&self, error: reqwest::Error) -> String {
+    /// A transport error as one line, without the request URL (it may carry credentials).
+    fn describe(&self, error: TransportError) -> String {
         self.clean(&error_chain(&error.without_url()))
     }
 
@@ -210,14 +229,15 @@ impl OpenAiCompatible {
             .map_err(|e| ListModelsError::BadUrl(self.clean(&e.to_string())))?;
         let (request, _connection) = self.request(reqwest::Method::GET, url);
         let response = request.send().await.map_err(|e| match e.is_connect() {
-            true => ListModelsError::Unreachable(self.describe(e)),
-            false => ListModelsError::Failed(self.describe(e)),
+            true => ListModelsError::Unreachable(self.describe(TransportError::Pooled(e))),
+            false => ListModelsError::Failed(self.describe(TransportError::Pooled(e))),
         })?;
+        let response = Answer::Pooled(response);
         let status = response.status();
         if status.is_redirection() {
             return Err(ListModelsError::Redirect {
                 status: status.as_u16(),
-                location: redirect_target(&response),
+                location: redirect_target(&response, url),
             });
         }
         if !status.is_success() {
@@ -325,13 +345,13 @@ impl OpenAiCompatible {
         // The body tree is dropped once serialized, not kept for the whole (long) stream; the
         // bytes are kept until the answer's headers (the client may resend them), so they
         // are cut to their length rather than left with the room serializing grew.
-        let (send, _connection) = {
+        let body = {
             let mut body = self.body(url, model, request).to_string().into_bytes();
             body.shrink_to_fit();
-            let (builder, connection) = self.request(reqwest::Method::POST, url);
-            let builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json");
-            (builder.body(body).send(), connection)
+            body
         };
+        let connection = self.connections.checkout();
+        let send = connection.post(url, self.chat_headers(), body);
         let counted = metrics::ProviderRequest::sent(&self.metrics_name);
         let response = match tokio::time::timeout(self.idle_timeout, send).await {
             Ok(Ok(response)) => response,
@@ -356,7 +376,7 @@ impl OpenAiCompatible {
                 provider: self.name.clone(),
                 model: model.id.clone(),
                 status: status.as_u16(),
-                location: redirect_target(&response),
+                location: redirect_target(&response, url),
             });
         }
         if !status.is_success() {
@@ -411,13 +431,12 @@ impl OpenAiCompatible {
     async fn read_events(
         &self,
         model: &ModelInfo,
-        response: reqwest::Response,
+        mut response: Answer,
         observer: &dyn CallObserver,
         started: Instant,
         state: &mut Stream,
         collected: &mut Collected,
     ) -> Result<(), ProviderError> {
-        let mut body = response.bytes_stream();
         let mut decoder = SseDecoder::new(self.max_wire());
         let mut events: VecDeque<String> = VecDeque::new();
         let mut waiting_since = tokio::time::Instant::now();
@@ -437,7 +456,8 @@ impl OpenAiCompatible {
             } else {
                 (self.first_token_timeout, "waiting for the first token")
             };
-            let chunk = match tokio::time::timeout_at(waiting_since + limit, body.next()).await {
+            let chunk = match tokio::time::timeout_at(waiting_since + limit, response.chunk()).await
+            {
                 Err(_) => return Err(self.idle(model, what, limit)),
                 Ok(None) => return Ok(()),
                 Ok(Some(Err(e))) => {
@@ -660,7 +680,7 @@ impl OpenAiCompatible {
     async fn whole_body(
         &self,
         model: &ModelInfo,
-        response: reqwest::Response,
+        response: Answer,
     ) -> Result<Vec<u8>, ProviderError> {
         let limit = self.max_wire();
         read_capped(response, limit, self.idle_timeout)
@@ -682,7 +702,7 @@ impl OpenAiCompatible {
 
     /// A failed request: its status and body read into what it means (quota, rate limit,
     /// overload, …), the wait it asked for, and what to tell the user.
-    async fn refused(&self, model: &ModelInfo, response: reqwest::Response) -> ProviderError {
+    async fn refused(&self, model: &ModelInfo, response: Answer) -> ProviderError {
         let status = response.status().as_u16();
         let header_wait = response
             .headers()
@@ -751,16 +771,15 @@ impl OpenAiCompatible {
 
     /// What a failed request's body says, in one short line, secrets masked, and its fields;
     /// at most `MAX_ERROR_BODY` of it is read.
-    async fn error_message(&self, response: reqwest::Response) -> (String, ErrorBody) {
+    async fn error_message(&self, mut response: Answer) -> (String, ErrorBody) {
         let html = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("html"));
         let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
         while body.len() < MAX_ERROR_BODY {
-            match tokio::time::timeout(self.idle_timeout, stream.next()).await {
+            match tokio::time::timeout(self.idle_timeout, response.chunk()).await {
                 Ok(Some(Ok(bytes))) => body.extend_from_slice(&bytes),
                 _ => break,
             }
@@ -828,13 +847,13 @@ fn url_secrets(base: &str) -> Vec<String> {
     found
 }
 
-/// Where a redirect answer points, resolved against the request and masked.
-fn redirect_target(response: &reqwest::Response) -> String {
+/// Where a redirect answer points, resolved against the request's URL and masked.
+fn redirect_target(response: &Answer, url: &reqwest::Url) -> String {
     response
         .headers()
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
-        .map(|location| match response.url().join(location) {
+        .map(|location| match url.join(location) {
             Ok(url) => secrets::mask_url(url.as_str()),
             Err(_) => secrets::mask_url(location),
         })
@@ -845,21 +864,16 @@ fn redirect_target(response: &reqwest::Response) -> String {
 enum Capped {
     /// Nothing came for the idle timeout.
     Idle,
-    Failed(reqwest::Error),
+    Failed(TransportError),
     /// It grew past the cap; the rest was not read.
     TooLarge,
 }
 
 /// A whole body of at most `cap` bytes, each read bounded by `idle`.
-async fn read_capped(
-    response: reqwest::Response,
-    cap: usize,
-    idle: Duration,
-) -> Result<Vec<u8>, Capped> {
+async fn read_capped(mut response: Answer, cap: usize, idle: Duration) -> Result<Vec<u8>, Capped> {
     let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
     loop {
-        match tokio::time::timeout(idle, stream.next()).await {
+        match tokio::time::timeout(idle, response.chunk()).await {
             Err(_) => return Err(Capped::Idle),
             Ok(None) => return Ok(body),
             Ok(Some(Err(e))) => return Err(Capped::Failed(e)),

@@ -533,3 +533,74 @@ async fn http2_when_asked_carries_calls_on_few_connections_and_none_waits_for_a_
     }
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn http2_connections_of_their_own_meet_every_provider_behaviour_as_the_pooled_client_does() {
+    // With `always` over http://, chat requests go on hyper's connection API instead of
+    // reqwest's pool. Every scripted behaviour must end the same way on both paths.
+    let cases: &[(&str, &str)] = &[
+        ("fake-fast", "echo: x"),
+        ("fake-stream-5x10", "echo: x"),
+        ("fake-json", "echo: x"),
+        ("fake-comments-3", "echo: x"),
+        ("fake-429-1", "echo: x"),
+        ("fake-truncated", "malformed answer: EOF while parsing"),
+        ("fake-nochoices", "the answer had no choices"),
+        ("fake-garbage", "malformed answer"),
+        ("fake-503", "answered HTTP 503: an HTML error page"),
+        ("fake-401", "answered HTTP 401"),
+        (
+            "fake-stall-2",
+            "sent nothing for 1 s while streaming the answer",
+        ),
+        (
+            "fake-resetmid-3",
+            "closed the connection before the answer was complete",
+        ),
+        ("fake-reset", "could not reach custom"),
+        // The connection the reset closed is replaced for the next call.
+        ("fake-fast", "echo: x"),
+        ("fake-flood", "sent more than 64 KiB"),
+    ];
+    for mode in ["auto", "always"] {
+        let fake = Fake::start();
+        let daemon = Daemon::start(
+            &fake,
+            &[
+                ("EXAI_PROVIDER_HTTP2", mode),
+                ("EXAI_RETRY_ATTEMPTS", "2"),
+                ("EXAI_PROVIDER_IDLE_TIMEOUT_S", "1"),
+                ("EXAI_MAX_ANSWER_BYTES", "65536"),
+            ],
+        );
+        let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+        // Cancelling resets the stream (or closes the HTTP/1.1 connection) at once
+        // (first: the cases below end requests early too).
+        let handle = cancellable_call(&client, chat("stop", "fake-hang")).await;
+        at_provider(&fake, 1).await;
+        handle.cancel(None).await.unwrap();
+        provider_aborted(&fake, 1).await;
+        for (model, expected) in cases {
+            let result = client.call_tool(chat("x", model)).await.unwrap();
+            let text = all_text_of(&result);
+            assert!(text.contains(expected), "{mode}, {model}: {text}");
+            assert_eq!(
+                result.is_error,
+                Some(!expected.starts_with("echo")),
+                "{mode}, {model}: {text}"
+            );
+        }
+        let versions = fake.stats()["by_http_version"].clone();
+        let expected_version = if mode == "always" {
+            "HTTP/2.0"
+        } else {
+            "HTTP/1.1"
+        };
+        assert_eq!(
+            versions.as_object().unwrap().keys().collect::<Vec<_>>(),
+            [expected_version],
+            "{mode}: {versions}"
+        );
+        client.cancel().await.unwrap();
+    }
+}

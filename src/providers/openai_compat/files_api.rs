@@ -18,6 +18,7 @@ use crate::config::Secret;
 use crate::providers::CallObserver;
 use crate::providers::client::{DocumentUpload, ExtractError};
 use crate::providers::connections::Checkout;
+use crate::providers::connections::{Answer, TransportError};
 use crate::providers::dialect::{Extraction, dialect};
 
 /// Most bytes of extracted text read from a provider (a hostile one could send more).
@@ -194,7 +195,7 @@ impl OpenAiCompatible {
         let failed = |detail: String| ExtractError(format!("{what}: {detail}"));
         let response = match tokio::time::timeout(self.idle_timeout, request.send()).await {
             Ok(Ok(response)) => response,
-            Ok(Err(e)) => return Err(failed(self.describe(e))),
+            Ok(Err(e)) => return Err(failed(self.describe(TransportError::Pooled(e)))),
             Err(_) => {
                 return Err(failed(format!(
                     "no answer within {}s",
@@ -210,10 +211,10 @@ impl OpenAiCompatible {
             )));
         }
         if !status.is_success() {
-            let (message, _) = self.error_message(response).await;
+            let (message, _) = self.error_message(Answer::Pooled(response)).await;
             return Err(failed(format!("HTTP {}: {message}", status.as_u16())));
         }
-        read_capped(response, cap, self.idle_timeout)
+        read_capped(Answer::Pooled(response), cap, self.idle_timeout)
             .await
             .map_err(|e| match e {
                 Capped::Idle => failed("the answer stopped coming".into()),
