@@ -340,8 +340,12 @@ impl ResetHandle {
 }
 
 /// TCP listener whose connections fail all I/O (and close with RST) once their
-/// [`ResetHandle`] is triggered.
-struct ResettableListener(TcpListener);
+/// [`ResetHandle`] is triggered; with TLS, a connection that opens with a TLS handshake is
+/// served over TLS (and one that does not, in plain text: the tests' `/stats`).
+struct ResettableListener {
+    tcp: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
 
 impl Listener for ResettableListener {
     type Io = ResettableStream;
@@ -349,11 +353,14 @@ impl Listener for ResettableListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            match self.0.accept().await {
+            match self.tcp.accept().await {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
+                    let Some(inner) = self.secured(stream).await else {
+                        continue;
+                    };
                     let io = ResettableStream {
-                        inner: stream,
+                        inner,
                         reset: ResetHandle(
                             Arc::default(),
                             NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
@@ -368,8 +375,80 @@ impl Listener for ResettableListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
+        self.tcp.local_addr()
     }
+}
+
+impl ResettableListener {
+    /// The connection as served: over TLS when it opens with a handshake record (byte 22) and
+    /// TLS is on; `None` when its handshake fails (an untrusting client hangs up).
+    async fn secured(&self, stream: TcpStream) -> Option<Transport> {
+        let Some(acceptor) = &self.tls else {
+            return Some(Transport::Plain(stream));
+        };
+        let mut first = [0u8; 1];
+        let peeked = tokio::time::timeout(Duration::from_secs(5), stream.peek(&mut first)).await;
+        if !matches!(peeked, Ok(Ok(1))) || first[0] != 22 {
+            return Some(Transport::Plain(stream));
+        }
+        let accepted = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await;
+        match accepted {
+            Ok(Ok(tls)) => Some(Transport::Tls(Box::new(tls))),
+            _ => None,
+        }
+    }
+}
+
+/// A connection's bytes: plain, or inside TLS.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(tcp) => tcp,
+            Self::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
+/// Which application protocols the fake offers over TLS (ALPN), in its order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// HTTP/2, else HTTP/1.1: as the providers' own servers.
+    Http2AndHttp1,
+    /// HTTP/1.1 only: as many self-hosted servers behind a TLS proxy.
+    Http1Only,
+}
+
+/// The test CA's certificate (PEM): trust it to reach the fake over TLS. The server's
+/// certificate it signed names `localhost` and `127.0.0.1`; the CA's key was not kept.
+pub const TEST_CA_PEM: &str = include_str!("../tls/ca.pem");
+
+fn tls_acceptor(tls: Tls) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let chain = CertificateDer::pem_slice_iter(include_bytes!("../tls/server.pem"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("../tls/server.key"))
+        .map_err(|e| invalid(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| invalid(&e))?;
+    config.alpn_protocols = match tls {
+        Tls::Http2AndHttp1 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        Tls::Http1Only => vec![b"http/1.1".to_vec()],
+    };
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 impl Connected<IncomingStream<'_, ResettableListener>> for ResetHandle {
@@ -379,7 +458,7 @@ impl Connected<IncomingStream<'_, ResettableListener>> for ResetHandle {
 }
 
 struct ResettableStream {
-    inner: TcpStream,
+    inner: Transport,
     reset: ResetHandle,
 }
 
@@ -389,7 +468,7 @@ impl ResettableStream {
         if !self.reset.is_triggered() {
             return Ok(());
         }
-        let _ = self.inner.set_zero_linger();
+        let _ = self.inner.tcp().set_zero_linger();
         Err(std::io::ErrorKind::ConnectionReset.into())
     }
 }
@@ -401,7 +480,10 @@ impl AsyncRead for ResettableStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         self.check_reset()?;
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        match &mut self.inner {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Transport::Tls(tls) => Pin::new(tls).poll_read(cx, buf),
+        }
     }
 }
 
@@ -412,17 +494,26 @@ impl AsyncWrite for ResettableStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         self.check_reset()?;
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        match &mut self.inner {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Transport::Tls(tls) => Pin::new(tls).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.check_reset()?;
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match &mut self.inner {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Transport::Tls(tls) => Pin::new(tls).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.check_reset()?;
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match &mut self.inner {
+            Transport::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Transport::Tls(tls) => Pin::new(tls).poll_shutdown(cx),
+        }
     }
 }
 
@@ -1509,6 +1600,8 @@ pub struct Options {
     pub require_key: Option<String>,
     /// Where `fake-fixture-*` models find the provider fixtures.
     pub fixtures: PathBuf,
+    /// Serve TLS too (with the test CA's certificate, [`TEST_CA_PEM`]), offering these protocols.
+    pub tls: Option<Tls>,
 }
 
 impl Default for Options {
@@ -1516,6 +1609,7 @@ impl Default for Options {
         Self {
             require_key: None,
             fixtures: PathBuf::from(FIXTURES),
+            tls: None,
         }
     }
 }
@@ -1532,8 +1626,9 @@ pub async fn serve(
         require_key: options.require_key,
         fixtures: options.fixtures,
     });
+    let tls = options.tls.map(tls_acceptor).transpose()?;
     let service = router(app).into_make_service_with_connect_info::<ResetHandle>();
-    let server = axum::serve(ResettableListener(listener), service);
+    let server = axum::serve(ResettableListener { tcp: listener, tls }, service);
     // No graceful shutdown: hanging/stalled connections would never drain.
     tokio::select! {
         result = server.into_future() => result,

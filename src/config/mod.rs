@@ -15,6 +15,7 @@ pub use settings::{Kind, SETTINGS, Scope, Setting, setting};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why the configuration could not be read.
@@ -260,6 +261,8 @@ pub struct Config {
     /// How long a provider connection may take to open.
     pub provider_connect_timeout: Duration,
     pub provider_http2: Http2,
+    /// `EXAI_PROVIDER_CA_FILE`: certificates trusted for providers' TLS besides the built-in roots.
+    pub provider_ca: Option<TrustedCertificates>,
     /// How long a provider may stay silent (before headers or between stream events).
     pub provider_idle_timeout: Duration,
     /// Heartbeat period of progress notifications.
@@ -572,6 +575,10 @@ impl Config {
             )?,
             provider_connect_timeout: env.seconds(&s::PROVIDER_CONNECT_TIMEOUT)?,
             provider_http2: read_http2(&env)?,
+            provider_ca: env
+                .get(s::PROVIDER_CA_FILE.var)
+                .map(|file| TrustedCertificates::read(s::PROVIDER_CA_FILE.var, file))
+                .transpose()?,
             provider_idle_timeout: env.seconds(&s::PROVIDER_IDLE_TIMEOUT)?,
             progress_interval: env.seconds(&s::PROGRESS_INTERVAL)?,
             shutdown_grace: env.seconds(&s::SHUTDOWN_GRACE)?,
@@ -975,6 +982,47 @@ fn database(url: String) -> Result<crate::store::StoreLocation, ConfigError> {
         why,
     })?;
     Ok(crate::store::StoreLocation::Postgres(url))
+}
+
+/// Certificates (DER) read from a PEM file, to trust for providers' TLS.
+#[derive(Debug, Clone)]
+pub struct TrustedCertificates {
+    pub path: PathBuf,
+    pub der: Arc<[Vec<u8>]>,
+}
+
+impl TrustedCertificates {
+    /// Largest PEM file read: a bundle of a few hundred certificates.
+    const MAX_FILE: u64 = 1024 * 1024;
+
+    fn read(var: &'static str, file: String) -> Result<Self, ConfigError> {
+        use tokio_rustls::rustls::pki_types::CertificateDer;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        let path = existing_file(var, file.clone())?;
+        let invalid = |why: String| ConfigError::Invalid {
+            var,
+            value: file.clone(),
+            why,
+        };
+        let size = std::fs::metadata(&path)
+            .map_err(|e| invalid(e.to_string()))?
+            .len();
+        if size > Self::MAX_FILE {
+            return Err(invalid(format!("larger than {} bytes", Self::MAX_FILE)));
+        }
+        let pem = std::fs::read(&path).map_err(|e| invalid(e.to_string()))?;
+        let der = CertificateDer::pem_slice_iter(&pem)
+            .map(|cert| cert.map(|c| c.to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("not PEM certificates: {e}")))?;
+        if der.is_empty() {
+            return Err(invalid("no PEM certificate in it".into()));
+        }
+        Ok(Self {
+            path,
+            der: der.into(),
+        })
+    }
 }
 
 fn existing_file(var: &'static str, file: String) -> Result<PathBuf, ConfigError> {

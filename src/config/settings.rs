@@ -305,6 +305,14 @@ settings! {
         doc: "HTTP/2 to providers: auto (where TLS offers it), always (also h2c over http://), off",
         shown: |c| Some(c.provider_http2.as_str().to_string()),
     }
+    PROVIDER_CA_FILE {
+        var: "EXAI_PROVIDER_CA_FILE",
+        file_key: Some("provider_ca_file"),
+        kind: Kind::File,
+        scope: Scope::Call,
+        doc: "PEM certificates trusted for providers' TLS besides the built-in roots (a self-hosted endpoint's CA)",
+        shown: |c| c.provider_ca.as_ref().and_then(|ca| path(&ca.path)),
+    }
     PROVIDER_IDLE_TIMEOUT {
         var: "EXAI_PROVIDER_IDLE_TIMEOUT_S",
         file_key: Some("timeouts.provider_idle"),

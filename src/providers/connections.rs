@@ -9,9 +9,11 @@
 //! [`STREAMS_PER_CONNECTION`]. Over HTTP/1.1 each client pools its own connections and the spread
 //! changes nothing.
 //!
-//! With [`Http2::Always`] over plain `http://`, each client is one [`H2Connection`] instead (a
-//! waiting request holds far less); requests other than chat (model lists, files) still go
-//! through reqwest.
+//! Chat requests to an `https://` endpoint (and, with [`Http2::Always`], a plain `http://` one)
+//! go on [`H2Connection`]s instead, one per client: a waiting request holds far less. A TLS
+//! server that picks HTTP/1.1 sends them back to reqwest. Requests other than chat (model
+//! lists, files) always go through reqwest, as do all requests when the environment names a
+//! proxy (reqwest honours it).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,26 +23,39 @@ use hyper::body::{Bytes, Incoming};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
-use super::h2_connection::{H2Connection, H2Error, Target};
-use crate::config::Http2;
+use super::h2_connection::{H2Connection, H2Error, Target, TlsSetupError};
+use crate::config::{Http2, TrustedCertificates};
 
 /// Requests one client carries before the next one is opened: the least a server should allow.
 pub const STREAMS_PER_CONNECTION: usize = 100;
 
 /// How each client of an endpoint is built.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientSettings {
     pub connect_timeout: Duration,
     pub http2: Http2,
+    pub trusted: Option<TrustedCertificates>,
+}
+
+/// Why an endpoint has no clients.
+#[derive(Debug, thiserror::Error)]
+pub enum NoClient {
+    #[error(transparent)]
+    Pooled(#[from] reqwest::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
 }
 
 impl ClientSettings {
     fn build(&self) -> Result<reqwest::Client, reqwest::Error> {
         // A redirect would re-send the prompt and files to wherever it points: none is followed.
-        let builder = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true);
+        for der in self.trusted.iter().flat_map(|t| t.der.iter()) {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_der(der)?);
+        }
         match self.http2 {
             Http2::Auto => builder,
             Http2::Always => builder.http2_prior_knowledge(),
@@ -146,23 +161,30 @@ impl Checkout {
         headers: HeaderMap,
         body: Vec<u8>,
     ) -> Result<Answer, TransportError> {
-        let Some(direct) = &self.direct else {
-            let request = self.http.post(url.clone()).headers(headers).body(body);
-            return request
-                .send()
-                .await
-                .map(Answer::Pooled)
-                .map_err(TransportError::Pooled);
-        };
-        let mut request = hyper::Request::post(url.as_str())
-            .body(http_body_util::Full::new(Bytes::from(body)))
-            .map_err(|e| TransportError::Direct(H2Error::Uri(e)))?;
-        *request.headers_mut() = headers;
-        direct
-            .send(request)
+        if let Some(direct) = self.direct.as_ref().filter(|d| !d.http1_only()) {
+            match direct.sender().await {
+                Ok(sender) => {
+                    let mut request = hyper::Request::post(url.as_str())
+                        .body(http_body_util::Full::new(Bytes::from(body)))
+                        .map_err(|e| TransportError::Direct(H2Error::Uri(e)))?;
+                    *request.headers_mut() = headers;
+                    return direct
+                        .send(sender, request)
+                        .await
+                        .map(Answer::Direct)
+                        .map_err(TransportError::Direct);
+                }
+                // The server picked HTTP/1.1 over TLS: reqwest, below, from now on.
+                Err(H2Error::Http1Only) => {}
+                Err(error) => return Err(TransportError::Direct(error)),
+            }
+        }
+        let request = self.http.post(url.clone()).headers(headers).body(body);
+        request
+            .send()
             .await
-            .map(Answer::Direct)
-            .map_err(TransportError::Direct)
+            .map(Answer::Pooled)
+            .map_err(TransportError::Pooled)
     }
 }
 
@@ -174,21 +196,23 @@ impl Drop for Checkout {
 
 impl Connections {
     /// The first client is built at once: an endpoint that cannot have one fails here. Chat
-    /// requests to `chat_url` get connections of their own with HTTP/2 always, over plain
-    /// `http://`, when no proxy is named in the environment (reqwest honours those).
+    /// requests to `chat_url` get connections of their own where [`Target::of`] says, when no
+    /// proxy is named in the environment (reqwest honours those).
     pub fn new(
         settings: ClientSettings,
         chat_url: Option<&reqwest::Url>,
-    ) -> Result<Self, reqwest::Error> {
-        let direct = chat_url
-            .filter(|_| settings.http2 == Http2::Always && !proxy_named())
-            .and_then(Target::of);
+    ) -> Result<Self, NoClient> {
+        let direct = match chat_url.filter(|_| !proxy_named()) {
+            Some(url) => Target::of(url, settings.http2, settings.trusted.as_ref())?,
+            None => None,
+        };
+        let first = settings.build()?;
         let mut connections = Self {
             settings,
             direct,
             clients: Mutex::new(Vec::new()),
         };
-        let first = connections.client(settings.build()?);
+        let first = connections.client(first);
         connections.clients = Mutex::new(vec![first]);
         Ok(connections)
     }
@@ -263,6 +287,7 @@ mod tests {
             ClientSettings {
                 connect_timeout: Duration::from_secs(1),
                 http2: Http2::Always,
+                trusted: None,
             },
             None,
         )
@@ -290,28 +315,38 @@ mod tests {
     }
 
     #[test]
-    fn chat_requests_get_connections_of_their_own_only_for_http2_over_plain_http() {
+    fn chat_requests_get_connections_of_their_own_over_tls_or_with_http2_always() {
         let direct = |http2, url: &str| {
             let url = reqwest::Url::parse(url).unwrap();
             let settings = ClientSettings {
                 connect_timeout: Duration::from_secs(1),
                 http2,
+                trusted: None,
             };
             let connections = Connections::new(settings, Some(&url)).unwrap();
-            connections.checkout().direct.is_some()
+            let checkout = connections.checkout();
+            checkout.direct.as_ref().map(|d| {
+                let (host, port) = d.target().host_and_port();
+                (host.to_string(), port, d.target().is_tls())
+            })
         };
-        assert!(direct(
-            Http2::Always,
-            "http://127.0.0.1:9/v1/chat/completions"
-        ));
-        assert!(direct(Http2::Always, "http://[::1]:9/v1"));
-        assert!(!direct(Http2::Auto, "http://127.0.0.1:9/v1"));
-        assert!(!direct(Http2::Off, "http://127.0.0.1:9/v1"));
-        // reqwest keeps what it alone does: TLS, and credentials in the URL.
-        assert!(!direct(Http2::Always, "https://api.example.com/v1"));
-        assert!(!direct(Http2::Always, "http://user:pw@127.0.0.1:9/v1"));
-        let target = Target::of(&reqwest::Url::parse("http://[::1]:9/v1").unwrap()).unwrap();
-        assert_eq!(format!("{target:?}"), r#"Target { host: "::1", port: 9 }"#);
+        let plain = |host: &str, port| Some((host.to_string(), port, false));
+        let tls = |host: &str, port| Some((host.to_string(), port, true));
+        let always = Http2::Always;
+        assert_eq!(
+            direct(always, "http://127.0.0.1:9/v1/x"),
+            plain("127.0.0.1", 9)
+        );
+        assert_eq!(direct(always, "http://[::1]:9/v1"), plain("::1", 9));
+        assert_eq!(direct(Http2::Auto, "http://127.0.0.1:9/v1"), None);
+        assert_eq!(direct(Http2::Off, "http://127.0.0.1:9/v1"), None);
+        let auto_tls = direct(Http2::Auto, "https://api.example.com/v1");
+        assert_eq!(auto_tls, tls("api.example.com", 443));
+        assert_eq!(direct(always, "https://[::1]:8443/v1"), tls("::1", 8443));
+        assert_eq!(direct(Http2::Off, "https://api.example.com/v1"), None);
+        // reqwest keeps what it alone does: credentials in the URL become a header.
+        assert_eq!(direct(always, "http://user:pw@127.0.0.1:9/v1"), None);
+        assert_eq!(direct(Http2::Auto, "https://user@api.example.com/v1"), None);
     }
 
     #[test]

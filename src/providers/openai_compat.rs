@@ -123,6 +123,7 @@ impl OpenAiCompatible {
             ClientSettings {
                 connect_timeout: config.provider_connect_timeout,
                 http2: config.provider_http2,
+                trusted: config.provider_ca.clone(),
             },
             chat_url.as_ref().ok(),
         )

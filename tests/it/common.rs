@@ -79,12 +79,29 @@ pub struct Fake {
 
 impl Fake {
     pub fn start() -> Self {
-        let server = exai_fake_provider::start(exai_fake_provider::Options::default())
-            .expect("start fake provider");
+        Self::start_with(exai_fake_provider::Options::default())
+    }
+
+    /// A fake that serves TLS too, offering `tls` (its certificate signed by the test CA,
+    /// which [`trust_test_ca`] writes out). `url` stays plain, for `/stats`.
+    pub fn start_tls(tls: exai_fake_provider::Tls) -> Self {
+        Self::start_with(exai_fake_provider::Options {
+            tls: Some(tls),
+            ..Default::default()
+        })
+    }
+
+    fn start_with(options: exai_fake_provider::Options) -> Self {
+        let server = exai_fake_provider::start(options).expect("start fake provider");
         Self {
             url: server.url(),
             _server: server,
         }
+    }
+
+    /// The fake's `https://` URL (only a fake started with [`Fake::start_tls`] answers it).
+    pub fn tls_url(&self) -> String {
+        self.url.replacen("http://", "https://", 1)
     }
 
     /// The messages of the last request the fake received for `model`.
@@ -221,6 +238,13 @@ pub fn exai_output(env: &[(&str, &str)], args: &[&str], stdin: &str) -> std::pro
 }
 
 /// A fresh EXAI_HOME.
+/// A file in a new temp dir holding the test CA's certificate, for `EXAI_PROVIDER_CA_FILE`.
+pub fn trust_test_ca() -> PathBuf {
+    let path = temp_home().join("test-ca.pem");
+    std::fs::write(&path, exai_fake_provider::TEST_CA_PEM).unwrap();
+    path
+}
+
 pub fn temp_home() -> PathBuf {
     let dir = run_dir().join(uuid::Uuid::now_v7().to_string());
     std::fs::create_dir_all(&dir).unwrap();

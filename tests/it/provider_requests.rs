@@ -535,9 +535,10 @@ async fn http2_when_asked_carries_calls_on_few_connections_and_none_waits_for_a_
 }
 
 #[tokio::test]
-async fn http2_connections_of_their_own_meet_every_provider_behaviour_as_the_pooled_client_does() {
-    // With `always` over http://, chat requests go on hyper's connection API instead of
-    // reqwest's pool. Every scripted behaviour must end the same way on both paths.
+async fn every_way_to_a_provider_meets_every_provider_behaviour_alike() {
+    // Chat requests go on hyper's connection API over TLS when ALPN picks h2, and over plain
+    // http:// with `always`; through reqwest otherwise (and after a TLS server picks HTTP/1.1).
+    // Every scripted behaviour must end the same way on every path.
     let cases: &[(&str, &str)] = &[
         ("fake-fast", "echo: x"),
         ("fake-stream-5x10", "echo: x"),
@@ -562,12 +563,36 @@ async fn http2_connections_of_their_own_meet_every_provider_behaviour_as_the_poo
         ("fake-fast", "echo: x"),
         ("fake-flood", "sent more than 64 KiB"),
     ];
-    for mode in ["auto", "always"] {
-        let fake = Fake::start();
+    use exai_fake_provider::Tls;
+    let ca = trust_test_ca();
+    let ca = ca.to_str().unwrap();
+    for (http2, tls, version) in [
+        ("auto", None, "HTTP/1.1"),
+        ("always", None, "HTTP/2.0"),
+        ("auto", Some(Tls::Http2AndHttp1), "HTTP/2.0"),
+        ("always", Some(Tls::Http2AndHttp1), "HTTP/2.0"),
+        ("auto", Some(Tls::Http1Only), "HTTP/1.1"),
+        ("off", Some(Tls::Http2AndHttp1), "HTTP/1.1"),
+    ] {
+        let (fake, url) = match tls {
+            None => {
+                let fake = Fake::start();
+                let url = format!("{}/v1", fake.url);
+                (fake, url)
+            }
+            Some(tls) => {
+                let fake = Fake::start_tls(tls);
+                let url = format!("{}/v1", fake.tls_url());
+                (fake, url)
+            }
+        };
+        let mode = format!("{http2} {tls:?}");
         let daemon = Daemon::start(
             &fake,
             &[
-                ("EXAI_PROVIDER_HTTP2", mode),
+                ("CUSTOM_API_URL", &url),
+                ("EXAI_PROVIDER_CA_FILE", ca),
+                ("EXAI_PROVIDER_HTTP2", http2),
                 ("EXAI_RETRY_ATTEMPTS", "2"),
                 ("EXAI_PROVIDER_IDLE_TIMEOUT_S", "1"),
                 ("EXAI_MAX_ANSWER_BYTES", "65536"),
@@ -591,16 +616,67 @@ async fn http2_connections_of_their_own_meet_every_provider_behaviour_as_the_poo
             );
         }
         let versions = fake.stats()["by_http_version"].clone();
-        let expected_version = if mode == "always" {
-            "HTTP/2.0"
-        } else {
-            "HTTP/1.1"
-        };
         assert_eq!(
             versions.as_object().unwrap().keys().collect::<Vec<_>>(),
-            [expected_version],
+            [version],
             "{mode}: {versions}"
         );
         client.cancel().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_provider_s_certificate_is_checked_on_every_path() {
+    // Without the test CA trusted, the fake's certificate is refused, whichever client makes
+    // the request; with `always`, a TLS server that will not speak HTTP/2 is named as such.
+    use exai_fake_provider::Tls;
+    for (http2, tls, expected) in [
+        (
+            "auto",
+            Tls::Http2AndHttp1,
+            "invalid peer certificate: UnknownIssuer",
+        ),
+        (
+            "off",
+            Tls::Http2AndHttp1,
+            "invalid peer certificate: UnknownIssuer",
+        ),
+    ] {
+        let fake = Fake::start_tls(tls);
+        let url = format!("{}/v1", fake.tls_url());
+        let daemon = Daemon::start(
+            &fake,
+            &[
+                ("CUSTOM_API_URL", &url),
+                ("EXAI_PROVIDER_HTTP2", http2),
+                ("EXAI_RETRY_ATTEMPTS", "1"),
+            ],
+        );
+        let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+        let result = client.call_tool(chat("x", "fake-fast")).await.unwrap();
+        let text = all_text_of(&result);
+        assert_eq!(result.is_error, Some(true), "{http2}: {text}");
+        assert!(text.contains("could not reach custom"), "{http2}: {text}");
+        assert!(text.contains(expected), "{http2}: {text}");
+        assert_eq!(fake.stats()["requests"], 0, "{http2}: nothing reached it");
+        client.cancel().await.unwrap();
+    }
+    let fake = Fake::start_tls(Tls::Http1Only);
+    let url = format!("{}/v1", fake.tls_url());
+    let ca = trust_test_ca();
+    let daemon = Daemon::start(
+        &fake,
+        &[
+            ("CUSTOM_API_URL", &url),
+            ("EXAI_PROVIDER_CA_FILE", ca.to_str().unwrap()),
+            ("EXAI_PROVIDER_HTTP2", "always"),
+            ("EXAI_RETRY_ATTEMPTS", "1"),
+        ],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client.call_tool(chat("x", "fake-fast")).await.unwrap();
+    let text = all_text_of(&result);
+    assert_eq!(result.is_error, Some(true), "{text}");
+    assert!(text.contains("does not speak HTTP/2 over TLS"), "{text}");
+    client.cancel().await.unwrap();
 }
