@@ -562,6 +562,11 @@ async fn every_way_to_a_provider_meets_every_provider_behaviour_alike() {
         // The connection the reset closed is replaced for the next call.
         ("fake-fast", "echo: x"),
         ("fake-flood", "sent more than 64 KiB"),
+        (
+            "fake-redirect-1",
+            "answered HTTP 307, a redirect to http://127.0.0.1:1/v1/chat/completions?api_key=***; \
+             exai follows no redirects",
+        ),
     ];
     use exai_fake_provider::Tls;
     let ca = trust_test_ca();
