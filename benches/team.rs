@@ -264,77 +264,98 @@ async fn main() {
         );
     }
 
-    // 3. 10,000 calls in flight on one Postgres replica: memory and tools/list meanwhile.
+    // 3. 10,000 calls in flight on one Postgres replica: memory and tools/list meanwhile, over
+    // h2c and over TLS (as to a real provider: HTTP/2 chosen by ALPN, the default `auto`).
     if runs("inflight") {
         let daemon = bench_daemon(&fake, Some(&url));
-        let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-        let started = Instant::now();
-        let in_flight = spawn_chats(&client, IN_FLIGHT, "h", "fake-delay-120000");
-        wait_until_async("10,000 calls in flight", Duration::from_secs(120), || {
-            (daemon.healthz()["calls_in_flight"].as_u64()? >= IN_FLIGHT as u64).then_some(())
-        })
-        .await;
-        report.add(
-            "10,000 calls opened on one Postgres replica",
-            format!("{:.2} s", started.elapsed().as_secs_f64()),
-            "-",
+        in_flight(&mut report, &fake, &daemon, "").await;
+        drop(daemon);
+        let tls = Fake::start_tls(exai_fake_provider::Tls::Http2AndHttp1);
+        let ca = trust_test_ca();
+        let tls_url = format!("{}/v1", tls.tls_url());
+        let daemon = Daemon::start(
+            &tls,
+            &[
+                ("EXAI_PROVIDER_CONCURRENCY", "20000"),
+                ("EXAI_DATABASE_URL", &url),
+                ("CUSTOM_API_URL", &tls_url),
+                ("EXAI_PROVIDER_CA_FILE", ca.to_str().unwrap()),
+            ],
         );
-        // Steady state: every call waiting at the provider, none still being opened.
-        wait_until_async(
-            "10,000 calls at the provider",
-            Duration::from_secs(120),
-            || (fake.stats()["in_flight"].as_u64()? >= IN_FLIGHT as u64).then_some(()),
-        )
-        .await;
-        // ... and the records of their opening written: the store's queue drained to what the
-        // calls' heartbeats add, so the samples measure serving beside 10,000 waiting calls.
-        wait_until_async(
-            "the store's queue drained",
-            Duration::from_secs(120),
-            || (store_queue_depth(&daemon)? < 100).then_some(()),
-        )
-        .await;
-        report.add(
-            "... and their records written (the store's queue drained)",
-            format!("{:.2} s", started.elapsed().as_secs_f64()),
-            "-",
-        );
-        // ... and the daemon quiet (under a fifth of a core): the calls' progress notifications
-        // delivered and their first heartbeats past, which answers share the stream with.
-        wait_until_async("the daemon quiet", Duration::from_secs(60), || {
-            let before = cpu_time(daemon.pid());
-            std::thread::sleep(Duration::from_millis(250));
-            (cpu_time(daemon.pid()) - before < Duration::from_millis(50)).then_some(())
-        })
-        .await;
-        report.add(
-            "... and the daemon quiet",
-            format!("{:.2} s", started.elapsed().as_secs_f64()),
-            "-",
-        );
-        let rss_calls_only = rss_mb(daemon.pid());
-        let mut lists = Vec::new();
-        for _ in 0..LIST_SAMPLES {
-            let t = Instant::now();
-            let tools = client.list_all_tools().await.unwrap();
-            lists.push(t.elapsed());
-            assert!(!tools.is_empty());
-        }
-        let (l50, l99) = (percentile(&mut lists, 0.5), percentile(&mut lists, 0.99));
-        report.add(
-            "tools/list with 10,000 calls in flight, p50 / p99",
-            format!("{:.3} / {:.3} ms", ms(l50), ms(l99)),
-            "p99 <= 10 ms",
-        );
-        report.add(
-            "daemon RSS, 10,000 calls in flight (before / after the samples)",
-            format!("{rss_calls_only:.1} / {:.1} MB", rss_mb(daemon.pid())),
-            "<= 256 MB",
-        );
-        for call in in_flight {
-            call.abort();
-        }
-        client.cancel().await.unwrap();
+        in_flight(&mut report, &tls, &daemon, " over TLS").await;
     }
     println!("\n{} figures; commands: scripts/bench", report.0.len());
+}
+
+/// 10,000 calls in flight on `daemon` (answered by `fake` after two minutes): how long they took
+/// to open and settle, `tools/list` meanwhile, and the daemon's RSS; `over` names the transport.
+async fn in_flight(report: &mut Report, fake: &Fake, daemon: &Daemon, over: &str) {
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let started = Instant::now();
+    let in_flight = spawn_chats(&client, IN_FLIGHT, "h", "fake-delay-120000");
+    wait_until_async("10,000 calls in flight", Duration::from_secs(120), || {
+        (daemon.healthz()["calls_in_flight"].as_u64()? >= IN_FLIGHT as u64).then_some(())
+    })
+    .await;
+    report.add(
+        &format!("10,000 calls opened on one Postgres replica{over}"),
+        format!("{:.2} s", started.elapsed().as_secs_f64()),
+        "-",
+    );
+    // Steady state: every call waiting at the provider, none still being opened.
+    wait_until_async(
+        "10,000 calls at the provider",
+        Duration::from_secs(120),
+        || (fake.stats()["in_flight"].as_u64()? >= IN_FLIGHT as u64).then_some(()),
+    )
+    .await;
+    // ... and the records of their opening written: the store's queue drained to what the
+    // calls' heartbeats add, so the samples measure serving beside 10,000 waiting calls.
+    wait_until_async(
+        "the store's queue drained",
+        Duration::from_secs(120),
+        || (store_queue_depth(&daemon)? < 100).then_some(()),
+    )
+    .await;
+    report.add(
+        "... and their records written (the store's queue drained)",
+        format!("{:.2} s", started.elapsed().as_secs_f64()),
+        "-",
+    );
+    // ... and the daemon quiet (under a fifth of a core): the calls' progress notifications
+    // delivered and their first heartbeats past, which answers share the stream with.
+    wait_until_async("the daemon quiet", Duration::from_secs(60), || {
+        let before = cpu_time(daemon.pid());
+        std::thread::sleep(Duration::from_millis(250));
+        (cpu_time(daemon.pid()) - before < Duration::from_millis(50)).then_some(())
+    })
+    .await;
+    report.add(
+        "... and the daemon quiet",
+        format!("{:.2} s", started.elapsed().as_secs_f64()),
+        "-",
+    );
+    let rss_calls_only = rss_mb(daemon.pid());
+    let mut lists = Vec::new();
+    for _ in 0..LIST_SAMPLES {
+        let t = Instant::now();
+        let tools = client.list_all_tools().await.unwrap();
+        lists.push(t.elapsed());
+        assert!(!tools.is_empty());
+    }
+    let (l50, l99) = (percentile(&mut lists, 0.5), percentile(&mut lists, 0.99));
+    report.add(
+        &format!("tools/list with 10,000 calls in flight{over}, p50 / p99"),
+        format!("{:.3} / {:.3} ms", ms(l50), ms(l99)),
+        "p99 <= 10 ms",
+    );
+    report.add(
+        &format!("daemon RSS, 10,000 calls in flight{over} (before / after the samples)"),
+        format!("{rss_calls_only:.1} / {:.1} MB", rss_mb(daemon.pid())),
+        "<= 256 MB",
+    );
+    for call in in_flight {
+        call.abort();
+    }
+    client.cancel().await.unwrap();
 }

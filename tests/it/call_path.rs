@@ -288,6 +288,22 @@ async fn a_killed_daemon_fails_calls_at_once_and_the_session_survives_a_restart(
     let peer = client.peer().clone();
     let pending = tokio::spawn(async move { peer.call_tool(chat("doomed", "fake-hang")).await });
     at_provider(&fake, 1).await;
+    // The record is durable milliseconds after receipt (group commit), which a loaded machine
+    // can stretch past the provider's answer: kill only once it is there, as a user would
+    // find it.
+    wait_until_async("the running call's record", Duration::from_secs(10), || {
+        let rows = daemon
+            .read_store(|store| {
+                store.list(&exai::store::CallFilter {
+                    running_only: true,
+                    limit: 5,
+                    ..Default::default()
+                })
+            })
+            .ok()?;
+        (!rows.is_empty()).then_some(())
+    })
+    .await;
     let killed = Instant::now();
     daemon.signal("-KILL");
     let error = pending.await.unwrap().unwrap_err().to_string();
