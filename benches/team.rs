@@ -314,7 +314,7 @@ async fn in_flight(report: &mut Report, fake: &Fake, daemon: &Daemon, over: &str
     wait_until_async(
         "the store's queue drained",
         Duration::from_secs(120),
-        || (store_queue_depth(&daemon)? < 100).then_some(()),
+        || (store_queue_depth(daemon)? < 100).then_some(()),
     )
     .await;
     report.add(
