@@ -164,12 +164,8 @@ impl Checkout {
         if let Some(direct) = self.direct.as_ref().filter(|d| !d.http1_only()) {
             match direct.sender().await {
                 Ok(sender) => {
-                    let mut request = hyper::Request::post(url.as_str())
-                        .body(http_body_util::Full::new(Bytes::from(body)))
-                        .map_err(|e| TransportError::Direct(H2Error::Uri(e)))?;
-                    *request.headers_mut() = headers;
                     return direct
-                        .send(sender, request)
+                        .post(sender, url, headers, body)
                         .await
                         .map(Answer::Direct)
                         .map_err(TransportError::Direct);

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::TryFutureExt;
+use futures::future::{self, Either};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http2::SendRequest;
@@ -228,24 +230,41 @@ impl H2Connection {
         self.target.http1_only.load(Ordering::Relaxed)
     }
 
-    /// Sends `request` (its URI absolute) on `sender` and waits for the answer's headers. A
-    /// request the connection never took (it closed in between) is sent once more on a new one.
-    pub async fn send(
+    /// A POST of `body` to `url` with `headers` on `sender`, waiting for the answer's headers.
+    /// A request the connection never took (it closed in between) is sent once more on a new
+    /// connection. The request is built before the returned future and the resend is boxed:
+    /// the future a call holds while the model thinks is hyper's, and little more.
+    pub fn post(
         &self,
         mut sender: SendRequest<RequestBody>,
-        request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, H2Error> {
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok(response),
-            Err(mut refused) => match refused.take_message() {
-                Some(request) => {
-                    // The closed sender is dropped by `sender()`, which connects anew.
-                    let mut sender = self.sender().await?;
-                    sender.send_request(request).await.map_err(H2Error::Request)
-                }
-                None => Err(H2Error::Request(refused.into_error())),
-            },
+        url: &reqwest::Url,
+        headers: hyper::HeaderMap,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<Response<Incoming>, H2Error>> + Send + '_ {
+        let request = Request::post(url.as_str()).body(Full::new(Bytes::from(body)));
+        match request {
+            Ok(mut request) => {
+                *request.headers_mut() = headers;
+                Either::Left(
+                    sender
+                        .try_send_request(request)
+                        .or_else(move |mut refused| match refused.take_message() {
+                            Some(request) => Either::Left(Box::pin(self.resend(request))),
+                            None => {
+                                Either::Right(future::err(H2Error::Request(refused.into_error())))
+                            }
+                        }),
+                )
+            }
+            Err(error) => Either::Right(future::err(H2Error::Uri(error))),
         }
+    }
+
+    /// `request` on a new connection (the one it was meant for closed before taking it).
+    async fn resend(&self, request: Request<RequestBody>) -> Result<Response<Incoming>, H2Error> {
+        // The closed sender is dropped by `sender()`, which connects anew.
+        let mut sender = self.sender().await?;
+        sender.send_request(request).await.map_err(H2Error::Request)
     }
 
     /// The live connection's sender, connecting when there is none.
@@ -305,7 +324,9 @@ impl H2Connection {
                     port: *port,
                 });
             }
-            self.handshake(TokioIo::new(stream)).await
+            // Boxed: hyper sizes each request's task by its connection's, which holds the IO
+            // inline, and a TLS session is a kilobyte.
+            self.handshake(TokioIo::new(Box::new(stream))).await
         };
         tokio::time::timeout(self.connect_timeout, connecting)
             .await
