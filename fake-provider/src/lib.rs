@@ -11,6 +11,7 @@
 //! see [`script::Script`]). `GET /models` is scripted by the bearer key instead: `fake-key-401`
 //! is refused with 401, `fake-key-hang` never answered; any other key gets the list (see
 //! [`script::KeyScript`]).
+//! `fake-wedge` stops its connection dead (no byte moves either way, nothing is closed).
 //! `fake-fixture-<provider>-<stem>` replays a documented provider fixture byte for byte
 //! (`tests/fixtures/providers/<provider>/<stem>.sse` or `.json`, see [`Fixture`]).
 //! The answer text is always `echo: <last user message>`, so concurrent callers can check that
@@ -44,7 +45,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -321,21 +322,34 @@ impl Drop for Tracker {
 // Connections that can be reset (for `fake-reset`)
 // ---------------------------------------------------------------------------------------------
 
-/// Per-connection handle given to handlers (as `ConnectInfo`) to reset their connection; the
-/// number tells connections apart.
+/// Per-connection handle given to handlers (as `ConnectInfo`) to reset or freeze their
+/// connection; the number tells connections apart.
 #[derive(Clone, Default)]
-struct ResetHandle(Arc<AtomicBool>, u64);
+struct ResetHandle(Arc<AtomicU8>, u64);
+
+/// What a [`ResetHandle`] did to its connection.
+const RESET: u8 = 1;
+const FROZEN: u8 = 2;
 
 /// The number of the next connection accepted.
 static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl ResetHandle {
     fn trigger(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.store(RESET, Ordering::SeqCst);
     }
 
     fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.load(Ordering::SeqCst) == RESET
+    }
+
+    /// The connection moves no more bytes either way, and says nothing: a network path that died.
+    fn freeze(&self) {
+        self.0.store(FROZEN, Ordering::SeqCst);
+    }
+
+    fn is_frozen(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == FROZEN
     }
 }
 
@@ -480,6 +494,10 @@ impl AsyncRead for ResettableStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         self.check_reset()?;
+        if self.reset.is_frozen() {
+            // Never woken: nothing moves on this connection again.
+            return Poll::Pending;
+        }
         match &mut self.inner {
             Transport::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
             Transport::Tls(tls) => Pin::new(tls).poll_read(cx, buf),
@@ -494,6 +512,10 @@ impl AsyncWrite for ResettableStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         self.check_reset()?;
+        if self.reset.is_frozen() {
+            // Never woken: nothing moves on this connection again.
+            return Poll::Pending;
+        }
         match &mut self.inner {
             Transport::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
             Transport::Tls(tls) => Pin::new(tls).poll_write(cx, buf),
@@ -502,6 +524,10 @@ impl AsyncWrite for ResettableStream {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.check_reset()?;
+        if self.reset.is_frozen() {
+            // Never woken: nothing moves on this connection again.
+            return Poll::Pending;
+        }
         match &mut self.inner {
             Transport::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
             Transport::Tls(tls) => Pin::new(tls).poll_flush(cx),
@@ -510,6 +536,10 @@ impl AsyncWrite for ResettableStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.check_reset()?;
+        if self.reset.is_frozen() {
+            // Never woken: nothing moves on this connection again.
+            return Poll::Pending;
+        }
         match &mut self.inner {
             Transport::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
             Transport::Tls(tls) => Pin::new(tls).poll_shutdown(cx),
@@ -1251,6 +1281,11 @@ async fn run_script(
         Script::Garbage => garbage(stream, tracker),
         Script::Truncated => truncated(req, stream, tracker),
         Script::NoChoices => no_choices(stream, tracker),
+        Script::Freeze => {
+            reset.freeze();
+            let _tracker = tracker;
+            std::future::pending().await
+        }
         Script::Hang | Script::Stall(_) if !stream => {
             // Keep the handler pending; the tracker counts an abort if hyper drops us.
             let _tracker = tracker;

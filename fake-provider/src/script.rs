@@ -19,6 +19,7 @@ pub const EXAMPLE_MODELS: &[&str] = &[
     "fake-401",
     "fake-garbage",
     "fake-reset",
+    "fake-wedge",
     "fake-resetmid-3",
     "fake-truncated",
     "fake-nochoices",
@@ -68,6 +69,9 @@ pub enum Script {
     Garbage,
     /// `fake-reset`: drop the TCP connection (RST) without any response.
     Reset,
+    /// `fake-wedge`: the connection stops moving bytes either way and is never closed (a
+    /// network path that died), and no answer comes.
+    Freeze,
     /// `fake-resetmid-<n>`: stream `n` content chunks, then reset the connection (no `[DONE]`).
     /// Non-stream: like `Reset`.
     ResetMid(u32),
@@ -145,6 +149,7 @@ impl Script {
             "fake-401" => return Script::Unauthorized,
             "fake-garbage" => return Script::Garbage,
             "fake-reset" => return Script::Reset,
+            "fake-wedge" => return Script::Freeze,
             "fake-truncated" => return Script::Truncated,
             "fake-nochoices" => return Script::NoChoices,
             "fake-reasoning" => return Script::Reasoning,

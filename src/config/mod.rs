@@ -260,6 +260,8 @@ pub struct Config {
     pub user_daily_budget: HashMap<String, i64>,
     /// How long a provider connection may take to open.
     pub provider_connect_timeout: Duration,
+    /// HTTP/2 pings while a request waits, and how long one may go unanswered.
+    pub provider_keepalive: Duration,
     pub provider_http2: Http2,
     /// `EXAI_PROVIDER_CA_FILE`: certificates trusted for providers' TLS besides the built-in roots.
     pub provider_ca: Option<TrustedCertificates>,
@@ -574,6 +576,7 @@ impl Config {
                 env.get(s::TOOL_MAX_OUTPUT.var),
             )?,
             provider_connect_timeout: env.seconds(&s::PROVIDER_CONNECT_TIMEOUT)?,
+            provider_keepalive: env.seconds(&s::PROVIDER_KEEPALIVE)?,
             provider_http2: read_http2(&env)?,
             provider_ca: env
                 .get(s::PROVIDER_CA_FILE.var)

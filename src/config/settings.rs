@@ -297,6 +297,14 @@ settings! {
         doc: "opening a connection to a provider",
         shown: |c| seconds(c.provider_connect_timeout),
     }
+    PROVIDER_KEEPALIVE {
+        var: "EXAI_PROVIDER_KEEPALIVE_S",
+        file_key: Some("timeouts.provider_keepalive"),
+        kind: Kind::Seconds(20.0),
+        scope: Scope::Call,
+        doc: "an HTTP/2 ping to a provider this often while a request waits; a connection that leaves one unanswered as long is dropped",
+        shown: |c| seconds(c.provider_keepalive),
+    }
     PROVIDER_HTTP2 {
         var: "EXAI_PROVIDER_HTTP2",
         file_key: Some("provider_http2"),

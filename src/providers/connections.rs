@@ -33,6 +33,8 @@ pub const STREAMS_PER_CONNECTION: usize = 100;
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
     pub connect_timeout: Duration,
+    /// HTTP/2 pings on exai's own connections while requests wait (see `H2Connection`).
+    pub keepalive: Duration,
     pub http2: Http2,
     pub trusted: Option<TrustedCertificates>,
 }
@@ -216,10 +218,13 @@ impl Connections {
     fn client(&self, http: reqwest::Client) -> Client {
         Client {
             http,
-            direct: self
-                .direct
-                .clone()
-                .map(|target| Arc::new(H2Connection::new(target, self.settings.connect_timeout))),
+            direct: self.direct.clone().map(|target| {
+                Arc::new(H2Connection::new(
+                    target,
+                    self.settings.connect_timeout,
+                    self.settings.keepalive,
+                ))
+            }),
             in_flight: Arc::default(),
         }
     }
@@ -282,6 +287,7 @@ mod tests {
         Connections::new(
             ClientSettings {
                 connect_timeout: Duration::from_secs(1),
+                keepalive: Duration::from_secs(20),
                 http2: Http2::Always,
                 trusted: None,
             },
@@ -316,6 +322,7 @@ mod tests {
             let url = reqwest::Url::parse(url).unwrap();
             let settings = ClientSettings {
                 connect_timeout: Duration::from_secs(1),
+                keepalive: Duration::from_secs(20),
                 http2,
                 trusted: None,
             };

@@ -21,7 +21,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http2::SendRequest;
 use hyper::rt::{Read, Write};
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
@@ -207,15 +207,18 @@ pub type RequestBody = Full<Bytes>;
 pub struct H2Connection {
     target: Target,
     connect_timeout: Duration,
+    keepalive: Duration,
     /// The live connection's sender; held across a connect so concurrent requests share it.
     sender: tokio::sync::Mutex<Option<SendRequest<RequestBody>>>,
 }
 
 impl H2Connection {
-    pub fn new(target: Target, connect_timeout: Duration) -> Self {
+    /// `keepalive`: how often to ping while requests wait, and how long a ping may go unanswered.
+    pub fn new(target: Target, connect_timeout: Duration, keepalive: Duration) -> Self {
         Self {
             target,
             connect_timeout,
+            keepalive,
             sender: tokio::sync::Mutex::new(None),
         }
     }
@@ -343,7 +346,14 @@ impl H2Connection {
         T: Read + Write + Unpin + Send + 'static,
     {
         let (host, port) = (self.target.host.clone(), self.target.port);
+        // Pings while requests wait: a model may think for minutes without a byte, and a path
+        // that died meanwhile (or a middlebox that forgets idle flows) would otherwise show only
+        // at the first-token timeout; an unanswered ping closes the connection and fails its
+        // requests at once.
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.keepalive)
+            .keep_alive_timeout(self.keepalive)
             .handshake(io)
             .await
             .map_err(|error| H2Error::Handshake {

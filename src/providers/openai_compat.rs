@@ -122,6 +122,7 @@ impl OpenAiCompatible {
         let connections = Connections::new(
             ClientSettings {
                 connect_timeout: config.provider_connect_timeout,
+                keepalive: config.provider_keepalive,
                 http2: config.provider_http2,
                 trusted: config.provider_ca.clone(),
             },

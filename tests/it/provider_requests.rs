@@ -685,3 +685,37 @@ async fn a_provider_s_certificate_is_checked_on_every_path() {
     assert!(text.contains("does not speak HTTP/2 over TLS"), "{text}");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_connection_that_dies_silently_is_dropped_at_its_first_unanswered_ping() {
+    // `fake-wedge` stops its connection dead: no byte moves, nothing is closed, as when a
+    // network path dies or a middlebox forgets the flow while a model thinks. Without pings the
+    // call would wait for the idle timeout (60 s here); with them it fails within seconds, and
+    // the next call gets a new connection.
+    let fake = Fake::start();
+    let daemon = Daemon::start(
+        &fake,
+        &[
+            ("EXAI_PROVIDER_HTTP2", "always"),
+            ("EXAI_PROVIDER_KEEPALIVE_S", "1"),
+            ("EXAI_PROVIDER_IDLE_TIMEOUT_S", "60"),
+            ("EXAI_RETRY_ATTEMPTS", "1"),
+        ],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let asked = std::time::Instant::now();
+    let result = client.call_tool(chat("x", "fake-wedge")).await.unwrap();
+    let took = asked.elapsed();
+    let text = all_text_of(&result);
+    assert_eq!(result.is_error, Some(true), "{text}");
+    assert!(text.contains("could not reach custom"), "{text}");
+    assert!(text.contains("keep-alive timed out"), "{text}");
+    assert!(
+        took < Duration::from_secs(15),
+        "failed after {took:?}: {text}"
+    );
+    let after = client.call_tool(chat("x", "fake-fast")).await.unwrap();
+    assert_eq!(text_of(&after), "echo: x");
+    assert_eq!(fake.stats()["connections"], 2, "{}", fake.stats());
+    client.cancel().await.unwrap();
+}
