@@ -419,7 +419,19 @@ enum Transport {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
+/// What a connection's bytes go through, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 impl Transport {
+    fn io(&mut self) -> Pin<&mut dyn Io> {
+        match self {
+            Self::Plain(tcp) => Pin::new(tcp),
+            Self::Tls(tls) => Pin::new(tls.as_mut()),
+        }
+    }
+
     fn tcp(&self) -> &TcpStream {
         match self {
             Self::Plain(tcp) => tcp,
@@ -477,13 +489,17 @@ struct ResettableStream {
 }
 
 impl ResettableStream {
-    /// Once reset: arrange for an RST on close and fail the I/O so hyper drops the socket.
-    fn check_reset(&self) -> std::io::Result<()> {
+    /// Whether I/O may go on. Once reset: arrange for an RST on close and fail the I/O so hyper
+    /// drops the socket. Once frozen: pending, never woken (nothing moves on it again).
+    fn usable(&self) -> Poll<std::io::Result<()>> {
+        if self.reset.is_frozen() {
+            return Poll::Pending;
+        }
         if !self.reset.is_triggered() {
-            return Ok(());
+            return Poll::Ready(Ok(()));
         }
         let _ = self.inner.tcp().set_zero_linger();
-        Err(std::io::ErrorKind::ConnectionReset.into())
+        Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()))
     }
 }
 
@@ -493,15 +509,8 @@ impl AsyncRead for ResettableStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        self.check_reset()?;
-        if self.reset.is_frozen() {
-            // Never woken: nothing moves on this connection again.
-            return Poll::Pending;
-        }
-        match &mut self.inner {
-            Transport::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Transport::Tls(tls) => Pin::new(tls).poll_read(cx, buf),
-        }
+        std::task::ready!(self.usable())?;
+        self.inner.io().poll_read(cx, buf)
     }
 }
 
@@ -511,39 +520,18 @@ impl AsyncWrite for ResettableStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.check_reset()?;
-        if self.reset.is_frozen() {
-            // Never woken: nothing moves on this connection again.
-            return Poll::Pending;
-        }
-        match &mut self.inner {
-            Transport::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Transport::Tls(tls) => Pin::new(tls).poll_write(cx, buf),
-        }
+        std::task::ready!(self.usable())?;
+        self.inner.io().poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.check_reset()?;
-        if self.reset.is_frozen() {
-            // Never woken: nothing moves on this connection again.
-            return Poll::Pending;
-        }
-        match &mut self.inner {
-            Transport::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            Transport::Tls(tls) => Pin::new(tls).poll_flush(cx),
-        }
+        std::task::ready!(self.usable())?;
+        self.inner.io().poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.check_reset()?;
-        if self.reset.is_frozen() {
-            // Never woken: nothing moves on this connection again.
-            return Poll::Pending;
-        }
-        match &mut self.inner {
-            Transport::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Transport::Tls(tls) => Pin::new(tls).poll_shutdown(cx),
-        }
+        std::task::ready!(self.usable())?;
+        self.inner.io().poll_shutdown(cx)
     }
 }
 

@@ -204,29 +204,12 @@ impl Connections {
             Some(url) => Target::of(url, settings.http2, settings.trusted.as_ref())?,
             None => None,
         };
-        let first = settings.build()?;
-        let mut connections = Self {
+        let first = new_client(settings.build()?, direct.as_ref(), &settings);
+        Ok(Self {
             settings,
             direct,
-            clients: Mutex::new(Vec::new()),
-        };
-        let first = connections.client(first);
-        connections.clients = Mutex::new(vec![first]);
-        Ok(connections)
-    }
-
-    fn client(&self, http: reqwest::Client) -> Client {
-        Client {
-            http,
-            direct: self.direct.clone().map(|target| {
-                Arc::new(H2Connection::new(
-                    target,
-                    self.settings.connect_timeout,
-                    self.settings.keepalive,
-                ))
-            }),
-            in_flight: Arc::default(),
-        }
+            clients: Mutex::new(vec![first]),
+        })
     }
 
     /// The least busy client, or a new one when every client carries its share.
@@ -250,7 +233,7 @@ impl Connections {
         };
         let chosen = match built {
             Some(http) => {
-                clients.push(self.client(http));
+                clients.push(new_client(http, self.direct.as_ref(), &self.settings));
                 clients.len() - 1
             }
             None => least,
@@ -268,6 +251,21 @@ impl Connections {
     #[cfg(test)]
     fn count(&self) -> usize {
         self.clients.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// A client around `http`, with a connection of its own to `direct` when chat requests take one.
+fn new_client(http: reqwest::Client, direct: Option<&Target>, settings: &ClientSettings) -> Client {
+    Client {
+        http,
+        direct: direct.map(|target| {
+            Arc::new(H2Connection::new(
+                target.clone(),
+                settings.connect_timeout,
+                settings.keepalive,
+            ))
+        }),
+        in_flight: Arc::default(),
     }
 }
 

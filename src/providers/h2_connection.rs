@@ -29,43 +29,25 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 use crate::config::{Http2, TrustedCertificates};
 
-/// Why a request on the connection failed.
+/// Why a request on the connection failed. The endpoint's URL is in the error it becomes
+/// (`ProviderError::Connect` names it), so these say only what went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum H2Error {
-    #[error("connecting to {host}:{port}")]
-    Connect {
-        host: String,
-        port: u16,
-        #[source]
-        error: io::Error,
-    },
-    #[error("connecting to {host}:{port}: no connection within {waited:?}")]
-    ConnectTimeout {
-        host: String,
-        port: u16,
-        waited: Duration,
-    },
-    #[error("TLS with {host}:{port}")]
-    Tls {
-        host: String,
-        port: u16,
-        #[source]
-        error: io::Error,
-    },
+    #[error("connecting")]
+    Connect(#[source] io::Error),
+    #[error("connecting: no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("TLS")]
+    Tls(#[source] io::Error),
     #[error(
-        "{host}:{port} does not speak HTTP/2 over TLS (EXAI_PROVIDER_HTTP2=always; auto falls back to HTTP/1.1)"
+        "the server does not speak HTTP/2 over TLS (EXAI_PROVIDER_HTTP2=always; auto falls back to HTTP/1.1)"
     )]
-    NoHttp2 { host: String, port: u16 },
+    NoHttp2,
     /// The server chose HTTP/1.1 (auto): its requests go through reqwest from now on.
     #[error("the server speaks HTTP/1.1")]
     Http1Only,
-    #[error("HTTP/2 handshake with {host}:{port}")]
-    Handshake {
-        host: String,
-        port: u16,
-        #[source]
-        error: hyper::Error,
-    },
+    #[error("HTTP/2 handshake")]
+    Handshake(#[source] hyper::Error),
     #[error("HTTP/2 request")]
     Request(#[source] hyper::Error),
     #[error("the request's URL is not a URI")]
@@ -149,10 +131,12 @@ impl Target {
         }))
     }
 
+    #[cfg(test)]
     pub fn host_and_port(&self) -> (&str, u16) {
         (&self.host, self.port)
     }
 
+    #[cfg(test)]
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
@@ -291,11 +275,7 @@ impl H2Connection {
         let connecting = async {
             let tcp = TcpStream::connect((host.as_str(), *port))
                 .await
-                .map_err(|error| H2Error::Connect {
-                    host: host.clone(),
-                    port: *port,
-                    error,
-                })?;
+                .map_err(H2Error::Connect)?;
             // Requests are small and written whole: no reason to wait for more to send.
             let _ = tcp.set_nodelay(true);
             let Some(tls) = tls else {
@@ -306,26 +286,16 @@ impl H2Connection {
                 .connect(tls.name.clone(), tcp)
                 .await
                 .map_err(|error| match refused_every_protocol(&error) {
-                    true => H2Error::NoHttp2 {
-                        host: host.clone(),
-                        port: *port,
-                    },
-                    false => H2Error::Tls {
-                        host: host.clone(),
-                        port: *port,
-                        error,
-                    },
+                    true => H2Error::NoHttp2,
+                    false => H2Error::Tls(error),
                 })?;
             if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-                if tls.may_fall_back {
-                    self.target.http1_only.store(true, Ordering::Relaxed);
-                    tracing::info!(%host, port, "the provider speaks HTTP/1.1 over TLS: its requests go through the pooled client");
-                    return Err(H2Error::Http1Only);
+                if !tls.may_fall_back {
+                    return Err(H2Error::NoHttp2);
                 }
-                return Err(H2Error::NoHttp2 {
-                    host: host.clone(),
-                    port: *port,
-                });
+                self.target.http1_only.store(true, Ordering::Relaxed);
+                tracing::info!(%host, port, "the provider speaks HTTP/1.1 over TLS: its requests go through the pooled client");
+                return Err(H2Error::Http1Only);
             }
             // Boxed: hyper sizes each request's task by its connection's, which holds the IO
             // inline, and a TLS session is a kilobyte.
@@ -333,11 +303,7 @@ impl H2Connection {
         };
         tokio::time::timeout(self.connect_timeout, connecting)
             .await
-            .map_err(|_| H2Error::ConnectTimeout {
-                host: host.clone(),
-                port: *port,
-                waited: self.connect_timeout,
-            })?
+            .map_err(|_| H2Error::ConnectTimeout(self.connect_timeout))?
     }
 
     /// The HTTP/2 preface on `io`, and the connection's task started.
@@ -356,11 +322,7 @@ impl H2Connection {
             .keep_alive_timeout(self.keepalive)
             .handshake(io)
             .await
-            .map_err(|error| H2Error::Handshake {
-                host: host.clone(),
-                port,
-                error,
-            })?;
+            .map_err(H2Error::Handshake)?;
         // The connection outlives the call that opened it: it logs as the process's own.
         crate::spawn::in_span(tracing::Span::none(), async move {
             if let Err(error) = connection.await {

@@ -345,7 +345,7 @@ impl OpenAiCompatible {
         tracing::info!(provider = %self.name, model = %model.id, attempt, searching, "provider request sent");
         let started = Instant::now();
         // The body tree is dropped once serialized, not kept for the whole (long) stream; the
-        // bytes are kept until the answer's headers (the client may resend them), so they
+        // bytes may be kept until the answer's headers (reqwest keeps them to resend), so they
         // are cut to their length rather than left with the room serializing grew.
         let body = {
             let mut body = self.body(url, model, request).to_string().into_bytes();
