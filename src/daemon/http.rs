@@ -16,7 +16,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 
 use super::auth::{PersonalTokens, TokenCheck, host_and_origin_allowed, require_token};
-use super::{page, ws};
+use super::{held_head, page, ws};
 use crate::app::App;
 use crate::calls::TransportKind;
 use crate::legacy_tasks::LegacyTasks;
@@ -36,7 +36,8 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
     let legacy = LegacySessions::new(app.tools.task_capable(), app.config.max_message_bytes);
     let mcp = Router::new()
         .nest_service("/mcp", mcp_service(app.clone(), allow_remote))
-        .layer(middleware::from_fn_with_state(legacy, legacy_http::adapt));
+        .layer(middleware::from_fn_with_state(legacy, legacy_http::adapt))
+        .layer(middleware::from_fn(held_head::hold_head));
     // `/metrics` takes the token like the rest, unless EXAI_METRICS_PUBLIC opened it for a local
     // Prometheus (the daemon refuses that setting unless it listens on loopback only).
     let metrics_route = Router::new().route("/metrics", get(metrics));

@@ -6,6 +6,7 @@
 
 mod auth;
 pub mod control;
+mod held_head;
 mod http;
 pub mod local_socket;
 mod page;

@@ -852,3 +852,69 @@ fn the_readme_config_example_works_as_copied() {
         "{shown}"
     );
 }
+
+/// A call over Streamable HTTP: its SSE answer opens with a priming event (the id to resume
+/// from), which used to leave alone with the head, a write and a client wake-up of its own.
+#[tokio::test]
+async fn an_http_answer_leaves_with_its_head_and_a_long_call_s_head_does_not_wait_for_it() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let url = format!("http://{}/mcp", daemon.addr);
+    let token = daemon.token();
+    let session = HttpSession::open(&url, &token).await;
+    let http = reqwest::Client::new();
+    let call = |id: i64, model: &str| {
+        http.post(&url)
+            .bearer_auth(&token)
+            .header("Accept", "application/json, text/event-stream")
+            .header("Mcp-Session-Id", &session.id)
+            .header("MCP-Protocol-Version", HTTP_PROTOCOL_VERSION)
+            .json(
+                &json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                "name": "chat", "arguments": {"prompt": format!("call {id}"), "model": model}}}),
+            )
+            .send()
+    };
+
+    // A quick call: the head, the priming event and the answer form one body of known length.
+    let quick = call(1, "fake-fast").await.unwrap();
+    assert_eq!(quick.status(), 200);
+    assert!(
+        quick.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let length: usize = quick.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(quick.headers().get("transfer-encoding").is_none());
+    let body = quick.text().await.unwrap();
+    assert_eq!(body.len(), length);
+    assert!(
+        body.starts_with("data: \nid: "),
+        "priming event first: {body}"
+    );
+    assert!(body.contains("retry: "), "{body}");
+    assert!(body.contains("echo: call 1"), "{body}");
+
+    // A call that sends nothing for seconds: its head and priming event leave long before its
+    // answer (so a client sees the call accepted, and may resume from the event's id).
+    let mut slow = call(2, "fake-delay-3000").await.unwrap();
+    assert_eq!(slow.status(), 200);
+    assert!(slow.headers().get("content-length").is_none());
+    let first = slow.chunk().await.unwrap().expect("the priming event");
+    let first = String::from_utf8_lossy(&first).to_string();
+    assert!(first.contains("retry: "), "{first}");
+    assert!(
+        !first.contains("echo"),
+        "the head waited for the answer: {first}"
+    );
+    let mut rest = String::new();
+    while let Some(chunk) = slow.chunk().await.unwrap() {
+        rest.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(rest.contains("echo: call 2"), "{rest}");
+}
