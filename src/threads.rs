@@ -130,10 +130,10 @@ impl Thread {
     /// A new conversation of `user_name` (`None`: the machine's owner).
     pub fn new(user_name: Option<String>) -> Self {
         Self {
-            // Time-ordered, like call ids: a new thread's key lands beside the last one's in the
-            // store's indexes instead of on a random page (which cost a page written and often
-            // one read for every call). Who may read a thread is checked, not its id's secrecy.
-            id: uuid::Uuid::now_v7().to_string(),
+            // Random, not time-ordered like call ids: a thread is named by the first characters
+            // of its id (`exai threads show 1f3a9c2e`), which must tell threads apart. This costs
+            // the store a page write a call (the key lands on a random page of its indexes).
+            id: uuid::Uuid::new_v4().to_string(),
             created_at_ms: now_ms(),
             turns: Vec::new(),
             user_name,

@@ -270,7 +270,8 @@ fn every_block_of_the_readme_runs_as_written_or_says_why_not() {
         .unwrap_or("no block");
     assert!(
         status.success() && last == "@@done",
-        "the walk-through stopped in {last}:\n{shown}"
+        "the walk-through stopped in {last}:\n{shown}\n{}",
+        log_tails(&sandbox.home.join(".local/state/exai/logs"))
     );
     for pair in blocks.windows(2) {
         if pair[0].treatment != Treatment::RunWithInputBelow {
@@ -289,6 +290,22 @@ fn every_block_of_the_readme_runs_as_written_or_says_why_not() {
             assert_ne!(response["result"]["isError"], true, "{response}");
         }
     }
+}
+
+/// The last lines of each log the walk-through's daemons wrote: where a start that stalled
+/// stopped, when the walk-through fails (its home goes with the sandbox).
+fn log_tails(dir: &Path) -> String {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return format!("(no logs in {})", dir.display());
+    };
+    let mut tails = String::new();
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        tails.push_str(&format!("== {}\n{tail}\n", entry.path().display()));
+    }
+    tails
 }
 
 #[test]
