@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
-use super::h2_connection::{H2Connection, H2Error, Target, TlsSetupError};
+use super::h2_connection::{DirectAnswer, H2Connection, H2Error, Target, TlsSetupError};
 use crate::config::{Http2, TrustedCertificates};
 
 /// Requests one client carries before the next one is opened: the least a server should allow.
@@ -93,21 +93,21 @@ pub struct Checkout {
 /// chunk by chunk.
 pub enum Answer {
     Pooled(reqwest::Response),
-    Direct(hyper::Response<Incoming>),
+    Direct(DirectAnswer),
 }
 
 impl Answer {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Pooled(response) => response.status(),
-            Self::Direct(response) => response.status(),
+            Self::Direct(answer) => answer.status(),
         }
     }
 
     pub fn headers(&self) -> &HeaderMap {
         match self {
             Self::Pooled(response) => response.headers(),
-            Self::Direct(response) => response.headers(),
+            Self::Direct(answer) => answer.headers(),
         }
     }
 
@@ -119,19 +119,10 @@ impl Answer {
                 .await
                 .map_err(TransportError::Pooled)
                 .transpose(),
-            Self::Direct(response) => loop {
-                let frame = http_body_util::BodyExt::frame(response.body_mut()).await?;
-                match frame {
-                    // Trailers carry no answer.
-                    Ok(frame) => match frame.into_data() {
-                        Ok(data) if !data.is_empty() => return Some(Ok(data)),
-                        _ => continue,
-                    },
-                    Err(error) => {
-                        return Some(Err(TransportError::Direct(H2Error::Request(error))));
-                    }
-                }
-            },
+            Self::Direct(answer) => answer
+                .chunk()
+                .await
+                .map(|c| c.map_err(TransportError::Direct)),
         }
     }
 }

@@ -1,27 +1,27 @@
-//! One HTTP/2 connection to an endpoint, held on hyper's connection API rather than through
-//! reqwest's pooled client.
+//! One HTTP/2 connection to an endpoint, held with the `h2` crate rather than through reqwest's
+//! pooled client.
 //!
 //! A call waiting on a model holds its request for as long as the model thinks. Through the
 //! pooled client that request carries about 6 KB of machinery (the pool's checkout future, sized
-//! for connecting, and the client's own bookkeeping, which keeps the body to resend it); on the
-//! connection API it is a stream and a small future. Used where exai knows or learns that the
+//! for connecting, and the client's own bookkeeping, which keeps the body to resend it); here it
+//! is a stream and a small future, and no task of its own: hyper's HTTP/2 client spawned two a
+//! request (one sending the body, which waited for the stream to open, so the body left in a
+//! write after its headers). Used where exai knows or learns that the
 //! server speaks HTTP/2: over TLS when ALPN agrees to `h2`, over plain `http://` with
 //! [`Http2::Always`](crate::config::Http2). A TLS server that picks HTTP/1.1 sends the endpoint's
 //! requests back to reqwest for good.
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::TryFutureExt;
-use futures::future::{self, Either};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::client::conn::http2::SendRequest;
-use hyper::rt::{Read, Write};
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use h2::client::{self, ResponseFuture, SendRequest};
+use h2::{Ping, PingPong, RecvStream};
+use hyper::body::Bytes;
+use hyper::header::{CONTENT_LENGTH, HeaderValue};
+use hyper::{HeaderMap, Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
@@ -47,9 +47,11 @@ pub enum H2Error {
     #[error("the server speaks HTTP/1.1")]
     Http1Only,
     #[error("HTTP/2 handshake")]
-    Handshake(#[source] hyper::Error),
+    Handshake(#[source] h2::Error),
     #[error("HTTP/2 request")]
-    Request(#[source] hyper::Error),
+    Request(#[source] h2::Error),
+    #[error("keep-alive timed out: no answer to an HTTP/2 ping within {0:?}, connection closed")]
+    KeepAliveTimedOut(Duration),
     #[error("the request's URL is not a URI")]
     Uri(#[source] hyper::http::Error),
 }
@@ -184,8 +186,89 @@ fn connector(
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// The body a request sends: the bytes serialized for it, whole.
-pub type RequestBody = Full<Bytes>;
+/// The largest header list an answer may have (hyper's limit for its HTTP/2 client too).
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// How much of an answer the server may send ahead of its reading, per request and in all:
+/// the readers bound what they keep, and a model's answer is far smaller.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// The live connection: its sender and its state.
+#[derive(Clone)]
+pub struct Sender {
+    requests: SendRequest<Bytes>,
+    ending: Arc<ConnectionState>,
+}
+
+/// How a connection's task ended (set once, read by the requests it fails), and how many
+/// requests wait on it (it is pinged only then, as hyper's client did).
+#[derive(Default)]
+struct ConnectionState {
+    ended: AtomicBool,
+    waiting: AtomicUsize,
+    /// The keep-alive's ping went unanswered (so the requests' errors say that, not "closed").
+    unanswered_ping: AtomicBool,
+    keepalive: Duration,
+}
+
+impl ConnectionState {
+    /// `error` of a request on this connection, named for what closed it.
+    fn explain(&self, error: h2::Error) -> H2Error {
+        match self.unanswered_ping.load(Ordering::Acquire) {
+            true => H2Error::KeepAliveTimedOut(self.keepalive),
+            false => H2Error::Request(error),
+        }
+    }
+}
+
+/// A request counted as waiting on its connection until dropped.
+struct Waiting(Arc<ConnectionState>);
+
+impl Waiting {
+    fn new(ending: Arc<ConnectionState>) -> Self {
+        ending.waiting.fetch_add(1, Ordering::Relaxed);
+        Self(ending)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An answer on the connection: its head, and its body read as it comes.
+pub struct DirectAnswer {
+    response: Response<RecvStream>,
+    waiting: Waiting,
+}
+
+impl DirectAnswer {
+    pub fn status(&self) -> hyper::StatusCode {
+        self.response.status()
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        self.response.headers()
+    }
+
+    /// The body's next bytes; `None` at its end (trailers carry no answer).
+    pub async fn chunk(&mut self) -> Option<Result<Bytes, H2Error>> {
+        let body = self.response.body_mut();
+        loop {
+            match body.data().await? {
+                Ok(data) => {
+                    // Read: the server may send as much again.
+                    let _ = body.flow_control().release_capacity(data.len());
+                    if !data.is_empty() {
+                        return Some(Ok(data));
+                    }
+                }
+                Err(error) => return Some(Err(self.waiting.0.explain(error))),
+            }
+        }
+    }
+}
 
 /// One connection, opened on the first request and again after it closes.
 pub struct H2Connection {
@@ -193,11 +276,11 @@ pub struct H2Connection {
     connect_timeout: Duration,
     keepalive: Duration,
     /// The live connection's sender; held across a connect so concurrent requests share it.
-    sender: tokio::sync::Mutex<Option<SendRequest<RequestBody>>>,
+    sender: tokio::sync::Mutex<Option<Sender>>,
 }
 
 impl H2Connection {
-    /// `keepalive`: how often to ping while requests wait, and how long a ping may go unanswered.
+    /// `keepalive`: how often to ping, and how long a ping may go unanswered.
     pub fn new(target: Target, connect_timeout: Duration, keepalive: Duration) -> Self {
         Self {
             target,
@@ -218,46 +301,49 @@ impl H2Connection {
     }
 
     /// A POST of `body` to `url` with `headers` on `sender`, waiting for the answer's headers.
-    /// A request the connection never took (it closed in between) is sent once more on a new
-    /// connection. The request is built before the returned future and the resend is boxed:
-    /// the future a call holds while the model thinks is hyper's, and little more.
-    pub fn post(
+    /// The headers and the body are queued together, so they leave in one write. A request the
+    /// connection never took (it closed in between) is sent once more on a new connection,
+    /// boxed: the future a call holds while the model thinks is h2's, and little more.
+    pub async fn post(
         &self,
-        mut sender: SendRequest<RequestBody>,
+        sender: Sender,
         url: &reqwest::Url,
-        headers: hyper::HeaderMap,
+        headers: HeaderMap,
         body: Vec<u8>,
-    ) -> impl Future<Output = Result<Response<Incoming>, H2Error>> + Send + '_ {
-        let request = Request::post(url.as_str()).body(Full::new(Bytes::from(body)));
-        match request {
-            Ok(mut request) => {
-                *request.headers_mut() = headers;
-                Either::Left(
-                    sender
-                        .try_send_request(request)
-                        .or_else(move |mut refused| match refused.take_message() {
-                            Some(request) => Either::Left(Box::pin(self.resend(request))),
-                            None => {
-                                Either::Right(future::err(H2Error::Request(refused.into_error())))
-                            }
-                        }),
-                )
-            }
-            Err(error) => Either::Right(future::err(H2Error::Uri(error))),
+    ) -> Result<DirectAnswer, H2Error> {
+        let request = request(url, headers, body.len())?;
+        let body = Bytes::from(body);
+        let Sender { requests, ending } = sender;
+        let (answer, ending) = match requests.ready().await {
+            Ok(mut ready) => (send(&mut ready, request, body, &ending)?, ending),
+            Err(_) => Box::pin(self.resend(request, body)).await?,
+        };
+        let waiting = Waiting::new(ending);
+        match answer.await {
+            Ok(response) => Ok(DirectAnswer { response, waiting }),
+            Err(error) => Err(waiting.0.explain(error)),
         }
     }
 
     /// `request` on a new connection (the one it was meant for closed before taking it).
-    async fn resend(&self, request: Request<RequestBody>) -> Result<Response<Incoming>, H2Error> {
+    async fn resend(
+        &self,
+        request: Request<()>,
+        body: Bytes,
+    ) -> Result<(ResponseFuture, Arc<ConnectionState>), H2Error> {
         // The closed sender is dropped by `sender()`, which connects anew.
-        let mut sender = self.sender().await?;
-        sender.send_request(request).await.map_err(H2Error::Request)
+        let Sender { requests, ending } = self.sender().await?;
+        let mut ready = requests.ready().await.map_err(|e| ending.explain(e))?;
+        Ok((send(&mut ready, request, body, &ending)?, ending))
     }
 
     /// The live connection's sender, connecting when there is none.
-    pub async fn sender(&self) -> Result<SendRequest<RequestBody>, H2Error> {
+    pub async fn sender(&self) -> Result<Sender, H2Error> {
         let mut current = self.sender.lock().await;
-        if let Some(sender) = current.as_ref().filter(|s| !s.is_closed()) {
+        if let Some(sender) = current
+            .as_ref()
+            .filter(|s| !s.ending.ended.load(Ordering::Acquire))
+        {
             return Ok(sender.clone());
         }
         let fresh = Box::pin(self.connect()).await?;
@@ -267,8 +353,8 @@ impl H2Connection {
 
     /// TCP, TLS where the URL says so, then the HTTP/2 preface, all within the connect
     /// timeout; the connection's task runs until the server or exai closes it (the last
-    /// sender dropped and its streams ended).
-    async fn connect(&self) -> Result<SendRequest<RequestBody>, H2Error> {
+    /// sender dropped and its streams ended) or a ping goes unanswered.
+    async fn connect(&self) -> Result<Sender, H2Error> {
         let Target {
             host, port, tls, ..
         } = &self.target;
@@ -279,7 +365,7 @@ impl H2Connection {
             // Requests are small and written whole: no reason to wait for more to send.
             let _ = tcp.set_nodelay(true);
             let Some(tls) = tls else {
-                return self.handshake(TokioIo::new(tcp)).await;
+                return self.handshake(tcp).await;
             };
             let stream = tls
                 .connector
@@ -297,9 +383,7 @@ impl H2Connection {
                 tracing::info!(%host, port, "the provider speaks HTTP/1.1 over TLS: its requests go through the pooled client");
                 return Err(H2Error::Http1Only);
             }
-            // Boxed: hyper sizes each request's task by its connection's, which holds the IO
-            // inline, and a TLS session is a kilobyte.
-            self.handshake(TokioIo::new(Box::new(stream))).await
+            self.handshake(stream).await
         };
         tokio::time::timeout(self.connect_timeout, connecting)
             .await
@@ -307,28 +391,93 @@ impl H2Connection {
     }
 
     /// The HTTP/2 preface on `io`, and the connection's task started.
-    async fn handshake<T>(&self, io: T) -> Result<SendRequest<RequestBody>, H2Error>
+    async fn handshake<T>(&self, io: T) -> Result<Sender, H2Error>
     where
-        T: Read + Write + Unpin + Send + 'static,
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (host, port) = (self.target.host.clone(), self.target.port);
-        // Pings while requests wait: a model may think for minutes without a byte, and a path
-        // that died meanwhile (or a middlebox that forgets idle flows) would otherwise show only
-        // at the first-token timeout; an unanswered ping closes the connection and fails its
-        // requests at once.
-        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(self.keepalive)
-            .keep_alive_timeout(self.keepalive)
-            .handshake(io)
+        let (requests, mut connection) = client::Builder::new()
+            .enable_push(false)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .handshake::<_, Bytes>(io)
             .await
             .map_err(H2Error::Handshake)?;
+        // Pings: a model may think for minutes without a byte, and a path that died meanwhile
+        // (or a middlebox that forgets idle flows) would otherwise show only at the first-token
+        // timeout; an unanswered ping closes the connection and fails its requests at once.
+        let ending = Arc::new(ConnectionState {
+            keepalive: self.keepalive,
+            ..ConnectionState::default()
+        });
+        let ended = ending.clone();
+        let pings = connection
+            .ping_pong()
+            .map(|pings| ping(pings, self.keepalive, ending.clone()));
         // The connection outlives the call that opened it: it logs as the process's own.
         crate::spawn::in_span(tracing::Span::none(), async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%host, port, %error, "HTTP/2 connection to a provider ended");
+            let pings = async {
+                match pings {
+                    Some(pings) => pings.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                outcome = &mut connection => if let Err(error) = outcome {
+                    tracing::debug!(%host, port, %error, "HTTP/2 connection to a provider ended");
+                },
+                () = pings => {
+                    tracing::warn!(%host, port, "a provider's HTTP/2 connection answered no ping: closed");
+                    ended.unanswered_ping.store(true, Ordering::Release);
+                }
             }
+            ended.ended.store(true, Ordering::Release);
+            // Dropped: the requests still on it fail.
+            drop(connection);
         });
-        Ok(sender)
+        Ok(Sender { requests, ending })
+    }
+}
+
+/// The request's head: `url`, `headers` and the body's length.
+fn request(url: &reqwest::Url, headers: HeaderMap, length: usize) -> Result<Request<()>, H2Error> {
+    let mut request = Request::post(url.as_str()).body(()).map_err(H2Error::Uri)?;
+    *request.headers_mut() = headers;
+    request
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    Ok(request)
+}
+
+/// Queues `request` and its whole `body` on a connection ready for a stream.
+fn send(
+    requests: &mut SendRequest<Bytes>,
+    request: Request<()>,
+    body: Bytes,
+    ending: &ConnectionState,
+) -> Result<ResponseFuture, H2Error> {
+    let (answer, mut stream) = requests
+        .send_request(request, false)
+        .map_err(|e| ending.explain(e))?;
+    // Queued even before the stream has flow-control credit: sent with the headers.
+    stream
+        .send_data(body, true)
+        .map_err(|e| ending.explain(e))?;
+    Ok(answer)
+}
+
+/// Pings every `every` while requests wait on the connection, each answered within `every`;
+/// returns at the first that is not.
+async fn ping(mut pings: PingPong, every: Duration, ending: Arc<ConnectionState>) {
+    loop {
+        tokio::time::sleep(every).await;
+        if ending.waiting.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        match tokio::time::timeout(every, pings.ping(Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => return,
+        }
     }
 }
