@@ -22,7 +22,7 @@ use hyper::body::Frame;
 /// longer gets its head (and priming event) then, as before, only this much later.
 const HOLD: Duration = Duration::from_millis(100);
 
-/// The most held once a message is: a burst of ready events beyond it streams as it comes.
+/// The most held: a burst of events beyond it streams as it comes.
 const MOST_HELD: usize = 64 * 1024;
 
 /// Middleware for the `/mcp` route: holds the head of an event-stream answer to a POST until
@@ -43,10 +43,10 @@ pub async fn hold_head(request: Request, next: Next) -> Response {
     // nothing more is waited for.
     let mut message_held = false;
     let ended = loop {
+        if data.len() >= MOST_HELD {
+            break false;
+        }
         let next = if message_held {
-            if data.len() >= MOST_HELD {
-                break false;
-            }
             match body.frame().now_or_never() {
                 Some(next) => next,
                 None => break false,
