@@ -197,7 +197,7 @@ const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Sender {
     requests: SendRequest<Bytes>,
-    ending: Arc<ConnectionState>,
+    state: Arc<ConnectionState>,
 }
 
 /// How a connection's task ended (set once, read by the requests it fails), and how many
@@ -225,9 +225,9 @@ impl ConnectionState {
 struct Waiting(Arc<ConnectionState>);
 
 impl Waiting {
-    fn new(ending: Arc<ConnectionState>) -> Self {
-        ending.waiting.fetch_add(1, Ordering::Relaxed);
-        Self(ending)
+    fn new(state: Arc<ConnectionState>) -> Self {
+        state.waiting.fetch_add(1, Ordering::Relaxed);
+        Self(state)
     }
 }
 
@@ -313,12 +313,12 @@ impl H2Connection {
     ) -> Result<DirectAnswer, H2Error> {
         let request = request(url, headers, body.len())?;
         let body = Bytes::from(body);
-        let Sender { requests, ending } = sender;
-        let (answer, ending) = match requests.ready().await {
-            Ok(mut ready) => (send(&mut ready, request, body, &ending)?, ending),
+        let Sender { requests, state } = sender;
+        let (answer, state) = match requests.ready().await {
+            Ok(mut ready) => (send(&mut ready, request, body, &state)?, state),
             Err(_) => Box::pin(self.resend(request, body)).await?,
         };
-        let waiting = Waiting::new(ending);
+        let waiting = Waiting::new(state);
         match answer.await {
             Ok(response) => Ok(DirectAnswer { response, waiting }),
             Err(error) => Err(waiting.0.explain(error)),
@@ -332,9 +332,9 @@ impl H2Connection {
         body: Bytes,
     ) -> Result<(ResponseFuture, Arc<ConnectionState>), H2Error> {
         // The closed sender is dropped by `sender()`, which connects anew.
-        let Sender { requests, ending } = self.sender().await?;
-        let mut ready = requests.ready().await.map_err(|e| ending.explain(e))?;
-        Ok((send(&mut ready, request, body, &ending)?, ending))
+        let Sender { requests, state } = self.sender().await?;
+        let mut ready = requests.ready().await.map_err(|e| state.explain(e))?;
+        Ok((send(&mut ready, request, body, &state)?, state))
     }
 
     /// The live connection's sender, connecting when there is none.
@@ -342,7 +342,7 @@ impl H2Connection {
         let mut current = self.sender.lock().await;
         if let Some(sender) = current
             .as_ref()
-            .filter(|s| !s.ending.ended.load(Ordering::Acquire))
+            .filter(|s| !s.state.ended.load(Ordering::Acquire))
         {
             return Ok(sender.clone());
         }
@@ -407,22 +407,14 @@ impl H2Connection {
         // Pings: a model may think for minutes without a byte, and a path that died meanwhile
         // (or a middlebox that forgets idle flows) would otherwise show only at the first-token
         // timeout; an unanswered ping closes the connection and fails its requests at once.
-        let ending = Arc::new(ConnectionState {
+        let state = Arc::new(ConnectionState {
             keepalive: self.keepalive,
             ..ConnectionState::default()
         });
-        let ended = ending.clone();
-        let pings = connection
-            .ping_pong()
-            .map(|pings| ping(pings, self.keepalive, ending.clone()));
+        let ended = state.clone();
+        let pings = ping(connection.ping_pong(), self.keepalive, state.clone());
         // The connection outlives the call that opened it: it logs as the process's own.
         crate::spawn::in_span(tracing::Span::none(), async move {
-            let pings = async {
-                match pings {
-                    Some(pings) => pings.await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 outcome = &mut connection => if let Err(error) = outcome {
                     tracing::debug!(%host, port, %error, "HTTP/2 connection to a provider ended");
@@ -436,7 +428,7 @@ impl H2Connection {
             // Dropped: the requests still on it fail.
             drop(connection);
         });
-        Ok(Sender { requests, ending })
+        Ok(Sender { requests, state })
     }
 }
 
@@ -455,24 +447,25 @@ fn send(
     requests: &mut SendRequest<Bytes>,
     request: Request<()>,
     body: Bytes,
-    ending: &ConnectionState,
+    state: &ConnectionState,
 ) -> Result<ResponseFuture, H2Error> {
     let (answer, mut stream) = requests
         .send_request(request, false)
-        .map_err(|e| ending.explain(e))?;
+        .map_err(|e| state.explain(e))?;
     // Queued even before the stream has flow-control credit: sent with the headers.
-    stream
-        .send_data(body, true)
-        .map_err(|e| ending.explain(e))?;
+    stream.send_data(body, true).map_err(|e| state.explain(e))?;
     Ok(answer)
 }
 
 /// Pings every `every` while requests wait on the connection, each answered within `every`;
-/// returns at the first that is not.
-async fn ping(mut pings: PingPong, every: Duration, ending: Arc<ConnectionState>) {
+/// returns at the first that is not (never, when h2 gives no pinger).
+async fn ping(pings: Option<PingPong>, every: Duration, state: Arc<ConnectionState>) {
+    let Some(mut pings) = pings else {
+        return std::future::pending().await;
+    };
     loop {
         tokio::time::sleep(every).await;
-        if ending.waiting.load(Ordering::Relaxed) == 0 {
+        if state.waiting.load(Ordering::Relaxed) == 0 {
             continue;
         }
         match tokio::time::timeout(every, pings.ping(Ping::opaque())).await {

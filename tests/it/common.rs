@@ -1328,6 +1328,29 @@ impl HttpAnswer {
     }
 }
 
+/// The POST of one JSON-RPC message to a Streamable HTTP endpoint, as the MCP SDKs send it
+/// (on `session`, when there is one), for a test that reads the answer itself.
+pub fn mcp_request(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    session: Option<&str>,
+    message: &Value,
+) -> reqwest::RequestBuilder {
+    let mut request = http
+        .post(url)
+        .timeout(Duration::from_secs(30))
+        .bearer_auth(token)
+        .header("Accept", "application/json, text/event-stream")
+        .json(message);
+    if let Some(session) = session {
+        request = request
+            .header("Mcp-Session-Id", session)
+            .header("MCP-Protocol-Version", HTTP_PROTOCOL_VERSION);
+    }
+    request
+}
+
 /// POSTs one JSON-RPC message to a Streamable HTTP endpoint, as the MCP SDKs do.
 pub async fn mcp_post(
     url: &str,
@@ -1346,18 +1369,10 @@ pub async fn mcp_post_on(
     session: Option<&str>,
     message: &Value,
 ) -> HttpAnswer {
-    let mut request = http
-        .post(url)
-        .timeout(Duration::from_secs(30))
-        .bearer_auth(token)
-        .header("Accept", "application/json, text/event-stream")
-        .json(message);
-    if let Some(session) = session {
-        request = request
-            .header("Mcp-Session-Id", session)
-            .header("MCP-Protocol-Version", HTTP_PROTOCOL_VERSION);
-    }
-    let response = request.send().await.expect("POST /mcp");
+    let response = mcp_request(http, url, token, session, message)
+        .send()
+        .await
+        .expect("POST /mcp");
     let header = |name: &str| {
         response
             .headers()

@@ -864,16 +864,9 @@ async fn an_http_answer_leaves_with_its_head_and_a_long_call_s_head_does_not_wai
     let session = HttpSession::open(&url, &token).await;
     let http = reqwest::Client::new();
     let call = |id: i64, model: &str| {
-        http.post(&url)
-            .bearer_auth(&token)
-            .header("Accept", "application/json, text/event-stream")
-            .header("Mcp-Session-Id", &session.id)
-            .header("MCP-Protocol-Version", HTTP_PROTOCOL_VERSION)
-            .json(
-                &json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
-                "name": "chat", "arguments": {"prompt": format!("call {id}"), "model": model}}}),
-            )
-            .send()
+        let message = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "chat", "arguments": {"prompt": format!("call {id}"), "model": model}}});
+        mcp_request(&http, &url, &token, Some(&session.id), &message).send()
     };
 
     // A quick call: the head, the priming event and the answer form one body of known length.
