@@ -808,16 +808,20 @@ impl ExaiService {
                     Ok(CallToolResponse::Complete(background_answer(&call)))
                 }
                 Waited::Done(outcome) => {
+                    // Over HTTP the call's end recorded the answer as handed to rmcp.
                     if !self.session.transport_reports_delivery() {
                         self.session.take_call_for_response(&request_id);
-                        let store = self.app.calls.store();
-                        let _ =
-                            Box::pin(store.note_delivery(&call.id, Delivery::HandedToHttp)).await;
                     }
                     Ok(CallToolResponse::Complete(outcome.result.clone()))
                 }
                 // The client cancelled or left; rmcp drops whatever we answer now.
                 Waited::Gone => {
+                    // A call that ended as its client left was recorded as handed over (HTTP),
+                    // which it now is not.
+                    if call.outcome().is_some() && !self.session.transport_reports_delivery() {
+                        let store = self.app.calls.store();
+                        let _ = Box::pin(store.note_delivery(&call.id, Delivery::ClientGone)).await;
+                    }
                     // Keep the request → call link until the call ends: a `notifications/cancelled`
                     // for this request may still be on its way to `on_cancelled`.
                     let session = self.session.clone();

@@ -570,6 +570,7 @@ impl Calls {
             .tokens_out
             .or((snapshot.tokens_out > 0).then_some(snapshot.tokens_out));
         let done = FinishedCall {
+            delivery: delivery_at_end(call, state).map(|d| d.to_string()),
             state: Some(state),
             started_at_ms: *call.started_at_ms.lock().unwrap_or_else(|p| p.into_inner()),
             finished_at_ms: now_ms(),
@@ -656,18 +657,6 @@ impl Calls {
                 error = %message,
                 "call finished"
             ),
-        }
-        if state == CallState::Cancelled || call.is_detached() {
-            let delivery = if state == CallState::Cancelled {
-                Delivery::NotSentCancelled
-            } else if call.handed_off.load(Ordering::Relaxed) {
-                tracing::info!("answer kept for call_result (the client got a call handle)");
-                Delivery::KeptForCallResult
-            } else {
-                tracing::warn!("client gone before the answer; result kept in the store");
-                Delivery::ClientGone
-            };
-            let _ = self.store.set_delivery(&call.id, delivery).await;
         }
         // The record keeps the whole answer; the client gets what it accepts.
         let result = output::fitted(result, self.max_output_tokens, &call.id).await;
@@ -842,6 +831,25 @@ impl LiveCall {
     fn usage_slot(&self) -> std::sync::MutexGuard<'_, Usage> {
         self.usage.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// How `call`'s answer leaves, where its end decides it, written with its end (one write, not
+/// two): not at all (cancelled), kept for `call_result` (its client left, or got a handle), or
+/// handed to rmcp's HTTP transport, which writes it itself. `None`: the transport writes the
+/// answer itself and reports that once done (stdio, WebSocket).
+fn delivery_at_end(call: &LiveCall, state: CallState) -> Option<Delivery> {
+    if state == CallState::Cancelled {
+        return Some(Delivery::NotSentCancelled);
+    }
+    if call.is_detached() {
+        if call.handed_off.load(Ordering::Relaxed) {
+            tracing::info!("answer kept for call_result (the client got a call handle)");
+            return Some(Delivery::KeptForCallResult);
+        }
+        tracing::warn!("client gone before the answer; result kept in the store");
+        return Some(Delivery::ClientGone);
+    }
+    (!call.origin.transport.reports_delivery()).then_some(Delivery::HandedToHttp)
 }
 
 /// "streaming (for 4.2 s)", and when the output began in an earlier stage (thinking first)

@@ -237,6 +237,8 @@ pub struct FinishedCall {
     pub spend: Vec<(String, Option<i64>)>,
     /// The conversation the call added turns to (a thread's cost is its calls').
     pub thread_id: Option<String>,
+    /// How the answer leaves, where the end decides it (a [`Delivery`]'s stored word).
+    pub delivery: Option<String>,
 }
 
 /// One row of the `calls` table, as read back.

@@ -449,7 +449,8 @@ fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>, only_if: Optio
                  last_progress = ?11, error_kind = ?12, error_message = ?13, result = ?14, \
                  is_error = ?15, reasoning_tokens = ?16, time_to_first_token_ms = ?17, \
                  reasoning = ?18, cached_tokens = ?19, finish_reason = ?20, cost_usd_micros = ?21, \
-                 thread_id = COALESCE(?22, thread_id) WHERE id = ?1",
+                 thread_id = COALESCE(?22, thread_id), delivery = COALESCE(?23, delivery) \
+                 WHERE id = ?1",
                 vec![
                     Text(Some(id)),
                     Text(Some(done.state.unwrap_or(CallState::Failed).as_str())),
@@ -473,6 +474,7 @@ fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>, only_if: Optio
                     text(&done.finish_reason),
                     Int(done.cost_usd_micros),
                     text(&done.thread_id),
+                    text(&done.delivery),
                 ],
             );
             // What the call's providers billed goes to the running totals of the day it

@@ -215,7 +215,7 @@ async fn cancel_stops_the_call_and_closes_the_provider_request() {
                 })
             })
             .ok()?;
-        // The delivery is written just after the end state: wait for both.
+        // The end and its delivery are one write; the record is read until it shows them.
         rows.into_iter()
             .find(|r| r.state.as_str() == "cancelled" && r.delivery != Delivery::Pending)
     })
