@@ -413,7 +413,7 @@ fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>, only_if: Optio
                 Text(Some(&c.arguments)),
                 Int(Some(c.received_at_ms)),
                 Int(Some(c.deadline_at_ms)),
-                Int(Some(i64::from(std::process::id()))),
+                Int(Some(*OWNER_PID)),
                 Text(Some(
                     if started_at_ms.is_some() {
                         CallState::Running
@@ -552,6 +552,9 @@ fn judge(op: &WriteOp, changed: &[u64]) -> Result<(), WriteFailure> {
         _ => Ok(()),
     }
 }
+
+/// This process, which records own: asked once, not with each record (a system call each).
+static OWNER_PID: LazyLock<i64> = LazyLock::new(|| i64::from(std::process::id()));
 
 /// Progress is noted only while a call is open (a late heartbeat must not touch an ended record).
 static PROGRESS: LazyLock<String> = LazyLock::new(|| {
