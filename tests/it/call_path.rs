@@ -536,3 +536,25 @@ async fn challenge_turns_a_claim_into_a_reassessment_without_a_model() {
     assert_eq!(empty.is_error, Some(true));
     client.cancel().await.unwrap();
 }
+
+/// Over HTTP the answer goes to rmcp, which writes it itself: the call's end records that, in the
+/// commit that comes before the answer, so the record says so the moment the answer arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_call_s_record_names_its_delivery_when_its_answer_arrives() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let url = format!("http://{}/mcp", daemon.addr);
+    let mut session = HttpSession::open(&url, &daemon.token()).await;
+    let result = session
+        .call_tool(
+            "chat",
+            json!({"prompt": "hello over http", "model": "fake-fast"}),
+        )
+        .await;
+    let id = result["_meta"]["exai.dev/callId"].as_str().unwrap();
+    let record = daemon
+        .record(id)
+        .expect("the record is committed before the answer is sent");
+    assert_eq!(record.state.as_str(), "succeeded");
+    assert_eq!(record.delivery, Delivery::HandedToHttp);
+}

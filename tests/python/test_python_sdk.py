@@ -383,7 +383,7 @@ async def test_http_initialize_list_and_chat(daemon: Daemon) -> None:
     call = daemon.call_record(call_id)["call"]
     assert call["state"] == "succeeded"
     assert call["transport"] == "http"
-    # Queued without waiting for its commit, but before the next call's record, which was.
+    # Written with the call's end, committed before the answer was sent.
     assert call["delivery"] == "handed_to_http"
 
 
