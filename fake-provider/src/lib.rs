@@ -7,7 +7,7 @@
 //! `fake-nousage-<n>`, `fake-reasoning`, `fake-glm-thinking`, `fake-comments-<n>`,
 //! `fake-slowstart-<ms>x<n>`, `fake-kimi-search`, `fake-kimi-search-loop`, `fake-glm-search`,
 //! `fake-json`, `fake-thinkstream-<n>x<ms>`, `fake-flood`, `fake-flood-json`, `fake-longline`,
-//! `fake-redirect-<port>`, `fake-echo-auth`;
+//! `fake-redirect-<port>`, `fake-echo-auth`, `fake-bigheaders-<kib>`;
 //! see [`script::Script`]). `GET /models` is scripted by the bearer key instead: `fake-key-401`
 //! is refused with 401, `fake-key-hang` never answered; any other key gets the list (see
 //! [`script::KeyScript`]).
@@ -1051,6 +1051,18 @@ fn redirect(port: u32) -> Response {
     response
 }
 
+/// `fake-bigheaders-<kib>`: `kib` headers of 1 KiB each (name and value).
+fn pad_headers(headers: &mut HeaderMap, kib: u32) {
+    let Ok(value) = HeaderValue::from_str(&"p".repeat(1000)) else {
+        return;
+    };
+    for i in 0..kib {
+        if let Ok(name) = header::HeaderName::try_from(format!("x-fake-pad-{i:010}")) {
+            headers.insert(name, value.clone());
+        }
+    }
+}
+
 /// `fake-echo-auth`.
 fn echo_auth(headers: &HeaderMap, uri: &Uri) -> Response {
     let sent = headers
@@ -1289,6 +1301,11 @@ async fn run_script(
         Script::LongLine if stream => long_line(tracker),
         Script::LongLine => flood(req, false, tracker),
         Script::Redirect(port) => tracker.finish(redirect(port)),
+        Script::BigHeaders(kib) => {
+            let mut response = answer(Script::Fast, req, reset, stream, tracker).await;
+            pad_headers(response.headers_mut(), kib);
+            response
+        }
         Script::Json => answer(Script::Fast, req, reset, false, tracker).await,
         _ => answer(script, req, reset, stream, tracker).await,
     }

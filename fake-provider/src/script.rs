@@ -39,6 +39,7 @@ pub const EXAMPLE_MODELS: &[&str] = &[
     "fake-longline",
     "fake-redirect-1",
     "fake-echo-auth",
+    "fake-bigheaders-8",
 ];
 
 /// What the server does for a request, decided by the model name.
@@ -135,6 +136,9 @@ pub enum Script {
     /// `fake-echo-auth`: 401 whose message echoes the `Authorization` header and the request's
     /// path (below `/v1`) and query, as some providers echo a wrong key.
     EchoAuth,
+    /// `fake-bigheaders-<kib>`: answers like `fake-fast`, its head padded with `<kib>` headers of
+    /// 1 KiB each (`x-fake-pad-<i>`): what a client bounds before it reads any body.
+    BigHeaders(u32),
     /// Anything else: 404 model not found.
     Unknown,
 }
@@ -228,6 +232,7 @@ impl Script {
             ("fake-nousage-", Script::NoUsage),
             ("fake-comments-", Script::Comments),
             ("fake-redirect-", Script::Redirect),
+            ("fake-bigheaders-", Script::BigHeaders),
         ];
         SCRIPTS.iter().find_map(|(prefix, script)| {
             let n = model.strip_prefix(prefix)?;
@@ -367,6 +372,7 @@ mod tests {
         );
         assert_eq!(Script::parse("fake-comments-5"), Script::Comments(5));
         assert_eq!(Script::parse("fake-redirect-8080"), Script::Redirect(8080));
+        assert_eq!(Script::parse("fake-bigheaders-64"), Script::BigHeaders(64));
         assert_eq!(
             Script::parse("fake-thinkstream-4x250"),
             Script::ThinkStream {
@@ -428,6 +434,7 @@ mod tests {
             "fake-redirect-x",
             "fake-thinkstream-4",
             "fake-echo-auth-1",
+            "fake-bigheaders-",
         ] {
             assert_eq!(Script::parse(model), Script::Unknown, "{model:?}");
         }

@@ -23,7 +23,9 @@ use hyper::body::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
-use super::h2_connection::{DirectAnswer, H2Connection, H2Error, Target, TlsSetupError};
+use super::h2_connection::{
+    DirectAnswer, H2Connection, H2Error, MAX_ANSWER_HEAD, Target, TlsSetupError,
+};
 use crate::config::{Http2, TrustedCertificates};
 
 /// Requests one client carries before the next one is opened: the least a server should allow.
@@ -134,9 +136,23 @@ pub enum TransportError {
     Pooled(reqwest::Error),
     #[error(transparent)]
     Direct(H2Error),
+    /// Over HTTP/1.1 reqwest reads a head of up to about 400 KiB; exai takes no more than h2
+    /// does, so an answer meets one bound whichever way it came.
+    #[error("its head (status line and headers) is over {} KiB, more than exai reads", MAX_ANSWER_HEAD / 1024)]
+    HeadTooLarge,
 }
 
 impl TransportError {
+    /// The server answered, but not in a form exai takes: its head is past the bound, or
+    /// (over HTTP/2) it broke the protocol. Not a failure to reach it.
+    pub fn refused_answer(&self) -> bool {
+        match self {
+            Self::HeadTooLarge => true,
+            Self::Direct(error) => error.broke_protocol(),
+            Self::Pooled(_) => false,
+        }
+    }
+
     /// The error without the request's URL (it may carry credentials).
     pub fn without_url(self) -> Self {
         match self {
@@ -169,12 +185,40 @@ impl Checkout {
             }
         }
         let request = self.http.post(url.clone()).headers(headers).body(body);
-        request
-            .send()
-            .await
-            .map(Answer::Pooled)
-            .map_err(TransportError::Pooled)
+        match request.send().await {
+            Ok(response) if head_size(response.headers()) > MAX_ANSWER_HEAD => {
+                Err(TransportError::HeadTooLarge)
+            }
+            Ok(response) => Ok(Answer::Pooled(response)),
+            Err(error) if past_hyper_s_head_bound(&error) => Err(TransportError::HeadTooLarge),
+            Err(error) => Err(TransportError::Pooled(error)),
+        }
     }
+}
+
+/// A header list's size as HTTP/2 counts it (RFC 9113, 6.5.2): each field's name and value and
+/// 32 bytes more.
+fn head_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
+}
+
+/// hyper refused an HTTP/1.1 head too large for its buffer (about 400 KiB) or with too many
+/// headers.
+fn past_hyper_s_head_bound(error: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse_too_large)
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 impl Drop for Checkout {

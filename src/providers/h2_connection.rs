@@ -56,6 +56,16 @@ pub enum H2Error {
     Uri(#[source] hyper::http::Error),
 }
 
+impl H2Error {
+    /// h2 refused what the server sent, not the network: an answer's head past
+    /// [`MAX_ANSWER_HEAD`] (a stream's, or on the connection, one too large to decode), or
+    /// frames that break HTTP/2's rules.
+    pub fn broke_protocol(&self) -> bool {
+        matches!(self, H2Error::Request(e) if e.is_library()
+            && matches!(e.reason(), Some(h2::Reason::PROTOCOL_ERROR | h2::Reason::COMPRESSION_ERROR)))
+    }
+}
+
 /// Why TLS for an endpoint's connections cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -186,8 +196,9 @@ fn connector(
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// The largest header list an answer may have (hyper's limit for its HTTP/2 client too).
-const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// The largest head (status and headers, counted as HTTP/2 counts a header list) an answer may
+/// have on any path: hyper's limit for its HTTP/2 client too. Past it, h2 refuses the answer.
+pub const MAX_ANSWER_HEAD: usize = 16 * 1024;
 /// How much of an answer the server may send ahead of its reading, per request and in all:
 /// the readers bound what they keep, and a model's answer is far smaller.
 const STREAM_WINDOW: u32 = 1024 * 1024;
@@ -398,7 +409,7 @@ impl H2Connection {
         let (host, port) = (self.target.host.clone(), self.target.port);
         let (requests, mut connection) = client::Builder::new()
             .enable_push(false)
-            .max_header_list_size(MAX_HEADER_LIST)
+            .max_header_list_size(MAX_ANSWER_HEAD as u32)
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .handshake::<_, Bytes>(io)

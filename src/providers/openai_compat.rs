@@ -18,6 +18,7 @@ use super::catalog::ListedReasoning;
 use super::client::PlannedRequest;
 use super::connections::{Answer, Checkout, ClientSettings, Connections, TransportError};
 use super::errors::{self, ErrorBody, ErrorClass};
+use super::h2_connection::MAX_ANSWER_HEAD;
 use super::retry::AttemptError;
 use super::sse::{SseDecoder, SseError};
 use super::{
@@ -357,6 +358,23 @@ impl OpenAiCompatible {
         let counted = metrics::ProviderRequest::sent(&self.metrics_name);
         let response = match tokio::time::timeout(self.idle_timeout, send).await {
             Ok(Ok(response)) => response,
+            Ok(Err(e)) if e.refused_answer() => {
+                let error = ProviderError::Garbage {
+                    provider: self.name.clone(),
+                    model: model.id.clone(),
+                    detail: match e {
+                        TransportError::HeadTooLarge => e.to_string(),
+                        e => format!(
+                            "it broke HTTP/2's rules, or its head was over {} KiB, more than \
+                             exai reads ({})",
+                            MAX_ANSWER_HEAD / 1024,
+                            self.describe(e)
+                        ),
+                    },
+                };
+                counted.ended(RequestStatus::Unusable(error.kind()));
+                return Err(error);
+            }
             Ok(Err(e)) => {
                 counted.ended(RequestStatus::Connect);
                 return Err(ProviderError::Connect {

@@ -536,9 +536,9 @@ async fn http2_when_asked_carries_calls_on_few_connections_and_none_waits_for_a_
 
 #[tokio::test]
 async fn every_way_to_a_provider_meets_every_provider_behaviour_alike() {
-    // Chat requests go on hyper's connection API over TLS when ALPN picks h2, and over plain
-    // http:// with `always`; through reqwest otherwise (and after a TLS server picks HTTP/1.1).
-    // Every scripted behaviour must end the same way on every path.
+    // Chat requests go on exai's own HTTP/2 connections over TLS when ALPN picks h2, and over
+    // plain http:// with `always`; through reqwest otherwise (and after a TLS server picks
+    // HTTP/1.1). Every scripted behaviour must end the same way on every path.
     let cases: &[(&str, &str)] = &[
         ("fake-fast", "echo: x"),
         ("fake-stream-5x10", "echo: x"),
@@ -562,6 +562,13 @@ async fn every_way_to_a_provider_meets_every_provider_behaviour_alike() {
         // The connection the reset closed is replaced for the next call.
         ("fake-fast", "echo: x"),
         ("fake-flood", "sent more than 64 KiB"),
+        // One bound on an answer's head, whichever client read it (reqwest's HTTP/1.1 would
+        // take about 400 KiB); a head too large even to decode closes an HTTP/2 connection,
+        // which the next call replaces.
+        ("fake-bigheaders-8", "echo: x"),
+        ("fake-bigheaders-17", "over 16 KiB, more than exai reads"),
+        ("fake-bigheaders-1024", "over 16 KiB, more than exai reads"),
+        ("fake-fast", "echo: x"),
         (
             "fake-redirect-1",
             "answered HTTP 307, a redirect to http://127.0.0.1:1/v1/chat/completions?api_key=***; \
@@ -620,7 +627,10 @@ async fn every_way_to_a_provider_meets_every_provider_behaviour_alike() {
                 "{mode}, {model}: {text}"
             );
         }
-        let versions = fake.stats()["by_http_version"].clone();
+        let stats = fake.stats();
+        // An answer exai refuses is not asked for again.
+        assert_eq!(stats["by_model"]["fake-bigheaders-1024"], 1, "{mode}");
+        let versions = stats["by_http_version"].clone();
         assert_eq!(
             versions.as_object().unwrap().keys().collect::<Vec<_>>(),
             [version],
