@@ -700,7 +700,7 @@ async fn connect_socket(config: &Config, client_env: &ClientEnv) -> Result<Ws, L
             path.display()
         )));
     }
-    let stream = UnixStream::connect(&path)
+    let stream = local_socket::connect(&path)
         .await
         .map_err(|e| io_link_error(e, &path.display().to_string()))?;
     let token = read_token(config).await?;
@@ -1048,7 +1048,7 @@ async fn wait_until_up(
 /// Whether something listens where the shim connects (the next connection checks what it is).
 async fn daemon_listens(config: &Config, listen: SocketAddr) -> bool {
     match config.daemon_url {
-        None => UnixStream::connect(config.socket_path()).await.is_ok(),
+        None => local_socket::connect(&config.socket_path()).await.is_ok(),
         Some(_) => TcpStream::connect(listen).await.is_ok(),
     }
 }

@@ -52,7 +52,7 @@ pub async fn ask(
         String::new()
     };
     let exchange = async {
-        let mut stream = tokio::net::UnixStream::connect(&socket)
+        let mut stream = super::local_socket::connect(&socket)
             .await
             .map_err(|_| not_running())?;
         let request = format!(

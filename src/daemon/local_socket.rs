@@ -13,6 +13,43 @@ use tokio::net::{UnixListener, UnixStream};
 /// Longest socket path the kernel takes (`sun_path` holds 108 bytes with its NUL on Linux, 104 elsewhere).
 const MAX_SOCKET_PATH: usize = 103;
 
+/// `path` as a socket address can hold it: itself when short enough; past the bound, on Linux,
+/// the same file reached through a descriptor of its directory (`/proc/self/fd/N/daemon.sock`),
+/// open while this lives. A deep EXAI_HOME would otherwise leave exai without its socket.
+struct SocketAddress {
+    path: PathBuf,
+    _directory: Option<std::fs::File>,
+}
+
+impl SocketAddress {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        #[cfg(target_os = "linux")]
+        if path.as_os_str().len() > MAX_SOCKET_PATH
+            && let (Some(directory), Some(name)) = (path.parent(), path.file_name())
+        {
+            use std::os::fd::AsRawFd;
+            // Opening a directory is a lookup, as the metadata calls around it are.
+            let directory = std::fs::File::open(directory)?;
+            return Ok(Self {
+                path: Path::new("/proc/self/fd")
+                    .join(directory.as_raw_fd().to_string())
+                    .join(name),
+                _directory: Some(directory),
+            });
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            _directory: None,
+        })
+    }
+}
+
+/// A connection to the socket at `path`, however long the path.
+pub async fn connect(path: &Path) -> std::io::Result<UnixStream> {
+    let address = SocketAddress::of(path)?;
+    UnixStream::connect(&address.path).await
+}
+
 /// Why the socket or its directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
@@ -156,15 +193,18 @@ impl Drop for SocketFile {
 /// belongs to something else and is left alone.
 pub async fn bind(path: &Path) -> Result<(UnixListener, SocketFile), SocketError> {
     remove_stale(path).await?;
-    let listener = UnixListener::bind(path).map_err(|source| SocketError::Bind {
-        path: path.to_path_buf(),
-        hint: if path.as_os_str().len() > MAX_SOCKET_PATH {
-            " (socket paths are limited to about 100 bytes: choose a shorter EXAI_HOME)"
-        } else {
-            ""
-        },
-        source,
-    })?;
+    let listener = SocketAddress::of(path)
+        .and_then(|address| UnixListener::bind(&address.path))
+        .map_err(|source| SocketError::Bind {
+            path: path.to_path_buf(),
+            // Linux reaches a long path through its directory's descriptor (`SocketAddress`).
+            hint: if cfg!(not(target_os = "linux")) && path.as_os_str().len() > MAX_SOCKET_PATH {
+                " (socket paths are limited to about 100 bytes: choose a shorter EXAI_HOME)"
+            } else {
+                ""
+            },
+            source,
+        })?;
     let file = SocketFile(path.to_path_buf());
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(io_error(path))?;
@@ -185,7 +225,7 @@ async fn remove_stale(path: &Path) -> Result<(), SocketError> {
     }
     // Another user's socket in our private directory is never a daemon of ours: remove it unasked.
     if entry.uid() == current_uid() {
-        let probe = tokio::time::timeout(Duration::from_secs(1), UnixStream::connect(path)).await;
+        let probe = tokio::time::timeout(Duration::from_secs(1), connect(path)).await;
         // Connected, or still waiting in a full backlog: something listens there.
         if !matches!(probe, Ok(Err(_))) {
             return Err(SocketError::InUse {

@@ -571,6 +571,31 @@ async fn the_cli_shows_calls_and_status_with_the_daemon_up_and_down() {
     );
 }
 
+/// A socket address holds about 100 bytes of path; a deeper EXAI_HOME still gets its socket, and
+/// the shim and the CLI reach the daemon through it.
+#[tokio::test]
+async fn a_state_directory_too_deep_for_a_socket_address_still_gets_its_socket() {
+    let fake = Fake::start();
+    let mut home = temp_home();
+    while home.join("daemon.sock").as_os_str().len() <= 120 {
+        home.push("deeper-than-a-socket-address-holds");
+    }
+    std::fs::create_dir_all(&home).unwrap();
+    let daemon = Daemon::start_in(home, "127.0.0.1:0", &fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client
+        .call_tool(chat("from deep down", "fake-fast"))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&result), "echo: from deep down");
+    client.cancel().await.unwrap();
+    let (_, status, _) = exai_cli(&daemon.home, &["status"]);
+    assert!(
+        status.contains(&format!("daemon: up · {}", daemon.addr)),
+        "{status}"
+    );
+}
+
 #[tokio::test]
 async fn secrets_appear_in_no_log_record_or_error() {
     const KEY: &str = "sk-exai-test-7f3a9c1e5b";
