@@ -39,7 +39,6 @@ pub const EXAMPLE_MODELS: &[&str] = &[
     "fake-longline",
     "fake-redirect-1",
     "fake-echo-auth",
-    "fake-bigheaders-8",
 ];
 
 /// What the server does for a request, decided by the model name.
