@@ -239,6 +239,8 @@ fn every_block_of_the_readme_runs_as_written_or_says_why_not() {
         .env("PATH", path)
         .env("HOME", &sandbox.home)
         .env("TERM", "dumb")
+        // A daemon the walk-through starts must not meet another test's on the default port.
+        .env("EXAI_LISTEN", format!("127.0.0.1:{}", free_port()))
         .envs(store_env(&sandbox.home.join(".local/state/exai")))
         .stdin(Stdio::null())
         .process_group(0);

@@ -396,6 +396,8 @@ async fn an_autostarted_daemon_takes_no_client_s_provider_settings_as_its_own() 
     let fake = Fake::start();
     let home = temp_home();
     let mut env = autostart_env(&home, &fake, None);
+    // Not the default port: another test's daemon (the README walk-through's) may hold it.
+    env.push(("EXAI_LISTEN".into(), format!("127.0.0.1:{}", free_port())));
     env.push(("CUSTOM_API_KEY".into(), KEY.into()));
     env.push(("DEFAULT_MODEL".into(), "fake-delay-8".into()));
     let (client, _) = stdio_client(&env, &[]).await;
