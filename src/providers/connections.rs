@@ -140,17 +140,24 @@ pub enum TransportError {
     /// does, so an answer meets one bound whichever way it came.
     #[error("its head (status line and headers) is over {} KiB, more than exai reads", MAX_ANSWER_HEAD / 1024)]
     HeadTooLarge,
+    /// h2 refused the answer (`H2Error::broke_protocol`), which cannot say whether its head was
+    /// too large or it was otherwise not HTTP/2.
+    #[error("it broke HTTP/2's rules, or its head was over {} KiB, more than exai reads", MAX_ANSWER_HEAD / 1024)]
+    BrokeProtocol(#[source] H2Error),
 }
 
 impl TransportError {
+    fn direct(error: H2Error) -> Self {
+        match error.broke_protocol() {
+            true => Self::BrokeProtocol(error),
+            false => Self::Direct(error),
+        }
+    }
+
     /// The server answered, but not in a form exai takes: its head is past the bound, or
     /// (over HTTP/2) it broke the protocol. Not a failure to reach it.
     pub fn refused_answer(&self) -> bool {
-        match self {
-            Self::HeadTooLarge => true,
-            Self::Direct(error) => error.broke_protocol(),
-            Self::Pooled(_) => false,
-        }
+        matches!(self, Self::HeadTooLarge | Self::BrokeProtocol(_))
     }
 
     /// The error without the request's URL (it may carry credentials).
@@ -177,7 +184,7 @@ impl Checkout {
                         .post(sender, url, headers, body)
                         .await
                         .map(Answer::Direct)
-                        .map_err(TransportError::Direct);
+                        .map_err(TransportError::direct);
                 }
                 // The server picked HTTP/1.1 over TLS: reqwest, below, from now on.
                 Err(H2Error::Http1Only) => {}

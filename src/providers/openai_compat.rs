@@ -18,7 +18,6 @@ use super::catalog::ListedReasoning;
 use super::client::PlannedRequest;
 use super::connections::{Answer, Checkout, ClientSettings, Connections, TransportError};
 use super::errors::{self, ErrorBody, ErrorClass};
-use super::h2_connection::MAX_ANSWER_HEAD;
 use super::retry::AttemptError;
 use super::sse::{SseDecoder, SseError};
 use super::{
@@ -362,15 +361,7 @@ impl OpenAiCompatible {
                 let error = ProviderError::Garbage {
                     provider: self.name.clone(),
                     model: model.id.clone(),
-                    detail: match e {
-                        TransportError::HeadTooLarge => e.to_string(),
-                        e => format!(
-                            "it broke HTTP/2's rules, or its head was over {} KiB, more than \
-                             exai reads ({})",
-                            MAX_ANSWER_HEAD / 1024,
-                            self.describe(e)
-                        ),
-                    },
+                    detail: self.describe(e),
                 };
                 counted.ended(RequestStatus::Unusable(error.kind()));
                 return Err(error);
