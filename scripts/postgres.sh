@@ -6,11 +6,14 @@
 #   scripts/postgres.sh stop DIR    stop it and remove DIR
 #   scripts/postgres.sh pause DIR   stop the server, keeping the cluster (a database outage, for tests)
 #   scripts/postgres.sh resume DIR  start it again on the same port
+#   scripts/postgres.sh freeze DIR  stop the server's processes (SIGSTOP): it accepts connections and
+#                                   never answers, as a hung server or a lost route does (for tests)
+#   scripts/postgres.sh thaw DIR    let them go on (SIGCONT)
 # `start` prints nothing secret: the URL, password included, is only in DIR/url (mode 0600).
 set -euo pipefail
 
 usage() {
-    echo "usage: scripts/postgres.sh start|stop|pause|resume|url DIR" >&2
+    echo "usage: scripts/postgres.sh start|stop|pause|resume|freeze|thaw|url DIR" >&2
     exit 2
 }
 
@@ -144,6 +147,19 @@ stop() {
     rm -rf "$dir"
 }
 
+# The server's processes: the postmaster and its children (it forks none while stopped).
+server_pids() {
+    local postmaster
+    postmaster=$(head -1 "$dir/data/postmaster.pid" 2>/dev/null) || return 0
+    echo "$postmaster" $(ps -o pid= --ppid "$postmaster")
+}
+
+signal_server() {
+    local pids
+    pids=$(server_pids)
+    [ -z "$pids" ] || kill "-$1" $pids
+}
+
 pause() {
     as_owner "$(server_bin)/pg_ctl" stop --pgdata="$dir/data" --mode=fast --wait >/dev/null
 }
@@ -159,7 +175,13 @@ resume() {
 
 case "$action" in
 start) start ;;
-stop) stop ;;
+stop)
+    # A frozen server would never stop.
+    signal_server CONT 2>/dev/null || true
+    stop
+    ;;
+freeze) signal_server STOP ;;
+thaw) signal_server CONT ;;
 pause) pause ;;
 resume) resume ;;
 url) cat "$dir/url" ;;

@@ -15,8 +15,8 @@ use serde_json::json;
 
 use crate::clients::{Client, Places, Scope, Wanted};
 use crate::config::{BUILT_IN_PROVIDERS, Config, EndpointConfig, TOKEN_FILE, settings};
-use crate::daemon::DaemonInfo;
 use crate::daemon::control::{self, RESTART_ADVICE};
+use crate::daemon::{DaemonInfo, LockNote};
 use crate::providers::openai_compat::ListModelsError;
 use crate::providers::{ProbeError, platform_urls, probe_models};
 use crate::store::{StoreLocation, StoreReader};
@@ -202,6 +202,10 @@ async fn configuration(scene: &Scene) -> Vec<Check> {
     vec![check]
 }
 
+/// What to do about a daemon that stopped on an error.
+const STOPPED_ON_AN_ERROR: &str = "correct what the error names; the next client starts the daemon \
+     again (`exai daemon` in a terminal shows it starting)";
+
 /// This binary's version, the daemon's, and whether the daemon answers.
 async fn daemon(scene: &Scene) -> Vec<Check> {
     let binary = format!(
@@ -218,7 +222,15 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
         return remote_daemon(config, &binary, url).await;
     }
     if !crate::daemon::lock_is_held(config) {
-        let daemon = if config.no_autostart {
+        let daemon = if let Some((pid, ago, error)) = super::last_daemon_failure(config) {
+            Check::warn(
+                "daemon",
+                format!(
+                    "not running; the last one (pid {pid}) stopped {ago} ago on an error: {error}"
+                ),
+                STOPPED_ON_AN_ERROR,
+            )
+        } else if config.no_autostart {
             Check::warn(
                 "daemon",
                 "not running, and autostart is off (EXAI_NO_AUTOSTART=1)",
@@ -232,7 +244,12 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
     let health = answer_of_starting_daemon(config, scene.timeout).await;
     let info = DaemonInfo::read(config);
     let daemon_version = control::running_version(info.as_ref(), health.as_ref());
-    let pid = info.as_ref().map_or("?".to_string(), |i| i.pid.to_string());
+    // A daemon still starting has not written daemon.json: its lock note names it.
+    let pid = info
+        .as_ref()
+        .map(|i| i.pid)
+        .or_else(|| LockNote::read(config).map(|note| note.pid))
+        .map_or("?".to_string(), |pid| pid.to_string());
     let in_flight = health.as_ref().and_then(|h| h["calls_in_flight"].as_u64());
     let version = version_check(&binary, daemon_version.as_deref(), in_flight);
     let daemon = match &health {
@@ -245,16 +262,24 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
                 h["calls_in_flight"]
             ),
         ),
-        None => Check::fail(
-            "daemon",
-            format!(
-                "a daemon (pid {pid}) holds {} but does not answer on {} within {} s",
-                config.lock_path().display(),
-                config.socket_path().display(),
-                scene.timeout.as_secs_f64()
+        None => match super::last_daemon_failure(config) {
+            // It let go of the lock while doctor waited: it stopped while starting.
+            Some((pid, _, error)) => Check::fail(
+                "daemon",
+                format!("a daemon (pid {pid}) was starting but stopped on an error: {error}"),
+                STOPPED_ON_AN_ERROR,
             ),
-            "`exai daemon restart` (or `kill <pid>` if it does not stop)",
-        ),
+            None => Check::fail(
+                "daemon",
+                format!(
+                    "a daemon (pid {pid}) holds {} but does not answer on {} within {} s",
+                    config.lock_path().display(),
+                    config.socket_path().display(),
+                    scene.timeout.as_secs_f64()
+                ),
+                "`exai daemon restart` (or `kill <pid>` if it does not stop)",
+            ),
+        },
     };
     vec![version, daemon]
 }

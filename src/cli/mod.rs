@@ -53,6 +53,17 @@ fn open_store(config: &Config) -> Result<StoreReader, CliError> {
     Ok(StoreReader::open_at(&config.store)?)
 }
 
+/// How the last daemon of this home ended, when it stopped on an error and no daemon holds the
+/// home now: its pid, how long ago ("3 min"), and the error.
+fn last_daemon_failure(config: &Config) -> Option<(u32, String, String)> {
+    if crate::daemon::lock_is_held(config) {
+        return None;
+    }
+    let note = crate::daemon::LockNote::read(config)?;
+    let error = note.stopped_on?;
+    Some((note.pid, age(now_ms() - note.at_ms), error))
+}
+
 /// "3 s", "4 min", "2 h", "5 d".
 fn age(ms: i64) -> String {
     let s = ms.max(0) / 1000;
@@ -328,7 +339,14 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
             h["calls_in_flight"],
             daemon_version.as_deref().unwrap_or("?")
         )?,
-        None => writeln!(out, "daemon: not running (expected at {address})")?,
+        None => match last_daemon_failure(config).filter(|_| config.daemon_url.is_none()) {
+            Some((pid, ago, error)) => writeln!(
+                out,
+                "daemon: not running (expected at {address}); the last one (pid {pid}) stopped \
+                 {ago} ago on an error: {error}"
+            )?,
+            None => writeln!(out, "daemon: not running (expected at {address})")?,
+        },
     }
     if let Some(skew) = &version_skew {
         writeln!(out, "version: {skew}")?;

@@ -85,6 +85,47 @@ impl DaemonInfo {
     }
 }
 
+/// What the daemon holding a home's lock writes in the lock file: which process it is, and,
+/// when it stopped on an error, that error. `exai doctor` and `exai status` read it when no
+/// daemon answers: a daemon that failed while starting (its store unreachable, its port taken)
+/// has not written `daemon.json` yet, and an autostarted one has no terminal to say why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockNote {
+    pub pid: u32,
+    /// The error the daemon stopped on, if it stopped on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_on: Option<String>,
+    /// When it was written.
+    pub at_ms: i64,
+}
+
+impl LockNote {
+    pub fn read(config: &Config) -> Option<Self> {
+        let text = std::fs::read_to_string(config.lock_path()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn of_this_process(stopped_on: Option<String>) -> Self {
+        Self {
+            pid: std::process::id(),
+            stopped_on,
+            at_ms: crate::store::now_ms(),
+        }
+    }
+
+    /// Replaces the lock file's contents (the lock itself is not the file's contents).
+    fn write(&self, lock: &File) {
+        use std::os::unix::fs::FileExt;
+        let text = serde_json::to_string(self).unwrap_or_default();
+        let written = lock
+            .set_len(0)
+            .and_then(|()| lock.write_all_at(text.as_bytes(), 0));
+        if let Err(error) = written {
+            tracing::debug!(%error, "cannot write the lock file's note");
+        }
+    }
+}
+
 fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
     move |source| DaemonError::Io {
         path: path.to_path_buf(),
@@ -168,7 +209,17 @@ pub async fn run(config: Config, allow_remote: bool) -> Result<(), DaemonError> 
         }
     }
     prepare_home(&config)?;
-    let _lock = take_lock(&config)?;
+    let lock = take_lock(&config)?;
+    LockNote::of_this_process(None).write(&lock);
+    let served = serve(config, allow_remote).await;
+    if let Err(error) = &served {
+        LockNote::of_this_process(Some(error.to_string())).write(&lock);
+    }
+    served
+}
+
+/// Serves from a home whose lock is held until SIGTERM/SIGINT.
+async fn serve(config: Config, allow_remote: bool) -> Result<(), DaemonError> {
     let token =
         load_or_create_token(&config.token_path()).map_err(io_error(&config.token_path()))?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -68,7 +68,25 @@ pub enum BackendError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     #[error("{}", postgres::message(.0))]
-    Postgres(#[from] ::postgres::Error),
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database server did not answer in time: it may be stopped, or a route to it lost.
+    #[error("no answer from the database within {} s (waited for {waited_for})", limit.as_secs())]
+    NoAnswer {
+        waited_for: &'static str,
+        limit: Duration,
+    },
+    /// The database did not answer a moment ago, and is let rest before it is asked again.
+    #[error(
+        "no answer from the database within {} s a moment ago (waited for {waited_for}); it is \
+         asked again {} s after that",
+        limit.as_secs(),
+        rest.as_secs()
+    )]
+    Resting {
+        waited_for: &'static str,
+        limit: Duration,
+        rest: Duration,
+    },
     #[error("schema migration failed: {0}")]
     Migration(#[from] refinery::Error),
     /// The runtime that drives a database connection could not start (out of file descriptors…).
@@ -86,7 +104,9 @@ impl BackendError {
         match self {
             BackendError::Sqlite(error) => sqlite::is_locked(error),
             BackendError::Postgres(error) => postgres::is_disconnection(error),
-            BackendError::Runtime(_) => true,
+            BackendError::Runtime(_)
+            | BackendError::NoAnswer { .. }
+            | BackendError::Resting { .. } => true,
             BackendError::Migration(_) | BackendError::Decode(_) => false,
         }
     }
@@ -123,7 +143,7 @@ impl StoreLocation {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err("expected a postgres:// URL".to_string());
         }
-        url.parse::<::postgres::Config>()
+        url.parse::<tokio_postgres::Config>()
             .map(|_| ())
             .map_err(|e| format!("not a Postgres URL: {e}"))
     }

@@ -4,15 +4,19 @@
 //! waits on it: the writer and the readers already run on threads of their own. That lets the
 //! writer send a whole group of writes in one round trip (pipelined) instead of one per statement.
 //! A connection that breaks is dropped and made again on its next use, so a daemon whose
-//! database went away recovers by itself when the database returns.
+//! database went away recovers by itself when the database returns. Every wait on the server is
+//! bounded: a server that accepts connections but never answers (stopped with SIGSTOP, a stuck
+//! proxy, a lost route whose packets the kernel still acknowledges) costs a caller at most
+//! `CONNECT_TIMEOUT` or `ANSWER_LIMIT`, and the connection it hung on is dropped.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
-use postgres::config::Host;
-use postgres::types::ToSql;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
+use tokio_postgres::config::Host;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement as Prepared};
 
 use super::{BackendError, Columns, Param, Schema, Statement, StoreConnection};
@@ -21,8 +25,18 @@ mod embedded {
     refinery::embed_migrations!("src/store/migrations/postgres");
 }
 
-/// How long a connection attempt may take before the store says the database is unreachable.
+/// How long a connection attempt may take, its start-up and authentication included, before the
+/// store says the database is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one round trip to the server may take. A healthy group commit takes milliseconds and
+/// the slowest read (a page of `exai calls` over a large table) well under a second; past this the
+/// server is taken to hang, and the caller is told so while a call can still be answered.
+const ANSWER_LIMIT: Duration = Duration::from_secs(10);
+/// How long the migrations may take (a replica may wait here for another's to finish).
+const MIGRATION_LIMIT: Duration = Duration::from_secs(300);
+/// After a wait that hit its limit, how long the same caller is told so at once instead of
+/// waiting again: the writer's next groups fail fast instead of each waiting out a connect.
+const REST_AFTER_HANG: Duration = Duration::from_secs(5);
 /// How long a closing connection may take to say goodbye to the server.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Held while migrations run, so replicas starting together apply each migration once.
@@ -30,14 +44,97 @@ const MIGRATION_LOCK: i64 = 0x6578_6169; // "exai"
 
 /// One connection to the database, made again when it breaks.
 pub(super) struct Postgres {
-    config: tokio_postgres::Config,
-    connection: Option<Connection>,
+    link: Link,
     /// Statements prepared on the current connection, by their SQL.
     prepared: HashMap<String, Prepared>,
 }
 
+/// A connection made again when it breaks, resting a while after one hung.
+pub(super) struct Link {
+    config: tokio_postgres::Config,
+    connection: Option<Connection>,
+    /// When a wait last hit its limit, and which: until `REST_AFTER_HANG` has passed, the
+    /// database is not asked again.
+    hung: Option<(Instant, &'static str, Duration)>,
+}
+
+impl Link {
+    pub(super) fn new(config: tokio_postgres::Config) -> Self {
+        Self {
+            config,
+            connection: None,
+            hung: None,
+        }
+    }
+
+    /// The live connection (made again when there is none or it broke); `true` with a new one
+    /// (whatever the old connection held — prepared statements, advisory locks — is gone).
+    pub(super) fn live(&mut self) -> Result<(&Connection, bool), BackendError> {
+        if let Some((at, waited_for, limit)) = self.hung {
+            if at.elapsed() < REST_AFTER_HANG {
+                return Err(BackendError::Resting {
+                    waited_for,
+                    limit,
+                    rest: REST_AFTER_HANG,
+                });
+            }
+            self.hung = None;
+        }
+        let (connection, fresh) = match self.connection.take() {
+            Some(connection) if !connection.client.is_closed() => (connection, false),
+            broken => {
+                if let Some(broken) = broken {
+                    broken.close();
+                }
+                match Connection::open(&self.config) {
+                    Ok(connection) => (connection, true),
+                    Err(error) => {
+                        self.note(&error);
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        Ok((self.connection.insert(connection), fresh))
+    }
+
+    /// Runs `work` on the live connection, told whether it is a new one. A connection that
+    /// failed or hung is dropped.
+    pub(super) fn with<T>(
+        &mut self,
+        work: impl FnOnce(&Connection, bool) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let (connection, fresh) = self.live()?;
+        let done = work(connection, fresh);
+        if let Err(error) = &done {
+            self.note(error);
+        }
+        done
+    }
+
+    /// Drops the connection after an error that says it is broken or hung, and rests after a hang.
+    fn note(&mut self, error: &BackendError) {
+        if let BackendError::NoAnswer { waited_for, limit } = error {
+            self.hung = Some((Instant::now(), waited_for, *limit));
+        }
+        if error.fails_every_write()
+            && let Some(connection) = self.connection.take()
+        {
+            connection.close();
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            connection.close();
+        }
+    }
+}
+
 /// A live connection: its client, and the runtime that moves its bytes while the store waits.
-struct Connection {
+pub(super) struct Connection {
     runtime: Runtime,
     client: Client,
     /// The task that reads and writes the socket; it ends when the client is dropped.
@@ -45,12 +142,19 @@ struct Connection {
 }
 
 impl Connection {
-    fn open(config: &tokio_postgres::Config) -> Result<Self, BackendError> {
+    /// Connects, start-up and authentication included, within `CONNECT_TIMEOUT`.
+    pub(super) fn open(config: &tokio_postgres::Config) -> Result<Self, BackendError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(BackendError::Runtime)?;
-        let (client, connection) = runtime.block_on(config.connect(NoTls))?;
+        // The client's own connect timeout covers the socket only, not the server's greeting.
+        let (client, connection) = within(
+            &runtime,
+            CONNECT_TIMEOUT,
+            "a new connection",
+            config.connect(NoTls),
+        )?;
         let io = runtime.spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "a store connection ended");
@@ -63,10 +167,22 @@ impl Connection {
         })
     }
 
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Waits for `work` (a request on this connection's client) at most `ANSWER_LIMIT`.
+    pub(super) fn wait<T>(
+        &self,
+        work: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, BackendError> {
+        within(&self.runtime, ANSWER_LIMIT, "an answer", work)
+    }
+
     /// Says goodbye to the server (so it logs no lost client) and stops the runtime. Stopping a
     /// runtime blocks, which a thread that drives async tasks must not: there it closes on a
     /// thread of its own.
-    fn close(self) {
+    pub(super) fn close(self) {
         if tokio::runtime::Handle::try_current().is_err() {
             return self.close_now();
         }
@@ -90,6 +206,21 @@ impl Connection {
     }
 }
 
+/// Drives `work` on `runtime` for at most `limit`; past it, the database is said not to have
+/// answered, naming what was waited for.
+fn within<T, E: Into<BackendError>>(
+    runtime: &Runtime,
+    limit: Duration,
+    waited_for: &'static str,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, BackendError> {
+    // The timer must be made inside the runtime it runs on.
+    runtime
+        .block_on(async { tokio::time::timeout(limit, work).await })
+        .map_err(|_| BackendError::NoAnswer { waited_for, limit })?
+        .map_err(Into::into)
+}
+
 impl Postgres {
     /// Connects, bringing the schema up to date when `schema` asks.
     pub(super) fn open(url: &str, schema: Schema) -> Result<Self, BackendError> {
@@ -97,54 +228,64 @@ impl Postgres {
         if schema == Schema::BringUpToDate {
             migrate(&config)?;
         }
+        let mut link = Link::new(config);
         // Connect now all the same: an unreachable database is the opener's error.
-        let connection = Connection::open(&config)?;
+        link.live()?;
         Ok(Self {
-            config,
-            connection: Some(connection),
+            link,
             prepared: HashMap::new(),
         })
     }
 
     /// Runs `work` on the connection (made again when there is none or it broke, which forgets
-    /// what was prepared); a failure of the connection itself drops it.
+    /// what was prepared).
     fn with_connection<T>(
         &mut self,
-        work: impl FnOnce(&Connection, &mut HashMap<String, Prepared>) -> Result<T, postgres::Error>,
+        work: impl FnOnce(&Connection, &mut HashMap<String, Prepared>) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
-        let connection = match self.connection.take() {
-            Some(connection) if !connection.client.is_closed() => connection,
-            broken => {
-                if let Some(broken) = broken {
-                    broken.close();
-                }
-                self.prepared.clear();
-                Connection::open(&self.config)?
+        let prepared = &mut self.prepared;
+        self.link.with(|connection, fresh| {
+            if fresh {
+                prepared.clear();
             }
-        };
-        let done = work(&connection, &mut self.prepared);
-        match &done {
-            Err(error) if is_disconnection(error) => connection.close(),
-            _ => self.connection = Some(connection),
-        }
-        Ok(done?)
+            work(connection, prepared)
+        })
     }
 }
 
-/// Applies the migrations not yet applied, on a connection of their own (the migration tool
-/// speaks the synchronous client).
+/// Applies the migrations not yet applied, on a connection of their own, under a lock so that
+/// replicas starting together apply each once.
 fn migrate(config: &tokio_postgres::Config) -> Result<(), BackendError> {
-    let mut client = postgres::Config::from(config.clone()).connect(NoTls)?;
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
-    let applied = embedded::migrations::runner().run(&mut client);
-    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
-    applied?;
-    unlocked?;
-    Ok(())
+    let Connection {
+        runtime,
+        mut client,
+        io,
+    } = Connection::open(config)?;
+    let migrated = within(&runtime, MIGRATION_LIMIT, "the schema migrations", async {
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        let applied = embedded::migrations::runner().run_async(&mut client).await;
+        let unlocked = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
+        applied?;
+        unlocked?;
+        Ok::<_, BackendError>(())
+    });
+    Connection {
+        runtime,
+        client,
+        io,
+    }
+    .close_now();
+    migrated
 }
 
 /// How exai connects to the database a URL names: a bounded connect, keep-alives, its name.
-pub(super) fn connection_config(url: &str) -> Result<tokio_postgres::Config, postgres::Error> {
+pub(super) fn connection_config(
+    url: &str,
+) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
     let mut config: tokio_postgres::Config = url.parse()?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
@@ -158,39 +299,16 @@ pub(super) fn connection_config(url: &str) -> Result<tokio_postgres::Config, pos
     Ok(config)
 }
 
-/// The synchronous client in `slot`, connected again when there is none or it broke; `true`
-/// with a new one (whatever the old connection held — prepared statements, locks — is gone).
-pub(super) fn live_client<'a>(
-    slot: &'a mut Option<postgres::Client>,
-    config: &postgres::Config,
-) -> Result<(&'a mut postgres::Client, bool), postgres::Error> {
-    let (client, fresh) = match slot.take() {
-        Some(client) if !client.is_closed() => (client, false),
-        _ => (config.connect(NoTls)?, true),
-    };
-    Ok((slot.insert(client), fresh))
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            connection.close();
-        }
-    }
-}
-
 /// The statement for `sql` (written with SQLite's `?N` placeholders), prepared once per connection.
 fn prepared(
     connection: &Connection,
     cache: &mut HashMap<String, Prepared>,
     sql: &str,
-) -> Result<Prepared, postgres::Error> {
+) -> Result<Prepared, BackendError> {
     if let Some(statement) = cache.get(sql) {
         return Ok(statement.clone());
     }
-    let statement = connection
-        .runtime
-        .block_on(connection.client.prepare(&dollar_placeholders(sql)))?;
+    let statement = connection.wait(connection.client.prepare(&dollar_placeholders(sql)))?;
     cache.insert(sql.to_string(), statement.clone());
     Ok(statement)
 }
@@ -222,29 +340,29 @@ fn bound<'a>(params: &'a [Param<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
 
 impl StoreConnection for Postgres {
     fn begin(&mut self) -> Result<(), BackendError> {
-        self.with_connection(|c, _| c.runtime.block_on(c.client.batch_execute("BEGIN")))
+        self.with_connection(|c, _| c.wait(c.client.batch_execute("BEGIN")))
     }
 
     fn commit(&mut self) -> Result<(), BackendError> {
-        self.with_connection(|c, _| c.runtime.block_on(c.client.batch_execute("COMMIT")))
+        self.with_connection(|c, _| c.wait(c.client.batch_execute("COMMIT")))
     }
 
     fn rollback(&mut self) {
-        if let Some(c) = &self.connection
-            && c.runtime
-                .block_on(c.client.batch_execute("ROLLBACK"))
-                .is_err()
-            && let Some(broken) = self.connection.take()
+        if let Some(c) = &self.link.connection
+            && let Err(error) = c.wait(c.client.batch_execute("ROLLBACK"))
         {
-            broken.close();
+            // A connection that cannot roll back is left for a new one.
+            self.link.note(&error);
+            if let Some(broken) = self.link.connection.take() {
+                broken.close();
+            }
         }
     }
 
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, BackendError> {
         self.with_connection(|c, cache| {
             let statement = prepared(c, cache, sql)?;
-            c.runtime
-                .block_on(c.client.execute(&statement, &bound(params)))
+            c.wait(c.client.execute(&statement, &bound(params)))
         })
     }
 
@@ -269,7 +387,7 @@ impl StoreConnection for Postgres {
             let values: Vec<Vec<&(dyn ToSql + Sync)>> =
                 statements.iter().map(|s| bound(&s.params)).collect();
             // Requests go out in the order their futures are first polled: the order written here.
-            c.runtime.block_on(async {
+            c.wait(async {
                 let writes = futures::future::try_join_all(
                     prepared
                         .iter()
@@ -299,8 +417,7 @@ impl StoreConnection for Postgres {
     ) -> Result<(), BackendError> {
         let rows = self.with_connection(|c, cache| {
             let statement = prepared(c, cache, sql)?;
-            c.runtime
-                .block_on(c.client.query(&statement, &bound(params)))
+            c.wait(c.client.query(&statement, &bound(params)))
         })?;
         for row in &rows {
             each(&PostgresRow(row))?;
@@ -310,7 +427,7 @@ impl StoreConnection for Postgres {
 
     #[cfg(test)]
     fn execute_raw(&mut self, sql: &str) -> Result<(), BackendError> {
-        self.with_connection(|c, _| c.runtime.block_on(c.client.batch_execute(sql)))
+        self.with_connection(|c, _| c.wait(c.client.batch_execute(sql)))
     }
 }
 
@@ -330,7 +447,7 @@ impl Columns for PostgresRow<'_> {
 
 /// What the database said, for people: a server's own message (with its detail and hint), or
 /// what went wrong with the connection.
-pub(super) fn message(error: &postgres::Error) -> String {
+pub(super) fn message(error: &tokio_postgres::Error) -> String {
     if let Some(said) = error.as_db_error() {
         return said.to_string();
     }
@@ -343,14 +460,14 @@ pub(super) fn message(error: &postgres::Error) -> String {
 
 /// The connection itself failed (refused, closed, timed out), not one statement: every write of
 /// a batch would fail alike.
-pub(super) fn is_disconnection(error: &postgres::Error) -> bool {
+pub(super) fn is_disconnection(error: &tokio_postgres::Error) -> bool {
     error.as_db_error().is_none()
 }
 
 /// The database a URL names, for messages and logs: `postgres://host:port/name`, never its
 /// user or password. A URL that does not parse is not echoed (it may hold a password).
 pub(super) fn describe(url: &str) -> String {
-    let Ok(config) = url.parse::<postgres::Config>() else {
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
         return "postgres://(a URL that does not parse)".to_string();
     };
     let hosts: Vec<String> = config

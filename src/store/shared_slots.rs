@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
+use super::postgres::Link;
+use super::{BackendError, StoreError};
 
 /// How often a caller that found every slot taken tries again.
 const RETRY_EVERY: Duration = Duration::from_millis(100);
@@ -65,11 +66,10 @@ impl Drop for SharedSlot {
 impl SharedSlots {
     /// Starts the holder on its own thread, with its own connection to the database at `url`.
     pub fn start(url: &str) -> Result<Self, StoreError> {
-        let config = super::postgres::connection_config(url)
-            .map(postgres::Config::from)
-            .map_err(|source| StoreError::Database {
+        let config =
+            super::postgres::connection_config(url).map_err(|source| StoreError::Database {
                 store: super::postgres::describe(url),
-                source: super::BackendError::Postgres(source),
+                source: BackendError::Postgres(source),
             })?;
         let (asks, inbox) = mpsc::unbounded_channel();
         let described = super::postgres::describe(url);
@@ -142,19 +142,17 @@ fn key_of(name: &str) -> i32 {
 
 /// The thread that holds the locks, on one connection.
 struct Holder {
-    config: postgres::Config,
+    link: Link,
     described: String,
-    client: Option<postgres::Client>,
     /// The slots held now, so a connection that broke can be reported with what it lost.
     held: HashSet<(i32, i32)>,
 }
 
 impl Holder {
-    fn new(config: postgres::Config, described: String) -> Self {
+    fn new(config: tokio_postgres::Config, described: String) -> Self {
         Self {
-            config,
+            link: Link::new(config),
             described,
-            client: None,
             held: HashSet::new(),
         }
     }
@@ -170,34 +168,30 @@ impl Holder {
         }
     }
 
-    fn client(&mut self) -> Result<&mut postgres::Client, postgres::Error> {
-        let (client, fresh) = super::postgres::live_client(&mut self.client, &self.config)?;
-        if fresh && !self.held.is_empty() {
-            tracing::warn!(store = %self.described, slots = self.held.len(),
-                "the connection holding shared limit slots broke: its slots were given back; calls holding them go on");
-            self.held.clear();
-        }
-        Ok(client)
+    /// Asks `sql` of the lock `(key, slot)`. A connection that failed or hung is dropped, and
+    /// the server gives back whatever locks it held.
+    fn lock_query(&mut self, sql: &str, key: i32, slot: i32) -> Result<bool, BackendError> {
+        let (held, described) = (&mut self.held, &self.described);
+        self.link.with(|c, fresh| {
+            if fresh && !held.is_empty() {
+                tracing::warn!(store = %described, slots = held.len(),
+                    "the connection holding shared limit slots broke: its slots were given back; calls holding them go on");
+                held.clear();
+            }
+            c.wait(c.client().query_one(sql, &[&key, &slot]))
+                .map(|row| row.get::<_, bool>(0))
+        })
     }
 
-    fn take(&mut self, key: i32, limit: usize) -> Result<Option<i32>, postgres::Error> {
+    fn take(&mut self, key: i32, limit: usize) -> Result<Option<i32>, BackendError> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         for slot in 0..limit {
             if self.held.contains(&(key, slot)) {
                 continue;
             }
-            let client = self.client()?;
-            let row = client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key, &slot]);
-            match row {
-                Ok(row) if row.get::<_, bool>(0) => {
-                    self.held.insert((key, slot));
-                    return Ok(Some(slot));
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    self.client = None;
-                    return Err(error);
-                }
+            if self.lock_query("SELECT pg_try_advisory_lock($1, $2)", key, slot)? {
+                self.held.insert((key, slot));
+                return Ok(Some(slot));
             }
         }
         Ok(None)
@@ -207,13 +201,9 @@ impl Holder {
         if !self.held.remove(&(key, slot)) {
             return;
         }
-        let given = self
-            .client()
-            .and_then(|c| c.query_one("SELECT pg_advisory_unlock($1, $2)", &[&key, &slot]));
-        if let Err(error) = given {
+        if let Err(error) = self.lock_query("SELECT pg_advisory_unlock($1, $2)", key, slot) {
             // The connection is gone, and the lock with it.
             tracing::debug!(%error, "a shared slot was given back by a broken connection");
-            self.client = None;
         }
     }
 }

@@ -1117,6 +1117,16 @@ impl Cluster {
     pub fn resume(&self) {
         postgres_script(&["resume", &path(&self.dir)], false);
     }
+
+    /// Stops its processes where they are: it accepts connections and never answers.
+    pub fn freeze(&self) {
+        postgres_script(&["freeze", &path(&self.dir)], false);
+    }
+
+    /// Lets them go on.
+    pub fn thaw(&self) {
+        postgres_script(&["thaw", &path(&self.dir)], false);
+    }
 }
 
 impl Drop for Cluster {

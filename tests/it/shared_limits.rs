@@ -109,3 +109,46 @@ async fn a_replica_killed_while_holding_shared_slots_gives_them_back() {
     client_b.cancel().await.unwrap();
     drop(client_a);
 }
+
+/// A database that stops answering bounds the wait for a shared slot: the call fails once the
+/// database's own bound is hit, naming it, instead of waiting out its deadline as though every
+/// slot were taken.
+#[tokio::test]
+async fn a_call_whose_shared_limit_s_database_hangs_fails_naming_the_database() {
+    if !on_postgres() {
+        eprintln!("skipped: a test of the PostgreSQL store (set EXAI_TEST_DATABASE_URL)");
+        return;
+    }
+    let cluster = Cluster::start(false);
+    let url = cluster.url();
+    let fake = Fake::start();
+    let daemon = Daemon::start(
+        &fake,
+        &[
+            ("EXAI_DATABASE_URL", &url),
+            ("EXAI_SHARED_CONCURRENCY", "custom=2"),
+        ],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let before = client
+        .call_tool(chat("before the hang", "fake-fast"))
+        .await
+        .unwrap();
+    assert_eq!(before.is_error, Some(false), "{}", all_text_of(&before));
+
+    cluster.freeze();
+    let during = client
+        .call_tool(chat("while the database hangs", "fake-fast"))
+        .await
+        .unwrap();
+    let text = all_text_of(&during);
+    assert_eq!(during.is_error, Some(true), "{text}");
+    assert!(
+        text.contains("custom's limit shared by the replicas cannot be checked")
+            && text.contains("no answer from the database within"),
+        "{text}"
+    );
+    assert!(!text.contains(&cluster.password()), "{text}");
+    cluster.thaw();
+    client.cancel().await.unwrap();
+}

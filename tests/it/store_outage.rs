@@ -1,6 +1,9 @@
 //! A daemon whose Postgres database goes away mid-run: calls are still answered, what needs the
 //! store says so clearly, and the daemon recovers by itself when the database returns.
 
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::common::*;
@@ -77,4 +80,148 @@ async fn a_daemon_that_loses_its_database_answers_says_what_it_could_not_keep_an
     );
     assert_eq!(logged(&daemon.home, &cluster.password()), 0);
     client.cancel().await.unwrap();
+}
+
+/// A database that accepts connections and then never answers (a server stopped with SIGSTOP, a
+/// stuck proxy, a lost route the kernel still acknowledges) bounds every wait on it: a call is
+/// answered with the database's own bound named, control messages and `exai status` go on, and
+/// the daemon records calls again once the server goes on.
+#[tokio::test]
+async fn a_daemon_whose_database_hangs_answers_in_bounded_time_says_why_and_recovers() {
+    if !on_postgres() {
+        eprintln!("skipped: a test of the PostgreSQL store (set EXAI_TEST_DATABASE_URL)");
+        return;
+    }
+    let cluster = Cluster::start(false);
+    let url = cluster.url();
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_DATABASE_URL", &url)]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let before = client
+        .call_tool(chat("before the hang", "fake-fast"))
+        .await
+        .unwrap();
+    let before_id = call_id_of(&before);
+    assert_eq!(daemon.final_record(&before_id).state.as_str(), "succeeded");
+
+    cluster.freeze();
+    let during = client
+        .call_tool(chat("while the database hangs", "fake-fast"))
+        .await
+        .unwrap();
+    let text = all_text_of(&during);
+    assert_eq!(during.is_error, Some(false), "{text}");
+    assert!(text.contains("echo: while the database hangs"), "{text}");
+    // The database's own bound ended the wait, not the writer's last-resort one (30 s), which
+    // was all that stopped a hung server from holding calls before.
+    assert!(
+        text.contains("exai could not record this call")
+            && text.contains("no answer from the database within"),
+        "{text}"
+    );
+    assert!(!client.list_all_tools().await.unwrap().is_empty());
+    let (_, status) = daemon.cli(&["status"]);
+    assert!(
+        status.contains("daemon: up") && status.contains("no answer from the database within"),
+        "{status}"
+    );
+    for shown in [&text, &status] {
+        assert!(!shown.contains(&cluster.password()), "{shown}");
+    }
+
+    cluster.thaw();
+    // After a hang the store lets the database rest a few seconds before asking it again.
+    let mut tries = 0;
+    let after = loop {
+        tries += 1;
+        let after = client
+            .call_tool(chat(&format!("after the hang {tries}"), "fake-fast"))
+            .await
+            .unwrap();
+        if !all_text_of(&after).contains("could not record") {
+            break after;
+        }
+        assert!(tries < 40, "{}", all_text_of(&after));
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        daemon.final_record(&call_id_of(&after)).state.as_str(),
+        "succeeded"
+    );
+    assert_eq!(logged(&daemon.home, &cluster.password()), 0);
+    client.cancel().await.unwrap();
+}
+
+/// A daemon whose database accepts its connection and never answers stops at start, within the
+/// connect bound, saying so; `exai doctor` and `exai status`, which find no daemon to ask, say
+/// why the last one stopped. Needs no PostgreSQL: a listener that never speaks stands in.
+#[test]
+fn a_daemon_whose_database_never_answers_stops_at_start_and_doctor_and_status_say_why() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in silent.incoming() {
+            held.push(connection);
+        }
+    });
+    let home = temp_home();
+    let password = "never-shown-pw";
+    let env = [
+        ("EXAI_HOME", path(&home)),
+        (
+            "EXAI_DATABASE_URL",
+            format!("postgres://exai:{password}@127.0.0.1:{port}/team"),
+        ),
+        ("EXAI_LISTEN", format!("127.0.0.1:{}", free_port())),
+        ("EXAI_NO_AUTOSTART", "1".to_string()),
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+    ];
+    let exai = |args: &[&str]| {
+        let mut command = Command::new(EXAI);
+        command
+            .args(args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+    let mut daemon = Proc(exai(&["daemon"]).spawn().unwrap());
+    let pid = daemon.0.id();
+    // It holds its home's lock, and names itself there, while it waits on the database.
+    wait_until(
+        "the daemon to take its lock",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(home.join("daemon.lock"))
+                .ok()
+                .filter(|note| note.contains(&pid.to_string()))
+        },
+    );
+    let doctor = exai(&["doctor"]).output().unwrap();
+    let doctor = String::from_utf8_lossy(&doctor.stdout).to_string();
+    let status = wait_until("the daemon to stop", Duration::from_secs(30), || {
+        daemon.0.try_wait().unwrap()
+    });
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let why = "no answer from the database within 5 s (waited for a new connection)";
+    assert!(stderr.contains(why), "{stderr}");
+    // Doctor waited for it while it held the lock, or found it stopped: either way it says why.
+    assert!(
+        doctor.contains(&format!("(pid {pid})")) && doctor.contains(why),
+        "{doctor}"
+    );
+    let shown_status = exai(&["status"]).output().unwrap();
+    let shown_status = String::from_utf8_lossy(&shown_status.stdout).to_string();
+    assert!(
+        shown_status.contains(&format!("the last one (pid {pid}) stopped"))
+            && shown_status.contains(why),
+        "{shown_status}"
+    );
+    for shown in [&stderr, &doctor, &shown_status] {
+        assert!(!shown.contains(password), "the password was shown");
+    }
 }
