@@ -1129,6 +1129,28 @@ impl Cluster {
     }
 }
 
+/// A daemon on a PostgreSQL cluster of the test's own (which the test may stop or freeze), with
+/// `env` besides, a stdio client, and one chat answered and recorded before anything happens to
+/// the database; the chat's call id last.
+pub async fn daemon_on_own_cluster(
+    env: &[(&str, &str)],
+) -> (Cluster, Fake, Daemon, Client, String) {
+    let cluster = Cluster::start(false);
+    let url = cluster.url();
+    let fake = Fake::start();
+    let mut all = vec![("EXAI_DATABASE_URL", url.as_str())];
+    all.extend_from_slice(env);
+    let daemon = Daemon::start(&fake, &all);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let before = client
+        .call_tool(chat("before anything happens to the database", "fake-fast"))
+        .await
+        .unwrap();
+    let before_id = call_id_of(&before);
+    assert_eq!(daemon.final_record(&before_id).state.as_str(), "succeeded");
+    (cluster, fake, daemon, client, before_id)
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         postgres_script(&["stop", &path(&self.dir)], false);

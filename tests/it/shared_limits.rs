@@ -119,22 +119,8 @@ async fn a_call_whose_shared_limit_s_database_hangs_fails_naming_the_database() 
         eprintln!("skipped: a test of the PostgreSQL store (set EXAI_TEST_DATABASE_URL)");
         return;
     }
-    let cluster = Cluster::start(false);
-    let url = cluster.url();
-    let fake = Fake::start();
-    let daemon = Daemon::start(
-        &fake,
-        &[
-            ("EXAI_DATABASE_URL", &url),
-            ("EXAI_SHARED_CONCURRENCY", "custom=2"),
-        ],
-    );
-    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let before = client
-        .call_tool(chat("before the hang", "fake-fast"))
-        .await
-        .unwrap();
-    assert_eq!(before.is_error, Some(false), "{}", all_text_of(&before));
+    let (cluster, _fake, _daemon, client, _) =
+        daemon_on_own_cluster(&[("EXAI_SHARED_CONCURRENCY", "custom=2")]).await;
 
     cluster.freeze();
     let during = client

@@ -14,17 +14,7 @@ async fn a_daemon_that_loses_its_database_answers_says_what_it_could_not_keep_an
         eprintln!("skipped: a test of the PostgreSQL store (set EXAI_TEST_DATABASE_URL)");
         return;
     }
-    let cluster = Cluster::start(false);
-    let url = cluster.url();
-    let fake = Fake::start();
-    let daemon = Daemon::start(&fake, &[("EXAI_DATABASE_URL", &url)]);
-    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let before = client
-        .call_tool(chat("before the outage", "fake-fast"))
-        .await
-        .unwrap();
-    let before_id = call_id_of(&before);
-    assert_eq!(daemon.final_record(&before_id).state.as_str(), "succeeded");
+    let (cluster, _fake, daemon, client, before_id) = daemon_on_own_cluster(&[]).await;
 
     cluster.pause();
     // The model's answer still comes, with a note that it was not recorded and why.
@@ -74,7 +64,7 @@ async fn a_daemon_that_loses_its_database_answers_says_what_it_could_not_keep_an
         .await
         .unwrap();
     assert!(
-        all_text_of(&fetched).contains("echo: before the outage"),
+        all_text_of(&fetched).contains("echo: before anything happens to the database"),
         "{}",
         all_text_of(&fetched)
     );
@@ -92,17 +82,7 @@ async fn a_daemon_whose_database_hangs_answers_in_bounded_time_says_why_and_reco
         eprintln!("skipped: a test of the PostgreSQL store (set EXAI_TEST_DATABASE_URL)");
         return;
     }
-    let cluster = Cluster::start(false);
-    let url = cluster.url();
-    let fake = Fake::start();
-    let daemon = Daemon::start(&fake, &[("EXAI_DATABASE_URL", &url)]);
-    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let before = client
-        .call_tool(chat("before the hang", "fake-fast"))
-        .await
-        .unwrap();
-    let before_id = call_id_of(&before);
-    assert_eq!(daemon.final_record(&before_id).state.as_str(), "succeeded");
+    let (cluster, _fake, daemon, client, _) = daemon_on_own_cluster(&[]).await;
 
     cluster.freeze();
     let during = client
