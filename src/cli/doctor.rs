@@ -15,8 +15,8 @@ use serde_json::json;
 
 use crate::clients::{Client, Places, Scope, Wanted};
 use crate::config::{BUILT_IN_PROVIDERS, Config, EndpointConfig, TOKEN_FILE, settings};
+use crate::daemon::DaemonInfo;
 use crate::daemon::control::{self, RESTART_ADVICE};
-use crate::daemon::{DaemonInfo, LockNote};
 use crate::providers::openai_compat::ListModelsError;
 use crate::providers::{ProbeError, platform_urls, probe_models};
 use crate::store::{StoreLocation, StoreReader};
@@ -244,12 +244,8 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
     let health = answer_of_starting_daemon(config, scene.timeout).await;
     let info = DaemonInfo::read(config);
     let daemon_version = control::running_version(info.as_ref(), health.as_ref());
-    // A daemon still starting has not written daemon.json: its lock note names it.
-    let pid = info
-        .as_ref()
-        .map(|i| i.pid)
-        .or_else(|| LockNote::read(config).map(|note| note.pid))
-        .map_or("?".to_string(), |pid| pid.to_string());
+    let holder = crate::daemon::holder_pid(config);
+    let pid = holder.map_or("?".to_string(), |pid| pid.to_string());
     let in_flight = health.as_ref().and_then(|h| h["calls_in_flight"].as_u64());
     let version = version_check(&binary, daemon_version.as_deref(), in_flight);
     let daemon = match &health {
@@ -269,16 +265,26 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
                 format!("a daemon (pid {pid}) was starting but stopped on an error: {error}"),
                 STOPPED_ON_AN_ERROR,
             ),
-            None => Check::fail(
-                "daemon",
-                format!(
-                    "a daemon (pid {pid}) holds {} but does not answer on {} within {} s",
-                    config.lock_path().display(),
-                    config.socket_path().display(),
-                    scene.timeout.as_secs_f64()
+            None => match super::stopped_daemon(holder) {
+                Some(way_out) => Check::fail(
+                    "daemon",
+                    format!(
+                        "a daemon (pid {pid}) holds {} but does not answer",
+                        config.lock_path().display()
+                    ),
+                    &way_out,
                 ),
-                "`exai daemon restart` (or `kill <pid>` if it does not stop)",
-            ),
+                None => Check::fail(
+                    "daemon",
+                    format!(
+                        "a daemon (pid {pid}) holds {} but does not answer on {} within {} s",
+                        config.lock_path().display(),
+                        config.socket_path().display(),
+                        scene.timeout.as_secs_f64()
+                    ),
+                    "`exai daemon restart` (or `kill <pid>` if it does not stop)",
+                ),
+            },
         },
     };
     vec![version, daemon]
@@ -293,7 +299,12 @@ async fn answer_of_starting_daemon(config: &Config, wait: Duration) -> Option<se
         if let Some(health) = control::health_within(config, DAEMON_WAIT).await {
             return Some(health);
         }
-        if tokio::time::Instant::now() >= deadline || !crate::daemon::lock_is_held(config) {
+        // A stopped daemon answers nothing until it is let go on: no use waiting for it.
+        let stopped = crate::daemon::holder_pid(config).is_some_and(crate::daemon::is_stopped);
+        if stopped
+            || tokio::time::Instant::now() >= deadline
+            || !crate::daemon::lock_is_held(config)
+        {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -168,6 +168,26 @@ pub fn lock_is_held(config: &Config) -> bool {
     )
 }
 
+/// The pid of the daemon holding this home, as far as its files say: `daemon.json` once it
+/// listens, its lock note while it starts.
+pub fn holder_pid(config: &Config) -> Option<u32> {
+    DaemonInfo::read(config)
+        .map(|info| info.pid)
+        .or_else(|| LockNote::read(config).map(|note| note.pid))
+}
+
+/// Whether process `pid` is stopped (Ctrl-Z in its terminal, or SIGSTOP): it holds its sockets
+/// and answers nothing until it gets SIGCONT. Linux only; elsewhere never said.
+pub fn is_stopped(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold anything.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "T" || state == "t")
+}
+
 /// Takes the one-daemon-per-home lock; the lock lasts as long as the returned file.
 fn take_lock(config: &Config) -> Result<File, DaemonError> {
     let path = config.lock_path();

@@ -547,3 +547,46 @@ fn each_installed_client_is_checked_for_this_exai_and_its_timeout() {
         "{report}"
     );
 }
+
+/// A daemon stopped where it runs (Ctrl-Z in its terminal) holds its home and answers nothing:
+/// `exai doctor` and `exai status` say so, with the way to let it go on, instead of "does not
+/// answer" or "not running"; doctor does not wait out its timeout for it.
+#[test]
+fn a_stopped_daemon_is_named_with_the_way_to_let_it_go_on() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let pid = daemon.pid().to_string();
+    let signal = |which: &str| {
+        let sent = Command::new("kill")
+            .args([which, pid.as_str()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill {which} {pid}");
+    };
+    signal("-STOP");
+    let started = Instant::now();
+    let (ok, report) = daemon.cli(&["doctor", "--timeout", "30"]);
+    let waited = started.elapsed();
+    let (_, status) = daemon.cli(&["status"]);
+    signal("-CONT");
+    assert!(!ok, "{report}");
+    let way_out = format!("`kill -CONT {pid}` lets it go on");
+    assert!(
+        line(&report, "daemon").contains(&format!("a daemon (pid {pid}) holds"))
+            && report.contains("it is stopped (Ctrl-Z in its terminal, or SIGSTOP)")
+            && report.contains(&way_out),
+        "{report}"
+    );
+    assert!(waited < Duration::from_secs(30), "doctor waited {waited:?}");
+    assert!(
+        status.contains(&format!("daemon: pid {pid} holds this home but does not answer"))
+            && status.contains(&way_out),
+        "{status}"
+    );
+    // Let go on, it answers again.
+    let (ok, report) = daemon.cli(&["doctor"]);
+    assert!(
+        ok && line(&report, "daemon").starts_with("ok    daemon"),
+        "{report}"
+    );
+}
