@@ -669,15 +669,28 @@ async fn bounded_connect(config: &Config, client_env: &ClientEnv) -> Result<Ws, 
             Some(url) => connect_tcp(config, url, client_env).await,
         }
     };
-    tokio::time::timeout(CONNECT_WAIT, attempt)
-        .await
-        .unwrap_or_else(|_| {
+    match tokio::time::timeout(CONNECT_WAIT, attempt).await {
+        Ok(connected) => connected,
+        Err(_) => {
+            // A daemon stopped where it runs holds its socket and answers nothing: say so.
+            let stopped = match config.daemon_url {
+                None => {
+                    let config = config.clone();
+                    crate::spawn::blocking(move || crate::daemon::stopped_holder(&config))
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                Some(_) => None,
+            };
             Err(LinkError::Unreachable(format!(
-                "no answer from {} within {} s",
+                "no answer from {} within {} s{}",
                 daemon_place(config),
-                CONNECT_WAIT.as_secs()
+                CONNECT_WAIT.as_secs(),
+                stopped.map(|s| format!(": {s}")).unwrap_or_default()
             )))
-        })
+        }
+    }
 }
 
 /// The default way in: the daemon's socket, once its directory is known to be private. The

@@ -244,8 +244,7 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
     let health = answer_of_starting_daemon(config, scene.timeout).await;
     let info = DaemonInfo::read(config);
     let daemon_version = control::running_version(info.as_ref(), health.as_ref());
-    let holder = crate::daemon::holder_pid(config);
-    let pid = holder.map_or("?".to_string(), |pid| pid.to_string());
+    let pid = crate::daemon::holder_pid(config).map_or("?".to_string(), |pid| pid.to_string());
     let in_flight = health.as_ref().and_then(|h| h["calls_in_flight"].as_u64());
     let version = version_check(&binary, daemon_version.as_deref(), in_flight);
     let daemon = match &health {
@@ -265,14 +264,14 @@ async fn daemon(scene: &Scene) -> Vec<Check> {
                 format!("a daemon (pid {pid}) was starting but stopped on an error: {error}"),
                 STOPPED_ON_AN_ERROR,
             ),
-            None => match super::stopped_daemon(holder) {
-                Some(way_out) => Check::fail(
+            None => match crate::daemon::stopped_holder(config) {
+                Some(stopped) => Check::fail(
                     "daemon",
                     format!(
-                        "a daemon (pid {pid}) holds {} but does not answer",
+                        "a daemon (pid {pid}) holds {} but does not answer: {stopped}",
                         config.lock_path().display()
                     ),
-                    &way_out,
+                    "let it go on, or `exai daemon restart` for a fresh one",
                 ),
                 None => Check::fail(
                     "daemon",
@@ -300,8 +299,7 @@ async fn answer_of_starting_daemon(config: &Config, wait: Duration) -> Option<se
             return Some(health);
         }
         // A stopped daemon answers nothing until it is let go on: no use waiting for it.
-        let stopped = crate::daemon::holder_pid(config).is_some_and(crate::daemon::is_stopped);
-        if stopped
+        if crate::daemon::stopped_holder(config).is_some()
             || tokio::time::Instant::now() >= deadline
             || !crate::daemon::lock_is_held(config)
         {

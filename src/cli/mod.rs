@@ -64,16 +64,6 @@ fn last_daemon_failure(config: &Config) -> Option<(u32, String, String)> {
     Some((note.pid, age(now_ms() - note.at_ms), error))
 }
 
-/// Whether the daemon holding this home (pid `pid`, when known) is stopped, and so answers
-/// nothing: the way out, if it is.
-fn stopped_daemon(pid: Option<u32>) -> Option<String> {
-    let pid = pid.filter(|pid| crate::daemon::is_stopped(*pid))?;
-    Some(format!(
-        "it is stopped (Ctrl-Z in its terminal, or SIGSTOP): `fg` there or `kill -CONT {pid}` \
-         lets it go on; `exai daemon restart` starts a fresh one"
-    ))
-}
-
 /// "3 s", "4 min", "2 h", "5 d".
 fn age(ms: i64) -> String {
     let s = ms.max(0) / 1000;
@@ -356,14 +346,14 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
                  {ago} ago on an error: {error}"
             )?,
             None if config.daemon_url.is_none() && crate::daemon::lock_is_held(config) => {
-                let pid = crate::daemon::holder_pid(config);
-                let shown = pid.map_or("?".to_string(), |pid| pid.to_string());
-                let why = stopped_daemon(pid)
-                    .unwrap_or_else(|| "it may be starting or stopping".to_string());
-                writeln!(
-                    out,
-                    "daemon: pid {shown} holds this home but does not answer at {address}: {why}"
-                )?
+                let why = crate::daemon::stopped_holder(config).unwrap_or_else(|| {
+                    let pid = crate::daemon::holder_pid(config)
+                        .map_or("?".to_string(), |pid| pid.to_string());
+                    format!(
+                        "the daemon (pid {pid}) holds this home; it may be starting or stopping"
+                    )
+                });
+                writeln!(out, "daemon: does not answer at {address}: {why}")?
             }
             None => writeln!(out, "daemon: not running (expected at {address})")?,
         },

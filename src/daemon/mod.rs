@@ -178,7 +178,7 @@ pub fn holder_pid(config: &Config) -> Option<u32> {
 
 /// Whether process `pid` is stopped (Ctrl-Z in its terminal, or SIGSTOP): it holds its sockets
 /// and answers nothing until it gets SIGCONT. Linux only; elsewhere never said.
-pub fn is_stopped(pid: u32) -> bool {
+fn is_stopped(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -186,6 +186,15 @@ pub fn is_stopped(pid: u32) -> bool {
     stat.rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .is_some_and(|state| state == "T" || state == "t")
+}
+
+/// When the daemon holding this home is stopped, it answers nothing: that, and the way out.
+pub fn stopped_holder(config: &Config) -> Option<String> {
+    let pid = holder_pid(config).filter(|pid| is_stopped(*pid))?;
+    Some(format!(
+        "the daemon (pid {pid}) is stopped (Ctrl-Z in its terminal, or SIGSTOP): `fg` there or \
+         `kill -CONT {pid}` lets it go on"
+    ))
 }
 
 /// Takes the one-daemon-per-home lock; the lock lasts as long as the returned file.

@@ -549,8 +549,8 @@ fn each_installed_client_is_checked_for_this_exai_and_its_timeout() {
 }
 
 /// A daemon stopped where it runs (Ctrl-Z in its terminal) holds its home and answers nothing:
-/// `exai doctor` and `exai status` say so, with the way to let it go on, instead of "does not
-/// answer" or "not running"; doctor does not wait out its timeout for it.
+/// `exai doctor`, `exai status` and a client's error (the shim's) say so, with the way to let it
+/// go on, instead of "does not answer" or "not running"; doctor does not wait out its timeout.
 #[test]
 fn a_stopped_daemon_is_named_with_the_way_to_let_it_go_on() {
     let fake = Fake::start();
@@ -568,21 +568,33 @@ fn a_stopped_daemon_is_named_with_the_way_to_let_it_go_on() {
     let (ok, report) = daemon.cli(&["doctor", "--timeout", "30"]);
     let waited = started.elapsed();
     let (_, status) = daemon.cli(&["status"]);
+    // What a client sees: the shim's error names it too.
+    let (_, called) = daemon.cli(&[
+        "call",
+        "chat",
+        "--arg",
+        "prompt=hi",
+        "--arg",
+        "model=fake-fast",
+    ]);
     signal("-CONT");
     assert!(!ok, "{report}");
+    let stopped = format!("the daemon (pid {pid}) is stopped (Ctrl-Z in its terminal, or SIGSTOP)");
     let way_out = format!("`kill -CONT {pid}` lets it go on");
     assert!(
         line(&report, "daemon").contains(&format!("a daemon (pid {pid}) holds"))
-            && report.contains("it is stopped (Ctrl-Z in its terminal, or SIGSTOP)")
+            && report.contains(&stopped)
             && report.contains(&way_out),
         "{report}"
     );
     assert!(waited < Duration::from_secs(30), "doctor waited {waited:?}");
-    assert!(
-        status.contains(&format!("daemon: pid {pid} holds this home but does not answer"))
-            && status.contains(&way_out),
-        "{status}"
-    );
+    for shown in [&status, &called] {
+        assert!(
+            shown.contains(&stopped) && shown.contains(&way_out),
+            "{shown}"
+        );
+    }
+    assert!(status.contains("daemon: does not answer at"), "{status}");
     // Let go on, it answers again.
     let (ok, report) = daemon.cli(&["doctor"]);
     assert!(
