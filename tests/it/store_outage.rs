@@ -82,7 +82,7 @@ async fn a_daemon_whose_database_hangs_answers_in_bounded_time_says_why_and_reco
         eprintln!("skipped: a test of the PostgreSQL store (set EXAI_TEST_DATABASE_URL)");
         return;
     }
-    let (cluster, _fake, daemon, client, _) = daemon_on_own_cluster(&[]).await;
+    let (cluster, _fake, daemon, client, before_id) = daemon_on_own_cluster(&[]).await;
 
     cluster.freeze();
     let during = client
@@ -100,12 +100,23 @@ async fn a_daemon_whose_database_hangs_answers_in_bounded_time_says_why_and_reco
         "{text}"
     );
     assert!(!client.list_all_tools().await.unwrap().is_empty());
+    // A read that needs the store (on a reader of its own) says the database did not answer.
+    let fetched = client
+        .call_tool(call("call_result", json!({ "call_id": before_id })))
+        .await
+        .unwrap();
+    let fetched_text = all_text_of(&fetched);
+    assert_eq!(fetched.is_error, Some(true), "{fetched_text}");
+    assert!(
+        fetched_text.contains("no answer from the database within"),
+        "{fetched_text}"
+    );
     let (_, status) = daemon.cli(&["status"]);
     assert!(
         status.contains("daemon: up") && status.contains("no answer from the database within"),
         "{status}"
     );
-    for shown in [&text, &status] {
+    for shown in [&text, &fetched_text, &status] {
         assert!(!shown.contains(&cluster.password()), "{shown}");
     }
 
