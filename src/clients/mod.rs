@@ -15,7 +15,8 @@ pub mod json;
 pub mod patience;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 
@@ -201,27 +202,79 @@ impl CliRun {
             .join(" ")
     }
 
-    /// Runs it, its output captured; a failure carries its stderr.
+    /// Runs it, its output captured, for at most `CLI_WAIT`; a failure carries its stderr.
     pub fn run(&self) -> Result<String, ClientError> {
+        use std::os::unix::process::CommandExt;
+        let failed = |why: String| ClientError::Command {
+            command: self.shown(),
+            why,
+        };
         let mut command = std::process::Command::new(&self.program);
-        command.args(&self.args).stdin(std::process::Stdio::null());
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // A group of its own: what it starts is stopped with it.
+            .process_group(0);
         if let Some(dir) = &self.dir {
             command.current_dir(dir);
         }
-        let output = command.output().map_err(|e| ClientError::Command {
-            command: self.shown(),
-            why: e.to_string(),
-        })?;
-        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim().to_string();
-        if output.status.success() {
-            Ok(text(&output.stdout))
+        let mut child = command.spawn().map_err(|e| failed(e.to_string()))?;
+        let stdout = read_all(child.stdout.take());
+        let stderr = read_all(child.stderr.take());
+        let until = Instant::now() + CLI_WAIT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < until => std::thread::sleep(CLI_POLL),
+                Ok(None) => {
+                    if let Ok(group) = i32::try_from(child.id()) {
+                        // SAFETY: kill(2) with a negative pid signals a process group; no memory
+                        // is involved.
+                        unsafe { libc::kill(-group, libc::SIGKILL) };
+                    }
+                    let _ = child.wait();
+                    return Err(failed(format!(
+                        "it did not finish within {} s (waiting for input, a login or the \
+                         network?), so it was stopped; run it yourself to see what it waits for",
+                        CLI_WAIT.as_secs()
+                    )));
+                }
+                Err(e) => return Err(failed(e.to_string())),
+            }
+        };
+        // Whatever it left running may hold its output open: not waited for long.
+        let text = |read: std::sync::mpsc::Receiver<Vec<u8>>| {
+            let bytes = read.recv_timeout(CLI_POLL * 50).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).trim().to_string()
+        };
+        if status.success() {
+            Ok(text(stdout))
         } else {
-            Err(ClientError::Command {
-                command: self.shown(),
-                why: format!("{}: {}", output.status, text(&output.stderr)),
-            })
+            Err(failed(format!("{status}: {}", text(stderr))))
         }
     }
+}
+
+/// How long a client's own CLI may take to change its configuration: it only edits a file, so one
+/// that runs longer waits for something (a prompt nobody sees, a login, the network).
+const CLI_WAIT: Duration = Duration::from_secs(30);
+const CLI_POLL: Duration = Duration::from_millis(20);
+
+/// All of `pipe`, read on a thread of its own (a full pipe would stall the program writing it).
+fn read_all(
+    pipe: Option<impl std::io::Read + Send + 'static>,
+) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (done, read) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        let _ = done.send(bytes);
+    });
+    read
 }
 
 /// What setting up (or removing) exai in a client takes.

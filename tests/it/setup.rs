@@ -442,6 +442,47 @@ fn a_short_claude_tool_timeout_gets_advice_not_an_edit() {
     );
 }
 
+/// A client CLI that never finishes (a prompt nobody sees, a login, the network), with a child
+/// of its own holding its output open: `exai setup` stops them and says so, instead of waiting
+/// with it forever.
+#[test]
+fn a_client_cli_that_never_finishes_is_stopped_and_named() {
+    let home = Home::new();
+    let claude = home.dir.join("bin/claude");
+    let pid_file = home.dir.join("child.pid");
+    write(
+        &claude,
+        &format!(
+            "#!/bin/sh\nsleep 600 &\necho $! > {}\nexec sleep 600\n",
+            path(&pid_file)
+        ),
+    );
+    std::fs::set_permissions(&claude, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let started = Instant::now();
+    let (ok, out) = home.exai(&["setup", "claude"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("mcp add") && out.contains("did not finish within 30 s"),
+        "{out}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(90), "{out}");
+    // Its child went with it.
+    let child = read(&pid_file).trim().to_string();
+    wait_until(
+        "the CLI's child to be stopped",
+        Duration::from_secs(10),
+        || {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // Gone, or a zombie its parent (init) has yet to reap.
+            (stat.is_empty()
+                || stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, s)| s.trim_start().starts_with('Z')))
+            .then_some(())
+        },
+    );
+}
+
 #[test]
 fn the_real_claude_code_lists_exai_connected_then_gone() {
     let Some([claude]) = installed_npm_bins(["claude"], "Claude Code") else {
