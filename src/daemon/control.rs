@@ -178,6 +178,14 @@ pub fn stop(config: &Config) -> Result<Option<Stopped>, ControlError> {
             source: std::io::Error::last_os_error(),
         });
     }
+    // A stopped daemon (Ctrl-Z, SIGSTOP) acts on nothing until it goes on: let it go on to stop,
+    // as a shell does for a stopped job it kills.
+    if super::is_stopped(pid)
+        && let Ok(pid) = i32::try_from(pid)
+    {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    }
     let limit = config.shutdown_grace + EXIT_MARGIN;
     while lock_is_held(config) {
         if started.elapsed() >= limit {

@@ -550,7 +550,8 @@ fn each_installed_client_is_checked_for_this_exai_and_its_timeout() {
 
 /// A daemon stopped where it runs (Ctrl-Z in its terminal) holds its home and answers nothing:
 /// `exai doctor`, `exai status` and a client's error (the shim's) say so, with the way to let it
-/// go on, instead of "does not answer" or "not running"; doctor does not wait out its timeout.
+/// go on, instead of "does not answer" or "not running"; doctor does not wait out its timeout;
+/// `exai daemon stop` stops it all the same.
 #[test]
 fn a_stopped_daemon_is_named_with_the_way_to_let_it_go_on() {
     let fake = Fake::start();
@@ -601,4 +602,10 @@ fn a_stopped_daemon_is_named_with_the_way_to_let_it_go_on() {
         ok && line(&report, "daemon").starts_with("ok    daemon"),
         "{report}"
     );
+    // Stopped again, `exai daemon stop` still stops it: it is let go on to act on SIGTERM.
+    signal("-STOP");
+    let (ok, stopped) = daemon.cli(&["daemon", "stop"]);
+    assert!(ok, "{stopped}");
+    let (_, status) = daemon.cli(&["status"]);
+    assert!(status.contains("daemon: not running"), "{status}");
 }
