@@ -1022,7 +1022,8 @@ async fn wait_until_up(
     listen: SocketAddr,
 ) -> Result<(), StartError> {
     let log = config.log_dir().join("daemon.out");
-    let until = Instant::now() + AUTOSTART_WAIT;
+    let started = Instant::now();
+    let until = started + AUTOSTART_WAIT;
     loop {
         if running_daemon_pid(config).await == Some(child.id()) {
             tracing::info!(%listen, "started the exai daemon");
@@ -1038,7 +1039,8 @@ async fn wait_until_up(
                     return Err(busy(config));
                 }
                 return Err(StartError::Failed(format!(
-                    "`exai daemon --listen {listen}` exited at once ({status}): {} (log: {})",
+                    "`exai daemon --listen {listen}` exited after {:.1} s ({status}): {} (log: {})",
+                    started.elapsed().as_secs_f64(),
                     last_line(&log).await,
                     log.display()
                 )));

@@ -397,7 +397,7 @@ fn a_daemon_that_cannot_start_is_reported_with_its_reason_and_not_respawned() {
     let message = error["message"].as_str().unwrap_or_default().to_string();
     assert!(
         message.contains("could not start the exai daemon")
-            && message.contains("exited at once")
+            && message.contains("exited after")
             && message.contains("calls.sqlite3"),
         "{error}"
     );

@@ -145,7 +145,8 @@ async fn a_daemon_whose_database_hangs_answers_in_bounded_time_says_why_and_reco
 
 /// A daemon whose database accepts its connection and never answers stops at start, within the
 /// connect bound, saying so; `exai doctor` and `exai status`, which find no daemon to ask, say
-/// why the last one stopped. Needs no PostgreSQL: a listener that never speaks stands in.
+/// why the last one stopped, and a shim that starts one reports the same error. Needs no
+/// PostgreSQL: a listener that never speaks stands in.
 #[test]
 fn a_daemon_whose_database_never_answers_stops_at_start_and_doctor_and_status_say_why() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -165,7 +166,6 @@ fn a_daemon_whose_database_never_answers_stops_at_start_and_doctor_and_status_sa
             format!("postgres://exai:{password}@127.0.0.1:{port}/team"),
         ),
         ("EXAI_LISTEN", format!("127.0.0.1:{}", free_port())),
-        ("EXAI_NO_AUTOSTART", "1".to_string()),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
     ];
     let exai = |args: &[&str]| {
@@ -174,6 +174,7 @@ fn a_daemon_whose_database_never_answers_stops_at_start_and_doctor_and_status_sa
             .args(args)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("EXAI_NO_AUTOSTART", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         command
@@ -198,7 +199,7 @@ fn a_daemon_whose_database_never_answers_stops_at_start_and_doctor_and_status_sa
     assert!(!status.success());
     let mut stderr = String::new();
     std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    let why = "no answer from the database within 5 s (waited for a new connection)";
+    let why = "no answer from the database within 3 s (waited for a new connection)";
     assert!(stderr.contains(why), "{stderr}");
     // Doctor waited for it while it held the lock, or found it stopped: either way it says why.
     assert!(
@@ -212,7 +213,13 @@ fn a_daemon_whose_database_never_answers_stops_at_start_and_doctor_and_status_sa
             && shown_status.contains(why),
         "{shown_status}"
     );
-    for shown in [&stderr, &doctor, &shown_status] {
+    // A client's shim that starts the daemon itself reports the same error: the connect bound is
+    // under its wait for a started daemon.
+    let mut called = exai(&["call", "chat", "--arg", "prompt=hi"]);
+    let called = called.env_remove("EXAI_NO_AUTOSTART").output().unwrap();
+    let called = String::from_utf8_lossy(&called.stderr).to_string();
+    assert!(called.contains(why), "{called}");
+    for shown in [&stderr, &doctor, &shown_status, &called] {
         assert!(!shown.contains(password), "the password was shown");
     }
 }
