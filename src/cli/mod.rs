@@ -339,13 +339,17 @@ pub async fn status(config: &Config, as_json: bool, out: &mut impl Write) -> Res
             h["calls_in_flight"],
             daemon_version.as_deref().unwrap_or("?")
         )?,
-        None => match last_daemon_failure(config).filter(|_| config.daemon_url.is_none()) {
+        // This home's own daemon (not one EXAI_URL names) is known by its lock and its note.
+        None if config.daemon_url.is_some() => {
+            writeln!(out, "daemon: not running (expected at {address})")?
+        }
+        None => match last_daemon_failure(config) {
             Some((pid, ago, error)) => writeln!(
                 out,
                 "daemon: not running (expected at {address}); the last one (pid {pid}) stopped \
                  {ago} ago on an error: {error}"
             )?,
-            None if config.daemon_url.is_none() && crate::daemon::lock_is_held(config) => {
+            None if crate::daemon::lock_is_held(config) => {
                 let why = crate::daemon::stopped_holder(config).unwrap_or_else(|| {
                     let pid = crate::daemon::holder_pid(config)
                         .map_or("?".to_string(), |pid| pid.to_string());

@@ -168,12 +168,13 @@ pub fn lock_is_held(config: &Config) -> bool {
     )
 }
 
-/// The pid of the daemon holding this home, as far as its files say: `daemon.json` once it
-/// listens, its lock note while it starts.
+/// The pid of the daemon holding this home, as far as its files say: its lock note, written the
+/// moment it took the lock (`daemon.json` may be a dead daemon's until the new one listens), else
+/// `daemon.json` (a daemon of a version that wrote no note).
 pub fn holder_pid(config: &Config) -> Option<u32> {
-    DaemonInfo::read(config)
-        .map(|info| info.pid)
-        .or_else(|| LockNote::read(config).map(|note| note.pid))
+    LockNote::read(config)
+        .map(|note| note.pid)
+        .or_else(|| DaemonInfo::read(config).map(|info| info.pid))
 }
 
 /// Whether process `pid` is stopped (Ctrl-Z in its terminal, or SIGSTOP): it holds its sockets
