@@ -8,6 +8,17 @@ use serde_json::json;
 
 use crate::common::*;
 
+/// A chat's text when the store cannot keep it: the model's answer all the same, with a note
+/// that it was not recorded and why.
+async fn answered_but_not_recorded(client: &Client, prompt: &str) -> String {
+    let answer = client.call_tool(chat(prompt, "fake-fast")).await.unwrap();
+    let text = all_text_of(&answer);
+    assert_eq!(answer.is_error, Some(false), "{text}");
+    assert!(text.contains(&format!("echo: {prompt}")), "{text}");
+    assert!(text.contains("exai could not record this call"), "{text}");
+    text
+}
+
 #[tokio::test]
 async fn a_daemon_that_loses_its_database_answers_says_what_it_could_not_keep_and_recovers() {
     if !on_postgres() {
@@ -17,18 +28,9 @@ async fn a_daemon_that_loses_its_database_answers_says_what_it_could_not_keep_an
     let (cluster, _fake, daemon, client, before_id) = daemon_on_own_cluster(&[]).await;
 
     cluster.pause();
-    // The model's answer still comes, with a note that it was not recorded and why.
-    let during = client
-        .call_tool(chat("during the outage", "fake-fast"))
-        .await
-        .unwrap();
-    let text = all_text_of(&during);
-    assert_eq!(during.is_error, Some(false), "{text}");
-    assert!(text.contains("echo: during the outage"), "{text}");
+    let text = answered_but_not_recorded(&client, "during the outage").await;
     assert!(
-        text.contains("exai could not record this call")
-            && text.contains("postgres://127.0.0.1:")
-            && text.contains("Connection refused"),
+        text.contains("postgres://127.0.0.1:") && text.contains("Connection refused"),
         "{text}"
     );
     // What needs the store says the store is the problem.
@@ -85,18 +87,11 @@ async fn a_daemon_whose_database_hangs_answers_in_bounded_time_says_why_and_reco
     let (cluster, _fake, daemon, client, before_id) = daemon_on_own_cluster(&[]).await;
 
     cluster.freeze();
-    let during = client
-        .call_tool(chat("while the database hangs", "fake-fast"))
-        .await
-        .unwrap();
-    let text = all_text_of(&during);
-    assert_eq!(during.is_error, Some(false), "{text}");
-    assert!(text.contains("echo: while the database hangs"), "{text}");
+    let text = answered_but_not_recorded(&client, "while the database hangs").await;
     // The database's own bound ended the wait, not the writer's last-resort one (30 s), which
     // was all that stopped a hung server from holding calls before.
     assert!(
-        text.contains("exai could not record this call")
-            && text.contains("no answer from the database within"),
+        text.contains("no answer from the database within"),
         "{text}"
     );
     assert!(!client.list_all_tools().await.unwrap().is_empty());
