@@ -12,6 +12,7 @@ pub mod local_socket;
 mod page;
 pub mod proof;
 mod reload;
+mod serve;
 mod ws;
 
 use std::fs::File;
@@ -306,21 +307,13 @@ async fn serve(config: Config, allow_remote: bool) -> Result<(), DaemonError> {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
         });
-        crate::spawn::in_span(tracing::Span::none(), async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        })
+        crate::spawn::in_span(tracing::Span::none(), serve::serve(listener, router, stop))
     };
     // The same routes, token and Host checks: the shim sends `Host: localhost` over the socket.
     let socket_server = {
         let stop = stop_accepting.clone();
         let router = router.layer(axum::Extension(Listener::Socket));
-        crate::spawn::in_span(tracing::Span::none(), async move {
-            axum::serve(socket, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        })
+        crate::spawn::in_span(tracing::Span::none(), serve::serve(socket, router, stop))
     };
     let signal = wait_for_signal().await;
     // The grace follows the config: the one in effect now.

@@ -61,6 +61,34 @@ fn foreign_hosts_and_origins_are_refused() {
     assert!(response.starts_with("HTTP/1.1 403"), "{response}");
 }
 
+/// A client that sends half a request head and waits (slowloris) holds its connection only for
+/// the daemon's bound on reading a head, on TCP and on the home's socket alike; the daemon goes
+/// on serving meanwhile.
+#[test]
+fn half_a_request_head_is_not_waited_for_forever() {
+    use std::io::Read;
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let half = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: applica";
+    let mut tcp = std::net::TcpStream::connect(&daemon.addr).unwrap();
+    let mut socket =
+        std::os::unix::net::UnixStream::connect(daemon.home.join("daemon.sock")).unwrap();
+    tcp.write_all(half.as_bytes()).unwrap();
+    socket.write_all(half.as_bytes()).unwrap();
+    // Well past the bound (30 s), short of for ever.
+    let patience = Some(Duration::from_secs(120));
+    tcp.set_read_timeout(patience).unwrap();
+    socket.set_read_timeout(patience).unwrap();
+    let started = Instant::now();
+    assert!(http_get(&format!("http://{}/healthz", daemon.addr)).contains("\"ok\""));
+    let mut rest = Vec::new();
+    let closed = tcp.read_to_end(&mut rest);
+    assert!(closed.is_ok(), "the TCP connection was held: {closed:?}");
+    let closed = socket.read_to_end(&mut rest);
+    assert!(closed.is_ok(), "the socket connection was held: {closed:?}");
+    assert!(started.elapsed() < Duration::from_secs(120));
+}
+
 #[test]
 fn healthz_reports_version_pid_sessions_and_calls() {
     let fake = Fake::start();
