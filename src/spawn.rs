@@ -1,5 +1,6 @@
 //! Spawning tasks with their tracing span, so a call's log lines keep its id across tasks.
-//! The only place that calls `tokio::spawn` (clippy's `disallowed-methods` keeps it so).
+//! The only place that calls `tokio::spawn` (clippy's `disallowed-methods` keeps it so). Also
+//! the signal for the process groups exai spawns programs in (sub-agent CLIs, client CLIs).
 
 use std::future::Future;
 
@@ -36,4 +37,10 @@ where
     let span = Span::current();
     #[allow(clippy::disallowed_methods)] // As above: the one place that spawns blocking work.
     tokio::task::spawn_blocking(move || span.in_scope(work))
+}
+
+/// Sends `signal` to every process of group `pgid`; false when none is left.
+pub fn signal_group(pgid: i32, signal: i32) -> bool {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+    pgid > 1 && unsafe { libc::kill(-pgid, signal) } == 0
 }

@@ -230,9 +230,7 @@ impl CliRun {
                 Ok(None) if Instant::now() < until => std::thread::sleep(CLI_POLL),
                 Ok(None) => {
                     if let Ok(group) = i32::try_from(child.id()) {
-                        // SAFETY: kill(2) with a negative pid signals a process group; no memory
-                        // is involved.
-                        unsafe { libc::kill(-group, libc::SIGKILL) };
+                        crate::spawn::signal_group(group, libc::SIGKILL);
                     }
                     let _ = child.wait();
                     return Err(failed(format!(

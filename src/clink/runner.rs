@@ -15,6 +15,7 @@ use tokio::process::{Child, Command};
 use super::config::CliSpec;
 use super::parser::{Report, parser_for};
 use crate::providers::Seconds;
+use crate::spawn::signal_group;
 
 /// Variables that configure exai's own providers, kept from the sub-agents it starts.
 const EXAI_PROVIDER_VARIABLES: &[&str] = &[
@@ -148,12 +149,6 @@ fn find_program(command: &str, path_var: Option<&str>) -> Option<PathBuf> {
     std::env::split_paths(path_var?)
         .map(|dir| dir.join(command))
         .find(|p| runnable(p))
-}
-
-/// Sends `signal` to every process of group `pgid`; false when none is left.
-fn signal_group(pgid: i32, signal: i32) -> bool {
-    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
-    pgid > 1 && unsafe { libc::kill(-pgid, signal) } == 0
 }
 
 /// SIGTERM to the group, SIGKILL to whatever is left after the grace.

@@ -168,11 +168,13 @@ pub fn stop(config: &Config) -> Result<Option<Stopped>, ControlError> {
     let asked_at_ms = now_ms();
     let started = std::time::Instant::now();
     let pid = info.pid;
-    let signalled = i32::try_from(pid).map_or(-1, |pid| {
-        // SAFETY: kill(2) with a pid read from our own daemon.json and a fixed signal.
-        unsafe { libc::kill(pid, libc::SIGTERM) }
-    });
-    if signalled != 0 {
+    let signal = |signal| {
+        i32::try_from(pid).map_or(-1, |pid| {
+            // SAFETY: kill(2) with a pid read from our own daemon.json and a fixed signal.
+            unsafe { libc::kill(pid, signal) }
+        })
+    };
+    if signal(libc::SIGTERM) != 0 {
         return Err(ControlError::Signal {
             pid,
             source: std::io::Error::last_os_error(),
@@ -180,11 +182,8 @@ pub fn stop(config: &Config) -> Result<Option<Stopped>, ControlError> {
     }
     // A stopped daemon (Ctrl-Z, SIGSTOP) acts on nothing until it goes on: let it go on to stop,
     // as a shell does for a stopped job it kills.
-    if super::is_stopped(pid)
-        && let Ok(pid) = i32::try_from(pid)
-    {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGCONT) };
+    if super::is_stopped(pid) {
+        signal(libc::SIGCONT);
     }
     let limit = config.shutdown_grace + EXIT_MARGIN;
     while lock_is_held(config) {

@@ -118,9 +118,14 @@ impl Link {
         if let BackendError::NoAnswer { waited_for, limit } = error {
             self.hung = Some((Instant::now(), waited_for, *limit));
         }
-        if error.fails_every_write()
-            && let Some(connection) = self.connection.take()
-        {
+        if error.fails_every_write() {
+            self.close();
+        }
+    }
+
+    /// Closes the connection, if there is one; the next use makes another.
+    fn close(&mut self) {
+        if let Some(connection) = self.connection.take() {
             connection.close();
         }
     }
@@ -128,9 +133,7 @@ impl Link {
 
 impl Drop for Link {
     fn drop(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            connection.close();
-        }
+        self.close();
     }
 }
 
@@ -257,29 +260,26 @@ impl Postgres {
 /// Applies the migrations not yet applied, on a connection of their own, under a lock so that
 /// replicas starting together apply each once.
 fn migrate(config: &tokio_postgres::Config) -> Result<(), BackendError> {
-    let Connection {
-        runtime,
-        mut client,
-        io,
-    } = Connection::open(config)?;
-    let migrated = within(&runtime, MIGRATION_LIMIT, "the schema migrations", async {
-        client
-            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-            .await?;
-        let applied = embedded::migrations::runner().run_async(&mut client).await;
-        let unlocked = client
-            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-            .await;
-        applied?;
-        unlocked?;
-        Ok::<_, BackendError>(())
-    });
-    Connection {
-        runtime,
-        client,
-        io,
-    }
-    .close_now();
+    let mut connection = Connection::open(config)?;
+    let client = &mut connection.client;
+    let migrated = within(
+        &connection.runtime,
+        MIGRATION_LIMIT,
+        "the schema migrations",
+        async {
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            let applied = embedded::migrations::runner().run_async(client).await;
+            let unlocked = client
+                .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+                .await;
+            applied?;
+            unlocked?;
+            Ok::<_, BackendError>(())
+        },
+    );
+    connection.close_now();
     migrated
 }
 
@@ -354,9 +354,7 @@ impl StoreConnection for Postgres {
         {
             // A connection that cannot roll back is left for a new one.
             self.link.note(&error);
-            if let Some(broken) = self.link.connection.take() {
-                broken.close();
-            }
+            self.link.close();
         }
     }
 
