@@ -92,12 +92,24 @@ pub async fn adapt(
         None => Arc::new(Adapter::new(legacy.task_tools.clone())),
     };
     let (mut parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, legacy.limit).await else {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("message larger than the {}-byte limit\n", legacy.limit),
-        )
+    let bytes = match axum::body::to_bytes(body, legacy.limit).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let error = error.into_inner();
+            return if error.is::<http_body_util::LengthLimitError>() {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("message larger than the {}-byte limit\n", legacy.limit),
+                )
+            } else {
+                // The client stopped sending (the server loop's bound on reading a body).
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("the request's body could not be read: {error}\n"),
+                )
+            }
             .into_response();
+        }
     };
     // Nothing to adapt (or not JSON: rmcp answers that itself): passed on as it came.
     let adapt = std::str::from_utf8(&bytes).is_ok_and(|text| adapter.may_adapt(text));

@@ -61,23 +61,38 @@ fn foreign_hosts_and_origins_are_refused() {
     assert!(response.starts_with("HTTP/1.1 403"), "{response}");
 }
 
-/// A client that sends half a request head and waits (slowloris) holds its connection only for
-/// the daemon's bound on reading a head, on TCP and on the home's socket alike; the daemon goes
-/// on serving meanwhile.
+/// A client that sends half a request and waits (slowloris) holds its connection only for the
+/// daemon's bounds: on reading a head (on TCP and on the home's socket alike) and on reading a
+/// body once its head has come; the daemon goes on serving meanwhile.
 #[test]
-fn half_a_request_head_is_not_waited_for_forever() {
+fn half_a_request_is_not_waited_for_forever() {
     use std::io::Read;
     let fake = Fake::start();
     let daemon = Daemon::start(&fake, &[]);
-    let half = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: applica";
+    let half_head = "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: applica";
     let mut tcp = std::net::TcpStream::connect(&daemon.addr).unwrap();
     let mut socket =
         std::os::unix::net::UnixStream::connect(daemon.home.join("daemon.sock")).unwrap();
-    tcp.write_all(half.as_bytes()).unwrap();
-    socket.write_all(half.as_bytes()).unwrap();
-    // Well past the bound (30 s), short of for ever.
-    let patience = Some(Duration::from_secs(120));
-    tcp.set_read_timeout(patience).unwrap();
+    tcp.write_all(half_head.as_bytes()).unwrap();
+    socket.write_all(half_head.as_bytes()).unwrap();
+    // A whole head, with the token (so the body is read, not refused unread), and a tenth of
+    // the body it announces.
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let half_body = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: {}\r\n\r\n{}",
+        daemon.token(),
+        body.len() * 10,
+        body
+    );
+    let mut slow_body = std::net::TcpStream::connect(&daemon.addr).unwrap();
+    slow_body.write_all(half_body.as_bytes()).unwrap();
+    // Well past the bounds (30 s for a head, 60 s for a body), short of for ever.
+    let patience = Some(Duration::from_secs(150));
+    for stream in [&tcp, &slow_body] {
+        stream.set_read_timeout(patience).unwrap();
+    }
     socket.set_read_timeout(patience).unwrap();
     let started = Instant::now();
     assert!(http_get(&format!("http://{}/healthz", daemon.addr)).contains("\"ok\""));
@@ -86,7 +101,65 @@ fn half_a_request_head_is_not_waited_for_forever() {
     assert!(closed.is_ok(), "the TCP connection was held: {closed:?}");
     let closed = socket.read_to_end(&mut rest);
     assert!(closed.is_ok(), "the socket connection was held: {closed:?}");
-    assert!(started.elapsed() < Duration::from_secs(120));
+    let mut answer = Vec::new();
+    let closed = slow_body.read_to_end(&mut answer);
+    assert!(
+        closed.is_ok(),
+        "the connection with half a body was held: {closed:?}"
+    );
+    // It is told why, not that its message was too large.
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("the request's body did not arrive within 60 s of its head"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(150));
+    // The body was given its minute, and the daemon says why it stopped waiting.
+    assert!(started.elapsed() >= Duration::from_secs(55));
+    wait_until(
+        "the daemon's log of the slow body",
+        Duration::from_secs(10),
+        || (logged(&daemon.home, "a request's body did not arrive in time") > 0).then_some(()),
+    );
+}
+
+/// A message over `max_message_bytes` POSTed to `/mcp` is refused with the limit named, before
+/// a session (where the 2025-11-25 adapter reads it) and within one (where rmcp does); the
+/// session goes on serving.
+#[tokio::test]
+async fn an_oversized_http_message_is_refused_naming_the_limit() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_MAX_MESSAGE_BYTES", "4096")]);
+    let url = format!("http://{}/mcp", daemon.addr);
+    let token = daemon.token();
+    let http = reqwest::Client::new();
+    let padding = "x".repeat(8192);
+    let initialize = serde_json::json!({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {
+            "protocolVersion": HTTP_PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": padding, "version": "1.0"},
+        },
+    });
+    let answer = mcp_post_on(&http, &url, &token, None, &initialize).await;
+    assert_eq!(answer.status, 413, "{}", answer.body);
+    assert!(answer.body.contains("4096"), "{}", answer.body);
+    let mut session = HttpSession::open(&url, &token).await;
+    let call = serde_json::json!({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "chat", "arguments": {"prompt": padding, "model": "fake-fast"}},
+    });
+    let answer = session.post(&call).await;
+    assert_eq!(answer.status, 413, "{}", answer.body);
+    let result = session
+        .call_tool(
+            "chat",
+            serde_json::json!({"prompt": "still here", "model": "fake-fast"}),
+        )
+        .await;
+    assert_eq!(text_in(&result), "echo: still here");
 }
 
 #[test]
