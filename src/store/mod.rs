@@ -190,6 +190,7 @@ pub(crate) enum Schema {
 }
 
 /// A value bound to a statement, in the few types the store uses.
+#[derive(Debug)]
 pub(crate) enum Param<'a> {
     Int(Option<i64>),
     Text(Option<&'a str>),

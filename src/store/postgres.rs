@@ -13,10 +13,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::Host;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls, Statement as Prepared};
 
 use super::{BackendError, Columns, Param, Schema, Statement, StoreConnection};
@@ -331,12 +332,33 @@ fn dollar_placeholders(sql: &str) -> String {
 fn bound<'a>(params: &'a [Param<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
     params
         .iter()
-        .map(|param| match param {
-            Param::Int(n) => n as &(dyn ToSql + Sync),
-            Param::Text(text) => text as &(dyn ToSql + Sync),
-            Param::Bool(flag) => flag as &(dyn ToSql + Sync),
-        })
+        .map(|param| param as &(dyn ToSql + Sync))
         .collect()
+}
+
+/// A value as PostgreSQL takes it. Its text cannot hold NUL, which any outside text may carry
+/// (a model name, a provider's error, a prompt): each becomes U+FFFD, so the write still lands.
+impl ToSql for Param<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Param::Int(n) => n.to_sql(ty, out),
+            Param::Text(Some(text)) if text.contains('\0') => {
+                text.replace('\0', "\u{FFFD}").as_str().to_sql(ty, out)
+            }
+            Param::Text(text) => text.to_sql(ty, out),
+            Param::Bool(flag) => flag.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <i64 as ToSql>::accepts(ty) || <&str as ToSql>::accepts(ty) || <bool as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
 }
 
 impl StoreConnection for Postgres {

@@ -160,3 +160,34 @@ async fn a_locked_store_delays_nothing_forever_and_the_answer_says_it_was_not_re
     );
     client.cancel().await.unwrap();
 }
+
+/// A NUL character (which PostgreSQL's text cannot hold) in a prompt, and so in the model's
+/// answer, or in a model name, and so in the call's error, is recorded all the same, on either
+/// store.
+#[tokio::test]
+async fn a_nul_in_a_prompt_or_a_model_name_is_recorded() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let answer = client
+        .call_tool(chat("before\u{0}after", "fake-fast"))
+        .await
+        .unwrap();
+    let text = all_text_of(&answer);
+    assert_eq!(answer.is_error, Some(false), "{text}");
+    assert!(!text.contains("could not record"), "{text}");
+    let record = daemon.final_record(&call_id_of(&answer));
+    assert_eq!(record.state.as_str(), "succeeded", "{record:?}");
+    assert!(record.result.unwrap_or_default().contains("before"));
+    // A model name with a NUL fails the call, with the name in its error message.
+    let answer = client
+        .call_tool(chat("which model?", "fake\u{0}fast"))
+        .await
+        .unwrap();
+    let text = all_text_of(&answer);
+    assert_eq!(answer.is_error, Some(true), "{text}");
+    assert!(!text.contains("could not record"), "{text}");
+    let record = daemon.final_record(&call_id_of(&answer));
+    assert_eq!(record.state.as_str(), "failed", "{record:?}");
+    client.cancel().await.unwrap();
+}
