@@ -190,6 +190,7 @@ struct Metrics {
     sessions: Family<TransportLabels, Gauge>,
     store_write_seconds: Histogram,
     store_queue: Gauge,
+    store_records_waiting: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -278,6 +279,12 @@ impl Metrics {
             "Writes waiting for the store's writer",
             store_queue.clone(),
         );
+        let store_records_waiting = Gauge::default();
+        registry.register(
+            "store_records_waiting",
+            "Records of ended calls waiting for the store to take them (it did not when they ended)",
+            store_records_waiting.clone(),
+        );
         registry.register(
             "build",
             "This exai's version",
@@ -300,6 +307,7 @@ impl Metrics {
             sessions,
             store_write_seconds,
             store_queue,
+            store_records_waiting,
         }
     }
 
@@ -465,6 +473,7 @@ impl Drop for SessionCount {
 pub struct Now {
     pub calls_in_flight: usize,
     pub store_queue: usize,
+    pub store_records_waiting: usize,
     /// Each provider's name, calls waiting for a slot, and slots in use.
     pub providers: Vec<(Name, usize, usize)>,
 }
@@ -474,6 +483,8 @@ pub fn render(now: Now) -> Result<String, std::fmt::Error> {
     let m = &*METRICS;
     m.calls_in_flight.set(gauge_value(now.calls_in_flight));
     m.store_queue.set(gauge_value(now.store_queue));
+    m.store_records_waiting
+        .set(gauge_value(now.store_records_waiting));
     for (provider, queued, in_flight) in now.providers {
         let labels = ProviderLabels { provider };
         m.provider_queued
@@ -525,6 +536,7 @@ mod tests {
         let text = render(Now {
             calls_in_flight: 3,
             store_queue: 0,
+            store_records_waiting: 4,
             providers: vec![(name("metrics-provider"), 2, 1)],
         })
         .unwrap();
@@ -534,6 +546,7 @@ mod tests {
             "exai_tokens_total{model=\"metrics-render-model\",direction=\"out\"} 5",
             "exai_cost_usd_total{tool=\"chat\",model=\"metrics-render-model\"} 0.25",
             "exai_calls_in_flight 3",
+            "exai_store_records_waiting 4",
             "exai_provider_queue_depth{provider=\"metrics-provider\"} 2",
             "exai_build_info{version=\"",
         ] {

@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod kinds;
+mod late;
 pub mod output;
 pub mod progress;
 pub mod record;
@@ -279,6 +280,8 @@ pub struct Calls {
     replica: Option<String>,
     /// Calls starting, moving and ending, for whoever listens (the live page).
     events: events::CallEvents,
+    /// Records of ended calls the store could not take yet.
+    late: Arc<late::LateRecords>,
 }
 
 impl Calls {
@@ -290,6 +293,7 @@ impl Calls {
             ended: tokio::sync::Notify::new(),
             replica: None,
             events: events::CallEvents::default(),
+            late: Arc::default(),
         }
     }
 
@@ -301,6 +305,32 @@ impl Calls {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// How many ended calls' records wait for the store to take them.
+    pub fn records_waiting(&self) -> usize {
+        self.late.count()
+    }
+
+    /// What is wrong with the store now, as `exai status` and `/healthz` say it: its own
+    /// problems, and the records of ended calls that wait for it.
+    pub fn store_problems(&self) -> Vec<String> {
+        let mut problems = self.store.health().problems();
+        match self.records_waiting() {
+            0 => {}
+            1 => problems
+                .push("the record of 1 ended call waits for the store to take it".to_string()),
+            n => problems.push(format!(
+                "the records of {n} ended calls wait for the store to take them"
+            )),
+        }
+        problems
+    }
+
+    /// Shutdown, once calls have ended: gives the records waiting for the store up to `limit`,
+    /// and names those it did not take.
+    pub async fn settle_records(&self, limit: Duration) {
+        self.late.settle(limit).await;
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
@@ -618,10 +648,11 @@ impl Calls {
                 }
             });
         if let Err(error) = stored {
-            tracing::error!(%error, "could not store the call's end; answering anyway");
+            tracing::error!(%error, "could not record the call; answering anyway, its record kept to write once the store takes it");
             result.content.push(ContentBlock::text(format!(
-                "Note: exai could not record this call ({error}); the answer above is complete, \
-                 but `exai calls show {}` and call_result will not have it, and a conversation it \
+                "Note: exai could not record this call ({error}); the answer above is complete. \
+                 exai keeps its record and writes it once the call store takes it again; until \
+                 then `exai calls show {}` and call_result will not have it, and a conversation it \
                  began or continued may not be continued from it.",
                 call.id
             )));
@@ -678,56 +709,54 @@ impl Calls {
     }
 
     /// Writes `call`'s end after making sure its record exists: queues the end behind the
-    /// insert queued at its start and reads both answers, or inserts the record now (a call
-    /// that never started, a store that could not take it then). `Some(id)` when the call had
-    /// to be recorded under a fresh id because the one it was given names another call's record.
+    /// insert queued at its start and reads both answers; a call that never started, or whose
+    /// id was taken, has both written now by what the store holds. `Some(id)` when the call had
+    /// to be recorded under a fresh id. A store that did not take them gets them later
+    /// ([`late`]): the error says why they wait.
     async fn record_end(
         &self,
         call: &LiveCall,
         recording: Recording,
-        mut done: FinishedCall,
+        done: FinishedCall,
     ) -> Result<Option<String>, StoreError> {
-        let (mut record, inserted) = match recording {
+        let record = match recording {
             Recording::Taken => return self.store.finish(&call.id, done).await.map(|()| None),
-            Recording::Pending(record, room) => {
-                // The room kept for it goes back first: this insert takes a place of its own.
-                drop(room);
-                let inserted = self.store.insert(record.clone()).await;
-                (record, inserted)
-            }
+            // The room kept for it goes back first: its insert takes a place of its own.
+            Recording::Pending(record, _room) => record,
             Recording::Queued(record, queued) => {
                 // The end goes in right behind the record (a quick call's two share a commit),
                 // and counts only if the record took: its answer is read after the record's.
                 let finishing = self.store.queue_finish(&call.id, done.clone()).await;
-                let inserted = self.store.answer(queued).await;
-                if let (Ok(()), Ok(finishing)) = (&inserted, finishing) {
-                    return self.store.answer(finishing).await.map(|()| None);
+                match (self.store.answer(queued).await, finishing) {
+                    (Ok(()), Ok(finishing)) => {
+                        return match self.store.answer(finishing).await {
+                            Ok(()) => Ok(None),
+                            Err(error) => Err(self.keep_late(record, done, error)),
+                        };
+                    }
+                    // Recorded now, under a fresh id the answer names.
+                    (Err(StoreError::IdTaken { .. }), _) => record,
+                    (Err(error), _) | (Ok(()), Err(error)) => {
+                        return Err(self.keep_late(record, done, error));
+                    }
                 }
-                (record, inserted)
             }
         };
-        let recorded_as = match inserted {
-            Ok(()) => None,
-            Err(StoreError::IdTaken { id }) => {
-                let fresh = uuid::Uuid::now_v7().to_string();
-                tracing::warn!(proposed = %id, recorded_as = %fresh,
-                    "the proposed call id already names a record; this call is recorded under a fresh id");
-                Arc::make_mut(&mut record).id = fresh.clone();
-                self.store.insert(record.clone()).await?;
-                Some(fresh)
-            }
+        let late = late::Late::new(record, done);
+        match late::write(&self.store, &late).await {
+            Ok(recorded_as) => Ok(recorded_as),
             Err(error) => {
-                tracing::error!(%error, "could not record the call at receipt; trying again at its end");
-                self.store.insert(record.clone()).await?;
-                None
+                self.late.keep(&self.store, late);
+                Err(error)
             }
-        };
-        if let (Some(fresh), Some(text)) = (&recorded_as, done.result.as_mut()) {
-            *text = text.replace(&call.id, fresh);
         }
-        let id = recorded_as.as_deref().unwrap_or(&call.id);
-        self.store.finish(id, done).await?;
-        Ok(recorded_as)
+    }
+
+    /// Keeps a call's record and end, which the store did not take (`error`), to write later;
+    /// returns the error, which the answer names.
+    fn keep_late(&self, record: Arc<NewCall>, done: FinishedCall, error: StoreError) -> StoreError {
+        self.late.keep(&self.store, late::Late::new(record, done));
+        error
     }
 
     /// Records a call that was refused before running (unknown tool); returns its id.

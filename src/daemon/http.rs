@@ -141,7 +141,8 @@ async fn healthz(
         "store": {
             "path": store.location().to_string(),
             "queue": store.queue_depth(),
-            "problems": store.health().problems(),
+            "records_waiting": app.calls.records_waiting(),
+            "problems": app.calls.store_problems(),
         },
         "settings": settings,
     }))
@@ -152,6 +153,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     let now = crate::metrics::Now {
         calls_in_flight: app.calls.in_flight_count(),
         store_queue: app.calls.store().queue_depth(),
+        store_records_waiting: app.calls.records_waiting(),
         providers: app
             .settings
             .current()

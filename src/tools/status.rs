@@ -43,7 +43,7 @@ impl ExaiTool for Status {
                 })
                 .collect();
             // A store that cannot be read is a problem to report, not a reason to fail status.
-            let mut store_problems = ctx.calls.store().health().problems();
+            let mut store_problems = ctx.calls.store_problems();
             let only = ctx.call.origin.caller.sees_only().map(str::to_string);
             let (failures, spend) = ctx
                 .calls

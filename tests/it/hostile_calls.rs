@@ -143,7 +143,28 @@ async fn a_locked_store_delays_nothing_forever_and_the_answer_says_it_was_not_re
         text.contains("exai could not record this call") && text.contains("locked"),
         "{text}"
     );
+    // Its record waits for the store, and status says so.
+    assert_eq!(daemon.healthz()["store"]["records_waiting"], 1);
+    let waiting = status_text(&client).await;
+    assert!(
+        waiting.contains("the record of 1 ended call waits for the store to take it"),
+        "{waiting}"
+    );
     locker.execute_batch("ROLLBACK").unwrap();
+    // Once the lock is gone, the record is written after all, with the answer.
+    let record = daemon.final_record(&call_id_of(&answer));
+    assert_eq!(record.state.as_str(), "succeeded");
+    assert!(
+        record
+            .result
+            .unwrap_or_default()
+            .contains("echo: answer me anyway")
+    );
+    wait_until(
+        "no record waiting",
+        std::time::Duration::from_secs(10),
+        || (daemon.healthz()["store"]["records_waiting"] == 0).then_some(()),
+    );
     let text = status_text(&client).await;
     assert!(
         text.contains("store: a call store write failed") && text.contains("locked"),
@@ -190,4 +211,37 @@ async fn a_nul_in_a_prompt_or_a_model_name_is_recorded() {
     let record = daemon.final_record(&call_id_of(&answer));
     assert_eq!(record.state.as_str(), "failed", "{record:?}");
     client.cancel().await.unwrap();
+}
+
+/// A record the store never took before exai stops is not dropped silently: the daemon gives the
+/// store a few seconds, then names each call whose record is lost.
+#[tokio::test]
+async fn a_record_the_store_never_took_is_named_when_exai_stops() {
+    if sqlite_only("another program holds calls.sqlite3's write lock") {
+        return;
+    }
+    let fake = Fake::start();
+    let mut daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let locker = rusqlite::Connection::open(daemon.home.join("calls.sqlite3")).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let answer = client
+        .call_tool(chat("never recorded", "fake-fast"))
+        .await
+        .unwrap();
+    assert!(all_text_of(&answer).contains("exai could not record this call"));
+    client.cancel().await.unwrap();
+    daemon.stop();
+    let id = call_id_of(&answer);
+    let named = std::fs::read_dir(daemon.home.join("logs"))
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default())
+        .flat_map(|text| text.lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| line.contains("record unwritten") && line.contains(&id))
+        .count();
+    assert!(
+        named >= 1,
+        "the lost record of {id} is not named in the log"
+    );
+    locker.execute_batch("ROLLBACK").unwrap();
 }

@@ -8,15 +8,30 @@ use serde_json::json;
 
 use crate::common::*;
 
-/// A chat's text when the store cannot keep it: the model's answer all the same, with a note
-/// that it was not recorded and why.
-async fn answered_but_not_recorded(client: &Client, prompt: &str) -> String {
+/// A chat's text and id when the store cannot keep it: the model's answer all the same, with a
+/// note that it was not recorded yet and why.
+async fn answered_but_not_recorded(client: &Client, prompt: &str) -> (String, String) {
     let answer = client.call_tool(chat(prompt, "fake-fast")).await.unwrap();
     let text = all_text_of(&answer);
     assert_eq!(answer.is_error, Some(false), "{text}");
     assert!(text.contains(&format!("echo: {prompt}")), "{text}");
-    assert!(text.contains("exai could not record this call"), "{text}");
-    text
+    assert!(
+        text.contains("exai could not record this call")
+            && text.contains("writes it once the call store takes it again"),
+        "{text}"
+    );
+    (text, call_id_of(&answer))
+}
+
+/// Once the database answers again, the record of a call it could not take is written, with its
+/// answer, and none waits any more.
+fn recorded_late(daemon: &Daemon, id: &str, answer: &str) {
+    let record = daemon.final_record(id);
+    assert_eq!(record.state.as_str(), "succeeded", "{record:?}");
+    assert!(record.result.unwrap_or_default().contains(answer));
+    wait_until("no record waiting", Duration::from_secs(10), || {
+        (daemon.healthz()["store"]["records_waiting"] == 0).then_some(())
+    });
 }
 
 #[tokio::test]
@@ -27,10 +42,42 @@ async fn a_daemon_that_loses_its_database_answers_says_what_it_could_not_keep_an
     }
     let (cluster, _fake, daemon, client, before_id) = daemon_on_own_cluster(&[]).await;
 
+    // A call that starts before the outage and ends during it: its record is there, its end not.
+    let spanning = {
+        let peer = client.peer().clone();
+        tokio::spawn(async move {
+            peer.call_tool(chat("across the outage", "fake-delay-3000"))
+                .await
+        })
+    };
+    let running = exai::store::CallFilter {
+        running_only: true,
+        ..Default::default()
+    };
+    let spanning_id = wait_until_async(
+        "the spanning call recorded",
+        Duration::from_secs(10),
+        || {
+            let open = daemon.read_store(|store| store.list(&running).unwrap_or_default());
+            open.first().map(|row| row.id.clone())
+        },
+    )
+    .await;
     cluster.pause();
-    let text = answered_but_not_recorded(&client, "during the outage").await;
+    let (text, during_id) = answered_but_not_recorded(&client, "during the outage").await;
+    let spanning = spanning.await.unwrap().unwrap();
+    assert_eq!(call_id_of(&spanning), spanning_id);
     assert!(
-        text.contains("postgres://127.0.0.1:") && text.contains("Connection refused"),
+        all_text_of(&spanning).contains("exai could not record this call"),
+        "{}",
+        all_text_of(&spanning)
+    );
+    assert_eq!(daemon.healthz()["store"]["records_waiting"], 2);
+    // The server's own words: it shut the connection, or refuses new ones.
+    assert!(
+        text.contains("postgres://127.0.0.1:")
+            && (text.contains("Connection refused")
+                || text.contains("terminating connection due to administrator command")),
         "{text}"
     );
     // What needs the store says the store is the problem.
@@ -45,11 +92,18 @@ async fn a_daemon_that_loses_its_database_answers_says_what_it_could_not_keep_an
     assert!(!client.list_all_tools().await.unwrap().is_empty());
     let status = all_text_of(&client.call_tool(call("status", json!({}))).await.unwrap());
     assert!(status.contains("call store write failed"), "{status}");
+    assert!(
+        status.contains("ended calls wait for the store to take them"),
+        "{status}"
+    );
     for shown in [&text, &fetched_text, &status] {
         assert!(!shown.contains(&cluster.password()), "{shown}");
     }
 
     cluster.resume();
+    // What it could not take is written now.
+    recorded_late(&daemon, &during_id, "echo: during the outage");
+    recorded_late(&daemon, &call_id_of(&spanning), "echo: across the outage");
     // The next call is recorded again, with no note: the daemon reconnected by itself.
     let after = client
         .call_tool(chat("after the outage", "fake-fast"))
@@ -87,7 +141,7 @@ async fn a_daemon_whose_database_hangs_answers_in_bounded_time_says_why_and_reco
     let (cluster, _fake, daemon, client, before_id) = daemon_on_own_cluster(&[]).await;
 
     cluster.freeze();
-    let text = answered_but_not_recorded(&client, "while the database hangs").await;
+    let (text, hung_id) = answered_but_not_recorded(&client, "while the database hangs").await;
     // The database's own bound ended the wait, not the writer's last-resort one (30 s), which
     // was all that stopped a hung server from holding calls before.
     assert!(
@@ -134,6 +188,7 @@ async fn a_daemon_whose_database_hangs_answers_in_bounded_time_says_why_and_reco
         daemon.final_record(&call_id_of(&after)).state.as_str(),
         "succeeded"
     );
+    recorded_late(&daemon, &hung_id, "echo: while the database hangs");
     assert_eq!(logged(&daemon.home, &cluster.password()), 0);
     client.cancel().await.unwrap();
 }
