@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::store::{FinishedCall, NewCall, Store, StoreError};
+use crate::store::{CallRow, CallState, Delivery, FinishedCall, NewCall, Store, StoreError};
 
 /// The most records kept, and the most bytes of their text: past either, the oldest is given up.
 const MOST_RECORDS: usize = 10_000;
@@ -61,13 +61,59 @@ impl Late {
         &self.record.id
     }
 
+    /// The row the store will hold once it takes this record.
+    fn row(&self) -> CallRow {
+        let (call, done) = (&*self.record, &self.done);
+        CallRow {
+            id: call.id.clone(),
+            session_id: call.session_id.clone(),
+            client_name: call.client_name.clone(),
+            client_version: call.client_version.clone(),
+            transport: call.transport,
+            tool: call.tool.clone(),
+            arguments: call.arguments.clone(),
+            state: done.state.unwrap_or(CallState::Failed),
+            received_at_ms: call.received_at_ms,
+            started_at_ms: done.started_at_ms,
+            finished_at_ms: Some(done.finished_at_ms),
+            deadline_at_ms: call.deadline_at_ms,
+            duration_ms: Some(done.finished_at_ms - call.received_at_ms),
+            provider: done.provider.clone(),
+            model: done.model.clone(),
+            tokens_in: done.tokens_in,
+            tokens_out: done.tokens_out,
+            reasoning_tokens: done.reasoning_tokens,
+            time_to_first_token_ms: done.time_to_first_token_ms,
+            reasoning: done.reasoning.clone(),
+            attempts: done.attempts,
+            progress_count: done.progress_count,
+            last_progress: done.last_progress.clone(),
+            error_kind: done.error_kind.clone(),
+            error_message: done.error_message.clone(),
+            result: done.result.clone(),
+            is_error: done.is_error,
+            delivery: done
+                .delivery
+                .as_deref()
+                .map_or(Delivery::Pending, Delivery::parse),
+            owner_pid: i64::from(std::process::id()),
+            task: None,
+            cached_tokens: done.cached_tokens,
+            finish_reason: done.finish_reason.clone(),
+            replica: call.replica.clone(),
+            cancel_requested: None,
+            user_name: call.user_name.clone(),
+            cost_usd_micros: done.cost_usd_micros,
+        }
+    }
+
     fn give_up(&self, why: &str) {
         tracing::error!(call_id = %self.id(), waited_s = self.since.elapsed().as_secs(),
             "a call's record is given up, unwritten: {why}");
     }
 }
 
-/// The records waiting, written in the order their calls ended.
+/// The records waiting, written in turn: one the store refuses goes to the back of the line.
 #[derive(Default)]
 pub(super) struct LateRecords {
     waiting: Mutex<Waiting>,
@@ -77,12 +123,12 @@ pub(super) struct LateRecords {
 
 #[derive(Default)]
 struct Waiting {
-    records: VecDeque<Late>,
+    records: VecDeque<Arc<Late>>,
     bytes: usize,
     /// Whether a task is writing them (one at a time, oldest first).
     writing: bool,
-    /// The id of the one that task holds (out of `records` while it is written).
-    in_hand: Option<String>,
+    /// The one that task holds (out of `records` while it is written).
+    in_hand: Option<Arc<Late>>,
 }
 
 impl LateRecords {
@@ -100,7 +146,7 @@ impl LateRecords {
     pub fn keep(self: &Arc<Self>, store: &Store, late: Late) {
         let mut waiting = self.lock();
         waiting.bytes += late.bytes();
-        waiting.records.push_back(late);
+        waiting.records.push_back(Arc::new(late));
         while waiting.records.len() > MOST_RECORDS || waiting.bytes > MOST_BYTES {
             let Some(given_up) = waiting.records.pop_front() else {
                 break;
@@ -128,7 +174,7 @@ impl LateRecords {
                     return;
                 };
                 waiting.bytes -= late.bytes();
-                waiting.in_hand = Some(late.id().to_string());
+                waiting.in_hand = Some(late.clone());
                 late
             };
             if next.since.elapsed() > LONGEST_KEPT {
@@ -174,14 +220,22 @@ impl LateRecords {
             }
         }
         let waiting = self.lock();
-        for id in waiting
-            .in_hand
-            .iter()
-            .chain(waiting.records.iter().map(|late| &late.record.id))
-        {
-            tracing::error!(call_id = %id,
+        for late in waiting.in_hand.iter().chain(&waiting.records) {
+            tracing::error!(call_id = %late.id(),
                 "exai stops with this call's record unwritten: the store did not take it");
         }
+    }
+
+    /// The record of call `id` as it will be written, while it waits: its answer is still
+    /// there to fetch, though the store cannot be read.
+    pub fn find(&self, id: &str) -> Option<CallRow> {
+        let waiting = self.lock();
+        waiting
+            .in_hand
+            .iter()
+            .chain(&waiting.records)
+            .find(|late| late.id() == id)
+            .map(|late| late.row())
     }
 }
 
@@ -225,7 +279,7 @@ pub(super) async fn write(store: &Store, late: &Late) -> Result<Option<String>, 
 mod tests {
     use super::*;
     use crate::store::tests::{new_call, test_location};
-    use crate::store::{CallRow, CallState, now_ms, spend_totals};
+    use crate::store::{now_ms, spend_totals};
 
     fn ended(result: &str) -> FinishedCall {
         FinishedCall {

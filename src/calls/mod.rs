@@ -651,9 +651,10 @@ impl Calls {
             tracing::error!(%error, "could not record the call; answering anyway, its record kept to write once the store takes it");
             result.content.push(ContentBlock::text(format!(
                 "Note: exai could not record this call ({error}); the answer above is complete. \
-                 exai keeps its record and writes it once the call store takes it again; until \
-                 then `exai calls show {}` and call_result will not have it, and a conversation it \
-                 began or continued may not be continued from it.",
+                 exai keeps its record in memory and writes it once the call store takes it \
+                 again; until then only this exai's call_result has it (not `exai calls show {}` \
+                 nor another replica), and a conversation it began or continued may not be \
+                 continued from it.",
                 call.id
             )));
         }

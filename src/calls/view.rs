@@ -213,6 +213,14 @@ impl Calls {
             }
             return Ok(CallView::of_live(call));
         }
+        // Ended here while the store would not take its record: the record waits in memory.
+        if let Some(row) = self.late.find(id) {
+            return Ok(if caller.may_see(row.user_name.as_deref()) {
+                CallView::of_record(row)
+            } else {
+                CallView::Expired
+            });
+        }
         let wanted = id.to_string();
         let row = self.store.read(move |store| store.get(&wanted)).await?;
         Ok(row

@@ -143,11 +143,24 @@ async fn a_locked_store_delays_nothing_forever_and_the_answer_says_it_was_not_re
         text.contains("exai could not record this call") && text.contains("locked"),
         "{text}"
     );
-    // Its record waits for the store, and status says so.
+    // Its record waits for the store, and status says so; its answer can be fetched meanwhile.
     assert_eq!(daemon.healthz()["store"]["records_waiting"], 1);
-    let waiting = status_text(&client).await;
+    let fetched = client
+        .call_tool(call(
+            "call_result",
+            json!({ "call_id": call_id_of(&answer), "wait_s": 0 }),
+        ))
+        .await
+        .unwrap();
     assert!(
-        waiting.contains("the record of 1 ended call waits for the store to take it"),
+        all_text_of(&fetched).contains("echo: answer me anyway"),
+        "{}",
+        all_text_of(&fetched)
+    );
+    let waiting = status_text(&client).await;
+    // (call_result's own record waits too: the store is still locked.)
+    assert!(
+        waiting.contains("the records of 2 ended calls wait for the store to take them"),
         "{waiting}"
     );
     locker.execute_batch("ROLLBACK").unwrap();

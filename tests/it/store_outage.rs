@@ -80,6 +80,19 @@ async fn a_daemon_that_loses_its_database_answers_says_what_it_could_not_keep_an
                 || text.contains("terminating connection due to administrator command")),
         "{text}"
     );
+    // A call whose record waits can be fetched all the same: its answer is held in memory.
+    let waiting = client
+        .call_tool(call(
+            "call_result",
+            json!({ "call_id": during_id, "wait_s": 0 }),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        all_text_of(&waiting).contains("echo: during the outage"),
+        "{}",
+        all_text_of(&waiting)
+    );
     // What needs the store says the store is the problem.
     let fetched = client
         .call_tool(call("call_result", json!({ "call_id": before_id })))
