@@ -284,7 +284,7 @@ fn main() -> ExitCode {
         // `exai` alone, typed at a terminal, is a first run: say what exai is and what is next.
         // Anywhere else (a script, a misconfigured client) it stays clap's usage error.
         Err(_) if std::env::args_os().len() == 1 && std::io::stdin().is_terminal() => {
-            return match exai::cli::welcome(&mut std::io::stdout().lock()) {
+            return match exai::cli::welcome(&mut shown(std::io::stdout().lock())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(_) => ExitCode::FAILURE,
             };
@@ -344,11 +344,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let stopping = config.clone();
             let stopped =
                 exai::spawn::blocking(move || exai::daemon::control::stop(&stopping)).await??;
-            exai::cli::daemon_control::report(&stopped, &mut std::io::stdout().lock())?;
+            exai::cli::daemon_control::report(&stopped, &mut shown(std::io::stdout().lock()))?;
             if matches!(action, DaemonAction::Restart) {
                 let info = exai::cli::daemon_control::start_again(config, stopped.as_ref()).await?;
                 writeln!(
-                    std::io::stdout().lock(),
+                    shown(std::io::stdout().lock()),
                     "started the exai daemon (pid {}, version {}) on {}",
                     info.pid,
                     info.version,
@@ -402,7 +402,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 json,
                 dry_run,
             };
-            exai::cli::call::run(request, &mut std::io::stdout()).await?;
+            exai::cli::call::run(request, &mut shown(std::io::stdout())).await?;
         }
         Command::Calls {
             show,
@@ -415,12 +415,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = Config::from_env()?;
             if follow && show.is_none() {
-                return Ok(exai::cli::follow::follow(&config, tool, &mut std::io::stdout()).await?);
+                return Ok(
+                    exai::cli::follow::follow(&config, tool, &mut shown(std::io::stdout())).await?,
+                );
             }
             // The store is read on a blocking thread: the Postgres client blocks on a runtime
             // of its own, which cannot run on this one's thread.
             exai::spawn::blocking(move || {
-                let mut out = std::io::stdout().lock();
+                let mut out = shown(std::io::stdout().lock());
                 match show {
                     Some(CallsCommand::Show { id, json }) => {
                         exai::cli::show_call(&config, &id, json, &mut out)
@@ -457,7 +459,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             // On a blocking thread, like `calls`: the Postgres client cannot run on this one's.
             exai::spawn::blocking(move || {
-                let mut out = std::io::stdout().lock();
+                let mut out = shown(std::io::stdout().lock());
                 match action {
                     Some(ThreadsCommand::Show { id, format, json }) => {
                         let format = match json {
@@ -493,18 +495,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?;
             // On a blocking thread, like `calls`: the Postgres client cannot run on this one's.
             exai::spawn::blocking(move || {
-                exai::cli::usage::usage(&config, since, by, json, &mut std::io::stdout().lock())
+                exai::cli::usage::usage(
+                    &config,
+                    since,
+                    by,
+                    json,
+                    &mut shown(std::io::stdout().lock()),
+                )
             })
             .await??;
         }
         Command::Config { json } => {
             let config = Config::from_env()?;
             exai::tools::ToolRegistry::check_settings(&config)?;
-            exai::cli::show_config(&config, json, &mut std::io::stdout().lock())?;
+            exai::cli::show_config(&config, json, &mut shown(std::io::stdout().lock()))?;
         }
         Command::Keys { command } => {
             let path = exai::cli::keys::keys_file()?;
-            let mut out = std::io::stdout().lock();
+            let mut out = shown(std::io::stdout().lock());
             match command {
                 KeysCommand::Set { provider } => exai::cli::keys::set(&path, &provider, &mut out)?,
                 KeysCommand::List { json } => exai::cli::keys::list(&path, json, &mut out)?,
@@ -517,7 +525,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_env()?;
             // On a blocking thread, like `calls`: the Postgres client cannot run on this one's.
             exai::spawn::blocking(move || {
-                let mut out = std::io::stdout().lock();
+                let mut out = shown(std::io::stdout().lock());
                 match command {
                     UsersCommand::Add { name, admin } => {
                         exai::cli::users::add(&config, &name, admin, &mut out)
@@ -534,22 +542,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_env()?;
             // A client's own CLI may run: on a blocking thread.
             exai::spawn::blocking(move || {
-                exai::cli::setup::run(&config, &request, &mut std::io::stdout().lock())
+                exai::cli::setup::run(&config, &request, &mut shown(std::io::stdout().lock()))
             })
             .await??;
         }
         Command::Reload => {
             // A broken file is the daemon's to report: reaching it needs only EXAI_HOME.
             let (config, _) = config_or_environment()?;
-            exai::cli::daemon_control::reload(&config, &mut std::io::stdout().lock()).await?;
+            exai::cli::daemon_control::reload(&config, &mut shown(std::io::stdout().lock()))
+                .await?;
         }
         Command::Open { print } => {
             let (config, _) = config_or_environment()?;
-            exai::cli::open::open(&config, print, &mut std::io::stdout().lock()).await?;
+            exai::cli::open::open(&config, print, &mut shown(std::io::stdout().lock())).await?;
         }
         Command::Status { json } => {
             let (config, unreadable) = config_or_environment()?;
-            let mut out = std::io::stdout().lock();
+            let mut out = shown(std::io::stdout().lock());
             if let Some(error) = unreadable.filter(|_| !json) {
                 writeln!(
                     out,
@@ -565,11 +574,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("--timeout {timeout}: expected seconds above 0"))?;
             let scene = exai::cli::doctor::Scene::from_env(timeout);
             let checks = exai::cli::doctor::examine(&scene).await;
-            exai::cli::doctor::report(&checks, json, &mut std::io::stdout().lock())?;
+            exai::cli::doctor::report(&checks, json, &mut shown(std::io::stdout().lock()))?;
             if !exai::cli::doctor::healthy(&checks) {
                 anyhow::bail!("doctor: something exai uses does not work (see FAIL and its fix)");
             }
         }
     }
     Ok(())
+}
+
+/// Standard output for what a command prints: control characters in it (from records, answers
+/// and threads, which outside text fills) are shown, not obeyed by the terminal.
+fn shown<W: Write>(stdout: W) -> exai::cli::safe_output::SafeOutput<W> {
+    exai::cli::safe_output::SafeOutput::new(stdout)
 }

@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod follow;
 pub mod keys;
 pub mod open;
+pub mod safe_output;
 pub mod setup;
 pub mod threads;
 pub mod usage;

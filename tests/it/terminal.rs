@@ -205,3 +205,54 @@ async fn calls_follow_shows_another_clients_call_start_then_end() {
     assert_eq!(call_id_of(&result), id);
     client.cancel().await.unwrap();
 }
+
+/// Text from outside (here a prompt the fake model echoes; as well a crafted repository's content
+/// or a hostile endpoint's answer) is printed with its terminal escapes shown, not obeyed: by
+/// `exai call`, `exai calls show` (text and JSON, which keeps the same data) and `exai threads show`.
+#[tokio::test]
+async fn terminal_escapes_in_answers_are_shown_not_obeyed() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let crafted = "hi \u{1b}]0;PWNED\u{7} \u{1b}[2J \u{9b}31m gone\rshown";
+    let raw = |text: &str| {
+        text.chars().any(|c| {
+            (c.is_control() && c != '\n' && c != '\t') || ('\u{80}'..='\u{9f}').contains(&c)
+        })
+    };
+    let prompt = format!("prompt={crafted}");
+    let (ok, printed, _) = exai_call(
+        &daemon,
+        &["call", "chat", "--arg", &prompt, "--arg", "model=fake-fast"],
+        "",
+    );
+    assert!(ok, "{printed}");
+    assert!(!raw(&printed), "{}", printed.escape_debug());
+    assert!(
+        printed.contains("hi \\u001b]0;PWNED\\u0007 \\u001b[2J \\u009b31m gone\\u000dshown"),
+        "{printed}"
+    );
+
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let answer = client.call_tool(chat(crafted, "fake-fast")).await.unwrap();
+    let id = call_id_of(&answer);
+    let (_, shown) = daemon.cli(&["calls", "show", &id]);
+    assert!(!raw(&shown), "{}", shown.escape_debug());
+    assert!(shown.contains("\\u001b]0;PWNED"), "{shown}");
+    let (_, json) = daemon.cli(&["calls", "show", &id, "--json"]);
+    assert!(!raw(&json), "{}", json.escape_debug());
+    let read: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let result: serde_json::Value =
+        serde_json::from_str(read["call"]["result"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        result["content"][0]["text"].as_str(),
+        Some(format!("echo: {crafted}").as_str())
+    );
+    let thread = answer.structured_content.clone().unwrap()["continuation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, conversation) = daemon.cli(&["threads", "show", &thread]);
+    assert!(conversation.contains("PWNED"), "{conversation}");
+    assert!(!raw(&conversation), "{}", conversation.escape_debug());
+    client.cancel().await.unwrap();
+}
