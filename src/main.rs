@@ -309,7 +309,10 @@ fn main() -> ExitCode {
     let code = match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("exai: {}", without_repeats(&e));
+            eprintln!(
+                "exai: {}",
+                exai::cli::safe_output::shown(&without_repeats(&e))
+            );
             match e.downcast_ref::<exai::daemon::DaemonError>() {
                 Some(exai::daemon::DaemonError::AlreadyRunning { .. }) => {
                     ExitCode::from(exai::daemon::EXIT_BUSY)

@@ -68,7 +68,7 @@ impl ClientHandler for Watcher {
         _context: NotificationContext<RoleClient>,
     ) {
         if let Some(message) = params.message {
-            self.bar.set_message(message);
+            self.bar.set_message(super::safe_output::shown(&message));
         }
     }
 

@@ -9,6 +9,18 @@
 
 use std::io::{self, Write};
 
+/// `text` with its control characters escaped, for a line written elsewhere (an error on stderr,
+/// a progress bar's message).
+pub fn shown(text: &str) -> String {
+    let mut out = Vec::with_capacity(text.len());
+    {
+        let mut safe = SafeOutput::new(&mut out);
+        // Writing to a Vec cannot fail.
+        let _ = safe.write_all(text.as_bytes());
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A writer that passes text through with control characters escaped.
 pub struct SafeOutput<W: Write> {
     inner: W,
@@ -134,6 +146,11 @@ mod tests {
         let cent = "¢".as_bytes();
         assert_eq!(through(&[&cent[..1], &cent[1..]]), "¢");
         assert_eq!(through(&[b"x\r", b"\ny\r", b"z"]), "x\r\ny\\u000dz");
+    }
+
+    #[test]
+    fn a_line_for_elsewhere_is_escaped_the_same_way() {
+        assert_eq!(shown("a\u{1b}[2Jb\n"), "a\\u001b[2Jb\n");
     }
 
     #[test]
