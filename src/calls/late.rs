@@ -251,6 +251,7 @@ pub(super) async fn write(store: &Store, late: &Late) -> Result<Option<String>, 
         return Ok(None);
     };
     let ours = row.replica == record.replica
+        && row.session_id == record.session_id
         && row.received_at_ms == record.received_at_ms
         && row.tool == record.tool;
     if ours {
