@@ -68,7 +68,9 @@ try {
   await page.screenshot({ path: path.join(artifacts, "live-page-firefox.png"), fullPage: true });
 
   // Cancelled from the page: it leaves the in-flight table and ends as cancelled.
-  await page.click("#in-flight button.cancel");
+  // Found and clicked in one step in the page: the table is redrawn as progress arrives, and a
+  // button found from here just before a redraw is gone by the time it is clicked.
+  await page.$eval("#in-flight button.cancel", (button) => button.click());
   await until(page, "no call in flight", () => document.querySelectorAll("#in-flight tbody tr").length === 0);
   await until(
     page,
@@ -83,7 +85,7 @@ try {
     (rows) => rows.find((tr) => tr.textContent.includes("succeeded"))?.dataset.callId,
   );
   check(finishedId, "a succeeded call is listed");
-  await page.click(`#recent tbody tr[data-call-id="${finishedId}"]`);
+  await page.$eval(`#recent tbody tr[data-call-id="${finishedId}"]`, (row) => row.click());
   await page.waitForSelector("#record", { visible: true, timeout: waitMs });
   await until(
     page,
