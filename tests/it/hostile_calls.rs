@@ -121,17 +121,25 @@ async fn a_corrupt_store_is_moved_aside_and_calls_go_on() {
     client.cancel().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_locked_store_delays_nothing_forever_and_the_answer_says_it_was_not_recorded() {
+/// A daemon on SQLite, a client of it, and another program holding the database's write lock (a
+/// backup tool, a stuck CLI) until the connection returned is told `ROLLBACK`; `None` on Postgres.
+async fn daemon_with_its_store_locked() -> Option<(Fake, Daemon, Client, rusqlite::Connection)> {
     if sqlite_only("another program holds calls.sqlite3's write lock") {
-        return;
+        return None;
     }
     let fake = Fake::start();
     let daemon = Daemon::start(&fake, &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    // Another program holds the database's write lock (a backup tool, a stuck CLI).
     let locker = rusqlite::Connection::open(daemon.home.join("calls.sqlite3")).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    Some((fake, daemon, client, locker))
+}
+
+#[tokio::test]
+async fn a_locked_store_delays_nothing_forever_and_the_answer_says_it_was_not_recorded() {
+    let Some((_fake, daemon, client, locker)) = daemon_with_its_store_locked().await else {
+        return;
+    };
     let answer = client
         .call_tool(chat("answer me anyway", "fake-fast"))
         .await
@@ -203,26 +211,18 @@ async fn a_nul_in_a_prompt_or_a_model_name_is_recorded() {
     let fake = Fake::start();
     let daemon = Daemon::start(&fake, &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let answer = client
-        .call_tool(chat("before\u{0}after", "fake-fast"))
-        .await
-        .unwrap();
-    let text = all_text_of(&answer);
-    assert_eq!(answer.is_error, Some(false), "{text}");
-    assert!(!text.contains("could not record"), "{text}");
-    let record = daemon.final_record(&call_id_of(&answer));
-    assert_eq!(record.state.as_str(), "succeeded", "{record:?}");
-    assert!(record.result.unwrap_or_default().contains("before"));
-    // A model name with a NUL fails the call, with the name in its error message.
-    let answer = client
-        .call_tool(chat("which model?", "fake\u{0}fast"))
-        .await
-        .unwrap();
-    let text = all_text_of(&answer);
-    assert_eq!(answer.is_error, Some(true), "{text}");
-    assert!(!text.contains("could not record"), "{text}");
-    let record = daemon.final_record(&call_id_of(&answer));
-    assert_eq!(record.state.as_str(), "failed", "{record:?}");
+    // A NUL in the prompt comes back in the answer; one in the model name, in the error.
+    for (prompt, model, failed, state) in [
+        ("before\u{0}after", "fake-fast", false, "succeeded"),
+        ("which model?", "fake\u{0}fast", true, "failed"),
+    ] {
+        let answer = client.call_tool(chat(prompt, model)).await.unwrap();
+        let text = all_text_of(&answer);
+        assert_eq!(answer.is_error, Some(failed), "{text}");
+        assert!(!text.contains("could not record"), "{text}");
+        let record = daemon.final_record(&call_id_of(&answer));
+        assert_eq!(record.state.as_str(), state, "{record:?}");
+    }
     client.cancel().await.unwrap();
 }
 
@@ -230,14 +230,9 @@ async fn a_nul_in_a_prompt_or_a_model_name_is_recorded() {
 /// store a few seconds, then names each call whose record is lost.
 #[tokio::test]
 async fn a_record_the_store_never_took_is_named_when_exai_stops() {
-    if sqlite_only("another program holds calls.sqlite3's write lock") {
+    let Some((_fake, mut daemon, client, locker)) = daemon_with_its_store_locked().await else {
         return;
-    }
-    let fake = Fake::start();
-    let mut daemon = Daemon::start(&fake, &[]);
-    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let locker = rusqlite::Connection::open(daemon.home.join("calls.sqlite3")).unwrap();
-    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    };
     let answer = client
         .call_tool(chat("never recorded", "fake-fast"))
         .await
