@@ -530,8 +530,15 @@ pub fn stop_started_daemon(home: &Path) {
             .unwrap()
             .success()
     );
+    // Gone means exited, not only past removing daemon.json: its logs are flushed as it exits.
+    let exited = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+    };
     wait_until("the daemon to stop", Duration::from_secs(10), || {
-        (!home.join("daemon.json").exists()).then_some(())
+        (!home.join("daemon.json").exists() && exited()).then_some(())
     });
 }
 
