@@ -50,9 +50,7 @@ pub async fn run(config: Config) -> Result<(), StoreError> {
     }
     // No daemon keeps the calls alive once we exit: record them interrupted.
     app.calls.drain(std::time::Duration::ZERO).await;
-    app.calls
-        .settle_records(crate::daemon::RECORDS_AT_EXIT)
-        .await;
+    app.calls.settle_records().await;
     app.leave().await;
     Ok(())
 }

@@ -21,6 +21,10 @@ const MOST_BYTES: usize = 64 * 1024 * 1024;
 const FIRST_WAIT: Duration = Duration::from_millis(500);
 const LONGEST_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a stopping exai gives the store to take the records waiting (those it does not
+/// take are named in the log).
+pub(super) const AT_EXIT: Duration = Duration::from_secs(5);
+
 /// The longest a record is tried: one the store keeps refusing while it takes others goes to
 /// the back of the line each time, and is given up in the end.
 const LONGEST_KEPT: Duration = Duration::from_secs(24 * 3600);

@@ -327,10 +327,10 @@ impl Calls {
         problems
     }
 
-    /// Shutdown, once calls have ended: gives the records waiting for the store up to `limit`,
-    /// and names those it did not take.
-    pub async fn settle_records(&self, limit: Duration) {
-        self.late.settle(limit).await;
+    /// Shutdown, once calls have ended: gives the records waiting for the store a few seconds
+    /// ([`late::AT_EXIT`]), and names those it did not take.
+    pub async fn settle_records(&self) {
+        self.late.settle(late::AT_EXIT).await;
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
@@ -732,13 +732,13 @@ impl Calls {
                     (Ok(()), Ok(finishing)) => {
                         return match self.store.answer(finishing).await {
                             Ok(()) => Ok(None),
-                            Err(error) => Err(self.keep_late(record, done, error)),
+                            Err(error) => Err(self.keep_late(late::Late::new(record, done), error)),
                         };
                     }
                     // Recorded now, under a fresh id the answer names.
                     (Err(StoreError::IdTaken { .. }), _) => record,
                     (Err(error), _) | (Ok(()), Err(error)) => {
-                        return Err(self.keep_late(record, done, error));
+                        return Err(self.keep_late(late::Late::new(record, done), error));
                     }
                 }
             }
@@ -746,17 +746,14 @@ impl Calls {
         let late = late::Late::new(record, done);
         match late::write(&self.store, &late).await {
             Ok(recorded_as) => Ok(recorded_as),
-            Err(error) => {
-                self.late.keep(&self.store, late);
-                Err(error)
-            }
+            Err(error) => Err(self.keep_late(late, error)),
         }
     }
 
     /// Keeps a call's record and end, which the store did not take (`error`), to write later;
     /// returns the error, which the answer names.
-    fn keep_late(&self, record: Arc<NewCall>, done: FinishedCall, error: StoreError) -> StoreError {
-        self.late.keep(&self.store, late::Late::new(record, done));
+    fn keep_late(&self, late: late::Late, error: StoreError) -> StoreError {
+        self.late.keep(&self.store, late);
         error
     }
 

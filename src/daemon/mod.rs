@@ -155,10 +155,6 @@ pub const SHIM_VERSION_HEADER: &str = "exai-shim-version";
 /// started it waits for that one instead of reporting a failure.
 pub const EXIT_BUSY: u8 = 75;
 
-/// How long a stopping exai gives the store to take the records of calls it could not take
-/// when they ended (they are named in the log if it does not).
-pub const RECORDS_AT_EXIT: Duration = Duration::from_secs(5);
-
 /// Whether a daemon holds `home`'s lock (running, starting or stopping).
 ///
 /// Probed with a shared lock released at once; a daemon starting at that very moment exits
@@ -329,7 +325,7 @@ async fn serve(config: Config, allow_remote: bool) -> Result<(), DaemonError> {
     );
     stop_accepting.cancel();
     app.calls.drain(grace).await;
-    app.calls.settle_records(RECORDS_AT_EXIT).await;
+    app.calls.settle_records().await;
     app.leave().await;
     // Let the last answers reach their clients before the sessions close.
     settle("answers to be written", Duration::from_secs(3), || {

@@ -542,12 +542,20 @@ pub fn stop_started_daemon(home: &Path) {
     });
 }
 
-/// How many times a line containing `needle` was logged in `home`'s logs (JSON logs and daemon.out).
-pub fn logged(home: &Path, needle: &str) -> usize {
+/// Every line of `home`'s logs (JSON logs and daemon.out).
+pub fn log_lines(home: &Path) -> Vec<String> {
     std::fs::read_dir(home.join("logs"))
         .unwrap()
         .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default())
-        .map(|text| text.matches(needle).count())
+        .flat_map(|text| text.lines().map(str::to_string).collect::<Vec<_>>())
+        .collect()
+}
+
+/// How many times `needle` was logged in `home`'s logs.
+pub fn logged(home: &Path, needle: &str) -> usize {
+    log_lines(home)
+        .iter()
+        .map(|line| line.matches(needle).count())
         .sum()
 }
 

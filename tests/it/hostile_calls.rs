@@ -241,10 +241,8 @@ async fn a_record_the_store_never_took_is_named_when_exai_stops() {
     client.cancel().await.unwrap();
     daemon.stop();
     let id = call_id_of(&answer);
-    let named = std::fs::read_dir(daemon.home.join("logs"))
-        .unwrap()
-        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default())
-        .flat_map(|text| text.lines().map(str::to_string).collect::<Vec<_>>())
+    let named = log_lines(&daemon.home)
+        .iter()
         .filter(|line| line.contains("record unwritten") && line.contains(&id))
         .count();
     assert!(

@@ -23,6 +23,17 @@ async fn answered_but_not_recorded(client: &Client, prompt: &str) -> (String, St
     (text, call_id_of(&answer))
 }
 
+/// The error `call_result` gives for a recorded call `id` while the store cannot be read.
+async fn fetch_fails(client: &Client, id: &str) -> String {
+    let fetched = client
+        .call_tool(call("call_result", json!({ "call_id": id })))
+        .await
+        .unwrap();
+    let text = all_text_of(&fetched);
+    assert_eq!(fetched.is_error, Some(true), "{text}");
+    text
+}
+
 /// Once the database answers again, the record of a call it could not take is written, with its
 /// answer, and none waits any more.
 fn recorded_late(daemon: &Daemon, id: &str, answer: &str) {
@@ -94,12 +105,7 @@ async fn a_daemon_that_loses_its_database_answers_says_what_it_could_not_keep_an
         all_text_of(&waiting)
     );
     // What needs the store says the store is the problem.
-    let fetched = client
-        .call_tool(call("call_result", json!({ "call_id": before_id })))
-        .await
-        .unwrap();
-    let fetched_text = all_text_of(&fetched);
-    assert_eq!(fetched.is_error, Some(true), "{fetched_text}");
+    let fetched_text = fetch_fails(&client, &before_id).await;
     assert!(fetched_text.contains("call store"), "{fetched_text}");
     // Control messages and tools that need no store go on.
     assert!(!client.list_all_tools().await.unwrap().is_empty());
@@ -163,12 +169,7 @@ async fn a_daemon_whose_database_hangs_answers_in_bounded_time_says_why_and_reco
     );
     assert!(!client.list_all_tools().await.unwrap().is_empty());
     // A read that needs the store (on a reader of its own) says the database did not answer.
-    let fetched = client
-        .call_tool(call("call_result", json!({ "call_id": before_id })))
-        .await
-        .unwrap();
-    let fetched_text = all_text_of(&fetched);
-    assert_eq!(fetched.is_error, Some(true), "{fetched_text}");
+    let fetched_text = fetch_fails(&client, &before_id).await;
     assert!(
         fetched_text.contains("no answer from the database within"),
         "{fetched_text}"
