@@ -32,7 +32,7 @@ pub async fn run(config: Config) -> Result<(), StoreError> {
         source,
         sink,
         session.clone(),
-        app.calls.store().clone(),
+        app.calls.clone(),
         limit,
         Some(Arc::new(Adapter::new(app.tools.task_capable()))),
     );

@@ -191,6 +191,7 @@ struct Metrics {
     store_write_seconds: Histogram,
     store_queue: Gauge,
     store_records_waiting: Gauge,
+    store_threads_waiting: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -285,6 +286,12 @@ impl Metrics {
             "Records of ended calls waiting for the store to take them (it did not when they ended)",
             store_records_waiting.clone(),
         );
+        let store_threads_waiting = Gauge::default();
+        registry.register(
+            "store_threads_waiting",
+            "Conversation threads whose latest save waits for the store to take it",
+            store_threads_waiting.clone(),
+        );
         registry.register(
             "build",
             "This exai's version",
@@ -308,6 +315,7 @@ impl Metrics {
             store_write_seconds,
             store_queue,
             store_records_waiting,
+            store_threads_waiting,
         }
     }
 
@@ -474,6 +482,7 @@ pub struct Now {
     pub calls_in_flight: usize,
     pub store_queue: usize,
     pub store_records_waiting: usize,
+    pub store_threads_waiting: usize,
     /// Each provider's name, calls waiting for a slot, and slots in use.
     pub providers: Vec<(Name, usize, usize)>,
 }
@@ -485,6 +494,8 @@ pub fn render(now: Now) -> Result<String, std::fmt::Error> {
     m.store_queue.set(gauge_value(now.store_queue));
     m.store_records_waiting
         .set(gauge_value(now.store_records_waiting));
+    m.store_threads_waiting
+        .set(gauge_value(now.store_threads_waiting));
     for (provider, queued, in_flight) in now.providers {
         let labels = ProviderLabels { provider };
         m.provider_queued
@@ -537,6 +548,7 @@ mod tests {
             calls_in_flight: 3,
             store_queue: 0,
             store_records_waiting: 4,
+            store_threads_waiting: 2,
             providers: vec![(name("metrics-provider"), 2, 1)],
         })
         .unwrap();
@@ -547,6 +559,7 @@ mod tests {
             "exai_cost_usd_total{tool=\"chat\",model=\"metrics-render-model\"} 0.25",
             "exai_calls_in_flight 3",
             "exai_store_records_waiting 4",
+            "exai_store_threads_waiting 2",
             "exai_provider_queue_depth{provider=\"metrics-provider\"} 2",
             "exai_build_info{version=\"",
         ] {

@@ -592,12 +592,7 @@ impl ExaiService {
     async fn keep_for_later(&self, call: &LiveCall, request_id: &str, delivery: Delivery) {
         call.hand_off();
         self.session.take_call_for_response(request_id);
-        let _ = self
-            .app
-            .calls
-            .store()
-            .set_delivery(&call.id, delivery)
-            .await;
+        let _ = self.app.calls.set_delivery(&call.id, delivery).await;
     }
 
     /// Where a task's call stands, as the request's caller may see it.
@@ -819,8 +814,8 @@ impl ExaiService {
                     // A call that ended as its client left was recorded as handed over (HTTP),
                     // which it now is not.
                     if call.outcome().is_some() && !self.session.transport_reports_delivery() {
-                        let store = self.app.calls.store();
-                        let _ = Box::pin(store.note_delivery(&call.id, Delivery::ClientGone)).await;
+                        let calls = &self.app.calls;
+                        let _ = Box::pin(calls.note_delivery(&call.id, Delivery::ClientGone)).await;
                     }
                     // Keep the request → call link until the call ends: a `notifications/cancelled`
                     // for this request may still be on its way to `on_cancelled`.

@@ -150,11 +150,18 @@ impl Thread {
             .map_err(|_| ThreadError::Malformed(id.to_string()))?
             .to_string();
         let wanted = id.clone();
-        let row = store
-            .read(move |reader| reader.thread(&wanted))
-            .await?
-            .filter(|row| caller.may_see(row.user_name.as_deref()))
-            .ok_or_else(|| ThreadError::Unknown(id.clone()))?;
+        let stored = store.read(move |reader| reader.thread(&wanted)).await;
+        // A save the store has not taken yet (an outage) is newer than what it holds, unless
+        // another replica saved the thread since.
+        let row = match (stored, store.waiting_thread(&id)) {
+            (Ok(Some(stored)), Some(waiting)) if stored.updated_at_ms > waiting.updated_at_ms => {
+                Some(stored)
+            }
+            (_, Some(waiting)) => Some(waiting),
+            (stored, None) => stored?,
+        }
+        .filter(|row| caller.may_see(row.user_name.as_deref()))
+        .ok_or_else(|| ThreadError::Unknown(id.clone()))?;
         Self::from_row(row)
     }
 

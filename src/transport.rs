@@ -17,8 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Decoder, FramedRead, LinesCodec, LinesCodecError};
 
+use crate::calls::Calls;
 use crate::service::Session;
-use crate::store::{Delivery, Store};
+use crate::store::Delivery;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +147,8 @@ pub struct FrameTransport {
     inbound: mpsc::Receiver<RxJsonRpcMessage<RoleServer>>,
     outbound: mpsc::Sender<Outgoing>,
     session: Arc<Session>,
-    store: Store,
+    /// Where each answer's delivery is noted.
+    calls: Arc<Calls>,
     adapter: Option<Arc<dyn WireAdapter>>,
 }
 
@@ -156,7 +158,7 @@ impl FrameTransport {
         source: Src,
         sink: Snk,
         session: Arc<Session>,
-        store: Store,
+        calls: Arc<Calls>,
         limit: usize,
         adapter: Option<Arc<dyn WireAdapter>>,
     ) -> Self
@@ -178,14 +180,14 @@ impl FrameTransport {
         crate::spawn::in_current_span(write_frames(
             sink,
             out_rx,
-            store.clone(),
+            calls.clone(),
             session.id.clone(),
         ));
         Self {
             inbound: in_rx,
             outbound: out_tx,
             session,
-            store,
+            calls,
             adapter,
         }
     }
@@ -286,7 +288,7 @@ fn error_frame(id: Value, code: i64, message: &str) -> String {
 async fn write_frames<Snk, SnkErr>(
     mut sink: Snk,
     mut outbound: mpsc::Receiver<Outgoing>,
-    store: Store,
+    calls: Arc<Calls>,
     session: String,
 ) where
     Snk: Sink<String, Error = SnkErr> + Unpin,
@@ -316,14 +318,14 @@ async fn write_frames<Snk, SnkErr>(
         let Some(call_id) = call_id else {
             continue;
         };
-        record_delivery(store.clone(), call_id, outcome);
+        record_delivery(calls.clone(), call_id, outcome);
     }
     let _ = sink.close().await;
     tracing::debug!(%session, "session output closed");
 }
 
 /// Records whether a call's answer reached the client, and logs a failure.
-fn record_delivery(store: Store, call_id: String, outcome: Result<(), WriteError>) {
+fn record_delivery(calls: Arc<Calls>, call_id: String, outcome: Result<(), WriteError>) {
     let delivery = match outcome {
         Ok(()) => Delivery::Delivered,
         Err(error) => {
@@ -334,7 +336,7 @@ fn record_delivery(store: Store, call_id: String, outcome: Result<(), WriteError
     };
     // Queued, not waited for: the answer itself was committed before it was sent.
     crate::spawn::in_current_span(async move {
-        if let Err(error) = store.note_delivery(&call_id, delivery).await {
+        if let Err(error) = calls.note_delivery(&call_id, delivery).await {
             tracing::error!(%call_id, %error, "could not record delivery");
         }
     });
@@ -380,7 +382,7 @@ impl rmcp::transport::Transport<RoleServer> for FrameTransport {
                         ..
                     } = frame
                     {
-                        record_delivery(self.store.clone(), call_id, Err(WriteError::Closed));
+                        record_delivery(self.calls.clone(), call_id, Err(WriteError::Closed));
                     }
                     return futures::future::Either::Left(async { Err(TransportClosed) });
                 }
@@ -449,7 +451,7 @@ mod tests {
             source,
             Box::pin(sink),
             session,
-            app.calls.store().clone(),
+            app.calls.clone(),
             1024,
             None,
         );

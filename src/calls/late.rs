@@ -33,6 +33,9 @@ const LONGEST_KEPT: Duration = Duration::from_secs(24 * 3600);
 pub(super) struct Late {
     record: Arc<NewCall>,
     done: FinishedCall,
+    /// How the answer went to the client, as noted while the record waited (it replaces the
+    /// end's own note: the answer went out after the end was recorded).
+    delivery: Mutex<Option<String>>,
     /// Since when it has waited.
     since: Instant,
 }
@@ -42,7 +45,34 @@ impl Late {
         Self {
             record,
             done,
+            delivery: Mutex::new(None),
             since: Instant::now(),
+        }
+    }
+
+    /// The call's end as it will be written, with the delivery noted since.
+    fn done(&self) -> FinishedCall {
+        let mut done = self.done.clone();
+        if let Some(delivery) = self.noted_delivery() {
+            done.delivery = Some(delivery);
+        }
+        done
+    }
+
+    fn noted_delivery(&self) -> Option<String> {
+        self.delivery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Notes how the answer went to the client. As in the store, once an answer reached a
+    /// client a later note about another path does not undo that.
+    fn note_delivery(&self, delivery: &Delivery) {
+        let mut noted = self.delivery.lock().unwrap_or_else(|p| p.into_inner());
+        let now = noted.as_ref().or(self.done.delivery.as_ref());
+        if !now.is_some_and(|d| d.starts_with("delivered")) {
+            *noted = Some(delivery.to_string());
         }
     }
 
@@ -67,7 +97,7 @@ impl Late {
 
     /// The row the store will hold once it takes this record.
     fn row(&self) -> CallRow {
-        let (call, done) = (&*self.record, &self.done);
+        let (call, done) = (&*self.record, &self.done());
         CallRow {
             id: call.id.clone(),
             session_id: call.session_id.clone(),
@@ -189,6 +219,11 @@ impl LateRecords {
             match write(&store, &next).await {
                 Ok(recorded_as) => {
                     self.lock().in_hand = None;
+                    // A note taken while it was written may have missed the write.
+                    if let Some(delivery) = next.noted_delivery() {
+                        let id = recorded_as.as_deref().unwrap_or(next.id());
+                        let _ = store.note_delivery(id, Delivery::parse(&delivery)).await;
+                    }
                     tracing::info!(call_id = %next.id(), recorded_as = recorded_as.as_deref(),
                         late_s = next.since.elapsed().as_secs(),
                         "a call's record written late, once the store took it");
@@ -230,6 +265,14 @@ impl LateRecords {
         }
     }
 
+    /// Notes how call `id`'s answer went to the client, if its record waits here: `false`
+    /// when it does not (the store has it, or never will).
+    pub fn note_delivery(&self, id: &str, delivery: &Delivery) -> bool {
+        let waiting = self.lock();
+        let late = (waiting.in_hand.iter().chain(&waiting.records)).find(|late| late.id() == id);
+        late.inspect(|late| late.note_delivery(delivery)).is_some()
+    }
+
     /// The record of call `id` as it will be written, while it waits: its answer is still
     /// there to fetch, though the store cannot be read.
     pub fn find(&self, id: &str) -> Option<CallRow> {
@@ -251,7 +294,7 @@ pub(super) async fn write(store: &Store, late: &Late) -> Result<Option<String>, 
     let record = &late.record;
     let Some(row) = found else {
         store.insert(record.clone()).await?;
-        store.finish(&record.id, late.done.clone()).await?;
+        store.finish(&record.id, late.done()).await?;
         return Ok(None);
     };
     let ours = row.replica == record.replica
@@ -262,7 +305,7 @@ pub(super) async fn write(store: &Store, late: &Late) -> Result<Option<String>, 
         // Its end landed already when the same end is there; another replica may have marked
         // it interrupted meanwhile (this one seemed gone): the real end replaces that.
         if row.finished_at_ms != Some(late.done.finished_at_ms) {
-            store.finish(&record.id, late.done.clone()).await?;
+            store.finish(&record.id, late.done()).await?;
         }
         return Ok(None);
     }
@@ -272,7 +315,7 @@ pub(super) async fn write(store: &Store, late: &Late) -> Result<Option<String>, 
     let mut renamed = NewCall::clone(record);
     renamed.id = fresh.clone();
     store.insert(renamed).await?;
-    let mut done = late.done.clone();
+    let mut done = late.done();
     if let Some(text) = done.result.as_mut() {
         *text = text.replace(&record.id, &fresh);
     }
@@ -372,6 +415,26 @@ mod tests {
             Some(format!("answer of call {fresh}")),
             "{written:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn how_the_answer_went_out_is_noted_on_a_record_while_it_waits() {
+        let store = Store::open(&test_location()).unwrap();
+        let records = Arc::new(LateRecords::default());
+        let mut done = ended("answer");
+        done.delivery = Some(Delivery::Pending.to_string());
+        records.keep(&store, Late::new(call("2000-noted"), done));
+        assert!(records.note_delivery("2000-noted", &Delivery::Delivered));
+        // A later note about another path does not undo that the answer reached the client.
+        assert!(records.note_delivery("2000-noted", &Delivery::ClientGone));
+        assert!(!records.note_delivery("2000-elsewhere", &Delivery::Delivered));
+        assert_eq!(
+            records.find("2000-noted").map(|row| row.delivery),
+            Some(Delivery::Delivered)
+        );
+        records.settle(Duration::from_secs(30)).await;
+        let written = row(&store, "2000-noted").await.unwrap();
+        assert_eq!(written.delivery, Delivery::Delivered);
     }
 
     #[tokio::test]

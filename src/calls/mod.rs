@@ -307,6 +307,25 @@ impl Calls {
         &self.store
     }
 
+    /// Notes how call `id`'s answer went to the client, without waiting for the store to
+    /// commit it (the answer itself was committed with the call's end). A record still waiting
+    /// for the store takes the note with it.
+    pub async fn note_delivery(&self, id: &str, delivery: Delivery) -> Result<(), StoreError> {
+        if self.late.note_delivery(id, &delivery) {
+            return Ok(());
+        }
+        self.store.note_delivery(id, delivery).await
+    }
+
+    /// Records how call `id`'s answer went to the client; returns once it is committed (or
+    /// noted on its record waiting for the store).
+    pub async fn set_delivery(&self, id: &str, delivery: Delivery) -> Result<(), StoreError> {
+        if self.late.note_delivery(id, &delivery) {
+            return Ok(());
+        }
+        self.store.set_delivery(id, delivery).await
+    }
+
     /// How many ended calls' records wait for the store to take them.
     pub fn records_waiting(&self) -> usize {
         self.late.count()
@@ -324,13 +343,25 @@ impl Calls {
                 "the records of {n} ended calls wait for the store to take them"
             )),
         }
+        match self.store.threads_waiting() {
+            0 => {}
+            1 => problems.push(
+                "1 conversation thread's latest turns wait for the store to take them".to_string(),
+            ),
+            n => problems.push(format!(
+                "{n} conversation threads' latest turns wait for the store to take them"
+            )),
+        }
         problems
     }
 
-    /// Shutdown, once calls have ended: gives the records waiting for the store a few seconds
-    /// ([`late::AT_EXIT`]), and names those it did not take.
+    /// Shutdown, once calls have ended: gives the records and thread saves waiting for the
+    /// store a few seconds ([`late::AT_EXIT`]), and names those it did not take.
     pub async fn settle_records(&self) {
-        self.late.settle(late::AT_EXIT).await;
+        tokio::join!(
+            self.late.settle(late::AT_EXIT),
+            self.store.settle_threads(late::AT_EXIT)
+        );
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
@@ -653,8 +684,8 @@ impl Calls {
                 "Note: exai could not record this call ({error}); the answer above is complete. \
                  exai keeps its record in memory and writes it once the call store takes it \
                  again; until then only this exai's call_result has it (not `exai calls show {}` \
-                 nor another replica), and a conversation it began or continued may not be \
-                 continued from it.",
+                 nor another replica). A conversation it began or continued can be continued \
+                 through this exai meanwhile.",
                 call.id
             )));
         }

@@ -328,7 +328,7 @@ impl Calls {
             Answer::TooLarge => ended.too_large_note(),
             Answer::Missing => return None,
         };
-        let _ = self.store.set_delivery(&ended.id, delivery).await;
+        let _ = self.set_delivery(&ended.id, delivery).await;
         Some(result)
     }
 }

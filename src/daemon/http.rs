@@ -142,6 +142,7 @@ async fn healthz(
             "path": store.location().to_string(),
             "queue": store.queue_depth(),
             "records_waiting": app.calls.records_waiting(),
+            "threads_waiting": store.threads_waiting(),
             "problems": app.calls.store_problems(),
         },
         "settings": settings,
@@ -154,6 +155,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         calls_in_flight: app.calls.in_flight_count(),
         store_queue: app.calls.store().queue_depth(),
         store_records_waiting: app.calls.records_waiting(),
+        store_threads_waiting: app.calls.store().threads_waiting(),
         providers: app
             .settings
             .current()

@@ -177,7 +177,7 @@ async fn serve(
         Box::pin(source),
         Box::pin(sink),
         session.clone(),
-        app.calls.store().clone(),
+        app.calls.clone(),
         app.config.max_message_bytes,
         Some(Arc::new(Adapter::new(app.tools.task_capable()))),
     );

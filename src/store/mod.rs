@@ -16,6 +16,7 @@ pub mod shared_slots;
 mod spend;
 mod sqlite;
 mod users;
+mod waiting_threads;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ pub use records::{
 pub use replicas::this_host;
 pub use spend::{DailySpend, UsageBy, UsageRow, day_name, day_of, spend_totals};
 pub use users::{Revoked, UserRow};
+use waiting_threads::{ThreadSave, WaitingThreads};
 use writer::{Queued, WriteFailure, WriteOp, Writer};
 
 /// Why a store operation failed.
@@ -340,6 +342,8 @@ pub struct Store {
     writer: std::thread::Thread,
     urgency: writer::Urgency,
     health: Arc<Mutex<StoreHealth>>,
+    /// Thread saves the database did not take, which the writer tries again.
+    waiting_threads: Arc<WaitingThreads>,
     /// Idle reader connections, kept for the next read.
     readers: Arc<Mutex<Vec<StoreReader>>>,
     /// How long a write's acknowledgement is waited for.
@@ -365,9 +369,11 @@ impl Store {
         let alive = Arc::new(());
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let health = Arc::new(Mutex::new(StoreHealth::default()));
+        let waiting_threads = Arc::new(WaitingThreads::default());
         let writer = Writer {
             store: location.to_string(),
             health: health.clone(),
+            waiting_threads: waiting_threads.clone(),
         };
         // The writer's connection is made on its own thread: the Postgres client blocks on a
         // runtime of its own, which may not start on a thread that drives async tasks.
@@ -401,6 +407,7 @@ impl Store {
             writer: writer_thread.thread().clone(),
             urgency,
             health,
+            waiting_threads,
             readers: Arc::new(Mutex::new(Vec::new())),
             answer_limit: Some(WRITE_ANSWER_LIMIT),
             _alive: alive,
@@ -633,11 +640,33 @@ impl Store {
     /// Queues a conversation thread for saving. Writes commit in order, so the acknowledged
     /// end of the call that saved it implies the thread is committed before the answer goes out.
     pub async fn save_thread(&self, thread: ThreadRow) -> Result<(), StoreError> {
-        self.write_queued(WriteOp::SaveThread {
+        self.write_queued(WriteOp::SaveThread(ThreadSave {
             search_text: thread.first_prompt.as_deref().map(search_form),
             thread,
-        })
+        }))
         .await
+    }
+
+    /// The save of thread `id` that waits for the database to take it, if one does (it is
+    /// newer than the stored thread).
+    pub fn waiting_thread(&self, id: &str) -> Option<ThreadRow> {
+        self.waiting_threads.find(id)
+    }
+
+    /// How many conversation threads have a save waiting for the database to take it.
+    pub fn threads_waiting(&self) -> usize {
+        self.waiting_threads.count()
+    }
+
+    /// Shutdown: has the writer try the thread saves waiting at once, waits up to `limit` for
+    /// the database to take them, and names each one it did not.
+    pub async fn settle_threads(&self, limit: Duration) {
+        if self.waiting_threads.count() == 0 {
+            return;
+        }
+        self.waiting_threads.try_now();
+        self.writer.unpark();
+        self.waiting_threads.settle(limit).await;
     }
 
     /// Queues `op` (waiting for room in the queue, not for its commit): what comes after it in
@@ -1248,10 +1277,10 @@ pub(crate) mod tests {
     async fn threads_are_saved_replaced_and_read_back_until_they_expire() {
         let location = test_location();
         let store = Store::open(&location).unwrap();
-        let thread = |turns: &str, expires_at_ms| ThreadRow {
+        let thread = |turns: &str, updated_at_ms, expires_at_ms| ThreadRow {
             id: "t".into(),
             created_at_ms: 1,
-            updated_at_ms: 2,
+            updated_at_ms,
             expires_at_ms,
             turns: turns.into(),
             user_name: Some("ada".into()),
@@ -1259,14 +1288,11 @@ pub(crate) mod tests {
             tools: String::new(),
             turn_count: 0,
         };
-        store
-            .save_thread(thread("[1]", now_ms() + 60_000))
-            .await
-            .unwrap();
-        store
-            .save_thread(thread("[1,2]", now_ms() + 60_000))
-            .await
-            .unwrap();
+        let later = now_ms() + 60_000;
+        for (turns, updated_at_ms) in [("[1]", 2), ("[1,2]", 3)] {
+            let save = thread(turns, updated_at_ms, later);
+            store.save_thread(save).await.unwrap();
+        }
         store.sync().await.unwrap();
         let read = |id: &str| {
             let id = id.to_string();
@@ -1279,8 +1305,12 @@ pub(crate) mod tests {
             ("[1,2]", Some("ada"))
         );
         assert!(read("other").await.is_none());
+        // A save older than the one stored (tried again after an outage) changes nothing.
+        store.save_thread(thread("[1]", 2, later)).await.unwrap();
+        store.sync().await.unwrap();
+        assert_eq!(read("t").await.unwrap().turns, "[1,2]");
         store
-            .save_thread(thread("[1,2]", now_ms() - 1))
+            .save_thread(thread("[1,2]", 4, now_ms() - 1))
             .await
             .unwrap();
         store.sync().await.unwrap();

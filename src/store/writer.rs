@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::records::sql_list;
+use super::waiting_threads::{ThreadSave, WaitingThreads};
 use super::{
-    CallState, FinishedCall, NewCall, Param, Statement, StoreConnection, StoreHealth, ThreadRow,
-    now_ms,
+    CallState, FinishedCall, NewCall, Param, Statement, StoreConnection, StoreHealth, now_ms,
 };
 
 /// Most operations committed in one transaction.
@@ -48,12 +48,9 @@ pub(super) enum WriteOp {
         id: String,
         kind: String,
     },
-    /// Creates or replaces a conversation thread.
-    SaveThread {
-        thread: ThreadRow,
-        /// The first prompt in the form searches match.
-        search_text: Option<String>,
-    },
+    /// Creates or replaces a conversation thread (never with an older save of it); nobody
+    /// waits for it.
+    SaveThread(ThreadSave),
     /// Commits nothing by itself; its acknowledgement orders everything before it.
     Barrier,
 }
@@ -74,7 +71,7 @@ impl WriteOp {
             | WriteOp::Finish { id, .. }
             | WriteOp::Delivery { id, .. }
             | WriteOp::Task { id, .. } => Some(id),
-            WriteOp::Insert { .. } | WriteOp::SaveThread { .. } | WriteOp::Barrier => None,
+            WriteOp::Insert { .. } | WriteOp::SaveThread(_) | WriteOp::Barrier => None,
         }
     }
 
@@ -171,6 +168,8 @@ pub(super) struct Writer {
     /// The store as messages name it.
     pub store: String,
     pub health: Arc<std::sync::Mutex<StoreHealth>>,
+    /// Thread saves the database did not take, tried again until it does.
+    pub waiting_threads: Arc<WaitingThreads>,
 }
 
 impl Writer {
@@ -190,9 +189,15 @@ impl Writer {
         // Until when, after a commit, the writer sleeps without being woken by writes nobody
         // waits for (see `Urgency`).
         let mut quiet_until: Option<Instant> = None;
+        // A closing queue tries the thread saves waiting once more, then gives up on them.
+        let mut last_try = false;
         loop {
             let mut force = false;
             let mut closed = false;
+            batch.extend(
+                (self.waiting_threads.due(Instant::now()).into_iter())
+                    .map(|save| Queued::unawaited(WriteOp::SaveThread(save))),
+            );
             while batch.len() < BATCH {
                 let next = match held_over.take().map(Ok).unwrap_or_else(|| rx.try_recv()) {
                     Ok(next) => next,
@@ -216,17 +221,27 @@ impl Writer {
             }
             let now = Instant::now();
             if batch.is_empty() {
-                if closed {
+                if closed && (last_try || self.waiting_threads.count() == 0) {
                     return;
                 }
+                if closed {
+                    last_try = true;
+                    self.waiting_threads.try_now();
+                    continue;
+                }
                 // Nothing queued: a short quiet sleep after a commit, then a wait that any
-                // write ends.
+                // write ends (or, while thread saves wait, their next try).
                 match quiet_until.filter(|until| *until > now) {
                     Some(until) => std::thread::park_timeout(until - now),
                     None => {
                         quiet_until = None;
+                        if let Some(next_try) = self.waiting_threads.next_try() {
+                            std::thread::park_timeout(next_try.saturating_duration_since(now));
+                            continue;
+                        }
                         match rx.blocking_recv() {
                             Some(first) => held_over = Some(first),
+                            // Closed with no thread save waiting (one waiting has a next try).
                             None => return,
                         }
                     }
@@ -309,13 +324,26 @@ impl Writer {
                 refused.add(id);
             }
             if let Err(WriteFailure::Sql(error)) = &outcome {
-                tracing::error!(store = %self.store, %error, "call store write failed");
+                // A thread save tried again failed once already, and said so then.
+                match &queued.op {
+                    WriteOp::SaveThread(save) if self.waiting_threads.holds(save) => {
+                        tracing::debug!(store = %self.store, %error, thread_id = %save.thread.id,
+                            "the store does not take a waiting thread save yet");
+                    }
+                    _ => tracing::error!(store = %self.store, %error, "call store write failed"),
+                }
                 self.health
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .last_error = Some((now_ms(), error.clone()));
             }
-            if let Some(ack) = queued.ack {
+            if let WriteOp::SaveThread(save) = queued.op {
+                // Nobody waits for a save: the writer keeps one the database did not take.
+                match outcome {
+                    Err(WriteFailure::Sql(_)) => self.waiting_threads.keep(save),
+                    _ => (self.waiting_threads).saved(&save.thread.id, save.thread.updated_at_ms),
+                }
+            } else if let Some(ack) = queued.ack {
                 crate::metrics::store_write(queued.queued_at.elapsed());
                 let _ = ack.send(outcome);
             }
@@ -500,12 +528,13 @@ fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>, only_if: Optio
             }
         }
         WriteOp::Barrier => {}
-        WriteOp::SaveThread {
+        WriteOp::SaveThread(ThreadSave {
             thread: t,
             search_text,
-        } => add(
+        }) => add(
             // A thread stays its first user's: a write under another name changes nothing. Its
-            // first prompt stays the one it was found by, even once that turn is dropped.
+            // first prompt stays the one it was found by, even once that turn is dropped. An
+            // older save (one tried again after an outage) never replaces a newer one.
             "INSERT INTO threads (id, created_at_ms, updated_at_ms, expires_at_ms, turns, \
              user_name, first_prompt, search_text, tools, turn_count) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(id) DO UPDATE SET \
@@ -514,7 +543,8 @@ fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>, only_if: Optio
              first_prompt = COALESCE(threads.first_prompt, excluded.first_prompt), \
              search_text = COALESCE(threads.search_text, excluded.search_text), \
              tools = excluded.tools, turn_count = excluded.turn_count \
-             WHERE threads.user_name IS NOT DISTINCT FROM excluded.user_name",
+             WHERE threads.user_name IS NOT DISTINCT FROM excluded.user_name \
+             AND threads.updated_at_ms <= excluded.updated_at_ms",
             vec![
                 Text(Some(&t.id)),
                 Int(Some(t.created_at_ms)),
@@ -594,6 +624,7 @@ pub(super) mod tests {
         Writer {
             store: "test store".into(),
             health: health.clone(),
+            waiting_threads: Arc::default(),
         }
         .run(conn, rx);
         let outcomes = acks

@@ -203,6 +203,68 @@ async fn a_locked_store_delays_nothing_forever_and_the_answer_says_it_was_not_re
     client.cancel().await.unwrap();
 }
 
+fn thread_of(answer: &rmcp::model::CallToolResult) -> String {
+    let content = answer.structured_content.clone().unwrap_or_default();
+    content["continuation_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no continuation_id: {content}"))
+        .to_string()
+}
+
+/// A conversation begun while the store is locked is not lost with its save: exai keeps the
+/// save, the conversation goes on through it meanwhile, and the store gets it once it is free,
+/// with how the answer went out noted on the call's late record.
+#[tokio::test]
+async fn a_conversation_begun_while_the_store_is_locked_goes_on_and_is_saved_later() {
+    let Some((fake, daemon, client, locker)) = daemon_with_its_store_locked().await else {
+        return;
+    };
+    let first = client
+        .call_tool(chat("remember 42", "fake-fast"))
+        .await
+        .unwrap();
+    let text = all_text_of(&first);
+    assert!(text.contains("exai could not record this call"), "{text}");
+    let thread = thread_of(&first);
+    assert_eq!(daemon.healthz()["store"]["threads_waiting"], 1);
+    let second = client
+        .call_tool(chat_with(
+            json!({"prompt": "which number?", "model": "fake-fast", "continuation_id": thread}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(second.is_error, Some(false), "{}", all_text_of(&second));
+    let sent = fake.last_messages("fake-fast");
+    assert_eq!(sent.len(), 4, "the first exchange was replayed: {sent:?}");
+    assert_eq!(sent[1]["content"], "remember 42");
+    let waiting = status_text(&client).await;
+    assert!(
+        waiting.contains("1 conversation thread's latest turns wait for the store"),
+        "{waiting}"
+    );
+    locker.execute_batch("ROLLBACK").unwrap();
+    wait_until(
+        "the thread saved and the records written",
+        std::time::Duration::from_secs(20),
+        || {
+            let store = &daemon.healthz()["store"];
+            (store["threads_waiting"] == 0 && store["records_waiting"] == 0).then_some(())
+        },
+    );
+    let record = daemon.final_record(&call_id_of(&first));
+    assert_eq!(record.delivery, exai::store::Delivery::Delivered);
+    // The thread now comes from the store, with both exchanges.
+    let third = client
+        .call_tool(chat_with(
+            json!({"prompt": "and now?", "model": "fake-fast", "continuation_id": thread}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(third.is_error, Some(false), "{}", all_text_of(&third));
+    assert_eq!(fake.last_messages("fake-fast").len(), 6);
+    client.cancel().await.unwrap();
+}
+
 /// A NUL character (which PostgreSQL's text cannot hold) in a prompt, and so in the model's
 /// answer, or in a model name, and so in the call's error, is recorded all the same, on either
 /// store.
@@ -240,14 +302,16 @@ async fn a_record_the_store_never_took_is_named_when_exai_stops() {
     assert!(all_text_of(&answer).contains("exai could not record this call"));
     client.cancel().await.unwrap();
     daemon.stop();
-    let id = call_id_of(&answer);
-    let named = log_lines(&daemon.home)
-        .iter()
-        .filter(|line| line.contains("record unwritten") && line.contains(&id))
-        .count();
-    assert!(
-        named >= 1,
-        "the lost record of {id} is not named in the log"
-    );
+    let lines = log_lines(&daemon.home);
+    for (lost, id) in [
+        ("record unwritten", call_id_of(&answer)),
+        ("thread's latest save unwritten", thread_of(&answer)),
+    ] {
+        let named = lines
+            .iter()
+            .filter(|line| line.contains(lost) && line.contains(&id))
+            .count();
+        assert!(named >= 1, "{id} ({lost}) is not named in the log");
+    }
     locker.execute_batch("ROLLBACK").unwrap();
 }

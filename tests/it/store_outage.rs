@@ -35,13 +35,14 @@ async fn fetch_fails(client: &Client, id: &str) -> String {
 }
 
 /// Once the database answers again, the record of a call it could not take is written, with its
-/// answer, and none waits any more.
+/// answer, and no record or thread save waits any more.
 fn recorded_late(daemon: &Daemon, id: &str, answer: &str) {
     let record = daemon.final_record(id);
     assert_eq!(record.state.as_str(), "succeeded", "{record:?}");
     assert!(record.result.unwrap_or_default().contains(answer));
-    wait_until("no record waiting", Duration::from_secs(10), || {
-        (daemon.healthz()["store"]["records_waiting"] == 0).then_some(())
+    wait_until("nothing waiting", Duration::from_secs(10), || {
+        let store = &daemon.healthz()["store"];
+        (store["records_waiting"] == 0 && store["threads_waiting"] == 0).then_some(())
     });
 }
 
@@ -84,6 +85,8 @@ async fn a_daemon_that_loses_its_database_answers_says_what_it_could_not_keep_an
         all_text_of(&spanning)
     );
     assert_eq!(daemon.healthz()["store"]["records_waiting"], 2);
+    // The conversations the two began wait for the store too.
+    assert_eq!(daemon.healthz()["store"]["threads_waiting"], 2);
     // The server's own words: it shut the connection, or refuses new ones.
     assert!(
         text.contains("postgres://127.0.0.1:")
