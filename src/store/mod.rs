@@ -802,7 +802,14 @@ impl StoreReader {
             &[Param::Int(Some(now_ms()))],
         )?;
         let documents = self.expire_document_texts()?;
-        Ok(self.prune(max_age, max_rows)? + self.expire_results(result_ttl)? + threads + documents)
+        // The running totals of days as old as the records pruned (budgets read today's only).
+        let oldest_day = day_of(now_ms() - max_age.as_millis() as i64);
+        let days = self.execute(
+            "DELETE FROM spend_by_day WHERE day < ?1",
+            &[Param::Int(Some(oldest_day))],
+        )?;
+        let pruned = self.prune(max_age, max_rows)? + self.expire_results(result_ttl)?;
+        Ok(pruned + threads + documents + days)
     }
 
     /// A conversation thread, if it exists and has not expired.
@@ -1503,6 +1510,30 @@ pub(crate) mod tests {
         let expired = read(&store, |r| r.expire_results(Duration::from_secs(1))).await;
         assert_eq!(expired, 3);
         assert!(get(&store, "c4").await.unwrap().result.is_none());
+    }
+
+    #[tokio::test]
+    async fn retention_forgets_the_running_totals_of_days_it_no_longer_keeps() {
+        let store = Store::open(&test_location()).unwrap();
+        let day_ms = 24 * 3600 * 1000;
+        for (id, finished_at_ms) in [("old", now_ms() - 10 * day_ms), ("new", now_ms())] {
+            store.insert(new_call(id)).await.unwrap();
+            let done = FinishedCall {
+                state: Some(CallState::Succeeded),
+                finished_at_ms,
+                spend: vec![("glm".into(), Some(100))],
+                ..Default::default()
+            };
+            store.finish(id, done).await.unwrap();
+        }
+        let days = move |r: &StoreReader| -> Result<(usize, usize), StoreError> {
+            let old = r.spend_on(day_of(now_ms() - 10 * day_ms))?.len();
+            Ok((old, r.spend_on(day_of(now_ms()))?.len()))
+        };
+        assert_eq!(read(&store, days).await, (1, 1));
+        let week = Duration::from_secs(7 * 24 * 3600);
+        read(&store, move |r| r.apply_retention(week, 1000, week)).await;
+        assert_eq!(read(&store, days).await, (0, 1));
     }
 
     #[test]
