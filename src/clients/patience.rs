@@ -1,20 +1,27 @@
 //! How long a session's client waits for a tool answer, following the client's own
 //! configuration where exai can read it: a Codex session gets the `tool_timeout_sec`, a Gemini
-//! CLI session the `timeout`, of the entry that launches exai (read with tokio::fs, bounded,
-//! cached until the file changes). A rule the user set (`EXAI_CLIENT_PATIENCE`,
-//! `client_patience`) still wins.
+//! CLI session the `timeout`, of the entry that launches exai (read on a blocking thread,
+//! bounded in size and time, cached until the file changes). A rule the user set
+//! (`EXAI_CLIENT_PATIENCE`, `client_patience`) still wins.
+//!
+//! The file is read as a call opens, before its deadline runs: a file on a mount that hangs, or
+//! a FIFO in its place, must not hold the call. The read is given [`LOOK_LIMIT`], one read at a
+//! time per file, and only a regular file is opened.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
-
-use tokio::io::AsyncReadExt;
 
 use super::{codex, json};
 use crate::config::Config;
 
 /// Larger than any client's config: past it the file is not read.
 const MAX_CLIENT_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Longest a call waits for a look at a client's file; past it the call goes on with the
+/// default patience (a local file takes microseconds).
+const LOOK_LIMIT: Duration = Duration::from_secs(1);
 
 /// A file's identity for the cache: modified time and length (`None`: no file).
 type Stamp = Option<(Option<SystemTime>, u64)>;
@@ -32,6 +39,19 @@ struct OwnTimeout {
     read: ReadTimeout,
     /// The file last read: its stamp and the timeout found there.
     cache: Mutex<Option<(Stamp, Option<Duration>)>>,
+    /// A look at the file is under way (on a blocking thread, which may outlive the wait for
+    /// it): no second one starts, so a hung file holds one thread, not one per call.
+    looking: Arc<AtomicBool>,
+}
+
+/// What one look at a client's file found.
+enum Looked {
+    /// Unchanged since the cached stamp.
+    Unchanged,
+    /// No file there.
+    Absent,
+    /// The file, with its text or why it cannot be used.
+    Read(Stamp, Result<String, String>),
 }
 
 /// The clients' own timeouts, as their configuration files say.
@@ -66,6 +86,7 @@ impl ClientPatience {
                 file: file?,
                 read,
                 cache: Mutex::new(None),
+                looking: Arc::default(),
             })
         })
         .collect();
@@ -100,19 +121,32 @@ impl ClientPatience {
     }
 
     async fn timeout_in(&self, own: &OwnTimeout) -> Option<Duration> {
-        let stamp: Stamp = tokio::fs::metadata(&own.file)
-            .await
-            .ok()
-            .map(|m| (m.modified().ok(), m.len()));
         let cached = *own.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((cached, timeout)) = cached
-            && cached == stamp
-        {
-            return timeout;
+        if own.looking.swap(true, Ordering::AcqRel) {
+            // Another call is looking (or a look hangs): the last verdict stands meanwhile.
+            return cached.and_then(|(_, timeout)| timeout);
         }
-        let timeout = match stamp {
-            Some(_) => self.read(own).await,
-            None => None,
+        let (file, looking) = (own.file.clone(), own.looking.clone());
+        let known = cached.map(|(stamp, _)| stamp);
+        let look = crate::spawn::blocking(move || {
+            let looked = look_at(&file, known);
+            looking.store(false, Ordering::Release);
+            looked
+        });
+        let looked = match tokio::time::timeout(LOOK_LIMIT, look).await {
+            Ok(Ok(looked)) => looked,
+            Ok(Err(_)) => return None,
+            Err(_) => {
+                tracing::warn!(path = %own.file.display(), client = own.name,
+                    limit_s = LOOK_LIMIT.as_secs(),
+                    "the client's config could not be read in time (a hung mount?); its patience stays the default");
+                return cached.and_then(|(_, timeout)| timeout);
+            }
+        };
+        let (stamp, timeout) = match looked {
+            Looked::Unchanged => return cached.and_then(|(_, timeout)| timeout),
+            Looked::Absent => (None, None),
+            Looked::Read(stamp, text) => (stamp, self.timeout_from(own, text)),
         };
         *own.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((stamp, timeout));
         timeout
@@ -120,24 +154,9 @@ impl ClientPatience {
 
     /// The timeout in the client's file; a file that cannot be used is ignored with one log
     /// line (per change of the file: the cache holds the verdict).
-    async fn read(&self, own: &OwnTimeout) -> Option<Duration> {
+    fn timeout_from(&self, own: &OwnTimeout, text: Result<String, String>) -> Option<Duration> {
         let path = &own.file;
-        let read = async {
-            let file = tokio::fs::File::open(path)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut bytes = Vec::new();
-            file.take(MAX_CLIENT_CONFIG_BYTES + 1)
-                .read_to_end(&mut bytes)
-                .await
-                .map_err(|e| e.to_string())?;
-            if bytes.len() as u64 > MAX_CLIENT_CONFIG_BYTES {
-                return Err(format!("larger than {MAX_CLIENT_CONFIG_BYTES} bytes"));
-            }
-            let text = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
-            (own.read)(&text, self.this_exe.as_deref())
-        };
-        match read.await {
+        match text.and_then(|text| (own.read)(&text, self.this_exe.as_deref())) {
             Ok(timeout) => {
                 if let Some(timeout) = timeout {
                     tracing::info!(path = %path.display(), client = own.name, timeout_s = timeout.as_secs_f64(), "the client's sessions wait as long as its own timeout for exai");
@@ -150,6 +169,43 @@ impl ClientPatience {
             }
         }
     }
+}
+
+/// Looks at a client's file (blocking): unchanged since `known`, absent, or read. Only a
+/// regular file is opened (non-blocking, so a FIFO swapped in cannot hold the read), and at most
+/// [`MAX_CLIENT_CONFIG_BYTES`] of it read. A link is followed: dotfile managers link configs.
+fn look_at(path: &Path, known: Option<Stamp>) -> Looked {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Looked::Absent;
+    };
+    let stamp = Some((meta.modified().ok(), meta.len()));
+    if known == Some(stamp) {
+        return Looked::Unchanged;
+    }
+    let read = || -> Result<String, String> {
+        if !meta.is_file() {
+            return Err("not a regular file".into());
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|e| e.to_string())?;
+        if !file.metadata().map_err(|e| e.to_string())?.is_file() {
+            return Err("not a regular file".into());
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_CLIENT_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        if bytes.len() as u64 > MAX_CLIENT_CONFIG_BYTES {
+            return Err(format!("larger than {MAX_CLIENT_CONFIG_BYTES} bytes"));
+        }
+        String::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())
+    };
+    Looked::Read(stamp, read())
 }
 
 #[cfg(test)]
@@ -203,6 +259,25 @@ mod tests {
             patience.for_client(&plain, codex).await,
             Duration::from_secs(60)
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_fifo_in_place_of_the_clients_file_is_never_opened() {
+        let dir = std::env::temp_dir().join(format!("exai-patience-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("config.toml");
+        let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let patience = ClientPatience::new(Some(file), None);
+        // Opening a FIFO for reading waits for a writer: were it opened, this would not return.
+        let waited = tokio::time::timeout(
+            Duration::from_secs(30),
+            patience.for_client(&config(None), Some("codex-mcp-client")),
+        )
+        .await;
+        assert_eq!(waited.ok(), Some(Duration::from_secs(60)));
         let _ = std::fs::remove_dir_all(dir);
     }
 

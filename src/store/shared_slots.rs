@@ -28,11 +28,14 @@ pub enum SlotError {
 }
 
 enum Ask {
-    /// Take a free slot of `limit` under `key`, if there is one.
+    /// Take a free slot of `limit` under `key`, if there is one. The slot goes back as a
+    /// [`SharedSlot`] made by the holder (with `asks`), so one whose asker stopped waiting (a
+    /// cancel, a deadline) is given back when the answer is dropped, never held for nobody.
     Take {
         key: i32,
         limit: usize,
-        reply: oneshot::Sender<Result<Option<i32>, String>>,
+        asks: mpsc::UnboundedSender<Ask>,
+        reply: oneshot::Sender<Result<Option<SharedSlot>, String>>,
     },
     Give {
         key: i32,
@@ -100,8 +103,14 @@ impl SharedSlots {
                 name: name.to_string(),
                 why,
             };
+            let asks = self.asks.clone();
             self.asks
-                .send(Ask::Take { key, limit, reply })
+                .send(Ask::Take {
+                    key,
+                    limit,
+                    asks,
+                    reply,
+                })
                 .map_err(|_| unavailable("its holder has stopped".into()))?;
             let taken = tokio::time::timeout_at(deadline.into(), answer)
                 .await
@@ -112,11 +121,7 @@ impl SharedSlots {
                 .map_err(|_| unavailable("its holder has stopped".into()))?
                 .map_err(unavailable)?;
             if let Some(slot) = taken {
-                return Ok(SharedSlot {
-                    asks: self.asks.clone(),
-                    key,
-                    slot,
-                });
+                return Ok(slot);
             }
             if let Some(waiting) = waiting.take() {
                 waiting();
@@ -160,8 +165,17 @@ impl Holder {
     fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Ask>) {
         while let Some(ask) = inbox.blocking_recv() {
             match ask {
-                Ask::Take { key, limit, reply } => {
-                    let _ = reply.send(self.take(key, limit).map_err(|e| e.to_string()));
+                Ask::Take {
+                    key,
+                    limit,
+                    asks,
+                    reply,
+                } => {
+                    let taken = self.take(key, limit).map_err(|e| e.to_string());
+                    let slot = taken.map(|slot| slot.map(|slot| SharedSlot { asks, key, slot }));
+                    // Nobody waits any more: the slot in the answer is dropped here, and
+                    // its `Give` comes next.
+                    let _ = reply.send(slot);
                 }
                 Ask::Give { key, slot } => self.give(key, slot),
             }
@@ -217,6 +231,33 @@ impl std::fmt::Debug for SharedSlots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slot taken while its asker stopped waiting (its call cancelled, or out of time) goes
+    /// back: before, the holder kept it for nobody until its connection broke.
+    #[tokio::test]
+    async fn a_slot_taken_for_an_asker_that_stopped_waiting_is_given_back() {
+        let super::super::StoreLocation::Postgres(url) = super::super::tests::test_location()
+        else {
+            eprintln!("skipped: shared slots are Postgres advisory locks");
+            return;
+        };
+        let slots = SharedSlots::start(&url).unwrap();
+        let name = format!("leak-{}", uuid::Uuid::now_v7());
+        let (reply, answer) = oneshot::channel();
+        drop(answer);
+        slots
+            .asks
+            .send(Ask::Take {
+                key: key_of(&name),
+                limit: 1,
+                asks: slots.asks.clone(),
+                reply,
+            })
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let slot = slots.acquire(&name, 1, deadline, || {}).await;
+        assert!(slot.is_ok(), "the limit's one slot was kept for nobody");
+    }
 
     #[test]
     fn a_name_has_the_same_key_everywhere() {
