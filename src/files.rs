@@ -154,14 +154,27 @@ pub struct Policy {
     pub allowed_roots: Vec<PathBuf>,
     /// exai's home (token, records) and config: never sent.
     pub private: Vec<PathBuf>,
+    /// The caller is a team member (a personal token), not the machine's owner: the files on
+    /// exai's machine are not theirs, so they read only below the allowed roots — none when
+    /// none is set.
+    pub confined: bool,
 }
 
 impl Policy {
-    /// The policy the configuration sets.
+    /// The policy the configuration sets, for the machine's owner.
     pub fn of(config: &Config) -> Self {
         Self {
             allowed_roots: config.allowed_roots.clone(),
             private: config.private_paths.clone(),
+            confined: false,
+        }
+    }
+
+    /// The policy for a caller with a personal token (see `confined`).
+    pub fn confined(config: &Config) -> Self {
+        Self {
+            confined: true,
+            ..Self::of(config)
         }
     }
 }
@@ -186,6 +199,12 @@ pub enum Denied {
     /// Outside `EXAI_ALLOWED_ROOTS` (the roots, as listed in the message).
     #[error("outside the allowed roots (EXAI_ALLOWED_ROOTS: {0})")]
     OutsideRoots(String),
+    /// A personal token's caller, and no allowed roots are set.
+    #[error(
+        "a file on exai's machine, which a personal token may read only below the allowed roots \
+         (EXAI_ALLOWED_ROOTS), and none is set: send its text in the prompt instead"
+    )]
+    NoRootsForTeam,
 }
 
 /// Why a path the caller gave is not read.
@@ -253,6 +272,9 @@ pub fn refusal(path: &Path, policy: &Policy) -> Option<Denied> {
         return Some(Denied::SecretName);
     }
     let roots = &policy.allowed_roots;
+    if policy.confined && roots.is_empty() {
+        return Some(Denied::NoRootsForTeam);
+    }
     if !roots.is_empty() && !roots.iter().any(|root| path.starts_with(root)) {
         let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
         return Some(Denied::OutsideRoots(roots.join(", ")));
@@ -555,6 +577,7 @@ mod tests {
         let roots = &Policy {
             allowed_roots: vec![PathBuf::from("/home/u/project")],
             private: vec![PathBuf::from("/home/u/.local/state/exai")],
+            confined: false,
         };
         assert_eq!(
             refusal(Path::new("/home/u/other/x.rs"), roots)
@@ -566,6 +589,21 @@ mod tests {
         assert_eq!(
             refusal(Path::new("/home/u/.local/state/exai/token"), roots),
             Some(Denied::Private)
+        );
+        // A personal token's call: below the roots only, and nowhere without any.
+        let team = &Policy {
+            confined: true,
+            ..roots.clone()
+        };
+        assert!(refusal(Path::new("/home/u/project/x.rs"), team).is_none());
+        assert!(refusal(Path::new("/home/u/other/x.rs"), team).is_some());
+        let no_roots = &Policy {
+            confined: true,
+            ..Policy::default()
+        };
+        assert_eq!(
+            refusal(Path::new("/home/u/project/x.rs"), no_roots),
+            Some(Denied::NoRootsForTeam)
         );
     }
 

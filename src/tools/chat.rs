@@ -98,7 +98,7 @@ impl ExaiTool for Chat {
                     .is_some_and(|n| n == "prompt.txt")
             }) {
                 let path = asked_files.remove(at);
-                let roots = files::Policy::of(&ctx.config);
+                let roots = ctx.file_policy();
                 let text = crate::spawn::blocking(move || files::read_prompt_file(&path, &roots))
                     .await
                     .map_err(consult::blocking_failure)?

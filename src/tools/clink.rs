@@ -115,7 +115,7 @@ async fn checked_paths(
     if let Some(complaint) = consult::relative_path(&given) {
         return Err(bad(complaint));
     }
-    let policy = files::Policy::of(&ctx.config);
+    let policy = ctx.file_policy();
     let what = what.to_string();
     crate::spawn::blocking(move || {
         given
@@ -234,12 +234,28 @@ fn arguments(task: &SubTask<'_>) -> Vec<String> {
 
 /// Runs `task` for `ctx`'s call: its events as the call's progress (`voice` names it among
 /// others in a consensus). In a dry run it records the command it would run instead.
+/// A CLI agent runs with the rights of exai's own user on its machine (it reads files and may
+/// run commands there): a team member's personal token does not get that.
+fn owner_only(ctx: &ToolContext) -> Result<(), ToolFailure> {
+    match &ctx.call.origin.caller {
+        crate::users::Caller::Owner => Ok(()),
+        crate::users::Caller::User { name, .. } => Err(ToolFailure::new(
+            FailureKind::ToolError,
+            format!(
+                "CLI agents run on exai's machine with the rights of exai's own user: only the \
+                 machine's owner (the daemon's token) may start one, not a personal token ({name})"
+            ),
+        )),
+    }
+}
+
 pub async fn run_sub_task(
     ctx: &ToolContext,
     task: SubTask<'_>,
     voice: Option<&str>,
 ) -> Result<Finished, ToolFailure> {
     let cli = task.cli;
+    owner_only(ctx)?;
     if let Some(plan) = &ctx.dry_run {
         // The CLI's own variables are left out: they may hold its credentials.
         plan.record(dry_run::Planned {
@@ -417,6 +433,7 @@ impl ExaiTool for Clink {
 
 async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, ToolFailure> {
     let args: ClinkArguments = parse_arguments("clink", arguments)?;
+    owner_only(&ctx)?;
     if let Some(answer) = consult::too_long(&ctx, "clink", "prompt", &args.prompt) {
         return Ok(answer);
     }

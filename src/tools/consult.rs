@@ -511,7 +511,7 @@ pub async fn ask(
                 thread: question.thread.cloned(),
                 files: wanted,
                 asked_files: question.files.clone(),
-                roots: files::Policy::of(&ctx.config),
+                roots: ctx.file_policy(),
                 documents,
             };
             // Counting tokens (the tokenizer loads on first use) can take a while: say so.
@@ -640,7 +640,7 @@ async fn load_images(
             target.model.id
         )));
     }
-    let roots = files::Policy::of(&ctx.config);
+    let roots = ctx.file_policy();
     let given = given.to_vec();
     ctx.call
         .progress

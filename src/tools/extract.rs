@@ -7,7 +7,7 @@ use super::ToolContext;
 use super::consult::blocking_failure;
 use crate::calls::ToolFailure;
 use crate::documents::{self, Extracted};
-use crate::files::{Policy, Skipped};
+use crate::files::Skipped;
 use crate::providers::{DocumentUpload, Resolved};
 
 /// The texts of the documents among `given` for a question to `target`.
@@ -29,7 +29,7 @@ pub async fn prepare(
     {
         return Ok(out);
     }
-    let policy = Policy::of(&ctx.config);
+    let policy = ctx.file_policy();
     let given = given.to_vec();
     let (read, unreadable) = crate::spawn::blocking(move || documents::read_named(&given, &policy))
         .await

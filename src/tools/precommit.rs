@@ -144,7 +144,7 @@ impl Workflow for PreCommit {
                 .latest(|e| e.include_unstaged.as_ref())
                 .unwrap_or(&true),
         };
-        let roots = files::Policy::of(&ctx.config);
+        let roots = ctx.file_policy();
         let deadline = ctx.call.deadline;
         ctx.call.progress.set_stage("reading the repository");
         Box::pin(async move {

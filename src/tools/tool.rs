@@ -27,6 +27,17 @@ pub struct ToolContext {
     pub dry_run: Option<Arc<super::dry_run::DryRun>>,
 }
 
+impl ToolContext {
+    /// Which files on this machine the call may read: the owner's policy, or a team member's
+    /// (a personal token), who reads only below the allowed roots.
+    pub fn file_policy(&self) -> crate::files::Policy {
+        match self.call.origin.caller {
+            crate::users::Caller::Owner => crate::files::Policy::of(&self.config),
+            crate::users::Caller::User { .. } => crate::files::Policy::confined(&self.config),
+        }
+    }
+}
+
 /// The result of running a tool.
 pub type ToolFuture = BoxFuture<'static, Result<CallToolResult, ToolFailure>>;
 

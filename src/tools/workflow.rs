@@ -790,7 +790,7 @@ async fn run<W: Workflow>(
     steps.push(record);
 
     // Paths that will not reach the model are named now, not at the last step.
-    let roots = files::Policy::of(&ctx.config);
+    let roots = ctx.file_policy();
     let named = args.report.relevant_files.clone();
     let refused = crate::spawn::blocking(move || files::refused(&named, &roots))
         .await

@@ -642,3 +642,70 @@ async fn with_allow_remote_the_daemons_own_token_is_refused_over_tcp() {
     let record = daemon.final_record(&call_id(&answer));
     assert_eq!(record.user_name.as_deref(), Some("ada"));
 }
+
+/// A team member's personal token reads no file on exai's machine (its token, the replicas'
+/// config, anyone's checkout) unless the operator opened a directory to the team with
+/// `EXAI_ALLOWED_ROOTS`, and starts no CLI agent there (one runs with exai's own rights). The
+/// machine's owner reads the same file as before.
+#[tokio::test]
+async fn a_personal_token_reads_no_file_of_exais_machine_outside_the_allowed_roots() {
+    let fake = Fake::start();
+    let shared = temp_home().canonicalize().unwrap();
+    let file = shared.join("notes.txt");
+    std::fs::write(&file, "the server's own notes\n").unwrap();
+    let ask =
+        json!({"prompt": "read it", "model": "fake-fast", "files": [file.display().to_string()]});
+    let sent_the_file = || {
+        let sent = fake.last_messages("fake-fast");
+        sent.last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .contains("the server's own notes")
+    };
+
+    let daemon = Daemon::start(&fake, &[]);
+    let mut ada = WsClient::connect(&daemon, &add_user(&daemon.home, "ada", false)).await;
+    let mut boss = WsClient::connect(&daemon, &add_user(&daemon.home, "boss", true)).await;
+    for person in [&mut ada, &mut boss] {
+        let answer = person.chat(ask.clone()).await;
+        assert_eq!(answer["isError"], false, "{answer}");
+        assert!(!sent_the_file(), "a personal token's call sent the file");
+        assert!(
+            answer["content"][1]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("a personal token may read only below the allowed roots"),
+            "{answer}"
+        );
+        let clink = person
+            .tool("clink", json!({"prompt": "run ls", "cli_name": "claude"}))
+            .await;
+        assert_eq!(clink["isError"], true, "{clink}");
+        assert!(text(&clink).contains("not a personal token"), "{clink}");
+    }
+    // Another replica's token (outside this one's own private files), read through a call by
+    // the user both run as, would make anyone the owner.
+    let opened = Daemon::start(
+        &fake,
+        &[("EXAI_ALLOWED_ROOTS", &shared.display().to_string())],
+    );
+    let token_file = opened.home.join("token").display().to_string();
+    ada.chat(json!({"prompt": "x", "model": "fake-fast", "files": [token_file]}))
+        .await;
+    let sent = fake.last_messages("fake-fast").last().unwrap().to_string();
+    assert!(!sent.contains(&opened.token()), "{sent}");
+    let (owner, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let answer = owner.call_tool(chat_with(ask.clone())).await.unwrap();
+    assert_eq!(answer.is_error, Some(false), "{}", all_text_of(&answer));
+    assert!(sent_the_file(), "the owner's call did not send the file");
+    owner.cancel().await.unwrap();
+
+    // A directory opened to the team: its files are read for a personal token too.
+    let mut ada = WsClient::connect(&opened, &add_user(&opened.home, "ada", false)).await;
+    let answer = ada.chat(ask.clone()).await;
+    assert_eq!(answer["isError"], false, "{answer}");
+    assert!(
+        sent_the_file(),
+        "a file below the allowed roots was not sent"
+    );
+}
