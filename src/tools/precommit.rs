@@ -315,6 +315,65 @@ fn c_quoted(name: &str, always: bool) -> String {
     out
 }
 
+/// Where git found a repository for the directory given, as exai checks it before diffing.
+struct Repository {
+    /// The directory given (canonical).
+    given: PathBuf,
+    /// The worktree git named.
+    top: PathBuf,
+    git_dir: PathBuf,
+    /// `core.worktree` in the git directory's config, when that is not `top/.git`.
+    core_worktree: Option<String>,
+}
+
+impl Repository {
+    /// The worktree, if exai may diff it (blocking: it looks at the disk). A repository's
+    /// config may move its worktree anywhere (`core.worktree = ../../victim`), and a `.git` file
+    /// may name another repository's git directory (whose index and commits would then be
+    /// diffed against these files, showing that repository's text): the worktree must be the
+    /// directory given or hold it, pass the file policy, and own its git directory.
+    fn worktree(&self, policy: &files::Policy) -> Result<PathBuf, String> {
+        let canonical = |path: &Path| {
+            path.canonicalize()
+                .map_err(|e| format!("{} cannot be read: {e}", path.display()))
+        };
+        let top = canonical(&self.top)?;
+        if !self.given.starts_with(&top) {
+            return Err(format!(
+                "the repository's config moves its worktree to {}, outside the directory \
+                 given; exai diffs only the repository it was given",
+                top.display()
+            ));
+        }
+        if let Some(why) = files::refusal(&top, policy) {
+            return Err(format!("its worktree {}: {why}", top.display()));
+        }
+        let git_dir = canonical(&self.git_dir)?;
+        let own = top.join(".git");
+        // A linked worktree's git directory names its `.git` file in `gitdir`; a submodule's
+        // names its worktree in `core.worktree`.
+        let linked = || {
+            files::read_regular(&git_dir.join("gitdir"), 4096)
+                .ok()
+                .and_then(|text| canonical(Path::new(String::from_utf8_lossy(&text).trim())).ok())
+                .is_some_and(|named| named == own)
+        };
+        let configured = || {
+            (self.core_worktree.as_deref())
+                .and_then(|named| canonical(&git_dir.join(named)).ok())
+                .is_some_and(|named| named == top)
+        };
+        if git_dir == own || linked() || configured() {
+            return Ok(top);
+        }
+        Err(format!(
+            "its .git names the git directory of another repository ({}); exai diffs a \
+             repository only with its own",
+            git_dir.display()
+        ))
+    }
+}
+
 async fn read_repository(
     dir: &Path,
     roots: &files::Policy,
@@ -328,11 +387,37 @@ async fn read_repository(
             dir.display()
         ))
     })?;
-    let top = git
-        .run(&["rev-parse", "--show-toplevel"], 4096)
+    let found = git
+        .run(
+            &["rev-parse", "--show-toplevel", "--absolute-git-dir"],
+            8192,
+        )
         .await
         .map_err(|e| git_failure(format!("{} is not a git repository ({e})", dir.display())))?;
-    let top = PathBuf::from(top.text.trim());
+    let mut lines = found.text.lines();
+    let (top, git_dir) = (
+        PathBuf::from(lines.next().unwrap_or_default()),
+        PathBuf::from(lines.next().unwrap_or_default()),
+    );
+    // A git directory away from its worktree (a linked worktree, a submodule) says where its
+    // worktree is in its config, or in a `gitdir` file.
+    let core_worktree = match git_dir == top.join(".git") {
+        true => None,
+        false => (git.run(&["config", "--get", "core.worktree"], 8192).await)
+            .ok()
+            .map(|found| found.text.trim().to_string()),
+    };
+    let repository = Repository {
+        given: dir.to_path_buf(),
+        top,
+        git_dir,
+        core_worktree,
+    };
+    let policy = roots.clone();
+    let top = crate::spawn::blocking(move || repository.worktree(&policy))
+        .await
+        .map_err(blocking_failure)?
+        .map_err(|why| git_failure(format!("{}: {why}", dir.display())))?;
     let git = git.at(&top);
     let status = git
         .run(

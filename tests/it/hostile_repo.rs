@@ -571,3 +571,70 @@ async fn a_repository_defining_too_many_drivers_is_refused() {
     );
     assert_eq!(fake.stats()["requests"], 0, "nothing reached the model");
 }
+
+/// A repository (with its history) holding `secret`, and a scratch repository beside it whose
+/// `f.txt` is changed; returns (the secret repository, the scratch one).
+fn a_secret_repository_beside(scene: &Scene) -> (PathBuf, PathBuf) {
+    let secret = scene.root.join("secret");
+    std::fs::create_dir_all(&secret).unwrap();
+    git(&secret, &["init", "-q", "-b", "main"]);
+    std::fs::write(secret.join("f.txt"), "TOPSECRET of another repository\n").unwrap();
+    git(&secret, &["add", "-A"]);
+    git(&secret, &["commit", "-q", "-m", "secret"]);
+    let repo = scene.repo();
+    scene.write("f.txt", "v1\n");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "start"]);
+    scene.write("f.txt", "v2\n");
+    (secret, repo)
+}
+
+/// A repository whose config moves its worktree elsewhere, or whose `.git` names another
+/// repository's git directory, would have precommit diff (and send) that other place's files:
+/// it is refused, and nothing reaches the model. A linked worktree (`git worktree add`), whose
+/// git directory is away from it too, is diffed as before.
+#[tokio::test]
+async fn precommit_diffs_only_the_repository_it_was_given() {
+    let scene = Scene::new();
+    let (secret, repo) = a_secret_repository_beside(&scene);
+    git(&repo, &["config", "core.worktree", &path(&secret)]);
+    let (fake, result) = single_step_precommit(&repo).await;
+    let error = error_of(&result);
+    assert!(error.contains("moves its worktree to"), "{error}");
+    assert_eq!(fake.stats()["requests"], 0, "nothing reached the model");
+
+    let scene = Scene::new();
+    let (secret, repo) = a_secret_repository_beside(&scene);
+    std::fs::remove_dir_all(repo.join(".git")).unwrap();
+    std::fs::write(
+        repo.join(".git"),
+        format!("gitdir: {}\n", path(&secret.join(".git"))),
+    )
+    .unwrap();
+    let (fake, result) = single_step_precommit(&repo).await;
+    let error = error_of(&result);
+    assert!(
+        error.contains("names the git directory of another repository"),
+        "{error}"
+    );
+    assert_eq!(fake.stats()["requests"], 0, "nothing reached the model");
+
+    let scene = Scene::new();
+    let (_, repo) = a_secret_repository_beside(&scene);
+    let linked = scene.root.join("linked");
+    git(&repo, &["worktree", "add", "-q", &path(&linked)]);
+    std::fs::write(linked.join("f.txt"), "v3 in the linked worktree\n").unwrap();
+    let (fake, result) = single_step_precommit(&linked).await;
+    assert_eq!(result.is_error, Some(false), "{}", all_text_of(&result));
+    assert!(question_to(&fake, "fake-fast").contains("+v3 in the linked worktree"));
+
+    // A submodule's git directory is its superproject's `.git/modules/NAME`.
+    let scene = Scene::new();
+    let (secret, repo) = a_secret_repository_beside(&scene);
+    let add = ["-c", "protocol.file.allow=always", "submodule", "add", "-q"];
+    git(&repo, &[&add[..], &[&path(&secret), "sub"]].concat());
+    std::fs::write(repo.join("sub/f.txt"), "v4 in the submodule\n").unwrap();
+    let (fake, result) = single_step_precommit(&repo.join("sub")).await;
+    assert_eq!(result.is_error, Some(false), "{}", all_text_of(&result));
+    assert!(question_to(&fake, "fake-fast").contains("+v4 in the submodule"));
+}
