@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 
 use super::config::CliSpec;
 use super::parser::{Report, parser_for};
+use crate::config::EndpointConfig;
 use crate::providers::Seconds;
 use crate::spawn::signal_group;
 
@@ -26,6 +27,15 @@ const EXAI_PROVIDER_VARIABLES: &[&str] = &[
     "OPENROUTER_API_KEY",
     "CUSTOM_API_KEY",
     "CUSTOM_API_URL",
+];
+
+/// The CLIs' own credentials, which they are run with even where exai's providers use the same
+/// key (Codex and exai's OpenAI provider both read `OPENAI_API_KEY`).
+const CLI_CREDENTIALS: &[&str] = &[
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
 ];
 
 /// Longest line of output parsed; a longer one (a huge tool result) is skipped, not kept.
@@ -52,6 +62,9 @@ pub struct Invocation<'a> {
     /// Whether `deadline` is the CLI's own `timeout_s` (rather than the call's deadline).
     pub own_timeout: bool,
     pub max_answer_bytes: usize,
+    /// exai's providers: the variables they take their keys from, and any variable holding one
+    /// of their keys under another name, are kept from the CLI.
+    pub providers: &'a [EndpointConfig],
 }
 
 /// A run that ended with something to show.
@@ -325,11 +338,21 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0);
     // The daemon's own settings are not the sub-agent's business (an exai it starts reads its own),
-    // nor are the keys of exai's providers: a sub-agent only gets the credentials of its own CLI
-    // (OPENAI_API_KEY for Codex, ANTHROPIC_API_KEY, GEMINI_API_KEY), or what its `env` sets.
-    for (key, _) in std::env::vars_os() {
+    // nor are the keys of exai's providers, under whatever name: a sub-agent only gets the
+    // credentials of its own CLI (CLI_CREDENTIALS), or what its `env` sets.
+    for (key, value) in std::env::vars_os() {
         let name = key.to_string_lossy();
-        if name.starts_with("EXAI_") || EXAI_PROVIDER_VARIABLES.contains(&name.as_ref()) {
+        let providers = invocation.providers;
+        let named = || (providers.iter()).any(|p| p.key_source.as_deref() == Some(name.as_ref()));
+        let holds_a_key = || {
+            (providers.iter().filter_map(|p| p.api_key.as_ref()))
+                .any(|key| !key.expose().is_empty() && value == key.expose())
+        };
+        let providers_own = !CLI_CREDENTIALS.contains(&name.as_ref()) && (named() || holds_a_key());
+        if name.starts_with("EXAI_")
+            || EXAI_PROVIDER_VARIABLES.contains(&name.as_ref())
+            || providers_own
+        {
             command.env_remove(key);
         }
     }

@@ -291,6 +291,7 @@ pub async fn run_sub_task(
         },
         own_timeout,
         max_answer_bytes: ctx.config.max_answer_bytes,
+        providers: &ctx.config.endpoints,
     };
     let progress = ctx.call.clone();
     let name = voice.unwrap_or(&cli.name).to_string();

@@ -39,6 +39,10 @@ fn daemon_with_stand_ins(fake: &Fake, extra: &str, env: &[(&str, &str)]) -> (Dae
         }
         config.push_str(&format!("env = {{ FAKE_CLI_DIR = {:?} }}\n\n", path(&seen)));
     }
+    // Blocks not for one CLI go into the config file as they are.
+    for block in extra.split("\n\n").filter(|b| !b.starts_with('#')) {
+        config.push_str(&format!("{block}\n\n"));
+    }
     let file = root.join("config.toml");
     std::fs::write(&file, config).unwrap();
     let file = path(&file);
@@ -656,11 +660,17 @@ async fn a_dry_run_shows_the_command_and_runs_no_cli() {
 #[tokio::test]
 async fn a_sub_agent_gets_its_own_clis_credentials_never_exais_provider_keys() {
     let fake = Fake::start();
+    // A gateway whose key comes from a variable of the user's naming.
+    let gateway = "[[endpoints]]\nname = \"gateway\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+                   api_key_env = \"GATEWAY_KEY\"\nmodels = [\"gateway-model\"]";
     let (daemon, seen) = daemon_with_stand_ins(
         &fake,
-        "",
+        gateway,
         &[
             ("KIMI_API_KEY", "sk-kimi-never-for-agents"),
+            ("GATEWAY_KEY", "sk-gateway-never-for-agents"),
+            // exai's Kimi key again, under a name exai does not know.
+            ("A_COPY_OF_THE_KIMI_KEY", "sk-kimi-never-for-agents"),
             ("OPENROUTER_API_KEY", "sk-or-never-for-agents"),
             ("OPENAI_API_KEY", "sk-openai-codex-uses-it"),
             ("ANTHROPIC_API_KEY", "sk-ant-claude-uses-it"),
@@ -680,6 +690,8 @@ async fn a_sub_agent_gets_its_own_clis_credentials_never_exais_provider_keys() {
     let names: Vec<&str> = names.lines().collect();
     for kept_out in [
         "KIMI_API_KEY",
+        "GATEWAY_KEY",
+        "A_COPY_OF_THE_KIMI_KEY",
         "OPENROUTER_API_KEY",
         "CUSTOM_API_KEY",
         "CUSTOM_API_URL",
