@@ -44,6 +44,11 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 const RECONNECT_PATIENCE: Duration = Duration::from_secs(10);
 /// WebSocket ping period; a link silent for three periods is dead.
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// Longest a message to the daemon may take to go out. Past it the daemon is taken as gone (it
+/// takes nothing more: stopped, wedged, or a connection gone dark), so a send cannot hold the
+/// relay — and with it the ping check and every request's error — for ever. Generous: a large
+/// message over a slow link to a remote daemon still goes out.
+const SEND_LIMIT: Duration = Duration::from_secs(30);
 /// Messages held while the daemon is away.
 const MAX_HELD: usize = 1024;
 /// The parts of a daemon message the shim looks at.
@@ -152,8 +157,8 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
                     if let Some(frame) = relay.on_client_line(&line).await {
                         match (&mut link, relay.ready) {
                             (Some(ws), true) => {
-                                if let Err(e) = ws.send(Message::Text(frame.into())).await {
-                                    relay.last_error = e.to_string();
+                                if let Err(e) = send_within(ws, Message::Text(frame.into())).await {
+                                    relay.last_error = e;
                                     link = None;
                                     relay.lost().await;
                                 }
@@ -231,8 +236,9 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
                     link = None;
                     relay.lost().await;
                 } else if let Some(ws) = link.as_mut()
-                    && ws.send(Message::Ping(Vec::new().into())).await.is_err()
+                    && let Err(e) = send_within(ws, Message::Ping(Vec::new().into())).await
                 {
+                    relay.last_error = e;
                     link = None;
                     relay.lost().await;
                 }
@@ -247,6 +253,17 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
     drop(relay);
     let _ = tokio::time::timeout(Duration::from_millis(500), writer).await;
     Ok(())
+}
+
+/// Sends `message` to the daemon within [`SEND_LIMIT`]; the error says why it did not go.
+async fn send_within(ws: &mut Ws, message: Message) -> Result<(), String> {
+    match tokio::time::timeout(SEND_LIMIT, ws.send(message)).await {
+        Ok(sent) => sent.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "the daemon took no message for {} s",
+            SEND_LIMIT.as_secs()
+        )),
+    }
 }
 
 async fn next_frame(link: &mut Option<Ws>) -> Option<Result<Message, tungstenite::Error>> {
@@ -384,9 +401,9 @@ impl Relay {
                 let mut init = init.clone();
                 init["id"] = Value::String(REINIT_ID.into());
                 self.ready = false;
-                ws.send(Message::Text(init.to_string().into()))
+                send_within(ws, Message::Text(init.to_string().into()))
                     .await
-                    .map_err(|_| ())
+                    .map_err(|e| self.last_error = e)
             }
             None => {
                 self.ready = true;
@@ -406,7 +423,8 @@ impl Relay {
 
     async fn flush_held(&mut self, ws: &mut Ws) -> Result<(), ()> {
         while let Some((_, frame)) = self.held.pop_front() {
-            if ws.send(Message::Text(frame.into())).await.is_err() {
+            if let Err(e) = send_within(ws, Message::Text(frame.into())).await {
+                self.last_error = e;
                 return Err(());
             }
         }

@@ -543,3 +543,32 @@ fn a_stopping_daemon_is_waited_for_then_replaced_without_a_failed_start() {
         "no daemon was started against the stopping one"
     );
 }
+
+/// A daemon that takes no more from its socket (stopped, wedged) cannot hold the shim in the
+/// middle of sending a message larger than the socket's buffers: the send is given a bound, and
+/// the request gets an error naming it, where before it waited as long as the daemon did.
+#[tokio::test]
+async fn a_daemon_that_takes_no_message_cannot_hold_the_shim_mid_send() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let linked = client.call_tool(chat("hi", "fake-fast")).await.unwrap();
+    assert_eq!(linked.is_error, Some(false), "{}", all_text_of(&linked));
+    daemon.signal("-STOP");
+    let big = "x".repeat(8 << 20);
+    let answer = tokio::time::timeout(
+        Duration::from_secs(120),
+        client.call_tool(chat(&big, "fake-fast")),
+    )
+    .await;
+    daemon.signal("-CONT");
+    let error = answer
+        .expect("an answer in bounded time")
+        .expect_err("an error, not an answer");
+    assert!(
+        error
+            .to_string()
+            .contains("the daemon took no message for 30 s"),
+        "{error}"
+    );
+}
