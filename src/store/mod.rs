@@ -51,6 +51,11 @@ pub enum StoreError {
     #[error("call store {store} did not answer within {waited:?}")]
     NoAnswer { store: String, waited: Duration },
     #[error(
+        "call store {store} took no write for {waited:?}: its queue of {WRITE_QUEUE} writes stayed \
+         full (its writer is stuck on the database)"
+    )]
+    QueueFull { store: String, waited: Duration },
+    #[error(
         "user {name} already exists (a revoked user's name stays taken, so the records keep \
          meaning one person); choose another name"
     )]
@@ -450,6 +455,13 @@ impl Store {
         self
     }
 
+    /// The store with a shorter wait for the writer (tests of a writer that is stuck).
+    #[cfg(test)]
+    fn with_answer_limit(mut self, limit: Duration) -> Self {
+        self.answer_limit = Some(limit);
+        self
+    }
+
     pub fn location(&self) -> &StoreLocation {
         &self.location
     }
@@ -489,12 +501,29 @@ impl Store {
     /// is one it commits at once.
     async fn send(&self, queued: Queued) -> Result<(), StoreError> {
         let urgent = self.urgency.is_urgent(&queued);
-        self.tx
-            .send(queued)
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
+        let sent = self.within_answer_limit(self.tx.send(queued)).await?;
+        sent.map_err(|_| StoreError::WriterGone)?;
         self.ring_if(urgent);
         Ok(())
+    }
+
+    /// `waiting` for room in the write queue, bounded like an answer: a writer stuck on the
+    /// database (a hung filesystem under SQLite) fills the queue, and must not hold calls for ever.
+    async fn within_answer_limit<T>(
+        &self,
+        waiting: impl std::future::Future<Output = T>,
+    ) -> Result<T, StoreError> {
+        match self.answer_limit {
+            Some(limit) => {
+                tokio::time::timeout(limit, waiting)
+                    .await
+                    .map_err(|_| StoreError::QueueFull {
+                        store: self.location.to_string(),
+                        waited: limit,
+                    })
+            }
+            None => Ok(waiting.await),
+        }
     }
 
     fn ring_if(&self, urgent: bool) {
@@ -547,10 +576,8 @@ impl Store {
     /// Room in the write queue for a call's record, waited for at the call's receipt (the
     /// queue's back-pressure) and used when it starts ([`Store::insert_started`]).
     pub async fn room_for_insert(&self) -> Result<InsertRoom, StoreError> {
-        self.tx
-            .clone()
-            .reserve_owned()
-            .await
+        let room = self.within_answer_limit(self.tx.clone().reserve_owned());
+        room.await?
             .map(InsertRoom)
             .map_err(|_| StoreError::WriterGone)
     }
@@ -1510,6 +1537,52 @@ pub(crate) mod tests {
         let expired = read(&store, |r| r.expire_results(Duration::from_secs(1))).await;
         assert_eq!(expired, 3);
         assert!(get(&store, "c4").await.unwrap().result.is_none());
+    }
+
+    /// A writer stuck on its database (here: another program holds SQLite's write lock, so
+    /// each group waits out the busy timeout) fills the write queue; a write that finds it full
+    /// is refused once the answer limit has passed, rather than waiting for ever.
+    #[tokio::test]
+    async fn a_full_write_queue_is_waited_for_only_as_long_as_an_answer() {
+        let StoreLocation::Sqlite(path) = test_location() else {
+            return;
+        };
+        let limit = Duration::from_millis(500);
+        let store = Store::open(&StoreLocation::Sqlite(path.clone()))
+            .unwrap()
+            .with_answer_limit(limit);
+        let locker = rusqlite::Connection::open(&path).unwrap();
+        locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        // More than the queue holds, and the group the writer took before it got stuck.
+        let writers: Vec<_> = (0..WRITE_QUEUE + 2 * writer::BATCH)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.insert(new_call(&format!("q{i}"))).await })
+            })
+            .collect();
+        let full = async {
+            while store.queue_depth() < WRITE_QUEUE {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), full)
+            .await
+            .expect("the queue fills");
+        let started = std::time::Instant::now();
+        let refused = store.insert(new_call("one more")).await;
+        assert!(
+            matches!(refused, Err(StoreError::QueueFull { .. })),
+            "{refused:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        locker.execute_batch("ROLLBACK").unwrap();
+        for writer in writers {
+            let _ = writer.await;
+        }
     }
 
     #[tokio::test]

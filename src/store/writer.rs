@@ -14,7 +14,7 @@ use super::{
 };
 
 /// Most operations committed in one transaction.
-const BATCH: usize = 512;
+pub(super) const BATCH: usize = 512;
 /// How long writes that nobody waits for (progress, a delivery note) wait for one that somebody
 /// does, to share its transaction: a call's delivery note goes with the next call's record
 /// instead of costing a commit of its own.
