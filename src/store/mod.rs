@@ -1557,7 +1557,9 @@ pub(crate) mod tests {
         let writers: Vec<_> = (0..WRITE_QUEUE + 2 * writer::BATCH)
             .map(|i| {
                 let store = store.clone();
-                tokio::spawn(async move { store.insert(new_call(&format!("q{i}"))).await })
+                crate::spawn::in_current_span(async move {
+                    store.insert(new_call(&format!("q{i}"))).await
+                })
             })
             .collect();
         let full = async {
