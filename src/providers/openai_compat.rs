@@ -1324,15 +1324,45 @@ struct WebSearchItem {
     link: Option<String>,
 }
 
+/// Far more tokens than any call is billed: a larger count is a provider's garbage, clamped so
+/// sums and costs cannot overflow.
+const MOST_TOKENS: u64 = 1 << 40;
+
+/// A token count as a provider sent it: a number is taken (a fraction rounded down, past
+/// [`MOST_TOKENS`] clamped); anything else (negative, text, an object) is no count. A bad count
+/// never costs the answer it came with.
+fn token_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let sent = Option::<serde_json::Value>::deserialize(d)?;
+    let count = sent.as_ref().and_then(|value| {
+        (value.as_u64()).or_else(|| value.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    });
+    Ok(count.map(|count| count.min(MOST_TOKENS)))
+}
+
 #[derive(Deserialize)]
 struct Usage {
+    #[serde(default, deserialize_with = "token_count")]
     prompt_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "token_count")]
     completion_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
     completion_tokens_details: Option<UsageDetails>,
     /// GLM, OpenAI, OpenRouter: `cached_tokens` inside.
+    #[serde(default, deserialize_with = "lenient")]
     prompt_tokens_details: Option<PromptDetails>,
     /// Kimi: cached input tokens at the top level of `usage`.
+    #[serde(default, deserialize_with = "token_count")]
     cached_tokens: Option<u64>,
+}
+
+/// A part of `usage` that is not the object expected (`null`, a number) is no part.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let sent = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(sent.and_then(|value| serde_json::from_value(value).ok()))
 }
 
 impl Usage {
@@ -1347,11 +1377,13 @@ impl Usage {
 
 #[derive(Deserialize)]
 struct UsageDetails {
+    #[serde(default, deserialize_with = "token_count")]
     reasoning_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
 struct PromptDetails {
+    #[serde(default, deserialize_with = "token_count")]
     cached_tokens: Option<u64>,
 }
 
@@ -1380,6 +1412,24 @@ mod chunk_tests {
             usage.completion_tokens_details.unwrap().reasoning_tokens,
             Some(1)
         );
+    }
+
+    #[test]
+    fn garbage_in_usage_costs_no_answer_and_no_count_can_overflow() {
+        let chunk: super::Chunk = serde_json::from_str(
+            r#"{"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}],
+                "usage":{"prompt_tokens":1e30,"completion_tokens":-3,"cached_tokens":"many",
+                         "completion_tokens_details":7,
+                         "prompt_tokens_details":{"cached_tokens":18446744073709551615}}}"#,
+        )
+        .unwrap();
+        assert_eq!(chunk.choices[0].delta.content.as_deref(), Some("hi"));
+        let usage = chunk.usage.unwrap();
+        assert_eq!(usage.prompt_tokens, Some(super::MOST_TOKENS));
+        assert_eq!(usage.completion_tokens, None);
+        assert!(usage.completion_tokens_details.is_none());
+        assert_eq!(usage.cached(), Some(super::MOST_TOKENS));
+        assert_eq!(super::MOST_TOKENS as i64 as u64, super::MOST_TOKENS);
     }
 }
 

@@ -162,7 +162,8 @@ impl std::fmt::Display for Cost {
 }
 
 fn micros(picodollars: u64) -> i64 {
-    i64::try_from((picodollars + PICO_PER_MICRO / 2) / PICO_PER_MICRO).unwrap_or(i64::MAX)
+    i64::try_from(picodollars.saturating_add(PICO_PER_MICRO / 2) / PICO_PER_MICRO)
+        .unwrap_or(i64::MAX)
 }
 
 /// Micro-dollars as people read them: `$0.012346`; `unknown` for none.
@@ -196,6 +197,8 @@ mod tests {
 
     #[test]
     fn a_price_is_exact_to_the_picodollar() {
+        // A saturated cost (absurd token counts) rounds without overflowing.
+        assert_eq!(micros(u64::MAX), (u64::MAX / PICO_PER_MICRO) as i64);
         let price = Price {
             input: PerMillion::usd(1.40).unwrap(),
             cached_input: PerMillion::usd(0.26),
