@@ -15,6 +15,10 @@ pub const DOCUMENT_EXTENSIONS: [&str; 7] = ["pdf", "doc", "docx", "xls", "xlsx",
 
 /// Largest document read (documents run larger than source files; the providers take more).
 pub const MAX_DOCUMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Most documents one call reads, and most bytes of them together (all are held at once): past
+/// either, the rest are skipped, each named with why.
+pub const MAX_DOCUMENTS: usize = 20;
+pub const MAX_DOCUMENTS_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Whether `path` names a document (by its ending, any case).
 pub fn is_document(path: &Path) -> bool {
@@ -35,11 +39,18 @@ pub struct Document {
 }
 
 /// Reads the documents among `given` (blocking): those whose real path is a document, under the
-/// file policy, regular files of at most [`MAX_DOCUMENT_BYTES`]. Paths the policy refuses are
-/// left out here: embedding names them as it names any refused file.
-pub fn read_named(given: &[String], policy: &Policy) -> (Vec<Document>, Vec<Skipped>) {
+/// file policy, regular files of at most [`MAX_DOCUMENT_BYTES`], at most [`MAX_DOCUMENTS`] and
+/// [`MAX_DOCUMENTS_BYTES`] together. Paths the policy refuses are left out here: embedding names
+/// them as it names any refused file. Without `with_bytes` (a provider that cannot extract them)
+/// only their paths and names are found, nothing is read.
+pub fn read_named(
+    given: &[String],
+    policy: &Policy,
+    with_bytes: bool,
+) -> (Vec<Document>, Vec<Skipped>) {
     let mut read = Vec::new();
     let mut skipped = Vec::new();
+    let mut total = 0u64;
     for one in given {
         let Ok(path) = files::resolve(one, policy) else {
             continue;
@@ -47,7 +58,29 @@ pub fn read_named(given: &[String], policy: &Policy) -> (Vec<Document>, Vec<Skip
         if !is_document(&path) || read.iter().any(|d: &Document| d.path == path) {
             continue;
         }
-        match files::read_regular(&path, MAX_DOCUMENT_BYTES) {
+        let skip = |why: String| Skipped {
+            path: path.display().to_string(),
+            why,
+        };
+        if read.len() == MAX_DOCUMENTS {
+            skipped.push(skip(format!(
+                "one call reads at most {MAX_DOCUMENTS} documents"
+            )));
+            continue;
+        }
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        if with_bytes && total + size.min(MAX_DOCUMENT_BYTES + 1) > MAX_DOCUMENTS_BYTES {
+            skipped.push(skip(format!(
+                "the documents of one call are read up to {} MiB together",
+                MAX_DOCUMENTS_BYTES >> 20
+            )));
+            continue;
+        }
+        let bytes = match with_bytes {
+            true => files::read_regular(&path, MAX_DOCUMENT_BYTES),
+            false => Ok(Vec::new()),
+        };
+        match bytes {
             Ok(bytes) => read.push(Document {
                 name: path
                     .file_name()
@@ -55,7 +88,10 @@ pub fn read_named(given: &[String], policy: &Policy) -> (Vec<Document>, Vec<Skip
                     .unwrap_or_default(),
                 sha256: sha256_hex(&bytes),
                 path,
-                bytes,
+                bytes: {
+                    total += bytes.len() as u64;
+                    bytes
+                },
             }),
             Err(why) => skipped.push(Skipped {
                 path: path.display().to_string(),
@@ -108,6 +144,44 @@ impl Extracted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Many documents (they compress to nothing in a repository) cannot fill the daemon's
+    /// memory: a call reads at most MAX_DOCUMENTS of them, MAX_DOCUMENTS_BYTES together, and
+    /// none for a provider that cannot extract them.
+    #[test]
+    fn the_documents_of_one_call_are_bounded_in_number_and_bytes() {
+        let dir = std::env::temp_dir().join(format!("exai-documents-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let named = |count: usize, size: u64| -> Vec<String> {
+            (0..count)
+                .map(|i| {
+                    let path = dir.join(format!("d{size}-{i}.pdf"));
+                    std::fs::File::create(&path).unwrap().set_len(size).unwrap();
+                    path.display().to_string()
+                })
+                .collect()
+        };
+        let policy = Policy::default();
+        let many = named(MAX_DOCUMENTS + 5, 10);
+        let (read, skipped) = read_named(&many, &policy, true);
+        assert_eq!((read.len(), skipped.len()), (MAX_DOCUMENTS, 5));
+        assert!(
+            skipped[0].why.contains("at most 20 documents"),
+            "{}",
+            skipped[0].why
+        );
+        let (read, _) = read_named(&many, &policy, false);
+        assert!(read.iter().all(|d| d.bytes.is_empty()), "read for nobody");
+        let big = named(5, 15 << 20);
+        let (read, skipped) = read_named(&big, &policy, true);
+        assert_eq!((read.len(), skipped.len()), (4, 1));
+        assert!(
+            skipped[0].why.contains("up to 64 MiB together"),
+            "{}",
+            skipped[0].why
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn documents_are_known_by_their_ending() {

@@ -31,14 +31,16 @@ pub async fn prepare(
     }
     let policy = ctx.file_policy();
     let given = given.to_vec();
-    let (read, unreadable) = crate::spawn::blocking(move || documents::read_named(&given, &policy))
-        .await
-        .map_err(blocking_failure)?;
+    // A provider that cannot extract documents gets them named as skipped: none is read.
+    let extracts = target.endpoint.extracts_documents();
+    let (read, unreadable) =
+        crate::spawn::blocking(move || documents::read_named(&given, &policy, extracts))
+            .await
+            .map_err(blocking_failure)?;
     for skipped in unreadable {
         out.handled.push(skipped.path.clone().into());
         out.skipped.push(skipped);
     }
-    let extracts = target.endpoint.extracts_documents();
     // Documents may take at most half the time left: the model needs the rest to answer.
     let now = std::time::Instant::now();
     let documents_by = now + ctx.call.deadline.saturating_duration_since(now) / 2;
