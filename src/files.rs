@@ -83,8 +83,10 @@ const DENIED_DIRS: [&str; 12] = [
     ".vault",
 ];
 /// Directories private when they sit inside the given parent (`~/.config/gh`, `~/.cargo/credentials.toml`…).
-const DENIED_NESTED: [(&str, &str); 10] = [
+const DENIED_NESTED: [(&str, &str); 12] = [
     (".config", "gcloud"),
+    (".config", "rclone"),
+    (".config", "github-copilot"),
     (".config", "gh"),
     (".config", "hub"),
     (".config", "op"),
@@ -96,8 +98,20 @@ const DENIED_NESTED: [(&str, &str); 10] = [
     (".git", ""),
 ];
 /// Files that hold credentials, by exact name (lower case), wherever they are.
-const DENIED_NAMES: [&str; 19] = [
+const DENIED_NAMES: [&str; 31] = [
     ".env",
+    ".envrc",
+    "kubeconfig",
+    ".gitconfig",
+    ".terraformrc",
+    ".my.cnf",
+    "auth.json",
+    "deploy_key",
+    ".bash_history",
+    ".zsh_history",
+    ".python_history",
+    ".psql_history",
+    ".mysql_history",
     ".netrc",
     "_netrc",
     ".pgpass",
@@ -118,8 +132,9 @@ const DENIED_NAMES: [&str; 19] = [
     ".dockercfg",
 ];
 /// Files that hold credentials when they sit in the given directory.
-const DENIED_IN_DIR: [(&str, &str); 7] = [
+const DENIED_IN_DIR: [(&str, &str); 8] = [
     (".cursor", "mcp.json"),
+    (".vscode", "mcp.json"),
     (".cargo", "credentials"),
     (".cargo", "credentials.toml"),
     (".gem", "credentials"),
@@ -128,10 +143,33 @@ const DENIED_IN_DIR: [(&str, &str); 7] = [
     ("git", "credentials"),
 ];
 /// Endings of key and keystore files.
-const DENIED_SUFFIXES: [&str; 7] = [".pem", ".key", ".p12", ".pfx", ".jks", ".keystore", ".kdbx"];
+const DENIED_SUFFIXES: [&str; 13] = [
+    ".pem",
+    ".key",
+    ".p12",
+    ".pfx",
+    ".jks",
+    ".keystore",
+    ".kdbx",
+    ".ppk",
+    ".p8",
+    ".env",
+    ".tfstate",
+    ".tfstate.backup",
+    ".tfvars",
+];
 /// Beginnings of SSH private key names (`id_rsa`, `id_ed25519.old`…).
 const DENIED_PREFIXES_OF_NAMES: [&str; 4] = ["id_rsa", "id_ed25519", "id_ecdsa", "id_dsa"];
-const DENIED_PREFIXES: [&str; 4] = ["/proc", "/sys", "/dev", "/etc/shadow"];
+const DENIED_PREFIXES: [&str; 7] = [
+    "/proc",
+    "/sys",
+    "/dev",
+    "/etc/shadow",
+    "/etc/ssh",
+    // Container and Kubernetes secrets (a service account's token).
+    "/run/secrets",
+    "/var/run/secrets",
+];
 /// Directories that are build output or VCS internals, skipped when a directory expands.
 const SKIPPED_DIRS: [&str; 10] = [
     ".git",
@@ -199,6 +237,8 @@ pub enum Denied {
     /// Outside `EXAI_ALLOWED_ROOTS` (the roots, as listed in the message).
     #[error("outside the allowed roots (EXAI_ALLOWED_ROOTS: {0})")]
     OutsideRoots(String),
+    #[error("holds a private key: never sent to a model")]
+    KeyInside,
     /// A personal token's caller, and no allowed roots are set.
     #[error(
         "a file on exai's machine, which a personal token may read only below the allowed roots \
@@ -413,12 +453,25 @@ pub fn read_regular(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
     read_looked(path, cap)
 }
 
-/// A file's bytes as text for embedding: `Err(why)` for a binary file.
+/// A file's bytes as text for embedding: `Err(why)` for a binary file, or one that holds a
+/// private key whatever its name.
 fn text_of(bytes: Vec<u8>) -> Result<String, FileError> {
     if bytes.iter().take(8192).any(|b| *b == 0) {
         return Err(FileError::Binary);
     }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    if holds_a_private_key(&text) {
+        return Err(Denied::KeyInside.into());
+    }
+    Ok(text)
+}
+
+/// Whether `text` holds a private key: a PEM or OpenSSH block, a PuTTY key, a Google service
+/// account's key file (keys are found by what they are, not only by their file's name).
+fn holds_a_private_key(text: &str) -> bool {
+    text.contains("PRIVATE KEY-----")
+        || text.contains("PuTTY-User-Key-File-")
+        || (text.contains("\"private_key\"") && text.contains("service_account"))
 }
 
 fn numbered(path: &Path, text: &str) -> String {
@@ -568,6 +621,24 @@ mod tests {
     fn secrets_and_system_paths_are_refused() {
         let none = &Policy::default();
         assert!(refusal(Path::new("/home/u/.ssh/id_rsa"), none).is_some());
+        for secret in [
+            "/home/u/project/.envrc",
+            "/home/u/project/prod.env",
+            "/home/u/.kube2/kubeconfig",
+            "/home/u/.gitconfig",
+            "/home/u/infra/terraform.tfstate",
+            "/home/u/infra/prod.tfvars",
+            "/home/u/keys/server.ppk",
+            "/home/u/keys/AuthKey_ABC123.p8",
+            "/home/u/.config/rclone/rclone.conf",
+            "/home/u/.config/containers/auth.json",
+            "/home/u/project/.vscode/mcp.json",
+            "/home/u/.bash_history",
+            "/run/secrets/kubernetes.io/serviceaccount/token",
+            "/etc/ssh/ssh_host_ed25519_key",
+        ] {
+            assert!(refusal(Path::new(secret), none).is_some(), "{secret}");
+        }
         assert!(refusal(Path::new("/home/u/project/.env"), none).is_some());
         assert!(refusal(Path::new("/home/u/project/.env.local"), none).is_some());
         assert!(refusal(Path::new("/home/u/.config/gcloud/creds.db"), none).is_some());
@@ -642,6 +713,40 @@ mod tests {
                 .any(|s| s.path == "relative/path.rs" && s.why.contains("absolute"))
         );
         assert!(e.note().unwrap().contains("blob.bin"));
+    }
+
+    #[test]
+    fn a_private_key_is_found_by_what_it_is_whatever_the_file_is_called() {
+        let d = dir();
+        let keys = [
+            (
+                "notes.txt",
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA==\n",
+            ),
+            ("deploy.cfg", "x\n-----BEGIN RSA PRIVATE KEY-----\nMIIE\n"),
+            ("server.txt", "PuTTY-User-Key-File-3: ssh-ed25519\n"),
+            (
+                "gcp.json",
+                "{\"type\": \"service_account\", \"private_key\": \"x\"}",
+            ),
+        ];
+        for (name, text) in keys {
+            std::fs::write(d.join(name), text).unwrap();
+        }
+        std::fs::write(d.join("plain.txt"), "a public key: ssh-ed25519 AAAA\n").unwrap();
+        let e = embed(&[d.display().to_string()], 10_000, &Policy::default());
+        let names: Vec<String> = (e.files.iter())
+            .map(|f| f.file_name().unwrap().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names, ["plain.txt"], "{:?}", e.skipped);
+        for (name, _) in keys {
+            assert!(
+                (e.skipped.iter())
+                    .any(|s| s.path.ends_with(name) && s.why.contains("holds a private key")),
+                "{name}: {:?}",
+                e.skipped
+            );
+        }
     }
 
     #[test]
