@@ -18,6 +18,10 @@ pub const MAX_EXPANDED_FILES: usize = 2000;
 const NOTE_LINES: usize = 30;
 /// Below this many tokens left, the file budget counts as used up.
 const BUDGET_SLACK: usize = 64;
+/// Fewest tokens a byte of text can cost, as a fraction: no tokenizer packs more than 32 bytes of
+/// text in a token on average, so a file of N bytes costs at least N / 32 tokens. One that cannot
+/// fit what is left of the budget is named without being read and counted.
+const MOST_BYTES_PER_TOKEN: u64 = 32;
 
 /// Why a path was not embedded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,6 +267,9 @@ pub enum FileError {
     TooLarge { size: u64, cap: u64 },
     #[error("grew past the {cap}-byte limit per file while it was read")]
     Grew { cap: u64 },
+    /// The file opened is not at the path checked: a directory on the way became a link.
+    #[error("moved while it was read (it is now {now}, reached through a link): not read")]
+    Moved { now: String },
     #[error("binary file")]
     Binary,
 }
@@ -423,20 +430,33 @@ fn regular_within(meta: &std::fs::Metadata, cap: u64) -> Result<u64, FileError> 
 
 /// Checks, without opening it, that `path` is a regular file of at most `cap` bytes (so a FIFO
 /// or a device is never opened).
-fn look(path: &Path, cap: u64) -> Result<(), FileError> {
-    regular_within(&std::fs::metadata(path)?, cap).map(|_| ())
+fn look(path: &Path, cap: u64) -> Result<u64, FileError> {
+    regular_within(&std::fs::metadata(path)?, cap)
 }
 
-/// Reads a path already [`look`]ed at: opened non-blocking without following a link, the open
-/// handle checked again (a path swapped since the look cannot make a read block or run past the
-/// cap), the read capped. A file that grows past the cap while it is read is refused.
+/// Reads a path already [`look`]ed at (`path` is canonical: links resolved, as the policy
+/// checked it): opened non-blocking without following a link, the open handle checked again (a
+/// path swapped since the look cannot make a read block, run past the cap, or be another file
+/// than the one checked), the read capped. A file that grows past the cap while it is read is
+/// refused.
 fn read_looked(path: &Path, cap: u64) -> Result<Vec<u8>, FileError> {
     use std::io::Read;
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
         .open(path)?;
+    // O_NOFOLLOW guards only the last part of the path: a directory on the way swapped for a
+    // link since the check (`/repo/docs` → `~/.aws`) shows as another real path of the file
+    // opened. (Where /proc is not mounted there is nothing to ask, and nothing is refused.)
+    if let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        && real != path
+    {
+        return Err(FileError::Moved {
+            now: real.display().to_string(),
+        });
+    }
     let size = regular_within(&file.metadata()?, cap)?;
     let mut bytes = Vec::with_capacity(size as usize);
     file.take(cap + 1).read_to_end(&mut bytes)?;
@@ -532,21 +552,23 @@ pub fn embed_with(
 ) -> Embedded {
     let mut out = Embedded::default();
     let mut candidates = Vec::new();
+    // A path named twice (`/repo`, `/repo/.`), or a file reached through two directories, is
+    // looked at once: each look may read and count a whole file.
+    let mut seen = std::collections::HashSet::new();
     for given in paths {
         match resolve(given, policy) {
             Err(why) => out.skipped.push(Skipped {
                 path: given.clone(),
                 why: why.to_string(),
             }),
+            Ok(path) if !seen.insert(path.clone()) => {}
             Ok(path) if path.is_dir() => expand(&path, &mut candidates, &mut out.skipped),
             Ok(path) => candidates.push(path),
         }
     }
-    candidates.dedup();
+    let mut looked_at = std::collections::HashSet::new();
+    candidates.retain(|path| looked_at.insert(path.clone()));
     for path in candidates {
-        if out.files.contains(&path) {
-            continue;
-        }
         // Files found inside a directory get the same policy as named ones.
         if let Some(why) = refusal(&path, policy) {
             out.skipped.push(Skipped {
@@ -577,18 +599,34 @@ pub fn embed_with(
             }
             continue;
         }
-        if let Err(why) = look(&path, MAX_FILE_BYTES) {
-            out.skipped.push(Skipped {
-                path: path.display().to_string(),
-                why: why.to_string(),
-            });
-            continue;
-        }
-        // Once the budget is spent, the rest are named without being read.
-        if budget.saturating_sub(out.tokens) < BUDGET_SLACK {
+        let size = match look(&path, MAX_FILE_BYTES) {
+            Ok(size) => size,
+            Err(why) => {
+                out.skipped.push(Skipped {
+                    path: path.display().to_string(),
+                    why: why.to_string(),
+                });
+                continue;
+            }
+        };
+        // Once the budget is spent, the rest are named without being read; so is a file too
+        // big for what is left of it.
+        let left = budget.saturating_sub(out.tokens);
+        if left < BUDGET_SLACK {
             out.skipped.push(Skipped {
                 path: path.display().to_string(),
                 why: format!("did not fit: the {budget}-token file budget is used up"),
+            });
+            continue;
+        }
+        let fewest = size / MOST_BYTES_PER_TOKEN;
+        if fewest > left as u64 {
+            out.skipped.push(Skipped {
+                path: path.display().to_string(),
+                why: format!(
+                    "did not fit: {size} bytes, at least {fewest} tokens, {left} left of the \
+                     {budget}-token file budget"
+                ),
             });
             continue;
         }
@@ -747,6 +785,49 @@ mod tests {
                 e.skipped
             );
         }
+    }
+
+    /// A directory named three ways, holding a file far over the budget: the file is looked at
+    /// once, and named as not fitting from its size alone.
+    #[test]
+    fn a_path_named_many_times_is_looked_at_once_and_a_huge_file_is_not_counted() {
+        let d = dir();
+        std::fs::write(d.join("huge.txt"), "word ".repeat(200_000)).unwrap();
+        std::fs::write(d.join("small.rs"), "fn a() {}\n").unwrap();
+        let named = [
+            d.display().to_string(),
+            format!("{}/", d.display()),
+            format!("{}/.", d.display()),
+            d.join("small.rs").display().to_string(),
+        ];
+        let e = embed(&named, 1_000, &Policy::default());
+        assert_eq!(e.files, [d.join("small.rs")]);
+        assert_eq!(e.skipped.len(), 1, "{:?}", e.skipped);
+        assert!(
+            e.skipped[0]
+                .why
+                .contains("1000000 bytes, at least 31250 tokens"),
+            "{:?}",
+            e.skipped
+        );
+    }
+
+    /// A path checked, then reached through a directory swapped for a link before it is read,
+    /// is another file: refused, not read.
+    #[test]
+    fn a_file_reached_through_a_directory_swapped_for_a_link_is_not_read() {
+        let d = dir();
+        std::fs::create_dir_all(d.join("aws")).unwrap();
+        std::fs::write(d.join("aws/credentials"), "secret").unwrap();
+        std::os::unix::fs::symlink(d.join("aws"), d.join("docs")).unwrap();
+        // What read_looked is handed after the check: the path as it was checked.
+        let checked = d.join("docs/credentials");
+        let read = read_looked(&checked, MAX_FILE_BYTES);
+        assert!(matches!(read, Err(FileError::Moved { .. })), "{read:?}");
+        assert_eq!(
+            read_looked(&d.join("aws/credentials"), MAX_FILE_BYTES).ok(),
+            Some(b"secret".to_vec())
+        );
     }
 
     #[test]

@@ -321,13 +321,18 @@ pub async fn run(
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
         .or_else(|| std::env::var("PATH").ok());
-    let program = find_program(&cli.command, path_var.as_deref()).ok_or_else(|| {
-        ClinkError::NotInstalled {
+    // Off the async threads: each place on the PATH is looked at on the disk.
+    let command = cli.command.clone();
+    let found = crate::spawn::blocking(move || find_program(&command, path_var.as_deref()));
+    let program = found
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| ClinkError::NotInstalled {
             cli: name.clone(),
             command: cli.command.clone(),
             hint: cli.install_hint.clone(),
-        }
-    })?;
+        })?;
 
     let mut command = Command::new(&program);
     command

@@ -89,16 +89,19 @@ async fn role_prompt(ctx: &ToolContext, name: &str) -> Result<String, ToolFailur
         Role::File(path) => {
             let path = path.clone();
             let read = path.clone();
-            crate::spawn::blocking(move || files::read_regular(&read, MAX_ROLE_BYTES))
-                .await
-                .map_err(consult::blocking_failure)?
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-                .map_err(|why| {
-                    ToolFailure::new(
-                        FailureKind::Internal,
-                        format!("role {name}: its prompt_file {} {why}", path.display()),
-                    )
-                })
+            // Your own file, under links of yours: read where it really is.
+            crate::spawn::blocking(move || {
+                files::read_regular(&read.canonicalize()?, MAX_ROLE_BYTES)
+            })
+            .await
+            .map_err(consult::blocking_failure)?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .map_err(|why| {
+                ToolFailure::new(
+                    FailureKind::Internal,
+                    format!("role {name}: its prompt_file {} {why}", path.display()),
+                )
+            })
         }
     }
 }
@@ -147,14 +150,21 @@ fn common_dir(paths: &[PathBuf]) -> Option<PathBuf> {
     Some(common)
 }
 
-/// Where the sub-agent works: the files' common directory, else the CLI's `working_dir`, else
-/// the home directory.
-fn working_dir(cli: &CliSpec, paths: &[PathBuf]) -> PathBuf {
-    common_dir(paths)
-        .filter(|d| d.as_os_str().len() > 1)
-        .or_else(|| cli.working_dir.clone())
-        .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/"))
+/// Where the sub-agent works: a resumed session's own directory while it is there, else the
+/// files' common directory, else the CLI's `working_dir`, else the home directory. Found off the
+/// async threads: each answer looks at the disk (a dead mount would hang it).
+async fn working_dir(cli: &CliSpec, resumed: Option<PathBuf>, paths: &[PathBuf]) -> PathBuf {
+    let (configured, paths) = (cli.working_dir.clone(), paths.to_vec());
+    let home = || std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from);
+    crate::spawn::blocking(move || {
+        resumed
+            .filter(|dir| dir.is_dir())
+            .or_else(|| common_dir(&paths).filter(|d| d.as_os_str().len() > 1))
+            .or(configured)
+            .unwrap_or_else(home)
+    })
+    .await
+    .unwrap_or_else(|_| home())
 }
 
 /// Earlier turns of the conversation, newest kept, for a sub-agent that starts afresh.
@@ -324,7 +334,7 @@ pub async fn ask_cli(
         system_prompt: system,
         prompt: stdin_text(cli, system, prompt, "", &files, &images),
         session: None,
-        cwd: working_dir(cli, &files),
+        cwd: working_dir(cli, None, &files).await,
     };
     let finished = run_sub_task(ctx, task, Some(voice)).await.map_err(failed)?;
     let usage = usage_of(&cli.name, &finished);
@@ -459,11 +469,7 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
     };
     let session = resumed.as_ref().map(|s| s.id.clone());
     // A session resumes where it ran, while that directory is there.
-    let cwd = resumed
-        .and_then(|s| s.cwd)
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_dir())
-        .unwrap_or_else(|| working_dir(cli, &files));
+    let cwd = working_dir(cli, resumed.and_then(|s| s.cwd).map(PathBuf::from), &files).await;
     // A resumed session remembers the conversation; a fresh one is told it.
     let history = if session.is_some() {
         String::new()
