@@ -28,8 +28,16 @@ const KEY_PREFIXES: &[&str] = &[
     "xoxp-",
     "xoxa-",
     "AKIA",
+    "ASIA",
     "AIza",
+    "ya29.",
     "hf_",
+    "npm_",
+    "pypi-",
+    "xoxs-",
+    "xapp-",
+    // exai's own personal tokens.
+    "exai_u_",
 ];
 
 /// Characters after a key prefix that make it a key (fewer: an ordinary word like `sk-learn`).
@@ -74,6 +82,40 @@ pub fn redact_text(text: &str, known: &[&str]) -> String {
         spans.extend(text.match_indices(secret).map(|(i, s)| (i, i + s.len())));
     }
     masked(text, spans)
+}
+
+/// `text` with the secrets that are certainly secrets masked: keys in a well-known format, a
+/// URL's user and password, the body of a private key block. For text that is not an error but
+/// content (a prompt, an answer, code): `name = value` pairs are left alone there, as code is full
+/// of them. Borrowed when nothing was masked (the usual case, with no copy).
+pub fn mask_keys(text: &str) -> std::borrow::Cow<'_, str> {
+    let mut spans = Vec::new();
+    url_credentials(text, &mut spans);
+    prefixed_keys(text, &mut spans);
+    private_key_blocks(text, &mut spans);
+    match spans.is_empty() {
+        true => std::borrow::Cow::Borrowed(text),
+        false => std::borrow::Cow::Owned(masked(text, spans)),
+    }
+}
+
+/// The body of every `-----BEGIN … PRIVATE KEY-----` block, up to its `-----END` (or the end).
+fn private_key_blocks(text: &str, spans: &mut Vec<(usize, usize)>) {
+    const HEADER_END: &str = "PRIVATE KEY-----";
+    for (i, _) in text.match_indices(HEADER_END) {
+        let start = i + HEADER_END.len();
+        // The END line's own "PRIVATE KEY-----" starts no block.
+        if text[..i]
+            .rfind("-----")
+            .is_some_and(|at| text[at..i].starts_with("-----END"))
+        {
+            continue;
+        }
+        let end = text[start..]
+            .find("-----END")
+            .map_or(text.len(), |n| start + n);
+        spans.push((start, end));
+    }
 }
 
 /// Replaces the byte ranges `spans` (each on char boundaries) with [`MASK`].
@@ -276,6 +318,29 @@ mod tests {
         let text = "clé invalide: «token=ééé» — https://ü:ß@hôte/";
         let clean = redact_text(text, &[]);
         assert_eq!(clean, "clé invalide: «token=*** — https://***@hôte/");
+    }
+
+    #[test]
+    fn content_keeps_its_code_and_loses_its_keys() {
+        let answer = "use `api_key = os.environ[\"KEY\"]`; your key sk-proj-abcdefgh12345678 and \
+                      token exai_u_0123456789abcdef leaked, as did https://bob:hunter22@db.example/x\n\
+                      -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n";
+        let masked = mask_keys(answer);
+        for secret in [
+            "abcdefgh12345678",
+            "0123456789abcdef",
+            "hunter22",
+            "b3BlbnNzaC1rZXk=",
+        ] {
+            assert!(!masked.contains(secret), "{secret} in {masked}");
+        }
+        assert!(masked.contains("api_key = os.environ[\"KEY\"]"), "{masked}");
+        assert!(
+            masked.contains("-----END OPENSSH PRIVATE KEY-----"),
+            "{masked}"
+        );
+        let plain = "nothing here: max_tokens=5, password = input()";
+        assert!(matches!(mask_keys(plain), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

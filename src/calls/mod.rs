@@ -653,12 +653,12 @@ impl Calls {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take()
-                .map(|r| redact::cap(r, redact::MAX_RESULT_CHARS)),
+                .map(|r| redact::stored(r, redact::MAX_RESULT_CHARS)),
             progress_count,
             last_progress,
             error_kind: failure.as_ref().map(|f| f.0.as_str().to_string()),
             error_message: failure.as_ref().map(|f| f.1.clone()),
-            result: Some(redact::cap(result_text, redact::MAX_RESULT_CHARS)),
+            result: Some(redact::stored(result_text, redact::MAX_RESULT_CHARS)),
             is_error: result.is_error == Some(true),
             cost_usd_micros: usage.cost.micros(),
             spend: usage.cost.micros_by_provider(),

@@ -1,5 +1,5 @@
-//! Arguments as stored in a record: secrets masked (by `crate::secrets`' notion of a secret
-//! name), size capped.
+//! Arguments and results as stored in a record: secrets masked (the values of fields named like
+//! secrets, and keys of a well-known shape inside any text: `crate::secrets`), size capped.
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
@@ -32,6 +32,8 @@ impl Serialize for Redacted<'_> {
         match self.0 {
             Value::Object(map) => RedactedMap(map).serialize(serializer),
             Value::Array(items) => serializer.collect_seq(items.iter().map(Redacted)),
+            // A key pasted into a prompt is kept out of the record too.
+            Value::String(text) => serializer.serialize_str(&crate::secrets::mask_keys(text)),
             other => other.serialize(serializer),
         }
     }
@@ -49,6 +51,16 @@ impl Serialize for RedactedMap<'_> {
         }
         map.end()
     }
+}
+
+/// A result or reasoning text as a record keeps it: keys of a well-known shape masked, at most
+/// `max` characters.
+pub fn stored(text: String, max: usize) -> String {
+    let text = match crate::secrets::mask_keys(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(masked) => masked,
+    };
+    cap(text, max)
 }
 
 /// Cuts `text` to at most `max` characters, saying how much was cut.

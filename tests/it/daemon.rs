@@ -1037,3 +1037,29 @@ async fn an_http_answer_leaves_with_its_head_and_a_long_call_s_head_does_not_wai
     }
     assert!(rest.contains("echo: call 2"), "{rest}");
 }
+
+/// A key pasted into a prompt (and echoed in the answer) is masked in the call's record — its
+/// arguments and its stored answer, which `call_result` hands out later — while the answer sent
+/// when the call ended is the model's own. Code's `password = …` stays as it was.
+#[tokio::test]
+async fn a_key_pasted_into_a_prompt_is_kept_out_of_the_record() {
+    const PASTED: &str = "ghp_0123456789abcdefABCDEF0123456789abcd";
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let prompt = format!("why does `password = input()` fail with token {PASTED}?");
+    let answer = client.call_tool(chat(&prompt, "fake-fast")).await.unwrap();
+    assert!(text_of(&answer).contains(PASTED), "{}", text_of(&answer));
+    let id = call_id_of(&answer);
+    let record = daemon.final_record(&id);
+    let stored = format!("{} {}", record.arguments, record.result.unwrap_or_default());
+    assert!(!stored.contains(PASTED), "{stored}");
+    assert!(stored.contains("ghp_***") && stored.contains("password = input()"), "{stored}");
+    let fetched = client
+        .call_tool(call("call_result", json!({ "call_id": id })))
+        .await
+        .unwrap();
+    let fetched = all_text_of(&fetched);
+    assert!(!fetched.contains(PASTED) && fetched.contains("ghp_***"), "{fetched}");
+    client.cancel().await.unwrap();
+}
