@@ -32,7 +32,8 @@ impl Serialize for Redacted<'_> {
         match self.0 {
             Value::Object(map) => RedactedMap(map).serialize(serializer),
             Value::Array(items) => serializer.collect_seq(items.iter().map(Redacted)),
-            // A key pasted into a prompt is kept out of the record too.
+            // A key pasted into a prompt is kept out of the record too (in one pass of the
+            // text per key format: a prompt may be 16 MiB).
             Value::String(text) => serializer.serialize_str(&crate::secrets::mask_keys(text)),
             other => other.serialize(serializer),
         }
@@ -56,11 +57,12 @@ impl Serialize for RedactedMap<'_> {
 /// A result or reasoning text as a record keeps it: keys of a well-known shape masked, at most
 /// `max` characters.
 pub fn stored(text: String, max: usize) -> String {
-    let text = match crate::secrets::mask_keys(&text) {
+    // Cut first: what is not kept is not looked at.
+    let text = cap(text, max);
+    match crate::secrets::mask_keys(&text) {
         std::borrow::Cow::Borrowed(_) => text,
         std::borrow::Cow::Owned(masked) => masked,
-    };
-    cap(text, max)
+    }
 }
 
 /// Cuts `text` to at most `max` characters, saying how much was cut.
