@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::Value;
@@ -212,10 +213,19 @@ struct Live {
     by_id: HashMap<String, Arc<LiveCall>>,
     /// By `dedupe_key`.
     by_key: HashMap<DedupeKey, Vec<Arc<LiveCall>>>,
+    /// Proposed ids taken by calls being opened, not yet in `by_id`: two calls proposing the same
+    /// id at once get it once.
+    opening: std::collections::HashSet<String>,
 }
 
 impl Live {
+    /// Takes `id` for a call being opened, if no call has it.
+    fn take_id(&mut self, id: &str) -> bool {
+        !self.by_id.contains_key(id) && self.opening.insert(id.to_string())
+    }
+
     fn insert(&mut self, call: Arc<LiveCall>) {
+        self.opening.remove(&call.id);
         self.by_key
             .entry(call.dedupe_key)
             .or_default()
@@ -424,7 +434,7 @@ impl Calls {
         let proposed = proposed_id
             .and_then(|p| uuid::Uuid::parse_str(p).ok())
             .map(|u| u.to_string())
-            .filter(|id| !self.live().by_id.contains_key(id));
+            .filter(|id| self.live().take_id(id));
         let received_at = Instant::now();
         let received_at_ms = now_ms();
         let arguments_text = redact::cap(
@@ -522,6 +532,11 @@ impl Calls {
     ) {
         tracing::debug!("call started");
         let deadline = tokio::time::Instant::from_std(call.deadline);
+        // A panic in a tool is a failed call, ended and recorded like any other; uncaught it
+        // would end this task and leave the call running for ever.
+        let work = std::panic::AssertUnwindSafe(work)
+            .catch_unwind()
+            .map(|ran| ran.unwrap_or_else(|panic| Err(panicked(&*panic))));
         let ended = tokio::select! {
             biased;
             _ = call.cancel.cancelled() => Err(None),
@@ -751,6 +766,15 @@ impl Calls {
         recording: Recording,
         done: FinishedCall,
     ) -> Result<Option<String>, StoreError> {
+        let mut recording = recording;
+        // Refused already (its id names another call's record): no end goes under that id (the
+        // writer's memory of refused ids is bounded; this call's own is not). It is recorded
+        // as one not recorded yet, under a fresh id.
+        if let Recording::Queued(record, queued) = &mut recording
+            && queued.refused()
+        {
+            recording = Recording::Pending(record.clone(), None);
+        }
         let record = match recording {
             Recording::Taken => return self.store.finish(&call.id, done).await.map(|()| None),
             // The room kept for it goes back first: its insert takes a place of its own.
@@ -945,4 +969,16 @@ fn first_text(result: &CallToolResult) -> String {
 
 fn error_result(text: &str) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(text.to_string())])
+}
+
+/// The failure a panic in a tool's work becomes: its message, logged as an error.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> ToolFailure {
+    let what = (panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with no message".to_string());
+    tracing::error!(panic = %what, "the tool panicked; the call fails");
+    ToolFailure::new(
+        FailureKind::Internal,
+        format!("exai failed inside the tool ({what}); this is a bug in exai, please report it"),
+    )
 }

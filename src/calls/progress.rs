@@ -68,7 +68,7 @@ impl Snapshot {
         }
         parts.push(self.stage.clone());
         parts.push(format!("{} s", self.started.elapsed().as_secs()));
-        let tokens = self.tokens_out + self.reasoning_tokens;
+        let tokens = self.tokens_out.saturating_add(self.reasoning_tokens);
         match tokens {
             0 => {}
             1 => parts.push("1 token".into()),
@@ -234,9 +234,9 @@ impl CallObserver for Progress {
         // Token counts are read by the heartbeat: they wake nobody.
         let mut now = self.now();
         if reasoning {
-            now.reasoning_tokens += count;
+            now.reasoning_tokens = now.reasoning_tokens.saturating_add(count);
         } else {
-            now.tokens_out += count;
+            now.tokens_out = now.tokens_out.saturating_add(count);
         }
     }
 }

@@ -111,6 +111,58 @@ fn chat(model: &str) -> Value {
     json!({"prompt": "hi", "model": model})
 }
 
+/// Two calls proposing the same id at once (a client reusing one) never share it: the second
+/// gets a fresh id, so each can be found, cancelled and drained on its own.
+#[tokio::test]
+async fn calls_proposing_one_id_at_once_get_it_once() {
+    let test = App::for_tests(&[]);
+    let app = &test.app;
+    let proposed = uuid::Uuid::now_v7().to_string();
+    let arguments = chat("fake-fast");
+    let open_proposing = || {
+        app.calls.open(
+            Some(&proposed),
+            "chat",
+            arguments.as_object().expect("an object"),
+            origin(),
+            BUDGET,
+        )
+    };
+    let (one, two) = tokio::join!(open_proposing(), open_proposing());
+    let (one, two) = (one.expect("recorded"), two.expect("recorded"));
+    assert_ne!(one.id, two.id);
+    assert!(one.id == proposed || two.id == proposed);
+    assert!(app.calls.get(&one.id).is_some() && app.calls.get(&two.id).is_some());
+}
+
+/// A tool that panics (a bug in exai) fails its call, which ends and is recorded like any other,
+/// rather than staying "running" for ever with its waiters waiting.
+#[tokio::test]
+async fn a_tool_that_panics_fails_its_call_which_still_ends() {
+    let test = App::for_tests(&[]);
+    let app = &test.app;
+    let call = open(app, "chat", &chat("fake-fast"), BUDGET).await;
+    let work: futures::future::BoxFuture<'static, _> = Box::pin(async {
+        let empty: Vec<u8> = std::hint::black_box(Vec::new());
+        Ok(CallToolResult::success(vec![
+            rmcp::model::ContentBlock::text(format!("{}", empty[1])),
+        ]))
+    });
+    app.calls.start(call.clone(), work);
+    let outcome = tokio::time::timeout(Duration::from_secs(30), call.finished())
+        .await
+        .expect("the call ends");
+    assert_eq!(outcome.state, CallState::Failed);
+    assert!(
+        text_of(&outcome.result).contains("exai failed inside the tool (index out of bounds"),
+        "{}",
+        text_of(&outcome.result)
+    );
+    let stored = record(app, &call.id);
+    assert_eq!(stored.state, CallState::Failed);
+    assert_eq!(stored.error_kind.as_deref(), Some("internal"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_call_past_its_deadline_times_out_naming_the_stage() {
     let test = App::for_tests(&[]);

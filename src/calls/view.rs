@@ -237,7 +237,12 @@ impl Calls {
 
     /// Where the call of a record already read stands (the registry wins while it runs here).
     pub fn view_of(&self, row: CallRow) -> CallView {
-        match self.get(&row.id) {
+        // Only the record's own call: one that proposed the record's id while it was taken runs
+        // here under that id too (until it ends and is recorded under a fresh one).
+        let own = |call: &Arc<LiveCall>| {
+            call.received_at_ms == row.received_at_ms && call.origin.session_id == row.session_id
+        };
+        match self.get(&row.id).filter(own) {
             Some(call) => CallView::of_live(call),
             None => CallView::of_record(row),
         }

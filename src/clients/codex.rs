@@ -207,7 +207,7 @@ fn seconds_of(item: &Item) -> Option<Duration> {
         .as_integer()
         .map(|s| s as f64)
         .or_else(|| item.as_float())?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    crate::config::bounded_seconds(seconds)
 }
 
 /// The `tool_timeout_sec` of the Codex server entry that launches exai (`this_exe`, else any

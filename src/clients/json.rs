@@ -223,8 +223,7 @@ fn entry_of(entry: &Value, shape: Shape) -> Entry {
             .timeout_ms
             .then(|| entry["timeout"].as_f64())
             .flatten()
-            .filter(|ms| ms.is_finite() && *ms >= 0.0)
-            .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+            .and_then(|ms| crate::config::bounded_seconds(ms / 1000.0)),
     }
 }
 

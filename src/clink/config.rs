@@ -170,7 +170,9 @@ pub enum ClinkConfigError {
         "[clink.clis.{0}] is a new CLI: it needs `command` and `parser` (claude, codex or gemini)"
     )]
     Incomplete(String),
-    #[error("[clink.clis.{name}] timeout_s = {value}: give a number of seconds above 0")]
+    #[error(
+        "[clink.clis.{name}] timeout_s = {value}: give a number of seconds above 0, at most a year"
+    )]
     Timeout { name: String, value: f64 },
     #[error("[clink.clis.{name}] {field}: give an absolute path")]
     Relative { name: String, field: &'static str },
@@ -242,7 +244,8 @@ impl Clis {
                 spec.env = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             }
             if let Some(seconds) = given.timeout_s {
-                if !(seconds.is_finite() && seconds > 0.0) {
+                if !(seconds.is_finite() && seconds > 0.0 && seconds <= crate::config::MOST_SECONDS)
+                {
                     return Err(ClinkConfigError::Timeout {
                         name: name.clone(),
                         value: seconds,

@@ -932,17 +932,28 @@ fn default_home(xdg_state: Option<String>, home: Option<String>) -> Option<PathB
     home.map(|h| Path::new(&h).join(".local/state/exai"))
 }
 
+/// The longest wait any setting may name (a year). Far past any real timeout, and small enough
+/// that a deadline computed from it (now + the wait) cannot overflow the clock.
+pub const MOST_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// A wait read from outside (a client's config file): `seconds` if it is a usable number of
+/// seconds, a longer one taken as [`MOST_SECONDS`].
+pub fn bounded_seconds(seconds: f64) -> Option<Duration> {
+    (seconds.is_finite() && seconds >= 0.0)
+        .then(|| Duration::from_secs_f64(seconds.min(MOST_SECONDS)))
+}
+
 fn parse_seconds(var: &'static str, value: &str) -> Result<Duration, ConfigError> {
     let secs: f64 = value.trim().parse().map_err(|e| ConfigError::Invalid {
         var,
         value: value.to_string(),
         why: format!("{e} (expected a number of seconds)"),
     })?;
-    if !secs.is_finite() || secs <= 0.0 {
+    if !secs.is_finite() || secs <= 0.0 || secs > MOST_SECONDS {
         return Err(ConfigError::Invalid {
             var,
             value: value.to_string(),
-            why: "must be a positive number of seconds".into(),
+            why: format!("must be a positive number of seconds, at most {MOST_SECONDS} (a year)"),
         });
     }
     Ok(Duration::from_secs_f64(secs))
@@ -1241,6 +1252,31 @@ mod tests {
             ),
             "{refused}"
         );
+    }
+
+    /// A wait past a year (`now + wait` would overflow the clock, a panic when a call opens) is
+    /// refused, naming the bound; one read from a client's file is taken as a year.
+    #[test]
+    fn no_wait_may_overflow_the_clock() {
+        for (var, value) in [
+            ("EXAI_CALL_TIMEOUT_S", "1e19"),
+            ("EXAI_CLIENT_PATIENCE", "*=1e19"),
+            ("EXAI_TOOL_TIMEOUTS", "chat=31536001"),
+        ] {
+            let refused = config(&[("HOME", "/h"), (var, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                refused.contains("at most 31536000 (a year)"),
+                "{var}: {refused}"
+            );
+        }
+        assert!(config(&[("HOME", "/h"), ("EXAI_CALL_TIMEOUT_S", "31536000")]).is_ok());
+        let year = Duration::from_secs(365 * 24 * 3600);
+        assert_eq!(bounded_seconds(1e300), Some(year));
+        assert_eq!(bounded_seconds(f64::INFINITY), None);
+        assert_eq!(bounded_seconds(-1.0), None);
+        assert!(std::time::Instant::now().checked_add(year).is_some());
     }
 
     #[test]

@@ -319,6 +319,8 @@ pub struct QueuedWrite {
     /// The id an insert names (for the error when it is taken).
     id_of: String,
     done: writer::Answer,
+    /// The writer's answer, if it was looked at before it was read ([`QueuedWrite::refused`]).
+    early: Option<Result<(), WriteFailure>>,
 }
 
 impl QueuedWrite {
@@ -334,7 +336,17 @@ impl QueuedWrite {
 
     fn answered((queued, done): (Queued, writer::Answer)) -> (Queued, Self) {
         let id_of = queued.op.inserted_id().unwrap_or_default().to_string();
-        (queued, Self { id_of, done })
+        let early = None;
+        (queued, Self { id_of, done, early })
+    }
+
+    /// Whether the writer has already refused this insert (its id names another record), asked
+    /// without waiting; the answer is kept for [`Store::answer`].
+    pub fn refused(&mut self) -> bool {
+        if self.early.is_none() {
+            self.early = self.done.try_recv().ok();
+        }
+        matches!(self.early, Some(Err(WriteFailure::IdTaken)))
     }
 }
 
@@ -534,9 +546,10 @@ impl Store {
 
     /// What the writer said of a queued write, waited for at most the store's answer limit.
     pub async fn answer(&self, queued: QueuedWrite) -> Result<(), StoreError> {
-        let QueuedWrite { id_of, done } = queued;
-        let answer = match self.answer_limit {
-            Some(limit) => {
+        let QueuedWrite { id_of, done, early } = queued;
+        let answer = match (early, self.answer_limit) {
+            (Some(early), _) => Ok(early),
+            (None, Some(limit)) => {
                 tokio::time::timeout(limit, done)
                     .await
                     .map_err(|_| StoreError::NoAnswer {
@@ -544,7 +557,7 @@ impl Store {
                         waited: limit,
                     })?
             }
-            None => done.await,
+            (None, None) => done.await,
         };
         match answer {
             Ok(Ok(())) => Ok(()),

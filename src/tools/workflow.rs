@@ -504,7 +504,7 @@ impl Tally {
 
 fn required_actions<W: Workflow>(args: &Arguments<W>) -> &'static [&'static str] {
     let closing = args.report.confidence.is_some_and(Confidence::closing)
-        || args.report.step_number + 1 >= args.report.total_steps;
+        || args.report.step_number.saturating_add(1) >= args.report.total_steps;
     if args.report.step_number == 1 {
         W::ACTIONS.first
     } else if closing {
@@ -700,7 +700,7 @@ fn pause_next_steps<W: Workflow>(args: &Arguments<W>, thread_id: &str) -> String
          continuation_id \"{thread_id}\", what you established in findings, and the files you \
          examined. Set next_step_required to false on your last step{finish}.",
         tool = W::NAME,
-        next = args.report.step_number + 1,
+        next = args.report.step_number.saturating_add(1),
     )
 }
 

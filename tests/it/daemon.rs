@@ -1054,12 +1054,18 @@ async fn a_key_pasted_into_a_prompt_is_kept_out_of_the_record() {
     let record = daemon.final_record(&id);
     let stored = format!("{} {}", record.arguments, record.result.unwrap_or_default());
     assert!(!stored.contains(PASTED), "{stored}");
-    assert!(stored.contains("ghp_***") && stored.contains("password = input()"), "{stored}");
+    assert!(
+        stored.contains("ghp_***") && stored.contains("password = input()"),
+        "{stored}"
+    );
     let fetched = client
         .call_tool(call("call_result", json!({ "call_id": id })))
         .await
         .unwrap();
     let fetched = all_text_of(&fetched);
-    assert!(!fetched.contains(PASTED) && fetched.contains("ghp_***"), "{fetched}");
+    assert!(
+        !fetched.contains(PASTED) && fetched.contains("ghp_***"),
+        "{fetched}"
+    );
     client.cancel().await.unwrap();
 }
