@@ -138,7 +138,9 @@ enum Outgoing {
         /// The call whose answer this frame is, if it is one.
         call_id: Option<String>,
     },
-    /// Every frame queued before it has been written: tell the one closing the session.
+    /// Every frame queued before it has been written: tell the one closing the session, and
+    /// close the connection (the session is over; its client is told by the close, not left
+    /// holding a connection nobody answers on).
     Flushed(oneshot::Sender<()>),
 }
 
@@ -300,7 +302,7 @@ async fn write_frames<Snk, SnkErr>(
             Outgoing::Frame { text, call_id } => (text, call_id),
             Outgoing::Flushed(tell) => {
                 let _ = tell.send(());
-                continue;
+                break;
             }
         };
         let outcome = match &broken {

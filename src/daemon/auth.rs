@@ -74,6 +74,8 @@ pub struct PersonalTokens {
     store: Store,
     /// Token hash → when it was looked up, and who it was (`None`: unknown or revoked).
     recent: Mutex<HashMap<String, (Instant, Option<Caller>)>>,
+    /// User name → when it was looked up, and whether the user was still as admitted.
+    active: Mutex<HashMap<String, (Instant, bool)>>,
 }
 
 impl PersonalTokens {
@@ -81,7 +83,34 @@ impl PersonalTokens {
         Self {
             store,
             recent: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether `caller`, admitted earlier (a session, a page login), still holds: the owner
+    /// always; a user unless revoked (or their admin flag changed) since. A store that cannot
+    /// say keeps the session: an outage must not end everyone's. Cached like a token's lookup.
+    pub async fn still_active(&self, caller: &Caller) -> bool {
+        let Caller::User { name, admin } = caller else {
+            return true;
+        };
+        if let Some((at, holds)) = self.active().get(name)
+            && at.elapsed() < PERSONAL_TOKEN_CACHE
+        {
+            return *holds;
+        }
+        let wanted = name.clone();
+        let holds = match self.store.read(move |r| r.user(&wanted)).await {
+            Ok(Some(user)) => user.revoked_at_ms.is_none() && user.admin == *admin,
+            Ok(None) => false,
+            Err(_) => return true,
+        };
+        let mut active = self.active();
+        if active.len() >= PERSONAL_TOKEN_CACHE_ENTRIES {
+            active.clear();
+        }
+        active.insert(name.clone(), (Instant::now(), holds));
+        holds
     }
 
     /// The user `token` belongs to, unless it is unknown or revoked.
@@ -104,6 +133,10 @@ impl PersonalTokens {
         }
         recent.insert(hash, (Instant::now(), caller.clone()));
         Ok(caller)
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, bool)>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Option<Caller>)>> {

@@ -49,7 +49,10 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
     let protected = Router::new()
         .route(
             "/ws",
-            get(ws::upgrade).layer(axum::Extension(ws::DaemonToken(token.clone()))),
+            get(ws::upgrade).layer(axum::Extension((
+                ws::DaemonToken(token.clone()),
+                check.clone(),
+            ))),
         )
         .route("/reload", post(super::reload::route))
         .merge(mcp)
@@ -150,7 +153,20 @@ async fn healthz(
 }
 
 /// The process's metrics in the Prometheus text format, the gauges read now.
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+async fn metrics(
+    State(app): State<Arc<App>>,
+    caller: Option<axum::Extension<crate::users::Caller>>,
+) -> Response {
+    // The metrics are the whole daemon's (every user's calls and spend): a member sees their
+    // own through `status` and the page.
+    if let Some(axum::Extension(crate::users::Caller::User { admin: false, name })) = caller {
+        tracing::warn!(user = %name, "/metrics refused to a member's token");
+        return (
+            StatusCode::FORBIDDEN,
+            "the metrics cover everyone's calls: they take the owner's or an admin's token\n",
+        )
+            .into_response();
+    }
     let now = crate::metrics::Now {
         calls_in_flight: app.calls.in_flight_count(),
         store_queue: app.calls.store().queue_depth(),

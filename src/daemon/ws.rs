@@ -9,9 +9,10 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use rmcp::ServiceExt;
+use tokio_util::sync::CancellationToken;
 
 use super::SHIM_VERSION_HEADER;
-use super::auth::Listener;
+use super::auth::{Listener, TokenCheck};
 use crate::app::App;
 use crate::calls::TransportKind;
 use crate::config::{Config, process_env};
@@ -39,7 +40,7 @@ enum ClientSettings {
 pub async fn upgrade(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
-    Extension(DaemonToken(token)): Extension<DaemonToken>,
+    Extension((DaemonToken(token), check)): Extension<(DaemonToken, Arc<TokenCheck>)>,
     listener: Option<Extension<Listener>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
@@ -61,7 +62,9 @@ pub async fn upgrade(
         .map(str::to_string);
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| serve(app, caller, shim_version, client_settings, socket))
+        .on_upgrade(move |socket| {
+            serve(app, (caller, check), shim_version, client_settings, socket)
+        })
 }
 
 /// Longest shim version kept.
@@ -121,12 +124,12 @@ fn client_env(headers: &HeaderMap, trusted: bool) -> Option<ClientEnv> {
 /// on the daemon's with a warning (what a client over TCP sets differently).
 async fn serve(
     app: Arc<App>,
-    caller: Caller,
+    (caller, check): (Caller, Arc<TokenCheck>),
     shim_version: Option<String>,
     client_settings: Option<ClientSettings>,
     socket: WebSocket,
 ) {
-    let session = Session::new(TransportKind::Ws, Some(caller), &app);
+    let session = Session::new(TransportKind::Ws, Some(caller.clone()), &app);
     if let Some(version) = shim_version {
         session.set_shim_version(version);
     }
@@ -184,10 +187,9 @@ async fn serve(
     let service = ExaiService::new(app.clone(), session)
         .with_custom_requests(LegacyTasks::requests())
         .into_server();
-    match service
-        .serve_with_ct(transport, app.shutdown.child_token())
-        .await
-    {
+    let ends = app.shutdown.child_token();
+    crate::spawn::in_current_span(end_when_revoked(caller, check, ends.clone()));
+    match service.serve_with_ct(transport, ends.clone()).await {
         Ok(running) => {
             let reason = running.waiting().await;
             tracing::info!(session = %session_id, ?reason, "websocket session closed");
@@ -196,4 +198,31 @@ async fn serve(
             tracing::warn!(session = %session_id, %error, "websocket session ended before initialize")
         }
     }
+    ends.cancel();
 }
+
+/// Ends a personal token's session once the token is revoked: the connection was admitted
+/// once, and a revoked member must not keep calling (and spending) over it. Checked every
+/// second, as a new request's token is; returns when the session ends (`ends`).
+async fn end_when_revoked(caller: Caller, check: Arc<TokenCheck>, ends: CancellationToken) {
+    if caller == Caller::Owner {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = ends.cancelled() => return,
+            _ = tokio::time::sleep(REVOCATION_CHECK) => {}
+        }
+        if !check.personal.still_active(&caller).await {
+            tracing::warn!(
+                user = caller.user_name().unwrap_or("?"),
+                "the session's personal token was revoked: the session ends"
+            );
+            ends.cancel();
+            return;
+        }
+    }
+}
+
+/// How often an open session's personal token is checked again.
+const REVOCATION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);

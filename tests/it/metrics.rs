@@ -225,3 +225,20 @@ fn the_public_setting_opens_metrics_on_loopback_only() {
         );
     }
 }
+
+/// The metrics cover everyone's calls and spend: a member's personal token is refused them,
+/// an admin's and the owner's are not.
+#[test]
+fn a_members_token_gets_no_metrics_an_admins_does() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let member = crate::users::add_user(&daemon.home, "ada", false);
+    let admin = crate::users::add_user(&daemon.home, "boss", true);
+    let (status, body) = scrape_raw(&daemon, Some(&member));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("owner's or an admin's token"), "{body}");
+    for token in [admin, daemon.token()] {
+        let (status, body) = scrape_raw(&daemon, Some(&token));
+        assert_eq!(status, 200, "{body}");
+    }
+}

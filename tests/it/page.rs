@@ -336,3 +336,53 @@ async fn read_feed_until(
         heard.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
+
+/// A member's page login and open session were admitted with a token: once it is revoked, both
+/// end within seconds, as a new request with it is refused.
+#[tokio::test]
+async fn a_revoked_members_page_login_and_open_session_end_within_seconds() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let token = add_user(&daemon.home, "ada", false);
+    let mut session = WsClient::connect(&daemon, &token).await;
+    let answer = session
+        .chat(json!({"prompt": "hi", "model": "fake-fast"}))
+        .await;
+    assert_eq!(answer["isError"], false, "{answer}");
+    let login = http()
+        .post(format!("http://{}/api/login-code", daemon.addr))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    let path = login.json::<Value>().await.unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, headers) = ask(&daemon, "GET", &path, &[]).await;
+    assert_eq!(status, 303);
+    let cookie = headers["set-cookie"].to_str().unwrap();
+    let cookie = ("cookie", cookie.split(';').next().unwrap().to_string());
+    assert_eq!(
+        ask(&daemon, "GET", "/api/calls", std::slice::from_ref(&cookie))
+            .await
+            .0,
+        200
+    );
+
+    let (ok, revoked) = daemon.cli(&["users", "revoke", "ada"]);
+    assert!(ok, "{revoked}");
+    assert!(
+        session
+            .closed_within(std::time::Duration::from_secs(10))
+            .await,
+        "the revoked member's session stayed open"
+    );
+    // By now the revocation is known (the session was ended for it): the login is refused.
+    assert_eq!(
+        ask(&daemon, "GET", "/api/calls", std::slice::from_ref(&cookie))
+            .await
+            .0,
+        401
+    );
+}

@@ -89,6 +89,19 @@ pub(crate) struct WsClient {
 }
 
 impl WsClient {
+    /// Waits (at most `within`) for the daemon to close the connection; whether it did.
+    pub(crate) async fn closed_within(&mut self, within: Duration) -> bool {
+        let closed = async {
+            loop {
+                match self.ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        };
+        tokio::time::timeout(within, closed).await.is_ok()
+    }
+
     pub(crate) async fn connect(daemon: &Daemon, token: &str) -> Self {
         let mut request = daemon.url().into_client_request().unwrap();
         request

@@ -112,6 +112,13 @@ async fn page_access(
     let Some(caller) = access.logins.caller(request.headers()) else {
         return require_token(State(access.check), request, next).await;
     };
+    // A login outlives no revocation: the user's token was what it was made with.
+    if !access.check.personal.still_active(&caller).await {
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "the personal token this page was opened with was revoked: its session has ended",
+        );
+    }
     let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
     if changes && same_origin != Some(true) {
         return refused(
