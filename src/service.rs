@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use rmcp::model::{
@@ -47,6 +47,10 @@ const LIST_FRESH_MS: u64 = 10 * 60 * 1000;
 /// Longest wait for one progress notification to be handed to the transport.
 const PROGRESS_SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long, and how many, cancellations for requests not tracked yet are kept.
+const EARLY_CANCEL_KEPT: Duration = Duration::from_secs(10);
+const MOST_EARLY_CANCELS: usize = 64;
+
 /// One MCP session (a WebSocket connection, an HTTP session, a stdio process).
 pub struct Session {
     pub id: String,
@@ -59,6 +63,10 @@ pub struct Session {
     shim_version: std::sync::OnceLock<String>,
     /// JSON-RPC request id → call id, until the response is written.
     pending: Mutex<HashMap<String, String>>,
+    /// Cancellations that arrived for a request before its call was tracked (rmcp hands them
+    /// over on a task of their own, which may run first): request id, reason, when. The call is
+    /// cancelled as it is tracked. A few, for a few seconds.
+    cancelled_early: Mutex<std::collections::VecDeque<(String, Option<String>, Instant)>>,
     /// The settings its client's environment sets (a shim on the local socket): its calls run
     /// with them over the daemon's.
     client_env: std::sync::OnceLock<ClientEnv>,
@@ -82,6 +90,7 @@ impl Session {
             client: Mutex::new(None),
             shim_version: std::sync::OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
+            cancelled_early: Mutex::default(),
             client_env: std::sync::OnceLock::new(),
             counted: app.health.session_opened(),
             _metered: crate::metrics::session_opened(transport.as_str()),
@@ -124,12 +133,38 @@ impl Session {
             .cloned()
     }
 
-    fn track(&self, request_id: String, call_id: String) {
+    /// Links `request_id` to its call; `Some(reason)` when the request was cancelled already.
+    fn track(&self, request_id: String, call_id: String) -> Option<Option<String>> {
         self.counted.health().answer_pending();
+        let mut early = self.early_cancels();
+        let cancelled = (early.iter().position(|(id, _, _)| *id == request_id))
+            .and_then(|at| early.remove(at))
+            .map(|(_, reason, _)| reason);
+        drop(early);
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(request_id, call_id);
+        cancelled
+    }
+
+    /// Keeps a cancellation for a request not tracked yet (see `cancelled_early`).
+    fn cancelled_before_tracked(&self, request_id: String, reason: Option<String>) {
+        let mut early = self.early_cancels();
+        early.retain(|(_, _, at)| at.elapsed() < EARLY_CANCEL_KEPT);
+        if early.len() == MOST_EARLY_CANCELS {
+            early.pop_front();
+        }
+        early.push_back((request_id, reason, Instant::now()));
+    }
+
+    fn early_cancels(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(String, Option<String>, Instant)>>
+    {
+        self.cancelled_early
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn client(&self) -> Option<Implementation> {
@@ -555,7 +590,10 @@ impl ExaiService {
                 McpError::internal_error(format!("could not record the call: {e}"), None)
             })?;
         let request_id = context.id.to_string();
-        self.session.track(request_id.clone(), call.id.clone());
+        if let Some(reason) = self.session.track(request_id.clone(), call.id.clone()) {
+            tracing::info!(call_id = %call.id, "the client cancelled the call before it was tracked");
+            call.cancel(CancelReason::Client(reason));
+        }
         let patience = self
             .app
             .client_patience
@@ -1000,7 +1038,9 @@ impl ServerHandler for ExaiService {
             return;
         };
         let Some(call_id) = self.session.call_for_request(&request_id) else {
-            tracing::debug!(%request_id, "cancellation for no call in flight");
+            // Its call may be opening still: it is cancelled as it is tracked.
+            tracing::debug!(%request_id, "cancellation for no call in flight (yet)");
+            (self.session).cancelled_before_tracked(request_id, notification.reason.clone());
             return;
         };
         if let Some(call) = self.app.calls.get(&call_id) {
@@ -1029,6 +1069,25 @@ fn list_cache_hints(context: &RequestContext<RoleServer>) -> (Option<u64>, Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cancellation that overtakes its request (rmcp hands it over on a task of its own) is
+    /// not lost: the call is cancelled as it is tracked. Another request's is not.
+    #[tokio::test]
+    async fn a_cancel_that_arrives_before_its_call_is_tracked_still_cancels_it() {
+        let test = App::for_tests(&[]);
+        let session = Session::new(TransportKind::Ws, Some(Caller::Owner), &test.app);
+        session.cancelled_before_tracked("7".into(), Some("user pressed Esc".into()));
+        assert_eq!(session.track("8".into(), "call-8".into()), None);
+        assert_eq!(
+            session.track("7".into(), "call-7".into()),
+            Some(Some("user pressed Esc".into()))
+        );
+        assert_eq!(
+            session.track("7".into(), "call-7b".into()),
+            None,
+            "used once"
+        );
+    }
 
     #[test]
     fn heartbeats_stretch_only_when_calls_in_flight_would_crowd_the_process() {

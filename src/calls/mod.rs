@@ -292,6 +292,10 @@ pub struct Calls {
     events: events::CallEvents,
     /// Records of ended calls the store could not take yet.
     late: Arc<late::LateRecords>,
+    /// Set as exai stops ([`Calls::drain`]): a call started from then on (its session still
+    /// open) is interrupted at once — recorded, and its client told — rather than left running
+    /// as the process ends.
+    closing: AtomicBool,
 }
 
 impl Calls {
@@ -304,6 +308,7 @@ impl Calls {
             replica: None,
             events: events::CallEvents::default(),
             late: Arc::default(),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -519,6 +524,9 @@ impl Calls {
                 let queued = self.store.insert_started(room, record.clone(), started_ms);
                 *recording = Recording::Queued(record.clone(), queued);
             }
+        }
+        if self.closing.load(Ordering::Acquire) {
+            call.cancel(CancelReason::Shutdown);
         }
         let calls = self.clone();
         let span = call.span.clone();
@@ -847,6 +855,7 @@ impl Calls {
 
     /// Shutdown: waits up to `grace` for calls to end, then interrupts the rest.
     pub async fn drain(&self, grace: Duration) {
+        self.closing.store(true, Ordering::Release);
         let until = tokio::time::Instant::now() + grace;
         loop {
             let notified = self.ended.notified();

@@ -135,6 +135,27 @@ async fn calls_proposing_one_id_at_once_get_it_once() {
     assert!(app.calls.get(&one.id).is_some() && app.calls.get(&two.id).is_some());
 }
 
+/// A call that arrives while exai stops (its session not closed yet) is interrupted at once and
+/// recorded so, rather than left running as the process ends.
+#[tokio::test]
+async fn a_call_started_once_exai_is_stopping_is_interrupted_and_recorded() {
+    let test = App::for_tests(&[]);
+    let app = &test.app;
+    app.calls.drain(Duration::ZERO).await;
+    let arguments = chat("fake-delay-60000");
+    let (call, outcome) =
+        tokio::time::timeout(Duration::from_secs(30), self::call(app, "chat", arguments))
+            .await
+            .expect("the call ends at once");
+    assert_eq!(outcome.state, CallState::Interrupted);
+    assert!(
+        text_of(&outcome.result).contains("shut down"),
+        "{}",
+        text_of(&outcome.result)
+    );
+    assert_eq!(record(app, &call.id).state, CallState::Interrupted);
+}
+
 /// A tool that panics (a bug in exai) fails its call, which ends and is recorded like any other,
 /// rather than staying "running" for ever with its waiters waiting.
 #[tokio::test]
