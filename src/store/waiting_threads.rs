@@ -20,6 +20,9 @@ const MOST_BYTES: usize = 64 * 1024 * 1024;
 /// The wait before a try, doubling after each failed one up to the longest.
 const FIRST_WAIT: Duration = Duration::from_millis(500);
 const LONGEST_WAIT: Duration = Duration::from_secs(5);
+/// The longest a thread's save is tried (one the store keeps refusing while it takes other
+/// writes would otherwise be tried for ever).
+const LONGEST_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 /// One thread's newest save not yet taken by the store.
 #[derive(Debug, Clone)]
@@ -150,6 +153,17 @@ impl WaitingThreads {
         }
         inner.next_try = Some(now + inner.wait);
         inner.wait = (inner.wait * 2).min(LONGEST_WAIT);
+        let expired: Vec<String> = (inner.saves.iter())
+            .filter(|(_, kept)| kept.since.elapsed() > LONGEST_KEPT)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            if let Some(given_up) = inner.saves.remove(&id) {
+                inner.bytes -= given_up.save.bytes();
+                tracing::error!(thread_id = %id,
+                    "a conversation thread's save is given up, unwritten: it has waited a day");
+            }
+        }
         inner.saves.values().map(|kept| kept.save.clone()).collect()
     }
 
