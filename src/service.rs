@@ -459,8 +459,12 @@ impl ExaiService {
     /// (rmcp hands each request's parts over), else the one the session was admitted as. A
     /// session stays its first identity's: a request with another token is refused.
     fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
-        let of_request = context
-            .extensions
+        self.caller_of(&context.extensions)
+    }
+
+    /// [`Self::caller`] of a request or notification, by what rmcp put in its extensions.
+    fn caller_of(&self, extensions: &rmcp::model::Extensions) -> Result<Caller, McpError> {
+        let of_request = extensions
             .get::<axum::http::request::Parts>()
             .and_then(|parts| parts.extensions.get::<Caller>());
         let Some(of_request) = of_request else {
@@ -1032,11 +1036,16 @@ impl ServerHandler for ExaiService {
     async fn on_cancelled(
         &self,
         notification: CancelledNotificationParam,
-        _context: NotificationContext<RoleServer>,
+        context: NotificationContext<RoleServer>,
     ) {
         let Some(request_id) = notification.request_id.as_ref().map(|r| r.to_string()) else {
             return;
         };
+        // Over HTTP each message carries its own token: a cancel sent into another person's
+        // session (its id known) cancels nothing.
+        if self.caller_of(&context.extensions).is_err() {
+            return;
+        }
         let Some(call_id) = self.session.call_for_request(&request_id) else {
             // Its call may be opening still: it is cancelled as it is tracked.
             tracing::debug!(%request_id, "cancellation for no call in flight (yet)");

@@ -722,3 +722,63 @@ async fn a_personal_token_reads_no_file_of_exais_machine_outside_the_allowed_roo
         "a file below the allowed roots was not sent"
     );
 }
+
+/// A cancel sent into another person's `/mcp` session (its id known) does not cancel their
+/// call: each message carries its own token, and the session stays its first token's. The call
+/// runs on and is recorded with its answer. (rmcp itself still ends that request's stream on any
+/// cancel it is sent: the answer is then fetched with `call_result`.)
+#[tokio::test]
+async fn a_cancel_sent_into_another_persons_session_does_not_cancel_their_call() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (ada_token, bob_token) = (
+        add_user(&daemon.home, "ada", false),
+        add_user(&daemon.home, "bob", false),
+    );
+    let mut ada = HttpClient::connect(&daemon, &ada_token, plain()).await;
+    let (session, url) = (ada.session.clone().unwrap(), ada.url.clone());
+    let request_id = ada.next_id + 1;
+    let running = tokio::spawn(async move {
+        ada.post(
+            json!({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                        "params": {"name": "chat",
+                                   "arguments": {"prompt": "slow", "model": "fake-delay-2000"}}}),
+        )
+        .await
+    });
+    wait_until_async(
+        "ada's call to reach the model",
+        Duration::from_secs(10),
+        || (fake.stats()["requests"].as_u64() >= Some(1)).then_some(()),
+    )
+    .await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": request_id, "reason": "bob says so"}});
+    let sent = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&bob_token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&cancel)
+        .send()
+        .await
+        .unwrap();
+    assert!(sent.status().as_u16() < 500, "{}", sent.status());
+    let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
+    let ended = |row: &exai::store::CallRow| !matches!(row.state.as_str(), "received" | "running");
+    let record = wait_until_async("ada's call to end", Duration::from_secs(30), || {
+        let rows = daemon.read_store(|store| {
+            let all = exai::store::CallFilter {
+                limit: 10,
+                ..Default::default()
+            };
+            store.list(&all).unwrap_or_default()
+        });
+        rows.into_iter()
+            .find(|row| row.tool == "chat" && ended(row))
+    })
+    .await;
+    assert_eq!(record.state.as_str(), "succeeded", "{record:?}");
+    assert!(record.result.unwrap_or_default().contains("echo: slow"));
+}
