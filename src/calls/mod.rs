@@ -771,10 +771,9 @@ impl Calls {
     async fn record_end(
         &self,
         call: &LiveCall,
-        recording: Recording,
+        mut recording: Recording,
         done: FinishedCall,
     ) -> Result<Option<String>, StoreError> {
-        let mut recording = recording;
         // Refused already (its id names another call's record): no end goes under that id (the
         // writer's memory of refused ids is bounded; this call's own is not). It is recorded
         // as one not recorded yet, under a fresh id.

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{codex, json};
 use crate::config::Config;
+use crate::files;
 
 /// Larger than any client's config: past it the file is not read.
 const MAX_CLIENT_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -171,12 +172,10 @@ impl ClientPatience {
     }
 }
 
-/// Looks at a client's file (blocking): unchanged since `known`, absent, or read. Only a
-/// regular file is opened (non-blocking, so a FIFO swapped in cannot hold the read), and at most
-/// [`MAX_CLIENT_CONFIG_BYTES`] of it read. A link is followed: dotfile managers link configs.
+/// Looks at a client's file (blocking): unchanged since `known`, absent, or read — as any file
+/// exai reads ([`files::read_regular`]: a regular file only, opened non-blocking, at most
+/// [`MAX_CLIENT_CONFIG_BYTES`]), where it really is: dotfile managers link configs.
 fn look_at(path: &Path, known: Option<Stamp>) -> Looked {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
     let Ok(meta) = std::fs::metadata(path) else {
         return Looked::Absent;
     };
@@ -184,28 +183,11 @@ fn look_at(path: &Path, known: Option<Stamp>) -> Looked {
     if known == Some(stamp) {
         return Looked::Unchanged;
     }
-    let read = || -> Result<String, String> {
-        if !meta.is_file() {
-            return Err("not a regular file".into());
-        }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)
-            .map_err(|e| e.to_string())?;
-        if !file.metadata().map_err(|e| e.to_string())?.is_file() {
-            return Err("not a regular file".into());
-        }
-        let mut bytes = Vec::new();
-        file.take(MAX_CLIENT_CONFIG_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| e.to_string())?;
-        if bytes.len() as u64 > MAX_CLIENT_CONFIG_BYTES {
-            return Err(format!("larger than {MAX_CLIENT_CONFIG_BYTES} bytes"));
-        }
-        String::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())
-    };
-    Looked::Read(stamp, read())
+    let read = (path.canonicalize().map_err(files::FileError::from))
+        .and_then(|real| files::read_regular(&real, MAX_CLIENT_CONFIG_BYTES))
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| String::from_utf8(bytes).map_err(|_| "not UTF-8".to_string()));
+    Looked::Read(stamp, read)
 }
 
 #[cfg(test)]

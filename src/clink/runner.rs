@@ -345,9 +345,9 @@ pub async fn run(
     // The daemon's own settings are not the sub-agent's business (an exai it starts reads its own),
     // nor are the keys of exai's providers, under whatever name: a sub-agent only gets the
     // credentials of its own CLI (CLI_CREDENTIALS), or what its `env` sets.
+    let providers = invocation.providers;
     for (key, value) in std::env::vars_os() {
         let name = key.to_string_lossy();
-        let providers = invocation.providers;
         let named = || (providers.iter()).any(|p| p.key_source.as_deref() == Some(name.as_ref()));
         let holds_a_key = || {
             (providers.iter().filter_map(|p| p.api_key.as_ref()))

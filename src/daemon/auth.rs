@@ -72,18 +72,18 @@ const PERSONAL_TOKEN_CACHE_ENTRIES: usize = 4096;
 /// Personal tokens, found by their hash in the store with a short memory of each answer.
 pub struct PersonalTokens {
     store: Store,
-    /// Token hash → when it was looked up, and who it was (`None`: unknown or revoked).
-    recent: Mutex<HashMap<String, (Instant, Option<Caller>)>>,
-    /// User name → when it was looked up, and whether the user was still as admitted.
-    active: Mutex<HashMap<String, (Instant, bool)>>,
+    /// Token hash → who it was (`None`: unknown or revoked).
+    recent: Remembered<Option<Caller>>,
+    /// User name → whether the user was still as admitted.
+    active: Remembered<bool>,
 }
 
 impl PersonalTokens {
     pub fn new(store: Store) -> Self {
         Self {
             store,
-            recent: Mutex::new(HashMap::new()),
-            active: Mutex::new(HashMap::new()),
+            recent: Remembered::default(),
+            active: Remembered::default(),
         }
     }
 
@@ -94,10 +94,8 @@ impl PersonalTokens {
         let Caller::User { name, admin } = caller else {
             return true;
         };
-        if let Some((at, holds)) = self.active().get(name)
-            && at.elapsed() < PERSONAL_TOKEN_CACHE
-        {
-            return *holds;
+        if let Some(holds) = self.active.fresh(name) {
+            return holds;
         }
         let wanted = name.clone();
         let holds = match self.store.read(move |r| r.user(&wanted)).await {
@@ -105,21 +103,15 @@ impl PersonalTokens {
             Ok(None) => false,
             Err(_) => return true,
         };
-        let mut active = self.active();
-        if active.len() >= PERSONAL_TOKEN_CACHE_ENTRIES {
-            active.clear();
-        }
-        active.insert(name.clone(), (Instant::now(), holds));
+        self.active.remember(name.clone(), holds);
         holds
     }
 
     /// The user `token` belongs to, unless it is unknown or revoked.
     async fn caller(&self, token: &str) -> Result<Option<Caller>, StoreError> {
         let hash = token_hash(token);
-        if let Some((at, caller)) = self.recent().get(&hash)
-            && at.elapsed() < PERSONAL_TOKEN_CACHE
-        {
-            return Ok(caller.clone());
+        if let Some(caller) = self.recent.fresh(&hash) {
+            return Ok(caller);
         }
         let wanted = hash.clone();
         let user = self.store.read(move |r| r.active_user(&wanted)).await?;
@@ -127,20 +119,43 @@ impl PersonalTokens {
             name: user.name,
             admin: user.admin,
         });
-        let mut recent = self.recent();
-        if recent.len() >= PERSONAL_TOKEN_CACHE_ENTRIES {
-            recent.clear();
-        }
-        recent.insert(hash, (Instant::now(), caller.clone()));
+        self.recent.remember(hash, caller.clone());
         Ok(caller)
     }
+}
 
-    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, bool)>> {
-        self.active.lock().unwrap_or_else(|p| p.into_inner())
+/// Answers of the store kept for [`PERSONAL_TOKEN_CACHE`], by key; past
+/// [`PERSONAL_TOKEN_CACHE_ENTRIES`] the memory is cleared (a flood of made-up keys stays cheap).
+struct Remembered<T> {
+    entries: Mutex<HashMap<String, (Instant, T)>>,
+}
+
+impl<T> Default for Remembered<T> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T: Clone> Remembered<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, T)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Option<Caller>)>> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    /// The answer for `key`, if it is recent enough to trust.
+    fn fresh(&self, key: &str) -> Option<T> {
+        let entries = self.lock();
+        let (at, value) = entries.get(key)?;
+        (at.elapsed() < PERSONAL_TOKEN_CACHE).then(|| value.clone())
+    }
+
+    fn remember(&self, key: String, value: T) {
+        let mut entries = self.lock();
+        if entries.len() >= PERSONAL_TOKEN_CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, (Instant::now(), value));
     }
 }
 

@@ -188,7 +188,9 @@ async fn serve(
         .with_custom_requests(LegacyTasks::requests())
         .into_server();
     let ends = app.shutdown.child_token();
-    crate::spawn::in_current_span(end_when_revoked(caller, check, ends.clone()));
+    if caller != Caller::Owner {
+        crate::spawn::in_current_span(end_when_revoked(caller, check, ends.clone()));
+    }
     match service.serve_with_ct(transport, ends.clone()).await {
         Ok(running) => {
             let reason = running.waiting().await;
@@ -205,9 +207,6 @@ async fn serve(
 /// once, and a revoked member must not keep calling (and spending) over it. Checked every
 /// second, as a new request's token is; returns when the session ends (`ends`).
 async fn end_when_revoked(caller: Caller, check: Arc<TokenCheck>, ends: CancellationToken) {
-    if caller == Caller::Owner {
-        return;
-    }
     loop {
         tokio::select! {
             _ = ends.cancelled() => return,

@@ -369,6 +369,16 @@ pub struct Store {
     _alive: Arc<()>,
 }
 
+/// The error of a write whose answer did not come within the answer limit.
+fn no_answer(store: String, waited: Duration) -> StoreError {
+    StoreError::NoAnswer { store, waited }
+}
+
+/// The error of a write that found the queue full for the whole answer limit.
+fn queue_full(store: String, waited: Duration) -> StoreError {
+    StoreError::QueueFull { store, waited }
+}
+
 /// Bound of the write queue: beyond it, acknowledged writes wait and progress updates are dropped.
 const WRITE_QUEUE: usize = 8192;
 /// Idle reader connections kept.
@@ -513,27 +523,24 @@ impl Store {
     /// is one it commits at once.
     async fn send(&self, queued: Queued) -> Result<(), StoreError> {
         let urgent = self.urgency.is_urgent(&queued);
-        let sent = self.within_answer_limit(self.tx.send(queued)).await?;
-        sent.map_err(|_| StoreError::WriterGone)?;
+        let sent = self.within_answer_limit(self.tx.send(queued), queue_full);
+        sent.await?.map_err(|_| StoreError::WriterGone)?;
         self.ring_if(urgent);
         Ok(())
     }
 
-    /// `waiting` for room in the write queue, bounded like an answer: a writer stuck on the
-    /// database (a hung filesystem under SQLite) fills the queue, and must not hold calls for ever.
+    /// `waiting` for the writer (its answer, or room in its queue: a writer stuck on the
+    /// database fills the queue), at most the store's answer limit; past it, `over` names the
+    /// store and the wait.
     async fn within_answer_limit<T>(
         &self,
         waiting: impl std::future::Future<Output = T>,
+        over: impl FnOnce(String, Duration) -> StoreError,
     ) -> Result<T, StoreError> {
         match self.answer_limit {
-            Some(limit) => {
-                tokio::time::timeout(limit, waiting)
-                    .await
-                    .map_err(|_| StoreError::QueueFull {
-                        store: self.location.to_string(),
-                        waited: limit,
-                    })
-            }
+            Some(limit) => tokio::time::timeout(limit, waiting)
+                .await
+                .map_err(|_| over(self.location.to_string(), limit)),
             None => Ok(waiting.await),
         }
     }
@@ -547,17 +554,9 @@ impl Store {
     /// What the writer said of a queued write, waited for at most the store's answer limit.
     pub async fn answer(&self, queued: QueuedWrite) -> Result<(), StoreError> {
         let QueuedWrite { id_of, done, early } = queued;
-        let answer = match (early, self.answer_limit) {
-            (Some(early), _) => Ok(early),
-            (None, Some(limit)) => {
-                tokio::time::timeout(limit, done)
-                    .await
-                    .map_err(|_| StoreError::NoAnswer {
-                        store: self.location.to_string(),
-                        waited: limit,
-                    })?
-            }
-            (None, None) => done.await,
+        let answer = match early {
+            Some(early) => Ok(early),
+            None => self.within_answer_limit(done, no_answer).await?,
         };
         match answer {
             Ok(Ok(())) => Ok(()),
@@ -589,7 +588,7 @@ impl Store {
     /// Room in the write queue for a call's record, waited for at the call's receipt (the
     /// queue's back-pressure) and used when it starts ([`Store::insert_started`]).
     pub async fn room_for_insert(&self) -> Result<InsertRoom, StoreError> {
-        let room = self.within_answer_limit(self.tx.clone().reserve_owned());
+        let room = self.within_answer_limit(self.tx.clone().reserve_owned(), queue_full);
         room.await?
             .map(InsertRoom)
             .map_err(|_| StoreError::WriterGone)
