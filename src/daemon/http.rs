@@ -16,6 +16,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 
 use super::auth::{PersonalTokens, TokenCheck, host_and_origin_allowed, require_token};
+use super::session_owners::{self, SessionOwners};
 use super::{held_head, page, ws};
 use crate::app::App;
 use crate::calls::TransportKind;
@@ -34,10 +35,14 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
     });
     // 2025-11-25 task clients over HTTP get the same adapter as over /ws and stdio.
     let legacy = LegacySessions::new(app.tools.task_capable(), app.config.max_message_bytes);
+    // A session answers only the token that opened it (rmcp itself knows no tokens).
+    let sessions = Arc::new(mcp_sessions(&app));
+    let owners = SessionOwners::new(sessions.clone());
     let mcp = Router::new()
-        .nest_service("/mcp", mcp_service(app.clone(), allow_remote))
+        .nest_service("/mcp", mcp_service(app.clone(), sessions, allow_remote))
         .layer(middleware::from_fn_with_state(legacy, legacy_http::adapt))
-        .layer(middleware::from_fn(held_head::hold_head));
+        .layer(middleware::from_fn(held_head::hold_head))
+        .layer(middleware::from_fn_with_state(owners, session_owners::bind));
     // `/metrics` takes the token like the rest, unless EXAI_METRICS_PUBLIC opened it for a local
     // Prometheus (the daemon refuses that setting unless it listens on loopback only).
     let metrics_route = Router::new().route("/metrics", get(metrics));
@@ -79,10 +84,7 @@ async fn guard_host(request: Request, next: Next, allow_remote: bool) -> Respons
     }
 }
 
-fn mcp_service(
-    app: Arc<App>,
-    allow_remote: bool,
-) -> StreamableHttpService<ExaiService, LocalSessionManager> {
+fn mcp_sessions(app: &App) -> LocalSessionManager {
     let mut sessions = LocalSessionManager::default();
     // rmcp closes a session after `keep_alive` without traffic; a long silent call
     // would lose its answer, so keep sessions at least as long as any call may run.
@@ -95,6 +97,14 @@ fn mcp_service(
         .max()
         .unwrap_or(Duration::from_secs(600));
     sessions.session_config.keep_alive = Some(longest_call + Duration::from_secs(300));
+    sessions
+}
+
+fn mcp_service(
+    app: Arc<App>,
+    sessions: Arc<LocalSessionManager>,
+    allow_remote: bool,
+) -> StreamableHttpService<ExaiService, LocalSessionManager> {
     let mut config = StreamableHttpServerConfig::default()
         .with_cancellation_token(app.shutdown.child_token())
         .with_max_request_body_bytes(app.config.max_message_bytes);
@@ -108,7 +118,7 @@ fn mcp_service(
                     .with_custom_requests(LegacyTasks::requests()),
             )
         },
-        sessions.into(),
+        sessions,
         config,
     )
 }

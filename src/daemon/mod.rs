@@ -13,6 +13,7 @@ mod page;
 pub mod proof;
 mod reload;
 mod serve;
+mod session_owners;
 mod ws;
 
 use std::fs::File;

@@ -56,7 +56,8 @@ impl LegacySessions {
     }
 }
 
-fn session_of(headers: &HeaderMap) -> Option<String> {
+/// The `Mcp-Session-Id` a request or response carries.
+pub fn session_of(headers: &HeaderMap) -> Option<String> {
     headers
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())

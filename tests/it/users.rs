@@ -336,16 +336,23 @@ async fn a_call_is_recorded_with_the_user_whose_token_made_it_over_ws_and_mcp() 
         .tool("chat", json!({"prompt": "from bob", "model": "fake-fast"}))
         .await;
     assert_eq!(text(&by_bob), "echo: from bob", "{by_bob}");
-    // An HTTP session stays the token's that opened it.
-    over_http.token = ada.clone();
-    let borrowed = over_http
-        .request("tools/call", json!({"name": "call_list", "arguments": {}}))
-        .await;
+    // An HTTP session stays the token's that opened it: to another it does not exist.
+    let borrowed = reqwest::Client::new()
+        .post(&over_http.url)
+        .bearer_auth(&ada)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", over_http.session.as_deref().unwrap())
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                      "params": {"name": "call_list", "arguments": {}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(borrowed.status().as_u16(), 404);
+    let said = borrowed.text().await.unwrap();
     assert!(
-        borrowed["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("belongs to another token")),
-        "{borrowed}"
+        said.contains("no such MCP session for this token"),
+        "{said}"
     );
     let mut owner = WsClient::connect(&daemon, &daemon.token()).await;
     let by_owner = owner
@@ -781,4 +788,61 @@ async fn a_cancel_sent_into_another_persons_session_does_not_cancel_their_call()
     .await;
     assert_eq!(record.state.as_str(), "succeeded", "{record:?}");
     assert!(record.result.unwrap_or_default().contains("echo: slow"));
+}
+
+/// rmcp ends a session on any DELETE naming it and opens its stream to any GET: exai binds a
+/// session to the token that opened it, so a teammate who learnt its id can do neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_ended_or_streamed_only_with_the_token_that_opened_it() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (ada_token, bob_token) = (
+        add_user(&daemon.home, "ada", false),
+        add_user(&daemon.home, "bob", false),
+    );
+    let mut ada = HttpClient::connect(&daemon, &ada_token, plain()).await;
+    let (session, url) = (ada.session.clone().unwrap(), ada.url.clone());
+    let with_adas_session = |method: reqwest::Method, token: &str| {
+        reqwest::Client::new()
+            .request(method, &url)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+    };
+    let ended = with_adas_session(reqwest::Method::DELETE, &bob_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status().as_u16(), 404, "bob ended ada's session");
+    let stream = with_adas_session(reqwest::Method::GET, &bob_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 404, "bob opened ada's stream");
+    let listed = with_adas_session(reqwest::Method::POST, &bob_token)
+        .json(&json!({"jsonrpc": "2.0", "id": 99, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status().as_u16(), 404, "bob used ada's session");
+    // Ada's session goes on, and she ends it herself.
+    let chat = ada
+        .tool(
+            "chat",
+            json!({"prompt": "still here", "model": "fake-fast"}),
+        )
+        .await;
+    assert!(text(&chat).contains("echo: still here"), "{chat}");
+    let mine = with_adas_session(reqwest::Method::DELETE, &ada_token)
+        .send()
+        .await
+        .unwrap();
+    assert!(mine.status().is_success(), "{}", mine.status());
+    let after = with_adas_session(reqwest::Method::POST, &ada_token)
+        .json(&json!({"jsonrpc": "2.0", "id": 100, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status().as_u16(), 404, "the ended session answered");
 }
