@@ -10,8 +10,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::Spent;
 use super::price::Price;
+use super::{Effort, Spent};
 
 const BUILT_IN: &str = include_str!("models.toml");
 
@@ -114,20 +114,53 @@ impl ModelInfo {
     /// Picodollars billed for `spent`; `None` when unknown: the model has no price, or an
     /// answer came without usage. A failure that reported no usage billed nothing.
     pub fn cost_of(&self, spent: &Spent, answered: bool) -> Option<u64> {
-        if spent.tokens_in.is_none() && spent.tokens_out.is_none() {
+        if spent.tokens_in.is_none() && spent.tokens_out.is_none() && spent.web_searches == 0 {
             return (!answered).then_some(0);
         }
         self.price.as_ref().map(|price| price.of(spent))
     }
 
     /// Whether the model thinks in a request that asks for `thinking` (`None`: as it likes).
-    pub fn thinks(&self, thinking: Option<bool>) -> bool {
+    pub fn thinks(&self, thinking: Option<Effort>) -> bool {
+        let asked = thinking.map(Effort::thinks);
         match self.thinking {
             Thinking::None => false,
             Thinking::Always => true,
-            Thinking::DefaultOn => thinking != Some(false),
-            Thinking::Optional => thinking == Some(true),
+            Thinking::DefaultOn => asked != Some(false),
+            Thinking::Optional => asked == Some(true),
         }
+    }
+
+    /// The `reasoning_effort` the catalog lists for `effort`: the same word where it is listed,
+    /// else the nearest listed below it (above it for the least); the highest listed for
+    /// `Max`. `None` where the catalog lists none, or only `none`.
+    pub fn effort_for(&self, effort: Effort) -> Option<&str> {
+        let rank = |word: &str| match word.to_ascii_lowercase().as_str() {
+            "minimal" => Some(0),
+            "low" => Some(1),
+            "medium" => Some(2),
+            "high" => Some(3),
+            "xhigh" => Some(4),
+            "max" => Some(5),
+            _ => None,
+        };
+        let wanted = match effort {
+            Effort::Minimal => return self.lowest_effort(),
+            Effort::Low => 1,
+            Effort::Medium => 2,
+            Effort::High => 3,
+            Effort::Max => 5,
+        };
+        let listed = || {
+            self.reasoning_efforts
+                .iter()
+                .filter_map(|word| Some((rank(word)?, word.as_str())))
+        };
+        listed()
+            .filter(|(rank, _)| *rank <= wanted)
+            .max_by_key(|(rank, _)| *rank)
+            .or_else(|| listed().min_by_key(|(rank, _)| *rank))
+            .map(|(_, word)| word)
     }
 }
 
@@ -270,6 +303,31 @@ fn parse(text: &str, origin: &str) -> Result<Vec<ModelInfo>, CatalogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_effort_is_asked_for_by_the_name_the_model_takes() {
+        let catalog = Catalog::load(None).unwrap();
+        let effort = |model: &str, effort: Effort| {
+            catalog
+                .find(model, Some("openai"))
+                .and_then(|m| m.effort_for(effort))
+                .map(str::to_string)
+        };
+        // gpt-5 takes minimal..high: its least is minimal, and max asks for its most.
+        assert_eq!(effort("gpt-5", Effort::Minimal).as_deref(), Some("minimal"));
+        assert_eq!(effort("gpt-5", Effort::Medium).as_deref(), Some("medium"));
+        assert_eq!(effort("gpt-5", Effort::Max).as_deref(), Some("high"));
+        // gpt-5.6 lists none first: the least it is asked for is none, max is max.
+        assert_eq!(effort("gpt-5.6-sol", Effort::Low).as_deref(), Some("low"));
+        assert_eq!(effort("gpt-5.6-sol", Effort::Max).as_deref(), Some("max"));
+        // A word the model does not list: the nearest below it, else the least above it.
+        let mut glm = catalog.find("glm-5.3", None).cloned().unwrap();
+        assert_eq!(glm.effort_for(Effort::Medium), Some("low"));
+        glm.reasoning_efforts = vec!["high".into(), "max".into()];
+        assert_eq!(glm.effort_for(Effort::Low), Some("high"));
+        glm.reasoning_efforts.clear();
+        assert_eq!(glm.effort_for(Effort::High), None);
+    }
 
     #[test]
     fn the_built_in_catalog_parses_and_has_each_provider() {

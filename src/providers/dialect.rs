@@ -80,10 +80,20 @@ pub(crate) trait Dialect: Sync {
         None
     }
 
-    /// The class the provider's own error codes give, before the HTTP status decides.
-    fn error_class(&self, body: &ErrorBody) -> Option<ErrorClass> {
-        let _ = body;
+    /// The class the provider's own error codes (or its documented meaning of a status) give,
+    /// before the HTTP status alone decides.
+    fn error_class(&self, status: u16, body: &ErrorBody) -> Option<ErrorClass> {
+        let _ = (status, body);
         None
+    }
+
+    /// What to tell the user when this model refused the request for this account, with a
+    /// leading " — ".
+    fn refused_hint(&self, body: &ErrorBody) -> String {
+        let _ = body;
+        " — the provider will not take this request on this model for this account; exai \
+         tried the next model where there was one"
+            .to_string()
     }
 
     /// What to tell the user when the account's balance or plan is exhausted, with a leading

@@ -80,8 +80,12 @@ pub enum ErrorClass {
     RateLimited,
     /// The provider says it is overloaded: worth retrying.
     Overloaded,
-    /// The provider failed (5xx, a server error reported in the stream): worth retrying.
+    /// The provider failed (5xx, a timeout, a server error reported in the stream): worth
+    /// retrying.
     ServerError,
+    /// This model will not take this request for this account (the plan lacks the model, its
+    /// moderation flagged the input): no wait mends it, but another model may answer.
+    Refused,
     /// Anything else (bad request, auth, not found): decided by the HTTP status alone.
     Other,
 }
@@ -142,7 +146,7 @@ pub(crate) fn classify(
     if body.says(OVERLOAD_WORDS) {
         return ErrorClass::Overloaded;
     }
-    if let Some(class) = dialect(kind).error_class(body) {
+    if let Some(class) = dialect(kind).error_class(status, body) {
         return class;
     }
     match status {
@@ -151,6 +155,9 @@ pub(crate) fn classify(
         402 if retry_after => ErrorClass::RateLimited,
         402 => ErrorClass::Quota,
         429 => ErrorClass::RateLimited,
+        // Request Timeout: the provider gave up waiting (OpenRouter documents it); a new
+        // attempt may pass.
+        408 => ErrorClass::ServerError,
         s if s >= 500 => ErrorClass::ServerError,
         // An error after a 200 is the provider failing in the middle of its answer.
         200 => ErrorClass::ServerError,
@@ -177,6 +184,7 @@ pub(crate) fn hint(
         ErrorClass::Overloaded => " — the provider is overloaded; exai retried as long as the \
                                    deadline allowed; try again later or another model"
             .to_string(),
+        ErrorClass::Refused => dialect(kind).refused_hint(body),
         ErrorClass::ServerError | ErrorClass::Other => status_hint(kind, key, status),
     }
 }
@@ -197,7 +205,12 @@ pub(crate) struct Key<'a> {
 pub(crate) fn status_hint(kind: ProviderKind, key: Key<'_>, status: u16) -> String {
     match status {
         401 | 403 => match (key.source, key.set) {
-            (Some(var), true) => format!(" — the key was rejected; check {var}"),
+            (Some(var), true) if status == 401 => format!(" — the key was rejected; check {var}"),
+            // A known key refused this: its rights, region or plan, not its spelling.
+            (Some(var), true) => format!(
+                " — the key in {var} is not allowed this (its permissions, region or plan); see \
+                 the provider's console"
+            ),
             (Some(var), false) => format!(" — the endpoint wants a key; set {var}"),
             (None, _) => " — the endpoint wants a key; give its [[endpoints]] entry an \
                           api_key_env naming the variable that holds it"

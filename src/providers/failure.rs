@@ -132,6 +132,10 @@ impl ProviderError {
                 class: ErrorClass::RateLimited,
                 ..
             } => "provider_rate_limited",
+            ProviderError::Status {
+                class: ErrorClass::Refused,
+                ..
+            } => "provider_refused",
             ProviderError::Stream { .. } => "provider_stream_error",
             ProviderError::Status {
                 status: 401 | 403, ..
@@ -175,6 +179,12 @@ impl ProviderError {
         self.is_retryable()
             || self.account_problem()
             || matches!(self, ProviderError::Status { status: 404, .. })
+            // This model refused; another may not.
+            || matches!(
+                self,
+                ProviderError::Status { class: ErrorClass::Refused, .. }
+                    | ProviderError::Stream { class: ErrorClass::Refused, .. }
+            )
             || matches!(self, ProviderError::Idle { .. })
             // Another provider's budget may not be spent.
             || matches!(self, ProviderError::OverBudget(_))

@@ -29,6 +29,8 @@ const COVERED: &[&str] = &[
     "glm/error_429_1305.json",
     "glm/error_429_1308.json",
     "glm/error_429_1310.json",
+    "glm/error_429_1311.json",
+    "glm/error_429_1312.json",
     "glm/stream_error_after_200.sse",
     "glm/stream_finish_length.sse",
     "glm/stream_finish_model_context_window_exceeded.sse",
@@ -41,6 +43,8 @@ const COVERED: &[&str] = &[
     "kimi/error_400_invalid_request_error_token_limit.json",
     "kimi/error_401_incorrect_api_key_error.json",
     "kimi/error_401_invalid_authentication_error.json",
+    "kimi/error_403_access_terminated_error.json",
+    "kimi/error_403_insufficient_balance.json",
     "kimi/error_404_resource_not_found_error.json",
     "kimi/error_429_engine_overloaded_error.json",
     "kimi/error_429_exceeded_current_quota_error_suspended.json",
@@ -66,6 +70,8 @@ const COVERED: &[&str] = &[
     "openrouter/error_401_invalid_credentials.json",
     "openrouter/error_402_insufficient_credits.json",
     "openrouter/error_402_max_tokens_unaffordable.json",
+    "openrouter/error_403_moderation_flagged.json",
+    "openrouter/error_408_timeout.json",
     "openrouter/error_429_rate_limited.json",
     "openrouter/stream_error_after_200.sse",
     "openrouter/stream_finish_length.sse",
@@ -357,6 +363,29 @@ async fn glm_error_429_1310_is_a_used_up_plan_window() {
 }
 
 #[tokio::test]
+async fn glm_error_429_1311_is_a_model_the_plan_lacks_not_an_empty_account() {
+    let expected = Expected {
+        kind: "provider_refused",
+        retryable: false,
+        says: &["GLM-5.3", "the GLM plan does not include this model"],
+    };
+    let error = check_error("glm/error_429_1311.json", expected).await;
+    // The plan's other models still answer: the endpoint is not given up.
+    assert!(error.wants_fallback() && !error.account_problem());
+}
+
+#[tokio::test]
+async fn glm_error_429_1312_is_a_busy_model() {
+    let expected = Expected {
+        kind: "provider_overloaded",
+        retryable: true,
+        says: &["the provider is overloaded"],
+    };
+    let error = check_error("glm/error_429_1312.json", expected).await;
+    assert!(error.wants_fallback() && !error.account_problem());
+}
+
+#[tokio::test]
 async fn glm_stream_error_after_200() {
     let (error, content_started) = error_of("glm/stream_error_after_200.sse").await;
     assert_eq!(error.kind(), "provider_stream_error");
@@ -478,6 +507,28 @@ async fn kimi_error_400_token_limit() {
         expected,
     )
     .await;
+}
+
+#[tokio::test]
+async fn kimi_error_403_is_an_empty_balance_not_a_bad_key() {
+    let expected = Expected {
+        kind: QUOTA,
+        retryable: false,
+        says: &["HTTP 403", BALANCE, "https://platform.kimi.ai/console"],
+    };
+    let error = check_error("kimi/error_403_insufficient_balance.json", expected).await;
+    assert!(error.wants_fallback() && !error.to_string().contains("key was rejected"));
+}
+
+#[tokio::test]
+async fn kimi_error_403_access_terminated_is_a_blocked_account() {
+    let expected = Expected {
+        kind: "provider_account_blocked",
+        retryable: false,
+        says: &["Access terminated", "the account cannot be used"],
+    };
+    let error = check_error("kimi/error_403_access_terminated_error.json", expected).await;
+    assert!(error.wants_fallback() && error.account_problem());
 }
 
 #[tokio::test]
@@ -767,6 +818,28 @@ async fn openrouter_error_401_invalid_credentials() {
         says: &["No auth credentials found", "check OPENROUTER_API_KEY"],
     };
     check_error("openrouter/error_401_invalid_credentials.json", expected).await;
+}
+
+#[tokio::test]
+async fn openrouter_error_403_is_a_flagged_input_not_a_bad_key() {
+    let expected = Expected {
+        kind: "provider_refused",
+        retryable: false,
+        says: &["HTTP 403", "flagged", "choose another model"],
+    };
+    let error = check_error("openrouter/error_403_moderation_flagged.json", expected).await;
+    assert!(!error.to_string().contains("key was rejected"));
+    assert!(error.wants_fallback() && !error.account_problem());
+}
+
+#[tokio::test]
+async fn openrouter_error_408_is_retried() {
+    let expected = Expected {
+        kind: "provider_http_error",
+        retryable: true,
+        says: &["HTTP 408", "timed out"],
+    };
+    check_error("openrouter/error_408_timeout.json", expected).await;
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::dialect::{Dialect, Extraction, WebSearch};
 use super::errors::{self, ErrorBody, ErrorClass};
-use super::{ChatRequest, ModelInfo, Thinking, body, search};
+use super::{ChatRequest, Effort, ModelInfo, Thinking, body, search};
 
 pub(crate) struct Glm;
 
@@ -48,8 +48,14 @@ impl Dialect for Glm {
         ]
     }
 
-    fn error_class(&self, body: &ErrorBody) -> Option<ErrorClass> {
+    fn error_class(&self, _status: u16, body: &ErrorBody) -> Option<ErrorClass> {
         code(body).and_then(code_class)
+    }
+
+    fn refused_hint(&self, _body: &ErrorBody) -> String {
+        " — the GLM plan does not include this model; choose another model (listmodels) or \
+         another plan at https://z.ai/subscribe"
+            .to_string()
     }
 
     /// 1113 also answers a Coding Plan key sent to the pay-as-you-go endpoint.
@@ -76,7 +82,7 @@ fn shape(model: &ModelInfo, request: &ChatRequest, host: &str, body: &mut Value)
     if let Some(t) = request.temperature {
         body["temperature"] = body::temperature(t.clamp(0.0, 1.0));
     }
-    match (request.thinking, model.thinking) {
+    match (request.thinking.map(Effort::thinks), model.thinking) {
         (_, Thinking::None) | (None, _) => {}
         // `thinking: disabled` is refused (code 1210) by a model that always thinks.
         (Some(false), Thinking::Always) => {
@@ -126,18 +132,23 @@ fn code(body: &ErrorBody) -> Option<u32> {
 fn code_class(code: u32) -> Option<ErrorClass> {
     Some(match code {
         // 1113 balance; 1304 daily call limit; 1308/1310 plan windows (the message says when
-        // they reset); 1309 plan expired; 1311–1321 plan restrictions.
-        1113 | 1304 | 1308 | 1309 | 1310 | 1311..=1321 => ErrorClass::Quota,
+        // they reset); 1309 plan expired; 1313 fair-use restriction; 1314–1321 other plan
+        // restrictions.
+        1113 | 1304 | 1308 | 1309 | 1310 | 1313..=1321 => ErrorClass::Quota,
         1110 | 1111 | 1112 | 1121 => ErrorClass::Account,
         1302 | 1303 => ErrorClass::RateLimited,
-        1305 => ErrorClass::Overloaded,
+        // 1305 the API's traffic limit; 1312 this model is busy ("try later, or another
+        // model").
+        1305 | 1312 => ErrorClass::Overloaded,
+        // The plan does not include this model: the plan's other models still answer.
+        1311 => ErrorClass::Refused,
         _ => return None,
     })
 }
 
 /// GLM codes of a plan's usage window or term rather than the account's balance.
 fn plan_code(body: &ErrorBody) -> bool {
-    matches!(code(body), Some(1304 | 1308..=1321))
+    matches!(code(body), Some(1304 | 1308 | 1309 | 1310 | 1313..=1321))
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@
 use serde_json::{Value, json};
 
 use super::dialect::{Dialect, Extraction, WebSearch};
-use super::errors::{self, ErrorBody};
-use super::{ChatRequest, ModelInfo, Thinking, body, search};
+use super::errors::{self, ErrorBody, ErrorClass};
+use super::{ChatRequest, Effort, ModelInfo, Thinking, body, search};
 
 /// The name of Kimi's builtin search function.
 pub(crate) const SEARCH_FUNCTION: &str = "$web_search";
@@ -54,6 +54,25 @@ impl Dialect for Kimi {
         errors::exhausted("top up the Kimi balance at https://platform.kimi.ai/console")
     }
 
+    /// Kimi answers 403 for an account it will not serve: an empty balance (its help pages),
+    /// or one its risk control terminated (`access_terminated_error`).
+    fn error_class(&self, status: u16, body: &ErrorBody) -> Option<ErrorClass> {
+        (status == 403).then(|| {
+            let terminated = [&body.kind, &body.code, &body.message]
+                .into_iter()
+                .flatten()
+                .any(|said| {
+                    said.to_ascii_lowercase().contains("access_terminated")
+                        || said.to_ascii_lowercase().contains("access terminated")
+                });
+            if terminated {
+                ErrorClass::Account
+            } else {
+                ErrorClass::Quota
+            }
+        })
+    }
+
     /// Moonshot's international and mainland China platforms issue their own keys.
     fn platform_urls(&self) -> &'static [(&'static str, &'static str)] {
         &[
@@ -70,7 +89,7 @@ fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     {
         body["temperature"] = body::temperature(t.clamp(0.0, 1.0));
     }
-    if request.thinking == Some(false) {
+    if request.thinking == Some(Effort::Minimal) {
         match model.thinking {
             Thinking::DefaultOn => body["thinking"] = json!({"type": "disabled"}),
             Thinking::Always => {

@@ -50,7 +50,9 @@ pub use observer::CallObserver;
 pub use price::{Cost, Price};
 pub use search::can_search;
 pub use selection::{Need, Resolved, UnusableModel};
-pub use types::{ChatMessage, ChatRequest, ChatResponse, FunctionCall, Source, Spent, ToolCall};
+pub use types::{
+    ChatMessage, ChatRequest, ChatResponse, Effort, FunctionCall, Source, Spent, ToolCall,
+};
 
 use crate::config::{Config, EndpointConfig};
 use crate::store::shared_slots::SharedSlots;

@@ -1,5 +1,5 @@
-//! OpenAI: reasoning models take no temperature; their effort can be lowered instead (to the
-//! lowest the catalog lists, else `low`). The output limit goes in `max_completion_tokens` for
+//! OpenAI: reasoning models take no temperature; the effort a tool asks for goes in
+//! `reasoning_effort` as the catalog names it (the lowest listed, else `low`, for the least). The output limit goes in `max_completion_tokens` for
 //! every model (reasoning models refuse `max_tokens`). A conversation's requests carry its
 //! `prompt_cache_key`, so they reach the machines holding their cached prefix.
 
@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::dialect::Dialect;
 use super::errors::{self, ErrorBody};
-use super::{ChatRequest, ModelInfo, Thinking, body};
+use super::{ChatRequest, Effort, ModelInfo, Thinking, body};
 
 pub(crate) struct OpenAi;
 
@@ -40,11 +40,19 @@ fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
                 body["temperature"] = body::temperature(t);
             }
         }
-        _ => {
-            if request.thinking == Some(false) {
+        // The effort asked for, as the catalog names it. A model whose default is no reasoning
+        // at all (gpt-5.6's `none`) reasons only when it is named.
+        _ => match request.thinking {
+            Some(Effort::Minimal) => {
                 body["reasoning_effort"] = json!(model.lowest_effort().unwrap_or("low"));
             }
-        }
+            Some(effort) => {
+                if let Some(word) = model.effort_for(effort) {
+                    body["reasoning_effort"] = json!(word);
+                }
+            }
+            None => {}
+        },
     }
     // An assistant turn that only called tools has no content: null, as OpenAI documents it.
     if let Some(messages) = body["messages"].as_array_mut() {

@@ -6,8 +6,8 @@
 use serde_json::{Value, json};
 
 use super::dialect::Dialect;
-use super::errors::{self, ErrorBody};
-use super::{ChatRequest, ModelInfo, Thinking, body};
+use super::errors::{self, ErrorBody, ErrorClass};
+use super::{ChatRequest, Effort, ModelInfo, Thinking, body};
 
 pub(crate) struct OpenRouter;
 
@@ -19,6 +19,18 @@ impl Dialect for OpenRouter {
 
     fn shape(&self, model: &ModelInfo, request: &ChatRequest, _host: &str, body: &mut Value) {
         shape(model, request, body);
+    }
+
+    /// OpenRouter's 403: the model's moderation (or a guardrail) flagged the input; another
+    /// model may take it.
+    fn error_class(&self, status: u16, _body: &ErrorBody) -> Option<ErrorClass> {
+        (status == 403).then_some(ErrorClass::Refused)
+    }
+
+    fn refused_hint(&self, _body: &ErrorBody) -> String {
+        " — the model's moderation (or a guardrail of the account) flagged the input; rephrase \
+         it or choose another model"
+            .to_string()
     }
 
     fn quota_hint(&self, body: &ErrorBody) -> String {
@@ -38,7 +50,7 @@ fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     if let Some(t) = request.temperature {
         body["temperature"] = body::temperature(t);
     }
-    match (request.thinking, model.thinking) {
+    match (request.thinking.map(Effort::thinks), model.thinking) {
         (_, Thinking::None) | (None, _) => {}
         (Some(false), Thinking::Always) => {
             if let Some(lowest) = model.lowest_effort() {

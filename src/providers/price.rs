@@ -8,6 +8,9 @@ use super::Spent;
 /// Picodollars (10⁻¹² USD) in one micro-dollar.
 const PICO_PER_MICRO: u64 = 1_000_000;
 
+/// Picodollars in one US dollar.
+const PICO_PER_USD: u64 = PICO_PER_MICRO * 1_000_000;
+
 /// The most US dollars an amount (a budget) may be: beyond any day's spend, far inside an i64.
 const MOST_USD: f64 = 1e9;
 
@@ -60,6 +63,42 @@ impl Serialize for PerMillion {
     }
 }
 
+/// A price in USD per call (a web search), kept as picodollars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PerCall(u64);
+
+/// The dearest price per call accepted.
+const MOST_USD_PER_CALL: f64 = 100.0;
+
+impl PerCall {
+    /// `usd` per call; `None` for a negative, absurd or non-number price.
+    pub fn usd(usd: f64) -> Option<Self> {
+        (usd.is_finite() && (0.0..=MOST_USD_PER_CALL).contains(&usd))
+            .then(|| Self((usd * PICO_PER_USD as f64).round() as u64))
+    }
+
+    fn of(self, calls: u32) -> u64 {
+        self.0.saturating_mul(u64::from(calls))
+    }
+}
+
+impl<'de> Deserialize<'de> for PerCall {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let usd = f64::deserialize(deserializer)?;
+        Self::usd(usd).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{usd} is not a price: expected USD per call, from 0 to {MOST_USD_PER_CALL}"
+            ))
+        })
+    }
+}
+
+impl Serialize for PerCall {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.0 as f64 / PICO_PER_USD as f64)
+    }
+}
+
 /// What a model costs, in USD per million tokens, as its provider's pricing page said on `checked`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +110,10 @@ pub struct Price {
     pub cached_input: Option<PerMillion>,
     /// Output tokens (reasoning included: providers bill it as output).
     pub output: PerMillion,
+    /// Each web search the model runs through the provider's search function, where the
+    /// provider bills it on top of the tokens (Kimi's `$web_search`).
+    #[serde(default)]
+    pub web_search: Option<PerCall>,
     /// When the prices were read from the provider's page (`2026-12-02`).
     #[serde(default)]
     pub checked: Option<String>,
@@ -86,6 +129,10 @@ impl Price {
             .of(input - cached)
             .saturating_add(cached_price.of(cached))
             .saturating_add(self.output.of(spent.tokens_out.unwrap_or(0)))
+            .saturating_add(
+                self.web_search
+                    .map_or(0, |per_search| per_search.of(spent.web_searches)),
+            )
     }
 }
 
@@ -192,6 +239,7 @@ mod tests {
             tokens_out: Some(tokens_out),
             reasoning_tokens: None,
             cached_tokens: Some(cached),
+            web_searches: 0,
         }
     }
 
@@ -203,6 +251,7 @@ mod tests {
             input: PerMillion::usd(1.40).unwrap(),
             cached_input: PerMillion::usd(0.26),
             output: PerMillion::usd(4.40).unwrap(),
+            web_search: None,
             checked: None,
         };
         // 900 fresh × 1.40 + 100 cached × 0.26 + 500 × 4.40 = 1260 + 26 + 2200 µ$ … per million.

@@ -127,7 +127,11 @@ pub(super) async fn answer(
         );
         observer.stage("searching the web".into());
         earlier.rounds += 1;
-        earlier.searches += calls.len() as u32;
+        // Billed per search the model asked for (Kimi's pricing), whatever comes next.
+        earlier.spent.web_searches = earlier
+            .spent
+            .web_searches
+            .saturating_add(calls.len() as u32);
         earlier.keep(&round);
         let next = conversation.to_mut();
         let thinks = model.thinks(next.thinking);
@@ -170,7 +174,6 @@ pub(crate) fn search_turn(
 #[derive(Default)]
 struct Rounds {
     rounds: u32,
-    searches: u32,
     attempts: u32,
     spent: Spent,
     reasoning: Vec<String>,
@@ -200,7 +203,6 @@ impl Rounds {
         last.time_to_first_token = self.time_to_first_token.or(last.time_to_first_token);
         self.spent.into_answer(&mut last);
         last.attempts = self.attempts;
-        last.web_searches = self.searches;
         // The last round's own notes (how it ended) follow the notes about searching.
         notes.append(&mut last.notes);
         last.notes = notes;

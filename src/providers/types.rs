@@ -103,13 +103,31 @@ pub struct Source {
     pub url: String,
 }
 
+/// How hard a model is asked to think (a tool's `thinking_mode`), least first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Effort {
+    Minimal,
+    Low,
+    Medium,
+    High,
+    Max,
+}
+
+impl Effort {
+    /// The think / don't-think switch most providers have: anything above minimal thinks.
+    pub fn thinks(self) -> bool {
+        self != Effort::Minimal
+    }
+}
+
 /// A request for one model answer.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub temperature: Option<f32>,
-    /// Ask the model to think (`Some(true)`), not to (`Some(false)`), or leave it to the model.
-    pub thinking: Option<bool>,
+    /// How hard to think (`Minimal`: as little as the model allows), or as the model does by
+    /// default.
+    pub thinking: Option<Effort>,
     /// Let the model search the web, where it and its provider can (else a note says it did not).
     pub web_search: bool,
     /// The call's deadline: no attempt, wait or retry goes past it.
@@ -171,13 +189,15 @@ pub struct ChatResponse {
     pub(crate) tool_calls: Vec<ToolCall>,
 }
 
-/// Tokens already spent by a call that failed later (earlier rounds of a web search).
+/// What was billed: tokens, and the searches billed per call (Kimi's `$web_search`); also what
+/// a call that failed later had already spent (earlier rounds of a web search).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Spent {
     pub tokens_in: Option<u64>,
     pub tokens_out: Option<u64>,
     pub reasoning_tokens: Option<u64>,
     pub cached_tokens: Option<u64>,
+    pub web_searches: u32,
 }
 
 impl Spent {
@@ -187,6 +207,7 @@ impl Spent {
             tokens_out: answer.tokens_out,
             reasoning_tokens: answer.reasoning_tokens,
             cached_tokens: answer.cached_tokens,
+            web_searches: answer.web_searches,
         }
     }
 
@@ -195,6 +216,7 @@ impl Spent {
         self.tokens_out = add_tokens(self.tokens_out, other.tokens_out);
         self.reasoning_tokens = add_tokens(self.reasoning_tokens, other.reasoning_tokens);
         self.cached_tokens = add_tokens(self.cached_tokens, other.cached_tokens);
+        self.web_searches = self.web_searches.saturating_add(other.web_searches);
     }
 
     /// Puts the sums into an answer.
@@ -203,6 +225,7 @@ impl Spent {
         answer.tokens_out = self.tokens_out;
         answer.reasoning_tokens = self.reasoning_tokens;
         answer.cached_tokens = self.cached_tokens;
+        answer.web_searches = self.web_searches;
     }
 }
 

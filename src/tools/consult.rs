@@ -9,7 +9,7 @@ use crate::config::ProviderKind;
 use crate::documents::Extracted;
 use crate::files::{self, Embedded};
 use crate::images;
-use crate::providers::{ChatMessage, ChatRequest, ChatResponse, Need, Resolved, dialect};
+use crate::providers::{ChatMessage, ChatRequest, ChatResponse, Effort, Need, Resolved, dialect};
 use crate::threads::{Thread, ThreadError};
 use crate::tokens;
 
@@ -24,7 +24,7 @@ pub struct Question<'a> {
     /// The conversation to replay (newest turns first within budget); `None` for a blinded call.
     pub thread: Option<&'a Thread>,
     pub temperature: Option<f32>,
-    pub thinking: Option<bool>,
+    pub thinking: Option<Effort>,
     /// Let the model search the web (where the provider and model can).
     pub web_search: bool,
     /// Images (absolute paths or data URLs) shown with the question.
@@ -177,7 +177,8 @@ macro_rules! word_serde {
 }
 pub(crate) use word_serde;
 
-/// How hard the model should think (Zen's names); the providers know only think or don't.
+/// How hard the model should think (Zen's names): OpenAI takes the effort by name, the others
+/// only think or don't.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThinkingMode {
     Minimal,
@@ -208,9 +209,15 @@ impl Word for ThinkingMode {
 }
 word_serde!(ThinkingMode, schema);
 
-/// The provider's think / don't-think switch for `mode` (the model's default when not given).
-pub fn thinking_of(mode: Option<ThinkingMode>) -> Option<bool> {
-    mode.map(|mode| mode != ThinkingMode::Minimal)
+/// The effort asked of the provider for `mode` (the model's default when not given).
+pub fn thinking_of(mode: Option<ThinkingMode>) -> Option<Effort> {
+    mode.map(|mode| match mode {
+        ThinkingMode::Minimal => Effort::Minimal,
+        ThinkingMode::Low => Effort::Low,
+        ThinkingMode::Medium => Effort::Medium,
+        ThinkingMode::High => Effort::High,
+        ThinkingMode::Max => Effort::Max,
+    })
 }
 
 /// A temperature outside the range every provider accepts.

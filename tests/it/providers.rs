@@ -17,7 +17,8 @@ fn glm_and_kimi(fake: &Fake, extra: &[(&str, &str)]) -> Daemon {
         "[[model]]\nid = \"fake-fast\"\nprovider = \"kimi\"\nfixed_sampling = true\nthinking = \"default_on\"\nscore = 10\n\n\
          [[model]]\nid = \"fake-glm-thinking\"\nprovider = \"glm\"\nthinking = \"default_on\"\naliases = [\"thinker\"]\nscore = 20\n\n\
          [[model]]\nid = \"fake-reasoning\"\nprovider = \"kimi\"\nthinking = \"default_on\"\nvision = true\nscore = 5\n\n\
-         [[model]]\nid = \"fake-kimi-search\"\nprovider = \"kimi\"\nthinking = \"default_on\"\nweb_search = true\nscore = 5\n\n\
+         [[model]]\nid = \"fake-kimi-search\"\nprovider = \"kimi\"\nthinking = \"default_on\"\nweb_search = true\nscore = 5\n\
+         price = { input = 0.0, output = 0.0, web_search = 0.005 }\n\n\
          [[model]]\nid = \"fake-kimi-search-loop\"\nprovider = \"kimi\"\nweb_search = true\nscore = 5\n\n\
          [[model]]\nid = \"fake-glm-search\"\nprovider = \"glm\"\nweb_search = true\nscore = 5\n",
     )
@@ -463,6 +464,9 @@ async fn kimi_searches_the_web_in_a_second_round_and_every_round_is_counted() {
         1
     );
     assert_eq!(fake.stats()["by_model"]["fake-kimi-search"], 2);
+    // Kimi bills each search on top of the tokens (free here): $0.005.
+    let record = daemon.final_record(&call_id_of(&result));
+    assert_eq!(record.cost_usd_micros, Some(5_000), "{record:?}");
 
     // The fake refuses a second round that is not right; check what it got all the same.
     let sent = last_body(&fake, "fake-kimi-search");

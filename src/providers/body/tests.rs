@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::*;
 use crate::providers::search::search_turn;
-use crate::providers::{Catalog, ChatResponse, FunctionCall, ToolCall};
+use crate::providers::{Catalog, ChatResponse, Effort, FunctionCall, ToolCall};
 
 /// Fixture fields exai never sends for tool round trips: the tools it offers run inside exai (or,
 /// for web search, inside the platform), so it declares no function tools of its own.
@@ -25,7 +25,7 @@ struct Case {
     file: &'static str,
     host: &'static str,
     model: ModelInfo,
-    thinking: Option<bool>,
+    thinking: Option<Effort>,
     web_search: bool,
     /// Rebuild the turns after the user's question through Kimi's search round trip.
     search_round_trip: bool,
@@ -68,9 +68,9 @@ impl Case {
         }
     }
 
-    fn thinking(self, on: bool) -> Self {
+    fn thinking(self, effort: Effort) -> Self {
         Self {
-            thinking: Some(on),
+            thinking: Some(effort),
             ..self
         }
     }
@@ -270,9 +270,9 @@ fn cases() -> Vec<Case> {
     };
     vec![
         glm("glm/request_plain.json", "glm-5.2"),
-        glm("glm/request_thinking_enabled.json", "glm-5.2").thinking(true),
-        glm("glm/request_thinking_disabled.json", "glm-5.2").thinking(false),
-        glm("glm/request_thinking_low_glm53.json", "glm-5.3").thinking(false),
+        glm("glm/request_thinking_enabled.json", "glm-5.2").thinking(Effort::High),
+        glm("glm/request_thinking_disabled.json", "glm-5.2").thinking(Effort::Minimal),
+        glm("glm/request_thinking_low_glm53.json", "glm-5.3").thinking(Effort::Minimal),
         glm_vision,
         glm("glm/request_tool_round_trip.json", "glm-5.2").without(NO_FUNCTION_TOOLS),
         glm("glm/request_web_search_api_z_ai.json", "glm-5.2").searching(),
@@ -280,8 +280,8 @@ fn cases() -> Vec<Case> {
             .searching()
             .at("open.bigmodel.cn"),
         kimi("kimi/request_plain_k26.json", "kimi-k2.6"),
-        kimi("kimi/request_thinking_disabled_k26.json", "kimi-k2.6").thinking(false),
-        kimi("kimi/request_k3_reasoning_effort_low.json", "kimi-k3").thinking(false),
+        kimi("kimi/request_thinking_disabled_k26.json", "kimi-k2.6").thinking(Effort::Minimal),
+        kimi("kimi/request_k3_reasoning_effort_low.json", "kimi-k3").thinking(Effort::Minimal),
         kimi("kimi/request_image_k26.json", "kimi-k2.6"),
         kimi("kimi/request_image_k3.json", "kimi-k3"),
         kimi("kimi/request_tool_round_trip_k26.json", "kimi-k2.6").without(NO_FUNCTION_TOOLS),
@@ -293,17 +293,20 @@ fn cases() -> Vec<Case> {
         openai("openai/request_plain_gpt41.json", "gpt-4.1"),
         openai("openai/request_image.json", "gpt-4.1"),
         openai("openai/request_reasoning_default_gpt5.json", "gpt-5"),
-        openai("openai/request_reasoning_low_gpt5.json", "gpt-5").thinking(false),
+        openai("openai/request_reasoning_minimal_gpt5.json", "gpt-5").thinking(Effort::Minimal),
+        openai("openai/request_reasoning_high_gpt56.json", "gpt-5.6-sol").thinking(Effort::High),
         openai("openai/request_tool_round_trip.json", "gpt-4.1").without(NO_FUNCTION_TOOLS),
         openrouter("openrouter/request_plain.json", "z-ai/glm-4.7"),
         openrouter("openrouter/request_image.json", "openai/gpt-5"),
-        openrouter("openrouter/request_reasoning_enabled.json", "z-ai/glm-4.7").thinking(true),
-        openrouter("openrouter/request_reasoning_disabled.json", "z-ai/glm-4.7").thinking(false),
+        openrouter("openrouter/request_reasoning_enabled.json", "z-ai/glm-4.7")
+            .thinking(Effort::High),
+        openrouter("openrouter/request_reasoning_disabled.json", "z-ai/glm-4.7")
+            .thinking(Effort::Minimal),
         openrouter(
             "openrouter/request_reasoning_mandatory_lowest_effort.json",
             "openai/gpt-5",
         )
-        .thinking(false),
+        .thinking(Effort::Minimal),
         openrouter("openrouter/request_tool_round_trip.json", "z-ai/glm-4.7")
             .without(NO_FUNCTION_TOOLS),
     ]
@@ -440,7 +443,7 @@ fn a_model_that_always_thinks_is_never_told_to_stop() {
     ] {
         let model = catalog_model(provider, id);
         let mut request = question("hi");
-        request.thinking = Some(false);
+        request.thinking = Some(Effort::Minimal);
         let body = request_body(kind, "h", &model, &request);
         assert!(body.get("thinking").is_none(), "{id}: {body}");
         assert_ne!(body["reasoning"]["enabled"], false, "{id}: {body}");
@@ -450,7 +453,7 @@ fn a_model_that_always_thinks_is_never_told_to_stop() {
     // Without documented efforts nothing is sent at all.
     let gemini = catalog_model("openrouter", "google/gemini-2.5-pro");
     let mut request = question("hi");
-    request.thinking = Some(false);
+    request.thinking = Some(Effort::Minimal);
     let body = request_body(ProviderKind::OpenRouter, "h", &gemini, &request);
     assert!(body.get("reasoning").is_none(), "{body}");
 }
