@@ -46,6 +46,8 @@ pub enum CancelReason {
     Client(Option<String>),
     /// The daemon is shutting down.
     Shutdown,
+    /// The personal token of the call's user was revoked while it ran.
+    Revoked,
 }
 
 /// A tool's failure, as the tool reports it.
@@ -247,6 +249,29 @@ impl Live {
 /// What makes two calls identical, digested (see [`LiveCall::dedupe_key`]).
 pub type DedupeKey = [u8; 32];
 
+/// How far a proposed id's time may be from now: the shim mints it as it sends the call (a
+/// remote shim's clock may be a little off).
+const PROPOSED_ID_SKEW: Duration = Duration::from_secs(300);
+
+/// A UUIDv7 whose time is within [`PROPOSED_ID_SKEW`] of now: what the shim and `exai call` mint.
+fn freshly_minted(id: &uuid::Uuid) -> bool {
+    let Some((seconds, nanos)) = id
+        .get_version()
+        .filter(|v| *v == uuid::Version::SortRand)
+        .and_then(|_| id.get_timestamp())
+        .map(|t| t.to_unix())
+    else {
+        return false;
+    };
+    let minted = std::time::UNIX_EPOCH + Duration::new(seconds, nanos);
+    let now = std::time::SystemTime::now();
+    let apart = now
+        .duration_since(minted)
+        .or_else(|_| minted.duration_since(now))
+        .unwrap_or(Duration::MAX);
+    apart <= PROPOSED_ID_SKEW
+}
+
 /// The digest of who asks (user, client) which tool with which arguments. The arguments are
 /// serialized straight into the digest, not into a text kept beside them.
 fn dedupe_key(
@@ -419,7 +444,9 @@ impl Calls {
     /// Creates the record of a call at receipt and registers it; nothing runs yet.
     ///
     /// `proposed_id` (set by the exai shim, so it can name the call even if the
-    /// daemon vanishes) is used when it is a fresh UUID; otherwise a new UUIDv7 is made.
+    /// daemon vanishes) is used when it is a UUIDv7 minted in the last few minutes that no call
+    /// here has; otherwise a new UUIDv7 is made. (Anyone may propose: an id of another person's
+    /// call, or an old one, must not become this call's name, even for a while.)
     pub async fn open(
         &self,
         proposed_id: Option<&str>,
@@ -438,6 +465,7 @@ impl Calls {
         let fresh = || uuid::Uuid::now_v7().to_string();
         let proposed = proposed_id
             .and_then(|p| uuid::Uuid::parse_str(p).ok())
+            .filter(freshly_minted)
             .map(|u| u.to_string())
             .filter(|id| self.live().take_id(id));
         let received_at = Instant::now();
@@ -608,6 +636,9 @@ impl Calls {
                     let why = match reason {
                         Some(CancelReason::Client(Some(r))) => {
                             format!("cancelled by the client: {r}")
+                        }
+                        Some(CancelReason::Revoked) => {
+                            "cancelled: its user's personal token was revoked".to_string()
                         }
                         _ => "cancelled by the client".to_string(),
                     };

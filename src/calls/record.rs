@@ -28,7 +28,8 @@ pub fn result_text(result: &str) -> String {
     }
 }
 
-/// The daemon's JSON log lines that mention `call_id`, oldest first (blocking: reads files).
+/// The daemon's JSON log lines of call `call_id` (its span's or an event's `call_id` field, not
+/// any line whose text holds the id), oldest first (blocking: reads files).
 pub fn log_lines(dir: &Path, call_id: &str) -> Vec<String> {
     // In the daemon, the lines still waiting for the log thread are part of the record.
     crate::logging::write_now();
@@ -45,14 +46,40 @@ pub fn log_lines(dir: &Path, call_id: &str) -> Vec<String> {
         })
         .collect();
     files.sort();
+    // JSON escapes the quotes of any text a line carries, so only a field can match.
+    let field = format!("\"call_id\":{}", serde_json::Value::from(call_id));
     files
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())
         .flat_map(|text| {
             text.lines()
-                .filter(|l| l.contains(call_id))
+                .filter(|l| l.contains(&field))
                 .map(str::to_string)
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_calls_log_is_its_own_lines_not_every_line_holding_its_id() {
+        let dir = std::env::temp_dir().join(format!("exai-log-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let id = "0193a7b0-0000-7000-8000-000000000001";
+        let lines = [
+            // The call's own line (in its span), and an event naming it in a field.
+            format!(r#"{{"message":"started","span":{{"call_id":"{id}","name":"call"}}}}"#),
+            format!(r#"{{"message":"cancel asked","call_id":"{id}"}}"#),
+            // Another call whose session id is this id, and text quoting it.
+            format!(r#"{{"message":"x","span":{{"call_id":"other","session":"{id}"}}}}"#),
+            format!(r#"{{"message":"prompt said \"call_id\":\"{id}\""}}"#),
+        ];
+        std::fs::write(dir.join("exai.log"), lines.join("\n")).expect("written");
+        let found = log_lines(&dir, id);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(found, lines[..2].to_vec());
+    }
 }

@@ -135,6 +135,43 @@ async fn calls_proposing_one_id_at_once_get_it_once() {
     assert!(app.calls.get(&one.id).is_some() && app.calls.get(&two.id).is_some());
 }
 
+/// A proposed id becomes the call's only when freshly minted (a UUIDv7 of the last minutes): an
+/// old id, such as another person's call's, or a v4, gets a fresh one.
+#[tokio::test]
+async fn only_a_freshly_minted_id_proposed_is_taken() {
+    let test = App::for_tests(&[]);
+    let app = &test.app;
+    let arguments = chat("fake-fast");
+    let arguments = &arguments;
+    let open_proposing = |proposed: String| async move {
+        let call = app
+            .calls
+            .open(
+                Some(&proposed),
+                "chat",
+                arguments.as_object().expect("an object"),
+                origin(),
+                BUDGET,
+            )
+            .await
+            .expect("recorded");
+        (call.id.clone(), proposed)
+    };
+    let an_hour_ago = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        (crate::store::now_ms() / 1000 - 3600) as u64,
+        0,
+    ));
+    // A version-4 (random) UUID, as another client might mint.
+    let random = "8c5f3c1e-2b1a-4d7e-9f00-0123456789ab".to_string();
+    for stale in [an_hour_ago.to_string(), random] {
+        let (got, proposed) = open_proposing(stale).await;
+        assert_ne!(got, proposed);
+    }
+    let (got, proposed) = open_proposing(uuid::Uuid::now_v7().to_string()).await;
+    assert_eq!(got, proposed);
+}
+
 /// A call that arrives while exai stops (its session not closed yet) is interrupted at once and
 /// recorded so, rather than left running as the process ends.
 #[tokio::test]

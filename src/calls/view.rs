@@ -207,10 +207,11 @@ impl Calls {
     /// Where call `id` stands as `caller` may see it: the registry first, then the store.
     /// Another user's call is `Expired`, exactly like an id that never existed.
     pub async fn lookup(&self, id: &str, caller: &Caller) -> Result<CallView, StoreError> {
-        if let Some(call) = self.get(id) {
-            if !caller.may_see(call.origin.caller.user_name()) {
-                return Ok(CallView::Expired);
-            }
+        // A call running here under this id that the caller may not see is someone else's (it
+        // may have proposed the id of the caller's own call): the caller's record is looked for.
+        if let Some(call) = self.get(id)
+            && caller.may_see(call.origin.caller.user_name())
+        {
             return Ok(CallView::of_live(call));
         }
         // Ended here while the store would not take its record: the record waits in memory.

@@ -14,7 +14,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use tokio_util::sync::CancellationToken;
+
 use super::proof::{self, Challenges};
+use crate::calls::{Calls, CancelReason};
 use crate::store::{Store, StoreError};
 use crate::users::{Caller, TOKEN_PREFIX, token_hash};
 
@@ -66,7 +69,7 @@ pub struct TokenCheck {
 /// How long a personal token's lookup is trusted: a revoked token is refused on every replica
 /// within this, and a busy client costs the database one query per token per period.
 const PERSONAL_TOKEN_CACHE: Duration = Duration::from_secs(1);
-/// Most lookups remembered; beyond, the memory is cleared (a flood of made-up tokens stays cheap).
+/// Most lookups remembered (a flood of made-up tokens stays cheap and flushes no one's).
 const PERSONAL_TOKEN_CACHE_ENTRIES: usize = 4096;
 
 /// Personal tokens, found by their hash in the store with a short memory of each answer.
@@ -124,38 +127,117 @@ impl PersonalTokens {
     }
 }
 
-/// Answers of the store kept for [`PERSONAL_TOKEN_CACHE`], by key; past
-/// [`PERSONAL_TOKEN_CACHE_ENTRIES`] the memory is cleared (a flood of made-up keys stays cheap).
+/// Ends a personal token's session once the token is revoked: the connection was admitted
+/// once, and a revoked member must not keep calling (and spending) over it. Checked every
+/// [`REVOCATION_CHECK`], as a new request's token is; returns when the session ends (`ends`).
+pub async fn end_when_revoked(caller: Caller, check: Arc<TokenCheck>, ends: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = ends.cancelled() => return,
+            _ = tokio::time::sleep(REVOCATION_CHECK) => {}
+        }
+        if !check.personal.still_active(&caller).await {
+            tracing::warn!(
+                user = caller.user_name().unwrap_or("?"),
+                "the session's personal token was revoked: the session ends"
+            );
+            ends.cancel();
+            return;
+        }
+    }
+}
+
+/// Cancels, until `stop`, the calls in flight here whose user's personal token was revoked
+/// (or whose admin flag changed): a revoked member's calls stop spending within seconds,
+/// whichever transport started them.
+pub async fn cancel_calls_of_revoked_users(
+    calls: Arc<Calls>,
+    check: Arc<TokenCheck>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(REVOCATION_CHECK) => {}
+        }
+        let running = calls.in_flight();
+        let mut users: Vec<&Caller> = Vec::new();
+        for caller in running.iter().map(|call| &call.origin.caller) {
+            if *caller != Caller::Owner && !users.contains(&caller) {
+                users.push(caller);
+            }
+        }
+        let mut revoked = Vec::new();
+        for caller in users {
+            if !check.personal.still_active(caller).await {
+                revoked.push(caller.clone());
+            }
+        }
+        for call in running
+            .iter()
+            .filter(|c| revoked.contains(&c.origin.caller))
+        {
+            tracing::warn!(call_id = %call.id, user = call.origin.caller.user_name().unwrap_or("?"), "the call's user was revoked: the call is cancelled");
+            call.cancel(CancelReason::Revoked);
+        }
+    }
+}
+
+/// How often an open session's (and a running call's) personal token is checked again.
+const REVOCATION_CHECK: Duration = Duration::from_secs(1);
+
+/// Answers of the store kept for [`PERSONAL_TOKEN_CACHE`], by key, at most
+/// [`PERSONAL_TOKEN_CACHE_ENTRIES`] of them.
 struct Remembered<T> {
-    entries: Mutex<HashMap<String, (Instant, T)>>,
+    entries: Mutex<Entries<T>>,
+}
+
+struct Entries<T> {
+    by_key: HashMap<String, (Instant, T)>,
+    /// When stale answers were last swept out (at most once per cache period: a sweep reads
+    /// them all).
+    swept: Instant,
 }
 
 impl<T> Default for Remembered<T> {
     fn default() -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                by_key: HashMap::new(),
+                swept: Instant::now(),
+            }),
         }
     }
 }
 
 impl<T: Clone> Remembered<T> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, T)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<T>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The answer for `key`, if it is recent enough to trust.
     fn fresh(&self, key: &str) -> Option<T> {
         let entries = self.lock();
-        let (at, value) = entries.get(key)?;
+        let (at, value) = entries.by_key.get(key)?;
         (at.elapsed() < PERSONAL_TOKEN_CACHE).then(|| value.clone())
     }
 
+    /// Keeps `value` for `key`. When full, stale answers go first; while every one is fresh (a
+    /// flood of made-up tokens), new keys are not kept, so the members' answers stay.
     fn remember(&self, key: String, value: T) {
         let mut entries = self.lock();
-        if entries.len() >= PERSONAL_TOKEN_CACHE_ENTRIES {
-            entries.clear();
+        if entries.by_key.len() >= PERSONAL_TOKEN_CACHE_ENTRIES
+            && entries.swept.elapsed() >= PERSONAL_TOKEN_CACHE
+        {
+            entries
+                .by_key
+                .retain(|_, (at, _)| at.elapsed() < PERSONAL_TOKEN_CACHE);
+            entries.swept = Instant::now();
         }
-        entries.insert(key, (Instant::now(), value));
+        if entries.by_key.len() < PERSONAL_TOKEN_CACHE_ENTRIES || entries.by_key.contains_key(&key)
+        {
+            entries.by_key.insert(key, (Instant::now(), value));
+        }
     }
 }
 
@@ -328,6 +410,17 @@ pub fn host_and_origin_allowed(headers: &HeaderMap, allow_remote: bool) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_made_up_tokens_flushes_no_members_answer() {
+        let remembered: Remembered<bool> = Remembered::default();
+        remembered.remember("ada".into(), true);
+        for n in 0..PERSONAL_TOKEN_CACHE_ENTRIES * 2 {
+            remembered.remember(format!("made-up-{n}"), false);
+        }
+        assert_eq!(remembered.fresh("ada"), Some(true));
+        assert!(remembered.lock().by_key.len() <= PERSONAL_TOKEN_CACHE_ENTRIES);
+    }
 
     #[test]
     fn only_loopback_hosts_and_origins_pass() {

@@ -33,6 +33,12 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
         personal: PersonalTokens::new(app.calls.store().clone()),
         personal_only_over_tcp: allow_remote,
     });
+    // A revoked member's calls stop, however they came in.
+    crate::spawn::in_current_span(super::auth::cancel_calls_of_revoked_users(
+        app.calls.clone(),
+        check.clone(),
+        app.shutdown.child_token(),
+    ));
     // 2025-11-25 task clients over HTTP get the same adapter as over /ws and stdio.
     let legacy = LegacySessions::new(app.tools.task_capable(), app.config.max_message_bytes);
     // A session answers only the token that opened it (rmcp itself knows no tokens).

@@ -9,10 +9,9 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use rmcp::ServiceExt;
-use tokio_util::sync::CancellationToken;
 
 use super::SHIM_VERSION_HEADER;
-use super::auth::{Listener, TokenCheck};
+use super::auth::{self, Listener, TokenCheck};
 use crate::app::App;
 use crate::calls::TransportKind;
 use crate::config::{Config, process_env};
@@ -189,7 +188,7 @@ async fn serve(
         .into_server();
     let ends = app.shutdown.child_token();
     if caller != Caller::Owner {
-        crate::spawn::in_current_span(end_when_revoked(caller, check, ends.clone()));
+        crate::spawn::in_current_span(auth::end_when_revoked(caller, check, ends.clone()));
     }
     match service.serve_with_ct(transport, ends.clone()).await {
         Ok(running) => {
@@ -202,26 +201,3 @@ async fn serve(
     }
     ends.cancel();
 }
-
-/// Ends a personal token's session once the token is revoked: the connection was admitted
-/// once, and a revoked member must not keep calling (and spending) over it. Checked every
-/// second, as a new request's token is; returns when the session ends (`ends`).
-async fn end_when_revoked(caller: Caller, check: Arc<TokenCheck>, ends: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = ends.cancelled() => return,
-            _ = tokio::time::sleep(REVOCATION_CHECK) => {}
-        }
-        if !check.personal.still_active(&caller).await {
-            tracing::warn!(
-                user = caller.user_name().unwrap_or("?"),
-                "the session's personal token was revoked: the session ends"
-            );
-            ends.cancel();
-            return;
-        }
-    }
-}
-
-/// How often an open session's personal token is checked again.
-const REVOCATION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);

@@ -5,6 +5,7 @@
 
 use crate::common;
 use crate::users::{WsClient, add_user, call_id};
+use std::time::Duration;
 
 use common::*;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -369,6 +370,30 @@ async fn a_revoked_members_page_login_and_open_session_end_within_seconds() {
             .0,
         200
     );
+    // Her live feed is open, and a call of hers runs.
+    let mut feed = http()
+        .get(format!("http://{}/api/events", daemon.addr))
+        .header(cookie.0, &cookie.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), 200);
+    assert!(
+        feed.chunk().await.unwrap().is_some(),
+        "the feed's first snapshot"
+    );
+    session
+        .send(
+            "tools/call",
+            json!({"name": "chat", "arguments": {"prompt": "spend", "model": "fake-hang"}}),
+        )
+        .await;
+    wait_until_async(
+        "her call to reach the model",
+        Duration::from_secs(10),
+        || (fake.stats()["by_model"]["fake-hang"].as_u64() >= Some(1)).then_some(()),
+    )
+    .await;
 
     let (ok, revoked) = daemon.cli(&["users", "revoke", "ada"]);
     assert!(ok, "{revoked}");
@@ -377,6 +402,35 @@ async fn a_revoked_members_page_login_and_open_session_end_within_seconds() {
             .closed_within(std::time::Duration::from_secs(10))
             .await,
         "the revoked member's session stayed open"
+    );
+    let feed_ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = feed.chunk().await {}
+    })
+    .await;
+    assert!(
+        feed_ended.is_ok(),
+        "the revoked member's live feed stayed open"
+    );
+    // Her call stops spending: it is cancelled, saying why.
+    let record = wait_until_async("her call to end", Duration::from_secs(10), || {
+        let rows = daemon.read_store(|store| {
+            store
+                .list(&exai::store::CallFilter {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .unwrap_or_default()
+        });
+        rows.into_iter()
+            .find(|row| row.arguments.contains("spend") && row.state.as_str() == "cancelled")
+    })
+    .await;
+    assert!(
+        record
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("personal token was revoked")),
+        "{record:?}"
     );
     // By now the revocation is known (the session was ended for it): the login is refused.
     assert_eq!(

@@ -128,7 +128,7 @@ impl WsClient {
     }
 
     /// Sends a request without waiting for its answer; returns its id.
-    async fn send(&mut self, method: &str, params: Value) -> i64 {
+    pub(crate) async fn send(&mut self, method: &str, params: Value) -> i64 {
         self.next_id += 1;
         let id = self.next_id;
         self.write(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
@@ -845,4 +845,38 @@ async fn a_session_is_ended_or_streamed_only_with_the_token_that_opened_it() {
         .await
         .unwrap();
     assert_eq!(after.status().as_u16(), 404, "the ended session answered");
+}
+
+/// A member who proposes a teammate's call id for a call of his own (the shim's `callId`) does
+/// not take the teammate's call over: her `call_result` still finds her own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_proposing_a_teammates_call_id_does_not_hide_her_call() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (ada_token, bob_token) = (
+        add_user(&daemon.home, "ada", false),
+        add_user(&daemon.home, "bob", false),
+    );
+    let mut ada = WsClient::connect(&daemon, &ada_token).await;
+    let mine = ada
+        .chat(json!({"prompt": "ada's own", "model": "fake-fast"}))
+        .await;
+    let id = call_id(&mine);
+    let mut bob = WsClient::connect(&daemon, &bob_token).await;
+    bob.send(
+        "tools/call",
+        json!({"name": "chat", "arguments": {"prompt": "squat", "model": "fake-delay-10000"},
+               "_meta": {"exai.dev/callId": id}}),
+    )
+    .await;
+    wait_until_async(
+        "bob's call to reach the model",
+        Duration::from_secs(10),
+        || (fake.stats()["by_model"]["fake-delay-10000"].as_u64() >= Some(1)).then_some(()),
+    )
+    .await;
+    let fetched = ada
+        .tool("call_result", json!({"call_id": id, "wait_s": 0}))
+        .await;
+    assert!(text(&fetched).contains("echo: ada's own"), "{fetched}");
 }

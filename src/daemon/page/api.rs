@@ -21,6 +21,7 @@ use crate::app::App;
 use crate::calls::events::{CallEvent, LiveSummary};
 use crate::calls::record::{log_lines, record_json, result_text};
 use crate::calls::view::{CallView, CancelAsked};
+use crate::daemon::auth::{TokenCheck, end_when_revoked};
 use crate::store::{CallFilter, CallRow, CallState, StoreError, now_ms};
 use crate::users::Caller;
 
@@ -236,15 +237,22 @@ const FEED_WINDOW: Duration = Duration::from_millis(100);
 pub async fn events(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
+    Extension(check): Extension<Arc<TokenCheck>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let heard = app.calls.subscribe();
     let first = snapshot(&app, &caller);
-    let stop = app.shutdown.clone();
+    // Ends with exai, when its reader's personal token is revoked, or when the reader goes
+    // (the guard, kept with the feed, stops the revocation check with it).
+    let stop = app.shutdown.child_token();
+    let gone = stop.clone().drop_guard();
+    if caller != Caller::Owner {
+        crate::spawn::in_current_span(end_when_revoked(caller.clone(), check, stop.clone()));
+    }
     let feed = futures::stream::unfold(
-        (Some(first), heard, app, caller, stop),
-        |(pending, mut heard, app, caller, stop)| async move {
+        (Some(first), heard, app, caller, stop, gone),
+        |(pending, mut heard, app, caller, stop, gone)| async move {
             if let Some(event) = pending {
-                return Some((vec![event], (None, heard, app, caller, stop)));
+                return Some((vec![event], (None, heard, app, caller, stop, gone)));
             }
             let mut batch = Vec::new();
             // Woken by the first event the listener may see ...
@@ -275,7 +283,7 @@ pub async fn events(
                     break;
                 }
             }
-            Some((batch, (None, heard, app, caller, stop)))
+            Some((batch, (None, heard, app, caller, stop, gone)))
         },
     )
     .flat_map(|batch| futures::stream::iter(batch.into_iter().map(Ok)));

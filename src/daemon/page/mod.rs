@@ -100,6 +100,8 @@ async fn page_access(
     mut request: Request,
     next: Next,
 ) -> Response {
+    // The event feed checks its reader's token again while it stays open.
+    request.extensions_mut().insert(access.check.clone());
     let same_origin = origin_is_ours(request.headers());
     if same_origin == Some(false)
         || request.headers().contains_key(header::ORIGIN) && same_origin.is_none()
