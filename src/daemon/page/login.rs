@@ -17,8 +17,11 @@ pub const CODE_LIFETIME: Duration = Duration::from_secs(60);
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// The session cookie's name.
 pub const COOKIE: &str = "exai_page";
-/// Most codes and sessions held; past this the oldest goes (a flood stays bounded).
-const MOST_HELD: usize = 256;
+/// Most codes (and sessions) one caller holds; past this their own nearest to its end goes, so
+/// one person logging in again and again ends no one else's session.
+const MOST_PER_CALLER: usize = 16;
+/// Most codes and sessions held in all; past this the one nearest its end goes.
+const MOST_HELD: usize = 4096;
 
 /// Why no code could be made.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +80,8 @@ fn lock(
     map.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Holds `id` for `lifetime`, forgetting the expired and, when full, the one nearest its end.
+/// Holds `id` for `lifetime`, forgetting the expired and, when `caller` holds too many (or all
+/// are full), the one nearest its end: the caller's own first.
 fn keep(
     map: &Mutex<HashMap<String, (Instant, Caller)>>,
     id: String,
@@ -87,12 +91,24 @@ fn keep(
     let now = Instant::now();
     let mut held = lock(map);
     held.retain(|_, (until, _)| *until > now);
-    if held.len() >= MOST_HELD
-        && let Some(first) = held
-            .iter()
+    let nearest_end = |held: &HashMap<String, (Instant, Caller)>, of: Option<&Caller>| {
+        held.iter()
+            .filter(|(_, (_, holder))| of.is_none_or(|of| holder == of))
             .min_by_key(|(_, (until, _))| *until)
             .map(|(id, _)| id.clone())
-    {
+    };
+    let own = held
+        .values()
+        .filter(|(_, holder)| *holder == caller)
+        .count();
+    let goes = if own >= MOST_PER_CALLER {
+        nearest_end(&held, Some(&caller))
+    } else if held.len() >= MOST_HELD {
+        nearest_end(&held, None)
+    } else {
+        None
+    };
+    if let Some(first) = goes {
         held.remove(&first);
     }
     held.insert(id, (now + lifetime, caller));
@@ -166,9 +182,47 @@ mod tests {
     #[test]
     fn held_codes_stay_bounded() {
         let logins = Logins::default();
-        for _ in 0..MOST_HELD + 10 {
-            logins.new_code(Caller::Owner).unwrap();
+        for n in 0..MOST_HELD + 10 {
+            let caller = Caller::User {
+                name: format!("u{n}"),
+                admin: false,
+            };
+            logins.new_code(caller).unwrap();
         }
         assert_eq!(lock(&logins.codes).len(), MOST_HELD);
+        let one = Logins::default();
+        for _ in 0..MOST_PER_CALLER + 10 {
+            one.new_code(Caller::Owner).unwrap();
+        }
+        assert_eq!(lock(&one.codes).len(), MOST_PER_CALLER);
+    }
+
+    #[test]
+    fn one_person_logging_in_again_and_again_ends_no_one_elses_session() {
+        let logins = Logins::default();
+        let user = |name: &str| Caller::User {
+            name: name.into(),
+            admin: false,
+        };
+        let login = |caller: Caller| {
+            let code = logins.new_code(caller).unwrap();
+            logins.redeem(&code).unwrap().expect("a fresh code works")
+        };
+        let anns = login(user("ann"));
+        let owners = login(Caller::Owner);
+        for _ in 0..MOST_HELD + 10 {
+            login(user("bob"));
+        }
+        let cookie = |session: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::COOKIE,
+                format!("{COOKIE}={session}").parse().unwrap(),
+            );
+            headers
+        };
+        assert_eq!(logins.caller(&cookie(&anns)), Some(user("ann")));
+        assert_eq!(logins.caller(&cookie(&owners)), Some(Caller::Owner));
+        assert!(lock(&logins.sessions).len() <= 2 + MOST_PER_CALLER);
     }
 }
