@@ -115,6 +115,8 @@ pub struct Progress {
     stages: Mutex<Vec<StageSeen>>,
     /// The person whose call it is (`None`: the owner).
     user: Option<String>,
+    /// What the call's provider requests billed so far (for its daily budgets).
+    billed: Mutex<crate::providers::Cost>,
 }
 
 impl Progress {
@@ -125,6 +127,7 @@ impl Progress {
             sent: Mutex::new((0, None)),
             stages: Mutex::new(Vec::new()),
             user: None,
+            billed: Mutex::default(),
         }
     }
 
@@ -218,6 +221,18 @@ impl Progress {
 impl CallObserver for Progress {
     fn user(&self) -> Option<&str> {
         self.user.as_deref()
+    }
+    fn billed(&self, provider: &str, picodollars: Option<u64>) {
+        self.billed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(provider, picodollars);
+    }
+    fn billed_so_far(&self) -> crate::providers::Cost {
+        self.billed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     fn stage(&self, stage: String) {
         self.set_stage(stage);

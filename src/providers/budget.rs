@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use crate::providers::Cost;
 use crate::providers::price::usd;
 use crate::store::{DailySpend, Store, day_of, now_ms};
 
@@ -75,14 +76,20 @@ impl Budgets {
             || self.of_user(user).is_some()
     }
 
-    /// Whether a request of `user`'s call to `provider` may start now; the budget it would go
-    /// past if not.
-    pub async fn check(&self, provider: &str, user: Option<&str>) -> Result<(), OverBudget> {
+    /// Whether a request of `user`'s call to `provider` may start now, the call having billed
+    /// `pending` so far (not yet in the day's totals: a call's spend is added as it ends); the
+    /// budget it would go past if not.
+    pub async fn check(
+        &self,
+        provider: &str,
+        user: Option<&str>,
+        pending: &Cost,
+    ) -> Result<(), OverBudget> {
         let Some(store) = self.store.as_ref().filter(|_| self.binds(provider, user)) else {
             return Ok(());
         };
         let today = day_of(now_ms());
-        let spend = match store.read(move |r| r.spend_on(today)).await {
+        let mut spend = match store.read(move |r| r.spend_on(today)).await {
             Ok(spend) => spend,
             Err(error) => {
                 // A store that cannot be read does not stop calls (as a store that cannot write
@@ -91,6 +98,19 @@ impl Budgets {
                 return Ok(());
             }
         };
+        spend.extend(
+            pending
+                .micros_by_provider()
+                .into_iter()
+                .filter_map(|(provider, micros)| {
+                    Some(DailySpend {
+                        provider,
+                        user_name: user.map(str::to_string),
+                        cost_usd_micros: micros?,
+                        unpriced_calls: 0,
+                    })
+                }),
+        );
         self.judge(provider, user, &spend, today)
     }
 

@@ -209,6 +209,9 @@ pub struct Failure {
     pub spent: Spent,
     /// What the attempts billed, by provider (set by `Providers::chat`).
     pub cost: Cost,
+    /// The last attempt streamed output before it failed: the provider billed it, and reported
+    /// no usage to say how much.
+    pub streamed: bool,
 }
 
 impl Failure {
@@ -218,6 +221,7 @@ impl Failure {
             attempts,
             spent: Spent::default(),
             cost: Cost::default(),
+            streamed: false,
         }
     }
 }

@@ -45,7 +45,11 @@ impl Providers {
             // Refused before any request: a fallback on another provider may be within its budget.
             if let Err(over) = self
                 .budgets
-                .check(target.endpoint.name(), observer.user())
+                .check(
+                    target.endpoint.name(),
+                    observer.user(),
+                    &observer.billed_so_far(),
+                )
                 .await
             {
                 tracing::warn!(provider = target.endpoint.name(), model = %target.model.id, %over,
@@ -62,7 +66,9 @@ impl Providers {
                 Ok(mut answer) => {
                     answer.attempts += attempts;
                     let this = Spent::of(&answer);
-                    cost.add(target.endpoint.name(), target.model.cost_of(&this, true));
+                    let billed = target.model.cost_of(&this, true);
+                    cost.add(target.endpoint.name(), billed);
+                    observer.billed(target.endpoint.name(), billed);
                     spent.add(this);
                     spent.into_answer(&mut answer);
                     answer.cost = cost;
@@ -70,8 +76,14 @@ impl Providers {
                 }
                 Err(failure) => {
                     attempts += failure.attempts;
-                    let billed = target.model.cost_of(&failure.spent, false);
+                    // Output streamed and then no usage: billed, by an amount nobody said.
+                    let billed = if failure.streamed && failure.spent.tokens_out.is_none() {
+                        None
+                    } else {
+                        target.model.cost_of(&failure.spent, false)
+                    };
                     cost.add(target.endpoint.name(), billed);
+                    observer.billed(target.endpoint.name(), billed);
                     spent.add(failure.spent);
                     if failure.error.account_problem() {
                         refused.push(target.endpoint.name());
@@ -91,6 +103,7 @@ impl Providers {
             attempts,
             spent,
             cost,
+            streamed: false,
         })
     }
 }

@@ -1,5 +1,7 @@
 //! What a provider call reports while it runs, for progress and records.
 
+use super::Cost;
+
 /// Receives what a provider call is doing, for progress and records.
 pub trait CallObserver: Send + Sync {
     /// A new stage ("waiting for glm", "queued · 2 ahead for glm", "streaming").
@@ -16,5 +18,14 @@ pub trait CallObserver: Send + Sync {
     /// The person whose call this is (`None`: the owner), for their daily budget.
     fn user(&self) -> Option<&str> {
         None
+    }
+    /// A request of the call billed `picodollars` (`None`: unknown) at `provider`.
+    fn billed(&self, provider: &str, picodollars: Option<u64>) {
+        let _ = (provider, picodollars);
+    }
+    /// What the call's requests billed so far: not in the store's daily totals until the call
+    /// ends, so its next request's budget check adds it.
+    fn billed_so_far(&self) -> Cost {
+        Cost::default()
     }
 }

@@ -48,7 +48,10 @@ where
                     if error.is_retryable() && !give_up {
                         tracing::warn!(attempts = n, %error, "no time left before the deadline for another attempt");
                     }
-                    return Err(Failure::new(error, n));
+                    return Err(Failure {
+                        streamed: content_started,
+                        ..Failure::new(error, n)
+                    });
                 }
                 metrics::provider_retry(&metrics::name(provider), retried_status(&error));
                 tracing::warn!(attempt = n, wait_ms = wait.as_millis() as u64, %error, "retrying provider request");

@@ -92,6 +92,7 @@ pub(super) async fn answer(
             attempts: earlier.attempts,
             spent: earlier.spent,
             cost: super::Cost::default(),
+            streamed: false,
         };
         if let Some(other) = calls.iter().find(|c| c.function.name != function) {
             let error = ProviderError::Garbage {

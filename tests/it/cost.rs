@@ -32,6 +32,8 @@ fn models_file(home: &Path) -> String {
              price = {{ input = 0.6, cached_input = 0.11, output = 2.2 }}\n\n\
              [[model]]\nid = \"{UNPRICED}\"\nprovider = \"custom\"\n\n\
              [[model]]\nid = \"fake-stall-3\"\nprovider = \"custom\"\n\
+             price = {{ input = 1, output = 1 }}\n\n\
+             [[model]]\nid = \"fake-resetmid-3\"\nprovider = \"custom\"\n\
              price = {{ input = 1, output = 1 }}\n"
         ),
     )
@@ -169,6 +171,15 @@ async fn a_call_stopped_while_its_model_streamed_costs_unknown_not_zero() {
     assert_eq!(record.cost_usd_micros, None);
     let (_, shown) = daemon.cli(&["calls", "show", &record.id]);
     assert!(shown.contains("cost           unknown"), "{shown}");
+    // A provider that streams, then drops the connection, billed what it streamed and said
+    // nothing of it: unknown too, not $0.
+    let dropped = client
+        .call_tool(chat("drop", "fake-resetmid-3"))
+        .await
+        .unwrap();
+    let record = daemon.final_record(&call_id_of(&dropped));
+    assert_eq!(record.state.as_str(), "failed", "{}", all_text_of(&dropped));
+    assert_eq!(record.cost_usd_micros, None, "{record:?}");
     client.cancel().await.unwrap();
 }
 
@@ -346,4 +357,41 @@ async fn each_person_keeps_to_their_own_daily_budget() {
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let owners = client.call_tool(chat("four", SMALL)).await.unwrap();
     assert_eq!(owners.is_error, Some(false), "{}", all_text_of(&owners));
+}
+
+/// A call's own spend counts against a budget before the call ends: consensus's synthesis, asked
+/// once its models have spent the budget, is refused (before, the day's stored totals only
+/// had the call's spend once it ended, so each request of one call passed).
+#[tokio::test]
+async fn a_calls_own_spend_counts_against_the_budget_before_it_ends() {
+    let fake = Fake::start();
+    let home = temp_home();
+    let models = models_file(&home);
+    let daemon = Daemon::start_in(
+        home,
+        "127.0.0.1:0",
+        &fake,
+        &[
+            ("EXAI_MODELS_FILE", &models),
+            ("EXAI_PROVIDER_DAILY_BUDGET_USD", "custom=0.003"),
+        ],
+    );
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let result = client
+        .call_tool(call(
+            "consensus",
+            json!({"step": "Tabs or spaces?", "models": [SMALL, LARGE]}),
+        ))
+        .await
+        .unwrap();
+    let text = all_text_of(&result);
+    // Both models were asked at once, within the budget; the synthesis was not.
+    assert_eq!(requests(&fake), 2, "{text}");
+    assert!(
+        text.contains("custom's daily budget of $0.003000 is spent"),
+        "{text}"
+    );
+    let record = daemon.final_record(&call_id_of(&result));
+    assert_eq!(record.cost_usd_micros, Some(SMALL_MICROS + LARGE_MICROS));
+    client.cancel().await.unwrap();
 }
