@@ -536,7 +536,24 @@ impl ExaiService {
             .map(str::to_string);
         let arguments = request.arguments.unwrap_or_default();
         let origin = self.origin(context)?;
+        // The settings the call runs on, to its end: a reload reaches the next call.
+        let settings = self.settings_for_call(context).await;
+        let most = settings.config.user_max_calls;
+        let busy = origin
+            .caller
+            .user_name()
+            .map(|user| (user, self.app.calls.in_flight_of(user)))
+            .filter(|(_, running)| most > 0 && *running >= most);
         let found = match self.app.tools.get(&request.name) {
+            // One person may not take every slot of a shared exai.
+            Some(_) if let Some((user, running)) = busy => Err((
+                ErrorCode::INVALID_REQUEST,
+                FailureKind::TooManyCalls,
+                format!(
+                    "{user} already has {running} calls in flight on this exai, as many as \
+                     EXAI_USER_MAX_CALLS allows; wait for one to end, or cancel one (call_cancel)"
+                ),
+            )),
             None => Err((
                 ErrorCode::INVALID_PARAMS,
                 FailureKind::UnknownTool,
@@ -576,8 +593,6 @@ impl ExaiService {
                 return Err(McpError::new(code, format!("{message} (call {id})"), None));
             }
         };
-        // The settings the call runs on, to its end: a reload reaches the next call.
-        let settings = self.settings_for_call(context).await;
         let budget = settings.config.timeout_for(&request.name);
         let call = self
             .app

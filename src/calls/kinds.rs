@@ -38,6 +38,8 @@ pub enum FailureKind {
     Internal,
     /// A dry run stopped a question once its request was built (never sent).
     DryRun,
+    /// The person already has as many calls in flight as they may (`EXAI_USER_MAX_CALLS`).
+    TooManyCalls,
     /// A provider's failure, in the provider's own word (`provider_http_error`, …).
     Provider(&'static str),
 }
@@ -60,6 +62,7 @@ impl FailureKind {
             FailureKind::Git => "git",
             FailureKind::Internal => "internal",
             FailureKind::DryRun => "dry_run",
+            FailureKind::TooManyCalls => "too_many_calls",
             FailureKind::Provider(word) => word,
         }
     }

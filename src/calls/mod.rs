@@ -218,6 +218,8 @@ struct Live {
     /// Proposed ids taken by calls being opened, not yet in `by_id`: two calls proposing the same
     /// id at once get it once.
     opening: std::collections::HashSet<String>,
+    /// Calls in flight by person (the owner's are not counted).
+    by_user: HashMap<String, usize>,
 }
 
 impl Live {
@@ -232,11 +234,22 @@ impl Live {
             .entry(call.dedupe_key)
             .or_default()
             .push(call.clone());
+        if let Some(user) = call.origin.caller.user_name() {
+            *self.by_user.entry(user.to_string()).or_default() += 1;
+        }
         self.by_id.insert(call.id.clone(), call);
     }
 
     fn remove(&mut self, call: &LiveCall) {
-        self.by_id.remove(&call.id);
+        if self.by_id.remove(&call.id).is_some()
+            && let Some(user) = call.origin.caller.user_name()
+            && let Some(count) = self.by_user.get_mut(user)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.by_user.remove(user);
+            }
+        }
         if let Some(same) = self.by_key.get_mut(&call.dedupe_key) {
             same.retain(|c| c.id != call.id);
             if same.is_empty() {
@@ -417,6 +430,11 @@ impl Calls {
 
     pub fn in_flight_count(&self) -> usize {
         self.live().by_id.len()
+    }
+
+    /// Calls of person `user` in flight here.
+    pub fn in_flight_of(&self, user: &str) -> usize {
+        self.live().by_user.get(user).copied().unwrap_or(0)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<LiveCall>> {

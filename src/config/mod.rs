@@ -258,6 +258,8 @@ pub struct Config {
     pub provider_daily_budget: HashMap<String, i64>,
     /// `EXAI_USER_DAILY_BUDGET_USD`: micro-dollars a UTC day per person (`*`: everyone not named).
     pub user_daily_budget: HashMap<String, i64>,
+    /// `EXAI_USER_MAX_CALLS`: calls one person may have in flight here (0: no limit).
+    pub user_max_calls: usize,
     /// How long a provider connection may take to open.
     pub provider_connect_timeout: Duration,
     /// HTTP/2 pings while a request waits, and how long one may go unanswered.
@@ -596,6 +598,7 @@ impl Config {
             daily_budget,
             provider_daily_budget,
             user_daily_budget,
+            user_max_calls: env.whole(&s::USER_MAX_CALLS)?,
             default_model: env.get(s::DEFAULT_MODEL.var),
             fallback_models: env.list(s::FALLBACK_MODELS.var).unwrap_or_default(),
             retry,

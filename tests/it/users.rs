@@ -880,3 +880,60 @@ async fn a_call_proposing_a_teammates_call_id_does_not_hide_her_call() {
         .await;
     assert!(text(&fetched).contains("echo: ada's own"), "{fetched}");
 }
+
+/// One member cannot take every slot of a shared exai: past `EXAI_USER_MAX_CALLS` calls in
+/// flight their next call is refused (and recorded), while a teammate's call goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_as_many_calls_as_allowed_in_flight_is_refused_another_while_others_call() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_USER_MAX_CALLS", "2")]);
+    let (ada_token, bob_token) = (
+        add_user(&daemon.home, "ada", false),
+        add_user(&daemon.home, "bob", false),
+    );
+    let mut bob = WsClient::connect(&daemon, &bob_token).await;
+    for n in 0..2 {
+        bob.send(
+            "tools/call",
+            json!({"name": "chat", "arguments": {"prompt": format!("hog {n}"), "model": "fake-hang"}}),
+        )
+        .await;
+    }
+    wait_until_async(
+        "bob's two calls to reach the model",
+        Duration::from_secs(10),
+        || (fake.stats()["by_model"]["fake-hang"].as_u64() >= Some(2)).then_some(()),
+    )
+    .await;
+    let third = bob
+        .request(
+            "tools/call",
+            json!({"name": "chat", "arguments": {"prompt": "one more", "model": "fake-fast"}}),
+        )
+        .await;
+    let refusal = third["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        refusal.contains("bob already has 2 calls in flight")
+            && refusal.contains("EXAI_USER_MAX_CALLS"),
+        "{third}"
+    );
+    let mut ada = WsClient::connect(&daemon, &ada_token).await;
+    let hers = ada
+        .chat(json!({"prompt": "mine", "model": "fake-fast"}))
+        .await;
+    assert_eq!(text(&hers), "echo: mine", "{hers}");
+    let refused = daemon.read_store(|store| {
+        store
+            .list(&exai::store::CallFilter {
+                limit: 20,
+                ..Default::default()
+            })
+            .unwrap_or_default()
+    });
+    assert!(
+        refused
+            .iter()
+            .any(|row| row.error_kind.as_deref() == Some("too_many_calls")),
+        "the refusal is recorded"
+    );
+}
