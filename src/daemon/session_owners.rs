@@ -4,15 +4,19 @@
 //!
 //! rmcp ends a session on any DELETE with its id and replays its stream to any GET; it knows
 //! nothing of tokens. Without this, a member who learnt a teammate's session id could end their
-//! session or read what it streams.
+//! session or read what it streams. A member's sessions are also bounded: opening one past
+//! [`MOST_PER_MEMBER`] ends their own oldest (rmcp keeps an idle session for the longest call's
+//! time, and sets no bound of its own).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
 use crate::legacy_tasks::http::session_of;
@@ -20,6 +24,8 @@ use crate::users::Caller;
 
 /// Below this many sessions the map is never pruned.
 const FIRST_PRUNE: usize = 64;
+/// Most sessions one personal token keeps open on a replica (the owner's are not bounded).
+const MOST_PER_MEMBER: usize = 64;
 
 /// Who opened each live session.
 pub struct SessionOwners {
@@ -29,7 +35,8 @@ pub struct SessionOwners {
 }
 
 struct Owners {
-    by_session: HashMap<String, Caller>,
+    /// Who opened each session, and when.
+    by_session: HashMap<String, (Instant, Caller)>,
     /// The size at which the map is next pruned (twice what it kept last time).
     prune_at: usize,
 }
@@ -50,7 +57,10 @@ impl SessionOwners {
     }
 
     fn owner(&self, session: &str) -> Option<Caller> {
-        self.owners().by_session.get(session).cloned()
+        self.owners()
+            .by_session
+            .get(session)
+            .map(|(_, caller)| caller.clone())
     }
 
     fn forget(&self, session: &str) {
@@ -58,11 +68,35 @@ impl SessionOwners {
     }
 
     async fn remember(&self, session: String, caller: Caller) {
-        let prune = {
+        let (prune, oldest_of_theirs) = {
             let mut owners = self.owners();
-            owners.by_session.insert(session, caller);
-            owners.by_session.len() >= owners.prune_at
+            let theirs = || {
+                owners
+                    .by_session
+                    .iter()
+                    .filter(|(_, (_, owner))| *owner == caller)
+            };
+            let oldest = (caller != Caller::Owner && theirs().count() >= MOST_PER_MEMBER)
+                .then(|| {
+                    theirs()
+                        .min_by_key(|(_, (at, _))| *at)
+                        .map(|(id, _)| id.clone())
+                })
+                .flatten();
+            if let Some(oldest) = &oldest {
+                owners.by_session.remove(oldest);
+            }
+            owners.by_session.insert(session, (Instant::now(), caller));
+            (owners.by_session.len() >= owners.prune_at, oldest)
         };
+        if let Some(oldest) = oldest_of_theirs {
+            tracing::info!(
+                "a member opened more MCP sessions than a replica keeps for one person: their oldest ends"
+            );
+            if let Err(error) = self.sessions.close_session(&oldest.into()).await {
+                tracing::warn!(%error, "a member's oldest MCP session could not be closed");
+            }
+        }
         if !prune {
             return;
         }
@@ -135,5 +169,42 @@ mod tests {
         assert_eq!(owners.len(), FIRST_PRUNE - 1);
         owners.remember("one more".into(), Caller::Owner).await;
         assert_eq!(owners.len(), 0, "none of these is a session rmcp holds");
+    }
+
+    #[tokio::test]
+    async fn a_member_opening_session_after_session_ends_their_own_oldest_not_anyone_elses() {
+        let manager = Arc::new(LocalSessionManager::default());
+        let owners = SessionOwners::new(manager.clone());
+        let bob = Caller::User {
+            name: "bob".into(),
+            admin: false,
+        };
+        let mut kept = Vec::new();
+        let mut open = async |caller: &Caller| {
+            let (id, transport) = manager.create_session().await.unwrap();
+            kept.push(transport);
+            owners.remember(id.to_string(), caller.clone()).await;
+            id
+        };
+        let owners_own = open(&Caller::Owner).await;
+        let bobs_first = open(&bob).await;
+        for _ in 0..MOST_PER_MEMBER {
+            open(&bob).await;
+        }
+        assert!(
+            !manager.has_session(&bobs_first).await.unwrap(),
+            "bob's oldest session ended"
+        );
+        assert!(
+            manager.has_session(&owners_own).await.unwrap(),
+            "the owner's session stays"
+        );
+        let bobs = owners
+            .owners()
+            .by_session
+            .values()
+            .filter(|(_, caller)| *caller == bob)
+            .count();
+        assert_eq!(bobs, MOST_PER_MEMBER);
     }
 }
