@@ -93,13 +93,13 @@ impl Client for ClaudeCode {
         if present.as_ref().is_some_and(|e| wanted.is_met_by(e, false)) {
             return Ok(Plan::Nothing);
         }
-        let Some(program) = places.find_program(self.program()) else {
-            return json::plan_setup(&file, SHAPE, wanted);
+        // An entry already there is edited in place, keeping what else it holds (its `env`:
+        // EXAI_URL of a team's daemon, a token): `claude mcp remove` then `add` would drop it,
+        // and leave no entry at all if the add failed.
+        let program = match places.find_program(self.program()) {
+            Some(program) if present.is_none() => program,
+            _ => return json::plan_setup(&file, SHAPE, wanted),
         };
-        let mut commands = Vec::new();
-        if present.is_some() {
-            commands.push(self.removal(program.clone(), scope));
-        }
         let mut add = vec![
             "add",
             "-s",
@@ -109,8 +109,10 @@ impl Client for ClaudeCode {
             &wanted.command,
         ];
         add.extend(wanted.args.iter().map(String::as_str));
-        commands.push(self.cli(program, scope, &add));
-        Ok(Plan::Run { file, commands })
+        Ok(Plan::Run {
+            commands: vec![self.cli(program, scope, &add)],
+            file,
+        })
     }
     fn plan_removal(&self, places: &Places, scope: &Scope) -> Result<Plan, ClientError> {
         let file = self.config_file(places, scope)?;

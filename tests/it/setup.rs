@@ -252,6 +252,40 @@ fn json_clients_get_their_shape_and_keep_every_other_key() {
     }
 }
 
+/// An exai entry already in Claude Code's config keeps what else it holds when it is set up
+/// again, with Claude's CLI on PATH: its `env` (a team daemon's EXAI_URL) is not dropped by a
+/// `claude mcp remove` and `add`, and the CLI is not run at all.
+#[test]
+fn claude_setup_over_an_existing_entry_keeps_its_env_even_with_the_cli_on_path() {
+    let home = Home::new();
+    let claude = home.dir.join("bin/claude");
+    let ran = home.dir.join("claude-ran");
+    write(
+        &claude,
+        &format!("#!/bin/sh\necho \"$@\" >> {}\n", path(&ran)),
+    );
+    std::fs::set_permissions(&claude, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let file = home.file(".claude.json");
+    write(
+        &file,
+        "{\"mcpServers\": {\"exai\": {\"type\": \"stdio\", \"command\": \"/old/place/exai\", \
+         \"args\": [\"stdio\"], \"env\": {\"EXAI_URL\": \"https://exai.team.example\"}}}}\n",
+    );
+    home.ok(&["setup", "claude"]);
+    let value: Value = serde_json::from_str(&read(&file)).unwrap();
+    let entry = &value["mcpServers"]["exai"];
+    assert_eq!(entry["command"], exai_exe(), "{value}");
+    assert_eq!(
+        entry["env"]["EXAI_URL"], "https://exai.team.example",
+        "{value}"
+    );
+    assert!(
+        !ran.exists(),
+        "claude ran: {}",
+        std::fs::read_to_string(&ran).unwrap_or_default()
+    );
+}
+
 #[test]
 fn clients_without_a_file_get_one_and_lose_it_again() {
     let home = Home::new();
