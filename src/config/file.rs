@@ -11,6 +11,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use super::settings::{Kind, SETTINGS, Setting};
 use super::{BUILT_IN_PROVIDERS, ConfigError};
+use crate::files::FileError;
 
 /// The file's contents: each setting of the table as the environment would spell its value,
 /// the built-in providers' sections and the endpoints.
@@ -236,18 +237,35 @@ pub fn location(
     Some((base.join("exai/config.toml"), false))
 }
 
-/// Reads the file; a missing default file is no error, a missing named one is.
+/// The largest config file read: far beyond any real one (a few KiB), and the bound on what a
+/// wrong `EXAI_CONFIG` (a log, a device) costs every command and the daemon.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads the file; a missing default file is no error, a missing named one is. Only a regular
+/// file of at most [`MAX_FILE_BYTES`] is read: a FIFO would block for ever, `/dev/zero` never end.
 pub fn read(path: &Path, explicit: bool) -> Result<Option<FileConfig>, ConfigError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(None),
-        Err(e) => {
-            return Err(ConfigError::File {
-                path: path.display().to_string(),
-                why: e.to_string(),
-            });
-        }
+    let refused = |why: String| ConfigError::File {
+        path: path.display().to_string(),
+        why,
     };
+    // A link is followed (dotfiles kept elsewhere); the reader wants the real path.
+    let real = match path.canonicalize() {
+        Ok(real) => real,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(None),
+        Err(e) => return Err(refused(e.to_string())),
+    };
+    let bytes = crate::files::read_regular(&real, MAX_FILE_BYTES).map_err(|e| {
+        refused(match e {
+            FileError::TooLarge { size, .. } => format!(
+                "{size} bytes is over the {MAX_FILE_BYTES}-byte (1 MiB) limit of a config file"
+            ),
+            FileError::Grew { .. } => format!(
+                "grew past the {MAX_FILE_BYTES}-byte (1 MiB) limit of a config file while it was read"
+            ),
+            other => other.to_string(),
+        })
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| refused("not UTF-8 text".into()))?;
     toml::from_str(&text)
         .map(Some)
         .map_err(|e| ConfigError::File {
@@ -326,5 +344,72 @@ impl FileConfig {
             }
         }
         Ok(vars)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("exai-file-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// `read(path)`'s error, within 10 s (a reader blocked on a FIFO fails the test, not hangs it).
+    fn refusal(path: &Path) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let at = path.to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(read(&at, true).map(|_| ()).map_err(|e| e.to_string()));
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(read) => read.unwrap_err(),
+            Err(_) => {
+                // A writer lets the blocked reader go, so the test process can end.
+                let _ = std::fs::OpenOptions::new().write(true).open(path);
+                panic!("reading {} blocked", path.display());
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_regular_file_within_the_limit_is_read_through_a_link_too() {
+        let dir = temp_dir();
+        let fifo = dir.join("config.toml");
+        let name = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+        // SAFETY: a valid NUL-terminated path; the result is checked.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let error = refusal(&fifo);
+        assert!(
+            error.contains(&fifo.display().to_string()) && error.contains("named pipe"),
+            "{error}"
+        );
+
+        let big = dir.join("big.toml");
+        let line = format!("#{}\n", "x".repeat(1023));
+        std::fs::write(&big, line.repeat(1025)).unwrap();
+        let error = refusal(&big);
+        assert!(
+            error.contains(&big.display().to_string()) && error.contains("1 MiB"),
+            "{error}"
+        );
+
+        let error = refusal(Path::new("/dev/zero"));
+        assert!(
+            error.contains("/dev/zero") && error.contains("device"),
+            "{error}"
+        );
+
+        let real = dir.join("dotfiles.toml");
+        std::fs::write(&real, "default_model = \"glm-4.7\"\n").unwrap();
+        let link = dir.join("linked.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let vars = read(&link, true).unwrap().unwrap().as_vars().unwrap();
+        assert_eq!(vars[0].1, "glm-4.7");
+        assert!(read(&dir.join("missing.toml"), false).unwrap().is_none());
+        assert!(read(&dir.join("missing.toml"), true).is_err());
     }
 }
