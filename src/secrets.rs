@@ -69,6 +69,25 @@ pub fn mask_url(url: &str) -> String {
     redact_text(url, &[])
 }
 
+/// Whether a setting's `value` carries a credential: a URL with a password or with a
+/// secret-named parameter (`?key=`), a `password=…` pair (libpq's form), a key in a well-known
+/// format. A URL's user alone is a name, not a credential (`postgres://exai@db/team`), unless it
+/// is a key itself.
+pub fn holds_credential(value: &str) -> bool {
+    let spotted = |text: &str| redact_text(text, &[]) != text;
+    match reqwest::Url::parse(value) {
+        Ok(mut url) if url.has_host() => {
+            let user = url.username().to_string();
+            if url.password().is_some() || spotted(&user) {
+                return true;
+            }
+            let _ = url.set_username("");
+            spotted(url.as_str())
+        }
+        _ => spotted(value),
+    }
+}
+
 /// `text` with every secret this module can spot replaced by [`MASK`], and every occurrence of
 /// the `known` secrets (the endpoint's own key, say) too.
 pub fn redact_text(text: &str, known: &[&str]) -> String {
@@ -279,6 +298,31 @@ fn prefixed_keys(text: &str, spans: &mut Vec<(usize, usize)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_setting_holds_a_credential_when_it_carries_a_password_or_a_key() {
+        for value in [
+            "postgres://exai:hunter2@db.example/team",
+            "postgres://db/team?password=hunter2",
+            "host=db user=exai password=hunter2",
+            "https://gw.example/v1?api_key=abc",
+            "https://ghp_0123456789abcdef@gw.example/v1",
+            "sk-0123456789abcdef",
+        ] {
+            assert!(holds_credential(value), "{value}");
+        }
+        for value in [
+            "postgres://exai@db.example/team",
+            "postgres://db/team?sslmode=require",
+            "http://127.0.0.1:11434/v1",
+            "https://api.z.ai/api/paas/v4?api-version=2024",
+            "glm-4.7",
+            "codex=600,gemini=300",
+            "/home/me/certs.pem",
+        ] {
+            assert!(!holds_credential(value), "{value}");
+        }
+    }
 
     #[test]
     fn url_credentials_and_secret_parameters_are_masked() {

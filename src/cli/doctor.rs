@@ -367,30 +367,71 @@ fn version_check(binary: &str, daemon: Option<&str>, in_flight: Option<u64>) -> 
 async fn private_files(scene: &Scene) -> Vec<Check> {
     let mut found = Vec::new();
     if let Some(keys) = &scene.keys_file {
-        found.extend(private_file("keys file", keys, 0o077, "600", Verdict::Fail));
+        found.extend(private_file(
+            "keys file",
+            keys,
+            0o077,
+            "600",
+            Verdict::Fail,
+            Link::Refused,
+        ));
     }
     if let Some(home) = &scene.home {
         // The daemon makes its home private when it starts; a token others can read is an open
         // door now (as is a keys file, which exai refuses altogether).
-        found.extend(private_file("EXAI_HOME", home, 0o077, "700", Verdict::Warn));
+        found.extend(private_file(
+            "EXAI_HOME",
+            home,
+            0o077,
+            "700",
+            Verdict::Warn,
+            Link::Followed,
+        ));
         let token = home.join(TOKEN_FILE);
-        found.extend(private_file("token", &token, 0o077, "600", Verdict::Fail));
+        found.extend(private_file(
+            "token",
+            &token,
+            0o077,
+            "600",
+            Verdict::Fail,
+            Link::Followed,
+        ));
     }
-    // Others may read the config file (it holds no key), but one they can write could send the
-    // keys to a URL of theirs.
     if let Ok(Config {
         file: Some(file), ..
     }) = &scene.config
     {
-        found.extend(private_file(
-            "config file",
-            file,
-            0o022,
-            "644",
-            Verdict::Fail,
-        ));
+        found.extend(config_file(file));
     }
     found
+}
+
+/// The config file. Others may read one that holds no credential, but one they can write could
+/// send the keys to a URL of theirs; one that holds a credential (a password in `store.url`, a
+/// key in a base URL) must be as private as the keys file.
+fn config_file(path: &Path) -> Option<Check> {
+    const NAME: &str = "config file";
+    // The file was just read for the configuration: an error here is one already reported.
+    let credentials = crate::config::credentials_in_file(path).unwrap_or_default();
+    if credentials.is_empty() {
+        return private_file(NAME, path, 0o022, "644", Verdict::Fail, Link::Followed);
+    }
+    let mut check = private_file(NAME, path, 0o077, "600", Verdict::Fail, Link::Followed)?;
+    check.detail.push_str(&format!(
+        "; it holds a credential ({})",
+        credentials.join(", ")
+    ));
+    Some(check)
+}
+
+/// What a check does with a symbolic link at the path: what exai itself does with one there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// exai reads through it (a config file kept with dotfiles, a home elsewhere): the file it
+    /// points to is checked.
+    Followed,
+    /// exai refuses it (the keys file is read only as a regular file): a link fails, as such.
+    Refused,
 }
 
 /// `path`'s owner and mode: ok when it is the user's and has none of the `forbidden` mode bits,
@@ -401,8 +442,13 @@ fn private_file(
     forbidden: u32,
     mode: &str,
     exposed: Verdict,
+    link: Link,
 ) -> Option<Check> {
-    let meta = match std::fs::symlink_metadata(path) {
+    let looked = match link {
+        Link::Followed => std::fs::metadata(path),
+        Link::Refused => std::fs::symlink_metadata(path),
+    };
+    let meta = match looked {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
@@ -413,7 +459,29 @@ fn private_file(
             ));
         }
     };
-    let shown = path.display();
+    let at = path.display();
+    let target = || {
+        path.canonicalize()
+            .or_else(|_| std::fs::read_link(path))
+            .map_or_else(|_| "?".to_string(), |t| t.display().to_string())
+    };
+    if meta.file_type().is_symlink() {
+        // A link's own mode (777) says nothing, and no chmod helps: the link itself is the fault.
+        let target = target();
+        return Some(Check::fail(
+            name,
+            format!(
+                "{at} is a symbolic link (to {target}); exai reads it only as a regular file, \
+                 never through a link"
+            ),
+            format!("put the file itself there: mv {target} {at}; chmod {mode} {at}"),
+        ));
+    }
+    // What was looked at: a followed link is named with the file it points to.
+    let shown = match std::fs::symlink_metadata(path) {
+        Ok(own) if own.file_type().is_symlink() => format!("{at} (a link to {})", target()),
+        _ => at.to_string(),
+    };
     let me = crate::daemon::local_socket::current_uid();
     if meta.uid() != me {
         return Some(Check::fail(
@@ -422,7 +490,7 @@ fn private_file(
                 "{shown} belongs to user {}, not to you (user {me})",
                 meta.uid()
             ),
-            format!("chown {me} {shown}, or remove it (exai makes it again)"),
+            format!("chown {me} {at}, or remove it (exai makes it again)"),
         ));
     }
     let bits = meta.permissions().mode() & 0o777;
@@ -431,7 +499,8 @@ fn private_file(
     }
     Some(Check {
         verdict: exposed,
-        fix: Some(format!("chmod {mode} {shown}")),
+        // chmod follows a link: this fixes the file a followed link points to.
+        fix: Some(format!("chmod {mode} {at}")),
         ..Check::ok(
             name,
             format!("{shown} has mode {bits:03o}: other users may reach it"),

@@ -288,6 +288,31 @@ pub(crate) fn toml_error(error: &toml::de::Error, text: &str) -> String {
 }
 
 impl FileConfig {
+    /// The file's keys whose values carry a credential (`store.url` with a password, a base URL
+    /// with `?key=`): a file holding one must be private to its owner.
+    pub fn credential_keys(&self) -> Vec<String> {
+        let settings = self
+            .values
+            .iter()
+            .map(|(setting, value)| (setting.file_key.unwrap_or(setting.var).to_string(), value));
+        let providers = self.providers.iter().filter_map(|(name, section)| {
+            let url = section.base_url.as_ref()?;
+            Some((format!("providers.{name}.base_url"), url))
+        });
+        let endpoints = self.endpoints.iter().map(|endpoint| {
+            (
+                format!("[[endpoints]] {}: base_url", endpoint.name),
+                &endpoint.base_url,
+            )
+        });
+        settings
+            .chain(providers)
+            .chain(endpoints)
+            .filter(|(_, value)| crate::secrets::holds_credential(value))
+            .map(|(key, _)| key)
+            .collect()
+    }
+
     /// The file's settings as (environment variable, value, file key).
     pub fn as_vars(&self) -> Result<Vec<(String, String, String)>, ConfigError> {
         let mut vars = Vec::new();
@@ -411,5 +436,22 @@ mod tests {
         assert_eq!(vars[0].1, "glm-4.7");
         assert!(read(&dir.join("missing.toml"), false).unwrap().is_none());
         assert!(read(&dir.join("missing.toml"), true).is_err());
+    }
+
+    #[test]
+    fn the_keys_holding_a_credential_are_named() {
+        let file: FileConfig = toml::from_str(
+            "default_model = \"glm-4.7\"\n[store]\nurl = \"postgres://exai:hunter2@db/team\"\n\
+             [providers.glm]\nbase_url = \"https://api.z.ai/api/paas/v4\"\n\
+             [[endpoints]]\nname = \"gateway\"\nbase_url = \"https://gw.example/v1?key=abc\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            file.credential_keys(),
+            ["store.url", "[[endpoints]] gateway: base_url"]
+        );
+        let file: FileConfig =
+            toml::from_str("[store]\nurl = \"postgres://exai@db/team\"\n").unwrap();
+        assert!(file.credential_keys().is_empty());
     }
 }

@@ -340,6 +340,14 @@ pub fn file_location(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
     file::location(env("EXAI_CONFIG"), env("XDG_CONFIG_HOME"), env("HOME")).map(|(path, _)| path)
 }
 
+/// The keys of the config file at `path` whose values carry a credential (a password in
+/// `store.url`, …): that file must then be as private as the keys file.
+pub fn credentials_in_file(path: &Path) -> Result<Vec<String>, ConfigError> {
+    Ok(file::read(path, true)?
+        .map(|file| file.credential_keys())
+        .unwrap_or_default())
+}
+
 /// The process environment as the configuration reads it: a blank variable is unset.
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())

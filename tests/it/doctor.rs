@@ -282,6 +282,100 @@ fn a_token_or_keys_file_others_can_read_fails_with_the_chmod() {
 }
 
 #[test]
+fn a_config_file_holding_a_database_password_fails_unless_private() {
+    let fake = Fake::start();
+    let place = Place::new().with(&at(&custom(&fake)));
+    let file = place.root.join("config/exai/config.toml");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, "default_model = \"fake-fast\"\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, report) = place.doctor(&[]);
+    assert!(line(&report, "config file").starts_with("ok"), "{report}");
+
+    std::fs::write(
+        &file,
+        "[store]\nurl = \"postgres://exai:hunter2-secret@127.0.0.1:9/team\"\n",
+    )
+    .unwrap();
+    let (ok, report) = place.doctor(&[]);
+    assert!(!ok, "{report}");
+    let config = line(&report, "config file");
+    assert!(
+        config.starts_with("FAIL")
+            && config.contains("mode 644")
+            && config.contains("it holds a credential (store.url)"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("fix: chmod 600 {}", file.display())),
+        "{report}"
+    );
+    assert!(!report.contains("hunter2-secret"), "{report}");
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, report) = place.doctor(&[]);
+    assert!(line(&report, "config file").starts_with("ok"), "{report}");
+}
+
+#[test]
+fn a_linked_config_file_is_checked_where_it_points_and_a_linked_keys_file_is_named_a_link() {
+    let fake = Fake::start();
+    let place = Place::new().with(&at(&custom(&fake)));
+    let dotfiles = place.root.join("dotfiles");
+    std::fs::create_dir_all(&dotfiles).unwrap();
+    let real = dotfiles.join("config.toml");
+    std::fs::write(&real, "default_model = \"fake-fast\"\n").unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = place.root.join("config/exai/config.toml");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&real, &file).unwrap();
+    let (ok, report) = place.doctor(&[]);
+    assert!(ok, "{report}");
+    let config = line(&report, "config file");
+    assert!(
+        config.starts_with("ok")
+            && config.contains(&format!("(a link to {})", real.display()))
+            && config.contains("mode 644"),
+        "{report}"
+    );
+
+    // Written by others through the link: the file it points to is what others may write.
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (ok, report) = place.doctor(&[]);
+    assert!(!ok, "{report}");
+    assert!(
+        line(&report, "config file").starts_with("FAIL")
+            && report.contains(&format!("fix: chmod 644 {}", file.display())),
+        "{report}"
+    );
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    // exai refuses a keys file reached through a link: no chmod helps, the link must go.
+    let keys = dotfiles.join("keys.toml");
+    std::fs::write(&keys, "custom = \"sk-linked-key-5150\"\n").unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&keys, place.keys_file()).unwrap();
+    let (ok, report) = place.doctor(&[]);
+    assert!(!ok, "{report}");
+    let linked = line(&report, "keys file");
+    assert!(
+        linked.starts_with("FAIL")
+            && linked.contains("is a symbolic link")
+            && !linked.contains("mode 777"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "fix: put the file itself there: mv {} {}",
+            keys.display(),
+            place.keys_file().display()
+        )),
+        "{report}"
+    );
+    assert!(!report.contains("sk-linked-key-5150"), "{report}");
+}
+
+#[test]
 fn a_daemon_of_another_version_is_a_warning_naming_the_restart() {
     let fake = Fake::start();
     let daemon = Daemon::start(&fake, &[]);
