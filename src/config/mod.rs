@@ -1209,10 +1209,14 @@ fn provider_daily_budget(
     .map_err(|e| e.expecting("provider=dollars"))
 }
 
-/// `EXAI_USER_DAILY_BUDGET_USD`: name=dollars pairs, `*` for every person not named.
+/// `EXAI_USER_DAILY_BUDGET_USD`: name=dollars pairs, `*` for every person not named. Each name
+/// must be one a person can have: a budget for `Ada` would never match `ada`, silently.
 fn user_daily_budget(text: Option<String>) -> Result<HashMap<String, i64>, ConfigError> {
     let var = s::USER_DAILY_BUDGET.var;
     named_values(var, text, |name, amount| {
+        if name != "*" {
+            crate::users::check_name(name).map_err(|e| e.to_string())?;
+        }
         let amount = dollars(var, amount).map_err(|_| DOLLARS.to_string())?;
         Ok((name.to_string(), amount))
     })
@@ -1331,6 +1335,24 @@ mod tests {
         assert!(shape.contains("expected provider=dollars"), "{shape}");
         let negative = error("EXAI_PROVIDER_DAILY_BUDGET_USD", "glm=-1");
         assert!(negative.contains("an amount of US dollars"), "{negative}");
+    }
+
+    #[test]
+    fn a_person_s_budget_names_a_valid_user_name() {
+        let budgets = |value| {
+            config(&[("HOME", "/h"), ("EXAI_USER_DAILY_BUDGET_USD", value)])
+                .map(|c| c.user_daily_budget)
+        };
+        let c = budgets("ada=2, *=0.5").unwrap();
+        assert_eq!((c["ada"], c["*"]), (2_000_000, 500_000));
+        for bad in ["Ada=2", "a b=1", "-x=1", "=1"] {
+            let error = budgets(bad).unwrap_err().to_string();
+            assert!(
+                error.starts_with("EXAI_USER_DAILY_BUDGET_USD=")
+                    && error.contains("is not a valid user name: use 1 to 32 lowercase letters"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]
