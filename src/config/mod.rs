@@ -385,10 +385,8 @@ impl Config {
             .into_iter()
             .map(|(var, value, key)| (var, (value, key)))
             .collect();
-        let mut config = Self::from_lookup(|name| {
-            env(name).or_else(|| file_vars.get(name).map(|(v, _)| v.clone()))
-        })
-        .map_err(|e| match e {
+        let lookup = |name: &str| env(name).or_else(|| file_vars.get(name).map(|(v, _)| v.clone()));
+        let from_file = |e: ConfigError| match e {
             ConfigError::Invalid { var, value, why } if env(var).is_none() => ConfigError::File {
                 path: path.display().to_string(),
                 why: format!(
@@ -397,7 +395,8 @@ impl Config {
                 ),
             },
             other => other,
-        })?;
+        };
+        let mut config = Self::without_provider_limits(lookup).map_err(from_file)?;
         config.add_stored_keys(&stored_keys);
         for (var, (_, key)) in &file_vars {
             if env(var).is_none() {
@@ -409,6 +408,8 @@ impl Config {
         config
             .add_file_endpoints(&parsed.endpoints, &env)
             .map_err(in_file)?;
+        // Only now, with the file's endpoints: a limit may name one of them.
+        config.add_provider_limits(lookup).map_err(from_file)?;
         config.clis =
             crate::clink::Clis::with_section(&parsed.clink).map_err(|e| ConfigError::File {
                 path: path.display().to_string(),
@@ -481,6 +482,32 @@ impl Config {
 
     /// Reads settings through `lookup`, so tests can feed their own environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = Self::without_provider_limits(&lookup)?;
+        config.add_provider_limits(&lookup)?;
+        Ok(config)
+    }
+
+    /// The limits that name providers (`EXAI_SHARED_CONCURRENCY`,
+    /// `EXAI_PROVIDER_DAILY_BUDGET_USD`), read once every endpoint is known.
+    fn add_provider_limits(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let env = Env(lookup);
+        self.shared_concurrency = shared_concurrency(
+            env.get(s::SHARED_CONCURRENCY.var),
+            &self.store,
+            &self.endpoints,
+        )?;
+        self.provider_daily_budget =
+            provider_daily_budget(env.get(s::PROVIDER_DAILY_BUDGET.var), &self.endpoints)?;
+        Ok(())
+    }
+
+    /// Every setting but the limits that name providers (see [`Self::add_provider_limits`]).
+    fn without_provider_limits(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let env = Env(lookup);
         let get = |name: &str| env.get(name);
         let home = match env.get(s::HOME.var) {
@@ -563,14 +590,10 @@ impl Config {
             max_retry_after: env.seconds(&s::RETRY_AFTER_CAP)?,
         };
         let private_paths = private_paths(&home, &get);
-        let shared_concurrency =
-            shared_concurrency(env.get(s::SHARED_CONCURRENCY.var), &store, &endpoints)?;
         let daily_budget = env
             .get(s::DAILY_BUDGET.var)
             .map(|v| dollars(s::DAILY_BUDGET.var, &v))
             .transpose()?;
-        let provider_daily_budget =
-            provider_daily_budget(env.get(s::PROVIDER_DAILY_BUDGET.var), &endpoints)?;
         let user_daily_budget = user_daily_budget(env.get(s::USER_DAILY_BUDGET.var))?;
         Ok(Config {
             home,
@@ -602,9 +625,9 @@ impl Config {
             retention_max_rows,
             store,
             endpoints,
-            shared_concurrency,
+            shared_concurrency: HashMap::new(),
             daily_budget,
-            provider_daily_budget,
+            provider_daily_budget: HashMap::new(),
             user_daily_budget,
             user_max_calls: env.whole(&s::USER_MAX_CALLS)?,
             default_model: env.get(s::DEFAULT_MODEL.var),
@@ -1753,6 +1776,42 @@ mod file_tests {
         assert_eq!(ollama.default_model.as_deref(), Some("qwen3"));
         let gateway = c.endpoints.iter().find(|e| e.name == "gateway").unwrap();
         assert_eq!(gateway.unavailable.as_deref(), Some("GATEWAY_KEY not set"));
+    }
+
+    #[test]
+    fn a_provider_limit_may_name_an_endpoint_of_the_file() {
+        const OLLAMA: &str =
+            "[[endpoints]]\nname = \"ollama\"\nbase_url = \"http://127.0.0.1:11434/v1\"\n";
+        let c = with_file(
+            &format!("[provider_daily_budget_usd]\nollama = 1.5\n\n{OLLAMA}"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.provider_daily_budget["ollama"], 1_500_000);
+        let c = with_file(
+            OLLAMA,
+            &[
+                ("EXAI_PROVIDER_DAILY_BUDGET_USD", "ollama=2"),
+                ("EXAI_DATABASE_URL", "postgres://u@127.0.0.1/team"),
+                ("EXAI_SHARED_CONCURRENCY", "ollama=3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.provider_daily_budget["ollama"], 2_000_000);
+        assert_eq!(c.shared_concurrency["ollama"], 3);
+        // A name no endpoint has is still refused, the file's endpoints among those listed.
+        let error = with_file(
+            &format!("[provider_daily_budget_usd]\nollam = 1\n\n{OLLAMA}"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("provider_daily_budget_usd")
+                && error.contains("no provider of that name")
+                && error.contains("ollama"),
+            "{error}"
+        );
     }
 
     #[test]
