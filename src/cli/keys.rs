@@ -25,7 +25,14 @@ pub enum KeysCliError {
         "no config directory: set EXAI_CONFIG, XDG_CONFIG_HOME or HOME (the keys file lives beside the config file)"
     )]
     NoLocation,
+    /// The config file, read for the variable each provider's key comes from.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
+
+/// What a running daemon does with the change, in words (it watches the keys file).
+const DAEMON_FOLLOWS: &str = "a running daemon that reads this keys file picks the change up by \
+     itself; `exai reload` applies it at once";
 
 /// The keys file of this process's environment.
 pub fn keys_file() -> Result<std::path::PathBuf, KeysCliError> {
@@ -33,8 +40,18 @@ pub fn keys_file() -> Result<std::path::PathBuf, KeysCliError> {
         .ok_or(KeysCliError::NoLocation)
 }
 
-fn known(provider: &str) -> Result<&'static [&'static str], KeysCliError> {
-    keys::override_vars(provider).ok_or_else(|| KeysCliError::UnknownProvider(provider.into()))
+fn known(provider: &str) -> Result<(), KeysCliError> {
+    keys::override_vars(provider)
+        .map(|_| ())
+        .ok_or_else(|| KeysCliError::UnknownProvider(provider.into()))
+}
+
+/// The variables each provider's key is read from as the configuration reads them: the
+/// environment over the config file, so `GLM_API_KEY_ENV=MY_KEY` (or `api_key_env`) names
+/// MY_KEY, not the built-in GLM_API_KEY.
+fn key_vars() -> Result<impl Fn(&str) -> Vec<String>, KeysCliError> {
+    let get = crate::config::env_over_file(crate::config::process_env)?;
+    Ok(move |provider: &str| crate::config::key_vars(provider, &get).unwrap_or_default())
 }
 
 /// "…wxyz" for a key long enough that its last four characters say little; else its length.
@@ -49,46 +66,45 @@ fn masked(key: &Secret) -> String {
 }
 
 /// The first of `vars` set in the environment.
-fn set_in_environment(vars: &[&'static str]) -> Option<&'static str> {
+fn set_in_environment(vars: &[String]) -> Option<&str> {
     vars.iter()
-        .copied()
-        .find(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()))
+        .map(String::as_str)
+        .find(|var| crate::config::process_env(var).is_some())
 }
 
 /// `exai keys set PROVIDER`: the key from stdin (a pipe) or typed at a prompt without echo.
 pub fn set(path: &Path, provider: &str, out: &mut impl Write) -> Result<(), KeysCliError> {
-    let vars = known(provider)?;
-    let mut stored = keys::read(path)?;
-    let key = read_key(provider)?;
-    let key = Secret::new(key);
+    known(provider)?;
+    let vars = key_vars()?(provider);
+    // A file exai would refuse is named before the key is asked for.
+    keys::read(path)?;
+    let key = Secret::new(read_key(provider)?);
     let shown = masked(&key);
-    stored.set(provider, key);
-    keys::write(path, &stored)?;
+    keys::update(path, |stored| {
+        stored.set(provider, key);
+        true
+    })?;
     writeln!(
         out,
         "{provider}: key stored ({shown}) in {}",
         path.display()
     )?;
-    if let Some(var) = set_in_environment(vars) {
+    if let Some(var) = set_in_environment(&vars) {
         writeln!(
             out,
             "note: {var} is set in this environment; where it is set, it wins over the keys file"
         )?;
     }
-    writeln!(
-        out,
-        "a daemon already running keeps its keys until it restarts (it reads the keys file at start)"
-    )?;
+    writeln!(out, "{DAEMON_FOLLOWS}")?;
     Ok(())
 }
 
 /// `exai keys rm PROVIDER`.
 pub fn remove(path: &Path, provider: &str, out: &mut impl Write) -> Result<(), KeysCliError> {
     known(provider)?;
-    let mut stored = keys::read(path)?;
-    if stored.remove(provider) {
-        keys::write(path, &stored)?;
+    if keys::update(path, |stored| stored.remove(provider))? {
         writeln!(out, "{provider}: key removed from {}", path.display())?;
+        writeln!(out, "{DAEMON_FOLLOWS}")?;
     } else {
         writeln!(out, "{provider}: no key stored in {}", path.display())?;
     }
@@ -98,8 +114,9 @@ pub fn remove(path: &Path, provider: &str, out: &mut impl Write) -> Result<(), K
 /// `exai keys list`: each provider, whether its key is set and where the effective one comes from.
 pub fn list(path: &Path, as_json: bool, out: &mut impl Write) -> Result<(), KeysCliError> {
     let stored = keys::read(path)?;
+    let vars_of = key_vars()?;
     let rows: Vec<serde_json::Value> = keys::providers()
-        .map(|(name, vars)| row(&stored, name, vars))
+        .map(|(name, _)| row(&stored, name, &vars_of(name)))
         .collect();
     if as_json {
         let value = json!({"keys_file": path, "providers": rows});
@@ -135,12 +152,17 @@ pub fn list(path: &Path, as_json: bool, out: &mut impl Write) -> Result<(), Keys
 }
 
 /// One provider's line of `exai keys list`, as JSON: never the key, only its masked form.
-fn row(stored: &Keys, name: &str, vars: &[&'static str]) -> serde_json::Value {
+fn row(stored: &Keys, name: &str, vars: &[String]) -> serde_json::Value {
     let from_file = stored.get(name);
     let env_var = set_in_environment(vars);
     let (set, shown, from) = match (env_var, from_file) {
         (Some(var), _) => {
-            let key = Secret::new(std::env::var(var).unwrap_or_default().trim().to_string());
+            let key = Secret::new(
+                crate::config::process_env(var)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            );
             (
                 true,
                 Some(masked(&key)),

@@ -212,6 +212,42 @@ fn parse(path: &Path, text: &str) -> Result<Keys, KeysError> {
     Ok(keys)
 }
 
+/// Changes the keys file at `path`: read, `change`d, and written back when `change` says it
+/// changed something — all under an exclusive lock, so two `exai keys set` at once keep both
+/// keys (each read-modify-write alone would write back the file without the other's key).
+/// Returns what `change` said.
+pub fn update(path: &Path, change: impl FnOnce(&mut Keys) -> bool) -> Result<bool, KeysError> {
+    let _held = lock(path)?;
+    let mut keys = read(path)?;
+    let changed = change(&mut keys);
+    if changed {
+        write(path, &keys)?;
+    }
+    Ok(changed)
+}
+
+/// The lock of the keys file at `path`: `.keys.toml.lock` beside it (the keys file itself is
+/// replaced by each write, so it cannot hold a lock), held until the file returned is dropped.
+fn lock(path: &Path) -> Result<File, KeysError> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io_error(dir, e))?;
+    let lock_path = dir.join(format!(".{FILE_NAME}.lock"));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&lock_path)
+        .map_err(|e| io_error(&lock_path, e))?;
+    file.lock().map_err(|e| io_error(&lock_path, e))?;
+    Ok(file)
+}
+
 /// Writes `keys` to `path` atomically: a new 0600 file in the same directory (created 0700 if
 /// missing), synced, then renamed over the old one.
 pub fn write(path: &Path, keys: &Keys) -> Result<(), KeysError> {
@@ -278,6 +314,43 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from(FILE_NAME)]);
+    }
+
+    #[test]
+    fn changes_made_at_once_are_all_kept() {
+        let path = temp_dir().join("sub").join(FILE_NAME);
+        let names: Vec<&str> = providers().map(|(name, _)| name).collect();
+        const ROUNDS: usize = 40;
+        std::thread::scope(|scope| {
+            for name in &names {
+                let path = &path;
+                scope.spawn(move || {
+                    for round in 0..ROUNDS {
+                        let key = Secret::new(format!("sk-{name}-{round}"));
+                        update(path, |keys| {
+                            keys.set(name, key);
+                            true
+                        })
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        let kept = read(&path).unwrap();
+        for name in &names {
+            assert_eq!(
+                kept.get(name).map(Secret::expose),
+                Some(format!("sk-{name}-{}", ROUNDS - 1).as_str()),
+                "{name}'s last key"
+            );
+        }
+        // Nothing but the file and its lock is left beside it.
+        let mut left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".keys.toml.lock", FILE_NAME]);
     }
 
     #[test]

@@ -155,6 +155,18 @@ pub struct BuiltInProvider {
     pub concurrency_var: &'static str,
 }
 
+impl BuiltInProvider {
+    /// The variables its key is read from, first wins: the one `<NAME>_API_KEY_ENV` names (in
+    /// the environment, or as `api_key_env` in the config file) alone, else [`Self::key_vars`].
+    pub fn key_vars_through(&self, get: impl Fn(&str) -> Option<String>) -> Vec<String> {
+        let chosen = format!("{}_API_KEY_ENV", self.name.to_ascii_uppercase());
+        match get(&chosen).filter(|var| !var.trim().is_empty()) {
+            Some(var) => vec![var],
+            None => self.key_vars.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+}
+
 /// The providers exai knows by name.
 pub const BUILT_IN_PROVIDERS: [BuiltInProvider; 4] = [
     BuiltInProvider {
@@ -348,6 +360,41 @@ pub fn credentials_in_file(path: &Path) -> Result<Vec<String>, ConfigError> {
         .unwrap_or_default())
 }
 
+/// The environment seen through `env` over the config file's settings (a value in the
+/// environment wins), as the configuration reads them; the file's endpoints aside.
+pub fn env_over_file(
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<impl Fn(&str) -> Option<String>, ConfigError> {
+    let mut vars = HashMap::new();
+    if let Some((path, explicit)) =
+        file::location(env("EXAI_CONFIG"), env("XDG_CONFIG_HOME"), env("HOME"))
+        && let Some(parsed) = file::read(&path, explicit)?
+    {
+        let named = parsed.as_vars().map_err(|e| match e {
+            ConfigError::File { why, .. } => ConfigError::File {
+                path: path.display().to_string(),
+                why,
+            },
+            other => other,
+        })?;
+        vars.extend(named.into_iter().map(|(var, value, _)| (var, value)));
+    }
+    Ok(move |name: &str| env(name).or_else(|| vars.get(name).cloned()))
+}
+
+/// The variables `provider`'s key is read from, in the order tried (see
+/// [`BuiltInProvider::key_vars_through`]), for the settings seen through `get`; `None` for a
+/// provider without a key of its own (an `[[endpoints]]` endpoint names its variable itself).
+pub fn key_vars(provider: &str, get: impl Fn(&str) -> Option<String>) -> Option<Vec<String>> {
+    if provider == "custom" {
+        return Some(vec![s::CUSTOM_API_KEY.var.to_string()]);
+    }
+    BUILT_IN_PROVIDERS
+        .iter()
+        .find(|spec| spec.name == provider)
+        .map(|spec| spec.key_vars_through(get))
+}
+
 /// The process environment as the configuration reads it: a blank variable is unset.
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -532,12 +579,7 @@ impl Config {
         let max_answer_bytes = env.whole(&s::MAX_ANSWER_BYTES)?;
         let mut endpoints = Vec::new();
         for spec in &BUILT_IN_PROVIDERS {
-            let upper = spec.name.to_ascii_uppercase();
-            // A config file may name another variable for the key.
-            let key_vars: Vec<String> = match get(&format!("{upper}_API_KEY_ENV")) {
-                Some(var) => vec![var],
-                None => spec.key_vars.iter().map(|v| v.to_string()).collect(),
-            };
+            let key_vars = spec.key_vars_through(get);
             let key = key_vars
                 .iter()
                 .find_map(|var| get(var).map(|k| (var.clone(), Secret::new(k))));

@@ -109,6 +109,67 @@ fn the_environment_overrides_the_keys_file() {
 }
 
 #[test]
+fn keys_name_the_variable_the_key_really_comes_from_and_the_daemon_follows_the_file() {
+    let (config, _) = config_home();
+    std::fs::create_dir_all(config.join("exai")).unwrap();
+    std::fs::write(
+        config.join("exai/config.toml"),
+        "[providers.glm]\napi_key_env = \"MY_GLM_KEY\"\n",
+    )
+    .unwrap();
+    let mut env = env_of(&config);
+    // Built-in variables exai does not read for these providers once another is named.
+    env.push(("GLM_API_KEY".into(), "sk-builtin-var-not-read-1111".into()));
+    env.push(("KIMI_API_KEY_ENV".into(), "MY_KIMI_KEY".into()));
+    env.push(("KIMI_API_KEY".into(), "sk-builtin-var-not-read-2222".into()));
+
+    let (ok, out) = exai_with_stdin(&as_refs(&env), &["keys", "set", "glm"], KEY);
+    assert!(ok, "{out}");
+    assert!(!out.contains("GLM_API_KEY is set"), "{out}");
+    assert!(
+        out.contains("picks the change up by itself") && !out.contains("until it restarts"),
+        "{out}"
+    );
+    let (ok, out) = exai_with_stdin(&as_refs(&env), &["keys", "list"], "");
+    assert!(ok, "{out}");
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} line: {out}"))
+            .to_string()
+    };
+    assert_eq!(
+        line("glm"),
+        "glm          set (…7781) from keys file",
+        "{out}"
+    );
+    assert_eq!(
+        line("kimi"),
+        "kimi         not set (exai keys set kimi, or MY_KIMI_KEY)",
+        "{out}"
+    );
+
+    env.push(("MY_GLM_KEY".into(), "sk-my-own-variable-3333".into()));
+    let (ok, out) = exai_with_stdin(&as_refs(&env), &["keys", "list"], "");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(
+            "glm          set (…3333) from environment variable MY_GLM_KEY (the keys file's key is not used)"
+        ),
+        "{out}"
+    );
+    let (ok, out) = exai_with_stdin(&as_refs(&env), &["keys", "set", "glm"], KEY);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("note: MY_GLM_KEY is set in this environment"),
+        "{out}"
+    );
+    for secret in ["sk-builtin-var-not-read", "sk-my-own-variable-3333", KEY] {
+        assert!(!out.contains(secret), "{out}");
+    }
+}
+
+#[test]
 fn a_keys_file_others_may_read_or_a_symlink_is_refused() {
     let (config, keys_file) = config_home();
     let env = env_of(&config);
