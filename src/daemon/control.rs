@@ -46,7 +46,12 @@ pub async fn ask(
     let socket = config.socket_path();
     let not_running = || ControlError::NotRunning(socket.display().to_string());
     let authorization = if as_owner {
-        let token = tokio::fs::read_to_string(config.token_path()).await?;
+        let token = match tokio::fs::read_to_string(config.token_path()).await {
+            Ok(token) => token,
+            // A daemon writes the token at its first start: without one, none has run here.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_running()),
+            Err(e) => return Err(e.into()),
+        };
         format!("Authorization: Bearer {}\r\n", token.trim())
     } else {
         String::new()

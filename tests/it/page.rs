@@ -97,6 +97,21 @@ fn has_policy(headers: &HeaderMap) -> bool {
         })
 }
 
+#[test]
+fn before_any_daemon_ran_open_and_reload_say_none_is_running() {
+    let home = temp_home().join("never-started");
+    let home = path(&home);
+    let env = [("EXAI_HOME", home.as_str()), ("EXAI_NO_AUTOSTART", "1")];
+    let (ok, out) = exai_with_stdin(&env, &["open", "--print"], "");
+    assert!(
+        !ok && out.contains("no exai daemon is running for this EXAI_HOME"),
+        "{out}"
+    );
+    assert!(!out.contains("os error"), "{out}");
+    let (ok, out) = exai_with_stdin(&env, &["reload"], "");
+    assert!(ok && out.contains("no exai daemon is running"), "{out}");
+}
+
 #[tokio::test]
 async fn without_the_token_or_a_session_every_page_route_is_refused() {
     let fake = Fake::start();
