@@ -76,7 +76,7 @@ impl Client for ClaudeCode {
         Ok(match (scope, &places.claude_config_dir) {
             (Scope::User, Some(dir)) => dir.join(".claude.json"),
             (Scope::User, None) => places.home.join(".claude.json"),
-            (Scope::Project(dir), _) => dir.join(".mcp.json"),
+            (Scope::Project(dir), _) => super::in_project(dir, &[".mcp.json"])?,
         })
     }
     fn read(&self, places: &Places, scope: &Scope) -> Result<Option<Entry>, ClientError> {

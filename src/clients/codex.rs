@@ -35,7 +35,7 @@ impl Client for Codex {
     fn config_file(&self, places: &Places, scope: &Scope) -> Result<PathBuf, ClientError> {
         Ok(match scope {
             Scope::User => places.codex_home.join("config.toml"),
-            Scope::Project(dir) => dir.join(".codex").join("config.toml"),
+            Scope::Project(dir) => super::in_project(dir, &[".codex", "config.toml"])?,
         })
     }
     fn read(&self, places: &Places, scope: &Scope) -> Result<Option<Entry>, ClientError> {

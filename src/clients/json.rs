@@ -64,7 +64,9 @@ impl Client for JsonClient {
     fn config_file(&self, places: &Places, scope: &Scope) -> Result<PathBuf, ClientError> {
         match scope {
             Scope::User => Ok(self.config_dir(places).join(self.file)),
-            Scope::Project(dir) if self.project_scope => Ok(dir.join(self.dir).join(self.file)),
+            Scope::Project(dir) if self.project_scope => {
+                super::in_project(dir, &[self.dir, self.file])
+            }
             Scope::Project(_) => Err(ClientError::NoSuchScope {
                 client: self.name,
                 scope: "project",

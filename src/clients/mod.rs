@@ -40,6 +40,12 @@ pub enum ClientError {
     )]
     Symlink { path: String },
     #[error(
+        "{path} is a symbolic link (to {target}); exai writes a project's configuration only \
+         inside the project, never through a link: remove the link, or set the client up for \
+         your user (without --project)"
+    )]
+    ProjectLink { path: String, target: String },
+    #[error(
         "{path} does not parse ({why}); exai leaves a broken file alone: fix it, then run this again"
     )]
     Unparsable { path: String, why: String },
@@ -81,6 +87,26 @@ impl Scope {
             Scope::Project(_) => "project",
         }
     }
+}
+
+/// The file at `parts` (`.codex`, `config.toml`) below a project's directory `root`, refused
+/// when any part of it is a symbolic link: directories are created and files renamed through
+/// links, so a cloned repository's `.codex -> ~/.codex` would make a project's set-up edit the
+/// user's own configuration. (`root` itself is canonical: links above it are the person's.)
+pub fn in_project(root: &Path, parts: &[&str]) -> Result<PathBuf, ClientError> {
+    let mut path = root.to_path_buf();
+    for part in parts {
+        path.push(part);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            let target = std::fs::read_link(&path)
+                .map_or_else(|_| "?".to_string(), |t| t.display().to_string());
+            return Err(ClientError::ProjectLink {
+                path: path.display().to_string(),
+                target,
+            });
+        }
+    }
+    Ok(path)
 }
 
 /// Where clients keep their files, and where their programs are: from the environment.

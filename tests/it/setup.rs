@@ -334,6 +334,55 @@ fn project_scope_writes_the_project_files() {
 }
 
 #[test]
+fn a_project_directory_linked_out_of_the_project_is_refused_and_its_target_untouched() {
+    let home = Home::new();
+    let codex = home.file(".codex/config.toml");
+    write(&codex, CODEX_CONFIG);
+    let cursor_text = "{\"mcpServers\": {}}\n";
+    let cursor = home.file(".cursor/mcp.json");
+    write(&cursor, cursor_text);
+    // A cloned repository whose client directories point at the user's own.
+    let project = home.file("work/cloned");
+    std::fs::create_dir_all(&project).unwrap();
+    let project = path(&project);
+    for dir in [".codex", ".cursor"] {
+        std::os::unix::fs::symlink(home.file(dir), Path::new(&project).join(dir)).unwrap();
+    }
+    for (client, dir, target, text) in [
+        ("codex", ".codex", &codex, CODEX_CONFIG),
+        ("cursor", ".cursor", &cursor, cursor_text),
+    ] {
+        let link = Path::new(&project).join(dir);
+        for args in [
+            vec!["setup", client, "--project", &project],
+            vec!["setup", client, "--project", &project, "--dry-run"],
+            vec!["setup", "--remove", client, "--project", &project],
+        ] {
+            let (ok, out) = home.exai(&args);
+            assert!(!ok, "{args:?}: {out}");
+            assert!(
+                out.contains(&format!(
+                    "{} is a symbolic link (to {})",
+                    link.display(),
+                    home.file(dir).display()
+                )) && out.contains("never through a link"),
+                "{args:?}: {out}"
+            );
+        }
+        assert_eq!(read(target), text, "{client}: the user's file untouched");
+        let beside: Vec<_> = std::fs::read_dir(home.file(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            beside.len(),
+            1,
+            "{client}: no backup or temporary file: {beside:?}"
+        );
+    }
+}
+
+#[test]
 fn a_dry_run_shows_the_change_and_writes_nothing() {
     let home = Home::new();
     let codex = home.file(".codex/config.toml");
