@@ -536,24 +536,7 @@ impl ExaiService {
             .map(str::to_string);
         let arguments = request.arguments.unwrap_or_default();
         let origin = self.origin(context)?;
-        // The settings the call runs on, to its end: a reload reaches the next call.
-        let settings = self.settings_for_call(context).await;
-        let most = settings.config.user_max_calls;
-        let busy = origin
-            .caller
-            .user_name()
-            .map(|user| (user, self.app.calls.in_flight_of(user)))
-            .filter(|(_, running)| most > 0 && *running >= most);
         let found = match self.app.tools.get(&request.name) {
-            // One person may not take every slot of a shared exai.
-            Some(_) if let Some((user, running)) = busy => Err((
-                ErrorCode::INVALID_REQUEST,
-                FailureKind::TooManyCalls,
-                format!(
-                    "{user} already has {running} calls in flight on this exai, as many as \
-                     EXAI_USER_MAX_CALLS allows; wait for one to end, or cancel one (call_cancel)"
-                ),
-            )),
             None => Err((
                 ErrorCode::INVALID_PARAMS,
                 FailureKind::UnknownTool,
@@ -593,21 +576,45 @@ impl ExaiService {
                 return Err(McpError::new(code, format!("{message} (call {id})"), None));
             }
         };
+        // The settings the call runs on, to its end: a reload reaches the next call.
+        let settings = self.settings_for_call(context).await;
         let budget = settings.config.timeout_for(&request.name);
-        let call = self
+        // One person may not take every slot of a shared exai (the daemon's setting).
+        let most_per_person = self.app.settings().config.user_max_calls;
+        let opened = self
             .app
             .calls
             .open(
                 proposed_id.as_deref(),
                 &request.name,
                 &arguments,
-                origin,
+                origin.clone(),
                 budget,
+                Some(most_per_person),
             )
-            .await
-            .map_err(|e| {
-                McpError::internal_error(format!("could not record the call: {e}"), None)
-            })?;
+            .await;
+        let call = match opened {
+            Ok(call) => call,
+            Err(too_many) => {
+                let message = too_many.to_string();
+                let id = self
+                    .app
+                    .calls
+                    .reject(
+                        proposed_id.as_deref(),
+                        &request.name,
+                        &arguments,
+                        origin,
+                        FailureKind::TooManyCalls,
+                        &message,
+                    )
+                    .await;
+                return Err(McpError::invalid_request(
+                    format!("{message} (call {id})"),
+                    None,
+                ));
+            }
+        };
         let request_id = context.id.to_string();
         if let Some(reason) = self.session.track(request_id.clone(), call.id.clone()) {
             tracing::info!(call_id = %call.id, "the client cancelled the call before it was tracked");

@@ -335,11 +335,13 @@ impl Relay {
                         let meta = params.entry("_meta").or_insert_with(|| json!({}));
                         if let Some(meta) = meta.as_object_mut() {
                             // A UUID the client proposed (`exai call` names its call to say it
-                            // on Ctrl-C) is kept; the daemon still refuses one that is taken.
+                            // on Ctrl-C) is kept when the daemon would take it (freshly minted);
+                            // the daemon still refuses one that is taken.
                             let call_id = meta
                                 .get(CALL_ID_META)
                                 .and_then(Value::as_str)
                                 .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                                .filter(crate::calls::freshly_minted)
                                 .unwrap_or_else(uuid::Uuid::now_v7)
                                 .to_string();
                             meta.insert(CALL_ID_META.into(), Value::String(call_id.clone()));

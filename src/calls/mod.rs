@@ -118,6 +118,8 @@ pub struct LiveCall {
     /// Tool, arguments, client and user (a SHA-256 digest: the arguments, a long prompt among
     /// them, are not kept twice): an identical call while this one runs attaches to it.
     pub dedupe_key: DedupeKey,
+    /// Counted among its person's calls in flight (a refusal being recorded is not).
+    counted: bool,
     cancel: CancellationToken,
     cancel_reason: Mutex<Option<CancelReason>>,
     /// Set once, at the call's end; `ended` wakes whoever waits for it. (A watch channel
@@ -228,33 +230,87 @@ impl Live {
         !self.by_id.contains_key(id) && self.opening.insert(id.to_string())
     }
 
+    /// Counts a call of `user` about to open, unless they already have `most` (0: no limit);
+    /// how many they have if so.
+    fn count_in(&mut self, user: &str, most: usize) -> Result<(), usize> {
+        let running = self.by_user.get(user).copied().unwrap_or(0);
+        if most > 0 && running >= most {
+            return Err(running);
+        }
+        *self.by_user.entry(user.to_string()).or_default() += 1;
+        Ok(())
+    }
+
+    /// Forgets one call of `user` (counted by [`Self::count_in`]).
+    fn count_out(&mut self, user: &str) {
+        if let Some(count) = self.by_user.get_mut(user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.by_user.remove(user);
+            }
+        }
+    }
+
+    /// Registers a call counted in by [`Self::count_in`] as it opened.
     fn insert(&mut self, call: Arc<LiveCall>) {
         self.opening.remove(&call.id);
         self.by_key
             .entry(call.dedupe_key)
             .or_default()
             .push(call.clone());
-        if let Some(user) = call.origin.caller.user_name() {
-            *self.by_user.entry(user.to_string()).or_default() += 1;
+        if let Some(replaced) = self.by_id.insert(call.id.clone(), call)
+            && replaced.counted
+            && let Some(user) = replaced.origin.caller.user_name()
+        {
+            // Never expected (ids are taken once): the count stays true all the same.
+            self.count_out(user);
         }
-        self.by_id.insert(call.id.clone(), call);
     }
 
     fn remove(&mut self, call: &LiveCall) {
         if self.by_id.remove(&call.id).is_some()
+            && call.counted
             && let Some(user) = call.origin.caller.user_name()
-            && let Some(count) = self.by_user.get_mut(user)
         {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.by_user.remove(user);
-            }
+            self.count_out(user);
         }
         if let Some(same) = self.by_key.get_mut(&call.dedupe_key) {
             same.retain(|c| c.id != call.id);
             if same.is_empty() {
                 self.by_key.remove(&call.dedupe_key);
             }
+        }
+    }
+}
+
+/// A person already has as many calls in flight as `EXAI_USER_MAX_CALLS` allows.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{user} already has {running} calls in flight on this exai, as many as EXAI_USER_MAX_CALLS \
+     allows; wait for one to end, or cancel one (call_cancel)"
+)]
+pub struct TooManyCalls {
+    pub user: String,
+    pub running: usize,
+}
+
+/// A call counted in for its person while it opens.
+struct Counted<'a> {
+    calls: &'a Calls,
+    /// `None` once the registry keeps the count.
+    user: Option<String>,
+}
+
+impl Counted<'_> {
+    fn kept(mut self) {
+        self.user = None;
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if let Some(user) = &self.user {
+            self.calls.live().count_out(user);
         }
     }
 }
@@ -267,7 +323,7 @@ pub type DedupeKey = [u8; 32];
 const PROPOSED_ID_SKEW: Duration = Duration::from_secs(300);
 
 /// A UUIDv7 whose time is within [`PROPOSED_ID_SKEW`] of now: what the shim and `exai call` mint.
-fn freshly_minted(id: &uuid::Uuid) -> bool {
+pub(crate) fn freshly_minted(id: &uuid::Uuid) -> bool {
     let Some((seconds, nanos)) = id
         .get_version()
         .filter(|v| *v == uuid::Version::SortRand)
@@ -432,9 +488,24 @@ impl Calls {
         self.live().by_id.len()
     }
 
-    /// Calls of person `user` in flight here.
-    pub fn in_flight_of(&self, user: &str) -> usize {
-        self.live().by_user.get(user).copied().unwrap_or(0)
+    /// The people (not the owner) with calls in flight here.
+    pub fn people_in_flight(&self) -> Vec<String> {
+        self.live().by_user.keys().cloned().collect()
+    }
+
+    /// Counts a call of `user` about to open (see [`Live::count_in`]): given back if it does
+    /// not reach the registry (its opening was dropped), kept by the registry once it does.
+    fn count_in(&self, user: &str, most: usize) -> Result<Counted<'_>, TooManyCalls> {
+        self.live()
+            .count_in(user, most)
+            .map(|()| Counted {
+                calls: self,
+                user: Some(user.to_string()),
+            })
+            .map_err(|running| TooManyCalls {
+                user: user.to_string(),
+                running,
+            })
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<LiveCall>> {
@@ -465,6 +536,10 @@ impl Calls {
     /// daemon vanishes) is used when it is a UUIDv7 minted in the last few minutes that no call
     /// here has; otherwise a new UUIDv7 is made. (Anyone may propose: an id of another person's
     /// call, or an old one, must not become this call's name, even for a while.)
+    ///
+    /// A person (not the owner) with `most_per_person` calls in flight here already is refused
+    /// (`Some(0)`: no limit; `None`: a refusal being recorded, not counted at all); counted as
+    /// the call opens, so calls sent at once cannot all slip past.
     pub async fn open(
         &self,
         proposed_id: Option<&str>,
@@ -472,7 +547,12 @@ impl Calls {
         arguments: &serde_json::Map<String, Value>,
         origin: CallOrigin,
         budget: Duration,
-    ) -> Result<Arc<LiveCall>, StoreError> {
+        most_per_person: Option<usize>,
+    ) -> Result<Arc<LiveCall>, TooManyCalls> {
+        let counted = match (origin.caller.user_name(), most_per_person) {
+            (Some(user), Some(most)) => Some(self.count_in(user, most)?),
+            _ => None,
+        };
         // The user is part of it: nobody is handed another person's answer.
         let dedupe_key = dedupe_key(
             origin.caller.user_name().unwrap_or(""),
@@ -522,6 +602,7 @@ impl Calls {
             budget,
             progress,
             dedupe_key,
+            counted: counted.is_some(),
             cancel: CancellationToken::new(),
             cancel_reason: Mutex::new(None),
             outcome: std::sync::OnceLock::new(),
@@ -536,6 +617,9 @@ impl Calls {
             thread: Mutex::new(None),
         });
         self.live().insert(call.clone());
+        if let Some(counted) = counted {
+            counted.kept();
+        }
         self.events
             .publish(|| events::CallEvent::Started(events::LiveSummary::of(&call)));
         tracing::info!(
@@ -692,6 +776,11 @@ impl Calls {
         let (progress_count, last_progress) = call.progress.sent();
         let result_text = serde_json::to_string(&result).unwrap_or_default();
         let mut usage = call.usage();
+        // A call stopped before its tool said what it cost (a consensus cancelled after some
+        // models answered) still cost what its requests billed.
+        if usage.cost.is_empty() {
+            usage.cost = call.progress.billed_in_full();
+        }
         // A call stopped while a model streamed (deadline, cancel) reported no usage: the
         // provider billed what it sent, which is not known — unknown, never $0.
         if usage.cost.is_empty() && snapshot.tokens_out > 0 {
@@ -878,8 +967,9 @@ impl Calls {
         kind: FailureKind,
         message: &str,
     ) -> String {
+        // Recorded whatever the person has in flight: a refusal is never itself refused.
         match self
-            .open(proposed_id, tool, arguments, origin, Duration::ZERO)
+            .open(proposed_id, tool, arguments, origin, Duration::ZERO, None)
             .await
         {
             Ok(call) => {

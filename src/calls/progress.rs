@@ -115,8 +115,9 @@ pub struct Progress {
     stages: Mutex<Vec<StageSeen>>,
     /// The person whose call it is (`None`: the owner).
     user: Option<String>,
-    /// What the call's provider requests billed so far (for its daily budgets).
-    billed: Mutex<crate::providers::Cost>,
+    /// What the call's provider requests billed so far: in full (unknown where a part is), and
+    /// the parts known (what its daily budgets count).
+    billed: Mutex<(crate::providers::Cost, crate::providers::Cost)>,
 }
 
 impl Progress {
@@ -200,6 +201,15 @@ impl Progress {
         });
     }
 
+    /// What the call's provider requests billed, unknown where a part of it is.
+    pub fn billed_in_full(&self) -> crate::providers::Cost {
+        self.billed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
     /// Remembers a progress line that went to the client; returns the new count.
     pub fn record_sent(&self, message: &str) -> i64 {
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
@@ -223,15 +233,17 @@ impl CallObserver for Progress {
         self.user.as_deref()
     }
     fn billed(&self, provider: &str, picodollars: Option<u64>) {
-        self.billed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .add(provider, picodollars);
+        let mut billed = self.billed.lock().unwrap_or_else(|p| p.into_inner());
+        billed.0.add(provider, picodollars);
+        if picodollars.is_some() {
+            billed.1.add(provider, picodollars);
+        }
     }
     fn billed_so_far(&self) -> crate::providers::Cost {
         self.billed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .1
             .clone()
     }
     fn stage(&self, stage: String) {
@@ -259,6 +271,22 @@ impl CallObserver for Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A budget counts what is known of a call's spend; the record says unknown where a part
+    /// of it is.
+    #[test]
+    fn a_calls_billing_keeps_its_known_part_for_budgets_and_the_whole_for_its_record() {
+        let progress = Progress::new("consensus");
+        progress.billed("custom", Some(2_000_000));
+        progress.billed("custom", None);
+        progress.billed("glm", Some(1_000_000));
+        let known = progress.billed_so_far();
+        assert_eq!(
+            known.micros_by_provider(),
+            [("custom".to_string(), Some(2)), ("glm".to_string(), Some(1))]
+        );
+        assert_eq!(progress.billed_in_full().micros(), None);
+    }
 
     #[test]
     fn messages_read_like_a_status_line() {

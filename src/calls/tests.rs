@@ -38,6 +38,7 @@ async fn open(app: &App, tool: &str, arguments: &Value, budget: Duration) -> Arc
             arguments.as_object().expect("arguments are an object"),
             origin(),
             budget,
+            Some(0),
         )
         .await
         .expect("the call is recorded")
@@ -126,6 +127,7 @@ async fn calls_proposing_one_id_at_once_get_it_once() {
             arguments.as_object().expect("an object"),
             origin(),
             BUDGET,
+            Some(0),
         )
     };
     let (one, two) = tokio::join!(open_proposing(), open_proposing());
@@ -152,6 +154,7 @@ async fn only_a_freshly_minted_id_proposed_is_taken() {
                 arguments.as_object().expect("an object"),
                 origin(),
                 BUDGET,
+                Some(0),
             )
             .await
             .expect("recorded");

@@ -380,6 +380,7 @@ mod tests {
                 &serde_json::Map::new(),
                 origin,
                 Duration::from_secs(60),
+                Some(0),
             )
             .await
             .unwrap();

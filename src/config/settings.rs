@@ -486,7 +486,7 @@ settings! {
         var: "EXAI_USER_MAX_CALLS",
         file_key: Some("user_max_calls"),
         kind: Kind::Count(32),
-        scope: Scope::Call,
+        scope: Scope::Daemon,
         doc: "calls one person may have in flight on this exai at once (0: no limit; the owner's token has none), so one member cannot take every provider slot",
         shown: |c| Some(c.user_max_calls.to_string()),
     }

@@ -77,8 +77,8 @@ pub struct PersonalTokens {
     store: Store,
     /// Token hash → who it was (`None`: unknown or revoked).
     recent: Remembered<Option<Caller>>,
-    /// User name → whether the user was still as admitted.
-    active: Remembered<bool>,
+    /// User name → the user as stored: (revoked, admin), `None` when there is no such user.
+    stored: Remembered<Option<(bool, bool)>>,
 }
 
 impl PersonalTokens {
@@ -86,7 +86,7 @@ impl PersonalTokens {
         Self {
             store,
             recent: Remembered::default(),
-            active: Remembered::default(),
+            stored: Remembered::default(),
         }
     }
 
@@ -97,17 +97,31 @@ impl PersonalTokens {
         let Caller::User { name, admin } = caller else {
             return true;
         };
-        if let Some(holds) = self.active.fresh(name) {
-            return holds;
+        match self.stored(name).await {
+            Some(stored) => stored == Some((false, *admin)),
+            None => true,
         }
-        let wanted = name.clone();
-        let holds = match self.store.read(move |r| r.user(&wanted)).await {
-            Ok(Some(user)) => user.revoked_at_ms.is_none() && user.admin == *admin,
-            Ok(None) => false,
-            Err(_) => return true,
+    }
+
+    /// Whether user `name`'s token is revoked (or the user gone); a store that cannot say
+    /// says no. (An admin flag changed since is not a revocation.)
+    pub async fn revoked(&self, name: &str) -> bool {
+        matches!(self.stored(name).await, Some(None | Some((true, _))))
+    }
+
+    /// The user `name` as stored (revoked, admin), cached like a token; `None` when the store
+    /// cannot say.
+    async fn stored(&self, name: &str) -> Option<Option<(bool, bool)>> {
+        if let Some(stored) = self.stored.fresh(name) {
+            return Some(stored);
+        }
+        let wanted = name.to_string();
+        let stored = match self.store.read(move |r| r.user(&wanted)).await {
+            Ok(user) => user.map(|user| (user.revoked_at_ms.is_some(), user.admin)),
+            Err(_) => return None,
         };
-        self.active.remember(name.clone(), holds);
-        holds
+        self.stored.remember(name.to_string(), stored);
+        Some(stored)
     }
 
     /// The user `token` belongs to, unless it is unknown or revoked.
@@ -147,9 +161,9 @@ pub async fn end_when_revoked(caller: Caller, check: Arc<TokenCheck>, ends: Canc
     }
 }
 
-/// Cancels, until `stop`, the calls in flight here whose user's personal token was revoked
-/// (or whose admin flag changed): a revoked member's calls stop spending within seconds,
-/// whichever transport started them.
+/// Cancels, until `stop`, the calls in flight here whose user's personal token was revoked: a
+/// revoked member's calls stop spending within seconds, whichever transport started them. (A
+/// changed admin flag ends the person's sessions, not the calls they were allowed to start.)
 pub async fn cancel_calls_of_revoked_users(
     calls: Arc<Calls>,
     check: Arc<TokenCheck>,
@@ -160,25 +174,25 @@ pub async fn cancel_calls_of_revoked_users(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(REVOCATION_CHECK) => {}
         }
-        let running = calls.in_flight();
-        let mut users: Vec<&Caller> = Vec::new();
-        for caller in running.iter().map(|call| &call.origin.caller) {
-            if *caller != Caller::Owner && !users.contains(&caller) {
-                users.push(caller);
-            }
-        }
         let mut revoked = Vec::new();
-        for caller in users {
-            if !check.personal.still_active(caller).await {
-                revoked.push(caller.clone());
+        for user in calls.people_in_flight() {
+            if check.personal.revoked(&user).await {
+                revoked.push(user);
             }
         }
-        for call in running
-            .iter()
-            .filter(|c| revoked.contains(&c.origin.caller))
-        {
-            tracing::warn!(call_id = %call.id, user = call.origin.caller.user_name().unwrap_or("?"), "the call's user was revoked: the call is cancelled");
-            call.cancel(CancelReason::Revoked);
+        if revoked.is_empty() {
+            continue;
+        }
+        for call in calls.in_flight() {
+            let of_revoked = call
+                .origin
+                .caller
+                .user_name()
+                .is_some_and(|user| revoked.iter().any(|r| r == user));
+            if of_revoked && !call.is_cancelled() {
+                tracing::warn!(call_id = %call.id, user = call.origin.caller.user_name().unwrap_or("?"), "the call's user was revoked: the call is cancelled");
+                call.cancel(CancelReason::Revoked);
+            }
         }
     }
 }

@@ -1,14 +1,14 @@
 //! Binds each Streamable HTTP session to the token that opened it, in front of rmcp: a request
-//! naming the session (a POST, its GET stream, the DELETE that ends it) with another token is
-//! answered as for a session that does not exist.
+//! naming a session (a POST, its GET stream, the DELETE that ends it) that its token did not
+//! open is answered 404 "no such MCP session for this token", whoever opened it.
 //!
 //! rmcp ends a session on any DELETE with its id and replays its stream to any GET; it knows
 //! nothing of tokens. Without this, a member who learnt a teammate's session id could end their
 //! session or read what it streams. A member's sessions are also bounded: opening one past
-//! [`MOST_PER_MEMBER`] ends their own oldest (rmcp keeps an idle session for the longest call's
-//! time, and sets no bound of its own).
+//! [`MOST_PER_MEMBER`] ends their own least used (rmcp keeps an idle session for the longest
+//! call's time, and sets no bound of its own).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -35,10 +35,15 @@ pub struct SessionOwners {
 }
 
 struct Owners {
-    /// Who opened each session, and when.
-    by_session: HashMap<String, (Instant, Caller)>,
+    by_session: HashMap<String, Held>,
     /// The size at which the map is next pruned (twice what it kept last time).
     prune_at: usize,
+}
+
+/// Who opened a session, and when it was last asked anything.
+struct Held {
+    caller: Caller,
+    last_used: Instant,
 }
 
 impl SessionOwners {
@@ -56,11 +61,16 @@ impl SessionOwners {
         self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn owner(&self, session: &str) -> Option<Caller> {
-        self.owners()
-            .by_session
-            .get(session)
-            .map(|(_, caller)| caller.clone())
+    /// Whether `session` is one `caller` opened (and is still known): it is then marked used.
+    fn is_theirs(&self, session: &str, caller: Option<&Caller>) -> bool {
+        let mut owners = self.owners();
+        match owners.by_session.get_mut(session) {
+            Some(held) if Some(&held.caller) == caller => {
+                held.last_used = Instant::now();
+                true
+            }
+            _ => false,
+        }
     }
 
     fn forget(&self, session: &str) {
@@ -68,39 +78,50 @@ impl SessionOwners {
     }
 
     async fn remember(&self, session: String, caller: Caller) {
-        let (prune, oldest_of_theirs) = {
+        let (prune, least_used_of_theirs) = {
             let mut owners = self.owners();
-            let theirs = || {
-                owners
+            let least_used = if caller == Caller::Owner {
+                None
+            } else {
+                let theirs = owners
                     .by_session
                     .iter()
-                    .filter(|(_, (_, owner))| *owner == caller)
-            };
-            let oldest = (caller != Caller::Owner && theirs().count() >= MOST_PER_MEMBER)
-                .then(|| {
-                    theirs()
-                        .min_by_key(|(_, (at, _))| *at)
+                    .filter(|(_, held)| held.caller == caller);
+                if theirs.clone().count() >= MOST_PER_MEMBER {
+                    theirs
+                        .min_by_key(|(_, held)| held.last_used)
                         .map(|(id, _)| id.clone())
-                })
-                .flatten();
-            if let Some(oldest) = &oldest {
-                owners.by_session.remove(oldest);
+                } else {
+                    None
+                }
+            };
+            if let Some(least_used) = &least_used {
+                owners.by_session.remove(least_used);
             }
-            owners.by_session.insert(session, (Instant::now(), caller));
-            (owners.by_session.len() >= owners.prune_at, oldest)
-        };
-        if let Some(oldest) = oldest_of_theirs {
-            tracing::info!(
-                "a member opened more MCP sessions than a replica keeps for one person: their oldest ends"
+            let now = Instant::now();
+            owners.by_session.insert(
+                session,
+                Held {
+                    caller,
+                    last_used: now,
+                },
             );
-            if let Err(error) = self.sessions.close_session(&oldest.into()).await {
-                tracing::warn!(%error, "a member's oldest MCP session could not be closed");
+            (owners.by_session.len() >= owners.prune_at, least_used)
+        };
+        if let Some(least_used) = least_used_of_theirs {
+            tracing::info!(
+                "a member opened more MCP sessions than a replica keeps for one person: their least used ends"
+            );
+            if let Err(error) = self.sessions.close_session(&least_used.into()).await {
+                tracing::warn!(%error, "a member's least used MCP session could not be closed");
             }
         }
         if !prune {
             return;
         }
-        let live: Vec<String> = self
+        // A session remembered (or used) while rmcp's list is read is kept whatever the list says.
+        let listed_at = Instant::now();
+        let live: HashSet<String> = self
             .sessions
             .sessions
             .read()
@@ -111,7 +132,7 @@ impl SessionOwners {
         let mut owners = self.owners();
         owners
             .by_session
-            .retain(|id, _| live.iter().any(|live| live == id));
+            .retain(|id, held| held.last_used >= listed_at || live.contains(id));
         owners.prune_at = (owners.by_session.len() * 2).max(FIRST_PRUNE);
     }
 
@@ -127,21 +148,19 @@ pub async fn bind(
     request: Request,
     next: Next,
 ) -> Response {
-    let caller = request.extensions().get::<Caller>().cloned();
     let Some(session) = session_of(request.headers()) else {
         // No session yet: this may be the `initialize` that opens one, for this caller.
+        let caller = request.extensions().get::<Caller>().cloned();
         let response = next.run(request).await;
         if let (Some(opened), Some(caller)) = (session_of(response.headers()), caller) {
             owners.remember(opened, caller).await;
         }
         return response;
     };
-    if let Some(owner) = owners.owner(&session)
-        && Some(&owner) != caller.as_ref()
-    {
-        tracing::warn!(method = %request.method(), "a request naming another token's MCP session refused");
-        // The answer for a session that does not exist: it tells the asker nothing, and a client
-        // whose own token changed starts a new session, as it should.
+    // Every session is opened through here: one this caller did not open is not theirs to
+    // use, stream or end, whether another token opened it or it never existed.
+    if !owners.is_theirs(&session, request.extensions().get::<Caller>()) {
+        tracing::warn!(method = %request.method(), "a request naming an MCP session its token did not open refused");
         return (
             StatusCode::NOT_FOUND,
             "no such MCP session for this token; start a new session\n",
@@ -172,7 +191,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_member_opening_session_after_session_ends_their_own_oldest_not_anyone_elses() {
+    async fn a_member_opening_session_after_session_ends_their_own_least_used_not_anyone_elses() {
         let manager = Arc::new(LocalSessionManager::default());
         let owners = SessionOwners::new(manager.clone());
         let bob = Caller::User {
@@ -188,12 +207,23 @@ mod tests {
         };
         let owners_own = open(&Caller::Owner).await;
         let bobs_first = open(&bob).await;
-        for _ in 0..MOST_PER_MEMBER {
+        let bobs_second = open(&bob).await;
+        // Bob keeps using his first session: his second is the least used.
+        for _ in 0..MOST_PER_MEMBER - 1 {
             open(&bob).await;
+            assert!(owners.is_theirs(&bobs_first, Some(&bob)));
         }
         assert!(
-            !manager.has_session(&bobs_first).await.unwrap(),
-            "bob's oldest session ended"
+            !manager.has_session(&bobs_second).await.unwrap(),
+            "bob's least used session ended"
+        );
+        assert!(
+            manager.has_session(&bobs_first).await.unwrap(),
+            "his busy one stays"
+        );
+        assert!(
+            !owners.is_theirs(&owners_own, Some(&bob)),
+            "the owner's is not bob's"
         );
         assert!(
             manager.has_session(&owners_own).await.unwrap(),
@@ -203,7 +233,7 @@ mod tests {
             .owners()
             .by_session
             .values()
-            .filter(|(_, caller)| *caller == bob)
+            .filter(|held| held.caller == bob)
             .count();
         assert_eq!(bobs, MOST_PER_MEMBER);
     }

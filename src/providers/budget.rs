@@ -83,7 +83,7 @@ impl Budgets {
         &self,
         provider: &str,
         user: Option<&str>,
-        pending: &Cost,
+        pending: impl FnOnce() -> Cost,
     ) -> Result<(), OverBudget> {
         let Some(store) = self.store.as_ref().filter(|_| self.binds(provider, user)) else {
             return Ok(());
@@ -98,19 +98,16 @@ impl Budgets {
                 return Ok(());
             }
         };
-        spend.extend(
-            pending
-                .micros_by_provider()
-                .into_iter()
-                .filter_map(|(provider, micros)| {
-                    Some(DailySpend {
-                        provider,
-                        user_name: user.map(str::to_string),
-                        cost_usd_micros: micros?,
-                        unpriced_calls: 0,
-                    })
-                }),
-        );
+        spend.extend(pending().micros_by_provider().into_iter().filter_map(
+            |(provider, micros)| {
+                Some(DailySpend {
+                    provider,
+                    user_name: user.map(str::to_string),
+                    cost_usd_micros: micros?,
+                    unpriced_calls: 0,
+                })
+            },
+        ));
         self.judge(provider, user, &spend, today)
     }
 

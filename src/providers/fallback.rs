@@ -45,11 +45,9 @@ impl Providers {
             // Refused before any request: a fallback on another provider may be within its budget.
             if let Err(over) = self
                 .budgets
-                .check(
-                    target.endpoint.name(),
-                    observer.user(),
-                    &observer.billed_so_far(),
-                )
+                .check(target.endpoint.name(), observer.user(), || {
+                    observer.billed_so_far()
+                })
                 .await
             {
                 tracing::warn!(provider = target.endpoint.name(), model = %target.model.id, %over,
@@ -76,14 +74,15 @@ impl Providers {
                 }
                 Err(failure) => {
                     attempts += failure.attempts;
-                    // Output streamed and then no usage: billed, by an amount nobody said.
-                    let billed = if failure.streamed && failure.spent.tokens_out.is_none() {
-                        None
-                    } else {
-                        target.model.cost_of(&failure.spent, false)
-                    };
+                    // What earlier rounds (a web search's) reported is known; an attempt that
+                    // streamed and broke off billed an amount nobody said.
+                    let known = target.model.cost_of(&failure.spent, false);
+                    let billed = if failure.streamed { None } else { known };
                     cost.add(target.endpoint.name(), billed);
-                    observer.billed(target.endpoint.name(), billed);
+                    observer.billed(target.endpoint.name(), known);
+                    if failure.streamed {
+                        observer.billed(target.endpoint.name(), None);
+                    }
                     spent.add(failure.spent);
                     if failure.error.account_problem() {
                         refused.push(target.endpoint.name());

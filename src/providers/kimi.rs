@@ -54,23 +54,29 @@ impl Dialect for Kimi {
         errors::exhausted("top up the Kimi balance at https://platform.kimi.ai/console")
     }
 
-    /// Kimi answers 403 for an account it will not serve: an empty balance (its help pages),
-    /// or one its risk control terminated (`access_terminated_error`).
+    /// Kimi answers 403 for an account it will not serve: an empty balance or a used-up
+    /// billing cycle (its help pages), or one its risk control terminated
+    /// (`access_terminated_error`). Any other 403 is left to its status.
     fn error_class(&self, status: u16, body: &ErrorBody) -> Option<ErrorClass> {
-        (status == 403).then(|| {
-            let terminated = [&body.kind, &body.code, &body.message]
-                .into_iter()
-                .flatten()
-                .any(|said| {
-                    said.to_ascii_lowercase().contains("access_terminated")
-                        || said.to_ascii_lowercase().contains("access terminated")
-                });
-            if terminated {
-                ErrorClass::Account
-            } else {
-                ErrorClass::Quota
-            }
-        })
+        if status != 403 {
+            return None;
+        }
+        let said: Vec<String> = [&body.kind, &body.code, &body.message]
+            .into_iter()
+            .flatten()
+            .map(|text| text.to_ascii_lowercase())
+            .collect();
+        let says = |words: &[&str]| {
+            said.iter()
+                .any(|text| words.iter().any(|w| text.contains(w)))
+        };
+        if says(&["access_terminated", "access terminated"]) {
+            Some(ErrorClass::Account)
+        } else if says(&["balance", "recharge", "suspended", "usage limit", "quota"]) {
+            Some(ErrorClass::Quota)
+        } else {
+            None
+        }
     }
 
     /// Moonshot's international and mainland China platforms issue their own keys.

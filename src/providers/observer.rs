@@ -23,8 +23,9 @@ pub trait CallObserver: Send + Sync {
     fn billed(&self, provider: &str, picodollars: Option<u64>) {
         let _ = (provider, picodollars);
     }
-    /// What the call's requests billed so far: not in the store's daily totals until the call
-    /// ends, so its next request's budget check adds it.
+    /// What the call's requests are known to have billed so far (a part nobody said is left
+    /// out): not in the store's daily totals until the call ends, so its next request's budget
+    /// check adds it.
     fn billed_so_far(&self) -> Cost {
         Cost::default()
     }

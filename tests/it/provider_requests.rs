@@ -192,7 +192,7 @@ async fn openai_reasoning_models_get_an_effort_and_no_temperature() {
     )
     .await;
     let body = sent(&fake, "gpt-5");
-    assert_eq!(body["reasoning_effort"], "low");
+    assert_eq!(body["reasoning_effort"], "minimal", "gpt-5's least: {body}");
     assert!(body.get("temperature").is_none(), "{body}");
     let all = all_text_of(&answer);
     assert!(
@@ -202,11 +202,24 @@ async fn openai_reasoning_models_get_an_effort_and_no_temperature() {
         "{all}"
     );
 
+    // Each thinking_mode is the effort of its name, as far as the model goes.
     ask(&client, "openai:gpt-5", json!({"thinking_mode": "high"})).await;
+    assert_eq!(sent(&fake, "gpt-5")["reasoning_effort"], "high");
+    ask(&client, "openai:gpt-5", json!({"thinking_mode": "max"})).await;
+    assert_eq!(sent(&fake, "gpt-5")["reasoning_effort"], "high");
+    ask(&client, "openai:gpt-5", json!({})).await;
     assert!(
         sent(&fake, "gpt-5").get("reasoning_effort").is_none(),
-        "thinking on: the model's default effort"
+        "no thinking_mode: the model's default effort"
     );
+    // gpt-5.6, which does not reason by default, reasons when asked to.
+    ask(
+        &client,
+        "openai:gpt-5.6-sol",
+        json!({"thinking_mode": "max"}),
+    )
+    .await;
+    assert_eq!(sent(&fake, "gpt-5.6-sol")["reasoning_effort"], "max");
 
     // gpt-5.6 may stop thinking altogether: its lowest documented effort is `none`.
     ask(

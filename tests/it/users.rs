@@ -137,7 +137,7 @@ impl WsClient {
     }
 
     /// The response to request `id` (notifications and other answers are set aside).
-    async fn response(&mut self, id: i64) -> Value {
+    pub(crate) async fn response(&mut self, id: i64) -> Value {
         if let Some(found) = self.early.remove(&id) {
             return found;
         }
@@ -892,31 +892,36 @@ async fn a_member_with_as_many_calls_as_allowed_in_flight_is_refused_another_whi
         add_user(&daemon.home, "bob", false),
     );
     let mut bob = WsClient::connect(&daemon, &bob_token).await;
-    for n in 0..2 {
-        bob.send(
-            "tools/call",
-            json!({"name": "chat", "arguments": {"prompt": format!("hog {n}"), "model": "fake-hang"}}),
-        )
-        .await;
+    // Six at once: as many as may run do, the rest are refused, however they interleave.
+    let mut sent = Vec::new();
+    for n in 0..6 {
+        sent.push(
+            bob.send(
+                "tools/call",
+                json!({"name": "chat", "arguments": {"prompt": format!("hog {n}"), "model": "fake-delay-3000"}}),
+            )
+            .await,
+        );
     }
-    wait_until_async(
-        "bob's two calls to reach the model",
-        Duration::from_secs(10),
-        || (fake.stats()["by_model"]["fake-hang"].as_u64() >= Some(2)).then_some(()),
-    )
-    .await;
-    let third = bob
-        .request(
-            "tools/call",
-            json!({"name": "chat", "arguments": {"prompt": "one more", "model": "fake-fast"}}),
-        )
-        .await;
-    let refusal = third["error"]["message"].as_str().unwrap_or_default();
+    let mut refusals = Vec::new();
+    for id in sent {
+        let answer = bob.response(id).await;
+        if let Some(message) = answer["error"]["message"].as_str() {
+            refusals.push(message.to_string());
+        }
+    }
+    assert_eq!(refusals.len(), 4, "{refusals:?}");
     assert!(
-        refusal.contains("bob already has 2 calls in flight")
-            && refusal.contains("EXAI_USER_MAX_CALLS"),
-        "{third}"
+        refusals[0].contains("bob already has 2 calls in flight")
+            && refusals[0].contains("EXAI_USER_MAX_CALLS"),
+        "{refusals:?}"
     );
+    assert_eq!(fake.stats()["by_model"]["fake-delay-3000"], 2);
+    // Now bob has nothing in flight: his next call runs.
+    let again = bob
+        .chat(json!({"prompt": "one more", "model": "fake-fast"}))
+        .await;
+    assert_eq!(text(&again), "echo: one more", "{again}");
     let mut ada = WsClient::connect(&daemon, &ada_token).await;
     let hers = ada
         .chat(json!({"prompt": "mine", "model": "fake-fast"}))
