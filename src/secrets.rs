@@ -205,8 +205,11 @@ fn url_credentials(text: &str, spans: &mut Vec<(usize, usize)>) {
 
 /// The values of `name=value`, `name: value` and `"name": "value"` whose name looks secret.
 fn secret_pairs(bytes: &[u8], spans: &mut Vec<(usize, usize)>) {
+    // The end of the last value masked: a pair inside it is masked already, and scanning its
+    // value again would make `key=key=key=…` cost the square of its length.
+    let mut covered = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        if b != b'=' && b != b':' {
+        if (b != b'=' && b != b':') || i < covered {
             continue;
         }
         // `://` is a URL, not a pair.
@@ -238,6 +241,7 @@ fn secret_pairs(bytes: &[u8], spans: &mut Vec<(usize, usize)>) {
         let end = value_end(bytes, start);
         if end > start {
             spans.push((start, end));
+            covered = end;
         }
     }
 }
@@ -418,6 +422,26 @@ mod tests {
                 started.elapsed()
             );
         }
+    }
+
+    #[test]
+    fn crafted_pairs_are_redacted_in_linear_time() {
+        for unit in ["key=", "token: ", "\"api_key\":"] {
+            let text = unit.repeat((1 << 20) / unit.len());
+            let started = std::time::Instant::now();
+            let redacted = redact_text(&text, &[]);
+            assert!(!redacted.is_empty());
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "{unit}: {:?}",
+                started.elapsed()
+            );
+        }
+        // What is masked is unchanged: each secret-named value, once.
+        assert_eq!(
+            redact_text("key=a key=b", &[]),
+            redact_text("key=a", &[]) + " " + &redact_text("key=b", &[])
+        );
     }
 
     #[test]

@@ -139,6 +139,10 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
     let mut backoff = Duration::from_millis(100);
     let mut last_seen = Instant::now();
     let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the ping last ticked: a tick far later than due means the shim itself was stopped
+    // (Ctrl-Z, a client that stopped reading), and the daemon's silence meanwhile says nothing.
+    let mut last_tick = Instant::now();
     let mut patience = tokio::time::interval(Duration::from_millis(500));
     let mut relaying = false;
 
@@ -231,6 +235,10 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
                 connecting = Some(crate::spawn::in_current_span(connect(relay.config.clone(), relay.client_env.clone(), relay.recent_start_failure())));
             },
             _ = ping.tick(), if link.is_some() => {
+                if last_tick.elapsed() > PING_EVERY * 2 {
+                    last_seen = Instant::now();
+                }
+                last_tick = Instant::now();
                 if last_seen.elapsed() > PING_EVERY * 3 {
                     relay.last_error = "the daemon stopped answering pings".into();
                     link = None;

@@ -106,9 +106,11 @@ pub fn shown(text: &str) -> String {
     crate::secrets::redact_text(text, &[])
 }
 
-/// The first prompt as kept for listing and search: masked, at most [`FIRST_PROMPT_CHARS`].
+/// The first prompt as kept for listing and search: masked, at most [`FIRST_PROMPT_CHARS`]. Cut
+/// (with room for a value running past the cut) before it is masked: a prompt may be a MiB.
 fn first_prompt_of(text: &str) -> String {
-    shown(text).chars().take(FIRST_PROMPT_CHARS).collect()
+    let head: String = text.chars().take(FIRST_PROMPT_CHARS * 2).collect();
+    shown(&head).chars().take(FIRST_PROMPT_CHARS).collect()
 }
 
 /// Why a thread could not be used.

@@ -131,7 +131,9 @@ impl Calls {
                     continue;
                 }
                 let in_flight = calls.in_flight();
-                published.retain(|id, _| in_flight.iter().any(|c| &c.id == id));
+                let running: std::collections::HashSet<&str> =
+                    in_flight.iter().map(|c| c.id.as_str()).collect();
+                published.retain(|id, _| running.contains(id.as_str()));
                 for call in in_flight {
                     let snapshot = call.progress.snapshot();
                     let now = (

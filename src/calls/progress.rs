@@ -283,7 +283,10 @@ mod tests {
         let known = progress.billed_so_far();
         assert_eq!(
             known.micros_by_provider(),
-            [("custom".to_string(), Some(2)), ("glm".to_string(), Some(1))]
+            [
+                ("custom".to_string(), Some(2)),
+                ("glm".to_string(), Some(1))
+            ]
         );
         assert_eq!(progress.billed_in_full().micros(), None);
     }

@@ -572,3 +572,69 @@ async fn a_daemon_that_takes_no_message_cannot_hold_the_shim_mid_send() {
         "{error}"
     );
 }
+
+/// The pids of `exai stdio` shims serving `home`.
+fn shims_of(home: &Path) -> Vec<String> {
+    let wanted = format!("EXAI_HOME={}", home.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid = entry.file_name().into_string().ok()?;
+            pid.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let is_shim = args.get(1).is_some_and(|a| *a == b"stdio");
+            let of_home = environ
+                .split(|b| *b == 0)
+                .any(|var| var == wanted.as_bytes());
+            (is_shim && of_home).then_some(pid)
+        })
+        .collect()
+}
+
+/// A shim stopped for longer than its ping check (Ctrl-Z on the client, a client that stopped
+/// reading) does not take the daemon's silence meanwhile for a dead daemon once it runs again:
+/// the call in flight still gets its answer.
+#[tokio::test]
+async fn a_shim_stopped_for_a_while_does_not_call_a_live_daemon_dead() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let linked = client.call_tool(chat("hi", "fake-fast")).await.unwrap();
+    assert_eq!(linked.is_error, Some(false), "{}", all_text_of(&linked));
+    let shims = shims_of(&daemon.home);
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    let peer = client.peer().clone();
+    let answer =
+        tokio::spawn(async move { peer.call_tool(chat("later", "fake-delay-3000")).await });
+    wait_until_async(
+        "the call to reach the model",
+        Duration::from_secs(10),
+        || (fake.stats()["by_model"]["fake-delay-3000"].as_u64() >= Some(1)).then_some(()),
+    )
+    .await;
+    let kill = |signal: &str| {
+        let status = Command::new("kill")
+            .args([signal, &shims[0]])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    kill("-STOP");
+    // Longer than three ping periods (15 s): the time the shim is stopped is the point here.
+    tokio::time::sleep(Duration::from_secs(17)).await;
+    kill("-CONT");
+    let answer = tokio::time::timeout(Duration::from_secs(30), answer)
+        .await
+        .expect("an answer in bounded time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.is_error, Some(false), "{}", all_text_of(&answer));
+    assert!(
+        all_text_of(&answer).contains("echo: later"),
+        "{}",
+        all_text_of(&answer)
+    );
+}
