@@ -11,6 +11,9 @@ use super::{CallObserver, ProviderError};
 
 /// How often a waiting call refreshes its queue position.
 const POSITION_REFRESH: Duration = Duration::from_millis(250);
+/// Places counted ahead of a caller: beyond this the line says "over N ahead". Counting is then
+/// bounded however long the line, and the far end of it sends no progress at each move.
+const MOST_COUNTED_AHEAD: usize = 100;
 
 /// A first-come, first-served limit on requests in flight to one provider.
 pub struct ConcurrencyLimit {
@@ -44,9 +47,13 @@ impl<'a> Place<'a> {
         Self { limit, ticket }
     }
 
-    /// Callers still waiting that came first.
+    /// Callers still waiting that came first, counted up to one past [`MOST_COUNTED_AHEAD`].
     fn ahead(&self) -> usize {
-        self.limit.line().range(..self.ticket).count()
+        self.limit
+            .line()
+            .range(..self.ticket)
+            .take(MOST_COUNTED_AHEAD + 1)
+            .count()
     }
 }
 
@@ -106,7 +113,11 @@ impl ConcurrencyLimit {
                     let ahead = place.ahead();
                     if shown != Some(ahead) {
                         shown = Some(ahead);
-                        observer.stage(format!("queued · {ahead} ahead for {provider}"));
+                        observer.stage(if ahead > MOST_COUNTED_AHEAD {
+                            format!("queued · over {MOST_COUNTED_AHEAD} ahead for {provider}")
+                        } else {
+                            format!("queued · {ahead} ahead for {provider}")
+                        });
                     }
                 }
             }
@@ -208,5 +219,32 @@ mod tests {
         shows(&next_stages, "queued · 0 ahead for p").await;
         drop(held);
         assert!(next.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_long_line_counts_only_so_far_ahead() {
+        let limit = Arc::new(ConcurrencyLimit::new(1));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let _held = limit
+            .acquire("p", deadline, &Stages::default())
+            .await
+            .unwrap();
+        // Far more callers than are counted: the last is told it is far back, and a place is
+        // counted in bounded steps however long the line.
+        let mut line = Vec::new();
+        for _ in 0..MOST_COUNTED_AHEAD + 20 {
+            line.push(Place::join(&limit));
+        }
+        let last = Place::join(&limit);
+        assert_eq!(last.ahead(), MOST_COUNTED_AHEAD + 1);
+        let (waiting, stages) = waiter(&limit, deadline);
+        shows(
+            &stages,
+            &format!("queued · over {MOST_COUNTED_AHEAD} ahead for p"),
+        )
+        .await;
+        waiting.abort();
+        drop(line);
+        assert_eq!(last.ahead(), 0);
     }
 }
