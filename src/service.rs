@@ -653,10 +653,20 @@ impl ExaiService {
     }
 
     /// This request gets a stand-in (a handle, a task); the call's result waits to be fetched.
+    /// A task is committed before it is announced (another replica may be asked for it next);
+    /// a handle goes out at once, its note queued: the client's patience is all but spent by
+    /// then, and a slow store must not make it miss the handle.
     async fn keep_for_later(&self, call: &LiveCall, request_id: &str, delivery: Delivery) {
         call.hand_off();
         self.session.take_call_for_response(request_id);
-        let _ = self.app.calls.set_delivery(&call.id, delivery).await;
+        if delivery == Delivery::HandleSent {
+            let (calls, id) = (self.app.calls.clone(), call.id.clone());
+            crate::spawn::in_current_span(async move {
+                let _ = calls.note_delivery(&id, delivery).await;
+            });
+        } else {
+            let _ = self.app.calls.set_delivery(&call.id, delivery).await;
+        }
     }
 
     /// Where a task's call stands, as the request's caller may see it.

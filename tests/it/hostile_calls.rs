@@ -315,3 +315,35 @@ async fn a_record_the_store_never_took_is_named_when_exai_stops() {
     }
     locker.execute_batch("ROLLBACK").unwrap();
 }
+
+/// A client whose patience runs out while the store is stuck gets its call handle in time: the
+/// note that a handle went out is queued, not waited for.
+#[tokio::test]
+async fn a_stuck_store_does_not_make_an_impatient_client_miss_its_handle() {
+    if sqlite_only("another program holds calls.sqlite3's write lock") {
+        return;
+    }
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[("EXAI_CLIENT_PATIENCE", "exai-tests=5")]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let locker = rusqlite::Connection::open(daemon.home.join("calls.sqlite3")).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let started = std::time::Instant::now();
+    let handle = client
+        .call_tool(chat("a slow question", "fake-delay-15000"))
+        .await
+        .unwrap();
+    let answered_in = started.elapsed();
+    assert!(
+        answered_in < std::time::Duration::from_secs(5),
+        "the handle came after {answered_in:?}, past the client's patience"
+    );
+    assert_eq!(
+        handle.structured_content.clone().unwrap()["status"],
+        "running",
+        "{}",
+        all_text_of(&handle)
+    );
+    locker.execute_batch("ROLLBACK").unwrap();
+    client.cancel().await.unwrap();
+}
