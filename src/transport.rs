@@ -122,6 +122,8 @@ enum WriteError {
     Sink(String),
     #[error("the connection was already closed")]
     Closed,
+    #[error("the client read nothing for {0} s")]
+    Stalled(u64),
 }
 
 /// Frames queued for the writer; beyond this, senders wait.
@@ -131,6 +133,11 @@ const INBOUND_QUEUE: usize = 256;
 
 /// The longest a closing session waits for its queued frames to be written.
 const CLOSE_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest one frame may take to be written: a client that reads nothing for this long (a
+/// peer gone dark) has its session ended and its resources freed. Long, because a client
+/// suspended a while (Ctrl-Z) is not gone; what it does not read meanwhile is bounded by the
+/// outbound queue, since no more of its requests are read while that is full.
+const WRITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 enum Outgoing {
     Frame {
@@ -171,6 +178,9 @@ impl FrameTransport {
     {
         let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
         let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        // Set by the writer when the client stopped reading: the reader then ends the input,
+        // which ends the session.
+        let stalled = tokio_util::sync::CancellationToken::new();
         crate::spawn::in_current_span(read_frames(
             source,
             in_tx,
@@ -178,12 +188,14 @@ impl FrameTransport {
             limit,
             session.id.clone(),
             adapter.clone(),
+            stalled.clone(),
         ));
         crate::spawn::in_current_span(write_frames(
             sink,
             out_rx,
             calls.clone(),
             session.id.clone(),
+            stalled,
         ));
         Self {
             inbound: in_rx,
@@ -202,10 +214,27 @@ async fn read_frames<Src>(
     limit: usize,
     session: String,
     adapter: Option<Arc<dyn WireAdapter>>,
+    stalled: tokio_util::sync::CancellationToken,
 ) where
     Src: Stream<Item = Result<String, FrameError>> + Unpin,
 {
-    while let Some(frame) = source.next().await {
+    loop {
+        // No more is read while the answers already due wait for room: a client that sends
+        // and never reads cannot make the daemon hold answers without bound.
+        let next = async {
+            outbound.reserve().await.ok()?;
+            source.next().await
+        };
+        let frame = tokio::select! {
+            frame = next => frame,
+            _ = stalled.cancelled() => {
+                tracing::warn!(%session, "the client read nothing for {} s: its session ends", WRITE_LIMIT.as_secs());
+                break;
+            }
+        };
+        let Some(frame) = frame else {
+            break;
+        };
         let reply = match frame {
             Ok(text) if text.trim().is_empty() => continue,
             Ok(text) if text.len() > limit => error_frame(
@@ -292,6 +321,7 @@ async fn write_frames<Snk, SnkErr>(
     mut outbound: mpsc::Receiver<Outgoing>,
     calls: Arc<Calls>,
     session: String,
+    stalled: tokio_util::sync::CancellationToken,
 ) where
     Snk: Sink<String, Error = SnkErr> + Unpin,
     SnkErr: std::fmt::Display,
@@ -307,10 +337,13 @@ async fn write_frames<Snk, SnkErr>(
         };
         let outcome = match &broken {
             Some(error) => Err(error.clone()),
-            None => sink
-                .send(text)
-                .await
-                .map_err(|e| WriteError::Sink(e.to_string())),
+            None => match tokio::time::timeout(WRITE_LIMIT, sink.send(text)).await {
+                Ok(sent) => sent.map_err(|e| WriteError::Sink(e.to_string())),
+                Err(_) => {
+                    stalled.cancel();
+                    Err(WriteError::Stalled(WRITE_LIMIT.as_secs()))
+                }
+            },
         };
         if let Err(error) = &outcome
             && broken.is_none()

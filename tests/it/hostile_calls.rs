@@ -347,3 +347,75 @@ async fn a_stuck_store_does_not_make_an_impatient_client_miss_its_handle() {
     locker.execute_batch("ROLLBACK").unwrap();
     client.cancel().await.unwrap();
 }
+
+/// A client that sends and never reads cannot make the daemon hold answers without bound: once
+/// the answers due to it fill its queue, no more of its requests are read (and a client that
+/// reads nothing for minutes has its session ended). Another session is answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_cannot_fill_the_daemons_memory() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let connect = || async {
+        let mut request = daemon.url().into_client_request().unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", daemon.token()).parse().unwrap(),
+        );
+        tokio_tungstenite::connect_async(request).await.unwrap().0
+    };
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "flood", "version": "1"}}});
+    let mut flood = connect().await;
+    flood
+        .send(Message::Text(initialize.to_string().into()))
+        .await
+        .unwrap();
+    let _ = flood.next().await;
+    flood
+        .send(Message::Text(
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let before = rss_bytes(daemon.pid()).unwrap();
+    // 30,000 tools/list (about 30 KB of answer each, 900 MB in all), never read.
+    let sending = tokio::spawn(async move {
+        for id in 1..=30_000 {
+            let list = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
+            if flood
+                .send(Message::Text(list.to_string().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        flood
+    });
+    // Another session is answered while the flood waits.
+    let mut other = connect().await;
+    other
+        .send(Message::Text(initialize.to_string().into()))
+        .await
+        .unwrap();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), other.next()).await;
+    assert!(answered.is_ok(), "another session was not answered");
+    // Watched for 15 s, long enough for a debug daemon to answer well past its queue (about
+    // 4,096 answers, 120 MB): without the bound it grew past 300 MB within 10 s.
+    for _ in 0..150 {
+        let grown = rss_bytes(daemon.pid()).unwrap().saturating_sub(before) >> 20;
+        assert!(
+            grown < 300,
+            "the daemon grew {grown} MB for a client that reads nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    sending.abort();
+}
