@@ -17,6 +17,8 @@ pub enum KeysCliError {
     UnknownProvider(String),
     #[error("no key given (an empty key is not stored)")]
     Empty,
+    #[error("cancelled: no key stored")]
+    Cancelled,
     #[error("cannot read the key: {0}")]
     Input(std::io::Error),
     #[error("{0}")]
@@ -191,11 +193,14 @@ fn read_key(provider: &str) -> Result<String, KeysCliError> {
         let mut prompt = std::io::stderr();
         write!(prompt, "{provider} API key (not shown): ")?;
         prompt.flush()?;
-        let _echo_off = EchoOff::new(libc::STDIN_FILENO).map_err(KeysCliError::Input)?;
-        let read = stdin.lock().read_line(&mut line);
+        let echo_off = EchoOff::new(libc::STDIN_FILENO).map_err(KeysCliError::Input)?;
+        let read = typed_line(&mut stdin.lock(), &mut line);
+        drop(echo_off);
         // The newline typed was not echoed either.
         writeln!(prompt)?;
-        read.map_err(KeysCliError::Input)?;
+        if !read.map_err(KeysCliError::Input)? {
+            return Err(KeysCliError::Cancelled);
+        }
     } else {
         stdin
             .lock()
@@ -209,7 +214,34 @@ fn read_key(provider: &str) -> Result<String, KeysCliError> {
     Ok(key)
 }
 
-/// The terminal's echo turned off; turned back on when dropped, whatever path leaves.
+/// Reads a line typed at a terminal in raw mode into `line`: Enter ends it, Backspace takes
+/// back a character, Ctrl-D on an empty line ends it empty; `false` when Ctrl-C cancels it.
+/// (Read byte by byte: with the terminal's own signals off, Ctrl-C arrives as a byte rather
+/// than killing exai before the echo is turned back on.)
+fn typed_line(input: &mut impl std::io::Read, line: &mut String) -> std::io::Result<bool> {
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if input.read(&mut byte)? == 0 {
+            break;
+        }
+        match byte[0] {
+            b'\r' | b'\n' => break,
+            0x03 => return Ok(false),
+            0x04 if bytes.is_empty() => break,
+            0x7f | 0x08 => {
+                // A whole UTF-8 character goes.
+                while bytes.pop().is_some_and(|b| b & 0xC0 == 0x80) {}
+            }
+            other => bytes.push(other),
+        }
+    }
+    line.push_str(&String::from_utf8_lossy(&bytes));
+    Ok(true)
+}
+
+/// The terminal's echo turned off (and its line editing and signals: see [`typed_line`]);
+/// turned back on when dropped, whatever path leaves.
 struct EchoOff {
     fd: libc::c_int,
     saved: libc::termios,
@@ -223,7 +255,9 @@ impl EchoOff {
             return Err(std::io::Error::last_os_error());
         }
         let mut quiet = saved;
-        quiet.c_lflag &= !libc::ECHO;
+        quiet.c_lflag &= !(libc::ECHO | libc::ICANON | libc::ISIG);
+        quiet.c_cc[libc::VMIN] = 1;
+        quiet.c_cc[libc::VTIME] = 0;
         // SAFETY: a termios read from this descriptor, with one flag changed.
         if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
             return Err(std::io::Error::last_os_error());
@@ -238,5 +272,25 @@ impl Drop for EchoOff {
         unsafe {
             libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typed(bytes: &[u8]) -> Option<String> {
+        let mut line = String::new();
+        typed_line(&mut &bytes[..], &mut line)
+            .unwrap()
+            .then_some(line)
+    }
+
+    #[test]
+    fn a_typed_key_takes_backspace_and_ctrl_c_cancels_it() {
+        assert_eq!(typed(b"sk-ab\x7fc\r").as_deref(), Some("sk-ac"));
+        assert_eq!(typed("clé\x7f\x7fe\n".as_bytes()).as_deref(), Some("ce"));
+        assert_eq!(typed(b"\x04").as_deref(), Some(""));
+        assert_eq!(typed(b"sk-half\x03more\r"), None);
     }
 }

@@ -385,13 +385,26 @@ async fn a_calls_own_spend_counts_against_the_budget_before_it_ends() {
         .await
         .unwrap();
     let text = all_text_of(&result);
-    // Both models were asked at once, within the budget; the synthesis was not.
-    assert_eq!(requests(&fake), 2, "{text}");
+    // The models are asked at once: both may start within the budget, or the second be refused
+    // once the first has spent it (the check reads the store, which may take a moment). The
+    // synthesis, asked after both, never is.
+    let asked = requests(&fake);
+    assert!(asked == 1 || asked == 2, "{asked} requests: {text}");
     assert!(
         text.contains("custom's daily budget of $0.003000 is spent"),
         "{text}"
     );
     let record = daemon.final_record(&call_id_of(&result));
-    assert_eq!(record.cost_usd_micros, Some(SMALL_MICROS + LARGE_MICROS));
+    let possible = if asked == 2 {
+        vec![SMALL_MICROS + LARGE_MICROS]
+    } else {
+        vec![SMALL_MICROS, LARGE_MICROS]
+    };
+    assert!(
+        record
+            .cost_usd_micros
+            .is_some_and(|c| possible.contains(&c)),
+        "{record:?}"
+    );
     client.cancel().await.unwrap();
 }

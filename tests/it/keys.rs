@@ -269,3 +269,52 @@ async fn a_daemon_started_without_the_key_in_its_environment_sends_the_stored_on
     assert_eq!(last_body(&fake, "fake-fast")["_has_auth"], false);
     client.cancel().await.unwrap();
 }
+
+/// Ctrl-C at `exai keys set`'s prompt cancels it and leaves the terminal as it was (echo on),
+/// not a shell that no longer shows what is typed. Run in a real terminal (`script`'s pty).
+#[test]
+fn ctrl_c_at_the_key_prompt_cancels_and_leaves_the_terminal_echoing() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+
+    let (config, keys_file) = config_home();
+    let env = env_of(&config);
+    let shell = format!("'{}' keys set glm; stty -a", EXAI);
+    let mut child = Command::new("script")
+        .args(["-qfec", &shell, "/dev/null"])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("(not shown): ") {
+        assert_eq!(
+            stdout.read(&mut byte).unwrap(),
+            1,
+            "{}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.push(byte[0]);
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"sk-half\x03").unwrap();
+    stdout.read_to_end(&mut seen).unwrap();
+    let _ = child.wait();
+    let out = String::from_utf8_lossy(&seen);
+    assert!(out.contains("cancelled: no key stored"), "{out}");
+    // `stty -a` after it: echo is on (a word of its own, not `-echo`).
+    assert!(
+        out.split_whitespace().any(|word| word == "echo"),
+        "the terminal was left without echo: {out}"
+    );
+    assert!(
+        !keys_file.exists()
+            || !std::fs::read_to_string(&keys_file)
+                .unwrap()
+                .contains("sk-half")
+    );
+}
