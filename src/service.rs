@@ -558,23 +558,19 @@ impl ExaiService {
             )),
             Some(tool) => Ok(tool),
         };
+        // A refused call is recorded all the same, and its client told which record it is.
+        let (proposed, name, given) = (proposed_id.as_deref(), &request.name, &arguments);
+        let refuse = |origin, code, kind, message: String| async move {
+            let id = self
+                .app
+                .calls
+                .reject(proposed, name, given, origin, kind, &message)
+                .await;
+            McpError::new(code, format!("{message} (call {id})"), None)
+        };
         let tool = match found {
             Ok(tool) => tool,
-            Err((code, kind, message)) => {
-                let id = self
-                    .app
-                    .calls
-                    .reject(
-                        proposed_id.as_deref(),
-                        &request.name,
-                        &arguments,
-                        origin,
-                        kind,
-                        &message,
-                    )
-                    .await;
-                return Err(McpError::new(code, format!("{message} (call {id})"), None));
-            }
+            Err((code, kind, message)) => return Err(refuse(origin, code, kind, message).await),
         };
         // The settings the call runs on, to its end: a reload reaches the next call.
         let settings = self.settings_for_call(context).await;
@@ -596,23 +592,8 @@ impl ExaiService {
         let call = match opened {
             Ok(call) => call,
             Err(too_many) => {
-                let message = too_many.to_string();
-                let id = self
-                    .app
-                    .calls
-                    .reject(
-                        proposed_id.as_deref(),
-                        &request.name,
-                        &arguments,
-                        origin,
-                        FailureKind::TooManyCalls,
-                        &message,
-                    )
-                    .await;
-                return Err(McpError::invalid_request(
-                    format!("{message} (call {id})"),
-                    None,
-                ));
+                let (code, kind) = (ErrorCode::INVALID_REQUEST, FailureKind::TooManyCalls);
+                return Err(refuse(origin, code, kind, too_many.to_string()).await);
             }
         };
         let request_id = context.id.to_string();

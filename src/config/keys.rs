@@ -226,15 +226,21 @@ pub fn update(path: &Path, change: impl FnOnce(&mut Keys) -> bool) -> Result<boo
     Ok(changed)
 }
 
-/// The lock of the keys file at `path`: `.keys.toml.lock` beside it (the keys file itself is
-/// replaced by each write, so it cannot hold a lock), held until the file returned is dropped.
-fn lock(path: &Path) -> Result<File, KeysError> {
+/// The directory of the keys file at `path`, created private (0700) if missing.
+fn private_dir_of(path: &Path) -> Result<&Path, KeysError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(|e| io_error(dir, e))?;
+    Ok(dir)
+}
+
+/// The lock of the keys file at `path`: `.keys.toml.lock` beside it (the keys file itself is
+/// replaced by each write, so it cannot hold a lock), held until the file returned is dropped.
+fn lock(path: &Path) -> Result<File, KeysError> {
+    let dir = private_dir_of(path)?;
     let lock_path = dir.join(format!(".{FILE_NAME}.lock"));
     let file = OpenOptions::new()
         .write(true)
@@ -251,12 +257,7 @@ fn lock(path: &Path) -> Result<File, KeysError> {
 /// Writes `keys` to `path` atomically: a new 0600 file in the same directory (created 0700 if
 /// missing), synced, then renamed over the old one.
 pub fn write(path: &Path, keys: &Keys) -> Result<(), KeysError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| io_error(dir, e))?;
+    let dir = private_dir_of(path)?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());

@@ -41,6 +41,15 @@ fn models_file(home: &Path) -> String {
     path(&file)
 }
 
+/// A daemon pricing the fake's models (`models_file`), with `env` besides.
+fn priced_daemon(fake: &Fake, env: &[(&str, &str)]) -> Daemon {
+    let home = temp_home();
+    let models = models_file(&home);
+    let mut all = vec![("EXAI_MODELS_FILE", models.as_str())];
+    all.extend_from_slice(env);
+    Daemon::start_in(home, "127.0.0.1:0", fake, &all)
+}
+
 fn requests(fake: &Fake) -> u64 {
     fake.stats()["requests"].as_u64().unwrap()
 }
@@ -48,9 +57,7 @@ fn requests(fake: &Fake) -> u64 {
 #[tokio::test]
 async fn each_call_is_priced_to_the_micro_dollar_and_usage_adds_them_up() {
     let fake = Fake::start();
-    let home = temp_home();
-    let models = models_file(&home);
-    let daemon = Daemon::start_in(home, "127.0.0.1:0", &fake, &[("EXAI_MODELS_FILE", &models)]);
+    let daemon = priced_daemon(&fake, &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let mut ids = Vec::new();
     for model in [SMALL, SMALL, SMALL, LARGE, UNPRICED] {
@@ -144,17 +151,7 @@ async fn each_call_is_priced_to_the_micro_dollar_and_usage_adds_them_up() {
 #[tokio::test]
 async fn a_call_stopped_while_its_model_streamed_costs_unknown_not_zero() {
     let fake = Fake::start();
-    let home = temp_home();
-    let models = models_file(&home);
-    let daemon = Daemon::start_in(
-        home,
-        "127.0.0.1:0",
-        &fake,
-        &[
-            ("EXAI_MODELS_FILE", &models),
-            ("EXAI_TOOL_TIMEOUTS", "chat=1"),
-        ],
-    );
+    let daemon = priced_daemon(&fake, &[("EXAI_TOOL_TIMEOUTS", "chat=1")]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     // Three tokens, then silence: the deadline stops it with no usage reported.
     let result = client
@@ -195,9 +192,7 @@ fn by_key<'a>(rows: &'a Value, key: &str) -> &'a Value {
 #[tokio::test]
 async fn consensus_and_workflow_answers_say_what_they_cost() {
     let fake = Fake::start();
-    let home = temp_home();
-    let models = models_file(&home);
-    let daemon = Daemon::start_in(home, "127.0.0.1:0", &fake, &[("EXAI_MODELS_FILE", &models)]);
+    let daemon = priced_daemon(&fake, &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let result = client
         .call_tool(call(
@@ -365,17 +360,7 @@ async fn each_person_keeps_to_their_own_daily_budget() {
 #[tokio::test]
 async fn a_calls_own_spend_counts_against_the_budget_before_it_ends() {
     let fake = Fake::start();
-    let home = temp_home();
-    let models = models_file(&home);
-    let daemon = Daemon::start_in(
-        home,
-        "127.0.0.1:0",
-        &fake,
-        &[
-            ("EXAI_MODELS_FILE", &models),
-            ("EXAI_PROVIDER_DAILY_BUDGET_USD", "custom=0.003"),
-        ],
-    );
+    let daemon = priced_daemon(&fake, &[("EXAI_PROVIDER_DAILY_BUDGET_USD", "custom=0.003")]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
     let result = client
         .call_tool(call(

@@ -78,6 +78,14 @@ fn plain() -> Value {
     initialize_params("2025-06-18", json!({}))
 }
 
+/// Two members, ada and bob: their tokens.
+fn ada_and_bob(daemon: &Daemon) -> (String, String) {
+    (
+        add_user(&daemon.home, "ada", false),
+        add_user(&daemon.home, "bob", false),
+    )
+}
+
 /// A raw MCP session over `/ws`, admitted with `token` (a 2025-11-25 client with tasks).
 pub(crate) struct WsClient {
     ws: tokio_tungstenite::WebSocketStream<
@@ -738,10 +746,7 @@ async fn a_personal_token_reads_no_file_of_exais_machine_outside_the_allowed_roo
 async fn a_cancel_sent_into_another_persons_session_does_not_cancel_their_call() {
     let fake = Fake::start();
     let daemon = Daemon::start(&fake, &[]);
-    let (ada_token, bob_token) = (
-        add_user(&daemon.home, "ada", false),
-        add_user(&daemon.home, "bob", false),
-    );
+    let (ada_token, bob_token) = ada_and_bob(&daemon);
     let mut ada = HttpClient::connect(&daemon, &ada_token, plain()).await;
     let (session, url) = (ada.session.clone().unwrap(), ada.url.clone());
     let request_id = ada.next_id + 1;
@@ -796,10 +801,7 @@ async fn a_cancel_sent_into_another_persons_session_does_not_cancel_their_call()
 async fn a_session_is_ended_or_streamed_only_with_the_token_that_opened_it() {
     let fake = Fake::start();
     let daemon = Daemon::start(&fake, &[]);
-    let (ada_token, bob_token) = (
-        add_user(&daemon.home, "ada", false),
-        add_user(&daemon.home, "bob", false),
-    );
+    let (ada_token, bob_token) = ada_and_bob(&daemon);
     let mut ada = HttpClient::connect(&daemon, &ada_token, plain()).await;
     let (session, url) = (ada.session.clone().unwrap(), ada.url.clone());
     let with_adas_session = |method: reqwest::Method, token: &str| {
@@ -853,10 +855,7 @@ async fn a_session_is_ended_or_streamed_only_with_the_token_that_opened_it() {
 async fn a_call_proposing_a_teammates_call_id_does_not_hide_her_call() {
     let fake = Fake::start();
     let daemon = Daemon::start(&fake, &[]);
-    let (ada_token, bob_token) = (
-        add_user(&daemon.home, "ada", false),
-        add_user(&daemon.home, "bob", false),
-    );
+    let (ada_token, bob_token) = ada_and_bob(&daemon);
     let mut ada = WsClient::connect(&daemon, &ada_token).await;
     let mine = ada
         .chat(json!({"prompt": "ada's own", "model": "fake-fast"}))
@@ -887,10 +886,7 @@ async fn a_call_proposing_a_teammates_call_id_does_not_hide_her_call() {
 async fn a_member_with_as_many_calls_as_allowed_in_flight_is_refused_another_while_others_call() {
     let fake = Fake::start();
     let daemon = Daemon::start(&fake, &[("EXAI_USER_MAX_CALLS", "2")]);
-    let (ada_token, bob_token) = (
-        add_user(&daemon.home, "ada", false),
-        add_user(&daemon.home, "bob", false),
-    );
+    let (ada_token, bob_token) = ada_and_bob(&daemon);
     let mut bob = WsClient::connect(&daemon, &bob_token).await;
     // Six at once: as many as may run do, the rest are refused, however they interleave.
     let mut sent = Vec::new();
