@@ -190,10 +190,12 @@ fn read_key(provider: &str) -> Result<String, KeysCliError> {
     let terminal = std::io::IsTerminal::is_terminal(&stdin);
     let mut line = String::new();
     if terminal {
+        // Quiet before the prompt shows: a key typed (or Ctrl-C) the moment it appears is
+        // already read the quiet way.
+        let echo_off = EchoOff::new(libc::STDIN_FILENO).map_err(KeysCliError::Input)?;
         let mut prompt = std::io::stderr();
         write!(prompt, "{provider} API key (not shown): ")?;
         prompt.flush()?;
-        let echo_off = EchoOff::new(libc::STDIN_FILENO).map_err(KeysCliError::Input)?;
         let read = typed_line(&mut stdin.lock(), &mut line);
         drop(echo_off);
         // The newline typed was not echoed either.
