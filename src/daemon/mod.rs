@@ -303,9 +303,18 @@ async fn serve(config: Config, allow_remote: bool) -> Result<(), DaemonError> {
         let stop = stop_accepting.clone();
         let router = router.clone().layer(axum::Extension(Listener::Tcp));
         // Small MCP frames must not wait for Nagle's algorithm (40 ms per answer otherwise).
-        let listener = listener.tap_io(|tcp| {
+        // Keep-alive probes after a minute of silence: a peer gone dark (a laptop closed, a
+        // network dropped) ends its session within about two minutes instead of never.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10))
+            .with_retries(6);
+        let listener = listener.tap_io(move |tcp| {
             if let Err(error) = tcp.set_nodelay(true) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+            if let Err(error) = socket2::SockRef::from(&*tcp).set_tcp_keepalive(&keepalive) {
+                tracing::debug!(%error, "cannot set TCP keep-alive");
             }
         });
         crate::spawn::in_span(tracing::Span::none(), serve::serve(listener, router, stop))

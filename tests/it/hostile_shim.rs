@@ -638,3 +638,36 @@ async fn a_shim_stopped_for_a_while_does_not_call_a_live_daemon_dead() {
         all_text_of(&answer)
     );
 }
+
+/// A connection to the daemon's TCP port gets keep-alive probes: a peer gone dark (a closed
+/// laptop, a dropped network) ends its session once the kernel gives up on it, rather than
+/// holding it for ever. Read from the kernel's own table (`/proc/net/tcp`: timer 2 is the
+/// keep-alive timer) for the daemon's end of a fresh, idle connection.
+#[test]
+fn the_daemons_tcp_connections_are_kept_alive() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let client = TcpStream::connect(&daemon.addr).unwrap();
+    let (daemon_port, client_port) = (
+        client.peer_addr().unwrap().port(),
+        client.local_addr().unwrap().port(),
+    );
+    let timer = || {
+        let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+        table.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
+            (port(fields.get(1)?)? == daemon_port && port(fields.get(2)?)? == client_port)
+                .then(|| fields.get(5).map(|t| t.to_string()))
+                .flatten()
+        })
+    };
+    let armed = wait_until(
+        "the daemon's end of the connection",
+        Duration::from_secs(10),
+        || timer().filter(|t| t.starts_with("02:")),
+    );
+    // About a minute before the first probe (jiffies at the kernel's HZ; at least 30 s).
+    assert!(armed.starts_with("02:"), "{armed}");
+    drop(client);
+}
