@@ -50,6 +50,17 @@ fn priced_daemon(fake: &Fake, env: &[(&str, &str)]) -> Daemon {
     Daemon::start_in(home, "127.0.0.1:0", fake, &all)
 }
 
+/// A consensus of the two priced models (and their synthesis).
+async fn tabs_or_spaces(client: &Client) -> rmcp::model::CallToolResult {
+    client
+        .call_tool(call(
+            "consensus",
+            json!({"step": "Tabs or spaces?", "models": [SMALL, LARGE]}),
+        ))
+        .await
+        .unwrap()
+}
+
 fn requests(fake: &Fake) -> u64 {
     fake.stats()["requests"].as_u64().unwrap()
 }
@@ -194,13 +205,7 @@ async fn consensus_and_workflow_answers_say_what_they_cost() {
     let fake = Fake::start();
     let daemon = priced_daemon(&fake, &[]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let result = client
-        .call_tool(call(
-            "consensus",
-            json!({"step": "Tabs or spaces?", "models": [SMALL, LARGE]}),
-        ))
-        .await
-        .unwrap();
+    let result = tabs_or_spaces(&client).await;
     let summary = answer_of(&result);
     // Two evaluations and the synthesis, written by the first model that answered.
     let total = 2 * SMALL_MICROS + LARGE_MICROS;
@@ -362,13 +367,7 @@ async fn a_calls_own_spend_counts_against_the_budget_before_it_ends() {
     let fake = Fake::start();
     let daemon = priced_daemon(&fake, &[("EXAI_PROVIDER_DAILY_BUDGET_USD", "custom=0.003")]);
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    let result = client
-        .call_tool(call(
-            "consensus",
-            json!({"step": "Tabs or spaces?", "models": [SMALL, LARGE]}),
-        ))
-        .await
-        .unwrap();
+    let result = tabs_or_spaces(&client).await;
     let text = all_text_of(&result);
     // The models are asked at once: both may start within the budget, or the second be refused
     // once the first has spent it (the check reads the store, which may take a moment). The

@@ -27,6 +27,18 @@ const GUARDED: [(&str, &str); 8] = [
 ];
 
 /// A client that follows no redirect and keeps no cookie: each request says all it carries.
+/// The live page's event feed, opened with a session cookie.
+async fn open_feed(daemon: &Daemon, cookie: &(&str, String)) -> reqwest::Response {
+    let feed = http()
+        .get(format!("http://{}/api/events", daemon.addr))
+        .header(cookie.0, &cookie.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), 200);
+    feed
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -157,13 +169,7 @@ async fn a_login_code_works_once_and_its_cookie_opens_the_page_and_its_feed() {
     assert!(has_policy(&headers));
 
     // The feed starts with the calls in flight (none).
-    let mut feed = http()
-        .get(format!("http://{}/api/events", daemon.addr))
-        .header(cookie.0, &cookie.1)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(feed.status(), 200);
+    let mut feed = open_feed(&daemon, &cookie).await;
     assert_eq!(feed.headers()["content-type"], "text/event-stream");
     let first = tokio::time::timeout(std::time::Duration::from_secs(10), feed.chunk())
         .await
@@ -386,13 +392,7 @@ async fn a_revoked_members_page_login_and_open_session_end_within_seconds() {
         200
     );
     // Her live feed is open, and a call of hers runs.
-    let mut feed = http()
-        .get(format!("http://{}/api/events", daemon.addr))
-        .header(cookie.0, &cookie.1)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(feed.status(), 200);
+    let mut feed = open_feed(&daemon, &cookie).await;
     assert!(
         feed.chunk().await.unwrap().is_some(),
         "the feed's first snapshot"
