@@ -191,7 +191,7 @@ impl App {
     ///
     /// Blocking (it opens the database), like [`App::open`].
     pub(crate) fn for_tests(settings: &[(&str, &str)]) -> TestApp {
-        let home = std::env::temp_dir().join(format!("exai-app-{}", uuid::Uuid::now_v7()));
+        let home = crate::scratch::scratch_dir("app");
         let mut vars: std::collections::HashMap<String, String> = [
             ("EXAI_HOME", home.to_string_lossy().as_ref()),
             // Never dialled: the scripted client answers.

@@ -150,8 +150,7 @@ mod tests {
     /// none for a provider that cannot extract them.
     #[test]
     fn the_documents_of_one_call_are_bounded_in_number_and_bytes() {
-        let dir = std::env::temp_dir().join(format!("exai-documents-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch::scratch_dir("documents");
         let named = |count: usize, size: u64| -> Vec<String> {
             (0..count)
                 .map(|i| {

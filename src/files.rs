@@ -650,8 +650,7 @@ mod tests {
     use super::*;
 
     fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("exai-files-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&d).unwrap();
+        let d = crate::scratch::scratch_dir("files");
         d.canonicalize().unwrap()
     }
 

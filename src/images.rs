@@ -94,8 +94,7 @@ mod tests {
     #[test]
     fn files_and_data_urls_are_checked_by_their_bytes() {
         let none = &files::Policy::default();
-        let dir = std::env::temp_dir().join(format!("exai-images-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch::scratch_dir("images");
         let dir = dir.canonicalize().unwrap();
         std::fs::write(dir.join("a.png"), PNG).unwrap();
         std::fs::write(dir.join("fake.png"), b"not an image").unwrap();

@@ -22,6 +22,8 @@ pub mod memory;
 pub mod metrics;
 pub mod providers;
 pub mod replica;
+#[cfg(test)]
+mod scratch;
 pub mod secrets;
 pub mod service;
 pub mod settings;

@@ -66,8 +66,7 @@ mod tests {
 
     #[test]
     fn a_calls_log_is_its_own_lines_not_every_line_holding_its_id() {
-        let dir = std::env::temp_dir().join(format!("exai-log-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let dir = crate::scratch::scratch_dir("log");
         let id = "0193a7b0-0000-7000-8000-000000000001";
         let lines = [
             // The call's own line (in its span), and an event naming it in a field.

@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn setup_keeps_every_byte_of_the_rest_and_removal_gives_them_back() {
-        let dir = std::env::temp_dir().join(format!("exai-codex-{}", uuid::Uuid::now_v7()));
+        let dir = crate::scratch::scratch_dir("codex");
         let places = places(&dir);
         let path = places.codex_home.join("config.toml");
         std::fs::create_dir_all(&places.codex_home).expect("dir");
@@ -291,7 +291,7 @@ mod tests {
 
     #[test]
     fn a_new_file_holds_only_the_entry_and_goes_with_it() {
-        let dir = std::env::temp_dir().join(format!("exai-codex-{}", uuid::Uuid::now_v7()));
+        let dir = crate::scratch::scratch_dir("codex");
         let places = places(&dir);
         let edit = applied(
             Codex
@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_broken_file_is_refused_untouched() {
-        let dir = std::env::temp_dir().join(format!("exai-codex-{}", uuid::Uuid::now_v7()));
+        let dir = crate::scratch::scratch_dir("codex");
         let places = places(&dir);
         std::fs::create_dir_all(&places.codex_home).expect("dir");
         let path = places.codex_home.join("config.toml");

@@ -206,9 +206,7 @@ mod tests {
     use super::*;
 
     fn temp_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("exai-files-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        dir
+        crate::scratch::scratch_dir("files")
     }
 
     #[test]

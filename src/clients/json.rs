@@ -296,8 +296,7 @@ mod tests {
     use crate::clients::test_support::{applied, wanted};
 
     fn temp_file(text: Option<&str>) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("exai-json-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = crate::scratch::scratch_dir("json");
         let path = dir.join("settings.json");
         if let Some(text) = text {
             std::fs::write(&path, text).expect("write");

@@ -205,8 +205,7 @@ mod tests {
 
     #[tokio::test]
     async fn codex_sessions_follow_the_codex_file_and_its_changes() {
-        let dir = std::env::temp_dir().join(format!("exai-patience-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = crate::scratch::scratch_dir("patience");
         let file = dir.join("config.toml");
         let patience = ClientPatience::new(Some(file.clone()), None);
         let plain = config(None);
@@ -246,8 +245,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fifo_in_place_of_the_clients_file_is_never_opened() {
-        let dir = std::env::temp_dir().join(format!("exai-patience-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = crate::scratch::scratch_dir("patience");
         let file = dir.join("config.toml");
         let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).expect("path");
         // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
@@ -265,8 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn gemini_sessions_follow_the_timeout_of_the_entry_that_launches_exai() {
-        let dir = std::env::temp_dir().join(format!("exai-patience-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = crate::scratch::scratch_dir("patience");
         let file = dir.join("settings.json");
         let patience = ClientPatience::new(None, Some(file.clone()));
         let plain = config(None);

@@ -378,9 +378,7 @@ mod tests {
     use std::time::Duration;
 
     fn temp_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("exai-file-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::scratch::scratch_dir("file")
     }
 
     /// `read(path)`'s error, within 10 s (a reader blocked on a FIFO fails the test, not hangs it).

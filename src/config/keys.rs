@@ -287,9 +287,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn temp_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("exai-keys-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::scratch::scratch_dir("keys")
     }
 
     #[test]

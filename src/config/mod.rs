@@ -1680,8 +1680,7 @@ mod file_tests {
     use super::*;
 
     fn with_file(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let dir = std::env::temp_dir().join(format!("exai-config-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch::scratch_dir("config");
         let path = dir.join("config.toml");
         std::fs::write(&path, text).unwrap();
         let mut vars: HashMap<String, String> = env

@@ -393,8 +393,7 @@ mod tests {
 
     #[test]
     fn a_user_file_overrides_and_extends() {
-        let dir = std::env::temp_dir().join(format!("exai-catalog-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch::scratch_dir("catalog");
         let path = dir.join("models.toml");
         std::fs::write(
             &path,

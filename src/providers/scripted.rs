@@ -404,8 +404,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_fallback_answer_costs_what_every_model_of_the_chain_billed() {
-        let dir = std::env::temp_dir().join(format!("exai-prices-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch::scratch_dir("prices");
         let file = dir.join("models.toml");
         std::fs::write(
             &file,

@@ -67,8 +67,7 @@ mod tests {
 
     #[test]
     fn a_text_is_found_by_hash_and_provider_until_it_expires() {
-        let dir = std::env::temp_dir().join(format!("exai-doc-cache-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch::scratch_dir("doc-cache");
         let store = StoreReader::open(&dir.join("exai.db")).unwrap();
         let hour = Duration::from_secs(3600);
         store

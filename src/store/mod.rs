@@ -1239,8 +1239,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn tempdir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("exai-store-test-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch::scratch_dir("store-test");
         dir
     }
 
