@@ -82,7 +82,7 @@ const COVERED: &[&str] = &[
 
 /// What the client told its observer: stages, output stages, token counts.
 #[derive(Default)]
-struct Seen {
+pub(super) struct Seen {
     outputs: Mutex<Vec<String>>,
     reasoning_tokens: Mutex<u64>,
 }
@@ -161,6 +161,17 @@ async fn replay(fixture: &str) -> (Result<ChatResponse, AttemptError>, Seen) {
         Some(rest) => (rest[..3].parse().unwrap(), "application/json"),
         None => (200, "text/event-stream"),
     };
+    replay_body(provider, status, content_type, body).await
+}
+
+/// Serves `body` as `provider` would (`status`, `content_type`) and runs one attempt of the
+/// real client.
+pub(super) async fn replay_body(
+    provider: &str,
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> (Result<ChatResponse, AttemptError>, Seen) {
     let url = serve_once(status, content_type, body).await;
     let (kind, key_var) = kind_of(provider);
     let config = Config::from_lookup(|k| (k == "HOME").then(|| "/nonexistent".to_string()))

@@ -17,6 +17,8 @@ mod fallback;
 mod fixture_tests;
 mod glm;
 mod h2_connection;
+#[cfg(test)]
+mod hostile_answer_tests;
 mod kimi;
 mod limits;
 mod observer;

@@ -14,11 +14,14 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::json;
 
+use self::bounded::FirstOf;
+
 use super::catalog::ListedReasoning;
 use super::client::PlannedRequest;
 use super::connections::{Answer, Checkout, ClientSettings, Connections, TransportError};
 use super::errors::{self, ErrorBody, ErrorClass};
 use super::retry::AttemptError;
+use super::search::MOST_SOURCES;
 use super::sse::{SseDecoder, SseError};
 use super::{
     CallObserver, ChatRequest, ChatResponse, ModelInfo, ProviderError, Seconds, Source, ToolCall,
@@ -28,6 +31,7 @@ use crate::config::{Config, EndpointConfig, ProviderKind, Secret};
 use crate::metrics::{self, RequestStatus};
 use crate::secrets;
 
+mod bounded;
 mod files_api;
 
 /// Longest error body read from a failed request.
@@ -255,6 +259,7 @@ impl OpenAiCompatible {
             .map_err(|e| ListModelsError::Malformed(self.shown(&e.to_string())))?;
         Ok(list
             .data
+            .into_vec()
             .into_iter()
             .map(|m| {
                 let reasoning = m.reasoning.as_ref().and_then(ListedReasoning::from_json);
@@ -982,8 +987,8 @@ impl Collected {
         if let Some(usage) = chunk.usage {
             self.usage = Some(usage);
         }
-        self.add_sources(chunk.web_search.unwrap_or_default());
-        for choice in chunk.choices {
+        self.add_sources(chunk.web_search.into_vec());
+        for choice in chunk.choices.into_vec() {
             self.saw_choice = true;
             let delta = choice.delta;
             if let Some(text) = reasoning_of(
@@ -1000,7 +1005,7 @@ impl Collected {
                 self.text.push_str(&text);
                 added.content += 1;
             }
-            for (position, part) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
+            for (position, part) in delta.tool_calls.into_vec().into_iter().enumerate() {
                 self.size += self.calls.add(position, part);
                 added.tool_calls += 1;
             }
@@ -1025,8 +1030,8 @@ impl Collected {
 
     fn completion(&mut self, completion: Completion) {
         self.usage = completion.usage;
-        self.add_sources(completion.web_search.unwrap_or_default());
-        for choice in completion.choices {
+        self.add_sources(completion.web_search.into_vec());
+        for choice in completion.choices.into_vec() {
             self.saw_choice = true;
             self.finish(choice.finish_reason);
             // A whole answer is finished whether or not it names its reason.
@@ -1041,13 +1046,7 @@ impl Collected {
             self.size += text.len() + reasoning.len();
             self.text.push_str(&text);
             self.reasoning.push_str(&reasoning);
-            for (position, call) in choice
-                .message
-                .tool_calls
-                .unwrap_or_default()
-                .into_iter()
-                .enumerate()
-            {
+            for (position, call) in choice.message.tool_calls.into_vec().into_iter().enumerate() {
                 self.size += self.calls.add(position, call);
             }
         }
@@ -1168,7 +1167,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 #[derive(Deserialize)]
 struct ModelList {
-    data: Vec<ModelEntry>,
+    data: FirstOf<ModelEntry, MOST_LISTED_MODELS>,
 }
 
 #[derive(Deserialize)]
@@ -1181,15 +1180,26 @@ struct ModelEntry {
 
 /// A chat-completions body: a streamed chunk (its choices carry a `delta`) or a whole answer
 /// (its choices carry a `message`).
+///
+/// Its arrays are read only as far as exai uses them ([`FirstOf`]): one choice (exai asks for
+/// one), and bounded tool calls, reasoning parts and sources.
 #[derive(Deserialize)]
 struct Envelope<Choice> {
-    #[serde(default = "Vec::new")]
-    choices: Vec<Choice>,
+    #[serde(default = "FirstOf::default")]
+    choices: FirstOf<Choice, 1>,
     usage: Option<Usage>,
     error: Option<serde_json::Value>,
     /// GLM: what its server-side web search found.
-    web_search: Option<Vec<WebSearchItem>>,
+    #[serde(default)]
+    web_search: FirstOf<WebSearchItem, MOST_SOURCES>,
 }
+
+/// Most models a provider's list is read for: hundreds are offered by the largest.
+const MOST_LISTED_MODELS: usize = 5_000;
+/// Most tool calls (or parts of them) one delta or message is read for.
+const MOST_TOOL_CALL_PARTS: usize = 128;
+/// Most reasoning parts one delta or message is read for.
+const MOST_REASONING_PARTS: usize = 64;
 
 type Chunk = Envelope<ChunkChoice>;
 /// A whole (non-streamed) chat completion.
@@ -1210,8 +1220,10 @@ struct Delta {
     content: Option<String>,
     reasoning_content: Option<String>,
     reasoning: Option<String>,
-    reasoning_details: Option<Vec<ReasoningDetail>>,
-    tool_calls: Option<Vec<ToolCallPart>>,
+    #[serde(default)]
+    reasoning_details: FirstOf<ReasoningDetail, MOST_REASONING_PARTS>,
+    #[serde(default)]
+    tool_calls: FirstOf<ToolCallPart, MOST_TOOL_CALL_PARTS>,
 }
 
 #[derive(Deserialize)]
@@ -1226,8 +1238,10 @@ struct CompletionMessage {
     content: Option<String>,
     reasoning_content: Option<String>,
     reasoning: Option<String>,
-    reasoning_details: Option<Vec<ReasoningDetail>>,
-    tool_calls: Option<Vec<ToolCallPart>>,
+    #[serde(default)]
+    reasoning_details: FirstOf<ReasoningDetail, MOST_REASONING_PARTS>,
+    #[serde(default)]
+    tool_calls: FirstOf<ToolCallPart, MOST_TOOL_CALL_PARTS>,
 }
 
 /// One of OpenRouter's `reasoning_details`: `reasoning.text` carries `text`,
@@ -1244,7 +1258,7 @@ struct ReasoningDetail {
 fn reasoning_of(
     reasoning_content: Option<String>,
     reasoning: Option<String>,
-    details: Option<Vec<ReasoningDetail>>,
+    details: FirstOf<ReasoningDetail, MOST_REASONING_PARTS>,
 ) -> Option<String> {
     if let Some(text) = reasoning_content.filter(|t| !t.is_empty()) {
         return Some(text);
@@ -1252,7 +1266,8 @@ fn reasoning_of(
     if let Some(text) = reasoning.filter(|t| !t.is_empty()) {
         return Some(text);
     }
-    let text: String = details?
+    let text: String = details
+        .into_vec()
         .into_iter()
         .filter_map(|d| d.text.or(d.summary))
         .collect();
@@ -1398,9 +1413,9 @@ mod chunk_tests {
                 "usage":{"prompt_tokens":3,"completion_tokens":2,"completion_tokens_details":{"reasoning_tokens":1}}}"#,
         )
         .unwrap();
-        assert_eq!(chunk.choices[0].delta.content.as_deref(), Some("hi"));
+        assert_eq!(chunk.choices.0[0].delta.content.as_deref(), Some("hi"));
         assert_eq!(
-            chunk.choices[0].delta.reasoning_content.as_deref(),
+            chunk.choices.0[0].delta.reasoning_content.as_deref(),
             Some("hm")
         );
         let usage = chunk.usage.unwrap();
@@ -1423,7 +1438,7 @@ mod chunk_tests {
                          "prompt_tokens_details":{"cached_tokens":18446744073709551615}}}"#,
         )
         .unwrap();
-        assert_eq!(chunk.choices[0].delta.content.as_deref(), Some("hi"));
+        assert_eq!(chunk.choices.0[0].delta.content.as_deref(), Some("hi"));
         let usage = chunk.usage.unwrap();
         assert_eq!(usage.prompt_tokens, Some(super::MOST_TOKENS));
         assert_eq!(usage.completion_tokens, None);

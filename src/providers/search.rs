@@ -211,10 +211,18 @@ impl Rounds {
     }
 }
 
-/// Appends the sources not already listed (by URL).
+/// Most sources an answer lists: a search brings tens; the rest of a flood is left out.
+pub(crate) const MOST_SOURCES: usize = 100;
+
+/// Appends the sources not already listed (by URL), up to [`MOST_SOURCES`]; in time linear in
+/// both lists, however many a provider sends.
 pub(crate) fn add_sources(to: &mut Vec<Source>, from: &[Source]) {
+    let mut listed: std::collections::HashSet<String> = to.iter().map(|s| s.url.clone()).collect();
     for source in from {
-        if !to.iter().any(|s| s.url == source.url) {
+        if to.len() >= MOST_SOURCES {
+            return;
+        }
+        if listed.insert(source.url.clone()) {
             to.push(source.clone());
         }
     }

@@ -1,0 +1,80 @@
+//! Answers no honest provider sends, crafted to cost exai memory or time out of proportion to
+//! their bytes, served over HTTP to the real client: each is read in time linear in its size and
+//! builds only what exai keeps.
+
+use std::time::Duration;
+
+use super::fixture_tests::replay_body;
+use super::search::MOST_SOURCES;
+use super::{ChatResponse, ProviderError};
+
+/// An event stream of `events` (each a JSON object), then `[DONE]`.
+fn stream(events: &[String]) -> Vec<u8> {
+    let mut body = String::new();
+    for event in events {
+        body.push_str(&format!("data: {event}\n\n"));
+    }
+    body.push_str("data: [DONE]\n\n");
+    body.into_bytes()
+}
+
+/// One attempt at `provider` answering `body`, which must end well within a debug build's
+/// reach of a linear read.
+async fn attempt(provider: &str, body: Vec<u8>) -> Result<ChatResponse, ProviderError> {
+    let replay = replay_body(provider, 200, "text/event-stream", body);
+    match tokio::time::timeout(Duration::from_secs(30), replay).await {
+        Ok((outcome, _)) => outcome.map_err(|e| e.error),
+        Err(_) => panic!("the answer took over 30 s to read"),
+    }
+}
+
+const ENDING: &str = r#"{"choices":[{"delta":{"content":"done"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
+
+#[tokio::test]
+async fn a_flood_of_sources_in_one_event_is_read_in_linear_time_and_kept_to_a_hundred() {
+    // 200,000 distinct links: comparing each with every one kept took minutes.
+    let items: Vec<String> = (0..200_000)
+        .map(|i| format!(r#"{{"link":"https://s.example/{i}"}}"#))
+        .collect();
+    let flood = format!(r#"{{"choices":[],"web_search":[{}]}}"#, items.join(","));
+    let answer = attempt("glm", stream(&[flood, ENDING.to_string()]))
+        .await
+        .unwrap();
+    assert_eq!(answer.text, "done");
+    assert_eq!(answer.sources.len(), MOST_SOURCES);
+    assert_eq!(answer.sources[0].url, "https://s.example/0");
+    assert_eq!(answer.sources[99].url, "https://s.example/99");
+}
+
+#[tokio::test]
+async fn only_the_first_choice_is_read_and_a_flood_of_them_builds_nothing() {
+    // exai asks for one choice: another's text is not woven into the answer, and a million
+    // empty ones are parsed past (built, they were over a gigabyte).
+    let flood = format!(
+        r#"{{"choices":[{{"delta":{{"content":"mine "}}}},{{"delta":{{"content":"other "}}}},{}{{}}]}}"#,
+        "{},".repeat(1_000_000)
+    );
+    let answer = attempt("openai", stream(&[flood, ENDING.to_string()]))
+        .await
+        .unwrap();
+    assert_eq!(answer.text, "mine done");
+}
+
+#[tokio::test]
+async fn a_flood_of_tool_call_parts_or_reasoning_parts_is_read_only_so_far() {
+    let parts = format!(
+        r#"{{"choices":[{{"delta":{{"content":"a ","tool_calls":[{}{{}}],"reasoning_details":[{}{{}}]}}}}]}}"#,
+        "{},".repeat(500_000),
+        r#"{"text":"r"},"#.repeat(500_000)
+    );
+    let answer = attempt("openrouter", stream(&[parts, ENDING.to_string()]))
+        .await
+        .unwrap();
+    assert_eq!(answer.text, "a done");
+    let reasoning = answer.reasoning.unwrap_or_default();
+    assert!(
+        !reasoning.is_empty() && reasoning.len() <= 64,
+        "reasoning parts read: {}",
+        reasoning.len()
+    );
+}
