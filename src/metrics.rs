@@ -133,6 +133,9 @@ const STORE_WRITE_SECONDS: Buckets = Buckets {
     count: 19,
 };
 
+/// Longest name kept as a label value: each is repeated on every line of its series.
+const MOST_LABEL_BYTES: usize = 128;
+
 /// Names kept as label values, at most `max` of them.
 struct Names {
     kept: RwLock<HashSet<Arc<str>>>,
@@ -163,7 +166,7 @@ impl Names {
         if let Some(name) = kept.get(text) {
             return Name(name.clone());
         }
-        if kept.len() >= self.max {
+        if kept.len() >= self.max || text.len() > MOST_LABEL_BYTES {
             return self.other.clone();
         }
         let name: Arc<str> = Arc::from(text);
@@ -517,6 +520,16 @@ fn gauge_value(count: usize) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_too_long_for_a_label_is_other() {
+        let names = Names::new(8);
+        assert_eq!(
+            &*names.get(&"m".repeat(MOST_LABEL_BYTES)).0,
+            "m".repeat(128)
+        );
+        assert_eq!(&*names.get(&"m".repeat(MOST_LABEL_BYTES + 1)).0, "other");
+    }
 
     #[test]
     fn names_are_interned_and_capped() {

@@ -164,6 +164,9 @@ impl ModelInfo {
     }
 }
 
+/// Most reasoning efforts taken from an endpoint's list of a model's (real lists name up to six).
+const MOST_LISTED_EFFORTS: usize = 8;
+
 /// What an endpoint's `GET /models` says of a model's reasoning (OpenRouter's `reasoning`
 /// object: `mandatory`, `default_enabled`, `supported_efforts` highest first).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -182,8 +185,16 @@ impl ListedReasoning {
             .get("supported_efforts")
             .and_then(serde_json::Value::as_array)
             .map(|list| {
+                // An effort's name goes into every request to the model: only a word is taken.
                 list.iter()
-                    .filter_map(|e| e.as_str().map(String::from))
+                    .filter_map(serde_json::Value::as_str)
+                    .filter(|e| {
+                        (1..=32).contains(&e.len())
+                            && e.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    })
+                    .take(MOST_LISTED_EFFORTS)
+                    .map(String::from)
                     .collect()
             })
             .unwrap_or_default();

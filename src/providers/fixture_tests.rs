@@ -101,7 +101,7 @@ impl CallObserver for Seen {
 }
 
 /// One HTTP answer on 127.0.0.1: `status`, `content_type`, `body`, to the first request.
-async fn serve_once(status: u16, content_type: &'static str, body: Vec<u8>) -> String {
+pub(super) async fn serve_once(status: u16, content_type: &'static str, body: Vec<u8>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     crate::spawn::in_current_span(async move {
@@ -172,7 +172,15 @@ pub(super) async fn replay_body(
     content_type: &'static str,
     body: Vec<u8>,
 ) -> (Result<ChatResponse, AttemptError>, Seen) {
-    let url = serve_once(status, content_type, body).await;
+    let client = client_of(provider, serve_once(status, content_type, body).await);
+    let model = ModelInfo::unlisted(provider, "fixture-model");
+    let seen = Seen::default();
+    let outcome = client.attempt(&model, &request(), &seen, 1, false).await;
+    (outcome, seen)
+}
+
+/// The real client of `provider` at `url`, with a key.
+pub(super) fn client_of(provider: &str, url: String) -> OpenAiCompatible {
     let (kind, key_var) = kind_of(provider);
     let config = Config::from_lookup(|k| (k == "HOME").then(|| "/nonexistent".to_string()))
         .expect("a default config");
@@ -188,11 +196,7 @@ pub(super) async fn replay_body(
         max_concurrency: 1,
         unavailable: None,
     };
-    let client = OpenAiCompatible::new(&endpoint, &config).unwrap();
-    let model = ModelInfo::unlisted(provider, "fixture-model");
-    let seen = Seen::default();
-    let outcome = client.attempt(&model, &request(), &seen, 1, false).await;
-    (outcome, seen)
+    OpenAiCompatible::new(&endpoint, &config).unwrap()
 }
 
 async fn answer_of(fixture: &str) -> (ChatResponse, Seen) {

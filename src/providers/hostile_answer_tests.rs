@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::fixture_tests::replay_body;
+use super::fixture_tests::{client_of, replay_body, serve_once};
 use super::search::MOST_SOURCES;
 use super::{ChatResponse, ProviderError};
 
@@ -77,4 +77,30 @@ async fn a_flood_of_tool_call_parts_or_reasoning_parts_is_read_only_so_far() {
         "reasoning parts read: {}",
         reasoning.len()
     );
+}
+
+#[tokio::test]
+async fn a_model_list_gives_only_names_a_model_can_have_and_at_most_five_thousand() {
+    let mut entries = vec![
+        r#"{"id":"glm-4.7"}"#.to_string(),
+        format!(r#"{{"id":"{}"}}"#, "m".repeat(5000)),
+        r#"{"id":"bad\u001b]52;c;aGk=\u0007"}"#.to_string(),
+        r#"{"id":"two words"}"#.to_string(),
+        r#"{"id":""}"#.to_string(),
+        r#"{"id":"r1","reasoning":{"mandatory":false,"supported_efforts":["high","x y","low",7]}}"#
+            .to_string(),
+    ];
+    entries.extend((0..20_000).map(|i| format!(r#"{{"id":"m{i}"}}"#)));
+    let body = format!(r#"{{"data":[{}]}}"#, entries.join(",")).into_bytes();
+    let url = serve_once(200, "application/json", body).await;
+    let listed = client_of("openrouter", url).list_models().await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids[..3], ["glm-4.7", "r1", "m0"]);
+    assert_eq!(
+        ids.len(),
+        5_000 - 4,
+        "read for 5,000, four of them no names"
+    );
+    let reasoning = listed[1].1.as_ref().unwrap();
+    assert_eq!(reasoning.efforts, ["low", "high"]);
 }

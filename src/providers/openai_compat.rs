@@ -257,15 +257,25 @@ impl OpenAiCompatible {
         };
         let list: ModelList = serde_json::from_slice(&body)
             .map_err(|e| ListModelsError::Malformed(self.shown(&e.to_string())))?;
-        Ok(list
-            .data
-            .into_vec()
+        let listed = list.data.into_vec();
+        let count = listed.len();
+        let models: Vec<_> = listed
             .into_iter()
+            .filter(|m| is_plausible_model_id(&m.id))
             .map(|m| {
                 let reasoning = m.reasoning.as_ref().and_then(ListedReasoning::from_json);
                 (m.id, reasoning)
             })
-            .collect())
+            .collect();
+        if models.len() < count {
+            tracing::warn!(
+                provider = %self.name,
+                left_out = count - models.len(),
+                "the endpoint listed model names no model has (empty, over {MOST_MODEL_ID_BYTES} \
+                 bytes, or holding spaces or control characters); they are left out"
+            );
+        }
+        Ok(models)
     }
 
     /// The chat URL, or why the base URL gives none.
@@ -1192,6 +1202,17 @@ struct Envelope<Choice> {
     /// GLM: what its server-side web search found.
     #[serde(default)]
     web_search: FirstOf<WebSearchItem, MOST_SOURCES>,
+}
+
+/// Longest model name taken from a provider's list: the longest real ones are under 100.
+const MOST_MODEL_ID_BYTES: usize = 256;
+
+/// Whether `id`, from a provider's list, can be a model's name: it goes into requests, logs,
+/// records and metric labels, and the list is chosen from when no model is named.
+fn is_plausible_model_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MOST_MODEL_ID_BYTES
+        && !id.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 /// Most models a provider's list is read for: hundreds are offered by the largest.

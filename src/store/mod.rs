@@ -1239,8 +1239,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn tempdir() -> PathBuf {
-        let dir = crate::scratch::scratch_dir("store-test");
-        dir
+        crate::scratch::scratch_dir("store-test")
     }
 
     #[tokio::test]

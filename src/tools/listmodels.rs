@@ -34,8 +34,11 @@ impl ExaiTool for ListModels {
 
 fn models_of(providers: &Providers, name: &str, declared: &[String]) -> Vec<ModelInfo> {
     let mut models: Vec<ModelInfo> = providers.catalog().of_provider(name).cloned().collect();
+    // A set: an endpoint may list thousands.
+    let mut listed: std::collections::HashSet<String> =
+        models.iter().map(|m| m.id.clone()).collect();
     for id in declared.iter().cloned().chain(providers.discovered(name)) {
-        if !models.iter().any(|m| m.id == id) {
+        if listed.insert(id.clone()) {
             models.push(
                 providers
                     .catalog()
