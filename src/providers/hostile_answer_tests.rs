@@ -104,3 +104,54 @@ async fn a_model_list_gives_only_names_a_model_can_have_and_at_most_five_thousan
     let reasoning = listed[1].1.as_ref().unwrap();
     assert_eq!(reasoning.efforts, ["low", "high"]);
 }
+
+#[tokio::test]
+async fn usage_past_what_the_request_could_use_is_counted_as_that_most_with_a_note() {
+    let usage = r#"{"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1000000000000,"completion_tokens":1000000000000,"prompt_tokens_details":{"cached_tokens":1000000000000},"completion_tokens_details":{"reasoning_tokens":1000000000000}}}"#;
+    let answer = attempt("glm", stream(&[usage.to_string()])).await.unwrap();
+    let (tokens_in, tokens_out) = (answer.tokens_in.unwrap(), answer.tokens_out.unwrap());
+    // At most the largest window any model has, and a little over the output limit sent.
+    assert!((2_000_000..2_100_000).contains(&tokens_in), "{tokens_in}");
+    assert!((1_000..1_000_000).contains(&tokens_out), "{tokens_out}");
+    assert_eq!(answer.cached_tokens, Some(tokens_in));
+    assert_eq!(answer.reasoning_tokens, Some(tokens_out));
+    let notes = answer.notes.join("\n");
+    assert!(
+        notes.contains("reported 1000000000000 input tokens")
+            && notes.contains(&format!("counted as {tokens_in}"))
+            && notes.contains("output tokens"),
+        "{notes}"
+    );
+    // An honest count is taken as sent, with no note.
+    let honest = r#"{"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":90000,"completion_tokens":900}}"#;
+    let answer = attempt("glm", stream(&[honest.to_string()])).await.unwrap();
+    assert_eq!(
+        (answer.tokens_in, answer.tokens_out),
+        (Some(90_000), Some(900))
+    );
+    assert!(answer.notes.is_empty(), "{:?}", answer.notes);
+}
+
+#[tokio::test]
+async fn tool_calls_past_sixty_four_in_one_answer_are_left_out_with_a_note() {
+    let calls: Vec<String> = (0..100)
+        .map(|i| {
+            format!(
+                r#"{{"choices":[{{"delta":{{"tool_calls":[{{"index":{i},"id":"c{i}","type":"function","function":{{"name":"$web_search","arguments":"{{}}"}}}}]}}}}]}}"#
+            )
+        })
+        .collect();
+    let mut events = calls;
+    events.push(r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#.to_string());
+    let answer = attempt("openai", stream(&events)).await.unwrap();
+    assert_eq!(answer.tool_calls.len(), 64);
+    assert_eq!(answer.tool_calls[63].id, "c63");
+    assert!(
+        answer
+            .notes
+            .iter()
+            .any(|n| n.contains("more than 64 tool calls")),
+        "{:?}",
+        answer.notes
+    );
+}

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use self::bounded::FirstOf;
 
+use super::body::{estimated_prompt_tokens, output_limit};
 use super::catalog::ListedReasoning;
 use super::client::PlannedRequest;
 use super::connections::{Answer, Checkout, ClientSettings, Connections, TransportError};
@@ -202,6 +203,45 @@ impl OpenAiCompatible {
             headers.insert(AUTHORIZATION, value);
         }
         headers
+    }
+
+    /// Token counts past what `request` could have used are a provider's garbage (a custom
+    /// endpoint may be any server): each is counted as that most, with a note, so one answer
+    /// cannot bill millions or spend every budget for the day.
+    fn keep_usage_plausible(
+        &self,
+        model: &ModelInfo,
+        request: &ChatRequest,
+        answer: &mut ChatResponse,
+    ) {
+        let limit = output_limit(self.kind, model, request);
+        let most_out = limit.saturating_add(limit / 4).saturating_add(1024);
+        // The server may add to the prompt (its web search's results), but not past the
+        // model's window; the largest any model has stands in for it, as a models file may leave
+        // the window at its default, well below the real one.
+        let most_in = LARGEST_WINDOW
+            .max(model.context_window)
+            .max(estimated_prompt_tokens(request).saturating_mul(2))
+            .saturating_add(4096);
+        for (count, most, what) in [
+            (&mut answer.tokens_in, most_in, "input"),
+            (&mut answer.tokens_out, most_out, "output"),
+        ] {
+            if let Some(reported) = count.filter(|&n| n > most) {
+                tracing::warn!(provider = %self.name, model = %model.id, reported, counted = most, "the provider reported more {what} tokens than the request could use");
+                answer.notes.push(format!(
+                    "the provider reported {reported} {what} tokens, more than this request could \
+                     use; counted as {most}"
+                ));
+                *count = Some(most);
+            }
+        }
+        answer.cached_tokens = answer
+            .cached_tokens
+            .map(|n| n.min(answer.tokens_in.unwrap_or(0)));
+        answer.reasoning_tokens = answer
+            .reasoning_tokens
+            .map(|n| n.min(answer.tokens_out.unwrap_or(0)));
     }
 
     /// Text from the provider or about it, as it may be shown: secrets masked.
@@ -639,6 +679,13 @@ impl OpenAiCompatible {
             }
             Some(Finish::Complete) | None => {}
         }
+        if collected.calls.left_out > 0 {
+            tracing::warn!(provider = %self.name, model = %model.id, left_out = collected.calls.left_out, "the model asked for more tool calls than are taken");
+            notes.push(format!(
+                "the model asked for more than {MOST_TOOL_CALLS} tool calls at once; the rest \
+                 were left out"
+            ));
+        }
         let tool_calls = collected.calls.finish();
         let mut answer = ChatResponse {
             provider: self.name.clone(),
@@ -656,6 +703,7 @@ impl OpenAiCompatible {
             answer.reasoning_tokens = usage
                 .completion_tokens_details
                 .and_then(|d| d.reasoning_tokens);
+            self.keep_usage_plausible(model, request, &mut answer);
         }
         // No usage from the provider: count with the tokenizer rather than leave the record
         // blank — on a blocking thread, as counting is CPU work (and the first count loads the
@@ -1091,7 +1139,16 @@ struct ToolCallParts {
     calls: std::collections::BTreeMap<usize, ToolCall>,
     /// Bytes of ids, types, names and arguments received.
     size: usize,
+    /// Fragments of calls past [`MOST_TOOL_CALLS`], left out.
+    left_out: usize,
 }
+
+/// A context window no model's exceeds (the largest are two million tokens).
+const LARGEST_WINDOW: u64 = 2_000_000;
+
+/// Most tool calls one answer is taken with: models ask for a few at once; each is answered
+/// (a `$web_search` is billed) and sent back.
+const MOST_TOOL_CALLS: usize = 64;
 
 impl ToolCallParts {
     /// Adds a fragment; `position` (its place in the chunk's list) stands in for a missing
@@ -1101,6 +1158,9 @@ impl ToolCallParts {
         let index = part.index.unwrap_or(position);
         let mut added = if self.calls.contains_key(&index) {
             0
+        } else if self.calls.len() >= MOST_TOOL_CALLS {
+            self.left_out += 1;
+            return 0;
         } else {
             CALL_BOOKKEEPING
         };

@@ -19,7 +19,9 @@ const LARGE_MICROS: i64 = 316_665;
 /// A model the models file names without a price.
 const UNPRICED: &str = "fake-usage-10x5";
 
-/// A models file pricing the two scripted models on the custom endpoint (the fake).
+/// A models file pricing the two scripted models on the custom endpoint (the fake). The large
+/// one states a window and output limit that allow the 77,777 output tokens the fake reports:
+/// more than the limit asked for would be counted as that limit.
 fn models_file(home: &Path) -> String {
     let file = home.join("models.toml");
     std::fs::create_dir_all(home).unwrap();
@@ -28,7 +30,7 @@ fn models_file(home: &Path) -> String {
         format!(
             "[[model]]\nid = \"{SMALL}\"\nprovider = \"custom\"\n\
              price = {{ input = 1.40, cached_input = 0.26, output = 4.40, checked = \"2026-12-02\" }}\n\n\
-             [[model]]\nid = \"{LARGE}\"\nprovider = \"custom\"\n\
+             [[model]]\nid = \"{LARGE}\"\nprovider = \"custom\"\ncontext_window = 200000\nmax_output = 100000\n\
              price = {{ input = 0.6, cached_input = 0.11, output = 2.2 }}\n\n\
              [[model]]\nid = \"{UNPRICED}\"\nprovider = \"custom\"\n\n\
              [[model]]\nid = \"fake-stall-3\"\nprovider = \"custom\"\n\
