@@ -1257,6 +1257,7 @@ struct ModelEntry {
 struct Envelope<Choice> {
     #[serde(default = "FirstOf::default")]
     choices: FirstOf<Choice, 1>,
+    #[serde(default, deserialize_with = "usage_leniently")]
     usage: Option<Usage>,
     error: Option<serde_json::Value>,
     /// GLM: what its server-side web search found.
@@ -1291,6 +1292,7 @@ struct ChunkChoice {
     #[serde(default)]
     delta: Delta,
     finish_reason: Option<String>,
+    #[serde(default, deserialize_with = "usage_leniently")]
     usage: Option<Usage>,
 }
 
@@ -1451,6 +1453,13 @@ struct Usage {
     cached_tokens: Option<u64>,
 }
 
+/// `usage` as sent, or none when it is no usage object: taken raw first, so that not even a
+/// number out of range (`1e400`, which fails any other reading) costs the answer it came with.
+fn usage_leniently<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Usage>, D::Error> {
+    let sent = Option::<Box<serde_json::value::RawValue>>::deserialize(d)?;
+    Ok(sent.and_then(|raw| serde_json::from_str(raw.get()).ok()))
+}
+
 /// A part of `usage` that is not the object expected (`null`, a number) is no part.
 fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
@@ -1526,6 +1535,31 @@ mod chunk_tests {
         assert!(usage.completion_tokens_details.is_none());
         assert_eq!(usage.cached(), Some(super::MOST_TOKENS));
         assert_eq!(super::MOST_TOKENS as i64 as u64, super::MOST_TOKENS);
+    }
+
+    #[test]
+    fn usage_that_is_no_usage_costs_no_answer_even_out_of_range() {
+        for usage in [
+            r#""n/a""#,
+            "[]",
+            r#"{"prompt_tokens":1e400,"completion_tokens":2}"#,
+            &format!(r#"{{"prompt_tokens":{}}}"#, "9".repeat(400)),
+        ] {
+            for chunk in [
+                format!(r#"{{"choices":[{{"delta":{{"content":"hi"}}}}],"usage":{usage}}}"#),
+                format!(r#"{{"choices":[{{"delta":{{"content":"hi"}},"usage":{usage}}}]}}"#),
+            ] {
+                let chunk: super::Chunk = serde_json::from_str(&chunk).unwrap();
+                assert_eq!(chunk.choices.0[0].delta.content.as_deref(), Some("hi"));
+                let choice = &chunk.choices.0[0];
+                for read in [&chunk.usage, &choice.usage] {
+                    assert!(
+                        read.as_ref().is_none_or(|u| u.prompt_tokens.is_none()),
+                        "{usage}"
+                    );
+                }
+            }
+        }
     }
 }
 
