@@ -181,9 +181,20 @@ pub(super) async fn replay_body(
 
 /// The real client of `provider` at `url`, with a key.
 pub(super) fn client_of(provider: &str, url: String) -> OpenAiCompatible {
+    client_with(provider, url, &[])
+}
+
+/// The real client of `provider` at `url`, with a key and the settings `env`.
+pub(super) fn client_with(provider: &str, url: String, env: &[(&str, &str)]) -> OpenAiCompatible {
     let (kind, key_var) = kind_of(provider);
-    let config = Config::from_lookup(|k| (k == "HOME").then(|| "/nonexistent".to_string()))
-        .expect("a default config");
+    let config = Config::from_lookup(|k| match k {
+        "HOME" => Some("/nonexistent".to_string()),
+        _ => env
+            .iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| v.to_string()),
+    })
+    .expect("a config");
     let endpoint = EndpointConfig {
         name: provider.to_string(),
         kind,

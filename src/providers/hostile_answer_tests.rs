@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::fixture_tests::{client_of, replay_body, serve_once};
+use super::fixture_tests::{client_of, client_with, replay_body, serve_once};
 use super::search::MOST_SOURCES;
 use super::{ChatResponse, ProviderError};
 
@@ -154,4 +154,54 @@ async fn tool_calls_past_sixty_four_in_one_answer_are_left_out_with_a_note() {
         "{:?}",
         answer.notes
     );
+}
+
+/// A stream that sends its head, then `event` every 50 ms for ever (until the client leaves).
+async fn dribbling(event: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    crate::spawn::in_current_span(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 65536];
+        let _ = socket.read(&mut request).await;
+        let head =
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+        if socket.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        while socket.write_all(event.as_bytes()).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn events_that_bring_nothing_are_no_sign_of_life() {
+    let timeouts = [
+        ("EXAI_FIRST_TOKEN_TIMEOUT_S", "1"),
+        ("EXAI_PROVIDER_IDLE_TIMEOUT_S", "1"),
+    ];
+    for nothing in [
+        "data: {\"choices\":[]}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{}]}}]}\n\n",
+    ] {
+        let client = client_with("openai", dribbling(nothing).await, &timeouts);
+        let model = super::ModelInfo::unlisted("openai", "m");
+        let request = super::ChatRequest::question("q");
+        let seen = super::fixture_tests::Seen::default();
+        let attempt = client.attempt(&model, &request, &seen, 1, false);
+        let outcome = tokio::time::timeout(Duration::from_secs(20), attempt).await;
+        let error = outcome.expect("ended by the first-token wait").unwrap_err();
+        assert!(
+            error
+                .error
+                .to_string()
+                .contains("waiting for the first token"),
+            "{nothing}: {}",
+            error.error
+        );
+        assert!(!error.content_started, "{nothing}: nothing was output");
+    }
 }

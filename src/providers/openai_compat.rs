@@ -509,9 +509,12 @@ impl OpenAiCompatible {
         let mut comments = 0;
         loop {
             if let Some(data) = events.pop_front() {
-                waiting_since = tokio::time::Instant::now();
-                if self.event(model, &data, observer, started, state, collected)? {
-                    return Ok(());
+                match self.event(model, &data, observer, started, state, collected)? {
+                    Step::Done => return Ok(()),
+                    Step::Grew => waiting_since = tokio::time::Instant::now(),
+                    // An event that brings nothing (`{"choices":[]}` again and again) is no sign
+                    // of life: it would hold the attempt to the call's deadline.
+                    Step::Empty => {}
                 }
                 continue;
             }
@@ -558,7 +561,7 @@ impl OpenAiCompatible {
         }
     }
 
-    /// Takes in one SSE event; true when it ends the answer (`[DONE]`).
+    /// Takes in one SSE event: whether it ended the answer (`[DONE]`), or brought anything.
     fn event(
         &self,
         model: &ModelInfo,
@@ -567,14 +570,14 @@ impl OpenAiCompatible {
         started: Instant,
         state: &mut Stream,
         collected: &mut Collected,
-    ) -> Result<bool, ProviderError> {
+    ) -> Result<Step, ProviderError> {
         let data = data.trim();
         if data.is_empty() {
-            return Ok(false);
+            return Ok(Step::Empty);
         }
         if data == "[DONE]" {
             collected.finished = true;
-            return Ok(true);
+            return Ok(Step::Done);
         }
         let chunk: Chunk = serde_json::from_str(data).map_err(|e| ProviderError::Garbage {
             provider: self.name.clone(),
@@ -589,7 +592,9 @@ impl OpenAiCompatible {
         if let Some(error) = chunk.error {
             return Err(self.error_in_answer(model, &error));
         }
+        let before = (collected.size, collected.finished, chunk.usage.is_some());
         let got = collected.chunk(chunk);
+        let grew = before.2 || collected.size > before.0 || collected.finished != before.1;
         if collected.size > self.max_answer {
             return Err(self.too_large(model, collected, "without finishing"));
         }
@@ -604,7 +609,7 @@ impl OpenAiCompatible {
             observer.tokens(count, kind == Got::Reasoning);
             state.output(started, observer, kind);
         }
-        Ok(false)
+        Ok(if grew { Step::Grew } else { Step::Empty })
     }
 
     /// The answer outgrew `max_answer`: what came, by kind.
@@ -976,6 +981,16 @@ fn size_text(bytes: usize) -> String {
     format!("{} {unit}", text.strip_suffix(".0").unwrap_or(&text))
 }
 
+/// What one stream event did.
+enum Step {
+    /// It ended the answer.
+    Done,
+    /// It brought something: text, reasoning, a tool call, sources, usage or a finish.
+    Grew,
+    /// It brought nothing.
+    Empty,
+}
+
 /// Per-attempt streaming state.
 #[derive(Default)]
 struct Stream {
@@ -1064,8 +1079,16 @@ impl Collected {
                 added.content += 1;
             }
             for (position, part) in delta.tool_calls.into_vec().into_iter().enumerate() {
+                // A fragment with no name and no arguments (`{}`) is no output: it neither
+                // starts the answer (which ends retries) nor times the first token.
+                let carries = part.function.as_ref().is_some_and(|f| {
+                    f.name.as_ref().is_some_and(|n| !n.is_empty())
+                        || f.arguments
+                            .as_ref()
+                            .is_some_and(|a| !a.is_null() && a.as_str() != Some(""))
+                });
                 self.size += self.calls.add(position, part);
-                added.tool_calls += 1;
+                added.tool_calls += u64::from(carries);
             }
             // Kimi's streaming guide puts usage inside the final choice.
             if let Some(usage) = choice.usage {
