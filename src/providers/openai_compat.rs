@@ -908,22 +908,41 @@ fn base_has_userinfo(base: &str) -> bool {
 }
 
 /// The credentials inside a URL, as a provider might echo them: user, password and the values
-/// of secret-looking query parameters (raw and decoded).
+/// of secret-looking query parameters, each as written in the URL and decoded.
 fn url_secrets(base: &str) -> Vec<String> {
     let Ok(url) = reqwest::Url::parse(base) else {
         return Vec::new();
     };
-    let mut found: Vec<String> = [url.username(), url.password().unwrap_or("")]
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    for (name, value) in url.query_pairs() {
-        if secrets::is_secret_name(&name) && !value.is_empty() {
-            found.push(value.into_owned());
+    let mut found = Vec::new();
+    let mut add = |written: &str, form: bool| {
+        if written.is_empty() {
+            return;
+        }
+        found.push(decoded(written, form));
+        if found.last().is_some_and(|d| d != written) {
+            found.push(written.to_string());
+        }
+    };
+    add(url.username(), false);
+    add(url.password().unwrap_or(""), false);
+    for pair in url.query().unwrap_or("").split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if secrets::is_secret_name(&decoded(name, true)) {
+            add(value, true);
         }
     }
     found
+}
+
+/// `text` percent-decoded (and `+` as a space, in a query's form encoding).
+fn decoded(text: &str, form: bool) -> String {
+    let text = match form {
+        true => std::borrow::Cow::Owned(text.replace('+', " ")),
+        false => std::borrow::Cow::Borrowed(text),
+    };
+    percent_encoding::percent_decode_str(&text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Where a redirect answer points, resolved against the request's URL and masked.
@@ -1813,8 +1832,8 @@ mod bound_tests {
         assert_eq!(url.as_str(), "https://h.example/v1/chat/completions");
         assert!(endpoint_url("https://", "/models", false).is_err());
         assert_eq!(
-            url_secrets("https://u:p@h/v1?api_key=a%2Fb&v=1&token=t"),
-            ["u", "p", "a/b", "t"]
+            url_secrets("https://u:p%40ss@h/v1?api_key=a%2Fb&v=1&token=t"),
+            ["u", "p@ss", "p%40ss", "a/b", "a%2Fb", "t"]
         );
     }
 }
