@@ -17,6 +17,12 @@ impl Dialect for OpenAi {
         "max_completion_tokens"
     }
 
+    /// OpenAI refuses a prompt plus limit over the window (`context_length_exceeded`, "… in the
+    /// messages, … in the completion", SOURCES.md O7).
+    fn limit_within_context(&self) -> bool {
+        true
+    }
+
     fn shape(&self, model: &ModelInfo, request: &ChatRequest, _host: &str, body: &mut Value) {
         shape(model, request, body);
     }

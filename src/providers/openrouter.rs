@@ -17,6 +17,12 @@ impl Dialect for OpenRouter {
         "max_completion_tokens"
     }
 
+    /// OpenRouter refuses a prompt plus limit over the window ("This endpoint's maximum context
+    /// length is … However, you requested about … in the output", SOURCES.md R7).
+    fn limit_within_context(&self) -> bool {
+        true
+    }
+
     fn shape(&self, model: &ModelInfo, request: &ChatRequest, _host: &str, body: &mut Value) {
         shape(model, request, body);
     }

@@ -449,15 +449,31 @@ async fn what_openrouter_lists_of_reasoning_wins_over_a_stale_catalog() {
 }
 
 #[tokio::test]
-async fn kimi_is_asked_for_no_more_than_its_window_leaves_after_the_prompt() {
+async fn providers_that_refuse_prompt_and_limit_past_the_window_are_asked_for_no_more_than_it_leaves()
+ {
+    // Kimi documents the refusal; OpenRouter and OpenAI answer it with a 400 (SOURCES.md K*, R7, O7).
+    for (provider, key_var, url_var) in [
+        ("kimi", "KIMI_API_KEY", "KIMI_API_URL"),
+        ("openrouter", "OPENROUTER_API_KEY", "OPENROUTER_BASE_URL"),
+        ("openai", "OPENAI_API_KEY", "OPENAI_BASE_URL"),
+    ] {
+        window_left_for_the_answer(provider, key_var, url_var).await;
+    }
+}
+
+/// Asks `provider`'s model with a window of 20,000 tokens about files that fill it: the output
+/// limit sent is what the prompt leaves, not the model's 8,192.
+async fn window_left_for_the_answer(provider: &str, key_var: &str, url_var: &str) {
     let fake = Fake::start();
     let home = temp_home();
     let catalog = home.join("models.toml");
     // A small window, so that files fill what the answer's reserve leaves.
     std::fs::write(
         &catalog,
-        "[[model]]\nid = \"fake-fast\"\nprovider = \"kimi\"\ncontext_window = 20000\n\
-         max_output = 8192\n",
+        format!(
+            "[[model]]\nid = \"fake-fast\"\nprovider = \"{provider}\"\ncontext_window = 20000\n\
+             max_output = 8192\n"
+        ),
     )
     .unwrap();
     let dir = home.canonicalize().unwrap().join("src");
@@ -478,13 +494,18 @@ async fn kimi_is_asked_for_no_more_than_its_window_leaves_after_the_prompt() {
         &fake,
         &[
             ("CUSTOM_API_URL", ""),
-            ("KIMI_API_KEY", "kimi-test-key"),
-            ("KIMI_API_URL", &url),
+            (key_var, "provider-test-key"),
+            (url_var, &url),
             ("EXAI_MODELS_FILE", &catalog),
         ],
     );
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
-    ask(&client, "kimi:fake-fast", json!({"files": files})).await;
+    ask(
+        &client,
+        &format!("{provider}:fake-fast"),
+        json!({"files": files}),
+    )
+    .await;
     let body = sent(&fake, "fake-fast");
     let limit = body["max_completion_tokens"].as_u64().unwrap();
     let prompt: usize = body["messages"]
@@ -493,14 +514,17 @@ async fn kimi_is_asked_for_no_more_than_its_window_leaves_after_the_prompt() {
         .iter()
         .map(|m| exai::tokens::count(m["content"].as_str().unwrap()))
         .sum();
-    assert!(prompt > 10_000, "the files fill the window: {prompt}");
+    assert!(
+        prompt > 10_000,
+        "{provider}: the files fill the window: {prompt}"
+    );
     assert!(
         (1_024..8_192).contains(&limit),
-        "less than the model's 8,192: {limit}"
+        "{provider}: less than the model's 8,192: {limit}"
     );
     assert!(
         prompt as u64 + limit <= 20_000,
-        "prompt {prompt} + limit {limit} within the window"
+        "{provider}: prompt {prompt} + limit {limit} within the window"
     );
     client.cancel().await.unwrap();
 }
