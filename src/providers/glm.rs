@@ -92,6 +92,13 @@ fn shape(model: &ModelInfo, request: &ChatRequest, host: &str, body: &mut Value)
         }
         (Some(on), _) => {
             body["thinking"] = json!({"type": if on { "enabled" } else { "disabled" }});
+            // GLM-5.2 and later take an effort, `max` by default (SOURCES.md Z1, Z10): a tool
+            // asking for less would get the most.
+            if let Some(effort) = request.thinking.filter(|_| on)
+                && let Some(word) = model.effort_for(effort)
+            {
+                body["reasoning_effort"] = json!(word);
+            }
         }
     }
     // No tool_choice: GLM documents it for function tools only.

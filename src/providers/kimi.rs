@@ -95,8 +95,8 @@ fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
     {
         body["temperature"] = body::temperature(t.clamp(0.0, 1.0));
     }
-    if request.thinking == Some(Effort::Minimal) {
-        match model.thinking {
+    match request.thinking {
+        Some(Effort::Minimal) => match model.thinking {
             Thinking::DefaultOn => body["thinking"] = json!({"type": "disabled"}),
             Thinking::Always => {
                 if let Some(lowest) = model.lowest_effort() {
@@ -104,7 +104,14 @@ fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
                 }
             }
             Thinking::None | Thinking::Optional => {}
+        },
+        // A model with documented efforts thinks at `max` unless told (K3, SOURCES.md K1).
+        Some(effort) if model.thinking != Thinking::None => {
+            if let Some(word) = model.effort_for(effort) {
+                body["reasoning_effort"] = json!(word);
+            }
         }
+        _ => {}
     }
     // No tool_choice: Kimi's default is "auto", the only choice its thinking models accept.
     // Thinking stays as the model has it: $web_search works with thinking on.

@@ -63,7 +63,18 @@ fn shape(model: &ModelInfo, request: &ChatRequest, body: &mut Value) {
                 body["reasoning"] = json!({"effort": lowest});
             }
         }
-        (Some(on), _) => body["reasoning"] = json!({"enabled": on}),
+        // A model whose efforts are known (its listing, or the catalog) is asked for the one of
+        // the tool's level (`reasoning.effort`, SOURCES.md R4); others are switched on or off.
+        (Some(on), _) => {
+            body["reasoning"] = match request
+                .thinking
+                .filter(|_| on)
+                .and_then(|e| model.effort_for(e))
+            {
+                Some(word) => json!({"effort": word}),
+                None => json!({"enabled": on}),
+            }
+        }
     }
 }
 

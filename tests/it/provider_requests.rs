@@ -84,10 +84,28 @@ async fn glm_switches_thinking_but_never_tells_glm_5_3_to_stop() {
     let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
 
     ask(&client, "glm:glm-5.2", json!({"thinking_mode": "high"})).await;
+    let body = sent(&fake, "glm-5.2");
+    assert_eq!(body["thinking"], json!({"type": "enabled"}));
     assert_eq!(
-        sent(&fake, "glm-5.2")["thinking"],
-        json!({"type": "enabled"})
+        body["reasoning_effort"], "high",
+        "not the default max: {body}"
     );
+    ask(&client, "glm:glm-5.2", json!({"thinking_mode": "max"})).await;
+    assert_eq!(sent(&fake, "glm-5.2")["reasoning_effort"], "max");
+    // GLM-5.3 takes low, high and max: each level is the nearest it has.
+    for (level, effort) in [("low", "low"), ("medium", "low"), ("high", "high")] {
+        ask(&client, "glm:glm-5.3", json!({"thinking_mode": level})).await;
+        let body = sent(&fake, "glm-5.3");
+        assert_eq!(body["reasoning_effort"], effort, "{level}: {body}");
+        assert_eq!(body["thinking"], json!({"type": "enabled"}));
+    }
+    // A model without efforts (before GLM-5.2) is only switched on.
+    ask(&client, "glm:glm-4.7", json!({"thinking_mode": "high"})).await;
+    let body = sent(&fake, "glm-4.7");
+    assert!(body.get("reasoning_effort").is_none(), "{body}");
+    // No level asked: the model's own default, nothing sent.
+    ask(&client, "glm:glm-5.3", json!({})).await;
+    assert!(sent(&fake, "glm-5.3").get("reasoning_effort").is_none());
 
     ask(&client, "glm:glm-5.2", json!({"thinking_mode": "minimal"})).await;
     assert_eq!(
@@ -142,6 +160,16 @@ async fn kimi_keeps_thinking_as_the_model_has_it_and_searches_with_thinking_on_o
     let body = sent(&fake, "kimi-k3");
     assert!(body.get("thinking").is_none(), "{body}");
     assert_eq!(body["reasoning_effort"], "low");
+    // Its other levels: the effort of the name, not the default max.
+    ask(&client, "kimi:kimi-k3", json!({"thinking_mode": "high"})).await;
+    assert_eq!(sent(&fake, "kimi-k3")["reasoning_effort"], "high");
+    // k2.6 documents no efforts: thinking on is its default, nothing is sent.
+    ask(&client, "kimi:kimi-k2.6", json!({"thinking_mode": "high"})).await;
+    let body = sent(&fake, "kimi-k2.6");
+    assert!(
+        body.get("reasoning_effort").is_none() && body.get("thinking").is_none(),
+        "{body}"
+    );
     ask(
         &client,
         "kimi:kimi-k2.7-code",
@@ -274,6 +302,18 @@ async fn openrouter_never_disables_mandatory_reasoning() {
     .await;
     let body = sent(&fake, "google/gemini-2.5-pro");
     assert!(body.get("reasoning").is_none(), "{body}");
+
+    // A model with efforts is asked for the one of the level, not just switched on.
+    ask(
+        &client,
+        "openrouter:openai/gpt-5",
+        json!({"thinking_mode": "high"}),
+    )
+    .await;
+    assert_eq!(
+        sent(&fake, "openai/gpt-5")["reasoning"],
+        json!({"effort": "high"})
+    );
 
     // A model whose reasoning is optional is switched off and on.
     ask(

@@ -270,7 +270,8 @@ fn cases() -> Vec<Case> {
     };
     vec![
         glm("glm/request_plain.json", "glm-5.2"),
-        glm("glm/request_thinking_enabled.json", "glm-5.2").thinking(Effort::High),
+        glm("glm/request_thinking_enabled.json", "glm-4.7").thinking(Effort::High),
+        glm("glm/request_thinking_high_glm52.json", "glm-5.2").thinking(Effort::High),
         glm("glm/request_thinking_disabled.json", "glm-5.2").thinking(Effort::Minimal),
         glm("glm/request_thinking_low_glm53.json", "glm-5.3").thinking(Effort::Minimal),
         glm_vision,
@@ -282,6 +283,7 @@ fn cases() -> Vec<Case> {
         kimi("kimi/request_plain_k26.json", "kimi-k2.6"),
         kimi("kimi/request_thinking_disabled_k26.json", "kimi-k2.6").thinking(Effort::Minimal),
         kimi("kimi/request_k3_reasoning_effort_low.json", "kimi-k3").thinking(Effort::Minimal),
+        kimi("kimi/request_k3_reasoning_effort_high.json", "kimi-k3").thinking(Effort::High),
         kimi("kimi/request_image_k26.json", "kimi-k2.6"),
         kimi("kimi/request_image_k3.json", "kimi-k3"),
         kimi("kimi/request_tool_round_trip_k26.json", "kimi-k2.6").without(NO_FUNCTION_TOOLS),
