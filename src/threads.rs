@@ -34,6 +34,15 @@ pub struct Turn {
     pub agent_session: Option<AgentSession>,
 }
 
+impl Turn {
+    /// The tokens this turn takes when replayed: its text, the reasoning that goes back with it
+    /// (Kimi's thinking models take every turn's, tens of thousands of tokens a turn), and the
+    /// message's own few.
+    pub fn replayed_tokens(&self) -> usize {
+        tokens::count(&self.content) + self.reasoning.as_deref().map_or(0, tokens::count) + 8
+    }
+}
+
 /// A clink sub-agent's own session: which CLI, the id it gave, and where it ran (Claude Code
 /// finds a session by its working directory, so a resume runs there again).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,11 +265,7 @@ impl Thread {
     /// again from the whole thread each time, so it needs no stored state: the same thread and
     /// budget give the same start.
     pub fn history(&self, budget: usize) -> (Vec<&Turn>, usize) {
-        let costs: Vec<usize> = self
-            .turns
-            .iter()
-            .map(|turn| tokens::count(&turn.content) + 8)
-            .collect();
+        let costs: Vec<usize> = self.turns.iter().map(Turn::replayed_tokens).collect();
         let (mut start, mut used) = (0, 0);
         for (end, cost) in costs.iter().enumerate() {
             used += cost;
@@ -573,6 +578,28 @@ mod tests {
         assert_eq!(contents, ["new"]);
         assert_eq!(left_out, 2);
         assert_eq!(thread.files(), ["/y.rs", "/x.rs"]);
+    }
+
+    #[test]
+    fn the_reasoning_a_turn_goes_back_with_counts_against_the_history_budget() {
+        let mut answer = turn("assistant", "short", &[]);
+        answer.reasoning = Some("thinking hard ".repeat(2_000));
+        let thread = Thread {
+            turns: vec![
+                turn("user", "q1", &[]),
+                answer,
+                turn("user", "q2", &[]),
+                turn("assistant", "a2", &[]),
+            ],
+            ..Thread::default()
+        };
+        let heavy = thread.turns[1].replayed_tokens();
+        assert!(heavy > 4_000, "{heavy}");
+        // The texts alone fit in 1,000 tokens; with the replayed reasoning they do not.
+        let (turns, left_out) = thread.history(1_000);
+        let contents: Vec<_> = turns.iter().map(|t| t.content.as_str()).collect();
+        assert_eq!(contents, ["q2", "a2"]);
+        assert_eq!(left_out, 2);
     }
 
     #[test]

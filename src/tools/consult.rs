@@ -360,7 +360,10 @@ impl Fitting {
             }
             None => (Vec::new(), 0),
         };
-        let history_tokens: usize = history.iter().map(|t| tokens::count(&t.content) + 8).sum();
+        let history_tokens: usize = history
+            .iter()
+            .map(crate::threads::Turn::replayed_tokens)
+            .sum();
         let budget = room.saturating_sub(history_tokens);
         let mut embedded = files::embed_with(&self.files, budget, &self.roots, &self.documents);
         embedded.skipped.extend(self.documents.skipped);
