@@ -34,6 +34,19 @@ pub struct Turn {
     pub agent_session: Option<AgentSession>,
 }
 
+/// A clink sub-agent's own session: which CLI, the id it gave, where it ran (Claude Code and
+/// Gemini CLI find a session by its working directory, so a resume runs there again: the same
+/// directory of exai's) and the directories it was handed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSession {
+    pub cli: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub directories: Vec<String>,
+}
+
 impl Turn {
     /// The tokens this turn takes when replayed: its text, the reasoning that goes back with it
     /// (Kimi's thinking models take every turn's, tens of thousands of tokens a turn), and the
@@ -41,19 +54,7 @@ impl Turn {
     pub fn replayed_tokens(&self) -> usize {
         tokens::count(&self.content) + self.reasoning.as_deref().map_or(0, tokens::count) + 8
     }
-}
 
-/// A clink sub-agent's own session: which CLI, the id it gave, and where it ran (Claude Code
-/// finds a session by its working directory, so a resume runs there again).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentSession {
-    pub cli: String,
-    pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<String>,
-}
-
-impl Turn {
     /// What the calling agent asked (or reported) through `tool`.
     pub fn asked(tool: &str, content: String, files: Vec<String>) -> Self {
         Self {

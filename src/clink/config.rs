@@ -3,7 +3,7 @@
 //! roles (`[clink.roles.NAME]`) whose system prompt is a file of the user's.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -26,10 +26,15 @@ pub struct CliSpec {
     pub name: String,
     /// The program: a name looked up on PATH, or a path.
     pub command: String,
-    /// Arguments of a new session; the prompt goes to standard input.
+    /// Arguments of a new session; the prompt goes to standard input. `{directories}`, an
+    /// argument of its own, is where `directory_args` go (at the end where it is missing).
     pub args: Vec<String>,
     /// Arguments that resume a session (`{session_id}` replaced); empty: this CLI cannot resume.
     pub resume_args: Vec<String>,
+    /// Arguments that hand it a directory to work on (`{dir}` replaced), once per directory: it
+    /// runs in an empty directory of exai's, never inside the repository (whose own CLI
+    /// configuration would run). Empty: it is told the files' paths only.
+    pub directory_args: Vec<String>,
     /// Arguments that hand over the role's system prompt (`{system_prompt}` replaced); empty:
     /// the system prompt goes in front of the prompt.
     pub system_prompt_args: Vec<String>,
@@ -38,7 +43,8 @@ pub struct CliSpec {
     pub env: Vec<(String, String)>,
     /// Longest run; the call's own deadline still applies.
     pub timeout: Duration,
-    /// Where it runs when the call names no files (else: the files' common directory).
+    /// The directory it is handed when the call names no files (else: the files' common
+    /// directory).
     pub working_dir: Option<PathBuf>,
     /// What to do when it is not installed.
     pub install_hint: String,
@@ -76,17 +82,40 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// Where `directory_args` go in `args`.
+pub const DIRECTORIES: &str = "{directories}";
+
 impl Default for Clis {
+    /// The flags that keep a repository's own configuration out, as each CLI documents them:
+    /// - Claude Code: `--add-dir DIR` (more directories its tools may use) and
+    ///   `--setting-sources user` (no project or local `.claude/settings*.json`), both as
+    ///   Anthropic's Agent SDK passes them (`anthropics/claude-agent-sdk-python`,
+    ///   `_internal/transport/subprocess_cli.py`; code.claude.com/docs/en/cli-reference);
+    /// - Codex: `--add-dir DIR`, a flag of `codex exec` before its `resume` subcommand
+    ///   (developers.openai.com/codex/cli/reference; `openai/codex` `codex-rs/exec/src/cli.rs`);
+    ///   project config is read from the working directory only;
+    /// - Gemini CLI: `--include-directories DIR` (at most 5; `google-gemini/gemini-cli`
+    ///   `docs/cli/configuration.md`); workspace settings and `.env` are read from the working
+    ///   directory, never from an included one.
     fn default() -> Self {
-        let claude_args = ["-p", "--output-format", "stream-json", "--verbose"];
-        let codex_args = ["exec", "--json", "--skip-git-repo-check"];
-        let gemini_args = ["--output-format", "stream-json"];
+        let claude_args = [
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--setting-sources",
+            "user",
+            DIRECTORIES,
+        ];
+        let codex_args = ["exec", "--json", "--skip-git-repo-check", DIRECTORIES];
+        let gemini_args = ["--output-format", "stream-json", DIRECTORIES];
         let clis = vec![
             CliSpec {
                 name: "claude".into(),
                 command: "claude".into(),
                 args: strings(&claude_args),
                 resume_args: strings(&[&claude_args[..], &["--resume", "{session_id}"]].concat()),
+                directory_args: strings(&["--add-dir", "{dir}"]),
                 system_prompt_args: strings(&["--append-system-prompt", "{system_prompt}"]),
                 parser: ParserKind::Claude,
                 env: Vec::new(),
@@ -100,6 +129,7 @@ impl Default for Clis {
                 command: "codex".into(),
                 args: strings(&[&codex_args[..], &["-"]].concat()),
                 resume_args: strings(&[&codex_args[..], &["resume", "{session_id}", "-"]].concat()),
+                directory_args: strings(&["--add-dir", "{dir}"]),
                 system_prompt_args: Vec::new(),
                 parser: ParserKind::Codex,
                 env: Vec::new(),
@@ -113,6 +143,7 @@ impl Default for Clis {
                 command: "gemini".into(),
                 args: strings(&gemini_args),
                 resume_args: strings(&[&gemini_args[..], &["--resume", "{session_id}"]].concat()),
+                directory_args: strings(&["--include-directories", "{dir}"]),
                 system_prompt_args: Vec::new(),
                 parser: ParserKind::Gemini,
                 env: Vec::new(),
@@ -149,6 +180,7 @@ pub struct CliSection {
     pub command: Option<String>,
     pub args: Option<Vec<String>>,
     pub resume_args: Option<Vec<String>>,
+    pub directory_args: Option<Vec<String>>,
     pub system_prompt_args: Option<Vec<String>>,
     pub parser: Option<ParserKind>,
     pub env: Option<BTreeMap<String, String>>,
@@ -176,6 +208,12 @@ pub enum ClinkConfigError {
     Timeout { name: String, value: f64 },
     #[error("[clink.clis.{name}] {field}: give an absolute path")]
     Relative { name: String, field: &'static str },
+    /// A relative path would be found from the CLI's working directory, which is not the
+    /// daemon's.
+    #[error(
+        "[clink.clis.{0}] command: give a program name (looked up on PATH) or an absolute path"
+    )]
+    RelativeCommand(String),
     #[error("[clink.roles.{0}] prompt_file: give an absolute path")]
     RelativeRole(String),
     #[error("clink CLI and role names are letters, digits, `-` and `_`: {0:?} is not")]
@@ -211,6 +249,7 @@ impl Clis {
                         command: command.clone(),
                         args: Vec::new(),
                         resume_args: Vec::new(),
+                        directory_args: Vec::new(),
                         system_prompt_args: Vec::new(),
                         parser,
                         env: Vec::new(),
@@ -226,6 +265,9 @@ impl Clis {
             };
             let spec = &mut clis.clis[at];
             if let Some(command) = &given.command {
+                if command.contains('/') && !Path::new(command).is_absolute() {
+                    return Err(ClinkConfigError::RelativeCommand(name.clone()));
+                }
                 spec.command = command.clone();
             }
             if let Some(args) = &given.args {
@@ -233,6 +275,9 @@ impl Clis {
             }
             if let Some(args) = &given.resume_args {
                 spec.resume_args = args.clone();
+            }
+            if let Some(args) = &given.directory_args {
+                spec.directory_args = args.clone();
             }
             if let Some(args) = &given.system_prompt_args {
                 spec.system_prompt_args = args.clone();
@@ -376,5 +421,12 @@ mod tests {
         let relative: ClinkSection =
             toml::from_str("[roles.x]\nprompt_file = \"x.txt\"\n").unwrap();
         assert!(Clis::with_section(&relative).is_err());
+        // Found from the daemon's directory, run from the CLI's: refused.
+        let relative: ClinkSection =
+            toml::from_str("[clis.claude]\ncommand = \"./claude\"\n").unwrap();
+        assert!(matches!(
+            Clis::with_section(&relative),
+            Err(ClinkConfigError::RelativeCommand(_))
+        ));
     }
 }

@@ -1,6 +1,6 @@
 //! clink: another coding agent's CLI (Claude Code, Codex, Gemini CLI, or one the user
 //! configures) run as a sub-agent for one task — its configuration, one parser per CLI's event
-//! stream, and the runner that owns the process group.
+//! stream, the runner that owns the process group, and the empty directory it runs in.
 
 mod claude;
 mod codex;
@@ -8,12 +8,16 @@ mod config;
 mod gemini;
 mod parser;
 mod runner;
+mod workspace;
 
 pub use config::{
-    BUILT_IN_ROLES, CliSection, CliSpec, ClinkSection, Clis, ParserKind, Role, RoleSection,
+    BUILT_IN_ROLES, CliSection, CliSpec, ClinkSection, Clis, DIRECTORIES, ParserKind, Role,
+    RoleSection,
 };
 pub use parser::{Report, StreamParser, activity_line};
 pub use runner::{ClinkError, Finished, Invocation, MAX_LINE_BYTES, run};
+pub use workspace::Workspace;
+pub use workspace::root as workspace_root;
 
 /// A session id as the CLIs print them (UUIDs, `th_…`): letters, digits, `-` and `_` only, so
 /// a stored id can never become a flag or a second argument.

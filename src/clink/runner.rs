@@ -148,12 +148,15 @@ fn says_not_logged_in(text: &str) -> bool {
     NOT_LOGGED_IN.iter().any(|needle| lower.contains(needle))
 }
 
-/// Where `command` is: a path as given, or the first match on `path_var`.
+/// Where `command` is, as an absolute path: the path given, or the first match in an absolute
+/// directory of `path_var`. A relative one (`./claude`, a PATH entry `.` or `bin`) would be
+/// found again from the CLI's working directory, which is not the daemon's: never used.
 fn find_program(command: &str, path_var: Option<&str>) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let runnable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        p.is_absolute()
+            && p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if command.contains('/') {
         let path = PathBuf::from(command);
@@ -565,6 +568,20 @@ mod tests {
         assert!(find_program("exai-no-such-cli", Some("/usr/bin:/bin")).is_none());
         assert!(find_program("sh", Some("/usr/bin:/bin")).is_some());
         assert!(find_program("/nonexistent/claude", None).is_none());
+    }
+
+    #[test]
+    fn a_program_is_only_ever_found_by_an_absolute_path() {
+        // Tests run in the package's directory, where these are found; the CLI runs elsewhere.
+        let here = Path::new("scripts/nginx.sh");
+        assert!(here.is_file(), "run from the package's directory");
+        assert_eq!(find_program("./scripts/nginx.sh", None), None);
+        assert_eq!(find_program("nginx.sh", Some("scripts:.:")), None);
+        let absolute = std::env::current_dir().unwrap().join("scripts");
+        assert_eq!(
+            find_program("nginx.sh", Some(&format!("scripts:{}", absolute.display()))),
+            Some(absolute.join("nginx.sh"))
+        );
     }
 
     #[test]

@@ -63,7 +63,10 @@ pub struct SubTask<'a> {
     pub prompt: String,
     /// Its session to resume, if it has one.
     pub session: Option<String>,
+    /// Where it runs: an empty directory of exai's ([`clink::Workspace`]).
     pub cwd: PathBuf,
+    /// The directories it is handed to work on (`directory_args`).
+    pub directories: Vec<PathBuf>,
 }
 
 /// The CLI named `name`, or why there is none.
@@ -150,21 +153,42 @@ fn common_dir(paths: &[PathBuf]) -> Option<PathBuf> {
     Some(common)
 }
 
-/// Where the sub-agent works: a resumed session's own directory while it is there, else the
-/// files' common directory, else the CLI's `working_dir`, else the home directory. Found off the
-/// async threads: each answer looks at the disk (a dead mount would hang it).
-async fn working_dir(cli: &CliSpec, resumed: Option<PathBuf>, paths: &[PathBuf]) -> PathBuf {
+/// The directories a sub-agent is handed: the files' common directory, else those a resumed
+/// session was handed, else the CLI's `working_dir`; only those that are directories. Found off
+/// the async threads: each answer looks at the disk (a dead mount would hang it).
+async fn handed_directories(
+    cli: &CliSpec,
+    resumed: Vec<PathBuf>,
+    paths: &[PathBuf],
+) -> Vec<PathBuf> {
     let (configured, paths) = (cli.working_dir.clone(), paths.to_vec());
-    let home = || std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from);
     crate::spawn::blocking(move || {
-        resumed
-            .filter(|dir| dir.is_dir())
-            .or_else(|| common_dir(&paths).filter(|d| d.as_os_str().len() > 1))
-            .or(configured)
-            .unwrap_or_else(home)
+        let common = common_dir(&paths).filter(|d| d.as_os_str().len() > 1);
+        let candidates = match (common, resumed.is_empty()) {
+            (Some(common), _) => vec![common],
+            (None, false) => resumed,
+            (None, true) => configured.into_iter().collect(),
+        };
+        candidates.into_iter().filter(|d| d.is_dir()).collect()
     })
     .await
-    .unwrap_or_else(|_| home())
+    .unwrap_or_default()
+}
+
+/// The empty directory of exai's a sub-agent runs in, named `name` where it can be (see
+/// [`clink::Workspace::make`]).
+async fn workspace(ctx: &ToolContext, name: String) -> Result<clink::Workspace, ToolFailure> {
+    let root = clink::workspace_root(&ctx.config.home);
+    let shown = root.display().to_string();
+    crate::spawn::blocking(move || clink::Workspace::make(&root, &name))
+        .await
+        .map_err(consult::blocking_failure)?
+        .map_err(|e| {
+            ToolFailure::new(
+                FailureKind::Internal,
+                format!("could not make the sub-agent's working directory under {shown}: {e}"),
+            )
+        })
 }
 
 /// Earlier turns of the conversation, newest kept, for a sub-agent that starts afresh.
@@ -222,17 +246,31 @@ fn stdin_text(
     text
 }
 
-/// The CLI's arguments for `task`: resume or start, and the system prompt where it takes one.
+/// The CLI's arguments for `task`: resume or start, the directories it is handed (where
+/// `{directories}` stands, else at the end), and the system prompt where it takes one.
 fn arguments(task: &SubTask<'_>) -> Vec<String> {
     let template = match &task.session {
         Some(_) => &task.cli.resume_args,
         None => &task.cli.args,
     };
     let session = task.session.as_deref().unwrap_or("");
-    let mut args: Vec<String> = template
-        .iter()
-        .map(|a| a.replace("{session_id}", session))
+    let directories: Vec<String> = (task.directories.iter())
+        .flat_map(|dir| {
+            let dir = dir.display().to_string();
+            (task.cli.directory_args.iter()).map(move |a| a.replace("{dir}", &dir))
+        })
         .collect();
+    let mut args = Vec::new();
+    for arg in template {
+        if arg == clink::DIRECTORIES {
+            args.extend(directories.iter().cloned());
+        } else {
+            args.push(arg.replace("{session_id}", session));
+        }
+    }
+    if !template.iter().any(|a| a == clink::DIRECTORIES) {
+        args.extend(directories);
+    }
     args.extend(
         task.cli
             .system_prompt_args
@@ -329,14 +367,20 @@ pub async fn ask_cli(
     };
     let files = checked_paths(ctx, "file", files).await.map_err(failed)?;
     let images = checked_paths(ctx, "image", images).await.map_err(failed)?;
+    let workspace = workspace(ctx, uuid::Uuid::now_v7().to_string())
+        .await
+        .map_err(failed)?;
     let task = SubTask {
         cli,
         system_prompt: system,
         prompt: stdin_text(cli, system, prompt, "", &files, &images),
         session: None,
-        cwd: working_dir(cli, None, &files).await,
+        cwd: workspace.path().to_path_buf(),
+        directories: handed_directories(cli, Vec::new(), &files).await,
     };
-    let finished = run_sub_task(ctx, task, Some(voice)).await.map_err(failed)?;
+    let finished = run_sub_task(ctx, task, Some(voice)).await;
+    workspace.remove().await;
+    let finished = finished.map_err(failed)?;
     let usage = usage_of(&cli.name, &finished);
     let report = finished.report.clone();
     Ok(consult::Answer::of_sub_agent(
@@ -459,17 +503,25 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
     let files = checked_paths(&ctx, "file", asked_files.clone()).await?;
     let images = checked_paths(&ctx, "image", args.images.unwrap_or_default()).await?;
     let mut thread = consult::thread(&ctx, args.continuation_id.as_deref()).await?;
-    let resumed = if cli.resume_args.is_empty() {
+    // The same conversation with the same CLI runs in the same (fresh, empty) directory each
+    // time: a session is resumed only there, never where an older exai ran it (a repository).
+    let workspace = workspace(&ctx, format!("{}-{}", thread.id, cli.name)).await?;
+    let cwd = workspace.path().to_path_buf();
+    let resumed = if cli.resume_args.is_empty() || !workspace.as_named() {
         None
     } else {
         thread
             .agent_session(&cli.name)
             .filter(|s| clink::is_session_id(&s.id))
+            .filter(|s| s.cwd.as_deref().map(Path::new) == Some(cwd.as_path()))
             .cloned()
     };
     let session = resumed.as_ref().map(|s| s.id.clone());
-    // A session resumes where it ran, while that directory is there.
-    let cwd = working_dir(cli, resumed.and_then(|s| s.cwd).map(PathBuf::from), &files).await;
+    let resumed_directories = (resumed.into_iter())
+        .flat_map(|s| s.directories)
+        .map(PathBuf::from)
+        .collect();
+    let directories = handed_directories(cli, resumed_directories, &files).await;
     // A resumed session remembers the conversation; a fresh one is told it.
     let history = if session.is_some() {
         String::new()
@@ -482,10 +534,13 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
         prompt: stdin_text(cli, &system, &args.prompt, &history, &files, &images),
         session: session.clone(),
         cwd: cwd.clone(),
+        directories: directories.clone(),
     };
     // The record names the CLI as the provider; the stage names it while it runs.
     let provider = format!("cli:{}", cli.name);
-    let finished = match run_sub_task(&ctx, task, None).await {
+    let finished = run_sub_task(&ctx, task, None).await;
+    workspace.remove().await;
+    let finished = match finished {
         Ok(finished) => finished,
         Err(failure) => {
             ctx.call.progress.model(&provider, &cli.name);
@@ -507,6 +562,9 @@ async fn run(arguments: JsonObject, ctx: ToolContext) -> Result<CallToolResult, 
         cli: cli.name.clone(),
         id,
         cwd: Some(cwd.display().to_string()),
+        directories: (directories.iter())
+            .map(|d| d.display().to_string())
+            .collect(),
     });
     let turns = vec![
         Turn::asked("clink", args.prompt.clone(), asked_files),
@@ -543,7 +601,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_working_directory_is_what_the_files_share() {
+    fn the_directory_handed_over_is_what_the_files_share() {
         let paths = [PathBuf::from("/p/src/a.rs"), PathBuf::from("/p/tests/b.rs")];
         assert_eq!(common_dir(&paths), Some(PathBuf::from("/p")));
         assert_eq!(common_dir(&paths[..1]), Some(PathBuf::from("/p/src")));
@@ -560,12 +618,33 @@ mod tests {
             prompt: String::new(),
             session: Some("s-1".into()),
             cwd: PathBuf::from("/"),
+            directories: vec![PathBuf::from("/p")],
         };
         let args = arguments(&task);
         let at = args.iter().position(|a| a == "--resume").unwrap();
         assert_eq!(args[at + 1], "s-1");
         assert_eq!(args.last().unwrap(), "be brief");
+        assert!(
+            args.windows(2).any(|w| w == ["--add-dir", "/p"]),
+            "{args:?}"
+        );
+        assert!(!args.iter().any(|a| a.contains('{')), "{args:?}");
         let codex = clis.cli("codex").unwrap();
+        // Codex takes its exec flags before `resume`.
+        let resumed = arguments(&SubTask { cli: codex, ..task });
+        assert_eq!(
+            resumed,
+            [
+                "exec",
+                "--json",
+                "--skip-git-repo-check",
+                "--add-dir",
+                "/p",
+                "resume",
+                "s-1",
+                "-"
+            ]
+        );
         let text = stdin_text(
             codex,
             "be brief",
