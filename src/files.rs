@@ -9,6 +9,8 @@ use crate::config::Config;
 use crate::documents::{Extracted, is_document};
 use crate::tokens;
 
+mod walk;
+
 /// Largest single file read.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// Most files a directory expands to.
@@ -174,20 +176,6 @@ const DENIED_PREFIXES: [&str; 7] = [
     "/run/secrets",
     "/var/run/secrets",
 ];
-/// Directories that are build output or VCS internals, skipped when a directory expands.
-const SKIPPED_DIRS: [&str; 10] = [
-    ".git",
-    "target",
-    "node_modules",
-    "__pycache__",
-    ".venv",
-    "venv",
-    "dist",
-    "build",
-    ".hg",
-    ".tox",
-];
-
 /// Which paths a tool may read: below the allowed roots (when any are set), never exai's own
 /// files, never the deny list.
 #[derive(Debug, Clone, Default)]
@@ -375,45 +363,6 @@ fn not_a_document(kind: std::fs::FileType) -> &'static str {
     }
 }
 
-/// Expands directories (honouring .gitignore, skipping build and VCS folders), bounded.
-/// Entries that are not regular files (links, FIFOs, sockets, devices) are listed, not read.
-fn expand(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) {
-    let walker = ignore::WalkBuilder::new(dir)
-        .hidden(true)
-        .git_ignore(true)
-        .follow_links(false)
-        .filter_entry(|e| {
-            e.file_type().is_none_or(|t| !t.is_dir())
-                || !SKIPPED_DIRS.contains(&e.file_name().to_string_lossy().as_ref())
-        })
-        .build();
-    let mut count = 0usize;
-    for entry in walker.flatten() {
-        let Some(kind) = entry.file_type() else {
-            continue;
-        };
-        if kind.is_dir() {
-            continue;
-        }
-        if count >= MAX_EXPANDED_FILES {
-            skipped.push(Skipped {
-                path: dir.display().to_string(),
-                why: format!("more than {MAX_EXPANDED_FILES} files: only the first {MAX_EXPANDED_FILES} were considered"),
-            });
-            return;
-        }
-        count += 1;
-        if kind.is_file() {
-            out.push(entry.into_path());
-        } else {
-            skipped.push(Skipped {
-                path: entry.path().display().to_string(),
-                why: not_a_document(kind).into(),
-            });
-        }
-    }
-}
-
 /// That `meta` is of a regular file of at most `cap` bytes; its size if so.
 fn regular_within(meta: &std::fs::Metadata, cap: u64) -> Result<u64, FileError> {
     if !meta.is_file() {
@@ -562,7 +511,7 @@ pub fn embed_with(
                 why: why.to_string(),
             }),
             Ok(path) if !seen.insert(path.clone()) => {}
-            Ok(path) if path.is_dir() => expand(&path, &mut candidates, &mut out.skipped),
+            Ok(path) if path.is_dir() => walk::expand(&path, &mut candidates, &mut out.skipped),
             Ok(path) => candidates.push(path),
         }
     }

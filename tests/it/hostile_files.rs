@@ -216,3 +216,55 @@ async fn credential_stores_and_exai_s_own_files_are_never_sent() {
     assert!(text.contains("exai's own files"), "{text}");
     client.cancel().await.unwrap();
 }
+
+/// Ignore files a repository links to endless devices (`.gitignore -> /dev/zero` ran the daemon
+/// out of memory, `-> /dev/urandom` kept a thread reading for ever): never opened, named as not
+/// read, and the folder is expanded at once with the daemon alive.
+#[tokio::test]
+async fn ignore_files_linked_to_devices_are_never_read() {
+    let fake = Fake::start();
+    let daemon = daemon_with_vision(&fake, &[]);
+    let dir = temp_home().canonicalize().unwrap();
+    for sub in [".git/info", "sub", "src"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::os::unix::fs::symlink("/dev/zero", dir.join(".gitignore")).unwrap();
+    std::os::unix::fs::symlink("/dev/urandom", dir.join("sub/.ignore")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join(".git/info/exclude")).unwrap();
+    std::fs::write(dir.join("src/lib.rs"), "pub fn lib() {}\n").unwrap();
+    std::fs::write(dir.join("sub/kept.rs"), "pub fn kept() {}\n").unwrap();
+
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let started = Instant::now();
+    let result = client
+        .call_tool(call(
+            "chat",
+            json!({"prompt": "review", "model": "fake-fast", "files": [path(&dir)]}),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let text = all_text_of(&result);
+    assert_eq!(result.is_error, Some(false), "{text}");
+    let sent = fake.last_messages("fake-fast").last().unwrap()["content"].to_string();
+    assert!(sent.contains("pub fn lib() {}"), "{sent}");
+    assert!(sent.contains("pub fn kept() {}"), "{sent}");
+    for file in [".gitignore", "sub/.ignore", ".git/info/exclude"] {
+        assert!(
+            text.contains(&format!("{file} — ignore file not read")),
+            "{file}: {text}"
+        );
+    }
+    let status = client.call_tool(call("status", json!({}))).await.unwrap();
+    assert_eq!(status.is_error, Some(false));
+    assert_eq!(
+        daemon.healthz()["pid"],
+        daemon.pid(),
+        "the same daemon answers"
+    );
+    client.cancel().await.unwrap();
+}
