@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::documents::{Extracted, is_document};
 use crate::tokens;
 
+pub mod shown;
 mod walk;
 
 /// Largest single file read.
@@ -57,7 +58,7 @@ impl Embedded {
         let mut lines: Vec<String> = skipped
             .iter()
             .take(NOTE_LINES)
-            .map(|s| format!("  {} — {}", s.path, s.why))
+            .map(|s| format!("  {} — {}", shown::name(&s.path), s.why))
             .collect();
         if self.skipped.len() > NOTE_LINES {
             lines.push(format!(
@@ -448,13 +449,15 @@ fn numbered(path: &Path, text: &str) -> String {
 }
 
 /// A file's text, line-numbered, between markers naming it (and `label`, when given: who
-/// extracted a document's text).
+/// extracted a document's text). Neither its name nor its text can write a line of their own:
+/// the name is quoted when it holds a line break, other line terminators are shown ([`shown`]).
 fn labelled(path: &Path, label: &str, text: &str) -> String {
-    let mut out = format!("--- BEGIN FILE: {}{label} ---\n", path.display());
+    let name = shown::path(path);
+    let mut out = format!("--- BEGIN FILE: {name}{label} ---\n");
     for (i, line) in text.lines().enumerate() {
-        out.push_str(&format!("{:>5}│ {line}\n", i + 1));
+        out.push_str(&format!("{:>5}│ {}\n", i + 1, shown::line(line)));
     }
-    out.push_str(&format!("--- END FILE: {} ---\n", path.display()));
+    out.push_str(&format!("--- END FILE: {name} ---\n"));
     out
 }
 

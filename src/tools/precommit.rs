@@ -248,12 +248,16 @@ async fn changed(
     };
     let (inseparable, shown): (Vec<String>, Vec<String>) =
         shown.into_iter().partition(holds_withheld);
+    // Names as a person reads them: a name holding a newline cannot write a note of its own.
     let mut withheld: Vec<String> = withheld
         .into_iter()
-        .map(|(name, why)| format!("{name} — {why}"))
+        .map(|(name, why)| format!("{} — {why}", files::shown::name(&name)))
         .collect();
     withheld.extend(inseparable.into_iter().map(|path| {
-        format!("{path} — a withheld file lies under this path: its diff cannot be sent without it")
+        format!(
+            "{} — a withheld file lies under this path: its diff cannot be sent without it",
+            files::shown::name(&path)
+        )
     }));
     Ok((shown, withheld))
 }
@@ -286,6 +290,13 @@ fn stray_header<'a>(diff: &'a str, shown: &[String]) -> Option<&'a str> {
     diff.split('\n')
         .filter(|line| line.starts_with("diff --"))
         .find(|line| !expected.contains(*line))
+}
+
+/// A Markdown fence longer than any run of backticks in `text`, so no line of it (a diff's
+/// context line `` ```, say) can close the fence and put text outside it.
+fn fence_for(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    "`".repeat(longest.max(2) + 1)
 }
 
 /// `name` as git writes it in a diff header: as is, or in double quotes with C escapes when it
@@ -534,8 +545,9 @@ async fn read_repository(
             )));
         }
         left = left.saturating_sub(diff.len());
+        let fence = fence_for(&diff);
         brief.push_str(&format!(
-            "\n### {label} ({} file(s))\n```diff\n{diff}\n```\n",
+            "\n### {label} ({} file(s))\n{fence}diff\n{diff}\n{fence}\n",
             shown.len()
         ));
         if output.truncated {
@@ -615,6 +627,12 @@ mod tests {
             c_quoted("t\tq\"b\\n\nbell\u{7}del\u{7f}esc\u{1b}", false),
             "\"t\\tq\\\"b\\\\n\\nbell\\adel\\177esc\\033\""
         );
+    }
+
+    #[test]
+    fn no_line_of_a_diff_closes_its_fence() {
+        assert_eq!(fence_for("+plain\n"), "```");
+        assert_eq!(fence_for(" ```\n+````rust\n"), "`````");
     }
 
     #[test]

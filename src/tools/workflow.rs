@@ -798,7 +798,8 @@ async fn run<W: Workflow>(
     for r in refused {
         notes.push(format!(
             "{} will not be shown to the expert: {}",
-            r.path, r.why
+            files::shown::name(&r.path),
+            r.why
         ));
     }
 
