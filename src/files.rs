@@ -75,7 +75,7 @@ impl Embedded {
 
 /// Directories whose contents always stay private, wherever they are: key stores and the
 /// credential stores of tools a developer has.
-const DENIED_DIRS: [&str; 12] = [
+const DENIED_DIRS: &[&str] = &[
     ".ssh",
     ".gnupg",
     ".aws",
@@ -88,34 +88,65 @@ const DENIED_DIRS: [&str; 12] = [
     ".augment",
     ".terraform.d",
     ".vault",
+    // Oracle Cloud (config and API keys), Fly.io, Netlify's old home, Cloudflare wrangler's
+    // login, Hugging Face's old token, Kaggle's API key.
+    ".oci",
+    ".fly",
+    ".netlify",
+    ".wrangler",
+    ".huggingface",
+    ".kaggle",
+    ".secrets",
 ];
 /// Directories private when they sit inside the given parent (`~/.config/gh`, `~/.cargo/credentials.toml`…).
-const DENIED_NESTED: [(&str, &str); 12] = [
+const DENIED_NESTED: &[(&str, &str)] = &[
     (".config", "gcloud"),
     (".config", "rclone"),
     (".config", "github-copilot"),
     (".config", "gh"),
+    (".config", "glab-cli"),
     (".config", "hub"),
     (".config", "op"),
     (".config", "exai"),
     (".config", "google-chrome"),
     (".config", "chromium"),
+    (".config", "doctl"),
+    (".config", "netlify"),
+    (".config", "stripe"),
+    (".config", "sops"),
+    (".config", ".wrangler"),
+    // npm tools' logins (firebase-tools, snyk…).
+    (".config", "configstore"),
     (".local", "share/keyrings"),
+    (".subversion", "auth"),
     (".mozilla", ""),
     (".git", ""),
 ];
 /// Files that hold credentials, by exact name (lower case), wherever they are.
-const DENIED_NAMES: [&str; 31] = [
+const DENIED_NAMES: &[&str] = &[
     ".env",
     ".envrc",
+    ".dev.vars",
+    ".secrets",
+    "secrets.toml",
+    "secrets.yaml",
+    "secrets.yml",
+    "secrets.json",
     "kubeconfig",
+    "kubeconfig.yaml",
+    "kubeconfig.yml",
     ".gitconfig",
+    ".hgrc",
     ".terraformrc",
     ".my.cnf",
+    ".databrickscfg",
     "auth.json",
     "deploy_key",
     ".bash_history",
     ".zsh_history",
+    ".zhistory",
+    ".histfile",
+    "fish_history",
     ".python_history",
     ".psql_history",
     ".mysql_history",
@@ -123,23 +154,32 @@ const DENIED_NAMES: [&str; 31] = [
     "_netrc",
     ".pgpass",
     "credentials.json",
+    ".credentials",
+    ".credentials.json",
     ".git-credentials",
     ".npmrc",
+    ".yarnrc",
     ".yarnrc.yml",
     ".pypirc",
+    "pip.conf",
+    "nuget.config",
     ".vault-token",
+    ".vault_pass",
+    ".vault_pass.txt",
+    ".vault-pass",
     ".claude.json",
-    ".credentials.json",
+    "claude_desktop_config.json",
     ".mcp.json",
     ".boto",
     ".s3cfg",
+    ".passwd-s3fs",
+    "passwd-s3fs",
     ".htpasswd",
     "credentials.tfrc.json",
-    "secrets.toml",
     ".dockercfg",
 ];
-/// Files that hold credentials when they sit in the given directory.
-const DENIED_IN_DIR: [(&str, &str); 8] = [
+/// Files that hold credentials when they sit in the given directory (its last components).
+const DENIED_IN_DIR: &[(&str, &str)] = &[
     (".cursor", "mcp.json"),
     (".vscode", "mcp.json"),
     (".cargo", "credentials"),
@@ -147,36 +187,74 @@ const DENIED_IN_DIR: [(&str, &str); 8] = [
     (".gem", "credentials"),
     (".m2", "settings.xml"),
     (".m2", "settings-security.xml"),
+    (".gradle", "gradle.properties"),
+    (".ivy2", ".credentials"),
+    (".sbt", ".credentials"),
+    (".bundle", "config"),
+    (".hg", "hgrc"),
     ("git", "credentials"),
+    (".config/git", "config"),
+    ("pypoetry", "auth.toml"),
+    ("helm", "repositories.yaml"),
+    ("helm/registry", "config.json"),
+    (".cache/huggingface", "token"),
+    (".cache/huggingface", "stored_tokens"),
 ];
-/// Endings of key and keystore files.
-const DENIED_SUFFIXES: [&str; 13] = [
-    ".pem",
-    ".key",
-    ".p12",
-    ".pfx",
-    ".jks",
-    ".keystore",
-    ".kdbx",
-    ".ppk",
-    ".p8",
-    ".env",
-    ".tfstate",
-    ".tfstate.backup",
-    ".tfvars",
+/// Files that hold credentials by the shape of their name (lower case): how it begins and how
+/// it ends (`id_rsa.old`, `prod.env`, `.env.local`, `wg0.conf`…).
+const DENIED_NAME_SHAPES: &[(&str, &str)] = &[
+    // Key and keystore files.
+    ("", ".pem"),
+    ("", ".key"),
+    ("", ".p12"),
+    ("", ".pfx"),
+    ("", ".jks"),
+    ("", ".keystore"),
+    ("", ".kdbx"),
+    ("", ".ppk"),
+    ("", ".p8"),
+    ("id_rsa", ""),
+    ("id_ed25519", ""),
+    ("id_ecdsa", ""),
+    ("id_dsa", ""),
+    // Environment files and their variants.
+    ("", ".env"),
+    (".env.", ""),
+    (".env-", ""),
+    (".env_", ""),
+    (".dev.vars.", ""),
+    // Terraform state and variables, kubeconfigs, WireGuard configs.
+    ("", ".tfstate"),
+    ("", ".tfstate.backup"),
+    ("", ".tfvars"),
+    ("", ".tfvars.json"),
+    ("", ".kubeconfig"),
+    ("wg", ".conf"),
 ];
-/// Beginnings of SSH private key names (`id_rsa`, `id_ed25519.old`…).
-const DENIED_PREFIXES_OF_NAMES: [&str; 4] = ["id_rsa", "id_ed25519", "id_ecdsa", "id_dsa"];
-const DENIED_PREFIXES: [&str; 7] = [
+const DENIED_PREFIXES: &[&str] = &[
     "/proc",
     "/sys",
     "/dev",
     "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/security/opasswd",
     "/etc/ssh",
+    "/etc/wireguard",
     // Container and Kubernetes secrets (a service account's token).
     "/run/secrets",
     "/var/run/secrets",
 ];
+/// What marks a private key inside a file, whatever the file is called: PEM and OpenSSH blocks
+/// (`-----BEGIN … PRIVATE KEY-----`), PGP secret keys, PuTTY keys, age identities.
+const PRIVATE_KEY_MARKERS: &[&str] = &[
+    "PRIVATE KEY-----",
+    "-----BEGIN PGP PRIVATE KEY BLOCK-----",
+    "PuTTY-User-Key-File-",
+    "AGE-SECRET-KEY-1",
+];
+
 /// Which paths a tool may read: below the allowed roots (when any are set), never exai's own
 /// files, never the deny list.
 #[derive(Debug, Clone, Default)]
@@ -189,6 +267,10 @@ pub struct Policy {
     /// exai's machine are not theirs, so they read only below the allowed roots — none when
     /// none is set.
     pub confined: bool,
+    /// The user's home directory, canonical: a path named through a link into its hidden files
+    /// and directories is refused (`~/.config/glab-cli/config.yml` as a repository's
+    /// `docs/notes.yml`).
+    pub home: Option<PathBuf>,
 }
 
 impl Policy {
@@ -198,6 +280,7 @@ impl Policy {
             allowed_roots: config.allowed_roots.clone(),
             private: config.private_paths.clone(),
             confined: false,
+            home: config.user_home.clone(),
         }
     }
 
@@ -232,6 +315,13 @@ pub enum Denied {
     OutsideRoots(String),
     #[error("holds a private key: never sent to a model")]
     KeyInside,
+    /// Named through a link whose target is a hidden file or directory of the home directory.
+    #[error(
+        "reached through a link into {0}, a hidden file or directory of the home directory \
+         (where tools keep settings and tokens): not followed; name the file by its own path to \
+         send it"
+    )]
+    LinkIntoHomeSettings(String),
     /// A personal token's caller, and no allowed roots are set.
     #[error(
         "a file on exai's machine, which a personal token may read only below the allowed roots \
@@ -296,14 +386,20 @@ pub fn refusal(path: &Path, policy: &Policy) -> Option<Denied> {
     {
         return Some(Denied::CredentialStore);
     }
-    let in_dir = |dir: &str| dirs.last().is_some_and(|d| d == dir);
+    // `dir` (one or more components) is what the file's directories end with.
+    let in_dir = |dir: &str| {
+        let parts: Vec<&str> = dir.split('/').collect();
+        let tail = dirs.len().checked_sub(parts.len());
+        tail.is_some_and(|at| dirs[at..].iter().zip(&parts).all(|(a, b)| a == b))
+    };
+    let shaped = |(start, end): &(&str, &str)| {
+        name.len() >= start.len() + end.len() && name.starts_with(start) && name.ends_with(end)
+    };
     let secret_name = DENIED_NAMES.contains(&name.as_str())
-        || name.starts_with(".env.")
-        || DENIED_SUFFIXES.iter().any(|s| name.ends_with(s))
-        || DENIED_PREFIXES_OF_NAMES.iter().any(|p| name.starts_with(p))
+        || DENIED_NAME_SHAPES.iter().any(shaped)
         || DENIED_IN_DIR
             .iter()
-            .any(|(dir, file)| in_dir(dir) && name == file);
+            .any(|(dir, file)| name == file && in_dir(dir));
     if secret_name {
         return Some(Denied::SecretName);
     }
@@ -342,7 +438,40 @@ pub fn resolve(given: &str, policy: &Policy) -> Result<PathBuf, FileError> {
     if let Some(why) = refusal(&canonical, policy) {
         return Err(why.into());
     }
+    if let Some(why) = link_into_home_settings(path, &canonical, policy) {
+        return Err(why.into());
+    }
     Ok(canonical)
+}
+
+/// Why `given` may not be read, if it reaches a hidden file or directory of the home directory
+/// (`~/.config/…`, `~/.toolrc`) through a link: a repository's innocent name pointing there is
+/// how a clone reads a tool's token that the deny list does not know.
+fn link_into_home_settings(given: &Path, canonical: &Path, policy: &Policy) -> Option<Denied> {
+    let home = policy.home.as_ref()?;
+    let inside = canonical.strip_prefix(home).ok()?;
+    let first = inside.components().next()?;
+    if !first.as_os_str().as_encoded_bytes().starts_with(b".") {
+        return None;
+    }
+    let mut lexical = PathBuf::new();
+    for part in given.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                lexical.pop();
+            }
+            other => lexical.push(other),
+        }
+    }
+    // Named by its own path: the part inside the home as it is, under the home by any name
+    // (`/home/u` may itself be a link).
+    let named = lexical.ends_with(inside) && {
+        let above = lexical.components().count() - inside.components().count();
+        let home_as_named: PathBuf = lexical.components().take(above).collect();
+        home_as_named.canonicalize().is_ok_and(|h| &h == home)
+    };
+    (!named).then(|| Denied::LinkIntoHomeSettings(shown::path(&home.join(first))))
 }
 
 /// Why an entry that is neither a regular file nor a directory is never read. FIFOs block the
@@ -439,8 +568,9 @@ fn text_of(bytes: Vec<u8>) -> Result<String, FileError> {
 /// Whether `text` holds a private key: a PEM or OpenSSH block, a PuTTY key, a Google service
 /// account's key file (keys are found by what they are, not only by their file's name).
 fn holds_a_private_key(text: &str) -> bool {
-    text.contains("PRIVATE KEY-----")
-        || text.contains("PuTTY-User-Key-File-")
+    PRIVATE_KEY_MARKERS
+        .iter()
+        .any(|marker| text.contains(marker))
         || (text.contains("\"private_key\"") && text.contains("service_account"))
 }
 
@@ -625,8 +755,60 @@ mod tests {
             "/home/u/.bash_history",
             "/run/secrets/kubernetes.io/serviceaccount/token",
             "/etc/ssh/ssh_host_ed25519_key",
+            "/etc/shadow-",
+            "/etc/gshadow",
+            "/etc/wireguard/wg0.conf",
+            "/home/u/.config/git/config",
+            "/home/u/.config/glab-cli/config.yml",
+            "/home/u/.config/doctl/config.yaml",
+            "/home/u/.config/netlify/config.json",
+            "/home/u/.config/configstore/firebase-tools.json",
+            "/home/u/.fly/config.yml",
+            "/home/u/.config/stripe/config.toml",
+            "/home/u/.databrickscfg",
+            "/home/u/.oci/config",
+            "/home/u/.huggingface/token",
+            "/home/u/.cache/huggingface/token",
+            "/home/u/.kaggle/kaggle.json",
+            "/home/u/.config/sops/age/keys.txt",
+            "/home/u/.gradle/gradle.properties",
+            "/home/u/.ivy2/.credentials",
+            "/home/u/.config/pypoetry/auth.toml",
+            "/home/u/.config/pip/pip.conf",
+            "/home/u/.yarnrc",
+            "/home/u/project/.bundle/config",
+            "/home/u/.nuget/NuGet/NuGet.Config",
+            "/home/u/.config/helm/repositories.yaml",
+            "/home/u/.passwd-s3fs",
+            "/home/u/.config/.wrangler/config/default.toml",
+            "/home/u/.config/Claude/claude_desktop_config.json",
+            "/home/u/.hgrc",
+            "/home/u/.subversion/auth/svn.simple/0a1b",
+            "/home/u/.local/share/fish/fish_history",
+            "/home/u/.histfile",
+            "/home/u/.zhistory",
+            "/home/u/project/config/secrets.yml",
+            "/home/u/project/.secrets",
+            "/home/u/project/.env-production",
+            "/home/u/project/.env_local",
+            "/home/u/project/.dev.vars",
+            "/home/u/project/.vault_pass",
+            "/home/u/infra/prod.tfvars.json",
+            "/home/u/infra/prod.kubeconfig",
+            "/home/u/infra/kubeconfig.yaml",
+            "/home/u/vpn/wg0.conf",
         ] {
             assert!(refusal(Path::new(secret), none).is_some(), "{secret}");
+        }
+        // Their innocent neighbours are not.
+        for plain in [
+            "/home/u/project/gradle.properties",
+            "/home/u/project/config/settings.yml",
+            "/home/u/project/git/config.rs",
+            "/home/u/project/src/environment.rs",
+            "/home/u/.config/nvim/init.lua",
+        ] {
+            assert!(refusal(Path::new(plain), none).is_none(), "{plain}");
         }
         assert!(refusal(Path::new("/home/u/project/.env"), none).is_some());
         assert!(refusal(Path::new("/home/u/project/.env.local"), none).is_some());
@@ -638,6 +820,7 @@ mod tests {
             allowed_roots: vec![PathBuf::from("/home/u/project")],
             private: vec![PathBuf::from("/home/u/.local/state/exai")],
             confined: false,
+            home: None,
         };
         assert_eq!(
             refusal(Path::new("/home/u/other/x.rs"), roots)
@@ -705,12 +888,68 @@ mod tests {
     }
 
     #[test]
+    fn a_link_into_the_homes_hidden_files_is_not_followed() {
+        let home = dir();
+        let project = dir();
+        std::fs::create_dir_all(home.join(".config/sometool")).unwrap();
+        std::fs::write(home.join(".config/sometool/state.json"), "{}").unwrap();
+        std::fs::write(home.join(".toolrc"), "token").unwrap();
+        std::fs::write(home.join("notes.txt"), "plain").unwrap();
+        let link = |name: &str, to: &Path| std::os::unix::fs::symlink(to, project.join(name));
+        link("state.json", &home.join(".config/sometool/state.json")).unwrap();
+        link("readme.txt", &home.join(".toolrc")).unwrap();
+        link("config", &home.join(".config")).unwrap();
+        link("notes.txt", &home.join("notes.txt")).unwrap();
+        let policy = Policy {
+            home: Some(home.clone()),
+            ..Policy::default()
+        };
+        let given = |p: PathBuf| p.display().to_string();
+        for through_a_link in [
+            project.join("state.json"),
+            project.join("readme.txt"),
+            project.join("config/sometool/state.json"),
+            project.join("config/../.toolrc"),
+        ] {
+            let refused = resolve(&given(through_a_link.clone()), &policy);
+            assert!(
+                matches!(
+                    refused,
+                    Err(FileError::Denied(Denied::LinkIntoHomeSettings(_)))
+                ),
+                "{}: {refused:?}",
+                through_a_link.display()
+            );
+        }
+        // Named by their own path (the user's intent), or a link to the home's plain files: read.
+        for fine in [
+            home.join(".toolrc"),
+            home.join(".config/./sometool/state.json"),
+            project.join("notes.txt"),
+        ] {
+            assert!(
+                resolve(&given(fine.clone()), &policy).is_ok(),
+                "{}",
+                fine.display()
+            );
+        }
+    }
+
+    #[test]
     fn a_private_key_is_found_by_what_it_is_whatever_the_file_is_called() {
         let d = dir();
         let keys = [
             (
                 "notes.txt",
                 "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA==\n",
+            ),
+            (
+                "backup.asc",
+                "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBF\n",
+            ),
+            (
+                "identity.txt",
+                "# created: 2024\nAGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ\n",
             ),
             ("deploy.cfg", "x\n-----BEGIN RSA PRIVATE KEY-----\nMIIE\n"),
             ("server.txt", "PuTTY-User-Key-File-3: ssh-ed25519\n"),

@@ -319,6 +319,9 @@ pub struct Config {
     pub allowed_roots: Vec<PathBuf>,
     /// exai's own files (its home with the token and records, its config): never sent to a model.
     pub private_paths: Vec<PathBuf>,
+    /// The user's home directory (`HOME`, canonical): a link into its hidden files, where tools
+    /// keep their settings and tokens, is not followed for a model.
+    pub user_home: Option<PathBuf>,
     /// How long an idle conversation thread is kept.
     pub thread_ttl: Duration,
     /// Most turns a thread keeps (the oldest go first).
@@ -686,6 +689,7 @@ impl Config {
             result_ttl: env.seconds(&s::RESULT_TTL)?,
             allowed_roots: allowed_roots(env.list(s::ALLOWED_ROOTS.var).unwrap_or_default())?,
             private_paths,
+            user_home: get("HOME").and_then(|h| PathBuf::from(h).canonicalize().ok()),
             thread_ttl: env.seconds(&s::THREAD_TTL)?,
             disabled_tools: env.list(s::DISABLED_TOOLS.var).unwrap_or_default(),
             max_output_tokens: env.whole(&s::MAX_OUTPUT_TOKENS)?,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn mkfifo(path: &Path) {
     let status = std::process::Command::new("mkfifo")
@@ -135,37 +135,91 @@ async fn fifos_are_refused_everywhere_and_never_block_the_daemon() {
 }
 
 /// Where each credential store lives below a home directory.
-const CREDENTIAL_FILES: [&str; 23] = [
+const CREDENTIAL_FILES: &[&str] = &[
     ".cursor/mcp.json",
     ".git-credentials",
     ".config/git/credentials",
+    ".config/git/config",
     ".netrc",
     ".npmrc",
+    ".yarnrc",
     ".pypirc",
+    ".config/pip/pip.conf",
+    ".config/pypoetry/auth.toml",
     ".cargo/credentials.toml",
     ".cargo/credentials",
+    ".gradle/gradle.properties",
+    ".ivy2/.credentials",
+    ".bundle/config",
+    ".nuget/NuGet/NuGet.Config",
     ".docker/config.json",
     ".kube/config",
+    ".config/helm/repositories.yaml",
     ".config/gh/hosts.yml",
+    ".config/glab-cli/config.yml",
+    ".config/doctl/config.yaml",
+    ".config/netlify/config.json",
+    ".config/configstore/firebase-tools.json",
+    ".fly/config.yml",
+    ".config/stripe/config.toml",
+    ".config/.wrangler/config/default.toml",
+    ".databrickscfg",
+    ".oci/config",
+    ".huggingface/token",
+    ".cache/huggingface/token",
+    ".kaggle/kaggle.json",
+    ".config/sops/age/keys.txt",
+    ".passwd-s3fs",
     ".aws/credentials",
     ".config/gcloud/application_default_credentials.json",
     ".azure/msal_token_cache.json",
     ".claude/.credentials.json",
     ".claude.json",
+    ".config/Claude/claude_desktop_config.json",
     ".codex/auth.json",
     ".codex/config.toml",
     ".gemini/oauth_creds.json",
     ".ssh/id_ed25519",
+    ".hgrc",
+    ".subversion/auth/svn.simple/5671adf2865e267db74f09ba6f872c28",
+    ".local/share/fish/fish_history",
+    ".histfile",
+    ".zhistory",
     "project/.env",
+    "project/.env-production",
+    "project/.env_local",
+    "project/.dev.vars",
+    "project/.secrets",
+    "project/secrets.yaml",
+    "project/secrets.yml",
+    "project/secrets.json",
+    "project/.vault_pass",
+    "project/prod.tfvars.json",
+    "project/prod.kubeconfig",
+    "project/kubeconfig.yaml",
+    "project/wireguard/wg0.conf",
     "project/.mcp.json",
     "project/.git/config",
+];
+
+/// Files holding a private key whatever their name: PGP and age secret keys.
+const PRIVATE_KEYS: &[(&str, &str)] = &[
+    (
+        "project/backup.asc",
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBF-do-not-send\n",
+    ),
+    (
+        "project/identity.txt",
+        "# created: 2024-01-01\nAGE-SECRET-KEY-1QYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQG-do-not-send\n",
+    ),
 ];
 
 #[tokio::test]
 async fn credential_stores_and_exai_s_own_files_are_never_sent() {
     let fake = Fake::start();
-    let daemon = daemon_with_vision(&fake, &[]);
     let home = temp_home().canonicalize().unwrap();
+    // The daemon's own home: links into its hidden files are not followed.
+    let daemon = daemon_with_vision(&fake, &[("HOME", &path(&home))]);
     let mut named: Vec<String> = Vec::new();
     for (i, relative) in CREDENTIAL_FILES.iter().enumerate() {
         let path = home.join(relative);
@@ -173,8 +227,29 @@ async fn credential_stores_and_exai_s_own_files_are_never_sent() {
         std::fs::write(&path, format!("token = \"secret-{i}-do-not-send\"\n")).unwrap();
         named.push(path.display().to_string());
     }
+    for (relative, text) in PRIVATE_KEYS {
+        std::fs::write(home.join(relative), text).unwrap();
+        named.push(home.join(relative).display().to_string());
+    }
     std::fs::write(home.join("project/main.rs"), "fn main() {}\n").unwrap();
     named.push(home.join("project").display().to_string());
+    // A repository's innocent names for a tool's token in the home: one the deny list knows,
+    // and one it does not (a hidden file of the home reached through a link).
+    std::fs::write(
+        home.join(".sometoolrc"),
+        "token = \"secret-rc-do-not-send\"\n",
+    )
+    .unwrap();
+    let docs = home.join("clone/docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::os::unix::fs::symlink(
+        home.join(".config/glab-cli/config.yml"),
+        docs.join("notes.yml"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(home.join(".sometoolrc"), docs.join("readme.txt")).unwrap();
+    named.push(path(&docs.join("notes.yml")));
+    named.push(path(&docs.join("readme.txt")));
     // exai's own token and records, named directly and through a link.
     let token_path = daemon.home.canonicalize().unwrap().join("token");
     named.push(token_path.display().to_string());
@@ -206,14 +281,40 @@ async fn credential_stores_and_exai_s_own_files_are_never_sent() {
         !sent.contains(&daemon.token()),
         "exai's token reached the provider"
     );
+    // Every file not sent, with why (the note names the first 30; the answer's data all).
+    let skipped = result.structured_content.clone().unwrap()["files_skipped"].clone();
+    let why = |relative: &str| -> String {
+        (skipped.as_array().unwrap().iter())
+            .find(|s| s["path"] == path(&home.join(relative)))
+            .map(|s| s["why"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("{relative} is not listed as not sent: {skipped}"))
+    };
     for relative in CREDENTIAL_FILES {
-        let file = relative.rsplit('/').next().unwrap();
-        assert!(
-            text.contains(&format!("{file} — ")),
-            "{relative} is listed as not sent: {text}"
-        );
+        assert!(why(relative).contains("never sent"), "{relative}");
     }
-    assert!(text.contains("exai's own files"), "{text}");
+    for (relative, _) in PRIVATE_KEYS {
+        assert!(why(relative).contains("holds a private key"), "{relative}");
+    }
+    assert!(
+        why("clone/docs/notes.yml").starts_with("credential store"),
+        "the deny list holds for the link's target: {}",
+        why("clone/docs/notes.yml")
+    );
+    assert!(
+        why("clone/docs/readme.txt").starts_with(&format!(
+            "reached through a link into {}, a hidden file or directory of the home directory",
+            path(&home.join(".sometoolrc"))
+        )),
+        "{skipped}"
+    );
+    let own: Vec<&Value> = (skipped.as_array().unwrap().iter())
+        .filter(|s| s["why"].as_str().unwrap().starts_with("exai's own files"))
+        .collect();
+    assert_eq!(
+        own.len(),
+        3,
+        "the token, the store and the link to the token: {skipped}"
+    );
     client.cancel().await.unwrap();
 }
 
