@@ -567,7 +567,7 @@ fn text_of(bytes: Vec<u8>) -> Result<String, FileError> {
 
 /// Whether `text` holds a private key: a PEM or OpenSSH block, a PuTTY key, a Google service
 /// account's key file (keys are found by what they are, not only by their file's name).
-fn holds_a_private_key(text: &str) -> bool {
+pub fn holds_a_private_key(text: &str) -> bool {
     PRIVATE_KEY_MARKERS
         .iter()
         .any(|marker| text.contains(marker))

@@ -262,14 +262,12 @@ async fn changed(
     Ok((shown, withheld))
 }
 
-/// A file header in `diff` that names none of `shown`, if there is one. Pathspecs are literal,
-/// so git gives the diff of exactly `shown`; this makes sure, so that nothing withheld is ever
-/// sent whatever git did.
-fn stray_header<'a>(diff: &'a str, shown: &[String]) -> Option<&'a str> {
+/// The file headers git may write for each of `shown`, with the name each stands for.
+fn headers_of(shown: &[String]) -> std::collections::HashMap<String, &str> {
     // Git quotes a name holding control characters, `"` or `\` (core.quotePath is false); a later
     // git may quote more (spaces), so the always-quoted form is accepted too.
     let forms = |name: &str| [c_quoted(name, false), c_quoted(name, true)];
-    let expected: std::collections::HashSet<String> = shown
+    shown
         .iter()
         .flat_map(|path| {
             let (a, b, plain) = (
@@ -285,11 +283,47 @@ fn stray_header<'a>(diff: &'a str, shown: &[String]) -> Option<&'a str> {
                 format!("diff --combined {}", plain[0]),
                 format!("diff --combined {}", plain[1]),
             ]
+            .map(|header| (header, path.as_str()))
         })
-        .collect();
+        .collect()
+}
+
+/// A file header in `diff` that names none of `shown`, if there is one. Pathspecs are literal,
+/// so git gives the diff of exactly `shown`; this makes sure, so that nothing withheld is ever
+/// sent whatever git did.
+fn stray_header<'a>(diff: &'a str, shown: &[String]) -> Option<&'a str> {
+    let expected = headers_of(shown);
     diff.split('\n')
         .filter(|line| line.starts_with("diff --"))
-        .find(|line| !expected.contains(*line))
+        .find(|line| !expected.contains_key(*line))
+}
+
+/// `diff` without the section of any file whose lines hold a private key (an added key, a
+/// removed one, a changed line next to one), and the names of those files. Each section is
+/// checked as the model would see it, whatever the file is called.
+fn without_private_keys(diff: &str, shown: &[String]) -> (String, Vec<String>) {
+    let headers = headers_of(shown);
+    let mut starts: Vec<usize> = diff
+        .match_indices("\ndiff --")
+        .map(|(at, _)| at + 1)
+        .collect();
+    if diff.starts_with("diff --") {
+        starts.insert(0, 0);
+    }
+    let mut kept = String::with_capacity(diff.len());
+    kept.push_str(&diff[..starts.first().copied().unwrap_or(diff.len())]);
+    let mut withheld = Vec::new();
+    for (i, start) in starts.iter().enumerate() {
+        let section = &diff[*start..starts.get(i + 1).copied().unwrap_or(diff.len())];
+        if !files::holds_a_private_key(section) {
+            kept.push_str(section);
+            continue;
+        }
+        let header = section.lines().next().unwrap_or_default();
+        let name = headers.get(header).map_or(header, |name| *name);
+        withheld.push(name.to_string());
+    }
+    (kept, withheld)
 }
 
 /// A Markdown fence longer than any run of backticks in `text`, so no line of it (a diff's
@@ -529,7 +563,6 @@ async fn read_repository(
         if shown.is_empty() {
             continue;
         }
-        empty = false;
         let mut args = base.clone();
         args.push("--");
         args.extend(shown.iter().map(String::as_str));
@@ -544,11 +577,23 @@ async fn read_repository(
                 "git's diff of {label} holds a file that was not asked for ({header}); nothing was sent to the model"
             )));
         }
+        let (diff, keyed) = without_private_keys(&diff, &shown);
+        for name in &keyed {
+            gathered.notes.push(format!(
+                "not sent to the model: {} — {}",
+                files::shown::name(name),
+                files::Denied::KeyInside
+            ));
+        }
+        let sent = shown.len() - keyed.len();
+        if sent == 0 {
+            continue;
+        }
+        empty = false;
         left = left.saturating_sub(diff.len());
         let fence = fence_for(&diff);
         brief.push_str(&format!(
-            "\n### {label} ({} file(s))\n{fence}diff\n{diff}\n{fence}\n",
-            shown.len()
+            "\n### {label} ({sent} file(s))\n{fence}diff\n{diff}\n{fence}\n"
         ));
         if output.truncated {
             gathered.notes.push(format!(
@@ -627,6 +672,17 @@ mod tests {
             c_quoted("t\tq\"b\\n\nbell\u{7}del\u{7f}esc\u{1b}", false),
             "\"t\\tq\\\"b\\\\n\\nbell\\adel\\177esc\\033\""
         );
+    }
+
+    #[test]
+    fn a_section_holding_a_key_is_taken_out_whole() {
+        let shown = vec!["a.rs".to_string(), "we\"ird".to_string()];
+        let diff = "diff --git a/a.rs b/a.rs\n+fn a() {}\n\
+                    diff --git \"a/we\\\"ird\" \"b/we\\\"ird\"\n+-----BEGIN EC PRIVATE KEY-----\n+MHc\n";
+        let (kept, withheld) = without_private_keys(diff, &shown);
+        assert_eq!(kept, "diff --git a/a.rs b/a.rs\n+fn a() {}\n");
+        assert_eq!(withheld, ["we\"ird"]);
+        assert_eq!(without_private_keys(diff, &shown[..1]).1.len(), 1);
     }
 
     #[test]

@@ -681,3 +681,43 @@ async fn a_diff_cannot_close_the_fence_it_is_sent_in() {
         "the fence closed inside the diff:\n{question}"
     );
 }
+
+/// A staged file holding a private key, whatever its name, is withheld from the diff like a
+/// file on the deny list, and the notes name it.
+#[tokio::test]
+async fn a_private_key_in_a_changed_file_never_reaches_the_model() {
+    let scene = Scene::new();
+    let repo = scene.repo();
+    scene.write("src/lib.rs", "pub fn a() {}\n");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "start"]);
+    scene.write("src/lib.rs", "pub fn a() -> u8 { 1 }\n");
+    scene.write(
+        "notes.txt",
+        "deploy with this:\n-----BEGIN OPENSSH PRIVATE KEY-----\n\
+         b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n\
+         -----END OPENSSH PRIVATE KEY-----\n",
+    );
+    git(&repo, &["add", "-A"]);
+
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let (_, last, question) = precommit(&client, &fake, &repo, "fake-fast").await;
+    client.cancel().await.unwrap();
+
+    assert!(
+        !question.contains("PRIVATE KEY") && !question.contains("b3BlbnNzaC1rZXkt"),
+        "the key was sent:\n{question}"
+    );
+    assert!(question.contains("+pub fn a() -> u8 { 1 }"), "{question}");
+    assert!(
+        question.contains("### staged changes (1 file(s))"),
+        "{question}"
+    );
+    let notes = last["notes"].to_string();
+    assert!(
+        notes.contains("not sent to the model: notes.txt — holds a private key"),
+        "{last}"
+    );
+}
