@@ -61,6 +61,12 @@ const NEUTRAL: &[(&str, &str)] = &[
     ("protocol.allow", "never"),
     // Headers quote only control characters, `"` and `\` (precommit checks them by name).
     ("core.quotePath", "false"),
+    // A directory that is itself a git directory (`vendor/{HEAD,config,objects,refs}` in a
+    // clone) is not taken as a repository: its config and index are the clone's author's.
+    ("safe.bareRepository", "explicit"),
+    // Files config names that git reads whole (`/dev/zero` runs git out of memory).
+    ("core.attributesFile", "/dev/null"),
+    ("core.excludesFile", "/dev/null"),
 ];
 
 /// Settings emptied for each filter driver the repository's config defines. An empty clean or
@@ -102,6 +108,11 @@ pub enum GitError {
         "this git ignores settings given in GIT_CONFIG_COUNT, so it could run programs the repository names; exai needs git 2.31 or later"
     )]
     SettingsIgnored,
+    /// A name in git's listing that leaves the worktree: a crafted index, never git's own.
+    #[error(
+        "git listed {0}, a path outside the repository (its index was not made by git); nothing was sent to the model"
+    )]
+    Outside(String),
 }
 
 /// What git printed, at most the cap asked for.

@@ -227,6 +227,9 @@ async fn changed(
     let mut names: Vec<&str> = listing.text.split('\0').collect();
     // Each name ends in NUL: what follows the last one is empty, or a name cut by the cap.
     names.pop();
+    if let Some(outside) = names.iter().find(|name| leaves_the_worktree(name)) {
+        return Err(GitError::Outside(files::shown::name(outside)));
+    }
     let (mut shown, mut withheld) = (Vec::new(), Vec::new());
     for name in names.into_iter().filter(|n| !n.is_empty()) {
         match files::refusal(&top.join(name), roots) {
@@ -286,6 +289,16 @@ fn headers_of(shown: &[String]) -> std::collections::HashMap<String, &str> {
             .map(|header| (header, path.as_str()))
         })
         .collect()
+}
+
+/// Whether a name git listed points outside the worktree (absolute, or through `..`): git
+/// writes no such name in an index, but reads one a clone crafted.
+fn leaves_the_worktree(name: &str) -> bool {
+    let path = Path::new(name);
+    path.is_absolute()
+        || path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
 }
 
 /// A file header in `diff` that names none of `shown`, if there is one. Pathspecs are literal,
@@ -403,10 +416,15 @@ impl Repository {
                 .and_then(|text| canonical(Path::new(String::from_utf8_lossy(&text).trim())).ok())
                 .is_some_and(|named| named == own)
         };
+        // Only a submodule's git directory (`.git/modules/NAME`) names its worktree in its
+        // config: a directory of the clone that is itself a git directory does not count, on a
+        // git too old for safe.bareRepository.
         let configured = || {
-            (self.core_worktree.as_deref())
-                .and_then(|named| canonical(&git_dir.join(named)).ok())
-                .is_some_and(|named| named == top)
+            let a_submodules = git_dir.components().any(|c| c.as_os_str() == ".git");
+            a_submodules
+                && (self.core_worktree.as_deref())
+                    .and_then(|named| canonical(&git_dir.join(named)).ok())
+                    .is_some_and(|named| named == top)
         };
         if git_dir == own || linked() || configured() {
             return Ok(top);
@@ -672,6 +690,39 @@ mod tests {
             c_quoted("t\tq\"b\\n\nbell\u{7}del\u{7f}esc\u{1b}", false),
             "\"t\\tq\\\"b\\\\n\\nbell\\adel\\177esc\\033\""
         );
+    }
+
+    /// A directory of the clone that is itself a git directory naming itself its worktree (what
+    /// an old git, without safe.bareRepository, finds there) is not a repository exai diffs.
+    #[test]
+    fn a_git_directory_that_names_itself_its_worktree_is_refused() {
+        let vendor = std::env::temp_dir().join(format!("exai-bare-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&vendor).unwrap();
+        let vendor = vendor.canonicalize().unwrap();
+        let repository = Repository {
+            given: vendor.clone(),
+            top: vendor.clone(),
+            git_dir: vendor.clone(),
+            core_worktree: Some(".".into()),
+        };
+        let refused = repository.worktree(&files::Policy::default());
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|why| why.contains("git directory of another repository")),
+            "{refused:?}"
+        );
+        let _ = std::fs::remove_dir_all(vendor);
+    }
+
+    #[test]
+    fn a_name_leaving_the_worktree_is_found() {
+        for outside in ["../../secret.txt", "/etc/passwd", "a/../../b", ".."] {
+            assert!(leaves_the_worktree(outside), "{outside}");
+        }
+        for inside in ["a/b.rs", "..hidden", "a..b/c", "./x"] {
+            assert!(!leaves_the_worktree(inside), "{inside}");
+        }
     }
 
     #[test]

@@ -721,3 +721,102 @@ async fn a_private_key_in_a_changed_file_never_reaches_the_model() {
         "{last}"
     );
 }
+
+/// An index (git's binary format, version 2) of one entry named `name`, for `blob`: git itself
+/// refuses to write a name like `../../secret.txt`, and reads one.
+fn index_naming(name: &str, blob: &str) -> Vec<u8> {
+    let mut entry = Vec::new();
+    for field in [0u32, 0, 0, 0, 0, 0, 0o100644, 0, 0, 0] {
+        entry.extend(field.to_be_bytes());
+    }
+    entry.extend((0..20).map(|i| u8::from_str_radix(&blob[2 * i..2 * i + 2], 16).unwrap()));
+    entry.extend((name.len() as u16).to_be_bytes());
+    entry.extend(name.as_bytes());
+    entry.resize(entry.len() + 8 - entry.len() % 8, 0);
+    let mut index = b"DIRC".to_vec();
+    index.extend(2u32.to_be_bytes());
+    index.extend(1u32.to_be_bytes());
+    index.extend(entry);
+    let digest = Command::new("sha1sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&index)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let hex = String::from_utf8(digest.stdout).unwrap();
+    index.extend((0..20).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()));
+    index
+}
+
+/// A clone can carry a directory that is itself a git directory (`vendor/{HEAD,config,index,
+/// objects,refs}`, `core.bare = false`, `core.worktree = .`): git run there would take the
+/// attacker's config (`core.attributesFile = /dev/zero` runs git out of memory) and index (an
+/// entry `../../secret.txt` diffs a file outside). precommit refuses it clearly, and nothing
+/// outside is read.
+#[tokio::test]
+async fn an_embedded_bare_repository_is_refused() {
+    let scene = Scene::new();
+    let repo = scene.repo();
+    std::fs::write(scene.root.join("secret.txt"), "TOPSECRET outside\n").unwrap();
+    let vendor = repo.join("vendor");
+    git(&repo, &["init", "-q", "--bare", "vendor"]);
+    for (key, value) in [
+        ("core.bare", "false"),
+        ("core.worktree", "."),
+        ("core.attributesFile", "/dev/zero"),
+    ] {
+        git(&vendor, &["config", key, value]);
+    }
+    // The same blob, in the vendored git directory's objects and in the repository's.
+    let blob = |dir: &Path| {
+        let written = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["hash-object", "-w", "--stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(b"old\n")?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8(written.stdout)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let blob = [blob(&vendor), blob(&repo)][0].clone();
+    std::fs::write(
+        vendor.join("index"),
+        index_naming("../../secret.txt", &blob),
+    )
+    .unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "a vendored directory"]);
+
+    let (fake, result) = single_step_precommit(&vendor).await;
+    let error = error_of(&result);
+    assert!(error.contains("bare repository"), "{error}");
+    assert!(!all_text_of(&result).contains("TOPSECRET"), "{error}");
+    assert_eq!(fake.stats()["requests"], 0, "nothing reached the model");
+
+    // The same index as a repository's own (a tarball carries `.git/`): its name is refused.
+    std::fs::write(
+        repo.join(".git/index"),
+        index_naming("../secret.txt", &blob),
+    )
+    .unwrap();
+    let (fake, result) = single_step_precommit(&repo).await;
+    let error = error_of(&result);
+    assert!(
+        error.contains("git listed ../secret.txt, a path outside the repository"),
+        "{error}"
+    );
+    assert_eq!(fake.stats()["requests"], 0, "nothing reached the model");
+}
