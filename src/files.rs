@@ -21,6 +21,10 @@ pub const MAX_EXPANDED_FILES: usize = 2000;
 const NOTE_LINES: usize = 30;
 /// Below this many tokens left, the file budget counts as used up.
 const BUDGET_SLACK: usize = 64;
+/// Files read and counted in a row that did not fit, after which the rest are named without
+/// being read: each costs a read and a count, and a directory of large files would cost them
+/// all.
+const MAX_MISSES_IN_A_ROW: usize = 8;
 /// Fewest tokens a byte of text can cost, as a fraction: no tokenizer packs more than 32 bytes of
 /// text in a token on average, so a file of N bytes costs at least N / 32 tokens. One that cannot
 /// fit what is left of the budget is named without being read and counted.
@@ -603,24 +607,25 @@ pub fn embed(paths: &[String], budget: usize, policy: &Policy) -> Embedded {
 }
 
 impl Embedded {
-    /// Adds `block` (the text of `path`) when it fits what is left of `budget`, else names it.
-    fn fit(&mut self, path: PathBuf, block: String, budget: usize) {
-        let cost = tokens::count(&block);
-        if self.tokens + cost > budget {
+    /// Adds `block` (the text of `path`) when it fits what is left of `budget`, else names it;
+    /// whether it fitted. A block far past what is left is not counted whole.
+    fn fit(&mut self, path: PathBuf, block: String, budget: usize) -> bool {
+        let left = budget.saturating_sub(self.tokens);
+        let Some(cost) = tokens::count_within(&block, left) else {
             self.skipped.push(Skipped {
                 path: path.display().to_string(),
                 why: format!(
-                    "did not fit: {cost} tokens, {} left of the {budget}-token file budget",
-                    budget.saturating_sub(self.tokens)
+                    "did not fit: more than the {left} tokens left of the {budget}-token file budget"
                 ),
             });
-            return;
-        }
+            return false;
+        };
         self.tokens += cost;
         let start = self.text.len();
         self.text.push_str(&block);
         self.spans.push(start..self.text.len());
         self.files.push(path);
+        true
     }
 }
 
@@ -650,6 +655,8 @@ pub fn embed_with(
     }
     let mut looked_at = std::collections::HashSet::new();
     candidates.retain(|path| looked_at.insert(path.clone()));
+    // Files read and counted that did not fit, since the last that did.
+    let mut misses_in_a_row = 0;
     for path in candidates {
         // Files found inside a directory get the same policy as named ones.
         if let Some(why) = refusal(&path, policy) {
@@ -664,6 +671,7 @@ pub fn embed_with(
                 Some(text) if budget.saturating_sub(out.tokens) >= BUDGET_SLACK => {
                     let label = format!(" (text extracted by {})", documents.by);
                     let block = labelled(&path, &label, text);
+                    // Extracted already, so cheap to skip: not counted as a miss.
                     out.fit(path, block, budget);
                 }
                 Some(_) => out.skipped.push(Skipped {
@@ -701,6 +709,16 @@ pub fn embed_with(
             });
             continue;
         }
+        if misses_in_a_row >= MAX_MISSES_IN_A_ROW {
+            out.skipped.push(Skipped {
+                path: path.display().to_string(),
+                why: format!(
+                    "did not fit: not read, after {MAX_MISSES_IN_A_ROW} files in a row that were \
+                     read and did not fit the {left} tokens left of the {budget}-token file budget"
+                ),
+            });
+            continue;
+        }
         let fewest = size / MOST_BYTES_PER_TOKEN;
         if fewest > left as u64 {
             out.skipped.push(Skipped {
@@ -720,7 +738,11 @@ pub fn embed_with(
             }),
             Ok(text) => {
                 let block = numbered(&path, &text);
-                out.fit(path, block, budget);
+                if out.fit(path, block, budget) {
+                    misses_in_a_row = 0;
+                } else {
+                    misses_in_a_row += 1;
+                }
             }
         }
     }

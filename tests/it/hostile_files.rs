@@ -449,3 +449,62 @@ async fn file_names_and_text_cannot_forge_the_framing_around_files() {
     );
     client.cancel().await.unwrap();
 }
+
+/// Fifty 1 MiB files under a budget each is far past (but not so far that its size alone says
+/// so): they are not each read and counted whole; the call answers quickly, naming them.
+#[tokio::test]
+async fn many_large_files_that_never_fit_are_not_each_counted_whole() {
+    let fake = Fake::start();
+    let catalog = temp_home().join("models.toml");
+    // About 110,000 tokens for files: above a 1 MiB file's fewest (32,768), far below its count.
+    std::fs::write(
+        &catalog,
+        "[[model]]\nid = \"fake-fast\"\nprovider = \"custom\"\ncontext_window = 120000\nscore = 10\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start(
+        &fake,
+        &[
+            ("EXAI_MODELS_FILE", &path(&catalog)),
+            ("EXAI_CALL_TIMEOUT_S", "300"),
+        ],
+    );
+    let dir = temp_home().canonicalize().unwrap();
+    let mut text = String::new();
+    let mut n = 0u64;
+    while text.len() < 1024 * 1024 - 64 {
+        text.push_str(&format!("let v{n} = {};\n", n * 7919 % 100_003));
+        n += 1;
+    }
+    for i in 0..50 {
+        std::fs::write(dir.join(format!("big{i:02}.rs")), &text).unwrap();
+    }
+    std::fs::write(dir.join("zz_small.rs"), "fn small() {}\n").unwrap();
+
+    let (client, _) = stdio_client(&daemon.stdio_env(), &[]).await;
+    let started = Instant::now();
+    let result = client
+        .call_tool(call(
+            "chat",
+            json!({"prompt": "review", "model": "fake-fast", "files": [path(&dir)]}),
+        ))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "took {took:?}: {}",
+        all_text_of(&result).chars().take(500).collect::<String>()
+    );
+    assert_eq!(result.is_error, Some(false), "{}", all_text_of(&result));
+    let answer = result.structured_content.clone().unwrap();
+    let skipped = answer["files_skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 51, "{answer}");
+    assert!(
+        skipped
+            .iter()
+            .all(|s| s["why"].as_str().unwrap().starts_with("did not fit")),
+        "{answer}"
+    );
+    client.cancel().await.unwrap();
+}
