@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn a_workspace_is_made_empty_kept_apart_while_in_use_and_removed_after() {
-        let home = std::env::temp_dir().join(format!("exai-ws-{}", uuid::Uuid::now_v7()));
+        let home = crate::scratch::scratch_dir("ws");
         let root = root(&home);
         // A leftover of a run that never cleaned up, with what its agent wrote.
         std::fs::create_dir_all(root.join("t-1-claude/sub")).unwrap();

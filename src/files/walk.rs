@@ -324,9 +324,7 @@ mod tests {
     use super::*;
 
     fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("exai-walk-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&d).unwrap();
-        d.canonicalize().unwrap()
+        crate::scratch::scratch_dir("walk").canonicalize().unwrap()
     }
 
     fn write(root: &Path, name: &str, text: &str) {

@@ -696,9 +696,7 @@ mod tests {
     /// an old git, without safe.bareRepository, finds there) is not a repository exai diffs.
     #[test]
     fn a_git_directory_that_names_itself_its_worktree_is_refused() {
-        let vendor = std::env::temp_dir().join(format!("exai-bare-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&vendor).unwrap();
-        let vendor = vendor.canonicalize().unwrap();
+        let vendor = crate::scratch::scratch_dir("bare").canonicalize().unwrap();
         let repository = Repository {
             given: vendor.clone(),
             top: vendor.clone(),
