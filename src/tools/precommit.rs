@@ -223,10 +223,15 @@ async fn changed(
 ) -> Result<(Vec<String>, Vec<String>), GitError> {
     let mut args = base.to_vec();
     args.extend(["--name-only", "-z"]);
-    let listing = git.run(&args, 4 * 1024 * 1024).await?;
+    let listing = git.run(&args, MAX_LISTING_BYTES).await?;
     let mut names: Vec<&str> = listing.text.split('\0').collect();
     // Each name ends in NUL: what follows the last one is empty, or a name cut by the cap.
     names.pop();
+    let cut = listing.truncated.then(|| {
+        "the files git lists past its first 4 MiB of names — more changed files than one review \
+         takes; review them in smaller parts (compare_to, or stage part of it)"
+            .to_string()
+    });
     if let Some(outside) = names.iter().find(|name| leaves_the_worktree(name)) {
         return Err(GitError::Outside(files::shown::name(outside)));
     }
@@ -262,7 +267,34 @@ async fn changed(
             files::shown::name(&path)
         )
     }));
+    withheld.extend(cut);
     Ok((shown, withheld))
+}
+
+/// Most bytes of names one listing of changed files is read for.
+const MAX_LISTING_BYTES: usize = 4 * 1024 * 1024;
+
+/// Most bytes of paths one git command is given: the kernel refuses to start a program whose
+/// arguments pass about 2 MiB (E2BIG), so a change of tens of thousands of files is diffed in
+/// parts.
+const MAX_PATHSPEC_BYTES: usize = 256 * 1024;
+
+/// `shown` in runs whose paths together stay within [`MAX_PATHSPEC_BYTES`] (a run holds one path
+/// at least).
+fn pathspec_runs(shown: &[String]) -> Vec<&[String]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, path) in shown.iter().enumerate() {
+        if i > start && bytes + path.len() + 1 > MAX_PATHSPEC_BYTES {
+            runs.push(&shown[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += path.len() + 1;
+    }
+    if start < shown.len() {
+        runs.push(&shown[start..]);
+    }
+    runs
 }
 
 /// The file headers git may write for each of `shown`, with the name each stands for.
@@ -581,12 +613,20 @@ async fn read_repository(
         if shown.is_empty() {
             continue;
         }
-        let mut args = base.clone();
-        args.push("--");
-        args.extend(shown.iter().map(String::as_str));
-        let output = git.run(&args, left.max(1)).await.map_err(git_failure)?;
-        let mut diff = output.text;
-        if output.truncated {
+        let (mut diff, mut truncated) = (String::new(), false);
+        for run in pathspec_runs(&shown) {
+            let mut args = base.clone();
+            args.push("--");
+            args.extend(run.iter().map(String::as_str));
+            let room = left.saturating_sub(diff.len()).max(1);
+            let output = git.run(&args, room).await.map_err(git_failure)?;
+            diff.push_str(&output.text);
+            if output.truncated {
+                truncated = true;
+                break;
+            }
+        }
+        if truncated {
             // Whole lines only: a header cut in half could not be checked.
             diff.truncate(diff.rfind('\n').map_or(0, |end| end + 1));
         }
@@ -613,7 +653,7 @@ async fn read_repository(
         brief.push_str(&format!(
             "\n### {label} ({sent} file(s))\n{fence}diff\n{diff}\n{fence}\n"
         ));
-        if output.truncated {
+        if truncated {
             gathered.notes.push(format!(
                 "The diff of {label} was cut at {MAX_DIFF_BYTES} bytes; review the rest in smaller parts (compare_to, or stage part of it)."
             ));
@@ -641,6 +681,23 @@ mod tests {
 
     use super::super::workflow::Certainty;
     use super::*;
+
+    #[test]
+    fn pathspecs_go_to_git_in_runs_within_the_bound_and_all_of_them_once() {
+        let paths: Vec<String> = (0..5_000)
+            .map(|i| format!("d/{}{i}", "n".repeat(120)))
+            .collect();
+        let runs = pathspec_runs(&paths);
+        assert!(runs.len() > 1);
+        for run in &runs {
+            assert!(run.iter().map(|p| p.len() + 1).sum::<usize>() <= MAX_PATHSPEC_BYTES);
+        }
+        assert_eq!(runs.concat(), paths);
+        // A path longer than the bound still goes, alone.
+        let long = vec!["x".repeat(MAX_PATHSPEC_BYTES + 1), "y".into()];
+        assert_eq!(pathspec_runs(&long), [&long[..1], &long[1..]]);
+        assert!(pathspec_runs(&[]).is_empty());
+    }
     use crate::threads::{Thread, Turn};
 
     /// Records as earlier versions stored them (the tool's fields as a JSON object, or null)

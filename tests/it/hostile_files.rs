@@ -310,10 +310,12 @@ async fn credential_stores_and_exai_s_own_files_are_never_sent() {
     let own: Vec<&Value> = (skipped.as_array().unwrap().iter())
         .filter(|s| s["why"].as_str().unwrap().starts_with("exai's own files"))
         .collect();
+    // The store is a file only on SQLite (on PostgreSQL the name is of no file at all).
+    let store_is_a_file = daemon.home.join("calls.sqlite3").exists();
     assert_eq!(
         own.len(),
-        3,
-        "the token, the store and the link to the token: {skipped}"
+        2 + usize::from(store_is_a_file),
+        "the token, the link to the token and (on SQLite) the store: {skipped}"
     );
     client.cancel().await.unwrap();
 }

@@ -820,3 +820,34 @@ async fn an_embedded_bare_repository_is_refused() {
     );
     assert_eq!(fake.stats()["requests"], 0, "nothing reached the model");
 }
+
+#[tokio::test]
+async fn a_change_of_tens_of_thousands_of_files_is_diffed_in_parts() {
+    // 20,000 names of over 100 bytes: given to git in one command line they pass the kernel's
+    // limit on arguments (E2BIG), and git could not even start.
+    let scene = Scene::new();
+    let repo = scene.repo();
+    scene.write("README", "start\n");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "start"]);
+    let long = "n".repeat(100);
+    std::fs::create_dir_all(repo.join("d")).unwrap();
+    for i in 0..20_000 {
+        std::fs::write(repo.join(format!("d/{long}{i:05}")), "x\n").unwrap();
+    }
+    git(&repo, &["add", "-A"]);
+
+    let (fake, result) = single_step_precommit(&repo).await;
+    assert_ne!(result.is_error, Some(true), "{}", all_text_of(&result));
+    let question = question_to(&fake, "fake-fast");
+    assert!(
+        question.contains("### staged changes (20000 file(s))"),
+        "{}",
+        &question[..question.len().min(2000)]
+    );
+    assert!(question.contains(&format!("+++ b/d/{long}00000\n")));
+    assert!(
+        all_text_of(&result).contains("was cut at"),
+        "the diff is past the cap"
+    );
+}
