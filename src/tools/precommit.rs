@@ -355,18 +355,31 @@ fn without_private_keys(diff: &str, shown: &[String]) -> (String, Vec<String>) {
     if diff.starts_with("diff --") {
         starts.insert(0, 0);
     }
+    let sections: Vec<(&str, &str)> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, start)| {
+            let section = &diff[*start..starts.get(i + 1).copied().unwrap_or(diff.len())];
+            let header = section.lines().next().unwrap_or_default();
+            (headers.get(header).map_or(header, |name| *name), section)
+        })
+        .collect();
+    // By name: one path can have two sections (a file turned into a link), and neither goes
+    // when either holds a key.
+    let mut withheld: Vec<String> = Vec::new();
+    let mut keyed = std::collections::HashSet::new();
+    for (name, section) in &sections {
+        if !keyed.contains(name) && files::holds_a_private_key(section) {
+            keyed.insert(*name);
+            withheld.push(name.to_string());
+        }
+    }
     let mut kept = String::with_capacity(diff.len());
     kept.push_str(&diff[..starts.first().copied().unwrap_or(diff.len())]);
-    let mut withheld = Vec::new();
-    for (i, start) in starts.iter().enumerate() {
-        let section = &diff[*start..starts.get(i + 1).copied().unwrap_or(diff.len())];
-        if !files::holds_a_private_key(section) {
+    for (name, section) in &sections {
+        if !keyed.contains(name) {
             kept.push_str(section);
-            continue;
         }
-        let header = section.lines().next().unwrap_or_default();
-        let name = headers.get(header).map_or(header, |name| *name);
-        withheld.push(name.to_string());
     }
     (kept, withheld)
 }
@@ -643,7 +656,12 @@ async fn read_repository(
                 files::Denied::KeyInside
             ));
         }
-        let sent = shown.len() - keyed.len();
+        let keyed_names: std::collections::HashSet<&str> =
+            keyed.iter().map(String::as_str).collect();
+        let sent = shown
+            .iter()
+            .filter(|name| !keyed_names.contains(name.as_str()))
+            .count();
         if sent == 0 {
             continue;
         }
@@ -789,6 +807,19 @@ mod tests {
         assert_eq!(kept, "diff --git a/a.rs b/a.rs\n+fn a() {}\n");
         assert_eq!(withheld, ["we\"ird"]);
         assert_eq!(without_private_keys(diff, &shown[..1]).1.len(), 1);
+    }
+
+    #[test]
+    fn a_path_with_two_sections_goes_whole_or_not_at_all_and_is_named_once() {
+        // A file holding a key turned into a link: git writes the file's removal and the link's
+        // addition as two sections of one path.
+        let shown = vec!["x".to_string(), "y.rs".to_string()];
+        let diff = "diff --git a/x b/x\n-----BEGIN RSA PRIVATE KEY-----\n-MII\n\
+                    diff --git a/x b/x\n+target\n\
+                    diff --git a/y.rs b/y.rs\n+fn y() {}\n";
+        let (kept, withheld) = without_private_keys(diff, &shown);
+        assert_eq!(kept, "diff --git a/y.rs b/y.rs\n+fn y() {}\n");
+        assert_eq!(withheld, ["x"]);
     }
 
     #[test]
