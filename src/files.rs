@@ -21,9 +21,10 @@ pub const MAX_EXPANDED_FILES: usize = 2000;
 const NOTE_LINES: usize = 30;
 /// Below this many tokens left, the file budget counts as used up.
 const BUDGET_SLACK: usize = 64;
-/// Files read and counted in a row that did not fit, after which the rest are named without
-/// being read: each costs a read and a count, and a directory of large files would cost them
-/// all.
+/// Files read and counted in a row that did not fit, after which only a file of at most half
+/// the size of the smallest of them is still read (each read and count of a file that does not
+/// fit is wasted, and a directory of large files would cost them all; a small file can still
+/// fit, and the halving bounds how many more can miss).
 const MAX_MISSES_IN_A_ROW: usize = 8;
 /// Fewest tokens a byte of text can cost, as a fraction: no tokenizer packs more than 32 bytes of
 /// text in a token on average, so a file of N bytes costs at least N / 32 tokens. One that cannot
@@ -657,6 +658,9 @@ pub fn embed_with(
     candidates.retain(|path| looked_at.insert(path.clone()));
     // Files read and counted that did not fit, since the last that did.
     let mut misses_in_a_row = 0;
+    // Once the misses ran on: the size a file must be below to be read still.
+    let mut read_below: Option<u64> = None;
+    let mut smallest_miss = u64::MAX;
     for path in candidates {
         // Files found inside a directory get the same policy as named ones.
         if let Some(why) = refusal(&path, policy) {
@@ -709,12 +713,13 @@ pub fn embed_with(
             });
             continue;
         }
-        if misses_in_a_row >= MAX_MISSES_IN_A_ROW {
+        if read_below.is_some_and(|below| size >= below) {
             out.skipped.push(Skipped {
                 path: path.display().to_string(),
                 why: format!(
-                    "did not fit: not read, after {MAX_MISSES_IN_A_ROW} files in a row that were \
-                     read and did not fit the {left} tokens left of the {budget}-token file budget"
+                    "did not fit: not read, after {MAX_MISSES_IN_A_ROW} files in a row of about \
+                     its size or smaller that were read and did not fit the {left} tokens left \
+                     of the {budget}-token file budget"
                 ),
             });
             continue;
@@ -742,6 +747,10 @@ pub fn embed_with(
                     misses_in_a_row = 0;
                 } else {
                     misses_in_a_row += 1;
+                    smallest_miss = smallest_miss.min(size);
+                    if misses_in_a_row >= MAX_MISSES_IN_A_ROW {
+                        read_below = Some(smallest_miss / 2);
+                    }
                 }
             }
         }
