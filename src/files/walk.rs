@@ -138,7 +138,9 @@ impl Reader<'_> {
             }
         };
         let mut builder = GitignoreBuilder::new(dir);
-        for line in String::from_utf8_lossy(&bytes).lines() {
+        let text = String::from_utf8_lossy(&bytes);
+        // A byte order mark (an editor's) is no part of the first pattern, as git reads it.
+        for line in text.strip_prefix('\u{feff}').unwrap_or(&text).lines() {
             if self.patterns >= MAX_IGNORE_PATTERNS {
                 self.skipped.push(Skipped {
                     path: file.display().to_string(),
@@ -149,12 +151,14 @@ impl Reader<'_> {
                 });
                 break;
             }
-            let pattern = line.trim_end();
-            if pattern.is_empty() || pattern.starts_with('#') || pattern.len() > MAX_PATTERN_BYTES {
+            // Given as written: the builder trims trailing spaces as git does, keeping an
+            // escaped one (`foo\ `), which trimming here would have turned into a bad pattern.
+            let blank = line.trim().is_empty();
+            if blank || line.starts_with('#') || line.len() > MAX_PATTERN_BYTES {
                 continue;
             }
             // A pattern git would not take is left out, as git leaves it out.
-            if builder.add_line(None, pattern).is_ok() {
+            if builder.add_line(None, line).is_ok() {
                 self.patterns += 1;
             }
         }
@@ -380,6 +384,20 @@ mod tests {
             "{skipped:?}"
         );
         assert!(skipped.is_empty(), "{skipped:?}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_an_escaped_trailing_space_are_read_as_git_reads_them() {
+        let d = dir();
+        std::fs::create_dir_all(d.join(".git")).unwrap();
+        write(&d, ".gitignore", "\u{feff}*.log\r\nspaced\\ \r\nplain   \n");
+        write(&d, "a.log", "x");
+        write(&d, "spaced ", "a name ending in a space");
+        write(&d, "spaced", "x");
+        write(&d, "plain", "x");
+        write(&d, "kept.rs", "x");
+        let (names, skipped) = walked(&d);
+        assert_eq!(names, ["kept.rs", "spaced"], "{skipped:?}");
     }
 
     #[test]
