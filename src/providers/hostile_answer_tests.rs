@@ -85,21 +85,23 @@ async fn a_model_list_gives_only_names_a_model_can_have_and_at_most_five_thousan
         r#"{"id":"glm-4.7"}"#.to_string(),
         format!(r#"{{"id":"{}"}}"#, "m".repeat(5000)),
         r#"{"id":"bad\u001b]52;c;aGk=\u0007"}"#.to_string(),
-        r#"{"id":"two words"}"#.to_string(),
+        r#"{"id":" spaced"}"#.to_string(),
+        r#"{"id":"line\u2028break"}"#.to_string(),
         r#"{"id":""}"#.to_string(),
         r#"{"id":"r1","reasoning":{"mandatory":false,"supported_efforts":["high","x y","low",7]}}"#
             .to_string(),
     ];
+    entries.push(r#"{"id":"Phi-3 Mini Instruct"}"#.to_string());
     entries.extend((0..20_000).map(|i| format!(r#"{{"id":"m{i}"}}"#)));
     let body = format!(r#"{{"data":[{}]}}"#, entries.join(",")).into_bytes();
     let url = serve_once(200, "application/json", body).await;
     let listed = client_of("openrouter", url).list_models().await.unwrap();
     let ids: Vec<&str> = listed.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(ids[..3], ["glm-4.7", "r1", "m0"]);
+    assert_eq!(ids[..4], ["glm-4.7", "r1", "Phi-3 Mini Instruct", "m0"]);
     assert_eq!(
         ids.len(),
-        5_000 - 4,
-        "read for 5,000, four of them no names"
+        5_000 - 5,
+        "read for 5,000, five of them no names"
     );
     let reasoning = listed[1].1.as_ref().unwrap();
     assert_eq!(reasoning.efforts, ["low", "high"]);
@@ -122,12 +124,18 @@ async fn usage_past_what_the_request_could_use_is_counted_as_that_most_with_a_no
             && notes.contains("output tokens"),
         "{notes}"
     );
-    // An honest count is taken as sent, with no note.
-    let honest = r#"{"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":90000,"completion_tokens":900}}"#;
+    // An honest count is taken as sent, with no note: reasoning past the limit sent too (some
+    // servers leave it out of the limit), and a cached count without its whole.
+    let partial = r#"{"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}],"usage":{"completion_tokens":5,"cached_tokens":40}}"#;
+    let answer = attempt("kimi", stream(&[partial.to_string()]))
+        .await
+        .unwrap();
+    assert_eq!(answer.cached_tokens, Some(40));
+    let honest = r#"{"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":90000,"completion_tokens":30000}}"#;
     let answer = attempt("glm", stream(&[honest.to_string()])).await.unwrap();
     assert_eq!(
         (answer.tokens_in, answer.tokens_out),
-        (Some(90_000), Some(900))
+        (Some(90_000), Some(30_000))
     );
     assert!(answer.notes.is_empty(), "{:?}", answer.notes);
 }
@@ -185,6 +193,7 @@ async fn events_that_bring_nothing_are_no_sign_of_life() {
     ];
     for nothing in [
         "data: {\"choices\":[]}\n\n",
+        "data: {\"choices\":[],\"usage\":{}}\n\n",
         "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{}]}}]}\n\n",
     ] {
         let client = client_with("openai", dribbling(nothing).await, &timeouts);

@@ -214,8 +214,10 @@ impl OpenAiCompatible {
         request: &ChatRequest,
         answer: &mut ChatResponse,
     ) {
+        // Generously over the limit sent: some servers leave reasoning out of it (DeepSeek-R1's
+        // chain of thought, up to 32K, came on top of `max_tokens`).
         let limit = output_limit(self.kind, model, request);
-        let most_out = limit.saturating_add(limit / 4).saturating_add(1024);
+        let most_out = limit.saturating_mul(2).saturating_add(65_536);
         // The server may add to the prompt (its web search's results), but not past the
         // model's window; the largest any model has stands in for it, as a models file may leave
         // the window at its default, well below the real one.
@@ -236,12 +238,13 @@ impl OpenAiCompatible {
                 *count = Some(most);
             }
         }
-        answer.cached_tokens = answer
-            .cached_tokens
-            .map(|n| n.min(answer.tokens_in.unwrap_or(0)));
-        answer.reasoning_tokens = answer
-            .reasoning_tokens
-            .map(|n| n.min(answer.tokens_out.unwrap_or(0)));
+        // A part is no more than its whole, where the whole was reported.
+        if let Some(whole) = answer.tokens_in {
+            answer.cached_tokens = answer.cached_tokens.map(|n| n.min(whole));
+        }
+        if let Some(whole) = answer.tokens_out {
+            answer.reasoning_tokens = answer.reasoning_tokens.map(|n| n.min(whole));
+        }
     }
 
     /// Text from the provider or about it, as it may be shown: secrets masked.
@@ -312,7 +315,8 @@ impl OpenAiCompatible {
                 provider = %self.name,
                 left_out = count - models.len(),
                 "the endpoint listed model names no model has (empty, over {MOST_MODEL_ID_BYTES} \
-                 bytes, or holding spaces or control characters); they are left out"
+                 bytes, spaced at either end, or holding line breaks or control characters); \
+                 they are left out"
             );
         }
         Ok(models)
@@ -592,7 +596,12 @@ impl OpenAiCompatible {
         if let Some(error) = chunk.error {
             return Err(self.error_in_answer(model, &error));
         }
-        let before = (collected.size, collected.finished, chunk.usage.is_some());
+        // Usage counts as news only with a count in it (`"usage":{}` again and again is none).
+        let counted = chunk
+            .usage
+            .as_ref()
+            .is_some_and(|u| u.prompt_tokens.is_some() || u.completion_tokens.is_some());
+        let before = (collected.size, collected.finished, counted);
         let got = collected.chunk(chunk);
         let grew = before.2 || collected.size > before.0 || collected.finished != before.1;
         if collected.size > self.max_answer {
@@ -1311,11 +1320,16 @@ struct Envelope<Choice> {
 const MOST_MODEL_ID_BYTES: usize = 256;
 
 /// Whether `id`, from a provider's list, can be a model's name: it goes into requests, logs,
-/// records and metric labels, and the list is chosen from when no model is named.
+/// records and metric labels, and the list is chosen from when no model is named. A space
+/// inside is taken (local servers name models "Phi-3 Mini Instruct"); one at either end, a
+/// line break, a control character or any other kind of space is not.
 fn is_plausible_model_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MOST_MODEL_ID_BYTES
-        && !id.chars().any(|c| c.is_control() || c.is_whitespace())
+        && id.trim() == id
+        && !id
+            .chars()
+            .any(|c| c.is_control() || (c.is_whitespace() && c != ' '))
 }
 
 /// Most models a provider's list is read for: hundreds are offered by the largest.
