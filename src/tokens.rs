@@ -42,7 +42,9 @@ pub fn count_within(text: &str, limit: usize) -> Option<usize> {
         }
         cuts += usize::from(!rest.is_empty());
     }
-    // Near the limit the pieces' sum is not exact: the whole is counted.
+    // The pieces' sum may be off by a few tokens at each cut: the whole is counted again, so
+    // the count returned is exact (a long text that fits costs two counts, one that does not at
+    // most a little over `limit`'s worth).
     Some(count(text)).filter(|n| *n <= limit)
 }
 
