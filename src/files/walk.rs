@@ -1,7 +1,8 @@
 //! A directory's expansion: its files in path order, with gitignore rules applied the way
-//! ripgrep's `ignore` crate applies them (`.ignore` everywhere, `.gitignore` and
-//! `.git/info/exclude` inside a git repository, the deeper file first, `!` re-including, hidden
-//! entries skipped unless re-included, the directories above the one named included), but with
+//! ripgrep's `ignore` crate applies them (`.ignore` everywhere; `.gitignore`,
+//! `.git/info/exclude` and the user's global excludes inside a git repository; the deeper file
+//! first, `!` re-including, hidden entries skipped unless re-included, the directories above the
+//! one named included), but with
 //! every ignore file read by exai itself: only a regular file, never through a link, at most
 //! [`MAX_IGNORE_FILE_BYTES`], and at most [`MAX_IGNORE_PATTERNS`] patterns in one expansion. The
 //! crate opened them following links with no bound, so `.gitignore -> /dev/zero` ran the daemon
@@ -46,6 +47,8 @@ struct Rules {
     ignore: Option<Gitignore>,
     git_ignore: Option<Gitignore>,
     git_exclude: Option<Gitignore>,
+    /// The user's own excludes (`~/.config/git/ignore`), rooted at this repository.
+    global: Option<Gitignore>,
     /// It holds `.git`: git's rules above it do not reach below it.
     repository: bool,
     /// It or a directory above is a repository: `.gitignore` counts here.
@@ -72,7 +75,8 @@ impl Chain {
     /// the innermost repository.
     fn matched(&self, path: &Path, is_dir: bool) -> Match<()> {
         let in_git = self.in_repository();
-        let (mut ignore, mut git, mut exclude) = (Match::None, Match::None, Match::None);
+        let (mut ignore, mut git, mut exclude, mut global) =
+            (Match::None, Match::None, Match::None, Match::None);
         let mut past_repository = false;
         let check = |found: &mut Match<()>, rules: &Option<Gitignore>| {
             if let (true, Some(rules)) = (found.is_none(), rules) {
@@ -84,10 +88,11 @@ impl Chain {
             if in_git && !past_repository {
                 check(&mut git, &rules.git_ignore);
                 check(&mut exclude, &rules.git_exclude);
+                check(&mut global, &rules.global);
             }
             past_repository |= rules.repository;
         }
-        ignore.or(git).or(exclude)
+        ignore.or(git).or(exclude).or(global)
     }
 }
 
@@ -95,6 +100,24 @@ impl Chain {
 struct Reader<'a> {
     patterns: usize,
     skipped: &'a mut Vec<Skipped>,
+    /// The user's global excludes file, where there is one.
+    global: Option<PathBuf>,
+}
+
+/// The user's global git excludes file at git's default place (`$XDG_CONFIG_HOME/git/ignore`,
+/// else `~/.config/git/ignore`): the user's own rules, applied in every repository as git applies
+/// them. One named elsewhere by `core.excludesFile` is not looked for.
+fn global_excludes() -> Option<PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            let home = PathBuf::from(std::env::var_os("HOME")?);
+            home.is_absolute().then(|| home.join(".config"))
+        })?;
+    // The user's own file may be a link (a dotfiles manager's): it is resolved here, once, and
+    // then read as any ignore file is.
+    config.join("git/ignore").canonicalize().ok()
 }
 
 impl Reader<'_> {
@@ -111,6 +134,10 @@ impl Reader<'_> {
             .is_ok_and(|m| m.is_dir())
             .then(|| self.rules(dir, &dir.join(".git/info/exclude")))
             .flatten();
+        let global = match (repository, self.global.clone()) {
+            (true, Some(file)) => self.rules(dir, &file),
+            _ => None,
+        };
         if !repository && ignore.is_none() && git_ignore.is_none() && git_exclude.is_none() {
             return chain.clone();
         }
@@ -118,6 +145,7 @@ impl Reader<'_> {
             ignore,
             git_ignore,
             git_exclude,
+            global,
             repository,
             in_repository,
             outer: chain.0.clone(),
@@ -215,9 +243,20 @@ enum Stop {
 /// it skips that a person would look for is named in `skipped`: entries that are not regular
 /// files (links, FIFOs, sockets, devices), ignore files not read, and where the walk stopped.
 pub fn expand(root: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) {
+    expand_with(root, global_excludes(), out, skipped);
+}
+
+/// [`expand`], with `global` as the user's global excludes file.
+fn expand_with(
+    root: &Path,
+    global: Option<PathBuf>,
+    out: &mut Vec<PathBuf>,
+    skipped: &mut Vec<Skipped>,
+) {
     let mut reader = Reader {
         patterns: 0,
         skipped,
+        global,
     };
     let outer = above(root, &mut reader);
     let chain = reader.enter(&outer, root);
@@ -384,6 +423,35 @@ mod tests {
             "{skipped:?}"
         );
         assert!(skipped.is_empty(), "{skipped:?}");
+    }
+
+    #[test]
+    fn the_users_global_excludes_apply_inside_a_repository_only() {
+        let (d, config) = (dir(), dir());
+        write(&config, "git/ignore", ".idea/\nnotes.local.md\n");
+        let global = config.join("git/ignore");
+        write(&d, "plain/notes.local.md", "x");
+        write(&d, "repo/notes.local.md", "x");
+        write(&d, "repo/.idea/workspace.xml", "x");
+        write(&d, "repo/src/notes.local.md", "x");
+        write(&d, "repo/src/lib.rs", "x");
+        std::fs::create_dir_all(d.join("repo/.git")).unwrap();
+        // The repository's own rules win over the user's.
+        write(&d, "repo/src/.gitignore", "!notes.local.md\n");
+        let (mut out, mut skipped) = (Vec::new(), Vec::new());
+        expand_with(&d, Some(global), &mut out, &mut skipped);
+        let names: Vec<String> = (out.iter())
+            .map(|p| p.strip_prefix(&d).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "plain/notes.local.md",
+                "repo/src/lib.rs",
+                "repo/src/notes.local.md"
+            ],
+            "{skipped:?}"
+        );
     }
 
     #[test]
