@@ -49,10 +49,14 @@ pub struct AgentSession {
 
 impl Turn {
     /// The tokens this turn takes when replayed: its text, the reasoning that goes back with it
-    /// (Kimi's thinking models take every turn's, tens of thousands of tokens a turn), and the
-    /// message's own few.
-    pub fn replayed_tokens(&self) -> usize {
-        tokens::count(&self.content) + self.reasoning.as_deref().map_or(0, tokens::count) + 8
+    /// where the provider takes it (`with_reasoning`: Kimi's thinking models take every turn's,
+    /// tens of thousands of tokens a turn), and the message's own few.
+    pub fn replayed_tokens(&self, with_reasoning: bool) -> usize {
+        let reasoning = match (with_reasoning, &self.reasoning) {
+            (true, Some(text)) => tokens::count(text),
+            _ => 0,
+        };
+        tokens::count(&self.content) + reasoning + 8
     }
 
     /// What the calling agent asked (or reported) through `tool`.
@@ -265,8 +269,10 @@ impl Thread {
     /// enough to free half of it, where it stays for the next turns. The start is worked out
     /// again from the whole thread each time, so it needs no stored state: the same thread and
     /// budget give the same start.
-    pub fn history(&self, budget: usize) -> (Vec<&Turn>, usize) {
-        let costs: Vec<usize> = self.turns.iter().map(Turn::replayed_tokens).collect();
+    pub fn history(&self, budget: usize, with_reasoning: bool) -> (Vec<&Turn>, usize) {
+        let costs: Vec<usize> = (self.turns.iter())
+            .map(|turn| turn.replayed_tokens(with_reasoning))
+            .collect();
         let (mut start, mut used) = (0, 0);
         for (end, cost) in costs.iter().enumerate() {
             used += cost;
@@ -573,7 +579,7 @@ mod tests {
             ],
             ..Thread::default()
         };
-        let (turns, left_out) = thread.history(50);
+        let (turns, left_out) = thread.history(50, false);
         let contents: Vec<_> = turns.iter().map(|t| t.content.as_str()).collect();
         // "middle" fits, but a replay never starts with an answer.
         assert_eq!(contents, ["new"]);
@@ -594,13 +600,17 @@ mod tests {
             ],
             ..Thread::default()
         };
-        let heavy = thread.turns[1].replayed_tokens();
+        let heavy = thread.turns[1].replayed_tokens(true);
         assert!(heavy > 4_000, "{heavy}");
         // The texts alone fit in 1,000 tokens; with the replayed reasoning they do not.
-        let (turns, left_out) = thread.history(1_000);
+        let (turns, left_out) = thread.history(1_000, true);
         let contents: Vec<_> = turns.iter().map(|t| t.content.as_str()).collect();
         assert_eq!(contents, ["q2", "a2"]);
         assert_eq!(left_out, 2);
+        // To a provider that is not sent the reasoning, it costs nothing.
+        assert!(thread.turns[1].replayed_tokens(false) < 20);
+        let (turns, left_out) = thread.history(1_000, false);
+        assert_eq!((turns.len(), left_out), (4, 0));
     }
 
     #[test]
@@ -613,7 +623,7 @@ mod tests {
         for i in 0..12 {
             let role = if i % 2 == 0 { "user" } else { "assistant" };
             thread.turns.push(turn(role, "word", &[]));
-            let (turns, left_out) = thread.history(budget);
+            let (turns, left_out) = thread.history(budget, false);
             assert!(turns.len() * cost <= budget, "within the budget");
             assert_eq!(turns.first().unwrap().role, "user");
             starts.push(left_out);

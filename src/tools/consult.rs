@@ -315,6 +315,8 @@ struct Fitting {
     roots: files::Policy,
     /// The named documents' extracted texts.
     documents: Extracted,
+    /// Earlier answers go back with their reasoning (the provider wants it), which then counts.
+    replays_reasoning: bool,
 }
 
 /// A question fitted to a model: the turns to replay, each with the files it named, and the
@@ -355,14 +357,14 @@ impl Fitting {
         };
         let (history, left_out) = match &self.thread {
             Some(thread) => {
-                let (turns, left_out) = thread.history(history_budget);
+                let (turns, left_out) = thread.history(history_budget, self.replays_reasoning);
                 (turns.into_iter().cloned().collect::<Vec<_>>(), left_out)
             }
             None => (Vec::new(), 0),
         };
         let history_tokens: usize = history
             .iter()
-            .map(crate::threads::Turn::replayed_tokens)
+            .map(|turn| turn.replayed_tokens(self.replays_reasoning))
             .sum();
         let budget = room.saturating_sub(history_tokens);
         let mut embedded = files::embed_with(&self.files, budget, &self.roots, &self.documents);
@@ -523,6 +525,7 @@ pub async fn ask(
                 asked_files: question.files.clone(),
                 roots: ctx.file_policy(),
                 documents,
+                replays_reasoning: crate::providers::dialect(kind).wants_reasoning_back(),
             };
             // Counting tokens (the tokenizer loads on first use) can take a while: say so.
             ctx.call
