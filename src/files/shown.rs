@@ -13,8 +13,9 @@ fn special_in_name(c: char) -> bool {
     c.is_control() || c == '\u{2028}' || c == '\u{2029}' || c == '"' || c == '\\'
 }
 
-/// `c` escaped inside a quoted name.
-fn escaped(c: char, out: &mut String) {
+/// `c` escaped inside a quoted name, as git's C quoting writes it (`\n`, `\"`, octal for other
+/// ASCII controls; `\u{…}` for the rest, which git leaves as they are).
+pub(crate) fn escaped(c: char, out: &mut String) {
     match c {
         '\u{7}' => out.push_str("\\a"),
         '\u{8}' => out.push_str("\\b"),

@@ -400,18 +400,10 @@ fn c_quoted(name: &str, always: bool) -> String {
     }
     let mut out = String::from("\"");
     for c in name.chars() {
-        match c {
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\u{b}' => out.push_str("\\v"),
-            '\u{c}' => out.push_str("\\f"),
-            '\r' => out.push_str("\\r"),
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if special(c) => out.push_str(&format!("\\{:03o}", u32::from(c))),
-            c => out.push(c),
+        // Only ASCII is special here, which shown::escaped writes as git does.
+        match special(c) {
+            true => files::shown::escaped(c, &mut out),
+            false => out.push(c),
         }
     }
     out.push('"');
