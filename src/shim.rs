@@ -145,10 +145,14 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
     let mut last_tick = Instant::now();
     let mut patience = tokio::time::interval(Duration::from_millis(500));
     let mut relaying = false;
+    // Messages on their way to the daemon. They go out while the daemon's own are read: a
+    // relay that waited on a send before reading again would deadlock with a daemon that waits
+    // for room for its answers (progress of thousands of calls) before reading more.
+    let mut outgoing = Outgoing::default();
 
     loop {
         tokio::select! {
-            item = input.recv() => match item.unwrap_or(Input::Eof) {
+            item = input.recv(), if outgoing.has_room() => match item.unwrap_or(Input::Eof) {
                 Input::Eof => break,
                 Input::TooLarge => {
                     relay.reply_error(Value::Null, -32600, &format!(
@@ -159,44 +163,45 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
                 }
                 Input::Line(line) => {
                     if let Some(frame) = relay.on_client_line(&line).await {
-                        match (&mut link, relay.ready) {
-                            (Some(ws), true) => {
-                                if let Err(e) = send_within(ws, Message::Text(frame.into())).await {
-                                    relay.last_error = e;
-                                    link = None;
-                                    relay.lost().await;
-                                }
-                            }
+                        match (&link, relay.ready) {
+                            (Some(_), true) => outgoing.push(Message::Text(frame.into())),
                             _ => relay.hold(frame).await,
                         }
                     }
                 }
             },
-            frame = next_frame(&mut link) => match frame {
-                Some(Ok(Message::Text(text))) => {
+            event = next_event(&mut link, &mut outgoing) => match event {
+                LinkEvent::SendFailed(e) => {
+                    relay.last_error = e;
+                    link = None;
+                    outgoing.clear();
+                    relay.lost().await;
+                }
+                LinkEvent::Frame(Some(Ok(Message::Text(text)))) => {
                     last_seen = Instant::now();
                     // The first answer from the daemon: from here on the shim only relays.
                     if !relaying {
                         relaying = true;
                         crate::memory::release_startup_code();
                     }
-                    if relay.on_daemon_frame(text.as_str()).await
-                        && let Some(ws) = link.as_mut()
-                        && relay.flush_held(ws).await.is_err()
-                    {
-                        link = None;
-                        relay.lost().await;
+                    if relay.on_daemon_frame(text.as_str()).await && link.is_some() {
+                        // What waited for the daemon goes out like the rest (at most MAX_HELD).
+                        for (_, frame) in relay.held.drain(..) {
+                            outgoing.push(Message::Text(frame.into()));
+                        }
                     }
                 }
-                Some(Ok(_)) => last_seen = Instant::now(),
-                Some(Err(e)) => {
+                LinkEvent::Frame(Some(Ok(_))) => last_seen = Instant::now(),
+                LinkEvent::Frame(Some(Err(e))) => {
                     relay.last_error = e.to_string();
                     link = None;
+                    outgoing.clear();
                     relay.lost().await;
                 }
-                None => {
+                LinkEvent::Frame(None) => {
                     relay.last_error = "the daemon closed the connection".into();
                     link = None;
+                    outgoing.clear();
                     relay.lost().await;
                 }
             },
@@ -242,13 +247,18 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
                 if last_seen.elapsed() > PING_EVERY * 3 {
                     relay.last_error = "the daemon stopped answering pings".into();
                     link = None;
+                    outgoing.clear();
                     relay.lost().await;
-                } else if let Some(ws) = link.as_mut()
-                    && let Err(e) = send_within(ws, Message::Ping(Vec::new().into())).await
-                {
-                    relay.last_error = e;
+                } else if outgoing.stalled() {
+                    relay.last_error = format!(
+                        "the daemon took no message for {} s",
+                        SEND_LIMIT.as_secs()
+                    );
                     link = None;
+                    outgoing.clear();
                     relay.lost().await;
+                } else {
+                    outgoing.push(Message::Ping(Vec::new().into()));
                 }
             },
             _ = patience.tick(), if !relay.held.is_empty() => relay.expire_held().await,
@@ -274,11 +284,82 @@ async fn send_within(ws: &mut Ws, message: Message) -> Result<(), String> {
     }
 }
 
-async fn next_frame(link: &mut Option<Ws>) -> Option<Result<Message, tungstenite::Error>> {
-    match link {
-        Some(ws) => ws.next().await,
-        None => std::future::pending().await,
+/// Messages waiting to go to the daemon, and since when none has gone.
+#[derive(Default)]
+struct Outgoing {
+    queue: VecDeque<Message>,
+    /// Set while messages wait: when the last one went (or the first was queued).
+    since: Option<Instant>,
+}
+
+/// Most messages waiting to go to the daemon: past it, the client's input is not read.
+const MAX_OUTGOING: usize = 256;
+
+impl Outgoing {
+    fn push(&mut self, message: Message) {
+        if self.queue.is_empty() {
+            self.since = Some(Instant::now());
+        }
+        self.queue.push_back(message);
     }
+
+    fn has_room(&self) -> bool {
+        self.queue.len() < MAX_OUTGOING
+    }
+
+    /// Messages have waited past [`SEND_LIMIT`] with none going out.
+    fn stalled(&self) -> bool {
+        self.since.is_some_and(|since| since.elapsed() > SEND_LIMIT)
+    }
+
+    fn clear(&mut self) {
+        self.queue.clear();
+        self.since = None;
+    }
+}
+
+/// What the link to the daemon did.
+enum LinkEvent {
+    /// A frame came (or the link ended: `None`).
+    Frame(Option<Result<Message, tungstenite::Error>>),
+    /// A message could not be sent.
+    SendFailed(String),
+}
+
+/// The daemon's next frame, sending what waits in `outgoing` meanwhile, as far as the
+/// connection takes it: one direction never waits on the other.
+async fn next_event(link: &mut Option<Ws>, outgoing: &mut Outgoing) -> LinkEvent {
+    use futures::{Sink, Stream};
+    use std::pin::Pin;
+    use std::task::Poll;
+    let Some(ws) = link else {
+        return std::future::pending().await;
+    };
+    std::future::poll_fn(|cx| {
+        let mut sent = false;
+        while !outgoing.queue.is_empty() {
+            match Pin::new(&mut *ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    if let Some(message) = outgoing.queue.pop_front()
+                        && let Err(e) = Pin::new(&mut *ws).start_send(message)
+                    {
+                        return Poll::Ready(LinkEvent::SendFailed(e.to_string()));
+                    }
+                    sent = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(LinkEvent::SendFailed(e.to_string())),
+                Poll::Pending => break,
+            }
+        }
+        if let Poll::Ready(Err(e)) = Pin::new(&mut *ws).poll_flush(cx) {
+            return Poll::Ready(LinkEvent::SendFailed(e.to_string()));
+        }
+        if sent {
+            outgoing.since = (!outgoing.queue.is_empty()).then(Instant::now);
+        }
+        Pin::new(&mut *ws).poll_next(cx).map(LinkEvent::Frame)
+    })
+    .await
 }
 
 async fn join(
