@@ -100,8 +100,8 @@ impl Chain {
 struct Reader<'a> {
     patterns: usize,
     skipped: &'a mut Vec<Skipped>,
-    /// The user's global excludes file, where there is one.
-    global: Option<PathBuf>,
+    /// The user's global excludes file and its bytes, read once for every repository met.
+    global: Option<(PathBuf, Vec<u8>)>,
 }
 
 /// The user's global git excludes file at git's default place (`$XDG_CONFIG_HOME/git/ignore`,
@@ -123,20 +123,28 @@ fn global_excludes() -> Option<PathBuf> {
 impl Reader<'_> {
     /// `chain` with `dir`'s own rules added (the same chain if it has none).
     fn enter(&mut self, chain: &Chain, dir: &Path) -> Chain {
-        let repository = std::fs::symlink_metadata(dir.join(".git")).is_ok();
+        let git = std::fs::symlink_metadata(dir.join(".git")).ok();
+        let repository = git.is_some();
         let in_repository = repository || chain.in_repository();
         let ignore = self.rules(dir, &dir.join(".ignore"));
         let git_ignore = in_repository
             .then(|| self.rules(dir, &dir.join(".gitignore")))
             .flatten();
         // Only a `.git` directory's own exclude file (a `.git` file's is elsewhere).
-        let git_exclude = std::fs::symlink_metadata(dir.join(".git"))
-            .is_ok_and(|m| m.is_dir())
+        let git_exclude = git
+            .is_some_and(|m| m.is_dir())
             .then(|| self.rules(dir, &dir.join(".git/info/exclude")))
             .flatten();
-        let global = match (repository, self.global.clone()) {
-            (true, Some(file)) => self.rules(dir, &file),
-            _ => None,
+        let global = match (repository, self.global.take()) {
+            (true, Some((file, bytes))) => {
+                let rules = self.rules_of(dir, &file, &bytes);
+                self.global = Some((file, bytes));
+                rules
+            }
+            (_, global) => {
+                self.global = global;
+                None
+            }
         };
         if !repository && ignore.is_none() && git_ignore.is_none() && git_exclude.is_none() {
             return chain.clone();
@@ -155,18 +163,25 @@ impl Reader<'_> {
     /// The patterns of the ignore file `file` (rooted at `dir`), if it is there and may be read;
     /// one that may not is named in `skipped`.
     fn rules(&mut self, dir: &Path, file: &Path) -> Option<Gitignore> {
-        let bytes = match self.read(file) {
-            Ok(bytes) => bytes?,
-            Err(why) => {
-                self.skipped.push(Skipped {
-                    path: file.display().to_string(),
-                    why: format!("ignore file not read ({why}): its patterns were not applied"),
-                });
-                return None;
-            }
-        };
+        let bytes = self.read_noting(file)?;
+        self.rules_of(dir, file, &bytes)
+    }
+
+    /// [`Reader::read`], an ignore file that may not be read named in `skipped`.
+    fn read_noting(&mut self, file: &Path) -> Option<Vec<u8>> {
+        self.read(file).unwrap_or_else(|why| {
+            self.skipped.push(Skipped {
+                path: file.display().to_string(),
+                why: format!("ignore file not read ({why}): its patterns were not applied"),
+            });
+            None
+        })
+    }
+
+    /// The patterns in `bytes`, read from `file`, rooted at `dir`.
+    fn rules_of(&mut self, dir: &Path, file: &Path, bytes: &[u8]) -> Option<Gitignore> {
         let mut builder = GitignoreBuilder::new(dir);
-        let text = String::from_utf8_lossy(&bytes);
+        let text = String::from_utf8_lossy(bytes);
         // A byte order mark (an editor's) is no part of the first pattern, as git reads it.
         for line in text.strip_prefix('\u{feff}').unwrap_or(&text).lines() {
             if self.patterns >= MAX_IGNORE_PATTERNS {
@@ -256,8 +271,9 @@ fn expand_with(
     let mut reader = Reader {
         patterns: 0,
         skipped,
-        global,
+        global: None,
     };
+    reader.global = global.and_then(|file| Some((file.clone(), reader.read_noting(&file)?)));
     let outer = above(root, &mut reader);
     let chain = reader.enter(&outer, root);
     let mut visited = 0usize;
