@@ -68,6 +68,14 @@ impl Scene {
         self.root.join("home")
     }
 
+    /// The repository's first commit: `name` holding `text`.
+    fn commit_first(&self, name: &str, text: &str) {
+        self.write(name, text);
+        let repo = self.repo();
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "start"]);
+    }
+
     fn write(&self, name: &str, text: &str) {
         let file = self.repo().join(name);
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -421,9 +429,7 @@ async fn precommit_runs_nothing_a_hostile_repository_or_git_config_names() {
 async fn precommit_never_fetches_what_a_partial_clone_lacks() {
     let scene = Scene::new();
     let repo = scene.repo();
-    scene.write("f.txt", "committed\n");
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "start"]);
+    scene.commit_first("f.txt", "committed\n");
     // The committed blob is gone; a promisor remote would be asked for it over ssh.
     let blob = Command::new("git")
         .arg("-C")
@@ -520,9 +526,7 @@ async fn what_precommit_says_it_withheld_is_exactly_what_it_withheld() {
 async fn a_diff_past_the_cap_is_cut_at_once() {
     let scene = Scene::new();
     let repo = scene.repo();
-    scene.write("big.txt", "small\n");
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "start"]);
+    scene.commit_first("big.txt", "small\n");
     // Far more than the cap and the pipe's buffer: git must be stopped, not waited for.
     scene.write("big.txt", &"a line of the big change\n".repeat(40_000));
 
@@ -545,9 +549,7 @@ async fn a_diff_past_the_cap_is_cut_at_once() {
 async fn a_repository_defining_too_many_drivers_is_refused() {
     let scene = Scene::new();
     let repo = scene.repo();
-    scene.write("f.txt", "v1\n");
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "start"]);
+    scene.commit_first("f.txt", "v1\n");
     scene.write("f.txt", "v2\n");
     let mut config = std::fs::OpenOptions::new()
         .append(true)
@@ -582,9 +584,7 @@ fn a_secret_repository_beside(scene: &Scene) -> (PathBuf, PathBuf) {
     git(&secret, &["add", "-A"]);
     git(&secret, &["commit", "-q", "-m", "secret"]);
     let repo = scene.repo();
-    scene.write("f.txt", "v1\n");
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "start"]);
+    scene.commit_first("f.txt", "v1\n");
     scene.write("f.txt", "v2\n");
     (secret, repo)
 }
@@ -688,9 +688,7 @@ async fn a_diff_cannot_close_the_fence_it_is_sent_in() {
 async fn a_private_key_in_a_changed_file_never_reaches_the_model() {
     let scene = Scene::new();
     let repo = scene.repo();
-    scene.write("src/lib.rs", "pub fn a() {}\n");
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "start"]);
+    scene.commit_first("src/lib.rs", "pub fn a() {}\n");
     scene.write("src/lib.rs", "pub fn a() -> u8 { 1 }\n");
     scene.write(
         "notes.txt",
@@ -827,9 +825,7 @@ async fn a_change_of_tens_of_thousands_of_files_is_diffed_in_parts() {
     // limit on arguments (E2BIG), and git could not even start.
     let scene = Scene::new();
     let repo = scene.repo();
-    scene.write("README", "start\n");
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "start"]);
+    scene.commit_first("README", "start\n");
     let long = "n".repeat(100);
     std::fs::create_dir_all(repo.join("d")).unwrap();
     for i in 0..20_000 {
