@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use rmcp::RoleServer;
@@ -128,6 +129,9 @@ enum WriteError {
 
 /// Frames queued for the writer; beyond this, senders wait.
 const OUTBOUND_QUEUE: usize = 4096;
+/// Bytes of frames queued for the writer past which no more of the client's messages are read.
+/// The count alone let a client that never reads hold 4,096 tools/list answers of 30 KB each.
+const OUTBOUND_BYTES: usize = 8 << 20;
 /// Parsed messages waiting for the MCP service; beyond this, reading pauses.
 const INBOUND_QUEUE: usize = 256;
 
@@ -138,6 +142,65 @@ const CLOSE_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5)
 /// suspended a while (Ctrl-Z) is not gone; what it does not read meanwhile is bounded by the
 /// outbound queue, since no more of its requests are read while that is full.
 const WRITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The bytes of the frames queued for a session's writer, and a wake-up for the reader when they
+/// fall back within [`OUTBOUND_BYTES`].
+#[derive(Default)]
+struct Backlog {
+    bytes: AtomicUsize,
+    room: tokio::sync::Notify,
+}
+
+impl Backlog {
+    fn queued(&self, frame: &str) {
+        self.bytes.fetch_add(frame.len(), Ordering::AcqRel);
+    }
+
+    fn written(&self, frame_len: usize) {
+        let before = self.bytes.fetch_sub(frame_len, Ordering::AcqRel);
+        if before > OUTBOUND_BYTES && before - frame_len <= OUTBOUND_BYTES {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Returns once the queued frames are within [`OUTBOUND_BYTES`].
+    async fn has_room(&self) {
+        loop {
+            let notified = self.room.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a wake-up between the two is not missed.
+            notified.as_mut().enable();
+            if self.bytes.load(Ordering::Acquire) <= OUTBOUND_BYTES {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Where a session's frames go to its writer, their bytes counted.
+#[derive(Clone)]
+struct Outbox {
+    frames: mpsc::Sender<Outgoing>,
+    backlog: Arc<Backlog>,
+}
+
+impl Outbox {
+    /// Returns once the queue has room for a frame and its bytes (`false`: the writer is gone).
+    async fn has_room(&self) -> bool {
+        if self.frames.reserve().await.is_err() {
+            return false;
+        }
+        self.backlog.has_room().await;
+        true
+    }
+
+    /// `text` as a frame for the writer, its bytes counted from now.
+    fn frame(&self, text: String, call_id: Option<String>) -> Outgoing {
+        self.backlog.queued(&text);
+        Outgoing::Frame { text, call_id }
+    }
+}
 
 enum Outgoing {
     Frame {
@@ -154,7 +217,7 @@ enum Outgoing {
 /// The rmcp side of a framed connection.
 pub struct FrameTransport {
     inbound: mpsc::Receiver<RxJsonRpcMessage<RoleServer>>,
-    outbound: mpsc::Sender<Outgoing>,
+    outbox: Outbox,
     session: Arc<Session>,
     /// Where each answer's delivery is noted.
     calls: Arc<Calls>,
@@ -181,10 +244,15 @@ impl FrameTransport {
         // Set by the writer when the client stopped reading: the reader then ends the input,
         // which ends the session.
         let stalled = tokio_util::sync::CancellationToken::new();
+        let backlog = Arc::new(Backlog::default());
+        let outbox = Outbox {
+            frames: out_tx,
+            backlog: backlog.clone(),
+        };
         crate::spawn::in_current_span(read_frames(
             source,
             in_tx,
-            out_tx.clone(),
+            outbox.clone(),
             limit,
             session.id.clone(),
             adapter.clone(),
@@ -193,13 +261,14 @@ impl FrameTransport {
         crate::spawn::in_current_span(write_frames(
             sink,
             out_rx,
+            backlog,
             calls.clone(),
             session.id.clone(),
             stalled,
         ));
         Self {
             inbound: in_rx,
-            outbound: out_tx,
+            outbox,
             session,
             calls,
             adapter,
@@ -210,7 +279,7 @@ impl FrameTransport {
 async fn read_frames<Src>(
     mut source: Src,
     inbound: mpsc::Sender<RxJsonRpcMessage<RoleServer>>,
-    outbound: mpsc::Sender<Outgoing>,
+    outbox: Outbox,
     limit: usize,
     session: String,
     adapter: Option<Arc<dyn WireAdapter>>,
@@ -222,7 +291,9 @@ async fn read_frames<Src>(
         // No more is read while the answers already due wait for room: a client that sends
         // and never reads cannot make the daemon hold answers without bound.
         let next = async {
-            outbound.reserve().await.ok()?;
+            if !outbox.has_room().await {
+                return None;
+            }
             source.next().await
         };
         let frame = tokio::select! {
@@ -267,14 +338,7 @@ async fn read_frames<Src>(
             }
         };
         tracing::warn!(%session, reply = %reply, "bad frame answered with an error");
-        if outbound
-            .send(Outgoing::Frame {
-                text: reply,
-                call_id: None,
-            })
-            .await
-            .is_err()
-        {
+        if outbox.frames.send(outbox.frame(reply, None)).await.is_err() {
             break;
         }
     }
@@ -319,6 +383,7 @@ fn error_frame(id: Value, code: i64, message: &str) -> String {
 async fn write_frames<Snk, SnkErr>(
     mut sink: Snk,
     mut outbound: mpsc::Receiver<Outgoing>,
+    backlog: Arc<Backlog>,
     calls: Arc<Calls>,
     session: String,
     stalled: tokio_util::sync::CancellationToken,
@@ -335,6 +400,7 @@ async fn write_frames<Snk, SnkErr>(
                 break;
             }
         };
+        let frame_len = text.len();
         let outcome = match &broken {
             Some(error) => Err(error.clone()),
             None => match tokio::time::timeout(WRITE_LIMIT, sink.send(text)).await {
@@ -345,6 +411,7 @@ async fn write_frames<Snk, SnkErr>(
                 }
             },
         };
+        backlog.written(frame_len);
         if let Err(error) = &outcome
             && broken.is_none()
         {
@@ -404,11 +471,11 @@ impl rmcp::transport::Transport<RoleServer> for FrameTransport {
             None => serde_json::to_string(&item),
         };
         let queued = text
-            .map(|text| Outgoing::Frame { text, call_id })
+            .map(|text| self.outbox.frame(text, call_id))
             .map_err(|e| tracing::error!(error = %e, "could not serialize an outgoing message"));
         // Enqueue now, not when the future is polled, so frames keep the order rmcp sent them in.
         let pending = match queued {
-            Ok(frame) => match self.outbound.try_send(frame) {
+            Ok(frame) => match self.outbox.frames.try_send(frame) {
                 Ok(()) => None,
                 Err(mpsc::error::TrySendError::Full(frame)) => Some(frame),
                 Err(mpsc::error::TrySendError::Closed(frame)) => {
@@ -424,7 +491,7 @@ impl rmcp::transport::Transport<RoleServer> for FrameTransport {
             },
             Err(()) => None,
         };
-        let outbound = self.outbound.clone();
+        let outbound = self.outbox.frames.clone();
         futures::future::Either::Right(async move {
             match pending {
                 Some(frame) => outbound.send(frame).await.map_err(|_| TransportClosed),
@@ -443,7 +510,7 @@ impl rmcp::transport::Transport<RoleServer> for FrameTransport {
     async fn close(&mut self) -> Result<(), Self::Error> {
         self.inbound.close();
         let (tell, flushed) = oneshot::channel();
-        let outbound = self.outbound.clone();
+        let outbound = self.outbox.frames.clone();
         let flush = async move {
             if outbound.send(Outgoing::Flushed(tell)).await.is_ok() {
                 let _ = flushed.await;
