@@ -275,15 +275,33 @@ fn auth_schemes(bytes: &[u8], spans: &mut Vec<(usize, usize)>) {
     }
 }
 
-/// Keys in a well-known format (`sk-…`, `ghp_…`, `AKIA…`): what follows the prefix. Each key's
-/// body is scanned once: a match inside one already scanned (`sk-sk-sk-…`, all name bytes) is
-/// skipped, so no text costs more than its length per prefix.
+/// Whether a byte can begin one of [`KEY_PREFIXES`].
+const KEY_FIRST_BYTES: [bool; 256] = {
+    let mut first = [false; 256];
+    let mut i = 0;
+    while i < KEY_PREFIXES.len() {
+        first[KEY_PREFIXES[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    first
+};
+
+/// Keys in a well-known format (`sk-…`, `ghp_…`, `AKIA…`): what follows the prefix. One pass
+/// over the text for all prefixes (a search per prefix cost more than the rest of a call's
+/// record keeping): a key starts where a name does, and the scan goes on after its body, so no
+/// text costs more than its length.
 fn prefixed_keys(text: &str, spans: &mut Vec<(usize, usize)>) {
     let bytes = text.as_bytes();
-    for prefix in KEY_PREFIXES {
-        let mut scanned = 0;
-        for (i, _) in text.match_indices(prefix) {
-            if i < scanned || (i > 0 && is_name_byte(bytes[i - 1])) {
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_name = i == 0 || !is_name_byte(bytes[i - 1]);
+        if !(starts_name && KEY_FIRST_BYTES[usize::from(bytes[i])]) {
+            i += 1;
+            continue;
+        }
+        let mut next = i + 1;
+        for prefix in KEY_PREFIXES {
+            if !bytes[i..].starts_with(prefix.as_bytes()) {
                 continue;
             }
             let start = i + prefix.len();
@@ -291,11 +309,12 @@ fn prefixed_keys(text: &str, spans: &mut Vec<(usize, usize)>) {
                 .iter()
                 .position(|&b| !is_name_byte(b))
                 .map_or(bytes.len(), |n| start + n);
-            scanned = end;
             if end - start >= MIN_KEY_BODY {
                 spans.push((start, end));
             }
+            next = next.max(end);
         }
+        i = next;
     }
 }
 
@@ -458,6 +477,56 @@ mod tests {
         }
         for name in ["max_tokens", "progressToken", "model", "signal", "author"] {
             assert!(!is_secret_name(name), "{name}");
+        }
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// The search this module made before its one pass: each prefix found on its own.
+        fn prefixed_keys_prefix_by_prefix(text: &str) -> Vec<(usize, usize)> {
+            let bytes = text.as_bytes();
+            let mut spans = Vec::new();
+            for prefix in KEY_PREFIXES {
+                for (i, _) in text.match_indices(prefix) {
+                    if i > 0 && is_name_byte(bytes[i - 1]) {
+                        continue;
+                    }
+                    let start = i + prefix.len();
+                    let end = bytes[start..]
+                        .iter()
+                        .position(|&b| !is_name_byte(b))
+                        .map_or(bytes.len(), |n| start + n);
+                    if end - start >= MIN_KEY_BODY {
+                        spans.push((start, end));
+                    }
+                }
+            }
+            spans.sort_unstable();
+            spans
+        }
+
+        proptest! {
+            /// The one pass finds what a search for each prefix finds, in text made of key
+            /// prefixes, name bytes, separators and multibyte characters.
+            #[test]
+            fn one_pass_finds_the_keys_each_prefix_search_finds(
+                parts in prop::collection::vec(
+                    prop_oneof![
+                        prop::sample::select(KEY_PREFIXES.to_vec()).prop_map(str::to_string),
+                        "[a-zA-Z0-9_.-]{0,12}",
+                        "[ =:/\"'é\n]{1,3}",
+                    ],
+                    0..24,
+                )
+            ) {
+                let text: String = parts.concat();
+                let mut spans = Vec::new();
+                prefixed_keys(&text, &mut spans);
+                spans.sort_unstable();
+                prop_assert_eq!(spans, prefixed_keys_prefix_by_prefix(&text));
+            }
         }
     }
 }
