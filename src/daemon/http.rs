@@ -45,7 +45,7 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
     let sessions = Arc::new(mcp_sessions(&app));
     let owners = SessionOwners::new(sessions.clone());
     let mcp = Router::new()
-        .nest_service("/mcp", mcp_service(app.clone(), sessions, allow_remote))
+        .nest_service("/mcp", mcp_service(app.clone(), sessions))
         .layer(middleware::from_fn_with_state(legacy, legacy_http::adapt))
         .layer(middleware::from_fn(held_head::hold_head))
         .layer(middleware::from_fn_with_state(owners, session_owners::bind));
@@ -109,14 +109,13 @@ fn mcp_sessions(app: &App) -> LocalSessionManager {
 fn mcp_service(
     app: Arc<App>,
     sessions: Arc<LocalSessionManager>,
-    allow_remote: bool,
 ) -> StreamableHttpService<ExaiService, LocalSessionManager> {
-    let mut config = StreamableHttpServerConfig::default()
+    // Host and Origin are checked by `guard_host` for every route, this one included; rmcp's
+    // own list would only be copied with the service for each request.
+    let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(app.shutdown.child_token())
-        .with_max_request_body_bytes(app.config.max_message_bytes);
-    if allow_remote {
-        config = config.disable_allowed_hosts();
-    }
+        .with_max_request_body_bytes(app.config.max_message_bytes)
+        .disable_allowed_hosts();
     StreamableHttpService::new(
         move || {
             Ok(

@@ -50,15 +50,28 @@ fn foreign_hosts_and_origins_are_refused() {
         "{}",
     );
     assert_eq!(status, 403, "{body}");
-    let mut stream = std::net::TcpStream::connect(&daemon.addr).unwrap();
-    write!(
-        stream,
+    // A name rebound to the loopback address is refused on every route: /mcp relies on the
+    // daemon's own check (rmcp's is switched off), with the token or without.
+    let initialize = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#;
+    for request in [
         "GET /healthz HTTP/1.1\r\nHost: rebound.example:8765\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+            .to_string(),
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: rebound.example:8765\r\nAuthorization: {token}\r\n\
+             Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{initialize}",
+            initialize.len()
+        ),
+    ] {
+        let mut stream = std::net::TcpStream::connect(&daemon.addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+        assert!(
+            response.starts_with("HTTP/1.1 403"),
+            "{request}\n{response}"
+        );
+    }
 }
 
 /// A client that sends half a request and waits (slowloris) holds its connection only for the
