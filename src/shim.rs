@@ -264,8 +264,18 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
             _ = patience.tick(), if !relay.held.is_empty() => relay.expire_held().await,
         }
     }
-    // stdin closed: the client is gone. Calls already in the daemon go on there.
+    // stdin closed: the client is gone. Calls already in the daemon go on there. What it sent
+    // last (a cancel, as `exai call` sends on Ctrl-C) goes before the link closes.
     if let Some(mut ws) = link {
+        let flush = async {
+            for message in outgoing.queue.drain(..) {
+                ws.feed(message).await?;
+            }
+            ws.flush().await
+        };
+        if !matches!(tokio::time::timeout(FLUSH_AT_EXIT, flush).await, Ok(Ok(()))) {
+            tracing::warn!("the client's last messages could not all be sent to the daemon");
+        }
         let _ = tokio::time::timeout(Duration::from_millis(200), ws.close(None)).await;
     }
     drop(relay);
@@ -294,6 +304,8 @@ struct Outgoing {
 
 /// Most messages waiting to go to the daemon: past it, the client's input is not read.
 const MAX_OUTGOING: usize = 256;
+/// The longest the client's last messages are given to reach the daemon once its input ends.
+const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
 
 impl Outgoing {
     fn push(&mut self, message: Message) {

@@ -1037,6 +1037,13 @@ impl RawClient {
         stdin.flush().unwrap();
     }
 
+    /// Writes `lines` in one write, then closes the shim's input (as a client that goes does).
+    pub fn send_and_close(&mut self, lines: &str) {
+        use std::io::Write;
+        let mut stdin = self.child.0.stdin.take().unwrap();
+        stdin.write_all(lines.as_bytes()).unwrap();
+    }
+
     /// Reads until the response to `id`, skipping notifications; fails after 30 s.
     pub fn response(&mut self, id: i64) -> Value {
         let until = Instant::now() + Duration::from_secs(30);

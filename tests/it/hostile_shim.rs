@@ -574,6 +574,49 @@ async fn a_daemon_that_takes_no_message_cannot_hold_the_shim_mid_send() {
     );
 }
 
+/// What a client sends just before it closes its input reaches the daemon (`exai call` sends its
+/// cancel on Ctrl-C and goes): the shim sends what waits for the link before it goes. It used to
+/// leave at the end of input with messages still queued, and a cancel was lost now and then.
+#[test]
+fn the_last_messages_before_the_client_closes_its_input_reach_the_daemon() {
+    const CALLS: usize = 20;
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let mut raw = RawClient::start(&daemon.stdio_env(), &[]);
+    raw.ok("initialize", initialize_params());
+    raw.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let ids: Vec<String> = (0..CALLS)
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    for (n, id) in ids.iter().enumerate() {
+        raw.send(
+            &json!({"jsonrpc": "2.0", "id": 100 + n, "method": "tools/call", "params": {
+                "name": "chat",
+                "arguments": {"prompt": format!("slow {n}"), "model": "fake-delay-20000"},
+                "_meta": {"exai.dev/callId": id},
+            }}),
+        );
+    }
+    wait_until("the calls in flight", Duration::from_secs(20), || {
+        (daemon.healthz()["calls_in_flight"].as_u64()? == CALLS as u64).then_some(())
+    });
+    // Their cancels and the end of input in one write.
+    let cancels: String = (0..CALLS)
+        .map(|n| {
+            let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": 100 + n, "reason": "the client is closing"}});
+            format!("{cancel}\n")
+        })
+        .collect();
+    raw.send_and_close(&cancels);
+    for id in &ids {
+        let record = wait_until("the call's record to end", Duration::from_secs(10), || {
+            daemon.record(id).filter(|r| r.finished_at_ms.is_some())
+        });
+        assert_eq!(record.state.as_str(), "cancelled", "{record:?}");
+    }
+}
+
 /// The pids of `exai stdio` shims serving `home`.
 fn shims_of(home: &Path) -> Vec<String> {
     let wanted = format!("EXAI_HOME={}", home.display());
