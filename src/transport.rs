@@ -152,11 +152,16 @@ struct Backlog {
 }
 
 impl Backlog {
-    fn queued(&self, frame: &str) {
+    /// Counts `frame` until what is returned is dropped.
+    fn count(self: &Arc<Self>, frame: &str) -> Counted {
         self.bytes.fetch_add(frame.len(), Ordering::AcqRel);
+        Counted {
+            backlog: self.clone(),
+            len: frame.len(),
+        }
     }
 
-    fn written(&self, frame_len: usize) {
+    fn uncount(&self, frame_len: usize) {
         let before = self.bytes.fetch_sub(frame_len, Ordering::AcqRel);
         if before > OUTBOUND_BYTES && before - frame_len <= OUTBOUND_BYTES {
             self.room.notify_waiters();
@@ -175,6 +180,20 @@ impl Backlog {
             }
             notified.await;
         }
+    }
+}
+
+/// A frame's bytes, counted in its session's backlog until this is dropped: once the frame is
+/// written, or wherever it is dropped unwritten (a send given up, a session closed), so no
+/// frame's bytes stay counted and hold the reader.
+struct Counted {
+    backlog: Arc<Backlog>,
+    len: usize,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.backlog.uncount(self.len);
     }
 }
 
@@ -197,8 +216,12 @@ impl Outbox {
 
     /// `text` as a frame for the writer, its bytes counted from now.
     fn frame(&self, text: String, call_id: Option<String>) -> Outgoing {
-        self.backlog.queued(&text);
-        Outgoing::Frame { text, call_id }
+        let counted = self.backlog.count(&text);
+        Outgoing::Frame {
+            text,
+            call_id,
+            counted,
+        }
     }
 }
 
@@ -207,6 +230,7 @@ enum Outgoing {
         text: String,
         /// The call whose answer this frame is, if it is one.
         call_id: Option<String>,
+        counted: Counted,
     },
     /// Every frame queued before it has been written: tell the one closing the session, and
     /// close the connection (the session is over; its client is told by the close, not left
@@ -244,10 +268,9 @@ impl FrameTransport {
         // Set by the writer when the client stopped reading: the reader then ends the input,
         // which ends the session.
         let stalled = tokio_util::sync::CancellationToken::new();
-        let backlog = Arc::new(Backlog::default());
         let outbox = Outbox {
             frames: out_tx,
-            backlog: backlog.clone(),
+            backlog: Arc::default(),
         };
         crate::spawn::in_current_span(read_frames(
             source,
@@ -261,7 +284,6 @@ impl FrameTransport {
         crate::spawn::in_current_span(write_frames(
             sink,
             out_rx,
-            backlog,
             calls.clone(),
             session.id.clone(),
             stalled,
@@ -383,7 +405,6 @@ fn error_frame(id: Value, code: i64, message: &str) -> String {
 async fn write_frames<Snk, SnkErr>(
     mut sink: Snk,
     mut outbound: mpsc::Receiver<Outgoing>,
-    backlog: Arc<Backlog>,
     calls: Arc<Calls>,
     session: String,
     stalled: tokio_util::sync::CancellationToken,
@@ -393,14 +414,17 @@ async fn write_frames<Snk, SnkErr>(
 {
     let mut broken: Option<WriteError> = None;
     while let Some(outgoing) = outbound.recv().await {
-        let (text, call_id) = match outgoing {
-            Outgoing::Frame { text, call_id } => (text, call_id),
+        let (text, call_id, counted) = match outgoing {
+            Outgoing::Frame {
+                text,
+                call_id,
+                counted,
+            } => (text, call_id, counted),
             Outgoing::Flushed(tell) => {
                 let _ = tell.send(());
                 break;
             }
         };
-        let frame_len = text.len();
         let outcome = match &broken {
             Some(error) => Err(error.clone()),
             None => match tokio::time::timeout(WRITE_LIMIT, sink.send(text)).await {
@@ -411,7 +435,7 @@ async fn write_frames<Snk, SnkErr>(
                 }
             },
         };
-        backlog.written(frame_len);
+        drop(counted);
         if let Err(error) = &outcome
             && broken.is_none()
         {
@@ -570,6 +594,21 @@ mod tests {
         );
         transport.close().await.unwrap();
         assert_eq!(written.lock().unwrap().len(), 3);
+    }
+
+    /// However a frame goes (written, or dropped unwritten with a send given up), its bytes stop
+    /// counting, and a reader held by them goes on.
+    #[tokio::test]
+    async fn a_frame_dropped_unwritten_stops_holding_the_reader() {
+        let backlog = Arc::new(Backlog::default());
+        let counted = backlog.count(&"x".repeat(OUTBOUND_BYTES + 1));
+        let mut reader = std::pin::pin!(backlog.has_room());
+        assert!(futures::poll!(reader.as_mut()).is_pending());
+        drop(counted);
+        tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+            .await
+            .unwrap();
+        assert_eq!(backlog.bytes.load(Ordering::Acquire), 0);
     }
 
     #[test]
