@@ -265,16 +265,15 @@ pub async fn run(config: Config) -> Result<(), ShimError> {
         }
     }
     // stdin closed: the client is gone. Calls already in the daemon go on there. What it sent
-    // last (a cancel, as `exai call` sends on Ctrl-C) goes before the link closes.
+    // last and was queued for the linked daemon (a cancel, as `exai call` sends on Ctrl-C) goes
+    // before the link closes; what waited for a link does not.
     if let Some(mut ws) = link {
-        let flush = async {
-            for message in outgoing.queue.drain(..) {
-                ws.feed(message).await?;
-            }
-            ws.flush().await
-        };
-        if !matches!(tokio::time::timeout(FLUSH_AT_EXIT, flush).await, Ok(Ok(()))) {
-            tracing::warn!("the client's last messages could not all be sent to the daemon");
+        let flush = flush_outgoing(&mut ws, &mut outgoing);
+        if let Ok(Err(error)) | Err(error) = tokio::time::timeout(FLUSH_AT_EXIT, flush)
+            .await
+            .map_err(|_| format!("not sent within {} s", FLUSH_AT_EXIT.as_secs()))
+        {
+            tracing::warn!(%error, "the client's last messages did not all reach the daemon");
         }
         let _ = tokio::time::timeout(Duration::from_millis(200), ws.close(None)).await;
     }
@@ -370,6 +369,46 @@ async fn next_event(link: &mut Option<Ws>, outgoing: &mut Outgoing) -> LinkEvent
             outgoing.since = (!outgoing.queue.is_empty()).then(Instant::now);
         }
         Pin::new(&mut *ws).poll_next(cx).map(LinkEvent::Frame)
+    })
+    .await
+}
+
+/// Sends what waits in `outgoing`, reading (and dropping: the client is gone) the daemon's
+/// frames meanwhile, so that a daemon which reads no more until its answers have room still
+/// takes them.
+async fn flush_outgoing(ws: &mut Ws, outgoing: &mut Outgoing) -> Result<(), String> {
+    use futures::{Sink, Stream};
+    use std::pin::Pin;
+    use std::task::Poll;
+    std::future::poll_fn(|cx| {
+        loop {
+            while !outgoing.queue.is_empty() {
+                match Pin::new(&mut *ws).poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        if let Some(message) = outgoing.queue.pop_front()
+                            && let Err(e) = Pin::new(&mut *ws).start_send(message)
+                        {
+                            return Poll::Ready(Err(e.to_string()));
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
+                    Poll::Pending => break,
+                }
+            }
+            match Pin::new(&mut *ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) if outgoing.queue.is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
+                Poll::Ready(Ok(())) | Poll::Pending => {}
+            }
+            match Pin::new(&mut *ws).poll_next(cx) {
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.to_string())),
+                Poll::Ready(None) => {
+                    return Poll::Ready(Err("the daemon closed the connection".into()));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     })
     .await
 }
