@@ -596,10 +596,9 @@ mod tests {
         assert_eq!(written.lock().unwrap().len(), 3);
     }
 
-    /// However a frame goes (written, or dropped unwritten with a send given up), its bytes stop
-    /// counting, and a reader held by them goes on.
+    /// A reader held by the bytes queued goes on once a frame's bytes stop counting.
     #[tokio::test]
-    async fn a_frame_dropped_unwritten_stops_holding_the_reader() {
+    async fn a_reader_held_by_the_backlog_goes_on_once_it_falls() {
         let backlog = Arc::new(Backlog::default());
         let counted = backlog.count(&"x".repeat(OUTBOUND_BYTES + 1));
         let mut reader = std::pin::pin!(backlog.has_room());
@@ -609,6 +608,62 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(backlog.bytes.load(Ordering::Acquire), 0);
+    }
+
+    /// An answer whose send is given up while the queue is full, or refused by a closed queue,
+    /// leaves no bytes counted behind it.
+    #[tokio::test]
+    async fn an_answer_given_up_or_refused_leaves_no_bytes_counted() {
+        use rmcp::transport::Transport;
+        let test = crate::app::App::for_tests(&[]);
+        let app = &test.app;
+        let session = Session::new(crate::calls::TransportKind::Stdio, None, app);
+        // A client that reads nothing: the writer's first frame never goes.
+        let sink = futures::sink::unfold((), |(), _: String| {
+            futures::future::pending::<Result<(), std::io::Error>>()
+        });
+        let source = futures::stream::pending::<Result<String, FrameError>>();
+        let mut transport = FrameTransport::spawn(
+            source,
+            Box::pin(sink),
+            session,
+            app.calls.clone(),
+            1024,
+            None,
+        );
+        let answer = |id| {
+            JsonRpcMessage::response(
+                rmcp::model::ServerResult::empty(()),
+                rmcp::model::NumberOrString::Number(id),
+            )
+        };
+        let counted =
+            |transport: &FrameTransport| transport.outbox.backlog.bytes.load(Ordering::Acquire);
+        // One frame with the writer, then a full queue.
+        transport.send(answer(0)).await.unwrap();
+        let one = counted(&transport);
+        assert!(one > 0);
+        let taken = async {
+            while transport.outbox.frames.capacity() < OUTBOUND_QUEUE {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), taken)
+            .await
+            .expect("the writer takes the first frame");
+        for id in 1..=OUTBOUND_QUEUE as i64 {
+            transport.send(answer(id)).await.unwrap();
+        }
+        let full = counted(&transport);
+        // A send that waits for room, given up.
+        let mut waiting = Box::pin(transport.send(answer(9_999)));
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        drop(waiting);
+        assert_eq!(counted(&transport), full);
+        // Refused by a closed queue.
+        transport.outbox.frames = mpsc::channel(1).0;
+        let _ = transport.send(answer(10_000)).await;
+        assert_eq!(counted(&transport), full);
     }
 
     #[test]
