@@ -12,13 +12,6 @@ use clap::{Parser, Subcommand};
 use exai::config::Config;
 use exai::store::CallFilter;
 
-/// mimalloc rather than glibc's allocator: a call allocates and frees many small buffers across
-/// threads, where glibc's arenas cost the daemon about a third more CPU per call (`cargo bench
-/// --bench team -- throughput`: 146 against 209 µs). It holds more memory with 10,000 calls in
-/// flight (about 215 against 165 MB, within the 256 MB that bench sets).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "exai",
