@@ -230,7 +230,7 @@ enum CallsCommand {
 enum ThreadsCommand {
     /// One thread as Markdown: each turn's author, tool, model, time and text.
     Show {
-        /// The thread's continuation id (its unique first few characters are enough).
+        /// The thread's continuation id (its unique first or last few characters are enough).
         id: String,
         /// md (the default) or json.
         #[arg(long, value_enum, default_value = "md")]
@@ -241,7 +241,7 @@ enum ThreadsCommand {
     },
     /// One thread complete, as JSON (for scripts), or as Markdown.
     Export {
-        /// The thread's continuation id (its unique first few characters are enough).
+        /// The thread's continuation id (its unique first or last few characters are enough).
         id: String,
         /// json (the default) or md.
         #[arg(long, value_enum, default_value = "json")]

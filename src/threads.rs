@@ -154,7 +154,8 @@ fn new_thread_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_micros());
     let mut bytes = uuid::Uuid::new_v4().into_bytes();
-    // The low 32 bits: they change every microsecond (the high ones would for an hour).
+    // The low 32 bits of the count: they change every microsecond, where its high bits stay the
+    // same for over an hour.
     bytes[..4].copy_from_slice(&(micros as u32).to_be_bytes());
     uuid::Builder::from_custom_bytes(bytes)
         .into_uuid()

@@ -102,7 +102,8 @@ pub fn summary_json(row: &ThreadSummary) -> serde_json::Value {
 }
 
 /// `exai threads show ID` (Markdown unless asked for JSON) and `exai threads export ID` (JSON
-/// unless asked for Markdown): one whole thread; its id's unique first characters are enough.
+/// unless asked for Markdown): one whole thread; its id's unique first or last characters are
+/// enough.
 pub fn show(
     config: &crate::config::Config,
     id: &str,
@@ -118,12 +119,12 @@ pub fn show(
     Ok(())
 }
 
-/// The thread `id` names (whole, or its unique first characters), with its listing.
+/// The thread `id` names (whole, or its unique first or last characters), with its listing.
 fn load(store: &StoreReader, id: &str) -> Result<(Thread, Option<ThreadSummary>), CliError> {
     let id = id.trim();
     let row = match store.thread(id)? {
         Some(row) => row,
-        None => match store.find_threads_by_prefix(id, None)?.as_slice() {
+        None => match store.find_threads_by_fragment(id, None)?.as_slice() {
             [only] => store
                 .thread(only)?
                 .ok_or_else(|| CliError::UnknownThread(id.into()))?,

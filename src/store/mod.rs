@@ -930,19 +930,22 @@ impl StoreReader {
         })
     }
 
-    /// Ids of live threads starting with `prefix` (typed by hand; matched literally), of `user`
-    /// only when one is given; at most 5.
-    pub fn find_threads_by_prefix(
+    /// Ids of live threads starting or ending with `fragment` (typed by hand; matched
+    /// literally), of `user` only when one is given; at most 5. An id's first characters count
+    /// the microseconds it was made in, so threads made within a second share the first few;
+    /// its last are random.
+    pub fn find_threads_by_fragment(
         &self,
-        prefix: &str,
+        fragment: &str,
         user: Option<&str>,
     ) -> Result<Vec<String>, StoreError> {
-        let pattern = format!("{}%", like_literal(&prefix.to_lowercase()));
+        let fragment = like_literal(&fragment.to_lowercase());
         self.rows(
-            "SELECT id FROM threads WHERE id LIKE ?1 ESCAPE '\\' AND expires_at_ms >= ?3 \
+            "SELECT id FROM threads WHERE (id LIKE CAST(?1 AS TEXT) || '%' ESCAPE '\\' \
+             OR id LIKE '%' || CAST(?1 AS TEXT) ESCAPE '\\') AND expires_at_ms >= ?3 \
              AND (CAST(?2 AS TEXT) IS NULL OR user_name = ?2) ORDER BY id LIMIT 5",
             &[
-                Param::Text(Some(&pattern)),
+                Param::Text(Some(&fragment)),
                 Param::Text(user),
                 Param::Int(Some(now_ms())),
             ],
@@ -1464,9 +1467,10 @@ pub(crate) mod tests {
         let found = store
             .read(|r| {
                 Ok((
-                    r.find_threads_by_prefix("t-", None)?,
-                    r.find_threads_by_prefix("t-b", Some("ada"))?,
-                    r.find_threads_by_prefix("%", None)?,
+                    r.find_threads_by_fragment("t-", None)?,
+                    r.find_threads_by_fragment("t-b", Some("ada"))?,
+                    r.find_threads_by_fragment("%", None)?,
+                    r.find_threads_by_fragment("laky", None)?,
                 ))
             })
             .await
@@ -1476,7 +1480,8 @@ pub(crate) mod tests {
             (
                 vec!["t-bob".to_string(), "t-flaky".into(), "t-percent".into()],
                 vec![],
-                vec![]
+                vec![],
+                vec!["t-flaky".to_string()],
             )
         );
     }

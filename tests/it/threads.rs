@@ -96,7 +96,12 @@ async fn threads_are_listed_shown_exported_and_found_by_the_words_of_their_first
         cli_ok(&daemon, &["threads", "nothing-like-this"]).contains("no thread's first prompt")
     );
 
-    // One thread as Markdown, by the first characters of its id.
+    // One thread as Markdown, by the first characters of its id, or by its last.
+    let by_last = cli_ok(&daemon, &["threads", "show", &flaky[flaky.len() - 8..]]);
+    assert!(
+        by_last.starts_with(&format!("# Thread {flaky}")),
+        "{by_last}"
+    );
     let shown = cli_ok(&daemon, &["threads", "show", &flaky[..8]]);
     assert!(shown.starts_with(&format!("# Thread {flaky}")), "{shown}");
     assert!(shown.contains("## 1. agent · chat · "), "{shown}");
