@@ -275,6 +275,14 @@ fn auth_schemes(bytes: &[u8], spans: &mut Vec<(usize, usize)>) {
     }
 }
 
+/// Where the run of name bytes from `start` ends.
+fn name_end(bytes: &[u8], start: usize) -> usize {
+    bytes[start..]
+        .iter()
+        .position(|&b| !is_name_byte(b))
+        .map_or(bytes.len(), |n| start + n)
+}
+
 /// Whether a byte can begin one of [`KEY_PREFIXES`].
 const KEY_FIRST_BYTES: [bool; 256] = {
     let mut first = [false; 256];
@@ -305,10 +313,7 @@ fn prefixed_keys(text: &str, spans: &mut Vec<(usize, usize)>) {
                 continue;
             }
             let start = i + prefix.len();
-            let end = bytes[start..]
-                .iter()
-                .position(|&b| !is_name_byte(b))
-                .map_or(bytes.len(), |n| start + n);
+            let end = name_end(bytes, start);
             if end - start >= MIN_KEY_BODY {
                 spans.push((start, end));
             }
@@ -494,10 +499,7 @@ mod tests {
                         continue;
                     }
                     let start = i + prefix.len();
-                    let end = bytes[start..]
-                        .iter()
-                        .position(|&b| !is_name_byte(b))
-                        .map_or(bytes.len(), |n| start + n);
+                    let end = name_end(bytes, start);
                     if end - start >= MIN_KEY_BODY {
                         spans.push((start, end));
                     }

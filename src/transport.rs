@@ -554,6 +554,22 @@ impl rmcp::transport::Transport<RoleServer> for FrameTransport {
 mod tests {
     use super::*;
 
+    /// A transport of `session` whose frames go to `sink` and whose client sends nothing.
+    fn writing_to<Snk>(sink: Snk, session: Arc<Session>, app: &crate::app::App) -> FrameTransport
+    where
+        Snk: Sink<String, Error = std::io::Error> + Send + 'static,
+    {
+        let source = futures::stream::pending::<Result<String, FrameError>>();
+        FrameTransport::spawn(
+            source,
+            Box::pin(sink),
+            session,
+            app.calls.clone(),
+            1024,
+            None,
+        )
+    }
+
     /// A slow client: closing the session still returns only once every frame queued before it
     /// is written (a process that exits next would lose them otherwise).
     #[tokio::test]
@@ -572,15 +588,7 @@ mod tests {
                 Ok::<_, std::io::Error>(())
             }
         });
-        let source = futures::stream::pending::<Result<String, FrameError>>();
-        let mut transport = FrameTransport::spawn(
-            source,
-            Box::pin(sink),
-            session,
-            app.calls.clone(),
-            1024,
-            None,
-        );
+        let mut transport = writing_to(sink, session, app);
         for id in 1..=3 {
             let answer = JsonRpcMessage::response(
                 rmcp::model::ServerResult::empty(()),
@@ -622,15 +630,7 @@ mod tests {
         let sink = futures::sink::unfold((), |(), _: String| {
             futures::future::pending::<Result<(), std::io::Error>>()
         });
-        let source = futures::stream::pending::<Result<String, FrameError>>();
-        let mut transport = FrameTransport::spawn(
-            source,
-            Box::pin(sink),
-            session,
-            app.calls.clone(),
-            1024,
-            None,
-        );
+        let mut transport = writing_to(sink, session, app);
         let answer = |id| {
             JsonRpcMessage::response(
                 rmcp::model::ServerResult::empty(()),
