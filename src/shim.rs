@@ -337,36 +337,52 @@ enum LinkEvent {
     SendFailed(String),
 }
 
+impl Outgoing {
+    /// Sends what waits as far as the connection takes it, and flushes: `Ok(true)` once nothing
+    /// waits and all went out, `Ok(false)` while something waits (the connection wakes `cx`
+    /// when it takes more).
+    fn poll_send(&mut self, ws: &mut Ws, cx: &mut std::task::Context<'_>) -> Result<bool, String> {
+        use futures::Sink;
+        use std::pin::Pin;
+        use std::task::Poll;
+        let mut sent = false;
+        while !self.queue.is_empty() {
+            match Pin::new(&mut *ws).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    if let Some(message) = self.queue.pop_front() {
+                        Pin::new(&mut *ws)
+                            .start_send(message)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    sent = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e.to_string()),
+                Poll::Pending => break,
+            }
+        }
+        if sent {
+            self.since = (!self.queue.is_empty()).then(Instant::now);
+        }
+        match Pin::new(&mut *ws).poll_flush(cx) {
+            Poll::Ready(Ok(())) => Ok(self.queue.is_empty()),
+            Poll::Ready(Err(e)) => Err(e.to_string()),
+            Poll::Pending => Ok(false),
+        }
+    }
+}
+
 /// The daemon's next frame, sending what waits in `outgoing` meanwhile, as far as the
 /// connection takes it: one direction never waits on the other.
 async fn next_event(link: &mut Option<Ws>, outgoing: &mut Outgoing) -> LinkEvent {
-    use futures::{Sink, Stream};
+    use futures::Stream;
     use std::pin::Pin;
     use std::task::Poll;
     let Some(ws) = link else {
         return std::future::pending().await;
     };
     std::future::poll_fn(|cx| {
-        let mut sent = false;
-        while !outgoing.queue.is_empty() {
-            match Pin::new(&mut *ws).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    if let Some(message) = outgoing.queue.pop_front()
-                        && let Err(e) = Pin::new(&mut *ws).start_send(message)
-                    {
-                        return Poll::Ready(LinkEvent::SendFailed(e.to_string()));
-                    }
-                    sent = true;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(LinkEvent::SendFailed(e.to_string())),
-                Poll::Pending => break,
-            }
-        }
-        if let Poll::Ready(Err(e)) = Pin::new(&mut *ws).poll_flush(cx) {
-            return Poll::Ready(LinkEvent::SendFailed(e.to_string()));
-        }
-        if sent {
-            outgoing.since = (!outgoing.queue.is_empty()).then(Instant::now);
+        if let Err(e) = outgoing.poll_send(ws, cx) {
+            return Poll::Ready(LinkEvent::SendFailed(e));
         }
         Pin::new(&mut *ws).poll_next(cx).map(LinkEvent::Frame)
     })
@@ -377,28 +393,15 @@ async fn next_event(link: &mut Option<Ws>, outgoing: &mut Outgoing) -> LinkEvent
 /// frames meanwhile, so that a daemon which reads no more until its answers have room still
 /// takes them.
 async fn flush_outgoing(ws: &mut Ws, outgoing: &mut Outgoing) -> Result<(), String> {
-    use futures::{Sink, Stream};
+    use futures::Stream;
     use std::pin::Pin;
     use std::task::Poll;
     std::future::poll_fn(|cx| {
         loop {
-            while !outgoing.queue.is_empty() {
-                match Pin::new(&mut *ws).poll_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        if let Some(message) = outgoing.queue.pop_front()
-                            && let Err(e) = Pin::new(&mut *ws).start_send(message)
-                        {
-                            return Poll::Ready(Err(e.to_string()));
-                        }
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
-                    Poll::Pending => break,
-                }
-            }
-            match Pin::new(&mut *ws).poll_flush(cx) {
-                Poll::Ready(Ok(())) if outgoing.queue.is_empty() => return Poll::Ready(Ok(())),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
-                Poll::Ready(Ok(())) | Poll::Pending => {}
+            match outgoing.poll_send(ws, cx) {
+                Ok(true) => return Poll::Ready(Ok(())),
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(false) => {}
             }
             match Pin::new(&mut *ws).poll_next(cx) {
                 Poll::Ready(Some(Ok(_))) => continue,
