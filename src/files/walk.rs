@@ -100,8 +100,11 @@ impl Chain {
 struct Reader<'a> {
     patterns: usize,
     skipped: &'a mut Vec<Skipped>,
-    /// The user's global excludes file and its bytes, read once for every repository met.
-    global: Option<(PathBuf, Vec<u8>)>,
+    /// The user's global excludes file, where there is one.
+    global: Option<PathBuf>,
+    /// Its bytes, once the first repository met needed them (`None` until then): read once
+    /// for every repository the expansion meets, and not at all where it meets none.
+    global_bytes: Option<Option<Arc<[u8]>>>,
 }
 
 /// The user's global git excludes file at git's default place (`$XDG_CONFIG_HOME/git/ignore`,
@@ -135,17 +138,7 @@ impl Reader<'_> {
             .is_some_and(|m| m.is_dir())
             .then(|| self.rules(dir, &dir.join(".git/info/exclude")))
             .flatten();
-        let global = match (repository, self.global.take()) {
-            (true, Some((file, bytes))) => {
-                let rules = self.rules_of(dir, &file, &bytes);
-                self.global = Some((file, bytes));
-                rules
-            }
-            (_, global) => {
-                self.global = global;
-                None
-            }
-        };
+        let global = repository.then(|| self.global_rules(dir)).flatten();
         if !repository && ignore.is_none() && git_ignore.is_none() && git_exclude.is_none() {
             return chain.clone();
         }
@@ -165,6 +158,20 @@ impl Reader<'_> {
     fn rules(&mut self, dir: &Path, file: &Path) -> Option<Gitignore> {
         let bytes = self.read_noting(file)?;
         self.rules_of(dir, file, &bytes)
+    }
+
+    /// The user's global excludes as rules rooted at `dir`, a repository's top.
+    fn global_rules(&mut self, dir: &Path) -> Option<Gitignore> {
+        let file = self.global.clone()?;
+        let bytes = match &self.global_bytes {
+            Some(read) => read.clone(),
+            None => {
+                let read: Option<Arc<[u8]>> = self.read_noting(&file).map(Into::into);
+                self.global_bytes = Some(read.clone());
+                read
+            }
+        }?;
+        self.rules_of(dir, &file, &bytes)
     }
 
     /// [`Reader::read`], an ignore file that may not be read named in `skipped`.
@@ -271,9 +278,9 @@ fn expand_with(
     let mut reader = Reader {
         patterns: 0,
         skipped,
-        global: None,
+        global,
+        global_bytes: None,
     };
-    reader.global = global.and_then(|file| Some((file.clone(), reader.read_noting(&file)?)));
     let outer = above(root, &mut reader);
     let chain = reader.enter(&outer, root);
     let mut visited = 0usize;
