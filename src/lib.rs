@@ -2,6 +2,7 @@
 //!
 //! The modules follow the hops a tool call takes; ARCHITECTURE.md draws the map.
 
+pub mod allocator;
 pub mod app;
 #[cfg(test)]
 mod arbitrary;

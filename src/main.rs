@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand};
 use exai::config::Config;
 use exai::store::CallFilter;
 
+#[global_allocator]
+static ALLOCATOR: exai::allocator::ByRole = exai::allocator::ByRole;
+
 #[derive(Parser)]
 #[command(
     name = "exai",

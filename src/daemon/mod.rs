@@ -290,6 +290,7 @@ async fn serve(config: Config, allow_remote: bool) -> Result<(), DaemonError> {
     let (socket, _socket_file) = local_socket::bind(&config.socket_path()).await?;
     write_daemon_info(&config, &info)?;
     tracing::info!(listen = %local, socket = %config.socket_path().display(), pid = info.pid, home = %config.home.display(), "exai daemon listening");
+    crate::allocator::settle();
     spawn_pruning(app.clone());
     app.run_replica();
     app.discover_models();

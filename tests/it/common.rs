@@ -994,6 +994,11 @@ pub fn home_of(daemon: &Daemon) -> &Path {
     &daemon.home
 }
 
+/// `initialize`'s parameters for a `RawClient`.
+pub fn initialize_params() -> Value {
+    json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "hostile-tests", "version": "0"}})
+}
+
 /// A raw JSON-RPC client over `exai stdio`: one message per line, every read bounded.
 pub struct RawClient {
     child: Proc,
@@ -1035,6 +1040,11 @@ impl RawClient {
         let stdin = self.child.0.stdin.as_mut().unwrap();
         writeln!(stdin, "{message}").unwrap();
         stdin.flush().unwrap();
+    }
+
+    /// The shim's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
     }
 
     /// Writes `lines` in one write, then closes the shim's input (as a client that goes does).

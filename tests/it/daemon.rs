@@ -33,6 +33,35 @@ fn a_missing_or_wrong_token_gets_401_naming_the_token_file() {
     assert_eq!(token_mode.permissions().mode() & 0o777, 0o600);
 }
 
+/// Whether process `pid` may have transparent huge pages (0 once it has turned them off).
+fn thp_enabled(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))?;
+    line.trim().parse().ok()
+}
+
+#[test]
+fn the_daemon_settles_its_allocator_for_a_small_footprint_and_the_shim_keeps_the_c_librarys() {
+    // Only `exai daemon` takes mimalloc, and with it turns transparent huge pages off for its own
+    // process; the shim (and every other command) stays on the C library's allocator, untouched.
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let Some(daemon_thp) = thp_enabled(daemon.pid()) else {
+        eprintln!("this kernel does not report THP_enabled; nothing to check");
+        return;
+    };
+    assert_eq!(daemon_thp, 0, "the daemon left transparent huge pages on");
+    let mut shim = RawClient::start(&daemon.stdio_env(), &[]);
+    shim.ok("initialize", initialize_params());
+    assert_eq!(
+        thp_enabled(shim.pid()),
+        Some(1),
+        "the shim changed its allocator's settings"
+    );
+}
+
 #[test]
 fn foreign_hosts_and_origins_are_refused() {
     let fake = Fake::start();
