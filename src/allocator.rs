@@ -3,10 +3,11 @@
 //!
 //! The daemon makes and frees many small objects for every call on every thread: with mimalloc
 //! it spends a quarter less CPU per call than with glibc's malloc in the team bench, and serves a
-//! third more calls a second. But mimalloc's per-thread heaps hold 1.5–2 MB more at rest,
-//! which the shim (one per MCP client, alive all day) and the short CLI commands do not need to
-//! pay. So the choice is made once, at the process's first allocation, from its command line,
-//! and never changes: every pointer is freed by the allocator that made it.
+//! third more calls a second. But mimalloc's per-thread heaps hold 1.5–2 MB more at rest, which
+//! the shim (one per MCP client, alive all day) and the short CLI commands are spared (mimalloc
+//! is still linked into them and starts, idle). So the choice is made once, at the process's
+//! first allocation, from its command line, and never changes: every block is freed by the
+//! allocator that made it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -32,32 +33,40 @@ fn uses_mimalloc() -> bool {
 }
 
 /// Reads the process's own command line and settles the choice. The first allocation happens on
-/// the main thread before any other thread exists, so this runs once; were it ever to race, both
-/// would read the same command line and choose alike.
+/// the main thread before any other thread exists, so this runs once; were it ever to race, the
+/// first choice stored is the one every caller gets.
 #[cold]
 fn decide() -> bool {
-    let mimalloc = subcommand_is(b"daemon");
-    if mimalloc {
+    let mut buffer = [0u8; 4096];
+    let read = read_own_command_line(&mut buffer);
+    let wanted = if runs_the_daemon(&buffer[..read]) {
         keep_mimalloc_small();
-    }
-    CHOSEN.store(if mimalloc { MIMALLOC } else { SYSTEM }, Ordering::Relaxed);
-    mimalloc
+        MIMALLOC
+    } else {
+        SYSTEM
+    };
+    let chosen =
+        match CHOSEN.compare_exchange(UNDECIDED, wanted, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => wanted,
+            Err(earlier) => earlier,
+        };
+    chosen == MIMALLOC
 }
 
-/// Gives back what a finished start-up left free, when mimalloc is this process's allocator:
-/// the daemon calls it once it listens, so a daemon at rest holds what it uses, not what its
-/// start (configuration, migrations, catalogues) went through.
+/// When mimalloc is this process's allocator, collects the calling thread's free memory and
+/// returns to the system, now, what mimalloc's arenas no longer use: the daemon calls it on its
+/// main thread once it listens (start-up's blocking threads give theirs back as they end).
 pub fn settle() {
     if CHOSEN.load(Ordering::Relaxed) == MIMALLOC {
-        // SAFETY: a plain request to mimalloc to collect the calling thread's free memory and
-        // return what its arenas no longer use.
+        // SAFETY: a plain request to mimalloc, valid on any thread at any time.
         unsafe { libmimalloc_sys::mi_collect(true) }
     }
 }
 
 /// mimalloc's option numbers (`mi_option_t` in its `mimalloc.h`, v3), which the Rust bindings do
-/// not all name; a test pins them to their documented defaults.
+/// not all name; a test pins each to its default in mimalloc's `options.c`.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
 /// How long mimalloc keeps memory it no longer uses before giving it back (its default is 1 s):
 /// long enough that a busy daemon reuses its pages, short enough that one at rest soon gives back
@@ -65,28 +74,28 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// 100 ms, up to 20.6 with mimalloc's default).
 const PURGE_DELAY_MS: std::ffi::c_long = 100;
 
-/// Sets the daemon's mimalloc for a small footprint before its first allocation through it.
+/// Sets the daemon's mimalloc for a small footprint before its first allocation through it. A
+/// `MIMALLOC_*` variable the user set still wins.
 fn keep_mimalloc_small() {
-    // SAFETY: plain setters with valid arguments: an option number of this mimalloc and a
-    // process-wide flag of the kernel's.
+    // SAFETY: plain setters of this mimalloc's options, with valid numbers and values.
     unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
-        // Transparent huge pages would round each thread's few pages up to 2 MiB each: an
-        // idle daemon's heap was 20 MB of them, against 3 MB without. Off for this process only, whatever the system's
-        // setting (mimalloc asks for them where the system leaves it to programs).
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
+        // mimalloc asks for transparent huge pages where the system leaves them to programs
+        // (`madvise`), and each thread's few pages then take 2 MiB each: an idle daemon's heap
+        // was 20 MB of them, against 3 MB without. Not asking is enough there; a system that
+        // gives them to every program (`always`) decides for the daemon as for any other, and
+        // the daemon does not turn them off for the programs it starts (agents, git).
+        libmimalloc_sys::mi_option_set_default(MI_OPTION_ALLOW_THP, 0);
     }
 }
 
-/// Whether the process's first argument is `name`, read from `/proc/self/cmdline` into a buffer
-/// on the stack (the allocator cannot allocate to find out how to allocate). Anything unreadable
-/// answers no: the C library's allocator is always a safe choice.
-fn subcommand_is(name: &[u8]) -> bool {
-    let mut buffer = [0u8; 4096];
-    let read = read_own_command_line(&mut buffer);
-    let mut arguments = buffer[..read].split(|&byte| byte == 0);
-    arguments.next();
-    arguments.next() == Some(name)
+/// Whether a command line (arguments each ended by a NUL, as `/proc/self/cmdline` gives them)
+/// runs the daemon: `exai daemon [options]`, not `exai daemon stop` or `restart`, which are
+/// short commands like the rest.
+fn runs_the_daemon(command_line: &[u8]) -> bool {
+    let mut arguments = command_line.split(|&byte| byte == 0).skip(1);
+    arguments.next() == Some(b"daemon".as_slice())
+        && !matches!(arguments.next(), Some(b"stop" | b"restart"))
 }
 
 /// Fills `buffer` with the start of `/proc/self/cmdline` (its arguments, each ended by a NUL);
@@ -168,10 +177,14 @@ mod tests {
 
     #[test]
     fn the_option_numbers_are_mimallocs() {
-        // The defaults of mimalloc's options.c: were the numbering to move, this would read
-        // another option.
+        // The defaults of mimalloc's options.c (unless the environment set them): were the
+        // numbering to move, these would read other options.
+        if std::env::vars().any(|(name, _)| name.starts_with("MIMALLOC_")) {
+            return;
+        }
         let purge_delay = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-        assert_eq!(purge_delay, 1000);
+        let allow_thp = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_ALLOW_THP) };
+        assert_eq!((purge_delay, allow_thp), (1000, 1));
     }
 
     #[test]
@@ -185,14 +198,27 @@ mod tests {
     }
 
     #[test]
-    fn the_first_argument_is_matched_whole() {
-        // The test harness is run as `<binary> [arguments]`; whatever its first argument is,
-        // it is found whole, and neither a part of it nor `daemon` (unless it is that) is.
-        let Some(first) = std::env::args().nth(1) else {
-            return assert!(!subcommand_is(b"daemon"));
-        };
-        assert!(subcommand_is(first.as_bytes()));
-        assert!(!subcommand_is(&first.as_bytes()[..first.len() - 1]));
-        assert_eq!(subcommand_is(b"daemon"), first == "daemon");
+    fn only_the_serving_daemon_is_the_daemon() {
+        let daemon = [
+            &b"/usr/bin/exai\0daemon\0"[..],
+            b"exai\0daemon\0--listen\0localhost:0\0",
+            b"exai\0daemon\0--allow-remote\0",
+        ];
+        for command_line in daemon {
+            assert!(runs_the_daemon(command_line), "{command_line:?}");
+        }
+        let others = [
+            &b"exai\0daemon\0stop\0"[..],
+            b"exai\0daemon\0restart\0",
+            b"exai\0stdio\0",
+            b"exai\0stdio\0--no-daemon\0",
+            b"exai\0calls\0daemon\0",
+            b"exai\0daemons\0",
+            b"exai\0",
+            b"",
+        ];
+        for command_line in others {
+            assert!(!runs_the_daemon(command_line), "{command_line:?}");
+        }
     }
 }
