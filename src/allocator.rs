@@ -131,8 +131,8 @@ fn read_own_command_line(buffer: &mut [u8]) -> usize {
 // resized by the allocator that made it.
 //
 // Out of line: with fat LTO, an inlined choice between two allocators at every place Rust
-// allocates or drops something made the program 1.2 MB larger, and an idle daemon touched 1 MB
-// more of it. One call more per allocation is nothing beside that.
+// allocates or drops something made the program's code 1.2 MB larger. One call more per
+// allocation is nothing beside that.
 unsafe impl GlobalAlloc for ByRole {
     #[inline(never)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {

@@ -17,13 +17,7 @@ pub fn ms(d: Duration) -> f64 {
 }
 
 pub fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+    crate::common::rss_bytes(pid).map_or(f64::NAN, |bytes| bytes as f64 / (1024.0 * 1024.0))
 }
 
 pub struct Report(pub Vec<(String, String, String)>);

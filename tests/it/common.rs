@@ -994,11 +994,6 @@ pub fn home_of(daemon: &Daemon) -> &Path {
     &daemon.home
 }
 
-/// `initialize`'s parameters for a `RawClient`.
-pub fn initialize_params() -> Value {
-    json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "hostile-tests", "version": "0"}})
-}
-
 /// A raw JSON-RPC client over `exai stdio`: one message per line, every read bounded.
 pub struct RawClient {
     child: Proc,
@@ -1040,11 +1035,6 @@ impl RawClient {
         let stdin = self.child.0.stdin.as_mut().unwrap();
         writeln!(stdin, "{message}").unwrap();
         stdin.flush().unwrap();
-    }
-
-    /// The shim's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.0.id()
     }
 
     /// Writes `lines` in one write, then closes the shim's input (as a client that goes does).
@@ -1096,16 +1086,19 @@ impl RawClient {
 
 /// The resident memory of process `pid`, in bytes (`VmRSS` in `/proc/PID/status`, Linux).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))?
+    Some(proc_kb(&format!("/proc/{pid}/status"), "VmRSS")? * 1024)
+}
+
+/// A `NAME:  N kB` line's N in a /proc file (`/proc/<pid>/status`, `smaps_rollup`).
+pub fn proc_kb(path: &str, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))?
         .trim()
         .strip_suffix("kB")?
         .trim()
         .parse()
-        .ok()?;
-    Some(kib * 1024)
+        .ok()
 }
 
 /// A PostgreSQL cluster of a test's or benchmark's own (scripts/postgres.sh), which it may stop

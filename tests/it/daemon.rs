@@ -40,16 +40,6 @@ fn thp_mode() -> Option<String> {
     Some(chosen.to_string())
 }
 
-/// How much of process `pid`'s memory is in transparent huge pages, in kB.
-fn anon_huge_pages_kb(pid: u32) -> u64 {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
-    rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("AnonHugePages:"))
-        .and_then(|kb| kb.trim().strip_suffix("kB")?.trim().parse().ok())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_daemons_allocator_asks_for_no_huge_pages() {
     // Where programs choose (`madvise`), mimalloc asks for 2 MiB pages for its arenas, and an
@@ -68,7 +58,11 @@ async fn the_daemons_allocator_asks_for_no_huge_pages() {
         assert_eq!(answer.is_error, Some(false));
     }
     assert_eq!(
-        anon_huge_pages_kb(daemon.pid()),
+        proc_kb(
+            &format!("/proc/{}/smaps_rollup", daemon.pid()),
+            "AnonHugePages"
+        )
+        .unwrap(),
         0,
         "the daemon's memory is in huge pages"
     );

@@ -150,6 +150,10 @@ fn text_frame(text: &str) -> Vec<u8> {
     frame
 }
 
+fn initialize_params() -> Value {
+    json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "hostile-tests", "version": "0"}})
+}
+
 fn mode_of(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
