@@ -1,6 +1,6 @@
 //! The team benchmark: the two store backends side by side (what exai adds to a call on SQLite
-//! and on Postgres), calls per second through `/mcp` on one and two replicas, and 10,000 calls
-//! in flight on one Postgres replica.
+//! and on Postgres), calls per second through `/mcp` on one and two replicas (and pings, the
+//! floor under every call), and 10,000 calls in flight on one Postgres replica.
 //!
 //! Postgres runs as a team would run it (a cluster of this run's own, PostgreSQL's fsync and
 //! commit defaults kept), on 127.0.0.1 beside the fake provider. Run with `scripts/bench`.
@@ -21,6 +21,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use measure::*;
+
+/// The clients and the fake provider share the machine's two cores with the daemon they
+/// measure: on the C library's malloc a fifth of their CPU went to allocating.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SEQUENTIAL_CALLS: usize = 400;
 /// Clients calling at once through `/mcp`, each in its own session, one call after another.
@@ -133,9 +138,18 @@ impl Throughput {
     }
 }
 
+/// What each client of a throughput run sends, one after another.
+#[derive(Clone, Copy, PartialEq)]
+enum Work {
+    /// `chat` on `fake-fast`, which answers at once.
+    Chat,
+    /// `ping`: what MCP over HTTP costs before any call (rmcp, hyper, axum, the token check).
+    Ping,
+}
+
 /// Calls per second through `/mcp` of `daemons` (their sessions spread evenly over them), each
-/// client calling `fake-fast` (which answers at once) one call after another.
-async fn calls_per_second(daemons: &[&Daemon]) -> Throughput {
+/// client sending `work` one request after another.
+async fn calls_per_second(daemons: &[&Daemon], work: Work) -> Throughput {
     let mut sessions = Vec::new();
     for i in 0..HTTP_CLIENTS {
         let daemon = daemons[i % daemons.len()];
@@ -150,6 +164,12 @@ async fn calls_per_second(daemons: &[&Daemon]) -> Throughput {
         tokio::spawn(async move {
             let mut done = 0u64;
             while Instant::now() < until {
+                if work == Work::Ping {
+                    let reply = session.request("ping", serde_json::json!({})).await;
+                    assert!(reply.get("result").is_some(), "{reply}");
+                    done += 1;
+                    continue;
+                }
                 let prompt = format!("w{w} c{done}");
                 let result = session
                     .call_tool(
@@ -236,18 +256,31 @@ async fn main() {
     let mut one_sqlite = None;
     if runs("throughput") {
         let sqlite = bench_daemon(&fake, None);
-        let run = calls_per_second(&[&sqlite]).await;
+        let run = calls_per_second(&[&sqlite], Work::Chat).await;
+        // The floor under every call: the same clients pinging, so the rest of a call's cost
+        // (its record, the provider's round trip, the tool) is what the two figures differ by.
+        let pings = calls_per_second(&[&sqlite], Work::Ping).await;
         drop(sqlite);
         run.report(&mut report, "SQLite", &clients, "", ">= 10,000");
         one_sqlite = Some(run.calls_per_second);
+        report.add(
+            "pings/s through /mcp, same replica (MCP over HTTP alone)",
+            format!(
+                "{:.0} ({:.0} µs daemon CPU a ping, {:.0} µs a call)",
+                pings.calls_per_second,
+                pings.daemon_cpu_per_call.as_secs_f64() * 1e6,
+                run.daemon_cpu_per_call.as_secs_f64() * 1e6
+            ),
+            "-",
+        );
     }
     if runs("throughput") || runs("pg-throughput") {
         let (first, second) = (
             bench_daemon(&fake, Some(&url)),
             bench_daemon(&fake, Some(&url)),
         );
-        let one = calls_per_second(&[&first]).await;
-        let two = calls_per_second(&[&first, &second]).await;
+        let one = calls_per_second(&[&first], Work::Chat).await;
+        let two = calls_per_second(&[&first, &second], Work::Chat).await;
         drop((first, second));
         let versus = one_sqlite
             .map(|sqlite| format!(" ({:.2}x SQLite)", one.calls_per_second / sqlite))

@@ -154,12 +154,20 @@ struct Counters {
     in_flight_by_model: BTreeMap<String, u64>,
     /// Requests seen per `fake-429-<k>` / `fake-500-<k>` model name.
     failures_seen: HashMap<String, u32>,
-    /// Last JSON body per model, with `_has_auth` and `_auth_id` added.
-    last_requests: HashMap<String, Value>,
+    /// Last body per model, as it came: parsed (and `_has_auth`, `_auth_id`, `_raw` added)
+    /// only when a test asks for it, so a benchmark's stream of requests is not copied.
+    last_requests: HashMap<String, Recorded>,
     /// Chat requests per HTTP version (`HTTP/1.1`, `HTTP/2.0`).
     by_http_version: BTreeMap<String, u64>,
     /// The connections chat requests came on (by their numbers).
     connections: std::collections::HashSet<u64>,
+}
+
+/// A request body as it came, and its `Authorization` header.
+#[derive(Clone)]
+struct Recorded {
+    raw: Bytes,
+    authorization: Option<String>,
 }
 
 #[derive(Default)]
@@ -203,30 +211,33 @@ impl Stats {
         *seen <= limit
     }
 
-    /// Keeps `body` (a JSON object with a string `model`) as the last request for its model,
-    /// with `raw`, the bytes as they came (as text), so tests can compare what was sent byte
-    /// for byte.
-    fn record_request(&self, mut body: Value, raw: &[u8], authorization: Option<&str>) {
-        let Some(model) = body.get("model").and_then(Value::as_str).map(str::to_owned) else {
-            return;
+    /// Keeps `raw` (a JSON object whose `model` is `model`) as the last request for that
+    /// model, so tests can compare what was sent byte for byte.
+    fn record_request(&self, model: &str, raw: Bytes, authorization: Option<&str>) {
+        let recorded = Recorded {
+            raw,
+            authorization: authorization.map(str::to_owned),
         };
-        let Some(fields) = body.as_object_mut() else {
-            return;
-        };
-        fields.insert("_has_auth".to_owned(), Value::Bool(authorization.is_some()));
-        fields.insert(
-            "_auth_id".to_owned(),
-            authorization.map_or(Value::Null, |a| Value::String(auth_id(a))),
-        );
-        fields.insert(
-            "_raw".to_owned(),
-            Value::String(String::from_utf8_lossy(raw).into_owned()),
-        );
-        self.lock().last_requests.insert(model, body);
+        self.lock().last_requests.insert(model.to_owned(), recorded);
     }
 
     fn last_request(&self, model: &str) -> Option<Value> {
-        self.lock().last_requests.get(model).cloned()
+        let recorded = self.lock().last_requests.get(model).cloned()?;
+        let mut body = serde_json::from_slice::<Value>(&recorded.raw).ok()?;
+        let fields = body.as_object_mut()?;
+        fields.insert(
+            "_has_auth".to_owned(),
+            Value::Bool(recorded.authorization.is_some()),
+        );
+        fields.insert(
+            "_auth_id".to_owned(),
+            (recorded.authorization.as_deref()).map_or(Value::Null, |a| Value::String(auth_id(a))),
+        );
+        fields.insert(
+            "_raw".to_owned(),
+            Value::String(String::from_utf8_lossy(&recorded.raw).into_owned()),
+        );
+        Some(body)
     }
 
     fn finish(&self, epoch: u64, model: Option<&str>, completed: bool) {
@@ -1219,23 +1230,34 @@ async fn chat_completions(
     body: Bytes,
 ) -> Response {
     let mut tracker = app.stats.start(version, &reset);
-    let parsed = serde_json::from_slice::<Value>(&body);
-    let body_bytes = body;
-    if let Ok(body) = &parsed {
+    // The typed request first: the whole body as a `Value` is wanted only by documented models
+    // and for a body the typed parse refuses (whose error names what is wrong with it).
+    let typed = serde_json::from_slice::<ChatRequest>(&body);
+    let parsed = match &typed {
+        Ok(req) if documented::find(&req.model).is_none() => None,
+        _ => Some(serde_json::from_slice::<Value>(&body)),
+    };
+    let model = match (&typed, &parsed) {
+        (Ok(req), _) => Some(req.model.clone()),
+        (Err(_), Some(Ok(body))) => body.get("model").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    };
+    if let Some(model) = model {
         // Recorded even when the key is refused, so tests can see what the client sent.
         let authorization = headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or("(not text)"));
         app.stats
-            .record_request(body.clone(), &body_bytes, authorization);
+            .record_request(&model, body.clone(), authorization);
     }
     if !app.authorized(&headers) {
         return tracker.finish(invalid_api_key());
     }
-    let req = parsed
-        .as_ref()
-        .map_err(ToString::to_string)
-        .and_then(|body| ChatRequest::deserialize(body).map_err(|e| e.to_string()));
+    let req = match (typed, &parsed) {
+        (Ok(req), _) => Ok(req),
+        (Err(_), Some(Ok(body))) => ChatRequest::deserialize(body).map_err(|e| e.to_string()),
+        (Err(e), _) => Err(e.to_string()),
+    };
     let req = match req {
         Ok(req) => req,
         Err(e) => {
@@ -1253,7 +1275,7 @@ async fn chat_completions(
     if let Some(fixture) = Fixture::parse(&req.model) {
         return fixture.replay(&app.fixtures, tracker).await;
     }
-    if let (Some(model), Ok(body)) = (documented::find(&req.model), &parsed) {
+    if let (Some(model), Some(Ok(body))) = (documented::find(&req.model), &parsed) {
         return documented::answer(model, body, &req, &reset, tracker).await;
     }
     let script = Script::parse(&req.model);
