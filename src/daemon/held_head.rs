@@ -12,7 +12,6 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{Method, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use futures::{FutureExt, StreamExt};
 use http_body_util::{BodyExt, BodyStream, StreamBody};
@@ -25,11 +24,11 @@ const HOLD: Duration = Duration::from_millis(100);
 /// The most held: a burst of events beyond it streams as it comes.
 const MOST_HELD: usize = 64 * 1024;
 
-/// Middleware for the `/mcp` route: holds the head of an event-stream answer to a POST until
-/// its first message.
-pub async fn hold_head(request: Request, next: Next) -> Response {
+/// The `/mcp` step that holds the head of an event-stream answer to a POST until its first
+/// message; `next` is the rest of the route.
+pub async fn hold_head(request: Request, next: impl AsyncFnOnce(Request) -> Response) -> Response {
     let post = request.method() == Method::POST;
-    let response = next.run(request).await;
+    let response = next(request).await;
     if !post || !is_event_stream(&response) {
         return response;
     }

@@ -43,12 +43,13 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
     let legacy = LegacySessions::new(app.tools.task_capable(), app.config.max_message_bytes);
     // A session answers only the token that opened it (rmcp itself knows no tokens).
     let sessions = Arc::new(mcp_sessions(&app));
-    let owners = SessionOwners::new(sessions.clone());
+    let steps = Arc::new(McpSteps {
+        owners: SessionOwners::new(sessions.clone()),
+        legacy,
+    });
     let mcp = Router::new()
         .nest_service("/mcp", mcp_service(app.clone(), sessions))
-        .layer(middleware::from_fn_with_state(legacy, legacy_http::adapt))
-        .layer(middleware::from_fn(held_head::hold_head))
-        .layer(middleware::from_fn_with_state(owners, session_owners::bind));
+        .layer(middleware::from_fn_with_state(steps, mcp_steps));
     // `/metrics` takes the token like the rest, unless EXAI_METRICS_PUBLIC opened it for a local
     // Prometheus (the daemon refuses that setting unless it listens on loopback only).
     let metrics_route = Router::new().route("/metrics", get(metrics));
@@ -78,6 +79,28 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
             guard_host(req, next, allow_remote)
         }))
         .with_state(app)
+}
+
+/// What the `/mcp` route's own steps keep.
+struct McpSteps {
+    owners: Arc<SessionOwners>,
+    legacy: Arc<LegacySessions>,
+}
+
+/// The `/mcp` route's own steps, outermost first, as one layer (a layer apiece cloned the
+/// service behind it and boxed a future for every request): a session answers only the caller
+/// who opened it, a quick answer leaves with its head, and 2025-11-25 task clients are adapted.
+async fn mcp_steps(State(steps): State<Arc<McpSteps>>, request: Request, next: Next) -> Response {
+    session_owners::bind(&steps.owners, request, async |request| {
+        held_head::hold_head(request, async |request| {
+            legacy_http::adapt(&steps.legacy, request, async |request| {
+                next.run(request).await
+            })
+            .await
+        })
+        .await
+    })
+    .await
 }
 
 async fn guard_host(request: Request, next: Next, allow_remote: bool) -> Response {

@@ -12,9 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -142,16 +141,17 @@ impl SessionOwners {
     }
 }
 
-/// The middleware (after the token check, which put the request's [`Caller`] on it).
+/// The `/mcp` step that keeps each session to the caller who opened it (after the token check,
+/// which put the request's [`Caller`] on it); `next` is the rest of the route.
 pub async fn bind(
-    State(owners): State<Arc<SessionOwners>>,
+    owners: &SessionOwners,
     request: Request,
-    next: Next,
+    next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
     let Some(session) = session_of(request.headers()) else {
         // No session yet: this may be the `initialize` that opens one, for this caller.
         let caller = request.extensions().get::<Caller>().cloned();
-        let response = next.run(request).await;
+        let response = next(request).await;
         if let (Some(opened), Some(caller)) = (session_of(response.headers()), caller) {
             owners.remember(opened, caller).await;
         }
@@ -168,7 +168,7 @@ pub async fn bind(
             .into_response();
     }
     let ending = request.method() == Method::DELETE;
-    let response = next.run(request).await;
+    let response = next(request).await;
     if ending && response.status().is_success() {
         owners.forget(&session);
     }

@@ -9,9 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::Value;
@@ -64,21 +63,22 @@ pub fn session_of(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The middleware: adapts the POSTs of 2025-11-25 sessions and of `initialize`.
+/// The `/mcp` step that adapts the POSTs of 2025-11-25 sessions and of `initialize`; `next`
+/// is the rest of the route.
 pub async fn adapt(
-    State(legacy): State<Arc<LegacySessions>>,
+    legacy: &LegacySessions,
     request: Request,
-    next: Next,
+    next: impl AsyncFnOnce(Request) -> Response,
 ) -> Response {
     let session = session_of(request.headers());
     if request.method() == Method::DELETE {
         if let Some(session) = &session {
             legacy.sessions().remove(session);
         }
-        return next.run(request).await;
+        return next(request).await;
     }
     if request.method() != Method::POST {
-        return next.run(request).await;
+        return next(request).await;
     }
     let adapter = match &session {
         // A session that is not 2025-11-25 is not read here at all.
@@ -86,7 +86,7 @@ pub async fn adapt(
             let known = legacy.sessions().get(id).cloned();
             match known {
                 Some(adapter) if adapter.watches_inbound() => adapter,
-                _ => return next.run(request).await,
+                _ => return next(request).await,
             }
         }
         // No session yet: this may be the `initialize` that starts one.
@@ -118,15 +118,11 @@ pub async fn adapt(
         .then(|| serde_json::from_slice::<Value>(&bytes).ok())
         .flatten();
     let Some(mut message) = parsed else {
-        return next
-            .run(Request::from_parts(parts, Body::from(bytes)))
-            .await;
+        return next(Request::from_parts(parts, Body::from(bytes))).await;
     };
     adapter.inbound(&mut message);
     parts.headers.remove(header::CONTENT_LENGTH);
-    let response = next
-        .run(Request::from_parts(parts, Body::from(message.to_string())))
-        .await;
+    let response = next(Request::from_parts(parts, Body::from(message.to_string()))).await;
     if !adapter.watches_outbound() {
         return response;
     }

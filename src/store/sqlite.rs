@@ -307,6 +307,40 @@ mod tests {
     }
 
     #[test]
+    fn open_calls_are_found_through_the_index_that_holds_them_alone() {
+        let path = tempdir().join("s.db");
+        Store::open(&StoreLocation::Sqlite(path.clone())).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let open = crate::store::records::sql_list(&CallState::OPEN);
+        // The queries that look for open calls (orphans, another replica's calls) use the
+        // partial index; nothing else is indexed by state any more.
+        for query in [
+            format!("SELECT id FROM calls WHERE state IN {open} AND replica IS NOT NULL"),
+            format!("SELECT id FROM calls WHERE state IN {open} AND replica = 'r'"),
+        ] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+                .unwrap()
+                .query_map([], |row| row.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(
+                plan.iter().any(|step| step.contains("calls_open")),
+                "{query}: {plan:?}"
+            );
+        }
+        let by_state: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'calls_by_state'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(by_state, 0);
+    }
+
+    #[test]
     fn a_corrupt_store_is_moved_aside_never_deleted() {
         let path = tempdir().join("s.db");
         std::fs::write(&path, b"this is not a database, it is a note".repeat(200)).unwrap();
