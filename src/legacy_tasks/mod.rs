@@ -4,7 +4,7 @@
 //! A decorator at the transport edge, so removing the revision means removing this folder and
 //! the few lines where transports wrap a session with it: `adapter` renames the revision's
 //! requests on the wire (framed transports run it through `transport::WireAdapter`, `/mcp`
-//! through the `http` middleware), and `LegacyTasks` answers the renamed ones through the
+//! through the `http` step), and `LegacyTasks` answers the renamed ones through the
 //! service's narrow `RequestScope`. As for the 2026 extension (tasks.rs), the task is the call:
 //! each answer renders the call's `CallView`, so there is no second source of truth.
 
