@@ -272,6 +272,33 @@ pub(crate) trait StoreConnection: Send {
     fn execute_raw(&mut self, sql: &str) -> Result<(), BackendError>;
 }
 
+/// The outcome of a migration run, where a store migrated by a newer exai (a replica upgraded
+/// first, in a rolling upgrade) is no error: migrations only add (columns, tables, indexes), so
+/// this exai's statements still hold on it, and a replica not yet upgraded that restarts must
+/// come back rather than refuse the store. Refinery refuses it ("missing from the filesystem")
+/// before applying anything; any other refusal stands.
+pub(super) fn applied_or_newer(
+    outcome: Result<refinery::Report, refinery::Error>,
+    known: &[refinery::Migration],
+    store: &str,
+) -> Result<(), BackendError> {
+    let error = match outcome {
+        Ok(_) => return Ok(()),
+        Err(error) => error,
+    };
+    let newest_known = known.iter().map(refinery::Migration::version).max();
+    match error.kind() {
+        refinery::error::Kind::MissingVersion(missing)
+            if newest_known.is_some_and(|newest| missing.version() > newest) =>
+        {
+            tracing::warn!(store, migration = %missing, known_up_to = newest_known.unwrap_or(0),
+                "the store was migrated by a newer exai: this one runs on it as it is; upgrade it");
+            Ok(())
+        }
+        _ => Err(BackendError::Migration(error)),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -1243,6 +1270,45 @@ pub(crate) mod tests {
 
     pub(crate) fn tempdir() -> PathBuf {
         crate::scratch::scratch_dir("store-test")
+    }
+
+    /// Notes a migration in `location`'s history as applied, as another exai would have (on a
+    /// thread of its own, as the Postgres client blocks).
+    fn note_applied(location: &StoreLocation, version: i32, name: &str) {
+        let (location, name) = (location.clone(), name.to_string());
+        std::thread::spawn(move || {
+            let mut conn = location.connect().unwrap();
+            conn.execute_raw(&format!(
+                "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+                 VALUES ({version}, '{name}', '2026-12-06T12:00:00Z', '0')"
+            ))
+            .unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A replica not yet upgraded restarts, in a rolling upgrade, on a store a newer exai
+    /// migrated: it opens the store and records calls. A history this exai cannot account for
+    /// otherwise (a migration it should have, missing) is still refused.
+    #[tokio::test]
+    async fn a_store_migrated_by_a_newer_exai_is_opened_and_a_gap_in_its_history_is_not() {
+        let newer = test_location();
+        Store::open(&newer).unwrap();
+        note_applied(&newer, 9999, "from_a_newer_exai");
+        let store = Store::open(&newer).unwrap();
+        store.insert(new_call("after")).await.unwrap();
+        assert_eq!(
+            get(&store, "after").await.unwrap().state,
+            CallState::Received
+        );
+
+        let gap = test_location();
+        Store::open(&gap).unwrap();
+        // Version 2 was never one of exai's migrations: not a newer store, a strange one.
+        note_applied(&gap, 2, "never_was");
+        let refused = Store::open(&gap).err().unwrap().to_string();
+        assert!(refused.contains("never_was"), "{refused}");
     }
 
     #[tokio::test]

@@ -231,7 +231,7 @@ impl Postgres {
     pub(super) fn open(url: &str, schema: Schema) -> Result<Self, BackendError> {
         let config = connection_config(url)?;
         if schema == Schema::BringUpToDate {
-            migrate(&config)?;
+            migrate(&config, &describe(url))?;
         }
         let mut link = Link::new(config);
         // Connect now all the same: an unreachable database is the opener's error.
@@ -260,7 +260,7 @@ impl Postgres {
 
 /// Applies the migrations not yet applied, on a connection of their own, under a lock so that
 /// replicas starting together apply each once.
-fn migrate(config: &tokio_postgres::Config) -> Result<(), BackendError> {
+fn migrate(config: &tokio_postgres::Config, store: &str) -> Result<(), BackendError> {
     let mut connection = Connection::open(config)?;
     let client = &mut connection.client;
     let migrated = within(
@@ -271,11 +271,12 @@ fn migrate(config: &tokio_postgres::Config) -> Result<(), BackendError> {
             client
                 .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
                 .await?;
-            let applied = embedded::migrations::runner().run_async(client).await;
+            let runner = embedded::migrations::runner();
+            let applied = runner.run_async(client).await;
             let unlocked = client
                 .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
                 .await;
-            applied?;
+            super::applied_or_newer(applied, runner.get_migrations(), store)?;
             unlocked?;
             Ok::<_, BackendError>(())
         },

@@ -41,7 +41,13 @@ impl Sqlite {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         if schema == Schema::BringUpToDate {
             adopt_unversioned(&conn)?;
-            embedded::migrations::runner().run(&mut conn)?;
+            let runner = embedded::migrations::runner();
+            let outcome = runner.run(&mut conn);
+            super::applied_or_newer(
+                outcome,
+                runner.get_migrations(),
+                &path.display().to_string(),
+            )?;
         }
         Ok(Self { conn })
     }
