@@ -96,6 +96,12 @@ pub enum BackendError {
     },
     #[error("schema migration failed: {0}")]
     Migration(#[from] refinery::Error),
+    /// A store a newer exai migrated, without a migration this exai has (or with it changed).
+    #[error(
+        "the store was migrated by a newer exai, but its history lacks {0} as this exai has it: \
+         it was not migrated in order; refusing to run on it"
+    )]
+    SchemaGap(String),
     /// The runtime that drives a database connection could not start (out of file descriptors…).
     #[error("could not start a database connection's runtime: {0}")]
     Runtime(std::io::Error),
@@ -114,7 +120,9 @@ impl BackendError {
             BackendError::Runtime(_)
             | BackendError::NoAnswer { .. }
             | BackendError::Resting { .. } => true,
-            BackendError::Migration(_) | BackendError::Decode(_) => false,
+            BackendError::Migration(_) | BackendError::SchemaGap(_) | BackendError::Decode(_) => {
+                false
+            }
         }
     }
 }
@@ -272,31 +280,47 @@ pub(crate) trait StoreConnection: Send {
     fn execute_raw(&mut self, sql: &str) -> Result<(), BackendError>;
 }
 
-/// The outcome of a migration run, where a store migrated by a newer exai (a replica upgraded
-/// first, in a rolling upgrade) is no error: migrations only add (columns, tables, indexes), so
-/// this exai's statements still hold on it, and a replica not yet upgraded that restarts must
-/// come back rather than refuse the store. Refinery refuses it ("missing from the filesystem")
-/// before applying anything; any other refusal stands.
+/// Whether a migration run was refused only for a version newer than any this exai has: the
+/// store was migrated by a newer exai (a replica upgraded first, in a rolling upgrade). Refinery
+/// refuses such a store ("missing from the filesystem") before it applies anything.
+pub(super) fn refused_as_newer(
+    outcome: &Result<refinery::Report, refinery::Error>,
+    known: &[refinery::Migration],
+) -> bool {
+    let Err(error) = outcome else {
+        return false;
+    };
+    let newest_known = known.iter().map(refinery::Migration::version).max();
+    matches!(error.kind(), refinery::error::Kind::MissingVersion(missing)
+        if newest_known.is_some_and(|newest| missing.version() > newest))
+}
+
+/// The outcome of a migration run, where a store a newer exai migrated is no error when its
+/// history holds every migration this exai has, as this exai has it (`applied`, read when the
+/// run was [`refused_as_newer`]): migrations only add, so this exai's statements hold on it,
+/// and a replica not yet upgraded that restarts comes back. Any other refusal stands.
 pub(super) fn applied_or_newer(
     outcome: Result<refinery::Report, refinery::Error>,
     known: &[refinery::Migration],
+    applied: Option<Result<Vec<refinery::Migration>, refinery::Error>>,
     store: &str,
 ) -> Result<(), BackendError> {
+    let newer = refused_as_newer(&outcome, known);
     let error = match outcome {
         Ok(_) => return Ok(()),
         Err(error) => error,
     };
-    let newest_known = known.iter().map(refinery::Migration::version).max();
-    match error.kind() {
-        refinery::error::Kind::MissingVersion(missing)
-            if newest_known.is_some_and(|newest| missing.version() > newest) =>
-        {
-            tracing::warn!(store, migration = %missing, known_up_to = newest_known.unwrap_or(0),
-                "the store was migrated by a newer exai: this one runs on it as it is; upgrade it");
-            Ok(())
-        }
-        _ => Err(BackendError::Migration(error)),
+    let applied = match applied {
+        Some(applied) if newer => applied?,
+        _ => return Err(BackendError::Migration(error)),
+    };
+    if let Some(lacking) = known.iter().find(|m| !applied.contains(m)) {
+        return Err(BackendError::SchemaGap(lacking.to_string()));
     }
+    let newest = applied.iter().max_by_key(|m| m.version());
+    tracing::warn!(store, newest = %newest.map(ToString::to_string).unwrap_or_default(),
+        "the store was migrated by a newer exai: this one runs on it as it is; upgrade it");
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -1272,25 +1296,29 @@ pub(crate) mod tests {
         crate::scratch::scratch_dir("store-test")
     }
 
-    /// Notes a migration in `location`'s history as applied, as another exai would have (on a
-    /// thread of its own, as the Postgres client blocks).
+    /// Runs `sql` on `location` (on a thread of its own, as the Postgres client blocks).
+    fn execute_on(location: &StoreLocation, sql: String) {
+        let location = location.clone();
+        std::thread::spawn(move || location.connect().unwrap().execute_raw(&sql).unwrap())
+            .join()
+            .unwrap();
+    }
+
+    /// Notes a migration in `location`'s history as applied, as another exai would have.
     fn note_applied(location: &StoreLocation, version: i32, name: &str) {
-        let (location, name) = (location.clone(), name.to_string());
-        std::thread::spawn(move || {
-            let mut conn = location.connect().unwrap();
-            conn.execute_raw(&format!(
+        execute_on(
+            location,
+            format!(
                 "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
                  VALUES ({version}, '{name}', '2026-12-06T12:00:00Z', '0')"
-            ))
-            .unwrap();
-        })
-        .join()
-        .unwrap();
+            ),
+        );
     }
 
     /// A replica not yet upgraded restarts, in a rolling upgrade, on a store a newer exai
     /// migrated: it opens the store and records calls. A history this exai cannot account for
-    /// otherwise (a migration it should have, missing) is still refused.
+    /// (an unknown version older than its newest; a newer store without one of its own) is
+    /// still refused.
     #[tokio::test]
     async fn a_store_migrated_by_a_newer_exai_is_opened_and_a_gap_in_its_history_is_not() {
         let newer = test_location();
@@ -1303,12 +1331,23 @@ pub(crate) mod tests {
             CallState::Received
         );
 
+        // Version 2 is none of this exai's migrations, and older than its newest.
+        let unknown = test_location();
+        Store::open(&unknown).unwrap();
+        note_applied(&unknown, 2, "not_ours");
+        let refused = Store::open(&unknown).err().unwrap().to_string();
+        assert!(refused.contains("not_ours"), "{refused}");
+
+        // Newer, but without this exai's V8.
         let gap = test_location();
         Store::open(&gap).unwrap();
-        // Version 2 was never one of exai's migrations: not a newer store, a strange one.
-        note_applied(&gap, 2, "never_was");
+        note_applied(&gap, 9999, "from_a_newer_exai");
+        execute_on(
+            &gap,
+            "DELETE FROM refinery_schema_history WHERE version = 8".into(),
+        );
         let refused = Store::open(&gap).err().unwrap().to_string();
-        assert!(refused.contains("never_was"), "{refused}");
+        assert!(refused.contains("lacks V8__open_calls_index"), "{refused}");
     }
 
     #[tokio::test]

@@ -272,11 +272,16 @@ fn migrate(config: &tokio_postgres::Config, store: &str) -> Result<(), BackendEr
                 .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
                 .await?;
             let runner = embedded::migrations::runner();
-            let applied = runner.run_async(client).await;
+            let outcome = runner.run_async(client).await;
+            let known = runner.get_migrations();
+            let applied = match super::refused_as_newer(&outcome, known) {
+                true => Some(runner.get_applied_migrations_async(client).await),
+                false => None,
+            };
             let unlocked = client
                 .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
                 .await;
-            super::applied_or_newer(applied, runner.get_migrations(), store)?;
+            super::applied_or_newer(outcome, known, applied, store)?;
             unlocked?;
             Ok::<_, BackendError>(())
         },

@@ -43,11 +43,11 @@ impl Sqlite {
             adopt_unversioned(&conn)?;
             let runner = embedded::migrations::runner();
             let outcome = runner.run(&mut conn);
-            super::applied_or_newer(
-                outcome,
-                runner.get_migrations(),
-                &path.display().to_string(),
-            )?;
+            let known = runner.get_migrations();
+            let applied = super::refused_as_newer(&outcome, known)
+                .then(|| runner.get_applied_migrations(&mut conn));
+            let store = path.display().to_string();
+            super::applied_or_newer(outcome, known, applied, &store)?;
         }
         Ok(Self { conn })
     }
