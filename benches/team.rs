@@ -139,7 +139,7 @@ impl Throughput {
 }
 
 /// What each client of a throughput run sends, one after another.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Work {
     /// `chat` on `fake-fast`, which answers at once.
     Chat,
@@ -164,20 +164,18 @@ async fn calls_per_second(daemons: &[&Daemon], work: Work) -> Throughput {
         tokio::spawn(async move {
             let mut done = 0u64;
             while Instant::now() < until {
-                if work == Work::Ping {
-                    let reply = session.request("ping", serde_json::json!({})).await;
-                    assert!(reply.get("result").is_some(), "{reply}");
-                    done += 1;
-                    continue;
+                match work {
+                    Work::Ping => {
+                        let reply = session.request("ping", serde_json::json!({})).await;
+                        assert!(reply.get("result").is_some(), "{reply}");
+                    }
+                    Work::Chat => {
+                        let prompt = format!("w{w} c{done}");
+                        let arguments = serde_json::json!({"prompt": prompt, "model": "fake-fast"});
+                        let result = session.call_tool("chat", arguments).await;
+                        assert_eq!(text_in(&result), format!("echo: {prompt}"));
+                    }
                 }
-                let prompt = format!("w{w} c{done}");
-                let result = session
-                    .call_tool(
-                        "chat",
-                        serde_json::json!({"prompt": prompt, "model": "fake-fast"}),
-                    )
-                    .await;
-                assert_eq!(text_in(&result), format!("echo: {prompt}"));
                 done += 1;
             }
             done

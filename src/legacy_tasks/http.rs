@@ -2,8 +2,8 @@
 //! transports, run on each POST body and on the SSE answers it must complete.
 //!
 //! rmcp's `StreamableHttpService` reads the body itself, so the adapter sits in front of it
-//! as one of the route's steps (`daemon/http.rs`), one adapter per `Mcp-Session-Id` of a session that negotiated 2025-11-25.
-//! Requests of other sessions pass untouched and unread.
+//! as one of the route's steps (`daemon/http.rs`), one adapter per `Mcp-Session-Id` of a
+//! session that negotiated 2025-11-25. Requests of other sessions pass untouched and unread.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

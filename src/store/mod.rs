@@ -296,24 +296,24 @@ pub(super) fn refused_as_newer(
 }
 
 /// The outcome of a migration run, where a store a newer exai migrated is no error when its
-/// history holds every migration this exai has, as this exai has it (`applied`, read when the
-/// run was [`refused_as_newer`]): migrations only add, so this exai's statements hold on it,
-/// and a replica not yet upgraded that restarts comes back. Any other refusal stands.
+/// history holds every migration this exai has, as this exai has it: migrations only add, so
+/// this exai's statements hold on it, and a replica not yet upgraded that restarts comes back.
+/// `applied` is that history, read only when the run was [`refused_as_newer`]; any other
+/// refusal stands.
 pub(super) fn applied_or_newer(
     outcome: Result<refinery::Report, refinery::Error>,
     known: &[refinery::Migration],
     applied: Option<Result<Vec<refinery::Migration>, refinery::Error>>,
     store: &str,
 ) -> Result<(), BackendError> {
-    let newer = refused_as_newer(&outcome, known);
     let error = match outcome {
         Ok(_) => return Ok(()),
         Err(error) => error,
     };
-    let applied = match applied {
-        Some(applied) if newer => applied?,
-        _ => return Err(BackendError::Migration(error)),
+    let Some(applied) = applied else {
+        return Err(BackendError::Migration(error));
     };
+    let applied = applied?;
     if let Some(lacking) = known.iter().find(|m| !applied.contains(m)) {
         return Err(BackendError::SchemaGap(lacking.to_string()));
     }
