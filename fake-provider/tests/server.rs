@@ -626,6 +626,48 @@ async fn last_request_is_recorded_even_when_the_key_is_refused() {
     assert_eq!(last["messages"][1]["content"], "hi");
 }
 
+/// Bodies that are not a chat request are refused 400, naming what is wrong; only an object
+/// that names its model is kept as that model's last request (even when refused, so a test can
+/// see what was sent).
+#[tokio::test]
+async fn malformed_bodies_are_refused_and_only_an_object_naming_its_model_is_kept() {
+    let server = Server::start(&[]);
+    assert_eq!(server.chat("fake-fast", "good", false).await.status(), 200);
+    let url = server.url("/v1/chat/completions");
+    let refused = |body: &'static str| {
+        let request = server
+            .client
+            .post(&url)
+            .header("content-type", "application/json");
+        async move {
+            let response = request.body(body).send().await.unwrap();
+            assert_eq!(response.status(), 400, "{body}");
+            let answer: Value = response.json().await.unwrap();
+            answer["error"]["message"].as_str().unwrap().to_owned()
+        }
+    };
+    let cut = refused(r#"{"model": "fake-fast", "messages": ["#).await;
+    assert!(cut.starts_with("invalid request body: EOF"), "{cut}");
+    // An array is read as the request's fields in order (serde's way with structs), but it
+    // names no model to keep it under.
+    let array = server
+        .client
+        .post(&url)
+        .header("content-type", "application/json");
+    array.body(r#"["fake-fast", []]"#).send().await.unwrap();
+    let no_model = refused(r#"{"messages": []}"#).await;
+    assert!(no_model.contains("model"), "{no_model}");
+    // None of these replaced the last good request.
+    let last: Value = server.last_request("fake-fast").await.json().await.unwrap();
+    assert_eq!(last["messages"][1]["content"], "good");
+
+    // An object naming its model, of the wrong shape: refused, and kept as sent.
+    let shape = refused(r#"{"model": "fake-fast", "messages": "not a list"}"#).await;
+    assert!(shape.contains("invalid type"), "{shape}");
+    let last: Value = server.last_request("fake-fast").await.json().await.unwrap();
+    assert_eq!(last["messages"], "not a list");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Failure scripts
 // ---------------------------------------------------------------------------------------------
