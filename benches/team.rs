@@ -36,7 +36,7 @@ const IN_FLIGHT: usize = 10_000;
 const LIST_SAMPLES: usize = 200;
 
 /// Which parts run: all, or those named on the command line (`latency`, `throughput`,
-/// `pg-throughput`, `inflight`), e.g. `cargo bench --bench team -- throughput` while working on one figure.
+/// `sqlite-throughput`, `pg-throughput`, `inflight`), e.g. `cargo bench --bench team -- throughput` while working on one figure.
 fn runs(part: &str) -> bool {
     let named: Vec<String> = std::env::args()
         .skip(1)
@@ -88,17 +88,29 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// Writes waiting for `daemon`'s store, as its `/metrics` says.
-fn store_queue_depth(daemon: &Daemon) -> Option<u64> {
+/// The value of `metric` (a sample's whole name) in `daemon`'s `/metrics`.
+fn metric(daemon: &Daemon, metric: &str) -> Option<f64> {
     let bearer = format!("Bearer {}", daemon.token());
     let url = format!("http://{}/metrics", daemon.addr);
     let (_, metrics) = http_request("GET", &url, &[("Authorization", bearer.as_str())], "");
     metrics
         .lines()
-        .find_map(|line| line.strip_prefix("exai_store_write_queue_depth "))?
+        .find_map(|line| line.strip_prefix(metric)?.strip_prefix(' '))?
         .trim()
         .parse()
         .ok()
+}
+
+/// Writes waiting for `daemon`'s store.
+fn store_queue_depth(daemon: &Daemon) -> Option<u64> {
+    metric(daemon, "exai_store_write_queue_depth").map(|depth| depth as u64)
+}
+
+/// Writes and commits `daemon`'s store has made so far.
+fn store_commits(daemon: &Daemon) -> (f64, f64) {
+    let writes = metric(daemon, "exai_store_commit_writes_sum").unwrap_or(0.0);
+    let commits = metric(daemon, "exai_store_commit_writes_count").unwrap_or(0.0);
+    (writes, commits)
 }
 
 /// What a throughput run measured: calls per second, and the CPU the daemons and this process
@@ -108,6 +120,8 @@ struct Throughput {
     calls_per_second: f64,
     daemon_cpu_per_call: Duration,
     bench_cpu_per_call: Duration,
+    /// How many writes the daemons' stores committed together, on average.
+    writes_per_commit: f64,
 }
 
 impl Throughput {
@@ -127,7 +141,11 @@ impl Throughput {
         );
         report.add(
             &format!("daemon CPU per call, one {backend} replica"),
-            format!("{:.0} µs", self.daemon_cpu_per_call.as_secs_f64() * 1e6),
+            format!(
+                "{:.0} µs ({:.1} writes a commit)",
+                self.daemon_cpu_per_call.as_secs_f64() * 1e6,
+                self.writes_per_commit
+            ),
             "-",
         );
         report.add(
@@ -156,6 +174,7 @@ async fn calls_per_second(daemons: &[&Daemon], work: Work) -> Throughput {
         let url = format!("http://{}/mcp", daemon.addr);
         sessions.push(HttpSession::open(&url, &daemon.token()).await);
     }
+    let commits_before: Vec<(f64, f64)> = daemons.iter().map(|d| store_commits(d)).collect();
     let cpu_before: Vec<Duration> = daemons.iter().map(|d| cpu_time(d.pid())).collect();
     let own_cpu_before = cpu_time(std::process::id());
     let started = Instant::now();
@@ -193,7 +212,15 @@ async fn calls_per_second(daemons: &[&Daemon], work: Work) -> Throughput {
         .map(|(d, before)| cpu_time(d.pid()) - before)
         .sum();
     let own_cpu = cpu_time(std::process::id()) - own_cpu_before;
+    let (writes, commits) = daemons.iter().zip(commits_before).fold(
+        (0.0, 0.0),
+        |(writes, commits), (d, (writes_before, commits_before))| {
+            let (w, c) = store_commits(d);
+            (writes + w - writes_before, commits + c - commits_before)
+        },
+    );
     Throughput {
+        writes_per_commit: writes / commits.max(1.0),
         calls_per_second: done as f64 / elapsed.as_secs_f64(),
         daemon_cpu_per_call: cpu / done as u32,
         bench_cpu_per_call: own_cpu / done as u32,
@@ -252,7 +279,7 @@ async fn main() {
     // 2. Calls per second through /mcp: one replica on each backend, then two on Postgres.
     let clients = format!("{HTTP_CLIENTS} clients, zero-delay model");
     let mut one_sqlite = None;
-    if runs("throughput") {
+    if runs("throughput") || runs("sqlite-throughput") {
         let sqlite = bench_daemon(&fake, None);
         let run = calls_per_second(&[&sqlite], Work::Chat).await;
         // The floor under every call: the same clients pinging, so the rest of a call's cost

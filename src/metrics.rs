@@ -133,6 +133,13 @@ const STORE_WRITE_SECONDS: Buckets = Buckets {
     count: 19,
 };
 
+/// Writes committed in one transaction: 1 to the writer's batch of 512.
+const STORE_COMMIT_WRITES: Buckets = Buckets {
+    start: 1.0,
+    factor: 2.0,
+    count: 10,
+};
+
 /// Longest name kept as a label value: each is repeated on every line of its series.
 const MOST_LABEL_BYTES: usize = 128;
 
@@ -192,6 +199,7 @@ struct Metrics {
     calls_in_flight: Gauge,
     sessions: Family<TransportLabels, Gauge>,
     store_write_seconds: Histogram,
+    store_commit_writes: Histogram,
     store_queue: Gauge,
     store_records_waiting: Gauge,
     store_threads_waiting: Gauge,
@@ -277,6 +285,12 @@ impl Metrics {
             Unit::Seconds,
             store_write_seconds.clone(),
         );
+        let store_commit_writes = STORE_COMMIT_WRITES.new_metric();
+        registry.register(
+            "store_commit_writes",
+            "Writes the store committed together in one transaction (its group commit)",
+            store_commit_writes.clone(),
+        );
         let store_queue = Gauge::default();
         registry.register(
             "store_write_queue_depth",
@@ -316,6 +330,7 @@ impl Metrics {
             calls_in_flight,
             sessions,
             store_write_seconds,
+            store_commit_writes,
             store_queue,
             store_records_waiting,
             store_threads_waiting,
@@ -459,6 +474,11 @@ pub fn provider_retry(provider: &Name, status: RequestStatus) {
 /// Records how long an acknowledged store write took.
 pub fn store_write(took: Duration) {
     METRICS.store_write_seconds.observe(took.as_secs_f64());
+}
+
+/// Counts one commit of the store, of `writes` writes.
+pub fn store_commit(writes: usize) {
+    METRICS.store_commit_writes.observe(writes as f64);
 }
 
 /// Counts a session open on `transport` until it drops.

@@ -920,25 +920,30 @@ impl Calls {
         {
             recording = Recording::Pending(record.clone(), None);
         }
-        let record = match recording {
+        let (record, done) = match recording {
             Recording::Taken => return self.store.finish(&call.id, done).await.map(|()| None),
             // The room kept for it goes back first: its insert takes a place of its own.
-            Recording::Pending(record, _room) => record,
+            Recording::Pending(record, _room) => (record, done),
             Recording::Queued(record, queued) => {
                 // The end goes in right behind the record (a quick call's two share a commit),
                 // and counts only if the record took: its answer is read after the record's.
+                // Shared with the queue, not copied: kept here only in case the store fails it.
+                let done = Arc::new(done);
                 let finishing = self.store.queue_finish(&call.id, done.clone()).await;
+                let late = |done| late::Late::new(record.clone(), Arc::unwrap_or_clone(done));
                 match (self.store.answer(queued).await, finishing) {
                     (Ok(()), Ok(finishing)) => {
                         return match self.store.answer(finishing).await {
                             Ok(()) => Ok(None),
-                            Err(error) => Err(self.keep_late(late::Late::new(record, done), error)),
+                            Err(error) => Err(self.keep_late(late(done), error)),
                         };
                     }
                     // Recorded now, under a fresh id the answer names.
-                    (Err(StoreError::IdTaken { .. }), _) => record,
+                    (Err(StoreError::IdTaken { .. }), _) => {
+                        (record.clone(), Arc::unwrap_or_clone(done))
+                    }
                     (Err(error), _) | (Ok(()), Err(error)) => {
-                        return Err(self.keep_late(late::Late::new(record, done), error));
+                        return Err(self.keep_late(late(done), error));
                     }
                 }
             }

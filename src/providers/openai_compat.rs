@@ -407,7 +407,8 @@ impl OpenAiCompatible {
         // bytes may be kept until the answer's headers (reqwest keeps them to resend), so they
         // are cut to their length rather than left with the room serializing grew.
         let body = {
-            let mut body = self.body(url, model, request).to_string().into_bytes();
+            // A JSON tree always serializes; its `Display` would go through a formatter.
+            let mut body = serde_json::to_vec(&self.body(url, model, request)).unwrap_or_default();
             body.shrink_to_fit();
             body
         };

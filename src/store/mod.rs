@@ -708,7 +708,7 @@ impl Store {
 
     /// Records the end of a call; returns once it is committed.
     pub async fn finish(&self, id: &str, done: FinishedCall) -> Result<(), StoreError> {
-        let queued = self.queue_finish(id, done).await?;
+        let queued = self.queue_finish(id, Arc::new(done)).await?;
         self.answer(queued).await
     }
 
@@ -718,11 +718,11 @@ impl Store {
     pub async fn queue_finish(
         &self,
         id: &str,
-        done: FinishedCall,
+        done: Arc<FinishedCall>,
     ) -> Result<QueuedWrite, StoreError> {
         self.enqueue(WriteOp::Finish {
             id: id.to_string(),
-            done: Box::new(done),
+            done,
         })
         .await
     }

@@ -412,7 +412,7 @@ mod tests {
         huge.arguments = "y".repeat(200_000);
         let finish = WriteOp::Finish {
             id: "before".into(),
-            done: Box::new(FinishedCall {
+            done: std::sync::Arc::new(FinishedCall {
                 state: Some(CallState::Succeeded),
                 finished_at_ms: now_ms(),
                 ..Default::default()

@@ -36,8 +36,9 @@ pub(super) enum WriteOp {
     },
     Finish {
         id: String,
-        /// Boxed: the largest write by far, it would size every slot of the queue.
-        done: Box<FinishedCall>,
+        /// Behind a pointer: the largest write by far, it would size every slot of the queue.
+        /// Shared with the call, which keeps it in case the store cannot take it.
+        done: Arc<FinishedCall>,
     },
     Delivery {
         id: String,
@@ -280,6 +281,7 @@ impl Writer {
         if batch.is_empty() {
             return;
         }
+        crate::metrics::store_commit(batch.len());
         let outcomes = match apply_batch(conn, batch) {
             Ok(outcomes) => outcomes,
             // The database is held by another program or cannot be reached: each write
@@ -684,7 +686,7 @@ pub(super) mod tests {
         intruder.session_id = "another session".into();
         let end = |answer: &str| WriteOp::Finish {
             id: answer.split(' ').next().unwrap_or_default().to_string(),
-            done: Box::new(FinishedCall {
+            done: Arc::new(FinishedCall {
                 state: Some(CallState::Succeeded),
                 result: Some(answer.to_string()),
                 ..FinishedCall::default()

@@ -182,6 +182,19 @@ async fn counters_match_the_calls_made_by_outcome() {
     assert_eq!(total(&after, "exai_provider_queue_depth", &custom), 0.0);
     assert!(observations(&after, "exai_store_write_duration_seconds", &[]) >= 12);
     assert_eq!(total(&after, "exai_store_write_queue_depth", &[]), 0.0);
+    // The store's commits are counted by how many writes each took: never more than a batch.
+    let commits = observations(&after, "exai_store_commit_writes", &[]);
+    assert!(commits >= 1, "the store's commits are counted");
+    let at_most_a_batch = matching(&after, "exai_store_commit_writes", &[])
+        .map(|s| match &s.value {
+            Metric::Histogram(buckets) => buckets
+                .iter()
+                .find(|b| b.less_than == 512.0)
+                .map_or(0, |b| b.count as u64),
+            other => panic!("not a histogram: {other:?}"),
+        })
+        .sum::<u64>();
+    assert_eq!(at_most_a_batch, commits);
     let build = matching(&after, "exai_build_info", &[]).next().unwrap();
     assert_eq!(build.labels.get("version"), Some(env!("CARGO_PKG_VERSION")));
     client.cancel().await.unwrap();
