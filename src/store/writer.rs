@@ -112,6 +112,84 @@ impl Refused {
     }
 }
 
+/// Records of calls just started, kept out of the groups other calls' ends commit for a moment
+/// (no longer than a write nobody waits for lingers anyway): a quick call's record then goes in
+/// with its end, written once as the call ended instead of inserted and then updated (see
+/// [`ended_in_group`]). A record goes into the group at once when another write about its call
+/// comes (right before it), when a barrier comes, or when it is due.
+#[derive(Default)]
+struct AwaitingEnd {
+    records: HashMap<String, Queued>,
+    /// Their ids and when each was queued, oldest first (one whose record went in already is
+    /// skipped).
+    order: VecDeque<(String, Instant)>,
+}
+
+impl AwaitingEnd {
+    /// More records than that go in at once.
+    const MOST: usize = BATCH;
+
+    /// Takes `next` in: keeps a call's record, or puts `next` in the group, behind the record
+    /// it is about.
+    fn take(&mut self, next: Queued, batch: &mut Vec<Queued>) {
+        match &next.op {
+            WriteOp::Barrier => self.release_all(batch),
+            WriteOp::Insert { call, .. } => {
+                // A second record under the same id goes in behind the first, as queued.
+                if let Some(first) = self.records.remove(&call.id) {
+                    batch.push(first);
+                } else if self.records.len() < Self::MOST {
+                    self.order.push_back((call.id.clone(), next.queued_at));
+                    self.records.insert(call.id.clone(), next);
+                    return;
+                }
+            }
+            op => {
+                if let Some(record) = op.updated_id().and_then(|id| self.records.remove(id)) {
+                    batch.push(record);
+                }
+            }
+        }
+        batch.push(next);
+    }
+
+    /// Puts the records that have waited [`LINGER`] in the group.
+    fn release_due(&mut self, now: Instant, batch: &mut Vec<Queued>) {
+        while let Some((id, queued_at)) = self.order.front() {
+            if self.is_waiting(id, *queued_at) {
+                if *queued_at + LINGER > now {
+                    break;
+                }
+                batch.extend(self.records.remove(id));
+            }
+            self.order.pop_front();
+        }
+    }
+
+    fn release_all(&mut self, batch: &mut Vec<Queued>) {
+        while let Some((id, queued_at)) = self.order.pop_front() {
+            if self.is_waiting(&id, queued_at) {
+                batch.extend(self.records.remove(&id));
+            }
+        }
+    }
+
+    /// Whether the record of `id` queued at `queued_at` still waits (not one that went in, nor
+    /// a later record under the same id).
+    fn is_waiting(&self, id: &str, queued_at: Instant) -> bool {
+        self.records
+            .get(id)
+            .is_some_and(|record| record.queued_at == queued_at)
+    }
+
+    /// When the oldest record waiting is due.
+    fn next_due(&self) -> Option<Instant> {
+        (self.order.iter())
+            .find(|(id, queued_at)| self.is_waiting(id, *queued_at))
+            .map(|(_, queued_at)| *queued_at + LINGER)
+    }
+}
+
 /// Why one queued write did not take effect, as the writer tells whoever waits for it.
 #[derive(Debug, Clone)]
 pub(super) enum WriteFailure {
@@ -192,6 +270,9 @@ impl Writer {
         let mut quiet_until: Option<Instant> = None;
         // A closing queue tries the thread saves waiting once more, then gives up on them.
         let mut last_try = false;
+        // Where a group's statements are guarded, a call's record waits a moment for its end
+        // to be written as one with it.
+        let mut awaiting_end = conn.guards_statements().then(AwaitingEnd::default);
         loop {
             let mut force = false;
             let mut closed = false;
@@ -218,9 +299,18 @@ impl Writer {
                 }
                 inserted.extend(next.op.inserted_id().map(str::to_string));
                 urgent |= urgency.is_urgent(&next);
-                batch.push(next);
+                match awaiting_end.as_mut() {
+                    Some(awaiting) => awaiting.take(next, &mut batch),
+                    None => batch.push(next),
+                }
             }
             let now = Instant::now();
+            if let Some(awaiting) = awaiting_end.as_mut() {
+                match closed {
+                    true => awaiting.release_all(&mut batch),
+                    false => awaiting.release_due(now, &mut batch),
+                }
+            }
             if batch.is_empty() {
                 if closed && (last_try || self.waiting_threads.count() == 0) {
                     return;
@@ -230,10 +320,13 @@ impl Writer {
                     self.waiting_threads.try_now();
                     continue;
                 }
+                // Records awaiting their end are written by the time they are due at the latest.
+                let due = awaiting_end.as_ref().and_then(AwaitingEnd::next_due);
                 // Nothing queued: a short quiet sleep after a commit, then a wait that any
                 // write ends (or, while thread saves wait, their next try).
-                match quiet_until.filter(|until| *until > now) {
-                    Some(until) => std::thread::park_timeout(until - now),
+                let wake = [quiet_until.filter(|until| *until > now), due];
+                match wake.into_iter().flatten().min() {
+                    Some(until) => std::thread::park_timeout(until.saturating_duration_since(now)),
                     None => {
                         quiet_until = None;
                         if let Some(next_try) = self.waiting_threads.next_try() {
@@ -388,7 +481,12 @@ fn apply_batch(
     // if the insert took effect.
     let guards = conn.guards_statements();
     let mut inserts: HashMap<&str, usize> = HashMap::new();
-    for queued in batch {
+    let merged = if guards {
+        ended_in_group(batch)
+    } else {
+        HashMap::new()
+    };
+    for (i, queued) in batch.iter().enumerate() {
         let only_if = queued
             .op
             .updated_id()
@@ -397,24 +495,79 @@ fn apply_batch(
         if let Some(id) = queued.op.inserted_id() {
             inserts.insert(id, statements.len());
         }
-        plan(&queued.op, &mut statements, only_if);
+        let together = match merged.get(&i).map(|&j| &batch[j].op) {
+            Some(WriteOp::Finish { done, .. }) => Together::RecordAsEnded(done),
+            Some(_) => Together::EndWithRecord,
+            None => Together::Alone,
+        };
+        plan(&queued.op, together, &mut statements, only_if);
         ends.push(statements.len());
     }
     let changed = conn.execute_in_transaction(&statements)?;
     let mut start = 0;
     Ok(batch
         .iter()
+        .enumerate()
         .zip(ends)
-        .map(|(queued, end)| {
-            let outcome = judge(&queued.op, &changed[start..end]);
+        .map(|((i, queued), end)| {
+            // An end written with its record takes effect as the record does: the caller
+            // answers it `IdTaken` when the record's id was taken.
+            let outcome = match (&queued.op, merged.get(&i)) {
+                (WriteOp::Finish { .. }, Some(_)) => Ok(()),
+                _ => judge(&queued.op, &changed[start..end]),
+            };
             start = end;
             outcome
         })
         .collect())
 }
 
+/// How a write goes with another of its group about the same call.
+#[derive(Clone, Copy)]
+enum Together<'a> {
+    Alone,
+    /// A record whose call's end is in the group too: it goes in as the call ended.
+    RecordAsEnded(&'a FinishedCall),
+    /// An end whose record goes in with it: only what else the end writes (its spend).
+    EndWithRecord,
+}
+
+/// The calls recorded and ended in one group (see [`AwaitingEnd`]), each to be written once,
+/// as it ended: one insert instead of an insert and an update, and the record never enters the
+/// index of open calls. Each pair both ways (the record's index to its end's and back). Only
+/// when nothing but progress (which the end overwrites) comes between the two about the call.
+fn ended_in_group(batch: &[Queued]) -> HashMap<usize, usize> {
+    let mut open: HashMap<&str, usize> = HashMap::new();
+    let mut pairs = HashMap::new();
+    for (i, queued) in batch.iter().enumerate() {
+        match &queued.op {
+            WriteOp::Insert { call, .. } => {
+                open.insert(&call.id, i);
+            }
+            WriteOp::Finish { id, .. } => {
+                if let Some(insert) = open.remove(id.as_str()) {
+                    pairs.insert(insert, i);
+                    pairs.insert(i, insert);
+                }
+            }
+            WriteOp::Progress { .. } => {}
+            op => {
+                if let Some(id) = op.updated_id() {
+                    open.remove(id);
+                }
+            }
+        }
+    }
+    pairs
+}
+
 /// The statements that make one write, each run only if statement `only_if` changed a row.
-fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>, only_if: Option<usize>) {
+fn plan<'a>(
+    op: &'a WriteOp,
+    together: Together<'a>,
+    statements: &mut Vec<Statement<'a>>,
+    only_if: Option<usize>,
+) {
     use Param::{Bool, Int, Text};
     let mut add = |sql: &'static str, params: Vec<Param<'a>>| {
         statements.push(Statement {
@@ -424,6 +577,58 @@ fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>, only_if: Optio
         });
     };
     match op {
+        WriteOp::Insert {
+            call: c,
+            started_at_ms,
+        } if let Together::RecordAsEnded(done) = together => add(
+            "INSERT INTO calls (id, session_id, client_name, client_version, transport, tool, \
+             arguments, received_at_ms, deadline_at_ms, owner_pid, replica, user_name, \
+             state, started_at_ms, finished_at_ms, duration_ms, provider, model, tokens_in, \
+             tokens_out, attempts, progress_count, last_progress, error_kind, error_message, \
+             result, is_error, reasoning_tokens, time_to_first_token_ms, reasoning, \
+             cached_tokens, finish_reason, cost_usd_micros, thread_id, delivery) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+             ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, \
+             ?33, ?34, COALESCE(?35, 'pending')) \
+             ON CONFLICT(id) DO NOTHING",
+            vec![
+                Text(Some(&c.id)),
+                Text(Some(&c.session_id)),
+                text(&c.client_name),
+                text(&c.client_version),
+                Text(Some(c.transport.as_str())),
+                Text(Some(&c.tool)),
+                Text(Some(&c.arguments)),
+                Int(Some(c.received_at_ms)),
+                Int(Some(c.deadline_at_ms)),
+                Int(Some(*OWNER_PID)),
+                text(&c.replica),
+                text(&c.user_name),
+                Text(Some(done.state.unwrap_or(CallState::Failed).as_str())),
+                Int(done.started_at_ms.or(*started_at_ms)),
+                Int(Some(done.finished_at_ms)),
+                Int(Some(done.finished_at_ms - c.received_at_ms)),
+                text(&done.provider),
+                text(&done.model),
+                Int(done.tokens_in),
+                Int(done.tokens_out),
+                Int(done.attempts),
+                Int(Some(done.progress_count)),
+                text(&done.last_progress),
+                text(&done.error_kind),
+                text(&done.error_message),
+                text(&done.result),
+                Bool(done.is_error),
+                Int(done.reasoning_tokens),
+                Int(done.time_to_first_token_ms),
+                text(&done.reasoning),
+                Int(done.cached_tokens),
+                text(&done.finish_reason),
+                Int(done.cost_usd_micros),
+                text(&done.thread_id),
+                text(&done.delivery),
+            ],
+        ),
         WriteOp::Insert {
             call: c,
             started_at_ms,
@@ -472,8 +677,10 @@ fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>, only_if: Optio
             ],
         ),
         WriteOp::Finish { id, done } => {
-            add(
-                "UPDATE calls SET state = ?2, started_at_ms = COALESCE(?3, started_at_ms), \
+            // An end written with its record adds only its spend.
+            if !matches!(together, Together::EndWithRecord) {
+                add(
+                    "UPDATE calls SET state = ?2, started_at_ms = COALESCE(?3, started_at_ms), \
                  finished_at_ms = ?4, duration_ms = ?4 - received_at_ms, provider = ?5, model = ?6, \
                  tokens_in = ?7, tokens_out = ?8, attempts = ?9, progress_count = ?10, \
                  last_progress = ?11, error_kind = ?12, error_message = ?13, result = ?14, \
@@ -481,32 +688,33 @@ fn plan<'a>(op: &'a WriteOp, statements: &mut Vec<Statement<'a>>, only_if: Optio
                  reasoning = ?18, cached_tokens = ?19, finish_reason = ?20, cost_usd_micros = ?21, \
                  thread_id = COALESCE(?22, thread_id), delivery = COALESCE(?23, delivery) \
                  WHERE id = ?1",
-                vec![
-                    Text(Some(id)),
-                    Text(Some(done.state.unwrap_or(CallState::Failed).as_str())),
-                    Int(done.started_at_ms),
-                    Int(Some(done.finished_at_ms)),
-                    text(&done.provider),
-                    text(&done.model),
-                    Int(done.tokens_in),
-                    Int(done.tokens_out),
-                    Int(done.attempts),
-                    Int(Some(done.progress_count)),
-                    text(&done.last_progress),
-                    text(&done.error_kind),
-                    text(&done.error_message),
-                    text(&done.result),
-                    Bool(done.is_error),
-                    Int(done.reasoning_tokens),
-                    Int(done.time_to_first_token_ms),
-                    text(&done.reasoning),
-                    Int(done.cached_tokens),
-                    text(&done.finish_reason),
-                    Int(done.cost_usd_micros),
-                    text(&done.thread_id),
-                    text(&done.delivery),
-                ],
-            );
+                    vec![
+                        Text(Some(id)),
+                        Text(Some(done.state.unwrap_or(CallState::Failed).as_str())),
+                        Int(done.started_at_ms),
+                        Int(Some(done.finished_at_ms)),
+                        text(&done.provider),
+                        text(&done.model),
+                        Int(done.tokens_in),
+                        Int(done.tokens_out),
+                        Int(done.attempts),
+                        Int(Some(done.progress_count)),
+                        text(&done.last_progress),
+                        text(&done.error_kind),
+                        text(&done.error_message),
+                        text(&done.result),
+                        Bool(done.is_error),
+                        Int(done.reasoning_tokens),
+                        Int(done.time_to_first_token_ms),
+                        text(&done.reasoning),
+                        Int(done.cached_tokens),
+                        text(&done.finish_reason),
+                        Int(done.cost_usd_micros),
+                        text(&done.thread_id),
+                        text(&done.delivery),
+                    ],
+                );
+            }
             // What the call's providers billed goes to the running totals of the day it
             // finished (per provider and user, `''` for the owner), in the transaction of its
             // end: the budgets read these. A call without a record adds nothing.
@@ -726,5 +934,174 @@ pub(super) mod tests {
         let third = reader.get("y").unwrap().unwrap();
         assert_eq!(third.state, CallState::Succeeded);
         assert_eq!(third.result.as_deref(), Some("y done"));
+    }
+
+    /// Everything a call's end writes, every column set, and spend from one provider.
+    fn full_end(finished_at_ms: i64) -> FinishedCall {
+        FinishedCall {
+            state: Some(CallState::Succeeded),
+            started_at_ms: None,
+            finished_at_ms,
+            provider: Some("glm".into()),
+            model: Some("glm-4.6".into()),
+            tokens_in: Some(10),
+            tokens_out: Some(20),
+            reasoning_tokens: Some(3),
+            cached_tokens: Some(4),
+            finish_reason: Some("stop".into()),
+            time_to_first_token_ms: Some(7),
+            reasoning: Some("thought".into()),
+            attempts: Some(2),
+            progress_count: 5,
+            last_progress: Some("answering".into()),
+            error_kind: None,
+            error_message: None,
+            result: Some("{\"content\":[]}".into()),
+            is_error: false,
+            cost_usd_micros: Some(12),
+            spend: vec![("glm".into(), Some(12))],
+            thread_id: Some("thread".into()),
+            delivery: Some("delivered".into()),
+        }
+    }
+
+    fn record(id: &str) -> WriteOp {
+        WriteOp::Insert {
+            call: new_call(id).into(),
+            started_at_ms: None,
+        }
+    }
+
+    fn end(id: &str) -> WriteOp {
+        WriteOp::Finish {
+            id: id.into(),
+            done: Arc::default(),
+        }
+    }
+
+    fn ids(batch: &[Queued]) -> Vec<String> {
+        let name = |op: &WriteOp| match op {
+            WriteOp::Insert { call, .. } => format!("record {}", call.id),
+            WriteOp::Finish { id, .. } => format!("end {id}"),
+            WriteOp::Barrier => "barrier".into(),
+            op => format!("write about {}", op.updated_id().unwrap_or("-")),
+        };
+        batch.iter().map(|q| name(&q.op)).collect()
+    }
+
+    #[test]
+    fn a_calls_record_waits_for_its_end_out_of_other_calls_groups_until_it_is_due() {
+        let mut awaiting = AwaitingEnd::default();
+        let mut batch = Vec::new();
+        for op in [record("a"), record("b"), end("b"), record("c")] {
+            awaiting.take(Queued::unawaited(op), &mut batch);
+        }
+        // b's end commits now, with b's record right before it; a and c wait.
+        assert_eq!(ids(&batch), ["record b", "end b"]);
+        let started = batch[0].queued_at;
+        batch.clear();
+        awaiting.release_due(Instant::now(), &mut batch);
+        assert!(batch.is_empty(), "{:?}", ids(&batch));
+        assert_eq!(awaiting.next_due(), awaiting.records.get("a").map(|r| r.queued_at + LINGER));
+        // Another write about a call puts its record in right before it.
+        awaiting.take(
+            Queued::unawaited(WriteOp::delivery("c", crate::store::Delivery::ClientGone)),
+            &mut batch,
+        );
+        assert_eq!(ids(&batch), ["record c", "write about c"]);
+        batch.clear();
+        // A record is written by the time it is due, at the latest.
+        awaiting.release_due(started + LINGER, &mut batch);
+        assert_eq!(ids(&batch), ["record a"]);
+        assert_eq!(awaiting.next_due(), None);
+        // A barrier orders every record before it; a second record under a taken id goes in
+        // behind the first, as they were queued.
+        batch.clear();
+        for op in [record("d"), record("e"), record("e"), WriteOp::Barrier] {
+            awaiting.take(Queued::unawaited(op), &mut batch);
+        }
+        assert_eq!(ids(&batch), ["record e", "record e", "record d", "barrier"]);
+        assert!(awaiting.records.is_empty());
+    }
+
+    #[test]
+    fn a_call_recorded_and_ended_in_one_group_is_written_as_its_two_writes_would_write_it() {
+        let (location, conn) = connect_for_test();
+        let progress = |id: &str| WriteOp::Progress {
+            id: id.into(),
+            count: 1,
+            message: "waiting".into(),
+            model: Some("other".into()),
+        };
+        let call = new_call("template");
+        let record = |id: &str| WriteOp::Insert {
+            call: NewCall {
+                id: id.into(),
+                ..call.clone()
+            }
+            .into(),
+            started_at_ms: Some(call.received_at_ms + 1),
+        };
+        let end = |id: &str| WriteOp::Finish {
+            id: id.into(),
+            done: Arc::new(full_end(call.received_at_ms + 5)),
+        };
+        // `one`: recorded, noted and ended in one group; `two`: its end in the next group.
+        let together: Vec<Queued> = [record("one"), progress("one"), end("one")]
+            .into_iter()
+            .map(Queued::unawaited)
+            .collect();
+        assert_eq!(
+            ended_in_group(&together),
+            HashMap::from([(0, 2), (2, 0)]),
+            "the record and its end are written as one"
+        );
+        let ops = together.into_iter().map(|q| q.op).collect();
+        let (outcomes, _) = write_all(conn, ops);
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        let (outcomes, _) = write_all(location.connect().unwrap(), vec![record("two")]);
+        assert!(outcomes[0].is_ok(), "{outcomes:?}");
+        let ops = vec![progress("two"), end("two")];
+        let (outcomes, _) = write_all(location.connect().unwrap(), ops);
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+
+        let reader = StoreReader::open_at(&location).unwrap();
+        let row = |id: &str| {
+            let mut row = serde_json::to_value(reader.get(id).unwrap().unwrap()).unwrap();
+            row["id"] = "".into();
+            row
+        };
+        let (one, two) = (row("one"), row("two"));
+        assert_eq!(one["state"], "succeeded", "{one}");
+        assert_eq!(one, two);
+        let spent: i64 = (reader.spend_on(super::super::day_of(now_ms())).unwrap())
+            .iter()
+            .map(|s| s.cost_usd_micros)
+            .sum();
+        assert_eq!(spent, 24, "each end adds its spend once");
+    }
+
+    #[test]
+    fn only_progress_may_come_between_a_record_and_its_end_for_them_to_be_written_as_one() {
+        let between = [
+            WriteOp::delivery("a", crate::store::Delivery::ClientGone),
+            WriteOp::Task {
+                id: "a".into(),
+                kind: "extension".into(),
+            },
+        ];
+        for op in between {
+            let group: Vec<Queued> = [record("a"), op, end("a")]
+                .into_iter()
+                .map(Queued::unawaited)
+                .collect();
+            assert!(ended_in_group(&group).is_empty());
+        }
+        // An end whose record went in an earlier group, and a record whose end has not come.
+        let group: Vec<Queued> = [end("a"), record("a")]
+            .into_iter()
+            .map(Queued::unawaited)
+            .collect();
+        assert!(ended_in_group(&group).is_empty());
     }
 }
