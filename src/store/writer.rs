@@ -126,51 +126,68 @@ struct AwaitingEnd {
 }
 
 impl AwaitingEnd {
-    /// More records than that go in at once.
-    const MOST: usize = BATCH;
+    /// More records than that go in at once (with a barrier behind them, they fit a group).
+    const MOST: usize = BATCH / 2;
 
-    /// Takes `next` in: keeps a call's record, or puts `next` in the group, behind the record
-    /// it is about.
-    fn take(&mut self, next: Queued, batch: &mut Vec<Queued>) {
-        match &next.op {
-            WriteOp::Barrier => self.release_all(batch),
-            WriteOp::Insert { call, .. } => {
-                // A second record under the same id goes in behind the first, as queued.
-                if let Some(first) = self.records.remove(&call.id) {
-                    batch.push(first);
-                } else if self.records.len() < Self::MOST {
-                    self.order.push_back((call.id.clone(), next.queued_at));
-                    self.records.insert(call.id.clone(), next);
-                    return;
-                }
+    /// Takes `next` in: keeps a call's record (one nobody waits for: a record somebody waits
+    /// for has no end coming before its answer), or puts `next` in the group, behind the
+    /// record it is about. Gives `next` back when the group has no room for it and the
+    /// records it must follow: it starts the next group.
+    fn take(&mut self, next: Queued, batch: &mut Vec<Queued>) -> Option<Queued> {
+        let first = match &next.op {
+            WriteOp::Barrier => None,
+            WriteOp::Insert { call, .. } => self.records.get(&call.id).map(|_| call.id.as_str()),
+            op => op.updated_id().filter(|id| self.records.contains_key(*id)),
+        };
+        let needed = match (&next.op, first) {
+            (WriteOp::Barrier, _) => self.records.len() + 1,
+            (_, Some(_)) => 2,
+            (_, None) => 1,
+        };
+        if batch.len() + needed > BATCH && !batch.is_empty() {
+            return Some(next);
+        }
+        match (&next.op, first) {
+            (WriteOp::Barrier, _) => self.release(usize::MAX, |_| true, batch),
+            // A second record under the same id goes in behind the first, as queued.
+            (_, Some(id)) => batch.extend(self.records.remove(id)),
+            (WriteOp::Insert { call, .. }, None)
+                if !next.urgent && self.records.len() < Self::MOST =>
+            {
+                self.order.push_back((call.id.clone(), next.queued_at));
+                self.records.insert(call.id.clone(), next);
+                return None;
             }
-            op => {
-                if let Some(record) = op.updated_id().and_then(|id| self.records.remove(id)) {
-                    batch.push(record);
-                }
-            }
+            _ => {}
         }
         batch.push(next);
+        None
     }
 
-    /// Puts the records that have waited [`LINGER`] in the group.
+    /// Puts the records that have waited [`LINGER`] by `now` in the group, as many as it has room for.
     fn release_due(&mut self, now: Instant, batch: &mut Vec<Queued>) {
+        let room = BATCH.saturating_sub(batch.len());
+        self.release(room, |queued_at| queued_at + LINGER <= now, batch);
+    }
+
+    /// Puts every record in the group, as many as it has room for.
+    fn release_all(&mut self, batch: &mut Vec<Queued>) {
+        let room = BATCH.saturating_sub(batch.len());
+        self.release(room, |_| true, batch);
+    }
+
+    /// Puts up to `most` records in the group, oldest first, while `due` says so of the oldest.
+    fn release(&mut self, most: usize, due: impl Fn(Instant) -> bool, batch: &mut Vec<Queued>) {
+        let mut released = 0;
         while let Some((id, queued_at)) = self.order.front() {
             if self.is_waiting(id, *queued_at) {
-                if *queued_at + LINGER > now {
+                if released == most || !due(*queued_at) {
                     break;
                 }
                 batch.extend(self.records.remove(id));
+                released += 1;
             }
             self.order.pop_front();
-        }
-    }
-
-    fn release_all(&mut self, batch: &mut Vec<Queued>) {
-        while let Some((id, queued_at)) = self.order.pop_front() {
-            if self.is_waiting(&id, queued_at) {
-                batch.extend(self.records.remove(&id));
-            }
         }
     }
 
@@ -300,7 +317,13 @@ impl Writer {
                 inserted.extend(next.op.inserted_id().map(str::to_string));
                 urgent |= urgency.is_urgent(&next);
                 match awaiting_end.as_mut() {
-                    Some(awaiting) => awaiting.take(next, &mut batch),
+                    Some(awaiting) => {
+                        if let Some(next) = awaiting.take(next, &mut batch) {
+                            held_over = Some(next);
+                            force = true;
+                            break;
+                        }
+                    }
                     None => batch.push(next),
                 }
             }
@@ -814,6 +837,7 @@ fn text(value: &Option<String>) -> Param<'_> {
 pub(super) mod tests {
     use super::*;
     use crate::store::StoreReader;
+    use crate::store::spend_totals;
     use crate::store::tests::{connect_for_test, new_call};
 
     /// Runs a writer over `conn` for the writes in `ops`, queued before it starts (one batch);
@@ -993,92 +1017,190 @@ pub(super) mod tests {
     fn a_calls_record_waits_for_its_end_out_of_other_calls_groups_until_it_is_due() {
         let mut awaiting = AwaitingEnd::default();
         let mut batch = Vec::new();
-        for op in [record("a"), record("b"), end("b"), record("c")] {
-            awaiting.take(Queued::unawaited(op), &mut batch);
+        // Each write queued a millisecond after the one before.
+        let start = Instant::now();
+        let take = |awaiting: &mut AwaitingEnd, batch: &mut Vec<Queued>, n: u64, op| {
+            let mut queued = Queued::unawaited(op);
+            queued.queued_at = start + Duration::from_millis(n);
+            assert!(awaiting.take(queued, batch).is_none());
+        };
+        for (n, op) in [record("a"), record("b"), end("b"), record("c")]
+            .into_iter()
+            .enumerate()
+        {
+            take(&mut awaiting, &mut batch, n as u64, op);
         }
         // b's end commits now, with b's record right before it; a and c wait.
         assert_eq!(ids(&batch), ["record b", "end b"]);
-        let started = batch[0].queued_at;
         batch.clear();
-        awaiting.release_due(Instant::now(), &mut batch);
+        awaiting.release_due(start + LINGER - Duration::from_millis(1), &mut batch);
         assert!(batch.is_empty(), "{:?}", ids(&batch));
-        assert_eq!(awaiting.next_due(), awaiting.records.get("a").map(|r| r.queued_at + LINGER));
+        assert_eq!(awaiting.next_due(), Some(start + LINGER));
         // Another write about a call puts its record in right before it.
-        awaiting.take(
-            Queued::unawaited(WriteOp::delivery("c", crate::store::Delivery::ClientGone)),
-            &mut batch,
-        );
+        let note = WriteOp::delivery("c", crate::store::Delivery::ClientGone);
+        take(&mut awaiting, &mut batch, 4, note);
         assert_eq!(ids(&batch), ["record c", "write about c"]);
         batch.clear();
         // A record is written by the time it is due, at the latest.
-        awaiting.release_due(started + LINGER, &mut batch);
+        awaiting.release_due(start + LINGER, &mut batch);
         assert_eq!(ids(&batch), ["record a"]);
         assert_eq!(awaiting.next_due(), None);
         // A barrier orders every record before it; a second record under a taken id goes in
-        // behind the first, as they were queued.
+        // behind the first, as they were queued; a record somebody waits for is not kept.
         batch.clear();
         for op in [record("d"), record("e"), record("e"), WriteOp::Barrier] {
-            awaiting.take(Queued::unawaited(op), &mut batch);
+            take(&mut awaiting, &mut batch, 5, op);
         }
-        assert_eq!(ids(&batch), ["record e", "record e", "record d", "barrier"]);
+        let (awaited, _) = Queued::awaited(record("f"));
+        assert!(awaiting.take(awaited, &mut batch).is_none());
+        assert_eq!(
+            ids(&batch),
+            ["record e", "record e", "record d", "barrier", "record f"]
+        );
         assert!(awaiting.records.is_empty());
     }
 
     #[test]
-    fn a_call_recorded_and_ended_in_one_group_is_written_as_its_two_writes_would_write_it() {
-        let (location, conn) = connect_for_test();
-        let progress = |id: &str| WriteOp::Progress {
-            id: id.into(),
-            count: 1,
-            message: "waiting".into(),
-            model: Some("other".into()),
-        };
-        let call = new_call("template");
-        let record = |id: &str| WriteOp::Insert {
-            call: NewCall {
-                id: id.into(),
-                ..call.clone()
-            }
-            .into(),
-            started_at_ms: Some(call.received_at_ms + 1),
-        };
-        let end = |id: &str| WriteOp::Finish {
-            id: id.into(),
-            done: Arc::new(full_end(call.received_at_ms + 5)),
-        };
-        // `one`: recorded, noted and ended in one group; `two`: its end in the next group.
-        let together: Vec<Queued> = [record("one"), progress("one"), end("one")]
-            .into_iter()
-            .map(Queued::unawaited)
-            .collect();
-        assert_eq!(
-            ended_in_group(&together),
-            HashMap::from([(0, 2), (2, 0)]),
-            "the record and its end are written as one"
-        );
-        let ops = together.into_iter().map(|q| q.op).collect();
-        let (outcomes, _) = write_all(conn, ops);
-        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
-        let (outcomes, _) = write_all(location.connect().unwrap(), vec![record("two")]);
-        assert!(outcomes[0].is_ok(), "{outcomes:?}");
-        let ops = vec![progress("two"), end("two")];
-        let (outcomes, _) = write_all(location.connect().unwrap(), ops);
-        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    fn records_waiting_go_in_only_as_far_as_a_group_has_room() {
+        let mut awaiting = AwaitingEnd::default();
+        let mut batch = Vec::new();
+        for n in 0..AwaitingEnd::MOST + 1 {
+            let queued = Queued::unawaited(record(&n.to_string()));
+            assert!(awaiting.take(queued, &mut batch).is_none());
+        }
+        // Past the most kept, a record goes in at once.
+        assert_eq!(ids(&batch), [format!("record {}", AwaitingEnd::MOST)]);
+        batch.clear();
+        batch.extend((1..BATCH).map(|_| Queued::unawaited(WriteOp::Barrier)));
+        // A call's end needs room for its record too: it starts the next group instead.
+        let given_back = awaiting.take(Queued::unawaited(end("0")), &mut batch);
+        assert!(given_back.is_some_and(|q| matches!(q.op, WriteOp::Finish { .. })));
+        awaiting.release_all(&mut batch);
+        assert_eq!(batch.len(), BATCH, "one record had room");
+        batch.clear();
+        awaiting.release_all(&mut batch);
+        assert_eq!(batch.len(), AwaitingEnd::MOST - 1);
+    }
 
-        let reader = StoreReader::open_at(&location).unwrap();
-        let row = |id: &str| {
-            let mut row = serde_json::to_value(reader.get(id).unwrap().unwrap()).unwrap();
-            row["id"] = "".into();
-            row
+    /// A connection that notes the first words of every statement it runs.
+    struct Noting {
+        inner: Box<dyn StoreConnection>,
+        ran: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl StoreConnection for Noting {
+        fn begin(&mut self) -> Result<(), super::super::BackendError> {
+            self.inner.begin()
+        }
+        fn commit(&mut self) -> Result<(), super::super::BackendError> {
+            self.inner.commit()
+        }
+        fn rollback(&mut self) {
+            self.inner.rollback()
+        }
+        fn execute(
+            &mut self,
+            sql: &str,
+            params: &[Param<'_>],
+        ) -> Result<u64, super::super::BackendError> {
+            let words: Vec<&str> = sql.split_whitespace().take(3).collect();
+            self.ran.lock().unwrap().push(words.join(" "));
+            self.inner.execute(sql, params)
+        }
+        fn query(
+            &mut self,
+            sql: &str,
+            params: &[Param<'_>],
+            each: &mut dyn FnMut(
+                &dyn super::super::Columns,
+            ) -> Result<(), super::super::BackendError>,
+        ) -> Result<(), super::super::BackendError> {
+            self.inner.query(sql, params, each)
+        }
+        fn execute_raw(&mut self, sql: &str) -> Result<(), super::super::BackendError> {
+            self.inner.execute_raw(sql)
+        }
+    }
+
+    #[test]
+    fn a_call_recorded_and_ended_in_one_group_is_written_as_its_two_writes_would_write_it() {
+        let call = new_call("template");
+        let full = full_end(call.received_at_ms + 5);
+        // The other way round where the end may leave a column to the record.
+        let sparse = FinishedCall {
+            state: Some(CallState::Failed),
+            started_at_ms: Some(call.received_at_ms + 2),
+            error_kind: Some("provider".into()),
+            error_message: Some("refused".into()),
+            is_error: true,
+            thread_id: None,
+            delivery: None,
+            spend: vec![("glm".into(), None)],
+            cost_usd_micros: None,
+            ..full.clone()
         };
-        let (one, two) = (row("one"), row("two"));
-        assert_eq!(one["state"], "succeeded", "{one}");
-        assert_eq!(one, two);
-        let spent: i64 = (reader.spend_on(super::super::day_of(now_ms())).unwrap())
-            .iter()
-            .map(|s| s.cost_usd_micros)
-            .sum();
-        assert_eq!(spent, 24, "each end adds its spend once");
+        for done in [full, sparse] {
+            let (location, conn) = connect_for_test();
+            let progress = |id: &str| WriteOp::Progress {
+                id: id.into(),
+                count: 1,
+                message: "waiting".into(),
+                model: Some("other".into()),
+            };
+            let record = |id: &str| WriteOp::Insert {
+                call: NewCall {
+                    id: id.into(),
+                    ..call.clone()
+                }
+                .into(),
+                started_at_ms: Some(call.received_at_ms + 1),
+            };
+            let end = |id: &str| WriteOp::Finish {
+                id: id.into(),
+                done: Arc::new(done.clone()),
+            };
+            // `one`: recorded, noted and ended at once; `two`: its end after its record's commit.
+            let ran = Arc::default();
+            let noting = Noting {
+                inner: conn,
+                ran: Arc::clone(&ran),
+            };
+            let ops = vec![record("one"), progress("one"), end("one")];
+            let (outcomes, _) = write_all(Box::new(noting), ops);
+            assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+            assert_eq!(
+                *ran.lock().unwrap(),
+                [
+                    "INSERT INTO calls",
+                    "UPDATE calls SET",
+                    "INSERT INTO spend_by_day"
+                ],
+                "one insert of the ended call, the progress note (which changes nothing then), its spend"
+            );
+            let (outcomes, _) = write_all(location.connect().unwrap(), vec![record("two")]);
+            assert!(outcomes[0].is_ok(), "{outcomes:?}");
+            let ops = vec![progress("two"), end("two")];
+            let (outcomes, _) = write_all(location.connect().unwrap(), ops);
+            assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+
+            let reader = StoreReader::open_at(&location).unwrap();
+            let row = |id: &str| {
+                let mut row = serde_json::to_value(reader.get(id).unwrap().unwrap()).unwrap();
+                row["id"] = "".into();
+                row
+            };
+            let (one, two) = (row("one"), row("two"));
+            assert_eq!(one["state"], done.state.unwrap().as_str(), "{one}");
+            assert_eq!(one, two);
+            let (micros, unpriced) =
+                spend_totals(&reader.spend_on(super::super::day_of(now_ms())).unwrap());
+            let priced = done.cost_usd_micros.is_some();
+            assert_eq!(
+                (micros, unpriced),
+                if priced { (24, 0) } else { (0, 2) },
+                "each end adds its spend once"
+            );
+        }
     }
 
     #[test]
