@@ -164,10 +164,15 @@ impl AwaitingEnd {
         None
     }
 
-    /// Puts the records that have waited [`LINGER`] by `now` in the group, as many as it has room for.
+    /// Once the oldest record has waited [`LINGER`] by `now`, puts it in the group with those
+    /// that have waited half as long (as many as the group has room for): records of long calls
+    /// share commits, at most two each `LINGER`, instead of one commit each.
     fn release_due(&mut self, now: Instant, batch: &mut Vec<Queued>) {
+        if self.next_due().is_none_or(|due| due > now) {
+            return;
+        }
         let room = BATCH.saturating_sub(batch.len());
-        self.release(room, |queued_at| queued_at + LINGER <= now, batch);
+        self.release(room, |queued_at| queued_at + LINGER / 2 <= now, batch);
     }
 
     /// Puts every record in the group, as many as it has room for.
@@ -1041,9 +1046,20 @@ pub(super) mod tests {
         take(&mut awaiting, &mut batch, 4, note);
         assert_eq!(ids(&batch), ["record c", "write about c"]);
         batch.clear();
-        // A record is written by the time it is due, at the latest.
+        // A record is written by the time it is due, at the latest, with those that have
+        // waited half as long (h's), not with a younger one (g's).
+        take(&mut awaiting, &mut batch, 5, record("h"));
+        let mut late = Queued::unawaited(record("g"));
+        late.queued_at = start + LINGER / 2 + Duration::from_millis(1);
+        assert!(awaiting.take(late, &mut batch).is_none());
         awaiting.release_due(start + LINGER, &mut batch);
-        assert_eq!(ids(&batch), ["record a"]);
+        assert_eq!(ids(&batch), ["record a", "record h"]);
+        assert_eq!(
+            awaiting.next_due(),
+            Some(start + LINGER / 2 + Duration::from_millis(1) + LINGER)
+        );
+        batch.clear();
+        awaiting.release_all(&mut batch);
         assert_eq!(awaiting.next_due(), None);
         // A barrier orders every record before it; a second record under a taken id goes in
         // behind the first, as they were queued; a record somebody waits for is not kept.
