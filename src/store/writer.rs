@@ -596,7 +596,7 @@ fn plan<'a>(
     statements: &mut Vec<Statement<'a>>,
     only_if: Option<usize>,
 ) {
-    use Param::{Bool, Int, Text};
+    use Param::{Int, Text};
     let mut add = |sql: &'static str, params: Vec<Param<'a>>| {
         statements.push(Statement {
             sql,
@@ -619,76 +619,38 @@ fn plan<'a>(
              ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, \
              ?33, ?34, COALESCE(?35, 'pending')) \
              ON CONFLICT(id) DO NOTHING",
-            vec![
-                Text(Some(&c.id)),
-                Text(Some(&c.session_id)),
-                text(&c.client_name),
-                text(&c.client_version),
-                Text(Some(c.transport.as_str())),
-                Text(Some(&c.tool)),
-                Text(Some(&c.arguments)),
-                Int(Some(c.received_at_ms)),
-                Int(Some(c.deadline_at_ms)),
-                Int(Some(*OWNER_PID)),
-                text(&c.replica),
-                text(&c.user_name),
-                Text(Some(done.state.unwrap_or(CallState::Failed).as_str())),
-                Int(done.started_at_ms.or(*started_at_ms)),
-                Int(Some(done.finished_at_ms)),
-                Int(Some(done.finished_at_ms - c.received_at_ms)),
-                text(&done.provider),
-                text(&done.model),
-                Int(done.tokens_in),
-                Int(done.tokens_out),
-                Int(done.attempts),
-                Int(Some(done.progress_count)),
-                text(&done.last_progress),
-                text(&done.error_kind),
-                text(&done.error_message),
-                text(&done.result),
-                Bool(done.is_error),
-                Int(done.reasoning_tokens),
-                Int(done.time_to_first_token_ms),
-                text(&done.reasoning),
-                Int(done.cached_tokens),
-                text(&done.finish_reason),
-                Int(done.cost_usd_micros),
-                text(&done.thread_id),
-                text(&done.delivery),
-            ],
+            (what_was_asked(c).into_iter())
+                .chain([
+                    Text(Some(done.state.unwrap_or(CallState::Failed).as_str())),
+                    Int(done.started_at_ms.or(*started_at_ms)),
+                    Int(Some(done.finished_at_ms)),
+                    Int(Some(done.finished_at_ms - c.received_at_ms)),
+                ])
+                .chain(what_ended(done))
+                .collect(),
         ),
         WriteOp::Insert {
             call: c,
             started_at_ms,
         } => add(
             "INSERT INTO calls (id, session_id, client_name, client_version, transport, tool, \
-             arguments, state, received_at_ms, deadline_at_ms, owner_pid, replica, user_name, \
-             started_at_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11, ?8, ?9, ?10, ?12, ?13, ?14) \
+             arguments, received_at_ms, deadline_at_ms, owner_pid, replica, user_name, \
+             state, started_at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
              ON CONFLICT(id) DO NOTHING",
-            vec![
-                Text(Some(&c.id)),
-                Text(Some(&c.session_id)),
-                text(&c.client_name),
-                text(&c.client_version),
-                Text(Some(c.transport.as_str())),
-                Text(Some(&c.tool)),
-                Text(Some(&c.arguments)),
-                Int(Some(c.received_at_ms)),
-                Int(Some(c.deadline_at_ms)),
-                Int(Some(*OWNER_PID)),
-                Text(Some(
-                    if started_at_ms.is_some() {
-                        CallState::Running
-                    } else {
-                        CallState::Received
-                    }
-                    .as_str(),
-                )),
-                text(&c.replica),
-                text(&c.user_name),
-                Int(*started_at_ms),
-            ],
+            (what_was_asked(c).into_iter())
+                .chain([
+                    Text(Some(
+                        if started_at_ms.is_some() {
+                            CallState::Running
+                        } else {
+                            CallState::Received
+                        }
+                        .as_str(),
+                    )),
+                    Int(*started_at_ms),
+                ])
+                .collect(),
         ),
         WriteOp::Progress {
             id,
@@ -721,26 +683,10 @@ fn plan<'a>(
                         Text(Some(done.state.unwrap_or(CallState::Failed).as_str())),
                         Int(done.started_at_ms),
                         Int(Some(done.finished_at_ms)),
-                        text(&done.provider),
-                        text(&done.model),
-                        Int(done.tokens_in),
-                        Int(done.tokens_out),
-                        Int(done.attempts),
-                        Int(Some(done.progress_count)),
-                        text(&done.last_progress),
-                        text(&done.error_kind),
-                        text(&done.error_message),
-                        text(&done.result),
-                        Bool(done.is_error),
-                        Int(done.reasoning_tokens),
-                        Int(done.time_to_first_token_ms),
-                        text(&done.reasoning),
-                        Int(done.cached_tokens),
-                        text(&done.finish_reason),
-                        Int(done.cost_usd_micros),
-                        text(&done.thread_id),
-                        text(&done.delivery),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(what_ended(done))
+                    .collect(),
                 );
             }
             // What the call's providers billed goes to the running totals of the day it
@@ -832,6 +778,53 @@ static PROGRESS: LazyLock<String> = LazyLock::new(|| {
         sql_list(&CallState::OPEN)
     )
 });
+
+/// The columns of a call's record that say what was asked, by whom and where, in the order both
+/// inserts of a call bind them first.
+fn what_was_asked(c: &NewCall) -> [Param<'_>; 12] {
+    use Param::{Int, Text};
+    [
+        Text(Some(&c.id)),
+        Text(Some(&c.session_id)),
+        text(&c.client_name),
+        text(&c.client_version),
+        Text(Some(c.transport.as_str())),
+        Text(Some(&c.tool)),
+        Text(Some(&c.arguments)),
+        Int(Some(c.received_at_ms)),
+        Int(Some(c.deadline_at_ms)),
+        Int(Some(*OWNER_PID)),
+        text(&c.replica),
+        text(&c.user_name),
+    ]
+}
+
+/// The columns of a call's end after its state and times, in the order both the end's
+/// `UPDATE` and the insert of an ended call bind them.
+fn what_ended(done: &FinishedCall) -> [Param<'_>; 19] {
+    use Param::{Bool, Int};
+    [
+        text(&done.provider),
+        text(&done.model),
+        Int(done.tokens_in),
+        Int(done.tokens_out),
+        Int(done.attempts),
+        Int(Some(done.progress_count)),
+        text(&done.last_progress),
+        text(&done.error_kind),
+        text(&done.error_message),
+        text(&done.result),
+        Bool(done.is_error),
+        Int(done.reasoning_tokens),
+        Int(done.time_to_first_token_ms),
+        text(&done.reasoning),
+        Int(done.cached_tokens),
+        text(&done.finish_reason),
+        Int(done.cost_usd_micros),
+        text(&done.thread_id),
+        text(&done.delivery),
+    ]
+}
 
 /// An optional text column's value.
 fn text(value: &Option<String>) -> Param<'_> {
