@@ -150,7 +150,10 @@ impl AwaitingEnd {
         match (&next.op, first) {
             (WriteOp::Barrier, _) => self.release(usize::MAX, |_| true, batch),
             // A second record under the same id goes in behind the first, as queued.
-            (_, Some(id)) => batch.extend(self.records.remove(id)),
+            (_, Some(id)) => {
+                batch.extend(self.records.remove(id));
+                self.drop_gone();
+            }
             (WriteOp::Insert { call, .. }, None)
                 if !next.urgent && self.records.len() < Self::MOST =>
             {
@@ -205,10 +208,20 @@ impl AwaitingEnd {
     }
 
     /// When the oldest record waiting is due.
-    fn next_due(&self) -> Option<Instant> {
-        (self.order.iter())
-            .find(|(id, queued_at)| self.is_waiting(id, *queued_at))
-            .map(|(_, queued_at)| *queued_at + LINGER)
+    fn next_due(&mut self) -> Option<Instant> {
+        self.drop_gone();
+        self.order.front().map(|(_, queued_at)| *queued_at + LINGER)
+    }
+
+    /// Forgets the oldest ids whose records went in already, up to the oldest still waiting:
+    /// quick calls take their records out in about the order they came, so few stay behind.
+    fn drop_gone(&mut self) {
+        while let Some((id, queued_at)) = self.order.front() {
+            if self.is_waiting(id, *queued_at) {
+                break;
+            }
+            self.order.pop_front();
+        }
     }
 }
 
@@ -349,7 +362,7 @@ impl Writer {
                     continue;
                 }
                 // Records awaiting their end are written by the time they are due at the latest.
-                let due = awaiting_end.as_ref().and_then(AwaitingEnd::next_due);
+                let due = awaiting_end.as_mut().and_then(AwaitingEnd::next_due);
                 // Nothing queued: a short quiet sleep after a commit, then a wait that any
                 // write ends (or, while thread saves wait, their next try).
                 let wake = [quiet_until.filter(|until| *until > now), due];
@@ -1067,6 +1080,36 @@ pub(super) mod tests {
             ["record e", "record e", "record d", "barrier", "record f"]
         );
         assert!(awaiting.records.is_empty());
+    }
+
+    #[test]
+    fn records_that_went_in_with_their_ends_are_not_remembered() {
+        let mut awaiting = AwaitingEnd::default();
+        let mut batch = Vec::new();
+        let long = Queued::unawaited(record("long"));
+        assert!(awaiting.take(long, &mut batch).is_none());
+        for n in 0..10_000 {
+            let id = format!("quick {n}");
+            for op in [record(&id), end(&id)] {
+                assert!(awaiting.take(Queued::unawaited(op), &mut batch).is_none());
+            }
+            batch.clear();
+        }
+        // Only the long call's record waits; the quick ones behind it are forgotten once it
+        // goes in (at the latest when due).
+        assert_eq!(awaiting.records.len(), 1);
+        awaiting.release_all(&mut batch);
+        awaiting.next_due();
+        assert!(awaiting.order.is_empty(), "{}", awaiting.order.len());
+        // With none waiting long, none is remembered at all.
+        for n in 0..10_000 {
+            let id = format!("quick {n}");
+            for op in [record(&id), end(&id)] {
+                assert!(awaiting.take(Queued::unawaited(op), &mut batch).is_none());
+            }
+            batch.clear();
+        }
+        assert!(awaiting.order.is_empty(), "{}", awaiting.order.len());
     }
 
     #[test]
