@@ -135,10 +135,10 @@ impl AwaitingEnd {
     /// records it must follow: it starts the next group.
     fn take(&mut self, next: Queued, batch: &mut Vec<Queued>) -> Option<Queued> {
         let first = match &next.op {
-            WriteOp::Barrier => None,
-            WriteOp::Insert { call, .. } => self.records.get(&call.id).map(|_| call.id.as_str()),
-            op => op.updated_id().filter(|id| self.records.contains_key(*id)),
-        };
+            WriteOp::Insert { call, .. } => Some(call.id.as_str()),
+            op => op.updated_id(),
+        }
+        .filter(|id| self.records.contains_key(*id));
         let needed = match (&next.op, first) {
             (WriteOp::Barrier, _) => self.records.len() + 1,
             (_, Some(_)) => 2,
@@ -148,7 +148,8 @@ impl AwaitingEnd {
             return Some(next);
         }
         match (&next.op, first) {
-            (WriteOp::Barrier, _) => self.release(usize::MAX, |_| true, batch),
+            // The check above left room for every record.
+            (WriteOp::Barrier, _) => self.release_all(batch),
             // A second record under the same id goes in behind the first, as queued.
             (_, Some(id)) => {
                 batch.extend(self.records.remove(id));
@@ -186,16 +187,15 @@ impl AwaitingEnd {
 
     /// Puts up to `most` records in the group, oldest first, while `due` says so of the oldest.
     fn release(&mut self, most: usize, due: impl Fn(Instant) -> bool, batch: &mut Vec<Queued>) {
-        let mut released = 0;
-        while let Some((id, queued_at)) = self.order.front() {
-            if self.is_waiting(id, *queued_at) {
-                if released == most || !due(*queued_at) {
-                    break;
+        for _ in 0..most {
+            self.drop_gone();
+            match self.order.front() {
+                Some((id, queued_at)) if due(*queued_at) => {
+                    batch.extend(self.records.remove(id));
+                    self.order.pop_front();
                 }
-                batch.extend(self.records.remove(id));
-                released += 1;
+                _ => break,
             }
-            self.order.pop_front();
         }
     }
 
