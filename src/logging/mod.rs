@@ -11,6 +11,7 @@ use tracing::Level;
 pub use file_writer::{FileGuard, write_now};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::Filter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -20,6 +21,8 @@ const DEFAULT_FILTER: &str =
     "info,rmcp=warn,hyper=warn,reqwest=warn,tungstenite=warn,tokio_tungstenite=warn";
 /// Daily log files kept.
 const KEPT_LOG_FILES: usize = 7;
+/// Lines waiting for stderr at most; past it they are dropped, never waited for.
+const STDERR_LINES_WAITING: usize = 10_000;
 
 /// The user's filter (`EXAI_LOG`, `RUST_LOG`) or `default`, never letting through the
 /// libraries' debug dumps of whole messages and headers, which carry arguments and keys.
@@ -46,13 +49,20 @@ fn users_filter() -> Option<String> {
         .ok()
 }
 
+/// What keeps logging's writer threads: on drop they write what is waiting and stop.
+pub struct LogGuard {
+    _file: Option<FileGuard>,
+    _stderr: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
 /// Logs to stderr and, when `log_dir` is given, to `log_dir/exai.log.YYYY-MM-DD` as JSON lines.
 ///
-/// Keep the returned guard alive: it flushes the file writer on drop.
-pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<FileGuard> {
+/// Keep the returned guard alive: it flushes the writers on drop.
+pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> LogGuard {
     // Detached (stderr is a file): the JSON log is the record, stderr keeps the warnings.
     let quiet_stderr = quiet_stderr || !std::io::stderr().is_terminal();
-    let stderr_filter = if stderr_is_null() {
+    let stderr_is_null = stderr_is_null();
+    let stderr_filter = if stderr_is_null {
         // Lines written to /dev/null would still be formatted, a few of them for every call.
         // The layer stays, filtered off, so the subscriber's shape is the same either way.
         filter("off", false)
@@ -61,12 +71,25 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<FileGuard> {
     } else {
         filter(DEFAULT_FILTER, true)
     };
+    // Written by a thread of its own: stderr is often a pipe to the MCP client, which may never
+    // read it, and a full pipe would block the task that logged (and the calls behind it).
+    let (stderr_writer, stderr_guard) = match stderr_is_null {
+        true => (BoxMakeWriter::new(std::io::sink), None),
+        false => {
+            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(true)
+                .buffered_lines_limit(STDERR_LINES_WAITING)
+                .thread_name("exai-stderr")
+                .finish(std::io::stderr());
+            (BoxMakeWriter::new(writer), Some(guard))
+        }
+    };
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(stderr_writer)
         .with_ansi(false)
         .with_target(false)
         .with_filter(stderr_filter);
-    let (file_layer, guard) = match log_dir.and_then(|dir| {
+    let (file_layer, file_guard) = match log_dir.and_then(|dir| {
         tracing_appender::rolling::Builder::new()
             .rotation(tracing_appender::rolling::Rotation::DAILY)
             .filename_prefix("exai.log")
@@ -96,7 +119,10 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> Option<FileGuard> {
     } else {
         log::LevelFilter::Info
     });
-    guard
+    LogGuard {
+        _file: file_guard,
+        _stderr: stderr_guard,
+    }
 }
 
 use tracing_subscriber::Layer;

@@ -472,6 +472,41 @@ async fn no_daemon_mode_serves_in_process() {
     client.cancel().await.unwrap();
 }
 
+/// An MCP client need not read its server's stderr. Here every call is logged there (EXAI_LOG=info),
+/// many times what a pipe holds, and the client never reads it: every call is still answered.
+#[tokio::test]
+async fn calls_are_answered_when_the_client_never_reads_stderr() {
+    // About a kilobyte of lines a call: this is several times the 64 KiB a pipe holds.
+    const CALLS: usize = 400;
+    let fake = Fake::start();
+    let home = temp_home();
+    let mut env = vec![
+        ("EXAI_HOME".to_string(), home.display().to_string()),
+        ("CUSTOM_API_URL".to_string(), format!("{}/v1", fake.url)),
+        ("CUSTOM_MODEL_NAME".to_string(), "fake-fast".to_string()),
+        ("EXAI_LOG".to_string(), "info".to_string()),
+    ];
+    env.extend(store_env(&home));
+    let (transport, stderr) =
+        exai_stdio_with_stderr(&env, &["--no-daemon"], std::process::Stdio::piped());
+    let _never_read = stderr.expect("stderr is a pipe");
+    let client = rmcp::ServiceExt::serve((), transport)
+        .await
+        .expect("initialize");
+    for i in 0..CALLS {
+        let prompt = format!("unread stderr {i}");
+        let answer = tokio::time::timeout(
+            Duration::from_secs(20),
+            client.call_tool(chat(&prompt, "fake-fast")),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("call {i} got no answer: the server is stuck writing stderr"))
+        .unwrap();
+        assert_eq!(text_of(&answer), format!("echo: {prompt}"));
+    }
+    client.cancel().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_tool_list_is_cheap_and_disabled_tools_are_hidden() {
     let fake = Fake::start();

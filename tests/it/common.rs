@@ -820,15 +820,23 @@ pub type Client = RunningService<RoleClient, Seen>;
 
 /// `exai stdio` with exactly `env` (and PATH), as a child-process transport.
 fn exai_stdio(env: &[(String, String)], args: &[&str]) -> TokioChildProcess {
+    exai_stdio_with_stderr(env, args, Stdio::null()).0
+}
+
+/// `exai stdio` with `env`, its stderr going to `stderr` (a pipe's read end is returned).
+pub fn exai_stdio_with_stderr(
+    env: &[(String, String)],
+    args: &[&str],
+    stderr: Stdio,
+) -> (TokioChildProcess, Option<tokio::process::ChildStderr>) {
     let mut command = tokio::process::Command::new(EXAI);
     command.arg("stdio").args(args).env_clear();
     command.env("PATH", std::env::var("PATH").unwrap_or_default());
     command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let (transport, _) = TokioChildProcess::builder(command)
-        .stderr(Stdio::null())
+    TokioChildProcess::builder(command)
+        .stderr(stderr)
         .spawn()
-        .expect("spawn exai stdio");
-    transport
+        .expect("spawn exai stdio")
 }
 
 /// An rmcp client with its own handler talking to `exai stdio` with `env`.
