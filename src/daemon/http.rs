@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
@@ -46,10 +46,11 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
     let steps = Arc::new(McpSteps {
         owners: SessionOwners::new(sessions.clone()),
         legacy,
+        rmcp: mcp_service(app.clone(), sessions),
     });
     let mcp = Router::new()
-        .nest_service("/mcp", mcp_service(app.clone(), sessions))
-        .layer(middleware::from_fn_with_state(steps, mcp_steps));
+        .route("/mcp", any(mcp_route))
+        .with_state(steps);
     // `/metrics` takes the token like the rest, unless EXAI_METRICS_PUBLIC opened it for a local
     // Prometheus (the daemon refuses that setting unless it listens on loopback only).
     let metrics_route = Router::new().route("/metrics", get(metrics));
@@ -81,20 +82,23 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
         .with_state(app)
 }
 
-/// What the `/mcp` route's own steps keep.
+/// What the `/mcp` route keeps: its own steps' state and rmcp's service behind them.
 struct McpSteps {
     owners: Arc<SessionOwners>,
     legacy: Arc<LegacySessions>,
+    /// Shared, not cloned per request as a tower service is (its clone copies its settings and
+    /// its shutdown token, whose clone and drop take a lock).
+    rmcp: StreamableHttpService<ExaiService, LocalSessionManager>,
 }
 
-/// The `/mcp` route's own steps, outermost first, as one layer (a layer apiece cloned the
+/// The `/mcp` route: its own steps, outermost first, then rmcp (a layer apiece cloned the
 /// service behind it and boxed a future for every request): a session answers only the caller
 /// who opened it, a quick answer leaves with its head, and 2025-11-25 task clients are adapted.
-async fn mcp_steps(State(steps): State<Arc<McpSteps>>, request: Request, next: Next) -> Response {
+async fn mcp_route(State(steps): State<Arc<McpSteps>>, request: Request) -> Response {
     session_owners::bind(&steps.owners, request, async |request| {
         held_head::hold_head(request, async |request| {
             legacy_http::adapt(&steps.legacy, request, async |request| {
-                next.run(request).await
+                steps.rmcp.handle(request).await.into_response()
             })
             .await
         })
