@@ -48,8 +48,11 @@ pub fn router(app: Arc<App>, token: Arc<String>, allow_remote: bool) -> Router {
         legacy,
         rmcp: mcp_service(app.clone(), sessions),
     });
+    // rmcp reads no path: `/mcp/` and below are the same endpoint, as a nested service was.
     let mcp = Router::new()
         .route("/mcp", any(mcp_route))
+        .route("/mcp/", any(mcp_route))
+        .route("/mcp/{*rest}", any(mcp_route))
         .with_state(steps);
     // `/metrics` takes the token like the rest, unless EXAI_METRICS_PUBLIC opened it for a local
     // Prometheus (the daemon refuses that setting unless it listens on loopback only).
@@ -137,8 +140,7 @@ fn mcp_service(
     app: Arc<App>,
     sessions: Arc<LocalSessionManager>,
 ) -> StreamableHttpService<ExaiService, LocalSessionManager> {
-    // Host and Origin are checked by `guard_host` for every route, this one included; rmcp's
-    // own list would only be copied with the service for each request.
+    // Host and Origin are checked by `guard_host` for every route, this one included.
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(app.shutdown.child_token())
         .with_max_request_body_bytes(app.config.max_message_bytes)

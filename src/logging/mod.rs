@@ -1,6 +1,6 @@
 //! Logging set-up: human lines to stderr, JSON lines to a rotating file.
 
-mod file_writer;
+mod batched_writer;
 mod json_line;
 
 use std::io::IsTerminal;
@@ -8,7 +8,8 @@ use std::path::Path;
 
 use tracing::Level;
 
-pub use file_writer::{FileGuard, write_now};
+pub use batched_writer::write_now;
+use batched_writer::{Destination, WriterGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -21,8 +22,6 @@ const DEFAULT_FILTER: &str =
     "info,rmcp=warn,hyper=warn,reqwest=warn,tungstenite=warn,tokio_tungstenite=warn";
 /// Daily log files kept.
 const KEPT_LOG_FILES: usize = 7;
-/// Lines waiting for stderr at most; past it they are dropped, never waited for.
-const STDERR_LINES_WAITING: usize = 10_000;
 
 /// The user's filter (`EXAI_LOG`, `RUST_LOG`) or `default`, never letting through the
 /// libraries' debug dumps of whole messages and headers, which carry arguments and keys.
@@ -51,8 +50,8 @@ fn users_filter() -> Option<String> {
 
 /// What keeps logging's writer threads: on drop they write what is waiting and stop.
 pub struct LogGuard {
-    _file: Option<FileGuard>,
-    _stderr: Option<tracing_appender::non_blocking::WorkerGuard>,
+    _file: Option<WriterGuard>,
+    _stderr: Option<WriterGuard>,
 }
 
 /// Logs to stderr and, when `log_dir` is given, to `log_dir/exai.log.YYYY-MM-DD` as JSON lines.
@@ -75,14 +74,11 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> LogGuard {
     // read it, and a full pipe would block the task that logged (and the calls behind it).
     let (stderr_writer, stderr_guard) = match stderr_is_null {
         true => (BoxMakeWriter::new(std::io::sink), None),
-        false => {
-            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-                .lossy(true)
-                .buffered_lines_limit(STDERR_LINES_WAITING)
-                .thread_name("exai-stderr")
-                .finish(std::io::stderr());
-            (BoxMakeWriter::new(writer), Some(guard))
-        }
+        false => match batched_writer::start(std::io::stderr(), Destination::Stderr) {
+            Ok((writer, guard)) => (BoxMakeWriter::new(writer), Some(guard)),
+            // No thread to be had: lines are written as they come.
+            Err(_) => (BoxMakeWriter::new(std::io::stderr), None),
+        },
     };
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(stderr_writer)
@@ -96,7 +92,7 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> LogGuard {
             .max_log_files(KEPT_LOG_FILES)
             .build(dir)
             .ok()
-            .and_then(|appender| file_writer::start(appender).ok())
+            .and_then(|appender| batched_writer::start(appender, Destination::JsonFile).ok())
     }) {
         Some((writer, guard)) => {
             let layer = tracing_subscriber::fmt::layer()

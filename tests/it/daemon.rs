@@ -211,6 +211,32 @@ async fn an_oversized_http_message_is_refused_naming_the_limit() {
     assert_eq!(text_in(&result), "echo: still here");
 }
 
+/// A client set up with `/mcp/` (a trailing slash) reaches the same endpoint, behind the same token.
+#[tokio::test]
+async fn mcp_with_a_trailing_slash_is_the_same_endpoint_behind_the_same_token() {
+    let fake = Fake::start();
+    let daemon = Daemon::start(&fake, &[]);
+    let url = format!("http://{}/mcp/", daemon.addr);
+    let initialize = serde_json::json!({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {
+            "protocolVersion": HTTP_PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "slash", "version": "1.0"},
+        },
+    });
+    let refused = mcp_post(&url, "not-the-token", None, &initialize).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let mut session = HttpSession::open(&url, &daemon.token()).await;
+    let result = session
+        .call_tool(
+            "chat",
+            serde_json::json!({"prompt": "slash", "model": "fake-fast"}),
+        )
+        .await;
+    assert_eq!(text_in(&result), "echo: slash");
+}
+
 #[test]
 fn healthz_reports_version_pid_sessions_and_calls() {
     let fake = Fake::start();
@@ -605,14 +631,19 @@ fn a_shim_that_meets_a_busy_daemon_of_another_version_says_so_and_leaves_its_cal
         "the busy daemon kept running"
     );
     assert_eq!(daemon.healthz()["calls_in_flight"], 1);
-    let said = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        said.contains(&format!(
-            "the running exai daemon is version {old} and this exai is {} (1 call(s) in flight): \
-             run `exai daemon restart` when its calls are done",
-            exai::VERSION
-        )),
-        "{said}"
+    // stderr's lines are written by a thread of their own, a moment after they are logged.
+    let warning = format!(
+        "the running exai daemon is version {old} and this exai is {} (1 call(s) in flight): \
+         run `exai daemon restart` when its calls are done",
+        exai::VERSION
+    );
+    wait_until(
+        "the shim's warning on stderr",
+        Duration::from_secs(10),
+        || {
+            let said = std::fs::read_to_string(&log).ok()?;
+            said.contains(&warning).then_some(())
+        },
     );
 }
 

@@ -17,6 +17,40 @@ const GATHER: Duration = Duration::from_millis(20);
 const MAX_PENDING_BYTES: usize = 8 << 20;
 /// This much waiting wakes the thread without waiting out `GATHER`.
 const WRITE_AT_BYTES: usize = 256 << 10;
+/// How long a process at its end waits for its lines to be written.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Where a writer's lines go, which decides how a loss is written down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// The JSON log file: the process's log, which [`write_now`] writes out.
+    JsonFile,
+    /// Human lines to stderr.
+    Stderr,
+}
+
+impl Destination {
+    fn thread_name(self) -> &'static str {
+        match self {
+            Destination::JsonFile => "exai-log-writer",
+            Destination::Stderr => "exai-stderr",
+        }
+    }
+
+    fn write_loss(self, batch: &mut Vec<u8>, dropped: u64) {
+        let _ = match self {
+            Destination::JsonFile => writeln!(
+                batch,
+                "{{\"level\":\"WARN\",\"fields\":{{\"message\":\"{dropped} log lines dropped: \
+                 the log file could not keep up\"}},\"target\":\"exai::logging\"}}"
+            ),
+            Destination::Stderr => writeln!(
+                batch,
+                "WARN {dropped} log lines dropped: stderr was not read fast enough"
+            ),
+        };
+    }
+}
 
 #[derive(Default)]
 struct Pending {
@@ -26,6 +60,7 @@ struct Pending {
 }
 
 struct Shared {
+    destination: Destination,
     pending: Mutex<Pending>,
     wake: Condvar,
     /// The file. Held while a batch is taken and written, so batches reach it in order
@@ -47,13 +82,9 @@ impl Shared {
         let closing = pending.closing;
         drop(pending);
         if dropped > 0 {
-            let _ = writeln!(
-                batch,
-                "{{\"level\":\"WARN\",\"fields\":{{\"message\":\"{dropped} log lines dropped: \
-                 the log file could not keep up\"}},\"target\":\"exai::logging\"}}"
-            );
+            self.destination.write_loss(batch, dropped);
         }
-        // A failed write (disk full) loses these lines; logging goes on.
+        // A failed write (disk full, a closed pipe) loses these lines; logging goes on.
         let _ = out.write_all(batch).and_then(|()| out.flush());
         batch.clear();
         // A burst's room is given back once it is written.
@@ -73,41 +104,49 @@ pub fn write_now() {
     }
 }
 
-/// Where the log layer's lines go (cheap to clone: one per event).
+/// Where a log layer's lines go (cheap to clone: one per event).
 #[derive(Clone)]
-pub struct BatchedFile {
+pub struct Batched {
     shared: Arc<Shared>,
 }
 
-/// Keep it alive while logging: on drop it writes what is waiting and stops the thread.
-pub struct FileGuard {
+/// Keep it alive while logging: on drop it has what is waiting written, and stops the thread.
+pub struct WriterGuard {
     shared: Arc<Shared>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Says the thread has written its last batch.
+    finished: std::sync::mpsc::Receiver<()>,
 }
 
-/// Starts the thread that writes to `out`.
-pub fn start(out: impl Write + Send + 'static) -> std::io::Result<(BatchedFile, FileGuard)> {
+/// Starts the thread that writes to `out`, a `destination`.
+pub fn start(
+    out: impl Write + Send + 'static,
+    destination: Destination,
+) -> std::io::Result<(Batched, WriterGuard)> {
     let shared = Arc::new(Shared {
+        destination,
         pending: Mutex::default(),
         wake: Condvar::new(),
         out: Mutex::new(Box::new(out)),
     });
-    let thread = {
+    let (done, finished) = std::sync::mpsc::sync_channel(1);
+    {
         let shared = shared.clone();
         std::thread::Builder::new()
-            .name("exai-log-writer".into())
-            .spawn(move || write_batches(&shared))?
-    };
-    // The first writer is the process's log (tests may start more).
-    let _ = CURRENT.set(shared.clone());
+            .name(destination.thread_name().into())
+            .spawn(move || {
+                write_batches(&shared);
+                let _ = done.send(());
+            })?;
+    }
+    // The first file writer is the process's log (tests may start more).
+    if destination == Destination::JsonFile {
+        let _ = CURRENT.set(shared.clone());
+    }
     Ok((
-        BatchedFile {
+        Batched {
             shared: shared.clone(),
         },
-        FileGuard {
-            shared,
-            thread: Some(thread),
-        },
+        WriterGuard { shared, finished },
     ))
 }
 
@@ -139,13 +178,12 @@ fn write_batches(shared: &Shared) {
     }
 }
 
-impl Drop for FileGuard {
+impl Drop for WriterGuard {
     fn drop(&mut self) {
         self.shared.lock().closing = true;
         self.shared.wake.notify_one();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        // A writer stuck on a pipe nobody reads is left behind: the process ends all the same.
+        let _ = self.finished.recv_timeout(EXIT_WAIT);
     }
 }
 
@@ -186,7 +224,7 @@ impl Drop for Line {
     }
 }
 
-impl<'a> MakeWriter<'a> for BatchedFile {
+impl<'a> MakeWriter<'a> for Batched {
     type Writer = Line;
 
     fn make_writer(&'a self) -> Line {
@@ -218,7 +256,7 @@ mod tests {
     #[test]
     fn every_line_is_written_once_in_order_by_the_time_the_guard_drops() {
         let sink = Sink::default();
-        let (writer, guard) = start(sink.clone()).unwrap();
+        let (writer, guard) = start(sink.clone(), Destination::JsonFile).unwrap();
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let writer = writer.clone();
@@ -245,26 +283,59 @@ mod tests {
         }
     }
 
+    /// A file (or a pipe) that blocks until the test lets it go.
+    struct Stuck(Arc<(Mutex<bool>, Condvar)>, Sink);
+
+    impl Stuck {
+        fn gate() -> Arc<(Mutex<bool>, Condvar)> {
+            Arc::new((Mutex::new(false), Condvar::new()))
+        }
+    }
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (open, moved) = &*self.0;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = moved.wait(open).unwrap();
+            }
+            self.1.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_writer_stuck_for_good_holds_the_end_of_the_process_back_a_moment_only() {
+        // A stderr pipe the client never reads: the thread is stuck in its first write.
+        let gate = Stuck::gate();
+        let (writer, guard) =
+            start(Stuck(gate.clone(), Sink::default()), Destination::Stderr).unwrap();
+        writeln!(writer.make_writer(), "a line nobody reads").unwrap();
+        let started = std::time::Instant::now();
+        drop(guard);
+        let waited = started.elapsed();
+        assert!(
+            waited >= EXIT_WAIT && waited < EXIT_WAIT + Duration::from_secs(2),
+            "waited {waited:?}"
+        );
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+    }
+
     #[test]
     fn lines_past_the_bound_are_counted_not_waited_for() {
-        // A file that blocks until the test lets it go: the buffer fills meanwhile.
-        struct Stuck(Arc<(Mutex<bool>, Condvar)>, Sink);
-        impl Write for Stuck {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                let (open, moved) = &*self.0;
-                let mut open = open.lock().unwrap();
-                while !*open {
-                    open = moved.wait(open).unwrap();
-                }
-                self.1.write(buf)
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
+        for destination in [Destination::JsonFile, Destination::Stderr] {
+            lines_past_the_bound_are_counted_on(destination);
         }
-        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    }
+
+    fn lines_past_the_bound_are_counted_on(destination: Destination) {
+        // The buffer fills while the thread is held in its first write.
+        let gate = Stuck::gate();
         let sink = Sink::default();
-        let (writer, guard) = start(Stuck(gate.clone(), sink.clone())).unwrap();
+        let (writer, guard) = start(Stuck(gate.clone(), sink.clone()), destination).unwrap();
         let line = vec![b'x'; 64 << 10];
         // The first batch holds the writer thread; then the buffer fills up and overflows.
         let lines = 2 * MAX_PENDING_BYTES / line.len();
@@ -277,7 +348,22 @@ mod tests {
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         assert!(
             text.contains("log lines dropped"),
-            "the loss is written down"
+            "the loss is written down ({destination:?})"
+        );
+        // (The test's lines end in no newline: the loss follows the last one written.)
+        let at = text.find(" log lines dropped: ").unwrap();
+        let before = text[..at].trim_end_matches(|c: char| c.is_ascii_digit());
+        let (prefix, reason) = match destination {
+            Destination::JsonFile => (
+                "{\"level\":\"WARN\",\"fields\":{\"message\":\"",
+                "the log file could not keep up\"},\"target\":\"exai::logging\"}\n",
+            ),
+            Destination::Stderr => ("WARN ", "stderr was not read fast enough\n"),
+        };
+        assert!(
+            before.ends_with(prefix)
+                && text[at + " log lines dropped: ".len()..].starts_with(reason),
+            "a JSON line in the JSON log, a human one on stderr ({destination:?})"
         );
         let written = text.matches(&"x".repeat(64 << 10)).count();
         assert!(
