@@ -25,8 +25,12 @@ const KEPT_LOG_FILES: usize = 7;
 
 /// The user's filter (`EXAI_LOG`, `RUST_LOG`) or `default`, never letting through the
 /// libraries' debug dumps of whole messages and headers, which carry arguments and keys.
-fn filter<S>(default: &str) -> impl Filter<S> {
-    let chosen = users_filter()
+///
+/// `users_choice` false: `default` whatever the user set.
+fn filter<S>(default: &str, users_choice: bool) -> impl Filter<S> {
+    let chosen = users_choice
+        .then(users_filter)
+        .flatten()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
     chosen.and(filter_fn(|meta| {
@@ -56,31 +60,31 @@ pub struct LogGuard {
 pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> LogGuard {
     // Detached (stderr is a file): the JSON log is the record, stderr keeps the warnings.
     let quiet_stderr = quiet_stderr || !std::io::stderr().is_terminal();
-    // Lines written to /dev/null would still be formatted, a few of them for every call, and a
-    // layer filtered off still costs every span and event a look at its filter: none is made.
-    let (stderr, stderr_guard) = if stderr_is_null() {
-        (None, None)
+    let stderr_is_null = stderr_is_null();
+    let stderr_filter = if stderr_is_null {
+        // Lines written to /dev/null would still be formatted, a few of them for every call.
+        // The layer stays, filtered off, so the subscriber's shape is the same either way.
+        filter("off", false)
+    } else if quiet_stderr {
+        filter("warn", true)
     } else {
-        let stderr_filter = if quiet_stderr {
-            filter("warn")
-        } else {
-            filter(DEFAULT_FILTER)
-        };
-        // Written by a thread of its own: stderr is often a pipe to the MCP client, which may
-        // never read it, and a full pipe would block the task that logged (and the calls
-        // behind it).
-        let (writer, guard) = match batched_writer::start(std::io::stderr(), Destination::Stderr) {
+        filter(DEFAULT_FILTER, true)
+    };
+    // Written by a thread of its own: stderr is often a pipe to the MCP client, which may never
+    // read it, and a full pipe would block the task that logged (and the calls behind it).
+    let (stderr_writer, stderr_guard) = match stderr_is_null {
+        true => (BoxMakeWriter::new(std::io::sink), None),
+        false => match batched_writer::start(std::io::stderr(), Destination::Stderr) {
             Ok((writer, guard)) => (BoxMakeWriter::new(writer), Some(guard)),
             // No thread to be had: lines are written as they come.
             Err(_) => (BoxMakeWriter::new(std::io::stderr), None),
-        };
-        let layer = tracing_subscriber::fmt::layer()
-            .with_writer(writer)
-            .with_ansi(false)
-            .with_target(false)
-            .with_filter(stderr_filter);
-        (Some(layer), guard)
+        },
     };
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(stderr_writer)
+        .with_ansi(false)
+        .with_target(false)
+        .with_filter(stderr_filter);
     let (file_layer, file_guard) = match log_dir.and_then(|dir| {
         tracing_appender::rolling::Builder::new()
             .rotation(tracing_appender::rolling::Rotation::DAILY)
@@ -95,7 +99,7 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> LogGuard {
                 .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
                 .event_format(json_line::JsonLine)
                 .with_writer(writer)
-                .with_filter(filter(DEFAULT_FILTER));
+                .with_filter(filter(DEFAULT_FILTER, true));
             (Some(layer), Some(guard))
         }
         None => (None, None),
