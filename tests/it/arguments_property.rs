@@ -47,13 +47,7 @@ fn value() -> impl Strategy<Value = Value> {
 fn any_arguments_to_any_tool_get_an_answer_and_the_session_lives() {
     let fake = Fake::start();
     let home = temp_home();
-    let mut env = vec![
-        ("EXAI_HOME".to_string(), home.display().to_string()),
-        ("CUSTOM_API_URL".to_string(), format!("{}/v1", fake.url)),
-        ("CUSTOM_MODEL_NAME".to_string(), "fake-fast".to_string()),
-        ("EXAI_CALL_TIMEOUT_S".to_string(), "20".to_string()),
-    ];
-    env.extend(store_env(&home));
+    let mut env = in_process_env(&fake, &home, &[("EXAI_CALL_TIMEOUT_S", "20")]);
     // clink's CLIs are the stand-in: generated prompts never reach a real coding agent.
     let stand_in = std::path::Path::new(EXAI)
         .parent()

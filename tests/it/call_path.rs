@@ -447,12 +447,7 @@ async fn status_shows_calls_in_flight_and_recent_failures() {
 async fn no_daemon_mode_serves_in_process() {
     let fake = Fake::start();
     let home = temp_home();
-    let mut env = vec![
-        ("EXAI_HOME".to_string(), home.display().to_string()),
-        ("CUSTOM_API_URL".to_string(), format!("{}/v1", fake.url)),
-        ("CUSTOM_MODEL_NAME".to_string(), "fake-fast".to_string()),
-    ];
-    env.extend(store_env(&home));
+    let env = in_process_env(&fake, &home, &[]);
     let (client, _) = stdio_client(&env, &["--no-daemon"]).await;
     let result = client.call_tool(chat("local", "fake-fast")).await.unwrap();
     assert_eq!(text_of(&result), "echo: local");
@@ -480,13 +475,7 @@ async fn calls_are_answered_when_the_client_never_reads_stderr() {
     const CALLS: usize = 400;
     let fake = Fake::start();
     let home = temp_home();
-    let mut env = vec![
-        ("EXAI_HOME".to_string(), home.display().to_string()),
-        ("CUSTOM_API_URL".to_string(), format!("{}/v1", fake.url)),
-        ("CUSTOM_MODEL_NAME".to_string(), "fake-fast".to_string()),
-        ("EXAI_LOG".to_string(), "info".to_string()),
-    ];
-    env.extend(store_env(&home));
+    let env = in_process_env(&fake, &home, &[("EXAI_LOG", "info")]);
     let (transport, stderr) =
         exai_stdio_with_stderr(&env, &["--no-daemon"], std::process::Stdio::piped());
     let _never_read = stderr.expect("stderr is a pipe");

@@ -1455,6 +1455,30 @@ pub async fn mcp_post_on(
     }
 }
 
+/// The `initialize` request (id 0) an HTTP client named `client_name` opens a session with.
+pub fn http_initialize(client_name: &str) -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {
+            "protocolVersion": HTTP_PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": client_name, "version": "1.0"},
+        },
+    })
+}
+
+/// The environment of an `exai stdio --no-daemon` in `home` on `fake`, with `extra` settings.
+pub fn in_process_env(fake: &Fake, home: &Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("EXAI_HOME".to_string(), home.display().to_string()),
+        ("CUSTOM_API_URL".to_string(), format!("{}/v1", fake.url)),
+        ("CUSTOM_MODEL_NAME".to_string(), "fake-fast".to_string()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env.extend(store_env(home));
+    env
+}
+
 /// A minimal Streamable HTTP MCP client's session: `initialize` and `notifications/initialized`,
 /// then requests carrying the session id the server gave.
 pub struct HttpSession {
@@ -1467,14 +1491,7 @@ pub struct HttpSession {
 
 impl HttpSession {
     pub async fn open(url: &str, token: &str) -> Self {
-        let initialize = json!({
-            "jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {
-                "protocolVersion": HTTP_PROTOCOL_VERSION,
-                "capabilities": {},
-                "clientInfo": {"name": "exai-http-tests", "version": "1.0"},
-            },
-        });
+        let initialize = http_initialize("exai-http-tests");
         let http = reqwest::Client::new();
         let answer = mcp_post_on(&http, url, token, None, &initialize).await;
         assert_eq!(answer.status, 200, "initialize: {}", answer.body);
@@ -1520,6 +1537,12 @@ impl HttpSession {
     }
 
     /// The result of a `tools/call` that must not fail at the JSON-RPC level.
+    /// `chat` on `fake-fast` with `prompt`: the answer's text.
+    pub async fn chat_text(&mut self, prompt: &str) -> String {
+        let arguments = json!({"prompt": prompt, "model": "fake-fast"});
+        text_in(&self.call_tool("chat", arguments).await)
+    }
+
     pub async fn call_tool(&mut self, name: &str, arguments: Value) -> Value {
         let reply = self
             .request("tools/call", json!({"name": name, "arguments": arguments}))

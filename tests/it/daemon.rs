@@ -184,14 +184,7 @@ async fn an_oversized_http_message_is_refused_naming_the_limit() {
     let token = daemon.token();
     let http = reqwest::Client::new();
     let padding = "x".repeat(8192);
-    let initialize = serde_json::json!({
-        "jsonrpc": "2.0", "id": 0, "method": "initialize",
-        "params": {
-            "protocolVersion": HTTP_PROTOCOL_VERSION,
-            "capabilities": {},
-            "clientInfo": {"name": padding, "version": "1.0"},
-        },
-    });
+    let initialize = http_initialize(&padding);
     let answer = mcp_post_on(&http, &url, &token, None, &initialize).await;
     assert_eq!(answer.status, 413, "{}", answer.body);
     assert!(answer.body.contains("4096"), "{}", answer.body);
@@ -202,13 +195,7 @@ async fn an_oversized_http_message_is_refused_naming_the_limit() {
     });
     let answer = session.post(&call).await;
     assert_eq!(answer.status, 413, "{}", answer.body);
-    let result = session
-        .call_tool(
-            "chat",
-            serde_json::json!({"prompt": "still here", "model": "fake-fast"}),
-        )
-        .await;
-    assert_eq!(text_in(&result), "echo: still here");
+    assert_eq!(session.chat_text("still here").await, "echo: still here");
 }
 
 /// A client set up with `/mcp/` (a trailing slash) reaches the same endpoint, behind the same token.
@@ -217,24 +204,10 @@ async fn mcp_with_a_trailing_slash_is_the_same_endpoint_behind_the_same_token() 
     let fake = Fake::start();
     let daemon = Daemon::start(&fake, &[]);
     let url = format!("http://{}/mcp/", daemon.addr);
-    let initialize = serde_json::json!({
-        "jsonrpc": "2.0", "id": 0, "method": "initialize",
-        "params": {
-            "protocolVersion": HTTP_PROTOCOL_VERSION,
-            "capabilities": {},
-            "clientInfo": {"name": "slash", "version": "1.0"},
-        },
-    });
-    let refused = mcp_post(&url, "not-the-token", None, &initialize).await;
+    let refused = mcp_post(&url, "not-the-token", None, &http_initialize("slash")).await;
     assert_eq!(refused.status, 401, "{}", refused.body);
     let mut session = HttpSession::open(&url, &daemon.token()).await;
-    let result = session
-        .call_tool(
-            "chat",
-            serde_json::json!({"prompt": "slash", "model": "fake-fast"}),
-        )
-        .await;
-    assert_eq!(text_in(&result), "echo: slash");
+    assert_eq!(session.chat_text("slash").await, "echo: slash");
 }
 
 #[test]
