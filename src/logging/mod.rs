@@ -63,7 +63,9 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> LogGuard {
     let stderr_is_null = stderr_is_null();
     let stderr_filter = if stderr_is_null {
         // Lines written to /dev/null would still be formatted, a few of them for every call.
-        // The layer stays, filtered off, so the subscriber's shape is the same either way.
+        // The layer stays, filtered off: without it (a `None` layer) every library's debug and
+        // trace call site was put to the filters on every call, 713k instructions a call
+        // against 583k (scripts/instructions-per-call).
         filter("off", false)
     } else if quiet_stderr {
         filter("warn", true)
