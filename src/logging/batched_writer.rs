@@ -1,9 +1,12 @@
-//! The JSON log file's writer: lines gather in memory and one thread writes them out in batches.
+//! The log's writers (the JSON file, stderr): lines gather in memory and one thread per writer
+//! writes them out in batches.
 //!
 //! A writer thread woken for every line costs each call a few thread switches; here the first
 //! line into an empty buffer wakes the thread, which lets more gather for a moment, then writes
 //! them all at once. The buffer is bounded: past it, lines are counted and dropped, never waited
-//! for (a full disk must not stall calls), and the count is written when there is room again.
+//! for (a full disk, or a stderr pipe its reader never drains, must not stall calls), and the
+//! count is written when there is room again. At exit the thread is given a moment to write
+//! what is waiting, not waited for without end.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
@@ -63,8 +66,8 @@ struct Shared {
     destination: Destination,
     pending: Mutex<Pending>,
     wake: Condvar,
-    /// The file. Held while a batch is taken and written, so batches reach it in order
-    /// whoever writes them (the thread, or a reader who wants the lines now).
+    /// The file or stderr. Held while a batch is taken and written, so batches reach it in
+    /// order whoever writes them (the thread, or a reader of the file who wants the lines now).
     out: Mutex<Box<dyn Write + Send>>,
 }
 

@@ -57,9 +57,18 @@ pub async fn wait_until_async<T>(
     limit: Duration,
     mut check: impl FnMut() -> Option<T>,
 ) -> T {
+    wait_for(what, limit, async || check()).await
+}
+
+/// Like [`wait_until`], its check awaited (a request to the daemon, say).
+pub async fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let until = Instant::now() + limit;
     loop {
-        if let Some(v) = check() {
+        if let Some(v) = check().await {
             return v;
         }
         assert!(
@@ -1469,13 +1478,8 @@ pub fn http_initialize(client_name: &str) -> Value {
 
 /// The environment of an `exai stdio --no-daemon` in `home` on `fake`, with `extra` settings.
 pub fn in_process_env(fake: &Fake, home: &Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("EXAI_HOME".to_string(), home.display().to_string()),
-        ("CUSTOM_API_URL".to_string(), format!("{}/v1", fake.url)),
-        ("CUSTOM_MODEL_NAME".to_string(), "fake-fast".to_string()),
-    ];
+    let mut env = autostart_env(home, fake, None);
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    env.extend(store_env(home));
     env
 }
 

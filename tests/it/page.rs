@@ -222,23 +222,16 @@ async fn a_call_is_cancelled_from_the_page_as_call_cancel_would() {
     calls_in_flight(&daemon, 1).await;
     let token = bearer(&daemon.token());
     // The record is committed within the store's linger (10 ms) of the call's start.
-    let listed_since = std::time::Instant::now();
-    let id = loop {
-        let (_, listed) = json_of(
-            &daemon,
-            "/api/calls?outcome=running",
-            std::slice::from_ref(&token),
-        )
-        .await;
-        if let Some(id) = listed["calls"][0]["id"].as_str() {
-            break id.to_string();
-        }
-        assert!(
-            listed_since.elapsed() < Duration::from_secs(10),
-            "the running call was never listed: {listed}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let id = wait_for(
+        "the running call listed",
+        Duration::from_secs(10),
+        async || {
+            let running = "/api/calls?outcome=running";
+            let (_, listed) = json_of(&daemon, running, std::slice::from_ref(&token)).await;
+            listed["calls"][0]["id"].as_str().map(str::to_string)
+        },
+    )
+    .await;
     let answer = http()
         .post(format!("http://{}/api/calls/{id}/cancel", daemon.addr))
         .header(token.0, &token.1)
