@@ -46,8 +46,9 @@ const MIN_KEY_BODY: usize = 8;
 /// Whether a field or parameter name looks like it holds a secret (`api_key`, `token`,
 /// `Authorization`, …); counts such as `max_tokens` and MCP's `progressToken` are not secrets.
 pub fn is_secret_name(name: &str) -> bool {
-    let k = name.to_ascii_lowercase();
-    let looks_secret = [
+    // Compared in place, ignoring ASCII case (every name of a call's arguments and result comes
+    // here: a lowered copy and a substring search apiece cost more than the rest of the check).
+    const PARTS: [&str; 8] = [
         "key",
         "token",
         "secret",
@@ -56,11 +57,19 @@ pub fn is_secret_name(name: &str) -> bool {
         "authorization",
         "cookie",
         "credential",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
-        || ["sig", "signature", "auth", "pass", "pwd"].contains(&k.as_str());
-    looks_secret && k != "progresstoken" && !k.ends_with("tokens")
+    ];
+    const WHOLE: [&str; 5] = ["sig", "signature", "auth", "pass", "pwd"];
+    let bytes = name.as_bytes();
+    let contains = |part: &str| {
+        bytes
+            .windows(part.len())
+            .any(|window| window.eq_ignore_ascii_case(part.as_bytes()))
+    };
+    let looks_secret = PARTS.into_iter().any(contains)
+        || WHOLE.iter().any(|whole| name.eq_ignore_ascii_case(whole));
+    let counts_tokens =
+        bytes.len() >= 6 && bytes[bytes.len() - 6..].eq_ignore_ascii_case(b"tokens");
+    looks_secret && !name.eq_ignore_ascii_case("progresstoken") && !counts_tokens
 }
 
 /// `url` with its user and password and the values of secret-looking query parameters masked:
@@ -185,8 +194,20 @@ fn ends_value(b: u8) -> bool {
 
 /// Bytes of a name (`api_key`, `x-api-key`).
 fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+    NAME_BYTES[usize::from(b)]
 }
+
+/// [`is_name_byte`] for every byte, looked up (every byte of a call's result passes by it).
+const NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.');
+        b += 1;
+    }
+    table
+};
 
 /// The user and password of every `scheme://user:pw@host`.
 fn url_credentials(text: &str, spans: &mut Vec<(usize, usize)>) {
@@ -296,30 +317,28 @@ const KEY_FIRST_BYTES: [bool; 256] = {
 
 /// Keys in a well-known format (`sk-…`, `ghp_…`, `AKIA…`): what follows the prefix. One pass
 /// over the text for all prefixes (a search per prefix cost more than the rest of a call's
-/// record keeping): a key starts where a name does, and the scan goes on after its body, so no
-/// text costs more than its length.
+/// record keeping): a key starts where a name does and ends where it ends, so the prefixes are
+/// looked for at the start of each name only, and the scan goes on after the name.
 fn prefixed_keys(text: &str, spans: &mut Vec<(usize, usize)>) {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        let starts_name = i == 0 || !is_name_byte(bytes[i - 1]);
-        if !(starts_name && KEY_FIRST_BYTES[usize::from(bytes[i])]) {
+        if !NAME_BYTES[usize::from(bytes[i])] {
             i += 1;
             continue;
         }
-        let mut next = i + 1;
-        for prefix in KEY_PREFIXES {
-            if !bytes[i..].starts_with(prefix.as_bytes()) {
-                continue;
+        // A name starts here; a key, if any, starts with it and ends with it.
+        let end_of_name = name_end(bytes, i);
+        if KEY_FIRST_BYTES[usize::from(bytes[i])] {
+            for prefix in KEY_PREFIXES {
+                if bytes[i..].starts_with(prefix.as_bytes())
+                    && end_of_name - (i + prefix.len()) >= MIN_KEY_BODY
+                {
+                    spans.push((i + prefix.len(), end_of_name));
+                }
             }
-            let start = i + prefix.len();
-            let end = name_end(bytes, start);
-            if end - start >= MIN_KEY_BODY {
-                spans.push((start, end));
-            }
-            next = next.max(end);
         }
-        i = next;
+        i = end_of_name;
     }
 }
 
@@ -509,7 +528,46 @@ mod tests {
             spans
         }
 
+        /// The check as it was first written: the name lowered, then searched.
+        fn is_secret_name_lowered(name: &str) -> bool {
+            let k = name.to_ascii_lowercase();
+            let looks_secret = [
+                "key",
+                "token",
+                "secret",
+                "password",
+                "passwd",
+                "authorization",
+                "cookie",
+                "credential",
+            ]
+            .iter()
+            .any(|s| k.contains(s))
+                || ["sig", "signature", "auth", "pass", "pwd"].contains(&k.as_str());
+            looks_secret && k != "progresstoken" && !k.ends_with("tokens")
+        }
+
         proptest! {
+            /// The check in place says what lowering the name and searching it said, of names
+            /// made of the words it looks for, in any case, and other name bytes.
+            #[test]
+            fn a_secret_name_is_told_as_when_the_name_was_lowered(
+                parts in prop::collection::vec(
+                    prop_oneof![
+                        prop::sample::select(vec![
+                            "key", "TOKEN", "Tokens", "secret", "passWord", "passwd", "auth",
+                            "Authorization", "cookie", "credential", "sig", "signature", "pass",
+                            "pwd", "progressToken", "max_", "é",
+                        ]).prop_map(str::to_string),
+                        "[a-zA-Z0-9_.-]{0,6}",
+                    ],
+                    0..4,
+                )
+            ) {
+                let name: String = parts.concat();
+                prop_assert_eq!(is_secret_name(&name), is_secret_name_lowered(&name), "{}", name);
+            }
+
             /// The one pass finds what a search for each prefix finds, in text made of key
             /// prefixes, name bytes, separators and multibyte characters.
             #[test]

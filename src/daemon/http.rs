@@ -98,10 +98,15 @@ struct McpSteps {
 /// service behind it and boxed a future for every request): a session answers only the caller
 /// who opened it, a quick answer leaves with its head, and 2025-11-25 task clients are adapted.
 async fn mcp_route(State(steps): State<Arc<McpSteps>>, request: Request) -> Response {
-    session_owners::bind(&steps.owners, request, async |request| {
-        held_head::hold_head(request, async |request| {
-            legacy_http::adapt(&steps.legacy, request, async |request| {
-                steps.rmcp.handle(request).await.into_response()
+    // On the heap once, here: the steps and rmcp's handling make a future of kilobytes, which
+    // each of the router's layers above would otherwise copy as it boxes its own.
+    Box::pin(async move {
+        session_owners::bind(&steps.owners, request, async |request| {
+            held_head::hold_head(request, async |request| {
+                legacy_http::adapt(&steps.legacy, request, async |request| {
+                    steps.rmcp.handle(request).await.into_response()
+                })
+                .await
             })
             .await
         })

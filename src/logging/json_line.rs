@@ -4,12 +4,13 @@
 //! and the current span's fields with its name), without its cost: that formatter renders a
 //! span's fields to JSON text once, then parses that text back for every line in the span.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -29,8 +30,10 @@ where
     ) -> fmt::Result {
         let meta = event.metadata();
         writer.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut writer)?;
-        write!(writer, "\",\"level\":\"{}\",\"fields\":{{", meta.level())?;
+        timestamp(&mut writer)?;
+        writer.write_str("\",\"level\":\"")?;
+        writer.write_str(meta.level().as_str())?;
+        writer.write_str("\",\"fields\":{")?;
         let mut fields = Fields {
             out: &mut writer,
             first: true,
@@ -141,6 +144,38 @@ impl Visit for Fields<'_, '_> {
     }
 }
 
+/// Now, as tracing-subscriber's JSON lines have it (RFC 3339 in UTC, to the microsecond):
+/// the date and time to the second are rendered once a second on each thread, the microseconds
+/// are six digits (rendering the whole date cost more than the rest of the line).
+fn timestamp(out: &mut impl fmt::Write) -> fmt::Result {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != seconds {
+            text.clear();
+            let at = i64::try_from(seconds)
+                .ok()
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                .unwrap_or_default();
+            write!(text, "{}", at.format("%Y-%m-%dT%H:%M:%S"))?;
+            *second = seconds;
+        }
+        out.write_str(text)
+    })?;
+    let mut fraction = *b".000000Z";
+    let mut micros = since_epoch.subsec_micros();
+    for digit in fraction[1..7].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.write_str(std::str::from_utf8(&fraction).map_err(|_| fmt::Error)?)
+}
+
 /// `text` as a JSON string.
 fn string(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
     out.write_char('"')?;
@@ -153,24 +188,26 @@ struct Escaped<'a, W: fmt::Write>(&'a mut W);
 
 impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
+        // Byte by byte: every byte JSON escapes is ASCII, and no byte of a multi-byte character
+        // is, so each split falls between characters (and no character is decoded).
         let mut clean = 0;
-        for (at, c) in text.char_indices() {
-            let escape = match c {
-                '"' => "\\\"",
-                '\\' => "\\\\",
-                '\n' => "\\n",
-                '\r' => "\\r",
-                '\t' => "\\t",
-                c if u32::from(c) < 0x20 => "",
+        for (at, &b) in text.as_bytes().iter().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..0x20 => "",
                 _ => continue,
             };
             self.0.write_str(&text[clean..at])?;
             if escape.is_empty() {
-                write!(self.0, "\\u{:04x}", u32::from(c))?;
+                write!(self.0, "\\u{b:04x}")?;
             } else {
                 self.0.write_str(escape)?;
             }
-            clean = at + c.len_utf8();
+            clean = at + 1;
         }
         self.0.write_str(&text[clean..])
     }
@@ -244,6 +281,22 @@ mod tests {
             serde_json::json!({"call_id": "c-1", "tool": "chat", "name": "call"})
         );
         assert_eq!(lines[1]["fields"]["ratio"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_timestamp_is_rfc3339_in_utc_to_the_microsecond() {
+        for _ in 0..3 {
+            let before = chrono::Utc::now();
+            let mut text = String::new();
+            super::timestamp(&mut text).unwrap();
+            let after = chrono::Utc::now();
+            let at = chrono::DateTime::parse_from_rfc3339(&text).unwrap();
+            assert!(before.timestamp_micros() <= at.timestamp_micros(), "{text}");
+            assert!(at.timestamp_micros() <= after.timestamp_micros(), "{text}");
+            // `2026-12-07T03:10:40.243857Z`
+            assert_eq!(text.len(), 27, "{text}");
+            assert!(text.ends_with('Z'), "{text}");
+        }
     }
 
     #[test]
