@@ -2,20 +2,60 @@
 //!
 //! The shape is tracing-subscriber's JSON format (timestamp, level, the event's fields, target,
 //! and the current span's fields with its name), without its cost: that formatter renders a
-//! span's fields to JSON text once, then parses that text back for every line in the span.
+//! span's fields to JSON text once (through a map of JSON values), then parses that text back
+//! for every line in the span; here a span's fields are rendered once as object members, which
+//! each line copies.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
+use tracing::span::Record;
 use tracing::{Event, Subscriber};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Formats events as JSON lines; spans' fields must be rendered by `JsonFields`.
+/// Formats events as JSON lines; spans' fields must be rendered by [`JsonMembers`].
 pub struct JsonLine;
+
+/// Renders a span's fields as the members of a JSON object (`"call_id":"…","tool":"chat"`),
+/// once, when the span is made (and as fields are recorded on it later): each line in the span
+/// copies them as they are.
+pub struct JsonMembers;
+
+impl<'writer> FormatFields<'writer> for JsonMembers {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        members(&mut writer, true, fields)
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &Record<'_>,
+    ) -> fmt::Result {
+        let first = current.fields.is_empty();
+        members(&mut current.as_writer(), first, fields)
+    }
+}
+
+/// Writes `fields` as JSON object members, after members already written unless `first`.
+fn members(out: &mut Writer<'_>, first: bool, fields: impl RecordFields) -> fmt::Result {
+    let mut visitor = Fields {
+        out,
+        first,
+        result: Ok(()),
+        log_target: None,
+    };
+    fields.record(&mut visitor);
+    visitor.result
+}
 
 impl<S, N> FormatEvent<S, N> for JsonLine
 where
@@ -50,13 +90,11 @@ where
         string(&mut writer, log_target.as_deref().unwrap_or(meta.target()))?;
         if let Some(span) = ctx.parent_span() {
             let extensions = span.extensions();
-            // `JsonFields` renders a span's fields as one JSON object: its members go in as
+            // `JsonMembers` rendered the span's fields as JSON object members: they go in as
             // they are.
             let members = extensions
                 .get::<FormattedFields<N>>()
-                .map(|rendered| rendered.fields.trim())
-                .and_then(|object| object.strip_prefix('{')?.strip_suffix('}'))
-                .unwrap_or("");
+                .map_or("", |rendered| rendered.fields.as_str());
             writer.write_str(",\"span\":{")?;
             if !members.is_empty() {
                 writer.write_str(members)?;
@@ -192,20 +230,17 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
         // is, so each split falls between characters (and no character is decoded).
         let mut clean = 0;
         for (at, &b) in text.as_bytes().iter().enumerate() {
-            let escape = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..0x20 => "",
-                _ => continue,
-            };
+            let escape = ESCAPES[usize::from(b)];
+            if escape == 0 {
+                continue;
+            }
             self.0.write_str(&text[clean..at])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
+            match escape {
+                b'u' => write!(self.0, "\\u{b:04x}")?,
+                letter => {
+                    self.0.write_char('\\')?;
+                    self.0.write_char(char::from(letter))?;
+                }
             }
             clean = at + 1;
         }
@@ -213,11 +248,27 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
     }
 }
 
+/// How each byte is written inside a JSON string: 0 as itself, `u` as `\u00XX`, any other mark
+/// after a backslash (`\n`, `\"`).
+const ESCAPES: [u8; 256] = {
+    let mut escapes = [0u8; 256];
+    let mut control = 0;
+    while control < 0x20 {
+        escapes[control] = b'u';
+        control += 1;
+    }
+    escapes[b'\n' as usize] = b'n';
+    escapes[b'\r' as usize] = b'r';
+    escapes[b'\t' as usize] = b't';
+    escapes[b'"' as usize] = b'"';
+    escapes[b'\\' as usize] = b'\\';
+    escapes
+};
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use tracing_subscriber::fmt::format::JsonFields;
     use tracing_subscriber::layer::SubscriberExt;
 
     /// The lines written, for the test to read.
@@ -238,7 +289,7 @@ mod tests {
         let lines = Lines::default();
         let writer = lines.clone();
         let layer = tracing_subscriber::fmt::layer()
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(super::JsonMembers)
             .event_format(super::JsonLine)
             .with_writer(move || writer.clone());
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), emit);
@@ -252,7 +303,14 @@ mod tests {
     fn a_line_is_json_with_the_events_fields_target_and_span() {
         let tricky = "quote \" backslash \\ newline \n tab \t bell \u{7} é ✓";
         let lines = logged(|| {
-            let span = tracing::info_span!("call", call_id = "c-1", tool = "chat");
+            let span = tracing::info_span!(
+                "call",
+                call_id = "c-1",
+                tool = "chat",
+                model = tracing::field::Empty
+            );
+            // Recorded after the span was made: its members grow.
+            span.record("model", "m \"1\"");
             let _in = span.enter();
             tracing::info!(tokens = 42u64, delta = -3i64, ok = true, ratio = 0.5, text = tricky,
                 shown = %"as displayed", "provider answer {}", "complete");
@@ -278,7 +336,7 @@ mod tests {
         assert_eq!(fields["shown"], "as displayed");
         assert_eq!(
             line["span"],
-            serde_json::json!({"call_id": "c-1", "tool": "chat", "name": "call"})
+            serde_json::json!({"call_id": "c-1", "tool": "chat", "model": "m \"1\"", "name": "call"})
         );
         assert_eq!(lines[1]["fields"]["ratio"], serde_json::Value::Null);
     }
@@ -297,6 +355,16 @@ mod tests {
             assert_eq!(text.len(), 27, "{text}");
             assert!(text.ends_with('Z'), "{text}");
         }
+    }
+
+    #[test]
+    fn a_span_without_fields_is_named_alone() {
+        let lines = logged(|| {
+            let span = tracing::info_span!("shutdown");
+            let _in = span.enter();
+            tracing::info!("stopping");
+        });
+        assert_eq!(lines[0]["span"], serde_json::json!({"name": "shutdown"}));
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub fn init(log_dir: Option<&Path>, quiet_stderr: bool) -> LogGuard {
     }) {
         Some((writer, guard)) => {
             let layer = tracing_subscriber::fmt::layer()
-                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .fmt_fields(json_line::JsonMembers)
                 .event_format(json_line::JsonLine)
                 .with_writer(writer)
                 .with_filter(filter(DEFAULT_FILTER, true));
