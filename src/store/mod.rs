@@ -408,6 +408,9 @@ pub struct Store {
     tx: mpsc::Sender<Queued>,
     /// The writer's thread, woken for a write to commit at once (others do not wake it).
     writer: std::thread::Thread,
+    /// Set while the writer waits out the gap between groups under load: a write then does not
+    /// wake it (it commits when the gap ends, with the others).
+    writer_in_gap: Arc<std::sync::atomic::AtomicBool>,
     urgency: writer::Urgency,
     health: Arc<Mutex<StoreHealth>>,
     /// Thread saves the database did not take, which the writer tries again.
@@ -448,10 +451,12 @@ impl Store {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let health = Arc::new(Mutex::new(StoreHealth::default()));
         let waiting_threads = Arc::new(WaitingThreads::default());
+        let writer_in_gap = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = Writer {
             store: location.to_string(),
             health: health.clone(),
             waiting_threads: waiting_threads.clone(),
+            in_gap: writer_in_gap.clone(),
         };
         // The writer's connection is made on its own thread: the Postgres client blocks on a
         // runtime of its own, which may not start on a thread that drives async tasks.
@@ -483,6 +488,7 @@ impl Store {
             location: location.clone(),
             tx,
             writer: writer_thread.thread().clone(),
+            writer_in_gap,
             urgency,
             health,
             waiting_threads,
@@ -597,7 +603,11 @@ impl Store {
     }
 
     fn ring_if(&self, urgent: bool) {
-        if urgent {
+        if urgent
+            && !self
+                .writer_in_gap
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
             self.writer.unpark();
         }
     }

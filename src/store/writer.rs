@@ -2,6 +2,7 @@
 //! whatever is queued), whichever backend holds the data.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,14 @@ pub(super) const BATCH: usize = 512;
 /// does, to share its transaction: a call's delivery note goes with the next call's record
 /// instead of costing a commit of its own.
 const LINGER: Duration = Duration::from_millis(10);
+/// Under load, the least time from one commit's start to the next's: the calls that end
+/// meanwhile share a commit, which writes the pages they share (the newest leaf of each index,
+/// most of all) once for all of them. A commit is a few pages apiece of the database's log, and
+/// the disk's writes of those took a tenth of a busy daemon's machine.
+const GROUP_GAP: Duration = Duration::from_millis(2);
+/// The size of group (writes) that says the store is under load: below it, a write commits at
+/// once, and one call at a time waits for no gap.
+const BUSY_GROUP: usize = 8;
 
 pub(super) enum WriteOp {
     /// Shared with the call that made it, which keeps it in case the store cannot take it.
@@ -284,6 +293,8 @@ pub(super) struct Writer {
     pub health: Arc<std::sync::Mutex<StoreHealth>>,
     /// Thread saves the database did not take, tried again until it does.
     pub waiting_threads: Arc<WaitingThreads>,
+    /// Set while waiting out the gap between groups: writes then do not wake the writer.
+    pub in_gap: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -308,6 +319,7 @@ impl Writer {
         // Where a group's statements are guarded, a call's record waits a moment for its end
         // to be written as one with it.
         let mut awaiting_end = conn.guards_statements().then(AwaitingEnd::default);
+        let mut pacing = Pacing::default();
         loop {
             let mut force = false;
             let mut closed = false;
@@ -389,6 +401,16 @@ impl Writer {
                 std::thread::park_timeout(linger_until - now);
                 continue;
             }
+            // Under load, the next group waits out the gap unless it must go now.
+            if !(force || closed || batch.len() >= BATCH)
+                && let Some(until) = pacing.hold_until(now)
+            {
+                self.in_gap.store(true, Ordering::Relaxed);
+                std::thread::park_timeout(until - now);
+                self.in_gap.store(false, Ordering::Relaxed);
+                continue;
+            }
+            pacing.committed(now, batch.len());
             self.commit(conn.as_mut(), &mut batch, &mut refused);
             inserted.clear();
             urgent = false;
@@ -484,6 +506,27 @@ impl Writer {
                 let _ = ack.send(outcome);
             }
         }
+    }
+}
+
+/// When the next group may commit: under load, no sooner than [`GROUP_GAP`] after the last
+/// one started.
+#[derive(Default)]
+struct Pacing {
+    /// When the last commit started, and how many writes it had.
+    last: Option<(Instant, usize)>,
+}
+
+impl Pacing {
+    /// Until when a group that need not go at once waits, if it waits at all.
+    fn hold_until(&self, now: Instant) -> Option<Instant> {
+        let (at, size) = self.last?;
+        let until = at + GROUP_GAP;
+        (size >= BUSY_GROUP && until > now).then_some(until)
+    }
+
+    fn committed(&mut self, at: Instant, size: usize) {
+        self.last = Some((at, size));
     }
 }
 
@@ -870,6 +913,7 @@ pub(super) mod tests {
             store: "test store".into(),
             health: health.clone(),
             waiting_threads: Arc::default(),
+            in_gap: Arc::default(),
         }
         .run(conn, rx);
         let outcomes = acks
@@ -1132,6 +1176,31 @@ pub(super) mod tests {
         batch.clear();
         awaiting.release_all(&mut batch);
         assert_eq!(batch.len(), AwaitingEnd::MOST - 1);
+    }
+
+    #[test]
+    fn under_load_a_group_waits_out_the_gap_and_one_call_at_a_time_waits_for_nothing() {
+        let start = Instant::now();
+        let mut pacing = Pacing::default();
+        assert_eq!(
+            pacing.hold_until(start),
+            None,
+            "the first group goes at once"
+        );
+        pacing.committed(start, BUSY_GROUP - 1);
+        assert_eq!(
+            pacing.hold_until(start),
+            None,
+            "a group below the load's size: the next goes at once"
+        );
+        pacing.committed(start, BUSY_GROUP);
+        let halfway = start + GROUP_GAP / 2;
+        assert_eq!(pacing.hold_until(halfway), Some(start + GROUP_GAP));
+        assert_eq!(
+            pacing.hold_until(start + GROUP_GAP),
+            None,
+            "the gap is over"
+        );
     }
 
     /// A connection that notes the first words of every statement it runs.
