@@ -331,8 +331,10 @@ fn prefixed_keys(text: &str, spans: &mut Vec<(usize, usize)>) {
         let end_of_name = name_end(bytes, i);
         if KEY_FIRST_BYTES[usize::from(bytes[i])] {
             for prefix in KEY_PREFIXES {
+                // Every prefix is made of name bytes (a test holds it), so one found here ends
+                // within the name; saturating all the same.
                 if bytes[i..].starts_with(prefix.as_bytes())
-                    && end_of_name - (i + prefix.len()) >= MIN_KEY_BODY
+                    && end_of_name.saturating_sub(i + prefix.len()) >= MIN_KEY_BODY
                 {
                     spans.push((i + prefix.len(), end_of_name));
                 }
@@ -485,6 +487,14 @@ mod tests {
             redact_text("key=a key=b", &[]),
             redact_text("key=a", &[]) + " " + &redact_text("key=b", &[])
         );
+    }
+
+    #[test]
+    fn every_key_prefix_is_made_of_name_bytes() {
+        // A key is looked for at the start of a name only, and ends where the name does.
+        for prefix in KEY_PREFIXES {
+            assert!(prefix.bytes().all(is_name_byte), "{prefix}");
+        }
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub struct JsonLine;
 
 /// Renders a span's fields as the members of a JSON object (`"call_id":"…","tool":"chat"`),
 /// once, when the span is made (and as fields are recorded on it later): each line in the span
-/// copies them as they are.
+/// copies them as they are. A field recorded again is added again (readers of JSON take the
+/// last); exai records no span field twice.
 pub struct JsonMembers;
 
 impl<'writer> FormatFields<'writer> for JsonMembers {

@@ -406,7 +406,8 @@ impl QueuedWrite {
 pub struct Store {
     location: StoreLocation,
     tx: mpsc::Sender<Queued>,
-    /// The writer's thread, woken for a write to commit at once (others do not wake it).
+    /// The writer's thread, woken for a write somebody waits for (others do not wake it, nor
+    /// any while it waits out the gap between groups under load).
     writer: std::thread::Thread,
     /// Set while the writer waits out the gap between groups under load: a write then does not
     /// wake it (it commits when the gap ends, with the others).
@@ -577,7 +578,7 @@ impl Store {
     }
 
     /// Hands `queued` to the writer (waiting for room in the queue), waking it when the write
-    /// is one it commits at once.
+    /// is one somebody waits for (unless it is waiting out the gap between groups under load).
     async fn send(&self, queued: Queued) -> Result<(), StoreError> {
         let urgent = self.urgency.is_urgent(&queued);
         let sent = self.within_answer_limit(self.tx.send(queued), queue_full);

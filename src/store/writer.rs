@@ -530,7 +530,8 @@ impl Pacing {
     }
 }
 
-/// Which writes the writer commits at once, and so is woken for: a write somebody waits for.
+/// Which writes the writer commits as soon as it may (at once, or under load when the gap
+/// since the last commit is over: `Pacing`), and so is woken for: a write somebody waits for.
 /// Others (progress, a thread, a delivery note, a record read at its call's end) are queued
 /// without waking it — each wake-up is a thread switch on the call's path — and committed with
 /// the next urgent write, or when they have lingered long enough.
