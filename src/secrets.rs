@@ -43,30 +43,35 @@ const KEY_PREFIXES: &[&str] = &[
 /// Characters after a key prefix that make it a key (fewer: an ordinary word like `sk-learn`).
 const MIN_KEY_BODY: usize = 8;
 
+/// What a secret-looking name contains (in any case).
+const SECRET_NAME_PARTS: [&str; 8] = [
+    "key",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "authorization",
+    "cookie",
+    "credential",
+];
+/// Names that are secret-looking whole (in any case).
+const SECRET_NAMES: [&str; 5] = ["sig", "signature", "auth", "pass", "pwd"];
+
 /// Whether a field or parameter name looks like it holds a secret (`api_key`, `token`,
 /// `Authorization`, …); counts such as `max_tokens` and MCP's `progressToken` are not secrets.
 pub fn is_secret_name(name: &str) -> bool {
     // Compared in place, ignoring ASCII case (every name of a call's arguments and result comes
     // here: a lowered copy and a substring search apiece cost more than the rest of the check).
-    const PARTS: [&str; 8] = [
-        "key",
-        "token",
-        "secret",
-        "password",
-        "passwd",
-        "authorization",
-        "cookie",
-        "credential",
-    ];
-    const WHOLE: [&str; 5] = ["sig", "signature", "auth", "pass", "pwd"];
     let bytes = name.as_bytes();
     let contains = |part: &str| {
         bytes
             .windows(part.len())
             .any(|window| window.eq_ignore_ascii_case(part.as_bytes()))
     };
-    let looks_secret = PARTS.into_iter().any(contains)
-        || WHOLE.iter().any(|whole| name.eq_ignore_ascii_case(whole));
+    let looks_secret = SECRET_NAME_PARTS.into_iter().any(contains)
+        || SECRET_NAMES
+            .iter()
+            .any(|whole| name.eq_ignore_ascii_case(whole));
     let counts_tokens =
         bytes.len() >= 6 && bytes[bytes.len() - 6..].eq_ignore_ascii_case(b"tokens");
     looks_secret && !name.eq_ignore_ascii_case("progresstoken") && !counts_tokens
@@ -541,19 +546,8 @@ mod tests {
         /// The check as it was first written: the name lowered, then searched.
         fn is_secret_name_lowered(name: &str) -> bool {
             let k = name.to_ascii_lowercase();
-            let looks_secret = [
-                "key",
-                "token",
-                "secret",
-                "password",
-                "passwd",
-                "authorization",
-                "cookie",
-                "credential",
-            ]
-            .iter()
-            .any(|s| k.contains(s))
-                || ["sig", "signature", "auth", "pass", "pwd"].contains(&k.as_str());
+            let looks_secret = SECRET_NAME_PARTS.iter().any(|s| k.contains(s))
+                || SECRET_NAMES.contains(&k.as_str());
             looks_secret && k != "progresstoken" && !k.ends_with("tokens")
         }
 
