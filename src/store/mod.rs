@@ -1436,6 +1436,30 @@ pub(crate) mod tests {
         assert_eq!(fragments, (vec!["a".to_string()], vec![], vec![]));
     }
 
+    /// Under load the writer waits out a gap between groups, and writes do not wake it
+    /// meanwhile (`Pacing`): wave after wave of writes somebody waits for are all answered, and
+    /// all there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waves_of_awaited_writes_are_all_answered_through_the_gaps_between_groups() {
+        let store = Store::open(&test_location()).unwrap();
+        for wave in 0..5 {
+            let writes = (0..40).map(|n| {
+                let store = store.clone();
+                async move { store.insert(new_call(&format!("w{wave}-{n}"))).await }
+            });
+            let answered =
+                tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(writes))
+                    .await
+                    .unwrap_or_else(|_| panic!("wave {wave} was not answered within 20 s"));
+            assert!(answered.iter().all(Result::is_ok), "{answered:?}");
+        }
+        for wave in 0..5 {
+            let id = format!("w{wave}-39");
+            let row = read(&store, move |r| r.get(&id)).await;
+            assert!(row.is_some(), "wave {wave}'s last write is missing");
+        }
+    }
+
     #[tokio::test]
     async fn threads_are_saved_replaced_and_read_back_until_they_expire() {
         let location = test_location();
