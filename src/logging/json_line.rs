@@ -33,7 +33,7 @@ impl<'writer> FormatFields<'writer> for JsonMembers {
         mut writer: Writer<'writer>,
         fields: R,
     ) -> fmt::Result {
-        members(&mut writer, true, fields)
+        members(&mut writer, true, fields).map(drop)
     }
 
     fn add_fields(
@@ -42,12 +42,17 @@ impl<'writer> FormatFields<'writer> for JsonMembers {
         fields: &Record<'_>,
     ) -> fmt::Result {
         let first = current.fields.is_empty();
-        members(&mut current.as_writer(), first, fields)
+        members(&mut current.as_writer(), first, fields).map(drop)
     }
 }
 
-/// Writes `fields` as JSON object members, after members already written unless `first`.
-fn members(out: &mut Writer<'_>, first: bool, fields: impl RecordFields) -> fmt::Result {
+/// Writes `fields` as JSON object members, after members already written unless `first`; the
+/// target a record from the `log` crate names in a field, if any.
+fn members(
+    out: &mut Writer<'_>,
+    first: bool,
+    fields: impl RecordFields,
+) -> Result<Option<String>, fmt::Error> {
     let mut visitor = Fields {
         out,
         first,
@@ -55,7 +60,7 @@ fn members(out: &mut Writer<'_>, first: bool, fields: impl RecordFields) -> fmt:
         log_target: None,
     };
     fields.record(&mut visitor);
-    visitor.result
+    visitor.result.map(|()| visitor.log_target)
 }
 
 impl<S, N> FormatEvent<S, N> for JsonLine
@@ -75,17 +80,7 @@ where
         writer.write_str("\",\"level\":\"")?;
         writer.write_str(meta.level().as_str())?;
         writer.write_str("\",\"fields\":{")?;
-        let mut fields = Fields {
-            out: &mut writer,
-            first: true,
-            result: Ok(()),
-            log_target: None,
-        };
-        event.record(&mut fields);
-        let Fields {
-            result, log_target, ..
-        } = fields;
-        result?;
+        let log_target = members(&mut writer, true, event)?;
         writer.write_str("},\"target\":")?;
         // A record from the `log` crate names its own target in a field.
         string(&mut writer, log_target.as_deref().unwrap_or(meta.target()))?;

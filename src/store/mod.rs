@@ -20,6 +20,7 @@ mod waiting_threads;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -411,7 +412,7 @@ pub struct Store {
     writer: std::thread::Thread,
     /// Set while the writer waits out the gap between groups under load: a write then does not
     /// wake it (it commits when the gap ends, with the others).
-    writer_in_gap: Arc<std::sync::atomic::AtomicBool>,
+    writer_in_gap: Arc<AtomicBool>,
     urgency: writer::Urgency,
     health: Arc<Mutex<StoreHealth>>,
     /// Thread saves the database did not take, which the writer tries again.
@@ -452,7 +453,7 @@ impl Store {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let health = Arc::new(Mutex::new(StoreHealth::default()));
         let waiting_threads = Arc::new(WaitingThreads::default());
-        let writer_in_gap = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer_in_gap = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             store: location.to_string(),
             health: health.clone(),
@@ -604,11 +605,7 @@ impl Store {
     }
 
     fn ring_if(&self, urgent: bool) {
-        if urgent
-            && !self
-                .writer_in_gap
-                .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if urgent && !self.writer_in_gap.load(Ordering::Relaxed) {
             self.writer.unpark();
         }
     }

@@ -1540,13 +1540,13 @@ impl HttpSession {
         answer.response(id)
     }
 
-    /// The result of a `tools/call` that must not fail at the JSON-RPC level.
     /// `chat` on `fake-fast` with `prompt`: the answer's text.
     pub async fn chat_text(&mut self, prompt: &str) -> String {
         let arguments = json!({"prompt": prompt, "model": "fake-fast"});
         text_in(&self.call_tool("chat", arguments).await)
     }
 
+    /// The result of a `tools/call` that must not fail at the JSON-RPC level.
     pub async fn call_tool(&mut self, name: &str, arguments: Value) -> Value {
         let reply = self
             .request("tools/call", json!({"name": name, "arguments": arguments}))
