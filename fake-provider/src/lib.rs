@@ -1684,6 +1684,8 @@ pub struct Options {
     pub fixtures: PathBuf,
     /// Serve TLS too (with the test CA's certificate, [`TEST_CA_PEM`]), offering these protocols.
     pub tls: Option<Tls>,
+    /// The threads of the fake's runtime ([`start`]); `None`: one per core, tokio's default.
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for Options {
@@ -1692,6 +1694,7 @@ impl Default for Options {
             require_key: None,
             fixtures: PathBuf::from(FIXTURES),
             tls: None,
+            worker_threads: None,
         }
     }
 }
@@ -1752,10 +1755,11 @@ impl Drop for Running {
 
 /// Starts a fake provider on a free loopback port, in-process (see [`Running`]).
 pub fn start(options: Options) -> std::io::Result<Running> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("fake-provider")
-        .build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = options.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime.enable_all().thread_name("fake-provider").build()?;
     // Bound here so the address is known on return; no `block_on`, which would panic when
     // called from a test's runtime.
     let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;

@@ -63,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = Options {
         require_key: cli.require_key,
         fixtures: cli.fixtures,
-        tls: None,
+        ..Options::default()
     };
     serve(listener, options, shutdown).await?;
     Ok(())
