@@ -313,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn calls_looked_up_by_state_are_found_through_the_index_of_those_calls() {
+    fn calls_looked_up_by_state_or_person_are_found_through_the_index_of_those_calls() {
         let path = tempdir().join("s.db");
         Store::open(&StoreLocation::Sqlite(path.clone())).unwrap();
         let conn = Connection::open(&path).unwrap();
@@ -346,6 +346,11 @@ mod tests {
                      ORDER BY id DESC LIMIT 20"
                 ),
                 "calls_unsuccessful",
+            ),
+            // A named person's own calls (the owner's, without a name, have no entries).
+            (
+                "SELECT id FROM calls WHERE user_name = 'ann' ORDER BY id DESC LIMIT 20".into(),
+                "calls_by_user",
             ),
         ] {
             let plan: Vec<String> = conn
