@@ -137,8 +137,8 @@ pub fn mask_keys(text: &str) -> std::borrow::Cow<'_, str> {
 fn private_key_blocks(text: &str, spans: &mut Vec<(usize, usize)>) {
     const HEADER_END: &str = "PRIVATE KEY-----";
     let mut from = 0;
-    while let Some(n) = text[from..].find(HEADER_END) {
-        let (i, start) = (from + n, from + n + HEADER_END.len());
+    while let Some(i) = find_from(text, from, HEADER_END) {
+        let start = i + HEADER_END.len();
         from = start;
         // The END line's own "PRIVATE KEY-----" starts no block (the nearest `-----` before it
         // lies within this header's line, or ends the previous match).
@@ -154,6 +154,24 @@ fn private_key_blocks(text: &str, spans: &mut Vec<(usize, usize)>) {
         spans.push((start, end));
         from = end;
     }
+}
+
+/// Where `needle` (ASCII) first occurs in `text` at or after `from`: its first byte looked for as
+/// a character (a `memchr`), then the rest compared. `str::find` with a string builds a searcher
+/// for each text it is given, most of which hold no needle at all: three texts a call, each
+/// searched for two needles, spent more on that than on the search.
+fn find_from(text: &str, from: usize, needle: &str) -> Option<usize> {
+    let first = char::from(*needle.as_bytes().first()?);
+    let bytes = text.as_bytes();
+    let mut at = from;
+    while let Some(n) = text.get(at..)?.find(first) {
+        let i = at + n;
+        if bytes[i..].starts_with(needle.as_bytes()) {
+            return Some(i);
+        }
+        at = i + 1;
+    }
+    None
 }
 
 /// Replaces the byte ranges `spans` (each on char boundaries) with [`MASK`].
@@ -217,8 +235,10 @@ const NAME_BYTES: [bool; 256] = {
 /// The user and password of every `scheme://user:pw@host`.
 fn url_credentials(text: &str, spans: &mut Vec<(usize, usize)>) {
     let bytes = text.as_bytes();
-    for (i, _) in text.match_indices("://") {
+    let mut from = 0;
+    while let Some(i) = find_from(text, from, "://") {
         let start = i + 3;
+        from = start;
         let end = bytes[start..]
             .iter()
             .position(|&b| ends_value(b) || matches!(b, b'/' | b'?' | b'#'))
@@ -337,8 +357,10 @@ fn prefixed_keys(text: &str, spans: &mut Vec<(usize, usize)>) {
         if KEY_FIRST_BYTES[usize::from(bytes[i])] {
             for prefix in KEY_PREFIXES {
                 // Every prefix is made of name bytes (a test holds it), so one found here ends
-                // within the name; saturating all the same.
-                if bytes[i..].starts_with(prefix.as_bytes())
+                // within the name; saturating all the same. Its first byte is compared first, in
+                // place of a call to compare it whole with each prefix.
+                if prefix.as_bytes()[0] == bytes[i]
+                    && bytes[i..].starts_with(prefix.as_bytes())
                     && end_of_name.saturating_sub(i + prefix.len()) >= MIN_KEY_BODY
                 {
                     spans.push((i + prefix.len(), end_of_name));
@@ -570,6 +592,31 @@ mod tests {
             ) {
                 let name: String = parts.concat();
                 prop_assert_eq!(is_secret_name(&name), is_secret_name_lowered(&name), "{}", name);
+            }
+
+            /// A needle is found where `str::find` finds it, from any place in text made of
+            /// needles, their pieces and other characters.
+            #[test]
+            fn a_needle_is_found_where_str_find_finds_it(
+                parts in prop::collection::vec(
+                    prop_oneof![
+                        prop::sample::select(vec![
+                            "://", ":/", ":", "/", "PRIVATE KEY-----", "PRIVATE KEY--", "P", "-",
+                        ]).prop_map(str::to_string),
+                        "[a-zA-Z0-9 é:/-]{0,6}",
+                    ],
+                    0..16,
+                ),
+                from in 0usize..64,
+            ) {
+                let text: String = parts.concat();
+                for needle in ["://", "PRIVATE KEY-----", "-----END"] {
+                    let expected = text
+                        .get(from..)
+                        .and_then(|rest| rest.find(needle))
+                        .map(|n| from + n);
+                    prop_assert_eq!(find_from(&text, from, needle), expected, "{:?} {}", text, from);
+                }
             }
 
             /// The one pass finds what a search for each prefix finds, in text made of key
