@@ -48,6 +48,15 @@ fn runs(part: &str) -> bool {
     named.is_empty() || named.iter().any(|n| n == part)
 }
 
+/// The bench's fake provider (serving TLS too when `tls` says so), on one worker thread.
+fn lean_fake(tls: Option<exai_fake_provider::Tls>) -> Fake {
+    Fake::start_with(exai_fake_provider::Options {
+        tls,
+        worker_threads: Some(1),
+        ..Default::default()
+    })
+}
+
 /// The daemon's settings for a benchmark: logging as by default (exai's events at info, to its
 /// JSON log), the provider queue lifted (this measures
 /// exai, not the queue), HTTP/2 to the provider (as to every real provider, which offer it over
@@ -240,10 +249,10 @@ async fn calls_per_second(daemons: &[&Daemon], work: Work) -> Throughput {
     }
 }
 
-/// One thread for the clients, and one for the fake provider (`Fake::start_on_threads`): on
-/// two cores, each more thread of the bench's is more switching between threads on the cores
-/// the daemon it measures needs. With two apiece, the bench's CPU a call was a fifth more, and
-/// the daemon's throughput 5% less.
+/// One worker thread for the clients, and one for the fake provider (`lean_fake`): on two
+/// cores, each more thread of the bench's is more switching between threads on the cores the
+/// daemon it measures needs. With two apiece, the bench's CPU a call was a fifth more, and the
+/// daemon's throughput 5% less.
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
     // The test suite's switch would put every daemon on that PostgreSQL, the "SQLite" ones too.
@@ -252,7 +261,7 @@ async fn main() {
         "unset EXAI_TEST_DATABASE_URL: this bench starts a PostgreSQL of its own, and the variable \
          would put its SQLite figures on PostgreSQL"
     );
-    let fake = Fake::start_on_threads(1);
+    let fake = lean_fake(None);
     let cluster = Cluster::start(true);
     let url = cluster.url();
     let mut report = Report(Vec::new());
@@ -350,7 +359,7 @@ async fn main() {
         let daemon = bench_daemon(&fake, Some(&url));
         in_flight(&mut report, &fake, &daemon, "").await;
         drop(daemon);
-        let tls = Fake::start_tls(exai_fake_provider::Tls::Http2AndHttp1);
+        let tls = lean_fake(Some(exai_fake_provider::Tls::Http2AndHttp1));
         let ca = trust_test_ca();
         let tls_url = format!("{}/v1", tls.tls_url());
         let daemon = Daemon::start(

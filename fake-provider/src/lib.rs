@@ -1684,7 +1684,8 @@ pub struct Options {
     pub fixtures: PathBuf,
     /// Serve TLS too (with the test CA's certificate, [`TEST_CA_PEM`]), offering these protocols.
     pub tls: Option<Tls>,
-    /// The threads of the fake's runtime ([`start`]); `None`: one per core, tokio's default.
+    /// The worker threads of the fake's runtime ([`start`]); `None` (or 0): one per core,
+    /// tokio's default.
     pub worker_threads: Option<usize>,
 }
 
@@ -1756,7 +1757,7 @@ impl Drop for Running {
 /// Starts a fake provider on a free loopback port, in-process (see [`Running`]).
 pub fn start(options: Options) -> std::io::Result<Running> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = options.worker_threads {
+    if let Some(threads) = options.worker_threads.filter(|&threads| threads > 0) {
         runtime.worker_threads(threads);
     }
     let runtime = runtime.enable_all().thread_name("fake-provider").build()?;

@@ -100,16 +100,9 @@ impl Fake {
         })
     }
 
-    /// A fake whose runtime has `threads` threads: a benchmark's fake on a thread of its own
-    /// takes less of the machine it shares with the daemon it measures.
-    pub fn start_on_threads(threads: usize) -> Self {
-        Self::start_with(exai_fake_provider::Options {
-            worker_threads: Some(threads),
-            ..Default::default()
-        })
-    }
-
-    fn start_with(options: exai_fake_provider::Options) -> Self {
+    /// A fake with `options` (a benchmark's runs on one worker thread: it takes less of the
+    /// machine it shares with the daemon it measures).
+    pub fn start_with(options: exai_fake_provider::Options) -> Self {
         let server = exai_fake_provider::start(options).expect("start fake provider");
         Self {
             url: server.url(),

@@ -1,6 +1,5 @@
--- A person's calls are found by their name (a team member listing their own): only calls with a
--- name need an entry in that index. The machine owner's calls have none (every call of one
--- person's exai), and their entries were read by no query while every commit wrote them: in the
--- throughput bench, two or three of the twenty-odd pages a commit wrote.
-DROP INDEX IF EXISTS calls_by_user;
-CREATE INDEX calls_by_user ON calls(user_name, id) WHERE user_name IS NOT NULL;
+-- SQLite's V9 keeps the owner's calls out of calls_by_user. Not here: on Postgres, dropping the
+-- index locks the calls table, reads too, until its successor is built, and the replicas sharing
+-- the store would wait that long for every call; a team's calls mostly have a name anyway. The
+-- version is kept so both stores count their migrations alike.
+SELECT 1;
