@@ -161,6 +161,7 @@ fn private_key_blocks(text: &str, spans: &mut Vec<(usize, usize)>) {
 /// for each text it is given, most of which hold no needle at all: three texts a call, each
 /// searched for two needles, spent more on that than on the search.
 fn find_from(text: &str, from: usize, needle: &str) -> Option<usize> {
+    debug_assert!(needle.is_ascii(), "{needle}");
     let first = char::from(*needle.as_bytes().first()?);
     let bytes = text.as_bytes();
     let mut at = from;

@@ -110,7 +110,8 @@ impl Fake {
         }
     }
 
-    /// The fake's `https://` URL (only a fake started with [`Fake::start_tls`] answers it).
+    /// The fake's `https://` URL (only a fake started with TLS, [`Fake::start_tls`] or
+    /// [`Fake::start_with`], answers it).
     pub fn tls_url(&self) -> String {
         self.url.replacen("http://", "https://", 1)
     }
