@@ -159,7 +159,7 @@ fn private_key_blocks(text: &str, spans: &mut Vec<(usize, usize)>) {
 /// Where `needle` (ASCII) first occurs in `text` at or after `from`: its first byte looked for as
 /// a character (a `memchr`), then the rest compared. `str::find` with a string builds a searcher
 /// for each text it is given, most of which hold no needle at all: three texts a call, each
-/// searched for two needles, spent more on that than on the search.
+/// searched for two needles, spent about as much building searchers as searching.
 fn find_from(text: &str, from: usize, needle: &str) -> Option<usize> {
     debug_assert!(needle.is_ascii(), "{needle}");
     let first = char::from(*needle.as_bytes().first()?);
