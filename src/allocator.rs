@@ -147,25 +147,28 @@ mod mimalloc_for {
     use super::*;
 
     pub(super) unsafe fn alloc(layout: Layout) -> *mut u8 {
+        unsafe { made(layout, mi::mi_malloc, mi::mi_malloc_aligned) }
+    }
+
+    pub(super) unsafe fn alloc_zeroed(layout: Layout) -> *mut u8 {
+        unsafe { made(layout, mi::mi_zalloc, mi::mi_zalloc_aligned) }
+    }
+
+    /// A new block for `layout`, from `plain` when it gives the layout's alignment, else from
+    /// `aligned` (mimalloc's pair of entry points for fresh or for zeroed blocks).
+    #[inline(always)]
+    unsafe fn made(
+        layout: Layout,
+        plain: unsafe extern "C" fn(usize) -> *mut c_void,
+        aligned: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+    ) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
         // SAFETY: plain requests to mimalloc; an alignment from a `Layout` is a power of two.
         unsafe {
             if plain_suffices(align, size) {
-                mi::mi_malloc(size).cast()
+                plain(size).cast()
             } else {
-                mi::mi_malloc_aligned(size, align).cast()
-            }
-        }
-    }
-
-    pub(super) unsafe fn alloc_zeroed(layout: Layout) -> *mut u8 {
-        let (size, align) = (layout.size(), layout.align());
-        // SAFETY: as in `alloc`.
-        unsafe {
-            if plain_suffices(align, size) {
-                mi::mi_zalloc(size).cast()
-            } else {
-                mi::mi_zalloc_aligned(size, align).cast()
+                aligned(size, align).cast()
             }
         }
     }
