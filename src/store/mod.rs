@@ -20,7 +20,6 @@ mod waiting_threads;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -373,6 +372,9 @@ pub struct QueuedWrite {
     done: writer::Answer,
     /// The writer's answer, if it was looked at before it was read ([`QueuedWrite::refused`]).
     early: Option<Result<(), WriteFailure>>,
+    /// A started call's record: the call counts as at work until its answer is read, which
+    /// its end does once the end is queued.
+    working: Option<writer::WorkingCall>,
 }
 
 impl QueuedWrite {
@@ -389,7 +391,16 @@ impl QueuedWrite {
     fn answered((queued, done): (Queued, writer::Answer)) -> (Queued, Self) {
         let id_of = queued.op.inserted_id().unwrap_or_default().to_string();
         let early = None;
-        (queued, Self { id_of, done, early })
+        let working = None;
+        (
+            queued,
+            Self {
+                id_of,
+                done,
+                early,
+                working,
+            },
+        )
     }
 
     /// Whether the writer has already refused this insert (its id names another record), asked
@@ -410,9 +421,9 @@ pub struct Store {
     /// The writer's thread, woken for a write somebody waits for (others do not wake it, nor
     /// any while it waits out the gap between groups under load).
     writer: std::thread::Thread,
-    /// Set while the writer waits out the gap between groups under load: a write then does not
-    /// wake it (it commits when the gap ends, with the others).
-    writer_in_gap: Arc<AtomicBool>,
+    /// The gap between groups under load: while the writer waits it out, a write does not wake
+    /// it (it commits when the gap ends, with the others, or once no call is left at work).
+    gap: Arc<writer::Gap>,
     urgency: writer::Urgency,
     health: Arc<Mutex<StoreHealth>>,
     /// Thread saves the database did not take, which the writer tries again.
@@ -453,12 +464,12 @@ impl Store {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let health = Arc::new(Mutex::new(StoreHealth::default()));
         let waiting_threads = Arc::new(WaitingThreads::default());
-        let writer_in_gap = Arc::new(AtomicBool::new(false));
+        let gap = Arc::new(writer::Gap::default());
         let writer = Writer {
             store: location.to_string(),
             health: health.clone(),
             waiting_threads: waiting_threads.clone(),
-            in_gap: writer_in_gap.clone(),
+            gap: gap.clone(),
         };
         // The writer's connection is made on its own thread: the Postgres client blocks on a
         // runtime of its own, which may not start on a thread that drives async tasks.
@@ -490,7 +501,7 @@ impl Store {
             location: location.clone(),
             tx,
             writer: writer_thread.thread().clone(),
-            writer_in_gap,
+            gap,
             urgency,
             health,
             waiting_threads,
@@ -605,14 +616,21 @@ impl Store {
     }
 
     fn ring_if(&self, urgent: bool) {
-        if urgent && !self.writer_in_gap.load(Ordering::Relaxed) {
+        if urgent && !self.gap.is_waited_out() {
             self.writer.unpark();
         }
     }
 
     /// What the writer said of a queued write, waited for at most the store's answer limit.
     pub async fn answer(&self, queued: QueuedWrite) -> Result<(), StoreError> {
-        let QueuedWrite { id_of, done, early } = queued;
+        let QueuedWrite {
+            id_of,
+            done,
+            early,
+            working,
+        } = queued;
+        // Read once the call's end is queued: the call is no longer at work.
+        drop(working);
         let answer = match early {
             Some(early) => Ok(early),
             None => self.within_answer_limit(done, no_answer).await?,
@@ -664,10 +682,14 @@ impl Store {
         call: Arc<NewCall>,
         started_at_ms: i64,
     ) -> QueuedWrite {
-        let (queued, answer) = QueuedWrite::read_later(WriteOp::Insert {
+        let (queued, mut answer) = QueuedWrite::read_later(WriteOp::Insert {
             call,
             started_at_ms: Some(started_at_ms),
         });
+        answer.working = Some(writer::WorkingCall::new(
+            self.gap.clone(),
+            self.writer.clone(),
+        ));
         let urgent = self.urgency.is_urgent(&queued);
         room.0.send(queued);
         self.ring_if(urgent);

@@ -2,7 +2,7 @@
 //! whatever is queued), whichever backend holds the data.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -234,6 +234,67 @@ impl AwaitingEnd {
     }
 }
 
+/// What the writer and the calls share about the gap between groups under load (see [`Pacing`]).
+#[derive(Debug)]
+pub(super) struct Gap {
+    /// How long it is ([`GROUP_GAP`]; a test makes it long enough not to end by itself).
+    length: Duration,
+    /// Set while the writer waits out the gap: a write then does not wake it.
+    waiting: AtomicBool,
+    /// Calls whose record is queued and whose end is not yet ([`WorkingCall`]). While there is
+    /// none, every call in flight waits on the next commit and no end can join it: the writer
+    /// commits without waiting out the rest of the gap, in which the cores would sit idle.
+    working: AtomicUsize,
+}
+
+impl Default for Gap {
+    fn default() -> Self {
+        Self::of(GROUP_GAP)
+    }
+}
+
+impl Gap {
+    fn of(length: Duration) -> Self {
+        Self {
+            length,
+            waiting: AtomicBool::new(false),
+            working: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether the writer waits out the gap now (a write need not wake it).
+    pub fn is_waited_out(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// A call counted in [`Gap::working`] from the queueing of its record until this is dropped:
+/// once its end is queued (or the call is gone). The last one dropped while the writer waits
+/// out the gap wakes it.
+#[derive(Debug)]
+pub(super) struct WorkingCall {
+    gap: Arc<Gap>,
+    writer: std::thread::Thread,
+}
+
+impl WorkingCall {
+    pub fn new(gap: Arc<Gap>, writer: std::thread::Thread) -> Self {
+        gap.working.fetch_add(1, Ordering::SeqCst);
+        Self { gap, writer }
+    }
+}
+
+impl Drop for WorkingCall {
+    fn drop(&mut self) {
+        // SeqCst here and in the writer: either it sees no call working, or this sees it waiting.
+        if self.gap.working.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.gap.waiting.load(Ordering::SeqCst)
+        {
+            self.writer.unpark();
+        }
+    }
+}
+
 /// Why one queued write did not take effect, as the writer tells whoever waits for it.
 #[derive(Debug, Clone)]
 pub(super) enum WriteFailure {
@@ -293,8 +354,8 @@ pub(super) struct Writer {
     pub health: Arc<std::sync::Mutex<StoreHealth>>,
     /// Thread saves the database did not take, tried again until it does.
     pub waiting_threads: Arc<WaitingThreads>,
-    /// Set while waiting out the gap between groups: writes then do not wake the writer.
-    pub in_gap: Arc<AtomicBool>,
+    /// The gap between groups, as the writer and the calls share it.
+    pub gap: Arc<Gap>,
 }
 
 impl Writer {
@@ -319,7 +380,7 @@ impl Writer {
         // Where a group's statements are guarded, a call's record waits a moment for its end
         // to be written as one with it.
         let mut awaiting_end = conn.guards_statements().then(AwaitingEnd::default);
-        let mut pacing = Pacing::default();
+        let mut pacing = Pacing::new(self.gap.length);
         loop {
             let mut force = false;
             let mut closed = false;
@@ -401,14 +462,20 @@ impl Writer {
                 std::thread::park_timeout(linger_until - now);
                 continue;
             }
-            // Under load, the next group waits out the gap unless it must go now.
+            // Under load, the next group waits out the gap unless it must go now, or no call is
+            // left at work to end in it.
             if !(force || closed || batch.len() >= BATCH)
                 && let Some(until) = pacing.hold_until(now)
             {
-                self.in_gap.store(true, Ordering::Relaxed);
-                std::thread::park_timeout(until - now);
-                self.in_gap.store(false, Ordering::Relaxed);
-                continue;
+                self.gap.waiting.store(true, Ordering::SeqCst);
+                let ends_may_come = self.gap.working.load(Ordering::SeqCst) > 0;
+                if ends_may_come {
+                    std::thread::park_timeout(until - now);
+                }
+                self.gap.waiting.store(false, Ordering::Relaxed);
+                if ends_may_come {
+                    continue;
+                }
             }
             pacing.committed(now, batch.len());
             self.commit(conn.as_mut(), &mut batch, &mut refused);
@@ -509,19 +576,23 @@ impl Writer {
     }
 }
 
-/// When the next group may commit: under load, no sooner than [`GROUP_GAP`] after the last
-/// one started.
-#[derive(Default)]
+/// When the next group may commit: under load, no sooner than the gap ([`GROUP_GAP`]) after
+/// the last one started.
 struct Pacing {
+    gap: Duration,
     /// When the last commit started, and how many writes it had.
     last: Option<(Instant, usize)>,
 }
 
 impl Pacing {
+    fn new(gap: Duration) -> Self {
+        Self { gap, last: None }
+    }
+
     /// Until when a group that need not go at once waits, if it waits at all.
     fn hold_until(&self, now: Instant) -> Option<Instant> {
         let (at, size) = self.last?;
-        let until = at + GROUP_GAP;
+        let until = at + self.gap;
         (size >= BUSY_GROUP && until > now).then_some(until)
     }
 
@@ -914,7 +985,7 @@ pub(super) mod tests {
             store: "test store".into(),
             health: health.clone(),
             waiting_threads: Arc::default(),
-            in_gap: Arc::default(),
+            gap: Arc::default(),
         }
         .run(conn, rx);
         let outcomes = acks
@@ -1182,7 +1253,7 @@ pub(super) mod tests {
     #[test]
     fn under_load_a_group_waits_out_the_gap_and_one_call_at_a_time_waits_for_nothing() {
         let start = Instant::now();
-        let mut pacing = Pacing::default();
+        let mut pacing = Pacing::new(GROUP_GAP);
         assert_eq!(
             pacing.hold_until(start),
             None,
@@ -1202,6 +1273,70 @@ pub(super) mod tests {
             None,
             "the gap is over"
         );
+    }
+
+    #[test]
+    fn under_load_a_group_goes_before_its_gap_ends_once_no_call_is_left_at_work() {
+        let (_location, conn) = connect_for_test();
+        // A gap that never ends by itself in a test's time: only the last call's end ends it.
+        let gap = Arc::new(Gap::of(Duration::from_secs(600)));
+        let (tx, rx) = mpsc::channel(64);
+        // The records of two calls in a group the size of a load, queued before the writer
+        // starts so they go as one: the next group waits out the gap.
+        let ids = ["first".to_string(), "second".to_string()];
+        let load: Vec<Answer> = (0..BUSY_GROUP)
+            .map(|n| format!("load-{n}"))
+            .chain(ids.clone())
+            .map(|id| {
+                let (queued, answer) = Queued::awaited(record(&id));
+                tx.try_send(queued).unwrap();
+                answer
+            })
+            .collect();
+        let writer = Writer {
+            store: "test store".into(),
+            health: Arc::default(),
+            waiting_threads: Arc::default(),
+            gap: gap.clone(),
+        };
+        let writer = std::thread::spawn(move || writer.run(conn, rx));
+        for answer in load {
+            assert!(answer.blocking_recv().unwrap().is_ok());
+        }
+        let at_work = || WorkingCall::new(gap.clone(), writer.thread().clone());
+        let (first, second) = (at_work(), at_work());
+        // A call's end is queued, then it stops being at work (as `Store::answer` has it).
+        let ended = |id: &str, at_work: WorkingCall| {
+            let (queued, answer) = Queued::awaited(end(id));
+            tx.try_send(queued).unwrap();
+            drop(at_work);
+            answer
+        };
+        let mut first_end = ended("first", first);
+        // The second is still at work: its end may join the group, which waits out the gap.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            first_end.try_recv().is_err(),
+            "the group went while a call was at work"
+        );
+        let second_end = ended("second", second);
+        // Nobody at work: the group goes now (the gap had ten minutes to run).
+        let within = Instant::now() + Duration::from_secs(20);
+        let answers = [first_end, second_end].map(|mut answer| {
+            loop {
+                match answer.try_recv() {
+                    Ok(outcome) => break outcome,
+                    Err(_) if Instant::now() < within => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => panic!("the group waited out the gap with no call at work"),
+                }
+            }
+        });
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        assert_eq!(gap.working.load(Ordering::SeqCst), 0);
+        drop(tx);
+        writer.join().unwrap();
     }
 
     /// A connection that notes the first words of every statement it runs.
