@@ -1069,7 +1069,7 @@ impl StoreReader {
     pub fn list(&self, filter: &CallFilter) -> Result<Vec<CallRow>, StoreError> {
         let mut sql = format!("SELECT {COLUMNS} FROM calls WHERE 1=1");
         if filter.failed_only {
-            sql += &format!(" AND state IN {}", sql_list(&CallState::UNSUCCESSFUL));
+            sql += &format!(" AND {}", records::unsuccessful_sql());
         }
         if filter.running_only {
             sql += &format!(" AND state IN {}", sql_list(&CallState::OPEN));

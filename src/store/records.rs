@@ -55,6 +55,19 @@ impl CallState {
     ];
 }
 
+/// The condition on `state` of an unsuccessful call, as the store's queries write it: the four
+/// words for what it means (the form of Postgres's `calls_unsuccessful`), and the states it is
+/// not (the form of SQLite's, V10, which its writes check without building a temporary index).
+/// Each database uses its index only for a query that carries the index's own condition.
+pub(super) fn unsuccessful_sql() -> String {
+    format!(
+        "state IN {} AND state NOT IN {} AND state <> '{}'",
+        sql_list(&CallState::UNSUCCESSFUL),
+        sql_list(&CallState::OPEN),
+        CallState::Succeeded.as_str()
+    )
+}
+
 /// States' stored words as an SQL list, `('received','running')` (fixed words: nothing to escape).
 pub(super) fn sql_list(states: &[CallState]) -> String {
     let words: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();

@@ -680,7 +680,7 @@ fn apply_batch(
 
 /// How a write goes with another of its group about the same call.
 #[derive(Clone, Copy)]
-enum Together<'a> {
+pub(super) enum Together<'a> {
     Alone,
     /// A record whose call's end is in the group too: it goes in as the call ended.
     RecordAsEnded(&'a FinishedCall),
@@ -718,7 +718,7 @@ fn ended_in_group(batch: &[Queued]) -> HashMap<usize, usize> {
 }
 
 /// The statements that make one write, each run only if statement `only_if` changed a row.
-fn plan<'a>(
+pub(super) fn plan<'a>(
     op: &'a WriteOp,
     together: Together<'a>,
     statements: &mut Vec<Statement<'a>>,
