@@ -616,7 +616,7 @@ impl Store {
     }
 
     fn ring_if(&self, urgent: bool) {
-        if urgent && !self.gap.is_waited_out() {
+        if urgent && !self.gap.writer_waits() {
             self.writer.unpark();
         }
     }

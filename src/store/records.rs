@@ -420,3 +420,47 @@ pub struct CallFigures {
     pub tokens_in: Option<i64>,
     pub tokens_out: Option<i64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every state, named in a match so a new one cannot be left out of this list.
+    fn every_state() -> [CallState; 7] {
+        let every = [
+            CallState::Received,
+            CallState::Running,
+            CallState::Succeeded,
+            CallState::Failed,
+            CallState::TimedOut,
+            CallState::Cancelled,
+            CallState::Interrupted,
+        ];
+        for state in every {
+            match state {
+                CallState::Received
+                | CallState::Running
+                | CallState::Succeeded
+                | CallState::Failed
+                | CallState::TimedOut
+                | CallState::Cancelled
+                | CallState::Interrupted => {}
+            }
+        }
+        every
+    }
+
+    #[test]
+    fn a_call_is_open_succeeded_or_unsuccessful_and_only_one_of_them() {
+        // `unsuccessful_sql` names the unsuccessful states both ways (SQLite's index names them by
+        // the others): the two agree only while these three cover every state once.
+        for state in every_state() {
+            let sets = [
+                CallState::OPEN.contains(&state),
+                state == CallState::Succeeded,
+                CallState::UNSUCCESSFUL.contains(&state),
+            ];
+            assert_eq!(sets.iter().filter(|&&is| is).count(), 1, "{state}");
+        }
+    }
+}

@@ -383,8 +383,9 @@ mod tests {
         for (op, together) in writes {
             plan(op, together, &mut statements, None);
         }
-        // Each of those (its spend too): SQLite builds a temporary index for a list of more
-        // than two words in a partial index's condition, every time a statement writes a row.
+        // Every statement the writer plans (the end's spend too): SQLite builds a temporary index
+        // for a list of more than two words in a partial index's condition, every time a
+        // statement writes a row.
         assert_eq!(statements.len(), 8);
         for statement in &statements {
             let opcodes: Vec<String> = conn

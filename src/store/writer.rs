@@ -242,8 +242,8 @@ pub(super) struct Gap {
     /// Set while the writer waits out the gap: a write then does not wake it.
     waiting: AtomicBool,
     /// Calls whose record is queued and whose end is not yet ([`WorkingCall`]). While there is
-    /// none, every call in flight waits on the next commit and no end can join it: the writer
-    /// commits without waiting out the rest of the gap, in which the cores would sit idle.
+    /// none, every call that has started waits on the next commit and no end can join it: the
+    /// writer commits without waiting out the rest of the gap, in which the cores would sit idle.
     working: AtomicUsize,
 }
 
@@ -262,14 +262,14 @@ impl Gap {
         }
     }
 
-    /// Whether the writer waits out the gap now (a write need not wake it).
-    pub fn is_waited_out(&self) -> bool {
+    /// Whether the writer is waiting out the gap now (a write need not wake it).
+    pub fn writer_waits(&self) -> bool {
         self.waiting.load(Ordering::Relaxed)
     }
 }
 
-/// A call counted in [`Gap::working`] from the queueing of its record until this is dropped:
-/// once its end is queued (or the call is gone). The last one dropped while the writer waits
+/// A call counted in [`Gap::working`] from just before its record is queued until this is
+/// dropped: once its end is queued (or the call is gone). The last one dropped while the writer waits
 /// out the gap wakes it.
 #[derive(Debug)]
 pub(super) struct WorkingCall {
@@ -372,6 +372,8 @@ impl Writer {
         let hold_over = !conn.guards_statements();
         let urgency = Urgency::of(conn.as_ref());
         let mut urgent = false;
+        // No call was at work when the group last looked at the gap: it goes without waiting.
+        let mut none_at_work = false;
         // Until when, after a commit, the writer sleeps without being woken by writes nobody
         // waits for (see `Urgency`).
         let mut quiet_until: Option<Instant> = None;
@@ -464,19 +466,19 @@ impl Writer {
             }
             // Under load, the next group waits out the gap unless it must go now, or no call is
             // left at work to end in it.
-            if !(force || closed || batch.len() >= BATCH)
+            if !(force || closed || batch.len() >= BATCH || none_at_work)
                 && let Some(until) = pacing.hold_until(now)
             {
                 self.gap.waiting.store(true, Ordering::SeqCst);
-                let ends_may_come = self.gap.working.load(Ordering::SeqCst) > 0;
-                if ends_may_come {
+                none_at_work = self.gap.working.load(Ordering::SeqCst) == 0;
+                if !none_at_work {
                     std::thread::park_timeout(until - now);
                 }
                 self.gap.waiting.store(false, Ordering::Relaxed);
-                if ends_may_come {
-                    continue;
-                }
+                // Round once more either way: an end queued as the last call stopped goes in.
+                continue;
             }
+            none_at_work = false;
             pacing.committed(now, batch.len());
             self.commit(conn.as_mut(), &mut batch, &mut refused);
             inserted.clear();
