@@ -390,17 +390,13 @@ impl QueuedWrite {
 
     fn answered((queued, done): (Queued, writer::Answer)) -> (Queued, Self) {
         let id_of = queued.op.inserted_id().unwrap_or_default().to_string();
-        let early = None;
-        let working = None;
-        (
-            queued,
-            Self {
-                id_of,
-                done,
-                early,
-                working,
-            },
-        )
+        let answer = Self {
+            id_of,
+            done,
+            early: None,
+            working: None,
+        };
+        (queued, answer)
     }
 
     /// Whether the writer has already refused this insert (its id names another record), asked

@@ -388,15 +388,7 @@ mod tests {
         // statement writes a row.
         assert_eq!(statements.len(), 8);
         for statement in &statements {
-            let opcodes: Vec<String> = conn
-                .prepare(&format!("EXPLAIN {}", statement.sql))
-                .unwrap()
-                .query_map(rusqlite::params_from_iter(&statement.params), |row| {
-                    row.get::<_, String>(1)
-                })
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
+            let opcodes = explained(&conn, "EXPLAIN", statement.sql, &statement.params, 1);
             assert!(
                 !opcodes.iter().any(|op| op == "OpenEphemeral"),
                 "{}",
@@ -440,35 +432,39 @@ mod tests {
                 "calls_unsuccessful",
             ),
         ] {
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
-                .unwrap()
-                .query_map([], |row| row.get::<_, String>(3))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
+            let plan = explained(&conn, "EXPLAIN QUERY PLAN", &query, &[], 3);
             assert!(
                 plan.iter().any(|step| step.contains(index)),
                 "{query}: {plan:?}"
             );
         }
-        let by_state: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name = 'calls_by_state'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let number = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let by_state = number("SELECT count(*) FROM sqlite_master WHERE name = 'calls_by_state'");
         assert_eq!(by_state, 0);
         // The index of people's calls holds only those with a name (the owner's have none).
-        let partial: i64 = conn
-            .query_row(
-                "SELECT \"partial\" FROM pragma_index_list('calls') WHERE name = 'calls_by_user'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let partial = number(
+            "SELECT \"partial\" FROM pragma_index_list('calls') WHERE name = 'calls_by_user'",
+        );
         assert_eq!(partial, 1);
+    }
+
+    /// Column `column` of each row SQLite's `how` (`EXPLAIN`, `EXPLAIN QUERY PLAN`) gives for
+    /// `sql` with `params`.
+    fn explained(
+        conn: &Connection,
+        how: &str,
+        sql: &str,
+        params: &[Param<'_>],
+        column: usize,
+    ) -> Vec<String> {
+        conn.prepare(&format!("{how} {sql}"))
+            .unwrap()
+            .query_map(rusqlite::params_from_iter(params), |row| {
+                row.get::<_, String>(column)
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     #[test]
