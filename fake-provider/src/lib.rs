@@ -606,9 +606,36 @@ fn content_text(content: &Value) -> String {
     }
 }
 
+/// The words of `text`, as `split_whitespace` counts them: byte by byte when it is ASCII (a
+/// prompt of kilobytes is counted on every request, beside the exai the bench measures).
 fn word_count(text: &str) -> u64 {
-    text.split_whitespace().count() as u64
+    if !text.is_ascii() {
+        return text.split_whitespace().count() as u64;
+    }
+    // `char::is_whitespace` in ASCII, which has the vertical tab `u8::is_ascii_whitespace` lacks.
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r');
+    let mut words = 0;
+    let mut in_word = false;
+    for b in text.as_bytes() {
+        let starts = !space(b) && !in_word;
+        words += u64::from(starts);
+        in_word = !space(b);
+    }
+    words
 }
+
+/// `text` as a JSON string.
+fn json_text(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
+}
+
+/// The delta `{"<field>": text}`.
+fn text_delta(field: &str, text: &str) -> String {
+    format!("{{\"{field}\":{}}}", json_text(text))
+}
+
+/// The first chunk's delta.
+const ROLE_DELTA: &str = "{\"role\":\"assistant\"}";
 
 /// Everything needed to render one scripted answer, streamed or not.
 struct Answer {
@@ -737,14 +764,31 @@ impl Answer {
     /// bench runs this fake on the cores it measures exai on, and building each chunk as a map
     /// to print it took a fifth of the bench's own CPU).
     fn chunk(&self, delta: Value, finish_reason: Option<&str>, usage: Option<Value>) -> Step {
-        let finish_reason = finish_reason.map_or(Value::Null, Value::from);
+        Self::chunk_after(&self.chunk_head(), delta, finish_reason, usage)
+    }
+
+    /// What each of this answer's chunks says before its `delta`.
+    fn chunk_head(&self) -> String {
+        format!(
+            "data: {{\"id\":{},\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\
+             \"choices\":[{{\"index\":0,\"delta\":",
+            json_text(&self.id),
+            self.created,
+            json_text(&self.model),
+        )
+    }
+
+    /// The event of `head` (from [`Answer::chunk_head`]) and `delta`, the delta's JSON.
+    fn chunk_after(
+        head: &str,
+        delta: impl std::fmt::Display,
+        finish_reason: Option<&str>,
+        usage: Option<Value>,
+    ) -> Step {
+        let finish_reason = finish_reason.map_or_else(|| "null".to_owned(), json_text);
         let usage = usage.map(|usage| format!(",\"usage\":{usage}"));
         Step::Send(format!(
-            "data: {{\"id\":{},\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\
-             \"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish_reason}}}]{}}}\n\n",
-            Value::from(self.id.as_str()),
-            self.created,
-            Value::from(self.model.as_str()),
+            "{head}{delta},\"finish_reason\":{finish_reason}}}]{}}}\n\n",
             usage.unwrap_or_default(),
         ))
     }
@@ -768,16 +812,25 @@ impl Answer {
         if !self.first_gap.is_zero() {
             steps.push_back(Step::Wait(self.first_gap));
         }
-        let mut first = self.chunk_json(json!({ "role": "assistant" }), None, None);
-        if let Some(results) = &self.web_search {
-            first["web_search"] = results.clone();
+        let head = self.chunk_head();
+        match &self.web_search {
+            None => steps.push_back(Self::chunk_after(&head, ROLE_DELTA, None, None)),
+            Some(results) => {
+                let mut first = self.chunk_json(json!({ "role": "assistant" }), None, None);
+                first["web_search"] = results.clone();
+                steps.push_back(Step::Send(format!("data: {first}\n\n")));
+            }
         }
-        steps.push_back(Step::Send(format!("data: {first}\n\n")));
         for r in &self.reasoning {
             if !self.gap.is_zero() {
                 steps.push_back(Step::Wait(self.gap));
             }
-            steps.push_back(self.chunk(json!({ "reasoning_content": r }), None, None));
+            steps.push_back(Self::chunk_after(
+                &head,
+                text_delta("reasoning_content", r),
+                None,
+                None,
+            ));
         }
         if let Some((id, name, pieces)) = &self.tool_call {
             // The first fragment names the call; the arguments follow in pieces.
@@ -787,23 +840,33 @@ impl Answer {
                 "type": "builtin_function",
                 "function": { "name": name, "arguments": "" },
             }] });
-            steps.push_back(self.chunk(opening, None, None));
+            steps.push_back(Self::chunk_after(&head, opening, None, None));
             for piece in pieces {
                 let fragment =
                     json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] });
-                steps.push_back(self.chunk(fragment, None, None));
+                steps.push_back(Self::chunk_after(&head, fragment, None, None));
             }
         }
         for c in &self.content {
             if !self.gap.is_zero() {
                 steps.push_back(Step::Wait(self.gap));
             }
-            steps.push_back(self.chunk(json!({ "content": c }), None, None));
+            steps.push_back(Self::chunk_after(
+                &head,
+                text_delta("content", c),
+                None,
+                None,
+            ));
         }
         match &self.ending {
             Ending::Done => {
                 let usage = self.with_usage.then(|| self.usage());
-                steps.push_back(self.chunk(json!({}), Some(self.finish_reason()), usage));
+                steps.push_back(Self::chunk_after(
+                    &head,
+                    "{}",
+                    Some(self.finish_reason()),
+                    usage,
+                ));
                 steps.push_back(Step::Send("data: [DONE]\n\n".to_owned()));
             }
             Ending::Stall => steps.push_back(Step::Silence),
@@ -1813,6 +1876,62 @@ mod tests {
                 panic!("a chunk is sent");
             };
             assert_eq!(written, printed);
+        }
+    }
+
+    #[test]
+    fn a_streamed_answer_written_straight_out_is_the_chunks_printed_from_their_maps() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "fake-\"odd\"\\model é",
+            "messages": [{"role": "user", "content": "hi"}],
+        }))
+        .unwrap();
+        let mut answer = Answer::new(&req);
+        answer.reasoning = vec!["a \"thought\"\n".into()];
+        answer.content = vec!["tab\there ".into(), "é \\ done".into()];
+        let printed = |delta: Value, finish_reason, usage| {
+            Step::Send(format!(
+                "data: {}\n\n",
+                answer.chunk_json(delta, finish_reason, usage)
+            ))
+        };
+        let expected = [
+            printed(json!({ "role": "assistant" }), None, None),
+            printed(
+                json!({ "reasoning_content": "a \"thought\"\n" }),
+                None,
+                None,
+            ),
+            printed(json!({ "content": "tab\there " }), None, None),
+            printed(json!({ "content": "é \\ done" }), None, None),
+            printed(json!({}), Some("stop"), Some(answer.usage())),
+            Step::Send("data: [DONE]\n\n".to_owned()),
+        ];
+        let written: Vec<_> = answer.stream_steps().into_iter().collect();
+        assert_eq!(written.len(), expected.len());
+        for (written, expected) in written.iter().zip(&expected) {
+            let (Step::Send(written), Step::Send(expected)) = (written, expected) else {
+                panic!("every step of an answer without pauses is sent");
+            };
+            assert_eq!(written, expected);
+        }
+    }
+
+    #[test]
+    fn words_are_counted_as_split_whitespace_counts_them() {
+        for text in [
+            "",
+            "one",
+            "  two  words ",
+            "tabs\tand\nlines\r\nand\x0Bvertical\x0Cfeeds",
+            "\x0B",
+            "é and non-ASCII\u{a0}spaces\u{3000}too",
+        ] {
+            assert_eq!(
+                word_count(text),
+                text.split_whitespace().count() as u64,
+                "{text:?}"
+            );
         }
     }
 
