@@ -1853,14 +1853,19 @@ pub fn start(options: Options) -> std::io::Result<Running> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_chunk_written_straight_out_is_the_chunk_printed_from_its_map() {
+    /// An answer to a model whose name JSON must escape.
+    fn odd_answer() -> Answer {
         let req: ChatRequest = serde_json::from_value(json!({
             "model": "fake-\"odd\"\\model é",
             "messages": [{"role": "user", "content": "hi"}],
         }))
         .unwrap();
-        let answer = Answer::new(&req);
+        Answer::new(&req)
+    }
+
+    #[test]
+    fn a_chunk_written_straight_out_is_the_chunk_printed_from_its_map() {
+        let answer = odd_answer();
         let cases = [
             (json!({ "role": "assistant" }), None, None),
             (json!({ "content": "a \"quoted\"\n line" }), None, None),
@@ -1881,12 +1886,7 @@ mod tests {
 
     #[test]
     fn a_streamed_answer_written_straight_out_is_the_chunks_printed_from_their_maps() {
-        let req: ChatRequest = serde_json::from_value(json!({
-            "model": "fake-\"odd\"\\model é",
-            "messages": [{"role": "user", "content": "hi"}],
-        }))
-        .unwrap();
-        let mut answer = Answer::new(&req);
+        let mut answer = odd_answer();
         answer.reasoning = vec!["a \"thought\"\n".into()];
         answer.content = vec!["tab\there ".into(), "é \\ done".into()];
         let printed = |delta: Value, finish_reason, usage| {
