@@ -1918,6 +1918,50 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_tool_call_written_straight_out_is_the_chunks_printed_from_their_maps() {
+        let mut answer = odd_answer();
+        answer.content = Vec::new();
+        answer.tool_call = Some((
+            "call_1".into(),
+            "search".into(),
+            vec!["{\"q\":".into(), "1}".into()],
+        ));
+        let printed = |delta: Value, finish_reason, usage| {
+            format!(
+                "data: {}\n\n",
+                answer.chunk_json(delta, finish_reason, usage)
+            )
+        };
+        let fragment = |piece: &str| json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] });
+        let expected = [
+            printed(json!({ "role": "assistant" }), None, None),
+            printed(
+                json!({ "tool_calls": [{
+                    "index": 0,
+                    "id": "call_1",
+                    "type": "builtin_function",
+                    "function": { "name": "search", "arguments": "" },
+                }] }),
+                None,
+                None,
+            ),
+            printed(fragment("{\"q\":"), None, None),
+            printed(fragment("1}"), None, None),
+            printed(json!({}), Some("tool_calls"), Some(answer.usage())),
+            "data: [DONE]\n\n".to_owned(),
+        ];
+        let written: Vec<String> = answer
+            .stream_steps()
+            .into_iter()
+            .map(|step| match step {
+                Step::Send(text) => text,
+                _ => panic!("every step of an answer without pauses is sent"),
+            })
+            .collect();
+        assert_eq!(written, expected);
+    }
+
+    #[test]
     fn words_are_counted_as_split_whitespace_counts_them() {
         for text in [
             "",
@@ -1925,6 +1969,8 @@ mod tests {
             "  two  words ",
             "tabs\tand\nlines\r\nand\x0Bvertical\x0Cfeeds",
             "\x0B",
+            // ASCII controls `char::is_whitespace` does not count as space.
+            "a\x1Cb\x1D\x1E\x1F\x7Fc",
             "é and non-ASCII\u{a0}spaces\u{3000}too",
         ] {
             assert_eq!(

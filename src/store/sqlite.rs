@@ -14,7 +14,7 @@ mod embedded {
 
 /// How long the checkpoint thread waits for a commit before it looks at the WAL all the same.
 const CHECKPOINT_WHEN_QUIET: Duration = Duration::from_secs(5);
-/// How long the checkpoint thread lets the writer's commits gather between its checkpoints.
+/// How long the checkpoint thread lets the writer's commits gather before each checkpoint.
 const CHECKPOINT_WHILE_WRITING: Duration = Duration::from_millis(50);
 /// The WAL's length (in 4 KiB pages: 64 MiB) past which the writer folds it back itself.
 const WAL_MAX_PAGES: i64 = 16_384;
@@ -227,11 +227,18 @@ fn spawn_checkpointer(
     let spawned = std::thread::Builder::new()
         .name("exai-checkpoint".into())
         .spawn(move || {
-            let Ok(conn) = Connection::open(&path) else {
-                return;
+            let conn = match Connection::open(&path) {
+                Ok(conn) => conn,
+                Err(error) => {
+                    tracing::warn!(%error, "no checkpoint thread; the writer's own checkpoints bound the WAL");
+                    return;
+                }
             };
             loop {
                 std::thread::park_timeout(quiet);
+                // Before, not after: the commits of a burst (or one call's few) go in one
+                // checkpoint, each of which syncs the WAL and the database.
+                std::thread::sleep(CHECKPOINT_WHILE_WRITING);
                 if alive.upgrade().is_none() {
                     return;
                 }
@@ -239,13 +246,12 @@ fn spawn_checkpointer(
                 {
                     tracing::debug!(%error, "WAL checkpoint skipped");
                 }
-                std::thread::sleep(CHECKPOINT_WHILE_WRITING);
             }
         });
     match spawned {
         Ok(thread) => Some(thread.thread().clone()),
         Err(error) => {
-            tracing::warn!(%error, "no checkpoint thread; the WAL grows until the next start");
+            tracing::warn!(%error, "no checkpoint thread; the writer's own checkpoints bound the WAL");
             None
         }
     }
@@ -307,6 +313,14 @@ mod tests {
             std::sync::Arc::downgrade(&alive),
             Duration::from_secs(600),
         );
+        // The writer's connection as the store opens it has the thread too.
+        let alive_too = std::sync::Arc::new(());
+        let opened = Sqlite::open_for_writing(
+            &tempdir().join("opened.db"),
+            std::sync::Arc::downgrade(&alive_too),
+        )
+        .unwrap();
+        assert!(opened.checkpointer.is_some());
         let database_size = || std::fs::metadata(&path).unwrap().len();
         // Each round commits 40 KiB of new rows, which reach the database's file only by a
         // checkpoint: the thread goes on folding commits in as they come, not just the first.
