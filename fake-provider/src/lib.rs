@@ -1863,6 +1863,31 @@ mod tests {
         Answer::new(&req)
     }
 
+    /// The event `answer.chunk_json` prints for `delta`: what its chunks must be, byte for byte.
+    fn printed(
+        answer: &Answer,
+        delta: Value,
+        finish_reason: Option<&str>,
+        usage: Option<Value>,
+    ) -> String {
+        format!(
+            "data: {}\n\n",
+            answer.chunk_json(delta, finish_reason, usage)
+        )
+    }
+
+    /// The events `answer` streams, which without pauses are all sent.
+    fn sent(answer: &Answer) -> Vec<String> {
+        answer
+            .stream_steps()
+            .into_iter()
+            .map(|step| match step {
+                Step::Send(text) => text,
+                _ => panic!("every step of an answer without pauses is sent"),
+            })
+            .collect()
+    }
+
     #[test]
     fn a_chunk_written_straight_out_is_the_chunk_printed_from_its_map() {
         let answer = odd_answer();
@@ -1873,10 +1898,7 @@ mod tests {
             (json!({}), Some("tool_calls"), None),
         ];
         for (delta, finish_reason, usage) in cases {
-            let printed = format!(
-                "data: {}\n\n",
-                answer.chunk_json(delta.clone(), finish_reason, usage.clone())
-            );
+            let printed = printed(&answer, delta.clone(), finish_reason, usage.clone());
             let Step::Send(written) = answer.chunk(delta, finish_reason, usage) else {
                 panic!("a chunk is sent");
             };
@@ -1889,32 +1911,20 @@ mod tests {
         let mut answer = odd_answer();
         answer.reasoning = vec!["a \"thought\"\n".into()];
         answer.content = vec!["tab\there ".into(), "é \\ done".into()];
-        let printed = |delta: Value, finish_reason, usage| {
-            Step::Send(format!(
-                "data: {}\n\n",
-                answer.chunk_json(delta, finish_reason, usage)
-            ))
-        };
         let expected = [
-            printed(json!({ "role": "assistant" }), None, None),
+            printed(&answer, json!({ "role": "assistant" }), None, None),
             printed(
+                &answer,
                 json!({ "reasoning_content": "a \"thought\"\n" }),
                 None,
                 None,
             ),
-            printed(json!({ "content": "tab\there " }), None, None),
-            printed(json!({ "content": "é \\ done" }), None, None),
-            printed(json!({}), Some("stop"), Some(answer.usage())),
-            Step::Send("data: [DONE]\n\n".to_owned()),
+            printed(&answer, json!({ "content": "tab\there " }), None, None),
+            printed(&answer, json!({ "content": "é \\ done" }), None, None),
+            printed(&answer, json!({}), Some("stop"), Some(answer.usage())),
+            "data: [DONE]\n\n".to_owned(),
         ];
-        let written: Vec<_> = answer.stream_steps().into_iter().collect();
-        assert_eq!(written.len(), expected.len());
-        for (written, expected) in written.iter().zip(&expected) {
-            let (Step::Send(written), Step::Send(expected)) = (written, expected) else {
-                panic!("every step of an answer without pauses is sent");
-            };
-            assert_eq!(written, expected);
-        }
+        assert_eq!(sent(&answer), expected);
     }
 
     #[test]
@@ -1926,16 +1936,11 @@ mod tests {
             "search".into(),
             vec!["{\"q\":".into(), "1}".into()],
         ));
-        let printed = |delta: Value, finish_reason, usage| {
-            format!(
-                "data: {}\n\n",
-                answer.chunk_json(delta, finish_reason, usage)
-            )
-        };
         let fragment = |piece: &str| json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] });
         let expected = [
-            printed(json!({ "role": "assistant" }), None, None),
+            printed(&answer, json!({ "role": "assistant" }), None, None),
             printed(
+                &answer,
                 json!({ "tool_calls": [{
                     "index": 0,
                     "id": "call_1",
@@ -1945,20 +1950,12 @@ mod tests {
                 None,
                 None,
             ),
-            printed(fragment("{\"q\":"), None, None),
-            printed(fragment("1}"), None, None),
-            printed(json!({}), Some("tool_calls"), Some(answer.usage())),
+            printed(&answer, fragment("{\"q\":"), None, None),
+            printed(&answer, fragment("1}"), None, None),
+            printed(&answer, json!({}), Some("tool_calls"), Some(answer.usage())),
             "data: [DONE]\n\n".to_owned(),
         ];
-        let written: Vec<String> = answer
-            .stream_steps()
-            .into_iter()
-            .map(|step| match step {
-                Step::Send(text) => text,
-                _ => panic!("every step of an answer without pauses is sent"),
-            })
-            .collect();
-        assert_eq!(written, expected);
+        assert_eq!(sent(&answer), expected);
     }
 
     #[test]

@@ -16,6 +16,8 @@ mod embedded {
 const CHECKPOINT_WHEN_QUIET: Duration = Duration::from_secs(5);
 /// How long the checkpoint thread lets the writer's commits gather before each checkpoint.
 const CHECKPOINT_WHILE_WRITING: Duration = Duration::from_millis(50);
+/// Said when the checkpoint thread cannot start or cannot open the store.
+const NO_CHECKPOINTER: &str = "no checkpoint thread; the writer's own checkpoints bound the WAL";
 /// The WAL's length (in 4 KiB pages: 64 MiB) past which the writer folds it back itself.
 const WAL_MAX_PAGES: i64 = 16_384;
 
@@ -231,7 +233,7 @@ fn spawn_checkpointer(
             let conn = match Connection::open(&path) {
                 Ok(conn) => conn,
                 Err(error) => {
-                    tracing::warn!(%error, "no checkpoint thread; the writer's own checkpoints bound the WAL");
+                    tracing::warn!(%error, "{NO_CHECKPOINTER}");
                     return;
                 }
             };
@@ -252,7 +254,7 @@ fn spawn_checkpointer(
     match spawned {
         Ok(thread) => Some(thread.thread().clone()),
         Err(error) => {
-            tracing::warn!(%error, "no checkpoint thread; the writer's own checkpoints bound the WAL");
+            tracing::warn!(%error, "{NO_CHECKPOINTER}");
             None
         }
     }
