@@ -623,9 +623,9 @@ impl Calls {
         self.events
             .publish(|| events::CallEvent::Started(events::LiveSummary::of(&call)));
         tracing::info!(
-            call_id = %call.id,
+            call_id = call.id.as_str(),
             tool,
-            session = %call.origin.session_id,
+            session = call.origin.session_id.as_str(),
             client = call.origin.client_name.as_deref().unwrap_or("?"),
             user = call.origin.caller.user_name().unwrap_or("(owner)"),
             transport = call.origin.transport.as_str(),
@@ -866,7 +866,7 @@ impl Calls {
         let elapsed_ms = elapsed.as_millis() as u64;
         match &failure {
             None => tracing::info!(
-                outcome = %state,
+                outcome = state.as_str(),
                 duration_ms = elapsed_ms,
                 model = snapshot.model.as_deref().unwrap_or("-"),
                 tokens_in = usage.tokens_in,

@@ -401,7 +401,13 @@ impl OpenAiCompatible {
             format!("waiting for {}", self.name)
         };
         observer.stage(waiting);
-        tracing::info!(provider = %self.name, model = %model.id, attempt, searching, "provider request sent");
+        tracing::info!(
+            provider = self.name.as_str(),
+            model = model.id.as_str(),
+            attempt,
+            searching,
+            "provider request sent"
+        );
         let started = Instant::now();
         // The body tree is dropped once serialized, not kept for the whole (long) stream; the
         // bytes may be kept until the answer's headers (reqwest keeps them to resend), so they
@@ -749,8 +755,8 @@ impl OpenAiCompatible {
         }
         answer.tool_calls = tool_calls;
         tracing::info!(
-            provider = %self.name,
-            model = %answer.model,
+            provider = self.name.as_str(),
+            model = answer.model.as_str(),
             tokens_in = answer.tokens_in,
             tokens_out = answer.tokens_out,
             reasoning_tokens = answer.reasoning_tokens,
