@@ -4,6 +4,10 @@
 //! body, a URL from the config) is logged, stored or shown; `calls/redact.rs` masks JSON
 //! arguments by the same notion of a secret name.
 
+use std::sync::LazyLock;
+
+use memchr::memmem;
+
 /// What a masked secret is replaced with.
 pub const MASK: &str = "***";
 
@@ -135,10 +139,9 @@ pub fn mask_keys(text: &str) -> std::borrow::Cow<'_, str> {
 /// The body of every `-----BEGIN … PRIVATE KEY-----` block, up to its `-----END` (or the end).
 /// One pass: the search goes on after each block, so text full of headers costs its length.
 fn private_key_blocks(text: &str, spans: &mut Vec<(usize, usize)>) {
-    const HEADER_END: &str = "PRIVATE KEY-----";
     let mut from = 0;
-    while let Some(i) = find_from(text, from, HEADER_END) {
-        let start = i + HEADER_END.len();
+    while let Some(i) = find_from(text, from, &KEY_HEADER_END) {
+        let start = i + KEY_HEADER_END.needle().len();
         from = start;
         // The END line's own "PRIVATE KEY-----" starts no block (the nearest `-----` before it
         // lies within this header's line, or ends the previous match).
@@ -156,24 +159,20 @@ fn private_key_blocks(text: &str, spans: &mut Vec<(usize, usize)>) {
     }
 }
 
-/// Where `needle` (ASCII) first occurs in `text` at or after `from`: its first byte looked for as
-/// a character (a `memchr`), then the rest compared. `str::find` with a string builds a searcher
-/// for each text it is given, most of which hold no needle at all: three texts a call, each
-/// searched for two needles, spent about as much building searchers as searching.
-fn find_from(text: &str, from: usize, needle: &str) -> Option<usize> {
-    debug_assert!(needle.is_ascii(), "{needle}");
-    let first = char::from(*needle.as_bytes().first()?);
-    let bytes = text.as_bytes();
-    let mut at = from;
-    while let Some(n) = text.get(at..)?.find(first) {
-        let i = at + n;
-        if bytes[i..].starts_with(needle.as_bytes()) {
-            return Some(i);
-        }
-        at = i + 1;
-    }
-    None
+/// Where `needle` first occurs in `text` at or after `from` (`None` when `from` is past the end
+/// or off a character boundary). Each needle's searcher is made once ([`URL_SCHEME_END`],
+/// [`KEY_HEADER_END`]), not for every text as `str::find` makes one.
+fn find_from(text: &str, from: usize, needle: &memmem::Finder<'_>) -> Option<usize> {
+    let rest = text.get(from..)?;
+    needle.find(rest.as_bytes()).map(|n| from + n)
 }
+
+/// What ends a URL's scheme, before its user and password.
+static URL_SCHEME_END: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new("://"));
+/// What ends a private key block's header (`-----BEGIN … PRIVATE KEY-----`).
+static KEY_HEADER_END: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new("PRIVATE KEY-----"));
 
 /// Replaces the byte ranges `spans` (each on char boundaries) with [`MASK`].
 fn masked(text: &str, mut spans: Vec<(usize, usize)>) -> String {
@@ -237,8 +236,8 @@ const NAME_BYTES: [bool; 256] = {
 fn url_credentials(text: &str, spans: &mut Vec<(usize, usize)>) {
     let bytes = text.as_bytes();
     let mut from = 0;
-    while let Some(i) = find_from(text, from, "://") {
-        let start = i + 3;
+    while let Some(i) = find_from(text, from, &URL_SCHEME_END) {
+        let start = i + URL_SCHEME_END.needle().len();
         from = start;
         let end = bytes[start..]
             .iter()
@@ -616,7 +615,8 @@ mod tests {
                         .get(from..)
                         .and_then(|rest| rest.find(needle))
                         .map(|n| from + n);
-                    prop_assert_eq!(find_from(&text, from, needle), expected, "{:?} {}", text, from);
+                    let finder = memmem::Finder::new(needle);
+                    prop_assert_eq!(find_from(&text, from, &finder), expected, "{:?} {}", text, from);
                 }
             }
 
