@@ -617,9 +617,9 @@ fn word_count(text: &str) -> u64 {
     let mut words = 0;
     let mut in_word = false;
     for b in text.as_bytes() {
-        let starts = !space(b) && !in_word;
-        words += u64::from(starts);
-        in_word = !space(b);
+        let is_space = space(b);
+        words += u64::from(!is_space && !in_word);
+        in_word = !is_space;
     }
     words
 }
@@ -813,8 +813,11 @@ impl Answer {
             steps.push_back(Step::Wait(self.first_gap));
         }
         let head = self.chunk_head();
+        // Every chunk but the last is a delta alone, with no finish reason and no usage.
+        let delta_only =
+            |delta: &dyn std::fmt::Display| Self::chunk_after(&head, delta, None, None);
         match &self.web_search {
-            None => steps.push_back(Self::chunk_after(&head, ROLE_DELTA, None, None)),
+            None => steps.push_back(delta_only(&ROLE_DELTA)),
             Some(results) => {
                 let mut first = self.chunk_json(json!({ "role": "assistant" }), None, None);
                 first["web_search"] = results.clone();
@@ -825,12 +828,7 @@ impl Answer {
             if !self.gap.is_zero() {
                 steps.push_back(Step::Wait(self.gap));
             }
-            steps.push_back(Self::chunk_after(
-                &head,
-                text_delta("reasoning_content", r),
-                None,
-                None,
-            ));
+            steps.push_back(delta_only(&text_delta("reasoning_content", r)));
         }
         if let Some((id, name, pieces)) = &self.tool_call {
             // The first fragment names the call; the arguments follow in pieces.
@@ -840,23 +838,18 @@ impl Answer {
                 "type": "builtin_function",
                 "function": { "name": name, "arguments": "" },
             }] });
-            steps.push_back(Self::chunk_after(&head, opening, None, None));
+            steps.push_back(delta_only(&opening));
             for piece in pieces {
                 let fragment =
                     json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] });
-                steps.push_back(Self::chunk_after(&head, fragment, None, None));
+                steps.push_back(delta_only(&fragment));
             }
         }
         for c in &self.content {
             if !self.gap.is_zero() {
                 steps.push_back(Step::Wait(self.gap));
             }
-            steps.push_back(Self::chunk_after(
-                &head,
-                text_delta("content", c),
-                None,
-                None,
-            ));
+            steps.push_back(delta_only(&text_delta("content", c)));
         }
         match &self.ending {
             Ending::Done => {
