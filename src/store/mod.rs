@@ -249,6 +249,20 @@ pub(crate) trait StoreConnection: Send {
         &mut self,
         statements: &[Statement<'_>],
     ) -> Result<Vec<u64>, BackendError> {
+        self.execute_in_transaction_then(statements, &|_| Vec::new())
+    }
+    /// As [`StoreConnection::execute_in_transaction`], then, in the same transaction, the
+    /// statements `then` makes of how many rows each of `statements` changed (what it returns).
+    /// Used only where [`StoreConnection::guards_statements`]: it waits for each answer.
+    fn execute_in_transaction_then<'a>(
+        &mut self,
+        statements: &[Statement<'a>],
+        then: &dyn Fn(&[u64]) -> Vec<Statement<'a>>,
+    ) -> Result<Vec<u64>, BackendError> {
+        debug_assert!(
+            self.guards_statements(),
+            "a backend that sends without waiting"
+        );
         self.begin()?;
         let mut changed = Vec::with_capacity(statements.len());
         let done = statements
@@ -261,6 +275,9 @@ pub(crate) trait StoreConnection: Send {
                     self.execute(s.sql, &s.params)?
                 });
                 Ok(())
+            })
+            .and_then(|()| {
+                (then(&changed).iter()).try_for_each(|s| self.execute(s.sql, &s.params).map(drop))
             })
             .and_then(|()| self.commit().map(|()| changed));
         if done.is_err() {

@@ -644,6 +644,7 @@ fn apply_batch(
     } else {
         HashMap::new()
     };
+    let mut spend = GroupSpend::default();
     for (i, queued) in batch.iter().enumerate() {
         let only_if = queued
             .op
@@ -653,15 +654,29 @@ fn apply_batch(
         if let Some(id) = queued.op.inserted_id() {
             inserts.insert(id, statements.len());
         }
-        let together = match merged.get(&i).map(|&j| &batch[j].op) {
-            Some(WriteOp::Finish { done, .. }) => Together::RecordAsEnded(done),
-            Some(_) => Together::EndWithRecord,
-            None => Together::Alone,
-        };
-        plan(&queued.op, together, &mut statements, only_if);
+        let with = merged.get(&i).map(|&j| &batch[j].op);
+        match (&queued.op, with, only_if) {
+            // An end written with its record (statement `record`, which `ended_in_group`
+            // paired it with and `inserts` names): only its spend, summed with the group's.
+            (WriteOp::Finish { done, .. }, Some(WriteOp::Insert { call, .. }), Some(record)) => {
+                spend.add(record, call.user_name.as_deref(), done);
+            }
+            _ => {
+                let together = match with {
+                    Some(WriteOp::Finish { done, .. }) => Together::RecordAsEnded(done),
+                    _ => Together::Alone,
+                };
+                plan(&queued.op, together, &mut statements, only_if);
+            }
+        }
         ends.push(statements.len());
     }
-    let changed = conn.execute_in_transaction(&statements)?;
+    let changed = match spend.ends.is_empty() {
+        true => conn.execute_in_transaction(&statements)?,
+        false => {
+            conn.execute_in_transaction_then(&statements, &|changed| spend.statements(changed))?
+        }
+    };
     let mut start = 0;
     Ok(batch
         .iter()
@@ -680,14 +695,89 @@ fn apply_batch(
         .collect())
 }
 
+/// The end of an `INSERT INTO spend_by_day` that adds a spend to the day's running total.
+macro_rules! added_to_the_days_spend {
+    () => {
+        " ON CONFLICT (day, provider, user_name) DO UPDATE SET \
+         cost_usd_micros = spend_by_day.cost_usd_micros + excluded.cost_usd_micros, \
+         unpriced_calls = spend_by_day.unpriced_calls + excluded.unpriced_calls"
+    };
+}
+
+/// Adds a sum of spends (day, provider, user, micro-dollars, unpriced calls) to its day's total.
+const SUMMED_SPEND: &str = concat!(
+    "INSERT INTO spend_by_day (day, provider, user_name, cost_usd_micros, unpriced_calls) \
+     VALUES (?1, ?2, ?3, ?4, ?5)",
+    added_to_the_days_spend!()
+);
+
+/// What the calls recorded and ended in one group spent, written once their records are in as
+/// one upsert per day, provider and user: not one for each spend, each looking up its call's
+/// user. Under load most calls end in the group that records them.
+#[derive(Default)]
+pub(super) struct GroupSpend<'a> {
+    /// Each spend: the statement of its call's record, then day, provider, user (`''` for the
+    /// owner) and micro-dollars (`None`: unpriced).
+    ends: Vec<(usize, i64, &'a str, &'a str, Option<i64>)>,
+}
+
+impl<'a> GroupSpend<'a> {
+    /// The spend of `done`, a call by `user` whose record is statement `record` of the group.
+    pub(super) fn add(&mut self, record: usize, user: Option<&'a str>, done: &'a FinishedCall) {
+        let day = super::day_of(done.finished_at_ms);
+        for (provider, micros) in &done.spend {
+            (self.ends).push((record, day, provider, user.unwrap_or(""), *micros));
+        }
+    }
+
+    /// One sum for each day, provider and user, of the spends whose call's record went in
+    /// (`changed`: the rows each statement of the group changed): a call whose id was taken
+    /// has no record, and adds nothing, as when each end adds its own.
+    pub(super) fn statements(&self, changed: &[u64]) -> Vec<Statement<'a>> {
+        let mut sums: Vec<((i64, &'a str, &'a str), i64, i64)> = Vec::new();
+        for &(record, day, provider, user, micros) in &self.ends {
+            if changed.get(record).is_none_or(|&rows| rows == 0) {
+                continue;
+            }
+            let key = (day, provider, user);
+            let at = match sums.iter().position(|(k, ..)| *k == key) {
+                Some(at) => at,
+                None => {
+                    sums.push((key, 0, 0));
+                    sums.len() - 1
+                }
+            };
+            let (_, priced, unpriced) = &mut sums[at];
+            match micros {
+                // Held at the top rather than wrapped: no real day's spend comes near it.
+                Some(micros) => *priced = priced.saturating_add(micros),
+                None => *unpriced += 1,
+            }
+        }
+        use Param::{Int, Text};
+        (sums.into_iter())
+            .map(|((day, provider, user), priced, unpriced)| Statement {
+                sql: SUMMED_SPEND,
+                params: vec![
+                    Int(Some(day)),
+                    Text(Some(provider)),
+                    Text(Some(user)),
+                    Int(Some(priced)),
+                    Int(Some(unpriced)),
+                ],
+                only_if: None,
+            })
+            .collect()
+    }
+}
+
 /// How a write goes with another of its group about the same call.
 #[derive(Clone, Copy)]
 pub(super) enum Together<'a> {
     Alone,
-    /// A record whose call's end is in the group too: it goes in as the call ended.
+    /// A record whose call's end is in the group too: it goes in as the call ended (and the
+    /// end adds only its spend, to the group's [`GroupSpend`]).
     RecordAsEnded(&'a FinishedCall),
-    /// An end whose record goes in with it: only what else the end writes (its spend).
-    EndWithRecord,
 }
 
 /// The calls recorded and ended in one group (see [`AwaitingEnd`]), each to be written once,
@@ -797,8 +887,7 @@ pub(super) fn plan<'a>(
             ],
         ),
         WriteOp::Finish { id, done } => {
-            // An end written with its record adds only its spend.
-            if !matches!(together, Together::EndWithRecord) {
+            {
                 add(
                     "UPDATE calls SET state = ?2, started_at_ms = COALESCE(?3, started_at_ms), \
                  finished_at_ms = ?4, duration_ms = ?4 - received_at_ms, provider = ?5, model = ?6, \
@@ -825,12 +914,13 @@ pub(super) fn plan<'a>(
             let day = super::day_of(done.finished_at_ms);
             for (provider, micros) in &done.spend {
                 add(
-                    "INSERT INTO spend_by_day (day, provider, user_name, cost_usd_micros, unpriced_calls) \
-                     SELECT CAST(?1 AS BIGINT), CAST(?2 AS TEXT), COALESCE(user_name, ''), \
-                     CAST(?3 AS BIGINT), CAST(?4 AS BIGINT) FROM calls WHERE id = ?5 \
-                     ON CONFLICT (day, provider, user_name) DO UPDATE SET \
-                     cost_usd_micros = spend_by_day.cost_usd_micros + excluded.cost_usd_micros, \
-                     unpriced_calls = spend_by_day.unpriced_calls + excluded.unpriced_calls",
+                    concat!(
+                        "INSERT INTO spend_by_day (day, provider, user_name, cost_usd_micros, \
+                         unpriced_calls) SELECT CAST(?1 AS BIGINT), CAST(?2 AS TEXT), \
+                         COALESCE(user_name, ''), CAST(?3 AS BIGINT), CAST(?4 AS BIGINT) \
+                         FROM calls WHERE id = ?5",
+                        added_to_the_days_spend!()
+                    ),
                     vec![
                         Int(Some(day)),
                         Text(Some(provider)),
@@ -1460,6 +1550,81 @@ pub(super) mod tests {
                 "each end adds its spend once"
             );
         }
+    }
+
+    #[test]
+    fn the_spend_of_calls_recorded_and_ended_in_one_group_is_summed_by_provider_and_user() {
+        let (location, conn) = connect_for_test();
+        let record = |id: &str, user: Option<&str>, session: &str| WriteOp::Insert {
+            call: NewCall {
+                user_name: user.map(str::to_string),
+                session_id: session.into(),
+                ..new_call(id)
+            }
+            .into(),
+            started_at_ms: Some(1),
+        };
+        let end = |id: &str, spend: &[(&str, Option<i64>)]| WriteOp::Finish {
+            id: id.into(),
+            done: Arc::new(FinishedCall {
+                state: Some(CallState::Succeeded),
+                finished_at_ms: now_ms(),
+                spend: (spend.iter()).map(|(p, m)| (p.to_string(), *m)).collect(),
+                ..FinishedCall::default()
+            }),
+        };
+        let ran = Arc::default();
+        let noting = Noting {
+            inner: conn,
+            ran: Arc::clone(&ran),
+        };
+        let ops = vec![
+            record("a", Some("ann"), "s"),
+            end("a", &[("glm", Some(10)), ("kimi", Some(1))]),
+            record("b", Some("ann"), "s"),
+            end("b", &[("glm", Some(5))]),
+            record("c", None, "s"),
+            end("c", &[("glm", None)]),
+            record("d", Some("bob"), "s"),
+            end("d", &[("glm", Some(7))]),
+            record("e", None, "s"),
+            end("e", &[("glm", None), ("kimi", Some(2))]),
+            record("f", Some("ann"), "s"),
+            end("f", &[("glm", None)]),
+            // Another call naming a's id: refused, so its spend is nobody's.
+            record("a", Some("bob"), "another session"),
+            end("a", &[("glm", Some(1000))]),
+        ];
+        let (outcomes, _) = write_all(Box::new(noting), ops);
+        assert!(outcomes[..12].iter().all(Result::is_ok), "{outcomes:?}");
+        assert!(
+            (outcomes[12..].iter()).all(|o| matches!(o, Err(WriteFailure::IdTaken))),
+            "{outcomes:?}"
+        );
+        let spends = (ran.lock().unwrap().iter())
+            .filter(|words| words.starts_with("INSERT INTO spend_by_day"))
+            .count();
+        assert_eq!(
+            spends, 5,
+            "one sum for each provider and user, not one for each spend"
+        );
+        let reader = StoreReader::open_at(&location).unwrap();
+        let mut spend: Vec<_> = (reader.spend_on(super::super::day_of(now_ms())).unwrap())
+            .into_iter()
+            .map(|s| (s.provider, s.user_name, s.cost_usd_micros, s.unpriced_calls))
+            .collect();
+        spend.sort();
+        let ann = Some("ann".to_string());
+        assert_eq!(
+            spend,
+            [
+                ("glm".into(), None, 0, 2),
+                ("glm".into(), ann.clone(), 15, 1),
+                ("glm".into(), Some("bob".into()), 7, 0),
+                ("kimi".into(), None, 2, 0),
+                ("kimi".into(), ann, 1, 0),
+            ]
+        );
     }
 
     #[test]
