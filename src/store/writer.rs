@@ -1555,6 +1555,8 @@ pub(super) mod tests {
     #[test]
     fn the_spend_of_calls_recorded_and_ended_in_one_group_is_summed_by_provider_and_user() {
         let (location, conn) = connect_for_test();
+        // One instant for every end, so that all fall on the day read back.
+        let ended_at = now_ms();
         let record = |id: &str, user: Option<&str>, session: &str| WriteOp::Insert {
             call: NewCall {
                 user_name: user.map(str::to_string),
@@ -1568,7 +1570,7 @@ pub(super) mod tests {
             id: id.into(),
             done: Arc::new(FinishedCall {
                 state: Some(CallState::Succeeded),
-                finished_at_ms: now_ms(),
+                finished_at_ms: ended_at,
                 spend: (spend.iter()).map(|(p, m)| (p.to_string(), *m)).collect(),
                 ..FinishedCall::default()
             }),
@@ -1609,7 +1611,7 @@ pub(super) mod tests {
             "one sum for each provider and user, not one for each spend"
         );
         let reader = StoreReader::open_at(&location).unwrap();
-        let mut spend: Vec<_> = (reader.spend_on(super::super::day_of(now_ms())).unwrap())
+        let mut spend: Vec<_> = (reader.spend_on(super::super::day_of(ended_at)).unwrap())
             .into_iter()
             .map(|s| (s.provider, s.user_name, s.cost_usd_micros, s.unpriced_calls))
             .collect();
