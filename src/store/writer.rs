@@ -1,7 +1,7 @@
 //! The writer thread: every write of the store, committed in groups (one transaction for
 //! whatever is queued), whichever backend holds the data.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
@@ -671,11 +671,10 @@ fn apply_batch(
         }
         ends.push(statements.len());
     }
-    let changed = match spend.ends.is_empty() {
-        true => conn.execute_in_transaction(&statements)?,
-        false => {
-            conn.execute_in_transaction_then(&statements, &|changed| spend.statements(changed))?
-        }
+    let changed = if spend.ends.is_empty() {
+        conn.execute_in_transaction(&statements)?
+    } else {
+        conn.execute_in_transaction_then(&statements, &|changed| spend.statements(changed))?
     };
     let mut start = 0;
     Ok(batch
@@ -734,20 +733,12 @@ impl<'a> GroupSpend<'a> {
     /// (`changed`: the rows each statement of the group changed): a call whose id was taken
     /// has no record, and adds nothing, as when each end adds its own.
     pub(super) fn statements(&self, changed: &[u64]) -> Vec<Statement<'a>> {
-        let mut sums: Vec<((i64, &'a str, &'a str), i64, i64)> = Vec::new();
+        let mut sums: BTreeMap<(i64, &'a str, &'a str), (i64, i64)> = BTreeMap::new();
         for &(record, day, provider, user, micros) in &self.ends {
             if changed.get(record).is_none_or(|&rows| rows == 0) {
                 continue;
             }
-            let key = (day, provider, user);
-            let at = match sums.iter().position(|(k, ..)| *k == key) {
-                Some(at) => at,
-                None => {
-                    sums.push((key, 0, 0));
-                    sums.len() - 1
-                }
-            };
-            let (_, priced, unpriced) = &mut sums[at];
+            let (priced, unpriced) = sums.entry((day, provider, user)).or_default();
             match micros {
                 // Held at the top rather than wrapped: no real day's spend comes near it.
                 Some(micros) => *priced = priced.saturating_add(micros),
@@ -756,7 +747,7 @@ impl<'a> GroupSpend<'a> {
         }
         use Param::{Int, Text};
         (sums.into_iter())
-            .map(|((day, provider, user), priced, unpriced)| Statement {
+            .map(|((day, provider, user), (priced, unpriced))| Statement {
                 sql: SUMMED_SPEND,
                 params: vec![
                     Int(Some(day)),
@@ -887,27 +878,25 @@ pub(super) fn plan<'a>(
             ],
         ),
         WriteOp::Finish { id, done } => {
-            {
-                add(
-                    "UPDATE calls SET state = ?2, started_at_ms = COALESCE(?3, started_at_ms), \
-                 finished_at_ms = ?4, duration_ms = ?4 - received_at_ms, provider = ?5, model = ?6, \
-                 tokens_in = ?7, tokens_out = ?8, attempts = ?9, progress_count = ?10, \
-                 last_progress = ?11, error_kind = ?12, error_message = ?13, result = ?14, \
-                 is_error = ?15, reasoning_tokens = ?16, time_to_first_token_ms = ?17, \
-                 reasoning = ?18, cached_tokens = ?19, finish_reason = ?20, cost_usd_micros = ?21, \
-                 thread_id = COALESCE(?22, thread_id), delivery = COALESCE(?23, delivery) \
-                 WHERE id = ?1",
-                    vec![
-                        Text(Some(id)),
-                        Text(Some(done.state.unwrap_or(CallState::Failed).as_str())),
-                        Int(done.started_at_ms),
-                        Int(Some(done.finished_at_ms)),
-                    ]
-                    .into_iter()
-                    .chain(what_ended(done))
-                    .collect(),
-                );
-            }
+            add(
+                "UPDATE calls SET state = ?2, started_at_ms = COALESCE(?3, started_at_ms), \
+             finished_at_ms = ?4, duration_ms = ?4 - received_at_ms, provider = ?5, model = ?6, \
+             tokens_in = ?7, tokens_out = ?8, attempts = ?9, progress_count = ?10, \
+             last_progress = ?11, error_kind = ?12, error_message = ?13, result = ?14, \
+             is_error = ?15, reasoning_tokens = ?16, time_to_first_token_ms = ?17, \
+             reasoning = ?18, cached_tokens = ?19, finish_reason = ?20, cost_usd_micros = ?21, \
+             thread_id = COALESCE(?22, thread_id), delivery = COALESCE(?23, delivery) \
+             WHERE id = ?1",
+                vec![
+                    Text(Some(id)),
+                    Text(Some(done.state.unwrap_or(CallState::Failed).as_str())),
+                    Int(done.started_at_ms),
+                    Int(Some(done.finished_at_ms)),
+                ]
+                .into_iter()
+                .chain(what_ended(done))
+                .collect(),
+            );
             // What the call's providers billed goes to the running totals of the day it
             // finished (per provider and user, `''` for the owner), in the transaction of its
             // end: the budgets read these. A call without a record adds nothing.
