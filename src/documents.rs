@@ -104,11 +104,7 @@ pub fn read_named(
 
 /// SHA-256 of `bytes`, lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 /// The documents of one question: the texts a provider extracted, and every named document

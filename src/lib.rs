@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod documents;
 pub mod files;
 pub mod health;
+pub mod hex;
 pub mod images;
 pub mod legacy_tasks;
 pub mod local;

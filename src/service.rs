@@ -559,13 +559,12 @@ impl ExaiService {
             Some(tool) => Ok(tool),
         };
         // A refused call is recorded all the same, and its client told which record it is.
+        // Boxed: recording a refusal ends a call, a future of kilobytes that every opened call
+        // would otherwise carry room for (and copy when it is boxed itself).
         let (proposed, name, given) = (proposed_id.as_deref(), &request.name, &arguments);
         let refuse = |origin, code, kind, message: String| async move {
-            let id = self
-                .app
-                .calls
-                .reject(proposed, name, given, origin, kind, &message)
-                .await;
+            let calls = &self.app.calls;
+            let id = Box::pin(calls.reject(proposed, name, given, origin, kind, &message)).await;
             McpError::new(code, format!("{message} (call {id})"), None)
         };
         let tool = match found {
@@ -647,6 +646,36 @@ impl ExaiService {
             });
         } else {
             let _ = self.app.calls.set_delivery(&call.id, delivery).await;
+        }
+    }
+
+    /// `tasks/cancel`: the call is told to stop here, or through the replica that runs it.
+    async fn cancel_task_as_asked(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        match self.lookup(&request.task_id, &context).await? {
+            CallView::Running(call) => {
+                tracing::info!(call_id = %call.id, "tasks/cancel");
+                call.cancel(CancelReason::Client(Some("tasks/cancel".into())));
+                Ok(())
+            }
+            CallView::HeldElsewhere(row) => {
+                let reason = "tasks/cancel on another replica".to_string();
+                match Box::pin(self.app.calls.request_cancel(&row, reason)).await {
+                    Ok(Some(replica)) => {
+                        tracing::info!(call_id = %row.id, %replica, "tasks/cancel sent to the replica that runs it");
+                        Ok(())
+                    }
+                    // It ended meanwhile: nothing to cancel.
+                    Ok(None) => Ok(()),
+                    Err(error) => Err(McpError::internal_error(error.to_string(), None)),
+                }
+            }
+            CallView::Expired => Err(crate::tasks::expired(&request.task_id)),
+            // Already ended: the ack is all there is to say.
+            _ => Ok(()),
         }
     }
 
@@ -777,7 +806,7 @@ impl ExaiService {
                             || beats_unrecorded >= BEATS_PER_RECORD
                         {
                             (last_recorded_stage, beats_unrecorded) = (snapshot.stage_version, 0);
-                            let (count, _) = call.progress.sent();
+                            let count = call.progress.sent_count();
                             self.app.calls.store().note_progress(&call.id, count, &message, snapshot.model.as_deref());
                         }
                     }
@@ -997,29 +1026,9 @@ impl ServerHandler for ExaiService {
         request: CancelTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        // Boxed: every request's task has room for the largest handler, this one included.
-        match Box::pin(self.lookup(&request.task_id, &context)).await? {
-            CallView::Running(call) => {
-                tracing::info!(call_id = %call.id, "tasks/cancel");
-                call.cancel(CancelReason::Client(Some("tasks/cancel".into())));
-                Ok(())
-            }
-            CallView::HeldElsewhere(row) => {
-                let reason = "tasks/cancel on another replica".to_string();
-                match Box::pin(self.app.calls.request_cancel(&row, reason)).await {
-                    Ok(Some(replica)) => {
-                        tracing::info!(call_id = %row.id, %replica, "tasks/cancel sent to the replica that runs it");
-                        Ok(())
-                    }
-                    // It ended meanwhile: nothing to cancel.
-                    Ok(None) => Ok(()),
-                    Err(error) => Err(McpError::internal_error(error.to_string(), None)),
-                }
-            }
-            CallView::Expired => Err(crate::tasks::expired(&request.task_id)),
-            // Already ended: the ack is all there is to say.
-            _ => Ok(()),
-        }
+        // Boxed whole: every request's task has room for the largest handler, and this one
+        // (a call's row held while another replica is asked) was it.
+        Box::pin(self.cancel_task_as_asked(request, context)).await
     }
 
     async fn on_custom_request(

@@ -1,6 +1,7 @@
 //! People: who a request comes from (the machine's owner or a named user), what each may see,
 //! and the personal tokens that say who they are (made here, kept only as a hash).
 
+use crate::hex::hex;
 use serde::Serialize;
 
 /// Who made a request: the daemon's own token (or the shim's proof of it) is the machine's owner;
@@ -65,10 +66,6 @@ pub fn new_token() -> Result<String, UserError> {
 /// What the store keeps of a token: its SHA-256, in hex.
 pub fn token_hash(token: &str) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks a user name: short and safe to show in logs, tables and file names.

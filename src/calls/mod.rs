@@ -773,7 +773,13 @@ impl Calls {
             .or_insert_with(|| Value::String(call.id.clone()));
         result.meta = Some(meta);
         let snapshot = call.progress.snapshot();
-        let (progress_count, last_progress) = call.progress.sent();
+        let progress_count = call.progress.sent_count();
+        // A call that sent no progress line records the line it would have sent last.
+        let last_progress = Some(
+            call.progress
+                .last_sent()
+                .unwrap_or_else(|| snapshot.message()),
+        );
         let result_text = serde_json::to_string(&result).unwrap_or_default();
         let mut usage = call.usage();
         // A call stopped before its tool said what it cost (a consensus cancelled after some
@@ -949,7 +955,8 @@ impl Calls {
             }
         };
         let late = late::Late::new(record, done);
-        match late::write(&self.store, &late).await {
+        // Boxed: the rare path, the largest, which every call's end would otherwise carry.
+        match Box::pin(late::write(&self.store, &late)).await {
             Ok(recorded_as) => Ok(recorded_as),
             Err(error) => Err(self.keep_late(late, error)),
         }

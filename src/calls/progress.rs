@@ -218,13 +218,18 @@ impl Progress {
         sent.0
     }
 
-    /// (notifications sent, last message — sent or not).
-    pub fn sent(&self) -> (i64, Option<String>) {
-        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        (
-            sent.0,
-            sent.1.clone().or_else(|| Some(self.snapshot().message())),
-        )
+    /// How many progress lines went to the client.
+    pub fn sent_count(&self) -> i64 {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// The last progress line that went to the client, if one did.
+    pub fn last_sent(&self) -> Option<String> {
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
     }
 }
 

@@ -35,7 +35,7 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
     }
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = crate::hex::hex(&bytes);
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)

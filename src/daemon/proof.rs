@@ -29,7 +29,7 @@ const MAX_OUTSTANDING: usize = 1024;
 pub fn new_nonce() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; NONCE_BYTES];
     getrandom::fill(&mut bytes)?;
-    Ok(to_hex(&bytes))
+    Ok(crate::hex::hex(&bytes))
 }
 
 /// Whether `text` has the shape of a nonce (so nothing else reaches a MAC or a header).
@@ -74,12 +74,12 @@ fn verify(token: &str, role: Role, server_nonce: &str, client_nonce: &str, given
 
 /// The shim's proof that it holds `token`.
 pub fn shim_proof(token: &str, server_nonce: &str, client_nonce: &str) -> String {
-    to_hex(tag(token, Role::Shim, server_nonce, client_nonce).as_ref())
+    crate::hex::hex(tag(token, Role::Shim, server_nonce, client_nonce).as_ref())
 }
 
 /// The daemon's proof that it holds `token`.
 pub fn daemon_proof(token: &str, server_nonce: &str, client_nonce: &str) -> String {
-    to_hex(tag(token, Role::Daemon, server_nonce, client_nonce).as_ref())
+    crate::hex::hex(tag(token, Role::Daemon, server_nonce, client_nonce).as_ref())
 }
 
 pub fn shim_proof_holds(token: &str, server_nonce: &str, client_nonce: &str, mac: &str) -> bool {
@@ -164,10 +164,6 @@ impl Challenges {
             None => false,
         }
     }
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn from_hex(text: &str) -> Option<Vec<u8>> {

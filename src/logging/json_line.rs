@@ -239,26 +239,57 @@ struct Escaped<'a, W: fmt::Write>(&'a mut W);
 
 impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        // Byte by byte: every byte JSON escapes is ASCII, and no byte of a multi-byte character
-        // is, so each split falls between characters (and no character is decoded).
+        // Every byte JSON escapes is ASCII, and no byte of a multi-byte character is, so each
+        // split falls between characters (and no character is decoded). Eight bytes are passed
+        // at once where none of them needs it, as in most of a line; the others one by one.
+        let bytes = text.as_bytes();
         let mut clean = 0;
-        for (at, &b) in text.as_bytes().iter().enumerate() {
-            let escape = ESCAPES[usize::from(b)];
-            if escape == 0 {
+        let mut at = 0;
+        while at < bytes.len() {
+            if let Some(eight) = bytes
+                .get(at..at + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                && !may_need_escaping(u64::from_le_bytes(eight))
+            {
+                at += 8;
                 continue;
             }
-            self.0.write_str(&text[clean..at])?;
-            match escape {
-                b'u' => write!(self.0, "\\u{b:04x}")?,
-                letter => {
-                    self.0.write_char('\\')?;
-                    self.0.write_char(char::from(letter))?;
+            let end = (at + 8).min(bytes.len());
+            for (at, &b) in bytes.iter().enumerate().take(end).skip(at) {
+                let escape = ESCAPES[usize::from(b)];
+                if escape == 0 {
+                    continue;
                 }
+                self.0.write_str(&text[clean..at])?;
+                match escape {
+                    b'u' => write!(self.0, "\\u{b:04x}")?,
+                    letter => {
+                        self.0.write_char('\\')?;
+                        self.0.write_char(char::from(letter))?;
+                    }
+                }
+                clean = at + 1;
             }
-            clean = at + 1;
+            at = end;
         }
         self.0.write_str(&text[clean..])
     }
+}
+
+/// Whether any of the eight bytes in `word` may be one JSON escapes: a control byte, `"` or
+/// `\`. Never false when one is (it may be true when none is, past a byte of 0x80 or more, and
+/// the bytes are then looked at one by one).
+fn may_need_escaping(word: u64) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // A byte below `n` (n <= 0x80) borrows into its high bit when `n` is taken from it.
+    let below = |n: u64| word.wrapping_sub(ONES * n) & !word & HIGH;
+    // A byte equal to `b` is a zero byte once `b` is xor-ed out.
+    let equal = |b: u64| {
+        let x = word ^ (ONES * b);
+        x.wrapping_sub(ONES) & !x & HIGH
+    };
+    (below(0x20) | equal(u64::from(b'"')) | equal(u64::from(b'\\'))) != 0
 }
 
 /// How each byte is written inside a JSON string: 0 as itself, `u` as `\u00XX`, any other mark
@@ -352,6 +383,56 @@ mod tests {
             serde_json::json!({"call_id": "c-1", "tool": "chat", "model": "m \"1\"", "name": "call"})
         );
         assert_eq!(lines[1]["fields"]["ratio"], serde_json::Value::Null);
+    }
+
+    /// The escaping as first written: byte by byte.
+    fn escaped_byte_by_byte(text: &str) -> String {
+        let mut out = String::new();
+        for c in text.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    fn escaped(text: &str) -> String {
+        let mut out = String::new();
+        std::fmt::Write::write_str(&mut super::Escaped(&mut out), text).unwrap();
+        out
+    }
+
+    #[test]
+    fn text_is_escaped_as_json_wherever_its_marks_fall_in_a_word() {
+        // Each mark at each place in a word of eight, and after multi-byte characters.
+        for mark in [
+            "\"", "\\", "\n", "\u{1}", "\u{1f}", "\t", "\r", "é", "✓", "\u{7f}", " ",
+        ] {
+            for at in 0..17 {
+                let text = format!("{}{mark}{}", "a".repeat(at), "b".repeat(17 - at));
+                assert_eq!(escaped(&text), escaped_byte_by_byte(&text), "{text:?}");
+                let text = format!("é{}{mark}✓", "a".repeat(at));
+                assert_eq!(escaped(&text), escaped_byte_by_byte(&text), "{text:?}");
+            }
+        }
+        assert_eq!(escaped(""), "");
+        let text = "a line with nothing to escape, longer than a word";
+        assert_eq!(escaped(text), text);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_escaped_as_byte_by_byte(text in "(?s).{0,80}") {
+            proptest::prop_assert_eq!(escaped(&text), escaped_byte_by_byte(&text));
+            let json = format!("\"{}\"", escaped(&text));
+            proptest::prop_assert_eq!(serde_json::from_str::<String>(&json).unwrap(), text);
+        }
     }
 
     #[test]

@@ -606,8 +606,16 @@ impl Store {
     /// is one somebody waits for (unless it is waiting out the gap between groups under load).
     async fn send(&self, queued: Queued) -> Result<(), StoreError> {
         let urgent = self.urgency.is_urgent(&queued);
-        let sent = self.within_answer_limit(self.tx.send(queued), queue_full);
-        sent.await?.map_err(|_| StoreError::WriterGone)?;
+        match self.tx.try_send(queued) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(StoreError::WriterGone),
+            // A full queue is waited out, boxed: the wait is the rare case, and its future
+            // (the send's and the timer's) would otherwise be room every write carries.
+            Err(mpsc::error::TrySendError::Full(queued)) => {
+                let sent = self.within_answer_limit(self.tx.send(queued), queue_full);
+                Box::pin(sent).await?.map_err(|_| StoreError::WriterGone)?;
+            }
+        }
         self.ring_if(urgent);
         Ok(())
     }

@@ -444,10 +444,7 @@ fn cache_key(thread_id: &str) -> String {
         &ring::digest::SHA256,
         format!("exai-thread:{thread_id}").as_bytes(),
     );
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::hex(&digest.as_ref()[..16])
 }
 
 /// A tool's system prompt with the locale's instruction, when one is set, after it: the

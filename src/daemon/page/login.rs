@@ -118,7 +118,7 @@ fn keep(
 fn random_id() -> Result<String, NoRandom> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| NoRandom(e.to_string()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::hex::hex(&bytes))
 }
 
 /// The value of the session cookie among the request's cookies.
