@@ -1,7 +1,7 @@
 //! Lower-case hex, as exai writes hashes, tokens and random ids.
 
 /// `bytes` as lower-case hex, two digits a byte. Written out, not formatted a byte at a time:
-/// a chat call's cache key is made this way, and a `format!` per byte was two allocations each.
+/// a chat call's cache key is made this way, and a `format!` per byte was an allocation each.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

@@ -1,8 +1,9 @@
 //! People: who a request comes from (the machine's owner or a named user), what each may see,
 //! and the personal tokens that say who they are (made here, kept only as a hash).
 
-use crate::hex::hex;
 use serde::Serialize;
+
+use crate::hex::hex;
 
 /// Who made a request: the daemon's own token (or the shim's proof of it) is the machine's owner;
 /// a personal token (`exai users add`) is a named user.

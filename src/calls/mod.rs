@@ -773,13 +773,9 @@ impl Calls {
             .or_insert_with(|| Value::String(call.id.clone()));
         result.meta = Some(meta);
         let snapshot = call.progress.snapshot();
-        let progress_count = call.progress.sent_count();
+        let (progress_count, last_sent) = call.progress.sent();
         // A call that sent no progress line records the line it would have sent last.
-        let last_progress = Some(
-            call.progress
-                .last_sent()
-                .unwrap_or_else(|| snapshot.message()),
-        );
+        let last_progress = Some(last_sent.unwrap_or_else(|| snapshot.message()));
         let result_text = serde_json::to_string(&result).unwrap_or_default();
         let mut usage = call.usage();
         // A call stopped before its tool said what it cost (a consensus cancelled after some

@@ -223,13 +223,10 @@ impl Progress {
         self.sent.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
-    /// The last progress line that went to the client, if one did.
-    pub fn last_sent(&self) -> Option<String> {
-        self.sent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .clone()
+    /// How many progress lines went to the client, and the last of them, read together.
+    pub fn sent(&self) -> (i64, Option<String>) {
+        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        (sent.0, sent.1.clone())
     }
 }
 

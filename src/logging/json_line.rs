@@ -249,18 +249,18 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
             if let Some(eight) = bytes
                 .get(at..at + 8)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                && !may_need_escaping(u64::from_le_bytes(eight))
+                && !needs_escaping(u64::from_le_bytes(eight))
             {
                 at += 8;
                 continue;
             }
             let end = (at + 8).min(bytes.len());
-            for (at, &b) in bytes.iter().enumerate().take(end).skip(at) {
+            for (i, &b) in bytes.iter().enumerate().take(end).skip(at) {
                 let escape = ESCAPES[usize::from(b)];
                 if escape == 0 {
                     continue;
                 }
-                self.0.write_str(&text[clean..at])?;
+                self.0.write_str(&text[clean..i])?;
                 match escape {
                     b'u' => write!(self.0, "\\u{b:04x}")?,
                     letter => {
@@ -268,7 +268,7 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
                         self.0.write_char(char::from(letter))?;
                     }
                 }
-                clean = at + 1;
+                clean = i + 1;
             }
             at = end;
         }
@@ -276,10 +276,10 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
     }
 }
 
-/// Whether any of the eight bytes in `word` may be one JSON escapes: a control byte, `"` or
-/// `\`. Never false when one is (it may be true when none is, past a byte of 0x80 or more, and
-/// the bytes are then looked at one by one).
-fn may_need_escaping(word: u64) -> bool {
+/// Whether any of the eight bytes in `word` is one JSON escapes: a control byte, `"` or `\`.
+/// (A borrow that runs on into the next byte starts only at a byte that is one, so the answer
+/// for the word is exact, if not which byte it is.)
+fn needs_escaping(word: u64) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     // A byte below `n` (n <= 0x80) borrows into its high bit when `n` is taken from it.
@@ -385,7 +385,7 @@ mod tests {
         assert_eq!(lines[1]["fields"]["ratio"], serde_json::Value::Null);
     }
 
-    /// The escaping as first written: byte by byte.
+    /// A plain escaper, character by character, to compare with.
     fn escaped_byte_by_byte(text: &str) -> String {
         let mut out = String::new();
         for c in text.chars() {
