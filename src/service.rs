@@ -806,7 +806,7 @@ impl ExaiService {
                             || beats_unrecorded >= BEATS_PER_RECORD
                         {
                             (last_recorded_stage, beats_unrecorded) = (snapshot.stage_version, 0);
-                            let count = call.progress.sent_count();
+                            let (count, _) = call.progress.sent();
                             self.app.calls.store().note_progress(&call.id, count, &message, snapshot.model.as_deref());
                         }
                     }

@@ -218,11 +218,6 @@ impl Progress {
         sent.0
     }
 
-    /// How many progress lines went to the client.
-    pub fn sent_count(&self) -> i64 {
-        self.sent.lock().unwrap_or_else(|p| p.into_inner()).0
-    }
-
     /// How many progress lines went to the client, and the last of them, read together.
     pub fn sent(&self) -> (i64, Option<String>) {
         let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());

@@ -246,9 +246,7 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
         let mut clean = 0;
         let mut at = 0;
         while at < bytes.len() {
-            if let Some(eight) = bytes
-                .get(at..at + 8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            if let Some(&eight) = bytes[at..].first_chunk::<8>()
                 && !needs_escaping(u64::from_le_bytes(eight))
             {
                 at += 8;

@@ -393,7 +393,7 @@ mod tests {
     #[test]
     fn no_write_of_a_call_builds_a_temporary_index() {
         use crate::store::waiting_threads::ThreadSave;
-        use crate::store::writer::{GroupSpend, Together, WriteOp, plan};
+        use crate::store::writer::{GroupSpend, WriteOp, plan};
         let path = tempdir().join("s.db");
         Store::open(&StoreLocation::Sqlite(path.clone())).unwrap();
         let conn = Connection::open(&path).unwrap();
@@ -420,14 +420,14 @@ mod tests {
             turn_count: 1,
         };
         let writes = [
-            (&insert, Together::Alone),
-            (&insert, Together::RecordAsEnded(&done)),
+            (&insert, None),
+            (&insert, Some(&done)),
             (
                 &WriteOp::Finish {
                     id: "a".into(),
                     done: ended,
                 },
-                Together::Alone,
+                None,
             ),
             (
                 &WriteOp::Progress {
@@ -436,30 +436,30 @@ mod tests {
                     message: "m".into(),
                     model: None,
                 },
-                Together::Alone,
+                None,
             ),
             (
                 &WriteOp::delivery("a", crate::store::Delivery::Delivered),
-                Together::Alone,
+                None,
             ),
             (
                 &WriteOp::Task {
                     id: "a".into(),
                     kind: "mcp".into(),
                 },
-                Together::Alone,
+                None,
             ),
             (
                 &WriteOp::SaveThread(ThreadSave {
                     thread,
                     search_text: None,
                 }),
-                Together::Alone,
+                None,
             ),
         ];
         let mut statements = Vec::new();
-        for (op, together) in writes {
-            plan(op, together, &mut statements, None);
+        for (op, recorded_as_ended) in writes {
+            plan(op, recorded_as_ended, &mut statements, None);
         }
         let mut summed = GroupSpend::default();
         summed.add(0, None, &done);

@@ -662,11 +662,11 @@ fn apply_batch(
                 spend.add(record, call.user_name.as_deref(), done);
             }
             _ => {
-                let together = match with {
-                    Some(WriteOp::Finish { done, .. }) => Together::RecordAsEnded(done),
-                    _ => Together::Alone,
+                let recorded_as_ended = match with {
+                    Some(WriteOp::Finish { done, .. }) => Some(&**done),
+                    _ => None,
                 };
-                plan(&queued.op, together, &mut statements, only_if);
+                plan(&queued.op, recorded_as_ended, &mut statements, only_if);
             }
         }
         ends.push(statements.len());
@@ -762,15 +762,6 @@ impl<'a> GroupSpend<'a> {
     }
 }
 
-/// How a write goes with another of its group about the same call.
-#[derive(Clone, Copy)]
-pub(super) enum Together<'a> {
-    Alone,
-    /// A record whose call's end is in the group too: it goes in as the call ended (and the
-    /// end adds only its spend, to the group's [`GroupSpend`]).
-    RecordAsEnded(&'a FinishedCall),
-}
-
 /// The calls recorded and ended in one group (see [`AwaitingEnd`]), each to be written once,
 /// as it ended: one insert instead of an insert and an update, and the record never enters the
 /// index of open calls. Each pair both ways (the record's index to its end's and back). Only
@@ -801,9 +792,11 @@ fn ended_in_group(batch: &[Queued]) -> HashMap<usize, usize> {
 }
 
 /// The statements that make one write, each run only if statement `only_if` changed a row.
+/// `recorded_as_ended`: for a record whose call's end is in the group too, that end; the record
+/// goes in as the call ended (and the end adds only its spend, to the group's [`GroupSpend`]).
 pub(super) fn plan<'a>(
     op: &'a WriteOp,
-    together: Together<'a>,
+    recorded_as_ended: Option<&'a FinishedCall>,
     statements: &mut Vec<Statement<'a>>,
     only_if: Option<usize>,
 ) {
@@ -819,7 +812,7 @@ pub(super) fn plan<'a>(
         WriteOp::Insert {
             call: c,
             started_at_ms,
-        } if let Together::RecordAsEnded(done) = together => add(
+        } if let Some(done) = recorded_as_ended => add(
             "INSERT INTO calls (id, session_id, client_name, client_version, transport, tool, \
              arguments, received_at_ms, deadline_at_ms, owner_pid, replica, user_name, \
              state, started_at_ms, finished_at_ms, duration_ms, provider, model, tokens_in, \
